@@ -1,0 +1,11 @@
+//! Pure billing rules. No I/O, no async, no AWS types: every function here is a plain
+//! transformation of plain data, so it can be tested (and property-tested) in isolation.
+
+pub mod access;
+pub mod account;
+pub mod currency;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod metadata;
+pub mod tenant;
