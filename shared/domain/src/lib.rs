@@ -4,6 +4,9 @@
 pub mod access;
 pub mod account;
 pub mod currency;
+pub mod decimal;
+pub mod format;
+pub mod money;
 pub mod error;
 pub mod event;
 pub mod ids;
