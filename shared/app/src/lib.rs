@@ -1,1 +1,124 @@
-//! Use cases.
+//! Use cases: what the platform does, written against ports. Each public method on
+//! [`App`] is one use case; handlers parse input, call one, and map its result.
+
+pub mod accounts;
+pub mod api_keys;
+pub mod audit;
+pub mod error;
+pub mod idempotency;
+pub mod memory;
+pub mod ports;
+pub mod tenants;
+
+use std::sync::Arc;
+
+use billing_domain::access::{Permission, Role};
+use billing_domain::event::{
+    self, Actor, AuditAction, AuditRecord, DomainEvent, EVENT_API_VERSION,
+};
+use billing_domain::ids::{ApiKeyId, AuditId, EventId, TenantId};
+use jiff::Timestamp;
+use serde_json::Value;
+use ulid::Ulid;
+
+pub use error::AppError;
+use ports::{Change, Clock, Store};
+
+/// The use cases, with the ports they run against. Built once per process.
+#[derive(Clone)]
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The authenticated caller of a use case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub tenant_id: TenantId,
+    pub livemode: bool,
+    pub key_id: Option<ApiKeyId>,
+    pub role: Role,
+    pub request_id: Option<String>,
+}
+
+impl Caller {
+    pub fn require(&self, permission: Permission) -> Result<(), AppError> {
+        if self.role.allows(permission) {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(format!(
+                "the {} role may not do this",
+                self.role.as_str()
+            )))
+        }
+    }
+
+    fn actor(&self) -> Actor {
+        Actor {
+            key_id: self.key_id,
+            role: Some(self.role),
+            via: if self.key_id.is_some() {
+                "api"
+            } else {
+                "billing-admin"
+            }
+            .to_owned(),
+        }
+    }
+}
+
+/// What changed, for the audit log and the outbox.
+struct ChangeSpec<'a> {
+    entity_type: &'static str,
+    entity_id: String,
+    action: AuditAction,
+    event_type: &'static str,
+    before: Option<&'a Value>,
+    after: &'a Value,
+}
+
+impl App {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Builds the audit record and domain event that commit with a change.
+    fn change(&self, caller: &Caller, now: Timestamp, spec: ChangeSpec<'_>) -> Change {
+        let changes = event::diff(spec.before, Some(spec.after));
+        let previous_attributes = match spec.action {
+            AuditAction::Create => None,
+            _ => event::previous_attributes(&changes),
+        };
+        Change {
+            audit: AuditRecord {
+                id: AuditId::from_ulid(Ulid::new()),
+                entity_type: spec.entity_type.to_owned(),
+                entity_id: spec.entity_id.clone(),
+                action: spec.action,
+                actor: caller.actor(),
+                request_id: caller.request_id.clone(),
+                changes,
+                at: now,
+            },
+            events: vec![DomainEvent {
+                id: EventId::from_ulid(Ulid::new()),
+                event_type: spec.event_type.to_owned(),
+                api_version: EVENT_API_VERSION.to_owned(),
+                created: now,
+                livemode: caller.livemode,
+                resource_id: spec.entity_id,
+                data: spec.after.clone(),
+                previous_attributes,
+                published: false,
+            }],
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, AppError> {
+    serde_json::to_value(value).map_err(|e| AppError::Internal(e.to_string()))
+}

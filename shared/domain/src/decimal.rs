@@ -58,7 +58,10 @@ fn truncate_input(s: &str) -> String {
 
 /// Parses `-?DIGITS(.DIGITS)?` exactly, allowing at most `max_scale` significant decimals.
 pub fn parse_decimal(input: &str, max_scale: u32) -> Result<Decimal, ParseDecimalError> {
-    let invalid = |reason| ParseDecimalError::Invalid { input: truncate_input(input), reason };
+    let invalid = |reason| ParseDecimalError::Invalid {
+        input: truncate_input(input),
+        reason,
+    };
     let bytes = input.as_bytes();
     if bytes.is_empty() {
         return Err(invalid("it is empty"));
@@ -83,9 +86,15 @@ pub fn parse_decimal(input: &str, max_scale: u32) -> Result<Decimal, ParseDecima
             b'.' => return Err(invalid("it has more than one decimal point")),
             b'e' | b'E' => return Err(invalid("exponents are not allowed; write the digits out")),
             b',' | b'_' | b' ' => {
-                return Err(invalid("separators and spaces are not allowed; use digits and one `.`"))
+                return Err(invalid(
+                    "separators and spaces are not allowed; use digits and one `.`",
+                ))
             }
-            _ => return Err(invalid("only digits, an optional leading `-` and one `.` are allowed")),
+            _ => {
+                return Err(invalid(
+                    "only digits, an optional leading `-` and one `.` are allowed",
+                ))
+            }
         }
     }
     if int_digits == 0 {
@@ -115,7 +124,10 @@ pub fn parse_decimal(input: &str, max_scale: u32) -> Result<Decimal, ParseDecima
         if after_dot {
             scale += 1;
         }
-        mantissa = match mantissa.checked_mul(10).and_then(|m| m.checked_add(u128::from(b - b'0'))) {
+        mantissa = match mantissa
+            .checked_mul(10)
+            .and_then(|m| m.checked_add(u128::from(b - b'0')))
+        {
             Some(m) if m < (1u128 << 96) => m,
             _ => {
                 return Err(ParseDecimalError::OutOfRange {
@@ -126,12 +138,23 @@ pub fn parse_decimal(input: &str, max_scale: u32) -> Result<Decimal, ParseDecima
         };
     }
     if scale > max_scale {
-        return Err(ParseDecimalError::TooPrecise { input: truncate_input(input), scale, max: max_scale });
+        return Err(ParseDecimalError::TooPrecise {
+            input: truncate_input(input),
+            scale,
+            max: max_scale,
+        });
     }
     if scale > 28 {
-        return Err(ParseDecimalError::OutOfRange { input: truncate_input(input), reason: "more than 28 decimal places" });
+        return Err(ParseDecimalError::OutOfRange {
+            input: truncate_input(input),
+            reason: "more than 28 decimal places",
+        });
     }
-    let signed = if negative { -(mantissa as i128) } else { mantissa as i128 };
+    let signed = if negative {
+        -(mantissa as i128)
+    } else {
+        mantissa as i128
+    };
     Decimal::try_from_i128_with_scale(signed, scale).map_err(|_| ParseDecimalError::OutOfRange {
         input: truncate_input(input),
         reason: "it does not fit in a 96-bit decimal",
@@ -163,7 +186,10 @@ pub fn round_minor(unrounded_minor: Decimal) -> Result<i64, RoundingOverflow> {
 }
 
 /// Shifts a major-unit amount to minor units exactly (`19.995 USD → 1999.5`), no rounding.
-pub fn major_to_minor_exact(major: Decimal, currency: Currency) -> Result<Decimal, RoundingOverflow> {
+pub fn major_to_minor_exact(
+    major: Decimal,
+    currency: Currency,
+) -> Result<Decimal, RoundingOverflow> {
     let exp = u32::from(currency.exponent());
     if exp == 0 {
         return Ok(major);
@@ -171,10 +197,14 @@ pub fn major_to_minor_exact(major: Decimal, currency: Currency) -> Result<Decima
     // Multiplying by 10^exp only shifts the scale when it can; fall back to checked_mul.
     let mut shifted = major;
     if major.scale() >= exp {
-        shifted.set_scale(major.scale() - exp).map_err(|_| RoundingOverflow)?;
+        shifted
+            .set_scale(major.scale() - exp)
+            .map_err(|_| RoundingOverflow)?;
         Ok(shifted)
     } else {
-        major.checked_mul(Decimal::from(10i64.pow(exp))).ok_or(RoundingOverflow)
+        major
+            .checked_mul(Decimal::from(10i64.pow(exp)))
+            .ok_or(RoundingOverflow)
     }
 }
 
@@ -213,10 +243,15 @@ pub enum RoundingRule {
 }
 
 /// Rounds a major-unit amount once and records what happened.
-pub fn round_line(unrounded_major: Decimal, currency: Currency) -> Result<RoundingApplied, RoundingOverflow> {
+pub fn round_line(
+    unrounded_major: Decimal,
+    currency: Currency,
+) -> Result<RoundingApplied, RoundingOverflow> {
     let rounded_minor = round_major_to_minor(unrounded_major, currency)?;
     let rounded_major = minor_to_major(rounded_minor, currency);
-    let adjustment = rounded_major.checked_sub(unrounded_major).ok_or(RoundingOverflow)?;
+    let adjustment = rounded_major
+        .checked_sub(unrounded_major)
+        .ok_or(RoundingOverflow)?;
     Ok(RoundingApplied {
         rule: RoundingRule::HalfAwayFromZero,
         decimals: currency.exponent(),
@@ -257,7 +292,9 @@ pub mod serde_decimal {
             Ok(Decimal::from(v))
         }
         fn visit_f64<E: de::Error>(self, _v: f64) -> Result<Decimal, E> {
-            Err(E::custom("decimal values must be JSON strings (e.g. \"0.0015\"), not floating-point numbers"))
+            Err(E::custom(
+                "decimal values must be JSON strings (e.g. \"0.0015\"), not floating-point numbers",
+            ))
         }
     }
 
@@ -331,20 +368,41 @@ mod tests {
         assert_eq!(parse_decimal("-0.0015", 12).unwrap(), dec!(-0.0015));
         assert_eq!(parse_decimal("19.990", 2).unwrap(), dec!(19.99));
         assert_eq!(parse_decimal("007", 0).unwrap(), dec!(7));
-        assert_eq!(parse_decimal("79228162514264337593543950335", 0).unwrap(), Decimal::MAX);
+        assert_eq!(
+            parse_decimal("79228162514264337593543950335", 0).unwrap(),
+            Decimal::MAX
+        );
     }
 
     #[test]
     fn rejects_garbage_precision_and_range() {
-        for bad in ["", "-", "+1", "1e3", "1.2.3", ".5", "5.", "1,000", "1 000", "NaN", "inf", "0x10", "١"] {
-            assert!(matches!(parse_decimal(bad, 12), Err(ParseDecimalError::Invalid { .. })), "{bad}");
+        for bad in [
+            "", "-", "+1", "1e3", "1.2.3", ".5", "5.", "1,000", "1 000", "NaN", "inf", "0x10", "١",
+        ] {
+            assert!(
+                matches!(
+                    parse_decimal(bad, 12),
+                    Err(ParseDecimalError::Invalid { .. })
+                ),
+                "{bad}"
+            );
         }
-        assert!(matches!(parse_decimal("19.999", 2), Err(ParseDecimalError::TooPrecise { scale: 3, max: 2, .. })));
+        assert!(matches!(
+            parse_decimal("19.999", 2),
+            Err(ParseDecimalError::TooPrecise {
+                scale: 3,
+                max: 2,
+                ..
+            })
+        ));
         assert!(matches!(
             parse_decimal("79228162514264337593543950336", 28),
             Err(ParseDecimalError::OutOfRange { .. })
         ));
-        assert!(matches!(parse_decimal("0.00000000000000000000000000001", 40), Err(ParseDecimalError::OutOfRange { .. })));
+        assert!(matches!(
+            parse_decimal("0.00000000000000000000000000001", 40),
+            Err(ParseDecimalError::OutOfRange { .. })
+        ));
         assert!(parse_decimal("1.000000000000000000000000000000000000", 2).is_ok());
     }
 
@@ -378,7 +436,10 @@ mod tests {
         assert_eq!((p.v, p.o), (dec!(1000), Some(dec!(2))));
         let p: P = serde_json::from_str(r#"{"v":1}"#).unwrap();
         assert_eq!(p.o, None);
-        let err = serde_json::from_str::<P>(r#"{"v":0.1}"#).err().unwrap().to_string();
+        let err = serde_json::from_str::<P>(r#"{"v":0.1}"#)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("not floating-point"), "{err}");
         assert!(serde_json::from_str::<P>(r#"{"v":"1e5"}"#).is_err());
     }

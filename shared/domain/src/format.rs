@@ -23,11 +23,17 @@ pub fn number_style(currency: Currency) -> NumberStyle {
     let (dec, group, indian) = match currency.code() {
         "INR" => ('.', Some(','), true),
         "CHF" => ('.', Some('\''), false),
-        "DKK" | "ISK" | "RON" | "VND" | "IDR" | "TRY" | "BRL" | "ARS" | "COP" => (',', Some('.'), false),
+        "DKK" | "ISK" | "RON" | "VND" | "IDR" | "TRY" | "BRL" | "ARS" | "COP" => {
+            (',', Some('.'), false)
+        }
         "CZK" | "HUF" | "NOK" | "PLN" | "SEK" | "BGN" | "UAH" => (',', Some('\u{a0}'), false),
         _ => ('.', Some(','), false),
     };
-    NumberStyle { decimal_separator: dec, group_separator: group, indian_grouping: indian }
+    NumberStyle {
+        decimal_separator: dec,
+        group_separator: group,
+        indian_grouping: indian,
+    }
 }
 
 fn group_digits(digits: &str, style: NumberStyle, out: &mut String) {
@@ -67,7 +73,11 @@ pub fn format_human(m: Money) -> String {
     let style = number_style(m.currency);
     let exp = u32::from(info.exponent);
     let abs = m.minor.unsigned_abs();
-    let (int_part, frac_part) = if exp == 0 { (abs, 0) } else { (abs / 10u64.pow(exp), abs % 10u64.pow(exp)) };
+    let (int_part, frac_part) = if exp == 0 {
+        (abs, 0)
+    } else {
+        (abs / 10u64.pow(exp), abs % 10u64.pow(exp))
+    };
     let mut number = String::with_capacity(32);
     group_digits(&int_part.to_string(), style, &mut number);
     if exp > 0 {

@@ -3,12 +3,13 @@
 
 pub mod access;
 pub mod account;
+pub mod charges;
 pub mod currency;
 pub mod decimal;
-pub mod format;
-pub mod money;
 pub mod error;
 pub mod event;
+pub mod format;
 pub mod ids;
 pub mod metadata;
+pub mod money;
 pub mod tenant;

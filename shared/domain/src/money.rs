@@ -37,7 +37,11 @@ pub enum MoneyError {
     #[error("invalid amount: {0}")]
     Parse(#[from] ParseDecimalError),
     #[error("amount {amount} has more decimals than {currency} allows ({exponent})")]
-    NotRepresentable { amount: String, currency: Currency, exponent: u8 },
+    NotRepresentable {
+        amount: String,
+        currency: Currency,
+        exponent: u8,
+    },
 }
 
 impl Money {
@@ -101,14 +105,22 @@ impl Money {
             return format!("{sign}{abs}");
         }
         let div = 10u64.pow(exp);
-        format!("{sign}{}.{:0width$}", abs / div, abs % div, width = exp as usize)
+        format!(
+            "{sign}{}.{:0width$}",
+            abs / div,
+            abs % div,
+            width = exp as usize
+        )
     }
 
     fn same_currency(self, other: Money) -> Result<(), MoneyError> {
         if self.currency == other.currency {
             Ok(())
         } else {
-            Err(MoneyError::CurrencyMismatch { left: self.currency, right: other.currency })
+            Err(MoneyError::CurrencyMismatch {
+                left: self.currency,
+                right: other.currency,
+            })
         }
     }
 
@@ -116,7 +128,10 @@ impl Money {
         self.same_currency(other)?;
         self.minor
             .checked_add(other.minor)
-            .map(|minor| Money { minor, currency: self.currency })
+            .map(|minor| Money {
+                minor,
+                currency: self.currency,
+            })
             .ok_or(MoneyError::Overflow { op: "add" })
     }
 
@@ -124,50 +139,78 @@ impl Money {
         self.same_currency(other)?;
         self.minor
             .checked_sub(other.minor)
-            .map(|minor| Money { minor, currency: self.currency })
+            .map(|minor| Money {
+                minor,
+                currency: self.currency,
+            })
             .ok_or(MoneyError::Overflow { op: "subtract" })
     }
 
     pub fn checked_neg(self) -> Result<Money, MoneyError> {
         self.minor
             .checked_neg()
-            .map(|minor| Money { minor, currency: self.currency })
+            .map(|minor| Money {
+                minor,
+                currency: self.currency,
+            })
             .ok_or(MoneyError::Overflow { op: "negate" })
     }
 
     pub fn checked_abs(self) -> Result<Money, MoneyError> {
         self.minor
             .checked_abs()
-            .map(|minor| Money { minor, currency: self.currency })
+            .map(|minor| Money {
+                minor,
+                currency: self.currency,
+            })
             .ok_or(MoneyError::Overflow { op: "abs" })
     }
 
     pub fn checked_mul(self, factor: i64) -> Result<Money, MoneyError> {
         self.minor
             .checked_mul(factor)
-            .map(|minor| Money { minor, currency: self.currency })
+            .map(|minor| Money {
+                minor,
+                currency: self.currency,
+            })
             .ok_or(MoneyError::Overflow { op: "multiply" })
     }
 
     /// Multiplies by a decimal (a quantity or rate) and rounds once with the one rule.
     pub fn mul_decimal_rounded(self, factor: Decimal) -> Result<Money, MoneyError> {
-        let exact = self.to_decimal().checked_mul(factor).ok_or(MoneyError::Overflow { op: "multiply" })?;
+        let exact = self
+            .to_decimal()
+            .checked_mul(factor)
+            .ok_or(MoneyError::Overflow { op: "multiply" })?;
         Money::from_decimal_rounded(exact, self.currency)
     }
 
     /// Sums amounts of one currency; an empty iterator sums to zero in `currency`.
-    pub fn sum<I: IntoIterator<Item = Money>>(currency: Currency, items: I) -> Result<Money, MoneyError> {
-        items.into_iter().try_fold(Money::zero(currency), |acc, m| acc.checked_add(m))
+    pub fn sum<I: IntoIterator<Item = Money>>(
+        currency: Currency,
+        items: I,
+    ) -> Result<Money, MoneyError> {
+        items
+            .into_iter()
+            .try_fold(Money::zero(currency), |acc, m| acc.checked_add(m))
     }
 
     pub fn min(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        Ok(if other.minor < self.minor { other } else { self })
+        Ok(if other.minor < self.minor {
+            other
+        } else {
+            self
+        })
     }
 
     pub fn max(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        Ok(if other.minor > self.minor { other } else { self })
+        Ok(if other.minor > self.minor {
+            other
+        } else {
+            self
+        })
     }
 
     /// Splits the amount in proportion to `ratios` (largest remainder method): the parts always
@@ -176,7 +219,13 @@ impl Money {
     /// negated. Errors when `ratios` is empty or all zero.
     pub fn allocate(self, ratios: &[u64]) -> Result<Vec<Money>, MoneyError> {
         let shares = allocate_minor(self.minor, ratios)?;
-        Ok(shares.into_iter().map(|minor| Money { minor, currency: self.currency }).collect())
+        Ok(shares
+            .into_iter()
+            .map(|minor| Money {
+                minor,
+                currency: self.currency,
+            })
+            .collect())
     }
 
     /// Splits into `n` parts that differ by at most one minor unit (`$10.00 / 3 = 3.34, 3.33, 3.33`).
@@ -252,14 +301,21 @@ struct MoneyRepr {
 
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        MoneyRepr { amount: self.minor, currency: self.currency }.serialize(s)
+        MoneyRepr {
+            amount: self.minor,
+            currency: self.currency,
+        }
+        .serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let r = MoneyRepr::deserialize(d)?;
-        Ok(Money { minor: r.amount, currency: r.currency })
+        Ok(Money {
+            minor: r.amount,
+            currency: r.currency,
+        })
     }
 }
 
@@ -277,8 +333,13 @@ mod tests {
         let a = Money::new(1999, c("usd"));
         assert_eq!(a.checked_add(Money::new(1, c("usd"))).unwrap().minor, 2000);
         assert_eq!(a.checked_sub(Money::new(2000, c("usd"))).unwrap().minor, -1);
-        assert!(matches!(a.checked_add(Money::new(1, c("eur"))), Err(MoneyError::CurrencyMismatch { .. })));
-        assert!(Money::new(i64::MAX, c("usd")).checked_add(Money::new(1, c("usd"))).is_err());
+        assert!(matches!(
+            a.checked_add(Money::new(1, c("eur"))),
+            Err(MoneyError::CurrencyMismatch { .. })
+        ));
+        assert!(Money::new(i64::MAX, c("usd"))
+            .checked_add(Money::new(1, c("usd")))
+            .is_err());
         assert!(Money::new(i64::MIN, c("usd")).checked_neg().is_err());
         assert!(Money::new(i64::MAX, c("usd")).checked_mul(2).is_err());
         assert_eq!(a.checked_mul(3).unwrap().minor, 5997);
@@ -291,16 +352,31 @@ mod tests {
         let ten = Money::new(1000, c("usd"));
         let parts: Vec<i64> = ten.split(3).unwrap().iter().map(|m| m.minor).collect();
         assert_eq!(parts, vec![334, 333, 333]);
-        let parts: Vec<i64> = Money::new(-1000, c("usd")).split(3).unwrap().iter().map(|m| m.minor).collect();
+        let parts: Vec<i64> = Money::new(-1000, c("usd"))
+            .split(3)
+            .unwrap()
+            .iter()
+            .map(|m| m.minor)
+            .collect();
         assert_eq!(parts, vec![-334, -333, -333]);
         // 70/20/10 of $0.05: exact shares 3.5, 1.0, 0.5 → 4, 1, 0 (largest remainder, then order).
-        let parts: Vec<i64> = Money::new(5, c("usd")).allocate(&[70, 20, 10]).unwrap().iter().map(|m| m.minor).collect();
+        let parts: Vec<i64> = Money::new(5, c("usd"))
+            .allocate(&[70, 20, 10])
+            .unwrap()
+            .iter()
+            .map(|m| m.minor)
+            .collect();
         assert_eq!(parts, vec![4, 1, 0]);
         assert!(ten.allocate(&[]).is_err());
         assert!(ten.allocate(&[0, 0]).is_err());
         assert!(ten.split(0).is_err());
-        let parts = Money::new(i64::MIN, c("usd")).allocate(&[u64::MAX, 1]).unwrap();
-        assert_eq!(parts.iter().map(|m| i128::from(m.minor)).sum::<i128>(), i128::from(i64::MIN));
+        let parts = Money::new(i64::MIN, c("usd"))
+            .allocate(&[u64::MAX, 1])
+            .unwrap();
+        assert_eq!(
+            parts.iter().map(|m| i128::from(m.minor)).sum::<i128>(),
+            i128::from(i64::MIN)
+        );
     }
 
     #[test]
@@ -326,7 +402,10 @@ mod tests {
     #[test]
     fn serde_is_amount_and_currency() {
         let m = Money::new(1999, c("usd"));
-        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"amount":1999,"currency":"usd"}"#);
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"amount":1999,"currency":"usd"}"#
+        );
         let back: Money = serde_json::from_str(r#"{"amount":1999,"currency":"USD"}"#).unwrap();
         assert_eq!(back, m);
         assert!(serde_json::from_str::<Money>(r#"{"amount":19.99,"currency":"usd"}"#).is_err());

@@ -1,0 +1,128 @@
+//! Customer accounts: create, read, list, update, soft-delete.
+
+use billing_domain::access::Permission;
+use billing_domain::account::{Account, AccountPatch, NewAccount};
+use billing_domain::event::AuditAction;
+use billing_domain::ids::AccountId;
+use ulid::Ulid;
+
+use crate::ports::{AccountFilter, Page, PageRequest};
+use crate::{to_json, App, AppError, Caller, ChangeSpec};
+
+const ENTITY: &str = "account";
+
+impl App {
+    pub async fn create_account(
+        &self,
+        caller: &Caller,
+        input: NewAccount,
+    ) -> Result<Account, AppError> {
+        caller.require(Permission::WriteAccounts)?;
+        let now = self.now();
+        let account = Account::create(AccountId::from_ulid(Ulid::new()), input, now)?;
+        let after = to_json(&account)?;
+        let change = self.change(
+            caller,
+            now,
+            ChangeSpec {
+                entity_type: ENTITY,
+                entity_id: account.id.to_string(),
+                action: AuditAction::Create,
+                event_type: "account.created",
+                before: None,
+                after: &after,
+            },
+        );
+        self.store
+            .insert_account(caller.tenant_id, &account, &change)
+            .await?;
+        Ok(account)
+    }
+
+    pub async fn get_account(&self, caller: &Caller, id: AccountId) -> Result<Account, AppError> {
+        caller.require(Permission::Read)?;
+        self.store
+            .get_account(caller.tenant_id, id)
+            .await?
+            .ok_or_else(|| AppError::not_found(ENTITY, id))
+    }
+
+    pub async fn list_accounts(
+        &self,
+        caller: &Caller,
+        filter: &AccountFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Account>, AppError> {
+        caller.require(Permission::Read)?;
+        Ok(self
+            .store
+            .list_accounts(caller.tenant_id, filter, page)
+            .await?)
+    }
+
+    pub async fn update_account(
+        &self,
+        caller: &Caller,
+        id: AccountId,
+        patch: AccountPatch,
+    ) -> Result<Account, AppError> {
+        caller.require(Permission::WriteAccounts)?;
+        let current = self.get_account(caller, id).await?;
+        let next = current.apply(patch, self.now())?;
+        self.save_account(
+            caller,
+            &current,
+            &next,
+            AuditAction::Update,
+            "account.updated",
+        )
+        .await?;
+        Ok(next)
+    }
+
+    pub async fn delete_account(
+        &self,
+        caller: &Caller,
+        id: AccountId,
+    ) -> Result<Account, AppError> {
+        caller.require(Permission::WriteAccounts)?;
+        let current = self.get_account(caller, id).await?;
+        let next = current.delete(self.now())?;
+        self.save_account(
+            caller,
+            &current,
+            &next,
+            AuditAction::Delete,
+            "account.deleted",
+        )
+        .await?;
+        Ok(next)
+    }
+
+    async fn save_account(
+        &self,
+        caller: &Caller,
+        current: &Account,
+        next: &Account,
+        action: AuditAction,
+        event_type: &'static str,
+    ) -> Result<(), AppError> {
+        let (before, after) = (to_json(current)?, to_json(next)?);
+        let change = self.change(
+            caller,
+            next.updated_at,
+            ChangeSpec {
+                entity_type: ENTITY,
+                entity_id: next.id.to_string(),
+                action,
+                event_type,
+                before: Some(&before),
+                after: &after,
+            },
+        );
+        self.store
+            .update_account(caller.tenant_id, current, next, &change)
+            .await?;
+        Ok(())
+    }
+}

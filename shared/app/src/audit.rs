@@ -1,0 +1,20 @@
+use billing_domain::access::Permission;
+use billing_domain::event::AuditRecord;
+
+use crate::ports::{Page, PageRequest};
+use crate::{App, AppError, Caller};
+
+impl App {
+    pub async fn list_audit_log(
+        &self,
+        caller: &Caller,
+        entity_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<AuditRecord>, AppError> {
+        caller.require(Permission::Read)?;
+        Ok(self
+            .store
+            .list_audit(caller.tenant_id, entity_id, page)
+            .await?)
+    }
+}

@@ -1,0 +1,76 @@
+use billing_domain::account::AccountChangeError;
+use billing_domain::error::ValidationError;
+
+use crate::ports::StoreError;
+
+/// Why a use case did not do what it was asked. The HTTP layer maps each variant to one
+/// status and problem `code`; nothing here knows about HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("no such {resource}: {id}")]
+    NotFound { resource: &'static str, id: String },
+    /// The request is well-formed but clashes with the current state.
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        param: Option<&'static str>,
+    },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// A transient failure; the caller may retry.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn not_found(resource: &'static str, id: impl ToString) -> Self {
+        AppError::NotFound {
+            resource,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::AlreadyExists { entity } => AppError::Conflict {
+                code: "already_exists",
+                message: format!("the {entity} already exists"),
+                param: None,
+            },
+            StoreError::Duplicate { entity, field } => AppError::Conflict {
+                code: "duplicate_value",
+                message: format!("another {entity} already has this {field}"),
+                param: Some(field),
+            },
+            StoreError::VersionConflict { entity } => AppError::Conflict {
+                code: "concurrent_modification",
+                message: format!("the {entity} was changed by another request; fetch it and retry"),
+                param: None,
+            },
+            StoreError::Unavailable(m) => AppError::Unavailable(m),
+            StoreError::Internal(m) => AppError::Internal(m),
+        }
+    }
+}
+
+impl From<AccountChangeError> for AppError {
+    fn from(err: AccountChangeError) -> Self {
+        match err {
+            AccountChangeError::Invalid(e) => AppError::Invalid(e),
+            AccountChangeError::Deleted => AppError::Conflict {
+                code: "account_deleted",
+                message: err.to_string(),
+                param: None,
+            },
+        }
+    }
+}

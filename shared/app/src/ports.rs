@@ -1,0 +1,228 @@
+//! The capabilities use cases need from the outside world, one small trait each.
+//! Production implements them with DynamoDB; [`crate::memory`] implements them in memory
+//! for fast tests, and the same contract suite runs against both.
+
+use async_trait::async_trait;
+use billing_domain::access::ApiKey;
+use billing_domain::account::{Account, AccountStatus};
+use billing_domain::event::{AuditRecord, DomainEvent};
+use billing_domain::ids::{AccountId, ApiKeyId, TenantId};
+use billing_domain::tenant::Tenant;
+use jiff::Timestamp;
+
+/// Where `now` comes from. Every use case asks the clock; none reads the system time.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// Why a store operation failed, mapped once by each adapter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional create found the item already there.
+    #[error("the {entity} already exists")]
+    AlreadyExists { entity: &'static str },
+    /// A unique field's value is taken by another item.
+    #[error("another {entity} already has this {field}")]
+    Duplicate {
+        entity: &'static str,
+        field: &'static str,
+    },
+    /// The stored version is not the one the change was based on.
+    #[error("the {entity} was changed concurrently")]
+    VersionConflict { entity: &'static str },
+    /// Throttling or a transient fault: the same call may succeed later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+/// The audit record and domain events that must commit together with a change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub audit: AuditRecord,
+    pub events: Vec<DomainEvent>,
+}
+
+/// Cursor pagination: `limit` items after the item whose id is `starting_after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub starting_after: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountFilter {
+    pub status: Option<AccountStatus>,
+    pub email: Option<String>,
+    pub external_id: Option<String>,
+}
+
+impl AccountFilter {
+    /// Whether a listed account passes the filter; deleted accounts are never listed.
+    pub fn admits(&self, account: &Account) -> bool {
+        account.deleted_at.is_none()
+            && self.status.is_none_or(|s| account.status == s)
+            && self
+                .email
+                .as_deref()
+                .is_none_or(|e| account.email.eq_ignore_ascii_case(e))
+            && self
+                .external_id
+                .as_deref()
+                .is_none_or(|x| account.external_id.as_deref() == Some(x))
+    }
+}
+
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    /// Creates a tenant together with its first API key, atomically.
+    async fn create_tenant(&self, tenant: &Tenant, first_key: &ApiKey) -> Result<(), StoreError>;
+    async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>, StoreError>;
+}
+
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    async fn get_api_key(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+    ) -> Result<Option<ApiKey>, StoreError>;
+    async fn insert_api_key(&self, key: &ApiKey, change: &Change) -> Result<(), StoreError>;
+    /// Marks a key revoked; fails with `VersionConflict` if it already was.
+    async fn revoke_api_key(&self, key: &ApiKey, change: &Change) -> Result<(), StoreError>;
+    async fn list_api_keys(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<ApiKey>, StoreError>;
+}
+
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates the account, claims its `external_id`, and writes the change, atomically.
+    async fn insert_account(
+        &self,
+        tenant: TenantId,
+        account: &Account,
+        change: &Change,
+    ) -> Result<(), StoreError>;
+    /// Replaces `previous` with `next` if the stored version is still `previous.version`,
+    /// moving the `external_id` claim when it changed, and writes the change, atomically.
+    async fn update_account(
+        &self,
+        tenant: TenantId,
+        previous: &Account,
+        next: &Account,
+        change: &Change,
+    ) -> Result<(), StoreError>;
+    async fn get_account(
+        &self,
+        tenant: TenantId,
+        id: AccountId,
+    ) -> Result<Option<Account>, StoreError>;
+    async fn list_accounts(
+        &self,
+        tenant: TenantId,
+        filter: &AccountFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Account>, StoreError>;
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Newest first; all of the tenant's records, or one entity's.
+    async fn list_audit(
+        &self,
+        tenant: TenantId,
+        entity_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<AuditRecord>, StoreError>;
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// The tenant's domain events (the outbox), oldest first.
+    async fn list_events(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<DomainEvent>, StoreError>;
+}
+
+/// A response remembered under an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// What claiming an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// The key is ours: run the request, then complete or release it.
+    Claimed,
+    /// The key was used before with the same request: answer with this response.
+    Replay(StoredResponse),
+    /// The key was used before with a different request.
+    Mismatch,
+    /// The same request is running right now under this key.
+    InProgress,
+}
+
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    async fn claim_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        fingerprint: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<IdempotencyClaim, StoreError>;
+    async fn complete_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError>;
+    /// Gives the key back after a failure that the caller may retry (a 5xx).
+    async fn release_idempotency_key(&self, tenant: TenantId, key: &str) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait HealthProbe: Send + Sync {
+    /// Succeeds when the store can serve requests.
+    async fn ready(&self) -> Result<(), StoreError>;
+}
+
+/// Everything the API needs from persistence.
+pub trait Store:
+    TenantStore + ApiKeyStore + AccountStore + AuditStore + EventStore + IdempotencyStore + HealthProbe
+{
+}
+
+impl<T> Store for T where
+    T: TenantStore
+        + ApiKeyStore
+        + AccountStore
+        + AuditStore
+        + EventStore
+        + IdempotencyStore
+        + HealthProbe
+{
+}

@@ -1,0 +1,129 @@
+//! The key layout of the single table: one function per entity. Nothing outside this
+//! module spells a `pk`, `sk` or index key. Every partition key starts with the tenant.
+//!
+//! | entity            | pk            | sk                              | gsi1pk                         | gsi1sk            |
+//! |-------------------|---------------|---------------------------------|--------------------------------|-------------------|
+//! | tenant            | `T#{tenant}`  | `TENANT`                        |                                |                   |
+//! | API key           | `T#{tenant}`  | `APIKEY#{key_id}`               |                                |                   |
+//! | account           | `T#{tenant}`  | `ACCOUNT#{account_id}`          | `T#{tenant}#EMAIL#{email}`     | `ACCOUNT#{id}`    |
+//! | external_id claim | `T#{tenant}`  | `UNIQUE#ACCOUNT_EXTERNAL_ID#{x}`|                                |                   |
+//! | audit record      | `T#{tenant}`  | `AUDIT#{audit_id}`              | `T#{tenant}#AUDIT#{entity_id}` | `{audit_id}`      |
+//! | domain event      | `T#{tenant}`  | `EVENT#{event_id}`              |                                |                   |
+//! | idempotency key   | `T#{tenant}`  | `IDEMPOTENCY#{key}` (TTL)       |                                |                   |
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use billing_domain::ids::{AccountId, ApiKeyId, TenantId};
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+pub const GSI1: &str = "gsi1";
+pub const GSI1_PK: &str = "gsi1pk";
+pub const GSI1_SK: &str = "gsi1sk";
+/// Epoch seconds after which DynamoDB's TTL deletes the item.
+pub const TTL: &str = "expires_at";
+
+/// A primary key, plus the index keys an item carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    pub pk: String,
+    pub sk: String,
+    pub gsi1: Option<(String, String)>,
+}
+
+impl Key {
+    fn new(pk: String, sk: String) -> Self {
+        Self { pk, sk, gsi1: None }
+    }
+
+    fn with_gsi1(mut self, pk: String, sk: String) -> Self {
+        self.gsi1 = Some((pk, sk));
+        self
+    }
+
+    /// Just the primary key, for GetItem/DeleteItem.
+    pub fn primary(&self) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (PK.to_owned(), AttributeValue::S(self.pk.clone())),
+            (SK.to_owned(), AttributeValue::S(self.sk.clone())),
+        ])
+    }
+
+    /// Every key attribute, for writing an item or resuming a query after it.
+    pub fn all(&self) -> HashMap<String, AttributeValue> {
+        let mut map = self.primary();
+        if let Some((pk, sk)) = &self.gsi1 {
+            map.insert(GSI1_PK.to_owned(), AttributeValue::S(pk.clone()));
+            map.insert(GSI1_SK.to_owned(), AttributeValue::S(sk.clone()));
+        }
+        map
+    }
+}
+
+pub fn tenant_partition(tenant: TenantId) -> String {
+    format!("T#{tenant}")
+}
+
+pub fn tenant(tenant: TenantId) -> Key {
+    Key::new(tenant_partition(tenant), "TENANT".into())
+}
+
+pub const API_KEY_PREFIX: &str = "APIKEY#";
+
+pub fn api_key(tenant: TenantId, id: ApiKeyId) -> Key {
+    Key::new(tenant_partition(tenant), format!("{API_KEY_PREFIX}{id}"))
+}
+
+pub const ACCOUNT_PREFIX: &str = "ACCOUNT#";
+
+pub fn account(tenant: TenantId, id: AccountId, email: &str) -> Key {
+    Key::new(tenant_partition(tenant), format!("{ACCOUNT_PREFIX}{id}")).with_gsi1(
+        account_email_index(tenant, email),
+        format!("{ACCOUNT_PREFIX}{id}"),
+    )
+}
+
+/// Accounts are found by email case-insensitively.
+pub fn account_email_index(tenant: TenantId, email: &str) -> String {
+    format!("T#{tenant}#EMAIL#{}", email.to_lowercase())
+}
+
+pub fn account_external_id(tenant: TenantId, external_id: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("UNIQUE#ACCOUNT_EXTERNAL_ID#{external_id}"),
+    )
+}
+
+pub const AUDIT_PREFIX: &str = "AUDIT#";
+
+pub fn audit(tenant: TenantId, audit_id: &str, entity_id: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{AUDIT_PREFIX}{audit_id}"),
+    )
+    .with_gsi1(audit_entity_index(tenant, entity_id), audit_id.to_owned())
+}
+
+pub fn audit_entity_index(tenant: TenantId, entity_id: &str) -> String {
+    format!("T#{tenant}#AUDIT#{entity_id}")
+}
+
+pub const EVENT_PREFIX: &str = "EVENT#";
+
+pub fn event(tenant: TenantId, event_id: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{EVENT_PREFIX}{event_id}"),
+    )
+}
+
+pub fn idempotency(tenant: TenantId, key: &str) -> Key {
+    Key::new(tenant_partition(tenant), format!("IDEMPOTENCY#{key}"))
+}
+
+/// A fixed item the readiness probe reads; it never exists.
+pub fn health_probe() -> Key {
+    Key::new("HEALTH".into(), "HEALTH".into())
+}
