@@ -1026,3 +1026,234 @@ impl Priced {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn usd() -> Currency {
+        Currency::from_code("usd").unwrap()
+    }
+
+    fn model(json: &str) -> ChargeModel {
+        let m: ChargeModel = serde_json::from_str(json).unwrap();
+        m.validate().unwrap();
+        m
+    }
+
+    fn tiers_json(kind: &str) -> String {
+        format!(
+            r#"{{"model":"{kind}","tiers":[
+                {{"up_to":"1000","unit_price":"0.01","flat_fee":0}},
+                {{"up_to":5000,"unit_price":"0.008","flat_fee":100}},
+                {{"up_to":null,"unit_price":"0.005"}}]}}"#
+        )
+    }
+
+    #[test]
+    fn flat_fee() {
+        let m = model(r#"{"model":"flat_fee","amount":4900}"#);
+        assert_eq!(m.price_quantity(dec!(3), usd()).unwrap().amount.minor, 4900);
+    }
+
+    #[test]
+    fn per_unit_rounds_once() {
+        // 12,345 calls × $0.0015 = $18.5175 → 1851.75 cents → 1852 cents.
+        let m = model(r#"{"model":"per_unit","unit_price":"0.0015"}"#);
+        let p = m.price_quantity(dec!(12345), usd()).unwrap();
+        assert_eq!(p.amount.minor, 1852);
+        assert_eq!(p.derivation.rounding.unrounded, dec!(18.5175));
+        assert_eq!(p.derivation.rounding.adjustment, dec!(0.0025));
+        assert_eq!(p.unit_price, Some(dec!(0.0015)));
+    }
+
+    #[test]
+    fn graduated_worked_example() {
+        // 6000.5 units: 1000 × 0.01 = 10; 4000 × 0.008 + $1 = 33; 1000.5 × 0.005 = 5.0025.
+        // Total 48.0025 → $48.00.
+        let m = model(&tiers_json("graduated"));
+        let p = m.price_quantity(dec!(6000.5), usd()).unwrap();
+        assert_eq!(p.amount.minor, 4800);
+        let amounts: Vec<Decimal> = p
+            .derivation
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::TierSlice { amount, .. } => *amount,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(amounts, vec![dec!(10), dec!(33), dec!(5.0025)]);
+        assert_eq!(m.price_quantity(dec!(0), usd()).unwrap().amount.minor, 0);
+        // Exactly on a bound stays in the tier (inclusive up_to): no flat fee of tier 2.
+        assert_eq!(m.price_quantity(dec!(1000), usd()).unwrap().amount.minor, 1000);
+        // 1000.5: 10 + 0.5 × 0.008 + 1 = 11.004 → $11.00
+        assert_eq!(m.price_quantity(dec!(1000.5), usd()).unwrap().amount.minor, 1100);
+    }
+
+    #[test]
+    fn volume_worked_example() {
+        let m = model(&tiers_json("volume"));
+        // 6000.5 × 0.005 = 30.0025 → $30.00
+        assert_eq!(m.price_quantity(dec!(6000.5), usd()).unwrap().amount.minor, 3000);
+        // 1000 × 0.01 = $10.00 (inclusive bound)
+        assert_eq!(m.price_quantity(dec!(1000), usd()).unwrap().amount.minor, 1000);
+        // 1000.5 × 0.008 + $1 = 9.004 → $9.00
+        let p = m.price_quantity(dec!(1000.5), usd()).unwrap();
+        assert_eq!(p.amount.minor, 900);
+        assert_eq!(p.unit_price, Some(dec!(0.008)));
+        assert_eq!(m.price_quantity(dec!(0), usd()).unwrap().amount.minor, 0);
+    }
+
+    #[test]
+    fn package_rounds_partial_packages_up() {
+        // 2350.5 GB, 100 free → 2250.5 → 3 started packages of 1000 × $5 = $15.00
+        let m = model(r#"{"model":"package","package_size":"1000","package_price":"5","free_units":"100"}"#);
+        assert_eq!(m.price_quantity(dec!(2350.5), usd()).unwrap().amount.minor, 1500);
+        assert_eq!(m.price_quantity(dec!(100), usd()).unwrap().amount.minor, 0);
+        assert_eq!(m.price_quantity(dec!(1100), usd()).unwrap().amount.minor, 500);
+        assert_eq!(m.price_quantity(dec!(1100.000001), usd()).unwrap().amount.minor, 1000);
+        let frac = model(r#"{"model":"package","package_size":"0.5","package_price":"0.10"}"#);
+        // 1.2 GB-hours in 0.5 blocks → 3 blocks → $0.30
+        assert_eq!(frac.price_quantity(dec!(1.2), usd()).unwrap().amount.minor, 30);
+    }
+
+    #[test]
+    fn percentage_worked_example() {
+        let m = model(
+            r#"{"model":"percentage","rate":"2.9","fixed_fee":30,"free_transactions":1,
+                "free_amount":1000,"min_per_transaction":50,"max_per_transaction":500}"#,
+        );
+        let usage = Usage::Transactions { amounts: vec![dec!(100), dec!(5), dec!(20), dec!(1000), dec!(1)] };
+        // t0 free (first transaction); t1 $5 covered by the $10 free amount; t2 $20 − $5 free
+        // = 15 × 2.9 % + 0.30 = 0.735; t3 1000 × 2.9 % + 0.30 = 29.30 capped at 5.00;
+        // t4 0.029 + 0.30 = 0.329 raised to 0.50. Total 6.235 → $6.24.
+        let p = m.price(&usage, usd()).unwrap();
+        assert_eq!(p.amount.minor, 624);
+        match &p.derivation.steps[0] {
+            Step::Percentage { free_transactions, charged_transactions, minimum_top_up, maximum_reduction, .. } => {
+                assert_eq!((*free_transactions, *charged_transactions), (2, 3));
+                assert_eq!(*minimum_top_up, dec!(0.171));
+                assert_eq!(*maximum_reduction, dec!(24.30));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(m.price_quantity(dec!(1), usd()), Err(PricingError::WrongUsage { .. })));
+        let simple = model(r#"{"model":"percentage","rate":"1.5","fixed_fee":10}"#);
+        // 1234.56 × 1.5 % = 18.5184 + 4 × 0.10 = 18.9184 → $18.92
+        let agg = Usage::Aggregate { total_amount: dec!(1234.56), count: 4 };
+        assert_eq!(simple.price(&agg, usd()).unwrap().amount.minor, 1892);
+        assert!(m.price(&agg, usd()).is_err());
+    }
+
+    #[test]
+    fn tiered_blocks_worked_example() {
+        // 2600 units: first tier 2000 units = 2 blocks of 1000 × $1 = $2;
+        // then 600 units in blocks of 500 → 2 blocks × $0.40 = $0.80. Total $2.80.
+        let m = model(
+            r#"{"model":"tiered_blocks","tiers":[
+                {"up_to":"2000","block_size":"1000","block_price":"1"},
+                {"up_to":null,"block_size":"500","block_price":"0.40"}]}"#,
+        );
+        assert_eq!(m.price_quantity(dec!(2600), usd()).unwrap().amount.minor, 280);
+        assert_eq!(m.price_quantity(dec!(1), usd()).unwrap().amount.minor, 100);
+        let bad: ChargeModel = serde_json::from_str(
+            r#"{"model":"tiered_blocks","tiers":[
+                {"up_to":"1500","block_size":"1000","block_price":"1"},
+                {"up_to":null,"block_size":"500","block_price":"0.40"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(bad.validate().unwrap_err().param, "tiers[0].up_to");
+    }
+
+    #[test]
+    fn commitment_raises_and_caps() {
+        let m = model(r#"{"model":"per_unit","unit_price":"0.0015"}"#);
+        let c = Commitment { minimum: Some(2000), maximum: Some(5000) };
+        let p = m.price_quantity(dec!(12345), usd()).unwrap().with_commitment(&c);
+        assert_eq!(p.amount.minor, 2000);
+        assert_eq!(p.derivation.commitment.unwrap().before, 1852);
+        let p = m.price_quantity(dec!(10000000), usd()).unwrap().with_commitment(&c);
+        assert_eq!(p.amount.minor, 5000);
+        assert!(Commitment { minimum: Some(2), maximum: Some(1) }.validate().is_err());
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let cases = [
+            (r#"{"model":"graduated","tiers":[]}"#, "tiers", "at least one"),
+            (
+                r#"{"model":"graduated","tiers":[{"up_to":"10","unit_price":"1"},{"up_to":"5","unit_price":"1"},{"up_to":null}]}"#,
+                "tiers[1].up_to",
+                "increasing order",
+            ),
+            (
+                r#"{"model":"volume","tiers":[{"up_to":"10","unit_price":"1"},{"up_to":"10","unit_price":"1"},{"up_to":null}]}"#,
+                "tiers[1].up_to",
+                "overlaps",
+            ),
+            (r#"{"model":"graduated","tiers":[{"up_to":"10","unit_price":"1"}]}"#, "tiers[0].up_to", "last tier"),
+            (
+                r#"{"model":"graduated","tiers":[{"up_to":null,"unit_price":"1"},{"up_to":null}]}"#,
+                "tiers[0].up_to",
+                "only the last",
+            ),
+            (r#"{"model":"graduated","tiers":[{"up_to":"0"},{"up_to":null}]}"#, "tiers[0].up_to", "greater than zero"),
+            (r#"{"model":"graduated","tiers":[{"up_to":null,"unit_price":"-1"}]}"#, "tiers[0].unit_price", "negative"),
+            (
+                r#"{"model":"graduated","tiers":[{"up_to":null,"unit_price":"0.0000000000001"}]}"#,
+                "tiers[0].unit_price",
+                "decimal places",
+            ),
+            (r#"{"model":"package","package_size":"0","package_price":"1"}"#, "package_size", "greater than zero"),
+            (r#"{"model":"percentage","rate":"101"}"#, "rate", "at most 100"),
+            (
+                r#"{"model":"percentage","rate":"1","min_per_transaction":10,"max_per_transaction":5}"#,
+                "max_per_transaction",
+                "at least",
+            ),
+            (r#"{"model":"flat_fee","amount":-1}"#, "amount", "negative"),
+        ];
+        for (json, param, msg) in cases {
+            let m: ChargeModel = serde_json::from_str(json).unwrap();
+            let e = m.validate().unwrap_err();
+            assert_eq!(e.param, param, "{json}");
+            assert!(e.message.contains(msg), "{json}: {}", e.message);
+        }
+        assert_eq!(
+            ValidationError::new("tiers[0].up_to", "x").within("price").param,
+            "price.tiers[0].up_to"
+        );
+    }
+
+    #[test]
+    fn json_is_strict_and_round_trips() {
+        for bad in [
+            r#"{"model":"per_unit","unit_price":"0.01","extra":1}"#,
+            r#"{"model":"per_unit","unit_price":0.01}"#,
+            r#"{"model":"per_unit","unit_price":"abc"}"#,
+            r#"{"model":"nope"}"#,
+            r#"{"model":"graduated","tiers":[{"up_to":null,"unit_price":"1","flat":1}]}"#,
+        ] {
+            assert!(serde_json::from_str::<ChargeModel>(bad).is_err(), "{bad}");
+        }
+        let m = model(&tiers_json("graduated"));
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<ChargeModel>(&text).unwrap(), m);
+        assert!(text.contains(r#""up_to":"1000""#), "{text}");
+        let p = m.price_quantity(dec!(6000.5), usd()).unwrap();
+        let derivation = serde_json::to_value(&p).unwrap();
+        assert_eq!(derivation["derivation"]["steps"][1]["step"], "tier_slice");
+        assert_eq!(derivation["derivation"]["rounding"]["unrounded"], "48.0025");
+    }
+
+    #[test]
+    fn negative_and_huge_inputs_are_errors_not_panics() {
+        let m = model(&tiers_json("graduated"));
+        assert!(matches!(m.price_quantity(dec!(-1), usd()), Err(PricingError::NegativeQuantity(_))));
+        let huge = model(r#"{"model":"per_unit","unit_price":"1000000000000000"}"#);
+        assert!(matches!(huge.price_quantity(Decimal::MAX, usd()), Err(PricingError::Overflow)));
+        assert!(matches!(huge.price_quantity(dec!(100000000), usd()), Err(PricingError::Overflow)));
+    }
+}
