@@ -12,4 +12,5 @@ pub mod format;
 pub mod ids;
 pub mod metadata;
 pub mod money;
+pub mod periods;
 pub mod tenant;
