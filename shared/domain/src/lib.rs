@@ -13,4 +13,5 @@ pub mod ids;
 pub mod metadata;
 pub mod money;
 pub mod periods;
+pub mod proration;
 pub mod tenant;
