@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod format;
 pub mod ids;
+pub mod invoice;
 pub mod metadata;
 pub mod money;
 pub mod periods;
