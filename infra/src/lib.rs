@@ -1,1 +1,6 @@
-//! infra
+//! The local stack: the AWS stand-in (moto in server mode), the resources the functions
+//! expect on it, and a table snapshot so `make dev` keeps its data between runs.
+
+pub mod moto;
+pub mod snapshot;
+pub mod stack;

@@ -1,1 +1,128 @@
-fn main() {}
+//! The local runner: starts the AWS stand-in, creates the stack, seeds a sandbox tenant
+//! and serves the very router the `api` Lambda serves, on 127.0.0.1. Ctrl-C saves the
+//! table and stops everything it started.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use billing_app::ports::SystemClock;
+use billing_app::App;
+use billing_aws::{Config, DynamoStore};
+use billing_domain::tenant::TenantMode;
+use billing_http::{router, EmitMetrics};
+use billing_infra::{moto, snapshot, stack};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Run the whole billing platform locally")]
+struct Args {
+    /// Port of the API.
+    #[arg(long, env = "BILLING_PORT", default_value_t = 3000)]
+    port: u16,
+    /// Port of the local AWS stand-in.
+    #[arg(long, env = "BILLING_AWS_PORT", default_value_t = moto::DEFAULT_PORT)]
+    aws_port: u16,
+    /// Use an already running stand-in at AWS_ENDPOINT_URL instead of starting one.
+    #[arg(long)]
+    external_aws: bool,
+    #[arg(long, env = "TABLE_NAME", default_value = "billing-local")]
+    table: String,
+    /// Start from an empty table instead of the previous run's data.
+    #[arg(long)]
+    reset: bool,
+    /// Where the table snapshot and the generated dev key are kept.
+    #[arg(long, default_value = ".local")]
+    state_dir: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,aws=warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.state_dir)?;
+
+    let (moto, endpoint) = if args.external_aws {
+        let endpoint =
+            std::env::var("AWS_ENDPOINT_URL").context("--external-aws needs AWS_ENDPOINT_URL")?;
+        (None, endpoint)
+    } else {
+        let child = moto::start(&moto::moto_binary(), args.aws_port)?;
+        (Some(child), format!("http://127.0.0.1:{}", args.aws_port))
+    };
+
+    let config = Config::local(&args.table, &endpoint);
+    let sdk = config.sdk_config().await;
+    stack::ensure(&sdk, &config.table_name).await?;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let snapshot_path = args.state_dir.join("table-snapshot.jsonl");
+    if args.reset {
+        let _ = std::fs::remove_file(&snapshot_path);
+    } else if snapshot_path.exists() {
+        let n = snapshot::load(&dynamodb, &config.table_name, &snapshot_path)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading {}: {e}", snapshot_path.display()))?;
+        tracing::info!(items = n, "restored the previous run's data");
+    }
+
+    let store = DynamoStore::new(dynamodb.clone(), &config.table_name);
+    let app = App::new(Arc::new(store), Arc::new(SystemClock));
+    let key = seed_tenant(&app, &args.state_dir).await?;
+
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("port {} is taken; pass --port", args.port))?;
+    println!();
+    println!("  Billing API   http://{addr}   (docs: http://{addr}/docs)");
+    println!("  Local AWS     {endpoint}   table {}", config.table_name);
+    println!("  Sandbox key   {key}");
+    println!();
+    println!("  curl -H 'Authorization: Bearer {key}' http://{addr}/v1/accounts");
+    println!();
+    axum::serve(listener, router(app, EmitMetrics(true)))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+
+    let saved = snapshot::save(&dynamodb, &config.table_name, &snapshot_path)
+        .await
+        .map_err(|e| anyhow::anyhow!("saving {}: {e}", snapshot_path.display()))?;
+    tracing::info!(items = saved, path = %snapshot_path.display(), "saved the table for the next run");
+    if let Some(mut child) = moto {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Ok(())
+}
+
+/// The sandbox tenant's admin key: `BILLING_DEV_API_KEY`, else the one generated on an
+/// earlier run, else a new one written to `<state_dir>/dev-api-key`.
+async fn seed_tenant(app: &App, state_dir: &std::path::Path) -> anyhow::Result<String> {
+    let key_file = state_dir.join("dev-api-key");
+    let known = std::env::var("BILLING_DEV_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string(&key_file)
+                .ok()
+                .map(|k| k.trim().to_owned())
+        });
+    if let Some(key) = known {
+        app.ensure_tenant_with_key("Local sandbox", &key).await?;
+        return Ok(key);
+    }
+    let (_, issued) = app
+        .create_tenant("Local sandbox", TenantMode::Sandbox)
+        .await?;
+    std::fs::write(&key_file, &issued.secret)?;
+    Ok(issued.secret)
+}

@@ -6,7 +6,9 @@ use std::hint::black_box;
 
 use billing_domain::charges::{ChargeModel, Tier, Tiers, Usage};
 use billing_domain::currency::Currency;
-use billing_domain::invoice::{build_invoice, CreditInput, Discount, InvoiceInput, LineInput, LineSource, TaxRate};
+use billing_domain::invoice::{
+    build_invoice, CreditInput, Discount, InvoiceInput, LineInput, LineSource, TaxRate,
+};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rust_decimal::Decimal;
 
@@ -19,13 +21,21 @@ fn ten_tiers() -> ChargeModel {
             flat_fee: if i % 3 == 0 { 100 } else { 0 },
         });
     }
-    tiers.push(Tier { up_to: None, unit_price: Decimal::new(15, 4), flat_fee: 0 });
+    tiers.push(Tier {
+        up_to: None,
+        unit_price: Decimal::new(15, 4),
+        flat_fee: 0,
+    });
     ChargeModel::Graduated(Tiers { tiers })
 }
 
 fn five_line_invoice() -> InvoiceInput {
     let usd = Currency::from_code("usd").expect("usd");
-    let vat = vec![TaxRate { id: "vat".into(), percentage: Decimal::new(20, 0), inclusive: false }];
+    let vat = vec![TaxRate {
+        id: "vat".into(),
+        percentage: Decimal::new(20, 0),
+        inclusive: false,
+    }];
     let line = |id: &str, source: LineSource| LineInput {
         id: Some(id.into()),
         description: format!("{id} charge"),
@@ -79,7 +89,11 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
     g.throughput(Throughput::Elements(1));
     g.bench_function("price_graduated_10_tiers", |b| {
-        b.iter(|| black_box(&model).price(black_box(&usage), usd).expect("priced"))
+        b.iter(|| {
+            black_box(&model)
+                .price(black_box(&usage), usd)
+                .expect("priced")
+        })
     });
     let input = five_line_invoice();
     build_invoice(&input).expect("invoice");

@@ -15,7 +15,7 @@ use crate::ids::{ApiKeyId, TenantId};
 use crate::tenant::TenantMode;
 
 /// The seeds' Super Admin, Billing Admin, Support Rep and Finance Viewer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Admin,

@@ -2,6 +2,7 @@
 
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 
 use crate::currency::Currency;
 use crate::error::ValidationError;
@@ -9,7 +10,7 @@ use crate::ids::AccountId;
 use crate::metadata::{self, Metadata};
 
 /// `warning` and `blocked` are set by dunning, never by the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountStatus {
     Active,
@@ -17,8 +18,9 @@ pub enum AccountStatus {
     Blocked,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"line1": "Unter den Linden 1", "city": "Berlin", "postal_code": "10117", "country": "DE"}))]
 pub struct Address {
     pub line1: Option<String>,
     pub line2: Option<String>,
@@ -29,11 +31,20 @@ pub struct Address {
     pub country: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "id": "acct_01JD3X7M2Q8Z5V6W9Y0A1B2C3D", "email": "billing@acme.test", "name": "Acme GmbH",
+    "currency": "eur", "timezone": "Europe/Berlin", "external_id": "user-4711",
+    "billing_address": {"line1": "Unter den Linden 1", "city": "Berlin", "postal_code": "10117", "country": "DE"},
+    "tax_exempt": false, "vat_id": "DE123456789", "metadata": {"plan_hint": "pro"}, "status": "active",
+    "created_at": "2026-11-22T10:00:00Z", "updated_at": "2026-11-22T10:00:00Z", "deleted_at": null, "version": 1
+}))]
 pub struct Account {
+    #[schema(value_type = String)]
     pub id: AccountId,
     pub email: String,
     pub name: Option<String>,
+    #[schema(value_type = String, example = "eur")]
     pub currency: Currency,
     /// IANA zone; decides where the account's billing periods start and end.
     pub timezone: String,
@@ -44,19 +55,29 @@ pub struct Account {
     pub vat_id: Option<String>,
     pub metadata: Metadata,
     pub status: AccountStatus,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub deleted_at: Option<Timestamp>,
+    /// Incremented by every change; optimistic concurrency control.
     pub version: u64,
 }
 
 /// What a caller may give when creating an account.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "email": "billing@acme.test", "name": "Acme GmbH", "currency": "eur", "timezone": "Europe/Berlin",
+    "external_id": "user-4711", "vat_id": "DE123456789", "metadata": {"plan_hint": "pro"}
+}))]
 pub struct NewAccount {
     pub email: String,
     pub name: Option<String>,
+    /// ISO 4217 code, e.g. `usd`.
     pub currency: String,
+    /// IANA time zone; defaults to `UTC`.
     pub timezone: Option<String>,
     pub external_id: Option<String>,
     pub billing_address: Option<Address>,
@@ -69,20 +90,25 @@ pub struct NewAccount {
 
 /// A partial update. For clearable fields, `Some(None)` (JSON `null`) clears and an absent
 /// field leaves the value alone.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Acme AG", "vat_id": null, "metadata": {"plan_hint": ""}}))]
 pub struct AccountPatch {
     pub email: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub name: Option<Option<String>>,
     pub currency: Option<String>,
     pub timezone: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub external_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Address>)]
     pub billing_address: Option<Option<Address>>,
     pub tax_exempt: Option<bool>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub vat_id: Option<Option<String>>,
     /// Merged like Stripe: an empty value removes the key.
     pub metadata: Option<Metadata>,

@@ -1087,18 +1087,30 @@ mod tests {
         assert_eq!(amounts, vec![dec!(10), dec!(33), dec!(5.0025)]);
         assert_eq!(m.price_quantity(dec!(0), usd()).unwrap().amount.minor, 0);
         // Exactly on a bound stays in the tier (inclusive up_to): no flat fee of tier 2.
-        assert_eq!(m.price_quantity(dec!(1000), usd()).unwrap().amount.minor, 1000);
+        assert_eq!(
+            m.price_quantity(dec!(1000), usd()).unwrap().amount.minor,
+            1000
+        );
         // 1000.5: 10 + 0.5 × 0.008 + 1 = 11.004 → $11.00
-        assert_eq!(m.price_quantity(dec!(1000.5), usd()).unwrap().amount.minor, 1100);
+        assert_eq!(
+            m.price_quantity(dec!(1000.5), usd()).unwrap().amount.minor,
+            1100
+        );
     }
 
     #[test]
     fn volume_worked_example() {
         let m = model(&tiers_json("volume"));
         // 6000.5 × 0.005 = 30.0025 → $30.00
-        assert_eq!(m.price_quantity(dec!(6000.5), usd()).unwrap().amount.minor, 3000);
+        assert_eq!(
+            m.price_quantity(dec!(6000.5), usd()).unwrap().amount.minor,
+            3000
+        );
         // 1000 × 0.01 = $10.00 (inclusive bound)
-        assert_eq!(m.price_quantity(dec!(1000), usd()).unwrap().amount.minor, 1000);
+        assert_eq!(
+            m.price_quantity(dec!(1000), usd()).unwrap().amount.minor,
+            1000
+        );
         // 1000.5 × 0.008 + $1 = 9.004 → $9.00
         let p = m.price_quantity(dec!(1000.5), usd()).unwrap();
         assert_eq!(p.amount.minor, 900);
@@ -1109,14 +1121,31 @@ mod tests {
     #[test]
     fn package_rounds_partial_packages_up() {
         // 2350.5 GB, 100 free → 2250.5 → 3 started packages of 1000 × $5 = $15.00
-        let m = model(r#"{"model":"package","package_size":"1000","package_price":"5","free_units":"100"}"#);
-        assert_eq!(m.price_quantity(dec!(2350.5), usd()).unwrap().amount.minor, 1500);
+        let m = model(
+            r#"{"model":"package","package_size":"1000","package_price":"5","free_units":"100"}"#,
+        );
+        assert_eq!(
+            m.price_quantity(dec!(2350.5), usd()).unwrap().amount.minor,
+            1500
+        );
         assert_eq!(m.price_quantity(dec!(100), usd()).unwrap().amount.minor, 0);
-        assert_eq!(m.price_quantity(dec!(1100), usd()).unwrap().amount.minor, 500);
-        assert_eq!(m.price_quantity(dec!(1100.000001), usd()).unwrap().amount.minor, 1000);
+        assert_eq!(
+            m.price_quantity(dec!(1100), usd()).unwrap().amount.minor,
+            500
+        );
+        assert_eq!(
+            m.price_quantity(dec!(1100.000001), usd())
+                .unwrap()
+                .amount
+                .minor,
+            1000
+        );
         let frac = model(r#"{"model":"package","package_size":"0.5","package_price":"0.10"}"#);
         // 1.2 GB-hours in 0.5 blocks → 3 blocks → $0.30
-        assert_eq!(frac.price_quantity(dec!(1.2), usd()).unwrap().amount.minor, 30);
+        assert_eq!(
+            frac.price_quantity(dec!(1.2), usd()).unwrap().amount.minor,
+            30
+        );
     }
 
     #[test]
@@ -1125,24 +1154,38 @@ mod tests {
             r#"{"model":"percentage","rate":"2.9","fixed_fee":30,"free_transactions":1,
                 "free_amount":1000,"min_per_transaction":50,"max_per_transaction":500}"#,
         );
-        let usage = Usage::Transactions { amounts: vec![dec!(100), dec!(5), dec!(20), dec!(1000), dec!(1)] };
+        let usage = Usage::Transactions {
+            amounts: vec![dec!(100), dec!(5), dec!(20), dec!(1000), dec!(1)],
+        };
         // t0 free (first transaction); t1 $5 covered by the $10 free amount; t2 $20 − $5 free
         // = 15 × 2.9 % + 0.30 = 0.735; t3 1000 × 2.9 % + 0.30 = 29.30 capped at 5.00;
         // t4 0.029 + 0.30 = 0.329 raised to 0.50. Total 6.235 → $6.24.
         let p = m.price(&usage, usd()).unwrap();
         assert_eq!(p.amount.minor, 624);
         match &p.derivation.steps[0] {
-            Step::Percentage { free_transactions, charged_transactions, minimum_top_up, maximum_reduction, .. } => {
+            Step::Percentage {
+                free_transactions,
+                charged_transactions,
+                minimum_top_up,
+                maximum_reduction,
+                ..
+            } => {
                 assert_eq!((*free_transactions, *charged_transactions), (2, 3));
                 assert_eq!(*minimum_top_up, dec!(0.171));
                 assert_eq!(*maximum_reduction, dec!(24.30));
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(m.price_quantity(dec!(1), usd()), Err(PricingError::WrongUsage { .. })));
+        assert!(matches!(
+            m.price_quantity(dec!(1), usd()),
+            Err(PricingError::WrongUsage { .. })
+        ));
         let simple = model(r#"{"model":"percentage","rate":"1.5","fixed_fee":10}"#);
         // 1234.56 × 1.5 % = 18.5184 + 4 × 0.10 = 18.9184 → $18.92
-        let agg = Usage::Aggregate { total_amount: dec!(1234.56), count: 4 };
+        let agg = Usage::Aggregate {
+            total_amount: dec!(1234.56),
+            count: 4,
+        };
         assert_eq!(simple.price(&agg, usd()).unwrap().amount.minor, 1892);
         assert!(m.price(&agg, usd()).is_err());
     }
@@ -1156,7 +1199,10 @@ mod tests {
                 {"up_to":"2000","block_size":"1000","block_price":"1"},
                 {"up_to":null,"block_size":"500","block_price":"0.40"}]}"#,
         );
-        assert_eq!(m.price_quantity(dec!(2600), usd()).unwrap().amount.minor, 280);
+        assert_eq!(
+            m.price_quantity(dec!(2600), usd()).unwrap().amount.minor,
+            280
+        );
         assert_eq!(m.price_quantity(dec!(1), usd()).unwrap().amount.minor, 100);
         let bad: ChargeModel = serde_json::from_str(
             r#"{"model":"tiered_blocks","tiers":[
@@ -1170,19 +1216,37 @@ mod tests {
     #[test]
     fn commitment_raises_and_caps() {
         let m = model(r#"{"model":"per_unit","unit_price":"0.0015"}"#);
-        let c = Commitment { minimum: Some(2000), maximum: Some(5000) };
-        let p = m.price_quantity(dec!(12345), usd()).unwrap().with_commitment(&c);
+        let c = Commitment {
+            minimum: Some(2000),
+            maximum: Some(5000),
+        };
+        let p = m
+            .price_quantity(dec!(12345), usd())
+            .unwrap()
+            .with_commitment(&c);
         assert_eq!(p.amount.minor, 2000);
         assert_eq!(p.derivation.commitment.unwrap().before, 1852);
-        let p = m.price_quantity(dec!(10000000), usd()).unwrap().with_commitment(&c);
+        let p = m
+            .price_quantity(dec!(10000000), usd())
+            .unwrap()
+            .with_commitment(&c);
         assert_eq!(p.amount.minor, 5000);
-        assert!(Commitment { minimum: Some(2), maximum: Some(1) }.validate().is_err());
+        assert!(Commitment {
+            minimum: Some(2),
+            maximum: Some(1)
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]
     fn validation_names_the_field() {
         let cases = [
-            (r#"{"model":"graduated","tiers":[]}"#, "tiers", "at least one"),
+            (
+                r#"{"model":"graduated","tiers":[]}"#,
+                "tiers",
+                "at least one",
+            ),
             (
                 r#"{"model":"graduated","tiers":[{"up_to":"10","unit_price":"1"},{"up_to":"5","unit_price":"1"},{"up_to":null}]}"#,
                 "tiers[1].up_to",
@@ -1193,21 +1257,41 @@ mod tests {
                 "tiers[1].up_to",
                 "overlaps",
             ),
-            (r#"{"model":"graduated","tiers":[{"up_to":"10","unit_price":"1"}]}"#, "tiers[0].up_to", "last tier"),
+            (
+                r#"{"model":"graduated","tiers":[{"up_to":"10","unit_price":"1"}]}"#,
+                "tiers[0].up_to",
+                "last tier",
+            ),
             (
                 r#"{"model":"graduated","tiers":[{"up_to":null,"unit_price":"1"},{"up_to":null}]}"#,
                 "tiers[0].up_to",
                 "only the last",
             ),
-            (r#"{"model":"graduated","tiers":[{"up_to":"0"},{"up_to":null}]}"#, "tiers[0].up_to", "greater than zero"),
-            (r#"{"model":"graduated","tiers":[{"up_to":null,"unit_price":"-1"}]}"#, "tiers[0].unit_price", "negative"),
+            (
+                r#"{"model":"graduated","tiers":[{"up_to":"0"},{"up_to":null}]}"#,
+                "tiers[0].up_to",
+                "greater than zero",
+            ),
+            (
+                r#"{"model":"graduated","tiers":[{"up_to":null,"unit_price":"-1"}]}"#,
+                "tiers[0].unit_price",
+                "negative",
+            ),
             (
                 r#"{"model":"graduated","tiers":[{"up_to":null,"unit_price":"0.0000000000001"}]}"#,
                 "tiers[0].unit_price",
                 "decimal places",
             ),
-            (r#"{"model":"package","package_size":"0","package_price":"1"}"#, "package_size", "greater than zero"),
-            (r#"{"model":"percentage","rate":"101"}"#, "rate", "at most 100"),
+            (
+                r#"{"model":"package","package_size":"0","package_price":"1"}"#,
+                "package_size",
+                "greater than zero",
+            ),
+            (
+                r#"{"model":"percentage","rate":"101"}"#,
+                "rate",
+                "at most 100",
+            ),
             (
                 r#"{"model":"percentage","rate":"1","min_per_transaction":10,"max_per_transaction":5}"#,
                 "max_per_transaction",
@@ -1222,7 +1306,9 @@ mod tests {
             assert!(e.message.contains(msg), "{json}: {}", e.message);
         }
         assert_eq!(
-            ValidationError::new("tiers[0].up_to", "x").within("price").param,
+            ValidationError::new("tiers[0].up_to", "x")
+                .within("price")
+                .param,
             "price.tiers[0].up_to"
         );
     }
@@ -1251,9 +1337,18 @@ mod tests {
     #[test]
     fn negative_and_huge_inputs_are_errors_not_panics() {
         let m = model(&tiers_json("graduated"));
-        assert!(matches!(m.price_quantity(dec!(-1), usd()), Err(PricingError::NegativeQuantity(_))));
+        assert!(matches!(
+            m.price_quantity(dec!(-1), usd()),
+            Err(PricingError::NegativeQuantity(_))
+        ));
         let huge = model(r#"{"model":"per_unit","unit_price":"1000000000000000"}"#);
-        assert!(matches!(huge.price_quantity(Decimal::MAX, usd()), Err(PricingError::Overflow)));
-        assert!(matches!(huge.price_quantity(dec!(100000000), usd()), Err(PricingError::Overflow)));
+        assert!(matches!(
+            huge.price_quantity(Decimal::MAX, usd()),
+            Err(PricingError::Overflow)
+        ));
+        assert!(matches!(
+            huge.price_quantity(dec!(100000000), usd()),
+            Err(PricingError::Overflow)
+        ));
     }
 }

@@ -32,15 +32,16 @@ pub struct DomainEvent {
 }
 
 /// Who made a change: the API key and its role, or an operator tool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Actor {
+    #[schema(value_type = Option<String>)]
     pub key_id: Option<ApiKeyId>,
     pub role: Option<Role>,
     /// `api`, `billing-admin`, `system`.
     pub via: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
     Create,
@@ -49,8 +50,9 @@ pub enum AuditAction {
     Revoke,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
+    #[schema(value_type = String)]
     pub id: AuditId,
     pub entity_type: String,
     pub entity_id: String,
@@ -58,7 +60,9 @@ pub struct AuditRecord {
     pub actor: Actor,
     pub request_id: Option<String>,
     /// Field → `{ "before": …, "after": … }` for every top-level field that changed.
+    #[schema(value_type = Object)]
     pub changes: Map<String, Value>,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
 }
 

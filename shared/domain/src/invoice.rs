@@ -128,7 +128,9 @@ impl Discount {
     }
     fn applies_to(&self) -> Option<&[String]> {
         match self {
-            Discount::PercentOff { applies_to, .. } | Discount::AmountOff { applies_to, .. } => applies_to.as_deref(),
+            Discount::PercentOff { applies_to, .. } | Discount::AmountOff { applies_to, .. } => {
+                applies_to.as_deref()
+            }
         }
     }
 }
@@ -297,7 +299,10 @@ fn check_percentage(param: impl FnOnce() -> String, p: Decimal) -> Result<(), In
         return Err(InvoiceError::invalid(param(), "must be between 0 and 100"));
     }
     if decimal::significant_scale(p) > 4 {
-        return Err(InvoiceError::invalid(param(), "must have at most 4 decimal places"));
+        return Err(InvoiceError::invalid(
+            param(),
+            "must have at most 4 decimal places",
+        ));
     }
     Ok(())
 }
@@ -305,7 +310,10 @@ fn check_percentage(param: impl FnOnce() -> String, p: Decimal) -> Result<(), In
 fn check_taxes(prefix: impl Fn() -> String, rates: &[TaxRate]) -> Result<(), InvoiceError> {
     let mut inclusive = None;
     for (j, r) in rates.iter().enumerate() {
-        check_percentage(|| format!("{}.tax_rates[{j}].percentage", prefix()), r.percentage)?;
+        check_percentage(
+            || format!("{}.tax_rates[{j}].percentage", prefix()),
+            r.percentage,
+        )?;
         match inclusive {
             None => inclusive = Some(r.inclusive),
             Some(k) if k != r.inclusive => {
@@ -330,10 +338,18 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
     for (i, l) in input.lines.iter().enumerate() {
         check_taxes(|| format!("lines[{i}]"), &l.tax_rates)?;
         let (kind, amount, quantity, unit_price, derivation) = match &l.source {
-            LineSource::Charge { model, usage, commitment } => {
-                let mut priced = model.price(usage, currency).map_err(|source| InvoiceError::Pricing { line: i, source })?;
+            LineSource::Charge {
+                model,
+                usage,
+                commitment,
+            } => {
+                let mut priced = model
+                    .price(usage, currency)
+                    .map_err(|source| InvoiceError::Pricing { line: i, source })?;
                 if let Some(c) = commitment {
-                    c.validate().map_err(|e| InvoiceError::Invalid(e.within(&format!("lines[{i}].source.commitment"))))?;
+                    c.validate().map_err(|e| {
+                        InvoiceError::Invalid(e.within(&format!("lines[{i}].source.commitment")))
+                    })?;
                     priced = priced.with_commitment(c);
                 }
                 let quantity = match usage {
@@ -355,9 +371,19 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
             }
             LineSource::Proration { item } => {
                 if item.amount.currency != currency {
-                    return Err(MoneyError::CurrencyMismatch { left: currency, right: item.amount.currency }.into());
+                    return Err(MoneyError::CurrencyMismatch {
+                        left: currency,
+                        right: item.amount.currency,
+                    }
+                    .into());
                 }
-                (LineKind::Proration, item.amount.minor, None, None, Some(LineDerivation::Proration(item.clone())))
+                (
+                    LineKind::Proration,
+                    item.amount.minor,
+                    None,
+                    None,
+                    Some(LineDerivation::Proration(item.clone())),
+                )
             }
         };
         lines.push(InvoiceLine {
@@ -377,13 +403,17 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
             derivation,
         });
     }
-    let mut line_taxes: Vec<&[TaxRate]> = input.lines.iter().map(|l| l.tax_rates.as_slice()).collect();
+    let mut line_taxes: Vec<&[TaxRate]> =
+        input.lines.iter().map(|l| l.tax_rates.as_slice()).collect();
     let mut discountable: Vec<bool> = input.lines.iter().map(|l| l.discountable).collect();
 
     // 2. Minimum commitment true-up.
     if let Some(mc) = &input.minimum_commitment {
         if mc.amount < 0 {
-            return Err(InvoiceError::invalid("minimum_commitment.amount".into(), "must not be negative"));
+            return Err(InvoiceError::invalid(
+                "minimum_commitment.amount".into(),
+                "must not be negative",
+            ));
         }
         check_taxes(|| "minimum_commitment".to_owned(), &mc.tax_rates)?;
         if charges_subtotal < mc.amount {
@@ -402,7 +432,10 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
                 tax_amount: 0,
                 total_excluding_tax: amount,
                 total: amount,
-                derivation: Some(LineDerivation::MinimumCommitment { minimum: mc.amount, charges_subtotal }),
+                derivation: Some(LineDerivation::MinimumCommitment {
+                    minimum: mc.amount,
+                    charges_subtotal,
+                }),
             });
             line_taxes.push(&mc.tax_rates);
             discountable.push(false);
@@ -420,7 +453,10 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
             discountable[idx]
                 && match d.applies_to() {
                     None => true,
-                    Some(ids) => lines[idx].id.as_deref().is_some_and(|id| ids.iter().any(|x| x == id)),
+                    Some(ids) => lines[idx]
+                        .id
+                        .as_deref()
+                        .is_some_and(|id| ids.iter().any(|x| x == id)),
                 }
         };
         let mut base: i64 = 0;
@@ -440,14 +476,19 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
             }
             Discount::AmountOff { amount, .. } => {
                 if *amount < 0 {
-                    return Err(InvoiceError::invalid(format!("discounts[{d_i}].amount"), "must not be negative"));
+                    return Err(InvoiceError::invalid(
+                        format!("discounts[{d_i}].amount"),
+                        "must not be negative",
+                    ));
                 }
                 (*amount).min(base.max(0))
             }
         };
         let total_discount = wanted.clamp(0, positive);
         if total_discount > 0 {
-            let idxs: Vec<usize> = (0..net.len()).filter(|&idx| applies(idx) && net[idx] > 0).collect();
+            let idxs: Vec<usize> = (0..net.len())
+                .filter(|&idx| applies(idx) && net[idx] > 0)
+                .collect();
             let weights: Vec<u64> = idxs.iter().map(|&idx| net[idx].unsigned_abs()).collect();
             let shares = allocate_minor(total_discount, &weights)?;
             for (&idx, share) in idxs.iter().zip(shares) {
@@ -457,10 +498,16 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
                 net[idx] = sub(net[idx], share)?;
                 let line = &mut lines[idx];
                 line.discount_amount = add(line.discount_amount, share)?;
-                line.discounts.push(LineDiscount { discount_id: d.id().to_owned(), amount: share });
+                line.discounts.push(LineDiscount {
+                    discount_id: d.id().to_owned(),
+                    amount: share,
+                });
             }
         }
-        discount_summaries.push(DiscountSummary { discount_id: d.id().to_owned(), amount: total_discount });
+        discount_summaries.push(DiscountSummary {
+            discount_id: d.id().to_owned(),
+            amount: total_discount,
+        });
     }
 
     // 5. Tax per line, rounded per line.
@@ -480,7 +527,9 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
                 inclusive_tax = decimal::round_minor(exact).map_err(|_| overflow())?;
                 let weights: Vec<u64> = rates
                     .iter()
-                    .map(|r| u64::try_from((r.percentage * Decimal::from(10_000)).trunc()).unwrap_or(0))
+                    .map(|r| {
+                        u64::try_from((r.percentage * Decimal::from(10_000)).trunc()).unwrap_or(0)
+                    })
                     .collect();
                 let shares = if weights.iter().any(|&w| w > 0) {
                     allocate_minor(inclusive_tax, &weights)?
@@ -512,7 +561,10 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
             }
         }
         for t in &line.taxes {
-            match tax_summaries.iter_mut().find(|s| s.tax_rate_id == t.tax_rate_id && s.percentage == t.percentage) {
+            match tax_summaries
+                .iter_mut()
+                .find(|s| s.tax_rate_id == t.tax_rate_id && s.percentage == t.percentage)
+            {
                 Some(s) => {
                     s.taxable_amount = add(s.taxable_amount, t.taxable_amount)?;
                     s.amount = add(s.amount, t.amount)?;
@@ -550,13 +602,19 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
     let mut unapplied = 0i64;
     for (c_i, c) in input.credits.iter().enumerate() {
         if c.amount < 0 {
-            return Err(InvoiceError::invalid(format!("credits[{c_i}].amount"), "must not be negative"));
+            return Err(InvoiceError::invalid(
+                format!("credits[{c_i}].amount"),
+                "must not be negative",
+            ));
         }
         let used = c.amount.min(remaining);
         remaining -= used;
         if used > 0 {
             credit_total = add(credit_total, used)?;
-            credits_applied.push(AppliedCredit { credit_id: c.id.clone(), amount: used });
+            credits_applied.push(AppliedCredit {
+                credit_id: c.id.clone(),
+                amount: used,
+            });
         }
         unapplied = add(unapplied, c.amount - used)?;
     }
@@ -595,15 +653,29 @@ mod tests {
     use rust_decimal_macros::dec;
 
     fn vat(p: Decimal, inclusive: bool) -> Vec<TaxRate> {
-        vec![TaxRate { id: "vat".into(), percentage: p, inclusive }]
+        vec![TaxRate {
+            id: "vat".into(),
+            percentage: p,
+            inclusive,
+        }]
     }
 
     fn line(id: &str, source: LineSource, taxes: Vec<TaxRate>) -> LineInput {
-        LineInput { id: Some(id.into()), description: id.into(), period: None, source, tax_rates: taxes, discountable: true }
+        LineInput {
+            id: Some(id.into()),
+            description: id.into(),
+            period: None,
+            source,
+            tax_rates: taxes,
+            discountable: true,
+        }
     }
 
     fn fixed(amount: i64) -> LineSource {
-        LineSource::Fixed { amount, quantity: None }
+        LineSource::Fixed {
+            amount,
+            quantity: None,
+        }
     }
 
     #[test]
@@ -619,7 +691,8 @@ mod tests {
                 line(
                     "plan",
                     LineSource::Charge {
-                        model: serde_json::from_str(r#"{"model":"flat_fee","amount":4900}"#).unwrap(),
+                        model: serde_json::from_str(r#"{"model":"flat_fee","amount":4900}"#)
+                            .unwrap(),
                         usage: Usage::quantity(dec!(1)),
                         commitment: None,
                     },
@@ -627,16 +700,31 @@ mod tests {
                 ),
                 line(
                     "api",
-                    LineSource::Charge { model: graduated, usage: Usage::quantity(dec!(6000.5)), commitment: None },
+                    LineSource::Charge {
+                        model: graduated,
+                        usage: Usage::quantity(dec!(6000.5)),
+                        commitment: None,
+                    },
                     vat(dec!(20), false),
                 ),
                 line("credit", fixed(-1000), vat(dec!(20), false)),
             ],
             discounts: vec![
-                Discount::PercentOff { id: "launch".into(), percent: dec!(10), applies_to: Some(vec!["plan".into()]) },
-                Discount::AmountOff { id: "sorry".into(), amount: 500, applies_to: None },
+                Discount::PercentOff {
+                    id: "launch".into(),
+                    percent: dec!(10),
+                    applies_to: Some(vec!["plan".into()]),
+                },
+                Discount::AmountOff {
+                    id: "sorry".into(),
+                    amount: 500,
+                    applies_to: None,
+                },
             ],
-            credits: vec![CreditInput { id: "gift".into(), amount: 3000 }],
+            credits: vec![CreditInput {
+                id: "gift".into(),
+                amount: 3000,
+            }],
             minimum_commitment: None,
         };
         let inv = build_invoice(&input).unwrap();
@@ -649,11 +737,20 @@ mod tests {
         // Tax 20 % per line on nets 4171, 4539, −1000: 834.2 → 834, 907.8 → 908, −200.
         let t: Vec<i64> = inv.lines.iter().map(|l| l.tax_amount).collect();
         assert_eq!(t, vec![834, 908, -200]);
-        assert_eq!((inv.discount_total, inv.tax_total, inv.total), (990, 1542, 9252));
+        assert_eq!(
+            (inv.discount_total, inv.tax_total, inv.total),
+            (990, 1542, 9252)
+        );
         assert_eq!(inv.total, inv.subtotal - inv.discount_total + inv.tax_total);
-        assert_eq!((inv.credit_total, inv.amount_due, inv.ending_credit_balance), (3000, 6252, 0));
+        assert_eq!(
+            (inv.credit_total, inv.amount_due, inv.ending_credit_balance),
+            (3000, 6252, 0)
+        );
         assert_eq!(inv.taxes[0].amount, 1542);
-        assert!(matches!(inv.lines[1].derivation, Some(LineDerivation::Charge(_))));
+        assert!(matches!(
+            inv.lines[1].derivation,
+            Some(LineDerivation::Charge(_))
+        ));
         let json = serde_json::to_value(&inv).unwrap();
         assert_eq!(json["lines"][1]["derivation"]["source"], "charge");
     }
@@ -670,28 +767,55 @@ mod tests {
             minimum_commitment: None,
         })
         .unwrap();
-        assert_eq!((inv.tax_total, inv.total, inv.total_excluding_tax), (1900, 11900, 10000));
+        assert_eq!(
+            (inv.tax_total, inv.total, inv.total_excluding_tax),
+            (1900, 11900, 10000)
+        );
         // A downgrade credit larger than the charges: nothing due, the rest becomes balance.
         let inv = build_invoice(&InvoiceInput {
             currency: usd,
-            lines: vec![line("a", fixed(1000), vec![]), line("b", fixed(-5000), vec![])],
+            lines: vec![
+                line("a", fixed(1000), vec![]),
+                line("b", fixed(-5000), vec![]),
+            ],
             discounts: vec![],
-            credits: vec![CreditInput { id: "c".into(), amount: 700 }],
+            credits: vec![CreditInput {
+                id: "c".into(),
+                amount: 700,
+            }],
             minimum_commitment: None,
         })
         .unwrap();
-        assert_eq!((inv.total, inv.amount_due, inv.credit_total, inv.ending_credit_balance), (-4000, 0, 0, 4700));
+        assert_eq!(
+            (
+                inv.total,
+                inv.amount_due,
+                inv.credit_total,
+                inv.ending_credit_balance
+            ),
+            (-4000, 0, 0, 4700)
+        );
         // Minimum commitment of $50 over $10 of charges adds a $40 true-up line.
         let inv = build_invoice(&InvoiceInput {
             currency: usd,
             lines: vec![line("a", fixed(1000), vec![])],
             discounts: vec![],
-            credits: vec![CreditInput { id: "c".into(), amount: 700 }],
-            minimum_commitment: Some(MinimumCommitment { amount: 5000, tax_rates: vec![], period: None }),
+            credits: vec![CreditInput {
+                id: "c".into(),
+                amount: 700,
+            }],
+            minimum_commitment: Some(MinimumCommitment {
+                amount: 5000,
+                tax_rates: vec![],
+                period: None,
+            }),
         })
         .unwrap();
         assert_eq!(inv.lines[1].kind, LineKind::MinimumCommitment);
-        assert_eq!((inv.lines[1].amount, inv.total, inv.amount_due), (4000, 5000, 4300));
+        assert_eq!(
+            (inv.lines[1].amount, inv.total, inv.amount_due),
+            (4000, 5000, 4300)
+        );
     }
 
     #[test]
@@ -699,10 +823,22 @@ mod tests {
         let usd = Currency::from_code("usd").unwrap();
         let mut input = InvoiceInput {
             currency: usd,
-            lines: vec![line("a", fixed(1000), vec![
-                TaxRate { id: "x".into(), percentage: dec!(5), inclusive: true },
-                TaxRate { id: "y".into(), percentage: dec!(5), inclusive: false },
-            ])],
+            lines: vec![line(
+                "a",
+                fixed(1000),
+                vec![
+                    TaxRate {
+                        id: "x".into(),
+                        percentage: dec!(5),
+                        inclusive: true,
+                    },
+                    TaxRate {
+                        id: "y".into(),
+                        percentage: dec!(5),
+                        inclusive: false,
+                    },
+                ],
+            )],
             discounts: vec![],
             credits: vec![],
             minimum_commitment: None,
@@ -713,7 +849,9 @@ mod tests {
         }
         input.lines[0].tax_rates = vat(dec!(101), false);
         match build_invoice(&input) {
-            Err(InvoiceError::Invalid(e)) => assert_eq!(e.param, "lines[0].tax_rates[0].percentage"),
+            Err(InvoiceError::Invalid(e)) => {
+                assert_eq!(e.param, "lines[0].tax_rates[0].percentage")
+            }
             other => panic!("{other:?}"),
         }
         input.lines[0].tax_rates = vec![];
@@ -722,10 +860,18 @@ mod tests {
             usage: Usage::quantity(dec!(-1)),
             commitment: None,
         };
-        assert!(matches!(build_invoice(&input), Err(InvoiceError::Pricing { line: 0, .. })));
+        assert!(matches!(
+            build_invoice(&input),
+            Err(InvoiceError::Pricing { line: 0, .. })
+        ));
         let json = r#"{"currency":"usd","lines":[{"description":"x","source":{"type":"fixed","amount":5}}],"bogus":1}"#;
         assert!(serde_json::from_str::<InvoiceInput>(json).is_err());
         let json = r#"{"currency":"usd","lines":[{"description":"x","source":{"type":"fixed","amount":5}}]}"#;
-        assert_eq!(build_invoice(&serde_json::from_str(json).unwrap()).unwrap().total, 5);
+        assert_eq!(
+            build_invoice(&serde_json::from_str(json).unwrap())
+                .unwrap()
+                .total,
+            5
+        );
     }
 }

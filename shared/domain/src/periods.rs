@@ -45,19 +45,27 @@ impl Period {
     /// The part of this period from `t` on (`[max(start, t), end)`), if any.
     pub fn from(&self, t: Timestamp) -> Option<Period> {
         let start = self.start.max(t);
-        (start < self.end).then_some(Period { start, end: self.end })
+        (start < self.end).then_some(Period {
+            start,
+            end: self.end,
+        })
     }
 
     /// The part of this period before `t` (`[start, min(end, t))`), if any.
     pub fn until(&self, t: Timestamp) -> Option<Period> {
         let end = self.end.min(t);
-        (self.start < end).then_some(Period { start: self.start, end })
+        (self.start < end).then_some(Period {
+            start: self.start,
+            end,
+        })
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeriodError {
-    #[error("unknown time zone `{0}`: expected an IANA name such as Europe/Paris or America/New_York")]
+    #[error(
+        "unknown time zone `{0}`: expected an IANA name such as Europe/Paris or America/New_York"
+    )]
     UnknownTimeZone(String),
     #[error("interval count must be between 1 and {max} (got {got})")]
     BadCount { got: u32, max: u32 },
@@ -107,24 +115,35 @@ impl Interval {
     }
 
     pub fn monthly() -> Self {
-        Interval { unit: IntervalUnit::Month, count: 1 }
+        Interval {
+            unit: IntervalUnit::Month,
+            count: 1,
+        }
     }
 
     pub fn yearly() -> Self {
-        Interval { unit: IntervalUnit::Year, count: 1 }
+        Interval {
+            unit: IntervalUnit::Year,
+            count: 1,
+        }
     }
 
     pub fn validate(&self) -> Result<(), PeriodError> {
         let max = Self::max_count(self.unit);
         if self.count == 0 || self.count > max {
-            return Err(PeriodError::BadCount { got: self.count, max });
+            return Err(PeriodError::BadCount {
+                got: self.count,
+                max,
+            });
         }
         Ok(())
     }
 
     /// The calendar span of `k` intervals.
     fn span(&self, k: i64) -> Result<Span, PeriodError> {
-        let n = k.checked_mul(i64::from(self.count)).ok_or(PeriodError::OutOfRange)?;
+        let n = k
+            .checked_mul(i64::from(self.count))
+            .ok_or(PeriodError::OutOfRange)?;
         let s = match self.unit {
             IntervalUnit::Day => Span::new().try_days(n),
             IntervalUnit::Week => Span::new().try_weeks(n),
@@ -136,7 +155,8 @@ impl Interval {
 
     /// Whole intervals from `a` to `b` by a calendar estimate (may be off by one; callers adjust).
     fn estimate(&self, a: Date, b: Date) -> i64 {
-        let months = (i64::from(b.year()) - i64::from(a.year())) * 12 + i64::from(b.month()) - i64::from(a.month());
+        let months = (i64::from(b.year()) - i64::from(a.year())) * 12 + i64::from(b.month())
+            - i64::from(a.month());
         let days = b.since(a).map(|s| i64::from(s.get_days())).unwrap_or(0);
         let units = match self.unit {
             IntervalUnit::Day => days,
@@ -198,11 +218,21 @@ pub fn local_date(t: Timestamp, tz: &TimeZone) -> Date {
 }
 
 impl BillingCycle {
-    pub fn new(interval: Interval, anchor: Timestamp, time_zone_name: &str) -> Result<Self, PeriodError> {
+    pub fn new(
+        interval: Interval,
+        anchor: Timestamp,
+        time_zone_name: &str,
+    ) -> Result<Self, PeriodError> {
         interval.validate()?;
         let tz = time_zone(time_zone_name)?;
         let local_anchor = tz.to_datetime(anchor);
-        Ok(BillingCycle { interval, anchor, local_anchor, tz, tz_name: time_zone_name.to_owned() })
+        Ok(BillingCycle {
+            interval,
+            anchor,
+            local_anchor,
+            tz,
+            tz_name: time_zone_name.to_owned(),
+        })
     }
 
     pub fn from_spec(spec: &CycleSpec) -> Result<Self, PeriodError> {
@@ -210,7 +240,11 @@ impl BillingCycle {
     }
 
     pub fn spec(&self) -> CycleSpec {
-        CycleSpec { interval: self.interval, anchor: self.anchor, time_zone: self.tz_name.clone() }
+        CycleSpec {
+            interval: self.interval,
+            anchor: self.anchor,
+            time_zone: self.tz_name.clone(),
+        }
     }
 
     pub fn interval(&self) -> Interval {
@@ -234,9 +268,16 @@ impl BillingCycle {
         if k == 0 {
             return Ok(self.anchor);
         }
-        let date = self.local_anchor.date().checked_add(self.interval.span(k)?).map_err(|_| PeriodError::OutOfRange)?;
+        let date = self
+            .local_anchor
+            .date()
+            .checked_add(self.interval.span(k)?)
+            .map_err(|_| PeriodError::OutOfRange)?;
         let local = date.to_datetime(self.local_anchor.time());
-        self.tz.to_ambiguous_timestamp(local).compatible().map_err(|_| PeriodError::OutOfRange)
+        self.tz
+            .to_ambiguous_timestamp(local)
+            .compatible()
+            .map_err(|_| PeriodError::OutOfRange)
     }
 
     /// Period `k`: `[boundary(k), boundary(k + 1))`.
@@ -247,7 +288,9 @@ impl BillingCycle {
 
     /// Index of the period containing `t`.
     pub fn index_at(&self, t: Timestamp) -> Result<i64, PeriodError> {
-        let mut k = self.interval.estimate(self.local_anchor.date(), local_date(t, &self.tz));
+        let mut k = self
+            .interval
+            .estimate(self.local_anchor.date(), local_date(t, &self.tz));
         // The estimate is within one or two periods; walk to the exact one.
         for _ in 0..8 {
             if self.boundary(k)? > t {
@@ -278,7 +321,11 @@ impl BillingCycle {
         let k = self.index_at(start)?;
         let full = self.period(k)?;
         let period = Period::new(start, full.end)?;
-        Ok(FirstPeriod { period, full, partial: start != full.start })
+        Ok(FirstPeriod {
+            period,
+            full,
+            partial: start != full.start,
+        })
     }
 
     /// `n` consecutive periods starting with the one containing `t` (for previews).
@@ -290,7 +337,10 @@ impl BillingCycle {
     /// What an invoice at boundary `k` covers: the period starting there (fees in advance) and
     /// the period ending there (usage in arrears).
     pub fn invoice_periods(&self, k: i64) -> Result<InvoicePeriods, PeriodError> {
-        Ok(InvoicePeriods { in_advance: self.period(k)?, in_arrears: self.period(k - 1)? })
+        Ok(InvoicePeriods {
+            in_advance: self.period(k)?,
+            in_arrears: self.period(k - 1)?,
+        })
     }
 }
 
@@ -327,7 +377,10 @@ mod tests {
 
     fn local(p: &Period, tz: &str) -> (String, String) {
         let tz = time_zone(tz).unwrap();
-        (tz.to_datetime(p.start).to_string(), tz.to_datetime(p.end).to_string())
+        (
+            tz.to_datetime(p.start).to_string(),
+            tz.to_datetime(p.end).to_string(),
+        )
     }
 
     #[test]
@@ -360,20 +413,37 @@ mod tests {
     fn time_zone_decides_boundaries_across_dst() {
         // Midnight in Paris on Mar 1 is 23:00 UTC the day before (CET, +01:00); midnight on
         // Apr 1 is 22:00 UTC (CEST, +02:00): the March period is 30 days 23 hours long.
-        let c = BillingCycle::new(Interval::monthly(), ts("2024-02-29T23:00:00Z"), "Europe/Paris").unwrap();
+        let c = BillingCycle::new(
+            Interval::monthly(),
+            ts("2024-02-29T23:00:00Z"),
+            "Europe/Paris",
+        )
+        .unwrap();
         let p = c.period(0).unwrap();
-        assert_eq!(local(&p, "Europe/Paris"), ("2024-03-01T00:00:00".into(), "2024-04-01T00:00:00".into()));
+        assert_eq!(
+            local(&p, "Europe/Paris"),
+            ("2024-03-01T00:00:00".into(), "2024-04-01T00:00:00".into())
+        );
         assert_eq!(p.end.to_string(), "2024-03-31T22:00:00Z");
-        assert_eq!((p.end.as_second() - p.start.as_second()) / 3600, 31 * 24 - 1);
+        assert_eq!(
+            (p.end.as_second() - p.start.as_second()) / 3600,
+            31 * 24 - 1
+        );
         // Daily cycle over the fall-back night in New York: that day is 25 hours.
         let d = BillingCycle::new(
-            Interval { unit: IntervalUnit::Day, count: 1 },
+            Interval {
+                unit: IntervalUnit::Day,
+                count: 1,
+            },
             ts("2024-11-02T04:00:00Z"),
             "America/New_York",
         )
         .unwrap();
         let p = d.period(1).unwrap();
-        assert_eq!(local(&p, "America/New_York"), ("2024-11-03T00:00:00".into(), "2024-11-04T00:00:00".into()));
+        assert_eq!(
+            local(&p, "America/New_York"),
+            ("2024-11-03T00:00:00".into(), "2024-11-04T00:00:00".into())
+        );
         assert_eq!(p.end.as_second() - p.start.as_second(), 25 * 3600);
     }
 
@@ -381,22 +451,41 @@ mod tests {
     fn gap_times_resolve_after_the_gap() {
         // Anchor 02:30 local on a day without DST; on Mar 10 2024 02:30 does not exist in New York.
         let c = BillingCycle::new(
-            Interval { unit: IntervalUnit::Day, count: 1 },
+            Interval {
+                unit: IntervalUnit::Day,
+                count: 1,
+            },
             ts("2024-03-09T07:30:00Z"), // 02:30 EST
             "America/New_York",
         )
         .unwrap();
         let b = c.boundary(1).unwrap();
-        assert_eq!(time_zone("America/New_York").unwrap().to_datetime(b).to_string(), "2024-03-10T03:30:00");
+        assert_eq!(
+            time_zone("America/New_York")
+                .unwrap()
+                .to_datetime(b)
+                .to_string(),
+            "2024-03-10T03:30:00"
+        );
         assert_eq!(c.boundary(2).unwrap().to_string(), "2024-03-11T06:30:00Z"); // 02:30 EDT
     }
 
     #[test]
     fn containing_first_and_invoice_periods() {
-        let c = BillingCycle::new(Interval { unit: IntervalUnit::Week, count: 2 }, ts("2024-01-01T00:00:00Z"), "UTC")
-            .unwrap();
+        let c = BillingCycle::new(
+            Interval {
+                unit: IntervalUnit::Week,
+                count: 2,
+            },
+            ts("2024-01-01T00:00:00Z"),
+            "UTC",
+        )
+        .unwrap();
         let p = c.period_containing(ts("2024-01-20T10:00:00Z")).unwrap();
-        assert_eq!((p.start.to_string(), p.end.to_string()), ("2024-01-15T00:00:00Z".into(), "2024-01-29T00:00:00Z".into()));
+        assert_eq!(
+            (p.start.to_string(), p.end.to_string()),
+            ("2024-01-15T00:00:00Z".into(), "2024-01-29T00:00:00Z".into())
+        );
         let p = c.period_containing(ts("2023-12-31T23:59:59Z")).unwrap();
         assert_eq!(p.start.to_string(), "2023-12-18T00:00:00Z");
         assert_eq!(c.index_at(ts("2024-01-29T00:00:00Z")).unwrap(), 2);
@@ -408,15 +497,36 @@ mod tests {
         let ip = m.invoice_periods(2).unwrap();
         assert_eq!(ip.in_advance.start.to_string(), "2024-03-15T00:00:00Z");
         assert_eq!(ip.in_arrears.start.to_string(), "2024-02-15T00:00:00Z");
-        assert_eq!(BillingTiming::InArrears.bill_at(&ip.in_arrears), ip.in_advance.start);
-        let q = BillingCycle::new(Interval { unit: IntervalUnit::Month, count: 3 }, ts("2024-01-31T00:00:00Z"), "UTC")
-            .unwrap();
-        assert_eq!(q.period_containing(ts("2024-05-01T00:00:00Z")).unwrap().start.to_string(), "2024-04-30T00:00:00Z");
+        assert_eq!(
+            BillingTiming::InArrears.bill_at(&ip.in_arrears),
+            ip.in_advance.start
+        );
+        let q = BillingCycle::new(
+            Interval {
+                unit: IntervalUnit::Month,
+                count: 3,
+            },
+            ts("2024-01-31T00:00:00Z"),
+            "UTC",
+        )
+        .unwrap();
+        assert_eq!(
+            q.period_containing(ts("2024-05-01T00:00:00Z"))
+                .unwrap()
+                .start
+                .to_string(),
+            "2024-04-30T00:00:00Z"
+        );
     }
 
     #[test]
     fn bad_inputs_are_errors() {
-        assert!(BillingCycle::new(Interval::monthly(), ts("2024-01-01T00:00:00Z"), "Mars/Olympus").is_err());
+        assert!(BillingCycle::new(
+            Interval::monthly(),
+            ts("2024-01-01T00:00:00Z"),
+            "Mars/Olympus"
+        )
+        .is_err());
         assert!(Interval::new(IntervalUnit::Month, 0).is_err());
         assert!(Interval::new(IntervalUnit::Year, 6).is_err());
         let c = BillingCycle::new(Interval::monthly(), ts("2024-01-01T00:00:00Z"), "UTC").unwrap();

@@ -53,8 +53,15 @@ pub enum ProrationConvention {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProrationError {
-    #[error("the slice [{slice_start}, {slice_end}) does not lie within the period [{start}, {end})")]
-    OutsidePeriod { slice_start: Timestamp, slice_end: Timestamp, start: Timestamp, end: Timestamp },
+    #[error(
+        "the slice [{slice_start}, {slice_end}) does not lie within the period [{start}, {end})"
+    )]
+    OutsidePeriod {
+        slice_start: Timestamp,
+        slice_end: Timestamp,
+        start: Timestamp,
+        end: Timestamp,
+    },
     #[error("the period is empty under this convention")]
     EmptyPeriod,
     #[error(transparent)]
@@ -81,20 +88,32 @@ impl Fraction {
 fn day_number(t: Timestamp, tz: &TimeZone) -> i64 {
     // Days since 1970-01-01 of the local date; used only for differences.
     let d = local_date(t, tz);
-    d.since(jiff::civil::date(1970, 1, 1)).map(|s| i64::from(s.get_days())).unwrap_or(0)
+    d.since(jiff::civil::date(1970, 1, 1))
+        .map(|s| i64::from(s.get_days()))
+        .unwrap_or(0)
 }
 
 /// 30-day-month position of `t` within `period` (see the module docs).
 fn thirty_position(t: Timestamp, period: &Period, months: i64, tz: &TimeZone) -> i64 {
     let s = local_date(period.start, tz);
     let x = local_date(t, tz);
-    let mut n = (i64::from(x.year()) - i64::from(s.year())) * 12 + i64::from(x.month()) - i64::from(s.month());
-    let add = |n: i64| jiff::Span::new().try_months(n).ok().and_then(|sp| s.checked_add(sp).ok());
+    let mut n = (i64::from(x.year()) - i64::from(s.year())) * 12 + i64::from(x.month())
+        - i64::from(s.month());
+    let add = |n: i64| {
+        jiff::Span::new()
+            .try_months(n)
+            .ok()
+            .and_then(|sp| s.checked_add(sp).ok())
+    };
     while n > 0 && add(n).is_none_or(|d| d > x) {
         n -= 1;
     }
     let base = add(n).unwrap_or(s);
-    let into = x.since(base).map(|sp| i64::from(sp.get_days())).unwrap_or(0).clamp(0, 30);
+    let into = x
+        .since(base)
+        .map(|sp| i64::from(sp.get_days()))
+        .unwrap_or(0)
+        .clamp(0, 30);
     (30 * n + into).clamp(0, 30 * months)
 }
 
@@ -102,9 +121,14 @@ fn thirty_position(t: Timestamp, period: &Period, months: i64, tz: &TimeZone) ->
 fn whole_months(period: &Period, tz: &TimeZone) -> i64 {
     let s = local_date(period.start, tz);
     let e = local_date(period.end, tz);
-    let mut m = (i64::from(e.year()) - i64::from(s.year())) * 12 + i64::from(e.month()) - i64::from(s.month());
+    let mut m = (i64::from(e.year()) - i64::from(s.year())) * 12 + i64::from(e.month())
+        - i64::from(s.month());
     while m > 0 {
-        match jiff::Span::new().try_months(m).ok().and_then(|sp| s.checked_add(sp).ok()) {
+        match jiff::Span::new()
+            .try_months(m)
+            .ok()
+            .and_then(|sp| s.checked_add(sp).ok())
+        {
             Some(d) if d <= e => break,
             _ => m -= 1,
         }
@@ -137,7 +161,10 @@ pub fn fraction(
                 if p.start >= p.end {
                     return 0;
                 }
-                let last = p.end.checked_sub(jiff::SignedDuration::from_nanos(1)).unwrap_or(p.end);
+                let last = p
+                    .end
+                    .checked_sub(jiff::SignedDuration::from_nanos(1))
+                    .unwrap_or(p.end);
                 day_number(last, tz) - day_number(p.start, tz) + 1
             };
             (inclusive(slice), inclusive(period))
@@ -149,7 +176,8 @@ pub fn fraction(
                 day_span(slice, period, tz)
             } else {
                 (
-                    thirty_position(slice.end, period, months, tz) - thirty_position(slice.start, period, months, tz),
+                    thirty_position(slice.end, period, months, tz)
+                        - thirty_position(slice.start, period, months, tz),
                     30 * months,
                 )
             }
@@ -158,7 +186,10 @@ pub fn fraction(
     if denominator <= 0 {
         return Err(ProrationError::EmptyPeriod);
     }
-    Ok(Fraction { numerator: numerator.clamp(0, denominator), denominator })
+    Ok(Fraction {
+        numerator: numerator.clamp(0, denominator),
+        denominator,
+    })
 }
 
 fn day_span(slice: &Period, period: &Period, tz: &TimeZone) -> (i64, i64) {
@@ -186,7 +217,9 @@ pub fn apply_fraction(full: Money, f: Fraction) -> Result<(Money, Decimal), Pror
         if d.scale() + exp <= 28 {
             d.set_scale(d.scale() + exp).map_err(|_| overflow())?;
         } else {
-            d = d.checked_div(Decimal::from(10i64.pow(exp))).ok_or_else(overflow)?;
+            d = d
+                .checked_div(Decimal::from(10i64.pow(exp)))
+                .ok_or_else(overflow)?;
         }
         d.normalize()
     };
@@ -252,7 +285,9 @@ pub fn credit_unused(
     convention: ProrationConvention,
     tz: &TimeZone,
 ) -> Result<Option<ProrationItem>, ProrationError> {
-    let Some(slice) = period.from(from) else { return Ok(None) };
+    let Some(slice) = period.from(from) else {
+        return Ok(None);
+    };
     let mut item = charge_for(paid, &slice, period, convention, tz)?;
     item.kind = ProrationKind::Credit;
     item.amount = item.amount.checked_neg()?;
@@ -283,7 +318,10 @@ impl PlanChange {
     pub fn net(&self, currency: Currency) -> Result<Money, MoneyError> {
         Money::sum(
             currency,
-            self.credit.iter().map(|c| c.amount).chain(self.charge.iter().map(|c| c.amount)),
+            self.credit
+                .iter()
+                .map(|c| c.amount)
+                .chain(self.charge.iter().map(|c| c.amount)),
         )
     }
 }
@@ -297,7 +335,11 @@ pub fn plan_change(
     tz: &TimeZone,
 ) -> Result<PlanChange, ProrationError> {
     if old_paid.currency != new_price.currency {
-        return Err(MoneyError::CurrencyMismatch { left: old_paid.currency, right: new_price.currency }.into());
+        return Err(MoneyError::CurrencyMismatch {
+            left: old_paid.currency,
+            right: new_price.currency,
+        }
+        .into());
     }
     let credit = credit_unused(old_paid, period, at, convention, tz)?;
     let charge = match period.from(at) {
@@ -345,12 +387,21 @@ pub fn interval_change(
     convention: ProrationConvention,
 ) -> Result<IntervalChange, ProrationError> {
     if old_paid.currency != new_price.currency {
-        return Err(MoneyError::CurrencyMismatch { left: old_paid.currency, right: new_price.currency }.into());
+        return Err(MoneyError::CurrencyMismatch {
+            left: old_paid.currency,
+            right: new_price.currency,
+        }
+        .into());
     }
     let new_cycle = BillingCycle::new(new_interval, at, time_zone_name)?;
     let credit = credit_unused(old_paid, old_period, at, convention, new_cycle.time_zone())?;
     let first_period = new_cycle.period(0)?;
-    Ok(IntervalChange { credit, new_cycle, first_period, charge: new_price })
+    Ok(IntervalChange {
+        credit,
+        new_cycle,
+        first_period,
+        charge: new_price,
+    })
 }
 
 /// Whether a change raises or lowers what the customer pays.
@@ -452,9 +503,16 @@ fn approx_days(i: Interval) -> i128 {
 }
 
 impl ChangePolicy {
-    pub fn classify(&self, old: &PlanPrice, new: &PlanPrice) -> Result<ChangeDirection, MoneyError> {
+    pub fn classify(
+        &self,
+        old: &PlanPrice,
+        new: &PlanPrice,
+    ) -> Result<ChangeDirection, MoneyError> {
         if old.amount.currency != new.amount.currency {
-            return Err(MoneyError::CurrencyMismatch { left: old.amount.currency, right: new.amount.currency });
+            return Err(MoneyError::CurrencyMismatch {
+                left: old.amount.currency,
+                right: new.amount.currency,
+            });
         }
         let annualised = || {
             let (on, od) = per_year(old.interval);
@@ -466,10 +524,12 @@ impl ChangePolicy {
         let ord = match self.basis {
             ComparisonBasis::AmountPerPeriod => old.amount.minor.cmp(&new.amount.minor),
             ComparisonBasis::AnnualisedAmount => annualised(),
-            ComparisonBasis::LongerIntervalFirst => match approx_days(old.interval).cmp(&approx_days(new.interval)) {
-                std::cmp::Ordering::Equal => annualised(),
-                other => other,
-            },
+            ComparisonBasis::LongerIntervalFirst => {
+                match approx_days(old.interval).cmp(&approx_days(new.interval)) {
+                    std::cmp::Ordering::Equal => annualised(),
+                    other => other,
+                }
+            }
         };
         Ok(match ord {
             std::cmp::Ordering::Less => ChangeDirection::Upgrade,
@@ -509,19 +569,33 @@ mod tests {
         let tz = TimeZone::UTC;
         let slice = jan().from(ts("2024-01-15T12:00:00Z")).unwrap();
         let cases = [
-            (ProrationConvention::ExactSeconds, (1_425_600, 2_678_400), 1650),
+            (
+                ProrationConvention::ExactSeconds,
+                (1_425_600, 2_678_400),
+                1650,
+            ),
             (ProrationConvention::CalendarDaysInclusive, (17, 31), 1700),
             (ProrationConvention::DaySpanExclusive, (17, 31), 1700),
             (ProrationConvention::ThirtyDayMonths, (16, 30), 1653),
         ];
         for (conv, (n, d), amount) in cases {
             let item = charge_for(usd(3100), &slice, &jan(), conv, &tz).unwrap();
-            assert_eq!((item.fraction.numerator, item.fraction.denominator), (n, d), "{conv:?}");
+            assert_eq!(
+                (item.fraction.numerator, item.fraction.denominator),
+                (n, d),
+                "{conv:?}"
+            );
             assert_eq!(item.amount.minor, amount, "{conv:?}");
         }
         // The day of change counts on both sides for the inclusive convention.
         let before = jan().until(ts("2024-01-15T12:00:00Z")).unwrap();
-        let f = fraction(ProrationConvention::CalendarDaysInclusive, &before, &jan(), &tz).unwrap();
+        let f = fraction(
+            ProrationConvention::CalendarDaysInclusive,
+            &before,
+            &jan(),
+            &tz,
+        )
+        .unwrap();
         assert_eq!((f.numerator, f.denominator), (15, 31));
         let f = fraction(ProrationConvention::DaySpanExclusive, &before, &jan(), &tz).unwrap();
         assert_eq!((f.numerator, f.denominator), (14, 31));
@@ -532,12 +606,22 @@ mod tests {
         let tz = TimeZone::UTC;
         let feb = Period::new(ts("2024-02-01T00:00:00Z"), ts("2024-03-01T00:00:00Z")).unwrap();
         // Feb 15 → Mar 1: 30 − 14 = 16 of 30 (actual days would be 15 of 29).
-        let f = fraction(ProrationConvention::ThirtyDayMonths, &feb.from(ts("2024-02-15T00:00:00Z")).unwrap(), &feb, &tz)
-            .unwrap();
+        let f = fraction(
+            ProrationConvention::ThirtyDayMonths,
+            &feb.from(ts("2024-02-15T00:00:00Z")).unwrap(),
+            &feb,
+            &tz,
+        )
+        .unwrap();
         assert_eq!((f.numerator, f.denominator), (16, 30));
         // Jan 31 is capped at day 30: Jan 31 → Feb 1 counts 0 days under 30/360.
-        let f = fraction(ProrationConvention::ThirtyDayMonths, &jan().from(ts("2024-01-31T00:00:00Z")).unwrap(), &jan(), &tz)
-            .unwrap();
+        let f = fraction(
+            ProrationConvention::ThirtyDayMonths,
+            &jan().from(ts("2024-01-31T00:00:00Z")).unwrap(),
+            &jan(),
+            &tz,
+        )
+        .unwrap();
         assert_eq!((f.numerator, f.denominator), (0, 30));
     }
 
@@ -556,7 +640,13 @@ mod tests {
         // boundaries fall at 09:00 local: the day counts follow the local dates.
         let tokyo = TimeZone::get("Asia/Tokyo").unwrap();
         let slice = jan().from(ts("2024-01-15T16:00:00Z")).unwrap(); // Jan 16 01:00 local
-        let f = fraction(ProrationConvention::DaySpanExclusive, &slice, &jan(), &tokyo).unwrap();
+        let f = fraction(
+            ProrationConvention::DaySpanExclusive,
+            &slice,
+            &jan(),
+            &tokyo,
+        )
+        .unwrap();
         assert_eq!((f.numerator, f.denominator), (16, 31));
         assert!(fraction(ProrationConvention::ExactSeconds, &jan(), &slice, &tokyo).is_err());
     }
@@ -566,20 +656,41 @@ mod tests {
         let tz = TimeZone::UTC;
         let at = ts("2024-01-22T00:00:00Z");
         // $31 paid for January, cancelled on Jan 22: 10 days unused of 31 → credit $10.00.
-        let c = cancellation_credit(usd(3100), &jan(), at, ProrationConvention::DaySpanExclusive, &tz)
-            .unwrap()
-            .unwrap();
+        let c = cancellation_credit(
+            usd(3100),
+            &jan(),
+            at,
+            ProrationConvention::DaySpanExclusive,
+            &tz,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!((c.kind, c.amount.minor), (ProrationKind::Credit, -1000));
-        assert!(cancellation_credit(usd(3100), &jan(), jan().end, ProrationConvention::ExactSeconds, &tz)
-            .unwrap()
-            .is_none());
+        assert!(cancellation_credit(
+            usd(3100),
+            &jan(),
+            jan().end,
+            ProrationConvention::ExactSeconds,
+            &tz
+        )
+        .unwrap()
+        .is_none());
         // Upgrade $31 → $62 on Jan 22: credit −$10.00, charge $20.00, net $10.00.
-        let pc = plan_change(usd(3100), usd(6200), &jan(), at, ProrationConvention::DaySpanExclusive, &tz).unwrap();
+        let pc = plan_change(
+            usd(3100),
+            usd(6200),
+            &jan(),
+            at,
+            ProrationConvention::DaySpanExclusive,
+            &tz,
+        )
+        .unwrap();
         assert_eq!(pc.credit.as_ref().unwrap().amount.minor, -1000);
         assert_eq!(pc.charge.as_ref().unwrap().amount.minor, 2000);
         assert_eq!(pc.net(usd(0).currency).unwrap().minor, 1000);
         // Seats 5 → 8 at $10 per seat on Jan 22: credit −$16.13 (50 × 10/31), charge $25.81.
-        let seats: ChargeModel = serde_json::from_str(r#"{"model":"per_unit","unit_price":"10"}"#).unwrap();
+        let seats: ChargeModel =
+            serde_json::from_str(r#"{"model":"per_unit","unit_price":"10"}"#).unwrap();
         let qc = quantity_change(
             &seats,
             usd(0).currency,
@@ -600,8 +711,16 @@ mod tests {
         // $1,200 paid for 2024 (366 days); switching to $120/month on Jul 1 2024 (184 days left).
         let year = Period::new(ts("2024-01-01T00:00:00Z"), ts("2025-01-01T00:00:00Z")).unwrap();
         let at = ts("2024-07-01T00:00:00Z");
-        let ch = interval_change(usd(120_000), &year, at, Interval::monthly(), usd(12_000), "UTC", ProrationConvention::DaySpanExclusive)
-            .unwrap();
+        let ch = interval_change(
+            usd(120_000),
+            &year,
+            at,
+            Interval::monthly(),
+            usd(12_000),
+            "UTC",
+            ProrationConvention::DaySpanExclusive,
+        )
+        .unwrap();
         // 120000 × 184/366 = 60327.87 → credit −$603.28
         assert_eq!(ch.credit.unwrap().amount.minor, -60_328);
         assert_eq!(ch.first_period.end.to_string(), "2024-08-01T00:00:00Z");
@@ -610,23 +729,55 @@ mod tests {
 
     #[test]
     fn change_policy_rules() {
-        let monthly = |m| PlanPrice { amount: usd(m), interval: Interval::monthly() };
-        let yearly = |m| PlanPrice { amount: usd(m), interval: Interval::yearly() };
+        let monthly = |m| PlanPrice {
+            amount: usd(m),
+            interval: Interval::monthly(),
+        };
+        let yearly = |m| PlanPrice {
+            amount: usd(m),
+            interval: Interval::yearly(),
+        };
         let p = ChangePolicy::default();
         assert_eq!(
             p.decide(&monthly(1000), &monthly(2000)).unwrap(),
-            ChangeDecision { direction: ChangeDirection::Upgrade, timing: ChangeTiming::Immediate }
+            ChangeDecision {
+                direction: ChangeDirection::Upgrade,
+                timing: ChangeTiming::Immediate
+            }
         );
-        assert_eq!(p.decide(&monthly(2000), &monthly(1000)).unwrap().timing, ChangeTiming::EndOfPeriod);
+        assert_eq!(
+            p.decide(&monthly(2000), &monthly(1000)).unwrap().timing,
+            ChangeTiming::EndOfPeriod
+        );
         // $10/month → $100/year is cheaper per year: a downgrade by annualised amount…
-        assert_eq!(p.classify(&monthly(1000), &yearly(10000)).unwrap(), ChangeDirection::Downgrade);
+        assert_eq!(
+            p.classify(&monthly(1000), &yearly(10000)).unwrap(),
+            ChangeDirection::Downgrade
+        );
         // …but an upgrade when longer commitments count first, or by raw amount.
-        let longer = ChangePolicy { basis: ComparisonBasis::LongerIntervalFirst, ..p };
-        assert_eq!(longer.classify(&monthly(1000), &yearly(10000)).unwrap(), ChangeDirection::Upgrade);
-        let raw = ChangePolicy { basis: ComparisonBasis::AmountPerPeriod, ..p };
-        assert_eq!(raw.classify(&monthly(1000), &yearly(10000)).unwrap(), ChangeDirection::Upgrade);
-        assert_eq!(p.classify(&monthly(1000), &yearly(12000)).unwrap(), ChangeDirection::Lateral);
-        let policy: ChangePolicy = serde_json::from_str(r#"{"basis":"amount_per_period","downgrade":"immediate"}"#).unwrap();
+        let longer = ChangePolicy {
+            basis: ComparisonBasis::LongerIntervalFirst,
+            ..p
+        };
+        assert_eq!(
+            longer.classify(&monthly(1000), &yearly(10000)).unwrap(),
+            ChangeDirection::Upgrade
+        );
+        let raw = ChangePolicy {
+            basis: ComparisonBasis::AmountPerPeriod,
+            ..p
+        };
+        assert_eq!(
+            raw.classify(&monthly(1000), &yearly(10000)).unwrap(),
+            ChangeDirection::Upgrade
+        );
+        assert_eq!(
+            p.classify(&monthly(1000), &yearly(12000)).unwrap(),
+            ChangeDirection::Lateral
+        );
+        let policy: ChangePolicy =
+            serde_json::from_str(r#"{"basis":"amount_per_period","downgrade":"immediate"}"#)
+                .unwrap();
         assert_eq!(policy.downgrade, ChangeTiming::Immediate);
         assert_eq!(policy.upgrade, ChangeTiming::Immediate);
     }

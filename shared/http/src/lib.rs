@@ -1,1 +1,59 @@
-//! HTTP.
+//! The HTTP API as one axum router, served by the `api` Lambda through `lambda_http::run`
+//! and by the local runner on a TCP port. Handlers are thin: extract, call one use case,
+//! map the result.
+
+pub mod auth;
+pub mod extract;
+pub mod idempotency;
+pub mod observe;
+pub mod openapi;
+pub mod pagination;
+pub mod problem;
+pub mod routes;
+
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use billing_app::App;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use observe::{EmitMetrics, RequestId};
+use problem::Problem;
+use routes::{accounts, api_keys, audit, health};
+
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+
+/// The whole API. Every `/v1` route passes authentication, the route's permission check
+/// and, for POSTs, idempotency; `/health*`, the OpenAPI document and `/docs` are open.
+pub fn router(app: App, metrics: EmitMetrics) -> Router {
+    let authenticated = Router::new()
+        .route("/v1/accounts", post(accounts::create).get(accounts::list))
+        .route(
+            "/v1/accounts/{id}",
+            get(accounts::get)
+                .patch(accounts::update)
+                .delete(accounts::delete),
+        )
+        .route("/v1/api-keys", post(api_keys::create).get(api_keys::list))
+        .route("/v1/api-keys/{id}", delete(api_keys::revoke))
+        .route("/v1/audit-log", get(audit::list))
+        .route_layer(from_fn_with_state(app.clone(), idempotency::idempotent))
+        .route_layer(from_fn_with_state(app.clone(), auth::authenticate));
+    Router::new()
+        .merge(authenticated)
+        .route("/health", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .merge(SwaggerUi::new("/docs").url(OPENAPI_PATH, openapi::document()))
+        .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        })
+        .layer(from_fn(move |req, next| {
+            observe::observe(metrics, req, next)
+        }))
+        .with_state(app)
+}

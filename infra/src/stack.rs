@@ -1,0 +1,100 @@
+//! The resources the functions expect, created on the local stand-in. Their cloud twins
+//! are in `template.yaml`; the table's definition comes from `billing_aws::table`.
+
+use aws_config::SdkConfig;
+use aws_sdk_sqs::types::QueueAttributeName;
+
+/// Work queues; each gets a dead-letter queue `<name>-dlq` after five failed receives.
+pub const QUEUES: &[&str] = &["billing-runs", "billing-payments", "billing-webhooks"];
+pub const MAX_RECEIVES: u32 = 5;
+pub const EVENT_BUS: &str = "billing-events";
+/// Stripe credentials; `{}` means "use the sandbox gateway".
+pub const STRIPE_SECRET: &str = "billing/stripe";
+
+#[derive(Debug, thiserror::Error)]
+#[error("creating the local stack failed at {step}: {message}")]
+pub struct StackError {
+    step: &'static str,
+    message: String,
+}
+
+fn failed<E: std::fmt::Debug>(step: &'static str) -> impl FnOnce(E) -> StackError {
+    move |e| StackError {
+        step,
+        message: format!("{e:?}"),
+    }
+}
+
+/// Creates the table, queues with their dead-letter queues, the event bus and the
+/// secret, skipping whatever exists already.
+pub async fn ensure(sdk: &SdkConfig, table: &str) -> Result<(), StackError> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    billing_aws::table::ensure_table(&dynamodb, table)
+        .await
+        .map_err(failed("table"))?;
+
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    for queue in QUEUES {
+        let dlq = sqs
+            .create_queue()
+            .queue_name(format!("{queue}-dlq"))
+            .send()
+            .await
+            .map_err(failed("dead-letter queue"))?;
+        let dlq_arn = sqs
+            .get_queue_attributes()
+            .queue_url(dlq.queue_url().unwrap_or_default())
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(failed("dead-letter queue arn"))?
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .unwrap_or_default();
+        let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES.to_string()});
+        sqs.create_queue()
+            .queue_name(*queue)
+            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+            .send()
+            .await
+            .map_err(failed("queue"))?;
+    }
+
+    let events = aws_sdk_eventbridge::Client::new(sdk);
+    let buses = events
+        .list_event_buses()
+        .name_prefix(EVENT_BUS)
+        .send()
+        .await
+        .map_err(failed("event bus"))?;
+    if !buses
+        .event_buses()
+        .iter()
+        .any(|b| b.name() == Some(EVENT_BUS))
+    {
+        events
+            .create_event_bus()
+            .name(EVENT_BUS)
+            .send()
+            .await
+            .map_err(failed("event bus"))?;
+    }
+
+    let secrets = aws_sdk_secretsmanager::Client::new(sdk);
+    if secrets
+        .describe_secret()
+        .secret_id(STRIPE_SECRET)
+        .send()
+        .await
+        .is_err()
+    {
+        secrets
+            .create_secret()
+            .name(STRIPE_SECRET)
+            .secret_string("{}")
+            .send()
+            .await
+            .map_err(failed("secret"))?;
+    }
+    Ok(())
+}

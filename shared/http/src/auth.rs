@@ -1,0 +1,97 @@
+//! Authentication (`Authorization: Bearer <key>`) and authorization: every route names
+//! the one permission it needs in [`ROUTES`]; the role matrix in the domain decides.
+//! A route missing from the table is refused, so a new route cannot ship unguarded.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use billing_app::App;
+use billing_domain::access::Permission;
+
+use crate::observe::RequestId;
+use crate::problem::Problem;
+
+/// (method, route template, permission) for every authenticated route.
+pub const ROUTES: &[(Method, &str, Permission)] = &[
+    (Method::POST, "/v1/accounts", Permission::WriteAccounts),
+    (Method::GET, "/v1/accounts", Permission::Read),
+    (Method::GET, "/v1/accounts/{id}", Permission::Read),
+    (
+        Method::PATCH,
+        "/v1/accounts/{id}",
+        Permission::WriteAccounts,
+    ),
+    (
+        Method::DELETE,
+        "/v1/accounts/{id}",
+        Permission::WriteAccounts,
+    ),
+    (Method::POST, "/v1/api-keys", Permission::ManageApiKeys),
+    (Method::GET, "/v1/api-keys", Permission::ManageApiKeys),
+    (
+        Method::DELETE,
+        "/v1/api-keys/{id}",
+        Permission::ManageApiKeys,
+    ),
+    (Method::GET, "/v1/audit-log", Permission::Read),
+];
+
+pub fn permission_for(method: &Method, route: &str) -> Option<Permission> {
+    ROUTES
+        .iter()
+        .find(|(m, r, _)| m == method && *r == route)
+        .map(|(_, _, p)| *p)
+}
+
+/// Marks a response with the tenant that made the request, for the request log.
+#[derive(Clone, Debug)]
+pub struct TenantTag(pub String);
+
+pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let Some(permission) = permission_for(req.method(), &route) else {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this route is not open to API keys",
+        )
+        .into_response();
+    };
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(bearer) = bearer else {
+        return Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "no API key was presented",
+        )
+        .into_response();
+    };
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+    let caller = match app.authenticate(bearer, request_id).await {
+        Ok(caller) => caller,
+        Err(err) => return Problem::from(err).into_response(),
+    };
+    let tenant = TenantTag(caller.tenant_id.to_string());
+    if let Err(err) = caller.require(permission) {
+        let mut response = Problem::from(err).into_response();
+        response.extensions_mut().insert(tenant);
+        return response;
+    }
+    req.extensions_mut().insert(caller);
+    let mut response = next.run(req).await;
+    response.extensions_mut().insert(tenant);
+    response
+}

@@ -1,0 +1,170 @@
+//! Request extractors that answer bad input with a problem naming the field at fault,
+//! instead of axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use billing_app::Caller;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::problem::Problem;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON body, deserialized strictly (unknown fields are refused by the target types).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                let essence = ct.split(';').next().unwrap_or("").trim();
+                essence.eq_ignore_ascii_case("application/json")
+            });
+        if !is_json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the request body must be JSON",
+            )
+            .param("Content-Type")
+            .hint("Send `Content-Type: application/json`."));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| too_large())?;
+        if bytes.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+pub fn too_large() -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+    )
+    .hint("Send a smaller body; lists are paginated and batches have their own limits.")
+}
+
+/// Deserializes JSON, turning serde's error into a problem with the failing field's path.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let message = inner.to_string();
+        if inner.is_syntax() || inner.is_eof() {
+            return Problem::invalid(
+                "malformed_json",
+                "body",
+                format!("the body is not valid JSON: {message}"),
+            )
+            .hint("Send a well-formed JSON object.");
+        }
+        let (code, param) = match unknown_field(&message) {
+            Some(field) => ("unknown_field", join_path(&path, field)),
+            None if message.starts_with("missing field") => (
+                "missing_field",
+                join_path(&path, message.split('`').nth(1).unwrap_or("")),
+            ),
+            None => (
+                "invalid_value",
+                if path == "." { "body".into() } else { path },
+            ),
+        };
+        Problem::invalid(code, param, first_sentence(&message))
+    })
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split('`').next()
+}
+
+fn join_path(parent: &str, field: &str) -> String {
+    if parent.is_empty() || parent == "." {
+        field.to_owned()
+    } else {
+        format!("{parent}.{field}")
+    }
+}
+
+/// serde appends ` at line 1 column 20`; the param already says where.
+fn first_sentence(message: &str) -> String {
+    message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_owned()
+}
+
+/// Query parameters, deserialized strictly.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                let message = err.into_inner().to_string();
+                let param = unknown_field(&message).map(str::to_owned).unwrap_or(path);
+                Problem::invalid("invalid_query", param, message)
+            })
+    }
+}
+
+/// The authenticated caller, put in place by the authentication layer.
+pub struct Auth(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .map(Auth)
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "no API key was presented",
+                )
+            })
+    }
+}
+
+/// A JSON response with a status.
+pub struct Reply<T>(pub StatusCode, pub T);
+
+impl<T: Serialize> IntoResponse for Reply<T> {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(self.1)).into_response()
+    }
+}
+
+/// Parses a typed id from the path; a malformed id names nothing, so it is a 404.
+pub fn path_id<T>(
+    raw: &str,
+    resource: &str,
+    parse: impl Fn(&str, &'static str) -> Result<T, billing_domain::error::ValidationError>,
+) -> Result<T, Problem> {
+    parse(raw, "id").map_err(|_| Problem::not_found(format!("no such {resource}: `{raw}`")))
+}

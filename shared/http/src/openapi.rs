@@ -1,0 +1,54 @@
+//! The OpenAPI 3.1 description, generated from the handlers and types themselves.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{accounts, api_keys, audit, health};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Billing API",
+        description = "Subscription billing on AWS Lambda. Amounts are integers in the currency's minor unit; \
+                       errors are RFC 9457 problem+json with a stable `code` and the `param` at fault; \
+                       every POST accepts an `Idempotency-Key`; lists use cursor pagination.",
+        version = "1.0.0"
+    ),
+    paths(
+        accounts::create, accounts::get, accounts::list, accounts::update, accounts::delete,
+        api_keys::create, api_keys::list, api_keys::revoke,
+        audit::list,
+        health::live, health::ready,
+    ),
+    components(schemas(crate::problem::Problem)),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+    tags(
+        (name = "accounts", description = "Customer accounts"),
+        (name = "api-keys", description = "API keys and roles (admin only)"),
+        (name = "audit", description = "Who changed what"),
+        (name = "health", description = "Liveness and readiness, no authentication"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("sk_test_… / sk_live_…")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

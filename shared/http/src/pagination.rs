@@ -1,0 +1,55 @@
+//! Cursor pagination, the same on every list: `limit` (1–100, default 10) and
+//! `starting_after` (an id from the previous page); `{data, has_more, next_cursor}` back.
+
+use billing_app::ports::{Page, PageRequest};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::problem::Problem;
+
+pub const DEFAULT_LIMIT: usize = 10;
+pub const MAX_LIMIT: usize = 100;
+
+pub fn page_request(
+    limit: Option<i64>,
+    starting_after: Option<String>,
+) -> Result<PageRequest, Problem> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT as i64);
+    if !(1..=MAX_LIMIT as i64).contains(&limit) {
+        return Err(Problem::invalid(
+            "invalid_limit",
+            "limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    Ok(PageRequest {
+        limit: limit as usize,
+        starting_after: starting_after.filter(|s| !s.is_empty()),
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
+    pub object: &'static str,
+    pub data: Vec<T>,
+    pub has_more: bool,
+    /// Pass as `starting_after` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> List<T> {
+    /// Wraps a page, mapping each item to its API form; `id` gives the cursor.
+    pub fn from_page<U>(page: Page<U>, id: impl Fn(&U) -> String, view: impl Fn(U) -> T) -> Self {
+        let next_cursor = if page.has_more {
+            page.items.last().map(&id)
+        } else {
+            None
+        };
+        Self {
+            object: "list",
+            has_more: page.has_more,
+            next_cursor,
+            data: page.items.into_iter().map(view).collect(),
+        }
+    }
+}

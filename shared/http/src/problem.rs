@@ -1,0 +1,157 @@
+//! RFC 9457 problem details: every error the API returns, with a stable `code`, the
+//! `param` at fault and a hint on what to do about it.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use billing_app::AppError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const CONTENT_TYPE: &str = "application/problem+json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "/problems/invalid_email", "title": "Invalid request", "status": 400,
+    "detail": "`ada@` is not a valid email address", "code": "invalid_email", "param": "email",
+    "hint": "Correct the field named in `param` and send the request again."
+}))]
+pub struct Problem {
+    /// A URI reference naming the problem type: `/problems/{code}`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable reason; safe to branch on.
+    pub code: String,
+    /// The request field, query parameter or header at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// What to do about it.
+    pub hint: String,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self {
+            problem_type: format!("/problems/{code}"),
+            title: title(status),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_owned(),
+            param: None,
+            hint: hint(status).to_owned(),
+        }
+    }
+
+    pub fn param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = hint.into();
+        self
+    }
+
+    pub fn invalid(code: &str, param: impl Into<String>, detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, code, detail).param(param)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "resource_missing", detail)
+    }
+}
+
+fn title(status: StatusCode) -> String {
+    match status {
+        StatusCode::BAD_REQUEST => "Invalid request".into(),
+        StatusCode::UNAUTHORIZED => "Authentication required".into(),
+        StatusCode::FORBIDDEN => "Not allowed".into(),
+        StatusCode::NOT_FOUND => "Not found".into(),
+        StatusCode::CONFLICT => "Conflict".into(),
+        StatusCode::PAYLOAD_TOO_LARGE => "Request too large".into(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type".into(),
+        StatusCode::SERVICE_UNAVAILABLE => "Temporarily unavailable".into(),
+        other => other.canonical_reason().unwrap_or("Error").into(),
+    }
+}
+
+fn hint(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "Correct the field named in `param` and send the request again.",
+        StatusCode::UNAUTHORIZED => {
+            "Send `Authorization: Bearer sk_test_…` with an active API key."
+        }
+        StatusCode::FORBIDDEN => "Use a key whose role allows this operation, or ask an admin.",
+        StatusCode::NOT_FOUND => "Check the id and that it belongs to the tenant of your API key.",
+        StatusCode::CONFLICT => "Fetch the current state of the resource and decide again.",
+        StatusCode::SERVICE_UNAVAILABLE => {
+            "Retry with the same Idempotency-Key after a short wait."
+        }
+        _ => "If this persists, contact support with the Request-Id header of the response.",
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        response
+    }
+}
+
+impl From<AppError> for Problem {
+    fn from(err: AppError) -> Self {
+        match err {
+            AppError::Invalid(v) => Problem::invalid(v.code, v.param, v.message),
+            AppError::NotFound { resource, id } => {
+                Problem::not_found(format!("no such {resource}: `{id}`"))
+            }
+            AppError::Conflict {
+                code,
+                message,
+                param,
+            } => {
+                let problem = Problem::new(StatusCode::CONFLICT, code, message);
+                match param {
+                    Some(p) => problem.param(p),
+                    None => problem,
+                }
+            }
+            AppError::Unauthenticated(m) => {
+                Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", m)
+            }
+            AppError::Forbidden(m) => Problem::new(StatusCode::FORBIDDEN, "forbidden", m),
+            AppError::Unavailable(m) => {
+                tracing::warn!(cause = %m, "store unavailable");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the service is briefly unavailable",
+                )
+            }
+            AppError::Internal(m) => {
+                tracing::error!(cause = %m, "internal error");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "something went wrong on our side",
+                )
+            }
+        }
+    }
+}
+
+impl From<billing_domain::error::ValidationError> for Problem {
+    fn from(v: billing_domain::error::ValidationError) -> Self {
+        Problem::invalid(v.code, v.param, v.message)
+    }
+}
+
+/// Handlers return `ApiResult<T>`: the value, or the problem that explains why not.
+pub type ApiResult<T> = Result<T, Problem>;

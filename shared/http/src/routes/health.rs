@@ -1,0 +1,28 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use billing_app::App;
+use serde_json::{json, Value};
+
+use crate::problem::{ApiResult, Problem};
+
+/// Liveness: answers without touching any dependency.
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "The process is up")))]
+pub async fn live() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the table can be read.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses((status = 200, description = "Dependencies reachable"), (status = 503, body = Problem)))]
+pub async fn ready(State(app): State<App>) -> ApiResult<Json<Value>> {
+    app.store.ready().await.map_err(|err| {
+        tracing::warn!(error = %err, "readiness check failed");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the table is not reachable",
+        )
+    })?;
+    Ok(Json(json!({"status": "ready"})))
+}

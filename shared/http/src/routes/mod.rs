@@ -1,0 +1,4 @@
+pub mod accounts;
+pub mod api_keys;
+pub mod audit;
+pub mod health;
