@@ -63,7 +63,7 @@ fn five_line_invoice() -> InvoiceInput {
                     commitment: None,
                 },
             ),
-            line("api", LineSource::Charge { model: ten_tiers(), usage: Usage::quantity(Decimal::new(123_456_7, 1)), commitment: None }),
+            line("api", LineSource::Charge { model: ten_tiers(), usage: Usage::quantity(Decimal::new(1_234_567, 1)), commitment: None }),
             line(
                 "storage",
                 LineSource::Charge {
