@@ -51,6 +51,9 @@ pub fn start(binary: &Path, port: u16) -> Result<Child, MotoError> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    // Its own process group: a terminal's Ctrl-C reaches only the runner, which saves the
+    // table before it stops the stand-in.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
     die_with_parent(&mut command);
     let mut child = command.spawn()?;
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -1,1 +1,83 @@
-//! Test kit.
+//! Test kit: the local AWS stand-in (one moto server per test process, on a free port,
+//! stopped when the process ends), fresh tables, and the router served on 127.0.0.1.
+
+use std::sync::{mpsc, Arc, OnceLock};
+
+use billing_app::memory::MemoryStore;
+use billing_app::ports::{Store, SystemClock};
+use billing_app::App;
+use billing_aws::{Config, DynamoStore};
+use billing_http::{router, EmitMetrics};
+use billing_infra::moto;
+
+/// An admin key of the tenant the files in `events/` authenticate as.
+pub const EVENTS_KEY: &str =
+    "sk_test_01JD0000000000000000000000_eventsFixtureKeyForSamLocalInvoke0123456789";
+
+/// The stand-in's endpoint: `BILLING_TEST_AWS_ENDPOINT` when set, else a moto server
+/// this process starts once and that dies with it.
+pub fn aws_endpoint() -> String {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT
+        .get_or_init(|| {
+            if let Ok(endpoint) = std::env::var("BILLING_TEST_AWS_ENDPOINT") {
+                return endpoint;
+            }
+            let port = moto::free_port().expect("a free port");
+            let (ready, started) = mpsc::channel();
+            // moto is bound to this thread's life (parent-death signal), so the thread
+            // lives as long as the process.
+            std::thread::spawn(move || match moto::start(&moto::moto_binary(), port) {
+                Ok(_child) => {
+                    let _ = ready.send(Ok(()));
+                    loop {
+                        std::thread::park();
+                    }
+                }
+                Err(err) => {
+                    let _ = ready.send(Err(err.to_string()));
+                }
+            });
+            started
+                .recv()
+                .expect("the moto thread reports")
+                .unwrap_or_else(|e| panic!("{e}"));
+            format!("http://127.0.0.1:{port}")
+        })
+        .clone()
+}
+
+/// A DynamoDB store on a table of its own, so tests never see each other's data.
+pub async fn dynamo_store() -> DynamoStore {
+    let table = format!("test-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let config = Config::local(&table, aws_endpoint());
+    let client = aws_sdk_dynamodb::Client::new(&config.sdk_config().await);
+    billing_aws::table::ensure_table(&client, &table)
+        .await
+        .expect("create the test table");
+    DynamoStore::new(client, table)
+}
+
+pub fn app(store: Arc<dyn Store>) -> App {
+    App::new(store, Arc::new(SystemClock))
+}
+
+pub fn memory_app() -> App {
+    app(Arc::new(MemoryStore::new()))
+}
+
+pub async fn dynamo_app() -> App {
+    app(Arc::new(dynamo_store().await))
+}
+
+/// Serves the API router on a free port of 127.0.0.1; returns its base URL.
+pub async fn serve(app: App) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router(app, EmitMetrics(false))).await;
+    });
+    format!("http://{addr}")
+}

@@ -4,7 +4,6 @@ use billing_domain::access::Permission;
 use billing_domain::account::{Account, AccountPatch, NewAccount};
 use billing_domain::event::AuditAction;
 use billing_domain::ids::AccountId;
-use ulid::Ulid;
 
 use crate::ports::{AccountFilter, Page, PageRequest};
 use crate::{to_json, App, AppError, Caller, ChangeSpec};
@@ -19,7 +18,7 @@ impl App {
     ) -> Result<Account, AppError> {
         caller.require(Permission::WriteAccounts)?;
         let now = self.now();
-        let account = Account::create(AccountId::from_ulid(Ulid::new()), input, now)?;
+        let account = Account::create(AccountId::from_ulid(crate::new_ulid()), input, now)?;
         let after = to_json(&account)?;
         let change = self.change(
             caller,

@@ -95,7 +95,7 @@ impl App {
         };
         Change {
             audit: AuditRecord {
-                id: AuditId::from_ulid(Ulid::new()),
+                id: AuditId::from_ulid(new_ulid()),
                 entity_type: spec.entity_type.to_owned(),
                 entity_id: spec.entity_id.clone(),
                 action: spec.action,
@@ -105,7 +105,7 @@ impl App {
                 at: now,
             },
             events: vec![DomainEvent {
-                id: EventId::from_ulid(Ulid::new()),
+                id: EventId::from_ulid(new_ulid()),
                 event_type: spec.event_type.to_owned(),
                 api_version: EVENT_API_VERSION.to_owned(),
                 created: now,
@@ -117,6 +117,15 @@ impl App {
             }],
         }
     }
+}
+
+/// A new ULID, strictly increasing within this process even inside one millisecond, so
+/// that records made by one request (and one test) list in the order they were made.
+pub fn new_ulid() -> Ulid {
+    static GENERATOR: std::sync::Mutex<ulid::Generator> =
+        std::sync::Mutex::new(ulid::Generator::new());
+    let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    generator.generate().unwrap_or_else(|_| Ulid::new())
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, AppError> {

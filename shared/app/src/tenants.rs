@@ -3,7 +3,6 @@
 use billing_domain::access::Role;
 use billing_domain::ids::TenantId;
 use billing_domain::tenant::{self, Tenant, TenantMode};
-use ulid::Ulid;
 
 use crate::api_keys::{issue_key, IssuedKey};
 use crate::{App, AppError};
@@ -17,7 +16,7 @@ impl App {
     ) -> Result<(Tenant, IssuedKey), AppError> {
         let now = self.now();
         let tenant = Tenant {
-            id: TenantId::from_ulid(Ulid::new()),
+            id: TenantId::from_ulid(crate::new_ulid()),
             name: tenant::validate_name(name)?,
             mode,
             created_at: now,

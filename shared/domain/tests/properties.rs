@@ -4,7 +4,9 @@
 use billing_domain::charges::{ChargeModel, Step, Tier, Tiers, Usage};
 use billing_domain::currency::Currency;
 use billing_domain::decimal::{parse_decimal, round_minor};
-use billing_domain::invoice::{build_invoice, CreditInput, Discount, InvoiceInput, LineInput, LineSource, TaxRate};
+use billing_domain::invoice::{
+    build_invoice, CreditInput, Discount, InvoiceInput, LineInput, LineSource, TaxRate,
+};
 use billing_domain::money::Money;
 use billing_domain::periods::{BillingCycle, Interval, IntervalUnit, Period};
 use billing_domain::proration::{charge_for, fraction, plan_change, ProrationConvention};
@@ -48,7 +50,13 @@ const CONVENTIONS: [ProrationConvention; 4] = [
     ProrationConvention::DaySpanExclusive,
     ProrationConvention::ThirtyDayMonths,
 ];
-const ZONES: [&str; 5] = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"];
+const ZONES: [&str; 5] = [
+    "UTC",
+    "Europe/Paris",
+    "America/New_York",
+    "Asia/Kolkata",
+    "Australia/Lord_Howe",
+];
 
 fn cycle() -> impl Strategy<Value = (BillingCycle, i64)> {
     (
@@ -59,7 +67,12 @@ fn cycle() -> impl Strategy<Value = (BillingCycle, i64)> {
         -3i64..30,
     )
         .prop_map(|(u, count, anchor, z, k)| {
-            let unit = [IntervalUnit::Day, IntervalUnit::Week, IntervalUnit::Month, IntervalUnit::Year][u];
+            let unit = [
+                IntervalUnit::Day,
+                IntervalUnit::Week,
+                IntervalUnit::Month,
+                IntervalUnit::Year,
+            ][u];
             let c = BillingCycle::new(
                 Interval { unit, count },
                 Timestamp::from_second(anchor).expect("ts"),
