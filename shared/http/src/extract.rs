@@ -92,8 +92,12 @@ fn unknown_field(message: &str) -> Option<&str> {
     message.strip_prefix("unknown field `")?.split('`').next()
 }
 
+/// serde_path_to_error already ends the path with an unknown field; a missing field is
+/// reported at its parent.
 fn join_path(parent: &str, field: &str) -> String {
-    if parent.is_empty() || parent == "." {
+    if parent == field || parent.ends_with(&format!(".{field}")) {
+        parent.to_owned()
+    } else if parent.is_empty() || parent == "." {
         field.to_owned()
     } else {
         format!("{parent}.{field}")

@@ -1,0 +1,592 @@
+//! The API over real HTTP, served by the same router the Lambda runs, on the DynamoDB
+//! store against the local stand-in.
+
+use billing_app::App;
+use billing_domain::access::Role;
+use billing_domain::tenant::TenantMode;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{json, Value};
+
+struct Api {
+    base: String,
+    http: Client,
+    app: App,
+    key: String,
+}
+
+impl Api {
+    async fn start() -> Self {
+        let app = billing_tests::dynamo_app().await;
+        let (_, issued) = app
+            .create_tenant("Acme", TenantMode::Sandbox)
+            .await
+            .unwrap();
+        Self {
+            base: billing_tests::serve(app.clone()).await,
+            http: Client::new(),
+            app,
+            key: issued.secret,
+        }
+    }
+
+    /// Another tenant on the same deployment.
+    async fn other_tenant_key(&self) -> String {
+        self.app
+            .create_tenant("Globex", TenantMode::Sandbox)
+            .await
+            .unwrap()
+            .1
+            .secret
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn post(&self, key: &str, path: &str, body: &Value) -> Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, key: &str, path: &str) -> Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn key_with_role(&self, role: &str) -> String {
+        let created = self
+            .post(&self.key, "/v1/api-keys", &json!({"role": role}))
+            .await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+        created.json::<Value>().await.unwrap()["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+async fn problem(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json",
+        "problems are RFC 9457 documents"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["hint"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(body["type"].as_str().is_some_and(|t| t.ends_with(code)));
+    body
+}
+
+fn acme() -> Value {
+    json!({"email": "billing@acme.test", "name": "Acme", "currency": "eur", "external_id": "user-1"})
+}
+
+#[tokio::test]
+async fn an_account_round_trips_and_tenants_are_walls() {
+    let api = Api::start().await;
+    let created = api.post(&api.key, "/v1/accounts", &acme()).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert!(created.headers().contains_key("request-id"));
+    let account: Value = created.json().await.unwrap();
+    let id = account["id"].as_str().unwrap();
+    assert!(id.starts_with("acct_"));
+    assert_eq!(account["currency"], "eur");
+    assert_eq!(account["timezone"], "UTC");
+    assert_eq!(account["status"], "active");
+
+    let fetched: Value = api
+        .get(&api.key, &format!("/v1/accounts/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched, account);
+
+    let anonymous = api
+        .http
+        .get(api.url(&format!("/v1/accounts/{id}")))
+        .send()
+        .await
+        .unwrap();
+    problem(anonymous, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let forged = api
+        .get("sk_test_not-a-key", &format!("/v1/accounts/{id}"))
+        .await;
+    problem(forged, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+
+    let other = api.other_tenant_key().await;
+    problem(
+        api.get(&other, &format!("/v1/accounts/{id}")).await,
+        StatusCode::NOT_FOUND,
+        "resource_missing",
+    )
+    .await;
+    let listed: Value = api.get(&other, "/v1/accounts").await.json().await.unwrap();
+    assert_eq!(listed["data"], json!([]));
+    // The same external_id is free in the other tenant.
+    assert_eq!(
+        api.post(&other, "/v1/accounts", &acme()).await.status(),
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_problem_naming_the_field() {
+    let api = Api::start().await;
+    let malformed = api
+        .http
+        .post(api.url("/v1/accounts"))
+        .bearer_auth(&api.key)
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .unwrap();
+    problem(malformed, StatusCode::BAD_REQUEST, "malformed_json").await;
+
+    let unknown = api
+        .post(
+            &api.key,
+            "/v1/accounts",
+            &json!({"email": "a@b.io", "currency": "usd", "colour": "red"}),
+        )
+        .await;
+    assert_eq!(
+        problem(unknown, StatusCode::BAD_REQUEST, "unknown_field").await["param"],
+        "colour"
+    );
+
+    let nested = json!({"email": "a@b.io", "currency": "usd", "billing_address": {"country": "DE", "planet": "Earth"}});
+    let nested = api.post(&api.key, "/v1/accounts", &nested).await;
+    assert_eq!(
+        problem(nested, StatusCode::BAD_REQUEST, "unknown_field").await["param"],
+        "billing_address.planet"
+    );
+
+    let wrong_type = api
+        .post(
+            &api.key,
+            "/v1/accounts",
+            &json!({"email": "a@b.io", "currency": "usd", "tax_exempt": "yes"}),
+        )
+        .await;
+    assert_eq!(
+        problem(wrong_type, StatusCode::BAD_REQUEST, "invalid_value").await["param"],
+        "tax_exempt"
+    );
+
+    let missing = api
+        .post(&api.key, "/v1/accounts", &json!({"email": "a@b.io"}))
+        .await;
+    assert_eq!(
+        problem(missing, StatusCode::BAD_REQUEST, "missing_field").await["param"],
+        "currency"
+    );
+
+    for (body, code, param) in [
+        (
+            json!({"email": "nope", "currency": "usd"}),
+            "invalid_email",
+            "email",
+        ),
+        (
+            json!({"email": "a@b.io", "currency": "usx"}),
+            "invalid_currency",
+            "currency",
+        ),
+        (
+            json!({"email": "a@b.io", "currency": "usd", "timezone": "Moon/Base"}),
+            "invalid_timezone",
+            "timezone",
+        ),
+        (
+            json!({"email": "a@b.io", "currency": "usd", "metadata": {"k".repeat(41): "v"}}),
+            "invalid_metadata_key",
+            &*format!("metadata.{}", "k".repeat(41)),
+        ),
+    ] {
+        let response = api.post(&api.key, "/v1/accounts", &body).await;
+        assert_eq!(
+            problem(response, StatusCode::BAD_REQUEST, code).await["param"],
+            param
+        );
+    }
+
+    let bad_enum = api.get(&api.key, "/v1/accounts?status=sleeping").await;
+    assert_eq!(
+        problem(bad_enum, StatusCode::BAD_REQUEST, "invalid_query").await["param"],
+        "status"
+    );
+    let bad_limit = api.get(&api.key, "/v1/accounts?limit=0").await;
+    assert_eq!(
+        problem(bad_limit, StatusCode::BAD_REQUEST, "invalid_limit").await["param"],
+        "limit"
+    );
+    let unknown_query = api.get(&api.key, "/v1/accounts?colour=red").await;
+    assert_eq!(
+        problem(unknown_query, StatusCode::BAD_REQUEST, "invalid_query").await["param"],
+        "colour"
+    );
+
+    let huge = json!({"email": "a@b.io", "currency": "usd", "name": "x".repeat(70_000)});
+    problem(
+        api.post(&api.key, "/v1/accounts", &huge).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+    )
+    .await;
+
+    let not_json = api
+        .http
+        .post(api.url("/v1/accounts"))
+        .bearer_auth(&api.key)
+        .body("email=a")
+        .send()
+        .await
+        .unwrap();
+    problem(
+        not_json,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+
+    let bad_id = api.get(&api.key, "/v1/accounts/not-an-id").await;
+    problem(bad_id, StatusCode::NOT_FOUND, "resource_missing").await;
+    problem(
+        api.get(&api.key, "/v1/nothing-here").await,
+        StatusCode::NOT_FOUND,
+        "resource_missing",
+    )
+    .await;
+
+    let listed: Value = api
+        .get(&api.key, "/v1/accounts")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["data"],
+        json!([]),
+        "no rejected request wrote anything"
+    );
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_refuse_reuse_and_serialise_duplicates() {
+    let api = Api::start().await;
+    let send = |key: &'static str, body: Value| {
+        api.http
+            .post(api.url("/v1/accounts"))
+            .bearer_auth(&api.key)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let first = send("create-acme", acme()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    let replay = send("create-acme", acme()).await.unwrap();
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        replay.json::<Value>().await.unwrap(),
+        first,
+        "identical response"
+    );
+
+    let reused = send(
+        "create-acme",
+        json!({"email": "other@acme.test", "currency": "eur"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        problem(reused, StatusCode::CONFLICT, "idempotency_key_reused").await["param"],
+        "Idempotency-Key"
+    );
+
+    // Ten concurrent requests under one new key create exactly one account.
+    let body = json!({"email": "race@acme.test", "currency": "usd"});
+    let attempts = futures_like_join(10, || send("race", body.clone())).await;
+    let created = attempts
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    assert!(created >= 1);
+    assert!(attempts
+        .iter()
+        .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT));
+    let listed: Value = api
+        .get(&api.key, "/v1/accounts?limit=100")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let emails: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails.iter().filter(|e| **e == "race@acme.test").count(), 1);
+    assert_eq!(emails.len(), 2);
+}
+
+/// Runs `n` requests at once and returns their statuses.
+async fn futures_like_join<F, Fut>(n: usize, make: F) -> Vec<StatusCode>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = reqwest::Result<Response>> + Send + 'static,
+{
+    let handles: Vec<_> = (0..n).map(|_| tokio::spawn(make())).collect();
+    let mut statuses = Vec::new();
+    for handle in handles {
+        statuses.push(handle.await.unwrap().unwrap().status());
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn roles_decide_what_a_key_may_do() {
+    let api = Api::start().await;
+    let viewer = api.key_with_role("finance_viewer").await;
+    let support = api.key_with_role("support").await;
+    let billing = api.key_with_role("billing_admin").await;
+
+    problem(
+        api.post(&viewer, "/v1/accounts", &acme()).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    assert_eq!(
+        api.get(&viewer, "/v1/accounts").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.get(&viewer, "/v1/audit-log").await.status(),
+        StatusCode::OK
+    );
+
+    let account: Value = api
+        .post(&support, "/v1/accounts", &acme())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let patched = api
+        .http
+        .patch(api.url(&format!("/v1/accounts/{}", account["id"].as_str().unwrap())))
+        .bearer_auth(&support)
+        .json(&json!({"name": "Acme AG"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), StatusCode::OK);
+    problem(
+        api.get(&support, "/v1/api-keys").await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    problem(
+        api.post(&billing, "/v1/api-keys", &json!({"role": "admin"}))
+            .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+
+    // Admins list keys masked and revoke them; a revoked key is refused at once.
+    let keys: Value = api
+        .get(&api.key, "/v1/api-keys")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["data"].as_array().unwrap().len(), 4);
+    for key in keys["data"].as_array().unwrap() {
+        assert!(key["masked"].as_str().unwrap().starts_with("sk_test_…"));
+        assert!(key.get("secret").is_none() && key.get("secret_hash").is_none());
+    }
+    let support_id = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["role"] == "support")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoked = api
+        .http
+        .delete(api.url(&format!("/v1/api-keys/{support_id}")))
+        .bearer_auth(&api.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    problem(
+        api.get(&support, "/v1/accounts").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
+    assert_eq!(Role::Support.as_str(), "support");
+}
+
+#[tokio::test]
+async fn updates_deletes_pagination_and_the_audit_trail() {
+    let api = Api::start().await;
+    let account: Value = api
+        .post(&api.key, "/v1/accounts", &acme())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/v1/accounts/{}", account["id"].as_str().unwrap());
+    let patch = json!({"name": null, "timezone": "Asia/Tokyo", "metadata": {"tier": "gold"}});
+    let patched: Value = api
+        .http
+        .patch(api.url(&path))
+        .bearer_auth(&api.key)
+        .json(&patch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(patched["name"], Value::Null);
+    assert_eq!(patched["timezone"], "Asia/Tokyo");
+    assert_eq!(patched["version"], 2);
+
+    let deleted = api
+        .http
+        .delete(api.url(&path))
+        .bearer_auth(&api.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    let again = api
+        .http
+        .patch(api.url(&path))
+        .bearer_auth(&api.key)
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    problem(again, StatusCode::CONFLICT, "account_deleted").await;
+    let still_readable: Value = api.get(&api.key, &path).await.json().await.unwrap();
+    assert!(still_readable["deleted_at"].is_string());
+
+    let audit: Value = api
+        .get(
+            &api.key,
+            &format!(
+                "/v1/audit-log?entity_id={}",
+                account["id"].as_str().unwrap()
+            ),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let records = audit["data"].as_array().unwrap();
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| r["action"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["delete", "update", "create"]
+    );
+    assert_eq!(
+        records[1]["changes"]["timezone"],
+        json!({"before": "UTC", "after": "Asia/Tokyo"})
+    );
+    assert_eq!(records[1]["actor"]["role"], "admin");
+    assert!(records[1]["request_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("req_"));
+
+    for i in 0..5 {
+        let body = json!({"email": format!("p{i}@acme.test"), "currency": "usd"});
+        assert_eq!(
+            api.post(&api.key, "/v1/accounts", &body).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let first: Value = api
+        .get(&api.key, "/v1/accounts?limit=3")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["data"].as_array().unwrap().len(), 3);
+    assert_eq!(first["has_more"], true);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second: Value = api
+        .get(
+            &api.key,
+            &format!("/v1/accounts?limit=3&starting_after={cursor}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["data"].as_array().unwrap().len(), 2);
+    assert_eq!(second["has_more"], false);
+    assert_eq!(second["next_cursor"], Value::Null);
+    let by_email: Value = api
+        .get(&api.key, "/v1/accounts?email=P3@ACME.TEST")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_email["data"][0]["email"], "p3@acme.test");
+}
+
+#[tokio::test]
+async fn health_openapi_and_docs_need_no_key() {
+    let api = Api::start().await;
+    for path in ["/health", "/health/ready", "/docs/"] {
+        let response = api.http.get(api.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    let spec: Value = api
+        .http
+        .get(api.url("/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/v1/accounts",
+        "/v1/accounts/{id}",
+        "/v1/api-keys",
+        "/v1/api-keys/{id}",
+        "/v1/audit-log",
+    ] {
+        assert!(spec["paths"].get(path).is_some(), "{path} documented");
+    }
+    assert!(spec["components"]["schemas"]["NewAccount"]["example"].is_object());
+}

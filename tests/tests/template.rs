@@ -1,0 +1,111 @@
+//! `template.yaml` must describe the table the code expects (the same one the local stack
+//! creates from `billing_aws::table`), and the resources the local stack creates.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use billing_aws::table::{GLOBAL_INDEXES, KEY_ATTRIBUTES, PRIMARY_KEY, TTL_ATTRIBUTE};
+use serde_yaml::Value;
+
+fn template() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn key_schema(schema: &Value) -> (String, String) {
+    let find = |kind: &str| {
+        schema
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|k| k["KeyType"] == kind)
+            .map(|k| k["AttributeName"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    (find("HASH"), find("RANGE"))
+}
+
+#[test]
+fn the_cloud_table_matches_the_code() {
+    let template = template();
+    let table = &template["Resources"]["Table"]["Properties"];
+    let attributes: BTreeSet<(String, String)> = table["AttributeDefinitions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["AttributeName"].as_str().unwrap().to_owned(),
+                a["AttributeType"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = KEY_ATTRIBUTES
+        .iter()
+        .map(|a| (a.to_string(), "S".to_owned()))
+        .collect();
+    assert_eq!(attributes, expected);
+    assert_eq!(
+        key_schema(&table["KeySchema"]),
+        (PRIMARY_KEY.0.to_owned(), PRIMARY_KEY.1.to_owned())
+    );
+    let indexes: BTreeSet<(String, String, String)> = table["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            assert_eq!(i["Projection"]["ProjectionType"], "ALL");
+            let (hash, range) = key_schema(&i["KeySchema"]);
+            (i["IndexName"].as_str().unwrap().to_owned(), hash, range)
+        })
+        .collect();
+    let expected: BTreeSet<(String, String, String)> = GLOBAL_INDEXES
+        .iter()
+        .map(|(n, h, r)| (n.to_string(), h.to_string(), r.to_string()))
+        .collect();
+    assert_eq!(indexes, expected);
+    assert_eq!(
+        table["TimeToLiveSpecification"]["AttributeName"],
+        TTL_ATTRIBUTE
+    );
+    assert_eq!(table["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(
+        table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        true
+    );
+}
+
+#[test]
+fn every_local_queue_has_a_cloud_twin_with_a_dead_letter_queue() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let queues: Vec<&Value> = resources
+        .values()
+        .filter(|r| r["Type"] == "AWS::SQS::Queue" && !r["Properties"]["RedrivePolicy"].is_null())
+        .collect();
+    assert_eq!(queues.len(), billing_infra::stack::QUEUES.len());
+    for queue in queues {
+        assert_eq!(
+            queue["Properties"]["RedrivePolicy"]["maxReceiveCount"],
+            billing_infra::stack::MAX_RECEIVES
+        );
+    }
+}
+
+#[test]
+fn functions_are_arm64_rust_built_with_cargo_lambda() {
+    let template = template();
+    assert_eq!(
+        template["Globals"]["Function"]["Runtime"],
+        "provided.al2023"
+    );
+    assert_eq!(template["Globals"]["Function"]["Architectures"][0], "arm64");
+    for (name, resource) in template["Resources"].as_mapping().unwrap() {
+        if resource["Type"] == "AWS::Serverless::Function" {
+            assert_eq!(
+                resource["Metadata"]["BuildMethod"], "rust-cargolambda",
+                "{name:?}"
+            );
+        }
+    }
+}
