@@ -20,7 +20,7 @@ use crate::routes::{accounts, api_keys, audit, health};
         audit::list,
         health::live, health::ready,
     ),
-    components(schemas(crate::problem::Problem)),
+    components(schemas(crate::problem::ProblemDocument)),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
     tags(

@@ -15,7 +15,7 @@ pub const CONTENT_TYPE: &str = "application/problem+json";
     "detail": "`ada@` is not a valid email address", "code": "invalid_email", "param": "email",
     "hint": "Correct the field named in `param` and send the request again."
 }))]
-pub struct Problem {
+pub struct ProblemDocument {
     /// A URI reference naming the problem type: `/problems/{code}`.
     #[serde(rename = "type")]
     pub problem_type: String,
@@ -31,9 +31,13 @@ pub struct Problem {
     pub hint: String,
 }
 
+/// A problem on its way to becoming a response (boxed: errors travel through `Result`s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem(Box<ProblemDocument>);
+
 impl Problem {
     pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(ProblemDocument {
             problem_type: format!("/problems/{code}"),
             title: title(status),
             status: status.as_u16(),
@@ -41,17 +45,21 @@ impl Problem {
             code: code.to_owned(),
             param: None,
             hint: hint(status).to_owned(),
-        }
+        }))
     }
 
     pub fn param(mut self, param: impl Into<String>) -> Self {
-        self.param = Some(param.into());
+        self.0.param = Some(param.into());
         self
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = hint.into();
+        self.0.hint = hint.into();
         self
+    }
+
+    pub fn document(&self) -> &ProblemDocument {
+        &self.0
     }
 
     pub fn invalid(code: &str, param: impl Into<String>, detail: impl Into<String>) -> Self {
@@ -95,8 +103,9 @@ fn hint(status: StatusCode) -> &'static str {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self.0).unwrap_or_default();
         let mut response = (status, body).into_response();
         response
             .headers_mut()

@@ -9,12 +9,12 @@ use utoipa::IntoParams;
 
 use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
-use crate::problem::{ApiResult, Problem};
+use crate::problem::{ApiResult, ProblemDocument};
 
 /// Creates a customer account.
 #[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = NewAccount,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body replay the first response for 24 hours.")),
-    responses((status = 201, body = Account), (status = 400, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 201, body = Account), (status = 400, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn create(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -27,7 +27,7 @@ pub async fn create(
 /// Retrieves an account, including a soft-deleted one.
 #[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts",
     params(("id" = String, Path, description = "Account id, `acct_…`")),
-    responses((status = 200, body = Account), (status = 404, body = Problem)))]
+    responses((status = 200, body = Account), (status = 404, body = ProblemDocument)))]
 pub async fn get(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -53,7 +53,7 @@ pub struct ListAccountsQuery {
 
 /// Lists accounts, oldest first; deleted accounts are left out.
 #[utoipa::path(get, path = "/v1/accounts", tag = "accounts", params(ListAccountsQuery),
-    responses((status = 200, body = inline(List<Account>)), (status = 400, body = Problem)))]
+    responses((status = 200, body = inline(List<Account>)), (status = 400, body = ProblemDocument)))]
 pub async fn list(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -78,7 +78,7 @@ pub async fn list(
 /// Updates an account. Absent fields stay; `null` clears; metadata merges (empty value removes).
 #[utoipa::path(patch, path = "/v1/accounts/{id}", tag = "accounts", request_body = AccountPatch,
     params(("id" = String, Path, description = "Account id, `acct_…`")),
-    responses((status = 200, body = Account), (status = 400, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, body = Account), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn update(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -95,7 +95,7 @@ pub async fn update(
 /// Soft-deletes an account: it stays readable but no longer changes or lists.
 #[utoipa::path(delete, path = "/v1/accounts/{id}", tag = "accounts",
     params(("id" = String, Path, description = "Account id, `acct_…`")),
-    responses((status = 200, body = Account), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, body = Account), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn delete(
     State(app): State<App>,
     Auth(caller): Auth,

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
-use crate::problem::{ApiResult, Problem};
+use crate::problem::{ApiResult, ProblemDocument};
 
 /// An API key as the API shows it: never the secret, never its hash.
 #[derive(Debug, Serialize, ToSchema)]
@@ -60,7 +60,7 @@ pub struct NewApiKey {
 
 /// Creates an API key (admin only). The response is the only time the secret is shown.
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = NewApiKey,
-    responses((status = 201, body = IssuedKeyView), (status = 400, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 201, body = IssuedKeyView), (status = 400, body = ProblemDocument), (status = 403, body = ProblemDocument)))]
 pub async fn create(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -88,7 +88,7 @@ pub struct ListQuery {
 
 /// Lists the tenant's API keys, masked.
 #[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(ListQuery),
-    responses((status = 200, body = inline(List<ApiKeyView>)), (status = 403, body = Problem)))]
+    responses((status = 200, body = inline(List<ApiKeyView>)), (status = 403, body = ProblemDocument)))]
 pub async fn list(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -105,7 +105,7 @@ pub async fn list(
 /// Revokes an API key at once; requests with it get 401 from then on.
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys",
     params(("id" = String, Path, description = "API key id, `key_…`")),
-    responses((status = 200, body = ApiKeyView), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, body = ApiKeyView), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn revoke(
     State(app): State<App>,
     Auth(caller): Auth,

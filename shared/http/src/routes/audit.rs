@@ -7,7 +7,7 @@ use utoipa::IntoParams;
 
 use crate::extract::{ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
-use crate::problem::{ApiResult, Problem};
+use crate::problem::{ApiResult, ProblemDocument};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +21,7 @@ pub struct AuditQuery {
 
 /// The audit log, newest first: who changed what, when, and the before/after of each field.
 #[utoipa::path(get, path = "/v1/audit-log", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = inline(List<AuditRecord>)), (status = 400, body = Problem)))]
+    responses((status = 200, body = inline(List<AuditRecord>)), (status = 400, body = ProblemDocument)))]
 pub async fn list(
     State(app): State<App>,
     Auth(caller): Auth,

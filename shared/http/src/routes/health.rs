@@ -4,7 +4,7 @@ use axum::Json;
 use billing_app::App;
 use serde_json::{json, Value};
 
-use crate::problem::{ApiResult, Problem};
+use crate::problem::{ApiResult, Problem, ProblemDocument};
 
 /// Liveness: answers without touching any dependency.
 #[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "The process is up")))]
@@ -14,7 +14,7 @@ pub async fn live() -> Json<Value> {
 
 /// Readiness: the table can be read.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
-    responses((status = 200, description = "Dependencies reachable"), (status = 503, body = Problem)))]
+    responses((status = 200, description = "Dependencies reachable"), (status = 503, body = ProblemDocument)))]
 pub async fn ready(State(app): State<App>) -> ApiResult<Json<Value>> {
     app.store.ready().await.map_err(|err| {
         tracing::warn!(error = %err, "readiness check failed");
