@@ -1,0 +1,89 @@
+use async_trait::async_trait;
+use billing_domain::account::Account;
+use billing_domain::ids::{AccountId, TenantId};
+
+use super::{paginate, MemoryStore};
+use crate::ports::*;
+
+#[async_trait]
+impl AccountStore for MemoryStore {
+    async fn insert_account(
+        &self,
+        tenant: TenantId,
+        account: &Account,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        if s.accounts.contains_key(&(tenant, account.id)) {
+            return Err(StoreError::AlreadyExists { entity: "account" });
+        }
+        if let Some(x) = &account.external_id {
+            if s.external_ids.contains_key(&(tenant, x.clone())) {
+                return Err(StoreError::Duplicate {
+                    entity: "account",
+                    field: "external_id",
+                });
+            }
+            s.external_ids.insert((tenant, x.clone()), account.id);
+        }
+        s.accounts.insert((tenant, account.id), account.clone());
+        s.record(tenant, change);
+        Ok(())
+    }
+
+    async fn update_account(
+        &self,
+        tenant: TenantId,
+        previous: &Account,
+        next: &Account,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        if s.accounts.get(&(tenant, next.id)).map(|a| a.version) != Some(previous.version) {
+            return Err(StoreError::VersionConflict { entity: "account" });
+        }
+        if previous.external_id != next.external_id {
+            if let Some(x) = &next.external_id {
+                if s.external_ids.contains_key(&(tenant, x.clone())) {
+                    return Err(StoreError::Duplicate {
+                        entity: "account",
+                        field: "external_id",
+                    });
+                }
+                s.external_ids.insert((tenant, x.clone()), next.id);
+            }
+            if let Some(old) = &previous.external_id {
+                s.external_ids.remove(&(tenant, old.clone()));
+            }
+        }
+        s.accounts.insert((tenant, next.id), next.clone());
+        s.record(tenant, change);
+        Ok(())
+    }
+
+    async fn get_account(
+        &self,
+        tenant: TenantId,
+        id: AccountId,
+    ) -> Result<Option<Account>, StoreError> {
+        Ok(self.state().accounts.get(&(tenant, id)).cloned())
+    }
+
+    async fn list_accounts(
+        &self,
+        tenant: TenantId,
+        filter: &AccountFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Account>, StoreError> {
+        let s = self.state();
+        let items = s
+            .accounts
+            .range((tenant, AccountId::from_ulid(ulid::Ulid::nil()))..)
+            .take_while(|((t, _), _)| *t == tenant)
+            .map(|((_, id), a)| (id.to_string(), a))
+            // The cursor item itself must stay visible so the page can start after it.
+            .filter(|(id, a)| filter.admits(a) || page.starting_after.as_deref() == Some(id))
+            .map(|(id, a)| (id, a.clone()));
+        Ok(paginate(items, page))
+    }
+}

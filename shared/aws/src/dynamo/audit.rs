@@ -1,0 +1,59 @@
+use async_trait::async_trait;
+use billing_app::ports::*;
+use billing_domain::event::{AuditRecord, DomainEvent};
+use billing_domain::ids::TenantId;
+
+use super::DynamoStore;
+use crate::keys;
+
+#[async_trait]
+impl AuditStore for DynamoStore {
+    async fn list_audit(
+        &self,
+        tenant: TenantId,
+        entity_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<AuditRecord>, StoreError> {
+        match entity_id {
+            Some(entity_id) => {
+                let start = page
+                    .starting_after
+                    .as_deref()
+                    .map(|id| keys::audit(tenant, id, entity_id).all());
+                let query = self
+                    .query_gsi1(keys::audit_entity_index(tenant, entity_id))
+                    .scan_index_forward(false);
+                self.query_page(query, start, page.limit, |_: &AuditRecord| true)
+                    .await
+            }
+            None => {
+                let start = page
+                    .starting_after
+                    .as_deref()
+                    .map(|id| keys::audit(tenant, id, "").primary());
+                let query = self
+                    .query_partition(keys::tenant_partition(tenant), keys::AUDIT_PREFIX)
+                    .scan_index_forward(false);
+                self.query_page(query, start, page.limit, |_: &AuditRecord| true)
+                    .await
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for DynamoStore {
+    async fn list_events(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<DomainEvent>, StoreError> {
+        let start = page
+            .starting_after
+            .as_deref()
+            .map(|id| keys::event(tenant, id).primary());
+        let query = self.query_partition(keys::tenant_partition(tenant), keys::EVENT_PREFIX);
+        self.query_page(query, start, page.limit, |_: &DomainEvent| true)
+            .await
+    }
+}

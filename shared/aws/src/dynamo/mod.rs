@@ -1,0 +1,330 @@
+//! The DynamoDB single-table store. Every multi-item change is one TransactWriteItems:
+//! the entity, its uniqueness claims, its audit record and its domain events commit
+//! together or not at all. Errors are mapped to [`StoreError`] here and nowhere else.
+
+mod accounts;
+mod audit;
+mod idempotency;
+mod tenants;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::Client;
+use billing_app::ports::*;
+use billing_domain::ids::TenantId;
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::keys::{self, Key, GSI1, GSI1_PK, PK, SK};
+
+pub(super) type Item = HashMap<String, AttributeValue>;
+
+/// The attribute naming what an item is, for people reading the table.
+pub(super) const ENTITY_ATTRIBUTE: &str = "entity";
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub(super) async fn get<T: DeserializeOwned>(
+        &self,
+        key: &Key,
+    ) -> Result<Option<T>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key.primary()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        output.item.map(from_item).transpose()
+    }
+
+    /// Runs `query` page by page from `start`, keeping items `admit` accepts, until one
+    /// more than the page's limit is found or the query is exhausted.
+    pub(super) async fn query_page<T: DeserializeOwned>(
+        &self,
+        query: QueryFluentBuilder,
+        mut start: Option<Item>,
+        limit: usize,
+        admit: impl Fn(&T) -> bool,
+    ) -> Result<Page<T>, StoreError> {
+        let mut items = Vec::with_capacity(limit + 1);
+        loop {
+            let output = query
+                .clone()
+                .set_exclusive_start_key(start.take())
+                .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            for raw in output.items.unwrap_or_default() {
+                let item: T = from_item(raw)?;
+                if admit(&item) {
+                    items.push(item);
+                }
+            }
+            start = output.last_evaluated_key;
+            if items.len() > limit || start.is_none() {
+                break;
+            }
+        }
+        let has_more = items.len() > limit;
+        items.truncate(limit);
+        Ok(Page { items, has_more })
+    }
+
+    pub(super) fn query_partition(&self, pk: String, sk_prefix: &str) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", AttributeValue::S(pk))
+            .expression_attribute_values(":prefix", AttributeValue::S(sk_prefix.to_owned()))
+    }
+
+    pub(super) fn query_gsi1(&self, gsi1pk: String) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI1)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", GSI1_PK)
+            .expression_attribute_values(":pk", AttributeValue::S(gsi1pk))
+    }
+
+    pub(super) fn transaction(&self) -> Transaction<'_> {
+        Transaction {
+            store: self,
+            writes: Vec::new(),
+            on_condition_failure: Vec::new(),
+        }
+    }
+}
+
+pub(super) fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Internal(format!("unreadable item: {e}")))
+}
+
+/// An entity as a table item: its fields, its keys and what it is.
+pub(super) fn to_item<T: Serialize>(
+    entity: &str,
+    value: &T,
+    key: &Key,
+) -> Result<Item, StoreError> {
+    let mut item: Item = serde_dynamo::to_item(value)
+        .map_err(|e| StoreError::Internal(format!("unstorable item: {e}")))?;
+    item.extend(key.all());
+    item.insert(
+        ENTITY_ATTRIBUTE.to_owned(),
+        AttributeValue::S(entity.to_owned()),
+    );
+    Ok(item)
+}
+
+pub(super) fn epoch_seconds(t: Timestamp) -> AttributeValue {
+    AttributeValue::N(t.as_second().to_string())
+}
+
+/// Maps an SDK failure once: throttling and transport faults are retryable, the rest is not.
+pub(super) fn sdk_error<E: ProvideErrorMetadata + Debug, R: Debug>(
+    err: SdkError<E, R>,
+) -> StoreError {
+    const RETRYABLE: &[&str] = &[
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        "TransactionInProgressException",
+    ];
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            StoreError::Unavailable(format!("{err:?}"))
+        }
+        SdkError::ServiceError(service)
+            if service.err().code().is_some_and(|c| RETRYABLE.contains(&c)) =>
+        {
+            StoreError::Unavailable(service.err().code().unwrap_or_default().to_owned())
+        }
+        _ => StoreError::Internal(format!(
+            "{}: {}",
+            err.code().unwrap_or("unknown"),
+            err.message().unwrap_or("no message")
+        )),
+    }
+}
+
+/// One TransactWriteItems under construction; each write remembers which error a failure
+/// of its condition means, so a cancellation maps to the right domain conflict.
+pub(super) struct Transaction<'a> {
+    store: &'a DynamoStore,
+    writes: Vec<TransactWriteItem>,
+    on_condition_failure: Vec<StoreError>,
+}
+
+impl Transaction<'_> {
+    pub(super) fn put(
+        &mut self,
+        item: Item,
+        condition: &str,
+        values: Option<Item>,
+        on_failure: StoreError,
+    ) -> Result<&mut Self, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.store.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_values(values)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.writes
+            .push(TransactWriteItem::builder().put(put).build());
+        self.on_condition_failure.push(on_failure);
+        Ok(self)
+    }
+
+    /// Creates an item that must not exist yet.
+    pub(super) fn create(
+        &mut self,
+        item: Item,
+        on_failure: StoreError,
+    ) -> Result<&mut Self, StoreError> {
+        self.put(item, "attribute_not_exists(pk)", None, on_failure)
+    }
+
+    /// Replaces an item whose stored `version` must still be `expected`.
+    pub(super) fn replace_version(
+        &mut self,
+        item: Item,
+        expected: u64,
+        entity: &'static str,
+    ) -> Result<&mut Self, StoreError> {
+        self.put(
+            item,
+            "version = :expected",
+            Some(HashMap::from([(
+                ":expected".to_owned(),
+                AttributeValue::N(expected.to_string()),
+            )])),
+            StoreError::VersionConflict { entity },
+        )
+    }
+
+    pub(super) fn delete(
+        &mut self,
+        key: &Key,
+        condition: &str,
+        values: Item,
+        on_failure: StoreError,
+    ) -> Result<&mut Self, StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.store.table)
+            .set_key(Some(key.primary()))
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.writes
+            .push(TransactWriteItem::builder().delete(delete).build());
+        self.on_condition_failure.push(on_failure);
+        Ok(self)
+    }
+
+    /// Adds the change's audit record and domain events (the outbox).
+    pub(super) fn record(
+        &mut self,
+        tenant: TenantId,
+        change: &Change,
+    ) -> Result<&mut Self, StoreError> {
+        let audit = &change.audit;
+        let audit_id = audit.id.to_string();
+        self.create(
+            to_item(
+                "audit",
+                audit,
+                &keys::audit(tenant, &audit_id, &audit.entity_id),
+            )?,
+            StoreError::Internal("audit record id reused".into()),
+        )?;
+        for event in &change.events {
+            self.create(
+                to_item("event", event, &keys::event(tenant, &event.id.to_string()))?,
+                StoreError::Internal("event id reused".into()),
+            )?;
+        }
+        Ok(self)
+    }
+
+    pub(super) async fn commit(self) -> Result<(), StoreError> {
+        let result = self
+            .store
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(self.writes))
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(()),
+            Err(err) => err,
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+            err.as_service_error()
+        {
+            let reasons = cancelled.cancellation_reasons();
+            if let Some(index) = reasons
+                .iter()
+                .position(|r| r.code() == Some("ConditionalCheckFailed"))
+            {
+                return Err(self.on_condition_failure[index].clone());
+            }
+            if reasons
+                .iter()
+                .any(|r| matches!(r.code(), Some("TransactionConflict" | "ThrottlingError")))
+            {
+                return Err(StoreError::Unavailable("transaction conflict".into()));
+            }
+        }
+        Err(sdk_error(err))
+    }
+}
+
+#[async_trait]
+impl HealthProbe for DynamoStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.get::<serde::de::IgnoredAny>(&keys::health_probe())
+            .await
+            .map(|_| ())
+    }
+}
