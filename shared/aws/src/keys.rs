@@ -10,6 +10,14 @@
 //! | audit record      | `T#{tenant}`  | `AUDIT#{audit_id}`              | `T#{tenant}#AUDIT#{entity_id}` | `{audit_id}`      |
 //! | domain event      | `T#{tenant}`  | `EVENT#{event_id}`              |                                |                   |
 //! | idempotency key   | `T#{tenant}`  | `IDEMPOTENCY#{key}` (TTL)       |                                |                   |
+//!
+//! The due index (`due`, keys `due_pk`/`due_sk`) is sparse: only items waiting for a time
+//! carry it. `due_pk` is one of [`DUE_SHARDS`] shards (`DUE#07`), so a burst of items due
+//! at the same second spreads over partitions; `due_sk` is the zero-padded due time in
+//! epoch milliseconds followed by the item's own key, so a sweep reads "everything due up to
+//! now" with one range query per shard and never scans the table. It is the only key that
+//! does not start with a tenant: the sweep serves every tenant, then handles each item
+//! within its own tenant.
 
 use std::collections::HashMap;
 
@@ -23,6 +31,11 @@ pub const GSI1_PK: &str = "gsi1pk";
 pub const GSI1_SK: &str = "gsi1sk";
 /// Epoch seconds after which DynamoDB's TTL deletes the item.
 pub const TTL: &str = "expires_at";
+pub const DUE_INDEX: &str = "due";
+pub const DUE_PK: &str = "due_pk";
+pub const DUE_SK: &str = "due_sk";
+/// How many partitions the due index spreads over.
+pub const DUE_SHARDS: u32 = 16;
 
 /// A primary key, plus the index keys an item carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +134,35 @@ pub fn event(tenant: TenantId, event_id: &str) -> Key {
 
 pub fn idempotency(tenant: TenantId, key: &str) -> Key {
     Key::new(tenant_partition(tenant), format!("IDEMPOTENCY#{key}"))
+}
+
+/// The due-index attributes for an item with primary key `key`, due at `at`.
+pub fn due(key: &Key, at: jiff::Timestamp) -> HashMap<String, AttributeValue> {
+    let shard = key
+        .pk
+        .bytes()
+        .chain(key.sk.bytes())
+        .fold(2_166_136_261u32, |hash, byte| {
+            (hash ^ u32::from(byte)).wrapping_mul(16_777_619)
+        })
+        % DUE_SHARDS;
+    HashMap::from([
+        (DUE_PK.to_owned(), AttributeValue::S(due_shard(shard))),
+        (
+            DUE_SK.to_owned(),
+            AttributeValue::S(format!("{}#{}#{}", due_time(at), key.pk, key.sk)),
+        ),
+    ])
+}
+
+pub fn due_shard(shard: u32) -> String {
+    format!("DUE#{shard:02}")
+}
+
+/// Epoch milliseconds, zero-padded so that text order is time order; `due_sk <= due_time(now)~`
+/// selects everything due up to `now`.
+pub fn due_time(at: jiff::Timestamp) -> String {
+    format!("{:015}", at.as_millisecond().max(0))
 }
 
 /// A fixed item the readiness probe reads; it never exists.
