@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::currency::Currency;
 use crate::decimal::{self, serde_decimal, RoundingApplied, MAX_PRICE_SCALE};
+pub use crate::error::ValidationError;
 use crate::money::Money;
 
 /// Most tiers a tiered model may have.
@@ -159,36 +160,6 @@ pub struct Commitment {
     pub minimum: Option<i64>,
     #[serde(default)]
     pub maximum: Option<i64>,
-}
-
-/// A definition is invalid. `param` is the path of the offending field relative to the value
-/// validated (`tiers[1].up_to`); prefix it with [`ValidationError::within`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
-#[error("{param}: {message}")]
-pub struct ValidationError {
-    pub param: String,
-    pub message: String,
-}
-
-impl ValidationError {
-    pub fn new(param: impl Into<String>, message: impl Into<String>) -> Self {
-        ValidationError {
-            param: param.into(),
-            message: message.into(),
-        }
-    }
-
-    /// Prefixes the path: `tiers[0].up_to` within `price` is `price.tiers[0].up_to`.
-    pub fn within(mut self, prefix: &str) -> Self {
-        if !prefix.is_empty() {
-            self.param = if self.param.is_empty() {
-                prefix.to_owned()
-            } else {
-                format!("{prefix}.{}", self.param)
-            };
-        }
-        self
-    }
 }
 
 /// Why pricing failed for a valid definition (or for an invalid one passed unvalidated).
@@ -420,16 +391,25 @@ fn minor_dec(minor: i64, currency: Currency) -> Decimal {
 
 fn check_price(param: &str, d: Decimal) -> Result<(), ValidationError> {
     if d.is_sign_negative() && !d.is_zero() {
-        return Err(ValidationError::new(param, "must not be negative"));
+        return Err(ValidationError::new(
+            "invalid_charge",
+            param,
+            "must not be negative",
+        ));
     }
     if decimal::significant_scale(d) > MAX_PRICE_SCALE {
         return Err(ValidationError::new(
+            "invalid_charge",
             param,
             format!("must have at most {MAX_PRICE_SCALE} decimal places"),
         ));
     }
     if d > max_magnitude() {
-        return Err(ValidationError::new(param, "is too large (at most 10^15)"));
+        return Err(ValidationError::new(
+            "invalid_charge",
+            param,
+            "is too large (at most 10^15)",
+        ));
     }
     Ok(())
 }
@@ -437,7 +417,11 @@ fn check_price(param: &str, d: Decimal) -> Result<(), ValidationError> {
 fn check_quantity(param: &str, d: Decimal, positive: bool) -> Result<(), ValidationError> {
     check_price(param, d)?;
     if positive && d.is_zero() {
-        return Err(ValidationError::new(param, "must be greater than zero"));
+        return Err(ValidationError::new(
+            "invalid_charge",
+            param,
+            "must be greater than zero",
+        ));
     }
     Ok(())
 }
@@ -445,12 +429,14 @@ fn check_quantity(param: &str, d: Decimal, positive: bool) -> Result<(), Validat
 fn check_amount(param: &str, minor: i64) -> Result<(), ValidationError> {
     if minor < 0 {
         return Err(ValidationError::new(
+            "invalid_charge",
             param,
             "must not be negative (minor units)",
         ));
     }
     if minor > 1_000_000_000_000_000 {
         return Err(ValidationError::new(
+            "invalid_charge",
             param,
             "is too large (at most 10^18 minor units)",
         ));
@@ -465,12 +451,14 @@ fn check_bounds<'a>(
     let n = bounds.len();
     if n == 0 {
         return Err(ValidationError::new(
+            "invalid_charge",
             "tiers",
             "at least one tier is required",
         ));
     }
     if n > MAX_TIERS {
         return Err(ValidationError::new(
+            "invalid_charge",
             "tiers",
             format!("at most {MAX_TIERS} tiers are allowed"),
         ));
@@ -482,12 +470,14 @@ fn check_bounds<'a>(
         match (b, last) {
             (None, false) => {
                 return Err(ValidationError::new(
+                    "invalid_charge",
                     param,
                     "only the last tier may be unbounded (up_to: null)",
                 ))
             }
             (Some(_), true) => {
                 return Err(ValidationError::new(
+                    "invalid_charge",
                     param,
                     "the last tier must be unbounded (up_to: null) so every quantity has a price",
                 ))
@@ -497,6 +487,7 @@ fn check_bounds<'a>(
                 if let Some(p) = prev {
                     if *u == p {
                         return Err(ValidationError::new(
+                            "invalid_charge",
                             param,
                             format!(
                                 "overlaps the previous tier: both end at {} (up_to is inclusive)",
@@ -506,6 +497,7 @@ fn check_bounds<'a>(
                     }
                     if *u < p {
                         return Err(ValidationError::new(
+                            "invalid_charge",
                             param,
                             format!(
                                 "tiers must be in increasing order of up_to: {} comes after {}",
@@ -558,6 +550,7 @@ impl ChargeModel {
                 check_price("rate", p.rate)?;
                 if p.rate > Decimal::ONE_HUNDRED {
                     return Err(ValidationError::new(
+                        "invalid_charge",
                         "rate",
                         "is a percentage and must be at most 100",
                     ));
@@ -573,6 +566,7 @@ impl ChargeModel {
                 if let (Some(lo), Some(hi)) = (p.min_per_transaction, p.max_per_transaction) {
                     if lo > hi {
                         return Err(ValidationError::new(
+                            "invalid_charge",
                             "max_per_transaction",
                             format!("must be at least min_per_transaction ({lo})"),
                         ));
@@ -589,7 +583,7 @@ impl ChargeModel {
                     if let Some(u) = tier.up_to {
                         let span = u - prev; // both ≤ 10^15: cannot overflow
                         if !(span % tier.block_size).is_zero() {
-                            return Err(ValidationError::new(
+                            return Err(ValidationError::new("invalid_charge", 
                                 format!("tiers[{i}].up_to"),
                                 format!(
                                     "the tier spans {} units, which is not a whole number of {}-unit blocks",
@@ -712,6 +706,7 @@ fn graduated(
         if to <= from {
             // Unordered tiers (unvalidated input): never produce negative slices.
             return Err(PricingError::Invalid(ValidationError::new(
+                "invalid_charge",
                 format!("tiers[{i}].up_to"),
                 "tiers must be in increasing order of up_to",
             )));
@@ -756,6 +751,7 @@ fn volume(
         .find(|(_, t)| t.up_to.is_none_or(|u| q <= u))
     else {
         return Err(PricingError::Invalid(ValidationError::new(
+            "invalid_charge",
             "tiers",
             "the last tier must be unbounded",
         )));
@@ -779,6 +775,7 @@ fn volume(
 fn blocks_for(units: Decimal, size: Decimal) -> Result<u64, PricingError> {
     if size <= Decimal::ZERO {
         return Err(PricingError::Invalid(ValidationError::new(
+            "invalid_charge",
             "block_size",
             "must be greater than zero",
         )));
@@ -830,6 +827,7 @@ fn tiered_blocks(
         };
         if to <= from {
             return Err(PricingError::Invalid(ValidationError::new(
+                "invalid_charge",
                 format!("tiers[{i}].up_to"),
                 "tiers must be in increasing order of up_to",
             )));
@@ -990,6 +988,7 @@ impl Commitment {
         if let (Some(lo), Some(hi)) = (self.minimum, self.maximum) {
             if lo > hi {
                 return Err(ValidationError::new(
+                    "invalid_charge",
                     "maximum",
                     format!("must be at least minimum ({lo})"),
                 ));
@@ -1306,7 +1305,7 @@ mod tests {
             assert!(e.message.contains(msg), "{json}: {}", e.message);
         }
         assert_eq!(
-            ValidationError::new("tiers[0].up_to", "x")
+            ValidationError::new("invalid_charge", "tiers[0].up_to", "x")
                 .within("price")
                 .param,
             "price.tiers[0].up_to"

@@ -26,9 +26,10 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::charges::{ChargeModel, Commitment, Derivation, PricingError, Usage, ValidationError};
+use crate::charges::{ChargeModel, Commitment, Derivation, PricingError, Usage};
 use crate::currency::Currency;
 use crate::decimal::{self, serde_decimal};
+use crate::error::ValidationError;
 use crate::money::{allocate_minor, Money, MoneyError};
 use crate::periods::Period;
 use crate::proration::ProrationItem;
@@ -269,7 +270,7 @@ pub enum InvoiceError {
 
 impl InvoiceError {
     fn invalid(param: String, message: impl Into<String>) -> Self {
-        InvoiceError::Invalid(ValidationError::new(param, message))
+        InvoiceError::Invalid(ValidationError::new("invalid_invoice", param, message))
     }
 }
 
