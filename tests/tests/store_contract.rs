@@ -52,7 +52,7 @@ async fn counts(store: &dyn Store, caller: &Caller) -> (usize, usize, usize) {
         .items
         .len();
     let events = store
-        .list_events(caller.tenant_id, &all)
+        .list_events(caller.tenant_id, &EventFilter::default(), &all)
         .await
         .unwrap()
         .items
@@ -74,6 +74,7 @@ async fn contract(store: Arc<dyn Store>) {
     let events = store
         .list_events(
             caller.tenant_id,
+            &EventFilter::default(),
             &PageRequest {
                 limit: 10,
                 starting_after: None,
@@ -386,6 +387,133 @@ async fn contract(store: Arc<dyn Store>) {
     );
 
     assert_eq!(store.ready().await, Ok(()));
+    catalog_contract(&app, &*store, &caller).await;
+}
+
+/// Metrics and plans: codes are unique, a stale plan version is refused without writing
+/// its price version, and versions read back in order.
+async fn catalog_contract(app: &App, store: &dyn Store, caller: &Caller) {
+    use billing_domain::metric::NewMetric;
+    use billing_domain::plan::{NewPlan, NewPlanVersion, PlanPatch};
+
+    let metric: NewMetric = serde_json::from_value(
+        serde_json::json!({"code": "calls", "name": "Calls", "aggregation": "count"}),
+    )
+    .unwrap();
+    let created = app.create_metric(caller, metric.clone()).await.unwrap();
+    assert!(
+        app.create_metric(caller, metric).await.is_err(),
+        "codes are unique"
+    );
+    assert_eq!(
+        store
+            .get_metric_by_code(caller.tenant_id, "calls")
+            .await
+            .unwrap()
+            .map(|m| m.id),
+        Some(created.id)
+    );
+    assert_eq!(
+        store
+            .get_metric_by_code(caller.tenant_id, "nope")
+            .await
+            .unwrap(),
+        None
+    );
+
+    let plan: NewPlan = serde_json::from_value(serde_json::json!({
+        "code": "pro", "name": "Pro", "interval": {"unit": "month"},
+        "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 100}}},
+                    "usage_charges": [{"metric": "calls", "prices": {"usd": {"model": "per_unit", "unit_price": "0.01"}}}]}
+    }))
+    .unwrap();
+    let pro = app.create_plan(caller, plan.clone()).await.unwrap().plan;
+    assert!(
+        app.create_plan(caller, plan).await.is_err(),
+        "codes are unique"
+    );
+
+    let version: NewPlanVersion = serde_json::from_value(serde_json::json!({
+        "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 200}}}}
+    }))
+    .unwrap();
+    let v2 = app
+        .create_plan_version(caller, pro.id, version)
+        .await
+        .unwrap();
+    assert_eq!(v2.number, 2);
+    let renamed = app
+        .update_plan(
+            caller,
+            pro.id,
+            PlanPatch {
+                name: Some("Pro 2".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    // A write based on the stale plan (version 1) is refused and writes no version 3.
+    let stale_next = pro
+        .add_version(&v2, None, false, app_terms(), Timestamp::now())
+        .unwrap();
+    let change = events_change(app, caller).await;
+    assert_eq!(
+        store
+            .update_plan(
+                caller.tenant_id,
+                &pro,
+                &stale_next.0,
+                Some(&stale_next.1),
+                &change
+            )
+            .await,
+        Err(StoreError::VersionConflict { entity: "plan" })
+    );
+    let versions = store
+        .list_plan_versions(caller.tenant_id, pro.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        versions.iter().map(|v| v.number).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(
+        store
+            .get_plan(caller.tenant_id, pro.id)
+            .await
+            .unwrap()
+            .unwrap(),
+        renamed
+    );
+    assert_eq!(
+        store
+            .plan_subscription_counts(caller.tenant_id, pro.id)
+            .await
+            .unwrap(),
+        [(1, 0), (2, 0)]
+    );
+
+    app.deactivate_plan(caller, pro.id).await.unwrap();
+    let active = store
+        .list_plans(
+            caller.tenant_id,
+            PlanFilter { active: Some(true) },
+            &PageRequest {
+                limit: 10,
+                starting_after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(active.items.is_empty());
+}
+
+fn app_terms() -> billing_domain::plan::PlanTerms {
+    let charges: billing_domain::plan::PlanCharges =
+        serde_json::from_value(serde_json::json!({"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 300}}}})).unwrap();
+    charges.validate(&Default::default()).unwrap()
 }
 
 /// Any valid change record, for calling the store directly.
@@ -408,7 +536,7 @@ async fn events_change(app: &App, caller: &Caller) -> Change {
             .items
             .remove(0),
         events: scratch
-            .list_events(caller.tenant_id, &page)
+            .list_events(caller.tenant_id, &EventFilter::default(), &page)
             .await
             .unwrap()
             .items,

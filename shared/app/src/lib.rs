@@ -4,11 +4,14 @@
 pub mod accounts;
 pub mod api_keys;
 pub mod audit;
+pub mod catalog;
 pub mod error;
 pub mod idempotency;
 pub mod memory;
 pub mod ports;
+pub mod relay;
 pub mod tenants;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -104,17 +107,37 @@ impl App {
                 changes,
                 at: now,
             },
-            events: vec![DomainEvent {
-                id: EventId::from_ulid(new_ulid()),
-                event_type: spec.event_type.to_owned(),
-                api_version: EVENT_API_VERSION.to_owned(),
-                created: now,
-                livemode: caller.livemode,
-                resource_id: spec.entity_id,
-                data: spec.after.clone(),
+            events: vec![self.event(
+                caller,
+                now,
+                spec.event_type,
+                spec.entity_id,
+                spec.after.clone(),
                 previous_attributes,
-                published: false,
-            }],
+            )],
+        }
+    }
+
+    /// A domain event about `resource_id`; `data` is the resource as the API returns it.
+    fn event(
+        &self,
+        caller: &Caller,
+        now: Timestamp,
+        event_type: &str,
+        resource_id: String,
+        data: Value,
+        previous_attributes: Option<Value>,
+    ) -> DomainEvent {
+        DomainEvent {
+            id: EventId::from_ulid(new_ulid()),
+            event_type: event_type.to_owned(),
+            api_version: EVENT_API_VERSION.to_owned(),
+            created: now,
+            livemode: caller.livemode,
+            resource_id,
+            data,
+            previous_attributes,
+            published: false,
         }
     }
 }

@@ -8,8 +8,15 @@
 //! | account           | `T#{tenant}`  | `ACCOUNT#{account_id}`          | `T#{tenant}#EMAIL#{email}`     | `ACCOUNT#{id}`    |
 //! | external_id claim | `T#{tenant}`  | `UNIQUE#ACCOUNT_EXTERNAL_ID#{x}`|                                |                   |
 //! | audit record      | `T#{tenant}`  | `AUDIT#{audit_id}`              | `T#{tenant}#AUDIT#{entity_id}` | `{audit_id}`      |
-//! | domain event      | `T#{tenant}`  | `EVENT#{event_id}`              |                                |                   |
+//! | domain event      | `T#{tenant}`  | `EVENT#{event_id}` (TTL, due)   | `T#{tenant}#EVENTS#{resource}` | `{event_id}`      |
+//! | webhook endpoint  | `T#{tenant}`  | `WEBHOOK#{endpoint_id}`         |                                |                   |
+//! | webhook delivery  | `T#{tenant}`  | `WHDELIVERY#{endpoint}#{id}` (TTL, due) |                        |                   |
 //! | idempotency key   | `T#{tenant}`  | `IDEMPOTENCY#{key}` (TTL)       |                                |                   |
+//! | metric            | `T#{tenant}`  | `METRIC#{metric_id}`            |                                |                   |
+//! | metric code claim | `T#{tenant}`  | `UNIQUE#METRIC_CODE#{code}`     |                                |                   |
+//! | plan              | `T#{tenant}`  | `PLAN#{plan_id}`                |                                |                   |
+//! | plan code claim   | `T#{tenant}`  | `UNIQUE#PLAN_CODE#{code}`       |                                |                   |
+//! | plan version      | `T#{tenant}`  | `PLANVERSION#{plan_id}#{n:06}`  |                                |                   |
 //!
 //! The due index (`due`, keys `due_pk`/`due_sk`) is sparse: only items waiting for a time
 //! carry it. `due_pk` is one of [`DUE_SHARDS`] shards (`DUE#07`), so a burst of items due
@@ -22,7 +29,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use billing_domain::ids::{AccountId, ApiKeyId, TenantId};
+use billing_domain::ids::{AccountId, ApiKeyId, MetricId, PlanId, TenantId};
 
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
@@ -132,8 +139,99 @@ pub fn event(tenant: TenantId, event_id: &str) -> Key {
     )
 }
 
+/// An event as written: its primary key plus the index that lists one resource's events.
+pub fn event_of_resource(tenant: TenantId, event_id: &str, resource_id: &str) -> Key {
+    event(tenant, event_id).with_gsi1(
+        event_resource_index(tenant, resource_id),
+        event_id.to_owned(),
+    )
+}
+
+pub fn event_resource_index(tenant: TenantId, resource_id: &str) -> String {
+    format!("T#{tenant}#EVENTS#{resource_id}")
+}
+
+use billing_domain::ids::{DeliveryId, WebhookEndpointId};
+
+pub const WEBHOOK_ENDPOINT_PREFIX: &str = "WEBHOOK#";
+
+pub fn webhook_endpoint(tenant: TenantId, id: WebhookEndpointId) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{WEBHOOK_ENDPOINT_PREFIX}{id}"),
+    )
+}
+
+pub const WEBHOOK_DELIVERY_PREFIX: &str = "WHDELIVERY#";
+
+/// Deliveries sort under their endpoint, so one endpoint's log is one range of its tenant.
+pub fn webhook_delivery(tenant: TenantId, endpoint: WebhookEndpointId, id: DeliveryId) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{id}", webhook_deliveries_of(endpoint)),
+    )
+}
+
+pub fn webhook_deliveries_of(endpoint: WebhookEndpointId) -> String {
+    format!("{WEBHOOK_DELIVERY_PREFIX}{endpoint}#")
+}
+
+/// What a due-index entry points at: its due time and its item's primary key, read back
+/// from `due_sk` (the inverse of [`due`]).
+pub fn parse_due(due_sk: &str) -> Option<(jiff::Timestamp, String, String)> {
+    let (millis, rest) = due_sk.split_once('#')?;
+    let at = jiff::Timestamp::from_millisecond(millis.parse().ok()?).ok()?;
+    // pk is `T#{tenant}`: the item's sk starts after the second `#`.
+    let tenant_end = rest.match_indices('#').nth(1)?.0;
+    Some((
+        at,
+        rest[..tenant_end].to_owned(),
+        rest[tenant_end + 1..].to_owned(),
+    ))
+}
+
+/// The tenant of a partition key `T#{tenant}`.
+pub fn tenant_of(pk: &str) -> Option<TenantId> {
+    TenantId::parse(pk.strip_prefix("T#")?, "pk").ok()
+}
+
 pub fn idempotency(tenant: TenantId, key: &str) -> Key {
     Key::new(tenant_partition(tenant), format!("IDEMPOTENCY#{key}"))
+}
+
+pub const METRIC_PREFIX: &str = "METRIC#";
+
+pub fn metric(tenant: TenantId, id: MetricId) -> Key {
+    Key::new(tenant_partition(tenant), format!("{METRIC_PREFIX}{id}"))
+}
+
+pub fn metric_code(tenant: TenantId, code: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("UNIQUE#METRIC_CODE#{code}"),
+    )
+}
+
+pub const PLAN_PREFIX: &str = "PLAN#";
+
+pub fn plan(tenant: TenantId, id: PlanId) -> Key {
+    Key::new(tenant_partition(tenant), format!("{PLAN_PREFIX}{id}"))
+}
+
+pub fn plan_code(tenant: TenantId, code: &str) -> Key {
+    Key::new(tenant_partition(tenant), format!("UNIQUE#PLAN_CODE#{code}"))
+}
+
+/// All versions of a plan share this prefix and sort by number.
+pub fn plan_versions_prefix(plan: PlanId) -> String {
+    format!("PLANVERSION#{plan}#")
+}
+
+pub fn plan_version(tenant: TenantId, plan: PlanId, number: u32) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{number:06}", plan_versions_prefix(plan)),
+    )
 }
 
 /// The due-index attributes for an item with primary key `key`, due at `at`.

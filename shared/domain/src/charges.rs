@@ -38,7 +38,7 @@ fn max_magnitude() -> Decimal {
 }
 
 /// A charge definition the catalog stores and prices with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "model", rename_all = "snake_case")]
 pub enum ChargeModel {
     /// A fixed amount per period, whatever the quantity.
@@ -58,14 +58,14 @@ pub enum ChargeModel {
     TieredBlocks(TieredBlocks),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlatFee {
     /// Minor units per period.
     pub amount: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PerUnit {
     /// Major units per unit, decimal string.
@@ -73,13 +73,13 @@ pub struct PerUnit {
     pub unit_price: Decimal,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tiers {
     pub tiers: Vec<Tier>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tier {
     /// Inclusive upper bound of the tier; `null` on (and only on) the last tier.
@@ -93,7 +93,7 @@ pub struct Tier {
     pub flat_fee: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Package {
     /// Units per package (> 0, may be fractional).
@@ -107,7 +107,7 @@ pub struct Package {
     pub free_units: Decimal,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Percentage {
     /// Percent of the rated amount (`"2.9"` = 2.9 %).
@@ -130,13 +130,13 @@ pub struct Percentage {
     pub max_per_transaction: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TieredBlocks {
     pub tiers: Vec<BlockTier>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockTier {
     /// Inclusive upper bound in units; `null` on the last tier. A bounded tier spans a whole
@@ -153,7 +153,7 @@ pub struct BlockTier {
 
 /// Minimum and maximum spend per period for a charge (commitments), in minor units. Applied to
 /// the rounded amount: below `minimum` it is raised to `minimum`, above `maximum` capped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Commitment {
     #[serde(default)]
@@ -181,7 +181,7 @@ pub enum PricingError {
 }
 
 /// What is being priced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Usage {
     /// A quantity of units (seats, GB-hours, API calls).

@@ -92,6 +92,26 @@ typed_id!(
     AuditId,
     "aud"
 );
+typed_id!(
+    /// A webhook endpoint: a URL of the tenant's that receives signed events.
+    WebhookEndpointId,
+    "we"
+);
+typed_id!(
+    /// One event's delivery to one webhook endpoint, with its attempts.
+    DeliveryId,
+    "whd"
+);
+typed_id!(
+    /// A billable metric: what usage is measured and how it aggregates.
+    MetricId,
+    "bm"
+);
+typed_id!(
+    /// A plan of the catalog.
+    PlanId,
+    "plan"
+);
 
 #[cfg(test)]
 mod tests {

@@ -75,7 +75,7 @@ pub enum PeriodError {
     OutOfRange,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IntervalUnit {
     Day,
@@ -85,7 +85,7 @@ pub enum IntervalUnit {
 }
 
 /// `count` × `unit`, e.g. every 3 months.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Interval {
     pub unit: IntervalUnit,
@@ -169,7 +169,7 @@ impl Interval {
 }
 
 /// In advance (licensed fees billed at period start) or in arrears (usage billed at period end).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BillingTiming {
     InAdvance,

@@ -37,7 +37,9 @@ use crate::decimal::{self, serde_decimal};
 use crate::money::{Money, MoneyError};
 use crate::periods::{local_date, BillingCycle, Interval, IntervalUnit, Period, PeriodError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ProrationConvention {
     /// Seconds used over seconds in the period (Stripe).

@@ -35,6 +35,27 @@ pub const ROUTES: &[(Method, &str, Permission)] = &[
         Permission::ManageApiKeys,
     ),
     (Method::GET, "/v1/audit-log", Permission::Read),
+    (Method::POST, "/v1/metrics", Permission::WriteBilling),
+    (Method::GET, "/v1/metrics", Permission::Read),
+    (Method::GET, "/v1/metrics/{id}", Permission::Read),
+    (Method::PATCH, "/v1/metrics/{id}", Permission::WriteBilling),
+    (Method::POST, "/v1/plans", Permission::WriteBilling),
+    (Method::GET, "/v1/plans", Permission::Read),
+    (Method::GET, "/v1/plans/{id}", Permission::Read),
+    (Method::PATCH, "/v1/plans/{id}", Permission::WriteBilling),
+    (Method::DELETE, "/v1/plans/{id}", Permission::WriteBilling),
+    (Method::GET, "/v1/plans/{id}/versions", Permission::Read),
+    (
+        Method::POST,
+        "/v1/plans/{id}/versions",
+        Permission::WriteBilling,
+    ),
+    (
+        Method::GET,
+        "/v1/plans/{id}/subscription-count",
+        Permission::Read,
+    ),
+    (Method::POST, "/v1/prices/preview", Permission::Read),
 ];
 
 pub fn permission_for(method: &Method, route: &str) -> Option<Permission> {

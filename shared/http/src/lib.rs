@@ -3,6 +3,7 @@
 //! map the result.
 
 pub mod auth;
+pub mod docs;
 pub mod extract;
 pub mod idempotency;
 pub mod observe;
@@ -15,11 +16,10 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use billing_app::App;
-use utoipa_swagger_ui::SwaggerUi;
 
 pub use observe::{EmitMetrics, RequestId};
 use problem::Problem;
-use routes::{accounts, api_keys, audit, health};
+use routes::{accounts, api_keys, audit, catalog, health};
 
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
 
@@ -37,13 +37,41 @@ pub fn router(app: App, metrics: EmitMetrics) -> Router {
         .route("/v1/api-keys", post(api_keys::create).get(api_keys::list))
         .route("/v1/api-keys/{id}", delete(api_keys::revoke))
         .route("/v1/audit-log", get(audit::list))
+        .route(
+            "/v1/metrics",
+            post(catalog::create_metric).get(catalog::list_metrics),
+        )
+        .route(
+            "/v1/metrics/{id}",
+            get(catalog::get_metric).patch(catalog::update_metric),
+        )
+        .route(
+            "/v1/plans",
+            post(catalog::create_plan).get(catalog::list_plans),
+        )
+        .route(
+            "/v1/plans/{id}",
+            get(catalog::get_plan)
+                .patch(catalog::update_plan)
+                .delete(catalog::deactivate_plan),
+        )
+        .route(
+            "/v1/plans/{id}/versions",
+            get(catalog::list_versions).post(catalog::create_version),
+        )
+        .route(
+            "/v1/plans/{id}/subscription-count",
+            get(catalog::subscription_count),
+        )
+        .route("/v1/prices/preview", post(catalog::preview_price))
         .route_layer(from_fn_with_state(app.clone(), idempotency::idempotent))
         .route_layer(from_fn_with_state(app.clone(), auth::authenticate));
     Router::new()
         .merge(authenticated)
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
-        .merge(SwaggerUi::new("/docs").url(OPENAPI_PATH, openapi::document()))
+        .route(OPENAPI_PATH, get(openapi::serve))
+        .route("/docs", get(docs::page))
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

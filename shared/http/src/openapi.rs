@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, api_keys, audit, health};
+use crate::routes::{accounts, api_keys, audit, catalog, health};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,9 @@ use crate::routes::{accounts, api_keys, audit, health};
         accounts::create, accounts::get, accounts::list, accounts::update, accounts::delete,
         api_keys::create, api_keys::list, api_keys::revoke,
         audit::list,
+        catalog::create_metric, catalog::list_metrics, catalog::get_metric, catalog::update_metric,
+        catalog::create_plan, catalog::list_plans, catalog::get_plan, catalog::update_plan, catalog::deactivate_plan,
+        catalog::list_versions, catalog::create_version, catalog::subscription_count, catalog::preview_price,
         health::live, health::ready,
     ),
     components(schemas(crate::problem::ProblemDocument)),
@@ -27,6 +30,7 @@ use crate::routes::{accounts, api_keys, audit, health};
         (name = "accounts", description = "Customer accounts"),
         (name = "api-keys", description = "API keys and roles (admin only)"),
         (name = "audit", description = "Who changed what"),
+        (name = "catalog", description = "Billable metrics, plans with versioned multi-currency prices, the price calculator"),
         (name = "health", description = "Liveness and readiness, no authentication"),
     )
 )]
@@ -51,4 +55,16 @@ impl Modify for BearerAuth {
 
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// `GET /v1/openapi.json`, rendered once per process.
+pub async fn serve() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    static JSON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let body = JSON.get_or_init(|| document().to_json().unwrap_or_default());
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.as_str(),
+    )
+        .into_response()
 }

@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use billing_domain::event::{AuditRecord, DomainEvent};
+use billing_domain::event::AuditRecord;
 use billing_domain::ids::TenantId;
 
 use super::{paginate, MemoryStore};
@@ -20,23 +20,6 @@ impl AuditStore for MemoryStore {
             .rev()
             .filter(|((t, _), r)| *t == tenant && entity_id.is_none_or(|e| r.entity_id == e))
             .map(|((_, id), r)| (id.clone(), r.clone()));
-        Ok(paginate(items, page))
-    }
-}
-
-#[async_trait]
-impl EventStore for MemoryStore {
-    async fn list_events(
-        &self,
-        tenant: TenantId,
-        page: &PageRequest,
-    ) -> Result<Page<DomainEvent>, StoreError> {
-        let s = self.state();
-        let items = s
-            .events
-            .iter()
-            .filter(|((t, _), _)| *t == tenant)
-            .map(|((_, id), e)| (id.clone(), e.clone()));
         Ok(paginate(items, page))
     }
 }

@@ -4,6 +4,8 @@
 
 mod accounts;
 mod audit;
+mod catalog;
+mod events;
 mod idempotency;
 mod tenants;
 
@@ -29,6 +31,8 @@ pub(super) struct State {
     pub(super) audit: BTreeMap<(TenantId, String), AuditRecord>,
     pub(super) events: BTreeMap<(TenantId, String), DomainEvent>,
     pub(super) idempotency: BTreeMap<(TenantId, String), Idempotency>,
+    pub(super) catalog: catalog::CatalogState,
+    pub(super) webhooks: events::WebhookState,
 }
 
 pub(super) struct Idempotency {

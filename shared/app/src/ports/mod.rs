@@ -2,6 +2,12 @@
 //! Production implements them with DynamoDB; [`crate::memory`] implements them in memory
 //! for fast tests, and the same contract suite runs against both.
 
+mod catalog;
+mod events;
+
+pub use catalog::*;
+pub use events::*;
+
 use async_trait::async_trait;
 use billing_domain::access::ApiKey;
 use billing_domain::account::{Account, AccountStatus};
@@ -154,16 +160,6 @@ pub trait AuditStore: Send + Sync {
     ) -> Result<Page<AuditRecord>, StoreError>;
 }
 
-#[async_trait]
-pub trait EventStore: Send + Sync {
-    /// The tenant's domain events (the outbox), oldest first.
-    async fn list_events(
-        &self,
-        tenant: TenantId,
-        page: &PageRequest,
-    ) -> Result<Page<DomainEvent>, StoreError>;
-}
-
 /// A response remembered under an `Idempotency-Key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
@@ -212,7 +208,15 @@ pub trait HealthProbe: Send + Sync {
 
 /// Everything the API needs from persistence.
 pub trait Store:
-    TenantStore + ApiKeyStore + AccountStore + AuditStore + EventStore + IdempotencyStore + HealthProbe
+    TenantStore
+    + ApiKeyStore
+    + AccountStore
+    + MetricStore
+    + PlanStore
+    + AuditStore
+    + EventStore
+    + IdempotencyStore
+    + HealthProbe
 {
 }
 
@@ -220,6 +224,8 @@ impl<T> Store for T where
     T: TenantStore
         + ApiKeyStore
         + AccountStore
+        + MetricStore
+        + PlanStore
         + AuditStore
         + EventStore
         + IdempotencyStore

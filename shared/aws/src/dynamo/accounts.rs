@@ -1,13 +1,11 @@
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use billing_app::ports::*;
 use billing_domain::account::Account;
 use billing_domain::ids::{AccountId, TenantId};
 
-use super::{to_item, DynamoStore, Item, ENTITY_ATTRIBUTE};
-use crate::keys::{self, Key, GSI1_PK};
+use super::{claim_held_by, claim_item, to_item, DynamoStore};
+use crate::keys::{self, GSI1_PK};
 
 #[async_trait]
 impl AccountStore for DynamoStore {
@@ -28,7 +26,10 @@ impl AccountStore for DynamoStore {
         )?;
         if let Some(external_id) = &account.external_id {
             tx.create(
-                claim_item(&keys::account_external_id(tenant, external_id), account.id),
+                claim_item(
+                    &keys::account_external_id(tenant, external_id),
+                    &account.id.to_string(),
+                ),
                 duplicate_external_id(),
             )?;
         }
@@ -56,15 +57,19 @@ impl AccountStore for DynamoStore {
         if previous.external_id != next.external_id {
             if let Some(new) = &next.external_id {
                 tx.create(
-                    claim_item(&keys::account_external_id(tenant, new), next.id),
+                    claim_item(
+                        &keys::account_external_id(tenant, new),
+                        &next.id.to_string(),
+                    ),
                     duplicate_external_id(),
                 )?;
             }
             if let Some(old) = &previous.external_id {
+                let (condition, values) = claim_held_by(&next.id.to_string());
                 tx.delete(
                     &keys::account_external_id(tenant, old),
-                    "account_id = :id",
-                    HashMap::from([(":id".to_owned(), AttributeValue::S(next.id.to_string()))]),
+                    condition,
+                    values,
                     StoreError::VersionConflict { entity: "account" },
                 )?;
             }
@@ -93,13 +98,12 @@ impl AccountStore for DynamoStore {
             .and_then(|id| AccountId::parse(id, "starting_after").ok());
         if let Some(external_id) = &filter.external_id {
             // At most one account has it: answer from the uniqueness claim.
-            let claim: Option<Claim> = self
-                .get(&keys::account_external_id(tenant, external_id))
+            let owner = self
+                .claim_owner(&keys::account_external_id(tenant, external_id))
                 .await?;
-            let account = match claim {
-                Some(claim) if cursor.is_none() => {
-                    self.get_account(tenant, claim.account_id).await?
-                }
+            let owner = owner.and_then(|id| AccountId::parse(&id, "owner_id").ok());
+            let account = match owner {
+                Some(owner) if cursor.is_none() => self.get_account(tenant, owner).await?,
                 _ => None,
             };
             return Ok(Page {
@@ -127,25 +131,6 @@ impl AccountStore for DynamoStore {
             }
         }
     }
-}
-
-/// A uniqueness claim: the item that owns a unique value.
-#[derive(serde::Deserialize)]
-struct Claim {
-    account_id: AccountId,
-}
-
-fn claim_item(key: &Key, owner: AccountId) -> Item {
-    let mut item = key.all();
-    item.insert(
-        "account_id".to_owned(),
-        AttributeValue::S(owner.to_string()),
-    );
-    item.insert(
-        ENTITY_ATTRIBUTE.to_owned(),
-        AttributeValue::S("unique_claim".into()),
-    );
-    item
 }
 
 fn duplicate_external_id() -> StoreError {

@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 use billing_app::ports::*;
-use billing_domain::event::{AuditRecord, DomainEvent};
+use billing_domain::event::AuditRecord;
 use billing_domain::ids::TenantId;
 
 use super::DynamoStore;
@@ -38,22 +38,5 @@ impl AuditStore for DynamoStore {
                     .await
             }
         }
-    }
-}
-
-#[async_trait]
-impl EventStore for DynamoStore {
-    async fn list_events(
-        &self,
-        tenant: TenantId,
-        page: &PageRequest,
-    ) -> Result<Page<DomainEvent>, StoreError> {
-        let start = page
-            .starting_after
-            .as_deref()
-            .map(|id| keys::event(tenant, id).primary());
-        let query = self.query_partition(keys::tenant_partition(tenant), keys::EVENT_PREFIX);
-        self.query_page(query, start, page.limit, |_: &DomainEvent| true)
-            .await
     }
 }

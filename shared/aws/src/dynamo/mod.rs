@@ -4,6 +4,8 @@
 
 mod accounts;
 mod audit;
+mod catalog;
+mod events;
 mod idempotency;
 mod tenants;
 
@@ -33,6 +35,9 @@ pub(super) const ENTITY_ATTRIBUTE: &str = "entity";
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// Publishes events (and queues resends) right after their transaction commits; without
+    /// it they wait for the due-index sweep.
+    dispatch: Option<std::sync::Arc<dyn Dispatch>>,
 }
 
 impl DynamoStore {
@@ -40,7 +45,14 @@ impl DynamoStore {
         Self {
             client,
             table: table.into(),
+            dispatch: None,
         }
+    }
+
+    /// Publishes every committed event through `dispatch` right after its commit.
+    pub fn with_dispatch(mut self, dispatch: std::sync::Arc<dyn Dispatch>) -> Self {
+        self.dispatch = Some(dispatch);
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -101,6 +113,34 @@ impl DynamoStore {
         Ok(Page { items, has_more })
     }
 
+    /// Every item a query returns, following its pages. For small, bounded collections
+    /// (the versions of one plan), never for tenant-wide lists.
+    pub(super) async fn query_all(
+        &self,
+        query: QueryFluentBuilder,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let output = query
+                .clone()
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            items.extend(output.items.unwrap_or_default());
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// The id of the item that owns a unique value, read from its claim.
+    pub(super) async fn claim_owner(&self, claim: &Key) -> Result<Option<String>, StoreError> {
+        Ok(self.get::<Claim>(claim).await?.map(|c| c.owner_id))
+    }
+
     pub(super) fn query_partition(&self, pk: String, sk_prefix: &str) -> QueryFluentBuilder {
         self.client
             .query()
@@ -128,8 +168,37 @@ impl DynamoStore {
             store: self,
             writes: Vec::new(),
             on_condition_failure: Vec::new(),
+            committed: events::AfterCommit::default(),
         }
     }
+}
+
+/// A uniqueness claim: the item that makes a value (an external_id, a code) taken, naming
+/// the id of its owner.
+#[derive(serde::Deserialize)]
+struct Claim {
+    owner_id: String,
+}
+
+pub(super) fn claim_item(key: &Key, owner_id: &str) -> Item {
+    let mut item = key.all();
+    item.insert(
+        "owner_id".to_owned(),
+        AttributeValue::S(owner_id.to_owned()),
+    );
+    item.insert(
+        ENTITY_ATTRIBUTE.to_owned(),
+        AttributeValue::S("unique_claim".into()),
+    );
+    item
+}
+
+/// The condition that a claim is still held by `owner_id`, for releasing it.
+pub(super) fn claim_held_by(owner_id: &str) -> (&'static str, Item) {
+    (
+        "owner_id = :owner",
+        HashMap::from([(":owner".to_owned(), AttributeValue::S(owner_id.to_owned()))]),
+    )
 }
 
 pub(super) fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
@@ -192,6 +261,8 @@ pub(super) struct Transaction<'a> {
     store: &'a DynamoStore,
     writes: Vec<TransactWriteItem>,
     on_condition_failure: Vec<StoreError>,
+    /// What to hand to the dispatcher once the transaction has committed.
+    committed: events::AfterCommit,
 }
 
 impl Transaction<'_> {
@@ -280,9 +351,10 @@ impl Transaction<'_> {
         )?;
         for event in &change.events {
             self.create(
-                to_item("event", event, &keys::event(tenant, &event.id.to_string()))?,
+                events::event_item(tenant, event)?,
                 StoreError::Internal("event id reused".into()),
             )?;
+            self.committed.events.push((tenant, event.clone()));
         }
         Ok(self)
     }
@@ -296,7 +368,10 @@ impl Transaction<'_> {
             .send()
             .await;
         let err = match result {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                self.store.after_commit(self.committed).await;
+                return Ok(());
+            }
             Err(err) => err,
         };
         if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =

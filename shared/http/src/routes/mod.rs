@@ -1,4 +1,5 @@
 pub mod accounts;
 pub mod api_keys;
 pub mod audit;
+pub mod catalog;
 pub mod health;

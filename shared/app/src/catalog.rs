@@ -1,0 +1,435 @@
+//! The catalog: billable metrics, plans, price versions, and the price calculator.
+
+use std::collections::BTreeSet;
+
+use billing_domain::access::Permission;
+use billing_domain::charges::{ChargeModel, Commitment, Priced, PricingError, Usage};
+use billing_domain::currency::Currency;
+use billing_domain::error::ValidationError;
+use billing_domain::event::AuditAction;
+use billing_domain::ids::{MetricId, PlanId};
+use billing_domain::metric::{Metric, MetricPatch, NewMetric};
+use billing_domain::plan::{
+    self, NewPlan, NewPlanVersion, Plan, PlanChangeError, PlanCharges, PlanPatch, PlanTerms,
+    PlanVersion,
+};
+
+use crate::ports::{Page, PageRequest, PlanFilter};
+use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
+
+/// A plan with the prices a subscription starting now would get.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanWithPrices {
+    pub plan: Plan,
+    pub prices: Option<PlanVersion>,
+}
+
+/// What the price calculator prices.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PriceSource {
+    Inline(ChargeModel),
+    /// A plan's charge in the version in effect now: the usage charge on `metric`, or the
+    /// recurring fee when `metric` is `None`.
+    Plan {
+        plan_id: PlanId,
+        metric: Option<String>,
+    },
+}
+
+/// How many subscriptions use a plan, per price version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionCounts {
+    pub total: u64,
+    pub by_version: Vec<(u32, u64)>,
+}
+
+impl From<PlanChangeError> for AppError {
+    fn from(err: PlanChangeError) -> Self {
+        match err {
+            PlanChangeError::Invalid(e) => AppError::Invalid(e),
+            PlanChangeError::Inactive => AppError::Conflict {
+                code: "plan_inactive",
+                message: "the plan is inactive".into(),
+                param: None,
+            },
+        }
+    }
+}
+
+impl App {
+    pub async fn create_metric(
+        &self,
+        caller: &Caller,
+        input: NewMetric,
+    ) -> Result<Metric, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let now = self.now();
+        let metric = Metric::create(MetricId::from_ulid(new_ulid()), input, now)?;
+        let after = to_json(&metric)?;
+        let change = self.change(
+            caller,
+            now,
+            ChangeSpec {
+                entity_type: "metric",
+                entity_id: metric.id.to_string(),
+                action: AuditAction::Create,
+                event_type: "metric.created",
+                before: None,
+                after: &after,
+            },
+        );
+        self.store
+            .insert_metric(caller.tenant_id, &metric, &change)
+            .await?;
+        Ok(metric)
+    }
+
+    pub async fn get_metric(&self, caller: &Caller, id: MetricId) -> Result<Metric, AppError> {
+        caller.require(Permission::Read)?;
+        self.store
+            .get_metric(caller.tenant_id, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("metric", id))
+    }
+
+    pub async fn list_metrics(
+        &self,
+        caller: &Caller,
+        page: &PageRequest,
+    ) -> Result<Page<Metric>, AppError> {
+        caller.require(Permission::Read)?;
+        Ok(self.store.list_metrics(caller.tenant_id, page).await?)
+    }
+
+    pub async fn update_metric(
+        &self,
+        caller: &Caller,
+        id: MetricId,
+        patch: MetricPatch,
+    ) -> Result<Metric, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let current = self.get_metric(caller, id).await?;
+        let next = current.apply(patch, self.now())?;
+        let (before, after) = (to_json(&current)?, to_json(&next)?);
+        let change = self.change(
+            caller,
+            next.updated_at,
+            ChangeSpec {
+                entity_type: "metric",
+                entity_id: id.to_string(),
+                action: AuditAction::Update,
+                event_type: "metric.updated",
+                before: Some(&before),
+                after: &after,
+            },
+        );
+        self.store
+            .update_metric(caller.tenant_id, &current, &next, &change)
+            .await?;
+        Ok(next)
+    }
+
+    /// Validates charges through the engine against the tenant's metrics.
+    async fn plan_terms(
+        &self,
+        caller: &Caller,
+        charges: PlanCharges,
+    ) -> Result<PlanTerms, AppError> {
+        let mut known = BTreeSet::new();
+        for code in charges.metric_codes() {
+            if self
+                .store
+                .get_metric_by_code(caller.tenant_id, code)
+                .await?
+                .is_some()
+            {
+                known.insert(code.to_owned());
+            }
+        }
+        Ok(charges.validate(&known)?)
+    }
+
+    pub async fn create_plan(
+        &self,
+        caller: &Caller,
+        mut input: NewPlan,
+    ) -> Result<PlanWithPrices, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let terms = self
+            .plan_terms(caller, std::mem::take(&mut input.charges))
+            .await?;
+        let now = self.now();
+        let (plan, first) = Plan::create(PlanId::from_ulid(new_ulid()), input, terms, now)?;
+        let after = to_json(&plan)?;
+        let mut change = self.change(
+            caller,
+            now,
+            ChangeSpec {
+                entity_type: "plan",
+                entity_id: plan.id.to_string(),
+                action: AuditAction::Create,
+                event_type: "plan.created",
+                before: None,
+                after: &after,
+            },
+        );
+        change.events.push(self.event(
+            caller,
+            now,
+            "plan.version_created",
+            plan.id.to_string(),
+            to_json(&first)?,
+            None,
+        ));
+        self.store
+            .insert_plan(caller.tenant_id, &plan, &first, &change)
+            .await?;
+        Ok(PlanWithPrices {
+            plan,
+            prices: Some(first),
+        })
+    }
+
+    async fn load_plan(&self, caller: &Caller, id: PlanId) -> Result<Plan, AppError> {
+        self.store
+            .get_plan(caller.tenant_id, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("plan", id))
+    }
+
+    pub async fn get_plan(&self, caller: &Caller, id: PlanId) -> Result<PlanWithPrices, AppError> {
+        caller.require(Permission::Read)?;
+        let plan = self.load_plan(caller, id).await?;
+        let versions = self.store.list_plan_versions(caller.tenant_id, id).await?;
+        let prices = plan::version_in_effect(&versions, self.now()).cloned();
+        Ok(PlanWithPrices { plan, prices })
+    }
+
+    pub async fn list_plans(
+        &self,
+        caller: &Caller,
+        filter: PlanFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Plan>, AppError> {
+        caller.require(Permission::Read)?;
+        Ok(self
+            .store
+            .list_plans(caller.tenant_id, filter, page)
+            .await?)
+    }
+
+    pub async fn update_plan(
+        &self,
+        caller: &Caller,
+        id: PlanId,
+        patch: PlanPatch,
+    ) -> Result<Plan, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let current = self.load_plan(caller, id).await?;
+        let next = current.apply(patch, self.now())?;
+        self.save_plan(
+            caller,
+            &current,
+            &next,
+            None,
+            AuditAction::Update,
+            "plan.updated",
+        )
+        .await?;
+        Ok(next)
+    }
+
+    /// Deactivates a plan: no new subscriptions; existing ones continue.
+    pub async fn deactivate_plan(&self, caller: &Caller, id: PlanId) -> Result<Plan, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let current = self.load_plan(caller, id).await?;
+        let next = current.deactivate(self.now())?;
+        self.save_plan(
+            caller,
+            &current,
+            &next,
+            None,
+            AuditAction::Delete,
+            "plan.deactivated",
+        )
+        .await?;
+        Ok(next)
+    }
+
+    pub async fn create_plan_version(
+        &self,
+        caller: &Caller,
+        id: PlanId,
+        input: NewPlanVersion,
+    ) -> Result<PlanVersion, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let current = self.load_plan(caller, id).await?;
+        let versions = self.store.list_plan_versions(caller.tenant_id, id).await?;
+        let latest = versions
+            .iter()
+            .max_by_key(|v| v.number)
+            .ok_or_else(|| AppError::Internal(format!("plan {id} has no versions")))?;
+        let terms = self.plan_terms(caller, input.charges).await?;
+        let (next, version) = current.add_version(
+            latest,
+            input.effective_from,
+            input.migrate_existing,
+            terms,
+            self.now(),
+        )?;
+        self.save_plan(
+            caller,
+            &current,
+            &next,
+            Some(&version),
+            AuditAction::Update,
+            "plan.version_created",
+        )
+        .await?;
+        Ok(version)
+    }
+
+    async fn save_plan(
+        &self,
+        caller: &Caller,
+        current: &Plan,
+        next: &Plan,
+        new_version: Option<&PlanVersion>,
+        action: AuditAction,
+        event_type: &'static str,
+    ) -> Result<(), AppError> {
+        let (before, after) = (to_json(current)?, to_json(next)?);
+        let mut change = self.change(
+            caller,
+            next.updated_at,
+            ChangeSpec {
+                entity_type: "plan",
+                entity_id: next.id.to_string(),
+                action,
+                event_type,
+                before: Some(&before),
+                after: &after,
+            },
+        );
+        if let Some(version) = new_version {
+            // The version event carries the prices, not the plan record.
+            change.events[0].data = to_json(version)?;
+        }
+        self.store
+            .update_plan(caller.tenant_id, current, next, new_version, &change)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_plan_versions(
+        &self,
+        caller: &Caller,
+        id: PlanId,
+    ) -> Result<Vec<PlanVersion>, AppError> {
+        caller.require(Permission::Read)?;
+        self.load_plan(caller, id).await?;
+        Ok(self.store.list_plan_versions(caller.tenant_id, id).await?)
+    }
+
+    pub async fn plan_subscription_counts(
+        &self,
+        caller: &Caller,
+        id: PlanId,
+    ) -> Result<SubscriptionCounts, AppError> {
+        caller.require(Permission::Read)?;
+        self.load_plan(caller, id).await?;
+        let by_version = self
+            .store
+            .plan_subscription_counts(caller.tenant_id, id)
+            .await?;
+        Ok(SubscriptionCounts {
+            total: by_version.iter().map(|(_, n)| n).sum(),
+            by_version,
+        })
+    }
+
+    /// The price calculator: prices `usage` in `currency` with an inline charge or a plan's
+    /// charge, returning the amount with its derivation. Writes nothing.
+    pub async fn preview_price(
+        &self,
+        caller: &Caller,
+        source: PriceSource,
+        currency: Currency,
+        usage: Usage,
+        commitment: Option<Commitment>,
+    ) -> Result<Priced, AppError> {
+        caller.require(Permission::Read)?;
+        let (model, commitment) = match source {
+            PriceSource::Inline(model) => {
+                model.validate().map_err(|e| e.within("charge"))?;
+                if let Some(c) = &commitment {
+                    c.validate().map_err(|e| e.within("commitment"))?;
+                }
+                (model, commitment)
+            }
+            PriceSource::Plan { plan_id, metric } => {
+                let prices = self
+                    .get_plan(caller, plan_id)
+                    .await?
+                    .prices
+                    .ok_or_else(|| {
+                        invalid(
+                            "plan_not_in_effect",
+                            "plan_id",
+                            "the plan has no prices in effect yet",
+                        )
+                    })?;
+                prices
+                    .require_currency(currency)
+                    .map_err(|e| invalid("currency_not_offered", "currency", e.to_string()))?;
+                match metric {
+                    None => {
+                        let model =
+                            prices.recurring_fee_in(currency).cloned().ok_or_else(|| {
+                                invalid(
+                                    "no_recurring_fee",
+                                    "metric",
+                                    "the plan has no recurring fee; name a metric",
+                                )
+                            })?;
+                        (model, commitment)
+                    }
+                    Some(code) => {
+                        let charge = prices.usage_charge(&code).ok_or_else(|| {
+                            invalid(
+                                "unknown_metric",
+                                "metric",
+                                format!("the plan has no usage charge on `{code}`"),
+                            )
+                        })?;
+                        let model = charge.prices.get(&currency).cloned().ok_or_else(|| {
+                            invalid(
+                                "currency_not_offered",
+                                "currency",
+                                "the charge has no price in this currency",
+                            )
+                        })?;
+                        (model, commitment.or(charge.commitment))
+                    }
+                }
+            }
+        };
+        let priced = model.price(&usage, currency).map_err(|e| match e {
+            PricingError::Invalid(v) => AppError::Invalid(v.within("charge")),
+            PricingError::Overflow => invalid(
+                "amount_too_large",
+                "usage",
+                "the amount does not fit in 64-bit minor units",
+            ),
+            other => invalid("invalid_usage", "usage", other.to_string()),
+        })?;
+        Ok(match commitment {
+            Some(c) => priced.with_commitment(&c),
+            None => priced,
+        })
+    }
+}
+
+fn invalid(code: &'static str, param: &'static str, message: impl Into<String>) -> AppError {
+    AppError::Invalid(ValidationError::new(code, param, message))
+}

@@ -1,0 +1,273 @@
+//! The event log, outbox and webhooks in memory. The due index is derived: an unpublished
+//! event is due [`OUTBOX_GRACE`] after it was created, a delivery at the time it was given.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use billing_domain::event::DomainEvent;
+use billing_domain::ids::{DeliveryId, EventId, TenantId, WebhookEndpointId};
+use billing_domain::webhook::{WebhookDelivery, WebhookEndpoint};
+use jiff::Timestamp;
+
+use super::{paginate, MemoryStore};
+use crate::ports::*;
+
+#[derive(Default)]
+pub(crate) struct WebhookState {
+    endpoints: BTreeMap<(TenantId, WebhookEndpointId), WebhookEndpoint>,
+    /// Delivery and the time it is due, while it is in the due index.
+    deliveries:
+        BTreeMap<(TenantId, WebhookEndpointId, DeliveryId), (WebhookDelivery, Option<Timestamp>)>,
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn list_events(
+        &self,
+        tenant: TenantId,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> Result<Page<DomainEvent>, StoreError> {
+        let s = self.state();
+        let items = s
+            .events
+            .iter()
+            .rev()
+            .filter(|((t, id), e)| {
+                *t == tenant && (filter.admits(e) || page.starting_after.as_deref() == Some(id))
+            })
+            .map(|((_, id), e)| (id.clone(), e.clone()));
+        Ok(paginate(items, page))
+    }
+
+    async fn get_event(
+        &self,
+        tenant: TenantId,
+        id: EventId,
+    ) -> Result<Option<DomainEvent>, StoreError> {
+        Ok(self.state().events.get(&(tenant, id.to_string())).cloned())
+    }
+
+    async fn mark_published(&self, tenant: TenantId, id: EventId) -> Result<(), StoreError> {
+        if let Some(event) = self.state().events.get_mut(&(tenant, id.to_string())) {
+            event.published = true;
+        }
+        Ok(())
+    }
+
+    async fn due_items(&self, now: Timestamp, limit: usize) -> Result<Vec<DueItem>, StoreError> {
+        let s = self.state();
+        let events = s.events.iter().filter_map(|((tenant, _), e)| {
+            let due_at = e.created + OUTBOX_GRACE;
+            (!e.published && due_at <= now).then_some(DueItem {
+                tenant_id: *tenant,
+                due_at,
+                kind: DueKind::Outbox { event_id: e.id },
+            })
+        });
+        let deliveries =
+            s.webhooks
+                .deliveries
+                .iter()
+                .filter_map(|((tenant, endpoint, id), (_, due))| {
+                    due.filter(|at| *at <= now).map(|due_at| DueItem {
+                        tenant_id: *tenant,
+                        due_at,
+                        kind: DueKind::WebhookRetry(DeliveryJob {
+                            tenant_id: *tenant,
+                            endpoint_id: *endpoint,
+                            delivery_id: *id,
+                        }),
+                    })
+                });
+        let mut due: Vec<DueItem> = events.chain(deliveries).collect();
+        due.sort_by_key(|d| d.due_at);
+        due.truncate(limit);
+        Ok(due)
+    }
+}
+
+#[async_trait]
+impl WebhookStore for MemoryStore {
+    async fn insert_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        endpoint: &WebhookEndpoint,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        if s.webhooks.endpoints.contains_key(&(tenant, endpoint.id)) {
+            return Err(StoreError::AlreadyExists {
+                entity: "webhook endpoint",
+            });
+        }
+        s.webhooks
+            .endpoints
+            .insert((tenant, endpoint.id), endpoint.clone());
+        s.record(tenant, change);
+        Ok(())
+    }
+
+    async fn update_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        previous: &WebhookEndpoint,
+        next: &WebhookEndpoint,
+        change: Option<&Change>,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        let stored = s
+            .webhooks
+            .endpoints
+            .get(&(tenant, next.id))
+            .map(|e| e.version);
+        if stored != Some(previous.version) {
+            return Err(StoreError::VersionConflict {
+                entity: "webhook endpoint",
+            });
+        }
+        s.webhooks.endpoints.insert((tenant, next.id), next.clone());
+        if let Some(change) = change {
+            s.record(tenant, change);
+        }
+        Ok(())
+    }
+
+    async fn delete_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        endpoint: &WebhookEndpoint,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        let stored = s
+            .webhooks
+            .endpoints
+            .get(&(tenant, endpoint.id))
+            .map(|e| e.version);
+        if stored != Some(endpoint.version) {
+            return Err(StoreError::VersionConflict {
+                entity: "webhook endpoint",
+            });
+        }
+        s.webhooks.endpoints.remove(&(tenant, endpoint.id));
+        s.record(tenant, change);
+        Ok(())
+    }
+
+    async fn get_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        id: WebhookEndpointId,
+    ) -> Result<Option<WebhookEndpoint>, StoreError> {
+        Ok(self.state().webhooks.endpoints.get(&(tenant, id)).cloned())
+    }
+
+    async fn list_webhook_endpoints(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<WebhookEndpoint>, StoreError> {
+        let s = self.state();
+        let items = s
+            .webhooks
+            .endpoints
+            .iter()
+            .filter(|((t, _), _)| *t == tenant)
+            .map(|((_, id), e)| (id.to_string(), e.clone()));
+        Ok(paginate(items, page))
+    }
+
+    async fn insert_delivery(
+        &self,
+        tenant: TenantId,
+        delivery: &WebhookDelivery,
+        due_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        let key = (tenant, delivery.endpoint_id, delivery.id);
+        if s.webhooks.deliveries.contains_key(&key) {
+            return Ok(false);
+        }
+        s.webhooks
+            .deliveries
+            .insert(key, (delivery.clone(), Some(due_at)));
+        Ok(true)
+    }
+
+    async fn insert_due_deliveries(
+        &self,
+        tenant: TenantId,
+        deliveries: &[WebhookDelivery],
+        due_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        if deliveries.iter().any(|d| {
+            s.webhooks
+                .deliveries
+                .contains_key(&(tenant, d.endpoint_id, d.id))
+        }) {
+            return Err(StoreError::AlreadyExists {
+                entity: "webhook delivery",
+            });
+        }
+        for d in deliveries {
+            s.webhooks
+                .deliveries
+                .insert((tenant, d.endpoint_id, d.id), (d.clone(), Some(due_at)));
+        }
+        Ok(())
+    }
+
+    async fn update_delivery(
+        &self,
+        tenant: TenantId,
+        expected_version: u64,
+        next: &WebhookDelivery,
+        due_at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        let key = (tenant, next.endpoint_id, next.id);
+        match s.webhooks.deliveries.get_mut(&key) {
+            Some((stored, due)) if stored.version == expected_version => {
+                *stored = next.clone();
+                *due = due_at;
+                Ok(())
+            }
+            _ => Err(StoreError::VersionConflict {
+                entity: "webhook delivery",
+            }),
+        }
+    }
+
+    async fn get_delivery(
+        &self,
+        tenant: TenantId,
+        endpoint: WebhookEndpointId,
+        id: DeliveryId,
+    ) -> Result<Option<WebhookDelivery>, StoreError> {
+        Ok(self
+            .state()
+            .webhooks
+            .deliveries
+            .get(&(tenant, endpoint, id))
+            .map(|(d, _)| d.clone()))
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: TenantId,
+        endpoint: WebhookEndpointId,
+        page: &PageRequest,
+    ) -> Result<Page<WebhookDelivery>, StoreError> {
+        let s = self.state();
+        let items = s
+            .webhooks
+            .deliveries
+            .iter()
+            .rev()
+            .filter(|((t, e, _), _)| *t == tenant && *e == endpoint)
+            .map(|((_, _, id), (d, _))| (id.to_string(), d.clone()));
+        Ok(paginate(items, page))
+    }
+}

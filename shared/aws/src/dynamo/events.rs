@@ -1,0 +1,435 @@
+//! The event log and outbox, the due index sweep, webhook endpoints and deliveries.
+//!
+//! An event is written (by [`super::Transaction::record`]) with a due-index entry
+//! [`OUTBOX_GRACE`] after its creation and a TTL of [`EVENT_RETENTION`]. Right after the
+//! commit the store hands it to its dispatcher and, once that succeeded, removes the entry
+//! ([`EventStore::mark_published`]); an entry still there when due means the publish never
+//! happened, and the sweep does it.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use billing_app::ports::*;
+use billing_domain::event::DomainEvent;
+use billing_domain::ids::{DeliveryId, EventId, TenantId, WebhookEndpointId};
+use billing_domain::webhook::{WebhookDelivery, WebhookEndpoint};
+use jiff::{SignedDuration, Timestamp};
+
+use super::{epoch_seconds, sdk_error, to_item, DynamoStore, Item};
+use crate::keys::{self, DUE_INDEX, DUE_PK, DUE_SHARDS, DUE_SK, GSI1_PK, TTL};
+
+const ENDPOINT: &str = "webhook endpoint";
+const DELIVERY: &str = "webhook delivery";
+
+/// What a committed transaction leaves for the dispatcher.
+#[derive(Default)]
+pub(super) struct AfterCommit {
+    pub(super) events: Vec<(TenantId, DomainEvent)>,
+    pub(super) jobs: Vec<DeliveryJob>,
+}
+
+/// An event item: its keys (with the per-resource index), its outbox entry in the due
+/// index and its expiry.
+pub(super) fn event_item(tenant: TenantId, event: &DomainEvent) -> Result<Item, StoreError> {
+    let key = keys::event_of_resource(tenant, &event.id.to_string(), &event.resource_id);
+    let mut item = to_item("event", event, &key)?;
+    item.extend(keys::due(&key, event.created + OUTBOX_GRACE));
+    item.insert(
+        TTL.to_owned(),
+        epoch_seconds(event.created + EVENT_RETENTION),
+    );
+    Ok(item)
+}
+
+fn delivery_item(
+    tenant: TenantId,
+    delivery: &WebhookDelivery,
+    due_at: Option<Timestamp>,
+) -> Result<Item, StoreError> {
+    let key = keys::webhook_delivery(tenant, delivery.endpoint_id, delivery.id);
+    let mut item = to_item("webhook_delivery", delivery, &key)?;
+    if let Some(at) = due_at {
+        item.extend(keys::due(&key, at));
+    }
+    item.insert(
+        TTL.to_owned(),
+        epoch_seconds(delivery.created_at + EVENT_RETENTION),
+    );
+    Ok(item)
+}
+
+/// The work a due-index entry stands for, from the key it points at; `None` for kinds
+/// this build does not know (a newer deployment's), which it leaves alone.
+fn due_kind(tenant: TenantId, sk: &str) -> Option<DueKind> {
+    if let Some(id) = sk.strip_prefix(keys::EVENT_PREFIX) {
+        return Some(DueKind::Outbox {
+            event_id: EventId::parse(id, "due_sk").ok()?,
+        });
+    }
+    let rest = sk.strip_prefix(keys::WEBHOOK_DELIVERY_PREFIX)?;
+    let (endpoint, delivery) = rest.split_once('#')?;
+    Some(DueKind::WebhookRetry(DeliveryJob {
+        tenant_id: tenant,
+        endpoint_id: WebhookEndpointId::parse(endpoint, "due_sk").ok()?,
+        delivery_id: DeliveryId::parse(delivery, "due_sk").ok()?,
+    }))
+}
+
+fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(err: &E) -> bool {
+    err.code() == Some("ConditionalCheckFailedException")
+}
+
+impl DynamoStore {
+    /// Hands a committed transaction's events and jobs on. A failure is only logged: the
+    /// commit stands, and the due index brings the work back to the sweep.
+    pub(super) async fn after_commit(&self, committed: AfterCommit) {
+        let Some(dispatch) = &self.dispatch else {
+            return;
+        };
+        let mut by_tenant: Vec<(TenantId, Vec<DomainEvent>)> = Vec::new();
+        for (tenant, event) in committed.events {
+            match by_tenant.iter_mut().find(|(t, _)| *t == tenant) {
+                Some((_, events)) => events.push(event),
+                None => by_tenant.push((tenant, vec![event])),
+            }
+        }
+        for (tenant, events) in by_tenant {
+            if let Err(err) = dispatch.publish(tenant, &events).await {
+                tracing::warn!(%err, %tenant, "publishing after commit failed; the sweep will publish");
+                continue;
+            }
+            for event in &events {
+                if let Err(err) = self.mark_published(tenant, event.id).await {
+                    tracing::warn!(%err, event = %event.id, "marking an event published failed; the sweep may publish it again");
+                }
+            }
+        }
+        for job in committed.jobs {
+            if let Err(err) = dispatch.schedule_delivery(&job, SignedDuration::ZERO).await {
+                tracing::warn!(%err, delivery = %job.delivery_id, "queueing a delivery failed; the sweep will queue it");
+            }
+        }
+    }
+
+    async fn due_in_shard(
+        &self,
+        shard: u32,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<DueItem>, StoreError> {
+        // `~` sorts after every character of a key, so this is "due up to and including now".
+        let upper = format!("{}~", keys::due_time(now));
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("#pk = :shard AND #sk <= :upper")
+            .expression_attribute_names("#pk", DUE_PK)
+            .expression_attribute_names("#sk", DUE_SK)
+            .expression_attribute_values(":shard", AttributeValue::S(keys::due_shard(shard)))
+            .expression_attribute_values(":upper", AttributeValue::S(upper))
+            .projection_expression("#sk")
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(output
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| {
+                let (due_at, pk, sk) = keys::parse_due(item.get(DUE_SK)?.as_s().ok()?)?;
+                let tenant_id = keys::tenant_of(&pk)?;
+                Some(DueItem {
+                    tenant_id,
+                    due_at,
+                    kind: due_kind(tenant_id, &sk)?,
+                })
+            })
+            .collect())
+    }
+
+    async fn put_delivery(
+        &self,
+        item: Item,
+        condition: &str,
+        values: Option<Item>,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_values(values)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(is_condition_failure) => Ok(false),
+            Err(err) => Err(sdk_error(err)),
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for DynamoStore {
+    async fn list_events(
+        &self,
+        tenant: TenantId,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> Result<Page<DomainEvent>, StoreError> {
+        let admit = |e: &DomainEvent| filter.admits(e);
+        match &filter.resource_id {
+            Some(resource) => {
+                let index = keys::event_resource_index(tenant, resource);
+                let start = page.starting_after.as_deref().map(|id| {
+                    let mut start = keys::event_of_resource(tenant, id, resource).all();
+                    start.insert(GSI1_PK.to_owned(), AttributeValue::S(index.clone()));
+                    start
+                });
+                let query = self.query_gsi1(index.clone()).scan_index_forward(false);
+                self.query_page(query, start, page.limit, admit).await
+            }
+            None => {
+                let start = page
+                    .starting_after
+                    .as_deref()
+                    .map(|id| keys::event(tenant, id).primary());
+                let query = self
+                    .query_partition(keys::tenant_partition(tenant), keys::EVENT_PREFIX)
+                    .scan_index_forward(false);
+                self.query_page(query, start, page.limit, admit).await
+            }
+        }
+    }
+
+    async fn get_event(
+        &self,
+        tenant: TenantId,
+        id: EventId,
+    ) -> Result<Option<DomainEvent>, StoreError> {
+        self.get(&keys::event(tenant, &id.to_string())).await
+    }
+
+    async fn mark_published(&self, tenant: TenantId, id: EventId) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::event(tenant, &id.to_string()).primary()))
+            .update_expression("SET published = :yes REMOVE #due_pk, #due_sk")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#due_pk", DUE_PK)
+            .expression_attribute_names("#due_sk", DUE_SK)
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Gone already (TTL): nothing left to publish.
+            Err(err) if err.as_service_error().is_some_and(is_condition_failure) => Ok(()),
+            Err(err) => Err(sdk_error(err)),
+        }
+    }
+
+    async fn due_items(&self, now: Timestamp, limit: usize) -> Result<Vec<DueItem>, StoreError> {
+        // One range query per shard, all at once; each shard is already in time order.
+        let mut queries = tokio::task::JoinSet::new();
+        for shard in 0..DUE_SHARDS {
+            let store = self.clone();
+            queries.spawn(async move { store.due_in_shard(shard, now, limit).await });
+        }
+        let mut due = Vec::new();
+        while let Some(joined) = queries.join_next().await {
+            due.extend(joined.map_err(|e| StoreError::Internal(e.to_string()))??);
+        }
+        due.sort_by_key(|d| d.due_at);
+        due.truncate(limit);
+        Ok(due)
+    }
+}
+
+#[async_trait]
+impl WebhookStore for DynamoStore {
+    async fn insert_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        endpoint: &WebhookEndpoint,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.transaction();
+        tx.create(
+            to_item(
+                "webhook_endpoint",
+                endpoint,
+                &keys::webhook_endpoint(tenant, endpoint.id),
+            )?,
+            StoreError::AlreadyExists { entity: ENDPOINT },
+        )?;
+        tx.record(tenant, change)?;
+        tx.commit().await
+    }
+
+    async fn update_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        previous: &WebhookEndpoint,
+        next: &WebhookEndpoint,
+        change: Option<&Change>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.transaction();
+        tx.replace_version(
+            to_item(
+                "webhook_endpoint",
+                next,
+                &keys::webhook_endpoint(tenant, next.id),
+            )?,
+            previous.version,
+            ENDPOINT,
+        )?;
+        if let Some(change) = change {
+            tx.record(tenant, change)?;
+        }
+        tx.commit().await
+    }
+
+    async fn delete_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        endpoint: &WebhookEndpoint,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.transaction();
+        tx.delete(
+            &keys::webhook_endpoint(tenant, endpoint.id),
+            "version = :expected",
+            HashMap::from([(
+                ":expected".to_owned(),
+                AttributeValue::N(endpoint.version.to_string()),
+            )]),
+            StoreError::VersionConflict { entity: ENDPOINT },
+        )?;
+        tx.record(tenant, change)?;
+        tx.commit().await
+    }
+
+    async fn get_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        id: WebhookEndpointId,
+    ) -> Result<Option<WebhookEndpoint>, StoreError> {
+        self.get(&keys::webhook_endpoint(tenant, id)).await
+    }
+
+    async fn list_webhook_endpoints(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<WebhookEndpoint>, StoreError> {
+        let start = page
+            .starting_after
+            .as_deref()
+            .and_then(|id| WebhookEndpointId::parse(id, "starting_after").ok())
+            .map(|id| keys::webhook_endpoint(tenant, id).primary());
+        let query = self.query_partition(
+            keys::tenant_partition(tenant),
+            keys::WEBHOOK_ENDPOINT_PREFIX,
+        );
+        self.query_page(query, start, page.limit, |_: &WebhookEndpoint| true)
+            .await
+    }
+
+    async fn insert_delivery(
+        &self,
+        tenant: TenantId,
+        delivery: &WebhookDelivery,
+        due_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.put_delivery(
+            delivery_item(tenant, delivery, Some(due_at))?,
+            "attribute_not_exists(pk)",
+            None,
+        )
+        .await
+    }
+
+    async fn insert_due_deliveries(
+        &self,
+        tenant: TenantId,
+        deliveries: &[WebhookDelivery],
+        due_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.transaction();
+        for delivery in deliveries {
+            tx.create(
+                delivery_item(tenant, delivery, Some(due_at))?,
+                StoreError::AlreadyExists { entity: DELIVERY },
+            )?;
+            tx.committed.jobs.push(DeliveryJob {
+                tenant_id: tenant,
+                endpoint_id: delivery.endpoint_id,
+                delivery_id: delivery.id,
+            });
+        }
+        tx.commit().await
+    }
+
+    async fn update_delivery(
+        &self,
+        tenant: TenantId,
+        expected_version: u64,
+        next: &WebhookDelivery,
+        due_at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let replaced = self
+            .put_delivery(
+                delivery_item(tenant, next, due_at)?,
+                "version = :expected",
+                Some(HashMap::from([(
+                    ":expected".to_owned(),
+                    AttributeValue::N(expected_version.to_string()),
+                )])),
+            )
+            .await?;
+        if replaced {
+            Ok(())
+        } else {
+            Err(StoreError::VersionConflict { entity: DELIVERY })
+        }
+    }
+
+    async fn get_delivery(
+        &self,
+        tenant: TenantId,
+        endpoint: WebhookEndpointId,
+        id: DeliveryId,
+    ) -> Result<Option<WebhookDelivery>, StoreError> {
+        self.get(&keys::webhook_delivery(tenant, endpoint, id))
+            .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: TenantId,
+        endpoint: WebhookEndpointId,
+        page: &PageRequest,
+    ) -> Result<Page<WebhookDelivery>, StoreError> {
+        let start = page
+            .starting_after
+            .as_deref()
+            .and_then(|id| DeliveryId::parse(id, "starting_after").ok())
+            .map(|id| keys::webhook_delivery(tenant, endpoint, id).primary());
+        let query = self
+            .query_partition(
+                keys::tenant_partition(tenant),
+                &keys::webhook_deliveries_of(endpoint),
+            )
+            .scan_index_forward(false);
+        self.query_page(query, start, page.limit, |_: &WebhookDelivery| true)
+            .await
+    }
+}

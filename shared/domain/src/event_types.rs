@@ -1,0 +1,175 @@
+//! The event catalog: every event type the platform emits, what its `data` holds, and the
+//! envelope every event travels in (the same JSON in `GET /v1/events`, in webhook bodies
+//! and, with `tenant_id` added, as EventBridge `detail`).
+//!
+//! Versioning: the envelope's `api_version` names the shape of `data`
+//! ([`crate::event::EVENT_API_VERSION`]). Adding a field is not a new version; renaming or
+//! removing one, or changing a type, is, and the old shape keeps being sent to endpoints
+//! pinned to the old version.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::DomainEvent;
+use crate::ids::EventId;
+
+/// One entry of the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventType {
+    /// `account.created`.
+    pub name: &'static str,
+    /// The OpenAPI schema of `data` (the resource as the API returns it).
+    pub schema: &'static str,
+    pub description: &'static str,
+}
+
+const fn entry(name: &'static str, schema: &'static str, description: &'static str) -> EventType {
+    EventType {
+        name,
+        schema,
+        description,
+    }
+}
+
+/// Every event type emitted today. A new event type is added here in the same change that
+/// first emits it; `enabled_events` of webhook endpoints is validated against this list.
+pub const EVENT_TYPES: &[EventType] = &[
+    entry(
+        "account.created",
+        "Account",
+        "A customer account was created.",
+    ),
+    entry(
+        "account.updated",
+        "Account",
+        "A customer account changed; `previous_attributes` holds the old values.",
+    ),
+    entry(
+        "account.deleted",
+        "Account",
+        "A customer account was soft-deleted.",
+    ),
+    entry("api_key.created", "ApiKeyView", "An API key was created."),
+    entry("api_key.revoked", "ApiKeyView", "An API key was revoked."),
+    entry(
+        "webhook_endpoint.created",
+        "WebhookEndpointView",
+        "A webhook endpoint was added.",
+    ),
+    entry(
+        "webhook_endpoint.updated",
+        "WebhookEndpointView",
+        "A webhook endpoint changed (URL, events, status or its signing secret was rotated).",
+    ),
+    entry(
+        "webhook_endpoint.deleted",
+        "WebhookEndpointView",
+        "A webhook endpoint was deleted.",
+    ),
+    entry(
+        "webhook_endpoint.disabled",
+        "WebhookEndpointView",
+        "A webhook endpoint was disabled automatically after failing continuously for days.",
+    ),
+];
+
+pub fn find(name: &str) -> Option<&'static EventType> {
+    EVENT_TYPES.iter().find(|t| t.name == name)
+}
+
+/// Whether an endpoint subscribed to `enabled` wants `event_type`: `*` is everything,
+/// `account.*` is every account event, anything else is an exact name.
+pub fn subscribed(enabled: &[String], event_type: &str) -> bool {
+    enabled.iter().any(|pattern| {
+        pattern == "*"
+            || pattern == event_type
+            || pattern
+                .strip_suffix(".*")
+                .is_some_and(|prefix| event_type.split('.').next() == Some(prefix))
+    })
+}
+
+/// Whether `pattern` may appear in `enabled_events`: `*`, a known type, or `family.*` for a
+/// family that has at least one known type.
+pub fn is_valid_pattern(pattern: &str) -> bool {
+    pattern == "*"
+        || find(pattern).is_some()
+        || pattern.strip_suffix(".*").is_some_and(|family| {
+            EVENT_TYPES
+                .iter()
+                .any(|t| t.name.split('.').next() == Some(family))
+        })
+}
+
+/// The event as consumers see it. `published` and other bookkeeping stay inside.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventEnvelope {
+    #[schema(value_type = String, example = "evt_01JD3KQ4ZC6W5X2V9T8R7P6N5M")]
+    pub id: EventId,
+    /// Always `event`.
+    #[schema(example = "event")]
+    pub object: String,
+    /// One of the catalog's event types, e.g. `account.created`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The version of the `data` shape.
+    #[schema(example = "2026-11-01")]
+    pub api_version: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created: Timestamp,
+    pub livemode: bool,
+    /// The id of the resource the event is about; `GET /v1/events?resource=` filters on it.
+    pub resource_id: String,
+    /// The resource as the API returns it, after the change.
+    #[schema(value_type = Object)]
+    pub data: Value,
+    /// On updates, the previous values of the fields that changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub previous_attributes: Option<Value>,
+}
+
+impl From<&DomainEvent> for EventEnvelope {
+    fn from(e: &DomainEvent) -> Self {
+        Self {
+            id: e.id,
+            object: "event".into(),
+            event_type: e.event_type.clone(),
+            api_version: e.api_version.clone(),
+            created: e.created,
+            livemode: e.livemode,
+            resource_id: e.resource_id.clone(),
+            data: e.data.clone(),
+            previous_attributes: e.previous_attributes.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_match_all_families_and_exact_names() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(subscribed(&s(&["*"]), "account.created"));
+        assert!(subscribed(&s(&["account.*"]), "account.updated"));
+        assert!(!subscribed(&s(&["account.*"]), "api_key.created"));
+        assert!(subscribed(&s(&["api_key.revoked"]), "api_key.revoked"));
+        assert!(!subscribed(&s(&["api_key.revoked"]), "api_key.created"));
+        assert!(!subscribed(&[], "account.created"));
+    }
+
+    #[test]
+    fn patterns_must_name_something_in_the_catalog() {
+        assert!(is_valid_pattern("*"));
+        assert!(is_valid_pattern("account.*"));
+        assert!(is_valid_pattern("webhook_endpoint.disabled"));
+        assert!(!is_valid_pattern("acount.created"));
+        assert!(!is_valid_pattern("nothing.*"));
+        let mut names: Vec<_> = EVENT_TYPES.iter().map(|t| t.name).collect();
+        names.dedup();
+        assert_eq!(names.len(), EVENT_TYPES.len(), "no duplicates");
+    }
+}

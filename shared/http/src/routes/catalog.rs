@@ -1,0 +1,372 @@
+//! The catalog: billable metrics, plans with price versions, and the price calculator.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use billing_app::catalog::{PlanWithPrices, PriceSource};
+use billing_app::ports::{Page, PlanFilter};
+use billing_app::App;
+use billing_domain::charges::{ChargeModel, Commitment, Priced, Usage};
+use billing_domain::currency::Currency;
+use billing_domain::decimal::serde_decimal;
+use billing_domain::error::ValidationError;
+use billing_domain::format::format_human;
+use billing_domain::ids::{MetricId, PlanId};
+use billing_domain::metric::{Metric, MetricPatch, NewMetric};
+use billing_domain::plan::{NewPlan, NewPlanVersion, Plan, PlanPatch, PlanVersion};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
+use crate::pagination::{page_request, List};
+use crate::problem::{ApiResult, Problem, ProblemDocument};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    limit: Option<i64>,
+    starting_after: Option<String>,
+}
+
+/// Creates a billable metric.
+#[utoipa::path(post, path = "/v1/metrics", tag = "catalog", request_body = NewMetric,
+    responses((status = 201, body = Metric), (status = 400, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn create_metric(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ApiJson(input): ApiJson<NewMetric>,
+) -> ApiResult<Reply<Metric>> {
+    Ok(Reply(
+        StatusCode::CREATED,
+        app.create_metric(&caller, input).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/metrics", tag = "catalog", params(PageQuery),
+    responses((status = 200, body = inline(List<Metric>)), (status = 400, body = ProblemDocument)))]
+pub async fn list_metrics(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Reply<List<Metric>>> {
+    let page = page_request(q.limit, q.starting_after)?;
+    let metrics = app.list_metrics(&caller, &page).await?;
+    Ok(Reply(
+        StatusCode::OK,
+        List::from_page(metrics, |m| m.id.to_string(), |m| m),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/metrics/{id}", tag = "catalog", params(("id" = String, Path, description = "`bm_…`")),
+    responses((status = 200, body = Metric), (status = 404, body = ProblemDocument)))]
+pub async fn get_metric(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Reply<Metric>> {
+    let id = path_id(&id, "metric", MetricId::parse)?;
+    Ok(Reply(StatusCode::OK, app.get_metric(&caller, id).await?))
+}
+
+/// Renames or redescribes a metric; its code and aggregation are fixed.
+#[utoipa::path(patch, path = "/v1/metrics/{id}", tag = "catalog", request_body = MetricPatch,
+    params(("id" = String, Path, description = "`bm_…`")),
+    responses((status = 200, body = Metric), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument)))]
+pub async fn update_metric(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<MetricPatch>,
+) -> ApiResult<Reply<Metric>> {
+    let id = path_id(&id, "metric", MetricId::parse)?;
+    Ok(Reply(
+        StatusCode::OK,
+        app.update_metric(&caller, id, patch).await?,
+    ))
+}
+
+/// A plan with the prices a subscription starting now gets.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanView {
+    #[serde(flatten)]
+    pub plan: Plan,
+    pub prices: Option<PlanVersion>,
+}
+
+impl From<PlanWithPrices> for PlanView {
+    fn from(p: PlanWithPrices) -> Self {
+        Self {
+            plan: p.plan,
+            prices: p.prices,
+        }
+    }
+}
+
+/// Creates a plan with its first price version, effective now.
+#[utoipa::path(post, path = "/v1/plans", tag = "catalog", request_body = NewPlan,
+    responses((status = 201, body = PlanView), (status = 400, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn create_plan(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ApiJson(input): ApiJson<NewPlan>,
+) -> ApiResult<Reply<PlanView>> {
+    Ok(Reply(
+        StatusCode::CREATED,
+        app.create_plan(&caller, input).await?.into(),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PlanQuery {
+    limit: Option<i64>,
+    starting_after: Option<String>,
+    /// Only active (`true`) or only deactivated (`false`) plans.
+    active: Option<bool>,
+}
+
+#[utoipa::path(get, path = "/v1/plans", tag = "catalog", params(PlanQuery),
+    responses((status = 200, body = inline(List<Plan>)), (status = 400, body = ProblemDocument)))]
+pub async fn list_plans(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ApiQuery(q): ApiQuery<PlanQuery>,
+) -> ApiResult<Reply<List<Plan>>> {
+    let page = page_request(q.limit, q.starting_after)?;
+    let plans = app
+        .list_plans(&caller, PlanFilter { active: q.active }, &page)
+        .await?;
+    Ok(Reply(
+        StatusCode::OK,
+        List::from_page(plans, |p| p.id.to_string(), |p| p),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/plans/{id}", tag = "catalog", params(("id" = String, Path, description = "`plan_…`")),
+    responses((status = 200, body = PlanView), (status = 404, body = ProblemDocument)))]
+pub async fn get_plan(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Reply<PlanView>> {
+    let id = path_id(&id, "plan", PlanId::parse)?;
+    Ok(Reply(
+        StatusCode::OK,
+        app.get_plan(&caller, id).await?.into(),
+    ))
+}
+
+/// Changes a plan's name, description, trial, proration or metadata. Prices change only
+/// through a new version.
+#[utoipa::path(patch, path = "/v1/plans/{id}", tag = "catalog", request_body = PlanPatch,
+    params(("id" = String, Path, description = "`plan_…`")),
+    responses((status = 200, body = Plan), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn update_plan(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<PlanPatch>,
+) -> ApiResult<Reply<Plan>> {
+    let id = path_id(&id, "plan", PlanId::parse)?;
+    Ok(Reply(
+        StatusCode::OK,
+        app.update_plan(&caller, id, patch).await?,
+    ))
+}
+
+/// Deactivates a plan: no new subscriptions; existing subscriptions continue.
+#[utoipa::path(delete, path = "/v1/plans/{id}", tag = "catalog", params(("id" = String, Path, description = "`plan_…`")),
+    responses((status = 200, body = Plan), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn deactivate_plan(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Reply<Plan>> {
+    let id = path_id(&id, "plan", PlanId::parse)?;
+    Ok(Reply(
+        StatusCode::OK,
+        app.deactivate_plan(&caller, id).await?,
+    ))
+}
+
+/// Every price version of the plan, oldest first.
+#[utoipa::path(get, path = "/v1/plans/{id}/versions", tag = "catalog", params(("id" = String, Path, description = "`plan_…`")),
+    responses((status = 200, body = inline(List<PlanVersion>)), (status = 404, body = ProblemDocument)))]
+pub async fn list_versions(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Reply<List<PlanVersion>>> {
+    let id = path_id(&id, "plan", PlanId::parse)?;
+    let versions = app.list_plan_versions(&caller, id).await?;
+    let page = Page {
+        items: versions,
+        has_more: false,
+    };
+    Ok(Reply(
+        StatusCode::OK,
+        List::from_page(page, |v| v.number.to_string(), |v| v),
+    ))
+}
+
+/// Writes new prices as the next version, effective from a time (default now). Existing
+/// subscriptions keep their version unless `migrate_existing` moves them at their next renewal.
+#[utoipa::path(post, path = "/v1/plans/{id}/versions", tag = "catalog", request_body = NewPlanVersion,
+    params(("id" = String, Path, description = "`plan_…`")),
+    responses((status = 201, body = PlanVersion), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn create_version(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<NewPlanVersion>,
+) -> ApiResult<Reply<PlanVersion>> {
+    let id = path_id(&id, "plan", PlanId::parse)?;
+    Ok(Reply(
+        StatusCode::CREATED,
+        app.create_plan_version(&caller, id, input).await?,
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionCount {
+    pub version: u32,
+    pub subscriptions: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"plan_id": "plan_01JD3X7M2Q8Z5V6W9Y0A1B2C3D", "total": 3, "by_version": [{"version": 1, "subscriptions": 2}, {"version": 2, "subscriptions": 1}]}))]
+pub struct SubscriptionCountView {
+    pub plan_id: String,
+    pub total: u64,
+    pub by_version: Vec<VersionCount>,
+}
+
+/// How many subscriptions use the plan, per price version.
+#[utoipa::path(get, path = "/v1/plans/{id}/subscription-count", tag = "catalog", params(("id" = String, Path, description = "`plan_…`")),
+    responses((status = 200, body = SubscriptionCountView), (status = 404, body = ProblemDocument)))]
+pub async fn subscription_count(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Reply<SubscriptionCountView>> {
+    let plan_id = path_id(&id, "plan", PlanId::parse)?;
+    let counts = app.plan_subscription_counts(&caller, plan_id).await?;
+    Ok(Reply(
+        StatusCode::OK,
+        SubscriptionCountView {
+            plan_id: plan_id.to_string(),
+            total: counts.total,
+            by_version: counts
+                .by_version
+                .into_iter()
+                .map(|(version, subscriptions)| VersionCount {
+                    version,
+                    subscriptions,
+                })
+                .collect(),
+        },
+    ))
+}
+
+/// What to price: an inline `charge`, or a plan's charge (`plan_id`, plus `metric` for a usage
+/// charge); and the usage: `quantity`, or `usage` for transactions.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "charge": {"model": "graduated", "tiers": [
+        {"up_to": "1000", "unit_price": "0.01"}, {"up_to": "10000", "unit_price": "0.005"}, {"up_to": null, "unit_price": "0.001"}]},
+    "currency": "usd", "quantity": "12500"
+}))]
+pub struct PricePreviewRequest {
+    pub charge: Option<ChargeModel>,
+    pub plan_id: Option<String>,
+    pub metric: Option<String>,
+    pub currency: String,
+    #[serde(default, with = "serde_decimal::option")]
+    #[schema(value_type = Option<String>)]
+    pub quantity: Option<Decimal>,
+    pub usage: Option<Usage>,
+    pub commitment: Option<Commitment>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PricePreview {
+    /// `{"amount": 1999, "currency": "usd"}`, minor units.
+    #[schema(value_type = Object)]
+    pub amount: billing_domain::money::Money,
+    /// For people: `$19.99`.
+    pub formatted: String,
+    #[schema(value_type = Option<String>)]
+    pub unit_price: Option<Decimal>,
+    /// Tier slices, blocks, rates and the single rounding that produced the amount.
+    #[schema(value_type = Object)]
+    pub derivation: billing_domain::charges::Derivation,
+}
+
+impl From<Priced> for PricePreview {
+    fn from(p: Priced) -> Self {
+        Self {
+            formatted: format_human(p.amount),
+            amount: p.amount,
+            unit_price: p.unit_price,
+            derivation: p.derivation,
+        }
+    }
+}
+
+fn invalid(code: &'static str, param: &'static str, message: &str) -> Problem {
+    Problem::from(ValidationError::new(code, param, message))
+}
+
+/// The price calculator: what a charge costs for a quantity or for transactions, with the
+/// derivation. Writes nothing; usable for a public pricing page.
+#[utoipa::path(post, path = "/v1/prices/preview", tag = "catalog", request_body = PricePreviewRequest,
+    responses((status = 200, body = PricePreview), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument)))]
+pub async fn preview_price(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ApiJson(req): ApiJson<PricePreviewRequest>,
+) -> ApiResult<Reply<PricePreview>> {
+    let currency = Currency::from_code(&req.currency)
+        .map_err(|e| invalid("invalid_currency", "currency", &e.to_string()))?;
+    let source = match (req.charge, req.plan_id) {
+        (Some(charge), None) => {
+            if req.metric.is_some() {
+                return Err(invalid(
+                    "unexpected_field",
+                    "metric",
+                    "`metric` selects a plan's charge; use it with `plan_id`",
+                ));
+            }
+            PriceSource::Inline(charge)
+        }
+        (None, Some(plan_id)) => PriceSource::Plan {
+            plan_id: PlanId::parse(&plan_id, "plan_id")?,
+            metric: req.metric,
+        },
+        _ => {
+            return Err(invalid(
+                "invalid_source",
+                "charge",
+                "give exactly one of `charge` or `plan_id`",
+            ))
+        }
+    };
+    let usage = match (req.quantity, req.usage) {
+        (Some(quantity), None) => Usage::quantity(quantity),
+        (None, Some(usage)) => usage,
+        _ => {
+            return Err(invalid(
+                "invalid_usage",
+                "quantity",
+                "give exactly one of `quantity` or `usage`",
+            ))
+        }
+    };
+    let priced = app
+        .preview_price(&caller, source, currency, usage, req.commitment)
+        .await?;
+    Ok(Reply(StatusCode::OK, priced.into()))
+}
