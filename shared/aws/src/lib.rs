@@ -2,9 +2,13 @@
 //! definition, and configuration from the environment.
 
 pub mod config;
+pub mod dispatch;
 pub mod dynamo;
 pub mod keys;
 pub mod table;
+pub mod webhook_sender;
 
 pub use config::Config;
+pub use dispatch::AwsDispatch;
 pub use dynamo::DynamoStore;
+pub use webhook_sender::HttpSender;

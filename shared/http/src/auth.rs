@@ -56,6 +56,41 @@ pub const ROUTES: &[(Method, &str, Permission)] = &[
         Permission::Read,
     ),
     (Method::POST, "/v1/prices/preview", Permission::Read),
+    (Method::GET, "/v1/events", Permission::Read),
+    (Method::GET, "/v1/events/{id}", Permission::Read),
+    // Webhook endpoints hold signing secrets: managed like API keys.
+    (
+        Method::POST,
+        "/v1/events/{id}/resend",
+        Permission::ManageApiKeys,
+    ),
+    (
+        Method::POST,
+        "/v1/webhook-endpoints",
+        Permission::ManageApiKeys,
+    ),
+    (Method::GET, "/v1/webhook-endpoints", Permission::Read),
+    (Method::GET, "/v1/webhook-endpoints/{id}", Permission::Read),
+    (
+        Method::PATCH,
+        "/v1/webhook-endpoints/{id}",
+        Permission::ManageApiKeys,
+    ),
+    (
+        Method::DELETE,
+        "/v1/webhook-endpoints/{id}",
+        Permission::ManageApiKeys,
+    ),
+    (
+        Method::POST,
+        "/v1/webhook-endpoints/{id}/rotate-secret",
+        Permission::ManageApiKeys,
+    ),
+    (
+        Method::GET,
+        "/v1/webhook-endpoints/{id}/deliveries",
+        Permission::Read,
+    ),
 ];
 
 pub fn permission_for(method: &Method, route: &str) -> Option<Permission> {

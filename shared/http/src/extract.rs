@@ -113,6 +113,17 @@ fn first_sentence(message: &str) -> String {
         .to_owned()
 }
 
+/// An optional JSON body (`POST …/resend`, `POST …/rotate-secret`): empty means defaults.
+pub fn optional_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Problem> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    parse_json(bytes)
+}
+
 /// Query parameters, deserialized strictly.
 pub struct ApiQuery<T>(pub T);
 

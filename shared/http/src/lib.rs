@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod docs;
+pub mod event_catalog;
 pub mod extract;
 pub mod idempotency;
 pub mod observe;
@@ -19,7 +20,7 @@ use billing_app::App;
 
 pub use observe::{EmitMetrics, RequestId};
 use problem::Problem;
-use routes::{accounts, api_keys, audit, catalog, health};
+use routes::{accounts, api_keys, audit, catalog, events, health, webhooks};
 
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
 
@@ -64,6 +65,27 @@ pub fn router(app: App, metrics: EmitMetrics) -> Router {
             get(catalog::subscription_count),
         )
         .route("/v1/prices/preview", post(catalog::preview_price))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/{id}", get(events::get))
+        .route("/v1/events/{id}/resend", post(events::resend))
+        .route(
+            "/v1/webhook-endpoints",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/deliveries",
+            get(webhooks::deliveries),
+        )
         .route_layer(from_fn_with_state(app.clone(), idempotency::idempotent))
         .route_layer(from_fn_with_state(app.clone(), auth::authenticate));
     Router::new()

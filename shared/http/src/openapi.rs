@@ -3,7 +3,8 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, api_keys, audit, catalog, health};
+use crate::event_catalog::EventCatalog;
+use crate::routes::{accounts, api_keys, audit, catalog, events, health, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,16 +22,21 @@ use crate::routes::{accounts, api_keys, audit, catalog, health};
         catalog::create_metric, catalog::list_metrics, catalog::get_metric, catalog::update_metric,
         catalog::create_plan, catalog::list_plans, catalog::get_plan, catalog::update_plan, catalog::deactivate_plan,
         catalog::list_versions, catalog::create_version, catalog::subscription_count, catalog::preview_price,
+        events::list, events::get, events::resend,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
+        webhooks::rotate_secret, webhooks::deliveries,
         health::live, health::ready,
     ),
     components(schemas(crate::problem::ProblemDocument)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &EventCatalog),
     security(("api_key" = [])),
     tags(
         (name = "accounts", description = "Customer accounts"),
         (name = "api-keys", description = "API keys and roles (admin only)"),
         (name = "audit", description = "Who changed what"),
         (name = "catalog", description = "Billable metrics, plans with versioned multi-currency prices, the price calculator"),
+        (name = "events", description = "The event log (30 days): every change as a versioned event; the same JSON is posted to webhooks and put on EventBridge"),
+        (name = "webhooks", description = "Webhook endpoints, their signing secrets and delivery logs"),
         (name = "health", description = "Liveness and readiness, no authentication"),
     )
 )]

@@ -2,4 +2,6 @@ pub mod accounts;
 pub mod api_keys;
 pub mod audit;
 pub mod catalog;
+pub mod events;
 pub mod health;
+pub mod webhooks;

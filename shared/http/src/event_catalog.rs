@@ -1,0 +1,58 @@
+//! The event catalog in the OpenAPI document: one component schema per event type
+//! (`event.account.created`: the envelope with that `type` and its `data` schema), and an
+//! `x-event-types` list with each type's description and version, so the catalog is read
+//! from the same document as the API and cannot drift from the code.
+
+use billing_domain::event::EVENT_API_VERSION;
+use billing_domain::event_types::EVENT_TYPES;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+use utoipa::openapi::{OpenApi, Ref};
+use utoipa::Modify;
+
+pub struct EventCatalog;
+
+impl Modify for EventCatalog {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for t in EVENT_TYPES {
+            let typed = ObjectBuilder::new()
+                .property(
+                    "type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([t.name])),
+                )
+                .property(
+                    "api_version",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([EVENT_API_VERSION])),
+                )
+                .property("data", Ref::from_schema_name(t.schema))
+                .required("type")
+                .required("data");
+            components.schemas.insert(
+                format!("event.{}", t.name),
+                AllOfBuilder::new()
+                    .item(Ref::from_schema_name("EventEnvelope"))
+                    .item(typed)
+                    .description(Some(t.description))
+                    .into(),
+            );
+        }
+        let catalog: Vec<serde_json::Value> = EVENT_TYPES
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "type": t.name,
+                    "api_version": EVENT_API_VERSION,
+                    "schema": format!("#/components/schemas/event.{}", t.name),
+                    "description": t.description,
+                })
+            })
+            .collect();
+        let extensions = openapi.extensions.get_or_insert_with(Extensions::default);
+        extensions.merge(Extensions::from_iter([("x-event-types", catalog)]));
+    }
+}

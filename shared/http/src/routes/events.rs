@@ -1,0 +1,104 @@
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use billing_app::ports::EventFilter;
+use billing_app::App;
+use billing_domain::event_types::EventEnvelope;
+use billing_domain::ids::{EventId, WebhookEndpointId};
+use billing_domain::webhook::WebhookDelivery;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::extract::{optional_json, path_id, ApiQuery, Auth, Reply};
+use crate::pagination::{page_request, List};
+use crate::problem::{ApiResult, ProblemDocument};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListEventsQuery {
+    /// 1 to 100, default 10.
+    limit: Option<i64>,
+    /// The last id of the previous page.
+    starting_after: Option<String>,
+    /// Only events of this type, e.g. `account.updated`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    event_type: Option<String>,
+    /// Only events about this resource id, e.g. `acct_…`.
+    resource: Option<String>,
+}
+
+/// Lists the events of the last 30 days, newest first.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(ListEventsQuery),
+    responses((status = 200, body = inline(List<EventEnvelope>)), (status = 400, body = ProblemDocument)))]
+pub async fn list(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ApiQuery(query): ApiQuery<ListEventsQuery>,
+) -> ApiResult<Reply<List<EventEnvelope>>> {
+    if let Some(cursor) = &query.starting_after {
+        EventId::parse(cursor, "starting_after")?;
+    }
+    let page = page_request(query.limit, query.starting_after)?;
+    let filter = EventFilter {
+        event_type: query.event_type.filter(|t| !t.is_empty()),
+        resource_id: query.resource.filter(|r| !r.is_empty()),
+    };
+    let events = app.list_events(&caller, &filter, &page).await?;
+    Ok(Reply(
+        StatusCode::OK,
+        List::from_page(events, |e| e.id.to_string(), |e| e),
+    ))
+}
+
+/// Retrieves one event (kept for 30 days).
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
+    params(("id" = String, Path, description = "Event id, `evt_…`")),
+    responses((status = 200, body = EventEnvelope), (status = 404, body = ProblemDocument)))]
+pub async fn get(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Reply<EventEnvelope>> {
+    let id = path_id(&id, "event", EventId::parse)?;
+    Ok(Reply(StatusCode::OK, app.get_event(&caller, id).await?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResendRequest {
+    /// Resend to this endpoint only (`we_…`); by default to every enabled endpoint
+    /// subscribed to the event's type.
+    endpoint: Option<String>,
+}
+
+/// Delivers an event again as a new delivery (with its own retries). The body is optional.
+#[utoipa::path(post, path = "/v1/events/{id}/resend", tag = "events", request_body(content = Option<ResendRequest>),
+    params(("id" = String, Path, description = "Event id, `evt_…`")),
+    responses((status = 202, body = inline(List<WebhookDelivery>)), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn resend(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Reply<List<WebhookDelivery>>> {
+    let id = path_id(&id, "event", EventId::parse)?;
+    let request: ResendRequest = optional_json(&body)?;
+    let endpoint = request
+        .endpoint
+        .map(|e| WebhookEndpointId::parse(&e, "endpoint"))
+        .transpose()?;
+    let deliveries = app.resend_event(&caller, id, endpoint).await?;
+    Ok(Reply(
+        StatusCode::ACCEPTED,
+        List::from_page(
+            billing_app::ports::Page {
+                items: deliveries,
+                has_more: false,
+            },
+            |d| d.id.to_string(),
+            |d| d,
+        ),
+    ))
+}
