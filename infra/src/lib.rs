@@ -4,3 +4,4 @@
 pub mod moto;
 pub mod snapshot;
 pub mod stack;
+pub mod workers;

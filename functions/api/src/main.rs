@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use billing_app::ports::SystemClock;
 use billing_app::App;
-use billing_aws::{Config, DynamoStore};
+use billing_aws::{AwsDispatch, Config, DynamoStore};
 use lambda_http::{run, tracing, Error};
 
 #[tokio::main]
@@ -12,7 +12,10 @@ async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let config = Config::from_env()?;
     let sdk = config.sdk_config().await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name);
+    // Events are published right after each commit; the billing-run sweep covers a crash.
+    let dispatch = AwsDispatch::from_env(&sdk)?;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name)
+        .with_dispatch(Arc::new(dispatch));
     let app = App::new(Arc::new(store), Arc::new(SystemClock));
     run(api::handler(app)).await
 }

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use billing_app::ports::SystemClock;
 use billing_app::App;
-use billing_aws::{Config, DynamoStore};
+use billing_aws::Config;
 use billing_domain::tenant::TenantMode;
 use billing_http::{router, EmitMetrics};
-use billing_infra::{moto, snapshot, stack};
+use billing_infra::{moto, snapshot, stack, workers};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -72,8 +72,11 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(items = n, "restored the previous run's data");
     }
 
-    let store = DynamoStore::new(dynamodb.clone(), &config.table_name);
-    let app = App::new(Arc::new(store), Arc::new(SystemClock));
+    // Events publish after each commit to the local bus and webhook queue; the queue is
+    // consumed and the due index swept in this process, as the Lambdas do in AWS.
+    let local = workers::Local::new(&sdk, &config.table_name, Arc::new(SystemClock)).await?;
+    let app = local.app.clone();
+    let _workers = local.spawn(2, std::time::Duration::from_secs(2));
     let key = seed_tenant(&app, &args.state_dir).await?;
 
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));

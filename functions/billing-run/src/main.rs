@@ -1,0 +1,30 @@
+//! The `billing-run` Lambda: clients built once per cold start, then the scheduled sweep.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use billing_app::ports::SystemClock;
+use billing_app::relay::Sweeper;
+use billing_app::App;
+use billing_aws::{AwsDispatch, Config, DynamoStore};
+use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let sdk = config.sdk_config().await;
+    let dispatch = Arc::new(AwsDispatch::from_env(&sdk)?);
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name);
+    let app = App::new(Arc::new(store), Arc::new(SystemClock));
+    let sweeper = Sweeper::new(app, dispatch);
+    let sweeper = &sweeper;
+    run(service_fn(
+        move |event: LambdaEvent<EventBridgeEvent<serde_json::Value>>| async move {
+            billing_run::handle(sweeper, event.payload)
+                .await
+                .map_err(Error::from)
+        },
+    ))
+    .await
+}

@@ -1,0 +1,156 @@
+//! The Lambdas that are not HTTP, run in-process for the local stack: the webhook queue
+//! consumer (feeding SQS batches to `webhook-fanout`'s handler, deleting what it handled,
+//! leaving failures for redelivery and the dead-letter queue, as the Lambda event source
+//! does) and `billing-run` on a timer instead of an EventBridge schedule.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+use billing_app::ports::Clock;
+use billing_app::relay::{Fanout, Sweeper};
+use billing_app::App;
+use billing_aws::{AwsDispatch, DynamoStore, HttpSender};
+use tokio::task::JoinSet;
+
+use crate::stack;
+
+/// Everything a local process needs to publish, sweep and deliver.
+pub struct Local {
+    pub app: App,
+    pub dispatch: Arc<AwsDispatch>,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl Local {
+    /// The app on `table` with post-commit publishing to the local bus and webhook queue.
+    pub async fn new(
+        sdk: &aws_config::SdkConfig,
+        table: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, billing_app::ports::StoreError> {
+        Self::with_queue(sdk, table, stack::WEBHOOK_QUEUE, clock).await
+    }
+
+    /// The same on another webhook queue (tests give each their own).
+    pub async fn with_queue(
+        sdk: &aws_config::SdkConfig,
+        table: &str,
+        queue: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, billing_app::ports::StoreError> {
+        let dispatch = Arc::new(AwsDispatch::by_queue_name(sdk, queue, stack::EVENT_BUS).await?);
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table)
+            .with_dispatch(dispatch.clone());
+        Ok(Self {
+            app: App::new(Arc::new(store), clock),
+            dispatch,
+            sqs: aws_sdk_sqs::Client::new(sdk),
+        })
+    }
+
+    /// Starts `consumers` webhook queue consumers and a sweep every `sweep_every`.
+    pub fn spawn(&self, consumers: usize, sweep_every: Duration) -> JoinSet<()> {
+        let mut tasks = JoinSet::new();
+        let fanout = Fanout::new(
+            self.app.clone(),
+            self.dispatch.clone(),
+            Arc::new(HttpSender::new()),
+        );
+        for _ in 0..consumers {
+            let (sqs, url, fanout) = (
+                self.sqs.clone(),
+                self.dispatch.queue_url().to_owned(),
+                fanout.clone(),
+            );
+            tasks.spawn(async move { consume(sqs, url, fanout).await });
+        }
+        let sweeper = Sweeper::new(self.app.clone(), self.dispatch.clone());
+        tasks.spawn(async move {
+            let mut timer = tokio::time::interval(sweep_every);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                timer.tick().await;
+                if let Err(err) = billing_run::handle(&sweeper, EventBridgeEvent::default()).await {
+                    tracing::warn!(%err, "local billing run failed");
+                }
+            }
+        });
+        tasks
+    }
+}
+
+/// Receives batches from the webhook queue forever, as the Lambda SQS event source does.
+pub async fn consume(sqs: aws_sdk_sqs::Client, queue_url: String, fanout: Fanout) {
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await;
+        let messages = match received {
+            Ok(output) => output.messages.unwrap_or_default(),
+            Err(err) => {
+                tracing::warn!(error = ?err, "receiving from the webhook queue failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let records: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "messageId": m.message_id,
+                    "receiptHandle": m.receipt_handle,
+                    "body": m.body,
+                    "eventSource": "aws:sqs",
+                    "messageAttributes": {},
+                    "attributes": {},
+                })
+            })
+            .collect();
+        let event: SqsEvent = match serde_json::from_value(serde_json::json!({ "Records": records })) {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::error!(%err, "could not build an SQS event");
+                continue;
+            }
+        };
+        let response = webhook_fanout::handle(&fanout, event).await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        let done: Vec<DeleteMessageBatchRequestEntry> = messages
+            .iter()
+            .filter(|m| !failed.contains(&m.message_id().unwrap_or_default()))
+            .enumerate()
+            .filter_map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if !done.is_empty() {
+            if let Err(err) = sqs
+                .delete_message_batch()
+                .queue_url(&queue_url)
+                .set_entries(Some(done))
+                .send()
+                .await
+            {
+                tracing::warn!(error = ?err, "deleting handled webhook messages failed; they will be handled again");
+            }
+        }
+    }
+}

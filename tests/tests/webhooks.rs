@@ -1,0 +1,455 @@
+//! Events and webhooks end to end: signed deliveries to a real HTTP receiver through the
+//! local stack's queue, the backoff schedule on an injected clock, the outbox sweep after
+//! a "crash" between commit and publish, and the SSRF rules.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use billing_app::memory::MemoryStore;
+use billing_app::ports::*;
+use billing_app::relay::{Fanout, Sweeper};
+use billing_app::{App, Caller};
+use billing_aws::{AwsDispatch, Config, DynamoStore, HttpSender};
+use billing_domain::access::Role;
+use billing_domain::account::NewAccount;
+use billing_domain::tenant::TenantMode;
+use billing_domain::webhook::{self, DeliveryStatus, NewWebhookEndpoint};
+use jiff::{SignedDuration, Timestamp};
+use billing_tests::webhooks::{ManualClock, Receiver, RecordingDispatch};
+use serde_json::{json, Value};
+
+async fn caller(app: &App, mode: TenantMode) -> (Caller, String) {
+    let (tenant, issued) = app.create_tenant("Hooks Inc", mode).await.unwrap();
+    let caller = Caller {
+        tenant_id: tenant.id,
+        livemode: mode.is_live(),
+        key_id: Some(issued.key.id),
+        role: Role::Admin,
+        request_id: None,
+    };
+    (caller, issued.secret)
+}
+
+fn endpoint(url: &str, events: &[&str]) -> NewWebhookEndpoint {
+    NewWebhookEndpoint {
+        url: url.into(),
+        enabled_events: events.iter().map(|e| e.to_string()).collect(),
+        description: None,
+    }
+}
+
+fn account(email: &str) -> NewAccount {
+    NewAccount {
+        email: email.into(),
+        currency: "usd".into(),
+        ..Default::default()
+    }
+}
+
+/// The local stack around `table` (queues, the event bus) and a webhook queue of this
+/// test's own, so tests running at once never consume each other's messages.
+async fn local_queue(table: &str) -> (aws_config::SdkConfig, String) {
+    let sdk = Config::local(table, billing_tests::aws_endpoint())
+        .sdk_config()
+        .await;
+    // Once per process: tests run concurrently and the stack's resources are shared.
+    static STACK: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    STACK
+        .get_or_init(|| async { billing_infra::stack::ensure(&sdk, table).await.unwrap() })
+        .await;
+    let queue = format!("wh-{}", ulid::Ulid::new().to_string().to_lowercase());
+    aws_sdk_sqs::Client::new(&sdk)
+        .create_queue()
+        .queue_name(&queue)
+        .send()
+        .await
+        .unwrap();
+    (sdk, queue)
+}
+
+#[tokio::test]
+async fn signed_events_reach_each_subscribed_endpoint_once_through_the_local_stack() {
+    let store = billing_tests::dynamo_store().await;
+    let (sdk, queue) = local_queue(store.table()).await;
+    let local = billing_infra::workers::Local::with_queue(
+        &sdk,
+        store.table(),
+        &queue,
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let _workers = local.spawn(1, Duration::from_millis(500));
+    let base = billing_tests::serve(local.app.clone()).await;
+    let (_, key) = caller(&local.app, TenantMode::Sandbox).await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+
+    let (a, url_a) = Receiver::start(vec![]).await;
+    let (b, url_b) = Receiver::start(vec![]).await;
+    let (c, url_c) = Receiver::start(vec![]).await;
+    let mut secrets = Vec::new();
+    for (url, events) in [(&url_a, json!(["*"])), (&url_b, json!(["account.*"])), (&url_c, json!(["api_key.*"]))] {
+        let created = post("/v1/webhook-endpoints", json!({"url": url, "enabled_events": events}))
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let created: Value = created.json().await.unwrap();
+        assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+        secrets.push(created);
+    }
+    // The secret is shown once: reading the endpoint never shows it.
+    let read: Value = http
+        .get(format!("{base}/v1/webhook-endpoints/{}", secrets[0]["id"].as_str().unwrap()))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(read.get("secret").is_none() && !read.to_string().contains("whsec_"));
+
+    let acct: Value = post("/v1/accounts", json!({"email": "ada@example.com", "currency": "eur"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // A subscribes to everything: it also hears of the three endpoints being created.
+    a.wait_for(4).await;
+    b.wait_for(1).await;
+    // Let the sweeper run a few times: nothing is delivered twice.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut a_types: Vec<String> = a.bodies().iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
+    a_types.sort();
+    assert_eq!(
+        a_types,
+        ["account.created", "webhook_endpoint.created", "webhook_endpoint.created", "webhook_endpoint.created"]
+    );
+    assert_eq!(b.bodies().len(), 1);
+    assert!(c.bodies().is_empty(), "C is not subscribed to account events");
+    let event = &b.bodies()[0];
+    assert_eq!(event["type"], "account.created");
+    assert_eq!(event["object"], "event");
+    assert_eq!(event["data"]["id"], acct["id"]);
+    assert_eq!(event["livemode"], false);
+    a.assert_signed_with(secrets[0]["secret"].as_str().unwrap());
+    b.assert_signed_with(secrets[1]["secret"].as_str().unwrap());
+
+    // The event log: filter by type and resource, read one, and the delivery log.
+    let get = |path: String| {
+        let http = http.clone();
+        let key = key.clone();
+        async move {
+            let r = http.get(path).bearer_auth(&key).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let listed = get(format!(
+        "{base}/v1/events?type=account.created&resource={}",
+        acct["id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["data"][0]["id"], event["id"]);
+    let one = get(format!("{base}/v1/events/{}", event["id"].as_str().unwrap())).await;
+    assert_eq!(one, *event, "the API and the webhook show the same envelope");
+    let all = get(format!("{base}/v1/events?limit=100")).await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 4, "3 endpoints and 1 account");
+    let b_id = secrets[1]["id"].as_str().unwrap();
+    let log = get(format!("{base}/v1/webhook-endpoints/{b_id}/deliveries")).await;
+    let delivery = &log["data"][0];
+    assert_eq!(delivery["status"], "succeeded");
+    assert_eq!(delivery["event_id"], event["id"]);
+    assert_eq!(delivery["attempts"][0]["response_status"], 200);
+
+    // Resend: a new delivery, to B only.
+    let resent = post(
+        &format!("/v1/events/{}/resend", event["id"].as_str().unwrap()),
+        json!({"endpoint": b_id}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resent.status(), 202);
+    b.wait_for(2).await;
+    assert_eq!(b.bodies()[1]["id"], event["id"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.bodies().len(), 4, "A was not part of the resend");
+
+    // Rotation: the new secret signs at once, the old one still does during the overlap.
+    let rotated: Value = post(&format!("/v1/webhook-endpoints/{b_id}/rotate-secret"), json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    post("/v1/accounts", json!({"email": "bob@example.com", "currency": "eur"}))
+        .await
+        .unwrap();
+    b.wait_for(3).await;
+    let last = b.received.lock().unwrap()[2].clone();
+    let header = last.0[webhook::SIGNATURE_HEADER].to_str().unwrap().to_owned();
+    for secret in [rotated["secret"].as_str().unwrap(), secrets[1]["secret"].as_str().unwrap()] {
+        webhook::verify(&header, last.1.as_bytes(), secret, Timestamp::now().as_second(), 300)
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() {
+    let start: Timestamp = "2026-05-04T10:00:00Z".parse().unwrap();
+    let clock = Arc::new(ManualClock(Mutex::new(start)));
+    let store = Arc::new(MemoryStore::new());
+    let app = App::new(store.clone(), clock.clone());
+    let dispatch = Arc::new(RecordingDispatch::default());
+    let fanout = Fanout::new(app.clone(), dispatch.clone(), Arc::new(HttpSender::new()));
+    let (caller, _) = caller(&app, TenantMode::Sandbox).await;
+    let (receiver, url) = Receiver::start(vec![500, 503]).await;
+    let created = app
+        .create_webhook_endpoint(&caller, endpoint(&url, &["account.created"]))
+        .await
+        .unwrap();
+    app.create_account(&caller, account("ada@example.com")).await.unwrap();
+
+    // The memory store has no post-commit publish: the sweep publishes once the grace is over.
+    clock.advance(OUTBOX_GRACE);
+    let report = Sweeper::new(app.clone(), dispatch.clone()).sweep(100).await.unwrap();
+    assert_eq!(report.republished, 2, "the endpoint's and the account's events");
+    let (tenant, event) = dispatch
+        .published
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(_, e)| e.event_type == "account.created")
+        .cloned()
+        .unwrap();
+    let first_at = clock.now();
+    let handled = fanout
+        .handle(WebhookMessage::Event { tenant_id: tenant, event: event.clone() })
+        .await
+        .unwrap();
+    assert_eq!((handled.attempted, handled.delivered), (1, 0));
+    // The same event fanned out again (a duplicate message) makes no second delivery.
+    let again = fanout
+        .handle(WebhookMessage::Event { tenant_id: tenant, event })
+        .await
+        .unwrap();
+    assert_eq!((again.attempted, again.skipped), (0, 1));
+
+    for (n, status) in [(1usize, 503u16), (2, 200)] {
+        let (job, delay) = dispatch.scheduled.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(delay, webhook::RETRY_DELAYS[n - 1], "short waits go on the queue delayed");
+        // A message arriving early (before its delay) does nothing.
+        let early = fanout.handle(WebhookMessage::Deliver(job.clone())).await.unwrap();
+        assert_eq!(early.skipped, 1);
+        clock.advance(delay);
+        let report = fanout.handle(WebhookMessage::Deliver(job)).await.unwrap();
+        assert_eq!(report.attempted, 1);
+        assert_eq!(report.delivered, usize::from(status == 200));
+    }
+    assert_eq!(receiver.bodies().len(), 3);
+    let deliveries = app
+        .list_webhook_deliveries(&caller, created.endpoint.id, &PageRequest { limit: 10, starting_after: None })
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(deliveries.len(), 1);
+    let d = &deliveries[0];
+    assert_eq!(d.status, DeliveryStatus::Succeeded);
+    let at: Vec<Timestamp> = d.attempts.iter().map(|a| a.at).collect();
+    assert_eq!(
+        at,
+        [
+            first_at,
+            first_at + webhook::RETRY_DELAYS[0],
+            first_at + webhook::RETRY_DELAYS[0] + webhook::RETRY_DELAYS[1]
+        ]
+    );
+    let statuses: Vec<Option<u16>> = d.attempts.iter().map(|a| a.response_status).collect();
+    assert_eq!(statuses, [Some(500), Some(503), Some(200)]);
+    // The endpoint recovered: no longer failing.
+    let view = app.get_webhook_endpoint(&caller, created.endpoint.id).await.unwrap();
+    assert_eq!(view.failing_since, None);
+    // The retries never needed the due index: nothing is due even a day later.
+    clock.advance(SignedDuration::from_hours(24));
+    assert!(store.due_items(clock.now(), 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disabled() {
+    let start: Timestamp = "2026-05-04T10:00:00Z".parse().unwrap();
+    let clock = Arc::new(ManualClock(Mutex::new(start)));
+    let store = Arc::new(MemoryStore::new());
+    let app = App::new(store.clone(), clock.clone());
+    let dispatch = Arc::new(RecordingDispatch::default());
+    let fanout = Fanout::new(app.clone(), dispatch.clone(), Arc::new(HttpSender::new()));
+    let sweeper = Sweeper::new(app.clone(), dispatch.clone());
+    let (caller, _) = caller(&app, TenantMode::Sandbox).await;
+    let (receiver, url) = Receiver::start(vec![500; 100]).await;
+    let created = app
+        .create_webhook_endpoint(&caller, endpoint(&url, &["account.*"]))
+        .await
+        .unwrap();
+    let mut attempts = 0;
+    // Three days of events, each failing through its whole schedule.
+    for day in 0..4 {
+        app.create_account(&caller, account(&format!("d{day}@example.com"))).await.unwrap();
+        clock.advance(OUTBOX_GRACE);
+        sweeper.sweep(100).await.unwrap();
+        let events: Vec<_> = dispatch.published.lock().unwrap().drain(..).collect();
+        for (tenant, event) in events {
+            attempts += fanout.handle(WebhookMessage::Event { tenant_id: tenant, event }).await.unwrap().attempted;
+        }
+        // Play the schedule: queued short waits and swept long ones alike.
+        loop {
+            let jobs: Vec<_> = dispatch.scheduled.lock().unwrap().drain(..).collect();
+            let due_next = store.due_items(clock.now() + SignedDuration::from_hours(13), 10).await.unwrap();
+            if jobs.is_empty() && due_next.is_empty() {
+                break;
+            }
+            match jobs.first() {
+                Some((_, delay)) => clock.advance(*delay),
+                None => clock.advance(due_next[0].due_at.duration_since(clock.now())),
+            }
+            let swept = sweeper.sweep(100).await.unwrap();
+            let queued: Vec<_> = dispatch.scheduled.lock().unwrap().drain(..).collect();
+            assert!(swept.retries_queued <= queued.len());
+            for (job, _) in jobs.into_iter().chain(queued) {
+                attempts += fanout.handle(WebhookMessage::Deliver(job)).await.unwrap().attempted;
+            }
+        }
+        let view = app.get_webhook_endpoint(&caller, created.endpoint.id).await.unwrap();
+        if view.status == webhook::EndpointStatus::Disabled {
+            assert!(day >= 2, "disabled only after days of failure");
+            let disabled = app
+                .list_events(
+                    &caller,
+                    &EventFilter { event_type: Some("webhook_endpoint.disabled".into()), resource_id: None },
+                    &PageRequest { limit: 10, starting_after: None },
+                )
+                .await
+                .unwrap();
+            assert_eq!(disabled.items.len(), 1);
+            assert!(attempts >= 2 * webhook::MAX_ATTEMPTS as usize);
+            let log = app
+                .list_webhook_deliveries(&caller, created.endpoint.id, &PageRequest { limit: 10, starting_after: None })
+                .await
+                .unwrap();
+            assert!(log.items.iter().all(|d| d.status == DeliveryStatus::Failed));
+            assert!(log.items.iter().any(|d| d.attempts.len() == webhook::MAX_ATTEMPTS as usize));
+            assert_eq!(receiver.bodies().len(), attempts);
+            return;
+        }
+    }
+    panic!("the endpoint was never disabled");
+}
+
+#[tokio::test]
+async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
+    // The API's store has no dispatcher: the commit happens, the publish never does —
+    // exactly what a crash right after the commit leaves behind.
+    let crashed = billing_tests::dynamo_store().await;
+    let table = crashed.table().to_owned();
+    let (sdk, queue) = local_queue(&table).await;
+    let app = App::new(Arc::new(crashed.clone()), Arc::new(SystemClock));
+    let (caller, _) = caller(&app, TenantMode::Sandbox).await;
+    let (receiver, url) = Receiver::start(vec![]).await;
+    app.create_webhook_endpoint(&caller, endpoint(&url, &["account.created"]))
+        .await
+        .unwrap();
+    let acct = app.create_account(&caller, account("ada@example.com")).await.unwrap();
+    let events = app
+        .list_events(&caller, &EventFilter::default(), &PageRequest { limit: 10, starting_after: None })
+        .await
+        .unwrap();
+    assert_eq!(events.items.len(), 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.bodies().is_empty(), "nothing was published");
+
+    // The sweep, once the outbox grace is over (its clock runs ahead), publishes them.
+    let later = Arc::new(ManualClock(Mutex::new(Timestamp::now() + OUTBOX_GRACE)));
+    let dispatch = Arc::new(AwsDispatch::by_queue_name(&sdk, &queue, billing_infra::stack::EVENT_BUS).await.unwrap());
+    let swept_app = App::new(Arc::new(DynamoStore::new(crashed.client().clone(), &table)), later);
+    let sweeper = Sweeper::new(swept_app, dispatch.clone());
+    let report = sweeper.sweep(100).await.unwrap();
+    assert_eq!((report.republished, report.errors.len()), (2, 0));
+    assert_eq!(sweeper.sweep(100).await.unwrap().republished, 0, "published once");
+
+    let worker_app = App::new(Arc::new(DynamoStore::new(crashed.client().clone(), &table)), Arc::new(SystemClock));
+    let fanout = Fanout::new(worker_app, dispatch, Arc::new(HttpSender::new()));
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = sqs.get_queue_url().queue_name(&queue).send().await.unwrap().queue_url.unwrap();
+    let consumer = tokio::spawn(billing_infra::workers::consume(sqs, url, fanout));
+    receiver.wait_for(1).await;
+    assert_eq!(receiver.bodies()[0]["data"]["id"], acct.id.to_string());
+    consumer.abort();
+}
+
+#[tokio::test]
+async fn live_tenants_cannot_point_webhooks_at_internal_addresses() {
+    let app = billing_tests::memory_app();
+    let base = billing_tests::serve(app.clone()).await;
+    let (_, live_key) = caller(&app, TenantMode::Live).await;
+    let (_, sandbox_key) = caller(&app, TenantMode::Sandbox).await;
+    let http = reqwest::Client::new();
+    let create = |key: &str, url: &str| {
+        http.post(format!("{base}/v1/webhook-endpoints"))
+            .bearer_auth(key)
+            .json(&json!({"url": url, "enabled_events": ["*"]}))
+            .send()
+    };
+    for (url, code) in [
+        ("https://169.254.169.254/latest/meta-data/", "forbidden_url"),
+        ("https://[fd00:ec2::254]/", "forbidden_url"),
+        ("https://10.0.0.7/hook", "forbidden_url"),
+        ("https://192.168.1.20/hook", "forbidden_url"),
+        ("https://127.0.0.1/hook", "forbidden_url"),
+        ("https://[::1]/hook", "forbidden_url"),
+        ("https://localhost/hook", "forbidden_url"),
+        ("https://metadata.google.internal/", "forbidden_url"),
+        ("http://127.0.0.1:8080/hook", "insecure_url"),
+        ("http://hooks.example.com/hook", "insecure_url"),
+    ] {
+        let response = create(&live_key, url).await.unwrap();
+        assert_eq!(response.status(), 400, "{url}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], code, "{url}: {problem}");
+        assert_eq!(problem["param"], "url");
+        assert!(!problem["hint"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(create(&live_key, "https://hooks.example.com/billing").await.unwrap().status(), 201);
+    // A sandbox may deliver to the developer's machine, but no further inside.
+    assert_eq!(create(&sandbox_key, "http://127.0.0.1:8080/hook").await.unwrap().status(), 201);
+    assert_eq!(create(&sandbox_key, "https://10.0.0.7/hook").await.unwrap().status(), 400);
+    // Unknown event types are refused with the index at fault.
+    let bad = http
+        .post(format!("{base}/v1/webhook-endpoints"))
+        .bearer_auth(&live_key)
+        .json(&json!({"url": "https://hooks.example.com/x", "enabled_events": ["account.created", "acount.updated"]}))
+        .send()
+        .await
+        .unwrap();
+    let problem: Value = bad.json().await.unwrap();
+    assert_eq!(problem["param"], "enabled_events[1]");
+
+    // The sender re-checks at delivery time, so a stored URL cannot reach inside either.
+    let outcome = HttpSender::new()
+        .send(&WebhookRequest {
+            url: "https://169.254.169.254/latest".into(),
+            body: "{}".into(),
+            signature: "t=0".into(),
+            livemode: true,
+            event_id: billing_domain::ids::EventId::from_ulid(ulid::Ulid::new()),
+            delivery_id: billing_domain::ids::DeliveryId::from_ulid(ulid::Ulid::new()),
+        })
+        .await;
+    assert_eq!(outcome.status, None);
+    assert!(outcome.error.unwrap().contains("not reachable"));
+}

@@ -1,0 +1,100 @@
+//! Feeds the sample events of the non-HTTP functions through their handlers, as
+//! `cargo lambda invoke --data-file` would: an SQS batch to `webhook-fanout` (one good
+//! record, one poison record reported back alone) and a scheduled event to `billing-run`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
+use billing_app::memory::MemoryStore;
+use billing_app::ports::{Clock, OUTBOX_GRACE};
+use billing_app::relay::{Fanout, Sweeper};
+use billing_app::App;
+use billing_aws::HttpSender;
+use billing_domain::account::NewAccount;
+use billing_domain::webhook::NewWebhookEndpoint;
+use billing_tests::webhooks::{ManualClock, Receiver, RecordingDispatch};
+use jiff::Timestamp;
+
+fn sample<T: serde::de::DeserializeOwned>(file: &str) -> T {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events").join(file);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[tokio::test]
+async fn the_sqs_sample_is_delivered_and_its_poison_record_reported_alone() {
+    let app = billing_tests::memory_app();
+    let tenant = app
+        .ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
+        .await
+        .unwrap();
+    let caller = app.authenticate(billing_tests::EVENTS_KEY, None).await.unwrap();
+    assert_eq!(tenant.id.to_string(), "ten_01JD0000000000000000000000");
+    let (receiver, url) = Receiver::start(vec![]).await;
+    let endpoint = app
+        .create_webhook_endpoint(
+            &caller,
+            NewWebhookEndpoint {
+                url,
+                enabled_events: vec!["account.*".into()],
+                description: Some("sample receiver".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let fanout = Fanout::new(
+        app.clone(),
+        Arc::new(RecordingDispatch::default()),
+        Arc::new(HttpSender::new()),
+    );
+    let event: SqsEvent = sample("webhook-fanout-sqs.json");
+    let response = webhook_fanout::handle(&fanout, event.clone()).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["5d21f0c4-2b7a-4c9e-8f63-91a0e4d6b222"]);
+    receiver.wait_for(1).await;
+    receiver.assert_signed_with(&endpoint.secret);
+    assert_eq!(receiver.bodies()[0]["id"], "evt_01JD3KQ4ZC6W5X2V9T8R7P6N5M");
+    // SQS delivers at least once: the same batch again delivers nothing new.
+    webhook_fanout::handle(&fanout, event).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(receiver.bodies().len(), 1);
+}
+
+#[tokio::test]
+async fn the_scheduled_sample_sweeps_what_is_due() {
+    let clock = Arc::new(ManualClock(Mutex::new(Timestamp::now())));
+    let app = App::new(Arc::new(MemoryStore::new()), clock.clone());
+    app.ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
+        .await
+        .unwrap();
+    let caller = app.authenticate(billing_tests::EVENTS_KEY, None).await.unwrap();
+    app.create_account(
+        &caller,
+        NewAccount {
+            email: "billing@acme.test".into(),
+            currency: "eur".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dispatch = Arc::new(RecordingDispatch::default());
+    let sweeper = Sweeper::new(app, dispatch.clone());
+    let schedule: EventBridgeEvent<serde_json::Value> = sample("billing-run-schedule.json");
+    // Within the grace the post-commit publish is still expected: nothing is due.
+    let early = billing_run::handle(&sweeper, schedule.clone()).await.unwrap();
+    assert_eq!(early.republished, 0);
+    clock.advance(OUTBOX_GRACE);
+    let summary = billing_run::handle(&sweeper, schedule.clone()).await.unwrap();
+    assert_eq!((summary.republished, summary.errors), (1, 0));
+    assert_eq!(dispatch.published.lock().unwrap()[0].1.event_type, "account.created");
+    assert!(clock.now() > Timestamp::now());
+    let again = billing_run::handle(&sweeper, schedule).await.unwrap();
+    assert_eq!(again.republished, 0, "published events leave the due index");
+}
