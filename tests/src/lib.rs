@@ -74,6 +74,11 @@ pub async fn dynamo_app() -> App {
 
 /// Serves the API router on a free port of 127.0.0.1; returns its base URL.
 pub async fn serve(app: App) -> String {
+    // Server-side errors show up in the failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn")
+        .try_init();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -17,6 +17,31 @@ impl App {
         input: NewAccount,
     ) -> Result<Account, AppError> {
         caller.require(Permission::WriteAccounts)?;
+        if let Some(clock) = input.test_clock {
+            if caller.livemode {
+                return Err(AppError::Invalid(
+                    billing_domain::error::ValidationError::new(
+                        "test_clock_in_livemode",
+                        "test_clock",
+                        "test clocks exist only for sandbox tenants",
+                    ),
+                ));
+            }
+            if self
+                .store
+                .get_test_clock(caller.tenant_id, clock)
+                .await?
+                .is_none()
+            {
+                return Err(AppError::Invalid(
+                    billing_domain::error::ValidationError::new(
+                        "unknown_test_clock",
+                        "test_clock",
+                        format!("no such test clock: {clock}"),
+                    ),
+                ));
+            }
+        }
         let now = self.now();
         let account = Account::create(AccountId::from_ulid(crate::new_ulid()), input, now)?;
         let after = to_json(&account)?;

@@ -7,10 +7,13 @@ pub mod audit;
 pub mod catalog;
 pub mod error;
 pub mod idempotency;
+pub mod invoices;
 pub mod memory;
 pub mod ports;
 pub mod relay;
+pub mod subscriptions;
 pub mod tenants;
+pub mod test_clocks;
 pub mod webhooks;
 
 use std::sync::Arc;

@@ -17,6 +17,10 @@
 //! | plan              | `T#{tenant}`  | `PLAN#{plan_id}`                |                                |                   |
 //! | plan code claim   | `T#{tenant}`  | `UNIQUE#PLAN_CODE#{code}`       |                                |                   |
 //! | plan version      | `T#{tenant}`  | `PLANVERSION#{plan_id}#{n:06}`  |                                |                   |
+//! | subscription      | `T#{tenant}`  | `SUB#{subscription_id}` (due)   | `T#{tenant}#ACCOUNT#{a}#SUBS`  | `{id}`            |
+//! | invoice           | `T#{tenant}`  | `INVOICE#{invoice_id}`          | `T#{tenant}#ACCOUNT#{a}#INVOICES` | `{id}`         |
+//! | invoice sequence  | `T#{tenant}`  | `SEQUENCE#INVOICE`              |                                |                   |
+//! | test clock        | `T#{tenant}`  | `CLOCK#{clock_id}`              |                                |                   |
 //!
 //! The due index (`due`, keys `due_pk`/`due_sk`) is sparse: only items waiting for a time
 //! carry it. `due_pk` is one of [`DUE_SHARDS`] shards (`DUE#07`), so a burst of items due
@@ -29,7 +33,9 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use billing_domain::ids::{AccountId, ApiKeyId, MetricId, PlanId, TenantId};
+use billing_domain::ids::{
+    AccountId, ApiKeyId, InvoiceId, MetricId, PlanId, SubscriptionId, TenantId, TestClockId,
+};
 
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
@@ -232,6 +238,63 @@ pub fn plan_version(tenant: TenantId, plan: PlanId, number: u32) -> Key {
         tenant_partition(tenant),
         format!("{}{number:06}", plan_versions_prefix(plan)),
     )
+}
+
+pub const SUBSCRIPTION_PREFIX: &str = "SUB#";
+
+pub fn subscription(tenant: TenantId, id: SubscriptionId, account: AccountId) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{SUBSCRIPTION_PREFIX}{id}"),
+    )
+    .with_gsi1(account_subscriptions_index(tenant, account), id.to_string())
+}
+
+pub fn account_subscriptions_index(tenant: TenantId, account: AccountId) -> String {
+    format!("T#{tenant}#ACCOUNT#{account}#SUBS")
+}
+
+pub const INVOICE_PREFIX: &str = "INVOICE#";
+
+pub fn invoice(tenant: TenantId, id: InvoiceId, account: AccountId) -> Key {
+    Key::new(tenant_partition(tenant), format!("{INVOICE_PREFIX}{id}"))
+        .with_gsi1(account_invoices_index(tenant, account), id.to_string())
+}
+
+pub fn account_invoices_index(tenant: TenantId, account: AccountId) -> String {
+    format!("T#{tenant}#ACCOUNT#{account}#INVOICES")
+}
+
+/// The tenant's invoice-number sequence (attribute `last`).
+pub fn invoice_sequence(tenant: TenantId) -> Key {
+    Key::new(tenant_partition(tenant), "SEQUENCE#INVOICE".into())
+}
+
+pub fn test_clock(tenant: TenantId, id: TestClockId) -> Key {
+    Key::new(tenant_partition(tenant), format!("CLOCK#{id}"))
+}
+
+/// Items on a test clock wait in the due index under the clock, not under a shard: the
+/// real-time sweep never sees them; advancing the clock reads them.
+pub fn due_on_clock(
+    clock: TestClockId,
+    key: &Key,
+    at: jiff::Timestamp,
+) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            DUE_PK.to_owned(),
+            AttributeValue::S(clock_due_partition(clock)),
+        ),
+        (
+            DUE_SK.to_owned(),
+            AttributeValue::S(format!("{}#{}#{}", due_time(at), key.pk, key.sk)),
+        ),
+    ])
+}
+
+pub fn clock_due_partition(clock: TestClockId) -> String {
+    format!("CLOCK#{clock}")
 }
 
 /// The due-index attributes for an item with primary key `key`, due at `at`.

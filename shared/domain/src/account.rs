@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use crate::currency::Currency;
 use crate::error::ValidationError;
-use crate::ids::AccountId;
+use crate::ids::{AccountId, TestClockId};
 use crate::metadata::{self, Metadata};
 
 /// `warning` and `blocked` are set by dunning, never by the API.
@@ -61,6 +61,10 @@ pub struct Account {
     pub updated_at: Timestamp,
     #[schema(value_type = Option<String>, format = DateTime)]
     pub deleted_at: Option<Timestamp>,
+    /// A sandbox test clock the account lives on: its subscriptions run on the clock's time.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub test_clock: Option<TestClockId>,
     /// Incremented by every change; optimistic concurrency control.
     pub version: u64,
 }
@@ -86,6 +90,9 @@ pub struct NewAccount {
     pub vat_id: Option<String>,
     #[serde(default)]
     pub metadata: Metadata,
+    /// Sandbox only: the test clock the account lives on (`clock_…`).
+    #[schema(value_type = Option<String>)]
+    pub test_clock: Option<TestClockId>,
 }
 
 /// A partial update. For clearable fields, `Some(None)` (JSON `null`) clears and an absent
@@ -146,6 +153,7 @@ impl Account {
             created_at: now,
             updated_at: now,
             deleted_at: None,
+            test_clock: input.test_clock,
             version: 1,
         };
         Ok(account)

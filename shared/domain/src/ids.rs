@@ -112,6 +112,21 @@ typed_id!(
     PlanId,
     "plan"
 );
+typed_id!(
+    /// A subscription of an account to a plan.
+    SubscriptionId,
+    "sub"
+);
+typed_id!(
+    /// An invoice.
+    InvoiceId,
+    "in"
+);
+typed_id!(
+    /// A sandbox test clock.
+    TestClockId,
+    "clock"
+);
 
 #[cfg(test)]
 mod tests {

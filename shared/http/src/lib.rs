@@ -20,7 +20,7 @@ use billing_app::App;
 
 pub use observe::{EmitMetrics, RequestId};
 use problem::Problem;
-use routes::{accounts, api_keys, audit, catalog, events, health, webhooks};
+use routes::{accounts, api_keys, audit, billing, catalog, events, health, webhooks};
 
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
 
@@ -65,6 +65,56 @@ pub fn router(app: App, metrics: EmitMetrics) -> Router {
             get(catalog::subscription_count),
         )
         .route("/v1/prices/preview", post(catalog::preview_price))
+        .route(
+            "/v1/subscriptions",
+            post(billing::create_subscription).get(billing::list_subscriptions),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            get(billing::get_subscription).patch(billing::update_subscription),
+        )
+        .route(
+            "/v1/subscriptions/{id}/cancel",
+            post(billing::cancel_subscription),
+        )
+        .route(
+            "/v1/subscriptions/{id}/reactivate",
+            post(billing::reactivate_subscription),
+        )
+        .route(
+            "/v1/subscriptions/{id}/pause",
+            post(billing::pause_subscription),
+        )
+        .route(
+            "/v1/subscriptions/{id}/resume",
+            post(billing::resume_subscription),
+        )
+        .route(
+            "/v1/subscriptions/{id}/change-plan",
+            post(billing::change_plan),
+        )
+        .route(
+            "/v1/subscriptions/{id}/scheduled-change",
+            delete(billing::cancel_scheduled_change),
+        )
+        .route("/v1/subscriptions/{id}/history", get(billing::history))
+        .route(
+            "/v1/invoices",
+            post(billing::create_invoice).get(billing::list_invoices),
+        )
+        .route("/v1/invoices/preview", post(billing::preview_invoice))
+        .route("/v1/invoices/{id}", get(billing::get_invoice))
+        .route(
+            "/v1/invoices/{id}/finalize",
+            post(billing::finalize_invoice),
+        )
+        .route("/v1/invoices/{id}/void", post(billing::void_invoice))
+        .route("/v1/test-clocks", post(billing::create_test_clock))
+        .route("/v1/test-clocks/{id}", get(billing::get_test_clock))
+        .route(
+            "/v1/test-clocks/{id}/advance",
+            post(billing::advance_test_clock),
+        )
         .route("/v1/events", get(events::list))
         .route("/v1/events/{id}", get(events::get))
         .route("/v1/events/{id}/resend", post(events::resend))

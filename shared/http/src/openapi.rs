@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::event_catalog::EventCatalog;
-use crate::routes::{accounts, api_keys, audit, catalog, events, health, webhooks};
+use crate::routes::{accounts, api_keys, audit, billing, catalog, events, health, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,11 @@ use crate::routes::{accounts, api_keys, audit, catalog, events, health, webhooks
         catalog::create_metric, catalog::list_metrics, catalog::get_metric, catalog::update_metric,
         catalog::create_plan, catalog::list_plans, catalog::get_plan, catalog::update_plan, catalog::deactivate_plan,
         catalog::list_versions, catalog::create_version, catalog::subscription_count, catalog::preview_price,
+        billing::create_subscription, billing::list_subscriptions, billing::get_subscription, billing::update_subscription,
+        billing::cancel_subscription, billing::reactivate_subscription, billing::pause_subscription, billing::resume_subscription,
+        billing::change_plan, billing::cancel_scheduled_change, billing::history,
+        billing::create_invoice, billing::list_invoices, billing::get_invoice, billing::finalize_invoice, billing::void_invoice,
+        billing::preview_invoice, billing::create_test_clock, billing::get_test_clock, billing::advance_test_clock,
         events::list, events::get, events::resend,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate_secret, webhooks::deliveries,
@@ -34,6 +39,9 @@ use crate::routes::{accounts, api_keys, audit, catalog, events, health, webhooks
         (name = "accounts", description = "Customer accounts"),
         (name = "api-keys", description = "API keys and roles (admin only)"),
         (name = "audit", description = "Who changed what"),
+        (name = "subscriptions", description = "Subscriptions and their lifecycle"),
+        (name = "invoices", description = "Invoices: gapless numbers, finalize, void, previews"),
+        (name = "test-clocks", description = "Sandbox test clocks: move time and watch billing happen"),
         (name = "catalog", description = "Billable metrics, plans with versioned multi-currency prices, the price calculator"),
         (name = "events", description = "The event log (30 days): every change as a versioned event; the same JSON is posted to webhooks and put on EventBridge"),
         (name = "webhooks", description = "Webhook endpoints, their signing secrets and delivery logs"),

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod audit;
+mod billing;
 mod catalog;
 mod events;
 mod idempotency;
@@ -32,6 +33,7 @@ pub(super) struct State {
     pub(super) events: BTreeMap<(TenantId, String), DomainEvent>,
     pub(super) idempotency: BTreeMap<(TenantId, String), Idempotency>,
     pub(super) catalog: catalog::CatalogState,
+    pub(super) billing: billing::BillingState,
     pub(super) webhooks: events::WebhookState,
 }
 

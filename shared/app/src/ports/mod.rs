@@ -2,9 +2,11 @@
 //! Production implements them with DynamoDB; [`crate::memory`] implements them in memory
 //! for fast tests, and the same contract suite runs against both.
 
+mod billing;
 mod catalog;
 mod events;
 
+pub use billing::*;
 pub use catalog::*;
 pub use events::*;
 
@@ -213,6 +215,9 @@ pub trait Store:
     + AccountStore
     + MetricStore
     + PlanStore
+    + SubscriptionStore
+    + InvoiceStore
+    + TestClockStore
     + AuditStore
     + EventStore
     + IdempotencyStore
@@ -226,6 +231,9 @@ impl<T> Store for T where
         + AccountStore
         + MetricStore
         + PlanStore
+        + SubscriptionStore
+        + InvoiceStore
+        + TestClockStore
         + AuditStore
         + EventStore
         + IdempotencyStore

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod audit;
+mod billing;
 mod catalog;
 mod events;
 mod idempotency;
@@ -226,8 +227,8 @@ pub(super) fn epoch_seconds(t: Timestamp) -> AttributeValue {
 }
 
 /// Maps an SDK failure once: throttling and transport faults are retryable, the rest is not.
-pub(super) fn sdk_error<E: ProvideErrorMetadata + Debug, R: Debug>(
-    err: SdkError<E, R>,
+pub(super) fn sdk_error<E: ProvideErrorMetadata + Debug>(
+    err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
 ) -> StoreError {
     const RETRYABLE: &[&str] = &[
         "ThrottlingException",
@@ -246,6 +247,10 @@ pub(super) fn sdk_error<E: ProvideErrorMetadata + Debug, R: Debug>(
             if service.err().code().is_some_and(|c| RETRYABLE.contains(&c)) =>
         {
             StoreError::Unavailable(service.err().code().unwrap_or_default().to_owned())
+        }
+        // A server-side failure without a code of its own is worth another try.
+        SdkError::ServiceError(service) if service.raw().status().is_server_error() => {
+            StoreError::Unavailable(format!("HTTP {}", service.raw().status().as_u16()))
         }
         _ => StoreError::Internal(format!(
             "{}: {}",
@@ -329,6 +334,29 @@ impl Transaction<'_> {
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         self.writes
             .push(TransactWriteItem::builder().delete(delete).build());
+        self.on_condition_failure.push(on_failure);
+        Ok(self)
+    }
+
+    /// Adds `delta` to a number attribute of an existing item.
+    pub(super) fn add_to(
+        &mut self,
+        key: &Key,
+        attribute: &str,
+        delta: i64,
+        on_failure: StoreError,
+    ) -> Result<&mut Self, StoreError> {
+        let update = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.store.table)
+            .set_key(Some(key.primary()))
+            .update_expression("ADD #attribute :delta")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#attribute", attribute)
+            .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()))
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.writes
+            .push(TransactWriteItem::builder().update(update).build());
         self.on_condition_failure.push(on_failure);
         Ok(self)
     }

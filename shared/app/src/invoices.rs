@@ -1,0 +1,328 @@
+//! Invoices: reading them, one-off invoices with manual lines, finalizing drafts under the
+//! tenant's gapless numbers, voiding, and previews that write nothing.
+
+use billing_domain::access::Permission;
+use billing_domain::event::AuditAction;
+use billing_domain::ids::{AccountId, InvoiceId, SubscriptionId};
+use billing_domain::invoice::{build_invoice, InvoiceDraft, InvoiceInput, LineInput};
+use billing_domain::invoicing::{DraftFacts, Invoice, InvoiceTransitionError};
+use billing_domain::subscription::{BillingReason, CollectionMethod, Subscription};
+use jiff::Timestamp;
+
+use crate::ports::{InvoiceFilter, InvoiceWrite, Page, PageRequest, StoreError};
+use crate::subscriptions::INVOICE_PREFIX;
+use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
+
+const WRITE_ATTEMPTS: usize = 8;
+
+impl From<InvoiceTransitionError> for AppError {
+    fn from(err: InvoiceTransitionError) -> Self {
+        match err {
+            InvoiceTransitionError::Invalid(v) => AppError::Invalid(v),
+            InvoiceTransitionError::InvalidTransition { current, action } => AppError::Conflict {
+                code: "invalid_transition",
+                message: format!("a {current} invoice cannot {action}"),
+                param: None,
+            },
+        }
+    }
+}
+
+fn build(input: &InvoiceInput) -> Result<InvoiceDraft, AppError> {
+    build_invoice(input).map_err(|e| match e {
+        billing_domain::invoice::InvoiceError::Invalid(v) => AppError::Invalid(v.within("lines")),
+        other => AppError::Invalid(billing_domain::error::ValidationError::new(
+            "invalid_invoice",
+            "lines",
+            other.to_string(),
+        )),
+    })
+}
+
+/// What a preview prices: the next invoice of a subscription (optionally after moving to
+/// another plan/quantity), or a hypothetical set of lines.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PreviewSource {
+    Subscription {
+        id: SubscriptionId,
+        terms: Option<(Option<billing_domain::ids::PlanId>, Option<u64>)>,
+    },
+    Lines(InvoiceInput),
+}
+
+impl App {
+    pub async fn get_invoice(&self, caller: &Caller, id: InvoiceId) -> Result<Invoice, AppError> {
+        caller.require(Permission::Read)?;
+        self.store
+            .get_invoice(caller.tenant_id, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("invoice", id))
+    }
+
+    pub async fn list_invoices(
+        &self,
+        caller: &Caller,
+        filter: &InvoiceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Invoice>, AppError> {
+        caller.require(Permission::Read)?;
+        let mut filter = filter.clone();
+        if let (None, Some(sub)) = (filter.account, filter.subscription) {
+            // Invoices are indexed by account: find the subscription's.
+            filter.account = self
+                .store
+                .get_subscription(caller.tenant_id, sub)
+                .await?
+                .map(|s| s.account_id);
+            if filter.account.is_none() {
+                return Ok(Page {
+                    items: Vec::new(),
+                    has_more: false,
+                });
+            }
+        }
+        Ok(self
+            .store
+            .list_invoices(caller.tenant_id, &filter, page)
+            .await?)
+    }
+
+    /// A one-off invoice with manual lines, created as a draft.
+    pub async fn create_manual_invoice(
+        &self,
+        caller: &Caller,
+        account_id: AccountId,
+        lines: Vec<LineInput>,
+        collection_method: CollectionMethod,
+    ) -> Result<Invoice, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let account = self
+            .store
+            .get_account(caller.tenant_id, account_id)
+            .await?
+            .filter(|a| a.deleted_at.is_none())
+            .ok_or_else(|| {
+                AppError::Invalid(billing_domain::error::ValidationError::new(
+                    "unknown_account",
+                    "account",
+                    format!("no such account: {account_id}"),
+                ))
+            })?;
+        if lines.is_empty() {
+            return Err(AppError::Invalid(
+                billing_domain::error::ValidationError::new(
+                    "missing_lines",
+                    "lines",
+                    "an invoice needs at least one line",
+                ),
+            ));
+        }
+        let built = build(&InvoiceInput {
+            currency: account.currency,
+            lines,
+            discounts: Vec::new(),
+            credits: Vec::new(),
+            minimum_commitment: None,
+        })?;
+        let now = self.now_for(caller, account.test_clock).await?;
+        let invoice = Invoice::draft(
+            DraftFacts {
+                id: InvoiceId::from_ulid(new_ulid()),
+                account_id,
+                subscription_id: None,
+                test_clock: account.test_clock,
+                billing_reason: BillingReason::Manual,
+                period: None,
+                collection_method,
+            },
+            built,
+            now,
+        );
+        let after = to_json(&invoice)?;
+        let change = self.change(
+            caller,
+            now,
+            ChangeSpec {
+                entity_type: "invoice",
+                entity_id: invoice.id.to_string(),
+                action: AuditAction::Create,
+                event_type: "invoice.created",
+                before: None,
+                after: &after,
+            },
+        );
+        let write = InvoiceWrite {
+            invoice,
+            number: None,
+        };
+        self.store
+            .insert_invoice(caller.tenant_id, &write, &change)
+            .await?;
+        Ok(write.invoice)
+    }
+
+    /// Opens a draft under the tenant's next number (gapless: the number and the invoice are
+    /// written together or not at all).
+    pub async fn finalize_invoice(
+        &self,
+        caller: &Caller,
+        id: InvoiceId,
+        days_until_due: Option<u32>,
+    ) -> Result<Invoice, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        for _ in 0..WRITE_ATTEMPTS {
+            let current = self.get_invoice(caller, id).await?;
+            let now = self.now_for(caller, current.test_clock).await?;
+            let number = self.store.next_invoice_number(caller.tenant_id).await?;
+            let next = current.finalize(
+                billing_domain::invoicing::format_number(INVOICE_PREFIX, number),
+                days_until_due,
+                now,
+            )?;
+            let write = InvoiceWrite {
+                invoice: next,
+                number: Some(number),
+            };
+            let event = if write.invoice.status == billing_domain::invoicing::InvoiceStatus::Paid {
+                "invoice.paid"
+            } else {
+                "invoice.finalized"
+            };
+            match self
+                .save_invoice(caller, &current, &write, event, now)
+                .await
+            {
+                Err(AppError::Conflict {
+                    code: "concurrent_modification",
+                    ..
+                }) => continue,
+                other => other?,
+            }
+            return Ok(write.invoice);
+        }
+        Err(AppError::Unavailable(
+            "the invoice sequence is busy; retry".into(),
+        ))
+    }
+
+    pub async fn void_invoice(&self, caller: &Caller, id: InvoiceId) -> Result<Invoice, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let current = self.get_invoice(caller, id).await?;
+        let now = self.now_for(caller, current.test_clock).await?;
+        let next = current.void(now)?;
+        let write = InvoiceWrite {
+            invoice: next,
+            number: None,
+        };
+        self.save_invoice(caller, &current, &write, "invoice.voided", now)
+            .await?;
+        Ok(write.invoice)
+    }
+
+    async fn save_invoice(
+        &self,
+        caller: &Caller,
+        current: &Invoice,
+        next: &InvoiceWrite,
+        event_type: &'static str,
+        now: Timestamp,
+    ) -> Result<(), AppError> {
+        let (before, after) = (to_json(current)?, to_json(&next.invoice)?);
+        let change = self.change(
+            caller,
+            now,
+            ChangeSpec {
+                entity_type: "invoice",
+                entity_id: current.id.to_string(),
+                action: AuditAction::Update,
+                event_type,
+                before: Some(&before),
+                after: &after,
+            },
+        );
+        match self
+            .store
+            .save_invoice(caller.tenant_id, current, next, &change)
+            .await
+        {
+            Err(StoreError::VersionConflict { .. }) => Err(AppError::Conflict {
+                code: "concurrent_modification",
+                message: "the invoice changed meanwhile; retry".into(),
+                param: None,
+            }),
+            other => Ok(other?),
+        }
+    }
+
+    /// The invoice a subscription would get next (optionally after a plan or quantity
+    /// change), or the invoice of hypothetical lines. Writes nothing.
+    pub async fn preview_invoice(
+        &self,
+        caller: &Caller,
+        source: PreviewSource,
+    ) -> Result<(Option<Subscription>, InvoiceDraft), AppError> {
+        caller.require(Permission::Read)?;
+        match source {
+            PreviewSource::Lines(input) => Ok((None, build(&input)?)),
+            PreviewSource::Subscription { id, terms } => {
+                let mut sub = self.get_subscription(caller, id).await?;
+                let now = self.now_for(caller, sub.test_clock).await?;
+                if let Some((plan, quantity)) = terms {
+                    let new_terms = match plan {
+                        Some(plan_id) if plan_id != sub.terms.plan_id => {
+                            let account = self
+                                .store
+                                .get_account(caller.tenant_id, sub.account_id)
+                                .await?
+                                .ok_or_else(|| AppError::not_found("account", sub.account_id))?;
+                            self.terms_for_preview(caller, &account, plan_id, now)
+                                .await?
+                        }
+                        _ => sub.terms.clone(),
+                    };
+                    let quantity = quantity.unwrap_or(sub.quantity);
+                    sub = sub
+                        .change(
+                            new_terms,
+                            quantity,
+                            &billing_domain::proration::ChangePolicy::default(),
+                            false,
+                            now,
+                        )?
+                        .next;
+                }
+                let Some(due) = sub.due_at() else {
+                    return Err(AppError::Conflict {
+                        code: "no_upcoming_invoice",
+                        message: "the subscription has nothing more to bill".into(),
+                        param: None,
+                    });
+                };
+                // Walk forward to the next step that bills (a trial warning bills nothing).
+                let mut current = sub.clone();
+                for _ in 0..4 {
+                    let Some(at) = current.due_at() else { break };
+                    let Some(step) = current.advance(at.max(due))? else {
+                        break;
+                    };
+                    if let Some(billing) = step.billing {
+                        let draft = build(&InvoiceInput {
+                            currency: sub.currency,
+                            lines: billing.lines,
+                            discounts: Vec::new(),
+                            credits: Vec::new(),
+                            minimum_commitment: None,
+                        })?;
+                        return Ok((Some(sub), draft));
+                    }
+                    current = step.next;
+                }
+                Err(AppError::Conflict {
+                    code: "no_upcoming_invoice",
+                    message: "the subscription has nothing more to bill".into(),
+                    param: None,
+                })
+            }
+        }
+    }
+}

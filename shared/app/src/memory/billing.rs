@@ -1,0 +1,315 @@
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use billing_domain::ids::{InvoiceId, PlanId, SubscriptionId, TenantId, TestClockId};
+use billing_domain::invoicing::Invoice;
+use billing_domain::subscription::{Subscription, SubscriptionStatus};
+use billing_domain::test_clock::TestClock;
+use jiff::Timestamp;
+
+use super::{paginate, MemoryStore, State};
+use crate::ports::*;
+
+#[derive(Default)]
+pub(crate) struct BillingState {
+    subscriptions: BTreeMap<(TenantId, SubscriptionId), Subscription>,
+    invoices: BTreeMap<(TenantId, InvoiceId), Invoice>,
+    invoice_sequence: BTreeMap<TenantId, u64>,
+    clocks: BTreeMap<(TenantId, TestClockId), TestClock>,
+}
+
+fn counted(sub: &Subscription) -> Option<(PlanId, u32)> {
+    (sub.status != SubscriptionStatus::Cancelled)
+        .then_some((sub.terms.plan_id, sub.terms.plan_version))
+}
+
+impl State {
+    /// Checks an invoice write's conditions without changing anything.
+    fn check_invoice(
+        &self,
+        tenant: TenantId,
+        write: &InvoiceWrite,
+        create: bool,
+        previous_version: u64,
+    ) -> Result<(), StoreError> {
+        let stored = self.billing.invoices.get(&(tenant, write.invoice.id));
+        match (create, stored) {
+            (true, Some(_)) => return Err(StoreError::AlreadyExists { entity: "invoice" }),
+            (false, Some(i)) if i.version != previous_version => {
+                return Err(StoreError::VersionConflict { entity: "invoice" })
+            }
+            (false, None) => return Err(StoreError::VersionConflict { entity: "invoice" }),
+            _ => {}
+        }
+        if let Some(number) = write.number {
+            let last = self
+                .billing
+                .invoice_sequence
+                .get(&tenant)
+                .copied()
+                .unwrap_or(0);
+            if last + 1 != number {
+                return Err(StoreError::VersionConflict {
+                    entity: "invoice sequence",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn write_invoice(&mut self, tenant: TenantId, write: &InvoiceWrite) {
+        if let Some(number) = write.number {
+            self.billing.invoice_sequence.insert(tenant, number);
+        }
+        self.billing
+            .invoices
+            .insert((tenant, write.invoice.id), write.invoice.clone());
+    }
+
+    fn move_plan_counts(
+        &mut self,
+        tenant: TenantId,
+        before: Option<&Subscription>,
+        after: &Subscription,
+    ) {
+        let (old, new) = (before.and_then(counted), counted(after));
+        if old == new {
+            return;
+        }
+        let counts = &mut self.catalog.version_subscriptions;
+        if let Some((plan, n)) = old {
+            let count = counts.entry((tenant, plan, n)).or_insert(0);
+            *count = count.saturating_sub(1);
+        }
+        if let Some((plan, n)) = new {
+            *counts.entry((tenant, plan, n)).or_insert(0) += 1;
+        }
+    }
+}
+
+#[async_trait]
+impl SubscriptionStore for MemoryStore {
+    async fn insert_subscription(
+        &self,
+        tenant: TenantId,
+        subscription: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        if s.billing
+            .subscriptions
+            .contains_key(&(tenant, subscription.id))
+        {
+            return Err(StoreError::AlreadyExists {
+                entity: "subscription",
+            });
+        }
+        if let Some(invoice) = invoice {
+            s.check_invoice(tenant, invoice, true, 0)?;
+            s.write_invoice(tenant, invoice);
+        }
+        s.move_plan_counts(tenant, None, subscription);
+        s.billing
+            .subscriptions
+            .insert((tenant, subscription.id), subscription.clone());
+        s.record(tenant, change);
+        Ok(())
+    }
+
+    async fn save_subscription(
+        &self,
+        tenant: TenantId,
+        previous: &Subscription,
+        next: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        if s.billing
+            .subscriptions
+            .get(&(tenant, next.id))
+            .map(|x| x.version)
+            != Some(previous.version)
+        {
+            return Err(StoreError::VersionConflict {
+                entity: "subscription",
+            });
+        }
+        if let Some(invoice) = invoice {
+            s.check_invoice(tenant, invoice, true, 0)?;
+            s.write_invoice(tenant, invoice);
+        }
+        s.move_plan_counts(tenant, Some(previous), next);
+        s.billing
+            .subscriptions
+            .insert((tenant, next.id), next.clone());
+        s.record(tenant, change);
+        Ok(())
+    }
+
+    async fn get_subscription(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError> {
+        Ok(self
+            .state()
+            .billing
+            .subscriptions
+            .get(&(tenant, id))
+            .cloned())
+    }
+
+    async fn list_subscriptions(
+        &self,
+        tenant: TenantId,
+        filter: &SubscriptionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, StoreError> {
+        let s = self.state();
+        let items = s
+            .billing
+            .subscriptions
+            .iter()
+            .filter(|((t, id), sub)| {
+                *t == tenant
+                    && (filter.admits(sub)
+                        || page.starting_after.as_deref() == Some(&id.to_string()))
+            })
+            .map(|((_, id), sub)| (id.to_string(), sub.clone()));
+        Ok(paginate(items, page))
+    }
+
+    async fn clock_due_subscriptions(
+        &self,
+        tenant: TenantId,
+        clock: TestClockId,
+        up_to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<SubscriptionId>, StoreError> {
+        let s = self.state();
+        let mut due: Vec<(Timestamp, SubscriptionId)> = s
+            .billing
+            .subscriptions
+            .iter()
+            .filter(|((t, _), sub)| *t == tenant && sub.test_clock == Some(clock))
+            .filter_map(|(_, sub)| sub.due_at().filter(|d| *d <= up_to).map(|d| (d, sub.id)))
+            .collect();
+        due.sort();
+        Ok(due.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+}
+
+#[async_trait]
+impl InvoiceStore for MemoryStore {
+    async fn next_invoice_number(&self, tenant: TenantId) -> Result<u64, StoreError> {
+        Ok(self
+            .state()
+            .billing
+            .invoice_sequence
+            .get(&tenant)
+            .copied()
+            .unwrap_or(0)
+            + 1)
+    }
+
+    async fn insert_invoice(
+        &self,
+        tenant: TenantId,
+        invoice: &InvoiceWrite,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        s.check_invoice(tenant, invoice, true, 0)?;
+        s.write_invoice(tenant, invoice);
+        s.record(tenant, change);
+        Ok(())
+    }
+
+    async fn save_invoice(
+        &self,
+        tenant: TenantId,
+        previous: &Invoice,
+        next: &InvoiceWrite,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        s.check_invoice(tenant, next, false, previous.version)?;
+        s.write_invoice(tenant, next);
+        s.record(tenant, change);
+        Ok(())
+    }
+
+    async fn get_invoice(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+    ) -> Result<Option<Invoice>, StoreError> {
+        Ok(self.state().billing.invoices.get(&(tenant, id)).cloned())
+    }
+
+    async fn list_invoices(
+        &self,
+        tenant: TenantId,
+        filter: &InvoiceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Invoice>, StoreError> {
+        let s = self.state();
+        let items = s
+            .billing
+            .invoices
+            .iter()
+            .rev()
+            .filter(|((t, id), i)| {
+                *t == tenant
+                    && (filter.admits(i) || page.starting_after.as_deref() == Some(&id.to_string()))
+            })
+            .map(|((_, id), i)| (id.to_string(), i.clone()));
+        Ok(paginate(items, page))
+    }
+}
+
+#[async_trait]
+impl TestClockStore for MemoryStore {
+    async fn insert_test_clock(
+        &self,
+        tenant: TenantId,
+        clock: &TestClock,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        if s.billing.clocks.contains_key(&(tenant, clock.id)) {
+            return Err(StoreError::AlreadyExists {
+                entity: "test clock",
+            });
+        }
+        s.billing.clocks.insert((tenant, clock.id), clock.clone());
+        s.record(tenant, change);
+        Ok(())
+    }
+
+    async fn save_test_clock(
+        &self,
+        tenant: TenantId,
+        previous: &TestClock,
+        next: &TestClock,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        if s.billing.clocks.get(&(tenant, next.id)).map(|c| c.version) != Some(previous.version) {
+            return Err(StoreError::VersionConflict {
+                entity: "test clock",
+            });
+        }
+        s.billing.clocks.insert((tenant, next.id), next.clone());
+        Ok(())
+    }
+
+    async fn get_test_clock(
+        &self,
+        tenant: TenantId,
+        id: TestClockId,
+    ) -> Result<Option<TestClock>, StoreError> {
+        Ok(self.state().billing.clocks.get(&(tenant, id)).cloned())
+    }
+}

@@ -1,0 +1,151 @@
+//! Persistence of subscriptions, invoices and test clocks.
+
+use async_trait::async_trait;
+use billing_domain::ids::{AccountId, InvoiceId, PlanId, SubscriptionId, TenantId, TestClockId};
+use billing_domain::invoicing::{Invoice, InvoiceStatus};
+use billing_domain::subscription::{Subscription, SubscriptionStatus};
+use billing_domain::test_clock::TestClock;
+use jiff::Timestamp;
+
+use super::{Change, Page, PageRequest, StoreError};
+
+/// An invoice to write. `number` is the tenant sequence number it consumes, when it is
+/// finalized in this write: the store advances the sequence from `number - 1` to `number`
+/// in the same transaction, so a failed write consumes no number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvoiceWrite {
+    pub invoice: Invoice,
+    pub number: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionFilter {
+    pub account: Option<AccountId>,
+    pub status: Option<SubscriptionStatus>,
+    pub plan: Option<PlanId>,
+}
+
+impl SubscriptionFilter {
+    pub fn admits(&self, s: &Subscription) -> bool {
+        self.account.is_none_or(|a| s.account_id == a)
+            && self.status.is_none_or(|st| s.status == st)
+            && self.plan.is_none_or(|p| s.terms.plan_id == p)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InvoiceFilter {
+    pub account: Option<AccountId>,
+    pub subscription: Option<SubscriptionId>,
+    pub status: Option<InvoiceStatus>,
+    pub created_from: Option<Timestamp>,
+    pub created_to: Option<Timestamp>,
+}
+
+impl InvoiceFilter {
+    pub fn admits(&self, i: &Invoice) -> bool {
+        self.account.is_none_or(|a| i.account_id == a)
+            && self
+                .subscription
+                .is_none_or(|s| i.subscription_id == Some(s))
+            && self.status.is_none_or(|st| i.status == st)
+            && self.created_from.is_none_or(|t| i.created_at >= t)
+            && self.created_to.is_none_or(|t| i.created_at < t)
+    }
+}
+
+#[async_trait]
+pub trait SubscriptionStore: Send + Sync {
+    /// Creates the subscription (with its place in the due index and the plan version's
+    /// subscription count) and its first invoice, atomically.
+    async fn insert_subscription(
+        &self,
+        tenant: TenantId,
+        subscription: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<(), StoreError>;
+    /// Replaces `previous` with `next` if `previous.version` is still stored, moving its
+    /// due-index entry and plan counts, with the invoice the step made (which must not
+    /// exist yet), atomically.
+    async fn save_subscription(
+        &self,
+        tenant: TenantId,
+        previous: &Subscription,
+        next: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<(), StoreError>;
+    async fn get_subscription(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError>;
+    async fn list_subscriptions(
+        &self,
+        tenant: TenantId,
+        filter: &SubscriptionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, StoreError>;
+    /// Subscriptions on a test clock with something due at or before `up_to`, earliest first.
+    async fn clock_due_subscriptions(
+        &self,
+        tenant: TenantId,
+        clock: TestClockId,
+        up_to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<SubscriptionId>, StoreError>;
+}
+
+#[async_trait]
+pub trait InvoiceStore: Send + Sync {
+    /// The number the tenant's next finalized invoice gets.
+    async fn next_invoice_number(&self, tenant: TenantId) -> Result<u64, StoreError>;
+    async fn insert_invoice(
+        &self,
+        tenant: TenantId,
+        invoice: &InvoiceWrite,
+        change: &Change,
+    ) -> Result<(), StoreError>;
+    /// Replaces `previous` if its version is still stored (finalize, void, …).
+    async fn save_invoice(
+        &self,
+        tenant: TenantId,
+        previous: &Invoice,
+        next: &InvoiceWrite,
+        change: &Change,
+    ) -> Result<(), StoreError>;
+    async fn get_invoice(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+    ) -> Result<Option<Invoice>, StoreError>;
+    /// Newest first.
+    async fn list_invoices(
+        &self,
+        tenant: TenantId,
+        filter: &InvoiceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Invoice>, StoreError>;
+}
+
+#[async_trait]
+pub trait TestClockStore: Send + Sync {
+    async fn insert_test_clock(
+        &self,
+        tenant: TenantId,
+        clock: &TestClock,
+        change: &Change,
+    ) -> Result<(), StoreError>;
+    async fn save_test_clock(
+        &self,
+        tenant: TenantId,
+        previous: &TestClock,
+        next: &TestClock,
+    ) -> Result<(), StoreError>;
+    async fn get_test_clock(
+        &self,
+        tenant: TenantId,
+        id: TestClockId,
+    ) -> Result<Option<TestClock>, StoreError>;
+}

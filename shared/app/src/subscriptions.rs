@@ -1,0 +1,640 @@
+//! Subscriptions: start, change, cancel, pause, resume, and the lifecycle step that the
+//! billing worker (and a test clock's advance) runs when something falls due.
+//!
+//! Every step is one store write: the subscription (version-checked, with its new place in
+//! the due index), the invoice the step made (its id derived from the subscription and the
+//! billing's sequence, so it can only be written once), the tenant's invoice number, the
+//! audit record and the events. Running a step twice, or two workers at once, bills once.
+
+use billing_domain::access::Permission;
+use billing_domain::account::Account;
+use billing_domain::event::AuditAction;
+use billing_domain::ids::{AccountId, PlanId, SubscriptionId, TenantId};
+use billing_domain::invoice::{build_invoice, InvoiceInput};
+use billing_domain::invoicing::{self, DraftFacts, Invoice};
+use billing_domain::metadata::Metadata;
+use billing_domain::plan;
+use billing_domain::proration::ChangePolicy;
+use billing_domain::subscription::{
+    Billing, CollectionMethod, NewSubscription, Subscription, SubscriptionError, SubscriptionTerms,
+    Transition,
+};
+use jiff::Timestamp;
+
+use crate::ports::{InvoiceWrite, Page, PageRequest, StoreError, SubscriptionFilter};
+use crate::webhooks::system_caller;
+use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
+
+/// The prefix of invoice numbers (`INV-000123`).
+pub const INVOICE_PREFIX: &str = "INV";
+/// How often a step is retried when another writer moved the subscription or the invoice
+/// sequence first.
+const WRITE_ATTEMPTS: usize = 8;
+/// Most lifecycle steps one call performs (a year of daily renewals, with room).
+const MAX_STEPS: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartSubscription {
+    pub account_id: AccountId,
+    pub plan_id: PlanId,
+    pub quantity: u64,
+    pub trial_days: Option<u32>,
+    pub start: Option<Timestamp>,
+    pub billing_anchor: Option<Timestamp>,
+    pub collection_method: CollectionMethod,
+    pub days_until_due: Option<u32>,
+    pub max_pause_days: Option<u32>,
+    pub metadata: Metadata,
+}
+
+/// How a plan or quantity change is billed (Stripe's `proration_behavior`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProrationBehavior {
+    /// Prorations go on the next invoice.
+    CreateProrations,
+    /// Prorations are invoiced now.
+    AlwaysInvoice,
+}
+
+impl From<SubscriptionError> for AppError {
+    fn from(err: SubscriptionError) -> Self {
+        match err {
+            SubscriptionError::Invalid(v) => AppError::Invalid(v),
+            SubscriptionError::InvalidTransition { current, action } => AppError::Conflict {
+                code: "invalid_transition",
+                message: format!("a {current} subscription cannot {action}"),
+                param: None,
+            },
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn invalid(code: &'static str, param: &'static str, message: impl Into<String>) -> AppError {
+    AppError::Invalid(billing_domain::error::ValidationError::new(
+        code, param, message,
+    ))
+}
+
+impl App {
+    /// `now` for an account: its test clock's time, or the real time.
+    pub(crate) async fn now_for(
+        &self,
+        caller: &Caller,
+        test_clock: Option<billing_domain::ids::TestClockId>,
+    ) -> Result<Timestamp, AppError> {
+        match test_clock {
+            None => Ok(self.now()),
+            Some(id) => Ok(self
+                .store
+                .get_test_clock(caller.tenant_id, id)
+                .await?
+                .ok_or_else(|| AppError::not_found("test clock", id))?
+                .frozen_time),
+        }
+    }
+
+    async fn load_account(&self, caller: &Caller, id: AccountId) -> Result<Account, AppError> {
+        let account = self
+            .store
+            .get_account(caller.tenant_id, id)
+            .await?
+            .ok_or_else(|| {
+                invalid(
+                    "unknown_account",
+                    "account",
+                    format!("no such account: {id}"),
+                )
+            })?;
+        if account.deleted_at.is_some() {
+            return Err(AppError::Conflict {
+                code: "account_deleted",
+                message: "the account is deleted".into(),
+                param: Some("account"),
+            });
+        }
+        Ok(account)
+    }
+
+    pub(crate) async fn terms_for_preview(
+        &self,
+        caller: &Caller,
+        account: &Account,
+        plan_id: PlanId,
+        at: Timestamp,
+    ) -> Result<SubscriptionTerms, AppError> {
+        self.terms_for(caller, account, plan_id, at).await
+    }
+
+    /// The terms a subscription of `account` gets on `plan_id` at `at`.
+    async fn terms_for(
+        &self,
+        caller: &Caller,
+        account: &Account,
+        plan_id: PlanId,
+        at: Timestamp,
+    ) -> Result<SubscriptionTerms, AppError> {
+        let plan = self
+            .store
+            .get_plan(caller.tenant_id, plan_id)
+            .await?
+            .ok_or_else(|| invalid("unknown_plan", "plan", format!("no such plan: {plan_id}")))?;
+        if !plan.active {
+            return Err(AppError::Conflict {
+                code: "plan_inactive",
+                message: "the plan takes no new subscriptions".into(),
+                param: Some("plan"),
+            });
+        }
+        let versions = self
+            .store
+            .list_plan_versions(caller.tenant_id, plan_id)
+            .await?;
+        let version = plan::version_in_effect(&versions, at).ok_or_else(|| {
+            invalid(
+                "plan_not_in_effect",
+                "plan",
+                "the plan has no prices in effect yet",
+            )
+        })?;
+        SubscriptionTerms::of(&plan, version, account.currency).map_err(|e| {
+            invalid(
+                "currency_not_offered",
+                "plan",
+                format!("{e}; the account's currency decides"),
+            )
+        })
+    }
+
+    pub async fn create_subscription(
+        &self,
+        caller: &Caller,
+        input: StartSubscription,
+    ) -> Result<Subscription, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let account = self.load_account(caller, input.account_id).await?;
+        let now = self.now_for(caller, account.test_clock).await?;
+        let start = input.start.unwrap_or(now);
+        if start < now - jiff::SignedDuration::from_mins(5) {
+            return Err(invalid(
+                "start_in_past",
+                "start_date",
+                "a subscription cannot start in the past",
+            ));
+        }
+        let terms = self
+            .terms_for(caller, &account, input.plan_id, start)
+            .await?;
+        let plan_trial = {
+            let plan = self.store.get_plan(caller.tenant_id, input.plan_id).await?;
+            plan.map(|p| p.trial_days).unwrap_or(0)
+        };
+        let transition = Subscription::start(
+            NewSubscription {
+                id: SubscriptionId::from_ulid(new_ulid()),
+                account_id: account.id,
+                test_clock: account.test_clock,
+                livemode: caller.livemode,
+                currency: account.currency,
+                time_zone: account.timezone.clone(),
+                terms,
+                quantity: input.quantity,
+                trial_days: input.trial_days.unwrap_or(plan_trial),
+                start,
+                billing_anchor: input.billing_anchor,
+                collection_method: input.collection_method,
+                days_until_due: input.days_until_due,
+                max_pause_days: input.max_pause_days,
+                metadata: input.metadata,
+            },
+            now,
+        )?;
+        for _ in 0..WRITE_ATTEMPTS {
+            let (invoice, change) = self
+                .step_records(caller, None, &transition, AuditAction::Create, now)
+                .await?;
+            match self
+                .store
+                .insert_subscription(
+                    caller.tenant_id,
+                    &transition.next,
+                    invoice.as_ref(),
+                    &change,
+                )
+                .await
+            {
+                Err(StoreError::VersionConflict {
+                    entity: "invoice sequence",
+                }) => continue,
+                other => other?,
+            }
+            return Ok(transition.next);
+        }
+        Err(AppError::Unavailable(
+            "the invoice sequence is busy; retry".into(),
+        ))
+    }
+
+    pub async fn get_subscription(
+        &self,
+        caller: &Caller,
+        id: SubscriptionId,
+    ) -> Result<Subscription, AppError> {
+        caller.require(Permission::Read)?;
+        self.store
+            .get_subscription(caller.tenant_id, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("subscription", id))
+    }
+
+    pub async fn list_subscriptions(
+        &self,
+        caller: &Caller,
+        filter: &SubscriptionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, AppError> {
+        caller.require(Permission::Read)?;
+        Ok(self
+            .store
+            .list_subscriptions(caller.tenant_id, filter, page)
+            .await?)
+    }
+
+    /// The audit record, events and (finalized) invoice of one lifecycle step.
+    async fn step_records(
+        &self,
+        caller: &Caller,
+        previous: Option<&Subscription>,
+        transition: &Transition,
+        action: AuditAction,
+        now: Timestamp,
+    ) -> Result<(Option<InvoiceWrite>, crate::ports::Change), AppError> {
+        let sub = &transition.next;
+        let before = previous.map(to_json).transpose()?;
+        let after = to_json(sub)?;
+        let mut change = self.change(
+            caller,
+            now,
+            ChangeSpec {
+                entity_type: "subscription",
+                entity_id: sub.id.to_string(),
+                action,
+                event_type: transition
+                    .events
+                    .first()
+                    .copied()
+                    .unwrap_or("subscription.updated"),
+                before: before.as_ref(),
+                after: &after,
+            },
+        );
+        let previous_attributes = change.events[0].previous_attributes.clone();
+        for event_type in transition.events.iter().skip(1) {
+            let event = self.event(
+                caller,
+                now,
+                event_type,
+                sub.id.to_string(),
+                after.clone(),
+                previous_attributes.clone(),
+            );
+            change.events.push(event);
+        }
+        let Some(billing) = &transition.billing else {
+            return Ok((None, change));
+        };
+        let invoice = self.subscription_invoice(caller, sub, billing, now).await?;
+        let data = to_json(&invoice.invoice)?;
+        for event_type in ["invoice.created", "invoice.finalized"] {
+            change.events.push(self.event(
+                caller,
+                now,
+                event_type,
+                invoice.invoice.id.to_string(),
+                data.clone(),
+                None,
+            ));
+        }
+        if invoice.invoice.status == billing_domain::invoicing::InvoiceStatus::Paid {
+            change.events.push(self.event(
+                caller,
+                now,
+                "invoice.paid",
+                invoice.invoice.id.to_string(),
+                data,
+                None,
+            ));
+        }
+        Ok((Some(invoice), change))
+    }
+
+    /// Builds and finalizes the invoice of a billing step under the next invoice number.
+    async fn subscription_invoice(
+        &self,
+        caller: &Caller,
+        sub: &Subscription,
+        billing: &Billing,
+        now: Timestamp,
+    ) -> Result<InvoiceWrite, AppError> {
+        let built = build_invoice(&InvoiceInput {
+            currency: sub.currency,
+            lines: billing.lines.clone(),
+            discounts: Vec::new(),
+            credits: Vec::new(),
+            minimum_commitment: None,
+        })
+        .map_err(|e| AppError::Internal(format!("building the invoice of {}: {e}", sub.id)))?;
+        let draft = Invoice::draft(
+            DraftFacts {
+                id: invoicing::subscription_invoice_id(
+                    sub.id,
+                    sub.invoice_count,
+                    billing.period.start,
+                ),
+                account_id: sub.account_id,
+                subscription_id: Some(sub.id),
+                test_clock: sub.test_clock,
+                billing_reason: billing.reason,
+                period: Some(billing.period),
+                collection_method: sub.collection_method,
+            },
+            built,
+            now,
+        );
+        let number = self.store.next_invoice_number(caller.tenant_id).await?;
+        let invoice = draft
+            .finalize(
+                invoicing::format_number(INVOICE_PREFIX, number),
+                sub.days_until_due,
+                now,
+            )
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(InvoiceWrite {
+            invoice,
+            number: Some(number),
+        })
+    }
+
+    /// Applies a change to a loaded subscription and stores it; retried from a fresh read
+    /// when another writer got there first.
+    async fn mutate_subscription<F>(
+        &self,
+        caller: &Caller,
+        id: SubscriptionId,
+        action: AuditAction,
+        step: F,
+    ) -> Result<Subscription, AppError>
+    where
+        F: Fn(&Subscription, Timestamp) -> Result<Option<Transition>, AppError>,
+    {
+        for _ in 0..WRITE_ATTEMPTS {
+            let current = self.get_subscription(caller, id).await?;
+            let now = self.now_for(caller, current.test_clock).await?;
+            let Some(transition) = step(&current, now)? else {
+                return Ok(current);
+            };
+            let (invoice, change) = self
+                .step_records(caller, Some(&current), &transition, action, now)
+                .await?;
+            match self
+                .store
+                .save_subscription(
+                    caller.tenant_id,
+                    &current,
+                    &transition.next,
+                    invoice.as_ref(),
+                    &change,
+                )
+                .await
+            {
+                Err(StoreError::VersionConflict { .. }) | Err(StoreError::AlreadyExists { .. }) => {
+                    continue
+                }
+                other => other?,
+            }
+            return Ok(transition.next);
+        }
+        Err(AppError::Conflict {
+            code: "concurrent_modification",
+            message: "the subscription kept changing under this request; retry".into(),
+            param: None,
+        })
+    }
+
+    pub async fn cancel_subscription(
+        &self,
+        caller: &Caller,
+        id: SubscriptionId,
+        at_period_end: bool,
+        prorate: bool,
+    ) -> Result<Subscription, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        self.mutate_subscription(caller, id, AuditAction::Update, |s, now| {
+            Ok(Some(s.cancel(at_period_end, prorate, now)?))
+        })
+        .await
+    }
+
+    pub async fn reactivate_subscription(
+        &self,
+        caller: &Caller,
+        id: SubscriptionId,
+    ) -> Result<Subscription, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        self.mutate_subscription(caller, id, AuditAction::Update, |s, now| {
+            Ok(Some(plain(s.reactivate(now)?, "subscription.reactivated")))
+        })
+        .await
+    }
+
+    pub async fn pause_subscription(
+        &self,
+        caller: &Caller,
+        id: SubscriptionId,
+        resumes_at: Option<Timestamp>,
+    ) -> Result<Subscription, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        self.mutate_subscription(caller, id, AuditAction::Update, |s, now| {
+            Ok(Some(plain(
+                s.pause(resumes_at, now)?,
+                "subscription.paused",
+            )))
+        })
+        .await
+    }
+
+    pub async fn resume_subscription(
+        &self,
+        caller: &Caller,
+        id: SubscriptionId,
+    ) -> Result<Subscription, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        self.mutate_subscription(caller, id, AuditAction::Update, |s, now| {
+            Ok(Some(s.resume(now)?))
+        })
+        .await
+    }
+
+    /// Moves to another plan and/or quantity: upgrades now with prorations, downgrades at
+    /// the period end (the domain's change policy decides which is which).
+    pub async fn change_subscription(
+        &self,
+        caller: &Caller,
+        id: SubscriptionId,
+        plan_id: Option<PlanId>,
+        quantity: Option<u64>,
+        behavior: ProrationBehavior,
+    ) -> Result<Subscription, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let current = self.get_subscription(caller, id).await?;
+        let terms = match plan_id {
+            Some(plan_id) if plan_id != current.terms.plan_id => {
+                let account = self.load_account(caller, current.account_id).await?;
+                let now = self.now_for(caller, current.test_clock).await?;
+                Some(self.terms_for(caller, &account, plan_id, now).await?)
+            }
+            _ => None,
+        };
+        let policy = ChangePolicy::default();
+        self.mutate_subscription(caller, id, AuditAction::Update, |s, now| {
+            let terms = terms.clone().unwrap_or_else(|| s.terms.clone());
+            let quantity = quantity.unwrap_or(s.quantity);
+            Ok(Some(s.change(
+                terms,
+                quantity,
+                &policy,
+                behavior == ProrationBehavior::AlwaysInvoice,
+                now,
+            )?))
+        })
+        .await
+    }
+
+    pub async fn cancel_scheduled_change(
+        &self,
+        caller: &Caller,
+        id: SubscriptionId,
+    ) -> Result<Subscription, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        self.mutate_subscription(caller, id, AuditAction::Update, |s, now| {
+            Ok(Some(plain(
+                s.cancel_scheduled_change(now)?,
+                "subscription.change_cancelled",
+            )))
+        })
+        .await
+    }
+
+    pub async fn update_subscription_metadata(
+        &self,
+        caller: &Caller,
+        id: SubscriptionId,
+        metadata: &Metadata,
+    ) -> Result<Subscription, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        self.mutate_subscription(caller, id, AuditAction::Update, |s, now| {
+            Ok(Some(plain(
+                s.set_metadata(metadata, now)?,
+                "subscription.updated",
+            )))
+        })
+        .await
+    }
+
+    /// Runs every lifecycle step of the subscription due at or before `until` (for a
+    /// test clock, its target time), each as its own write, each at the moment it fell due.
+    /// Returns how many steps ran; zero for a duplicate or early delivery.
+    pub async fn run_due_subscription(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        until: Timestamp,
+    ) -> Result<usize, AppError> {
+        let mut steps = 0;
+        let mut transient_failures = 0;
+        for _ in 0..MAX_STEPS {
+            match self.run_one_step(tenant, id, until).await {
+                Ok(Step::Made) => steps += 1,
+                Ok(Step::Nothing) => return Ok(steps),
+                // Someone else made this step (a duplicate delivery, a concurrent run):
+                // read again and carry on from where they left it.
+                Ok(Step::Lost) => {}
+                // A transient failure: a short pause, then the same step from a fresh read.
+                // Past the budget the error goes back to the queue, which redelivers.
+                Err(AppError::Unavailable(cause)) => {
+                    transient_failures += 1;
+                    if transient_failures > WRITE_ATTEMPTS {
+                        return Err(AppError::Unavailable(cause));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        20 * transient_failures as u64,
+                    ))
+                    .await;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(steps)
+    }
+
+    async fn run_one_step(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        until: Timestamp,
+    ) -> Result<Step, AppError> {
+        let Some(current) = self.store.get_subscription(tenant, id).await? else {
+            return Ok(Step::Nothing);
+        };
+        let Some(due) = current.due_at().filter(|d| *d <= until) else {
+            return Ok(Step::Nothing);
+        };
+        let Some(transition) = current.advance(due)? else {
+            return Ok(Step::Nothing);
+        };
+        let caller = &system_caller(tenant, current.livemode);
+        let (invoice, change) = self
+            .step_records(
+                caller,
+                Some(&current),
+                &transition,
+                AuditAction::Update,
+                due,
+            )
+            .await?;
+        match self
+            .store
+            .save_subscription(
+                tenant,
+                &current,
+                &transition.next,
+                invoice.as_ref(),
+                &change,
+            )
+            .await
+        {
+            Ok(()) => Ok(Step::Made),
+            Err(StoreError::VersionConflict { .. } | StoreError::AlreadyExists { .. }) => {
+                Ok(Step::Lost)
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+/// What one attempt at a lifecycle step came to.
+enum Step {
+    Made,
+    /// Another writer made it (or moved the invoice sequence) first.
+    Lost,
+    Nothing,
+}
+
+/// A change that bills nothing, announced by one event.
+fn plain(next: Subscription, event: &'static str) -> Transition {
+    Transition {
+        next,
+        billing: None,
+        events: vec![event],
+    }
+}

@@ -1,0 +1,361 @@
+//! Subscriptions, invoices, the invoice-number sequence and test clocks.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use billing_app::ports::*;
+use billing_domain::ids::{InvoiceId, SubscriptionId, TenantId, TestClockId};
+use billing_domain::invoicing::Invoice;
+use billing_domain::subscription::{Subscription, SubscriptionStatus};
+use billing_domain::test_clock::TestClock;
+use jiff::Timestamp;
+
+use super::catalog::SUBSCRIPTION_COUNT;
+use super::{from_item, sdk_error, to_item, DynamoStore, Item, Transaction};
+use crate::keys::{self, DUE_INDEX, DUE_PK, DUE_SK};
+
+/// The last number used (not `last`, which DynamoDB reserves).
+const SEQUENCE_LAST: &str = "last_number";
+
+fn subscription_item(tenant: TenantId, sub: &Subscription) -> Result<Item, StoreError> {
+    let key = keys::subscription(tenant, sub.id, sub.account_id);
+    let mut item = to_item("subscription", sub, &key)?;
+    if let Some(at) = sub.due_at() {
+        item.extend(match sub.test_clock {
+            Some(clock) => keys::due_on_clock(clock, &key, at),
+            None => keys::due(&key, at),
+        });
+    }
+    Ok(item)
+}
+
+/// The plan version a subscription counts towards, while it is not cancelled.
+fn counted(sub: &Subscription) -> Option<(billing_domain::ids::PlanId, u32)> {
+    (sub.status != SubscriptionStatus::Cancelled)
+        .then_some((sub.terms.plan_id, sub.terms.plan_version))
+}
+
+impl Transaction<'_> {
+    fn invoice(
+        &mut self,
+        tenant: TenantId,
+        write: &InvoiceWrite,
+        create: bool,
+        previous_version: u64,
+    ) -> Result<&mut Self, StoreError> {
+        let invoice = &write.invoice;
+        let item = to_item(
+            "invoice",
+            invoice,
+            &keys::invoice(tenant, invoice.id, invoice.account_id),
+        )?;
+        if create {
+            self.create(item, StoreError::AlreadyExists { entity: "invoice" })?;
+        } else {
+            self.replace_version(item, previous_version, "invoice")?;
+        }
+        if let Some(number) = write.number {
+            // The sequence moves from number - 1 to number in this same transaction: a
+            // number is used exactly when its invoice is written.
+            let mut counter = keys::invoice_sequence(tenant).all();
+            counter.insert(SEQUENCE_LAST.into(), AttributeValue::N(number.to_string()));
+            self.put(
+                counter,
+                "(attribute_not_exists(pk) AND :previous = :zero) OR last_number = :previous",
+                Some(HashMap::from([
+                    (
+                        ":previous".to_owned(),
+                        AttributeValue::N(number.saturating_sub(1).to_string()),
+                    ),
+                    (":zero".to_owned(), AttributeValue::N("0".into())),
+                ])),
+                StoreError::VersionConflict {
+                    entity: "invoice sequence",
+                },
+            )?;
+        }
+        Ok(self)
+    }
+
+    fn plan_counts(
+        &mut self,
+        tenant: TenantId,
+        before: Option<&Subscription>,
+        after: &Subscription,
+    ) -> Result<&mut Self, StoreError> {
+        let (old, new) = (before.and_then(counted), counted(after));
+        if old == new {
+            return Ok(self);
+        }
+        for (version, delta) in [(old, -1), (new, 1)] {
+            if let Some((plan, number)) = version {
+                self.add_to(
+                    &keys::plan_version(tenant, plan, number),
+                    SUBSCRIPTION_COUNT,
+                    delta,
+                    StoreError::Internal("the plan version of a subscription is gone".into()),
+                )?;
+            }
+        }
+        Ok(self)
+    }
+}
+
+#[async_trait]
+impl SubscriptionStore for DynamoStore {
+    async fn insert_subscription(
+        &self,
+        tenant: TenantId,
+        subscription: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.transaction();
+        tx.create(
+            subscription_item(tenant, subscription)?,
+            StoreError::AlreadyExists {
+                entity: "subscription",
+            },
+        )?;
+        if let Some(invoice) = invoice {
+            tx.invoice(tenant, invoice, true, 0)?;
+        }
+        tx.plan_counts(tenant, None, subscription)?
+            .record(tenant, change)?;
+        tx.commit().await
+    }
+
+    async fn save_subscription(
+        &self,
+        tenant: TenantId,
+        previous: &Subscription,
+        next: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.transaction();
+        tx.replace_version(
+            subscription_item(tenant, next)?,
+            previous.version,
+            "subscription",
+        )?;
+        if let Some(invoice) = invoice {
+            tx.invoice(tenant, invoice, true, 0)?;
+        }
+        tx.plan_counts(tenant, Some(previous), next)?
+            .record(tenant, change)?;
+        tx.commit().await
+    }
+
+    async fn get_subscription(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let key = keys::Key {
+            pk: keys::tenant_partition(tenant),
+            sk: format!("{}{id}", keys::SUBSCRIPTION_PREFIX),
+            gsi1: None,
+        };
+        self.get(&key).await
+    }
+
+    async fn list_subscriptions(
+        &self,
+        tenant: TenantId,
+        filter: &SubscriptionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, StoreError> {
+        let cursor = page
+            .starting_after
+            .as_deref()
+            .and_then(|id| SubscriptionId::parse(id, "starting_after").ok());
+        let admit = |s: &Subscription| filter.admits(s);
+        match filter.account {
+            Some(account) => {
+                let start = cursor.map(|id| keys::subscription(tenant, id, account).all());
+                let query = self.query_gsi1(keys::account_subscriptions_index(tenant, account));
+                self.query_page(query, start, page.limit, admit).await
+            }
+            None => {
+                let start = cursor.map(|id| {
+                    keys::subscription(
+                        tenant,
+                        id,
+                        billing_domain::ids::AccountId::from_ulid(ulid::Ulid::nil()),
+                    )
+                    .primary()
+                });
+                let query =
+                    self.query_partition(keys::tenant_partition(tenant), keys::SUBSCRIPTION_PREFIX);
+                self.query_page(query, start, page.limit, admit).await
+            }
+        }
+    }
+
+    async fn clock_due_subscriptions(
+        &self,
+        _tenant: TenantId,
+        clock: TestClockId,
+        up_to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<SubscriptionId>, StoreError> {
+        // Clock ids are unique across tenants, so the clock's partition is the tenant's.
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("#pk = :pk AND #sk <= :up_to")
+            .expression_attribute_names("#pk", DUE_PK)
+            .expression_attribute_names("#sk", DUE_SK)
+            .expression_attribute_values(":pk", AttributeValue::S(keys::clock_due_partition(clock)))
+            // `~` sorts after every character of a key, so everything due at `up_to` is in.
+            .expression_attribute_values(
+                ":up_to",
+                AttributeValue::S(format!("{}~", keys::due_time(up_to))),
+            )
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|item| from_item::<Subscription>(item).ok())
+            .filter(|s| s.test_clock == Some(clock))
+            .map(|s| s.id)
+            .collect())
+    }
+}
+
+#[async_trait]
+impl InvoiceStore for DynamoStore {
+    async fn next_invoice_number(&self, tenant: TenantId) -> Result<u64, StoreError> {
+        let item: Option<HashMap<String, serde_json::Value>> =
+            self.get(&keys::invoice_sequence(tenant)).await?;
+        let last = item
+            .and_then(|i| i.get(SEQUENCE_LAST).and_then(serde_json::Value::as_u64))
+            .unwrap_or(0);
+        Ok(last + 1)
+    }
+
+    async fn insert_invoice(
+        &self,
+        tenant: TenantId,
+        invoice: &InvoiceWrite,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.transaction();
+        tx.invoice(tenant, invoice, true, 0)?
+            .record(tenant, change)?;
+        tx.commit().await
+    }
+
+    async fn save_invoice(
+        &self,
+        tenant: TenantId,
+        previous: &Invoice,
+        next: &InvoiceWrite,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.transaction();
+        tx.invoice(tenant, next, false, previous.version)?
+            .record(tenant, change)?;
+        tx.commit().await
+    }
+
+    async fn get_invoice(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+    ) -> Result<Option<Invoice>, StoreError> {
+        let key = keys::Key {
+            pk: keys::tenant_partition(tenant),
+            sk: format!("{}{id}", keys::INVOICE_PREFIX),
+            gsi1: None,
+        };
+        self.get(&key).await
+    }
+
+    async fn list_invoices(
+        &self,
+        tenant: TenantId,
+        filter: &InvoiceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Invoice>, StoreError> {
+        let cursor = page
+            .starting_after
+            .as_deref()
+            .and_then(|id| InvoiceId::parse(id, "starting_after").ok());
+        let admit = |i: &Invoice| filter.admits(i);
+        match filter.account {
+            Some(account) => {
+                let start = cursor.map(|id| keys::invoice(tenant, id, account).all());
+                let query = self
+                    .query_gsi1(keys::account_invoices_index(tenant, account))
+                    .scan_index_forward(false);
+                self.query_page(query, start, page.limit, admit).await
+            }
+            None => {
+                let start = cursor.map(|id| {
+                    keys::invoice(
+                        tenant,
+                        id,
+                        billing_domain::ids::AccountId::from_ulid(ulid::Ulid::nil()),
+                    )
+                    .primary()
+                });
+                let query = self
+                    .query_partition(keys::tenant_partition(tenant), keys::INVOICE_PREFIX)
+                    .scan_index_forward(false);
+                self.query_page(query, start, page.limit, admit).await
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl TestClockStore for DynamoStore {
+    async fn insert_test_clock(
+        &self,
+        tenant: TenantId,
+        clock: &TestClock,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.transaction();
+        tx.create(
+            to_item("test_clock", clock, &keys::test_clock(tenant, clock.id))?,
+            StoreError::AlreadyExists {
+                entity: "test clock",
+            },
+        )?
+        .record(tenant, change)?;
+        tx.commit().await
+    }
+
+    async fn save_test_clock(
+        &self,
+        tenant: TenantId,
+        previous: &TestClock,
+        next: &TestClock,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.transaction();
+        tx.replace_version(
+            to_item("test_clock", next, &keys::test_clock(tenant, next.id))?,
+            previous.version,
+            "test clock",
+        )?;
+        tx.commit().await
+    }
+
+    async fn get_test_clock(
+        &self,
+        tenant: TenantId,
+        id: TestClockId,
+    ) -> Result<Option<TestClock>, StoreError> {
+        self.get(&keys::test_clock(tenant, id)).await
+    }
+}

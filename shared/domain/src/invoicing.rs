@@ -1,0 +1,243 @@
+//! Invoices as records: statuses, gapless numbers, finalization and voiding. The arithmetic
+//! lives in [`crate::invoice`]; this module decides what may happen to an invoice once built.
+//!
+//! `draft → open → paid | void | uncollectible`. Finalizing assigns the next number of the
+//! tenant's sequence in the same transaction that opens the invoice, so a failed
+//! finalization consumes no number. After finalization only the payment status changes.
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use ulid::Ulid;
+use utoipa::ToSchema;
+
+use crate::currency::Currency;
+use crate::error::ValidationError;
+use crate::ids::{AccountId, InvoiceId, SubscriptionId, TestClockId};
+use crate::invoice::{InvoiceDraft, InvoiceLine};
+use crate::periods::Period;
+use crate::subscription::{BillingReason, CollectionMethod};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    Draft,
+    Open,
+    Paid,
+    Void,
+    Uncollectible,
+}
+
+impl InvoiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Open => "open",
+            Self::Paid => "paid",
+            Self::Void => "void",
+            Self::Uncollectible => "uncollectible",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Invoice {
+    #[schema(value_type = String)]
+    pub id: InvoiceId,
+    /// `INV-000123`, assigned at finalization; gapless per tenant.
+    pub number: Option<String>,
+    #[schema(value_type = String)]
+    pub account_id: AccountId,
+    #[schema(value_type = Option<String>)]
+    pub subscription_id: Option<SubscriptionId>,
+    #[schema(value_type = Option<String>)]
+    pub test_clock: Option<TestClockId>,
+    pub status: InvoiceStatus,
+    pub billing_reason: BillingReason,
+    #[schema(value_type = String)]
+    pub currency: Currency,
+    #[schema(value_type = Option<Object>)]
+    pub period: Option<Period>,
+    #[schema(value_type = Vec<Object>)]
+    pub lines: Vec<InvoiceLine>,
+    pub subtotal: i64,
+    pub discount_total: i64,
+    pub tax_total: i64,
+    pub total: i64,
+    pub credit_total: i64,
+    pub amount_due: i64,
+    pub amount_paid: i64,
+    pub collection_method: CollectionMethod,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub due_date: Option<Timestamp>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finalized_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub paid_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub voided_at: Option<Timestamp>,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvoiceTransitionError {
+    #[error("a {current} invoice cannot {action}")]
+    InvalidTransition {
+        current: &'static str,
+        action: &'static str,
+    },
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+}
+
+/// The invoice of a subscription's `sequence`-th billing: the same inputs always give the
+/// same id, so writing it with "must not exist" makes billing a period exactly once.
+pub fn subscription_invoice_id(
+    subscription: SubscriptionId,
+    sequence: u32,
+    period_start: Timestamp,
+) -> InvoiceId {
+    let digest = Sha256::digest(format!("{subscription}:{sequence}").as_bytes());
+    let mut random = [0u8; 16];
+    random[6..].copy_from_slice(&digest[..10]);
+    let bits = u128::from_be_bytes(random);
+    let millis = u64::try_from(period_start.as_millisecond().max(0)).unwrap_or(0);
+    InvoiceId::from_ulid(Ulid::from_parts(millis, bits))
+}
+
+/// `INV-000123` style numbers.
+pub fn format_number(prefix: &str, n: u64) -> String {
+    format!("{prefix}-{n:06}")
+}
+
+pub struct DraftFacts {
+    pub id: InvoiceId,
+    pub account_id: AccountId,
+    pub subscription_id: Option<SubscriptionId>,
+    pub test_clock: Option<TestClockId>,
+    pub billing_reason: BillingReason,
+    pub period: Option<Period>,
+    pub collection_method: CollectionMethod,
+}
+
+impl Invoice {
+    pub fn draft(facts: DraftFacts, built: InvoiceDraft, now: Timestamp) -> Invoice {
+        Invoice {
+            id: facts.id,
+            number: None,
+            account_id: facts.account_id,
+            subscription_id: facts.subscription_id,
+            test_clock: facts.test_clock,
+            status: InvoiceStatus::Draft,
+            billing_reason: facts.billing_reason,
+            currency: built.currency,
+            period: facts.period,
+            lines: built.lines,
+            subtotal: built.subtotal,
+            discount_total: built.discount_total,
+            tax_total: built.tax_total,
+            total: built.total,
+            credit_total: built.credit_total,
+            amount_due: built.amount_due,
+            amount_paid: 0,
+            collection_method: facts.collection_method,
+            due_date: None,
+            created_at: now,
+            finalized_at: None,
+            paid_at: None,
+            voided_at: None,
+            version: 1,
+        }
+    }
+
+    fn refuse(&self, action: &'static str) -> InvoiceTransitionError {
+        InvoiceTransitionError::InvalidTransition {
+            current: self.status.as_str(),
+            action,
+        }
+    }
+
+    /// Opens a draft under `number`; an invoice with nothing to pay is paid at once.
+    pub fn finalize(
+        &self,
+        number: String,
+        days_until_due: Option<u32>,
+        now: Timestamp,
+    ) -> Result<Invoice, InvoiceTransitionError> {
+        if self.status != InvoiceStatus::Draft {
+            return Err(self.refuse("be finalized"));
+        }
+        let mut next = self.clone();
+        next.number = Some(number);
+        next.finalized_at = Some(now);
+        next.due_date = Some(
+            days_until_due
+                .and_then(|d| {
+                    now.checked_add(SignedDuration::from_hours(24 * i64::from(d)))
+                        .ok()
+                })
+                .unwrap_or(now),
+        );
+        next.version += 1;
+        if next.amount_due == 0 {
+            next.status = InvoiceStatus::Paid;
+            next.paid_at = Some(now);
+        } else {
+            next.status = InvoiceStatus::Open;
+        }
+        Ok(next)
+    }
+
+    /// Voids an open invoice. What was already paid comes back as a credit note.
+    pub fn void(&self, now: Timestamp) -> Result<Invoice, InvoiceTransitionError> {
+        if self.status != InvoiceStatus::Open {
+            return Err(self.refuse("be voided"));
+        }
+        let mut next = self.clone();
+        next.status = InvoiceStatus::Void;
+        next.voided_at = Some(now);
+        next.version += 1;
+        Ok(next)
+    }
+
+    /// What a void gives back: payments and credits applied.
+    pub fn refundable_on_void(&self) -> i64 {
+        self.amount_paid.saturating_add(self.credit_total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoice_ids_are_deterministic_per_subscription_billing() {
+        let sub = SubscriptionId::from_ulid(Ulid::from_parts(1, 7));
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        assert_eq!(
+            subscription_invoice_id(sub, 3, at),
+            subscription_invoice_id(sub, 3, at)
+        );
+        assert_ne!(
+            subscription_invoice_id(sub, 3, at),
+            subscription_invoice_id(sub, 4, at)
+        );
+        let other = SubscriptionId::from_ulid(Ulid::from_parts(1, 8));
+        assert_ne!(
+            subscription_invoice_id(sub, 3, at),
+            subscription_invoice_id(other, 3, at)
+        );
+        assert!(
+            subscription_invoice_id(sub, 1, at)
+                < subscription_invoice_id(sub, 1, at + SignedDuration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn numbers_are_zero_padded() {
+        assert_eq!(format_number("INV", 123), "INV-000123");
+        assert_eq!(format_number("ACME", 1_234_567), "ACME-1234567");
+    }
+}

@@ -1,0 +1,538 @@
+//! Subscriptions, invoices and test clocks over HTTP on the local stack, and billing exactly
+//! once under duplicate and concurrent runs.
+
+use billing_domain::tenant::TenantMode;
+use reqwest::{Client, Method, Response, StatusCode};
+use serde_json::{json, Value};
+
+struct Api {
+    base: String,
+    http: Client,
+    key: String,
+    app: billing_app::App,
+    tenant: billing_domain::ids::TenantId,
+}
+
+impl Api {
+    async fn start() -> Self {
+        let app = billing_tests::dynamo_app().await;
+        let (tenant, issued) = app
+            .create_tenant("Billing Co", TenantMode::Sandbox)
+            .await
+            .unwrap();
+        Self {
+            base: billing_tests::serve(app.clone()).await,
+            http: Client::new(),
+            key: issued.secret,
+            app,
+            tenant: tenant.id,
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Response {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let response = self.call(method.clone(), path, body).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {body}");
+        body
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.ok(Method::POST, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.ok(Method::GET, path, None).await
+    }
+
+    async fn plan(&self, code: &str, monthly_fee: i64, trial_days: u32) -> String {
+        let plan = self
+            .post(
+                "/v1/plans",
+                json!({"code": code, "name": code, "interval": {"unit": "month"}, "trial_days": trial_days,
+                       "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": monthly_fee}}}}}),
+            )
+            .await;
+        plan["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn clock_account(&self, at: &str) -> (String, String) {
+        let clock = self
+            .post("/v1/test-clocks", json!({"frozen_time": at}))
+            .await;
+        let clock_id = clock["id"].as_str().unwrap().to_owned();
+        let account = self
+            .post(
+                "/v1/accounts",
+                json!({"email": "year@acme.test", "currency": "usd", "test_clock": clock_id}),
+            )
+            .await;
+        (clock_id, account["id"].as_str().unwrap().to_owned())
+    }
+
+    async fn invoices(&self, subscription: &str) -> Vec<Value> {
+        let list = self
+            .get(&format!(
+                "/v1/invoices?subscription={subscription}&limit=100"
+            ))
+            .await;
+        let mut invoices = list["data"].as_array().unwrap().clone();
+        invoices.reverse();
+        invoices
+    }
+}
+
+fn numbers(invoices: &[Value]) -> Vec<String> {
+    invoices
+        .iter()
+        .map(|i| i["number"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn period_starts(invoices: &[Value]) -> Vec<String> {
+    invoices
+        .iter()
+        .map(|i| i["period"]["start"].as_str().unwrap()[..10].to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_year_on_a_test_clock_bills_every_period_once_with_gapless_numbers() {
+    let api = Api::start().await;
+    let plan = api.plan("monthly", 4900, 14).await;
+    let (clock, account) = api.clock_account("2027-01-31T00:00:00Z").await;
+
+    let trial = api
+        .post(
+            "/v1/subscriptions",
+            json!({"account": account, "plan": plan}),
+        )
+        .await;
+    assert_eq!(trial["status"], "trialing");
+    assert_eq!(trial["trial_end"], "2027-02-14T00:00:00Z");
+    let anchored = api
+        .post(
+            "/v1/subscriptions",
+            json!({"account": account, "plan": plan, "trial_days": 0}),
+        )
+        .await;
+    assert_eq!(anchored["status"], "active");
+    let (trial_id, anchored_id) = (
+        trial["id"].as_str().unwrap(),
+        anchored["id"].as_str().unwrap(),
+    );
+
+    let advanced = api
+        .post(
+            &format!("/v1/test-clocks/{clock}/advance"),
+            json!({"frozen_time": "2028-01-31T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(advanced["status"], "ready");
+    assert_eq!(advanced["frozen_time"], "2028-01-31T00:00:00Z");
+
+    // The trial: first fee at trial end, then monthly on the 14th — 12 invoices.
+    let trial_invoices = api.invoices(trial_id).await;
+    assert_eq!(trial_invoices.len(), 12);
+    assert_eq!(
+        period_starts(&trial_invoices)[..3],
+        ["2027-02-14", "2027-03-14", "2027-04-14"]
+    );
+    assert!(trial_invoices
+        .iter()
+        .all(|i| i["total"] == 4900 && i["status"] == "open"));
+
+    // Anchored on Jan 31: month ends are clamped and the anchor kept — 13 invoices including
+    // the first and the one on the final day.
+    let anchored_invoices = api.invoices(anchored_id).await;
+    assert_eq!(
+        period_starts(&anchored_invoices),
+        [
+            "2027-01-31",
+            "2027-02-28",
+            "2027-03-31",
+            "2027-04-30",
+            "2027-05-31",
+            "2027-06-30",
+            "2027-07-31",
+            "2027-08-31",
+            "2027-09-30",
+            "2027-10-31",
+            "2027-11-30",
+            "2027-12-31",
+            "2028-01-31"
+        ]
+    );
+
+    // Numbers are gapless across the tenant, in order of billing.
+    let mut all: Vec<String> = numbers(&trial_invoices)
+        .into_iter()
+        .chain(numbers(&anchored_invoices))
+        .collect();
+    all.sort();
+    let expected: Vec<String> = (1..=25).map(|n| format!("INV-{n:06}")).collect();
+    assert_eq!(all, expected);
+
+    // The trial warning and the trial end are in the subscription's history.
+    let history = api
+        .get(&format!("/v1/subscriptions/{trial_id}/history?limit=100"))
+        .await;
+    assert!(history["data"].as_array().unwrap().len() >= 14);
+    let events = api
+        .get(&format!("/v1/events?resource={trial_id}&limit=100"))
+        .await;
+    let types: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "subscription.created",
+        "subscription.trial_will_end",
+        "subscription.trial_ended",
+        "subscription.renewed",
+    ] {
+        assert!(types.contains(&expected), "{expected} in {types:?}");
+    }
+
+    // Advancing again bills nothing twice.
+    let again = api
+        .post(
+            &format!("/v1/test-clocks/{clock}/advance"),
+            json!({"frozen_time": "2028-01-31T00:00:01Z"}),
+        )
+        .await;
+    assert_eq!(again["status"], "ready");
+    assert_eq!(api.invoices(trial_id).await.len(), 12);
+    assert_eq!(api.invoices(anchored_id).await.len(), 13);
+    let count = api
+        .get(&format!("/v1/plans/{plan}/subscription-count"))
+        .await;
+    assert_eq!(count["total"], 2);
+}
+
+#[tokio::test]
+async fn upgrades_prorate_now_and_downgrades_wait_for_the_period_end() {
+    let api = Api::start().await;
+    let basic = api.plan("basic", 3000, 0).await;
+    let pro = api.plan("pro", 6000, 0).await;
+    // A 30-day period: April 2027.
+    let (clock, account) = api.clock_account("2027-04-01T00:00:00Z").await;
+    let sub = api
+        .post(
+            "/v1/subscriptions",
+            json!({"account": account, "plan": basic}),
+        )
+        .await;
+    let id = sub["id"].as_str().unwrap().to_owned();
+
+    // Day 10 (20 days left of 30): credit 20/30 × $30 = $20, charge 20/30 × $60 = $40.
+    api.post(
+        &format!("/v1/test-clocks/{clock}/advance"),
+        json!({"frozen_time": "2027-04-11T00:00:00Z"}),
+    )
+    .await;
+    let upgraded = api
+        .post(
+            &format!("/v1/subscriptions/{id}/change-plan"),
+            json!({"plan": pro, "proration_behavior": "always_invoice"}),
+        )
+        .await;
+    assert_eq!(upgraded["terms"]["plan_id"], pro.as_str());
+    let invoices = api.invoices(&id).await;
+    assert_eq!(invoices.len(), 2);
+    let proration = &invoices[1];
+    let amounts: Vec<i64> = proration["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["amount"].as_i64().unwrap())
+        .collect();
+    assert_eq!(amounts, [-2000, 4000]);
+    assert_eq!(proration["total"], 2000);
+    assert_eq!(proration["billing_reason"], "subscription_update");
+
+    // Day 20: a downgrade is scheduled for May 1, nothing billed now.
+    api.post(
+        &format!("/v1/test-clocks/{clock}/advance"),
+        json!({"frozen_time": "2027-04-21T00:00:00Z"}),
+    )
+    .await;
+    let scheduled = api
+        .post(
+            &format!("/v1/subscriptions/{id}/change-plan"),
+            json!({"plan": basic}),
+        )
+        .await;
+    assert_eq!(scheduled["terms"]["plan_id"], pro.as_str());
+    assert_eq!(
+        scheduled["scheduled_change"]["effective_at"],
+        "2027-05-01T00:00:00Z"
+    );
+    assert_eq!(api.invoices(&id).await.len(), 2);
+
+    api.post(
+        &format!("/v1/test-clocks/{clock}/advance"),
+        json!({"frozen_time": "2027-05-01T00:00:00Z"}),
+    )
+    .await;
+    let after = api.get(&format!("/v1/subscriptions/{id}")).await;
+    assert_eq!(after["terms"]["plan_id"], basic.as_str());
+    let invoices = api.invoices(&id).await;
+    assert_eq!(invoices.len(), 3);
+    assert_eq!(invoices[2]["total"], 3000, "May at the basic price");
+}
+
+#[tokio::test]
+async fn a_pause_bills_nothing_and_resuming_credits_the_unused_time() {
+    let api = Api::start().await;
+    let plan = api.plan("monthly", 3000, 0).await;
+    let (clock, account) = api.clock_account("2027-04-01T00:00:00Z").await;
+    let sub = api
+        .post(
+            "/v1/subscriptions",
+            json!({"account": account, "plan": plan}),
+        )
+        .await;
+    let id = sub["id"].as_str().unwrap().to_owned();
+
+    api.post(
+        &format!("/v1/test-clocks/{clock}/advance"),
+        json!({"frozen_time": "2027-04-16T00:00:00Z"}),
+    )
+    .await;
+    let paused = api
+        .post(
+            &format!("/v1/subscriptions/{id}/pause"),
+            json!({"resumes_at": "2027-05-16T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(paused["status"], "paused");
+    // Through May 1 (a renewal date) and up to the resume: no invoice.
+    api.post(
+        &format!("/v1/test-clocks/{clock}/advance"),
+        json!({"frozen_time": "2027-05-15T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(api.invoices(&id).await.len(), 1);
+
+    api.post(
+        &format!("/v1/test-clocks/{clock}/advance"),
+        json!({"frozen_time": "2027-05-16T00:00:00Z"}),
+    )
+    .await;
+    let resumed = api.get(&format!("/v1/subscriptions/{id}")).await;
+    assert_eq!(resumed["status"], "active");
+    assert_eq!(resumed["current_period"]["start"], "2027-05-16T00:00:00Z");
+    let invoices = api.invoices(&id).await;
+    assert_eq!(invoices.len(), 2);
+    // Unused half of April (15 of 30 days) credited, then the new period in full.
+    let amounts: Vec<i64> = invoices[1]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["amount"].as_i64().unwrap())
+        .collect();
+    assert_eq!(amounts, [3000, -1500]);
+
+    // Illegal transitions answer 409 naming the state.
+    let response = api
+        .call(
+            Method::POST,
+            &format!("/v1/subscriptions/{id}/resume"),
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "invalid_transition");
+    assert!(problem["detail"].as_str().unwrap().contains("active"));
+}
+
+/// A monthly subscription on `app` starting 2027-01-01, through the use cases.
+async fn monthly_subscription(
+    app: &billing_app::App,
+) -> (billing_app::Caller, billing_domain::ids::SubscriptionId) {
+    use billing_domain::access::Role;
+    let (tenant, issued) = app
+        .create_tenant("Runs", TenantMode::Sandbox)
+        .await
+        .unwrap();
+    let caller = billing_app::Caller {
+        tenant_id: tenant.id,
+        livemode: false,
+        key_id: Some(issued.key.id),
+        role: Role::Admin,
+        request_id: None,
+    };
+    let clock = app
+        .create_test_clock(&caller, None, "2027-01-01T00:00:00Z".parse().unwrap())
+        .await
+        .unwrap();
+    let account = app
+        .create_account(
+            &caller,
+            serde_json::from_value(
+                json!({"email": "runs@acme.test", "currency": "usd", "test_clock": clock.id}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let plan = app
+        .create_plan(
+            &caller,
+            serde_json::from_value(json!({"code": "m", "name": "M", "interval": {"unit": "month"},
+                "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 1000}}}}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let sub = app
+        .create_subscription(
+            &caller,
+            billing_app::subscriptions::StartSubscription {
+                account_id: account.id,
+                plan_id: plan.plan.id,
+                quantity: 1,
+                trial_days: None,
+                start: None,
+                billing_anchor: None,
+                collection_method:
+                    billing_domain::subscription::CollectionMethod::ChargeAutomatically,
+                days_until_due: None,
+                max_pause_days: None,
+                metadata: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+    (caller, sub.id)
+}
+
+async fn invoice_numbers_and_periods(
+    app: &billing_app::App,
+    caller: &billing_app::Caller,
+    id: billing_domain::ids::SubscriptionId,
+) -> (Vec<String>, Vec<jiff::Timestamp>) {
+    let filter = billing_app::ports::InvoiceFilter {
+        subscription: Some(id),
+        ..Default::default()
+    };
+    let page = billing_app::ports::PageRequest {
+        limit: 100,
+        starting_after: None,
+    };
+    let invoices = app
+        .list_invoices(caller, &filter, &page)
+        .await
+        .unwrap()
+        .items;
+    let mut numbers: Vec<String> = invoices.iter().map(|i| i.number.clone().unwrap()).collect();
+    numbers.sort();
+    let mut periods: Vec<jiff::Timestamp> =
+        invoices.iter().map(|i| i.period.unwrap().start).collect();
+    periods.sort();
+    periods.dedup();
+    (numbers, periods)
+}
+
+fn numbered(n: u64) -> Vec<String> {
+    (1..=n).map(|n| format!("INV-{n:06}")).collect()
+}
+
+#[tokio::test]
+async fn concurrent_runs_bill_each_period_exactly_once() {
+    // Eight workers handle the same message at once. The in-memory store holds the
+    // DynamoDB store's conditions (the contract suite checks it) and, unlike the local
+    // stand-in, commits concurrent transactions one at a time as DynamoDB does.
+    let app = billing_tests::memory_app();
+    let (caller, id) = monthly_subscription(&app).await;
+    let until: jiff::Timestamp = "2027-06-01T00:00:00Z".parse().unwrap();
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let app = app.clone();
+            let tenant = caller.tenant_id;
+            tokio::spawn(async move { app.run_due_subscription(tenant, id, until).await })
+        })
+        .collect();
+    let mut steps = 0;
+    for run in runs {
+        steps += run.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        steps, 5,
+        "Feb..Jun: five renewals, each made by exactly one worker"
+    );
+    let (numbers, periods) = invoice_numbers_and_periods(&app, &caller, id).await;
+    assert_eq!(numbers, numbered(6));
+    assert_eq!(periods.len(), 6, "one invoice per period");
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_and_a_crashed_worker_bill_each_period_exactly_once() {
+    let app = billing_tests::dynamo_app().await;
+    let (caller, id) = monthly_subscription(&app).await;
+    // A worker dies after two of the five renewals due by June (each renewal is one
+    // transaction, so it dies between two of them)…
+    let march: jiff::Timestamp = "2027-03-01T00:00:00Z".parse().unwrap();
+    assert_eq!(
+        app.run_due_subscription(caller.tenant_id, id, march)
+            .await
+            .unwrap(),
+        2
+    );
+    // …the message comes back and the rest is done; then it is delivered twice more.
+    let until: jiff::Timestamp = "2027-06-01T00:00:00Z".parse().unwrap();
+    assert_eq!(
+        app.run_due_subscription(caller.tenant_id, id, until)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        app.run_due_subscription(caller.tenant_id, id, until)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        app.run_due_subscription(caller.tenant_id, id, until)
+            .await
+            .unwrap(),
+        0
+    );
+    let (numbers, periods) = invoice_numbers_and_periods(&app, &caller, id).await;
+    assert_eq!(numbers, numbered(6));
+    assert_eq!(periods.len(), 6);
+
+    // Overlapping runs on the local stand-in still leave one invoice per period and a
+    // gapless sequence (the stand-in does not isolate concurrent transactions the way
+    // DynamoDB does, so only the stored outcome is asserted here).
+    let later: jiff::Timestamp = "2027-09-01T00:00:00Z".parse().unwrap();
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let app = app.clone();
+            let tenant = caller.tenant_id;
+            tokio::spawn(async move { app.run_due_subscription(tenant, id, later).await })
+        })
+        .collect();
+    for run in runs {
+        run.await.unwrap().unwrap();
+    }
+    let (numbers, periods) = invoice_numbers_and_periods(&app, &caller, id).await;
+    assert_eq!(periods.len(), 9);
+    assert_eq!(numbers, numbered(9));
+}
