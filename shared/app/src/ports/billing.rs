@@ -149,3 +149,22 @@ pub trait TestClockStore: Send + Sync {
         id: TestClockId,
     ) -> Result<Option<TestClock>, StoreError>;
 }
+
+/// Work for the billing worker, one SQS message each.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BillingJob {
+    /// Run whatever of the subscription is due now.
+    Subscription {
+        tenant: TenantId,
+        id: SubscriptionId,
+    },
+    /// Finish advancing a test clock.
+    TestClock { tenant: TenantId, id: TestClockId },
+}
+
+/// The billing queue.
+#[async_trait]
+pub trait BillingQueue: Send + Sync {
+    async fn enqueue(&self, jobs: &[BillingJob]) -> Result<(), StoreError>;
+}

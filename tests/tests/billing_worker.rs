@@ -1,0 +1,141 @@
+//! The `billing-worker` handler: the sample SQS event, and real jobs billing exactly once
+//! however often they are delivered.
+
+use std::path::Path;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use billing_app::ports::{BillingJob, InvoiceFilter, PageRequest};
+use billing_domain::access::Role;
+use billing_domain::tenant::TenantMode;
+use serde_json::json;
+
+#[tokio::test]
+async fn the_sample_event_reports_only_its_unreadable_record() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/billing-worker-sqs.json");
+    let event: SqsEvent = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let app = billing_tests::memory_app();
+    let response = billing_worker::handle(&app, event).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    // The subscription job names nothing this store has: nothing is due, which is success.
+    assert_eq!(failed, ["c2e8a0f4-1b3d-4e6f-9a7c-5d8b0e2f4a62"]);
+}
+
+fn message(id: &str, job: &BillingJob) -> SqsMessage {
+    let mut message = SqsMessage::default();
+    message.message_id = Some(id.to_owned());
+    message.body = Some(serde_json::to_string(job).unwrap());
+    message
+}
+
+/// A clock stopped at a given time, to create a subscription in the past.
+struct Stopped(jiff::Timestamp);
+
+impl billing_app::ports::Clock for Stopped {
+    fn now(&self) -> jiff::Timestamp {
+        self.0
+    }
+}
+
+#[tokio::test]
+async fn a_delivered_job_bills_what_is_due_once() {
+    let store: std::sync::Arc<dyn billing_app::ports::Store> =
+        std::sync::Arc::new(billing_tests::dynamo_store().await);
+    let three_days_ago = jiff::Timestamp::now()
+        - jiff::SignedDuration::from_hours(72)
+        - jiff::SignedDuration::from_mins(1);
+    let app = billing_app::App::new(store.clone(), std::sync::Arc::new(Stopped(three_days_ago)));
+    let (tenant, issued) = app
+        .create_tenant("Worker", TenantMode::Sandbox)
+        .await
+        .unwrap();
+    let caller = billing_app::Caller {
+        tenant_id: tenant.id,
+        livemode: false,
+        key_id: Some(issued.key.id),
+        role: Role::Admin,
+        request_id: None,
+    };
+    let account = app
+        .create_account(
+            &caller,
+            serde_json::from_value(json!({"email": "w@acme.test", "currency": "eur"})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let plan = app
+        .create_plan(
+            &caller,
+            serde_json::from_value(json!({"code": "daily", "name": "Daily", "interval": {"unit": "day"},
+                "charges": {"recurring_fee": {"prices": {"eur": {"model": "flat_fee", "amount": 100}}}}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    // Created on a clock three days back: today the worker finds three renewals due.
+    let sub = app
+        .create_subscription(
+            &caller,
+            billing_app::subscriptions::StartSubscription {
+                account_id: account.id,
+                plan_id: plan.plan.id,
+                quantity: 1,
+                trial_days: None,
+                start: None,
+                billing_anchor: None,
+                collection_method:
+                    billing_domain::subscription::CollectionMethod::ChargeAutomatically,
+                days_until_due: None,
+                max_pause_days: None,
+                metadata: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+    let worker = billing_tests::app(store);
+    let job = BillingJob::Subscription {
+        tenant: tenant.id,
+        id: sub.id,
+    };
+    // The job arrives, then is delivered twice more (one in the same batch).
+    let mut event = SqsEvent::default();
+    event.records = (0..2).map(|i| message(&format!("m{i}"), &job)).collect();
+    assert!(billing_worker::handle(&worker, event)
+        .await
+        .batch_item_failures
+        .is_empty());
+    let mut again = SqsEvent::default();
+    again.records = vec![message("m2", &job)];
+    assert!(billing_worker::handle(&worker, again)
+        .await
+        .batch_item_failures
+        .is_empty());
+
+    let filter = InvoiceFilter {
+        subscription: Some(sub.id),
+        ..Default::default()
+    };
+    let page = PageRequest {
+        limit: 10,
+        starting_after: None,
+    };
+    let invoices = worker
+        .list_invoices(&caller, &filter, &page)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        invoices.len(),
+        4,
+        "the first day plus three renewals, each once"
+    );
+    let mut numbers: Vec<String> = invoices.iter().filter_map(|i| i.number.clone()).collect();
+    numbers.sort();
+    assert_eq!(
+        numbers,
+        ["INV-000001", "INV-000002", "INV-000003", "INV-000004"]
+    );
+}
