@@ -116,13 +116,14 @@ pub async fn consume(sqs: aws_sdk_sqs::Client, queue_url: String, fanout: Fanout
                 })
             })
             .collect();
-        let event: SqsEvent = match serde_json::from_value(serde_json::json!({ "Records": records })) {
-            Ok(event) => event,
-            Err(err) => {
-                tracing::error!(%err, "could not build an SQS event");
-                continue;
-            }
-        };
+        let event: SqsEvent =
+            match serde_json::from_value(serde_json::json!({ "Records": records })) {
+                Ok(event) => event,
+                Err(err) => {
+                    tracing::error!(%err, "could not build an SQS event");
+                    continue;
+                }
+            };
         let response = webhook_fanout::handle(&fanout, event).await;
         let failed: Vec<&str> = response
             .batch_item_failures

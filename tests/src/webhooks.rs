@@ -51,8 +51,14 @@ impl Receiver {
         for (headers, body) in self.received.lock().unwrap().iter() {
             let header = headers[webhook::SIGNATURE_HEADER].to_str().unwrap();
             assert!(header.starts_with("t="), "{header}");
-            webhook::verify(header, body.as_bytes(), secret, Timestamp::now().as_second(), 300)
-                .unwrap_or_else(|e| panic!("{e}: {header}"));
+            webhook::verify(
+                header,
+                body.as_bytes(),
+                secret,
+                Timestamp::now().as_second(),
+                300,
+            )
+            .unwrap_or_else(|e| panic!("{e}: {header}"));
         }
     }
 
@@ -73,7 +79,11 @@ impl Receiver {
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
     r.received.lock().unwrap().push((headers, body));
     let mut script = r.script.lock().unwrap();
-    let status = if script.is_empty() { 200 } else { script.remove(0) };
+    let status = if script.is_empty() {
+        200
+    } else {
+        script.remove(0)
+    };
     StatusCode::from_u16(status).unwrap()
 }
 
@@ -117,4 +127,3 @@ impl Dispatch for RecordingDispatch {
         Ok(())
     }
 }
-

@@ -109,3 +109,30 @@ fn functions_are_arm64_rust_built_with_cargo_lambda() {
         }
     }
 }
+
+#[test]
+fn webhook_fanout_reports_partial_batch_failures_and_billing_run_is_scheduled() {
+    let template = template();
+    let fanout = &template["Resources"]["WebhookFanoutFunction"];
+    assert_eq!(
+        fanout["Metadata"]["BuildProperties"]["Binary"],
+        "webhook-fanout"
+    );
+    let source = &fanout["Properties"]["Events"]["Webhooks"]["Properties"];
+    assert_eq!(
+        source["FunctionResponseTypes"][0],
+        "ReportBatchItemFailures"
+    );
+    assert!(
+        fanout["Properties"]["Timeout"].as_u64().unwrap()
+            < template["Resources"]["WebhooksQueue"]["Properties"]["VisibilityTimeout"]
+                .as_u64()
+                .unwrap(),
+        "a message must not become visible again while its handler still runs"
+    );
+    let run = &template["Resources"]["BillingRunFunction"];
+    assert_eq!(run["Metadata"]["BuildProperties"]["Binary"], "billing-run");
+    assert_eq!(run["Properties"]["Events"]["Sweep"]["Type"], "ScheduleV2");
+    let env = &template["Globals"]["Function"]["Environment"]["Variables"];
+    assert!(!env["EVENT_BUS_NAME"].is_null() && !env["WEBHOOK_QUEUE_URL"].is_null());
+}

@@ -18,7 +18,9 @@ use billing_tests::webhooks::{ManualClock, Receiver, RecordingDispatch};
 use jiff::Timestamp;
 
 fn sample<T: serde::de::DeserializeOwned>(file: &str) -> T {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(file);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -30,7 +32,10 @@ async fn the_sqs_sample_is_delivered_and_its_poison_record_reported_alone() {
         .ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
         .await
         .unwrap();
-    let caller = app.authenticate(billing_tests::EVENTS_KEY, None).await.unwrap();
+    let caller = app
+        .authenticate(billing_tests::EVENTS_KEY, None)
+        .await
+        .unwrap();
     assert_eq!(tenant.id.to_string(), "ten_01JD0000000000000000000000");
     let (receiver, url) = Receiver::start(vec![]).await;
     let endpoint = app
@@ -73,7 +78,10 @@ async fn the_scheduled_sample_sweeps_what_is_due() {
     app.ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
         .await
         .unwrap();
-    let caller = app.authenticate(billing_tests::EVENTS_KEY, None).await.unwrap();
+    let caller = app
+        .authenticate(billing_tests::EVENTS_KEY, None)
+        .await
+        .unwrap();
     app.create_account(
         &caller,
         NewAccount {
@@ -88,12 +96,19 @@ async fn the_scheduled_sample_sweeps_what_is_due() {
     let sweeper = Sweeper::new(app, dispatch.clone());
     let schedule: EventBridgeEvent<serde_json::Value> = sample("billing-run-schedule.json");
     // Within the grace the post-commit publish is still expected: nothing is due.
-    let early = billing_run::handle(&sweeper, schedule.clone()).await.unwrap();
+    let early = billing_run::handle(&sweeper, schedule.clone())
+        .await
+        .unwrap();
     assert_eq!(early.republished, 0);
     clock.advance(OUTBOX_GRACE);
-    let summary = billing_run::handle(&sweeper, schedule.clone()).await.unwrap();
+    let summary = billing_run::handle(&sweeper, schedule.clone())
+        .await
+        .unwrap();
     assert_eq!((summary.republished, summary.errors), (1, 0));
-    assert_eq!(dispatch.published.lock().unwrap()[0].1.event_type, "account.created");
+    assert_eq!(
+        dispatch.published.lock().unwrap()[0].1.event_type,
+        "account.created"
+    );
     assert!(clock.now() > Timestamp::now());
     let again = billing_run::handle(&sweeper, schedule).await.unwrap();
     assert_eq!(again.republished, 0, "published events leave the due index");

@@ -95,7 +95,7 @@ impl App {
         };
         let now = self.now();
         let issued = issue_key(caller.tenant_id, mode, role, name, now);
-        let after = to_json(&issued.key)?;
+        let after = key_json(&issued.key)?;
         let change = self.change(
             caller,
             now,
@@ -147,7 +147,7 @@ impl App {
             revoked_at: Some(now),
             ..current.clone()
         };
-        let (before, after) = (to_json(&current)?, to_json(&revoked)?);
+        let (before, after) = (key_json(&current)?, key_json(&revoked)?);
         let change = self.change(
             caller,
             now,
@@ -163,4 +163,14 @@ impl App {
         self.store.revoke_api_key(&revoked, &change).await?;
         Ok(revoked)
     }
+}
+
+/// A key as its audit record and events show it: without the secret's hash, which
+/// webhooks and EventBridge would otherwise carry out of the platform.
+fn key_json(key: &ApiKey) -> Result<serde_json::Value, AppError> {
+    let mut json = to_json(key)?;
+    if let Some(fields) = json.as_object_mut() {
+        fields.remove("secret_hash");
+    }
+    Ok(json)
 }

@@ -19,7 +19,8 @@ use crate::ids::EventId;
 pub struct EventType {
     /// `account.created`.
     pub name: &'static str,
-    /// The OpenAPI schema of `data` (the resource as the API returns it).
+    /// The OpenAPI schema of `data` (the resource as the API returns it); a name the
+    /// document does not define is shown as a plain object.
     pub schema: &'static str,
     pub description: &'static str,
 }
@@ -50,8 +51,12 @@ pub const EVENT_TYPES: &[EventType] = &[
         "Account",
         "A customer account was soft-deleted.",
     ),
-    entry("api_key.created", "ApiKeyView", "An API key was created."),
-    entry("api_key.revoked", "ApiKeyView", "An API key was revoked."),
+    entry(
+        "api_key.created",
+        "ApiKey",
+        "An API key was created (without its secret or hash).",
+    ),
+    entry("api_key.revoked", "ApiKey", "An API key was revoked."),
     entry(
         "webhook_endpoint.created",
         "WebhookEndpointView",

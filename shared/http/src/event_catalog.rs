@@ -6,8 +6,8 @@
 use billing_domain::event::EVENT_API_VERSION;
 use billing_domain::event_types::EVENT_TYPES;
 use utoipa::openapi::extensions::Extensions;
-use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
-use utoipa::openapi::{OpenApi, Ref};
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::{OpenApi, Ref, RefOr};
 use utoipa::Modify;
 
 pub struct EventCatalog;
@@ -16,6 +16,16 @@ impl Modify for EventCatalog {
     fn modify(&self, openapi: &mut OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         for t in EVENT_TYPES {
+            let data: RefOr<Schema> = if components.schemas.contains_key(t.schema) {
+                Ref::from_schema_name(t.schema).into()
+            } else {
+                ObjectBuilder::new()
+                    .description(Some(format!(
+                        "The {} as stored, secrets left out",
+                        t.schema
+                    )))
+                    .into()
+            };
             let typed = ObjectBuilder::new()
                 .property(
                     "type",
@@ -29,7 +39,7 @@ impl Modify for EventCatalog {
                         .schema_type(Type::String)
                         .enum_values(Some([EVENT_API_VERSION])),
                 )
-                .property("data", Ref::from_schema_name(t.schema))
+                .property("data", data.clone())
                 .required("type")
                 .required("data");
             components.schemas.insert(
