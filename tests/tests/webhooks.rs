@@ -622,3 +622,59 @@ async fn live_tenants_cannot_point_webhooks_at_internal_addresses() {
     assert_eq!(outcome.status, None);
     assert!(outcome.error.unwrap().contains("not reachable"));
 }
+
+#[tokio::test]
+async fn the_catalog_is_in_the_openapi_document_and_events_carry_no_secrets() {
+    let app = billing_tests::memory_app();
+    let base = billing_tests::serve(app.clone()).await;
+    let doc: Value = reqwest::get(format!("{base}/v1/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let catalog = doc["x-event-types"].as_array().unwrap();
+    assert_eq!(
+        catalog.len(),
+        billing_domain::event_types::EVENT_TYPES.len()
+    );
+    for entry in catalog {
+        let name = format!("event.{}", entry["type"].as_str().unwrap());
+        let schema = &doc["components"]["schemas"][&name];
+        assert!(schema["allOf"].is_array(), "{name} has a schema");
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["event.account.created"]["allOf"][1]["properties"]["data"]
+            ["$ref"],
+        "#/components/schemas/Account"
+    );
+
+    let (caller, _) = caller(&app, TenantMode::Sandbox).await;
+    app.create_api_key(&caller, Role::Support, Some("ci"))
+        .await
+        .unwrap();
+    let created = app
+        .create_webhook_endpoint(&caller, endpoint("http://127.0.0.1:9/x", &["*"]))
+        .await
+        .unwrap();
+    app.rotate_webhook_secret(&caller, created.endpoint.id, None)
+        .await
+        .unwrap();
+    let events = app
+        .list_events(
+            &caller,
+            &EventFilter::default(),
+            &PageRequest {
+                limit: 10,
+                starting_after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.items.len(), 3);
+    let text = serde_json::to_string(&events.items).unwrap();
+    assert!(
+        !text.contains("whsec_") && !text.contains("secret_hash"),
+        "{text}"
+    );
+}
