@@ -9,14 +9,12 @@ struct Api {
     base: String,
     http: Client,
     key: String,
-    app: billing_app::App,
-    tenant: billing_domain::ids::TenantId,
 }
 
 impl Api {
     async fn start() -> Self {
         let app = billing_tests::dynamo_app().await;
-        let (tenant, issued) = app
+        let (_, issued) = app
             .create_tenant("Billing Co", TenantMode::Sandbox)
             .await
             .unwrap();
@@ -24,8 +22,6 @@ impl Api {
             base: billing_tests::serve(app.clone()).await,
             http: Client::new(),
             key: issued.secret,
-            app,
-            tenant: tenant.id,
         }
     }
 

@@ -1,0 +1,282 @@
+//! Billing throughput on the local stack, and what billing one invoice costs in DynamoDB
+//! requests. Starts its own stand-in, then:
+//!
+//! 1. measures the stand-in's raw conditional-put rate (the ceiling for anything here);
+//! 2. creates `--subscriptions` daily subscriptions on a clock one day back, so one renewal
+//!    of each is due now;
+//! 3. bills them all through the `billing-worker` handler (SQS batches of ten, `--workers`
+//!    batches at once), counting every DynamoDB request by operation.
+//!
+//! `cargo run --release -p billing-infra --bin billing-load -- --subscriptions 10000`
+
+// Rates and ratios of a measurement, never money.
+#![allow(clippy::float_arithmetic)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::types::AttributeValue;
+use billing_app::ports::{BillingJob, Clock, SystemClock};
+use billing_app::subscriptions::StartSubscription;
+use billing_app::{App, Caller};
+use billing_aws::{Config, DynamoStore};
+use billing_domain::access::Role;
+use billing_domain::subscription::CollectionMethod;
+use billing_domain::tenant::TenantMode;
+use billing_infra::{moto, stack};
+use clap::Parser;
+use jiff::{SignedDuration, Timestamp};
+
+#[derive(Parser)]
+#[command(about = "Billing throughput and DynamoDB requests per invoice, locally")]
+struct Args {
+    #[arg(long, default_value_t = 1000)]
+    subscriptions: usize,
+    /// SQS batches handled at once (Lambda concurrency).
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Conditional puts for the stand-in's baseline rate.
+    #[arg(long, default_value_t = 1000)]
+    puts: usize,
+}
+
+/// Counts DynamoDB requests by operation (`X-Amz-Target`).
+#[derive(Debug, Default)]
+struct Counter {
+    by_operation: Mutex<BTreeMap<String, u64>>,
+    enabled: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+struct CountingInterceptor(Arc<Counter>);
+
+impl Intercept for CountingInterceptor {
+    fn name(&self) -> &'static str {
+        "request-counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if self.0.enabled.load(Ordering::Relaxed) {
+            let target = context
+                .request()
+                .headers()
+                .get("x-amz-target")
+                .and_then(|t| t.rsplit('.').next())
+                .unwrap_or("unknown")
+                .to_owned();
+            *self
+                .0
+                .by_operation
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(target)
+                .or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+struct Stopped(Timestamp);
+
+impl Clock for Stopped {
+    fn now(&self) -> Timestamp {
+        self.0
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let port = moto::free_port()?;
+    let mut child = moto::start(&moto::moto_binary(), port)?;
+    let config = Config::local("billing-load", format!("http://127.0.0.1:{port}"));
+    let sdk = config.sdk_config().await;
+    stack::ensure(&sdk, &config.table_name).await?;
+    let counter = Arc::new(Counter::default());
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .interceptor(CountingInterceptor(counter.clone()))
+            .build(),
+    );
+
+    // 1. The stand-in's raw conditional-put rate, at the same concurrency.
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..args.workers {
+        let (client, next, table, total) = (
+            dynamodb.clone(),
+            next.clone(),
+            config.table_name.clone(),
+            args.puts as u64,
+        );
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return;
+                }
+                let _ = client
+                    .put_item()
+                    .table_name(&table)
+                    .item("pk", AttributeValue::S(format!("LOAD#{i}")))
+                    .item("sk", AttributeValue::S("LOAD".into()))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .send()
+                    .await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let put_rate = args.puts as f64 / started.elapsed().as_secs_f64();
+
+    // 2. Subscriptions created a day (and a minute) ago: one renewal each is due now.
+    let store: Arc<dyn billing_app::ports::Store> =
+        Arc::new(DynamoStore::new(dynamodb.clone(), &config.table_name));
+    let back = Timestamp::now() - SignedDuration::from_hours(24) - SignedDuration::from_mins(1);
+    let past = App::new(store.clone(), Arc::new(Stopped(back)));
+    let (tenant, issued) = past.create_tenant("Load", TenantMode::Sandbox).await?;
+    let caller = Caller {
+        tenant_id: tenant.id,
+        livemode: false,
+        key_id: Some(issued.key.id),
+        role: Role::Admin,
+        request_id: None,
+    };
+    let plan = past
+        .create_plan(
+            &caller,
+            serde_json::from_value(serde_json::json!({"code": "daily", "name": "Daily", "interval": {"unit": "day"},
+                "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 100}}}}}))?,
+        )
+        .await?;
+    let account = past
+        .create_account(
+            &caller,
+            serde_json::from_value(
+                serde_json::json!({"email": "load@example.com", "currency": "usd"}),
+            )?,
+        )
+        .await?;
+    let created = Instant::now();
+    let mut jobs = Vec::with_capacity(args.subscriptions);
+    let mut creating = tokio::task::JoinSet::new();
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let remaining = Arc::new(AtomicU64::new(args.subscriptions as u64));
+    for _ in 0..args.workers {
+        let (past, caller, ids, remaining) =
+            (past.clone(), caller.clone(), ids.clone(), remaining.clone());
+        let (account, plan) = (account.id, plan.plan.id);
+        creating.spawn(async move {
+            while remaining
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(1))
+                .is_ok()
+            {
+                let start = StartSubscription {
+                    account_id: account,
+                    plan_id: plan,
+                    quantity: 1,
+                    trial_days: None,
+                    start: None,
+                    billing_anchor: None,
+                    collection_method: CollectionMethod::ChargeAutomatically,
+                    days_until_due: None,
+                    max_pause_days: None,
+                    metadata: Default::default(),
+                };
+                if let Ok(sub) = past.create_subscription(&caller, start).await {
+                    ids.lock().unwrap_or_else(|e| e.into_inner()).push(sub.id);
+                }
+            }
+        });
+    }
+    while creating.join_next().await.is_some() {}
+    let ids = std::mem::take(&mut *ids.lock().unwrap_or_else(|e| e.into_inner()));
+    let setup = created.elapsed();
+    for id in &ids {
+        jobs.push(BillingJob::Subscription {
+            tenant: tenant.id,
+            id: *id,
+        });
+    }
+
+    // 3. Bill through the worker's handler, counting requests.
+    let worker = App::new(store, Arc::new(SystemClock));
+    let batches: Vec<SqsEvent> = jobs
+        .chunks(10)
+        .enumerate()
+        .map(|(b, chunk)| {
+            let mut event = SqsEvent::default();
+            event.records = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, job)| {
+                    let mut message = SqsMessage::default();
+                    message.message_id = Some(format!("{b}-{i}"));
+                    message.body = serde_json::to_string(job).ok();
+                    message
+                })
+                .collect();
+            event
+        })
+        .collect();
+    let queue = Arc::new(Mutex::new(batches));
+    counter.enabled.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut billing = tokio::task::JoinSet::new();
+    for _ in 0..args.workers {
+        let (worker, queue, failures) = (worker.clone(), queue.clone(), failures.clone());
+        billing.spawn(async move {
+            loop {
+                let batch = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some(batch) = batch else { return };
+                let response = billing_worker::handle(&worker, batch).await;
+                failures.fetch_add(response.batch_item_failures.len() as u64, Ordering::Relaxed);
+            }
+        });
+    }
+    while billing.join_next().await.is_some() {}
+    let elapsed = started.elapsed();
+    counter.enabled.store(false, Ordering::Relaxed);
+    let counts = counter
+        .by_operation
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let invoices = ids.len() as f64;
+    let rate = invoices / elapsed.as_secs_f64();
+
+    println!(
+        "stand-in conditional PutItem: {put_rate:.0}/s ({} puts, {} at once)",
+        args.puts, args.workers
+    );
+    println!(
+        "created {} subscriptions in {:.1} s",
+        ids.len(),
+        setup.as_secs_f64()
+    );
+    println!(
+        "billed {} renewals in {:.1} s: {rate:.0} invoices/s ({} failed records), ratio to raw puts {:.2}",
+        ids.len(),
+        elapsed.as_secs_f64(),
+        failures.load(Ordering::Relaxed),
+        rate / put_rate
+    );
+    println!("DynamoDB requests per invoice:");
+    for (operation, n) in &counts {
+        println!("  {operation:<20} {:.2}", *n as f64 / invoices);
+    }
+    let _ = child.kill();
+    Ok(())
+}
