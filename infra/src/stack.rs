@@ -8,6 +8,8 @@ use aws_sdk_sqs::types::QueueAttributeName;
 pub const QUEUES: &[&str] = &["billing-runs", "billing-payments", "billing-webhooks"];
 pub const MAX_RECEIVES: u32 = 5;
 pub const EVENT_BUS: &str = "billing-events";
+/// The queue `billing-worker` consumes (one of [`QUEUES`]).
+pub const BILLING_QUEUE: &str = "billing-runs";
 /// The queue `webhook-fanout` consumes (one of [`QUEUES`]).
 pub const WEBHOOK_QUEUE: &str = "billing-webhooks";
 /// Stripe credentials; `{}` means "use the sandbox gateway".

@@ -1,18 +1,20 @@
-//! The Lambdas that are not HTTP, run in-process for the local stack: the webhook queue
-//! consumer (feeding SQS batches to `webhook-fanout`'s handler, deleting what it handled,
-//! leaving failures for redelivery and the dead-letter queue, as the Lambda event source
-//! does) and `billing-run` on a timer instead of an EventBridge schedule.
+//! The Lambdas that are not HTTP, run in-process for the local stack: queue consumers
+//! (feeding SQS batches to `webhook-fanout`'s and `billing-worker`'s handlers, deleting
+//! what they handled, leaving failures for redelivery and the dead-letter queue, as the
+//! Lambda event source does) and `billing-run` on a timer instead of an EventBridge
+//! schedule.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-use aws_lambda_events::event::sqs::SqsEvent;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use billing_app::ports::Clock;
 use billing_app::relay::{Fanout, Sweeper};
 use billing_app::App;
-use billing_aws::{AwsDispatch, DynamoStore, HttpSender};
+use billing_aws::{AwsDispatch, DynamoStore, HttpSender, SqsBillingQueue};
 use tokio::task::JoinSet;
 
 use crate::stack;
@@ -21,6 +23,7 @@ use crate::stack;
 pub struct Local {
     pub app: App,
     pub dispatch: Arc<AwsDispatch>,
+    pub billing: Arc<SqsBillingQueue>,
     pub sqs: aws_sdk_sqs::Client,
 }
 
@@ -47,6 +50,7 @@ impl Local {
         Ok(Self {
             app: App::new(Arc::new(store), clock),
             dispatch,
+            billing: Arc::new(SqsBillingQueue::by_name(sdk, stack::BILLING_QUEUE).await?),
             sqs: aws_sdk_sqs::Client::new(sdk),
         })
     }
@@ -65,9 +69,33 @@ impl Local {
                 self.dispatch.queue_url().to_owned(),
                 fanout.clone(),
             );
-            tasks.spawn(async move { consume(sqs, url, fanout).await });
+            tasks.spawn(async move {
+                consume(sqs, url, |event| {
+                    let fanout = fanout.clone();
+                    async move { webhook_fanout::handle(&fanout, event).await }
+                })
+                .await
+            });
         }
-        let sweeper = Sweeper::new(self.app.clone(), self.dispatch.clone());
+        for _ in 0..consumers {
+            let (sqs, url, app) = (
+                self.sqs.clone(),
+                self.billing.url().to_owned(),
+                self.app.clone(),
+            );
+            tasks.spawn(async move {
+                consume(sqs, url, |event| {
+                    let app = app.clone();
+                    async move { billing_worker::handle(&app, event).await }
+                })
+                .await
+            });
+        }
+        let sweeper = Sweeper::new(
+            self.app.clone(),
+            self.dispatch.clone(),
+            self.billing.clone(),
+        );
         tasks.spawn(async move {
             let mut timer = tokio::time::interval(sweep_every);
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -82,8 +110,13 @@ impl Local {
     }
 }
 
-/// Receives batches from the webhook queue forever, as the Lambda SQS event source does.
-pub async fn consume(sqs: aws_sdk_sqs::Client, queue_url: String, fanout: Fanout) {
+/// Receives batches from a queue forever and hands them to `handle`, as the Lambda SQS
+/// event source does.
+pub async fn consume<F, Fut>(sqs: aws_sdk_sqs::Client, queue_url: String, handle: F)
+where
+    F: Fn(SqsEvent) -> Fut,
+    Fut: Future<Output = SqsBatchResponse>,
+{
     loop {
         let received = sqs
             .receive_message()
@@ -95,7 +128,7 @@ pub async fn consume(sqs: aws_sdk_sqs::Client, queue_url: String, fanout: Fanout
         let messages = match received {
             Ok(output) => output.messages.unwrap_or_default(),
             Err(err) => {
-                tracing::warn!(error = ?err, "receiving from the webhook queue failed");
+                tracing::warn!(error = ?err, "receiving from a queue failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -124,7 +157,7 @@ pub async fn consume(sqs: aws_sdk_sqs::Client, queue_url: String, fanout: Fanout
                     continue;
                 }
             };
-        let response = webhook_fanout::handle(&fanout, event).await;
+        let response = handle(event).await;
         let failed: Vec<&str> = response
             .batch_item_failures
             .iter()
@@ -150,7 +183,7 @@ pub async fn consume(sqs: aws_sdk_sqs::Client, queue_url: String, fanout: Fanout
                 .send()
                 .await
             {
-                tracing::warn!(error = ?err, "deleting handled webhook messages failed; they will be handled again");
+                tracing::warn!(error = ?err, "deleting handled messages failed; they will be handled again");
             }
         }
     }

@@ -139,3 +139,141 @@ async fn a_delivered_job_bills_what_is_due_once() {
         ["INV-000001", "INV-000002", "INV-000003", "INV-000004"]
     );
 }
+
+/// A dispatch that publishes nothing: the sweep test looks at billing jobs only.
+struct NoDispatch;
+
+#[async_trait::async_trait]
+impl billing_app::ports::Dispatch for NoDispatch {
+    async fn publish(
+        &self,
+        _: billing_domain::ids::TenantId,
+        _: &[billing_domain::event::DomainEvent],
+    ) -> Result<(), billing_app::ports::StoreError> {
+        Ok(())
+    }
+
+    async fn schedule_delivery(
+        &self,
+        _: &billing_app::ports::DeliveryJob,
+        _: jiff::SignedDuration,
+    ) -> Result<(), billing_app::ports::StoreError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() {
+    let store: std::sync::Arc<dyn billing_app::ports::Store> =
+        std::sync::Arc::new(billing_tests::dynamo_store().await);
+    let yesterday = jiff::Timestamp::now()
+        - jiff::SignedDuration::from_hours(24)
+        - jiff::SignedDuration::from_mins(1);
+    let past = billing_app::App::new(store.clone(), std::sync::Arc::new(Stopped(yesterday)));
+    let (tenant, issued) = past
+        .create_tenant("Sweep", TenantMode::Sandbox)
+        .await
+        .unwrap();
+    let caller = billing_app::Caller {
+        tenant_id: tenant.id,
+        livemode: false,
+        key_id: Some(issued.key.id),
+        role: Role::Admin,
+        request_id: None,
+    };
+    let account = past
+        .create_account(
+            &caller,
+            serde_json::from_value(json!({"email": "s@acme.test", "currency": "usd"})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let plan = past
+        .create_plan(
+            &caller,
+            serde_json::from_value(json!({"code": "d", "name": "D", "interval": {"unit": "day"},
+                "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 100}}}}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let start = |account| billing_app::subscriptions::StartSubscription {
+        account_id: account,
+        plan_id: plan.plan.id,
+        quantity: 1,
+        trial_days: None,
+        start: None,
+        billing_anchor: None,
+        collection_method: billing_domain::subscription::CollectionMethod::ChargeAutomatically,
+        days_until_due: None,
+        max_pause_days: None,
+        metadata: Default::default(),
+    };
+    let sub = past
+        .create_subscription(&caller, start(account.id))
+        .await
+        .unwrap();
+    // A clock whose advance was asked for but not run (the request timed out, say).
+    let now_app = billing_tests::app(store);
+    let clock = now_app
+        .create_test_clock(&caller, None, yesterday)
+        .await
+        .unwrap();
+    now_app
+        .begin_test_clock_advance(&caller, clock.id, jiff::Timestamp::now())
+        .await
+        .unwrap();
+
+    let queue = std::sync::Arc::new(billing_app::memory::MemoryBillingQueue::default());
+    let sweeper = billing_app::relay::Sweeper::new(
+        now_app.clone(),
+        std::sync::Arc::new(NoDispatch),
+        queue.clone(),
+    );
+    let report = sweeper.sweep(100).await.unwrap();
+    assert_eq!(report.billing_jobs_queued, 2, "{report:?}");
+    let jobs = queue.take();
+    assert!(jobs.contains(&BillingJob::Subscription {
+        tenant: tenant.id,
+        id: sub.id
+    }));
+    assert!(jobs.contains(&BillingJob::TestClock {
+        tenant: tenant.id,
+        id: clock.id
+    }));
+
+    let mut event = SqsEvent::default();
+    event.records = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| message(&format!("s{i}"), job))
+        .collect();
+    assert!(billing_worker::handle(&now_app, event)
+        .await
+        .batch_item_failures
+        .is_empty());
+    let clock = now_app.get_test_clock(&caller, clock.id).await.unwrap();
+    assert_eq!(
+        clock.status,
+        billing_domain::test_clock::TestClockStatus::Ready
+    );
+    let filter = InvoiceFilter {
+        subscription: Some(sub.id),
+        ..Default::default()
+    };
+    let page = PageRequest {
+        limit: 10,
+        starting_after: None,
+    };
+    assert_eq!(
+        now_app
+            .list_invoices(&caller, &filter, &page)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    // Handled: nothing of either is due any more.
+    assert_eq!(sweeper.sweep(100).await.unwrap().billing_jobs_queued, 0);
+}

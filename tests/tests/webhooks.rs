@@ -276,10 +276,14 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
 
     // The memory store has no post-commit publish: the sweep publishes once the grace is over.
     clock.advance(OUTBOX_GRACE);
-    let report = Sweeper::new(app.clone(), dispatch.clone())
-        .sweep(100)
-        .await
-        .unwrap();
+    let report = Sweeper::new(
+        app.clone(),
+        dispatch.clone(),
+        std::sync::Arc::new(billing_app::memory::MemoryBillingQueue::default()),
+    )
+    .sweep(100)
+    .await
+    .unwrap();
     assert_eq!(
         report.republished, 2,
         "the endpoint's and the account's events"
@@ -375,7 +379,11 @@ async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disab
     let app = App::new(store.clone(), clock.clone());
     let dispatch = Arc::new(RecordingDispatch::default());
     let fanout = Fanout::new(app.clone(), dispatch.clone(), Arc::new(HttpSender::new()));
-    let sweeper = Sweeper::new(app.clone(), dispatch.clone());
+    let sweeper = Sweeper::new(
+        app.clone(),
+        dispatch.clone(),
+        std::sync::Arc::new(billing_app::memory::MemoryBillingQueue::default()),
+    );
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
     let (receiver, url) = Receiver::start(vec![500; 100]).await;
     let created = app
@@ -514,7 +522,11 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
         Arc::new(DynamoStore::new(crashed.client().clone(), &table)),
         later,
     );
-    let sweeper = Sweeper::new(swept_app, dispatch.clone());
+    let sweeper = Sweeper::new(
+        swept_app,
+        dispatch.clone(),
+        std::sync::Arc::new(billing_app::memory::MemoryBillingQueue::default()),
+    );
     let report = sweeper.sweep(100).await.unwrap();
     assert_eq!((report.republished, report.errors.len()), (2, 0));
     assert_eq!(
@@ -537,7 +549,10 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
         .unwrap()
         .queue_url
         .unwrap();
-    let consumer = tokio::spawn(billing_infra::workers::consume(sqs, url, fanout));
+    let consumer = tokio::spawn(billing_infra::workers::consume(sqs, url, move |event| {
+        let fanout = fanout.clone();
+        async move { webhook_fanout::handle(&fanout, event).await }
+    }));
     receiver.wait_for(1).await;
     assert_eq!(receiver.bodies()[0]["data"]["id"], acct.id.to_string());
     consumer.abort();

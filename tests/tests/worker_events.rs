@@ -93,7 +93,11 @@ async fn the_scheduled_sample_sweeps_what_is_due() {
     .await
     .unwrap();
     let dispatch = Arc::new(RecordingDispatch::default());
-    let sweeper = Sweeper::new(app, dispatch.clone());
+    let sweeper = Sweeper::new(
+        app,
+        dispatch.clone(),
+        std::sync::Arc::new(billing_app::memory::MemoryBillingQueue::default()),
+    );
     let schedule: EventBridgeEvent<serde_json::Value> = sample("billing-run-schedule.json");
     // Within the grace the post-commit publish is still expected: nothing is due.
     let early = billing_run::handle(&sweeper, schedule.clone())

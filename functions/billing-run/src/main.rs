@@ -6,7 +6,7 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use billing_app::ports::SystemClock;
 use billing_app::relay::Sweeper;
 use billing_app::App;
-use billing_aws::{AwsDispatch, Config, DynamoStore};
+use billing_aws::{AwsDispatch, Config, DynamoStore, SqsBillingQueue};
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 
 #[tokio::main]
@@ -17,7 +17,8 @@ async fn main() -> Result<(), Error> {
     let dispatch = Arc::new(AwsDispatch::from_env(&sdk)?);
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name);
     let app = App::new(Arc::new(store), Arc::new(SystemClock));
-    let sweeper = Sweeper::new(app, dispatch);
+    let billing = Arc::new(SqsBillingQueue::from_env(&sdk)?);
+    let sweeper = Sweeper::new(app, dispatch, billing);
     let sweeper = &sweeper;
     run(service_fn(
         move |event: LambdaEvent<EventBridgeEvent<serde_json::Value>>| async move {

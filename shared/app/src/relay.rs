@@ -36,6 +36,8 @@ pub struct SweepReport {
     pub republished: usize,
     /// Delivery attempts queued because they fell due.
     pub retries_queued: usize,
+    /// Subscription steps and test-clock advances handed to the billing worker.
+    pub billing_jobs_queued: usize,
     /// Items that failed; they stay due and the next sweep tries again.
     pub errors: Vec<String>,
 }
@@ -45,11 +47,16 @@ pub struct SweepReport {
 pub struct Sweeper {
     pub app: App,
     pub dispatch: Arc<dyn Dispatch>,
+    pub billing: Arc<dyn BillingQueue>,
 }
 
 impl Sweeper {
-    pub fn new(app: App, dispatch: Arc<dyn Dispatch>) -> Self {
-        Self { app, dispatch }
+    pub fn new(app: App, dispatch: Arc<dyn Dispatch>, billing: Arc<dyn BillingQueue>) -> Self {
+        Self {
+            app,
+            dispatch,
+            billing,
+        }
     }
 
     /// Handles up to `limit` items due now. Items are independent: one failure is
@@ -58,8 +65,15 @@ impl Sweeper {
         let now = self.app.clock.now();
         let due = self.app.store.due_items(now, limit).await?;
         let mut report = SweepReport::default();
+        // Billing jobs go to the queue in batches; an item stays due until the worker has
+        // made its step, so a lost message is only a delay.
+        let mut billing = Vec::new();
         for item in due {
             let result = match &item.kind {
+                DueKind::Billing(job) => {
+                    billing.push(job.clone());
+                    Ok(())
+                }
                 DueKind::Outbox { event_id } => self
                     .republish(item.tenant_id, *event_id)
                     .await
@@ -74,6 +88,12 @@ impl Sweeper {
             if let Err(err) = result {
                 report.errors.push(format!("{:?}: {err}", item.kind));
             }
+        }
+        match self.billing.enqueue(&billing).await {
+            Ok(()) => report.billing_jobs_queued = billing.len(),
+            Err(err) => report
+                .errors
+                .push(format!("{} billing jobs: {err}", billing.len())),
         }
         Ok(report)
     }

@@ -82,7 +82,7 @@ impl App {
     ) -> Result<TestClock, AppError> {
         caller.require(Permission::WriteBilling)?;
         let current = self.get_test_clock(caller, id).await?;
-        let next = current.begin_advance(to)?;
+        let next = current.begin_advance(to, self.now())?;
         self.store
             .save_test_clock(caller.tenant_id, &current, &next)
             .await?;

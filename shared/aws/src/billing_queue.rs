@@ -28,6 +28,10 @@ impl SqsBillingQueue {
         Ok(Self::new(sdk, url))
     }
 
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// For the local stack, where queues are known by name.
     pub async fn by_name(sdk: &aws_config::SdkConfig, name: &str) -> Result<Self, StoreError> {
         let sqs = aws_sdk_sqs::Client::new(sdk);

@@ -270,8 +270,10 @@ pub fn invoice_sequence(tenant: TenantId) -> Key {
     Key::new(tenant_partition(tenant), "SEQUENCE#INVOICE".into())
 }
 
+pub const TEST_CLOCK_PREFIX: &str = "CLOCK#";
+
 pub fn test_clock(tenant: TenantId, id: TestClockId) -> Key {
-    Key::new(tenant_partition(tenant), format!("CLOCK#{id}"))
+    Key::new(tenant_partition(tenant), format!("{TEST_CLOCK_PREFIX}{id}"))
 }
 
 /// Items on a test clock wait in the due index under the clock, not under a shard: the

@@ -26,6 +26,11 @@ pub struct TestClock {
     pub status: TestClockStatus,
     #[schema(value_type = Option<String>, format = DateTime)]
     pub advancing_to: Option<Timestamp>,
+    /// When the advance was asked for (real time): from then on the billing sweep finishes
+    /// whatever the request itself did not.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    #[serde(default)]
+    pub advance_requested_at: Option<Timestamp>,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     pub version: u64,
@@ -52,13 +57,18 @@ impl TestClock {
             frozen_time,
             status: TestClockStatus::Ready,
             advancing_to: None,
+            advance_requested_at: None,
             created_at: now,
             version: 1,
         }
     }
 
     /// Starts moving time forward to `to`; time never goes back.
-    pub fn begin_advance(&self, to: Timestamp) -> Result<TestClock, TestClockError> {
+    pub fn begin_advance(
+        &self,
+        to: Timestamp,
+        now: Timestamp,
+    ) -> Result<TestClock, TestClockError> {
         if self.status == TestClockStatus::Advancing {
             return Err(TestClockError::Busy);
         }
@@ -76,6 +86,7 @@ impl TestClock {
         Ok(TestClock {
             status: TestClockStatus::Advancing,
             advancing_to: Some(to),
+            advance_requested_at: Some(now),
             version: self.version + 1,
             ..self.clone()
         })
@@ -87,6 +98,7 @@ impl TestClock {
             frozen_time: self.advancing_to.unwrap_or(self.frozen_time),
             status: TestClockStatus::Ready,
             advancing_to: None,
+            advance_requested_at: None,
             version: self.version + 1,
             ..self.clone()
         }
@@ -102,15 +114,17 @@ mod tests {
     fn a_clock_moves_forward_once_at_a_time() {
         let t0 = Timestamp::from_second(1_800_000_000).unwrap();
         let clock = TestClock::new(TestClockId::from_ulid(Ulid::from_parts(1, 1)), None, t0, t0);
-        assert!(clock.begin_advance(t0).is_err());
+        assert!(clock.begin_advance(t0, t0).is_err());
         let moving = clock
-            .begin_advance(t0 + jiff::SignedDuration::from_hours(1))
+            .begin_advance(t0 + jiff::SignedDuration::from_hours(1), t0)
             .unwrap();
+        assert_eq!(moving.advance_requested_at, Some(t0));
         assert_eq!(
-            moving.begin_advance(t0 + jiff::SignedDuration::from_hours(2)),
+            moving.begin_advance(t0 + jiff::SignedDuration::from_hours(2), t0),
             Err(TestClockError::Busy)
         );
         let done = moving.finish_advance();
+        assert_eq!(done.advance_requested_at, None);
         assert_eq!(
             (done.frozen_time, done.status),
             (

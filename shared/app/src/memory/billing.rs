@@ -24,6 +24,38 @@ fn counted(sub: &Subscription) -> Option<(PlanId, u32)> {
 }
 
 impl State {
+    /// Subscriptions (not on a test clock) and advancing clocks due at or before `now`.
+    pub(super) fn due_billing(&self, now: Timestamp) -> Vec<DueItem> {
+        let subscriptions = self
+            .billing
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.test_clock.is_none())
+            .filter_map(|((tenant, id), s)| {
+                s.due_at().filter(|d| *d <= now).map(|due_at| DueItem {
+                    tenant_id: *tenant,
+                    due_at,
+                    kind: DueKind::Billing(BillingJob::Subscription {
+                        tenant: *tenant,
+                        id: *id,
+                    }),
+                })
+            });
+        let clocks = self.billing.clocks.iter().filter_map(|((tenant, id), c)| {
+            c.advance_requested_at
+                .filter(|at| *at <= now)
+                .map(|due_at| DueItem {
+                    tenant_id: *tenant,
+                    due_at,
+                    kind: DueKind::Billing(BillingJob::TestClock {
+                        tenant: *tenant,
+                        id: *id,
+                    }),
+                })
+        });
+        subscriptions.chain(clocks).collect()
+    }
+
     /// Checks an invoice write's conditions without changing anything.
     fn check_invoice(
         &self,

@@ -80,7 +80,7 @@ impl EventStore for MemoryStore {
                         }),
                     })
                 });
-        let mut due: Vec<DueItem> = events.chain(deliveries).collect();
+        let mut due: Vec<DueItem> = events.chain(deliveries).chain(s.due_billing(now)).collect();
         due.sort_by_key(|d| d.due_at);
         due.truncate(limit);
         Ok(due)

@@ -101,3 +101,27 @@ impl HealthProbe for MemoryStore {
         Ok(())
     }
 }
+
+/// A billing queue that keeps what it is given, for tests of the sweep.
+#[derive(Default)]
+pub struct MemoryBillingQueue {
+    jobs: Mutex<Vec<BillingJob>>,
+}
+
+impl MemoryBillingQueue {
+    /// Takes the jobs queued so far.
+    pub fn take(&self) -> Vec<BillingJob> {
+        std::mem::take(&mut *self.jobs.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+#[async_trait]
+impl BillingQueue for MemoryBillingQueue {
+    async fn enqueue(&self, jobs: &[BillingJob]) -> Result<(), StoreError> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(jobs);
+        Ok(())
+    }
+}

@@ -44,6 +44,8 @@ impl EventFilter {
 pub enum DueKind {
     /// An event whose post-commit publish has not been confirmed.
     Outbox { event_id: EventId },
+    /// A subscription step or a test-clock advance for the billing worker.
+    Billing(super::BillingJob),
     /// A webhook delivery whose next attempt is due.
     WebhookRetry(DeliveryJob),
 }

@@ -342,12 +342,14 @@ impl TestClockStore for DynamoStore {
         previous: &TestClock,
         next: &TestClock,
     ) -> Result<(), StoreError> {
+        let key = keys::test_clock(tenant, next.id);
+        let mut item = to_item("test_clock", next, &key)?;
+        // While advancing, the clock waits in the due index so the sweep finishes the work.
+        if let Some(at) = next.advance_requested_at {
+            item.extend(keys::due(&key, at));
+        }
         let mut tx = self.transaction();
-        tx.replace_version(
-            to_item("test_clock", next, &keys::test_clock(tenant, next.id))?,
-            previous.version,
-            "test clock",
-        )?;
+        tx.replace_version(item, previous.version, "test clock")?;
         tx.commit().await
     }
 

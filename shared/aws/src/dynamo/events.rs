@@ -62,6 +62,14 @@ fn delivery_item(
 /// The work a due-index entry stands for, from the key it points at; `None` for kinds
 /// this build does not know (a newer deployment's), which it leaves alone.
 fn due_kind(tenant: TenantId, sk: &str) -> Option<DueKind> {
+    if let Some(id) = sk.strip_prefix(keys::SUBSCRIPTION_PREFIX) {
+        let id = billing_domain::ids::SubscriptionId::parse(id, "due_sk").ok()?;
+        return Some(DueKind::Billing(BillingJob::Subscription { tenant, id }));
+    }
+    if let Some(id) = sk.strip_prefix(keys::TEST_CLOCK_PREFIX) {
+        let id = billing_domain::ids::TestClockId::parse(id, "due_sk").ok()?;
+        return Some(DueKind::Billing(BillingJob::TestClock { tenant, id }));
+    }
     if let Some(id) = sk.strip_prefix(keys::EVENT_PREFIX) {
         return Some(DueKind::Outbox {
             event_id: EventId::parse(id, "due_sk").ok()?,
