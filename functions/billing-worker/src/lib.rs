@@ -7,10 +7,14 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use billing_app::ports::BillingJob;
 use billing_app::App;
-use billing_aws::sqs_batch::handle_batch;
+use billing_aws::sqs_batch::handle_batch_grouped;
 
 pub async fn handle(app: &App, event: SqsEvent) -> SqsBatchResponse {
-    handle_batch(event, |job: BillingJob| {
+    // One tenant's jobs run one after the other: they share the tenant's invoice sequence.
+    let tenant = |job: &BillingJob| match job {
+        BillingJob::Subscription { tenant, .. } | BillingJob::TestClock { tenant, .. } => *tenant,
+    };
+    handle_batch_grouped(event, tenant, |job: BillingJob| {
         let app = app.clone();
         async move {
             match job {

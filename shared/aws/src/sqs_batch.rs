@@ -3,45 +3,76 @@
 //! five receives moves them to the dead-letter queue).
 
 use std::future::Future;
+use std::hash::Hash;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use serde::de::DeserializeOwned;
 
-/// Parses each record's body as `M` and runs `handle` on it; an unreadable body is a
-/// failure like any other.
+/// Parses each record's body as `M` and runs `handle` on it, all at once; an unreadable
+/// body is a failure like any other.
 pub async fn handle_batch<M, F, Fut>(event: SqsEvent, handle: F) -> SqsBatchResponse
 where
     M: DeserializeOwned + Send + 'static,
     F: Fn(M) -> Fut,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
-    let mut records = tokio::task::JoinSet::new();
+    handle_batch_grouped(event, |_: &M| (), handle).await
+}
+
+/// Like [`handle_batch`], but records whose messages share a `group` run one after the
+/// other (groups run at once): work that contends for one thing, such as a tenant's
+/// invoice sequence, then does not fight itself.
+pub async fn handle_batch_grouped<M, G, K, F, Fut>(
+    event: SqsEvent,
+    group: G,
+    handle: F,
+) -> SqsBatchResponse
+where
+    M: DeserializeOwned + Send + 'static,
+    G: Fn(&M) -> K,
+    K: Eq + Hash,
+    F: Fn(M) -> Fut,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let mut response = SqsBatchResponse::default();
+    let mut groups: std::collections::HashMap<K, Vec<(String, Fut)>> =
+        std::collections::HashMap::new();
+    let mut failed = Vec::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         match serde_json::from_str::<M>(record.body.as_deref().unwrap_or_default()) {
-            Ok(message) => {
-                let work = handle(message);
-                records.spawn(async move { (id, work.await) });
-            }
-            Err(err) => {
-                records.spawn(async move { (id, Err(format!("unreadable message: {err}"))) });
-            }
+            Ok(message) => groups
+                .entry(group(&message))
+                .or_default()
+                .push((id, handle(message))),
+            Err(err) => failed.push((id, format!("unreadable message: {err}"))),
         }
     }
-    let mut response = SqsBatchResponse::default();
-    while let Some(joined) = records.join_next().await {
-        match joined {
-            Ok((_, Ok(()))) => {}
-            Ok((id, Err(err))) => {
-                tracing::warn!(message_id = %id, %err, "message failed; SQS will redeliver it");
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                response.batch_item_failures.push(failure);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (_, work) in groups {
+        tasks.spawn(async move {
+            let mut failures = Vec::new();
+            for (id, future) in work {
+                if let Err(err) = future.await {
+                    failures.push((id, err));
+                }
             }
-            // A panicking task loses its message id: fail the whole invocation instead,
+            failures
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(failures) => failed.extend(failures),
+            // A panicking task loses its message ids: fail the whole invocation instead,
             // and the batch is retried.
             Err(err) => std::panic::resume_unwind(err.into_panic()),
         }
+    }
+    for (id, err) in failed {
+        tracing::warn!(message_id = %id, %err, "message failed; SQS will redeliver it");
+        let mut failure = BatchItemFailure::default();
+        failure.item_identifier = id;
+        response.batch_item_failures.push(failure);
     }
     response
 }

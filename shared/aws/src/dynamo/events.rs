@@ -107,10 +107,8 @@ impl DynamoStore {
                 tracing::warn!(%err, %tenant, "publishing after commit failed; the sweep will publish");
                 continue;
             }
-            for event in &events {
-                if let Err(err) = self.mark_published(tenant, event.id).await {
-                    tracing::warn!(%err, event = %event.id, "marking an event published failed; the sweep may publish it again");
-                }
+            if let Err(err) = self.mark_all_published(tenant, &events).await {
+                tracing::warn!(%err, %tenant, "marking events published failed; the sweep may publish them again");
             }
         }
         for job in committed.jobs {
@@ -118,6 +116,43 @@ impl DynamoStore {
                 tracing::warn!(%err, delivery = %job.delivery_id, "queueing a delivery failed; the sweep will queue it");
             }
         }
+    }
+
+    /// Marks a commit's events published with one request: they were written together,
+    /// so they exist together (up to 100 per transaction).
+    async fn mark_all_published(
+        &self,
+        tenant: TenantId,
+        events: &[DomainEvent],
+    ) -> Result<(), StoreError> {
+        for chunk in events.chunks(100) {
+            let updates = chunk
+                .iter()
+                .map(|event| {
+                    aws_sdk_dynamodb::types::Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(keys::event(tenant, &event.id.to_string()).primary()))
+                        .update_expression("SET published = :yes REMOVE #due_pk, #due_sk")
+                        .expression_attribute_names("#due_pk", DUE_PK)
+                        .expression_attribute_names("#due_sk", DUE_SK)
+                        .expression_attribute_values(":yes", AttributeValue::Bool(true))
+                        .build()
+                        .map(|u| {
+                            aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                                .update(u)
+                                .build()
+                        })
+                        .map_err(|e| StoreError::Internal(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.client
+                .transact_write_items()
+                .set_transact_items(Some(updates))
+                .send()
+                .await
+                .map_err(sdk_error)?;
+        }
+        Ok(())
     }
 
     async fn due_in_shard(
