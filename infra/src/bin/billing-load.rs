@@ -173,7 +173,8 @@ async fn main() -> anyhow::Result<()> {
     let mut creating = tokio::task::JoinSet::new();
     let ids = Arc::new(Mutex::new(Vec::new()));
     let remaining = Arc::new(AtomicU64::new(args.subscriptions as u64));
-    for _ in 0..args.workers {
+    // One creator: a tenant's subscriptions share its invoice sequence, as through the API.
+    {
         let (past, caller, ids, remaining) =
             (past.clone(), caller.clone(), ids.clone(), remaining.clone());
         let (account, plan) = (account.id, plan.plan.id);
