@@ -97,6 +97,10 @@ impl Clock for Stopped {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_writer(std::io::stderr)
+        .init();
     let port = moto::free_port()?;
     let mut child = moto::start(&moto::moto_binary(), port)?;
     let config = Config::local("billing-load", format!("http://127.0.0.1:{port}"));

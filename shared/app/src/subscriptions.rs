@@ -552,9 +552,14 @@ impl App {
     ) -> Result<usize, AppError> {
         let mut steps = 0;
         let mut transient_failures = 0;
+        // After a step of our own we know the stored subscription exactly: no read needed.
+        let mut known = None;
         for _ in 0..MAX_STEPS {
-            match self.run_one_step(tenant, id, until).await {
-                Ok(Step::Made) => steps += 1,
+            match self.run_one_step(tenant, id, until, known.take()).await {
+                Ok(Step::Made(next)) => {
+                    steps += 1;
+                    known = Some(*next);
+                }
                 Ok(Step::Nothing) => return Ok(steps),
                 // Someone else made this step (a duplicate delivery, a concurrent run):
                 // read again and carry on from where they left it.
@@ -582,9 +587,14 @@ impl App {
         tenant: TenantId,
         id: SubscriptionId,
         until: Timestamp,
+        known: Option<Subscription>,
     ) -> Result<Step, AppError> {
-        let Some(current) = self.store.get_subscription(tenant, id).await? else {
-            return Ok(Step::Nothing);
+        let current = match known {
+            Some(sub) => sub,
+            None => match self.store.get_subscription(tenant, id).await? {
+                Some(sub) => sub,
+                None => return Ok(Step::Nothing),
+            },
         };
         let Some(due) = current.due_at().filter(|d| *d <= until) else {
             return Ok(Step::Nothing);
@@ -613,7 +623,7 @@ impl App {
             )
             .await
         {
-            Ok(()) => Ok(Step::Made),
+            Ok(()) => Ok(Step::Made(Box::new(transition.next))),
             Err(StoreError::VersionConflict { .. } | StoreError::AlreadyExists { .. }) => {
                 Ok(Step::Lost)
             }
@@ -624,7 +634,8 @@ impl App {
 
 /// What one attempt at a lifecycle step came to.
 enum Step {
-    Made,
+    /// Made by us; the subscription as now stored.
+    Made(Box<Subscription>),
     /// Another writer made it (or moved the invoice sequence) first.
     Lost,
     Nothing,
