@@ -88,3 +88,60 @@ pub async fn serve(app: App) -> String {
     });
     format!("http://{addr}")
 }
+
+/// A sandbox tenant and an admin caller of it, made through the use cases.
+pub async fn admin(app: &App, name: &str) -> billing_app::Caller {
+    let (tenant, issued) = app
+        .create_tenant(name, billing_domain::tenant::TenantMode::Sandbox)
+        .await
+        .expect("create the tenant");
+    billing_app::Caller {
+        tenant_id: tenant.id,
+        livemode: false,
+        key_id: Some(issued.key.id),
+        role: billing_domain::access::Role::Admin,
+        request_id: None,
+    }
+}
+
+/// An account (from `account` JSON) subscribed, at the app's now, to a new plan whose only
+/// charge is a flat recurring fee of `amount` minor units every `interval` (`day`, `month`).
+pub async fn subscribe(
+    app: &App,
+    caller: &billing_app::Caller,
+    account: serde_json::Value,
+    interval: &str,
+    amount: i64,
+) -> billing_domain::subscription::Subscription {
+    let account = app
+        .create_account(caller, serde_json::from_value(account).expect("an account"))
+        .await
+        .expect("create the account");
+    let currency = account.currency.api_code();
+    let plan = app
+        .create_plan(
+            caller,
+            serde_json::from_value(serde_json::json!({
+                "code": format!("flat-{interval}-{amount}"), "name": "Flat", "interval": {"unit": interval},
+                "charges": {"recurring_fee": {"prices": {currency: {"model": "flat_fee", "amount": amount}}}}
+            }))
+            .expect("a plan"),
+        )
+        .await
+        .expect("create the plan");
+    let start = billing_app::subscriptions::StartSubscription {
+        account_id: account.id,
+        plan_id: plan.plan.id,
+        quantity: 1,
+        trial_days: None,
+        start: None,
+        billing_anchor: None,
+        collection_method: billing_domain::subscription::CollectionMethod::ChargeAutomatically,
+        days_until_due: None,
+        max_pause_days: None,
+        metadata: Default::default(),
+    };
+    app.create_subscription(caller, start)
+        .await
+        .expect("create the subscription")
+}

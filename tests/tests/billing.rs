@@ -361,60 +361,13 @@ async fn a_pause_bills_nothing_and_resuming_credits_the_unused_time() {
 async fn monthly_subscription(
     app: &billing_app::App,
 ) -> (billing_app::Caller, billing_domain::ids::SubscriptionId) {
-    use billing_domain::access::Role;
-    let (tenant, issued) = app
-        .create_tenant("Runs", TenantMode::Sandbox)
-        .await
-        .unwrap();
-    let caller = billing_app::Caller {
-        tenant_id: tenant.id,
-        livemode: false,
-        key_id: Some(issued.key.id),
-        role: Role::Admin,
-        request_id: None,
-    };
+    let caller = billing_tests::admin(app, "Runs").await;
     let clock = app
         .create_test_clock(&caller, None, "2027-01-01T00:00:00Z".parse().unwrap())
         .await
         .unwrap();
-    let account = app
-        .create_account(
-            &caller,
-            serde_json::from_value(
-                json!({"email": "runs@acme.test", "currency": "usd", "test_clock": clock.id}),
-            )
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let plan = app
-        .create_plan(
-            &caller,
-            serde_json::from_value(json!({"code": "m", "name": "M", "interval": {"unit": "month"},
-                "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 1000}}}}}))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let sub = app
-        .create_subscription(
-            &caller,
-            billing_app::subscriptions::StartSubscription {
-                account_id: account.id,
-                plan_id: plan.plan.id,
-                quantity: 1,
-                trial_days: None,
-                start: None,
-                billing_anchor: None,
-                collection_method:
-                    billing_domain::subscription::CollectionMethod::ChargeAutomatically,
-                days_until_due: None,
-                max_pause_days: None,
-                metadata: Default::default(),
-            },
-        )
-        .await
-        .unwrap();
+    let account = json!({"email": "runs@acme.test", "currency": "usd", "test_clock": clock.id});
+    let sub = billing_tests::subscribe(app, &caller, account, "month", 1000).await;
     (caller, sub.id)
 }
 

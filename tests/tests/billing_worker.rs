@@ -5,8 +5,6 @@ use std::path::Path;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use billing_app::ports::{BillingJob, InvoiceFilter, PageRequest};
-use billing_domain::access::Role;
-use billing_domain::tenant::TenantMode;
 use serde_json::json;
 
 #[tokio::test]
@@ -48,58 +46,19 @@ async fn a_delivered_job_bills_what_is_due_once() {
         - jiff::SignedDuration::from_hours(72)
         - jiff::SignedDuration::from_mins(1);
     let app = billing_app::App::new(store.clone(), std::sync::Arc::new(Stopped(three_days_ago)));
-    let (tenant, issued) = app
-        .create_tenant("Worker", TenantMode::Sandbox)
-        .await
-        .unwrap();
-    let caller = billing_app::Caller {
-        tenant_id: tenant.id,
-        livemode: false,
-        key_id: Some(issued.key.id),
-        role: Role::Admin,
-        request_id: None,
-    };
-    let account = app
-        .create_account(
-            &caller,
-            serde_json::from_value(json!({"email": "w@acme.test", "currency": "eur"})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let plan = app
-        .create_plan(
-            &caller,
-            serde_json::from_value(json!({"code": "daily", "name": "Daily", "interval": {"unit": "day"},
-                "charges": {"recurring_fee": {"prices": {"eur": {"model": "flat_fee", "amount": 100}}}}}))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    let caller = billing_tests::admin(&app, "Worker").await;
+    let tenant = caller.tenant_id;
     // Created on a clock three days back: today the worker finds three renewals due.
-    let sub = app
-        .create_subscription(
-            &caller,
-            billing_app::subscriptions::StartSubscription {
-                account_id: account.id,
-                plan_id: plan.plan.id,
-                quantity: 1,
-                trial_days: None,
-                start: None,
-                billing_anchor: None,
-                collection_method:
-                    billing_domain::subscription::CollectionMethod::ChargeAutomatically,
-                days_until_due: None,
-                max_pause_days: None,
-                metadata: Default::default(),
-            },
-        )
-        .await
-        .unwrap();
+    let sub = billing_tests::subscribe(
+        &app,
+        &caller,
+        json!({"email": "w@acme.test", "currency": "eur"}),
+        "day",
+        100,
+    )
+    .await;
     let worker = billing_tests::app(store);
-    let job = BillingJob::Subscription {
-        tenant: tenant.id,
-        id: sub.id,
-    };
+    let job = BillingJob::Subscription { tenant, id: sub.id };
     // The job arrives, then is delivered twice more (one in the same batch).
     let mut event = SqsEvent::default();
     event.records = (0..2).map(|i| message(&format!("m{i}"), &job)).collect();
@@ -170,49 +129,16 @@ async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() 
         - jiff::SignedDuration::from_hours(24)
         - jiff::SignedDuration::from_mins(1);
     let past = billing_app::App::new(store.clone(), std::sync::Arc::new(Stopped(yesterday)));
-    let (tenant, issued) = past
-        .create_tenant("Sweep", TenantMode::Sandbox)
-        .await
-        .unwrap();
-    let caller = billing_app::Caller {
-        tenant_id: tenant.id,
-        livemode: false,
-        key_id: Some(issued.key.id),
-        role: Role::Admin,
-        request_id: None,
-    };
-    let account = past
-        .create_account(
-            &caller,
-            serde_json::from_value(json!({"email": "s@acme.test", "currency": "usd"})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let plan = past
-        .create_plan(
-            &caller,
-            serde_json::from_value(json!({"code": "d", "name": "D", "interval": {"unit": "day"},
-                "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 100}}}}}))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let start = |account| billing_app::subscriptions::StartSubscription {
-        account_id: account,
-        plan_id: plan.plan.id,
-        quantity: 1,
-        trial_days: None,
-        start: None,
-        billing_anchor: None,
-        collection_method: billing_domain::subscription::CollectionMethod::ChargeAutomatically,
-        days_until_due: None,
-        max_pause_days: None,
-        metadata: Default::default(),
-    };
-    let sub = past
-        .create_subscription(&caller, start(account.id))
-        .await
-        .unwrap();
+    let caller = billing_tests::admin(&past, "Sweep").await;
+    let tenant = caller.tenant_id;
+    let sub = billing_tests::subscribe(
+        &past,
+        &caller,
+        json!({"email": "s@acme.test", "currency": "usd"}),
+        "day",
+        100,
+    )
+    .await;
     // A clock whose advance was asked for but not run (the request timed out, say).
     let now_app = billing_tests::app(store);
     let clock = now_app
@@ -233,12 +159,9 @@ async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() 
     let report = sweeper.sweep(100).await.unwrap();
     assert_eq!(report.billing_jobs_queued, 2, "{report:?}");
     let jobs = queue.take();
-    assert!(jobs.contains(&BillingJob::Subscription {
-        tenant: tenant.id,
-        id: sub.id
-    }));
+    assert!(jobs.contains(&BillingJob::Subscription { tenant, id: sub.id }));
     assert!(jobs.contains(&BillingJob::TestClock {
-        tenant: tenant.id,
+        tenant,
         id: clock.id
     }));
 
