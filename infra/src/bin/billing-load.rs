@@ -216,7 +216,15 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // 3. Bill through the worker's handler, counting requests.
-    let worker = App::new(store, Arc::new(SystemClock));
+    // The worker as deployed: events published to the bus and webhook queue after each commit.
+    let dispatch = Arc::new(
+        billing_aws::AwsDispatch::by_queue_name(&sdk, stack::WEBHOOK_QUEUE, stack::EVENT_BUS)
+            .await?,
+    );
+    let worker_store =
+        DynamoStore::new(dynamodb.clone(), &config.table_name).with_dispatch(dispatch);
+    let worker = App::new(Arc::new(worker_store), Arc::new(SystemClock));
+    drop(store);
     let batches: Vec<SqsEvent> = jobs
         .chunks(10)
         .enumerate()
