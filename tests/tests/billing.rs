@@ -355,6 +355,31 @@ async fn a_pause_bills_nothing_and_resuming_credits_the_unused_time() {
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["code"], "invalid_transition");
     assert!(problem["detail"].as_str().unwrap().contains("active"));
+
+    // Paused with no resume date, it is cancelled after 90 days, billing nothing meanwhile.
+    api.post(&format!("/v1/subscriptions/{id}/pause"), json!({}))
+        .await;
+    api.post(
+        &format!("/v1/test-clocks/{clock}/advance"),
+        json!({"frozen_time": "2027-08-13T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(
+        api.get(&format!("/v1/subscriptions/{id}")).await["status"],
+        "paused"
+    );
+    api.post(
+        &format!("/v1/test-clocks/{clock}/advance"),
+        json!({"frozen_time": "2027-08-15T00:00:00Z"}),
+    )
+    .await;
+    let ended = api.get(&format!("/v1/subscriptions/{id}")).await;
+    assert_eq!(ended["status"], "cancelled");
+    assert_eq!(
+        ended["ended_at"], "2027-08-14T00:00:00Z",
+        "90 days after the pause on May 16"
+    );
+    assert_eq!(api.invoices(&id).await.len(), 2);
 }
 
 /// A monthly subscription on `app` starting 2027-01-01, through the use cases.
