@@ -8,6 +8,7 @@
 
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
+use aws_smithy_http_client::tls;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -45,7 +46,13 @@ impl Config {
     /// The SDK configuration every client is built from, once per process. A local
     /// endpoint gets static dummy credentials so nothing searches for real ones.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https)
             .region(Region::new(self.region.clone()));
         if let Some(endpoint) = &self.endpoint_url {
             loader = loader
