@@ -510,3 +510,53 @@ async fn duplicate_deliveries_and_a_crashed_worker_bill_each_period_exactly_once
     assert_eq!(periods.len(), 9);
     assert_eq!(numbers, numbered(9));
 }
+
+#[tokio::test]
+async fn the_invoice_prefix_is_the_tenants_and_the_sequence_runs_on_across_a_change() {
+    let api = Api::start().await;
+    assert_eq!(
+        api.get("/v1/settings/invoices").await["invoice_prefix"],
+        "INV"
+    );
+    let bad = api
+        .call(
+            Method::PATCH,
+            "/v1/settings/invoices",
+            Some(json!({"invoice_prefix": "acme inc"})),
+        )
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let set = api
+        .ok(
+            Method::PATCH,
+            "/v1/settings/invoices",
+            Some(json!({"invoice_prefix": "ACME"})),
+        )
+        .await;
+    assert_eq!(set["invoice_prefix"], "ACME");
+
+    let plan = api.plan("monthly", 1000, 0).await;
+    let (_, account) = api.clock_account("2027-03-01T00:00:00Z").await;
+    let first = api
+        .post(
+            "/v1/subscriptions",
+            json!({"account": account, "plan": plan}),
+        )
+        .await;
+    api.ok(
+        Method::PATCH,
+        "/v1/settings/invoices",
+        Some(json!({"invoice_prefix": "BETA"})),
+    )
+    .await;
+    let second = api
+        .post(
+            "/v1/subscriptions",
+            json!({"account": account, "plan": plan}),
+        )
+        .await;
+    for (sub, expected) in [(first, "ACME-000001"), (second, "BETA-000002")] {
+        let invoices = api.invoices(sub["id"].as_str().unwrap()).await;
+        assert_eq!(invoices[0]["number"], expected);
+    }
+}

@@ -10,7 +10,6 @@ use billing_domain::subscription::{BillingReason, CollectionMethod, Subscription
 use jiff::Timestamp;
 
 use crate::ports::{InvoiceFilter, InvoiceWrite, Page, PageRequest, StoreError};
-use crate::subscriptions::INVOICE_PREFIX;
 use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
 
 const WRITE_ATTEMPTS: usize = 8;
@@ -173,9 +172,10 @@ impl App {
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.get_invoice(caller, id).await?;
             let now = self.now_for(caller, current.test_clock).await?;
-            let number = self.store.next_invoice_number(caller.tenant_id).await?;
+            let sequence = self.store.next_invoice_number(caller.tenant_id).await?;
+            let number = sequence.number;
             let next = current.finalize(
-                billing_domain::invoicing::format_number(INVOICE_PREFIX, number),
+                billing_domain::invoicing::format_number(&sequence.prefix, number),
                 days_until_due,
                 now,
             )?;
@@ -324,5 +324,59 @@ impl App {
                 })
             }
         }
+    }
+}
+
+impl App {
+    /// The prefix that invoice numbers are printed with (`INV` unless set).
+    pub async fn invoice_prefix(&self, caller: &Caller) -> Result<String, AppError> {
+        caller.require(Permission::Read)?;
+        Ok(self
+            .store
+            .next_invoice_number(caller.tenant_id)
+            .await?
+            .prefix)
+    }
+
+    /// Sets the prefix of invoice numbers assigned from now on; the sequence goes on, so
+    /// numbers stay gapless across the change.
+    pub async fn set_invoice_prefix(
+        &self,
+        caller: &Caller,
+        prefix: &str,
+    ) -> Result<String, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let valid = !prefix.is_empty()
+            && prefix.len() <= 12
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        if !valid {
+            return Err(AppError::Invalid(
+                billing_domain::error::ValidationError::new(
+                    "invalid_invoice_prefix",
+                    "invoice_prefix",
+                    "an invoice prefix is 1 to 12 upper-case letters or digits, such as ACME",
+                ),
+            ));
+        }
+        let before = serde_json::json!({"invoice_prefix": self.invoice_prefix(caller).await?});
+        let after = serde_json::json!({"invoice_prefix": prefix});
+        let change = self.change(
+            caller,
+            self.now(),
+            ChangeSpec {
+                entity_type: "invoice_settings",
+                entity_id: caller.tenant_id.to_string(),
+                action: AuditAction::Update,
+                event_type: "invoice_settings.updated",
+                before: Some(&before),
+                after: &after,
+            },
+        );
+        self.store
+            .set_invoice_prefix(caller.tenant_id, prefix, &change)
+            .await?;
+        Ok(prefix.to_owned())
     }
 }

@@ -25,8 +25,6 @@ use crate::ports::{InvoiceWrite, Page, PageRequest, StoreError, SubscriptionFilt
 use crate::webhooks::system_caller;
 use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
 
-/// The prefix of invoice numbers (`INV-000123`).
-pub const INVOICE_PREFIX: &str = "INV";
 /// How often a step is retried when another writer moved the subscription or the invoice
 /// sequence first.
 const WRITE_ATTEMPTS: usize = 8;
@@ -361,10 +359,11 @@ impl App {
             built,
             now,
         );
-        let number = self.store.next_invoice_number(caller.tenant_id).await?;
+        let next = self.store.next_invoice_number(caller.tenant_id).await?;
+        let number = next.number;
         let invoice = draft
             .finalize(
-                invoicing::format_number(INVOICE_PREFIX, number),
+                invoicing::format_number(&next.prefix, number),
                 sub.days_until_due,
                 now,
             )

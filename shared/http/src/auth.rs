@@ -113,6 +113,12 @@ pub const ROUTES: &[(Method, &str, Permission)] = &[
         "/v1/invoices/{id}/void",
         Permission::WriteBilling,
     ),
+    (Method::GET, "/v1/settings/invoices", Permission::Read),
+    (
+        Method::PATCH,
+        "/v1/settings/invoices",
+        Permission::WriteBilling,
+    ),
     (Method::POST, "/v1/test-clocks", Permission::WriteBilling),
     (Method::GET, "/v1/test-clocks/{id}", Permission::Read),
     (

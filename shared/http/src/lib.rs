@@ -109,6 +109,10 @@ pub fn router(app: App, metrics: EmitMetrics) -> Router {
             post(billing::finalize_invoice),
         )
         .route("/v1/invoices/{id}/void", post(billing::void_invoice))
+        .route(
+            "/v1/settings/invoices",
+            get(billing::get_invoice_settings).patch(billing::update_invoice_settings),
+        )
         .route("/v1/test-clocks", post(billing::create_test_clock))
         .route("/v1/test-clocks/{id}", get(billing::get_test_clock))
         .route(

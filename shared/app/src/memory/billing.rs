@@ -15,6 +15,7 @@ pub(crate) struct BillingState {
     subscriptions: BTreeMap<(TenantId, SubscriptionId), Subscription>,
     invoices: BTreeMap<(TenantId, InvoiceId), Invoice>,
     invoice_sequence: BTreeMap<TenantId, u64>,
+    invoice_prefix: BTreeMap<TenantId, String>,
     clocks: BTreeMap<(TenantId, TestClockId), TestClock>,
 }
 
@@ -235,15 +236,35 @@ impl SubscriptionStore for MemoryStore {
 
 #[async_trait]
 impl InvoiceStore for MemoryStore {
-    async fn next_invoice_number(&self, tenant: TenantId) -> Result<u64, StoreError> {
-        Ok(self
-            .state()
-            .billing
-            .invoice_sequence
-            .get(&tenant)
-            .copied()
-            .unwrap_or(0)
-            + 1)
+    async fn next_invoice_number(&self, tenant: TenantId) -> Result<NextInvoiceNumber, StoreError> {
+        let s = self.state();
+        Ok(NextInvoiceNumber {
+            number: s
+                .billing
+                .invoice_sequence
+                .get(&tenant)
+                .copied()
+                .unwrap_or(0)
+                + 1,
+            prefix: s
+                .billing
+                .invoice_prefix
+                .get(&tenant)
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_INVOICE_PREFIX.to_owned()),
+        })
+    }
+
+    async fn set_invoice_prefix(
+        &self,
+        tenant: TenantId,
+        prefix: &str,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        s.billing.invoice_prefix.insert(tenant, prefix.to_owned());
+        s.record(tenant, change);
+        Ok(())
     }
 
     async fn insert_invoice(

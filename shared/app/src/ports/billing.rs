@@ -18,6 +18,15 @@ pub struct InvoiceWrite {
     pub number: Option<u64>,
 }
 
+/// The default prefix of invoice numbers (`INV-000123`).
+pub const DEFAULT_INVOICE_PREFIX: &str = "INV";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextInvoiceNumber {
+    pub number: u64,
+    pub prefix: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubscriptionFilter {
     pub account: Option<AccountId>,
@@ -100,7 +109,15 @@ pub trait SubscriptionStore: Send + Sync {
 #[async_trait]
 pub trait InvoiceStore: Send + Sync {
     /// The number the tenant's next finalized invoice gets.
-    async fn next_invoice_number(&self, tenant: TenantId) -> Result<u64, StoreError>;
+    /// The tenant's next invoice number and the prefix it is printed with.
+    async fn next_invoice_number(&self, tenant: TenantId) -> Result<NextInvoiceNumber, StoreError>;
+    /// Sets the prefix of numbers assigned from now on (the sequence itself goes on).
+    async fn set_invoice_prefix(
+        &self,
+        tenant: TenantId,
+        prefix: &str,
+        change: &Change,
+    ) -> Result<(), StoreError>;
     async fn insert_invoice(
         &self,
         tenant: TenantId,

@@ -17,6 +17,7 @@ use crate::keys::{self, DUE_INDEX, DUE_PK, DUE_SK};
 
 /// The last number used (not `last`, which DynamoDB reserves).
 const SEQUENCE_LAST: &str = "last_number";
+const SEQUENCE_PREFIX: &str = "prefix";
 
 fn subscription_item(tenant: TenantId, sub: &Subscription) -> Result<Item, StoreError> {
     let key = keys::subscription(tenant, sub.id, sub.account_id);
@@ -57,19 +58,20 @@ impl Transaction<'_> {
         }
         if let Some(number) = write.number {
             // The sequence moves from number - 1 to number in this same transaction: a
-            // number is used exactly when its invoice is written.
-            let mut counter = keys::invoice_sequence(tenant).all();
-            counter.insert(SEQUENCE_LAST.into(), AttributeValue::N(number.to_string()));
-            self.put(
-                counter,
-                "(attribute_not_exists(pk) AND :previous = :zero) OR last_number = :previous",
-                Some(HashMap::from([
+            // number is used exactly when its invoice is written. An update, so the
+            // prefix set beside it stays.
+            self.update(
+                &keys::invoice_sequence(tenant),
+                "SET last_number = :number",
+                Some("(attribute_not_exists(last_number) AND :previous = :zero) OR last_number = :previous"),
+                HashMap::from([
+                    (":number".to_owned(), AttributeValue::N(number.to_string())),
                     (
                         ":previous".to_owned(),
                         AttributeValue::N(number.saturating_sub(1).to_string()),
                     ),
                     (":zero".to_owned(), AttributeValue::N("0".into())),
-                ])),
+                ]),
                 StoreError::VersionConflict {
                     entity: "invoice sequence",
                 },
@@ -233,13 +235,34 @@ impl SubscriptionStore for DynamoStore {
 
 #[async_trait]
 impl InvoiceStore for DynamoStore {
-    async fn next_invoice_number(&self, tenant: TenantId) -> Result<u64, StoreError> {
+    async fn next_invoice_number(&self, tenant: TenantId) -> Result<NextInvoiceNumber, StoreError> {
         let item: Option<HashMap<String, serde_json::Value>> =
             self.get(&keys::invoice_sequence(tenant)).await?;
-        let last = item
-            .and_then(|i| i.get(SEQUENCE_LAST).and_then(serde_json::Value::as_u64))
-            .unwrap_or(0);
-        Ok(last + 1)
+        let field = |name: &str| item.as_ref().and_then(|i| i.get(name).cloned());
+        Ok(NextInvoiceNumber {
+            number: field(SEQUENCE_LAST).and_then(|v| v.as_u64()).unwrap_or(0) + 1,
+            prefix: field(SEQUENCE_PREFIX)
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| DEFAULT_INVOICE_PREFIX.to_owned()),
+        })
+    }
+
+    async fn set_invoice_prefix(
+        &self,
+        tenant: TenantId,
+        prefix: &str,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.transaction();
+        tx.update(
+            &keys::invoice_sequence(tenant),
+            "SET prefix = :prefix",
+            None,
+            HashMap::from([(":prefix".to_owned(), AttributeValue::S(prefix.to_owned()))]),
+            StoreError::Internal("an unconditional update failed its condition".into()),
+        )?
+        .record(tenant, change)?;
+        tx.commit().await
     }
 
     async fn insert_invoice(

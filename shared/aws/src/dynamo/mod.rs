@@ -338,6 +338,29 @@ impl Transaction<'_> {
         Ok(self)
     }
 
+    /// Updates (or creates) an item with `expression` under `condition`.
+    pub(super) fn update(
+        &mut self,
+        key: &Key,
+        expression: &str,
+        condition: Option<&str>,
+        values: Item,
+        on_failure: StoreError,
+    ) -> Result<&mut Self, StoreError> {
+        let update = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.store.table)
+            .set_key(Some(key.primary()))
+            .update_expression(expression)
+            .set_condition_expression(condition.map(str::to_owned))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.writes
+            .push(TransactWriteItem::builder().update(update).build());
+        self.on_condition_failure.push(on_failure);
+        Ok(self)
+    }
+
     /// Adds `delta` to a number attribute of an existing item.
     pub(super) fn add_to(
         &mut self,

@@ -692,3 +692,32 @@ pub async fn advance_test_clock(
         app.run_test_clock(caller.tenant_id, id).await?,
     ))
 }
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"invoice_prefix": "ACME"}))]
+pub struct InvoiceSettings {
+    /// Printed before the number: `ACME-000123`. 1–12 upper-case letters or digits.
+    pub invoice_prefix: String,
+}
+
+#[utoipa::path(get, path = "/v1/settings/invoices", tag = "invoices", responses((status = 200, body = InvoiceSettings)))]
+pub async fn get_invoice_settings(
+    State(app): State<App>,
+    Auth(caller): Auth,
+) -> ApiResult<Reply<InvoiceSettings>> {
+    let invoice_prefix = app.invoice_prefix(&caller).await?;
+    Ok(Reply(StatusCode::OK, InvoiceSettings { invoice_prefix }))
+}
+
+/// Sets the prefix of invoice numbers assigned from now on; the sequence goes on unbroken.
+#[utoipa::path(patch, path = "/v1/settings/invoices", tag = "invoices", request_body = InvoiceSettings,
+    responses((status = 200, body = InvoiceSettings), (status = 400, body = ProblemDocument)))]
+pub async fn update_invoice_settings(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ApiJson(req): ApiJson<InvoiceSettings>,
+) -> ApiResult<Reply<InvoiceSettings>> {
+    let invoice_prefix = app.set_invoice_prefix(&caller, &req.invoice_prefix).await?;
+    Ok(Reply(StatusCode::OK, InvoiceSettings { invoice_prefix }))
+}
