@@ -275,8 +275,7 @@ impl App {
                                 .get_account(caller.tenant_id, sub.account_id)
                                 .await?
                                 .ok_or_else(|| AppError::not_found("account", sub.account_id))?;
-                            self.terms_for_preview(caller, &account, plan_id, now)
-                                .await?
+                            self.terms_for(caller, &account, plan_id, now).await?.0
                         }
                         _ => sub.terms.clone(),
                     };

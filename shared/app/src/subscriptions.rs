@@ -114,24 +114,15 @@ impl App {
         Ok(account)
     }
 
-    pub(crate) async fn terms_for_preview(
+    /// The terms a subscription of `account` gets on `plan_id` at `at`, and the plan's
+    /// trial (read with them, so a new subscription reads the plan once).
+    pub(crate) async fn terms_for(
         &self,
         caller: &Caller,
         account: &Account,
         plan_id: PlanId,
         at: Timestamp,
-    ) -> Result<SubscriptionTerms, AppError> {
-        self.terms_for(caller, account, plan_id, at).await
-    }
-
-    /// The terms a subscription of `account` gets on `plan_id` at `at`.
-    async fn terms_for(
-        &self,
-        caller: &Caller,
-        account: &Account,
-        plan_id: PlanId,
-        at: Timestamp,
-    ) -> Result<SubscriptionTerms, AppError> {
+    ) -> Result<(SubscriptionTerms, u32), AppError> {
         let plan = self
             .store
             .get_plan(caller.tenant_id, plan_id)
@@ -155,13 +146,14 @@ impl App {
                 "the plan has no prices in effect yet",
             )
         })?;
-        SubscriptionTerms::of(&plan, version, account.currency).map_err(|e| {
+        let terms = SubscriptionTerms::of(&plan, version, account.currency).map_err(|e| {
             invalid(
                 "currency_not_offered",
                 "plan",
                 format!("{e}; the account's currency decides"),
             )
-        })
+        })?;
+        Ok((terms, plan.trial_days))
     }
 
     pub async fn create_subscription(
@@ -180,13 +172,9 @@ impl App {
                 "a subscription cannot start in the past",
             ));
         }
-        let terms = self
+        let (terms, plan_trial) = self
             .terms_for(caller, &account, input.plan_id, start)
             .await?;
-        let plan_trial = {
-            let plan = self.store.get_plan(caller.tenant_id, input.plan_id).await?;
-            plan.map(|p| p.trial_days).unwrap_or(0)
-        };
         let transition = Subscription::start(
             NewSubscription {
                 id: SubscriptionId::from_ulid(new_ulid()),
@@ -490,7 +478,7 @@ impl App {
             Some(plan_id) if plan_id != current.terms.plan_id => {
                 let account = self.load_account(caller, current.account_id).await?;
                 let now = self.now_for(caller, current.test_clock).await?;
-                Some(self.terms_for(caller, &account, plan_id, now).await?)
+                Some(self.terms_for(caller, &account, plan_id, now).await?.0)
             }
             _ => None,
         };

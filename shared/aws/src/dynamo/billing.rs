@@ -92,10 +92,11 @@ impl Transaction<'_> {
         }
         for (version, delta) in [(old, -1), (new, 1)] {
             if let Some((plan, number)) = version {
-                self.add_to(
+                self.update(
                     &keys::plan_version(tenant, plan, number),
-                    SUBSCRIPTION_COUNT,
-                    delta,
+                    &format!("ADD {SUBSCRIPTION_COUNT} :delta"),
+                    Some("attribute_exists(pk)"),
+                    HashMap::from([(":delta".to_owned(), AttributeValue::N(delta.to_string()))]),
                     StoreError::Internal("the plan version of a subscription is gone".into()),
                 )?;
             }

@@ -361,29 +361,6 @@ impl Transaction<'_> {
         Ok(self)
     }
 
-    /// Adds `delta` to a number attribute of an existing item.
-    pub(super) fn add_to(
-        &mut self,
-        key: &Key,
-        attribute: &str,
-        delta: i64,
-        on_failure: StoreError,
-    ) -> Result<&mut Self, StoreError> {
-        let update = aws_sdk_dynamodb::types::Update::builder()
-            .table_name(&self.store.table)
-            .set_key(Some(key.primary()))
-            .update_expression("ADD #attribute :delta")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#attribute", attribute)
-            .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()))
-            .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        self.writes
-            .push(TransactWriteItem::builder().update(update).build());
-        self.on_condition_failure.push(on_failure);
-        Ok(self)
-    }
-
     /// Adds the change's audit record and domain events (the outbox).
     pub(super) fn record(
         &mut self,
