@@ -5,10 +5,12 @@
 mod billing;
 mod catalog;
 mod events;
+mod gateway;
 
 pub use billing::*;
 pub use catalog::*;
 pub use events::*;
+pub use gateway::*;
 
 use async_trait::async_trait;
 use billing_domain::access::ApiKey;

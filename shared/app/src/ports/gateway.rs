@@ -1,0 +1,170 @@
+//! The payment gateway: where cards are kept and charged. Two adapters implement it: Stripe
+//! (`billing-aws`) and the sandbox (no network, Stripe's test-card behaviour), which is used
+//! whenever no Stripe secret is configured.
+//!
+//! Every call that moves money carries an idempotency key that the gateway honours, so a
+//! retried call (a redelivered SQS message, a worker that crashed after the gateway accepted
+//! the charge) returns the first outcome instead of charging again.
+
+use async_trait::async_trait;
+use billing_domain::money::Money;
+
+/// A gateway customer to create for an account on first need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewGatewayCustomer {
+    /// Derived from the account, so two racing first uses create one customer.
+    pub idempotency_key: String,
+    /// Our account id, kept in the gateway's metadata.
+    pub account_id: String,
+    pub name: String,
+    pub email: String,
+}
+
+/// What is kept of a card: never the number, only what identifies it to a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardDetails {
+    /// The gateway's payment method id (`pm_…`).
+    pub gateway_id: String,
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: u8,
+    pub exp_year: u16,
+    /// ISO 3166-1 alpha-2, when the gateway knows it.
+    pub country: Option<String>,
+}
+
+/// One charge of a payment attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeRequest {
+    /// The payment attempt id: the gateway charges at most once per key.
+    pub idempotency_key: String,
+    pub customer: String,
+    pub payment_method: String,
+    pub amount: Money,
+    pub description: String,
+    /// Kept in the gateway's metadata (`invoice_id`, `attempt_id`, `tenant_id`) so inbound
+    /// gateway events can be matched to our records.
+    pub metadata: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    Succeeded {
+        payment_intent: String,
+        charge: Option<String>,
+    },
+    /// The card was declined; `decline_code` and `code` are the gateway's own words, which
+    /// the domain classifies as hard or soft.
+    Declined {
+        payment_intent: Option<String>,
+        code: String,
+        decline_code: Option<String>,
+        message: String,
+    },
+    /// The customer must authenticate (3-D Secure) before the charge can complete.
+    RequiresAction { payment_intent: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequest {
+    /// The refund id: the gateway refunds at most once per key.
+    pub idempotency_key: String,
+    pub payment_intent: String,
+    /// Minor units; the whole payment when `None`.
+    pub amount: Option<Money>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundOutcome {
+    pub gateway_id: String,
+    pub amount: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// A network fault, a 5xx or a rate limit: the same call (same idempotency key) may
+    /// succeed later.
+    #[error("the payment gateway is unavailable: {0}")]
+    Unavailable(String),
+    /// The gateway refused the request itself (unknown or unusable payment method, a refund
+    /// larger than the payment, …): retrying will not help.
+    #[error("the payment gateway refused the request ({code}): {message}")]
+    Rejected { code: String, message: String },
+}
+
+#[async_trait]
+pub trait PaymentGateway: Send + Sync {
+    /// Which adapter this is (`stripe` or `sandbox`), recorded on payments.
+    fn name(&self) -> &'static str;
+    /// Creates the gateway customer an account's payment methods are attached to.
+    async fn create_customer(&self, customer: &NewGatewayCustomer) -> Result<String, GatewayError>;
+    /// Attaches a payment method (a Stripe `pm_…` id or a sandbox test token) to a customer.
+    async fn attach_payment_method(
+        &self,
+        customer: &str,
+        token: &str,
+    ) -> Result<CardDetails, GatewayError>;
+    async fn detach_payment_method(&self, gateway_id: &str) -> Result<(), GatewayError>;
+    /// Creates and confirms an off-session charge.
+    async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, GatewayError>;
+    async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, GatewayError>;
+}
+
+/// A gateway event whose signature has been verified, in our terms. The inbound webhook
+/// adapter parses the gateway's payload into this; the payments use cases apply it once
+/// per `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayEvent {
+    /// The gateway's event id (`evt_…`): an event is applied at most once.
+    pub id: String,
+    pub created: jiff::Timestamp,
+    pub livemode: bool,
+    pub kind: GatewayEventKind,
+}
+
+/// The metadata we put on a charge (`tenant_id`, `invoice_id`, `attempt_id`), as it comes
+/// back on the gateway's objects.
+pub type GatewayMetadata = std::collections::BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayEventKind {
+    PaymentSucceeded {
+        payment_intent: String,
+        charge: Option<String>,
+        amount: i64,
+        currency: String,
+        metadata: GatewayMetadata,
+    },
+    PaymentFailed {
+        payment_intent: String,
+        code: String,
+        decline_code: Option<String>,
+        message: String,
+        metadata: GatewayMetadata,
+    },
+    RequiresAction {
+        payment_intent: String,
+        metadata: GatewayMetadata,
+    },
+    ChargeRefunded {
+        charge: String,
+        payment_intent: Option<String>,
+        /// The total refunded on the charge so far, in minor units.
+        amount_refunded: i64,
+        currency: String,
+        metadata: GatewayMetadata,
+    },
+    DisputeCreated {
+        dispute: String,
+        charge: String,
+        payment_intent: Option<String>,
+        amount: i64,
+        currency: String,
+        reason: String,
+    },
+    PaymentMethodDetached {
+        payment_method: String,
+    },
+    /// A type we do not act on: acknowledged and logged.
+    Other { event_type: String },
+}
