@@ -1,4 +1,5 @@
-//! Starting `moto_server` from the project's `.venv` on 127.0.0.1.
+//! Starting the local AWS stand-in (moto's server, with the transaction repairs of
+//! `infra/stand_in.py`) from the project's `.venv` on 127.0.0.1.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -16,11 +17,17 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// `.venv/bin/moto_server`, or `MOTO_SERVER` when set.
-pub fn moto_binary() -> PathBuf {
-    std::env::var_os("MOTO_SERVER")
+/// The Python that has moto installed: `.venv/bin/python`, or `BILLING_PYTHON` when set.
+pub fn python() -> PathBuf {
+    std::env::var_os("BILLING_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/moto_server"))
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"))
+}
+
+/// moto's server with DynamoDB transactions that roll back only what they touched and
+/// never undo each other (see the script's doc).
+fn stand_in_script() -> PathBuf {
+    workspace_root().join("infra/stand_in.py")
 }
 
 /// A port nobody listens on right now.
@@ -32,21 +39,23 @@ pub fn free_port() -> std::io::Result<u16> {
 pub enum MotoError {
     #[error("{0} not found: run `make venv` (or `make dev` / `make test`, which do it)")]
     Missing(PathBuf),
-    #[error("could not start moto_server: {0}")]
+    #[error("could not start the stand-in: {0}")]
     Spawn(#[from] std::io::Error),
-    #[error("moto_server did not answer on port {0} within 30 s")]
+    #[error("the stand-in did not answer on port {0} within 30 s")]
     NotReady(u16),
 }
 
 /// Starts moto on `port` and waits until it accepts connections. The server is tied to
 /// the calling thread: it is killed when that thread ends (Linux parent-death signal),
 /// so neither a crash nor Ctrl-C leaves it running.
-pub fn start(binary: &Path, port: u16) -> Result<Child, MotoError> {
-    if !binary.exists() {
-        return Err(MotoError::Missing(binary.to_path_buf()));
+pub fn start(port: u16) -> Result<Child, MotoError> {
+    let python = python();
+    if !python.exists() {
+        return Err(MotoError::Missing(python));
     }
-    let mut command = Command::new(binary);
+    let mut command = Command::new(python);
     command
+        .arg(stand_in_script())
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -29,7 +29,7 @@ pub fn aws_endpoint() -> String {
             let (ready, started) = mpsc::channel();
             // moto is bound to this thread's life (parent-death signal), so the thread
             // lives as long as the process.
-            std::thread::spawn(move || match moto::start(&moto::moto_binary(), port) {
+            std::thread::spawn(move || match moto::start(port) {
                 Ok(_child) => {
                     let _ = ready.send(Ok(()));
                     loop {

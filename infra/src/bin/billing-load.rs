@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let port = moto::free_port()?;
-    let mut child = moto::start(&moto::moto_binary(), port)?;
+    let mut child = moto::start(port)?;
     let config = Config::local("billing-load", format!("http://127.0.0.1:{port}"));
     let sdk = config.sdk_config().await;
     stack::ensure(&sdk, &config.table_name).await?;

@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
             std::env::var("AWS_ENDPOINT_URL").context("--external-aws needs AWS_ENDPOINT_URL")?;
         (None, endpoint)
     } else {
-        let child = moto::start(&moto::moto_binary(), args.aws_port)?;
+        let child = moto::start(args.aws_port)?;
         (Some(child), format!("http://127.0.0.1:{}", args.aws_port))
     };
 

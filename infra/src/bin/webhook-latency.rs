@@ -69,7 +69,7 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let port = moto::free_port()?;
-    let mut moto = moto::start(&moto::moto_binary(), port)?;
+    let mut moto = moto::start(port)?;
     let endpoint = format!("http://127.0.0.1:{port}");
     let table = "webhook-latency";
     let sdk = Config::local(table, &endpoint).sdk_config().await;
