@@ -19,6 +19,7 @@ pub mod money;
 pub mod periods;
 pub mod plan;
 pub mod proration;
+pub mod stripe_signature;
 pub mod subscription;
 pub mod tenant;
 pub mod test_clock;
