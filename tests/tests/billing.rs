@@ -555,3 +555,123 @@ async fn the_invoice_prefix_is_the_tenants_and_the_sequence_runs_on_across_a_cha
         assert_eq!(invoices[0]["number"], expected);
     }
 }
+
+#[tokio::test]
+async fn previews_price_the_next_invoice_a_change_and_a_hypothetical_subscription_writing_nothing()
+{
+    let api = Api::start().await;
+    let plan = api.plan("preview", 2000, 0).await;
+    let (clock, account) = api.clock_account("2027-01-31T00:00:00Z").await;
+    let sub = api
+        .post(
+            "/v1/subscriptions",
+            json!({"account": account, "plan": plan}),
+        )
+        .await;
+    let id = sub["id"].as_str().unwrap();
+
+    // The next invoice (the renewal on Feb 28) and after moving to three seats.
+    let next = api
+        .post("/v1/invoices/preview", json!({"subscription": id}))
+        .await;
+    assert_eq!(next["subscription"], id);
+    assert_eq!(next["invoice"]["total"], 2000);
+    let changed = api
+        .post(
+            "/v1/invoices/preview",
+            json!({"subscription": id, "quantity": 3}),
+        )
+        .await;
+    assert_eq!(
+        changed["invoice"]["total"], 2000,
+        "a flat fee whatever the quantity"
+    );
+    assert_eq!(api.invoices(id).await.len(), 1, "previews write nothing");
+    api.post(
+        &format!("/v1/test-clocks/{clock}/advance"),
+        json!({"frozen_time": "2027-02-28T00:00:00Z"}),
+    )
+    .await;
+    let invoices = api.invoices(id).await;
+    assert_eq!(invoices.len(), 2);
+    assert_eq!(invoices[1]["total"], next["invoice"]["total"]);
+
+    // A hypothetical subscription on an inline plan: 3 seats at 12.50 and 15,000 API calls
+    // with the first 10,000 free and 0.002 after — 37.50 + 10.00.
+    api.post(
+        "/v1/metrics",
+        json!({"code": "api_calls", "name": "API calls", "aggregation": "count"}),
+    )
+    .await;
+    let inline_plan = json!({"code": "what_if", "name": "What if", "interval": {"unit": "month"},
+        "charges": {"recurring_fee": {"prices": {"usd": {"model": "per_unit", "unit_price": "12.5"}}},
+                    "usage_charges": [{"metric": "api_calls", "prices": {"usd": {"model": "graduated", "tiers": [
+                        {"up_to": "10000", "unit_price": "0"}, {"up_to": null, "unit_price": "0.002"}]}}}]}});
+    let hypothetical = api
+        .post(
+            "/v1/invoices/preview",
+            json!({"inline_plan": inline_plan, "currency": "usd", "quantity": 3,
+                   "start": "2027-03-01T00:00:00Z",
+                   "usage": {"api_calls": {"kind": "quantity", "quantity": "15000"}}}),
+        )
+        .await;
+    let invoice = &hypothetical["invoice"];
+    assert_eq!(hypothetical["subscription"], Value::Null);
+    assert_eq!(invoice["total"], 3750 + 1000);
+    let lines = invoice["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["amount"].as_i64().unwrap())
+            .sum::<i64>(),
+        invoice["total"].as_i64().unwrap()
+    );
+
+    // A saved plan with a trial and an anchor: the first paid period is the trial's end
+    // to the anchor, prorated.
+    let trial_plan = api.plan("trial", 3000, 14).await;
+    let anchored = api
+        .post(
+            "/v1/invoices/preview",
+            json!({"plan": trial_plan, "currency": "usd", "start": "2027-03-01T00:00:00Z",
+                   "billing_anchor": "2027-04-01T00:00:00Z"}),
+        )
+        .await;
+    let total = anchored["invoice"]["total"].as_i64().unwrap();
+    assert!(0 < total && total < 3000, "prorated: {total}");
+
+    // Mistakes are named.
+    for (body, code, param) in [
+        (
+            json!({"plan": plan, "currency": "usd", "usage": {"storage": {"kind": "quantity", "quantity": "1"}}}),
+            "unknown_usage_charge",
+            "usage.storage",
+        ),
+        (json!({"plan": plan}), "missing_field", "currency"),
+        (
+            json!({"plan": plan, "currency": "jpy"}),
+            "currency_not_offered",
+            "plan",
+        ),
+        (
+            json!({"subscription": id, "usage": {}}),
+            "invalid_source",
+            "inline_plan",
+        ),
+    ] {
+        let response = api
+            .call(Method::POST, "/v1/invoices/preview", Some(body.clone()))
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], code, "{problem}");
+        assert_eq!(problem["param"], param, "{problem}");
+    }
+    let unsaved = api.get("/v1/plans?limit=100").await;
+    assert!(unsaved["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["code"] != "what_if"));
+}

@@ -130,7 +130,7 @@ impl App {
     }
 
     /// Validates charges through the engine against the tenant's metrics.
-    async fn plan_terms(
+    pub(crate) async fn plan_terms(
         &self,
         caller: &Caller,
         charges: PlanCharges,

@@ -1,12 +1,22 @@
 //! Invoices: reading them, one-off invoices with manual lines, finalizing drafts under the
 //! tenant's gapless numbers, voiding, and previews that write nothing.
 
+use std::collections::BTreeMap;
+
 use billing_domain::access::Permission;
+use billing_domain::charges::Usage;
+use billing_domain::currency::Currency;
+use billing_domain::error::ValidationError;
 use billing_domain::event::AuditAction;
-use billing_domain::ids::{AccountId, InvoiceId, SubscriptionId};
+use billing_domain::ids::{AccountId, InvoiceId, PlanId, SubscriptionId};
 use billing_domain::invoice::{build_invoice, InvoiceDraft, InvoiceInput, LineInput};
 use billing_domain::invoicing::{DraftFacts, Invoice, InvoiceTransitionError};
-use billing_domain::subscription::{BillingReason, CollectionMethod, Subscription};
+use billing_domain::metadata::Metadata;
+use billing_domain::plan::{NewPlan, Plan};
+use billing_domain::subscription::{
+    first_paid_period, BillingReason, CollectionMethod, NewSubscription, Subscription,
+    SubscriptionTerms,
+};
 use jiff::Timestamp;
 
 use crate::ports::{InvoiceFilter, InvoiceWrite, Page, PageRequest, StoreError};
@@ -47,6 +57,32 @@ pub enum PreviewSource {
         terms: Option<(Option<billing_domain::ids::PlanId>, Option<u64>)>,
     },
     Lines(InvoiceInput),
+    /// The first paid period of a subscription that does not exist.
+    Hypothetical(Box<HypotheticalSubscription>),
+}
+
+/// A subscription to price without creating it (nor its account or plan).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HypotheticalSubscription {
+    pub plan: HypotheticalPlan,
+    pub currency: Currency,
+    pub quantity: u64,
+    /// Defaults to now.
+    pub start: Option<Timestamp>,
+    /// Defaults to the plan's trial.
+    pub trial_days: Option<u32>,
+    pub billing_anchor: Option<Timestamp>,
+    /// IANA zone the periods are cut in; defaults to UTC.
+    pub time_zone: Option<String>,
+    /// Usage totals of the period, per metric code.
+    pub usage: BTreeMap<String, Usage>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HypotheticalPlan {
+    Saved(PlanId),
+    /// A plan as `POST /v1/plans` would take it, not saved.
+    Inline(Box<NewPlan>),
 }
 
 impl App {
@@ -264,6 +300,9 @@ impl App {
         caller.require(Permission::Read)?;
         match source {
             PreviewSource::Lines(input) => Ok((None, build(&input)?)),
+            PreviewSource::Hypothetical(input) => {
+                Ok((None, self.preview_hypothetical(caller, *input).await?))
+            }
             PreviewSource::Subscription { id, terms } => {
                 let mut sub = self.get_subscription(caller, id).await?;
                 let now = self.now_for(caller, sub.test_clock).await?;
@@ -275,7 +314,9 @@ impl App {
                                 .get_account(caller.tenant_id, sub.account_id)
                                 .await?
                                 .ok_or_else(|| AppError::not_found("account", sub.account_id))?;
-                            self.terms_for(caller, &account, plan_id, now).await?.0
+                            self.terms_for(caller, account.currency, plan_id, now)
+                                .await?
+                                .0
                         }
                         _ => sub.terms.clone(),
                     };
@@ -323,6 +364,70 @@ impl App {
                 })
             }
         }
+    }
+}
+
+impl App {
+    async fn preview_hypothetical(
+        &self,
+        caller: &Caller,
+        input: HypotheticalSubscription,
+    ) -> Result<InvoiceDraft, AppError> {
+        let now = self.now();
+        let start = input.start.unwrap_or(now);
+        let (terms, plan_trial) = match input.plan {
+            HypotheticalPlan::Saved(id) => {
+                self.terms_for(caller, input.currency, id, start).await?
+            }
+            HypotheticalPlan::Inline(mut plan) => {
+                let prices = self
+                    .plan_terms(caller, std::mem::take(&mut plan.charges))
+                    .await
+                    .map_err(|e| match e {
+                        AppError::Invalid(v) => AppError::Invalid(v.within("inline_plan")),
+                        other => other,
+                    })?;
+                let (plan, version) =
+                    Plan::create(PlanId::from_ulid(new_ulid()), *plan, prices, now)
+                        .map_err(|e| AppError::Invalid(e.within("inline_plan")))?;
+                let terms =
+                    SubscriptionTerms::of(&plan, &version, input.currency).map_err(|e| {
+                        AppError::Invalid(ValidationError::new(
+                            "currency_not_offered",
+                            "currency",
+                            e.to_string(),
+                        ))
+                    })?;
+                (terms, plan.trial_days)
+            }
+        };
+        let billing = first_paid_period(
+            NewSubscription {
+                id: SubscriptionId::from_ulid(new_ulid()),
+                account_id: AccountId::from_ulid(new_ulid()),
+                test_clock: None,
+                livemode: caller.livemode,
+                currency: input.currency,
+                time_zone: input.time_zone.unwrap_or_else(|| "UTC".into()),
+                terms,
+                quantity: input.quantity,
+                trial_days: input.trial_days.unwrap_or(plan_trial),
+                start,
+                billing_anchor: input.billing_anchor,
+                collection_method: CollectionMethod::ChargeAutomatically,
+                days_until_due: None,
+                max_pause_days: None,
+                metadata: Metadata::default(),
+            },
+            &input.usage,
+        )?;
+        build(&InvoiceInput {
+            currency: input.currency,
+            lines: billing.lines,
+            discounts: Vec::new(),
+            credits: Vec::new(),
+            minimum_commitment: None,
+        })
     }
 }
 

@@ -114,12 +114,12 @@ impl App {
         Ok(account)
     }
 
-    /// The terms a subscription of `account` gets on `plan_id` at `at`, and the plan's
+    /// The terms a subscription in `currency` gets on `plan_id` at `at`, and the plan's
     /// trial (read with them, so a new subscription reads the plan once).
     pub(crate) async fn terms_for(
         &self,
         caller: &Caller,
-        account: &Account,
+        currency: billing_domain::currency::Currency,
         plan_id: PlanId,
         at: Timestamp,
     ) -> Result<(SubscriptionTerms, u32), AppError> {
@@ -146,7 +146,7 @@ impl App {
                 "the plan has no prices in effect yet",
             )
         })?;
-        let terms = SubscriptionTerms::of(&plan, version, account.currency).map_err(|e| {
+        let terms = SubscriptionTerms::of(&plan, version, currency).map_err(|e| {
             invalid(
                 "currency_not_offered",
                 "plan",
@@ -173,7 +173,7 @@ impl App {
             ));
         }
         let (terms, plan_trial) = self
-            .terms_for(caller, &account, input.plan_id, start)
+            .terms_for(caller, account.currency, input.plan_id, start)
             .await?;
         let transition = Subscription::start(
             NewSubscription {
@@ -478,7 +478,11 @@ impl App {
             Some(plan_id) if plan_id != current.terms.plan_id => {
                 let account = self.load_account(caller, current.account_id).await?;
                 let now = self.now_for(caller, current.test_clock).await?;
-                Some(self.terms_for(caller, &account, plan_id, now).await?.0)
+                Some(
+                    self.terms_for(caller, account.currency, plan_id, now)
+                        .await?
+                        .0,
+                )
             }
             _ => None,
         };

@@ -17,6 +17,8 @@
 //! A pause bills nothing: at resume the subscription starts a fresh period and the unused part
 //! of the period paid before the pause is credited on that invoice.
 
+use std::collections::BTreeMap;
+
 use jiff::{SignedDuration, Timestamp};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -89,6 +91,24 @@ pub struct UsageTerm {
     pub metric: String,
     pub model: ChargeModel,
     pub commitment: Option<Commitment>,
+}
+
+impl UsageTerm {
+    /// This charge's line for `period` at `usage` (usage is billed in arrears).
+    pub fn line(&self, usage: Usage, period: Period) -> LineInput {
+        LineInput {
+            id: Some(format!("usage:{}", self.metric)),
+            description: format!("Usage: {}", self.metric),
+            period: Some(period),
+            source: LineSource::Charge {
+                model: self.model.clone(),
+                usage,
+                commitment: self.commitment,
+            },
+            tax_rates: Vec::new(),
+            discountable: true,
+        }
+    }
 }
 
 impl SubscriptionTerms {
@@ -266,6 +286,61 @@ pub struct NewSubscription {
     pub days_until_due: Option<u32>,
     pub max_pause_days: Option<u32>,
     pub metadata: Metadata,
+}
+
+/// What the first paid period of a subscription that does not exist would be billed: its
+/// recurring fee as the lifecycle bills it (in advance at the start or trial end, prorated
+/// to a billing anchor; in arrears at the period's end) and `usage` priced on the plan's
+/// usage charges for that period. Lets anyone check the engine's arithmetic.
+pub fn first_paid_period(
+    input: NewSubscription,
+    usage: &BTreeMap<String, Usage>,
+) -> Result<Billing, SubscriptionError> {
+    let terms = input.terms.clone();
+    if let Some(metric) = usage
+        .keys()
+        .find(|m| !terms.usage_charges.iter().any(|c| &c.metric == *m))
+    {
+        return Err(ValidationError::new(
+            "unknown_usage_charge",
+            format!("usage.{metric}"),
+            format!("the plan has no usage charge on `{metric}`"),
+        )
+        .into());
+    }
+    let start = input.start;
+    let mut step = Subscription::start(input, start)?;
+    // Start, trial warning, trial end, one period in arrears: a paid period is billed by then.
+    for _ in 0..4 {
+        let paid = step.next.status == SubscriptionStatus::Active;
+        let billing = match step.billing.take() {
+            Some(billing) if paid => Some(billing),
+            None if paid && terms.recurring_fee.is_none() => Some(Billing {
+                reason: BillingReason::SubscriptionCreate,
+                period: step.next.current_period,
+                lines: Vec::new(),
+            }),
+            _ => None,
+        };
+        if let Some(mut billing) = billing {
+            for charge in &terms.usage_charges {
+                if let Some(quantity) = usage.get(&charge.metric) {
+                    billing
+                        .lines
+                        .push(charge.line(quantity.clone(), billing.period));
+                }
+            }
+            return Ok(billing);
+        }
+        let Some(due) = step.next.due_at() else { break };
+        match step.next.advance(due)? {
+            Some(next) => step = next,
+            None => break,
+        }
+    }
+    Err(SubscriptionError::Pricing(
+        "the subscription reaches no paid period".into(),
+    ))
 }
 
 impl Subscription {
@@ -870,6 +945,25 @@ impl Subscription {
         let mut next = self.changed(now);
         next.metadata = metadata::merge(&self.metadata, changes)?;
         Ok(next)
+    }
+
+    /// The last payment attempt on one of its invoices failed: an active subscription
+    /// goes `past_due` (it keeps renewing). `None` when there is nothing to change.
+    pub fn payment_failed(&self, now: Timestamp) -> Option<Subscription> {
+        (self.status == SubscriptionStatus::Active).then(|| {
+            let mut next = self.changed(now);
+            next.status = SubscriptionStatus::PastDue;
+            next
+        })
+    }
+
+    /// One of its invoices was paid: a `past_due` subscription is active again.
+    pub fn payment_recovered(&self, now: Timestamp) -> Option<Subscription> {
+        (self.status == SubscriptionStatus::PastDue).then(|| {
+            let mut next = self.changed(now);
+            next.status = SubscriptionStatus::Active;
+            next
+        })
     }
 }
 

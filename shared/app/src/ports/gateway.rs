@@ -166,5 +166,7 @@ pub enum GatewayEventKind {
         payment_method: String,
     },
     /// A type we do not act on: acknowledged and logged.
-    Other { event_type: String },
+    Other {
+        event_type: String,
+    },
 }

@@ -1,17 +1,21 @@
 //! Subscriptions, invoices and test clocks.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use billing_app::invoices::PreviewSource;
+use billing_app::invoices::{HypotheticalPlan, HypotheticalSubscription, PreviewSource};
 use billing_app::ports::{InvoiceFilter, SubscriptionFilter};
 use billing_app::subscriptions::{ProrationBehavior, StartSubscription};
 use billing_app::App;
+use billing_domain::charges::Usage;
 use billing_domain::currency::Currency;
 use billing_domain::event::AuditRecord;
 use billing_domain::ids::{AccountId, InvoiceId, PlanId, SubscriptionId, TestClockId};
 use billing_domain::invoice::{InvoiceDraft, InvoiceInput, LineInput, LineSource};
 use billing_domain::invoicing::{Invoice, InvoiceStatus};
 use billing_domain::metadata::Metadata;
+use billing_domain::plan::NewPlan;
 use billing_domain::subscription::{CollectionMethod, Subscription, SubscriptionStatus};
 use billing_domain::test_clock::TestClock;
 use jiff::Timestamp;
@@ -548,6 +552,19 @@ pub struct InvoicePreviewRequest {
     /// …after moving it to this plan and/or quantity.
     pub plan: Option<String>,
     pub quantity: Option<u64>,
+    /// Or a hypothetical subscription (no `subscription`, no `lines`): a saved `plan` or an
+    /// `inline_plan`, in `currency`, at `quantity` (default 1), starting at `start`
+    /// (default now) with `trial_days` (default the plan's), `billing_anchor` and
+    /// `time_zone` (default UTC), with the period's `usage` totals per metric code. The
+    /// answer is the invoice of its first paid period.
+    pub inline_plan: Option<NewPlan>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub start: Option<Timestamp>,
+    pub trial_days: Option<u32>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub billing_anchor: Option<Timestamp>,
+    pub time_zone: Option<String>,
+    pub usage: Option<BTreeMap<String, Usage>>,
     /// Or a hypothetical invoice: currency and engine lines (charges with usage, fixed
     /// amounts, prorations), with discounts, credits and taxes.
     pub currency: Option<String>,
@@ -574,7 +591,49 @@ pub async fn preview_invoice(
     Auth(caller): Auth,
     ApiJson(req): ApiJson<InvoicePreviewRequest>,
 ) -> ApiResult<Reply<InvoicePreview>> {
+    let currency = || {
+        let code = req.currency.as_deref().ok_or_else(|| {
+            Problem::invalid(
+                "missing_field",
+                "currency",
+                "a hypothetical invoice or subscription needs a currency",
+            )
+        })?;
+        Currency::from_code(code)
+            .map_err(|e| Problem::invalid("invalid_currency", "currency", e.to_string()))
+    };
+    let hypothetical = req.inline_plan.is_some() || req.usage.is_some();
     let source = match (req.subscription, req.lines) {
+        (None, None) if req.plan.is_some() || hypothetical => {
+            let plan = match (req.plan.as_deref(), req.inline_plan) {
+                (Some(id), None) => HypotheticalPlan::Saved(PlanId::parse(id, "plan")?),
+                (None, Some(plan)) => HypotheticalPlan::Inline(Box::new(plan)),
+                _ => {
+                    return Err(Problem::invalid(
+                        "invalid_source",
+                        "plan",
+                        "a hypothetical subscription takes exactly one of `plan` or `inline_plan`",
+                    ))
+                }
+            };
+            PreviewSource::Hypothetical(Box::new(HypotheticalSubscription {
+                plan,
+                currency: currency()?,
+                quantity: req.quantity.unwrap_or(1),
+                start: req.start,
+                trial_days: req.trial_days,
+                billing_anchor: req.billing_anchor,
+                time_zone: req.time_zone,
+                usage: req.usage.unwrap_or_default(),
+            }))
+        }
+        (Some(_), _) | (_, Some(_)) if hypothetical => {
+            return Err(Problem::invalid(
+                "invalid_source",
+                "inline_plan",
+                "`inline_plan` and `usage` describe a hypothetical subscription: give them without `subscription` or `lines`",
+            ))
+        }
         (Some(sub), None) => PreviewSource::Subscription {
             id: SubscriptionId::parse(&sub, "subscription")?,
             terms: (req.plan.is_some() || req.quantity.is_some())
@@ -590,16 +649,8 @@ pub async fn preview_invoice(
                 .transpose()?,
         },
         (None, Some(lines)) => {
-            let currency = req.currency.as_deref().ok_or_else(|| {
-                Problem::invalid(
-                    "missing_field",
-                    "currency",
-                    "a hypothetical invoice needs a currency",
-                )
-            })?;
             PreviewSource::Lines(InvoiceInput {
-                currency: Currency::from_code(currency)
-                    .map_err(|e| Problem::invalid("invalid_currency", "currency", e.to_string()))?,
+                currency: currency()?,
                 lines,
                 discounts: req.discounts.unwrap_or_default(),
                 credits: req.credits.unwrap_or_default(),
@@ -610,7 +661,7 @@ pub async fn preview_invoice(
             return Err(Problem::invalid(
                 "invalid_source",
                 "subscription",
-                "give exactly one of `subscription` or `lines`",
+                "give exactly one of `subscription`, `lines`, or a hypothetical `plan`/`inline_plan`",
             ))
         }
     };
