@@ -5,11 +5,13 @@ use aws_config::SdkConfig;
 use aws_sdk_sqs::types::QueueAttributeName;
 
 /// Work queues; each gets a dead-letter queue `<name>-dlq` after five failed receives.
-pub const QUEUES: &[&str] = &["billing-runs", "billing-payments", "billing-webhooks"];
+/// Names ending in `.fifo` are FIFO queues (their dead-letter queue too).
+pub const QUEUES: &[&str] = &["billing-runs.fifo", "billing-payments", "billing-webhooks"];
 pub const MAX_RECEIVES: u32 = 5;
 pub const EVENT_BUS: &str = "billing-events";
-/// The queue `billing-worker` consumes (one of [`QUEUES`]).
-pub const BILLING_QUEUE: &str = "billing-runs";
+/// The queue `billing-worker` consumes (one of [`QUEUES`]): FIFO, a message group per
+/// tenant.
+pub const BILLING_QUEUE: &str = "billing-runs.fifo";
 /// The queue `webhook-fanout` consumes (one of [`QUEUES`]).
 pub const WEBHOOK_QUEUE: &str = "billing-webhooks";
 /// Stripe credentials; `{}` means "use the sandbox gateway".
@@ -39,9 +41,19 @@ pub async fn ensure(sdk: &SdkConfig, table: &str) -> Result<(), StackError> {
 
     let sqs = aws_sdk_sqs::Client::new(sdk);
     for queue in QUEUES {
-        let dlq = sqs
-            .create_queue()
-            .queue_name(format!("{queue}-dlq"))
+        let fifo = queue.strip_suffix(".fifo");
+        let fifo_attribute =
+            |create: aws_sdk_sqs::operation::create_queue::builders::CreateQueueFluentBuilder| {
+                match fifo {
+                    Some(_) => create.attributes(QueueAttributeName::FifoQueue, "true"),
+                    None => create,
+                }
+            };
+        let dlq = fifo_attribute(sqs.create_queue())
+            .queue_name(match fifo {
+                Some(base) => format!("{base}-dlq.fifo"),
+                None => format!("{queue}-dlq"),
+            })
             .send()
             .await
             .map_err(failed("dead-letter queue"))?;
@@ -56,7 +68,7 @@ pub async fn ensure(sdk: &SdkConfig, table: &str) -> Result<(), StackError> {
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .unwrap_or_default();
         let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES.to_string()});
-        sqs.create_queue()
+        fifo_attribute(sqs.create_queue())
             .queue_name(*queue)
             .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
             .send()

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use billing_app::ports::{BillingJob, InvoiceFilter, PageRequest};
+use billing_app::ports::{BillingJob, BillingQueue, InvoiceFilter, PageRequest};
 use serde_json::json;
 
 #[tokio::test]
@@ -199,4 +199,75 @@ async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() 
     );
     // Handled: nothing of either is due any more.
     assert_eq!(sweeper.sweep(100).await.unwrap().billing_jobs_queued, 0);
+}
+
+#[tokio::test]
+async fn the_billing_queue_groups_each_tenants_jobs() {
+    let config = billing_aws::Config::local("queue-groups", billing_tests::aws_endpoint());
+    let sdk = config.sdk_config().await;
+    billing_infra::stack::ensure(&sdk, &config.table_name)
+        .await
+        .unwrap();
+    let queue = billing_aws::SqsBillingQueue::by_name(&sdk, billing_infra::stack::BILLING_QUEUE)
+        .await
+        .unwrap();
+    let (a, b) = (
+        billing_domain::ids::TenantId::from_ulid(ulid::Ulid::new()),
+        billing_domain::ids::TenantId::from_ulid(ulid::Ulid::new()),
+    );
+    let sub = || billing_domain::ids::SubscriptionId::from_ulid(ulid::Ulid::new());
+    let jobs = [
+        BillingJob::Subscription {
+            tenant: a,
+            id: sub(),
+        },
+        BillingJob::Subscription {
+            tenant: b,
+            id: sub(),
+        },
+        BillingJob::Subscription {
+            tenant: a,
+            id: sub(),
+        },
+    ];
+    queue.enqueue(&jobs).await.unwrap();
+    // Enqueuing the same jobs again is not swallowed as a duplicate: each send is new work.
+    queue.enqueue(&jobs[..1]).await.unwrap();
+
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let mut received = Vec::new();
+    while received.len() < 4 {
+        let output = sqs
+            .receive_message()
+            .queue_url(queue.url())
+            .max_number_of_messages(10)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId,
+            )
+            .send()
+            .await
+            .unwrap();
+        let messages = output.messages();
+        assert!(!messages.is_empty(), "every job is delivered");
+        for message in messages {
+            let job: BillingJob = serde_json::from_str(message.body().unwrap()).unwrap();
+            let group = message
+                .attributes()
+                .and_then(|a| {
+                    a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
+                })
+                .cloned();
+            received.push((job.tenant(), group));
+            sqs.delete_message()
+                .queue_url(queue.url())
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    assert!(received
+        .iter()
+        .all(|(tenant, group)| group.as_deref() == Some(tenant.to_string().as_str())));
+    assert_eq!(received.iter().filter(|(t, _)| *t == a).count(), 3);
 }

@@ -84,12 +84,32 @@ fn every_local_queue_has_a_cloud_twin_with_a_dead_letter_queue() {
         .filter(|r| r["Type"] == "AWS::SQS::Queue" && !r["Properties"]["RedrivePolicy"].is_null())
         .collect();
     assert_eq!(queues.len(), billing_infra::stack::QUEUES.len());
-    for queue in queues {
+    for queue in &queues {
         assert_eq!(
             queue["Properties"]["RedrivePolicy"]["maxReceiveCount"],
             billing_infra::stack::MAX_RECEIVES
         );
+        // A FIFO queue needs a FIFO dead-letter queue.
+        let dlq = match &queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] {
+            Value::Tagged(get_att) => get_att.value.as_str().unwrap().strip_suffix(".Arn"),
+            _ => None,
+        }
+        .unwrap();
+        assert_eq!(
+            resources[&Value::from(dlq)]["Properties"]["FifoQueue"],
+            queue["Properties"]["FifoQueue"],
+            "{dlq}"
+        );
     }
+    let fifo = |q: &&&Value| q["Properties"]["FifoQueue"] == true;
+    assert_eq!(
+        queues.iter().filter(fifo).count(),
+        billing_infra::stack::QUEUES
+            .iter()
+            .filter(|q| q.ends_with(".fifo"))
+            .count()
+    );
+    assert!(billing_infra::stack::BILLING_QUEUE.ends_with(".fifo"));
 }
 
 #[test]

@@ -10,11 +10,9 @@ use billing_app::App;
 use billing_aws::sqs_batch::handle_batch_grouped;
 
 pub async fn handle(app: &App, event: SqsEvent) -> SqsBatchResponse {
-    // One tenant's jobs run one after the other: they share the tenant's invoice sequence.
-    let tenant = |job: &BillingJob| match job {
-        BillingJob::Subscription { tenant, .. } | BillingJob::TestClock { tenant, .. } => *tenant,
-    };
-    handle_batch_grouped(event, tenant, |job: BillingJob| {
+    // One tenant's jobs run one after the other (the FIFO queue's message groups keep
+    // other workers off them too).
+    handle_batch_grouped(event, BillingJob::tenant, |job: BillingJob| {
         let app = app.clone();
         async move {
             match job {

@@ -1,4 +1,10 @@
 //! The billing queue on SQS (`BILLING_QUEUE_URL`), consumed by `billing-worker`.
+//!
+//! It is a FIFO queue with one message group per tenant: a tenant's jobs share its
+//! gapless invoice sequence, so running two of them at once only makes one retry. With
+//! groups, SQS hands a tenant's jobs to one worker at a time while other tenants' run in
+//! parallel. Every send gets its own deduplication id: the jobs are idempotent, and a
+//! content-based id would swallow a second test-clock advance within five minutes.
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
@@ -50,6 +56,7 @@ impl SqsBillingQueue {
 #[async_trait]
 impl BillingQueue for SqsBillingQueue {
     async fn enqueue(&self, jobs: &[BillingJob]) -> Result<(), StoreError> {
+        let fifo = self.url.ends_with(".fifo");
         for chunk in jobs.chunks(10) {
             let entries = chunk
                 .iter()
@@ -57,11 +64,18 @@ impl BillingQueue for SqsBillingQueue {
                 .map(|(i, job)| {
                     let body = serde_json::to_string(job)
                         .map_err(|e| StoreError::Internal(e.to_string()))?;
-                    SendMessageBatchRequestEntry::builder()
+                    let entry = SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .message_body(body)
-                        .build()
-                        .map_err(|e| StoreError::Internal(e.to_string()))
+                        .message_body(body);
+                    if fifo {
+                        entry
+                            .message_group_id(job.tenant().to_string())
+                            .message_deduplication_id(ulid::Ulid::new().to_string())
+                    } else {
+                        entry
+                    }
+                    .build()
+                    .map_err(|e| StoreError::Internal(e.to_string()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let output = self

@@ -180,6 +180,17 @@ pub enum BillingJob {
     TestClock { tenant: TenantId, id: TestClockId },
 }
 
+impl BillingJob {
+    /// A tenant's jobs run one at a time: they share the tenant's invoice sequence.
+    pub fn tenant(&self) -> TenantId {
+        match self {
+            BillingJob::Subscription { tenant, .. } | BillingJob::TestClock { tenant, .. } => {
+                *tenant
+            }
+        }
+    }
+}
+
 /// The billing queue.
 #[async_trait]
 pub trait BillingQueue: Send + Sync {
