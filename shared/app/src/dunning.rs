@@ -1,0 +1,555 @@
+//! Dunning: what happens to an account whose invoices could not be collected.
+//!
+//! Payments report in with [`App::invoice_past_due`] (an invoice's first failed payment:
+//! the case opens and its step days count from then) and [`App::invoice_settled`] (paid
+//! or voided: when nothing overdue is left the account is unblocked). Steps wait in the due
+//! index; the payment worker runs them ([`App::run_due_dunning`]), and so does a test clock's
+//! advance for accounts on the clock. The rules are
+//! `billing_domain::dunning`; this module loads, writes and notifies.
+//!
+//! Exactly once: every move is computed from the stored case and written only over the
+//! version it was computed from, together with the account's status, the audit record and
+//! the event. Running anything twice, or concurrently, makes each move once.
+//!
+//! Customer notices are at least once, deduplicated by key: a move writes its notice as a
+//! pending item in the same transaction, claimed by the committing process for
+//! [`NOTICE_CLAIM`]; that process sends it and then deletes it. If it dies in between, the
+//! notice waits in the due index until the claim runs out and the payment worker sends it
+//! ([`App::send_due_notice`]) under the same key; the only duplicate possible is a send
+//! that went out just before a crash. A process without a notifier leaves its notices due
+//! at once for the worker. A step's notice still pending when its case is resolved is
+//! dropped: the customer gets the good news, not a stale warning.
+
+use std::collections::BTreeMap;
+
+use billing_domain::access::Permission;
+use billing_domain::account::{Account, AccountStatus};
+use billing_domain::dunning::{
+    self, notice_text, CaseFacts, DunningCase, DunningPolicy, DunningStatus, DunningStep,
+    DunningTransition, NoticeKind,
+};
+use billing_domain::event::AuditAction;
+use billing_domain::ids::{AccountId, InvoiceId, TenantId};
+use billing_domain::invoicing::{Invoice, InvoiceStatus};
+use billing_domain::money::Money;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::ports::{
+    AccountStatusWrite, Change, Notification, NotifyError, PendingNotice, StoreError,
+};
+use crate::webhooks::system_caller;
+use crate::{to_json, App, AppError, Caller, ChangeSpec};
+
+/// How long the process that committed a notice has to send it before the worker does.
+pub const NOTICE_CLAIM: SignedDuration = SignedDuration::from_secs(120);
+const WRITE_ATTEMPTS: usize = 8;
+/// Most moves one run makes (every step of the longest policy, with room for races).
+const MAX_MOVES: usize = 4 * dunning::MAX_STEPS;
+const ENTITY: &str = "dunning";
+
+/// Whether an invoice is still owed: open, or given up on by collection (uncollectible
+/// invoices are still debts; only paying or voiding settles them).
+fn owed(invoice: &Invoice) -> bool {
+    matches!(
+        invoice.status,
+        InvoiceStatus::Open | InvoiceStatus::Uncollectible
+    )
+}
+
+/// Blocked accounts take no new subscriptions and no plan changes until they have paid.
+pub(crate) fn refuse_blocked(account: &Account) -> Result<(), AppError> {
+    if account.status != AccountStatus::Blocked {
+        return Ok(());
+    }
+    Err(AppError::Conflict {
+        code: "account_blocked",
+        message: format!(
+            "account {} is blocked by dunning: pay its overdue invoices to unblock it",
+            account.id
+        ),
+        param: Some("account"),
+    })
+}
+
+fn busy() -> AppError {
+    AppError::Conflict {
+        code: "concurrent_modification",
+        message: "the account's dunning kept changing under this request; retry".into(),
+        param: None,
+    }
+}
+
+/// What one attempt at a move came to.
+enum Moved {
+    Made,
+    /// Another writer moved the case or the account first: read again.
+    Lost,
+}
+
+impl App {
+    /// The tenant's dunning policy (the default until it sets one).
+    pub async fn dunning_policy(&self, caller: &Caller) -> Result<DunningPolicy, AppError> {
+        caller.require(Permission::Read)?;
+        Ok(self
+            .store
+            .get_dunning_policy(caller.tenant_id)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Replaces the tenant's policy. Cases already running keep the policy they opened with.
+    pub async fn set_dunning_policy(
+        &self,
+        caller: &Caller,
+        steps: Vec<DunningStep>,
+    ) -> Result<DunningPolicy, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let policy = DunningPolicy::new(steps)?;
+        let before = to_json(&self.dunning_policy(caller).await?)?;
+        let after = to_json(&policy)?;
+        let change = self.change(
+            caller,
+            self.now(),
+            ChangeSpec {
+                entity_type: "dunning_settings",
+                entity_id: caller.tenant_id.to_string(),
+                action: AuditAction::Update,
+                event_type: "dunning_settings.updated",
+                before: Some(&before),
+                after: &after,
+            },
+        );
+        self.store
+            .set_dunning_policy(caller.tenant_id, &policy, &change)
+            .await?;
+        Ok(policy)
+    }
+
+    /// The account's latest dunning case.
+    pub async fn get_dunning_case(
+        &self,
+        caller: &Caller,
+        account: AccountId,
+    ) -> Result<DunningCase, AppError> {
+        caller.require(Permission::Read)?;
+        self.store
+            .get_dunning_case(caller.tenant_id, account)
+            .await?
+            .ok_or_else(|| AppError::not_found("dunning case of account", account))
+    }
+
+    /// An invoice of `account` could not be collected (its first failed payment): opens the
+    /// account's dunning case at `now`, or notes one more overdue invoice in the open one.
+    /// Nothing happens for an invoice no longer owed, or one already noted.
+    pub async fn invoice_past_due(
+        &self,
+        caller: &Caller,
+        account: AccountId,
+        invoice: InvoiceId,
+        now: Timestamp,
+    ) -> Result<(), AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let tenant = caller.tenant_id;
+        let stored = self.invoice_of(tenant, account, invoice).await?;
+        if !owed(&stored) {
+            return Ok(());
+        }
+        let owner = self
+            .store
+            .get_account(tenant, account)
+            .await?
+            .ok_or_else(|| AppError::not_found("account", account))?;
+        let facts = CaseFacts {
+            account_id: account,
+            test_clock: owner.test_clock,
+            livemode: caller.livemode,
+        };
+        let policy = self
+            .store
+            .get_dunning_policy(tenant)
+            .await?
+            .unwrap_or_default();
+        for _ in 0..WRITE_ATTEMPTS {
+            let current = self.store.get_dunning_case(tenant, account).await?;
+            let next = match &current {
+                Some(case) if case.status == DunningStatus::Active => {
+                    case.note_overdue(invoice, now)
+                }
+                previous => DunningCase::open(facts, previous.as_ref(), &policy, invoice, now),
+            };
+            let Some(next) = next else {
+                return Ok(());
+            };
+            let change = self.case_change(caller, current.as_ref(), &next, None, None, now)?;
+            match self
+                .store
+                .save_dunning_case(tenant, current.as_ref(), &next, None, None, &change)
+                .await
+            {
+                Err(StoreError::VersionConflict { .. } | StoreError::AlreadyExists { .. }) => {}
+                other => return Ok(other?),
+            }
+        }
+        Err(busy())
+    }
+
+    /// An invoice of `account` was paid or voided: takes it out of the account's case and,
+    /// when no overdue invoice is left, resolves the case (account active again, pending
+    /// steps cancelled, `dunning.unblocked` if the customer had been told anything).
+    /// Nothing happens for an invoice that is still owed or that no case holds.
+    pub async fn invoice_settled(
+        &self,
+        caller: &Caller,
+        account: AccountId,
+        invoice: InvoiceId,
+        now: Timestamp,
+    ) -> Result<(), AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let tenant = caller.tenant_id;
+        if owed(&self.invoice_of(tenant, account, invoice).await?) {
+            return Ok(());
+        }
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some(current) = self.store.get_dunning_case(tenant, account).await? else {
+                return Ok(());
+            };
+            let Some(transition) = current.settle(&[invoice], now) else {
+                return Ok(());
+            };
+            if let Moved::Made = self.commit(caller, &current, transition, now).await? {
+                return Ok(());
+            }
+        }
+        Err(busy())
+    }
+
+    /// Runs every step of the account's case due at or before `now`, in order, each at the
+    /// moment it fell due, but never past the account's own time (its test clock's: the
+    /// time the clock is advancing to, or stands at). A step finds first whether its
+    /// invoices were settled meanwhile (and resolves the case instead). What the payment
+    /// worker does with a dunning job, and a test clock's advance with a case on the clock.
+    /// Safe to run twice and concurrently: each move is made once. Returns the moves made.
+    pub async fn run_due_dunning(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        now: Timestamp,
+    ) -> Result<usize, AppError> {
+        let Some(case) = self.store.get_dunning_case(tenant, account).await? else {
+            return Ok(0);
+        };
+        let until = match case.test_clock {
+            None => now,
+            Some(clock) => {
+                let clock = self
+                    .store
+                    .get_test_clock(tenant, clock)
+                    .await?
+                    .ok_or_else(|| AppError::not_found("test clock", clock))?;
+                now.min(clock.advancing_to.unwrap_or(clock.frozen_time))
+            }
+        };
+        let mut moves = 0;
+        for _ in 0..MAX_MOVES {
+            let Some(current) = self.store.get_dunning_case(tenant, account).await? else {
+                break;
+            };
+            let caller = system_caller(tenant, current.livemode);
+            let Some(due) = current
+                .next_step_at
+                .filter(|at| *at <= until && current.status == DunningStatus::Active)
+            else {
+                break;
+            };
+            let settled = self.settled_invoices(tenant, &current).await?;
+            let transition = if settled.is_empty() {
+                current.take_due_step(until)
+            } else {
+                current.settle(&settled, due)
+            };
+            let Some(transition) = transition else {
+                break;
+            };
+            if let Moved::Made = self.commit(&caller, &current, transition, due).await? {
+                moves += 1;
+            }
+        }
+        Ok(moves)
+    }
+
+    /// Writes one move of a case with the account's status, the audit record and the
+    /// events, then sends the notice it left.
+    async fn commit(
+        &self,
+        caller: &Caller,
+        current: &DunningCase,
+        transition: DunningTransition,
+        at: Timestamp,
+    ) -> Result<Moved, AppError> {
+        let tenant = caller.tenant_id;
+        let DunningTransition {
+            next,
+            event,
+            notice,
+        } = transition;
+        let account = self
+            .store
+            .get_account(tenant, next.account_id)
+            .await?
+            .ok_or_else(|| AppError::not_found("account", next.account_id))?;
+        let moved = dunning::account_after(&account, &next, at);
+        let status = moved.as_ref().map(|next_account| (&account, next_account));
+        let change = self.case_change(caller, Some(current), &next, event, status, at)?;
+        let write = moved.as_ref().map(|next_account| AccountStatusWrite {
+            previous: &account,
+            next: next_account,
+        });
+        let pending = notice.map(|notice| PendingNotice {
+            account_id: next.account_id,
+            key: notice.key,
+            kind: notice.kind,
+            made_at: at,
+            retry_at: match self.notifier {
+                Some(_) => self.now() + NOTICE_CLAIM,
+                None => self.now(),
+            },
+            version: 1,
+        });
+        match self
+            .store
+            .save_dunning_case(
+                tenant,
+                Some(current),
+                &next,
+                write,
+                pending.as_ref(),
+                &change,
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::VersionConflict { .. } | StoreError::AlreadyExists { .. }) => {
+                return Ok(Moved::Lost)
+            }
+            Err(err) => return Err(err.into()),
+        }
+        if let Some(pending) = pending.filter(|_| self.notifier.is_some()) {
+            self.send_notice(tenant, &pending).await?;
+        }
+        Ok(Moved::Made)
+    }
+
+    /// The audit record of a case's move, its dunning event (if the move has one) and,
+    /// when the account's status moves with it, `account.updated`.
+    fn case_change(
+        &self,
+        caller: &Caller,
+        previous: Option<&DunningCase>,
+        next: &DunningCase,
+        event: Option<&'static str>,
+        account: Option<(
+            &billing_domain::account::Account,
+            &billing_domain::account::Account,
+        )>,
+        at: Timestamp,
+    ) -> Result<Change, AppError> {
+        let before = previous.map(to_json).transpose()?;
+        let after = to_json(next)?;
+        let mut change = self.change(
+            caller,
+            at,
+            ChangeSpec {
+                entity_type: ENTITY,
+                entity_id: next.account_id.to_string(),
+                action: if previous.is_some() {
+                    AuditAction::Update
+                } else {
+                    AuditAction::Create
+                },
+                event_type: event.unwrap_or_default(),
+                before: before.as_ref(),
+                after: &after,
+            },
+        );
+        if caller.key_id.is_none() {
+            change.audit.actor.via = "system".into();
+        }
+        if event.is_none() {
+            change.events.clear();
+        }
+        if let Some((before, after)) = account {
+            let previous_attributes = serde_json::json!({"status": before.status});
+            change.events.push(self.event(
+                caller,
+                at,
+                "account.updated",
+                after.id.to_string(),
+                to_json(after)?,
+                Some(previous_attributes),
+            ));
+        }
+        Ok(change)
+    }
+
+    /// Sends a notice whose claim ran out (its sender died or its notifier was down):
+    /// what the payment worker does with a dunning notice job. Claims it anew first, so
+    /// two workers do not both send it.
+    pub async fn send_due_notice(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        key: &str,
+    ) -> Result<(), AppError> {
+        if self.notifier.is_none() {
+            return Err(AppError::Unavailable(
+                "this process has no notifier; the payment worker sends notices".into(),
+            ));
+        }
+        let Some(stored) = self.store.get_dunning_notice(tenant, account, key).await? else {
+            return Ok(());
+        };
+        let now = self.now();
+        let Some(claimed) = stored.reclaim(now, now + NOTICE_CLAIM) else {
+            return Ok(());
+        };
+        match self
+            .store
+            .claim_dunning_notice(tenant, &stored, &claimed)
+            .await
+        {
+            Ok(()) => self.send_notice(tenant, &claimed).await,
+            Err(StoreError::VersionConflict { .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Sends a pending notice this process holds the claim on, and deletes it. A notifier
+    /// that is unavailable leaves it pending (the worker tries again when the claim runs
+    /// out); a rejected notice is logged and deleted, since it would be rejected again.
+    async fn send_notice(&self, tenant: TenantId, pending: &PendingNotice) -> Result<(), AppError> {
+        let Some(notifier) = &self.notifier else {
+            return Ok(());
+        };
+        let case = self
+            .store
+            .get_dunning_case(tenant, pending.account_id)
+            .await?;
+        let stale = case.as_ref().is_none_or(|c| {
+            c.status == DunningStatus::Resolved && pending.kind != NoticeKind::Unblocked
+        });
+        if let (false, Some(case)) = (stale, case) {
+            let notification = self.notification(tenant, &case, pending).await?;
+            match notifier.send(&notification).await {
+                Ok(()) => {}
+                Err(NotifyError::Unavailable(cause)) => {
+                    tracing::warn!(%cause, key = %pending.key, "notice not sent; the worker retries it");
+                    return Ok(());
+                }
+                Err(NotifyError::Rejected(cause)) => {
+                    tracing::warn!(%cause, key = %pending.key, "notice rejected; not retried");
+                }
+            }
+        }
+        self.store
+            .delete_dunning_notice(tenant, pending.account_id, &pending.key)
+            .await?;
+        Ok(())
+    }
+
+    /// The words of a notice, with what the account owes now.
+    async fn notification(
+        &self,
+        tenant: TenantId,
+        case: &DunningCase,
+        pending: &PendingNotice,
+    ) -> Result<Notification, AppError> {
+        let account = self
+            .store
+            .get_account(tenant, case.account_id)
+            .await?
+            .ok_or_else(|| AppError::not_found("account", case.account_id))?;
+        let company = self
+            .store
+            .get_tenant(tenant)
+            .await?
+            .map(|t| t.name)
+            .unwrap_or_default();
+        let mut owed_by_currency: BTreeMap<String, Money> = BTreeMap::new();
+        let mut invoices = Vec::new();
+        for id in &case.overdue_invoices {
+            if let Some(invoice) = self.store.get_invoice(tenant, *id).await? {
+                invoices.push(invoice);
+            }
+        }
+        for invoice in invoices.iter().filter(|i| owed(i)) {
+            let left = Money::new(invoice.amount_due - invoice.amount_paid, invoice.currency);
+            let sum = owed_by_currency
+                .entry(invoice.currency.api_code())
+                .or_insert(Money::zero(invoice.currency));
+            *sum = sum
+                .checked_add(left)
+                .map_err(|e| AppError::Internal(e.to_string()))?;
+        }
+        let owed: Vec<String> = owed_by_currency
+            .into_values()
+            .map(billing_domain::format::format_human)
+            .collect();
+        let days = pending
+            .made_at
+            .duration_since(case.overdue_since)
+            .as_hours()
+            / 24;
+        let text = notice_text(pending.kind, &company, &owed, days);
+        Ok(Notification {
+            tenant_id: tenant,
+            account_id: case.account_id,
+            to: account.email,
+            subject: text.subject,
+            body: text.body,
+            key: format!("{}/dunning/{}", case.account_id, pending.key),
+        })
+    }
+
+    /// The invoices of a case that were paid or voided (or are gone) meanwhile.
+    async fn settled_invoices(
+        &self,
+        tenant: TenantId,
+        case: &DunningCase,
+    ) -> Result<Vec<InvoiceId>, AppError> {
+        let mut settled = Vec::new();
+        for id in &case.overdue_invoices {
+            let still_owed = self
+                .store
+                .get_invoice(tenant, *id)
+                .await?
+                .is_some_and(|i| owed(&i));
+            if !still_owed {
+                settled.push(*id);
+            }
+        }
+        Ok(settled)
+    }
+
+    async fn invoice_of(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        id: InvoiceId,
+    ) -> Result<Invoice, AppError> {
+        let invoice = self
+            .store
+            .get_invoice(tenant, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("invoice", id))?;
+        if invoice.account_id != account {
+            return Err(AppError::Invalid(
+                billing_domain::error::ValidationError::new(
+                    "invoice_of_another_account",
+                    "invoice",
+                    format!("invoice {id} does not belong to account {account}"),
+                ),
+            ));
+        }
+        Ok(invoice)
+    }
+}

@@ -1,0 +1,66 @@
+//! Dunning: the tenant's policy and an account's case.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use billing_app::App;
+use billing_domain::dunning::{DunningCase, DunningPolicy, DunningStep};
+use billing_domain::ids::AccountId;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::extract::{path_id, ApiJson, Auth, Reply};
+use crate::problem::{ApiResult, ProblemDocument};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"steps": [
+    {"after_days": 1, "action": "reminder"},
+    {"after_days": 5, "action": "warning"},
+    {"after_days": 10, "action": "block"}
+]}))]
+pub struct DunningSettingsRequest {
+    /// Days after the oldest unpaid invoice's first failed payment, strictly increasing;
+    /// a `block` only last; at most 10. `[]` turns dunning off for new cases.
+    pub steps: Vec<DunningStep>,
+}
+
+/// The tenant's dunning policy: by default a reminder on day 3, a warning on day 7
+/// (account `warning`) and a block on day 14 (account `blocked`).
+#[utoipa::path(get, path = "/v1/settings/dunning", tag = "dunning", responses((status = 200, body = DunningPolicy)))]
+pub async fn get_settings(
+    State(app): State<App>,
+    Auth(caller): Auth,
+) -> ApiResult<Reply<DunningPolicy>> {
+    Ok(Reply(StatusCode::OK, app.dunning_policy(&caller).await?))
+}
+
+/// Replaces the tenant's dunning policy. Cases already running keep the policy they opened
+/// with; the new one applies to cases opened from now on.
+#[utoipa::path(patch, path = "/v1/settings/dunning", tag = "dunning", request_body = DunningSettingsRequest,
+    responses((status = 200, body = DunningPolicy), (status = 400, body = ProblemDocument)))]
+pub async fn update_settings(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ApiJson(req): ApiJson<DunningSettingsRequest>,
+) -> ApiResult<Reply<DunningPolicy>> {
+    Ok(Reply(
+        StatusCode::OK,
+        app.set_dunning_policy(&caller, req.steps).await?,
+    ))
+}
+
+/// The account's latest dunning case: its overdue invoices, the steps taken and the next.
+#[utoipa::path(get, path = "/v1/accounts/{id}/dunning", tag = "dunning",
+    params(("id" = String, Path, description = "`acct_…`")),
+    responses((status = 200, body = DunningCase), (status = 404, body = ProblemDocument)))]
+pub async fn get_case(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Reply<DunningCase>> {
+    let id = path_id(&id, "account", AccountId::parse)?;
+    Ok(Reply(
+        StatusCode::OK,
+        app.get_dunning_case(&caller, id).await?,
+    ))
+}

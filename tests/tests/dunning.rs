@@ -1,0 +1,589 @@
+//! Dunning through the use cases on the memory store: steps on their days, each once under
+//! duplicate and concurrent runs; blocked accounts refused; unblocking on settlement;
+//! notices sent once, and again after a crash or an outage; test clocks.
+
+use std::sync::{Arc, Mutex};
+
+use billing_app::memory::{MemoryNotifier, MemoryStore};
+use billing_app::ports::{Clock, EventFilter, NotifyError, PageRequest, PaymentJob, Store};
+use billing_app::{App, AppError, Caller};
+use billing_domain::account::{Account, AccountStatus};
+use billing_domain::dunning::{DunningAction, DunningStatus, DunningStep};
+use billing_domain::ids::InvoiceId;
+use billing_domain::subscription::CollectionMethod;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::json;
+
+/// A clock the test moves.
+struct Manual(Mutex<Timestamp>);
+
+impl Manual {
+    fn at(t: Timestamp) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(t)))
+    }
+
+    fn set(&self, t: Timestamp) {
+        *self.0.lock().unwrap() = t;
+    }
+}
+
+impl Clock for Manual {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap()
+    }
+}
+
+fn t0() -> Timestamp {
+    "2026-03-02T09:00:00Z".parse().unwrap()
+}
+
+fn day(d: i64) -> Timestamp {
+    t0() + SignedDuration::from_hours(24 * d)
+}
+
+struct World {
+    app: App,
+    clock: Arc<Manual>,
+    notifier: Arc<MemoryNotifier>,
+    caller: Caller,
+    account: Account,
+}
+
+impl World {
+    async fn new() -> Self {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let clock = Manual::at(t0());
+        let notifier = Arc::new(MemoryNotifier::default());
+        let app = App::new(store, clock.clone()).with_notifier(notifier.clone());
+        let caller = billing_tests::admin(&app, "Dunning Co").await;
+        let account = app
+            .create_account(
+                &caller,
+                serde_json::from_value(json!({"email": "ap@customer.test", "currency": "usd"}))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        Self {
+            app,
+            clock,
+            notifier,
+            caller,
+            account,
+        }
+    }
+
+    /// An open invoice of the account for `amount` cents.
+    async fn open_invoice(&self, amount: i64) -> InvoiceId {
+        let lines = serde_json::from_value(json!([
+            {"description": "Services", "source": {"type": "fixed", "amount": amount}}
+        ]))
+        .unwrap();
+        let draft = self
+            .app
+            .create_manual_invoice(
+                &self.caller,
+                self.account.id,
+                lines,
+                CollectionMethod::SendInvoice,
+            )
+            .await
+            .unwrap();
+        self.app
+            .finalize_invoice(&self.caller, draft.id, None)
+            .await
+            .unwrap()
+            .id
+    }
+
+    async fn run(&self, at: Timestamp) -> usize {
+        self.clock.set(at);
+        self.app
+            .run_due_dunning(self.caller.tenant_id, self.account.id, at)
+            .await
+            .unwrap()
+    }
+
+    async fn status(&self) -> AccountStatus {
+        self.app
+            .get_account(&self.caller, self.account.id)
+            .await
+            .unwrap()
+            .status
+    }
+
+    /// The account's dunning and status events, oldest first.
+    async fn events(&self) -> Vec<String> {
+        let page = self
+            .app
+            .list_events(
+                &self.caller,
+                &EventFilter {
+                    event_type: None,
+                    resource_id: Some(self.account.id.to_string()),
+                },
+                &PageRequest {
+                    limit: 100,
+                    starting_after: None,
+                },
+            )
+            .await
+            .unwrap();
+        let mut types: Vec<String> = page
+            .items
+            .into_iter()
+            .map(|e| e.event_type)
+            .filter(|t| t.starts_with("dunning.") || t == "account.updated")
+            .collect();
+        types.reverse();
+        types
+    }
+
+    fn notices(&self) -> Vec<String> {
+        self.notifier.sent().into_iter().map(|n| n.key).collect()
+    }
+}
+
+#[tokio::test]
+async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled() {
+    let w = World::new().await;
+    let invoice = w.open_invoice(4900).await;
+    w.app
+        .invoice_past_due(&w.caller, w.account.id, invoice, t0())
+        .await
+        .unwrap();
+    assert_eq!(w.run(day(2)).await, 0, "nothing before day 3");
+    assert_eq!(w.run(day(3)).await, 1);
+    assert_eq!(
+        w.status().await,
+        AccountStatus::Active,
+        "a reminder only tells"
+    );
+    assert_eq!(w.run(day(7)).await, 1);
+    assert_eq!(w.status().await, AccountStatus::Warning);
+    assert_eq!(w.run(day(14)).await, 1);
+    assert_eq!(w.status().await, AccountStatus::Blocked);
+    assert_eq!(w.run(day(30)).await, 0, "a block is the last step");
+
+    let sent = w.notifier.sent();
+    assert_eq!(sent.len(), 3);
+    assert_eq!(sent[0].to, "ap@customer.test");
+    assert!(
+        sent[0].subject.starts_with("Dunning Co: "),
+        "{}",
+        sent[0].subject
+    );
+    assert!(
+        sent[1].body.contains("$49.00 has been overdue for 7 days"),
+        "{}",
+        sent[1].body
+    );
+    assert!(
+        sent[2].key.ends_with("/dunning/1-3-blocked"),
+        "{}",
+        sent[2].key
+    );
+
+    // Blocked: no new subscriptions, no plan changes.
+    let plan = w
+        .app
+        .create_plan(
+            &w.caller,
+            serde_json::from_value(json!({
+                "code": "pro", "name": "Pro", "interval": {"unit": "month"},
+                "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 100}}}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let start = billing_app::subscriptions::StartSubscription {
+        account_id: w.account.id,
+        plan_id: plan.plan.id,
+        quantity: 1,
+        trial_days: None,
+        start: None,
+        billing_anchor: None,
+        collection_method: CollectionMethod::SendInvoice,
+        days_until_due: None,
+        max_pause_days: None,
+        metadata: Default::default(),
+    };
+    let refused = w.app.create_subscription(&w.caller, start.clone()).await;
+    assert!(
+        matches!(
+            refused,
+            Err(AppError::Conflict {
+                code: "account_blocked",
+                param: Some("account"),
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+
+    // Voiding settles; the account is active again and can subscribe.
+    w.clock.set(day(20));
+    w.app.void_invoice(&w.caller, invoice).await.unwrap();
+    w.app
+        .invoice_settled(&w.caller, w.account.id, invoice, day(20))
+        .await
+        .unwrap();
+    w.app
+        .invoice_settled(&w.caller, w.account.id, invoice, day(20))
+        .await
+        .unwrap();
+    assert_eq!(w.status().await, AccountStatus::Active);
+    let case = w
+        .app
+        .get_dunning_case(&w.caller, w.account.id)
+        .await
+        .unwrap();
+    assert_eq!(case.status, DunningStatus::Resolved);
+    assert_eq!(case.next_step_at, None);
+    assert_eq!(
+        w.events().await,
+        [
+            "dunning.reminder",
+            "dunning.warning",
+            "account.updated",
+            "dunning.blocked",
+            "account.updated",
+            "dunning.unblocked",
+            "account.updated"
+        ]
+    );
+    assert_eq!(
+        w.notices()
+            .last()
+            .map(|k| k.ends_with("/dunning/1-4-unblocked")),
+        Some(true)
+    );
+    assert!(w.app.create_subscription(&w.caller, start).await.is_ok());
+}
+
+#[tokio::test]
+async fn duplicate_and_concurrent_runs_take_each_step_once() {
+    let w = World::new().await;
+    let invoice = w.open_invoice(1000).await;
+    for _ in 0..3 {
+        w.app
+            .invoice_past_due(&w.caller, w.account.id, invoice, t0())
+            .await
+            .unwrap();
+    }
+    w.clock.set(day(15));
+    let runs = (0..8).map(|_| {
+        let app = w.app.clone();
+        let (tenant, account) = (w.caller.tenant_id, w.account.id);
+        tokio::spawn(async move { app.run_due_dunning(tenant, account, day(15)).await })
+    });
+    let mut moves = 0;
+    for run in runs {
+        moves += run.await.unwrap().unwrap();
+    }
+    assert_eq!(moves, 3, "reminder, warning, block: once each");
+    assert_eq!(w.run(day(15)).await, 0);
+    let case = w
+        .app
+        .get_dunning_case(&w.caller, w.account.id)
+        .await
+        .unwrap();
+    assert_eq!(case.number, 1);
+    let taken: Vec<_> = case.steps_taken.iter().map(|s| (s.action, s.at)).collect();
+    assert_eq!(
+        taken,
+        [
+            (DunningAction::Reminder, day(3)),
+            (DunningAction::Warning, day(7)),
+            (DunningAction::Block, day(14))
+        ]
+    );
+    assert_eq!(w.notices().len(), 3, "one notice per step");
+}
+
+#[tokio::test]
+async fn a_second_overdue_invoice_keeps_the_first_ones_days_and_both_must_be_settled() {
+    let w = World::new().await;
+    let (first, second) = (w.open_invoice(1000).await, w.open_invoice(2000).await);
+    w.app
+        .invoice_past_due(&w.caller, w.account.id, first, t0())
+        .await
+        .unwrap();
+    w.app
+        .invoice_past_due(&w.caller, w.account.id, second, day(5))
+        .await
+        .unwrap();
+    w.run(day(7)).await;
+    assert_eq!(w.status().await, AccountStatus::Warning);
+    assert!(
+        w.notifier.sent()[1].body.contains("$30.00"),
+        "both invoices are owed"
+    );
+    w.app.void_invoice(&w.caller, first).await.unwrap();
+    w.app
+        .invoice_settled(&w.caller, w.account.id, first, day(8))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.status().await,
+        AccountStatus::Warning,
+        "one is still owed"
+    );
+    w.app.void_invoice(&w.caller, second).await.unwrap();
+    w.app
+        .invoice_settled(&w.caller, w.account.id, second, day(9))
+        .await
+        .unwrap();
+    assert_eq!(w.status().await, AccountStatus::Active);
+    // The next failure opens a fresh case that counts from its own day.
+    let third = w.open_invoice(500).await;
+    w.app
+        .invoice_past_due(&w.caller, w.account.id, third, day(40))
+        .await
+        .unwrap();
+    let case = w
+        .app
+        .get_dunning_case(&w.caller, w.account.id)
+        .await
+        .unwrap();
+    assert_eq!((case.number, case.next_step_at), (2, Some(day(43))));
+}
+
+#[tokio::test]
+async fn an_invoice_settled_without_word_resolves_the_case_at_its_next_step() {
+    let w = World::new().await;
+    let invoice = w.open_invoice(1000).await;
+    w.app
+        .invoice_past_due(&w.caller, w.account.id, invoice, t0())
+        .await
+        .unwrap();
+    w.app.void_invoice(&w.caller, invoice).await.unwrap();
+    assert_eq!(w.run(day(3)).await, 1);
+    let case = w
+        .app
+        .get_dunning_case(&w.caller, w.account.id)
+        .await
+        .unwrap();
+    assert_eq!(case.status, DunningStatus::Resolved);
+    assert!(case.steps_taken.is_empty());
+    assert!(
+        w.events().await.is_empty(),
+        "the customer never heard of it"
+    );
+    assert!(w.notices().is_empty());
+    // Reporting it past due now changes nothing: it is not owed.
+    w.app
+        .invoice_past_due(&w.caller, w.account.id, invoice, day(4))
+        .await
+        .unwrap();
+    let again = w
+        .app
+        .get_dunning_case(&w.caller, w.account.id)
+        .await
+        .unwrap();
+    assert_eq!(again, case);
+}
+
+#[tokio::test]
+async fn a_notice_left_by_a_process_without_a_notifier_is_sent_by_the_worker_once() {
+    let w = World::new().await;
+    let invoice = w.open_invoice(1000).await;
+    w.app
+        .invoice_past_due(&w.caller, w.account.id, invoice, t0())
+        .await
+        .unwrap();
+    // A process that cannot send (or that dies right after the commit) takes the step.
+    let mute = App::new(w.app.store.clone(), w.clock.clone());
+    w.clock.set(day(3));
+    mute.run_due_dunning(w.caller.tenant_id, w.account.id, day(3))
+        .await
+        .unwrap();
+    assert!(w.notices().is_empty());
+    let due = w.app.store.due_items(day(3), 100).await.unwrap();
+    let job = due
+        .iter()
+        .find_map(|item| match &item.kind {
+            billing_app::ports::DueKind::Payment(job @ PaymentJob::DunningNotice { .. }) => {
+                Some(job.clone())
+            }
+            _ => None,
+        })
+        .expect("the notice waits in the due index");
+    w.app.handle_payment_job(&job).await.unwrap();
+    w.app.handle_payment_job(&job).await.unwrap();
+    assert_eq!(w.notices().len(), 1, "sent once, under its key");
+    assert!(w.notices()[0].ends_with("/dunning/1-1-reminder"));
+    let left = w.app.store.due_items(day(3), 100).await.unwrap();
+    assert!(
+        !left.iter().any(|i| matches!(
+            i.kind,
+            billing_app::ports::DueKind::Payment(PaymentJob::DunningNotice { .. })
+        )),
+        "and gone from the due index"
+    );
+}
+
+#[tokio::test]
+async fn a_notifier_outage_is_retried_after_the_claim_runs_out() {
+    let w = World::new().await;
+    let invoice = w.open_invoice(1000).await;
+    w.app
+        .invoice_past_due(&w.caller, w.account.id, invoice, t0())
+        .await
+        .unwrap();
+    w.notifier
+        .fail_with(Some(NotifyError::Unavailable("throttled".into())));
+    w.run(day(3)).await;
+    w.notifier.fail_with(None);
+    let key = "1-1-reminder".to_owned();
+    let job = PaymentJob::DunningNotice {
+        tenant: w.caller.tenant_id,
+        account: w.account.id,
+        key: key.clone(),
+    };
+    w.app.handle_payment_job(&job).await.unwrap();
+    assert!(w.notices().is_empty(), "the claim still holds");
+    w.clock
+        .set(day(3) + billing_app::dunning::NOTICE_CLAIM + SignedDuration::from_secs(1));
+    w.app.handle_payment_job(&job).await.unwrap();
+    w.app.handle_payment_job(&job).await.unwrap();
+    assert_eq!(w.notices().len(), 1);
+}
+
+#[tokio::test]
+async fn steps_of_an_account_on_a_test_clock_run_when_the_clock_advances() {
+    let w = World::new().await;
+    let clock = w
+        .app
+        .create_test_clock(&w.caller, None, t0())
+        .await
+        .unwrap();
+    let account = w
+        .app
+        .create_account(
+            &w.caller,
+            serde_json::from_value(
+                json!({"email": "clock@customer.test", "currency": "usd", "test_clock": clock.id}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let w = World { account, ..w };
+    let invoice = w.open_invoice(1000).await;
+    w.app
+        .invoice_past_due(&w.caller, w.account.id, invoice, t0())
+        .await
+        .unwrap();
+    // Real time moves on; the clock does not: nothing is due for the worker.
+    w.clock.set(day(30));
+    let job = PaymentJob::Dunning {
+        tenant: w.caller.tenant_id,
+        account: w.account.id,
+    };
+    w.app.handle_payment_job(&job).await.unwrap();
+    assert_eq!(w.status().await, AccountStatus::Active);
+    assert!(w
+        .app
+        .store
+        .due_items(day(30), 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|i| !matches!(
+            i.kind,
+            billing_app::ports::DueKind::Payment(PaymentJob::Dunning { .. })
+        )));
+    w.app
+        .begin_test_clock_advance(&w.caller, clock.id, day(8))
+        .await
+        .unwrap();
+    w.app
+        .run_test_clock(w.caller.tenant_id, clock.id)
+        .await
+        .unwrap();
+    assert_eq!(w.status().await, AccountStatus::Warning);
+    let case = w
+        .app
+        .get_dunning_case(&w.caller, w.account.id)
+        .await
+        .unwrap();
+    let days: Vec<_> = case.steps_taken.iter().map(|s| s.at).collect();
+    assert_eq!(
+        days,
+        [day(3), day(7)],
+        "each at the moment it fell due on the clock"
+    );
+}
+
+#[tokio::test]
+async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases() {
+    let w = World::new().await;
+    let default = w.app.dunning_policy(&w.caller).await.unwrap();
+    assert_eq!(default.steps.len(), 3);
+    let bad = w
+        .app
+        .set_dunning_policy(
+            &w.caller,
+            vec![
+                DunningStep {
+                    after_days: 5,
+                    action: DunningAction::Block,
+                },
+                DunningStep {
+                    after_days: 9,
+                    action: DunningAction::Reminder,
+                },
+            ],
+        )
+        .await;
+    match bad {
+        Err(AppError::Invalid(e)) => {
+            assert_eq!(
+                (e.code, e.param.as_str()),
+                ("dunning_block_not_last", "steps[0].action")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let invoice = w.open_invoice(1000).await;
+    w.app
+        .invoice_past_due(&w.caller, w.account.id, invoice, t0())
+        .await
+        .unwrap();
+    w.app
+        .set_dunning_policy(
+            &w.caller,
+            vec![DunningStep {
+                after_days: 1,
+                action: DunningAction::Block,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.run(day(2)).await, 0, "the running case keeps its policy");
+    let other = World::new().await;
+    assert_eq!(
+        other.app.dunning_policy(&other.caller).await.unwrap(),
+        default,
+        "another tenant keeps the default"
+    );
+    // Turned off: no case opens.
+    other
+        .app
+        .set_dunning_policy(&other.caller, vec![])
+        .await
+        .unwrap();
+    let invoice = other.open_invoice(1000).await;
+    other
+        .app
+        .invoice_past_due(&other.caller, other.account.id, invoice, t0())
+        .await
+        .unwrap();
+    assert!(other
+        .app
+        .get_dunning_case(&other.caller, other.account.id)
+        .await
+        .is_err());
+}
