@@ -12,6 +12,8 @@ pub const EVENT_BUS: &str = "billing-events";
 /// The queue `billing-worker` consumes (one of [`QUEUES`]): FIFO, a message group per
 /// tenant.
 pub const BILLING_QUEUE: &str = "billing-runs.fifo";
+/// The queue `payment-worker` consumes (one of [`QUEUES`]).
+pub const PAYMENT_QUEUE: &str = "billing-payments";
 /// The queue `webhook-fanout` consumes (one of [`QUEUES`]).
 pub const WEBHOOK_QUEUE: &str = "billing-webhooks";
 /// Stripe credentials; `{}` means "use the sandbox gateway".

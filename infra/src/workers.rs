@@ -1,5 +1,6 @@
 //! The Lambdas that are not HTTP, run in-process for the local stack: queue consumers
-//! (feeding SQS batches to `webhook-fanout`'s and `billing-worker`'s handlers, deleting
+//! (feeding SQS batches to `webhook-fanout`'s, `billing-worker`'s and `payment-worker`'s
+//! handlers, deleting
 //! what they handled, leaving failures for redelivery and the dead-letter queue, as the
 //! Lambda event source does) and `billing-run` on a timer instead of an EventBridge
 //! schedule.
@@ -14,7 +15,7 @@ use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use billing_app::ports::Clock;
 use billing_app::relay::{Fanout, Sweeper};
 use billing_app::App;
-use billing_aws::{AwsDispatch, DynamoStore, HttpSender, SqsBillingQueue};
+use billing_aws::{AwsDispatch, DynamoStore, HttpSender, SqsQueue};
 use tokio::task::JoinSet;
 
 use crate::stack;
@@ -23,7 +24,8 @@ use crate::stack;
 pub struct Local {
     pub app: App,
     pub dispatch: Arc<AwsDispatch>,
-    pub billing: Arc<SqsBillingQueue>,
+    pub billing: Arc<SqsQueue>,
+    pub payments: Arc<SqsQueue>,
     pub sqs: aws_sdk_sqs::Client,
 }
 
@@ -47,10 +49,12 @@ impl Local {
         let dispatch = Arc::new(AwsDispatch::by_queue_name(sdk, queue, stack::EVENT_BUS).await?);
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table)
             .with_dispatch(dispatch.clone());
+        let payments = Arc::new(SqsQueue::by_name(sdk, stack::PAYMENT_QUEUE).await?);
         Ok(Self {
-            app: App::new(Arc::new(store), clock),
+            app: App::new(Arc::new(store), clock).with_payment_queue(payments.clone()),
             dispatch,
-            billing: Arc::new(SqsBillingQueue::by_name(sdk, stack::BILLING_QUEUE).await?),
+            billing: Arc::new(SqsQueue::by_name(sdk, stack::BILLING_QUEUE).await?),
+            payments,
             sqs: aws_sdk_sqs::Client::new(sdk),
         })
     }
@@ -87,6 +91,20 @@ impl Local {
                 consume(sqs, url, |event| {
                     let app = app.clone();
                     async move { billing_worker::handle(&app, event).await }
+                })
+                .await
+            });
+        }
+        for _ in 0..consumers {
+            let (sqs, url, app) = (
+                self.sqs.clone(),
+                self.payments.url().to_owned(),
+                self.app.clone(),
+            );
+            tasks.spawn(async move {
+                consume(sqs, url, |event| {
+                    let app = app.clone();
+                    async move { payment_worker::handle(&app, event).await }
                 })
                 .await
             });

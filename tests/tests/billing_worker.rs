@@ -208,7 +208,7 @@ async fn the_billing_queue_groups_each_tenants_jobs() {
     billing_infra::stack::ensure(&sdk, &config.table_name)
         .await
         .unwrap();
-    let queue = billing_aws::SqsBillingQueue::by_name(&sdk, billing_infra::stack::BILLING_QUEUE)
+    let queue = billing_aws::SqsQueue::by_name(&sdk, billing_infra::stack::BILLING_QUEUE)
         .await
         .unwrap();
     let (a, b) = (

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use billing_app::ports::SystemClock;
 use billing_app::App;
-use billing_aws::{AwsDispatch, Config, DynamoStore};
+use billing_aws::{AwsDispatch, Config, DynamoStore, SqsQueue};
 use lambda_http::{run, tracing, Error};
 
 #[tokio::main]
@@ -16,6 +16,8 @@ async fn main() -> Result<(), Error> {
     let dispatch = AwsDispatch::from_env(&sdk)?;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name)
         .with_dispatch(Arc::new(dispatch));
-    let app = App::new(Arc::new(store), Arc::new(SystemClock));
+    // First payment attempts of finalized invoices go to the payment worker after commit.
+    let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
+    let app = App::new(Arc::new(store), Arc::new(SystemClock)).with_payment_queue(payments);
     run(api::handler(app)).await
 }

@@ -17,6 +17,7 @@ pub struct RunSummary {
     pub republished: usize,
     pub retries_queued: usize,
     pub billing_jobs_queued: usize,
+    pub payment_jobs_queued: usize,
     pub errors: usize,
 }
 
@@ -30,16 +31,18 @@ pub async fn handle(
         for err in &report.errors {
             tracing::warn!(%err, "a due item failed; it stays due");
         }
-        // Billing items stay due until the worker has made their step, so another round
-        // would only find them again: only outbox and retry items justify one.
+        // Billing and payment items stay due until their worker has handled them, so
+        // another round would only find them again: only outbox and retry items justify one.
         let handled = report.republished + report.retries_queued;
         summary.republished += report.republished;
         summary.retries_queued += report.retries_queued;
         summary.billing_jobs_queued += report.billing_jobs_queued;
+        summary.payment_jobs_queued += report.payment_jobs_queued;
         summary.errors += report.errors.len();
         // Errors stay due: stop rather than spin on them within one run.
-        if handled + report.errors.len() + report.billing_jobs_queued < BATCH
-            || report.billing_jobs_queued > 0
+        let stays_due = report.billing_jobs_queued + report.payment_jobs_queued;
+        if handled + report.errors.len() + stays_due < BATCH
+            || stays_due > 0
             || !report.errors.is_empty()
         {
             break;

@@ -6,7 +6,7 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use billing_app::ports::SystemClock;
 use billing_app::relay::Sweeper;
 use billing_app::App;
-use billing_aws::{AwsDispatch, Config, DynamoStore, SqsBillingQueue};
+use billing_aws::{AwsDispatch, Config, DynamoStore, SqsQueue};
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 
 #[tokio::main]
@@ -16,8 +16,9 @@ async fn main() -> Result<(), Error> {
     let sdk = config.sdk_config().await;
     let dispatch = Arc::new(AwsDispatch::from_env(&sdk)?);
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name);
-    let app = App::new(Arc::new(store), Arc::new(SystemClock));
-    let billing = Arc::new(SqsBillingQueue::from_env(&sdk)?);
+    let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
+    let app = App::new(Arc::new(store), Arc::new(SystemClock)).with_payment_queue(payments);
+    let billing = Arc::new(SqsQueue::from_env(&sdk, "BILLING_QUEUE_URL")?);
     let sweeper = Sweeper::new(app, dispatch, billing);
     let sweeper = &sweeper;
     run(service_fn(

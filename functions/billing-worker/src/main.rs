@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::SqsEvent;
 use billing_app::ports::SystemClock;
 use billing_app::App;
-use billing_aws::{AwsDispatch, Config, DynamoStore};
+use billing_aws::{AwsDispatch, Config, DynamoStore, SqsQueue};
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 
 #[tokio::main]
@@ -16,7 +16,9 @@ async fn main() -> Result<(), Error> {
     let dispatch = Arc::new(AwsDispatch::from_env(&sdk)?);
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name)
         .with_dispatch(dispatch);
-    let app = App::new(Arc::new(store), Arc::new(SystemClock));
+    // New invoices' first payment attempts are handed to the payment worker after commit.
+    let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
+    let app = App::new(Arc::new(store), Arc::new(SystemClock)).with_payment_queue(payments);
     let app = &app;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(billing_worker::handle(app, event.payload).await)

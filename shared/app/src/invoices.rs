@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use billing_domain::access::Permission;
 use billing_domain::charges::Usage;
+use billing_domain::credit_note::CreditNote;
 use billing_domain::currency::Currency;
 use billing_domain::error::ValidationError;
 use billing_domain::event::AuditAction;
-use billing_domain::ids::{AccountId, InvoiceId, PlanId, SubscriptionId};
+use billing_domain::ids::{AccountId, CreditNoteId, InvoiceId, PlanId, SubscriptionId};
 use billing_domain::invoice::{build_invoice, InvoiceDraft, InvoiceInput, LineInput};
 use billing_domain::invoicing::{DraftFacts, Invoice, InvoiceTransitionError};
 use billing_domain::metadata::Metadata;
@@ -19,7 +20,8 @@ use billing_domain::subscription::{
 };
 use jiff::Timestamp;
 
-use crate::ports::{InvoiceFilter, InvoiceWrite, Page, PageRequest, StoreError};
+use crate::payments::first_attempt;
+use crate::ports::{CollectionWrite, InvoiceFilter, InvoiceWrite, Page, PageRequest, StoreError};
 use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
 
 const WRITE_ATTEMPTS: usize = 8;
@@ -189,6 +191,7 @@ impl App {
         let write = InvoiceWrite {
             invoice,
             number: None,
+            payment: None,
         };
         self.store
             .insert_invoice(caller.tenant_id, &write, &change)
@@ -215,9 +218,11 @@ impl App {
                 days_until_due,
                 now,
             )?;
+            let payment = first_attempt(&next, caller.livemode, now);
             let write = InvoiceWrite {
                 invoice: next,
                 number: Some(number),
+                payment,
             };
             let event = if write.invoice.status == billing_domain::invoicing::InvoiceStatus::Paid {
                 "invoice.paid"
@@ -234,6 +239,8 @@ impl App {
                 }) => continue,
                 other => other?,
             }
+            self.release_invoice_payment(caller.tenant_id, Some(&write), now)
+                .await;
             return Ok(write.invoice);
         }
         Err(AppError::Unavailable(
@@ -246,13 +253,50 @@ impl App {
         let current = self.get_invoice(caller, id).await?;
         let now = self.now_for(caller, current.test_clock).await?;
         let next = current.void(now)?;
-        let write = InvoiceWrite {
-            invoice: next,
-            number: None,
-        };
-        self.save_invoice(caller, &current, &write, "invoice.voided", now)
+        // What was paid or credited on it comes back as a credit note, in the same write.
+        match CreditNote::for_void(CreditNoteId::from_ulid(new_ulid()), &current, now) {
+            None => {
+                let write = InvoiceWrite {
+                    invoice: next.clone(),
+                    number: None,
+                    payment: None,
+                };
+                self.save_invoice(caller, &current, &write, "invoice.voided", now)
+                    .await?;
+            }
+            Some(note) => {
+                let write = CollectionWrite {
+                    invoice: Some((current.version, next.clone())),
+                    credit_note: Some(note),
+                    ..Default::default()
+                };
+                let change = self.collection_change(
+                    caller,
+                    &write,
+                    &["invoice.voided", "credit_note.created"],
+                    true,
+                    now,
+                )?;
+                match self
+                    .store
+                    .save_collection(caller.tenant_id, &write, &change)
+                    .await
+                {
+                    Err(StoreError::VersionConflict { .. }) => {
+                        return Err(AppError::Conflict {
+                            code: "concurrent_modification",
+                            message: "the invoice changed meanwhile; retry".into(),
+                            param: None,
+                        })
+                    }
+                    other => other?,
+                }
+            }
+        }
+        // Dunning counts a voided invoice as settled.
+        self.invoice_settled(caller, next.account_id, next.id, now)
             .await?;
-        Ok(write.invoice)
+        Ok(next)
     }
 
     async fn save_invoice(

@@ -5,15 +5,19 @@ pub mod accounts;
 pub mod api_keys;
 pub mod audit;
 pub mod catalog;
+pub mod dunning;
 pub mod error;
 pub mod idempotency;
 pub mod invoices;
 pub mod memory;
+pub mod payments;
 pub mod ports;
 pub mod relay;
+pub mod sandbox_gateway;
 pub mod subscriptions;
 pub mod tenants;
 pub mod test_clocks;
+pub mod usage;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -28,13 +32,21 @@ use serde_json::Value;
 use ulid::Ulid;
 
 pub use error::AppError;
-use ports::{Change, Clock, Store};
+use ports::{Change, Clock, Notifier, PaymentGateway, PaymentQueue, Store};
 
 /// The use cases, with the ports they run against. Built once per process.
 #[derive(Clone)]
 pub struct App {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
+    /// Tells customers about dunning steps. Without one, notices wait in the due index
+    /// for a process that has one (the payment worker).
+    pub notifier: Option<Arc<dyn Notifier>>,
+    /// Where cards are kept and charged: the sandbox unless Stripe is configured.
+    pub gateway: Arc<dyn PaymentGateway>,
+    /// Where payment work due now is handed right after its commit; without one it waits
+    /// for the due-index sweep.
+    pub payment_queue: Option<Arc<dyn PaymentQueue>>,
 }
 
 /// The authenticated caller of a use case.
@@ -85,7 +97,31 @@ struct ChangeSpec<'a> {
 
 impl App {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+        Self {
+            store,
+            clock,
+            notifier: None,
+            gateway: Arc::new(sandbox_gateway::SandboxGateway::new()),
+            payment_queue: None,
+        }
+    }
+
+    /// Collects payments through `gateway` instead of the sandbox.
+    pub fn with_gateway(mut self, gateway: Arc<dyn PaymentGateway>) -> Self {
+        self.gateway = gateway;
+        self
+    }
+
+    /// Hands payment work due now to `queue` right after its commit.
+    pub fn with_payment_queue(mut self, queue: Arc<dyn PaymentQueue>) -> Self {
+        self.payment_queue = Some(queue);
+        self
+    }
+
+    /// Sends customer notices through `notifier` right after the commits that leave them.
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     fn now(&self) -> Timestamp {

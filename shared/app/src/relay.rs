@@ -38,6 +38,8 @@ pub struct SweepReport {
     pub retries_queued: usize,
     /// Subscription steps and test-clock advances handed to the billing worker.
     pub billing_jobs_queued: usize,
+    /// Payment attempts (and other payment work) handed to the payment worker.
+    pub payment_jobs_queued: usize,
     /// Items that failed; they stay due and the next sweep tries again.
     pub errors: Vec<String>,
 }
@@ -68,10 +70,15 @@ impl Sweeper {
         // Billing jobs go to the queue in batches; an item stays due until the worker has
         // made its step, so a lost message is only a delay.
         let mut billing = Vec::new();
+        let mut payments = Vec::new();
         for item in due {
             let result = match &item.kind {
                 DueKind::Billing(job) => {
                     billing.push(job.clone());
+                    Ok(())
+                }
+                DueKind::Payment(job) => {
+                    payments.push(job.clone());
                     Ok(())
                 }
                 DueKind::Outbox { event_id } => self
@@ -94,6 +101,14 @@ impl Sweeper {
             Err(err) => report
                 .errors
                 .push(format!("{} billing jobs: {err}", billing.len())),
+        }
+        if !payments.is_empty() {
+            match self.app.release_payments(&payments).await {
+                Ok(()) => report.payment_jobs_queued = payments.len(),
+                Err(err) => report
+                    .errors
+                    .push(format!("{} payment jobs: {err}", payments.len())),
+            }
         }
         Ok(report)
     }

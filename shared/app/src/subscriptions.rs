@@ -21,6 +21,8 @@ use billing_domain::subscription::{
 };
 use jiff::Timestamp;
 
+use crate::dunning::refuse_blocked;
+use crate::payments::first_attempt;
 use crate::ports::{InvoiceWrite, Page, PageRequest, StoreError, SubscriptionFilter};
 use crate::webhooks::system_caller;
 use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
@@ -163,6 +165,7 @@ impl App {
     ) -> Result<Subscription, AppError> {
         caller.require(Permission::WriteBilling)?;
         let account = self.load_account(caller, input.account_id).await?;
+        refuse_blocked(&account)?;
         let now = self.now_for(caller, account.test_clock).await?;
         let start = input.start.unwrap_or(now);
         if start < now - jiff::SignedDuration::from_mins(5) {
@@ -214,6 +217,8 @@ impl App {
                 }) => continue,
                 other => other?,
             }
+            self.release_invoice_payment(caller.tenant_id, invoice.as_ref(), now)
+                .await;
             return Ok(transition.next);
         }
         Err(AppError::Unavailable(
@@ -322,6 +327,21 @@ impl App {
         billing: &Billing,
         now: Timestamp,
     ) -> Result<InvoiceWrite, AppError> {
+        let id =
+            invoicing::subscription_invoice_id(sub.id, sub.invoice_count, billing.period.start);
+        self.finalized_invoice(caller, sub, billing, id, now).await
+    }
+
+    /// Builds the invoice `id` of `sub` from `billing` and finalizes it under the next
+    /// invoice number.
+    pub(crate) async fn finalized_invoice(
+        &self,
+        caller: &Caller,
+        sub: &Subscription,
+        billing: &Billing,
+        id: billing_domain::ids::InvoiceId,
+        now: Timestamp,
+    ) -> Result<InvoiceWrite, AppError> {
         let built = build_invoice(&InvoiceInput {
             currency: sub.currency,
             lines: billing.lines.clone(),
@@ -332,11 +352,7 @@ impl App {
         .map_err(|e| AppError::Internal(format!("building the invoice of {}: {e}", sub.id)))?;
         let draft = Invoice::draft(
             DraftFacts {
-                id: invoicing::subscription_invoice_id(
-                    sub.id,
-                    sub.invoice_count,
-                    billing.period.start,
-                ),
+                id,
                 account_id: sub.account_id,
                 subscription_id: Some(sub.id),
                 test_clock: sub.test_clock,
@@ -356,9 +372,11 @@ impl App {
                 now,
             )
             .map_err(|e| AppError::Internal(e.to_string()))?;
+        let payment = first_attempt(&invoice, sub.livemode, now);
         Ok(InvoiceWrite {
             invoice,
             number: Some(number),
+            payment,
         })
     }
 
@@ -377,20 +395,23 @@ impl App {
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.get_subscription(caller, id).await?;
             let now = self.now_for(caller, current.test_clock).await?;
-            let Some(transition) = step(&current, now)? else {
+            let Some(mut transition) = step(&current, now)? else {
                 return Ok(current);
             };
+            let usage = self
+                .bill_closed_usage(caller.tenant_id, &current, &mut transition)
+                .await?;
             let (invoice, change) = self
                 .step_records(caller, Some(&current), &transition, action, now)
                 .await?;
             match self
-                .store
-                .save_subscription(
+                .save_step(
                     caller.tenant_id,
                     &current,
                     &transition.next,
                     invoice.as_ref(),
                     &change,
+                    &usage,
                 )
                 .await
             {
@@ -399,6 +420,8 @@ impl App {
                 }
                 other => other?,
             }
+            self.release_invoice_payment(caller.tenant_id, invoice.as_ref(), now)
+                .await;
             return Ok(transition.next);
         }
         Err(AppError::Conflict {
@@ -477,12 +500,18 @@ impl App {
         let terms = match plan_id {
             Some(plan_id) if plan_id != current.terms.plan_id => {
                 let account = self.load_account(caller, current.account_id).await?;
+                refuse_blocked(&account)?;
                 let now = self.now_for(caller, current.test_clock).await?;
                 Some(
                     self.terms_for(caller, account.currency, plan_id, now)
                         .await?
                         .0,
                 )
+            }
+            // Buying more is a plan change too; buying less is not refused.
+            _ if quantity.is_some_and(|q| q > current.quantity) => {
+                refuse_blocked(&self.load_account(caller, current.account_id).await?)?;
+                None
             }
             _ => None,
         };
@@ -551,7 +580,11 @@ impl App {
                     steps += 1;
                     known = Some(*next);
                 }
-                Ok(Step::Nothing) => return Ok(steps),
+                // Nothing of the lifecycle is due: late usage may be.
+                Ok(Step::Nothing) => {
+                    let late = self.bill_late_usage(tenant, id, until).await?;
+                    return Ok(steps + usize::from(late));
+                }
                 // Someone else made this step (a duplicate delivery, a concurrent run):
                 // read again and carry on from where they left it.
                 Ok(Step::Lost) => {}
@@ -590,9 +623,12 @@ impl App {
         let Some(due) = current.due_at().filter(|d| *d <= until) else {
             return Ok(Step::Nothing);
         };
-        let Some(transition) = current.advance(due)? else {
+        let Some(mut transition) = current.advance(due)? else {
             return Ok(Step::Nothing);
         };
+        let usage = self
+            .bill_closed_usage(tenant, &current, &mut transition)
+            .await?;
         let caller = &system_caller(tenant, current.livemode);
         let (invoice, change) = self
             .step_records(
@@ -604,17 +640,21 @@ impl App {
             )
             .await?;
         match self
-            .store
-            .save_subscription(
+            .save_step(
                 tenant,
                 &current,
                 &transition.next,
                 invoice.as_ref(),
                 &change,
+                &usage,
             )
             .await
         {
-            Ok(()) => Ok(Step::Made(Box::new(transition.next))),
+            Ok(()) => {
+                self.release_invoice_payment(tenant, invoice.as_ref(), due)
+                    .await;
+                Ok(Step::Made(Box::new(transition.next)))
+            }
             Err(StoreError::VersionConflict { .. } | StoreError::AlreadyExists { .. }) => {
                 Ok(Step::Lost)
             }

@@ -8,10 +8,12 @@ use billing_domain::ids::{TenantId, TestClockId};
 use billing_domain::test_clock::{TestClock, TestClockError};
 use jiff::Timestamp;
 
+use crate::ports::{BillingJob, DueItem, DueKind};
 use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
 
-/// Subscriptions handled per round of an advance.
-const ROUND: usize = 100;
+/// Most items one advance runs (years of renewals, payment retries and the rest for a few
+/// hundred subscriptions); the rest waits for the next advance.
+const MAX_CLOCK_ITEMS: usize = 20_000;
 
 impl From<TestClockError> for AppError {
     fn from(err: TestClockError) -> Self {
@@ -104,23 +106,40 @@ impl App {
         let Some(target) = clock.advancing_to else {
             return Ok(clock);
         };
-        loop {
-            let due = self
-                .store
-                .clock_due_subscriptions(tenant, id, target, ROUND)
-                .await?;
-            if due.is_empty() {
+        // One item at a time, always the earliest, each run at the moment it fell due: a
+        // step may put new work on the clock (a renewal's payment attempt, a retry), which
+        // must run in time order with what was already there.
+        for _ in 0..MAX_CLOCK_ITEMS {
+            let due = self.store.clock_due_items(tenant, id, target, 1).await?;
+            let Some(item) = due.into_iter().next() else {
                 break;
-            }
-            // The earliest item first; each runs its own steps up to the target in order.
-            // Items of different subscriptions do not depend on each other.
-            for subscription in due {
-                self.run_due_subscription(tenant, subscription, target)
-                    .await?;
-            }
+            };
+            self.run_clock_item(&item).await?;
         }
         let done = clock.finish_advance();
         self.store.save_test_clock(tenant, &clock, &done).await?;
         Ok(done)
+    }
+
+    /// Runs one item due on a test clock through the same use case its worker runs, at
+    /// the moment it fell due. Each must make progress (move or leave the due index).
+    async fn run_clock_item(&self, item: &DueItem) -> Result<(), AppError> {
+        match &item.kind {
+            DueKind::Billing(BillingJob::Subscription { tenant, id }) => {
+                self.run_due_subscription(*tenant, *id, item.due_at).await?;
+            }
+            DueKind::Payment(job) => self.run_payment_job(job, item.due_at).await?,
+            // Clocks hold only subscription steps and payment work; anything else is not
+            // time on the clock.
+            DueKind::Billing(BillingJob::TestClock { .. })
+            | DueKind::Outbox { .. }
+            | DueKind::WebhookRetry(_) => {
+                return Err(AppError::Internal(format!(
+                    "unexpected item on a test clock: {:?}",
+                    item.kind
+                )))
+            }
+        }
+        Ok(())
     }
 }

@@ -1,4 +1,6 @@
-//! The billing queue on SQS (`BILLING_QUEUE_URL`), consumed by `billing-worker`.
+//! The job queues on SQS: the billing queue (`BILLING_QUEUE_URL`), consumed by
+//! `billing-worker`, and the payments queue (`PAYMENT_QUEUE_URL`), consumed by
+//! `payment-worker`. One adapter serves both: a job is a JSON message body.
 //!
 //! It is a FIFO queue with one message group per tenant: a tenant's jobs share its
 //! gapless invoice sequence, so running two of them at once only makes one retry. With
@@ -8,17 +10,18 @@
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use billing_app::ports::{BillingJob, BillingQueue, StoreError};
+use billing_app::ports::{BillingJob, BillingQueue, PaymentJob, PaymentQueue, StoreError};
+use serde::Serialize;
 
 use crate::config::MissingVar;
 
 #[derive(Clone)]
-pub struct SqsBillingQueue {
+pub struct SqsQueue {
     sqs: aws_sdk_sqs::Client,
     url: String,
 }
 
-impl SqsBillingQueue {
+impl SqsQueue {
     pub fn new(sdk: &aws_config::SdkConfig, url: impl Into<String>) -> Self {
         Self {
             sqs: aws_sdk_sqs::Client::new(sdk),
@@ -26,11 +29,12 @@ impl SqsBillingQueue {
         }
     }
 
-    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, MissingVar> {
-        let url = std::env::var("BILLING_QUEUE_URL")
+    /// The queue whose URL is in the environment variable `var`.
+    pub fn from_env(sdk: &aws_config::SdkConfig, var: &'static str) -> Result<Self, MissingVar> {
+        let url = std::env::var(var)
             .ok()
             .filter(|v| !v.is_empty())
-            .ok_or(MissingVar("BILLING_QUEUE_URL"))?;
+            .ok_or(MissingVar(var))?;
         Ok(Self::new(sdk, url))
     }
 
@@ -46,16 +50,33 @@ impl SqsBillingQueue {
             .queue_name(name)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(format!("billing queue: {e:?}")))?
+            .map_err(|e| StoreError::Unavailable(format!("queue {name}: {e:?}")))?
             .queue_url
             .unwrap_or_default();
         Ok(Self { sqs, url })
     }
 }
 
-#[async_trait]
-impl BillingQueue for SqsBillingQueue {
-    async fn enqueue(&self, jobs: &[BillingJob]) -> Result<(), StoreError> {
+/// A job's message group on a FIFO queue: its tenant.
+trait Job: Serialize {
+    fn tenant(&self) -> billing_domain::ids::TenantId;
+}
+
+impl Job for BillingJob {
+    fn tenant(&self) -> billing_domain::ids::TenantId {
+        BillingJob::tenant(self)
+    }
+}
+
+impl Job for PaymentJob {
+    fn tenant(&self) -> billing_domain::ids::TenantId {
+        PaymentJob::tenant(self)
+    }
+}
+
+impl SqsQueue {
+    /// Sends jobs as JSON messages, ten per batch request.
+    async fn send<J: Job>(&self, jobs: &[J]) -> Result<(), StoreError> {
         let fifo = self.url.ends_with(".fifo");
         for chunk in jobs.chunks(10) {
             let entries = chunk
@@ -85,14 +106,28 @@ impl BillingQueue for SqsBillingQueue {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| StoreError::Unavailable(format!("billing queue: {e:?}")))?;
+                .map_err(|e| StoreError::Unavailable(format!("queue: {e:?}")))?;
             if !output.failed().is_empty() {
                 return Err(StoreError::Unavailable(format!(
-                    "{} billing jobs were not queued",
+                    "{} jobs were not queued",
                     output.failed().len()
                 )));
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl BillingQueue for SqsQueue {
+    async fn enqueue(&self, jobs: &[BillingJob]) -> Result<(), StoreError> {
+        self.send(jobs).await
+    }
+}
+
+#[async_trait]
+impl PaymentQueue for SqsQueue {
+    async fn enqueue(&self, jobs: &[PaymentJob]) -> Result<(), StoreError> {
+        self.send(jobs).await
     }
 }

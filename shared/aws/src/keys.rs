@@ -21,6 +21,19 @@
 //! | invoice           | `T#{tenant}`  | `INVOICE#{invoice_id}`          | `T#{tenant}#ACCOUNT#{a}#INVOICES` | `{id}`         |
 //! | invoice sequence  | `T#{tenant}`  | `SEQUENCE#INVOICE`              |                                |                   |
 //! | test clock        | `T#{tenant}`  | `CLOCK#{clock_id}`              |                                |                   |
+//! | usage event       | `T#{tenant}#USAGE#{transaction_id}` | `USAGE_EVENT`             |                                |                   |
+//! | usage rollup      | `T#{tenant}`  | `ROLLUP#{sub}#{period ms}#{metric}` (due) |                      |                   |
+//! | distinct value    | `T#{tenant}#VALUES#{sub}` | `{period ms}#{metric}#{value}` |                       |                   |
+//! | quota snapshot    | `T#{tenant}`  | `QUOTA#{account}#{metric}`      |                                |                   |
+//! | payment (attempt) | `T#{tenant}`  | `PAYMENT#{payment_id}` (due while pending) | `T#{tenant}#ACCOUNT#{a}#PAYMENTS` | `{id}` |
+//! | payment profile   | `T#{tenant}`  | `PAYPROFILE#{account_id}`       |                                |                   |
+//! | credit note       | `T#{tenant}`  | `CREDITNOTE#{id}`               | `T#{tenant}#ACCOUNT#{a}#CREDITNOTES` | `{id}`      |
+//! | payment settings  | `T#{tenant}`  | `SETTINGS#PAYMENTS`             |                                |                   |
+//! | gateway event     | `T#{tenant}`  | `GWEVENT#{gateway event id}` (TTL) |                             |                   |
+//! | gateway ref       | `GATEWAY#{gateway object id}` | `REF`           |                                |                   |
+//! | dunning policy    | `T#{tenant}`  | `SETTINGS#DUNNING`              |                                |                   |
+//! | dunning case      | `T#{tenant}`  | `DUNNING#{account_id}` (due)    |                                |                   |
+//! | dunning notice    | `T#{tenant}`  | `DUNNINGNOTICE#{account_id}#{key}` (due) |                       |                   |
 //!
 //! The due index (`due`, keys `due_pk`/`due_sk`) is sparse: only items waiting for a time
 //! carry it. `due_pk` is one of [`DUE_SHARDS`] shards (`DUE#07`), so a burst of items due
@@ -34,7 +47,8 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use billing_domain::ids::{
-    AccountId, ApiKeyId, InvoiceId, MetricId, PlanId, SubscriptionId, TenantId, TestClockId,
+    AccountId, ApiKeyId, CreditNoteId, InvoiceId, MetricId, PaymentId, PlanId, SubscriptionId,
+    TenantId, TestClockId,
 };
 
 pub const PK: &str = "pk";
@@ -276,6 +290,76 @@ pub fn test_clock(tenant: TenantId, id: TestClockId) -> Key {
     Key::new(tenant_partition(tenant), format!("{TEST_CLOCK_PREFIX}{id}"))
 }
 
+pub fn dunning_policy(tenant: TenantId) -> Key {
+    Key::new(tenant_partition(tenant), "SETTINGS#DUNNING".into())
+}
+
+pub const DUNNING_PREFIX: &str = "DUNNING#";
+
+/// An account's latest dunning case; one item per account, reused by its next case.
+pub fn dunning_case(tenant: TenantId, account: AccountId) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{DUNNING_PREFIX}{account}"),
+    )
+}
+
+pub const DUNNING_NOTICE_PREFIX: &str = "DUNNINGNOTICE#";
+
+/// A customer notice not yet confirmed sent; `key` is unique within the account.
+pub fn dunning_notice(tenant: TenantId, account: AccountId, key: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{DUNNING_NOTICE_PREFIX}{account}#{key}"),
+    )
+}
+
+pub const PAYMENT_PREFIX: &str = "PAYMENT#";
+
+pub fn payment(tenant: TenantId, id: PaymentId, account: AccountId) -> Key {
+    Key::new(tenant_partition(tenant), format!("{PAYMENT_PREFIX}{id}"))
+        .with_gsi1(account_payments_index(tenant, account), id.to_string())
+}
+
+pub fn account_payments_index(tenant: TenantId, account: AccountId) -> String {
+    format!("T#{tenant}#ACCOUNT#{account}#PAYMENTS")
+}
+
+/// An account's gateway customer and cards.
+pub fn payment_profile(tenant: TenantId, account: AccountId) -> Key {
+    Key::new(tenant_partition(tenant), format!("PAYPROFILE#{account}"))
+}
+
+pub const CREDIT_NOTE_PREFIX: &str = "CREDITNOTE#";
+
+pub fn credit_note(tenant: TenantId, id: CreditNoteId, account: AccountId) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{CREDIT_NOTE_PREFIX}{id}"),
+    )
+    .with_gsi1(account_credit_notes_index(tenant, account), id.to_string())
+}
+
+pub fn account_credit_notes_index(tenant: TenantId, account: AccountId) -> String {
+    format!("T#{tenant}#ACCOUNT#{account}#CREDITNOTES")
+}
+
+pub fn payment_settings(tenant: TenantId) -> Key {
+    Key::new(tenant_partition(tenant), "SETTINGS#PAYMENTS".into())
+}
+
+/// An inbound gateway event applied (kept for the gateway's retry window, by TTL).
+pub fn gateway_event(tenant: TenantId, event_id: &str) -> Key {
+    Key::new(tenant_partition(tenant), format!("GWEVENT#{event_id}"))
+}
+
+/// Which tenant a gateway object (a payment method, a payment intent) belongs to. The
+/// second key that does not start with a tenant: inbound gateway events name only the
+/// gateway's ids, and this is how they find their tenant. Gateway ids are unique.
+pub fn gateway_ref(gateway_id: &str) -> Key {
+    Key::new(format!("GATEWAY#{gateway_id}"), "REF".into())
+}
+
 /// Items on a test clock wait in the due index under the clock, not under a shard: the
 /// real-time sweep never sees them; advancing the clock reads them.
 pub fn due_on_clock(
@@ -326,6 +410,70 @@ pub fn due_shard(shard: u32) -> String {
 /// selects everything due up to `now`.
 pub fn due_time(at: jiff::Timestamp) -> String {
     format!("{:015}", at.as_millisecond().max(0))
+}
+
+pub const USAGE_EVENT_SK: &str = "USAGE_EVENT";
+
+/// A usage event, by its transaction id. Each event is a partition of its own (the bulk
+/// of usage writes), so ingestion never heats one partition.
+pub fn usage_event(tenant: TenantId, transaction_id: &str) -> Key {
+    Key::new(
+        format!("T#{tenant}#USAGE#{transaction_id}"),
+        USAGE_EVENT_SK.into(),
+    )
+}
+
+pub const ROLLUP_PREFIX: &str = "ROLLUP#";
+
+/// The rollups of one subscription, in period order.
+pub fn rollups_of(subscription: SubscriptionId) -> String {
+    format!("{ROLLUP_PREFIX}{subscription}#")
+}
+
+/// A rollup: one subscription's metric in the period starting at `period_start`.
+pub fn rollup(
+    tenant: TenantId,
+    subscription: SubscriptionId,
+    period_start: jiff::Timestamp,
+    metric: &str,
+) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!(
+            "{}{}#{metric}",
+            rollups_of(subscription),
+            due_time(period_start)
+        ),
+    )
+}
+
+/// The subscription a rollup's sort key names (the inverse of [`rollup`]).
+pub fn rollup_subscription(sk: &str) -> Option<SubscriptionId> {
+    let rest = sk.strip_prefix(ROLLUP_PREFIX)?;
+    SubscriptionId::parse(rest.split_once('#')?.0, "sk").ok()
+}
+
+/// A distinct value seen by a unique_count rollup. The markers of a subscription share a
+/// partition of their own.
+pub fn distinct_value(
+    tenant: TenantId,
+    subscription: SubscriptionId,
+    period_start: jiff::Timestamp,
+    metric: &str,
+    value: &str,
+) -> Key {
+    Key::new(
+        format!("T#{tenant}#VALUES#{subscription}"),
+        format!("{}#{metric}#{value}", due_time(period_start)),
+    )
+}
+
+/// An account's usage and limit of a metric in its current period.
+pub fn quota(tenant: TenantId, account: AccountId, metric: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("QUOTA#{account}#{metric}"),
+    )
 }
 
 /// A fixed item the readiness probe reads; it never exists.

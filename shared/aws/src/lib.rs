@@ -6,12 +6,16 @@ pub mod config;
 pub mod dispatch;
 pub mod dynamo;
 pub mod keys;
+pub mod ses_notifier;
 pub mod sqs_batch;
+pub mod stripe_gateway;
 pub mod table;
 pub mod webhook_sender;
 
-pub use billing_queue::SqsBillingQueue;
+pub use billing_queue::SqsQueue;
 pub use config::Config;
 pub use dispatch::AwsDispatch;
 pub use dynamo::DynamoStore;
+pub use ses_notifier::SesNotifier;
+pub use stripe_gateway::StripeGateway;
 pub use webhook_sender::HttpSender;

@@ -127,6 +127,17 @@ typed_id!(
     TestClockId,
     "clock"
 );
+typed_id!(
+    /// One attempt to collect an invoice: one charge at the gateway, whose idempotency key
+    /// it is.
+    PaymentId,
+    "pay"
+);
+typed_id!(
+    /// A credit note: money given back on an invoice (a refund, or a void of what was paid).
+    CreditNoteId,
+    "cn"
+);
 
 #[cfg(test)]
 mod tests {

@@ -78,6 +78,20 @@ pub struct Invoice {
     pub paid_at: Option<Timestamp>,
     #[schema(value_type = Option<String>, format = DateTime)]
     pub voided_at: Option<Timestamp>,
+    /// The status of the latest payment attempt (`requires_action` asks the customer to
+    /// authenticate).
+    #[serde(default)]
+    pub payment_status: Option<crate::payments::PaymentStatus>,
+    /// Payment attempts made so far.
+    #[serde(default)]
+    pub attempt_count: u32,
+    /// When the next automatic attempt is due, while one is scheduled.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_payment_attempt: Option<Timestamp>,
+    /// Paid outside the platform (a bank transfer, a cheque): the reference given.
+    #[serde(default)]
+    pub paid_out_of_band: Option<String>,
     pub version: u64,
 }
 
@@ -148,6 +162,10 @@ impl Invoice {
             finalized_at: None,
             paid_at: None,
             voided_at: None,
+            payment_status: None,
+            attempt_count: 0,
+            next_payment_attempt: None,
+            paid_out_of_band: None,
             version: 1,
         }
     }
@@ -205,6 +223,71 @@ impl Invoice {
     /// What a void gives back: payments and credits applied.
     pub fn refundable_on_void(&self) -> i64 {
         self.amount_paid.saturating_add(self.credit_total)
+    }
+
+    /// What is still to be paid.
+    pub fn amount_remaining(&self) -> i64 {
+        (self.amount_due - self.amount_paid).max(0)
+    }
+
+    /// Whether a payment can still settle it: open, or written off but payable later.
+    pub fn is_payable(&self) -> bool {
+        matches!(
+            self.status,
+            InvoiceStatus::Open | InvoiceStatus::Uncollectible
+        ) && self.amount_remaining() > 0
+    }
+
+    /// Settles what remains: by a payment, or out of band with a `reference`. A paid
+    /// invoice never goes back, so an invoice that is no longer payable refuses.
+    pub fn pay(
+        &self,
+        out_of_band: Option<String>,
+        now: Timestamp,
+    ) -> Result<Invoice, InvoiceTransitionError> {
+        if !self.is_payable() {
+            return Err(self.refuse("be paid"));
+        }
+        let mut next = self.clone();
+        next.amount_paid = self.amount_due;
+        next.status = InvoiceStatus::Paid;
+        next.paid_at = Some(now);
+        next.next_payment_attempt = None;
+        if out_of_band.is_none() {
+            next.payment_status = Some(crate::payments::PaymentStatus::Succeeded);
+        }
+        next.paid_out_of_band = out_of_band;
+        next.version += 1;
+        Ok(next)
+    }
+
+    /// Records an attempt that did not settle the invoice and when the next one is due.
+    pub fn attempted(
+        &self,
+        status: crate::payments::PaymentStatus,
+        next_attempt: Option<Timestamp>,
+    ) -> Result<Invoice, InvoiceTransitionError> {
+        if !self.is_payable() {
+            return Err(self.refuse("record a payment attempt"));
+        }
+        let mut next = self.clone();
+        next.payment_status = Some(status);
+        next.attempt_count += 1;
+        next.next_payment_attempt = next_attempt;
+        next.version += 1;
+        Ok(next)
+    }
+
+    /// Writes an open invoice off after its last payment attempt failed.
+    pub fn mark_uncollectible(&self) -> Result<Invoice, InvoiceTransitionError> {
+        if self.status != InvoiceStatus::Open {
+            return Err(self.refuse("be marked uncollectible"));
+        }
+        let mut next = self.clone();
+        next.status = InvoiceStatus::Uncollectible;
+        next.next_payment_attempt = None;
+        next.version += 1;
+        Ok(next)
     }
 }
 

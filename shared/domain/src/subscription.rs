@@ -84,6 +84,9 @@ pub struct SubscriptionTerms {
     pub proration: ProrationConvention,
     pub recurring_fee: Option<ChargeModel>,
     pub usage_charges: Vec<UsageTerm>,
+    /// Limits per period on metrics (quotas).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entitlements: Vec<crate::entitlements::Entitlement>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -133,6 +136,7 @@ impl SubscriptionTerms {
                     })
                 })
                 .collect(),
+            entitlements: version.entitlements.clone(),
         })
     }
 
@@ -210,6 +214,11 @@ pub struct Subscription {
     pub pending_items: Vec<ProrationItem>,
     /// How many invoices this subscription has produced; part of each invoice's identity.
     pub invoice_count: u32,
+    /// The last period whose usage was billed: late usage within the grace window lands
+    /// there (see [`crate::usage::place`]).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub last_usage_period: Option<Period>,
     pub metadata: Metadata,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
@@ -248,6 +257,8 @@ pub enum BillingReason {
     SubscriptionResume,
     SubscriptionEnd,
     Manual,
+    /// A supplemental invoice for usage that arrived after its period was invoiced.
+    LateUsage,
 }
 
 /// What a transition bills: lines for one invoice of the subscription.
@@ -266,6 +277,25 @@ pub struct Transition {
     pub billing: Option<Billing>,
     /// Event types, in order (`subscription.renewed`, …).
     pub events: Vec<&'static str>,
+}
+
+impl Transition {
+    /// Bills the usage of `period`, which this step closed, in arrears: its lines join
+    /// the step's invoice, or make one of their own when the step bills nothing else.
+    pub fn bill_usage(&mut self, period: Period, lines: Vec<LineInput>) {
+        self.next.last_usage_period = Some(period);
+        match &mut self.billing {
+            Some(billing) => billing.lines.extend(lines),
+            None => {
+                let reason = if self.next.status == SubscriptionStatus::Cancelled {
+                    BillingReason::SubscriptionEnd
+                } else {
+                    BillingReason::SubscriptionCycle
+                };
+                self.billing = self.next.billing(reason, period, lines);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -431,6 +461,7 @@ impl Subscription {
             scheduled_change: None,
             pending_items: Vec::new(),
             invoice_count: 0,
+            last_usage_period: None,
             metadata: input.metadata,
             created_at: now,
             updated_at: now,

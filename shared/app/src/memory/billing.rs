@@ -54,11 +54,70 @@ impl State {
                     }),
                 })
         });
-        subscriptions.chain(clocks).collect()
+        subscriptions
+            .chain(clocks)
+            .chain(self.late_usage_due(now, |_, c| c.is_none()))
+            .collect()
+    }
+
+    /// Everything on a test clock due at or before `up_to`, in no particular order.
+    pub(super) fn due_on_clock(
+        &self,
+        tenant: TenantId,
+        clock: TestClockId,
+        up_to: Timestamp,
+    ) -> Vec<DueItem> {
+        self.billing
+            .subscriptions
+            .iter()
+            .filter(|((t, _), sub)| *t == tenant && sub.test_clock == Some(clock))
+            .filter_map(|((_, id), sub)| {
+                sub.due_at().filter(|d| *d <= up_to).map(|due_at| DueItem {
+                    tenant_id: tenant,
+                    due_at,
+                    kind: DueKind::Billing(BillingJob::Subscription { tenant, id: *id }),
+                })
+            })
+            .chain(self.clock_due_payments(tenant, clock, up_to))
+            .chain(self.clock_due_dunning(tenant, clock, up_to))
+            .chain(self.late_usage_due(up_to, |t, c| t == tenant && c == Some(clock)))
+            .collect()
+    }
+
+    /// A lifecycle step: checks every condition, then writes (or writes nothing).
+    pub(super) fn save_subscription(
+        &mut self,
+        tenant: TenantId,
+        previous: &Subscription,
+        next: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        if self
+            .billing
+            .subscriptions
+            .get(&(tenant, next.id))
+            .map(|x| x.version)
+            != Some(previous.version)
+        {
+            return Err(StoreError::VersionConflict {
+                entity: "subscription",
+            });
+        }
+        if let Some(invoice) = invoice {
+            self.check_invoice(tenant, invoice, true, 0)?;
+            self.write_invoice(tenant, invoice);
+        }
+        self.move_plan_counts(tenant, Some(previous), next);
+        self.billing
+            .subscriptions
+            .insert((tenant, next.id), next.clone());
+        self.record(tenant, change);
+        Ok(())
     }
 
     /// Checks an invoice write's conditions without changing anything.
-    fn check_invoice(
+    pub(super) fn check_invoice(
         &self,
         tenant: TenantId,
         write: &InvoiceWrite,
@@ -73,6 +132,9 @@ impl State {
             }
             (false, None) => return Err(StoreError::VersionConflict { entity: "invoice" }),
             _ => {}
+        }
+        if let Some(payment) = &write.payment {
+            self.check_new_payment(tenant, payment)?;
         }
         if let Some(number) = write.number {
             let last = self
@@ -90,13 +152,53 @@ impl State {
         Ok(())
     }
 
-    fn write_invoice(&mut self, tenant: TenantId, write: &InvoiceWrite) {
+    pub(super) fn write_invoice(&mut self, tenant: TenantId, write: &InvoiceWrite) {
         if let Some(number) = write.number {
             self.billing.invoice_sequence.insert(tenant, number);
         }
+        if let Some(payment) = &write.payment {
+            self.write_payment(tenant, payment);
+        }
+        self.put_invoice(tenant, &write.invoice);
+    }
+
+    pub(super) fn put_invoice(&mut self, tenant: TenantId, invoice: &Invoice) {
         self.billing
             .invoices
-            .insert((tenant, write.invoice.id), write.invoice.clone());
+            .insert((tenant, invoice.id), invoice.clone());
+    }
+
+    pub(super) fn check_invoice_version(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        match self.billing.invoices.get(&(tenant, id)) {
+            Some(i) if i.version == version => Ok(()),
+            _ => Err(StoreError::VersionConflict { entity: "invoice" }),
+        }
+    }
+
+    /// A status change that moves no plan count (past_due and back).
+    pub(super) fn put_subscription(&mut self, tenant: TenantId, sub: &Subscription) {
+        self.billing
+            .subscriptions
+            .insert((tenant, sub.id), sub.clone());
+    }
+
+    pub(super) fn check_subscription_version(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        match self.billing.subscriptions.get(&(tenant, id)) {
+            Some(s) if s.version == version => Ok(()),
+            _ => Err(StoreError::VersionConflict {
+                entity: "subscription",
+            }),
+        }
     }
 
     fn move_plan_counts(
@@ -158,27 +260,8 @@ impl SubscriptionStore for MemoryStore {
         invoice: Option<&InvoiceWrite>,
         change: &Change,
     ) -> Result<(), StoreError> {
-        let mut s = self.state();
-        if s.billing
-            .subscriptions
-            .get(&(tenant, next.id))
-            .map(|x| x.version)
-            != Some(previous.version)
-        {
-            return Err(StoreError::VersionConflict {
-                entity: "subscription",
-            });
-        }
-        if let Some(invoice) = invoice {
-            s.check_invoice(tenant, invoice, true, 0)?;
-            s.write_invoice(tenant, invoice);
-        }
-        s.move_plan_counts(tenant, Some(previous), next);
-        s.billing
-            .subscriptions
-            .insert((tenant, next.id), next.clone());
-        s.record(tenant, change);
-        Ok(())
+        self.state()
+            .save_subscription(tenant, previous, next, invoice, change)
     }
 
     async fn get_subscription(
@@ -214,23 +297,17 @@ impl SubscriptionStore for MemoryStore {
         Ok(paginate(items, page))
     }
 
-    async fn clock_due_subscriptions(
+    async fn clock_due_items(
         &self,
         tenant: TenantId,
         clock: TestClockId,
         up_to: Timestamp,
         limit: usize,
-    ) -> Result<Vec<SubscriptionId>, StoreError> {
-        let s = self.state();
-        let mut due: Vec<(Timestamp, SubscriptionId)> = s
-            .billing
-            .subscriptions
-            .iter()
-            .filter(|((t, _), sub)| *t == tenant && sub.test_clock == Some(clock))
-            .filter_map(|(_, sub)| sub.due_at().filter(|d| *d <= up_to).map(|d| (d, sub.id)))
-            .collect();
-        due.sort();
-        Ok(due.into_iter().take(limit).map(|(_, id)| id).collect())
+    ) -> Result<Vec<DueItem>, StoreError> {
+        let mut due = self.state().due_on_clock(tenant, clock, up_to);
+        due.sort_by_key(|d| d.due_at);
+        due.truncate(limit);
+        Ok(due)
     }
 }
 

@@ -80,7 +80,12 @@ impl EventStore for MemoryStore {
                         }),
                     })
                 });
-        let mut due: Vec<DueItem> = events.chain(deliveries).chain(s.due_billing(now)).collect();
+        let mut due: Vec<DueItem> = events
+            .chain(deliveries)
+            .chain(s.due_billing(now))
+            .chain(s.due_payments(now))
+            .chain(s.due_dunning(now))
+            .collect();
         due.sort_by_key(|d| d.due_at);
         due.truncate(limit);
         Ok(due)

@@ -6,9 +6,13 @@ mod accounts;
 mod audit;
 mod billing;
 mod catalog;
+mod dunning;
 mod events;
 mod idempotency;
+mod notifier;
+mod payments;
 mod tenants;
+mod usage;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -23,6 +27,8 @@ use jiff::Timestamp;
 
 use crate::ports::*;
 
+pub use notifier::MemoryNotifier;
+
 #[derive(Default)]
 pub(super) struct State {
     pub(super) tenants: BTreeMap<TenantId, Tenant>,
@@ -34,7 +40,10 @@ pub(super) struct State {
     pub(super) idempotency: BTreeMap<(TenantId, String), Idempotency>,
     pub(super) catalog: catalog::CatalogState,
     pub(super) billing: billing::BillingState,
+    pub(super) payments: payments::PaymentState,
+    pub(super) dunning: dunning::DunningState,
     pub(super) webhooks: events::WebhookState,
+    pub(super) usage: usage::UsageState,
 }
 
 pub(super) struct Idempotency {

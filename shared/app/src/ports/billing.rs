@@ -16,6 +16,9 @@ use super::{Change, Page, PageRequest, StoreError};
 pub struct InvoiceWrite {
     pub invoice: Invoice,
     pub number: Option<u64>,
+    /// The first payment attempt of an invoice finalized in this write (outbox style: the
+    /// attempt waits in the due index until the payment worker has made it).
+    pub payment: Option<billing_domain::payments::Payment>,
 }
 
 /// The default prefix of invoice numbers (`INV-000123`).
@@ -96,14 +99,15 @@ pub trait SubscriptionStore: Send + Sync {
         filter: &SubscriptionFilter,
         page: &PageRequest,
     ) -> Result<Page<Subscription>, StoreError>;
-    /// Subscriptions on a test clock with something due at or before `up_to`, earliest first.
-    async fn clock_due_subscriptions(
+    /// Everything waiting on a test clock (subscription steps, payment attempts, …) due at
+    /// or before `up_to`, earliest first.
+    async fn clock_due_items(
         &self,
         tenant: TenantId,
         clock: TestClockId,
         up_to: Timestamp,
         limit: usize,
-    ) -> Result<Vec<SubscriptionId>, StoreError>;
+    ) -> Result<Vec<super::DueItem>, StoreError>;
 }
 
 #[async_trait]
@@ -195,4 +199,43 @@ impl BillingJob {
 #[async_trait]
 pub trait BillingQueue: Send + Sync {
     async fn enqueue(&self, jobs: &[BillingJob]) -> Result<(), StoreError>;
+}
+
+/// Work for the payment worker, one SQS message each. New kinds of payment work (dunning
+/// steps, …) are new variants; the worker's `match` names each one's handler.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PaymentJob {
+    /// Charge one payment attempt that has fallen due (the first one, or a retry).
+    Attempt {
+        tenant: TenantId,
+        id: billing_domain::ids::PaymentId,
+    },
+    /// Run the dunning steps of an account that have fallen due.
+    Dunning {
+        tenant: TenantId,
+        account: AccountId,
+    },
+    /// Send a dunning notice whose sender did not confirm it.
+    DunningNotice {
+        tenant: TenantId,
+        account: AccountId,
+        key: String,
+    },
+}
+
+impl PaymentJob {
+    pub fn tenant(&self) -> TenantId {
+        match self {
+            PaymentJob::Attempt { tenant, .. }
+            | PaymentJob::Dunning { tenant, .. }
+            | PaymentJob::DunningNotice { tenant, .. } => *tenant,
+        }
+    }
+}
+
+/// The payments queue (`billing-payments`), consumed by `payment-worker`.
+#[async_trait]
+pub trait PaymentQueue: Send + Sync {
+    async fn enqueue(&self, jobs: &[PaymentJob]) -> Result<(), StoreError>;
 }

@@ -48,6 +48,8 @@ pub enum DueKind {
     Billing(super::BillingJob),
     /// A webhook delivery whose next attempt is due.
     WebhookRetry(DeliveryJob),
+    /// Payment work (an attempt, a retry, …) for the payment worker.
+    Payment(super::PaymentJob),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

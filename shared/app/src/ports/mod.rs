@@ -4,13 +4,19 @@
 
 mod billing;
 mod catalog;
+mod dunning;
 mod events;
 mod gateway;
+mod payments;
+mod usage;
 
 pub use billing::*;
 pub use catalog::*;
+pub use dunning::*;
 pub use events::*;
 pub use gateway::*;
+pub use payments::*;
+pub use usage::*;
 
 use async_trait::async_trait;
 use billing_domain::access::ApiKey;
@@ -220,9 +226,12 @@ pub trait Store:
     + SubscriptionStore
     + InvoiceStore
     + TestClockStore
+    + PaymentStore
+    + DunningStore
     + AuditStore
     + EventStore
     + IdempotencyStore
+    + UsageStore
     + HealthProbe
 {
 }
@@ -236,9 +245,12 @@ impl<T> Store for T where
         + SubscriptionStore
         + InvoiceStore
         + TestClockStore
+        + PaymentStore
+        + DunningStore
         + AuditStore
         + EventStore
         + IdempotencyStore
+        + UsageStore
         + HealthProbe
 {
 }

@@ -12,14 +12,14 @@ use billing_domain::test_clock::TestClock;
 use jiff::Timestamp;
 
 use super::catalog::SUBSCRIPTION_COUNT;
-use super::{from_item, sdk_error, to_item, DynamoStore, Item, Transaction};
+use super::{sdk_error, to_item, DynamoStore, Item, Transaction};
 use crate::keys::{self, DUE_INDEX, DUE_PK, DUE_SK};
 
 /// The last number used (not `last`, which DynamoDB reserves).
 const SEQUENCE_LAST: &str = "last_number";
 const SEQUENCE_PREFIX: &str = "prefix";
 
-fn subscription_item(tenant: TenantId, sub: &Subscription) -> Result<Item, StoreError> {
+pub(super) fn subscription_item(tenant: TenantId, sub: &Subscription) -> Result<Item, StoreError> {
     let key = keys::subscription(tenant, sub.id, sub.account_id);
     let mut item = to_item("subscription", sub, &key)?;
     if let Some(at) = sub.due_at() {
@@ -38,7 +38,29 @@ fn counted(sub: &Subscription) -> Option<(billing_domain::ids::PlanId, u32)> {
 }
 
 impl Transaction<'_> {
-    fn invoice(
+    /// A lifecycle step: the subscription (version-checked), the invoice it made, the
+    /// plan counts it moves, and its audit record and events.
+    pub(super) fn subscription_step(
+        &mut self,
+        tenant: TenantId,
+        previous: &Subscription,
+        next: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<&mut Self, StoreError> {
+        self.replace_version(
+            subscription_item(tenant, next)?,
+            previous.version,
+            "subscription",
+        )?;
+        if let Some(invoice) = invoice {
+            self.invoice(tenant, invoice, true, 0)?;
+        }
+        self.plan_counts(tenant, Some(previous), next)?
+            .record(tenant, change)
+    }
+
+    pub(super) fn invoice(
         &mut self,
         tenant: TenantId,
         write: &InvoiceWrite,
@@ -55,6 +77,9 @@ impl Transaction<'_> {
             self.create(item, StoreError::AlreadyExists { entity: "invoice" })?;
         } else {
             self.replace_version(item, previous_version, "invoice")?;
+        }
+        if let Some(payment) = &write.payment {
+            self.payment(tenant, None, payment)?;
         }
         if let Some(number) = write.number {
             // The sequence moves from number - 1 to number in this same transaction: a
@@ -138,16 +163,7 @@ impl SubscriptionStore for DynamoStore {
         change: &Change,
     ) -> Result<(), StoreError> {
         let mut tx = self.transaction();
-        tx.replace_version(
-            subscription_item(tenant, next)?,
-            previous.version,
-            "subscription",
-        )?;
-        if let Some(invoice) = invoice {
-            tx.invoice(tenant, invoice, true, 0)?;
-        }
-        tx.plan_counts(tenant, Some(previous), next)?
-            .record(tenant, change)?;
+        tx.subscription_step(tenant, previous, next, invoice, change)?;
         tx.commit().await
     }
 
@@ -197,13 +213,13 @@ impl SubscriptionStore for DynamoStore {
         }
     }
 
-    async fn clock_due_subscriptions(
+    async fn clock_due_items(
         &self,
         _tenant: TenantId,
         clock: TestClockId,
         up_to: Timestamp,
         limit: usize,
-    ) -> Result<Vec<SubscriptionId>, StoreError> {
+    ) -> Result<Vec<DueItem>, StoreError> {
         // Clock ids are unique across tenants, so the clock's partition is the tenant's.
         let output = self
             .client
@@ -219,6 +235,7 @@ impl SubscriptionStore for DynamoStore {
                 ":up_to",
                 AttributeValue::S(format!("{}~", keys::due_time(up_to))),
             )
+            .projection_expression("#sk")
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .send()
             .await
@@ -226,10 +243,8 @@ impl SubscriptionStore for DynamoStore {
         Ok(output
             .items
             .unwrap_or_default()
-            .into_iter()
-            .filter_map(|item| from_item::<Subscription>(item).ok())
-            .filter(|s| s.test_clock == Some(clock))
-            .map(|s| s.id)
+            .iter()
+            .filter_map(|item| super::events::due_item(item.get(DUE_SK)?.as_s().ok()?))
             .collect())
     }
 }

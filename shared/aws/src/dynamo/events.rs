@@ -66,9 +66,29 @@ fn due_kind(tenant: TenantId, sk: &str) -> Option<DueKind> {
         let id = billing_domain::ids::SubscriptionId::parse(id, "due_sk").ok()?;
         return Some(DueKind::Billing(BillingJob::Subscription { tenant, id }));
     }
+    // Late usage waiting for its supplemental invoice: the subscription's worker bills it.
+    if let Some(id) = keys::rollup_subscription(sk) {
+        return Some(DueKind::Billing(BillingJob::Subscription { tenant, id }));
+    }
     if let Some(id) = sk.strip_prefix(keys::TEST_CLOCK_PREFIX) {
         let id = billing_domain::ids::TestClockId::parse(id, "due_sk").ok()?;
         return Some(DueKind::Billing(BillingJob::TestClock { tenant, id }));
+    }
+    if let Some(id) = sk.strip_prefix(keys::PAYMENT_PREFIX) {
+        let id = billing_domain::ids::PaymentId::parse(id, "due_sk").ok()?;
+        return Some(DueKind::Payment(PaymentJob::Attempt { tenant, id }));
+    }
+    if let Some(account) = sk.strip_prefix(keys::DUNNING_PREFIX) {
+        let account = billing_domain::ids::AccountId::parse(account, "due_sk").ok()?;
+        return Some(DueKind::Payment(PaymentJob::Dunning { tenant, account }));
+    }
+    if let Some(rest) = sk.strip_prefix(keys::DUNNING_NOTICE_PREFIX) {
+        let (account, key) = rest.split_once('#')?;
+        return Some(DueKind::Payment(PaymentJob::DunningNotice {
+            tenant,
+            account: billing_domain::ids::AccountId::parse(account, "due_sk").ok()?,
+            key: key.to_owned(),
+        }));
     }
     if let Some(id) = sk.strip_prefix(keys::EVENT_PREFIX) {
         return Some(DueKind::Outbox {
@@ -82,6 +102,17 @@ fn due_kind(tenant: TenantId, sk: &str) -> Option<DueKind> {
         endpoint_id: WebhookEndpointId::parse(endpoint, "due_sk").ok()?,
         delivery_id: DeliveryId::parse(delivery, "due_sk").ok()?,
     }))
+}
+
+/// The due item a `due_sk` stands for (on a shard or on a test clock).
+pub(super) fn due_item(due_sk: &str) -> Option<DueItem> {
+    let (due_at, pk, sk) = keys::parse_due(due_sk)?;
+    let tenant_id = keys::tenant_of(&pk)?;
+    Some(DueItem {
+        tenant_id,
+        due_at,
+        kind: due_kind(tenant_id, &sk)?,
+    })
 }
 
 fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(err: &E) -> bool {
@@ -182,15 +213,7 @@ impl DynamoStore {
             .items
             .unwrap_or_default()
             .iter()
-            .filter_map(|item| {
-                let (due_at, pk, sk) = keys::parse_due(item.get(DUE_SK)?.as_s().ok()?)?;
-                let tenant_id = keys::tenant_of(&pk)?;
-                Some(DueItem {
-                    tenant_id,
-                    due_at,
-                    kind: due_kind(tenant_id, &sk)?,
-                })
-            })
+            .filter_map(|item| due_item(item.get(DUE_SK)?.as_s().ok()?))
             .collect())
     }
 

@@ -6,9 +6,12 @@ mod accounts;
 mod audit;
 mod billing;
 mod catalog;
+mod dunning;
 mod events;
 mod idempotency;
+mod payments;
 mod tenants;
+mod usage;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -288,6 +291,21 @@ impl Transaction<'_> {
         self.writes
             .push(TransactWriteItem::builder().put(put).build());
         self.on_condition_failure.push(on_failure);
+        Ok(self)
+    }
+
+    /// Writes an item whatever is stored (a snapshot whose writers are serialized by
+    /// another item of the same transaction).
+    pub(super) fn upsert(&mut self, item: Item) -> Result<&mut Self, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.store.table)
+            .set_item(Some(item))
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.writes
+            .push(TransactWriteItem::builder().put(put).build());
+        self.on_condition_failure
+            .push(StoreError::Internal("an unconditional put failed".into()));
         Ok(self)
     }
 

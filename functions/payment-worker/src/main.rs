@@ -1,0 +1,26 @@
+//! The `payment-worker` Lambda: clients built once per cold start, then the SQS handler.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use billing_app::ports::SystemClock;
+use billing_app::App;
+use billing_aws::{AwsDispatch, Config, DynamoStore, SqsQueue};
+use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let sdk = config.sdk_config().await;
+    let dispatch = Arc::new(AwsDispatch::from_env(&sdk)?);
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name)
+        .with_dispatch(dispatch);
+    let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
+    let app = App::new(Arc::new(store), Arc::new(SystemClock)).with_payment_queue(payments);
+    let app = &app;
+    run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, Error>(payment_worker::handle(app, event.payload).await)
+    }))
+    .await
+}

@@ -1,0 +1,815 @@
+//! Collecting invoices: the payment worker's attempts and retries, paying now, manual
+//! retries, marking paid out of band, and the settings that decide retries.
+//!
+//! The first attempt of an invoice is written with the invoice's finalization (outbox
+//! style) and handed to the payment queue right after the commit; the due index holds it
+//! until an attempt has been recorded, so the sweep releases it again if that message is
+//! lost. An attempt is charged with the gateway idempotency key = its id, and its result is
+//! written over the version it was read at, together with the invoice, the next attempt
+//! (a retry waits in the due index: SQS delays stop at 15 minutes), the subscription's
+//! status, the audit record and the events. A duplicate delivery, or a worker that crashed
+//! after the gateway accepted the charge, charges once: the gateway answers the same key
+//! with its first outcome and only one write of the result can succeed.
+
+use billing_domain::access::Permission;
+use billing_domain::event::AuditAction;
+use billing_domain::ids::{InvoiceId, PaymentId, TenantId};
+use billing_domain::invoicing::Invoice;
+use billing_domain::money::Money;
+use billing_domain::payments::{ChargeResult, Payment, PaymentFailure, PaymentStatus};
+use billing_domain::retry::{FinalAction, PaymentSettings};
+use billing_domain::subscription::Subscription;
+use jiff::Timestamp;
+
+use crate::ports::*;
+use crate::webhooks::system_caller;
+use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
+
+const WRITE_ATTEMPTS: usize = 8;
+
+/// What handling one payment attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Collected {
+    /// Not due, gone, or already recorded (a duplicate delivery).
+    Nothing,
+    Succeeded,
+    /// Declined; the next attempt's time when one is scheduled.
+    Failed {
+        retry_at: Option<Timestamp>,
+    },
+    RequiresAction,
+    /// The invoice was settled another way first.
+    Canceled,
+}
+
+impl From<billing_domain::payments::PaymentError> for AppError {
+    fn from(err: billing_domain::payments::PaymentError) -> Self {
+        use billing_domain::payments::PaymentError;
+        match err {
+            PaymentError::InvalidTransition { .. } => AppError::Conflict {
+                code: "invalid_transition",
+                message: err.to_string(),
+                param: None,
+            },
+            PaymentError::RefundTooLarge { .. } => {
+                AppError::Invalid(billing_domain::error::ValidationError::new(
+                    "refund_too_large",
+                    "amount",
+                    err.to_string(),
+                ))
+            }
+            PaymentError::RefundNotPositive => {
+                AppError::Invalid(billing_domain::error::ValidationError::new(
+                    "invalid_amount",
+                    "amount",
+                    err.to_string(),
+                ))
+            }
+        }
+    }
+}
+
+pub(crate) fn gateway_unavailable(err: GatewayError) -> AppError {
+    AppError::Unavailable(err.to_string())
+}
+
+/// The gateway's answer in the terms a payment records; a refused request (an unusable
+/// payment method) is a failed attempt like a decline.
+fn charge_result(outcome: Result<ChargeOutcome, GatewayError>) -> Result<ChargeResult, AppError> {
+    Ok(match outcome {
+        Ok(ChargeOutcome::Succeeded {
+            payment_intent,
+            charge,
+        }) => ChargeResult::Succeeded {
+            payment_intent,
+            charge,
+        },
+        Ok(ChargeOutcome::Declined {
+            payment_intent,
+            code,
+            decline_code,
+            message,
+        }) => ChargeResult::Failed {
+            payment_intent,
+            failure: PaymentFailure::new(code, decline_code, message),
+        },
+        Ok(ChargeOutcome::RequiresAction { payment_intent }) => {
+            ChargeResult::RequiresAction { payment_intent }
+        }
+        Err(GatewayError::Rejected { code, message }) => ChargeResult::Failed {
+            payment_intent: None,
+            failure: PaymentFailure::new(code, None, message),
+        },
+        Err(unavailable) => return Err(gateway_unavailable(unavailable)),
+    })
+}
+
+fn busy() -> AppError {
+    AppError::Conflict {
+        code: "concurrent_modification",
+        message: "the invoice kept changing under this request; retry".into(),
+        param: None,
+    }
+}
+
+/// What recording an attempt's result writes, before it is written.
+struct Recorded {
+    write: CollectionWrite,
+    outcome: Collected,
+    events: Vec<&'static str>,
+    payment: Payment,
+}
+
+impl App {
+    /// Hands payment work to the queue (the sweep's path); without a queue it stays due.
+    pub async fn release_payments(&self, jobs: &[PaymentJob]) -> Result<(), AppError> {
+        match &self.payment_queue {
+            Some(queue) => Ok(queue.enqueue(jobs).await?),
+            None => Err(AppError::Unavailable(
+                "no payment queue is configured in this process".into(),
+            )),
+        }
+    }
+
+    /// Right after a commit that created attempts due now: the fast path. A failure is
+    /// only logged, the due index brings the attempts back to the sweep.
+    pub(crate) async fn release_after_commit(
+        &self,
+        tenant: TenantId,
+        payments: &[&Payment],
+        now: Timestamp,
+    ) {
+        let jobs: Vec<PaymentJob> = payments
+            .iter()
+            .filter(|p| p.due_at <= now)
+            .map(|p| PaymentJob::Attempt { tenant, id: p.id })
+            .collect();
+        if jobs.is_empty() {
+            return;
+        }
+        if let Some(queue) = &self.payment_queue {
+            if let Err(err) = queue.enqueue(&jobs).await {
+                tracing::warn!(%err, "queueing payment attempts failed; the sweep will queue them");
+            }
+        }
+    }
+
+    /// Hands an invoice's first attempt to the queue right after the write that made it.
+    pub(crate) async fn release_invoice_payment(
+        &self,
+        tenant: TenantId,
+        invoice: Option<&InvoiceWrite>,
+        now: Timestamp,
+    ) {
+        if let Some(payment) = invoice.and_then(|i| i.payment.as_ref()) {
+            self.release_after_commit(tenant, &[payment], now).await;
+        }
+    }
+
+    /// Runs one piece of payment work at `now`: what the payment worker does with a
+    /// message, and what a test clock's advance does with an item on the clock.
+    pub async fn run_payment_job(&self, job: &PaymentJob, now: Timestamp) -> Result<(), AppError> {
+        match job {
+            PaymentJob::Attempt { tenant, id } => {
+                self.collect_payment(*tenant, *id, now).await.map(|_| ())
+            }
+            PaymentJob::Dunning { tenant, account } => self
+                .run_due_dunning(*tenant, *account, now)
+                .await
+                .map(|_| ()),
+            PaymentJob::DunningNotice {
+                tenant,
+                account,
+                key,
+            } => self.send_due_notice(*tenant, *account, key).await,
+        }
+    }
+
+    /// Runs one message of the payment queue at the time of the account it concerns (the
+    /// real time, or its test clock's): what `payment-worker` does.
+    pub async fn handle_payment_job(&self, job: &PaymentJob) -> Result<(), AppError> {
+        match job {
+            PaymentJob::Attempt { tenant, id } => {
+                let Some(payment) = self.store.get_payment(*tenant, *id).await? else {
+                    return Ok(());
+                };
+                let now = self.payment_now(*tenant, &payment).await?;
+                self.collect_payment(*tenant, *id, now).await.map(|_| ())
+            }
+            // Dunning runs on the account's own time (its test clock's, if it has one).
+            PaymentJob::Dunning { tenant, account } => self
+                .run_due_dunning(*tenant, *account, self.now())
+                .await
+                .map(|_| ()),
+            PaymentJob::DunningNotice {
+                tenant,
+                account,
+                key,
+            } => self.send_due_notice(*tenant, *account, key).await,
+        }
+    }
+
+    /// The time of the account a payment belongs to: its test clock's, or the real one.
+    pub async fn payment_now(
+        &self,
+        tenant: TenantId,
+        payment: &Payment,
+    ) -> Result<Timestamp, AppError> {
+        match payment.test_clock {
+            None => Ok(self.now()),
+            Some(clock) => Ok(self
+                .store
+                .get_test_clock(tenant, clock)
+                .await?
+                .ok_or_else(|| AppError::not_found("test clock", clock))?
+                .frozen_time),
+        }
+    }
+
+    /// Makes a due payment attempt: charges the account's default payment method (or the
+    /// one the attempt names) and records the result. Safe to run twice and concurrently.
+    pub async fn collect_payment(
+        &self,
+        tenant: TenantId,
+        id: PaymentId,
+        now: Timestamp,
+    ) -> Result<Collected, AppError> {
+        let mut result: Option<(String, Option<String>, ChargeResult)> = None;
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some(payment) = self.store.get_payment(tenant, id).await? else {
+                return Ok(Collected::Nothing);
+            };
+            let caller = &system_caller(tenant, payment.livemode);
+            if payment.status != PaymentStatus::Pending {
+                // Recorded already (a duplicate delivery): make sure what follows a result
+                // happened, since the first run may have stopped right after its commit.
+                self.after_recorded(caller, &payment, now).await?;
+                return Ok(Collected::Nothing);
+            }
+            if !payment.is_due(now) {
+                return Ok(Collected::Nothing);
+            }
+            let invoice = self
+                .store
+                .get_invoice(tenant, payment.invoice_id)
+                .await?
+                .ok_or_else(|| AppError::not_found("invoice", payment.invoice_id))?;
+            if !invoice.is_payable() {
+                return self.cancel_attempt(caller, &payment, now).await;
+            }
+            let (gateway, method, charged) = match result.take() {
+                Some(done) => done,
+                None => self.charge(tenant, &payment, &invoice).await?,
+            };
+            let recorded = self
+                .record_result(
+                    caller,
+                    &payment,
+                    &invoice,
+                    &gateway,
+                    method.clone(),
+                    charged.clone(),
+                    now,
+                )
+                .await?;
+            match self.commit_recorded(caller, &recorded, now).await {
+                Ok(()) => {
+                    self.after_recorded(caller, &recorded.payment, now).await?;
+                    return Ok(recorded.outcome);
+                }
+                // Someone moved the invoice or the subscription (or recorded this attempt):
+                // read again; the charge is not repeated.
+                Err(StoreError::VersionConflict { .. } | StoreError::AlreadyExists { .. }) => {
+                    result = Some((gateway, method, charged));
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(busy())
+    }
+
+    /// Charges an attempt at the gateway under its id as the idempotency key.
+    async fn charge(
+        &self,
+        tenant: TenantId,
+        payment: &Payment,
+        invoice: &Invoice,
+    ) -> Result<(String, Option<String>, ChargeResult), AppError> {
+        let gateway = self.gateway.name().to_owned();
+        let profile = self
+            .store
+            .get_payment_profile(tenant, payment.account_id)
+            .await?;
+        let method = payment.payment_method.clone().or_else(|| {
+            profile
+                .as_ref()
+                .and_then(|p| p.default().map(|m| m.id.clone()))
+        });
+        let (Some(customer), Some(method)) = (profile.and_then(|p| p.customer), method) else {
+            return Ok((
+                gateway,
+                None,
+                ChargeResult::Failed {
+                    payment_intent: None,
+                    failure: PaymentFailure::no_payment_method(),
+                },
+            ));
+        };
+        let outcome = self
+            .gateway
+            .charge(&ChargeRequest {
+                idempotency_key: payment.id.to_string(),
+                customer,
+                payment_method: method.clone(),
+                amount: Money {
+                    minor: payment.amount,
+                    currency: payment.currency,
+                },
+                description: format!("Invoice {}", invoice.number.as_deref().unwrap_or("(draft)")),
+                metadata: vec![
+                    ("tenant_id".into(), tenant.to_string()),
+                    ("invoice_id".into(), invoice.id.to_string()),
+                    ("attempt_id".into(), payment.id.to_string()),
+                    ("account_id".into(), payment.account_id.to_string()),
+                ],
+            })
+            .await;
+        Ok((gateway, Some(method), charge_result(outcome)?))
+    }
+
+    async fn cancel_attempt(
+        &self,
+        caller: &Caller,
+        payment: &Payment,
+        now: Timestamp,
+    ) -> Result<Collected, AppError> {
+        let next = payment.cancel(now)?;
+        let change = self.payment_change(caller, payment, &next, &["payment.canceled"], now)?;
+        let write = CollectionWrite {
+            payments: vec![(Some(payment.version), next)],
+            ..Default::default()
+        };
+        match self
+            .store
+            .save_collection(caller.tenant_id, &write, &change)
+            .await
+        {
+            Ok(()) => Ok(Collected::Canceled),
+            Err(StoreError::VersionConflict { .. }) => Ok(Collected::Nothing),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Everything recording `result` for `payment` on `invoice` changes.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_result(
+        &self,
+        caller: &Caller,
+        payment: &Payment,
+        invoice: &Invoice,
+        gateway: &str,
+        method: Option<String>,
+        result: ChargeResult,
+        now: Timestamp,
+    ) -> Result<Recorded, AppError> {
+        let tenant = caller.tenant_id;
+        let next = payment.record(gateway, method, result, now)?;
+        let subscription = match invoice.subscription_id {
+            Some(id) => self.store.get_subscription(tenant, id).await?,
+            None => None,
+        };
+        let mut write = CollectionWrite::default();
+        let mut events = Vec::new();
+        let outcome = match next.status {
+            PaymentStatus::Succeeded => {
+                let paid = invoice
+                    .attempted(PaymentStatus::Succeeded, None)?
+                    .pay(None, now)?;
+                write.invoice = Some((invoice.version, paid));
+                write.subscription = recovered(subscription.as_ref(), now);
+                events.extend(["payment.succeeded", "invoice.paid"]);
+                Collected::Succeeded
+            }
+            PaymentStatus::RequiresAction => {
+                let waiting = invoice.attempted(PaymentStatus::RequiresAction, None)?;
+                write.invoice = Some((invoice.version, waiting));
+                events.extend(["payment.requires_action", "invoice.payment_action_required"]);
+                Collected::RequiresAction
+            }
+            _ => {
+                let settings = self.store.payment_settings(tenant).await?;
+                let retry_at = retry_at(&settings, &next);
+                let mut failed = invoice.attempted(PaymentStatus::Failed, retry_at)?;
+                events.extend(["payment.failed", "invoice.payment_failed"]);
+                match retry_at {
+                    Some(at) => {
+                        write
+                            .payments
+                            .push((None, next.next_attempt(invoice, at, now)));
+                    }
+                    None => {
+                        if settings.final_action == FinalAction::MarkUncollectible
+                            && failed.status == billing_domain::invoicing::InvoiceStatus::Open
+                        {
+                            failed = failed.mark_uncollectible()?;
+                            events.push("invoice.marked_uncollectible");
+                        }
+                        write.subscription = subscription
+                            .as_ref()
+                            .and_then(|s| s.payment_failed(now).map(|n| (s.version, n)));
+                        if write.subscription.is_some() {
+                            events.push("subscription.past_due");
+                        }
+                    }
+                }
+                write.invoice = Some((invoice.version, failed));
+                Collected::Failed { retry_at }
+            }
+        };
+        if write.subscription.is_some() && !events.contains(&"subscription.past_due") {
+            events.push("subscription.updated");
+        }
+        if let Some(intent) = &next.payment_intent {
+            write.gateway_refs.push((
+                intent.clone(),
+                GatewayRef {
+                    tenant_id: tenant,
+                    account_id: next.account_id,
+                    payment_id: Some(next.id),
+                },
+            ));
+        }
+        write
+            .payments
+            .insert(0, (Some(payment.version), next.clone()));
+        Ok(Recorded {
+            write,
+            outcome,
+            events,
+            payment: next,
+        })
+    }
+
+    async fn commit_recorded(
+        &self,
+        caller: &Caller,
+        recorded: &Recorded,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let change = self
+            .collection_change(caller, &recorded.write, &recorded.events, true, now)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.store
+            .save_collection(caller.tenant_id, &recorded.write, &change)
+            .await?;
+        let created: Vec<&Payment> = recorded
+            .write
+            .payments
+            .iter()
+            .filter(|(v, _)| v.is_none())
+            .map(|(_, p)| p)
+            .collect();
+        self.release_after_commit(caller.tenant_id, &created, now)
+            .await;
+        Ok(())
+    }
+
+    /// What follows a recorded result, each idempotent so a redelivery can repeat it:
+    /// dunning hears of paid and failed invoices.
+    async fn after_recorded(
+        &self,
+        caller: &Caller,
+        payment: &Payment,
+        now: Timestamp,
+    ) -> Result<(), AppError> {
+        match payment.status {
+            PaymentStatus::Succeeded => {
+                self.invoice_settled(caller, payment.account_id, payment.invoice_id, now)
+                    .await
+            }
+            PaymentStatus::Failed => {
+                self.invoice_past_due(caller, payment.account_id, payment.invoice_id, now)
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The audit record (of the payment, or of the invoice when no payment changed) and
+    /// the events of a collection write, each event carrying its resource as it now is.
+    pub(crate) fn collection_change(
+        &self,
+        caller: &Caller,
+        write: &CollectionWrite,
+        event_types: &[&'static str],
+        update: bool,
+        now: Timestamp,
+    ) -> Result<Change, AppError> {
+        let (entity_type, entity_id, after) = match (write.payments.first(), &write.invoice) {
+            (Some((_, p)), _) => ("payment", p.id.to_string(), to_json(p)?),
+            (None, Some((_, i))) => ("invoice", i.id.to_string(), to_json(i)?),
+            (None, None) => match &write.credit_note {
+                Some(c) => ("credit_note", c.id.to_string(), to_json(c)?),
+                None => return Err(AppError::Internal("an empty collection write".into())),
+            },
+        };
+        let mut change = self.change(
+            caller,
+            now,
+            ChangeSpec {
+                entity_type,
+                entity_id,
+                action: if update {
+                    AuditAction::Update
+                } else {
+                    AuditAction::Create
+                },
+                event_type: event_types.first().copied().unwrap_or("payment.updated"),
+                before: None,
+                after: &after,
+            },
+        );
+        change.events.clear();
+        for event_type in event_types {
+            let (resource, data) = match event_type.split('.').next() {
+                Some("invoice") => match &write.invoice {
+                    Some((_, i)) => (i.id.to_string(), to_json(i)?),
+                    None => continue,
+                },
+                Some("subscription") => match &write.subscription {
+                    Some((_, s)) => (s.id.to_string(), to_json(s)?),
+                    None => continue,
+                },
+                Some("credit_note") => match &write.credit_note {
+                    Some(c) => (c.id.to_string(), to_json(c)?),
+                    None => continue,
+                },
+                _ => match write.payments.first() {
+                    Some((_, p)) => (p.id.to_string(), to_json(p)?),
+                    None => continue,
+                },
+            };
+            change
+                .events
+                .push(self.event(caller, now, event_type, resource, data, None));
+        }
+        Ok(change)
+    }
+
+    fn payment_change(
+        &self,
+        caller: &Caller,
+        before: &Payment,
+        after: &Payment,
+        event_types: &[&'static str],
+        now: Timestamp,
+    ) -> Result<Change, AppError> {
+        let (before_json, after_json) = (to_json(before)?, to_json(after)?);
+        let mut change = self.change(
+            caller,
+            now,
+            ChangeSpec {
+                entity_type: "payment",
+                entity_id: after.id.to_string(),
+                action: AuditAction::Update,
+                event_type: event_types[0],
+                before: Some(&before_json),
+                after: &after_json,
+            },
+        );
+        for event_type in &event_types[1..] {
+            change.events.push(self.event(
+                caller,
+                now,
+                event_type,
+                after.id.to_string(),
+                after_json.clone(),
+                None,
+            ));
+        }
+        Ok(change)
+    }
+
+    pub async fn get_payment(&self, caller: &Caller, id: PaymentId) -> Result<Payment, AppError> {
+        caller.require(Permission::Read)?;
+        self.store
+            .get_payment(caller.tenant_id, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("payment", id))
+    }
+
+    pub async fn list_payments(
+        &self,
+        caller: &Caller,
+        filter: &PaymentFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Payment>, AppError> {
+        caller.require(Permission::Read)?;
+        let mut filter = filter.clone();
+        if let (None, Some(invoice)) = (filter.account, filter.invoice) {
+            // Payments are indexed by account: find the invoice's.
+            match self.store.get_invoice(caller.tenant_id, invoice).await? {
+                Some(i) => filter.account = Some(i.account_id),
+                None => {
+                    return Ok(Page {
+                        items: Vec::new(),
+                        has_more: false,
+                    })
+                }
+            }
+        }
+        Ok(self
+            .store
+            .list_payments(caller.tenant_id, &filter, page)
+            .await?)
+    }
+
+    /// Pays an open invoice now (`POST /v1/invoices/{id}/pay`, and a manual retry of a
+    /// failed one): a new attempt, charged in the request, with the given payment method
+    /// or the account's default. The scheduled retry, if any, finds the invoice paid and
+    /// cancels itself.
+    pub async fn pay_invoice(
+        &self,
+        caller: &Caller,
+        id: InvoiceId,
+        payment_method: Option<String>,
+    ) -> Result<Payment, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let invoice = self.get_invoice(caller, id).await?;
+        if !invoice.is_payable() {
+            return Err(AppError::Conflict {
+                code: "invoice_not_payable",
+                message: format!("a {} invoice has nothing to pay", invoice.status.as_str()),
+                param: None,
+            });
+        }
+        if let Some(method) = &payment_method {
+            let known = self
+                .store
+                .get_payment_profile(caller.tenant_id, invoice.account_id)
+                .await?
+                .is_some_and(|p| p.get(method).is_some());
+            if !known {
+                return Err(AppError::Invalid(
+                    billing_domain::error::ValidationError::new(
+                        "unknown_payment_method",
+                        "payment_method",
+                        "the payment method is not one of the account's",
+                    ),
+                ));
+            }
+        }
+        let now = self.now_for(caller, invoice.test_clock).await?;
+        let mut payment = Payment::manual(
+            PaymentId::from_ulid(new_ulid()),
+            &invoice,
+            caller.livemode,
+            invoice.attempt_count + 1,
+            now,
+        );
+        payment.payment_method = payment_method;
+        let write = CollectionWrite {
+            payments: vec![(None, payment.clone())],
+            ..Default::default()
+        };
+        let change = self.collection_change(caller, &write, &["payment.created"], false, now)?;
+        self.store
+            .save_collection(caller.tenant_id, &write, &change)
+            .await?;
+        self.collect_payment(caller.tenant_id, payment.id, now)
+            .await?;
+        self.get_payment(caller, payment.id).await
+    }
+
+    /// Retries the failed payment of an invoice now (`POST /v1/payments/retry`).
+    pub async fn retry_payment(
+        &self,
+        caller: &Caller,
+        invoice: InvoiceId,
+    ) -> Result<Payment, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let current = self.get_invoice(caller, invoice).await?;
+        if current.payment_status != Some(PaymentStatus::Failed)
+            && current.payment_status != Some(PaymentStatus::RequiresAction)
+        {
+            return Err(AppError::Conflict {
+                code: "no_failed_payment",
+                message: "the invoice has no failed payment to retry".into(),
+                param: Some("invoice"),
+            });
+        }
+        self.pay_invoice(caller, invoice, None).await
+    }
+
+    /// Marks an invoice paid outside the platform (a bank transfer), with a reference.
+    pub async fn mark_invoice_paid(
+        &self,
+        caller: &Caller,
+        id: InvoiceId,
+        reference: String,
+    ) -> Result<Invoice, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        if reference.trim().is_empty() || reference.len() > 200 {
+            return Err(AppError::Invalid(
+                billing_domain::error::ValidationError::new(
+                    "invalid_reference",
+                    "reference",
+                    "a reference of 1 to 200 characters says how it was paid",
+                ),
+            ));
+        }
+        for _ in 0..WRITE_ATTEMPTS {
+            let invoice = self.get_invoice(caller, id).await?;
+            let now = self.now_for(caller, invoice.test_clock).await?;
+            let paid = invoice.pay(Some(reference.clone()), now)?;
+            let subscription = match invoice.subscription_id {
+                Some(s) => self.store.get_subscription(caller.tenant_id, s).await?,
+                None => None,
+            };
+            let write = CollectionWrite {
+                invoice: Some((invoice.version, paid.clone())),
+                subscription: recovered(subscription.as_ref(), now),
+                ..Default::default()
+            };
+            let mut events = vec!["invoice.paid"];
+            if write.subscription.is_some() {
+                events.push("subscription.updated");
+            }
+            let change = self.collection_change(caller, &write, &events, true, now)?;
+            match self
+                .store
+                .save_collection(caller.tenant_id, &write, &change)
+                .await
+            {
+                Err(StoreError::VersionConflict { .. }) => continue,
+                other => other?,
+            }
+            self.invoice_settled(caller, paid.account_id, paid.id, now)
+                .await?;
+            return Ok(paid);
+        }
+        Err(busy())
+    }
+
+    pub async fn payment_settings(&self, caller: &Caller) -> Result<PaymentSettings, AppError> {
+        caller.require(Permission::Read)?;
+        Ok(self.store.payment_settings(caller.tenant_id).await?)
+    }
+
+    pub async fn set_payment_settings(
+        &self,
+        caller: &Caller,
+        retry_days: Option<Vec<u32>>,
+        final_action: Option<FinalAction>,
+    ) -> Result<PaymentSettings, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let current = self.store.payment_settings(caller.tenant_id).await?;
+        let next = PaymentSettings {
+            retry_days: retry_days.unwrap_or_else(|| current.retry_days.clone()),
+            final_action: final_action.unwrap_or(current.final_action),
+        };
+        next.validate()?;
+        let (before, after) = (to_json(&current)?, to_json(&next)?);
+        let change = self.change(
+            caller,
+            self.now(),
+            ChangeSpec {
+                entity_type: "payment_settings",
+                entity_id: caller.tenant_id.to_string(),
+                action: AuditAction::Update,
+                event_type: "payment_settings.updated",
+                before: Some(&before),
+                after: &after,
+            },
+        );
+        self.store
+            .set_payment_settings(caller.tenant_id, &next, &change)
+            .await?;
+        Ok(next)
+    }
+}
+
+/// The first payment attempt of a just-finalized invoice, when it is to be charged
+/// automatically and has something to pay.
+pub(crate) fn first_attempt(invoice: &Invoice, livemode: bool, now: Timestamp) -> Option<Payment> {
+    (invoice.collection_method
+        == billing_domain::subscription::CollectionMethod::ChargeAutomatically
+        && invoice.status == billing_domain::invoicing::InvoiceStatus::Open
+        && invoice.amount_remaining() > 0)
+        .then(|| Payment::first(invoice, livemode, now))
+}
+
+/// When to try again after `failed`, unless the decline was hard or the schedule is spent.
+fn retry_at(settings: &PaymentSettings, failed: &Payment) -> Option<Timestamp> {
+    let failure = failed.failure.as_ref()?;
+    if failure.kind == billing_domain::payments::DeclineKind::Hard {
+        return None;
+    }
+    settings.next_attempt_at(failed.first_failed_at?, failed.attempt)
+}
+
+/// A past_due subscription made active by a payment, with the version it replaces.
+pub(crate) fn recovered(sub: Option<&Subscription>, now: Timestamp) -> Option<(u64, Subscription)> {
+    let sub = sub?;
+    sub.payment_recovered(now).map(|next| (sub.version, next))
+}
