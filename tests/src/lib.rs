@@ -1,6 +1,7 @@
 //! Test kit: the local AWS stand-in (one moto server per test process, on a free port,
 //! stopped when the process ends), fresh tables, and the router served on 127.0.0.1.
 
+pub mod fake_stripe;
 pub mod webhooks;
 
 use std::sync::{mpsc, Arc, OnceLock};

@@ -1,0 +1,381 @@
+//! The Stripe adapter against the fake Stripe (`billing_tests::fake_stripe`): every test
+//! card's outcome, idempotent replays that charge once, and outages that can be retried.
+
+use billing_app::ports::{
+    ChargeOutcome, ChargeRequest, GatewayError, NewGatewayCustomer, PaymentGateway, RefundRequest,
+};
+use billing_aws::StripeGateway;
+use billing_domain::currency::Currency;
+use billing_domain::money::Money;
+use billing_tests::fake_stripe::FakeStripe;
+
+async fn gateway() -> (FakeStripe, StripeGateway) {
+    let fake = FakeStripe::start().await;
+    let gateway = StripeGateway::new("sk_test_fake", Some(&fake.url)).expect("a client");
+    (fake, gateway)
+}
+
+fn usd(minor: i64) -> Money {
+    Money::new(minor, Currency::from_code("usd").unwrap())
+}
+
+async fn customer(gateway: &StripeGateway, account: &str) -> String {
+    gateway
+        .create_customer(&NewGatewayCustomer {
+            idempotency_key: format!("customer-{account}"),
+            account_id: account.into(),
+            name: "Acme".into(),
+            email: "billing@acme.test".into(),
+        })
+        .await
+        .expect("a customer")
+}
+
+fn charge(customer: &str, payment_method: &str, attempt: &str, amount: i64) -> ChargeRequest {
+    ChargeRequest {
+        idempotency_key: attempt.into(),
+        customer: customer.into(),
+        payment_method: payment_method.into(),
+        amount: usd(amount),
+        description: "INV-000001".into(),
+        metadata: vec![
+            ("tenant_id".into(), "ten_1".into()),
+            ("invoice_id".into(), "inv_1".into()),
+            ("attempt_id".into(), attempt.into()),
+        ],
+    }
+}
+
+#[tokio::test]
+async fn a_card_is_attached_and_charged_once_with_our_metadata_in_three_requests() {
+    let (fake, gateway) = gateway().await;
+    assert_eq!(gateway.name(), "stripe");
+    let customer = customer(&gateway, "acct_1").await;
+    assert!(customer.starts_with("cus_"), "{customer}");
+
+    let card = gateway
+        .attach_payment_method(&customer, "pm_card_visa")
+        .await
+        .expect("attached");
+    assert!(card.gateway_id.starts_with("pm_") && card.gateway_id != "pm_card_visa");
+    assert_eq!(
+        (
+            card.brand.as_str(),
+            card.last4.as_str(),
+            card.country.as_deref()
+        ),
+        ("visa", "4242", Some("US"))
+    );
+    // Stripe's example card expires 8/2030.
+    assert_eq!((card.exp_month, card.exp_year), (8, 2030));
+
+    let outcome = gateway
+        .charge(&charge(&customer, &card.gateway_id, "pat_1", 1999))
+        .await
+        .expect("charged");
+    let ChargeOutcome::Succeeded {
+        payment_intent,
+        charge: Some(charge_id),
+    } = outcome
+    else {
+        panic!("expected a success, got {outcome:?}");
+    };
+    let charges = fake.charges();
+    assert_eq!(charges.len(), 1);
+    assert_eq!(
+        (
+            charges[0].payment_intent.as_str(),
+            charges[0].id.as_str(),
+            charges[0].amount,
+            charges[0].currency.as_str(),
+            charges[0].paid
+        ),
+        (
+            payment_intent.as_str(),
+            charge_id.as_str(),
+            1999,
+            "usd",
+            true
+        )
+    );
+    assert_eq!(charges[0].idempotency_key.as_deref(), Some("pat_1"));
+    assert_eq!(charges[0].metadata["tenant_id"], "ten_1");
+    assert_eq!(charges[0].metadata["invoice_id"], "inv_1");
+    assert_eq!(charges[0].metadata["attempt_id"], "pat_1");
+    // One request per step: the payment itself is a single create-and-confirm.
+    assert_eq!(
+        fake.requests(),
+        [
+            "POST /v1/customers",
+            "POST /v1/payment_methods/pm_card_visa/attach",
+            "POST /v1/payment_intents"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn each_test_card_has_stripes_outcome() {
+    let (fake, gateway) = gateway().await;
+    let customer = customer(&gateway, "acct_2").await;
+
+    // 4000000000000341 attaches, then declines.
+    let fails = gateway
+        .attach_payment_method(&customer, "pm_card_chargeCustomerFail")
+        .await
+        .expect("attaches");
+    assert_eq!(fails.last4, "0341");
+    let outcome = gateway
+        .charge(&charge(&customer, &fails.gateway_id, "pat_0341", 500))
+        .await
+        .unwrap();
+    let ChargeOutcome::Declined {
+        payment_intent: Some(declined_intent),
+        code,
+        decline_code,
+        message,
+    } = outcome
+    else {
+        panic!("expected a decline, got {outcome:?}");
+    };
+    assert_eq!(
+        (code.as_str(), decline_code.as_deref()),
+        ("card_declined", Some("generic_decline"))
+    );
+    assert_eq!(message, "Your card was declined.");
+    assert_eq!(
+        fake.payment_intent(&declined_intent)["status"],
+        "requires_payment_method"
+    );
+
+    // 4000000000000002 and 4000000000009995 are refused when attached, and decline when
+    // charged directly.
+    for (token, decline) in [
+        ("pm_card_chargeDeclined", "generic_decline"),
+        (
+            "pm_card_chargeDeclinedInsufficientFunds",
+            "insufficient_funds",
+        ),
+    ] {
+        let refused = gateway.attach_payment_method(&customer, token).await;
+        assert!(
+            matches!(&refused, Err(GatewayError::Rejected { code, .. }) if code == decline),
+            "{token}: {refused:?}"
+        );
+        let outcome = gateway
+            .charge(&charge(&customer, token, &format!("pat_{token}"), 700))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&outcome, ChargeOutcome::Declined { code, decline_code: Some(d), payment_intent: Some(_), .. }
+                if code == "card_declined" && d == decline),
+            "{token}: {outcome:?}"
+        );
+    }
+
+    // 4000002500003155 needs 3-D Secure off-session: the customer has to come back.
+    let secure = gateway
+        .attach_payment_method(&customer, "pm_card_authenticationRequiredOnSetup")
+        .await
+        .unwrap();
+    assert_eq!(secure.last4, "3155");
+    let outcome = gateway
+        .charge(&charge(&customer, &secure.gateway_id, "pat_3155", 900))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, ChargeOutcome::RequiresAction { payment_intent } if payment_intent.starts_with("pi_")),
+        "{outcome:?}"
+    );
+    assert!(fake.charges().iter().all(|c| !c.paid));
+}
+
+#[tokio::test]
+async fn a_replayed_charge_returns_the_first_outcome_and_charges_once() {
+    let (fake, gateway) = gateway().await;
+    let customer = customer(&gateway, "acct_3").await;
+    let visa = gateway
+        .attach_payment_method(&customer, "pm_card_visa")
+        .await
+        .unwrap();
+    let request = charge(&customer, &visa.gateway_id, "pat_replay", 2500);
+    let first = gateway.charge(&request).await.unwrap();
+    let second = gateway.charge(&request).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(fake.charges().len(), 1);
+
+    // A decline replays too, without a second attempt on the card.
+    let fails = gateway
+        .attach_payment_method(&customer, "pm_card_chargeCustomerFail")
+        .await
+        .unwrap();
+    let request = charge(&customer, &fails.gateway_id, "pat_replay_decline", 2500);
+    let first = gateway.charge(&request).await.unwrap();
+    assert_eq!(gateway.charge(&request).await.unwrap(), first);
+    assert_eq!(fake.charges().len(), 2);
+
+    // The same key with another amount is a programming error, not a new charge.
+    let reused = gateway
+        .charge(&charge(&customer, &visa.gateway_id, "pat_replay", 9999))
+        .await;
+    assert!(
+        matches!(&reused, Err(GatewayError::Rejected { code, .. }) if code == "idempotency_error"),
+        "{reused:?}"
+    );
+    assert_eq!(fake.charges().len(), 2);
+
+    // Customers are created once per key as well.
+    let again = self::customer(&gateway, "acct_3").await;
+    assert_eq!(again, customer);
+}
+
+#[tokio::test]
+async fn an_outage_is_unavailable_and_the_retry_with_the_same_key_charges_once() {
+    let (fake, gateway) = gateway().await;
+    let customer = customer(&gateway, "acct_4").await;
+    let visa = gateway
+        .attach_payment_method(&customer, "pm_card_visa")
+        .await
+        .unwrap();
+    let request = charge(&customer, &visa.gateway_id, "pat_outage", 1200);
+    fake.fail_next(1);
+    let failed = gateway.charge(&request).await;
+    assert!(
+        matches!(failed, Err(GatewayError::Unavailable(_))),
+        "{failed:?}"
+    );
+    assert!(fake.charges().is_empty());
+    let retried = gateway.charge(&request).await.unwrap();
+    assert!(matches!(retried, ChargeOutcome::Succeeded { .. }));
+    assert_eq!(fake.charges().len(), 1);
+
+    fake.fail_next(1);
+    let unavailable = gateway
+        .attach_payment_method(&customer, "pm_card_visa")
+        .await;
+    assert!(
+        matches!(unavailable, Err(GatewayError::Unavailable(_))),
+        "{unavailable:?}"
+    );
+}
+
+#[tokio::test]
+async fn nobody_listening_is_unavailable() {
+    let port = billing_infra::moto::free_port().unwrap();
+    let gateway =
+        StripeGateway::new("sk_test_fake", Some(&format!("http://127.0.0.1:{port}"))).unwrap();
+    let result = gateway
+        .charge(&charge("cus_x", "pm_card_visa", "pat_down", 100))
+        .await;
+    assert!(
+        matches!(result, Err(GatewayError::Unavailable(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_payment_methods_and_customers_are_rejected() {
+    let (fake, gateway) = gateway().await;
+    let customer = customer(&gateway, "acct_5").await;
+    let unknown = gateway.attach_payment_method(&customer, "pm_nope").await;
+    assert!(
+        matches!(&unknown, Err(GatewayError::Rejected { code, message }) if code == "resource_missing" && message.contains("pm_nope")),
+        "{unknown:?}"
+    );
+    let no_customer = gateway
+        .attach_payment_method("cus_nope", "pm_card_visa")
+        .await;
+    assert!(
+        matches!(&no_customer, Err(GatewayError::Rejected { code, .. }) if code == "resource_missing"),
+        "{no_customer:?}"
+    );
+    let wrong_key = StripeGateway::new("rk_wrong", Some(&fake.url)).unwrap();
+    let refused = wrong_key
+        .attach_payment_method(&customer, "pm_card_visa")
+        .await;
+    assert!(
+        matches!(refused, Err(GatewayError::Rejected { .. })),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn detaching_twice_is_done_once() {
+    let (_fake, gateway) = gateway().await;
+    let customer = customer(&gateway, "acct_6").await;
+    let visa = gateway
+        .attach_payment_method(&customer, "pm_card_visa")
+        .await
+        .unwrap();
+    gateway
+        .detach_payment_method(&visa.gateway_id)
+        .await
+        .unwrap();
+    gateway
+        .detach_payment_method(&visa.gateway_id)
+        .await
+        .unwrap();
+    let missing = gateway.detach_payment_method("pm_never_existed").await;
+    assert_eq!(missing, Ok(()));
+}
+
+#[tokio::test]
+async fn refunds_are_partial_or_full_once_per_key_and_never_more_than_paid() {
+    let (_fake, gateway) = gateway().await;
+    let customer = customer(&gateway, "acct_7").await;
+    let visa = gateway
+        .attach_payment_method(&customer, "pm_card_visa")
+        .await
+        .unwrap();
+    let ChargeOutcome::Succeeded { payment_intent, .. } = gateway
+        .charge(&charge(&customer, &visa.gateway_id, "pat_refund", 5000))
+        .await
+        .unwrap()
+    else {
+        panic!("paid")
+    };
+    let partial = RefundRequest {
+        idempotency_key: "ref_1".into(),
+        payment_intent: payment_intent.clone(),
+        amount: Some(usd(1500)),
+    };
+    let first = gateway.refund(&partial).await.unwrap();
+    assert!(first.gateway_id.starts_with("re_"));
+    assert_eq!(first.amount, usd(1500));
+    assert_eq!(
+        gateway.refund(&partial).await.unwrap(),
+        first,
+        "replayed, not refunded again"
+    );
+
+    let too_much = gateway
+        .refund(&RefundRequest {
+            idempotency_key: "ref_2".into(),
+            payment_intent: payment_intent.clone(),
+            amount: Some(usd(4000)),
+        })
+        .await;
+    assert!(
+        matches!(&too_much, Err(GatewayError::Rejected { code, .. }) if code == "amount_too_large"),
+        "{too_much:?}"
+    );
+    let rest = gateway
+        .refund(&RefundRequest {
+            idempotency_key: "ref_3".into(),
+            payment_intent: payment_intent.clone(),
+            amount: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.amount, usd(3500));
+    let nothing_left = gateway
+        .refund(&RefundRequest {
+            idempotency_key: "ref_4".into(),
+            payment_intent,
+            amount: None,
+        })
+        .await;
+    assert!(
+        matches!(&nothing_left, Err(GatewayError::Rejected { code, .. }) if code == "charge_already_refunded"),
+        "{nothing_left:?}"
+    );
+}
