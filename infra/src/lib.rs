@@ -1,7 +1,9 @@
 //! The local stack: the AWS stand-in (moto in server mode), the resources the functions
 //! expect on it, and a table snapshot so `make dev` keeps its data between runs.
 
+pub mod mailbox;
 pub mod moto;
+pub mod request_count;
 pub mod snapshot;
 pub mod stack;
 pub mod workers;

@@ -388,6 +388,657 @@ async fn contract(store: Arc<dyn Store>) {
 
     assert_eq!(store.ready().await, Ok(()));
     catalog_contract(&app, &*store, &caller).await;
+    payments_contract(&app, &*store, &caller, &other).await;
+    dunning_contract(&app, &*store, &caller, &other).await;
+}
+
+/// Dunning: the tenant's policy; a case created once and replaced over its version together
+/// with the account's status and a notice (all or nothing); cases in the due index at their
+/// next step (in real time or on their test clock), notices at their claim's end, claimed
+/// over their version, deleted once sent.
+async fn dunning_contract(app: &App, store: &dyn Store, caller: &Caller, other: &Caller) {
+    use billing_domain::dunning::{
+        CaseFacts, DunningAction, DunningCase, DunningPolicy, DunningStep, NoticeKind,
+    };
+    use billing_domain::ids::InvoiceId;
+
+    let tenant = caller.tenant_id;
+    assert_eq!(store.get_dunning_policy(tenant).await, Ok(None));
+    let policy = DunningPolicy::new(vec![
+        DunningStep {
+            after_days: 2,
+            action: DunningAction::Warning,
+        },
+        DunningStep {
+            after_days: 9,
+            action: DunningAction::Block,
+        },
+    ])
+    .unwrap();
+    store
+        .set_dunning_policy(tenant, &policy, &events_change(app, caller).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_dunning_policy(tenant).await,
+        Ok(Some(policy.clone()))
+    );
+    assert_eq!(store.get_dunning_policy(other.tenant_id).await, Ok(None));
+
+    let account = app
+        .create_account(caller, new_account("debtor@example.com", None))
+        .await
+        .unwrap();
+    let t = Timestamp::from_second(1_900_000_000).unwrap();
+    let facts = CaseFacts {
+        account_id: account.id,
+        test_clock: None,
+        livemode: false,
+    };
+    let invoice = InvoiceId::from_ulid(billing_app::new_ulid());
+    let case = DunningCase::open(facts, None, &policy, invoice, t).unwrap();
+    assert_eq!(store.get_dunning_case(tenant, account.id).await, Ok(None));
+    store
+        .save_dunning_case(
+            tenant,
+            None,
+            &case,
+            None,
+            None,
+            &events_change(app, caller).await,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .save_dunning_case(
+                tenant,
+                None,
+                &case,
+                None,
+                None,
+                &events_change(app, caller).await
+            )
+            .await,
+        Err(StoreError::AlreadyExists {
+            entity: "dunning case"
+        })
+    );
+    assert_eq!(
+        store.get_dunning_case(tenant, account.id).await,
+        Ok(Some(case.clone()))
+    );
+    assert_eq!(
+        store.get_dunning_case(other.tenant_id, account.id).await,
+        Ok(None)
+    );
+
+    let mine = |items: Vec<DueItem>| -> Vec<DueKind> {
+        items
+            .into_iter()
+            .filter(|i| i.tenant_id == tenant)
+            .map(|i| i.kind)
+            .filter(|k| {
+                matches!(k, DueKind::Payment(PaymentJob::Dunning { account: a, .. }
+                    | PaymentJob::DunningNotice { account: a, .. }) if *a == account.id)
+            })
+            .collect()
+    };
+    let step_job = DueKind::Payment(PaymentJob::Dunning {
+        tenant,
+        account: account.id,
+    });
+    let first_step = case.next_step_at.unwrap();
+    assert_eq!(
+        mine(
+            store
+                .due_items(first_step - SignedDuration::from_secs(1), 1000)
+                .await
+                .unwrap()
+        ),
+        []
+    );
+    assert_eq!(
+        mine(store.due_items(first_step, 1000).await.unwrap()),
+        [step_job.clone()]
+    );
+
+    // The warning: the case, the account's status and the notice, together.
+    let step = case.take_due_step(first_step).unwrap();
+    let mut warned = account.clone();
+    warned.status = AccountStatus::Warning;
+    warned.version += 1;
+    let notice = PendingNotice {
+        account_id: account.id,
+        key: step.notice.clone().unwrap().key,
+        kind: NoticeKind::Warning,
+        made_at: first_step,
+        retry_at: first_step + SignedDuration::from_mins(2),
+        version: 1,
+    };
+    let stale_account = AccountStatusWrite {
+        previous: &warned,
+        next: &warned,
+    };
+    assert_eq!(
+        store
+            .save_dunning_case(
+                tenant,
+                Some(&case),
+                &step.next,
+                Some(stale_account),
+                Some(&notice),
+                &events_change(app, caller).await
+            )
+            .await,
+        Err(StoreError::VersionConflict { entity: "account" })
+    );
+    assert_eq!(
+        store.get_dunning_case(tenant, account.id).await,
+        Ok(Some(case.clone())),
+        "nothing written"
+    );
+    assert_eq!(
+        store
+            .get_dunning_notice(tenant, account.id, &notice.key)
+            .await,
+        Ok(None)
+    );
+    let write = AccountStatusWrite {
+        previous: &account,
+        next: &warned,
+    };
+    store
+        .save_dunning_case(
+            tenant,
+            Some(&case),
+            &step.next,
+            Some(write),
+            Some(&notice),
+            &events_change(app, caller).await,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_account(tenant, account.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        AccountStatus::Warning
+    );
+    assert_eq!(
+        store
+            .save_dunning_case(
+                tenant,
+                Some(&case),
+                &step.next,
+                None,
+                None,
+                &events_change(app, caller).await
+            )
+            .await,
+        Err(StoreError::VersionConflict {
+            entity: "dunning case"
+        })
+    );
+
+    // The notice waits until its claim runs out; the case until its next step.
+    let notice_job = DueKind::Payment(PaymentJob::DunningNotice {
+        tenant,
+        account: account.id,
+        key: notice.key.clone(),
+    });
+    assert_eq!(mine(store.due_items(first_step, 1000).await.unwrap()), []);
+    assert_eq!(
+        mine(store.due_items(notice.retry_at, 1000).await.unwrap()),
+        [notice_job.clone()]
+    );
+    let mut due = mine(
+        store
+            .due_items(step.next.next_step_at.unwrap(), 1000)
+            .await
+            .unwrap(),
+    );
+    due.sort_by_key(|k| format!("{k:?}"));
+    assert_eq!(due, [step_job, notice_job]);
+    assert_eq!(
+        store
+            .get_dunning_notice(tenant, account.id, &notice.key)
+            .await,
+        Ok(Some(notice.clone()))
+    );
+    let claimed = notice
+        .reclaim(
+            notice.retry_at,
+            notice.retry_at + SignedDuration::from_mins(2),
+        )
+        .unwrap();
+    store
+        .claim_dunning_notice(tenant, &notice, &claimed)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim_dunning_notice(tenant, &notice, &claimed).await,
+        Err(StoreError::VersionConflict {
+            entity: "dunning notice"
+        })
+    );
+    assert_eq!(
+        mine(store.due_items(notice.retry_at, 1000).await.unwrap()),
+        []
+    );
+    store
+        .delete_dunning_notice(tenant, account.id, &notice.key)
+        .await
+        .unwrap();
+    store
+        .delete_dunning_notice(tenant, account.id, &notice.key)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_dunning_notice(tenant, account.id, &notice.key)
+            .await,
+        Ok(None)
+    );
+    assert_eq!(
+        store.claim_dunning_notice(tenant, &claimed, &claimed).await,
+        Err(StoreError::VersionConflict {
+            entity: "dunning notice"
+        })
+    );
+
+    // A case on a test clock waits on the clock, not in real time.
+    let clock = app.create_test_clock(caller, None, t).await.unwrap();
+    let on_clock = app
+        .create_account(caller, new_account("clocked@example.com", None))
+        .await
+        .unwrap();
+    let facts = CaseFacts {
+        account_id: on_clock.id,
+        test_clock: Some(clock.id),
+        livemode: false,
+    };
+    let case = DunningCase::open(facts, None, &policy, invoice, t).unwrap();
+    store
+        .save_dunning_case(
+            tenant,
+            None,
+            &case,
+            None,
+            None,
+            &events_change(app, caller).await,
+        )
+        .await
+        .unwrap();
+    let far = t + SignedDuration::from_hours(24 * 400);
+    assert!(!store
+        .due_items(far, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .any(|i| matches!(
+            &i.kind,
+            DueKind::Payment(PaymentJob::Dunning { account, .. }) if *account == on_clock.id
+        )));
+    let on_the_clock = store
+        .clock_due_items(tenant, clock.id, far, 10)
+        .await
+        .unwrap();
+    assert_eq!(on_the_clock.len(), 1);
+    assert_eq!(on_the_clock[0].due_at, case.next_step_at.unwrap());
+    assert_eq!(
+        on_the_clock[0].kind,
+        DueKind::Payment(PaymentJob::Dunning {
+            tenant,
+            account: on_clock.id
+        })
+    );
+}
+
+fn payment_on(
+    account: billing_domain::ids::AccountId,
+    clock: Option<billing_domain::ids::TestClockId>,
+    due_at: Timestamp,
+) -> billing_domain::payments::Payment {
+    use billing_domain::ids::InvoiceId;
+    use billing_domain::payments::{payment_id, Payment, PaymentStatus};
+    let invoice = InvoiceId::from_ulid(billing_app::new_ulid());
+    Payment {
+        id: payment_id(invoice, 1, due_at),
+        invoice_id: invoice,
+        account_id: account,
+        subscription_id: None,
+        test_clock: clock,
+        livemode: false,
+        amount: 1234,
+        currency: billing_domain::currency::Currency::from_code("usd").unwrap(),
+        attempt: 1,
+        status: PaymentStatus::Pending,
+        due_at,
+        first_failed_at: None,
+        gateway: None,
+        payment_method: None,
+        payment_intent: None,
+        charge: None,
+        failure: None,
+        amount_refunded: 0,
+        dispute: None,
+        created_at: due_at,
+        updated_at: due_at,
+        version: 1,
+    }
+}
+
+/// Payment profiles (versioned), payments (created once, replaced over their version, in
+/// the due index while pending), atomic collection writes, gateway refs and applied
+/// gateway events, settings.
+async fn payments_contract(app: &App, store: &dyn Store, caller: &Caller, other: &Caller) {
+    use billing_domain::credit_note::{CreditNote, CreditNoteReason};
+    use billing_domain::ids::CreditNoteId;
+    use billing_domain::payment_method::{PaymentMethod, PaymentProfile};
+    use billing_domain::payments::{ChargeResult, PaymentStatus};
+    use billing_domain::retry::{FinalAction, PaymentSettings};
+
+    let tenant = caller.tenant_id;
+    let account = app
+        .create_account(caller, new_account("payer@example.com", None))
+        .await
+        .unwrap();
+    let reference = GatewayRef {
+        tenant_id: tenant,
+        account_id: account.id,
+        payment_id: None,
+    };
+    let card = PaymentMethod {
+        id: "pm_contract_1".into(),
+        brand: "visa".into(),
+        last4: "4242".into(),
+        exp_month: 12,
+        exp_year: 2034,
+        country: Some("US".into()),
+        created_at: Timestamp::now(),
+    };
+    let first = PaymentProfile::new(account.id, "sandbox")
+        .with_customer("cus_contract".into())
+        .add(card.clone(), false)
+        .unwrap()
+        .after(1);
+    // Versions are consecutive from 1: a profile whose previous version is not stored fails.
+    assert_eq!(
+        store.save_payment_profile(tenant, &first, &[], None).await,
+        Err(StoreError::VersionConflict {
+            entity: "payment profile"
+        })
+    );
+    let created = first.clone().after(0);
+    store
+        .save_payment_profile(
+            tenant,
+            &created,
+            &[(card.id.clone(), reference.clone())],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .save_payment_profile(tenant, &created, &[], None)
+            .await,
+        Err(StoreError::VersionConflict {
+            entity: "payment profile"
+        })
+    );
+    let second = created.set_default(&card.id).unwrap().after(1);
+    store
+        .save_payment_profile(
+            tenant,
+            &second,
+            &[],
+            Some(&events_change(app, caller).await),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_payment_profile(tenant, account.id).await.unwrap(),
+        Some(second.clone())
+    );
+    assert_eq!(
+        store
+            .get_payment_profile(other.tenant_id, account.id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.resolve_gateway_ref(&card.id).await.unwrap(),
+        Some(reference.clone())
+    );
+    assert_eq!(store.resolve_gateway_ref("pm_nobody").await.unwrap(), None);
+
+    // A pending payment is created once and waits in the due index.
+    let now = Timestamp::now();
+    let pending = payment_on(account.id, None, now - SignedDuration::from_secs(1));
+    let create = CollectionWrite {
+        payments: vec![(None, pending.clone())],
+        ..Default::default()
+    };
+    store
+        .save_collection(tenant, &create, &events_change(app, caller).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .save_collection(tenant, &create, &events_change(app, caller).await)
+            .await,
+        Err(StoreError::AlreadyExists { entity: "payment" })
+    );
+    let due = store.due_items(now, 1000).await.unwrap();
+    let is_ours = |d: &DueItem| {
+        d.kind
+            == DueKind::Payment(PaymentJob::Attempt {
+                tenant,
+                id: pending.id,
+            })
+    };
+    assert!(due.iter().any(is_ours), "a pending payment is due");
+    assert_eq!(
+        store.get_payment(tenant, pending.id).await.unwrap(),
+        Some(pending.clone())
+    );
+    assert_eq!(
+        store
+            .get_payment(other.tenant_id, pending.id)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A stale write changes nothing, not even the credit note written with it.
+    let succeeded = pending
+        .record(
+            "sandbox",
+            Some(card.id.clone()),
+            ChargeResult::Succeeded {
+                payment_intent: "pi_contract".into(),
+                charge: None,
+            },
+            now,
+        )
+        .unwrap();
+    let note = CreditNote {
+        id: CreditNoteId::from_ulid(billing_app::new_ulid()),
+        invoice_id: pending.invoice_id,
+        account_id: account.id,
+        payment_id: Some(pending.id),
+        amount: 100,
+        currency: pending.currency,
+        reason: CreditNoteReason::Refund,
+        refund: None,
+        memo: None,
+        created_at: now,
+    };
+    let stale = CollectionWrite {
+        payments: vec![(Some(pending.version + 7), succeeded.clone())],
+        credit_note: Some(note.clone()),
+        gateway_event: Some("evt_contract_1".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .save_collection(tenant, &stale, &events_change(app, caller).await)
+            .await,
+        Err(StoreError::VersionConflict { entity: "payment" })
+    );
+    assert_eq!(store.get_credit_note(tenant, note.id).await.unwrap(), None);
+    let fresh = CollectionWrite {
+        payments: vec![(Some(pending.version), succeeded.clone())],
+        credit_note: Some(note.clone()),
+        gateway_refs: vec![(
+            "pi_contract".into(),
+            GatewayRef {
+                payment_id: Some(pending.id),
+                ..reference.clone()
+            },
+        )],
+        gateway_event: Some("evt_contract_1".into()),
+        ..Default::default()
+    };
+    store
+        .save_collection(tenant, &fresh, &events_change(app, caller).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_credit_note(tenant, note.id).await.unwrap(),
+        Some(note.clone())
+    );
+    assert_eq!(
+        store
+            .resolve_gateway_ref("pi_contract")
+            .await
+            .unwrap()
+            .and_then(|r| r.payment_id),
+        Some(pending.id)
+    );
+    let due = store.due_items(now, 1000).await.unwrap();
+    assert!(!due.iter().any(is_ours), "a recorded payment is not due");
+    // The gateway event was recorded with the write: a second application is refused.
+    assert_eq!(
+        store.record_gateway_event(tenant, "evt_contract_1").await,
+        Err(StoreError::AlreadyExists {
+            entity: "gateway event"
+        })
+    );
+    store
+        .record_gateway_event(tenant, "evt_contract_2")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.record_gateway_event(tenant, "evt_contract_2").await,
+        Err(StoreError::AlreadyExists {
+            entity: "gateway event"
+        })
+    );
+    store
+        .record_gateway_event(other.tenant_id, "evt_contract_2")
+        .await
+        .unwrap();
+
+    // Lists: by account, by status; credit notes by account.
+    let all = PageRequest {
+        limit: 10,
+        starting_after: None,
+    };
+    let listed = store
+        .list_payments(
+            tenant,
+            &PaymentFilter {
+                account: Some(account.id),
+                status: Some(PaymentStatus::Succeeded),
+                ..Default::default()
+            },
+            &all,
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.items, vec![succeeded.clone()]);
+    let none = store
+        .list_payments(
+            tenant,
+            &PaymentFilter {
+                status: Some(PaymentStatus::Failed),
+                ..Default::default()
+            },
+            &all,
+        )
+        .await
+        .unwrap();
+    assert!(none.items.is_empty());
+    let notes = store
+        .list_credit_notes(
+            tenant,
+            &CreditNoteFilter {
+                account: Some(account.id),
+                ..Default::default()
+            },
+            &all,
+        )
+        .await
+        .unwrap();
+    assert_eq!(notes.items, vec![note]);
+
+    // A payment on a test clock waits on the clock, not in the real-time index.
+    let clock = app.create_test_clock(caller, None, now).await.unwrap();
+    let on_clock = payment_on(account.id, Some(clock.id), now);
+    store
+        .save_collection(
+            tenant,
+            &CollectionWrite {
+                payments: vec![(None, on_clock.clone())],
+                ..Default::default()
+            },
+            &events_change(app, caller).await,
+        )
+        .await
+        .unwrap();
+    let clock_due = store
+        .clock_due_items(tenant, clock.id, now, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        clock_due.iter().map(|d| d.kind.clone()).collect::<Vec<_>>(),
+        vec![DueKind::Payment(PaymentJob::Attempt {
+            tenant,
+            id: on_clock.id
+        })]
+    );
+    assert_eq!(clock_due[0].due_at, now);
+    let later_due = store
+        .due_items(now + SignedDuration::from_hours(1), 1000)
+        .await
+        .unwrap();
+    assert!(!later_due.iter().any(|d| d.kind == clock_due[0].kind));
+
+    // Settings: defaults until set.
+    assert_eq!(
+        store.payment_settings(tenant).await.unwrap(),
+        PaymentSettings::default()
+    );
+    let settings = PaymentSettings {
+        retry_days: vec![1, 2],
+        final_action: FinalAction::MarkUncollectible,
+    };
+    store
+        .set_payment_settings(tenant, &settings, &events_change(app, caller).await)
+        .await
+        .unwrap();
+    assert_eq!(store.payment_settings(tenant).await.unwrap(), settings);
+    assert_eq!(
+        store.payment_settings(other.tenant_id).await.unwrap(),
+        PaymentSettings::default()
+    );
 }
 
 /// Metrics and plans: codes are unique, a stale plan version is refused without writing

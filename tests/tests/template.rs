@@ -156,3 +156,64 @@ fn webhook_fanout_reports_partial_batch_failures_and_billing_run_is_scheduled() 
     let env = &template["Globals"]["Function"]["Environment"]["Variables"];
     assert!(!env["EVENT_BUS_NAME"].is_null() && !env["WEBHOOK_QUEUE_URL"].is_null());
 }
+
+#[test]
+fn payment_worker_consumes_the_payments_queue_with_partial_batch_failures() {
+    let template = template();
+    let tag_target = |v: &Value| match v {
+        Value::Tagged(tagged) => tagged.value.as_str().map(str::to_owned),
+        _ => None,
+    };
+    let worker = &template["Resources"]["PaymentWorkerFunction"];
+    assert_eq!(
+        worker["Metadata"]["BuildProperties"]["Binary"],
+        "payment-worker"
+    );
+    let source = &worker["Properties"]["Events"]["Payments"]["Properties"];
+    assert_eq!(
+        tag_target(&source["Queue"]).as_deref(),
+        Some("PaymentsQueue.Arn")
+    );
+    assert_eq!(
+        source["FunctionResponseTypes"][0],
+        "ReportBatchItemFailures"
+    );
+    assert!(
+        worker["Properties"]["Timeout"].as_u64().unwrap()
+            < template["Resources"]["PaymentsQueue"]["Properties"]["VisibilityTimeout"]
+                .as_u64()
+                .unwrap()
+    );
+    let env = &template["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(
+        tag_target(&env["PAYMENT_QUEUE_URL"]).as_deref(),
+        Some("PaymentsQueue")
+    );
+    assert_eq!(billing_infra::stack::PAYMENT_QUEUE, "billing-payments");
+}
+
+#[test]
+fn payment_worker_sends_dunning_notices_from_the_configured_address() {
+    let template = template();
+    assert_eq!(
+        template["Parameters"]["NoticeFromAddress"]["Type"],
+        "String"
+    );
+    let worker = &template["Resources"]["PaymentWorkerFunction"]["Properties"];
+    let from = &worker["Environment"]["Variables"]["NOTICE_FROM_ADDRESS"];
+    assert!(
+        matches!(from, Value::Tagged(t) if t.value.as_str() == Some("NoticeFromAddress")),
+        "{from:?}"
+    );
+    let statements = worker["Policies"][0]["Statement"].as_sequence().unwrap();
+    let allows = |action: &str| {
+        statements.iter().any(|s| match &s["Action"] {
+            Value::String(a) => a == action,
+            Value::Sequence(all) => all.iter().any(|a| a.as_str() == Some(action)),
+            _ => false,
+        })
+    };
+    assert!(allows("ses:SendEmail"));
+    // A sent notice's pending item is deleted.
+    assert!(allows("dynamodb:DeleteItem"));
+}

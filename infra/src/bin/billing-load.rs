@@ -12,14 +12,11 @@
 // Rates and ratios of a measurement, never money.
 #![allow(clippy::float_arithmetic)]
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::AttributeValue;
 use billing_app::ports::{BillingJob, Clock, SystemClock};
 use billing_app::subscriptions::StartSubscription;
@@ -28,6 +25,7 @@ use billing_aws::{Config, DynamoStore};
 use billing_domain::access::Role;
 use billing_domain::subscription::CollectionMethod;
 use billing_domain::tenant::TenantMode;
+use billing_infra::request_count::{counted_client, Counter};
 use billing_infra::{moto, stack};
 use clap::Parser;
 use jiff::{SignedDuration, Timestamp};
@@ -43,47 +41,6 @@ struct Args {
     /// Conditional puts for the stand-in's baseline rate.
     #[arg(long, default_value_t = 1000)]
     puts: usize,
-}
-
-/// Counts DynamoDB requests by operation (`X-Amz-Target`).
-#[derive(Debug, Default)]
-struct Counter {
-    by_operation: Mutex<BTreeMap<String, u64>>,
-    enabled: std::sync::atomic::AtomicBool,
-}
-
-#[derive(Debug)]
-struct CountingInterceptor(Arc<Counter>);
-
-impl Intercept for CountingInterceptor {
-    fn name(&self) -> &'static str {
-        "request-counter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        if self.0.enabled.load(Ordering::Relaxed) {
-            let target = context
-                .request()
-                .headers()
-                .get("x-amz-target")
-                .and_then(|t| t.rsplit('.').next())
-                .unwrap_or("unknown")
-                .to_owned();
-            *self
-                .0
-                .by_operation
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(target)
-                .or_default() += 1;
-        }
-        Ok(())
-    }
 }
 
 struct Stopped(Timestamp);
@@ -107,11 +64,7 @@ async fn main() -> anyhow::Result<()> {
     let sdk = config.sdk_config().await;
     stack::ensure(&sdk, &config.table_name).await?;
     let counter = Arc::new(Counter::default());
-    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&sdk)
-            .interceptor(CountingInterceptor(counter.clone()))
-            .build(),
-    );
+    let dynamodb = counted_client(&sdk, counter.clone());
 
     // 1. The stand-in's raw conditional-put rate, at the same concurrency.
     let next = Arc::new(AtomicU64::new(0));
@@ -244,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let queue = Arc::new(Mutex::new(batches));
-    counter.enabled.store(true, Ordering::Relaxed);
+    counter.start();
     let started = Instant::now();
     let failures = Arc::new(AtomicU64::new(0));
     let mut billing = tokio::task::JoinSet::new();
@@ -261,12 +214,7 @@ async fn main() -> anyhow::Result<()> {
     }
     while billing.join_next().await.is_some() {}
     let elapsed = started.elapsed();
-    counter.enabled.store(false, Ordering::Relaxed);
-    let counts = counter
-        .by_operation
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let counts = counter.stop();
     let invoices = ids.len() as f64;
     let rate = invoices / elapsed.as_secs_f64();
 

@@ -12,8 +12,9 @@
 //! with its first outcome and only one write of the result can succeed.
 
 use billing_domain::access::Permission;
+use billing_domain::credit_note::{CreditNote, CreditNoteReason};
 use billing_domain::event::AuditAction;
-use billing_domain::ids::{InvoiceId, PaymentId, TenantId};
+use billing_domain::ids::{CreditNoteId, InvoiceId, PaymentId, TenantId};
 use billing_domain::invoicing::Invoice;
 use billing_domain::money::Money;
 use billing_domain::payments::{ChargeResult, Payment, PaymentFailure, PaymentStatus};
@@ -113,10 +114,10 @@ fn busy() -> AppError {
 }
 
 /// What recording an attempt's result writes, before it is written.
-struct Recorded {
-    write: CollectionWrite,
+pub(crate) struct Recorded {
+    pub(crate) write: CollectionWrite,
     outcome: Collected,
-    events: Vec<&'static str>,
+    pub(crate) events: Vec<&'static str>,
     payment: Payment,
 }
 
@@ -362,7 +363,7 @@ impl App {
 
     /// Everything recording `result` for `payment` on `invoice` changes.
     #[allow(clippy::too_many_arguments)]
-    async fn record_result(
+    pub(crate) async fn record_result(
         &self,
         caller: &Caller,
         payment: &Payment,
@@ -476,7 +477,7 @@ impl App {
 
     /// What follows a recorded result, each idempotent so a redelivery can repeat it:
     /// dunning hears of paid and failed invoices.
-    async fn after_recorded(
+    pub(crate) async fn after_recorded(
         &self,
         caller: &Caller,
         payment: &Payment,
@@ -751,6 +752,114 @@ impl App {
         Err(busy())
     }
 
+    /// Refunds a succeeded payment, all of what is left or `amount`, at the gateway, and
+    /// records it as a credit note. The refund's id (the gateway's idempotency key) is
+    /// derived from the payment's state and the amount, so retrying after a crash between
+    /// the gateway and the write refunds once.
+    pub async fn refund_payment(
+        &self,
+        caller: &Caller,
+        id: PaymentId,
+        amount: Option<i64>,
+        memo: Option<String>,
+    ) -> Result<CreditNote, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let payment = self.get_payment(caller, id).await?;
+        let now = self.now_for(caller, payment.test_clock).await?;
+        let (next, refunded) = payment.refund(amount, now)?;
+        let Some(intent) = payment.payment_intent.clone() else {
+            return Err(AppError::Conflict {
+                code: "not_refundable",
+                message: "the payment was not collected through the gateway".into(),
+                param: None,
+            });
+        };
+        let note_id = refund_id(&payment, refunded);
+        let outcome = self
+            .gateway
+            .refund(&RefundRequest {
+                idempotency_key: note_id.to_string(),
+                payment_intent: intent,
+                amount: Some(Money {
+                    minor: refunded,
+                    currency: payment.currency,
+                }),
+            })
+            .await
+            .map_err(|err| match err {
+                GatewayError::Rejected { code, message } => AppError::Conflict {
+                    code: "refund_refused",
+                    message: format!("the gateway refused the refund ({code}): {message}"),
+                    param: None,
+                },
+                other => gateway_unavailable(other),
+            })?;
+        let note = CreditNote {
+            id: note_id,
+            invoice_id: payment.invoice_id,
+            account_id: payment.account_id,
+            payment_id: Some(payment.id),
+            amount: refunded,
+            currency: payment.currency,
+            reason: CreditNoteReason::Refund,
+            refund: Some(outcome.gateway_id),
+            memo,
+            created_at: now,
+        };
+        let write = CollectionWrite {
+            payments: vec![(Some(payment.version), next)],
+            credit_note: Some(note.clone()),
+            ..Default::default()
+        };
+        let change = self.collection_change(
+            caller,
+            &write,
+            &["payment.refunded", "credit_note.created"],
+            true,
+            now,
+        )?;
+        match self
+            .store
+            .save_collection(caller.tenant_id, &write, &change)
+            .await
+        {
+            Err(StoreError::VersionConflict { .. }) => Err(AppError::Conflict {
+                code: "concurrent_modification",
+                message: "the payment changed meanwhile (another refund?); retry".into(),
+                param: None,
+            }),
+            other => {
+                other?;
+                Ok(note)
+            }
+        }
+    }
+
+    pub async fn list_credit_notes(
+        &self,
+        caller: &Caller,
+        filter: &CreditNoteFilter,
+        page: &PageRequest,
+    ) -> Result<Page<CreditNote>, AppError> {
+        caller.require(Permission::Read)?;
+        let mut filter = filter.clone();
+        if let (None, Some(invoice)) = (filter.account, filter.invoice) {
+            match self.store.get_invoice(caller.tenant_id, invoice).await? {
+                Some(i) => filter.account = Some(i.account_id),
+                None => {
+                    return Ok(Page {
+                        items: Vec::new(),
+                        has_more: false,
+                    })
+                }
+            }
+        }
+        Ok(self
+            .store
+            .list_credit_notes(caller.tenant_id, &filter, page)
+            .await?)
+    }
+
     pub async fn payment_settings(&self, caller: &Caller) -> Result<PaymentSettings, AppError> {
         caller.require(Permission::Read)?;
         Ok(self.store.payment_settings(caller.tenant_id).await?)
@@ -797,6 +906,18 @@ pub(crate) fn first_attempt(invoice: &Invoice, livemode: bool, now: Timestamp) -
         && invoice.status == billing_domain::invoicing::InvoiceStatus::Open
         && invoice.amount_remaining() > 0)
         .then(|| Payment::first(invoice, livemode, now))
+}
+
+/// The id of refunding `amount` of `payment` as it stands: the same request on the same
+/// state gives the same id, a later refund (after this one was recorded) another.
+fn refund_id(payment: &Payment, amount: i64) -> CreditNoteId {
+    use sha2::{Digest, Sha256};
+    let digest =
+        Sha256::digest(format!("{}:{}:{}", payment.id, payment.amount_refunded, amount).as_bytes());
+    let mut random = [0u8; 16];
+    random[6..].copy_from_slice(&digest[..10]);
+    let millis = u64::try_from(payment.updated_at.as_millisecond().max(0)).unwrap_or(0);
+    CreditNoteId::from_ulid(ulid::Ulid::from_parts(millis, u128::from_be_bytes(random)))
 }
 
 /// When to try again after `failed`, unless the decline was hard or the schedule is spent.

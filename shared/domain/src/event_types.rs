@@ -73,9 +73,125 @@ pub const EVENT_TYPES: &[EventType] = &[
         "A webhook endpoint was deleted.",
     ),
     entry(
+        "dunning.reminder",
+        "DunningCase",
+        "A payment reminder step of an account's dunning was taken (resource: the account).",
+    ),
+    entry(
+        "dunning.warning",
+        "DunningCase",
+        "A warning step of an account's dunning was taken; the account's status is `warning`.",
+    ),
+    entry(
+        "dunning.blocked",
+        "DunningCase",
+        "An account was blocked by dunning: no new subscriptions or plan changes until it pays.",
+    ),
+    entry(
+        "dunning.unblocked",
+        "DunningCase",
+        "Every overdue invoice of an account in dunning was paid or voided; the account is active again.",
+    ),
+    entry(
+        "dunning_settings.updated",
+        "DunningPolicy",
+        "The tenant's dunning policy changed.",
+    ),
+    entry(
+        "payment.created",
+        "Payment",
+        "A payment attempt was made by hand (pay now, a manual retry); it is charged at once.",
+    ),
+    entry(
+        "payment.succeeded",
+        "Payment",
+        "A payment attempt was charged; its invoice is paid.",
+    ),
+    entry(
+        "payment.failed",
+        "Payment",
+        "A payment attempt was declined (`failure.kind`: `hard`, no retry, or `soft`, retried on the schedule).",
+    ),
+    entry(
+        "payment.requires_action",
+        "Payment",
+        "The customer must authenticate the payment (3-D Secure); the invoice stays open.",
+    ),
+    entry(
+        "payment.canceled",
+        "Payment",
+        "A scheduled attempt was not made: its invoice was paid, voided or written off first.",
+    ),
+    entry(
+        "payment.refunded",
+        "Payment",
+        "Part or all of a payment was refunded; `amount_refunded` is the total so far.",
+    ),
+    entry(
+        "payment.disputed",
+        "Payment",
+        "The customer disputed the charge at their bank.",
+    ),
+    entry(
+        "invoice.paid",
+        "Invoice",
+        "An invoice was paid (by a payment, or marked paid out of band).",
+    ),
+    entry(
+        "invoice.payment_failed",
+        "Invoice",
+        "A payment attempt on the invoice failed; `next_payment_attempt` says when the next is due.",
+    ),
+    entry(
+        "invoice.payment_action_required",
+        "Invoice",
+        "The invoice's payment waits for the customer to authenticate (3-D Secure).",
+    ),
+    entry(
+        "invoice.marked_uncollectible",
+        "Invoice",
+        "The last payment attempt failed and the tenant writes such invoices off.",
+    ),
+    entry(
+        "subscription.past_due",
+        "Subscription",
+        "The last payment attempt on one of the subscription's invoices failed.",
+    ),
+    entry(
+        "credit_note.created",
+        "CreditNote",
+        "Money was given back on an invoice: a refund, or the void of a paid or credited invoice.",
+    ),
+    entry(
+        "payment_method.attached",
+        "PaymentMethodView",
+        "A card was attached to an account.",
+    ),
+    entry(
+        "payment_method.updated",
+        "PaymentMethodView",
+        "A card became the account's default.",
+    ),
+    entry(
+        "payment_method.detached",
+        "PaymentMethodView",
+        "A card was detached (through the API or at the gateway).",
+    ),
+    entry(
+        "payment_settings.updated",
+        "PaymentSettings",
+        "The tenant's retry schedule or final action changed.",
+    ),
+    entry(
         "webhook_endpoint.disabled",
         "WebhookEndpointView",
         "A webhook endpoint was disabled automatically after failing continuously for days.",
+    ),
+    entry(
+        "usage.threshold_reached",
+        "UsageThreshold",
+        "A subscription's usage of a metric reached 80 % or 100 % of its plan's limit for the \
+         period (`threshold`); each threshold fires once per period.",
     ),
 ];
 

@@ -42,6 +42,7 @@ pub struct PaymentProfile {
     /// Oldest first.
     pub methods: Vec<PaymentMethod>,
     pub default_method: Option<String>,
+    /// 0 until first stored.
     pub version: u64,
 }
 
@@ -57,10 +58,16 @@ impl PaymentProfile {
         }
     }
 
+    /// A change; the version is the store's business (it writes `version + 1` over
+    /// `version`), so several changes can be combined into one write.
     fn changed(&self) -> Self {
-        let mut next = self.clone();
-        next.version += 1;
-        next
+        self.clone()
+    }
+
+    /// This profile as the next version of `stored` (the version 0 of a new one).
+    pub fn after(mut self, stored_version: u64) -> Self {
+        self.version = stored_version + 1;
+        self
     }
 
     pub fn with_customer(&self, customer: String) -> Self {

@@ -12,15 +12,19 @@ pub mod openapi;
 pub mod pagination;
 pub mod problem;
 pub mod routes;
+pub mod stripe_webhook;
 
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use billing_app::App;
 
 pub use observe::{EmitMetrics, RequestId};
 use problem::Problem;
-use routes::{accounts, api_keys, audit, billing, catalog, events, health, webhooks};
+use routes::{
+    accounts, api_keys, audit, billing, catalog, dunning, events, health, payments, usage,
+    webhooks,
+};
 
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
 
@@ -99,6 +103,13 @@ pub fn router(app: App, metrics: EmitMetrics) -> Router {
         )
         .route("/v1/subscriptions/{id}/history", get(billing::history))
         .route(
+            "/v1/subscriptions/{id}/usage",
+            get(usage::subscription_usage),
+        )
+        .route("/v1/usage", post(usage::record))
+        .route("/v1/usage/batch", post(usage::record_batch))
+        .route("/v1/entitlements/check", get(usage::check))
+        .route(
             "/v1/invoices",
             post(billing::create_invoice).get(billing::list_invoices),
         )
@@ -112,6 +123,30 @@ pub fn router(app: App, metrics: EmitMetrics) -> Router {
         .route(
             "/v1/settings/invoices",
             get(billing::get_invoice_settings).patch(billing::update_invoice_settings),
+        )
+        .route(
+            "/v1/settings/dunning",
+            get(dunning::get_settings).patch(dunning::update_settings),
+        )
+        .route("/v1/accounts/{id}/dunning", get(dunning::get_case))
+        .route(
+            "/v1/accounts/{id}/payment-methods",
+            post(payments::attach).get(payments::list_methods),
+        )
+        .route(
+            "/v1/accounts/{id}/payment-methods/{pm}",
+            patch(payments::update_method).delete(payments::detach),
+        )
+        .route("/v1/payments", get(payments::list_payments))
+        .route("/v1/payments/retry", post(payments::retry))
+        .route("/v1/payments/{id}", get(payments::get_payment))
+        .route("/v1/payments/{id}/refunds", post(payments::refund))
+        .route("/v1/invoices/{id}/pay", post(payments::pay_invoice))
+        .route("/v1/invoices/{id}/mark-paid", post(payments::mark_paid))
+        .route("/v1/credit-notes", get(payments::list_credit_notes))
+        .route(
+            "/v1/settings/payments",
+            get(payments::get_settings).patch(payments::update_settings),
         )
         .route("/v1/test-clocks", post(billing::create_test_clock))
         .route("/v1/test-clocks/{id}", get(billing::get_test_clock))

@@ -4,7 +4,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::event_catalog::EventCatalog;
-use crate::routes::{accounts, api_keys, audit, billing, catalog, events, health, webhooks};
+use crate::routes::{
+    accounts, api_keys, audit, billing, catalog, dunning, events, health, payments, usage, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +29,11 @@ use crate::routes::{accounts, api_keys, audit, billing, catalog, events, health,
         billing::change_plan, billing::cancel_scheduled_change, billing::history,
         billing::create_invoice, billing::list_invoices, billing::get_invoice, billing::finalize_invoice, billing::void_invoice,
         billing::preview_invoice, billing::get_invoice_settings, billing::update_invoice_settings, billing::create_test_clock, billing::get_test_clock, billing::advance_test_clock,
+        dunning::get_settings, dunning::update_settings, dunning::get_case,
+        payments::attach, payments::list_methods, payments::update_method, payments::detach,
+        payments::list_payments, payments::get_payment, payments::pay_invoice, payments::retry, payments::mark_paid,
+        payments::refund, payments::list_credit_notes, payments::get_settings, payments::update_settings,
+        usage::record, usage::record_batch, usage::subscription_usage, usage::check,
         events::list, events::get, events::resend,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate_secret, webhooks::deliveries,
@@ -41,6 +48,9 @@ use crate::routes::{accounts, api_keys, audit, billing, catalog, events, health,
         (name = "audit", description = "Who changed what"),
         (name = "subscriptions", description = "Subscriptions and their lifecycle"),
         (name = "invoices", description = "Invoices: gapless numbers, finalize, void, previews"),
+        (name = "payments", description = "Payment methods, payment attempts and retries, paying invoices, refunds and credit notes, retry settings"),
+        (name = "dunning", description = "Dunning: reminders, warnings and blocks for accounts with overdue invoices, per-tenant policy"),
+        (name = "usage", description = "Usage metering: idempotent events, live usage with its price, entitlement checks"),
         (name = "test-clocks", description = "Sandbox test clocks: move time and watch billing happen"),
         (name = "catalog", description = "Billable metrics, plans with versioned multi-currency prices, the price calculator"),
         (name = "events", description = "The event log (30 days): every change as a versioned event; the same JSON is posted to webhooks and put on EventBridge"),

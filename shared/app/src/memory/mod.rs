@@ -111,26 +111,49 @@ impl HealthProbe for MemoryStore {
     }
 }
 
-/// A billing queue that keeps what it is given, for tests of the sweep.
-#[derive(Default)]
-pub struct MemoryBillingQueue {
-    jobs: Mutex<Vec<BillingJob>>,
+/// A job queue that keeps what it is given, for tests of the sweep and of post-commit
+/// hand-offs (the billing queue and the payments queue).
+pub struct MemoryQueue<J> {
+    jobs: Mutex<Vec<J>>,
 }
 
-impl MemoryBillingQueue {
-    /// Takes the jobs queued so far.
-    pub fn take(&self) -> Vec<BillingJob> {
-        std::mem::take(&mut *self.jobs.lock().unwrap_or_else(|e| e.into_inner()))
+pub type MemoryBillingQueue = MemoryQueue<BillingJob>;
+pub type MemoryPaymentQueue = MemoryQueue<PaymentJob>;
+
+impl<J> Default for MemoryQueue<J> {
+    fn default() -> Self {
+        Self {
+            jobs: Mutex::new(Vec::new()),
+        }
     }
 }
 
-#[async_trait]
-impl BillingQueue for MemoryBillingQueue {
-    async fn enqueue(&self, jobs: &[BillingJob]) -> Result<(), StoreError> {
+impl<J: Clone> MemoryQueue<J> {
+    /// Takes the jobs queued so far.
+    pub fn take(&self) -> Vec<J> {
+        std::mem::take(&mut *self.jobs.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn push(&self, jobs: &[J]) {
         self.jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend_from_slice(jobs);
+    }
+}
+
+#[async_trait]
+impl BillingQueue for MemoryQueue<BillingJob> {
+    async fn enqueue(&self, jobs: &[BillingJob]) -> Result<(), StoreError> {
+        self.push(jobs);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PaymentQueue for MemoryQueue<PaymentJob> {
+    async fn enqueue(&self, jobs: &[PaymentJob]) -> Result<(), StoreError> {
+        self.push(jobs);
         Ok(())
     }
 }

@@ -1,0 +1,225 @@
+//! What one successful payment costs: DynamoDB requests (by operation) and payment gateway
+//! requests, through the `payment-worker` handler on the local stack with the sandbox
+//! gateway, as deployed (events published to the bus and the webhook queue after commit).
+//! Starts its own stand-in, gives `--payments` accounts a card and a subscription (whose
+//! first invoice waits for its payment attempt), then runs every attempt through the
+//! handler while counting.
+//!
+//! `cargo run -p billing-infra --bin payment-load -- --payments 50`
+
+// Ratios of a measurement, never money.
+#![allow(clippy::float_arithmetic)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use billing_app::ports::*;
+use billing_app::sandbox_gateway::SandboxGateway;
+use billing_app::subscriptions::StartSubscription;
+use billing_app::{App, Caller};
+use billing_aws::{AwsDispatch, Config, DynamoStore};
+use billing_domain::access::Role;
+use billing_domain::payments::PaymentStatus;
+use billing_domain::subscription::CollectionMethod;
+use billing_domain::tenant::TenantMode;
+use billing_infra::request_count::{counted_client, Counter};
+use billing_infra::{moto, stack};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "DynamoDB and gateway requests per successful payment, locally")]
+struct Args {
+    #[arg(long, default_value_t = 50)]
+    payments: usize,
+}
+
+/// The sandbox gateway, counting the calls made to it.
+#[derive(Default)]
+struct CountingGateway {
+    inner: SandboxGateway,
+    calls: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl CountingGateway {
+    fn count(&self, call: &'static str) {
+        *self
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(call)
+            .or_default() += 1;
+    }
+
+    fn take(&self) -> BTreeMap<&'static str, u64> {
+        std::mem::take(&mut *self.calls.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+#[async_trait]
+impl PaymentGateway for CountingGateway {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn create_customer(&self, customer: &NewGatewayCustomer) -> Result<String, GatewayError> {
+        self.count("create_customer");
+        self.inner.create_customer(customer).await
+    }
+
+    async fn attach_payment_method(
+        &self,
+        customer: &str,
+        token: &str,
+    ) -> Result<CardDetails, GatewayError> {
+        self.count("attach_payment_method");
+        self.inner.attach_payment_method(customer, token).await
+    }
+
+    async fn detach_payment_method(&self, gateway_id: &str) -> Result<(), GatewayError> {
+        self.count("detach_payment_method");
+        self.inner.detach_payment_method(gateway_id).await
+    }
+
+    async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, GatewayError> {
+        self.count("charge");
+        self.inner.charge(request).await
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, GatewayError> {
+        self.count("refund");
+        self.inner.refund(request).await
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_writer(std::io::stderr)
+        .init();
+    let port = moto::free_port()?;
+    let mut child = moto::start(port)?;
+    let config = Config::local("payment-load", format!("http://127.0.0.1:{port}"));
+    let sdk = config.sdk_config().await;
+    stack::ensure(&sdk, &config.table_name).await?;
+    let counter = Arc::new(Counter::default());
+    let dispatch =
+        Arc::new(AwsDispatch::by_queue_name(&sdk, stack::WEBHOOK_QUEUE, stack::EVENT_BUS).await?);
+    let store = DynamoStore::new(counted_client(&sdk, counter.clone()), &config.table_name)
+        .with_dispatch(dispatch);
+    let gateway = Arc::new(CountingGateway::default());
+    let app = App::new(Arc::new(store), Arc::new(SystemClock)).with_gateway(gateway.clone());
+
+    let (tenant, issued) = app.create_tenant("Payments", TenantMode::Sandbox).await?;
+    let caller = Caller {
+        tenant_id: tenant.id,
+        livemode: false,
+        key_id: Some(issued.key.id),
+        role: Role::Admin,
+        request_id: None,
+    };
+    let plan = app
+        .create_plan(
+            &caller,
+            serde_json::from_value(serde_json::json!({"code": "monthly", "name": "Monthly", "interval": {"unit": "month"},
+                "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 1999}}}}}))?,
+        )
+        .await?;
+    let mut attempts = Vec::with_capacity(args.payments);
+    for i in 0..args.payments {
+        let account = app
+            .create_account(
+                &caller,
+                serde_json::from_value(
+                    serde_json::json!({"email": format!("payer{i}@example.com"), "currency": "usd"}),
+                )?,
+            )
+            .await?;
+        app.add_payment_method(&caller, account.id, "tok_visa", false)
+            .await?;
+        app.create_subscription(
+            &caller,
+            StartSubscription {
+                account_id: account.id,
+                plan_id: plan.plan.id,
+                quantity: 1,
+                trial_days: None,
+                start: None,
+                billing_anchor: None,
+                collection_method: CollectionMethod::ChargeAutomatically,
+                days_until_due: None,
+                max_pause_days: None,
+                metadata: Default::default(),
+            },
+        )
+        .await?;
+        let filter = PaymentFilter {
+            account: Some(account.id),
+            ..Default::default()
+        };
+        let page = PageRequest {
+            limit: 10,
+            starting_after: None,
+        };
+        attempts.extend(app.list_payments(&caller, &filter, &page).await?.items);
+    }
+    let attach_calls = gateway.take();
+
+    counter.start();
+    for (i, attempt) in attempts.iter().enumerate() {
+        let job = PaymentJob::Attempt {
+            tenant: tenant.id,
+            id: attempt.id,
+        };
+        let mut message = SqsMessage::default();
+        message.message_id = Some(i.to_string());
+        message.body = Some(serde_json::to_string(&job)?);
+        let mut event = SqsEvent::default();
+        event.records = vec![message];
+        let response = payment_worker::handle(&app, event).await;
+        anyhow::ensure!(
+            response.batch_item_failures.is_empty(),
+            "attempt {} failed",
+            attempt.id
+        );
+    }
+    let counts = counter.stop();
+    let calls = gateway.take();
+    let paid = attempts.len() as f64;
+    let filter = PaymentFilter {
+        status: Some(PaymentStatus::Succeeded),
+        ..Default::default()
+    };
+    let page = PageRequest {
+        limit: 100,
+        starting_after: None,
+    };
+    let succeeded = app
+        .list_payments(&caller, &filter, &page)
+        .await?
+        .items
+        .len();
+    println!("{succeeded} of {} attempts succeeded", attempts.len());
+    println!("DynamoDB requests per successful payment:");
+    for (operation, n) in &counts {
+        println!("  {operation:<20} {:.2}", *n as f64 / paid);
+    }
+    println!(
+        "  {:<20} {:.2}",
+        "total",
+        counts.values().sum::<u64>() as f64 / paid
+    );
+    println!("gateway requests per successful payment:");
+    for (call, n) in &calls {
+        println!("  {call:<20} {:.2}", *n as f64 / paid);
+    }
+    println!("gateway requests once per account (first card):");
+    for (call, n) in &attach_calls {
+        println!("  {call:<22} {:.2}", *n as f64 / paid);
+    }
+    let _ = child.kill();
+    Ok(())
+}

@@ -1,0 +1,692 @@
+//! Payments end to end at the use-case level: payment methods, collection of finalized
+//! invoices by the payment worker's use case, retries on a test clock, hard declines,
+//! exactly-once charging, inbound gateway events, refunds and credit notes. Each scenario
+//! runs on the memory store and on DynamoDB (the local stand-in).
+
+use std::sync::Arc;
+
+use billing_app::gateway_events::AppliedEvent;
+use billing_app::payments::Collected;
+use billing_app::ports::*;
+use billing_app::sandbox_gateway::SandboxGateway;
+use billing_app::{App, Caller};
+use billing_domain::invoicing::InvoiceStatus;
+use billing_domain::payments::{Payment, PaymentStatus};
+use billing_domain::retry::FinalAction;
+use billing_domain::subscription::{Subscription, SubscriptionStatus};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::json;
+
+fn with_sandbox(app: App) -> (App, Arc<SandboxGateway>) {
+    let gateway = Arc::new(SandboxGateway::new());
+    (app.with_gateway(gateway.clone()), gateway)
+}
+
+async fn payments_of(app: &App, caller: &Caller, sub: &Subscription) -> Vec<Payment> {
+    let mut items = app
+        .list_payments(
+            caller,
+            &PaymentFilter {
+                account: Some(sub.account_id),
+                ..Default::default()
+            },
+            &PageRequest {
+                limit: 100,
+                starting_after: None,
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+    items.reverse();
+    items
+}
+
+async fn first_invoice(
+    app: &App,
+    caller: &Caller,
+    sub: &Subscription,
+) -> billing_domain::invoicing::Invoice {
+    let page = app
+        .list_invoices(
+            caller,
+            &InvoiceFilter {
+                account: Some(sub.account_id),
+                ..Default::default()
+            },
+            &PageRequest {
+                limit: 100,
+                starting_after: None,
+            },
+        )
+        .await
+        .unwrap();
+    page.items.last().cloned().expect("an invoice")
+}
+
+async fn event_types(app: &App, caller: &Caller, resource: &str) -> Vec<String> {
+    let mut events: Vec<String> = app
+        .list_events(
+            caller,
+            &EventFilter {
+                event_type: None,
+                resource_id: Some(resource.to_owned()),
+            },
+            &PageRequest {
+                limit: 100,
+                starting_after: None,
+            },
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    events.reverse();
+    events
+}
+
+/// A card attached, a subscription started: its first invoice is collected by the worker's
+/// use case, once, however often the job is delivered.
+async fn collects_the_first_invoice_once(app: App) {
+    let (app, gateway) = with_sandbox(app);
+    let caller = billing_tests::admin(&app, "Collect").await;
+    let sub = billing_tests::subscribe(
+        &app,
+        &caller,
+        json!({"email": "pay@acme.test", "currency": "usd"}),
+        "month",
+        1999,
+    )
+    .await;
+    let (card, is_default) = app
+        .add_payment_method(&caller, sub.account_id, "tok_visa", false)
+        .await
+        .unwrap();
+    assert!(is_default, "the first card is the default");
+    assert_eq!((card.brand.as_str(), card.last4.as_str()), ("visa", "4242"));
+
+    let pending = payments_of(&app, &caller, &sub).await;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].status, PaymentStatus::Pending);
+    assert_eq!(pending[0].amount, 1999);
+    let job = PaymentJob::Attempt {
+        tenant: caller.tenant_id,
+        id: pending[0].id,
+    };
+    // Delivered twice (SQS at least once): charged once, recorded once.
+    app.handle_payment_job(&job).await.unwrap();
+    app.handle_payment_job(&job).await.unwrap();
+    assert_eq!(gateway.charge_count(), 1);
+
+    let paid = payments_of(&app, &caller, &sub).await;
+    assert_eq!(paid.len(), 1);
+    assert_eq!(paid[0].status, PaymentStatus::Succeeded);
+    assert_eq!(paid[0].payment_method.as_deref(), Some(card.id.as_str()));
+    let invoice = first_invoice(&app, &caller, &sub).await;
+    assert_eq!(invoice.status, InvoiceStatus::Paid);
+    assert_eq!(invoice.amount_paid, 1999);
+    assert_eq!(
+        event_types(&app, &caller, &paid[0].id.to_string()).await,
+        vec!["payment.succeeded"]
+    );
+    let invoice_events = event_types(&app, &caller, &invoice.id.to_string()).await;
+    assert_eq!(
+        invoice_events,
+        vec!["invoice.created", "invoice.finalized", "invoice.paid"]
+    );
+}
+
+#[tokio::test]
+async fn collects_the_first_invoice_once_in_memory() {
+    collects_the_first_invoice_once(billing_tests::memory_app()).await;
+}
+
+#[tokio::test]
+async fn collects_the_first_invoice_once_on_dynamodb() {
+    collects_the_first_invoice_once(billing_tests::dynamo_app().await).await;
+}
+
+/// A worker that crashed after the gateway accepted the charge (the result was never
+/// written) is redelivered: the gateway answers the same key with the first outcome, so
+/// the customer is charged once.
+#[tokio::test]
+async fn a_crash_after_the_charge_charges_once() {
+    let (app, gateway) = with_sandbox(billing_tests::memory_app());
+    let caller = billing_tests::admin(&app, "Crash").await;
+    let sub = billing_tests::subscribe(
+        &app,
+        &caller,
+        json!({"email": "crash@acme.test", "currency": "usd"}),
+        "month",
+        500,
+    )
+    .await;
+    let profile_card = app
+        .add_payment_method(&caller, sub.account_id, "4242424242424242", false)
+        .await
+        .unwrap()
+        .0;
+    let attempt = payments_of(&app, &caller, &sub).await.remove(0);
+    // The crashed run: the gateway charged under the attempt id, nothing was written.
+    gateway
+        .charge(&ChargeRequest {
+            idempotency_key: attempt.id.to_string(),
+            customer: "cus_sb_x".into(),
+            payment_method: profile_card.id.clone(),
+            amount: billing_domain::money::Money {
+                minor: attempt.amount,
+                currency: attempt.currency,
+            },
+            description: "crashed".into(),
+            metadata: Vec::new(),
+        })
+        .await
+        .unwrap();
+    // Redelivered, twice at once.
+    let job = PaymentJob::Attempt {
+        tenant: caller.tenant_id,
+        id: attempt.id,
+    };
+    let (a, b) = tokio::join!(app.handle_payment_job(&job), app.handle_payment_job(&job));
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(gateway.charge_count(), 1);
+    assert_eq!(gateway.succeeded_count(), 1);
+    let invoice = first_invoice(&app, &caller, &sub).await;
+    assert_eq!(invoice.status, InvoiceStatus::Paid);
+}
+
+/// A card that declines twice (insufficient funds), then the default is changed between
+/// retries: paid on the third attempt, on the schedule's days, all on a test clock.
+async fn retries_on_the_schedule_until_paid(app: App) {
+    let (app, _) = with_sandbox(app);
+    let caller = billing_tests::admin(&app, "Retry").await;
+    let start: Timestamp = "2027-03-01T09:00:00Z".parse().unwrap();
+    let clock = app.create_test_clock(&caller, None, start).await.unwrap();
+    let sub = billing_tests::subscribe(
+        &app,
+        &caller,
+        json!({"email": "retry@acme.test", "currency": "usd", "test_clock": clock.id}),
+        "month",
+        4200,
+    )
+    .await;
+    app.add_payment_method(&caller, sub.account_id, "4000000000009995", false)
+        .await
+        .unwrap();
+    let advance = |days: i64| {
+        let app = app.clone();
+        let caller = caller.clone();
+        async move {
+            app.begin_test_clock_advance(
+                &caller,
+                clock.id,
+                start + SignedDuration::from_hours(24 * days),
+            )
+            .await
+            .unwrap();
+            app.run_test_clock(caller.tenant_id, clock.id)
+                .await
+                .unwrap();
+        }
+    };
+    advance(4).await;
+    let attempts = payments_of(&app, &caller, &sub).await;
+    assert_eq!(
+        attempts.iter().map(|p| p.status).collect::<Vec<_>>(),
+        vec![
+            PaymentStatus::Failed,
+            PaymentStatus::Failed,
+            PaymentStatus::Pending
+        ]
+    );
+    assert_eq!(attempts[0].due_at, start);
+    assert_eq!(attempts[1].due_at, start + SignedDuration::from_hours(72));
+    assert_eq!(
+        attempts[2].due_at,
+        start + SignedDuration::from_hours(5 * 24)
+    );
+    let failure = attempts[0].failure.as_ref().unwrap();
+    assert_eq!(failure.decline_code.as_deref(), Some("insufficient_funds"));
+    let invoice = first_invoice(&app, &caller, &sub).await;
+    assert_eq!(invoice.status, InvoiceStatus::Open);
+    assert_eq!(invoice.attempt_count, 2);
+    assert_eq!(invoice.next_payment_attempt, Some(attempts[2].due_at));
+
+    let (visa, _) = app
+        .add_payment_method(&caller, sub.account_id, "tok_visa", true)
+        .await
+        .unwrap();
+    advance(6).await;
+    let attempts = payments_of(&app, &caller, &sub).await;
+    assert_eq!(attempts.len(), 3);
+    assert_eq!(attempts[2].status, PaymentStatus::Succeeded);
+    assert_eq!(
+        attempts[2].payment_method.as_deref(),
+        Some(visa.id.as_str())
+    );
+    let invoice = first_invoice(&app, &caller, &sub).await;
+    assert_eq!(invoice.status, InvoiceStatus::Paid);
+    assert_eq!(
+        invoice.paid_at,
+        Some(start + SignedDuration::from_hours(5 * 24))
+    );
+    assert_eq!(
+        app.get_subscription(&caller, sub.id).await.unwrap().status,
+        SubscriptionStatus::Active
+    );
+}
+
+#[tokio::test]
+async fn retries_on_the_schedule_until_paid_in_memory() {
+    retries_on_the_schedule_until_paid(billing_tests::memory_app()).await;
+}
+
+#[tokio::test]
+async fn retries_on_the_schedule_until_paid_on_dynamodb() {
+    retries_on_the_schedule_until_paid(billing_tests::dynamo_app().await).await;
+}
+
+/// A hard decline (a stolen card) is not retried: the subscription goes past_due, and the
+/// invoice is written off when the tenant chose that. Paying it later out of band settles
+/// it and makes the subscription active again.
+#[tokio::test]
+async fn a_hard_decline_is_final() {
+    let (app, gateway) = with_sandbox(billing_tests::memory_app());
+    let caller = billing_tests::admin(&app, "Hard").await;
+    app.set_payment_settings(&caller, None, Some(FinalAction::MarkUncollectible))
+        .await
+        .unwrap();
+    let sub = billing_tests::subscribe(
+        &app,
+        &caller,
+        json!({"email": "hard@acme.test", "currency": "usd"}),
+        "month",
+        900,
+    )
+    .await;
+    app.add_payment_method(
+        &caller,
+        sub.account_id,
+        "tok_chargeDeclinedStolenCard",
+        false,
+    )
+    .await
+    .unwrap();
+    let attempt = payments_of(&app, &caller, &sub).await.remove(0);
+    let outcome = app
+        .collect_payment(caller.tenant_id, attempt.id, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(outcome, Collected::Failed { retry_at: None });
+    assert_eq!(payments_of(&app, &caller, &sub).await.len(), 1, "no retry");
+    let invoice = first_invoice(&app, &caller, &sub).await;
+    assert_eq!(invoice.status, InvoiceStatus::Uncollectible);
+    assert_eq!(
+        app.get_subscription(&caller, sub.id).await.unwrap().status,
+        SubscriptionStatus::PastDue
+    );
+    assert_eq!(gateway.charge_count(), 1);
+
+    let paid = app
+        .mark_invoice_paid(&caller, invoice.id, "wire 2027-03-04".into())
+        .await
+        .unwrap();
+    assert_eq!(paid.status, InvoiceStatus::Paid);
+    assert_eq!(paid.paid_out_of_band.as_deref(), Some("wire 2027-03-04"));
+    assert_eq!(
+        app.get_subscription(&caller, sub.id).await.unwrap().status,
+        SubscriptionStatus::Active
+    );
+}
+
+/// 3-D Secure: the invoice stays open with `requires_action`; the gateway's later
+/// `payment_intent.succeeded` pays it, once, and a replay or a late failure changes nothing.
+async fn authentication_then_gateway_events(app: App) {
+    let (app, _) = with_sandbox(app);
+    let caller = billing_tests::admin(&app, "Sca").await;
+    let sub = billing_tests::subscribe(
+        &app,
+        &caller,
+        json!({"email": "sca@acme.test", "currency": "eur"}),
+        "month",
+        3000,
+    )
+    .await;
+    app.add_payment_method(&caller, sub.account_id, "4000002500003155", false)
+        .await
+        .unwrap();
+    let attempt = payments_of(&app, &caller, &sub).await.remove(0);
+    let outcome = app
+        .collect_payment(caller.tenant_id, attempt.id, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(outcome, Collected::RequiresAction);
+    let invoice = first_invoice(&app, &caller, &sub).await;
+    assert_eq!(invoice.status, InvoiceStatus::Open);
+    assert_eq!(invoice.payment_status, Some(PaymentStatus::RequiresAction));
+    let waiting = app.get_payment(&caller, attempt.id).await.unwrap();
+    let intent = waiting.payment_intent.clone().unwrap();
+
+    let metadata = GatewayMetadata::from([
+        ("tenant_id".to_owned(), caller.tenant_id.to_string()),
+        ("attempt_id".to_owned(), attempt.id.to_string()),
+    ]);
+    let succeeded = GatewayEvent {
+        id: "evt_succeeded_1".into(),
+        created: Timestamp::now(),
+        livemode: false,
+        kind: GatewayEventKind::PaymentSucceeded {
+            payment_intent: intent.clone(),
+            charge: Some("ch_1".into()),
+            amount: 3000,
+            currency: "eur".into(),
+            metadata: metadata.clone(),
+        },
+    };
+    assert_eq!(
+        app.apply_gateway_event(&succeeded).await.unwrap(),
+        AppliedEvent::Applied
+    );
+    assert_eq!(
+        app.apply_gateway_event(&succeeded).await.unwrap(),
+        AppliedEvent::Duplicate
+    );
+    let late_failure = GatewayEvent {
+        id: "evt_failed_1".into(),
+        created: Timestamp::now(),
+        livemode: false,
+        kind: GatewayEventKind::PaymentFailed {
+            payment_intent: intent.clone(),
+            code: "card_declined".into(),
+            decline_code: Some("generic_decline".into()),
+            message: "declined".into(),
+            // No metadata: found through the payment intent's ref.
+            metadata: GatewayMetadata::new(),
+        },
+    };
+    assert_eq!(
+        app.apply_gateway_event(&late_failure).await.unwrap(),
+        AppliedEvent::Ignored("nothing to change")
+    );
+    let invoice = first_invoice(&app, &caller, &sub).await;
+    assert_eq!(invoice.status, InvoiceStatus::Paid, "paid stays paid");
+    let paid = app.get_payment(&caller, attempt.id).await.unwrap();
+    assert_eq!(paid.status, PaymentStatus::Succeeded);
+
+    // A refund made at the gateway's dashboard comes in as charge.refunded.
+    let refunded = GatewayEvent {
+        id: "evt_refunded_1".into(),
+        created: Timestamp::now(),
+        livemode: false,
+        kind: GatewayEventKind::ChargeRefunded {
+            charge: "ch_1".into(),
+            payment_intent: Some(intent.clone()),
+            amount_refunded: 1000,
+            currency: "eur".into(),
+            metadata: GatewayMetadata::new(),
+        },
+    };
+    assert_eq!(
+        app.apply_gateway_event(&refunded).await.unwrap(),
+        AppliedEvent::Applied
+    );
+    assert_eq!(
+        app.apply_gateway_event(&refunded).await.unwrap(),
+        AppliedEvent::Duplicate
+    );
+    let notes = app
+        .list_credit_notes(
+            &caller,
+            &CreditNoteFilter {
+                invoice: Some(invoice.id),
+                ..Default::default()
+            },
+            &PageRequest {
+                limit: 10,
+                starting_after: None,
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        notes.iter().map(|n| n.amount).collect::<Vec<_>>(),
+        vec![1000]
+    );
+    let unknown = GatewayEvent {
+        id: "evt_other".into(),
+        created: Timestamp::now(),
+        livemode: false,
+        kind: GatewayEventKind::Other {
+            event_type: "customer.created".into(),
+        },
+    };
+    assert!(matches!(
+        app.apply_gateway_event(&unknown).await.unwrap(),
+        AppliedEvent::Ignored(_)
+    ));
+}
+
+#[tokio::test]
+async fn authentication_then_gateway_events_in_memory() {
+    authentication_then_gateway_events(billing_tests::memory_app()).await;
+}
+
+#[tokio::test]
+async fn authentication_then_gateway_events_on_dynamodb() {
+    authentication_then_gateway_events(billing_tests::dynamo_app().await).await;
+}
+
+/// Refunds: partial then the rest, each a credit note; never more than was paid.
+#[tokio::test]
+async fn refunds_make_credit_notes_and_never_exceed_the_payment() {
+    let (app, _) = with_sandbox(billing_tests::memory_app());
+    let caller = billing_tests::admin(&app, "Refund").await;
+    let sub = billing_tests::subscribe(
+        &app,
+        &caller,
+        json!({"email": "refund@acme.test", "currency": "usd"}),
+        "month",
+        1000,
+    )
+    .await;
+    app.add_payment_method(&caller, sub.account_id, "tok_mastercard", false)
+        .await
+        .unwrap();
+    let attempt = payments_of(&app, &caller, &sub).await.remove(0);
+    app.collect_payment(caller.tenant_id, attempt.id, Timestamp::now())
+        .await
+        .unwrap();
+    let part = app
+        .refund_payment(&caller, attempt.id, Some(300), Some("goodwill".into()))
+        .await
+        .unwrap();
+    assert_eq!(part.amount, 300);
+    let too_much = app
+        .refund_payment(&caller, attempt.id, Some(800), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(too_much, billing_app::AppError::Invalid(ref v) if v.code == "refund_too_large")
+    );
+    let rest = app
+        .refund_payment(&caller, attempt.id, None, None)
+        .await
+        .unwrap();
+    assert_eq!(rest.amount, 700);
+    let payment = app.get_payment(&caller, attempt.id).await.unwrap();
+    assert_eq!(payment.amount_refunded, 1000);
+    assert_eq!(
+        event_types(&app, &caller, &attempt.id.to_string()).await,
+        vec!["payment.succeeded", "payment.refunded", "payment.refunded"]
+    );
+}
+
+/// Payment methods: set the default, detach; detaching the default falls back to the
+/// newest remaining card; a gateway `payment_method.detached` forgets it too.
+#[tokio::test]
+async fn payment_methods_default_and_detach() {
+    let (app, _) = with_sandbox(billing_tests::memory_app());
+    let caller = billing_tests::admin(&app, "Cards").await;
+    let account = app
+        .create_account(
+            &caller,
+            serde_json::from_value(json!({"email": "cards@acme.test", "currency": "usd"})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let (a, _) = app
+        .add_payment_method(&caller, account.id, "tok_visa", false)
+        .await
+        .unwrap();
+    let (b, b_default) = app
+        .add_payment_method(&caller, account.id, "tok_mastercard", false)
+        .await
+        .unwrap();
+    assert!(!b_default);
+    let profile = app
+        .set_default_payment_method(&caller, account.id, &b.id)
+        .await
+        .unwrap();
+    assert_eq!(profile.default_method.as_deref(), Some(b.id.as_str()));
+    let profile = app
+        .remove_payment_method(&caller, account.id, &b.id)
+        .await
+        .unwrap();
+    assert_eq!(profile.default_method.as_deref(), Some(a.id.as_str()));
+    let err = app
+        .add_payment_method(&caller, account.id, "4111111111111111", false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, billing_app::AppError::Invalid(ref v) if v.code == "payment_method_refused")
+    );
+    let detached = GatewayEvent {
+        id: "evt_detached".into(),
+        created: Timestamp::now(),
+        livemode: false,
+        kind: GatewayEventKind::PaymentMethodDetached {
+            payment_method: a.id.clone(),
+        },
+    };
+    assert_eq!(
+        app.apply_gateway_event(&detached).await.unwrap(),
+        AppliedEvent::Applied
+    );
+    assert_eq!(
+        app.apply_gateway_event(&detached).await.unwrap(),
+        AppliedEvent::Duplicate
+    );
+    let profile = app.list_payment_methods(&caller, account.id).await.unwrap();
+    assert!(profile.methods.is_empty());
+}
+
+/// The sample SQS event (`events/payment-worker-sqs.json`) through the handler: the attempt
+/// it names does not exist here, which is success; its unreadable record is reported alone.
+#[tokio::test]
+async fn the_sample_event_reports_only_its_unreadable_record() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/payment-worker-sqs.json");
+    let event: aws_lambda_events::event::sqs::SqsEvent =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let app = billing_tests::memory_app();
+    let response = payment_worker::handle(&app, event).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["e7a3c5f1-9d2b-4c6e-8a0f-1b3d5e7f9a24"]);
+}
+
+/// A real attempt delivered three times through the handler (two in one batch, running
+/// at once): one charge, one recorded payment.
+#[tokio::test]
+async fn the_handler_charges_a_duplicated_job_once() {
+    let (app, gateway) = with_sandbox(billing_tests::memory_app());
+    let caller = billing_tests::admin(&app, "Handler").await;
+    let sub = billing_tests::subscribe(
+        &app,
+        &caller,
+        json!({"email": "handler@acme.test", "currency": "usd"}),
+        "month",
+        2500,
+    )
+    .await;
+    app.add_payment_method(&caller, sub.account_id, "tok_visa", false)
+        .await
+        .unwrap();
+    let attempt = payments_of(&app, &caller, &sub).await.remove(0);
+    let job = PaymentJob::Attempt {
+        tenant: caller.tenant_id,
+        id: attempt.id,
+    };
+    let message = |id: &str| {
+        let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
+        m.message_id = Some(id.to_owned());
+        m.body = Some(serde_json::to_string(&job).unwrap());
+        m
+    };
+    let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
+    batch.records = vec![message("a"), message("b")];
+    assert!(payment_worker::handle(&app, batch)
+        .await
+        .batch_item_failures
+        .is_empty());
+    let mut again = aws_lambda_events::event::sqs::SqsEvent::default();
+    again.records = vec![message("c")];
+    assert!(payment_worker::handle(&app, again)
+        .await
+        .batch_item_failures
+        .is_empty());
+    assert_eq!(gateway.charge_count(), 1);
+    let all = payments_of(&app, &caller, &sub).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].status, PaymentStatus::Succeeded);
+}
+
+/// The first attempt is handed to the payments queue right after the commit that made it;
+/// until it is recorded the sweep releases it again (a lost message is only a delay), and
+/// once recorded it is no longer due.
+#[tokio::test]
+async fn attempts_are_released_after_commit_and_swept_until_recorded() {
+    use billing_app::memory::{MemoryBillingQueue, MemoryPaymentQueue};
+    use billing_app::relay::Sweeper;
+    let queue = Arc::new(MemoryPaymentQueue::default());
+    let (app, _) = with_sandbox(billing_tests::memory_app().with_payment_queue(queue.clone()));
+    let caller = billing_tests::admin(&app, "Release").await;
+    let sub = billing_tests::subscribe(
+        &app,
+        &caller,
+        json!({"email": "release@acme.test", "currency": "usd"}),
+        "month",
+        700,
+    )
+    .await;
+    let attempt = payments_of(&app, &caller, &sub).await.remove(0);
+    let job = PaymentJob::Attempt {
+        tenant: caller.tenant_id,
+        id: attempt.id,
+    };
+    assert_eq!(queue.take(), vec![job.clone()]);
+
+    let sweeper = Sweeper::new(
+        app.clone(),
+        Arc::new(billing_tests::webhooks::RecordingDispatch::default()),
+        Arc::new(MemoryBillingQueue::default()),
+    );
+    let report = sweeper.sweep(100).await.unwrap();
+    assert_eq!(report.payment_jobs_queued, 1, "{report:?}");
+    assert_eq!(queue.take(), vec![job.clone()]);
+
+    app.add_payment_method(&caller, sub.account_id, "tok_visa", false)
+        .await
+        .unwrap();
+    app.handle_payment_job(&job).await.unwrap();
+    let report = sweeper.sweep(100).await.unwrap();
+    assert_eq!(report.payment_jobs_queued, 0, "{report:?}");
+    assert!(queue.take().is_empty());
+}
