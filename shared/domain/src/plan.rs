@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use crate::charges::{ChargeModel, Commitment};
 use crate::currency::Currency;
+use crate::entitlements::Entitlement;
 use crate::error::ValidationError;
 use crate::ids::PlanId;
 use crate::metadata::{self, Metadata};
@@ -98,6 +99,9 @@ pub struct PlanCharges {
     pub recurring_fee: Option<PricesInput>,
     #[serde(default)]
     pub usage_charges: Vec<UsageChargeInput>,
+    /// Limits per period on metrics (quotas), hard or soft.
+    #[serde(default)]
+    pub entitlements: Vec<Entitlement>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
@@ -119,6 +123,7 @@ pub struct UsageChargeInput {
 pub struct PlanTerms {
     pub recurring_fee: Option<RecurringFee>,
     pub usage_charges: Vec<UsageCharge>,
+    pub entitlements: Vec<Entitlement>,
 }
 
 impl PlanCharges {
@@ -127,6 +132,7 @@ impl PlanCharges {
         self.usage_charges
             .iter()
             .map(|c| c.metric.as_str())
+            .chain(self.entitlements.iter().map(|e| e.metric.as_str()))
             .collect()
     }
 
@@ -187,6 +193,18 @@ impl PlanCharges {
                 )));
             }
             let prices = validate_prices(charge.prices, &at("prices")).map_err(within)?;
+            if let Some((currency, _)) = prices.iter().find(|(_, m)| {
+                matches!(m, ChargeModel::Percentage(p) if p.free_transactions > 0
+                    || p.min_per_transaction.is_some()
+                    || p.max_per_transaction.is_some())
+            }) {
+                return Err(within(ValidationError::new(
+                    "per_transaction_rules_unsupported",
+                    at(&format!("prices.{}", currency.api_code())),
+                    "metered usage is priced from the period's total and count of events, so a \
+                     percentage usage charge cannot have free_transactions or a min/max per transaction",
+                )));
+            }
             if let Some(commitment) = &charge.commitment {
                 commitment
                     .validate()
@@ -198,13 +216,41 @@ impl PlanCharges {
                 commitment: charge.commitment,
             });
         }
+        let entitlements = validate_entitlements(self.entitlements, known_metrics)?;
         let terms = PlanTerms {
             recurring_fee,
             usage_charges,
+            entitlements,
         };
         terms.check_same_currencies()?;
         Ok(terms)
     }
+}
+
+fn validate_entitlements(
+    entitlements: Vec<Entitlement>,
+    known_metrics: &BTreeSet<String>,
+) -> Result<Vec<Entitlement>, ValidationError> {
+    let mut seen = BTreeSet::new();
+    for (i, e) in entitlements.iter().enumerate() {
+        let at = format!("charges.entitlements[{i}]");
+        e.validate().map_err(|err| err.within(&at))?;
+        if !known_metrics.contains(&e.metric) {
+            return Err(ValidationError::new(
+                "unknown_metric",
+                format!("{at}.metric"),
+                format!("no billable metric has the code `{}`", e.metric),
+            ));
+        }
+        if !seen.insert(e.metric.as_str()) {
+            return Err(ValidationError::new(
+                "duplicate_metric",
+                format!("{at}.metric"),
+                format!("`{}` has two limits", e.metric),
+            ));
+        }
+    }
+    Ok(entitlements)
 }
 
 fn validate_prices(
@@ -297,6 +343,8 @@ pub struct PlanVersion {
     pub currencies: Vec<Currency>,
     pub recurring_fee: Option<RecurringFee>,
     pub usage_charges: Vec<UsageCharge>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entitlements: Vec<Entitlement>,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
@@ -327,6 +375,7 @@ impl PlanVersion {
             currencies: terms.currencies(),
             recurring_fee: terms.recurring_fee,
             usage_charges: terms.usage_charges,
+            entitlements: terms.entitlements,
             created_at: now,
         }
     }

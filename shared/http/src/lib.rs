@@ -22,8 +22,7 @@ use billing_app::App;
 pub use observe::{EmitMetrics, RequestId};
 use problem::Problem;
 use routes::{
-    accounts, api_keys, audit, billing, catalog, dunning, events, health, payments, usage,
-    webhooks,
+    accounts, api_keys, audit, billing, catalog, dunning, events, health, payments, usage, webhooks,
 };
 
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";

@@ -389,7 +389,10 @@ pub struct InvoiceQuery {
     created_to: Option<String>,
 }
 
-fn timestamp(raw: Option<&str>, param: &'static str) -> Result<Option<Timestamp>, Problem> {
+pub(crate) fn timestamp(
+    raw: Option<&str>,
+    param: &'static str,
+) -> Result<Option<Timestamp>, Problem> {
     raw.map(|r| {
         r.parse::<Timestamp>().map_err(|_| {
             Problem::invalid(

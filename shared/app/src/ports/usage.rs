@@ -1,0 +1,215 @@
+//! Persistence of usage: one item per event (its transaction id makes it idempotent), one
+//! rollup per subscription × metric × period, one marker per distinct value of a
+//! unique_count rollup, and a quota snapshot per account × metric for fast entitlement
+//! checks. Every rollup write is conditioned on the rollup's `version`, so a rollup only
+//! ever moves from the state its writer read: concurrent writers serialize, and the
+//! loser re-reads and re-plans.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use billing_domain::charges::{ChargeModel, Commitment};
+use billing_domain::entitlements::Entitlement;
+use billing_domain::ids::{AccountId, InvoiceId, SubscriptionId, TenantId, TestClockId};
+use billing_domain::metric::Aggregation;
+use billing_domain::periods::Period;
+use billing_domain::subscription::Subscription;
+use billing_domain::usage::{Aggregate, UsageEvent};
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::{Change, InvoiceWrite, StoreError};
+
+/// Which rollup: a subscription's metric in the period starting at `period_start`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RollupKey {
+    pub subscription: SubscriptionId,
+    pub period_start: Timestamp,
+    pub metric: String,
+}
+
+/// The aggregate of one subscription's metric in one period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollup {
+    pub subscription_id: SubscriptionId,
+    pub account_id: AccountId,
+    pub test_clock: Option<TestClockId>,
+    pub metric: String,
+    pub aggregation: Aggregation,
+    pub period: Period,
+    pub aggregate: Aggregate,
+    /// The highest usage threshold announced this period (0, 80 or 100).
+    pub announced: u8,
+    /// What the period's invoice billed for this metric, once it is billed.
+    pub billed: Option<BilledUsage>,
+    /// While late usage waits for its supplemental invoice: when it is due.
+    pub late_due_at: Option<Timestamp>,
+    /// Moved by every write; every write is conditioned on it.
+    pub version: u64,
+}
+
+impl Rollup {
+    pub fn key(&self) -> RollupKey {
+        RollupKey {
+            subscription: self.subscription_id,
+            period_start: self.period.start,
+            metric: self.metric.clone(),
+        }
+    }
+
+    pub fn empty(
+        sub: &Subscription,
+        metric: &str,
+        aggregation: Aggregation,
+        period: Period,
+    ) -> Self {
+        Rollup {
+            subscription_id: sub.id,
+            account_id: sub.account_id,
+            test_clock: sub.test_clock,
+            metric: metric.to_owned(),
+            aggregation,
+            period,
+            aggregate: Aggregate::default(),
+            announced: 0,
+            billed: None,
+            late_due_at: None,
+            version: 0,
+        }
+    }
+
+    pub fn quantity(&self) -> Decimal {
+        self.aggregate.quantity(self.aggregation)
+    }
+}
+
+/// What an invoice billed for a rollup: the charge it was priced with and the rounded
+/// amount, so late usage is billed as the difference and never twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BilledUsage {
+    #[serde(with = "billing_domain::decimal::serde_decimal")]
+    pub quantity: Decimal,
+    /// Minor units, after the charge's commitment.
+    pub amount: i64,
+    pub model: ChargeModel,
+    pub commitment: Option<Commitment>,
+    /// The last invoice that billed it (the period's, or a supplemental one).
+    pub invoice_id: InvoiceId,
+}
+
+/// A rollup to write, from the version its writer read (0: it must not exist yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupWrite {
+    pub expected_version: u64,
+    pub next: Rollup,
+}
+
+/// An accepted event as stored (kept for idempotency and audit of what was counted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredUsageEvent {
+    pub event: UsageEvent,
+    pub subscription_id: SubscriptionId,
+    /// The period it counts in; `None` when it is not billed (paused).
+    pub period_start: Option<Timestamp>,
+    pub received_at: Timestamp,
+}
+
+/// The current-period usage of an account's metric with its limit: what an entitlement
+/// check reads, in one read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaSnapshot {
+    pub account_id: AccountId,
+    pub subscription_id: SubscriptionId,
+    pub metric: String,
+    pub period: Period,
+    #[serde(with = "billing_domain::decimal::serde_decimal")]
+    pub used: Decimal,
+    /// The account's test clock, whose time decides whether the period is still current.
+    pub test_clock: Option<TestClockId>,
+    pub entitlement: Entitlement,
+}
+
+/// Everything one batch of events writes, atomically.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageWrite {
+    pub events: Vec<StoredUsageEvent>,
+    pub rollups: Vec<RollupWrite>,
+    /// Distinct values seen for the first time in their rollup.
+    pub distinct_values: Vec<(RollupKey, String)>,
+    pub quotas: Vec<QuotaSnapshot>,
+    /// Threshold events (and their audit record).
+    pub change: Option<Change>,
+}
+
+impl UsageWrite {
+    /// How many items the write touches (DynamoDB takes at most 100 per transaction).
+    pub fn items(&self) -> usize {
+        self.events.len()
+            + self.rollups.len()
+            + self.distinct_values.len()
+            + self.quotas.len()
+            + self.change.as_ref().map_or(0, |c| 1 + c.events.len())
+    }
+}
+
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Which of these transaction ids are already stored.
+    async fn stored_usage_events(
+        &self,
+        tenant: TenantId,
+        transaction_ids: &[String],
+    ) -> Result<BTreeSet<String>, StoreError>;
+    /// The rollups that exist among `keys`.
+    async fn get_rollups(
+        &self,
+        tenant: TenantId,
+        keys: &[RollupKey],
+    ) -> Result<Vec<Rollup>, StoreError>;
+    /// Which of `values` the rollup has seen.
+    async fn seen_distinct_values(
+        &self,
+        tenant: TenantId,
+        key: &RollupKey,
+        values: &[String],
+    ) -> Result<BTreeSet<String>, StoreError>;
+    /// Writes a batch atomically: events (`AlreadyExists { entity: "usage event" }` when
+    /// one is stored), rollups (`VersionConflict { entity: "usage rollup" }` when one
+    /// moved), distinct-value markers, quota snapshots and the change.
+    async fn record_usage(&self, tenant: TenantId, write: &UsageWrite) -> Result<(), StoreError>;
+    /// A subscription's rollups of the periods starting in `[from, to)`.
+    async fn list_rollups(
+        &self,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Rollup>, StoreError>;
+    async fn get_quota(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        metric: &str,
+    ) -> Result<Option<QuotaSnapshot>, StoreError>;
+    /// A lifecycle step that bills a period's usage: [`super::SubscriptionStore::save_subscription`]
+    /// and the billed rollups (version-checked), atomically.
+    async fn save_subscription_with_usage(
+        &self,
+        tenant: TenantId,
+        previous: &Subscription,
+        next: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+        rollups: &[RollupWrite],
+    ) -> Result<(), StoreError>;
+    /// A supplemental invoice for late usage (if the delta is not zero) with the rollups
+    /// it bills, atomically.
+    async fn bill_late_usage(
+        &self,
+        tenant: TenantId,
+        invoice: Option<&InvoiceWrite>,
+        rollups: &[RollupWrite],
+        change: Option<&Change>,
+    ) -> Result<(), StoreError>;
+}

@@ -1,0 +1,477 @@
+//! Usage metering end to end: idempotent ingestion (single, batch, concurrent), rollups on
+//! the period's invoice through every charge model, late usage on one supplemental
+//! invoice, entitlement checks and threshold events, and refusals as problem+json.
+
+use billing_app::App;
+use billing_domain::tenant::TenantMode;
+use billing_domain::usage::{UsageEventInput, UsageStatus};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+
+struct Api {
+    base: String,
+    http: Client,
+    key: String,
+}
+
+impl Api {
+    async fn start(app: App) -> Self {
+        let (_, issued) = app
+            .create_tenant("Metered Co", TenantMode::Sandbox)
+            .await
+            .unwrap();
+        Self {
+            base: billing_tests::serve(app).await,
+            http: Client::new(),
+            key: issued.secret,
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, body) = self.call(method.clone(), path, body).await;
+        assert!(status.is_success(), "{method} {path}: {status} {body}");
+        body
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.ok(Method::POST, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.ok(Method::GET, path, None).await
+    }
+
+    async fn advance(&self, clock: &str, to: &str) {
+        let advanced = self
+            .post(
+                &format!("/v1/test-clocks/{clock}/advance"),
+                json!({"frozen_time": to}),
+            )
+            .await;
+        assert_eq!(advanced["status"], "ready");
+    }
+
+    async fn invoices(&self, subscription: &str) -> Vec<Value> {
+        let list = self
+            .get(&format!(
+                "/v1/invoices?subscription={subscription}&limit=100"
+            ))
+            .await;
+        let mut invoices = list["data"].as_array().unwrap().clone();
+        invoices.reverse();
+        invoices
+    }
+
+    /// Metrics of every aggregation, a plan charging each with another model (and a hard
+    /// limit of 5 API calls), and an account on a test clock at 2027-01-01 subscribed to it.
+    async fn metered_subscription(&self) -> Metered {
+        for metric in [
+            json!({"code": "api_calls", "name": "API calls", "aggregation": "count"}),
+            json!({"code": "tokens", "name": "Tokens", "aggregation": "sum", "field": "tokens"}),
+            json!({"code": "storage", "name": "Storage", "aggregation": "max", "field": "gb"}),
+            json!({"code": "payments", "name": "Payments", "aggregation": "sum", "field": "amount"}),
+            json!({"code": "users", "name": "Users", "aggregation": "unique_count", "field": "user"}),
+            json!({"code": "seats", "name": "Seats", "aggregation": "latest", "field": "seats"}),
+        ] {
+            self.post("/v1/metrics", metric).await;
+        }
+        let usd = |model: Value| json!({ "usd": model });
+        let plan = self
+            .post(
+                "/v1/plans",
+                json!({"code": "metered", "name": "Metered", "interval": {"unit": "month"},
+                "charges": {
+                    "recurring_fee": {"prices": usd(json!({"model": "flat_fee", "amount": 1000}))},
+                    "usage_charges": [
+                        {"metric": "api_calls", "prices": usd(json!({"model": "graduated", "tiers": [
+                            {"up_to": "2", "unit_price": "0"}, {"up_to": null, "unit_price": "0.5"}]}))},
+                        {"metric": "tokens", "prices": usd(json!({"model": "volume", "tiers": [
+                            {"up_to": "1000", "unit_price": "0.01"}, {"up_to": null, "unit_price": "0.005"}]}))},
+                        {"metric": "storage", "prices": usd(json!({"model": "package", "package_size": "10", "package_price": "2"}))},
+                        {"metric": "payments", "prices": usd(json!({"model": "percentage", "rate": "2", "fixed_fee": 30}))},
+                        {"metric": "users", "prices": usd(json!({"model": "per_unit", "unit_price": "1"}))},
+                    ],
+                    "entitlements": [{"metric": "api_calls", "limit": "5", "enforcement": "hard"}]
+                }}),
+            )
+            .await;
+        let clock = self
+            .post(
+                "/v1/test-clocks",
+                json!({"frozen_time": "2027-01-01T00:00:00Z"}),
+            )
+            .await;
+        let clock = clock["id"].as_str().unwrap().to_owned();
+        let account = self
+            .post(
+                "/v1/accounts",
+                json!({"email": "meter@acme.test", "currency": "usd", "test_clock": clock, "external_id": "cust-42"}),
+            )
+            .await;
+        let account = account["id"].as_str().unwrap().to_owned();
+        let sub = self
+            .post(
+                "/v1/subscriptions",
+                json!({"account": account, "plan": plan["id"]}),
+            )
+            .await;
+        Metered {
+            clock,
+            account,
+            subscription: sub["id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    async fn batch(&self, events: Vec<Value>) -> Value {
+        self.post("/v1/usage/batch", json!({ "events": events }))
+            .await
+    }
+
+    async fn check(&self, account: &str) -> Value {
+        self.get(&format!(
+            "/v1/entitlements/check?account={account}&metric=api_calls"
+        ))
+        .await
+    }
+}
+
+struct Metered {
+    clock: String,
+    account: String,
+    subscription: String,
+}
+
+fn statuses(batch: &Value) -> Vec<String> {
+    batch["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn metric<'a>(usage: &'a Value, code: &str) -> &'a Value {
+    usage["periods"][0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == code)
+        .unwrap_or_else(|| panic!("{code} in {usage}"))
+}
+
+/// The whole story, on any store.
+async fn metering_story(app: App) {
+    let api = Api::start(app).await;
+    let m = api.metered_subscription().await;
+    let sub = m.subscription.as_str();
+    let call = |id: &str| json!({"transaction_id": id, "subscription": sub, "metric": "api_calls"});
+
+    // Duplicates within a batch and across batches count once.
+    let first = api
+        .batch(vec![call("c1"), call("c2"), call("c3"), call("c1")])
+        .await;
+    assert_eq!(
+        statuses(&first),
+        ["accepted", "accepted", "accepted", "duplicate"]
+    );
+    assert_eq!(
+        (first["accepted"].as_u64(), first["duplicates"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let check = api.check(&m.account).await;
+    assert_eq!(
+        (check["allowed"].as_bool(), check["remaining"].as_str()),
+        (Some(true), Some("2"))
+    );
+    let second = api
+        .batch(vec![
+            call("c3"),
+            // By the account's external_id instead of the subscription.
+            json!({"transaction_id": "c4", "external_account_id": "cust-42", "metric": "api_calls"}),
+        ])
+        .await;
+    assert_eq!(statuses(&second), ["duplicate", "accepted"]);
+    let (status, single) = api.call(Method::POST, "/v1/usage", Some(call("c5"))).await;
+    assert_eq!(
+        (status, single["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("accepted"))
+    );
+    let (status, again) = api.call(Method::POST, "/v1/usage", Some(call("c5"))).await;
+    assert_eq!(
+        (status, again["status"].as_str()),
+        (StatusCode::OK, Some("duplicate"))
+    );
+
+    // Five calls of five: the hard limit is reached; 80 % and 100 % were announced once each.
+    let check = api.check("cust-42").await;
+    assert_eq!(
+        (
+            check["allowed"].as_bool(),
+            check["remaining"].as_str(),
+            check["used"].as_str()
+        ),
+        (Some(false), Some("0"), Some("5"))
+    );
+    let thresholds = api.get("/v1/events?type=usage.threshold_reached").await;
+    let mut reached: Vec<u64> = thresholds["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"]["threshold"].as_u64().unwrap())
+        .collect();
+    reached.sort();
+    assert_eq!(reached, [80, 100]);
+
+    // Every other aggregation, through every other charge model.
+    let other = api
+        .batch(vec![
+            json!({"transaction_id": "t1", "subscription": sub, "metric": "tokens", "properties": {"tokens": 1200}}),
+            json!({"transaction_id": "t2", "subscription": sub, "metric": "tokens", "value": "300"}),
+            json!({"transaction_id": "s1", "subscription": sub, "metric": "storage", "value": 25}),
+            json!({"transaction_id": "s2", "subscription": sub, "metric": "storage", "value": 7}),
+            json!({"transaction_id": "p1", "subscription": sub, "metric": "payments", "value": "60.00"}),
+            json!({"transaction_id": "p2", "subscription": sub, "metric": "payments", "value": "40"}),
+            json!({"transaction_id": "u1", "subscription": sub, "metric": "users", "value": "ana"}),
+            json!({"transaction_id": "u2", "subscription": sub, "metric": "users", "value": "bo"}),
+            json!({"transaction_id": "u3", "subscription": sub, "metric": "users", "value": "ana"}),
+            json!({"transaction_id": "l1", "subscription": sub, "metric": "seats", "value": 3}),
+            // Refused ones go back with their reason and leave the rest alone.
+            json!({"transaction_id": "bad1", "subscription": sub, "metric": "nope"}),
+            json!({"transaction_id": "bad2", "subscription": sub, "metric": "tokens", "value": "lots"}),
+        ])
+        .await;
+    assert_eq!(other["accepted"], 10, "{other}");
+    assert_eq!(other["rejected"], 2);
+    assert_eq!(other["results"][10]["error"]["code"], "unknown_metric");
+    assert_eq!(other["results"][11]["error"]["param"], "value");
+
+    let usage = api.get(&format!("/v1/subscriptions/{sub}/usage")).await;
+    let amount = |code: &str| metric(&usage, code)["amount"]["amount"].as_i64().unwrap();
+    assert_eq!(metric(&usage, "api_calls")["quantity"], "5");
+    assert_eq!(amount("api_calls"), 150, "3 × $0.50 past 2 free");
+    assert_eq!(amount("tokens"), 750, "1500 × $0.005 (volume)");
+    assert_eq!(amount("storage"), 600, "max 25 GB → 3 packages of 10 × $2");
+    assert_eq!(amount("payments"), 260, "2 % of $100 + 2 × $0.30");
+    assert_eq!(amount("users"), 200, "2 distinct users × $1");
+    assert_eq!(metric(&usage, "seats")["quantity"], "3");
+    assert_eq!(
+        metric(&usage, "api_calls")["derivation"]["model"],
+        "graduated"
+    );
+    let projected = &usage["periods"][0]["projected_invoice"];
+    assert_eq!(projected["total"], 1960 + 1000, "{projected}");
+
+    // The period ends: usage lands on the renewal invoice (next month's fee in advance).
+    api.advance(&m.clock, "2027-02-01T00:00:00Z").await;
+    let invoices = api.invoices(sub).await;
+    assert_eq!(invoices.len(), 2);
+    assert_eq!(invoices[1]["total"], 1960 + 1000, "{}", invoices[1]);
+    let check = api.check(&m.account).await;
+    assert_eq!(
+        (check["allowed"].as_bool(), check["used"].as_str()),
+        (Some(true), Some("0")),
+        "a new period starts from zero"
+    );
+
+    // Late usage within the grace window: one supplemental invoice for the delta.
+    let late = json!({"transaction_id": "late1", "subscription": sub, "metric": "api_calls",
+                      "timestamp": "2027-01-20T00:00:00Z"});
+    let (_, outcome) = api
+        .call(Method::POST, "/v1/usage", Some(late.clone()))
+        .await;
+    assert_eq!(
+        (outcome["status"].as_str(), outcome["late"].as_bool()),
+        (Some("accepted"), Some(true))
+    );
+    let (_, again) = api.call(Method::POST, "/v1/usage", Some(late)).await;
+    assert_eq!(again["status"], "duplicate");
+    api.advance(&m.clock, "2027-02-01T00:05:00Z").await;
+    api.advance(&m.clock, "2027-02-02T00:00:00Z").await;
+    let invoices = api.invoices(sub).await;
+    assert_eq!(invoices.len(), 3);
+    let late: Vec<&Value> = invoices
+        .iter()
+        .filter(|i| i["billing_reason"] == "late_usage")
+        .collect();
+    assert_eq!(late.len(), 1, "exactly one supplemental invoice");
+    assert_eq!(late[0]["total"], 50, "4 calls cost $2.00, $1.50 was billed");
+    assert_eq!(late[0]["period"]["start"], "2027-01-01T00:00:00Z");
+    assert!(late[0]["number"].is_string(), "finalized under a number");
+
+    // Bad input, one event at a time: problem+json naming the field.
+    let refused = |body: Value| {
+        let api = &api;
+        async move {
+            let (status, problem) = api.call(Method::POST, "/v1/usage", Some(body)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+            (
+                problem["code"].as_str().unwrap().to_owned(),
+                problem["param"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    assert_eq!(
+        refused(json!({"transaction_id": "x1", "subscription": sub, "metric": "nope"})).await,
+        ("unknown_metric".into(), "metric".into())
+    );
+    assert_eq!(
+        refused(
+            json!({"transaction_id": "x2", "subscription": sub, "metric": "tokens", "value": "1e3"})
+        )
+        .await,
+        ("invalid_value".into(), "value".into())
+    );
+    assert_eq!(
+        refused(json!({"transaction_id": "x3", "subscription": sub, "metric": "api_calls", "timestamp": "2027-02-02T00:06:00Z"})).await,
+        ("timestamp_in_future".into(), "timestamp".into())
+    );
+    assert_eq!(
+        refused(json!({"transaction_id": "x4", "subscription": sub, "metric": "api_calls", "timestamp": "2026-12-31T00:00:00Z"})).await,
+        ("timestamp_before_subscription".into(), "timestamp".into())
+    );
+    // Past the grace window, January is closed.
+    api.advance(&m.clock, "2027-02-09T00:00:00Z").await;
+    assert_eq!(
+        refused(json!({"transaction_id": "x5", "subscription": sub, "metric": "api_calls", "timestamp": "2027-01-30T00:00:00Z"})).await,
+        ("period_closed".into(), "timestamp".into())
+    );
+    api.post(&format!("/v1/subscriptions/{sub}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        refused(json!({"transaction_id": "x6", "subscription": sub, "metric": "api_calls"})).await,
+        ("subscription_cancelled".into(), "subscription".into())
+    );
+    assert_eq!(
+        api.invoices(sub).await.len(),
+        4,
+        "the cancellation bills February's usage (none) and nothing twice"
+    );
+}
+
+#[tokio::test]
+async fn metering_on_the_memory_store() {
+    metering_story(billing_tests::memory_app()).await;
+}
+
+#[tokio::test]
+async fn metering_on_dynamodb() {
+    metering_story(billing_tests::dynamo_app().await).await;
+}
+
+#[tokio::test]
+async fn concurrent_ingestion_of_the_same_events_counts_each_once() {
+    // Eight tasks deliver the same 150 events (in different batches) at once. The memory
+    // store commits one transaction at a time, as DynamoDB does.
+    let app = billing_tests::memory_app();
+    let caller = billing_tests::admin(&app, "Concurrent").await;
+    app.create_metric(
+        &caller,
+        serde_json::from_value(
+            json!({"code": "bytes", "name": "Bytes", "aggregation": "sum", "field": "bytes"}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let sub = billing_tests::subscribe(
+        &app,
+        &caller,
+        json!({"email": "c@acme.test", "currency": "usd"}),
+        "month",
+        1000,
+    )
+    .await;
+    let events: Vec<UsageEventInput> = (0..150)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "transaction_id": format!("e{i}"), "subscription": sub.id, "metric": "bytes",
+                "value": (i % 7 + 1).to_string()
+            }))
+            .unwrap()
+        })
+        .collect();
+    let expected_sum: u64 = (0..150).map(|i| i % 7 + 1).sum();
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let (app, caller, events) = (app.clone(), caller.clone(), events.clone());
+            tokio::spawn(async move {
+                let mut accepted = 0;
+                // Each task sends the events in its own order and batch sizes.
+                let mut order = events;
+                order.rotate_left(task * 17);
+                for batch in order.chunks(40 + task * 7) {
+                    let results = app.record_usage(&caller, batch.to_vec()).await.unwrap();
+                    accepted += results
+                        .iter()
+                        .filter(|r| r.status == UsageStatus::Accepted)
+                        .count();
+                }
+                accepted
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += task.await.unwrap();
+    }
+    assert_eq!(accepted, 150, "each event accepted by exactly one delivery");
+    let usage = app.subscription_usage(&caller, sub.id, None).await.unwrap();
+    let bytes = &usage.periods[0].metrics[0];
+    assert_eq!(bytes.metric, "bytes");
+    assert_eq!(bytes.events, 150);
+    assert_eq!(bytes.quantity.to_string(), expected_sum.to_string());
+}
+
+#[tokio::test]
+async fn usage_while_paused_is_recorded_but_not_billed() {
+    let app = billing_tests::memory_app();
+    let api = Api::start(app).await;
+    let m = api.metered_subscription().await;
+    let sub = m.subscription.as_str();
+    api.post(
+        &format!("/v1/usage"),
+        json!({"transaction_id": "a", "subscription": sub, "metric": "api_calls"}),
+    )
+    .await;
+    api.advance(&m.clock, "2027-01-10T00:00:00Z").await;
+    api.post(&format!("/v1/subscriptions/{sub}/pause"), json!({}))
+        .await;
+    let paused = api
+        .post(
+            &format!("/v1/usage"),
+            json!({"transaction_id": "b", "subscription": sub, "metric": "api_calls"}),
+        )
+        .await;
+    assert_eq!(
+        (paused["status"].as_str(), paused["billable"].as_bool()),
+        (Some("accepted"), Some(false))
+    );
+    api.advance(&m.clock, "2027-01-20T00:00:00Z").await;
+    api.post(&format!("/v1/subscriptions/{sub}/resume"), json!({}))
+        .await;
+    let invoices = api.invoices(sub).await;
+    let resume = invoices.last().unwrap();
+    let line = resume["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == "usage:api_calls")
+        .unwrap_or_else(|| panic!("usage line in {resume}"));
+    assert_eq!(
+        line["quantity"], "1",
+        "the call before the pause, not the one during it"
+    );
+}
