@@ -818,8 +818,9 @@ async fn payments_contract(app: &App, store: &dyn Store, caller: &Caller, other:
     );
     assert_eq!(store.resolve_gateway_ref("pm_nobody").await.unwrap(), None);
 
-    // A pending payment is created once and waits in the due index.
-    let now = Timestamp::now();
+    // A pending payment is created once and waits in the due index (which keeps
+    // milliseconds).
+    let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
     let pending = payment_on(account.id, None, now - SignedDuration::from_secs(1));
     let create = CollectionWrite {
         payments: vec![(None, pending.clone())],
