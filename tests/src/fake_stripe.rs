@@ -489,21 +489,22 @@ impl Stripe {
             );
         }
         let method_id = form.get("payment_method").unwrap_or_default();
-        let card =
-            match self.payment_methods.get(method_id) {
-                Some((_, method)) if method["customer"].as_str() != customer => return invalid(
+        let card = match self.payment_methods.get(method_id) {
+            Some((_, method)) if method["customer"].as_str() != customer => {
+                return invalid(
                     "resource_missing",
                     Some("payment_method"),
                     format!(
                         "The provided PaymentMethod {method_id} does not belong to the customer."
                     ),
-                ),
-                Some((card, _)) => *card,
-                None => match TestCard::from_payment_method(method_id) {
-                    Some(card) => card,
-                    None => return missing("payment_method", method_id, "PaymentMethod"),
-                },
-            };
+                )
+            }
+            Some((card, _)) => *card,
+            None => match TestCard::from_payment_method(method_id) {
+                Some(card) => card,
+                None => return missing("payment_method", method_id, "PaymentMethod"),
+            },
+        };
         let id = new_id("pi");
         let charge = new_id("ch");
         let metadata = form.map("metadata");
@@ -598,18 +599,19 @@ impl Stripe {
                 ),
             );
         }
-        let amount =
-            match form.get("amount").map(str::parse::<i64>) {
-                None => remaining,
-                Some(Ok(amount)) if amount > 0 && amount <= remaining => amount,
-                Some(_) => return invalid(
+        let amount = match form.get("amount").map(str::parse::<i64>) {
+            None => remaining,
+            Some(Ok(amount)) if amount > 0 && amount <= remaining => amount,
+            Some(_) => {
+                return invalid(
                     "amount_too_large",
                     Some("amount"),
                     format!(
                         "Refund amount is greater than unrefunded amount on charge ({remaining})."
                     ),
-                ),
-            };
+                )
+            }
+        };
         self.refunded.insert(id.to_owned(), refunded + amount);
         let mut refund = fixture("refund");
         refund["id"] = json!(new_id("re"));

@@ -1,0 +1,23 @@
+//! The `stripe-webhook` Lambda: the Stripe secret is read and the SDK clients are built once
+//! per cold start, then every request goes through the shared webhook router.
+
+use std::sync::Arc;
+
+use billing_app::ports::SystemClock;
+use billing_app::App;
+use billing_aws::{payment_gateway, AwsDispatch, Config, DynamoStore};
+use lambda_http::{run, tracing, Error};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let sdk = config.sdk_config().await;
+    let payments = payment_gateway(&sdk).await?;
+    // Events of the changes applied are published right after each commit.
+    let dispatch = AwsDispatch::from_env(&sdk)?;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name)
+        .with_dispatch(Arc::new(dispatch));
+    let app = App::new(Arc::new(store), Arc::new(SystemClock)).with_gateway(payments.gateway);
+    run(stripe_webhook::handler(app, payments.webhook_secrets)).await
+}
