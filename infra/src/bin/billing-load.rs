@@ -2,12 +2,13 @@
 //! requests. Starts its own stand-in, then:
 //!
 //! 1. measures the stand-in's raw conditional-put rate (the ceiling for anything here);
-//! 2. creates `--subscriptions` daily subscriptions on a clock one day back, so one renewal
-//!    of each is due now;
-//! 3. bills them all through the `billing-worker` handler (SQS batches of ten, `--workers`
-//!    batches at once), counting every DynamoDB request by operation.
+//! 2. creates `--subscriptions` daily subscriptions over `--tenants` tenants on a clock one
+//!    day back, so one renewal of each is due now;
+//! 3. bills them all through the `billing-worker` handler as the FIFO billing queue delivers
+//!    them (a tenant's jobs in batches of ten, one batch of a tenant at a time, `--workers`
+//!    tenants at once), counting every DynamoDB request by operation.
 //!
-//! `cargo run --release -p billing-infra --bin billing-load -- --subscriptions 10000`
+//! `cargo run --release -p billing-infra --bin billing-load -- --subscriptions 10000 --tenants 100`
 
 // Rates and ratios of a measurement, never money.
 #![allow(clippy::float_arithmetic)]
@@ -41,6 +42,9 @@ struct Args {
     /// Conditional puts for the stand-in's baseline rate.
     #[arg(long, default_value_t = 1000)]
     puts: usize,
+    /// Tenants the subscriptions are spread over (each bills on its own invoice sequence).
+    #[arg(long, default_value_t = 10)]
+    tenants: usize,
 }
 
 struct Stopped(Timestamp);
@@ -97,12 +101,111 @@ async fn main() -> anyhow::Result<()> {
     while tasks.join_next().await.is_some() {}
     let put_rate = args.puts as f64 / started.elapsed().as_secs_f64();
 
-    // 2. Subscriptions created a day (and a minute) ago: one renewal each is due now.
+    // 2. Subscriptions created a day (and a minute) ago: one renewal each is due now. They
+    //    are spread over `--tenants` tenants, each with its plan and account; a tenant's
+    //    subscriptions are created one after another (they share its invoice sequence).
     let store: Arc<dyn billing_app::ports::Store> =
         Arc::new(DynamoStore::new(dynamodb.clone(), &config.table_name));
     let back = Timestamp::now() - SignedDuration::from_hours(24) - SignedDuration::from_mins(1);
     let past = App::new(store.clone(), Arc::new(Stopped(back)));
-    let (tenant, issued) = past.create_tenant("Load", TenantMode::Sandbox).await?;
+    let created = Instant::now();
+    let tenants = args.tenants.max(1);
+    let next_tenant = Arc::new(AtomicU64::new(0));
+    let mut creating = tokio::task::JoinSet::new();
+    for _ in 0..args.workers.min(tenants) {
+        let (past, next_tenant) = (past.clone(), next_tenant.clone());
+        let (subscriptions, tenants) = (args.subscriptions, tenants);
+        creating.spawn(async move {
+            let mut made = Vec::new();
+            loop {
+                let t = next_tenant.fetch_add(1, Ordering::Relaxed) as usize;
+                if t >= tenants {
+                    return anyhow::Ok(made);
+                }
+                let count = subscriptions / tenants + usize::from(t < subscriptions % tenants);
+                made.push(tenant_with_subscriptions(&past, t, count).await?);
+            }
+        });
+    }
+    let mut groups = Vec::new();
+    while let Some(made) = creating.join_next().await {
+        groups.extend(made??);
+    }
+    let setup = created.elapsed();
+    let billed: usize = groups.iter().map(Vec::len).sum();
+
+    // 3. Bill through the worker's handler, counting requests. SQS FIFO hands a tenant's
+    //    messages (its message group) to one worker at a time, ten at most per batch.
+    // The worker as deployed: events published to the bus and webhook queue after each commit.
+    let dispatch = Arc::new(
+        billing_aws::AwsDispatch::by_queue_name(&sdk, stack::WEBHOOK_QUEUE, stack::EVENT_BUS)
+            .await?,
+    );
+    let worker_store =
+        DynamoStore::new(dynamodb.clone(), &config.table_name).with_dispatch(dispatch);
+    let worker = App::new(Arc::new(worker_store), Arc::new(SystemClock));
+    drop(store);
+    let groups: Vec<Vec<SqsEvent>> = groups
+        .into_iter()
+        .map(|jobs| jobs.chunks(10).map(sqs_batch).collect())
+        .collect();
+    let queue = Arc::new(Mutex::new(groups));
+    counter.start();
+    let started = Instant::now();
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut billing = tokio::task::JoinSet::new();
+    for _ in 0..args.workers {
+        let (worker, queue, failures) = (worker.clone(), queue.clone(), failures.clone());
+        billing.spawn(async move {
+            loop {
+                let group = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some(group) = group else { return };
+                for batch in group {
+                    let response = billing_worker::handle(&worker, batch).await;
+                    failures
+                        .fetch_add(response.batch_item_failures.len() as u64, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while billing.join_next().await.is_some() {}
+    let elapsed = started.elapsed();
+    let counts = counter.stop();
+    let invoices = billed as f64;
+    let rate = invoices / elapsed.as_secs_f64();
+
+    println!(
+        "stand-in conditional PutItem: {put_rate:.0}/s ({} puts, {} at once)",
+        args.puts, args.workers
+    );
+    println!(
+        "created {billed} subscriptions over {tenants} tenants in {:.1} s",
+        setup.as_secs_f64()
+    );
+    println!(
+        "billed {billed} renewals in {:.1} s: {rate:.1} invoices/s ({} failed records), ratio to raw puts {:.2}",
+        elapsed.as_secs_f64(),
+        failures.load(Ordering::Relaxed),
+        rate / put_rate
+    );
+    println!("DynamoDB requests per invoice:");
+    for (operation, n) in &counts {
+        println!("  {operation:<20} {:.2}", *n as f64 / invoices);
+    }
+    let _ = child.kill();
+    Ok(())
+}
+
+/// A tenant with a daily plan, one account and `count` subscriptions on it, created on the
+/// clock a day back; returns the billing jobs of their renewals.
+async fn tenant_with_subscriptions(
+    past: &App,
+    n: usize,
+    count: usize,
+) -> anyhow::Result<Vec<BillingJob>> {
+    let (tenant, issued) = past
+        .create_tenant(&format!("Load {n}"), TenantMode::Sandbox)
+        .await?;
     let caller = Caller {
         tenant_id: tenant.id,
         livemode: false,
@@ -125,119 +228,46 @@ async fn main() -> anyhow::Result<()> {
             )?,
         )
         .await?;
-    let created = Instant::now();
-    let mut jobs = Vec::with_capacity(args.subscriptions);
-    let mut creating = tokio::task::JoinSet::new();
-    let ids = Arc::new(Mutex::new(Vec::new()));
-    let remaining = Arc::new(AtomicU64::new(args.subscriptions as u64));
-    // One creator: a tenant's subscriptions share its invoice sequence, as through the API.
-    {
-        let (past, caller, ids, remaining) =
-            (past.clone(), caller.clone(), ids.clone(), remaining.clone());
-        let (account, plan) = (account.id, plan.plan.id);
-        creating.spawn(async move {
-            while remaining
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(1))
-                .is_ok()
-            {
-                let start = StartSubscription {
-                    account_id: account,
-                    plan_id: plan,
-                    quantity: 1,
-                    trial_days: None,
-                    start: None,
-                    billing_anchor: None,
-                    collection_method: CollectionMethod::ChargeAutomatically,
-                    days_until_due: None,
-                    max_pause_days: None,
-                    metadata: Default::default(),
-                };
-                if let Ok(sub) = past.create_subscription(&caller, start).await {
-                    ids.lock().unwrap_or_else(|e| e.into_inner()).push(sub.id);
-                }
-            }
-        });
-    }
-    while creating.join_next().await.is_some() {}
-    let ids = std::mem::take(&mut *ids.lock().unwrap_or_else(|e| e.into_inner()));
-    let setup = created.elapsed();
-    for id in &ids {
+    let mut jobs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start = StartSubscription {
+            account_id: account.id,
+            plan_id: plan.plan.id,
+            quantity: 1,
+            trial_days: None,
+            start: None,
+            billing_anchor: None,
+            collection_method: CollectionMethod::ChargeAutomatically,
+            days_until_due: None,
+            max_pause_days: None,
+            metadata: Default::default(),
+        };
+        let sub = past.create_subscription(&caller, start).await?;
         jobs.push(BillingJob::Subscription {
             tenant: tenant.id,
-            id: *id,
+            id: sub.id,
         });
     }
+    Ok(jobs)
+}
 
-    // 3. Bill through the worker's handler, counting requests.
-    // The worker as deployed: events published to the bus and webhook queue after each commit.
-    let dispatch = Arc::new(
-        billing_aws::AwsDispatch::by_queue_name(&sdk, stack::WEBHOOK_QUEUE, stack::EVENT_BUS)
-            .await?,
-    );
-    let worker_store =
-        DynamoStore::new(dynamodb.clone(), &config.table_name).with_dispatch(dispatch);
-    let worker = App::new(Arc::new(worker_store), Arc::new(SystemClock));
-    drop(store);
-    let batches: Vec<SqsEvent> = jobs
-        .chunks(10)
-        .enumerate()
-        .map(|(b, chunk)| {
-            let mut event = SqsEvent::default();
-            event.records = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, job)| {
-                    let mut message = SqsMessage::default();
-                    message.message_id = Some(format!("{b}-{i}"));
-                    message.body = serde_json::to_string(job).ok();
-                    message
-                })
-                .collect();
-            event
+fn job_id(job: &BillingJob) -> String {
+    match job {
+        BillingJob::Subscription { id, .. } => id.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn sqs_batch(jobs: &[BillingJob]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = jobs
+        .iter()
+        .map(|job| {
+            let mut message = SqsMessage::default();
+            message.message_id = Some(format!("{}", job_id(job)));
+            message.body = serde_json::to_string(job).ok();
+            message
         })
         .collect();
-    let queue = Arc::new(Mutex::new(batches));
-    counter.start();
-    let started = Instant::now();
-    let failures = Arc::new(AtomicU64::new(0));
-    let mut billing = tokio::task::JoinSet::new();
-    for _ in 0..args.workers {
-        let (worker, queue, failures) = (worker.clone(), queue.clone(), failures.clone());
-        billing.spawn(async move {
-            loop {
-                let batch = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                let Some(batch) = batch else { return };
-                let response = billing_worker::handle(&worker, batch).await;
-                failures.fetch_add(response.batch_item_failures.len() as u64, Ordering::Relaxed);
-            }
-        });
-    }
-    while billing.join_next().await.is_some() {}
-    let elapsed = started.elapsed();
-    let counts = counter.stop();
-    let invoices = ids.len() as f64;
-    let rate = invoices / elapsed.as_secs_f64();
-
-    println!(
-        "stand-in conditional PutItem: {put_rate:.0}/s ({} puts, {} at once)",
-        args.puts, args.workers
-    );
-    println!(
-        "created {} subscriptions in {:.1} s",
-        ids.len(),
-        setup.as_secs_f64()
-    );
-    println!(
-        "billed {} renewals in {:.1} s: {rate:.0} invoices/s ({} failed records), ratio to raw puts {:.2}",
-        ids.len(),
-        elapsed.as_secs_f64(),
-        failures.load(Ordering::Relaxed),
-        rate / put_rate
-    );
-    println!("DynamoDB requests per invoice:");
-    for (operation, n) in &counts {
-        println!("  {operation:<20} {:.2}", *n as f64 / invoices);
-    }
-    let _ = child.kill();
-    Ok(())
+    event
 }
