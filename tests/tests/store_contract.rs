@@ -390,6 +390,276 @@ async fn contract(store: Arc<dyn Store>) {
     catalog_contract(&app, &*store, &caller).await;
     payments_contract(&app, &*store, &caller, &other).await;
     dunning_contract(&app, &*store, &caller, &other).await;
+    usage_contract(&app, &*store, &caller, &other).await;
+}
+
+/// Usage: events created once per transaction id, rollups moved only from the version
+/// read, distinct-value markers created once, all of a write or nothing; rollups by
+/// period range; quota snapshots; late usage in the due index until it is billed; a
+/// lifecycle step and its billed rollups together or not at all.
+async fn usage_contract(app: &App, store: &dyn Store, caller: &Caller, other: &Caller) {
+    use billing_domain::usage::{Aggregate, Measured, UsageEvent};
+    let sub = billing_tests::subscribe(
+        app,
+        caller,
+        serde_json::json!({"email": "usage@example.com", "currency": "usd"}),
+        "month",
+        500,
+    )
+    .await;
+    let tenant = caller.tenant_id;
+    let now = sub.created_at;
+    let event = |id: &str, value: Measured| StoredUsageEvent {
+        event: UsageEvent {
+            transaction_id: id.into(),
+            metric: "calls".into(),
+            timestamp: now,
+            value,
+            properties: Default::default(),
+        },
+        subscription_id: sub.id,
+        period_start: Some(sub.current_period.start),
+        received_at: now,
+    };
+    let rollup = |events: u64, version: u64| Rollup {
+        aggregate: Aggregate {
+            events,
+            unique: events,
+            ..Aggregate::default()
+        },
+        version,
+        ..Rollup::empty(
+            &sub,
+            "calls",
+            billing_domain::metric::Aggregation::Count,
+            sub.current_period,
+        )
+    };
+    let key = rollup(0, 0).key();
+    let write = |events: Vec<StoredUsageEvent>, expected: u64, next: Rollup| UsageWrite {
+        events,
+        rollups: vec![RollupWrite {
+            expected_version: expected,
+            next,
+        }],
+        ..UsageWrite::default()
+    };
+    let ids = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+    assert!(store
+        .stored_usage_events(tenant, &ids)
+        .await
+        .unwrap()
+        .is_empty());
+    let mut first = write(
+        vec![
+            event("a", Measured::Occurrence),
+            event("b", Measured::Distinct { value: "x".into() }),
+        ],
+        0,
+        rollup(2, 1),
+    );
+    first.distinct_values = vec![(key.clone(), "x".into())];
+    store.record_usage(tenant, &first).await.unwrap();
+    assert_eq!(
+        store.stored_usage_events(tenant, &ids).await.unwrap(),
+        ["a".to_owned(), "b".to_owned()].into()
+    );
+    assert!(store
+        .stored_usage_events(other.tenant_id, &ids)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .seen_distinct_values(tenant, &key, &["x".into(), "y".into()])
+            .await
+            .unwrap(),
+        ["x".to_owned()].into()
+    );
+
+    // A stored transaction id, a rollup moved since it was read, a distinct value already
+    // seen: each refuses the whole write.
+    let duplicate = write(
+        vec![
+            event("c", Measured::Occurrence),
+            event("a", Measured::Occurrence),
+        ],
+        1,
+        rollup(4, 2),
+    );
+    assert_eq!(
+        store.record_usage(tenant, &duplicate).await,
+        Err(StoreError::AlreadyExists {
+            entity: "usage event"
+        })
+    );
+    let stale = write(vec![event("c", Measured::Occurrence)], 0, rollup(3, 1));
+    assert_eq!(
+        store.record_usage(tenant, &stale).await,
+        Err(StoreError::VersionConflict {
+            entity: "usage rollup"
+        })
+    );
+    let mut seen = write(vec![event("c", Measured::Occurrence)], 1, rollup(3, 2));
+    seen.distinct_values = vec![(key.clone(), "x".into())];
+    assert_eq!(
+        store.record_usage(tenant, &seen).await,
+        Err(StoreError::VersionConflict {
+            entity: "usage rollup"
+        })
+    );
+    assert_eq!(
+        store.stored_usage_events(tenant, &ids).await.unwrap().len(),
+        2,
+        "nothing of a refused write"
+    );
+    let stored = store.get_rollups(tenant, &[key.clone()]).await.unwrap();
+    assert_eq!(stored, vec![rollup(2, 1)]);
+
+    // Ranges, quotas and threshold events.
+    let start = sub.current_period.start;
+    let in_range = |from: Timestamp, to: Timestamp| store.list_rollups(tenant, sub.id, from, to);
+    assert_eq!(
+        in_range(start, start + SignedDuration::from_millis(1))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(in_range(
+        start + SignedDuration::from_millis(1),
+        sub.current_period.end
+    )
+    .await
+    .unwrap()
+    .is_empty());
+    assert_eq!(
+        store.get_quota(tenant, sub.account_id, "calls").await,
+        Ok(None)
+    );
+    let quota = QuotaSnapshot {
+        account_id: sub.account_id,
+        subscription_id: sub.id,
+        metric: "calls".into(),
+        period: sub.current_period,
+        used: 3.into(),
+        test_clock: None,
+        entitlement: serde_json::from_value(
+            serde_json::json!({"metric": "calls", "limit": "4", "enforcement": "hard"}),
+        )
+        .unwrap(),
+    };
+    let (_, _, events_before) = counts(store, caller).await;
+    let mut third = write(vec![event("c", Measured::Occurrence)], 1, rollup(3, 2));
+    third.quotas = vec![quota.clone()];
+    third.change = Some(events_change(app, caller).await);
+    store.record_usage(tenant, &third).await.unwrap();
+    assert_eq!(
+        store.get_quota(tenant, sub.account_id, "calls").await,
+        Ok(Some(quota))
+    );
+    assert_eq!(counts(store, caller).await.2, events_before + 1);
+
+    // Late usage waits in the due index until it is billed.
+    let late_at = now + SignedDuration::from_mins(1);
+    let late = Rollup {
+        late_due_at: Some(late_at),
+        ..rollup(4, 3)
+    };
+    store
+        .record_usage(
+            tenant,
+            &write(vec![event("d", Measured::Occurrence)], 2, late),
+        )
+        .await
+        .unwrap();
+    let late_due = |now| async move {
+        store
+            .due_items(now, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|d| {
+                d.kind == DueKind::Billing(BillingJob::Subscription { tenant, id: sub.id })
+                    && d.due_at.as_millisecond() == late_at.as_millisecond()
+            })
+            .count()
+    };
+    assert_eq!(late_due(late_at).await, 1);
+    assert_eq!(
+        store
+            .bill_late_usage(
+                tenant,
+                None,
+                &[RollupWrite {
+                    expected_version: 2,
+                    next: rollup(4, 3)
+                }],
+                None
+            )
+            .await,
+        Err(StoreError::VersionConflict {
+            entity: "usage rollup"
+        })
+    );
+    store
+        .bill_late_usage(
+            tenant,
+            None,
+            &[RollupWrite {
+                expected_version: 3,
+                next: rollup(4, 4),
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(late_due(late_at).await, 0);
+
+    // A lifecycle step and the rollups it bills: together or not at all.
+    let next = billing_domain::subscription::Subscription {
+        version: sub.version + 1,
+        ..sub.clone()
+    };
+    let change = events_change(app, caller).await;
+    let billed = |expected: u64| {
+        [RollupWrite {
+            expected_version: expected,
+            next: rollup(4, expected + 1),
+        }]
+    };
+    assert_eq!(
+        store
+            .save_subscription_with_usage(tenant, &sub, &next, None, &change, &billed(3))
+            .await,
+        Err(StoreError::VersionConflict {
+            entity: "usage rollup"
+        })
+    );
+    assert_eq!(
+        store
+            .get_subscription(tenant, sub.id)
+            .await
+            .unwrap()
+            .map(|s| s.version),
+        Some(sub.version)
+    );
+    store
+        .save_subscription_with_usage(tenant, &sub, &next, None, &change, &billed(4))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_subscription(tenant, sub.id)
+            .await
+            .unwrap()
+            .map(|s| s.version),
+        Some(next.version)
+    );
+    assert_eq!(
+        store.get_rollups(tenant, &[key]).await.unwrap(),
+        vec![rollup(4, 5)]
+    );
 }
 
 /// Dunning: the tenant's policy; a case created once and replaced over its version together

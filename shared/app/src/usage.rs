@@ -972,7 +972,11 @@ impl App {
                 .bill_late_usage(tenant, invoice.as_ref(), &writes, change.as_ref())
                 .await
             {
-                Ok(()) => return Ok(true),
+                Ok(()) => {
+                    self.release_invoice_payment(tenant, invoice.as_ref(), at)
+                        .await;
+                    return Ok(true);
+                }
                 // More late usage landed, the sequence moved, or another worker billed it.
                 Err(StoreError::VersionConflict { .. } | StoreError::AlreadyExists { .. }) => {}
                 Err(other) => return Err(other.into()),
