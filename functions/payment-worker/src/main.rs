@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::SqsEvent;
 use billing_app::ports::SystemClock;
 use billing_app::App;
-use billing_aws::{AwsDispatch, Config, DynamoStore, SqsQueue};
+use billing_aws::{payment_gateway, AwsDispatch, Config, DynamoStore, SesNotifier, SqsQueue};
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 
 #[tokio::main]
@@ -17,7 +17,13 @@ async fn main() -> Result<(), Error> {
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name)
         .with_dispatch(dispatch);
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
-    let app = App::new(Arc::new(store), Arc::new(SystemClock)).with_payment_queue(payments);
+    // Dunning notices to customers go out by email from here.
+    let notifier = Arc::new(SesNotifier::from_env(&sdk)?);
+    let app = App::new(Arc::new(store), Arc::new(SystemClock))
+        .with_payment_queue(payments)
+        .with_notifier(notifier)
+        // Stripe when its secret holds a key, else the sandbox: read once per cold start.
+        .with_gateway(payment_gateway(&sdk).await?.gateway);
     let app = &app;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(payment_worker::handle(app, event.payload).await)

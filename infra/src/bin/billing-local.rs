@@ -11,8 +11,8 @@ use billing_app::ports::SystemClock;
 use billing_app::App;
 use billing_aws::Config;
 use billing_domain::tenant::TenantMode;
-use billing_http::{router, EmitMetrics};
-use billing_infra::{moto, snapshot, stack, workers};
+use billing_http::{router, stripe_webhook, EmitMetrics};
+use billing_infra::{mailbox, moto, snapshot, stack, workers};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -74,7 +74,26 @@ async fn main() -> anyhow::Result<()> {
 
     // Events publish after each commit to the local bus and webhook queue; the queue is
     // consumed and the due index swept in this process, as the Lambdas do in AWS.
-    let local = workers::Local::new(&sdk, &config.table_name, Arc::new(SystemClock)).await?;
+    let mut local = workers::Local::new(&sdk, &config.table_name, Arc::new(SystemClock)).await?;
+    // Customer notices (dunning) are written as files a developer can read.
+    let mailbox = mailbox::Mailbox::new(args.state_dir.join("mail"));
+    local.app = local.app.clone().with_notifier(Arc::new(mailbox));
+    // Payments go through the sandbox unless STRIPE_SECRET gives the local secret a Stripe
+    // key: then through Stripe (test mode), read the way the Lambdas read it.
+    if let Ok(value) = std::env::var("STRIPE_SECRET") {
+        aws_sdk_secretsmanager::Client::new(&sdk)
+            .put_secret_value()
+            .secret_id(stack::STRIPE_SECRET)
+            .secret_string(value)
+            .send()
+            .await
+            .context("storing STRIPE_SECRET in the local secret")?;
+    }
+    let api_base = std::env::var(billing_aws::payment_gateway::API_BASE_VAR).ok();
+    let payments =
+        billing_aws::payment_gateway::load(&sdk, Some(stack::STRIPE_SECRET), api_base.as_deref())
+            .await?;
+    local.app = local.app.clone().with_gateway(payments.gateway.clone());
     let app = local.app.clone();
     let _workers = local.spawn(2, std::time::Duration::from_secs(2));
     let key = seed_tenant(&app, &args.state_dir).await?;
@@ -85,12 +104,27 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("port {} is taken; pass --port", args.port))?;
     println!();
     println!("  Billing API   http://{addr}   (docs: http://{addr}/docs)");
+    println!(
+        "  Payments      {} gateway; Stripe webhooks at http://{addr}{}",
+        payments.gateway.name(),
+        stripe_webhook::PATH
+    );
     println!("  Local AWS     {endpoint}   table {}", config.table_name);
     println!("  Sandbox key   {key}");
+    println!(
+        "  Customer mail {}   (dunning notices, one file each)",
+        args.state_dir.join("mail").display()
+    );
     println!();
     println!("  curl -H 'Authorization: Bearer {key}' http://{addr}/v1/accounts");
     println!();
-    axum::serve(listener, router(app, EmitMetrics(true)))
+    // Stripe's webhook route on the API's port, as one router.
+    let routes = router(app.clone(), EmitMetrics(true)).merge(stripe_webhook::router(
+        app,
+        payments.webhook_secrets,
+        EmitMetrics(true),
+    ));
+    axum::serve(listener, routes)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -267,6 +267,9 @@ impl DunningCase {
         if previous.is_some_and(|p| p.status == DunningStatus::Active) || policy.steps.is_empty() {
             return None;
         }
+        // Whole milliseconds, as the due index keeps them: a step falls due exactly when
+        // its index entry says it does.
+        let at = Timestamp::from_millisecond(at.as_millisecond()).unwrap_or(at);
         let mut case = DunningCase {
             account_id: facts.account_id,
             number: previous.map_or(1, |p| p.number + 1),
@@ -524,6 +527,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!((again.number, again.version), (2, done.next.version + 1));
+    }
+
+    #[test]
+    fn step_times_are_whole_milliseconds_like_the_due_index() {
+        let at: Timestamp = "2026-03-01T00:00:00.123456789Z".parse().unwrap();
+        let case =
+            DunningCase::open(facts(), None, &DunningPolicy::default(), invoice(1), at).unwrap();
+        let due = case.next_step_at.unwrap();
+        assert_eq!(due.subsec_nanosecond() % 1_000_000, 0);
+        assert!(case.take_due_step(due).is_some());
     }
 
     #[test]
