@@ -690,3 +690,208 @@ async fn attempts_are_released_after_commit_and_swept_until_recorded() {
     assert_eq!(report.payment_jobs_queued, 0, "{report:?}");
     assert!(queue.take().is_empty());
 }
+
+/// The payment routes over HTTP: cards, paying an invoice now (with the default and with a
+/// chosen card), payments listed by invoice, a refund as a credit note, settings, and
+/// problem+json answers for bad input.
+#[tokio::test]
+async fn the_payment_routes_over_http() {
+    let app = billing_tests::memory_app();
+    let (tenant, issued) = app
+        .create_tenant("Http Payments", billing_domain::tenant::TenantMode::Sandbox)
+        .await
+        .unwrap();
+    let _ = tenant;
+    let base = billing_tests::serve(app).await;
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: String, body: serde_json::Value| {
+        let request = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&issued.secret)
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            (status, body)
+        }
+    };
+    use reqwest::Method;
+    let (_, account) = call(
+        Method::POST,
+        "/v1/accounts".into(),
+        json!({"email": "http@acme.test", "currency": "usd"}),
+    )
+    .await;
+    let account = account["id"].as_str().unwrap().to_owned();
+    let methods = format!("/v1/accounts/{account}/payment-methods");
+    let (status, visa) = call(
+        Method::POST,
+        methods.clone(),
+        json!({"payment_method": "tok_visa"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{visa}");
+    assert_eq!(visa["object"], "payment_method");
+    assert_eq!(visa["default"], true);
+    assert_eq!(visa["last4"], "4242");
+    let (_, poor) = call(
+        Method::POST,
+        methods.clone(),
+        json!({"payment_method": "4000000000009995"}),
+    )
+    .await;
+    assert_eq!(poor["default"], false);
+    let poor_id = poor["id"].as_str().unwrap().to_owned();
+    let visa_id = visa["id"].as_str().unwrap().to_owned();
+    let (status, made_default) = call(
+        Method::PATCH,
+        format!("{methods}/{poor_id}"),
+        json!({"default": true}),
+    )
+    .await;
+    assert_eq!(
+        (status, made_default["default"].clone()),
+        (200, json!(true))
+    );
+    let (status, refused) = call(
+        Method::POST,
+        methods.clone(),
+        json!({"payment_method": "4111111111111111"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(refused["code"], "payment_method_refused");
+    assert_eq!(refused["param"], "payment_method");
+    let (status, _) = call(
+        Method::PATCH,
+        format!("{methods}/pm_nope"),
+        json!({"default": true}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, listed) = call(Method::GET, methods.clone(), json!(null)).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2);
+
+    // A one-off invoice, finalized: its first attempt waits for the worker; paying now
+    // with the default (declining) card fails, with the visa it succeeds.
+    let (_, invoice) = call(
+        Method::POST,
+        "/v1/invoices".into(),
+        json!({"account": account, "lines": [{"description": "Setup", "amount": 5000}]}),
+    )
+    .await;
+    let invoice = invoice["id"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        Method::POST,
+        format!("/v1/invoices/{invoice}/finalize"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, declined) = call(
+        Method::POST,
+        format!("/v1/invoices/{invoice}/pay"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{declined}");
+    assert_eq!(declined["status"], "failed");
+    assert_eq!(declined["failure"]["decline_code"], "insufficient_funds");
+    assert_eq!(declined["failure"]["kind"], "soft");
+    let (_, paid) = call(
+        Method::POST,
+        format!("/v1/invoices/{invoice}/pay"),
+        json!({"payment_method": visa_id}),
+    )
+    .await;
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    let (_, stored) = call(Method::GET, format!("/v1/invoices/{invoice}"), json!(null)).await;
+    assert_eq!(stored["status"], "paid");
+    assert_eq!(stored["amount_paid"], 5000);
+    let (status, again) = call(
+        Method::POST,
+        format!("/v1/invoices/{invoice}/mark-paid"),
+        json!({"reference": "cheque 12"}),
+    )
+    .await;
+    assert_eq!(
+        (status, again["code"].clone()),
+        (409, json!("invalid_transition"))
+    );
+    let (_, payments) = call(
+        Method::GET,
+        format!("/v1/payments?invoice={invoice}&limit=10"),
+        json!(null),
+    )
+    .await;
+    let mut statuses: Vec<&str> = payments["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
+    statuses.sort_unstable();
+    // The two manual attempts, and the automatic one still waiting for the worker (which
+    // will find the invoice paid and cancel it). Ids made in one millisecond may sort
+    // either way, so the order is not asserted.
+    assert_eq!(statuses, ["failed", "pending", "succeeded"]);
+
+    let payment = paid["id"].as_str().unwrap();
+    let (status, note) = call(
+        Method::POST,
+        format!("/v1/payments/{payment}/refunds"),
+        json!({"amount": 1500, "memo": "discount"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{note}");
+    assert_eq!(note["amount"], 1500);
+    assert_eq!(note["reason"], "refund");
+    let (status, too_much) = call(
+        Method::POST,
+        format!("/v1/payments/{payment}/refunds"),
+        json!({"amount": 4000}),
+    )
+    .await;
+    assert_eq!(
+        (status, too_much["code"].clone()),
+        (400, json!("refund_too_large"))
+    );
+    let (_, notes) = call(
+        Method::GET,
+        format!("/v1/credit-notes?invoice={invoice}"),
+        json!(null),
+    )
+    .await;
+    assert_eq!(notes["data"].as_array().unwrap().len(), 1);
+
+    let (_, settings) = call(Method::GET, "/v1/settings/payments".into(), json!(null)).await;
+    assert_eq!(
+        settings,
+        json!({"retry_days": [3, 5, 7, 10], "final_action": "leave_open"})
+    );
+    let (status, bad) = call(
+        Method::PATCH,
+        "/v1/settings/payments".into(),
+        json!({"retry_days": [5, 3]}),
+    )
+    .await;
+    assert_eq!(
+        (status, bad["code"].clone()),
+        (400, json!("invalid_retry_schedule"))
+    );
+    let (status, changed) = call(
+        Method::PATCH,
+        "/v1/settings/payments".into(),
+        json!({"retry_days": [1, 2], "final_action": "mark_uncollectible"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(changed["final_action"], "mark_uncollectible");
+
+    let (status, remaining) =
+        call(Method::DELETE, format!("{methods}/{poor_id}"), json!(null)).await;
+    assert_eq!(status, 200);
+    assert_eq!(remaining["data"][0]["id"], visa_id.as_str());
+    assert_eq!(remaining["data"][0]["default"], true);
+}

@@ -986,6 +986,7 @@ fn payment_on(
         amount: 1234,
         currency: billing_domain::currency::Currency::from_code("usd").unwrap(),
         attempt: 1,
+        manual: false,
         status: PaymentStatus::Pending,
         due_at,
         first_failed_at: None,

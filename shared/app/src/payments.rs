@@ -397,6 +397,16 @@ impl App {
                 events.extend(["payment.requires_action", "invoice.payment_action_required"]);
                 Collected::RequiresAction
             }
+            _ if next.manual => {
+                // The automatic attempts keep their schedule; nothing else changes.
+                let failed =
+                    invoice.attempted(PaymentStatus::Failed, invoice.next_payment_attempt)?;
+                events.extend(["payment.failed", "invoice.payment_failed"]);
+                write.invoice = Some((invoice.version, failed));
+                Collected::Failed {
+                    retry_at: invoice.next_payment_attempt,
+                }
+            }
             _ => {
                 let settings = self.store.payment_settings(tenant).await?;
                 let retry_at = retry_at(&settings, &next);
@@ -488,7 +498,9 @@ impl App {
                 self.invoice_settled(caller, payment.account_id, payment.invoice_id, now)
                     .await
             }
-            PaymentStatus::Failed => {
+            // A manual attempt's failure is the caller's to handle; dunning follows the
+            // automatic attempts.
+            PaymentStatus::Failed if !payment.manual => {
                 self.invoice_past_due(caller, payment.account_id, payment.invoice_id, now)
                     .await
             }

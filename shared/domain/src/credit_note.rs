@@ -103,6 +103,7 @@ mod tests {
             amount,
             currency: Currency::from_code("USD").unwrap(),
             attempt: 1,
+            manual: false,
             status: PaymentStatus::Pending,
             due_at: now,
             first_failed_at: None,

@@ -148,6 +148,10 @@ pub struct Payment {
     pub currency: Currency,
     /// 1 for the first attempt on the invoice, then 2, 3, …
     pub attempt: u32,
+    /// Made by hand (pay now, a manual retry): its failure is recorded but schedules
+    /// nothing, since the automatic attempts keep their own schedule.
+    #[serde(default)]
+    pub manual: bool,
     pub status: PaymentStatus,
     /// When the attempt is (or was) to be made.
     #[schema(value_type = String, format = DateTime)]
@@ -236,6 +240,7 @@ impl Payment {
             amount: invoice.amount_remaining(),
             currency: invoice.currency,
             attempt,
+            manual: false,
             status: PaymentStatus::Pending,
             due_at,
             first_failed_at,
@@ -276,6 +281,7 @@ impl Payment {
     ) -> Payment {
         Payment {
             id,
+            manual: true,
             ..Self::attempt_on(invoice, livemode, attempt, None, now, now)
         }
     }
