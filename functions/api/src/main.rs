@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use billing_app::ports::SystemClock;
 use billing_app::App;
-use billing_aws::{AwsDispatch, Config, DynamoStore, SqsQueue};
+use billing_aws::{payment_gateway, AwsDispatch, Config, DynamoStore, SqsQueue};
 use lambda_http::{run, tracing, Error};
 
 #[tokio::main]
@@ -18,6 +18,10 @@ async fn main() -> Result<(), Error> {
         .with_dispatch(Arc::new(dispatch));
     // First payment attempts of finalized invoices go to the payment worker after commit.
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
-    let app = App::new(Arc::new(store), Arc::new(SystemClock)).with_payment_queue(payments);
+    // Stripe when its secret holds a key, else the sandbox: read once per cold start.
+    let gateway = payment_gateway(&sdk).await?.gateway;
+    let app = App::new(Arc::new(store), Arc::new(SystemClock))
+        .with_payment_queue(payments)
+        .with_gateway(gateway);
     run(api::handler(app)).await
 }

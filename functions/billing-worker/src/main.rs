@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::SqsEvent;
 use billing_app::ports::SystemClock;
 use billing_app::App;
-use billing_aws::{AwsDispatch, Config, DynamoStore, SqsQueue};
+use billing_aws::{payment_gateway, AwsDispatch, Config, DynamoStore, SqsQueue};
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 
 #[tokio::main]
@@ -18,7 +18,11 @@ async fn main() -> Result<(), Error> {
         .with_dispatch(dispatch);
     // New invoices' first payment attempts are handed to the payment worker after commit.
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
-    let app = App::new(Arc::new(store), Arc::new(SystemClock)).with_payment_queue(payments);
+    // Test-clock advances collect the payments that fall due on the way.
+    let gateway = payment_gateway(&sdk).await?.gateway;
+    let app = App::new(Arc::new(store), Arc::new(SystemClock))
+        .with_payment_queue(payments)
+        .with_gateway(gateway);
     let app = &app;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(billing_worker::handle(app, event.payload).await)
