@@ -621,3 +621,269 @@ async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases() {
         .await
         .is_err());
 }
+
+/// Over HTTP against the in-process server on the local stand-in (DynamoDB on moto).
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    key: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    async fn ok(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let (status, body) = self.call(method.clone(), path, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {body}"
+        );
+        body
+    }
+
+    async fn get(&self, path: &str) -> serde_json::Value {
+        self.ok(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        self.ok(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn patch(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        self.ok(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    async fn account_status(&self, account: &str) -> serde_json::Value {
+        self.get(&format!("/v1/accounts/{account}")).await["status"].clone()
+    }
+
+    /// The account's payment attempts, oldest first.
+    async fn payments_of(&self, account: &str) -> Vec<serde_json::Value> {
+        let page = self
+            .get(&format!("/v1/payments?account={account}&limit=100"))
+            .await;
+        let mut list = page["data"].as_array().unwrap().clone();
+        list.reverse();
+        list
+    }
+
+    /// The whole event log, oldest first.
+    async fn events(&self) -> Vec<serde_json::Value> {
+        let mut all = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = self.get(&format!("/v1/events?limit=100{cursor}")).await;
+            all.extend(page["data"].as_array().unwrap().iter().cloned());
+            if page["has_more"] != true {
+                break;
+            }
+            cursor = format!("&starting_after={}", page["next_cursor"].as_str().unwrap());
+        }
+        all.reverse();
+        all
+    }
+}
+
+/// The sandbox story: a card that declines twice (insufficient funds) on a monthly
+/// subscription on a test clock, the default card changed between retries, paid on the
+/// third attempt on day 5 (retries on days 3 and 5 after the first failure); meanwhile the
+/// tenant's dunning (reminder on day 1, warning on day 4) reminds and warns the customer,
+/// and the payment unblocks the account. Everything over HTTP; events in order.
+#[tokio::test]
+async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
+    let notifier = Arc::new(MemoryNotifier::default());
+    let app = billing_tests::dynamo_app()
+        .await
+        .with_notifier(notifier.clone());
+    let (_, issued) = app
+        .create_tenant(
+            "Sandbox Dunning",
+            billing_domain::tenant::TenantMode::Sandbox,
+        )
+        .await
+        .unwrap();
+    let api = Api {
+        base: billing_tests::serve(app).await,
+        http: reqwest::Client::new(),
+        key: issued.secret,
+    };
+    let start: Timestamp = "2027-01-04T10:00:00Z".parse().unwrap();
+    let at = |days: i64, hours: i64| start + SignedDuration::from_hours(24 * days + hours);
+    let time = |v: &serde_json::Value| v.as_str().unwrap().parse::<Timestamp>().unwrap();
+
+    let policy = api
+        .patch(
+            "/v1/settings/dunning",
+            json!({"steps": [
+                {"after_days": 1, "action": "reminder"},
+                {"after_days": 4, "action": "warning"},
+                {"after_days": 14, "action": "block"}
+            ]}),
+        )
+        .await;
+    assert_eq!(policy["steps"][1]["action"], "warning");
+    let clock = api
+        .post("/v1/test-clocks", json!({"frozen_time": start}))
+        .await;
+    let clock_id = clock["id"].as_str().unwrap().to_owned();
+    let advance = |days: i64, hours: i64| {
+        let (api, clock_id) = (&api, clock_id.clone());
+        async move {
+            let clock = api
+                .post(
+                    &format!("/v1/test-clocks/{clock_id}/advance"),
+                    json!({"frozen_time": at(days, hours)}),
+                )
+                .await;
+            assert_eq!(clock["status"], "ready");
+        }
+    };
+    let account = api
+        .post(
+            "/v1/accounts",
+            json!({"email": "owner@startup.test", "currency": "usd", "test_clock": clock_id}),
+        )
+        .await;
+    let account_id = account["id"].as_str().unwrap().to_owned();
+    let declining = api
+        .post(
+            &format!("/v1/accounts/{account_id}/payment-methods"),
+            json!({"payment_method": "4000000000009995"}),
+        )
+        .await;
+    assert_eq!(declining["last4"], "9995");
+    let plan = api
+        .post(
+            "/v1/plans",
+            json!({"code": "team", "name": "Team", "interval": {"unit": "month"},
+                   "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 4900}}}}}),
+        )
+        .await;
+    api.post(
+        "/v1/subscriptions",
+        json!({"account": account_id, "plan": plan["id"]}),
+    )
+    .await;
+    // Day 0: the first attempt is declined; dunning opens.
+    advance(0, 1).await;
+    let tried = api.payments_of(&account_id).await;
+    assert_eq!(tried[0]["status"], "failed");
+    let case = api.get(&format!("/v1/accounts/{account_id}/dunning")).await;
+    assert_eq!(case["status"], "active");
+    assert_eq!(time(&case["overdue_since"]), start);
+    assert_eq!(time(&case["next_step_at"]), at(1, 0));
+
+    // Day 1: the reminder. Day 3: the first retry is declined too.
+    advance(3, 1).await;
+    assert_eq!(notifier.sent().len(), 1);
+    assert!(notifier.sent()[0]
+        .subject
+        .ends_with("your payment is overdue"));
+    let tried = api.payments_of(&account_id).await;
+    let statuses: Vec<_> = tried.iter().map(|p| p["status"].clone()).collect();
+    assert_eq!(
+        statuses,
+        [json!("failed"), json!("failed"), json!("pending")]
+    );
+    assert_eq!(time(&tried[1]["due_at"]), at(3, 0));
+    assert_eq!(time(&tried[2]["due_at"]), at(5, 0));
+    assert_eq!(api.account_status(&account_id).await, "active");
+
+    // The customer adds a working card and makes it the default.
+    let visa = api
+        .post(
+            &format!("/v1/accounts/{account_id}/payment-methods"),
+            json!({"payment_method": "tok_visa"}),
+        )
+        .await;
+    let visa_id = visa["id"].as_str().unwrap().to_owned();
+    api.patch(
+        &format!("/v1/accounts/{account_id}/payment-methods/{visa_id}"),
+        json!({"default": true}),
+    )
+    .await;
+
+    // Day 4: the warning; the account is `warning`.
+    advance(4, 1).await;
+    assert_eq!(api.account_status(&account_id).await, "warning");
+    assert_eq!(notifier.sent().len(), 2);
+
+    // Day 5: the third attempt charges the new default card; the account is unblocked.
+    advance(5, 1).await;
+    let tried = api.payments_of(&account_id).await;
+    assert_eq!(tried.len(), 3);
+    assert_eq!(tried[2]["status"], "succeeded");
+    assert_eq!(tried[2]["payment_method"], visa_id.as_str());
+    let invoice_id = tried[2]["invoice_id"].as_str().unwrap().to_owned();
+    let invoice = api.get(&format!("/v1/invoices/{invoice_id}")).await;
+    assert_eq!(invoice["status"], "paid");
+    assert_eq!(time(&invoice["paid_at"]), at(5, 0));
+    assert_eq!(api.account_status(&account_id).await, "active");
+    let case = api.get(&format!("/v1/accounts/{account_id}/dunning")).await;
+    assert_eq!(case["status"], "resolved");
+    assert_eq!(case["next_step_at"], serde_json::Value::Null);
+    let keys: Vec<String> = notifier.sent().into_iter().map(|n| n.key).collect();
+    assert_eq!(
+        keys,
+        [
+            format!("{account_id}/dunning/1-1-reminder"),
+            format!("{account_id}/dunning/1-2-warning"),
+            format!("{account_id}/dunning/1-3-unblocked"),
+        ]
+    );
+
+    // Nothing more happens on the clock for the dunning case, however far it goes.
+    advance(20, 0).await;
+    assert_eq!(api.account_status(&account_id).await, "active");
+    assert_eq!(notifier.sent().len(), 3);
+
+    // The story in the event log, in order, each at its moment on the clock.
+    let story: Vec<(String, Timestamp)> = api
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| {
+            let t = e["type"].as_str().unwrap();
+            t.starts_with("dunning.")
+                || matches!(t, "payment.failed" | "payment.succeeded" | "invoice.paid")
+                || (t == "account.updated" && e["previous_attributes"].get("status").is_some())
+        })
+        .map(|e| (e["type"].as_str().unwrap().to_owned(), time(&e["created"])))
+        .collect();
+    let expected: Vec<(String, Timestamp)> = [
+        ("payment.failed", at(0, 0)),
+        ("dunning.reminder", at(1, 0)),
+        ("payment.failed", at(3, 0)),
+        ("dunning.warning", at(4, 0)),
+        ("account.updated", at(4, 0)),
+        ("payment.succeeded", at(5, 0)),
+        ("invoice.paid", at(5, 0)),
+        ("dunning.unblocked", at(5, 0)),
+        ("account.updated", at(5, 0)),
+    ]
+    .into_iter()
+    .map(|(t, at)| (t.to_owned(), at))
+    .collect();
+    assert_eq!(story, expected);
+}
