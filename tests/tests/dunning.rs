@@ -887,3 +887,142 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
     .collect();
     assert_eq!(story, expected);
 }
+
+/// The policy API validates like the rest (problem+json, the offending step named), and a
+/// blocked account is refused new subscriptions and plan changes with `account_blocked`.
+#[tokio::test]
+async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
+    let w = World::new().await;
+    let (tenant, issued) = w
+        .app
+        .create_tenant("Blocked Co", billing_domain::tenant::TenantMode::Sandbox)
+        .await
+        .unwrap();
+    let api = Api {
+        base: billing_tests::serve(w.app.clone()).await,
+        http: reqwest::Client::new(),
+        key: issued.secret,
+    };
+    let default = api.get("/v1/settings/dunning").await;
+    assert_eq!(
+        default,
+        json!({"steps": [
+            {"after_days": 3, "action": "reminder"},
+            {"after_days": 7, "action": "warning"},
+            {"after_days": 14, "action": "block"}
+        ]})
+    );
+    let (status, problem) = api
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/settings/dunning",
+            Some(json!({"steps": [
+                {"after_days": 7, "action": "reminder"},
+                {"after_days": 3, "action": "warning"}
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["code"], "dunning_steps_out_of_order");
+    assert_eq!(problem["param"], "steps[1].after_days");
+    let (status, problem) = api
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/settings/dunning",
+            Some(json!({"steps": [{"after_days": 3, "action": "suspend"}]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(
+        api.get("/v1/settings/dunning").await,
+        default,
+        "nothing written"
+    );
+
+    // An account blocked by dunning (a one-step policy blocks on day 0).
+    api.patch(
+        "/v1/settings/dunning",
+        json!({"steps": [{"after_days": 0, "action": "block"}]}),
+    )
+    .await;
+    let account = api
+        .post(
+            "/v1/accounts",
+            json!({"email": "late@payer.test", "currency": "usd"}),
+        )
+        .await;
+    let account_id = account["id"].as_str().unwrap().to_owned();
+    let (status, _) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/accounts/{account_id}/dunning"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "no case yet");
+    let plan = api
+        .post(
+            "/v1/plans",
+            json!({"code": "basic", "name": "Basic", "interval": {"unit": "month"},
+                   "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 900}}}}}),
+        )
+        .await;
+    let bigger = api
+        .post(
+            "/v1/plans",
+            json!({"code": "bigger", "name": "Bigger", "interval": {"unit": "month"},
+                   "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 1900}}}}}),
+        )
+        .await;
+    let sub = api
+        .post(
+            "/v1/subscriptions",
+            json!({"account": account_id, "plan": plan["id"], "collection_method": "send_invoice", "days_until_due": 30}),
+        )
+        .await;
+    let invoices = api.get(&format!("/v1/invoices?account={account_id}")).await;
+    let invoice: InvoiceId = serde_json::from_value(invoices["data"][0]["id"].clone()).unwrap();
+    let caller = Caller {
+        tenant_id: tenant.id,
+        livemode: false,
+        key_id: Some(issued.key.id),
+        role: billing_domain::access::Role::Admin,
+        request_id: None,
+    };
+    let account: billing_domain::ids::AccountId =
+        serde_json::from_value(json!(account_id)).unwrap();
+    let now = w.clock.now();
+    w.app
+        .invoice_past_due(&caller, account, invoice, now)
+        .await
+        .unwrap();
+    w.app
+        .run_due_dunning(caller.tenant_id, account, now)
+        .await
+        .unwrap();
+    assert_eq!(api.account_status(&account_id).await, "blocked");
+    let blocked = |problem: &serde_json::Value| {
+        problem["code"] == "account_blocked" && problem["param"] == "account"
+    };
+    let (status, problem) = api
+        .call(
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            Some(json!({"account": account_id, "plan": bigger["id"], "collection_method": "send_invoice", "days_until_due": 30})),
+        )
+        .await;
+    assert!(status == 409 && blocked(&problem), "{status} {problem}");
+    let sub_id = sub["id"].as_str().unwrap();
+    let (status, problem) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/subscriptions/{sub_id}/change-plan"),
+            Some(json!({"plan": bigger["id"]})),
+        )
+        .await;
+    assert!(status == 409 && blocked(&problem), "{status} {problem}");
+    let listed = api.get("/v1/accounts?status=blocked").await;
+    assert_eq!(listed["data"][0]["id"], account_id.as_str());
+    let case = api.get(&format!("/v1/accounts/{account_id}/dunning")).await;
+    assert_eq!(case["steps_taken"][0]["action"], "block");
+}
