@@ -318,6 +318,87 @@ mod tests {
         );
     }
 
+    fn open_invoice(amount_due: i64, credit_total: i64) -> Invoice {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let draft = InvoiceDraft {
+            currency: crate::currency::Currency::from_code("usd").unwrap(),
+            lines: Vec::new(),
+            subtotal: amount_due + credit_total,
+            discount_total: 0,
+            total_excluding_tax: amount_due + credit_total,
+            tax_total: 0,
+            total: amount_due + credit_total,
+            discounts: Vec::new(),
+            taxes: Vec::new(),
+            credits_applied: Vec::new(),
+            credit_total,
+            amount_due,
+            ending_credit_balance: 0,
+        };
+        Invoice::draft(
+            DraftFacts {
+                id: InvoiceId::from_ulid(Ulid::from_parts(1, 1)),
+                account_id: AccountId::from_ulid(Ulid::from_parts(1, 2)),
+                subscription_id: None,
+                test_clock: None,
+                billing_reason: BillingReason::Manual,
+                period: None,
+                collection_method: CollectionMethod::ChargeAutomatically,
+            },
+            draft,
+            now,
+        )
+        .finalize("INV-000001".into(), None, now)
+        .unwrap()
+    }
+
+    #[test]
+    fn a_paid_invoice_never_goes_back() {
+        use crate::payments::PaymentStatus;
+        let now = Timestamp::from_second(1_800_000_100).unwrap();
+        let open = open_invoice(1000, 0);
+        let failed = open
+            .attempted(
+                PaymentStatus::Failed,
+                Some(now + SignedDuration::from_hours(72)),
+            )
+            .unwrap();
+        assert_eq!(failed.attempt_count, 1);
+        assert_eq!(failed.status, InvoiceStatus::Open);
+        let written_off = failed.mark_uncollectible().unwrap();
+        assert_eq!(written_off.next_payment_attempt, None);
+        // Written off, it can still be paid.
+        let paid = written_off.pay(None, now).unwrap();
+        assert_eq!((paid.status, paid.amount_paid), (InvoiceStatus::Paid, 1000));
+        assert!(paid.pay(None, now).is_err());
+        assert!(paid.attempted(PaymentStatus::Failed, None).is_err());
+        assert!(paid.mark_uncollectible().is_err());
+        assert!(paid.void(now).is_err());
+        let out_of_band = open.pay(Some("wire 42".into()), now).unwrap();
+        assert_eq!(out_of_band.paid_out_of_band.as_deref(), Some("wire 42"));
+        assert_eq!(out_of_band.payment_status, None);
+    }
+
+    #[test]
+    fn a_void_credits_what_was_paid_and_credited() {
+        let now = Timestamp::from_second(1_800_000_100).unwrap();
+        let credited = open_invoice(700, 300);
+        assert_eq!(credited.refundable_on_void(), 300);
+        let note = crate::credit_note::CreditNote::for_void(
+            crate::ids::CreditNoteId::from_ulid(Ulid::from_parts(1, 3)),
+            &credited,
+            now,
+        )
+        .unwrap();
+        assert_eq!(note.amount, 300);
+        assert!(crate::credit_note::CreditNote::for_void(
+            crate::ids::CreditNoteId::from_ulid(Ulid::from_parts(1, 4)),
+            &open_invoice(700, 0),
+            now
+        )
+        .is_none());
+    }
+
     #[test]
     fn numbers_are_zero_padded() {
         assert_eq!(format_number("INV", 123), "INV-000123");
