@@ -379,3 +379,77 @@ async fn refunds_are_partial_or_full_once_per_key_and_never_more_than_paid() {
         "{nothing_left:?}"
     );
 }
+
+/// `payment_gateway`'s choice, from the secret as it is stored in Secrets Manager (the
+/// local stand-in): Stripe with a key, the sandbox without one, and no start at all when the
+/// secret cannot be trusted.
+#[tokio::test]
+async fn the_stripe_secret_selects_the_gateway_and_its_webhook_secrets() {
+    use billing_aws::payment_gateway::{load, PaymentConfigError};
+    let config = billing_aws::Config::local("unused", billing_tests::aws_endpoint());
+    let sdk = config.sdk_config().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let put = |value: &str| {
+        let (secrets, value) = (secrets.clone(), value.to_owned());
+        async move {
+            let name = format!("stripe-{}", ulid::Ulid::new());
+            secrets
+                .create_secret()
+                .name(&name)
+                .secret_string(value)
+                .send()
+                .await
+                .unwrap();
+            name
+        }
+    };
+
+    let none = load(&sdk, None, None).await.unwrap();
+    assert_eq!(none.gateway.name(), "sandbox");
+    assert!(none.webhook_secrets.is_empty());
+    let empty = load(&sdk, Some(&put("{}").await), None).await.unwrap();
+    assert_eq!(empty.gateway.name(), "sandbox");
+
+    let fake = FakeStripe::start().await;
+    let configured =
+        put(r#"{"secret_key": "sk_test_fake", "webhook_secrets": ["whsec_a", "whsec_b"]}"#).await;
+    let setup = load(&sdk, Some(&configured), Some(&fake.url))
+        .await
+        .unwrap();
+    assert_eq!(setup.gateway.name(), "stripe");
+    let customer = setup
+        .gateway
+        .create_customer(&NewGatewayCustomer {
+            idempotency_key: "from-the-secret".into(),
+            account_id: "acct_9".into(),
+            name: "Acme".into(),
+            email: "billing@acme.test".into(),
+        })
+        .await
+        .unwrap();
+    assert!(customer.starts_with("cus_"));
+    assert_eq!(fake.requests(), ["POST /v1/customers"]);
+    let body = b"{}";
+    let now = jiff::Timestamp::now();
+    for secret in ["whsec_a", "whsec_b"] {
+        let header = billing_domain::webhook::signature_header(&[secret], now.as_second(), body);
+        assert_eq!(setup.webhook_secrets.verify(&header, body, now), Ok(()));
+    }
+
+    for refused in [
+        r#"{"secret_key": "pk_test_publishable"}"#,
+        r#"{"secret_key": "sk_test_x", "webhook_secret": "whsec_typo"}"#,
+        "not json",
+    ] {
+        let result = load(&sdk, Some(&put(refused).await), None).await;
+        assert!(
+            matches!(result, Err(PaymentConfigError::Malformed { .. })),
+            "{refused}: {result:?}"
+        );
+    }
+    let missing = load(&sdk, Some("no-such-secret"), None).await;
+    assert!(
+        matches!(missing, Err(PaymentConfigError::Unreadable { .. })),
+        "{missing:?}"
+    );
+}

@@ -494,3 +494,63 @@ async fn signatures_agree_with_stripes_official_python_library() {
     );
     assert_eq!(forged, "refused");
 }
+
+/// The secret `events/stripe-webhook-request.json` was signed with (by Stripe's Python
+/// library, at its `requestContext.timeEpoch`, 2026-11-22T10:00:00Z).
+const EVENTS_WEBHOOK_SECRET: &str = "whsec_eventsFixtureSecretForCargoLambdaInvoke";
+
+/// The sample request through the `stripe-webhook` Lambda's handler, as `cargo lambda
+/// invoke --data-file` delivers it. A signature in a file goes stale after five minutes,
+/// which is the point of the tolerance: the app's clock is pinned a minute after signing,
+/// then moved past the tolerance to see the same capture refused.
+#[tokio::test]
+async fn the_sample_request_event_goes_through_the_handler() {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events/stripe-webhook-request.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let clock = Arc::new(ManualClock(Mutex::new(
+        Timestamp::from_second(1_795_341_660).unwrap(),
+    )));
+    let app = App::new(
+        Arc::new(billing_app::memory::MemoryStore::new()),
+        clock.clone(),
+    );
+    app.ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
+        .await
+        .unwrap();
+    let invoke = |secret: &'static str| {
+        let (app, text) = (app.clone(), text.clone());
+        async move {
+            let request = lambda_http::request::from_str(&text).unwrap();
+            let request = request.map(|body| Body::from(body.to_vec()));
+            let handler = ::stripe_webhook::handler(app, WebhookSecrets::new([secret]));
+            let response = handler.oneshot(request).await.unwrap();
+            let status = response.status().as_u16();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    // Verified and read: a success for a tenant of ours whose attempt id names no payment
+    // here is acknowledged without effect (Stripe stops retrying), and so is a redelivery.
+    for _ in 0..2 {
+        let (status, answer) = invoke(EVENTS_WEBHOOK_SECRET).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["id"], "evt_3QEventsFixture0000000001");
+        assert_eq!(answer["result"], "ignored");
+    }
+    let (status, problem) = invoke("whsec_someone_else").await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("invalid_signature"))
+    );
+    clock.advance(SignedDuration::from_mins(5));
+    let (status, problem) = invoke(EVENTS_WEBHOOK_SECRET).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("stale_signature"))
+    );
+}

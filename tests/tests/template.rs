@@ -217,3 +217,48 @@ fn payment_worker_sends_dunning_notices_from_the_configured_address() {
     // A sent notice's pending item is deleted.
     assert!(allows("dynamodb:DeleteItem"));
 }
+
+#[test]
+fn stripe_webhook_is_routed_without_a_key_and_every_collector_reads_the_stripe_secret() {
+    let template = template();
+    let is_ref = |value: &Value, target: &str| matches!(value, Value::Tagged(t) if t.tag == "!Ref" && t.value.as_str() == Some(target));
+    let secret_var = &template["Globals"]["Function"]["Environment"]["Variables"]
+        [billing_aws::payment_gateway::SECRET_ID_VAR];
+    assert!(is_ref(secret_var, "StripeSecret"), "{secret_var:?}");
+
+    let webhook = &template["Resources"]["StripeWebhookFunction"];
+    assert_eq!(
+        webhook["Metadata"]["BuildProperties"]["Binary"],
+        "stripe-webhook"
+    );
+    let route = &webhook["Properties"]["Events"]["Stripe"];
+    assert_eq!(route["Type"], "HttpApi");
+    assert!(is_ref(&route["Properties"]["ApiId"], "HttpApi"));
+    assert_eq!(
+        route["Properties"]["Path"],
+        billing_http::stripe_webhook::PATH
+    );
+    assert_eq!(route["Properties"]["Method"], "POST");
+    // Stripe signs its requests; the HTTP API has no authorizer in front of the route.
+    assert!(route["Properties"]["Auth"].is_null());
+    assert!(template["Resources"]["HttpApi"]["Properties"]["Auth"].is_null());
+
+    // The functions whose main calls billing_aws::payment_gateway may read the secret.
+    for function in [
+        "ApiFunction",
+        "BillingWorkerFunction",
+        "PaymentWorkerFunction",
+        "StripeWebhookFunction",
+    ] {
+        let statements = template["Resources"][function]["Properties"]["Policies"][0]["Statement"]
+            .as_sequence()
+            .unwrap();
+        assert!(
+            statements
+                .iter()
+                .any(|s| s["Action"] == "secretsmanager:GetSecretValue"
+                    && is_ref(&s["Resource"], "StripeSecret")),
+            "{function} cannot read the Stripe secret"
+        );
+    }
+}
