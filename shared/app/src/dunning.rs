@@ -334,7 +334,8 @@ impl App {
             Err(err) => return Err(err.into()),
         }
         if let Some(pending) = pending.filter(|_| self.notifier.is_some()) {
-            self.send_notice(tenant, &pending).await?;
+            self.send_notice(tenant, &pending, &next, &account.email)
+                .await?;
         }
         Ok(Moved::Made)
     }
@@ -347,10 +348,7 @@ impl App {
         previous: Option<&DunningCase>,
         next: &DunningCase,
         event: Option<&'static str>,
-        account: Option<(
-            &billing_domain::account::Account,
-            &billing_domain::account::Account,
-        )>,
+        account: Option<(&Account, &Account)>,
         at: Timestamp,
     ) -> Result<Change, AppError> {
         let before = previous.map(to_json).transpose()?;
@@ -417,37 +415,50 @@ impl App {
             .claim_dunning_notice(tenant, &stored, &claimed)
             .await
         {
-            Ok(()) => self.send_notice(tenant, &claimed).await,
-            Err(StoreError::VersionConflict { .. }) => Ok(()),
-            Err(err) => Err(err.into()),
+            Ok(()) => {}
+            Err(StoreError::VersionConflict { .. }) => return Ok(()),
+            Err(err) => return Err(err.into()),
+        }
+        let case = self.store.get_dunning_case(tenant, account).await?;
+        let owner = self.store.get_account(tenant, account).await?;
+        match (case, owner) {
+            // A step's notice is moot once the case is resolved: the good news replaces it.
+            (Some(case), Some(owner))
+                if case.status == DunningStatus::Active
+                    || claimed.kind == NoticeKind::Unblocked =>
+            {
+                self.send_notice(tenant, &claimed, &case, &owner.email)
+                    .await
+            }
+            _ => Ok(self
+                .store
+                .delete_dunning_notice(tenant, account, key)
+                .await?),
         }
     }
 
     /// Sends a pending notice this process holds the claim on, and deletes it. A notifier
     /// that is unavailable leaves it pending (the worker tries again when the claim runs
     /// out); a rejected notice is logged and deleted, since it would be rejected again.
-    async fn send_notice(&self, tenant: TenantId, pending: &PendingNotice) -> Result<(), AppError> {
+    async fn send_notice(
+        &self,
+        tenant: TenantId,
+        pending: &PendingNotice,
+        case: &DunningCase,
+        to: &str,
+    ) -> Result<(), AppError> {
         let Some(notifier) = &self.notifier else {
             return Ok(());
         };
-        let case = self
-            .store
-            .get_dunning_case(tenant, pending.account_id)
-            .await?;
-        let stale = case.as_ref().is_none_or(|c| {
-            c.status == DunningStatus::Resolved && pending.kind != NoticeKind::Unblocked
-        });
-        if let (false, Some(case)) = (stale, case) {
-            let notification = self.notification(tenant, &case, pending).await?;
-            match notifier.send(&notification).await {
-                Ok(()) => {}
-                Err(NotifyError::Unavailable(cause)) => {
-                    tracing::warn!(%cause, key = %pending.key, "notice not sent; the worker retries it");
-                    return Ok(());
-                }
-                Err(NotifyError::Rejected(cause)) => {
-                    tracing::warn!(%cause, key = %pending.key, "notice rejected; not retried");
-                }
+        let notification = self.notification(tenant, case, pending, to).await?;
+        match notifier.send(&notification).await {
+            Ok(()) => {}
+            Err(NotifyError::Unavailable(cause)) => {
+                tracing::warn!(%cause, key = %pending.key, "notice not sent; the worker retries it");
+                return Ok(());
+            }
+            Err(NotifyError::Rejected(cause)) => {
+                tracing::warn!(%cause, key = %pending.key, "notice rejected; not retried");
             }
         }
         self.store
@@ -456,18 +467,14 @@ impl App {
         Ok(())
     }
 
-    /// The words of a notice, with what the account owes now.
+    /// The words of a notice to `to`, with what the account owes now.
     async fn notification(
         &self,
         tenant: TenantId,
         case: &DunningCase,
         pending: &PendingNotice,
+        to: &str,
     ) -> Result<Notification, AppError> {
-        let account = self
-            .store
-            .get_account(tenant, case.account_id)
-            .await?
-            .ok_or_else(|| AppError::not_found("account", case.account_id))?;
         let company = self
             .store
             .get_tenant(tenant)
@@ -476,7 +483,9 @@ impl App {
             .unwrap_or_default();
         let mut owed_by_currency: BTreeMap<String, Money> = BTreeMap::new();
         let mut invoices = Vec::new();
-        for id in &case.overdue_invoices {
+        // The good news names no amount: nothing is owed any more.
+        let owing = (pending.kind != NoticeKind::Unblocked).then_some(&case.overdue_invoices);
+        for id in owing.into_iter().flatten() {
             if let Some(invoice) = self.store.get_invoice(tenant, *id).await? {
                 invoices.push(invoice);
             }
@@ -503,7 +512,7 @@ impl App {
         Ok(Notification {
             tenant_id: tenant,
             account_id: case.account_id,
-            to: account.email,
+            to: to.to_owned(),
             subject: text.subject,
             body: text.body,
             key: format!("{}/dunning/{}", case.account_id, pending.key),
