@@ -1026,3 +1026,58 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
     let case = api.get(&format!("/v1/accounts/{account_id}/dunning")).await;
     assert_eq!(case["steps_taken"][0]["action"], "block");
 }
+
+/// `billing-run`'s sweep releases a due step (and a notice whose claim ran out) to the
+/// payments queue, and `payment-worker`'s use case takes it; after that nothing is due.
+#[tokio::test]
+async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
+    let queue = Arc::new(billing_app::memory::MemoryPaymentQueue::default());
+    let mut w = World::new().await;
+    w.app = w.app.clone().with_payment_queue(queue.clone());
+    let invoice = w.open_invoice(1000).await;
+    w.app
+        .invoice_past_due(&w.caller, w.account.id, invoice, t0())
+        .await
+        .unwrap();
+    let sweeper = billing_app::relay::Sweeper::new(
+        w.app.clone(),
+        Arc::new(billing_tests::webhooks::RecordingDispatch::default()),
+        Arc::new(billing_app::memory::MemoryBillingQueue::default()),
+    );
+    let dunning_jobs = |jobs: Vec<PaymentJob>| -> Vec<PaymentJob> {
+        jobs.into_iter()
+            .filter(|j| !matches!(j, PaymentJob::Attempt { .. }))
+            .collect()
+    };
+    w.clock.set(day(2));
+    sweeper.sweep(1000).await.unwrap();
+    assert_eq!(dunning_jobs(queue.take()), []);
+    w.clock.set(day(3));
+    sweeper.sweep(1000).await.unwrap();
+    let step = PaymentJob::Dunning {
+        tenant: w.caller.tenant_id,
+        account: w.account.id,
+    };
+    assert_eq!(dunning_jobs(queue.take()), [step.clone()]);
+    // Taken by a process that cannot send: its notice is due at once.
+    App::new(w.app.store.clone(), w.clock.clone())
+        .handle_payment_job(&step)
+        .await
+        .unwrap();
+    sweeper.sweep(1000).await.unwrap();
+    let notice = PaymentJob::DunningNotice {
+        tenant: w.caller.tenant_id,
+        account: w.account.id,
+        key: "1-1-reminder".into(),
+    };
+    assert_eq!(dunning_jobs(queue.take()), [notice.clone()]);
+    w.app.handle_payment_job(&notice).await.unwrap();
+    assert_eq!(w.notices().len(), 1);
+    sweeper.sweep(1000).await.unwrap();
+    assert_eq!(
+        dunning_jobs(queue.take()),
+        [],
+        "nothing left due until day 7"
+    );
+    assert_eq!(w.status().await, AccountStatus::Active);
+}
