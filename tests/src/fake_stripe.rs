@@ -16,8 +16,9 @@
 //!   and statuses (402 card errors, 404 missing resources, 400 bad requests, 401 no key).
 //!
 //! Tests read [`FakeStripe::charges`] (every card charge Stripe would have made, declined or
-//! not) and [`FakeStripe::requests`], and make the next requests fail before they reach
-//! "Stripe" with [`FakeStripe::fail_next`].
+//! not) and [`FakeStripe::requests`], make the next requests fail before they reach
+//! "Stripe" with [`FakeStripe::fail_next`], or lose Stripe's answer after it acted with
+//! [`FakeStripe::lose_next_answers`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -183,6 +184,7 @@ struct Stripe {
     answered: HashMap<String, (String, StatusCode, Bytes)>,
     requests: Vec<String>,
     outage: u32,
+    lost_answers: u32,
 }
 
 impl FakeStripe {
@@ -216,6 +218,12 @@ impl FakeStripe {
     /// The next `n` requests get a 503 before reaching Stripe (nothing is done or kept).
     pub fn fail_next(&self, n: u32) {
         self.stripe().outage = n;
+    }
+
+    /// The next `n` requests are carried out (and kept for their idempotency key), but the
+    /// caller gets a 502 instead of the answer: Stripe charged, the caller never heard.
+    pub fn lose_next_answers(&self, n: u32) {
+        self.stripe().lost_answers = n;
     }
 
     /// A PaymentIntent as Stripe holds it now (to build events about it).
@@ -298,6 +306,13 @@ async fn handle(
     let body = Bytes::from(serde_json::to_vec(&answer).expect("JSON"));
     if let Some(key) = key {
         stripe.answered.insert(key, (request, status, body.clone()));
+    }
+    if stripe.lost_answers > 0 {
+        stripe.lost_answers -= 1;
+        return error(
+            StatusCode::BAD_GATEWAY,
+            json!({"type": "api_error", "message": "The connection to Stripe was lost."}),
+        );
     }
     (status, [("content-type", "application/json")], body).into_response()
 }

@@ -453,3 +453,87 @@ async fn the_stripe_secret_selects_the_gateway_and_its_webhook_secrets() {
         "{missing:?}"
     );
 }
+
+/// The payment worker's use case collecting through Stripe (the adapter and the fake): the
+/// first delivery's answer is lost after Stripe charged (as when the worker dies before it
+/// records the result), then the message comes twice more at once. One charge, the invoice
+/// paid, and one Stripe request per delivery that reached the gateway.
+#[tokio::test]
+async fn collection_through_stripe_charges_once_after_a_lost_answer_and_duplicate_deliveries() {
+    use billing_app::ports::{PageRequest, PaymentFilter, PaymentJob};
+    use billing_domain::invoicing::InvoiceStatus;
+
+    let fake = FakeStripe::start().await;
+    let gateway = StripeGateway::new("sk_test_fake", Some(&fake.url)).unwrap();
+    let app = billing_tests::memory_app().with_gateway(std::sync::Arc::new(gateway));
+    let caller = billing_tests::admin(&app, "Stripe collection").await;
+    let sub = billing_tests::subscribe(
+        &app,
+        &caller,
+        serde_json::json!({"email": "pay@acme.test", "currency": "usd"}),
+        "month",
+        1999,
+    )
+    .await;
+    app.add_payment_method(&caller, sub.account_id, "pm_card_visa", true)
+        .await
+        .unwrap();
+    let attempt = app
+        .list_payments(
+            &caller,
+            &PaymentFilter {
+                account: Some(sub.account_id),
+                ..Default::default()
+            },
+            &PageRequest {
+                limit: 10,
+                starting_after: None,
+            },
+        )
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let job = PaymentJob::Attempt {
+        tenant: caller.tenant_id,
+        id: attempt.id,
+    };
+    let before = fake.requests().len();
+
+    fake.lose_next_answers(1);
+    let lost = app.handle_payment_job(&job).await;
+    assert!(lost.is_err(), "the worker reports the outage: {lost:?}");
+    assert_eq!(fake.charges().len(), 1, "Stripe charged all the same");
+    let invoice = app.get_invoice(&caller, attempt.invoice_id).await.unwrap();
+    assert_eq!(invoice.status, InvoiceStatus::Open);
+
+    let (a, b) = tokio::join!(app.handle_payment_job(&job), app.handle_payment_job(&job));
+    a.unwrap();
+    b.unwrap();
+    let charges = fake.charges();
+    assert_eq!(charges.len(), 1, "charged once");
+    assert_eq!(charges[0].idempotency_key, Some(attempt.id.to_string()));
+    assert_eq!(charges[0].metadata["attempt_id"], attempt.id.to_string());
+    assert_eq!(
+        charges[0].metadata["tenant_id"],
+        caller.tenant_id.to_string()
+    );
+    assert_eq!(
+        charges[0].metadata["invoice_id"],
+        attempt.invoice_id.to_string()
+    );
+    let invoice = app.get_invoice(&caller, attempt.invoice_id).await.unwrap();
+    assert_eq!(invoice.status, InvoiceStatus::Paid);
+    let paid = app.get_payment(&caller, attempt.id).await.unwrap();
+    assert_eq!(
+        paid.payment_intent.as_deref(),
+        Some(charges[0].payment_intent.as_str())
+    );
+    assert_eq!(paid.charge.as_deref(), Some(charges[0].id.as_str()));
+
+    // Every Stripe request of the collection is one create-and-confirm: the lost one, and
+    // the replay of whichever duplicate reached the gateway (the other found it recorded).
+    let collection: Vec<String> = fake.requests().split_off(before);
+    assert!(collection.iter().all(|r| r == "POST /v1/payment_intents"));
+    assert!((2..=3).contains(&collection.len()), "{collection:?}");
+}
