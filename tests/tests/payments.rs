@@ -895,3 +895,60 @@ async fn the_payment_routes_over_http() {
     assert_eq!(remaining["data"][0]["id"], visa_id.as_str());
     assert_eq!(remaining["data"][0]["default"], true);
 }
+
+/// A customer who fails authentication: the gateway's `payment_intent.payment_failed` for
+/// an attempt waiting on 3-D Secure records the failure and schedules the retry.
+#[tokio::test]
+async fn failed_authentication_is_a_failed_attempt_with_a_retry() {
+    let (app, _) = with_sandbox(billing_tests::memory_app());
+    let caller = billing_tests::admin(&app, "ScaFail").await;
+    let sub = billing_tests::subscribe(
+        &app,
+        &caller,
+        json!({"email": "scafail@acme.test", "currency": "usd"}),
+        "month",
+        1200,
+    )
+    .await;
+    app.add_payment_method(
+        &caller,
+        sub.account_id,
+        "pm_card_authenticationRequired",
+        false,
+    )
+    .await
+    .unwrap();
+    let attempt = payments_of(&app, &caller, &sub).await.remove(0);
+    let now = Timestamp::now();
+    app.collect_payment(caller.tenant_id, attempt.id, now)
+        .await
+        .unwrap();
+    let waiting = app.get_payment(&caller, attempt.id).await.unwrap();
+    let failed = GatewayEvent {
+        id: "evt_auth_failed".into(),
+        created: now,
+        livemode: false,
+        kind: GatewayEventKind::PaymentFailed {
+            payment_intent: waiting.payment_intent.clone().unwrap(),
+            code: "payment_intent_authentication_failure".into(),
+            decline_code: None,
+            message: "The customer did not authenticate.".into(),
+            metadata: GatewayMetadata::from([
+                ("tenant_id".to_owned(), caller.tenant_id.to_string()),
+                ("attempt_id".to_owned(), attempt.id.to_string()),
+            ]),
+        },
+    };
+    assert_eq!(
+        app.apply_gateway_event(&failed).await.unwrap(),
+        AppliedEvent::Applied
+    );
+    let attempts = payments_of(&app, &caller, &sub).await;
+    assert_eq!(
+        attempts.iter().map(|p| p.status).collect::<Vec<_>>(),
+        vec![PaymentStatus::Failed, PaymentStatus::Pending]
+    );
+    let invoice = first_invoice(&app, &caller, &sub).await;
+    assert_eq!(invoice.payment_status, Some(PaymentStatus::Failed));
+    assert_eq!(invoice.next_payment_attempt, Some(attempts[1].due_at));
+}

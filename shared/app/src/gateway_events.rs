@@ -191,8 +191,8 @@ impl App {
     }
 
     /// A result the gateway reports for an attempt: recorded as the worker would if the
-    /// attempt is still pending; a success after a failure or a requested action settles
-    /// the invoice; anything else would move backwards and changes nothing.
+    /// attempt is still pending or waited for authentication; a success after a failure
+    /// settles the invoice; anything else would move backwards and changes nothing.
     async fn late_result(
         &self,
         tenant: TenantId,
@@ -206,7 +206,9 @@ impl App {
             .await?
             .ok_or_else(|| AppError::not_found("invoice", payment.invoice_id))?;
         let caller = &system_caller(tenant, payment.livemode);
-        if payment.status == PaymentStatus::Pending {
+        // Still pending, or waiting for the customer's authentication: the result is the
+        // attempt's, recorded (with its retry) as the worker would.
+        if payment.awaits(&result) {
             if !invoice.is_payable() {
                 return Ok(None);
             }

@@ -195,7 +195,9 @@ impl App {
                     return Ok(());
                 };
                 let now = self.payment_now(*tenant, &payment).await?;
-                self.collect_payment(*tenant, *id, now).await.map(|_| ())
+                self.collect_known(*tenant, *id, now, Some(payment))
+                    .await
+                    .map(|_| ())
             }
             // Dunning runs on the account's own time (its test clock's, if it has one).
             PaymentJob::Dunning { tenant, account } => self
@@ -235,10 +237,26 @@ impl App {
         id: PaymentId,
         now: Timestamp,
     ) -> Result<Collected, AppError> {
+        self.collect_known(tenant, id, now, None).await
+    }
+
+    /// [`App::collect_payment`] starting from the payment as just read (`known`), so the
+    /// worker reads it once.
+    async fn collect_known(
+        &self,
+        tenant: TenantId,
+        id: PaymentId,
+        now: Timestamp,
+        mut known: Option<Payment>,
+    ) -> Result<Collected, AppError> {
         let mut result: Option<(String, Option<String>, ChargeResult)> = None;
         for _ in 0..WRITE_ATTEMPTS {
-            let Some(payment) = self.store.get_payment(tenant, id).await? else {
-                return Ok(Collected::Nothing);
+            let payment = match known.take() {
+                Some(payment) => payment,
+                None => match self.store.get_payment(tenant, id).await? {
+                    Some(payment) => payment,
+                    None => return Ok(Collected::Nothing),
+                },
             };
             let caller = &system_caller(tenant, payment.livemode);
             if payment.status != PaymentStatus::Pending {

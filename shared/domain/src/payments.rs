@@ -298,6 +298,16 @@ impl Payment {
         }
     }
 
+    /// Whether `result` may still be recorded: on a pending attempt, or as the outcome of
+    /// one that waited for the customer to authenticate.
+    pub fn awaits(&self, result: &ChargeResult) -> bool {
+        match self.status {
+            PaymentStatus::Pending => true,
+            PaymentStatus::RequiresAction => !matches!(result, ChargeResult::RequiresAction { .. }),
+            _ => false,
+        }
+    }
+
     /// Records the gateway's answer to a charge of `payment_method`.
     pub fn record(
         &self,
@@ -306,7 +316,7 @@ impl Payment {
         result: ChargeResult,
         now: Timestamp,
     ) -> Result<Payment, PaymentError> {
-        if self.status != PaymentStatus::Pending {
+        if !self.awaits(&result) {
             return Err(self.refuse("record a charge"));
         }
         let mut next = self.clone();
