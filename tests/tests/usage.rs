@@ -475,3 +475,60 @@ async fn usage_while_paused_is_recorded_but_not_billed() {
         "the call before the pause, not the one during it"
     );
 }
+
+#[tokio::test]
+async fn usage_routes_are_documented_and_need_their_permission() {
+    let app = billing_tests::memory_app();
+    let caller = billing_tests::admin(&app, "Docs").await;
+    let viewer = app
+        .create_api_key(
+            &caller,
+            billing_domain::access::Role::FinanceViewer,
+            Some("viewer"),
+        )
+        .await
+        .unwrap();
+    let base = billing_tests::serve(app).await;
+    let doc: Value = reqwest::get(format!("{base}/v1/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/v1/usage",
+        "/v1/usage/batch",
+        "/v1/subscriptions/{id}/usage",
+        "/v1/entitlements/check",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} documented");
+    }
+    assert!(doc["x-event-types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "usage.threshold_reached"));
+    let http = Client::new();
+    let as_viewer = |method: Method, path: &str| {
+        http.request(method, format!("{base}{path}"))
+            .bearer_auth(&viewer.secret)
+    };
+    let refused = as_viewer(Method::POST, "/v1/usage")
+        .json(&json!({"transaction_id": "t", "subscription": "sub_x", "metric": "m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let unknown = as_viewer(
+        Method::GET,
+        "/v1/entitlements/check?account=nobody&metric=m",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        unknown.status(),
+        StatusCode::BAD_REQUEST,
+        "read is allowed; the account is unknown"
+    );
+}

@@ -812,6 +812,11 @@ impl App {
             return Ok(Vec::new());
         };
         let terms = &previous.terms.usage_charges;
+        if terms.is_empty() {
+            // Nothing to price: no read, only the period remembered for late usage.
+            transition.bill_usage(period, Vec::new());
+            return Ok(Vec::new());
+        }
         let stored = self
             .store
             .list_rollups(
@@ -942,7 +947,7 @@ impl App {
                     lines,
                 };
                 let invoice = self
-                    .finalized_invoice(caller, &sub, &billing, invoice_id, at)
+                    .finalized_invoice(caller, &sub, &billing, invoice_id, None, at)
                     .await?;
                 let data = to_json(&invoice.invoice)?;
                 let mut change = self.change(

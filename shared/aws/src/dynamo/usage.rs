@@ -32,6 +32,10 @@ use jiff::{SignedDuration, Timestamp};
 use super::{from_item, sdk_error, to_item, DynamoStore, Item, Transaction};
 use crate::keys::{self, Key, PK, SK};
 
+/// How long an event item (and so its transaction id) is kept: far past the grace window,
+/// after which an event of its period would be refused anyway.
+const EVENT_RETENTION: SignedDuration = SignedDuration::from_hours(90 * 24);
+
 const ROLLUP_CONFLICT: StoreError = StoreError::VersionConflict {
     entity: "usage rollup",
 };
@@ -41,7 +45,7 @@ fn rollup_key(tenant: TenantId, key: &RollupKey) -> Key {
 }
 
 impl Transaction<'_> {
-    fn rollups(
+    pub(super) fn rollups(
         &mut self,
         tenant: TenantId,
         rollups: &[RollupWrite],
@@ -78,7 +82,7 @@ impl Transaction<'_> {
 impl DynamoStore {
     /// Every stored item among `keys` (consistent reads, 100 keys per request, unprocessed
     /// keys retried), projected to `projection` when given.
-    async fn batch_get(
+    pub(super) async fn batch_get(
         &self,
         keys: Vec<Item>,
         projection: Option<&str>,
@@ -180,12 +184,17 @@ impl UsageStore for DynamoStore {
     async fn record_usage(&self, tenant: TenantId, write: &UsageWrite) -> Result<(), StoreError> {
         let mut tx = self.transaction();
         for stored in &write.events {
+            let mut item = to_item(
+                "usage_event",
+                stored,
+                &keys::usage_event(tenant, &stored.event.transaction_id),
+            )?;
+            item.insert(
+                keys::TTL.to_owned(),
+                super::epoch_seconds(stored.received_at + EVENT_RETENTION),
+            );
             tx.create(
-                to_item(
-                    "usage_event",
-                    stored,
-                    &keys::usage_event(tenant, &stored.event.transaction_id),
-                )?,
+                item,
                 StoreError::AlreadyExists {
                     entity: "usage event",
                 },
