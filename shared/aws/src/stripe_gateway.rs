@@ -166,16 +166,7 @@ impl PaymentGateway for StripeGateway {
         {
             Ok(_) => Ok(()),
             // Detached already (a retry, or the customer removed it in Stripe): done.
-            Err(StripeError::Stripe(e, 400 | 404))
-                if e.code
-                    .as_ref()
-                    .is_some_and(|c| c.as_str() == "payment_method_unexpected_state")
-                    || e.code
-                        .as_ref()
-                        .is_some_and(|c| c.as_str() == "resource_missing") =>
-            {
-                Ok(())
-            }
+            Err(StripeError::Stripe(e, _)) if not_attached(&e) => Ok(()),
             Err(e) => Err(gateway_error(e)),
         }
     }
@@ -300,6 +291,14 @@ fn charge_failure(error: ApiErrors, status: u16) -> Result<ChargeOutcome, Gatewa
         decline_code: error.decline_code,
         code,
     })
+}
+
+/// Stripe's answer to detaching a method that is not (or no longer) attached anywhere.
+fn not_attached(error: &ApiErrors) -> bool {
+    matches!(
+        error.code.as_ref().map(|c| c.as_str()),
+        Some("payment_method_unexpected_state" | "resource_missing")
+    )
 }
 
 fn gateway_error(error: StripeError) -> GatewayError {
