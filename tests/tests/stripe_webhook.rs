@@ -198,15 +198,11 @@ struct Scenario {
 
 /// Collection through the Stripe adapter and the fake Stripe: the card needs 3-D Secure, so
 /// the first invoice waits for the customer with the PaymentIntent Stripe made.
-async fn waiting_for_authentication() -> Scenario {
+async fn waiting_for_authentication(store: Arc<dyn Store>) -> Scenario {
     let fake = FakeStripe::start().await;
     let clock = Arc::new(ManualClock(Mutex::new(Timestamp::now())));
     let gateway = Arc::new(StripeGateway::new("sk_test_fake", Some(&fake.url)).unwrap());
-    let app = App::new(
-        Arc::new(billing_app::memory::MemoryStore::new()),
-        clock.clone(),
-    )
-    .with_gateway(gateway);
+    let app = App::new(store, clock.clone()).with_gateway(gateway);
     let caller = billing_tests::admin(&app, "Stripe webhooks").await;
     let sub = billing_tests::subscribe(
         &app,
@@ -305,8 +301,17 @@ impl Scenario {
 }
 
 #[tokio::test]
-async fn a_verified_event_settles_the_invoice_once_and_bad_signatures_apply_nothing() {
-    let scenario = waiting_for_authentication().await;
+async fn a_verified_event_settles_the_invoice_once_and_bad_signatures_apply_nothing_in_memory() {
+    verified_events_apply_once(Arc::new(billing_app::memory::MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn a_verified_event_settles_the_invoice_once_and_bad_signatures_apply_nothing_on_dynamodb() {
+    verified_events_apply_once(Arc::new(billing_tests::dynamo_store().await)).await;
+}
+
+async fn verified_events_apply_once(store: Arc<dyn Store>) {
+    let scenario = waiting_for_authentication(store).await;
     let url = serve(scenario.app.clone()).await;
     let succeeded = scenario.succeeded_event();
     let body = bytes_of(&succeeded);
@@ -454,7 +459,8 @@ fn stripe_python(script: &str, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn signatures_agree_with_stripes_official_python_library() {
-    let scenario = waiting_for_authentication().await;
+    let scenario =
+        waiting_for_authentication(Arc::new(billing_app::memory::MemoryStore::new())).await;
     let url = serve(scenario.app.clone()).await;
     let body = String::from_utf8(bytes_of(&scenario.succeeded_event())).unwrap();
     let now = scenario.clock.now().as_second().to_string();
