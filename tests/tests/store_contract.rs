@@ -513,7 +513,10 @@ async fn usage_contract(app: &App, store: &dyn Store, caller: &Caller, other: &C
         2,
         "nothing of a refused write"
     );
-    let stored = store.get_rollups(tenant, &[key.clone()]).await.unwrap();
+    let stored = store
+        .get_rollups(tenant, std::slice::from_ref(&key))
+        .await
+        .unwrap();
     assert_eq!(stored, vec![rollup(2, 1)]);
 
     // Ranges, quotas and threshold events.

@@ -442,7 +442,7 @@ async fn usage_while_paused_is_recorded_but_not_billed() {
     let m = api.metered_subscription().await;
     let sub = m.subscription.as_str();
     api.post(
-        &format!("/v1/usage"),
+        "/v1/usage",
         json!({"transaction_id": "a", "subscription": sub, "metric": "api_calls"}),
     )
     .await;
@@ -451,7 +451,7 @@ async fn usage_while_paused_is_recorded_but_not_billed() {
         .await;
     let paused = api
         .post(
-            &format!("/v1/usage"),
+            "/v1/usage",
             json!({"transaction_id": "b", "subscription": sub, "metric": "api_calls"}),
         )
         .await;
