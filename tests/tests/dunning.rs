@@ -1058,7 +1058,7 @@ async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
         tenant: w.caller.tenant_id,
         account: w.account.id,
     };
-    assert_eq!(dunning_jobs(queue.take()), [step.clone()]);
+    assert_eq!(dunning_jobs(queue.take()), std::slice::from_ref(&step));
     // Taken by a process that cannot send: its notice is due at once.
     App::new(w.app.store.clone(), w.clock.clone())
         .handle_payment_job(&step)
@@ -1070,7 +1070,7 @@ async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
         account: w.account.id,
         key: "1-1-reminder".into(),
     };
-    assert_eq!(dunning_jobs(queue.take()), [notice.clone()]);
+    assert_eq!(dunning_jobs(queue.take()), std::slice::from_ref(&notice));
     w.app.handle_payment_job(&notice).await.unwrap();
     assert_eq!(w.notices().len(), 1);
     sweeper.sweep(1000).await.unwrap();

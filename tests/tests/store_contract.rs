@@ -773,7 +773,7 @@ async fn dunning_contract(app: &App, store: &dyn Store, caller: &Caller, other: 
     );
     assert_eq!(
         mine(store.due_items(first_step, 1000).await.unwrap()),
-        [step_job.clone()]
+        std::slice::from_ref(&step_job)
     );
 
     // The warning: the case, the account's status and the notice, together.
@@ -866,7 +866,7 @@ async fn dunning_contract(app: &App, store: &dyn Store, caller: &Caller, other: 
     assert_eq!(mine(store.due_items(first_step, 1000).await.unwrap()), []);
     assert_eq!(
         mine(store.due_items(notice.retry_at, 1000).await.unwrap()),
-        [notice_job.clone()]
+        std::slice::from_ref(&notice_job)
     );
     let mut due = mine(
         store
