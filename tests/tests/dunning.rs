@@ -903,6 +903,16 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
         http: reqwest::Client::new(),
         key: issued.secret,
     };
+    let openapi = api.get("/v1/openapi.json").await;
+    for path in ["/v1/settings/dunning", "/v1/accounts/{id}/dunning"] {
+        assert!(openapi["paths"][path].is_object(), "{path} is documented");
+    }
+    for schema in ["DunningCase", "DunningPolicy", "event.dunning.blocked"] {
+        assert!(
+            openapi["components"]["schemas"][schema].is_object(),
+            "{schema} is documented"
+        );
+    }
     let default = api.get("/v1/settings/dunning").await;
     assert_eq!(
         default,
