@@ -54,7 +54,10 @@ struct World {
 
 impl World {
     async fn new() -> Self {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        Self::on(Arc::new(MemoryStore::new())).await
+    }
+
+    async fn on(store: Arc<dyn Store>) -> Self {
         let clock = Manual::at(t0());
         let notifier = Arc::new(MemoryNotifier::default());
         let app = App::new(store, clock.clone()).with_notifier(notifier.clone());
@@ -1090,4 +1093,64 @@ async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
         "nothing left due until day 7"
     );
     assert_eq!(w.status().await, AccountStatus::Active);
+}
+
+/// What dunning costs in DynamoDB requests, counted on the local stand-in (not timed): a
+/// case opening, a step with its notice sent at once, and the resolution that unblocks.
+#[tokio::test]
+async fn dunning_costs_a_handful_of_dynamodb_requests() {
+    use billing_infra::request_count::{counted_client, Counter};
+    let counter = Arc::new(Counter::default());
+    let table = format!("test-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let config = billing_aws::Config::local(&table, billing_tests::aws_endpoint());
+    let client = counted_client(&config.sdk_config().await, counter.clone());
+    billing_aws::table::ensure_table(&client, &table)
+        .await
+        .unwrap();
+    let w = World::on(Arc::new(billing_aws::DynamoStore::new(client, table))).await;
+    let invoice = w.open_invoice(4900).await;
+    let counts = |pairs: &[(&str, u64)]| {
+        pairs
+            .iter()
+            .map(|(op, n)| (op.to_string(), *n))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+
+    counter.start();
+    w.app
+        .invoice_past_due(&w.caller, w.account.id, invoice, t0())
+        .await
+        .unwrap();
+    let opening = counter.stop();
+    // The invoice, the account, the policy and the case; one transaction.
+    assert_eq!(
+        opening,
+        counts(&[("GetItem", 4), ("TransactWriteItems", 1)])
+    );
+
+    counter.start();
+    assert_eq!(w.run(day(3)).await, 1);
+    let step = counter.stop();
+    // The case, its invoice (still owed?) and the account; the step's transaction; then the
+    // notice: the tenant's name and the amount owed, sent, and its pending item deleted.
+    assert_eq!(
+        step,
+        counts(&[("DeleteItem", 1), ("GetItem", 5), ("TransactWriteItems", 1)])
+    );
+
+    w.clock.set(day(8));
+    void_without_word(&w, invoice).await;
+    counter.start();
+    w.app
+        .invoice_settled(&w.caller, w.account.id, invoice, day(8))
+        .await
+        .unwrap();
+    let resolution = counter.stop();
+    // The invoice, the case, the account; the transaction; the tenant for the notice.
+    assert_eq!(
+        resolution,
+        counts(&[("DeleteItem", 1), ("GetItem", 4), ("TransactWriteItems", 1)])
+    );
+    assert_eq!(w.status().await, AccountStatus::Active);
+    println!("DynamoDB requests: opening {opening:?}, step {step:?}, resolution {resolution:?}");
 }

@@ -81,7 +81,8 @@ fn busy() -> AppError {
 
 /// What one attempt at a move came to.
 enum Moved {
-    Made,
+    /// Written; the case as now stored.
+    Made(Box<DunningCase>),
     /// Another writer moved the case or the account first: read again.
     Lost,
 }
@@ -216,7 +217,7 @@ impl App {
             let Some(transition) = current.settle(&[invoice], now) else {
                 return Ok(());
             };
-            if let Moved::Made = self.commit(caller, &current, transition, now).await? {
+            if let Moved::Made(_) = self.commit(caller, &current, transition, now).await? {
                 return Ok(());
             }
         }
@@ -250,9 +251,15 @@ impl App {
             }
         };
         let mut moves = 0;
+        // The case just read, or just written by our own move: no read needed for it.
+        let mut known = Some(case);
         for _ in 0..MAX_MOVES {
-            let Some(current) = self.store.get_dunning_case(tenant, account).await? else {
-                break;
+            let current = match known.take() {
+                Some(case) => case,
+                None => match self.store.get_dunning_case(tenant, account).await? {
+                    Some(case) => case,
+                    None => break,
+                },
             };
             let caller = system_caller(tenant, current.livemode);
             let Some(due) = current
@@ -270,8 +277,9 @@ impl App {
             let Some(transition) = transition else {
                 break;
             };
-            if let Moved::Made = self.commit(&caller, &current, transition, due).await? {
+            if let Moved::Made(next) = self.commit(&caller, &current, transition, due).await? {
                 moves += 1;
+                known = Some(*next);
             }
         }
         Ok(moves)
@@ -337,7 +345,7 @@ impl App {
             self.send_notice(tenant, &pending, &next, &account.email)
                 .await?;
         }
-        Ok(Moved::Made)
+        Ok(Moved::Made(Box::new(next)))
     }
 
     /// The audit record of a case's move, its dunning event (if the move has one) and,
