@@ -1154,3 +1154,36 @@ async fn dunning_costs_a_handful_of_dynamodb_requests() {
     assert_eq!(w.status().await, AccountStatus::Active);
     println!("DynamoDB requests: opening {opening:?}, step {step:?}, resolution {resolution:?}");
 }
+
+/// Dunning jobs as `payment-worker` receives them (SQS messages, JSON bodies), duplicates
+/// in one batch included: each step once, its notice once.
+#[tokio::test]
+async fn the_payment_worker_handler_runs_dunning_messages_once() {
+    let w = World::new().await;
+    let invoice = w.open_invoice(1000).await;
+    w.app
+        .invoice_past_due(&w.caller, w.account.id, invoice, t0())
+        .await
+        .unwrap();
+    w.clock.set(day(7));
+    let body = format!(
+        r#"{{"kind":"dunning","tenant":"{}","account":"{}"}}"#,
+        w.caller.tenant_id, w.account.id
+    );
+    let message = |id: &str| {
+        let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
+        m.message_id = Some(id.to_owned());
+        m.body = Some(body.clone());
+        m
+    };
+    let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
+    batch.records = vec![message("a"), message("b"), message("c")];
+    let response = payment_worker::handle(&w.app, batch).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(w.status().await, AccountStatus::Warning);
+    assert_eq!(w.notices().len(), 2, "reminder and warning, once each");
+    assert_eq!(
+        w.events().await,
+        ["dunning.reminder", "dunning.warning", "account.updated"]
+    );
+}
