@@ -12,11 +12,12 @@ struct Api {
     base: String,
     http: Client,
     key: String,
+    tenant: billing_domain::ids::TenantId,
 }
 
 impl Api {
     async fn start(app: App) -> Self {
-        let (_, issued) = app
+        let (tenant, issued) = app
             .create_tenant("Metered Co", TenantMode::Sandbox)
             .await
             .unwrap();
@@ -24,6 +25,7 @@ impl Api {
             base: billing_tests::serve(app).await,
             http: Client::new(),
             key: issued.secret,
+            tenant: tenant.id,
         }
     }
 
@@ -530,5 +532,79 @@ async fn usage_routes_are_documented_and_need_their_permission() {
         unknown.status(),
         StatusCode::BAD_REQUEST,
         "read is allowed; the account is unknown"
+    );
+}
+
+#[tokio::test]
+async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency() {
+    // The memory store commits one transaction at a time, as DynamoDB does.
+    let app = billing_tests::memory_app();
+    let api = Api::start(app.clone()).await;
+    let m = api.metered_subscription().await;
+    let sub = m.subscription.clone();
+    let calls = |ids: std::ops::Range<u32>, timestamp: Option<&str>| -> Vec<Value> {
+        ids.map(|i| {
+            let mut e = json!({"transaction_id": format!("c{i}"), "subscription": sub, "metric": "api_calls"});
+            if let Some(t) = timestamp {
+                e["timestamp"] = json!(t);
+            }
+            e
+        })
+        .collect()
+    };
+    // Eight clients deliver the same five calls at once: five counted, 80 % and 100 % once.
+    let deliveries: Vec<_> = (0..8)
+        .map(|_| {
+            let (base, key, events) = (api.base.clone(), api.key.clone(), calls(0..5, None));
+            tokio::spawn(async move {
+                Client::new()
+                    .post(format!("{base}/v1/usage/batch"))
+                    .bearer_auth(key)
+                    .json(&json!({ "events": events }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()["accepted"]
+                    .as_u64()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for d in deliveries {
+        accepted += d.await.unwrap();
+    }
+    assert_eq!(accepted, 5);
+    let thresholds = api.get("/v1/events?type=usage.threshold_reached").await;
+    assert_eq!(thresholds["data"].as_array().unwrap().len(), 2);
+
+    // January is billed; one late call arrives; eight workers pick up its job at once.
+    api.advance(&m.clock, "2027-02-01T00:00:00Z").await;
+    api.batch(calls(5..6, Some("2027-01-31T12:00:00Z"))).await;
+    let id = billing_domain::ids::SubscriptionId::parse(&sub, "id").unwrap();
+    let until: jiff::Timestamp = "2027-02-01T00:01:00Z".parse().unwrap();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (app, tenant) = (app.clone(), api.tenant);
+            tokio::spawn(async move { app.bill_late_usage(tenant, id, until).await.unwrap() })
+        })
+        .collect();
+    let mut billed = 0;
+    for w in workers {
+        billed += usize::from(w.await.unwrap());
+    }
+    assert_eq!(billed, 1, "one worker wrote the supplemental invoice");
+    let late: Vec<Value> = api
+        .invoices(&sub)
+        .await
+        .into_iter()
+        .filter(|i| i["billing_reason"] == "late_usage")
+        .collect();
+    assert_eq!(late.len(), 1);
+    assert_eq!(
+        late[0]["total"], 50,
+        "the sixth call: 4 × $0.50 − 3 × $0.50"
     );
 }
