@@ -294,7 +294,8 @@ async fn retries_on_the_schedule_until_paid_on_dynamodb() {
 /// it and makes the subscription active again.
 #[tokio::test]
 async fn a_hard_decline_is_final() {
-    let (app, gateway) = with_sandbox(billing_tests::memory_app());
+    let notifier = Arc::new(billing_app::memory::MemoryNotifier::default());
+    let (app, gateway) = with_sandbox(billing_tests::memory_app().with_notifier(notifier.clone()));
     let caller = billing_tests::admin(&app, "Hard").await;
     app.set_payment_settings(&caller, None, Some(FinalAction::MarkUncollectible))
         .await
@@ -322,6 +323,18 @@ async fn a_hard_decline_is_final() {
         .unwrap();
     assert_eq!(outcome, Collected::Failed { retry_at: None });
     assert_eq!(payments_of(&app, &caller, &sub).await.len(), 1, "no retry");
+    // The customer is told to add another card, once (a redelivery sends nothing more).
+    app.collect_payment(caller.tenant_id, attempt.id, Timestamp::now())
+        .await
+        .unwrap();
+    let notices: Vec<_> = notifier
+        .sent()
+        .into_iter()
+        .filter(|n| n.key == format!("{}:hard_decline", attempt.id))
+        .collect();
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0].to, "hard@acme.test");
+    assert!(notices[0].body.contains("$9.00"), "{}", notices[0].body);
     let invoice = first_invoice(&app, &caller, &sub).await;
     assert_eq!(invoice.status, InvoiceStatus::Uncollectible);
     assert_eq!(
