@@ -686,3 +686,105 @@ async fn previews_price_the_next_invoice_a_change_and_a_hypothetical_subscriptio
         .iter()
         .all(|p| p["code"] != "what_if"));
 }
+
+/// Twelve monthly subscriptions of one tenant on a test clock from 2027-01-01, through
+/// the use cases.
+async fn twelve_subscriptions(
+    app: &billing_app::App,
+) -> (
+    billing_app::Caller,
+    Vec<billing_domain::ids::SubscriptionId>,
+) {
+    let caller = billing_tests::admin(app, "Together").await;
+    let clock = app
+        .create_test_clock(&caller, None, "2027-01-01T00:00:00Z".parse().unwrap())
+        .await
+        .unwrap();
+    let account = app
+        .create_account(
+            &caller,
+            serde_json::from_value(
+                json!({"email": "together@acme.test", "currency": "usd", "test_clock": clock.id}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let plan = app
+        .create_plan(
+            &caller,
+            serde_json::from_value(json!({"code": "monthly", "name": "Monthly", "interval": {"unit": "month"},
+                "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 1000}}}}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        let start = billing_app::subscriptions::StartSubscription {
+            account_id: account.id,
+            plan_id: plan.plan.id,
+            quantity: 1,
+            trial_days: None,
+            start: None,
+            billing_anchor: None,
+            collection_method: billing_domain::subscription::CollectionMethod::SendInvoice,
+            days_until_due: Some(30),
+            max_pause_days: None,
+            metadata: Default::default(),
+        };
+        ids.push(app.create_subscription(&caller, start).await.unwrap().id);
+    }
+    (caller, ids)
+}
+
+async fn bills_a_tenants_subscriptions_together_exactly_once(app: billing_app::App) {
+    let (caller, ids) = twelve_subscriptions(&app).await;
+    let tenant = caller.tenant_id;
+    let february: jiff::Timestamp = "2027-02-01T00:00:00Z".parse().unwrap();
+    // Another worker renews one of them first…
+    assert_eq!(
+        app.run_due_subscription(tenant, ids[3], february)
+            .await
+            .unwrap(),
+        1
+    );
+    // …then a batch holds all twelve and a duplicate delivery of the first.
+    let mut batch = ids.clone();
+    batch.push(ids[0]);
+    let steps: Vec<usize> = app
+        .run_due_subscriptions(tenant, &batch, february)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(steps.iter().sum::<usize>(), 11, "{steps:?}");
+    assert_eq!((steps[3], steps[12]), (0, 0));
+    // Delivered again: nothing is due.
+    let again = app.run_due_subscriptions(tenant, &ids, february).await;
+    assert!(again.into_iter().all(|r| r.unwrap() == 0));
+    // Two months at once: the first step of each together, the second one at a time.
+    let april: jiff::Timestamp = "2027-04-01T00:00:00Z".parse().unwrap();
+    let steps = app.run_due_subscriptions(tenant, &ids, april).await;
+    assert!(steps.into_iter().all(|r| r.unwrap() == 2));
+
+    let mut numbers = Vec::new();
+    for id in &ids {
+        let (mine, periods) = invoice_numbers_and_periods(&app, &caller, *id).await;
+        assert_eq!(periods.len(), 4, "Jan..Apr, each once");
+        assert_eq!(mine.len(), 4);
+        numbers.extend(mine);
+    }
+    numbers.sort();
+    assert_eq!(numbers, numbered(48), "gapless across the tenant");
+}
+
+#[tokio::test]
+async fn a_tenants_subscriptions_are_billed_together_exactly_once_in_memory() {
+    bills_a_tenants_subscriptions_together_exactly_once(billing_tests::memory_app()).await;
+}
+
+#[tokio::test]
+async fn a_tenants_subscriptions_are_billed_together_exactly_once_on_dynamodb() {
+    bills_a_tenants_subscriptions_together_exactly_once(billing_tests::dynamo_app().await).await;
+}

@@ -67,6 +67,16 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::local("billing-load", format!("http://127.0.0.1:{port}"));
     let sdk = config.sdk_config().await;
     stack::ensure(&sdk, &config.table_name).await?;
+    // What `webhook-fanout` does with the webhook queue, minus the deliveries (there are no
+    // endpoints): take the events off it. Left to pile up, the stand-in's SQS gets slower
+    // with every message queued (it counts the queue on each send).
+    let draining = tokio::spawn(drain(
+        aws_sdk_sqs::Client::new(&sdk),
+        billing_aws::SqsQueue::by_name(&sdk, stack::WEBHOOK_QUEUE)
+            .await?
+            .url()
+            .to_owned(),
+    ));
     let counter = Arc::new(Counter::default());
     let dynamodb = counted_client(&sdk, counter.clone());
 
@@ -192,8 +202,45 @@ async fn main() -> anyhow::Result<()> {
     for (operation, n) in &counts {
         println!("  {operation:<20} {:.2}", *n as f64 / invoices);
     }
+    draining.abort();
     let _ = child.kill();
     Ok(())
+}
+
+/// Receives and deletes the queue's messages, ten at a time, until aborted.
+async fn drain(sqs: aws_sdk_sqs::Client, url: String) {
+    loop {
+        let Ok(output) = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let entries: Vec<_> = output
+            .messages()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle()?)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if !entries.is_empty() {
+            let _ = sqs
+                .delete_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+        }
+    }
 }
 
 /// A tenant with a daily plan, one account and `count` subscriptions on it, created on the
@@ -264,7 +311,7 @@ fn sqs_batch(jobs: &[BillingJob]) -> SqsEvent {
         .iter()
         .map(|job| {
             let mut message = SqsMessage::default();
-            message.message_id = Some(format!("{}", job_id(job)));
+            message.message_id = Some(job_id(job));
             message.body = serde_json::to_string(job).ok();
             message
         })

@@ -6,6 +6,8 @@
 //! billing's sequence, so it can only be written once), the tenant's invoice number, the
 //! audit record and the events. Running a step twice, or two workers at once, bills once.
 
+use std::collections::HashMap;
+
 use billing_domain::access::Permission;
 use billing_domain::account::Account;
 use billing_domain::event::AuditAction;
@@ -23,7 +25,10 @@ use jiff::Timestamp;
 
 use crate::dunning::refuse_blocked;
 use crate::payments::first_attempt;
-use crate::ports::{InvoiceWrite, Page, PageRequest, StoreError, SubscriptionFilter};
+use crate::ports::{
+    BillingJob, InvoiceWrite, NextInvoiceNumber, Page, PageRequest, StoreError, SubscriptionFilter,
+    SubscriptionStep,
+};
 use crate::webhooks::system_caller;
 use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
 
@@ -200,7 +205,7 @@ impl App {
         )?;
         for _ in 0..WRITE_ATTEMPTS {
             let (invoice, change) = self
-                .step_records(caller, None, &transition, AuditAction::Create, now)
+                .step_records(caller, None, &transition, AuditAction::Create, now, None)
                 .await?;
             match self
                 .store
@@ -251,7 +256,8 @@ impl App {
             .await?)
     }
 
-    /// The audit record, events and (finalized) invoice of one lifecycle step.
+    /// The audit record, events and (finalized) invoice of one lifecycle step. The invoice
+    /// takes `number`, or the tenant's next one when it is `None`.
     async fn step_records(
         &self,
         caller: &Caller,
@@ -259,6 +265,7 @@ impl App {
         transition: &Transition,
         action: AuditAction,
         now: Timestamp,
+        number: Option<NextInvoiceNumber>,
     ) -> Result<(Option<InvoiceWrite>, crate::ports::Change), AppError> {
         let sub = &transition.next;
         let before = previous.map(to_json).transpose()?;
@@ -294,7 +301,11 @@ impl App {
         let Some(billing) = &transition.billing else {
             return Ok((None, change));
         };
-        let invoice = self.subscription_invoice(caller, sub, billing, now).await?;
+        let id =
+            invoicing::subscription_invoice_id(sub.id, sub.invoice_count, billing.period.start);
+        let invoice = self
+            .finalized_invoice(caller, sub, billing, id, number, now)
+            .await?;
         let data = to_json(&invoice.invoice)?;
         for event_type in ["invoice.created", "invoice.finalized"] {
             change.events.push(self.event(
@@ -319,27 +330,15 @@ impl App {
         Ok((Some(invoice), change))
     }
 
-    /// Builds and finalizes the invoice of a billing step under the next invoice number.
-    async fn subscription_invoice(
-        &self,
-        caller: &Caller,
-        sub: &Subscription,
-        billing: &Billing,
-        now: Timestamp,
-    ) -> Result<InvoiceWrite, AppError> {
-        let id =
-            invoicing::subscription_invoice_id(sub.id, sub.invoice_count, billing.period.start);
-        self.finalized_invoice(caller, sub, billing, id, now).await
-    }
-
-    /// Builds the invoice `id` of `sub` from `billing` and finalizes it under the next
-    /// invoice number.
+    /// Builds the invoice `id` of `sub` from `billing` and finalizes it under `number`, or
+    /// the tenant's next invoice number when it is `None`.
     pub(crate) async fn finalized_invoice(
         &self,
         caller: &Caller,
         sub: &Subscription,
         billing: &Billing,
         id: billing_domain::ids::InvoiceId,
+        number: Option<NextInvoiceNumber>,
         now: Timestamp,
     ) -> Result<InvoiceWrite, AppError> {
         let built = build_invoice(&InvoiceInput {
@@ -363,7 +362,10 @@ impl App {
             built,
             now,
         );
-        let next = self.store.next_invoice_number(caller.tenant_id).await?;
+        let next = match number {
+            Some(reserved) => reserved,
+            None => self.store.next_invoice_number(caller.tenant_id).await?,
+        };
         let number = next.number;
         let invoice = draft
             .finalize(
@@ -402,7 +404,7 @@ impl App {
                 .bill_closed_usage(caller.tenant_id, &current, &mut transition)
                 .await?;
             let (invoice, change) = self
-                .step_records(caller, Some(&current), &transition, action, now)
+                .step_records(caller, Some(&current), &transition, action, now, None)
                 .await?;
             match self
                 .save_step(
@@ -570,19 +572,146 @@ impl App {
         id: SubscriptionId,
         until: Timestamp,
     ) -> Result<usize, AppError> {
+        self.run_due_subscription_from(tenant, id, until, None)
+            .await
+    }
+
+    /// A billing worker's jobs of one tenant, answered in order: the subscriptions'
+    /// together ([`App::run_due_subscriptions`]), test clocks one at a time.
+    pub async fn run_billing_jobs(
+        &self,
+        tenant: TenantId,
+        jobs: &[BillingJob],
+    ) -> Vec<Result<(), AppError>> {
+        let ids: Vec<SubscriptionId> = jobs
+            .iter()
+            .filter_map(|job| match job {
+                BillingJob::Subscription { id, .. } => Some(*id),
+                BillingJob::TestClock { .. } => None,
+            })
+            .collect();
+        let mut billed = self
+            .run_due_subscriptions(tenant, &ids, self.now())
+            .await
+            .into_iter();
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            results.push(match job {
+                BillingJob::Subscription { .. } => billed
+                    .next()
+                    .unwrap_or_else(|| Err(AppError::Internal("a job went unanswered".into())))
+                    .map(|_| ()),
+                BillingJob::TestClock { id, .. } => {
+                    self.run_test_clock(tenant, *id).await.map(|_| ())
+                }
+            });
+        }
+        results
+    }
+
+    /// Runs what is due of several of a tenant's subscriptions (a billing worker's batch,
+    /// which the FIFO queue keeps to one tenant at a time): the first step of each is
+    /// written together, in a few requests for all of them. Anything more that is due,
+    /// and any step the shared write could not take (another writer got there first), runs
+    /// one subscription at a time. One result per id, in order.
+    pub async fn run_due_subscriptions(
+        &self,
+        tenant: TenantId,
+        ids: &[SubscriptionId],
+        until: Timestamp,
+    ) -> Vec<Result<usize, AppError>> {
+        let mut made = match self.first_steps_together(tenant, ids, until).await {
+            Ok(made) => made,
+            Err(err) => {
+                tracing::warn!(%err, %tenant, "steps written together failed; one at a time instead");
+                HashMap::new()
+            }
+        };
+        let mut results = Vec::with_capacity(ids.len());
+        for id in ids {
+            // A duplicate of an id counts the shared step once.
+            let known = made.remove(id);
+            let together = usize::from(known.is_some());
+            results.push(
+                self.run_due_subscription_from(tenant, *id, until, known)
+                    .await
+                    .map(|steps| steps + together),
+            );
+        }
+        results
+    }
+
+    /// Writes the first due step of each of `ids` with [`SubscriptionStore::save_subscription_steps`]
+    /// under consecutive invoice numbers read once; returns the subscriptions it wrote.
+    async fn first_steps_together(
+        &self,
+        tenant: TenantId,
+        ids: &[SubscriptionId],
+        until: Timestamp,
+    ) -> Result<HashMap<SubscriptionId, Subscription>, AppError> {
+        let mut unique = ids.to_vec();
+        unique.sort();
+        unique.dedup();
+        let subscriptions = self.store.get_subscriptions(tenant, &unique).await?;
+        if !subscriptions
+            .iter()
+            .any(|s| s.due_at().is_some_and(|d| d <= until))
+        {
+            return Ok(HashMap::new());
+        }
+        let mut numbers = self.store.next_invoice_number(tenant).await?;
+        let mut steps = Vec::new();
+        let mut due_times = Vec::new();
+        for current in &subscriptions {
+            if let Some((step, due)) = self
+                .prepare_step(tenant, current, until, Some(&mut numbers))
+                .await?
+            {
+                steps.push(step);
+                due_times.push(due);
+            }
+        }
+        let written = match self.store.save_subscription_steps(tenant, &steps).await {
+            Ok(()) => steps.len(),
+            Err(failed) => {
+                tracing::info!(error = %failed.error, written = failed.written, %tenant, "a shared write stopped; the rest go one at a time");
+                failed.written
+            }
+        };
+        let mut made = HashMap::new();
+        for (step, due) in steps.into_iter().zip(due_times).take(written) {
+            self.release_invoice_payment(tenant, step.invoice.as_ref(), due)
+                .await;
+            made.insert(step.next.id, step.next);
+        }
+        Ok(made)
+    }
+
+    /// [`App::run_due_subscription`], from `known` (the subscription as stored) when given.
+    async fn run_due_subscription_from(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        until: Timestamp,
+        mut known: Option<Subscription>,
+    ) -> Result<usize, AppError> {
         let mut steps = 0;
         let mut transient_failures = 0;
-        // After a step of our own we know the stored subscription exactly: no read needed.
-        let mut known = None;
         for _ in 0..MAX_STEPS {
             match self.run_one_step(tenant, id, until, known.take()).await {
+                // After a step of our own we know the stored subscription exactly: no
+                // read needed.
                 Ok(Step::Made(next)) => {
                     steps += 1;
                     known = Some(*next);
                 }
-                // Nothing of the lifecycle is due: late usage may be.
-                Ok(Step::Nothing) => {
-                    let late = self.bill_late_usage(tenant, id, until).await?;
+                // Nothing of the lifecycle is due: late usage may be, once a period's
+                // usage has been billed.
+                Ok(Step::Nothing(current)) => {
+                    let late = match current {
+                        Some(sub) if sub.last_usage_period.is_none() => false,
+                        _ => self.bill_late_usage(tenant, id, until).await?,
+                    };
                     return Ok(steps + usize::from(late));
                 }
                 // Someone else made this step (a duplicate delivery, a concurrent run):
@@ -606,6 +735,56 @@ impl App {
         Ok(steps)
     }
 
+    /// The step of `current` due by `until`, ready to write, and when it fell due. Its
+    /// invoice takes the number in `reserved` (which then moves on), or the tenant's next
+    /// one when there is none.
+    async fn prepare_step(
+        &self,
+        tenant: TenantId,
+        current: &Subscription,
+        until: Timestamp,
+        reserved: Option<&mut NextInvoiceNumber>,
+    ) -> Result<Option<(SubscriptionStep, Timestamp)>, AppError> {
+        let Some(due) = current.due_at().filter(|d| *d <= until) else {
+            return Ok(None);
+        };
+        let Some(mut transition) = current.advance(due)? else {
+            return Ok(None);
+        };
+        let rollups = self
+            .bill_closed_usage(tenant, current, &mut transition)
+            .await?;
+        let number = match reserved {
+            Some(next) if transition.billing.is_some() => {
+                let this = next.clone();
+                next.number += 1;
+                Some(this)
+            }
+            _ => None,
+        };
+        let caller = &system_caller(tenant, current.livemode);
+        let (invoice, change) = self
+            .step_records(
+                caller,
+                Some(current),
+                &transition,
+                AuditAction::Update,
+                due,
+                number,
+            )
+            .await?;
+        Ok(Some((
+            SubscriptionStep {
+                previous: current.clone(),
+                next: transition.next,
+                invoice,
+                rollups,
+                change,
+            },
+            due,
+        )))
+    }
+
     async fn run_one_step(
         &self,
         tenant: TenantId,
@@ -617,43 +796,27 @@ impl App {
             Some(sub) => sub,
             None => match self.store.get_subscription(tenant, id).await? {
                 Some(sub) => sub,
-                None => return Ok(Step::Nothing),
+                None => return Ok(Step::Nothing(None)),
             },
         };
-        let Some(due) = current.due_at().filter(|d| *d <= until) else {
-            return Ok(Step::Nothing);
+        let Some((step, due)) = self.prepare_step(tenant, &current, until, None).await? else {
+            return Ok(Step::Nothing(Some(Box::new(current))));
         };
-        let Some(mut transition) = current.advance(due)? else {
-            return Ok(Step::Nothing);
-        };
-        let usage = self
-            .bill_closed_usage(tenant, &current, &mut transition)
-            .await?;
-        let caller = &system_caller(tenant, current.livemode);
-        let (invoice, change) = self
-            .step_records(
-                caller,
-                Some(&current),
-                &transition,
-                AuditAction::Update,
-                due,
-            )
-            .await?;
         match self
             .save_step(
                 tenant,
-                &current,
-                &transition.next,
-                invoice.as_ref(),
-                &change,
-                &usage,
+                &step.previous,
+                &step.next,
+                step.invoice.as_ref(),
+                &step.change,
+                &step.rollups,
             )
             .await
         {
             Ok(()) => {
-                self.release_invoice_payment(tenant, invoice.as_ref(), due)
+                self.release_invoice_payment(tenant, step.invoice.as_ref(), due)
                     .await;
-                Ok(Step::Made(Box::new(transition.next)))
+                Ok(Step::Made(Box::new(step.next)))
             }
             Err(StoreError::VersionConflict { .. } | StoreError::AlreadyExists { .. }) => {
                 Ok(Step::Lost)
@@ -669,7 +832,8 @@ enum Step {
     Made(Box<Subscription>),
     /// Another writer made it (or moved the invoice sequence) first.
     Lost,
-    Nothing,
+    /// Nothing was due; the subscription as read, if it exists.
+    Nothing(Option<Box<Subscription>>),
 }
 
 /// A change that bills nothing, announced by one event.

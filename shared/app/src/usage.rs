@@ -813,8 +813,8 @@ impl App {
         };
         let terms = &previous.terms.usage_charges;
         if terms.is_empty() {
-            // Nothing to price: no read, only the period remembered for late usage.
-            transition.bill_usage(period, Vec::new());
+            // Nothing to price, and no usage billed that could arrive late: no read, and
+            // the last period that did bill usage stays the one late usage lands on.
             return Ok(Vec::new());
         }
         let stored = self
@@ -860,6 +860,33 @@ impl App {
             .zip(terms)
             .map(|((rollup, priced), term)| billed(rollup, term, priced, invoice_id))
             .collect())
+    }
+
+    /// Adds the usage so far of the period a previewed step would close to its invoice
+    /// (what [`App::bill_closed_usage`] will bill, without writing anything).
+    pub(crate) async fn preview_usage(
+        &self,
+        tenant: TenantId,
+        previous: &Subscription,
+        step: &mut Transition,
+    ) -> Result<(), AppError> {
+        let Some(period) = usage::closed_by(previous, &step.next) else {
+            return Ok(());
+        };
+        let rollups = if previous.terms.usage_charges.is_empty() {
+            Vec::new()
+        } else {
+            self.store
+                .list_rollups(
+                    tenant,
+                    previous.id,
+                    period.start,
+                    period.start + SignedDuration::from_millis(1),
+                )
+                .await?
+        };
+        step.bill_usage(period, usage_lines(previous, &rollups, period));
+        Ok(())
     }
 
     /// Bills late usage of the subscription that is due by `until` on a supplemental
@@ -1118,6 +1145,22 @@ fn metric_usage(
     }
 }
 
+/// One line per usage charge of `sub`, priced from the period's `rollups`.
+fn usage_lines(sub: &Subscription, rollups: &[Rollup], period: Period) -> Vec<LineInput> {
+    sub.terms
+        .usage_charges
+        .iter()
+        .map(|term| {
+            let usage = match rollups.iter().find(|r| r.metric == term.metric) {
+                Some(r) => r.aggregate.usage(r.aggregation, &term.model),
+                None => billing_domain::usage::Aggregate::default()
+                    .usage(billing_domain::metric::Aggregation::Count, &term.model),
+            };
+            term.line(usage, period)
+        })
+        .collect()
+}
+
 /// The invoice the end of the current period would produce, with the usage so far.
 fn projected_invoice(
     sub: &Subscription,
@@ -1127,16 +1170,7 @@ fn projected_invoice(
         return Ok(None);
     };
     if let Some(period) = usage::closed_by(sub, &transition.next) {
-        let mut lines = Vec::new();
-        for term in &sub.terms.usage_charges {
-            let usage = match rollups.iter().find(|r| r.metric == term.metric) {
-                Some(r) => r.aggregate.usage(r.aggregation, &term.model),
-                None => billing_domain::usage::Aggregate::default()
-                    .usage(billing_domain::metric::Aggregation::Count, &term.model),
-            };
-            lines.push(term.line(usage, period));
-        }
-        transition.bill_usage(period, lines);
+        transition.bill_usage(period, usage_lines(sub, rollups, period));
     }
     let Some(billing) = transition.billing else {
         return Ok(None);

@@ -30,33 +30,70 @@ pub async fn handle_batch_grouped<M, G, K, F, Fut>(
 where
     M: DeserializeOwned + Send + 'static,
     G: Fn(&M) -> K,
-    K: Eq + Hash,
+    K: Eq + Hash + Send + 'static,
     F: Fn(M) -> Fut,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
+    handle_batch_in_groups(event, group, |_, messages: Vec<M>| {
+        let work: Vec<Fut> = messages.into_iter().map(&handle).collect();
+        async move {
+            let mut results = Vec::with_capacity(work.len());
+            for future in work {
+                results.push(future.await);
+            }
+            results
+        }
+    })
+    .await
+}
+
+/// Hands each `group`'s messages to `handle` together (groups run at once), which answers
+/// for each message in order: for work that is cheaper done for a group at once, such as
+/// billing several of a tenant's subscriptions with one write.
+pub async fn handle_batch_in_groups<M, G, K, F, Fut>(
+    event: SqsEvent,
+    group: G,
+    handle: F,
+) -> SqsBatchResponse
+where
+    M: DeserializeOwned + Send + 'static,
+    G: Fn(&M) -> K,
+    K: Eq + Hash + Send + 'static,
+    F: Fn(K, Vec<M>) -> Fut,
+    Fut: Future<Output = Vec<Result<(), String>>> + Send + 'static,
+{
     let mut response = SqsBatchResponse::default();
-    let mut groups: std::collections::HashMap<K, Vec<(String, Fut)>> =
+    let mut groups: std::collections::HashMap<K, (Vec<String>, Vec<M>)> =
         std::collections::HashMap::new();
     let mut failed = Vec::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         match serde_json::from_str::<M>(record.body.as_deref().unwrap_or_default()) {
-            Ok(message) => groups
-                .entry(group(&message))
-                .or_default()
-                .push((id, handle(message))),
+            Ok(message) => {
+                let (ids, messages) = groups.entry(group(&message)).or_default();
+                ids.push(id);
+                messages.push(message);
+            }
             Err(err) => failed.push((id, format!("unreadable message: {err}"))),
         }
     }
     let mut tasks = tokio::task::JoinSet::new();
-    for (_, work) in groups {
+    for (key, (ids, messages)) in groups {
+        let work = handle(key, messages);
         tasks.spawn(async move {
-            let mut failures = Vec::new();
-            for (id, future) in work {
-                if let Err(err) = future.await {
-                    failures.push((id, err));
-                }
-            }
+            let results = work.await;
+            let answered = results.len();
+            let mut failures: Vec<(String, String)> = ids
+                .iter()
+                .zip(results)
+                .filter_map(|(id, result)| result.err().map(|err| (id.clone(), err)))
+                .collect();
+            // A message the handler gave no answer for was not handled.
+            failures.extend(
+                ids.into_iter()
+                    .skip(answered)
+                    .map(|id| (id, "not handled".to_owned())),
+            );
             failures
         });
     }

@@ -264,6 +264,28 @@ impl SubscriptionStore for MemoryStore {
             .save_subscription(tenant, previous, next, invoice, change)
     }
 
+    async fn save_subscription_steps(
+        &self,
+        tenant: TenantId,
+        steps: &[SubscriptionStep],
+    ) -> Result<(), StepsFailed> {
+        let mut s = self.state();
+        for (written, step) in steps.iter().enumerate() {
+            let failed = |error| StepsFailed { written, error };
+            s.check_rollups(tenant, &step.rollups).map_err(failed)?;
+            s.save_subscription(
+                tenant,
+                &step.previous,
+                &step.next,
+                step.invoice.as_ref(),
+                &step.change,
+            )
+            .map_err(failed)?;
+            s.write_rollups(tenant, &step.rollups);
+        }
+        Ok(())
+    }
+
     async fn get_subscription(
         &self,
         tenant: TenantId,
@@ -275,6 +297,18 @@ impl SubscriptionStore for MemoryStore {
             .subscriptions
             .get(&(tenant, id))
             .cloned())
+    }
+
+    async fn get_subscriptions(
+        &self,
+        tenant: TenantId,
+        ids: &[SubscriptionId],
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let s = self.state();
+        Ok(ids
+            .iter()
+            .filter_map(|id| s.billing.subscriptions.get(&(tenant, *id)).cloned())
+            .collect())
     }
 
     async fn list_subscriptions(

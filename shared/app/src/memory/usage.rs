@@ -40,7 +40,11 @@ impl State {
             .collect()
     }
 
-    fn check_rollups(&self, tenant: TenantId, rollups: &[RollupWrite]) -> Result<(), StoreError> {
+    pub(super) fn check_rollups(
+        &self,
+        tenant: TenantId,
+        rollups: &[RollupWrite],
+    ) -> Result<(), StoreError> {
         for write in rollups {
             let stored = self
                 .usage
@@ -56,7 +60,7 @@ impl State {
         Ok(())
     }
 
-    fn write_rollups(&mut self, tenant: TenantId, rollups: &[RollupWrite]) {
+    pub(super) fn write_rollups(&mut self, tenant: TenantId, rollups: &[RollupWrite]) {
         for write in rollups {
             self.usage
                 .rollups

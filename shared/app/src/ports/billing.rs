@@ -66,6 +66,25 @@ impl InvoiceFilter {
     }
 }
 
+/// One lifecycle step of a subscription to write: the subscription replacing `previous`
+/// (version-checked), the invoice the step made, the usage rollups it billed, and its audit
+/// record and events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionStep {
+    pub previous: Subscription,
+    pub next: Subscription,
+    pub invoice: Option<InvoiceWrite>,
+    pub rollups: Vec<super::RollupWrite>,
+    pub change: Change,
+}
+
+/// Steps written before one failed, and that failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepsFailed {
+    pub written: usize,
+    pub error: StoreError,
+}
+
 #[async_trait]
 pub trait SubscriptionStore: Send + Sync {
     /// Creates the subscription (with its place in the due index and the plan version's
@@ -88,11 +107,26 @@ pub trait SubscriptionStore: Send + Sync {
         invoice: Option<&InvoiceWrite>,
         change: &Change,
     ) -> Result<(), StoreError>;
+    /// Writes steps of several of a tenant's subscriptions (consecutive invoice numbers,
+    /// at most one step per subscription), in order, each atomically and several per
+    /// request where they fit. On a failure the steps before it may be written: the
+    /// error says how many.
+    async fn save_subscription_steps(
+        &self,
+        tenant: TenantId,
+        steps: &[SubscriptionStep],
+    ) -> Result<(), StepsFailed>;
     async fn get_subscription(
         &self,
         tenant: TenantId,
         id: SubscriptionId,
     ) -> Result<Option<Subscription>, StoreError>;
+    /// The ones of `ids` that exist, with as few reads as the store can.
+    async fn get_subscriptions(
+        &self,
+        tenant: TenantId,
+        ids: &[SubscriptionId],
+    ) -> Result<Vec<Subscription>, StoreError>;
     async fn list_subscriptions(
         &self,
         tenant: TenantId,

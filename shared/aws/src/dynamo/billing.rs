@@ -12,7 +12,7 @@ use billing_domain::test_clock::TestClock;
 use jiff::Timestamp;
 
 use super::catalog::SUBSCRIPTION_COUNT;
-use super::{sdk_error, to_item, DynamoStore, Item, Transaction};
+use super::{from_item, sdk_error, to_item, DynamoStore, Item, Transaction, MAX_TRANSACTION_ITEMS};
 use crate::keys::{self, DUE_INDEX, DUE_PK, DUE_SK};
 
 /// The last number used (not `last`, which DynamoDB reserves).
@@ -29,6 +29,23 @@ pub(super) fn subscription_item(tenant: TenantId, sub: &Subscription) -> Result<
         });
     }
     Ok(item)
+}
+
+/// A subscription's primary key, for reading it by id (its index key needs the account).
+fn subscription_key(tenant: TenantId, id: SubscriptionId) -> keys::Key {
+    keys::Key {
+        pk: keys::tenant_partition(tenant),
+        sk: format!("{}{id}", keys::SUBSCRIPTION_PREFIX),
+        gsi1: None,
+    }
+}
+
+/// A run of a tenant's invoice numbers that one transaction uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct InvoiceNumbers {
+    tenant: TenantId,
+    first: u64,
+    last: u64,
 }
 
 /// The plan version a subscription counts towards, while it is not cancelled.
@@ -82,27 +99,61 @@ impl Transaction<'_> {
             self.payment(tenant, None, payment)?;
         }
         if let Some(number) = write.number {
-            // The sequence moves from number - 1 to number in this same transaction: a
-            // number is used exactly when its invoice is written. An update, so the
-            // prefix set beside it stays.
-            self.update(
-                &keys::invoice_sequence(tenant),
-                "SET last_number = :number",
-                Some("(attribute_not_exists(last_number) AND :previous = :zero) OR last_number = :previous"),
-                HashMap::from([
-                    (":number".to_owned(), AttributeValue::N(number.to_string())),
-                    (
-                        ":previous".to_owned(),
-                        AttributeValue::N(number.saturating_sub(1).to_string()),
-                    ),
-                    (":zero".to_owned(), AttributeValue::N("0".into())),
-                ]),
-                StoreError::VersionConflict {
-                    entity: "invoice sequence",
-                },
-            )?;
+            self.use_invoice_numbers(InvoiceNumbers {
+                tenant,
+                first: number,
+                last: number,
+            })?;
         }
         Ok(self)
+    }
+
+    /// Notes that invoices written here take these numbers; they must follow on from the
+    /// ones noted before.
+    pub(super) fn use_invoice_numbers(
+        &mut self,
+        numbers: InvoiceNumbers,
+    ) -> Result<&mut Self, StoreError> {
+        self.invoice_numbers = Some(match self.invoice_numbers {
+            None => numbers,
+            Some(so_far) if so_far.tenant == numbers.tenant && so_far.last + 1 == numbers.first => {
+                InvoiceNumbers {
+                    last: numbers.last,
+                    ..so_far
+                }
+            }
+            Some(_) => {
+                return Err(StoreError::Internal(
+                    "invoice numbers of one write must be consecutive".into(),
+                ))
+            }
+        });
+        Ok(self)
+    }
+
+    /// The sequence moves from the number before the first used here to the last, in
+    /// this same transaction: a number is used exactly when its invoice is written. An
+    /// update, so the prefix kept beside it stays.
+    pub(super) fn move_invoice_sequence(&mut self) -> Result<&mut Self, StoreError> {
+        let Some(numbers) = self.invoice_numbers.take() else {
+            return Ok(self);
+        };
+        self.update(
+            &keys::invoice_sequence(numbers.tenant),
+            "SET last_number = :number",
+            Some("(attribute_not_exists(last_number) AND :previous = :zero) OR last_number = :previous"),
+            HashMap::from([
+                (":number".to_owned(), AttributeValue::N(numbers.last.to_string())),
+                (
+                    ":previous".to_owned(),
+                    AttributeValue::N(numbers.first.saturating_sub(1).to_string()),
+                ),
+                (":zero".to_owned(), AttributeValue::N("0".into())),
+            ]),
+            StoreError::VersionConflict {
+                entity: "invoice sequence",
+            },
+        )
     }
 
     fn plan_counts(
@@ -167,17 +218,73 @@ impl SubscriptionStore for DynamoStore {
         tx.commit().await
     }
 
+    async fn save_subscription_steps(
+        &self,
+        tenant: TenantId,
+        steps: &[SubscriptionStep],
+    ) -> Result<(), StepsFailed> {
+        // As many whole steps per transaction as fit; each transaction moves the invoice
+        // sequence over the numbers of its own steps.
+        let mut written = 0;
+        let mut pending = 0;
+        let mut tx = self.transaction();
+        for step in steps {
+            let done = written;
+            let failed = |error| StepsFailed {
+                written: done,
+                error,
+            };
+            let mut one = self.transaction();
+            one.subscription_step(
+                tenant,
+                &step.previous,
+                &step.next,
+                step.invoice.as_ref(),
+                &step.change,
+            )
+            .and_then(|one| one.rollups(tenant, &step.rollups))
+            .map_err(failed)?;
+            if pending > 0 && tx.len() + one.len() > MAX_TRANSACTION_ITEMS {
+                std::mem::replace(&mut tx, self.transaction())
+                    .commit()
+                    .await
+                    .map_err(failed)?;
+                written += pending;
+                pending = 0;
+            }
+            tx.absorb(one).map_err(failed)?;
+            pending += 1;
+        }
+        if pending > 0 {
+            tx.commit()
+                .await
+                .map_err(|error| StepsFailed { written, error })?;
+        }
+        Ok(())
+    }
+
+    async fn get_subscriptions(
+        &self,
+        tenant: TenantId,
+        ids: &[SubscriptionId],
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let keys = ids
+            .iter()
+            .map(|id| subscription_key(tenant, *id).primary())
+            .collect();
+        self.batch_get(keys, None)
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
     async fn get_subscription(
         &self,
         tenant: TenantId,
         id: SubscriptionId,
     ) -> Result<Option<Subscription>, StoreError> {
-        let key = keys::Key {
-            pk: keys::tenant_partition(tenant),
-            sk: format!("{}{id}", keys::SUBSCRIPTION_PREFIX),
-            gsi1: None,
-        };
-        self.get(&key).await
+        self.get(&subscription_key(tenant, id)).await
     }
 
     async fn list_subscriptions(

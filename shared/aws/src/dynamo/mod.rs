@@ -173,6 +173,7 @@ impl DynamoStore {
             writes: Vec::new(),
             on_condition_failure: Vec::new(),
             committed: events::AfterCommit::default(),
+            invoice_numbers: None,
         }
     }
 }
@@ -271,7 +272,13 @@ pub(super) struct Transaction<'a> {
     on_condition_failure: Vec<StoreError>,
     /// What to hand to the dispatcher once the transaction has committed.
     committed: events::AfterCommit,
+    /// The tenant's invoice numbers this transaction uses; the sequence moves over them
+    /// with one update when it commits.
+    invoice_numbers: Option<billing::InvoiceNumbers>,
 }
+
+/// Most writes one TransactWriteItems takes.
+pub(super) const MAX_TRANSACTION_ITEMS: usize = 100;
 
 impl Transaction<'_> {
     pub(super) fn put(
@@ -405,7 +412,26 @@ impl Transaction<'_> {
         Ok(self)
     }
 
-    pub(super) async fn commit(self) -> Result<(), StoreError> {
+    /// How many writes the transaction holds (the sequence update it will add included).
+    pub(super) fn len(&self) -> usize {
+        self.writes.len() + usize::from(self.invoice_numbers.is_some())
+    }
+
+    /// Takes over another transaction's writes, so that several steps built one by one
+    /// commit as one.
+    pub(super) fn absorb(&mut self, other: Transaction<'_>) -> Result<&mut Self, StoreError> {
+        self.writes.extend(other.writes);
+        self.on_condition_failure.extend(other.on_condition_failure);
+        self.committed.events.extend(other.committed.events);
+        self.committed.jobs.extend(other.committed.jobs);
+        if let Some(numbers) = other.invoice_numbers {
+            self.use_invoice_numbers(numbers)?;
+        }
+        Ok(self)
+    }
+
+    pub(super) async fn commit(mut self) -> Result<(), StoreError> {
+        self.move_invoice_sequence()?;
         let result = self
             .store
             .client
