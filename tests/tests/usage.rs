@@ -275,6 +275,10 @@ async fn metering_story(app: App) {
     );
     let projected = &usage["periods"][0]["projected_invoice"];
     assert_eq!(projected["total"], 1960 + 1000, "{projected}");
+    let preview = api
+        .post("/v1/invoices/preview", json!({ "subscription": sub }))
+        .await;
+    assert_eq!(preview["invoice"]["total"], 1960 + 1000, "{preview}");
 
     // The period ends: usage lands on the renewal invoice (next month's fee in advance).
     api.advance(&m.clock, "2027-02-01T00:00:00Z").await;

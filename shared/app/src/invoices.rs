@@ -386,9 +386,11 @@ impl App {
                 let mut current = sub.clone();
                 for _ in 0..4 {
                     let Some(at) = current.due_at() else { break };
-                    let Some(step) = current.advance(at.max(due))? else {
+                    let Some(mut step) = current.advance(at.max(due))? else {
                         break;
                     };
+                    self.preview_usage(caller.tenant_id, &current, &mut step)
+                        .await?;
                     if let Some(billing) = step.billing {
                         let draft = build(&InvoiceInput {
                             currency: sub.currency,
