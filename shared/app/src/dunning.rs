@@ -141,7 +141,8 @@ impl App {
 
     /// An invoice of `account` could not be collected (its first failed payment): opens the
     /// account's dunning case at `now`, or notes one more overdue invoice in the open one.
-    /// Nothing happens for an invoice no longer owed, or one already noted.
+    /// Nothing happens for an invoice no longer owed, or one already noted. Called by the
+    /// payment use cases after their own permission checks; `caller` is who the audit names.
     pub async fn invoice_past_due(
         &self,
         caller: &Caller,
@@ -149,7 +150,6 @@ impl App {
         invoice: InvoiceId,
         now: Timestamp,
     ) -> Result<(), AppError> {
-        caller.require(Permission::WriteBilling)?;
         let tenant = caller.tenant_id;
         let stored = self.invoice_of(tenant, account, invoice).await?;
         if !owed(&stored) {
@@ -197,7 +197,8 @@ impl App {
     /// An invoice of `account` was paid or voided: takes it out of the account's case and,
     /// when no overdue invoice is left, resolves the case (account active again, pending
     /// steps cancelled, `dunning.unblocked` if the customer had been told anything).
-    /// Nothing happens for an invoice that is still owed or that no case holds.
+    /// Nothing happens for an invoice that is still owed or that no case holds. Called like
+    /// [`App::invoice_past_due`].
     pub async fn invoice_settled(
         &self,
         caller: &Caller,
@@ -205,7 +206,6 @@ impl App {
         invoice: InvoiceId,
         now: Timestamp,
     ) -> Result<(), AppError> {
-        caller.require(Permission::WriteBilling)?;
         let tenant = caller.tenant_id;
         if owed(&self.invoice_of(tenant, account, invoice).await?) {
             return Ok(());
