@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use billing_domain::access::Permission;
 use billing_domain::charges::{Derivation, Priced};
-use billing_domain::entitlements::{Check, Entitlement};
+use billing_domain::entitlements::{Check, Entitlement, UsageThreshold};
 use billing_domain::error::ValidationError;
 use billing_domain::event::AuditAction;
 use billing_domain::ids::{AccountId, SubscriptionId, TenantId, TestClockId};
@@ -621,12 +621,16 @@ impl App {
                 });
                 for threshold in limit.reached(rollup.announced, used) {
                     rollup.announced = threshold;
-                    let data = to_json(&serde_json::json!({
-                        "subscription_id": sub.id, "account_id": sub.account_id,
-                        "metric": key.metric, "period": rollup.period, "threshold": threshold,
-                        "limit": limit.limit.normalize().to_string(), "used": used.normalize().to_string(),
-                        "enforcement": limit.enforcement,
-                    }))?;
+                    let data = to_json(&UsageThreshold {
+                        subscription_id: sub.id,
+                        account_id: sub.account_id,
+                        metric: key.metric.clone(),
+                        period: rollup.period,
+                        threshold,
+                        limit: limit.limit,
+                        used,
+                        enforcement: limit.enforcement,
+                    })?;
                     match &mut change {
                         None => {
                             change = Some(self.change(

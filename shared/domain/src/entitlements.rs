@@ -72,6 +72,27 @@ impl Entitlement {
     }
 }
 
+/// The `data` of a `usage.threshold_reached` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct UsageThreshold {
+    #[schema(value_type = String)]
+    pub subscription_id: crate::ids::SubscriptionId,
+    #[schema(value_type = String)]
+    pub account_id: crate::ids::AccountId,
+    pub metric: String,
+    #[schema(value_type = Object)]
+    pub period: crate::periods::Period,
+    /// 80 or 100 (percent of the limit).
+    pub threshold: u8,
+    #[serde(with = "serde_decimal")]
+    #[schema(value_type = String)]
+    pub limit: Decimal,
+    #[serde(with = "serde_decimal")]
+    #[schema(value_type = String)]
+    pub used: Decimal,
+    pub enforcement: Enforcement,
+}
+
 /// The answer to an entitlement check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Check {

@@ -39,7 +39,10 @@ use crate::routes::{
         webhooks::rotate_secret, webhooks::deliveries,
         health::live, health::ready,
     ),
-    components(schemas(crate::problem::ProblemDocument)),
+    components(schemas(
+        crate::problem::ProblemDocument,
+        billing_domain::entitlements::UsageThreshold
+    )),
     modifiers(&BearerAuth, &EventCatalog),
     security(("api_key" = [])),
     tags(
