@@ -2,6 +2,7 @@
 //! the period's invoice through every charge model, late usage on one supplemental
 //! invoice, entitlement checks and threshold events, and refusals as problem+json.
 
+use billing_app::ports::Clock;
 use billing_app::App;
 use billing_domain::tenant::TenantMode;
 use billing_domain::usage::{UsageEventInput, UsageStatus};
@@ -611,4 +612,167 @@ async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency() {
         late[0]["total"], 50,
         "the sixth call: 4 × $0.50 − 3 × $0.50"
     );
+}
+
+/// A clock the test moves.
+struct Manual(std::sync::Mutex<jiff::Timestamp>);
+
+impl Clock for Manual {
+    fn now(&self) -> jiff::Timestamp {
+        *self.0.lock().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
+    // Real time (no test clock), as the deployed worker sees it: the worker's batch path
+    // writes the renewals of several subscriptions together, with their billed rollups.
+    let start: jiff::Timestamp = "2027-03-01T00:00:00Z".parse().unwrap();
+    let clock = std::sync::Arc::new(Manual(std::sync::Mutex::new(start)));
+    let app = App::new(
+        std::sync::Arc::new(billing_app::memory::MemoryStore::new()),
+        clock.clone(),
+    );
+    let caller = billing_tests::admin(&app, "Worker").await;
+    app.create_metric(
+        &caller,
+        serde_json::from_value(
+            json!({"code": "api_calls", "name": "API calls", "aggregation": "count"}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let plan = app
+        .create_plan(
+            &caller,
+            serde_json::from_value(
+                json!({"code": "calls", "name": "Calls", "interval": {"unit": "month"},
+                "charges": {"usage_charges": [{"metric": "api_calls",
+                    "prices": {"usd": {"model": "per_unit", "unit_price": "0.25"}}}]}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let account = app
+            .create_account(
+                &caller,
+                serde_json::from_value(
+                    json!({"email": format!("w{i}@acme.test"), "currency": "usd"}),
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let sub = app
+            .create_subscription(
+                &caller,
+                billing_app::subscriptions::StartSubscription {
+                    account_id: account.id,
+                    plan_id: plan.plan.id,
+                    quantity: 1,
+                    trial_days: None,
+                    start: None,
+                    billing_anchor: None,
+                    collection_method:
+                        billing_domain::subscription::CollectionMethod::ChargeAutomatically,
+                    days_until_due: None,
+                    max_pause_days: None,
+                    metadata: Default::default(),
+                },
+            )
+            .await
+            .unwrap();
+        // Subscription i uses the API 4 × (i + 1) times.
+        let events: Vec<UsageEventInput> = (0..4 * (i + 1))
+            .map(|n| {
+                serde_json::from_value(json!({"transaction_id": format!("s{i}-{n}"), "subscription": sub.id, "metric": "api_calls"}))
+                    .unwrap()
+            })
+            .collect();
+        app.record_usage(&caller, events).await.unwrap();
+        ids.push(sub.id);
+    }
+    let invoices = |id| {
+        let (app, caller) = (app.clone(), caller.clone());
+        async move {
+            let filter = billing_app::ports::InvoiceFilter {
+                subscription: Some(id),
+                ..Default::default()
+            };
+            let page = billing_app::ports::PageRequest {
+                limit: 100,
+                starting_after: None,
+            };
+            app.list_invoices(&caller, &filter, &page)
+                .await
+                .unwrap()
+                .items
+        }
+    };
+
+    *clock.0.lock().unwrap() = "2027-04-01T00:00:00Z".parse().unwrap();
+    let until = clock.now();
+    let results = app
+        .run_due_subscriptions(caller.tenant_id, &ids, until)
+        .await;
+    assert!(
+        results.iter().all(|r| r.as_ref().is_ok_and(|n| *n == 1)),
+        "{results:?}"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let billed = invoices(*id).await;
+        assert_eq!(billed.len(), 1, "March's usage, in arrears");
+        assert_eq!(
+            billed[0].total,
+            100 * (i as i64 + 1),
+            "4 × (i + 1) calls × $0.25"
+        );
+    }
+
+    // A late call for March on the second subscription; the sweep hands its job over.
+    let late: UsageEventInput =
+        serde_json::from_value(json!({"transaction_id": "late", "subscription": ids[1],
+        "metric": "api_calls", "timestamp": "2027-03-31T23:00:00Z"}))
+        .unwrap();
+    assert!(app.record_usage_event(&caller, late).await.unwrap().late);
+    *clock.0.lock().unwrap() = "2027-04-01T00:02:00Z".parse().unwrap();
+    let due = app.store.due_items(clock.now(), 100).await.unwrap();
+    let jobs: Vec<_> = due
+        .iter()
+        .filter_map(|d| match &d.kind {
+            billing_app::ports::DueKind::Billing(
+                billing_app::ports::BillingJob::Subscription { id, .. },
+            ) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(jobs, [ids[1]]);
+    for _ in 0..2 {
+        // A redelivered job finds it billed.
+        app.run_due_subscriptions(caller.tenant_id, &jobs, clock.now())
+            .await;
+    }
+    let billed = invoices(ids[1]).await;
+    assert_eq!(billed.len(), 2);
+    let supplement = billed
+        .iter()
+        .find(|i| i.billing_reason == billing_domain::subscription::BillingReason::LateUsage)
+        .unwrap();
+    assert_eq!(supplement.total, 25);
+    assert!(app
+        .store
+        .due_items(clock.now(), 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|d| !matches!(
+            d.kind,
+            billing_app::ports::DueKind::Billing(
+                billing_app::ports::BillingJob::Subscription { .. }
+            )
+        )));
 }
