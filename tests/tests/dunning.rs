@@ -1187,3 +1187,35 @@ async fn the_payment_worker_handler_runs_dunning_messages_once() {
         ["dunning.reminder", "dunning.warning", "account.updated"]
     );
 }
+
+/// The SES adapter against the stand-in's SES v2 `SendEmail`: a sender SES does not know is
+/// refused for good (the notice is not retried), a verified one sends.
+#[tokio::test]
+async fn the_ses_notifier_sends_from_a_verified_sender() {
+    use billing_app::ports::{Notification, Notifier};
+    let config = billing_aws::Config::local("unused", billing_tests::aws_endpoint());
+    let ses = aws_sdk_sesv2::Client::new(&config.sdk_config().await);
+    let from = format!(
+        "billing-{}@saas.test",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    let notifier = billing_aws::SesNotifier::new(ses.clone(), &from);
+    let notification = Notification {
+        tenant_id: billing_domain::ids::TenantId::from_ulid(ulid::Ulid::new()),
+        account_id: billing_domain::ids::AccountId::from_ulid(ulid::Ulid::new()),
+        to: "owner@customer.test".into(),
+        subject: "Acme: your payment is overdue".into(),
+        body: "We could not collect $49.00.\n".into(),
+        key: "acct_x/dunning/1-1-reminder".into(),
+    };
+    match notifier.send(&notification).await {
+        Err(NotifyError::Rejected(cause)) => assert!(cause.contains("not verified"), "{cause}"),
+        other => panic!("{other:?}"),
+    }
+    ses.create_email_identity()
+        .email_identity(&from)
+        .send()
+        .await
+        .unwrap();
+    notifier.send(&notification).await.unwrap();
+}

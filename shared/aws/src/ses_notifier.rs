@@ -45,8 +45,9 @@ fn text(data: &str) -> Result<Content, NotifyError> {
         .map_err(|e| NotifyError::Rejected(e.to_string()))
 }
 
-/// Throttling, a paused account and transport faults pass; anything else about the
-/// message (a bad address, an unverified sender) would fail the same way again.
+/// Throttling, transport faults and the operator's own setup (a paused or suspended
+/// account, an unverified sender domain, a missing configuration set) pass or get fixed, so
+/// the notice waits; a message SES rejects (a bad recipient) would fail the same way again.
 fn classify(err: SdkError<SendEmailError>) -> NotifyError {
     let transient = match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
@@ -58,6 +59,8 @@ fn classify(err: SdkError<SendEmailError>) -> NotifyError {
                 || e.is_limit_exceeded_exception()
                 || e.is_sending_paused_exception()
                 || e.is_account_suspended_exception()
+                || e.is_mail_from_domain_not_verified_exception()
+                || e.is_not_found_exception()
                 || service.raw().status().is_server_error()
         }
         _ => false,
