@@ -1059,7 +1059,12 @@ async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
     );
     let dunning_jobs = |jobs: Vec<PaymentJob>| -> Vec<PaymentJob> {
         jobs.into_iter()
-            .filter(|j| !matches!(j, PaymentJob::Attempt { .. }))
+            .filter(|j| {
+                matches!(
+                    j,
+                    PaymentJob::Dunning { .. } | PaymentJob::DunningNotice { .. }
+                )
+            })
             .collect()
     };
     w.clock.set(day(2));

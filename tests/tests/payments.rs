@@ -965,3 +965,92 @@ async fn failed_authentication_is_a_failed_attempt_with_a_retry() {
     assert_eq!(invoice.payment_status, Some(PaymentStatus::Failed));
     assert_eq!(invoice.next_payment_attempt, Some(attempts[1].due_at));
 }
+
+/// An invoice the customer pays by themselves (`send_invoice`, due in 7 days) that is not
+/// paid by its due date becomes overdue at that moment on the test clock, once, and the
+/// account's dunning case opens.
+async fn a_sent_invoice_goes_overdue_on_its_due_date(app: App) {
+    let caller = billing_tests::admin(&app, "Overdue").await;
+    let start: Timestamp = "2027-06-01T08:00:00Z".parse().unwrap();
+    let clock = app.create_test_clock(&caller, None, start).await.unwrap();
+    let account = app
+        .create_account(
+            &caller,
+            serde_json::from_value(
+                json!({"email": "late@acme.test", "currency": "usd", "test_clock": clock.id}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let plan = app
+        .create_plan(
+            &caller,
+            serde_json::from_value(json!({
+                "code": "invoiced", "name": "Invoiced", "interval": {"unit": "month"},
+                "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 8000}}}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let sub = app
+        .create_subscription(
+            &caller,
+            billing_app::subscriptions::StartSubscription {
+                account_id: account.id,
+                plan_id: plan.plan.id,
+                quantity: 1,
+                trial_days: None,
+                start: None,
+                billing_anchor: None,
+                collection_method: billing_domain::subscription::CollectionMethod::SendInvoice,
+                days_until_due: Some(7),
+                max_pause_days: None,
+                metadata: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        payments_of(&app, &caller, &sub).await.is_empty(),
+        "nothing is charged"
+    );
+    for days in [6, 9] {
+        app.begin_test_clock_advance(
+            &caller,
+            clock.id,
+            start + SignedDuration::from_hours(24 * days),
+        )
+        .await
+        .unwrap();
+        app.run_test_clock(caller.tenant_id, clock.id)
+            .await
+            .unwrap();
+        let invoice = first_invoice(&app, &caller, &sub).await;
+        assert_eq!(invoice.overdue, days > 7, "day {days}");
+    }
+    let invoice = first_invoice(&app, &caller, &sub).await;
+    let events = event_types(&app, &caller, &invoice.id.to_string()).await;
+    assert_eq!(
+        events.iter().filter(|e| *e == "invoice.overdue").count(),
+        1,
+        "{events:?}"
+    );
+    let case = app.get_dunning_case(&caller, account.id).await.unwrap();
+    assert_eq!(
+        case.overdue_since,
+        start + SignedDuration::from_hours(7 * 24)
+    );
+    assert_eq!(case.overdue_invoices, vec![invoice.id]);
+}
+
+#[tokio::test]
+async fn a_sent_invoice_goes_overdue_on_its_due_date_in_memory() {
+    a_sent_invoice_goes_overdue_on_its_due_date(billing_tests::memory_app()).await;
+}
+
+#[tokio::test]
+async fn a_sent_invoice_goes_overdue_on_its_due_date_on_dynamodb() {
+    a_sent_invoice_goes_overdue_on_its_due_date(billing_tests::dynamo_app().await).await;
+}

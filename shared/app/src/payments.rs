@@ -174,6 +174,9 @@ impl App {
             PaymentJob::Attempt { tenant, id } => {
                 self.collect_payment(*tenant, *id, now).await.map(|_| ())
             }
+            PaymentJob::Overdue { tenant, invoice } => {
+                self.invoice_overdue(*tenant, *invoice, Some(now)).await
+            }
             PaymentJob::Dunning { tenant, account } => self
                 .run_due_dunning(*tenant, *account, now)
                 .await
@@ -199,6 +202,9 @@ impl App {
                     .await
                     .map(|_| ())
             }
+            PaymentJob::Overdue { tenant, invoice } => {
+                self.invoice_overdue(*tenant, *invoice, None).await
+            }
             // Dunning runs on the account's own time (its test clock's, if it has one).
             PaymentJob::Dunning { tenant, account } => self
                 .run_due_dunning(*tenant, *account, self.now())
@@ -210,6 +216,61 @@ impl App {
                 key,
             } => self.send_due_notice(*tenant, *account, key).await,
         }
+    }
+
+    /// Marks a `send_invoice` invoice overdue once its due date has passed (at `now`, or
+    /// its account's time) and tells dunning, which opens the account's case. Safe to run
+    /// twice: a marked invoice is only reported again (dunning's side is idempotent).
+    pub async fn invoice_overdue(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        now: Option<Timestamp>,
+    ) -> Result<(), AppError> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some(invoice) = self.store.get_invoice(tenant, id).await? else {
+                return Ok(());
+            };
+            let now = match now {
+                Some(now) => now,
+                None => match invoice.test_clock {
+                    None => self.now(),
+                    Some(clock) => {
+                        self.store
+                            .get_test_clock(tenant, clock)
+                            .await?
+                            .ok_or_else(|| AppError::not_found("test clock", clock))?
+                            .frozen_time
+                    }
+                },
+            };
+            let livemode = self
+                .store
+                .get_tenant(tenant)
+                .await?
+                .is_some_and(|t| t.mode.is_live());
+            let caller = &system_caller(tenant, livemode);
+            let Some(next) = invoice.mark_overdue(now) else {
+                if invoice.overdue && invoice.is_payable() {
+                    self.invoice_past_due(caller, invoice.account_id, invoice.id, now)
+                        .await?;
+                }
+                return Ok(());
+            };
+            let write = CollectionWrite {
+                invoice: Some((invoice.version, next)),
+                ..Default::default()
+            };
+            let change = self.collection_change(caller, &write, &["invoice.overdue"], true, now)?;
+            match self.store.save_collection(tenant, &write, &change).await {
+                Err(StoreError::VersionConflict { .. }) => continue,
+                other => other?,
+            }
+            return self
+                .invoice_past_due(caller, invoice.account_id, invoice.id, now)
+                .await;
+        }
+        Err(busy())
     }
 
     /// The time of the account a payment belongs to: its test clock's, or the real one.

@@ -148,6 +148,11 @@ pub const EVENT_TYPES: &[EventType] = &[
         "The invoice's payment waits for the customer to authenticate (3-D Secure).",
     ),
     entry(
+        "invoice.overdue",
+        "Invoice",
+        "An invoice the customer pays by themselves (`send_invoice`) passed its due date unpaid.",
+    ),
+    entry(
         "invoice.marked_uncollectible",
         "Invoice",
         "The last payment attempt failed and the tenant writes such invoices off.",

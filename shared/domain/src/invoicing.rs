@@ -92,6 +92,9 @@ pub struct Invoice {
     /// Paid outside the platform (a bank transfer, a cheque): the reference given.
     #[serde(default)]
     pub paid_out_of_band: Option<String>,
+    /// A `send_invoice` invoice still unpaid after its due date (dunning was told).
+    #[serde(default)]
+    pub overdue: bool,
     pub version: u64,
 }
 
@@ -166,6 +169,7 @@ impl Invoice {
             attempt_count: 0,
             next_payment_attempt: None,
             paid_out_of_band: None,
+            overdue: false,
             version: 1,
         }
     }
@@ -278,6 +282,29 @@ impl Invoice {
         Ok(next)
     }
 
+    /// When an invoice the customer pays by themselves (`send_invoice`) becomes overdue,
+    /// while it is open, unpaid and not yet marked: it waits in the due index until then.
+    /// (Invoices charged automatically become overdue through their failed payments.)
+    pub fn overdue_at(&self) -> Option<Timestamp> {
+        (self.status == InvoiceStatus::Open
+            && self.collection_method == CollectionMethod::SendInvoice
+            && !self.overdue
+            && self.amount_remaining() > 0)
+            .then_some(self.due_date)
+            .flatten()
+    }
+
+    /// Marks it overdue when its due date has passed by `now`; `None` when there is
+    /// nothing to mark.
+    pub fn mark_overdue(&self, now: Timestamp) -> Option<Invoice> {
+        self.overdue_at().filter(|at| *at <= now).map(|_| {
+            let mut next = self.clone();
+            next.overdue = true;
+            next.version += 1;
+            next
+        })
+    }
+
     /// Writes an open invoice off after its last payment attempt failed.
     pub fn mark_uncollectible(&self) -> Result<Invoice, InvoiceTransitionError> {
         if self.status != InvoiceStatus::Open {
@@ -377,6 +404,26 @@ mod tests {
         let out_of_band = open.pay(Some("wire 42".into()), now).unwrap();
         assert_eq!(out_of_band.paid_out_of_band.as_deref(), Some("wire 42"));
         assert_eq!(out_of_band.payment_status, None);
+    }
+
+    #[test]
+    fn a_sent_invoice_becomes_overdue_after_its_due_date_once() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut sent = open_invoice(1000, 0);
+        assert_eq!(sent.overdue_at(), None, "charged automatically");
+        sent.collection_method = CollectionMethod::SendInvoice;
+        sent.due_date = Some(now + SignedDuration::from_hours(7 * 24));
+        assert_eq!(sent.overdue_at(), sent.due_date);
+        assert!(sent.mark_overdue(now).is_none(), "not yet due");
+        let overdue = sent
+            .mark_overdue(now + SignedDuration::from_hours(8 * 24))
+            .unwrap();
+        assert!(overdue.overdue);
+        assert_eq!(overdue.overdue_at(), None);
+        assert!(overdue
+            .mark_overdue(now + SignedDuration::from_hours(9 * 24))
+            .is_none());
+        assert_eq!(sent.pay(None, now).unwrap().overdue_at(), None);
     }
 
     #[test]

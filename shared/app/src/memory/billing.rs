@@ -162,6 +162,11 @@ impl State {
         self.put_invoice(tenant, &write.invoice);
     }
 
+    /// Every stored invoice with its tenant.
+    pub(super) fn billing_invoices(&self) -> impl Iterator<Item = (TenantId, &Invoice)> {
+        self.billing.invoices.iter().map(|((t, _), i)| (*t, i))
+    }
+
     pub(super) fn put_invoice(&mut self, tenant: TenantId, invoice: &Invoice) {
         self.billing
             .invoices

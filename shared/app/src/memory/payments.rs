@@ -30,7 +30,8 @@ fn due_item(tenant: TenantId, p: &Payment) -> DueItem {
 }
 
 impl State {
-    /// Pending attempts (not on a test clock) due at or before `now`.
+    /// Pending attempts and sent invoices going overdue (not on a test clock) due at or
+    /// before `now`.
     pub(super) fn due_payments(&self, now: Timestamp) -> Vec<DueItem> {
         self.payments
             .payments
@@ -38,6 +39,31 @@ impl State {
             .filter(|(_, p)| p.test_clock.is_none() && p.status == PaymentStatus::Pending)
             .filter(|(_, p)| p.due_at <= now)
             .map(|((tenant, _), p)| due_item(*tenant, p))
+            .chain(self.overdue_invoices(now, |_, c| c.is_none()))
+            .collect()
+    }
+
+    /// Invoices whose `overdue_at` is at or before `up_to`, among those `admit` takes (by
+    /// tenant and test clock).
+    fn overdue_invoices(
+        &self,
+        up_to: Timestamp,
+        admit: impl Fn(TenantId, Option<TestClockId>) -> bool,
+    ) -> Vec<DueItem> {
+        self.billing_invoices()
+            .filter(|(tenant, i)| admit(*tenant, i.test_clock))
+            .filter_map(|(tenant, i)| {
+                i.overdue_at()
+                    .filter(|at| *at <= up_to)
+                    .map(|due_at| DueItem {
+                        tenant_id: tenant,
+                        due_at,
+                        kind: DueKind::Payment(PaymentJob::Overdue {
+                            tenant,
+                            invoice: i.id,
+                        }),
+                    })
+            })
             .collect()
     }
 
@@ -54,6 +80,7 @@ impl State {
             .filter(|((t, _), p)| *t == tenant && p.test_clock == Some(clock))
             .filter(|(_, p)| p.status == PaymentStatus::Pending && p.due_at <= up_to)
             .map(|(_, p)| due_item(tenant, p))
+            .chain(self.overdue_invoices(up_to, |t, c| t == tenant && c == Some(clock)))
             .collect()
     }
 

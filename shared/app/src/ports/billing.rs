@@ -250,6 +250,11 @@ pub enum PaymentJob {
         tenant: TenantId,
         account: AccountId,
     },
+    /// An invoice the customer pays by themselves passed its due date unpaid.
+    Overdue {
+        tenant: TenantId,
+        invoice: billing_domain::ids::InvoiceId,
+    },
     /// Send a dunning notice whose sender did not confirm it.
     DunningNotice {
         tenant: TenantId,
@@ -262,6 +267,7 @@ impl PaymentJob {
     pub fn tenant(&self) -> TenantId {
         match self {
             PaymentJob::Attempt { tenant, .. }
+            | PaymentJob::Overdue { tenant, .. }
             | PaymentJob::Dunning { tenant, .. }
             | PaymentJob::DunningNotice { tenant, .. } => *tenant,
         }

@@ -48,6 +48,19 @@ pub(super) struct InvoiceNumbers {
     last: u64,
 }
 
+/// An invoice item; a sent invoice waits in the due index for its due date.
+pub(super) fn invoice_item(tenant: TenantId, invoice: &Invoice) -> Result<Item, StoreError> {
+    let key = keys::invoice(tenant, invoice.id, invoice.account_id);
+    let mut item = to_item("invoice", invoice, &key)?;
+    if let Some(at) = invoice.overdue_at() {
+        item.extend(match invoice.test_clock {
+            Some(clock) => keys::due_on_clock(clock, &key, at),
+            None => keys::due(&key, at),
+        });
+    }
+    Ok(item)
+}
+
 /// The plan version a subscription counts towards, while it is not cancelled.
 fn counted(sub: &Subscription) -> Option<(billing_domain::ids::PlanId, u32)> {
     (sub.status != SubscriptionStatus::Cancelled)
@@ -85,11 +98,7 @@ impl Transaction<'_> {
         previous_version: u64,
     ) -> Result<&mut Self, StoreError> {
         let invoice = &write.invoice;
-        let item = to_item(
-            "invoice",
-            invoice,
-            &keys::invoice(tenant, invoice.id, invoice.account_id),
-        )?;
+        let item = invoice_item(tenant, invoice)?;
         if create {
             self.create(item, StoreError::AlreadyExists { entity: "invoice" })?;
         } else {

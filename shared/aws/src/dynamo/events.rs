@@ -74,6 +74,10 @@ fn due_kind(tenant: TenantId, sk: &str) -> Option<DueKind> {
         let id = billing_domain::ids::TestClockId::parse(id, "due_sk").ok()?;
         return Some(DueKind::Billing(BillingJob::TestClock { tenant, id }));
     }
+    if let Some(id) = sk.strip_prefix(keys::INVOICE_PREFIX) {
+        let invoice = billing_domain::ids::InvoiceId::parse(id, "due_sk").ok()?;
+        return Some(DueKind::Payment(PaymentJob::Overdue { tenant, invoice }));
+    }
     if let Some(id) = sk.strip_prefix(keys::PAYMENT_PREFIX) {
         let id = billing_domain::ids::PaymentId::parse(id, "due_sk").ok()?;
         return Some(DueKind::Payment(PaymentJob::Attempt { tenant, id }));

@@ -16,7 +16,7 @@ use billing_domain::payments::{Payment, PaymentStatus};
 use billing_domain::retry::PaymentSettings;
 use jiff::Timestamp;
 
-use super::billing::subscription_item;
+use super::billing::{invoice_item, subscription_item};
 use super::{epoch_seconds, to_item, DynamoStore, Item, Transaction};
 use crate::keys::{self, TTL};
 
@@ -198,15 +198,7 @@ impl PaymentStore for DynamoStore {
             tx.payment(tenant, *expected, payment)?;
         }
         if let Some((version, invoice)) = &write.invoice {
-            tx.replace_version(
-                to_item(
-                    "invoice",
-                    invoice,
-                    &keys::invoice(tenant, invoice.id, invoice.account_id),
-                )?,
-                *version,
-                "invoice",
-            )?;
+            tx.replace_version(invoice_item(tenant, invoice)?, *version, "invoice")?;
         }
         if let Some((version, sub)) = &write.subscription {
             tx.replace_version(subscription_item(tenant, sub)?, *version, "subscription")?;
