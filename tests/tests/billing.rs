@@ -788,3 +788,27 @@ async fn a_tenants_subscriptions_are_billed_together_exactly_once_in_memory() {
 async fn a_tenants_subscriptions_are_billed_together_exactly_once_on_dynamodb() {
     bills_a_tenants_subscriptions_together_exactly_once(billing_tests::dynamo_app().await).await;
 }
+
+#[tokio::test]
+async fn two_runs_of_one_test_clock_advance_both_answer_with_the_finished_clock() {
+    // On the stand-in both runs read the clock before either saves it.
+    let app = billing_tests::dynamo_app().await;
+    let (caller, id) = monthly_subscription(&app).await;
+    let sub = app.get_subscription(&caller, id).await.unwrap();
+    let clock = sub.test_clock.unwrap();
+    app.begin_test_clock_advance(&caller, clock, "2027-06-01T00:00:00Z".parse().unwrap())
+        .await
+        .unwrap();
+    // The request that asked for the advance and the worker the sweep woke run it at once.
+    let (request, worker) = tokio::join!(
+        app.run_test_clock(caller.tenant_id, clock),
+        app.run_test_clock(caller.tenant_id, clock)
+    );
+    for run in [request, worker] {
+        let clock = run.unwrap();
+        assert_eq!(clock.advancing_to, None);
+        assert_eq!(clock.frozen_time.to_string(), "2027-06-01T00:00:00Z");
+    }
+    let (numbers, periods) = invoice_numbers_and_periods(&app, &caller, id).await;
+    assert_eq!((numbers, periods.len()), (numbered(6), 6));
+}

@@ -8,7 +8,7 @@ use billing_domain::ids::{TenantId, TestClockId};
 use billing_domain::test_clock::{TestClock, TestClockError};
 use jiff::Timestamp;
 
-use crate::ports::{BillingJob, DueItem, DueKind};
+use crate::ports::{BillingJob, DueItem, DueKind, StoreError};
 use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
 
 /// Most items one advance runs (years of renewals, payment retries and the rest for a few
@@ -117,8 +117,18 @@ impl App {
             self.run_clock_item(&item).await?;
         }
         let done = clock.finish_advance();
-        self.store.save_test_clock(tenant, &clock, &done).await?;
-        Ok(done)
+        match self.store.save_test_clock(tenant, &clock, &done).await {
+            Ok(()) => Ok(done),
+            // Another run of this advance finished it first (the request that asked for it
+            // and the worker the sweep woke run the same work), or a newer advance began:
+            // the work up to `target` is done either way, and the stored clock says the rest.
+            Err(StoreError::VersionConflict { .. }) => self
+                .store
+                .get_test_clock(tenant, id)
+                .await?
+                .ok_or_else(|| AppError::not_found("test clock", id)),
+            Err(other) => Err(other.into()),
+        }
     }
 
     /// Runs one item due on a test clock through the same use case its worker runs, at
