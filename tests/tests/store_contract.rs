@@ -631,12 +631,20 @@ async fn usage_contract(app: &App, store: &dyn Store, caller: &Caller, other: &C
             next: rollup(4, expected + 1),
         }]
     };
+    let step = |expected: u64| SubscriptionStep {
+        previous: sub.clone(),
+        next: next.clone(),
+        invoice: None,
+        rollups: billed(expected).to_vec(),
+        change: change.clone(),
+    };
     assert_eq!(
-        store
-            .save_subscription_with_usage(tenant, &sub, &next, None, &change, &billed(3))
-            .await,
-        Err(StoreError::VersionConflict {
-            entity: "usage rollup"
+        store.save_subscription_steps(tenant, &[step(3)]).await,
+        Err(StepsFailed {
+            written: 0,
+            error: StoreError::VersionConflict {
+                entity: "usage rollup"
+            }
         })
     );
     assert_eq!(
@@ -648,7 +656,7 @@ async fn usage_contract(app: &App, store: &dyn Store, caller: &Caller, other: &C
         Some(sub.version)
     );
     store
-        .save_subscription_with_usage(tenant, &sub, &next, None, &change, &billed(4))
+        .save_subscription_steps(tenant, &[step(4)])
         .await
         .unwrap();
     assert_eq!(

@@ -14,7 +14,7 @@
 use billing_domain::access::Permission;
 use billing_domain::credit_note::{CreditNote, CreditNoteReason};
 use billing_domain::event::AuditAction;
-use billing_domain::ids::{CreditNoteId, InvoiceId, PaymentId, TenantId};
+use billing_domain::ids::{AccountId, CreditNoteId, InvoiceId, PaymentId, TenantId};
 use billing_domain::invoicing::Invoice;
 use billing_domain::money::Money;
 use billing_domain::payments::{ChargeResult, Payment, PaymentFailure, PaymentStatus};
@@ -739,17 +739,11 @@ impl App {
     ) -> Result<Page<Payment>, AppError> {
         caller.require(Permission::Read)?;
         let mut filter = filter.clone();
-        if let (None, Some(invoice)) = (filter.account, filter.invoice) {
-            // Payments are indexed by account: find the invoice's.
-            match self.store.get_invoice(caller.tenant_id, invoice).await? {
-                Some(i) => filter.account = Some(i.account_id),
-                None => {
-                    return Ok(Page {
-                        items: Vec::new(),
-                        has_more: false,
-                    })
-                }
-            }
+        if !self
+            .scope_to_invoice_account(caller.tenant_id, &mut filter.account, filter.invoice)
+            .await?
+        {
+            return Ok(nothing());
         }
         Ok(self
             .store
@@ -975,21 +969,33 @@ impl App {
     ) -> Result<Page<CreditNote>, AppError> {
         caller.require(Permission::Read)?;
         let mut filter = filter.clone();
-        if let (None, Some(invoice)) = (filter.account, filter.invoice) {
-            match self.store.get_invoice(caller.tenant_id, invoice).await? {
-                Some(i) => filter.account = Some(i.account_id),
-                None => {
-                    return Ok(Page {
-                        items: Vec::new(),
-                        has_more: false,
-                    })
-                }
-            }
+        if !self
+            .scope_to_invoice_account(caller.tenant_id, &mut filter.account, filter.invoice)
+            .await?
+        {
+            return Ok(nothing());
         }
         Ok(self
             .store
             .list_credit_notes(caller.tenant_id, &filter, page)
             .await?)
+    }
+
+    /// Payments and credit notes are indexed by account: a filter by invoice alone takes
+    /// the invoice's account. False when there is no such invoice (nothing to list).
+    async fn scope_to_invoice_account(
+        &self,
+        tenant: TenantId,
+        account: &mut Option<AccountId>,
+        invoice: Option<InvoiceId>,
+    ) -> Result<bool, AppError> {
+        if let (None, Some(invoice)) = (*account, invoice) {
+            match self.store.get_invoice(tenant, invoice).await? {
+                Some(i) => *account = Some(i.account_id),
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     pub async fn payment_settings(&self, caller: &Caller) -> Result<PaymentSettings, AppError> {
@@ -1065,4 +1071,11 @@ fn retry_at(settings: &PaymentSettings, failed: &Payment) -> Option<Timestamp> {
 pub(crate) fn recovered(sub: Option<&Subscription>, now: Timestamp) -> Option<(u64, Subscription)> {
     let sub = sub?;
     sub.payment_recovered(now).map(|next| (sub.version, next))
+}
+
+fn nothing<T>() -> Page<T> {
+    Page {
+        items: Vec::new(),
+        has_more: false,
+    }
 }

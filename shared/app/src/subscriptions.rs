@@ -400,31 +400,28 @@ impl App {
             let Some(mut transition) = step(&current, now)? else {
                 return Ok(current);
             };
-            let usage = self
+            let rollups = self
                 .bill_closed_usage(caller.tenant_id, &current, &mut transition)
                 .await?;
             let (invoice, change) = self
                 .step_records(caller, Some(&current), &transition, action, now, None)
                 .await?;
-            match self
-                .save_step(
-                    caller.tenant_id,
-                    &current,
-                    &transition.next,
-                    invoice.as_ref(),
-                    &change,
-                    &usage,
-                )
-                .await
-            {
+            let step = SubscriptionStep {
+                previous: current,
+                next: transition.next,
+                invoice,
+                rollups,
+                change,
+            };
+            match self.save_step(caller.tenant_id, &step).await {
                 Err(StoreError::VersionConflict { .. }) | Err(StoreError::AlreadyExists { .. }) => {
                     continue
                 }
                 other => other?,
             }
-            self.release_invoice_payment(caller.tenant_id, invoice.as_ref(), now)
+            self.release_invoice_payment(caller.tenant_id, step.invoice.as_ref(), now)
                 .await;
-            return Ok(transition.next);
+            return Ok(step.next);
         }
         Err(AppError::Conflict {
             code: "concurrent_modification",
@@ -802,17 +799,7 @@ impl App {
         let Some((step, due)) = self.prepare_step(tenant, &current, until, None).await? else {
             return Ok(Step::Nothing(Some(Box::new(current))));
         };
-        match self
-            .save_step(
-                tenant,
-                &step.previous,
-                &step.next,
-                step.invoice.as_ref(),
-                &step.change,
-                &step.rollups,
-            )
-            .await
-        {
+        match self.save_step(tenant, &step).await {
             Ok(()) => {
                 self.release_invoice_payment(tenant, step.invoice.as_ref(), due)
                     .await;

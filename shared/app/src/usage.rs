@@ -1029,20 +1029,23 @@ impl App {
     pub(crate) async fn save_step(
         &self,
         tenant: TenantId,
-        previous: &Subscription,
-        next: &Subscription,
-        invoice: Option<&InvoiceWrite>,
-        change: &Change,
-        usage: &[RollupWrite],
+        step: &SubscriptionStep,
     ) -> Result<(), StoreError> {
-        if usage.is_empty() {
+        if step.rollups.is_empty() {
             self.store
-                .save_subscription(tenant, previous, next, invoice, change)
+                .save_subscription(
+                    tenant,
+                    &step.previous,
+                    &step.next,
+                    step.invoice.as_ref(),
+                    &step.change,
+                )
                 .await
         } else {
             self.store
-                .save_subscription_with_usage(tenant, previous, next, invoice, change, usage)
+                .save_subscription_steps(tenant, std::slice::from_ref(step))
                 .await
+                .map_err(|failed| failed.error)
         }
     }
 }

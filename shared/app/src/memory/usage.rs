@@ -2,7 +2,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use billing_domain::ids::{AccountId, SubscriptionId, TenantId, TestClockId};
-use billing_domain::subscription::Subscription;
 use jiff::Timestamp;
 
 use super::{MemoryStore, State};
@@ -193,22 +192,6 @@ impl UsageStore for MemoryStore {
             .quotas
             .get(&(tenant, account, metric.to_owned()))
             .cloned())
-    }
-
-    async fn save_subscription_with_usage(
-        &self,
-        tenant: TenantId,
-        previous: &Subscription,
-        next: &Subscription,
-        invoice: Option<&InvoiceWrite>,
-        change: &Change,
-        rollups: &[RollupWrite],
-    ) -> Result<(), StoreError> {
-        let mut s = self.state();
-        s.check_rollups(tenant, rollups)?;
-        s.save_subscription(tenant, previous, next, invoice, change)?;
-        s.write_rollups(tenant, rollups);
-        Ok(())
     }
 
     async fn bill_late_usage(

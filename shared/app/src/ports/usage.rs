@@ -192,17 +192,6 @@ pub trait UsageStore: Send + Sync {
         account: AccountId,
         metric: &str,
     ) -> Result<Option<QuotaSnapshot>, StoreError>;
-    /// A lifecycle step that bills a period's usage: [`super::SubscriptionStore::save_subscription`]
-    /// and the billed rollups (version-checked), atomically.
-    async fn save_subscription_with_usage(
-        &self,
-        tenant: TenantId,
-        previous: &Subscription,
-        next: &Subscription,
-        invoice: Option<&InvoiceWrite>,
-        change: &Change,
-        rollups: &[RollupWrite],
-    ) -> Result<(), StoreError>;
     /// A supplemental invoice for late usage (if the delta is not zero) with the rollups
     /// it bills, atomically.
     async fn bill_late_usage(

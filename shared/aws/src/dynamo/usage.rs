@@ -26,7 +26,6 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use billing_app::ports::*;
 use billing_domain::ids::{AccountId, SubscriptionId, TenantId};
-use billing_domain::subscription::Subscription;
 use jiff::{SignedDuration, Timestamp};
 
 use super::{from_item, sdk_error, to_item, DynamoStore, Item, Transaction};
@@ -270,21 +269,6 @@ impl UsageStore for DynamoStore {
         metric: &str,
     ) -> Result<Option<QuotaSnapshot>, StoreError> {
         self.get(&keys::quota(tenant, account, metric)).await
-    }
-
-    async fn save_subscription_with_usage(
-        &self,
-        tenant: TenantId,
-        previous: &Subscription,
-        next: &Subscription,
-        invoice: Option<&InvoiceWrite>,
-        change: &Change,
-        rollups: &[RollupWrite],
-    ) -> Result<(), StoreError> {
-        let mut tx = self.transaction();
-        tx.subscription_step(tenant, previous, next, invoice, change)?
-            .rollups(tenant, rollups)?;
-        tx.commit().await
     }
 
     async fn bill_late_usage(

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
-use crate::problem::{ApiResult, ProblemDocument};
+use crate::problem::{ApiResult, Problem, ProblemDocument};
 
 fn account_id(raw: &str) -> Result<AccountId, crate::problem::Problem> {
     path_id(raw, "account", AccountId::parse)
@@ -182,17 +182,10 @@ pub async fn list_payments(
     ApiQuery(q): ApiQuery<PaymentQuery>,
 ) -> ApiResult<Reply<List<Payment>>> {
     let page = page_request(q.limit, q.starting_after)?;
+    let (account, invoice) = account_and_invoice(q.account, q.invoice)?;
     let filter = PaymentFilter {
-        account: q
-            .account
-            .as_deref()
-            .map(|a| AccountId::parse(a, "account"))
-            .transpose()?,
-        invoice: q
-            .invoice
-            .as_deref()
-            .map(|i| InvoiceId::parse(i, "invoice"))
-            .transpose()?,
+        account,
+        invoice,
         status: q.status,
     };
     let payments = app.list_payments(&caller, &filter, &page).await?;
@@ -331,18 +324,8 @@ pub async fn list_credit_notes(
     ApiQuery(q): ApiQuery<CreditNoteQuery>,
 ) -> ApiResult<Reply<List<CreditNote>>> {
     let page = page_request(q.limit, q.starting_after)?;
-    let filter = CreditNoteFilter {
-        account: q
-            .account
-            .as_deref()
-            .map(|a| AccountId::parse(a, "account"))
-            .transpose()?,
-        invoice: q
-            .invoice
-            .as_deref()
-            .map(|i| InvoiceId::parse(i, "invoice"))
-            .transpose()?,
-    };
+    let (account, invoice) = account_and_invoice(q.account, q.invoice)?;
+    let filter = CreditNoteFilter { account, invoice };
     let notes = app.list_credit_notes(&caller, &filter, &page).await?;
     Ok(Reply(
         StatusCode::OK,
@@ -381,5 +364,22 @@ pub async fn update_settings(
         StatusCode::OK,
         app.set_payment_settings(&caller, req.retry_days, req.final_action)
             .await?,
+    ))
+}
+
+/// The `account` and `invoice` filters of a list query.
+fn account_and_invoice(
+    account: Option<String>,
+    invoice: Option<String>,
+) -> Result<(Option<AccountId>, Option<InvoiceId>), Problem> {
+    Ok((
+        account
+            .as_deref()
+            .map(|a| AccountId::parse(a, "account"))
+            .transpose()?,
+        invoice
+            .as_deref()
+            .map(|i| InvoiceId::parse(i, "invoice"))
+            .transpose()?,
     ))
 }
