@@ -116,3 +116,35 @@ pub async fn ensure(sdk: &SdkConfig, table: &str) -> Result<(), StackError> {
     }
     Ok(())
 }
+
+/// A stand-in of one's own, on a free port, with the stack on it (for the load tools).
+pub struct OwnStack {
+    /// Dies with the thread that started it; kill it when done.
+    pub stand_in: std::process::Child,
+    pub config: billing_aws::Config,
+    pub sdk: SdkConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OwnStackError {
+    #[error(transparent)]
+    Port(#[from] std::io::Error),
+    #[error(transparent)]
+    StandIn(#[from] crate::moto::MotoError),
+    #[error(transparent)]
+    Stack(#[from] StackError),
+}
+
+/// Starts a stand-in and creates the stack on it, with the table named `table`.
+pub async fn own_stack(table: &str) -> Result<OwnStack, OwnStackError> {
+    let port = crate::moto::free_port()?;
+    let stand_in = crate::moto::start(port)?;
+    let config = billing_aws::Config::local(table, format!("http://127.0.0.1:{port}"));
+    let sdk = config.sdk_config().await;
+    ensure(&sdk, &config.table_name).await?;
+    Ok(OwnStack {
+        stand_in,
+        config,
+        sdk,
+    })
+}

@@ -92,17 +92,11 @@ pub async fn serve(app: App) -> String {
 
 /// A sandbox tenant and an admin caller of it, made through the use cases.
 pub async fn admin(app: &App, name: &str) -> billing_app::Caller {
-    let (tenant, issued) = app
+    let (_, issued) = app
         .create_tenant(name, billing_domain::tenant::TenantMode::Sandbox)
         .await
         .expect("create the tenant");
-    billing_app::Caller {
-        tenant_id: tenant.id,
-        livemode: false,
-        key_id: Some(issued.key.id),
-        role: billing_domain::access::Role::Admin,
-        request_id: None,
-    }
+    billing_app::Caller::of_key(&issued.key, None)
 }
 
 /// An account (from `account` JSON) subscribed, at the app's now, to a new plan whose only
@@ -130,18 +124,7 @@ pub async fn subscribe(
         )
         .await
         .expect("create the plan");
-    let start = billing_app::subscriptions::StartSubscription {
-        account_id: account.id,
-        plan_id: plan.plan.id,
-        quantity: 1,
-        trial_days: None,
-        start: None,
-        billing_anchor: None,
-        collection_method: billing_domain::subscription::CollectionMethod::ChargeAutomatically,
-        days_until_due: None,
-        max_pause_days: None,
-        metadata: Default::default(),
-    };
+    let start = billing_app::subscriptions::StartSubscription::new(account.id, plan.plan.id);
     app.create_subscription(caller, start)
         .await
         .expect("create the subscription")

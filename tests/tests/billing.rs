@@ -722,16 +722,9 @@ async fn twelve_subscriptions(
     let mut ids = Vec::new();
     for _ in 0..12 {
         let start = billing_app::subscriptions::StartSubscription {
-            account_id: account.id,
-            plan_id: plan.plan.id,
-            quantity: 1,
-            trial_days: None,
-            start: None,
-            billing_anchor: None,
             collection_method: billing_domain::subscription::CollectionMethod::SendInvoice,
             days_until_due: Some(30),
-            max_pause_days: None,
-            metadata: Default::default(),
+            ..billing_app::subscriptions::StartSubscription::new(account.id, plan.plan.id)
         };
         ids.push(app.create_subscription(&caller, start).await.unwrap().id);
     }

@@ -204,16 +204,9 @@ async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled
         .await
         .unwrap();
     let start = billing_app::subscriptions::StartSubscription {
-        account_id: w.account.id,
-        plan_id: plan.plan.id,
-        quantity: 1,
-        trial_days: None,
-        start: None,
-        billing_anchor: None,
-        collection_method: CollectionMethod::SendInvoice,
+        collection_method: billing_domain::subscription::CollectionMethod::SendInvoice,
         days_until_due: Some(30),
-        max_pause_days: None,
-        metadata: Default::default(),
+        ..billing_app::subscriptions::StartSubscription::new(w.account.id, plan.plan.id)
     };
     let refused = w.app.create_subscription(&w.caller, start.clone()).await;
     assert!(

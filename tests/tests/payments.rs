@@ -998,16 +998,9 @@ async fn a_sent_invoice_goes_overdue_on_its_due_date(app: App) {
         .create_subscription(
             &caller,
             billing_app::subscriptions::StartSubscription {
-                account_id: account.id,
-                plan_id: plan.plan.id,
-                quantity: 1,
-                trial_days: None,
-                start: None,
-                billing_anchor: None,
                 collection_method: billing_domain::subscription::CollectionMethod::SendInvoice,
                 days_until_due: Some(7),
-                max_pause_days: None,
-                metadata: Default::default(),
+                ..billing_app::subscriptions::StartSubscription::new(account.id, plan.plan.id)
             },
         )
         .await

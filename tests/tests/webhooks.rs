@@ -19,14 +19,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
 
 async fn caller(app: &App, mode: TenantMode) -> (Caller, String) {
-    let (tenant, issued) = app.create_tenant("Hooks Inc", mode).await.unwrap();
-    let caller = Caller {
-        tenant_id: tenant.id,
-        livemode: mode.is_live(),
-        key_id: Some(issued.key.id),
-        role: Role::Admin,
-        request_id: None,
-    };
+    let (_, issued) = app.create_tenant("Hooks Inc", mode).await.unwrap();
+    let caller = Caller::of_key(&issued.key, None);
     (caller, issued.secret)
 }
 

@@ -22,12 +22,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use billing_app::ports::{BillingJob, Clock, SystemClock};
 use billing_app::subscriptions::StartSubscription;
 use billing_app::{App, Caller};
-use billing_aws::{Config, DynamoStore};
-use billing_domain::access::Role;
-use billing_domain::subscription::CollectionMethod;
+use billing_aws::DynamoStore;
 use billing_domain::tenant::TenantMode;
 use billing_infra::request_count::{counted_client, Counter};
-use billing_infra::{moto, stack};
+use billing_infra::stack;
 use clap::Parser;
 use jiff::{SignedDuration, Timestamp};
 
@@ -62,11 +60,11 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter("warn")
         .with_writer(std::io::stderr)
         .init();
-    let port = moto::free_port()?;
-    let mut child = moto::start(port)?;
-    let config = Config::local("billing-load", format!("http://127.0.0.1:{port}"));
-    let sdk = config.sdk_config().await;
-    stack::ensure(&sdk, &config.table_name).await?;
+    let stack::OwnStack {
+        stand_in: mut child,
+        config,
+        sdk,
+    } = stack::own_stack("billing-load").await?;
     // What `webhook-fanout` does with the webhook queue, minus the deliveries (there are no
     // endpoints): take the events off it. Left to pile up, the stand-in's SQS gets slower
     // with every message queued (it counts the queue on each send).
@@ -253,13 +251,7 @@ async fn tenant_with_subscriptions(
     let (tenant, issued) = past
         .create_tenant(&format!("Load {n}"), TenantMode::Sandbox)
         .await?;
-    let caller = Caller {
-        tenant_id: tenant.id,
-        livemode: false,
-        key_id: Some(issued.key.id),
-        role: Role::Admin,
-        request_id: None,
-    };
+    let caller = Caller::of_key(&issued.key, None);
     let plan = past
         .create_plan(
             &caller,
@@ -277,18 +269,7 @@ async fn tenant_with_subscriptions(
         .await?;
     let mut jobs = Vec::with_capacity(count);
     for _ in 0..count {
-        let start = StartSubscription {
-            account_id: account.id,
-            plan_id: plan.plan.id,
-            quantity: 1,
-            trial_days: None,
-            start: None,
-            billing_anchor: None,
-            collection_method: CollectionMethod::ChargeAutomatically,
-            days_until_due: None,
-            max_pause_days: None,
-            metadata: Default::default(),
-        };
+        let start = StartSubscription::new(account.id, plan.plan.id);
         let sub = past.create_subscription(&caller, start).await?;
         jobs.push(BillingJob::Subscription {
             tenant: tenant.id,

@@ -19,13 +19,11 @@ use billing_app::ports::*;
 use billing_app::sandbox_gateway::SandboxGateway;
 use billing_app::subscriptions::StartSubscription;
 use billing_app::{App, Caller};
-use billing_aws::{AwsDispatch, Config, DynamoStore};
-use billing_domain::access::Role;
+use billing_aws::{AwsDispatch, DynamoStore};
 use billing_domain::payments::PaymentStatus;
-use billing_domain::subscription::CollectionMethod;
 use billing_domain::tenant::TenantMode;
 use billing_infra::request_count::{counted_client, Counter};
-use billing_infra::{moto, stack};
+use billing_infra::stack;
 use clap::Parser;
 
 #[derive(Parser)]
@@ -100,11 +98,11 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter("warn")
         .with_writer(std::io::stderr)
         .init();
-    let port = moto::free_port()?;
-    let mut child = moto::start(port)?;
-    let config = Config::local("payment-load", format!("http://127.0.0.1:{port}"));
-    let sdk = config.sdk_config().await;
-    stack::ensure(&sdk, &config.table_name).await?;
+    let stack::OwnStack {
+        stand_in: mut child,
+        config,
+        sdk,
+    } = stack::own_stack("payment-load").await?;
     let counter = Arc::new(Counter::default());
     let dispatch =
         Arc::new(AwsDispatch::by_queue_name(&sdk, stack::WEBHOOK_QUEUE, stack::EVENT_BUS).await?);
@@ -114,13 +112,7 @@ async fn main() -> anyhow::Result<()> {
     let app = App::new(Arc::new(store), Arc::new(SystemClock)).with_gateway(gateway.clone());
 
     let (tenant, issued) = app.create_tenant("Payments", TenantMode::Sandbox).await?;
-    let caller = Caller {
-        tenant_id: tenant.id,
-        livemode: false,
-        key_id: Some(issued.key.id),
-        role: Role::Admin,
-        request_id: None,
-    };
+    let caller = Caller::of_key(&issued.key, None);
     let plan = app
         .create_plan(
             &caller,
@@ -140,22 +132,8 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         app.add_payment_method(&caller, account.id, "tok_visa", false)
             .await?;
-        app.create_subscription(
-            &caller,
-            StartSubscription {
-                account_id: account.id,
-                plan_id: plan.plan.id,
-                quantity: 1,
-                trial_days: None,
-                start: None,
-                billing_anchor: None,
-                collection_method: CollectionMethod::ChargeAutomatically,
-                days_until_due: None,
-                max_pause_days: None,
-                metadata: Default::default(),
-            },
-        )
-        .await?;
+        app.create_subscription(&caller, StartSubscription::new(account.id, plan.plan.id))
+            .await?;
         let filter = PaymentFilter {
             account: Some(account.id),
             ..Default::default()

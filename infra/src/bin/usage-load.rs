@@ -18,13 +18,11 @@ use std::time::Instant;
 use billing_app::ports::SystemClock;
 use billing_app::subscriptions::StartSubscription;
 use billing_app::{App, Caller};
-use billing_aws::{Config, DynamoStore};
-use billing_domain::access::Role;
-use billing_domain::subscription::CollectionMethod;
+use billing_aws::DynamoStore;
 use billing_domain::tenant::TenantMode;
 use billing_http::{router, EmitMetrics};
 use billing_infra::request_count::{counted_client, Counter};
-use billing_infra::{moto, stack};
+use billing_infra::stack;
 use clap::Parser;
 use serde_json::{json, Value};
 
@@ -84,23 +82,17 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter("warn")
         .with_writer(std::io::stderr)
         .init();
-    let port = moto::free_port()?;
-    let mut child = moto::start(port)?;
-    let config = Config::local("usage-load", format!("http://127.0.0.1:{port}"));
-    let sdk = config.sdk_config().await;
-    stack::ensure(&sdk, &config.table_name).await?;
+    let stack::OwnStack {
+        stand_in: mut child,
+        config,
+        sdk,
+    } = stack::own_stack("usage-load").await?;
     let counter = Arc::new(Counter::default());
     let store = DynamoStore::new(counted_client(&sdk, counter.clone()), &config.table_name);
     let app = App::new(Arc::new(store), Arc::new(SystemClock));
 
-    let (tenant, issued) = app.create_tenant("Metered", TenantMode::Sandbox).await?;
-    let caller = Caller {
-        tenant_id: tenant.id,
-        livemode: false,
-        key_id: Some(issued.key.id),
-        role: Role::Admin,
-        request_id: None,
-    };
+    let (_, issued) = app.create_tenant("Metered", TenantMode::Sandbox).await?;
+    let caller = Caller::of_key(&issued.key, None);
     app.create_metric(
         &caller,
         serde_json::from_value(
@@ -128,21 +120,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
         let sub = app
-            .create_subscription(
-                &caller,
-                StartSubscription {
-                    account_id: account.id,
-                    plan_id: plan.plan.id,
-                    quantity: 1,
-                    trial_days: None,
-                    start: None,
-                    billing_anchor: None,
-                    collection_method: CollectionMethod::ChargeAutomatically,
-                    days_until_due: None,
-                    max_pause_days: None,
-                    metadata: Default::default(),
-                },
-            )
+            .create_subscription(&caller, StartSubscription::new(account.id, plan.plan.id))
             .await?;
         subscriptions.push(sub.id.to_string());
     }

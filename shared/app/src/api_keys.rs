@@ -71,13 +71,7 @@ impl App {
                 "the API key has been revoked".into(),
             ));
         }
-        Ok(Caller {
-            tenant_id: key.tenant_id,
-            livemode: key.livemode,
-            key_id: Some(key.id),
-            role: key.role,
-            request_id,
-        })
+        Ok(Caller::of_key(&key, request_id))
     }
 
     pub async fn create_api_key(

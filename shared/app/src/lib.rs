@@ -62,6 +62,17 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Who presents `key`.
+    pub fn of_key(key: &billing_domain::access::ApiKey, request_id: Option<String>) -> Self {
+        Self {
+            tenant_id: key.tenant_id,
+            livemode: key.livemode,
+            key_id: Some(key.id),
+            role: key.role,
+            request_id,
+        }
+    }
+
     pub fn require(&self, permission: Permission) -> Result<(), AppError> {
         if self.role.allows(permission) {
             Ok(())

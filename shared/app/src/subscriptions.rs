@@ -52,6 +52,25 @@ pub struct StartSubscription {
     pub metadata: Metadata,
 }
 
+impl StartSubscription {
+    /// One seat of `plan_id` for `account_id` from now, with the plan's trial, charged
+    /// automatically.
+    pub fn new(account_id: AccountId, plan_id: PlanId) -> Self {
+        Self {
+            account_id,
+            plan_id,
+            quantity: 1,
+            trial_days: None,
+            start: None,
+            billing_anchor: None,
+            collection_method: CollectionMethod::ChargeAutomatically,
+            days_until_due: None,
+            max_pause_days: None,
+            metadata: Metadata::default(),
+        }
+    }
+}
+
 /// How a plan or quantity change is billed (Stripe's `proration_behavior`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProrationBehavior {

@@ -12,7 +12,6 @@ use axum::http::Request;
 use billing_app::memory::MemoryStore;
 use billing_app::ports::SystemClock;
 use billing_app::{App, Caller};
-use billing_domain::access::Role;
 use billing_domain::account::NewAccount;
 use billing_domain::tenant::TenantMode;
 use billing_http::{router, EmitMetrics};
@@ -26,17 +25,11 @@ fn main() {
         .unwrap();
     let app = App::new(Arc::new(MemoryStore::new()), Arc::new(SystemClock));
     let (key, path) = runtime.block_on(async {
-        let (tenant, issued) = app
+        let (_, issued) = app
             .create_tenant("Bench", TenantMode::Sandbox)
             .await
             .unwrap();
-        let caller = Caller {
-            tenant_id: tenant.id,
-            livemode: false,
-            key_id: Some(issued.key.id),
-            role: Role::Admin,
-            request_id: None,
-        };
+        let caller = Caller::of_key(&issued.key, None);
         let input = NewAccount {
             email: "bench@example.com".into(),
             currency: "usd".into(),

@@ -20,8 +20,6 @@ use billing_app::memory::MemoryStore;
 use billing_app::ports::SystemClock;
 use billing_app::subscriptions::StartSubscription;
 use billing_app::{App, Caller};
-use billing_domain::access::Role;
-use billing_domain::subscription::CollectionMethod;
 use billing_domain::tenant::TenantMode;
 use billing_http::{router, EmitMetrics};
 use criterion::{Criterion, Throughput};
@@ -37,17 +35,11 @@ fn main() {
         .unwrap();
     let app = App::new(Arc::new(MemoryStore::new()), Arc::new(SystemClock));
     let (key, subscription) = runtime.block_on(async {
-        let (tenant, issued) = app
+        let (_, issued) = app
             .create_tenant("Bench", TenantMode::Sandbox)
             .await
             .unwrap();
-        let caller = Caller {
-            tenant_id: tenant.id,
-            livemode: false,
-            key_id: Some(issued.key.id),
-            role: Role::Admin,
-            request_id: None,
-        };
+        let caller = Caller::of_key(&issued.key, None);
         let metric = json!({"code": "api_calls", "name": "API calls", "aggregation": "count"});
         app.create_metric(&caller, serde_json::from_value(metric).unwrap())
             .await
@@ -68,18 +60,7 @@ fn main() {
         let sub = app
             .create_subscription(
                 &caller,
-                StartSubscription {
-                    account_id: account.id,
-                    plan_id: plan.plan.id,
-                    quantity: 1,
-                    trial_days: None,
-                    start: None,
-                    billing_anchor: None,
-                    collection_method: CollectionMethod::ChargeAutomatically,
-                    days_until_due: None,
-                    max_pause_days: None,
-                    metadata: Default::default(),
-                },
+                StartSubscription::new(account.id, plan.plan.id),
             )
             .await
             .unwrap();
