@@ -1,4 +1,4 @@
-"""The local AWS stand-in: moto's server with two repairs to DynamoDB's TransactWriteItems.
+"""The local AWS stand-in: moto's server with repairs to DynamoDB's TransactWriteItems and Query.
 
 moto 5.2 backs up the whole table (a deep copy) once per item of every transaction and
 rolls a cancelled transaction back by putting that copy in place of the table. So:
@@ -12,6 +12,9 @@ Here every write (transactions and single-item puts, updates and deletes) runs u
 lock, and a transaction's rollback restores only the items it touched, from copies taken
 under that lock before it started. All-or-nothing and per-item cancellation reasons are
 moto's own; only the bookkeeping around them changes.
+
+moto also sorts every item of the table to answer any query; a query on the table itself
+(not an index) here reads only its own partition.
 
 Run as `python stand_in.py -H 127.0.0.1 -p PORT` (the same arguments as `moto_server`).
 """
@@ -102,6 +105,37 @@ def _transact_write_items_touching_only_its_items(self, transact_items):
             _in_transaction.active = False
 
 
+_table_query = Table.query
+_table_all_items = Table.all_items
+_queried_partition = threading.local()
+
+
+def _all_items_of_the_queried_partition(self):
+    hash_key = getattr(_queried_partition, "key", None)
+    if hash_key is None:
+        return _table_all_items(self)
+    partition = self.items.get(hash_key)
+    if not partition:
+        return []
+    items = list(partition.values()) if self.range_key_attr else [partition]
+    return sorted(items, key=lambda x: (x.hash_key, x.range_key) if x.range_key else x.hash_key)
+
+
+def _query_reading_only_its_partition(self, hash_key, *args, **kwargs):
+    """moto sorts the whole table to answer any query on it; a query without an index
+    needs only its own partition, which moto keeps apart already."""
+    if kwargs.get("index_name") or (len(args) > 6 and args[6]):
+        return _table_query(self, hash_key, *args, **kwargs)
+    with _writes:
+        _queried_partition.key = hash_key
+        try:
+            return _table_query(self, hash_key, *args, **kwargs)
+        finally:
+            _queried_partition.key = None
+
+
+Table.all_items = _all_items_of_the_queried_partition
+Table.query = _query_reading_only_its_partition
 DynamoDBBackend.transact_write_items = _transact_write_items_touching_only_its_items
 for _name in ("put_item", "update_item", "delete_item", "batch_write_item"):
     if hasattr(DynamoDBBackend, _name):
