@@ -93,7 +93,7 @@ pub async fn serve(app: App) -> String {
 /// A sandbox tenant and an admin caller of it, made through the use cases.
 pub async fn admin(app: &App, name: &str) -> billing_app::Caller {
     let (_, issued) = app
-        .create_tenant(name, billing_domain::tenant::TenantMode::Sandbox)
+        .create_tenant(name, billing_domain::customers::tenant::TenantMode::Sandbox)
         .await
         .expect("create the tenant");
     billing_app::Caller::of_key(&issued.key, None)
@@ -107,7 +107,7 @@ pub async fn subscribe(
     account: serde_json::Value,
     interval: &str,
     amount: i64,
-) -> billing_domain::subscription::Subscription {
+) -> billing_domain::billing::subscription::Subscription {
     let account = app
         .create_account(caller, serde_json::from_value(account).expect("an account"))
         .await

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use billing_app::ports::{Clock, DeliveryJob, Dispatch, StoreError};
-use billing_domain::event::DomainEvent;
-use billing_domain::ids::TenantId;
-use billing_domain::webhook;
+use billing_domain::events::record::DomainEvent;
+use billing_domain::events::webhook;
+use billing_domain::kernel::ids::TenantId;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 

@@ -2,8 +2,8 @@
 //! store against the local stand-in.
 
 use billing_app::App;
-use billing_domain::access::Role;
-use billing_domain::tenant::TenantMode;
+use billing_domain::customers::access::Role;
+use billing_domain::customers::tenant::TenantMode;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
 

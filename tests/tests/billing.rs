@@ -1,7 +1,7 @@
 //! Subscriptions, invoices and test clocks over HTTP on the local stack, and billing exactly
 //! once under duplicate and concurrent runs.
 
-use billing_domain::tenant::TenantMode;
+use billing_domain::customers::tenant::TenantMode;
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -396,7 +396,10 @@ async fn a_pause_bills_nothing_and_resuming_credits_the_unused_time() {
 /// A monthly subscription on `app` starting 2027-01-01, through the use cases.
 async fn monthly_subscription(
     app: &billing_app::App,
-) -> (billing_app::Caller, billing_domain::ids::SubscriptionId) {
+) -> (
+    billing_app::Caller,
+    billing_domain::kernel::ids::SubscriptionId,
+) {
     let caller = billing_tests::admin(app, "Runs").await;
     let clock = app
         .create_test_clock(&caller, None, "2027-01-01T00:00:00Z".parse().unwrap())
@@ -410,7 +413,7 @@ async fn monthly_subscription(
 async fn invoice_numbers_and_periods(
     app: &billing_app::App,
     caller: &billing_app::Caller,
-    id: billing_domain::ids::SubscriptionId,
+    id: billing_domain::kernel::ids::SubscriptionId,
 ) -> (Vec<String>, Vec<jiff::Timestamp>) {
     let filter = billing_app::ports::InvoiceFilter {
         subscription: Some(id),
@@ -693,7 +696,7 @@ async fn twelve_subscriptions(
     app: &billing_app::App,
 ) -> (
     billing_app::Caller,
-    Vec<billing_domain::ids::SubscriptionId>,
+    Vec<billing_domain::kernel::ids::SubscriptionId>,
 ) {
     let caller = billing_tests::admin(app, "Together").await;
     let clock = app
@@ -722,7 +725,7 @@ async fn twelve_subscriptions(
     let mut ids = Vec::new();
     for _ in 0..12 {
         let start = billing_app::subscriptions::StartSubscription {
-            collection_method: billing_domain::subscription::CollectionMethod::SendInvoice,
+            collection_method: billing_domain::billing::subscription::CollectionMethod::SendInvoice,
             days_until_due: Some(30),
             ..billing_app::subscriptions::StartSubscription::new(account.id, plan.plan.id)
         };

@@ -106,8 +106,8 @@ struct NoDispatch;
 impl billing_app::ports::Dispatch for NoDispatch {
     async fn publish(
         &self,
-        _: billing_domain::ids::TenantId,
-        _: &[billing_domain::event::DomainEvent],
+        _: billing_domain::kernel::ids::TenantId,
+        _: &[billing_domain::events::record::DomainEvent],
     ) -> Result<(), billing_app::ports::StoreError> {
         Ok(())
     }
@@ -178,7 +178,7 @@ async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() 
     let clock = now_app.get_test_clock(&caller, clock.id).await.unwrap();
     assert_eq!(
         clock.status,
-        billing_domain::test_clock::TestClockStatus::Ready
+        billing_domain::billing::test_clock::TestClockStatus::Ready
     );
     let filter = InvoiceFilter {
         subscription: Some(sub.id),
@@ -212,10 +212,10 @@ async fn the_billing_queue_groups_each_tenants_jobs() {
         .await
         .unwrap();
     let (a, b) = (
-        billing_domain::ids::TenantId::from_ulid(ulid::Ulid::new()),
-        billing_domain::ids::TenantId::from_ulid(ulid::Ulid::new()),
+        billing_domain::kernel::ids::TenantId::from_ulid(ulid::Ulid::new()),
+        billing_domain::kernel::ids::TenantId::from_ulid(ulid::Ulid::new()),
     );
-    let sub = || billing_domain::ids::SubscriptionId::from_ulid(ulid::Ulid::new());
+    let sub = || billing_domain::kernel::ids::SubscriptionId::from_ulid(ulid::Ulid::new());
     let jobs = [
         BillingJob::Subscription {
             tenant: a,

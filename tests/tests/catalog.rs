@@ -1,7 +1,7 @@
 //! The catalog API over HTTP on the local stack: metrics, plans, versions, the price
 //! calculator, and every bad-input path answering with the field at fault.
 
-use billing_domain::tenant::TenantMode;
+use billing_domain::customers::tenant::TenantMode;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
 

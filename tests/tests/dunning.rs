@@ -9,11 +9,11 @@ use billing_app::ports::{
     Change, Clock, EventFilter, InvoiceWrite, NotifyError, PageRequest, PaymentJob, Store,
 };
 use billing_app::{App, AppError, Caller};
-use billing_domain::account::{Account, AccountStatus};
-use billing_domain::dunning::{DunningAction, DunningStatus, DunningStep};
-use billing_domain::event::{Actor, AuditAction, AuditRecord};
-use billing_domain::ids::{AuditId, InvoiceId};
-use billing_domain::subscription::CollectionMethod;
+use billing_domain::billing::subscription::CollectionMethod;
+use billing_domain::collection::dunning::{DunningAction, DunningStatus, DunningStep};
+use billing_domain::customers::account::{Account, AccountStatus};
+use billing_domain::events::record::{Actor, AuditAction, AuditRecord};
+use billing_domain::kernel::ids::{AuditId, InvoiceId};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
@@ -204,7 +204,7 @@ async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled
         .await
         .unwrap();
     let start = billing_app::subscriptions::StartSubscription {
-        collection_method: billing_domain::subscription::CollectionMethod::SendInvoice,
+        collection_method: billing_domain::billing::subscription::CollectionMethod::SendInvoice,
         days_until_due: Some(30),
         ..billing_app::subscriptions::StartSubscription::new(w.account.id, plan.plan.id)
     };
@@ -715,7 +715,7 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
     let (_, issued) = app
         .create_tenant(
             "Sandbox Dunning",
-            billing_domain::tenant::TenantMode::Sandbox,
+            billing_domain::customers::tenant::TenantMode::Sandbox,
         )
         .await
         .unwrap();
@@ -891,7 +891,10 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
     let w = World::new().await;
     let (tenant, issued) = w
         .app
-        .create_tenant("Blocked Co", billing_domain::tenant::TenantMode::Sandbox)
+        .create_tenant(
+            "Blocked Co",
+            billing_domain::customers::tenant::TenantMode::Sandbox,
+        )
         .await
         .unwrap();
     let api = Api {
@@ -992,10 +995,10 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
         tenant_id: tenant.id,
         livemode: false,
         key_id: Some(issued.key.id),
-        role: billing_domain::access::Role::Admin,
+        role: billing_domain::customers::access::Role::Admin,
         request_id: None,
     };
-    let account: billing_domain::ids::AccountId =
+    let account: billing_domain::kernel::ids::AccountId =
         serde_json::from_value(json!(account_id)).unwrap();
     let now = w.clock.now();
     w.app
@@ -1199,8 +1202,8 @@ async fn the_ses_notifier_sends_from_a_verified_sender() {
     );
     let notifier = billing_aws::SesNotifier::new(ses.clone(), &from);
     let notification = Notification {
-        tenant_id: billing_domain::ids::TenantId::from_ulid(ulid::Ulid::new()),
-        account_id: billing_domain::ids::AccountId::from_ulid(ulid::Ulid::new()),
+        tenant_id: billing_domain::kernel::ids::TenantId::from_ulid(ulid::Ulid::new()),
+        account_id: billing_domain::kernel::ids::AccountId::from_ulid(ulid::Ulid::new()),
         to: "owner@customer.test".into(),
         subject: "Acme: your payment is overdue".into(),
         body: "We could not collect $49.00.\n".into(),

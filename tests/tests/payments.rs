@@ -10,10 +10,10 @@ use billing_app::payments::Collected;
 use billing_app::ports::*;
 use billing_app::sandbox_gateway::SandboxGateway;
 use billing_app::{App, Caller};
-use billing_domain::invoicing::InvoiceStatus;
-use billing_domain::payments::{Payment, PaymentStatus};
-use billing_domain::retry::FinalAction;
-use billing_domain::subscription::{Subscription, SubscriptionStatus};
+use billing_domain::billing::invoice::InvoiceStatus;
+use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
+use billing_domain::collection::payment::{Payment, PaymentStatus};
+use billing_domain::collection::retry::FinalAction;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
@@ -46,7 +46,7 @@ async fn first_invoice(
     app: &App,
     caller: &Caller,
     sub: &Subscription,
-) -> billing_domain::invoicing::Invoice {
+) -> billing_domain::billing::invoice::Invoice {
     let page = app
         .list_invoices(
             caller,
@@ -175,7 +175,7 @@ async fn a_crash_after_the_charge_charges_once() {
             idempotency_key: attempt.id.to_string(),
             customer: "cus_sb_x".into(),
             payment_method: profile_card.id.clone(),
-            amount: billing_domain::money::Money {
+            amount: billing_domain::kernel::money::Money {
                 minor: attempt.amount,
                 currency: attempt.currency,
             },
@@ -711,7 +711,10 @@ async fn attempts_are_released_after_commit_and_swept_until_recorded() {
 async fn the_payment_routes_over_http() {
     let app = billing_tests::memory_app();
     let (tenant, issued) = app
-        .create_tenant("Http Payments", billing_domain::tenant::TenantMode::Sandbox)
+        .create_tenant(
+            "Http Payments",
+            billing_domain::customers::tenant::TenantMode::Sandbox,
+        )
         .await
         .unwrap();
     let _ = tenant;
@@ -998,7 +1001,8 @@ async fn a_sent_invoice_goes_overdue_on_its_due_date(app: App) {
         .create_subscription(
             &caller,
             billing_app::subscriptions::StartSubscription {
-                collection_method: billing_domain::subscription::CollectionMethod::SendInvoice,
+                collection_method:
+                    billing_domain::billing::subscription::CollectionMethod::SendInvoice,
                 days_until_due: Some(7),
                 ..billing_app::subscriptions::StartSubscription::new(account.id, plan.plan.id)
             },

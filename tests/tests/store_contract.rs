@@ -6,9 +6,9 @@ use std::sync::Arc;
 use billing_app::memory::MemoryStore;
 use billing_app::ports::*;
 use billing_app::{App, Caller};
-use billing_domain::access::Role;
-use billing_domain::account::{AccountPatch, AccountStatus, NewAccount};
-use billing_domain::tenant::TenantMode;
+use billing_domain::customers::access::Role;
+use billing_domain::customers::account::{AccountPatch, AccountStatus, NewAccount};
+use billing_domain::customers::tenant::TenantMode;
 use jiff::{SignedDuration, Timestamp};
 
 async fn tenant(app: &App) -> Caller {
@@ -398,7 +398,7 @@ async fn contract(store: Arc<dyn Store>) {
 /// period range; quota snapshots; late usage in the due index until it is billed; a
 /// lifecycle step and its billed rollups together or not at all.
 async fn usage_contract(app: &App, store: &dyn Store, caller: &Caller, other: &Caller) {
-    use billing_domain::usage::{Aggregate, Measured, UsageEvent};
+    use billing_domain::usage::meter::{Aggregate, Measured, UsageEvent};
     let sub = billing_tests::subscribe(
         app,
         caller,
@@ -431,7 +431,7 @@ async fn usage_contract(app: &App, store: &dyn Store, caller: &Caller, other: &C
         ..Rollup::empty(
             &sub,
             "calls",
-            billing_domain::metric::Aggregation::Count,
+            billing_domain::catalog::metric::Aggregation::Count,
             sub.current_period,
         )
     };
@@ -620,7 +620,7 @@ async fn usage_contract(app: &App, store: &dyn Store, caller: &Caller, other: &C
     assert_eq!(late_due(late_at).await, 0);
 
     // A lifecycle step and the rollups it bills: together or not at all.
-    let next = billing_domain::subscription::Subscription {
+    let next = billing_domain::billing::subscription::Subscription {
         version: sub.version + 1,
         ..sub.clone()
     };
@@ -678,10 +678,10 @@ async fn usage_contract(app: &App, store: &dyn Store, caller: &Caller, other: &C
 /// next step (in real time or on their test clock), notices at their claim's end, claimed
 /// over their version, deleted once sent.
 async fn dunning_contract(app: &App, store: &dyn Store, caller: &Caller, other: &Caller) {
-    use billing_domain::dunning::{
+    use billing_domain::collection::dunning::{
         CaseFacts, DunningAction, DunningCase, DunningPolicy, DunningStep, NoticeKind,
     };
-    use billing_domain::ids::InvoiceId;
+    use billing_domain::kernel::ids::InvoiceId;
 
     let tenant = caller.tenant_id;
     assert_eq!(store.get_dunning_policy(tenant).await, Ok(None));
@@ -980,12 +980,12 @@ async fn dunning_contract(app: &App, store: &dyn Store, caller: &Caller, other: 
 }
 
 fn payment_on(
-    account: billing_domain::ids::AccountId,
-    clock: Option<billing_domain::ids::TestClockId>,
+    account: billing_domain::kernel::ids::AccountId,
+    clock: Option<billing_domain::kernel::ids::TestClockId>,
     due_at: Timestamp,
-) -> billing_domain::payments::Payment {
-    use billing_domain::ids::InvoiceId;
-    use billing_domain::payments::{payment_id, Payment, PaymentStatus};
+) -> billing_domain::collection::payment::Payment {
+    use billing_domain::collection::payment::{payment_id, Payment, PaymentStatus};
+    use billing_domain::kernel::ids::InvoiceId;
     let invoice = InvoiceId::from_ulid(billing_app::new_ulid());
     Payment {
         id: payment_id(invoice, 1, due_at),
@@ -995,7 +995,7 @@ fn payment_on(
         test_clock: clock,
         livemode: false,
         amount: 1234,
-        currency: billing_domain::currency::Currency::from_code("usd").unwrap(),
+        currency: billing_domain::kernel::currency::Currency::from_code("usd").unwrap(),
         attempt: 1,
         manual: false,
         status: PaymentStatus::Pending,
@@ -1018,11 +1018,11 @@ fn payment_on(
 /// the due index while pending), atomic collection writes, gateway refs and applied
 /// gateway events, settings.
 async fn payments_contract(app: &App, store: &dyn Store, caller: &Caller, other: &Caller) {
-    use billing_domain::credit_note::{CreditNote, CreditNoteReason};
-    use billing_domain::ids::CreditNoteId;
-    use billing_domain::payment_method::{PaymentMethod, PaymentProfile};
-    use billing_domain::payments::{ChargeResult, PaymentStatus};
-    use billing_domain::retry::{FinalAction, PaymentSettings};
+    use billing_domain::collection::credit_note::{CreditNote, CreditNoteReason};
+    use billing_domain::collection::payment::{ChargeResult, PaymentStatus};
+    use billing_domain::collection::retry::{FinalAction, PaymentSettings};
+    use billing_domain::customers::payment_method::{PaymentMethod, PaymentProfile};
+    use billing_domain::kernel::ids::CreditNoteId;
 
     let tenant = caller.tenant_id;
     let account = app
@@ -1327,8 +1327,8 @@ async fn payments_contract(app: &App, store: &dyn Store, caller: &Caller, other:
 /// Metrics and plans: codes are unique, a stale plan version is refused without writing
 /// its price version, and versions read back in order.
 async fn catalog_contract(app: &App, store: &dyn Store, caller: &Caller) {
-    use billing_domain::metric::NewMetric;
-    use billing_domain::plan::{NewPlan, NewPlanVersion, PlanPatch};
+    use billing_domain::catalog::metric::NewMetric;
+    use billing_domain::catalog::plan::{NewPlan, NewPlanVersion, PlanPatch};
 
     let metric: NewMetric = serde_json::from_value(
         serde_json::json!({"code": "calls", "name": "Calls", "aggregation": "count"}),
@@ -1444,8 +1444,8 @@ async fn catalog_contract(app: &App, store: &dyn Store, caller: &Caller) {
     assert!(active.items.is_empty());
 }
 
-fn app_terms() -> billing_domain::plan::PlanTerms {
-    let charges: billing_domain::plan::PlanCharges =
+fn app_terms() -> billing_domain::catalog::plan::PlanTerms {
+    let charges: billing_domain::catalog::plan::PlanCharges =
         serde_json::from_value(serde_json::json!({"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 300}}}})).unwrap();
     charges.validate(&Default::default()).unwrap()
 }

@@ -5,8 +5,8 @@ use billing_app::ports::{
     ChargeOutcome, ChargeRequest, GatewayError, NewGatewayCustomer, PaymentGateway, RefundRequest,
 };
 use billing_aws::StripeGateway;
-use billing_domain::currency::Currency;
-use billing_domain::money::Money;
+use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::money::Money;
 use billing_tests::fake_stripe::FakeStripe;
 
 async fn gateway() -> (FakeStripe, StripeGateway) {
@@ -432,7 +432,8 @@ async fn the_stripe_secret_selects_the_gateway_and_its_webhook_secrets() {
     let body = b"{}";
     let now = jiff::Timestamp::now();
     for secret in ["whsec_a", "whsec_b"] {
-        let header = billing_domain::webhook::signature_header(&[secret], now.as_second(), body);
+        let header =
+            billing_domain::events::webhook::signature_header(&[secret], now.as_second(), body);
         assert_eq!(setup.webhook_secrets.verify(&header, body, now), Ok(()));
     }
 
@@ -461,7 +462,7 @@ async fn the_stripe_secret_selects_the_gateway_and_its_webhook_secrets() {
 #[tokio::test]
 async fn collection_through_stripe_charges_once_after_a_lost_answer_and_duplicate_deliveries() {
     use billing_app::ports::{PageRequest, PaymentFilter, PaymentJob};
-    use billing_domain::invoicing::InvoiceStatus;
+    use billing_domain::billing::invoice::InvoiceStatus;
 
     let fake = FakeStripe::start().await;
     let gateway = StripeGateway::new("sk_test_fake", Some(&fake.url)).unwrap();

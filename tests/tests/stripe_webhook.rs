@@ -9,9 +9,9 @@ use billing_app::payments::Collected;
 use billing_app::ports::*;
 use billing_app::{App, Caller};
 use billing_aws::StripeGateway;
-use billing_domain::invoicing::InvoiceStatus;
-use billing_domain::stripe_signature::WebhookSecrets;
-use billing_domain::webhook::signature_header;
+use billing_domain::billing::invoice::InvoiceStatus;
+use billing_domain::collection::stripe_signature::WebhookSecrets;
+use billing_domain::events::webhook::signature_header;
 use billing_http::stripe_webhook::{self, event::parse};
 use billing_http::EmitMetrics;
 use billing_tests::fake_stripe::{event, fixture, FakeStripe};
@@ -192,7 +192,7 @@ struct Scenario {
     caller: Caller,
     fake: FakeStripe,
     clock: Arc<ManualClock>,
-    invoice: billing_domain::ids::InvoiceId,
+    invoice: billing_domain::kernel::ids::InvoiceId,
     payment_intent: String,
 }
 

@@ -4,8 +4,8 @@
 
 use billing_app::ports::Clock;
 use billing_app::App;
-use billing_domain::tenant::TenantMode;
-use billing_domain::usage::{UsageEventInput, UsageStatus};
+use billing_domain::customers::tenant::TenantMode;
+use billing_domain::usage::meter::{UsageEventInput, UsageStatus};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -13,7 +13,7 @@ struct Api {
     base: String,
     http: Client,
     key: String,
-    tenant: billing_domain::ids::TenantId,
+    tenant: billing_domain::kernel::ids::TenantId,
 }
 
 impl Api {
@@ -490,7 +490,7 @@ async fn usage_routes_are_documented_and_need_their_permission() {
     let viewer = app
         .create_api_key(
             &caller,
-            billing_domain::access::Role::FinanceViewer,
+            billing_domain::customers::access::Role::FinanceViewer,
             Some("viewer"),
         )
         .await
@@ -588,7 +588,7 @@ async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency() {
     // January is billed; one late call arrives; eight workers pick up its job at once.
     api.advance(&m.clock, "2027-02-01T00:00:00Z").await;
     api.batch(calls(5..6, Some("2027-01-31T12:00:00Z"))).await;
-    let id = billing_domain::ids::SubscriptionId::parse(&sub, "id").unwrap();
+    let id = billing_domain::kernel::ids::SubscriptionId::parse(&sub, "id").unwrap();
     let until: jiff::Timestamp = "2027-02-01T00:01:00Z".parse().unwrap();
     let workers: Vec<_> = (0..8)
         .map(|_| {
@@ -678,7 +678,7 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
                     start: None,
                     billing_anchor: None,
                     collection_method:
-                        billing_domain::subscription::CollectionMethod::ChargeAutomatically,
+                        billing_domain::billing::subscription::CollectionMethod::ChargeAutomatically,
                     days_until_due: None,
                     max_pause_days: None,
                     metadata: Default::default(),
@@ -760,7 +760,9 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
     assert_eq!(billed.len(), 2);
     let supplement = billed
         .iter()
-        .find(|i| i.billing_reason == billing_domain::subscription::BillingReason::LateUsage)
+        .find(|i| {
+            i.billing_reason == billing_domain::billing::subscription::BillingReason::LateUsage
+        })
         .unwrap();
     assert_eq!(supplement.total, 25);
     assert!(app

@@ -10,10 +10,10 @@ use billing_app::ports::*;
 use billing_app::relay::{Fanout, Sweeper};
 use billing_app::{App, Caller};
 use billing_aws::{AwsDispatch, Config, DynamoStore, HttpSender};
-use billing_domain::access::Role;
-use billing_domain::account::NewAccount;
-use billing_domain::tenant::TenantMode;
-use billing_domain::webhook::{self, DeliveryStatus, NewWebhookEndpoint};
+use billing_domain::customers::access::Role;
+use billing_domain::customers::account::NewAccount;
+use billing_domain::customers::tenant::TenantMode;
+use billing_domain::events::webhook::{self, DeliveryStatus, NewWebhookEndpoint};
 use billing_tests::webhooks::{ManualClock, Receiver, RecordingDispatch};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
@@ -624,8 +624,8 @@ async fn live_tenants_cannot_point_webhooks_at_internal_addresses() {
             body: "{}".into(),
             signature: "t=0".into(),
             livemode: true,
-            event_id: billing_domain::ids::EventId::from_ulid(ulid::Ulid::new()),
-            delivery_id: billing_domain::ids::DeliveryId::from_ulid(ulid::Ulid::new()),
+            event_id: billing_domain::kernel::ids::EventId::from_ulid(ulid::Ulid::new()),
+            delivery_id: billing_domain::kernel::ids::DeliveryId::from_ulid(ulid::Ulid::new()),
         })
         .await;
     assert_eq!(outcome.status, None);
@@ -645,7 +645,7 @@ async fn the_catalog_is_in_the_openapi_document_and_events_carry_no_secrets() {
     let catalog = doc["x-event-types"].as_array().unwrap();
     assert_eq!(
         catalog.len(),
-        billing_domain::event_types::EVENT_TYPES.len()
+        billing_domain::events::types::EVENT_TYPES.len()
     );
     for entry in catalog {
         let name = format!("event.{}", entry["type"].as_str().unwrap());

@@ -12,8 +12,8 @@ use billing_app::ports::{Clock, OUTBOX_GRACE};
 use billing_app::relay::{Fanout, Sweeper};
 use billing_app::App;
 use billing_aws::HttpSender;
-use billing_domain::account::NewAccount;
-use billing_domain::webhook::NewWebhookEndpoint;
+use billing_domain::customers::account::NewAccount;
+use billing_domain::events::webhook::NewWebhookEndpoint;
 use billing_tests::webhooks::{ManualClock, Receiver, RecordingDispatch};
 use jiff::Timestamp;
 

@@ -2,7 +2,7 @@
 //! the same one next to the API).
 
 use billing_app::App;
-use billing_domain::stripe_signature::WebhookSecrets;
+use billing_domain::collection::stripe_signature::WebhookSecrets;
 use billing_http::{stripe_webhook, EmitMetrics};
 
 /// What `lambda_http::run` serves.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use billing_app::ports::SystemClock;
 use billing_app::App;
 use billing_aws::{Config, DynamoStore};
-use billing_domain::tenant::TenantMode;
+use billing_domain::customers::tenant::TenantMode;
 use billing_infra::moto;
 use clap::{Parser, Subcommand};
 

@@ -10,7 +10,7 @@ use anyhow::Context;
 use billing_app::ports::SystemClock;
 use billing_app::App;
 use billing_aws::Config;
-use billing_domain::tenant::TenantMode;
+use billing_domain::customers::tenant::TenantMode;
 use billing_http::{router, stripe_webhook, EmitMetrics};
 use billing_infra::{mailbox, moto, snapshot, stack, workers};
 use clap::Parser;

@@ -19,7 +19,7 @@ use billing_app::ports::SystemClock;
 use billing_app::subscriptions::StartSubscription;
 use billing_app::{App, Caller};
 use billing_aws::DynamoStore;
-use billing_domain::tenant::TenantMode;
+use billing_domain::customers::tenant::TenantMode;
 use billing_http::{router, EmitMetrics};
 use billing_infra::request_count::{counted_client, Counter};
 use billing_infra::stack;

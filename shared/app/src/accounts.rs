@@ -1,9 +1,9 @@
 //! Customer accounts: create, read, list, update, soft-delete.
 
-use billing_domain::access::Permission;
-use billing_domain::account::{Account, AccountPatch, NewAccount};
-use billing_domain::event::AuditAction;
-use billing_domain::ids::AccountId;
+use billing_domain::customers::access::Permission;
+use billing_domain::customers::account::{Account, AccountPatch, NewAccount};
+use billing_domain::events::record::AuditAction;
+use billing_domain::kernel::ids::AccountId;
 
 use crate::ports::{AccountFilter, Page, PageRequest};
 use crate::{to_json, App, AppError, Caller, ChangeSpec};
@@ -20,7 +20,7 @@ impl App {
         if let Some(clock) = input.test_clock {
             if caller.livemode {
                 return Err(AppError::Invalid(
-                    billing_domain::error::ValidationError::new(
+                    billing_domain::kernel::error::ValidationError::new(
                         "test_clock_in_livemode",
                         "test_clock",
                         "test clocks exist only for sandbox tenants",
@@ -34,7 +34,7 @@ impl App {
                 .is_none()
             {
                 return Err(AppError::Invalid(
-                    billing_domain::error::ValidationError::new(
+                    billing_domain::kernel::error::ValidationError::new(
                         "unknown_test_clock",
                         "test_clock",
                         format!("no such test clock: {clock}"),

@@ -1,10 +1,10 @@
 //! API keys: authenticate a presented key, and let admins create, list and revoke keys.
 
 use base64::Engine;
-use billing_domain::access::{self, ApiKey, Permission, Role};
-use billing_domain::event::AuditAction;
-use billing_domain::ids::{ApiKeyId, TenantId};
-use billing_domain::tenant::TenantMode;
+use billing_domain::customers::access::{self, ApiKey, Permission, Role};
+use billing_domain::customers::tenant::TenantMode;
+use billing_domain::events::record::AuditAction;
+use billing_domain::kernel::ids::{ApiKeyId, TenantId};
 use jiff::Timestamp;
 use rand::RngCore;
 use serde::Serialize;

@@ -1,5 +1,5 @@
-use billing_domain::access::Permission;
-use billing_domain::event::AuditRecord;
+use billing_domain::customers::access::Permission;
+use billing_domain::events::record::AuditRecord;
 
 use crate::ports::{Page, PageRequest};
 use crate::{App, AppError, Caller};

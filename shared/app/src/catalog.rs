@@ -2,17 +2,17 @@
 
 use std::collections::BTreeSet;
 
-use billing_domain::access::Permission;
-use billing_domain::charges::{ChargeModel, Commitment, Priced, PricingError, Usage};
-use billing_domain::currency::Currency;
-use billing_domain::error::ValidationError;
-use billing_domain::event::AuditAction;
-use billing_domain::ids::{MetricId, PlanId};
-use billing_domain::metric::{Metric, MetricPatch, NewMetric};
-use billing_domain::plan::{
+use billing_domain::catalog::charges::{ChargeModel, Commitment, Priced, PricingError, Usage};
+use billing_domain::catalog::metric::{Metric, MetricPatch, NewMetric};
+use billing_domain::catalog::plan::{
     self, NewPlan, NewPlanVersion, Plan, PlanChangeError, PlanCharges, PlanPatch, PlanTerms,
     PlanVersion,
 };
+use billing_domain::customers::access::Permission;
+use billing_domain::events::record::AuditAction;
+use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::error::ValidationError;
+use billing_domain::kernel::ids::{MetricId, PlanId};
 
 use crate::ports::{Page, PageRequest, PlanFilter};
 use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};

@@ -5,7 +5,7 @@
 //! or voided: when nothing overdue is left the account is unblocked). Steps wait in the due
 //! index; the payment worker runs them ([`App::run_due_dunning`]), and so does a test clock's
 //! advance for accounts on the clock. The rules are
-//! `billing_domain::dunning`; this module loads, writes and notifies.
+//! `billing_domain::collection::dunning`; this module loads, writes and notifies.
 //!
 //! Exactly once: every move is computed from the stored case and written only over the
 //! version it was computed from, together with the account's status, the audit record and
@@ -22,16 +22,16 @@
 
 use std::collections::BTreeMap;
 
-use billing_domain::access::Permission;
-use billing_domain::account::{Account, AccountStatus};
-use billing_domain::dunning::{
+use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
+use billing_domain::collection::dunning::{
     self, notice_text, CaseFacts, DunningCase, DunningPolicy, DunningStatus, DunningStep,
     DunningTransition, NoticeKind,
 };
-use billing_domain::event::AuditAction;
-use billing_domain::ids::{AccountId, InvoiceId, TenantId};
-use billing_domain::invoicing::{Invoice, InvoiceStatus};
-use billing_domain::money::Money;
+use billing_domain::customers::access::Permission;
+use billing_domain::customers::account::{Account, AccountStatus};
+use billing_domain::events::record::AuditAction;
+use billing_domain::kernel::ids::{AccountId, InvoiceId, TenantId};
+use billing_domain::kernel::money::Money;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::ports::{
@@ -509,7 +509,7 @@ impl App {
         }
         let owed: Vec<String> = owed_by_currency
             .into_values()
-            .map(billing_domain::format::format_human)
+            .map(billing_domain::kernel::format::format_human)
             .collect();
         let days = pending
             .made_at
@@ -560,7 +560,7 @@ impl App {
             .ok_or_else(|| AppError::not_found("invoice", id))?;
         if invoice.account_id != account {
             return Err(AppError::Invalid(
-                billing_domain::error::ValidationError::new(
+                billing_domain::kernel::error::ValidationError::new(
                     "invoice_of_another_account",
                     "invoice",
                     format!("invoice {id} does not belong to account {account}"),

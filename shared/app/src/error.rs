@@ -1,5 +1,5 @@
-use billing_domain::account::AccountChangeError;
-use billing_domain::error::ValidationError;
+use billing_domain::customers::account::AccountChangeError;
+use billing_domain::kernel::error::ValidationError;
 
 use crate::ports::StoreError;
 

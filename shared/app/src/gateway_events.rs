@@ -4,9 +4,9 @@
 //! is recognised either way. Events may come in any order; none moves an invoice backwards
 //! (a paid invoice stays paid, a failure reported after a success is ignored).
 
-use billing_domain::credit_note::{CreditNote, CreditNoteReason};
-use billing_domain::ids::{CreditNoteId, PaymentId, TenantId};
-use billing_domain::payments::{ChargeResult, Payment, PaymentFailure, PaymentStatus};
+use billing_domain::collection::credit_note::{CreditNote, CreditNoteReason};
+use billing_domain::collection::payment::{ChargeResult, Payment, PaymentFailure, PaymentStatus};
+use billing_domain::kernel::ids::{CreditNoteId, PaymentId, TenantId};
 use jiff::Timestamp;
 
 use crate::payments::recovered;

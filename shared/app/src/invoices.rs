@@ -3,21 +3,23 @@
 
 use std::collections::BTreeMap;
 
-use billing_domain::access::Permission;
-use billing_domain::charges::Usage;
-use billing_domain::credit_note::CreditNote;
-use billing_domain::currency::Currency;
-use billing_domain::error::ValidationError;
-use billing_domain::event::AuditAction;
-use billing_domain::ids::{AccountId, CreditNoteId, InvoiceId, PlanId, SubscriptionId};
-use billing_domain::invoice::{build_invoice, InvoiceDraft, InvoiceInput, LineInput};
-use billing_domain::invoicing::{DraftFacts, Invoice, InvoiceTransitionError};
-use billing_domain::metadata::Metadata;
-use billing_domain::plan::{NewPlan, Plan};
-use billing_domain::subscription::{
+use billing_domain::billing::invoice::{DraftFacts, Invoice, InvoiceTransitionError};
+use billing_domain::billing::invoice_draft::{
+    build_invoice, InvoiceDraft, InvoiceInput, LineInput,
+};
+use billing_domain::billing::subscription::{
     first_paid_period, BillingReason, CollectionMethod, NewSubscription, Subscription,
     SubscriptionTerms,
 };
+use billing_domain::catalog::charges::Usage;
+use billing_domain::catalog::plan::{NewPlan, Plan};
+use billing_domain::collection::credit_note::CreditNote;
+use billing_domain::customers::access::Permission;
+use billing_domain::events::record::AuditAction;
+use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::error::ValidationError;
+use billing_domain::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PlanId, SubscriptionId};
+use billing_domain::kernel::metadata::Metadata;
 use jiff::Timestamp;
 
 use crate::payments::first_attempt;
@@ -41,8 +43,10 @@ impl From<InvoiceTransitionError> for AppError {
 
 fn build(input: &InvoiceInput) -> Result<InvoiceDraft, AppError> {
     build_invoice(input).map_err(|e| match e {
-        billing_domain::invoice::InvoiceError::Invalid(v) => AppError::Invalid(v.within("lines")),
-        other => AppError::Invalid(billing_domain::error::ValidationError::new(
+        billing_domain::billing::invoice_draft::InvoiceError::Invalid(v) => {
+            AppError::Invalid(v.within("lines"))
+        }
+        other => AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
             "invalid_invoice",
             "lines",
             other.to_string(),
@@ -56,7 +60,7 @@ fn build(input: &InvoiceInput) -> Result<InvoiceDraft, AppError> {
 pub enum PreviewSource {
     Subscription {
         id: SubscriptionId,
-        terms: Option<(Option<billing_domain::ids::PlanId>, Option<u64>)>,
+        terms: Option<(Option<billing_domain::kernel::ids::PlanId>, Option<u64>)>,
     },
     Lines(InvoiceInput),
     /// The first paid period of a subscription that does not exist.
@@ -139,7 +143,7 @@ impl App {
             .await?
             .filter(|a| a.deleted_at.is_none())
             .ok_or_else(|| {
-                AppError::Invalid(billing_domain::error::ValidationError::new(
+                AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
                     "unknown_account",
                     "account",
                     format!("no such account: {account_id}"),
@@ -147,7 +151,7 @@ impl App {
             })?;
         if lines.is_empty() {
             return Err(AppError::Invalid(
-                billing_domain::error::ValidationError::new(
+                billing_domain::kernel::error::ValidationError::new(
                     "missing_lines",
                     "lines",
                     "an invoice needs at least one line",
@@ -214,7 +218,7 @@ impl App {
             let sequence = self.store.next_invoice_number(caller.tenant_id).await?;
             let number = sequence.number;
             let next = current.finalize(
-                billing_domain::invoicing::format_number(&sequence.prefix, number),
+                billing_domain::billing::invoice::format_number(&sequence.prefix, number),
                 days_until_due,
                 now,
             )?;
@@ -224,11 +228,12 @@ impl App {
                 number: Some(number),
                 payment,
             };
-            let event = if write.invoice.status == billing_domain::invoicing::InvoiceStatus::Paid {
-                "invoice.paid"
-            } else {
-                "invoice.finalized"
-            };
+            let event =
+                if write.invoice.status == billing_domain::billing::invoice::InvoiceStatus::Paid {
+                    "invoice.paid"
+                } else {
+                    "invoice.finalized"
+                };
             match self
                 .save_invoice(caller, &current, &write, event, now)
                 .await
@@ -369,7 +374,7 @@ impl App {
                         .change(
                             new_terms,
                             quantity,
-                            &billing_domain::proration::ChangePolicy::default(),
+                            &billing_domain::billing::proration::ChangePolicy::default(),
                             false,
                             now,
                         )?
@@ -503,7 +508,7 @@ impl App {
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
         if !valid {
             return Err(AppError::Invalid(
-                billing_domain::error::ValidationError::new(
+                billing_domain::kernel::error::ValidationError::new(
                     "invalid_invoice_prefix",
                     "invoice_prefix",
                     "an invoice prefix is 1 to 12 upper-case letters or digits, such as ACME",

@@ -24,11 +24,11 @@ pub mod webhooks;
 
 use std::sync::Arc;
 
-use billing_domain::access::{Permission, Role};
-use billing_domain::event::{
+use billing_domain::customers::access::{Permission, Role};
+use billing_domain::events::record::{
     self, Actor, AuditAction, AuditRecord, DomainEvent, EVENT_API_VERSION,
 };
-use billing_domain::ids::{ApiKeyId, AuditId, EventId, TenantId};
+use billing_domain::kernel::ids::{ApiKeyId, AuditId, EventId, TenantId};
 use jiff::Timestamp;
 use serde_json::Value;
 use ulid::Ulid;
@@ -63,7 +63,10 @@ pub struct Caller {
 
 impl Caller {
     /// Who presents `key`.
-    pub fn of_key(key: &billing_domain::access::ApiKey, request_id: Option<String>) -> Self {
+    pub fn of_key(
+        key: &billing_domain::customers::access::ApiKey,
+        request_id: Option<String>,
+    ) -> Self {
         Self {
             tenant_id: key.tenant_id,
             livemode: key.livemode,
@@ -143,10 +146,10 @@ impl App {
 
     /// Builds the audit record and domain event that commit with a change.
     fn change(&self, caller: &Caller, now: Timestamp, spec: ChangeSpec<'_>) -> Change {
-        let changes = event::diff(spec.before, Some(spec.after));
+        let changes = record::diff(spec.before, Some(spec.after));
         let previous_attributes = match spec.action {
             AuditAction::Create => None,
-            _ => event::previous_attributes(&changes),
+            _ => record::previous_attributes(&changes),
         };
         Change {
             audit: AuditRecord {

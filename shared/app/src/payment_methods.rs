@@ -2,10 +2,10 @@
 //! list, choose the default, detach. Only brand, last four digits, expiry and country are
 //! kept.
 
-use billing_domain::access::Permission;
-use billing_domain::event::AuditAction;
-use billing_domain::ids::AccountId;
-use billing_domain::payment_method::{PaymentMethod, PaymentProfile};
+use billing_domain::customers::access::Permission;
+use billing_domain::customers::payment_method::{PaymentMethod, PaymentProfile};
+use billing_domain::events::record::AuditAction;
+use billing_domain::kernel::ids::AccountId;
 
 use crate::payments::gateway_unavailable;
 use crate::ports::*;
@@ -16,7 +16,7 @@ const WRITE_ATTEMPTS: usize = 8;
 fn refused(err: GatewayError) -> AppError {
     match err {
         GatewayError::Rejected { code, message } => {
-            AppError::Invalid(billing_domain::error::ValidationError::new(
+            AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
                 "payment_method_refused",
                 "payment_method",
                 format!("the gateway refused it ({code}): {message}"),

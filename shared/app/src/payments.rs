@@ -11,15 +11,15 @@
 //! after the gateway accepted the charge, charges once: the gateway answers the same key
 //! with its first outcome and only one write of the result can succeed.
 
-use billing_domain::access::Permission;
-use billing_domain::credit_note::{CreditNote, CreditNoteReason};
-use billing_domain::event::AuditAction;
-use billing_domain::ids::{AccountId, CreditNoteId, InvoiceId, PaymentId, TenantId};
-use billing_domain::invoicing::Invoice;
-use billing_domain::money::Money;
-use billing_domain::payments::{ChargeResult, Payment, PaymentFailure, PaymentStatus};
-use billing_domain::retry::{FinalAction, PaymentSettings};
-use billing_domain::subscription::Subscription;
+use billing_domain::billing::invoice::Invoice;
+use billing_domain::billing::subscription::Subscription;
+use billing_domain::collection::credit_note::{CreditNote, CreditNoteReason};
+use billing_domain::collection::payment::{ChargeResult, Payment, PaymentFailure, PaymentStatus};
+use billing_domain::collection::retry::{FinalAction, PaymentSettings};
+use billing_domain::customers::access::Permission;
+use billing_domain::events::record::AuditAction;
+use billing_domain::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PaymentId, TenantId};
+use billing_domain::kernel::money::Money;
 use jiff::Timestamp;
 
 use crate::ports::*;
@@ -43,9 +43,9 @@ pub enum Collected {
     Canceled,
 }
 
-impl From<billing_domain::payments::PaymentError> for AppError {
-    fn from(err: billing_domain::payments::PaymentError) -> Self {
-        use billing_domain::payments::PaymentError;
+impl From<billing_domain::collection::payment::PaymentError> for AppError {
+    fn from(err: billing_domain::collection::payment::PaymentError) -> Self {
+        use billing_domain::collection::payment::PaymentError;
         match err {
             PaymentError::InvalidTransition { .. } => AppError::Conflict {
                 code: "invalid_transition",
@@ -53,14 +53,14 @@ impl From<billing_domain::payments::PaymentError> for AppError {
                 param: None,
             },
             PaymentError::RefundTooLarge { .. } => {
-                AppError::Invalid(billing_domain::error::ValidationError::new(
+                AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
                     "refund_too_large",
                     "amount",
                     err.to_string(),
                 ))
             }
             PaymentError::RefundNotPositive => {
-                AppError::Invalid(billing_domain::error::ValidationError::new(
+                AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
                     "invalid_amount",
                     "amount",
                     err.to_string(),
@@ -500,7 +500,8 @@ impl App {
                     }
                     None => {
                         if settings.final_action == FinalAction::MarkUncollectible
-                            && failed.status == billing_domain::invoicing::InvoiceStatus::Open
+                            && failed.status
+                                == billing_domain::billing::invoice::InvoiceStatus::Open
                         {
                             failed = failed.mark_uncollectible()?;
                             events.push("invoice.marked_uncollectible");
@@ -573,7 +574,7 @@ impl App {
         let hard = payment
             .failure
             .as_ref()
-            .is_some_and(|f| f.kind == billing_domain::payments::DeclineKind::Hard);
+            .is_some_and(|f| f.kind == billing_domain::collection::payment::DeclineKind::Hard);
         let (true, Some(notifier)) = (hard, &self.notifier) else {
             return;
         };
@@ -593,7 +594,7 @@ impl App {
             body: format!(
                 "We could not charge your card for an invoice of {}, and we will not try it \
                  again. Please add another payment method.",
-                billing_domain::format::format_human(Money {
+                billing_domain::kernel::format::format_human(Money {
                     minor: payment.amount,
                     currency: payment.currency,
                 }),
@@ -778,7 +779,7 @@ impl App {
                 .is_some_and(|p| p.get(method).is_some());
             if !known {
                 return Err(AppError::Invalid(
-                    billing_domain::error::ValidationError::new(
+                    billing_domain::kernel::error::ValidationError::new(
                         "unknown_payment_method",
                         "payment_method",
                         "the payment method is not one of the account's",
@@ -838,7 +839,7 @@ impl App {
         caller.require(Permission::WriteBilling)?;
         if reference.trim().is_empty() || reference.len() > 200 {
             return Err(AppError::Invalid(
-                billing_domain::error::ValidationError::new(
+                billing_domain::kernel::error::ValidationError::new(
                     "invalid_reference",
                     "reference",
                     "a reference of 1 to 200 characters says how it was paid",
@@ -1040,8 +1041,8 @@ impl App {
 /// automatically and has something to pay.
 pub(crate) fn first_attempt(invoice: &Invoice, livemode: bool, now: Timestamp) -> Option<Payment> {
     (invoice.collection_method
-        == billing_domain::subscription::CollectionMethod::ChargeAutomatically
-        && invoice.status == billing_domain::invoicing::InvoiceStatus::Open
+        == billing_domain::billing::subscription::CollectionMethod::ChargeAutomatically
+        && invoice.status == billing_domain::billing::invoice::InvoiceStatus::Open
         && invoice.amount_remaining() > 0)
         .then(|| Payment::first(invoice, livemode, now))
 }
@@ -1061,7 +1062,7 @@ fn refund_id(payment: &Payment, amount: i64) -> CreditNoteId {
 /// When to try again after `failed`, unless the decline was hard or the schedule is spent.
 fn retry_at(settings: &PaymentSettings, failed: &Payment) -> Option<Timestamp> {
     let failure = failed.failure.as_ref()?;
-    if failure.kind == billing_domain::payments::DeclineKind::Hard {
+    if failure.kind == billing_domain::collection::payment::DeclineKind::Hard {
         return None;
     }
     settings.next_attempt_at(failed.first_failed_at?, failed.attempt)

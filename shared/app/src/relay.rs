@@ -17,12 +17,12 @@
 
 use std::sync::Arc;
 
-use billing_domain::event::{AuditAction, DomainEvent};
-use billing_domain::event_types::EventEnvelope;
-use billing_domain::ids::TenantId;
-use billing_domain::webhook::{
+use billing_domain::events::record::{AuditAction, DomainEvent};
+use billing_domain::events::types::EventEnvelope;
+use billing_domain::events::webhook::{
     self, DeliveryAttempt, EndpointStatus, HealthChange, WebhookDelivery, WebhookEndpoint,
 };
+use billing_domain::kernel::ids::TenantId;
 use jiff::SignedDuration;
 
 use crate::ports::*;
@@ -116,7 +116,7 @@ impl Sweeper {
     async fn republish(
         &self,
         tenant: TenantId,
-        id: billing_domain::ids::EventId,
+        id: billing_domain::kernel::ids::EventId,
     ) -> Result<bool, AppError> {
         let store = &self.app.store;
         let Some(event) = store.get_event(tenant, id).await? else {

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use billing_domain::money::Money;
+use billing_domain::kernel::money::Money;
 use sha2::{Digest, Sha256};
 
 use crate::ports::*;
@@ -292,7 +292,7 @@ impl PaymentGateway for SandboxGateway {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use billing_domain::currency::Currency;
+    use billing_domain::kernel::currency::Currency;
 
     fn charge_of(pm: &str, key: &str) -> ChargeRequest {
         ChargeRequest {

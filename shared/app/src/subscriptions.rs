@@ -8,19 +8,19 @@
 
 use std::collections::HashMap;
 
-use billing_domain::access::Permission;
-use billing_domain::account::Account;
-use billing_domain::event::AuditAction;
-use billing_domain::ids::{AccountId, PlanId, SubscriptionId, TenantId};
-use billing_domain::invoice::{build_invoice, InvoiceInput};
-use billing_domain::invoicing::{self, DraftFacts, Invoice};
-use billing_domain::metadata::Metadata;
-use billing_domain::plan;
-use billing_domain::proration::ChangePolicy;
-use billing_domain::subscription::{
+use billing_domain::billing::invoice::{self, DraftFacts, Invoice};
+use billing_domain::billing::invoice_draft::{build_invoice, InvoiceInput};
+use billing_domain::billing::proration::ChangePolicy;
+use billing_domain::billing::subscription::{
     Billing, CollectionMethod, NewSubscription, Subscription, SubscriptionError, SubscriptionTerms,
     Transition,
 };
+use billing_domain::catalog::plan;
+use billing_domain::customers::access::Permission;
+use billing_domain::customers::account::Account;
+use billing_domain::events::record::AuditAction;
+use billing_domain::kernel::ids::{AccountId, PlanId, SubscriptionId, TenantId};
+use billing_domain::kernel::metadata::Metadata;
 use jiff::Timestamp;
 
 use crate::dunning::refuse_blocked;
@@ -95,7 +95,7 @@ impl From<SubscriptionError> for AppError {
 }
 
 fn invalid(code: &'static str, param: &'static str, message: impl Into<String>) -> AppError {
-    AppError::Invalid(billing_domain::error::ValidationError::new(
+    AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
         code, param, message,
     ))
 }
@@ -105,7 +105,7 @@ impl App {
     pub(crate) async fn now_for(
         &self,
         caller: &Caller,
-        test_clock: Option<billing_domain::ids::TestClockId>,
+        test_clock: Option<billing_domain::kernel::ids::TestClockId>,
     ) -> Result<Timestamp, AppError> {
         match test_clock {
             None => Ok(self.now()),
@@ -145,7 +145,7 @@ impl App {
     pub(crate) async fn terms_for(
         &self,
         caller: &Caller,
-        currency: billing_domain::currency::Currency,
+        currency: billing_domain::kernel::currency::Currency,
         plan_id: PlanId,
         at: Timestamp,
     ) -> Result<(SubscriptionTerms, u32), AppError> {
@@ -320,8 +320,7 @@ impl App {
         let Some(billing) = &transition.billing else {
             return Ok((None, change));
         };
-        let id =
-            invoicing::subscription_invoice_id(sub.id, sub.invoice_count, billing.period.start);
+        let id = invoice::subscription_invoice_id(sub.id, sub.invoice_count, billing.period.start);
         let invoice = self
             .finalized_invoice(caller, sub, billing, id, number, now)
             .await?;
@@ -336,7 +335,7 @@ impl App {
                 None,
             ));
         }
-        if invoice.invoice.status == billing_domain::invoicing::InvoiceStatus::Paid {
+        if invoice.invoice.status == billing_domain::billing::invoice::InvoiceStatus::Paid {
             change.events.push(self.event(
                 caller,
                 now,
@@ -356,7 +355,7 @@ impl App {
         caller: &Caller,
         sub: &Subscription,
         billing: &Billing,
-        id: billing_domain::ids::InvoiceId,
+        id: billing_domain::kernel::ids::InvoiceId,
         number: Option<NextInvoiceNumber>,
         now: Timestamp,
     ) -> Result<InvoiceWrite, AppError> {
@@ -388,7 +387,7 @@ impl App {
         let number = next.number;
         let invoice = draft
             .finalize(
-                invoicing::format_number(&next.prefix, number),
+                invoice::format_number(&next.prefix, number),
                 sub.days_until_due,
                 now,
             )

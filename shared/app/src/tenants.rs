@@ -1,8 +1,8 @@
 //! Tenants are created by the operator (the `billing-admin` tool), never over the API.
 
-use billing_domain::access::Role;
-use billing_domain::ids::TenantId;
-use billing_domain::tenant::{self, Tenant, TenantMode};
+use billing_domain::customers::access::Role;
+use billing_domain::customers::tenant::{self, Tenant, TenantMode};
+use billing_domain::kernel::ids::TenantId;
 
 use crate::api_keys::{issue_key, IssuedKey};
 use crate::{App, AppError};
@@ -41,8 +41,8 @@ impl App {
         name: &str,
         key_text: &str,
     ) -> Result<Tenant, AppError> {
-        let presented = billing_domain::access::parse_key(key_text).ok_or_else(|| {
-            AppError::Invalid(billing_domain::error::ValidationError::new(
+        let presented = billing_domain::customers::access::parse_key(key_text).ok_or_else(|| {
+            AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
                 "invalid_api_key",
                 "key",
                 "expected an API key of the form sk_test_<26-character tenant id>_<43-character secret>",
@@ -63,7 +63,7 @@ impl App {
             mode,
             created_at: now,
         };
-        let key = billing_domain::access::ApiKey {
+        let key = billing_domain::customers::access::ApiKey {
             id: presented.key_id,
             tenant_id: tenant.id,
             role: Role::Admin,

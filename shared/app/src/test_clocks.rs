@@ -2,10 +2,10 @@
 //! subscription step that falls due up to the new time through the same lifecycle path the
 //! billing worker uses, earliest first, each at the moment it fell due.
 
-use billing_domain::access::Permission;
-use billing_domain::event::AuditAction;
-use billing_domain::ids::{TenantId, TestClockId};
-use billing_domain::test_clock::{TestClock, TestClockError};
+use billing_domain::billing::test_clock::{TestClock, TestClockError};
+use billing_domain::customers::access::Permission;
+use billing_domain::events::record::AuditAction;
+use billing_domain::kernel::ids::{TenantId, TestClockId};
 use jiff::Timestamp;
 
 use crate::ports::{BillingJob, DueItem, DueKind, StoreError};

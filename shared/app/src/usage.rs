@@ -12,20 +12,22 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use billing_domain::access::Permission;
-use billing_domain::charges::{Derivation, Priced};
-use billing_domain::entitlements::{Check, Entitlement, UsageThreshold};
-use billing_domain::error::ValidationError;
-use billing_domain::event::AuditAction;
-use billing_domain::ids::{AccountId, SubscriptionId, TenantId, TestClockId};
-use billing_domain::invoice::{build_invoice, InvoiceDraft, InvoiceInput, LineInput, LineSource};
-use billing_domain::metric::Metric;
-use billing_domain::money::Money;
-use billing_domain::periods::Period;
-use billing_domain::subscription::{
+use billing_domain::billing::invoice_draft::{
+    build_invoice, InvoiceDraft, InvoiceInput, LineInput, LineSource,
+};
+use billing_domain::billing::periods::Period;
+use billing_domain::billing::subscription::{
     Billing, BillingReason, Subscription, SubscriptionStatus, Transition, UsageTerm,
 };
-use billing_domain::usage::{
+use billing_domain::catalog::charges::{Derivation, Priced};
+use billing_domain::catalog::metric::Metric;
+use billing_domain::customers::access::Permission;
+use billing_domain::events::record::AuditAction;
+use billing_domain::kernel::error::ValidationError;
+use billing_domain::kernel::ids::{AccountId, SubscriptionId, TenantId, TestClockId};
+use billing_domain::kernel::money::Money;
+use billing_domain::usage::entitlements::{Check, Entitlement, UsageThreshold};
+use billing_domain::usage::meter::{
     self, Placement, UsageEvent, UsageEventInput, UsageOutcome, DEFAULT_GRACE, LATE_USAGE_DEBOUNCE,
     MAX_BATCH,
 };
@@ -114,7 +116,7 @@ fn invalid(code: &'static str, param: &str, message: impl Into<String>) -> Valid
 pub struct MetricUsage {
     pub metric: String,
     /// The metric's aggregate (count, sum, max, unique_count or latest) in the period.
-    #[serde(with = "billing_domain::decimal::serde_decimal")]
+    #[serde(with = "billing_domain::kernel::decimal::serde_decimal")]
     #[schema(value_type = String)]
     pub quantity: Decimal,
     pub events: u64,
@@ -250,7 +252,7 @@ impl App {
         index: usize,
         input: UsageEventInput,
     ) -> Result<Candidate, AppError> {
-        usage::validate_transaction_id(&input.transaction_id)?;
+        meter::validate_transaction_id(&input.transaction_id)?;
         let sub = self.usage_subscription(caller, lookups, &input).await?;
         let metric = match lookups.metrics.get(&input.metric) {
             Some(m) => m.clone(),
@@ -290,7 +292,7 @@ impl App {
             input.timestamp.unwrap_or(now),
             now,
         )?;
-        let placement = usage::place(&sub, event.timestamp, now, DEFAULT_GRACE)?;
+        let placement = meter::place(&sub, event.timestamp, now, DEFAULT_GRACE)?;
         Ok(Candidate {
             index,
             sub,
@@ -498,7 +500,7 @@ impl App {
                 .iter()
                 .filter(|c| c.rollup_key().as_ref() == Some(key))
                 .filter_map(|c| match &c.event.value {
-                    usage::Measured::Distinct { value } => Some(value.clone()),
+                    meter::Measured::Distinct { value } => Some(value.clone()),
                     _ => None,
                 })
                 .collect();
@@ -520,7 +522,7 @@ impl App {
         for (position, c) in candidates.iter().enumerate() {
             let key = c.rollup_key();
             let new_value = match (&key, &c.event.value) {
-                (Some(k), usage::Measured::Distinct { value }) => {
+                (Some(k), meter::Measured::Distinct { value }) => {
                     !seen.get(k).is_some_and(|s| s.contains(value))
                 }
                 _ => false,
@@ -567,7 +569,7 @@ impl App {
                         .get_or_insert(c.now + LATE_USAGE_DEBOUNCE);
                 }
                 if new_value {
-                    if let usage::Measured::Distinct { value } = &c.event.value {
+                    if let meter::Measured::Distinct { value } = &c.event.value {
                         seen.entry(key.clone()).or_default().insert(value.clone());
                         chunk.write.distinct_values.push((key, value.clone()));
                     }
@@ -812,7 +814,7 @@ impl App {
         previous: &Subscription,
         transition: &mut Transition,
     ) -> Result<Vec<RollupWrite>, AppError> {
-        let Some(period) = usage::closed_by(previous, &transition.next) else {
+        let Some(period) = meter::closed_by(previous, &transition.next) else {
             return Ok(Vec::new());
         };
         let terms = &previous.terms.usage_charges;
@@ -841,7 +843,7 @@ impl App {
                     Rollup::empty(
                         previous,
                         &term.metric,
-                        billing_domain::metric::Aggregation::Count,
+                        billing_domain::catalog::metric::Aggregation::Count,
                         period,
                     )
                 });
@@ -854,7 +856,7 @@ impl App {
         let Some(billing) = &transition.billing else {
             return Ok(Vec::new());
         };
-        let invoice_id = billing_domain::invoicing::subscription_invoice_id(
+        let invoice_id = billing_domain::billing::invoice::subscription_invoice_id(
             transition.next.id,
             transition.next.invoice_count,
             billing.period.start,
@@ -874,7 +876,7 @@ impl App {
         previous: &Subscription,
         step: &mut Transition,
     ) -> Result<(), AppError> {
-        let Some(period) = usage::closed_by(previous, &step.next) else {
+        let Some(period) = meter::closed_by(previous, &step.next) else {
             return Ok(());
         };
         let rollups = if previous.terms.usage_charges.is_empty() {
@@ -925,7 +927,7 @@ impl App {
             let Some(at) = due.iter().filter_map(|r| r.late_due_at).max() else {
                 return Ok(false);
             };
-            let invoice_id = usage::supplemental_invoice_id(
+            let invoice_id = meter::supplemental_invoice_id(
                 id,
                 period.start,
                 &due.iter()
@@ -1053,7 +1055,7 @@ impl App {
 /// A usage charge priced at `usage`, with its commitment.
 fn price(
     term: &UsageTerm,
-    usage: &billing_domain::charges::Usage,
+    usage: &billing_domain::catalog::charges::Usage,
     sub: &Subscription,
 ) -> Result<Priced, AppError> {
     let priced = term
@@ -1071,7 +1073,7 @@ fn billed(
     mut rollup: Rollup,
     term: &UsageTerm,
     priced: Priced,
-    invoice_id: billing_domain::ids::InvoiceId,
+    invoice_id: billing_domain::kernel::ids::InvoiceId,
 ) -> RollupWrite {
     let read = rollup.version;
     rollup.billed = Some(BilledUsage {
@@ -1103,8 +1105,10 @@ fn period_metrics(
         let aggregate = rollup.map(|r| (r.aggregation, &r.aggregate));
         let usage = match aggregate {
             Some((aggregation, a)) => a.usage(aggregation, &term.model),
-            None => billing_domain::usage::Aggregate::default()
-                .usage(billing_domain::metric::Aggregation::Count, &term.model),
+            None => billing_domain::usage::meter::Aggregate::default().usage(
+                billing_domain::catalog::metric::Aggregation::Count,
+                &term.model,
+            ),
         };
         let priced = price(term, &usage, sub)?;
         metrics.push(metric_usage(
@@ -1160,8 +1164,10 @@ fn usage_lines(sub: &Subscription, rollups: &[Rollup], period: Period) -> Vec<Li
         .map(|term| {
             let usage = match rollups.iter().find(|r| r.metric == term.metric) {
                 Some(r) => r.aggregate.usage(r.aggregation, &term.model),
-                None => billing_domain::usage::Aggregate::default()
-                    .usage(billing_domain::metric::Aggregation::Count, &term.model),
+                None => billing_domain::usage::meter::Aggregate::default().usage(
+                    billing_domain::catalog::metric::Aggregation::Count,
+                    &term.model,
+                ),
             };
             term.line(usage, period)
         })
@@ -1176,7 +1182,7 @@ fn projected_invoice(
     let Some(mut transition) = sub.advance(sub.current_period.end)? else {
         return Ok(None);
     };
-    if let Some(period) = usage::closed_by(sub, &transition.next) {
+    if let Some(period) = meter::closed_by(sub, &transition.next) {
         transition.bill_usage(period, usage_lines(sub, rollups, period));
     }
     let Some(billing) = transition.billing else {

@@ -1,14 +1,14 @@
 //! The event log and webhook endpoints as the API sees them: list and read events,
 //! manage endpoints and their secrets, read deliveries, resend an event.
 
-use billing_domain::access::{Permission, Role};
-use billing_domain::event::AuditAction;
-use billing_domain::event_types::EventEnvelope;
-use billing_domain::ids::{DeliveryId, EventId, TenantId, WebhookEndpointId};
-use billing_domain::webhook::{
+use billing_domain::customers::access::{Permission, Role};
+use billing_domain::events::record::AuditAction;
+use billing_domain::events::types::EventEnvelope;
+use billing_domain::events::webhook::{
     self, EndpointStatus, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint,
     WebhookEndpointPatch, WebhookEndpointView,
 };
+use billing_domain::kernel::ids::{DeliveryId, EventId, TenantId, WebhookEndpointId};
 use jiff::SignedDuration;
 use rand::RngCore;
 use serde::Serialize;
@@ -248,7 +248,7 @@ impl App {
                     .get_webhook_endpoint(caller.tenant_id, endpoint_id)
                     .await?
                     .ok_or_else(|| {
-                        AppError::Invalid(billing_domain::error::ValidationError::new(
+                        AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
                             "unknown_endpoint",
                             "endpoint",
                             format!("no such webhook endpoint: `{endpoint_id}`"),

@@ -59,17 +59,17 @@ impl SqsQueue {
 
 /// A job's message group on a FIFO queue: its tenant.
 trait Job: Serialize {
-    fn tenant(&self) -> billing_domain::ids::TenantId;
+    fn tenant(&self) -> billing_domain::kernel::ids::TenantId;
 }
 
 impl Job for BillingJob {
-    fn tenant(&self) -> billing_domain::ids::TenantId {
+    fn tenant(&self) -> billing_domain::kernel::ids::TenantId {
         BillingJob::tenant(self)
     }
 }
 
 impl Job for PaymentJob {
-    fn tenant(&self) -> billing_domain::ids::TenantId {
+    fn tenant(&self) -> billing_domain::kernel::ids::TenantId {
         PaymentJob::tenant(self)
     }
 }

@@ -10,9 +10,9 @@
 use async_trait::async_trait;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use billing_app::ports::{DeliveryJob, Dispatch, StoreError, WebhookMessage, MAX_QUEUE_DELAY};
-use billing_domain::event::DomainEvent;
-use billing_domain::event_types::EventEnvelope;
-use billing_domain::ids::TenantId;
+use billing_domain::events::record::DomainEvent;
+use billing_domain::events::types::EventEnvelope;
+use billing_domain::kernel::ids::TenantId;
 use jiff::SignedDuration;
 use serde::Serialize;
 

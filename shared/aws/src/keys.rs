@@ -46,7 +46,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use billing_domain::ids::{
+use billing_domain::kernel::ids::{
     AccountId, ApiKeyId, CreditNoteId, InvoiceId, MetricId, PaymentId, PlanId, SubscriptionId,
     TenantId, TestClockId,
 };
@@ -171,7 +171,7 @@ pub fn event_resource_index(tenant: TenantId, resource_id: &str) -> String {
     format!("T#{tenant}#EVENTS#{resource_id}")
 }
 
-use billing_domain::ids::{DeliveryId, WebhookEndpointId};
+use billing_domain::kernel::ids::{DeliveryId, WebhookEndpointId};
 
 pub const WEBHOOK_ENDPOINT_PREFIX: &str = "WEBHOOK#";
 

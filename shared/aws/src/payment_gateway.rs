@@ -19,7 +19,7 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use billing_app::ports::PaymentGateway;
 use billing_app::sandbox_gateway::SandboxGateway;
-use billing_domain::stripe_signature::WebhookSecrets;
+use billing_domain::collection::stripe_signature::WebhookSecrets;
 use serde::Deserialize;
 
 use crate::stripe_gateway::StripeGateway;

@@ -33,8 +33,8 @@ use billing_app::ports::{
     CardDetails, ChargeOutcome, ChargeRequest, GatewayError, NewGatewayCustomer, PaymentGateway,
     RefundOutcome, RefundRequest,
 };
-use billing_domain::currency::Currency;
-use billing_domain::money::Money;
+use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::money::Money;
 use stripe::{ApiErrors, ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy};
 use stripe::{StripeError, StripeRequest};
 use stripe_core::customer::CreateCustomer;

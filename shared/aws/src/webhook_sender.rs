@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use billing_app::ports::{SendOutcome, WebhookRequest, WebhookSender};
-use billing_domain::webhook::{self, ATTEMPT_TIMEOUT, SIGNATURE_HEADER};
+use billing_domain::events::webhook::{self, ATTEMPT_TIMEOUT, SIGNATURE_HEADER};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// Resolves with the system resolver, then drops forbidden addresses; a name left with

@@ -4,11 +4,11 @@
 
 use std::hint::black_box;
 
-use billing_domain::charges::{ChargeModel, Tier, Tiers, Usage};
-use billing_domain::currency::Currency;
-use billing_domain::invoice::{
+use billing_domain::billing::invoice_draft::{
     build_invoice, CreditInput, Discount, InvoiceInput, LineInput, LineSource, TaxRate,
 };
+use billing_domain::catalog::charges::{ChargeModel, Tier, Tiers, Usage};
+use billing_domain::kernel::currency::Currency;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rust_decimal::Decimal;
 

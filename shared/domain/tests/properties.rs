@@ -1,15 +1,15 @@
 //! Property tests of the billing engine (proptest). Case counts are kept moderate so the
 //! crate's whole test suite stays fast in debug builds.
 
-use billing_domain::charges::{ChargeModel, Step, Tier, Tiers, Usage};
-use billing_domain::currency::Currency;
-use billing_domain::decimal::{parse_decimal, round_minor};
-use billing_domain::invoice::{
+use billing_domain::billing::invoice_draft::{
     build_invoice, CreditInput, Discount, InvoiceInput, LineInput, LineSource, TaxRate,
 };
-use billing_domain::money::Money;
-use billing_domain::periods::{BillingCycle, Interval, IntervalUnit, Period};
-use billing_domain::proration::{charge_for, fraction, plan_change, ProrationConvention};
+use billing_domain::billing::periods::{BillingCycle, Interval, IntervalUnit, Period};
+use billing_domain::billing::proration::{charge_for, fraction, plan_change, ProrationConvention};
+use billing_domain::catalog::charges::{ChargeModel, Step, Tier, Tiers, Usage};
+use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::decimal::{parse_decimal, round_minor};
+use billing_domain::kernel::money::Money;
 use jiff::Timestamp;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -258,7 +258,7 @@ proptest! {
                     LineSource::Fixed { amount: a, quantity: None }
                 } else {
                     LineSource::Charge {
-                        model: ChargeModel::PerUnit(billing_domain::charges::PerUnit { unit_price: Decimal::new(1234, 4) }),
+                        model: ChargeModel::PerUnit(billing_domain::catalog::charges::PerUnit { unit_price: Decimal::new(1234, 4) }),
                         usage: Usage::quantity(Decimal::new(a.abs(), 1)),
                         commitment: None,
                     }
@@ -274,7 +274,7 @@ proptest! {
             minimum_commitment: None,
         };
         let inv = build_invoice(&input).expect("invoice");
-        let sum = |f: fn(&billing_domain::invoice::InvoiceLine) -> i64| inv.lines.iter().map(f).sum::<i64>();
+        let sum = |f: fn(&billing_domain::billing::invoice_draft::InvoiceLine) -> i64| inv.lines.iter().map(f).sum::<i64>();
         prop_assert_eq!(inv.subtotal, sum(|l| l.amount));
         prop_assert_eq!(inv.discount_total, sum(|l| l.discount_amount));
         prop_assert_eq!(inv.tax_total, sum(|l| l.tax_amount));

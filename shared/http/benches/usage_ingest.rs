@@ -20,7 +20,7 @@ use billing_app::memory::MemoryStore;
 use billing_app::ports::SystemClock;
 use billing_app::subscriptions::StartSubscription;
 use billing_app::{App, Caller};
-use billing_domain::tenant::TenantMode;
+use billing_domain::customers::tenant::TenantMode;
 use billing_http::{router, EmitMetrics};
 use criterion::{Criterion, Throughput};
 use serde_json::json;

@@ -7,7 +7,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use billing_app::App;
-use billing_domain::access::Permission;
+use billing_domain::customers::access::Permission;
 
 use crate::observe::RequestId;
 use crate::problem::Problem;

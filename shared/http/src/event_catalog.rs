@@ -3,8 +3,8 @@
 //! `x-event-types` list with each type's description and version, so the catalog is read
 //! from the same document as the API and cannot drift from the code.
 
-use billing_domain::event::EVENT_API_VERSION;
-use billing_domain::event_types::EVENT_TYPES;
+use billing_domain::events::record::EVENT_API_VERSION;
+use billing_domain::events::types::EVENT_TYPES;
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::{OpenApi, Ref, RefOr};

@@ -179,7 +179,7 @@ impl<T: Serialize> IntoResponse for Reply<T> {
 pub fn path_id<T>(
     raw: &str,
     resource: &str,
-    parse: impl Fn(&str, &'static str) -> Result<T, billing_domain::error::ValidationError>,
+    parse: impl Fn(&str, &'static str) -> Result<T, billing_domain::kernel::error::ValidationError>,
 ) -> Result<T, Problem> {
     parse(raw, "id").map_err(|_| Problem::not_found(format!("no such {resource}: `{raw}`")))
 }

@@ -41,7 +41,7 @@ use crate::routes::{
     ),
     components(schemas(
         crate::problem::ProblemDocument,
-        billing_domain::entitlements::UsageThreshold
+        billing_domain::usage::entitlements::UsageThreshold
     )),
     modifiers(&BearerAuth, &EventCatalog),
     security(("api_key" = [])),

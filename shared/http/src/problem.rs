@@ -156,8 +156,8 @@ impl From<AppError> for Problem {
     }
 }
 
-impl From<billing_domain::error::ValidationError> for Problem {
-    fn from(v: billing_domain::error::ValidationError) -> Self {
+impl From<billing_domain::kernel::error::ValidationError> for Problem {
+    fn from(v: billing_domain::kernel::error::ValidationError) -> Self {
         Problem::invalid(v.code, v.param, v.message)
     }
 }

@@ -1,6 +1,6 @@
 use async_trait::async_trait;
-use billing_domain::account::Account;
-use billing_domain::ids::{AccountId, TenantId};
+use billing_domain::customers::account::Account;
+use billing_domain::kernel::ids::{AccountId, TenantId};
 
 use super::{paginate, MemoryStore};
 use crate::ports::*;

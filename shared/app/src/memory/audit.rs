@@ -1,6 +1,6 @@
 use async_trait::async_trait;
-use billing_domain::event::AuditRecord;
-use billing_domain::ids::TenantId;
+use billing_domain::events::record::AuditRecord;
+use billing_domain::kernel::ids::TenantId;
 
 use super::{paginate, MemoryStore};
 use crate::ports::*;

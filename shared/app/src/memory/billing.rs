@@ -1,10 +1,10 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use billing_domain::ids::{InvoiceId, PlanId, SubscriptionId, TenantId, TestClockId};
-use billing_domain::invoicing::Invoice;
-use billing_domain::subscription::{Subscription, SubscriptionStatus};
-use billing_domain::test_clock::TestClock;
+use billing_domain::billing::invoice::Invoice;
+use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
+use billing_domain::billing::test_clock::TestClock;
+use billing_domain::kernel::ids::{InvoiceId, PlanId, SubscriptionId, TenantId, TestClockId};
 use jiff::Timestamp;
 
 use super::{paginate, MemoryStore, State};

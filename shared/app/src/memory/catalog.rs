@@ -1,9 +1,9 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use billing_domain::ids::{MetricId, PlanId, TenantId};
-use billing_domain::metric::Metric;
-use billing_domain::plan::{Plan, PlanVersion};
+use billing_domain::catalog::metric::Metric;
+use billing_domain::catalog::plan::{Plan, PlanVersion};
+use billing_domain::kernel::ids::{MetricId, PlanId, TenantId};
 
 use super::{paginate, MemoryStore};
 use crate::ports::*;

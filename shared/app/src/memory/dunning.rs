@@ -1,8 +1,8 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use billing_domain::dunning::{DunningCase, DunningPolicy};
-use billing_domain::ids::{AccountId, TenantId, TestClockId};
+use billing_domain::collection::dunning::{DunningCase, DunningPolicy};
+use billing_domain::kernel::ids::{AccountId, TenantId, TestClockId};
 use jiff::Timestamp;
 
 use super::{MemoryStore, State};

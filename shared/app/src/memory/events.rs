@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use billing_domain::event::DomainEvent;
-use billing_domain::ids::{DeliveryId, EventId, TenantId, WebhookEndpointId};
-use billing_domain::webhook::{WebhookDelivery, WebhookEndpoint};
+use billing_domain::events::record::DomainEvent;
+use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
+use billing_domain::kernel::ids::{DeliveryId, EventId, TenantId, WebhookEndpointId};
 use jiff::Timestamp;
 
 use super::{paginate, MemoryStore};

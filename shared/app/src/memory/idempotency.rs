@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use billing_domain::ids::TenantId;
+use billing_domain::kernel::ids::TenantId;
 use jiff::Timestamp;
 
 use super::{Idempotency, MemoryStore};

@@ -18,11 +18,11 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use billing_domain::access::ApiKey;
-use billing_domain::account::Account;
-use billing_domain::event::{AuditRecord, DomainEvent};
-use billing_domain::ids::{AccountId, ApiKeyId, TenantId};
-use billing_domain::tenant::Tenant;
+use billing_domain::customers::access::ApiKey;
+use billing_domain::customers::account::Account;
+use billing_domain::customers::tenant::Tenant;
+use billing_domain::events::record::{AuditRecord, DomainEvent};
+use billing_domain::kernel::ids::{AccountId, ApiKeyId, TenantId};
 use jiff::Timestamp;
 
 use crate::ports::*;

@@ -1,11 +1,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
-use billing_domain::credit_note::CreditNote;
-use billing_domain::ids::{AccountId, CreditNoteId, PaymentId, TenantId, TestClockId};
-use billing_domain::payment_method::PaymentProfile;
-use billing_domain::payments::{Payment, PaymentStatus};
-use billing_domain::retry::PaymentSettings;
+use billing_domain::collection::credit_note::CreditNote;
+use billing_domain::collection::payment::{Payment, PaymentStatus};
+use billing_domain::collection::retry::PaymentSettings;
+use billing_domain::customers::payment_method::PaymentProfile;
+use billing_domain::kernel::ids::{AccountId, CreditNoteId, PaymentId, TenantId, TestClockId};
 use jiff::Timestamp;
 
 use super::{paginate, MemoryStore, State};

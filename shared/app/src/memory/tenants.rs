@@ -1,7 +1,7 @@
 use async_trait::async_trait;
-use billing_domain::access::ApiKey;
-use billing_domain::ids::{ApiKeyId, TenantId};
-use billing_domain::tenant::Tenant;
+use billing_domain::customers::access::ApiKey;
+use billing_domain::customers::tenant::Tenant;
+use billing_domain::kernel::ids::{ApiKeyId, TenantId};
 
 use super::{paginate, MemoryStore};
 use crate::ports::*;

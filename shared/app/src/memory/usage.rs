@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
-use billing_domain::ids::{AccountId, SubscriptionId, TenantId, TestClockId};
+use billing_domain::kernel::ids::{AccountId, SubscriptionId, TenantId, TestClockId};
 use jiff::Timestamp;
 
 use super::{MemoryStore, State};

@@ -1,10 +1,12 @@
 //! Persistence of subscriptions, invoices and test clocks.
 
 use async_trait::async_trait;
-use billing_domain::ids::{AccountId, InvoiceId, PlanId, SubscriptionId, TenantId, TestClockId};
-use billing_domain::invoicing::{Invoice, InvoiceStatus};
-use billing_domain::subscription::{Subscription, SubscriptionStatus};
-use billing_domain::test_clock::TestClock;
+use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
+use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
+use billing_domain::billing::test_clock::TestClock;
+use billing_domain::kernel::ids::{
+    AccountId, InvoiceId, PlanId, SubscriptionId, TenantId, TestClockId,
+};
 use jiff::Timestamp;
 
 use super::{Change, Page, PageRequest, StoreError};
@@ -18,7 +20,7 @@ pub struct InvoiceWrite {
     pub number: Option<u64>,
     /// The first payment attempt of an invoice finalized in this write (outbox style: the
     /// attempt waits in the due index until the payment worker has made it).
-    pub payment: Option<billing_domain::payments::Payment>,
+    pub payment: Option<billing_domain::collection::payment::Payment>,
 }
 
 /// The default prefix of invoice numbers (`INV-000123`).
@@ -243,7 +245,7 @@ pub enum PaymentJob {
     /// Charge one payment attempt that has fallen due (the first one, or a retry).
     Attempt {
         tenant: TenantId,
-        id: billing_domain::ids::PaymentId,
+        id: billing_domain::kernel::ids::PaymentId,
     },
     /// Run the dunning steps of an account that have fallen due.
     Dunning {
@@ -253,7 +255,7 @@ pub enum PaymentJob {
     /// An invoice the customer pays by themselves passed its due date unpaid.
     Overdue {
         tenant: TenantId,
-        invoice: billing_domain::ids::InvoiceId,
+        invoice: billing_domain::kernel::ids::InvoiceId,
     },
     /// Send a dunning notice whose sender did not confirm it.
     DunningNotice {

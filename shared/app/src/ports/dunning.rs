@@ -2,9 +2,9 @@
 //! and the notifier that tells customers.
 
 use async_trait::async_trait;
-use billing_domain::account::Account;
-use billing_domain::dunning::{DunningCase, DunningPolicy, NoticeKind};
-use billing_domain::ids::{AccountId, TenantId};
+use billing_domain::collection::dunning::{DunningCase, DunningPolicy, NoticeKind};
+use billing_domain::customers::account::Account;
+use billing_domain::kernel::ids::{AccountId, TenantId};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -79,7 +79,7 @@ pub trait DunningStore: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingNotice {
     pub account_id: AccountId,
-    /// Unique within the account; see [`billing_domain::dunning::Notice`].
+    /// Unique within the account; see [`billing_domain::collection::dunning::Notice`].
     pub key: String,
     pub kind: NoticeKind,
     /// When the move that left it was made (the account's time).

@@ -1,9 +1,9 @@
 //! Ports for the event log, the outbox, the due index and outgoing webhooks.
 
 use async_trait::async_trait;
-use billing_domain::event::DomainEvent;
-use billing_domain::ids::{DeliveryId, EventId, TenantId, WebhookEndpointId};
-use billing_domain::webhook::{WebhookDelivery, WebhookEndpoint};
+use billing_domain::events::record::DomainEvent;
+use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
+use billing_domain::kernel::ids::{DeliveryId, EventId, TenantId, WebhookEndpointId};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 

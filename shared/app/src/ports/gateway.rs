@@ -7,7 +7,7 @@
 //! the charge) returns the first outcome instead of charging again.
 
 use async_trait::async_trait;
-use billing_domain::money::Money;
+use billing_domain::kernel::money::Money;
 
 /// A gateway customer to create for an account on first need.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,11 +19,11 @@ pub use payments::*;
 pub use usage::*;
 
 use async_trait::async_trait;
-use billing_domain::access::ApiKey;
-use billing_domain::account::{Account, AccountStatus};
-use billing_domain::event::{AuditRecord, DomainEvent};
-use billing_domain::ids::{AccountId, ApiKeyId, TenantId};
-use billing_domain::tenant::Tenant;
+use billing_domain::customers::access::ApiKey;
+use billing_domain::customers::account::{Account, AccountStatus};
+use billing_domain::customers::tenant::Tenant;
+use billing_domain::events::record::{AuditRecord, DomainEvent};
+use billing_domain::kernel::ids::{AccountId, ApiKeyId, TenantId};
 use jiff::Timestamp;
 
 /// Where `now` comes from. Every use case asks the clock; none reads the system time.

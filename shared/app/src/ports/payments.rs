@@ -3,13 +3,13 @@
 //! which gateway events were applied already.
 
 use async_trait::async_trait;
-use billing_domain::credit_note::CreditNote;
-use billing_domain::ids::{AccountId, CreditNoteId, InvoiceId, PaymentId, TenantId};
-use billing_domain::invoicing::Invoice;
-use billing_domain::payment_method::PaymentProfile;
-use billing_domain::payments::{Payment, PaymentStatus};
-use billing_domain::retry::PaymentSettings;
-use billing_domain::subscription::Subscription;
+use billing_domain::billing::invoice::Invoice;
+use billing_domain::billing::subscription::Subscription;
+use billing_domain::collection::credit_note::CreditNote;
+use billing_domain::collection::payment::{Payment, PaymentStatus};
+use billing_domain::collection::retry::PaymentSettings;
+use billing_domain::customers::payment_method::PaymentProfile;
+use billing_domain::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PaymentId, TenantId};
 use serde::{Deserialize, Serialize};
 
 use super::{Change, Page, PageRequest, StoreError};

@@ -8,13 +8,13 @@
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
-use billing_domain::charges::{ChargeModel, Commitment};
-use billing_domain::entitlements::Entitlement;
-use billing_domain::ids::{AccountId, InvoiceId, SubscriptionId, TenantId, TestClockId};
-use billing_domain::metric::Aggregation;
-use billing_domain::periods::Period;
-use billing_domain::subscription::Subscription;
-use billing_domain::usage::{Aggregate, UsageEvent};
+use billing_domain::billing::periods::Period;
+use billing_domain::billing::subscription::Subscription;
+use billing_domain::catalog::charges::{ChargeModel, Commitment};
+use billing_domain::catalog::metric::Aggregation;
+use billing_domain::kernel::ids::{AccountId, InvoiceId, SubscriptionId, TenantId, TestClockId};
+use billing_domain::usage::entitlements::Entitlement;
+use billing_domain::usage::meter::{Aggregate, UsageEvent};
 use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -88,7 +88,7 @@ impl Rollup {
 /// amount, so late usage is billed as the difference and never twice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BilledUsage {
-    #[serde(with = "billing_domain::decimal::serde_decimal")]
+    #[serde(with = "billing_domain::kernel::decimal::serde_decimal")]
     pub quantity: Decimal,
     /// Minor units, after the charge's commitment.
     pub amount: i64,
@@ -123,7 +123,7 @@ pub struct QuotaSnapshot {
     pub subscription_id: SubscriptionId,
     pub metric: String,
     pub period: Period,
-    #[serde(with = "billing_domain::decimal::serde_decimal")]
+    #[serde(with = "billing_domain::kernel::decimal::serde_decimal")]
     pub used: Decimal,
     /// The account's test clock, whose time decides whether the period is still current.
     pub test_clock: Option<TestClockId>,

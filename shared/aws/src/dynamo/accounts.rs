@@ -1,8 +1,8 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use billing_app::ports::*;
-use billing_domain::account::Account;
-use billing_domain::ids::{AccountId, TenantId};
+use billing_domain::customers::account::Account;
+use billing_domain::kernel::ids::{AccountId, TenantId};
 
 use super::{claim_held_by, claim_item, to_item, DynamoStore};
 use crate::keys::{self, GSI1_PK};

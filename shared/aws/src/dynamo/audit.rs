@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use billing_app::ports::*;
-use billing_domain::event::AuditRecord;
-use billing_domain::ids::TenantId;
+use billing_domain::events::record::AuditRecord;
+use billing_domain::kernel::ids::TenantId;
 
 use super::DynamoStore;
 use crate::keys;

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use billing_app::ports::*;
-use billing_domain::ids::{InvoiceId, SubscriptionId, TenantId, TestClockId};
-use billing_domain::invoicing::Invoice;
-use billing_domain::subscription::{Subscription, SubscriptionStatus};
-use billing_domain::test_clock::TestClock;
+use billing_domain::billing::invoice::Invoice;
+use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
+use billing_domain::billing::test_clock::TestClock;
+use billing_domain::kernel::ids::{InvoiceId, SubscriptionId, TenantId, TestClockId};
 use jiff::Timestamp;
 
 use super::catalog::SUBSCRIPTION_COUNT;
@@ -62,7 +62,7 @@ pub(super) fn invoice_item(tenant: TenantId, invoice: &Invoice) -> Result<Item, 
 }
 
 /// The plan version a subscription counts towards, while it is not cancelled.
-fn counted(sub: &Subscription) -> Option<(billing_domain::ids::PlanId, u32)> {
+fn counted(sub: &Subscription) -> Option<(billing_domain::kernel::ids::PlanId, u32)> {
     (sub.status != SubscriptionStatus::Cancelled)
         .then_some((sub.terms.plan_id, sub.terms.plan_version))
 }
@@ -318,7 +318,7 @@ impl SubscriptionStore for DynamoStore {
                     keys::subscription(
                         tenant,
                         id,
-                        billing_domain::ids::AccountId::from_ulid(ulid::Ulid::nil()),
+                        billing_domain::kernel::ids::AccountId::from_ulid(ulid::Ulid::nil()),
                     )
                     .primary()
                 });
@@ -459,7 +459,7 @@ impl InvoiceStore for DynamoStore {
                     keys::invoice(
                         tenant,
                         id,
-                        billing_domain::ids::AccountId::from_ulid(ulid::Ulid::nil()),
+                        billing_domain::kernel::ids::AccountId::from_ulid(ulid::Ulid::nil()),
                     )
                     .primary()
                 });

@@ -1,8 +1,8 @@
 use async_trait::async_trait;
 use billing_app::ports::*;
-use billing_domain::ids::{MetricId, PlanId, TenantId};
-use billing_domain::metric::Metric;
-use billing_domain::plan::{Plan, PlanVersion};
+use billing_domain::catalog::metric::Metric;
+use billing_domain::catalog::plan::{Plan, PlanVersion};
+use billing_domain::kernel::ids::{MetricId, PlanId, TenantId};
 
 use super::{claim_item, from_item, to_item, DynamoStore};
 use crate::keys;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use billing_app::ports::*;
-use billing_domain::dunning::{DunningCase, DunningPolicy};
-use billing_domain::ids::{AccountId, TenantId};
+use billing_domain::collection::dunning::{DunningCase, DunningPolicy};
+use billing_domain::kernel::ids::{AccountId, TenantId};
 
 use super::{sdk_error, to_item, DynamoStore, Item};
 use crate::keys;

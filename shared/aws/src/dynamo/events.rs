@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use billing_app::ports::*;
-use billing_domain::event::DomainEvent;
-use billing_domain::ids::{DeliveryId, EventId, TenantId, WebhookEndpointId};
-use billing_domain::webhook::{WebhookDelivery, WebhookEndpoint};
+use billing_domain::events::record::DomainEvent;
+use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
+use billing_domain::kernel::ids::{DeliveryId, EventId, TenantId, WebhookEndpointId};
 use jiff::{SignedDuration, Timestamp};
 
 use super::{epoch_seconds, sdk_error, to_item, DynamoStore, Item};
@@ -63,7 +63,7 @@ fn delivery_item(
 /// this build does not know (a newer deployment's), which it leaves alone.
 fn due_kind(tenant: TenantId, sk: &str) -> Option<DueKind> {
     if let Some(id) = sk.strip_prefix(keys::SUBSCRIPTION_PREFIX) {
-        let id = billing_domain::ids::SubscriptionId::parse(id, "due_sk").ok()?;
+        let id = billing_domain::kernel::ids::SubscriptionId::parse(id, "due_sk").ok()?;
         return Some(DueKind::Billing(BillingJob::Subscription { tenant, id }));
     }
     // Late usage waiting for its supplemental invoice: the subscription's worker bills it.
@@ -71,26 +71,26 @@ fn due_kind(tenant: TenantId, sk: &str) -> Option<DueKind> {
         return Some(DueKind::Billing(BillingJob::Subscription { tenant, id }));
     }
     if let Some(id) = sk.strip_prefix(keys::TEST_CLOCK_PREFIX) {
-        let id = billing_domain::ids::TestClockId::parse(id, "due_sk").ok()?;
+        let id = billing_domain::kernel::ids::TestClockId::parse(id, "due_sk").ok()?;
         return Some(DueKind::Billing(BillingJob::TestClock { tenant, id }));
     }
     if let Some(id) = sk.strip_prefix(keys::INVOICE_PREFIX) {
-        let invoice = billing_domain::ids::InvoiceId::parse(id, "due_sk").ok()?;
+        let invoice = billing_domain::kernel::ids::InvoiceId::parse(id, "due_sk").ok()?;
         return Some(DueKind::Payment(PaymentJob::Overdue { tenant, invoice }));
     }
     if let Some(id) = sk.strip_prefix(keys::PAYMENT_PREFIX) {
-        let id = billing_domain::ids::PaymentId::parse(id, "due_sk").ok()?;
+        let id = billing_domain::kernel::ids::PaymentId::parse(id, "due_sk").ok()?;
         return Some(DueKind::Payment(PaymentJob::Attempt { tenant, id }));
     }
     if let Some(account) = sk.strip_prefix(keys::DUNNING_PREFIX) {
-        let account = billing_domain::ids::AccountId::parse(account, "due_sk").ok()?;
+        let account = billing_domain::kernel::ids::AccountId::parse(account, "due_sk").ok()?;
         return Some(DueKind::Payment(PaymentJob::Dunning { tenant, account }));
     }
     if let Some(rest) = sk.strip_prefix(keys::DUNNING_NOTICE_PREFIX) {
         let (account, key) = rest.split_once('#')?;
         return Some(DueKind::Payment(PaymentJob::DunningNotice {
             tenant,
-            account: billing_domain::ids::AccountId::parse(account, "due_sk").ok()?,
+            account: billing_domain::kernel::ids::AccountId::parse(account, "due_sk").ok()?,
             key: key.to_owned(),
         }));
     }

@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use billing_app::ports::*;
-use billing_domain::ids::TenantId;
+use billing_domain::kernel::ids::TenantId;
 use jiff::Timestamp;
 
 use super::{epoch_seconds, sdk_error, DynamoStore, ENTITY_ATTRIBUTE};

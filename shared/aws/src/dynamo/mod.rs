@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use billing_app::ports::*;
-use billing_domain::ids::TenantId;
+use billing_domain::kernel::ids::TenantId;
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use billing_app::ports::*;
-use billing_domain::credit_note::CreditNote;
-use billing_domain::ids::{AccountId, CreditNoteId, PaymentId, TenantId};
-use billing_domain::payment_method::PaymentProfile;
-use billing_domain::payments::{Payment, PaymentStatus};
-use billing_domain::retry::PaymentSettings;
+use billing_domain::collection::credit_note::CreditNote;
+use billing_domain::collection::payment::{Payment, PaymentStatus};
+use billing_domain::collection::retry::PaymentSettings;
+use billing_domain::customers::payment_method::PaymentProfile;
+use billing_domain::kernel::ids::{AccountId, CreditNoteId, PaymentId, TenantId};
 use jiff::Timestamp;
 
 use super::billing::{invoice_item, subscription_item};

@@ -3,9 +3,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use billing_app::ports::*;
-use billing_domain::access::ApiKey;
-use billing_domain::ids::{ApiKeyId, TenantId};
-use billing_domain::tenant::Tenant;
+use billing_domain::customers::access::ApiKey;
+use billing_domain::customers::tenant::Tenant;
+use billing_domain::kernel::ids::{ApiKeyId, TenantId};
 
 use super::{to_item, DynamoStore};
 use crate::keys;

@@ -25,7 +25,7 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use billing_app::ports::*;
-use billing_domain::ids::{AccountId, SubscriptionId, TenantId};
+use billing_domain::kernel::ids::{AccountId, SubscriptionId, TenantId};
 use jiff::{SignedDuration, Timestamp};
 
 use super::{from_item, sdk_error, to_item, DynamoStore, Item, Transaction};

@@ -1,9 +1,9 @@
 //! Money and decimal parsing never panics, and whatever parses round-trips exactly.
 #![no_main]
 
-use billing_domain::currency::Currency;
-use billing_domain::decimal::parse_decimal;
-use billing_domain::money::Money;
+use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::decimal::parse_decimal;
+use billing_domain::kernel::money::Money;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

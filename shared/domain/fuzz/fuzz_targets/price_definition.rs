@@ -1,9 +1,9 @@
 //! Price definitions and invoice inputs from arbitrary JSON: validation and pricing never panic.
 #![no_main]
 
-use billing_domain::charges::{ChargeModel, PricingError, Usage};
-use billing_domain::currency::Currency;
-use billing_domain::invoice::{build_invoice, InvoiceInput};
+use billing_domain::catalog::charges::{ChargeModel, PricingError, Usage};
+use billing_domain::kernel::currency::Currency;
+use billing_domain::billing::invoice_draft::{build_invoice, InvoiceInput};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,8 +2,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use billing_app::ports::AccountFilter;
 use billing_app::App;
-use billing_domain::account::{Account, AccountPatch, AccountStatus, NewAccount};
-use billing_domain::ids::AccountId;
+use billing_domain::customers::account::{Account, AccountPatch, AccountStatus, NewAccount};
+use billing_domain::kernel::ids::AccountId;
 use serde::Deserialize;
 use utoipa::IntoParams;
 

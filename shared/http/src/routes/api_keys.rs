@@ -1,8 +1,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use billing_app::App;
-use billing_domain::access::{ApiKey, Role};
-use billing_domain::ids::ApiKeyId;
+use billing_domain::customers::access::{ApiKey, Role};
+use billing_domain::kernel::ids::ApiKeyId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

@@ -1,7 +1,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::App;
-use billing_domain::event::AuditRecord;
+use billing_domain::events::record::AuditRecord;
 use serde::Deserialize;
 use utoipa::IntoParams;
 

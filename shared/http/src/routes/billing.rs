@@ -8,16 +8,16 @@ use billing_app::invoices::{HypotheticalPlan, HypotheticalSubscription, PreviewS
 use billing_app::ports::{InvoiceFilter, SubscriptionFilter};
 use billing_app::subscriptions::{ProrationBehavior, StartSubscription};
 use billing_app::App;
-use billing_domain::charges::Usage;
-use billing_domain::currency::Currency;
-use billing_domain::event::AuditRecord;
-use billing_domain::ids::{AccountId, InvoiceId, PlanId, SubscriptionId, TestClockId};
-use billing_domain::invoice::{InvoiceDraft, InvoiceInput, LineInput, LineSource};
-use billing_domain::invoicing::{Invoice, InvoiceStatus};
-use billing_domain::metadata::Metadata;
-use billing_domain::plan::NewPlan;
-use billing_domain::subscription::{CollectionMethod, Subscription, SubscriptionStatus};
-use billing_domain::test_clock::TestClock;
+use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
+use billing_domain::billing::invoice_draft::{InvoiceDraft, InvoiceInput, LineInput, LineSource};
+use billing_domain::billing::subscription::{CollectionMethod, Subscription, SubscriptionStatus};
+use billing_domain::billing::test_clock::TestClock;
+use billing_domain::catalog::charges::Usage;
+use billing_domain::catalog::plan::NewPlan;
+use billing_domain::events::record::AuditRecord;
+use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::ids::{AccountId, InvoiceId, PlanId, SubscriptionId, TestClockId};
+use billing_domain::kernel::metadata::Metadata;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -574,9 +574,9 @@ pub struct InvoicePreviewRequest {
     #[schema(value_type = Option<Vec<Object>>)]
     pub lines: Option<Vec<LineInput>>,
     #[schema(value_type = Option<Vec<Object>>)]
-    pub discounts: Option<Vec<billing_domain::invoice::Discount>>,
+    pub discounts: Option<Vec<billing_domain::billing::invoice_draft::Discount>>,
     #[schema(value_type = Option<Vec<Object>>)]
-    pub credits: Option<Vec<billing_domain::invoice::CreditInput>>,
+    pub credits: Option<Vec<billing_domain::billing::invoice_draft::CreditInput>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

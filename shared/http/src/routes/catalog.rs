@@ -5,14 +5,14 @@ use axum::http::StatusCode;
 use billing_app::catalog::{PlanWithPrices, PriceSource};
 use billing_app::ports::{Page, PlanFilter};
 use billing_app::App;
-use billing_domain::charges::{ChargeModel, Commitment, Priced, Usage};
-use billing_domain::currency::Currency;
-use billing_domain::decimal::serde_decimal;
-use billing_domain::error::ValidationError;
-use billing_domain::format::format_human;
-use billing_domain::ids::{MetricId, PlanId};
-use billing_domain::metric::{Metric, MetricPatch, NewMetric};
-use billing_domain::plan::{NewPlan, NewPlanVersion, Plan, PlanPatch, PlanVersion};
+use billing_domain::catalog::charges::{ChargeModel, Commitment, Priced, Usage};
+use billing_domain::catalog::metric::{Metric, MetricPatch, NewMetric};
+use billing_domain::catalog::plan::{NewPlan, NewPlanVersion, Plan, PlanPatch, PlanVersion};
+use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::decimal::serde_decimal;
+use billing_domain::kernel::error::ValidationError;
+use billing_domain::kernel::format::format_human;
+use billing_domain::kernel::ids::{MetricId, PlanId};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -295,14 +295,14 @@ pub struct PricePreviewRequest {
 pub struct PricePreview {
     /// `{"amount": 1999, "currency": "usd"}`, minor units.
     #[schema(value_type = Object)]
-    pub amount: billing_domain::money::Money,
+    pub amount: billing_domain::kernel::money::Money,
     /// For people: `$19.99`.
     pub formatted: String,
     #[schema(value_type = Option<String>)]
     pub unit_price: Option<Decimal>,
     /// Tier slices, blocks, rates and the single rounding that produced the amount.
     #[schema(value_type = Object)]
-    pub derivation: billing_domain::charges::Derivation,
+    pub derivation: billing_domain::catalog::charges::Derivation,
 }
 
 impl From<Priced> for PricePreview {

@@ -3,8 +3,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use billing_app::App;
-use billing_domain::dunning::{DunningCase, DunningPolicy, DunningStep};
-use billing_domain::ids::AccountId;
+use billing_domain::collection::dunning::{DunningCase, DunningPolicy, DunningStep};
+use billing_domain::kernel::ids::AccountId;
 use serde::Deserialize;
 use utoipa::ToSchema;
 

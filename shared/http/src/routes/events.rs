@@ -3,9 +3,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use billing_app::ports::EventFilter;
 use billing_app::App;
-use billing_domain::event_types::EventEnvelope;
-use billing_domain::ids::{EventId, WebhookEndpointId};
-use billing_domain::webhook::WebhookDelivery;
+use billing_domain::events::types::EventEnvelope;
+use billing_domain::events::webhook::WebhookDelivery;
+use billing_domain::kernel::ids::{EventId, WebhookEndpointId};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 

@@ -4,12 +4,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use billing_app::ports::{CreditNoteFilter, PaymentFilter};
 use billing_app::App;
-use billing_domain::credit_note::CreditNote;
-use billing_domain::ids::{AccountId, InvoiceId, PaymentId};
-use billing_domain::invoicing::Invoice;
-use billing_domain::payment_method::{PaymentMethod, PaymentProfile};
-use billing_domain::payments::{Payment, PaymentStatus};
-use billing_domain::retry::{FinalAction, PaymentSettings};
+use billing_domain::billing::invoice::Invoice;
+use billing_domain::collection::credit_note::CreditNote;
+use billing_domain::collection::payment::{Payment, PaymentStatus};
+use billing_domain::collection::retry::{FinalAction, PaymentSettings};
+use billing_domain::customers::payment_method::{PaymentMethod, PaymentProfile};
+use billing_domain::kernel::ids::{AccountId, InvoiceId, PaymentId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -127,14 +127,14 @@ pub async fn update_method(
 ) -> ApiResult<Reply<PaymentMethodView>> {
     let account = account_id(&id)?;
     if !req.default {
-        return Err(
-            billing_app::AppError::Invalid(billing_domain::error::ValidationError::new(
+        return Err(billing_app::AppError::Invalid(
+            billing_domain::kernel::error::ValidationError::new(
                 "invalid_default",
                 "default",
                 "make another card the default instead of unsetting this one",
-            ))
-            .into(),
-        );
+            ),
+        )
+        .into());
     }
     let profile = app
         .set_default_payment_method(&caller, account, &pm)

@@ -3,10 +3,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use billing_app::webhooks::EndpointWithSecret;
 use billing_app::App;
-use billing_domain::ids::{DeliveryId, WebhookEndpointId};
-use billing_domain::webhook::{
+use billing_domain::events::webhook::{
     NewWebhookEndpoint, WebhookDelivery, WebhookEndpointPatch, WebhookEndpointView,
 };
+use billing_domain::kernel::ids::{DeliveryId, WebhookEndpointId};
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};

@@ -22,7 +22,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use billing_app::gateway_events::AppliedEvent;
 use billing_app::App;
-use billing_domain::stripe_signature::{self, SignatureError, WebhookSecrets};
+use billing_domain::collection::stripe_signature::{self, SignatureError, WebhookSecrets};
 use serde_json::json;
 
 use crate::observe::{self, EmitMetrics};

@@ -1,0 +1,9 @@
+//! Subscriptions and their periods, proration, building invoice drafts, the invoice
+//! record and its numbering, and test clocks.
+
+pub mod invoice;
+pub mod invoice_draft;
+pub mod periods;
+pub mod proration;
+pub mod subscription;
+pub mod test_clock;

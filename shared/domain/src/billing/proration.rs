@@ -1,0 +1,788 @@
+//! Proration: charging or crediting the part of a period that a price was (or will be) in force.
+//!
+//! A proration is `full amount × used / whole`, rounded once (half away from zero, see
+//! [`crate::kernel::decimal::round_minor`]). What "used" and "whole" count depends on the
+//! [`ProrationConvention`], selectable because users migrate from systems that differ. The
+//! worked examples below use a $31.00 monthly price, the January 2024 period
+//! `[Jan 1 00:00, Feb 1 00:00)` in the account's zone, and a change at `Jan 15 12:00`, leaving the
+//! slice `[Jan 15 12:00, Feb 1 00:00)`:
+//!
+//! | convention | counts | remaining fraction | remaining amount |
+//! |---|---|---|---|
+//! | `exact_seconds` (Stripe) | seconds | 1,425,600 / 2,678,400 | $16.50 |
+//! | `calendar_days_inclusive` (Lago) | local days touched, both ends included | 17 / 31 | $17.00 |
+//! | `day_span_exclusive` (Kill Bill) | local date difference, end date excluded | 17 / 31 (Jan 15 → Feb 1) | $17.00 |
+//! | `thirty_day_months` (Kill Bill option) | 30 per month, day-of-month capped at 30 | 16 / 30 | $16.53 |
+//!
+//! Where the day conventions differ: a change at `Jan 15 12:00` under `calendar_days_inclusive`
+//! makes Jan 15 count in both slices (`[Jan 1, Jan 15 12:00)` is 15 days and the rest 17 days:
+//! 32/31 charged in total, as Lago charges the day of change on both plans); under
+//! `day_span_exclusive` the change day belongs to the later slice only (14 + 17 = 31).
+//! `calendar_days_inclusive` therefore sums to the whole only over partitions at local midnight;
+//! the other three sum exactly (before rounding) over any partition.
+//!
+//! `thirty_day_months`: every month of the period counts 30 days; a date's position in the period
+//! is `30 × whole months since the period start + min(30, days into the current month)`,
+//! capped at the period's `30 × months`. Periods that are not whole months (day and week
+//! intervals) fall back to `day_span_exclusive`.
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::billing::periods::{
+    local_date, BillingCycle, Interval, IntervalUnit, Period, PeriodError,
+};
+use crate::catalog::charges::{ChargeModel, PricingError};
+use crate::kernel::currency::Currency;
+use crate::kernel::decimal::{self, serde_decimal};
+use crate::kernel::money::{Money, MoneyError};
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ProrationConvention {
+    /// Seconds used over seconds in the period (Stripe).
+    #[default]
+    ExactSeconds,
+    /// Local calendar days touched, first and last included, over the period's days (Lago).
+    CalendarDaysInclusive,
+    /// Local date difference, end date excluded, over the period's (Kill Bill).
+    DaySpanExclusive,
+    /// Every month counts 30 days (Kill Bill's 30/360-like option).
+    ThirtyDayMonths,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProrationError {
+    #[error(
+        "the slice [{slice_start}, {slice_end}) does not lie within the period [{start}, {end})"
+    )]
+    OutsidePeriod {
+        slice_start: Timestamp,
+        slice_end: Timestamp,
+        start: Timestamp,
+        end: Timestamp,
+    },
+    #[error("the period is empty under this convention")]
+    EmptyPeriod,
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+    #[error(transparent)]
+    Period(#[from] PeriodError),
+    #[error(transparent)]
+    Pricing(#[from] PricingError),
+}
+
+/// `numerator / denominator` of a period (exact; never reduced, so it reads as counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fraction {
+    pub numerator: i64,
+    pub denominator: i64,
+}
+
+impl Fraction {
+    pub fn is_whole(&self) -> bool {
+        self.numerator == self.denominator
+    }
+}
+
+fn day_number(t: Timestamp, tz: &TimeZone) -> i64 {
+    // Days since 1970-01-01 of the local date; used only for differences.
+    let d = local_date(t, tz);
+    d.since(jiff::civil::date(1970, 1, 1))
+        .map(|s| i64::from(s.get_days()))
+        .unwrap_or(0)
+}
+
+/// 30-day-month position of `t` within `period` (see the module docs).
+fn thirty_position(t: Timestamp, period: &Period, months: i64, tz: &TimeZone) -> i64 {
+    let s = local_date(period.start, tz);
+    let x = local_date(t, tz);
+    let mut n = (i64::from(x.year()) - i64::from(s.year())) * 12 + i64::from(x.month())
+        - i64::from(s.month());
+    let add = |n: i64| {
+        jiff::Span::new()
+            .try_months(n)
+            .ok()
+            .and_then(|sp| s.checked_add(sp).ok())
+    };
+    while n > 0 && add(n).is_none_or(|d| d > x) {
+        n -= 1;
+    }
+    let base = add(n).unwrap_or(s);
+    let into = x
+        .since(base)
+        .map(|sp| i64::from(sp.get_days()))
+        .unwrap_or(0)
+        .clamp(0, 30);
+    (30 * n + into).clamp(0, 30 * months)
+}
+
+/// Whole months in `period` (0 when it is not at least one month).
+fn whole_months(period: &Period, tz: &TimeZone) -> i64 {
+    let s = local_date(period.start, tz);
+    let e = local_date(period.end, tz);
+    let mut m = (i64::from(e.year()) - i64::from(s.year())) * 12 + i64::from(e.month())
+        - i64::from(s.month());
+    while m > 0 {
+        match jiff::Span::new()
+            .try_months(m)
+            .ok()
+            .and_then(|sp| s.checked_add(sp).ok())
+        {
+            Some(d) if d <= e => break,
+            _ => m -= 1,
+        }
+    }
+    m.max(0)
+}
+
+/// The fraction of `period` that `slice` represents under `convention`.
+pub fn fraction(
+    convention: ProrationConvention,
+    slice: &Period,
+    period: &Period,
+    tz: &TimeZone,
+) -> Result<Fraction, ProrationError> {
+    if !period.covers(slice) || slice.start > slice.end {
+        return Err(ProrationError::OutsidePeriod {
+            slice_start: slice.start,
+            slice_end: slice.end,
+            start: period.start,
+            end: period.end,
+        });
+    }
+    let (numerator, denominator) = match convention {
+        ProrationConvention::ExactSeconds => (
+            slice.end.as_second() - slice.start.as_second(),
+            period.end.as_second() - period.start.as_second(),
+        ),
+        ProrationConvention::CalendarDaysInclusive => {
+            let inclusive = |p: &Period| {
+                if p.start >= p.end {
+                    return 0;
+                }
+                let last = p
+                    .end
+                    .checked_sub(jiff::SignedDuration::from_nanos(1))
+                    .unwrap_or(p.end);
+                day_number(last, tz) - day_number(p.start, tz) + 1
+            };
+            (inclusive(slice), inclusive(period))
+        }
+        ProrationConvention::DaySpanExclusive => day_span(slice, period, tz),
+        ProrationConvention::ThirtyDayMonths => {
+            let months = whole_months(period, tz);
+            if months == 0 {
+                day_span(slice, period, tz)
+            } else {
+                (
+                    thirty_position(slice.end, period, months, tz)
+                        - thirty_position(slice.start, period, months, tz),
+                    30 * months,
+                )
+            }
+        }
+    };
+    if denominator <= 0 {
+        return Err(ProrationError::EmptyPeriod);
+    }
+    Ok(Fraction {
+        numerator: numerator.clamp(0, denominator),
+        denominator,
+    })
+}
+
+fn day_span(slice: &Period, period: &Period, tz: &TimeZone) -> (i64, i64) {
+    (
+        day_number(slice.end, tz) - day_number(slice.start, tz),
+        day_number(period.end, tz) - day_number(period.start, tz),
+    )
+}
+
+/// `full × fraction`, rounded once with the crate's rule.
+pub fn apply_fraction(full: Money, f: Fraction) -> Result<(Money, Decimal), ProrationError> {
+    if f.denominator <= 0 {
+        return Err(ProrationError::EmptyPeriod);
+    }
+    let overflow = || ProrationError::Money(MoneyError::Overflow { op: "prorate" });
+    let unrounded_minor = Decimal::from(full.minor)
+        .checked_mul(Decimal::from(f.numerator))
+        .and_then(|x| x.checked_div(Decimal::from(f.denominator)))
+        .ok_or_else(overflow)?;
+    let minor = decimal::round_minor(unrounded_minor).map_err(|_| overflow())?;
+    let unrounded_major = {
+        let mut d = unrounded_minor;
+        // Shift to major units for the record (exact unless at Decimal's scale limit).
+        let exp = u32::from(full.currency.exponent());
+        if d.scale() + exp <= 28 {
+            d.set_scale(d.scale() + exp).map_err(|_| overflow())?;
+        } else {
+            d = d
+                .checked_div(Decimal::from(10i64.pow(exp)))
+                .ok_or_else(overflow)?;
+        }
+        d.normalize()
+    };
+    Ok((Money::new(minor, full.currency), unrounded_major))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProrationKind {
+    /// Charge for time to come (or a partial period).
+    Charge,
+    /// Credit for time paid but not used (negative amount).
+    Credit,
+}
+
+/// A pending proration line, ready for the next invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProrationItem {
+    pub kind: ProrationKind,
+    /// The time charged or credited.
+    pub period: Period,
+    /// The full period the price is for.
+    pub full_period: Period,
+    /// The full-period price.
+    pub full_amount: Money,
+    pub convention: ProrationConvention,
+    pub fraction: Fraction,
+    /// Exact `full × fraction` in major units before rounding (positive).
+    #[serde(with = "serde_decimal")]
+    pub unrounded: Decimal,
+    /// Rounded amount: positive for charges, negative for credits.
+    pub amount: Money,
+}
+
+/// Charges `full` for `slice` of `period` (partial first/last periods, trials, new plan).
+pub fn charge_for(
+    full: Money,
+    slice: &Period,
+    period: &Period,
+    convention: ProrationConvention,
+    tz: &TimeZone,
+) -> Result<ProrationItem, ProrationError> {
+    let f = fraction(convention, slice, period, tz)?;
+    let (amount, unrounded) = apply_fraction(full, f)?;
+    Ok(ProrationItem {
+        kind: ProrationKind::Charge,
+        period: *slice,
+        full_period: *period,
+        full_amount: full,
+        convention,
+        fraction: f,
+        unrounded,
+        amount,
+    })
+}
+
+/// Credits the unused part `[from, period.end)` of a period paid `paid`; `None` when nothing
+/// is left (cancellation at or after the period end).
+pub fn credit_unused(
+    paid: Money,
+    period: &Period,
+    from: Timestamp,
+    convention: ProrationConvention,
+    tz: &TimeZone,
+) -> Result<Option<ProrationItem>, ProrationError> {
+    let Some(slice) = period.from(from) else {
+        return Ok(None);
+    };
+    let mut item = charge_for(paid, &slice, period, convention, tz)?;
+    item.kind = ProrationKind::Credit;
+    item.amount = item.amount.checked_neg()?;
+    Ok(Some(item))
+}
+
+/// Cancellation at `cancel_at` of a period paid in advance: the credit for unused time.
+pub fn cancellation_credit(
+    paid: Money,
+    period: &Period,
+    cancel_at: Timestamp,
+    convention: ProrationConvention,
+    tz: &TimeZone,
+) -> Result<Option<ProrationItem>, ProrationError> {
+    credit_unused(paid, period, cancel_at, convention, tz)
+}
+
+/// A mid-period change: credit the unused part of the old price, charge the remaining part of
+/// the new one (both over `[at, period.end)`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanChange {
+    pub credit: Option<ProrationItem>,
+    pub charge: Option<ProrationItem>,
+}
+
+impl PlanChange {
+    /// Net effect (charge + credit).
+    pub fn net(&self, currency: Currency) -> Result<Money, MoneyError> {
+        Money::sum(
+            currency,
+            self.credit
+                .iter()
+                .map(|c| c.amount)
+                .chain(self.charge.iter().map(|c| c.amount)),
+        )
+    }
+}
+
+pub fn plan_change(
+    old_paid: Money,
+    new_price: Money,
+    period: &Period,
+    at: Timestamp,
+    convention: ProrationConvention,
+    tz: &TimeZone,
+) -> Result<PlanChange, ProrationError> {
+    if old_paid.currency != new_price.currency {
+        return Err(MoneyError::CurrencyMismatch {
+            left: old_paid.currency,
+            right: new_price.currency,
+        }
+        .into());
+    }
+    let credit = credit_unused(old_paid, period, at, convention, tz)?;
+    let charge = match period.from(at) {
+        Some(slice) => Some(charge_for(new_price, &slice, period, convention, tz)?),
+        None => None,
+    };
+    Ok(PlanChange { credit, charge })
+}
+
+/// A quantity change on a priced charge (seats 5 → 8): the full-period price at each quantity
+/// comes from the charge model, then it is a [`plan_change`].
+#[allow(clippy::too_many_arguments)]
+pub fn quantity_change(
+    model: &ChargeModel,
+    currency: Currency,
+    old_quantity: Decimal,
+    new_quantity: Decimal,
+    period: &Period,
+    at: Timestamp,
+    convention: ProrationConvention,
+    tz: &TimeZone,
+) -> Result<PlanChange, ProrationError> {
+    let old = model.price_quantity(old_quantity, currency)?.amount;
+    let new = model.price_quantity(new_quantity, currency)?.amount;
+    plan_change(old, new, period, at, convention, tz)
+}
+
+/// An interval change (annual → monthly): the unused part of the old period is credited, a new
+/// cycle is anchored at the change instant, and its first full period is charged in advance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntervalChange {
+    pub credit: Option<ProrationItem>,
+    pub new_cycle: BillingCycle,
+    pub first_period: Period,
+    pub charge: Money,
+}
+
+pub fn interval_change(
+    old_paid: Money,
+    old_period: &Period,
+    at: Timestamp,
+    new_interval: Interval,
+    new_price: Money,
+    time_zone_name: &str,
+    convention: ProrationConvention,
+) -> Result<IntervalChange, ProrationError> {
+    if old_paid.currency != new_price.currency {
+        return Err(MoneyError::CurrencyMismatch {
+            left: old_paid.currency,
+            right: new_price.currency,
+        }
+        .into());
+    }
+    let new_cycle = BillingCycle::new(new_interval, at, time_zone_name)?;
+    let credit = credit_unused(old_paid, old_period, at, convention, new_cycle.time_zone())?;
+    let first_period = new_cycle.period(0)?;
+    Ok(IntervalChange {
+        credit,
+        new_cycle,
+        first_period,
+        charge: new_price,
+    })
+}
+
+/// Whether a change raises or lowers what the customer pays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeDirection {
+    Upgrade,
+    Downgrade,
+    Lateral,
+}
+
+/// When a change takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeTiming {
+    /// Now, with prorations.
+    Immediate,
+    /// At the end of the current period, without prorations.
+    EndOfPeriod,
+}
+
+/// How two prices are compared to call a change an upgrade or a downgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComparisonBasis {
+    /// Price normalised to a year (day × 365, week × 52, month × 12, divided by the count).
+    #[default]
+    AnnualisedAmount,
+    /// Raw price per period, whatever the interval.
+    AmountPerPeriod,
+    /// A longer interval is an upgrade; equal intervals compare annualised amounts.
+    LongerIntervalFirst,
+}
+
+/// The configurable upgrade/downgrade rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePolicy {
+    #[serde(default)]
+    pub basis: ComparisonBasis,
+    #[serde(default = "immediate")]
+    pub upgrade: ChangeTiming,
+    #[serde(default = "end_of_period")]
+    pub downgrade: ChangeTiming,
+    #[serde(default = "immediate")]
+    pub lateral: ChangeTiming,
+}
+
+fn immediate() -> ChangeTiming {
+    ChangeTiming::Immediate
+}
+fn end_of_period() -> ChangeTiming {
+    ChangeTiming::EndOfPeriod
+}
+
+impl Default for ChangePolicy {
+    /// Upgrades now (prorated), downgrades at period end, lateral moves now.
+    fn default() -> Self {
+        ChangePolicy {
+            basis: ComparisonBasis::AnnualisedAmount,
+            upgrade: ChangeTiming::Immediate,
+            downgrade: ChangeTiming::EndOfPeriod,
+            lateral: ChangeTiming::Immediate,
+        }
+    }
+}
+
+/// A price as compared by the change rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanPrice {
+    pub amount: Money,
+    pub interval: Interval,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeDecision {
+    pub direction: ChangeDirection,
+    pub timing: ChangeTiming,
+}
+
+fn per_year(i: Interval) -> (i128, i128) {
+    let units = match i.unit {
+        IntervalUnit::Day => 365,
+        IntervalUnit::Week => 52,
+        IntervalUnit::Month => 12,
+        IntervalUnit::Year => 1,
+    };
+    (units, i128::from(i.count.max(1)))
+}
+
+fn approx_days(i: Interval) -> i128 {
+    let d = match i.unit {
+        IntervalUnit::Day => 1,
+        IntervalUnit::Week => 7,
+        IntervalUnit::Month => 30,
+        IntervalUnit::Year => 365,
+    };
+    d * i128::from(i.count)
+}
+
+impl ChangePolicy {
+    pub fn classify(
+        &self,
+        old: &PlanPrice,
+        new: &PlanPrice,
+    ) -> Result<ChangeDirection, MoneyError> {
+        if old.amount.currency != new.amount.currency {
+            return Err(MoneyError::CurrencyMismatch {
+                left: old.amount.currency,
+                right: new.amount.currency,
+            });
+        }
+        let annualised = || {
+            let (on, od) = per_year(old.interval);
+            let (nn, nd) = per_year(new.interval);
+            // old.minor × on / od  vs  new.minor × nn / nd, cross-multiplied in i128 (no overflow:
+            // |minor| < 2^63, factors < 2^12).
+            (i128::from(old.amount.minor) * on * nd).cmp(&(i128::from(new.amount.minor) * nn * od))
+        };
+        let ord = match self.basis {
+            ComparisonBasis::AmountPerPeriod => old.amount.minor.cmp(&new.amount.minor),
+            ComparisonBasis::AnnualisedAmount => annualised(),
+            ComparisonBasis::LongerIntervalFirst => {
+                match approx_days(old.interval).cmp(&approx_days(new.interval)) {
+                    std::cmp::Ordering::Equal => annualised(),
+                    other => other,
+                }
+            }
+        };
+        Ok(match ord {
+            std::cmp::Ordering::Less => ChangeDirection::Upgrade,
+            std::cmp::Ordering::Greater => ChangeDirection::Downgrade,
+            std::cmp::Ordering::Equal => ChangeDirection::Lateral,
+        })
+    }
+
+    pub fn decide(&self, old: &PlanPrice, new: &PlanPrice) -> Result<ChangeDecision, MoneyError> {
+        let direction = self.classify(old, new)?;
+        let timing = match direction {
+            ChangeDirection::Upgrade => self.upgrade,
+            ChangeDirection::Downgrade => self.downgrade,
+            ChangeDirection::Lateral => self.lateral,
+        };
+        Ok(ChangeDecision { direction, timing })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+    fn usd(minor: i64) -> Money {
+        Money::new(minor, Currency::from_code("usd").unwrap())
+    }
+    fn jan() -> Period {
+        Period::new(ts("2024-01-01T00:00:00Z"), ts("2024-02-01T00:00:00Z")).unwrap()
+    }
+
+    #[test]
+    fn worked_examples_from_the_module_docs() {
+        let tz = TimeZone::UTC;
+        let slice = jan().from(ts("2024-01-15T12:00:00Z")).unwrap();
+        let cases = [
+            (
+                ProrationConvention::ExactSeconds,
+                (1_425_600, 2_678_400),
+                1650,
+            ),
+            (ProrationConvention::CalendarDaysInclusive, (17, 31), 1700),
+            (ProrationConvention::DaySpanExclusive, (17, 31), 1700),
+            (ProrationConvention::ThirtyDayMonths, (16, 30), 1653),
+        ];
+        for (conv, (n, d), amount) in cases {
+            let item = charge_for(usd(3100), &slice, &jan(), conv, &tz).unwrap();
+            assert_eq!(
+                (item.fraction.numerator, item.fraction.denominator),
+                (n, d),
+                "{conv:?}"
+            );
+            assert_eq!(item.amount.minor, amount, "{conv:?}");
+        }
+        // The day of change counts on both sides for the inclusive convention.
+        let before = jan().until(ts("2024-01-15T12:00:00Z")).unwrap();
+        let f = fraction(
+            ProrationConvention::CalendarDaysInclusive,
+            &before,
+            &jan(),
+            &tz,
+        )
+        .unwrap();
+        assert_eq!((f.numerator, f.denominator), (15, 31));
+        let f = fraction(ProrationConvention::DaySpanExclusive, &before, &jan(), &tz).unwrap();
+        assert_eq!((f.numerator, f.denominator), (14, 31));
+    }
+
+    #[test]
+    fn thirty_day_months_in_february_and_on_the_31st() {
+        let tz = TimeZone::UTC;
+        let feb = Period::new(ts("2024-02-01T00:00:00Z"), ts("2024-03-01T00:00:00Z")).unwrap();
+        // Feb 15 → Mar 1: 30 − 14 = 16 of 30 (actual days would be 15 of 29).
+        let f = fraction(
+            ProrationConvention::ThirtyDayMonths,
+            &feb.from(ts("2024-02-15T00:00:00Z")).unwrap(),
+            &feb,
+            &tz,
+        )
+        .unwrap();
+        assert_eq!((f.numerator, f.denominator), (16, 30));
+        // Jan 31 is capped at day 30: Jan 31 → Feb 1 counts 0 days under 30/360.
+        let f = fraction(
+            ProrationConvention::ThirtyDayMonths,
+            &jan().from(ts("2024-01-31T00:00:00Z")).unwrap(),
+            &jan(),
+            &tz,
+        )
+        .unwrap();
+        assert_eq!((f.numerator, f.denominator), (0, 30));
+    }
+
+    #[test]
+    fn full_period_is_full_price_and_time_zone_matters() {
+        for conv in [
+            ProrationConvention::ExactSeconds,
+            ProrationConvention::CalendarDaysInclusive,
+            ProrationConvention::DaySpanExclusive,
+            ProrationConvention::ThirtyDayMonths,
+        ] {
+            let item = charge_for(usd(999), &jan(), &jan(), conv, &TimeZone::UTC).unwrap();
+            assert_eq!(item.amount.minor, 999);
+        }
+        // In Tokyo (+09:00) Jan 15 12:00Z is already Jan 15 21:00 local, and the UTC month
+        // boundaries fall at 09:00 local: the day counts follow the local dates.
+        let tokyo = TimeZone::get("Asia/Tokyo").unwrap();
+        let slice = jan().from(ts("2024-01-15T16:00:00Z")).unwrap(); // Jan 16 01:00 local
+        let f = fraction(
+            ProrationConvention::DaySpanExclusive,
+            &slice,
+            &jan(),
+            &tokyo,
+        )
+        .unwrap();
+        assert_eq!((f.numerator, f.denominator), (16, 31));
+        assert!(fraction(ProrationConvention::ExactSeconds, &jan(), &slice, &tokyo).is_err());
+    }
+
+    #[test]
+    fn cancellation_and_plan_change() {
+        let tz = TimeZone::UTC;
+        let at = ts("2024-01-22T00:00:00Z");
+        // $31 paid for January, cancelled on Jan 22: 10 days unused of 31 → credit $10.00.
+        let c = cancellation_credit(
+            usd(3100),
+            &jan(),
+            at,
+            ProrationConvention::DaySpanExclusive,
+            &tz,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((c.kind, c.amount.minor), (ProrationKind::Credit, -1000));
+        assert!(cancellation_credit(
+            usd(3100),
+            &jan(),
+            jan().end,
+            ProrationConvention::ExactSeconds,
+            &tz
+        )
+        .unwrap()
+        .is_none());
+        // Upgrade $31 → $62 on Jan 22: credit −$10.00, charge $20.00, net $10.00.
+        let pc = plan_change(
+            usd(3100),
+            usd(6200),
+            &jan(),
+            at,
+            ProrationConvention::DaySpanExclusive,
+            &tz,
+        )
+        .unwrap();
+        assert_eq!(pc.credit.as_ref().unwrap().amount.minor, -1000);
+        assert_eq!(pc.charge.as_ref().unwrap().amount.minor, 2000);
+        assert_eq!(pc.net(usd(0).currency).unwrap().minor, 1000);
+        // Seats 5 → 8 at $10 per seat on Jan 22: credit −$16.13 (50 × 10/31), charge $25.81.
+        let seats: ChargeModel =
+            serde_json::from_str(r#"{"model":"per_unit","unit_price":"10"}"#).unwrap();
+        let qc = quantity_change(
+            &seats,
+            usd(0).currency,
+            dec!(5),
+            dec!(8),
+            &jan(),
+            at,
+            ProrationConvention::DaySpanExclusive,
+            &tz,
+        )
+        .unwrap();
+        assert_eq!(qc.credit.unwrap().amount.minor, -1613);
+        assert_eq!(qc.charge.unwrap().amount.minor, 2581);
+    }
+
+    #[test]
+    fn annual_to_monthly_interval_change() {
+        // $1,200 paid for 2024 (366 days); switching to $120/month on Jul 1 2024 (184 days left).
+        let year = Period::new(ts("2024-01-01T00:00:00Z"), ts("2025-01-01T00:00:00Z")).unwrap();
+        let at = ts("2024-07-01T00:00:00Z");
+        let ch = interval_change(
+            usd(120_000),
+            &year,
+            at,
+            Interval::monthly(),
+            usd(12_000),
+            "UTC",
+            ProrationConvention::DaySpanExclusive,
+        )
+        .unwrap();
+        // 120000 × 184/366 = 60327.87 → credit −$603.28
+        assert_eq!(ch.credit.unwrap().amount.minor, -60_328);
+        assert_eq!(ch.first_period.end.to_string(), "2024-08-01T00:00:00Z");
+        assert_eq!(ch.charge.minor, 12_000);
+    }
+
+    #[test]
+    fn change_policy_rules() {
+        let monthly = |m| PlanPrice {
+            amount: usd(m),
+            interval: Interval::monthly(),
+        };
+        let yearly = |m| PlanPrice {
+            amount: usd(m),
+            interval: Interval::yearly(),
+        };
+        let p = ChangePolicy::default();
+        assert_eq!(
+            p.decide(&monthly(1000), &monthly(2000)).unwrap(),
+            ChangeDecision {
+                direction: ChangeDirection::Upgrade,
+                timing: ChangeTiming::Immediate
+            }
+        );
+        assert_eq!(
+            p.decide(&monthly(2000), &monthly(1000)).unwrap().timing,
+            ChangeTiming::EndOfPeriod
+        );
+        // $10/month → $100/year is cheaper per year: a downgrade by annualised amount…
+        assert_eq!(
+            p.classify(&monthly(1000), &yearly(10000)).unwrap(),
+            ChangeDirection::Downgrade
+        );
+        // …but an upgrade when longer commitments count first, or by raw amount.
+        let longer = ChangePolicy {
+            basis: ComparisonBasis::LongerIntervalFirst,
+            ..p
+        };
+        assert_eq!(
+            longer.classify(&monthly(1000), &yearly(10000)).unwrap(),
+            ChangeDirection::Upgrade
+        );
+        let raw = ChangePolicy {
+            basis: ComparisonBasis::AmountPerPeriod,
+            ..p
+        };
+        assert_eq!(
+            raw.classify(&monthly(1000), &yearly(10000)).unwrap(),
+            ChangeDirection::Upgrade
+        );
+        assert_eq!(
+            p.classify(&monthly(1000), &yearly(12000)).unwrap(),
+            ChangeDirection::Lateral
+        );
+        let policy: ChangePolicy =
+            serde_json::from_str(r#"{"basis":"amount_per_period","downgrade":"immediate"}"#)
+                .unwrap();
+        assert_eq!(policy.downgrade, ChangeTiming::Immediate);
+        assert_eq!(policy.upgrade, ChangeTiming::Immediate);
+    }
+}

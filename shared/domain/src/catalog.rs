@@ -1,0 +1,5 @@
+//! What is sold: billable metrics, plans with their versions, and charge models.
+
+pub mod charges;
+pub mod metric;
+pub mod plan;

@@ -1,0 +1,199 @@
+//! Credit notes: the record of money given back on an invoice. A refund of a payment makes
+//! one (for the amount refunded), and so does voiding an invoice that had been partly paid
+//! or had credit applied (for [`Invoice::refundable_on_void`]). The invoice itself never
+//! changes its totals afterwards; its credit notes say what was given back.
+//!
+//! The rule that holds across all of them: the credit notes of an invoice never add up to
+//! more than was paid or credited on it. Refunds enforce it per payment
+//! ([`crate::collection::payment::Payment::refund`]); [`check_within`] states it for the invoice.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::billing::invoice::Invoice;
+use crate::kernel::currency::Currency;
+use crate::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PaymentId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditNoteReason {
+    /// Money returned to the customer's card.
+    Refund,
+    /// The invoice was voided after something was paid or credited on it.
+    Void,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreditNote {
+    #[schema(value_type = String)]
+    pub id: CreditNoteId,
+    #[schema(value_type = String)]
+    pub invoice_id: InvoiceId,
+    #[schema(value_type = String)]
+    pub account_id: AccountId,
+    /// The payment refunded, for a refund.
+    #[schema(value_type = Option<String>)]
+    pub payment_id: Option<PaymentId>,
+    /// Minor units, positive.
+    pub amount: i64,
+    #[schema(value_type = String)]
+    pub currency: Currency,
+    pub reason: CreditNoteReason,
+    /// The gateway's refund id.
+    pub refund: Option<String>,
+    pub memo: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+}
+
+impl CreditNote {
+    /// The credit note of voiding `invoice`, when anything was paid or credited on it.
+    pub fn for_void(id: CreditNoteId, invoice: &Invoice, now: Timestamp) -> Option<CreditNote> {
+        let amount = invoice.refundable_on_void();
+        (amount > 0).then(|| CreditNote {
+            id,
+            invoice_id: invoice.id,
+            account_id: invoice.account_id,
+            payment_id: None,
+            amount,
+            currency: invoice.currency,
+            reason: CreditNoteReason::Void,
+            refund: None,
+            memo: Some("invoice voided".into()),
+            created_at: now,
+        })
+    }
+}
+
+/// Whether credit notes of `amounts` fit within what was paid and credited on an invoice.
+pub fn check_within(paid_and_credited: i64, amounts: impl IntoIterator<Item = i64>) -> bool {
+    let mut total: i64 = 0;
+    for amount in amounts {
+        if amount <= 0 {
+            return false;
+        }
+        total = match total.checked_add(amount) {
+            Some(t) => t,
+            None => return false,
+        };
+    }
+    total <= paid_and_credited
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collection::payment::{ChargeResult, Payment, PaymentError, PaymentStatus};
+    use proptest::prelude::*;
+
+    fn paid(amount: i64) -> Payment {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut payment = Payment {
+            id: crate::collection::payment::payment_id(
+                InvoiceId::from_ulid(ulid::Ulid::from_parts(1, 1)),
+                1,
+                now,
+            ),
+            invoice_id: InvoiceId::from_ulid(ulid::Ulid::from_parts(1, 1)),
+            account_id: AccountId::from_ulid(ulid::Ulid::from_parts(1, 2)),
+            subscription_id: None,
+            test_clock: None,
+            livemode: false,
+            amount,
+            currency: Currency::from_code("USD").unwrap(),
+            attempt: 1,
+            manual: false,
+            status: PaymentStatus::Pending,
+            due_at: now,
+            first_failed_at: None,
+            gateway: None,
+            payment_method: None,
+            payment_intent: None,
+            charge: None,
+            failure: None,
+            amount_refunded: 0,
+            dispute: None,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        payment = payment
+            .record(
+                "sandbox",
+                None,
+                ChargeResult::Succeeded {
+                    payment_intent: "pi_1".into(),
+                    charge: None,
+                },
+                now,
+            )
+            .unwrap();
+        payment
+    }
+
+    #[test]
+    fn a_full_refund_takes_what_is_left_and_then_nothing_more() {
+        let now = Timestamp::from_second(1_800_000_100).unwrap();
+        let (after_part, part) = paid(1000).refund(Some(300), now).unwrap();
+        assert_eq!(part, 300);
+        let (after_rest, rest) = after_part.refund(None, now).unwrap();
+        assert_eq!(rest, 700);
+        assert_eq!(after_rest.refundable(), 0);
+        assert_eq!(
+            after_rest.refund(Some(1), now).unwrap_err(),
+            PaymentError::RefundTooLarge {
+                requested: 1,
+                refundable: 0
+            }
+        );
+        assert_eq!(
+            paid(10).refund(Some(0), now).unwrap_err(),
+            PaymentError::RefundNotPositive
+        );
+    }
+
+    proptest! {
+        /// Whatever refunds are asked for, in whatever order, the accepted ones never add
+        /// up to more than was paid, each accepted one moves the refunded total by exactly
+        /// its amount, and their credit notes fit within the payment.
+        #[test]
+        fn refunds_never_exceed_what_was_paid(amount in 1i64..1_000_000, asks in proptest::collection::vec(proptest::option::of(-10i64..600_000), 0..12)) {
+            let now = Timestamp::from_second(1_800_000_100).unwrap();
+            let mut payment = paid(amount);
+            let mut notes = Vec::new();
+            for ask in asks {
+                match payment.refund(ask, now) {
+                    Ok((next, refunded)) => {
+                        prop_assert_eq!(next.amount_refunded, payment.amount_refunded + refunded);
+                        notes.push(refunded);
+                        payment = next;
+                    }
+                    Err(_) => {
+                        let left = payment.refundable();
+                        prop_assert!(left == 0 || ask.is_some_and(|a| a <= 0 || a > left));
+                    }
+                }
+            }
+            prop_assert!(payment.amount_refunded <= amount);
+            prop_assert_eq!(notes.iter().sum::<i64>(), payment.amount_refunded);
+            prop_assert!(check_within(amount, notes.iter().copied()));
+        }
+
+        /// A gateway's running total only moves the refunded amount forward, never past
+        /// the payment.
+        #[test]
+        fn gateway_refund_totals_only_move_forward(amount in 1i64..100_000, totals in proptest::collection::vec(0i64..200_000, 0..8)) {
+            let now = Timestamp::from_second(1_800_000_100).unwrap();
+            let mut payment = paid(amount);
+            for total in totals {
+                let before = payment.amount_refunded;
+                if let Some(next) = payment.refunded_total(total, now) {
+                    prop_assert!(next.amount_refunded > before);
+                    payment = next;
+                }
+                prop_assert!(payment.amount_refunded <= amount);
+            }
+        }
+    }
+}

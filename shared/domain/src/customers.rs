@@ -1,0 +1,6 @@
+//! Who is billed and who may act: tenants, API keys and roles, accounts, payment methods.
+
+pub mod access;
+pub mod account;
+pub mod payment_method;
+pub mod tenant;

@@ -1,0 +1,10 @@
+//! What every capability shares: money and currencies, decimals and the one rounding rule,
+//! typed ids, the validation error, metadata and money formatting.
+
+pub mod currency;
+pub mod decimal;
+pub mod error;
+pub mod format;
+pub mod ids;
+pub mod metadata;
+pub mod money;

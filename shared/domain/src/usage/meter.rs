@@ -1,0 +1,755 @@
+//! Usage events: what one event says, when it is accepted, which period it counts in, and
+//! how events aggregate (count, sum, max, unique_count, latest) per subscription × metric ×
+//! period.
+//!
+//! Rules:
+//! - A timestamp more than [`FUTURE_TOLERANCE`] ahead of `now` is refused.
+//! - Cancelled subscriptions take no usage; nor does a moment before the subscription began.
+//! - An event counts in the subscription's current period (or the period after it, when a
+//!   renewal is running late). An event for the last billed period is *late usage*: it is
+//!   accepted up to [`DEFAULT_GRACE`] after that period ended, and billed on a supplemental
+//!   invoice for the delta; older periods are closed.
+//! - While paused, events are accepted (a retry stays a duplicate) but not billed: they
+//!   count in no period (seed T143). Trial usage is metered (quotas apply) and free.
+//!
+//! Aggregation is exact: [`Aggregate::apply`] is commutative for count, sum, max and
+//! unique_count, and latest keeps the event with the greatest `(timestamp, transaction_id)`,
+//! so the order events arrive in never matters; a transaction id is applied at most once
+//! (the store refuses a second event item with the same id in the same transaction as the
+//! rollup update), and a unique value counts once (a marker item per value).
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use ulid::Ulid;
+
+use crate::billing::periods::{BillingCycle, Period};
+use crate::billing::subscription::{Subscription, SubscriptionStatus};
+use crate::catalog::charges::{ChargeModel, Usage};
+use crate::catalog::metric::{Aggregation, Metric};
+use crate::kernel::decimal::{parse_decimal, MAX_PRICE_SCALE};
+use crate::kernel::error::ValidationError;
+use crate::kernel::ids::{InvoiceId, SubscriptionId};
+
+/// How far ahead of `now` an event's timestamp may be (clock skew of the sender).
+pub const FUTURE_TOLERANCE: SignedDuration = SignedDuration::from_mins(5);
+/// How long after a billed period ends late usage for it is still taken.
+pub const DEFAULT_GRACE: SignedDuration = SignedDuration::from_hours(7 * 24);
+/// Late usage waits this long for more late usage before its supplemental invoice is made.
+pub const LATE_USAGE_DEBOUNCE: SignedDuration = SignedDuration::from_mins(1);
+/// Most events one batch request carries.
+pub const MAX_BATCH: usize = 100;
+/// Most properties one event carries.
+pub const MAX_PROPERTIES: usize = 20;
+/// Longest transaction id, property key, or unique value.
+pub const MAX_TEXT: usize = 200;
+
+/// One usage event as sent to `POST /v1/usage` (or inside a batch).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "transaction_id": "req_8f2c1", "subscription": "sub_01JD3X7M2Q8Z5V6W9Y0A1B2C3D",
+    "metric": "api_calls", "timestamp": "2026-11-22T10:00:00Z", "properties": {"endpoint": "/v1/search"}
+}))]
+pub struct UsageEventInput {
+    /// Your id of the event: a second event with the same id (per tenant) is a duplicate.
+    pub transaction_id: String,
+    /// The subscription the usage belongs to…
+    pub subscription: Option<String>,
+    /// …or the account's `external_id`, when it has exactly one live subscription.
+    pub external_account_id: Option<String>,
+    /// The metric's code.
+    pub metric: String,
+    /// The value aggregated (sum, max, latest: a decimal string or integer; unique_count:
+    /// the distinct value). Absent: the property named by the metric's `field`.
+    #[schema(value_type = Option<Object>)]
+    pub value: Option<Value>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub properties: BTreeMap<String, Value>,
+    /// When it happened; defaults to now.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub timestamp: Option<Timestamp>,
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageStatus {
+    /// Counted (or, while paused, recorded without being billed: `billable: false`).
+    Accepted,
+    /// Its transaction id was seen before; nothing was counted again.
+    Duplicate,
+    /// Refused; `error` says why. Nothing was written for it.
+    Rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct UsageOutcome {
+    pub transaction_id: String,
+    pub status: UsageStatus,
+    /// Accepted events: whether they count in a billable period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billable: Option<bool>,
+    /// Accepted events: the period they count in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub period: Option<Period>,
+    /// Accepted events: whether they arrived after their period was invoiced (they go on a
+    /// supplemental invoice).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Rejection>,
+}
+
+/// Why an event was refused: the same `code` and `param` a single event's problem+json has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Rejection {
+    pub code: String,
+    pub param: String,
+    pub message: String,
+}
+
+impl UsageOutcome {
+    pub fn rejected(transaction_id: String, error: ValidationError) -> Self {
+        UsageOutcome {
+            transaction_id,
+            status: UsageStatus::Rejected,
+            billable: None,
+            period: None,
+            late: false,
+            error: Some(Rejection {
+                code: error.code.to_owned(),
+                param: error.param,
+                message: error.message,
+            }),
+        }
+    }
+
+    pub fn duplicate(transaction_id: String) -> Self {
+        UsageOutcome {
+            transaction_id,
+            status: UsageStatus::Duplicate,
+            billable: None,
+            period: None,
+            late: false,
+            error: None,
+        }
+    }
+
+    pub fn accepted(transaction_id: String, placement: Placement, late: bool) -> Self {
+        UsageOutcome {
+            transaction_id,
+            status: UsageStatus::Accepted,
+            billable: Some(placement != Placement::Unbilled),
+            period: placement.period(),
+            late,
+            error: None,
+        }
+    }
+}
+
+/// An event as validated: the value the metric aggregates is already extracted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageEvent {
+    pub transaction_id: String,
+    pub metric: String,
+    pub timestamp: Timestamp,
+    pub value: Measured,
+    pub properties: BTreeMap<String, Value>,
+}
+
+/// What an event contributes to its metric's aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Measured {
+    /// A count metric: the event itself.
+    Occurrence,
+    /// sum, max, latest: a decimal.
+    Number {
+        #[serde(with = "crate::kernel::decimal::serde_decimal")]
+        value: Decimal,
+    },
+    /// unique_count: the distinct value, as text.
+    Distinct { value: String },
+}
+
+fn invalid(code: &'static str, param: &str, message: impl Into<String>) -> ValidationError {
+    ValidationError::new(code, param, message)
+}
+
+/// Checks the transaction id (the idempotency key of an event within a tenant).
+pub fn validate_transaction_id(id: &str) -> Result<(), ValidationError> {
+    if id.is_empty() || id.len() > MAX_TEXT || id.chars().any(char::is_control) {
+        return Err(invalid(
+            "invalid_transaction_id",
+            "transaction_id",
+            format!("a transaction_id is 1 to {MAX_TEXT} characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+impl UsageEvent {
+    /// Validates an event against its metric. The aggregated value is `value`, or the
+    /// property the metric names when `value` is absent.
+    pub fn validate(
+        transaction_id: String,
+        metric: &Metric,
+        value: Option<&Value>,
+        properties: BTreeMap<String, Value>,
+        timestamp: Timestamp,
+        now: Timestamp,
+    ) -> Result<UsageEvent, ValidationError> {
+        validate_transaction_id(&transaction_id)?;
+        if properties.len() > MAX_PROPERTIES || properties.keys().any(|k| k.len() > MAX_TEXT) {
+            return Err(invalid(
+                "invalid_properties",
+                "properties",
+                format!(
+                    "at most {MAX_PROPERTIES} properties, keys of at most {MAX_TEXT} characters"
+                ),
+            ));
+        }
+        if timestamp > now + FUTURE_TOLERANCE {
+            return Err(invalid(
+                "timestamp_in_future",
+                "timestamp",
+                format!(
+                    "the timestamp {timestamp} is more than 5 minutes after now ({now}); \
+                     send usage when it happens"
+                ),
+            ));
+        }
+        let (param, raw) = match (value, metric.field.as_deref()) {
+            (Some(v), _) => ("value", Some(v)),
+            (None, Some(field)) => ("properties", properties.get(field)),
+            (None, None) => ("value", None),
+        };
+        let value = match metric.aggregation {
+            Aggregation::Count => Measured::Occurrence,
+            Aggregation::Sum | Aggregation::Max | Aggregation::Latest => Measured::Number {
+                value: number(raw, param, metric)?,
+            },
+            Aggregation::UniqueCount => Measured::Distinct {
+                value: distinct(raw, param, metric)?,
+            },
+        };
+        Ok(UsageEvent {
+            transaction_id,
+            metric: metric.code.clone(),
+            timestamp,
+            value,
+            properties,
+        })
+    }
+}
+
+fn aggregation_name(a: Aggregation) -> &'static str {
+    match a {
+        Aggregation::Count => "count",
+        Aggregation::Sum => "sum",
+        Aggregation::Max => "max",
+        Aggregation::UniqueCount => "unique_count",
+        Aggregation::Latest => "latest",
+    }
+}
+
+fn number(raw: Option<&Value>, param: &str, metric: &Metric) -> Result<Decimal, ValidationError> {
+    let field = metric.field.as_deref().unwrap_or("value");
+    let refuse = || {
+        invalid(
+            "invalid_value",
+            param,
+            format!(
+                "the {} metric `{}` needs a numeric value (`value`, or the property `{field}`): \
+                 a decimal string like \"12.5\" or an integer",
+                aggregation_name(metric.aggregation),
+                metric.code
+            ),
+        )
+    };
+    match raw {
+        Some(Value::String(s)) => parse_decimal(s, MAX_PRICE_SCALE).map_err(|_| refuse()),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+            parse_decimal(&n.to_string(), MAX_PRICE_SCALE).map_err(|_| refuse())
+        }
+        _ => Err(refuse()),
+    }
+}
+
+fn distinct(raw: Option<&Value>, param: &str, metric: &Metric) -> Result<String, ValidationError> {
+    let text = match raw {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => {
+            return Err(invalid(
+                "invalid_value",
+                param,
+                format!(
+                    "the unique_count metric `{}` needs the distinct value (`value`, or the property `{}`) as a string or number",
+                    metric.code,
+                    metric.field.as_deref().unwrap_or("value")
+                ),
+            ))
+        }
+    };
+    if text.len() > MAX_TEXT {
+        return Err(invalid(
+            "invalid_value",
+            param,
+            format!("a distinct value is at most {MAX_TEXT} characters"),
+        ));
+    }
+    Ok(text)
+}
+
+/// Where an accepted event counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In a period not billed yet (the current one, or the next when a renewal lags).
+    Open(Period),
+    /// In the last billed period, within the grace window: billed as a supplement.
+    Late(Period),
+    /// While paused: recorded, billed in no period.
+    Unbilled,
+}
+
+impl Placement {
+    pub fn period(self) -> Option<Period> {
+        match self {
+            Placement::Open(p) | Placement::Late(p) => Some(p),
+            Placement::Unbilled => None,
+        }
+    }
+}
+
+/// Decides which period of `sub` an event at `at` counts in, or why it is refused.
+pub fn place(
+    sub: &Subscription,
+    at: Timestamp,
+    now: Timestamp,
+    grace: SignedDuration,
+) -> Result<Placement, ValidationError> {
+    if sub.status == SubscriptionStatus::Cancelled {
+        return Err(invalid(
+            "subscription_cancelled",
+            "subscription",
+            format!(
+                "the subscription {} is cancelled and takes no usage",
+                sub.id
+            ),
+        ));
+    }
+    if at < sub.started_at {
+        return Err(invalid(
+            "timestamp_before_subscription",
+            "timestamp",
+            format!(
+                "the timestamp {at} is before the subscription started ({})",
+                sub.started_at
+            ),
+        ));
+    }
+    let current = sub.current_period;
+    if at >= current.start {
+        if sub.status == SubscriptionStatus::Paused && sub.paused_at.is_some_and(|p| at >= p) {
+            return Ok(Placement::Unbilled);
+        }
+        if at < current.end {
+            return Ok(Placement::Open(current));
+        }
+        // The renewal has not run yet: the event belongs to the period it starts.
+        let next = BillingCycle::new(sub.terms.interval, sub.billing_anchor, &sub.time_zone)
+            .and_then(|c| c.period_containing(at))
+            .map_err(|e| invalid("invalid_timestamp", "timestamp", e.to_string()))?;
+        return Ok(Placement::Open(next));
+    }
+    match sub.last_usage_period {
+        Some(last) if last.contains(at) => {
+            let closes = last.end + grace;
+            if now > closes {
+                Err(period_closed(at, Some(closes)))
+            } else {
+                Ok(Placement::Late(last))
+            }
+        }
+        _ => Err(period_closed(at, None)),
+    }
+}
+
+fn period_closed(at: Timestamp, closed_at: Option<Timestamp>) -> ValidationError {
+    invalid(
+        "period_closed",
+        "timestamp",
+        match closed_at {
+            Some(c) => format!("the period of {at} took late usage until {c}; it is closed"),
+            None => format!(
+                "the period of {at} is closed (billed before the grace window, or not billable)"
+            ),
+        },
+    )
+}
+
+/// The period whose usage a lifecycle step from `previous` to `next` closes, if any: the
+/// paid period that ended (renewal), was cut short (cancellation), or was interrupted by
+/// a pause that now ends (resume or the pause limit). Trials close nothing: trial usage
+/// is free.
+pub fn closed_by(previous: &Subscription, next: &Subscription) -> Option<Period> {
+    let period = previous.current_period;
+    match previous.status {
+        SubscriptionStatus::Active | SubscriptionStatus::PastDue => {
+            if next.status == SubscriptionStatus::Cancelled {
+                let end = next.ended_at.unwrap_or(period.end).min(period.end);
+                return Period::new(period.start, end.max(period.start))
+                    .ok()
+                    .or(Some(period));
+            }
+            (next.current_period.start != period.start).then_some(period)
+        }
+        SubscriptionStatus::Paused if next.status != SubscriptionStatus::Paused => {
+            let end = previous.paused_at.unwrap_or(period.end).min(period.end);
+            Period::new(period.start, end).ok()
+        }
+        _ => None,
+    }
+}
+
+/// The latest value reported: the event with the greatest `(timestamp, transaction_id)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Latest {
+    pub at: Timestamp,
+    pub transaction_id: String,
+    #[serde(with = "crate::kernel::decimal::serde_decimal")]
+    pub value: Decimal,
+}
+
+/// The aggregate of a set of events of one metric in one period. Every aggregation is kept
+/// (they cost nothing), so a rollup can answer any of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Aggregate {
+    /// Number of events.
+    pub events: u64,
+    #[serde(with = "crate::kernel::decimal::serde_decimal")]
+    pub sum: Decimal,
+    #[serde(with = "crate::kernel::decimal::serde_decimal::option", default)]
+    pub max: Option<Decimal>,
+    #[serde(default)]
+    pub latest: Option<Latest>,
+    /// Distinct values seen (unique_count).
+    pub unique: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the aggregate overflowed")]
+pub struct Overflow;
+
+impl Aggregate {
+    /// Adds one event. `new_value` says whether a distinct value was not seen before in
+    /// this aggregate (the store knows, from its marker items).
+    pub fn apply(&mut self, event: &UsageEvent, new_value: bool) -> Result<(), Overflow> {
+        self.events = self.events.checked_add(1).ok_or(Overflow)?;
+        match &event.value {
+            Measured::Occurrence => {}
+            Measured::Number { value } => {
+                self.sum = self.sum.checked_add(*value).ok_or(Overflow)?;
+                self.max = Some(self.max.map_or(*value, |m| m.max(*value)));
+                let newer = self.latest.as_ref().is_none_or(|l| {
+                    (event.timestamp, event.transaction_id.as_str())
+                        > (l.at, l.transaction_id.as_str())
+                });
+                if newer {
+                    self.latest = Some(Latest {
+                        at: event.timestamp,
+                        transaction_id: event.transaction_id.clone(),
+                        value: *value,
+                    });
+                }
+            }
+            Measured::Distinct { .. } => {
+                if new_value {
+                    self.unique = self.unique.checked_add(1).ok_or(Overflow)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Combines the aggregates of two disjoint sets of events. `shared_values` is how many
+    /// distinct values both sets saw (0 when their values are disjoint): unique counts
+    /// combine by union, everything else exactly.
+    pub fn combine(&self, other: &Aggregate, shared_values: u64) -> Result<Aggregate, Overflow> {
+        let latest = match (&self.latest, &other.latest) {
+            (Some(a), Some(b)) => Some(if (a.at, &a.transaction_id) >= (b.at, &b.transaction_id) {
+                a.clone()
+            } else {
+                b.clone()
+            }),
+            (a, b) => a.clone().or_else(|| b.clone()),
+        };
+        Ok(Aggregate {
+            events: self.events.checked_add(other.events).ok_or(Overflow)?,
+            sum: self.sum.checked_add(other.sum).ok_or(Overflow)?,
+            max: match (self.max, other.max) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
+            latest,
+            unique: (self.unique + other.unique)
+                .checked_sub(shared_values)
+                .ok_or(Overflow)?,
+        })
+    }
+
+    /// The quantity a metric with `aggregation` bills.
+    pub fn quantity(&self, aggregation: Aggregation) -> Decimal {
+        match aggregation {
+            Aggregation::Count => Decimal::from(self.events),
+            Aggregation::Sum => self.sum,
+            Aggregation::Max => self.max.unwrap_or_default(),
+            Aggregation::UniqueCount => Decimal::from(self.unique),
+            Aggregation::Latest => self.latest.as_ref().map(|l| l.value).unwrap_or_default(),
+        }
+    }
+
+    /// What the engine prices for `model`: percentage charges take the period's total and
+    /// count of transactions (the sum of the values and the number of events); every other
+    /// model takes the quantity.
+    pub fn usage(&self, aggregation: Aggregation, model: &ChargeModel) -> Usage {
+        match model {
+            ChargeModel::Percentage(_) => Usage::Aggregate {
+                total_amount: self.sum,
+                count: self.events,
+            },
+            _ => Usage::quantity(self.quantity(aggregation)),
+        }
+    }
+}
+
+/// The id of the supplemental invoice for late usage of a subscription's period, made from
+/// the rollup versions it bills: the same late usage always gives the same id, so it can be
+/// written once.
+pub fn supplemental_invoice_id(
+    subscription: SubscriptionId,
+    period_start: Timestamp,
+    billed: &[(String, u64)],
+) -> InvoiceId {
+    let mut hasher = Sha256::new();
+    hasher.update(format!(
+        "{subscription}:late:{}",
+        period_start.as_millisecond()
+    ));
+    for (metric, version) in billed {
+        hasher.update(format!(":{metric}@{version}"));
+    }
+    let digest = hasher.finalize();
+    let mut random = [0u8; 16];
+    random[6..].copy_from_slice(&digest[..10]);
+    let millis = u64::try_from(period_start.as_millisecond().max(0)).unwrap_or(0);
+    InvoiceId::from_ulid(Ulid::from_parts(millis, u128::from_be_bytes(random)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::ids::MetricId;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn metric(aggregation: Aggregation, field: Option<&str>) -> Metric {
+        Metric {
+            id: MetricId::from_ulid(Ulid::from_parts(1, 1)),
+            code: "m".into(),
+            name: "M".into(),
+            description: None,
+            aggregation,
+            field: field.map(Into::into),
+            recurring: false,
+            created_at: Timestamp::UNIX_EPOCH,
+            updated_at: Timestamp::UNIX_EPOCH,
+            version: 1,
+        }
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn event(
+        m: &Metric,
+        id: &str,
+        value: Option<Value>,
+        t: Timestamp,
+    ) -> Result<UsageEvent, ValidationError> {
+        UsageEvent::validate(id.into(), m, value.as_ref(), BTreeMap::new(), t, at(0))
+    }
+
+    #[test]
+    fn sum_values_must_be_numbers_without_floats() {
+        let m = metric(Aggregation::Sum, Some("bytes"));
+        for bad in [
+            serde_json::json!("abc"),
+            serde_json::json!(1.5),
+            serde_json::json!(true),
+        ] {
+            let err = event(&m, "t1", Some(bad), at(0)).unwrap_err();
+            assert_eq!((err.code, err.param.as_str()), ("invalid_value", "value"));
+        }
+        let ok = event(&m, "t1", Some(serde_json::json!("12.5")), at(0)).unwrap();
+        assert_eq!(
+            ok.value,
+            Measured::Number {
+                value: Decimal::new(125, 1)
+            }
+        );
+        // The metric's field is read from the properties when `value` is absent.
+        let from_property = UsageEvent::validate(
+            "t2".into(),
+            &m,
+            None,
+            BTreeMap::from([("bytes".into(), serde_json::json!(7))]),
+            at(0),
+            at(0),
+        )
+        .unwrap();
+        assert_eq!(
+            from_property.value,
+            Measured::Number {
+                value: Decimal::from(7)
+            }
+        );
+        let missing = event(&m, "t3", None, at(0)).unwrap_err();
+        assert_eq!(missing.param, "properties");
+    }
+
+    #[test]
+    fn timestamps_more_than_five_minutes_ahead_are_refused() {
+        let m = metric(Aggregation::Count, None);
+        assert!(event(&m, "t", None, at(300)).is_ok());
+        let err = event(&m, "t", None, at(301)).unwrap_err();
+        assert_eq!(
+            (err.code, err.param.as_str()),
+            ("timestamp_in_future", "timestamp")
+        );
+        assert_eq!(
+            event(&m, "", None, at(0)).unwrap_err().code,
+            "invalid_transaction_id"
+        );
+    }
+
+    #[test]
+    fn latest_keeps_the_newest_event_whatever_the_arrival_order() {
+        let m = metric(Aggregation::Latest, Some("seats"));
+        let old = event(&m, "a", Some(serde_json::json!(9)), at(-10)).unwrap();
+        let new = event(&m, "b", Some(serde_json::json!(4)), at(-5)).unwrap();
+        let mut one = Aggregate::default();
+        one.apply(&new, false).unwrap();
+        one.apply(&old, false).unwrap();
+        assert_eq!(one.quantity(Aggregation::Latest), Decimal::from(4));
+        assert_eq!(one.quantity(Aggregation::Max), Decimal::from(9));
+        assert_eq!(one.quantity(Aggregation::Sum), Decimal::from(13));
+        assert_eq!(one.quantity(Aggregation::Count), Decimal::from(2));
+    }
+
+    /// A table of 30 events (timestamp offset, number, distinct value) and a delivery
+    /// sequence of their indices: the same transaction id always carries the same event.
+    fn deliveries() -> impl Strategy<Value = (Vec<(i64, i64, u8)>, Vec<usize>)> {
+        (
+            prop::collection::vec((-3000i64..0, -1000i64..100_000, 0u8..8), 30),
+            prop::collection::vec(0usize..30, 0..60),
+        )
+    }
+
+    /// Each event measured twice: as a number (sum, max, latest) and as a distinct value.
+    fn to_events(table: &[(i64, i64, u8)], order: &[usize]) -> Vec<(UsageEvent, UsageEvent)> {
+        let numbers = metric(Aggregation::Sum, Some("v"));
+        let distinct = metric(Aggregation::UniqueCount, Some("v"));
+        order
+            .iter()
+            .map(|&i| {
+                let (t, v, d) = table[i];
+                let id = format!("tx{i}");
+                let n = event(&numbers, &id, Some(serde_json::json!(v)), at(t)).unwrap();
+                let u = event(
+                    &distinct,
+                    &id,
+                    Some(serde_json::json!(format!("d{d}"))),
+                    at(t),
+                )
+                .unwrap();
+                (n, u)
+            })
+            .collect()
+    }
+
+    /// What a store does: skips transaction ids it has, counts a distinct value once.
+    fn ingest(
+        aggs: &mut (Aggregate, Aggregate),
+        seen_ids: &mut BTreeSet<String>,
+        seen_values: &mut BTreeSet<String>,
+        events: &[(UsageEvent, UsageEvent)],
+    ) {
+        for (n, u) in events {
+            if seen_ids.insert(n.transaction_id.clone()) {
+                aggs.0.apply(n, false).unwrap();
+                let Measured::Distinct { value } = &u.value else {
+                    unreachable!()
+                };
+                aggs.1.apply(u, seen_values.insert(value.clone())).unwrap();
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn aggregation_is_order_independent_and_duplicate_free(
+            (table, order) in deliveries(),
+            seed in any::<u64>(),
+        ) {
+            let events = to_events(&table, &order);
+            let mut expected = Default::default();
+            ingest(&mut expected, &mut BTreeSet::new(), &mut BTreeSet::new(), &events);
+            // Shuffle and deliver everything twice.
+            let mut shuffled = events.clone();
+            shuffled.extend(events.iter().cloned());
+            let mut state = seed;
+            for i in (1..shuffled.len()).rev() {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                shuffled.swap(i, (state >> 33) as usize % (i + 1));
+            }
+            let mut got = Default::default();
+            ingest(&mut got, &mut BTreeSet::new(), &mut BTreeSet::new(), &shuffled);
+            prop_assert_eq!(got, expected);
+        }
+
+        #[test]
+        fn combining_partial_rollups_equals_aggregating_all(
+            (table, order) in deliveries(),
+            split in 0usize..60,
+        ) {
+            let mut events = to_events(&table, &order);
+            // Partial rollups are over disjoint events (the store deduplicates first).
+            let mut ids = BTreeSet::new();
+            events.retain(|(e, _)| ids.insert(e.transaction_id.clone()));
+            let split = split.min(events.len());
+            let (left, right) = events.split_at(split);
+            let mut all: (Aggregate, Aggregate) = Default::default();
+            ingest(&mut all, &mut BTreeSet::new(), &mut BTreeSet::new(), &events);
+            let (mut a, mut b): ((Aggregate, Aggregate), (Aggregate, Aggregate)) = Default::default();
+            let (mut va, mut vb) = (BTreeSet::new(), BTreeSet::new());
+            ingest(&mut a, &mut BTreeSet::new(), &mut va, left);
+            ingest(&mut b, &mut BTreeSet::new(), &mut vb, right);
+            let shared = va.intersection(&vb).count() as u64;
+            prop_assert_eq!(a.0.combine(&b.0, 0).unwrap(), all.0.clone());
+            prop_assert_eq!(b.0.combine(&a.0, 0).unwrap(), all.0.clone());
+            prop_assert_eq!(a.1.combine(&b.1, shared).unwrap(), all.1.clone());
+            prop_assert_eq!(b.1.combine(&a.1, shared).unwrap(), all.1);
+        }
+    }
+}
