@@ -1,6 +1,11 @@
-//! Authentication (`Authorization: Bearer <key>`) and authorization: every route names
-//! the one permission it needs in [`ROUTES`]; the role matrix in the domain decides.
-//! A route missing from the table is refused, so a new route cannot ship unguarded.
+//! Authentication (`Authorization: Bearer <key>`) and authorization. Every route declares
+//! who may call it in its handler's `#[utoipa::path]`: `security(("api_key" = ["read"]))`
+//! names the one permission a key needs (the role matrix in the domain decides), and
+//! `security(())` marks an open route. The table is read from the OpenAPI document once, when
+//! the router is built; a route that declares neither is refused, so none ships unguarded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -8,245 +13,105 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use billing_app::App;
 use billing_domain::customers::access::Permission;
+use serde_json::Value;
 
 use crate::observe::RequestId;
 use crate::problem::Problem;
 
-/// (method, route template, permission) for every authenticated route.
-pub const ROUTES: &[(Method, &str, Permission)] = &[
-    (Method::POST, "/v1/accounts", Permission::WriteAccounts),
-    (Method::GET, "/v1/accounts", Permission::Read),
-    (Method::GET, "/v1/accounts/{id}", Permission::Read),
-    (
-        Method::PATCH,
-        "/v1/accounts/{id}",
-        Permission::WriteAccounts,
-    ),
-    (
-        Method::DELETE,
-        "/v1/accounts/{id}",
-        Permission::WriteAccounts,
-    ),
-    (Method::POST, "/v1/api-keys", Permission::ManageApiKeys),
-    (Method::GET, "/v1/api-keys", Permission::ManageApiKeys),
-    (
-        Method::DELETE,
-        "/v1/api-keys/{id}",
-        Permission::ManageApiKeys,
-    ),
-    (Method::GET, "/v1/audit-log", Permission::Read),
-    (Method::POST, "/v1/metrics", Permission::WriteBilling),
-    (Method::GET, "/v1/metrics", Permission::Read),
-    (Method::GET, "/v1/metrics/{id}", Permission::Read),
-    (Method::PATCH, "/v1/metrics/{id}", Permission::WriteBilling),
-    (Method::POST, "/v1/plans", Permission::WriteBilling),
-    (Method::GET, "/v1/plans", Permission::Read),
-    (Method::GET, "/v1/plans/{id}", Permission::Read),
-    (Method::PATCH, "/v1/plans/{id}", Permission::WriteBilling),
-    (Method::DELETE, "/v1/plans/{id}", Permission::WriteBilling),
-    (Method::GET, "/v1/plans/{id}/versions", Permission::Read),
-    (
-        Method::POST,
-        "/v1/plans/{id}/versions",
-        Permission::WriteBilling,
-    ),
-    (
-        Method::GET,
-        "/v1/plans/{id}/subscription-count",
-        Permission::Read,
-    ),
-    (Method::POST, "/v1/prices/preview", Permission::Read),
-    (Method::POST, "/v1/subscriptions", Permission::WriteBilling),
-    (Method::GET, "/v1/subscriptions", Permission::Read),
-    (Method::GET, "/v1/subscriptions/{id}", Permission::Read),
-    (
-        Method::PATCH,
-        "/v1/subscriptions/{id}",
-        Permission::WriteBilling,
-    ),
-    (
-        Method::POST,
-        "/v1/subscriptions/{id}/cancel",
-        Permission::WriteBilling,
-    ),
-    (
-        Method::POST,
-        "/v1/subscriptions/{id}/reactivate",
-        Permission::WriteBilling,
-    ),
-    (
-        Method::POST,
-        "/v1/subscriptions/{id}/pause",
-        Permission::WriteBilling,
-    ),
-    (
-        Method::POST,
-        "/v1/subscriptions/{id}/resume",
-        Permission::WriteBilling,
-    ),
-    (
-        Method::POST,
-        "/v1/subscriptions/{id}/change-plan",
-        Permission::WriteBilling,
-    ),
-    (
-        Method::DELETE,
-        "/v1/subscriptions/{id}/scheduled-change",
-        Permission::WriteBilling,
-    ),
-    (
-        Method::GET,
-        "/v1/subscriptions/{id}/history",
-        Permission::Read,
-    ),
-    (
-        Method::GET,
-        "/v1/subscriptions/{id}/usage",
-        Permission::Read,
-    ),
-    (Method::POST, "/v1/usage", Permission::WriteBilling),
-    (Method::POST, "/v1/usage/batch", Permission::WriteBilling),
-    (Method::GET, "/v1/entitlements/check", Permission::Read),
-    (Method::POST, "/v1/invoices", Permission::WriteBilling),
-    (Method::GET, "/v1/invoices", Permission::Read),
-    (Method::POST, "/v1/invoices/preview", Permission::Read),
-    (Method::GET, "/v1/invoices/{id}", Permission::Read),
-    (
-        Method::POST,
-        "/v1/invoices/{id}/finalize",
-        Permission::WriteBilling,
-    ),
-    (
-        Method::POST,
-        "/v1/invoices/{id}/void",
-        Permission::WriteBilling,
-    ),
-    (Method::GET, "/v1/settings/dunning", Permission::Read),
-    (
-        Method::PATCH,
-        "/v1/settings/dunning",
-        Permission::WriteBilling,
-    ),
-    (Method::GET, "/v1/accounts/{id}/dunning", Permission::Read),
-    (
-        Method::POST,
-        "/v1/accounts/{id}/payment-methods",
-        Permission::WriteAccounts,
-    ),
-    (
-        Method::GET,
-        "/v1/accounts/{id}/payment-methods",
-        Permission::Read,
-    ),
-    (
-        Method::PATCH,
-        "/v1/accounts/{id}/payment-methods/{pm}",
-        Permission::WriteAccounts,
-    ),
-    (
-        Method::DELETE,
-        "/v1/accounts/{id}/payment-methods/{pm}",
-        Permission::WriteAccounts,
-    ),
-    (Method::GET, "/v1/payments", Permission::Read),
-    (Method::POST, "/v1/payments/retry", Permission::WriteBilling),
-    (Method::GET, "/v1/payments/{id}", Permission::Read),
-    (
-        Method::POST,
-        "/v1/payments/{id}/refunds",
-        Permission::WriteBilling,
-    ),
-    (
-        Method::POST,
-        "/v1/invoices/{id}/pay",
-        Permission::WriteBilling,
-    ),
-    (
-        Method::POST,
-        "/v1/invoices/{id}/mark-paid",
-        Permission::WriteBilling,
-    ),
-    (Method::GET, "/v1/credit-notes", Permission::Read),
-    (Method::GET, "/v1/settings/payments", Permission::Read),
-    (
-        Method::PATCH,
-        "/v1/settings/payments",
-        Permission::WriteBilling,
-    ),
-    (Method::GET, "/v1/settings/invoices", Permission::Read),
-    (
-        Method::PATCH,
-        "/v1/settings/invoices",
-        Permission::WriteBilling,
-    ),
-    (Method::POST, "/v1/test-clocks", Permission::WriteBilling),
-    (Method::GET, "/v1/test-clocks/{id}", Permission::Read),
-    (
-        Method::POST,
-        "/v1/test-clocks/{id}/advance",
-        Permission::WriteBilling,
-    ),
-    (Method::GET, "/v1/events", Permission::Read),
-    (Method::GET, "/v1/events/{id}", Permission::Read),
-    // Webhook endpoints hold signing secrets: managed like API keys.
-    (
-        Method::POST,
-        "/v1/events/{id}/resend",
-        Permission::ManageApiKeys,
-    ),
-    (
-        Method::POST,
-        "/v1/webhook-endpoints",
-        Permission::ManageApiKeys,
-    ),
-    (Method::GET, "/v1/webhook-endpoints", Permission::Read),
-    (Method::GET, "/v1/webhook-endpoints/{id}", Permission::Read),
-    (
-        Method::PATCH,
-        "/v1/webhook-endpoints/{id}",
-        Permission::ManageApiKeys,
-    ),
-    (
-        Method::DELETE,
-        "/v1/webhook-endpoints/{id}",
-        Permission::ManageApiKeys,
-    ),
-    (
-        Method::POST,
-        "/v1/webhook-endpoints/{id}/rotate-secret",
-        Permission::ManageApiKeys,
-    ),
-    (
-        Method::GET,
-        "/v1/webhook-endpoints/{id}/deliveries",
-        Permission::Read,
-    ),
-];
+/// The security scheme every key route names.
+pub const SCHEME: &str = "api_key";
 
-pub fn permission_for(method: &Method, route: &str) -> Option<Permission> {
-    ROUTES
-        .iter()
-        .find(|(m, r, _)| m == method && *r == route)
-        .map(|(_, _, p)| *p)
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No key: `security(())`.
+    Open,
+    /// A key whose role has this permission: `security(("api_key" = ["write_billing"]))`.
+    Key(Permission),
+}
+
+impl Access {
+    /// What an operation of the OpenAPI document declares, or `None` unless it declares
+    /// exactly one of the two forms above.
+    pub fn of(operation: &Value) -> Option<Access> {
+        let [requirement] = operation.get("security")?.as_array()?.as_slice() else {
+            return None;
+        };
+        let requirement = requirement.as_object()?;
+        if requirement.is_empty() {
+            return Some(Access::Open);
+        }
+        let [scope] = requirement.get(SCHEME)?.as_array()?.as_slice() else {
+            return None;
+        };
+        if requirement.len() != 1 {
+            return None;
+        }
+        serde_json::from_value(scope.clone()).ok().map(Access::Key)
+    }
+}
+
+/// Every (method, route template, operation) of an OpenAPI document.
+pub fn operations(document: &Value) -> impl Iterator<Item = (Method, &str, &Value)> {
+    document["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(move |(method, operation)| {
+                    let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).ok()?;
+                    Some((method, path.as_str(), operation))
+                })
+        })
+}
+
+/// The authentication layer's state: the app and, per (method, route template), the access
+/// its operation declares.
+#[derive(Clone)]
+pub struct Guard {
+    app: App,
+    access: Arc<HashMap<(Method, String), Access>>,
+}
+
+impl Guard {
+    pub fn new(app: App, document: &utoipa::openapi::OpenApi) -> Self {
+        let document = serde_json::to_value(document).unwrap_or_default();
+        let access = operations(&document)
+            .filter_map(|(method, path, operation)| {
+                Some(((method, path.to_owned()), Access::of(operation)?))
+            })
+            .collect();
+        Guard {
+            app,
+            access: Arc::new(access),
+        }
+    }
 }
 
 /// Marks a response with the tenant that made the request, for the request log.
 #[derive(Clone, Debug)]
 pub struct TenantTag(pub String);
 
-pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Response {
+pub async fn authenticate(State(guard): State<Guard>, mut req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    let Some(permission) = permission_for(req.method(), &route) else {
-        return Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this route is not open to API keys",
-        )
-        .into_response();
+    let permission = match guard.access.get(&(req.method().clone(), route)) {
+        Some(Access::Open) => return next.run(req).await,
+        Some(Access::Key(permission)) => *permission,
+        None => {
+            return Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this route is not open to API keys",
+            )
+            .into_response()
+        }
     };
     let bearer = req
         .headers()
@@ -266,7 +131,7 @@ pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) 
         .into_response();
     };
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-    let caller = match app.authenticate(bearer, request_id).await {
+    let caller = match guard.app.authenticate(bearer, request_id).await {
         Ok(caller) => caller,
         Err(err) => return Problem::from(err).into_response(),
     };

@@ -1,12 +1,13 @@
-//! The OpenAPI 3.1 description, generated from the handlers and types themselves.
+//! The OpenAPI 3.1 description, generated from the handlers and types themselves: the
+//! paths come from the routes the router serves ([`routes::all`]), so they cannot differ.
 
+use billing_app::App;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::event_catalog::EventCatalog;
-use crate::routes::{
-    accounts, api_keys, audit, billing, catalog, dunning, events, health, payments, usage, webhooks,
-};
+use crate::routes;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,33 +18,11 @@ use crate::routes::{
                        every POST accepts an `Idempotency-Key`; lists use cursor pagination.",
         version = "1.0.0"
     ),
-    paths(
-        accounts::create, accounts::get, accounts::list, accounts::update, accounts::delete,
-        api_keys::create, api_keys::list, api_keys::revoke,
-        audit::list,
-        catalog::create_metric, catalog::list_metrics, catalog::get_metric, catalog::update_metric,
-        catalog::create_plan, catalog::list_plans, catalog::get_plan, catalog::update_plan, catalog::deactivate_plan,
-        catalog::list_versions, catalog::create_version, catalog::subscription_count, catalog::preview_price,
-        billing::create_subscription, billing::list_subscriptions, billing::get_subscription, billing::update_subscription,
-        billing::cancel_subscription, billing::reactivate_subscription, billing::pause_subscription, billing::resume_subscription,
-        billing::change_plan, billing::cancel_scheduled_change, billing::history,
-        billing::create_invoice, billing::list_invoices, billing::get_invoice, billing::finalize_invoice, billing::void_invoice,
-        billing::preview_invoice, billing::get_invoice_settings, billing::update_invoice_settings, billing::create_test_clock, billing::get_test_clock, billing::advance_test_clock,
-        dunning::get_settings, dunning::update_settings, dunning::get_case,
-        payments::attach, payments::list_methods, payments::update_method, payments::detach,
-        payments::list_payments, payments::get_payment, payments::pay_invoice, payments::retry, payments::mark_paid,
-        payments::refund, payments::list_credit_notes, payments::get_settings, payments::update_settings,
-        usage::record, usage::record_batch, usage::subscription_usage, usage::check,
-        events::list, events::get, events::resend,
-        webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
-        webhooks::rotate_secret, webhooks::deliveries,
-        health::live, health::ready,
-    ),
     components(schemas(
         crate::problem::ProblemDocument,
         billing_domain::usage::entitlements::UsageThreshold
     )),
-    modifiers(&BearerAuth, &EventCatalog),
+    modifiers(&BearerAuth),
     security(("api_key" = [])),
     tags(
         (name = "accounts", description = "Customer accounts"),
@@ -80,8 +59,18 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The documented routes and the whole document describing them.
+pub fn split() -> (axum::Router<App>, utoipa::openapi::OpenApi) {
+    let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::all())
+        .split_for_parts();
+    // The catalog points at the schemas the routes bring, so it comes after them.
+    EventCatalog.modify(&mut document);
+    (router, document)
+}
+
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    split().1
 }
 
 /// `GET /v1/openapi.json`, rendered once per process.

@@ -24,8 +24,9 @@ pub enum Role {
     FinanceViewer,
 }
 
-/// What a route needs. Every route declares exactly one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// What a route needs. Every route declares exactly one, as the scope of its OpenAPI
+/// security requirement (`write_billing`), which is read back with `Deserialize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Permission {
     /// Read any billing data of the tenant.

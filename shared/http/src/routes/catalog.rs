@@ -16,10 +16,23 @@ use billing_domain::kernel::ids::{MetricId, PlanId};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
+
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(create_metric, list_metrics))
+        .routes(routes!(get_metric, update_metric))
+        .routes(routes!(create_plan, list_plans))
+        .routes(routes!(get_plan, update_plan, deactivate_plan))
+        .routes(routes!(list_versions, create_version))
+        .routes(routes!(subscription_count))
+        .routes(routes!(preview_price))
+}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +43,7 @@ pub struct PageQuery {
 }
 
 /// Creates a billable metric.
-#[utoipa::path(post, path = "/v1/metrics", tag = "catalog", request_body = NewMetric,
+#[utoipa::path(post, path = "/v1/metrics", tag = "catalog", security(("api_key" = ["write_billing"])), request_body = NewMetric,
     responses((status = 201, body = Metric), (status = 400, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn create_metric(
     State(app): State<App>,
@@ -43,7 +56,7 @@ pub async fn create_metric(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/metrics", tag = "catalog", params(PageQuery),
+#[utoipa::path(get, path = "/v1/metrics", tag = "catalog", security(("api_key" = ["read"])), params(PageQuery),
     responses((status = 200, body = inline(List<Metric>)), (status = 400, body = ProblemDocument)))]
 pub async fn list_metrics(
     State(app): State<App>,
@@ -58,7 +71,7 @@ pub async fn list_metrics(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/metrics/{id}", tag = "catalog", params(("id" = String, Path, description = "`bm_…`")),
+#[utoipa::path(get, path = "/v1/metrics/{id}", tag = "catalog", security(("api_key" = ["read"])), params(("id" = String, Path, description = "`bm_…`")),
     responses((status = 200, body = Metric), (status = 404, body = ProblemDocument)))]
 pub async fn get_metric(
     State(app): State<App>,
@@ -70,7 +83,7 @@ pub async fn get_metric(
 }
 
 /// Renames or redescribes a metric; its code and aggregation are fixed.
-#[utoipa::path(patch, path = "/v1/metrics/{id}", tag = "catalog", request_body = MetricPatch,
+#[utoipa::path(patch, path = "/v1/metrics/{id}", tag = "catalog", security(("api_key" = ["write_billing"])), request_body = MetricPatch,
     params(("id" = String, Path, description = "`bm_…`")),
     responses((status = 200, body = Metric), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument)))]
 pub async fn update_metric(
@@ -104,7 +117,7 @@ impl From<PlanWithPrices> for PlanView {
 }
 
 /// Creates a plan with its first price version, effective now.
-#[utoipa::path(post, path = "/v1/plans", tag = "catalog", request_body = NewPlan,
+#[utoipa::path(post, path = "/v1/plans", tag = "catalog", security(("api_key" = ["write_billing"])), request_body = NewPlan,
     responses((status = 201, body = PlanView), (status = 400, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn create_plan(
     State(app): State<App>,
@@ -127,7 +140,7 @@ pub struct PlanQuery {
     active: Option<bool>,
 }
 
-#[utoipa::path(get, path = "/v1/plans", tag = "catalog", params(PlanQuery),
+#[utoipa::path(get, path = "/v1/plans", tag = "catalog", security(("api_key" = ["read"])), params(PlanQuery),
     responses((status = 200, body = inline(List<Plan>)), (status = 400, body = ProblemDocument)))]
 pub async fn list_plans(
     State(app): State<App>,
@@ -144,7 +157,7 @@ pub async fn list_plans(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/plans/{id}", tag = "catalog", params(("id" = String, Path, description = "`plan_…`")),
+#[utoipa::path(get, path = "/v1/plans/{id}", tag = "catalog", security(("api_key" = ["read"])), params(("id" = String, Path, description = "`plan_…`")),
     responses((status = 200, body = PlanView), (status = 404, body = ProblemDocument)))]
 pub async fn get_plan(
     State(app): State<App>,
@@ -160,7 +173,7 @@ pub async fn get_plan(
 
 /// Changes a plan's name, description, trial, proration or metadata. Prices change only
 /// through a new version.
-#[utoipa::path(patch, path = "/v1/plans/{id}", tag = "catalog", request_body = PlanPatch,
+#[utoipa::path(patch, path = "/v1/plans/{id}", tag = "catalog", security(("api_key" = ["write_billing"])), request_body = PlanPatch,
     params(("id" = String, Path, description = "`plan_…`")),
     responses((status = 200, body = Plan), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn update_plan(
@@ -177,7 +190,7 @@ pub async fn update_plan(
 }
 
 /// Deactivates a plan: no new subscriptions; existing subscriptions continue.
-#[utoipa::path(delete, path = "/v1/plans/{id}", tag = "catalog", params(("id" = String, Path, description = "`plan_…`")),
+#[utoipa::path(delete, path = "/v1/plans/{id}", tag = "catalog", security(("api_key" = ["write_billing"])), params(("id" = String, Path, description = "`plan_…`")),
     responses((status = 200, body = Plan), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn deactivate_plan(
     State(app): State<App>,
@@ -192,7 +205,7 @@ pub async fn deactivate_plan(
 }
 
 /// Every price version of the plan, oldest first.
-#[utoipa::path(get, path = "/v1/plans/{id}/versions", tag = "catalog", params(("id" = String, Path, description = "`plan_…`")),
+#[utoipa::path(get, path = "/v1/plans/{id}/versions", tag = "catalog", security(("api_key" = ["read"])), params(("id" = String, Path, description = "`plan_…`")),
     responses((status = 200, body = inline(List<PlanVersion>)), (status = 404, body = ProblemDocument)))]
 pub async fn list_versions(
     State(app): State<App>,
@@ -213,7 +226,7 @@ pub async fn list_versions(
 
 /// Writes new prices as the next version, effective from a time (default now). Existing
 /// subscriptions keep their version unless `migrate_existing` moves them at their next renewal.
-#[utoipa::path(post, path = "/v1/plans/{id}/versions", tag = "catalog", request_body = NewPlanVersion,
+#[utoipa::path(post, path = "/v1/plans/{id}/versions", tag = "catalog", security(("api_key" = ["write_billing"])), request_body = NewPlanVersion,
     params(("id" = String, Path, description = "`plan_…`")),
     responses((status = 201, body = PlanVersion), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn create_version(
@@ -244,7 +257,7 @@ pub struct SubscriptionCountView {
 }
 
 /// How many subscriptions use the plan, per price version.
-#[utoipa::path(get, path = "/v1/plans/{id}/subscription-count", tag = "catalog", params(("id" = String, Path, description = "`plan_…`")),
+#[utoipa::path(get, path = "/v1/plans/{id}/subscription-count", tag = "catalog", security(("api_key" = ["read"])), params(("id" = String, Path, description = "`plan_…`")),
     responses((status = 200, body = SubscriptionCountView), (status = 404, body = ProblemDocument)))]
 pub async fn subscription_count(
     State(app): State<App>,
@@ -322,7 +335,7 @@ fn invalid(code: &'static str, param: &'static str, message: &str) -> Problem {
 
 /// The price calculator: what a charge costs for a quantity or for transactions, with the
 /// derivation. Writes nothing; usable for a public pricing page.
-#[utoipa::path(post, path = "/v1/prices/preview", tag = "catalog", request_body = PricePreviewRequest,
+#[utoipa::path(post, path = "/v1/prices/preview", tag = "catalog", security(("api_key" = ["read"])), request_body = PricePreviewRequest,
     responses((status = 200, body = PricePreview), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument)))]
 pub async fn preview_price(
     State(app): State<App>,

@@ -10,14 +10,24 @@ use billing_domain::usage::meter::{UsageEventInput, UsageOutcome, UsageStatus};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::billing::timestamp;
+use super::billing::invoices::timestamp;
 use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(record))
+        .routes(routes!(record_batch))
+        .routes(routes!(subscription_usage))
+        .routes(routes!(check))
+}
+
 /// Records one usage event. Accepted: 202; a transaction id seen before: 200 with
 /// `status: duplicate` (nothing counted again); refused: problem+json naming the field.
-#[utoipa::path(post, path = "/v1/usage", tag = "usage", request_body = UsageEventInput,
+#[utoipa::path(post, path = "/v1/usage", tag = "usage", security(("api_key" = ["write_billing"])), request_body = UsageEventInput,
     responses((status = 202, body = UsageOutcome), (status = 200, body = UsageOutcome), (status = 400, body = ProblemDocument)))]
 pub async fn record(
     State(app): State<App>,
@@ -50,7 +60,7 @@ pub struct UsageBatchResult {
 
 /// Records up to 100 events. Each is accepted, a duplicate, or rejected with its reason;
 /// an event is written whole or not at all, and the others go on without a rejected one.
-#[utoipa::path(post, path = "/v1/usage/batch", tag = "usage", request_body = UsageBatch,
+#[utoipa::path(post, path = "/v1/usage/batch", tag = "usage", security(("api_key" = ["write_billing"])), request_body = UsageBatch,
     responses((status = 200, body = UsageBatchResult), (status = 400, body = ProblemDocument)))]
 pub async fn record_batch(
     State(app): State<App>,
@@ -81,7 +91,7 @@ pub struct UsageQuery {
 
 /// A subscription's usage: per metric the aggregate and the amount so far with its
 /// derivation, and for the current period the invoice its end would produce.
-#[utoipa::path(get, path = "/v1/subscriptions/{id}/usage", tag = "usage", params(("id" = String, Path, description = "`sub_…`"), UsageQuery),
+#[utoipa::path(get, path = "/v1/subscriptions/{id}/usage", tag = "usage", security(("api_key" = ["read"])), params(("id" = String, Path, description = "`sub_…`"), UsageQuery),
     responses((status = 200, body = SubscriptionUsage), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument)))]
 pub async fn subscription_usage(
     State(app): State<App>,
@@ -122,7 +132,7 @@ pub struct CheckQuery {
 
 /// May the account use the metric now? `allowed` and `remaining` in the current period,
 /// from one read in the common case, so your API can enforce quotas on every request.
-#[utoipa::path(get, path = "/v1/entitlements/check", tag = "usage", params(CheckQuery),
+#[utoipa::path(get, path = "/v1/entitlements/check", tag = "usage", security(("api_key" = ["read"])), params(CheckQuery),
     responses((status = 200, body = EntitlementCheck), (status = 400, body = ProblemDocument)))]
 pub async fn check(
     State(app): State<App>,

@@ -7,9 +7,17 @@ use billing_domain::collection::dunning::{DunningCase, DunningPolicy, DunningSte
 use billing_domain::kernel::ids::AccountId;
 use serde::Deserialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::extract::{path_id, ApiJson, Auth, Reply};
 use crate::problem::{ApiResult, ProblemDocument};
+
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(get_settings, update_settings))
+        .routes(routes!(get_case))
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -26,7 +34,7 @@ pub struct DunningSettingsRequest {
 
 /// The tenant's dunning policy: by default a reminder on day 3, a warning on day 7
 /// (account `warning`) and a block on day 14 (account `blocked`).
-#[utoipa::path(get, path = "/v1/settings/dunning", tag = "dunning", responses((status = 200, body = DunningPolicy)))]
+#[utoipa::path(get, path = "/v1/settings/dunning", tag = "dunning", security(("api_key" = ["read"])), responses((status = 200, body = DunningPolicy)))]
 pub async fn get_settings(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -36,7 +44,7 @@ pub async fn get_settings(
 
 /// Replaces the tenant's dunning policy. Cases already running keep the policy they opened
 /// with; the new one applies to cases opened from now on.
-#[utoipa::path(patch, path = "/v1/settings/dunning", tag = "dunning", request_body = DunningSettingsRequest,
+#[utoipa::path(patch, path = "/v1/settings/dunning", tag = "dunning", security(("api_key" = ["write_billing"])), request_body = DunningSettingsRequest,
     responses((status = 200, body = DunningPolicy), (status = 400, body = ProblemDocument)))]
 pub async fn update_settings(
     State(app): State<App>,
@@ -50,7 +58,7 @@ pub async fn update_settings(
 }
 
 /// The account's latest dunning case: its overdue invoices, the steps taken and the next.
-#[utoipa::path(get, path = "/v1/accounts/{id}/dunning", tag = "dunning",
+#[utoipa::path(get, path = "/v1/accounts/{id}/dunning", tag = "dunning", security(("api_key" = ["read"])),
     params(("id" = String, Path, description = "`acct_…`")),
     responses((status = 200, body = DunningCase), (status = 404, body = ProblemDocument)))]
 pub async fn get_case(

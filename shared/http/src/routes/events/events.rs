@@ -8,10 +8,19 @@ use billing_domain::events::webhook::WebhookDelivery;
 use billing_domain::kernel::ids::{EventId, WebhookEndpointId};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::extract::{optional_json, path_id, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
+
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get))
+        .routes(routes!(resend))
+}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +39,7 @@ pub struct ListEventsQuery {
 }
 
 /// Lists the events of the last 30 days, newest first.
-#[utoipa::path(get, path = "/v1/events", tag = "events", params(ListEventsQuery),
+#[utoipa::path(get, path = "/v1/events", tag = "events", security(("api_key" = ["read"])), params(ListEventsQuery),
     responses((status = 200, body = inline(List<EventEnvelope>)), (status = 400, body = ProblemDocument)))]
 pub async fn list(
     State(app): State<App>,
@@ -53,7 +62,7 @@ pub async fn list(
 }
 
 /// Retrieves one event (kept for 30 days).
-#[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events", security(("api_key" = ["read"])),
     params(("id" = String, Path, description = "Event id, `evt_…`")),
     responses((status = 200, body = EventEnvelope), (status = 404, body = ProblemDocument)))]
 pub async fn get(
@@ -74,7 +83,7 @@ pub struct ResendRequest {
 }
 
 /// Delivers an event again as a new delivery (with its own retries). The body is optional.
-#[utoipa::path(post, path = "/v1/events/{id}/resend", tag = "events", request_body(content = Option<ResendRequest>),
+#[utoipa::path(post, path = "/v1/events/{id}/resend", tag = "events", security(("api_key" = ["manage_api_keys"])), request_body(content = Option<ResendRequest>),
     params(("id" = String, Path, description = "Event id, `evt_…`")),
     responses((status = 202, body = inline(List<WebhookDelivery>)), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn resend(

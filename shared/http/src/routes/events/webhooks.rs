@@ -10,10 +10,20 @@ use billing_domain::kernel::ids::{DeliveryId, WebhookEndpointId};
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::extract::{optional_json, path_id, ApiJson, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
+
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get, update, delete))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(deliveries))
+}
 
 /// An endpoint with its signing secret: only in the answers to create and rotate.
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,7 +48,7 @@ fn endpoint_id(raw: &str) -> Result<WebhookEndpointId, crate::problem::Problem> 
 }
 
 /// Adds a webhook endpoint; the answer holds its signing secret, once.
-#[utoipa::path(post, path = "/v1/webhook-endpoints", tag = "webhooks", request_body = NewWebhookEndpoint,
+#[utoipa::path(post, path = "/v1/webhook-endpoints", tag = "webhooks", security(("api_key" = ["manage_api_keys"])), request_body = NewWebhookEndpoint,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body replay the first response for 24 hours.")),
     responses((status = 201, body = WebhookEndpointWithSecret), (status = 400, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn create(
@@ -61,7 +71,7 @@ pub struct ListQuery {
 }
 
 /// Lists webhook endpoints, oldest first.
-#[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "webhooks", params(ListQuery),
+#[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "webhooks", security(("api_key" = ["read"])), params(ListQuery),
     responses((status = 200, body = inline(List<WebhookEndpointView>)), (status = 400, body = ProblemDocument)))]
 pub async fn list(
     State(app): State<App>,
@@ -80,7 +90,7 @@ pub async fn list(
 }
 
 /// Retrieves a webhook endpoint (without its secret).
-#[utoipa::path(get, path = "/v1/webhook-endpoints/{id}", tag = "webhooks",
+#[utoipa::path(get, path = "/v1/webhook-endpoints/{id}", tag = "webhooks", security(("api_key" = ["read"])),
     params(("id" = String, Path, description = "Webhook endpoint id, `we_…`")),
     responses((status = 200, body = WebhookEndpointView), (status = 404, body = ProblemDocument)))]
 pub async fn get(
@@ -96,7 +106,7 @@ pub async fn get(
 }
 
 /// Changes the URL, events or description, or enables/disables the endpoint.
-#[utoipa::path(patch, path = "/v1/webhook-endpoints/{id}", tag = "webhooks", request_body = WebhookEndpointPatch,
+#[utoipa::path(patch, path = "/v1/webhook-endpoints/{id}", tag = "webhooks", security(("api_key" = ["manage_api_keys"])), request_body = WebhookEndpointPatch,
     params(("id" = String, Path, description = "Webhook endpoint id, `we_…`")),
     responses((status = 200, body = WebhookEndpointView), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn update(
@@ -113,7 +123,7 @@ pub async fn update(
 }
 
 /// Deletes a webhook endpoint; its pending deliveries are given up.
-#[utoipa::path(delete, path = "/v1/webhook-endpoints/{id}", tag = "webhooks",
+#[utoipa::path(delete, path = "/v1/webhook-endpoints/{id}", tag = "webhooks", security(("api_key" = ["manage_api_keys"])),
     params(("id" = String, Path, description = "Webhook endpoint id, `we_…`")),
     responses((status = 200, body = WebhookEndpointView), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn delete(
@@ -137,7 +147,7 @@ pub struct RotateSecret {
 
 /// Replaces the signing secret; deliveries carry a signature with each secret until the
 /// previous one expires. The body is optional; the answer holds the new secret, once.
-#[utoipa::path(post, path = "/v1/webhook-endpoints/{id}/rotate-secret", tag = "webhooks", request_body(content = Option<RotateSecret>),
+#[utoipa::path(post, path = "/v1/webhook-endpoints/{id}/rotate-secret", tag = "webhooks", security(("api_key" = ["manage_api_keys"])), request_body(content = Option<RotateSecret>),
     params(("id" = String, Path, description = "Webhook endpoint id, `we_…`")),
     responses((status = 200, body = WebhookEndpointWithSecret), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument)))]
 pub async fn rotate_secret(
@@ -154,7 +164,7 @@ pub async fn rotate_secret(
 }
 
 /// The endpoint's deliveries, newest first: status, attempts, response codes, latency.
-#[utoipa::path(get, path = "/v1/webhook-endpoints/{id}/deliveries", tag = "webhooks", params(
+#[utoipa::path(get, path = "/v1/webhook-endpoints/{id}/deliveries", tag = "webhooks", security(("api_key" = ["read"])), params(
         ("id" = String, Path, description = "Webhook endpoint id, `we_…`"), ListQuery),
     responses((status = 200, body = inline(List<WebhookDelivery>)), (status = 404, body = ProblemDocument)))]
 pub async fn deliveries(

@@ -4,10 +4,16 @@ use billing_app::App;
 use billing_domain::events::record::AuditRecord;
 use serde::Deserialize;
 use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::extract::{ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
+
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new().routes(routes!(list))
+}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -20,7 +26,7 @@ pub struct AuditQuery {
 }
 
 /// The audit log, newest first: who changed what, when, and the before/after of each field.
-#[utoipa::path(get, path = "/v1/audit-log", tag = "audit", params(AuditQuery),
+#[utoipa::path(get, path = "/v1/audit-log", tag = "audit", security(("api_key" = ["read"])), params(AuditQuery),
     responses((status = 200, body = inline(List<AuditRecord>)), (status = 400, body = ProblemDocument)))]
 pub async fn list(
     State(app): State<App>,

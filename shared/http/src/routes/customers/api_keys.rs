@@ -5,10 +5,18 @@ use billing_domain::customers::access::{ApiKey, Role};
 use billing_domain::kernel::ids::ApiKeyId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
+
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(revoke))
+}
 
 /// An API key as the API shows it: never the secret, never its hash.
 #[derive(Debug, Serialize, ToSchema)]
@@ -59,7 +67,7 @@ pub struct NewApiKey {
 }
 
 /// Creates an API key (admin only). The response is the only time the secret is shown.
-#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = NewApiKey,
+#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", security(("api_key" = ["manage_api_keys"])), request_body = NewApiKey,
     responses((status = 201, body = IssuedKeyView), (status = 400, body = ProblemDocument), (status = 403, body = ProblemDocument)))]
 pub async fn create(
     State(app): State<App>,
@@ -87,7 +95,7 @@ pub struct ListQuery {
 }
 
 /// Lists the tenant's API keys, masked.
-#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(ListQuery),
+#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", security(("api_key" = ["manage_api_keys"])), params(ListQuery),
     responses((status = 200, body = inline(List<ApiKeyView>)), (status = 403, body = ProblemDocument)))]
 pub async fn list(
     State(app): State<App>,
@@ -103,7 +111,7 @@ pub async fn list(
 }
 
 /// Revokes an API key at once; requests with it get 401 from then on.
-#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys",
+#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys", security(("api_key" = ["manage_api_keys"])),
     params(("id" = String, Path, description = "API key id, `key_…`")),
     responses((status = 200, body = ApiKeyView), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn revoke(

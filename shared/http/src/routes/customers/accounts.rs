@@ -6,13 +6,21 @@ use billing_domain::customers::account::{Account, AccountPatch, AccountStatus, N
 use billing_domain::kernel::ids::AccountId;
 use serde::Deserialize;
 use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
 
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get, update, delete))
+}
+
 /// Creates a customer account.
-#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = NewAccount,
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", security(("api_key" = ["write_accounts"])), request_body = NewAccount,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body replay the first response for 24 hours.")),
     responses((status = 201, body = Account), (status = 400, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn create(
@@ -25,7 +33,7 @@ pub async fn create(
 }
 
 /// Retrieves an account, including a soft-deleted one.
-#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts",
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", security(("api_key" = ["read"])),
     params(("id" = String, Path, description = "Account id, `acct_…`")),
     responses((status = 200, body = Account), (status = 404, body = ProblemDocument)))]
 pub async fn get(
@@ -52,7 +60,7 @@ pub struct ListAccountsQuery {
 }
 
 /// Lists accounts, oldest first; deleted accounts are left out.
-#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", params(ListAccountsQuery),
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", security(("api_key" = ["read"])), params(ListAccountsQuery),
     responses((status = 200, body = inline(List<Account>)), (status = 400, body = ProblemDocument)))]
 pub async fn list(
     State(app): State<App>,
@@ -76,7 +84,7 @@ pub async fn list(
 }
 
 /// Updates an account. Absent fields stay; `null` clears; metadata merges (empty value removes).
-#[utoipa::path(patch, path = "/v1/accounts/{id}", tag = "accounts", request_body = AccountPatch,
+#[utoipa::path(patch, path = "/v1/accounts/{id}", tag = "accounts", security(("api_key" = ["write_accounts"])), request_body = AccountPatch,
     params(("id" = String, Path, description = "Account id, `acct_…`")),
     responses((status = 200, body = Account), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn update(
@@ -93,7 +101,7 @@ pub async fn update(
 }
 
 /// Soft-deletes an account: it stays readable but no longer changes or lists.
-#[utoipa::path(delete, path = "/v1/accounts/{id}", tag = "accounts",
+#[utoipa::path(delete, path = "/v1/accounts/{id}", tag = "accounts", security(("api_key" = ["write_accounts"])),
     params(("id" = String, Path, description = "Account id, `acct_…`")),
     responses((status = 200, body = Account), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn delete(
