@@ -183,3 +183,20 @@ pub fn path_id<T>(
 ) -> Result<T, Problem> {
     parse(raw, "id").map_err(|_| Problem::not_found(format!("no such {resource}: `{raw}`")))
 }
+
+/// An optional RFC 3339 time from a query parameter.
+pub fn timestamp(
+    raw: Option<&str>,
+    param: &'static str,
+) -> Result<Option<jiff::Timestamp>, Problem> {
+    raw.map(|r| {
+        r.parse::<jiff::Timestamp>().map_err(|_| {
+            Problem::invalid(
+                "invalid_timestamp",
+                param,
+                "expected an RFC 3339 time such as 2026-11-22T10:00:00Z",
+            )
+        })
+    })
+    .transpose()
+}

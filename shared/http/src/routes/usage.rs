@@ -13,8 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::billing::invoices::timestamp;
-use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
+use crate::extract::{path_id, timestamp, ApiJson, ApiQuery, Auth, Reply};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
 pub fn routes() -> OpenApiRouter<App> {

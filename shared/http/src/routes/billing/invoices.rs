@@ -20,7 +20,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
+use crate::extract::{path_id, timestamp, ApiJson, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
@@ -49,22 +49,6 @@ pub struct InvoiceQuery {
     created_from: Option<String>,
     /// Created before (RFC 3339).
     created_to: Option<String>,
-}
-
-pub(crate) fn timestamp(
-    raw: Option<&str>,
-    param: &'static str,
-) -> Result<Option<Timestamp>, Problem> {
-    raw.map(|r| {
-        r.parse::<Timestamp>().map_err(|_| {
-            Problem::invalid(
-                "invalid_timestamp",
-                param,
-                "expected an RFC 3339 time such as 2026-11-22T10:00:00Z",
-            )
-        })
-    })
-    .transpose()
 }
 
 /// Invoices, newest first.

@@ -1,7 +1,7 @@
 //! Events: the event log, webhook endpoints and the audit log.
 
 pub mod audit;
-pub mod events;
+pub mod log;
 pub mod webhooks;
 
 use billing_app::App;
@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()
-        .merge(events::routes())
+        .merge(log::routes())
         .merge(webhooks::routes())
         .merge(audit::routes())
 }
