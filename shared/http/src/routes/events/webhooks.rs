@@ -1,3 +1,6 @@
+//! Webhook endpoints. They hold signing secrets, so changing one (or resending an event to
+//! them) needs `manage_api_keys`, like API keys; reading them needs `read`.
+
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
