@@ -9,12 +9,12 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;
-use billing_app::memory::MemoryStore;
 use billing_app::ports::SystemClock;
 use billing_app::App;
 use billing_domain::collection::stripe_signature::WebhookSecrets;
 use billing_http::auth::{operations, Access};
 use billing_http::{openapi, router, stripe_webhook, EmitMetrics, UNDOCUMENTED};
+use billing_memory::MemoryStore;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -34,7 +34,11 @@ fn document() -> Value {
 
 /// What the local runner serves: the API and Stripe's webhook on one port.
 fn served() -> Router {
-    let app = App::new(Arc::new(MemoryStore::new()), Arc::new(SystemClock));
+    let app = App::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+        Arc::new(billing_aws::SandboxGateway::new()),
+    );
     router(app.clone(), EmitMetrics(false)).merge(stripe_webhook::router(
         app,
         WebhookSecrets::new(["whsec_test"]),
