@@ -13,7 +13,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use billing_app::App;
 use billing_domain::customers::access::Permission;
-use serde_json::Value;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::OpenApi;
 
 use crate::observe::RequestId;
 use crate::problem::Problem;
@@ -31,12 +32,14 @@ pub enum Access {
 }
 
 impl Access {
-    /// What an operation of the OpenAPI document declares, or `None` unless it declares
-    /// exactly one of the two forms above.
-    pub fn of(operation: &Value) -> Option<Access> {
-        let [requirement] = operation.get("security")?.as_array()?.as_slice() else {
+    /// What an operation declares, or `None` unless it declares exactly one of the two
+    /// forms above.
+    pub fn of(operation: &Operation) -> Option<Access> {
+        let [requirement] = operation.security.as_deref()? else {
             return None;
         };
+        // A requirement's scopes are private to utoipa; its JSON is `{"api_key": ["read"]}`.
+        let requirement = serde_json::to_value(requirement).ok()?;
         let requirement = requirement.as_object()?;
         if requirement.is_empty() {
             return Some(Access::Open);
@@ -52,20 +55,21 @@ impl Access {
 }
 
 /// Every (method, route template, operation) of an OpenAPI document.
-pub fn operations(document: &Value) -> impl Iterator<Item = (Method, &str, &Value)> {
-    document["paths"]
-        .as_object()
+pub fn operations(document: &OpenApi) -> impl Iterator<Item = (Method, &str, &Operation)> {
+    document.paths.paths.iter().flat_map(|(path, item)| {
+        [
+            (Method::GET, &item.get),
+            (Method::PUT, &item.put),
+            (Method::POST, &item.post),
+            (Method::DELETE, &item.delete),
+            (Method::OPTIONS, &item.options),
+            (Method::HEAD, &item.head),
+            (Method::PATCH, &item.patch),
+            (Method::TRACE, &item.trace),
+        ]
         .into_iter()
-        .flatten()
-        .flat_map(|(path, item)| {
-            item.as_object()
-                .into_iter()
-                .flatten()
-                .filter_map(move |(method, operation)| {
-                    let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).ok()?;
-                    Some((method, path.as_str(), operation))
-                })
-        })
+        .filter_map(move |(method, operation)| Some((method, path.as_str(), operation.as_ref()?)))
+    })
 }
 
 /// The authentication layer's state: the app and, per (method, route template), the access
@@ -77,9 +81,8 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new(app: App, document: &utoipa::openapi::OpenApi) -> Self {
-        let document = serde_json::to_value(document).unwrap_or_default();
-        let access = operations(&document)
+    pub fn new(app: App, document: &OpenApi) -> Self {
+        let access = operations(document)
             .filter_map(|(method, path, operation)| {
                 Some(((method, path.to_owned()), Access::of(operation)?))
             })

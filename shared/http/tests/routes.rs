@@ -12,11 +12,13 @@ use axum::Router;
 use billing_app::ports::SystemClock;
 use billing_app::App;
 use billing_domain::collection::stripe_signature::WebhookSecrets;
-use billing_http::auth::{operations, Access};
+use billing_domain::customers::access::Permission;
+use billing_http::auth::{operations, Access, SCHEME};
 use billing_http::{openapi, router, stripe_webhook, EmitMetrics, UNDOCUMENTED};
 use billing_memory::MemoryStore;
-use serde_json::Value;
 use tower::ServiceExt;
+use utoipa::openapi::path::OperationBuilder;
+use utoipa::openapi::security::SecurityRequirement;
 
 type Route = (Method, String);
 
@@ -27,10 +29,6 @@ const METHODS: [Method; 5] = [
     Method::PATCH,
     Method::DELETE,
 ];
-
-fn document() -> Value {
-    serde_json::to_value(openapi::document()).unwrap()
-}
 
 /// What the local runner serves: the API and Stripe's webhook on one port.
 fn served() -> Router {
@@ -63,7 +61,7 @@ async fn call(router: &Router, method: &Method, path: &str) -> StatusCode {
 
 #[test]
 fn every_operation_declares_a_permission_or_that_it_is_open() {
-    let document = document();
+    let document = openapi::document();
     let mut count = 0;
     for (method, path, operation) in operations(&document) {
         count += 1;
@@ -83,27 +81,36 @@ fn every_operation_declares_a_permission_or_that_it_is_open() {
 
 #[test]
 fn a_malformed_declaration_declares_nothing() {
-    let of = |security: Value| Access::of(&serde_json::json!({ "security": security }));
-    assert_eq!(of(serde_json::json!([{}])), Some(Access::Open));
-    assert!(matches!(
-        of(serde_json::json!([{"api_key": ["write_billing"]}])),
-        Some(Access::Key(_))
-    ));
-    assert_eq!(Access::of(&serde_json::json!({})), None);
-    assert_eq!(of(serde_json::json!([])), None);
-    assert_eq!(of(serde_json::json!([{"api_key": []}])), None);
-    assert_eq!(of(serde_json::json!([{"api_key": ["writes"]}])), None);
+    let of = |security: Option<Vec<SecurityRequirement>>| {
+        Access::of(&OperationBuilder::new().securities(security).build())
+    };
+    let key = |scopes: &[&str]| SecurityRequirement::new(SCHEME, scopes.iter().copied());
     assert_eq!(
-        of(serde_json::json!([{"api_key": ["read", "write_billing"]}])),
+        of(Some(vec![SecurityRequirement::default()])),
+        Some(Access::Open)
+    );
+    assert_eq!(
+        of(Some(vec![key(&["write_billing"])])),
+        Some(Access::Key(Permission::WriteBilling))
+    );
+    assert_eq!(of(None), None);
+    assert_eq!(of(Some(vec![])), None);
+    assert_eq!(of(Some(vec![key(&[])])), None);
+    assert_eq!(of(Some(vec![key(&["writes"])])), None);
+    assert_eq!(of(Some(vec![key(&["read", "write_billing"])])), None);
+    assert_eq!(
+        of(Some(vec![key(&["read"]), SecurityRequirement::default()])),
         None
     );
-    assert_eq!(of(serde_json::json!([{"api_key": ["read"]}, {}])), None);
-    assert_eq!(of(serde_json::json!([{"other": ["read"]}])), None);
+    let other = SecurityRequirement::new("other", ["read"]);
+    assert_eq!(of(Some(vec![other])), None);
+    let both = key(&["read"]).add("other", ["read"]);
+    assert_eq!(of(Some(vec![both])), None);
 }
 
 #[tokio::test]
 async fn the_router_serves_exactly_the_documented_operations_and_the_listed_open_routes() {
-    let document = document();
+    let document = openapi::document();
     let operations: BTreeSet<Route> = operations(&document)
         .map(|(method, path, _)| (method, path.to_owned()))
         .collect();
@@ -138,7 +145,7 @@ async fn the_router_serves_exactly_the_documented_operations_and_the_listed_open
 
 #[tokio::test]
 async fn each_route_asks_for_what_its_operation_declares() {
-    let document = document();
+    let document = openapi::document();
     let router = served();
     for (method, path, operation) in operations(&document) {
         let status = call(&router, &method, path).await;
