@@ -8,6 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use billing_app::App;
 use billing_domain::customers::access::Permission;
+use billing_domain::kernel::error::ErrorCode;
 
 use crate::observe::RequestId;
 use crate::problem::Problem;
@@ -243,7 +244,7 @@ pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) 
     let Some(permission) = permission_for(req.method(), &route) else {
         return Problem::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "this route is not open to API keys",
         )
         .into_response();
@@ -260,7 +261,7 @@ pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) 
     let Some(bearer) = bearer else {
         return Problem::new(
             StatusCode::UNAUTHORIZED,
-            "unauthenticated",
+            ErrorCode::Unauthenticated,
             "no API key was presented",
         )
         .into_response();

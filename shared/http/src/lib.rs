@@ -18,6 +18,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use billing_app::App;
+use billing_domain::kernel::error::ErrorCode;
 
 pub use observe::{EmitMetrics, RequestId};
 use problem::Problem;
@@ -186,7 +187,7 @@ pub fn router(app: App, metrics: EmitMetrics) -> Router {
         .method_not_allowed_fallback(|| async {
             Problem::new(
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this route does not accept that method",
             )
         })

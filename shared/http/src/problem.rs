@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use billing_app::AppError;
+use billing_domain::kernel::error::ErrorCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -67,7 +68,7 @@ impl Problem {
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::NOT_FOUND, "resource_missing", detail)
+        Problem::new(StatusCode::NOT_FOUND, ErrorCode::ResourceMissing, detail)
     }
 }
 
@@ -133,14 +134,14 @@ impl From<AppError> for Problem {
                 }
             }
             AppError::Unauthenticated(m) => {
-                Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", m)
+                Problem::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, m)
             }
-            AppError::Forbidden(m) => Problem::new(StatusCode::FORBIDDEN, "forbidden", m),
+            AppError::Forbidden(m) => Problem::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, m),
             AppError::Unavailable(m) => {
                 tracing::warn!(cause = %m, "store unavailable");
                 Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
+                    ErrorCode::TemporarilyUnavailable,
                     "the service is briefly unavailable",
                 )
             }
@@ -148,7 +149,7 @@ impl From<AppError> for Problem {
                 tracing::error!(cause = %m, "internal error");
                 Problem::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
+                    ErrorCode::InternalError,
                     "something went wrong on our side",
                 )
             }

@@ -16,6 +16,7 @@ use billing_domain::catalog::charges::Usage;
 use billing_domain::catalog::plan::NewPlan;
 use billing_domain::events::record::AuditRecord;
 use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{AccountId, InvoiceId, PlanId, SubscriptionId, TestClockId};
 use billing_domain::kernel::metadata::Metadata;
 use jiff::Timestamp;
@@ -396,7 +397,7 @@ pub(crate) fn timestamp(
     raw.map(|r| {
         r.parse::<Timestamp>().map_err(|_| {
             Problem::invalid(
-                "invalid_timestamp",
+                ErrorCode::InvalidTimestamp,
                 param,
                 "expected an RFC 3339 time such as 2026-11-22T10:00:00Z",
             )
@@ -597,13 +598,13 @@ pub async fn preview_invoice(
     let currency = || {
         let code = req.currency.as_deref().ok_or_else(|| {
             Problem::invalid(
-                "missing_field",
+                ErrorCode::MissingField,
                 "currency",
                 "a hypothetical invoice or subscription needs a currency",
             )
         })?;
         Currency::from_code(code)
-            .map_err(|e| Problem::invalid("invalid_currency", "currency", e.to_string()))
+            .map_err(|e| Problem::invalid(ErrorCode::InvalidCurrency, "currency", e.to_string()))
     };
     let hypothetical = req.inline_plan.is_some() || req.usage.is_some();
     let source = match (req.subscription, req.lines) {
@@ -613,7 +614,7 @@ pub async fn preview_invoice(
                 (None, Some(plan)) => HypotheticalPlan::Inline(Box::new(plan)),
                 _ => {
                     return Err(Problem::invalid(
-                        "invalid_source",
+                        ErrorCode::InvalidSource,
                         "plan",
                         "a hypothetical subscription takes exactly one of `plan` or `inline_plan`",
                     ))
@@ -632,7 +633,7 @@ pub async fn preview_invoice(
         }
         (Some(_), _) | (_, Some(_)) if hypothetical => {
             return Err(Problem::invalid(
-                "invalid_source",
+                ErrorCode::InvalidSource,
                 "inline_plan",
                 "`inline_plan` and `usage` describe a hypothetical subscription: give them without `subscription` or `lines`",
             ))
@@ -662,7 +663,7 @@ pub async fn preview_invoice(
         }
         _ => {
             return Err(Problem::invalid(
-                "invalid_source",
+                ErrorCode::InvalidSource,
                 "subscription",
                 "give exactly one of `subscription`, `lines`, or a hypothetical `plan`/`inline_plan`",
             ))

@@ -5,6 +5,7 @@ use billing_app::App;
 use serde_json::{json, Value};
 
 use crate::problem::{ApiResult, Problem, ProblemDocument};
+use billing_domain::kernel::error::ErrorCode;
 
 /// Liveness: answers without touching any dependency.
 #[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "The process is up")))]
@@ -20,7 +21,7 @@ pub async fn ready(State(app): State<App>) -> ApiResult<Json<Value>> {
         tracing::warn!(error = %err, "readiness check failed");
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
+            ErrorCode::NotReady,
             "the table is not reachable",
         )
     })?;

@@ -9,6 +9,7 @@ use billing_domain::collection::credit_note::CreditNote;
 use billing_domain::collection::payment::{Payment, PaymentStatus};
 use billing_domain::collection::retry::{FinalAction, PaymentSettings};
 use billing_domain::customers::payment_method::{PaymentMethod, PaymentProfile};
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{AccountId, InvoiceId, PaymentId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -129,7 +130,7 @@ pub async fn update_method(
     if !req.default {
         return Err(billing_app::AppError::Invalid(
             billing_domain::kernel::error::ValidationError::new(
-                "invalid_default",
+                ErrorCode::InvalidDefault,
                 "default",
                 "make another card the default instead of unsetting this one",
             ),
