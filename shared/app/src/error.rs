@@ -15,7 +15,7 @@ pub enum AppError {
     /// The request is well-formed but clashes with the current state.
     #[error("{message}")]
     Conflict {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         param: Option<&'static str>,
     },

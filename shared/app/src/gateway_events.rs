@@ -200,7 +200,7 @@ impl App {
         payment: &Payment,
         result: ChargeResult,
         now: Timestamp,
-    ) -> Result<Option<(CollectionWrite, Vec<&'static str>)>, AppError> {
+    ) -> Result<Option<(CollectionWrite, Vec<EventType>)>, AppError> {
         let invoice = self
             .store
             .get_invoice(tenant, payment.invoice_id)

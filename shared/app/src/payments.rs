@@ -119,7 +119,7 @@ fn busy() -> AppError {
 pub(crate) struct Recorded {
     pub(crate) write: CollectionWrite,
     outcome: Collected,
-    pub(crate) events: Vec<&'static str>,
+    pub(crate) events: Vec<EventType>,
     payment: Payment,
 }
 
@@ -672,15 +672,15 @@ impl App {
         );
         for &event_type in event_types {
             let (resource, data) = match event_type.family() {
-                Some("invoice") => match &write.invoice {
+                "invoice" => match &write.invoice {
                     Some((_, i)) => (i.id.to_string(), to_json(i)?),
                     None => continue,
                 },
-                Some("subscription") => match &write.subscription {
+                "subscription" => match &write.subscription {
                     Some((_, s)) => (s.id.to_string(), to_json(s)?),
                     None => continue,
                 },
-                Some("credit_note") => match &write.credit_note {
+                "credit_note" => match &write.credit_note {
                     Some(c) => (c.id.to_string(), to_json(c)?),
                     None => continue,
                 },

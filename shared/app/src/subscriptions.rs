@@ -855,7 +855,7 @@ enum Step {
 }
 
 /// A change that bills nothing, announced by one event.
-fn plain(next: Subscription, event: &'static str) -> Transition {
+fn plain(next: Subscription, event: EventType) -> Transition {
     Transition {
         next,
         billing: None,

@@ -717,7 +717,11 @@ mod tests {
         ];
         for (value, param, code) in cases {
             let err = charges(value.clone()).validate(&metrics()).unwrap_err();
-            assert_eq!((err.param.as_str(), err.code.as_str()), (param, code), "{value}");
+            assert_eq!(
+                (err.param.as_str(), err.code.as_str()),
+                (param, code),
+                "{value}"
+            );
         }
     }
 

@@ -600,7 +600,10 @@ mod tests {
             serde_json::json!(true),
         ] {
             let err = event(&m, "t1", Some(bad), at(0)).unwrap_err();
-            assert_eq!((err.code.as_str(), err.param.as_str()), ("invalid_value", "value"));
+            assert_eq!(
+                (err.code.as_str(), err.param.as_str()),
+                ("invalid_value", "value")
+            );
         }
         let ok = event(&m, "t1", Some(serde_json::json!("12.5")), at(0)).unwrap();
         assert_eq!(
