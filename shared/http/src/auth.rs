@@ -3,7 +3,7 @@
 //! A route missing from the table is refused, so a new route cannot ship unguarded.
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use billing_app::App;
@@ -242,12 +242,8 @@ pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) 
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
     let Some(permission) = permission_for(req.method(), &route) else {
-        return Problem::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            "this route is not open to API keys",
-        )
-        .into_response();
+        return Problem::new(ErrorCode::Forbidden, "this route is not open to API keys")
+            .into_response();
     };
     let bearer = req
         .headers()
@@ -259,12 +255,8 @@ pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) 
         })
         .map(str::trim);
     let Some(bearer) = bearer else {
-        return Problem::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthenticated,
-            "no API key was presented",
-        )
-        .into_response();
+        return Problem::new(ErrorCode::Unauthenticated, "no API key was presented")
+            .into_response();
     };
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
     let caller = match app.authenticate(bearer, request_id).await {

@@ -33,7 +33,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             });
         if !is_json {
             return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ErrorCode::UnsupportedMediaType,
                 "the request body must be JSON",
             )
@@ -52,7 +51,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 pub fn too_large() -> Problem {
     Problem::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::BodyTooLarge,
         format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
     )
@@ -157,13 +155,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
             .get::<Caller>()
             .cloned()
             .map(Auth)
-            .ok_or_else(|| {
-                Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    ErrorCode::Unauthenticated,
-                    "no API key was presented",
-                )
-            })
+            .ok_or_else(|| Problem::new(ErrorCode::Unauthenticated, "no API key was presented"))
     }
 }
 

@@ -61,7 +61,6 @@ pub async fn idempotent(State(app): State<App>, req: Request, next: Next) -> Res
         Err(err) => Problem::from(err).into_response(),
         Ok(IdempotencyClaim::Replay(stored)) => replay(stored),
         Ok(IdempotencyClaim::Mismatch) => Problem::new(
-            StatusCode::CONFLICT,
             ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was already used with a different request",
         )
@@ -69,7 +68,6 @@ pub async fn idempotent(State(app): State<App>, req: Request, next: Next) -> Res
         .hint("Use a new key for a new request; reuse a key only to retry the identical request.")
         .into_response(),
         Ok(IdempotencyClaim::InProgress) => Problem::new(
-            StatusCode::CONFLICT,
             ErrorCode::IdempotencyKeyInUse,
             "a request with this Idempotency-Key is still being processed",
         )

@@ -186,7 +186,6 @@ pub fn router(app: App, metrics: EmitMetrics) -> Router {
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
                 ErrorCode::MethodNotAllowed,
                 "this route does not accept that method",
             )

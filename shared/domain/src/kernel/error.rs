@@ -248,6 +248,30 @@ impl serde::Serialize for ErrorCode {
     }
 }
 
+/// The problem document's `code`: an enum of every code, with what each means (in
+/// `x-enum-descriptions`, aligned with `enum`) and the status it comes with.
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::extensions::Extensions;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let describe = |c: &ErrorCode| format!("{} ({})", c.description(), c.status());
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "Stable machine-readable reason; safe to branch on. `x-enum-descriptions` \
+                 says what each code means and the HTTP status it comes with.",
+            ))
+            .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+            .extensions(Some(Extensions::from_iter([(
+                "x-enum-descriptions",
+                ErrorCode::ALL.iter().map(describe).collect::<Vec<_>>(),
+            )])))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ErrorCode {}
+
 // Comparisons with wire names keep assertions on codes readable.
 impl PartialEq<str> for ErrorCode {
     fn eq(&self, other: &str) -> bool {
