@@ -9,6 +9,7 @@ use billing_app::{App, Caller};
 use billing_domain::customers::access::Role;
 use billing_domain::customers::account::{AccountPatch, AccountStatus, NewAccount};
 use billing_domain::customers::tenant::TenantMode;
+use billing_domain::kernel::error::ErrorCode;
 use jiff::{SignedDuration, Timestamp};
 
 async fn tenant(app: &App) -> Caller {
@@ -102,7 +103,7 @@ async fn contract(store: Arc<dyn Store>) {
         matches!(
             err,
             billing_app::AppError::Conflict {
-                code: "duplicate_value",
+                code: ErrorCode::DuplicateValue,
                 ..
             }
         ),
@@ -183,7 +184,7 @@ async fn contract(store: Arc<dyn Store>) {
     assert!(matches!(
         taken,
         billing_app::AppError::Conflict {
-            code: "duplicate_value",
+            code: ErrorCode::DuplicateValue,
             ..
         }
     ));
