@@ -56,12 +56,15 @@ event_types! {
     AccountUpdated => "account.updated", "Account",
         "A customer account changed; `previous_attributes` holds the old values.";
     AccountDeleted => "account.deleted", "Account", "A customer account was soft-deleted.";
-    ApiKeyCreated => "api_key.created", "ApiKey", "An API key was created (without its secret or hash).";
+    ApiKeyCreated => "api_key.created", "ApiKey",
+        "An API key was created (without its secret or hash).";
     ApiKeyRevoked => "api_key.revoked", "ApiKey", "An API key was revoked.";
-    WebhookEndpointCreated => "webhook_endpoint.created", "WebhookEndpointView", "A webhook endpoint was added.";
+    WebhookEndpointCreated => "webhook_endpoint.created", "WebhookEndpointView",
+        "A webhook endpoint was added.";
     WebhookEndpointUpdated => "webhook_endpoint.updated", "WebhookEndpointView",
         "A webhook endpoint changed (URL, events, status or its signing secret was rotated).";
-    WebhookEndpointDeleted => "webhook_endpoint.deleted", "WebhookEndpointView", "A webhook endpoint was deleted.";
+    WebhookEndpointDeleted => "webhook_endpoint.deleted", "WebhookEndpointView",
+        "A webhook endpoint was deleted.";
     WebhookEndpointDisabled => "webhook_endpoint.disabled", "WebhookEndpointView",
         "A webhook endpoint was disabled automatically after failing continuously for days.";
     DunningReminder => "dunning.reminder", "DunningCase",
@@ -71,22 +74,29 @@ event_types! {
     DunningBlocked => "dunning.blocked", "DunningCase",
         "An account was blocked by dunning: no new subscriptions or plan changes until it pays.";
     DunningUnblocked => "dunning.unblocked", "DunningCase",
-        "Every overdue invoice of an account in dunning was paid or voided; the account is active again.";
-    DunningSettingsUpdated => "dunning_settings.updated", "DunningPolicy", "The tenant's dunning policy changed.";
+        "Every overdue invoice of an account in dunning was paid or voided; the account is \
+         active again.";
+    DunningSettingsUpdated => "dunning_settings.updated", "DunningPolicy",
+        "The tenant's dunning policy changed.";
     PaymentCreated => "payment.created", "Payment",
         "A payment attempt was made by hand (pay now, a manual retry); it is charged at once.";
-    PaymentSucceeded => "payment.succeeded", "Payment", "A payment attempt was charged; its invoice is paid.";
+    PaymentSucceeded => "payment.succeeded", "Payment",
+        "A payment attempt was charged; its invoice is paid.";
     PaymentFailed => "payment.failed", "Payment",
-        "A payment attempt was declined (`failure.kind`: `hard`, no retry, or `soft`, retried on the schedule).";
+        "A payment attempt was declined (`failure.kind`: `hard`, no retry, or `soft`, retried on \
+         the schedule).";
     PaymentRequiresAction => "payment.requires_action", "Payment",
         "The customer must authenticate the payment (3-D Secure); the invoice stays open.";
     PaymentCanceled => "payment.canceled", "Payment",
         "A scheduled attempt was not made: its invoice was paid, voided or written off first.";
     PaymentRefunded => "payment.refunded", "Payment",
         "Part or all of a payment was refunded; `amount_refunded` is the total so far.";
-    PaymentDisputed => "payment.disputed", "Payment", "The customer disputed the charge at their bank.";
-    PaymentMethodAttached => "payment_method.attached", "PaymentMethodView", "A card was attached to an account.";
-    PaymentMethodUpdated => "payment_method.updated", "PaymentMethodView", "A card became the account's default.";
+    PaymentDisputed => "payment.disputed", "Payment",
+        "The customer disputed the charge at their bank.";
+    PaymentMethodAttached => "payment_method.attached", "PaymentMethodView",
+        "A card was attached to an account.";
+    PaymentMethodUpdated => "payment_method.updated", "PaymentMethodView",
+        "A card became the account's default.";
     PaymentMethodDetached => "payment_method.detached", "PaymentMethodView",
         "A card was detached (through the API or at the gateway).";
     PaymentSettingsUpdated => "payment_settings.updated", "PaymentSettings",
@@ -96,31 +106,38 @@ event_types! {
     InvoiceCreated => "invoice.created", "Invoice",
         "An invoice was issued (by a subscription's period, a usage bill or by hand).";
     InvoiceFinalized => "invoice.finalized", "Invoice",
-        "An invoice got its number and can no longer change; it is open for payment (or paid when nothing is due).";
-    InvoicePaid => "invoice.paid", "Invoice", "An invoice was paid (by a payment, or marked paid out of band).";
+        "An invoice got its number and can no longer change; it is open for payment (or paid \
+         when nothing is due).";
+    InvoicePaid => "invoice.paid", "Invoice",
+        "An invoice was paid (by a payment, or marked paid out of band).";
     InvoicePaymentFailed => "invoice.payment_failed", "Invoice",
-        "A payment attempt on the invoice failed; `next_payment_attempt` says when the next is due.";
+        "A payment attempt on the invoice failed; `next_payment_attempt` says when the next is \
+         due.";
     InvoicePaymentActionRequired => "invoice.payment_action_required", "Invoice",
         "The invoice's payment waits for the customer to authenticate (3-D Secure).";
     InvoiceOverdue => "invoice.overdue", "Invoice",
         "An invoice the customer pays by themselves (`send_invoice`) passed its due date unpaid.";
     InvoiceMarkedUncollectible => "invoice.marked_uncollectible", "Invoice",
         "The last payment attempt failed and the tenant writes such invoices off.";
-    InvoiceVoided => "invoice.voided", "Invoice", "An invoice was voided; nothing is owed on it any more.";
+    InvoiceVoided => "invoice.voided", "Invoice",
+        "An invoice was voided; nothing is owed on it any more.";
     InvoiceSettingsUpdated => "invoice_settings.updated", "InvoiceSettings",
         "The tenant's invoice settings (number prefix, payment terms) changed.";
-    SubscriptionCreated => "subscription.created", "Subscription", "A subscription was created (in trial or active).";
+    SubscriptionCreated => "subscription.created", "Subscription",
+        "A subscription was created (in trial or active).";
     SubscriptionActivated => "subscription.activated", "Subscription",
         "A subscription started its first paid period (at creation or when its trial ended).";
     SubscriptionTrialWillEnd => "subscription.trial_will_end", "Subscription",
         "A subscription's trial ends in three days.";
-    SubscriptionTrialEnded => "subscription.trial_ended", "Subscription", "A subscription's trial ended.";
+    SubscriptionTrialEnded => "subscription.trial_ended", "Subscription",
+        "A subscription's trial ended.";
     SubscriptionRenewed => "subscription.renewed", "Subscription",
         "A subscription entered its next period; the period's invoice is created with it.";
     SubscriptionUpdated => "subscription.updated", "Subscription",
         "A subscription changed (quantity, metadata, a payment's effect on its status).";
     SubscriptionPlanChanged => "subscription.plan_changed", "Subscription",
-        "A subscription moved to other terms (plan or quantity) without being an upgrade or a downgrade, or a scheduled change took effect.";
+        "A subscription moved to other terms (plan or quantity) without being an upgrade or a \
+         downgrade, or a scheduled change took effect.";
     SubscriptionUpgraded => "subscription.upgraded", "Subscription",
         "A subscription moved to dearer terms, at once, with prorations.";
     SubscriptionDowngraded => "subscription.downgraded", "Subscription",
@@ -134,17 +151,21 @@ event_types! {
     SubscriptionReactivated => "subscription.reactivated", "Subscription",
         "A cancellation scheduled for the period end was withdrawn.";
     SubscriptionCancelled => "subscription.cancelled", "Subscription", "A subscription ended.";
-    SubscriptionPaused => "subscription.paused", "Subscription", "A subscription was paused; nothing is billed while paused.";
-    SubscriptionResumed => "subscription.resumed", "Subscription", "A paused subscription was resumed.";
+    SubscriptionPaused => "subscription.paused", "Subscription",
+        "A subscription was paused; nothing is billed while paused.";
+    SubscriptionResumed => "subscription.resumed", "Subscription",
+        "A paused subscription was resumed.";
     SubscriptionPastDue => "subscription.past_due", "Subscription",
         "The last payment attempt on one of the subscription's invoices failed.";
     PlanCreated => "plan.created", "Plan", "A plan was created, with its first version.";
     PlanUpdated => "plan.updated", "Plan", "A plan's name, description or metadata changed.";
-    PlanDeactivated => "plan.deactivated", "Plan", "A plan was deactivated: no new subscriptions to it.";
+    PlanDeactivated => "plan.deactivated", "Plan",
+        "A plan was deactivated: no new subscriptions to it.";
     PlanVersionCreated => "plan.version_created", "PlanVersion",
         "A plan got a new version of its prices (resource: the plan).";
     MetricCreated => "metric.created", "Metric", "A usage metric was created.";
-    MetricUpdated => "metric.updated", "Metric", "A usage metric's name, description or settings changed.";
+    MetricUpdated => "metric.updated", "Metric",
+        "A usage metric's name, description or settings changed.";
     UsageThresholdReached => "usage.threshold_reached", "UsageThreshold",
         "A subscription's usage of a metric reached 80 % or 100 % of its plan's limit for the \
          period (`threshold`); each threshold fires once per period.";

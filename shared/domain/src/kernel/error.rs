@@ -44,7 +44,8 @@ error_codes! {
         "The body has a field this endpoint does not know (`param` names it).";
     MissingField => "missing_field", 400, "A required field is missing (`param` names it).";
     InvalidValue => "invalid_value", 400,
-        "A field has the wrong type or an unknown enum value, or a usage value does not fit its metric.";
+        "A field has the wrong type or an unknown enum value, or a usage value does not fit its \
+         metric.";
     InvalidQuery => "invalid_query", 400, "A query parameter could not be read (`param` names it).";
     InvalidId => "invalid_id", 400, "An id is not of the form `prefix_` followed by 26 characters.";
     InvalidLimit => "invalid_limit", 400, "A list's `limit` is outside 1–100.";
@@ -97,7 +98,7 @@ error_codes! {
         "The account is blocked by dunning until it pays its overdue invoices.";
     UnknownAccount => "unknown_account", 400, "The account named in the request does not exist.";
     InvalidApiKey => "invalid_api_key", 400,
-        "The API key given to a tenant operation is not valid.";
+        "Not an API key of the form `sk_test_<tenant id>_<secret>`.";
     AlreadyRevoked => "already_revoked", 409, "The API key is already revoked.";
     CannotRevokeOwnKey => "cannot_revoke_own_key", 409,
         "A key cannot revoke itself; use another admin key.";
@@ -107,8 +108,7 @@ error_codes! {
         "Test clocks are for sandbox tenants only.";
     TestClockAdvancing => "test_clock_advancing", 409,
         "The test clock is still advancing; wait until its status is `ready`.";
-    InvalidFrozenTime => "invalid_frozen_time", 400,
-        "A test clock cannot go back, or too far forward at once.";
+    InvalidFrozenTime => "invalid_frozen_time", 400, "A test clock only moves forward.";
     InvalidCode => "invalid_code", 400,
         "A plan or metric code is not 1–64 lower-case letters, digits, `_`, `-` or `.`.";
     InvalidField => "invalid_field", 400,
@@ -168,7 +168,8 @@ error_codes! {
     InvalidInvoice => "invalid_invoice", 400,
         "The invoice is not valid (its lines, amounts or subscription).";
     MissingLines => "missing_lines", 400, "An invoice needs at least one line.";
-    InvalidInvoicePrefix => "invalid_invoice_prefix", 400, "An invoice number prefix is not valid.";
+    InvalidInvoicePrefix => "invalid_invoice_prefix", 400,
+        "An invoice prefix is not 1 to 12 upper-case letters or digits.";
     InvoiceOfAnotherAccount => "invoice_of_another_account", 400,
         "The invoice belongs to another account.";
     InvalidBatch => "invalid_batch", 400, "A usage batch is empty or larger than allowed.";
