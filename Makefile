@@ -1,12 +1,13 @@
 # make dev   — run the whole platform locally (API on 127.0.0.1:3000, AWS stand-in on 4599)
 # make test  — every check CI runs: format, lint, template lint, all tests
+# make docs  — regenerate the README's event-type and error-code tables from the code
 SHELL := /bin/bash
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 PYTHON ?= python3
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: dev dev-reset test fmt-check lint template-lint unit bench release venv clean-local
+.PHONY: dev dev-reset docs test fmt-check lint template-lint unit bench release venv clean-local
 
 $(VENV_STAMP): infra/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ dev: $(VENV_STAMP)
 
 dev-reset: $(VENV_STAMP)
 	cargo run --quiet -p billing-infra --bin billing-local -- --reset $(ARGS)
+
+docs:
+	cargo run --quiet -p billing-infra --bin billing-admin -- docs
 
 fmt-check:
 	cargo fmt --all -- --check

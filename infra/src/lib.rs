@@ -3,6 +3,7 @@
 
 pub mod mailbox;
 pub mod moto;
+pub mod readme;
 pub mod request_count;
 pub mod snapshot;
 pub mod stack;

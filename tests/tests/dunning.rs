@@ -12,6 +12,7 @@ use billing_domain::billing::subscription::CollectionMethod;
 use billing_domain::collection::dunning::{DunningAction, DunningStatus, DunningStep};
 use billing_domain::customers::account::{Account, AccountStatus};
 use billing_domain::events::record::{Actor, AuditAction, AuditRecord};
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{AuditId, InvoiceId};
 use billing_memory::{MemoryNotifier, MemoryStore};
 use jiff::{SignedDuration, Timestamp};
@@ -143,7 +144,7 @@ impl World {
         let mut types: Vec<String> = page
             .items
             .into_iter()
-            .map(|e| e.event_type)
+            .map(|e| e.event_type.to_string())
             .filter(|t| t.starts_with("dunning.") || t == "account.updated")
             .collect();
         types.reverse();
@@ -218,7 +219,7 @@ async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled
         matches!(
             refused,
             Err(AppError::Conflict {
-                code: "account_blocked",
+                code: ErrorCode::AccountBlocked,
                 param: Some("account"),
                 ..
             })
@@ -580,7 +581,7 @@ async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases() {
     match bad {
         Err(AppError::Invalid(e)) => {
             assert_eq!(
-                (e.code, e.param.as_str()),
+                (e.code.as_str(), e.param.as_str()),
                 ("dunning_block_not_last", "steps[0].action")
             )
         }

@@ -87,7 +87,7 @@ async fn event_types(app: &App, caller: &Caller, resource: &str) -> Vec<String> 
         .unwrap()
         .items
         .into_iter()
-        .map(|e| e.event_type)
+        .map(|e| e.event_type.to_string())
         .collect();
     events.reverse();
     events

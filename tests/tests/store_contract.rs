@@ -8,6 +8,7 @@ use billing_app::{App, Caller};
 use billing_domain::customers::access::Role;
 use billing_domain::customers::account::{AccountPatch, AccountStatus, NewAccount};
 use billing_domain::customers::tenant::TenantMode;
+use billing_domain::kernel::error::ErrorCode;
 use billing_memory::MemoryStore;
 use jiff::{SignedDuration, Timestamp};
 
@@ -106,7 +107,7 @@ async fn contract(store: Arc<dyn Store>) {
         matches!(
             err,
             billing_app::AppError::Conflict {
-                code: "duplicate_value",
+                code: ErrorCode::DuplicateValue,
                 ..
             }
         ),
@@ -187,7 +188,7 @@ async fn contract(store: Arc<dyn Store>) {
     assert!(matches!(
         taken,
         billing_app::AppError::Conflict {
-            code: "duplicate_value",
+            code: ErrorCode::DuplicateValue,
             ..
         }
     ));

@@ -659,7 +659,7 @@ async fn the_catalog_is_in_the_openapi_document_and_events_carry_no_secrets() {
     let catalog = doc["x-event-types"].as_array().unwrap();
     assert_eq!(
         catalog.len(),
-        billing_domain::events::types::EVENT_TYPES.len()
+        billing_domain::events::types::EventType::ALL.len()
     );
     for entry in catalog {
         let name = format!("event.{}", entry["type"].as_str().unwrap());
@@ -700,4 +700,77 @@ async fn the_catalog_is_in_the_openapi_document_and_events_carry_no_secrets() {
         !text.contains("whsec_") && !text.contains("secret_hash"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn an_endpoint_subscribed_to_invoice_created_is_accepted_and_receives_it() {
+    let clock = Arc::new(ManualClock(Mutex::new(
+        "2026-05-04T10:00:00Z".parse().unwrap(),
+    )));
+    let app = App::new(
+        Arc::new(MemoryStore::new()),
+        clock.clone(),
+        Arc::new(billing_aws::SandboxGateway::new()),
+    );
+    let dispatch = Arc::new(RecordingDispatch::default());
+    let fanout = Fanout::new(app.clone(), dispatch.clone(), Arc::new(HttpSender::new()));
+    let base = billing_tests::serve(app.clone()).await;
+    let (_, key) = caller(&app, TenantMode::Sandbox).await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+    let (receiver, url) = Receiver::start(vec![]).await;
+    let created = post(
+        "/v1/webhook-endpoints",
+        json!({"url": url, "enabled_events": ["invoice.created"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status(), 201, "invoice.created is subscribable");
+    let acct: Value = post(
+        "/v1/accounts",
+        json!({"email": "ada@example.com", "currency": "usd"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let invoice = post(
+        "/v1/invoices",
+        json!({"account": acct["id"], "lines": [{"description": "Setup", "amount": 5000}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(invoice.status(), 201);
+    let invoice: Value = invoice.json().await.unwrap();
+
+    clock.advance(OUTBOX_GRACE);
+    Sweeper::new(
+        app.clone(),
+        dispatch.clone(),
+        Arc::new(billing_memory::MemoryBillingQueue::default()),
+    )
+    .sweep(100)
+    .await
+    .unwrap();
+    let published = dispatch.published.lock().unwrap().clone();
+    for (tenant, event) in published {
+        fanout
+            .handle(WebhookMessage::Event {
+                tenant_id: tenant,
+                event,
+            })
+            .await
+            .unwrap();
+    }
+    receiver.wait_for(1).await;
+    let bodies = receiver.bodies();
+    assert_eq!(bodies.len(), 1, "only the subscribed type: {bodies:?}");
+    assert_eq!(bodies[0]["type"], "invoice.created");
+    assert_eq!(bodies[0]["data"]["id"], invoice["id"]);
 }

@@ -1,5 +1,6 @@
 //! Operator tool. Creates tenants against the configured table: the local stack by
-//! default, a deployed table when `TABLE_NAME` (and AWS credentials) point at AWS.
+//! default, a deployed table when `TABLE_NAME` (and AWS credentials) point at AWS; and
+//! regenerates the README's catalog tables (`docs`, what `make docs` runs).
 
 use std::sync::Arc;
 
@@ -24,6 +25,11 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Rewrite the README's event-type and error-code tables from the catalogs.
+    Docs {
+        #[arg(long, default_value = "README.md")]
+        readme: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -41,6 +47,15 @@ enum TenantCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::Docs { readme } => {
+            let text = std::fs::read_to_string(&readme)?;
+            std::fs::write(&readme, billing_infra::readme::render(&text)?)?;
+            println!("{} regenerated", readme.display());
+            return Ok(());
+        }
+        Command::Tenant { command } => command,
+    };
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(_) => Config::local(
@@ -56,10 +71,8 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(SystemClock),
         std::sync::Arc::new(billing_aws::SandboxGateway::new()),
     );
-    match cli.command {
-        Command::Tenant {
-            command: TenantCommand::Create { name, live },
-        } => {
+    match command {
+        TenantCommand::Create { name, live } => {
             let mode = if live {
                 TenantMode::Live
             } else {

@@ -3,6 +3,8 @@
 use billing_domain::customers::access::Permission;
 use billing_domain::customers::account::{Account, AccountPatch, NewAccount};
 use billing_domain::events::record::AuditAction;
+use billing_domain::events::types::EventType;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::AccountId;
 
 use crate::ports::{AccountFilter, Page, PageRequest};
@@ -21,7 +23,7 @@ impl App {
             if caller.livemode {
                 return Err(AppError::Invalid(
                     billing_domain::kernel::error::ValidationError::new(
-                        "test_clock_in_livemode",
+                        ErrorCode::TestClockInLivemode,
                         "test_clock",
                         "test clocks exist only for sandbox tenants",
                     ),
@@ -35,7 +37,7 @@ impl App {
             {
                 return Err(AppError::Invalid(
                     billing_domain::kernel::error::ValidationError::new(
-                        "unknown_test_clock",
+                        ErrorCode::UnknownTestClock,
                         "test_clock",
                         format!("no such test clock: {clock}"),
                     ),
@@ -52,7 +54,7 @@ impl App {
                 entity_type: ENTITY,
                 entity_id: account.id.to_string(),
                 action: AuditAction::Create,
-                event_type: "account.created",
+                event_type: Some(EventType::AccountCreated),
                 before: None,
                 after: &after,
             },
@@ -98,7 +100,7 @@ impl App {
             &current,
             &next,
             AuditAction::Update,
-            "account.updated",
+            EventType::AccountUpdated,
         )
         .await?;
         Ok(next)
@@ -117,7 +119,7 @@ impl App {
             &current,
             &next,
             AuditAction::Delete,
-            "account.deleted",
+            EventType::AccountDeleted,
         )
         .await?;
         Ok(next)
@@ -129,7 +131,7 @@ impl App {
         current: &Account,
         next: &Account,
         action: AuditAction,
-        event_type: &'static str,
+        event_type: EventType,
     ) -> Result<(), AppError> {
         let (before, after) = (to_json(current)?, to_json(next)?);
         let change = self.change(
@@ -139,7 +141,7 @@ impl App {
                 entity_type: ENTITY,
                 entity_id: next.id.to_string(),
                 action,
-                event_type,
+                event_type: Some(event_type),
                 before: Some(&before),
                 after: &after,
             },

@@ -4,6 +4,8 @@ use base64::Engine;
 use billing_domain::customers::access::{self, ApiKey, Permission, Role};
 use billing_domain::customers::tenant::TenantMode;
 use billing_domain::events::record::AuditAction;
+use billing_domain::events::types::EventType;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{ApiKeyId, TenantId};
 use jiff::Timestamp;
 use rand::RngCore;
@@ -97,7 +99,7 @@ impl App {
                 entity_type: ENTITY,
                 entity_id: issued.key.id.to_string(),
                 action: AuditAction::Create,
-                event_type: "api_key.created",
+                event_type: Some(EventType::ApiKeyCreated),
                 before: None,
                 after: &after,
             },
@@ -124,14 +126,14 @@ impl App {
             .ok_or_else(|| AppError::not_found(ENTITY, id))?;
         if current.is_revoked() {
             return Err(AppError::Conflict {
-                code: "already_revoked",
+                code: ErrorCode::AlreadyRevoked,
                 message: "the API key is already revoked".into(),
                 param: None,
             });
         }
         if caller.key_id == Some(id) {
             return Err(AppError::Conflict {
-                code: "cannot_revoke_own_key",
+                code: ErrorCode::CannotRevokeOwnKey,
                 message: "a key cannot revoke itself; use another admin key".into(),
                 param: None,
             });
@@ -149,7 +151,7 @@ impl App {
                 entity_type: ENTITY,
                 entity_id: id.to_string(),
                 action: AuditAction::Revoke,
-                event_type: "api_key.revoked",
+                event_type: Some(EventType::ApiKeyRevoked),
                 before: Some(&before),
                 after: &after,
             },

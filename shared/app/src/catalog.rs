@@ -10,7 +10,9 @@ use billing_domain::catalog::plan::{
 };
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
+use billing_domain::events::types::EventType;
 use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::error::ValidationError;
 use billing_domain::kernel::ids::{MetricId, PlanId};
 
@@ -48,7 +50,7 @@ impl From<PlanChangeError> for AppError {
         match err {
             PlanChangeError::Invalid(e) => AppError::Invalid(e),
             PlanChangeError::Inactive => AppError::Conflict {
-                code: "plan_inactive",
+                code: ErrorCode::PlanInactive,
                 message: "the plan is inactive".into(),
                 param: None,
             },
@@ -73,7 +75,7 @@ impl App {
                 entity_type: "metric",
                 entity_id: metric.id.to_string(),
                 action: AuditAction::Create,
-                event_type: "metric.created",
+                event_type: Some(EventType::MetricCreated),
                 before: None,
                 after: &after,
             },
@@ -118,7 +120,7 @@ impl App {
                 entity_type: "metric",
                 entity_id: id.to_string(),
                 action: AuditAction::Update,
-                event_type: "metric.updated",
+                event_type: Some(EventType::MetricUpdated),
                 before: Some(&before),
                 after: &after,
             },
@@ -168,7 +170,7 @@ impl App {
                 entity_type: "plan",
                 entity_id: plan.id.to_string(),
                 action: AuditAction::Create,
-                event_type: "plan.created",
+                event_type: Some(EventType::PlanCreated),
                 before: None,
                 after: &after,
             },
@@ -176,7 +178,7 @@ impl App {
         change.events.push(self.event(
             caller,
             now,
-            "plan.version_created",
+            EventType::PlanVersionCreated,
             plan.id.to_string(),
             to_json(&first)?,
             None,
@@ -233,7 +235,7 @@ impl App {
             &next,
             None,
             AuditAction::Update,
-            "plan.updated",
+            EventType::PlanUpdated,
         )
         .await?;
         Ok(next)
@@ -250,7 +252,7 @@ impl App {
             &next,
             None,
             AuditAction::Delete,
-            "plan.deactivated",
+            EventType::PlanDeactivated,
         )
         .await?;
         Ok(next)
@@ -283,7 +285,7 @@ impl App {
             &next,
             Some(&version),
             AuditAction::Update,
-            "plan.version_created",
+            EventType::PlanVersionCreated,
         )
         .await?;
         Ok(version)
@@ -296,7 +298,7 @@ impl App {
         next: &Plan,
         new_version: Option<&PlanVersion>,
         action: AuditAction,
-        event_type: &'static str,
+        event_type: EventType,
     ) -> Result<(), AppError> {
         let (before, after) = (to_json(current)?, to_json(next)?);
         let mut change = self.change(
@@ -306,7 +308,7 @@ impl App {
                 entity_type: "plan",
                 entity_id: next.id.to_string(),
                 action,
-                event_type,
+                event_type: Some(event_type),
                 before: Some(&before),
                 after: &after,
             },
@@ -374,20 +376,20 @@ impl App {
                     .prices
                     .ok_or_else(|| {
                         invalid(
-                            "plan_not_in_effect",
+                            ErrorCode::PlanNotInEffect,
                             "plan_id",
                             "the plan has no prices in effect yet",
                         )
                     })?;
-                prices
-                    .require_currency(currency)
-                    .map_err(|e| invalid("currency_not_offered", "currency", e.to_string()))?;
+                prices.require_currency(currency).map_err(|e| {
+                    invalid(ErrorCode::CurrencyNotOffered, "currency", e.to_string())
+                })?;
                 match metric {
                     None => {
                         let model =
                             prices.recurring_fee_in(currency).cloned().ok_or_else(|| {
                                 invalid(
-                                    "no_recurring_fee",
+                                    ErrorCode::NoRecurringFee,
                                     "metric",
                                     "the plan has no recurring fee; name a metric",
                                 )
@@ -397,14 +399,14 @@ impl App {
                     Some(code) => {
                         let charge = prices.usage_charge(&code).ok_or_else(|| {
                             invalid(
-                                "unknown_metric",
+                                ErrorCode::UnknownMetric,
                                 "metric",
                                 format!("the plan has no usage charge on `{code}`"),
                             )
                         })?;
                         let model = charge.prices.get(&currency).cloned().ok_or_else(|| {
                             invalid(
-                                "currency_not_offered",
+                                ErrorCode::CurrencyNotOffered,
                                 "currency",
                                 "the charge has no price in this currency",
                             )
@@ -417,11 +419,11 @@ impl App {
         let priced = model.price(&usage, currency).map_err(|e| match e {
             PricingError::Invalid(v) => AppError::Invalid(v.within("charge")),
             PricingError::Overflow => invalid(
-                "amount_too_large",
+                ErrorCode::AmountTooLarge,
                 "usage",
                 "the amount does not fit in 64-bit minor units",
             ),
-            other => invalid("invalid_usage", "usage", other.to_string()),
+            other => invalid(ErrorCode::InvalidUsage, "usage", other.to_string()),
         })?;
         Ok(match commitment {
             Some(c) => priced.with_commitment(&c),
@@ -430,6 +432,6 @@ impl App {
     }
 }
 
-fn invalid(code: &'static str, param: &'static str, message: impl Into<String>) -> AppError {
+fn invalid(code: ErrorCode, param: &'static str, message: impl Into<String>) -> AppError {
     AppError::Invalid(ValidationError::new(code, param, message))
 }

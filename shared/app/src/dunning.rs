@@ -30,6 +30,8 @@ use billing_domain::collection::dunning::{
 use billing_domain::customers::access::Permission;
 use billing_domain::customers::account::{Account, AccountStatus};
 use billing_domain::events::record::AuditAction;
+use billing_domain::events::types::EventType;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{AccountId, InvoiceId, TenantId};
 use billing_domain::kernel::money::Money;
 use jiff::{SignedDuration, Timestamp};
@@ -62,7 +64,7 @@ pub(crate) fn refuse_blocked(account: &Account) -> Result<(), AppError> {
         return Ok(());
     }
     Err(AppError::Conflict {
-        code: "account_blocked",
+        code: ErrorCode::AccountBlocked,
         message: format!(
             "account {} is blocked by dunning: pay its overdue invoices to unblock it",
             account.id
@@ -73,7 +75,7 @@ pub(crate) fn refuse_blocked(account: &Account) -> Result<(), AppError> {
 
 fn busy() -> AppError {
     AppError::Conflict {
-        code: "concurrent_modification",
+        code: ErrorCode::ConcurrentModification,
         message: "the account's dunning kept changing under this request; retry".into(),
         param: None,
     }
@@ -115,7 +117,7 @@ impl App {
                 entity_type: "dunning_settings",
                 entity_id: caller.tenant_id.to_string(),
                 action: AuditAction::Update,
-                event_type: "dunning_settings.updated",
+                event_type: Some(EventType::DunningSettingsUpdated),
                 before: Some(&before),
                 after: &after,
             },
@@ -355,7 +357,7 @@ impl App {
         caller: &Caller,
         previous: Option<&DunningCase>,
         next: &DunningCase,
-        event: Option<&'static str>,
+        event: Option<EventType>,
         account: Option<(&Account, &Account)>,
         at: Timestamp,
     ) -> Result<Change, AppError> {
@@ -372,7 +374,7 @@ impl App {
                 } else {
                     AuditAction::Create
                 },
-                event_type: event.unwrap_or_default(),
+                event_type: event,
                 before: before.as_ref(),
                 after: &after,
             },
@@ -380,15 +382,12 @@ impl App {
         if caller.key_id.is_none() {
             change.audit.actor.via = "system".into();
         }
-        if event.is_none() {
-            change.events.clear();
-        }
         if let Some((before, after)) = account {
             let previous_attributes = serde_json::json!({"status": before.status});
             change.events.push(self.event(
                 caller,
                 at,
-                "account.updated",
+                EventType::AccountUpdated,
                 after.id.to_string(),
                 to_json(after)?,
                 Some(previous_attributes),
@@ -561,7 +560,7 @@ impl App {
         if invoice.account_id != account {
             return Err(AppError::Invalid(
                 billing_domain::kernel::error::ValidationError::new(
-                    "invoice_of_another_account",
+                    ErrorCode::InvoiceOfAnotherAccount,
                     "invoice",
                     format!("invoice {id} does not belong to account {account}"),
                 ),

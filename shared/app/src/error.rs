@@ -1,4 +1,5 @@
 use billing_domain::customers::account::AccountChangeError;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::error::ValidationError;
 
 use crate::ports::StoreError;
@@ -14,7 +15,7 @@ pub enum AppError {
     /// The request is well-formed but clashes with the current state.
     #[error("{message}")]
     Conflict {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         param: Option<&'static str>,
     },
@@ -42,17 +43,17 @@ impl From<StoreError> for AppError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::AlreadyExists { entity } => AppError::Conflict {
-                code: "already_exists",
+                code: ErrorCode::AlreadyExists,
                 message: format!("the {entity} already exists"),
                 param: None,
             },
             StoreError::Duplicate { entity, field } => AppError::Conflict {
-                code: "duplicate_value",
+                code: ErrorCode::DuplicateValue,
                 message: format!("another {entity} already has this {field}"),
                 param: Some(field),
             },
             StoreError::VersionConflict { entity } => AppError::Conflict {
-                code: "concurrent_modification",
+                code: ErrorCode::ConcurrentModification,
                 message: format!("the {entity} was changed by another request; fetch it and retry"),
                 param: None,
             },
@@ -67,7 +68,7 @@ impl From<AccountChangeError> for AppError {
         match err {
             AccountChangeError::Invalid(e) => AppError::Invalid(e),
             AccountChangeError::Deleted => AppError::Conflict {
-                code: "account_deleted",
+                code: ErrorCode::AccountDeleted,
                 message: err.to_string(),
                 param: None,
             },

@@ -6,6 +6,7 @@
 
 use billing_domain::collection::credit_note::{CreditNote, CreditNoteReason};
 use billing_domain::collection::payment::{ChargeResult, Payment, PaymentFailure, PaymentStatus};
+use billing_domain::events::types::EventType;
 use billing_domain::kernel::ids::{CreditNoteId, PaymentId, TenantId};
 use jiff::Timestamp;
 
@@ -123,7 +124,7 @@ impl App {
                         credit_note: Some(note),
                         ..Default::default()
                     },
-                    vec!["payment.refunded", "credit_note.created"],
+                    vec![EventType::PaymentRefunded, EventType::CreditNoteCreated],
                 )
             }),
             GatewayEventKind::DisputeCreated { dispute, .. } => {
@@ -133,7 +134,7 @@ impl App {
                             payments: vec![(Some(payment.version), next)],
                             ..Default::default()
                         },
-                        vec!["payment.disputed"],
+                        vec![EventType::PaymentDisputed],
                     )
                 })
             }
@@ -199,7 +200,7 @@ impl App {
         payment: &Payment,
         result: ChargeResult,
         now: Timestamp,
-    ) -> Result<Option<(CollectionWrite, Vec<&'static str>)>, AppError> {
+    ) -> Result<Option<(CollectionWrite, Vec<EventType>)>, AppError> {
         let invoice = self
             .store
             .get_invoice(tenant, payment.invoice_id)
@@ -239,20 +240,20 @@ impl App {
             payments: vec![(Some(payment.version), next)],
             ..Default::default()
         };
-        let mut events = vec!["payment.succeeded"];
+        let mut events = vec![EventType::PaymentSucceeded];
         if invoice.is_payable() {
             let paid = invoice
                 .attempted(PaymentStatus::Succeeded, None)?
                 .pay(None, now)?;
             write.invoice = Some((invoice.version, paid));
-            events.push("invoice.paid");
+            events.push(EventType::InvoicePaid);
             let subscription = match invoice.subscription_id {
                 Some(id) => self.store.get_subscription(tenant, id).await?,
                 None => None,
             };
             write.subscription = recovered(subscription.as_ref(), now);
             if write.subscription.is_some() {
-                events.push("subscription.updated");
+                events.push(EventType::SubscriptionUpdated);
             }
         }
         Ok(Some((write, events)))
@@ -277,7 +278,7 @@ impl App {
                 caller,
                 owner.account_id,
                 payment_method,
-                "payment_method.detached",
+                EventType::PaymentMethodDetached,
                 |p| p.remove(payment_method),
             )
             .await?;

@@ -1,6 +1,7 @@
 //! `Idempotency-Key` replay: the first request under a key runs, every later request with
 //! the same key and body gets the first one's response, and a different body is refused.
 
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::TenantId;
 use jiff::{SignedDuration, Timestamp};
 
@@ -21,7 +22,7 @@ impl App {
         if key.is_empty() || key.len() > MAX_KEY_CHARS || !key.bytes().all(|b| b.is_ascii_graphic())
         {
             return Err(AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
-                "invalid_idempotency_key",
+                ErrorCode::InvalidIdempotencyKey,
                 "Idempotency-Key",
                 format!("an Idempotency-Key must be 1 to {MAX_KEY_CHARS} printable ASCII characters"),
             )));

@@ -16,7 +16,9 @@ use billing_domain::catalog::plan::{NewPlan, Plan};
 use billing_domain::collection::credit_note::CreditNote;
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
+use billing_domain::events::types::EventType;
 use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::error::ValidationError;
 use billing_domain::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PlanId, SubscriptionId};
 use billing_domain::kernel::metadata::Metadata;
@@ -33,7 +35,7 @@ impl From<InvoiceTransitionError> for AppError {
         match err {
             InvoiceTransitionError::Invalid(v) => AppError::Invalid(v),
             InvoiceTransitionError::InvalidTransition { current, action } => AppError::Conflict {
-                code: "invalid_transition",
+                code: ErrorCode::InvalidTransition,
                 message: format!("a {current} invoice cannot {action}"),
                 param: None,
             },
@@ -47,7 +49,7 @@ fn build(input: &InvoiceInput) -> Result<InvoiceDraft, AppError> {
             AppError::Invalid(v.within("lines"))
         }
         other => AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
-            "invalid_invoice",
+            ErrorCode::InvalidInvoice,
             "lines",
             other.to_string(),
         )),
@@ -144,7 +146,7 @@ impl App {
             .filter(|a| a.deleted_at.is_none())
             .ok_or_else(|| {
                 AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
-                    "unknown_account",
+                    ErrorCode::UnknownAccount,
                     "account",
                     format!("no such account: {account_id}"),
                 ))
@@ -152,7 +154,7 @@ impl App {
         if lines.is_empty() {
             return Err(AppError::Invalid(
                 billing_domain::kernel::error::ValidationError::new(
-                    "missing_lines",
+                    ErrorCode::MissingLines,
                     "lines",
                     "an invoice needs at least one line",
                 ),
@@ -187,7 +189,7 @@ impl App {
                 entity_type: "invoice",
                 entity_id: invoice.id.to_string(),
                 action: AuditAction::Create,
-                event_type: "invoice.created",
+                event_type: Some(EventType::InvoiceCreated),
                 before: None,
                 after: &after,
             },
@@ -230,16 +232,16 @@ impl App {
             };
             let event =
                 if write.invoice.status == billing_domain::billing::invoice::InvoiceStatus::Paid {
-                    "invoice.paid"
+                    EventType::InvoicePaid
                 } else {
-                    "invoice.finalized"
+                    EventType::InvoiceFinalized
                 };
             match self
                 .save_invoice(caller, &current, &write, event, now)
                 .await
             {
                 Err(AppError::Conflict {
-                    code: "concurrent_modification",
+                    code: ErrorCode::ConcurrentModification,
                     ..
                 }) => continue,
                 other => other?,
@@ -266,7 +268,7 @@ impl App {
                     number: None,
                     payment: None,
                 };
-                self.save_invoice(caller, &current, &write, "invoice.voided", now)
+                self.save_invoice(caller, &current, &write, EventType::InvoiceVoided, now)
                     .await?;
             }
             Some(note) => {
@@ -278,7 +280,7 @@ impl App {
                 let change = self.collection_change(
                     caller,
                     &write,
-                    &["invoice.voided", "credit_note.created"],
+                    &[EventType::InvoiceVoided, EventType::CreditNoteCreated],
                     true,
                     now,
                 )?;
@@ -289,7 +291,7 @@ impl App {
                 {
                     Err(StoreError::VersionConflict { .. }) => {
                         return Err(AppError::Conflict {
-                            code: "concurrent_modification",
+                            code: ErrorCode::ConcurrentModification,
                             message: "the invoice changed meanwhile; retry".into(),
                             param: None,
                         })
@@ -309,7 +311,7 @@ impl App {
         caller: &Caller,
         current: &Invoice,
         next: &InvoiceWrite,
-        event_type: &'static str,
+        event_type: EventType,
         now: Timestamp,
     ) -> Result<(), AppError> {
         let (before, after) = (to_json(current)?, to_json(&next.invoice)?);
@@ -320,7 +322,7 @@ impl App {
                 entity_type: "invoice",
                 entity_id: current.id.to_string(),
                 action: AuditAction::Update,
-                event_type,
+                event_type: Some(event_type),
                 before: Some(&before),
                 after: &after,
             },
@@ -331,7 +333,7 @@ impl App {
             .await
         {
             Err(StoreError::VersionConflict { .. }) => Err(AppError::Conflict {
-                code: "concurrent_modification",
+                code: ErrorCode::ConcurrentModification,
                 message: "the invoice changed meanwhile; retry".into(),
                 param: None,
             }),
@@ -382,7 +384,7 @@ impl App {
                 }
                 let Some(due) = sub.due_at() else {
                     return Err(AppError::Conflict {
-                        code: "no_upcoming_invoice",
+                        code: ErrorCode::NoUpcomingInvoice,
                         message: "the subscription has nothing more to bill".into(),
                         param: None,
                     });
@@ -409,7 +411,7 @@ impl App {
                     current = step.next;
                 }
                 Err(AppError::Conflict {
-                    code: "no_upcoming_invoice",
+                    code: ErrorCode::NoUpcomingInvoice,
                     message: "the subscription has nothing more to bill".into(),
                     param: None,
                 })
@@ -444,7 +446,7 @@ impl App {
                 let terms =
                     SubscriptionTerms::of(&plan, &version, input.currency).map_err(|e| {
                         AppError::Invalid(ValidationError::new(
-                            "currency_not_offered",
+                            ErrorCode::CurrencyNotOffered,
                             "currency",
                             e.to_string(),
                         ))
@@ -509,7 +511,7 @@ impl App {
         if !valid {
             return Err(AppError::Invalid(
                 billing_domain::kernel::error::ValidationError::new(
-                    "invalid_invoice_prefix",
+                    ErrorCode::InvalidInvoicePrefix,
                     "invoice_prefix",
                     "an invoice prefix is 1 to 12 upper-case letters or digits, such as ACME",
                 ),
@@ -524,7 +526,7 @@ impl App {
                 entity_type: "invoice_settings",
                 entity_id: caller.tenant_id.to_string(),
                 action: AuditAction::Update,
-                event_type: "invoice_settings.updated",
+                event_type: Some(EventType::InvoiceSettingsUpdated),
                 before: Some(&before),
                 after: &after,
             },

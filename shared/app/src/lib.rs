@@ -27,6 +27,7 @@ use billing_domain::customers::access::{Permission, Role};
 use billing_domain::events::record::{
     self, Actor, AuditAction, AuditRecord, DomainEvent, EVENT_API_VERSION,
 };
+use billing_domain::events::types::EventType;
 use billing_domain::kernel::ids::{ApiKeyId, AuditId, EventId, TenantId};
 use jiff::Timestamp;
 use serde_json::Value;
@@ -105,7 +106,8 @@ struct ChangeSpec<'a> {
     entity_type: &'static str,
     entity_id: String,
     action: AuditAction,
-    event_type: &'static str,
+    /// `None`: an audit record whose events the caller builds itself.
+    event_type: Option<EventType>,
     before: Option<&'a Value>,
     after: &'a Value,
 }
@@ -161,14 +163,20 @@ impl App {
                 changes,
                 at: now,
             },
-            events: vec![self.event(
-                caller,
-                now,
-                spec.event_type,
-                spec.entity_id,
-                spec.after.clone(),
-                previous_attributes,
-            )],
+            events: spec
+                .event_type
+                .map(|event_type| {
+                    self.event(
+                        caller,
+                        now,
+                        event_type,
+                        spec.entity_id,
+                        spec.after.clone(),
+                        previous_attributes,
+                    )
+                })
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -177,14 +185,14 @@ impl App {
         &self,
         caller: &Caller,
         now: Timestamp,
-        event_type: &str,
+        event_type: EventType,
         resource_id: String,
         data: Value,
         previous_attributes: Option<Value>,
     ) -> DomainEvent {
         DomainEvent {
             id: EventId::from_ulid(new_ulid()),
-            event_type: event_type.to_owned(),
+            event_type,
             api_version: EVENT_API_VERSION.to_owned(),
             created: now,
             livemode: caller.livemode,

@@ -5,6 +5,8 @@
 use billing_domain::customers::access::Permission;
 use billing_domain::customers::payment_method::{PaymentMethod, PaymentProfile};
 use billing_domain::events::record::AuditAction;
+use billing_domain::events::types::EventType;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::AccountId;
 
 use crate::payments::gateway_unavailable;
@@ -17,7 +19,7 @@ fn refused(err: GatewayError) -> AppError {
     match err {
         GatewayError::Rejected { code, message } => {
             AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
-                "payment_method_refused",
+                ErrorCode::PaymentMethodRefused,
                 "payment_method",
                 format!("the gateway refused it ({code}): {message}"),
             ))
@@ -102,7 +104,8 @@ impl App {
             let next = profile
                 .add(method.clone(), make_default)?
                 .after(profile.version);
-            let change = self.method_change(caller, &next, &method, "payment_method.attached")?;
+            let change =
+                self.method_change(caller, &next, &method, EventType::PaymentMethodAttached)?;
             match self
                 .store
                 .save_payment_profile(
@@ -155,7 +158,7 @@ impl App {
             caller,
             account_id,
             method_id,
-            "payment_method.updated",
+            EventType::PaymentMethodUpdated,
             |p| p.set_default(method_id),
         )
         .await
@@ -182,7 +185,7 @@ impl App {
             caller,
             account_id,
             method_id,
-            "payment_method.detached",
+            EventType::PaymentMethodDetached,
             |p| p.remove(method_id),
         )
         .await
@@ -194,7 +197,7 @@ impl App {
         caller: &Caller,
         account_id: AccountId,
         method_id: &str,
-        event_type: &'static str,
+        event_type: EventType,
         step: impl Fn(&PaymentProfile) -> Option<PaymentProfile>,
     ) -> Result<PaymentProfile, AppError> {
         for _ in 0..WRITE_ATTEMPTS {
@@ -227,7 +230,7 @@ impl App {
         caller: &Caller,
         profile: &PaymentProfile,
         method: &PaymentMethod,
-        event_type: &'static str,
+        event_type: EventType,
     ) -> Result<Change, AppError> {
         let mut after = to_json(method)?;
         after["object"] = "payment_method".into();
@@ -240,11 +243,11 @@ impl App {
                 entity_type: "payment_method",
                 entity_id: method.id.clone(),
                 action: match event_type {
-                    "payment_method.attached" => AuditAction::Create,
-                    "payment_method.detached" => AuditAction::Delete,
+                    EventType::PaymentMethodAttached => AuditAction::Create,
+                    EventType::PaymentMethodDetached => AuditAction::Delete,
                     _ => AuditAction::Update,
                 },
-                event_type,
+                event_type: Some(event_type),
                 before: None,
                 after: &after,
             },

@@ -18,6 +18,8 @@ use billing_domain::collection::payment::{ChargeResult, Payment, PaymentFailure,
 use billing_domain::collection::retry::{FinalAction, PaymentSettings};
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
+use billing_domain::events::types::EventType;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PaymentId, TenantId};
 use billing_domain::kernel::money::Money;
 use jiff::Timestamp;
@@ -48,20 +50,20 @@ impl From<billing_domain::collection::payment::PaymentError> for AppError {
         use billing_domain::collection::payment::PaymentError;
         match err {
             PaymentError::InvalidTransition { .. } => AppError::Conflict {
-                code: "invalid_transition",
+                code: ErrorCode::InvalidTransition,
                 message: err.to_string(),
                 param: None,
             },
             PaymentError::RefundTooLarge { .. } => {
                 AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
-                    "refund_too_large",
+                    ErrorCode::RefundTooLarge,
                     "amount",
                     err.to_string(),
                 ))
             }
             PaymentError::RefundNotPositive => {
                 AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
-                    "invalid_amount",
+                    ErrorCode::InvalidAmount,
                     "amount",
                     err.to_string(),
                 ))
@@ -107,7 +109,7 @@ fn charge_result(outcome: Result<ChargeOutcome, GatewayError>) -> Result<ChargeR
 
 fn busy() -> AppError {
     AppError::Conflict {
-        code: "concurrent_modification",
+        code: ErrorCode::ConcurrentModification,
         message: "the invoice kept changing under this request; retry".into(),
         param: None,
     }
@@ -117,7 +119,7 @@ fn busy() -> AppError {
 pub(crate) struct Recorded {
     pub(crate) write: CollectionWrite,
     outcome: Collected,
-    pub(crate) events: Vec<&'static str>,
+    pub(crate) events: Vec<EventType>,
     payment: Payment,
 }
 
@@ -261,7 +263,8 @@ impl App {
                 invoice: Some((invoice.version, next)),
                 ..Default::default()
             };
-            let change = self.collection_change(caller, &write, &["invoice.overdue"], true, now)?;
+            let change =
+                self.collection_change(caller, &write, &[EventType::InvoiceOverdue], true, now)?;
             match self.store.save_collection(tenant, &write, &change).await {
                 Err(StoreError::VersionConflict { .. }) => continue,
                 other => other?,
@@ -425,7 +428,8 @@ impl App {
         now: Timestamp,
     ) -> Result<Collected, AppError> {
         let next = payment.cancel(now)?;
-        let change = self.payment_change(caller, payment, &next, &["payment.canceled"], now)?;
+        let change =
+            self.payment_change(caller, payment, &next, &[EventType::PaymentCanceled], now)?;
         let write = CollectionWrite {
             payments: vec![(Some(payment.version), next)],
             ..Default::default()
@@ -468,20 +472,23 @@ impl App {
                     .pay(None, now)?;
                 write.invoice = Some((invoice.version, paid));
                 write.subscription = recovered(subscription.as_ref(), now);
-                events.extend(["payment.succeeded", "invoice.paid"]);
+                events.extend([EventType::PaymentSucceeded, EventType::InvoicePaid]);
                 Collected::Succeeded
             }
             PaymentStatus::RequiresAction => {
                 let waiting = invoice.attempted(PaymentStatus::RequiresAction, None)?;
                 write.invoice = Some((invoice.version, waiting));
-                events.extend(["payment.requires_action", "invoice.payment_action_required"]);
+                events.extend([
+                    EventType::PaymentRequiresAction,
+                    EventType::InvoicePaymentActionRequired,
+                ]);
                 Collected::RequiresAction
             }
             _ if next.manual => {
                 // The automatic attempts keep their schedule; nothing else changes.
                 let failed =
                     invoice.attempted(PaymentStatus::Failed, invoice.next_payment_attempt)?;
-                events.extend(["payment.failed", "invoice.payment_failed"]);
+                events.extend([EventType::PaymentFailed, EventType::InvoicePaymentFailed]);
                 write.invoice = Some((invoice.version, failed));
                 Collected::Failed {
                     retry_at: invoice.next_payment_attempt,
@@ -491,7 +498,7 @@ impl App {
                 let settings = self.store.payment_settings(tenant).await?;
                 let retry_at = retry_at(&settings, &next);
                 let mut failed = invoice.attempted(PaymentStatus::Failed, retry_at)?;
-                events.extend(["payment.failed", "invoice.payment_failed"]);
+                events.extend([EventType::PaymentFailed, EventType::InvoicePaymentFailed]);
                 match retry_at {
                     Some(at) => {
                         write
@@ -504,13 +511,13 @@ impl App {
                                 == billing_domain::billing::invoice::InvoiceStatus::Open
                         {
                             failed = failed.mark_uncollectible()?;
-                            events.push("invoice.marked_uncollectible");
+                            events.push(EventType::InvoiceMarkedUncollectible);
                         }
                         write.subscription = subscription
                             .as_ref()
                             .and_then(|s| s.payment_failed(now).map(|n| (s.version, n)));
                         if write.subscription.is_some() {
-                            events.push("subscription.past_due");
+                            events.push(EventType::SubscriptionPastDue);
                         }
                     }
                 }
@@ -518,8 +525,8 @@ impl App {
                 Collected::Failed { retry_at }
             }
         };
-        if write.subscription.is_some() && !events.contains(&"subscription.past_due") {
-            events.push("subscription.updated");
+        if write.subscription.is_some() && !events.contains(&EventType::SubscriptionPastDue) {
+            events.push(EventType::SubscriptionUpdated);
         }
         if let Some(intent) = &next.payment_intent {
             write.gateway_refs.push((
@@ -635,7 +642,7 @@ impl App {
         &self,
         caller: &Caller,
         write: &CollectionWrite,
-        event_types: &[&'static str],
+        event_types: &[EventType],
         update: bool,
         now: Timestamp,
     ) -> Result<Change, AppError> {
@@ -658,23 +665,22 @@ impl App {
                 } else {
                     AuditAction::Create
                 },
-                event_type: event_types.first().copied().unwrap_or("payment.updated"),
+                event_type: None,
                 before: None,
                 after: &after,
             },
         );
-        change.events.clear();
-        for event_type in event_types {
-            let (resource, data) = match event_type.split('.').next() {
-                Some("invoice") => match &write.invoice {
+        for &event_type in event_types {
+            let (resource, data) = match event_type.family() {
+                "invoice" => match &write.invoice {
                     Some((_, i)) => (i.id.to_string(), to_json(i)?),
                     None => continue,
                 },
-                Some("subscription") => match &write.subscription {
+                "subscription" => match &write.subscription {
                     Some((_, s)) => (s.id.to_string(), to_json(s)?),
                     None => continue,
                 },
-                Some("credit_note") => match &write.credit_note {
+                "credit_note" => match &write.credit_note {
                     Some(c) => (c.id.to_string(), to_json(c)?),
                     None => continue,
                 },
@@ -695,7 +701,7 @@ impl App {
         caller: &Caller,
         before: &Payment,
         after: &Payment,
-        event_types: &[&'static str],
+        event_types: &[EventType],
         now: Timestamp,
     ) -> Result<Change, AppError> {
         let (before_json, after_json) = (to_json(before)?, to_json(after)?);
@@ -706,12 +712,12 @@ impl App {
                 entity_type: "payment",
                 entity_id: after.id.to_string(),
                 action: AuditAction::Update,
-                event_type: event_types[0],
+                event_type: Some(event_types[0]),
                 before: Some(&before_json),
                 after: &after_json,
             },
         );
-        for event_type in &event_types[1..] {
+        for &event_type in &event_types[1..] {
             change.events.push(self.event(
                 caller,
                 now,
@@ -766,7 +772,7 @@ impl App {
         let invoice = self.get_invoice(caller, id).await?;
         if !invoice.is_payable() {
             return Err(AppError::Conflict {
-                code: "invoice_not_payable",
+                code: ErrorCode::InvoiceNotPayable,
                 message: format!("a {} invoice has nothing to pay", invoice.status.as_str()),
                 param: None,
             });
@@ -780,7 +786,7 @@ impl App {
             if !known {
                 return Err(AppError::Invalid(
                     billing_domain::kernel::error::ValidationError::new(
-                        "unknown_payment_method",
+                        ErrorCode::UnknownPaymentMethod,
                         "payment_method",
                         "the payment method is not one of the account's",
                     ),
@@ -800,7 +806,8 @@ impl App {
             payments: vec![(None, payment.clone())],
             ..Default::default()
         };
-        let change = self.collection_change(caller, &write, &["payment.created"], false, now)?;
+        let change =
+            self.collection_change(caller, &write, &[EventType::PaymentCreated], false, now)?;
         self.store
             .save_collection(caller.tenant_id, &write, &change)
             .await?;
@@ -821,7 +828,7 @@ impl App {
             && current.payment_status != Some(PaymentStatus::RequiresAction)
         {
             return Err(AppError::Conflict {
-                code: "no_failed_payment",
+                code: ErrorCode::NoFailedPayment,
                 message: "the invoice has no failed payment to retry".into(),
                 param: Some("invoice"),
             });
@@ -840,7 +847,7 @@ impl App {
         if reference.trim().is_empty() || reference.len() > 200 {
             return Err(AppError::Invalid(
                 billing_domain::kernel::error::ValidationError::new(
-                    "invalid_reference",
+                    ErrorCode::InvalidReference,
                     "reference",
                     "a reference of 1 to 200 characters says how it was paid",
                 ),
@@ -859,9 +866,9 @@ impl App {
                 subscription: recovered(subscription.as_ref(), now),
                 ..Default::default()
             };
-            let mut events = vec!["invoice.paid"];
+            let mut events = vec![EventType::InvoicePaid];
             if write.subscription.is_some() {
-                events.push("subscription.updated");
+                events.push(EventType::SubscriptionUpdated);
             }
             let change = self.collection_change(caller, &write, &events, true, now)?;
             match self
@@ -896,7 +903,7 @@ impl App {
         let (next, refunded) = payment.refund(amount, now)?;
         let Some(intent) = payment.payment_intent.clone() else {
             return Err(AppError::Conflict {
-                code: "not_refundable",
+                code: ErrorCode::NotRefundable,
                 message: "the payment was not collected through the gateway".into(),
                 param: None,
             });
@@ -915,7 +922,7 @@ impl App {
             .await
             .map_err(|err| match err {
                 GatewayError::Rejected { code, message } => AppError::Conflict {
-                    code: "refund_refused",
+                    code: ErrorCode::RefundRefused,
                     message: format!("the gateway refused the refund ({code}): {message}"),
                     param: None,
                 },
@@ -941,7 +948,7 @@ impl App {
         let change = self.collection_change(
             caller,
             &write,
-            &["payment.refunded", "credit_note.created"],
+            &[EventType::PaymentRefunded, EventType::CreditNoteCreated],
             true,
             now,
         )?;
@@ -951,7 +958,7 @@ impl App {
             .await
         {
             Err(StoreError::VersionConflict { .. }) => Err(AppError::Conflict {
-                code: "concurrent_modification",
+                code: ErrorCode::ConcurrentModification,
                 message: "the payment changed meanwhile (another refund?); retry".into(),
                 param: None,
             }),
@@ -1025,7 +1032,7 @@ impl App {
                 entity_type: "payment_settings",
                 entity_id: caller.tenant_id.to_string(),
                 action: AuditAction::Update,
-                event_type: "payment_settings.updated",
+                event_type: Some(EventType::PaymentSettingsUpdated),
                 before: Some(&before),
                 after: &after,
             },

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use billing_domain::events::record::{AuditAction, DomainEvent};
 use billing_domain::events::types::EventEnvelope;
+use billing_domain::events::types::EventType;
 use billing_domain::events::webhook::{
     self, DeliveryAttempt, EndpointStatus, HealthChange, WebhookDelivery, WebhookEndpoint,
 };
@@ -189,12 +190,12 @@ impl Fanout {
         let event = Arc::new(event);
         let mut attempts = tokio::task::JoinSet::new();
         let mut report = FanoutReport::default();
-        for endpoint in endpoints.into_iter().filter(|e| e.wants(&event.event_type)) {
+        for endpoint in endpoints.into_iter().filter(|e| e.wants(event.event_type)) {
             let delivery = WebhookDelivery::new(
                 delivery_id(event.id, endpoint.id),
                 endpoint.id,
                 event.id,
-                &event.event_type,
+                event.event_type,
                 false,
                 now,
             );
@@ -348,7 +349,7 @@ impl Fanout {
                     Some(endpoint),
                     &next,
                     AuditAction::Update,
-                    "webhook_endpoint.disabled",
+                    EventType::WebhookEndpointDisabled,
                 )?;
                 change.audit.actor.via = "system".into();
                 (next, Some(change))

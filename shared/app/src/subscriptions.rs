@@ -19,6 +19,8 @@ use billing_domain::catalog::plan;
 use billing_domain::customers::access::Permission;
 use billing_domain::customers::account::Account;
 use billing_domain::events::record::AuditAction;
+use billing_domain::events::types::EventType;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{AccountId, PlanId, SubscriptionId, TenantId};
 use billing_domain::kernel::metadata::Metadata;
 use jiff::Timestamp;
@@ -85,7 +87,7 @@ impl From<SubscriptionError> for AppError {
         match err {
             SubscriptionError::Invalid(v) => AppError::Invalid(v),
             SubscriptionError::InvalidTransition { current, action } => AppError::Conflict {
-                code: "invalid_transition",
+                code: ErrorCode::InvalidTransition,
                 message: format!("a {current} subscription cannot {action}"),
                 param: None,
             },
@@ -94,7 +96,7 @@ impl From<SubscriptionError> for AppError {
     }
 }
 
-fn invalid(code: &'static str, param: &'static str, message: impl Into<String>) -> AppError {
+fn invalid(code: ErrorCode, param: &'static str, message: impl Into<String>) -> AppError {
     AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
         code, param, message,
     ))
@@ -125,14 +127,14 @@ impl App {
             .await?
             .ok_or_else(|| {
                 invalid(
-                    "unknown_account",
+                    ErrorCode::UnknownAccount,
                     "account",
                     format!("no such account: {id}"),
                 )
             })?;
         if account.deleted_at.is_some() {
             return Err(AppError::Conflict {
-                code: "account_deleted",
+                code: ErrorCode::AccountDeleted,
                 message: "the account is deleted".into(),
                 param: Some("account"),
             });
@@ -153,10 +155,16 @@ impl App {
             .store
             .get_plan(caller.tenant_id, plan_id)
             .await?
-            .ok_or_else(|| invalid("unknown_plan", "plan", format!("no such plan: {plan_id}")))?;
+            .ok_or_else(|| {
+                invalid(
+                    ErrorCode::UnknownPlan,
+                    "plan",
+                    format!("no such plan: {plan_id}"),
+                )
+            })?;
         if !plan.active {
             return Err(AppError::Conflict {
-                code: "plan_inactive",
+                code: ErrorCode::PlanInactive,
                 message: "the plan takes no new subscriptions".into(),
                 param: Some("plan"),
             });
@@ -167,14 +175,14 @@ impl App {
             .await?;
         let version = plan::version_in_effect(&versions, at).ok_or_else(|| {
             invalid(
-                "plan_not_in_effect",
+                ErrorCode::PlanNotInEffect,
                 "plan",
                 "the plan has no prices in effect yet",
             )
         })?;
         let terms = SubscriptionTerms::of(&plan, version, currency).map_err(|e| {
             invalid(
-                "currency_not_offered",
+                ErrorCode::CurrencyNotOffered,
                 "plan",
                 format!("{e}; the account's currency decides"),
             )
@@ -194,7 +202,7 @@ impl App {
         let start = input.start.unwrap_or(now);
         if start < now - jiff::SignedDuration::from_mins(5) {
             return Err(invalid(
-                "start_in_past",
+                ErrorCode::StartInPast,
                 "start_date",
                 "a subscription cannot start in the past",
             ));
@@ -296,17 +304,19 @@ impl App {
                 entity_type: "subscription",
                 entity_id: sub.id.to_string(),
                 action,
-                event_type: transition
-                    .events
-                    .first()
-                    .copied()
-                    .unwrap_or("subscription.updated"),
+                event_type: Some(
+                    transition
+                        .events
+                        .first()
+                        .copied()
+                        .unwrap_or(EventType::SubscriptionUpdated),
+                ),
                 before: before.as_ref(),
                 after: &after,
             },
         );
         let previous_attributes = change.events[0].previous_attributes.clone();
-        for event_type in transition.events.iter().skip(1) {
+        for &event_type in transition.events.iter().skip(1) {
             let event = self.event(
                 caller,
                 now,
@@ -325,7 +335,7 @@ impl App {
             .finalized_invoice(caller, sub, billing, id, number, now)
             .await?;
         let data = to_json(&invoice.invoice)?;
-        for event_type in ["invoice.created", "invoice.finalized"] {
+        for event_type in [EventType::InvoiceCreated, EventType::InvoiceFinalized] {
             change.events.push(self.event(
                 caller,
                 now,
@@ -339,7 +349,7 @@ impl App {
             change.events.push(self.event(
                 caller,
                 now,
-                "invoice.paid",
+                EventType::InvoicePaid,
                 invoice.invoice.id.to_string(),
                 data,
                 None,
@@ -442,7 +452,7 @@ impl App {
             return Ok(step.next);
         }
         Err(AppError::Conflict {
-            code: "concurrent_modification",
+            code: ErrorCode::ConcurrentModification,
             message: "the subscription kept changing under this request; retry".into(),
             param: None,
         })
@@ -469,7 +479,10 @@ impl App {
     ) -> Result<Subscription, AppError> {
         caller.require(Permission::WriteBilling)?;
         self.mutate_subscription(caller, id, AuditAction::Update, |s, now| {
-            Ok(Some(plain(s.reactivate(now)?, "subscription.reactivated")))
+            Ok(Some(plain(
+                s.reactivate(now)?,
+                EventType::SubscriptionReactivated,
+            )))
         })
         .await
     }
@@ -484,7 +497,7 @@ impl App {
         self.mutate_subscription(caller, id, AuditAction::Update, |s, now| {
             Ok(Some(plain(
                 s.pause(resumes_at, now)?,
-                "subscription.paused",
+                EventType::SubscriptionPaused,
             )))
         })
         .await
@@ -556,7 +569,7 @@ impl App {
         self.mutate_subscription(caller, id, AuditAction::Update, |s, now| {
             Ok(Some(plain(
                 s.cancel_scheduled_change(now)?,
-                "subscription.change_cancelled",
+                EventType::SubscriptionChangeCancelled,
             )))
         })
         .await
@@ -572,7 +585,7 @@ impl App {
         self.mutate_subscription(caller, id, AuditAction::Update, |s, now| {
             Ok(Some(plain(
                 s.set_metadata(metadata, now)?,
-                "subscription.updated",
+                EventType::SubscriptionUpdated,
             )))
         })
         .await
@@ -842,7 +855,7 @@ enum Step {
 }
 
 /// A change that bills nothing, announced by one event.
-fn plain(next: Subscription, event: &'static str) -> Transition {
+fn plain(next: Subscription, event: EventType) -> Transition {
     Transition {
         next,
         billing: None,

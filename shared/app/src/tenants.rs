@@ -2,6 +2,7 @@
 
 use billing_domain::customers::access::Role;
 use billing_domain::customers::tenant::{self, Tenant, TenantMode};
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::TenantId;
 
 use crate::api_keys::{issue_key, IssuedKey};
@@ -43,7 +44,7 @@ impl App {
     ) -> Result<Tenant, AppError> {
         let presented = billing_domain::customers::access::parse_key(key_text).ok_or_else(|| {
             AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
-                "invalid_api_key",
+                ErrorCode::InvalidApiKey,
                 "key",
                 "expected an API key of the form sk_test_<26-character tenant id>_<43-character secret>",
             ))

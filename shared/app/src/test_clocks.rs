@@ -5,6 +5,8 @@
 use billing_domain::billing::test_clock::{TestClock, TestClockError};
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
+use billing_domain::events::types::EventType;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{TenantId, TestClockId};
 use jiff::Timestamp;
 
@@ -20,7 +22,7 @@ impl From<TestClockError> for AppError {
         match err {
             TestClockError::Invalid(v) => AppError::Invalid(v),
             TestClockError::Busy => AppError::Conflict {
-                code: "test_clock_advancing",
+                code: ErrorCode::TestClockAdvancing,
                 message: "the clock is still advancing; wait until its status is ready".into(),
                 param: None,
             },
@@ -51,7 +53,7 @@ impl App {
                 entity_type: "test_clock",
                 entity_id: clock.id.to_string(),
                 action: AuditAction::Create,
-                event_type: "test_clock.created",
+                event_type: Some(EventType::TestClockCreated),
                 before: None,
                 after: &after,
             },

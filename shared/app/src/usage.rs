@@ -23,6 +23,8 @@ use billing_domain::catalog::charges::{Derivation, Priced};
 use billing_domain::catalog::metric::Metric;
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
+use billing_domain::events::types::EventType;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::error::ValidationError;
 use billing_domain::kernel::ids::{AccountId, SubscriptionId, TenantId, TestClockId};
 use billing_domain::kernel::money::Money;
@@ -107,7 +109,7 @@ fn entitlement<'a>(sub: Option<&'a Arc<Subscription>>, metric: &str) -> Option<&
     sub?.terms.entitlements.iter().find(|e| e.metric == metric)
 }
 
-fn invalid(code: &'static str, param: &str, message: impl Into<String>) -> ValidationError {
+fn invalid(code: ErrorCode, param: &str, message: impl Into<String>) -> ValidationError {
     ValidationError::new(code, param, message)
 }
 
@@ -203,7 +205,7 @@ impl App {
         caller.require(Permission::WriteBilling)?;
         if inputs.is_empty() || inputs.len() > MAX_BATCH {
             return Err(invalid(
-                "invalid_batch",
+                ErrorCode::InvalidBatch,
                 "events",
                 format!("a batch holds 1 to {MAX_BATCH} events"),
             )
@@ -268,7 +270,7 @@ impl App {
         }
         .ok_or_else(|| {
             invalid(
-                "unknown_metric",
+                ErrorCode::UnknownMetric,
                 "metric",
                 format!(
                     "no billable metric has the code `{}`; create it with POST /v1/metrics",
@@ -315,7 +317,7 @@ impl App {
                 (Some(id), None) => (true, id.clone()),
                 (None, Some(external)) => (false, external.clone()),
                 _ => return Err(invalid(
-                    "missing_subscription",
+                    ErrorCode::MissingSubscription,
                     "subscription",
                     "name the subscription, or the account by external_account_id (one of the two)",
                 )
@@ -344,7 +346,7 @@ impl App {
                 .map(Arc::new)
                 .ok_or_else(|| {
                     invalid(
-                        "unknown_subscription",
+                        ErrorCode::UnknownSubscription,
                         "subscription",
                         format!("no such subscription: {id}"),
                     )
@@ -352,7 +354,7 @@ impl App {
         }
         let Some(account) = self.account_by_external_id(tenant, value).await? else {
             return Ok(Err(invalid(
-                "unknown_account",
+                ErrorCode::UnknownAccount,
                 "external_account_id",
                 format!("no account has the external_id `{value}`"),
             )));
@@ -361,12 +363,12 @@ impl App {
         Ok(match live.as_slice() {
             [one] => Ok(Arc::new(one.clone())),
             [] => Err(invalid(
-                "no_subscription",
+                ErrorCode::NoSubscription,
                 "external_account_id",
                 format!("the account `{value}` has no live subscription"),
             )),
             _ => Err(invalid(
-                "ambiguous_subscription",
+                ErrorCode::AmbiguousSubscription,
                 "external_account_id",
                 format!("the account `{value}` has several live subscriptions; name one with `subscription`"),
             )),
@@ -561,7 +563,7 @@ impl App {
                 rollup
                     .aggregate
                     .apply(&c.event, new_value)
-                    .map_err(|e| invalid("invalid_value", "value", e.to_string()))?;
+                    .map_err(|e| invalid(ErrorCode::InvalidValue, "value", e.to_string()))?;
                 if rollup.billed.is_some() {
                     late = true;
                     rollup
@@ -642,7 +644,7 @@ impl App {
                                     entity_type: "usage",
                                     entity_id: sub.id.to_string(),
                                     action: AuditAction::Update,
-                                    event_type: "usage.threshold_reached",
+                                    event_type: Some(EventType::UsageThresholdReached),
                                     before: None,
                                     after: &data,
                                 },
@@ -651,7 +653,7 @@ impl App {
                         Some(change) => change.events.push(self.event(
                             caller,
                             now,
-                            "usage.threshold_reached",
+                            EventType::UsageThresholdReached,
                             sub.id.to_string(),
                             data,
                             None,
@@ -684,7 +686,7 @@ impl App {
             current.start + SignedDuration::from_millis(1),
         ));
         if from >= to {
-            return Err(invalid("invalid_range", "to", "`to` must be after `from`").into());
+            return Err(invalid(ErrorCode::InvalidRange, "to", "`to` must be after `from`").into());
         }
         let rollups = self
             .store
@@ -744,7 +746,7 @@ impl App {
                 .await?
                 .ok_or_else(|| {
                     invalid(
-                        "unknown_account",
+                        ErrorCode::UnknownAccount,
                         "account",
                         format!("no account has the id or external_id `{account}`"),
                     )
@@ -774,7 +776,7 @@ impl App {
             .is_none()
         {
             return Err(invalid(
-                "unknown_metric",
+                ErrorCode::UnknownMetric,
                 "metric",
                 format!("no billable metric has the code `{metric}`"),
             )
@@ -990,7 +992,7 @@ impl App {
                         entity_type: "invoice",
                         entity_id: invoice_id.to_string(),
                         action: AuditAction::Create,
-                        event_type: "invoice.created",
+                        event_type: Some(EventType::InvoiceCreated),
                         before: None,
                         after: &data,
                     },
@@ -998,7 +1000,7 @@ impl App {
                 change.events.push(self.event(
                     caller,
                     at,
-                    "invoice.finalized",
+                    EventType::InvoiceFinalized,
                     invoice_id.to_string(),
                     data,
                     None,

@@ -4,10 +4,12 @@
 use billing_domain::customers::access::{Permission, Role};
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventEnvelope;
+use billing_domain::events::types::EventType;
 use billing_domain::events::webhook::{
     self, EndpointStatus, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint,
     WebhookEndpointPatch, WebhookEndpointView,
 };
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{DeliveryId, EventId, TenantId, WebhookEndpointId};
 use jiff::SignedDuration;
 use rand::RngCore;
@@ -82,7 +84,7 @@ impl App {
             .await?;
         if existing.items.len() >= webhook::MAX_ENDPOINTS {
             return Err(AppError::Conflict {
-                code: "too_many_endpoints",
+                code: ErrorCode::TooManyEndpoints,
                 message: format!(
                     "a tenant has at most {} webhook endpoints; delete one first",
                     webhook::MAX_ENDPOINTS
@@ -103,7 +105,7 @@ impl App {
             None,
             &endpoint,
             AuditAction::Create,
-            "webhook_endpoint.created",
+            EventType::WebhookEndpointCreated,
         )?;
         self.store
             .insert_webhook_endpoint(caller.tenant_id, &endpoint, &change)
@@ -179,7 +181,7 @@ impl App {
             Some(&current),
             &current,
             AuditAction::Delete,
-            "webhook_endpoint.deleted",
+            EventType::WebhookEndpointDeleted,
         )?;
         self.store
             .delete_webhook_endpoint(caller.tenant_id, &current, &change)
@@ -249,14 +251,14 @@ impl App {
                     .await?
                     .ok_or_else(|| {
                         AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
-                            "unknown_endpoint",
+                            ErrorCode::UnknownEndpoint,
                             "endpoint",
                             format!("no such webhook endpoint: `{endpoint_id}`"),
                         ))
                     })?;
                 if endpoint.status != EndpointStatus::Enabled {
                     return Err(AppError::Conflict {
-                        code: "endpoint_disabled",
+                        code: ErrorCode::EndpointDisabled,
                         message: "the endpoint is disabled; enable it before resending".into(),
                         param: Some("endpoint"),
                     });
@@ -275,12 +277,12 @@ impl App {
                 .await?
                 .items
                 .into_iter()
-                .filter(|e| e.wants(&event.event_type))
+                .filter(|e| e.wants(event.event_type))
                 .collect(),
         };
         if targets.is_empty() {
             return Err(AppError::Conflict {
-                code: "no_endpoints",
+                code: ErrorCode::NoEndpoints,
                 message: format!(
                     "no enabled webhook endpoint is subscribed to `{}`",
                     event.event_type
@@ -296,7 +298,7 @@ impl App {
                     DeliveryId::from_ulid(crate::new_ulid()),
                     e.id,
                     event.id,
-                    &event.event_type,
+                    event.event_type,
                     true,
                     now,
                 )
@@ -330,7 +332,7 @@ impl App {
             Some(current),
             next,
             AuditAction::Update,
-            "webhook_endpoint.updated",
+            EventType::WebhookEndpointUpdated,
         )?;
         self.store
             .update_webhook_endpoint(caller.tenant_id, current, next, Some(&change))
@@ -345,7 +347,7 @@ impl App {
         before: Option<&WebhookEndpoint>,
         after: &WebhookEndpoint,
         action: AuditAction,
-        event_type: &'static str,
+        event_type: EventType,
     ) -> Result<Change, AppError> {
         let before = before.map(|b| to_json(&b.view())).transpose()?;
         let after_json = to_json(&after.view())?;
@@ -356,7 +358,7 @@ impl App {
                 entity_type: ENTITY,
                 entity_id: after.id.to_string(),
                 action,
-                event_type,
+                event_type: Some(event_type),
                 before: before.as_ref(),
                 after: &after_json,
             },

@@ -107,7 +107,7 @@ impl AwsDispatch {
                     aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
                         .event_bus_name(&self.bus)
                         .source(EVENT_SOURCE)
-                        .detail_type(&event.event_type)
+                        .detail_type(event.event_type.as_str())
                         .resources(tenant.to_string())
                         .time(aws_sdk_eventbridge::primitives::DateTime::from_millis(
                             event.created.as_millisecond(),

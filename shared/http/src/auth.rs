@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use billing_app::App;
 use billing_domain::customers::access::Permission;
+use billing_domain::kernel::error::ErrorCode;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::OpenApi;
 
@@ -108,12 +109,8 @@ pub async fn authenticate(State(guard): State<Guard>, mut req: Request, next: Ne
         Some(Access::Open) => return next.run(req).await,
         Some(Access::Key(permission)) => *permission,
         None => {
-            return Problem::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this route is not open to API keys",
-            )
-            .into_response()
+            return Problem::new(ErrorCode::Forbidden, "this route is not open to API keys")
+                .into_response()
         }
     };
     let bearer = req
@@ -126,12 +123,8 @@ pub async fn authenticate(State(guard): State<Guard>, mut req: Request, next: Ne
         })
         .map(str::trim);
     let Some(bearer) = bearer else {
-        return Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "no API key was presented",
-        )
-        .into_response();
+        return Problem::new(ErrorCode::Unauthenticated, "no API key was presented")
+            .into_response();
     };
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
     let caller = match guard.app.authenticate(bearer, request_id).await {

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::problem::Problem;
+use billing_domain::kernel::error::ErrorCode;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -32,8 +33,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             });
         if !is_json {
             return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "the request body must be JSON",
             )
             .param("Content-Type")
@@ -51,8 +51,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 pub fn too_large() -> Problem {
     Problem::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
+        ErrorCode::BodyTooLarge,
         format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
     )
     .hint("Send a smaller body; lists are paginated and batches have their own limits.")
@@ -67,20 +66,20 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         let message = inner.to_string();
         if inner.is_syntax() || inner.is_eof() {
             return Problem::invalid(
-                "malformed_json",
+                ErrorCode::MalformedJson,
                 "body",
                 format!("the body is not valid JSON: {message}"),
             )
             .hint("Send a well-formed JSON object.");
         }
         let (code, param) = match unknown_field(&message) {
-            Some(field) => ("unknown_field", join_path(&path, field)),
+            Some(field) => (ErrorCode::UnknownField, join_path(&path, field)),
             None if message.starts_with("missing field") => (
-                "missing_field",
+                ErrorCode::MissingField,
                 join_path(&path, message.split('`').nth(1).unwrap_or("")),
             ),
             None => (
-                "invalid_value",
+                ErrorCode::InvalidValue,
                 if path == "." { "body".into() } else { path },
             ),
         };
@@ -139,7 +138,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
                 let path = err.path().to_string();
                 let message = err.into_inner().to_string();
                 let param = unknown_field(&message).map(str::to_owned).unwrap_or(path);
-                Problem::invalid("invalid_query", param, message)
+                Problem::invalid(ErrorCode::InvalidQuery, param, message)
             })
     }
 }
@@ -156,13 +155,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
             .get::<Caller>()
             .cloned()
             .map(Auth)
-            .ok_or_else(|| {
-                Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
-                    "no API key was presented",
-                )
-            })
+            .ok_or_else(|| Problem::new(ErrorCode::Unauthenticated, "no API key was presented"))
     }
 }
 
@@ -192,7 +185,7 @@ pub fn timestamp(
     raw.map(|r| {
         r.parse::<jiff::Timestamp>().map_err(|_| {
             Problem::invalid(
-                "invalid_timestamp",
+                ErrorCode::InvalidTimestamp,
                 param,
                 "expected an RFC 3339 time such as 2026-11-22T10:00:00Z",
             )

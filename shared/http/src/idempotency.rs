@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::extract::{too_large, MAX_BODY_BYTES};
 use crate::problem::{Problem, CONTENT_TYPE as PROBLEM_CONTENT_TYPE};
+use billing_domain::kernel::error::ErrorCode;
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -31,7 +32,7 @@ pub async fn idempotent(State(app): State<App>, req: Request, next: Next) -> Res
     };
     let Ok(key) = key else {
         return Problem::invalid(
-            "invalid_idempotency_key",
+            ErrorCode::InvalidIdempotencyKey,
             "Idempotency-Key",
             "the Idempotency-Key must be printable ASCII",
         )
@@ -60,16 +61,14 @@ pub async fn idempotent(State(app): State<App>, req: Request, next: Next) -> Res
         Err(err) => Problem::from(err).into_response(),
         Ok(IdempotencyClaim::Replay(stored)) => replay(stored),
         Ok(IdempotencyClaim::Mismatch) => Problem::new(
-            StatusCode::CONFLICT,
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was already used with a different request",
         )
         .param("Idempotency-Key")
         .hint("Use a new key for a new request; reuse a key only to retry the identical request.")
         .into_response(),
         Ok(IdempotencyClaim::InProgress) => Problem::new(
-            StatusCode::CONFLICT,
-            "idempotency_key_in_use",
+            ErrorCode::IdempotencyKeyInUse,
             "a request with this Idempotency-Key is still being processed",
         )
         .param("Idempotency-Key")

@@ -19,6 +19,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
 use axum::Router;
 use billing_app::App;
+use billing_domain::kernel::error::ErrorCode;
 
 pub use observe::{EmitMetrics, RequestId};
 use problem::Problem;
@@ -50,8 +51,7 @@ pub fn router(app: App, metrics: EmitMetrics) -> Router {
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this route does not accept that method",
             )
         })

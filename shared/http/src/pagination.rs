@@ -6,6 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::problem::Problem;
+use billing_domain::kernel::error::ErrorCode;
 
 pub const DEFAULT_LIMIT: usize = 10;
 pub const MAX_LIMIT: usize = 100;
@@ -17,7 +18,7 @@ pub fn page_request(
     let limit = limit.unwrap_or(DEFAULT_LIMIT as i64);
     if !(1..=MAX_LIMIT as i64).contains(&limit) {
         return Err(Problem::invalid(
-            "invalid_limit",
+            ErrorCode::InvalidLimit,
             "limit",
             format!("limit must be between 1 and {MAX_LIMIT}"),
         ));

@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use billing_app::AppError;
+use billing_domain::kernel::error::ErrorCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -22,8 +23,7 @@ pub struct ProblemDocument {
     pub title: String,
     pub status: u16,
     pub detail: String,
-    /// Stable machine-readable reason; safe to branch on.
-    pub code: String,
+    pub code: ErrorCode,
     /// The request field, query parameter or header at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub param: Option<String>,
@@ -36,13 +36,16 @@ pub struct ProblemDocument {
 pub struct Problem(Box<ProblemDocument>);
 
 impl Problem {
-    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+    /// A problem with `code`, which fixes its status.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         Self(Box::new(ProblemDocument {
             problem_type: format!("/problems/{code}"),
             title: title(status),
             status: status.as_u16(),
             detail: detail.into(),
-            code: code.to_owned(),
+            code,
             param: None,
             hint: hint(status).to_owned(),
         }))
@@ -62,12 +65,12 @@ impl Problem {
         &self.0
     }
 
-    pub fn invalid(code: &str, param: impl Into<String>, detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::BAD_REQUEST, code, detail).param(param)
+    pub fn invalid(code: ErrorCode, param: impl Into<String>, detail: impl Into<String>) -> Self {
+        Problem::new(code, detail).param(param)
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::NOT_FOUND, "resource_missing", detail)
+        Problem::new(ErrorCode::ResourceMissing, detail)
     }
 }
 
@@ -126,31 +129,24 @@ impl From<AppError> for Problem {
                 message,
                 param,
             } => {
-                let problem = Problem::new(StatusCode::CONFLICT, code, message);
+                let problem = Problem::new(code, message);
                 match param {
                     Some(p) => problem.param(p),
                     None => problem,
                 }
             }
-            AppError::Unauthenticated(m) => {
-                Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", m)
-            }
-            AppError::Forbidden(m) => Problem::new(StatusCode::FORBIDDEN, "forbidden", m),
+            AppError::Unauthenticated(m) => Problem::new(ErrorCode::Unauthenticated, m),
+            AppError::Forbidden(m) => Problem::new(ErrorCode::Forbidden, m),
             AppError::Unavailable(m) => {
                 tracing::warn!(cause = %m, "store unavailable");
                 Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
+                    ErrorCode::TemporarilyUnavailable,
                     "the service is briefly unavailable",
                 )
             }
             AppError::Internal(m) => {
                 tracing::error!(cause = %m, "internal error");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "something went wrong on our side",
-                )
+                Problem::new(ErrorCode::InternalError, "something went wrong on our side")
             }
         }
     }

@@ -23,6 +23,7 @@
 //! line.discount_amount`, `tax_total = Σ line.tax_amount`, `total = Σ line.total =
 //! subtotal − discount_total + exclusive tax`, `amount_due ≥ 0`.
 
+use crate::kernel::error::ErrorCode;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -270,7 +271,11 @@ pub enum InvoiceError {
 
 impl InvoiceError {
     fn invalid(param: String, message: impl Into<String>) -> Self {
-        InvoiceError::Invalid(ValidationError::new("invalid_invoice", param, message))
+        InvoiceError::Invalid(ValidationError::new(
+            ErrorCode::InvalidInvoice,
+            param,
+            message,
+        ))
     }
 }
 

@@ -17,6 +17,8 @@
 //! A pause bills nothing: at resume the subscription starts a fresh period and the unused part
 //! of the period paid before the pause is credited on that invoice.
 
+use crate::events::types::EventType;
+use crate::kernel::error::ErrorCode;
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
@@ -276,7 +278,7 @@ pub struct Transition {
     pub next: Subscription,
     pub billing: Option<Billing>,
     /// Event types, in order (`subscription.renewed`, …).
-    pub events: Vec<&'static str>,
+    pub events: Vec<EventType>,
 }
 
 impl Transition {
@@ -332,7 +334,7 @@ pub fn first_paid_period(
         .find(|m| !terms.usage_charges.iter().any(|c| &c.metric == *m))
     {
         return Err(ValidationError::new(
-            "unknown_usage_charge",
+            ErrorCode::UnknownUsageCharge,
             format!("usage.{metric}"),
             format!("the plan has no usage charge on `{metric}`"),
         )
@@ -391,7 +393,7 @@ impl Subscription {
         metadata::validate(&input.metadata)?;
         if input.quantity == 0 || input.quantity > 1_000_000 {
             return Err(ValidationError::new(
-                "invalid_quantity",
+                ErrorCode::InvalidQuantity,
                 "quantity",
                 "quantity must be 1 to 1,000,000",
             )
@@ -401,7 +403,7 @@ impl Subscription {
             && input.days_until_due.is_none()
         {
             return Err(ValidationError::new(
-                "missing_days_until_due",
+                ErrorCode::MissingDaysUntilDue,
                 "days_until_due",
                 "send_invoice subscriptions need days_until_due",
             )
@@ -419,7 +421,7 @@ impl Subscription {
         let anchor = input.billing_anchor.unwrap_or(paid_from);
         if anchor < paid_from {
             return Err(ValidationError::new(
-                "invalid_billing_anchor",
+                ErrorCode::InvalidBillingAnchor,
                 "billing_anchor",
                 "the billing anchor cannot be before the first paid moment (start or trial end)",
             )
@@ -467,7 +469,7 @@ impl Subscription {
             updated_at: now,
             version: 1,
         };
-        let mut events = vec!["subscription.created"];
+        let mut events = vec![EventType::SubscriptionCreated];
         if trial_end.is_some() {
             return Ok(Transition {
                 next: sub,
@@ -478,7 +480,7 @@ impl Subscription {
         let (next, billing) =
             sub.begin_paid_period(paid_from, BillingReason::SubscriptionCreate)?;
         sub = next;
-        events.push("subscription.activated");
+        events.push(EventType::SubscriptionActivated);
         Ok(Transition {
             next: sub,
             billing,
@@ -619,7 +621,7 @@ impl Subscription {
                 Transition {
                     next,
                     billing: None,
-                    events: vec!["subscription.trial_will_end"],
+                    events: vec![EventType::SubscriptionTrialWillEnd],
                 }
             }
             SubscriptionStatus::Trialing => {
@@ -628,7 +630,10 @@ impl Subscription {
                 Transition {
                     next,
                     billing,
-                    events: vec!["subscription.trial_ended", "subscription.activated"],
+                    events: vec![
+                        EventType::SubscriptionTrialEnded,
+                        EventType::SubscriptionActivated,
+                    ],
                 }
             }
             SubscriptionStatus::Paused => {
@@ -637,14 +642,14 @@ impl Subscription {
                     Transition {
                         next,
                         billing,
-                        events: vec!["subscription.resumed"],
+                        events: vec![EventType::SubscriptionResumed],
                     }
                 } else {
                     next.end(due);
                     Transition {
                         next,
                         billing: None,
-                        events: vec!["subscription.cancelled"],
+                        events: vec![EventType::SubscriptionCancelled],
                     }
                 }
             }
@@ -679,14 +684,14 @@ impl Subscription {
             return Ok(Transition {
                 next: self,
                 billing,
-                events: vec!["subscription.cancelled"],
+                events: vec![EventType::SubscriptionCancelled],
             });
         }
         let mut events = Vec::new();
         if let Some(change) = self.scheduled_change.take() {
             self.terms = change.terms;
             self.quantity = change.quantity;
-            events.push("subscription.plan_changed");
+            events.push(EventType::SubscriptionPlanChanged);
         }
         let cycle = self.cycle()?;
         let k = cycle.index_at(at).map_err(calendar)?;
@@ -703,7 +708,7 @@ impl Subscription {
             lines.extend(self.fee_line(&period, None));
         }
         let billing = self.billing(BillingReason::SubscriptionCycle, period, lines);
-        events.push("subscription.renewed");
+        events.push(EventType::SubscriptionRenewed);
         Ok(Transition {
             next: self,
             billing,
@@ -762,7 +767,7 @@ impl Subscription {
             return Ok(Transition {
                 next,
                 billing: None,
-                events: vec!["subscription.cancel_scheduled"],
+                events: vec![EventType::SubscriptionCancelScheduled],
             });
         }
         let mut lines = Vec::new();
@@ -788,7 +793,7 @@ impl Subscription {
         Ok(Transition {
             next,
             billing,
-            events: vec!["subscription.cancelled"],
+            events: vec![EventType::SubscriptionCancelled],
         })
     }
 
@@ -816,7 +821,7 @@ impl Subscription {
         }
         if resumes_at.is_some_and(|r| r <= now) {
             return Err(ValidationError::new(
-                "invalid_resumes_at",
+                ErrorCode::InvalidResumesAt,
                 "resumes_at",
                 "resumes_at must be in the future",
             )
@@ -837,7 +842,7 @@ impl Subscription {
         Ok(Transition {
             next,
             billing,
-            events: vec!["subscription.resumed"],
+            events: vec![EventType::SubscriptionResumed],
         })
     }
 
@@ -860,7 +865,7 @@ impl Subscription {
         }
         if quantity == 0 || quantity > 1_000_000 {
             return Err(ValidationError::new(
-                "invalid_quantity",
+                ErrorCode::InvalidQuantity,
                 "quantity",
                 "quantity must be 1 to 1,000,000",
             )
@@ -868,7 +873,7 @@ impl Subscription {
         }
         if terms.interval != self.terms.interval {
             return Err(ValidationError::new(
-                "interval_change_unsupported",
+                ErrorCode::IntervalChangeUnsupported,
                 "plan",
                 "moving between billing intervals is done by cancelling at period end and subscribing anew",
             )
@@ -883,7 +888,7 @@ impl Subscription {
             return Ok(Transition {
                 next,
                 billing: None,
-                events: vec!["subscription.plan_changed"],
+                events: vec![EventType::SubscriptionPlanChanged],
             });
         }
         let price = |amount: Money, t: &SubscriptionTerms| PlanPrice {
@@ -902,7 +907,7 @@ impl Subscription {
             return Ok(Transition {
                 next,
                 billing: None,
-                events: vec!["subscription.change_scheduled"],
+                events: vec![EventType::SubscriptionChangeScheduled],
             });
         }
         let tz = self.cycle()?.time_zone().clone();
@@ -933,9 +938,9 @@ impl Subscription {
                 .map_err(|e| SubscriptionError::Pricing(e.to_string()))?;
         }
         let events = vec![match decision.direction {
-            ChangeDirection::Upgrade => "subscription.upgraded",
-            ChangeDirection::Downgrade => "subscription.downgraded",
-            ChangeDirection::Lateral => "subscription.plan_changed",
+            ChangeDirection::Upgrade => EventType::SubscriptionUpgraded,
+            ChangeDirection::Downgrade => EventType::SubscriptionDowngraded,
+            ChangeDirection::Lateral => EventType::SubscriptionPlanChanged,
         }];
         if invoice_now {
             let period = Period::new(now, self.current_period.end.max(now)).map_err(calendar)?;

@@ -1,6 +1,7 @@
 //! Test clocks (sandbox only): a frozen time that accounts can live on. Advancing one runs
 //! everything that falls due up to the new time through the normal billing path, in order.
 
+use crate::kernel::error::ErrorCode;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -74,7 +75,7 @@ impl TestClock {
         }
         if to <= self.frozen_time {
             return Err(ValidationError::new(
-                "invalid_frozen_time",
+                ErrorCode::InvalidFrozenTime,
                 "frozen_time",
                 format!(
                     "a test clock only moves forward; it is at {}",

@@ -21,6 +21,7 @@
 //! returns the amount rounded once with the crate's one rule plus a [`Derivation`] that
 //! explains it.
 
+use crate::kernel::error::ErrorCode;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -392,21 +393,21 @@ fn minor_dec(minor: i64, currency: Currency) -> Decimal {
 fn check_price(param: &str, d: Decimal) -> Result<(), ValidationError> {
     if d.is_sign_negative() && !d.is_zero() {
         return Err(ValidationError::new(
-            "invalid_charge",
+            ErrorCode::InvalidCharge,
             param,
             "must not be negative",
         ));
     }
     if decimal::significant_scale(d) > MAX_PRICE_SCALE {
         return Err(ValidationError::new(
-            "invalid_charge",
+            ErrorCode::InvalidCharge,
             param,
             format!("must have at most {MAX_PRICE_SCALE} decimal places"),
         ));
     }
     if d > max_magnitude() {
         return Err(ValidationError::new(
-            "invalid_charge",
+            ErrorCode::InvalidCharge,
             param,
             "is too large (at most 10^15)",
         ));
@@ -418,7 +419,7 @@ fn check_quantity(param: &str, d: Decimal, positive: bool) -> Result<(), Validat
     check_price(param, d)?;
     if positive && d.is_zero() {
         return Err(ValidationError::new(
-            "invalid_charge",
+            ErrorCode::InvalidCharge,
             param,
             "must be greater than zero",
         ));
@@ -429,14 +430,14 @@ fn check_quantity(param: &str, d: Decimal, positive: bool) -> Result<(), Validat
 fn check_amount(param: &str, minor: i64) -> Result<(), ValidationError> {
     if minor < 0 {
         return Err(ValidationError::new(
-            "invalid_charge",
+            ErrorCode::InvalidCharge,
             param,
             "must not be negative (minor units)",
         ));
     }
     if minor > 1_000_000_000_000_000 {
         return Err(ValidationError::new(
-            "invalid_charge",
+            ErrorCode::InvalidCharge,
             param,
             "is too large (at most 10^18 minor units)",
         ));
@@ -451,14 +452,14 @@ fn check_bounds<'a>(
     let n = bounds.len();
     if n == 0 {
         return Err(ValidationError::new(
-            "invalid_charge",
+            ErrorCode::InvalidCharge,
             "tiers",
             "at least one tier is required",
         ));
     }
     if n > MAX_TIERS {
         return Err(ValidationError::new(
-            "invalid_charge",
+            ErrorCode::InvalidCharge,
             "tiers",
             format!("at most {MAX_TIERS} tiers are allowed"),
         ));
@@ -470,14 +471,14 @@ fn check_bounds<'a>(
         match (b, last) {
             (None, false) => {
                 return Err(ValidationError::new(
-                    "invalid_charge",
+                    ErrorCode::InvalidCharge,
                     param,
                     "only the last tier may be unbounded (up_to: null)",
                 ))
             }
             (Some(_), true) => {
                 return Err(ValidationError::new(
-                    "invalid_charge",
+                    ErrorCode::InvalidCharge,
                     param,
                     "the last tier must be unbounded (up_to: null) so every quantity has a price",
                 ))
@@ -487,7 +488,7 @@ fn check_bounds<'a>(
                 if let Some(p) = prev {
                     if *u == p {
                         return Err(ValidationError::new(
-                            "invalid_charge",
+                            ErrorCode::InvalidCharge,
                             param,
                             format!(
                                 "overlaps the previous tier: both end at {} (up_to is inclusive)",
@@ -497,7 +498,7 @@ fn check_bounds<'a>(
                     }
                     if *u < p {
                         return Err(ValidationError::new(
-                            "invalid_charge",
+                            ErrorCode::InvalidCharge,
                             param,
                             format!(
                                 "tiers must be in increasing order of up_to: {} comes after {}",
@@ -550,7 +551,7 @@ impl ChargeModel {
                 check_price("rate", p.rate)?;
                 if p.rate > Decimal::ONE_HUNDRED {
                     return Err(ValidationError::new(
-                        "invalid_charge",
+                        ErrorCode::InvalidCharge,
                         "rate",
                         "is a percentage and must be at most 100",
                     ));
@@ -566,7 +567,7 @@ impl ChargeModel {
                 if let (Some(lo), Some(hi)) = (p.min_per_transaction, p.max_per_transaction) {
                     if lo > hi {
                         return Err(ValidationError::new(
-                            "invalid_charge",
+                            ErrorCode::InvalidCharge,
                             "max_per_transaction",
                             format!("must be at least min_per_transaction ({lo})"),
                         ));
@@ -583,7 +584,7 @@ impl ChargeModel {
                     if let Some(u) = tier.up_to {
                         let span = u - prev; // both ≤ 10^15: cannot overflow
                         if !(span % tier.block_size).is_zero() {
-                            return Err(ValidationError::new("invalid_charge", 
+                            return Err(ValidationError::new(ErrorCode::InvalidCharge,
                                 format!("tiers[{i}].up_to"),
                                 format!(
                                     "the tier spans {} units, which is not a whole number of {}-unit blocks",
@@ -706,7 +707,7 @@ fn graduated(
         if to <= from {
             // Unordered tiers (unvalidated input): never produce negative slices.
             return Err(PricingError::Invalid(ValidationError::new(
-                "invalid_charge",
+                ErrorCode::InvalidCharge,
                 format!("tiers[{i}].up_to"),
                 "tiers must be in increasing order of up_to",
             )));
@@ -751,7 +752,7 @@ fn volume(
         .find(|(_, t)| t.up_to.is_none_or(|u| q <= u))
     else {
         return Err(PricingError::Invalid(ValidationError::new(
-            "invalid_charge",
+            ErrorCode::InvalidCharge,
             "tiers",
             "the last tier must be unbounded",
         )));
@@ -775,7 +776,7 @@ fn volume(
 fn blocks_for(units: Decimal, size: Decimal) -> Result<u64, PricingError> {
     if size <= Decimal::ZERO {
         return Err(PricingError::Invalid(ValidationError::new(
-            "invalid_charge",
+            ErrorCode::InvalidCharge,
             "block_size",
             "must be greater than zero",
         )));
@@ -827,7 +828,7 @@ fn tiered_blocks(
         };
         if to <= from {
             return Err(PricingError::Invalid(ValidationError::new(
-                "invalid_charge",
+                ErrorCode::InvalidCharge,
                 format!("tiers[{i}].up_to"),
                 "tiers must be in increasing order of up_to",
             )));
@@ -988,7 +989,7 @@ impl Commitment {
         if let (Some(lo), Some(hi)) = (self.minimum, self.maximum) {
             if lo > hi {
                 return Err(ValidationError::new(
-                    "invalid_charge",
+                    ErrorCode::InvalidCharge,
                     "maximum",
                     format!("must be at least minimum ({lo})"),
                 ));
@@ -1305,7 +1306,7 @@ mod tests {
             assert!(e.message.contains(msg), "{json}: {}", e.message);
         }
         assert_eq!(
-            ValidationError::new("invalid_charge", "tiers[0].up_to", "x")
+            ValidationError::new(ErrorCode::InvalidCharge, "tiers[0].up_to", "x")
                 .within("price")
                 .param,
             "price.tiers[0].up_to"

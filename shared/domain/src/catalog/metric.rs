@@ -2,6 +2,7 @@
 //! (count, sum, max, unique_count, latest). Usage charges of plans price a metric's
 //! aggregate for the period.
 
+use crate::kernel::error::ErrorCode;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -85,7 +86,7 @@ impl Metric {
         let field = match (input.aggregation.needs_field(), input.field) {
             (true, None) => {
                 return Err(ValidationError::new(
-                    "missing_field",
+                    ErrorCode::MissingField,
                     "field",
                     format!(
                         "a {:?} metric must name the event property it aggregates",
@@ -96,7 +97,7 @@ impl Metric {
             }
             (false, Some(_)) => {
                 return Err(ValidationError::new(
-                    "invalid_field",
+                    ErrorCode::InvalidField,
                     "field",
                     "a count metric counts events and takes no field",
                 ))
@@ -142,7 +143,7 @@ pub fn validate_code(code: &str, param: &'static str) -> Result<String, Validati
         Ok(code.to_owned())
     } else {
         Err(ValidationError::new(
-            "invalid_code",
+            ErrorCode::InvalidCode,
             param,
             format!("`{code}` must be 1 to 64 lower-case letters, digits, `_`, `-` or `.`"),
         ))
@@ -153,7 +154,7 @@ pub fn validate_name(name: &str) -> Result<String, ValidationError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ValidationError::new(
-            "invalid_name",
+            ErrorCode::InvalidName,
             "name",
             "a name must be 1 to 200 characters",
         ));
@@ -168,7 +169,7 @@ pub fn validate_description(
         None | Some("") => Ok(None),
         Some(d) if d.chars().count() <= 1000 => Ok(Some(d.to_owned())),
         Some(_) => Err(ValidationError::new(
-            "too_long",
+            ErrorCode::TooLong,
             "description",
             "a description must be at most 1000 characters",
         )),

@@ -7,6 +7,7 @@
 //! Prices are per currency: every charge of a version is priced in the same set of
 //! currencies, so a subscription in any of them is billable in full.
 
+use crate::kernel::error::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
@@ -142,14 +143,14 @@ impl PlanCharges {
         let within = |e: ValidationError| e.within("charges");
         if self.recurring_fee.is_none() && self.usage_charges.is_empty() {
             return Err(within(ValidationError::new(
-                "no_charges",
+                ErrorCode::NoCharges,
                 "",
                 "a plan needs a recurring fee, at least one usage charge, or both",
             )));
         }
         if self.usage_charges.len() > MAX_USAGE_CHARGES {
             return Err(within(ValidationError::new(
-                "too_many_charges",
+                ErrorCode::TooManyCharges,
                 "usage_charges",
                 format!("at most {MAX_USAGE_CHARGES} usage charges"),
             )));
@@ -163,7 +164,7 @@ impl PlanCharges {
                     .find(|(_, m)| matches!(m, ChargeModel::Percentage(_)))
                 {
                     return Err(ValidationError::new(
-                        "invalid_charge",
+                        ErrorCode::InvalidCharge,
                         format!("recurring_fee.prices.{}.model", currency.api_code()),
                         "a recurring fee is priced by quantity; percentage prices transactions",
                     ));
@@ -180,14 +181,14 @@ impl PlanCharges {
                 .map_err(|e| within(e.within(&format!("usage_charges[{i}]"))))?;
             if !known_metrics.contains(&metric) {
                 return Err(within(ValidationError::new(
-                    "unknown_metric",
+                    ErrorCode::UnknownMetric,
                     at("metric"),
                     format!("no billable metric has the code `{metric}`; create it with POST /v1/metrics first"),
                 )));
             }
             if !seen.insert(metric.clone()) {
                 return Err(within(ValidationError::new(
-                    "duplicate_metric",
+                    ErrorCode::DuplicateMetric,
                     at("metric"),
                     format!("`{metric}` is charged twice; combine the two charges"),
                 )));
@@ -199,7 +200,7 @@ impl PlanCharges {
                     || p.max_per_transaction.is_some())
             }) {
                 return Err(within(ValidationError::new(
-                    "per_transaction_rules_unsupported",
+                    ErrorCode::PerTransactionRulesUnsupported,
                     at(&format!("prices.{}", currency.api_code())),
                     "metered usage is priced from the period's total and count of events, so a \
                      percentage usage charge cannot have free_transactions or a min/max per transaction",
@@ -237,14 +238,14 @@ fn validate_entitlements(
         e.validate().map_err(|err| err.within(&at))?;
         if !known_metrics.contains(&e.metric) {
             return Err(ValidationError::new(
-                "unknown_metric",
+                ErrorCode::UnknownMetric,
                 format!("{at}.metric"),
                 format!("no billable metric has the code `{}`", e.metric),
             ));
         }
         if !seen.insert(e.metric.as_str()) {
             return Err(ValidationError::new(
-                "duplicate_metric",
+                ErrorCode::DuplicateMetric,
                 format!("{at}.metric"),
                 format!("`{}` has two limits", e.metric),
             ));
@@ -259,7 +260,7 @@ fn validate_prices(
 ) -> Result<BTreeMap<Currency, ChargeModel>, ValidationError> {
     if prices.is_empty() {
         return Err(ValidationError::new(
-            "missing_prices",
+            ErrorCode::MissingPrices,
             param,
             "give a price in at least one currency",
         ));
@@ -267,12 +268,13 @@ fn validate_prices(
     let mut validated = BTreeMap::new();
     for (code, model) in prices {
         let at = format!("{param}.{code}");
-        let currency = Currency::from_code(&code)
-            .map_err(|e| ValidationError::new("invalid_currency", at.clone(), e.to_string()))?;
+        let currency = Currency::from_code(&code).map_err(|e| {
+            ValidationError::new(ErrorCode::InvalidCurrency, at.clone(), e.to_string())
+        })?;
         model.validate().map_err(|e| e.within(&at))?;
         if validated.insert(currency, model).is_some() {
             return Err(ValidationError::new(
-                "duplicate_currency",
+                ErrorCode::DuplicateCurrency,
                 at,
                 "this currency is priced twice",
             ));
@@ -314,7 +316,7 @@ impl PlanTerms {
                         .join(", ")
                 };
                 return Err(ValidationError::new(
-                    "currency_mismatch",
+                    ErrorCode::CurrencyMismatch,
                     format!("charges.{param}"),
                     format!(
                         "every charge must be priced in the same currencies: expected {}, got {}",
@@ -487,7 +489,7 @@ pub enum PlanChangeError {
 fn validate_trial(days: u32) -> Result<u32, ValidationError> {
     if days > MAX_TRIAL_DAYS {
         return Err(ValidationError::new(
-            "invalid_trial",
+            ErrorCode::InvalidTrial,
             "trial_days",
             format!("a trial may last at most {MAX_TRIAL_DAYS} days"),
         ));
@@ -504,7 +506,7 @@ impl Plan {
         now: Timestamp,
     ) -> Result<(Plan, PlanVersion), ValidationError> {
         input.interval.validate().map_err(|e| {
-            ValidationError::new("invalid_interval", "interval.count", e.to_string())
+            ValidationError::new(ErrorCode::InvalidInterval, "interval.count", e.to_string())
         })?;
         metadata::validate(&input.metadata)?;
         let plan = Plan {
@@ -579,7 +581,7 @@ impl Plan {
         let effective_from = effective_from.unwrap_or(now);
         if effective_from < now {
             return Err(ValidationError::new(
-                "effective_from_in_past",
+                ErrorCode::EffectiveFromInPast,
                 "effective_from",
                 "prices cannot change retroactively; give a time from now on",
             )
@@ -587,7 +589,7 @@ impl Plan {
         }
         if effective_from < latest.effective_from {
             return Err(ValidationError::new(
-                "effective_from_out_of_order",
+                ErrorCode::EffectiveFromOutOfOrder,
                 "effective_from",
                 format!(
                     "version {} takes effect at {}; a later version cannot take effect before it",
@@ -715,7 +717,11 @@ mod tests {
         ];
         for (value, param, code) in cases {
             let err = charges(value.clone()).validate(&metrics()).unwrap_err();
-            assert_eq!((err.param.as_str(), err.code), (param, code), "{value}");
+            assert_eq!(
+                (err.param.as_str(), err.code.as_str()),
+                (param, code),
+                "{value}"
+            );
         }
     }
 

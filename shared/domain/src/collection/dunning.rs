@@ -16,6 +16,8 @@
 //! Each step, and the resolution of a case in which the customer heard from us, leaves a
 //! [`Notice`] to send, named by a key that is unique within the account.
 
+use crate::events::types::EventType;
+use crate::kernel::error::ErrorCode;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -42,11 +44,11 @@ pub enum DunningAction {
 }
 
 impl DunningAction {
-    pub fn event_type(self) -> &'static str {
+    pub fn event_type(self) -> EventType {
         match self {
-            Self::Reminder => "dunning.reminder",
-            Self::Warning => "dunning.warning",
-            Self::Block => "dunning.blocked",
+            Self::Reminder => EventType::DunningReminder,
+            Self::Warning => EventType::DunningWarning,
+            Self::Block => EventType::DunningBlocked,
         }
     }
 
@@ -105,7 +107,7 @@ impl DunningPolicy {
     pub fn new(steps: Vec<DunningStep>) -> Result<Self, ValidationError> {
         if steps.len() > MAX_STEPS {
             return Err(ValidationError::new(
-                "too_many_dunning_steps",
+                ErrorCode::TooManyDunningSteps,
                 "steps",
                 format!("a dunning policy has at most {MAX_STEPS} steps"),
             ));
@@ -113,7 +115,7 @@ impl DunningPolicy {
         for (i, step) in steps.iter().enumerate() {
             if step.after_days > MAX_DAYS {
                 return Err(ValidationError::new(
-                    "invalid_dunning_day",
+                    ErrorCode::InvalidDunningDay,
                     format!("steps[{i}].after_days"),
                     format!(
                         "a step falls at most {MAX_DAYS} days after the invoice became overdue"
@@ -122,14 +124,14 @@ impl DunningPolicy {
             }
             if i > 0 && step.after_days <= steps[i - 1].after_days {
                 return Err(ValidationError::new(
-                    "dunning_steps_out_of_order",
+                    ErrorCode::DunningStepsOutOfOrder,
                     format!("steps[{i}].after_days"),
                     "steps run in order: each step's day must be later than the one before",
                 ));
             }
             if step.action == DunningAction::Block && i + 1 != steps.len() {
                 return Err(ValidationError::new(
-                    "dunning_block_not_last",
+                    ErrorCode::DunningBlockNotLast,
                     format!("steps[{i}].action"),
                     "a block ends the policy: nothing can follow it",
                 ));
@@ -240,7 +242,7 @@ pub struct CaseFacts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DunningTransition {
     pub next: DunningCase,
-    pub event: Option<&'static str>,
+    pub event: Option<EventType>,
     pub notice: Option<Notice>,
 }
 
@@ -347,7 +349,7 @@ impl DunningCase {
         let heard_from_us = !self.steps_taken.is_empty();
         Some(DunningTransition {
             next,
-            event: heard_from_us.then_some("dunning.unblocked"),
+            event: heard_from_us.then_some(EventType::DunningUnblocked),
             notice: heard_from_us
                 .then(|| self.notice(NoticeKind::Unblocked, self.steps_taken.len())),
         })
@@ -481,11 +483,11 @@ mod tests {
         assert_eq!(case.next_step_at, Some(day(3)));
         assert!(case.take_due_step(day(2)).is_none());
         let reminder = case.take_due_step(day(3)).unwrap();
-        assert_eq!(reminder.event, Some("dunning.reminder"));
+        assert_eq!(reminder.event, Some(EventType::DunningReminder));
         assert_eq!(reminder.next.account_status(), AccountStatus::Active);
         assert_eq!(reminder.next.next_step_at, Some(day(7)));
         let warning = reminder.next.take_due_step(day(30)).unwrap();
-        assert_eq!(warning.event, Some("dunning.warning"));
+        assert_eq!(warning.event, Some(EventType::DunningWarning));
         assert_eq!(warning.next.account_status(), AccountStatus::Warning);
         assert_eq!(
             warning.next.steps_taken[1].at,
@@ -493,7 +495,7 @@ mod tests {
             "taken when it fell due"
         );
         let block = warning.next.take_due_step(day(30)).unwrap();
-        assert_eq!(block.event, Some("dunning.blocked"));
+        assert_eq!(block.event, Some(EventType::DunningBlocked));
         assert_eq!(block.next.account_status(), AccountStatus::Blocked);
         assert_eq!(block.next.next_step_at, None);
         assert!(block.next.take_due_step(day(365)).is_none());
@@ -514,7 +516,7 @@ mod tests {
         assert_eq!(partly.next.status, DunningStatus::Active);
         assert_eq!(partly.next.account_status(), AccountStatus::Blocked);
         let done = partly.next.settle(&[invoice(2)], day(22)).unwrap();
-        assert_eq!(done.event, Some("dunning.unblocked"));
+        assert_eq!(done.event, Some(EventType::DunningUnblocked));
         assert_eq!(done.next.account_status(), AccountStatus::Active);
         assert_eq!(done.notice.unwrap().kind, NoticeKind::Unblocked);
         assert!(done.next.settle(&[invoice(2)], day(23)).is_none());
@@ -569,12 +571,12 @@ mod tests {
         assert!(DunningPolicy::new(vec![step(0, Reminder), step(1, Block)]).is_ok());
         let err = DunningPolicy::new(vec![step(3, Reminder), step(3, Warning)]).unwrap_err();
         assert_eq!(
-            (err.code, err.param.as_str()),
+            (err.code.as_str(), err.param.as_str()),
             ("dunning_steps_out_of_order", "steps[1].after_days")
         );
         let err = DunningPolicy::new(vec![step(3, Block), step(7, Reminder)]).unwrap_err();
         assert_eq!(
-            (err.code, err.param.as_str()),
+            (err.code.as_str(), err.param.as_str()),
             ("dunning_block_not_last", "steps[0].action")
         );
         let err = DunningPolicy::new(vec![step(400, Reminder)]).unwrap_err();

@@ -9,6 +9,7 @@
 //! stays `open` (dunning goes on, a later payment still settles it) or becomes
 //! `uncollectible`, as the tenant chose.
 
+use crate::kernel::error::ErrorCode;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -56,7 +57,7 @@ impl PaymentSettings {
     pub fn validate(&self) -> Result<(), ValidationError> {
         let invalid = |message: String| {
             Err(ValidationError::new(
-                "invalid_retry_schedule",
+                ErrorCode::InvalidRetrySchedule,
                 "retry_days",
                 message,
             ))

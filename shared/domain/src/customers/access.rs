@@ -5,6 +5,7 @@
 //! so every stored key still starts with the tenant. Only the SHA-256 of the whole key is
 //! stored; the secret is shown once, at creation.
 
+use crate::kernel::error::ErrorCode;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -172,7 +173,7 @@ pub fn validate_key_name(name: Option<&str>) -> Result<Option<String>, Validatio
         None | Some("") => Ok(None),
         Some(n) if n.chars().count() <= 100 => Ok(Some(n.to_owned())),
         Some(_) => Err(ValidationError::new(
-            "invalid_name",
+            ErrorCode::InvalidName,
             "name",
             "an API key name must be at most 100 characters",
         )),

@@ -1,5 +1,6 @@
 //! Customer accounts (user story 1): who is billed, in which currency and time zone.
 
+use crate::kernel::error::ErrorCode;
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -224,7 +225,7 @@ pub fn validate_email(email: &str) -> Result<String, ValidationError> {
     let email = email.trim();
     let invalid = || {
         ValidationError::new(
-            "invalid_email",
+            ErrorCode::InvalidEmail,
             "email",
             format!("`{email}` is not a valid email address"),
         )
@@ -252,7 +253,7 @@ pub fn validate_email(email: &str) -> Result<String, ValidationError> {
 
 pub fn validate_currency(code: &str) -> Result<Currency, ValidationError> {
     Currency::from_code(code)
-        .map_err(|e| ValidationError::new("invalid_currency", "currency", e.to_string()))
+        .map_err(|e| ValidationError::new(ErrorCode::InvalidCurrency, "currency", e.to_string()))
 }
 
 pub fn validate_timezone(name: &str) -> Result<String, ValidationError> {
@@ -260,7 +261,7 @@ pub fn validate_timezone(name: &str) -> Result<String, ValidationError> {
         .map(|_| name.to_owned())
         .map_err(|_| {
             ValidationError::new(
-                "invalid_timezone",
+                ErrorCode::InvalidTimezone,
                 "timezone",
                 format!("`{name}` is not an IANA time zone such as `Europe/Berlin` or `UTC`"),
             )
@@ -274,7 +275,7 @@ fn validate_external_id(external_id: Option<String>) -> Result<Option<String>, V
         .is_some_and(|v| v.chars().any(char::is_control))
     {
         return Err(ValidationError::new(
-            "invalid_external_id",
+            ErrorCode::InvalidExternalId,
             "external_id",
             "external_id may not contain control characters",
         ));
@@ -290,7 +291,7 @@ fn validate_vat_id(vat_id: Option<String>) -> Result<Option<String>, ValidationE
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ' ' || c == '.')
         {
             return Err(ValidationError::new(
-                "invalid_vat_id",
+                ErrorCode::InvalidVatId,
                 "vat_id",
                 "vat_id may contain only letters, digits, spaces, dots and dashes",
             ));
@@ -309,7 +310,7 @@ fn validate_address(address: Address) -> Result<Address, ValidationError> {
             let c = c.trim().to_ascii_uppercase();
             if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
                 return Err(ValidationError::new(
-                    "invalid_country",
+                    ErrorCode::InvalidCountry,
                     "billing_address.country",
                     "country must be a two-letter ISO 3166-1 code such as `DE`",
                 ));
@@ -337,7 +338,7 @@ fn optional_text(
         None | Some("") => Ok(None),
         Some(v) if v.chars().count() <= max => Ok(Some(v.to_owned())),
         Some(_) => Err(ValidationError::new(
-            "too_long",
+            ErrorCode::TooLong,
             param,
             format!("{param} must be at most {max} characters"),
         )),

@@ -6,6 +6,7 @@
 //! remaining card the default, so an account with cards always has one to charge; an
 //! account keeps at most [`MAX_PAYMENT_METHODS`].
 
+use crate::kernel::error::ErrorCode;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -82,7 +83,7 @@ impl PaymentProfile {
         let known = self.methods.iter().any(|m| m.id == method.id);
         if !known && self.methods.len() >= MAX_PAYMENT_METHODS {
             return Err(ValidationError::new(
-                "too_many_payment_methods",
+                ErrorCode::TooManyPaymentMethods,
                 "payment_method",
                 format!("an account keeps at most {MAX_PAYMENT_METHODS} payment methods; remove one first"),
             ));

@@ -1,5 +1,6 @@
 //! Tenants: the companies that use the platform. Each is a wall: nothing crosses it.
 
+use crate::kernel::error::ErrorCode;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +35,7 @@ pub fn validate_name(name: &str) -> Result<String, ValidationError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(ValidationError::new(
-            "invalid_name",
+            ErrorCode::InvalidName,
             "name",
             format!("a tenant name must be 1 to {MAX_NAME_CHARS} characters"),
         ));

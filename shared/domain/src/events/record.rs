@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::customers::access::Role;
+use crate::events::types::EventType;
 use crate::kernel::ids::{ApiKeyId, AuditId, EventId};
 
 /// Envelope version of the event payloads, bumped on breaking changes.
@@ -14,9 +15,8 @@ pub const EVENT_API_VERSION: &str = "2026-11-01";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DomainEvent {
     pub id: EventId,
-    /// `account.created`, `account.updated`, …
     #[serde(rename = "type")]
-    pub event_type: String,
+    pub event_type: EventType,
     pub api_version: String,
     pub created: Timestamp,
     pub livemode: bool,

@@ -2,6 +2,8 @@
 //! secrets with rotation), deliveries with their retry schedule, and the signature.
 //! Everything here is a plain function of its inputs; sending and storing live elsewhere.
 
+use crate::events::types::EventType;
+use crate::kernel::error::ErrorCode;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hmac::{Hmac, Mac};
@@ -200,7 +202,7 @@ impl WebhookEndpoint {
     ) -> Result<Self, ValidationError> {
         if overlap.is_negative() || overlap > MAX_ROTATION_OVERLAP {
             return Err(ValidationError::new(
-                "invalid_overlap",
+                ErrorCode::InvalidOverlap,
                 "expires_in_seconds",
                 format!(
                     "the previous secret may keep signing for 0 to {} seconds",
@@ -234,7 +236,7 @@ impl WebhookEndpoint {
             .collect()
     }
 
-    pub fn wants(&self, event_type: &str) -> bool {
+    pub fn wants(&self, event_type: EventType) -> bool {
         self.status == EndpointStatus::Enabled
             && types::subscribed(&self.enabled_events, event_type)
     }
@@ -316,7 +318,7 @@ pub fn format_secret(bytes: &[u8; 24]) -> String {
 fn validate_events(events: Vec<String>) -> Result<Vec<String>, ValidationError> {
     if events.is_empty() || events.len() > 100 {
         return Err(ValidationError::new(
-            "invalid_enabled_events",
+            ErrorCode::InvalidEnabledEvents,
             "enabled_events",
             "list 1 to 100 event types, or [\"*\"] for all",
         ));
@@ -327,7 +329,7 @@ fn validate_events(events: Vec<String>) -> Result<Vec<String>, ValidationError> 
         .find(|(_, e)| !types::is_valid_pattern(e))
     {
         return Err(ValidationError::new(
-            "unknown_event_type",
+            ErrorCode::UnknownEventType,
             format!("enabled_events[{i}]"),
             format!("`{bad}` is not an event type of the catalog (see GET /v1/openapi.json, `x-event-types`)"),
         ));
@@ -341,7 +343,7 @@ fn validate_events(events: Vec<String>) -> Result<Vec<String>, ValidationError> 
 fn validate_description(d: Option<String>) -> Result<Option<String>, ValidationError> {
     match d {
         Some(d) if d.chars().count() > MAX_DESCRIPTION_CHARS => Err(ValidationError::new(
-            "invalid_description",
+            ErrorCode::InvalidDescription,
             "description",
             format!("at most {MAX_DESCRIPTION_CHARS} characters"),
         )),
@@ -368,28 +370,28 @@ const FORBIDDEN_HOSTS: &[&str] = &[
 /// resolution at delivery time ([`is_forbidden_address`]), so a name that resolves to a
 /// private address is refused there.
 pub fn validate_url(raw: &str, livemode: bool) -> Result<String, ValidationError> {
-    let invalid = |code: &'static str, message: String| ValidationError::new(code, "url", message);
+    let invalid = |code: ErrorCode, message: String| ValidationError::new(code, "url", message);
     if raw.chars().count() > MAX_URL_CHARS {
         return Err(invalid(
-            "invalid_url",
+            ErrorCode::InvalidUrl,
             format!("at most {MAX_URL_CHARS} characters"),
         ));
     }
     let url = url::Url::parse(raw.trim()).map_err(|e| {
         invalid(
-            "invalid_url",
+            ErrorCode::InvalidUrl,
             format!("`{raw}` is not an absolute URL: {e}"),
         )
     })?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(invalid(
-            "invalid_url",
+            ErrorCode::InvalidUrl,
             "credentials in the URL are not allowed; verify the signature instead".into(),
         ));
     }
     if url.fragment().is_some() {
         return Err(invalid(
-            "invalid_url",
+            ErrorCode::InvalidUrl,
             "a webhook URL has no #fragment".into(),
         ));
     }
@@ -405,7 +407,7 @@ pub fn validate_url(raw: &str, livemode: bool) -> Result<String, ValidationError
         "http" if sandbox_loopback => {}
         "http" => {
             return Err(invalid(
-                "insecure_url",
+                ErrorCode::InsecureUrl,
                 if livemode {
                     "live webhook endpoints must use https".into()
                 } else {
@@ -415,7 +417,7 @@ pub fn validate_url(raw: &str, livemode: bool) -> Result<String, ValidationError
         }
         other => {
             return Err(invalid(
-                "invalid_url",
+                ErrorCode::InvalidUrl,
                 format!("the scheme `{other}` is not http(s)"),
             ))
         }
@@ -425,7 +427,7 @@ pub fn validate_url(raw: &str, livemode: bool) -> Result<String, ValidationError
     }
     let refused = |what: String| {
         invalid(
-            "forbidden_url",
+            ErrorCode::ForbiddenUrl,
             format!("{what} is not reachable from outside your network; use a public https URL"),
         )
     };
@@ -450,7 +452,7 @@ pub fn validate_url(raw: &str, livemode: bool) -> Result<String, ValidationError
             }
         }
         Some(_) => Ok(url.to_string()),
-        None => Err(invalid("invalid_url", "the URL has no host".into())),
+        None => Err(invalid(ErrorCode::InvalidUrl, "the URL has no host".into())),
     }
 }
 
@@ -609,7 +611,8 @@ pub struct WebhookDelivery {
     pub endpoint_id: WebhookEndpointId,
     #[schema(value_type = String)]
     pub event_id: EventId,
-    pub event_type: String,
+    #[schema(value_type = String)]
+    pub event_type: EventType,
     pub status: DeliveryStatus,
     pub attempts: Vec<DeliveryAttempt>,
     /// When the next attempt is due, while pending.
@@ -629,7 +632,7 @@ impl WebhookDelivery {
         id: DeliveryId,
         endpoint_id: WebhookEndpointId,
         event_id: EventId,
-        event_type: &str,
+        event_type: EventType,
         resend: bool,
         now: Timestamp,
     ) -> Self {
@@ -638,7 +641,7 @@ impl WebhookDelivery {
             object: "webhook_delivery".into(),
             endpoint_id,
             event_id,
-            event_type: event_type.to_owned(),
+            event_type,
             status: DeliveryStatus::Pending,
             attempts: Vec::new(),
             next_attempt_at: Some(now),
@@ -838,7 +841,7 @@ mod tests {
             DeliveryId::from_ulid(ulid::Ulid::from_parts(2, 2)),
             e.id,
             EventId::from_ulid(ulid::Ulid::from_parts(3, 3)),
-            "account.created",
+            EventType::AccountCreated,
             false,
             now(),
         );
@@ -877,7 +880,7 @@ mod tests {
             panic!()
         };
         assert_eq!(off.status, EndpointStatus::Disabled);
-        assert!(!off.wants("account.created"));
+        assert!(!off.wants(EventType::AccountCreated));
         let Some(HealthChange::Recovered(ok)) = failing.after_attempt(true, now()) else {
             panic!()
         };

@@ -1,4 +1,304 @@
-//! The one error type for rejected input, shared by every validation in the domain.
+//! The one error type for rejected input, shared by every validation in the domain, and
+//! the catalog of every problem `code` the API answers with.
+
+/// Declares the catalog once: the enum, its wire names, HTTP statuses and descriptions.
+macro_rules! error_codes {
+    ($($variant:ident => $name:literal, $status:literal, $description:literal;)*) => {
+        /// Every stable, machine-readable reason the API gives for refusing a request (the
+        /// problem document's `code`). Errors take this enum, so a code cannot be answered
+        /// without being documented.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The wire form, e.g. `invalid_email`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                }
+            }
+
+            /// The HTTP status a problem with this code always has.
+            pub const fn status(self) -> u16 {
+                match self {
+                    $(ErrorCode::$variant => $status,)*
+                }
+            }
+
+            pub const fn description(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $description,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    MalformedJson => "malformed_json", 400, "The body is not well-formed JSON.";
+    UnknownField => "unknown_field", 400,
+        "The body has a field this endpoint does not know (`param` names it).";
+    MissingField => "missing_field", 400, "A required field is missing (`param` names it).";
+    InvalidValue => "invalid_value", 400,
+        "A field has the wrong type or an unknown enum value, or a usage value does not fit its \
+         metric.";
+    InvalidQuery => "invalid_query", 400, "A query parameter could not be read (`param` names it).";
+    InvalidId => "invalid_id", 400, "An id is not of the form `prefix_` followed by 26 characters.";
+    InvalidLimit => "invalid_limit", 400, "A list's `limit` is outside 1–100.";
+    InvalidTimestamp => "invalid_timestamp", 400,
+        "A time is not RFC 3339 (`2026-11-22T10:00:00Z`).";
+    InvalidRange => "invalid_range", 400, "A time range is incomplete or ends before it starts.";
+    InvalidIdempotencyKey => "invalid_idempotency_key", 400,
+        "The `Idempotency-Key` is empty, too long or not printable ASCII.";
+    UnsupportedMediaType => "unsupported_media_type", 415, "The body is not `application/json`.";
+    BodyTooLarge => "body_too_large", 413, "The body is larger than 64 KiB.";
+    Unauthenticated => "unauthenticated", 401,
+        "No API key, or one that is unknown, revoked or expired.";
+    Forbidden => "forbidden", 403,
+        "The key's role does not allow this operation, or the route is not open to API keys.";
+    ResourceMissing => "resource_missing", 404,
+        "No such resource for the tenant of the key, or no such route.";
+    MethodNotAllowed => "method_not_allowed", 405, "The route does not accept this method.";
+    AlreadyExists => "already_exists", 409, "The resource already exists.";
+    DuplicateValue => "duplicate_value", 409,
+        "Another resource already has this unique value (`param` names the field).";
+    ConcurrentModification => "concurrent_modification", 409,
+        "The resource changed while the request ran; fetch it and decide again.";
+    IdempotencyKeyReused => "idempotency_key_reused", 409,
+        "The `Idempotency-Key` was already used with a different request.";
+    IdempotencyKeyInUse => "idempotency_key_in_use", 409,
+        "A request with this `Idempotency-Key` is still being processed.";
+    InvalidTransition => "invalid_transition", 409,
+        "The resource's status does not allow this action (e.g. voiding a paid invoice).";
+    TemporarilyUnavailable => "temporarily_unavailable", 503,
+        "A transient failure; retry with the same `Idempotency-Key`.";
+    NotReady => "not_ready", 503, "The service cannot reach its table (readiness probe).";
+    InternalError => "internal_error", 500, "Something went wrong on our side.";
+    MetadataTooLarge => "metadata_too_large", 400, "`metadata` has more than 50 keys.";
+    InvalidMetadataKey => "invalid_metadata_key", 400,
+        "A `metadata` key is empty or longer than 40 characters.";
+    InvalidMetadataValue => "invalid_metadata_value", 400,
+        "A `metadata` value is longer than 500 characters.";
+    TooLong => "too_long", 400, "A text field is longer than its limit.";
+    InvalidEmail => "invalid_email", 400, "Not a valid email address.";
+    InvalidCountry => "invalid_country", 400, "Not an ISO 3166-1 alpha-2 country code.";
+    InvalidCurrency => "invalid_currency", 400, "Not a supported ISO 4217 currency.";
+    InvalidTimezone => "invalid_timezone", 400, "Not an IANA time zone.";
+    InvalidVatId => "invalid_vat_id", 400, "Not a valid VAT id.";
+    InvalidExternalId => "invalid_external_id", 400,
+        "An `external_id` is empty, too long or has characters outside the allowed set.";
+    InvalidName => "invalid_name", 400, "A name is empty or too long.";
+    InvalidDescription => "invalid_description", 400, "A description is too long.";
+    AccountDeleted => "account_deleted", 409, "The account is deleted.";
+    AccountBlocked => "account_blocked", 409,
+        "The account is blocked by dunning until it pays its overdue invoices.";
+    UnknownAccount => "unknown_account", 400, "The account named in the request does not exist.";
+    InvalidApiKey => "invalid_api_key", 400,
+        "Not an API key of the form `sk_test_<tenant id>_<secret>`.";
+    AlreadyRevoked => "already_revoked", 409, "The API key is already revoked.";
+    CannotRevokeOwnKey => "cannot_revoke_own_key", 409,
+        "A key cannot revoke itself; use another admin key.";
+    UnknownTestClock => "unknown_test_clock", 400,
+        "The test clock named in the request does not exist.";
+    TestClockInLivemode => "test_clock_in_livemode", 400,
+        "Test clocks are for sandbox tenants only.";
+    TestClockAdvancing => "test_clock_advancing", 409,
+        "The test clock is still advancing; wait until its status is `ready`.";
+    InvalidFrozenTime => "invalid_frozen_time", 400, "A test clock only moves forward.";
+    InvalidCode => "invalid_code", 400,
+        "A plan or metric code is not 1–64 lower-case letters, digits, `_`, `-` or `.`.";
+    InvalidField => "invalid_field", 400,
+        "A metric's aggregation `field` is not a valid property name.";
+    InvalidInterval => "invalid_interval", 400, "A plan's billing interval is not valid.";
+    InvalidTrial => "invalid_trial", 400, "A plan's `trial_days` is out of range.";
+    InvalidCharge => "invalid_charge", 400,
+        "A usage charge's price, tiers or limits are not valid.";
+    MissingPrices => "missing_prices", 400, "A price needs an amount in at least one currency.";
+    DuplicateCurrency => "duplicate_currency", 400, "A currency is priced twice.";
+    CurrencyMismatch => "currency_mismatch", 400,
+        "A charge is priced in a currency the plan does not offer.";
+    NoCharges => "no_charges", 400, "A plan has neither a recurring fee nor a usage charge.";
+    TooManyCharges => "too_many_charges", 400, "A plan has more usage charges than allowed.";
+    DuplicateMetric => "duplicate_metric", 400, "A plan charges the same metric twice.";
+    UnknownMetric => "unknown_metric", 400, "No metric has this code.";
+    PerTransactionRulesUnsupported => "per_transaction_rules_unsupported", 400,
+        "Per-transaction rules are not supported for this charge model.";
+    EffectiveFromInPast => "effective_from_in_past", 400,
+        "A plan version cannot take effect in the past.";
+    EffectiveFromOutOfOrder => "effective_from_out_of_order", 400,
+        "A plan version must take effect after the versions before it.";
+    NoRecurringFee => "no_recurring_fee", 400, "The plan has no recurring fee to price.";
+    UnexpectedField => "unexpected_field", 400,
+        "The field does not apply to this kind of price preview.";
+    InvalidSource => "invalid_source", 400,
+        "A preview needs exactly one source: a subscription, lines, or a plan or inline plan.";
+    InvalidUsage => "invalid_usage", 400, "The hypothetical usage of a preview is not valid.";
+    AmountTooLarge => "amount_too_large", 400, "The amount is too large to compute.";
+    PlanInactive => "plan_inactive", 409, "The plan is deactivated and takes no new subscriptions.";
+    UnknownPlan => "unknown_plan", 400, "No plan has this id or code.";
+    PlanNotInEffect => "plan_not_in_effect", 400,
+        "The plan has no version in effect at the requested time.";
+    CurrencyNotOffered => "currency_not_offered", 400,
+        "The plan has no price in the account's currency.";
+    StartInPast => "start_in_past", 400, "A subscription cannot start in the past.";
+    InvalidBillingAnchor => "invalid_billing_anchor", 400,
+        "The billing anchor is not within the first period.";
+    IntervalChangeUnsupported => "interval_change_unsupported", 400,
+        "A plan change cannot change the billing interval.";
+    InvalidResumesAt => "invalid_resumes_at", 400,
+        "`resumes_at` is not in the future or is past the longest pause.";
+    MissingDaysUntilDue => "missing_days_until_due", 400,
+        "Invoices the customer pays by themselves need `days_until_due`.";
+    UnknownUsageCharge => "unknown_usage_charge", 400,
+        "The subscription's plan has no usage charge for this metric.";
+    UnknownSubscription => "unknown_subscription", 400,
+        "The subscription named in the request does not exist.";
+    MissingSubscription => "missing_subscription", 400,
+        "The account has several subscriptions: name one.";
+    NoSubscription => "no_subscription", 400,
+        "The account has no subscription that bills this metric.";
+    AmbiguousSubscription => "ambiguous_subscription", 400,
+        "More than one subscription of the account bills this metric: name one.";
+    SubscriptionCancelled => "subscription_cancelled", 400, "The subscription is cancelled.";
+    NoUpcomingInvoice => "no_upcoming_invoice", 409, "The subscription has nothing more to bill.";
+    InvalidInvoice => "invalid_invoice", 400,
+        "The invoice is not valid (its lines, amounts or subscription).";
+    MissingLines => "missing_lines", 400, "An invoice needs at least one line.";
+    InvalidInvoicePrefix => "invalid_invoice_prefix", 400,
+        "An invoice prefix is not 1 to 12 upper-case letters or digits.";
+    InvoiceOfAnotherAccount => "invoice_of_another_account", 400,
+        "The invoice belongs to another account.";
+    InvalidBatch => "invalid_batch", 400, "A usage batch is empty or larger than allowed.";
+    InvalidTransactionId => "invalid_transaction_id", 400,
+        "A usage event's `transaction_id` is empty or too long.";
+    InvalidProperties => "invalid_properties", 400,
+        "A usage event's properties are not a flat object of allowed size.";
+    InvalidQuantity => "invalid_quantity", 400, "A quantity is not a valid positive number.";
+    PeriodClosed => "period_closed", 400, "The usage's period is already billed.";
+    TimestampInFuture => "timestamp_in_future", 400,
+        "A usage event is timestamped too far in the future.";
+    TimestampBeforeSubscription => "timestamp_before_subscription", 400,
+        "A usage event is timestamped before its subscription started.";
+    InvalidAmount => "invalid_amount", 400, "An amount is not positive.";
+    RefundTooLarge => "refund_too_large", 400,
+        "The refund is larger than what is left of the payment.";
+    InvalidReference => "invalid_reference", 400, "A payment reference is empty or too long.";
+    InvalidDefault => "invalid_default", 400,
+        "Only `true` can be set: make another card the default instead of unsetting this one.";
+    UnknownPaymentMethod => "unknown_payment_method", 400, "No such payment method on the account.";
+    TooManyPaymentMethods => "too_many_payment_methods", 400,
+        "The account has as many payment methods as allowed.";
+    PaymentMethodRefused => "payment_method_refused", 400,
+        "The payment gateway refused the payment method.";
+    InvoiceNotPayable => "invoice_not_payable", 409, "The invoice has nothing to pay.";
+    NoFailedPayment => "no_failed_payment", 409, "The invoice has no failed payment to retry.";
+    NotRefundable => "not_refundable", 409, "The payment was not collected through the gateway.";
+    RefundRefused => "refund_refused", 409, "The payment gateway refused the refund.";
+    InvalidRetrySchedule => "invalid_retry_schedule", 400,
+        "The payment retry days are not increasing or are out of range.";
+    InvalidDunningDay => "invalid_dunning_day", 400, "A dunning step's day is out of range.";
+    DunningStepsOutOfOrder => "dunning_steps_out_of_order", 400,
+        "Dunning steps must be in increasing order of days.";
+    DunningBlockNotLast => "dunning_block_not_last", 400, "Blocking must be the last dunning step.";
+    TooManyDunningSteps => "too_many_dunning_steps", 400,
+        "The dunning policy has more steps than allowed.";
+    InvalidUrl => "invalid_url", 400,
+        "A webhook URL is not an absolute http(s) URL without credentials or fragment.";
+    InsecureUrl => "insecure_url", 400, "Live webhook endpoints must use https.";
+    ForbiddenUrl => "forbidden_url", 400, "A webhook URL points into a private network.";
+    InvalidEnabledEvents => "invalid_enabled_events", 400, "`enabled_events` is empty or too long.";
+    UnknownEventType => "unknown_event_type", 400,
+        "An `enabled_events` entry is neither `*`, an event type of the catalog nor `family.*`.";
+    InvalidOverlap => "invalid_overlap", 400, "A secret rotation's overlap is out of range.";
+    TooManyEndpoints => "too_many_endpoints", 409,
+        "The tenant has as many webhook endpoints as allowed; delete one first.";
+    UnknownEndpoint => "unknown_endpoint", 400, "No such webhook endpoint.";
+    EndpointDisabled => "endpoint_disabled", 409,
+        "The webhook endpoint is disabled; enable it before resending.";
+    NoEndpoints => "no_endpoints", 409, "No enabled webhook endpoint is subscribed to the event.";
+    MissingSignature => "missing_signature", 400,
+        "A Stripe webhook without a `Stripe-Signature` header.";
+    MalformedSignature => "malformed_signature", 400,
+        "A `Stripe-Signature` header that cannot be read.";
+    StaleSignature => "stale_signature", 400, "A Stripe signature older than five minutes.";
+    InvalidSignature => "invalid_signature", 400,
+        "A Stripe signature that matches none of the endpoint secrets.";
+    InvalidStripeEvent => "invalid_stripe_event", 400,
+        "A signed Stripe event this version cannot read.";
+}
+
+impl ErrorCode {
+    pub fn parse(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| c.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// The problem document's `code`: an enum of every code, with what each means (in
+/// `x-enum-descriptions`, aligned with `enum`) and the status it comes with.
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::extensions::Extensions;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let describe = |c: &ErrorCode| format!("{} ({})", c.description(), c.status());
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "Stable machine-readable reason; safe to branch on. `x-enum-descriptions` \
+                 says what each code means and the HTTP status it comes with.",
+            ))
+            .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+            .extensions(Some(Extensions::from_iter([(
+                "x-enum-descriptions",
+                ErrorCode::ALL.iter().map(describe).collect::<Vec<_>>(),
+            )])))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ErrorCode {}
+
+// Comparisons with wire names keep assertions on codes readable.
+impl PartialEq<str> for ErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// The README's error-code table (between its `error-codes` markers), from the catalog.
+pub fn markdown_table() -> String {
+    let mut table = String::from("| code | status | meaning |\n|---|---|---|\n");
+    for code in ErrorCode::ALL {
+        table.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            code.as_str(),
+            code.status(),
+            code.description().replace('|', "\\|")
+        ));
+    }
+    table
+}
 
 /// Input that breaks a rule. `param` names the field at fault (`billing_address.country`,
 /// `metadata`, `tiers[1].up_to`) so the API can point the caller at it.
@@ -6,13 +306,13 @@
 #[error("{param}: {message}")]
 pub struct ValidationError {
     /// Stable, machine-readable reason, e.g. `invalid_email`.
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub param: String,
     pub message: String,
 }
 
 impl ValidationError {
-    pub fn new(code: &'static str, param: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, param: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             code,
             param: param.into(),
@@ -30,5 +330,27 @@ impl ValidationError {
             };
         }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_documented() {
+        let mut names: Vec<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len(), "no duplicates");
+        for code in ErrorCode::ALL {
+            assert!(code
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
+            assert!(!code.description().is_empty());
+            assert!((400..600).contains(&code.status()), "{code}");
+        }
     }
 }

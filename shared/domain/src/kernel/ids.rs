@@ -1,6 +1,7 @@
 //! Typed identifiers: a short prefix that says what the id names, then a ULID
 //! (`acct_01JD3…`). ULIDs sort by creation time, which is what cursor pagination walks.
 
+use crate::kernel::error::ErrorCode;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -32,7 +33,7 @@ macro_rules! typed_id {
                     .map(Self)
                     .ok_or_else(|| {
                         ValidationError::new(
-                            "invalid_id",
+                            ErrorCode::InvalidId,
                             param,
                             format!("`{text}` is not a valid id: expected `{}_` followed by 26 characters", $prefix),
                         )

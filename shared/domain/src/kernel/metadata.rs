@@ -1,6 +1,7 @@
 //! Free-form `metadata` a tenant attaches to its objects, with Stripe's limits so that
 //! integrations written for Stripe behave the same here.
 
+use crate::kernel::error::ErrorCode;
 use std::collections::BTreeMap;
 
 use crate::kernel::error::ValidationError;
@@ -14,7 +15,7 @@ pub type Metadata = BTreeMap<String, String>;
 pub fn validate(metadata: &Metadata) -> Result<(), ValidationError> {
     if metadata.len() > MAX_KEYS {
         return Err(ValidationError::new(
-            "metadata_too_large",
+            ErrorCode::MetadataTooLarge,
             "metadata",
             format!(
                 "metadata has {} keys; at most {MAX_KEYS} are allowed",
@@ -25,14 +26,14 @@ pub fn validate(metadata: &Metadata) -> Result<(), ValidationError> {
     for (key, value) in metadata {
         if key.is_empty() || key.chars().count() > MAX_KEY_CHARS {
             return Err(ValidationError::new(
-                "invalid_metadata_key",
+                ErrorCode::InvalidMetadataKey,
                 format!("metadata.{key}"),
                 format!("metadata keys must be 1 to {MAX_KEY_CHARS} characters"),
             ));
         }
         if value.chars().count() > MAX_VALUE_CHARS {
             return Err(ValidationError::new(
-                "invalid_metadata_value",
+                ErrorCode::InvalidMetadataValue,
                 format!("metadata.{key}"),
                 format!("metadata values must be at most {MAX_VALUE_CHARS} characters"),
             ));

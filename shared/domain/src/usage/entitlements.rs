@@ -2,6 +2,7 @@
 //! (allow, but say so), the answer to "may this account use it now?", and the usage
 //! thresholds (80 % and 100 % of the limit) that are announced once per period.
 
+use crate::kernel::error::ErrorCode;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -40,7 +41,7 @@ impl Entitlement {
         validate_code(&self.metric, "metric")?;
         if self.limit <= Decimal::ZERO {
             return Err(ValidationError::new(
-                "invalid_limit",
+                ErrorCode::InvalidLimit,
                 "limit",
                 "a limit must be greater than zero",
             ));

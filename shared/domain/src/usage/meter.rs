@@ -18,6 +18,7 @@
 //! (the store refuses a second event item with the same id in the same transaction as the
 //! rollup update), and a unique value counts once (a marker item per value).
 
+use crate::kernel::error::ErrorCode;
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
@@ -125,7 +126,7 @@ impl UsageOutcome {
             period: None,
             late: false,
             error: Some(Rejection {
-                code: error.code.to_owned(),
+                code: error.code.to_string(),
                 param: error.param,
                 message: error.message,
             }),
@@ -180,7 +181,7 @@ pub enum Measured {
     Distinct { value: String },
 }
 
-fn invalid(code: &'static str, param: &str, message: impl Into<String>) -> ValidationError {
+fn invalid(code: ErrorCode, param: &str, message: impl Into<String>) -> ValidationError {
     ValidationError::new(code, param, message)
 }
 
@@ -188,7 +189,7 @@ fn invalid(code: &'static str, param: &str, message: impl Into<String>) -> Valid
 pub fn validate_transaction_id(id: &str) -> Result<(), ValidationError> {
     if id.is_empty() || id.len() > MAX_TEXT || id.chars().any(char::is_control) {
         return Err(invalid(
-            "invalid_transaction_id",
+            ErrorCode::InvalidTransactionId,
             "transaction_id",
             format!("a transaction_id is 1 to {MAX_TEXT} characters without control characters"),
         ));
@@ -210,7 +211,7 @@ impl UsageEvent {
         validate_transaction_id(&transaction_id)?;
         if properties.len() > MAX_PROPERTIES || properties.keys().any(|k| k.len() > MAX_TEXT) {
             return Err(invalid(
-                "invalid_properties",
+                ErrorCode::InvalidProperties,
                 "properties",
                 format!(
                     "at most {MAX_PROPERTIES} properties, keys of at most {MAX_TEXT} characters"
@@ -219,7 +220,7 @@ impl UsageEvent {
         }
         if timestamp > now + FUTURE_TOLERANCE {
             return Err(invalid(
-                "timestamp_in_future",
+                ErrorCode::TimestampInFuture,
                 "timestamp",
                 format!(
                     "the timestamp {timestamp} is more than 5 minutes after now ({now}); \
@@ -265,7 +266,7 @@ fn number(raw: Option<&Value>, param: &str, metric: &Metric) -> Result<Decimal, 
     let field = metric.field.as_deref().unwrap_or("value");
     let refuse = || {
         invalid(
-            "invalid_value",
+            ErrorCode::InvalidValue,
             param,
             format!(
                 "the {} metric `{}` needs a numeric value (`value`, or the property `{field}`): \
@@ -290,7 +291,7 @@ fn distinct(raw: Option<&Value>, param: &str, metric: &Metric) -> Result<String,
         Some(Value::Number(n)) => n.to_string(),
         _ => {
             return Err(invalid(
-                "invalid_value",
+                ErrorCode::InvalidValue,
                 param,
                 format!(
                     "the unique_count metric `{}` needs the distinct value (`value`, or the property `{}`) as a string or number",
@@ -302,7 +303,7 @@ fn distinct(raw: Option<&Value>, param: &str, metric: &Metric) -> Result<String,
     };
     if text.len() > MAX_TEXT {
         return Err(invalid(
-            "invalid_value",
+            ErrorCode::InvalidValue,
             param,
             format!("a distinct value is at most {MAX_TEXT} characters"),
         ));
@@ -339,7 +340,7 @@ pub fn place(
 ) -> Result<Placement, ValidationError> {
     if sub.status == SubscriptionStatus::Cancelled {
         return Err(invalid(
-            "subscription_cancelled",
+            ErrorCode::SubscriptionCancelled,
             "subscription",
             format!(
                 "the subscription {} is cancelled and takes no usage",
@@ -349,7 +350,7 @@ pub fn place(
     }
     if at < sub.started_at {
         return Err(invalid(
-            "timestamp_before_subscription",
+            ErrorCode::TimestampBeforeSubscription,
             "timestamp",
             format!(
                 "the timestamp {at} is before the subscription started ({})",
@@ -368,7 +369,7 @@ pub fn place(
         // The renewal has not run yet: the event belongs to the period it starts.
         let next = BillingCycle::new(sub.terms.interval, sub.billing_anchor, &sub.time_zone)
             .and_then(|c| c.period_containing(at))
-            .map_err(|e| invalid("invalid_timestamp", "timestamp", e.to_string()))?;
+            .map_err(|e| invalid(ErrorCode::InvalidTimestamp, "timestamp", e.to_string()))?;
         return Ok(Placement::Open(next));
     }
     match sub.last_usage_period {
@@ -386,7 +387,7 @@ pub fn place(
 
 fn period_closed(at: Timestamp, closed_at: Option<Timestamp>) -> ValidationError {
     invalid(
-        "period_closed",
+        ErrorCode::PeriodClosed,
         "timestamp",
         match closed_at {
             Some(c) => format!("the period of {at} took late usage until {c}; it is closed"),
@@ -599,7 +600,10 @@ mod tests {
             serde_json::json!(true),
         ] {
             let err = event(&m, "t1", Some(bad), at(0)).unwrap_err();
-            assert_eq!((err.code, err.param.as_str()), ("invalid_value", "value"));
+            assert_eq!(
+                (err.code.as_str(), err.param.as_str()),
+                ("invalid_value", "value")
+            );
         }
         let ok = event(&m, "t1", Some(serde_json::json!("12.5")), at(0)).unwrap();
         assert_eq!(
@@ -634,7 +638,7 @@ mod tests {
         assert!(event(&m, "t", None, at(300)).is_ok());
         let err = event(&m, "t", None, at(301)).unwrap_err();
         assert_eq!(
-            (err.code, err.param.as_str()),
+            (err.code.as_str(), err.param.as_str()),
             ("timestamp_in_future", "timestamp")
         );
         assert_eq!(

@@ -10,6 +10,7 @@ use billing_domain::catalog::metric::{Metric, MetricPatch, NewMetric};
 use billing_domain::catalog::plan::{NewPlan, NewPlanVersion, Plan, PlanPatch, PlanVersion};
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::decimal::serde_decimal;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::error::ValidationError;
 use billing_domain::kernel::format::format_human;
 use billing_domain::kernel::ids::{MetricId, PlanId};
@@ -329,7 +330,7 @@ impl From<Priced> for PricePreview {
     }
 }
 
-fn invalid(code: &'static str, param: &'static str, message: &str) -> Problem {
+fn invalid(code: ErrorCode, param: &'static str, message: &str) -> Problem {
     Problem::from(ValidationError::new(code, param, message))
 }
 
@@ -343,12 +344,12 @@ pub async fn preview_price(
     ApiJson(req): ApiJson<PricePreviewRequest>,
 ) -> ApiResult<Reply<PricePreview>> {
     let currency = Currency::from_code(&req.currency)
-        .map_err(|e| invalid("invalid_currency", "currency", &e.to_string()))?;
+        .map_err(|e| invalid(ErrorCode::InvalidCurrency, "currency", &e.to_string()))?;
     let source = match (req.charge, req.plan_id) {
         (Some(charge), None) => {
             if req.metric.is_some() {
                 return Err(invalid(
-                    "unexpected_field",
+                    ErrorCode::UnexpectedField,
                     "metric",
                     "`metric` selects a plan's charge; use it with `plan_id`",
                 ));
@@ -361,7 +362,7 @@ pub async fn preview_price(
         },
         _ => {
             return Err(invalid(
-                "invalid_source",
+                ErrorCode::InvalidSource,
                 "charge",
                 "give exactly one of `charge` or `plan_id`",
             ))
@@ -372,7 +373,7 @@ pub async fn preview_price(
         (None, Some(usage)) => usage,
         _ => {
             return Err(invalid(
-                "invalid_usage",
+                ErrorCode::InvalidUsage,
                 "quantity",
                 "give exactly one of `quantity` or `usage`",
             ))

@@ -1,5 +1,4 @@
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use billing_app::App;
 use serde_json::{json, Value};
@@ -7,6 +6,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::problem::{ApiResult, Problem, ProblemDocument};
+use billing_domain::kernel::error::ErrorCode;
 
 pub fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()
@@ -26,11 +26,7 @@ pub async fn live() -> Json<Value> {
 pub async fn ready(State(app): State<App>) -> ApiResult<Json<Value>> {
     app.store.ready().await.map_err(|err| {
         tracing::warn!(error = %err, "readiness check failed");
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the table is not reachable",
-        )
+        Problem::new(ErrorCode::NotReady, "the table is not reachable")
     })?;
     Ok(Json(json!({"status": "ready"})))
 }

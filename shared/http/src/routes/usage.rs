@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use billing_app::usage::{EntitlementCheck, SubscriptionUsage};
 use billing_app::App;
 use billing_domain::kernel::decimal::parse_decimal;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::SubscriptionId;
 use billing_domain::usage::meter::{UsageEventInput, UsageOutcome, UsageStatus};
 use rust_decimal::Decimal;
@@ -107,7 +108,7 @@ pub async fn subscription_usage(
         (None, None) => None,
         _ => {
             return Err(Problem::invalid(
-                "invalid_range",
+                ErrorCode::InvalidRange,
                 "to",
                 "give both `from` and `to`, or neither for the current period",
             ))
@@ -141,7 +142,7 @@ pub async fn check(
     let quantity = match q.quantity.as_deref() {
         None => Decimal::ONE,
         Some(raw) => parse_decimal(raw, 12)
-            .map_err(|e| Problem::invalid("invalid_quantity", "quantity", e.to_string()))?,
+            .map_err(|e| Problem::invalid(ErrorCode::InvalidQuantity, "quantity", e.to_string()))?,
     };
     let answer = app
         .check_entitlement(&caller, &q.account, &q.metric, quantity)

@@ -23,6 +23,7 @@ use axum::{Json, Router};
 use billing_app::gateway_events::AppliedEvent;
 use billing_app::App;
 use billing_domain::collection::stripe_signature::{self, SignatureError, WebhookSecrets};
+use billing_domain::kernel::error::ErrorCode;
 use serde_json::json;
 
 use crate::observe::{self, EmitMetrics};
@@ -59,7 +60,7 @@ async fn receive(
         .get(stripe_signature::HEADER)
         .ok_or_else(|| {
             Problem::invalid(
-                "missing_signature",
+                ErrorCode::MissingSignature,
                 stripe_signature::HEADER,
                 "the request has no Stripe-Signature header",
             )
@@ -71,7 +72,7 @@ async fn receive(
         .verify(header, &body, receiver.app.clock.now())
         .map_err(signature_problem)?;
     let event = event::parse(&body).map_err(|e| {
-        Problem::invalid("invalid_stripe_event", "body", e.to_string())
+        Problem::invalid(ErrorCode::InvalidStripeEvent, "body", e.to_string())
             .hint("Stripe signed this body but it is not an event this version can read.")
     })?;
     let applied = receiver.app.apply_gateway_event(&event).await?;
@@ -93,9 +94,9 @@ async fn receive(
 
 fn signature_problem(error: SignatureError) -> Problem {
     let code = match error {
-        SignatureError::Malformed => "malformed_signature",
-        SignatureError::Stale => "stale_signature",
-        SignatureError::Mismatch => "invalid_signature",
+        SignatureError::Malformed => ErrorCode::MalformedSignature,
+        SignatureError::Stale => ErrorCode::StaleSignature,
+        SignatureError::Mismatch => ErrorCode::InvalidSignature,
     };
     Problem::invalid(code, stripe_signature::HEADER, error.to_string()).hint(
         "Stripe signs with the endpoint's whsec_ secret: list it in the Stripe secret's \

@@ -15,6 +15,7 @@ use billing_domain::billing::subscription::CollectionMethod;
 use billing_domain::catalog::charges::Usage;
 use billing_domain::catalog::plan::NewPlan;
 use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{AccountId, InvoiceId, PlanId, SubscriptionId};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -243,13 +244,13 @@ pub async fn preview_invoice(
     let currency = || {
         let code = req.currency.as_deref().ok_or_else(|| {
             Problem::invalid(
-                "missing_field",
+                ErrorCode::MissingField,
                 "currency",
                 "a hypothetical invoice or subscription needs a currency",
             )
         })?;
         Currency::from_code(code)
-            .map_err(|e| Problem::invalid("invalid_currency", "currency", e.to_string()))
+            .map_err(|e| Problem::invalid(ErrorCode::InvalidCurrency, "currency", e.to_string()))
     };
     let hypothetical = req.inline_plan.is_some() || req.usage.is_some();
     let source = match (req.subscription, req.lines) {
@@ -259,7 +260,7 @@ pub async fn preview_invoice(
                 (None, Some(plan)) => HypotheticalPlan::Inline(Box::new(plan)),
                 _ => {
                     return Err(Problem::invalid(
-                        "invalid_source",
+                        ErrorCode::InvalidSource,
                         "plan",
                         "a hypothetical subscription takes exactly one of `plan` or `inline_plan`",
                     ))
@@ -278,7 +279,7 @@ pub async fn preview_invoice(
         }
         (Some(_), _) | (_, Some(_)) if hypothetical => {
             return Err(Problem::invalid(
-                "invalid_source",
+                ErrorCode::InvalidSource,
                 "inline_plan",
                 "`inline_plan` and `usage` describe a hypothetical subscription: give them without `subscription` or `lines`",
             ))
@@ -308,7 +309,7 @@ pub async fn preview_invoice(
         }
         _ => {
             return Err(Problem::invalid(
-                "invalid_source",
+                ErrorCode::InvalidSource,
                 "subscription",
                 "give exactly one of `subscription`, `lines`, or a hypothetical `plan`/`inline_plan`",
             ))

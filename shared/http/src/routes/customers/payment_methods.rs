@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use billing_app::App;
 use billing_domain::customers::payment_method::{PaymentMethod, PaymentProfile};
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::AccountId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -131,7 +132,7 @@ pub async fn update_method(
     if !req.default {
         return Err(billing_app::AppError::Invalid(
             billing_domain::kernel::error::ValidationError::new(
-                "invalid_default",
+                ErrorCode::InvalidDefault,
                 "default",
                 "make another card the default instead of unsetting this one",
             ),
