@@ -77,10 +77,7 @@ async fn a_delivered_job_bills_what_is_due_once() {
         subscription: Some(sub.id),
         ..Default::default()
     };
-    let page = PageRequest {
-        limit: 10,
-        starting_after: None,
-    };
+    let page = PageRequest::first(10);
     let invoices = worker
         .list_invoices(&caller, &filter, &page)
         .await
@@ -184,10 +181,7 @@ async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() 
         subscription: Some(sub.id),
         ..Default::default()
     };
-    let page = PageRequest {
-        limit: 10,
-        starting_after: None,
-    };
+    let page = PageRequest::first(10);
     assert_eq!(
         now_app
             .list_invoices(&caller, &filter, &page)

@@ -14,27 +14,11 @@ use billing_domain::collection::dunning::{DunningAction, DunningStatus, DunningS
 use billing_domain::customers::account::{Account, AccountStatus};
 use billing_domain::events::record::{Actor, AuditAction, AuditRecord};
 use billing_domain::kernel::ids::{AuditId, InvoiceId};
+use billing_tests::api::Api;
+use billing_tests::clock::ManualClock;
 use jiff::{SignedDuration, Timestamp};
+use reqwest::Method;
 use serde_json::json;
-
-/// A clock the test moves.
-struct Manual(Mutex<Timestamp>);
-
-impl Manual {
-    fn at(t: Timestamp) -> Arc<Self> {
-        Arc::new(Self(Mutex::new(t)))
-    }
-
-    fn set(&self, t: Timestamp) {
-        *self.0.lock().unwrap() = t;
-    }
-}
-
-impl Clock for Manual {
-    fn now(&self) -> Timestamp {
-        *self.0.lock().unwrap()
-    }
-}
 
 fn t0() -> Timestamp {
     "2026-03-02T09:00:00Z".parse().unwrap()
@@ -46,7 +30,7 @@ fn day(d: i64) -> Timestamp {
 
 struct World {
     app: App,
-    clock: Arc<Manual>,
+    clock: Arc<ManualClock>,
     notifier: Arc<MemoryNotifier>,
     caller: Caller,
     account: Account,
@@ -58,7 +42,7 @@ impl World {
     }
 
     async fn on(store: Arc<dyn Store>) -> Self {
-        let clock = Manual::at(t0());
+        let clock = ManualClock::at(t0());
         let notifier = Arc::new(MemoryNotifier::default());
         let app = App::new(store, clock.clone()).with_notifier(notifier.clone());
         let caller = billing_tests::admin(&app, "Dunning Co").await;
@@ -128,10 +112,7 @@ impl World {
                     event_type: None,
                     resource_id: Some(self.account.id.to_string()),
                 },
-                &PageRequest {
-                    limit: 100,
-                    starting_after: None,
-                },
+                &PageRequest::first(100),
             )
             .await
             .unwrap();
@@ -618,87 +599,13 @@ async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases() {
         .is_err());
 }
 
-/// Over HTTP against the in-process server on the local stand-in (DynamoDB on moto).
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    key: String,
+async fn account_status(api: &Api, account: &str) -> serde_json::Value {
+    api.get(&format!("/v1/accounts/{account}")).await["status"].clone()
 }
 
-impl Api {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> (u16, serde_json::Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or_default())
-    }
-
-    async fn ok(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> serde_json::Value {
-        let (status, body) = self.call(method.clone(), path, body).await;
-        assert!(
-            (200..300).contains(&status),
-            "{method} {path}: {status} {body}"
-        );
-        body
-    }
-
-    async fn get(&self, path: &str) -> serde_json::Value {
-        self.ok(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        self.ok(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn patch(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        self.ok(reqwest::Method::PATCH, path, Some(body)).await
-    }
-
-    async fn account_status(&self, account: &str) -> serde_json::Value {
-        self.get(&format!("/v1/accounts/{account}")).await["status"].clone()
-    }
-
-    /// The account's payment attempts, oldest first.
-    async fn payments_of(&self, account: &str) -> Vec<serde_json::Value> {
-        let page = self
-            .get(&format!("/v1/payments?account={account}&limit=100"))
-            .await;
-        let mut list = page["data"].as_array().unwrap().clone();
-        list.reverse();
-        list
-    }
-
-    /// The whole event log, oldest first.
-    async fn events(&self) -> Vec<serde_json::Value> {
-        let mut all = Vec::new();
-        let mut cursor = String::new();
-        loop {
-            let page = self.get(&format!("/v1/events?limit=100{cursor}")).await;
-            all.extend(page["data"].as_array().unwrap().iter().cloned());
-            if page["has_more"] != true {
-                break;
-            }
-            cursor = format!("&starting_after={}", page["next_cursor"].as_str().unwrap());
-        }
-        all.reverse();
-        all
-    }
+/// The account's payment attempts, oldest first.
+async fn payments_of(api: &Api, account: &str) -> Vec<serde_json::Value> {
+    api.list(&format!("/v1/payments?account={account}")).await
 }
 
 /// The sandbox story: a card that declines twice (insufficient funds) on a monthly
@@ -719,11 +626,7 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
         )
         .await
         .unwrap();
-    let api = Api {
-        base: billing_tests::serve(app).await,
-        http: reqwest::Client::new(),
-        key: issued.secret,
-    };
+    let api = Api::new(billing_tests::serve(app).await, issued.secret);
     let start: Timestamp = "2027-01-04T10:00:00Z".parse().unwrap();
     let at = |days: i64, hours: i64| start + SignedDuration::from_hours(24 * days + hours);
     let time = |v: &serde_json::Value| v.as_str().unwrap().parse::<Timestamp>().unwrap();
@@ -783,7 +686,7 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
     .await;
     // Day 0: the first attempt is declined; dunning opens.
     advance(0, 1).await;
-    let tried = api.payments_of(&account_id).await;
+    let tried = payments_of(&api, &account_id).await;
     assert_eq!(tried[0]["status"], "failed");
     let case = api.get(&format!("/v1/accounts/{account_id}/dunning")).await;
     assert_eq!(case["status"], "active");
@@ -796,7 +699,7 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
     assert!(notifier.sent()[0]
         .subject
         .ends_with("your payment is overdue"));
-    let tried = api.payments_of(&account_id).await;
+    let tried = payments_of(&api, &account_id).await;
     let statuses: Vec<_> = tried.iter().map(|p| p["status"].clone()).collect();
     assert_eq!(
         statuses,
@@ -804,7 +707,7 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
     );
     assert_eq!(time(&tried[1]["due_at"]), at(3, 0));
     assert_eq!(time(&tried[2]["due_at"]), at(5, 0));
-    assert_eq!(api.account_status(&account_id).await, "active");
+    assert_eq!(account_status(&api, &account_id).await, "active");
 
     // The customer adds a working card and makes it the default.
     let visa = api
@@ -822,12 +725,12 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
 
     // Day 4: the warning; the account is `warning`.
     advance(4, 1).await;
-    assert_eq!(api.account_status(&account_id).await, "warning");
+    assert_eq!(account_status(&api, &account_id).await, "warning");
     assert_eq!(notifier.sent().len(), 2);
 
     // Day 5: the third attempt charges the new default card; the account is unblocked.
     advance(5, 1).await;
-    let tried = api.payments_of(&account_id).await;
+    let tried = payments_of(&api, &account_id).await;
     assert_eq!(tried.len(), 3);
     assert_eq!(tried[2]["status"], "succeeded");
     assert_eq!(tried[2]["payment_method"], visa_id.as_str());
@@ -835,7 +738,7 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
     let invoice = api.get(&format!("/v1/invoices/{invoice_id}")).await;
     assert_eq!(invoice["status"], "paid");
     assert_eq!(time(&invoice["paid_at"]), at(5, 0));
-    assert_eq!(api.account_status(&account_id).await, "active");
+    assert_eq!(account_status(&api, &account_id).await, "active");
     let case = api.get(&format!("/v1/accounts/{account_id}/dunning")).await;
     assert_eq!(case["status"], "resolved");
     assert_eq!(case["next_step_at"], serde_json::Value::Null);
@@ -851,12 +754,12 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
 
     // Nothing more happens on the clock for the dunning case, however far it goes.
     advance(20, 0).await;
-    assert_eq!(api.account_status(&account_id).await, "active");
+    assert_eq!(account_status(&api, &account_id).await, "active");
     assert_eq!(notifier.sent().len(), 3);
 
     // The story in the event log, in order, each at its moment on the clock.
     let story: Vec<(String, Timestamp)> = api
-        .events()
+        .list("/v1/events")
         .await
         .into_iter()
         .filter(|e| {
@@ -897,11 +800,7 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
         )
         .await
         .unwrap();
-    let api = Api {
-        base: billing_tests::serve(w.app.clone()).await,
-        http: reqwest::Client::new(),
-        key: issued.secret,
-    };
+    let api = Api::new(billing_tests::serve(w.app.clone()).await, issued.secret);
     let openapi = api.get("/v1/openapi.json").await;
     for path in ["/v1/settings/dunning", "/v1/accounts/{id}/dunning"] {
         assert!(openapi["paths"][path].is_object(), "{path} is documented");
@@ -923,9 +822,9 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
     );
     let (status, problem) = api
         .call(
-            reqwest::Method::PATCH,
+            Method::PATCH,
             "/v1/settings/dunning",
-            Some(json!({"steps": [
+            Some(&json!({"steps": [
                 {"after_days": 7, "action": "reminder"},
                 {"after_days": 3, "action": "warning"}
             ]})),
@@ -936,9 +835,9 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
     assert_eq!(problem["param"], "steps[1].after_days");
     let (status, problem) = api
         .call(
-            reqwest::Method::PATCH,
+            Method::PATCH,
             "/v1/settings/dunning",
-            Some(json!({"steps": [{"after_days": 3, "action": "suspend"}]})),
+            Some(&json!({"steps": [{"after_days": 3, "action": "suspend"}]})),
         )
         .await;
     assert_eq!(status, 400, "{problem}");
@@ -963,7 +862,7 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
     let account_id = account["id"].as_str().unwrap().to_owned();
     let (status, _) = api
         .call(
-            reqwest::Method::GET,
+            Method::GET,
             &format!("/v1/accounts/{account_id}/dunning"),
             None,
         )
@@ -1009,24 +908,24 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
         .run_due_dunning(caller.tenant_id, account, now)
         .await
         .unwrap();
-    assert_eq!(api.account_status(&account_id).await, "blocked");
+    assert_eq!(account_status(&api, &account_id).await, "blocked");
     let blocked = |problem: &serde_json::Value| {
         problem["code"] == "account_blocked" && problem["param"] == "account"
     };
     let (status, problem) = api
         .call(
-            reqwest::Method::POST,
+            Method::POST,
             "/v1/subscriptions",
-            Some(json!({"account": account_id, "plan": bigger["id"], "collection_method": "send_invoice", "days_until_due": 30})),
+            Some(&json!({"account": account_id, "plan": bigger["id"], "collection_method": "send_invoice", "days_until_due": 30})),
         )
         .await;
     assert!(status == 409 && blocked(&problem), "{status} {problem}");
     let sub_id = sub["id"].as_str().unwrap();
     let (status, problem) = api
         .call(
-            reqwest::Method::POST,
+            Method::POST,
             &format!("/v1/subscriptions/{sub_id}/change-plan"),
-            Some(json!({"plan": bigger["id"]})),
+            Some(&json!({"plan": bigger["id"]})),
         )
         .await;
     assert!(status == 409 && blocked(&problem), "{status} {problem}");

@@ -14,8 +14,8 @@ use billing_domain::collection::stripe_signature::WebhookSecrets;
 use billing_domain::events::webhook::signature_header;
 use billing_http::stripe_webhook::{self, event::parse};
 use billing_http::EmitMetrics;
+use billing_tests::clock::ManualClock;
 use billing_tests::fake_stripe::{event, fixture, FakeStripe};
-use billing_tests::webhooks::ManualClock;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
 
@@ -200,7 +200,7 @@ struct Scenario {
 /// the first invoice waits for the customer with the PaymentIntent Stripe made.
 async fn waiting_for_authentication(store: Arc<dyn Store>) -> Scenario {
     let fake = FakeStripe::start().await;
-    let clock = Arc::new(ManualClock(Mutex::new(Timestamp::now())));
+    let clock = ManualClock::at(Timestamp::now());
     let gateway = Arc::new(StripeGateway::new("sk_test_fake", Some(&fake.url)).unwrap());
     let app = App::new(store, clock.clone()).with_gateway(gateway);
     let caller = billing_tests::admin(&app, "Stripe webhooks").await;
@@ -227,10 +227,7 @@ async fn waiting_for_authentication(store: Arc<dyn Store>) -> Scenario {
                 account: Some(sub.account_id),
                 ..Default::default()
             },
-            &PageRequest {
-                limit: 10,
-                starting_after: None,
-            },
+            &PageRequest::first(10),
         )
         .await
         .unwrap()
@@ -288,10 +285,7 @@ impl Scenario {
                     event_type: Some("invoice.paid".into()),
                     resource_id: None,
                 },
-                &PageRequest {
-                    limit: 100,
-                    starting_after: None,
-                },
+                &PageRequest::first(100),
             )
             .await
             .unwrap()
@@ -410,7 +404,7 @@ async fn verified_events_apply_once(store: Arc<dyn Store>) {
 
 #[tokio::test]
 async fn unknown_types_and_objects_that_are_not_ours_are_acknowledged() {
-    let clock = Arc::new(ManualClock(Mutex::new(Timestamp::now())));
+    let clock = ManualClock::at(Timestamp::now());
     let app = App::new(
         Arc::new(billing_app::memory::MemoryStore::new()),
         clock.clone(),
@@ -518,9 +512,7 @@ async fn the_sample_request_event_goes_through_the_handler() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../events/stripe-webhook-request.json");
     let text = std::fs::read_to_string(&path).unwrap();
-    let clock = Arc::new(ManualClock(Mutex::new(
-        Timestamp::from_second(1_795_341_660).unwrap(),
-    )));
+    let clock = ManualClock::at(Timestamp::from_second(1_795_341_660).unwrap());
     let app = App::new(
         Arc::new(billing_app::memory::MemoryStore::new()),
         clock.clone(),

@@ -14,7 +14,8 @@ use billing_app::App;
 use billing_aws::HttpSender;
 use billing_domain::customers::account::NewAccount;
 use billing_domain::events::webhook::NewWebhookEndpoint;
-use billing_tests::webhooks::{ManualClock, Receiver, RecordingDispatch};
+use billing_tests::clock::ManualClock;
+use billing_tests::webhooks::{Receiver, RecordingDispatch};
 use jiff::Timestamp;
 
 fn sample<T: serde::de::DeserializeOwned>(file: &str) -> T {
@@ -73,7 +74,7 @@ async fn the_sqs_sample_is_delivered_and_its_poison_record_reported_alone() {
 
 #[tokio::test]
 async fn the_scheduled_sample_sweeps_what_is_due() {
-    let clock = Arc::new(ManualClock(Mutex::new(Timestamp::now())));
+    let clock = ManualClock::at(Timestamp::now());
     let app = App::new(Arc::new(MemoryStore::new()), clock.clone());
     app.ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
         .await

@@ -178,10 +178,7 @@ impl Fanout {
             .store
             .list_webhook_endpoints(
                 tenant,
-                &PageRequest {
-                    limit: webhook::MAX_ENDPOINTS,
-                    starting_after: None,
-                },
+                &PageRequest::first(webhook::MAX_ENDPOINTS),
             )
             .await?
             .items;

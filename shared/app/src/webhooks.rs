@@ -74,10 +74,7 @@ impl App {
             .store
             .list_webhook_endpoints(
                 caller.tenant_id,
-                &PageRequest {
-                    limit: webhook::MAX_ENDPOINTS,
-                    starting_after: None,
-                },
+                &PageRequest::first(webhook::MAX_ENDPOINTS),
             )
             .await?;
         if existing.items.len() >= webhook::MAX_ENDPOINTS {
@@ -267,10 +264,7 @@ impl App {
                 .store
                 .list_webhook_endpoints(
                     caller.tenant_id,
-                    &PageRequest {
-                        limit: webhook::MAX_ENDPOINTS,
-                        starting_after: None,
-                    },
+                    &PageRequest::first(webhook::MAX_ENDPOINTS),
                 )
                 .await?
                 .items
