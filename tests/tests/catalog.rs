@@ -336,24 +336,14 @@ async fn the_price_calculator_explains_its_arithmetic() {
     api.created("/v1/metrics", &api_calls()).await;
     let plan = api.created("/v1/plans", &pro_plan()).await;
     let of_plan = json!({"plan_id": plan["id"], "metric": "api_calls", "currency": "jpy", "quantity": "3000"});
-    let priced: Value = api
-        .post("/v1/prices/preview", &of_plan)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let priced = api.post("/v1/prices/preview", &of_plan).await;
     assert_eq!(
         priced["amount"],
         json!({"amount": 600, "currency": "jpy"}),
         "2,000 × ¥0.3"
     );
     let fee = json!({"plan_id": plan["id"], "currency": "eur", "quantity": "1"});
-    let priced: Value = api
-        .post("/v1/prices/preview", &fee)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let priced = api.post("/v1/prices/preview", &fee).await;
     assert_eq!(priced["amount"]["amount"], 4500);
 
     let not_offered = json!({"plan_id": plan["id"], "currency": "gbp", "quantity": "1"});

@@ -2,7 +2,7 @@
 //! duplicate and concurrent runs; blocked accounts refused; unblocking on settlement;
 //! notices sent once, and again after a crash or an outage; test clocks.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use billing_app::memory::{MemoryNotifier, MemoryStore};
 use billing_app::ports::{

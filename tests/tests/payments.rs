@@ -708,7 +708,7 @@ async fn the_payment_routes_over_http() {
         )
         .await;
     assert_eq!(
-        (status, made_default["default"].clone()),
+        (status.as_u16(), made_default["default"].clone()),
         (200, json!(true))
     );
     let (status, refused) = api
@@ -782,7 +782,7 @@ async fn the_payment_routes_over_http() {
         )
         .await;
     assert_eq!(
-        (status, again["code"].clone()),
+        (status.as_u16(), again["code"].clone()),
         (409, json!("invalid_transition"))
     );
     let (_, payments) = api
@@ -823,7 +823,7 @@ async fn the_payment_routes_over_http() {
         )
         .await;
     assert_eq!(
-        (status, too_much["code"].clone()),
+        (status.as_u16(), too_much["code"].clone()),
         (400, json!("refund_too_large"))
     );
     let (_, notes) = api
@@ -848,7 +848,7 @@ async fn the_payment_routes_over_http() {
         )
         .await;
     assert_eq!(
-        (status, bad["code"].clone()),
+        (status.as_u16(), bad["code"].clone()),
         (400, json!("invalid_retry_schedule"))
     );
     let (status, changed) = api

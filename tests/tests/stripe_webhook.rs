@@ -3,7 +3,7 @@
 //! 400 with nothing applied); a verified event applied once however often it is delivered;
 //! and Stripe's official Python library as an independent signer and verifier.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use billing_app::payments::Collected;
 use billing_app::ports::*;

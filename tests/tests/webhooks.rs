@@ -2,7 +2,7 @@
 //! local stack's queue, the backoff schedule on an injected clock, the outbox sweep after
 //! a "crash" between commit and publish, and the SSRF rules.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use billing_app::memory::MemoryStore;

@@ -3,7 +3,7 @@
 //! record, one poison record reported back alone) and a scheduled event to `billing-run`.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
