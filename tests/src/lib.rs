@@ -8,12 +8,12 @@ pub mod webhooks;
 
 use std::sync::{mpsc, Arc, OnceLock};
 
-use billing_app::memory::MemoryStore;
-use billing_app::ports::{Store, SystemClock};
+use billing_app::ports::{Clock, Store, SystemClock};
 use billing_app::App;
-use billing_aws::{Config, DynamoStore};
+use billing_aws::{Config, DynamoStore, SandboxGateway};
 use billing_http::{router, EmitMetrics};
 use billing_infra::moto;
+use billing_memory::MemoryStore;
 
 /// An admin key of the tenant the files in `events/` authenticate as.
 pub const EVENTS_KEY: &str =
@@ -64,7 +64,12 @@ pub async fn dynamo_store() -> DynamoStore {
 }
 
 pub fn app(store: Arc<dyn Store>) -> App {
-    App::new(store, Arc::new(SystemClock))
+    app_with_clock(store, Arc::new(SystemClock))
+}
+
+/// An app whose time is `clock`'s, collecting through the sandbox gateway.
+pub fn app_with_clock(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> App {
+    App::new(store, clock, Arc::new(SandboxGateway::new()))
 }
 
 pub fn memory_app() -> App {

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use billing_app::memory::{MemoryNotifier, MemoryStore};
 use billing_app::ports::{
     Change, Clock, EventFilter, InvoiceWrite, NotifyError, PageRequest, PaymentJob, Store,
 };
@@ -14,6 +13,7 @@ use billing_domain::collection::dunning::{DunningAction, DunningStatus, DunningS
 use billing_domain::customers::account::{Account, AccountStatus};
 use billing_domain::events::record::{Actor, AuditAction, AuditRecord};
 use billing_domain::kernel::ids::{AuditId, InvoiceId};
+use billing_memory::MemoryNotifier;
 use billing_tests::api::Api;
 use billing_tests::clock::ManualClock;
 use jiff::{SignedDuration, Timestamp};
@@ -38,13 +38,14 @@ struct World {
 
 impl World {
     async fn new() -> Self {
-        Self::on(Arc::new(MemoryStore::new())).await
+        Self::on(billing_tests::memory_store()).await
     }
 
     async fn on(store: Arc<dyn Store>) -> Self {
         let clock = ManualClock::at(t0());
         let notifier = Arc::new(MemoryNotifier::default());
-        let app = App::new(store, clock.clone()).with_notifier(notifier.clone());
+        let app =
+            billing_tests::app_with_clock(store, clock.clone()).with_notifier(notifier.clone());
         let caller = billing_tests::admin(&app, "Dunning Co").await;
         let account = app
             .create_account(
@@ -405,7 +406,7 @@ async fn a_notice_left_by_a_process_without_a_notifier_is_sent_by_the_worker_onc
         .await
         .unwrap();
     // A process that cannot send (or that dies right after the commit) takes the step.
-    let mute = App::new(w.app.store.clone(), w.clock.clone());
+    let mute = billing_tests::app_with_clock(w.app.store.clone(), w.clock.clone());
     w.clock.set(day(3));
     mute.run_due_dunning(w.caller.tenant_id, w.account.id, day(3))
         .await
@@ -939,7 +940,7 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
 /// payments queue, and `payment-worker`'s use case takes it; after that nothing is due.
 #[tokio::test]
 async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
-    let queue = Arc::new(billing_app::memory::MemoryPaymentQueue::default());
+    let queue = Arc::new(billing_memory::MemoryPaymentQueue::default());
     let mut w = World::new().await;
     w.app = w.app.clone().with_payment_queue(queue.clone());
     let invoice = w.open_invoice(1000).await;
@@ -950,7 +951,7 @@ async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
     let sweeper = billing_app::relay::Sweeper::new(
         w.app.clone(),
         Arc::new(billing_tests::webhooks::RecordingDispatch::default()),
-        Arc::new(billing_app::memory::MemoryBillingQueue::default()),
+        Arc::new(billing_memory::MemoryBillingQueue::default()),
     );
     let dunning_jobs = |jobs: Vec<PaymentJob>| -> Vec<PaymentJob> {
         jobs.into_iter()
@@ -973,7 +974,7 @@ async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
     };
     assert_eq!(dunning_jobs(queue.take()), std::slice::from_ref(&step));
     // Taken by a process that cannot send: its notice is due at once.
-    App::new(w.app.store.clone(), w.clock.clone())
+    billing_tests::app_with_clock(w.app.store.clone(), w.clock.clone())
         .handle_payment_job(&step)
         .await
         .unwrap();

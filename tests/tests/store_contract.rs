@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use billing_app::memory::MemoryStore;
 use billing_app::ports::*;
 use billing_app::{App, Caller};
 use billing_domain::customers::access::Role;
@@ -22,7 +21,7 @@ struct Contract {
 
 impl Contract {
     async fn on(store: Arc<dyn Store>) -> Self {
-        let app = App::new(store.clone(), Arc::new(SystemClock));
+        let app = billing_tests::app(store.clone());
         let caller = tenant(&app).await;
         let other = tenant(&app).await;
         Self {
@@ -1752,8 +1751,8 @@ async fn a_step_and_the_rollups_it_bills_commit_together_or_not_at_all(store: Ar
 
 /// Any valid change record, for calling the store directly.
 async fn events_change(app: &App, caller: &Caller) -> Change {
-    let scratch = Arc::new(MemoryStore::new());
-    let probe = App::new(scratch.clone(), app.clock.clone());
+    let scratch = billing_tests::memory_store();
+    let probe = billing_tests::app_with_clock(scratch.clone(), app.clock.clone());
     probe
         .create_account(caller, new_account("probe@example.com", None))
         .await

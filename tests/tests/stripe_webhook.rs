@@ -202,7 +202,7 @@ async fn waiting_for_authentication(store: Arc<dyn Store>) -> Scenario {
     let fake = FakeStripe::start().await;
     let clock = ManualClock::at(Timestamp::now());
     let gateway = Arc::new(StripeGateway::new("sk_test_fake", Some(&fake.url)).unwrap());
-    let app = App::new(store, clock.clone()).with_gateway(gateway);
+    let app = App::new(store, clock.clone(), gateway);
     let caller = billing_tests::admin(&app, "Stripe webhooks").await;
     let sub = billing_tests::subscribe(
         &app,
@@ -292,16 +292,6 @@ impl Scenario {
             .items
             .len()
     }
-}
-
-#[tokio::test]
-async fn a_verified_event_settles_the_invoice_once_and_bad_signatures_apply_nothing_in_memory() {
-    verified_events_apply_once(Arc::new(billing_app::memory::MemoryStore::new())).await;
-}
-
-#[tokio::test]
-async fn a_verified_event_settles_the_invoice_once_and_bad_signatures_apply_nothing_on_dynamodb() {
-    verified_events_apply_once(Arc::new(billing_tests::dynamo_store().await)).await;
 }
 
 async fn verified_events_apply_once(store: Arc<dyn Store>) {
@@ -405,10 +395,7 @@ async fn verified_events_apply_once(store: Arc<dyn Store>) {
 #[tokio::test]
 async fn unknown_types_and_objects_that_are_not_ours_are_acknowledged() {
     let clock = ManualClock::at(Timestamp::now());
-    let app = App::new(
-        Arc::new(billing_app::memory::MemoryStore::new()),
-        clock.clone(),
-    );
+    let app = billing_tests::app_with_clock(billing_tests::memory_store(), clock.clone());
     let url = serve(app).await;
     for sent in [
         fixture("event"),
@@ -453,8 +440,7 @@ fn stripe_python(script: &str, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn signatures_agree_with_stripes_official_python_library() {
-    let scenario =
-        waiting_for_authentication(Arc::new(billing_app::memory::MemoryStore::new())).await;
+    let scenario = waiting_for_authentication(billing_tests::memory_store()).await;
     let url = serve(scenario.app.clone()).await;
     let body = String::from_utf8(bytes_of(&scenario.succeeded_event())).unwrap();
     let now = scenario.clock.now().as_second().to_string();
@@ -513,10 +499,7 @@ async fn the_sample_request_event_goes_through_the_handler() {
         .join("../events/stripe-webhook-request.json");
     let text = std::fs::read_to_string(&path).unwrap();
     let clock = ManualClock::at(Timestamp::from_second(1_795_341_660).unwrap());
-    let app = App::new(
-        Arc::new(billing_app::memory::MemoryStore::new()),
-        clock.clone(),
-    );
+    let app = billing_tests::app_with_clock(billing_tests::memory_store(), clock.clone());
     app.ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
         .await
         .unwrap();
@@ -552,3 +535,5 @@ async fn the_sample_request_event_goes_through_the_handler() {
         (400, Some("stale_signature"))
     );
 }
+
+billing_tests::on_both_stores!(verified_events_apply_once);

@@ -84,7 +84,7 @@ async fn batch(api: &Api, events: Vec<Value>) -> Value {
         .await
 }
 
-async fn check(api: &Api, account: &str) -> Value {
+async fn entitlement_check(api: &Api, account: &str) -> Value {
     api.get(&format!(
         "/v1/entitlements/check?account={account}&metric=api_calls"
     ))
@@ -132,7 +132,7 @@ async fn metering_story(app: App) {
         (first["accepted"].as_u64(), first["duplicates"].as_u64()),
         (Some(3), Some(1))
     );
-    let check = check(&api, &m.account).await;
+    let check = entitlement_check(&api, &m.account).await;
     assert_eq!(
         (check["allowed"].as_bool(), check["remaining"].as_str()),
         (Some(true), Some("2"))
@@ -156,7 +156,7 @@ async fn metering_story(app: App) {
     );
 
     // Five calls of five: the hard limit is reached; 80 % and 100 % were announced once each.
-    let check = check(&api, "cust-42").await;
+    let check = entitlement_check(&api, "cust-42").await;
     assert_eq!(
         (
             check["allowed"].as_bool(),
@@ -222,7 +222,7 @@ async fn metering_story(app: App) {
     let invoices = api.invoices(sub).await;
     assert_eq!(invoices.len(), 2);
     assert_eq!(invoices[1]["total"], 1960 + 1000, "{}", invoices[1]);
-    let check = check(&api, &m.account).await;
+    let check = entitlement_check(&api, &m.account).await;
     assert_eq!(
         (check["allowed"].as_bool(), check["used"].as_str()),
         (Some(true), Some("0")),
@@ -528,10 +528,7 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
     // writes the renewals of several subscriptions together, with their billed rollups.
     let start: jiff::Timestamp = "2027-03-01T00:00:00Z".parse().unwrap();
     let clock = billing_tests::clock::ManualClock::at(start);
-    let app = App::new(
-        std::sync::Arc::new(billing_app::memory::MemoryStore::new()),
-        clock.clone(),
-    );
+    let app = billing_tests::app_with_clock(billing_tests::memory_store(), clock.clone());
     let caller = billing_tests::admin(&app, "Worker").await;
     app.create_metric(
         &caller,

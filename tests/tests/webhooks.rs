@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use billing_app::memory::MemoryStore;
 use billing_app::ports::*;
 use billing_app::relay::{Fanout, Sweeper};
 use billing_app::{App, Caller};
@@ -14,6 +13,7 @@ use billing_domain::customers::access::Role;
 use billing_domain::customers::account::NewAccount;
 use billing_domain::customers::tenant::TenantMode;
 use billing_domain::events::webhook::{self, DeliveryStatus, NewWebhookEndpoint};
+use billing_memory::MemoryStore;
 use billing_tests::api::Api;
 use billing_tests::clock::ManualClock;
 use billing_tests::webhooks::{Receiver, RecordingDispatch};
@@ -229,7 +229,7 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
     let start: Timestamp = "2026-05-04T10:00:00Z".parse().unwrap();
     let clock = ManualClock::at(start);
     let store = Arc::new(MemoryStore::new());
-    let app = App::new(store.clone(), clock.clone());
+    let app = billing_tests::app_with_clock(store.clone(), clock.clone());
     let dispatch = Arc::new(RecordingDispatch::default());
     let fanout = Fanout::new(app.clone(), dispatch.clone(), Arc::new(HttpSender::new()));
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
@@ -247,7 +247,7 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
     let report = Sweeper::new(
         app.clone(),
         dispatch.clone(),
-        std::sync::Arc::new(billing_app::memory::MemoryBillingQueue::default()),
+        std::sync::Arc::new(billing_memory::MemoryBillingQueue::default()),
     )
     .sweep(100)
     .await
@@ -337,13 +337,13 @@ async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disab
     let start: Timestamp = "2026-05-04T10:00:00Z".parse().unwrap();
     let clock = ManualClock::at(start);
     let store = Arc::new(MemoryStore::new());
-    let app = App::new(store.clone(), clock.clone());
+    let app = billing_tests::app_with_clock(store.clone(), clock.clone());
     let dispatch = Arc::new(RecordingDispatch::default());
     let fanout = Fanout::new(app.clone(), dispatch.clone(), Arc::new(HttpSender::new()));
     let sweeper = Sweeper::new(
         app.clone(),
         dispatch.clone(),
-        std::sync::Arc::new(billing_app::memory::MemoryBillingQueue::default()),
+        std::sync::Arc::new(billing_memory::MemoryBillingQueue::default()),
     );
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
     let (receiver, url) = Receiver::start(vec![500; 100]).await;
@@ -437,7 +437,7 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
     let crashed = billing_tests::dynamo_store().await;
     let table = crashed.table().to_owned();
     let (sdk, queue) = local_queue(&table).await;
-    let app = App::new(Arc::new(crashed.clone()), Arc::new(SystemClock));
+    let app = billing_tests::app_with_clock(Arc::new(crashed.clone()), Arc::new(SystemClock));
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
     let (receiver, url) = Receiver::start(vec![]).await;
     app.create_webhook_endpoint(&caller, endpoint(&url, &["account.created"]))
@@ -462,14 +462,14 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
             .await
             .unwrap(),
     );
-    let swept_app = App::new(
+    let swept_app = billing_tests::app_with_clock(
         Arc::new(DynamoStore::new(crashed.client().clone(), &table)),
         later,
     );
     let sweeper = Sweeper::new(
         swept_app,
         dispatch.clone(),
-        std::sync::Arc::new(billing_app::memory::MemoryBillingQueue::default()),
+        std::sync::Arc::new(billing_memory::MemoryBillingQueue::default()),
     );
     let report = sweeper.sweep(100).await.unwrap();
     assert_eq!((report.republished, report.errors.len()), (2, 0));
@@ -479,7 +479,7 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
         "published once"
     );
 
-    let worker_app = App::new(
+    let worker_app = billing_tests::app_with_clock(
         Arc::new(DynamoStore::new(crashed.client().clone(), &table)),
         Arc::new(SystemClock),
     );

@@ -7,10 +7,8 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
-use billing_app::memory::MemoryStore;
 use billing_app::ports::{Clock, OUTBOX_GRACE};
 use billing_app::relay::{Fanout, Sweeper};
-use billing_app::App;
 use billing_aws::HttpSender;
 use billing_domain::customers::account::NewAccount;
 use billing_domain::events::webhook::NewWebhookEndpoint;
@@ -75,7 +73,7 @@ async fn the_sqs_sample_is_delivered_and_its_poison_record_reported_alone() {
 #[tokio::test]
 async fn the_scheduled_sample_sweeps_what_is_due() {
     let clock = ManualClock::at(Timestamp::now());
-    let app = App::new(Arc::new(MemoryStore::new()), clock.clone());
+    let app = billing_tests::app_with_clock(billing_tests::memory_store(), clock.clone());
     app.ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
         .await
         .unwrap();
@@ -97,7 +95,7 @@ async fn the_scheduled_sample_sweeps_what_is_due() {
     let sweeper = Sweeper::new(
         app,
         dispatch.clone(),
-        std::sync::Arc::new(billing_app::memory::MemoryBillingQueue::default()),
+        std::sync::Arc::new(billing_memory::MemoryBillingQueue::default()),
     );
     let schedule: EventBridgeEvent<serde_json::Value> = sample("billing-run-schedule.json");
     // Within the grace the post-commit publish is still expected: nothing is due.

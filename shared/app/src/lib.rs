@@ -10,12 +10,11 @@ pub mod error;
 pub mod gateway_events;
 pub mod idempotency;
 pub mod invoices;
-pub mod memory;
 pub mod payment_methods;
 pub mod payments;
 pub mod ports;
 pub mod relay;
-pub mod sandbox_gateway;
+
 pub mod subscriptions;
 pub mod tenants;
 pub mod test_clocks;
@@ -44,7 +43,7 @@ pub struct App {
     /// Tells customers about dunning steps. Without one, notices wait in the due index
     /// for a process that has one (the payment worker).
     pub notifier: Option<Arc<dyn Notifier>>,
-    /// Where cards are kept and charged: the sandbox unless Stripe is configured.
+    /// Where cards are kept and charged.
     pub gateway: Arc<dyn PaymentGateway>,
     /// Where payment work due now is handed right after its commit; without one it waits
     /// for the due-index sweep.
@@ -112,20 +111,20 @@ struct ChangeSpec<'a> {
 }
 
 impl App {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+    /// The gateway is chosen at wiring time: the sandbox for sandbox tenants and tests,
+    /// Stripe when a secret is configured.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        gateway: Arc<dyn PaymentGateway>,
+    ) -> Self {
         Self {
             store,
             clock,
             notifier: None,
-            gateway: Arc::new(sandbox_gateway::SandboxGateway::new()),
+            gateway,
             payment_queue: None,
         }
-    }
-
-    /// Collects payments through `gateway` instead of the sandbox.
-    pub fn with_gateway(mut self, gateway: Arc<dyn PaymentGateway>) -> Self {
-        self.gateway = gateway;
-        self
     }
 
     /// Hands payment work due now to `queue` right after its commit.
