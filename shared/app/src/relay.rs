@@ -176,10 +176,7 @@ impl Fanout {
         let endpoints = self
             .app
             .store
-            .list_webhook_endpoints(
-                tenant,
-                &PageRequest::first(webhook::MAX_ENDPOINTS),
-            )
+            .list_webhook_endpoints(tenant, &PageRequest::first(webhook::MAX_ENDPOINTS))
             .await?
             .items;
         let now = self.app.clock.now();
