@@ -9,9 +9,9 @@ use serde_json::Value;
 
 #[derive(Clone)]
 pub struct Api {
-    pub base: String,
+    base: String,
     /// `None` calls without credentials.
-    pub key: Option<String>,
+    key: Option<String>,
     http: Client,
 }
 
@@ -49,13 +49,9 @@ impl Api {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     /// A request carrying the key, for headers or bodies the helpers below do not send.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let request = self.http.request(method, self.url(path));
+        let request = self.http.request(method, format!("{}{path}", self.base));
         match &self.key {
             Some(key) => request.bearer_auth(key),
             None => request,
@@ -70,14 +66,12 @@ impl Api {
         request.send().await.expect("the server answers")
     }
 
-    /// A `POST` under an `Idempotency-Key`.
-    pub async fn post_idempotent(&self, path: &str, key: &str, body: &Value) -> Response {
+    /// A `POST` of `body` under an `Idempotency-Key`, to send when the test chooses (the
+    /// request owns all it needs, so it can be sent from a spawned task).
+    pub fn post_idempotent(&self, path: &str, key: &str, body: &Value) -> RequestBuilder {
         self.request(Method::POST, path)
             .header("idempotency-key", key)
             .json(body)
-            .send()
-            .await
-            .expect("the server answers")
     }
 
     /// The status and the JSON body (`null` when there is none).
@@ -106,9 +100,7 @@ impl Api {
     }
 
     pub async fn get(&self, path: &str) -> Value {
-        let (status, answer) = self.call(Method::GET, path, None).await;
-        assert_eq!(status, StatusCode::OK, "GET {path}: {answer}");
-        answer
+        self.expect(StatusCode::OK, Method::GET, path, None).await
     }
 
     pub async fn post(&self, path: &str, body: impl Serialize) -> Value {
@@ -117,9 +109,9 @@ impl Api {
 
     /// The body of a `POST` that must answer 201 Created.
     pub async fn created(&self, path: &str, body: impl Serialize) -> Value {
-        let (status, answer) = self.call(Method::POST, path, Some(&json(body))).await;
-        assert_eq!(status, StatusCode::CREATED, "POST {path}: {answer}");
-        answer
+        let body = json(body);
+        self.expect(StatusCode::CREATED, Method::POST, path, Some(&body))
+            .await
     }
 
     pub async fn patch(&self, path: &str, body: impl Serialize) -> Value {
@@ -127,7 +119,21 @@ impl Api {
     }
 
     pub async fn delete(&self, path: &str) -> Value {
-        self.ok(Method::DELETE, path, None).await
+        self.expect(StatusCode::OK, Method::DELETE, path, None)
+            .await
+    }
+
+    /// The body of an answer that must have `status`.
+    async fn expect(
+        &self,
+        status: StatusCode,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Value {
+        let (answered, answer) = self.call(method.clone(), path, body).await;
+        assert_eq!(answered, status, "{method} {path}: {answer}");
+        answer
     }
 
     /// Every item of a list, oldest first, following its cursors.

@@ -218,12 +218,8 @@ async fn bad_input_gets_a_problem_naming_the_field() {
 #[tokio::test]
 async fn idempotency_keys_replay_refuse_reuse_and_serialise_duplicates() {
     let (api, _) = start().await;
-    let send = |key: &'static str, body: Value| {
-        api.request(Method::POST, "/v1/accounts")
-            .header("idempotency-key", key)
-            .json(&body)
-            .send()
-    };
+    let send =
+        |key: &'static str, body: Value| api.post_idempotent("/v1/accounts", key, &body).send();
     let first = send("create-acme", acme()).await.unwrap();
     assert_eq!(first.status(), StatusCode::CREATED);
     let first: Value = first.json().await.unwrap();
@@ -360,10 +356,7 @@ async fn roles_decide_what_a_key_may_do() {
         .as_str()
         .unwrap()
         .to_owned();
-    let revoked = api
-        .send(Method::DELETE, &format!("/v1/api-keys/{support_id}"), None)
-        .await;
-    assert_eq!(revoked.status(), StatusCode::OK);
+    api.delete(&format!("/v1/api-keys/{support_id}")).await;
     problem(
         api.with_key(&support)
             .send(Method::GET, "/v1/accounts", None)
@@ -386,8 +379,7 @@ async fn updates_deletes_pagination_and_the_audit_trail() {
     assert_eq!(patched["timezone"], "Asia/Tokyo");
     assert_eq!(patched["version"], 2);
 
-    let deleted = api.send(Method::DELETE, &path, None).await;
-    assert_eq!(deleted.status(), StatusCode::OK);
+    api.delete(&path).await;
     let again = api
         .send(Method::PATCH, &path, Some(&json!({"name": "x"})))
         .await;

@@ -867,10 +867,7 @@ async fn the_payment_routes_over_http() {
     assert_eq!(status, 200);
     assert_eq!(changed["final_action"], "mark_uncollectible");
 
-    let (status, remaining) = api
-        .call(Method::DELETE, &format!("{methods}/{poor_id}"), None)
-        .await;
-    assert_eq!(status, 200);
+    let remaining = api.delete(&format!("{methods}/{poor_id}")).await;
     assert_eq!(remaining["data"][0]["id"], visa_id.as_str());
     assert_eq!(remaining["data"][0]["default"], true);
 }
