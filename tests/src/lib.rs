@@ -1,14 +1,16 @@
 //! Test kit: the local AWS stand-in (one moto server per test process, on a free port,
 //! stopped when the process ends), fresh tables, and the router served on 127.0.0.1.
 
+pub mod api;
+pub mod clock;
 pub mod fake_stripe;
 pub mod webhooks;
 
 use std::sync::{mpsc, Arc, OnceLock};
 
-use billing_app::ports::{Store, SystemClock};
+use billing_app::ports::{Clock, Store, SystemClock};
 use billing_app::App;
-use billing_aws::{Config, DynamoStore};
+use billing_aws::{Config, DynamoStore, SandboxGateway};
 use billing_http::{router, EmitMetrics};
 use billing_infra::moto;
 use billing_memory::MemoryStore;
@@ -62,15 +64,64 @@ pub async fn dynamo_store() -> DynamoStore {
 }
 
 pub fn app(store: Arc<dyn Store>) -> App {
-    App::new(
-        store,
-        Arc::new(SystemClock),
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
-    )
+    app_with_clock(store, Arc::new(SystemClock))
+}
+
+/// An app whose time is `clock`'s, collecting through the sandbox gateway.
+pub fn app_with_clock(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> App {
+    App::new(store, clock, Arc::new(SandboxGateway::new()))
 }
 
 pub fn memory_app() -> App {
-    app(Arc::new(MemoryStore::new()))
+    app(memory_store())
+}
+
+pub fn memory_store() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+/// What a scenario of [`on_both_stores!`] takes: the store itself, or an app over it.
+pub trait OnStore {
+    fn on(store: Arc<dyn Store>) -> Self;
+}
+
+impl OnStore for Arc<dyn Store> {
+    fn on(store: Arc<dyn Store>) -> Self {
+        store
+    }
+}
+
+impl OnStore for App {
+    fn on(store: Arc<dyn Store>) -> Self {
+        app(store)
+    }
+}
+
+/// Runs each scenario, an `async fn` taking an [`App`] or an `Arc<dyn Store>`, as two tests,
+/// `memory::<scenario>` and `dynamo::<scenario>` (a fresh table on the stand-in), so a
+/// failure names both the scenario and the store. Use once per test file.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($scenario:ident),+ $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario($crate::OnStore::on($crate::memory_store())).await;
+                }
+            )+
+        }
+
+        mod dynamo {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let store = std::sync::Arc::new($crate::dynamo_store().await);
+                    super::$scenario($crate::OnStore::on(store)).await;
+                }
+            )+
+        }
+    };
 }
 
 pub async fn dynamo_app() -> App {

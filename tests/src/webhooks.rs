@@ -1,5 +1,5 @@
-//! Webhook test helpers: a receiver that checks signatures, a clock moved by hand, and a
-//! dispatcher that records instead of sending, so a test can play the queue itself.
+//! Webhook test helpers: a receiver that checks signatures, and a dispatcher that records
+//! instead of sending, so a test can play the queue itself.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use billing_app::ports::{Clock, DeliveryJob, Dispatch, StoreError};
+use billing_app::ports::{DeliveryJob, Dispatch, StoreError};
 use billing_domain::events::record::DomainEvent;
 use billing_domain::events::webhook;
 use billing_domain::kernel::ids::TenantId;
@@ -85,22 +85,6 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) ->
         script.remove(0)
     };
     StatusCode::from_u16(status).unwrap()
-}
-
-/// A clock the test moves by hand.
-pub struct ManualClock(pub Mutex<Timestamp>);
-
-impl ManualClock {
-    pub fn advance(&self, by: SignedDuration) {
-        let mut now = self.0.lock().unwrap();
-        *now += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        *self.0.lock().unwrap()
-    }
 }
 
 /// Records what would go to the bus and queue, so a test can play the queue itself.

@@ -1,102 +1,49 @@
 //! Subscriptions, invoices and test clocks over HTTP on the local stack, and billing exactly
 //! once under duplicate and concurrent runs.
 
-use billing_domain::customers::tenant::TenantMode;
-use reqwest::{Client, Method, Response, StatusCode};
+use billing_tests::api::Api;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-struct Api {
-    base: String,
-    http: Client,
-    key: String,
+async fn start() -> Api {
+    Api::start(billing_tests::dynamo_app().await, "Billing Co")
+        .await
+        .0
 }
 
-impl Api {
-    async fn start() -> Self {
-        let app = billing_tests::dynamo_app().await;
-        let (_, issued) = app
-            .create_tenant("Billing Co", TenantMode::Sandbox)
-            .await
-            .unwrap();
-        Self {
-            base: billing_tests::serve(app.clone()).await,
-            http: Client::new(),
-            key: issued.secret,
-        }
-    }
+async fn new_plan(api: &Api, code: &str, monthly_fee: i64, trial_days: u32) -> String {
+    let plan = api
+        .post(
+            "/v1/plans",
+            json!({"code": code, "name": code, "interval": {"unit": "month"}, "trial_days": trial_days,
+                   "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": monthly_fee}}}}}),
+        )
+        .await;
+    plan["id"].as_str().unwrap().to_owned()
+}
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Response {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send().await.unwrap()
-    }
-
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let response = self.call(method.clone(), path, body).await;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert!(status.is_success(), "{method} {path}: {status} {body}");
-        body
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.ok(Method::POST, path, Some(body)).await
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.ok(Method::GET, path, None).await
-    }
-
-    async fn plan(&self, code: &str, monthly_fee: i64, trial_days: u32) -> String {
-        let plan = self
-            .post(
-                "/v1/plans",
-                json!({"code": code, "name": code, "interval": {"unit": "month"}, "trial_days": trial_days,
-                       "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": monthly_fee}}}}}),
-            )
-            .await;
-        plan["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn clock_account(&self, at: &str) -> (String, String) {
-        let clock = self
-            .post("/v1/test-clocks", json!({"frozen_time": at}))
-            .await;
-        let clock_id = clock["id"].as_str().unwrap().to_owned();
-        let account = self
-            .post(
-                "/v1/accounts",
-                json!({"email": "year@acme.test", "currency": "usd", "test_clock": clock_id}),
-            )
-            .await;
-        let account_id = account["id"].as_str().unwrap().to_owned();
-        // A card that pays: these scenarios are about billing, not about failed payments
-        // (which would put the account into dunning).
-        let card = self
-            .post(
-                &format!("/v1/accounts/{account_id}/payment-methods"),
-                json!({"payment_method": "tok_visa"}),
-            )
-            .await;
-        assert_eq!(card["default"], true);
-        (clock_id, account_id)
-    }
-
-    async fn invoices(&self, subscription: &str) -> Vec<Value> {
-        let list = self
-            .get(&format!(
-                "/v1/invoices?subscription={subscription}&limit=100"
-            ))
-            .await;
-        let mut invoices = list["data"].as_array().unwrap().clone();
-        invoices.reverse();
-        invoices
-    }
+async fn clock_account(api: &Api, at: &str) -> (String, String) {
+    let clock = api
+        .post("/v1/test-clocks", json!({"frozen_time": at}))
+        .await;
+    let clock_id = clock["id"].as_str().unwrap().to_owned();
+    let account = api
+        .post(
+            "/v1/accounts",
+            json!({"email": "year@acme.test", "currency": "usd", "test_clock": clock_id}),
+        )
+        .await;
+    let account_id = account["id"].as_str().unwrap().to_owned();
+    // A card that pays: these scenarios are about billing, not about failed payments
+    // (which would put the account into dunning).
+    let card = api
+        .post(
+            &format!("/v1/accounts/{account_id}/payment-methods"),
+            json!({"payment_method": "tok_visa"}),
+        )
+        .await;
+    assert_eq!(card["default"], true);
+    (clock_id, account_id)
 }
 
 fn numbers(invoices: &[Value]) -> Vec<String> {
@@ -115,9 +62,9 @@ fn period_starts(invoices: &[Value]) -> Vec<String> {
 
 #[tokio::test]
 async fn a_year_on_a_test_clock_bills_every_period_once_with_gapless_numbers() {
-    let api = Api::start().await;
-    let plan = api.plan("monthly", 4900, 14).await;
-    let (clock, account) = api.clock_account("2027-01-31T00:00:00Z").await;
+    let api = start().await;
+    let plan = new_plan(&api, "monthly", 4900, 14).await;
+    let (clock, account) = clock_account(&api, "2027-01-31T00:00:00Z").await;
 
     let trial = api
         .post(
@@ -232,11 +179,11 @@ async fn a_year_on_a_test_clock_bills_every_period_once_with_gapless_numbers() {
 
 #[tokio::test]
 async fn upgrades_prorate_now_and_downgrades_wait_for_the_period_end() {
-    let api = Api::start().await;
-    let basic = api.plan("basic", 3000, 0).await;
-    let pro = api.plan("pro", 6000, 0).await;
+    let api = start().await;
+    let basic = new_plan(&api, "basic", 3000, 0).await;
+    let pro = new_plan(&api, "pro", 6000, 0).await;
     // A 30-day period: April 2027.
-    let (clock, account) = api.clock_account("2027-04-01T00:00:00Z").await;
+    let (clock, account) = clock_account(&api, "2027-04-01T00:00:00Z").await;
     let sub = api
         .post(
             "/v1/subscriptions",
@@ -304,9 +251,9 @@ async fn upgrades_prorate_now_and_downgrades_wait_for_the_period_end() {
 
 #[tokio::test]
 async fn a_pause_bills_nothing_and_resuming_credits_the_unused_time() {
-    let api = Api::start().await;
-    let plan = api.plan("monthly", 3000, 0).await;
-    let (clock, account) = api.clock_account("2027-04-01T00:00:00Z").await;
+    let api = start().await;
+    let plan = new_plan(&api, "monthly", 3000, 0).await;
+    let (clock, account) = clock_account(&api, "2027-04-01T00:00:00Z").await;
     let sub = api
         .post(
             "/v1/subscriptions",
@@ -356,7 +303,7 @@ async fn a_pause_bills_nothing_and_resuming_credits_the_unused_time() {
 
     // Illegal transitions answer 409 naming the state.
     let response = api
-        .call(
+        .send(
             Method::POST,
             &format!("/v1/subscriptions/{id}/resume"),
             None,
@@ -419,10 +366,7 @@ async fn invoice_numbers_and_periods(
         subscription: Some(id),
         ..Default::default()
     };
-    let page = billing_app::ports::PageRequest {
-        limit: 100,
-        starting_after: None,
-    };
+    let page = billing_app::ports::PageRequest::first(100);
     let invoices = app
         .list_invoices(caller, &filter, &page)
         .await
@@ -522,16 +466,16 @@ async fn duplicate_deliveries_and_a_crashed_worker_bill_each_period_exactly_once
 
 #[tokio::test]
 async fn the_invoice_prefix_is_the_tenants_and_the_sequence_runs_on_across_a_change() {
-    let api = Api::start().await;
+    let api = start().await;
     assert_eq!(
         api.get("/v1/settings/invoices").await["invoice_prefix"],
         "INV"
     );
     let bad = api
-        .call(
+        .send(
             Method::PATCH,
             "/v1/settings/invoices",
-            Some(json!({"invoice_prefix": "acme inc"})),
+            Some(&json!({"invoice_prefix": "acme inc"})),
         )
         .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
@@ -539,13 +483,13 @@ async fn the_invoice_prefix_is_the_tenants_and_the_sequence_runs_on_across_a_cha
         .ok(
             Method::PATCH,
             "/v1/settings/invoices",
-            Some(json!({"invoice_prefix": "ACME"})),
+            Some(&json!({"invoice_prefix": "ACME"})),
         )
         .await;
     assert_eq!(set["invoice_prefix"], "ACME");
 
-    let plan = api.plan("monthly", 1000, 0).await;
-    let (_, account) = api.clock_account("2027-03-01T00:00:00Z").await;
+    let plan = new_plan(&api, "monthly", 1000, 0).await;
+    let (_, account) = clock_account(&api, "2027-03-01T00:00:00Z").await;
     let first = api
         .post(
             "/v1/subscriptions",
@@ -555,7 +499,7 @@ async fn the_invoice_prefix_is_the_tenants_and_the_sequence_runs_on_across_a_cha
     api.ok(
         Method::PATCH,
         "/v1/settings/invoices",
-        Some(json!({"invoice_prefix": "BETA"})),
+        Some(&json!({"invoice_prefix": "BETA"})),
     )
     .await;
     let second = api
@@ -573,9 +517,9 @@ async fn the_invoice_prefix_is_the_tenants_and_the_sequence_runs_on_across_a_cha
 #[tokio::test]
 async fn previews_price_the_next_invoice_a_change_and_a_hypothetical_subscription_writing_nothing()
 {
-    let api = Api::start().await;
-    let plan = api.plan("preview", 2000, 0).await;
-    let (clock, account) = api.clock_account("2027-01-31T00:00:00Z").await;
+    let api = start().await;
+    let plan = new_plan(&api, "preview", 2000, 0).await;
+    let (clock, account) = clock_account(&api, "2027-01-31T00:00:00Z").await;
     let sub = api
         .post(
             "/v1/subscriptions",
@@ -644,7 +588,7 @@ async fn previews_price_the_next_invoice_a_change_and_a_hypothetical_subscriptio
 
     // A saved plan with a trial and an anchor: the first paid period is the trial's end
     // to the anchor, prorated.
-    let trial_plan = api.plan("trial", 3000, 14).await;
+    let trial_plan = new_plan(&api, "trial", 3000, 14).await;
     let anchored = api
         .post(
             "/v1/invoices/preview",
@@ -675,7 +619,7 @@ async fn previews_price_the_next_invoice_a_change_and_a_hypothetical_subscriptio
         ),
     ] {
         let response = api
-            .call(Method::POST, "/v1/invoices/preview", Some(body.clone()))
+            .send(Method::POST, "/v1/invoices/preview", Some(&body))
             .await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
         let problem: Value = response.json().await.unwrap();
@@ -776,16 +720,6 @@ async fn bills_a_tenants_subscriptions_together_exactly_once(app: billing_app::A
 }
 
 #[tokio::test]
-async fn a_tenants_subscriptions_are_billed_together_exactly_once_in_memory() {
-    bills_a_tenants_subscriptions_together_exactly_once(billing_tests::memory_app()).await;
-}
-
-#[tokio::test]
-async fn a_tenants_subscriptions_are_billed_together_exactly_once_on_dynamodb() {
-    bills_a_tenants_subscriptions_together_exactly_once(billing_tests::dynamo_app().await).await;
-}
-
-#[tokio::test]
 async fn two_runs_of_one_test_clock_advance_both_answer_with_the_finished_clock() {
     // On the stand-in both runs read the clock before either saves it.
     let app = billing_tests::dynamo_app().await;
@@ -808,3 +742,5 @@ async fn two_runs_of_one_test_clock_advance_both_answer_with_the_finished_clock(
     let (numbers, periods) = invoice_numbers_and_periods(&app, &caller, id).await;
     assert_eq!((numbers, periods.len()), (numbered(6), 6));
 }
+
+billing_tests::on_both_stores!(bills_a_tenants_subscriptions_together_exactly_once,);

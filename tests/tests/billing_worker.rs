@@ -29,15 +29,6 @@ fn message(id: &str, job: &BillingJob) -> SqsMessage {
     message
 }
 
-/// A clock stopped at a given time, to create a subscription in the past.
-struct Stopped(jiff::Timestamp);
-
-impl billing_app::ports::Clock for Stopped {
-    fn now(&self) -> jiff::Timestamp {
-        self.0
-    }
-}
-
 #[tokio::test]
 async fn a_delivered_job_bills_what_is_due_once() {
     let store: std::sync::Arc<dyn billing_app::ports::Store> =
@@ -45,10 +36,9 @@ async fn a_delivered_job_bills_what_is_due_once() {
     let three_days_ago = jiff::Timestamp::now()
         - jiff::SignedDuration::from_hours(72)
         - jiff::SignedDuration::from_mins(1);
-    let app = billing_app::App::new(
+    let app = billing_tests::app_with_clock(
         store.clone(),
-        std::sync::Arc::new(Stopped(three_days_ago)),
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+        billing_tests::clock::ManualClock::at(three_days_ago),
     );
     let caller = billing_tests::admin(&app, "Worker").await;
     let tenant = caller.tenant_id;
@@ -81,10 +71,7 @@ async fn a_delivered_job_bills_what_is_due_once() {
         subscription: Some(sub.id),
         ..Default::default()
     };
-    let page = PageRequest {
-        limit: 10,
-        starting_after: None,
-    };
+    let page = PageRequest::first(10);
     let invoices = worker
         .list_invoices(&caller, &filter, &page)
         .await
@@ -132,10 +119,9 @@ async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() 
     let yesterday = jiff::Timestamp::now()
         - jiff::SignedDuration::from_hours(24)
         - jiff::SignedDuration::from_mins(1);
-    let past = billing_app::App::new(
+    let past = billing_tests::app_with_clock(
         store.clone(),
-        std::sync::Arc::new(Stopped(yesterday)),
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+        billing_tests::clock::ManualClock::at(yesterday),
     );
     let caller = billing_tests::admin(&past, "Sweep").await;
     let tenant = caller.tenant_id;
@@ -192,10 +178,7 @@ async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() 
         subscription: Some(sub.id),
         ..Default::default()
     };
-    let page = PageRequest {
-        limit: 10,
-        starting_after: None,
-    };
+    let page = PageRequest::first(10);
     assert_eq!(
         now_app
             .list_invoices(&caller, &filter, &page)

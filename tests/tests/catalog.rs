@@ -1,67 +1,19 @@
 //! The catalog API over HTTP on the local stack: metrics, plans, versions, the price
 //! calculator, and every bad-input path answering with the field at fault.
 
-use billing_domain::customers::tenant::TenantMode;
-use reqwest::{Client, Response, StatusCode};
+use billing_tests::api::{problem_of, Api};
+use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-struct Api {
-    base: String,
-    http: Client,
-    key: String,
+async fn start() -> Api {
+    Api::start(billing_tests::dynamo_app().await, "Catalog Co")
+        .await
+        .0
 }
 
-impl Api {
-    async fn start() -> Self {
-        let app = billing_tests::dynamo_app().await;
-        let (_, issued) = app
-            .create_tenant("Catalog Co", TenantMode::Sandbox)
-            .await
-            .unwrap();
-        Self {
-            base: billing_tests::serve(app).await,
-            http: Client::new(),
-            key: issued.secret,
-        }
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Response {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        request.send().await.unwrap()
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> Response {
-        self.send(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let response = self.send(reqwest::Method::GET, path, None).await;
-        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-        response.json().await.unwrap()
-    }
-
-    async fn created(&self, path: &str, body: &Value) -> Value {
-        let response = self.post(path, body).await;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body
-    }
-}
-
+/// A problem with `status`: its code and the field at fault.
 async fn rejected(response: Response, status: StatusCode) -> (String, String) {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let body: Value = response.json().await.unwrap();
+    let body = problem_of(response, status).await;
     (
         body["code"].as_str().unwrap().to_owned(),
         body["param"].as_str().unwrap_or("").to_owned(),
@@ -90,14 +42,15 @@ fn pro_plan() -> Value {
 
 #[tokio::test]
 async fn metrics_are_created_listed_renamed_and_unique_by_code() {
-    let api = Api::start().await;
+    let api = start().await;
     let metric = api.created("/v1/metrics", &api_calls()).await;
     assert!(metric["id"].as_str().unwrap().starts_with("bm_"));
     assert_eq!(metric["aggregation"], "count");
     let id = metric["id"].as_str().unwrap();
 
     let (code, param) = rejected(
-        api.post("/v1/metrics", &api_calls()).await,
+        api.send(Method::POST, "/v1/metrics", Some(&api_calls()))
+            .await,
         StatusCode::CONFLICT,
     )
     .await;
@@ -105,7 +58,7 @@ async fn metrics_are_created_listed_renamed_and_unique_by_code() {
 
     let renamed = api
         .send(
-            reqwest::Method::PATCH,
+            Method::PATCH,
             &format!("/v1/metrics/{id}"),
             Some(&json!({"name": "Calls"})),
         )
@@ -113,7 +66,7 @@ async fn metrics_are_created_listed_renamed_and_unique_by_code() {
     assert_eq!(renamed.status(), StatusCode::OK);
     let immutable = api
         .send(
-            reqwest::Method::PATCH,
+            Method::PATCH,
             &format!("/v1/metrics/{id}"),
             Some(&json!({"aggregation": "sum"})),
         )
@@ -139,7 +92,7 @@ async fn metrics_are_created_listed_renamed_and_unique_by_code() {
     let no_field = json!({"code": "bytes", "name": "Bytes", "aggregation": "sum"});
     assert_eq!(
         rejected(
-            api.post("/v1/metrics", &no_field).await,
+            api.send(Method::POST, "/v1/metrics", Some(&no_field)).await,
             StatusCode::BAD_REQUEST
         )
         .await
@@ -149,7 +102,7 @@ async fn metrics_are_created_listed_renamed_and_unique_by_code() {
     let bad_enum = json!({"code": "x", "name": "X", "aggregation": "median"});
     assert_eq!(
         rejected(
-            api.post("/v1/metrics", &bad_enum).await,
+            api.send(Method::POST, "/v1/metrics", Some(&bad_enum)).await,
             StatusCode::BAD_REQUEST
         )
         .await
@@ -160,7 +113,7 @@ async fn metrics_are_created_listed_renamed_and_unique_by_code() {
 
 #[tokio::test]
 async fn plans_carry_versioned_multi_currency_prices() {
-    let api = Api::start().await;
+    let api = start().await;
     api.created("/v1/metrics", &api_calls()).await;
     let plan = api.created("/v1/plans", &pro_plan()).await;
     let id = plan["id"].as_str().unwrap().to_owned();
@@ -174,7 +127,7 @@ async fn plans_carry_versioned_multi_currency_prices() {
     );
 
     let (code, param) = rejected(
-        api.post("/v1/plans", &pro_plan()).await,
+        api.send(Method::POST, "/v1/plans", Some(&pro_plan())).await,
         StatusCode::CONFLICT,
     )
     .await;
@@ -211,8 +164,12 @@ async fn plans_carry_versioned_multi_currency_prices() {
     let earlier = json!({"effective_from": "2098-01-01T00:00:00Z",
         "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 1}}}}});
     let (code, param) = rejected(
-        api.post(&format!("/v1/plans/{id}/versions"), &earlier)
-            .await,
+        api.send(
+            Method::POST,
+            &format!("/v1/plans/{id}/versions"),
+            Some(&earlier),
+        )
+        .await,
         StatusCode::BAD_REQUEST,
     )
     .await;
@@ -228,7 +185,7 @@ async fn plans_carry_versioned_multi_currency_prices() {
     // Patch, deactivate (existing subscriptions continue; no new versions), filter lists.
     let patched = api
         .send(
-            reqwest::Method::PATCH,
+            Method::PATCH,
             &format!("/v1/plans/{id}"),
             Some(&json!({"trial_days": 30})),
         )
@@ -237,10 +194,7 @@ async fn plans_carry_versioned_multi_currency_prices() {
     let basic = json!({"code": "basic", "name": "Basic", "interval": {"unit": "year"},
         "charges": {"recurring_fee": {"prices": {"usd": {"model": "per_unit", "unit_price": "10"}}}}});
     api.created("/v1/plans", &basic).await;
-    let deactivated = api
-        .send(reqwest::Method::DELETE, &format!("/v1/plans/{id}"), None)
-        .await;
-    assert_eq!(deactivated.status(), StatusCode::OK);
+    api.delete(&format!("/v1/plans/{id}")).await;
     let active = api.get("/v1/plans?active=true").await;
     assert_eq!(
         active["data"]
@@ -253,7 +207,13 @@ async fn plans_carry_versioned_multi_currency_prices() {
     );
     let inactive = api.get("/v1/plans?active=false").await;
     assert_eq!(inactive["data"][0]["trial_days"], 30);
-    let refused = api.post(&format!("/v1/plans/{id}/versions"), &next).await;
+    let refused = api
+        .send(
+            Method::POST,
+            &format!("/v1/plans/{id}/versions"),
+            Some(&next),
+        )
+        .await;
     assert_eq!(
         rejected(refused, StatusCode::CONFLICT).await.0,
         "plan_inactive"
@@ -272,7 +232,7 @@ async fn plans_carry_versioned_multi_currency_prices() {
 
 #[tokio::test]
 async fn bad_plans_name_the_field_at_fault() {
-    let api = Api::start().await;
+    let api = start().await;
     api.created("/v1/metrics", &api_calls()).await;
     let with = |charges: Value| json!({"code": "p", "name": "P", "interval": {"unit": "month"}, "charges": charges});
     let cases = [
@@ -337,8 +297,11 @@ async fn bad_plans_name_the_field_at_fault() {
         ),
     ];
     for (body, code, param) in cases {
-        let (got_code, got_param) =
-            rejected(api.post("/v1/plans", &body).await, StatusCode::BAD_REQUEST).await;
+        let (got_code, got_param) = rejected(
+            api.send(Method::POST, "/v1/plans", Some(&body)).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
         assert_eq!(
             (got_code.as_str(), got_param.as_str()),
             (code, param),
@@ -354,11 +317,13 @@ async fn bad_plans_name_the_field_at_fault() {
 
 #[tokio::test]
 async fn the_price_calculator_explains_its_arithmetic() {
-    let api = Api::start().await;
+    let api = start().await;
     // 12,500 calls: 1,000 × $0.01 + 9,000 × $0.005 + 2,500 × $0.001 = $10 + $45 + $2.50 = $57.50.
     let inline = json!({"currency": "usd", "quantity": "12500", "charge": {"model": "graduated", "tiers": [
         {"up_to": "1000", "unit_price": "0.01"}, {"up_to": "10000", "unit_price": "0.005"}, {"up_to": null, "unit_price": "0.001"}]}});
-    let response = api.post("/v1/prices/preview", &inline).await;
+    let response = api
+        .send(Method::POST, "/v1/prices/preview", Some(&inline))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let priced: Value = response.json().await.unwrap();
     assert_eq!(priced["amount"], json!({"amount": 5750, "currency": "usd"}));
@@ -368,30 +333,21 @@ async fn the_price_calculator_explains_its_arithmetic() {
     api.created("/v1/metrics", &api_calls()).await;
     let plan = api.created("/v1/plans", &pro_plan()).await;
     let of_plan = json!({"plan_id": plan["id"], "metric": "api_calls", "currency": "jpy", "quantity": "3000"});
-    let priced: Value = api
-        .post("/v1/prices/preview", &of_plan)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let priced = api.post("/v1/prices/preview", &of_plan).await;
     assert_eq!(
         priced["amount"],
         json!({"amount": 600, "currency": "jpy"}),
         "2,000 × ¥0.3"
     );
     let fee = json!({"plan_id": plan["id"], "currency": "eur", "quantity": "1"});
-    let priced: Value = api
-        .post("/v1/prices/preview", &fee)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let priced = api.post("/v1/prices/preview", &fee).await;
     assert_eq!(priced["amount"]["amount"], 4500);
 
     let not_offered = json!({"plan_id": plan["id"], "currency": "gbp", "quantity": "1"});
     assert_eq!(
         rejected(
-            api.post("/v1/prices/preview", &not_offered).await,
+            api.send(Method::POST, "/v1/prices/preview", Some(&not_offered))
+                .await,
             StatusCode::BAD_REQUEST
         )
         .await
@@ -401,7 +357,8 @@ async fn the_price_calculator_explains_its_arithmetic() {
     let both = json!({"plan_id": plan["id"], "currency": "usd", "quantity": "1", "charge": {"model": "flat_fee", "amount": 1}});
     assert_eq!(
         rejected(
-            api.post("/v1/prices/preview", &both).await,
+            api.send(Method::POST, "/v1/prices/preview", Some(&both))
+                .await,
             StatusCode::BAD_REQUEST
         )
         .await
@@ -413,7 +370,8 @@ async fn the_price_calculator_explains_its_arithmetic() {
     let float = json!({"currency": "usd", "quantity": "1", "charge": {"model": "per_unit", "unit_price": 0.1}});
     assert_eq!(
         rejected(
-            api.post("/v1/prices/preview", &float).await,
+            api.send(Method::POST, "/v1/prices/preview", Some(&float))
+                .await,
             StatusCode::BAD_REQUEST
         )
         .await,

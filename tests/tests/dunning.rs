@@ -2,7 +2,7 @@
 //! duplicate and concurrent runs; blocked accounts refused; unblocking on settlement;
 //! notices sent once, and again after a crash or an outage; test clocks.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use billing_app::ports::{
     Change, Clock, EventFilter, InvoiceWrite, NotifyError, PageRequest, PaymentJob, Store,
@@ -14,28 +14,12 @@ use billing_domain::customers::account::{Account, AccountStatus};
 use billing_domain::events::record::{Actor, AuditAction, AuditRecord};
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{AuditId, InvoiceId};
-use billing_memory::{MemoryNotifier, MemoryStore};
+use billing_memory::MemoryNotifier;
+use billing_tests::api::Api;
+use billing_tests::clock::ManualClock;
 use jiff::{SignedDuration, Timestamp};
+use reqwest::Method;
 use serde_json::json;
-
-/// A clock the test moves.
-struct Manual(Mutex<Timestamp>);
-
-impl Manual {
-    fn at(t: Timestamp) -> Arc<Self> {
-        Arc::new(Self(Mutex::new(t)))
-    }
-
-    fn set(&self, t: Timestamp) {
-        *self.0.lock().unwrap() = t;
-    }
-}
-
-impl Clock for Manual {
-    fn now(&self) -> Timestamp {
-        *self.0.lock().unwrap()
-    }
-}
 
 fn t0() -> Timestamp {
     "2026-03-02T09:00:00Z".parse().unwrap()
@@ -47,7 +31,7 @@ fn day(d: i64) -> Timestamp {
 
 struct World {
     app: App,
-    clock: Arc<Manual>,
+    clock: Arc<ManualClock>,
     notifier: Arc<MemoryNotifier>,
     caller: Caller,
     account: Account,
@@ -55,18 +39,14 @@ struct World {
 
 impl World {
     async fn new() -> Self {
-        Self::on(Arc::new(MemoryStore::new())).await
+        Self::on(billing_tests::memory_store()).await
     }
 
     async fn on(store: Arc<dyn Store>) -> Self {
-        let clock = Manual::at(t0());
+        let clock = ManualClock::at(t0());
         let notifier = Arc::new(MemoryNotifier::default());
-        let app = App::new(
-            store,
-            clock.clone(),
-            std::sync::Arc::new(billing_aws::SandboxGateway::new()),
-        )
-        .with_notifier(notifier.clone());
+        let app =
+            billing_tests::app_with_clock(store, clock.clone()).with_notifier(notifier.clone());
         let caller = billing_tests::admin(&app, "Dunning Co").await;
         let account = app
             .create_account(
@@ -134,10 +114,7 @@ impl World {
                     event_type: None,
                     resource_id: Some(self.account.id.to_string()),
                 },
-                &PageRequest {
-                    limit: 100,
-                    starting_after: None,
-                },
+                &PageRequest::first(100),
             )
             .await
             .unwrap();
@@ -430,11 +407,7 @@ async fn a_notice_left_by_a_process_without_a_notifier_is_sent_by_the_worker_onc
         .await
         .unwrap();
     // A process that cannot send (or that dies right after the commit) takes the step.
-    let mute = App::new(
-        w.app.store.clone(),
-        w.clock.clone(),
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
-    );
+    let mute = billing_tests::app_with_clock(w.app.store.clone(), w.clock.clone());
     w.clock.set(day(3));
     mute.run_due_dunning(w.caller.tenant_id, w.account.id, day(3))
         .await
@@ -628,87 +601,13 @@ async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases() {
         .is_err());
 }
 
-/// Over HTTP against the in-process server on the local stand-in (DynamoDB on moto).
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    key: String,
+async fn account_status(api: &Api, account: &str) -> serde_json::Value {
+    api.get(&format!("/v1/accounts/{account}")).await["status"].clone()
 }
 
-impl Api {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> (u16, serde_json::Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or_default())
-    }
-
-    async fn ok(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> serde_json::Value {
-        let (status, body) = self.call(method.clone(), path, body).await;
-        assert!(
-            (200..300).contains(&status),
-            "{method} {path}: {status} {body}"
-        );
-        body
-    }
-
-    async fn get(&self, path: &str) -> serde_json::Value {
-        self.ok(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        self.ok(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn patch(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        self.ok(reqwest::Method::PATCH, path, Some(body)).await
-    }
-
-    async fn account_status(&self, account: &str) -> serde_json::Value {
-        self.get(&format!("/v1/accounts/{account}")).await["status"].clone()
-    }
-
-    /// The account's payment attempts, oldest first.
-    async fn payments_of(&self, account: &str) -> Vec<serde_json::Value> {
-        let page = self
-            .get(&format!("/v1/payments?account={account}&limit=100"))
-            .await;
-        let mut list = page["data"].as_array().unwrap().clone();
-        list.reverse();
-        list
-    }
-
-    /// The whole event log, oldest first.
-    async fn events(&self) -> Vec<serde_json::Value> {
-        let mut all = Vec::new();
-        let mut cursor = String::new();
-        loop {
-            let page = self.get(&format!("/v1/events?limit=100{cursor}")).await;
-            all.extend(page["data"].as_array().unwrap().iter().cloned());
-            if page["has_more"] != true {
-                break;
-            }
-            cursor = format!("&starting_after={}", page["next_cursor"].as_str().unwrap());
-        }
-        all.reverse();
-        all
-    }
+/// The account's payment attempts, oldest first.
+async fn payments_of(api: &Api, account: &str) -> Vec<serde_json::Value> {
+    api.list(&format!("/v1/payments?account={account}")).await
 }
 
 /// The sandbox story: a card that declines twice (insufficient funds) on a monthly
@@ -729,11 +628,7 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
         )
         .await
         .unwrap();
-    let api = Api {
-        base: billing_tests::serve(app).await,
-        http: reqwest::Client::new(),
-        key: issued.secret,
-    };
+    let api = Api::new(billing_tests::serve(app).await, issued.secret);
     let start: Timestamp = "2027-01-04T10:00:00Z".parse().unwrap();
     let at = |days: i64, hours: i64| start + SignedDuration::from_hours(24 * days + hours);
     let time = |v: &serde_json::Value| v.as_str().unwrap().parse::<Timestamp>().unwrap();
@@ -793,7 +688,7 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
     .await;
     // Day 0: the first attempt is declined; dunning opens.
     advance(0, 1).await;
-    let tried = api.payments_of(&account_id).await;
+    let tried = payments_of(&api, &account_id).await;
     assert_eq!(tried[0]["status"], "failed");
     let case = api.get(&format!("/v1/accounts/{account_id}/dunning")).await;
     assert_eq!(case["status"], "active");
@@ -806,7 +701,7 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
     assert!(notifier.sent()[0]
         .subject
         .ends_with("your payment is overdue"));
-    let tried = api.payments_of(&account_id).await;
+    let tried = payments_of(&api, &account_id).await;
     let statuses: Vec<_> = tried.iter().map(|p| p["status"].clone()).collect();
     assert_eq!(
         statuses,
@@ -814,7 +709,7 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
     );
     assert_eq!(time(&tried[1]["due_at"]), at(3, 0));
     assert_eq!(time(&tried[2]["due_at"]), at(5, 0));
-    assert_eq!(api.account_status(&account_id).await, "active");
+    assert_eq!(account_status(&api, &account_id).await, "active");
 
     // The customer adds a working card and makes it the default.
     let visa = api
@@ -832,12 +727,12 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
 
     // Day 4: the warning; the account is `warning`.
     advance(4, 1).await;
-    assert_eq!(api.account_status(&account_id).await, "warning");
+    assert_eq!(account_status(&api, &account_id).await, "warning");
     assert_eq!(notifier.sent().len(), 2);
 
     // Day 5: the third attempt charges the new default card; the account is unblocked.
     advance(5, 1).await;
-    let tried = api.payments_of(&account_id).await;
+    let tried = payments_of(&api, &account_id).await;
     assert_eq!(tried.len(), 3);
     assert_eq!(tried[2]["status"], "succeeded");
     assert_eq!(tried[2]["payment_method"], visa_id.as_str());
@@ -845,7 +740,7 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
     let invoice = api.get(&format!("/v1/invoices/{invoice_id}")).await;
     assert_eq!(invoice["status"], "paid");
     assert_eq!(time(&invoice["paid_at"]), at(5, 0));
-    assert_eq!(api.account_status(&account_id).await, "active");
+    assert_eq!(account_status(&api, &account_id).await, "active");
     let case = api.get(&format!("/v1/accounts/{account_id}/dunning")).await;
     assert_eq!(case["status"], "resolved");
     assert_eq!(case["next_step_at"], serde_json::Value::Null);
@@ -861,12 +756,12 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
 
     // Nothing more happens on the clock for the dunning case, however far it goes.
     advance(20, 0).await;
-    assert_eq!(api.account_status(&account_id).await, "active");
+    assert_eq!(account_status(&api, &account_id).await, "active");
     assert_eq!(notifier.sent().len(), 3);
 
     // The story in the event log, in order, each at its moment on the clock.
     let story: Vec<(String, Timestamp)> = api
-        .events()
+        .list("/v1/events")
         .await
         .into_iter()
         .filter(|e| {
@@ -907,11 +802,7 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
         )
         .await
         .unwrap();
-    let api = Api {
-        base: billing_tests::serve(w.app.clone()).await,
-        http: reqwest::Client::new(),
-        key: issued.secret,
-    };
+    let api = Api::new(billing_tests::serve(w.app.clone()).await, issued.secret);
     let openapi = api.get("/v1/openapi.json").await;
     for path in ["/v1/settings/dunning", "/v1/accounts/{id}/dunning"] {
         assert!(openapi["paths"][path].is_object(), "{path} is documented");
@@ -933,9 +824,9 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
     );
     let (status, problem) = api
         .call(
-            reqwest::Method::PATCH,
+            Method::PATCH,
             "/v1/settings/dunning",
-            Some(json!({"steps": [
+            Some(&json!({"steps": [
                 {"after_days": 7, "action": "reminder"},
                 {"after_days": 3, "action": "warning"}
             ]})),
@@ -946,9 +837,9 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
     assert_eq!(problem["param"], "steps[1].after_days");
     let (status, problem) = api
         .call(
-            reqwest::Method::PATCH,
+            Method::PATCH,
             "/v1/settings/dunning",
-            Some(json!({"steps": [{"after_days": 3, "action": "suspend"}]})),
+            Some(&json!({"steps": [{"after_days": 3, "action": "suspend"}]})),
         )
         .await;
     assert_eq!(status, 400, "{problem}");
@@ -973,7 +864,7 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
     let account_id = account["id"].as_str().unwrap().to_owned();
     let (status, _) = api
         .call(
-            reqwest::Method::GET,
+            Method::GET,
             &format!("/v1/accounts/{account_id}/dunning"),
             None,
         )
@@ -1019,24 +910,24 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
         .run_due_dunning(caller.tenant_id, account, now)
         .await
         .unwrap();
-    assert_eq!(api.account_status(&account_id).await, "blocked");
+    assert_eq!(account_status(&api, &account_id).await, "blocked");
     let blocked = |problem: &serde_json::Value| {
         problem["code"] == "account_blocked" && problem["param"] == "account"
     };
     let (status, problem) = api
         .call(
-            reqwest::Method::POST,
+            Method::POST,
             "/v1/subscriptions",
-            Some(json!({"account": account_id, "plan": bigger["id"], "collection_method": "send_invoice", "days_until_due": 30})),
+            Some(&json!({"account": account_id, "plan": bigger["id"], "collection_method": "send_invoice", "days_until_due": 30})),
         )
         .await;
     assert!(status == 409 && blocked(&problem), "{status} {problem}");
     let sub_id = sub["id"].as_str().unwrap();
     let (status, problem) = api
         .call(
-            reqwest::Method::POST,
+            Method::POST,
             &format!("/v1/subscriptions/{sub_id}/change-plan"),
-            Some(json!({"plan": bigger["id"]})),
+            Some(&json!({"plan": bigger["id"]})),
         )
         .await;
     assert!(status == 409 && blocked(&problem), "{status} {problem}");
@@ -1084,14 +975,10 @@ async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
     };
     assert_eq!(dunning_jobs(queue.take()), std::slice::from_ref(&step));
     // Taken by a process that cannot send: its notice is due at once.
-    App::new(
-        w.app.store.clone(),
-        w.clock.clone(),
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
-    )
-    .handle_payment_job(&step)
-    .await
-    .unwrap();
+    billing_tests::app_with_clock(w.app.store.clone(), w.clock.clone())
+        .handle_payment_job(&step)
+        .await
+        .unwrap();
     sweeper.sweep(1000).await.unwrap();
     let notice = PaymentJob::DunningNotice {
         tenant: w.caller.tenant_id,

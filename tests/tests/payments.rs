@@ -15,6 +15,7 @@ use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
 use billing_domain::collection::payment::{Payment, PaymentStatus};
 use billing_domain::collection::retry::FinalAction;
 use jiff::{SignedDuration, Timestamp};
+use reqwest::Method;
 use serde_json::json;
 
 fn with_sandbox(app: App) -> (App, Arc<SandboxGateway>) {
@@ -36,10 +37,7 @@ async fn payments_of(app: &App, caller: &Caller, sub: &Subscription) -> Vec<Paym
                 account: Some(sub.account_id),
                 ..Default::default()
             },
-            &PageRequest {
-                limit: 100,
-                starting_after: None,
-            },
+            &PageRequest::first(100),
         )
         .await
         .unwrap()
@@ -60,10 +58,7 @@ async fn first_invoice(
                 account: Some(sub.account_id),
                 ..Default::default()
             },
-            &PageRequest {
-                limit: 100,
-                starting_after: None,
-            },
+            &PageRequest::first(100),
         )
         .await
         .unwrap();
@@ -78,10 +73,7 @@ async fn event_types(app: &App, caller: &Caller, resource: &str) -> Vec<String> 
                 event_type: None,
                 resource_id: Some(resource.to_owned()),
             },
-            &PageRequest {
-                limit: 100,
-                starting_after: None,
-            },
+            &PageRequest::first(100),
         )
         .await
         .unwrap()
@@ -142,16 +134,6 @@ async fn collects_the_first_invoice_once(app: App) {
         invoice_events,
         vec!["invoice.created", "invoice.finalized", "invoice.paid"]
     );
-}
-
-#[tokio::test]
-async fn collects_the_first_invoice_once_in_memory() {
-    collects_the_first_invoice_once(billing_tests::memory_app()).await;
-}
-
-#[tokio::test]
-async fn collects_the_first_invoice_once_on_dynamodb() {
-    collects_the_first_invoice_once(billing_tests::dynamo_app().await).await;
 }
 
 /// A worker that crashed after the gateway accepted the charge (the result was never
@@ -283,16 +265,6 @@ async fn retries_on_the_schedule_until_paid(app: App) {
         app.get_subscription(&caller, sub.id).await.unwrap().status,
         SubscriptionStatus::Active
     );
-}
-
-#[tokio::test]
-async fn retries_on_the_schedule_until_paid_in_memory() {
-    retries_on_the_schedule_until_paid(billing_tests::memory_app()).await;
-}
-
-#[tokio::test]
-async fn retries_on_the_schedule_until_paid_on_dynamodb() {
-    retries_on_the_schedule_until_paid(billing_tests::dynamo_app().await).await;
 }
 
 /// A hard decline (a stolen card) is not retried: the subscription goes past_due, and the
@@ -463,10 +435,7 @@ async fn authentication_then_gateway_events(app: App) {
                 invoice: Some(invoice.id),
                 ..Default::default()
             },
-            &PageRequest {
-                limit: 10,
-                starting_after: None,
-            },
+            &PageRequest::first(10),
         )
         .await
         .unwrap()
@@ -487,16 +456,6 @@ async fn authentication_then_gateway_events(app: App) {
         app.apply_gateway_event(&unknown).await.unwrap(),
         AppliedEvent::Ignored(_)
     ));
-}
-
-#[tokio::test]
-async fn authentication_then_gateway_events_in_memory() {
-    authentication_then_gateway_events(billing_tests::memory_app()).await;
-}
-
-#[tokio::test]
-async fn authentication_then_gateway_events_on_dynamodb() {
-    authentication_then_gateway_events(billing_tests::dynamo_app().await).await;
 }
 
 /// Refunds: partial then the rest, each a credit note; never more than was paid.
@@ -716,137 +675,129 @@ async fn attempts_are_released_after_commit_and_swept_until_recorded() {
 #[tokio::test]
 async fn the_payment_routes_over_http() {
     let app = billing_tests::memory_app();
-    let (tenant, issued) = app
-        .create_tenant(
-            "Http Payments",
-            billing_domain::customers::tenant::TenantMode::Sandbox,
+    let (api, _) = billing_tests::api::Api::start(app, "Http Payments").await;
+    let (_, account) = api
+        .call(
+            Method::POST,
+            "/v1/accounts",
+            Some(&json!({"email": "http@acme.test", "currency": "usd"})),
         )
-        .await
-        .unwrap();
-    let _ = tenant;
-    let base = billing_tests::serve(app).await;
-    let http = reqwest::Client::new();
-    let call = |method: reqwest::Method, path: String, body: serde_json::Value| {
-        let request = http
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(&issued.secret)
-            .json(&body);
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
-            (status, body)
-        }
-    };
-    use reqwest::Method;
-    let (_, account) = call(
-        Method::POST,
-        "/v1/accounts".into(),
-        json!({"email": "http@acme.test", "currency": "usd"}),
-    )
-    .await;
+        .await;
     let account = account["id"].as_str().unwrap().to_owned();
     let methods = format!("/v1/accounts/{account}/payment-methods");
-    let (status, visa) = call(
-        Method::POST,
-        methods.clone(),
-        json!({"payment_method": "tok_visa"}),
-    )
-    .await;
+    let (status, visa) = api
+        .call(
+            Method::POST,
+            &methods,
+            Some(&json!({"payment_method": "tok_visa"})),
+        )
+        .await;
     assert_eq!(status, 201, "{visa}");
     assert_eq!(visa["object"], "payment_method");
     assert_eq!(visa["default"], true);
     assert_eq!(visa["last4"], "4242");
-    let (_, poor) = call(
-        Method::POST,
-        methods.clone(),
-        json!({"payment_method": "4000000000009995"}),
-    )
-    .await;
+    let (_, poor) = api
+        .call(
+            Method::POST,
+            &methods,
+            Some(&json!({"payment_method": "4000000000009995"})),
+        )
+        .await;
     assert_eq!(poor["default"], false);
     let poor_id = poor["id"].as_str().unwrap().to_owned();
     let visa_id = visa["id"].as_str().unwrap().to_owned();
-    let (status, made_default) = call(
-        Method::PATCH,
-        format!("{methods}/{poor_id}"),
-        json!({"default": true}),
-    )
-    .await;
+    let (status, made_default) = api
+        .call(
+            Method::PATCH,
+            &format!("{methods}/{poor_id}"),
+            Some(&json!({"default": true})),
+        )
+        .await;
     assert_eq!(
-        (status, made_default["default"].clone()),
+        (status.as_u16(), made_default["default"].clone()),
         (200, json!(true))
     );
-    let (status, refused) = call(
-        Method::POST,
-        methods.clone(),
-        json!({"payment_method": "4111111111111111"}),
-    )
-    .await;
+    let (status, refused) = api
+        .call(
+            Method::POST,
+            &methods,
+            Some(&json!({"payment_method": "4111111111111111"})),
+        )
+        .await;
     assert_eq!(status, 400);
     assert_eq!(refused["code"], "payment_method_refused");
     assert_eq!(refused["param"], "payment_method");
-    let (status, _) = call(
-        Method::PATCH,
-        format!("{methods}/pm_nope"),
-        json!({"default": true}),
-    )
-    .await;
+    let (status, _) = api
+        .call(
+            Method::PATCH,
+            &format!("{methods}/pm_nope"),
+            Some(&json!({"default": true})),
+        )
+        .await;
     assert_eq!(status, 404);
-    let (_, listed) = call(Method::GET, methods.clone(), json!(null)).await;
+    let (_, listed) = api.call(Method::GET, &methods, None).await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 2);
 
     // A one-off invoice, finalized: its first attempt waits for the worker; paying now
     // with the default (declining) card fails, with the visa it succeeds.
-    let (_, invoice) = call(
-        Method::POST,
-        "/v1/invoices".into(),
-        json!({"account": account, "lines": [{"description": "Setup", "amount": 5000}]}),
-    )
-    .await;
+    let (_, invoice) = api
+        .call(
+            Method::POST,
+            "/v1/invoices",
+            Some(&json!({"account": account, "lines": [{"description": "Setup", "amount": 5000}]})),
+        )
+        .await;
     let invoice = invoice["id"].as_str().unwrap().to_owned();
-    let (status, _) = call(
-        Method::POST,
-        format!("/v1/invoices/{invoice}/finalize"),
-        json!({}),
-    )
-    .await;
+    let (status, _) = api
+        .call(
+            Method::POST,
+            &format!("/v1/invoices/{invoice}/finalize"),
+            Some(&json!({})),
+        )
+        .await;
     assert_eq!(status, 200);
-    let (status, declined) = call(
-        Method::POST,
-        format!("/v1/invoices/{invoice}/pay"),
-        json!({}),
-    )
-    .await;
+    let (status, declined) = api
+        .call(
+            Method::POST,
+            &format!("/v1/invoices/{invoice}/pay"),
+            Some(&json!({})),
+        )
+        .await;
     assert_eq!(status, 200, "{declined}");
     assert_eq!(declined["status"], "failed");
     assert_eq!(declined["failure"]["decline_code"], "insufficient_funds");
     assert_eq!(declined["failure"]["kind"], "soft");
-    let (_, paid) = call(
-        Method::POST,
-        format!("/v1/invoices/{invoice}/pay"),
-        json!({"payment_method": visa_id}),
-    )
-    .await;
+    let (_, paid) = api
+        .call(
+            Method::POST,
+            &format!("/v1/invoices/{invoice}/pay"),
+            Some(&json!({"payment_method": visa_id})),
+        )
+        .await;
     assert_eq!(paid["status"], "succeeded", "{paid}");
-    let (_, stored) = call(Method::GET, format!("/v1/invoices/{invoice}"), json!(null)).await;
+    let (_, stored) = api
+        .call(Method::GET, &format!("/v1/invoices/{invoice}"), None)
+        .await;
     assert_eq!(stored["status"], "paid");
     assert_eq!(stored["amount_paid"], 5000);
-    let (status, again) = call(
-        Method::POST,
-        format!("/v1/invoices/{invoice}/mark-paid"),
-        json!({"reference": "cheque 12"}),
-    )
-    .await;
+    let (status, again) = api
+        .call(
+            Method::POST,
+            &format!("/v1/invoices/{invoice}/mark-paid"),
+            Some(&json!({"reference": "cheque 12"})),
+        )
+        .await;
     assert_eq!(
-        (status, again["code"].clone()),
+        (status.as_u16(), again["code"].clone()),
         (409, json!("invalid_transition"))
     );
-    let (_, payments) = call(
-        Method::GET,
-        format!("/v1/payments?invoice={invoice}&limit=10"),
-        json!(null),
-    )
-    .await;
+    let (_, payments) = api
+        .call(
+            Method::GET,
+            &format!("/v1/payments?invoice={invoice}&limit=10"),
+            None,
+        )
+        .await;
     let mut statuses: Vec<&str> = payments["data"]
         .as_array()
         .unwrap()
@@ -860,60 +811,63 @@ async fn the_payment_routes_over_http() {
     assert_eq!(statuses, ["failed", "pending", "succeeded"]);
 
     let payment = paid["id"].as_str().unwrap();
-    let (status, note) = call(
-        Method::POST,
-        format!("/v1/payments/{payment}/refunds"),
-        json!({"amount": 1500, "memo": "discount"}),
-    )
-    .await;
+    let (status, note) = api
+        .call(
+            Method::POST,
+            &format!("/v1/payments/{payment}/refunds"),
+            Some(&json!({"amount": 1500, "memo": "discount"})),
+        )
+        .await;
     assert_eq!(status, 201, "{note}");
     assert_eq!(note["amount"], 1500);
     assert_eq!(note["reason"], "refund");
-    let (status, too_much) = call(
-        Method::POST,
-        format!("/v1/payments/{payment}/refunds"),
-        json!({"amount": 4000}),
-    )
-    .await;
+    let (status, too_much) = api
+        .call(
+            Method::POST,
+            &format!("/v1/payments/{payment}/refunds"),
+            Some(&json!({"amount": 4000})),
+        )
+        .await;
     assert_eq!(
-        (status, too_much["code"].clone()),
+        (status.as_u16(), too_much["code"].clone()),
         (400, json!("refund_too_large"))
     );
-    let (_, notes) = call(
-        Method::GET,
-        format!("/v1/credit-notes?invoice={invoice}"),
-        json!(null),
-    )
-    .await;
+    let (_, notes) = api
+        .call(
+            Method::GET,
+            &format!("/v1/credit-notes?invoice={invoice}"),
+            None,
+        )
+        .await;
     assert_eq!(notes["data"].as_array().unwrap().len(), 1);
 
-    let (_, settings) = call(Method::GET, "/v1/settings/payments".into(), json!(null)).await;
+    let (_, settings) = api.call(Method::GET, "/v1/settings/payments", None).await;
     assert_eq!(
         settings,
         json!({"retry_days": [3, 5, 7, 10], "final_action": "leave_open"})
     );
-    let (status, bad) = call(
-        Method::PATCH,
-        "/v1/settings/payments".into(),
-        json!({"retry_days": [5, 3]}),
-    )
-    .await;
+    let (status, bad) = api
+        .call(
+            Method::PATCH,
+            "/v1/settings/payments",
+            Some(&json!({"retry_days": [5, 3]})),
+        )
+        .await;
     assert_eq!(
-        (status, bad["code"].clone()),
+        (status.as_u16(), bad["code"].clone()),
         (400, json!("invalid_retry_schedule"))
     );
-    let (status, changed) = call(
-        Method::PATCH,
-        "/v1/settings/payments".into(),
-        json!({"retry_days": [1, 2], "final_action": "mark_uncollectible"}),
-    )
-    .await;
+    let (status, changed) = api
+        .call(
+            Method::PATCH,
+            "/v1/settings/payments",
+            Some(&json!({"retry_days": [1, 2], "final_action": "mark_uncollectible"})),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(changed["final_action"], "mark_uncollectible");
 
-    let (status, remaining) =
-        call(Method::DELETE, format!("{methods}/{poor_id}"), json!(null)).await;
-    assert_eq!(status, 200);
+    let remaining = api.delete(&format!("{methods}/{poor_id}")).await;
     assert_eq!(remaining["data"][0]["id"], visa_id.as_str());
     assert_eq!(remaining["data"][0]["default"], true);
 }
@@ -1048,12 +1002,9 @@ async fn a_sent_invoice_goes_overdue_on_its_due_date(app: App) {
     assert_eq!(case.overdue_invoices, vec![invoice.id]);
 }
 
-#[tokio::test]
-async fn a_sent_invoice_goes_overdue_on_its_due_date_in_memory() {
-    a_sent_invoice_goes_overdue_on_its_due_date(billing_tests::memory_app()).await;
-}
-
-#[tokio::test]
-async fn a_sent_invoice_goes_overdue_on_its_due_date_on_dynamodb() {
-    a_sent_invoice_goes_overdue_on_its_due_date(billing_tests::dynamo_app().await).await;
-}
+billing_tests::on_both_stores!(
+    collects_the_first_invoice_once,
+    retries_on_the_schedule_until_paid,
+    authentication_then_gateway_events,
+    a_sent_invoice_goes_overdue_on_its_due_date,
+);

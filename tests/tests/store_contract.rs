@@ -1,16 +1,54 @@
 //! One contract, two stores: the in-memory store used by fast tests and benchmarks must
-//! behave exactly like the DynamoDB store on the local stand-in.
+//! behave exactly like the DynamoDB store on the local stand-in. Each clause is a test of
+//! its own on each store (`memory::<clause>`, `dynamo::<clause>`), on a fresh store.
 
 use std::sync::Arc;
 
 use billing_app::ports::*;
 use billing_app::{App, Caller};
 use billing_domain::customers::access::Role;
-use billing_domain::customers::account::{AccountPatch, AccountStatus, NewAccount};
+use billing_domain::customers::account::{Account, AccountPatch, AccountStatus, NewAccount};
 use billing_domain::customers::tenant::TenantMode;
 use billing_domain::kernel::error::ErrorCode;
-use billing_memory::MemoryStore;
 use jiff::{SignedDuration, Timestamp};
+
+/// A store under contract, the app over it, and two tenants of it.
+struct Contract {
+    app: App,
+    store: Arc<dyn Store>,
+    caller: Caller,
+    other: Caller,
+}
+
+impl Contract {
+    async fn on(store: Arc<dyn Store>) -> Self {
+        let app = billing_tests::app(store.clone());
+        let caller = tenant(&app).await;
+        let other = tenant(&app).await;
+        Self {
+            app,
+            store,
+            caller,
+            other,
+        }
+    }
+
+    async fn account(&self, email: &str, external_id: Option<&str>) -> Account {
+        self.app
+            .create_account(&self.caller, new_account(email, external_id))
+            .await
+            .unwrap()
+    }
+
+    /// The caller's accounts, audit records and events.
+    async fn counts(&self) -> (usize, usize, usize) {
+        counts(&*self.store, &self.caller).await
+    }
+
+    async fn change(&self) -> Change {
+        events_change(&self.app, &self.caller).await
+    }
+}
 
 async fn tenant(app: &App) -> Caller {
     let (tenant, issued) = app
@@ -36,10 +74,7 @@ fn new_account(email: &str, external_id: Option<&str>) -> NewAccount {
 }
 
 async fn counts(store: &dyn Store, caller: &Caller) -> (usize, usize, usize) {
-    let all = PageRequest {
-        limit: 100,
-        starting_after: None,
-    };
+    let all = PageRequest::first(100);
     let accounts = store
         .list_accounts(caller.tenant_id, &AccountFilter::default(), &all)
         .await
@@ -61,74 +96,79 @@ async fn counts(store: &dyn Store, caller: &Caller) -> (usize, usize, usize) {
     (accounts, audit, events)
 }
 
-async fn contract(store: Arc<dyn Store>) {
-    let app = App::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
-    );
-    let caller = tenant(&app).await;
-    let other = tenant(&app).await;
+fn is_duplicate_value(err: &billing_app::AppError) -> bool {
+    matches!(
+        err,
+        billing_app::AppError::Conflict {
+            code: ErrorCode::DuplicateValue,
+            ..
+        }
+    )
+}
 
-    // Create writes the account, its audit record and its event together.
-    let ada = app
-        .create_account(&caller, new_account("ada@example.com", Some("u-1")))
-        .await
-        .unwrap();
-    assert_eq!(counts(&*store, &caller).await, (1, 1, 1));
-    let events = store
+async fn a_create_writes_the_item_its_audit_record_and_its_event_together(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let ada = c.account("ada@example.com", Some("u-1")).await;
+    assert_eq!(c.counts().await, (1, 1, 1));
+    let events = c
+        .store
         .list_events(
-            caller.tenant_id,
+            c.caller.tenant_id,
             &EventFilter::default(),
-            &PageRequest {
-                limit: 10,
-                starting_after: None,
-            },
+            &PageRequest::first(10),
         )
         .await
         .unwrap();
     assert_eq!(events.items[0].event_type, "account.created");
     assert_eq!(events.items[0].data["id"], ada.id.to_string());
+}
 
-    // Creating the same item twice is a conflict.
-    let change = events_change(&app, &caller).await;
+async fn creating_the_same_item_twice_is_a_conflict(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let ada = c.account("ada@example.com", Some("u-1")).await;
     assert_eq!(
-        store.insert_account(caller.tenant_id, &ada, &change).await,
+        c.store
+            .insert_account(c.caller.tenant_id, &ada, &c.change().await)
+            .await,
         Err(StoreError::AlreadyExists { entity: "account" })
     );
+}
 
-    // A transaction with one failing condition (external_id taken) writes nothing.
-    let before = counts(&*store, &caller).await;
-    let err = app
-        .create_account(&caller, new_account("grace@example.com", Some("u-1")))
+async fn a_transaction_with_one_failing_condition_writes_nothing(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    c.account("ada@example.com", Some("u-1")).await;
+    let before = c.counts().await;
+    let err = c
+        .app
+        .create_account(&c.caller, new_account("grace@example.com", Some("u-1")))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            billing_app::AppError::Conflict {
-                code: ErrorCode::DuplicateValue,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert_eq!(counts(&*store, &caller).await, before);
+    assert!(is_duplicate_value(&err), "{err:?}");
+    assert_eq!(c.counts().await, before);
+}
 
-    // The same external_id is free in another tenant.
-    app.create_account(&other, new_account("ada@example.com", Some("u-1")))
+async fn unique_values_and_items_belong_to_their_tenant(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let ada = c.account("ada@example.com", Some("u-1")).await;
+    c.app
+        .create_account(&c.other, new_account("ada@example.com", Some("u-1")))
         .await
         .unwrap();
-    assert!(store
-        .get_account(other.tenant_id, ada.id)
+    assert!(c
+        .store
+        .get_account(c.other.tenant_id, ada.id)
         .await
         .unwrap()
         .is_none());
+}
 
-    // A stale version is a conflict, and nothing is written.
-    let v2 = app
+async fn a_stale_version_is_a_conflict_and_writes_nothing(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let ada = c.account("ada@example.com", Some("u-1")).await;
+    let v2 = c
+        .app
         .update_account(
-            &caller,
+            &c.caller,
             ada.id,
             AccountPatch {
                 name: Some(Some("Ada".into())),
@@ -141,17 +181,17 @@ async fn contract(store: Arc<dyn Store>) {
     let mut stale_next = ada.clone();
     stale_next.name = Some("Stale".into());
     stale_next.version = 2;
-    let before = counts(&*store, &caller).await;
+    let before = c.counts().await;
     assert_eq!(
-        store
-            .update_account(caller.tenant_id, &ada, &stale_next, &change)
+        c.store
+            .update_account(c.caller.tenant_id, &ada, &stale_next, &c.change().await)
             .await,
         Err(StoreError::VersionConflict { entity: "account" })
     );
-    assert_eq!(counts(&*store, &caller).await, before);
+    assert_eq!(c.counts().await, before);
     assert_eq!(
-        store
-            .get_account(caller.tenant_id, ada.id)
+        c.store
+            .get_account(c.caller.tenant_id, ada.id)
             .await
             .unwrap()
             .unwrap()
@@ -159,52 +199,45 @@ async fn contract(store: Arc<dyn Store>) {
             .as_deref(),
         Some("Ada")
     );
+}
 
-    // Moving external_id frees the old value for another account.
-    app.update_account(
-        &caller,
-        ada.id,
-        AccountPatch {
-            external_id: Some(Some("u-2".into())),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    app.create_account(&caller, new_account("grace@example.com", Some("u-1")))
+fn external_id(id: &str) -> AccountPatch {
+    AccountPatch {
+        external_id: Some(Some(id.into())),
+        ..Default::default()
+    }
+}
+
+async fn moving_a_unique_value_frees_the_old_one(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let ada = c.account("ada@example.com", Some("u-1")).await;
+    c.app
+        .update_account(&c.caller, ada.id, external_id("u-2"))
         .await
         .unwrap();
-    let taken = app
-        .update_account(
-            &caller,
-            ada.id,
-            AccountPatch {
-                external_id: Some(Some("u-1".into())),
-                ..Default::default()
-            },
-        )
+    c.account("grace@example.com", Some("u-1")).await;
+    let taken = c
+        .app
+        .update_account(&c.caller, ada.id, external_id("u-1"))
         .await
         .unwrap_err();
-    assert!(matches!(
-        taken,
-        billing_app::AppError::Conflict {
-            code: ErrorCode::DuplicateValue,
-            ..
-        }
-    ));
+    assert!(is_duplicate_value(&taken), "{taken:?}");
+}
 
-    // Listing: cursor pages, filters, and deleted accounts left out.
+async fn lists_page_by_cursor_filter_and_leave_deleted_items_out(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let ada = c.account("ada@example.com", Some("u-2")).await;
+    c.account("grace@example.com", Some("u-1")).await;
     for i in 0..3 {
-        app.create_account(&caller, new_account(&format!("p{i}@example.com"), None))
-            .await
-            .unwrap();
+        c.account(&format!("p{i}@example.com"), None).await;
     }
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page = app
+        let page = c
+            .app
             .list_accounts(
-                &caller,
+                &c.caller,
                 &AccountFilter::default(),
                 &PageRequest {
                     limit: 2,
@@ -225,72 +258,73 @@ async fn contract(store: Arc<dyn Store>) {
         seen.windows(2).all(|w| w[0] < w[1]),
         "oldest first, no repeats"
     );
-    let by_email = app
-        .list_accounts(
-            &caller,
-            &AccountFilter {
-                email: Some("GRACE@example.com".into()),
-                ..Default::default()
-            },
-            &PageRequest {
-                limit: 10,
-                starting_after: None,
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(by_email.items.len(), 1);
-    let by_external = app
-        .list_accounts(
-            &caller,
-            &AccountFilter {
-                external_id: Some("u-2".into()),
-                ..Default::default()
-            },
-            &PageRequest {
-                limit: 10,
-                starting_after: None,
-            },
-        )
-        .await
-        .unwrap();
+    let list = |filter: AccountFilter| {
+        let c = &c;
+        async move {
+            c.app
+                .list_accounts(&c.caller, &filter, &PageRequest::first(100))
+                .await
+                .unwrap()
+                .items
+        }
+    };
+    let by_email = list(AccountFilter {
+        email: Some("GRACE@example.com".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_email.len(), 1);
+    let by_external = list(AccountFilter {
+        external_id: Some("u-2".into()),
+        ..Default::default()
+    })
+    .await;
     assert_eq!(
-        by_external.items.iter().map(|a| a.id).collect::<Vec<_>>(),
+        by_external.iter().map(|a| a.id).collect::<Vec<_>>(),
         vec![ada.id]
     );
-    app.delete_account(&caller, ada.id).await.unwrap();
-    let active = app
-        .list_accounts(
-            &caller,
-            &AccountFilter {
-                status: Some(AccountStatus::Active),
-                ..Default::default()
-            },
-            &PageRequest {
-                limit: 100,
-                starting_after: None,
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(active.items.len(), 4);
-    assert!(store
-        .get_account(caller.tenant_id, ada.id)
+    c.app.delete_account(&c.caller, ada.id).await.unwrap();
+    let active = list(AccountFilter {
+        status: Some(AccountStatus::Active),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(active.len(), 4);
+    assert!(c
+        .store
+        .get_account(c.caller.tenant_id, ada.id)
         .await
         .unwrap()
         .unwrap()
         .deleted_at
         .is_some());
+}
 
-    // The audit trail of one entity, newest first.
-    let trail = app
-        .list_audit_log(
-            &caller,
-            Some(&ada.id.to_string()),
-            &PageRequest {
-                limit: 10,
-                starting_after: None,
+async fn the_audit_trail_of_an_entity_pages_newest_first(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let ada = c.account("ada@example.com", Some("u-1")).await;
+    c.app
+        .update_account(
+            &c.caller,
+            ada.id,
+            AccountPatch {
+                name: Some(Some("Ada".into())),
+                ..Default::default()
             },
+        )
+        .await
+        .unwrap();
+    c.app
+        .update_account(&c.caller, ada.id, external_id("u-2"))
+        .await
+        .unwrap();
+    c.app.delete_account(&c.caller, ada.id).await.unwrap();
+    let trail = c
+        .app
+        .list_audit_log(
+            &c.caller,
+            Some(&ada.id.to_string()),
+            &PageRequest::first(10),
         )
         .await
         .unwrap();
@@ -301,9 +335,10 @@ async fn contract(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(actions, ["delete", "update", "update", "create"]);
     assert_eq!(trail.items[2].changes["name"]["after"], "Ada");
-    let paged = app
+    let paged = c
+        .app
         .list_audit_log(
-            &caller,
+            &c.caller,
             Some(&ada.id.to_string()),
             &PageRequest {
                 limit: 2,
@@ -316,27 +351,43 @@ async fn contract(store: Arc<dyn Store>) {
         paged.items.iter().map(|r| r.id).collect::<Vec<_>>(),
         vec![trail.items[2].id, trail.items[3].id]
     );
+}
 
-    // API keys: revoking twice is a conflict.
-    let issued = app
-        .create_api_key(&caller, Role::Support, Some("helpdesk"))
+async fn revoking_an_api_key_twice_is_a_conflict(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let issued = c
+        .app
+        .create_api_key(&c.caller, Role::Support, Some("helpdesk"))
         .await
         .unwrap();
-    app.revoke_api_key(&caller, issued.key.id).await.unwrap();
-    assert!(app.revoke_api_key(&caller, issued.key.id).await.is_err());
+    c.app
+        .revoke_api_key(&c.caller, issued.key.id)
+        .await
+        .unwrap();
+    assert!(c
+        .app
+        .revoke_api_key(&c.caller, issued.key.id)
+        .await
+        .is_err());
     let mut revoked = issued.key.clone();
     revoked.revoked_at = Some(Timestamp::now());
     assert_eq!(
-        store.revoke_api_key(&revoked, &change).await,
+        c.store.revoke_api_key(&revoked, &c.change().await).await,
         Err(StoreError::VersionConflict { entity: "api_key" })
     );
-    assert!(app.authenticate(&issued.secret, None).await.is_err());
+    assert!(c.app.authenticate(&issued.secret, None).await.is_err());
+}
 
-    // Idempotency keys: claimed once; same request in flight, replayed once done;
-    // a different request refused; released keys can be claimed again; expiry frees them.
+/// Claimed once; the same request in flight, replayed once done; a different request
+/// refused; released keys can be claimed again; expiry frees them.
+async fn idempotency_keys_are_claimed_once_per_tenant_until_released_or_expired(
+    store: Arc<dyn Store>,
+) {
+    let c = Contract::on(store).await;
+    let store = &*c.store;
     let now = Timestamp::now();
     let later = now + SignedDuration::from_hours(24);
-    let t = caller.tenant_id;
+    let t = c.caller.tenant_id;
     assert_eq!(
         store.claim_idempotency_key(t, "k1", "f1", now, later).await,
         Ok(IdempotencyClaim::Claimed)
@@ -363,7 +414,7 @@ async fn contract(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .claim_idempotency_key(other.tenant_id, "k1", "f2", now, later)
+            .claim_idempotency_key(c.other.tenant_id, "k1", "f2", now, later)
             .await,
         Ok(IdempotencyClaim::Claimed),
         "keys are per tenant"
@@ -390,598 +441,170 @@ async fn contract(store: Arc<dyn Store>) {
             .await,
         Ok(IdempotencyClaim::Claimed)
     );
+}
 
+async fn a_reachable_store_is_ready(store: Arc<dyn Store>) {
     assert_eq!(store.ready().await, Ok(()));
-    catalog_contract(&app, &*store, &caller).await;
-    payments_contract(&app, &*store, &caller, &other).await;
-    dunning_contract(&app, &*store, &caller, &other).await;
-    usage_contract(&app, &*store, &caller, &other).await;
 }
 
-/// Usage: events created once per transaction id, rollups moved only from the version
-/// read, distinct-value markers created once, all of a write or nothing; rollups by
-/// period range; quota snapshots; late usage in the due index until it is billed; a
-/// lifecycle step and its billed rollups together or not at all.
-async fn usage_contract(app: &App, store: &dyn Store, caller: &Caller, other: &Caller) {
-    use billing_domain::usage::meter::{Aggregate, Measured, UsageEvent};
-    let sub = billing_tests::subscribe(
-        app,
-        caller,
-        serde_json::json!({"email": "usage@example.com", "currency": "usd"}),
-        "month",
-        500,
+fn calls_metric() -> billing_domain::catalog::metric::NewMetric {
+    serde_json::from_value(
+        serde_json::json!({"code": "calls", "name": "Calls", "aggregation": "count"}),
     )
-    .await;
-    let tenant = caller.tenant_id;
-    let now = sub.created_at;
-    let event = |id: &str, value: Measured| StoredUsageEvent {
-        event: UsageEvent {
-            transaction_id: id.into(),
-            metric: "calls".into(),
-            timestamp: now,
-            value,
-            properties: Default::default(),
-        },
-        subscription_id: sub.id,
-        period_start: Some(sub.current_period.start),
-        received_at: now,
-    };
-    let rollup = |events: u64, version: u64| Rollup {
-        aggregate: Aggregate {
-            events,
-            unique: events,
-            ..Aggregate::default()
-        },
-        version,
-        ..Rollup::empty(
-            &sub,
-            "calls",
-            billing_domain::catalog::metric::Aggregation::Count,
-            sub.current_period,
-        )
-    };
-    let key = rollup(0, 0).key();
-    let write = |events: Vec<StoredUsageEvent>, expected: u64, next: Rollup| UsageWrite {
-        events,
-        rollups: vec![RollupWrite {
-            expected_version: expected,
-            next,
-        }],
-        ..UsageWrite::default()
-    };
-    let ids = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
-    assert!(store
-        .stored_usage_events(tenant, &ids)
-        .await
-        .unwrap()
-        .is_empty());
-    let mut first = write(
-        vec![
-            event("a", Measured::Occurrence),
-            event("b", Measured::Distinct { value: "x".into() }),
-        ],
-        0,
-        rollup(2, 1),
-    );
-    first.distinct_values = vec![(key.clone(), "x".into())];
-    store.record_usage(tenant, &first).await.unwrap();
-    assert_eq!(
-        store.stored_usage_events(tenant, &ids).await.unwrap(),
-        ["a".to_owned(), "b".to_owned()].into()
-    );
-    assert!(store
-        .stored_usage_events(other.tenant_id, &ids)
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(
-        store
-            .seen_distinct_values(tenant, &key, &["x".into(), "y".into()])
-            .await
-            .unwrap(),
-        ["x".to_owned()].into()
-    );
-
-    // A stored transaction id, a rollup moved since it was read, a distinct value already
-    // seen: each refuses the whole write.
-    let duplicate = write(
-        vec![
-            event("c", Measured::Occurrence),
-            event("a", Measured::Occurrence),
-        ],
-        1,
-        rollup(4, 2),
-    );
-    assert_eq!(
-        store.record_usage(tenant, &duplicate).await,
-        Err(StoreError::AlreadyExists {
-            entity: "usage event"
-        })
-    );
-    let stale = write(vec![event("c", Measured::Occurrence)], 0, rollup(3, 1));
-    assert_eq!(
-        store.record_usage(tenant, &stale).await,
-        Err(StoreError::VersionConflict {
-            entity: "usage rollup"
-        })
-    );
-    let mut seen = write(vec![event("c", Measured::Occurrence)], 1, rollup(3, 2));
-    seen.distinct_values = vec![(key.clone(), "x".into())];
-    assert_eq!(
-        store.record_usage(tenant, &seen).await,
-        Err(StoreError::VersionConflict {
-            entity: "usage rollup"
-        })
-    );
-    assert_eq!(
-        store.stored_usage_events(tenant, &ids).await.unwrap().len(),
-        2,
-        "nothing of a refused write"
-    );
-    let stored = store
-        .get_rollups(tenant, std::slice::from_ref(&key))
-        .await
-        .unwrap();
-    assert_eq!(stored, vec![rollup(2, 1)]);
-
-    // Ranges, quotas and threshold events.
-    let start = sub.current_period.start;
-    let in_range = |from: Timestamp, to: Timestamp| store.list_rollups(tenant, sub.id, from, to);
-    assert_eq!(
-        in_range(start, start + SignedDuration::from_millis(1))
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    assert!(in_range(
-        start + SignedDuration::from_millis(1),
-        sub.current_period.end
-    )
-    .await
     .unwrap()
-    .is_empty());
-    assert_eq!(
-        store.get_quota(tenant, sub.account_id, "calls").await,
-        Ok(None)
-    );
-    let quota = QuotaSnapshot {
-        account_id: sub.account_id,
-        subscription_id: sub.id,
-        metric: "calls".into(),
-        period: sub.current_period,
-        used: 3.into(),
-        test_clock: None,
-        entitlement: serde_json::from_value(
-            serde_json::json!({"metric": "calls", "limit": "4", "enforcement": "hard"}),
-        )
-        .unwrap(),
-    };
-    let (_, _, events_before) = counts(store, caller).await;
-    let mut third = write(vec![event("c", Measured::Occurrence)], 1, rollup(3, 2));
-    third.quotas = vec![quota.clone()];
-    third.change = Some(events_change(app, caller).await);
-    store.record_usage(tenant, &third).await.unwrap();
-    assert_eq!(
-        store.get_quota(tenant, sub.account_id, "calls").await,
-        Ok(Some(quota))
-    );
-    assert_eq!(counts(store, caller).await.2, events_before + 1);
+}
 
-    // Late usage waits in the due index until it is billed.
-    let late_at = now + SignedDuration::from_mins(1);
-    let late = Rollup {
-        late_due_at: Some(late_at),
-        ..rollup(4, 3)
-    };
-    store
-        .record_usage(
-            tenant,
-            &write(vec![event("d", Measured::Occurrence)], 2, late),
-        )
+/// The `calls` metric and a `pro` plan charging for it.
+async fn pro_plan(
+    c: &Contract,
+) -> (
+    billing_domain::catalog::plan::NewPlan,
+    billing_domain::catalog::plan::Plan,
+) {
+    c.app
+        .create_metric(&c.caller, calls_metric())
         .await
         .unwrap();
-    let late_due = |now| async move {
-        store
-            .due_items(now, 1000)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|d| {
-                d.kind == DueKind::Billing(BillingJob::Subscription { tenant, id: sub.id })
-                    && d.due_at.as_millisecond() == late_at.as_millisecond()
-            })
-            .count()
-    };
-    assert_eq!(late_due(late_at).await, 1);
-    assert_eq!(
-        store
-            .bill_late_usage(
-                tenant,
-                None,
-                &[RollupWrite {
-                    expected_version: 2,
-                    next: rollup(4, 3)
-                }],
-                None
-            )
-            .await,
-        Err(StoreError::VersionConflict {
-            entity: "usage rollup"
-        })
-    );
-    store
-        .bill_late_usage(
-            tenant,
-            None,
-            &[RollupWrite {
-                expected_version: 3,
-                next: rollup(4, 4),
-            }],
-            None,
-        )
+    let plan: billing_domain::catalog::plan::NewPlan = serde_json::from_value(serde_json::json!({
+        "code": "pro", "name": "Pro", "interval": {"unit": "month"},
+        "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 100}}},
+                    "usage_charges": [{"metric": "calls", "prices": {"usd": {"model": "per_unit", "unit_price": "0.01"}}}]}
+    }))
+    .unwrap();
+    let pro = c
+        .app
+        .create_plan(&c.caller, plan.clone())
         .await
-        .unwrap();
-    assert_eq!(late_due(late_at).await, 0);
+        .unwrap()
+        .plan;
+    (plan, pro)
+}
 
-    // A lifecycle step and the rollups it bills: together or not at all.
-    let next = billing_domain::billing::subscription::Subscription {
-        version: sub.version + 1,
-        ..sub.clone()
-    };
-    let change = events_change(app, caller).await;
-    let billed = |expected: u64| {
-        [RollupWrite {
-            expected_version: expected,
-            next: rollup(4, expected + 1),
-        }]
-    };
-    let step = |expected: u64| SubscriptionStep {
-        previous: sub.clone(),
-        next: next.clone(),
-        invoice: None,
-        rollups: billed(expected).to_vec(),
-        change: change.clone(),
-    };
-    assert_eq!(
-        store.save_subscription_steps(tenant, &[step(3)]).await,
-        Err(StepsFailed {
-            written: 0,
-            error: StoreError::VersionConflict {
-                entity: "usage rollup"
-            }
-        })
-    );
-    assert_eq!(
-        store
-            .get_subscription(tenant, sub.id)
-            .await
-            .unwrap()
-            .map(|s| s.version),
-        Some(sub.version)
-    );
-    store
-        .save_subscription_steps(tenant, &[step(4)])
+async fn metric_codes_are_unique_and_found_by_code(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let created = c
+        .app
+        .create_metric(&c.caller, calls_metric())
         .await
         .unwrap();
-    assert_eq!(
-        store
-            .get_subscription(tenant, sub.id)
+    assert!(
+        c.app
+            .create_metric(&c.caller, calls_metric())
             .await
-            .unwrap()
-            .map(|s| s.version),
-        Some(next.version)
+            .is_err(),
+        "codes are unique"
     );
     assert_eq!(
-        store.get_rollups(tenant, &[key]).await.unwrap(),
-        vec![rollup(4, 5)]
+        c.store
+            .get_metric_by_code(c.caller.tenant_id, "calls")
+            .await
+            .unwrap()
+            .map(|m| m.id),
+        Some(created.id)
+    );
+    assert_eq!(
+        c.store
+            .get_metric_by_code(c.caller.tenant_id, "nope")
+            .await
+            .unwrap(),
+        None
     );
 }
 
-/// Dunning: the tenant's policy; a case created once and replaced over its version together
-/// with the account's status and a notice (all or nothing); cases in the due index at their
-/// next step (in real time or on their test clock), notices at their claim's end, claimed
-/// over their version, deleted once sent.
-async fn dunning_contract(app: &App, store: &dyn Store, caller: &Caller, other: &Caller) {
-    use billing_domain::collection::dunning::{
-        CaseFacts, DunningAction, DunningCase, DunningPolicy, DunningStep, NoticeKind,
-    };
-    use billing_domain::kernel::ids::InvoiceId;
+async fn plan_codes_are_unique(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let (plan, _) = pro_plan(&c).await;
+    assert!(
+        c.app.create_plan(&c.caller, plan).await.is_err(),
+        "codes are unique"
+    );
+}
 
-    let tenant = caller.tenant_id;
-    assert_eq!(store.get_dunning_policy(tenant).await, Ok(None));
-    let policy = DunningPolicy::new(vec![
-        DunningStep {
-            after_days: 2,
-            action: DunningAction::Warning,
-        },
-        DunningStep {
-            after_days: 9,
-            action: DunningAction::Block,
-        },
-    ])
+/// A write based on the stale plan is refused without writing its price version, and
+/// versions read back in order.
+async fn a_stale_plan_write_is_refused_without_writing_its_version(store: Arc<dyn Store>) {
+    use billing_domain::catalog::plan::{NewPlanVersion, PlanPatch};
+
+    let c = Contract::on(store).await;
+    let (_, pro) = pro_plan(&c).await;
+    let version: NewPlanVersion = serde_json::from_value(serde_json::json!({
+        "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 200}}}}
+    }))
     .unwrap();
-    store
-        .set_dunning_policy(tenant, &policy, &events_change(app, caller).await)
+    let v2 = c
+        .app
+        .create_plan_version(&c.caller, pro.id, version)
         .await
         .unwrap();
-    assert_eq!(
-        store.get_dunning_policy(tenant).await,
-        Ok(Some(policy.clone()))
-    );
-    assert_eq!(store.get_dunning_policy(other.tenant_id).await, Ok(None));
-
-    let account = app
-        .create_account(caller, new_account("debtor@example.com", None))
-        .await
-        .unwrap();
-    let t = Timestamp::from_second(1_900_000_000).unwrap();
-    let facts = CaseFacts {
-        account_id: account.id,
-        test_clock: None,
-        livemode: false,
-    };
-    let invoice = InvoiceId::from_ulid(billing_app::new_ulid());
-    let case = DunningCase::open(facts, None, &policy, invoice, t).unwrap();
-    assert_eq!(store.get_dunning_case(tenant, account.id).await, Ok(None));
-    store
-        .save_dunning_case(
-            tenant,
-            None,
-            &case,
-            None,
-            None,
-            &events_change(app, caller).await,
+    assert_eq!(v2.number, 2);
+    let renamed = c
+        .app
+        .update_plan(
+            &c.caller,
+            pro.id,
+            PlanPatch {
+                name: Some("Pro 2".into()),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
-    assert_eq!(
-        store
-            .save_dunning_case(
-                tenant,
-                None,
-                &case,
-                None,
-                None,
-                &events_change(app, caller).await
-            )
-            .await,
-        Err(StoreError::AlreadyExists {
-            entity: "dunning case"
-        })
-    );
-    assert_eq!(
-        store.get_dunning_case(tenant, account.id).await,
-        Ok(Some(case.clone()))
-    );
-    assert_eq!(
-        store.get_dunning_case(other.tenant_id, account.id).await,
-        Ok(None)
-    );
 
-    let mine = |items: Vec<DueItem>| -> Vec<DueKind> {
-        items
-            .into_iter()
-            .filter(|i| i.tenant_id == tenant)
-            .map(|i| i.kind)
-            .filter(|k| {
-                matches!(k, DueKind::Payment(PaymentJob::Dunning { account: a, .. }
-                    | PaymentJob::DunningNotice { account: a, .. }) if *a == account.id)
-            })
-            .collect()
-    };
-    let step_job = DueKind::Payment(PaymentJob::Dunning {
-        tenant,
-        account: account.id,
-    });
-    let first_step = case.next_step_at.unwrap();
-    assert_eq!(
-        mine(
-            store
-                .due_items(first_step - SignedDuration::from_secs(1), 1000)
-                .await
-                .unwrap()
-        ),
-        []
-    );
-    assert_eq!(
-        mine(store.due_items(first_step, 1000).await.unwrap()),
-        std::slice::from_ref(&step_job)
-    );
-
-    // The warning: the case, the account's status and the notice, together.
-    let step = case.take_due_step(first_step).unwrap();
-    let mut warned = account.clone();
-    warned.status = AccountStatus::Warning;
-    warned.version += 1;
-    let notice = PendingNotice {
-        account_id: account.id,
-        key: step.notice.clone().unwrap().key,
-        kind: NoticeKind::Warning,
-        made_at: first_step,
-        retry_at: first_step + SignedDuration::from_mins(2),
-        version: 1,
-    };
-    let stale_account = AccountStatusWrite {
-        previous: &warned,
-        next: &warned,
-    };
-    assert_eq!(
-        store
-            .save_dunning_case(
-                tenant,
-                Some(&case),
-                &step.next,
-                Some(stale_account),
-                Some(&notice),
-                &events_change(app, caller).await
-            )
-            .await,
-        Err(StoreError::VersionConflict { entity: "account" })
-    );
-    assert_eq!(
-        store.get_dunning_case(tenant, account.id).await,
-        Ok(Some(case.clone())),
-        "nothing written"
-    );
-    assert_eq!(
-        store
-            .get_dunning_notice(tenant, account.id, &notice.key)
-            .await,
-        Ok(None)
-    );
-    let write = AccountStatusWrite {
-        previous: &account,
-        next: &warned,
-    };
-    store
-        .save_dunning_case(
-            tenant,
-            Some(&case),
-            &step.next,
-            Some(write),
-            Some(&notice),
-            &events_change(app, caller).await,
-        )
-        .await
+    // Based on version 1 of the plan: no version 3 may be written.
+    let stale_next = pro
+        .add_version(&v2, None, false, app_terms(), Timestamp::now())
         .unwrap();
+    let tenant = c.caller.tenant_id;
     assert_eq!(
-        store
-            .get_account(tenant, account.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        AccountStatus::Warning
-    );
-    assert_eq!(
-        store
-            .save_dunning_case(
+        c.store
+            .update_plan(
                 tenant,
-                Some(&case),
-                &step.next,
-                None,
-                None,
-                &events_change(app, caller).await
+                &pro,
+                &stale_next.0,
+                Some(&stale_next.1),
+                &c.change().await
             )
             .await,
-        Err(StoreError::VersionConflict {
-            entity: "dunning case"
-        })
+        Err(StoreError::VersionConflict { entity: "plan" })
     );
-
-    // The notice waits until its claim runs out; the case until its next step.
-    let notice_job = DueKind::Payment(PaymentJob::DunningNotice {
-        tenant,
-        account: account.id,
-        key: notice.key.clone(),
-    });
-    assert_eq!(mine(store.due_items(first_step, 1000).await.unwrap()), []);
+    let versions = c.store.list_plan_versions(tenant, pro.id).await.unwrap();
     assert_eq!(
-        mine(store.due_items(notice.retry_at, 1000).await.unwrap()),
-        std::slice::from_ref(&notice_job)
+        versions.iter().map(|v| v.number).collect::<Vec<_>>(),
+        [1, 2]
     );
-    let mut due = mine(
-        store
-            .due_items(step.next.next_step_at.unwrap(), 1000)
+    assert_eq!(
+        c.store.get_plan(tenant, pro.id).await.unwrap().unwrap(),
+        renamed
+    );
+    assert_eq!(
+        c.store
+            .plan_subscription_counts(tenant, pro.id)
             .await
             .unwrap(),
+        [(1, 0), (2, 0)]
     );
-    due.sort_by_key(|k| format!("{k:?}"));
-    assert_eq!(due, [step_job, notice_job]);
-    assert_eq!(
-        store
-            .get_dunning_notice(tenant, account.id, &notice.key)
-            .await,
-        Ok(Some(notice.clone()))
-    );
-    let claimed = notice
-        .reclaim(
-            notice.retry_at,
-            notice.retry_at + SignedDuration::from_mins(2),
-        )
-        .unwrap();
-    store
-        .claim_dunning_notice(tenant, &notice, &claimed)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.claim_dunning_notice(tenant, &notice, &claimed).await,
-        Err(StoreError::VersionConflict {
-            entity: "dunning notice"
-        })
-    );
-    assert_eq!(
-        mine(store.due_items(notice.retry_at, 1000).await.unwrap()),
-        []
-    );
-    store
-        .delete_dunning_notice(tenant, account.id, &notice.key)
-        .await
-        .unwrap();
-    store
-        .delete_dunning_notice(tenant, account.id, &notice.key)
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .get_dunning_notice(tenant, account.id, &notice.key)
-            .await,
-        Ok(None)
-    );
-    assert_eq!(
-        store.claim_dunning_notice(tenant, &claimed, &claimed).await,
-        Err(StoreError::VersionConflict {
-            entity: "dunning notice"
-        })
-    );
+}
 
-    // A case on a test clock waits on the clock, not in real time.
-    let clock = app.create_test_clock(caller, None, t).await.unwrap();
-    let on_clock = app
-        .create_account(caller, new_account("clocked@example.com", None))
-        .await
-        .unwrap();
-    let facts = CaseFacts {
-        account_id: on_clock.id,
-        test_clock: Some(clock.id),
-        livemode: false,
-    };
-    let case = DunningCase::open(facts, None, &policy, invoice, t).unwrap();
-    store
-        .save_dunning_case(
-            tenant,
-            None,
-            &case,
-            None,
-            None,
-            &events_change(app, caller).await,
+async fn a_deactivated_plan_leaves_the_active_list(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let (_, pro) = pro_plan(&c).await;
+    c.app.deactivate_plan(&c.caller, pro.id).await.unwrap();
+    let active = c
+        .store
+        .list_plans(
+            c.caller.tenant_id,
+            PlanFilter { active: Some(true) },
+            &PageRequest::first(10),
         )
         .await
         .unwrap();
-    let far = t + SignedDuration::from_hours(24 * 400);
-    assert!(!store
-        .due_items(far, 1000)
-        .await
-        .unwrap()
-        .iter()
-        .any(|i| matches!(
-            &i.kind,
-            DueKind::Payment(PaymentJob::Dunning { account, .. }) if *account == on_clock.id
-        )));
-    let on_the_clock = store
-        .clock_due_items(tenant, clock.id, far, 10)
-        .await
-        .unwrap();
-    assert_eq!(on_the_clock.len(), 1);
-    assert_eq!(on_the_clock[0].due_at, case.next_step_at.unwrap());
-    assert_eq!(
-        on_the_clock[0].kind,
-        DueKind::Payment(PaymentJob::Dunning {
-            tenant,
-            account: on_clock.id
-        })
-    );
+    assert!(active.items.is_empty());
+}
+
+fn app_terms() -> billing_domain::catalog::plan::PlanTerms {
+    let charges: billing_domain::catalog::plan::PlanCharges =
+        serde_json::from_value(serde_json::json!({"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 300}}}})).unwrap();
+    charges.validate(&Default::default()).unwrap()
 }
 
 fn payment_on(
@@ -1019,28 +642,121 @@ fn payment_on(
     }
 }
 
-/// Payment profiles (versioned), payments (created once, replaced over their version, in
-/// the due index while pending), atomic collection writes, gateway refs and applied
-/// gateway events, settings.
-async fn payments_contract(app: &App, store: &dyn Store, caller: &Caller, other: &Caller) {
-    use billing_domain::collection::credit_note::{CreditNote, CreditNoteReason};
-    use billing_domain::collection::payment::{ChargeResult, PaymentStatus};
-    use billing_domain::collection::retry::{FinalAction, PaymentSettings};
-    use billing_domain::customers::payment_method::{PaymentMethod, PaymentProfile};
-    use billing_domain::kernel::ids::CreditNoteId;
+const CARD: &str = "pm_contract_1";
 
-    let tenant = caller.tenant_id;
-    let account = app
-        .create_account(caller, new_account("payer@example.com", None))
-        .await
-        .unwrap();
+/// A payment of a new account, pending since a second ago, as the store holds it; and what
+/// collecting it writes.
+struct Pending {
+    account: Account,
+    reference: GatewayRef,
+    payment: billing_domain::collection::payment::Payment,
+    succeeded: billing_domain::collection::payment::Payment,
+    note: billing_domain::collection::credit_note::CreditNote,
+    /// The due index keeps milliseconds.
+    now: Timestamp,
+}
+
+impl Pending {
+    async fn on(c: &Contract) -> Self {
+        use billing_domain::collection::credit_note::{CreditNote, CreditNoteReason};
+        use billing_domain::collection::payment::ChargeResult;
+        use billing_domain::kernel::ids::CreditNoteId;
+
+        let account = c.account("payer@example.com", None).await;
+        let reference = GatewayRef {
+            tenant_id: c.caller.tenant_id,
+            account_id: account.id,
+            payment_id: None,
+        };
+        let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
+        let payment = payment_on(account.id, None, now - SignedDuration::from_secs(1));
+        c.store
+            .save_collection(
+                c.caller.tenant_id,
+                &Self::create(&payment),
+                &c.change().await,
+            )
+            .await
+            .unwrap();
+        let succeeded = payment
+            .record(
+                "sandbox",
+                Some(CARD.into()),
+                ChargeResult::Succeeded {
+                    payment_intent: "pi_contract".into(),
+                    charge: None,
+                },
+                now,
+            )
+            .unwrap();
+        let note = CreditNote {
+            id: CreditNoteId::from_ulid(billing_app::new_ulid()),
+            invoice_id: payment.invoice_id,
+            account_id: account.id,
+            payment_id: Some(payment.id),
+            amount: 100,
+            currency: payment.currency,
+            reason: CreditNoteReason::Refund,
+            refund: None,
+            memo: None,
+            created_at: now,
+        };
+        Self {
+            account,
+            reference,
+            payment,
+            succeeded,
+            note,
+            now,
+        }
+    }
+
+    fn create(payment: &billing_domain::collection::payment::Payment) -> CollectionWrite {
+        CollectionWrite {
+            payments: vec![(None, payment.clone())],
+            ..Default::default()
+        }
+    }
+
+    /// The payment succeeded, refunded in part, on the gateway's event.
+    fn collect(&self) -> CollectionWrite {
+        CollectionWrite {
+            payments: vec![(Some(self.payment.version), self.succeeded.clone())],
+            credit_note: Some(self.note.clone()),
+            gateway_refs: vec![(
+                "pi_contract".into(),
+                GatewayRef {
+                    payment_id: Some(self.payment.id),
+                    ..self.reference.clone()
+                },
+            )],
+            gateway_event: Some("evt_contract_1".into()),
+            ..Default::default()
+        }
+    }
+
+    fn is_due(&self, due: &[DueItem]) -> bool {
+        let job = DueKind::Payment(PaymentJob::Attempt {
+            tenant: self.reference.tenant_id,
+            id: self.payment.id,
+        });
+        due.iter().any(|d| d.kind == job)
+    }
+}
+
+async fn payment_profiles_are_versioned_consecutively_from_one(store: Arc<dyn Store>) {
+    use billing_domain::customers::payment_method::{PaymentMethod, PaymentProfile};
+
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let account = c.account("payer@example.com", None).await;
     let reference = GatewayRef {
         tenant_id: tenant,
         account_id: account.id,
         payment_id: None,
     };
     let card = PaymentMethod {
-        id: "pm_contract_1".into(),
+        id: CARD.into(),
         brand: "visa".into(),
         last4: "4242".into(),
         exp_month: 12,
@@ -1053,15 +769,17 @@ async fn payments_contract(app: &App, store: &dyn Store, caller: &Caller, other:
         .add(card.clone(), false)
         .unwrap()
         .after(1);
-    // Versions are consecutive from 1: a profile whose previous version is not stored fails.
+    // A profile whose previous version is not stored fails.
     assert_eq!(
-        store.save_payment_profile(tenant, &first, &[], None).await,
+        c.store
+            .save_payment_profile(tenant, &first, &[], None)
+            .await,
         Err(StoreError::VersionConflict {
             entity: "payment profile"
         })
     );
     let created = first.clone().after(0);
-    store
+    c.store
         .save_payment_profile(
             tenant,
             &created,
@@ -1071,7 +789,7 @@ async fn payments_contract(app: &App, store: &dyn Store, caller: &Caller, other:
         .await
         .unwrap();
     assert_eq!(
-        store
+        c.store
             .save_payment_profile(tenant, &created, &[], None)
             .await,
         Err(StoreError::VersionConflict {
@@ -1079,171 +797,150 @@ async fn payments_contract(app: &App, store: &dyn Store, caller: &Caller, other:
         })
     );
     let second = created.set_default(&card.id).unwrap().after(1);
-    store
-        .save_payment_profile(
-            tenant,
-            &second,
-            &[],
-            Some(&events_change(app, caller).await),
-        )
+    c.store
+        .save_payment_profile(tenant, &second, &[], Some(&c.change().await))
         .await
         .unwrap();
     assert_eq!(
-        store.get_payment_profile(tenant, account.id).await.unwrap(),
+        c.store
+            .get_payment_profile(tenant, account.id)
+            .await
+            .unwrap(),
         Some(second.clone())
     );
     assert_eq!(
-        store
-            .get_payment_profile(other.tenant_id, account.id)
+        c.store
+            .get_payment_profile(c.other.tenant_id, account.id)
             .await
             .unwrap(),
         None
     );
     assert_eq!(
-        store.resolve_gateway_ref(&card.id).await.unwrap(),
-        Some(reference.clone())
+        c.store.resolve_gateway_ref(&card.id).await.unwrap(),
+        Some(reference)
     );
-    assert_eq!(store.resolve_gateway_ref("pm_nobody").await.unwrap(), None);
-
-    // A pending payment is created once and waits in the due index (which keeps
-    // milliseconds).
-    let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
-    let pending = payment_on(account.id, None, now - SignedDuration::from_secs(1));
-    let create = CollectionWrite {
-        payments: vec![(None, pending.clone())],
-        ..Default::default()
-    };
-    store
-        .save_collection(tenant, &create, &events_change(app, caller).await)
-        .await
-        .unwrap();
     assert_eq!(
-        store
-            .save_collection(tenant, &create, &events_change(app, caller).await)
+        c.store.resolve_gateway_ref("pm_nobody").await.unwrap(),
+        None
+    );
+}
+
+async fn a_pending_payment_is_created_once_and_waits_in_the_due_index(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let p = Pending::on(&c).await;
+    assert_eq!(
+        c.store
+            .save_collection(tenant, &Pending::create(&p.payment), &c.change().await)
             .await,
         Err(StoreError::AlreadyExists { entity: "payment" })
     );
-    let due = store.due_items(now, 1000).await.unwrap();
-    let is_ours = |d: &DueItem| {
-        d.kind
-            == DueKind::Payment(PaymentJob::Attempt {
-                tenant,
-                id: pending.id,
-            })
-    };
-    assert!(due.iter().any(is_ours), "a pending payment is due");
+    let due = c.store.due_items(p.now, 1000).await.unwrap();
+    assert!(p.is_due(&due), "a pending payment is due");
     assert_eq!(
-        store.get_payment(tenant, pending.id).await.unwrap(),
-        Some(pending.clone())
+        c.store.get_payment(tenant, p.payment.id).await.unwrap(),
+        Some(p.payment.clone())
     );
     assert_eq!(
-        store
-            .get_payment(other.tenant_id, pending.id)
+        c.store
+            .get_payment(c.other.tenant_id, p.payment.id)
             .await
             .unwrap(),
         None
     );
+}
 
-    // A stale write changes nothing, not even the credit note written with it.
-    let succeeded = pending
-        .record(
-            "sandbox",
-            Some(card.id.clone()),
-            ChargeResult::Succeeded {
-                payment_intent: "pi_contract".into(),
-                charge: None,
-            },
-            now,
-        )
-        .unwrap();
-    let note = CreditNote {
-        id: CreditNoteId::from_ulid(billing_app::new_ulid()),
-        invoice_id: pending.invoice_id,
-        account_id: account.id,
-        payment_id: Some(pending.id),
-        amount: 100,
-        currency: pending.currency,
-        reason: CreditNoteReason::Refund,
-        refund: None,
-        memo: None,
-        created_at: now,
-    };
+async fn a_stale_collection_write_changes_nothing_not_even_its_credit_note(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let p = Pending::on(&c).await;
     let stale = CollectionWrite {
-        payments: vec![(Some(pending.version + 7), succeeded.clone())],
-        credit_note: Some(note.clone()),
+        payments: vec![(Some(p.payment.version + 7), p.succeeded.clone())],
+        credit_note: Some(p.note.clone()),
         gateway_event: Some("evt_contract_1".into()),
         ..Default::default()
     };
     assert_eq!(
-        store
-            .save_collection(tenant, &stale, &events_change(app, caller).await)
+        c.store
+            .save_collection(tenant, &stale, &c.change().await)
             .await,
         Err(StoreError::VersionConflict { entity: "payment" })
     );
-    assert_eq!(store.get_credit_note(tenant, note.id).await.unwrap(), None);
-    let fresh = CollectionWrite {
-        payments: vec![(Some(pending.version), succeeded.clone())],
-        credit_note: Some(note.clone()),
-        gateway_refs: vec![(
-            "pi_contract".into(),
-            GatewayRef {
-                payment_id: Some(pending.id),
-                ..reference.clone()
-            },
-        )],
-        gateway_event: Some("evt_contract_1".into()),
-        ..Default::default()
-    };
-    store
-        .save_collection(tenant, &fresh, &events_change(app, caller).await)
+    assert_eq!(
+        c.store.get_credit_note(tenant, p.note.id).await.unwrap(),
+        None
+    );
+}
+
+async fn a_collection_write_commits_its_payment_credit_note_refs_and_gateway_event(
+    store: Arc<dyn Store>,
+) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let p = Pending::on(&c).await;
+    c.store
+        .save_collection(tenant, &p.collect(), &c.change().await)
         .await
         .unwrap();
     assert_eq!(
-        store.get_credit_note(tenant, note.id).await.unwrap(),
-        Some(note.clone())
+        c.store.get_credit_note(tenant, p.note.id).await.unwrap(),
+        Some(p.note.clone())
     );
     assert_eq!(
-        store
+        c.store
             .resolve_gateway_ref("pi_contract")
             .await
             .unwrap()
             .and_then(|r| r.payment_id),
-        Some(pending.id)
+        Some(p.payment.id)
     );
-    let due = store.due_items(now, 1000).await.unwrap();
-    assert!(!due.iter().any(is_ours), "a recorded payment is not due");
+    let due = c.store.due_items(p.now, 1000).await.unwrap();
+    assert!(!p.is_due(&due), "a recorded payment is not due");
     // The gateway event was recorded with the write: a second application is refused.
     assert_eq!(
-        store.record_gateway_event(tenant, "evt_contract_1").await,
+        c.store.record_gateway_event(tenant, "evt_contract_1").await,
         Err(StoreError::AlreadyExists {
             entity: "gateway event"
         })
     );
-    store
+}
+
+async fn a_gateway_event_is_applied_once_per_tenant(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    c.store
         .record_gateway_event(tenant, "evt_contract_2")
         .await
         .unwrap();
     assert_eq!(
-        store.record_gateway_event(tenant, "evt_contract_2").await,
+        c.store.record_gateway_event(tenant, "evt_contract_2").await,
         Err(StoreError::AlreadyExists {
             entity: "gateway event"
         })
     );
-    store
-        .record_gateway_event(other.tenant_id, "evt_contract_2")
+    c.store
+        .record_gateway_event(c.other.tenant_id, "evt_contract_2")
         .await
         .unwrap();
+}
 
-    // Lists: by account, by status; credit notes by account.
-    let all = PageRequest {
-        limit: 10,
-        starting_after: None,
-    };
-    let listed = store
+async fn payments_list_by_account_and_status_and_credit_notes_by_account(store: Arc<dyn Store>) {
+    use billing_domain::collection::payment::PaymentStatus;
+
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let p = Pending::on(&c).await;
+    c.store
+        .save_collection(tenant, &p.collect(), &c.change().await)
+        .await
+        .unwrap();
+    let all = PageRequest::first(10);
+    let listed = c
+        .store
         .list_payments(
             tenant,
             &PaymentFilter {
-                account: Some(account.id),
+                account: Some(p.account.id),
                 status: Some(PaymentStatus::Succeeded),
                 ..Default::default()
             },
@@ -1251,8 +948,9 @@ async fn payments_contract(app: &App, store: &dyn Store, caller: &Caller, other:
         )
         .await
         .unwrap();
-    assert_eq!(listed.items, vec![succeeded.clone()]);
-    let none = store
+    assert_eq!(listed.items, vec![p.succeeded.clone()]);
+    let none = c
+        .store
         .list_payments(
             tenant,
             &PaymentFilter {
@@ -1264,34 +962,34 @@ async fn payments_contract(app: &App, store: &dyn Store, caller: &Caller, other:
         .await
         .unwrap();
     assert!(none.items.is_empty());
-    let notes = store
+    let notes = c
+        .store
         .list_credit_notes(
             tenant,
             &CreditNoteFilter {
-                account: Some(account.id),
+                account: Some(p.account.id),
                 ..Default::default()
             },
             &all,
         )
         .await
         .unwrap();
-    assert_eq!(notes.items, vec![note]);
+    assert_eq!(notes.items, vec![p.note]);
+}
 
-    // A payment on a test clock waits on the clock, not in the real-time index.
-    let clock = app.create_test_clock(caller, None, now).await.unwrap();
+async fn a_payment_on_a_test_clock_waits_on_the_clock_not_in_real_time(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let account = c.account("payer@example.com", None).await;
+    let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
+    let clock = c.app.create_test_clock(&c.caller, None, now).await.unwrap();
     let on_clock = payment_on(account.id, Some(clock.id), now);
-    store
-        .save_collection(
-            tenant,
-            &CollectionWrite {
-                payments: vec![(None, on_clock.clone())],
-                ..Default::default()
-            },
-            &events_change(app, caller).await,
-        )
+    c.store
+        .save_collection(tenant, &Pending::create(&on_clock), &c.change().await)
         .await
         .unwrap();
-    let clock_due = store
+    let clock_due = c
+        .store
         .clock_due_items(tenant, clock.id, now, 10)
         .await
         .unwrap();
@@ -1303,174 +1001,764 @@ async fn payments_contract(app: &App, store: &dyn Store, caller: &Caller, other:
         })]
     );
     assert_eq!(clock_due[0].due_at, now);
-    let later_due = store
+    let later_due = c
+        .store
         .due_items(now + SignedDuration::from_hours(1), 1000)
         .await
         .unwrap();
     assert!(!later_due.iter().any(|d| d.kind == clock_due[0].kind));
+}
 
-    // Settings: defaults until set.
+async fn payment_settings_are_the_defaults_until_set_per_tenant(store: Arc<dyn Store>) {
+    use billing_domain::collection::retry::{FinalAction, PaymentSettings};
+
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
     assert_eq!(
-        store.payment_settings(tenant).await.unwrap(),
+        c.store.payment_settings(tenant).await.unwrap(),
         PaymentSettings::default()
     );
     let settings = PaymentSettings {
         retry_days: vec![1, 2],
         final_action: FinalAction::MarkUncollectible,
     };
-    store
-        .set_payment_settings(tenant, &settings, &events_change(app, caller).await)
+    c.store
+        .set_payment_settings(tenant, &settings, &c.change().await)
         .await
         .unwrap();
-    assert_eq!(store.payment_settings(tenant).await.unwrap(), settings);
+    assert_eq!(c.store.payment_settings(tenant).await.unwrap(), settings);
     assert_eq!(
-        store.payment_settings(other.tenant_id).await.unwrap(),
+        c.store.payment_settings(c.other.tenant_id).await.unwrap(),
         PaymentSettings::default()
     );
 }
 
-/// Metrics and plans: codes are unique, a stale plan version is refused without writing
-/// its price version, and versions read back in order.
-async fn catalog_contract(app: &App, store: &dyn Store, caller: &Caller) {
-    use billing_domain::catalog::metric::NewMetric;
-    use billing_domain::catalog::plan::{NewPlan, NewPlanVersion, PlanPatch};
-
-    let metric: NewMetric = serde_json::from_value(
-        serde_json::json!({"code": "calls", "name": "Calls", "aggregation": "count"}),
-    )
-    .unwrap();
-    let created = app.create_metric(caller, metric.clone()).await.unwrap();
-    assert!(
-        app.create_metric(caller, metric).await.is_err(),
-        "codes are unique"
-    );
-    assert_eq!(
-        store
-            .get_metric_by_code(caller.tenant_id, "calls")
-            .await
-            .unwrap()
-            .map(|m| m.id),
-        Some(created.id)
-    );
-    assert_eq!(
-        store
-            .get_metric_by_code(caller.tenant_id, "nope")
-            .await
-            .unwrap(),
-        None
-    );
-
-    let plan: NewPlan = serde_json::from_value(serde_json::json!({
-        "code": "pro", "name": "Pro", "interval": {"unit": "month"},
-        "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 100}}},
-                    "usage_charges": [{"metric": "calls", "prices": {"usd": {"model": "per_unit", "unit_price": "0.01"}}}]}
-    }))
-    .unwrap();
-    let pro = app.create_plan(caller, plan.clone()).await.unwrap().plan;
-    assert!(
-        app.create_plan(caller, plan).await.is_err(),
-        "codes are unique"
-    );
-
-    let version: NewPlanVersion = serde_json::from_value(serde_json::json!({
-        "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 200}}}}
-    }))
-    .unwrap();
-    let v2 = app
-        .create_plan_version(caller, pro.id, version)
-        .await
-        .unwrap();
-    assert_eq!(v2.number, 2);
-    let renamed = app
-        .update_plan(
-            caller,
-            pro.id,
-            PlanPatch {
-                name: Some("Pro 2".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-
-    // A write based on the stale plan (version 1) is refused and writes no version 3.
-    let stale_next = pro
-        .add_version(&v2, None, false, app_terms(), Timestamp::now())
-        .unwrap();
-    let change = events_change(app, caller).await;
-    assert_eq!(
-        store
-            .update_plan(
-                caller.tenant_id,
-                &pro,
-                &stale_next.0,
-                Some(&stale_next.1),
-                &change
-            )
-            .await,
-        Err(StoreError::VersionConflict { entity: "plan" })
-    );
-    let versions = store
-        .list_plan_versions(caller.tenant_id, pro.id)
-        .await
-        .unwrap();
-    assert_eq!(
-        versions.iter().map(|v| v.number).collect::<Vec<_>>(),
-        [1, 2]
-    );
-    assert_eq!(
-        store
-            .get_plan(caller.tenant_id, pro.id)
-            .await
-            .unwrap()
-            .unwrap(),
-        renamed
-    );
-    assert_eq!(
-        store
-            .plan_subscription_counts(caller.tenant_id, pro.id)
-            .await
-            .unwrap(),
-        [(1, 0), (2, 0)]
-    );
-
-    app.deactivate_plan(caller, pro.id).await.unwrap();
-    let active = store
-        .list_plans(
-            caller.tenant_id,
-            PlanFilter { active: Some(true) },
-            &PageRequest {
-                limit: 10,
-                starting_after: None,
-            },
-        )
-        .await
-        .unwrap();
-    assert!(active.items.is_empty());
+fn dunning_policy() -> billing_domain::collection::dunning::DunningPolicy {
+    use billing_domain::collection::dunning::{DunningAction, DunningPolicy, DunningStep};
+    DunningPolicy::new(vec![
+        DunningStep {
+            after_days: 2,
+            action: DunningAction::Warning,
+        },
+        DunningStep {
+            after_days: 9,
+            action: DunningAction::Block,
+        },
+    ])
+    .unwrap()
 }
 
-fn app_terms() -> billing_domain::catalog::plan::PlanTerms {
-    let charges: billing_domain::catalog::plan::PlanCharges =
-        serde_json::from_value(serde_json::json!({"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 300}}}})).unwrap();
-    charges.validate(&Default::default()).unwrap()
+/// A dunning case (warning on day 2, block on day 9) opened and saved for an account.
+struct Dunning {
+    account: Account,
+    case: billing_domain::collection::dunning::DunningCase,
+}
+
+/// When the cases open.
+fn dunning_start() -> Timestamp {
+    Timestamp::from_second(1_900_000_000).unwrap()
+}
+
+impl Dunning {
+    async fn open(c: &Contract, account: Account) -> Self {
+        use billing_domain::collection::dunning::{CaseFacts, DunningCase};
+        use billing_domain::kernel::ids::InvoiceId;
+
+        let facts = CaseFacts {
+            account_id: account.id,
+            test_clock: None,
+            livemode: false,
+        };
+        let invoice = InvoiceId::from_ulid(billing_app::new_ulid());
+        let case =
+            DunningCase::open(facts, None, &dunning_policy(), invoice, dunning_start()).unwrap();
+        c.store
+            .save_dunning_case(
+                c.caller.tenant_id,
+                None,
+                &case,
+                None,
+                None,
+                &c.change().await,
+            )
+            .await
+            .unwrap();
+        Self { account, case }
+    }
+
+    /// The due jobs of this case's account.
+    fn mine(
+        &self,
+        items: Vec<DueItem>,
+        tenant: billing_domain::kernel::ids::TenantId,
+    ) -> Vec<DueKind> {
+        let account = self.account.id;
+        items
+            .into_iter()
+            .filter(|i| i.tenant_id == tenant)
+            .map(|i| i.kind)
+            .filter(|k| {
+                matches!(k, DueKind::Payment(PaymentJob::Dunning { account: a, .. }
+                    | PaymentJob::DunningNotice { account: a, .. }) if *a == account)
+            })
+            .collect()
+    }
+
+    fn step_job(&self, tenant: billing_domain::kernel::ids::TenantId) -> DueKind {
+        DueKind::Payment(PaymentJob::Dunning {
+            tenant,
+            account: self.account.id,
+        })
+    }
+
+    /// The first step (the warning) and the notice it sends.
+    fn warning(
+        &self,
+    ) -> (
+        billing_domain::collection::dunning::DunningTransition,
+        PendingNotice,
+    ) {
+        use billing_domain::collection::dunning::NoticeKind;
+
+        let at = self.case.next_step_at.unwrap();
+        let step = self.case.take_due_step(at).unwrap();
+        let notice = PendingNotice {
+            account_id: self.account.id,
+            key: step.notice.clone().unwrap().key,
+            kind: NoticeKind::Warning,
+            made_at: at,
+            retry_at: at + SignedDuration::from_mins(2),
+            version: 1,
+        };
+        (step, notice)
+    }
+
+    fn warned(&self) -> Account {
+        let mut warned = self.account.clone();
+        warned.status = AccountStatus::Warning;
+        warned.version += 1;
+        warned
+    }
+}
+
+async fn the_dunning_policy_is_the_tenants(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    assert_eq!(c.store.get_dunning_policy(tenant).await, Ok(None));
+    let policy = dunning_policy();
+    c.store
+        .set_dunning_policy(tenant, &policy, &c.change().await)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.store.get_dunning_policy(tenant).await,
+        Ok(Some(policy.clone()))
+    );
+    assert_eq!(
+        c.store.get_dunning_policy(c.other.tenant_id).await,
+        Ok(None)
+    );
+}
+
+async fn a_dunning_case_is_created_once_and_belongs_to_its_tenant(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let account = c.account("debtor@example.com", None).await;
+    assert_eq!(c.store.get_dunning_case(tenant, account.id).await, Ok(None));
+    let d = Dunning::open(&c, account).await;
+    assert_eq!(
+        c.store
+            .save_dunning_case(tenant, None, &d.case, None, None, &c.change().await)
+            .await,
+        Err(StoreError::AlreadyExists {
+            entity: "dunning case"
+        })
+    );
+    assert_eq!(
+        c.store.get_dunning_case(tenant, d.account.id).await,
+        Ok(Some(d.case.clone()))
+    );
+    assert_eq!(
+        c.store
+            .get_dunning_case(c.other.tenant_id, d.account.id)
+            .await,
+        Ok(None)
+    );
+}
+
+async fn a_dunning_case_is_due_at_its_next_step(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let d = Dunning::open(&c, c.account("debtor@example.com", None).await).await;
+    let first_step = d.case.next_step_at.unwrap();
+    assert_eq!(
+        d.mine(
+            c.store
+                .due_items(first_step - SignedDuration::from_secs(1), 1000)
+                .await
+                .unwrap(),
+            tenant
+        ),
+        []
+    );
+    assert_eq!(
+        d.mine(c.store.due_items(first_step, 1000).await.unwrap(), tenant),
+        [d.step_job(tenant)]
+    );
+}
+
+async fn a_dunning_step_writes_its_case_status_and_notice_together_or_not_at_all(
+    store: Arc<dyn Store>,
+) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let d = Dunning::open(&c, c.account("debtor@example.com", None).await).await;
+    let (step, notice) = d.warning();
+    let warned = d.warned();
+    let stale_account = AccountStatusWrite {
+        previous: &warned,
+        next: &warned,
+    };
+    assert_eq!(
+        c.store
+            .save_dunning_case(
+                tenant,
+                Some(&d.case),
+                &step.next,
+                Some(stale_account),
+                Some(&notice),
+                &c.change().await
+            )
+            .await,
+        Err(StoreError::VersionConflict { entity: "account" })
+    );
+    assert_eq!(
+        c.store.get_dunning_case(tenant, d.account.id).await,
+        Ok(Some(d.case.clone())),
+        "nothing written"
+    );
+    assert_eq!(
+        c.store
+            .get_dunning_notice(tenant, d.account.id, &notice.key)
+            .await,
+        Ok(None)
+    );
+    let write = AccountStatusWrite {
+        previous: &d.account,
+        next: &warned,
+    };
+    c.store
+        .save_dunning_case(
+            tenant,
+            Some(&d.case),
+            &step.next,
+            Some(write),
+            Some(&notice),
+            &c.change().await,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        c.store
+            .get_account(tenant, d.account.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        AccountStatus::Warning
+    );
+    assert_eq!(
+        c.store
+            .save_dunning_case(
+                tenant,
+                Some(&d.case),
+                &step.next,
+                None,
+                None,
+                &c.change().await
+            )
+            .await,
+        Err(StoreError::VersionConflict {
+            entity: "dunning case"
+        })
+    );
+}
+
+/// The notice waits until its claim runs out, the case until its next step; a notice is
+/// claimed over its version and deleted once sent.
+async fn a_notice_waits_out_its_claim_and_is_claimed_over_its_version(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let d = Dunning::open(&c, c.account("debtor@example.com", None).await).await;
+    let (step, notice) = d.warning();
+    let warned = d.warned();
+    c.store
+        .save_dunning_case(
+            tenant,
+            Some(&d.case),
+            &step.next,
+            Some(AccountStatusWrite {
+                previous: &d.account,
+                next: &warned,
+            }),
+            Some(&notice),
+            &c.change().await,
+        )
+        .await
+        .unwrap();
+    let account = d.account.id;
+    let notice_job = DueKind::Payment(PaymentJob::DunningNotice {
+        tenant,
+        account,
+        key: notice.key.clone(),
+    });
+    let due_at = |at| {
+        let (c, d) = (&c, &d);
+        async move { d.mine(c.store.due_items(at, 1000).await.unwrap(), tenant) }
+    };
+    assert_eq!(due_at(d.case.next_step_at.unwrap()).await, []);
+    assert_eq!(
+        due_at(notice.retry_at).await,
+        std::slice::from_ref(&notice_job)
+    );
+    let mut due = due_at(step.next.next_step_at.unwrap()).await;
+    due.sort_by_key(|k| format!("{k:?}"));
+    assert_eq!(due, [d.step_job(tenant), notice_job]);
+    assert_eq!(
+        c.store
+            .get_dunning_notice(tenant, account, &notice.key)
+            .await,
+        Ok(Some(notice.clone()))
+    );
+    let claimed = notice
+        .reclaim(
+            notice.retry_at,
+            notice.retry_at + SignedDuration::from_mins(2),
+        )
+        .unwrap();
+    c.store
+        .claim_dunning_notice(tenant, &notice, &claimed)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.store
+            .claim_dunning_notice(tenant, &notice, &claimed)
+            .await,
+        Err(StoreError::VersionConflict {
+            entity: "dunning notice"
+        })
+    );
+    assert_eq!(due_at(notice.retry_at).await, []);
+    for _ in 0..2 {
+        c.store
+            .delete_dunning_notice(tenant, account, &notice.key)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        c.store
+            .get_dunning_notice(tenant, account, &notice.key)
+            .await,
+        Ok(None)
+    );
+    assert_eq!(
+        c.store
+            .claim_dunning_notice(tenant, &claimed, &claimed)
+            .await,
+        Err(StoreError::VersionConflict {
+            entity: "dunning notice"
+        })
+    );
+}
+
+async fn a_dunning_case_on_a_test_clock_waits_on_the_clock_not_in_real_time(store: Arc<dyn Store>) {
+    use billing_domain::collection::dunning::{CaseFacts, DunningCase};
+    use billing_domain::kernel::ids::InvoiceId;
+
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let t = dunning_start();
+    let clock = c.app.create_test_clock(&c.caller, None, t).await.unwrap();
+    let on_clock = c.account("clocked@example.com", None).await;
+    let facts = CaseFacts {
+        account_id: on_clock.id,
+        test_clock: Some(clock.id),
+        livemode: false,
+    };
+    let invoice = InvoiceId::from_ulid(billing_app::new_ulid());
+    let case = DunningCase::open(facts, None, &dunning_policy(), invoice, t).unwrap();
+    c.store
+        .save_dunning_case(tenant, None, &case, None, None, &c.change().await)
+        .await
+        .unwrap();
+    let far = t + SignedDuration::from_hours(24 * 400);
+    assert!(!c
+        .store
+        .due_items(far, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .any(|i| matches!(
+            &i.kind,
+            DueKind::Payment(PaymentJob::Dunning { account, .. }) if *account == on_clock.id
+        )));
+    let on_the_clock = c
+        .store
+        .clock_due_items(tenant, clock.id, far, 10)
+        .await
+        .unwrap();
+    assert_eq!(on_the_clock.len(), 1);
+    assert_eq!(on_the_clock[0].due_at, case.next_step_at.unwrap());
+    assert_eq!(
+        on_the_clock[0].kind,
+        DueKind::Payment(PaymentJob::Dunning {
+            tenant,
+            account: on_clock.id
+        })
+    );
+}
+
+/// A subscription metering `calls`, and what the store is asked to write for it.
+struct Metering {
+    sub: billing_domain::billing::subscription::Subscription,
+}
+
+impl Metering {
+    async fn on(c: &Contract) -> Self {
+        let sub = billing_tests::subscribe(
+            &c.app,
+            &c.caller,
+            serde_json::json!({"email": "usage@example.com", "currency": "usd"}),
+            "month",
+            500,
+        )
+        .await;
+        Self { sub }
+    }
+
+    fn event(&self, id: &str, value: billing_domain::usage::meter::Measured) -> StoredUsageEvent {
+        use billing_domain::usage::meter::UsageEvent;
+        StoredUsageEvent {
+            event: UsageEvent {
+                transaction_id: id.into(),
+                metric: "calls".into(),
+                timestamp: self.sub.created_at,
+                value,
+                properties: Default::default(),
+            },
+            subscription_id: self.sub.id,
+            period_start: Some(self.sub.current_period.start),
+            received_at: self.sub.created_at,
+        }
+    }
+
+    fn occurrence(&self, id: &str) -> StoredUsageEvent {
+        self.event(id, billing_domain::usage::meter::Measured::Occurrence)
+    }
+
+    fn rollup(&self, events: u64, version: u64) -> Rollup {
+        use billing_domain::usage::meter::Aggregate;
+        Rollup {
+            aggregate: Aggregate {
+                events,
+                unique: events,
+                ..Aggregate::default()
+            },
+            version,
+            ..Rollup::empty(
+                &self.sub,
+                "calls",
+                billing_domain::catalog::metric::Aggregation::Count,
+                self.sub.current_period,
+            )
+        }
+    }
+
+    fn key(&self) -> RollupKey {
+        self.rollup(0, 0).key()
+    }
+
+    fn write(&self, events: Vec<StoredUsageEvent>, expected: u64, next: Rollup) -> UsageWrite {
+        UsageWrite {
+            events,
+            rollups: vec![RollupWrite {
+                expected_version: expected,
+                next,
+            }],
+            ..UsageWrite::default()
+        }
+    }
+
+    /// Events `a` and `b` (distinct value `x`), the rollup at version 1.
+    async fn first(&self, c: &Contract) {
+        use billing_domain::usage::meter::Measured;
+        let mut first = self.write(
+            vec![
+                self.occurrence("a"),
+                self.event("b", Measured::Distinct { value: "x".into() }),
+            ],
+            0,
+            self.rollup(2, 1),
+        );
+        first.distinct_values = vec![(self.key(), "x".into())];
+        c.store
+            .record_usage(c.caller.tenant_id, &first)
+            .await
+            .unwrap();
+    }
+}
+
+fn abc() -> [String; 3] {
+    ["a".to_owned(), "b".to_owned(), "c".to_owned()]
+}
+
+async fn usage_events_and_distinct_values_are_stored_once_per_tenant(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let m = Metering::on(&c).await;
+    assert!(c
+        .store
+        .stored_usage_events(tenant, &abc())
+        .await
+        .unwrap()
+        .is_empty());
+    m.first(&c).await;
+    assert_eq!(
+        c.store.stored_usage_events(tenant, &abc()).await.unwrap(),
+        ["a".to_owned(), "b".to_owned()].into()
+    );
+    assert!(c
+        .store
+        .stored_usage_events(c.other.tenant_id, &abc())
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        c.store
+            .seen_distinct_values(tenant, &m.key(), &["x".into(), "y".into()])
+            .await
+            .unwrap(),
+        ["x".to_owned()].into()
+    );
+}
+
+/// A stored transaction id, a rollup moved since it was read, a distinct value already
+/// seen: each refuses the whole write.
+async fn a_stored_event_a_moved_rollup_or_a_seen_value_refuses_the_whole_write(
+    store: Arc<dyn Store>,
+) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let m = Metering::on(&c).await;
+    m.first(&c).await;
+    let duplicate = m.write(
+        vec![m.occurrence("c"), m.occurrence("a")],
+        1,
+        m.rollup(4, 2),
+    );
+    assert_eq!(
+        c.store.record_usage(tenant, &duplicate).await,
+        Err(StoreError::AlreadyExists {
+            entity: "usage event"
+        })
+    );
+    let stale = m.write(vec![m.occurrence("c")], 0, m.rollup(3, 1));
+    assert_eq!(
+        c.store.record_usage(tenant, &stale).await,
+        Err(StoreError::VersionConflict {
+            entity: "usage rollup"
+        })
+    );
+    let mut seen = m.write(vec![m.occurrence("c")], 1, m.rollup(3, 2));
+    seen.distinct_values = vec![(m.key(), "x".into())];
+    assert_eq!(
+        c.store.record_usage(tenant, &seen).await,
+        Err(StoreError::VersionConflict {
+            entity: "usage rollup"
+        })
+    );
+    assert_eq!(
+        c.store
+            .stored_usage_events(tenant, &abc())
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "nothing of a refused write"
+    );
+    let stored = c
+        .store
+        .get_rollups(tenant, std::slice::from_ref(&m.key()))
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![m.rollup(2, 1)]);
+}
+
+async fn rollups_are_listed_by_period_range(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let m = Metering::on(&c).await;
+    m.first(&c).await;
+    let start = m.sub.current_period.start;
+    let in_range =
+        |from: Timestamp, to: Timestamp| c.store.list_rollups(tenant, m.sub.id, from, to);
+    assert_eq!(
+        in_range(start, start + SignedDuration::from_millis(1))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(in_range(
+        start + SignedDuration::from_millis(1),
+        m.sub.current_period.end
+    )
+    .await
+    .unwrap()
+    .is_empty());
+}
+
+async fn a_quota_snapshot_and_its_events_commit_with_the_usage(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let m = Metering::on(&c).await;
+    m.first(&c).await;
+    let sub = &m.sub;
+    assert_eq!(
+        c.store.get_quota(tenant, sub.account_id, "calls").await,
+        Ok(None)
+    );
+    let quota = QuotaSnapshot {
+        account_id: sub.account_id,
+        subscription_id: sub.id,
+        metric: "calls".into(),
+        period: sub.current_period,
+        used: 3.into(),
+        test_clock: None,
+        entitlement: serde_json::from_value(
+            serde_json::json!({"metric": "calls", "limit": "4", "enforcement": "hard"}),
+        )
+        .unwrap(),
+    };
+    let (_, _, events_before) = c.counts().await;
+    let mut third = m.write(vec![m.occurrence("c")], 1, m.rollup(3, 2));
+    third.quotas = vec![quota.clone()];
+    third.change = Some(c.change().await);
+    c.store.record_usage(tenant, &third).await.unwrap();
+    assert_eq!(
+        c.store.get_quota(tenant, sub.account_id, "calls").await,
+        Ok(Some(quota))
+    );
+    assert_eq!(c.counts().await.2, events_before + 1);
+}
+
+async fn late_usage_waits_in_the_due_index_until_it_is_billed(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let m = Metering::on(&c).await;
+    m.first(&c).await;
+    let late_at = m.sub.created_at + SignedDuration::from_mins(1);
+    let late = Rollup {
+        late_due_at: Some(late_at),
+        ..m.rollup(3, 2)
+    };
+    c.store
+        .record_usage(tenant, &m.write(vec![m.occurrence("c")], 1, late))
+        .await
+        .unwrap();
+    let job = DueKind::Billing(BillingJob::Subscription {
+        tenant,
+        id: m.sub.id,
+    });
+    let late_due = || async {
+        c.store
+            .due_items(late_at, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.kind == job && d.due_at.as_millisecond() == late_at.as_millisecond())
+            .count()
+    };
+    assert_eq!(late_due().await, 1);
+    let billed = |expected: u64| {
+        [RollupWrite {
+            expected_version: expected,
+            next: m.rollup(3, expected + 1),
+        }]
+    };
+    assert_eq!(
+        c.store
+            .bill_late_usage(tenant, None, &billed(1), None)
+            .await,
+        Err(StoreError::VersionConflict {
+            entity: "usage rollup"
+        })
+    );
+    c.store
+        .bill_late_usage(tenant, None, &billed(2), None)
+        .await
+        .unwrap();
+    assert_eq!(late_due().await, 0);
+}
+
+async fn a_step_and_the_rollups_it_bills_commit_together_or_not_at_all(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let m = Metering::on(&c).await;
+    m.first(&c).await;
+    let sub = &m.sub;
+    let next = billing_domain::billing::subscription::Subscription {
+        version: sub.version + 1,
+        ..sub.clone()
+    };
+    let change = c.change().await;
+    let step = |expected: u64| SubscriptionStep {
+        previous: sub.clone(),
+        next: next.clone(),
+        invoice: None,
+        rollups: vec![RollupWrite {
+            expected_version: expected,
+            next: m.rollup(4, expected + 1),
+        }],
+        change: change.clone(),
+    };
+    let version = || async {
+        c.store
+            .get_subscription(tenant, sub.id)
+            .await
+            .unwrap()
+            .map(|s| s.version)
+    };
+    assert_eq!(
+        c.store.save_subscription_steps(tenant, &[step(0)]).await,
+        Err(StepsFailed {
+            written: 0,
+            error: StoreError::VersionConflict {
+                entity: "usage rollup"
+            }
+        })
+    );
+    assert_eq!(version().await, Some(sub.version));
+    c.store
+        .save_subscription_steps(tenant, &[step(1)])
+        .await
+        .unwrap();
+    assert_eq!(version().await, Some(next.version));
+    assert_eq!(
+        c.store.get_rollups(tenant, &[m.key()]).await.unwrap(),
+        vec![m.rollup(4, 2)]
+    );
 }
 
 /// Any valid change record, for calling the store directly.
 async fn events_change(app: &App, caller: &Caller) -> Change {
-    let scratch = Arc::new(MemoryStore::new());
-    let probe = App::new(
-        scratch.clone(),
-        app.clock.clone(),
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
-    );
+    let scratch = billing_tests::memory_store();
+    let probe = billing_tests::app_with_clock(scratch.clone(), app.clock.clone());
     probe
         .create_account(caller, new_account("probe@example.com", None))
         .await
         .unwrap();
-    let page = PageRequest {
-        limit: 1,
-        starting_after: None,
-    };
+    let page = PageRequest::first(1);
     Change {
         audit: scratch
             .list_audit(caller.tenant_id, None, &page)
@@ -1486,12 +1774,40 @@ async fn events_change(app: &App, caller: &Caller) -> Change {
     }
 }
 
-#[tokio::test]
-async fn memory_store_honours_the_contract() {
-    contract(Arc::new(MemoryStore::new())).await;
-}
-
-#[tokio::test]
-async fn dynamodb_store_honours_the_contract() {
-    contract(Arc::new(billing_tests::dynamo_store().await)).await;
-}
+billing_tests::on_both_stores!(
+    a_create_writes_the_item_its_audit_record_and_its_event_together,
+    creating_the_same_item_twice_is_a_conflict,
+    a_transaction_with_one_failing_condition_writes_nothing,
+    unique_values_and_items_belong_to_their_tenant,
+    a_stale_version_is_a_conflict_and_writes_nothing,
+    moving_a_unique_value_frees_the_old_one,
+    lists_page_by_cursor_filter_and_leave_deleted_items_out,
+    the_audit_trail_of_an_entity_pages_newest_first,
+    revoking_an_api_key_twice_is_a_conflict,
+    idempotency_keys_are_claimed_once_per_tenant_until_released_or_expired,
+    a_reachable_store_is_ready,
+    metric_codes_are_unique_and_found_by_code,
+    plan_codes_are_unique,
+    a_stale_plan_write_is_refused_without_writing_its_version,
+    a_deactivated_plan_leaves_the_active_list,
+    payment_profiles_are_versioned_consecutively_from_one,
+    a_pending_payment_is_created_once_and_waits_in_the_due_index,
+    a_stale_collection_write_changes_nothing_not_even_its_credit_note,
+    a_collection_write_commits_its_payment_credit_note_refs_and_gateway_event,
+    a_gateway_event_is_applied_once_per_tenant,
+    payments_list_by_account_and_status_and_credit_notes_by_account,
+    a_payment_on_a_test_clock_waits_on_the_clock_not_in_real_time,
+    payment_settings_are_the_defaults_until_set_per_tenant,
+    the_dunning_policy_is_the_tenants,
+    a_dunning_case_is_created_once_and_belongs_to_its_tenant,
+    a_dunning_case_is_due_at_its_next_step,
+    a_dunning_step_writes_its_case_status_and_notice_together_or_not_at_all,
+    a_notice_waits_out_its_claim_and_is_claimed_over_its_version,
+    a_dunning_case_on_a_test_clock_waits_on_the_clock_not_in_real_time,
+    usage_events_and_distinct_values_are_stored_once_per_tenant,
+    a_stored_event_a_moved_rollup_or_a_seen_value_refuses_the_whole_write,
+    rollups_are_listed_by_period_range,
+    a_quota_snapshot_and_its_events_commit_with_the_usage,
+    late_usage_waits_in_the_due_index_until_it_is_billed,
+    a_step_and_the_rollups_it_bills_commit_together_or_not_at_all,
+);

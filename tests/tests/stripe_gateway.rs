@@ -489,10 +489,7 @@ async fn collection_through_stripe_charges_once_after_a_lost_answer_and_duplicat
                 account: Some(sub.account_id),
                 ..Default::default()
             },
-            &PageRequest {
-                limit: 10,
-                starting_after: None,
-            },
+            &PageRequest::first(10),
         )
         .await
         .unwrap()

@@ -3,7 +3,7 @@
 //! 400 with nothing applied); a verified event applied once however often it is delivered;
 //! and Stripe's official Python library as an independent signer and verifier.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use billing_app::payments::Collected;
 use billing_app::ports::*;
@@ -14,8 +14,8 @@ use billing_domain::collection::stripe_signature::WebhookSecrets;
 use billing_domain::events::webhook::signature_header;
 use billing_http::stripe_webhook::{self, event::parse};
 use billing_http::EmitMetrics;
+use billing_tests::clock::ManualClock;
 use billing_tests::fake_stripe::{event, fixture, FakeStripe};
-use billing_tests::webhooks::ManualClock;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
 
@@ -200,7 +200,7 @@ struct Scenario {
 /// the first invoice waits for the customer with the PaymentIntent Stripe made.
 async fn waiting_for_authentication(store: Arc<dyn Store>) -> Scenario {
     let fake = FakeStripe::start().await;
-    let clock = Arc::new(ManualClock(Mutex::new(Timestamp::now())));
+    let clock = ManualClock::at(Timestamp::now());
     let gateway = Arc::new(StripeGateway::new("sk_test_fake", Some(&fake.url)).unwrap());
     let app = App::new(store, clock.clone(), gateway);
     let caller = billing_tests::admin(&app, "Stripe webhooks").await;
@@ -227,10 +227,7 @@ async fn waiting_for_authentication(store: Arc<dyn Store>) -> Scenario {
                 account: Some(sub.account_id),
                 ..Default::default()
             },
-            &PageRequest {
-                limit: 10,
-                starting_after: None,
-            },
+            &PageRequest::first(10),
         )
         .await
         .unwrap()
@@ -288,26 +285,13 @@ impl Scenario {
                     event_type: Some("invoice.paid".into()),
                     resource_id: None,
                 },
-                &PageRequest {
-                    limit: 100,
-                    starting_after: None,
-                },
+                &PageRequest::first(100),
             )
             .await
             .unwrap()
             .items
             .len()
     }
-}
-
-#[tokio::test]
-async fn a_verified_event_settles_the_invoice_once_and_bad_signatures_apply_nothing_in_memory() {
-    verified_events_apply_once(Arc::new(billing_memory::MemoryStore::new())).await;
-}
-
-#[tokio::test]
-async fn a_verified_event_settles_the_invoice_once_and_bad_signatures_apply_nothing_on_dynamodb() {
-    verified_events_apply_once(Arc::new(billing_tests::dynamo_store().await)).await;
 }
 
 async fn verified_events_apply_once(store: Arc<dyn Store>) {
@@ -410,12 +394,8 @@ async fn verified_events_apply_once(store: Arc<dyn Store>) {
 
 #[tokio::test]
 async fn unknown_types_and_objects_that_are_not_ours_are_acknowledged() {
-    let clock = Arc::new(ManualClock(Mutex::new(Timestamp::now())));
-    let app = App::new(
-        Arc::new(billing_memory::MemoryStore::new()),
-        clock.clone(),
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
-    );
+    let clock = ManualClock::at(Timestamp::now());
+    let app = billing_tests::app_with_clock(billing_tests::memory_store(), clock.clone());
     let url = serve(app).await;
     for sent in [
         fixture("event"),
@@ -460,7 +440,7 @@ fn stripe_python(script: &str, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn signatures_agree_with_stripes_official_python_library() {
-    let scenario = waiting_for_authentication(Arc::new(billing_memory::MemoryStore::new())).await;
+    let scenario = waiting_for_authentication(billing_tests::memory_store()).await;
     let url = serve(scenario.app.clone()).await;
     let body = String::from_utf8(bytes_of(&scenario.succeeded_event())).unwrap();
     let now = scenario.clock.now().as_second().to_string();
@@ -518,14 +498,8 @@ async fn the_sample_request_event_goes_through_the_handler() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../events/stripe-webhook-request.json");
     let text = std::fs::read_to_string(&path).unwrap();
-    let clock = Arc::new(ManualClock(Mutex::new(
-        Timestamp::from_second(1_795_341_660).unwrap(),
-    )));
-    let app = App::new(
-        Arc::new(billing_memory::MemoryStore::new()),
-        clock.clone(),
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
-    );
+    let clock = ManualClock::at(Timestamp::from_second(1_795_341_660).unwrap());
+    let app = billing_tests::app_with_clock(billing_tests::memory_store(), clock.clone());
     app.ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
         .await
         .unwrap();
@@ -561,3 +535,5 @@ async fn the_sample_request_event_goes_through_the_handler() {
         (400, Some("stale_signature"))
     );
 }
+
+billing_tests::on_both_stores!(verified_events_apply_once);

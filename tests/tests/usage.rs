@@ -4,151 +4,91 @@
 
 use billing_app::ports::Clock;
 use billing_app::App;
-use billing_domain::customers::tenant::TenantMode;
 use billing_domain::usage::meter::{UsageEventInput, UsageStatus};
-use reqwest::{Client, Method, StatusCode};
+use billing_tests::api::Api;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-struct Api {
-    base: String,
-    http: Client,
-    key: String,
-    tenant: billing_domain::kernel::ids::TenantId,
+async fn advance(api: &Api, clock: &str, to: &str) {
+    let advanced = api
+        .post(
+            &format!("/v1/test-clocks/{clock}/advance"),
+            json!({"frozen_time": to}),
+        )
+        .await;
+    assert_eq!(advanced["status"], "ready");
 }
 
-impl Api {
-    async fn start(app: App) -> Self {
-        let (tenant, issued) = app
-            .create_tenant("Metered Co", TenantMode::Sandbox)
-            .await
-            .unwrap();
-        Self {
-            base: billing_tests::serve(app).await,
-            http: Client::new(),
-            key: issued.secret,
-            tenant: tenant.id,
-        }
+/// Metrics of every aggregation, a plan charging each with another model (and a hard
+/// limit of 5 API calls), and an account on a test clock at 2027-01-01 subscribed to it.
+async fn metered_subscription(api: &Api) -> Metered {
+    for metric in [
+        json!({"code": "api_calls", "name": "API calls", "aggregation": "count"}),
+        json!({"code": "tokens", "name": "Tokens", "aggregation": "sum", "field": "tokens"}),
+        json!({"code": "storage", "name": "Storage", "aggregation": "max", "field": "gb"}),
+        json!({"code": "payments", "name": "Payments", "aggregation": "sum", "field": "amount"}),
+        json!({"code": "users", "name": "Users", "aggregation": "unique_count", "field": "user"}),
+        json!({"code": "seats", "name": "Seats", "aggregation": "latest", "field": "seats"}),
+    ] {
+        api.post("/v1/metrics", metric).await;
     }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap())
+    let usd = |model: Value| json!({ "usd": model });
+    let plan = api
+        .post(
+            "/v1/plans",
+            json!({"code": "metered", "name": "Metered", "interval": {"unit": "month"},
+            "charges": {
+                "recurring_fee": {"prices": usd(json!({"model": "flat_fee", "amount": 1000}))},
+                "usage_charges": [
+                    {"metric": "api_calls", "prices": usd(json!({"model": "graduated", "tiers": [
+                        {"up_to": "2", "unit_price": "0"}, {"up_to": null, "unit_price": "0.5"}]}))},
+                    {"metric": "tokens", "prices": usd(json!({"model": "volume", "tiers": [
+                        {"up_to": "1000", "unit_price": "0.01"}, {"up_to": null, "unit_price": "0.005"}]}))},
+                    {"metric": "storage", "prices": usd(json!({"model": "package", "package_size": "10", "package_price": "2"}))},
+                    {"metric": "payments", "prices": usd(json!({"model": "percentage", "rate": "2", "fixed_fee": 30}))},
+                    {"metric": "users", "prices": usd(json!({"model": "per_unit", "unit_price": "1"}))},
+                ],
+                "entitlements": [{"metric": "api_calls", "limit": "5", "enforcement": "hard"}]
+            }}),
+        )
+        .await;
+    let clock = api
+        .post(
+            "/v1/test-clocks",
+            json!({"frozen_time": "2027-01-01T00:00:00Z"}),
+        )
+        .await;
+    let clock = clock["id"].as_str().unwrap().to_owned();
+    let account = api
+        .post(
+            "/v1/accounts",
+            json!({"email": "meter@acme.test", "currency": "usd", "test_clock": clock, "external_id": "cust-42"}),
+        )
+        .await;
+    let account = account["id"].as_str().unwrap().to_owned();
+    let sub = api
+        .post(
+            "/v1/subscriptions",
+            json!({"account": account, "plan": plan["id"]}),
+        )
+        .await;
+    Metered {
+        clock,
+        account,
+        subscription: sub["id"].as_str().unwrap().to_owned(),
     }
+}
 
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, body) = self.call(method.clone(), path, body).await;
-        assert!(status.is_success(), "{method} {path}: {status} {body}");
-        body
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.ok(Method::POST, path, Some(body)).await
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.ok(Method::GET, path, None).await
-    }
-
-    async fn advance(&self, clock: &str, to: &str) {
-        let advanced = self
-            .post(
-                &format!("/v1/test-clocks/{clock}/advance"),
-                json!({"frozen_time": to}),
-            )
-            .await;
-        assert_eq!(advanced["status"], "ready");
-    }
-
-    async fn invoices(&self, subscription: &str) -> Vec<Value> {
-        let list = self
-            .get(&format!(
-                "/v1/invoices?subscription={subscription}&limit=100"
-            ))
-            .await;
-        let mut invoices = list["data"].as_array().unwrap().clone();
-        invoices.reverse();
-        invoices
-    }
-
-    /// Metrics of every aggregation, a plan charging each with another model (and a hard
-    /// limit of 5 API calls), and an account on a test clock at 2027-01-01 subscribed to it.
-    async fn metered_subscription(&self) -> Metered {
-        for metric in [
-            json!({"code": "api_calls", "name": "API calls", "aggregation": "count"}),
-            json!({"code": "tokens", "name": "Tokens", "aggregation": "sum", "field": "tokens"}),
-            json!({"code": "storage", "name": "Storage", "aggregation": "max", "field": "gb"}),
-            json!({"code": "payments", "name": "Payments", "aggregation": "sum", "field": "amount"}),
-            json!({"code": "users", "name": "Users", "aggregation": "unique_count", "field": "user"}),
-            json!({"code": "seats", "name": "Seats", "aggregation": "latest", "field": "seats"}),
-        ] {
-            self.post("/v1/metrics", metric).await;
-        }
-        let usd = |model: Value| json!({ "usd": model });
-        let plan = self
-            .post(
-                "/v1/plans",
-                json!({"code": "metered", "name": "Metered", "interval": {"unit": "month"},
-                "charges": {
-                    "recurring_fee": {"prices": usd(json!({"model": "flat_fee", "amount": 1000}))},
-                    "usage_charges": [
-                        {"metric": "api_calls", "prices": usd(json!({"model": "graduated", "tiers": [
-                            {"up_to": "2", "unit_price": "0"}, {"up_to": null, "unit_price": "0.5"}]}))},
-                        {"metric": "tokens", "prices": usd(json!({"model": "volume", "tiers": [
-                            {"up_to": "1000", "unit_price": "0.01"}, {"up_to": null, "unit_price": "0.005"}]}))},
-                        {"metric": "storage", "prices": usd(json!({"model": "package", "package_size": "10", "package_price": "2"}))},
-                        {"metric": "payments", "prices": usd(json!({"model": "percentage", "rate": "2", "fixed_fee": 30}))},
-                        {"metric": "users", "prices": usd(json!({"model": "per_unit", "unit_price": "1"}))},
-                    ],
-                    "entitlements": [{"metric": "api_calls", "limit": "5", "enforcement": "hard"}]
-                }}),
-            )
-            .await;
-        let clock = self
-            .post(
-                "/v1/test-clocks",
-                json!({"frozen_time": "2027-01-01T00:00:00Z"}),
-            )
-            .await;
-        let clock = clock["id"].as_str().unwrap().to_owned();
-        let account = self
-            .post(
-                "/v1/accounts",
-                json!({"email": "meter@acme.test", "currency": "usd", "test_clock": clock, "external_id": "cust-42"}),
-            )
-            .await;
-        let account = account["id"].as_str().unwrap().to_owned();
-        let sub = self
-            .post(
-                "/v1/subscriptions",
-                json!({"account": account, "plan": plan["id"]}),
-            )
-            .await;
-        Metered {
-            clock,
-            account,
-            subscription: sub["id"].as_str().unwrap().to_owned(),
-        }
-    }
-
-    async fn batch(&self, events: Vec<Value>) -> Value {
-        self.post("/v1/usage/batch", json!({ "events": events }))
-            .await
-    }
-
-    async fn check(&self, account: &str) -> Value {
-        self.get(&format!(
-            "/v1/entitlements/check?account={account}&metric=api_calls"
-        ))
+async fn batch(api: &Api, events: Vec<Value>) -> Value {
+    api.post("/v1/usage/batch", json!({ "events": events }))
         .await
-    }
+}
+
+async fn entitlement_check(api: &Api, account: &str) -> Value {
+    api.get(&format!(
+        "/v1/entitlements/check?account={account}&metric=api_calls"
+    ))
+    .await
 }
 
 struct Metered {
@@ -177,15 +117,13 @@ fn metric<'a>(usage: &'a Value, code: &str) -> &'a Value {
 
 /// The whole story, on any store.
 async fn metering_story(app: App) {
-    let api = Api::start(app).await;
-    let m = api.metered_subscription().await;
+    let (api, _) = Api::start(app, "Metered Co").await;
+    let m = metered_subscription(&api).await;
     let sub = m.subscription.as_str();
     let call = |id: &str| json!({"transaction_id": id, "subscription": sub, "metric": "api_calls"});
 
     // Duplicates within a batch and across batches count once.
-    let first = api
-        .batch(vec![call("c1"), call("c2"), call("c3"), call("c1")])
-        .await;
+    let first = batch(&api, vec![call("c1"), call("c2"), call("c3"), call("c1")]).await;
     assert_eq!(
         statuses(&first),
         ["accepted", "accepted", "accepted", "duplicate"]
@@ -194,32 +132,31 @@ async fn metering_story(app: App) {
         (first["accepted"].as_u64(), first["duplicates"].as_u64()),
         (Some(3), Some(1))
     );
-    let check = api.check(&m.account).await;
+    let check = entitlement_check(&api, &m.account).await;
     assert_eq!(
         (check["allowed"].as_bool(), check["remaining"].as_str()),
         (Some(true), Some("2"))
     );
-    let second = api
-        .batch(vec![
+    let second = batch(&api, vec![
             call("c3"),
             // By the account's external_id instead of the subscription.
             json!({"transaction_id": "c4", "external_account_id": "cust-42", "metric": "api_calls"}),
         ])
         .await;
     assert_eq!(statuses(&second), ["duplicate", "accepted"]);
-    let (status, single) = api.call(Method::POST, "/v1/usage", Some(call("c5"))).await;
+    let (status, single) = api.call(Method::POST, "/v1/usage", Some(&call("c5"))).await;
     assert_eq!(
         (status, single["status"].as_str()),
         (StatusCode::ACCEPTED, Some("accepted"))
     );
-    let (status, again) = api.call(Method::POST, "/v1/usage", Some(call("c5"))).await;
+    let (status, again) = api.call(Method::POST, "/v1/usage", Some(&call("c5"))).await;
     assert_eq!(
         (status, again["status"].as_str()),
         (StatusCode::OK, Some("duplicate"))
     );
 
     // Five calls of five: the hard limit is reached; 80 % and 100 % were announced once each.
-    let check = api.check("cust-42").await;
+    let check = entitlement_check(&api, "cust-42").await;
     assert_eq!(
         (
             check["allowed"].as_bool(),
@@ -239,8 +176,7 @@ async fn metering_story(app: App) {
     assert_eq!(reached, [80, 100]);
 
     // Every other aggregation, through every other charge model.
-    let other = api
-        .batch(vec![
+    let other = batch(&api, vec![
             json!({"transaction_id": "t1", "subscription": sub, "metric": "tokens", "properties": {"tokens": 1200}}),
             json!({"transaction_id": "t2", "subscription": sub, "metric": "tokens", "value": "300"}),
             json!({"transaction_id": "s1", "subscription": sub, "metric": "storage", "value": 25}),
@@ -282,11 +218,11 @@ async fn metering_story(app: App) {
     assert_eq!(preview["invoice"]["total"], 1960 + 1000, "{preview}");
 
     // The period ends: usage lands on the renewal invoice (next month's fee in advance).
-    api.advance(&m.clock, "2027-02-01T00:00:00Z").await;
+    advance(&api, &m.clock, "2027-02-01T00:00:00Z").await;
     let invoices = api.invoices(sub).await;
     assert_eq!(invoices.len(), 2);
     assert_eq!(invoices[1]["total"], 1960 + 1000, "{}", invoices[1]);
-    let check = api.check(&m.account).await;
+    let check = entitlement_check(&api, &m.account).await;
     assert_eq!(
         (check["allowed"].as_bool(), check["used"].as_str()),
         (Some(true), Some("0")),
@@ -296,17 +232,15 @@ async fn metering_story(app: App) {
     // Late usage within the grace window: one supplemental invoice for the delta.
     let late = json!({"transaction_id": "late1", "subscription": sub, "metric": "api_calls",
                       "timestamp": "2027-01-20T00:00:00Z"});
-    let (_, outcome) = api
-        .call(Method::POST, "/v1/usage", Some(late.clone()))
-        .await;
+    let (_, outcome) = api.call(Method::POST, "/v1/usage", Some(&late)).await;
     assert_eq!(
         (outcome["status"].as_str(), outcome["late"].as_bool()),
         (Some("accepted"), Some(true))
     );
-    let (_, again) = api.call(Method::POST, "/v1/usage", Some(late)).await;
+    let (_, again) = api.call(Method::POST, "/v1/usage", Some(&late)).await;
     assert_eq!(again["status"], "duplicate");
-    api.advance(&m.clock, "2027-02-01T00:05:00Z").await;
-    api.advance(&m.clock, "2027-02-02T00:00:00Z").await;
+    advance(&api, &m.clock, "2027-02-01T00:05:00Z").await;
+    advance(&api, &m.clock, "2027-02-02T00:00:00Z").await;
     let invoices = api.invoices(sub).await;
     assert_eq!(invoices.len(), 3);
     let late: Vec<&Value> = invoices
@@ -322,7 +256,7 @@ async fn metering_story(app: App) {
     let refused = |body: Value| {
         let api = &api;
         async move {
-            let (status, problem) = api.call(Method::POST, "/v1/usage", Some(body)).await;
+            let (status, problem) = api.call(Method::POST, "/v1/usage", Some(&body)).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
             (
                 problem["code"].as_str().unwrap().to_owned(),
@@ -350,7 +284,7 @@ async fn metering_story(app: App) {
         ("timestamp_before_subscription".into(), "timestamp".into())
     );
     // Past the grace window, January is closed.
-    api.advance(&m.clock, "2027-02-09T00:00:00Z").await;
+    advance(&api, &m.clock, "2027-02-09T00:00:00Z").await;
     assert_eq!(
         refused(json!({"transaction_id": "x5", "subscription": sub, "metric": "api_calls", "timestamp": "2027-01-30T00:00:00Z"})).await,
         ("period_closed".into(), "timestamp".into())
@@ -366,16 +300,6 @@ async fn metering_story(app: App) {
         4,
         "the cancellation bills February's usage (none) and nothing twice"
     );
-}
-
-#[tokio::test]
-async fn metering_on_the_memory_store() {
-    metering_story(billing_tests::memory_app()).await;
-}
-
-#[tokio::test]
-async fn metering_on_dynamodb() {
-    metering_story(billing_tests::dynamo_app().await).await;
 }
 
 #[tokio::test]
@@ -445,15 +369,15 @@ async fn concurrent_ingestion_of_the_same_events_counts_each_once() {
 #[tokio::test]
 async fn usage_while_paused_is_recorded_but_not_billed() {
     let app = billing_tests::memory_app();
-    let api = Api::start(app).await;
-    let m = api.metered_subscription().await;
+    let (api, _) = Api::start(app, "Metered Co").await;
+    let m = metered_subscription(&api).await;
     let sub = m.subscription.as_str();
     api.post(
         "/v1/usage",
         json!({"transaction_id": "a", "subscription": sub, "metric": "api_calls"}),
     )
     .await;
-    api.advance(&m.clock, "2027-01-10T00:00:00Z").await;
+    advance(&api, &m.clock, "2027-01-10T00:00:00Z").await;
     api.post(&format!("/v1/subscriptions/{sub}/pause"), json!({}))
         .await;
     let paused = api
@@ -466,7 +390,7 @@ async fn usage_while_paused_is_recorded_but_not_billed() {
         (paused["status"].as_str(), paused["billable"].as_bool()),
         (Some("accepted"), Some(false))
     );
-    api.advance(&m.clock, "2027-01-20T00:00:00Z").await;
+    advance(&api, &m.clock, "2027-01-20T00:00:00Z").await;
     api.post(&format!("/v1/subscriptions/{sub}/resume"), json!({}))
         .await;
     let invoices = api.invoices(sub).await;
@@ -495,13 +419,8 @@ async fn usage_routes_are_documented_and_need_their_permission() {
         )
         .await
         .unwrap();
-    let base = billing_tests::serve(app).await;
-    let doc: Value = reqwest::get(format!("{base}/v1/openapi.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api = Api::new(billing_tests::serve(app).await, viewer.secret);
+    let doc = api.anonymous().get("/v1/openapi.json").await;
     for path in [
         "/v1/usage",
         "/v1/usage/batch",
@@ -515,24 +434,21 @@ async fn usage_routes_are_documented_and_need_their_permission() {
         .unwrap()
         .iter()
         .any(|e| e["type"] == "usage.threshold_reached"));
-    let http = Client::new();
-    let as_viewer = |method: Method, path: &str| {
-        http.request(method, format!("{base}{path}"))
-            .bearer_auth(&viewer.secret)
-    };
-    let refused = as_viewer(Method::POST, "/v1/usage")
-        .json(&json!({"transaction_id": "t", "subscription": "sub_x", "metric": "m"}))
-        .send()
-        .await
-        .unwrap();
+    let refused = api
+        .send(
+            Method::POST,
+            "/v1/usage",
+            Some(&json!({"transaction_id": "t", "subscription": "sub_x", "metric": "m"})),
+        )
+        .await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-    let unknown = as_viewer(
-        Method::GET,
-        "/v1/entitlements/check?account=nobody&metric=m",
-    )
-    .send()
-    .await
-    .unwrap();
+    let unknown = api
+        .send(
+            Method::GET,
+            "/v1/entitlements/check?account=nobody&metric=m",
+            None,
+        )
+        .await;
     assert_eq!(
         unknown.status(),
         StatusCode::BAD_REQUEST,
@@ -544,8 +460,8 @@ async fn usage_routes_are_documented_and_need_their_permission() {
 async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency() {
     // The memory store commits one transaction at a time, as DynamoDB does.
     let app = billing_tests::memory_app();
-    let api = Api::start(app.clone()).await;
-    let m = api.metered_subscription().await;
+    let (api, tenant) = Api::start(app.clone(), "Metered Co").await;
+    let m = metered_subscription(&api).await;
     let sub = m.subscription.clone();
     let calls = |ids: std::ops::Range<u32>, timestamp: Option<&str>| -> Vec<Value> {
         ids.map(|i| {
@@ -560,18 +476,10 @@ async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency() {
     // Eight clients deliver the same five calls at once: five counted, 80 % and 100 % once.
     let deliveries: Vec<_> = (0..8)
         .map(|_| {
-            let (base, key, events) = (api.base.clone(), api.key.clone(), calls(0..5, None));
+            let (api, events) = (api.clone(), calls(0..5, None));
             tokio::spawn(async move {
-                Client::new()
-                    .post(format!("{base}/v1/usage/batch"))
-                    .bearer_auth(key)
-                    .json(&json!({ "events": events }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json::<Value>()
-                    .await
-                    .unwrap()["accepted"]
+                api.post("/v1/usage/batch", json!({ "events": events }))
+                    .await["accepted"]
                     .as_u64()
                     .unwrap()
             })
@@ -586,13 +494,13 @@ async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency() {
     assert_eq!(thresholds["data"].as_array().unwrap().len(), 2);
 
     // January is billed; one late call arrives; eight workers pick up its job at once.
-    api.advance(&m.clock, "2027-02-01T00:00:00Z").await;
-    api.batch(calls(5..6, Some("2027-01-31T12:00:00Z"))).await;
+    advance(&api, &m.clock, "2027-02-01T00:00:00Z").await;
+    batch(&api, calls(5..6, Some("2027-01-31T12:00:00Z"))).await;
     let id = billing_domain::kernel::ids::SubscriptionId::parse(&sub, "id").unwrap();
     let until: jiff::Timestamp = "2027-02-01T00:01:00Z".parse().unwrap();
     let workers: Vec<_> = (0..8)
         .map(|_| {
-            let (app, tenant) = (app.clone(), api.tenant);
+            let (app, tenant) = (app.clone(), tenant.id);
             tokio::spawn(async move { app.bill_late_usage(tenant, id, until).await.unwrap() })
         })
         .collect();
@@ -614,26 +522,13 @@ async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency() {
     );
 }
 
-/// A clock the test moves.
-struct Manual(std::sync::Mutex<jiff::Timestamp>);
-
-impl Clock for Manual {
-    fn now(&self) -> jiff::Timestamp {
-        *self.0.lock().unwrap()
-    }
-}
-
 #[tokio::test]
 async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
     // Real time (no test clock), as the deployed worker sees it: the worker's batch path
     // writes the renewals of several subscriptions together, with their billed rollups.
     let start: jiff::Timestamp = "2027-03-01T00:00:00Z".parse().unwrap();
-    let clock = std::sync::Arc::new(Manual(std::sync::Mutex::new(start)));
-    let app = App::new(
-        std::sync::Arc::new(billing_memory::MemoryStore::new()),
-        clock.clone(),
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
-    );
+    let clock = billing_tests::clock::ManualClock::at(start);
+    let app = billing_tests::app_with_clock(billing_tests::memory_store(), clock.clone());
     let caller = billing_tests::admin(&app, "Worker").await;
     app.create_metric(
         &caller,
@@ -704,10 +599,7 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
                 subscription: Some(id),
                 ..Default::default()
             };
-            let page = billing_app::ports::PageRequest {
-                limit: 100,
-                starting_after: None,
-            };
+            let page = billing_app::ports::PageRequest::first(100);
             app.list_invoices(&caller, &filter, &page)
                 .await
                 .unwrap()
@@ -715,7 +607,7 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
         }
     };
 
-    *clock.0.lock().unwrap() = "2027-04-01T00:00:00Z".parse().unwrap();
+    clock.set("2027-04-01T00:00:00Z".parse().unwrap());
     let until = clock.now();
     let results = app
         .run_due_subscriptions(caller.tenant_id, &ids, until)
@@ -740,7 +632,7 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
         "metric": "api_calls", "timestamp": "2027-03-31T23:00:00Z"}))
         .unwrap();
     assert!(app.record_usage_event(&caller, late).await.unwrap().late);
-    *clock.0.lock().unwrap() = "2027-04-01T00:02:00Z".parse().unwrap();
+    clock.set("2027-04-01T00:02:00Z".parse().unwrap());
     let due = app.store.due_items(clock.now(), 100).await.unwrap();
     let jobs: Vec<_> = due
         .iter()
@@ -779,3 +671,5 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
             )
         )));
 }
+
+billing_tests::on_both_stores!(metering_story,);

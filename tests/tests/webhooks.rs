@@ -2,7 +2,7 @@
 //! local stack's queue, the backoff schedule on an injected clock, the outbox sweep after
 //! a "crash" between commit and publish, and the SSRF rules.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use billing_app::ports::*;
@@ -14,8 +14,11 @@ use billing_domain::customers::account::NewAccount;
 use billing_domain::customers::tenant::TenantMode;
 use billing_domain::events::webhook::{self, DeliveryStatus, NewWebhookEndpoint};
 use billing_memory::MemoryStore;
-use billing_tests::webhooks::{ManualClock, Receiver, RecordingDispatch};
+use billing_tests::api::Api;
+use billing_tests::clock::ManualClock;
+use billing_tests::webhooks::{Receiver, RecordingDispatch};
 use jiff::{SignedDuration, Timestamp};
+use reqwest::Method;
 use serde_json::{json, Value};
 
 async fn caller(app: &App, mode: TenantMode) -> (Caller, String) {
@@ -74,15 +77,8 @@ async fn signed_events_reach_each_subscribed_endpoint_once_through_the_local_sta
     .await
     .unwrap();
     let _workers = local.spawn(1, Duration::from_millis(500));
-    let base = billing_tests::serve(local.app.clone()).await;
     let (_, key) = caller(&local.app, TenantMode::Sandbox).await;
-    let http = reqwest::Client::new();
-    let post = |path: &str, body: Value| {
-        http.post(format!("{base}{path}"))
-            .bearer_auth(&key)
-            .json(&body)
-            .send()
-    };
+    let api = Api::new(billing_tests::serve(local.app.clone()).await, key);
 
     let (a, url_a) = Receiver::start(vec![]).await;
     let (b, url_b) = Receiver::start(vec![]).await;
@@ -93,41 +89,30 @@ async fn signed_events_reach_each_subscribed_endpoint_once_through_the_local_sta
         (&url_b, json!(["account.*"])),
         (&url_c, json!(["api_key.*"])),
     ] {
-        let created = post(
-            "/v1/webhook-endpoints",
-            json!({"url": url, "enabled_events": events}),
-        )
-        .await
-        .unwrap();
-        assert_eq!(created.status(), 201);
-        let created: Value = created.json().await.unwrap();
+        let created = api
+            .created(
+                "/v1/webhook-endpoints",
+                json!({"url": url, "enabled_events": events}),
+            )
+            .await;
         assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
         secrets.push(created);
     }
     // The secret is shown once: reading the endpoint never shows it.
-    let read: Value = http
-        .get(format!(
-            "{base}/v1/webhook-endpoints/{}",
+    let read = api
+        .get(&format!(
+            "/v1/webhook-endpoints/{}",
             secrets[0]["id"].as_str().unwrap()
         ))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert!(read.get("secret").is_none() && !read.to_string().contains("whsec_"));
 
-    let acct: Value = post(
-        "/v1/accounts",
-        json!({"email": "ada@example.com", "currency": "eur"}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let acct = api
+        .post(
+            "/v1/accounts",
+            json!({"email": "ada@example.com", "currency": "eur"}),
+        )
+        .await;
     // A subscribes to everything: it also hears of the three endpoints being created.
     a.wait_for(4).await;
     b.wait_for(1).await;
@@ -162,51 +147,44 @@ async fn signed_events_reach_each_subscribed_endpoint_once_through_the_local_sta
     b.assert_signed_with(secrets[1]["secret"].as_str().unwrap());
 
     // The event log: filter by type and resource, read one, and the delivery log.
-    let get = |path: String| {
-        let http = http.clone();
-        let key = key.clone();
-        async move {
-            let r = http.get(path).bearer_auth(&key).send().await.unwrap();
-            assert_eq!(r.status(), 200);
-            r.json::<Value>().await.unwrap()
-        }
-    };
-    let listed = get(format!(
-        "{base}/v1/events?type=account.created&resource={}",
-        acct["id"].as_str().unwrap()
-    ))
-    .await;
+    let listed = api
+        .get(&format!(
+            "/v1/events?type=account.created&resource={}",
+            acct["id"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 1);
     assert_eq!(listed["data"][0]["id"], event["id"]);
-    let one = get(format!(
-        "{base}/v1/events/{}",
-        event["id"].as_str().unwrap()
-    ))
-    .await;
+    let one = api
+        .get(&format!("/v1/events/{}", event["id"].as_str().unwrap()))
+        .await;
     assert_eq!(
         one, *event,
         "the API and the webhook show the same envelope"
     );
-    let all = get(format!("{base}/v1/events?limit=100")).await;
+    let all = api.get("/v1/events?limit=100").await;
     assert_eq!(
         all["data"].as_array().unwrap().len(),
         4,
         "3 endpoints and 1 account"
     );
     let b_id = secrets[1]["id"].as_str().unwrap();
-    let log = get(format!("{base}/v1/webhook-endpoints/{b_id}/deliveries")).await;
+    let log = api
+        .get(&format!("/v1/webhook-endpoints/{b_id}/deliveries"))
+        .await;
     let delivery = &log["data"][0];
     assert_eq!(delivery["status"], "succeeded");
     assert_eq!(delivery["event_id"], event["id"]);
     assert_eq!(delivery["attempts"][0]["response_status"], 200);
 
     // Resend: a new delivery, to B only.
-    let resent = post(
-        &format!("/v1/events/{}/resend", event["id"].as_str().unwrap()),
-        json!({"endpoint": b_id}),
-    )
-    .await
-    .unwrap();
+    let resent = api
+        .send(
+            Method::POST,
+            &format!("/v1/events/{}/resend", event["id"].as_str().unwrap()),
+            Some(&json!({"endpoint": b_id})),
+        )
+        .await;
     assert_eq!(resent.status(), 202);
     b.wait_for(2).await;
     assert_eq!(b.bodies()[1]["id"], event["id"]);
@@ -214,21 +192,17 @@ async fn signed_events_reach_each_subscribed_endpoint_once_through_the_local_sta
     assert_eq!(a.bodies().len(), 4, "A was not part of the resend");
 
     // Rotation: the new secret signs at once, the old one still does during the overlap.
-    let rotated: Value = post(
-        &format!("/v1/webhook-endpoints/{b_id}/rotate-secret"),
-        json!({}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    post(
+    let rotated = api
+        .post(
+            &format!("/v1/webhook-endpoints/{b_id}/rotate-secret"),
+            json!({}),
+        )
+        .await;
+    api.post(
         "/v1/accounts",
         json!({"email": "bob@example.com", "currency": "eur"}),
     )
-    .await
-    .unwrap();
+    .await;
     b.wait_for(3).await;
     let last = b.received.lock().unwrap()[2].clone();
     let header = last.0[webhook::SIGNATURE_HEADER]
@@ -253,13 +227,9 @@ async fn signed_events_reach_each_subscribed_endpoint_once_through_the_local_sta
 #[tokio::test]
 async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() {
     let start: Timestamp = "2026-05-04T10:00:00Z".parse().unwrap();
-    let clock = Arc::new(ManualClock(Mutex::new(start)));
+    let clock = ManualClock::at(start);
     let store = Arc::new(MemoryStore::new());
-    let app = App::new(
-        store.clone(),
-        clock.clone(),
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
-    );
+    let app = billing_tests::app_with_clock(store.clone(), clock.clone());
     let dispatch = Arc::new(RecordingDispatch::default());
     let fanout = Fanout::new(app.clone(), dispatch.clone(), Arc::new(HttpSender::new()));
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
@@ -333,14 +303,7 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
     }
     assert_eq!(receiver.bodies().len(), 3);
     let deliveries = app
-        .list_webhook_deliveries(
-            &caller,
-            created.endpoint.id,
-            &PageRequest {
-                limit: 10,
-                starting_after: None,
-            },
-        )
+        .list_webhook_deliveries(&caller, created.endpoint.id, &PageRequest::first(10))
         .await
         .unwrap()
         .items;
@@ -372,13 +335,9 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
 #[tokio::test]
 async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disabled() {
     let start: Timestamp = "2026-05-04T10:00:00Z".parse().unwrap();
-    let clock = Arc::new(ManualClock(Mutex::new(start)));
+    let clock = ManualClock::at(start);
     let store = Arc::new(MemoryStore::new());
-    let app = App::new(
-        store.clone(),
-        clock.clone(),
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
-    );
+    let app = billing_tests::app_with_clock(store.clone(), clock.clone());
     let dispatch = Arc::new(RecordingDispatch::default());
     let fanout = Fanout::new(app.clone(), dispatch.clone(), Arc::new(HttpSender::new()));
     let sweeper = Sweeper::new(
@@ -449,24 +408,14 @@ async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disab
                         event_type: Some("webhook_endpoint.disabled".into()),
                         resource_id: None,
                     },
-                    &PageRequest {
-                        limit: 10,
-                        starting_after: None,
-                    },
+                    &PageRequest::first(10),
                 )
                 .await
                 .unwrap();
             assert_eq!(disabled.items.len(), 1);
             assert!(attempts >= 2 * webhook::MAX_ATTEMPTS as usize);
             let log = app
-                .list_webhook_deliveries(
-                    &caller,
-                    created.endpoint.id,
-                    &PageRequest {
-                        limit: 10,
-                        starting_after: None,
-                    },
-                )
+                .list_webhook_deliveries(&caller, created.endpoint.id, &PageRequest::first(10))
                 .await
                 .unwrap();
             assert!(log.items.iter().all(|d| d.status == DeliveryStatus::Failed));
@@ -488,11 +437,7 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
     let crashed = billing_tests::dynamo_store().await;
     let table = crashed.table().to_owned();
     let (sdk, queue) = local_queue(&table).await;
-    let app = App::new(
-        Arc::new(crashed.clone()),
-        Arc::new(SystemClock),
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
-    );
+    let app = billing_tests::app_with_clock(Arc::new(crashed.clone()), Arc::new(SystemClock));
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
     let (receiver, url) = Receiver::start(vec![]).await;
     app.create_webhook_endpoint(&caller, endpoint(&url, &["account.created"]))
@@ -503,14 +448,7 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
         .await
         .unwrap();
     let events = app
-        .list_events(
-            &caller,
-            &EventFilter::default(),
-            &PageRequest {
-                limit: 10,
-                starting_after: None,
-            },
-        )
+        .list_events(&caller, &EventFilter::default(), &PageRequest::first(10))
         .await
         .unwrap();
     assert_eq!(events.items.len(), 2);
@@ -518,16 +456,15 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
     assert!(receiver.bodies().is_empty(), "nothing was published");
 
     // The sweep, once the outbox grace is over (its clock runs ahead), publishes them.
-    let later = Arc::new(ManualClock(Mutex::new(Timestamp::now() + OUTBOX_GRACE)));
+    let later = ManualClock::at(Timestamp::now() + OUTBOX_GRACE);
     let dispatch = Arc::new(
         AwsDispatch::by_queue_name(&sdk, &queue, billing_infra::stack::EVENT_BUS)
             .await
             .unwrap(),
     );
-    let swept_app = App::new(
+    let swept_app = billing_tests::app_with_clock(
         Arc::new(DynamoStore::new(crashed.client().clone(), &table)),
         later,
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
     );
     let sweeper = Sweeper::new(
         swept_app,
@@ -542,10 +479,9 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
         "published once"
     );
 
-    let worker_app = App::new(
+    let worker_app = billing_tests::app_with_clock(
         Arc::new(DynamoStore::new(crashed.client().clone(), &table)),
         Arc::new(SystemClock),
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
     );
     let fanout = Fanout::new(worker_app, dispatch, Arc::new(HttpSender::new()));
     let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -569,15 +505,17 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
 #[tokio::test]
 async fn live_tenants_cannot_point_webhooks_at_internal_addresses() {
     let app = billing_tests::memory_app();
-    let base = billing_tests::serve(app.clone()).await;
     let (_, live_key) = caller(&app, TenantMode::Live).await;
     let (_, sandbox_key) = caller(&app, TenantMode::Sandbox).await;
-    let http = reqwest::Client::new();
-    let create = |key: &str, url: &str| {
-        http.post(format!("{base}/v1/webhook-endpoints"))
-            .bearer_auth(key)
-            .json(&json!({"url": url, "enabled_events": ["*"]}))
-            .send()
+    let live = Api::new(billing_tests::serve(app.clone()).await, live_key);
+    let sandbox = live.with_key(&sandbox_key);
+    let create = |api: &Api, url: &str| {
+        let body = json!({"url": url, "enabled_events": ["*"]});
+        let api = api.clone();
+        async move {
+            api.send(Method::POST, "/v1/webhook-endpoints", Some(&body))
+                .await
+        }
     };
     for (url, code) in [
         ("https://169.254.169.254/latest/meta-data/", "forbidden_url"),
@@ -591,7 +529,7 @@ async fn live_tenants_cannot_point_webhooks_at_internal_addresses() {
         ("http://127.0.0.1:8080/hook", "insecure_url"),
         ("http://hooks.example.com/hook", "insecure_url"),
     ] {
-        let response = create(&live_key, url).await.unwrap();
+        let response = create(&live, url).await;
         assert_eq!(response.status(), 400, "{url}");
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["code"], code, "{url}: {problem}");
@@ -599,35 +537,30 @@ async fn live_tenants_cannot_point_webhooks_at_internal_addresses() {
         assert!(!problem["hint"].as_str().unwrap().is_empty());
     }
     assert_eq!(
-        create(&live_key, "https://hooks.example.com/billing")
+        create(&live, "https://hooks.example.com/billing")
             .await
-            .unwrap()
             .status(),
         201
     );
     // A sandbox may deliver to the developer's machine, but no further inside.
     assert_eq!(
-        create(&sandbox_key, "http://127.0.0.1:8080/hook")
+        create(&sandbox, "http://127.0.0.1:8080/hook")
             .await
-            .unwrap()
             .status(),
         201
     );
     assert_eq!(
-        create(&sandbox_key, "https://10.0.0.7/hook")
-            .await
-            .unwrap()
-            .status(),
+        create(&sandbox, "https://10.0.0.7/hook").await.status(),
         400
     );
     // Unknown event types are refused with the index at fault.
-    let bad = http
-        .post(format!("{base}/v1/webhook-endpoints"))
-        .bearer_auth(&live_key)
-        .json(&json!({"url": "https://hooks.example.com/x", "enabled_events": ["account.created", "acount.updated"]}))
-        .send()
-        .await
-        .unwrap();
+    let bad = live
+        .send(
+            Method::POST,
+            "/v1/webhook-endpoints",
+            Some(&json!({"url": "https://hooks.example.com/x", "enabled_events": ["account.created", "acount.updated"]})),
+        )
+        .await;
     let problem: Value = bad.json().await.unwrap();
     assert_eq!(problem["param"], "enabled_events[1]");
 
@@ -684,14 +617,7 @@ async fn the_catalog_is_in_the_openapi_document_and_events_carry_no_secrets() {
         .await
         .unwrap();
     let events = app
-        .list_events(
-            &caller,
-            &EventFilter::default(),
-            &PageRequest {
-                limit: 10,
-                starting_after: None,
-            },
-        )
+        .list_events(&caller, &EventFilter::default(), &PageRequest::first(10))
         .await
         .unwrap();
     assert_eq!(events.items.len(), 3);
@@ -704,9 +630,7 @@ async fn the_catalog_is_in_the_openapi_document_and_events_carry_no_secrets() {
 
 #[tokio::test]
 async fn an_endpoint_subscribed_to_invoice_created_is_accepted_and_receives_it() {
-    let clock = Arc::new(ManualClock(Mutex::new(
-        "2026-05-04T10:00:00Z".parse().unwrap(),
-    )));
+    let clock = ManualClock::at("2026-05-04T10:00:00Z".parse().unwrap());
     let app = App::new(
         Arc::new(MemoryStore::new()),
         clock.clone(),

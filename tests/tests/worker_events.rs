@@ -3,18 +3,17 @@
 //! record, one poison record reported back alone) and a scheduled event to `billing-run`.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
 use billing_app::ports::{Clock, OUTBOX_GRACE};
 use billing_app::relay::{Fanout, Sweeper};
-use billing_app::App;
 use billing_aws::HttpSender;
 use billing_domain::customers::account::NewAccount;
 use billing_domain::events::webhook::NewWebhookEndpoint;
-use billing_memory::MemoryStore;
-use billing_tests::webhooks::{ManualClock, Receiver, RecordingDispatch};
+use billing_tests::clock::ManualClock;
+use billing_tests::webhooks::{Receiver, RecordingDispatch};
 use jiff::Timestamp;
 
 fn sample<T: serde::de::DeserializeOwned>(file: &str) -> T {
@@ -73,12 +72,8 @@ async fn the_sqs_sample_is_delivered_and_its_poison_record_reported_alone() {
 
 #[tokio::test]
 async fn the_scheduled_sample_sweeps_what_is_due() {
-    let clock = Arc::new(ManualClock(Mutex::new(Timestamp::now())));
-    let app = App::new(
-        Arc::new(MemoryStore::new()),
-        clock.clone(),
-        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
-    );
+    let clock = ManualClock::at(Timestamp::now());
+    let app = billing_tests::app_with_clock(billing_tests::memory_store(), clock.clone());
     app.ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
         .await
         .unwrap();

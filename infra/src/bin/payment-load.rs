@@ -138,10 +138,7 @@ async fn main() -> anyhow::Result<()> {
             account: Some(account.id),
             ..Default::default()
         };
-        let page = PageRequest {
-            limit: 10,
-            starting_after: None,
-        };
+        let page = PageRequest::first(10);
         attempts.extend(app.list_payments(&caller, &filter, &page).await?.items);
     }
     let attach_calls = gateway.take();
@@ -171,10 +168,7 @@ async fn main() -> anyhow::Result<()> {
         status: Some(PaymentStatus::Succeeded),
         ..Default::default()
     };
-    let page = PageRequest {
-        limit: 100,
-        starting_after: None,
-    };
+    let page = PageRequest::first(100);
     let succeeded = app
         .list_payments(&caller, &filter, &page)
         .await?

@@ -177,13 +177,7 @@ impl Fanout {
         let endpoints = self
             .app
             .store
-            .list_webhook_endpoints(
-                tenant,
-                &PageRequest {
-                    limit: webhook::MAX_ENDPOINTS,
-                    starting_after: None,
-                },
-            )
+            .list_webhook_endpoints(tenant, &PageRequest::first(webhook::MAX_ENDPOINTS))
             .await?
             .items;
         let now = self.app.clock.now();

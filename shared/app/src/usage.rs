@@ -388,10 +388,7 @@ impl App {
                     external_id: Some(external_id.to_owned()),
                     ..AccountFilter::default()
                 },
-                &PageRequest {
-                    limit: 1,
-                    starting_after: None,
-                },
+                &PageRequest::first(1),
             )
             .await?;
         Ok(page.items.first().map(|a| a.id))
@@ -410,10 +407,7 @@ impl App {
                     account: Some(account),
                     ..SubscriptionFilter::default()
                 },
-                &PageRequest {
-                    limit: 100,
-                    starting_after: None,
-                },
+                &PageRequest::first(100),
             )
             .await?;
         Ok(page

@@ -76,10 +76,7 @@ impl App {
             .store
             .list_webhook_endpoints(
                 caller.tenant_id,
-                &PageRequest {
-                    limit: webhook::MAX_ENDPOINTS,
-                    starting_after: None,
-                },
+                &PageRequest::first(webhook::MAX_ENDPOINTS),
             )
             .await?;
         if existing.items.len() >= webhook::MAX_ENDPOINTS {
@@ -269,10 +266,7 @@ impl App {
                 .store
                 .list_webhook_endpoints(
                     caller.tenant_id,
-                    &PageRequest {
-                        limit: webhook::MAX_ENDPOINTS,
-                        starting_after: None,
-                    },
+                    &PageRequest::first(webhook::MAX_ENDPOINTS),
                 )
                 .await?
                 .items

@@ -75,6 +75,16 @@ pub struct PageRequest {
     pub starting_after: Option<String>,
 }
 
+impl PageRequest {
+    /// The first page of `limit` items.
+    pub fn first(limit: usize) -> Self {
+        Self {
+            limit,
+            starting_after: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
     pub items: Vec<T>,
