@@ -23,18 +23,15 @@ use billing_domain::kernel::ids::{AccountId, PlanId, SubscriptionId, TenantId};
 use billing_domain::kernel::metadata::Metadata;
 use jiff::Timestamp;
 
-use crate::dunning::refuse_blocked;
-use crate::payments::first_attempt;
+use crate::customers::refuse_blocked;
+use crate::collection::first_attempt;
 use crate::ports::{
     BillingJob, InvoiceWrite, NextInvoiceNumber, Page, PageRequest, StoreError, SubscriptionFilter,
     SubscriptionStep,
 };
-use crate::webhooks::system_caller;
-use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
+use super::BillingService;
+use crate::kernel::{change, event, new_ulid, to_json, system_caller, WRITE_ATTEMPTS, AppError, Caller, ChangeSpec};
 
-/// How often a step is retried when another writer moved the subscription or the invoice
-/// sequence first.
-const WRITE_ATTEMPTS: usize = 8;
 /// Most lifecycle steps one call performs (a year of daily renewals, with room).
 const MAX_STEPS: usize = 1000;
 
@@ -100,24 +97,7 @@ fn invalid(code: &'static str, param: &'static str, message: impl Into<String>) 
     ))
 }
 
-impl App {
-    /// `now` for an account: its test clock's time, or the real time.
-    pub(crate) async fn now_for(
-        &self,
-        caller: &Caller,
-        test_clock: Option<billing_domain::kernel::ids::TestClockId>,
-    ) -> Result<Timestamp, AppError> {
-        match test_clock {
-            None => Ok(self.now()),
-            Some(id) => Ok(self
-                .store
-                .get_test_clock(caller.tenant_id, id)
-                .await?
-                .ok_or_else(|| AppError::not_found("test clock", id))?
-                .frozen_time),
-        }
-    }
-
+impl BillingService {
     async fn load_account(&self, caller: &Caller, id: AccountId) -> Result<Account, AppError> {
         let account = self
             .store
@@ -140,48 +120,6 @@ impl App {
         Ok(account)
     }
 
-    /// The terms a subscription in `currency` gets on `plan_id` at `at`, and the plan's
-    /// trial (read with them, so a new subscription reads the plan once).
-    pub(crate) async fn terms_for(
-        &self,
-        caller: &Caller,
-        currency: billing_domain::kernel::currency::Currency,
-        plan_id: PlanId,
-        at: Timestamp,
-    ) -> Result<(SubscriptionTerms, u32), AppError> {
-        let plan = self
-            .store
-            .get_plan(caller.tenant_id, plan_id)
-            .await?
-            .ok_or_else(|| invalid("unknown_plan", "plan", format!("no such plan: {plan_id}")))?;
-        if !plan.active {
-            return Err(AppError::Conflict {
-                code: "plan_inactive",
-                message: "the plan takes no new subscriptions".into(),
-                param: Some("plan"),
-            });
-        }
-        let versions = self
-            .store
-            .list_plan_versions(caller.tenant_id, plan_id)
-            .await?;
-        let version = plan::version_in_effect(&versions, at).ok_or_else(|| {
-            invalid(
-                "plan_not_in_effect",
-                "plan",
-                "the plan has no prices in effect yet",
-            )
-        })?;
-        let terms = SubscriptionTerms::of(&plan, version, currency).map_err(|e| {
-            invalid(
-                "currency_not_offered",
-                "plan",
-                format!("{e}; the account's currency decides"),
-            )
-        })?;
-        Ok((terms, plan.trial_days))
-    }
-
     pub async fn create_subscription(
         &self,
         caller: &Caller,
@@ -190,7 +128,7 @@ impl App {
         caller.require(Permission::WriteBilling)?;
         let account = self.load_account(caller, input.account_id).await?;
         refuse_blocked(&account)?;
-        let now = self.now_for(caller, account.test_clock).await?;
+        let now = self.clocks.now_for(caller.tenant_id, account.test_clock).await?;
         let start = input.start.unwrap_or(now);
         if start < now - jiff::SignedDuration::from_mins(5) {
             return Err(invalid(
@@ -199,8 +137,7 @@ impl App {
                 "a subscription cannot start in the past",
             ));
         }
-        let (terms, plan_trial) = self
-            .terms_for(caller, account.currency, input.plan_id, start)
+        let (terms, plan_trial) = self.catalog.subscription_terms(caller, account.currency, input.plan_id, start)
             .await?;
         let transition = Subscription::start(
             NewSubscription {
@@ -241,7 +178,8 @@ impl App {
                 }) => continue,
                 other => other?,
             }
-            self.release_invoice_payment(caller.tenant_id, invoice.as_ref(), now)
+            self.collection
+                .release_invoice_payment(caller.tenant_id, invoice.as_ref(), now)
                 .await;
             return Ok(transition.next);
         }
@@ -289,7 +227,7 @@ impl App {
         let sub = &transition.next;
         let before = previous.map(to_json).transpose()?;
         let after = to_json(sub)?;
-        let mut change = self.change(
+        let mut change = change(
             caller,
             now,
             ChangeSpec {
@@ -307,7 +245,7 @@ impl App {
         );
         let previous_attributes = change.events[0].previous_attributes.clone();
         for event_type in transition.events.iter().skip(1) {
-            let event = self.event(
+            let event = event(
                 caller,
                 now,
                 event_type,
@@ -326,7 +264,7 @@ impl App {
             .await?;
         let data = to_json(&invoice.invoice)?;
         for event_type in ["invoice.created", "invoice.finalized"] {
-            change.events.push(self.event(
+            change.events.push(event(
                 caller,
                 now,
                 event_type,
@@ -336,7 +274,7 @@ impl App {
             ));
         }
         if invoice.invoice.status == billing_domain::billing::invoice::InvoiceStatus::Paid {
-            change.events.push(self.event(
+            change.events.push(event(
                 caller,
                 now,
                 "invoice.paid",
@@ -350,7 +288,7 @@ impl App {
 
     /// Builds the invoice `id` of `sub` from `billing` and finalizes it under `number`, or
     /// the tenant's next invoice number when it is `None`.
-    pub(crate) async fn finalized_invoice(
+    pub(super) async fn finalized_invoice(
         &self,
         caller: &Caller,
         sub: &Subscription,
@@ -414,7 +352,7 @@ impl App {
     {
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.get_subscription(caller, id).await?;
-            let now = self.now_for(caller, current.test_clock).await?;
+            let now = self.clocks.now_for(caller.tenant_id, current.test_clock).await?;
             let Some(mut transition) = step(&current, now)? else {
                 return Ok(current);
             };
@@ -437,7 +375,8 @@ impl App {
                 }
                 other => other?,
             }
-            self.release_invoice_payment(caller.tenant_id, step.invoice.as_ref(), now)
+            self.collection
+                .release_invoice_payment(caller.tenant_id, step.invoice.as_ref(), now)
                 .await;
             return Ok(step.next);
         }
@@ -518,9 +457,9 @@ impl App {
             Some(plan_id) if plan_id != current.terms.plan_id => {
                 let account = self.load_account(caller, current.account_id).await?;
                 refuse_blocked(&account)?;
-                let now = self.now_for(caller, current.test_clock).await?;
+                let now = self.clocks.now_for(caller.tenant_id, current.test_clock).await?;
                 Some(
-                    self.terms_for(caller, account.currency, plan_id, now)
+                    self.catalog.subscription_terms(caller, account.currency, plan_id, now)
                         .await?
                         .0,
                 )
@@ -606,7 +545,7 @@ impl App {
             })
             .collect();
         let mut billed = self
-            .run_due_subscriptions(tenant, &ids, self.now())
+            .run_due_subscriptions(tenant, &ids, self.clocks.now())
             .await
             .into_iter();
         let mut results = Vec::with_capacity(jobs.len());
@@ -695,7 +634,8 @@ impl App {
         };
         let mut made = HashMap::new();
         for (step, due) in steps.into_iter().zip(due_times).take(written) {
-            self.release_invoice_payment(tenant, step.invoice.as_ref(), due)
+            self.collection
+                .release_invoice_payment(tenant, step.invoice.as_ref(), due)
                 .await;
             made.insert(step.next.id, step.next);
         }
@@ -819,7 +759,8 @@ impl App {
         };
         match self.save_step(tenant, &step).await {
             Ok(()) => {
-                self.release_invoice_payment(tenant, step.invoice.as_ref(), due)
+                self.collection
+                .release_invoice_payment(tenant, step.invoice.as_ref(), due)
                     .await;
                 Ok(Step::Made(Box::new(step.next)))
             }

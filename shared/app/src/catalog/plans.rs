@@ -14,8 +14,12 @@ use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::error::ValidationError;
 use billing_domain::kernel::ids::{MetricId, PlanId};
 
+use billing_domain::billing::subscription::SubscriptionTerms;
+use jiff::Timestamp;
+
 use crate::ports::{Page, PageRequest, PlanFilter};
-use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
+use super::CatalogService;
+use crate::kernel::{change, event, new_ulid, to_json, AppError, Caller, ChangeSpec};
 
 /// A plan with the prices a subscription starting now would get.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,17 +60,17 @@ impl From<PlanChangeError> for AppError {
     }
 }
 
-impl App {
+impl CatalogService {
     pub async fn create_metric(
         &self,
         caller: &Caller,
         input: NewMetric,
     ) -> Result<Metric, AppError> {
         caller.require(Permission::WriteBilling)?;
-        let now = self.now();
+        let now = self.clocks.now();
         let metric = Metric::create(MetricId::from_ulid(new_ulid()), input, now)?;
         let after = to_json(&metric)?;
-        let change = self.change(
+        let change = change(
             caller,
             now,
             ChangeSpec {
@@ -109,9 +113,9 @@ impl App {
     ) -> Result<Metric, AppError> {
         caller.require(Permission::WriteBilling)?;
         let current = self.get_metric(caller, id).await?;
-        let next = current.apply(patch, self.now())?;
+        let next = current.apply(patch, self.clocks.now())?;
         let (before, after) = (to_json(&current)?, to_json(&next)?);
-        let change = self.change(
+        let change = change(
             caller,
             next.updated_at,
             ChangeSpec {
@@ -129,8 +133,9 @@ impl App {
         Ok(next)
     }
 
-    /// Validates charges through the engine against the tenant's metrics.
-    pub(crate) async fn plan_terms(
+    /// Validates charges through the engine against the tenant's metrics (also what a
+    /// preview of an unsaved plan asks).
+    pub async fn validate_charges(
         &self,
         caller: &Caller,
         charges: PlanCharges,
@@ -149,6 +154,49 @@ impl App {
         Ok(charges.validate(&known)?)
     }
 
+    /// The terms a subscription in `currency` gets on `plan_id` at `at`, and the plan's
+    /// trial (read with them, so a new subscription reads the plan once). Billing's way
+    /// into the catalog.
+    pub async fn subscription_terms(
+        &self,
+        caller: &Caller,
+        currency: billing_domain::kernel::currency::Currency,
+        plan_id: PlanId,
+        at: Timestamp,
+    ) -> Result<(SubscriptionTerms, u32), AppError> {
+        let plan = self
+            .store
+            .get_plan(caller.tenant_id, plan_id)
+            .await?
+            .ok_or_else(|| invalid("unknown_plan", "plan", format!("no such plan: {plan_id}")))?;
+        if !plan.active {
+            return Err(AppError::Conflict {
+                code: "plan_inactive",
+                message: "the plan takes no new subscriptions".into(),
+                param: Some("plan"),
+            });
+        }
+        let versions = self
+            .store
+            .list_plan_versions(caller.tenant_id, plan_id)
+            .await?;
+        let version = plan::version_in_effect(&versions, at).ok_or_else(|| {
+            invalid(
+                "plan_not_in_effect",
+                "plan",
+                "the plan has no prices in effect yet",
+            )
+        })?;
+        let terms = SubscriptionTerms::of(&plan, version, currency).map_err(|e| {
+            invalid(
+                "currency_not_offered",
+                "plan",
+                format!("{e}; the account's currency decides"),
+            )
+        })?;
+        Ok((terms, plan.trial_days))
+    }
+
     pub async fn create_plan(
         &self,
         caller: &Caller,
@@ -156,12 +204,12 @@ impl App {
     ) -> Result<PlanWithPrices, AppError> {
         caller.require(Permission::WriteBilling)?;
         let terms = self
-            .plan_terms(caller, std::mem::take(&mut input.charges))
+            .validate_charges(caller, std::mem::take(&mut input.charges))
             .await?;
-        let now = self.now();
+        let now = self.clocks.now();
         let (plan, first) = Plan::create(PlanId::from_ulid(new_ulid()), input, terms, now)?;
         let after = to_json(&plan)?;
-        let mut change = self.change(
+        let mut change = change(
             caller,
             now,
             ChangeSpec {
@@ -173,7 +221,7 @@ impl App {
                 after: &after,
             },
         );
-        change.events.push(self.event(
+        change.events.push(event(
             caller,
             now,
             "plan.version_created",
@@ -201,7 +249,7 @@ impl App {
         caller.require(Permission::Read)?;
         let plan = self.load_plan(caller, id).await?;
         let versions = self.store.list_plan_versions(caller.tenant_id, id).await?;
-        let prices = plan::version_in_effect(&versions, self.now()).cloned();
+        let prices = plan::version_in_effect(&versions, self.clocks.now()).cloned();
         Ok(PlanWithPrices { plan, prices })
     }
 
@@ -226,7 +274,7 @@ impl App {
     ) -> Result<Plan, AppError> {
         caller.require(Permission::WriteBilling)?;
         let current = self.load_plan(caller, id).await?;
-        let next = current.apply(patch, self.now())?;
+        let next = current.apply(patch, self.clocks.now())?;
         self.save_plan(
             caller,
             &current,
@@ -243,7 +291,7 @@ impl App {
     pub async fn deactivate_plan(&self, caller: &Caller, id: PlanId) -> Result<Plan, AppError> {
         caller.require(Permission::WriteBilling)?;
         let current = self.load_plan(caller, id).await?;
-        let next = current.deactivate(self.now())?;
+        let next = current.deactivate(self.clocks.now())?;
         self.save_plan(
             caller,
             &current,
@@ -269,13 +317,13 @@ impl App {
             .iter()
             .max_by_key(|v| v.number)
             .ok_or_else(|| AppError::Internal(format!("plan {id} has no versions")))?;
-        let terms = self.plan_terms(caller, input.charges).await?;
+        let terms = self.validate_charges(caller, input.charges).await?;
         let (next, version) = current.add_version(
             latest,
             input.effective_from,
             input.migrate_existing,
             terms,
-            self.now(),
+            self.clocks.now(),
         )?;
         self.save_plan(
             caller,
@@ -299,7 +347,7 @@ impl App {
         event_type: &'static str,
     ) -> Result<(), AppError> {
         let (before, after) = (to_json(current)?, to_json(next)?);
-        let mut change = self.change(
+        let mut change = change(
             caller,
             next.updated_at,
             ChangeSpec {

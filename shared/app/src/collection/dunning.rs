@@ -37,12 +37,11 @@ use jiff::{SignedDuration, Timestamp};
 use crate::ports::{
     AccountStatusWrite, Change, Notification, NotifyError, PendingNotice, StoreError,
 };
-use crate::webhooks::system_caller;
-use crate::{to_json, App, AppError, Caller, ChangeSpec};
+use super::CollectionService;
+use crate::kernel::{change, event, to_json, system_caller, WRITE_ATTEMPTS, AppError, Caller, ChangeSpec};
 
 /// How long the process that committed a notice has to send it before the worker does.
 pub const NOTICE_CLAIM: SignedDuration = SignedDuration::from_secs(120);
-const WRITE_ATTEMPTS: usize = 8;
 /// Most moves one run makes (every step of the longest policy, with room for races).
 const MAX_MOVES: usize = 4 * dunning::MAX_STEPS;
 const ENTITY: &str = "dunning";
@@ -54,21 +53,6 @@ fn owed(invoice: &Invoice) -> bool {
         invoice.status,
         InvoiceStatus::Open | InvoiceStatus::Uncollectible
     )
-}
-
-/// Blocked accounts take no new subscriptions and no plan changes until they have paid.
-pub(crate) fn refuse_blocked(account: &Account) -> Result<(), AppError> {
-    if account.status != AccountStatus::Blocked {
-        return Ok(());
-    }
-    Err(AppError::Conflict {
-        code: "account_blocked",
-        message: format!(
-            "account {} is blocked by dunning: pay its overdue invoices to unblock it",
-            account.id
-        ),
-        param: Some("account"),
-    })
 }
 
 fn busy() -> AppError {
@@ -87,7 +71,7 @@ enum Moved {
     Lost,
 }
 
-impl App {
+impl CollectionService {
     /// The tenant's dunning policy (the default until it sets one).
     pub async fn dunning_policy(&self, caller: &Caller) -> Result<DunningPolicy, AppError> {
         caller.require(Permission::Read)?;
@@ -108,9 +92,9 @@ impl App {
         let policy = DunningPolicy::new(steps)?;
         let before = to_json(&self.dunning_policy(caller).await?)?;
         let after = to_json(&policy)?;
-        let change = self.change(
+        let change = change(
             caller,
-            self.now(),
+            self.clocks.now(),
             ChangeSpec {
                 entity_type: "dunning_settings",
                 entity_id: caller.tenant_id.to_string(),
@@ -318,8 +302,8 @@ impl App {
             kind: notice.kind,
             made_at: at,
             retry_at: match self.notifier {
-                Some(_) => self.now() + NOTICE_CLAIM,
-                None => self.now(),
+                Some(_) => self.clocks.now() + NOTICE_CLAIM,
+                None => self.clocks.now(),
             },
             version: 1,
         });
@@ -361,7 +345,7 @@ impl App {
     ) -> Result<Change, AppError> {
         let before = previous.map(to_json).transpose()?;
         let after = to_json(next)?;
-        let mut change = self.change(
+        let mut change = change(
             caller,
             at,
             ChangeSpec {
@@ -385,7 +369,7 @@ impl App {
         }
         if let Some((before, after)) = account {
             let previous_attributes = serde_json::json!({"status": before.status});
-            change.events.push(self.event(
+            change.events.push(crate::kernel::event(
                 caller,
                 at,
                 "account.updated",
@@ -414,7 +398,7 @@ impl App {
         let Some(stored) = self.store.get_dunning_notice(tenant, account, key).await? else {
             return Ok(());
         };
-        let now = self.now();
+        let now = self.clocks.now();
         let Some(claimed) = stored.reclaim(now, now + NOTICE_CLAIM) else {
             return Ok(());
         };

@@ -10,7 +10,8 @@ use rand::RngCore;
 use serde::Serialize;
 
 use crate::ports::{Page, PageRequest};
-use crate::{to_json, App, AppError, Caller, ChangeSpec};
+use super::CustomersService;
+use crate::kernel::{change, to_json, AppError, Caller, ChangeSpec};
 
 const ENTITY: &str = "api_key";
 
@@ -51,7 +52,7 @@ pub fn issue_key(
     }
 }
 
-impl App {
+impl CustomersService {
     /// Resolves `Authorization: Bearer <key>` to the caller it speaks for.
     pub async fn authenticate(
         &self,
@@ -87,10 +88,10 @@ impl App {
         } else {
             TenantMode::Sandbox
         };
-        let now = self.now();
+        let now = self.clocks.now();
         let issued = issue_key(caller.tenant_id, mode, role, name, now);
         let after = key_json(&issued.key)?;
-        let change = self.change(
+        let change = change(
             caller,
             now,
             ChangeSpec {
@@ -136,13 +137,13 @@ impl App {
                 param: None,
             });
         }
-        let now = self.now();
+        let now = self.clocks.now();
         let revoked = ApiKey {
             revoked_at: Some(now),
             ..current.clone()
         };
         let (before, after) = (key_json(&current)?, key_json(&revoked)?);
-        let change = self.change(
+        let change = change(
             caller,
             now,
             ChangeSpec {

@@ -6,11 +6,12 @@ use billing_domain::events::record::AuditAction;
 use billing_domain::kernel::ids::AccountId;
 
 use crate::ports::{AccountFilter, Page, PageRequest};
-use crate::{to_json, App, AppError, Caller, ChangeSpec};
+use super::CustomersService;
+use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec};
 
 const ENTITY: &str = "account";
 
-impl App {
+impl CustomersService {
     pub async fn create_account(
         &self,
         caller: &Caller,
@@ -42,10 +43,10 @@ impl App {
                 ));
             }
         }
-        let now = self.now();
-        let account = Account::create(AccountId::from_ulid(crate::new_ulid()), input, now)?;
+        let now = self.clocks.now();
+        let account = Account::create(AccountId::from_ulid(new_ulid()), input, now)?;
         let after = to_json(&account)?;
-        let change = self.change(
+        let change = change(
             caller,
             now,
             ChangeSpec {
@@ -92,7 +93,7 @@ impl App {
     ) -> Result<Account, AppError> {
         caller.require(Permission::WriteAccounts)?;
         let current = self.get_account(caller, id).await?;
-        let next = current.apply(patch, self.now())?;
+        let next = current.apply(patch, self.clocks.now())?;
         self.save_account(
             caller,
             &current,
@@ -111,7 +112,7 @@ impl App {
     ) -> Result<Account, AppError> {
         caller.require(Permission::WriteAccounts)?;
         let current = self.get_account(caller, id).await?;
-        let next = current.delete(self.now())?;
+        let next = current.delete(self.clocks.now())?;
         self.save_account(
             caller,
             &current,
@@ -132,7 +133,7 @@ impl App {
         event_type: &'static str,
     ) -> Result<(), AppError> {
         let (before, after) = (to_json(current)?, to_json(next)?);
-        let change = self.change(
+        let change = change(
             caller,
             next.updated_at,
             ChangeSpec {

@@ -1,6 +1,4 @@
-//! Usage metering: ingesting events (one or a batch) into rollups exactly once, the live
-//! usage of a subscription, entitlement checks, and the billing side — the usage lines of
-//! a period a lifecycle step closes, and supplemental invoices for late usage.
+//! Ingest: events (one or a batch) into rollups exactly once.
 //!
 //! Ingest plans every write from what it read and conditions each rollup write on the
 //! version it read; events are created only if their transaction id is new. A batch is
@@ -37,14 +35,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::ports::*;
-use crate::webhooks::system_caller;
-use crate::{to_json, App, AppError, Caller, ChangeSpec};
+use super::{invalid, UsageService};
+use crate::kernel::{change, event, to_json, system_caller, WRITE_ATTEMPTS, AppError, Caller, ChangeSpec};
 
 /// Most items one usage write touches (DynamoDB's TransactWriteItems limit).
 pub const MAX_ITEMS: usize = 100;
-/// How often a batch is re-planned after losing a race before the caller is told to retry.
-const WRITE_ATTEMPTS: usize = 8;
-
 /// Each event's transaction id and outcome, by position in the batch, once decided.
 type Outcomes = Vec<Option<(String, Result<UsageOutcome, ValidationError>)>>;
 
@@ -107,65 +102,8 @@ fn entitlement<'a>(sub: Option<&'a Arc<Subscription>>, metric: &str) -> Option<&
     sub?.terms.entitlements.iter().find(|e| e.metric == metric)
 }
 
-fn invalid(code: &'static str, param: &str, message: impl Into<String>) -> ValidationError {
-    ValidationError::new(code, param, message)
-}
 
-/// One metric of a period: the aggregate, and what it costs so far.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct MetricUsage {
-    pub metric: String,
-    /// The metric's aggregate (count, sum, max, unique_count or latest) in the period.
-    #[serde(with = "billing_domain::kernel::decimal::serde_decimal")]
-    #[schema(value_type = String)]
-    pub quantity: Decimal,
-    pub events: u64,
-    /// Priced by the subscription's usage charge; `null` for a metric it does not charge.
-    #[schema(value_type = Option<Object>)]
-    pub amount: Option<Money>,
-    /// How the amount was computed (the engine's derivation: tiers, rounding, commitment).
-    #[schema(value_type = Option<Object>)]
-    pub derivation: Option<Derivation>,
-    /// What invoices billed for it so far (once the period is invoiced).
-    pub billed_amount: Option<i64>,
-    /// The plan's limit on it, and what is left.
-    pub entitlement: Option<Check>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct PeriodUsage {
-    #[schema(value_type = Object)]
-    pub period: Period,
-    pub current: bool,
-    pub metrics: Vec<MetricUsage>,
-    /// For the current period: the invoice its end would produce with the usage so far.
-    #[schema(value_type = Option<Object>)]
-    pub projected_invoice: Option<InvoiceDraft>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct SubscriptionUsage {
-    #[schema(value_type = String)]
-    pub subscription_id: SubscriptionId,
-    pub currency: String,
-    pub periods: Vec<PeriodUsage>,
-}
-
-/// The answer to an entitlement check.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct EntitlementCheck {
-    #[schema(value_type = String)]
-    pub account_id: AccountId,
-    pub metric: String,
-    #[schema(value_type = Option<String>)]
-    pub subscription_id: Option<SubscriptionId>,
-    #[schema(value_type = Option<Object>)]
-    pub period: Option<Period>,
-    #[serde(flatten)]
-    pub check: Check,
-}
-
-impl App {
+impl UsageService {
     /// Records a batch (at most [`MAX_BATCH`]); answers per event, in order.
     pub async fn record_usage(
         &self,
@@ -279,7 +217,7 @@ impl App {
         let now = match lookups.clocks.get(&sub.test_clock) {
             Some(now) => *now,
             None => {
-                let now = self.now_for(caller, sub.test_clock).await?;
+                let now = self.clocks.now_for(caller.tenant_id, sub.test_clock).await?;
                 lookups.clocks.insert(sub.test_clock, now);
                 now
             }
@@ -373,7 +311,7 @@ impl App {
         })
     }
 
-    async fn account_by_external_id(
+    pub(super) async fn account_by_external_id(
         &self,
         tenant: TenantId,
         external_id: &str,
@@ -395,7 +333,7 @@ impl App {
         Ok(page.items.first().map(|a| a.id))
     }
 
-    async fn live_subscriptions(
+    pub(super) async fn live_subscriptions(
         &self,
         tenant: TenantId,
         account: AccountId,
@@ -635,7 +573,7 @@ impl App {
                     })?;
                     match &mut change {
                         None => {
-                            change = Some(self.change(
+                            change = Some(crate::kernel::change(
                                 caller,
                                 now,
                                 ChangeSpec {
@@ -648,7 +586,7 @@ impl App {
                                 },
                             ))
                         }
-                        Some(change) => change.events.push(self.event(
+                        Some(change) => change.events.push(event(
                             caller,
                             now,
                             "usage.threshold_reached",
@@ -669,532 +607,4 @@ impl App {
         Ok(chunk)
     }
 
-    /// The usage of a subscription: the current period (with its projected invoice), or
-    /// the periods starting in `[from, to)`.
-    pub async fn subscription_usage(
-        &self,
-        caller: &Caller,
-        id: SubscriptionId,
-        range: Option<(Timestamp, Timestamp)>,
-    ) -> Result<SubscriptionUsage, AppError> {
-        let sub = self.get_subscription(caller, id).await?;
-        let current = sub.current_period;
-        let (from, to) = range.unwrap_or((
-            current.start,
-            current.start + SignedDuration::from_millis(1),
-        ));
-        if from >= to {
-            return Err(invalid("invalid_range", "to", "`to` must be after `from`").into());
-        }
-        let rollups = self
-            .store
-            .list_rollups(caller.tenant_id, sub.id, from, to)
-            .await?;
-        let mut by_period: BTreeMap<Timestamp, (Period, Vec<Rollup>)> = BTreeMap::new();
-        for r in rollups {
-            by_period
-                .entry(r.period.start)
-                .or_insert_with(|| (r.period, Vec::new()))
-                .1
-                .push(r);
-        }
-        if (from..to).contains(&current.start) {
-            by_period
-                .entry(current.start)
-                .or_insert_with(|| (current, Vec::new()));
-        }
-        let mut periods = Vec::with_capacity(by_period.len());
-        for (start, (period, rollups)) in by_period {
-            let is_current = start == current.start;
-            let metrics = period_metrics(&sub, &rollups, is_current)?;
-            let projected_invoice = if is_current {
-                projected_invoice(&sub, &rollups)?
-            } else {
-                None
-            };
-            periods.push(PeriodUsage {
-                period,
-                current: is_current,
-                metrics,
-                projected_invoice,
-            });
-        }
-        Ok(SubscriptionUsage {
-            subscription_id: sub.id,
-            currency: sub.currency.api_code().to_owned(),
-            periods,
-        })
-    }
-
-    /// May the account use `quantity` more of `metric` now? One read of its quota
-    /// snapshot in the common case.
-    pub async fn check_entitlement(
-        &self,
-        caller: &Caller,
-        account: &str,
-        metric: &str,
-        quantity: Decimal,
-    ) -> Result<EntitlementCheck, AppError> {
-        caller.require(Permission::Read)?;
-        let tenant = caller.tenant_id;
-        let account_id = match AccountId::parse(account, "account") {
-            Ok(id) => id,
-            Err(_) => self
-                .account_by_external_id(tenant, account)
-                .await?
-                .ok_or_else(|| {
-                    invalid(
-                        "unknown_account",
-                        "account",
-                        format!("no account has the id or external_id `{account}`"),
-                    )
-                })?,
-        };
-        if let Some(quota) = self.store.get_quota(tenant, account_id, metric).await? {
-            let now = self.now_for(caller, quota.test_clock).await?;
-            let used = if quota.period.contains(now) || now < quota.period.start {
-                quota.used
-            } else {
-                // A new period began and nothing was reported in it yet.
-                Decimal::ZERO
-            };
-            return Ok(EntitlementCheck {
-                account_id,
-                metric: metric.to_owned(),
-                subscription_id: Some(quota.subscription_id),
-                period: Some(quota.period),
-                check: quota.entitlement.check(used, quantity),
-            });
-        }
-        // Nothing reported yet with a limit: the plan decides, with nothing used.
-        if self
-            .store
-            .get_metric_by_code(tenant, metric)
-            .await?
-            .is_none()
-        {
-            return Err(invalid(
-                "unknown_metric",
-                "metric",
-                format!("no billable metric has the code `{metric}`"),
-            )
-            .into());
-        }
-        let live = self.live_subscriptions(tenant, account_id).await?;
-        let limited = live.iter().find_map(|s| {
-            s.terms
-                .entitlements
-                .iter()
-                .find(|e| e.metric == metric)
-                .map(|e| (s, e))
-        });
-        Ok(match limited {
-            Some((sub, e)) => EntitlementCheck {
-                account_id,
-                metric: metric.to_owned(),
-                subscription_id: Some(sub.id),
-                period: Some(sub.current_period),
-                check: e.check(Decimal::ZERO, quantity),
-            },
-            None => EntitlementCheck {
-                account_id,
-                metric: metric.to_owned(),
-                subscription_id: live.first().map(|s| s.id),
-                period: live.first().map(|s| s.current_period),
-                check: Check::unlimited(Decimal::ZERO),
-            },
-        })
-    }
-
-    /// Adds the usage of the period a lifecycle step closes to the step's invoice, and
-    /// returns the rollups to mark billed in the same write.
-    pub(crate) async fn bill_closed_usage(
-        &self,
-        tenant: TenantId,
-        previous: &Subscription,
-        transition: &mut Transition,
-    ) -> Result<Vec<RollupWrite>, AppError> {
-        let Some(period) = meter::closed_by(previous, &transition.next) else {
-            return Ok(Vec::new());
-        };
-        let terms = &previous.terms.usage_charges;
-        if terms.is_empty() {
-            // Nothing to price, and no usage billed that could arrive late: no read, and
-            // the last period that did bill usage stays the one late usage lands on.
-            return Ok(Vec::new());
-        }
-        let stored = self
-            .store
-            .list_rollups(
-                tenant,
-                previous.id,
-                period.start,
-                period.start + SignedDuration::from_millis(1),
-            )
-            .await?;
-        let mut rollups = Vec::with_capacity(terms.len());
-        let mut lines = Vec::with_capacity(terms.len());
-        for term in terms {
-            let rollup = stored
-                .iter()
-                .find(|r| r.metric == term.metric)
-                .cloned()
-                .unwrap_or_else(|| {
-                    Rollup::empty(
-                        previous,
-                        &term.metric,
-                        billing_domain::catalog::metric::Aggregation::Count,
-                        period,
-                    )
-                });
-            let usage = rollup.aggregate.usage(rollup.aggregation, &term.model);
-            let priced = price(term, &usage, previous)?;
-            lines.push(term.line(usage, period));
-            rollups.push((rollup, priced));
-        }
-        transition.bill_usage(period, lines);
-        let Some(billing) = &transition.billing else {
-            return Ok(Vec::new());
-        };
-        let invoice_id = billing_domain::billing::invoice::subscription_invoice_id(
-            transition.next.id,
-            transition.next.invoice_count,
-            billing.period.start,
-        );
-        Ok(rollups
-            .into_iter()
-            .zip(terms)
-            .map(|((rollup, priced), term)| billed(rollup, term, priced, invoice_id))
-            .collect())
-    }
-
-    /// Adds the usage so far of the period a previewed step would close to its invoice
-    /// (what [`App::bill_closed_usage`] will bill, without writing anything).
-    pub(crate) async fn preview_usage(
-        &self,
-        tenant: TenantId,
-        previous: &Subscription,
-        step: &mut Transition,
-    ) -> Result<(), AppError> {
-        let Some(period) = meter::closed_by(previous, &step.next) else {
-            return Ok(());
-        };
-        let rollups = if previous.terms.usage_charges.is_empty() {
-            Vec::new()
-        } else {
-            self.store
-                .list_rollups(
-                    tenant,
-                    previous.id,
-                    period.start,
-                    period.start + SignedDuration::from_millis(1),
-                )
-                .await?
-        };
-        step.bill_usage(period, usage_lines(previous, &rollups, period));
-        Ok(())
-    }
-
-    /// Bills late usage of the subscription that is due by `until` on a supplemental
-    /// invoice (the difference to what was billed), exactly once. Returns whether it
-    /// wrote anything.
-    pub async fn bill_late_usage(
-        &self,
-        tenant: TenantId,
-        id: SubscriptionId,
-        until: Timestamp,
-    ) -> Result<bool, AppError> {
-        for _ in 0..WRITE_ATTEMPTS {
-            let Some(sub) = self.store.get_subscription(tenant, id).await? else {
-                return Ok(false);
-            };
-            let Some(period) = sub.last_usage_period else {
-                return Ok(false);
-            };
-            let rollups = self
-                .store
-                .list_rollups(
-                    tenant,
-                    id,
-                    period.start,
-                    period.start + SignedDuration::from_millis(1),
-                )
-                .await?;
-            let due: Vec<Rollup> = rollups
-                .into_iter()
-                .filter(|r| r.late_due_at.is_some_and(|d| d <= until))
-                .collect();
-            let Some(at) = due.iter().filter_map(|r| r.late_due_at).max() else {
-                return Ok(false);
-            };
-            let invoice_id = meter::supplemental_invoice_id(
-                id,
-                period.start,
-                &due.iter()
-                    .map(|r| (r.metric.clone(), r.version))
-                    .collect::<Vec<_>>(),
-            );
-            let mut lines = Vec::new();
-            let mut writes = Vec::with_capacity(due.len());
-            for mut rollup in due {
-                let read = rollup.version;
-                rollup.late_due_at = None;
-                rollup.version += 1;
-                if let Some(was) = rollup.billed.clone() {
-                    let term = UsageTerm {
-                        metric: rollup.metric.clone(),
-                        model: was.model.clone(),
-                        commitment: was.commitment,
-                    };
-                    let usage = rollup.aggregate.usage(rollup.aggregation, &term.model);
-                    let priced = price(&term, &usage, &sub)?;
-                    let delta = priced.amount.minor - was.amount;
-                    if delta != 0 {
-                        lines.push(LineInput {
-                            id: Some(format!("late_usage:{}", rollup.metric)),
-                            description: format!("Late usage: {}", rollup.metric),
-                            period: Some(rollup.period),
-                            source: LineSource::Fixed {
-                                amount: delta,
-                                quantity: Some(rollup.quantity() - was.quantity),
-                            },
-                            tax_rates: Vec::new(),
-                            discountable: true,
-                        });
-                    }
-                    rollup = billed(rollup, &term, priced, invoice_id).next;
-                    rollup.version = read + 1;
-                }
-                writes.push(RollupWrite {
-                    expected_version: read,
-                    next: rollup,
-                });
-            }
-            let caller = &system_caller(tenant, sub.livemode);
-            let (invoice, change) = if lines.is_empty() {
-                (None, None)
-            } else {
-                let billing = Billing {
-                    reason: BillingReason::LateUsage,
-                    period,
-                    lines,
-                };
-                let invoice = self
-                    .finalized_invoice(caller, &sub, &billing, invoice_id, None, at)
-                    .await?;
-                let data = to_json(&invoice.invoice)?;
-                let mut change = self.change(
-                    caller,
-                    at,
-                    ChangeSpec {
-                        entity_type: "invoice",
-                        entity_id: invoice_id.to_string(),
-                        action: AuditAction::Create,
-                        event_type: "invoice.created",
-                        before: None,
-                        after: &data,
-                    },
-                );
-                change.events.push(self.event(
-                    caller,
-                    at,
-                    "invoice.finalized",
-                    invoice_id.to_string(),
-                    data,
-                    None,
-                ));
-                (Some(invoice), Some(change))
-            };
-            match self
-                .store
-                .bill_late_usage(tenant, invoice.as_ref(), &writes, change.as_ref())
-                .await
-            {
-                Ok(()) => {
-                    self.release_invoice_payment(tenant, invoice.as_ref(), at)
-                        .await;
-                    return Ok(true);
-                }
-                // More late usage landed, the sequence moved, or another worker billed it.
-                Err(StoreError::VersionConflict { .. } | StoreError::AlreadyExists { .. }) => {}
-                Err(other) => return Err(other.into()),
-            }
-        }
-        Err(AppError::Unavailable(
-            "late usage kept changing while billing it; the job will be retried".into(),
-        ))
-    }
-}
-
-impl App {
-    /// Stores a lifecycle step, with the rollups it bills when it closed a usage period.
-    pub(crate) async fn save_step(
-        &self,
-        tenant: TenantId,
-        step: &SubscriptionStep,
-    ) -> Result<(), StoreError> {
-        if step.rollups.is_empty() {
-            self.store
-                .save_subscription(
-                    tenant,
-                    &step.previous,
-                    &step.next,
-                    step.invoice.as_ref(),
-                    &step.change,
-                )
-                .await
-        } else {
-            self.store
-                .save_subscription_steps(tenant, std::slice::from_ref(step))
-                .await
-                .map_err(|failed| failed.error)
-        }
-    }
-}
-
-/// A usage charge priced at `usage`, with its commitment.
-fn price(
-    term: &UsageTerm,
-    usage: &billing_domain::catalog::charges::Usage,
-    sub: &Subscription,
-) -> Result<Priced, AppError> {
-    let priced = term
-        .model
-        .price(usage, sub.currency)
-        .map_err(|e| AppError::Internal(format!("pricing {} of {}: {e}", term.metric, sub.id)))?;
-    Ok(match &term.commitment {
-        Some(c) => priced.with_commitment(c),
-        None => priced,
-    })
-}
-
-/// The rollup marked billed at `priced` by invoice `invoice_id`, written from its version.
-fn billed(
-    mut rollup: Rollup,
-    term: &UsageTerm,
-    priced: Priced,
-    invoice_id: billing_domain::kernel::ids::InvoiceId,
-) -> RollupWrite {
-    let read = rollup.version;
-    rollup.billed = Some(BilledUsage {
-        quantity: rollup.quantity(),
-        amount: priced.amount.minor,
-        model: term.model.clone(),
-        commitment: term.commitment,
-        invoice_id,
-    });
-    rollup.late_due_at = None;
-    rollup.version = read + 1;
-    RollupWrite {
-        expected_version: read,
-        next: rollup,
-    }
-}
-
-/// Each charged metric (and each other metric with usage) of a period, priced.
-fn period_metrics(
-    sub: &Subscription,
-    rollups: &[Rollup],
-    current: bool,
-) -> Result<Vec<MetricUsage>, AppError> {
-    let mut metrics = Vec::new();
-    let mut named: BTreeSet<&str> = BTreeSet::new();
-    for term in &sub.terms.usage_charges {
-        named.insert(&term.metric);
-        let rollup = rollups.iter().find(|r| r.metric == term.metric);
-        let aggregate = rollup.map(|r| (r.aggregation, &r.aggregate));
-        let usage = match aggregate {
-            Some((aggregation, a)) => a.usage(aggregation, &term.model),
-            None => billing_domain::usage::meter::Aggregate::default().usage(
-                billing_domain::catalog::metric::Aggregation::Count,
-                &term.model,
-            ),
-        };
-        let priced = price(term, &usage, sub)?;
-        metrics.push(metric_usage(
-            sub,
-            &term.metric,
-            rollup,
-            Some(priced),
-            current,
-        ));
-    }
-    for rollup in rollups
-        .iter()
-        .filter(|r| !named.contains(r.metric.as_str()))
-    {
-        metrics.push(metric_usage(
-            sub,
-            &rollup.metric,
-            Some(rollup),
-            None,
-            current,
-        ));
-    }
-    Ok(metrics)
-}
-
-fn metric_usage(
-    sub: &Subscription,
-    metric: &str,
-    rollup: Option<&Rollup>,
-    priced: Option<Priced>,
-    current: bool,
-) -> MetricUsage {
-    let quantity = rollup.map(Rollup::quantity).unwrap_or_default();
-    MetricUsage {
-        metric: metric.to_owned(),
-        quantity,
-        events: rollup.map_or(0, |r| r.aggregate.events),
-        amount: priced.as_ref().map(|p| p.amount),
-        derivation: priced.map(|p| p.derivation),
-        billed_amount: rollup.and_then(|r| r.billed.as_ref()).map(|b| b.amount),
-        entitlement: current
-            .then(|| sub.terms.entitlements.iter().find(|e| e.metric == metric))
-            .flatten()
-            .map(|e| e.check(quantity, Decimal::ONE)),
-    }
-}
-
-/// One line per usage charge of `sub`, priced from the period's `rollups`.
-fn usage_lines(sub: &Subscription, rollups: &[Rollup], period: Period) -> Vec<LineInput> {
-    sub.terms
-        .usage_charges
-        .iter()
-        .map(|term| {
-            let usage = match rollups.iter().find(|r| r.metric == term.metric) {
-                Some(r) => r.aggregate.usage(r.aggregation, &term.model),
-                None => billing_domain::usage::meter::Aggregate::default().usage(
-                    billing_domain::catalog::metric::Aggregation::Count,
-                    &term.model,
-                ),
-            };
-            term.line(usage, period)
-        })
-        .collect()
-}
-
-/// The invoice the end of the current period would produce, with the usage so far.
-fn projected_invoice(
-    sub: &Subscription,
-    rollups: &[Rollup],
-) -> Result<Option<InvoiceDraft>, AppError> {
-    let Some(mut transition) = sub.advance(sub.current_period.end)? else {
-        return Ok(None);
-    };
-    if let Some(period) = meter::closed_by(sub, &transition.next) {
-        transition.bill_usage(period, usage_lines(sub, rollups, period));
-    }
-    let Some(billing) = transition.billing else {
-        return Ok(None);
-    };
-    build_invoice(&InvoiceInput {
-        currency: sub.currency,
-        lines: billing.lines,
-        discounts: Vec::new(),
-        credits: Vec::new(),
-        minimum_commitment: None,
-    })
-    .map(Some)
-    .map_err(|e| AppError::Internal(format!("projecting the invoice of {}: {e}", sub.id)))
 }

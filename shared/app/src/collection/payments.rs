@@ -23,10 +23,8 @@ use billing_domain::kernel::money::Money;
 use jiff::Timestamp;
 
 use crate::ports::*;
-use crate::webhooks::system_caller;
-use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
-
-const WRITE_ATTEMPTS: usize = 8;
+use super::CollectionService;
+use crate::kernel::{change, event, new_ulid, to_json, system_caller, gateway_unavailable, WRITE_ATTEMPTS, AppError, Caller, ChangeSpec};
 
 /// What handling one payment attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,10 +68,6 @@ impl From<billing_domain::collection::payment::PaymentError> for AppError {
     }
 }
 
-pub(crate) fn gateway_unavailable(err: GatewayError) -> AppError {
-    AppError::Unavailable(err.to_string())
-}
-
 /// The gateway's answer in the terms a payment records; a refused request (an unusable
 /// payment method) is a failed attempt like a decline.
 fn charge_result(outcome: Result<ChargeOutcome, GatewayError>) -> Result<ChargeResult, AppError> {
@@ -114,14 +108,14 @@ fn busy() -> AppError {
 }
 
 /// What recording an attempt's result writes, before it is written.
-pub(crate) struct Recorded {
-    pub(crate) write: CollectionWrite,
+pub(super) struct Recorded {
+    pub(super) write: CollectionWrite,
     outcome: Collected,
-    pub(crate) events: Vec<&'static str>,
+    pub(super) events: Vec<&'static str>,
     payment: Payment,
 }
 
-impl App {
+impl CollectionService {
     /// Hands payment work to the queue (the sweep's path); without a queue it stays due.
     pub async fn release_payments(&self, jobs: &[PaymentJob]) -> Result<(), AppError> {
         match &self.payment_queue {
@@ -134,7 +128,7 @@ impl App {
 
     /// Right after a commit that created attempts due now: the fast path. A failure is
     /// only logged, the due index brings the attempts back to the sweep.
-    pub(crate) async fn release_after_commit(
+    async fn release_after_commit(
         &self,
         tenant: TenantId,
         payments: &[&Payment],
@@ -156,7 +150,7 @@ impl App {
     }
 
     /// Hands an invoice's first attempt to the queue right after the write that made it.
-    pub(crate) async fn release_invoice_payment(
+    pub async fn release_invoice_payment(
         &self,
         tenant: TenantId,
         invoice: Option<&InvoiceWrite>,
@@ -197,7 +191,7 @@ impl App {
                 let Some(payment) = self.store.get_payment(*tenant, *id).await? else {
                     return Ok(());
                 };
-                let now = self.payment_now(*tenant, &payment).await?;
+                let now = self.clocks.now_for(*tenant, payment.test_clock).await?;
                 self.collect_known(*tenant, *id, now, Some(payment))
                     .await
                     .map(|_| ())
@@ -207,7 +201,7 @@ impl App {
             }
             // Dunning runs on the account's own time (its test clock's, if it has one).
             PaymentJob::Dunning { tenant, account } => self
-                .run_due_dunning(*tenant, *account, self.now())
+                .run_due_dunning(*tenant, *account, self.clocks.now())
                 .await
                 .map(|_| ()),
             PaymentJob::DunningNotice {
@@ -233,16 +227,7 @@ impl App {
             };
             let now = match now {
                 Some(now) => now,
-                None => match invoice.test_clock {
-                    None => self.now(),
-                    Some(clock) => {
-                        self.store
-                            .get_test_clock(tenant, clock)
-                            .await?
-                            .ok_or_else(|| AppError::not_found("test clock", clock))?
-                            .frozen_time
-                    }
-                },
+                None => self.clocks.now_for(tenant, invoice.test_clock).await?,
             };
             let livemode = self
                 .store
@@ -261,7 +246,7 @@ impl App {
                 invoice: Some((invoice.version, next)),
                 ..Default::default()
             };
-            let change = self.collection_change(caller, &write, &["invoice.overdue"], true, now)?;
+            let change = collection_change(caller, &write, &["invoice.overdue"], true, now)?;
             match self.store.save_collection(tenant, &write, &change).await {
                 Err(StoreError::VersionConflict { .. }) => continue,
                 other => other?,
@@ -271,23 +256,6 @@ impl App {
                 .await;
         }
         Err(busy())
-    }
-
-    /// The time of the account a payment belongs to: its test clock's, or the real one.
-    pub async fn payment_now(
-        &self,
-        tenant: TenantId,
-        payment: &Payment,
-    ) -> Result<Timestamp, AppError> {
-        match payment.test_clock {
-            None => Ok(self.now()),
-            Some(clock) => Ok(self
-                .store
-                .get_test_clock(tenant, clock)
-                .await?
-                .ok_or_else(|| AppError::not_found("test clock", clock))?
-                .frozen_time),
-        }
     }
 
     /// Makes a due payment attempt: charges the account's default payment method (or the
@@ -425,7 +393,7 @@ impl App {
         now: Timestamp,
     ) -> Result<Collected, AppError> {
         let next = payment.cancel(now)?;
-        let change = self.payment_change(caller, payment, &next, &["payment.canceled"], now)?;
+        let change = payment_change(caller, payment, &next, &["payment.canceled"], now)?;
         let write = CollectionWrite {
             payments: vec![(Some(payment.version), next)],
             ..Default::default()
@@ -443,7 +411,7 @@ impl App {
 
     /// Everything recording `result` for `payment` on `invoice` changes.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn record_result(
+    pub(super) async fn record_result(
         &self,
         caller: &Caller,
         payment: &Payment,
@@ -548,8 +516,7 @@ impl App {
         recorded: &Recorded,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let change = self
-            .collection_change(caller, &recorded.write, &recorded.events, true, now)
+        let change = collection_change(caller, &recorded.write, &recorded.events, true, now)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         self.store
             .save_collection(caller.tenant_id, &recorded.write, &change)
@@ -608,7 +575,7 @@ impl App {
 
     /// What follows a recorded result, each idempotent so a redelivery can repeat it:
     /// dunning hears of paid and failed invoices.
-    pub(crate) async fn after_recorded(
+    pub(super) async fn after_recorded(
         &self,
         caller: &Caller,
         payment: &Payment,
@@ -629,100 +596,6 @@ impl App {
         }
     }
 
-    /// The audit record (of the payment, or of the invoice when no payment changed) and
-    /// the events of a collection write, each event carrying its resource as it now is.
-    pub(crate) fn collection_change(
-        &self,
-        caller: &Caller,
-        write: &CollectionWrite,
-        event_types: &[&'static str],
-        update: bool,
-        now: Timestamp,
-    ) -> Result<Change, AppError> {
-        let (entity_type, entity_id, after) = match (write.payments.first(), &write.invoice) {
-            (Some((_, p)), _) => ("payment", p.id.to_string(), to_json(p)?),
-            (None, Some((_, i))) => ("invoice", i.id.to_string(), to_json(i)?),
-            (None, None) => match &write.credit_note {
-                Some(c) => ("credit_note", c.id.to_string(), to_json(c)?),
-                None => return Err(AppError::Internal("an empty collection write".into())),
-            },
-        };
-        let mut change = self.change(
-            caller,
-            now,
-            ChangeSpec {
-                entity_type,
-                entity_id,
-                action: if update {
-                    AuditAction::Update
-                } else {
-                    AuditAction::Create
-                },
-                event_type: event_types.first().copied().unwrap_or("payment.updated"),
-                before: None,
-                after: &after,
-            },
-        );
-        change.events.clear();
-        for event_type in event_types {
-            let (resource, data) = match event_type.split('.').next() {
-                Some("invoice") => match &write.invoice {
-                    Some((_, i)) => (i.id.to_string(), to_json(i)?),
-                    None => continue,
-                },
-                Some("subscription") => match &write.subscription {
-                    Some((_, s)) => (s.id.to_string(), to_json(s)?),
-                    None => continue,
-                },
-                Some("credit_note") => match &write.credit_note {
-                    Some(c) => (c.id.to_string(), to_json(c)?),
-                    None => continue,
-                },
-                _ => match write.payments.first() {
-                    Some((_, p)) => (p.id.to_string(), to_json(p)?),
-                    None => continue,
-                },
-            };
-            change
-                .events
-                .push(self.event(caller, now, event_type, resource, data, None));
-        }
-        Ok(change)
-    }
-
-    fn payment_change(
-        &self,
-        caller: &Caller,
-        before: &Payment,
-        after: &Payment,
-        event_types: &[&'static str],
-        now: Timestamp,
-    ) -> Result<Change, AppError> {
-        let (before_json, after_json) = (to_json(before)?, to_json(after)?);
-        let mut change = self.change(
-            caller,
-            now,
-            ChangeSpec {
-                entity_type: "payment",
-                entity_id: after.id.to_string(),
-                action: AuditAction::Update,
-                event_type: event_types[0],
-                before: Some(&before_json),
-                after: &after_json,
-            },
-        );
-        for event_type in &event_types[1..] {
-            change.events.push(self.event(
-                caller,
-                now,
-                event_type,
-                after.id.to_string(),
-                after_json.clone(),
-                None,
-            ));
-        }
-        Ok(change)
-    }
 
     pub async fn get_payment(&self, caller: &Caller, id: PaymentId) -> Result<Payment, AppError> {
         caller.require(Permission::Read)?;
@@ -763,7 +636,7 @@ impl App {
         payment_method: Option<String>,
     ) -> Result<Payment, AppError> {
         caller.require(Permission::WriteBilling)?;
-        let invoice = self.get_invoice(caller, id).await?;
+        let invoice = self.invoice(caller, id).await?;
         if !invoice.is_payable() {
             return Err(AppError::Conflict {
                 code: "invoice_not_payable",
@@ -787,7 +660,7 @@ impl App {
                 ));
             }
         }
-        let now = self.now_for(caller, invoice.test_clock).await?;
+        let now = self.clocks.now_for(caller.tenant_id, invoice.test_clock).await?;
         let mut payment = Payment::manual(
             PaymentId::from_ulid(new_ulid()),
             &invoice,
@@ -800,7 +673,7 @@ impl App {
             payments: vec![(None, payment.clone())],
             ..Default::default()
         };
-        let change = self.collection_change(caller, &write, &["payment.created"], false, now)?;
+        let change = collection_change(caller, &write, &["payment.created"], false, now)?;
         self.store
             .save_collection(caller.tenant_id, &write, &change)
             .await?;
@@ -816,7 +689,7 @@ impl App {
         invoice: InvoiceId,
     ) -> Result<Payment, AppError> {
         caller.require(Permission::WriteBilling)?;
-        let current = self.get_invoice(caller, invoice).await?;
+        let current = self.invoice(caller, invoice).await?;
         if current.payment_status != Some(PaymentStatus::Failed)
             && current.payment_status != Some(PaymentStatus::RequiresAction)
         {
@@ -847,8 +720,8 @@ impl App {
             ));
         }
         for _ in 0..WRITE_ATTEMPTS {
-            let invoice = self.get_invoice(caller, id).await?;
-            let now = self.now_for(caller, invoice.test_clock).await?;
+            let invoice = self.invoice(caller, id).await?;
+            let now = self.clocks.now_for(caller.tenant_id, invoice.test_clock).await?;
             let paid = invoice.pay(Some(reference.clone()), now)?;
             let subscription = match invoice.subscription_id {
                 Some(s) => self.store.get_subscription(caller.tenant_id, s).await?,
@@ -863,7 +736,7 @@ impl App {
             if write.subscription.is_some() {
                 events.push("subscription.updated");
             }
-            let change = self.collection_change(caller, &write, &events, true, now)?;
+            let change = collection_change(caller, &write, &events, true, now)?;
             match self
                 .store
                 .save_collection(caller.tenant_id, &write, &change)
@@ -892,7 +765,7 @@ impl App {
     ) -> Result<CreditNote, AppError> {
         caller.require(Permission::WriteBilling)?;
         let payment = self.get_payment(caller, id).await?;
-        let now = self.now_for(caller, payment.test_clock).await?;
+        let now = self.clocks.now_for(caller.tenant_id, payment.test_clock).await?;
         let (next, refunded) = payment.refund(amount, now)?;
         let Some(intent) = payment.payment_intent.clone() else {
             return Err(AppError::Conflict {
@@ -938,7 +811,7 @@ impl App {
             credit_note: Some(note.clone()),
             ..Default::default()
         };
-        let change = self.collection_change(
+        let change = collection_change(
             caller,
             &write,
             &["payment.refunded", "credit_note.created"],
@@ -1018,9 +891,9 @@ impl App {
         };
         next.validate()?;
         let (before, after) = (to_json(&current)?, to_json(&next)?);
-        let change = self.change(
+        let change = change(
             caller,
-            self.now(),
+            self.clocks.now(),
             ChangeSpec {
                 entity_type: "payment_settings",
                 entity_id: caller.tenant_id.to_string(),
@@ -1039,7 +912,7 @@ impl App {
 
 /// The first payment attempt of a just-finalized invoice, when it is to be charged
 /// automatically and has something to pay.
-pub(crate) fn first_attempt(invoice: &Invoice, livemode: bool, now: Timestamp) -> Option<Payment> {
+pub fn first_attempt(invoice: &Invoice, livemode: bool, now: Timestamp) -> Option<Payment> {
     (invoice.collection_method
         == billing_domain::billing::subscription::CollectionMethod::ChargeAutomatically
         && invoice.status == billing_domain::billing::invoice::InvoiceStatus::Open
@@ -1069,7 +942,7 @@ fn retry_at(settings: &PaymentSettings, failed: &Payment) -> Option<Timestamp> {
 }
 
 /// A past_due subscription made active by a payment, with the version it replaces.
-pub(crate) fn recovered(sub: Option<&Subscription>, now: Timestamp) -> Option<(u64, Subscription)> {
+pub(super) fn recovered(sub: Option<&Subscription>, now: Timestamp) -> Option<(u64, Subscription)> {
     let sub = sub?;
     sub.payment_recovered(now).map(|next| (sub.version, next))
 }
@@ -1079,4 +952,97 @@ fn nothing<T>() -> Page<T> {
         items: Vec::new(),
         has_more: false,
     }
+}
+
+/// The audit record (of the payment, or of the invoice when no payment changed) and
+/// the events of a collection write, each event carrying its resource as it now is.
+pub fn collection_change(
+    caller: &Caller,
+    write: &CollectionWrite,
+    event_types: &[&'static str],
+    update: bool,
+    now: Timestamp,
+) -> Result<Change, AppError> {
+    let (entity_type, entity_id, after) = match (write.payments.first(), &write.invoice) {
+        (Some((_, p)), _) => ("payment", p.id.to_string(), to_json(p)?),
+        (None, Some((_, i))) => ("invoice", i.id.to_string(), to_json(i)?),
+        (None, None) => match &write.credit_note {
+            Some(c) => ("credit_note", c.id.to_string(), to_json(c)?),
+            None => return Err(AppError::Internal("an empty collection write".into())),
+        },
+    };
+    let mut change = change(
+        caller,
+        now,
+        ChangeSpec {
+            entity_type,
+            entity_id,
+            action: if update {
+                AuditAction::Update
+            } else {
+                AuditAction::Create
+            },
+            event_type: event_types.first().copied().unwrap_or("payment.updated"),
+            before: None,
+            after: &after,
+        },
+    );
+    change.events.clear();
+    for event_type in event_types {
+        let (resource, data) = match event_type.split('.').next() {
+            Some("invoice") => match &write.invoice {
+                Some((_, i)) => (i.id.to_string(), to_json(i)?),
+                None => continue,
+            },
+            Some("subscription") => match &write.subscription {
+                Some((_, s)) => (s.id.to_string(), to_json(s)?),
+                None => continue,
+            },
+            Some("credit_note") => match &write.credit_note {
+                Some(c) => (c.id.to_string(), to_json(c)?),
+                None => continue,
+            },
+            _ => match write.payments.first() {
+                Some((_, p)) => (p.id.to_string(), to_json(p)?),
+                None => continue,
+            },
+        };
+        change
+            .events
+            .push(event(caller, now, event_type, resource, data, None));
+    }
+    Ok(change)
+}
+
+fn payment_change(
+    caller: &Caller,
+    before: &Payment,
+    after: &Payment,
+    event_types: &[&'static str],
+    now: Timestamp,
+) -> Result<Change, AppError> {
+    let (before_json, after_json) = (to_json(before)?, to_json(after)?);
+    let mut change = change(
+        caller,
+        now,
+        ChangeSpec {
+            entity_type: "payment",
+            entity_id: after.id.to_string(),
+            action: AuditAction::Update,
+            event_type: event_types[0],
+            before: Some(&before_json),
+            after: &after_json,
+        },
+    );
+    for event_type in &event_types[1..] {
+        change.events.push(event(
+            caller,
+            now,
+            event_type,
+            after.id.to_string(),
+            after_json.clone(),
+            None,
+        ));
+    }
+    Ok(change)
 }

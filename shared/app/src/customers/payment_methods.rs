@@ -7,11 +7,9 @@ use billing_domain::customers::payment_method::{PaymentMethod, PaymentProfile};
 use billing_domain::events::record::AuditAction;
 use billing_domain::kernel::ids::AccountId;
 
-use crate::payments::gateway_unavailable;
 use crate::ports::*;
-use crate::{to_json, App, AppError, Caller, ChangeSpec};
-
-const WRITE_ATTEMPTS: usize = 8;
+use super::CustomersService;
+use crate::kernel::{change, to_json, gateway_unavailable, WRITE_ATTEMPTS, AppError, Caller, ChangeSpec};
 
 fn refused(err: GatewayError) -> AppError {
     match err {
@@ -30,7 +28,7 @@ fn unknown_method(id: &str) -> AppError {
     AppError::not_found("payment method", id)
 }
 
-impl App {
+impl CustomersService {
     async fn payment_profile(
         &self,
         caller: &Caller,
@@ -83,7 +81,7 @@ impl App {
             .attach_payment_method(&customer, token)
             .await
             .map_err(refused)?;
-        let now = self.now_for(caller, account.test_clock).await?;
+        let now = self.clocks.now_for(caller.tenant_id, account.test_clock).await?;
         let method = PaymentMethod {
             id: card.gateway_id,
             brand: card.brand,
@@ -178,6 +176,18 @@ impl App {
             Ok(()) | Err(GatewayError::Rejected { .. }) => {}
             Err(unavailable) => return Err(gateway_unavailable(unavailable)),
         }
+        self.forget_payment_method(caller, account_id, method_id)
+            .await
+    }
+
+    /// Forgets a card that is gone at the gateway (detached there, or by
+    /// [`Self::remove_payment_method`]): collection's way in when the gateway reports it.
+    pub async fn forget_payment_method(
+        &self,
+        caller: &Caller,
+        account_id: AccountId,
+        method_id: &str,
+    ) -> Result<PaymentProfile, AppError> {
         self.change_profile(
             caller,
             account_id,
@@ -189,7 +199,7 @@ impl App {
     }
 
     /// Applies `step` to the stored profile and writes it, retried over concurrent changes.
-    pub(crate) async fn change_profile(
+    async fn change_profile(
         &self,
         caller: &Caller,
         account_id: AccountId,
@@ -233,9 +243,9 @@ impl App {
         after["object"] = "payment_method".into();
         after["account_id"] = profile.account_id.to_string().into();
         after["default"] = (profile.default_method.as_deref() == Some(method.id.as_str())).into();
-        Ok(self.change(
+        Ok(change(
             caller,
-            self.now(),
+            self.clocks.now(),
             ChangeSpec {
                 entity_type: "payment_method",
                 entity_id: method.id.clone(),

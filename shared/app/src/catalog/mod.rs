@@ -1,0 +1,29 @@
+//! The catalog: billable metrics, plans and their price versions, and the price
+//! calculator.
+
+mod plans;
+
+use std::sync::Arc;
+
+pub use plans::{PlanWithPrices, PriceSource, SubscriptionCounts};
+
+use crate::kernel::Clocks;
+use crate::ports::{MetricStore, PlanStore};
+
+/// What the catalog service reads and writes.
+pub trait CatalogPorts: MetricStore + PlanStore {}
+
+impl<T> CatalogPorts for T where T: MetricStore + PlanStore {}
+
+/// The catalog use cases. Depends on the kernel only.
+#[derive(Clone)]
+pub struct CatalogService {
+    store: Arc<dyn CatalogPorts>,
+    clocks: Clocks,
+}
+
+impl CatalogService {
+    pub(crate) fn new(store: Arc<dyn CatalogPorts>, clocks: Clocks) -> Self {
+        Self { store, clocks }
+    }
+}
