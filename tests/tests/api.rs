@@ -18,6 +18,7 @@ impl Api {
     async fn start() -> Self {
         let app = billing_tests::dynamo_app().await;
         let (_, issued) = app
+            .customers
             .create_tenant("Acme", TenantMode::Sandbox)
             .await
             .unwrap();
@@ -32,6 +33,7 @@ impl Api {
     /// Another tenant on the same deployment.
     async fn other_tenant_key(&self) -> String {
         self.app
+            .customers
             .create_tenant("Globex", TenantMode::Sandbox)
             .await
             .unwrap()

@@ -15,6 +15,7 @@ impl Api {
     async fn start() -> Self {
         let app = billing_tests::dynamo_app().await;
         let (_, issued) = app
+            .customers
             .create_tenant("Catalog Co", TenantMode::Sandbox)
             .await
             .unwrap();

@@ -13,6 +13,7 @@ use jiff::{SignedDuration, Timestamp};
 
 async fn tenant(app: &App) -> Caller {
     let (tenant, issued) = app
+        .customers
         .create_tenant("Contract Co", TenantMode::Sandbox)
         .await
         .unwrap();
@@ -67,6 +68,7 @@ async fn contract(store: Arc<dyn Store>) {
 
     // Create writes the account, its audit record and its event together.
     let ada = app
+        .customers
         .create_account(&caller, new_account("ada@example.com", Some("u-1")))
         .await
         .unwrap();
@@ -95,6 +97,7 @@ async fn contract(store: Arc<dyn Store>) {
     // A transaction with one failing condition (external_id taken) writes nothing.
     let before = counts(&*store, &caller).await;
     let err = app
+        .customers
         .create_account(&caller, new_account("grace@example.com", Some("u-1")))
         .await
         .unwrap_err();
@@ -111,7 +114,8 @@ async fn contract(store: Arc<dyn Store>) {
     assert_eq!(counts(&*store, &caller).await, before);
 
     // The same external_id is free in another tenant.
-    app.create_account(&other, new_account("ada@example.com", Some("u-1")))
+    app.customers
+        .create_account(&other, new_account("ada@example.com", Some("u-1")))
         .await
         .unwrap();
     assert!(store
@@ -122,6 +126,7 @@ async fn contract(store: Arc<dyn Store>) {
 
     // A stale version is a conflict, and nothing is written.
     let v2 = app
+        .customers
         .update_account(
             &caller,
             ada.id,
@@ -156,20 +161,23 @@ async fn contract(store: Arc<dyn Store>) {
     );
 
     // Moving external_id frees the old value for another account.
-    app.update_account(
-        &caller,
-        ada.id,
-        AccountPatch {
-            external_id: Some(Some("u-2".into())),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    app.create_account(&caller, new_account("grace@example.com", Some("u-1")))
+    app.customers
+        .update_account(
+            &caller,
+            ada.id,
+            AccountPatch {
+                external_id: Some(Some("u-2".into())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    app.customers
+        .create_account(&caller, new_account("grace@example.com", Some("u-1")))
         .await
         .unwrap();
     let taken = app
+        .customers
         .update_account(
             &caller,
             ada.id,
@@ -190,7 +198,8 @@ async fn contract(store: Arc<dyn Store>) {
 
     // Listing: cursor pages, filters, and deleted accounts left out.
     for i in 0..3 {
-        app.create_account(&caller, new_account(&format!("p{i}@example.com"), None))
+        app.customers
+            .create_account(&caller, new_account(&format!("p{i}@example.com"), None))
             .await
             .unwrap();
     }
@@ -198,6 +207,7 @@ async fn contract(store: Arc<dyn Store>) {
     let mut cursor = None;
     loop {
         let page = app
+            .customers
             .list_accounts(
                 &caller,
                 &AccountFilter::default(),
@@ -221,6 +231,7 @@ async fn contract(store: Arc<dyn Store>) {
         "oldest first, no repeats"
     );
     let by_email = app
+        .customers
         .list_accounts(
             &caller,
             &AccountFilter {
@@ -236,6 +247,7 @@ async fn contract(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(by_email.items.len(), 1);
     let by_external = app
+        .customers
         .list_accounts(
             &caller,
             &AccountFilter {
@@ -253,8 +265,9 @@ async fn contract(store: Arc<dyn Store>) {
         by_external.items.iter().map(|a| a.id).collect::<Vec<_>>(),
         vec![ada.id]
     );
-    app.delete_account(&caller, ada.id).await.unwrap();
+    app.customers.delete_account(&caller, ada.id).await.unwrap();
     let active = app
+        .customers
         .list_accounts(
             &caller,
             &AccountFilter {
@@ -279,6 +292,7 @@ async fn contract(store: Arc<dyn Store>) {
 
     // The audit trail of one entity, newest first.
     let trail = app
+        .events
         .list_audit_log(
             &caller,
             Some(&ada.id.to_string()),
@@ -297,6 +311,7 @@ async fn contract(store: Arc<dyn Store>) {
     assert_eq!(actions, ["delete", "update", "update", "create"]);
     assert_eq!(trail.items[2].changes["name"]["after"], "Ada");
     let paged = app
+        .events
         .list_audit_log(
             &caller,
             Some(&ada.id.to_string()),
@@ -314,18 +329,30 @@ async fn contract(store: Arc<dyn Store>) {
 
     // API keys: revoking twice is a conflict.
     let issued = app
+        .customers
         .create_api_key(&caller, Role::Support, Some("helpdesk"))
         .await
         .unwrap();
-    app.revoke_api_key(&caller, issued.key.id).await.unwrap();
-    assert!(app.revoke_api_key(&caller, issued.key.id).await.is_err());
+    app.customers
+        .revoke_api_key(&caller, issued.key.id)
+        .await
+        .unwrap();
+    assert!(app
+        .customers
+        .revoke_api_key(&caller, issued.key.id)
+        .await
+        .is_err());
     let mut revoked = issued.key.clone();
     revoked.revoked_at = Some(Timestamp::now());
     assert_eq!(
         store.revoke_api_key(&revoked, &change).await,
         Err(StoreError::VersionConflict { entity: "api_key" })
     );
-    assert!(app.authenticate(&issued.secret, None).await.is_err());
+    assert!(app
+        .customers
+        .authenticate(&issued.secret, None)
+        .await
+        .is_err());
 
     // Idempotency keys: claimed once; same request in flight, replayed once done;
     // a different request refused; released keys can be claimed again; expiry frees them.
@@ -707,6 +734,7 @@ async fn dunning_contract(app: &App, store: &dyn Store, caller: &Caller, other: 
     assert_eq!(store.get_dunning_policy(other.tenant_id).await, Ok(None));
 
     let account = app
+        .customers
         .create_account(caller, new_account("debtor@example.com", None))
         .await
         .unwrap();
@@ -932,8 +960,13 @@ async fn dunning_contract(app: &App, store: &dyn Store, caller: &Caller, other: 
     );
 
     // A case on a test clock waits on the clock, not in real time.
-    let clock = app.create_test_clock(caller, None, t).await.unwrap();
+    let clock = app
+        .billing
+        .create_test_clock(caller, None, t)
+        .await
+        .unwrap();
     let on_clock = app
+        .customers
         .create_account(caller, new_account("clocked@example.com", None))
         .await
         .unwrap();
@@ -1026,6 +1059,7 @@ async fn payments_contract(app: &App, store: &dyn Store, caller: &Caller, other:
 
     let tenant = caller.tenant_id;
     let account = app
+        .customers
         .create_account(caller, new_account("payer@example.com", None))
         .await
         .unwrap();
@@ -1273,7 +1307,11 @@ async fn payments_contract(app: &App, store: &dyn Store, caller: &Caller, other:
     assert_eq!(notes.items, vec![note]);
 
     // A payment on a test clock waits on the clock, not in the real-time index.
-    let clock = app.create_test_clock(caller, None, now).await.unwrap();
+    let clock = app
+        .billing
+        .create_test_clock(caller, None, now)
+        .await
+        .unwrap();
     let on_clock = payment_on(account.id, Some(clock.id), now);
     store
         .save_collection(
@@ -1334,9 +1372,13 @@ async fn catalog_contract(app: &App, store: &dyn Store, caller: &Caller) {
         serde_json::json!({"code": "calls", "name": "Calls", "aggregation": "count"}),
     )
     .unwrap();
-    let created = app.create_metric(caller, metric.clone()).await.unwrap();
+    let created = app
+        .catalog
+        .create_metric(caller, metric.clone())
+        .await
+        .unwrap();
     assert!(
-        app.create_metric(caller, metric).await.is_err(),
+        app.catalog.create_metric(caller, metric).await.is_err(),
         "codes are unique"
     );
     assert_eq!(
@@ -1361,9 +1403,14 @@ async fn catalog_contract(app: &App, store: &dyn Store, caller: &Caller) {
                     "usage_charges": [{"metric": "calls", "prices": {"usd": {"model": "per_unit", "unit_price": "0.01"}}}]}
     }))
     .unwrap();
-    let pro = app.create_plan(caller, plan.clone()).await.unwrap().plan;
+    let pro = app
+        .catalog
+        .create_plan(caller, plan.clone())
+        .await
+        .unwrap()
+        .plan;
     assert!(
-        app.create_plan(caller, plan).await.is_err(),
+        app.catalog.create_plan(caller, plan).await.is_err(),
         "codes are unique"
     );
 
@@ -1372,11 +1419,13 @@ async fn catalog_contract(app: &App, store: &dyn Store, caller: &Caller) {
     }))
     .unwrap();
     let v2 = app
+        .catalog
         .create_plan_version(caller, pro.id, version)
         .await
         .unwrap();
     assert_eq!(v2.number, 2);
     let renamed = app
+        .catalog
         .update_plan(
             caller,
             pro.id,
@@ -1429,7 +1478,7 @@ async fn catalog_contract(app: &App, store: &dyn Store, caller: &Caller) {
         [(1, 0), (2, 0)]
     );
 
-    app.deactivate_plan(caller, pro.id).await.unwrap();
+    app.catalog.deactivate_plan(caller, pro.id).await.unwrap();
     let active = store
         .list_plans(
             caller.tenant_id,
@@ -1455,6 +1504,7 @@ async fn events_change(app: &App, caller: &Caller) -> Change {
     let scratch = Arc::new(MemoryStore::new());
     let probe = App::new(scratch.clone(), app.clock.clone());
     probe
+        .customers
         .create_account(caller, new_account("probe@example.com", None))
         .await
         .unwrap();

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use billing_app::payments::Collected;
+use billing_app::collection::Collected;
 use billing_app::ports::*;
 use billing_app::{App, Caller};
 use billing_aws::StripeGateway;
@@ -212,15 +212,17 @@ async fn waiting_for_authentication(store: Arc<dyn Store>) -> Scenario {
         3000,
     )
     .await;
-    app.add_payment_method(
-        &caller,
-        sub.account_id,
-        "pm_card_authenticationRequiredOnSetup",
-        true,
-    )
-    .await
-    .unwrap();
+    app.customers
+        .add_payment_method(
+            &caller,
+            sub.account_id,
+            "pm_card_authenticationRequiredOnSetup",
+            true,
+        )
+        .await
+        .unwrap();
     let attempt = app
+        .collection
         .list_payments(
             &caller,
             &PaymentFilter {
@@ -237,11 +239,16 @@ async fn waiting_for_authentication(store: Arc<dyn Store>) -> Scenario {
         .items
         .remove(0);
     let outcome = app
+        .collection
         .collect_payment(caller.tenant_id, attempt.id, clock.now())
         .await
         .unwrap();
     assert_eq!(outcome, Collected::RequiresAction);
-    let payment = app.get_payment(&caller, attempt.id).await.unwrap();
+    let payment = app
+        .collection
+        .get_payment(&caller, attempt.id)
+        .await
+        .unwrap();
     let payment_intent = payment
         .payment_intent
         .clone()
@@ -260,6 +267,7 @@ async fn waiting_for_authentication(store: Arc<dyn Store>) -> Scenario {
 impl Scenario {
     async fn invoice_status(&self) -> InvoiceStatus {
         self.app
+            .billing
             .get_invoice(&self.caller, self.invoice)
             .await
             .unwrap()
@@ -282,6 +290,7 @@ impl Scenario {
 
     async fn paid_events(&self) -> usize {
         self.app
+            .events
             .list_events(
                 &self.caller,
                 &EventFilter {
@@ -525,7 +534,8 @@ async fn the_sample_request_event_goes_through_the_handler() {
         Arc::new(billing_app::memory::MemoryStore::new()),
         clock.clone(),
     );
-    app.ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
+    app.customers
+        .ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
         .await
         .unwrap();
     let invoke = |secret: &'static str| {

@@ -19,6 +19,7 @@ struct Api {
 impl Api {
     async fn start(app: App) -> Self {
         let (tenant, issued) = app
+            .customers
             .create_tenant("Metered Co", TenantMode::Sandbox)
             .await
             .unwrap();
@@ -384,15 +385,16 @@ async fn concurrent_ingestion_of_the_same_events_counts_each_once() {
     // store commits one transaction at a time, as DynamoDB does.
     let app = billing_tests::memory_app();
     let caller = billing_tests::admin(&app, "Concurrent").await;
-    app.create_metric(
-        &caller,
-        serde_json::from_value(
-            json!({"code": "bytes", "name": "Bytes", "aggregation": "sum", "field": "bytes"}),
+    app.catalog
+        .create_metric(
+            &caller,
+            serde_json::from_value(
+                json!({"code": "bytes", "name": "Bytes", "aggregation": "sum", "field": "bytes"}),
+            )
+            .unwrap(),
         )
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+        .await
+        .unwrap();
     let sub = billing_tests::subscribe(
         &app,
         &caller,
@@ -420,7 +422,11 @@ async fn concurrent_ingestion_of_the_same_events_counts_each_once() {
                 let mut order = events;
                 order.rotate_left(task * 17);
                 for batch in order.chunks(40 + task * 7) {
-                    let results = app.record_usage(&caller, batch.to_vec()).await.unwrap();
+                    let results = app
+                        .usage
+                        .record_usage(&caller, batch.to_vec())
+                        .await
+                        .unwrap();
                     accepted += results
                         .iter()
                         .filter(|r| r.status == UsageStatus::Accepted)
@@ -435,7 +441,11 @@ async fn concurrent_ingestion_of_the_same_events_counts_each_once() {
         accepted += task.await.unwrap();
     }
     assert_eq!(accepted, 150, "each event accepted by exactly one delivery");
-    let usage = app.subscription_usage(&caller, sub.id, None).await.unwrap();
+    let usage = app
+        .usage
+        .subscription_usage(&caller, sub.id, None)
+        .await
+        .unwrap();
     let bytes = &usage.periods[0].metrics[0];
     assert_eq!(bytes.metric, "bytes");
     assert_eq!(bytes.events, 150);
@@ -488,6 +498,7 @@ async fn usage_routes_are_documented_and_need_their_permission() {
     let app = billing_tests::memory_app();
     let caller = billing_tests::admin(&app, "Docs").await;
     let viewer = app
+        .customers
         .create_api_key(
             &caller,
             billing_domain::customers::access::Role::FinanceViewer,
@@ -593,7 +604,12 @@ async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency() {
     let workers: Vec<_> = (0..8)
         .map(|_| {
             let (app, tenant) = (app.clone(), api.tenant);
-            tokio::spawn(async move { app.bill_late_usage(tenant, id, until).await.unwrap() })
+            tokio::spawn(async move {
+                app.billing
+                    .bill_late_usage(tenant, id, until)
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut billed = 0;
@@ -634,16 +650,18 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
         clock.clone(),
     );
     let caller = billing_tests::admin(&app, "Worker").await;
-    app.create_metric(
-        &caller,
-        serde_json::from_value(
-            json!({"code": "api_calls", "name": "API calls", "aggregation": "count"}),
+    app.catalog
+        .create_metric(
+            &caller,
+            serde_json::from_value(
+                json!({"code": "api_calls", "name": "API calls", "aggregation": "count"}),
+            )
+            .unwrap(),
         )
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+        .await
+        .unwrap();
     let plan = app
+        .catalog
         .create_plan(
             &caller,
             serde_json::from_value(
@@ -658,6 +676,7 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
     let mut ids = Vec::new();
     for i in 0..3 {
         let account = app
+            .customers
             .create_account(
                 &caller,
                 serde_json::from_value(
@@ -667,10 +686,10 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
             )
             .await
             .unwrap();
-        let sub = app
+        let sub = app.billing
             .create_subscription(
                 &caller,
-                billing_app::subscriptions::StartSubscription {
+                billing_app::billing::StartSubscription {
                     account_id: account.id,
                     plan_id: plan.plan.id,
                     quantity: 1,
@@ -693,7 +712,7 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
                     .unwrap()
             })
             .collect();
-        app.record_usage(&caller, events).await.unwrap();
+        app.usage.record_usage(&caller, events).await.unwrap();
         ids.push(sub.id);
     }
     let invoices = |id| {
@@ -707,7 +726,8 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
                 limit: 100,
                 starting_after: None,
             };
-            app.list_invoices(&caller, &filter, &page)
+            app.billing
+                .list_invoices(&caller, &filter, &page)
                 .await
                 .unwrap()
                 .items
@@ -717,6 +737,7 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
     *clock.0.lock().unwrap() = "2027-04-01T00:00:00Z".parse().unwrap();
     let until = clock.now();
     let results = app
+        .billing
         .run_due_subscriptions(caller.tenant_id, &ids, until)
         .await;
     assert!(
@@ -738,7 +759,13 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
         serde_json::from_value(json!({"transaction_id": "late", "subscription": ids[1],
         "metric": "api_calls", "timestamp": "2027-03-31T23:00:00Z"}))
         .unwrap();
-    assert!(app.record_usage_event(&caller, late).await.unwrap().late);
+    assert!(
+        app.usage
+            .record_usage_event(&caller, late)
+            .await
+            .unwrap()
+            .late
+    );
     *clock.0.lock().unwrap() = "2027-04-01T00:02:00Z".parse().unwrap();
     let due = app.store.due_items(clock.now(), 100).await.unwrap();
     let jobs: Vec<_> = due
@@ -753,7 +780,8 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
     assert_eq!(jobs, [ids[1]]);
     for _ in 0..2 {
         // A redelivered job finds it billed.
-        app.run_due_subscriptions(caller.tenant_id, &jobs, clock.now())
+        app.billing
+            .run_due_subscriptions(caller.tenant_id, &jobs, clock.now())
             .await;
     }
     let billed = invoices(ids[1]).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use billing_app::memory::MemoryStore;
 use billing_app::ports::*;
-use billing_app::relay::{Fanout, Sweeper};
+use billing_app::{events::Fanout, jobs::Sweeper};
 use billing_app::{App, Caller};
 use billing_aws::{AwsDispatch, Config, DynamoStore, HttpSender};
 use billing_domain::customers::access::Role;
@@ -19,7 +19,11 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
 
 async fn caller(app: &App, mode: TenantMode) -> (Caller, String) {
-    let (_, issued) = app.create_tenant("Hooks Inc", mode).await.unwrap();
+    let (_, issued) = app
+        .customers
+        .create_tenant("Hooks Inc", mode)
+        .await
+        .unwrap();
     let caller = Caller::of_key(&issued.key, None);
     (caller, issued.secret)
 }
@@ -261,10 +265,12 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
     let (receiver, url) = Receiver::start(vec![500, 503]).await;
     let created = app
+        .events
         .create_webhook_endpoint(&caller, endpoint(&url, &["account.created"]))
         .await
         .unwrap();
-    app.create_account(&caller, account("ada@example.com"))
+    app.customers
+        .create_account(&caller, account("ada@example.com"))
         .await
         .unwrap();
 
@@ -329,6 +335,7 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
     }
     assert_eq!(receiver.bodies().len(), 3);
     let deliveries = app
+        .events
         .list_webhook_deliveries(
             &caller,
             created.endpoint.id,
@@ -356,6 +363,7 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
     assert_eq!(statuses, [Some(500), Some(503), Some(200)]);
     // The endpoint recovered: no longer failing.
     let view = app
+        .events
         .get_webhook_endpoint(&caller, created.endpoint.id)
         .await
         .unwrap();
@@ -381,13 +389,15 @@ async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disab
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
     let (receiver, url) = Receiver::start(vec![500; 100]).await;
     let created = app
+        .events
         .create_webhook_endpoint(&caller, endpoint(&url, &["account.*"]))
         .await
         .unwrap();
     let mut attempts = 0;
     // Three days of events, each failing through its whole schedule.
     for day in 0..4 {
-        app.create_account(&caller, account(&format!("d{day}@example.com")))
+        app.customers
+            .create_account(&caller, account(&format!("d{day}@example.com")))
             .await
             .unwrap();
         clock.advance(OUTBOX_GRACE);
@@ -429,12 +439,14 @@ async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disab
             }
         }
         let view = app
+            .events
             .get_webhook_endpoint(&caller, created.endpoint.id)
             .await
             .unwrap();
         if view.status == webhook::EndpointStatus::Disabled {
             assert!(day >= 2, "disabled only after days of failure");
             let disabled = app
+                .events
                 .list_events(
                     &caller,
                     &EventFilter {
@@ -451,6 +463,7 @@ async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disab
             assert_eq!(disabled.items.len(), 1);
             assert!(attempts >= 2 * webhook::MAX_ATTEMPTS as usize);
             let log = app
+                .events
                 .list_webhook_deliveries(
                     &caller,
                     created.endpoint.id,
@@ -483,14 +496,17 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
     let app = App::new(Arc::new(crashed.clone()), Arc::new(SystemClock));
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
     let (receiver, url) = Receiver::start(vec![]).await;
-    app.create_webhook_endpoint(&caller, endpoint(&url, &["account.created"]))
+    app.events
+        .create_webhook_endpoint(&caller, endpoint(&url, &["account.created"]))
         .await
         .unwrap();
     let acct = app
+        .customers
         .create_account(&caller, account("ada@example.com"))
         .await
         .unwrap();
     let events = app
+        .events
         .list_events(
             &caller,
             &EventFilter::default(),
@@ -659,17 +675,21 @@ async fn the_catalog_is_in_the_openapi_document_and_events_carry_no_secrets() {
     );
 
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
-    app.create_api_key(&caller, Role::Support, Some("ci"))
+    app.customers
+        .create_api_key(&caller, Role::Support, Some("ci"))
         .await
         .unwrap();
     let created = app
+        .events
         .create_webhook_endpoint(&caller, endpoint("http://127.0.0.1:9/x", &["*"]))
         .await
         .unwrap();
-    app.rotate_webhook_secret(&caller, created.endpoint.id, None)
+    app.events
+        .rotate_webhook_secret(&caller, created.endpoint.id, None)
         .await
         .unwrap();
     let events = app
+        .events
         .list_events(
             &caller,
             &EventFilter::default(),

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;
+use billing_app::events::Fanout;
 use billing_app::ports::SystemClock;
-use billing_app::relay::Fanout;
 use billing_app::App;
 use billing_aws::{AwsDispatch, Config, DynamoStore, HttpSender};
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};

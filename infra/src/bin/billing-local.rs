@@ -154,10 +154,13 @@ async fn seed_tenant(app: &App, state_dir: &std::path::Path) -> anyhow::Result<S
                 .map(|k| k.trim().to_owned())
         });
     if let Some(key) = known {
-        app.ensure_tenant_with_key("Local sandbox", &key).await?;
+        app.customers
+            .ensure_tenant_with_key("Local sandbox", &key)
+            .await?;
         return Ok(key);
     }
     let (_, issued) = app
+        .customers
         .create_tenant("Local sandbox", TenantMode::Sandbox)
         .await?;
     std::fs::write(&key_file, &issued.secret)?;

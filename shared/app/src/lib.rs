@@ -139,8 +139,12 @@ impl App {
             payment_queue.clone(),
             customers.clone(),
         );
-        let billing =
-            BillingService::new(store.clone(), clocks.clone(), catalog.clone(), collection.clone());
+        let billing = BillingService::new(
+            store.clone(),
+            clocks.clone(),
+            catalog.clone(),
+            collection.clone(),
+        );
         let events = EventsService::new(store.clone(), clocks);
         Self {
             idempotency: IdempotencyService::new(store.clone(), clock.clone()),

@@ -26,6 +26,7 @@ fn main() {
     let app = App::new(Arc::new(MemoryStore::new()), Arc::new(SystemClock));
     let (key, path) = runtime.block_on(async {
         let (_, issued) = app
+            .customers
             .create_tenant("Bench", TenantMode::Sandbox)
             .await
             .unwrap();
@@ -35,7 +36,7 @@ fn main() {
             currency: "usd".into(),
             ..Default::default()
         };
-        let account = app.create_account(&caller, input).await.unwrap();
+        let account = app.customers.create_account(&caller, input).await.unwrap();
         (issued.secret, format!("/v1/accounts/{}", account.id))
     });
     let api = router(app, EmitMetrics(false));

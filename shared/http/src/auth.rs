@@ -266,7 +266,7 @@ pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) 
         .into_response();
     };
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-    let caller = match app.authenticate(bearer, request_id).await {
+    let caller = match app.customers.authenticate(bearer, request_id).await {
         Ok(caller) => caller,
         Err(err) => return Problem::from(err).into_response(),
     };

@@ -22,10 +22,10 @@ use billing_domain::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PlanId, Su
 use billing_domain::kernel::metadata::Metadata;
 use jiff::Timestamp;
 
-use crate::collection::{collection_change, first_attempt};
-use crate::ports::{CollectionWrite, InvoiceFilter, InvoiceWrite, Page, PageRequest, StoreError};
 use super::BillingService;
-use crate::kernel::{change, event, new_ulid, to_json, WRITE_ATTEMPTS, AppError, Caller, ChangeSpec};
+use crate::collection::{collection_change, first_attempt};
+use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS};
+use crate::ports::{CollectionWrite, InvoiceFilter, InvoiceWrite, Page, PageRequest, StoreError};
 
 impl From<InvoiceTransitionError> for AppError {
     fn from(err: InvoiceTransitionError) -> Self {
@@ -164,7 +164,10 @@ impl BillingService {
             credits: Vec::new(),
             minimum_commitment: None,
         })?;
-        let now = self.clocks.now_for(caller.tenant_id, account.test_clock).await?;
+        let now = self
+            .clocks
+            .now_for(caller.tenant_id, account.test_clock)
+            .await?;
         let invoice = Invoice::draft(
             DraftFacts {
                 id: InvoiceId::from_ulid(new_ulid()),
@@ -213,7 +216,10 @@ impl BillingService {
         caller.require(Permission::WriteBilling)?;
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.get_invoice(caller, id).await?;
-            let now = self.clocks.now_for(caller.tenant_id, current.test_clock).await?;
+            let now = self
+                .clocks
+                .now_for(caller.tenant_id, current.test_clock)
+                .await?;
             let sequence = self.store.next_invoice_number(caller.tenant_id).await?;
             let number = sequence.number;
             let next = current.finalize(
@@ -256,7 +262,10 @@ impl BillingService {
     pub async fn void_invoice(&self, caller: &Caller, id: InvoiceId) -> Result<Invoice, AppError> {
         caller.require(Permission::WriteBilling)?;
         let current = self.get_invoice(caller, id).await?;
-        let now = self.clocks.now_for(caller.tenant_id, current.test_clock).await?;
+        let now = self
+            .clocks
+            .now_for(caller.tenant_id, current.test_clock)
+            .await?;
         let next = current.void(now)?;
         // What was paid or credited on it comes back as a credit note, in the same write.
         match CreditNote::for_void(CreditNoteId::from_ulid(new_ulid()), &current, now) {
@@ -355,7 +364,10 @@ impl BillingService {
             }
             PreviewSource::Subscription { id, terms } => {
                 let mut sub = self.get_subscription(caller, id).await?;
-                let now = self.clocks.now_for(caller.tenant_id, sub.test_clock).await?;
+                let now = self
+                    .clocks
+                    .now_for(caller.tenant_id, sub.test_clock)
+                    .await?;
                 if let Some((plan, quantity)) = terms {
                     let new_terms = match plan {
                         Some(plan_id) if plan_id != sub.terms.plan_id => {
@@ -364,7 +376,8 @@ impl BillingService {
                                 .get_account(caller.tenant_id, sub.account_id)
                                 .await?
                                 .ok_or_else(|| AppError::not_found("account", sub.account_id))?;
-                            self.catalog.subscription_terms(caller, account.currency, plan_id, now)
+                            self.catalog
+                                .subscription_terms(caller, account.currency, plan_id, now)
                                 .await?
                                 .0
                         }
@@ -429,10 +442,13 @@ impl BillingService {
         let start = input.start.unwrap_or(now);
         let (terms, plan_trial) = match input.plan {
             HypotheticalPlan::Saved(id) => {
-                self.catalog.subscription_terms(caller, input.currency, id, start).await?
+                self.catalog
+                    .subscription_terms(caller, input.currency, id, start)
+                    .await?
             }
             HypotheticalPlan::Inline(mut plan) => {
-                let prices = self.catalog
+                let prices = self
+                    .catalog
                     .validate_charges(caller, std::mem::take(&mut plan.charges))
                     .await
                     .map_err(|e| match e {

@@ -26,12 +26,7 @@ pub trait BillingPorts:
 }
 
 impl<T> BillingPorts for T where
-    T: SubscriptionStore
-        + InvoiceStore
-        + TestClockStore
-        + UsageStore
-        + AccountStore
-        + PaymentStore
+    T: SubscriptionStore + InvoiceStore + TestClockStore + UsageStore + AccountStore + PaymentStore
 {
 }
 

@@ -12,10 +12,8 @@ use billing_domain::billing::invoice::{self, DraftFacts, Invoice};
 use billing_domain::billing::invoice_draft::{build_invoice, InvoiceInput};
 use billing_domain::billing::proration::ChangePolicy;
 use billing_domain::billing::subscription::{
-    Billing, CollectionMethod, NewSubscription, Subscription, SubscriptionError, SubscriptionTerms,
-    Transition,
+    Billing, CollectionMethod, NewSubscription, Subscription, SubscriptionError, Transition,
 };
-use billing_domain::catalog::plan;
 use billing_domain::customers::access::Permission;
 use billing_domain::customers::account::Account;
 use billing_domain::events::record::AuditAction;
@@ -23,14 +21,16 @@ use billing_domain::kernel::ids::{AccountId, PlanId, SubscriptionId, TenantId};
 use billing_domain::kernel::metadata::Metadata;
 use jiff::Timestamp;
 
-use crate::customers::refuse_blocked;
+use super::BillingService;
 use crate::collection::first_attempt;
+use crate::customers::refuse_blocked;
+use crate::kernel::{
+    change, event, new_ulid, system_caller, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
+};
 use crate::ports::{
     BillingJob, InvoiceWrite, NextInvoiceNumber, Page, PageRequest, StoreError, SubscriptionFilter,
     SubscriptionStep,
 };
-use super::BillingService;
-use crate::kernel::{change, event, new_ulid, to_json, system_caller, WRITE_ATTEMPTS, AppError, Caller, ChangeSpec};
 
 /// Most lifecycle steps one call performs (a year of daily renewals, with room).
 const MAX_STEPS: usize = 1000;
@@ -128,7 +128,10 @@ impl BillingService {
         caller.require(Permission::WriteBilling)?;
         let account = self.load_account(caller, input.account_id).await?;
         refuse_blocked(&account)?;
-        let now = self.clocks.now_for(caller.tenant_id, account.test_clock).await?;
+        let now = self
+            .clocks
+            .now_for(caller.tenant_id, account.test_clock)
+            .await?;
         let start = input.start.unwrap_or(now);
         if start < now - jiff::SignedDuration::from_mins(5) {
             return Err(invalid(
@@ -137,7 +140,9 @@ impl BillingService {
                 "a subscription cannot start in the past",
             ));
         }
-        let (terms, plan_trial) = self.catalog.subscription_terms(caller, account.currency, input.plan_id, start)
+        let (terms, plan_trial) = self
+            .catalog
+            .subscription_terms(caller, account.currency, input.plan_id, start)
             .await?;
         let transition = Subscription::start(
             NewSubscription {
@@ -352,7 +357,10 @@ impl BillingService {
     {
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.get_subscription(caller, id).await?;
-            let now = self.clocks.now_for(caller.tenant_id, current.test_clock).await?;
+            let now = self
+                .clocks
+                .now_for(caller.tenant_id, current.test_clock)
+                .await?;
             let Some(mut transition) = step(&current, now)? else {
                 return Ok(current);
             };
@@ -457,9 +465,13 @@ impl BillingService {
             Some(plan_id) if plan_id != current.terms.plan_id => {
                 let account = self.load_account(caller, current.account_id).await?;
                 refuse_blocked(&account)?;
-                let now = self.clocks.now_for(caller.tenant_id, current.test_clock).await?;
+                let now = self
+                    .clocks
+                    .now_for(caller.tenant_id, current.test_clock)
+                    .await?;
                 Some(
-                    self.catalog.subscription_terms(caller, account.currency, plan_id, now)
+                    self.catalog
+                        .subscription_terms(caller, account.currency, plan_id, now)
                         .await?
                         .0,
                 )
@@ -760,7 +772,7 @@ impl BillingService {
         match self.save_step(tenant, &step).await {
             Ok(()) => {
                 self.collection
-                .release_invoice_payment(tenant, step.invoice.as_ref(), due)
+                    .release_invoice_payment(tenant, step.invoice.as_ref(), due)
                     .await;
                 Ok(Step::Made(Box::new(step.next)))
             }

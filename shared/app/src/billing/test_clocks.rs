@@ -8,9 +8,9 @@ use billing_domain::events::record::AuditAction;
 use billing_domain::kernel::ids::{TenantId, TestClockId};
 use jiff::Timestamp;
 
-use crate::ports::{BillingJob, DueItem, DueKind, StoreError};
 use super::BillingService;
 use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec};
+use crate::ports::{BillingJob, DueItem, DueKind, StoreError};
 
 /// Most items one advance runs (years of renewals, payment retries and the rest for a few
 /// hundred subscriptions); the rest waits for the next advance.

@@ -1,37 +1,20 @@
 //! The billing side of usage: the usage lines of a period a lifecycle step closes, and
 //! supplemental invoices for late usage.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
-
-use billing_domain::billing::invoice_draft::{
-    build_invoice, InvoiceDraft, InvoiceInput, LineInput, LineSource,
-};
-use billing_domain::billing::periods::Period;
+use billing_domain::billing::invoice_draft::{LineInput, LineSource};
 use billing_domain::billing::subscription::{
-    Billing, BillingReason, Subscription, SubscriptionStatus, Transition, UsageTerm,
+    Billing, BillingReason, Subscription, Transition, UsageTerm,
 };
-use billing_domain::catalog::charges::{Derivation, Priced};
-use billing_domain::catalog::metric::Metric;
-use billing_domain::customers::access::Permission;
+use billing_domain::catalog::charges::Priced;
 use billing_domain::events::record::AuditAction;
-use billing_domain::kernel::error::ValidationError;
-use billing_domain::kernel::ids::{AccountId, SubscriptionId, TenantId, TestClockId};
-use billing_domain::kernel::money::Money;
-use billing_domain::usage::entitlements::{Check, Entitlement, UsageThreshold};
-use billing_domain::usage::meter::{
-    self, Placement, UsageEvent, UsageEventInput, UsageOutcome, DEFAULT_GRACE, LATE_USAGE_DEBOUNCE,
-    MAX_BATCH,
-};
+use billing_domain::kernel::ids::{SubscriptionId, TenantId};
+use billing_domain::usage::meter::{self};
 use jiff::{SignedDuration, Timestamp};
-use rust_decimal::Decimal;
-use serde::Serialize;
-use utoipa::ToSchema;
 
-use crate::ports::*;
 use super::BillingService;
+use crate::kernel::{change, event, system_caller, to_json, AppError, ChangeSpec, WRITE_ATTEMPTS};
+use crate::ports::*;
 use crate::usage::pricing::{price, usage_lines};
-use crate::kernel::{change, event, to_json, system_caller, WRITE_ATTEMPTS, AppError, Caller, ChangeSpec};
 
 impl BillingService {
     /// Adds the usage of the period a lifecycle step closes to the step's invoice, and
@@ -240,7 +223,7 @@ impl BillingService {
             {
                 Ok(()) => {
                     self.collection
-                .release_invoice_payment(tenant, invoice.as_ref(), at)
+                        .release_invoice_payment(tenant, invoice.as_ref(), at)
                         .await;
                     return Ok(true);
                 }

@@ -17,9 +17,9 @@ use billing_domain::kernel::ids::{MetricId, PlanId};
 use billing_domain::billing::subscription::SubscriptionTerms;
 use jiff::Timestamp;
 
-use crate::ports::{Page, PageRequest, PlanFilter};
 use super::CatalogService;
 use crate::kernel::{change, event, new_ulid, to_json, AppError, Caller, ChangeSpec};
+use crate::ports::{Page, PageRequest, PlanFilter};
 
 /// A plan with the prices a subscription starting now would get.
 #[derive(Debug, Clone, PartialEq)]

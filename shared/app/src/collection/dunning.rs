@@ -28,17 +28,17 @@ use billing_domain::collection::dunning::{
     DunningTransition, NoticeKind,
 };
 use billing_domain::customers::access::Permission;
-use billing_domain::customers::account::{Account, AccountStatus};
+use billing_domain::customers::account::Account;
 use billing_domain::events::record::AuditAction;
 use billing_domain::kernel::ids::{AccountId, InvoiceId, TenantId};
 use billing_domain::kernel::money::Money;
 use jiff::{SignedDuration, Timestamp};
 
+use super::CollectionService;
+use crate::kernel::{change, system_caller, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS};
 use crate::ports::{
     AccountStatusWrite, Change, Notification, NotifyError, PendingNotice, StoreError,
 };
-use super::CollectionService;
-use crate::kernel::{change, event, to_json, system_caller, WRITE_ATTEMPTS, AppError, Caller, ChangeSpec};
 
 /// How long the process that committed a notice has to send it before the worker does.
 pub const NOTICE_CLAIM: SignedDuration = SignedDuration::from_secs(120);

@@ -10,9 +10,9 @@ use billing_domain::kernel::ids::{CreditNoteId, PaymentId, TenantId};
 use jiff::Timestamp;
 
 use super::payments::{collection_change, recovered};
-use crate::ports::*;
 use super::CollectionService;
-use crate::kernel::{change, event, new_ulid, system_caller, AppError};
+use crate::kernel::{new_ulid, system_caller, AppError};
+use crate::ports::*;
 
 /// What applying an inbound gateway event came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,7 +275,7 @@ impl CollectionService {
         if known {
             self.customers
                 .forget_payment_method(caller, owner.account_id, payment_method)
-            .await?;
+                .await?;
         }
         match self.record_unchanged(owner.tenant_id, &event.id).await? {
             AppliedEvent::Duplicate if !known => Ok(AppliedEvent::Duplicate),

@@ -19,8 +19,8 @@ pub use payments::{collection_change, first_attempt, Collected};
 use crate::customers::CustomersService;
 use crate::kernel::{AppError, Caller, Clocks};
 use crate::ports::{
-    AccountStore, DunningStore, InvoiceStore, Notifier, PaymentGateway, PaymentQueue,
-    PaymentStore, SubscriptionStore, TenantStore, TestClockStore,
+    AccountStore, DunningStore, InvoiceStore, Notifier, PaymentGateway, PaymentQueue, PaymentStore,
+    SubscriptionStore, TenantStore, TestClockStore,
 };
 
 /// What the collection service reads and writes.

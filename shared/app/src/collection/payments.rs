@@ -22,9 +22,12 @@ use billing_domain::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PaymentId,
 use billing_domain::kernel::money::Money;
 use jiff::Timestamp;
 
-use crate::ports::*;
 use super::CollectionService;
-use crate::kernel::{change, event, new_ulid, to_json, system_caller, gateway_unavailable, WRITE_ATTEMPTS, AppError, Caller, ChangeSpec};
+use crate::kernel::{
+    change, event, gateway_unavailable, new_ulid, system_caller, to_json, AppError, Caller,
+    ChangeSpec, WRITE_ATTEMPTS,
+};
+use crate::ports::*;
 
 /// What handling one payment attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,12 +131,7 @@ impl CollectionService {
 
     /// Right after a commit that created attempts due now: the fast path. A failure is
     /// only logged, the due index brings the attempts back to the sweep.
-    async fn release_after_commit(
-        &self,
-        tenant: TenantId,
-        payments: &[&Payment],
-        now: Timestamp,
-    ) {
+    async fn release_after_commit(&self, tenant: TenantId, payments: &[&Payment], now: Timestamp) {
         let jobs: Vec<PaymentJob> = payments
             .iter()
             .filter(|p| p.due_at <= now)
@@ -596,7 +594,6 @@ impl CollectionService {
         }
     }
 
-
     pub async fn get_payment(&self, caller: &Caller, id: PaymentId) -> Result<Payment, AppError> {
         caller.require(Permission::Read)?;
         self.store
@@ -660,7 +657,10 @@ impl CollectionService {
                 ));
             }
         }
-        let now = self.clocks.now_for(caller.tenant_id, invoice.test_clock).await?;
+        let now = self
+            .clocks
+            .now_for(caller.tenant_id, invoice.test_clock)
+            .await?;
         let mut payment = Payment::manual(
             PaymentId::from_ulid(new_ulid()),
             &invoice,
@@ -721,7 +721,10 @@ impl CollectionService {
         }
         for _ in 0..WRITE_ATTEMPTS {
             let invoice = self.invoice(caller, id).await?;
-            let now = self.clocks.now_for(caller.tenant_id, invoice.test_clock).await?;
+            let now = self
+                .clocks
+                .now_for(caller.tenant_id, invoice.test_clock)
+                .await?;
             let paid = invoice.pay(Some(reference.clone()), now)?;
             let subscription = match invoice.subscription_id {
                 Some(s) => self.store.get_subscription(caller.tenant_id, s).await?,
@@ -765,7 +768,10 @@ impl CollectionService {
     ) -> Result<CreditNote, AppError> {
         caller.require(Permission::WriteBilling)?;
         let payment = self.get_payment(caller, id).await?;
-        let now = self.clocks.now_for(caller.tenant_id, payment.test_clock).await?;
+        let now = self
+            .clocks
+            .now_for(caller.tenant_id, payment.test_clock)
+            .await?;
         let (next, refunded) = payment.refund(amount, now)?;
         let Some(intent) = payment.payment_intent.clone() else {
             return Err(AppError::Conflict {

@@ -5,9 +5,9 @@ use billing_domain::customers::account::{Account, AccountPatch, NewAccount};
 use billing_domain::events::record::AuditAction;
 use billing_domain::kernel::ids::AccountId;
 
-use crate::ports::{AccountFilter, Page, PageRequest};
 use super::CustomersService;
 use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec};
+use crate::ports::{AccountFilter, Page, PageRequest};
 
 const ENTITY: &str = "account";
 

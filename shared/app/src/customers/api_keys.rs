@@ -9,9 +9,9 @@ use jiff::Timestamp;
 use rand::RngCore;
 use serde::Serialize;
 
-use crate::ports::{Page, PageRequest};
 use super::CustomersService;
 use crate::kernel::{change, to_json, AppError, Caller, ChangeSpec};
+use crate::ports::{Page, PageRequest};
 
 const ENTITY: &str = "api_key";
 

@@ -7,9 +7,11 @@ use billing_domain::customers::payment_method::{PaymentMethod, PaymentProfile};
 use billing_domain::events::record::AuditAction;
 use billing_domain::kernel::ids::AccountId;
 
-use crate::ports::*;
 use super::CustomersService;
-use crate::kernel::{change, to_json, gateway_unavailable, WRITE_ATTEMPTS, AppError, Caller, ChangeSpec};
+use crate::kernel::{
+    change, gateway_unavailable, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
+};
+use crate::ports::*;
 
 fn refused(err: GatewayError) -> AppError {
     match err {
@@ -81,7 +83,10 @@ impl CustomersService {
             .attach_payment_method(&customer, token)
             .await
             .map_err(refused)?;
-        let now = self.clocks.now_for(caller.tenant_id, account.test_clock).await?;
+        let now = self
+            .clocks
+            .now_for(caller.tenant_id, account.test_clock)
+            .await?;
         let method = PaymentMethod {
             id: card.gateway_id,
             brand: card.brand,

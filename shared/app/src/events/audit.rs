@@ -1,9 +1,9 @@
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditRecord;
 
-use crate::ports::{Page, PageRequest};
 use super::EventsService;
 use crate::kernel::{AppError, Caller};
+use crate::ports::{Page, PageRequest};
 
 impl EventsService {
     pub async fn list_audit_log(

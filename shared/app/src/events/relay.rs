@@ -24,7 +24,6 @@ use billing_domain::events::webhook::{
     self, DeliveryAttempt, EndpointStatus, HealthChange, WebhookDelivery, WebhookEndpoint,
 };
 use billing_domain::kernel::ids::TenantId;
-use jiff::SignedDuration;
 
 use super::{delivery_id, EventsService};
 use crate::kernel::{system_caller, AppError};
@@ -100,8 +99,9 @@ impl Fanout {
                 false,
                 now,
             );
-            if !self.events
-            .store
+            if !self
+                .events
+                .store
                 .insert_delivery(tenant, &delivery, now + DELIVERY_GRACE)
                 .await?
             {

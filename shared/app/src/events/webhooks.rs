@@ -1,7 +1,7 @@
 //! The event log and webhook endpoints as the API sees them: list and read events,
 //! manage endpoints and their secrets, read deliveries, resend an event.
 
-use billing_domain::customers::access::{Permission, Role};
+use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventEnvelope;
 use billing_domain::events::webhook::{
@@ -15,9 +15,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use ulid::Ulid;
 
-use crate::ports::{Change, EventFilter, Page, PageRequest, DELIVERY_GRACE};
 use super::EventsService;
-use crate::kernel::{change, event, new_ulid, to_json, system_caller, AppError, Caller, ChangeSpec};
+use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec};
+use crate::ports::{Change, EventFilter, Page, PageRequest, DELIVERY_GRACE};
 
 const ENTITY: &str = "webhook_endpoint";
 

@@ -10,33 +10,22 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use billing_domain::billing::invoice_draft::{
-    build_invoice, InvoiceDraft, InvoiceInput, LineInput, LineSource,
-};
-use billing_domain::billing::periods::Period;
-use billing_domain::billing::subscription::{
-    Billing, BillingReason, Subscription, SubscriptionStatus, Transition, UsageTerm,
-};
-use billing_domain::catalog::charges::{Derivation, Priced};
+use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
 use billing_domain::catalog::metric::Metric;
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
 use billing_domain::kernel::error::ValidationError;
 use billing_domain::kernel::ids::{AccountId, SubscriptionId, TenantId, TestClockId};
-use billing_domain::kernel::money::Money;
-use billing_domain::usage::entitlements::{Check, Entitlement, UsageThreshold};
+use billing_domain::usage::entitlements::{Entitlement, UsageThreshold};
 use billing_domain::usage::meter::{
     self, Placement, UsageEvent, UsageEventInput, UsageOutcome, DEFAULT_GRACE, LATE_USAGE_DEBOUNCE,
     MAX_BATCH,
 };
-use jiff::{SignedDuration, Timestamp};
-use rust_decimal::Decimal;
-use serde::Serialize;
-use utoipa::ToSchema;
+use jiff::Timestamp;
 
-use crate::ports::*;
 use super::{invalid, UsageService};
-use crate::kernel::{change, event, to_json, system_caller, WRITE_ATTEMPTS, AppError, Caller, ChangeSpec};
+use crate::kernel::{event, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS};
+use crate::ports::*;
 
 /// Most items one usage write touches (DynamoDB's TransactWriteItems limit).
 pub const MAX_ITEMS: usize = 100;
@@ -101,7 +90,6 @@ impl Chunk {
 fn entitlement<'a>(sub: Option<&'a Arc<Subscription>>, metric: &str) -> Option<&'a Entitlement> {
     sub?.terms.entitlements.iter().find(|e| e.metric == metric)
 }
-
 
 impl UsageService {
     /// Records a batch (at most [`MAX_BATCH`]); answers per event, in order.
@@ -217,7 +205,10 @@ impl UsageService {
         let now = match lookups.clocks.get(&sub.test_clock) {
             Some(now) => *now,
             None => {
-                let now = self.clocks.now_for(caller.tenant_id, sub.test_clock).await?;
+                let now = self
+                    .clocks
+                    .now_for(caller.tenant_id, sub.test_clock)
+                    .await?;
                 lookups.clocks.insert(sub.test_clock, now);
                 now
             }
@@ -606,5 +597,4 @@ impl UsageService {
         chunk.write.change = change;
         Ok(chunk)
     }
-
 }

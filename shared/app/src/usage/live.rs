@@ -1,37 +1,26 @@
 //! Live usage: a subscription's periods with what they cost so far, and entitlement
 //! checks.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 
-use billing_domain::billing::invoice_draft::{
-    build_invoice, InvoiceDraft, InvoiceInput, LineInput, LineSource,
-};
+use billing_domain::billing::invoice_draft::{build_invoice, InvoiceDraft, InvoiceInput};
 use billing_domain::billing::periods::Period;
-use billing_domain::billing::subscription::{
-    Billing, BillingReason, Subscription, SubscriptionStatus, Transition, UsageTerm,
-};
+use billing_domain::billing::subscription::Subscription;
 use billing_domain::catalog::charges::{Derivation, Priced};
-use billing_domain::catalog::metric::Metric;
 use billing_domain::customers::access::Permission;
-use billing_domain::events::record::AuditAction;
-use billing_domain::kernel::error::ValidationError;
-use billing_domain::kernel::ids::{AccountId, SubscriptionId, TenantId, TestClockId};
+use billing_domain::kernel::ids::{AccountId, SubscriptionId};
 use billing_domain::kernel::money::Money;
-use billing_domain::usage::entitlements::{Check, Entitlement, UsageThreshold};
-use billing_domain::usage::meter::{
-    self, Placement, UsageEvent, UsageEventInput, UsageOutcome, DEFAULT_GRACE, LATE_USAGE_DEBOUNCE,
-    MAX_BATCH,
-};
+use billing_domain::usage::entitlements::Check;
+use billing_domain::usage::meter::{self};
 use jiff::{SignedDuration, Timestamp};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::ports::*;
 use super::pricing::{price, usage_lines};
 use super::{invalid, UsageService};
-use crate::kernel::{change, event, to_json, system_caller, WRITE_ATTEMPTS, AppError, Caller, ChangeSpec};
+use crate::kernel::{AppError, Caller};
+use crate::ports::*;
 
 /// One metric of a period: the aggregate, and what it costs so far.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -175,7 +164,10 @@ impl UsageService {
                 })?,
         };
         if let Some(quota) = self.store.get_quota(tenant, account_id, metric).await? {
-            let now = self.clocks.now_for(caller.tenant_id, quota.test_clock).await?;
+            let now = self
+                .clocks
+                .now_for(caller.tenant_id, quota.test_clock)
+                .await?;
             let used = if quota.period.contains(now) || now < quota.period.start {
                 quota.used
             } else {
@@ -229,7 +221,6 @@ impl UsageService {
             },
         })
     }
-
 }
 
 /// Each charged metric (and each other metric with usage) of a period, priced.
@@ -321,4 +312,3 @@ fn projected_invoice(
     .map(Some)
     .map_err(|e| AppError::Internal(format!("projecting the invoice of {}: {e}", sub.id)))
 }
-

@@ -1,35 +1,12 @@
 //! Usage priced by a subscription's terms: what live usage shows and billing bills.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
-
-use billing_domain::billing::invoice_draft::{
-    build_invoice, InvoiceDraft, InvoiceInput, LineInput, LineSource,
-};
+use billing_domain::billing::invoice_draft::LineInput;
 use billing_domain::billing::periods::Period;
-use billing_domain::billing::subscription::{
-    Billing, BillingReason, Subscription, SubscriptionStatus, Transition, UsageTerm,
-};
-use billing_domain::catalog::charges::{Derivation, Priced};
-use billing_domain::catalog::metric::Metric;
-use billing_domain::customers::access::Permission;
-use billing_domain::events::record::AuditAction;
-use billing_domain::kernel::error::ValidationError;
-use billing_domain::kernel::ids::{AccountId, SubscriptionId, TenantId, TestClockId};
-use billing_domain::kernel::money::Money;
-use billing_domain::usage::entitlements::{Check, Entitlement, UsageThreshold};
-use billing_domain::usage::meter::{
-    self, Placement, UsageEvent, UsageEventInput, UsageOutcome, DEFAULT_GRACE, LATE_USAGE_DEBOUNCE,
-    MAX_BATCH,
-};
-use jiff::{SignedDuration, Timestamp};
-use rust_decimal::Decimal;
-use serde::Serialize;
-use utoipa::ToSchema;
+use billing_domain::billing::subscription::{Subscription, UsageTerm};
+use billing_domain::catalog::charges::Priced;
 
+use crate::kernel::AppError;
 use crate::ports::*;
-use super::UsageService;
-use crate::kernel::{change, event, to_json, system_caller, WRITE_ATTEMPTS, AppError, Caller, ChangeSpec};
 
 /// A usage charge priced at `usage`, with its commitment.
 pub fn price(

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use billing_app::invoices::{HypotheticalPlan, HypotheticalSubscription, PreviewSource};
+use billing_app::billing::{HypotheticalPlan, HypotheticalSubscription, PreviewSource};
+use billing_app::billing::{ProrationBehavior, StartSubscription};
 use billing_app::ports::{InvoiceFilter, SubscriptionFilter};
-use billing_app::subscriptions::{ProrationBehavior, StartSubscription};
 use billing_app::App;
 use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
 use billing_domain::billing::invoice_draft::{InvoiceDraft, InvoiceInput, LineInput, LineSource};
@@ -89,7 +89,7 @@ pub async fn create_subscription(
     };
     Ok(Reply(
         StatusCode::CREATED,
-        app.create_subscription(&caller, input).await?,
+        app.billing.create_subscription(&caller, input).await?,
     ))
 }
 
@@ -102,7 +102,7 @@ pub async fn get_subscription(
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
-        app.get_subscription(&caller, sub_id(&id)?).await?,
+        app.billing.get_subscription(&caller, sub_id(&id)?).await?,
     ))
 }
 
@@ -138,7 +138,10 @@ pub async fn list_subscriptions(
             .map(|p| PlanId::parse(p, "plan"))
             .transpose()?,
     };
-    let subs = app.list_subscriptions(&caller, &filter, &page).await?;
+    let subs = app
+        .billing
+        .list_subscriptions(&caller, &filter, &page)
+        .await?;
     Ok(Reply(
         StatusCode::OK,
         List::from_page(subs, |s| s.id.to_string(), |s| s),
@@ -187,9 +190,10 @@ pub async fn update_subscription(
     ApiJson(patch): ApiJson<SubscriptionPatch>,
 ) -> ApiResult<Reply<Subscription>> {
     let id = sub_id(&id)?;
-    let mut sub = app.get_subscription(&caller, id).await?;
+    let mut sub = app.billing.get_subscription(&caller, id).await?;
     if let Some(quantity) = patch.quantity.filter(|q| *q != sub.quantity) {
         sub = app
+            .billing
             .change_subscription(
                 &caller,
                 id,
@@ -201,15 +205,19 @@ pub async fn update_subscription(
     }
     if let Some(metadata) = &patch.metadata {
         sub = app
+            .billing
             .update_subscription_metadata(&caller, id, metadata)
             .await?;
     }
     match patch.cancel_at_period_end {
         Some(true) if !sub.cancel_at_period_end => {
-            sub = app.cancel_subscription(&caller, id, true, false).await?
+            sub = app
+                .billing
+                .cancel_subscription(&caller, id, true, false)
+                .await?
         }
         Some(false) if sub.cancel_at_period_end => {
-            sub = app.reactivate_subscription(&caller, id).await?
+            sub = app.billing.reactivate_subscription(&caller, id).await?
         }
         _ => {}
     }
@@ -239,7 +247,8 @@ pub async fn cancel_subscription(
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
-        app.cancel_subscription(&caller, sub_id(&id)?, req.at_period_end, req.prorate)
+        app.billing
+            .cancel_subscription(&caller, sub_id(&id)?, req.at_period_end, req.prorate)
             .await?,
     ))
 }
@@ -254,7 +263,9 @@ pub async fn reactivate_subscription(
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
-        app.reactivate_subscription(&caller, sub_id(&id)?).await?,
+        app.billing
+            .reactivate_subscription(&caller, sub_id(&id)?)
+            .await?,
     ))
 }
 
@@ -279,7 +290,8 @@ pub async fn pause_subscription(
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
-        app.pause_subscription(&caller, sub_id(&id)?, req.resumes_at)
+        app.billing
+            .pause_subscription(&caller, sub_id(&id)?, req.resumes_at)
             .await?,
     ))
 }
@@ -293,7 +305,9 @@ pub async fn resume_subscription(
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
-        app.resume_subscription(&caller, sub_id(&id)?).await?,
+        app.billing
+            .resume_subscription(&caller, sub_id(&id)?)
+            .await?,
     ))
 }
 
@@ -320,6 +334,7 @@ pub async fn change_plan(
 ) -> ApiResult<Reply<Subscription>> {
     let plan = PlanId::parse(&req.plan, "plan")?;
     let sub = app
+        .billing
         .change_subscription(
             &caller,
             sub_id(&id)?,
@@ -341,7 +356,9 @@ pub async fn cancel_scheduled_change(
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
-        app.cancel_scheduled_change(&caller, sub_id(&id)?).await?,
+        app.billing
+            .cancel_scheduled_change(&caller, sub_id(&id)?)
+            .await?,
     ))
 }
 
@@ -363,9 +380,10 @@ pub async fn history(
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Reply<List<AuditRecord>>> {
     let id = sub_id(&id)?;
-    app.get_subscription(&caller, id).await?;
+    app.billing.get_subscription(&caller, id).await?;
     let page = page_request(q.limit, q.starting_after)?;
     let records = app
+        .events
         .list_audit_log(&caller, Some(&id.to_string()), &page)
         .await?;
     Ok(Reply(
@@ -429,7 +447,7 @@ pub async fn list_invoices(
         created_from: timestamp(q.created_from.as_deref(), "created_from")?,
         created_to: timestamp(q.created_to.as_deref(), "created_to")?,
     };
-    let invoices = app.list_invoices(&caller, &filter, &page).await?;
+    let invoices = app.billing.list_invoices(&caller, &filter, &page).await?;
     Ok(Reply(
         StatusCode::OK,
         List::from_page(invoices, |i| i.id.to_string(), |i| i),
@@ -449,7 +467,7 @@ pub async fn get_invoice(
 ) -> ApiResult<Reply<Invoice>> {
     Ok(Reply(
         StatusCode::OK,
-        app.get_invoice(&caller, invoice_id(&id)?).await?,
+        app.billing.get_invoice(&caller, invoice_id(&id)?).await?,
     ))
 }
 
@@ -499,6 +517,7 @@ pub async fn create_invoice(
 ) -> ApiResult<Reply<Invoice>> {
     let account = AccountId::parse(&req.account, "account")?;
     let invoice = app
+        .billing
         .create_manual_invoice(
             &caller,
             account,
@@ -527,7 +546,8 @@ pub async fn finalize_invoice(
 ) -> ApiResult<Reply<Invoice>> {
     Ok(Reply(
         StatusCode::OK,
-        app.finalize_invoice(&caller, invoice_id(&id)?, req.days_until_due)
+        app.billing
+            .finalize_invoice(&caller, invoice_id(&id)?, req.days_until_due)
             .await?,
     ))
 }
@@ -542,7 +562,7 @@ pub async fn void_invoice(
 ) -> ApiResult<Reply<Invoice>> {
     Ok(Reply(
         StatusCode::OK,
-        app.void_invoice(&caller, invoice_id(&id)?).await?,
+        app.billing.void_invoice(&caller, invoice_id(&id)?).await?,
     ))
 }
 
@@ -668,7 +688,7 @@ pub async fn preview_invoice(
             ))
         }
     };
-    let (sub, invoice) = app.preview_invoice(&caller, source).await?;
+    let (sub, invoice) = app.billing.preview_invoice(&caller, source).await?;
     Ok(Reply(
         StatusCode::OK,
         InvoicePreview {
@@ -697,7 +717,8 @@ pub async fn create_test_clock(
 ) -> ApiResult<Reply<TestClock>> {
     Ok(Reply(
         StatusCode::CREATED,
-        app.create_test_clock(&caller, req.name, req.frozen_time)
+        app.billing
+            .create_test_clock(&caller, req.name, req.frozen_time)
             .await?,
     ))
 }
@@ -715,7 +736,7 @@ pub async fn get_test_clock(
 ) -> ApiResult<Reply<TestClock>> {
     Ok(Reply(
         StatusCode::OK,
-        app.get_test_clock(&caller, clock_id(&id)?).await?,
+        app.billing.get_test_clock(&caller, clock_id(&id)?).await?,
     ))
 }
 
@@ -739,11 +760,12 @@ pub async fn advance_test_clock(
     ApiJson(req): ApiJson<AdvanceRequest>,
 ) -> ApiResult<Reply<TestClock>> {
     let id = clock_id(&id)?;
-    app.begin_test_clock_advance(&caller, id, req.frozen_time)
+    app.billing
+        .begin_test_clock_advance(&caller, id, req.frozen_time)
         .await?;
     Ok(Reply(
         StatusCode::OK,
-        app.run_test_clock(caller.tenant_id, id).await?,
+        app.billing.run_test_clock(caller.tenant_id, id).await?,
     ))
 }
 
@@ -760,7 +782,7 @@ pub async fn get_invoice_settings(
     State(app): State<App>,
     Auth(caller): Auth,
 ) -> ApiResult<Reply<InvoiceSettings>> {
-    let invoice_prefix = app.invoice_prefix(&caller).await?;
+    let invoice_prefix = app.billing.invoice_prefix(&caller).await?;
     Ok(Reply(StatusCode::OK, InvoiceSettings { invoice_prefix }))
 }
 
@@ -772,6 +794,9 @@ pub async fn update_invoice_settings(
     Auth(caller): Auth,
     ApiJson(req): ApiJson<InvoiceSettings>,
 ) -> ApiResult<Reply<InvoiceSettings>> {
-    let invoice_prefix = app.set_invoice_prefix(&caller, &req.invoice_prefix).await?;
+    let invoice_prefix = app
+        .billing
+        .set_invoice_prefix(&caller, &req.invoice_prefix)
+        .await?;
     Ok(Reply(StatusCode::OK, InvoiceSettings { invoice_prefix }))
 }

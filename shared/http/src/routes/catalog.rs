@@ -39,7 +39,7 @@ pub async fn create_metric(
 ) -> ApiResult<Reply<Metric>> {
     Ok(Reply(
         StatusCode::CREATED,
-        app.create_metric(&caller, input).await?,
+        app.catalog.create_metric(&caller, input).await?,
     ))
 }
 
@@ -51,7 +51,7 @@ pub async fn list_metrics(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Reply<List<Metric>>> {
     let page = page_request(q.limit, q.starting_after)?;
-    let metrics = app.list_metrics(&caller, &page).await?;
+    let metrics = app.catalog.list_metrics(&caller, &page).await?;
     Ok(Reply(
         StatusCode::OK,
         List::from_page(metrics, |m| m.id.to_string(), |m| m),
@@ -66,7 +66,10 @@ pub async fn get_metric(
     Path(id): Path<String>,
 ) -> ApiResult<Reply<Metric>> {
     let id = path_id(&id, "metric", MetricId::parse)?;
-    Ok(Reply(StatusCode::OK, app.get_metric(&caller, id).await?))
+    Ok(Reply(
+        StatusCode::OK,
+        app.catalog.get_metric(&caller, id).await?,
+    ))
 }
 
 /// Renames or redescribes a metric; its code and aggregation are fixed.
@@ -82,7 +85,7 @@ pub async fn update_metric(
     let id = path_id(&id, "metric", MetricId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.update_metric(&caller, id, patch).await?,
+        app.catalog.update_metric(&caller, id, patch).await?,
     ))
 }
 
@@ -113,7 +116,7 @@ pub async fn create_plan(
 ) -> ApiResult<Reply<PlanView>> {
     Ok(Reply(
         StatusCode::CREATED,
-        app.create_plan(&caller, input).await?.into(),
+        app.catalog.create_plan(&caller, input).await?.into(),
     ))
 }
 
@@ -136,6 +139,7 @@ pub async fn list_plans(
 ) -> ApiResult<Reply<List<Plan>>> {
     let page = page_request(q.limit, q.starting_after)?;
     let plans = app
+        .catalog
         .list_plans(&caller, PlanFilter { active: q.active }, &page)
         .await?;
     Ok(Reply(
@@ -154,7 +158,7 @@ pub async fn get_plan(
     let id = path_id(&id, "plan", PlanId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.get_plan(&caller, id).await?.into(),
+        app.catalog.get_plan(&caller, id).await?.into(),
     ))
 }
 
@@ -172,7 +176,7 @@ pub async fn update_plan(
     let id = path_id(&id, "plan", PlanId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.update_plan(&caller, id, patch).await?,
+        app.catalog.update_plan(&caller, id, patch).await?,
     ))
 }
 
@@ -187,7 +191,7 @@ pub async fn deactivate_plan(
     let id = path_id(&id, "plan", PlanId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.deactivate_plan(&caller, id).await?,
+        app.catalog.deactivate_plan(&caller, id).await?,
     ))
 }
 
@@ -200,7 +204,7 @@ pub async fn list_versions(
     Path(id): Path<String>,
 ) -> ApiResult<Reply<List<PlanVersion>>> {
     let id = path_id(&id, "plan", PlanId::parse)?;
-    let versions = app.list_plan_versions(&caller, id).await?;
+    let versions = app.catalog.list_plan_versions(&caller, id).await?;
     let page = Page {
         items: versions,
         has_more: false,
@@ -225,7 +229,7 @@ pub async fn create_version(
     let id = path_id(&id, "plan", PlanId::parse)?;
     Ok(Reply(
         StatusCode::CREATED,
-        app.create_plan_version(&caller, id, input).await?,
+        app.catalog.create_plan_version(&caller, id, input).await?,
     ))
 }
 
@@ -252,7 +256,10 @@ pub async fn subscription_count(
     Path(id): Path<String>,
 ) -> ApiResult<Reply<SubscriptionCountView>> {
     let plan_id = path_id(&id, "plan", PlanId::parse)?;
-    let counts = app.plan_subscription_counts(&caller, plan_id).await?;
+    let counts = app
+        .catalog
+        .plan_subscription_counts(&caller, plan_id)
+        .await?;
     Ok(Reply(
         StatusCode::OK,
         SubscriptionCountView {
@@ -366,6 +373,7 @@ pub async fn preview_price(
         }
     };
     let priced = app
+        .catalog
         .preview_price(&caller, source, currency, usage, req.commitment)
         .await?;
     Ok(Reply(StatusCode::OK, priced.into()))

@@ -84,6 +84,7 @@ pub async fn attach(
     ApiJson(req): ApiJson<AttachRequest>,
 ) -> ApiResult<Reply<PaymentMethodView>> {
     let (method, default) = app
+        .customers
         .add_payment_method(&caller, account_id(&id)?, &req.payment_method, req.default)
         .await?;
     Ok(Reply(
@@ -104,7 +105,10 @@ pub async fn list_methods(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Reply<PaymentMethodList>> {
-    let profile = app.list_payment_methods(&caller, account_id(&id)?).await?;
+    let profile = app
+        .customers
+        .list_payment_methods(&caller, account_id(&id)?)
+        .await?;
     Ok(Reply(StatusCode::OK, method_list(profile)))
 }
 
@@ -137,6 +141,7 @@ pub async fn update_method(
         .into());
     }
     let profile = app
+        .customers
         .set_default_payment_method(&caller, account, &pm)
         .await?;
     let method = profile
@@ -157,6 +162,7 @@ pub async fn detach(
     Path((id, pm)): Path<(String, String)>,
 ) -> ApiResult<Reply<PaymentMethodList>> {
     let profile = app
+        .customers
         .remove_payment_method(&caller, account_id(&id)?, &pm)
         .await?;
     Ok(Reply(StatusCode::OK, method_list(profile)))
@@ -188,7 +194,10 @@ pub async fn list_payments(
         invoice,
         status: q.status,
     };
-    let payments = app.list_payments(&caller, &filter, &page).await?;
+    let payments = app
+        .collection
+        .list_payments(&caller, &filter, &page)
+        .await?;
     Ok(Reply(
         StatusCode::OK,
         List::from_page(payments, |p| p.id.to_string(), |p| p),
@@ -203,7 +212,10 @@ pub async fn get_payment(
     Path(id): Path<String>,
 ) -> ApiResult<Reply<Payment>> {
     let id = path_id(&id, "payment", PaymentId::parse)?;
-    Ok(Reply(StatusCode::OK, app.get_payment(&caller, id).await?))
+    Ok(Reply(
+        StatusCode::OK,
+        app.collection.get_payment(&caller, id).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -227,7 +239,9 @@ pub async fn pay_invoice(
     let id = path_id(&id, "invoice", InvoiceId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.pay_invoice(&caller, id, req.payment_method).await?,
+        app.collection
+            .pay_invoice(&caller, id, req.payment_method)
+            .await?,
     ))
 }
 
@@ -249,7 +263,7 @@ pub async fn retry(
     let invoice = InvoiceId::parse(&req.invoice, "invoice")?;
     Ok(Reply(
         StatusCode::OK,
-        app.retry_payment(&caller, invoice).await?,
+        app.collection.retry_payment(&caller, invoice).await?,
     ))
 }
 
@@ -274,7 +288,9 @@ pub async fn mark_paid(
     let id = path_id(&id, "invoice", InvoiceId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.mark_invoice_paid(&caller, id, req.reference).await?,
+        app.collection
+            .mark_invoice_paid(&caller, id, req.reference)
+            .await?,
     ))
 }
 
@@ -300,7 +316,8 @@ pub async fn refund(
     let id = path_id(&id, "payment", PaymentId::parse)?;
     Ok(Reply(
         StatusCode::CREATED,
-        app.refund_payment(&caller, id, req.amount, req.memo)
+        app.collection
+            .refund_payment(&caller, id, req.amount, req.memo)
             .await?,
     ))
 }
@@ -326,7 +343,10 @@ pub async fn list_credit_notes(
     let page = page_request(q.limit, q.starting_after)?;
     let (account, invoice) = account_and_invoice(q.account, q.invoice)?;
     let filter = CreditNoteFilter { account, invoice };
-    let notes = app.list_credit_notes(&caller, &filter, &page).await?;
+    let notes = app
+        .collection
+        .list_credit_notes(&caller, &filter, &page)
+        .await?;
     Ok(Reply(
         StatusCode::OK,
         List::from_page(notes, |c: &CreditNote| c.id.to_string(), |c| c),
@@ -339,7 +359,10 @@ pub async fn get_settings(
     State(app): State<App>,
     Auth(caller): Auth,
 ) -> ApiResult<Reply<PaymentSettings>> {
-    Ok(Reply(StatusCode::OK, app.payment_settings(&caller).await?))
+    Ok(Reply(
+        StatusCode::OK,
+        app.collection.payment_settings(&caller).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -362,7 +385,8 @@ pub async fn update_settings(
 ) -> ApiResult<Reply<PaymentSettings>> {
     Ok(Reply(
         StatusCode::OK,
-        app.set_payment_settings(&caller, req.retry_days, req.final_action)
+        app.collection
+            .set_payment_settings(&caller, req.retry_days, req.final_action)
             .await?,
     ))
 }
