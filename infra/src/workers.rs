@@ -63,7 +63,7 @@ impl Local {
     pub fn spawn(&self, consumers: usize, sweep_every: Duration) -> JoinSet<()> {
         let mut tasks = JoinSet::new();
         let fanout = Fanout::new(
-            self.app.clone(),
+            self.app.events.clone(),
             self.dispatch.clone(),
             Arc::new(HttpSender::new()),
         );

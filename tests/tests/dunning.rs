@@ -88,6 +88,7 @@ impl World {
         .unwrap();
         let draft = self
             .app
+            .billing
             .create_manual_invoice(
                 &self.caller,
                 self.account.id,
@@ -126,6 +127,7 @@ impl World {
     async fn events(&self) -> Vec<String> {
         let page = self
             .app
+            .events
             .list_events(
                 &self.caller,
                 &EventFilter {
@@ -197,7 +199,7 @@ async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled
 
     // Blocked: no new subscriptions, no plan changes.
     let plan = w
-        .app
+        .app.catalog
         .create_plan(
             &w.caller,
             serde_json::from_value(json!({
@@ -245,6 +247,7 @@ async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled
     assert_eq!(w.status().await, AccountStatus::Active);
     let case = w
         .app
+        .collection
         .get_dunning_case(&w.caller, w.account.id)
         .await
         .unwrap();
@@ -301,6 +304,7 @@ async fn duplicate_and_concurrent_runs_take_each_step_once() {
     assert_eq!(w.run(day(15)).await, 0);
     let case = w
         .app
+        .collection
         .get_dunning_case(&w.caller, w.account.id)
         .await
         .unwrap();
@@ -364,6 +368,7 @@ async fn a_second_overdue_invoice_keeps_the_first_ones_days_and_both_must_be_set
         .unwrap();
     let case = w
         .app
+        .collection
         .get_dunning_case(&w.caller, w.account.id)
         .await
         .unwrap();
@@ -417,6 +422,7 @@ async fn an_invoice_settled_without_word_resolves_the_case_at_its_next_step() {
     assert_eq!(w.run(day(3)).await, 1);
     let case = w
         .app
+        .collection
         .get_dunning_case(&w.caller, w.account.id)
         .await
         .unwrap();
@@ -435,6 +441,7 @@ async fn an_invoice_settled_without_word_resolves_the_case_at_its_next_step() {
         .unwrap();
     let again = w
         .app
+        .collection
         .get_dunning_case(&w.caller, w.account.id)
         .await
         .unwrap();
@@ -515,11 +522,13 @@ async fn steps_of_an_account_on_a_test_clock_run_when_the_clock_advances() {
     let w = World::new().await;
     let clock = w
         .app
+        .billing
         .create_test_clock(&w.caller, None, t0())
         .await
         .unwrap();
     let account = w
         .app
+        .customers
         .create_account(
             &w.caller,
             serde_json::from_value(
@@ -568,6 +577,7 @@ async fn steps_of_an_account_on_a_test_clock_run_when_the_clock_advances() {
     assert_eq!(w.status().await, AccountStatus::Warning);
     let case = w
         .app
+        .collection
         .get_dunning_case(&w.caller, w.account.id)
         .await
         .unwrap();
@@ -586,6 +596,7 @@ async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases() {
     assert_eq!(default.steps.len(), 3);
     let bad = w
         .app
+        .collection
         .set_dunning_policy(
             &w.caller,
             vec![
@@ -641,17 +652,20 @@ async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases() {
     // Turned off: no case opens.
     other
         .app
+        .collection
         .set_dunning_policy(&other.caller, vec![])
         .await
         .unwrap();
     let invoice = other.open_invoice(1000).await;
     other
         .app
+        .collection
         .invoice_past_due(&other.caller, other.account.id, invoice, t0())
         .await
         .unwrap();
     assert!(other
         .app
+        .collection
         .get_dunning_case(&other.caller, other.account.id)
         .await
         .is_err());
@@ -931,6 +945,7 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
     let w = World::new().await;
     let (tenant, issued) = w
         .app
+        .customers
         .create_tenant(
             "Blocked Co",
             billing_domain::customers::tenant::TenantMode::Sandbox,
@@ -1118,6 +1133,7 @@ async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
     assert_eq!(dunning_jobs(queue.take()), std::slice::from_ref(&step));
     // Taken by a process that cannot send: its notice is due at once.
     App::new(w.app.store.clone(), w.clock.clone())
+        .collection
         .handle_payment_job(&step)
         .await
         .unwrap();

@@ -261,7 +261,11 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
     let store = Arc::new(MemoryStore::new());
     let app = App::new(store.clone(), clock.clone());
     let dispatch = Arc::new(RecordingDispatch::default());
-    let fanout = Fanout::new(app.clone(), dispatch.clone(), Arc::new(HttpSender::new()));
+    let fanout = Fanout::new(
+        app.events.clone(),
+        dispatch.clone(),
+        Arc::new(HttpSender::new()),
+    );
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
     let (receiver, url) = Receiver::start(vec![500, 503]).await;
     let created = app
@@ -380,7 +384,11 @@ async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disab
     let store = Arc::new(MemoryStore::new());
     let app = App::new(store.clone(), clock.clone());
     let dispatch = Arc::new(RecordingDispatch::default());
-    let fanout = Fanout::new(app.clone(), dispatch.clone(), Arc::new(HttpSender::new()));
+    let fanout = Fanout::new(
+        app.events.clone(),
+        dispatch.clone(),
+        Arc::new(HttpSender::new()),
+    );
     let sweeper = Sweeper::new(
         app.clone(),
         dispatch.clone(),
@@ -549,7 +557,7 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
         Arc::new(DynamoStore::new(crashed.client().clone(), &table)),
         Arc::new(SystemClock),
     );
-    let fanout = Fanout::new(worker_app, dispatch, Arc::new(HttpSender::new()));
+    let fanout = Fanout::new(worker_app.events, dispatch, Arc::new(HttpSender::new()));
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let url = sqs
         .get_queue_url()

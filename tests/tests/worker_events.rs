@@ -53,7 +53,7 @@ async fn the_sqs_sample_is_delivered_and_its_poison_record_reported_alone() {
         .await
         .unwrap();
     let fanout = Fanout::new(
-        app.clone(),
+        app.events.clone(),
         Arc::new(RecordingDispatch::default()),
         Arc::new(HttpSender::new()),
     );

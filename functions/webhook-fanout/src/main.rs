@@ -18,7 +18,7 @@ async fn main() -> Result<(), Error> {
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name)
         .with_dispatch(dispatch.clone());
     let app = App::new(Arc::new(store), Arc::new(SystemClock));
-    let fanout = Fanout::new(app, dispatch, Arc::new(HttpSender::new()));
+    let fanout = Fanout::new(app.events, dispatch, Arc::new(HttpSender::new()));
     let fanout = &fanout;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(webhook_fanout::handle(fanout, event.payload).await)
