@@ -51,7 +51,12 @@ impl Local {
             .with_dispatch(dispatch.clone());
         let payments = Arc::new(SqsQueue::by_name(sdk, stack::PAYMENT_QUEUE).await?);
         Ok(Self {
-            app: App::new(Arc::new(store), clock).with_payment_queue(payments.clone()),
+            app: App::new(
+                Arc::new(store),
+                clock,
+                std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+            )
+            .with_payment_queue(payments.clone()),
             dispatch,
             billing: Arc::new(SqsQueue::by_name(sdk, stack::BILLING_QUEUE).await?),
             payments,

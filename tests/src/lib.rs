@@ -6,12 +6,12 @@ pub mod webhooks;
 
 use std::sync::{mpsc, Arc, OnceLock};
 
-use billing_app::memory::MemoryStore;
 use billing_app::ports::{Store, SystemClock};
 use billing_app::App;
 use billing_aws::{Config, DynamoStore};
 use billing_http::{router, EmitMetrics};
 use billing_infra::moto;
+use billing_memory::MemoryStore;
 
 /// An admin key of the tenant the files in `events/` authenticate as.
 pub const EVENTS_KEY: &str =
@@ -62,7 +62,11 @@ pub async fn dynamo_store() -> DynamoStore {
 }
 
 pub fn app(store: Arc<dyn Store>) -> App {
-    App::new(store, Arc::new(SystemClock))
+    App::new(
+        store,
+        Arc::new(SystemClock),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    )
 }
 
 pub fn memory_app() -> App {

@@ -45,7 +45,11 @@ async fn a_delivered_job_bills_what_is_due_once() {
     let three_days_ago = jiff::Timestamp::now()
         - jiff::SignedDuration::from_hours(72)
         - jiff::SignedDuration::from_mins(1);
-    let app = billing_app::App::new(store.clone(), std::sync::Arc::new(Stopped(three_days_ago)));
+    let app = billing_app::App::new(
+        store.clone(),
+        std::sync::Arc::new(Stopped(three_days_ago)),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
     let caller = billing_tests::admin(&app, "Worker").await;
     let tenant = caller.tenant_id;
     // Created on a clock three days back: today the worker finds three renewals due.
@@ -129,7 +133,11 @@ async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() 
     let yesterday = jiff::Timestamp::now()
         - jiff::SignedDuration::from_hours(24)
         - jiff::SignedDuration::from_mins(1);
-    let past = billing_app::App::new(store.clone(), std::sync::Arc::new(Stopped(yesterday)));
+    let past = billing_app::App::new(
+        store.clone(),
+        std::sync::Arc::new(Stopped(yesterday)),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
     let caller = billing_tests::admin(&past, "Sweep").await;
     let tenant = caller.tenant_id;
     let sub = billing_tests::subscribe(
@@ -153,7 +161,7 @@ async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() 
         .await
         .unwrap();
 
-    let queue = std::sync::Arc::new(billing_app::memory::MemoryBillingQueue::default());
+    let queue = std::sync::Arc::new(billing_memory::MemoryBillingQueue::default());
     let sweeper = billing_app::jobs::Sweeper::new(
         now_app.clone(),
         std::sync::Arc::new(NoDispatch),

@@ -4,7 +4,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use billing_app::memory::{MemoryNotifier, MemoryStore};
 use billing_app::ports::{
     Change, Clock, EventFilter, InvoiceWrite, NotifyError, PageRequest, PaymentJob, Store,
 };
@@ -14,6 +13,7 @@ use billing_domain::collection::dunning::{DunningAction, DunningStatus, DunningS
 use billing_domain::customers::account::{Account, AccountStatus};
 use billing_domain::events::record::{Actor, AuditAction, AuditRecord};
 use billing_domain::kernel::ids::{AuditId, InvoiceId};
+use billing_memory::{MemoryNotifier, MemoryStore};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
@@ -60,7 +60,12 @@ impl World {
     async fn on(store: Arc<dyn Store>) -> Self {
         let clock = Manual::at(t0());
         let notifier = Arc::new(MemoryNotifier::default());
-        let app = App::new(store, clock.clone()).with_notifier(notifier.clone());
+        let app = App::new(
+            store,
+            clock.clone(),
+            std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+        )
+        .with_notifier(notifier.clone());
         let caller = billing_tests::admin(&app, "Dunning Co").await;
         let account = app
             .customers
@@ -458,7 +463,11 @@ async fn a_notice_left_by_a_process_without_a_notifier_is_sent_by_the_worker_onc
         .await
         .unwrap();
     // A process that cannot send (or that dies right after the commit) takes the step.
-    let mute = App::new(w.app.store.clone(), w.clock.clone());
+    let mute = App::new(
+        w.app.store.clone(),
+        w.clock.clone(),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
     w.clock.set(day(3));
     mute.collection
         .run_due_dunning(w.caller.tenant_id, w.account.id, day(3))
@@ -1097,7 +1106,7 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
 /// payments queue, and `payment-worker`'s use case takes it; after that nothing is due.
 #[tokio::test]
 async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
-    let queue = Arc::new(billing_app::memory::MemoryPaymentQueue::default());
+    let queue = Arc::new(billing_memory::MemoryPaymentQueue::default());
     let mut w = World::new().await;
     w.app = w.app.clone().with_payment_queue(queue.clone());
     let invoice = w.open_invoice(1000).await;
@@ -1109,7 +1118,7 @@ async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
     let sweeper = billing_app::jobs::Sweeper::new(
         w.app.clone(),
         Arc::new(billing_tests::webhooks::RecordingDispatch::default()),
-        Arc::new(billing_app::memory::MemoryBillingQueue::default()),
+        Arc::new(billing_memory::MemoryBillingQueue::default()),
     );
     let dunning_jobs = |jobs: Vec<PaymentJob>| -> Vec<PaymentJob> {
         jobs.into_iter()
@@ -1132,11 +1141,15 @@ async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
     };
     assert_eq!(dunning_jobs(queue.take()), std::slice::from_ref(&step));
     // Taken by a process that cannot send: its notice is due at once.
-    App::new(w.app.store.clone(), w.clock.clone())
-        .collection
-        .handle_payment_job(&step)
-        .await
-        .unwrap();
+    App::new(
+        w.app.store.clone(),
+        w.clock.clone(),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    )
+    .collection
+    .handle_payment_job(&step)
+    .await
+    .unwrap();
     sweeper.sweep(1000).await.unwrap();
     let notice = PaymentJob::DunningNotice {
         tenant: w.caller.tenant_id,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use billing_app::collection::AppliedEvent;
 use billing_app::collection::Collected;
 use billing_app::ports::*;
-use billing_app::sandbox_gateway::SandboxGateway;
 use billing_app::{App, Caller};
+use billing_aws::SandboxGateway;
 use billing_domain::billing::invoice::InvoiceStatus;
 use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
 use billing_domain::collection::payment::{Payment, PaymentStatus};
@@ -19,7 +19,13 @@ use serde_json::json;
 
 fn with_sandbox(app: App) -> (App, Arc<SandboxGateway>) {
     let gateway = Arc::new(SandboxGateway::new());
-    (app.with_gateway(gateway.clone()), gateway)
+    (
+        App {
+            gateway: gateway.clone(),
+            ..app
+        },
+        gateway,
+    )
 }
 
 async fn payments_of(app: &App, caller: &Caller, sub: &Subscription) -> Vec<Payment> {
@@ -314,7 +320,7 @@ async fn retries_on_the_schedule_until_paid_on_dynamodb() {
 /// it and makes the subscription active again.
 #[tokio::test]
 async fn a_hard_decline_is_final() {
-    let notifier = Arc::new(billing_app::memory::MemoryNotifier::default());
+    let notifier = Arc::new(billing_memory::MemoryNotifier::default());
     let (app, gateway) = with_sandbox(billing_tests::memory_app().with_notifier(notifier.clone()));
     let caller = billing_tests::admin(&app, "Hard").await;
     app.collection
@@ -740,7 +746,7 @@ async fn the_handler_charges_a_duplicated_job_once() {
 #[tokio::test]
 async fn attempts_are_released_after_commit_and_swept_until_recorded() {
     use billing_app::jobs::Sweeper;
-    use billing_app::memory::{MemoryBillingQueue, MemoryPaymentQueue};
+    use billing_memory::{MemoryBillingQueue, MemoryPaymentQueue};
     let queue = Arc::new(MemoryPaymentQueue::default());
     let (app, _) = with_sandbox(billing_tests::memory_app().with_payment_queue(queue.clone()));
     let caller = billing_tests::admin(&app, "Release").await;

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use billing_app::memory::MemoryStore;
 use billing_app::ports::*;
 use billing_app::{App, Caller};
 use billing_domain::customers::access::Role;
 use billing_domain::customers::account::{AccountPatch, AccountStatus, NewAccount};
 use billing_domain::customers::tenant::TenantMode;
+use billing_memory::MemoryStore;
 use jiff::{SignedDuration, Timestamp};
 
 async fn tenant(app: &App) -> Caller {
@@ -62,7 +62,11 @@ async fn counts(store: &dyn Store, caller: &Caller) -> (usize, usize, usize) {
 }
 
 async fn contract(store: Arc<dyn Store>) {
-    let app = App::new(store.clone(), Arc::new(SystemClock));
+    let app = App::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
     let caller = tenant(&app).await;
     let other = tenant(&app).await;
 
@@ -1502,7 +1506,11 @@ fn app_terms() -> billing_domain::catalog::plan::PlanTerms {
 /// Any valid change record, for calling the store directly.
 async fn events_change(app: &App, caller: &Caller) -> Change {
     let scratch = Arc::new(MemoryStore::new());
-    let probe = App::new(scratch.clone(), app.clock.clone());
+    let probe = App::new(
+        scratch.clone(),
+        app.clock.clone(),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
     probe
         .customers
         .create_account(caller, new_account("probe@example.com", None))

@@ -202,7 +202,7 @@ async fn waiting_for_authentication(store: Arc<dyn Store>) -> Scenario {
     let fake = FakeStripe::start().await;
     let clock = Arc::new(ManualClock(Mutex::new(Timestamp::now())));
     let gateway = Arc::new(StripeGateway::new("sk_test_fake", Some(&fake.url)).unwrap());
-    let app = App::new(store, clock.clone()).with_gateway(gateway);
+    let app = App::new(store, clock.clone(), gateway);
     let caller = billing_tests::admin(&app, "Stripe webhooks").await;
     let sub = billing_tests::subscribe(
         &app,
@@ -311,7 +311,7 @@ impl Scenario {
 
 #[tokio::test]
 async fn a_verified_event_settles_the_invoice_once_and_bad_signatures_apply_nothing_in_memory() {
-    verified_events_apply_once(Arc::new(billing_app::memory::MemoryStore::new())).await;
+    verified_events_apply_once(Arc::new(billing_memory::MemoryStore::new())).await;
 }
 
 #[tokio::test]
@@ -421,8 +421,9 @@ async fn verified_events_apply_once(store: Arc<dyn Store>) {
 async fn unknown_types_and_objects_that_are_not_ours_are_acknowledged() {
     let clock = Arc::new(ManualClock(Mutex::new(Timestamp::now())));
     let app = App::new(
-        Arc::new(billing_app::memory::MemoryStore::new()),
+        Arc::new(billing_memory::MemoryStore::new()),
         clock.clone(),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
     );
     let url = serve(app).await;
     for sent in [
@@ -468,8 +469,7 @@ fn stripe_python(script: &str, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn signatures_agree_with_stripes_official_python_library() {
-    let scenario =
-        waiting_for_authentication(Arc::new(billing_app::memory::MemoryStore::new())).await;
+    let scenario = waiting_for_authentication(Arc::new(billing_memory::MemoryStore::new())).await;
     let url = serve(scenario.app.clone()).await;
     let body = String::from_utf8(bytes_of(&scenario.succeeded_event())).unwrap();
     let now = scenario.clock.now().as_second().to_string();
@@ -531,8 +531,9 @@ async fn the_sample_request_event_goes_through_the_handler() {
         Timestamp::from_second(1_795_341_660).unwrap(),
     )));
     let app = App::new(
-        Arc::new(billing_app::memory::MemoryStore::new()),
+        Arc::new(billing_memory::MemoryStore::new()),
         clock.clone(),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
     );
     app.customers
         .ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)

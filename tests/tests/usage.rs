@@ -646,8 +646,9 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
     let start: jiff::Timestamp = "2027-03-01T00:00:00Z".parse().unwrap();
     let clock = std::sync::Arc::new(Manual(std::sync::Mutex::new(start)));
     let app = App::new(
-        std::sync::Arc::new(billing_app::memory::MemoryStore::new()),
+        std::sync::Arc::new(billing_memory::MemoryStore::new()),
         clock.clone(),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
     );
     let caller = billing_tests::admin(&app, "Worker").await;
     app.catalog

@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use billing_app::memory::MemoryStore;
 use billing_app::ports::*;
 use billing_app::{events::Fanout, jobs::Sweeper};
 use billing_app::{App, Caller};
@@ -14,6 +13,7 @@ use billing_domain::customers::access::Role;
 use billing_domain::customers::account::NewAccount;
 use billing_domain::customers::tenant::TenantMode;
 use billing_domain::events::webhook::{self, DeliveryStatus, NewWebhookEndpoint};
+use billing_memory::MemoryStore;
 use billing_tests::webhooks::{ManualClock, Receiver, RecordingDispatch};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
@@ -259,7 +259,11 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
     let start: Timestamp = "2026-05-04T10:00:00Z".parse().unwrap();
     let clock = Arc::new(ManualClock(Mutex::new(start)));
     let store = Arc::new(MemoryStore::new());
-    let app = App::new(store.clone(), clock.clone());
+    let app = App::new(
+        store.clone(),
+        clock.clone(),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
     let dispatch = Arc::new(RecordingDispatch::default());
     let fanout = Fanout::new(
         app.events.clone(),
@@ -283,7 +287,7 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
     let report = Sweeper::new(
         app.clone(),
         dispatch.clone(),
-        std::sync::Arc::new(billing_app::memory::MemoryBillingQueue::default()),
+        std::sync::Arc::new(billing_memory::MemoryBillingQueue::default()),
     )
     .sweep(100)
     .await
@@ -382,7 +386,11 @@ async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disab
     let start: Timestamp = "2026-05-04T10:00:00Z".parse().unwrap();
     let clock = Arc::new(ManualClock(Mutex::new(start)));
     let store = Arc::new(MemoryStore::new());
-    let app = App::new(store.clone(), clock.clone());
+    let app = App::new(
+        store.clone(),
+        clock.clone(),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
     let dispatch = Arc::new(RecordingDispatch::default());
     let fanout = Fanout::new(
         app.events.clone(),
@@ -392,7 +400,7 @@ async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disab
     let sweeper = Sweeper::new(
         app.clone(),
         dispatch.clone(),
-        std::sync::Arc::new(billing_app::memory::MemoryBillingQueue::default()),
+        std::sync::Arc::new(billing_memory::MemoryBillingQueue::default()),
     );
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
     let (receiver, url) = Receiver::start(vec![500; 100]).await;
@@ -501,7 +509,11 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
     let crashed = billing_tests::dynamo_store().await;
     let table = crashed.table().to_owned();
     let (sdk, queue) = local_queue(&table).await;
-    let app = App::new(Arc::new(crashed.clone()), Arc::new(SystemClock));
+    let app = App::new(
+        Arc::new(crashed.clone()),
+        Arc::new(SystemClock),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
     let (receiver, url) = Receiver::start(vec![]).await;
     app.events
@@ -539,11 +551,12 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
     let swept_app = App::new(
         Arc::new(DynamoStore::new(crashed.client().clone(), &table)),
         later,
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
     );
     let sweeper = Sweeper::new(
         swept_app,
         dispatch.clone(),
-        std::sync::Arc::new(billing_app::memory::MemoryBillingQueue::default()),
+        std::sync::Arc::new(billing_memory::MemoryBillingQueue::default()),
     );
     let report = sweeper.sweep(100).await.unwrap();
     assert_eq!((report.republished, report.errors.len()), (2, 0));
@@ -556,6 +569,7 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
     let worker_app = App::new(
         Arc::new(DynamoStore::new(crashed.client().clone(), &table)),
         Arc::new(SystemClock),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
     );
     let fanout = Fanout::new(worker_app.events, dispatch, Arc::new(HttpSender::new()));
     let sqs = aws_sdk_sqs::Client::new(&sdk);

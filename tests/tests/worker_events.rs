@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
-use billing_app::memory::MemoryStore;
 use billing_app::ports::{Clock, OUTBOX_GRACE};
 use billing_app::App;
 use billing_app::{events::Fanout, jobs::Sweeper};
 use billing_aws::HttpSender;
 use billing_domain::customers::account::NewAccount;
 use billing_domain::events::webhook::NewWebhookEndpoint;
+use billing_memory::MemoryStore;
 use billing_tests::webhooks::{ManualClock, Receiver, RecordingDispatch};
 use jiff::Timestamp;
 
@@ -77,7 +77,11 @@ async fn the_sqs_sample_is_delivered_and_its_poison_record_reported_alone() {
 #[tokio::test]
 async fn the_scheduled_sample_sweeps_what_is_due() {
     let clock = Arc::new(ManualClock(Mutex::new(Timestamp::now())));
-    let app = App::new(Arc::new(MemoryStore::new()), clock.clone());
+    let app = App::new(
+        Arc::new(MemoryStore::new()),
+        clock.clone(),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
     app.customers
         .ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
         .await
@@ -102,7 +106,7 @@ async fn the_scheduled_sample_sweeps_what_is_due() {
     let sweeper = Sweeper::new(
         app,
         dispatch.clone(),
-        std::sync::Arc::new(billing_app::memory::MemoryBillingQueue::default()),
+        std::sync::Arc::new(billing_memory::MemoryBillingQueue::default()),
     );
     let schedule: EventBridgeEvent<serde_json::Value> = sample("billing-run-schedule.json");
     // Within the grace the post-commit publish is still expected: nothing is due.

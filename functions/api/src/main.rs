@@ -20,8 +20,7 @@ async fn main() -> Result<(), Error> {
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
     // Stripe when its secret holds a key, else the sandbox: read once per cold start.
     let gateway = payment_gateway(&sdk).await?.gateway;
-    let app = App::new(Arc::new(store), Arc::new(SystemClock))
-        .with_payment_queue(payments)
-        .with_gateway(gateway);
+    let app =
+        App::new(Arc::new(store), Arc::new(SystemClock), gateway).with_payment_queue(payments);
     run(api::handler(app)).await
 }

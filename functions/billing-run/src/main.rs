@@ -17,7 +17,12 @@ async fn main() -> Result<(), Error> {
     let dispatch = Arc::new(AwsDispatch::from_env(&sdk)?);
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name);
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
-    let app = App::new(Arc::new(store), Arc::new(SystemClock)).with_payment_queue(payments);
+    let app = App::new(
+        Arc::new(store),
+        Arc::new(SystemClock),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    )
+    .with_payment_queue(payments);
     let billing = Arc::new(SqsQueue::from_env(&sdk, "BILLING_QUEUE_URL")?);
     let sweeper = Sweeper::new(app, dispatch, billing);
     let sweeper = &sweeper;

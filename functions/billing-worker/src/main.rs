@@ -20,9 +20,8 @@ async fn main() -> Result<(), Error> {
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
     // Test-clock advances collect the payments that fall due on the way.
     let gateway = payment_gateway(&sdk).await?.gateway;
-    let app = App::new(Arc::new(store), Arc::new(SystemClock))
-        .with_payment_queue(payments)
-        .with_gateway(gateway);
+    let app =
+        App::new(Arc::new(store), Arc::new(SystemClock), gateway).with_payment_queue(payments);
     let app = &app;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(billing_worker::handle(app, event.payload).await)

@@ -19,11 +19,11 @@ async fn main() -> Result<(), Error> {
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
     // Dunning notices to customers go out by email from here.
     let notifier = Arc::new(SesNotifier::from_env(&sdk)?);
-    let app = App::new(Arc::new(store), Arc::new(SystemClock))
+    // Stripe when its secret holds a key, else the sandbox: read once per cold start.
+    let gateway = payment_gateway(&sdk).await?.gateway;
+    let app = App::new(Arc::new(store), Arc::new(SystemClock), gateway)
         .with_payment_queue(payments)
-        .with_notifier(notifier)
-        // Stripe when its secret holds a key, else the sandbox: read once per cold start.
-        .with_gateway(payment_gateway(&sdk).await?.gateway);
+        .with_notifier(notifier);
     let app = &app;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(payment_worker::handle(app, event.payload).await)

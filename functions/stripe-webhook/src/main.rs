@@ -18,6 +18,6 @@ async fn main() -> Result<(), Error> {
     let dispatch = AwsDispatch::from_env(&sdk)?;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name)
         .with_dispatch(Arc::new(dispatch));
-    let app = App::new(Arc::new(store), Arc::new(SystemClock)).with_gateway(payments.gateway);
+    let app = App::new(Arc::new(store), Arc::new(SystemClock), payments.gateway);
     run(stripe_webhook::handler(app, payments.webhook_secrets)).await
 }

@@ -17,7 +17,11 @@ async fn main() -> Result<(), Error> {
     let dispatch = Arc::new(AwsDispatch::from_env(&sdk)?);
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name)
         .with_dispatch(dispatch.clone());
-    let app = App::new(Arc::new(store), Arc::new(SystemClock));
+    let app = App::new(
+        Arc::new(store),
+        Arc::new(SystemClock),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
     let fanout = Fanout::new(app.events, dispatch, Arc::new(HttpSender::new()));
     let fanout = &fanout;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

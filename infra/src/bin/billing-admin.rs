@@ -51,7 +51,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let sdk = config.sdk_config().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table_name);
-    let app = App::new(Arc::new(store), Arc::new(SystemClock));
+    let app = App::new(
+        Arc::new(store),
+        Arc::new(SystemClock),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
     match cli.command {
         Command::Tenant {
             command: TenantCommand::Create { name, live },

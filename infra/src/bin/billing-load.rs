@@ -115,7 +115,11 @@ async fn main() -> anyhow::Result<()> {
     let store: Arc<dyn billing_app::ports::Store> =
         Arc::new(DynamoStore::new(dynamodb.clone(), &config.table_name));
     let back = Timestamp::now() - SignedDuration::from_hours(24) - SignedDuration::from_mins(1);
-    let past = App::new(store.clone(), Arc::new(Stopped(back)));
+    let past = App::new(
+        store.clone(),
+        Arc::new(Stopped(back)),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
     let created = Instant::now();
     let tenants = args.tenants.max(1);
     let next_tenant = Arc::new(AtomicU64::new(0));
@@ -151,7 +155,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let worker_store =
         DynamoStore::new(dynamodb.clone(), &config.table_name).with_dispatch(dispatch);
-    let worker = App::new(Arc::new(worker_store), Arc::new(SystemClock));
+    let worker = App::new(
+        Arc::new(worker_store),
+        Arc::new(SystemClock),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
     drop(store);
     let groups: Vec<Vec<SqsEvent>> = groups
         .into_iter()

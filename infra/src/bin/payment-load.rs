@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use billing_app::billing::StartSubscription;
 use billing_app::ports::*;
-use billing_app::sandbox_gateway::SandboxGateway;
 use billing_app::{App, Caller};
+use billing_aws::SandboxGateway;
 use billing_aws::{AwsDispatch, DynamoStore};
 use billing_domain::collection::payment::PaymentStatus;
 use billing_domain::customers::tenant::TenantMode;
@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
     let store = DynamoStore::new(counted_client(&sdk, counter.clone()), &config.table_name)
         .with_dispatch(dispatch);
     let gateway = Arc::new(CountingGateway::default());
-    let app = App::new(Arc::new(store), Arc::new(SystemClock)).with_gateway(gateway.clone());
+    let app = App::new(Arc::new(store), Arc::new(SystemClock), gateway.clone());
 
     let (tenant, issued) = app
         .customers

@@ -89,7 +89,11 @@ async fn main() -> anyhow::Result<()> {
     } = stack::own_stack("usage-load").await?;
     let counter = Arc::new(Counter::default());
     let store = DynamoStore::new(counted_client(&sdk, counter.clone()), &config.table_name);
-    let app = App::new(Arc::new(store), Arc::new(SystemClock));
+    let app = App::new(
+        Arc::new(store),
+        Arc::new(SystemClock),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
 
     let (_, issued) = app
         .customers

@@ -39,9 +39,7 @@ pub mod customers;
 pub mod events;
 pub mod jobs;
 pub mod kernel;
-pub mod memory;
 pub mod ports;
-pub mod sandbox_gateway;
 pub mod usage;
 
 use std::sync::Arc;
@@ -63,7 +61,7 @@ pub struct App {
     /// rebuild them use it; no use case holds it.
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
-    /// Where cards are kept and charged: the sandbox unless Stripe is configured.
+    /// Where cards are kept and charged.
     pub gateway: Arc<dyn PaymentGateway>,
     pub notifier: Option<Arc<dyn Notifier>>,
     pub payment_queue: Option<Arc<dyn PaymentQueue>>,
@@ -77,25 +75,14 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Self::wire(
-            store,
-            clock,
-            Arc::new(sandbox_gateway::SandboxGateway::new()),
-            None,
-            None,
-        )
-    }
-
-    /// Collects payments through `gateway` instead of the sandbox.
-    pub fn with_gateway(self, gateway: Arc<dyn PaymentGateway>) -> Self {
-        Self::wire(
-            self.store,
-            self.clock,
-            gateway,
-            self.notifier,
-            self.payment_queue,
-        )
+    /// The gateway is chosen at wiring time: the sandbox for sandbox tenants and tests,
+    /// Stripe when a secret is configured.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        gateway: Arc<dyn PaymentGateway>,
+    ) -> Self {
+        Self::wire(store, clock, gateway, None, None)
     }
 
     /// Hands payment work due now to `queue` right after its commit.

@@ -35,6 +35,41 @@
 //! | dunning case      | `T#{tenant}`  | `DUNNING#{account_id}` (due)    |                                |                   |
 //! | dunning notice    | `T#{tenant}`  | `DUNNINGNOTICE#{account_id}#{key}` (due) |                       |                   |
 //!
+//! Access patterns: how each read is served.
+//!
+//! | access pattern | how |
+//! |---|---|
+//! | authenticate an API key | GetItem `T#{tenant}` / `APIKEY#{key id}` (tenant and id come from the key itself) |
+//! | get an account | GetItem `T#{tenant}` / `ACCOUNT#{id}` (consistent read) |
+//! | list accounts, oldest first | Query `T#{tenant}`, `begins_with(sk, "ACCOUNT#")`, cursor = last id |
+//! | find accounts by email | Query GSI `gsi1` on `T#{tenant}#EMAIL#{lower-cased email}` |
+//! | find the account with an external_id | GetItem of the uniqueness claim `UNIQUE#ACCOUNT_EXTERNAL_ID#{x}` |
+//! | audit log, newest first | Query `T#{tenant}`, `begins_with(sk, "AUDIT#")`, descending |
+//! | audit log of one entity | Query GSI `gsi1` on `T#{tenant}#AUDIT#{entity id}`, descending |
+//! | event log, newest first | Query `T#{tenant}`, `begins_with(sk, "EVENT#")`, descending; `type` filters the pages |
+//! | events of one resource | Query GSI `gsi1` on `T#{tenant}#EVENTS#{resource id}`, descending |
+//! | webhook endpoints of a tenant | Query `T#{tenant}`, `begins_with(sk, "WEBHOOK#")` (at most 16) |
+//! | deliveries of an endpoint | Query `T#{tenant}`, `begins_with(sk, "WHDELIVERY#{endpoint id}#")`, descending |
+//! | everything due up to now (outbox, webhook retries) | Query GSI `due`, one per shard `DUE#00`…`DUE#15`, `due_sk <= {now ms}~` |
+//! | idempotency key | conditional PutItem `IDEMPOTENCY#{key}`, expires by TTL (`expires_at`) after 24 h |
+//! | metric / plan by id | GetItem `METRIC#{id}` / `PLAN#{id}` |
+//! | metric / plan by code | GetItem of the claim `UNIQUE#METRIC_CODE#{code}` / `UNIQUE#PLAN_CODE#{code}`, then the item |
+//! | list metrics / plans | Query `begins_with(sk, "METRIC#")` / `"PLAN#"` (plans filtered by `active`) |
+//! | a plan's price versions, in order | Query `begins_with(sk, "PLANVERSION#{plan}#")` (zero-padded numbers) |
+//! | an account's payment attempts, newest first | Query GSI `gsi1` on `T#{tenant}#ACCOUNT#{a}#PAYMENTS`, descending (`invoice` filters by the invoice's account) |
+//! | an account's cards and gateway customer | GetItem `PAYPROFILE#{account}` (one versioned item) |
+//! | attempts and retries due | the `due` index: a pending `PAYMENT#{id}` carries its due time (under its test clock when it has one) |
+//! | which tenant a Stripe object belongs to | GetItem `GATEWAY#{pm_… or pi_…}` / `REF` (inbound webhooks name only Stripe's ids) |
+//! | a Stripe event applied once | conditional PutItem `GWEVENT#{evt_…}` in the same transaction as its effect (TTL 30 days) |
+//! | a usage event counted once | conditional put of `T#{tenant}#USAGE#{transaction_id}` in the transaction that moves its rollup |
+//! | which transaction ids of a batch are known | BatchGetItem of the event keys (projection `pk`) |
+//! | a subscription's usage of a period | Query `ROLLUP#{sub}#{period start ms}#` (one item per metric); ranges by `BETWEEN` |
+//! | an entitlement check | GetItem `QUOTA#{account}#{metric}` (the current period's usage and limit) |
+//! | late usage waiting for its supplemental invoice | the `due` index on the rollup (under its test clock when it has one) |
+//! | the tenant's dunning policy | GetItem `SETTINGS#DUNNING` |
+//! | an account's dunning case | GetItem `DUNNING#{account}` (one item per account, reused by its next case); in the `due` index at its next step (under its test clock when it has one) |
+//! | a customer notice not yet sent | GetItem `DUNNINGNOTICE#{account}#{key}`; in the `due` index at the end of its sender's claim |
+//!
 //! The due index (`due`, keys `due_pk`/`due_sk`) is sparse: only items waiting for a time
 //! carry it. `due_pk` is one of [`DUE_SHARDS`] shards (`DUE#07`), so a burst of items due
 //! at the same second spreads over partitions; `due_sk` is the zero-padded due time in

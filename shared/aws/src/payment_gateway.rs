@@ -16,9 +16,9 @@
 
 use std::sync::Arc;
 
+use crate::sandbox_gateway::SandboxGateway;
 use aws_config::SdkConfig;
 use billing_app::ports::PaymentGateway;
-use billing_app::sandbox_gateway::SandboxGateway;
 use billing_domain::collection::stripe_signature::WebhookSecrets;
 use serde::Deserialize;
 

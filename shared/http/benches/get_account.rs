@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use billing_app::memory::MemoryStore;
 use billing_app::ports::SystemClock;
 use billing_app::{App, Caller};
 use billing_domain::customers::account::NewAccount;
 use billing_domain::customers::tenant::TenantMode;
 use billing_http::{router, EmitMetrics};
+use billing_memory::MemoryStore;
 use criterion::Criterion;
 use tower::ServiceExt;
 
@@ -23,7 +23,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let app = App::new(Arc::new(MemoryStore::new()), Arc::new(SystemClock));
+    let app = App::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
     let (key, path) = runtime.block_on(async {
         let (_, issued) = app
             .customers

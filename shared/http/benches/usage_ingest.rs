@@ -17,11 +17,11 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::Request;
 use billing_app::billing::StartSubscription;
-use billing_app::memory::MemoryStore;
 use billing_app::ports::SystemClock;
 use billing_app::{App, Caller};
 use billing_domain::customers::tenant::TenantMode;
 use billing_http::{router, EmitMetrics};
+use billing_memory::MemoryStore;
 use criterion::{Criterion, Throughput};
 use serde_json::json;
 use tower::ServiceExt;
@@ -33,7 +33,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let app = App::new(Arc::new(MemoryStore::new()), Arc::new(SystemClock));
+    let app = App::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+        std::sync::Arc::new(billing_aws::SandboxGateway::new()),
+    );
     let (key, subscription) = runtime.block_on(async {
         let (_, issued) = app.customers
             .create_tenant("Bench", TenantMode::Sandbox)

@@ -1,5 +1,5 @@
 //! The capabilities use cases need from the outside world, one small trait each.
-//! Production implements them with DynamoDB; [`crate::memory`] implements them in memory
+//! Production implements them with DynamoDB; the `billing-memory` crate implements them in memory
 //! for fast tests, and the same contract suite runs against both.
 
 mod billing;

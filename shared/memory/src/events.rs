@@ -9,8 +9,8 @@ use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::ids::{DeliveryId, EventId, TenantId, WebhookEndpointId};
 use jiff::Timestamp;
 
-use super::{paginate, MemoryStore};
-use crate::ports::*;
+use crate::{paginate, MemoryStore};
+use billing_app::ports::*;
 
 #[derive(Default)]
 pub(crate) struct WebhookState {

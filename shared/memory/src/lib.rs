@@ -1,5 +1,5 @@
 //! An in-memory store with the same conditional semantics as the DynamoDB adapter, for
-//! fast use-case tests and in-process benchmarks. The store contract suite runs against
+//! fast use-case tests, in-process benchmarks and load tools. The store contract suite runs against
 //! both, so it cannot drift from the real one.
 
 mod accounts;
@@ -25,31 +25,31 @@ use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::kernel::ids::{AccountId, ApiKeyId, TenantId};
 use jiff::Timestamp;
 
-use crate::ports::*;
+use billing_app::ports::*;
 
 pub use notifier::MemoryNotifier;
 
 #[derive(Default)]
-pub(super) struct State {
-    pub(super) tenants: BTreeMap<TenantId, Tenant>,
-    pub(super) api_keys: BTreeMap<(TenantId, ApiKeyId), ApiKey>,
-    pub(super) accounts: BTreeMap<(TenantId, AccountId), Account>,
-    pub(super) external_ids: BTreeMap<(TenantId, String), AccountId>,
-    pub(super) audit: BTreeMap<(TenantId, String), AuditRecord>,
-    pub(super) events: BTreeMap<(TenantId, String), DomainEvent>,
-    pub(super) idempotency: BTreeMap<(TenantId, String), Idempotency>,
-    pub(super) catalog: catalog::CatalogState,
-    pub(super) billing: billing::BillingState,
-    pub(super) payments: payments::PaymentState,
-    pub(super) dunning: dunning::DunningState,
-    pub(super) webhooks: events::WebhookState,
-    pub(super) usage: usage::UsageState,
+pub(crate) struct State {
+    pub(crate) tenants: BTreeMap<TenantId, Tenant>,
+    pub(crate) api_keys: BTreeMap<(TenantId, ApiKeyId), ApiKey>,
+    pub(crate) accounts: BTreeMap<(TenantId, AccountId), Account>,
+    pub(crate) external_ids: BTreeMap<(TenantId, String), AccountId>,
+    pub(crate) audit: BTreeMap<(TenantId, String), AuditRecord>,
+    pub(crate) events: BTreeMap<(TenantId, String), DomainEvent>,
+    pub(crate) idempotency: BTreeMap<(TenantId, String), Idempotency>,
+    pub(crate) catalog: catalog::CatalogState,
+    pub(crate) billing: billing::BillingState,
+    pub(crate) payments: payments::PaymentState,
+    pub(crate) dunning: dunning::DunningState,
+    pub(crate) webhooks: events::WebhookState,
+    pub(crate) usage: usage::UsageState,
 }
 
-pub(super) struct Idempotency {
-    pub(super) fingerprint: String,
-    pub(super) response: Option<StoredResponse>,
-    pub(super) expires_at: Timestamp,
+pub(crate) struct Idempotency {
+    pub(crate) fingerprint: String,
+    pub(crate) response: Option<StoredResponse>,
+    pub(crate) expires_at: Timestamp,
 }
 
 #[derive(Default)]
@@ -62,14 +62,14 @@ impl MemoryStore {
         Self::default()
     }
 
-    pub(super) fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl State {
-    pub(super) fn record(&mut self, tenant: TenantId, change: &Change) {
+    pub(crate) fn record(&mut self, tenant: TenantId, change: &Change) {
         self.audit
             .insert((tenant, change.audit.id.to_string()), change.audit.clone());
         for event in &change.events {
@@ -80,7 +80,7 @@ impl State {
 }
 
 /// One page of `items` (already in order) after the `starting_after` id.
-pub(super) fn paginate<T: Clone>(
+pub(crate) fn paginate<T: Clone>(
     items: impl Iterator<Item = (String, T)>,
     page: &PageRequest,
 ) -> Page<T> {

@@ -5,8 +5,8 @@ use billing_domain::catalog::metric::Metric;
 use billing_domain::catalog::plan::{Plan, PlanVersion};
 use billing_domain::kernel::ids::{MetricId, PlanId, TenantId};
 
-use super::{paginate, MemoryStore};
-use crate::ports::*;
+use crate::{paginate, MemoryStore};
+use billing_app::ports::*;
 
 #[derive(Default)]
 pub(crate) struct CatalogState {

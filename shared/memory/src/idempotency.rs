@@ -2,8 +2,8 @@ use async_trait::async_trait;
 use billing_domain::kernel::ids::TenantId;
 use jiff::Timestamp;
 
-use super::{Idempotency, MemoryStore};
-use crate::ports::*;
+use crate::{Idempotency, MemoryStore};
+use billing_app::ports::*;
 
 #[async_trait]
 impl IdempotencyStore for MemoryStore {

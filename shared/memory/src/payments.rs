@@ -8,8 +8,8 @@ use billing_domain::customers::payment_method::PaymentProfile;
 use billing_domain::kernel::ids::{AccountId, CreditNoteId, PaymentId, TenantId, TestClockId};
 use jiff::Timestamp;
 
-use super::{paginate, MemoryStore, State};
-use crate::ports::*;
+use crate::{paginate, MemoryStore, State};
+use billing_app::ports::*;
 
 #[derive(Default)]
 pub(crate) struct PaymentState {
@@ -32,7 +32,7 @@ fn due_item(tenant: TenantId, p: &Payment) -> DueItem {
 impl State {
     /// Pending attempts and sent invoices going overdue (not on a test clock) due at or
     /// before `now`.
-    pub(super) fn due_payments(&self, now: Timestamp) -> Vec<DueItem> {
+    pub(crate) fn due_payments(&self, now: Timestamp) -> Vec<DueItem> {
         self.payments
             .payments
             .iter()
@@ -68,7 +68,7 @@ impl State {
     }
 
     /// Pending attempts on a test clock due at or before `up_to`.
-    pub(super) fn clock_due_payments(
+    pub(crate) fn clock_due_payments(
         &self,
         tenant: TenantId,
         clock: TestClockId,
@@ -84,7 +84,7 @@ impl State {
             .collect()
     }
 
-    pub(super) fn check_new_payment(
+    pub(crate) fn check_new_payment(
         &self,
         tenant: TenantId,
         payment: &Payment,
@@ -95,7 +95,7 @@ impl State {
         Ok(())
     }
 
-    pub(super) fn write_payment(&mut self, tenant: TenantId, payment: &Payment) {
+    pub(crate) fn write_payment(&mut self, tenant: TenantId, payment: &Payment) {
         self.payments
             .payments
             .insert((tenant, payment.id), payment.clone());

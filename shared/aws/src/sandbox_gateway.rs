@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use billing_domain::kernel::money::Money;
 use sha2::{Digest, Sha256};
 
-use crate::ports::*;
+use billing_app::ports::*;
 
 /// Ids of sandbox payment methods: `pm_sb_{card number}_{random}`.
 const METHOD_PREFIX: &str = "pm_sb_";
@@ -205,7 +205,7 @@ impl PaymentGateway for SandboxGateway {
                 })?;
                 (
                     card,
-                    format!("{METHOD_PREFIX}{}_{}", card.number, crate::new_ulid()),
+                    format!("{METHOD_PREFIX}{}_{}", card.number, billing_app::new_ulid()),
                 )
             }
         };

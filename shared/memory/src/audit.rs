@@ -2,8 +2,8 @@ use async_trait::async_trait;
 use billing_domain::events::record::AuditRecord;
 use billing_domain::kernel::ids::TenantId;
 
-use super::{paginate, MemoryStore};
-use crate::ports::*;
+use crate::{paginate, MemoryStore};
+use billing_app::ports::*;
 
 #[async_trait]
 impl AuditStore for MemoryStore {

@@ -2,8 +2,8 @@ use async_trait::async_trait;
 use billing_domain::customers::account::Account;
 use billing_domain::kernel::ids::{AccountId, TenantId};
 
-use super::{paginate, MemoryStore};
-use crate::ports::*;
+use crate::{paginate, MemoryStore};
+use billing_app::ports::*;
 
 #[async_trait]
 impl AccountStore for MemoryStore {

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use billing_domain::kernel::ids::{AccountId, SubscriptionId, TenantId, TestClockId};
 use jiff::Timestamp;
 
-use super::{MemoryStore, State};
-use crate::ports::*;
+use crate::{MemoryStore, State};
+use billing_app::ports::*;
 
 #[derive(Default)]
 pub(crate) struct UsageState {
@@ -17,7 +17,7 @@ pub(crate) struct UsageState {
 
 impl State {
     /// Rollups whose late usage is due at or before `up_to`, where `on(tenant, clock)`.
-    pub(super) fn late_usage_due(
+    pub(crate) fn late_usage_due(
         &self,
         up_to: Timestamp,
         on: impl Fn(TenantId, Option<TestClockId>) -> bool,
@@ -39,7 +39,7 @@ impl State {
             .collect()
     }
 
-    pub(super) fn check_rollups(
+    pub(crate) fn check_rollups(
         &self,
         tenant: TenantId,
         rollups: &[RollupWrite],
@@ -59,7 +59,7 @@ impl State {
         Ok(())
     }
 
-    pub(super) fn write_rollups(&mut self, tenant: TenantId, rollups: &[RollupWrite]) {
+    pub(crate) fn write_rollups(&mut self, tenant: TenantId, rollups: &[RollupWrite]) {
         for write in rollups {
             self.usage
                 .rollups

@@ -5,8 +5,8 @@ use billing_domain::collection::dunning::{DunningCase, DunningPolicy};
 use billing_domain::kernel::ids::{AccountId, TenantId, TestClockId};
 use jiff::Timestamp;
 
-use super::{MemoryStore, State};
-use crate::ports::*;
+use crate::{MemoryStore, State};
+use billing_app::ports::*;
 
 #[derive(Default)]
 pub(crate) struct DunningState {
@@ -17,7 +17,7 @@ pub(crate) struct DunningState {
 
 impl State {
     /// Real-time cases whose next step is due, and notices whose claim ran out, at `now`.
-    pub(super) fn due_dunning(&self, now: Timestamp) -> Vec<DueItem> {
+    pub(crate) fn due_dunning(&self, now: Timestamp) -> Vec<DueItem> {
         let steps = self
             .dunning
             .cases
@@ -51,7 +51,7 @@ impl State {
     }
 
     /// Cases on a test clock whose next step is due at or before `up_to`.
-    pub(super) fn clock_due_dunning(
+    pub(crate) fn clock_due_dunning(
         &self,
         tenant: TenantId,
         clock: TestClockId,

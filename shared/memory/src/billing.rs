@@ -7,8 +7,8 @@ use billing_domain::billing::test_clock::TestClock;
 use billing_domain::kernel::ids::{InvoiceId, PlanId, SubscriptionId, TenantId, TestClockId};
 use jiff::Timestamp;
 
-use super::{paginate, MemoryStore, State};
-use crate::ports::*;
+use crate::{paginate, MemoryStore, State};
+use billing_app::ports::*;
 
 #[derive(Default)]
 pub(crate) struct BillingState {
@@ -26,7 +26,7 @@ fn counted(sub: &Subscription) -> Option<(PlanId, u32)> {
 
 impl State {
     /// Subscriptions (not on a test clock) and advancing clocks due at or before `now`.
-    pub(super) fn due_billing(&self, now: Timestamp) -> Vec<DueItem> {
+    pub(crate) fn due_billing(&self, now: Timestamp) -> Vec<DueItem> {
         let subscriptions = self
             .billing
             .subscriptions
@@ -61,7 +61,7 @@ impl State {
     }
 
     /// Everything on a test clock due at or before `up_to`, in no particular order.
-    pub(super) fn due_on_clock(
+    pub(crate) fn due_on_clock(
         &self,
         tenant: TenantId,
         clock: TestClockId,
@@ -85,7 +85,7 @@ impl State {
     }
 
     /// A lifecycle step: checks every condition, then writes (or writes nothing).
-    pub(super) fn save_subscription(
+    pub(crate) fn save_subscription(
         &mut self,
         tenant: TenantId,
         previous: &Subscription,
@@ -117,7 +117,7 @@ impl State {
     }
 
     /// Checks an invoice write's conditions without changing anything.
-    pub(super) fn check_invoice(
+    pub(crate) fn check_invoice(
         &self,
         tenant: TenantId,
         write: &InvoiceWrite,
@@ -152,7 +152,7 @@ impl State {
         Ok(())
     }
 
-    pub(super) fn write_invoice(&mut self, tenant: TenantId, write: &InvoiceWrite) {
+    pub(crate) fn write_invoice(&mut self, tenant: TenantId, write: &InvoiceWrite) {
         if let Some(number) = write.number {
             self.billing.invoice_sequence.insert(tenant, number);
         }
@@ -163,17 +163,17 @@ impl State {
     }
 
     /// Every stored invoice with its tenant.
-    pub(super) fn billing_invoices(&self) -> impl Iterator<Item = (TenantId, &Invoice)> {
+    pub(crate) fn billing_invoices(&self) -> impl Iterator<Item = (TenantId, &Invoice)> {
         self.billing.invoices.iter().map(|((t, _), i)| (*t, i))
     }
 
-    pub(super) fn put_invoice(&mut self, tenant: TenantId, invoice: &Invoice) {
+    pub(crate) fn put_invoice(&mut self, tenant: TenantId, invoice: &Invoice) {
         self.billing
             .invoices
             .insert((tenant, invoice.id), invoice.clone());
     }
 
-    pub(super) fn check_invoice_version(
+    pub(crate) fn check_invoice_version(
         &self,
         tenant: TenantId,
         id: InvoiceId,
@@ -186,13 +186,13 @@ impl State {
     }
 
     /// A status change that moves no plan count (past_due and back).
-    pub(super) fn put_subscription(&mut self, tenant: TenantId, sub: &Subscription) {
+    pub(crate) fn put_subscription(&mut self, tenant: TenantId, sub: &Subscription) {
         self.billing
             .subscriptions
             .insert((tenant, sub.id), sub.clone());
     }
 
-    pub(super) fn check_subscription_version(
+    pub(crate) fn check_subscription_version(
         &self,
         tenant: TenantId,
         id: SubscriptionId,

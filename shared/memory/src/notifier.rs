@@ -2,7 +2,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::ports::{Notification, Notifier, NotifyError};
+use billing_app::ports::{Notification, Notifier, NotifyError};
 
 /// A notifier that keeps what it is given, for tests; it can be made to fail.
 #[derive(Default)]

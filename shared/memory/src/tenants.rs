@@ -3,8 +3,8 @@ use billing_domain::customers::access::ApiKey;
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::kernel::ids::{ApiKeyId, TenantId};
 
-use super::{paginate, MemoryStore};
-use crate::ports::*;
+use crate::{paginate, MemoryStore};
+use billing_app::ports::*;
 
 #[async_trait]
 impl TenantStore for MemoryStore {
