@@ -490,7 +490,10 @@ async fn usage_contract(app: &App, store: &dyn Store, caller: &Caller, other: &C
         rollup(2, 1),
     );
     first.distinct_values = vec![(key.clone(), "x".into())];
-    store.record_usage(tenant, &first).await.unwrap();
+    store
+        .record_usage(tenant, std::slice::from_ref(&first))
+        .await
+        .unwrap();
     assert_eq!(
         store.stored_usage_events(tenant, &ids).await.unwrap(),
         ["a".to_owned(), "b".to_owned()].into()
@@ -519,24 +522,39 @@ async fn usage_contract(app: &App, store: &dyn Store, caller: &Caller, other: &C
         rollup(4, 2),
     );
     assert_eq!(
-        store.record_usage(tenant, &duplicate).await,
-        Err(StoreError::AlreadyExists {
-            entity: "usage event"
+        store
+            .record_usage(tenant, std::slice::from_ref(&duplicate))
+            .await,
+        Err(StepsFailed {
+            written: 0,
+            error: StoreError::AlreadyExists {
+                entity: "usage event"
+            }
         })
     );
     let stale = write(vec![event("c", Measured::Occurrence)], 0, rollup(3, 1));
     assert_eq!(
-        store.record_usage(tenant, &stale).await,
-        Err(StoreError::VersionConflict {
-            entity: "usage rollup"
+        store
+            .record_usage(tenant, std::slice::from_ref(&stale))
+            .await,
+        Err(StepsFailed {
+            written: 0,
+            error: StoreError::VersionConflict {
+                entity: "usage rollup"
+            }
         })
     );
     let mut seen = write(vec![event("c", Measured::Occurrence)], 1, rollup(3, 2));
     seen.distinct_values = vec![(key.clone(), "x".into())];
     assert_eq!(
-        store.record_usage(tenant, &seen).await,
-        Err(StoreError::VersionConflict {
-            entity: "usage rollup"
+        store
+            .record_usage(tenant, std::slice::from_ref(&seen))
+            .await,
+        Err(StepsFailed {
+            written: 0,
+            error: StoreError::VersionConflict {
+                entity: "usage rollup"
+            }
         })
     );
     assert_eq!(
@@ -586,8 +604,11 @@ async fn usage_contract(app: &App, store: &dyn Store, caller: &Caller, other: &C
     let (_, _, events_before) = counts(store, caller).await;
     let mut third = write(vec![event("c", Measured::Occurrence)], 1, rollup(3, 2));
     third.quotas = vec![quota.clone()];
-    third.change = Some(events_change(app, caller).await);
-    store.record_usage(tenant, &third).await.unwrap();
+    third.changes = vec![events_change(app, caller).await];
+    store
+        .record_usage(tenant, std::slice::from_ref(&third))
+        .await
+        .unwrap();
     assert_eq!(
         store.get_quota(tenant, sub.account_id, "calls").await,
         Ok(Some(quota))
@@ -603,7 +624,7 @@ async fn usage_contract(app: &App, store: &dyn Store, caller: &Caller, other: &C
     store
         .record_usage(
             tenant,
-            &write(vec![event("d", Measured::Occurrence)], 2, late),
+            &[write(vec![event("d", Measured::Occurrence)], 2, late)],
         )
         .await
         .unwrap();
@@ -699,8 +720,61 @@ async fn usage_contract(app: &App, store: &dyn Store, caller: &Caller, other: &C
         Some(next.version)
     );
     assert_eq!(
-        store.get_rollups(tenant, &[key]).await.unwrap(),
+        store
+            .get_rollups(tenant, std::slice::from_ref(&key))
+            .await
+            .unwrap(),
         vec![rollup(4, 5)]
+    );
+
+    // Units are written in order, however many a transaction holds: each moves the
+    // rollup on from the one before. After a unit that fails, the units reported written
+    // are stored and no others.
+    let units = |prefix: &str, from: u64| -> Vec<UsageWrite> {
+        (0..150)
+            .map(|i| {
+                write(
+                    vec![event(&format!("{prefix}{i}"), Measured::Occurrence)],
+                    from + i,
+                    rollup(from + i, from + i + 1),
+                )
+            })
+            .collect()
+    };
+    let ids = |prefix: &str| (0..150).map(|i| format!("{prefix}{i}")).collect::<Vec<_>>();
+    store.record_usage(tenant, &units("u", 5)).await.unwrap();
+    assert_eq!(
+        store
+            .stored_usage_events(tenant, &ids("u"))
+            .await
+            .unwrap()
+            .len(),
+        150
+    );
+    assert_eq!(
+        store
+            .get_rollups(tenant, std::slice::from_ref(&key))
+            .await
+            .unwrap(),
+        vec![rollup(154, 155)]
+    );
+    let mut failing = units("v", 155);
+    failing[120].events = vec![event("u0", Measured::Occurrence)];
+    let failed = store.record_usage(tenant, &failing).await.unwrap_err();
+    assert_eq!(
+        failed.error,
+        StoreError::AlreadyExists {
+            entity: "usage event"
+        }
+    );
+    assert!(failed.written <= 120, "{failed:?}");
+    assert_eq!(
+        store
+            .stored_usage_events(tenant, &ids("v"))
+            .await
+            .unwrap()
+            .len(),
+        failed.written
     );
 }
 

@@ -1,11 +1,12 @@
 //! Ingest: events (one or a batch) into rollups exactly once.
 //!
 //! Ingest plans every write from what it read and conditions each rollup write on the
-//! version it read; events are created only if their transaction id is new. A batch is
-//! written in chunks of at most [`MAX_ITEMS`] items (one TransactWriteItems each), every
-//! event in the same chunk as the rollup change it causes, so an event is never half
-//! applied. A chunk that loses a race (a duplicate delivered concurrently, a rollup moved)
-//! is re-planned from fresh reads; what committed is found committed.
+//! version it read; events are created only if their transaction id is new. Each event is
+//! one unit with everything it moves (its rollup, a new distinct value, the quota snapshot,
+//! a threshold it crosses), so an event is never half applied; the store packs units into
+//! as few transactions as its limits allow. Units that lose a race (a duplicate delivered
+//! concurrently, a rollup moved) are re-planned from fresh reads; what committed is found
+//! committed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -27,8 +28,6 @@ use super::{invalid, UsageService};
 use crate::kernel::{event, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS};
 use crate::ports::*;
 
-/// Most items one usage write touches (DynamoDB's TransactWriteItems limit).
-pub const MAX_ITEMS: usize = 100;
 /// Each event's transaction id and outcome, by position in the batch, once decided.
 type Outcomes = Vec<Option<(String, Result<UsageOutcome, ValidationError>)>>;
 
@@ -58,33 +57,6 @@ struct Lookups {
     subscriptions: HashMap<(bool, String), Result<Arc<Subscription>, ValidationError>>,
     metrics: HashMap<String, Option<Arc<Metric>>>,
     clocks: HashMap<Option<TestClockId>, Timestamp>,
-}
-
-/// One chunk of a batch, as it is being planned.
-#[derive(Default)]
-struct Chunk {
-    write: UsageWrite,
-    /// Rollups this chunk moves, by key: (version read, state after the chunk).
-    rollups: BTreeMap<RollupKey, (u64, Rollup)>,
-    /// Candidates (by position in the batch) and whether each is late.
-    members: Vec<(usize, bool)>,
-}
-
-impl Chunk {
-    /// Items the chunk writes, with room for its threshold events.
-    fn cost(&self, subs: &HashMap<SubscriptionId, Arc<Subscription>>) -> usize {
-        let limited = self
-            .rollups
-            .keys()
-            .filter(|k| entitlement(subs.get(&k.subscription), &k.metric).is_some())
-            .count();
-        self.write.events.len()
-            + self.write.distinct_values.len()
-            + self.rollups.len()
-            // a quota snapshot, and up to two threshold events, per limited rollup
-            + limited * 3
-            + usize::from(limited > 0)
-    }
 }
 
 fn entitlement<'a>(sub: Option<&'a Arc<Subscription>>, metric: &str) -> Option<&'a Entitlement> {
@@ -350,8 +322,9 @@ impl UsageService {
             .collect())
     }
 
-    /// One attempt at writing the candidates: finds duplicates, plans chunks from fresh
-    /// reads, and writes them in order. Written and duplicate candidates leave the list.
+    /// One attempt at writing the candidates: finds duplicates, plans their units from
+    /// fresh reads, and writes them in order. Written and duplicate candidates leave the
+    /// list.
     async fn write_candidates(
         &self,
         caller: &Caller,
@@ -372,44 +345,35 @@ impl UsageService {
             }
             !duplicate
         });
-        let chunks = self.plan_chunks(caller, candidates).await?;
-        let mut written = BTreeSet::new();
-        let mut result = Ok(());
-        for chunk in chunks {
-            match self.store.record_usage(tenant, &chunk.write).await {
-                Ok(()) => {
-                    for (position, late) in chunk.members {
-                        let c = &candidates[position];
-                        let id = c.event.transaction_id.clone();
-                        outcomes[c.index] = Some((
-                            id.clone(),
-                            Ok(UsageOutcome::accepted(id, c.placement, late)),
-                        ));
-                        written.insert(position);
-                    }
-                }
-                // Lost a race: re-plan what is left from fresh reads.
-                Err(StoreError::AlreadyExists { .. } | StoreError::VersionConflict { .. }) => break,
-                Err(other) => {
-                    result = Err(other.into());
-                    break;
-                }
-            }
+        let (units, late) = self.plan_units(caller, candidates).await?;
+        let (written, result) = match self.store.record_usage(tenant, &units).await {
+            Ok(()) => (units.len(), Ok(())),
+            // Lost a race: re-plan what is left from fresh reads.
+            Err(StepsFailed {
+                written,
+                error: StoreError::AlreadyExists { .. } | StoreError::VersionConflict { .. },
+            }) => (written, Ok(())),
+            Err(StepsFailed { written, error }) => (written, Err(error.into())),
+        };
+        for (c, late) in candidates.iter().zip(late).take(written) {
+            let id = c.event.transaction_id.clone();
+            outcomes[c.index] = Some((
+                id.clone(),
+                Ok(UsageOutcome::accepted(id, c.placement, late)),
+            ));
         }
-        let mut position = 0;
-        candidates.retain(|_| {
-            position += 1;
-            !written.contains(&(position - 1))
-        });
+        candidates.drain(..written);
         result
     }
 
-    /// Reads the rollups and distinct values the candidates touch and plans the chunks.
-    async fn plan_chunks(
+    /// Reads the rollups and distinct values the candidates touch and plans one unit per
+    /// candidate, in order, each moving its rollup on from the state the one before left;
+    /// with each, whether its event is late.
+    async fn plan_units(
         &self,
         caller: &Caller,
         candidates: &[Candidate],
-    ) -> Result<Vec<Chunk>, AppError> {
+    ) -> Result<(Vec<UsageWrite>, Vec<bool>), AppError> {
         let tenant = caller.tenant_id;
         let keys: BTreeSet<RollupKey> = candidates
             .iter()
@@ -442,159 +406,125 @@ impl UsageService {
                 seen.insert(key.clone(), known);
             }
         }
-        let subs: HashMap<SubscriptionId, Arc<Subscription>> = candidates
-            .iter()
-            .map(|c| (c.sub.id, c.sub.clone()))
-            .collect();
-        let mut chunks = Vec::new();
-        let mut chunk = Chunk::default();
-        for (position, c) in candidates.iter().enumerate() {
-            let key = c.rollup_key();
-            let new_value = match (&key, &c.event.value) {
-                (Some(k), meter::Measured::Distinct { value }) => {
-                    !seen.get(k).is_some_and(|s| s.contains(value))
-                }
-                _ => false,
+        let mut units = Vec::with_capacity(candidates.len());
+        let mut late = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            let mut unit = UsageWrite {
+                events: vec![StoredUsageEvent {
+                    event: c.event.clone(),
+                    subscription_id: c.sub.id,
+                    period_start: c.placement.period().map(|p| p.start),
+                    received_at: c.now,
+                }],
+                ..UsageWrite::default()
             };
-            let added = 1
-                + usize::from(new_value)
-                + key.as_ref().map_or(0, |k| {
-                    if chunk.rollups.contains_key(k) {
-                        0
-                    } else {
-                        1 + if entitlement(Some(&c.sub), &c.metric.code).is_some() {
-                            4
-                        } else {
-                            0
-                        }
-                    }
-                });
-            if chunk.cost(&subs) + added > MAX_ITEMS {
-                chunks.push(self.close_chunk(
-                    caller,
-                    std::mem::take(&mut chunk),
-                    &mut state,
-                    &subs,
-                )?);
-            }
-            let mut late = false;
-            if let Some(key) = key {
+            let mut is_late = false;
+            if let Some(key) = c.rollup_key() {
                 let period = c.placement.period().unwrap_or(c.sub.current_period);
-                let (_, rollup) = chunk.rollups.entry(key.clone()).or_insert_with(|| {
-                    let current = state.get(&key).cloned().unwrap_or_else(|| {
-                        Rollup::empty(&c.sub, &c.metric.code, c.metric.aggregation, period)
-                    });
-                    (current.version, current)
+                let mut rollup = state.get(&key).cloned().unwrap_or_else(|| {
+                    Rollup::empty(&c.sub, &c.metric.code, c.metric.aggregation, period)
                 });
+                let read = rollup.version;
+                let new_value = match &c.event.value {
+                    meter::Measured::Distinct { value } => {
+                        seen.entry(key.clone()).or_default().insert(value.clone())
+                    }
+                    _ => false,
+                };
                 rollup.aggregation = c.metric.aggregation;
                 rollup
                     .aggregate
                     .apply(&c.event, new_value)
                     .map_err(|e| invalid("invalid_value", "value", e.to_string()))?;
                 if rollup.billed.is_some() {
-                    late = true;
+                    is_late = true;
                     rollup
                         .late_due_at
                         .get_or_insert(c.now + LATE_USAGE_DEBOUNCE);
                 }
                 if new_value {
                     if let meter::Measured::Distinct { value } = &c.event.value {
-                        seen.entry(key.clone()).or_default().insert(value.clone());
-                        chunk.write.distinct_values.push((key, value.clone()));
+                        unit.distinct_values.push((key.clone(), value.clone()));
                     }
                 }
+                rollup.version = read + 1;
+                if let (Some(limit), None) =
+                    (entitlement(Some(&c.sub), &key.metric), &rollup.billed)
+                {
+                    self.limited(caller, c, limit, &mut rollup, &mut unit)?;
+                }
+                state.insert(key, rollup.clone());
+                unit.rollups.push(RollupWrite {
+                    expected_version: read,
+                    next: rollup,
+                });
             }
-            chunk.write.events.push(StoredUsageEvent {
-                event: c.event.clone(),
-                subscription_id: c.sub.id,
-                period_start: c.placement.period().map(|p| p.start),
-                received_at: c.now,
-            });
-            chunk.members.push((position, late));
+            units.push(unit);
+            late.push(is_late);
         }
-        if !chunk.members.is_empty() {
-            chunks.push(self.close_chunk(caller, chunk, &mut state, &subs)?);
-        }
-        Ok(chunks)
+        Ok((units, late))
     }
 
-    /// Finishes a chunk: its rollup writes, quota snapshots and threshold events; the
-    /// next chunk continues from the state this one leaves.
-    fn close_chunk(
+    /// What an event on a limited rollup adds to its unit: the quota snapshot, and the
+    /// events of the thresholds it crosses.
+    fn limited(
         &self,
         caller: &Caller,
-        mut chunk: Chunk,
-        state: &mut BTreeMap<RollupKey, Rollup>,
-        subs: &HashMap<SubscriptionId, Arc<Subscription>>,
-    ) -> Result<Chunk, AppError> {
-        let mut change: Option<crate::ports::Change> = None;
-        for (key, (read, mut rollup)) in std::mem::take(&mut chunk.rollups) {
-            rollup.version = read + 1;
-            let sub = subs.get(&key.subscription);
-            if let (Some(sub), Some(limit), None) =
-                (sub, entitlement(sub, &key.metric), &rollup.billed)
-            {
-                let used = rollup.quantity();
-                let now = chunk
-                    .write
-                    .events
-                    .iter()
-                    .find(|e| e.subscription_id == sub.id)
-                    .map_or(sub.updated_at, |e| e.received_at);
-                chunk.write.quotas.push(QuotaSnapshot {
-                    account_id: sub.account_id,
-                    subscription_id: sub.id,
-                    metric: key.metric.clone(),
-                    period: rollup.period,
-                    used,
-                    test_clock: sub.test_clock,
-                    entitlement: limit.clone(),
-                });
-                for threshold in limit.reached(rollup.announced, used) {
-                    rollup.announced = threshold;
-                    let data = to_json(&UsageThreshold {
-                        subscription_id: sub.id,
-                        account_id: sub.account_id,
-                        metric: key.metric.clone(),
-                        period: rollup.period,
-                        threshold,
-                        limit: limit.limit,
-                        used,
-                        enforcement: limit.enforcement,
-                    })?;
-                    match &mut change {
-                        None => {
-                            change = Some(crate::kernel::change(
-                                caller,
-                                now,
-                                ChangeSpec {
-                                    entity_type: "usage",
-                                    entity_id: sub.id.to_string(),
-                                    action: AuditAction::Update,
-                                    event_type: "usage.threshold_reached",
-                                    before: None,
-                                    after: &data,
-                                },
-                            ))
-                        }
-                        Some(change) => change.events.push(event(
-                            caller,
-                            now,
-                            "usage.threshold_reached",
-                            sub.id.to_string(),
-                            data,
-                            None,
-                        )),
-                    }
+        c: &Candidate,
+        limit: &Entitlement,
+        rollup: &mut Rollup,
+        unit: &mut UsageWrite,
+    ) -> Result<(), AppError> {
+        let sub = &c.sub;
+        let used = rollup.quantity();
+        unit.quotas.push(QuotaSnapshot {
+            account_id: sub.account_id,
+            subscription_id: sub.id,
+            metric: rollup.metric.clone(),
+            period: rollup.period,
+            used,
+            test_clock: sub.test_clock,
+            entitlement: limit.clone(),
+        });
+        let mut change: Option<Change> = None;
+        for threshold in limit.reached(rollup.announced, used) {
+            rollup.announced = threshold;
+            let data = to_json(&UsageThreshold {
+                subscription_id: sub.id,
+                account_id: sub.account_id,
+                metric: rollup.metric.clone(),
+                period: rollup.period,
+                threshold,
+                limit: limit.limit,
+                used,
+                enforcement: limit.enforcement,
+            })?;
+            match &mut change {
+                None => {
+                    change = Some(crate::kernel::change(
+                        caller,
+                        c.now,
+                        ChangeSpec {
+                            entity_type: "usage",
+                            entity_id: sub.id.to_string(),
+                            action: AuditAction::Update,
+                            event_type: "usage.threshold_reached",
+                            before: None,
+                            after: &data,
+                        },
+                    ))
                 }
+                Some(change) => change.events.push(event(
+                    caller,
+                    c.now,
+                    "usage.threshold_reached",
+                    sub.id.to_string(),
+                    data,
+                    None,
+                )),
             }
-            state.insert(key, rollup.clone());
-            chunk.write.rollups.push(RollupWrite {
-                expected_version: read,
-                next: rollup,
-            });
         }
-        chunk.write.change = change;
-        Ok(chunk)
+        unit.changes.extend(change);
+        Ok(())
     }
 }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use billing_domain::kernel::error::ValidationError;
 
-pub use ingest::MAX_ITEMS;
 pub use live::{EntitlementCheck, MetricUsage, PeriodUsage, SubscriptionUsage};
 
 use crate::kernel::Clocks;
