@@ -19,13 +19,7 @@ use serde_json::json;
 
 fn with_sandbox(app: App) -> (App, Arc<SandboxGateway>) {
     let gateway = Arc::new(SandboxGateway::new());
-    (
-        App {
-            gateway: gateway.clone(),
-            ..app
-        },
-        gateway,
-    )
+    (app.with_gateway(gateway.clone()), gateway)
 }
 
 async fn payments_of(app: &App, caller: &Caller, sub: &Subscription) -> Vec<Payment> {

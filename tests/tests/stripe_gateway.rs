@@ -466,10 +466,7 @@ async fn collection_through_stripe_charges_once_after_a_lost_answer_and_duplicat
 
     let fake = FakeStripe::start().await;
     let gateway = StripeGateway::new("sk_test_fake", Some(&fake.url)).unwrap();
-    let app = billing_app::App {
-        gateway: std::sync::Arc::new(gateway),
-        ..billing_tests::memory_app()
-    };
+    let app = billing_tests::memory_app().with_gateway(std::sync::Arc::new(gateway));
     let caller = billing_tests::admin(&app, "Stripe collection").await;
     let sub = billing_tests::subscribe(
         &app,

@@ -93,10 +93,7 @@ async fn main() -> anyhow::Result<()> {
     let payments =
         billing_aws::payment_gateway::load(&sdk, Some(stack::STRIPE_SECRET), api_base.as_deref())
             .await?;
-    local.app = billing_app::App {
-        gateway: payments.gateway.clone(),
-        ..local.app.clone()
-    };
+    local.app = local.app.clone().with_gateway(payments.gateway.clone());
     let app = local.app.clone();
     let _workers = local.spawn(2, std::time::Duration::from_secs(2));
     let key = seed_tenant(&app, &args.state_dir).await?;

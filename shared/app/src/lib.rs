@@ -61,10 +61,11 @@ pub struct App {
     /// rebuild them use it; no use case holds it.
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
-    /// Where cards are kept and charged.
-    pub gateway: Arc<dyn PaymentGateway>,
-    pub notifier: Option<Arc<dyn Notifier>>,
-    pub payment_queue: Option<Arc<dyn PaymentQueue>>,
+    // The adapters the services were built with; private, so that changing one goes
+    // through a `with_…` that builds the services again.
+    gateway: Arc<dyn PaymentGateway>,
+    notifier: Option<Arc<dyn Notifier>>,
+    payment_queue: Option<Arc<dyn PaymentQueue>>,
     pub idempotency: IdempotencyService,
     pub customers: CustomersService,
     pub catalog: CatalogService,
@@ -83,6 +84,18 @@ impl App {
         gateway: Arc<dyn PaymentGateway>,
     ) -> Self {
         Self::wire(store, clock, gateway, None, None)
+    }
+
+    /// Collects payments through `gateway` instead (a test's own sandbox, Stripe once its
+    /// secret is loaded).
+    pub fn with_gateway(self, gateway: Arc<dyn PaymentGateway>) -> Self {
+        Self::wire(
+            self.store,
+            self.clock,
+            gateway,
+            self.notifier,
+            self.payment_queue,
+        )
     }
 
     /// Hands payment work due now to `queue` right after its commit.

@@ -3,6 +3,7 @@
 //! (late usage on supplemental invoices). The billing worker's jobs run here.
 
 mod invoices;
+mod steps;
 mod subscriptions;
 mod test_clocks;
 mod usage_billing;

@@ -1,13 +1,18 @@
 //! The catalog: billable metrics, plans and their price versions, and the price
 //! calculator.
 
+mod metrics;
 mod plans;
+mod prices;
 
 use std::sync::Arc;
 
-pub use plans::{PlanWithPrices, PriceSource, SubscriptionCounts};
+pub use plans::{PlanWithPrices, SubscriptionCounts};
+pub use prices::PriceSource;
 
-use crate::kernel::Clocks;
+use billing_domain::kernel::error::ValidationError;
+
+use crate::kernel::{AppError, Clocks};
 use crate::ports::{MetricStore, PlanStore};
 
 /// What the catalog service reads and writes.
@@ -26,4 +31,8 @@ impl CatalogService {
     pub(crate) fn new(store: Arc<dyn CatalogPorts>, clocks: Clocks) -> Self {
         Self { store, clocks }
     }
+}
+
+fn invalid(code: &'static str, param: &'static str, message: impl Into<String>) -> AppError {
+    AppError::Invalid(ValidationError::new(code, param, message))
 }

@@ -1,4 +1,4 @@
-//! The catalog: billable metrics, plans, price versions, and the price calculator.
+//! Plans and their price versions, and the terms a subscription gets from them.
 
 use std::collections::BTreeSet;
 
@@ -17,7 +17,7 @@ use billing_domain::kernel::ids::{MetricId, PlanId};
 use billing_domain::billing::subscription::SubscriptionTerms;
 use jiff::Timestamp;
 
-use super::CatalogService;
+use super::{invalid, CatalogService};
 use crate::kernel::{change, event, new_ulid, to_json, AppError, Caller, ChangeSpec};
 use crate::ports::{Page, PageRequest, PlanFilter};
 
@@ -26,18 +26,6 @@ use crate::ports::{Page, PageRequest, PlanFilter};
 pub struct PlanWithPrices {
     pub plan: Plan,
     pub prices: Option<PlanVersion>,
-}
-
-/// What the price calculator prices.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PriceSource {
-    Inline(ChargeModel),
-    /// A plan's charge in the version in effect now: the usage charge on `metric`, or the
-    /// recurring fee when `metric` is `None`.
-    Plan {
-        plan_id: PlanId,
-        metric: Option<String>,
-    },
 }
 
 /// How many subscriptions use a plan, per price version.
@@ -61,78 +49,6 @@ impl From<PlanChangeError> for AppError {
 }
 
 impl CatalogService {
-    pub async fn create_metric(
-        &self,
-        caller: &Caller,
-        input: NewMetric,
-    ) -> Result<Metric, AppError> {
-        caller.require(Permission::WriteBilling)?;
-        let now = self.clocks.now();
-        let metric = Metric::create(MetricId::from_ulid(new_ulid()), input, now)?;
-        let after = to_json(&metric)?;
-        let change = change(
-            caller,
-            now,
-            ChangeSpec {
-                entity_type: "metric",
-                entity_id: metric.id.to_string(),
-                action: AuditAction::Create,
-                event_type: "metric.created",
-                before: None,
-                after: &after,
-            },
-        );
-        self.store
-            .insert_metric(caller.tenant_id, &metric, &change)
-            .await?;
-        Ok(metric)
-    }
-
-    pub async fn get_metric(&self, caller: &Caller, id: MetricId) -> Result<Metric, AppError> {
-        caller.require(Permission::Read)?;
-        self.store
-            .get_metric(caller.tenant_id, id)
-            .await?
-            .ok_or_else(|| AppError::not_found("metric", id))
-    }
-
-    pub async fn list_metrics(
-        &self,
-        caller: &Caller,
-        page: &PageRequest,
-    ) -> Result<Page<Metric>, AppError> {
-        caller.require(Permission::Read)?;
-        Ok(self.store.list_metrics(caller.tenant_id, page).await?)
-    }
-
-    pub async fn update_metric(
-        &self,
-        caller: &Caller,
-        id: MetricId,
-        patch: MetricPatch,
-    ) -> Result<Metric, AppError> {
-        caller.require(Permission::WriteBilling)?;
-        let current = self.get_metric(caller, id).await?;
-        let next = current.apply(patch, self.clocks.now())?;
-        let (before, after) = (to_json(&current)?, to_json(&next)?);
-        let change = change(
-            caller,
-            next.updated_at,
-            ChangeSpec {
-                entity_type: "metric",
-                entity_id: id.to_string(),
-                action: AuditAction::Update,
-                event_type: "metric.updated",
-                before: Some(&before),
-                after: &after,
-            },
-        );
-        self.store
-            .update_metric(caller.tenant_id, &current, &next, &change)
-            .await?;
-        Ok(next)
-    }
-
     /// Validates charges through the engine against the tenant's metrics (also what a
     /// preview of an unsaved plan asks).
     pub async fn validate_charges(
@@ -395,89 +311,4 @@ impl CatalogService {
             by_version,
         })
     }
-
-    /// The price calculator: prices `usage` in `currency` with an inline charge or a plan's
-    /// charge, returning the amount with its derivation. Writes nothing.
-    pub async fn preview_price(
-        &self,
-        caller: &Caller,
-        source: PriceSource,
-        currency: Currency,
-        usage: Usage,
-        commitment: Option<Commitment>,
-    ) -> Result<Priced, AppError> {
-        caller.require(Permission::Read)?;
-        let (model, commitment) = match source {
-            PriceSource::Inline(model) => {
-                model.validate().map_err(|e| e.within("charge"))?;
-                if let Some(c) = &commitment {
-                    c.validate().map_err(|e| e.within("commitment"))?;
-                }
-                (model, commitment)
-            }
-            PriceSource::Plan { plan_id, metric } => {
-                let prices = self
-                    .get_plan(caller, plan_id)
-                    .await?
-                    .prices
-                    .ok_or_else(|| {
-                        invalid(
-                            "plan_not_in_effect",
-                            "plan_id",
-                            "the plan has no prices in effect yet",
-                        )
-                    })?;
-                prices
-                    .require_currency(currency)
-                    .map_err(|e| invalid("currency_not_offered", "currency", e.to_string()))?;
-                match metric {
-                    None => {
-                        let model =
-                            prices.recurring_fee_in(currency).cloned().ok_or_else(|| {
-                                invalid(
-                                    "no_recurring_fee",
-                                    "metric",
-                                    "the plan has no recurring fee; name a metric",
-                                )
-                            })?;
-                        (model, commitment)
-                    }
-                    Some(code) => {
-                        let charge = prices.usage_charge(&code).ok_or_else(|| {
-                            invalid(
-                                "unknown_metric",
-                                "metric",
-                                format!("the plan has no usage charge on `{code}`"),
-                            )
-                        })?;
-                        let model = charge.prices.get(&currency).cloned().ok_or_else(|| {
-                            invalid(
-                                "currency_not_offered",
-                                "currency",
-                                "the charge has no price in this currency",
-                            )
-                        })?;
-                        (model, commitment.or(charge.commitment))
-                    }
-                }
-            }
-        };
-        let priced = model.price(&usage, currency).map_err(|e| match e {
-            PricingError::Invalid(v) => AppError::Invalid(v.within("charge")),
-            PricingError::Overflow => invalid(
-                "amount_too_large",
-                "usage",
-                "the amount does not fit in 64-bit minor units",
-            ),
-            other => invalid("invalid_usage", "usage", other.to_string()),
-        })?;
-        Ok(match commitment {
-            Some(c) => priced.with_commitment(&c),
-            None => priced,
-        })
-    }
-}
-
-fn invalid(code: &'static str, param: &'static str, message: impl Into<String>) -> AppError {
-    AppError::Invalid(ValidationError::new(code, param, message))
 }

@@ -35,7 +35,9 @@ use billing_domain::kernel::money::Money;
 use jiff::{SignedDuration, Timestamp};
 
 use super::CollectionService;
-use crate::kernel::{change, system_caller, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS};
+use crate::kernel::{
+    change, system_caller, to_json, until_committed, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
+};
 use crate::ports::{
     AccountStatusWrite, Change, Notification, NotifyError, PendingNotice, StoreError,
 };
@@ -194,18 +196,24 @@ impl CollectionService {
         if owed(&self.invoice_of(tenant, account, invoice).await?) {
             return Ok(());
         }
-        for _ in 0..WRITE_ATTEMPTS {
-            let Some(current) = self.store.get_dunning_case(tenant, account).await? else {
-                return Ok(());
-            };
-            let Some(transition) = current.settle(&[invoice], now) else {
-                return Ok(());
-            };
-            if let Moved::Made(_) = self.commit(caller, &current, transition, now).await? {
-                return Ok(());
-            }
-        }
-        Err(busy())
+        until_committed(
+            async || {
+                let Some(current) = self.store.get_dunning_case(tenant, account).await? else {
+                    return Ok(Some(()));
+                };
+                let Some(transition) = current.settle(&[invoice], now) else {
+                    return Ok(Some(()));
+                };
+                Ok(
+                    match self.commit(caller, &current, transition, now).await? {
+                        Moved::Made(_) => Some(()),
+                        Moved::Lost => None,
+                    },
+                )
+            },
+            busy,
+        )
+        .await
     }
 
     /// Runs every step of the account's case due at or before `now`, in order, each at the

@@ -4,7 +4,9 @@
 
 mod dunning;
 mod gateway_events;
+mod paying;
 mod payments;
+mod refunds;
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
-//! Collecting invoices: the payment worker's attempts and retries, paying now, manual
-//! retries, marking paid out of band, and the settings that decide retries.
+//! Collecting invoices: the payment worker's attempts and retries, recorded with what
+//! follows them.
 //!
 //! The first attempt of an invoice is written with the invoice's finalization (outbox
 //! style) and handed to the payment queue right after the commit; the due index holds it
@@ -24,8 +24,8 @@ use jiff::Timestamp;
 
 use super::CollectionService;
 use crate::kernel::{
-    change, event, gateway_unavailable, new_ulid, system_caller, to_json, AppError, Caller,
-    ChangeSpec, WRITE_ATTEMPTS,
+    change, event, gateway_unavailable, new_ulid, system_caller, to_json, until_committed,
+    AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
 };
 use crate::ports::*;
 
@@ -102,7 +102,7 @@ fn charge_result(outcome: Result<ChargeOutcome, GatewayError>) -> Result<ChargeR
     })
 }
 
-fn busy() -> AppError {
+pub(super) fn busy() -> AppError {
     AppError::Conflict {
         code: "concurrent_modification",
         message: "the invoice kept changing under this request; retry".into(),
@@ -593,327 +593,6 @@ impl CollectionService {
             _ => Ok(()),
         }
     }
-
-    pub async fn get_payment(&self, caller: &Caller, id: PaymentId) -> Result<Payment, AppError> {
-        caller.require(Permission::Read)?;
-        self.store
-            .get_payment(caller.tenant_id, id)
-            .await?
-            .ok_or_else(|| AppError::not_found("payment", id))
-    }
-
-    pub async fn list_payments(
-        &self,
-        caller: &Caller,
-        filter: &PaymentFilter,
-        page: &PageRequest,
-    ) -> Result<Page<Payment>, AppError> {
-        caller.require(Permission::Read)?;
-        let mut filter = filter.clone();
-        if !self
-            .scope_to_invoice_account(caller.tenant_id, &mut filter.account, filter.invoice)
-            .await?
-        {
-            return Ok(nothing());
-        }
-        Ok(self
-            .store
-            .list_payments(caller.tenant_id, &filter, page)
-            .await?)
-    }
-
-    /// Pays an open invoice now (`POST /v1/invoices/{id}/pay`, and a manual retry of a
-    /// failed one): a new attempt, charged in the request, with the given payment method
-    /// or the account's default. The scheduled retry, if any, finds the invoice paid and
-    /// cancels itself.
-    pub async fn pay_invoice(
-        &self,
-        caller: &Caller,
-        id: InvoiceId,
-        payment_method: Option<String>,
-    ) -> Result<Payment, AppError> {
-        caller.require(Permission::WriteBilling)?;
-        let invoice = self.invoice(caller, id).await?;
-        if !invoice.is_payable() {
-            return Err(AppError::Conflict {
-                code: "invoice_not_payable",
-                message: format!("a {} invoice has nothing to pay", invoice.status.as_str()),
-                param: None,
-            });
-        }
-        if let Some(method) = &payment_method {
-            let known = self
-                .store
-                .get_payment_profile(caller.tenant_id, invoice.account_id)
-                .await?
-                .is_some_and(|p| p.get(method).is_some());
-            if !known {
-                return Err(AppError::Invalid(
-                    billing_domain::kernel::error::ValidationError::new(
-                        "unknown_payment_method",
-                        "payment_method",
-                        "the payment method is not one of the account's",
-                    ),
-                ));
-            }
-        }
-        let now = self
-            .clocks
-            .now_for(caller.tenant_id, invoice.test_clock)
-            .await?;
-        let mut payment = Payment::manual(
-            PaymentId::from_ulid(new_ulid()),
-            &invoice,
-            caller.livemode,
-            invoice.attempt_count + 1,
-            now,
-        );
-        payment.payment_method = payment_method;
-        let write = CollectionWrite {
-            payments: vec![(None, payment.clone())],
-            ..Default::default()
-        };
-        let change = collection_change(caller, &write, &["payment.created"], false, now)?;
-        self.store
-            .save_collection(caller.tenant_id, &write, &change)
-            .await?;
-        self.collect_payment(caller.tenant_id, payment.id, now)
-            .await?;
-        self.get_payment(caller, payment.id).await
-    }
-
-    /// Retries the failed payment of an invoice now (`POST /v1/payments/retry`).
-    pub async fn retry_payment(
-        &self,
-        caller: &Caller,
-        invoice: InvoiceId,
-    ) -> Result<Payment, AppError> {
-        caller.require(Permission::WriteBilling)?;
-        let current = self.invoice(caller, invoice).await?;
-        if current.payment_status != Some(PaymentStatus::Failed)
-            && current.payment_status != Some(PaymentStatus::RequiresAction)
-        {
-            return Err(AppError::Conflict {
-                code: "no_failed_payment",
-                message: "the invoice has no failed payment to retry".into(),
-                param: Some("invoice"),
-            });
-        }
-        self.pay_invoice(caller, invoice, None).await
-    }
-
-    /// Marks an invoice paid outside the platform (a bank transfer), with a reference.
-    pub async fn mark_invoice_paid(
-        &self,
-        caller: &Caller,
-        id: InvoiceId,
-        reference: String,
-    ) -> Result<Invoice, AppError> {
-        caller.require(Permission::WriteBilling)?;
-        if reference.trim().is_empty() || reference.len() > 200 {
-            return Err(AppError::Invalid(
-                billing_domain::kernel::error::ValidationError::new(
-                    "invalid_reference",
-                    "reference",
-                    "a reference of 1 to 200 characters says how it was paid",
-                ),
-            ));
-        }
-        for _ in 0..WRITE_ATTEMPTS {
-            let invoice = self.invoice(caller, id).await?;
-            let now = self
-                .clocks
-                .now_for(caller.tenant_id, invoice.test_clock)
-                .await?;
-            let paid = invoice.pay(Some(reference.clone()), now)?;
-            let subscription = match invoice.subscription_id {
-                Some(s) => self.store.get_subscription(caller.tenant_id, s).await?,
-                None => None,
-            };
-            let write = CollectionWrite {
-                invoice: Some((invoice.version, paid.clone())),
-                subscription: recovered(subscription.as_ref(), now),
-                ..Default::default()
-            };
-            let mut events = vec!["invoice.paid"];
-            if write.subscription.is_some() {
-                events.push("subscription.updated");
-            }
-            let change = collection_change(caller, &write, &events, true, now)?;
-            match self
-                .store
-                .save_collection(caller.tenant_id, &write, &change)
-                .await
-            {
-                Err(StoreError::VersionConflict { .. }) => continue,
-                other => other?,
-            }
-            self.invoice_settled(caller, paid.account_id, paid.id, now)
-                .await?;
-            return Ok(paid);
-        }
-        Err(busy())
-    }
-
-    /// Refunds a succeeded payment, all of what is left or `amount`, at the gateway, and
-    /// records it as a credit note. The refund's id (the gateway's idempotency key) is
-    /// derived from the payment's state and the amount, so retrying after a crash between
-    /// the gateway and the write refunds once.
-    pub async fn refund_payment(
-        &self,
-        caller: &Caller,
-        id: PaymentId,
-        amount: Option<i64>,
-        memo: Option<String>,
-    ) -> Result<CreditNote, AppError> {
-        caller.require(Permission::WriteBilling)?;
-        let payment = self.get_payment(caller, id).await?;
-        let now = self
-            .clocks
-            .now_for(caller.tenant_id, payment.test_clock)
-            .await?;
-        let (next, refunded) = payment.refund(amount, now)?;
-        let Some(intent) = payment.payment_intent.clone() else {
-            return Err(AppError::Conflict {
-                code: "not_refundable",
-                message: "the payment was not collected through the gateway".into(),
-                param: None,
-            });
-        };
-        let note_id = refund_id(&payment, refunded);
-        let outcome = self
-            .gateway
-            .refund(&RefundRequest {
-                idempotency_key: note_id.to_string(),
-                payment_intent: intent,
-                amount: Some(Money {
-                    minor: refunded,
-                    currency: payment.currency,
-                }),
-            })
-            .await
-            .map_err(|err| match err {
-                GatewayError::Rejected { code, message } => AppError::Conflict {
-                    code: "refund_refused",
-                    message: format!("the gateway refused the refund ({code}): {message}"),
-                    param: None,
-                },
-                other => gateway_unavailable(other),
-            })?;
-        let note = CreditNote {
-            id: note_id,
-            invoice_id: payment.invoice_id,
-            account_id: payment.account_id,
-            payment_id: Some(payment.id),
-            amount: refunded,
-            currency: payment.currency,
-            reason: CreditNoteReason::Refund,
-            refund: Some(outcome.gateway_id),
-            memo,
-            created_at: now,
-        };
-        let write = CollectionWrite {
-            payments: vec![(Some(payment.version), next)],
-            credit_note: Some(note.clone()),
-            ..Default::default()
-        };
-        let change = collection_change(
-            caller,
-            &write,
-            &["payment.refunded", "credit_note.created"],
-            true,
-            now,
-        )?;
-        match self
-            .store
-            .save_collection(caller.tenant_id, &write, &change)
-            .await
-        {
-            Err(StoreError::VersionConflict { .. }) => Err(AppError::Conflict {
-                code: "concurrent_modification",
-                message: "the payment changed meanwhile (another refund?); retry".into(),
-                param: None,
-            }),
-            other => {
-                other?;
-                Ok(note)
-            }
-        }
-    }
-
-    pub async fn list_credit_notes(
-        &self,
-        caller: &Caller,
-        filter: &CreditNoteFilter,
-        page: &PageRequest,
-    ) -> Result<Page<CreditNote>, AppError> {
-        caller.require(Permission::Read)?;
-        let mut filter = filter.clone();
-        if !self
-            .scope_to_invoice_account(caller.tenant_id, &mut filter.account, filter.invoice)
-            .await?
-        {
-            return Ok(nothing());
-        }
-        Ok(self
-            .store
-            .list_credit_notes(caller.tenant_id, &filter, page)
-            .await?)
-    }
-
-    /// Payments and credit notes are indexed by account: a filter by invoice alone takes
-    /// the invoice's account. False when there is no such invoice (nothing to list).
-    async fn scope_to_invoice_account(
-        &self,
-        tenant: TenantId,
-        account: &mut Option<AccountId>,
-        invoice: Option<InvoiceId>,
-    ) -> Result<bool, AppError> {
-        if let (None, Some(invoice)) = (*account, invoice) {
-            match self.store.get_invoice(tenant, invoice).await? {
-                Some(i) => *account = Some(i.account_id),
-                None => return Ok(false),
-            }
-        }
-        Ok(true)
-    }
-
-    pub async fn payment_settings(&self, caller: &Caller) -> Result<PaymentSettings, AppError> {
-        caller.require(Permission::Read)?;
-        Ok(self.store.payment_settings(caller.tenant_id).await?)
-    }
-
-    pub async fn set_payment_settings(
-        &self,
-        caller: &Caller,
-        retry_days: Option<Vec<u32>>,
-        final_action: Option<FinalAction>,
-    ) -> Result<PaymentSettings, AppError> {
-        caller.require(Permission::WriteBilling)?;
-        let current = self.store.payment_settings(caller.tenant_id).await?;
-        let next = PaymentSettings {
-            retry_days: retry_days.unwrap_or_else(|| current.retry_days.clone()),
-            final_action: final_action.unwrap_or(current.final_action),
-        };
-        next.validate()?;
-        let (before, after) = (to_json(&current)?, to_json(&next)?);
-        let change = change(
-            caller,
-            self.clocks.now(),
-            ChangeSpec {
-                entity_type: "payment_settings",
-                entity_id: caller.tenant_id.to_string(),
-                action: AuditAction::Update,
-                event_type: "payment_settings.updated",
-                before: Some(&before),
-                after: &after,
-            },
-        );
-        self.store
-            .set_payment_settings(caller.tenant_id, &next, &change)
-            .await?;
-        Ok(next)
-    }
 }
 
 /// The first payment attempt of a just-finalized invoice, when it is to be charged
@@ -924,18 +603,6 @@ pub fn first_attempt(invoice: &Invoice, livemode: bool, now: Timestamp) -> Optio
         && invoice.status == billing_domain::billing::invoice::InvoiceStatus::Open
         && invoice.amount_remaining() > 0)
         .then(|| Payment::first(invoice, livemode, now))
-}
-
-/// The id of refunding `amount` of `payment` as it stands: the same request on the same
-/// state gives the same id, a later refund (after this one was recorded) another.
-fn refund_id(payment: &Payment, amount: i64) -> CreditNoteId {
-    use sha2::{Digest, Sha256};
-    let digest =
-        Sha256::digest(format!("{}:{}:{}", payment.id, payment.amount_refunded, amount).as_bytes());
-    let mut random = [0u8; 16];
-    random[6..].copy_from_slice(&digest[..10]);
-    let millis = u64::try_from(payment.updated_at.as_millisecond().max(0)).unwrap_or(0);
-    CreditNoteId::from_ulid(ulid::Ulid::from_parts(millis, u128::from_be_bytes(random)))
 }
 
 /// When to try again after `failed`, unless the decline was hard or the schedule is spent.
@@ -951,13 +618,6 @@ fn retry_at(settings: &PaymentSettings, failed: &Payment) -> Option<Timestamp> {
 pub(super) fn recovered(sub: Option<&Subscription>, now: Timestamp) -> Option<(u64, Subscription)> {
     let sub = sub?;
     sub.payment_recovered(now).map(|next| (sub.version, next))
-}
-
-fn nothing<T>() -> Page<T> {
-    Page {
-        items: Vec::new(),
-        has_more: false,
-    }
 }
 
 /// The audit record (of the payment, or of the invoice when no payment changed) and

@@ -9,7 +9,8 @@ use billing_domain::kernel::ids::AccountId;
 
 use super::CustomersService;
 use crate::kernel::{
-    change, gateway_unavailable, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
+    change, gateway_unavailable, to_json, until_committed, AppError, Caller, ChangeSpec,
+    WRITE_ATTEMPTS,
 };
 use crate::ports::*;
 
@@ -212,29 +213,29 @@ impl CustomersService {
         event_type: &'static str,
         step: impl Fn(&PaymentProfile) -> Option<PaymentProfile>,
     ) -> Result<PaymentProfile, AppError> {
-        for _ in 0..WRITE_ATTEMPTS {
-            let current = self.payment_profile(caller, account_id).await?;
-            let method = current
-                .get(method_id)
-                .cloned()
-                .ok_or_else(|| unknown_method(method_id))?;
-            let next = step(&current)
-                .ok_or_else(|| unknown_method(method_id))?
-                .after(current.version);
-            let change = self.method_change(caller, &next, &method, event_type)?;
-            match self
-                .store
-                .save_payment_profile(caller.tenant_id, &next, &[], Some(&change))
-                .await
-            {
-                Err(StoreError::VersionConflict { .. }) => continue,
-                other => other?,
-            }
-            return Ok(next);
-        }
-        Err(AppError::Unavailable(
-            "the account's cards kept changing; retry".into(),
-        ))
+        until_committed(
+            async || {
+                let current = self.payment_profile(caller, account_id).await?;
+                let method = current
+                    .get(method_id)
+                    .cloned()
+                    .ok_or_else(|| unknown_method(method_id))?;
+                let next = step(&current)
+                    .ok_or_else(|| unknown_method(method_id))?
+                    .after(current.version);
+                let change = self.method_change(caller, &next, &method, event_type)?;
+                match self
+                    .store
+                    .save_payment_profile(caller.tenant_id, &next, &[], Some(&change))
+                    .await
+                {
+                    Err(StoreError::VersionConflict { .. }) => Ok(None),
+                    other => Ok(other.map(|()| Some(next))?),
+                }
+            },
+            || AppError::Unavailable("the account's cards kept changing; retry".into()),
+        )
+        .await
     }
 
     fn method_change(

@@ -9,12 +9,13 @@
 //! rollups billed under the same version condition in the transaction that writes the
 //! invoice, so usage that lands after it is seen as late, never lost or billed twice.
 //!
-//! Request cost, per batch of N events for one subscription and metric (the app plans it):
-//! reads — the subscription (GetItem), the metric by code (2 GetItem), which transaction
-//! ids exist (BatchGetItem, ⌈N/100⌉), the rollup (BatchGetItem), for unique_count the
-//! markers (BatchGetItem); writes — ⌈N/99⌉ TransactWriteItems (99 events and the rollup
-//! each; 95 when the metric has an entitlement, which adds a quota snapshot and room for
-//! threshold events). A full batch of 100 events is 2 write requests: one per 50 events.
+//! Request cost, per batch of N events for one subscription and metric: reads — the
+//! subscription (GetItem), the metric by code (2 GetItem), which transaction ids exist
+//! (BatchGetItem, ⌈N/100⌉), the rollup (BatchGetItem), for unique_count the markers
+//! (BatchGetItem); writes — the app states one unit per event and [`pack_usage`] packs them
+//! into ⌈N/99⌉ TransactWriteItems (99 events and the rollup each; a quota snapshot and any
+//! threshold events take room too when the metric has an entitlement). A full batch of 100
+//! events is 2 write requests.
 //! DynamoDB bills transactional writes at 2 WCU per item (≤ 1 KB), so an event costs about
 //! 2 WCU plus its share of the rollup. A single event (`POST /v1/usage`) is 1 write request.
 //! Invoice time reads one Query over the period's rollups (one item per metric), whatever

@@ -1,0 +1,117 @@
+//! The price calculator: an amount and its derivation for some usage, writing nothing.
+
+use std::collections::BTreeSet;
+
+use billing_domain::catalog::charges::{ChargeModel, Commitment, Priced, PricingError, Usage};
+use billing_domain::catalog::metric::{Metric, MetricPatch, NewMetric};
+use billing_domain::catalog::plan::{
+    self, NewPlan, NewPlanVersion, Plan, PlanChangeError, PlanCharges, PlanPatch, PlanTerms,
+    PlanVersion,
+};
+use billing_domain::customers::access::Permission;
+use billing_domain::events::record::AuditAction;
+use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::error::ValidationError;
+use billing_domain::kernel::ids::{MetricId, PlanId};
+
+use billing_domain::billing::subscription::SubscriptionTerms;
+use jiff::Timestamp;
+
+use super::{invalid, CatalogService};
+use crate::kernel::{change, event, new_ulid, to_json, AppError, Caller, ChangeSpec};
+use crate::ports::{Page, PageRequest, PlanFilter};
+
+/// What the price calculator prices.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PriceSource {
+    Inline(ChargeModel),
+    /// A plan's charge in the version in effect now: the usage charge on `metric`, or the
+    /// recurring fee when `metric` is `None`.
+    Plan {
+        plan_id: PlanId,
+        metric: Option<String>,
+    },
+}
+
+impl CatalogService {
+    /// The price calculator: prices `usage` in `currency` with an inline charge or a plan's
+    /// charge, returning the amount with its derivation. Writes nothing.
+    pub async fn preview_price(
+        &self,
+        caller: &Caller,
+        source: PriceSource,
+        currency: Currency,
+        usage: Usage,
+        commitment: Option<Commitment>,
+    ) -> Result<Priced, AppError> {
+        caller.require(Permission::Read)?;
+        let (model, commitment) = match source {
+            PriceSource::Inline(model) => {
+                model.validate().map_err(|e| e.within("charge"))?;
+                if let Some(c) = &commitment {
+                    c.validate().map_err(|e| e.within("commitment"))?;
+                }
+                (model, commitment)
+            }
+            PriceSource::Plan { plan_id, metric } => {
+                let prices = self
+                    .get_plan(caller, plan_id)
+                    .await?
+                    .prices
+                    .ok_or_else(|| {
+                        invalid(
+                            "plan_not_in_effect",
+                            "plan_id",
+                            "the plan has no prices in effect yet",
+                        )
+                    })?;
+                prices
+                    .require_currency(currency)
+                    .map_err(|e| invalid("currency_not_offered", "currency", e.to_string()))?;
+                match metric {
+                    None => {
+                        let model =
+                            prices.recurring_fee_in(currency).cloned().ok_or_else(|| {
+                                invalid(
+                                    "no_recurring_fee",
+                                    "metric",
+                                    "the plan has no recurring fee; name a metric",
+                                )
+                            })?;
+                        (model, commitment)
+                    }
+                    Some(code) => {
+                        let charge = prices.usage_charge(&code).ok_or_else(|| {
+                            invalid(
+                                "unknown_metric",
+                                "metric",
+                                format!("the plan has no usage charge on `{code}`"),
+                            )
+                        })?;
+                        let model = charge.prices.get(&currency).cloned().ok_or_else(|| {
+                            invalid(
+                                "currency_not_offered",
+                                "currency",
+                                "the charge has no price in this currency",
+                            )
+                        })?;
+                        (model, commitment.or(charge.commitment))
+                    }
+                }
+            }
+        };
+        let priced = model.price(&usage, currency).map_err(|e| match e {
+            PricingError::Invalid(v) => AppError::Invalid(v.within("charge")),
+            PricingError::Overflow => invalid(
+                "amount_too_large",
+                "usage",
+                "the amount does not fit in 64-bit minor units",
+            ),
+            other => invalid("invalid_usage", "usage", other.to_string()),
+        })?;
+        Ok(match commitment {
+            Some(c) => priced.with_commitment(&c),
+            None => priced,
+        })
+    }
+}
