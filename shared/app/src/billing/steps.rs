@@ -7,29 +7,14 @@
 
 use std::collections::HashMap;
 
-use billing_domain::billing::invoice::{self, DraftFacts, Invoice};
-use billing_domain::billing::invoice_draft::{build_invoice, InvoiceInput};
-use billing_domain::billing::proration::ChangePolicy;
-use billing_domain::billing::subscription::{
-    Billing, CollectionMethod, NewSubscription, Subscription, SubscriptionError, Transition,
-};
-use billing_domain::customers::access::Permission;
-use billing_domain::customers::account::Account;
+use billing_domain::billing::subscription::Subscription;
 use billing_domain::events::record::AuditAction;
-use billing_domain::kernel::ids::{AccountId, PlanId, SubscriptionId, TenantId};
-use billing_domain::kernel::metadata::Metadata;
+use billing_domain::kernel::ids::{SubscriptionId, TenantId};
 use jiff::Timestamp;
 
 use super::BillingService;
-use crate::collection::first_attempt;
-use crate::customers::refuse_blocked;
-use crate::kernel::{
-    change, event, new_ulid, system_caller, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
-};
-use crate::ports::{
-    BillingJob, InvoiceWrite, NextInvoiceNumber, Page, PageRequest, StoreError, SubscriptionFilter,
-    SubscriptionStep,
-};
+use crate::kernel::{system_caller, AppError, WRITE_ATTEMPTS};
+use crate::ports::{BillingJob, NextInvoiceNumber, StoreError, SubscriptionStep};
 
 /// Most lifecycle steps one call performs (a year of daily renewals, with room).
 const MAX_STEPS: usize = 1000;

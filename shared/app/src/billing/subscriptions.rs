@@ -2,8 +2,6 @@
 //! (its audit record, events and finalized invoice). The steps that fall due are in
 //! `steps.rs`.
 
-use std::collections::HashMap;
-
 use billing_domain::billing::invoice::{self, DraftFacts, Invoice};
 use billing_domain::billing::invoice_draft::{build_invoice, InvoiceInput};
 use billing_domain::billing::proration::ChangePolicy;
@@ -13,7 +11,7 @@ use billing_domain::billing::subscription::{
 use billing_domain::customers::access::Permission;
 use billing_domain::customers::account::Account;
 use billing_domain::events::record::AuditAction;
-use billing_domain::kernel::ids::{AccountId, PlanId, SubscriptionId, TenantId};
+use billing_domain::kernel::ids::{AccountId, PlanId, SubscriptionId};
 use billing_domain::kernel::metadata::Metadata;
 use jiff::Timestamp;
 
@@ -21,10 +19,10 @@ use super::BillingService;
 use crate::collection::first_attempt;
 use crate::customers::refuse_blocked;
 use crate::kernel::{
-    change, event, new_ulid, system_caller, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
+    change, event, new_ulid, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
 };
 use crate::ports::{
-    BillingJob, InvoiceWrite, NextInvoiceNumber, Page, PageRequest, StoreError, SubscriptionFilter,
+    InvoiceWrite, NextInvoiceNumber, Page, PageRequest, StoreError, SubscriptionFilter,
     SubscriptionStep,
 };
 

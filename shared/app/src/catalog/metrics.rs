@@ -1,25 +1,13 @@
 //! Billable metrics: what usage is measured in.
 
-use std::collections::BTreeSet;
-
-use billing_domain::catalog::charges::{ChargeModel, Commitment, Priced, PricingError, Usage};
 use billing_domain::catalog::metric::{Metric, MetricPatch, NewMetric};
-use billing_domain::catalog::plan::{
-    self, NewPlan, NewPlanVersion, Plan, PlanChangeError, PlanCharges, PlanPatch, PlanTerms,
-    PlanVersion,
-};
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
-use billing_domain::kernel::currency::Currency;
-use billing_domain::kernel::error::ValidationError;
-use billing_domain::kernel::ids::{MetricId, PlanId};
+use billing_domain::kernel::ids::MetricId;
 
-use billing_domain::billing::subscription::SubscriptionTerms;
-use jiff::Timestamp;
-
-use super::{invalid, CatalogService};
-use crate::kernel::{change, event, new_ulid, to_json, AppError, Caller, ChangeSpec};
-use crate::ports::{Page, PageRequest, PlanFilter};
+use super::CatalogService;
+use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec};
+use crate::ports::{Page, PageRequest};
 
 impl CatalogService {
     pub async fn create_metric(

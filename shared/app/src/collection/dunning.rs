@@ -197,7 +197,7 @@ impl CollectionService {
             return Ok(());
         }
         until_committed(
-            async || {
+            move || async move {
                 let Some(current) = self.store.get_dunning_case(tenant, account).await? else {
                     return Ok(Some(()));
                 };

@@ -2,22 +2,15 @@
 //! failed one), marking one paid out of band, and the settings that decide retries.
 
 use billing_domain::billing::invoice::Invoice;
-use billing_domain::billing::subscription::Subscription;
-use billing_domain::collection::credit_note::{CreditNote, CreditNoteReason};
-use billing_domain::collection::payment::{ChargeResult, Payment, PaymentFailure, PaymentStatus};
+use billing_domain::collection::payment::{Payment, PaymentStatus};
 use billing_domain::collection::retry::{FinalAction, PaymentSettings};
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
-use billing_domain::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PaymentId, TenantId};
-use billing_domain::kernel::money::Money;
-use jiff::Timestamp;
+use billing_domain::kernel::ids::{AccountId, InvoiceId, PaymentId, TenantId};
 
 use super::payments::{busy, collection_change, recovered};
 use super::CollectionService;
-use crate::kernel::{
-    change, event, gateway_unavailable, new_ulid, system_caller, to_json, until_committed,
-    AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
-};
+use crate::kernel::{change, new_ulid, to_json, until_committed, AppError, Caller, ChangeSpec};
 use crate::ports::*;
 
 impl CollectionService {
@@ -146,8 +139,9 @@ impl CollectionService {
                 ),
             ));
         }
+        let reference = &reference;
         until_committed(
-            async || {
+            move || async move {
                 let invoice = self.invoice(caller, id).await?;
                 let now = self
                     .clocks

@@ -13,19 +13,17 @@
 
 use billing_domain::billing::invoice::Invoice;
 use billing_domain::billing::subscription::Subscription;
-use billing_domain::collection::credit_note::{CreditNote, CreditNoteReason};
 use billing_domain::collection::payment::{ChargeResult, Payment, PaymentFailure, PaymentStatus};
 use billing_domain::collection::retry::{FinalAction, PaymentSettings};
-use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
-use billing_domain::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PaymentId, TenantId};
+use billing_domain::kernel::ids::{InvoiceId, PaymentId, TenantId};
 use billing_domain::kernel::money::Money;
 use jiff::Timestamp;
 
 use super::CollectionService;
 use crate::kernel::{
-    change, event, gateway_unavailable, new_ulid, system_caller, to_json, until_committed,
-    AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
+    change, event, gateway_unavailable, system_caller, to_json, AppError, Caller, ChangeSpec,
+    WRITE_ATTEMPTS,
 };
 use crate::ports::*;
 

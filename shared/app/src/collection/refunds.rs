@@ -1,23 +1,15 @@
 //! Refunds of succeeded payments, recorded as credit notes, and the credit notes.
 
-use billing_domain::billing::invoice::Invoice;
-use billing_domain::billing::subscription::Subscription;
 use billing_domain::collection::credit_note::{CreditNote, CreditNoteReason};
-use billing_domain::collection::payment::{ChargeResult, Payment, PaymentFailure, PaymentStatus};
-use billing_domain::collection::retry::{FinalAction, PaymentSettings};
+use billing_domain::collection::payment::Payment;
 use billing_domain::customers::access::Permission;
-use billing_domain::events::record::AuditAction;
-use billing_domain::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PaymentId, TenantId};
+use billing_domain::kernel::ids::{CreditNoteId, PaymentId};
 use billing_domain::kernel::money::Money;
-use jiff::Timestamp;
 
 use super::paying::nothing;
 use super::payments::collection_change;
 use super::CollectionService;
-use crate::kernel::{
-    change, event, gateway_unavailable, new_ulid, system_caller, to_json, until_committed,
-    AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
-};
+use crate::kernel::{gateway_unavailable, AppError, Caller};
 use crate::ports::*;
 
 impl CollectionService {

@@ -213,8 +213,9 @@ impl CustomersService {
         event_type: &'static str,
         step: impl Fn(&PaymentProfile) -> Option<PaymentProfile>,
     ) -> Result<PaymentProfile, AppError> {
+        let step = &step;
         until_committed(
-            async || {
+            move || async move {
                 let current = self.payment_profile(caller, account_id).await?;
                 let method = current
                     .get(method_id)
