@@ -21,12 +21,14 @@
 //! (an arrow is "calls"); nothing calls up it, so there is no cycle:
 //!
 //! ```text
-//! jobs ──▶ events, collection
+//! jobs ──▶ events (due_now, republish), collection (release_payments)
 //! billing ──▶ catalog (subscription_terms, validate_charges)
-//!         ──▶ collection (release_invoice_payment, invoice_settled, run_payment_job)
+//!         ──▶ collection (release_invoice_payment, invoice_settled, run_payment_job;
+//!                         first_attempt, collection_change)
 //!         ──▶ usage::pricing (price, usage_lines)
+//!         ──▶ customers (refuse_blocked)
 //! collection ──▶ customers (forget_payment_method)
-//! customers, catalog, usage, events ──▶ kernel
+//! customers, catalog, usage, events ──▶ kernel only
 //! ```
 //!
 //! [`App`] is only the wiring: it builds each service from the adapters once per process,
