@@ -34,7 +34,7 @@ impl BillingService {
     }
 
     /// A billing worker's jobs of one tenant, answered in order: the subscriptions'
-    /// together ([`App::run_due_subscriptions`]), test clocks one at a time.
+    /// together ([`BillingService::run_due_subscriptions`]), test clocks one at a time.
     pub async fn run_billing_jobs(
         &self,
         tenant: TenantId,
@@ -145,7 +145,7 @@ impl BillingService {
         Ok(made)
     }
 
-    /// [`App::run_due_subscription`], from `known` (the subscription as stored) when given.
+    /// [`BillingService::run_due_subscription`], from `known` (the subscription as stored) when given.
     async fn run_due_subscription_from(
         &self,
         tenant: TenantId,

@@ -75,7 +75,7 @@ impl BillingService {
             .ok_or_else(|| AppError::not_found("test clock", id))
     }
 
-    /// Marks the clock advancing towards `to`. The work itself is [`App::run_test_clock`],
+    /// Marks the clock advancing towards `to`. The work itself is [`BillingService::run_test_clock`],
     /// which the billing worker runs from a queue message (or the caller runs inline).
     pub async fn begin_test_clock_advance(
         &self,

@@ -80,7 +80,7 @@ impl BillingService {
     }
 
     /// Adds the usage so far of the period a previewed step would close to its invoice
-    /// (what [`App::bill_closed_usage`] will bill, without writing anything).
+    /// (what [`BillingService::bill_closed_usage`] will bill, without writing anything).
     pub(super) async fn preview_usage(
         &self,
         tenant: TenantId,

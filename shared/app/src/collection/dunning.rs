@@ -1,9 +1,9 @@
 //! Dunning: what happens to an account whose invoices could not be collected.
 //!
-//! Payments report in with [`App::invoice_past_due`] (an invoice's first failed payment:
-//! the case opens and its step days count from then) and [`App::invoice_settled`] (paid
+//! Payments report in with [`CollectionService::invoice_past_due`] (an invoice's first failed payment:
+//! the case opens and its step days count from then) and [`CollectionService::invoice_settled`] (paid
 //! or voided: when nothing overdue is left the account is unblocked). Steps wait in the due
-//! index; the payment worker runs them ([`App::run_due_dunning`]), and so does a test clock's
+//! index; the payment worker runs them ([`CollectionService::run_due_dunning`]), and so does a test clock's
 //! advance for accounts on the clock. The rules are
 //! `billing_domain::collection::dunning`; this module loads, writes and notifies.
 //!
@@ -15,7 +15,7 @@
 //! pending item in the same transaction, claimed by the committing process for
 //! [`NOTICE_CLAIM`]; that process sends it and then deletes it. If it dies in between, the
 //! notice waits in the due index until the claim runs out and the payment worker sends it
-//! ([`App::send_due_notice`]) under the same key; the only duplicate possible is a send
+//! ([`CollectionService::send_due_notice`]) under the same key; the only duplicate possible is a send
 //! that went out just before a crash. A process without a notifier leaves its notices due
 //! at once for the worker. A step's notice still pending when its case is resolved is
 //! dropped: the customer gets the good news, not a stale warning.
@@ -184,7 +184,7 @@ impl CollectionService {
     /// when no overdue invoice is left, resolves the case (account active again, pending
     /// steps cancelled, `dunning.unblocked` if the customer had been told anything).
     /// Nothing happens for an invoice that is still owed or that no case holds. Called like
-    /// [`App::invoice_past_due`].
+    /// [`CollectionService::invoice_past_due`].
     pub async fn invoice_settled(
         &self,
         caller: &Caller,

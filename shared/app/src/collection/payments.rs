@@ -265,7 +265,7 @@ impl CollectionService {
         self.collect_known(tenant, id, now, None).await
     }
 
-    /// [`App::collect_payment`] starting from the payment as just read (`known`), so the
+    /// [`CollectionService::collect_payment`] starting from the payment as just read (`known`), so the
     /// worker reads it once.
     async fn collect_known(
         &self,
