@@ -13,8 +13,8 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use billing_app::ports::Clock;
-use billing_app::relay::{Fanout, Sweeper};
 use billing_app::App;
+use billing_app::{events::Fanout, jobs::Sweeper};
 use billing_aws::{AwsDispatch, DynamoStore, HttpSender, SqsQueue};
 use tokio::task::JoinSet;
 
@@ -68,7 +68,7 @@ impl Local {
     pub fn spawn(&self, consumers: usize, sweep_every: Duration) -> JoinSet<()> {
         let mut tasks = JoinSet::new();
         let fanout = Fanout::new(
-            self.app.clone(),
+            self.app.events.clone(),
             self.dispatch.clone(),
             Arc::new(HttpSender::new()),
         );

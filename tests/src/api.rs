@@ -27,6 +27,7 @@ impl Api {
     /// Serves `app` with a new sandbox tenant called `name`; calls with its admin key.
     pub async fn start(app: App, name: &str) -> (Self, Tenant) {
         let (tenant, issued) = app
+            .customers
             .create_tenant(name, TenantMode::Sandbox)
             .await
             .expect("create the tenant");

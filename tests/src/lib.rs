@@ -148,6 +148,7 @@ pub async fn serve(app: App) -> String {
 /// A sandbox tenant and an admin caller of it, made through the use cases.
 pub async fn admin(app: &App, name: &str) -> billing_app::Caller {
     let (_, issued) = app
+        .customers
         .create_tenant(name, billing_domain::customers::tenant::TenantMode::Sandbox)
         .await
         .expect("create the tenant");
@@ -164,11 +165,12 @@ pub async fn subscribe(
     amount: i64,
 ) -> billing_domain::billing::subscription::Subscription {
     let account = app
+        .customers
         .create_account(caller, serde_json::from_value(account).expect("an account"))
         .await
         .expect("create the account");
     let currency = account.currency.api_code();
-    let plan = app
+    let plan = app.catalog
         .create_plan(
             caller,
             serde_json::from_value(serde_json::json!({
@@ -179,8 +181,9 @@ pub async fn subscribe(
         )
         .await
         .expect("create the plan");
-    let start = billing_app::subscriptions::StartSubscription::new(account.id, plan.plan.id);
-    app.create_subscription(caller, start)
+    let start = billing_app::billing::StartSubscription::new(account.id, plan.plan.id);
+    app.billing
+        .create_subscription(caller, start)
         .await
         .expect("create the subscription")
 }

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 
 /// Another tenant on the same deployment: its admin key.
 async fn other_tenant_key(app: &App) -> String {
-    app.create_tenant("Globex", TenantMode::Sandbox)
+    app.customers
+        .create_tenant("Globex", TenantMode::Sandbox)
         .await
         .unwrap()
         .1

@@ -349,6 +349,7 @@ async fn monthly_subscription(
 ) {
     let caller = billing_tests::admin(app, "Runs").await;
     let clock = app
+        .billing
         .create_test_clock(&caller, None, "2027-01-01T00:00:00Z".parse().unwrap())
         .await
         .unwrap();
@@ -368,6 +369,7 @@ async fn invoice_numbers_and_periods(
     };
     let page = billing_app::ports::PageRequest::first(100);
     let invoices = app
+        .billing
         .list_invoices(caller, &filter, &page)
         .await
         .unwrap()
@@ -397,7 +399,7 @@ async fn concurrent_runs_bill_each_period_exactly_once() {
         .map(|_| {
             let app = app.clone();
             let tenant = caller.tenant_id;
-            tokio::spawn(async move { app.run_due_subscription(tenant, id, until).await })
+            tokio::spawn(async move { app.billing.run_due_subscription(tenant, id, until).await })
         })
         .collect();
     let mut steps = 0;
@@ -421,7 +423,8 @@ async fn duplicate_deliveries_and_a_crashed_worker_bill_each_period_exactly_once
     // transaction, so it dies between two of them)…
     let march: jiff::Timestamp = "2027-03-01T00:00:00Z".parse().unwrap();
     assert_eq!(
-        app.run_due_subscription(caller.tenant_id, id, march)
+        app.billing
+            .run_due_subscription(caller.tenant_id, id, march)
             .await
             .unwrap(),
         2
@@ -429,19 +432,22 @@ async fn duplicate_deliveries_and_a_crashed_worker_bill_each_period_exactly_once
     // …the message comes back and the rest is done; then it is delivered twice more.
     let until: jiff::Timestamp = "2027-06-01T00:00:00Z".parse().unwrap();
     assert_eq!(
-        app.run_due_subscription(caller.tenant_id, id, until)
+        app.billing
+            .run_due_subscription(caller.tenant_id, id, until)
             .await
             .unwrap(),
         3
     );
     assert_eq!(
-        app.run_due_subscription(caller.tenant_id, id, until)
+        app.billing
+            .run_due_subscription(caller.tenant_id, id, until)
             .await
             .unwrap(),
         0
     );
     assert_eq!(
-        app.run_due_subscription(caller.tenant_id, id, until)
+        app.billing
+            .run_due_subscription(caller.tenant_id, id, until)
             .await
             .unwrap(),
         0
@@ -455,7 +461,8 @@ async fn duplicate_deliveries_and_a_crashed_worker_bill_each_period_exactly_once
     // not isolate concurrent transactions, and can lose a concurrent commit on rollback.)
     let later: jiff::Timestamp = "2027-09-01T00:00:00Z".parse().unwrap();
     for _ in 0..4 {
-        app.run_due_subscription(caller.tenant_id, id, later)
+        app.billing
+            .run_due_subscription(caller.tenant_id, id, later)
             .await
             .unwrap();
     }
@@ -644,10 +651,12 @@ async fn twelve_subscriptions(
 ) {
     let caller = billing_tests::admin(app, "Together").await;
     let clock = app
+        .billing
         .create_test_clock(&caller, None, "2027-01-01T00:00:00Z".parse().unwrap())
         .await
         .unwrap();
     let account = app
+        .customers
         .create_account(
             &caller,
             serde_json::from_value(
@@ -657,7 +666,7 @@ async fn twelve_subscriptions(
         )
         .await
         .unwrap();
-    let plan = app
+    let plan = app.catalog
         .create_plan(
             &caller,
             serde_json::from_value(json!({"code": "monthly", "name": "Monthly", "interval": {"unit": "month"},
@@ -668,12 +677,18 @@ async fn twelve_subscriptions(
         .unwrap();
     let mut ids = Vec::new();
     for _ in 0..12 {
-        let start = billing_app::subscriptions::StartSubscription {
+        let start = billing_app::billing::StartSubscription {
             collection_method: billing_domain::billing::subscription::CollectionMethod::SendInvoice,
             days_until_due: Some(30),
-            ..billing_app::subscriptions::StartSubscription::new(account.id, plan.plan.id)
+            ..billing_app::billing::StartSubscription::new(account.id, plan.plan.id)
         };
-        ids.push(app.create_subscription(&caller, start).await.unwrap().id);
+        ids.push(
+            app.billing
+                .create_subscription(&caller, start)
+                .await
+                .unwrap()
+                .id,
+        );
     }
     (caller, ids)
 }
@@ -684,7 +699,8 @@ async fn bills_a_tenants_subscriptions_together_exactly_once(app: billing_app::A
     let february: jiff::Timestamp = "2027-02-01T00:00:00Z".parse().unwrap();
     // Another worker renews one of them first…
     assert_eq!(
-        app.run_due_subscription(tenant, ids[3], february)
+        app.billing
+            .run_due_subscription(tenant, ids[3], february)
             .await
             .unwrap(),
         1
@@ -693,6 +709,7 @@ async fn bills_a_tenants_subscriptions_together_exactly_once(app: billing_app::A
     let mut batch = ids.clone();
     batch.push(ids[0]);
     let steps: Vec<usize> = app
+        .billing
         .run_due_subscriptions(tenant, &batch, february)
         .await
         .into_iter()
@@ -701,11 +718,14 @@ async fn bills_a_tenants_subscriptions_together_exactly_once(app: billing_app::A
     assert_eq!(steps.iter().sum::<usize>(), 11, "{steps:?}");
     assert_eq!((steps[3], steps[12]), (0, 0));
     // Delivered again: nothing is due.
-    let again = app.run_due_subscriptions(tenant, &ids, february).await;
+    let again = app
+        .billing
+        .run_due_subscriptions(tenant, &ids, february)
+        .await;
     assert!(again.into_iter().all(|r| r.unwrap() == 0));
     // Two months at once: the first step of each together, the second one at a time.
     let april: jiff::Timestamp = "2027-04-01T00:00:00Z".parse().unwrap();
-    let steps = app.run_due_subscriptions(tenant, &ids, april).await;
+    let steps = app.billing.run_due_subscriptions(tenant, &ids, april).await;
     assert!(steps.into_iter().all(|r| r.unwrap() == 2));
 
     let mut numbers = Vec::new();
@@ -724,15 +744,16 @@ async fn two_runs_of_one_test_clock_advance_both_answer_with_the_finished_clock(
     // On the stand-in both runs read the clock before either saves it.
     let app = billing_tests::dynamo_app().await;
     let (caller, id) = monthly_subscription(&app).await;
-    let sub = app.get_subscription(&caller, id).await.unwrap();
+    let sub = app.billing.get_subscription(&caller, id).await.unwrap();
     let clock = sub.test_clock.unwrap();
-    app.begin_test_clock_advance(&caller, clock, "2027-06-01T00:00:00Z".parse().unwrap())
+    app.billing
+        .begin_test_clock_advance(&caller, clock, "2027-06-01T00:00:00Z".parse().unwrap())
         .await
         .unwrap();
     // The request that asked for the advance and the worker the sweep woke run it at once.
     let (request, worker) = tokio::join!(
-        app.run_test_clock(caller.tenant_id, clock),
-        app.run_test_clock(caller.tenant_id, clock)
+        app.billing.run_test_clock(caller.tenant_id, clock),
+        app.billing.run_test_clock(caller.tenant_id, clock)
     );
     for run in [request, worker] {
         let clock = run.unwrap();

@@ -73,6 +73,7 @@ async fn a_delivered_job_bills_what_is_due_once() {
     };
     let page = PageRequest::first(10);
     let invoices = worker
+        .billing
         .list_invoices(&caller, &filter, &page)
         .await
         .unwrap()
@@ -136,16 +137,18 @@ async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() 
     // A clock whose advance was asked for but not run (the request timed out, say).
     let now_app = billing_tests::app(store);
     let clock = now_app
+        .billing
         .create_test_clock(&caller, None, yesterday)
         .await
         .unwrap();
     now_app
+        .billing
         .begin_test_clock_advance(&caller, clock.id, jiff::Timestamp::now())
         .await
         .unwrap();
 
     let queue = std::sync::Arc::new(billing_memory::MemoryBillingQueue::default());
-    let sweeper = billing_app::relay::Sweeper::new(
+    let sweeper = billing_app::jobs::Sweeper::new(
         now_app.clone(),
         std::sync::Arc::new(NoDispatch),
         queue.clone(),
@@ -169,7 +172,11 @@ async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() 
         .await
         .batch_item_failures
         .is_empty());
-    let clock = now_app.get_test_clock(&caller, clock.id).await.unwrap();
+    let clock = now_app
+        .billing
+        .get_test_clock(&caller, clock.id)
+        .await
+        .unwrap();
     assert_eq!(
         clock.status,
         billing_domain::billing::test_clock::TestClockStatus::Ready
@@ -181,6 +188,7 @@ async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() 
     let page = PageRequest::first(10);
     assert_eq!(
         now_app
+            .billing
             .list_invoices(&caller, &filter, &page)
             .await
             .unwrap()

@@ -49,6 +49,7 @@ impl World {
             billing_tests::app_with_clock(store, clock.clone()).with_notifier(notifier.clone());
         let caller = billing_tests::admin(&app, "Dunning Co").await;
         let account = app
+            .customers
             .create_account(
                 &caller,
                 serde_json::from_value(json!({"email": "ap@customer.test", "currency": "usd"}))
@@ -73,6 +74,7 @@ impl World {
         .unwrap();
         let draft = self
             .app
+            .billing
             .create_manual_invoice(
                 &self.caller,
                 self.account.id,
@@ -82,6 +84,7 @@ impl World {
             .await
             .unwrap();
         self.app
+            .billing
             .finalize_invoice(&self.caller, draft.id, None)
             .await
             .unwrap()
@@ -91,6 +94,7 @@ impl World {
     async fn run(&self, at: Timestamp) -> usize {
         self.clock.set(at);
         self.app
+            .collection
             .run_due_dunning(self.caller.tenant_id, self.account.id, at)
             .await
             .unwrap()
@@ -98,6 +102,7 @@ impl World {
 
     async fn status(&self) -> AccountStatus {
         self.app
+            .customers
             .get_account(&self.caller, self.account.id)
             .await
             .unwrap()
@@ -108,6 +113,7 @@ impl World {
     async fn events(&self) -> Vec<String> {
         let page = self
             .app
+            .events
             .list_events(
                 &self.caller,
                 &EventFilter {
@@ -138,6 +144,7 @@ async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled
     let w = World::new().await;
     let invoice = w.open_invoice(4900).await;
     w.app
+        .collection
         .invoice_past_due(&w.caller, w.account.id, invoice, t0())
         .await
         .unwrap();
@@ -175,7 +182,7 @@ async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled
 
     // Blocked: no new subscriptions, no plan changes.
     let plan = w
-        .app
+        .app.catalog
         .create_plan(
             &w.caller,
             serde_json::from_value(json!({
@@ -186,12 +193,16 @@ async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled
         )
         .await
         .unwrap();
-    let start = billing_app::subscriptions::StartSubscription {
+    let start = billing_app::billing::StartSubscription {
         collection_method: billing_domain::billing::subscription::CollectionMethod::SendInvoice,
         days_until_due: Some(30),
-        ..billing_app::subscriptions::StartSubscription::new(w.account.id, plan.plan.id)
+        ..billing_app::billing::StartSubscription::new(w.account.id, plan.plan.id)
     };
-    let refused = w.app.create_subscription(&w.caller, start.clone()).await;
+    let refused = w
+        .app
+        .billing
+        .create_subscription(&w.caller, start.clone())
+        .await;
     assert!(
         matches!(
             refused,
@@ -206,14 +217,20 @@ async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled
 
     // Voiding settles; the account is active again and can subscribe.
     w.clock.set(day(31));
-    w.app.void_invoice(&w.caller, invoice).await.unwrap();
     w.app
+        .billing
+        .void_invoice(&w.caller, invoice)
+        .await
+        .unwrap();
+    w.app
+        .collection
         .invoice_settled(&w.caller, w.account.id, invoice, day(31))
         .await
         .unwrap();
     assert_eq!(w.status().await, AccountStatus::Active);
     let case = w
         .app
+        .collection
         .get_dunning_case(&w.caller, w.account.id)
         .await
         .unwrap();
@@ -237,7 +254,7 @@ async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled
             .map(|k| k.ends_with("/dunning/1-4-unblocked")),
         Some(true)
     );
-    let subscribed = w.app.create_subscription(&w.caller, start).await;
+    let subscribed = w.app.billing.create_subscription(&w.caller, start).await;
     assert!(subscribed.is_ok(), "{subscribed:?}");
 }
 
@@ -247,6 +264,7 @@ async fn duplicate_and_concurrent_runs_take_each_step_once() {
     let invoice = w.open_invoice(1000).await;
     for _ in 0..3 {
         w.app
+            .collection
             .invoice_past_due(&w.caller, w.account.id, invoice, t0())
             .await
             .unwrap();
@@ -255,7 +273,11 @@ async fn duplicate_and_concurrent_runs_take_each_step_once() {
     let runs = (0..8).map(|_| {
         let app = w.app.clone();
         let (tenant, account) = (w.caller.tenant_id, w.account.id);
-        tokio::spawn(async move { app.run_due_dunning(tenant, account, day(15)).await })
+        tokio::spawn(async move {
+            app.collection
+                .run_due_dunning(tenant, account, day(15))
+                .await
+        })
     });
     let mut moves = 0;
     for run in runs {
@@ -265,6 +287,7 @@ async fn duplicate_and_concurrent_runs_take_each_step_once() {
     assert_eq!(w.run(day(15)).await, 0);
     let case = w
         .app
+        .collection
         .get_dunning_case(&w.caller, w.account.id)
         .await
         .unwrap();
@@ -286,10 +309,12 @@ async fn a_second_overdue_invoice_keeps_the_first_ones_days_and_both_must_be_set
     let w = World::new().await;
     let (first, second) = (w.open_invoice(1000).await, w.open_invoice(2000).await);
     w.app
+        .collection
         .invoice_past_due(&w.caller, w.account.id, first, t0())
         .await
         .unwrap();
     w.app
+        .collection
         .invoice_past_due(&w.caller, w.account.id, second, day(5))
         .await
         .unwrap();
@@ -299,8 +324,9 @@ async fn a_second_overdue_invoice_keeps_the_first_ones_days_and_both_must_be_set
         w.notifier.sent()[1].body.contains("$30.00"),
         "both invoices are owed"
     );
-    w.app.void_invoice(&w.caller, first).await.unwrap();
+    w.app.billing.void_invoice(&w.caller, first).await.unwrap();
     w.app
+        .collection
         .invoice_settled(&w.caller, w.account.id, first, day(8))
         .await
         .unwrap();
@@ -309,8 +335,9 @@ async fn a_second_overdue_invoice_keeps_the_first_ones_days_and_both_must_be_set
         AccountStatus::Warning,
         "one is still owed"
     );
-    w.app.void_invoice(&w.caller, second).await.unwrap();
+    w.app.billing.void_invoice(&w.caller, second).await.unwrap();
     w.app
+        .collection
         .invoice_settled(&w.caller, w.account.id, second, day(9))
         .await
         .unwrap();
@@ -318,11 +345,13 @@ async fn a_second_overdue_invoice_keeps_the_first_ones_days_and_both_must_be_set
     // The next failure opens a fresh case that counts from its own day.
     let third = w.open_invoice(500).await;
     w.app
+        .collection
         .invoice_past_due(&w.caller, w.account.id, third, day(40))
         .await
         .unwrap();
     let case = w
         .app
+        .collection
         .get_dunning_case(&w.caller, w.account.id)
         .await
         .unwrap();
@@ -367,6 +396,7 @@ async fn an_invoice_settled_without_word_resolves_the_case_at_its_next_step() {
     let w = World::new().await;
     let invoice = w.open_invoice(1000).await;
     w.app
+        .collection
         .invoice_past_due(&w.caller, w.account.id, invoice, t0())
         .await
         .unwrap();
@@ -375,6 +405,7 @@ async fn an_invoice_settled_without_word_resolves_the_case_at_its_next_step() {
     assert_eq!(w.run(day(3)).await, 1);
     let case = w
         .app
+        .collection
         .get_dunning_case(&w.caller, w.account.id)
         .await
         .unwrap();
@@ -387,11 +418,13 @@ async fn an_invoice_settled_without_word_resolves_the_case_at_its_next_step() {
     assert!(w.notices().is_empty());
     // Reporting it past due now changes nothing: it is not owed.
     w.app
+        .collection
         .invoice_past_due(&w.caller, w.account.id, invoice, day(4))
         .await
         .unwrap();
     let again = w
         .app
+        .collection
         .get_dunning_case(&w.caller, w.account.id)
         .await
         .unwrap();
@@ -403,13 +436,15 @@ async fn a_notice_left_by_a_process_without_a_notifier_is_sent_by_the_worker_onc
     let w = World::new().await;
     let invoice = w.open_invoice(1000).await;
     w.app
+        .collection
         .invoice_past_due(&w.caller, w.account.id, invoice, t0())
         .await
         .unwrap();
     // A process that cannot send (or that dies right after the commit) takes the step.
     let mute = billing_tests::app_with_clock(w.app.store.clone(), w.clock.clone());
     w.clock.set(day(3));
-    mute.run_due_dunning(w.caller.tenant_id, w.account.id, day(3))
+    mute.collection
+        .run_due_dunning(w.caller.tenant_id, w.account.id, day(3))
         .await
         .unwrap();
     assert!(w.notices().is_empty());
@@ -423,8 +458,8 @@ async fn a_notice_left_by_a_process_without_a_notifier_is_sent_by_the_worker_onc
             _ => None,
         })
         .expect("the notice waits in the due index");
-    w.app.handle_payment_job(&job).await.unwrap();
-    w.app.handle_payment_job(&job).await.unwrap();
+    w.app.collection.handle_payment_job(&job).await.unwrap();
+    w.app.collection.handle_payment_job(&job).await.unwrap();
     assert_eq!(w.notices().len(), 1, "sent once, under its key");
     assert!(w.notices()[0].ends_with("/dunning/1-1-reminder"));
     let left = w.app.store.due_items(day(3), 100).await.unwrap();
@@ -442,6 +477,7 @@ async fn a_notifier_outage_is_retried_after_the_claim_runs_out() {
     let w = World::new().await;
     let invoice = w.open_invoice(1000).await;
     w.app
+        .collection
         .invoice_past_due(&w.caller, w.account.id, invoice, t0())
         .await
         .unwrap();
@@ -455,12 +491,12 @@ async fn a_notifier_outage_is_retried_after_the_claim_runs_out() {
         account: w.account.id,
         key: key.clone(),
     };
-    w.app.handle_payment_job(&job).await.unwrap();
+    w.app.collection.handle_payment_job(&job).await.unwrap();
     assert!(w.notices().is_empty(), "the claim still holds");
     w.clock
-        .set(day(3) + billing_app::dunning::NOTICE_CLAIM + SignedDuration::from_secs(1));
-    w.app.handle_payment_job(&job).await.unwrap();
-    w.app.handle_payment_job(&job).await.unwrap();
+        .set(day(3) + billing_app::collection::NOTICE_CLAIM + SignedDuration::from_secs(1));
+    w.app.collection.handle_payment_job(&job).await.unwrap();
+    w.app.collection.handle_payment_job(&job).await.unwrap();
     assert_eq!(w.notices().len(), 1);
 }
 
@@ -469,11 +505,13 @@ async fn steps_of_an_account_on_a_test_clock_run_when_the_clock_advances() {
     let w = World::new().await;
     let clock = w
         .app
+        .billing
         .create_test_clock(&w.caller, None, t0())
         .await
         .unwrap();
     let account = w
         .app
+        .customers
         .create_account(
             &w.caller,
             serde_json::from_value(
@@ -486,6 +524,7 @@ async fn steps_of_an_account_on_a_test_clock_run_when_the_clock_advances() {
     let w = World { account, ..w };
     let invoice = w.open_invoice(1000).await;
     w.app
+        .collection
         .invoice_past_due(&w.caller, w.account.id, invoice, t0())
         .await
         .unwrap();
@@ -495,7 +534,7 @@ async fn steps_of_an_account_on_a_test_clock_run_when_the_clock_advances() {
         tenant: w.caller.tenant_id,
         account: w.account.id,
     };
-    w.app.handle_payment_job(&job).await.unwrap();
+    w.app.collection.handle_payment_job(&job).await.unwrap();
     assert_eq!(w.status().await, AccountStatus::Active);
     assert!(w
         .app
@@ -509,16 +548,19 @@ async fn steps_of_an_account_on_a_test_clock_run_when_the_clock_advances() {
             billing_app::ports::DueKind::Payment(PaymentJob::Dunning { .. })
         )));
     w.app
+        .billing
         .begin_test_clock_advance(&w.caller, clock.id, day(8))
         .await
         .unwrap();
     w.app
+        .billing
         .run_test_clock(w.caller.tenant_id, clock.id)
         .await
         .unwrap();
     assert_eq!(w.status().await, AccountStatus::Warning);
     let case = w
         .app
+        .collection
         .get_dunning_case(&w.caller, w.account.id)
         .await
         .unwrap();
@@ -533,10 +575,11 @@ async fn steps_of_an_account_on_a_test_clock_run_when_the_clock_advances() {
 #[tokio::test]
 async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases() {
     let w = World::new().await;
-    let default = w.app.dunning_policy(&w.caller).await.unwrap();
+    let default = w.app.collection.dunning_policy(&w.caller).await.unwrap();
     assert_eq!(default.steps.len(), 3);
     let bad = w
         .app
+        .collection
         .set_dunning_policy(
             &w.caller,
             vec![
@@ -562,10 +605,12 @@ async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases() {
     }
     let invoice = w.open_invoice(1000).await;
     w.app
+        .collection
         .invoice_past_due(&w.caller, w.account.id, invoice, t0())
         .await
         .unwrap();
     w.app
+        .collection
         .set_dunning_policy(
             &w.caller,
             vec![DunningStep {
@@ -578,24 +623,32 @@ async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases() {
     assert_eq!(w.run(day(2)).await, 0, "the running case keeps its policy");
     let other = World::new().await;
     assert_eq!(
-        other.app.dunning_policy(&other.caller).await.unwrap(),
+        other
+            .app
+            .collection
+            .dunning_policy(&other.caller)
+            .await
+            .unwrap(),
         default,
         "another tenant keeps the default"
     );
     // Turned off: no case opens.
     other
         .app
+        .collection
         .set_dunning_policy(&other.caller, vec![])
         .await
         .unwrap();
     let invoice = other.open_invoice(1000).await;
     other
         .app
+        .collection
         .invoice_past_due(&other.caller, other.account.id, invoice, t0())
         .await
         .unwrap();
     assert!(other
         .app
+        .collection
         .get_dunning_case(&other.caller, other.account.id)
         .await
         .is_err());
@@ -622,6 +675,7 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
         .await
         .with_notifier(notifier.clone());
     let (_, issued) = app
+        .customers
         .create_tenant(
             "Sandbox Dunning",
             billing_domain::customers::tenant::TenantMode::Sandbox,
@@ -796,6 +850,7 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
     let w = World::new().await;
     let (tenant, issued) = w
         .app
+        .customers
         .create_tenant(
             "Blocked Co",
             billing_domain::customers::tenant::TenantMode::Sandbox,
@@ -903,10 +958,12 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
         serde_json::from_value(json!(account_id)).unwrap();
     let now = w.clock.now();
     w.app
+        .collection
         .invoice_past_due(&caller, account, invoice, now)
         .await
         .unwrap();
     w.app
+        .collection
         .run_due_dunning(caller.tenant_id, account, now)
         .await
         .unwrap();
@@ -946,10 +1003,11 @@ async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
     w.app = w.app.clone().with_payment_queue(queue.clone());
     let invoice = w.open_invoice(1000).await;
     w.app
+        .collection
         .invoice_past_due(&w.caller, w.account.id, invoice, t0())
         .await
         .unwrap();
-    let sweeper = billing_app::relay::Sweeper::new(
+    let sweeper = billing_app::jobs::Sweeper::new(
         w.app.clone(),
         Arc::new(billing_tests::webhooks::RecordingDispatch::default()),
         Arc::new(billing_memory::MemoryBillingQueue::default()),
@@ -976,6 +1034,7 @@ async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
     assert_eq!(dunning_jobs(queue.take()), std::slice::from_ref(&step));
     // Taken by a process that cannot send: its notice is due at once.
     billing_tests::app_with_clock(w.app.store.clone(), w.clock.clone())
+        .collection
         .handle_payment_job(&step)
         .await
         .unwrap();
@@ -986,7 +1045,7 @@ async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
         key: "1-1-reminder".into(),
     };
     assert_eq!(dunning_jobs(queue.take()), std::slice::from_ref(&notice));
-    w.app.handle_payment_job(&notice).await.unwrap();
+    w.app.collection.handle_payment_job(&notice).await.unwrap();
     assert_eq!(w.notices().len(), 1);
     sweeper.sweep(1000).await.unwrap();
     assert_eq!(
@@ -1020,6 +1079,7 @@ async fn dunning_costs_a_handful_of_dynamodb_requests() {
 
     counter.start();
     w.app
+        .collection
         .invoice_past_due(&w.caller, w.account.id, invoice, t0())
         .await
         .unwrap();
@@ -1044,6 +1104,7 @@ async fn dunning_costs_a_handful_of_dynamodb_requests() {
     void_without_word(&w, invoice).await;
     counter.start();
     w.app
+        .collection
         .invoice_settled(&w.caller, w.account.id, invoice, day(8))
         .await
         .unwrap();
@@ -1064,6 +1125,7 @@ async fn the_payment_worker_handler_runs_dunning_messages_once() {
     let w = World::new().await;
     let invoice = w.open_invoice(1000).await;
     w.app
+        .collection
         .invoice_past_due(&w.caller, w.account.id, invoice, t0())
         .await
         .unwrap();

@@ -41,7 +41,8 @@ async fn invoke(app: &billing_app::App, file: &str) -> (u16, http::HeaderMap, Va
 #[tokio::test]
 async fn every_sample_event_gets_its_expected_answer() {
     let app = billing_tests::memory_app();
-    app.ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
+    app.customers
+        .ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
         .await
         .unwrap();
     let on_disk: Vec<String> =

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use billing_app::gateway_events::AppliedEvent;
-use billing_app::payments::Collected;
+use billing_app::collection::AppliedEvent;
+use billing_app::collection::Collected;
 use billing_app::ports::*;
 use billing_app::{App, Caller};
 use billing_aws::SandboxGateway;
@@ -20,17 +20,12 @@ use serde_json::json;
 
 fn with_sandbox(app: App) -> (App, Arc<SandboxGateway>) {
     let gateway = Arc::new(SandboxGateway::new());
-    (
-        App {
-            gateway: gateway.clone(),
-            ..app
-        },
-        gateway,
-    )
+    (app.with_gateway(gateway.clone()), gateway)
 }
 
 async fn payments_of(app: &App, caller: &Caller, sub: &Subscription) -> Vec<Payment> {
     let mut items = app
+        .collection
         .list_payments(
             caller,
             &PaymentFilter {
@@ -52,6 +47,7 @@ async fn first_invoice(
     sub: &Subscription,
 ) -> billing_domain::billing::invoice::Invoice {
     let page = app
+        .billing
         .list_invoices(
             caller,
             &InvoiceFilter {
@@ -67,6 +63,7 @@ async fn first_invoice(
 
 async fn event_types(app: &App, caller: &Caller, resource: &str) -> Vec<String> {
     let mut events: Vec<String> = app
+        .events
         .list_events(
             caller,
             &EventFilter {
@@ -99,6 +96,7 @@ async fn collects_the_first_invoice_once(app: App) {
     )
     .await;
     let (card, is_default) = app
+        .customers
         .add_payment_method(&caller, sub.account_id, "tok_visa", false)
         .await
         .unwrap();
@@ -114,8 +112,8 @@ async fn collects_the_first_invoice_once(app: App) {
         id: pending[0].id,
     };
     // Delivered twice (SQS at least once): charged once, recorded once.
-    app.handle_payment_job(&job).await.unwrap();
-    app.handle_payment_job(&job).await.unwrap();
+    app.collection.handle_payment_job(&job).await.unwrap();
+    app.collection.handle_payment_job(&job).await.unwrap();
     assert_eq!(gateway.charge_count(), 1);
 
     let paid = payments_of(&app, &caller, &sub).await;
@@ -152,6 +150,7 @@ async fn a_crash_after_the_charge_charges_once() {
     )
     .await;
     let profile_card = app
+        .customers
         .add_payment_method(&caller, sub.account_id, "4242424242424242", false)
         .await
         .unwrap()
@@ -177,7 +176,10 @@ async fn a_crash_after_the_charge_charges_once() {
         tenant: caller.tenant_id,
         id: attempt.id,
     };
-    let (a, b) = tokio::join!(app.handle_payment_job(&job), app.handle_payment_job(&job));
+    let (a, b) = tokio::join!(
+        app.collection.handle_payment_job(&job),
+        app.collection.handle_payment_job(&job)
+    );
     a.unwrap();
     b.unwrap();
     assert_eq!(gateway.charge_count(), 1);
@@ -192,7 +194,11 @@ async fn retries_on_the_schedule_until_paid(app: App) {
     let (app, _) = with_sandbox(app);
     let caller = billing_tests::admin(&app, "Retry").await;
     let start: Timestamp = "2027-03-01T09:00:00Z".parse().unwrap();
-    let clock = app.create_test_clock(&caller, None, start).await.unwrap();
+    let clock = app
+        .billing
+        .create_test_clock(&caller, None, start)
+        .await
+        .unwrap();
     let sub = billing_tests::subscribe(
         &app,
         &caller,
@@ -201,21 +207,24 @@ async fn retries_on_the_schedule_until_paid(app: App) {
         4200,
     )
     .await;
-    app.add_payment_method(&caller, sub.account_id, "4000000000009995", false)
+    app.customers
+        .add_payment_method(&caller, sub.account_id, "4000000000009995", false)
         .await
         .unwrap();
     let advance = |days: i64| {
         let app = app.clone();
         let caller = caller.clone();
         async move {
-            app.begin_test_clock_advance(
-                &caller,
-                clock.id,
-                start + SignedDuration::from_hours(24 * days),
-            )
-            .await
-            .unwrap();
-            app.run_test_clock(caller.tenant_id, clock.id)
+            app.billing
+                .begin_test_clock_advance(
+                    &caller,
+                    clock.id,
+                    start + SignedDuration::from_hours(24 * days),
+                )
+                .await
+                .unwrap();
+            app.billing
+                .run_test_clock(caller.tenant_id, clock.id)
                 .await
                 .unwrap();
         }
@@ -244,6 +253,7 @@ async fn retries_on_the_schedule_until_paid(app: App) {
     assert_eq!(invoice.next_payment_attempt, Some(attempts[2].due_at));
 
     let (visa, _) = app
+        .customers
         .add_payment_method(&caller, sub.account_id, "tok_visa", true)
         .await
         .unwrap();
@@ -262,7 +272,11 @@ async fn retries_on_the_schedule_until_paid(app: App) {
         Some(start + SignedDuration::from_hours(5 * 24))
     );
     assert_eq!(
-        app.get_subscription(&caller, sub.id).await.unwrap().status,
+        app.billing
+            .get_subscription(&caller, sub.id)
+            .await
+            .unwrap()
+            .status,
         SubscriptionStatus::Active
     );
 }
@@ -275,7 +289,8 @@ async fn a_hard_decline_is_final() {
     let notifier = Arc::new(billing_memory::MemoryNotifier::default());
     let (app, gateway) = with_sandbox(billing_tests::memory_app().with_notifier(notifier.clone()));
     let caller = billing_tests::admin(&app, "Hard").await;
-    app.set_payment_settings(&caller, None, Some(FinalAction::MarkUncollectible))
+    app.collection
+        .set_payment_settings(&caller, None, Some(FinalAction::MarkUncollectible))
         .await
         .unwrap();
     let sub = billing_tests::subscribe(
@@ -286,23 +301,26 @@ async fn a_hard_decline_is_final() {
         900,
     )
     .await;
-    app.add_payment_method(
-        &caller,
-        sub.account_id,
-        "tok_chargeDeclinedStolenCard",
-        false,
-    )
-    .await
-    .unwrap();
+    app.customers
+        .add_payment_method(
+            &caller,
+            sub.account_id,
+            "tok_chargeDeclinedStolenCard",
+            false,
+        )
+        .await
+        .unwrap();
     let attempt = payments_of(&app, &caller, &sub).await.remove(0);
     let outcome = app
+        .collection
         .collect_payment(caller.tenant_id, attempt.id, Timestamp::now())
         .await
         .unwrap();
     assert_eq!(outcome, Collected::Failed { retry_at: None });
     assert_eq!(payments_of(&app, &caller, &sub).await.len(), 1, "no retry");
     // The customer is told to add another card, once (a redelivery sends nothing more).
-    app.collect_payment(caller.tenant_id, attempt.id, Timestamp::now())
+    app.collection
+        .collect_payment(caller.tenant_id, attempt.id, Timestamp::now())
         .await
         .unwrap();
     let notices: Vec<_> = notifier
@@ -316,19 +334,28 @@ async fn a_hard_decline_is_final() {
     let invoice = first_invoice(&app, &caller, &sub).await;
     assert_eq!(invoice.status, InvoiceStatus::Uncollectible);
     assert_eq!(
-        app.get_subscription(&caller, sub.id).await.unwrap().status,
+        app.billing
+            .get_subscription(&caller, sub.id)
+            .await
+            .unwrap()
+            .status,
         SubscriptionStatus::PastDue
     );
     assert_eq!(gateway.charge_count(), 1);
 
     let paid = app
+        .collection
         .mark_invoice_paid(&caller, invoice.id, "wire 2027-03-04".into())
         .await
         .unwrap();
     assert_eq!(paid.status, InvoiceStatus::Paid);
     assert_eq!(paid.paid_out_of_band.as_deref(), Some("wire 2027-03-04"));
     assert_eq!(
-        app.get_subscription(&caller, sub.id).await.unwrap().status,
+        app.billing
+            .get_subscription(&caller, sub.id)
+            .await
+            .unwrap()
+            .status,
         SubscriptionStatus::Active
     );
 }
@@ -346,11 +373,13 @@ async fn authentication_then_gateway_events(app: App) {
         3000,
     )
     .await;
-    app.add_payment_method(&caller, sub.account_id, "4000002500003155", false)
+    app.customers
+        .add_payment_method(&caller, sub.account_id, "4000002500003155", false)
         .await
         .unwrap();
     let attempt = payments_of(&app, &caller, &sub).await.remove(0);
     let outcome = app
+        .collection
         .collect_payment(caller.tenant_id, attempt.id, Timestamp::now())
         .await
         .unwrap();
@@ -358,7 +387,11 @@ async fn authentication_then_gateway_events(app: App) {
     let invoice = first_invoice(&app, &caller, &sub).await;
     assert_eq!(invoice.status, InvoiceStatus::Open);
     assert_eq!(invoice.payment_status, Some(PaymentStatus::RequiresAction));
-    let waiting = app.get_payment(&caller, attempt.id).await.unwrap();
+    let waiting = app
+        .collection
+        .get_payment(&caller, attempt.id)
+        .await
+        .unwrap();
     let intent = waiting.payment_intent.clone().unwrap();
 
     let metadata = GatewayMetadata::from([
@@ -378,11 +411,17 @@ async fn authentication_then_gateway_events(app: App) {
         },
     };
     assert_eq!(
-        app.apply_gateway_event(&succeeded).await.unwrap(),
+        app.collection
+            .apply_gateway_event(&succeeded)
+            .await
+            .unwrap(),
         AppliedEvent::Applied
     );
     assert_eq!(
-        app.apply_gateway_event(&succeeded).await.unwrap(),
+        app.collection
+            .apply_gateway_event(&succeeded)
+            .await
+            .unwrap(),
         AppliedEvent::Duplicate
     );
     let late_failure = GatewayEvent {
@@ -399,12 +438,19 @@ async fn authentication_then_gateway_events(app: App) {
         },
     };
     assert_eq!(
-        app.apply_gateway_event(&late_failure).await.unwrap(),
+        app.collection
+            .apply_gateway_event(&late_failure)
+            .await
+            .unwrap(),
         AppliedEvent::Ignored("nothing to change")
     );
     let invoice = first_invoice(&app, &caller, &sub).await;
     assert_eq!(invoice.status, InvoiceStatus::Paid, "paid stays paid");
-    let paid = app.get_payment(&caller, attempt.id).await.unwrap();
+    let paid = app
+        .collection
+        .get_payment(&caller, attempt.id)
+        .await
+        .unwrap();
     assert_eq!(paid.status, PaymentStatus::Succeeded);
 
     // A refund made at the gateway's dashboard comes in as charge.refunded.
@@ -421,14 +467,15 @@ async fn authentication_then_gateway_events(app: App) {
         },
     };
     assert_eq!(
-        app.apply_gateway_event(&refunded).await.unwrap(),
+        app.collection.apply_gateway_event(&refunded).await.unwrap(),
         AppliedEvent::Applied
     );
     assert_eq!(
-        app.apply_gateway_event(&refunded).await.unwrap(),
+        app.collection.apply_gateway_event(&refunded).await.unwrap(),
         AppliedEvent::Duplicate
     );
     let notes = app
+        .collection
         .list_credit_notes(
             &caller,
             &CreditNoteFilter {
@@ -453,7 +500,7 @@ async fn authentication_then_gateway_events(app: App) {
         },
     };
     assert!(matches!(
-        app.apply_gateway_event(&unknown).await.unwrap(),
+        app.collection.apply_gateway_event(&unknown).await.unwrap(),
         AppliedEvent::Ignored(_)
     ));
 }
@@ -471,19 +518,23 @@ async fn refunds_make_credit_notes_and_never_exceed_the_payment() {
         1000,
     )
     .await;
-    app.add_payment_method(&caller, sub.account_id, "tok_mastercard", false)
+    app.customers
+        .add_payment_method(&caller, sub.account_id, "tok_mastercard", false)
         .await
         .unwrap();
     let attempt = payments_of(&app, &caller, &sub).await.remove(0);
-    app.collect_payment(caller.tenant_id, attempt.id, Timestamp::now())
+    app.collection
+        .collect_payment(caller.tenant_id, attempt.id, Timestamp::now())
         .await
         .unwrap();
     let part = app
+        .collection
         .refund_payment(&caller, attempt.id, Some(300), Some("goodwill".into()))
         .await
         .unwrap();
     assert_eq!(part.amount, 300);
     let too_much = app
+        .collection
         .refund_payment(&caller, attempt.id, Some(800), None)
         .await
         .unwrap_err();
@@ -491,11 +542,16 @@ async fn refunds_make_credit_notes_and_never_exceed_the_payment() {
         matches!(too_much, billing_app::AppError::Invalid(ref v) if v.code == "refund_too_large")
     );
     let rest = app
+        .collection
         .refund_payment(&caller, attempt.id, None, None)
         .await
         .unwrap();
     assert_eq!(rest.amount, 700);
-    let payment = app.get_payment(&caller, attempt.id).await.unwrap();
+    let payment = app
+        .collection
+        .get_payment(&caller, attempt.id)
+        .await
+        .unwrap();
     assert_eq!(payment.amount_refunded, 1000);
     assert_eq!(
         event_types(&app, &caller, &attempt.id.to_string()).await,
@@ -510,6 +566,7 @@ async fn payment_methods_default_and_detach() {
     let (app, _) = with_sandbox(billing_tests::memory_app());
     let caller = billing_tests::admin(&app, "Cards").await;
     let account = app
+        .customers
         .create_account(
             &caller,
             serde_json::from_value(json!({"email": "cards@acme.test", "currency": "usd"})).unwrap(),
@@ -517,25 +574,30 @@ async fn payment_methods_default_and_detach() {
         .await
         .unwrap();
     let (a, _) = app
+        .customers
         .add_payment_method(&caller, account.id, "tok_visa", false)
         .await
         .unwrap();
     let (b, b_default) = app
+        .customers
         .add_payment_method(&caller, account.id, "tok_mastercard", false)
         .await
         .unwrap();
     assert!(!b_default);
     let profile = app
+        .customers
         .set_default_payment_method(&caller, account.id, &b.id)
         .await
         .unwrap();
     assert_eq!(profile.default_method.as_deref(), Some(b.id.as_str()));
     let profile = app
+        .customers
         .remove_payment_method(&caller, account.id, &b.id)
         .await
         .unwrap();
     assert_eq!(profile.default_method.as_deref(), Some(a.id.as_str()));
     let err = app
+        .customers
         .add_payment_method(&caller, account.id, "4111111111111111", false)
         .await
         .unwrap_err();
@@ -551,14 +613,18 @@ async fn payment_methods_default_and_detach() {
         },
     };
     assert_eq!(
-        app.apply_gateway_event(&detached).await.unwrap(),
+        app.collection.apply_gateway_event(&detached).await.unwrap(),
         AppliedEvent::Applied
     );
     assert_eq!(
-        app.apply_gateway_event(&detached).await.unwrap(),
+        app.collection.apply_gateway_event(&detached).await.unwrap(),
         AppliedEvent::Duplicate
     );
-    let profile = app.list_payment_methods(&caller, account.id).await.unwrap();
+    let profile = app
+        .customers
+        .list_payment_methods(&caller, account.id)
+        .await
+        .unwrap();
     assert!(profile.methods.is_empty());
 }
 
@@ -594,7 +660,8 @@ async fn the_handler_charges_a_duplicated_job_once() {
         2500,
     )
     .await;
-    app.add_payment_method(&caller, sub.account_id, "tok_visa", false)
+    app.customers
+        .add_payment_method(&caller, sub.account_id, "tok_visa", false)
         .await
         .unwrap();
     let attempt = payments_of(&app, &caller, &sub).await.remove(0);
@@ -631,7 +698,7 @@ async fn the_handler_charges_a_duplicated_job_once() {
 /// once recorded it is no longer due.
 #[tokio::test]
 async fn attempts_are_released_after_commit_and_swept_until_recorded() {
-    use billing_app::relay::Sweeper;
+    use billing_app::jobs::Sweeper;
     use billing_memory::{MemoryBillingQueue, MemoryPaymentQueue};
     let queue = Arc::new(MemoryPaymentQueue::default());
     let (app, _) = with_sandbox(billing_tests::memory_app().with_payment_queue(queue.clone()));
@@ -660,10 +727,11 @@ async fn attempts_are_released_after_commit_and_swept_until_recorded() {
     assert_eq!(report.payment_jobs_queued, 1, "{report:?}");
     assert_eq!(queue.take(), vec![job.clone()]);
 
-    app.add_payment_method(&caller, sub.account_id, "tok_visa", false)
+    app.customers
+        .add_payment_method(&caller, sub.account_id, "tok_visa", false)
         .await
         .unwrap();
-    app.handle_payment_job(&job).await.unwrap();
+    app.collection.handle_payment_job(&job).await.unwrap();
     let report = sweeper.sweep(100).await.unwrap();
     assert_eq!(report.payment_jobs_queued, 0, "{report:?}");
     assert!(queue.take().is_empty());
@@ -886,20 +954,26 @@ async fn failed_authentication_is_a_failed_attempt_with_a_retry() {
         1200,
     )
     .await;
-    app.add_payment_method(
-        &caller,
-        sub.account_id,
-        "pm_card_authenticationRequired",
-        false,
-    )
-    .await
-    .unwrap();
-    let attempt = payments_of(&app, &caller, &sub).await.remove(0);
-    let now = Timestamp::now();
-    app.collect_payment(caller.tenant_id, attempt.id, now)
+    app.customers
+        .add_payment_method(
+            &caller,
+            sub.account_id,
+            "pm_card_authenticationRequired",
+            false,
+        )
         .await
         .unwrap();
-    let waiting = app.get_payment(&caller, attempt.id).await.unwrap();
+    let attempt = payments_of(&app, &caller, &sub).await.remove(0);
+    let now = Timestamp::now();
+    app.collection
+        .collect_payment(caller.tenant_id, attempt.id, now)
+        .await
+        .unwrap();
+    let waiting = app
+        .collection
+        .get_payment(&caller, attempt.id)
+        .await
+        .unwrap();
     let failed = GatewayEvent {
         id: "evt_auth_failed".into(),
         created: now,
@@ -916,7 +990,7 @@ async fn failed_authentication_is_a_failed_attempt_with_a_retry() {
         },
     };
     assert_eq!(
-        app.apply_gateway_event(&failed).await.unwrap(),
+        app.collection.apply_gateway_event(&failed).await.unwrap(),
         AppliedEvent::Applied
     );
     let attempts = payments_of(&app, &caller, &sub).await;
@@ -935,8 +1009,13 @@ async fn failed_authentication_is_a_failed_attempt_with_a_retry() {
 async fn a_sent_invoice_goes_overdue_on_its_due_date(app: App) {
     let caller = billing_tests::admin(&app, "Overdue").await;
     let start: Timestamp = "2027-06-01T08:00:00Z".parse().unwrap();
-    let clock = app.create_test_clock(&caller, None, start).await.unwrap();
+    let clock = app
+        .billing
+        .create_test_clock(&caller, None, start)
+        .await
+        .unwrap();
     let account = app
+        .customers
         .create_account(
             &caller,
             serde_json::from_value(
@@ -946,7 +1025,7 @@ async fn a_sent_invoice_goes_overdue_on_its_due_date(app: App) {
         )
         .await
         .unwrap();
-    let plan = app
+    let plan = app.catalog
         .create_plan(
             &caller,
             serde_json::from_value(json!({
@@ -958,13 +1037,14 @@ async fn a_sent_invoice_goes_overdue_on_its_due_date(app: App) {
         .await
         .unwrap();
     let sub = app
+        .billing
         .create_subscription(
             &caller,
-            billing_app::subscriptions::StartSubscription {
+            billing_app::billing::StartSubscription {
                 collection_method:
                     billing_domain::billing::subscription::CollectionMethod::SendInvoice,
                 days_until_due: Some(7),
-                ..billing_app::subscriptions::StartSubscription::new(account.id, plan.plan.id)
+                ..billing_app::billing::StartSubscription::new(account.id, plan.plan.id)
             },
         )
         .await
@@ -974,14 +1054,16 @@ async fn a_sent_invoice_goes_overdue_on_its_due_date(app: App) {
         "nothing is charged"
     );
     for days in [6, 9] {
-        app.begin_test_clock_advance(
-            &caller,
-            clock.id,
-            start + SignedDuration::from_hours(24 * days),
-        )
-        .await
-        .unwrap();
-        app.run_test_clock(caller.tenant_id, clock.id)
+        app.billing
+            .begin_test_clock_advance(
+                &caller,
+                clock.id,
+                start + SignedDuration::from_hours(24 * days),
+            )
+            .await
+            .unwrap();
+        app.billing
+            .run_test_clock(caller.tenant_id, clock.id)
             .await
             .unwrap();
         let invoice = first_invoice(&app, &caller, &sub).await;
@@ -994,7 +1076,11 @@ async fn a_sent_invoice_goes_overdue_on_its_due_date(app: App) {
         1,
         "{events:?}"
     );
-    let case = app.get_dunning_case(&caller, account.id).await.unwrap();
+    let case = app
+        .collection
+        .get_dunning_case(&caller, account.id)
+        .await
+        .unwrap();
     assert_eq!(
         case.overdue_since,
         start + SignedDuration::from_hours(7 * 24)

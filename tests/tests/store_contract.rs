@@ -35,6 +35,7 @@ impl Contract {
 
     async fn account(&self, email: &str, external_id: Option<&str>) -> Account {
         self.app
+            .customers
             .create_account(&self.caller, new_account(email, external_id))
             .await
             .unwrap()
@@ -52,6 +53,7 @@ impl Contract {
 
 async fn tenant(app: &App) -> Caller {
     let (tenant, issued) = app
+        .customers
         .create_tenant("Contract Co", TenantMode::Sandbox)
         .await
         .unwrap();
@@ -140,6 +142,7 @@ async fn a_transaction_with_one_failing_condition_writes_nothing(store: Arc<dyn 
     let before = c.counts().await;
     let err = c
         .app
+        .customers
         .create_account(&c.caller, new_account("grace@example.com", Some("u-1")))
         .await
         .unwrap_err();
@@ -151,6 +154,7 @@ async fn unique_values_and_items_belong_to_their_tenant(store: Arc<dyn Store>) {
     let c = Contract::on(store).await;
     let ada = c.account("ada@example.com", Some("u-1")).await;
     c.app
+        .customers
         .create_account(&c.other, new_account("ada@example.com", Some("u-1")))
         .await
         .unwrap();
@@ -167,6 +171,7 @@ async fn a_stale_version_is_a_conflict_and_writes_nothing(store: Arc<dyn Store>)
     let ada = c.account("ada@example.com", Some("u-1")).await;
     let v2 = c
         .app
+        .customers
         .update_account(
             &c.caller,
             ada.id,
@@ -212,12 +217,14 @@ async fn moving_a_unique_value_frees_the_old_one(store: Arc<dyn Store>) {
     let c = Contract::on(store).await;
     let ada = c.account("ada@example.com", Some("u-1")).await;
     c.app
+        .customers
         .update_account(&c.caller, ada.id, external_id("u-2"))
         .await
         .unwrap();
     c.account("grace@example.com", Some("u-1")).await;
     let taken = c
         .app
+        .customers
         .update_account(&c.caller, ada.id, external_id("u-1"))
         .await
         .unwrap_err();
@@ -236,6 +243,7 @@ async fn lists_page_by_cursor_filter_and_leave_deleted_items_out(store: Arc<dyn 
     loop {
         let page = c
             .app
+            .customers
             .list_accounts(
                 &c.caller,
                 &AccountFilter::default(),
@@ -262,6 +270,7 @@ async fn lists_page_by_cursor_filter_and_leave_deleted_items_out(store: Arc<dyn 
         let c = &c;
         async move {
             c.app
+                .customers
                 .list_accounts(&c.caller, &filter, &PageRequest::first(100))
                 .await
                 .unwrap()
@@ -283,7 +292,11 @@ async fn lists_page_by_cursor_filter_and_leave_deleted_items_out(store: Arc<dyn 
         by_external.iter().map(|a| a.id).collect::<Vec<_>>(),
         vec![ada.id]
     );
-    c.app.delete_account(&c.caller, ada.id).await.unwrap();
+    c.app
+        .customers
+        .delete_account(&c.caller, ada.id)
+        .await
+        .unwrap();
     let active = list(AccountFilter {
         status: Some(AccountStatus::Active),
         ..Default::default()
@@ -304,6 +317,7 @@ async fn the_audit_trail_of_an_entity_pages_newest_first(store: Arc<dyn Store>) 
     let c = Contract::on(store).await;
     let ada = c.account("ada@example.com", Some("u-1")).await;
     c.app
+        .customers
         .update_account(
             &c.caller,
             ada.id,
@@ -315,12 +329,18 @@ async fn the_audit_trail_of_an_entity_pages_newest_first(store: Arc<dyn Store>) 
         .await
         .unwrap();
     c.app
+        .customers
         .update_account(&c.caller, ada.id, external_id("u-2"))
         .await
         .unwrap();
-    c.app.delete_account(&c.caller, ada.id).await.unwrap();
+    c.app
+        .customers
+        .delete_account(&c.caller, ada.id)
+        .await
+        .unwrap();
     let trail = c
         .app
+        .events
         .list_audit_log(
             &c.caller,
             Some(&ada.id.to_string()),
@@ -337,6 +357,7 @@ async fn the_audit_trail_of_an_entity_pages_newest_first(store: Arc<dyn Store>) 
     assert_eq!(trail.items[2].changes["name"]["after"], "Ada");
     let paged = c
         .app
+        .events
         .list_audit_log(
             &c.caller,
             Some(&ada.id.to_string()),
@@ -357,15 +378,18 @@ async fn revoking_an_api_key_twice_is_a_conflict(store: Arc<dyn Store>) {
     let c = Contract::on(store).await;
     let issued = c
         .app
+        .customers
         .create_api_key(&c.caller, Role::Support, Some("helpdesk"))
         .await
         .unwrap();
     c.app
+        .customers
         .revoke_api_key(&c.caller, issued.key.id)
         .await
         .unwrap();
     assert!(c
         .app
+        .customers
         .revoke_api_key(&c.caller, issued.key.id)
         .await
         .is_err());
@@ -375,7 +399,12 @@ async fn revoking_an_api_key_twice_is_a_conflict(store: Arc<dyn Store>) {
         c.store.revoke_api_key(&revoked, &c.change().await).await,
         Err(StoreError::VersionConflict { entity: "api_key" })
     );
-    assert!(c.app.authenticate(&issued.secret, None).await.is_err());
+    assert!(c
+        .app
+        .customers
+        .authenticate(&issued.secret, None)
+        .await
+        .is_err());
 }
 
 /// Claimed once; the same request in flight, replayed once done; a different request
@@ -462,6 +491,7 @@ async fn pro_plan(
     billing_domain::catalog::plan::Plan,
 ) {
     c.app
+        .catalog
         .create_metric(&c.caller, calls_metric())
         .await
         .unwrap();
@@ -473,6 +503,7 @@ async fn pro_plan(
     .unwrap();
     let pro = c
         .app
+        .catalog
         .create_plan(&c.caller, plan.clone())
         .await
         .unwrap()
@@ -484,11 +515,13 @@ async fn metric_codes_are_unique_and_found_by_code(store: Arc<dyn Store>) {
     let c = Contract::on(store).await;
     let created = c
         .app
+        .catalog
         .create_metric(&c.caller, calls_metric())
         .await
         .unwrap();
     assert!(
         c.app
+            .catalog
             .create_metric(&c.caller, calls_metric())
             .await
             .is_err(),
@@ -515,7 +548,7 @@ async fn plan_codes_are_unique(store: Arc<dyn Store>) {
     let c = Contract::on(store).await;
     let (plan, _) = pro_plan(&c).await;
     assert!(
-        c.app.create_plan(&c.caller, plan).await.is_err(),
+        c.app.catalog.create_plan(&c.caller, plan).await.is_err(),
         "codes are unique"
     );
 }
@@ -533,12 +566,14 @@ async fn a_stale_plan_write_is_refused_without_writing_its_version(store: Arc<dy
     .unwrap();
     let v2 = c
         .app
+        .catalog
         .create_plan_version(&c.caller, pro.id, version)
         .await
         .unwrap();
     assert_eq!(v2.number, 2);
     let renamed = c
         .app
+        .catalog
         .update_plan(
             &c.caller,
             pro.id,
@@ -588,7 +623,11 @@ async fn a_stale_plan_write_is_refused_without_writing_its_version(store: Arc<dy
 async fn a_deactivated_plan_leaves_the_active_list(store: Arc<dyn Store>) {
     let c = Contract::on(store).await;
     let (_, pro) = pro_plan(&c).await;
-    c.app.deactivate_plan(&c.caller, pro.id).await.unwrap();
+    c.app
+        .catalog
+        .deactivate_plan(&c.caller, pro.id)
+        .await
+        .unwrap();
     let active = c
         .store
         .list_plans(
@@ -982,7 +1021,12 @@ async fn a_payment_on_a_test_clock_waits_on_the_clock_not_in_real_time(store: Ar
     let tenant = c.caller.tenant_id;
     let account = c.account("payer@example.com", None).await;
     let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
-    let clock = c.app.create_test_clock(&c.caller, None, now).await.unwrap();
+    let clock = c
+        .app
+        .billing
+        .create_test_clock(&c.caller, None, now)
+        .await
+        .unwrap();
     let on_clock = payment_on(account.id, Some(clock.id), now);
     c.store
         .save_collection(tenant, &Pending::create(&on_clock), &c.change().await)
@@ -1378,7 +1422,12 @@ async fn a_dunning_case_on_a_test_clock_waits_on_the_clock_not_in_real_time(stor
     let c = Contract::on(store).await;
     let tenant = c.caller.tenant_id;
     let t = dunning_start();
-    let clock = c.app.create_test_clock(&c.caller, None, t).await.unwrap();
+    let clock = c
+        .app
+        .billing
+        .create_test_clock(&c.caller, None, t)
+        .await
+        .unwrap();
     let on_clock = c.account("clocked@example.com", None).await;
     let facts = CaseFacts {
         account_id: on_clock.id,
@@ -1502,7 +1551,7 @@ impl Metering {
         );
         first.distinct_values = vec![(self.key(), "x".into())];
         c.store
-            .record_usage(c.caller.tenant_id, &first)
+            .record_usage(c.caller.tenant_id, std::slice::from_ref(&first))
             .await
             .unwrap();
     }
@@ -1557,24 +1606,39 @@ async fn a_stored_event_a_moved_rollup_or_a_seen_value_refuses_the_whole_write(
         m.rollup(4, 2),
     );
     assert_eq!(
-        c.store.record_usage(tenant, &duplicate).await,
-        Err(StoreError::AlreadyExists {
-            entity: "usage event"
+        c.store
+            .record_usage(tenant, std::slice::from_ref(&duplicate))
+            .await,
+        Err(StepsFailed {
+            written: 0,
+            error: StoreError::AlreadyExists {
+                entity: "usage event"
+            }
         })
     );
     let stale = m.write(vec![m.occurrence("c")], 0, m.rollup(3, 1));
     assert_eq!(
-        c.store.record_usage(tenant, &stale).await,
-        Err(StoreError::VersionConflict {
-            entity: "usage rollup"
+        c.store
+            .record_usage(tenant, std::slice::from_ref(&stale))
+            .await,
+        Err(StepsFailed {
+            written: 0,
+            error: StoreError::VersionConflict {
+                entity: "usage rollup"
+            }
         })
     );
     let mut seen = m.write(vec![m.occurrence("c")], 1, m.rollup(3, 2));
     seen.distinct_values = vec![(m.key(), "x".into())];
     assert_eq!(
-        c.store.record_usage(tenant, &seen).await,
-        Err(StoreError::VersionConflict {
-            entity: "usage rollup"
+        c.store
+            .record_usage(tenant, std::slice::from_ref(&seen))
+            .await,
+        Err(StepsFailed {
+            written: 0,
+            error: StoreError::VersionConflict {
+                entity: "usage rollup"
+            }
         })
     );
     assert_eq!(
@@ -1643,8 +1707,11 @@ async fn a_quota_snapshot_and_its_events_commit_with_the_usage(store: Arc<dyn St
     let (_, _, events_before) = c.counts().await;
     let mut third = m.write(vec![m.occurrence("c")], 1, m.rollup(3, 2));
     third.quotas = vec![quota.clone()];
-    third.change = Some(c.change().await);
-    c.store.record_usage(tenant, &third).await.unwrap();
+    third.changes = vec![c.change().await];
+    c.store
+        .record_usage(tenant, std::slice::from_ref(&third))
+        .await
+        .unwrap();
     assert_eq!(
         c.store.get_quota(tenant, sub.account_id, "calls").await,
         Ok(Some(quota))
@@ -1663,7 +1730,7 @@ async fn late_usage_waits_in_the_due_index_until_it_is_billed(store: Arc<dyn Sto
         ..m.rollup(3, 2)
     };
     c.store
-        .record_usage(tenant, &m.write(vec![m.occurrence("c")], 1, late))
+        .record_usage(tenant, &[m.write(vec![m.occurrence("c")], 1, late)])
         .await
         .unwrap();
     let job = DueKind::Billing(BillingJob::Subscription {
@@ -1699,6 +1766,63 @@ async fn late_usage_waits_in_the_due_index_until_it_is_billed(store: Arc<dyn Sto
         .await
         .unwrap();
     assert_eq!(late_due().await, 0);
+}
+
+/// Units are written in order, however many a transaction holds: each moves the rollup on
+/// from the one before. After a unit that fails, the units reported written are stored and
+/// no others.
+async fn usage_units_span_transactions_and_a_failure_reports_what_was_written(
+    store: Arc<dyn Store>,
+) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let m = Metering::on(&c).await;
+    let units = |prefix: &str, from: u64| -> Vec<UsageWrite> {
+        (0..150)
+            .map(|i| {
+                m.write(
+                    vec![m.occurrence(&format!("{prefix}{i}"))],
+                    from + i,
+                    m.rollup(from + i, from + i + 1),
+                )
+            })
+            .collect()
+    };
+    let ids = |prefix: &str| (0..150).map(|i| format!("{prefix}{i}")).collect::<Vec<_>>();
+    c.store.record_usage(tenant, &units("u", 0)).await.unwrap();
+    assert_eq!(
+        c.store
+            .stored_usage_events(tenant, &ids("u"))
+            .await
+            .unwrap()
+            .len(),
+        150
+    );
+    assert_eq!(
+        c.store
+            .get_rollups(tenant, std::slice::from_ref(&m.key()))
+            .await
+            .unwrap(),
+        vec![m.rollup(149, 150)]
+    );
+    let mut failing = units("v", 150);
+    failing[120].events = vec![m.occurrence("u0")];
+    let failed = c.store.record_usage(tenant, &failing).await.unwrap_err();
+    assert_eq!(
+        failed.error,
+        StoreError::AlreadyExists {
+            entity: "usage event"
+        }
+    );
+    assert!(failed.written <= 120, "{failed:?}");
+    assert_eq!(
+        c.store
+            .stored_usage_events(tenant, &ids("v"))
+            .await
+            .unwrap()
+            .len(),
+        failed.written
+    );
 }
 
 async fn a_step_and_the_rollups_it_bills_commit_together_or_not_at_all(store: Arc<dyn Store>) {
@@ -1755,6 +1879,7 @@ async fn events_change(app: &App, caller: &Caller) -> Change {
     let scratch = billing_tests::memory_store();
     let probe = billing_tests::app_with_clock(scratch.clone(), app.clock.clone());
     probe
+        .customers
         .create_account(caller, new_account("probe@example.com", None))
         .await
         .unwrap();
@@ -1809,5 +1934,6 @@ billing_tests::on_both_stores!(
     rollups_are_listed_by_period_range,
     a_quota_snapshot_and_its_events_commit_with_the_usage,
     late_usage_waits_in_the_due_index_until_it_is_billed,
+    usage_units_span_transactions_and_a_failure_reports_what_was_written,
     a_step_and_the_rollups_it_bills_commit_together_or_not_at_all,
 );

@@ -466,10 +466,7 @@ async fn collection_through_stripe_charges_once_after_a_lost_answer_and_duplicat
 
     let fake = FakeStripe::start().await;
     let gateway = StripeGateway::new("sk_test_fake", Some(&fake.url)).unwrap();
-    let app = billing_app::App {
-        gateway: std::sync::Arc::new(gateway),
-        ..billing_tests::memory_app()
-    };
+    let app = billing_tests::memory_app().with_gateway(std::sync::Arc::new(gateway));
     let caller = billing_tests::admin(&app, "Stripe collection").await;
     let sub = billing_tests::subscribe(
         &app,
@@ -479,10 +476,12 @@ async fn collection_through_stripe_charges_once_after_a_lost_answer_and_duplicat
         1999,
     )
     .await;
-    app.add_payment_method(&caller, sub.account_id, "pm_card_visa", true)
+    app.customers
+        .add_payment_method(&caller, sub.account_id, "pm_card_visa", true)
         .await
         .unwrap();
     let attempt = app
+        .collection
         .list_payments(
             &caller,
             &PaymentFilter {
@@ -502,13 +501,20 @@ async fn collection_through_stripe_charges_once_after_a_lost_answer_and_duplicat
     let before = fake.requests().len();
 
     fake.lose_next_answers(1);
-    let lost = app.handle_payment_job(&job).await;
+    let lost = app.collection.handle_payment_job(&job).await;
     assert!(lost.is_err(), "the worker reports the outage: {lost:?}");
     assert_eq!(fake.charges().len(), 1, "Stripe charged all the same");
-    let invoice = app.get_invoice(&caller, attempt.invoice_id).await.unwrap();
+    let invoice = app
+        .billing
+        .get_invoice(&caller, attempt.invoice_id)
+        .await
+        .unwrap();
     assert_eq!(invoice.status, InvoiceStatus::Open);
 
-    let (a, b) = tokio::join!(app.handle_payment_job(&job), app.handle_payment_job(&job));
+    let (a, b) = tokio::join!(
+        app.collection.handle_payment_job(&job),
+        app.collection.handle_payment_job(&job)
+    );
     a.unwrap();
     b.unwrap();
     let charges = fake.charges();
@@ -523,9 +529,17 @@ async fn collection_through_stripe_charges_once_after_a_lost_answer_and_duplicat
         charges[0].metadata["invoice_id"],
         attempt.invoice_id.to_string()
     );
-    let invoice = app.get_invoice(&caller, attempt.invoice_id).await.unwrap();
+    let invoice = app
+        .billing
+        .get_invoice(&caller, attempt.invoice_id)
+        .await
+        .unwrap();
     assert_eq!(invoice.status, InvoiceStatus::Paid);
-    let paid = app.get_payment(&caller, attempt.id).await.unwrap();
+    let paid = app
+        .collection
+        .get_payment(&caller, attempt.id)
+        .await
+        .unwrap();
     assert_eq!(
         paid.payment_intent.as_deref(),
         Some(charges[0].payment_intent.as_str())

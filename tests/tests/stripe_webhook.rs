@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use billing_app::payments::Collected;
+use billing_app::collection::Collected;
 use billing_app::ports::*;
 use billing_app::{App, Caller};
 use billing_aws::StripeGateway;
@@ -212,15 +212,17 @@ async fn waiting_for_authentication(store: Arc<dyn Store>) -> Scenario {
         3000,
     )
     .await;
-    app.add_payment_method(
-        &caller,
-        sub.account_id,
-        "pm_card_authenticationRequiredOnSetup",
-        true,
-    )
-    .await
-    .unwrap();
+    app.customers
+        .add_payment_method(
+            &caller,
+            sub.account_id,
+            "pm_card_authenticationRequiredOnSetup",
+            true,
+        )
+        .await
+        .unwrap();
     let attempt = app
+        .collection
         .list_payments(
             &caller,
             &PaymentFilter {
@@ -234,11 +236,16 @@ async fn waiting_for_authentication(store: Arc<dyn Store>) -> Scenario {
         .items
         .remove(0);
     let outcome = app
+        .collection
         .collect_payment(caller.tenant_id, attempt.id, clock.now())
         .await
         .unwrap();
     assert_eq!(outcome, Collected::RequiresAction);
-    let payment = app.get_payment(&caller, attempt.id).await.unwrap();
+    let payment = app
+        .collection
+        .get_payment(&caller, attempt.id)
+        .await
+        .unwrap();
     let payment_intent = payment
         .payment_intent
         .clone()
@@ -257,6 +264,7 @@ async fn waiting_for_authentication(store: Arc<dyn Store>) -> Scenario {
 impl Scenario {
     async fn invoice_status(&self) -> InvoiceStatus {
         self.app
+            .billing
             .get_invoice(&self.caller, self.invoice)
             .await
             .unwrap()
@@ -279,6 +287,7 @@ impl Scenario {
 
     async fn paid_events(&self) -> usize {
         self.app
+            .events
             .list_events(
                 &self.caller,
                 &EventFilter {
@@ -500,7 +509,8 @@ async fn the_sample_request_event_goes_through_the_handler() {
     let text = std::fs::read_to_string(&path).unwrap();
     let clock = ManualClock::at(Timestamp::from_second(1_795_341_660).unwrap());
     let app = billing_tests::app_with_clock(billing_tests::memory_store(), clock.clone());
-    app.ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
+    app.customers
+        .ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
         .await
         .unwrap();
     let invoke = |secret: &'static str| {

@@ -308,15 +308,16 @@ async fn concurrent_ingestion_of_the_same_events_counts_each_once() {
     // store commits one transaction at a time, as DynamoDB does.
     let app = billing_tests::memory_app();
     let caller = billing_tests::admin(&app, "Concurrent").await;
-    app.create_metric(
-        &caller,
-        serde_json::from_value(
-            json!({"code": "bytes", "name": "Bytes", "aggregation": "sum", "field": "bytes"}),
+    app.catalog
+        .create_metric(
+            &caller,
+            serde_json::from_value(
+                json!({"code": "bytes", "name": "Bytes", "aggregation": "sum", "field": "bytes"}),
+            )
+            .unwrap(),
         )
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+        .await
+        .unwrap();
     let sub = billing_tests::subscribe(
         &app,
         &caller,
@@ -344,7 +345,11 @@ async fn concurrent_ingestion_of_the_same_events_counts_each_once() {
                 let mut order = events;
                 order.rotate_left(task * 17);
                 for batch in order.chunks(40 + task * 7) {
-                    let results = app.record_usage(&caller, batch.to_vec()).await.unwrap();
+                    let results = app
+                        .usage
+                        .record_usage(&caller, batch.to_vec())
+                        .await
+                        .unwrap();
                     accepted += results
                         .iter()
                         .filter(|r| r.status == UsageStatus::Accepted)
@@ -359,7 +364,11 @@ async fn concurrent_ingestion_of_the_same_events_counts_each_once() {
         accepted += task.await.unwrap();
     }
     assert_eq!(accepted, 150, "each event accepted by exactly one delivery");
-    let usage = app.subscription_usage(&caller, sub.id, None).await.unwrap();
+    let usage = app
+        .usage
+        .subscription_usage(&caller, sub.id, None)
+        .await
+        .unwrap();
     let bytes = &usage.periods[0].metrics[0];
     assert_eq!(bytes.metric, "bytes");
     assert_eq!(bytes.events, 150);
@@ -412,6 +421,7 @@ async fn usage_routes_are_documented_and_need_their_permission() {
     let app = billing_tests::memory_app();
     let caller = billing_tests::admin(&app, "Docs").await;
     let viewer = app
+        .customers
         .create_api_key(
             &caller,
             billing_domain::customers::access::Role::FinanceViewer,
@@ -501,7 +511,12 @@ async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency() {
     let workers: Vec<_> = (0..8)
         .map(|_| {
             let (app, tenant) = (app.clone(), tenant.id);
-            tokio::spawn(async move { app.bill_late_usage(tenant, id, until).await.unwrap() })
+            tokio::spawn(async move {
+                app.billing
+                    .bill_late_usage(tenant, id, until)
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut billed = 0;
@@ -530,16 +545,18 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
     let clock = billing_tests::clock::ManualClock::at(start);
     let app = billing_tests::app_with_clock(billing_tests::memory_store(), clock.clone());
     let caller = billing_tests::admin(&app, "Worker").await;
-    app.create_metric(
-        &caller,
-        serde_json::from_value(
-            json!({"code": "api_calls", "name": "API calls", "aggregation": "count"}),
+    app.catalog
+        .create_metric(
+            &caller,
+            serde_json::from_value(
+                json!({"code": "api_calls", "name": "API calls", "aggregation": "count"}),
+            )
+            .unwrap(),
         )
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+        .await
+        .unwrap();
     let plan = app
+        .catalog
         .create_plan(
             &caller,
             serde_json::from_value(
@@ -554,6 +571,7 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
     let mut ids = Vec::new();
     for i in 0..3 {
         let account = app
+            .customers
             .create_account(
                 &caller,
                 serde_json::from_value(
@@ -563,10 +581,10 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
             )
             .await
             .unwrap();
-        let sub = app
+        let sub = app.billing
             .create_subscription(
                 &caller,
-                billing_app::subscriptions::StartSubscription {
+                billing_app::billing::StartSubscription {
                     account_id: account.id,
                     plan_id: plan.plan.id,
                     quantity: 1,
@@ -589,7 +607,7 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
                     .unwrap()
             })
             .collect();
-        app.record_usage(&caller, events).await.unwrap();
+        app.usage.record_usage(&caller, events).await.unwrap();
         ids.push(sub.id);
     }
     let invoices = |id| {
@@ -600,7 +618,8 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
                 ..Default::default()
             };
             let page = billing_app::ports::PageRequest::first(100);
-            app.list_invoices(&caller, &filter, &page)
+            app.billing
+                .list_invoices(&caller, &filter, &page)
                 .await
                 .unwrap()
                 .items
@@ -610,6 +629,7 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
     clock.set("2027-04-01T00:00:00Z".parse().unwrap());
     let until = clock.now();
     let results = app
+        .billing
         .run_due_subscriptions(caller.tenant_id, &ids, until)
         .await;
     assert!(
@@ -631,7 +651,13 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
         serde_json::from_value(json!({"transaction_id": "late", "subscription": ids[1],
         "metric": "api_calls", "timestamp": "2027-03-31T23:00:00Z"}))
         .unwrap();
-    assert!(app.record_usage_event(&caller, late).await.unwrap().late);
+    assert!(
+        app.usage
+            .record_usage_event(&caller, late)
+            .await
+            .unwrap()
+            .late
+    );
     clock.set("2027-04-01T00:02:00Z".parse().unwrap());
     let due = app.store.due_items(clock.now(), 100).await.unwrap();
     let jobs: Vec<_> = due
@@ -646,7 +672,8 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
     assert_eq!(jobs, [ids[1]]);
     for _ in 0..2 {
         // A redelivered job finds it billed.
-        app.run_due_subscriptions(caller.tenant_id, &jobs, clock.now())
+        app.billing
+            .run_due_subscriptions(caller.tenant_id, &jobs, clock.now())
             .await;
     }
     let billed = invoices(ids[1]).await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use billing_app::ports::*;
-use billing_app::relay::{Fanout, Sweeper};
+use billing_app::{events::Fanout, jobs::Sweeper};
 use billing_app::{App, Caller};
 use billing_aws::{AwsDispatch, Config, DynamoStore, HttpSender};
 use billing_domain::customers::access::Role;
@@ -22,7 +22,11 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 async fn caller(app: &App, mode: TenantMode) -> (Caller, String) {
-    let (_, issued) = app.create_tenant("Hooks Inc", mode).await.unwrap();
+    let (_, issued) = app
+        .customers
+        .create_tenant("Hooks Inc", mode)
+        .await
+        .unwrap();
     let caller = Caller::of_key(&issued.key, None);
     (caller, issued.secret)
 }
@@ -231,14 +235,20 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
     let store = Arc::new(MemoryStore::new());
     let app = billing_tests::app_with_clock(store.clone(), clock.clone());
     let dispatch = Arc::new(RecordingDispatch::default());
-    let fanout = Fanout::new(app.clone(), dispatch.clone(), Arc::new(HttpSender::new()));
+    let fanout = Fanout::new(
+        app.events.clone(),
+        dispatch.clone(),
+        Arc::new(HttpSender::new()),
+    );
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
     let (receiver, url) = Receiver::start(vec![500, 503]).await;
     let created = app
+        .events
         .create_webhook_endpoint(&caller, endpoint(&url, &["account.created"]))
         .await
         .unwrap();
-    app.create_account(&caller, account("ada@example.com"))
+    app.customers
+        .create_account(&caller, account("ada@example.com"))
         .await
         .unwrap();
 
@@ -303,6 +313,7 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
     }
     assert_eq!(receiver.bodies().len(), 3);
     let deliveries = app
+        .events
         .list_webhook_deliveries(&caller, created.endpoint.id, &PageRequest::first(10))
         .await
         .unwrap()
@@ -323,6 +334,7 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
     assert_eq!(statuses, [Some(500), Some(503), Some(200)]);
     // The endpoint recovered: no longer failing.
     let view = app
+        .events
         .get_webhook_endpoint(&caller, created.endpoint.id)
         .await
         .unwrap();
@@ -339,7 +351,11 @@ async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disab
     let store = Arc::new(MemoryStore::new());
     let app = billing_tests::app_with_clock(store.clone(), clock.clone());
     let dispatch = Arc::new(RecordingDispatch::default());
-    let fanout = Fanout::new(app.clone(), dispatch.clone(), Arc::new(HttpSender::new()));
+    let fanout = Fanout::new(
+        app.events.clone(),
+        dispatch.clone(),
+        Arc::new(HttpSender::new()),
+    );
     let sweeper = Sweeper::new(
         app.clone(),
         dispatch.clone(),
@@ -348,13 +364,15 @@ async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disab
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
     let (receiver, url) = Receiver::start(vec![500; 100]).await;
     let created = app
+        .events
         .create_webhook_endpoint(&caller, endpoint(&url, &["account.*"]))
         .await
         .unwrap();
     let mut attempts = 0;
     // Three days of events, each failing through its whole schedule.
     for day in 0..4 {
-        app.create_account(&caller, account(&format!("d{day}@example.com")))
+        app.customers
+            .create_account(&caller, account(&format!("d{day}@example.com")))
             .await
             .unwrap();
         clock.advance(OUTBOX_GRACE);
@@ -396,12 +414,14 @@ async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disab
             }
         }
         let view = app
+            .events
             .get_webhook_endpoint(&caller, created.endpoint.id)
             .await
             .unwrap();
         if view.status == webhook::EndpointStatus::Disabled {
             assert!(day >= 2, "disabled only after days of failure");
             let disabled = app
+                .events
                 .list_events(
                     &caller,
                     &EventFilter {
@@ -415,6 +435,7 @@ async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disab
             assert_eq!(disabled.items.len(), 1);
             assert!(attempts >= 2 * webhook::MAX_ATTEMPTS as usize);
             let log = app
+                .events
                 .list_webhook_deliveries(&caller, created.endpoint.id, &PageRequest::first(10))
                 .await
                 .unwrap();
@@ -440,14 +461,17 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
     let app = billing_tests::app_with_clock(Arc::new(crashed.clone()), Arc::new(SystemClock));
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
     let (receiver, url) = Receiver::start(vec![]).await;
-    app.create_webhook_endpoint(&caller, endpoint(&url, &["account.created"]))
+    app.events
+        .create_webhook_endpoint(&caller, endpoint(&url, &["account.created"]))
         .await
         .unwrap();
     let acct = app
+        .customers
         .create_account(&caller, account("ada@example.com"))
         .await
         .unwrap();
     let events = app
+        .events
         .list_events(&caller, &EventFilter::default(), &PageRequest::first(10))
         .await
         .unwrap();
@@ -483,7 +507,7 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
         Arc::new(DynamoStore::new(crashed.client().clone(), &table)),
         Arc::new(SystemClock),
     );
-    let fanout = Fanout::new(worker_app, dispatch, Arc::new(HttpSender::new()));
+    let fanout = Fanout::new(worker_app.events, dispatch, Arc::new(HttpSender::new()));
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let url = sqs
         .get_queue_url()
@@ -606,17 +630,21 @@ async fn the_catalog_is_in_the_openapi_document_and_events_carry_no_secrets() {
     );
 
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
-    app.create_api_key(&caller, Role::Support, Some("ci"))
+    app.customers
+        .create_api_key(&caller, Role::Support, Some("ci"))
         .await
         .unwrap();
     let created = app
+        .events
         .create_webhook_endpoint(&caller, endpoint("http://127.0.0.1:9/x", &["*"]))
         .await
         .unwrap();
-    app.rotate_webhook_secret(&caller, created.endpoint.id, None)
+    app.events
+        .rotate_webhook_secret(&caller, created.endpoint.id, None)
         .await
         .unwrap();
     let events = app
+        .events
         .list_events(&caller, &EventFilter::default(), &PageRequest::first(10))
         .await
         .unwrap();
@@ -637,7 +665,11 @@ async fn an_endpoint_subscribed_to_invoice_created_is_accepted_and_receives_it()
         Arc::new(billing_aws::SandboxGateway::new()),
     );
     let dispatch = Arc::new(RecordingDispatch::default());
-    let fanout = Fanout::new(app.clone(), dispatch.clone(), Arc::new(HttpSender::new()));
+    let fanout = Fanout::new(
+        app.events.clone(),
+        dispatch.clone(),
+        Arc::new(HttpSender::new()),
+    );
     let base = billing_tests::serve(app.clone()).await;
     let (_, key) = caller(&app, TenantMode::Sandbox).await;
     let http = reqwest::Client::new();

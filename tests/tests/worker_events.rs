@@ -8,7 +8,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
 use billing_app::ports::{Clock, OUTBOX_GRACE};
-use billing_app::relay::{Fanout, Sweeper};
+use billing_app::{events::Fanout, jobs::Sweeper};
 use billing_aws::HttpSender;
 use billing_domain::customers::account::NewAccount;
 use billing_domain::events::webhook::NewWebhookEndpoint;
@@ -28,16 +28,19 @@ fn sample<T: serde::de::DeserializeOwned>(file: &str) -> T {
 async fn the_sqs_sample_is_delivered_and_its_poison_record_reported_alone() {
     let app = billing_tests::memory_app();
     let tenant = app
+        .customers
         .ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
         .await
         .unwrap();
     let caller = app
+        .customers
         .authenticate(billing_tests::EVENTS_KEY, None)
         .await
         .unwrap();
     assert_eq!(tenant.id.to_string(), "ten_01JD0000000000000000000000");
     let (receiver, url) = Receiver::start(vec![]).await;
     let endpoint = app
+        .events
         .create_webhook_endpoint(
             &caller,
             NewWebhookEndpoint {
@@ -49,7 +52,7 @@ async fn the_sqs_sample_is_delivered_and_its_poison_record_reported_alone() {
         .await
         .unwrap();
     let fanout = Fanout::new(
-        app.clone(),
+        app.events.clone(),
         Arc::new(RecordingDispatch::default()),
         Arc::new(HttpSender::new()),
     );
@@ -74,23 +77,26 @@ async fn the_sqs_sample_is_delivered_and_its_poison_record_reported_alone() {
 async fn the_scheduled_sample_sweeps_what_is_due() {
     let clock = ManualClock::at(Timestamp::now());
     let app = billing_tests::app_with_clock(billing_tests::memory_store(), clock.clone());
-    app.ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
+    app.customers
+        .ensure_tenant_with_key("Events", billing_tests::EVENTS_KEY)
         .await
         .unwrap();
     let caller = app
+        .customers
         .authenticate(billing_tests::EVENTS_KEY, None)
         .await
         .unwrap();
-    app.create_account(
-        &caller,
-        NewAccount {
-            email: "billing@acme.test".into(),
-            currency: "eur".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    app.customers
+        .create_account(
+            &caller,
+            NewAccount {
+                email: "billing@acme.test".into(),
+                currency: "eur".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let dispatch = Arc::new(RecordingDispatch::default());
     let sweeper = Sweeper::new(
         app,

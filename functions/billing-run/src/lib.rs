@@ -1,9 +1,9 @@
 //! The `billing-run` Lambda's handler, run by an EventBridge schedule: sweeps the due
 //! index and hands what is due to the queues. What each kind of due item becomes is
-//! decided in [`billing_app::relay::Sweeper`] (one `match` arm per kind).
+//! decided in [`billing_app::jobs::Sweeper`] (one `match` arm per kind).
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-use billing_app::relay::Sweeper;
+use billing_app::jobs::Sweeper;
 use billing_app::AppError;
 use serde::Serialize;
 

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use billing_app::jobs::Sweeper;
 use billing_app::ports::SystemClock;
-use billing_app::relay::Sweeper;
 use billing_app::App;
 use billing_aws::{AwsDispatch, Config, DynamoStore, SqsQueue};
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};

@@ -18,7 +18,8 @@ pub async fn handle(app: &App, event: SqsEvent) -> SqsBatchResponse {
         |tenant, jobs: Vec<BillingJob>| {
             let app = app.clone();
             async move {
-                app.run_billing_jobs(tenant, &jobs)
+                app.billing
+                    .run_billing_jobs(tenant, &jobs)
                     .await
                     .into_iter()
                     .map(|result| result.map_err(|e| e.to_string()))

@@ -12,7 +12,8 @@ pub async fn handle(app: &App, event: SqsEvent) -> SqsBatchResponse {
     handle_batch(event, |job: PaymentJob| {
         let app = app.clone();
         async move {
-            app.handle_payment_job(&job)
+            app.collection
+                .handle_payment_job(&job)
                 .await
                 .map_err(|e| e.to_string())
         }

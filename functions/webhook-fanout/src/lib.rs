@@ -6,8 +6,8 @@
 //! attempt is recorded and a retry scheduled on the backoff.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use billing_app::events::Fanout;
 use billing_app::ports::WebhookMessage;
-use billing_app::relay::Fanout;
 use billing_aws::sqs_batch::handle_batch;
 
 pub async fn handle(fanout: &Fanout, event: SqsEvent) -> SqsBatchResponse {

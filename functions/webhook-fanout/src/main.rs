@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;
+use billing_app::events::Fanout;
 use billing_app::ports::SystemClock;
-use billing_app::relay::Fanout;
 use billing_app::App;
 use billing_aws::{AwsDispatch, Config, DynamoStore, HttpSender};
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
@@ -22,7 +22,7 @@ async fn main() -> Result<(), Error> {
         Arc::new(SystemClock),
         std::sync::Arc::new(billing_aws::SandboxGateway::new()),
     );
-    let fanout = Fanout::new(app, dispatch, Arc::new(HttpSender::new()));
+    let fanout = Fanout::new(app.events, dispatch, Arc::new(HttpSender::new()));
     let fanout = &fanout;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(webhook_fanout::handle(fanout, event.payload).await)

@@ -78,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 TenantMode::Sandbox
             };
-            let (tenant, issued) = app.create_tenant(&name, mode).await?;
+            let (tenant, issued) = app.customers.create_tenant(&name, mode).await?;
             println!("tenant_id: {}", tenant.id);
             println!("mode:      {}", if live { "live" } else { "sandbox" });
             println!("api_key:   {}", issued.secret);

@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_dynamodb::types::AttributeValue;
+use billing_app::billing::StartSubscription;
 use billing_app::ports::{BillingJob, Clock, SystemClock};
-use billing_app::subscriptions::StartSubscription;
 use billing_app::{App, Caller};
 use billing_aws::DynamoStore;
 use billing_domain::customers::tenant::TenantMode;
@@ -257,10 +257,11 @@ async fn tenant_with_subscriptions(
     count: usize,
 ) -> anyhow::Result<Vec<BillingJob>> {
     let (tenant, issued) = past
+        .customers
         .create_tenant(&format!("Load {n}"), TenantMode::Sandbox)
         .await?;
     let caller = Caller::of_key(&issued.key, None);
-    let plan = past
+    let plan = past.catalog
         .create_plan(
             &caller,
             serde_json::from_value(serde_json::json!({"code": "daily", "name": "Daily", "interval": {"unit": "day"},
@@ -268,6 +269,7 @@ async fn tenant_with_subscriptions(
         )
         .await?;
     let account = past
+        .customers
         .create_account(
             &caller,
             serde_json::from_value(
@@ -278,7 +280,7 @@ async fn tenant_with_subscriptions(
     let mut jobs = Vec::with_capacity(count);
     for _ in 0..count {
         let start = StartSubscription::new(account.id, plan.plan.id);
-        let sub = past.create_subscription(&caller, start).await?;
+        let sub = past.billing.create_subscription(&caller, start).await?;
         jobs.push(BillingJob::Subscription {
             tenant: tenant.id,
             id: sub.id,

@@ -93,10 +93,7 @@ async fn main() -> anyhow::Result<()> {
     let payments =
         billing_aws::payment_gateway::load(&sdk, Some(stack::STRIPE_SECRET), api_base.as_deref())
             .await?;
-    local.app = billing_app::App {
-        gateway: payments.gateway.clone(),
-        ..local.app.clone()
-    };
+    local.app = local.app.clone().with_gateway(payments.gateway.clone());
     let app = local.app.clone();
     let _workers = local.spawn(2, std::time::Duration::from_secs(2));
     let key = seed_tenant(&app, &args.state_dir).await?;
@@ -157,10 +154,13 @@ async fn seed_tenant(app: &App, state_dir: &std::path::Path) -> anyhow::Result<S
                 .map(|k| k.trim().to_owned())
         });
     if let Some(key) = known {
-        app.ensure_tenant_with_key("Local sandbox", &key).await?;
+        app.customers
+            .ensure_tenant_with_key("Local sandbox", &key)
+            .await?;
         return Ok(key);
     }
     let (_, issued) = app
+        .customers
         .create_tenant("Local sandbox", TenantMode::Sandbox)
         .await?;
     std::fs::write(&key_file, &issued.secret)?;

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use billing_app::billing::StartSubscription;
 use billing_app::ports::*;
-use billing_app::subscriptions::StartSubscription;
 use billing_app::{App, Caller};
 use billing_aws::SandboxGateway;
 use billing_aws::{AwsDispatch, DynamoStore};
@@ -111,9 +111,12 @@ async fn main() -> anyhow::Result<()> {
     let gateway = Arc::new(CountingGateway::default());
     let app = App::new(Arc::new(store), Arc::new(SystemClock), gateway.clone());
 
-    let (tenant, issued) = app.create_tenant("Payments", TenantMode::Sandbox).await?;
+    let (tenant, issued) = app
+        .customers
+        .create_tenant("Payments", TenantMode::Sandbox)
+        .await?;
     let caller = Caller::of_key(&issued.key, None);
-    let plan = app
+    let plan = app.catalog
         .create_plan(
             &caller,
             serde_json::from_value(serde_json::json!({"code": "monthly", "name": "Monthly", "interval": {"unit": "month"},
@@ -122,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let mut attempts = Vec::with_capacity(args.payments);
     for i in 0..args.payments {
-        let account = app
+        let account = app.customers
             .create_account(
                 &caller,
                 serde_json::from_value(
@@ -130,16 +133,23 @@ async fn main() -> anyhow::Result<()> {
                 )?,
             )
             .await?;
-        app.add_payment_method(&caller, account.id, "tok_visa", false)
+        app.customers
+            .add_payment_method(&caller, account.id, "tok_visa", false)
             .await?;
-        app.create_subscription(&caller, StartSubscription::new(account.id, plan.plan.id))
+        app.billing
+            .create_subscription(&caller, StartSubscription::new(account.id, plan.plan.id))
             .await?;
         let filter = PaymentFilter {
             account: Some(account.id),
             ..Default::default()
         };
         let page = PageRequest::first(10);
-        attempts.extend(app.list_payments(&caller, &filter, &page).await?.items);
+        attempts.extend(
+            app.collection
+                .list_payments(&caller, &filter, &page)
+                .await?
+                .items,
+        );
     }
     let attach_calls = gateway.take();
 
@@ -170,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let page = PageRequest::first(100);
     let succeeded = app
+        .collection
         .list_payments(&caller, &filter, &page)
         .await?
         .items

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use billing_app::billing::StartSubscription;
 use billing_app::ports::SystemClock;
-use billing_app::subscriptions::StartSubscription;
 use billing_app::{App, Caller};
 use billing_aws::DynamoStore;
 use billing_domain::customers::tenant::TenantMode;
@@ -95,16 +95,20 @@ async fn main() -> anyhow::Result<()> {
         std::sync::Arc::new(billing_aws::SandboxGateway::new()),
     );
 
-    let (_, issued) = app.create_tenant("Metered", TenantMode::Sandbox).await?;
+    let (_, issued) = app
+        .customers
+        .create_tenant("Metered", TenantMode::Sandbox)
+        .await?;
     let caller = Caller::of_key(&issued.key, None);
-    app.create_metric(
-        &caller,
-        serde_json::from_value(
-            json!({"code": "api_calls", "name": "API calls", "aggregation": "count"}),
-        )?,
-    )
-    .await?;
-    let plan = app
+    app.catalog
+        .create_metric(
+            &caller,
+            serde_json::from_value(
+                json!({"code": "api_calls", "name": "API calls", "aggregation": "count"}),
+            )?,
+        )
+        .await?;
+    let plan = app.catalog
         .create_plan(
             &caller,
             serde_json::from_value(json!({"code": "api", "name": "API", "interval": {"unit": "month"},
@@ -116,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
     let mut subscriptions = Vec::with_capacity(args.subscriptions);
     for i in 0..args.subscriptions {
         let account = app
+            .customers
             .create_account(
                 &caller,
                 serde_json::from_value(
@@ -124,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
         let sub = app
+            .billing
             .create_subscription(&caller, StartSubscription::new(account.id, plan.plan.id))
             .await?;
         subscriptions.push(sub.id.to_string());

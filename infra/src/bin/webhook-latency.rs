@@ -93,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (_, key) = local
         .app
+        .customers
         .create_tenant("Latency bench", TenantMode::Sandbox)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -1,115 +1,80 @@
-//! Use cases: what the platform does, written against ports. Each public method on
-//! [`App`] is one use case; handlers parse input, call one, and map its result.
+//! Use cases: what the platform does, written against ports.
+//!
+//! One folder per capability, named like its folder in `billing_domain` and its route
+//! module in `billing_http`; each holds one service, which holds only the ports it uses (a
+//! narrowed bundle such as [`billing::BillingPorts`], never the whole [`ports::Store`]):
+//!
+//! - [`kernel`]: the caller and its permission check, [`AppError`], the audit record and
+//!   events a change commits with, the time of a tenant or of its test clock, the retry
+//!   over lost races, and `Idempotency-Key` claims.
+//! - [`customers`]: tenants, API keys, accounts, payment methods.
+//! - [`catalog`]: metrics, plans and price versions, the price calculator.
+//! - [`usage`]: ingest, live usage, entitlement checks, usage pricing.
+//! - [`collection`]: payment attempts and retries, paying now, refunds and credit notes,
+//!   payment settings, inbound gateway events, dunning.
+//! - [`billing`]: subscriptions and their steps, invoices, previews, test clocks, billing
+//!   of (late) usage.
+//! - [`events`]: the event and audit logs, webhook endpoints, fan-out and delivery.
+//! - [`jobs`]: the due-index sweep that hands work to each worker.
+//!
+//! Services call each other only through small named methods, and only down this order
+//! (an arrow is "calls"); nothing calls up it, so there is no cycle:
+//!
+//! ```text
+//! jobs ──▶ events (due_now, republish), collection (release_payments)
+//! billing ──▶ catalog (subscription_terms, validate_charges)
+//!         ──▶ collection (release_invoice_payment, invoice_settled, run_payment_job;
+//!                         first_attempt, collection_change)
+//!         ──▶ usage::pricing (price, usage_lines)
+//!         ──▶ customers (refuse_blocked)
+//! collection ──▶ customers (forget_payment_method)
+//! customers, catalog, usage, events ──▶ kernel only
+//! ```
+//!
+//! [`App`] is only the wiring: it builds each service from the adapters once per process,
+//! and a handler calls one use case on one of its fields (`app.customers.create_account`).
 
-pub mod accounts;
-pub mod api_keys;
-pub mod audit;
+pub mod billing;
 pub mod catalog;
-pub mod dunning;
-pub mod error;
-pub mod gateway_events;
-pub mod idempotency;
-pub mod invoices;
-pub mod payment_methods;
-pub mod payments;
+pub mod collection;
+pub mod customers;
+pub mod events;
+pub mod jobs;
+pub mod kernel;
 pub mod ports;
-pub mod relay;
-
-pub mod subscriptions;
-pub mod tenants;
-pub mod test_clocks;
 pub mod usage;
-pub mod webhooks;
 
 use std::sync::Arc;
 
-use billing_domain::customers::access::{Permission, Role};
-use billing_domain::events::record::{
-    self, Actor, AuditAction, AuditRecord, DomainEvent, EVENT_API_VERSION,
-};
-use billing_domain::events::types::EventType;
-use billing_domain::kernel::ids::{ApiKeyId, AuditId, EventId, TenantId};
-use jiff::Timestamp;
-use serde_json::Value;
-use ulid::Ulid;
+pub use kernel::{new_ulid, AppError, Caller};
 
-pub use error::AppError;
-use ports::{Change, Clock, Notifier, PaymentGateway, PaymentQueue, Store};
+use billing::BillingService;
+use catalog::CatalogService;
+use collection::CollectionService;
+use customers::CustomersService;
+use events::EventsService;
+use kernel::{Clocks, IdempotencyService};
+use ports::{Clock, Notifier, PaymentGateway, PaymentQueue, Store};
 
-/// The use cases, with the ports they run against. Built once per process.
+/// The services, wired to the adapters. Built once per process; cheap to clone.
 #[derive(Clone)]
 pub struct App {
+    /// What the services were built from: the wiring and tools (and tests) that inspect or
+    /// rebuild them use it; no use case holds it.
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
-    /// Tells customers about dunning steps. Without one, notices wait in the due index
-    /// for a process that has one (the payment worker).
-    pub notifier: Option<Arc<dyn Notifier>>,
-    /// Where cards are kept and charged.
-    pub gateway: Arc<dyn PaymentGateway>,
-    /// Where payment work due now is handed right after its commit; without one it waits
-    /// for the due-index sweep.
-    pub payment_queue: Option<Arc<dyn PaymentQueue>>,
-}
-
-/// The authenticated caller of a use case.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub tenant_id: TenantId,
-    pub livemode: bool,
-    pub key_id: Option<ApiKeyId>,
-    pub role: Role,
-    pub request_id: Option<String>,
-}
-
-impl Caller {
-    /// Who presents `key`.
-    pub fn of_key(
-        key: &billing_domain::customers::access::ApiKey,
-        request_id: Option<String>,
-    ) -> Self {
-        Self {
-            tenant_id: key.tenant_id,
-            livemode: key.livemode,
-            key_id: Some(key.id),
-            role: key.role,
-            request_id,
-        }
-    }
-
-    pub fn require(&self, permission: Permission) -> Result<(), AppError> {
-        if self.role.allows(permission) {
-            Ok(())
-        } else {
-            Err(AppError::Forbidden(format!(
-                "the {} role may not do this",
-                self.role.as_str()
-            )))
-        }
-    }
-
-    fn actor(&self) -> Actor {
-        Actor {
-            key_id: self.key_id,
-            role: Some(self.role),
-            via: if self.key_id.is_some() {
-                "api"
-            } else {
-                "billing-admin"
-            }
-            .to_owned(),
-        }
-    }
-}
-
-/// What changed, for the audit log and the outbox.
-struct ChangeSpec<'a> {
-    entity_type: &'static str,
-    entity_id: String,
-    action: AuditAction,
-    /// `None`: an audit record whose events the caller builds itself.
-    event_type: Option<EventType>,
-    before: Option<&'a Value>,
-    after: &'a Value,
+    // The adapters the services were built with; private, so that changing one goes
+    // through a `with_…` that builds the services again.
+    gateway: Arc<dyn PaymentGateway>,
+    notifier: Option<Arc<dyn Notifier>>,
+    payment_queue: Option<Arc<dyn PaymentQueue>>,
+    pub idempotency: IdempotencyService,
+    pub customers: CustomersService,
+    pub catalog: CatalogService,
+    pub usage: usage::UsageService,
+    pub collection: CollectionService,
+    pub billing: BillingService,
+    pub events: EventsService,
 }
 
 impl App {
@@ -120,99 +85,82 @@ impl App {
         clock: Arc<dyn Clock>,
         gateway: Arc<dyn PaymentGateway>,
     ) -> Self {
-        Self {
-            store,
-            clock,
-            notifier: None,
+        Self::wire(store, clock, gateway, None, None)
+    }
+
+    /// Collects payments through `gateway` instead (a test's own sandbox, Stripe once its
+    /// secret is loaded).
+    pub fn with_gateway(self, gateway: Arc<dyn PaymentGateway>) -> Self {
+        Self::wire(
+            self.store,
+            self.clock,
             gateway,
-            payment_queue: None,
-        }
+            self.notifier,
+            self.payment_queue,
+        )
     }
 
     /// Hands payment work due now to `queue` right after its commit.
-    pub fn with_payment_queue(mut self, queue: Arc<dyn PaymentQueue>) -> Self {
-        self.payment_queue = Some(queue);
-        self
+    pub fn with_payment_queue(self, queue: Arc<dyn PaymentQueue>) -> Self {
+        Self::wire(
+            self.store,
+            self.clock,
+            self.gateway,
+            self.notifier,
+            Some(queue),
+        )
     }
 
     /// Sends customer notices through `notifier` right after the commits that leave them.
-    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
-        self.notifier = Some(notifier);
-        self
+    pub fn with_notifier(self, notifier: Arc<dyn Notifier>) -> Self {
+        Self::wire(
+            self.store,
+            self.clock,
+            self.gateway,
+            Some(notifier),
+            self.payment_queue,
+        )
     }
 
-    fn now(&self) -> Timestamp {
-        self.clock.now()
-    }
-
-    /// Builds the audit record and domain event that commit with a change.
-    fn change(&self, caller: &Caller, now: Timestamp, spec: ChangeSpec<'_>) -> Change {
-        let changes = record::diff(spec.before, Some(spec.after));
-        let previous_attributes = match spec.action {
-            AuditAction::Create => None,
-            _ => record::previous_attributes(&changes),
-        };
-        Change {
-            audit: AuditRecord {
-                id: AuditId::from_ulid(new_ulid()),
-                entity_type: spec.entity_type.to_owned(),
-                entity_id: spec.entity_id.clone(),
-                action: spec.action,
-                actor: caller.actor(),
-                request_id: caller.request_id.clone(),
-                changes,
-                at: now,
-            },
-            events: spec
-                .event_type
-                .map(|event_type| {
-                    self.event(
-                        caller,
-                        now,
-                        event_type,
-                        spec.entity_id,
-                        spec.after.clone(),
-                        previous_attributes,
-                    )
-                })
-                .into_iter()
-                .collect(),
+    fn wire(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        gateway: Arc<dyn PaymentGateway>,
+        notifier: Option<Arc<dyn Notifier>>,
+        payment_queue: Option<Arc<dyn PaymentQueue>>,
+    ) -> Self {
+        let clocks = Clocks::new(clock.clone(), store.clone());
+        let customers = CustomersService::new(store.clone(), clocks.clone(), gateway.clone());
+        let catalog = CatalogService::new(store.clone(), clocks.clone());
+        let usage = usage::UsageService::new(store.clone(), clocks.clone());
+        let collection = CollectionService::new(
+            store.clone(),
+            clocks.clone(),
+            gateway.clone(),
+            notifier.clone(),
+            payment_queue.clone(),
+            customers.clone(),
+        );
+        let billing = BillingService::new(
+            store.clone(),
+            clocks.clone(),
+            catalog.clone(),
+            collection.clone(),
+        );
+        let events = EventsService::new(store.clone(), clocks);
+        Self {
+            idempotency: IdempotencyService::new(store.clone(), clock.clone()),
+            store,
+            clock,
+            gateway,
+            notifier,
+            payment_queue,
+            customers,
+            catalog,
+            usage,
+            collection,
+            billing,
+            events,
         }
     }
-
-    /// A domain event about `resource_id`; `data` is the resource as the API returns it.
-    fn event(
-        &self,
-        caller: &Caller,
-        now: Timestamp,
-        event_type: EventType,
-        resource_id: String,
-        data: Value,
-        previous_attributes: Option<Value>,
-    ) -> DomainEvent {
-        DomainEvent {
-            id: EventId::from_ulid(new_ulid()),
-            event_type,
-            api_version: EVENT_API_VERSION.to_owned(),
-            created: now,
-            livemode: caller.livemode,
-            resource_id,
-            data,
-            previous_attributes,
-            published: false,
-        }
-    }
-}
-
-/// A new ULID, strictly increasing within this process even inside one millisecond, so
-/// that records made by one request (and one test) list in the order they were made.
-pub fn new_ulid() -> Ulid {
-    static GENERATOR: std::sync::Mutex<ulid::Generator> =
-        std::sync::Mutex::new(ulid::Generator::new());
-    let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
-    generator.generate().unwrap_or_else(|_| Ulid::new())
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, AppError> {
-    serde_json::to_value(value).map_err(|e| AppError::Internal(e.to_string()))
 }

@@ -30,6 +30,7 @@ fn main() {
     );
     let (key, path) = runtime.block_on(async {
         let (_, issued) = app
+            .customers
             .create_tenant("Bench", TenantMode::Sandbox)
             .await
             .unwrap();
@@ -39,7 +40,7 @@ fn main() {
             currency: "usd".into(),
             ..Default::default()
         };
-        let account = app.create_account(&caller, input).await.unwrap();
+        let account = app.customers.create_account(&caller, input).await.unwrap();
         (issued.secret, format!("/v1/accounts/{}", account.id))
     });
     let api = router(app, EmitMetrics(false));

@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::Request;
+use billing_app::billing::StartSubscription;
 use billing_app::ports::SystemClock;
-use billing_app::subscriptions::StartSubscription;
 use billing_app::{App, Caller};
 use billing_domain::customers::tenant::TenantMode;
 use billing_http::{router, EmitMetrics};
@@ -39,29 +39,29 @@ fn main() {
         std::sync::Arc::new(billing_aws::SandboxGateway::new()),
     );
     let (key, subscription) = runtime.block_on(async {
-        let (_, issued) = app
+        let (_, issued) = app.customers
             .create_tenant("Bench", TenantMode::Sandbox)
             .await
             .unwrap();
         let caller = Caller::of_key(&issued.key, None);
         let metric = json!({"code": "api_calls", "name": "API calls", "aggregation": "count"});
-        app.create_metric(&caller, serde_json::from_value(metric).unwrap())
+        app.catalog.create_metric(&caller, serde_json::from_value(metric).unwrap())
             .await
             .unwrap();
         let plan = json!({"code": "api", "name": "API", "interval": {"unit": "month"},
             "charges": {"usage_charges": [{"metric": "api_calls", "prices": {"usd": {"model": "graduated",
                 "tiers": [{"up_to": "10000", "unit_price": "0"}, {"up_to": null, "unit_price": "0.002"}]}}}],
                 "entitlements": [{"metric": "api_calls", "limit": "1000000000000", "enforcement": "soft"}]}});
-        let plan = app
+        let plan = app.catalog
             .create_plan(&caller, serde_json::from_value(plan).unwrap())
             .await
             .unwrap();
         let account = json!({"email": "bench@example.com", "currency": "usd"});
-        let account = app
+        let account = app.customers
             .create_account(&caller, serde_json::from_value(account).unwrap())
             .await
             .unwrap();
-        let sub = app
+        let sub = app.billing
             .create_subscription(
                 &caller,
                 StartSubscription::new(account.id, plan.plan.id),

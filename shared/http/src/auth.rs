@@ -127,7 +127,7 @@ pub async fn authenticate(State(guard): State<Guard>, mut req: Request, next: Ne
             .into_response();
     };
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-    let caller = match guard.app.authenticate(bearer, request_id).await {
+    let caller = match guard.app.customers.authenticate(bearer, request_id).await {
         Ok(caller) => caller,
         Err(err) => return Problem::from(err).into_response(),
     };

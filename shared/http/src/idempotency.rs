@@ -55,6 +55,7 @@ pub async fn idempotent(State(app): State<App>, req: Request, next: Next) -> Res
         hex::encode(hash.finalize())
     };
     match app
+        .idempotency
         .claim_idempotency_key(caller.tenant_id, &key, &fingerprint)
         .await
     {
@@ -85,6 +86,7 @@ pub async fn idempotent(State(app): State<App>, req: Request, next: Next) -> Res
                 body: String::from_utf8_lossy(&body).into_owned(),
             };
             if let Err(err) = app
+                .idempotency
                 .finish_idempotent_request(caller.tenant_id, &key, stored)
                 .await
             {

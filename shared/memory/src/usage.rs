@@ -16,6 +16,53 @@ pub(crate) struct UsageState {
 }
 
 impl State {
+    /// One usage unit, atomically.
+    fn record_usage(&mut self, tenant: TenantId, write: &UsageWrite) -> Result<(), StoreError> {
+        let s = self;
+        let mut ids = BTreeSet::new();
+        for stored in &write.events {
+            let id = &stored.event.transaction_id;
+            if !ids.insert(id) || s.usage.events.contains_key(&(tenant, id.clone())) {
+                return Err(StoreError::AlreadyExists {
+                    entity: "usage event",
+                });
+            }
+        }
+        s.check_rollups(tenant, &write.rollups)?;
+        for (key, value) in &write.distinct_values {
+            if s.usage
+                .distinct
+                .contains(&(tenant, key.clone(), value.clone()))
+            {
+                return Err(StoreError::VersionConflict {
+                    entity: "usage rollup",
+                });
+            }
+        }
+        for stored in &write.events {
+            s.usage.events.insert(
+                (tenant, stored.event.transaction_id.clone()),
+                stored.clone(),
+            );
+        }
+        s.write_rollups(tenant, &write.rollups);
+        for (key, value) in &write.distinct_values {
+            s.usage
+                .distinct
+                .insert((tenant, key.clone(), value.clone()));
+        }
+        for quota in &write.quotas {
+            s.usage.quotas.insert(
+                (tenant, quota.account_id, quota.metric.clone()),
+                quota.clone(),
+            );
+        }
+        for change in &write.changes {
+            s.record(tenant, change);
+        }
+        Ok(())
+    }
+
     /// Rollups whose late usage is due at or before `up_to`, where `on(tenant, clock)`.
     pub(crate) fn late_usage_due(
         &self,
@@ -113,48 +160,15 @@ impl UsageStore for MemoryStore {
             .collect())
     }
 
-    async fn record_usage(&self, tenant: TenantId, write: &UsageWrite) -> Result<(), StoreError> {
+    async fn record_usage(
+        &self,
+        tenant: TenantId,
+        units: &[UsageWrite],
+    ) -> Result<(), StepsFailed> {
         let mut s = self.state();
-        let mut ids = BTreeSet::new();
-        for stored in &write.events {
-            let id = &stored.event.transaction_id;
-            if !ids.insert(id) || s.usage.events.contains_key(&(tenant, id.clone())) {
-                return Err(StoreError::AlreadyExists {
-                    entity: "usage event",
-                });
-            }
-        }
-        s.check_rollups(tenant, &write.rollups)?;
-        for (key, value) in &write.distinct_values {
-            if s.usage
-                .distinct
-                .contains(&(tenant, key.clone(), value.clone()))
-            {
-                return Err(StoreError::VersionConflict {
-                    entity: "usage rollup",
-                });
-            }
-        }
-        for stored in &write.events {
-            s.usage.events.insert(
-                (tenant, stored.event.transaction_id.clone()),
-                stored.clone(),
-            );
-        }
-        s.write_rollups(tenant, &write.rollups);
-        for (key, value) in &write.distinct_values {
-            s.usage
-                .distinct
-                .insert((tenant, key.clone(), value.clone()));
-        }
-        for quota in &write.quotas {
-            s.usage.quotas.insert(
-                (tenant, quota.account_id, quota.metric.clone()),
-                quota.clone(),
-            );
-        }
-        if let Some(change) = &write.change {
-            s.record(tenant, change);
+        for (written, unit) in units.iter().enumerate() {
+            s.record_usage(tenant, unit)
+                .map_err(|error| StepsFailed { written, error })?;
         }
         Ok(())
     }

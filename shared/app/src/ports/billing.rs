@@ -80,7 +80,7 @@ pub struct SubscriptionStep {
     pub change: Change,
 }
 
-/// Steps written before one failed, and that failure.
+/// Units written before one failed (subscription steps, usage units), and that failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepsFailed {
     pub written: usize,

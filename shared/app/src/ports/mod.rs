@@ -226,41 +226,28 @@ pub trait HealthProbe: Send + Sync {
     async fn ready(&self) -> Result<(), StoreError>;
 }
 
-/// Everything the API needs from persistence.
+/// Everything the services need from persistence: what the wiring takes and hands to
+/// each service narrowed to the ports it uses.
 pub trait Store:
-    TenantStore
-    + ApiKeyStore
-    + AccountStore
-    + MetricStore
-    + PlanStore
-    + SubscriptionStore
-    + InvoiceStore
-    + TestClockStore
-    + PaymentStore
-    + DunningStore
-    + AuditStore
-    + EventStore
+    crate::customers::CustomersPorts
+    + crate::catalog::CatalogPorts
+    + crate::usage::UsagePorts
+    + crate::billing::BillingPorts
+    + crate::collection::CollectionPorts
+    + crate::events::EventsPorts
     + IdempotencyStore
-    + UsageStore
     + HealthProbe
 {
 }
 
 impl<T> Store for T where
-    T: TenantStore
-        + ApiKeyStore
-        + AccountStore
-        + MetricStore
-        + PlanStore
-        + SubscriptionStore
-        + InvoiceStore
-        + TestClockStore
-        + PaymentStore
-        + DunningStore
-        + AuditStore
-        + EventStore
+    T: crate::customers::CustomersPorts
+        + crate::catalog::CatalogPorts
+        + crate::usage::UsagePorts
+        + crate::billing::BillingPorts
+        + crate::collection::CollectionPorts
+        + crate::events::EventsPorts
         + IdempotencyStore
-        + UsageStore
         + HealthProbe
 {
 }

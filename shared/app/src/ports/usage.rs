@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::{Change, InvoiceWrite, StoreError};
+use super::{Change, InvoiceWrite, StepsFailed, StoreError};
 
 /// Which rollup: a subscription's metric in the period starting at `period_start`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -130,7 +130,9 @@ pub struct QuotaSnapshot {
     pub entitlement: Entitlement,
 }
 
-/// Everything one batch of events writes, atomically.
+/// What must commit together: one event with everything it moves (its rollup, a distinct
+/// value seen for the first time, the quota snapshot, a threshold it crosses), or, packed by
+/// [`pack_usage`], several such units in one transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UsageWrite {
     pub events: Vec<StoredUsageEvent>,
@@ -138,19 +140,74 @@ pub struct UsageWrite {
     /// Distinct values seen for the first time in their rollup.
     pub distinct_values: Vec<(RollupKey, String)>,
     pub quotas: Vec<QuotaSnapshot>,
-    /// Threshold events (and their audit record).
-    pub change: Option<Change>,
+    /// Threshold events (and their audit records).
+    pub changes: Vec<Change>,
 }
 
 impl UsageWrite {
-    /// How many items the write touches (DynamoDB takes at most 100 per transaction).
+    /// How many items the write touches.
     pub fn items(&self) -> usize {
         self.events.len()
             + self.rollups.len()
             + self.distinct_values.len()
             + self.quotas.len()
-            + self.change.as_ref().map_or(0, |c| 1 + c.events.len())
+            + self
+                .changes
+                .iter()
+                .map(|c| 1 + c.events.len())
+                .sum::<usize>()
     }
+
+    /// Adds `unit` after what this write holds: a rollup or quota both move is written
+    /// once, from the version this write read to the state `unit` leaves.
+    fn absorb(&mut self, unit: &UsageWrite) {
+        self.events.extend(unit.events.iter().cloned());
+        for write in &unit.rollups {
+            match self
+                .rollups
+                .iter_mut()
+                .find(|w| w.next.key() == write.next.key())
+            {
+                Some(held) => held.next = write.next.clone(),
+                None => self.rollups.push(write.clone()),
+            }
+        }
+        self.distinct_values
+            .extend(unit.distinct_values.iter().cloned());
+        for quota in &unit.quotas {
+            match self
+                .quotas
+                .iter_mut()
+                .find(|q| q.account_id == quota.account_id && q.metric == quota.metric)
+            {
+                Some(held) => *held = quota.clone(),
+                None => self.quotas.push(quota.clone()),
+            }
+        }
+        self.changes.extend(unit.changes.iter().cloned());
+    }
+}
+
+/// Packs units, in order, into as few writes of at most `max_items` items as they fit in
+/// (a unit is never split), each with how many units it holds: how an adapter whose
+/// transactions are bounded plans them.
+pub fn pack_usage(units: &[UsageWrite], max_items: usize) -> Vec<(UsageWrite, usize)> {
+    let mut packed: Vec<(UsageWrite, usize)> = Vec::new();
+    for unit in units {
+        if let Some((write, count)) = packed.last_mut() {
+            let mut grown = write.clone();
+            grown.absorb(unit);
+            if grown.items() <= max_items {
+                *write = grown;
+                *count += 1;
+                continue;
+            }
+        }
+        let mut write = UsageWrite::default();
+        write.absorb(unit);
+        packed.push((write, 1));
+    }
+    packed
 }
 
 #[async_trait]
@@ -174,10 +231,13 @@ pub trait UsageStore: Send + Sync {
         key: &RollupKey,
         values: &[String],
     ) -> Result<BTreeSet<String>, StoreError>;
-    /// Writes a batch atomically: events (`AlreadyExists { entity: "usage event" }` when
-    /// one is stored), rollups (`VersionConflict { entity: "usage rollup" }` when one
-    /// moved), distinct-value markers, quota snapshots and the change.
-    async fn record_usage(&self, tenant: TenantId, write: &UsageWrite) -> Result<(), StoreError>;
+    /// Writes units in order, each atomically and several per transaction where they fit.
+    /// A unit fails with `AlreadyExists { entity: "usage event" }` when its event is stored
+    /// and `VersionConflict { entity: "usage rollup" }` when its rollup moved (or its
+    /// distinct value was seen); the units before it may be written: the error says how
+    /// many.
+    async fn record_usage(&self, tenant: TenantId, units: &[UsageWrite])
+        -> Result<(), StepsFailed>;
     /// A subscription's rollups of the periods starting in `[from, to)`.
     async fn list_rollups(
         &self,

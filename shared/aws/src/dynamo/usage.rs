@@ -9,12 +9,13 @@
 //! rollups billed under the same version condition in the transaction that writes the
 //! invoice, so usage that lands after it is seen as late, never lost or billed twice.
 //!
-//! Request cost, per batch of N events for one subscription and metric (the app plans it):
-//! reads — the subscription (GetItem), the metric by code (2 GetItem), which transaction
-//! ids exist (BatchGetItem, ⌈N/100⌉), the rollup (BatchGetItem), for unique_count the
-//! markers (BatchGetItem); writes — ⌈N/99⌉ TransactWriteItems (99 events and the rollup
-//! each; 95 when the metric has an entitlement, which adds a quota snapshot and room for
-//! threshold events). A full batch of 100 events is 2 write requests: one per 50 events.
+//! Request cost, per batch of N events for one subscription and metric: reads — the
+//! subscription (GetItem), the metric by code (2 GetItem), which transaction ids exist
+//! (BatchGetItem, ⌈N/100⌉), the rollup (BatchGetItem), for unique_count the markers
+//! (BatchGetItem); writes — the app states one unit per event and [`pack_usage`] packs them
+//! into ⌈N/99⌉ TransactWriteItems (99 events and the rollup each; a quota snapshot and any
+//! threshold events take room too when the metric has an entitlement). A full batch of 100
+//! events is 2 write requests.
 //! DynamoDB bills transactional writes at 2 WCU per item (≤ 1 KB), so an event costs about
 //! 2 WCU plus its share of the rollup. A single event (`POST /v1/usage`) is 1 write request.
 //! Invoice time reads one Query over the period's rollups (one item per metric), whatever
@@ -28,7 +29,7 @@ use billing_app::ports::*;
 use billing_domain::kernel::ids::{AccountId, SubscriptionId, TenantId};
 use jiff::{SignedDuration, Timestamp};
 
-use super::{from_item, sdk_error, to_item, DynamoStore, Item, Transaction};
+use super::{from_item, sdk_error, to_item, DynamoStore, Item, Transaction, MAX_TRANSACTION_ITEMS};
 use crate::keys::{self, Key, PK, SK};
 
 /// How long an event item (and so its transaction id) is kept: far past the grace window,
@@ -180,52 +181,19 @@ impl UsageStore for DynamoStore {
             .collect())
     }
 
-    async fn record_usage(&self, tenant: TenantId, write: &UsageWrite) -> Result<(), StoreError> {
-        let mut tx = self.transaction();
-        for stored in &write.events {
-            let mut item = to_item(
-                "usage_event",
-                stored,
-                &keys::usage_event(tenant, &stored.event.transaction_id),
-            )?;
-            item.insert(
-                keys::TTL.to_owned(),
-                super::epoch_seconds(stored.received_at + EVENT_RETENTION),
-            );
-            tx.create(
-                item,
-                StoreError::AlreadyExists {
-                    entity: "usage event",
-                },
-            )?;
+    async fn record_usage(
+        &self,
+        tenant: TenantId,
+        units: &[UsageWrite],
+    ) -> Result<(), StepsFailed> {
+        let mut written = 0;
+        for (write, count) in pack_usage(units, MAX_TRANSACTION_ITEMS) {
+            self.record_usage_write(tenant, &write)
+                .await
+                .map_err(|error| StepsFailed { written, error })?;
+            written += count;
         }
-        tx.rollups(tenant, &write.rollups)?;
-        for (key, value) in &write.distinct_values {
-            let marker = keys::distinct_value(
-                tenant,
-                key.subscription,
-                key.period_start,
-                &key.metric,
-                value,
-            );
-            let mut item = marker.all();
-            item.insert(
-                super::ENTITY_ATTRIBUTE.to_owned(),
-                AttributeValue::S("distinct_value".into()),
-            );
-            tx.create(item, ROLLUP_CONFLICT)?;
-        }
-        for quota in &write.quotas {
-            tx.upsert(to_item(
-                "quota",
-                quota,
-                &keys::quota(tenant, quota.account_id, &quota.metric),
-            )?)?;
-        }
-        if let Some(change) = &write.change {
-            tx.record(tenant, change)?;
-        }
-        tx.commit().await
+        Ok(())
     }
 
     async fn list_rollups(
@@ -284,6 +252,61 @@ impl UsageStore for DynamoStore {
         }
         tx.rollups(tenant, rollups)?;
         if let Some(change) = change {
+            tx.record(tenant, change)?;
+        }
+        tx.commit().await
+    }
+}
+
+impl DynamoStore {
+    /// One transaction of packed usage units.
+    async fn record_usage_write(
+        &self,
+        tenant: TenantId,
+        write: &UsageWrite,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.transaction();
+        for stored in &write.events {
+            let mut item = to_item(
+                "usage_event",
+                stored,
+                &keys::usage_event(tenant, &stored.event.transaction_id),
+            )?;
+            item.insert(
+                keys::TTL.to_owned(),
+                super::epoch_seconds(stored.received_at + EVENT_RETENTION),
+            );
+            tx.create(
+                item,
+                StoreError::AlreadyExists {
+                    entity: "usage event",
+                },
+            )?;
+        }
+        tx.rollups(tenant, &write.rollups)?;
+        for (key, value) in &write.distinct_values {
+            let marker = keys::distinct_value(
+                tenant,
+                key.subscription,
+                key.period_start,
+                &key.metric,
+                value,
+            );
+            let mut item = marker.all();
+            item.insert(
+                super::ENTITY_ATTRIBUTE.to_owned(),
+                AttributeValue::S("distinct_value".into()),
+            );
+            tx.create(item, ROLLUP_CONFLICT)?;
+        }
+        for quota in &write.quotas {
+            tx.upsert(to_item(
+                "quota",
+                quota,
+                &keys::quota(tenant, quota.account_id, &quota.metric),
+            )?)?;
+        }
+        for change in &write.changes {
             tx.record(tenant, change)?;
         }
         tx.commit().await

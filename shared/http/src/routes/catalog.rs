@@ -53,7 +53,7 @@ pub async fn create_metric(
 ) -> ApiResult<Reply<Metric>> {
     Ok(Reply(
         StatusCode::CREATED,
-        app.create_metric(&caller, input).await?,
+        app.catalog.create_metric(&caller, input).await?,
     ))
 }
 
@@ -65,7 +65,7 @@ pub async fn list_metrics(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Reply<List<Metric>>> {
     let page = page_request(q.limit, q.starting_after)?;
-    let metrics = app.list_metrics(&caller, &page).await?;
+    let metrics = app.catalog.list_metrics(&caller, &page).await?;
     Ok(Reply(
         StatusCode::OK,
         List::from_page(metrics, |m| m.id.to_string(), |m| m),
@@ -80,7 +80,10 @@ pub async fn get_metric(
     Path(id): Path<String>,
 ) -> ApiResult<Reply<Metric>> {
     let id = path_id(&id, "metric", MetricId::parse)?;
-    Ok(Reply(StatusCode::OK, app.get_metric(&caller, id).await?))
+    Ok(Reply(
+        StatusCode::OK,
+        app.catalog.get_metric(&caller, id).await?,
+    ))
 }
 
 /// Renames or redescribes a metric; its code and aggregation are fixed.
@@ -96,7 +99,7 @@ pub async fn update_metric(
     let id = path_id(&id, "metric", MetricId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.update_metric(&caller, id, patch).await?,
+        app.catalog.update_metric(&caller, id, patch).await?,
     ))
 }
 
@@ -127,7 +130,7 @@ pub async fn create_plan(
 ) -> ApiResult<Reply<PlanView>> {
     Ok(Reply(
         StatusCode::CREATED,
-        app.create_plan(&caller, input).await?.into(),
+        app.catalog.create_plan(&caller, input).await?.into(),
     ))
 }
 
@@ -150,6 +153,7 @@ pub async fn list_plans(
 ) -> ApiResult<Reply<List<Plan>>> {
     let page = page_request(q.limit, q.starting_after)?;
     let plans = app
+        .catalog
         .list_plans(&caller, PlanFilter { active: q.active }, &page)
         .await?;
     Ok(Reply(
@@ -168,7 +172,7 @@ pub async fn get_plan(
     let id = path_id(&id, "plan", PlanId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.get_plan(&caller, id).await?.into(),
+        app.catalog.get_plan(&caller, id).await?.into(),
     ))
 }
 
@@ -186,7 +190,7 @@ pub async fn update_plan(
     let id = path_id(&id, "plan", PlanId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.update_plan(&caller, id, patch).await?,
+        app.catalog.update_plan(&caller, id, patch).await?,
     ))
 }
 
@@ -201,7 +205,7 @@ pub async fn deactivate_plan(
     let id = path_id(&id, "plan", PlanId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.deactivate_plan(&caller, id).await?,
+        app.catalog.deactivate_plan(&caller, id).await?,
     ))
 }
 
@@ -214,7 +218,7 @@ pub async fn list_versions(
     Path(id): Path<String>,
 ) -> ApiResult<Reply<List<PlanVersion>>> {
     let id = path_id(&id, "plan", PlanId::parse)?;
-    let versions = app.list_plan_versions(&caller, id).await?;
+    let versions = app.catalog.list_plan_versions(&caller, id).await?;
     let page = Page {
         items: versions,
         has_more: false,
@@ -239,7 +243,7 @@ pub async fn create_version(
     let id = path_id(&id, "plan", PlanId::parse)?;
     Ok(Reply(
         StatusCode::CREATED,
-        app.create_plan_version(&caller, id, input).await?,
+        app.catalog.create_plan_version(&caller, id, input).await?,
     ))
 }
 
@@ -266,7 +270,10 @@ pub async fn subscription_count(
     Path(id): Path<String>,
 ) -> ApiResult<Reply<SubscriptionCountView>> {
     let plan_id = path_id(&id, "plan", PlanId::parse)?;
-    let counts = app.plan_subscription_counts(&caller, plan_id).await?;
+    let counts = app
+        .catalog
+        .plan_subscription_counts(&caller, plan_id)
+        .await?;
     Ok(Reply(
         StatusCode::OK,
         SubscriptionCountView {
@@ -380,6 +387,7 @@ pub async fn preview_price(
         }
     };
     let priced = app
+        .catalog
         .preview_price(&caller, source, currency, usage, req.commitment)
         .await?;
     Ok(Reply(StatusCode::OK, priced.into()))

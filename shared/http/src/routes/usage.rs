@@ -34,7 +34,7 @@ pub async fn record(
     Auth(caller): Auth,
     ApiJson(input): ApiJson<UsageEventInput>,
 ) -> ApiResult<Reply<UsageOutcome>> {
-    let outcome = app.record_usage_event(&caller, input).await?;
+    let outcome = app.usage.record_usage_event(&caller, input).await?;
     let status = match outcome.status {
         UsageStatus::Accepted => StatusCode::ACCEPTED,
         _ => StatusCode::OK,
@@ -67,7 +67,7 @@ pub async fn record_batch(
     Auth(caller): Auth,
     ApiJson(batch): ApiJson<UsageBatch>,
 ) -> ApiResult<Reply<UsageBatchResult>> {
-    let results = app.record_usage(&caller, batch.events).await?;
+    let results = app.usage.record_usage(&caller, batch.events).await?;
     let count = |s: UsageStatus| results.iter().filter(|r| r.status == s).count();
     Ok(Reply(
         StatusCode::OK,
@@ -114,7 +114,7 @@ pub async fn subscription_usage(
             ))
         }
     };
-    let usage = app.subscription_usage(&caller, id, range).await?;
+    let usage = app.usage.subscription_usage(&caller, id, range).await?;
     Ok(Reply(StatusCode::OK, usage))
 }
 
@@ -145,6 +145,7 @@ pub async fn check(
             .map_err(|e| Problem::invalid(ErrorCode::InvalidQuantity, "quantity", e.to_string()))?,
     };
     let answer = app
+        .usage
         .check_entitlement(&caller, &q.account, &q.metric, quantity)
         .await?;
     Ok(Reply(StatusCode::OK, answer))

@@ -20,7 +20,7 @@ use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use billing_app::gateway_events::AppliedEvent;
+use billing_app::collection::AppliedEvent;
 use billing_app::App;
 use billing_domain::collection::stripe_signature::{self, SignatureError, WebhookSecrets};
 use billing_domain::kernel::error::ErrorCode;
@@ -75,7 +75,7 @@ async fn receive(
         Problem::invalid(ErrorCode::InvalidStripeEvent, "body", e.to_string())
             .hint("Stripe signed this body but it is not an event this version can read.")
     })?;
-    let applied = receiver.app.apply_gateway_event(&event).await?;
+    let applied = receiver.app.collection.apply_gateway_event(&event).await?;
     let result = match applied {
         AppliedEvent::Applied => "applied",
         AppliedEvent::Duplicate => "duplicate",

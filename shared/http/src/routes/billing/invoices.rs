@@ -6,7 +6,7 @@ use utoipa_axum::routes;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use billing_app::invoices::{HypotheticalPlan, HypotheticalSubscription, PreviewSource};
+use billing_app::billing::{HypotheticalPlan, HypotheticalSubscription, PreviewSource};
 use billing_app::ports::InvoiceFilter;
 use billing_app::App;
 use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
@@ -76,7 +76,7 @@ pub async fn list_invoices(
         created_from: timestamp(q.created_from.as_deref(), "created_from")?,
         created_to: timestamp(q.created_to.as_deref(), "created_to")?,
     };
-    let invoices = app.list_invoices(&caller, &filter, &page).await?;
+    let invoices = app.billing.list_invoices(&caller, &filter, &page).await?;
     Ok(Reply(
         StatusCode::OK,
         List::from_page(invoices, |i| i.id.to_string(), |i| i),
@@ -96,7 +96,7 @@ pub async fn get_invoice(
 ) -> ApiResult<Reply<Invoice>> {
     Ok(Reply(
         StatusCode::OK,
-        app.get_invoice(&caller, invoice_id(&id)?).await?,
+        app.billing.get_invoice(&caller, invoice_id(&id)?).await?,
     ))
 }
 
@@ -146,6 +146,7 @@ pub async fn create_invoice(
 ) -> ApiResult<Reply<Invoice>> {
     let account = AccountId::parse(&req.account, "account")?;
     let invoice = app
+        .billing
         .create_manual_invoice(
             &caller,
             account,
@@ -174,7 +175,8 @@ pub async fn finalize_invoice(
 ) -> ApiResult<Reply<Invoice>> {
     Ok(Reply(
         StatusCode::OK,
-        app.finalize_invoice(&caller, invoice_id(&id)?, req.days_until_due)
+        app.billing
+            .finalize_invoice(&caller, invoice_id(&id)?, req.days_until_due)
             .await?,
     ))
 }
@@ -189,7 +191,7 @@ pub async fn void_invoice(
 ) -> ApiResult<Reply<Invoice>> {
     Ok(Reply(
         StatusCode::OK,
-        app.void_invoice(&caller, invoice_id(&id)?).await?,
+        app.billing.void_invoice(&caller, invoice_id(&id)?).await?,
     ))
 }
 
@@ -315,7 +317,7 @@ pub async fn preview_invoice(
             ))
         }
     };
-    let (sub, invoice) = app.preview_invoice(&caller, source).await?;
+    let (sub, invoice) = app.billing.preview_invoice(&caller, source).await?;
     Ok(Reply(
         StatusCode::OK,
         InvoicePreview {
@@ -338,7 +340,7 @@ pub async fn get_invoice_settings(
     State(app): State<App>,
     Auth(caller): Auth,
 ) -> ApiResult<Reply<InvoiceSettings>> {
-    let invoice_prefix = app.invoice_prefix(&caller).await?;
+    let invoice_prefix = app.billing.invoice_prefix(&caller).await?;
     Ok(Reply(StatusCode::OK, InvoiceSettings { invoice_prefix }))
 }
 
@@ -350,6 +352,9 @@ pub async fn update_invoice_settings(
     Auth(caller): Auth,
     ApiJson(req): ApiJson<InvoiceSettings>,
 ) -> ApiResult<Reply<InvoiceSettings>> {
-    let invoice_prefix = app.set_invoice_prefix(&caller, &req.invoice_prefix).await?;
+    let invoice_prefix = app
+        .billing
+        .set_invoice_prefix(&caller, &req.invoice_prefix)
+        .await?;
     Ok(Reply(StatusCode::OK, InvoiceSettings { invoice_prefix }))
 }

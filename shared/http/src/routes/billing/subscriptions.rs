@@ -5,8 +5,8 @@ use utoipa_axum::routes;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use billing_app::billing::{ProrationBehavior, StartSubscription};
 use billing_app::ports::SubscriptionFilter;
-use billing_app::subscriptions::{ProrationBehavior, StartSubscription};
 use billing_app::App;
 use billing_domain::billing::subscription::{CollectionMethod, Subscription, SubscriptionStatus};
 use billing_domain::events::record::AuditRecord;
@@ -96,7 +96,7 @@ pub async fn create_subscription(
     };
     Ok(Reply(
         StatusCode::CREATED,
-        app.create_subscription(&caller, input).await?,
+        app.billing.create_subscription(&caller, input).await?,
     ))
 }
 
@@ -109,7 +109,7 @@ pub async fn get_subscription(
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
-        app.get_subscription(&caller, sub_id(&id)?).await?,
+        app.billing.get_subscription(&caller, sub_id(&id)?).await?,
     ))
 }
 
@@ -145,7 +145,10 @@ pub async fn list_subscriptions(
             .map(|p| PlanId::parse(p, "plan"))
             .transpose()?,
     };
-    let subs = app.list_subscriptions(&caller, &filter, &page).await?;
+    let subs = app
+        .billing
+        .list_subscriptions(&caller, &filter, &page)
+        .await?;
     Ok(Reply(
         StatusCode::OK,
         List::from_page(subs, |s| s.id.to_string(), |s| s),
@@ -194,9 +197,10 @@ pub async fn update_subscription(
     ApiJson(patch): ApiJson<SubscriptionPatch>,
 ) -> ApiResult<Reply<Subscription>> {
     let id = sub_id(&id)?;
-    let mut sub = app.get_subscription(&caller, id).await?;
+    let mut sub = app.billing.get_subscription(&caller, id).await?;
     if let Some(quantity) = patch.quantity.filter(|q| *q != sub.quantity) {
         sub = app
+            .billing
             .change_subscription(
                 &caller,
                 id,
@@ -208,15 +212,19 @@ pub async fn update_subscription(
     }
     if let Some(metadata) = &patch.metadata {
         sub = app
+            .billing
             .update_subscription_metadata(&caller, id, metadata)
             .await?;
     }
     match patch.cancel_at_period_end {
         Some(true) if !sub.cancel_at_period_end => {
-            sub = app.cancel_subscription(&caller, id, true, false).await?
+            sub = app
+                .billing
+                .cancel_subscription(&caller, id, true, false)
+                .await?
         }
         Some(false) if sub.cancel_at_period_end => {
-            sub = app.reactivate_subscription(&caller, id).await?
+            sub = app.billing.reactivate_subscription(&caller, id).await?
         }
         _ => {}
     }
@@ -246,7 +254,8 @@ pub async fn cancel_subscription(
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
-        app.cancel_subscription(&caller, sub_id(&id)?, req.at_period_end, req.prorate)
+        app.billing
+            .cancel_subscription(&caller, sub_id(&id)?, req.at_period_end, req.prorate)
             .await?,
     ))
 }
@@ -261,7 +270,9 @@ pub async fn reactivate_subscription(
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
-        app.reactivate_subscription(&caller, sub_id(&id)?).await?,
+        app.billing
+            .reactivate_subscription(&caller, sub_id(&id)?)
+            .await?,
     ))
 }
 
@@ -286,7 +297,8 @@ pub async fn pause_subscription(
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
-        app.pause_subscription(&caller, sub_id(&id)?, req.resumes_at)
+        app.billing
+            .pause_subscription(&caller, sub_id(&id)?, req.resumes_at)
             .await?,
     ))
 }
@@ -300,7 +312,9 @@ pub async fn resume_subscription(
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
-        app.resume_subscription(&caller, sub_id(&id)?).await?,
+        app.billing
+            .resume_subscription(&caller, sub_id(&id)?)
+            .await?,
     ))
 }
 
@@ -327,6 +341,7 @@ pub async fn change_plan(
 ) -> ApiResult<Reply<Subscription>> {
     let plan = PlanId::parse(&req.plan, "plan")?;
     let sub = app
+        .billing
         .change_subscription(
             &caller,
             sub_id(&id)?,
@@ -348,7 +363,9 @@ pub async fn cancel_scheduled_change(
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
-        app.cancel_scheduled_change(&caller, sub_id(&id)?).await?,
+        app.billing
+            .cancel_scheduled_change(&caller, sub_id(&id)?)
+            .await?,
     ))
 }
 
@@ -370,9 +387,10 @@ pub async fn history(
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Reply<List<AuditRecord>>> {
     let id = sub_id(&id)?;
-    app.get_subscription(&caller, id).await?;
+    app.billing.get_subscription(&caller, id).await?;
     let page = page_request(q.limit, q.starting_after)?;
     let records = app
+        .events
         .list_audit_log(&caller, Some(&id.to_string()), &page)
         .await?;
     Ok(Reply(

@@ -41,7 +41,8 @@ pub async fn create_test_clock(
 ) -> ApiResult<Reply<TestClock>> {
     Ok(Reply(
         StatusCode::CREATED,
-        app.create_test_clock(&caller, req.name, req.frozen_time)
+        app.billing
+            .create_test_clock(&caller, req.name, req.frozen_time)
             .await?,
     ))
 }
@@ -59,7 +60,7 @@ pub async fn get_test_clock(
 ) -> ApiResult<Reply<TestClock>> {
     Ok(Reply(
         StatusCode::OK,
-        app.get_test_clock(&caller, clock_id(&id)?).await?,
+        app.billing.get_test_clock(&caller, clock_id(&id)?).await?,
     ))
 }
 
@@ -83,10 +84,11 @@ pub async fn advance_test_clock(
     ApiJson(req): ApiJson<AdvanceRequest>,
 ) -> ApiResult<Reply<TestClock>> {
     let id = clock_id(&id)?;
-    app.begin_test_clock_advance(&caller, id, req.frozen_time)
+    app.billing
+        .begin_test_clock_advance(&caller, id, req.frozen_time)
         .await?;
     Ok(Reply(
         StatusCode::OK,
-        app.run_test_clock(caller.tenant_id, id).await?,
+        app.billing.run_test_clock(caller.tenant_id, id).await?,
     ))
 }

@@ -45,7 +45,8 @@ pub async fn refund(
     let id = path_id(&id, "payment", PaymentId::parse)?;
     Ok(Reply(
         StatusCode::CREATED,
-        app.refund_payment(&caller, id, req.amount, req.memo)
+        app.collection
+            .refund_payment(&caller, id, req.amount, req.memo)
             .await?,
     ))
 }
@@ -71,7 +72,10 @@ pub async fn list_credit_notes(
     let page = page_request(q.limit, q.starting_after)?;
     let (account, invoice) = account_and_invoice(q.account, q.invoice)?;
     let filter = CreditNoteFilter { account, invoice };
-    let notes = app.list_credit_notes(&caller, &filter, &page).await?;
+    let notes = app
+        .collection
+        .list_credit_notes(&caller, &filter, &page)
+        .await?;
     Ok(Reply(
         StatusCode::OK,
         List::from_page(notes, |c: &CreditNote| c.id.to_string(), |c| c),

@@ -39,7 +39,10 @@ pub async fn get_settings(
     State(app): State<App>,
     Auth(caller): Auth,
 ) -> ApiResult<Reply<DunningPolicy>> {
-    Ok(Reply(StatusCode::OK, app.dunning_policy(&caller).await?))
+    Ok(Reply(
+        StatusCode::OK,
+        app.collection.dunning_policy(&caller).await?,
+    ))
 }
 
 /// Replaces the tenant's dunning policy. Cases already running keep the policy they opened
@@ -53,7 +56,9 @@ pub async fn update_settings(
 ) -> ApiResult<Reply<DunningPolicy>> {
     Ok(Reply(
         StatusCode::OK,
-        app.set_dunning_policy(&caller, req.steps).await?,
+        app.collection
+            .set_dunning_policy(&caller, req.steps)
+            .await?,
     ))
 }
 
@@ -69,6 +74,6 @@ pub async fn get_case(
     let id = path_id(&id, "account", AccountId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.get_dunning_case(&caller, id).await?,
+        app.collection.get_dunning_case(&caller, id).await?,
     ))
 }

@@ -53,7 +53,10 @@ pub async fn list_payments(
         invoice,
         status: q.status,
     };
-    let payments = app.list_payments(&caller, &filter, &page).await?;
+    let payments = app
+        .collection
+        .list_payments(&caller, &filter, &page)
+        .await?;
     Ok(Reply(
         StatusCode::OK,
         List::from_page(payments, |p| p.id.to_string(), |p| p),
@@ -68,7 +71,10 @@ pub async fn get_payment(
     Path(id): Path<String>,
 ) -> ApiResult<Reply<Payment>> {
     let id = path_id(&id, "payment", PaymentId::parse)?;
-    Ok(Reply(StatusCode::OK, app.get_payment(&caller, id).await?))
+    Ok(Reply(
+        StatusCode::OK,
+        app.collection.get_payment(&caller, id).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -92,7 +98,9 @@ pub async fn pay_invoice(
     let id = path_id(&id, "invoice", InvoiceId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.pay_invoice(&caller, id, req.payment_method).await?,
+        app.collection
+            .pay_invoice(&caller, id, req.payment_method)
+            .await?,
     ))
 }
 
@@ -114,7 +122,7 @@ pub async fn retry(
     let invoice = InvoiceId::parse(&req.invoice, "invoice")?;
     Ok(Reply(
         StatusCode::OK,
-        app.retry_payment(&caller, invoice).await?,
+        app.collection.retry_payment(&caller, invoice).await?,
     ))
 }
 
@@ -139,7 +147,9 @@ pub async fn mark_paid(
     let id = path_id(&id, "invoice", InvoiceId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.mark_invoice_paid(&caller, id, req.reference).await?,
+        app.collection
+            .mark_invoice_paid(&caller, id, req.reference)
+            .await?,
     ))
 }
 
@@ -149,7 +159,10 @@ pub async fn get_settings(
     State(app): State<App>,
     Auth(caller): Auth,
 ) -> ApiResult<Reply<PaymentSettings>> {
-    Ok(Reply(StatusCode::OK, app.payment_settings(&caller).await?))
+    Ok(Reply(
+        StatusCode::OK,
+        app.collection.payment_settings(&caller).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -172,7 +185,8 @@ pub async fn update_settings(
 ) -> ApiResult<Reply<PaymentSettings>> {
     Ok(Reply(
         StatusCode::OK,
-        app.set_payment_settings(&caller, req.retry_days, req.final_action)
+        app.collection
+            .set_payment_settings(&caller, req.retry_days, req.final_action)
             .await?,
     ))
 }

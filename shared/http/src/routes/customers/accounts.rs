@@ -28,7 +28,7 @@ pub async fn create(
     Auth(caller): Auth,
     ApiJson(input): ApiJson<NewAccount>,
 ) -> ApiResult<Reply<Account>> {
-    let account = app.create_account(&caller, input).await?;
+    let account = app.customers.create_account(&caller, input).await?;
     Ok(Reply(StatusCode::CREATED, account))
 }
 
@@ -42,7 +42,10 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Reply<Account>> {
     let id = path_id(&id, "account", AccountId::parse)?;
-    Ok(Reply(StatusCode::OK, app.get_account(&caller, id).await?))
+    Ok(Reply(
+        StatusCode::OK,
+        app.customers.get_account(&caller, id).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -76,7 +79,7 @@ pub async fn list(
         email: query.email,
         external_id: query.external_id,
     };
-    let accounts = app.list_accounts(&caller, &filter, &page).await?;
+    let accounts = app.customers.list_accounts(&caller, &filter, &page).await?;
     Ok(Reply(
         StatusCode::OK,
         List::from_page(accounts, |a| a.id.to_string(), |a| a),
@@ -96,7 +99,7 @@ pub async fn update(
     let id = path_id(&id, "account", AccountId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.update_account(&caller, id, patch).await?,
+        app.customers.update_account(&caller, id, patch).await?,
     ))
 }
 
@@ -112,6 +115,6 @@ pub async fn delete(
     let id = path_id(&id, "account", AccountId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.delete_account(&caller, id).await?,
+        app.customers.delete_account(&caller, id).await?,
     ))
 }

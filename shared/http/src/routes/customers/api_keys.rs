@@ -75,6 +75,7 @@ pub async fn create(
     ApiJson(input): ApiJson<NewApiKey>,
 ) -> ApiResult<Reply<IssuedKeyView>> {
     let issued = app
+        .customers
         .create_api_key(&caller, input.role, input.name.as_deref())
         .await?;
     Ok(Reply(
@@ -103,7 +104,7 @@ pub async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Reply<List<ApiKeyView>>> {
     let page = page_request(query.limit, query.starting_after)?;
-    let keys = app.list_api_keys(&caller, &page).await?;
+    let keys = app.customers.list_api_keys(&caller, &page).await?;
     Ok(Reply(
         StatusCode::OK,
         List::from_page(keys, |k| k.id.to_string(), ApiKeyView::from),
@@ -122,6 +123,6 @@ pub async fn revoke(
     let id = path_id(&id, "api key", ApiKeyId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.revoke_api_key(&caller, id).await?.into(),
+        app.customers.revoke_api_key(&caller, id).await?.into(),
     ))
 }

@@ -87,6 +87,7 @@ pub async fn attach(
     ApiJson(req): ApiJson<AttachRequest>,
 ) -> ApiResult<Reply<PaymentMethodView>> {
     let (method, default) = app
+        .customers
         .add_payment_method(&caller, account_id(&id)?, &req.payment_method, req.default)
         .await?;
     Ok(Reply(
@@ -107,7 +108,10 @@ pub async fn list_methods(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Reply<PaymentMethodList>> {
-    let profile = app.list_payment_methods(&caller, account_id(&id)?).await?;
+    let profile = app
+        .customers
+        .list_payment_methods(&caller, account_id(&id)?)
+        .await?;
     Ok(Reply(StatusCode::OK, method_list(profile)))
 }
 
@@ -140,6 +144,7 @@ pub async fn update_method(
         .into());
     }
     let profile = app
+        .customers
         .set_default_payment_method(&caller, account, &pm)
         .await?;
     let method = profile
@@ -160,6 +165,7 @@ pub async fn detach(
     Path((id, pm)): Path<(String, String)>,
 ) -> ApiResult<Reply<PaymentMethodList>> {
     let profile = app
+        .customers
         .remove_payment_method(&caller, account_id(&id)?, &pm)
         .await?;
     Ok(Reply(StatusCode::OK, method_list(profile)))

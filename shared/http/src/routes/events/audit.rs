@@ -35,6 +35,7 @@ pub async fn list(
 ) -> ApiResult<Reply<List<AuditRecord>>> {
     let page = page_request(query.limit, query.starting_after)?;
     let records = app
+        .events
         .list_audit_log(&caller, query.entity_id.as_deref(), &page)
         .await?;
     Ok(Reply(

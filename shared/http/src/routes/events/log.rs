@@ -54,7 +54,7 @@ pub async fn list(
         event_type: query.event_type.filter(|t| !t.is_empty()),
         resource_id: query.resource.filter(|r| !r.is_empty()),
     };
-    let events = app.list_events(&caller, &filter, &page).await?;
+    let events = app.events.list_events(&caller, &filter, &page).await?;
     Ok(Reply(
         StatusCode::OK,
         List::from_page(events, |e| e.id.to_string(), |e| e),
@@ -71,7 +71,10 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Reply<EventEnvelope>> {
     let id = path_id(&id, "event", EventId::parse)?;
-    Ok(Reply(StatusCode::OK, app.get_event(&caller, id).await?))
+    Ok(Reply(
+        StatusCode::OK,
+        app.events.get_event(&caller, id).await?,
+    ))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -98,7 +101,7 @@ pub async fn resend(
         .endpoint
         .map(|e| WebhookEndpointId::parse(&e, "endpoint"))
         .transpose()?;
-    let deliveries = app.resend_event(&caller, id, endpoint).await?;
+    let deliveries = app.events.resend_event(&caller, id, endpoint).await?;
     Ok(Reply(
         StatusCode::ACCEPTED,
         List::from_page(

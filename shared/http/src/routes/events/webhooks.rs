@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use billing_app::webhooks::EndpointWithSecret;
+use billing_app::events::EndpointWithSecret;
 use billing_app::App;
 use billing_domain::events::webhook::{
     NewWebhookEndpoint, WebhookDelivery, WebhookEndpointPatch, WebhookEndpointView,
@@ -59,7 +59,7 @@ pub async fn create(
     Auth(caller): Auth,
     ApiJson(input): ApiJson<NewWebhookEndpoint>,
 ) -> ApiResult<Reply<WebhookEndpointWithSecret>> {
-    let created = app.create_webhook_endpoint(&caller, input).await?;
+    let created = app.events.create_webhook_endpoint(&caller, input).await?;
     Ok(Reply(StatusCode::CREATED, created.into()))
 }
 
@@ -85,7 +85,7 @@ pub async fn list(
         WebhookEndpointId::parse(cursor, "starting_after")?;
     }
     let page = page_request(query.limit, query.starting_after)?;
-    let endpoints = app.list_webhook_endpoints(&caller, &page).await?;
+    let endpoints = app.events.list_webhook_endpoints(&caller, &page).await?;
     Ok(Reply(
         StatusCode::OK,
         List::from_page(endpoints, |e| e.id.to_string(), |e| e),
@@ -104,7 +104,7 @@ pub async fn get(
     let id = endpoint_id(&id)?;
     Ok(Reply(
         StatusCode::OK,
-        app.get_webhook_endpoint(&caller, id).await?,
+        app.events.get_webhook_endpoint(&caller, id).await?,
     ))
 }
 
@@ -121,7 +121,9 @@ pub async fn update(
     let id = endpoint_id(&id)?;
     Ok(Reply(
         StatusCode::OK,
-        app.update_webhook_endpoint(&caller, id, patch).await?,
+        app.events
+            .update_webhook_endpoint(&caller, id, patch)
+            .await?,
     ))
 }
 
@@ -137,7 +139,7 @@ pub async fn delete(
     let id = endpoint_id(&id)?;
     Ok(Reply(
         StatusCode::OK,
-        app.delete_webhook_endpoint(&caller, id).await?,
+        app.events.delete_webhook_endpoint(&caller, id).await?,
     ))
 }
 
@@ -162,7 +164,10 @@ pub async fn rotate_secret(
     let id = endpoint_id(&id)?;
     let request: RotateSecret = optional_json(&body)?;
     let overlap = request.expires_in_seconds.map(SignedDuration::from_secs);
-    let rotated = app.rotate_webhook_secret(&caller, id, overlap).await?;
+    let rotated = app
+        .events
+        .rotate_webhook_secret(&caller, id, overlap)
+        .await?;
     Ok(Reply(StatusCode::OK, rotated.into()))
 }
 
@@ -181,7 +186,10 @@ pub async fn deliveries(
         DeliveryId::parse(cursor, "starting_after")?;
     }
     let page = page_request(query.limit, query.starting_after)?;
-    let deliveries = app.list_webhook_deliveries(&caller, id, &page).await?;
+    let deliveries = app
+        .events
+        .list_webhook_deliveries(&caller, id, &page)
+        .await?;
     Ok(Reply(
         StatusCode::OK,
         List::from_page(deliveries, |d| d.id.to_string(), |d| d),

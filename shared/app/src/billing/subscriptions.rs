@@ -1,44 +1,32 @@
-//! Subscriptions: start, change, cancel, pause, resume, and the lifecycle step that the
-//! billing worker (and a test clock's advance) runs when something falls due.
-//!
-//! Every step is one store write: the subscription (version-checked, with its new place in
-//! the due index), the invoice the step made (its id derived from the subscription and the
-//! billing's sequence, so it can only be written once), the tenant's invoice number, the
-//! audit record and the events. Running a step twice, or two workers at once, bills once.
-
-use std::collections::HashMap;
+//! Subscriptions: start, change, cancel, pause, resume, and the records every step writes
+//! (its audit record, events and finalized invoice). The steps that fall due are in
+//! `steps.rs`.
 
 use billing_domain::billing::invoice::{self, DraftFacts, Invoice};
 use billing_domain::billing::invoice_draft::{build_invoice, InvoiceInput};
 use billing_domain::billing::proration::ChangePolicy;
 use billing_domain::billing::subscription::{
-    Billing, CollectionMethod, NewSubscription, Subscription, SubscriptionError, SubscriptionTerms,
-    Transition,
+    Billing, CollectionMethod, NewSubscription, Subscription, SubscriptionError, Transition,
 };
-use billing_domain::catalog::plan;
 use billing_domain::customers::access::Permission;
 use billing_domain::customers::account::Account;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::error::ErrorCode;
-use billing_domain::kernel::ids::{AccountId, PlanId, SubscriptionId, TenantId};
+use billing_domain::kernel::ids::{AccountId, PlanId, SubscriptionId};
 use billing_domain::kernel::metadata::Metadata;
 use jiff::Timestamp;
 
-use crate::dunning::refuse_blocked;
-use crate::payments::first_attempt;
+use super::BillingService;
+use crate::collection::first_attempt;
+use crate::customers::refuse_blocked;
+use crate::kernel::{
+    change, event, new_ulid, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
+};
 use crate::ports::{
-    BillingJob, InvoiceWrite, NextInvoiceNumber, Page, PageRequest, StoreError, SubscriptionFilter,
+    InvoiceWrite, NextInvoiceNumber, Page, PageRequest, StoreError, SubscriptionFilter,
     SubscriptionStep,
 };
-use crate::webhooks::system_caller;
-use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
-
-/// How often a step is retried when another writer moved the subscription or the invoice
-/// sequence first.
-const WRITE_ATTEMPTS: usize = 8;
-/// Most lifecycle steps one call performs (a year of daily renewals, with room).
-const MAX_STEPS: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartSubscription {
@@ -102,24 +90,7 @@ fn invalid(code: ErrorCode, param: &'static str, message: impl Into<String>) -> 
     ))
 }
 
-impl App {
-    /// `now` for an account: its test clock's time, or the real time.
-    pub(crate) async fn now_for(
-        &self,
-        caller: &Caller,
-        test_clock: Option<billing_domain::kernel::ids::TestClockId>,
-    ) -> Result<Timestamp, AppError> {
-        match test_clock {
-            None => Ok(self.now()),
-            Some(id) => Ok(self
-                .store
-                .get_test_clock(caller.tenant_id, id)
-                .await?
-                .ok_or_else(|| AppError::not_found("test clock", id))?
-                .frozen_time),
-        }
-    }
-
+impl BillingService {
     async fn load_account(&self, caller: &Caller, id: AccountId) -> Result<Account, AppError> {
         let account = self
             .store
@@ -142,54 +113,6 @@ impl App {
         Ok(account)
     }
 
-    /// The terms a subscription in `currency` gets on `plan_id` at `at`, and the plan's
-    /// trial (read with them, so a new subscription reads the plan once).
-    pub(crate) async fn terms_for(
-        &self,
-        caller: &Caller,
-        currency: billing_domain::kernel::currency::Currency,
-        plan_id: PlanId,
-        at: Timestamp,
-    ) -> Result<(SubscriptionTerms, u32), AppError> {
-        let plan = self
-            .store
-            .get_plan(caller.tenant_id, plan_id)
-            .await?
-            .ok_or_else(|| {
-                invalid(
-                    ErrorCode::UnknownPlan,
-                    "plan",
-                    format!("no such plan: {plan_id}"),
-                )
-            })?;
-        if !plan.active {
-            return Err(AppError::Conflict {
-                code: ErrorCode::PlanInactive,
-                message: "the plan takes no new subscriptions".into(),
-                param: Some("plan"),
-            });
-        }
-        let versions = self
-            .store
-            .list_plan_versions(caller.tenant_id, plan_id)
-            .await?;
-        let version = plan::version_in_effect(&versions, at).ok_or_else(|| {
-            invalid(
-                ErrorCode::PlanNotInEffect,
-                "plan",
-                "the plan has no prices in effect yet",
-            )
-        })?;
-        let terms = SubscriptionTerms::of(&plan, version, currency).map_err(|e| {
-            invalid(
-                ErrorCode::CurrencyNotOffered,
-                "plan",
-                format!("{e}; the account's currency decides"),
-            )
-        })?;
-        Ok((terms, plan.trial_days))
-    }
-
     pub async fn create_subscription(
         &self,
         caller: &Caller,
@@ -198,7 +121,10 @@ impl App {
         caller.require(Permission::WriteBilling)?;
         let account = self.load_account(caller, input.account_id).await?;
         refuse_blocked(&account)?;
-        let now = self.now_for(caller, account.test_clock).await?;
+        let now = self
+            .clocks
+            .now_for(caller.tenant_id, account.test_clock)
+            .await?;
         let start = input.start.unwrap_or(now);
         if start < now - jiff::SignedDuration::from_mins(5) {
             return Err(invalid(
@@ -208,7 +134,8 @@ impl App {
             ));
         }
         let (terms, plan_trial) = self
-            .terms_for(caller, account.currency, input.plan_id, start)
+            .catalog
+            .subscription_terms(caller, account.currency, input.plan_id, start)
             .await?;
         let transition = Subscription::start(
             NewSubscription {
@@ -249,7 +176,8 @@ impl App {
                 }) => continue,
                 other => other?,
             }
-            self.release_invoice_payment(caller.tenant_id, invoice.as_ref(), now)
+            self.collection
+                .release_invoice_payment(caller.tenant_id, invoice.as_ref(), now)
                 .await;
             return Ok(transition.next);
         }
@@ -285,7 +213,7 @@ impl App {
 
     /// The audit record, events and (finalized) invoice of one lifecycle step. The invoice
     /// takes `number`, or the tenant's next one when it is `None`.
-    async fn step_records(
+    pub(super) async fn step_records(
         &self,
         caller: &Caller,
         previous: Option<&Subscription>,
@@ -297,7 +225,7 @@ impl App {
         let sub = &transition.next;
         let before = previous.map(to_json).transpose()?;
         let after = to_json(sub)?;
-        let mut change = self.change(
+        let mut change = change(
             caller,
             now,
             ChangeSpec {
@@ -317,7 +245,7 @@ impl App {
         );
         let previous_attributes = change.events[0].previous_attributes.clone();
         for &event_type in transition.events.iter().skip(1) {
-            let event = self.event(
+            let event = event(
                 caller,
                 now,
                 event_type,
@@ -336,7 +264,7 @@ impl App {
             .await?;
         let data = to_json(&invoice.invoice)?;
         for event_type in [EventType::InvoiceCreated, EventType::InvoiceFinalized] {
-            change.events.push(self.event(
+            change.events.push(event(
                 caller,
                 now,
                 event_type,
@@ -346,7 +274,7 @@ impl App {
             ));
         }
         if invoice.invoice.status == billing_domain::billing::invoice::InvoiceStatus::Paid {
-            change.events.push(self.event(
+            change.events.push(event(
                 caller,
                 now,
                 EventType::InvoicePaid,
@@ -360,7 +288,7 @@ impl App {
 
     /// Builds the invoice `id` of `sub` from `billing` and finalizes it under `number`, or
     /// the tenant's next invoice number when it is `None`.
-    pub(crate) async fn finalized_invoice(
+    pub(super) async fn finalized_invoice(
         &self,
         caller: &Caller,
         sub: &Subscription,
@@ -424,7 +352,10 @@ impl App {
     {
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.get_subscription(caller, id).await?;
-            let now = self.now_for(caller, current.test_clock).await?;
+            let now = self
+                .clocks
+                .now_for(caller.tenant_id, current.test_clock)
+                .await?;
             let Some(mut transition) = step(&current, now)? else {
                 return Ok(current);
             };
@@ -447,7 +378,8 @@ impl App {
                 }
                 other => other?,
             }
-            self.release_invoice_payment(caller.tenant_id, step.invoice.as_ref(), now)
+            self.collection
+                .release_invoice_payment(caller.tenant_id, step.invoice.as_ref(), now)
                 .await;
             return Ok(step.next);
         }
@@ -531,9 +463,13 @@ impl App {
             Some(plan_id) if plan_id != current.terms.plan_id => {
                 let account = self.load_account(caller, current.account_id).await?;
                 refuse_blocked(&account)?;
-                let now = self.now_for(caller, current.test_clock).await?;
+                let now = self
+                    .clocks
+                    .now_for(caller.tenant_id, current.test_clock)
+                    .await?;
                 Some(
-                    self.terms_for(caller, account.currency, plan_id, now)
+                    self.catalog
+                        .subscription_terms(caller, account.currency, plan_id, now)
                         .await?
                         .0,
                 )
@@ -590,268 +526,6 @@ impl App {
         })
         .await
     }
-
-    /// Runs every lifecycle step of the subscription due at or before `until` (for a
-    /// test clock, its target time), each as its own write, each at the moment it fell due.
-    /// Returns how many steps ran; zero for a duplicate or early delivery.
-    pub async fn run_due_subscription(
-        &self,
-        tenant: TenantId,
-        id: SubscriptionId,
-        until: Timestamp,
-    ) -> Result<usize, AppError> {
-        self.run_due_subscription_from(tenant, id, until, None)
-            .await
-    }
-
-    /// A billing worker's jobs of one tenant, answered in order: the subscriptions'
-    /// together ([`App::run_due_subscriptions`]), test clocks one at a time.
-    pub async fn run_billing_jobs(
-        &self,
-        tenant: TenantId,
-        jobs: &[BillingJob],
-    ) -> Vec<Result<(), AppError>> {
-        let ids: Vec<SubscriptionId> = jobs
-            .iter()
-            .filter_map(|job| match job {
-                BillingJob::Subscription { id, .. } => Some(*id),
-                BillingJob::TestClock { .. } => None,
-            })
-            .collect();
-        let mut billed = self
-            .run_due_subscriptions(tenant, &ids, self.now())
-            .await
-            .into_iter();
-        let mut results = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            results.push(match job {
-                BillingJob::Subscription { .. } => billed
-                    .next()
-                    .unwrap_or_else(|| Err(AppError::Internal("a job went unanswered".into())))
-                    .map(|_| ()),
-                BillingJob::TestClock { id, .. } => {
-                    self.run_test_clock(tenant, *id).await.map(|_| ())
-                }
-            });
-        }
-        results
-    }
-
-    /// Runs what is due of several of a tenant's subscriptions (a billing worker's batch,
-    /// which the FIFO queue keeps to one tenant at a time): the first step of each is
-    /// written together, in a few requests for all of them. Anything more that is due,
-    /// and any step the shared write could not take (another writer got there first), runs
-    /// one subscription at a time. One result per id, in order.
-    pub async fn run_due_subscriptions(
-        &self,
-        tenant: TenantId,
-        ids: &[SubscriptionId],
-        until: Timestamp,
-    ) -> Vec<Result<usize, AppError>> {
-        let mut made = match self.first_steps_together(tenant, ids, until).await {
-            Ok(made) => made,
-            Err(err) => {
-                tracing::warn!(%err, %tenant, "steps written together failed; one at a time instead");
-                HashMap::new()
-            }
-        };
-        let mut results = Vec::with_capacity(ids.len());
-        for id in ids {
-            // A duplicate of an id counts the shared step once.
-            let known = made.remove(id);
-            let together = usize::from(known.is_some());
-            results.push(
-                self.run_due_subscription_from(tenant, *id, until, known)
-                    .await
-                    .map(|steps| steps + together),
-            );
-        }
-        results
-    }
-
-    /// Writes the first due step of each of `ids` with [`SubscriptionStore::save_subscription_steps`]
-    /// under consecutive invoice numbers read once; returns the subscriptions it wrote.
-    async fn first_steps_together(
-        &self,
-        tenant: TenantId,
-        ids: &[SubscriptionId],
-        until: Timestamp,
-    ) -> Result<HashMap<SubscriptionId, Subscription>, AppError> {
-        let mut unique = ids.to_vec();
-        unique.sort();
-        unique.dedup();
-        let subscriptions = self.store.get_subscriptions(tenant, &unique).await?;
-        if !subscriptions
-            .iter()
-            .any(|s| s.due_at().is_some_and(|d| d <= until))
-        {
-            return Ok(HashMap::new());
-        }
-        let mut numbers = self.store.next_invoice_number(tenant).await?;
-        let mut steps = Vec::new();
-        let mut due_times = Vec::new();
-        for current in &subscriptions {
-            if let Some((step, due)) = self
-                .prepare_step(tenant, current, until, Some(&mut numbers))
-                .await?
-            {
-                steps.push(step);
-                due_times.push(due);
-            }
-        }
-        let written = match self.store.save_subscription_steps(tenant, &steps).await {
-            Ok(()) => steps.len(),
-            Err(failed) => {
-                tracing::info!(error = %failed.error, written = failed.written, %tenant, "a shared write stopped; the rest go one at a time");
-                failed.written
-            }
-        };
-        let mut made = HashMap::new();
-        for (step, due) in steps.into_iter().zip(due_times).take(written) {
-            self.release_invoice_payment(tenant, step.invoice.as_ref(), due)
-                .await;
-            made.insert(step.next.id, step.next);
-        }
-        Ok(made)
-    }
-
-    /// [`App::run_due_subscription`], from `known` (the subscription as stored) when given.
-    async fn run_due_subscription_from(
-        &self,
-        tenant: TenantId,
-        id: SubscriptionId,
-        until: Timestamp,
-        mut known: Option<Subscription>,
-    ) -> Result<usize, AppError> {
-        let mut steps = 0;
-        let mut transient_failures = 0;
-        for _ in 0..MAX_STEPS {
-            match self.run_one_step(tenant, id, until, known.take()).await {
-                // After a step of our own we know the stored subscription exactly: no
-                // read needed.
-                Ok(Step::Made(next)) => {
-                    steps += 1;
-                    known = Some(*next);
-                }
-                // Nothing of the lifecycle is due: late usage may be, once a period's
-                // usage has been billed.
-                Ok(Step::Nothing(current)) => {
-                    let late = match current {
-                        Some(sub) if sub.last_usage_period.is_none() => false,
-                        _ => self.bill_late_usage(tenant, id, until).await?,
-                    };
-                    return Ok(steps + usize::from(late));
-                }
-                // Someone else made this step (a duplicate delivery, a concurrent run):
-                // read again and carry on from where they left it.
-                Ok(Step::Lost) => {}
-                // A transient failure: a short pause, then the same step from a fresh read.
-                // Past the budget the error goes back to the queue, which redelivers.
-                Err(AppError::Unavailable(cause)) => {
-                    transient_failures += 1;
-                    if transient_failures > WRITE_ATTEMPTS {
-                        return Err(AppError::Unavailable(cause));
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(
-                        20 * transient_failures as u64,
-                    ))
-                    .await;
-                }
-                Err(other) => return Err(other),
-            }
-        }
-        Ok(steps)
-    }
-
-    /// The step of `current` due by `until`, ready to write, and when it fell due. Its
-    /// invoice takes the number in `reserved` (which then moves on), or the tenant's next
-    /// one when there is none.
-    async fn prepare_step(
-        &self,
-        tenant: TenantId,
-        current: &Subscription,
-        until: Timestamp,
-        reserved: Option<&mut NextInvoiceNumber>,
-    ) -> Result<Option<(SubscriptionStep, Timestamp)>, AppError> {
-        let Some(due) = current.due_at().filter(|d| *d <= until) else {
-            return Ok(None);
-        };
-        let Some(mut transition) = current.advance(due)? else {
-            return Ok(None);
-        };
-        let rollups = self
-            .bill_closed_usage(tenant, current, &mut transition)
-            .await?;
-        let number = match reserved {
-            Some(next) if transition.billing.is_some() => {
-                let this = next.clone();
-                next.number += 1;
-                Some(this)
-            }
-            _ => None,
-        };
-        let caller = &system_caller(tenant, current.livemode);
-        let (invoice, change) = self
-            .step_records(
-                caller,
-                Some(current),
-                &transition,
-                AuditAction::Update,
-                due,
-                number,
-            )
-            .await?;
-        Ok(Some((
-            SubscriptionStep {
-                previous: current.clone(),
-                next: transition.next,
-                invoice,
-                rollups,
-                change,
-            },
-            due,
-        )))
-    }
-
-    async fn run_one_step(
-        &self,
-        tenant: TenantId,
-        id: SubscriptionId,
-        until: Timestamp,
-        known: Option<Subscription>,
-    ) -> Result<Step, AppError> {
-        let current = match known {
-            Some(sub) => sub,
-            None => match self.store.get_subscription(tenant, id).await? {
-                Some(sub) => sub,
-                None => return Ok(Step::Nothing(None)),
-            },
-        };
-        let Some((step, due)) = self.prepare_step(tenant, &current, until, None).await? else {
-            return Ok(Step::Nothing(Some(Box::new(current))));
-        };
-        match self.save_step(tenant, &step).await {
-            Ok(()) => {
-                self.release_invoice_payment(tenant, step.invoice.as_ref(), due)
-                    .await;
-                Ok(Step::Made(Box::new(step.next)))
-            }
-            Err(StoreError::VersionConflict { .. } | StoreError::AlreadyExists { .. }) => {
-                Ok(Step::Lost)
-            }
-            Err(other) => Err(other.into()),
-        }
-    }
-}
-
-/// What one attempt at a lifecycle step came to.
-enum Step {
-    /// Made by us; the subscription as now stored.
-    Made(Box<Subscription>),
-    /// Another writer made it (or moved the invoice sequence) first.
-    Lost,
-    /// Nothing was due; the subscription as read, if it exists.
-    Nothing(Option<Box<Subscription>>),
 }
 
 /// A change that bills nothing, announced by one event.

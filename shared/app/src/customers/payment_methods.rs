@@ -9,11 +9,12 @@ use billing_domain::events::types::EventType;
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::AccountId;
 
-use crate::payments::gateway_unavailable;
+use super::CustomersService;
+use crate::kernel::{
+    change, gateway_unavailable, to_json, until_committed, AppError, Caller, ChangeSpec,
+    WRITE_ATTEMPTS,
+};
 use crate::ports::*;
-use crate::{to_json, App, AppError, Caller, ChangeSpec};
-
-const WRITE_ATTEMPTS: usize = 8;
 
 fn refused(err: GatewayError) -> AppError {
     match err {
@@ -32,7 +33,7 @@ fn unknown_method(id: &str) -> AppError {
     AppError::not_found("payment method", id)
 }
 
-impl App {
+impl CustomersService {
     async fn payment_profile(
         &self,
         caller: &Caller,
@@ -85,7 +86,10 @@ impl App {
             .attach_payment_method(&customer, token)
             .await
             .map_err(refused)?;
-        let now = self.now_for(caller, account.test_clock).await?;
+        let now = self
+            .clocks
+            .now_for(caller.tenant_id, account.test_clock)
+            .await?;
         let method = PaymentMethod {
             id: card.gateway_id,
             brand: card.brand,
@@ -181,6 +185,18 @@ impl App {
             Ok(()) | Err(GatewayError::Rejected { .. }) => {}
             Err(unavailable) => return Err(gateway_unavailable(unavailable)),
         }
+        self.forget_payment_method(caller, account_id, method_id)
+            .await
+    }
+
+    /// Forgets a card that is gone at the gateway (detached there, or by
+    /// [`Self::remove_payment_method`]): collection's way in when the gateway reports it.
+    pub async fn forget_payment_method(
+        &self,
+        caller: &Caller,
+        account_id: AccountId,
+        method_id: &str,
+    ) -> Result<PaymentProfile, AppError> {
         self.change_profile(
             caller,
             account_id,
@@ -192,7 +208,7 @@ impl App {
     }
 
     /// Applies `step` to the stored profile and writes it, retried over concurrent changes.
-    pub(crate) async fn change_profile(
+    async fn change_profile(
         &self,
         caller: &Caller,
         account_id: AccountId,
@@ -200,29 +216,30 @@ impl App {
         event_type: EventType,
         step: impl Fn(&PaymentProfile) -> Option<PaymentProfile>,
     ) -> Result<PaymentProfile, AppError> {
-        for _ in 0..WRITE_ATTEMPTS {
-            let current = self.payment_profile(caller, account_id).await?;
-            let method = current
-                .get(method_id)
-                .cloned()
-                .ok_or_else(|| unknown_method(method_id))?;
-            let next = step(&current)
-                .ok_or_else(|| unknown_method(method_id))?
-                .after(current.version);
-            let change = self.method_change(caller, &next, &method, event_type)?;
-            match self
-                .store
-                .save_payment_profile(caller.tenant_id, &next, &[], Some(&change))
-                .await
-            {
-                Err(StoreError::VersionConflict { .. }) => continue,
-                other => other?,
-            }
-            return Ok(next);
-        }
-        Err(AppError::Unavailable(
-            "the account's cards kept changing; retry".into(),
-        ))
+        let step = &step;
+        until_committed(
+            move || async move {
+                let current = self.payment_profile(caller, account_id).await?;
+                let method = current
+                    .get(method_id)
+                    .cloned()
+                    .ok_or_else(|| unknown_method(method_id))?;
+                let next = step(&current)
+                    .ok_or_else(|| unknown_method(method_id))?
+                    .after(current.version);
+                let change = self.method_change(caller, &next, &method, event_type)?;
+                match self
+                    .store
+                    .save_payment_profile(caller.tenant_id, &next, &[], Some(&change))
+                    .await
+                {
+                    Err(StoreError::VersionConflict { .. }) => Ok(None),
+                    other => Ok(other.map(|()| Some(next))?),
+                }
+            },
+            || AppError::Unavailable("the account's cards kept changing; retry".into()),
+        )
+        .await
     }
 
     fn method_change(
@@ -236,9 +253,9 @@ impl App {
         after["object"] = "payment_method".into();
         after["account_id"] = profile.account_id.to_string().into();
         after["default"] = (profile.default_method.as_deref() == Some(method.id.as_str())).into();
-        Ok(self.change(
+        Ok(change(
             caller,
-            self.now(),
+            self.clocks.now(),
             ChangeSpec {
                 entity_type: "payment_method",
                 entity_id: method.id.clone(),

@@ -7,12 +7,13 @@ use billing_domain::events::types::EventType;
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::AccountId;
 
+use super::CustomersService;
+use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec};
 use crate::ports::{AccountFilter, Page, PageRequest};
-use crate::{to_json, App, AppError, Caller, ChangeSpec};
 
 const ENTITY: &str = "account";
 
-impl App {
+impl CustomersService {
     pub async fn create_account(
         &self,
         caller: &Caller,
@@ -44,10 +45,10 @@ impl App {
                 ));
             }
         }
-        let now = self.now();
-        let account = Account::create(AccountId::from_ulid(crate::new_ulid()), input, now)?;
+        let now = self.clocks.now();
+        let account = Account::create(AccountId::from_ulid(new_ulid()), input, now)?;
         let after = to_json(&account)?;
-        let change = self.change(
+        let change = change(
             caller,
             now,
             ChangeSpec {
@@ -94,7 +95,7 @@ impl App {
     ) -> Result<Account, AppError> {
         caller.require(Permission::WriteAccounts)?;
         let current = self.get_account(caller, id).await?;
-        let next = current.apply(patch, self.now())?;
+        let next = current.apply(patch, self.clocks.now())?;
         self.save_account(
             caller,
             &current,
@@ -113,7 +114,7 @@ impl App {
     ) -> Result<Account, AppError> {
         caller.require(Permission::WriteAccounts)?;
         let current = self.get_account(caller, id).await?;
-        let next = current.delete(self.now())?;
+        let next = current.delete(self.clocks.now())?;
         self.save_account(
             caller,
             &current,
@@ -134,7 +135,7 @@ impl App {
         event_type: EventType,
     ) -> Result<(), AppError> {
         let (before, after) = (to_json(current)?, to_json(next)?);
-        let change = self.change(
+        let change = change(
             caller,
             next.updated_at,
             ChangeSpec {

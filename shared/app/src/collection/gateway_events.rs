@@ -10,10 +10,10 @@ use billing_domain::events::types::EventType;
 use billing_domain::kernel::ids::{CreditNoteId, PaymentId, TenantId};
 use jiff::Timestamp;
 
-use crate::payments::recovered;
+use super::payments::{collection_change, recovered};
+use super::CollectionService;
+use crate::kernel::{new_ulid, system_caller, AppError};
 use crate::ports::*;
-use crate::webhooks::system_caller;
-use crate::{new_ulid, App, AppError};
 
 /// What applying an inbound gateway event came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub enum AppliedEvent {
     Ignored(&'static str),
 }
 
-impl App {
+impl CollectionService {
     /// Applies one verified gateway event. An error means "the gateway should deliver it
     /// again" (the store or the gateway was unavailable).
     pub async fn apply_gateway_event(
@@ -67,7 +67,7 @@ impl App {
         let Some(payment) = self.store.get_payment(tenant, payment_id).await? else {
             return Ok(AppliedEvent::Ignored("not a payment of ours"));
         };
-        let now = self.payment_now(tenant, &payment).await?;
+        let now = self.clocks.now_for(tenant, payment.test_clock).await?;
         let write = match &event.kind {
             GatewayEventKind::PaymentSucceeded {
                 payment_intent,
@@ -145,7 +145,7 @@ impl App {
             return self.record_unchanged(tenant, &event.id).await;
         };
         write.gateway_event = Some(event.id.clone());
-        let change = self.collection_change(caller, &write, &events, true, now)?;
+        let change = collection_change(caller, &write, &events, true, now)?;
         match self.store.save_collection(tenant, &write, &change).await {
             Ok(()) => {}
             Err(StoreError::AlreadyExists {
@@ -274,14 +274,9 @@ impl App {
             .await?
             .is_some_and(|p| p.get(payment_method).is_some());
         if known {
-            self.change_profile(
-                caller,
-                owner.account_id,
-                payment_method,
-                EventType::PaymentMethodDetached,
-                |p| p.remove(payment_method),
-            )
-            .await?;
+            self.customers
+                .forget_payment_method(caller, owner.account_id, payment_method)
+                .await?;
         }
         match self.record_unchanged(owner.tenant_id, &event.id).await? {
             AppliedEvent::Duplicate if !known => Ok(AppliedEvent::Duplicate),

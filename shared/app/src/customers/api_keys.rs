@@ -11,8 +11,9 @@ use jiff::Timestamp;
 use rand::RngCore;
 use serde::Serialize;
 
+use super::CustomersService;
+use crate::kernel::{change, to_json, AppError, Caller, ChangeSpec};
 use crate::ports::{Page, PageRequest};
-use crate::{to_json, App, AppError, Caller, ChangeSpec};
 
 const ENTITY: &str = "api_key";
 
@@ -53,7 +54,7 @@ pub fn issue_key(
     }
 }
 
-impl App {
+impl CustomersService {
     /// Resolves `Authorization: Bearer <key>` to the caller it speaks for.
     pub async fn authenticate(
         &self,
@@ -89,10 +90,10 @@ impl App {
         } else {
             TenantMode::Sandbox
         };
-        let now = self.now();
+        let now = self.clocks.now();
         let issued = issue_key(caller.tenant_id, mode, role, name, now);
         let after = key_json(&issued.key)?;
-        let change = self.change(
+        let change = change(
             caller,
             now,
             ChangeSpec {
@@ -138,13 +139,13 @@ impl App {
                 param: None,
             });
         }
-        let now = self.now();
+        let now = self.clocks.now();
         let revoked = ApiKey {
             revoked_at: Some(now),
             ..current.clone()
         };
         let (before, after) = (key_json(&current)?, key_json(&revoked)?);
-        let change = self.change(
+        let change = change(
             caller,
             now,
             ChangeSpec {

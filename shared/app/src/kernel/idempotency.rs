@@ -5,14 +5,27 @@ use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::TenantId;
 use jiff::{SignedDuration, Timestamp};
 
-use crate::ports::{IdempotencyClaim, StoredResponse};
-use crate::{App, AppError};
+use std::sync::Arc;
+
+use crate::kernel::AppError;
+use crate::ports::{Clock, IdempotencyClaim, IdempotencyStore, StoredResponse};
 
 /// How long a key is remembered.
 pub const RETENTION: SignedDuration = SignedDuration::from_hours(24);
 pub const MAX_KEY_CHARS: usize = 255;
 
-impl App {
+/// Claims and completes `Idempotency-Key`s for the HTTP layer.
+#[derive(Clone)]
+pub struct IdempotencyService {
+    store: Arc<dyn IdempotencyStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl IdempotencyService {
+    pub(crate) fn new(store: Arc<dyn IdempotencyStore>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
     pub async fn claim_idempotency_key(
         &self,
         tenant: TenantId,
@@ -27,7 +40,7 @@ impl App {
                 format!("an Idempotency-Key must be 1 to {MAX_KEY_CHARS} printable ASCII characters"),
             )));
         }
-        let now = self.now();
+        let now = self.clock.now();
         let expires_at = now.checked_add(RETENTION).unwrap_or(Timestamp::MAX);
         Ok(self
             .store

@@ -1,9 +1,9 @@
 //! Dunning: what happens to an account whose invoices could not be collected.
 //!
-//! Payments report in with [`App::invoice_past_due`] (an invoice's first failed payment:
-//! the case opens and its step days count from then) and [`App::invoice_settled`] (paid
+//! Payments report in with [`CollectionService::invoice_past_due`] (an invoice's first failed payment:
+//! the case opens and its step days count from then) and [`CollectionService::invoice_settled`] (paid
 //! or voided: when nothing overdue is left the account is unblocked). Steps wait in the due
-//! index; the payment worker runs them ([`App::run_due_dunning`]), and so does a test clock's
+//! index; the payment worker runs them ([`CollectionService::run_due_dunning`]), and so does a test clock's
 //! advance for accounts on the clock. The rules are
 //! `billing_domain::collection::dunning`; this module loads, writes and notifies.
 //!
@@ -15,7 +15,7 @@
 //! pending item in the same transaction, claimed by the committing process for
 //! [`NOTICE_CLAIM`]; that process sends it and then deletes it. If it dies in between, the
 //! notice waits in the due index until the claim runs out and the payment worker sends it
-//! ([`App::send_due_notice`]) under the same key; the only duplicate possible is a send
+//! ([`CollectionService::send_due_notice`]) under the same key; the only duplicate possible is a send
 //! that went out just before a crash. A process without a notifier leaves its notices due
 //! at once for the worker. A step's notice still pending when its case is resolved is
 //! dropped: the customer gets the good news, not a stale warning.
@@ -28,7 +28,7 @@ use billing_domain::collection::dunning::{
     DunningTransition, NoticeKind,
 };
 use billing_domain::customers::access::Permission;
-use billing_domain::customers::account::{Account, AccountStatus};
+use billing_domain::customers::account::Account;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::error::ErrorCode;
@@ -36,15 +36,16 @@ use billing_domain::kernel::ids::{AccountId, InvoiceId, TenantId};
 use billing_domain::kernel::money::Money;
 use jiff::{SignedDuration, Timestamp};
 
+use super::CollectionService;
+use crate::kernel::{
+    change, system_caller, to_json, until_committed, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
+};
 use crate::ports::{
     AccountStatusWrite, Change, Notification, NotifyError, PendingNotice, StoreError,
 };
-use crate::webhooks::system_caller;
-use crate::{to_json, App, AppError, Caller, ChangeSpec};
 
 /// How long the process that committed a notice has to send it before the worker does.
 pub const NOTICE_CLAIM: SignedDuration = SignedDuration::from_secs(120);
-const WRITE_ATTEMPTS: usize = 8;
 /// Most moves one run makes (every step of the longest policy, with room for races).
 const MAX_MOVES: usize = 4 * dunning::MAX_STEPS;
 const ENTITY: &str = "dunning";
@@ -56,21 +57,6 @@ fn owed(invoice: &Invoice) -> bool {
         invoice.status,
         InvoiceStatus::Open | InvoiceStatus::Uncollectible
     )
-}
-
-/// Blocked accounts take no new subscriptions and no plan changes until they have paid.
-pub(crate) fn refuse_blocked(account: &Account) -> Result<(), AppError> {
-    if account.status != AccountStatus::Blocked {
-        return Ok(());
-    }
-    Err(AppError::Conflict {
-        code: ErrorCode::AccountBlocked,
-        message: format!(
-            "account {} is blocked by dunning: pay its overdue invoices to unblock it",
-            account.id
-        ),
-        param: Some("account"),
-    })
 }
 
 fn busy() -> AppError {
@@ -89,7 +75,7 @@ enum Moved {
     Lost,
 }
 
-impl App {
+impl CollectionService {
     /// The tenant's dunning policy (the default until it sets one).
     pub async fn dunning_policy(&self, caller: &Caller) -> Result<DunningPolicy, AppError> {
         caller.require(Permission::Read)?;
@@ -110,9 +96,9 @@ impl App {
         let policy = DunningPolicy::new(steps)?;
         let before = to_json(&self.dunning_policy(caller).await?)?;
         let after = to_json(&policy)?;
-        let change = self.change(
+        let change = change(
             caller,
-            self.now(),
+            self.clocks.now(),
             ChangeSpec {
                 entity_type: "dunning_settings",
                 entity_id: caller.tenant_id.to_string(),
@@ -200,7 +186,7 @@ impl App {
     /// when no overdue invoice is left, resolves the case (account active again, pending
     /// steps cancelled, `dunning.unblocked` if the customer had been told anything).
     /// Nothing happens for an invoice that is still owed or that no case holds. Called like
-    /// [`App::invoice_past_due`].
+    /// [`CollectionService::invoice_past_due`].
     pub async fn invoice_settled(
         &self,
         caller: &Caller,
@@ -212,18 +198,24 @@ impl App {
         if owed(&self.invoice_of(tenant, account, invoice).await?) {
             return Ok(());
         }
-        for _ in 0..WRITE_ATTEMPTS {
-            let Some(current) = self.store.get_dunning_case(tenant, account).await? else {
-                return Ok(());
-            };
-            let Some(transition) = current.settle(&[invoice], now) else {
-                return Ok(());
-            };
-            if let Moved::Made(_) = self.commit(caller, &current, transition, now).await? {
-                return Ok(());
-            }
-        }
-        Err(busy())
+        until_committed(
+            move || async move {
+                let Some(current) = self.store.get_dunning_case(tenant, account).await? else {
+                    return Ok(Some(()));
+                };
+                let Some(transition) = current.settle(&[invoice], now) else {
+                    return Ok(Some(()));
+                };
+                Ok(
+                    match self.commit(caller, &current, transition, now).await? {
+                        Moved::Made(_) => Some(()),
+                        Moved::Lost => None,
+                    },
+                )
+            },
+            busy,
+        )
+        .await
     }
 
     /// Runs every step of the account's case due at or before `now`, in order, each at the
@@ -320,8 +312,8 @@ impl App {
             kind: notice.kind,
             made_at: at,
             retry_at: match self.notifier {
-                Some(_) => self.now() + NOTICE_CLAIM,
-                None => self.now(),
+                Some(_) => self.clocks.now() + NOTICE_CLAIM,
+                None => self.clocks.now(),
             },
             version: 1,
         });
@@ -363,7 +355,7 @@ impl App {
     ) -> Result<Change, AppError> {
         let before = previous.map(to_json).transpose()?;
         let after = to_json(next)?;
-        let mut change = self.change(
+        let mut change = change(
             caller,
             at,
             ChangeSpec {
@@ -384,7 +376,7 @@ impl App {
         }
         if let Some((before, after)) = account {
             let previous_attributes = serde_json::json!({"status": before.status});
-            change.events.push(self.event(
+            change.events.push(crate::kernel::event(
                 caller,
                 at,
                 EventType::AccountUpdated,
@@ -413,7 +405,7 @@ impl App {
         let Some(stored) = self.store.get_dunning_notice(tenant, account, key).await? else {
             return Ok(());
         };
-        let now = self.now();
+        let now = self.clocks.now();
         let Some(claimed) = stored.reclaim(now, now + NOTICE_CLAIM) else {
             return Ok(());
         };

@@ -24,11 +24,10 @@ use billing_domain::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PlanId, Su
 use billing_domain::kernel::metadata::Metadata;
 use jiff::Timestamp;
 
-use crate::payments::first_attempt;
+use super::BillingService;
+use crate::collection::{collection_change, first_attempt};
+use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS};
 use crate::ports::{CollectionWrite, InvoiceFilter, InvoiceWrite, Page, PageRequest, StoreError};
-use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
-
-const WRITE_ATTEMPTS: usize = 8;
 
 impl From<InvoiceTransitionError> for AppError {
     fn from(err: InvoiceTransitionError) -> Self {
@@ -93,7 +92,7 @@ pub enum HypotheticalPlan {
     Inline(Box<NewPlan>),
 }
 
-impl App {
+impl BillingService {
     pub async fn get_invoice(&self, caller: &Caller, id: InvoiceId) -> Result<Invoice, AppError> {
         caller.require(Permission::Read)?;
         self.store
@@ -167,7 +166,10 @@ impl App {
             credits: Vec::new(),
             minimum_commitment: None,
         })?;
-        let now = self.now_for(caller, account.test_clock).await?;
+        let now = self
+            .clocks
+            .now_for(caller.tenant_id, account.test_clock)
+            .await?;
         let invoice = Invoice::draft(
             DraftFacts {
                 id: InvoiceId::from_ulid(new_ulid()),
@@ -182,7 +184,7 @@ impl App {
             now,
         );
         let after = to_json(&invoice)?;
-        let change = self.change(
+        let change = change(
             caller,
             now,
             ChangeSpec {
@@ -216,7 +218,10 @@ impl App {
         caller.require(Permission::WriteBilling)?;
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.get_invoice(caller, id).await?;
-            let now = self.now_for(caller, current.test_clock).await?;
+            let now = self
+                .clocks
+                .now_for(caller.tenant_id, current.test_clock)
+                .await?;
             let sequence = self.store.next_invoice_number(caller.tenant_id).await?;
             let number = sequence.number;
             let next = current.finalize(
@@ -246,7 +251,8 @@ impl App {
                 }) => continue,
                 other => other?,
             }
-            self.release_invoice_payment(caller.tenant_id, Some(&write), now)
+            self.collection
+                .release_invoice_payment(caller.tenant_id, Some(&write), now)
                 .await;
             return Ok(write.invoice);
         }
@@ -258,7 +264,10 @@ impl App {
     pub async fn void_invoice(&self, caller: &Caller, id: InvoiceId) -> Result<Invoice, AppError> {
         caller.require(Permission::WriteBilling)?;
         let current = self.get_invoice(caller, id).await?;
-        let now = self.now_for(caller, current.test_clock).await?;
+        let now = self
+            .clocks
+            .now_for(caller.tenant_id, current.test_clock)
+            .await?;
         let next = current.void(now)?;
         // What was paid or credited on it comes back as a credit note, in the same write.
         match CreditNote::for_void(CreditNoteId::from_ulid(new_ulid()), &current, now) {
@@ -277,7 +286,7 @@ impl App {
                     credit_note: Some(note),
                     ..Default::default()
                 };
-                let change = self.collection_change(
+                let change = collection_change(
                     caller,
                     &write,
                     &[EventType::InvoiceVoided, EventType::CreditNoteCreated],
@@ -301,7 +310,8 @@ impl App {
             }
         }
         // Dunning counts a voided invoice as settled.
-        self.invoice_settled(caller, next.account_id, next.id, now)
+        self.collection
+            .invoice_settled(caller, next.account_id, next.id, now)
             .await?;
         Ok(next)
     }
@@ -315,7 +325,7 @@ impl App {
         now: Timestamp,
     ) -> Result<(), AppError> {
         let (before, after) = (to_json(current)?, to_json(&next.invoice)?);
-        let change = self.change(
+        let change = change(
             caller,
             now,
             ChangeSpec {
@@ -356,7 +366,10 @@ impl App {
             }
             PreviewSource::Subscription { id, terms } => {
                 let mut sub = self.get_subscription(caller, id).await?;
-                let now = self.now_for(caller, sub.test_clock).await?;
+                let now = self
+                    .clocks
+                    .now_for(caller.tenant_id, sub.test_clock)
+                    .await?;
                 if let Some((plan, quantity)) = terms {
                     let new_terms = match plan {
                         Some(plan_id) if plan_id != sub.terms.plan_id => {
@@ -365,7 +378,8 @@ impl App {
                                 .get_account(caller.tenant_id, sub.account_id)
                                 .await?
                                 .ok_or_else(|| AppError::not_found("account", sub.account_id))?;
-                            self.terms_for(caller, account.currency, plan_id, now)
+                            self.catalog
+                                .subscription_terms(caller, account.currency, plan_id, now)
                                 .await?
                                 .0
                         }
@@ -420,21 +434,24 @@ impl App {
     }
 }
 
-impl App {
+impl BillingService {
     async fn preview_hypothetical(
         &self,
         caller: &Caller,
         input: HypotheticalSubscription,
     ) -> Result<InvoiceDraft, AppError> {
-        let now = self.now();
+        let now = self.clocks.now();
         let start = input.start.unwrap_or(now);
         let (terms, plan_trial) = match input.plan {
             HypotheticalPlan::Saved(id) => {
-                self.terms_for(caller, input.currency, id, start).await?
+                self.catalog
+                    .subscription_terms(caller, input.currency, id, start)
+                    .await?
             }
             HypotheticalPlan::Inline(mut plan) => {
                 let prices = self
-                    .plan_terms(caller, std::mem::take(&mut plan.charges))
+                    .catalog
+                    .validate_charges(caller, std::mem::take(&mut plan.charges))
                     .await
                     .map_err(|e| match e {
                         AppError::Invalid(v) => AppError::Invalid(v.within("inline_plan")),
@@ -484,7 +501,7 @@ impl App {
     }
 }
 
-impl App {
+impl BillingService {
     /// The prefix that invoice numbers are printed with (`INV` unless set).
     pub async fn invoice_prefix(&self, caller: &Caller) -> Result<String, AppError> {
         caller.require(Permission::Read)?;
@@ -519,9 +536,9 @@ impl App {
         }
         let before = serde_json::json!({"invoice_prefix": self.invoice_prefix(caller).await?});
         let after = serde_json::json!({"invoice_prefix": prefix});
-        let change = self.change(
+        let change = change(
             caller,
-            self.now(),
+            self.clocks.now(),
             ChangeSpec {
                 entity_type: "invoice_settings",
                 entity_id: caller.tenant_id.to_string(),

@@ -1,9 +1,7 @@
-//! The catalog: billable metrics, plans, price versions, and the price calculator.
+//! Plans and their price versions, and the terms a subscription gets from them.
 
 use std::collections::BTreeSet;
 
-use billing_domain::catalog::charges::{ChargeModel, Commitment, Priced, PricingError, Usage};
-use billing_domain::catalog::metric::{Metric, MetricPatch, NewMetric};
 use billing_domain::catalog::plan::{
     self, NewPlan, NewPlanVersion, Plan, PlanChangeError, PlanCharges, PlanPatch, PlanTerms,
     PlanVersion,
@@ -11,31 +9,21 @@ use billing_domain::catalog::plan::{
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
-use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::error::ErrorCode;
-use billing_domain::kernel::error::ValidationError;
-use billing_domain::kernel::ids::{MetricId, PlanId};
+use billing_domain::kernel::ids::PlanId;
 
+use billing_domain::billing::subscription::SubscriptionTerms;
+use jiff::Timestamp;
+
+use super::{invalid, CatalogService};
+use crate::kernel::{change, event, new_ulid, to_json, AppError, Caller, ChangeSpec};
 use crate::ports::{Page, PageRequest, PlanFilter};
-use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
 
 /// A plan with the prices a subscription starting now would get.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanWithPrices {
     pub plan: Plan,
     pub prices: Option<PlanVersion>,
-}
-
-/// What the price calculator prices.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PriceSource {
-    Inline(ChargeModel),
-    /// A plan's charge in the version in effect now: the usage charge on `metric`, or the
-    /// recurring fee when `metric` is `None`.
-    Plan {
-        plan_id: PlanId,
-        metric: Option<String>,
-    },
 }
 
 /// How many subscriptions use a plan, per price version.
@@ -58,81 +46,10 @@ impl From<PlanChangeError> for AppError {
     }
 }
 
-impl App {
-    pub async fn create_metric(
-        &self,
-        caller: &Caller,
-        input: NewMetric,
-    ) -> Result<Metric, AppError> {
-        caller.require(Permission::WriteBilling)?;
-        let now = self.now();
-        let metric = Metric::create(MetricId::from_ulid(new_ulid()), input, now)?;
-        let after = to_json(&metric)?;
-        let change = self.change(
-            caller,
-            now,
-            ChangeSpec {
-                entity_type: "metric",
-                entity_id: metric.id.to_string(),
-                action: AuditAction::Create,
-                event_type: Some(EventType::MetricCreated),
-                before: None,
-                after: &after,
-            },
-        );
-        self.store
-            .insert_metric(caller.tenant_id, &metric, &change)
-            .await?;
-        Ok(metric)
-    }
-
-    pub async fn get_metric(&self, caller: &Caller, id: MetricId) -> Result<Metric, AppError> {
-        caller.require(Permission::Read)?;
-        self.store
-            .get_metric(caller.tenant_id, id)
-            .await?
-            .ok_or_else(|| AppError::not_found("metric", id))
-    }
-
-    pub async fn list_metrics(
-        &self,
-        caller: &Caller,
-        page: &PageRequest,
-    ) -> Result<Page<Metric>, AppError> {
-        caller.require(Permission::Read)?;
-        Ok(self.store.list_metrics(caller.tenant_id, page).await?)
-    }
-
-    pub async fn update_metric(
-        &self,
-        caller: &Caller,
-        id: MetricId,
-        patch: MetricPatch,
-    ) -> Result<Metric, AppError> {
-        caller.require(Permission::WriteBilling)?;
-        let current = self.get_metric(caller, id).await?;
-        let next = current.apply(patch, self.now())?;
-        let (before, after) = (to_json(&current)?, to_json(&next)?);
-        let change = self.change(
-            caller,
-            next.updated_at,
-            ChangeSpec {
-                entity_type: "metric",
-                entity_id: id.to_string(),
-                action: AuditAction::Update,
-                event_type: Some(EventType::MetricUpdated),
-                before: Some(&before),
-                after: &after,
-            },
-        );
-        self.store
-            .update_metric(caller.tenant_id, &current, &next, &change)
-            .await?;
-        Ok(next)
-    }
-
-    /// Validates charges through the engine against the tenant's metrics.
-    pub(crate) async fn plan_terms(
+impl CatalogService {
+    /// Validates charges through the engine against the tenant's metrics (also what a
+    /// preview of an unsaved plan asks).
+    pub async fn validate_charges(
         &self,
         caller: &Caller,
         charges: PlanCharges,
@@ -151,6 +68,55 @@ impl App {
         Ok(charges.validate(&known)?)
     }
 
+    /// The terms a subscription in `currency` gets on `plan_id` at `at`, and the plan's
+    /// trial (read with them, so a new subscription reads the plan once). Billing's way
+    /// into the catalog.
+    pub async fn subscription_terms(
+        &self,
+        caller: &Caller,
+        currency: billing_domain::kernel::currency::Currency,
+        plan_id: PlanId,
+        at: Timestamp,
+    ) -> Result<(SubscriptionTerms, u32), AppError> {
+        let plan = self
+            .store
+            .get_plan(caller.tenant_id, plan_id)
+            .await?
+            .ok_or_else(|| {
+                invalid(
+                    ErrorCode::UnknownPlan,
+                    "plan",
+                    format!("no such plan: {plan_id}"),
+                )
+            })?;
+        if !plan.active {
+            return Err(AppError::Conflict {
+                code: ErrorCode::PlanInactive,
+                message: "the plan takes no new subscriptions".into(),
+                param: Some("plan"),
+            });
+        }
+        let versions = self
+            .store
+            .list_plan_versions(caller.tenant_id, plan_id)
+            .await?;
+        let version = plan::version_in_effect(&versions, at).ok_or_else(|| {
+            invalid(
+                ErrorCode::PlanNotInEffect,
+                "plan",
+                "the plan has no prices in effect yet",
+            )
+        })?;
+        let terms = SubscriptionTerms::of(&plan, version, currency).map_err(|e| {
+            invalid(
+                ErrorCode::CurrencyNotOffered,
+                "plan",
+                format!("{e}; the account's currency decides"),
+            )
+        })?;
+        Ok((terms, plan.trial_days))
+    }
+
     pub async fn create_plan(
         &self,
         caller: &Caller,
@@ -158,12 +124,12 @@ impl App {
     ) -> Result<PlanWithPrices, AppError> {
         caller.require(Permission::WriteBilling)?;
         let terms = self
-            .plan_terms(caller, std::mem::take(&mut input.charges))
+            .validate_charges(caller, std::mem::take(&mut input.charges))
             .await?;
-        let now = self.now();
+        let now = self.clocks.now();
         let (plan, first) = Plan::create(PlanId::from_ulid(new_ulid()), input, terms, now)?;
         let after = to_json(&plan)?;
-        let mut change = self.change(
+        let mut change = change(
             caller,
             now,
             ChangeSpec {
@@ -175,7 +141,7 @@ impl App {
                 after: &after,
             },
         );
-        change.events.push(self.event(
+        change.events.push(event(
             caller,
             now,
             EventType::PlanVersionCreated,
@@ -203,7 +169,7 @@ impl App {
         caller.require(Permission::Read)?;
         let plan = self.load_plan(caller, id).await?;
         let versions = self.store.list_plan_versions(caller.tenant_id, id).await?;
-        let prices = plan::version_in_effect(&versions, self.now()).cloned();
+        let prices = plan::version_in_effect(&versions, self.clocks.now()).cloned();
         Ok(PlanWithPrices { plan, prices })
     }
 
@@ -228,7 +194,7 @@ impl App {
     ) -> Result<Plan, AppError> {
         caller.require(Permission::WriteBilling)?;
         let current = self.load_plan(caller, id).await?;
-        let next = current.apply(patch, self.now())?;
+        let next = current.apply(patch, self.clocks.now())?;
         self.save_plan(
             caller,
             &current,
@@ -245,7 +211,7 @@ impl App {
     pub async fn deactivate_plan(&self, caller: &Caller, id: PlanId) -> Result<Plan, AppError> {
         caller.require(Permission::WriteBilling)?;
         let current = self.load_plan(caller, id).await?;
-        let next = current.deactivate(self.now())?;
+        let next = current.deactivate(self.clocks.now())?;
         self.save_plan(
             caller,
             &current,
@@ -271,13 +237,13 @@ impl App {
             .iter()
             .max_by_key(|v| v.number)
             .ok_or_else(|| AppError::Internal(format!("plan {id} has no versions")))?;
-        let terms = self.plan_terms(caller, input.charges).await?;
+        let terms = self.validate_charges(caller, input.charges).await?;
         let (next, version) = current.add_version(
             latest,
             input.effective_from,
             input.migrate_existing,
             terms,
-            self.now(),
+            self.clocks.now(),
         )?;
         self.save_plan(
             caller,
@@ -301,7 +267,7 @@ impl App {
         event_type: EventType,
     ) -> Result<(), AppError> {
         let (before, after) = (to_json(current)?, to_json(next)?);
-        let mut change = self.change(
+        let mut change = change(
             caller,
             next.updated_at,
             ChangeSpec {
@@ -349,89 +315,4 @@ impl App {
             by_version,
         })
     }
-
-    /// The price calculator: prices `usage` in `currency` with an inline charge or a plan's
-    /// charge, returning the amount with its derivation. Writes nothing.
-    pub async fn preview_price(
-        &self,
-        caller: &Caller,
-        source: PriceSource,
-        currency: Currency,
-        usage: Usage,
-        commitment: Option<Commitment>,
-    ) -> Result<Priced, AppError> {
-        caller.require(Permission::Read)?;
-        let (model, commitment) = match source {
-            PriceSource::Inline(model) => {
-                model.validate().map_err(|e| e.within("charge"))?;
-                if let Some(c) = &commitment {
-                    c.validate().map_err(|e| e.within("commitment"))?;
-                }
-                (model, commitment)
-            }
-            PriceSource::Plan { plan_id, metric } => {
-                let prices = self
-                    .get_plan(caller, plan_id)
-                    .await?
-                    .prices
-                    .ok_or_else(|| {
-                        invalid(
-                            ErrorCode::PlanNotInEffect,
-                            "plan_id",
-                            "the plan has no prices in effect yet",
-                        )
-                    })?;
-                prices.require_currency(currency).map_err(|e| {
-                    invalid(ErrorCode::CurrencyNotOffered, "currency", e.to_string())
-                })?;
-                match metric {
-                    None => {
-                        let model =
-                            prices.recurring_fee_in(currency).cloned().ok_or_else(|| {
-                                invalid(
-                                    ErrorCode::NoRecurringFee,
-                                    "metric",
-                                    "the plan has no recurring fee; name a metric",
-                                )
-                            })?;
-                        (model, commitment)
-                    }
-                    Some(code) => {
-                        let charge = prices.usage_charge(&code).ok_or_else(|| {
-                            invalid(
-                                ErrorCode::UnknownMetric,
-                                "metric",
-                                format!("the plan has no usage charge on `{code}`"),
-                            )
-                        })?;
-                        let model = charge.prices.get(&currency).cloned().ok_or_else(|| {
-                            invalid(
-                                ErrorCode::CurrencyNotOffered,
-                                "currency",
-                                "the charge has no price in this currency",
-                            )
-                        })?;
-                        (model, commitment.or(charge.commitment))
-                    }
-                }
-            }
-        };
-        let priced = model.price(&usage, currency).map_err(|e| match e {
-            PricingError::Invalid(v) => AppError::Invalid(v.within("charge")),
-            PricingError::Overflow => invalid(
-                ErrorCode::AmountTooLarge,
-                "usage",
-                "the amount does not fit in 64-bit minor units",
-            ),
-            other => invalid(ErrorCode::InvalidUsage, "usage", other.to_string()),
-        })?;
-        Ok(match commitment {
-            Some(c) => priced.with_commitment(&c),
-            None => priced,
-        })
-    }
-}
-
-fn invalid(code: ErrorCode, param: &'static str, message: impl Into<String>) -> AppError {
-    AppError::Invalid(ValidationError::new(code, param, message))
 }

@@ -1,5 +1,5 @@
-//! Collecting invoices: the payment worker's attempts and retries, paying now, manual
-//! retries, marking paid out of band, and the settings that decide retries.
+//! Collecting invoices: the payment worker's attempts and retries, recorded with what
+//! follows them.
 //!
 //! The first attempt of an invoice is written with the invoice's finalization (outbox
 //! style) and handed to the payment queue right after the commit; the due index holds it
@@ -13,22 +13,21 @@
 
 use billing_domain::billing::invoice::Invoice;
 use billing_domain::billing::subscription::Subscription;
-use billing_domain::collection::credit_note::{CreditNote, CreditNoteReason};
 use billing_domain::collection::payment::{ChargeResult, Payment, PaymentFailure, PaymentStatus};
 use billing_domain::collection::retry::{FinalAction, PaymentSettings};
-use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::error::ErrorCode;
-use billing_domain::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PaymentId, TenantId};
+use billing_domain::kernel::ids::{InvoiceId, PaymentId, TenantId};
 use billing_domain::kernel::money::Money;
 use jiff::Timestamp;
 
+use super::CollectionService;
+use crate::kernel::{
+    change, event, gateway_unavailable, system_caller, to_json, AppError, Caller, ChangeSpec,
+    WRITE_ATTEMPTS,
+};
 use crate::ports::*;
-use crate::webhooks::system_caller;
-use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
-
-const WRITE_ATTEMPTS: usize = 8;
 
 /// What handling one payment attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,10 +71,6 @@ impl From<billing_domain::collection::payment::PaymentError> for AppError {
     }
 }
 
-pub(crate) fn gateway_unavailable(err: GatewayError) -> AppError {
-    AppError::Unavailable(err.to_string())
-}
-
 /// The gateway's answer in the terms a payment records; a refused request (an unusable
 /// payment method) is a failed attempt like a decline.
 fn charge_result(outcome: Result<ChargeOutcome, GatewayError>) -> Result<ChargeResult, AppError> {
@@ -107,7 +102,7 @@ fn charge_result(outcome: Result<ChargeOutcome, GatewayError>) -> Result<ChargeR
     })
 }
 
-fn busy() -> AppError {
+pub(super) fn busy() -> AppError {
     AppError::Conflict {
         code: ErrorCode::ConcurrentModification,
         message: "the invoice kept changing under this request; retry".into(),
@@ -116,14 +111,14 @@ fn busy() -> AppError {
 }
 
 /// What recording an attempt's result writes, before it is written.
-pub(crate) struct Recorded {
-    pub(crate) write: CollectionWrite,
+pub(super) struct Recorded {
+    pub(super) write: CollectionWrite,
     outcome: Collected,
-    pub(crate) events: Vec<EventType>,
+    pub(super) events: Vec<EventType>,
     payment: Payment,
 }
 
-impl App {
+impl CollectionService {
     /// Hands payment work to the queue (the sweep's path); without a queue it stays due.
     pub async fn release_payments(&self, jobs: &[PaymentJob]) -> Result<(), AppError> {
         match &self.payment_queue {
@@ -136,12 +131,7 @@ impl App {
 
     /// Right after a commit that created attempts due now: the fast path. A failure is
     /// only logged, the due index brings the attempts back to the sweep.
-    pub(crate) async fn release_after_commit(
-        &self,
-        tenant: TenantId,
-        payments: &[&Payment],
-        now: Timestamp,
-    ) {
+    async fn release_after_commit(&self, tenant: TenantId, payments: &[&Payment], now: Timestamp) {
         let jobs: Vec<PaymentJob> = payments
             .iter()
             .filter(|p| p.due_at <= now)
@@ -158,7 +148,7 @@ impl App {
     }
 
     /// Hands an invoice's first attempt to the queue right after the write that made it.
-    pub(crate) async fn release_invoice_payment(
+    pub async fn release_invoice_payment(
         &self,
         tenant: TenantId,
         invoice: Option<&InvoiceWrite>,
@@ -199,7 +189,7 @@ impl App {
                 let Some(payment) = self.store.get_payment(*tenant, *id).await? else {
                     return Ok(());
                 };
-                let now = self.payment_now(*tenant, &payment).await?;
+                let now = self.clocks.now_for(*tenant, payment.test_clock).await?;
                 self.collect_known(*tenant, *id, now, Some(payment))
                     .await
                     .map(|_| ())
@@ -209,7 +199,7 @@ impl App {
             }
             // Dunning runs on the account's own time (its test clock's, if it has one).
             PaymentJob::Dunning { tenant, account } => self
-                .run_due_dunning(*tenant, *account, self.now())
+                .run_due_dunning(*tenant, *account, self.clocks.now())
                 .await
                 .map(|_| ()),
             PaymentJob::DunningNotice {
@@ -235,16 +225,7 @@ impl App {
             };
             let now = match now {
                 Some(now) => now,
-                None => match invoice.test_clock {
-                    None => self.now(),
-                    Some(clock) => {
-                        self.store
-                            .get_test_clock(tenant, clock)
-                            .await?
-                            .ok_or_else(|| AppError::not_found("test clock", clock))?
-                            .frozen_time
-                    }
-                },
+                None => self.clocks.now_for(tenant, invoice.test_clock).await?,
             };
             let livemode = self
                 .store
@@ -264,7 +245,7 @@ impl App {
                 ..Default::default()
             };
             let change =
-                self.collection_change(caller, &write, &[EventType::InvoiceOverdue], true, now)?;
+                collection_change(caller, &write, &[EventType::InvoiceOverdue], true, now)?;
             match self.store.save_collection(tenant, &write, &change).await {
                 Err(StoreError::VersionConflict { .. }) => continue,
                 other => other?,
@@ -274,23 +255,6 @@ impl App {
                 .await;
         }
         Err(busy())
-    }
-
-    /// The time of the account a payment belongs to: its test clock's, or the real one.
-    pub async fn payment_now(
-        &self,
-        tenant: TenantId,
-        payment: &Payment,
-    ) -> Result<Timestamp, AppError> {
-        match payment.test_clock {
-            None => Ok(self.now()),
-            Some(clock) => Ok(self
-                .store
-                .get_test_clock(tenant, clock)
-                .await?
-                .ok_or_else(|| AppError::not_found("test clock", clock))?
-                .frozen_time),
-        }
     }
 
     /// Makes a due payment attempt: charges the account's default payment method (or the
@@ -304,7 +268,7 @@ impl App {
         self.collect_known(tenant, id, now, None).await
     }
 
-    /// [`App::collect_payment`] starting from the payment as just read (`known`), so the
+    /// [`CollectionService::collect_payment`] starting from the payment as just read (`known`), so the
     /// worker reads it once.
     async fn collect_known(
         &self,
@@ -428,8 +392,7 @@ impl App {
         now: Timestamp,
     ) -> Result<Collected, AppError> {
         let next = payment.cancel(now)?;
-        let change =
-            self.payment_change(caller, payment, &next, &[EventType::PaymentCanceled], now)?;
+        let change = payment_change(caller, payment, &next, &[EventType::PaymentCanceled], now)?;
         let write = CollectionWrite {
             payments: vec![(Some(payment.version), next)],
             ..Default::default()
@@ -447,7 +410,7 @@ impl App {
 
     /// Everything recording `result` for `payment` on `invoice` changes.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn record_result(
+    pub(super) async fn record_result(
         &self,
         caller: &Caller,
         payment: &Payment,
@@ -555,8 +518,7 @@ impl App {
         recorded: &Recorded,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let change = self
-            .collection_change(caller, &recorded.write, &recorded.events, true, now)
+        let change = collection_change(caller, &recorded.write, &recorded.events, true, now)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         self.store
             .save_collection(caller.tenant_id, &recorded.write, &change)
@@ -615,7 +577,7 @@ impl App {
 
     /// What follows a recorded result, each idempotent so a redelivery can repeat it:
     /// dunning hears of paid and failed invoices.
-    pub(crate) async fn after_recorded(
+    pub(super) async fn after_recorded(
         &self,
         caller: &Caller,
         payment: &Payment,
@@ -635,435 +597,16 @@ impl App {
             _ => Ok(()),
         }
     }
-
-    /// The audit record (of the payment, or of the invoice when no payment changed) and
-    /// the events of a collection write, each event carrying its resource as it now is.
-    pub(crate) fn collection_change(
-        &self,
-        caller: &Caller,
-        write: &CollectionWrite,
-        event_types: &[EventType],
-        update: bool,
-        now: Timestamp,
-    ) -> Result<Change, AppError> {
-        let (entity_type, entity_id, after) = match (write.payments.first(), &write.invoice) {
-            (Some((_, p)), _) => ("payment", p.id.to_string(), to_json(p)?),
-            (None, Some((_, i))) => ("invoice", i.id.to_string(), to_json(i)?),
-            (None, None) => match &write.credit_note {
-                Some(c) => ("credit_note", c.id.to_string(), to_json(c)?),
-                None => return Err(AppError::Internal("an empty collection write".into())),
-            },
-        };
-        let mut change = self.change(
-            caller,
-            now,
-            ChangeSpec {
-                entity_type,
-                entity_id,
-                action: if update {
-                    AuditAction::Update
-                } else {
-                    AuditAction::Create
-                },
-                event_type: None,
-                before: None,
-                after: &after,
-            },
-        );
-        for &event_type in event_types {
-            let (resource, data) = match event_type.family() {
-                "invoice" => match &write.invoice {
-                    Some((_, i)) => (i.id.to_string(), to_json(i)?),
-                    None => continue,
-                },
-                "subscription" => match &write.subscription {
-                    Some((_, s)) => (s.id.to_string(), to_json(s)?),
-                    None => continue,
-                },
-                "credit_note" => match &write.credit_note {
-                    Some(c) => (c.id.to_string(), to_json(c)?),
-                    None => continue,
-                },
-                _ => match write.payments.first() {
-                    Some((_, p)) => (p.id.to_string(), to_json(p)?),
-                    None => continue,
-                },
-            };
-            change
-                .events
-                .push(self.event(caller, now, event_type, resource, data, None));
-        }
-        Ok(change)
-    }
-
-    fn payment_change(
-        &self,
-        caller: &Caller,
-        before: &Payment,
-        after: &Payment,
-        event_types: &[EventType],
-        now: Timestamp,
-    ) -> Result<Change, AppError> {
-        let (before_json, after_json) = (to_json(before)?, to_json(after)?);
-        let mut change = self.change(
-            caller,
-            now,
-            ChangeSpec {
-                entity_type: "payment",
-                entity_id: after.id.to_string(),
-                action: AuditAction::Update,
-                event_type: Some(event_types[0]),
-                before: Some(&before_json),
-                after: &after_json,
-            },
-        );
-        for &event_type in &event_types[1..] {
-            change.events.push(self.event(
-                caller,
-                now,
-                event_type,
-                after.id.to_string(),
-                after_json.clone(),
-                None,
-            ));
-        }
-        Ok(change)
-    }
-
-    pub async fn get_payment(&self, caller: &Caller, id: PaymentId) -> Result<Payment, AppError> {
-        caller.require(Permission::Read)?;
-        self.store
-            .get_payment(caller.tenant_id, id)
-            .await?
-            .ok_or_else(|| AppError::not_found("payment", id))
-    }
-
-    pub async fn list_payments(
-        &self,
-        caller: &Caller,
-        filter: &PaymentFilter,
-        page: &PageRequest,
-    ) -> Result<Page<Payment>, AppError> {
-        caller.require(Permission::Read)?;
-        let mut filter = filter.clone();
-        if !self
-            .scope_to_invoice_account(caller.tenant_id, &mut filter.account, filter.invoice)
-            .await?
-        {
-            return Ok(nothing());
-        }
-        Ok(self
-            .store
-            .list_payments(caller.tenant_id, &filter, page)
-            .await?)
-    }
-
-    /// Pays an open invoice now (`POST /v1/invoices/{id}/pay`, and a manual retry of a
-    /// failed one): a new attempt, charged in the request, with the given payment method
-    /// or the account's default. The scheduled retry, if any, finds the invoice paid and
-    /// cancels itself.
-    pub async fn pay_invoice(
-        &self,
-        caller: &Caller,
-        id: InvoiceId,
-        payment_method: Option<String>,
-    ) -> Result<Payment, AppError> {
-        caller.require(Permission::WriteBilling)?;
-        let invoice = self.get_invoice(caller, id).await?;
-        if !invoice.is_payable() {
-            return Err(AppError::Conflict {
-                code: ErrorCode::InvoiceNotPayable,
-                message: format!("a {} invoice has nothing to pay", invoice.status.as_str()),
-                param: None,
-            });
-        }
-        if let Some(method) = &payment_method {
-            let known = self
-                .store
-                .get_payment_profile(caller.tenant_id, invoice.account_id)
-                .await?
-                .is_some_and(|p| p.get(method).is_some());
-            if !known {
-                return Err(AppError::Invalid(
-                    billing_domain::kernel::error::ValidationError::new(
-                        ErrorCode::UnknownPaymentMethod,
-                        "payment_method",
-                        "the payment method is not one of the account's",
-                    ),
-                ));
-            }
-        }
-        let now = self.now_for(caller, invoice.test_clock).await?;
-        let mut payment = Payment::manual(
-            PaymentId::from_ulid(new_ulid()),
-            &invoice,
-            caller.livemode,
-            invoice.attempt_count + 1,
-            now,
-        );
-        payment.payment_method = payment_method;
-        let write = CollectionWrite {
-            payments: vec![(None, payment.clone())],
-            ..Default::default()
-        };
-        let change =
-            self.collection_change(caller, &write, &[EventType::PaymentCreated], false, now)?;
-        self.store
-            .save_collection(caller.tenant_id, &write, &change)
-            .await?;
-        self.collect_payment(caller.tenant_id, payment.id, now)
-            .await?;
-        self.get_payment(caller, payment.id).await
-    }
-
-    /// Retries the failed payment of an invoice now (`POST /v1/payments/retry`).
-    pub async fn retry_payment(
-        &self,
-        caller: &Caller,
-        invoice: InvoiceId,
-    ) -> Result<Payment, AppError> {
-        caller.require(Permission::WriteBilling)?;
-        let current = self.get_invoice(caller, invoice).await?;
-        if current.payment_status != Some(PaymentStatus::Failed)
-            && current.payment_status != Some(PaymentStatus::RequiresAction)
-        {
-            return Err(AppError::Conflict {
-                code: ErrorCode::NoFailedPayment,
-                message: "the invoice has no failed payment to retry".into(),
-                param: Some("invoice"),
-            });
-        }
-        self.pay_invoice(caller, invoice, None).await
-    }
-
-    /// Marks an invoice paid outside the platform (a bank transfer), with a reference.
-    pub async fn mark_invoice_paid(
-        &self,
-        caller: &Caller,
-        id: InvoiceId,
-        reference: String,
-    ) -> Result<Invoice, AppError> {
-        caller.require(Permission::WriteBilling)?;
-        if reference.trim().is_empty() || reference.len() > 200 {
-            return Err(AppError::Invalid(
-                billing_domain::kernel::error::ValidationError::new(
-                    ErrorCode::InvalidReference,
-                    "reference",
-                    "a reference of 1 to 200 characters says how it was paid",
-                ),
-            ));
-        }
-        for _ in 0..WRITE_ATTEMPTS {
-            let invoice = self.get_invoice(caller, id).await?;
-            let now = self.now_for(caller, invoice.test_clock).await?;
-            let paid = invoice.pay(Some(reference.clone()), now)?;
-            let subscription = match invoice.subscription_id {
-                Some(s) => self.store.get_subscription(caller.tenant_id, s).await?,
-                None => None,
-            };
-            let write = CollectionWrite {
-                invoice: Some((invoice.version, paid.clone())),
-                subscription: recovered(subscription.as_ref(), now),
-                ..Default::default()
-            };
-            let mut events = vec![EventType::InvoicePaid];
-            if write.subscription.is_some() {
-                events.push(EventType::SubscriptionUpdated);
-            }
-            let change = self.collection_change(caller, &write, &events, true, now)?;
-            match self
-                .store
-                .save_collection(caller.tenant_id, &write, &change)
-                .await
-            {
-                Err(StoreError::VersionConflict { .. }) => continue,
-                other => other?,
-            }
-            self.invoice_settled(caller, paid.account_id, paid.id, now)
-                .await?;
-            return Ok(paid);
-        }
-        Err(busy())
-    }
-
-    /// Refunds a succeeded payment, all of what is left or `amount`, at the gateway, and
-    /// records it as a credit note. The refund's id (the gateway's idempotency key) is
-    /// derived from the payment's state and the amount, so retrying after a crash between
-    /// the gateway and the write refunds once.
-    pub async fn refund_payment(
-        &self,
-        caller: &Caller,
-        id: PaymentId,
-        amount: Option<i64>,
-        memo: Option<String>,
-    ) -> Result<CreditNote, AppError> {
-        caller.require(Permission::WriteBilling)?;
-        let payment = self.get_payment(caller, id).await?;
-        let now = self.now_for(caller, payment.test_clock).await?;
-        let (next, refunded) = payment.refund(amount, now)?;
-        let Some(intent) = payment.payment_intent.clone() else {
-            return Err(AppError::Conflict {
-                code: ErrorCode::NotRefundable,
-                message: "the payment was not collected through the gateway".into(),
-                param: None,
-            });
-        };
-        let note_id = refund_id(&payment, refunded);
-        let outcome = self
-            .gateway
-            .refund(&RefundRequest {
-                idempotency_key: note_id.to_string(),
-                payment_intent: intent,
-                amount: Some(Money {
-                    minor: refunded,
-                    currency: payment.currency,
-                }),
-            })
-            .await
-            .map_err(|err| match err {
-                GatewayError::Rejected { code, message } => AppError::Conflict {
-                    code: ErrorCode::RefundRefused,
-                    message: format!("the gateway refused the refund ({code}): {message}"),
-                    param: None,
-                },
-                other => gateway_unavailable(other),
-            })?;
-        let note = CreditNote {
-            id: note_id,
-            invoice_id: payment.invoice_id,
-            account_id: payment.account_id,
-            payment_id: Some(payment.id),
-            amount: refunded,
-            currency: payment.currency,
-            reason: CreditNoteReason::Refund,
-            refund: Some(outcome.gateway_id),
-            memo,
-            created_at: now,
-        };
-        let write = CollectionWrite {
-            payments: vec![(Some(payment.version), next)],
-            credit_note: Some(note.clone()),
-            ..Default::default()
-        };
-        let change = self.collection_change(
-            caller,
-            &write,
-            &[EventType::PaymentRefunded, EventType::CreditNoteCreated],
-            true,
-            now,
-        )?;
-        match self
-            .store
-            .save_collection(caller.tenant_id, &write, &change)
-            .await
-        {
-            Err(StoreError::VersionConflict { .. }) => Err(AppError::Conflict {
-                code: ErrorCode::ConcurrentModification,
-                message: "the payment changed meanwhile (another refund?); retry".into(),
-                param: None,
-            }),
-            other => {
-                other?;
-                Ok(note)
-            }
-        }
-    }
-
-    pub async fn list_credit_notes(
-        &self,
-        caller: &Caller,
-        filter: &CreditNoteFilter,
-        page: &PageRequest,
-    ) -> Result<Page<CreditNote>, AppError> {
-        caller.require(Permission::Read)?;
-        let mut filter = filter.clone();
-        if !self
-            .scope_to_invoice_account(caller.tenant_id, &mut filter.account, filter.invoice)
-            .await?
-        {
-            return Ok(nothing());
-        }
-        Ok(self
-            .store
-            .list_credit_notes(caller.tenant_id, &filter, page)
-            .await?)
-    }
-
-    /// Payments and credit notes are indexed by account: a filter by invoice alone takes
-    /// the invoice's account. False when there is no such invoice (nothing to list).
-    async fn scope_to_invoice_account(
-        &self,
-        tenant: TenantId,
-        account: &mut Option<AccountId>,
-        invoice: Option<InvoiceId>,
-    ) -> Result<bool, AppError> {
-        if let (None, Some(invoice)) = (*account, invoice) {
-            match self.store.get_invoice(tenant, invoice).await? {
-                Some(i) => *account = Some(i.account_id),
-                None => return Ok(false),
-            }
-        }
-        Ok(true)
-    }
-
-    pub async fn payment_settings(&self, caller: &Caller) -> Result<PaymentSettings, AppError> {
-        caller.require(Permission::Read)?;
-        Ok(self.store.payment_settings(caller.tenant_id).await?)
-    }
-
-    pub async fn set_payment_settings(
-        &self,
-        caller: &Caller,
-        retry_days: Option<Vec<u32>>,
-        final_action: Option<FinalAction>,
-    ) -> Result<PaymentSettings, AppError> {
-        caller.require(Permission::WriteBilling)?;
-        let current = self.store.payment_settings(caller.tenant_id).await?;
-        let next = PaymentSettings {
-            retry_days: retry_days.unwrap_or_else(|| current.retry_days.clone()),
-            final_action: final_action.unwrap_or(current.final_action),
-        };
-        next.validate()?;
-        let (before, after) = (to_json(&current)?, to_json(&next)?);
-        let change = self.change(
-            caller,
-            self.now(),
-            ChangeSpec {
-                entity_type: "payment_settings",
-                entity_id: caller.tenant_id.to_string(),
-                action: AuditAction::Update,
-                event_type: Some(EventType::PaymentSettingsUpdated),
-                before: Some(&before),
-                after: &after,
-            },
-        );
-        self.store
-            .set_payment_settings(caller.tenant_id, &next, &change)
-            .await?;
-        Ok(next)
-    }
 }
 
 /// The first payment attempt of a just-finalized invoice, when it is to be charged
 /// automatically and has something to pay.
-pub(crate) fn first_attempt(invoice: &Invoice, livemode: bool, now: Timestamp) -> Option<Payment> {
+pub fn first_attempt(invoice: &Invoice, livemode: bool, now: Timestamp) -> Option<Payment> {
     (invoice.collection_method
         == billing_domain::billing::subscription::CollectionMethod::ChargeAutomatically
         && invoice.status == billing_domain::billing::invoice::InvoiceStatus::Open
         && invoice.amount_remaining() > 0)
         .then(|| Payment::first(invoice, livemode, now))
-}
-
-/// The id of refunding `amount` of `payment` as it stands: the same request on the same
-/// state gives the same id, a later refund (after this one was recorded) another.
-fn refund_id(payment: &Payment, amount: i64) -> CreditNoteId {
-    use sha2::{Digest, Sha256};
-    let digest =
-        Sha256::digest(format!("{}:{}:{}", payment.id, payment.amount_refunded, amount).as_bytes());
-    let mut random = [0u8; 16];
-    random[6..].copy_from_slice(&digest[..10]);
-    let millis = u64::try_from(payment.updated_at.as_millisecond().max(0)).unwrap_or(0);
-    CreditNoteId::from_ulid(ulid::Ulid::from_parts(millis, u128::from_be_bytes(random)))
 }
 
 /// When to try again after `failed`, unless the decline was hard or the schedule is spent.
@@ -1076,14 +619,99 @@ fn retry_at(settings: &PaymentSettings, failed: &Payment) -> Option<Timestamp> {
 }
 
 /// A past_due subscription made active by a payment, with the version it replaces.
-pub(crate) fn recovered(sub: Option<&Subscription>, now: Timestamp) -> Option<(u64, Subscription)> {
+pub(super) fn recovered(sub: Option<&Subscription>, now: Timestamp) -> Option<(u64, Subscription)> {
     let sub = sub?;
     sub.payment_recovered(now).map(|next| (sub.version, next))
 }
 
-fn nothing<T>() -> Page<T> {
-    Page {
-        items: Vec::new(),
-        has_more: false,
+/// The audit record (of the payment, or of the invoice when no payment changed) and
+/// the events of a collection write, each event carrying its resource as it now is.
+pub fn collection_change(
+    caller: &Caller,
+    write: &CollectionWrite,
+    event_types: &[EventType],
+    update: bool,
+    now: Timestamp,
+) -> Result<Change, AppError> {
+    let (entity_type, entity_id, after) = match (write.payments.first(), &write.invoice) {
+        (Some((_, p)), _) => ("payment", p.id.to_string(), to_json(p)?),
+        (None, Some((_, i))) => ("invoice", i.id.to_string(), to_json(i)?),
+        (None, None) => match &write.credit_note {
+            Some(c) => ("credit_note", c.id.to_string(), to_json(c)?),
+            None => return Err(AppError::Internal("an empty collection write".into())),
+        },
+    };
+    let mut change = change(
+        caller,
+        now,
+        ChangeSpec {
+            entity_type,
+            entity_id,
+            action: if update {
+                AuditAction::Update
+            } else {
+                AuditAction::Create
+            },
+            event_type: None,
+            before: None,
+            after: &after,
+        },
+    );
+    for &event_type in event_types {
+        let (resource, data) = match event_type.family() {
+            "invoice" => match &write.invoice {
+                Some((_, i)) => (i.id.to_string(), to_json(i)?),
+                None => continue,
+            },
+            "subscription" => match &write.subscription {
+                Some((_, s)) => (s.id.to_string(), to_json(s)?),
+                None => continue,
+            },
+            "credit_note" => match &write.credit_note {
+                Some(c) => (c.id.to_string(), to_json(c)?),
+                None => continue,
+            },
+            _ => match write.payments.first() {
+                Some((_, p)) => (p.id.to_string(), to_json(p)?),
+                None => continue,
+            },
+        };
+        change
+            .events
+            .push(event(caller, now, event_type, resource, data, None));
     }
+    Ok(change)
+}
+
+fn payment_change(
+    caller: &Caller,
+    before: &Payment,
+    after: &Payment,
+    event_types: &[EventType],
+    now: Timestamp,
+) -> Result<Change, AppError> {
+    let (before_json, after_json) = (to_json(before)?, to_json(after)?);
+    let mut change = change(
+        caller,
+        now,
+        ChangeSpec {
+            entity_type: "payment",
+            entity_id: after.id.to_string(),
+            action: AuditAction::Update,
+            event_type: Some(event_types[0]),
+            before: Some(&before_json),
+            after: &after_json,
+        },
+    );
+    for &event_type in &event_types[1..] {
+        change.events.push(event(
+            caller,
+            now,
+            event_type,
+            after.id.to_string(),
+            after_json.clone(),
+            None,
+        ));
+    }
+    Ok(change)
 }

@@ -1,10 +1,11 @@
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditRecord;
 
+use super::EventsService;
+use crate::kernel::{AppError, Caller};
 use crate::ports::{Page, PageRequest};
-use crate::{App, AppError, Caller};
 
-impl App {
+impl EventsService {
     pub async fn list_audit_log(
         &self,
         caller: &Caller,

@@ -5,19 +5,20 @@ use billing_domain::customers::tenant::{self, Tenant, TenantMode};
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::TenantId;
 
-use crate::api_keys::{issue_key, IssuedKey};
-use crate::{App, AppError};
+use super::api_keys::{issue_key, IssuedKey};
+use super::CustomersService;
+use crate::kernel::{new_ulid, AppError};
 
-impl App {
+impl CustomersService {
     /// Creates a tenant and its first admin key; the key's secret is returned once.
     pub async fn create_tenant(
         &self,
         name: &str,
         mode: TenantMode,
     ) -> Result<(Tenant, IssuedKey), AppError> {
-        let now = self.now();
+        let now = self.clocks.now();
         let tenant = Tenant {
-            id: TenantId::from_ulid(crate::new_ulid()),
+            id: TenantId::from_ulid(new_ulid()),
             name: tenant::validate_name(name)?,
             mode,
             created_at: now,
@@ -34,7 +35,7 @@ impl App {
     }
 }
 
-impl App {
+impl CustomersService {
     /// Makes sure the tenant that `key_text` belongs to exists with that key as an admin
     /// key. Running it again changes nothing, so a developer keeps one key across runs.
     pub async fn ensure_tenant_with_key(
@@ -57,7 +58,7 @@ impl App {
         } else {
             TenantMode::Sandbox
         };
-        let now = self.now();
+        let now = self.clocks.now();
         let tenant = Tenant {
             id: presented.tenant_id,
             name: tenant::validate_name(name)?,

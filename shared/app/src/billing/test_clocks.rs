@@ -10,8 +10,9 @@ use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{TenantId, TestClockId};
 use jiff::Timestamp;
 
+use super::BillingService;
+use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec};
 use crate::ports::{BillingJob, DueItem, DueKind, StoreError};
-use crate::{new_ulid, to_json, App, AppError, Caller, ChangeSpec};
 
 /// Most items one advance runs (years of renewals, payment retries and the rest for a few
 /// hundred subscriptions); the rest waits for the next advance.
@@ -30,7 +31,7 @@ impl From<TestClockError> for AppError {
     }
 }
 
-impl App {
+impl BillingService {
     pub async fn create_test_clock(
         &self,
         caller: &Caller,
@@ -43,10 +44,10 @@ impl App {
                 "test clocks exist only for sandbox tenants".into(),
             ));
         }
-        let now = self.now();
+        let now = self.clocks.now();
         let clock = TestClock::new(TestClockId::from_ulid(new_ulid()), name, frozen_time, now);
         let after = to_json(&clock)?;
-        let change = self.change(
+        let change = change(
             caller,
             now,
             ChangeSpec {
@@ -76,7 +77,7 @@ impl App {
             .ok_or_else(|| AppError::not_found("test clock", id))
     }
 
-    /// Marks the clock advancing towards `to`. The work itself is [`App::run_test_clock`],
+    /// Marks the clock advancing towards `to`. The work itself is [`BillingService::run_test_clock`],
     /// which the billing worker runs from a queue message (or the caller runs inline).
     pub async fn begin_test_clock_advance(
         &self,
@@ -86,7 +87,7 @@ impl App {
     ) -> Result<TestClock, AppError> {
         caller.require(Permission::WriteBilling)?;
         let current = self.get_test_clock(caller, id).await?;
-        let next = current.begin_advance(to, self.now())?;
+        let next = current.begin_advance(to, self.clocks.now())?;
         self.store
             .save_test_clock(caller.tenant_id, &current, &next)
             .await?;
@@ -140,7 +141,7 @@ impl App {
             DueKind::Billing(BillingJob::Subscription { tenant, id }) => {
                 self.run_due_subscription(*tenant, *id, item.due_at).await?;
             }
-            DueKind::Payment(job) => self.run_payment_job(job, item.due_at).await?,
+            DueKind::Payment(job) => self.collection.run_payment_job(job, item.due_at).await?,
             // Clocks hold only subscription steps and payment work; anything else is not
             // time on the clock.
             DueKind::Billing(BillingJob::TestClock { .. })

@@ -1,7 +1,7 @@
 //! The event log and webhook endpoints as the API sees them: list and read events,
 //! manage endpoints and their secrets, read deliveries, resend an event.
 
-use billing_domain::customers::access::{Permission, Role};
+use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventEnvelope;
 use billing_domain::events::types::EventType;
@@ -17,8 +17,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use ulid::Ulid;
 
+use super::EventsService;
+use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec};
 use crate::ports::{Change, EventFilter, Page, PageRequest, DELIVERY_GRACE};
-use crate::{to_json, App, AppError, Caller, ChangeSpec};
 
 const ENTITY: &str = "webhook_endpoint";
 
@@ -54,18 +55,7 @@ pub fn delivery_id(event: EventId, endpoint: WebhookEndpointId) -> DeliveryId {
     ))
 }
 
-/// The caller for changes the platform makes by itself (disabling a failing endpoint).
-pub(crate) fn system_caller(tenant_id: TenantId, livemode: bool) -> Caller {
-    Caller {
-        tenant_id,
-        livemode,
-        key_id: None,
-        role: Role::Admin,
-        request_id: None,
-    }
-}
-
-impl App {
+impl EventsService {
     pub async fn create_webhook_endpoint(
         &self,
         caller: &Caller,
@@ -89,9 +79,9 @@ impl App {
                 param: None,
             });
         }
-        let now = self.now();
+        let now = self.clocks.now();
         let endpoint = WebhookEndpoint::create(
-            WebhookEndpointId::from_ulid(crate::new_ulid()),
+            WebhookEndpointId::from_ulid(new_ulid()),
             input,
             caller.livemode,
             &new_secret_bytes(),
@@ -143,7 +133,7 @@ impl App {
     ) -> Result<WebhookEndpointView, AppError> {
         caller.require(Permission::ManageApiKeys)?;
         let current = self.load_endpoint(caller.tenant_id, id).await?;
-        let next = current.apply(patch, self.now())?;
+        let next = current.apply(patch, self.clocks.now())?;
         self.save_endpoint(caller, &current, &next).await?;
         Ok(next.view())
     }
@@ -160,7 +150,7 @@ impl App {
         let next = current.rotate(
             &new_secret_bytes(),
             overlap.unwrap_or(webhook::DEFAULT_ROTATION_OVERLAP),
-            self.now(),
+            self.clocks.now(),
         )?;
         self.save_endpoint(caller, &current, &next).await?;
         Ok(with_secret(&next))
@@ -284,12 +274,12 @@ impl App {
                 param: None,
             });
         }
-        let now = self.now();
+        let now = self.clocks.now();
         let deliveries: Vec<WebhookDelivery> = targets
             .iter()
             .map(|e| {
                 WebhookDelivery::new(
-                    DeliveryId::from_ulid(crate::new_ulid()),
+                    DeliveryId::from_ulid(new_ulid()),
                     e.id,
                     event.id,
                     event.event_type,
@@ -335,7 +325,7 @@ impl App {
     }
 
     /// The audit record and event of an endpoint change; both see the view, never a secret.
-    pub(crate) fn endpoint_change(
+    pub(super) fn endpoint_change(
         &self,
         caller: &Caller,
         before: Option<&WebhookEndpoint>,
@@ -345,9 +335,9 @@ impl App {
     ) -> Result<Change, AppError> {
         let before = before.map(|b| to_json(&b.view())).transpose()?;
         let after_json = to_json(&after.view())?;
-        Ok(self.change(
+        Ok(change(
             caller,
-            self.now(),
+            self.clocks.now(),
             ChangeSpec {
                 entity_type: ENTITY,
                 entity_id: after.id.to_string(),

@@ -1,12 +1,13 @@
-//! What happens after a commit: the due-index sweep ([`Sweeper`], run by `billing-run`)
-//! and webhook fan-out and delivery ([`Fanout`], run by `webhook-fanout`).
+//! What happens to an event after its commit: republishing one whose publish never
+//! confirmed (the due-index sweep, [`crate::jobs::Sweeper`], asks), and webhook fan-out and
+//! delivery ([`Fanout`], run by `webhook-fanout`).
 //!
 //! Guarantees, and how:
 //! - **No lost event.** Every event is written with a due-index entry
 //!   ([`OUTBOX_GRACE`] after it was created). The publish right after the commit removes
 //!   it; if the process dies first, the sweep finds the entry and publishes the event.
 //! - **At-least-once, deduplicated where we can.** A republished event fans out to the same
-//!   deterministic delivery ids ([`crate::webhooks::delivery_id`]), so an endpoint gets it
+//!   deterministic delivery ids ([`super::delivery_id`]), so an endpoint gets it
 //!   once per fan-out; a delivery attempt is recorded with a version check, so two workers
 //!   racing on one attempt record it once. A receiver may still, rarely, see an event
 //!   twice (both racers POSTed): it dedupes by the event `id`.
@@ -24,119 +25,15 @@ use billing_domain::events::webhook::{
     self, DeliveryAttempt, EndpointStatus, HealthChange, WebhookDelivery, WebhookEndpoint,
 };
 use billing_domain::kernel::ids::TenantId;
-use jiff::SignedDuration;
 
+use super::{delivery_id, EventsService};
+use crate::kernel::{system_caller, AppError};
 use crate::ports::*;
-use crate::webhooks::{delivery_id, system_caller};
-use crate::{App, AppError};
-
-/// What one sweep did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SweepReport {
-    /// Events published because their post-commit publish never confirmed.
-    pub republished: usize,
-    /// Delivery attempts queued because they fell due.
-    pub retries_queued: usize,
-    /// Subscription steps and test-clock advances handed to the billing worker.
-    pub billing_jobs_queued: usize,
-    /// Payment attempts (and other payment work) handed to the payment worker.
-    pub payment_jobs_queued: usize,
-    /// Items that failed; they stay due and the next sweep tries again.
-    pub errors: Vec<String>,
-}
-
-/// Turns due-index items into work.
-#[derive(Clone)]
-pub struct Sweeper {
-    pub app: App,
-    pub dispatch: Arc<dyn Dispatch>,
-    pub billing: Arc<dyn BillingQueue>,
-}
-
-impl Sweeper {
-    pub fn new(app: App, dispatch: Arc<dyn Dispatch>, billing: Arc<dyn BillingQueue>) -> Self {
-        Self {
-            app,
-            dispatch,
-            billing,
-        }
-    }
-
-    /// Handles up to `limit` items due now. Items are independent: one failure is
-    /// reported and left due, the rest go on.
-    pub async fn sweep(&self, limit: usize) -> Result<SweepReport, AppError> {
-        let now = self.app.clock.now();
-        let due = self.app.store.due_items(now, limit).await?;
-        let mut report = SweepReport::default();
-        // Billing jobs go to the queue in batches; an item stays due until the worker has
-        // made its step, so a lost message is only a delay.
-        let mut billing = Vec::new();
-        let mut payments = Vec::new();
-        for item in due {
-            let result = match &item.kind {
-                DueKind::Billing(job) => {
-                    billing.push(job.clone());
-                    Ok(())
-                }
-                DueKind::Payment(job) => {
-                    payments.push(job.clone());
-                    Ok(())
-                }
-                DueKind::Outbox { event_id } => self
-                    .republish(item.tenant_id, *event_id)
-                    .await
-                    .map(|done| report.republished += usize::from(done)),
-                DueKind::WebhookRetry(job) => self
-                    .dispatch
-                    .schedule_delivery(job, SignedDuration::ZERO)
-                    .await
-                    .map(|()| report.retries_queued += 1)
-                    .map_err(AppError::from),
-            };
-            if let Err(err) = result {
-                report.errors.push(format!("{:?}: {err}", item.kind));
-            }
-        }
-        match self.billing.enqueue(&billing).await {
-            Ok(()) => report.billing_jobs_queued = billing.len(),
-            Err(err) => report
-                .errors
-                .push(format!("{} billing jobs: {err}", billing.len())),
-        }
-        if !payments.is_empty() {
-            match self.app.release_payments(&payments).await {
-                Ok(()) => report.payment_jobs_queued = payments.len(),
-                Err(err) => report
-                    .errors
-                    .push(format!("{} payment jobs: {err}", payments.len())),
-            }
-        }
-        Ok(report)
-    }
-
-    async fn republish(
-        &self,
-        tenant: TenantId,
-        id: billing_domain::kernel::ids::EventId,
-    ) -> Result<bool, AppError> {
-        let store = &self.app.store;
-        let Some(event) = store.get_event(tenant, id).await? else {
-            return Ok(false);
-        };
-        if !event.published {
-            self.dispatch
-                .publish(tenant, std::slice::from_ref(&event))
-                .await?;
-        }
-        store.mark_published(tenant, id).await?;
-        Ok(!event.published)
-    }
-}
 
 /// Fans events out to endpoints and makes delivery attempts.
 #[derive(Clone)]
 pub struct Fanout {
-    pub app: App,
+    pub events: EventsService,
     pub dispatch: Arc<dyn Dispatch>,
     pub sender: Arc<dyn WebhookSender>,
 }
@@ -151,9 +48,13 @@ pub struct FanoutReport {
 }
 
 impl Fanout {
-    pub fn new(app: App, dispatch: Arc<dyn Dispatch>, sender: Arc<dyn WebhookSender>) -> Self {
+    pub fn new(
+        events: EventsService,
+        dispatch: Arc<dyn Dispatch>,
+        sender: Arc<dyn WebhookSender>,
+    ) -> Self {
         Self {
-            app,
+            events,
             dispatch,
             sender,
         }
@@ -175,12 +76,12 @@ impl Fanout {
         event: DomainEvent,
     ) -> Result<FanoutReport, AppError> {
         let endpoints = self
-            .app
+            .events
             .store
             .list_webhook_endpoints(tenant, &PageRequest::first(webhook::MAX_ENDPOINTS))
             .await?
             .items;
-        let now = self.app.clock.now();
+        let now = self.events.clocks.now();
         let event = Arc::new(event);
         let mut attempts = tokio::task::JoinSet::new();
         let mut report = FanoutReport::default();
@@ -194,7 +95,7 @@ impl Fanout {
                 now,
             );
             if !self
-                .app
+                .events
                 .store
                 .insert_delivery(tenant, &delivery, now + DELIVERY_GRACE)
                 .await?
@@ -215,8 +116,8 @@ impl Fanout {
     }
 
     async fn retry(&self, job: &DeliveryJob) -> Result<FanoutReport, AppError> {
-        let store = &self.app.store;
-        let now = self.app.clock.now();
+        let store = &self.events.store;
+        let now = self.events.clocks.now();
         let skipped = FanoutReport {
             skipped: 1,
             ..Default::default()
@@ -269,7 +170,7 @@ impl Fanout {
         delivery: WebhookDelivery,
         event: &DomainEvent,
     ) -> Result<bool, AppError> {
-        let now = self.app.clock.now();
+        let now = self.events.clocks.now();
         let body = serde_json::to_string(&EventEnvelope::from(event))
             .map_err(|e| AppError::Internal(e.to_string()))?;
         let signature = webhook::signature_header(
@@ -303,7 +204,7 @@ impl Fanout {
             (at, _) => at,
         };
         match self
-            .app
+            .events
             .store
             .update_delivery(tenant, delivery.version, &next, due_at)
             .await
@@ -332,13 +233,13 @@ impl Fanout {
         endpoint: &WebhookEndpoint,
         delivered: bool,
     ) -> Result<(), AppError> {
-        let now = self.app.clock.now();
+        let now = self.events.clocks.now();
         let (next, change) = match endpoint.after_attempt(delivered, now) {
             None => return Ok(()),
             Some(HealthChange::Recovered(next) | HealthChange::Failing(next)) => (next, None),
             Some(HealthChange::Disabled(next)) => {
                 let caller = system_caller(tenant, endpoint.livemode);
-                let mut change = self.app.endpoint_change(
+                let mut change = self.events.endpoint_change(
                     &caller,
                     Some(endpoint),
                     &next,
@@ -350,7 +251,7 @@ impl Fanout {
             }
         };
         match self
-            .app
+            .events
             .store
             .update_webhook_endpoint(tenant, endpoint, &next, change.as_ref())
             .await
@@ -359,5 +260,32 @@ impl Fanout {
             Ok(()) | Err(StoreError::VersionConflict { .. }) => Ok(()),
             Err(err) => Err(err.into()),
         }
+    }
+}
+
+impl EventsService {
+    /// Publishes an event whose publish right after its commit never confirmed, and takes
+    /// it out of the due index. True when it was still unpublished.
+    pub async fn republish(
+        &self,
+        dispatch: &dyn Dispatch,
+        tenant: TenantId,
+        id: billing_domain::kernel::ids::EventId,
+    ) -> Result<bool, AppError> {
+        let Some(event) = self.store.get_event(tenant, id).await? else {
+            return Ok(false);
+        };
+        if !event.published {
+            dispatch
+                .publish(tenant, std::slice::from_ref(&event))
+                .await?;
+        }
+        self.store.mark_published(tenant, id).await?;
+        Ok(!event.published)
+    }
+
+    /// Up to `limit` items of the due index due now, of every capability.
+    pub async fn due_now(&self, limit: usize) -> Result<Vec<DueItem>, AppError> {
+        Ok(self.store.due_items(self.clocks.now(), limit).await?)
     }
 }

@@ -2,7 +2,7 @@ use billing_domain::customers::account::AccountChangeError;
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::error::ValidationError;
 
-use crate::ports::StoreError;
+use crate::ports::{GatewayError, StoreError};
 
 /// Why a use case did not do what it was asked. The HTTP layer maps each variant to one
 /// status and problem `code`; nothing here knows about HTTP.
@@ -74,4 +74,9 @@ impl From<AccountChangeError> for AppError {
             },
         }
     }
+}
+
+/// A gateway that could not answer: the caller may retry.
+pub fn gateway_unavailable(err: GatewayError) -> AppError {
+    AppError::Unavailable(err.to_string())
 }

@@ -1,0 +1,59 @@
+//! Billing: subscriptions and their lifecycle steps, invoices (one-off, finalizing,
+//! voiding, previews), test clocks, and billing the usage of the periods steps close
+//! (late usage on supplemental invoices). The billing worker's jobs run here.
+
+mod invoices;
+mod steps;
+mod subscriptions;
+mod test_clocks;
+mod usage_billing;
+
+use std::sync::Arc;
+
+pub use invoices::{HypotheticalPlan, HypotheticalSubscription, PreviewSource};
+pub use subscriptions::{ProrationBehavior, StartSubscription};
+
+use crate::catalog::CatalogService;
+use crate::collection::CollectionService;
+use crate::kernel::Clocks;
+use crate::ports::{
+    AccountStore, InvoiceStore, PaymentStore, SubscriptionStore, TestClockStore, UsageStore,
+};
+
+/// What the billing service reads and writes.
+pub trait BillingPorts:
+    SubscriptionStore + InvoiceStore + TestClockStore + UsageStore + AccountStore + PaymentStore
+{
+}
+
+impl<T> BillingPorts for T where
+    T: SubscriptionStore + InvoiceStore + TestClockStore + UsageStore + AccountStore + PaymentStore
+{
+}
+
+/// The billing use cases. Depends on the catalog (a plan's terms), collection (an
+/// invoice's first payment attempt, dunning hearing of a voided invoice, payment work on a
+/// test clock) and usage's pricing.
+#[derive(Clone)]
+pub struct BillingService {
+    store: Arc<dyn BillingPorts>,
+    clocks: Clocks,
+    catalog: CatalogService,
+    collection: CollectionService,
+}
+
+impl BillingService {
+    pub(crate) fn new(
+        store: Arc<dyn BillingPorts>,
+        clocks: Clocks,
+        catalog: CatalogService,
+        collection: CollectionService,
+    ) -> Self {
+        Self {
+            store,
+            clocks,
+            catalog,
+            collection,
+        }
+    }
+}

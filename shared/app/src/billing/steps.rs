@@ -1,0 +1,286 @@
+//! The lifecycle steps that the billing worker (and a test clock's advance) runs when
+//! something falls due: each step is one store write of the subscription (version-checked,
+//! with its new place in the due index), the invoice the step made (its id derived from the
+//! subscription and the billing's sequence, so it can only be written once), the tenant's
+//! invoice number, the audit record and the events. Running a step twice, or two workers at
+//! once, bills once.
+
+use std::collections::HashMap;
+
+use billing_domain::billing::subscription::Subscription;
+use billing_domain::events::record::AuditAction;
+use billing_domain::kernel::ids::{SubscriptionId, TenantId};
+use jiff::Timestamp;
+
+use super::BillingService;
+use crate::kernel::{system_caller, AppError, WRITE_ATTEMPTS};
+use crate::ports::{BillingJob, NextInvoiceNumber, StoreError, SubscriptionStep};
+
+/// Most lifecycle steps one call performs (a year of daily renewals, with room).
+const MAX_STEPS: usize = 1000;
+
+impl BillingService {
+    /// Runs every lifecycle step of the subscription due at or before `until` (for a
+    /// test clock, its target time), each as its own write, each at the moment it fell due.
+    /// Returns how many steps ran; zero for a duplicate or early delivery.
+    pub async fn run_due_subscription(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        until: Timestamp,
+    ) -> Result<usize, AppError> {
+        self.run_due_subscription_from(tenant, id, until, None)
+            .await
+    }
+
+    /// A billing worker's jobs of one tenant, answered in order: the subscriptions'
+    /// together ([`BillingService::run_due_subscriptions`]), test clocks one at a time.
+    pub async fn run_billing_jobs(
+        &self,
+        tenant: TenantId,
+        jobs: &[BillingJob],
+    ) -> Vec<Result<(), AppError>> {
+        let ids: Vec<SubscriptionId> = jobs
+            .iter()
+            .filter_map(|job| match job {
+                BillingJob::Subscription { id, .. } => Some(*id),
+                BillingJob::TestClock { .. } => None,
+            })
+            .collect();
+        let mut billed = self
+            .run_due_subscriptions(tenant, &ids, self.clocks.now())
+            .await
+            .into_iter();
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            results.push(match job {
+                BillingJob::Subscription { .. } => billed
+                    .next()
+                    .unwrap_or_else(|| Err(AppError::Internal("a job went unanswered".into())))
+                    .map(|_| ()),
+                BillingJob::TestClock { id, .. } => {
+                    self.run_test_clock(tenant, *id).await.map(|_| ())
+                }
+            });
+        }
+        results
+    }
+
+    /// Runs what is due of several of a tenant's subscriptions (a billing worker's batch,
+    /// which the FIFO queue keeps to one tenant at a time): the first step of each is
+    /// written together, in a few requests for all of them. Anything more that is due,
+    /// and any step the shared write could not take (another writer got there first), runs
+    /// one subscription at a time. One result per id, in order.
+    pub async fn run_due_subscriptions(
+        &self,
+        tenant: TenantId,
+        ids: &[SubscriptionId],
+        until: Timestamp,
+    ) -> Vec<Result<usize, AppError>> {
+        let mut made = match self.first_steps_together(tenant, ids, until).await {
+            Ok(made) => made,
+            Err(err) => {
+                tracing::warn!(%err, %tenant, "steps written together failed; one at a time instead");
+                HashMap::new()
+            }
+        };
+        let mut results = Vec::with_capacity(ids.len());
+        for id in ids {
+            // A duplicate of an id counts the shared step once.
+            let known = made.remove(id);
+            let together = usize::from(known.is_some());
+            results.push(
+                self.run_due_subscription_from(tenant, *id, until, known)
+                    .await
+                    .map(|steps| steps + together),
+            );
+        }
+        results
+    }
+
+    /// Writes the first due step of each of `ids` with [`SubscriptionStore::save_subscription_steps`]
+    /// under consecutive invoice numbers read once; returns the subscriptions it wrote.
+    async fn first_steps_together(
+        &self,
+        tenant: TenantId,
+        ids: &[SubscriptionId],
+        until: Timestamp,
+    ) -> Result<HashMap<SubscriptionId, Subscription>, AppError> {
+        let mut unique = ids.to_vec();
+        unique.sort();
+        unique.dedup();
+        let subscriptions = self.store.get_subscriptions(tenant, &unique).await?;
+        if !subscriptions
+            .iter()
+            .any(|s| s.due_at().is_some_and(|d| d <= until))
+        {
+            return Ok(HashMap::new());
+        }
+        let mut numbers = self.store.next_invoice_number(tenant).await?;
+        let mut steps = Vec::new();
+        let mut due_times = Vec::new();
+        for current in &subscriptions {
+            if let Some((step, due)) = self
+                .prepare_step(tenant, current, until, Some(&mut numbers))
+                .await?
+            {
+                steps.push(step);
+                due_times.push(due);
+            }
+        }
+        let written = match self.store.save_subscription_steps(tenant, &steps).await {
+            Ok(()) => steps.len(),
+            Err(failed) => {
+                tracing::info!(error = %failed.error, written = failed.written, %tenant, "a shared write stopped; the rest go one at a time");
+                failed.written
+            }
+        };
+        let mut made = HashMap::new();
+        for (step, due) in steps.into_iter().zip(due_times).take(written) {
+            self.collection
+                .release_invoice_payment(tenant, step.invoice.as_ref(), due)
+                .await;
+            made.insert(step.next.id, step.next);
+        }
+        Ok(made)
+    }
+
+    /// [`BillingService::run_due_subscription`], from `known` (the subscription as stored) when given.
+    async fn run_due_subscription_from(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        until: Timestamp,
+        mut known: Option<Subscription>,
+    ) -> Result<usize, AppError> {
+        let mut steps = 0;
+        let mut transient_failures = 0;
+        for _ in 0..MAX_STEPS {
+            match self.run_one_step(tenant, id, until, known.take()).await {
+                // After a step of our own we know the stored subscription exactly: no
+                // read needed.
+                Ok(Step::Made(next)) => {
+                    steps += 1;
+                    known = Some(*next);
+                }
+                // Nothing of the lifecycle is due: late usage may be, once a period's
+                // usage has been billed.
+                Ok(Step::Nothing(current)) => {
+                    let late = match current {
+                        Some(sub) if sub.last_usage_period.is_none() => false,
+                        _ => self.bill_late_usage(tenant, id, until).await?,
+                    };
+                    return Ok(steps + usize::from(late));
+                }
+                // Someone else made this step (a duplicate delivery, a concurrent run):
+                // read again and carry on from where they left it.
+                Ok(Step::Lost) => {}
+                // A transient failure: a short pause, then the same step from a fresh read.
+                // Past the budget the error goes back to the queue, which redelivers.
+                Err(AppError::Unavailable(cause)) => {
+                    transient_failures += 1;
+                    if transient_failures > WRITE_ATTEMPTS {
+                        return Err(AppError::Unavailable(cause));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        20 * transient_failures as u64,
+                    ))
+                    .await;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(steps)
+    }
+
+    /// The step of `current` due by `until`, ready to write, and when it fell due. Its
+    /// invoice takes the number in `reserved` (which then moves on), or the tenant's next
+    /// one when there is none.
+    async fn prepare_step(
+        &self,
+        tenant: TenantId,
+        current: &Subscription,
+        until: Timestamp,
+        reserved: Option<&mut NextInvoiceNumber>,
+    ) -> Result<Option<(SubscriptionStep, Timestamp)>, AppError> {
+        let Some(due) = current.due_at().filter(|d| *d <= until) else {
+            return Ok(None);
+        };
+        let Some(mut transition) = current.advance(due)? else {
+            return Ok(None);
+        };
+        let rollups = self
+            .bill_closed_usage(tenant, current, &mut transition)
+            .await?;
+        let number = match reserved {
+            Some(next) if transition.billing.is_some() => {
+                let this = next.clone();
+                next.number += 1;
+                Some(this)
+            }
+            _ => None,
+        };
+        let caller = &system_caller(tenant, current.livemode);
+        let (invoice, change) = self
+            .step_records(
+                caller,
+                Some(current),
+                &transition,
+                AuditAction::Update,
+                due,
+                number,
+            )
+            .await?;
+        Ok(Some((
+            SubscriptionStep {
+                previous: current.clone(),
+                next: transition.next,
+                invoice,
+                rollups,
+                change,
+            },
+            due,
+        )))
+    }
+
+    async fn run_one_step(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        until: Timestamp,
+        known: Option<Subscription>,
+    ) -> Result<Step, AppError> {
+        let current = match known {
+            Some(sub) => sub,
+            None => match self.store.get_subscription(tenant, id).await? {
+                Some(sub) => sub,
+                None => return Ok(Step::Nothing(None)),
+            },
+        };
+        let Some((step, due)) = self.prepare_step(tenant, &current, until, None).await? else {
+            return Ok(Step::Nothing(Some(Box::new(current))));
+        };
+        match self.save_step(tenant, &step).await {
+            Ok(()) => {
+                self.collection
+                    .release_invoice_payment(tenant, step.invoice.as_ref(), due)
+                    .await;
+                Ok(Step::Made(Box::new(step.next)))
+            }
+            Err(StoreError::VersionConflict { .. } | StoreError::AlreadyExists { .. }) => {
+                Ok(Step::Lost)
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+/// What one attempt at a lifecycle step came to.
+enum Step {
+    /// Made by us; the subscription as now stored.
+    Made(Box<Subscription>),
+    /// Another writer made it (or moved the invoice sequence) first.
+    Lost,
+    /// Nothing was due; the subscription as read, if it exists.
+    Nothing(Option<Box<Subscription>>),
+}

@@ -1,0 +1,105 @@
+//! The price calculator: an amount and its derivation for some usage, writing nothing.
+
+use billing_domain::catalog::charges::{ChargeModel, Commitment, Priced, PricingError, Usage};
+use billing_domain::customers::access::Permission;
+use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::error::ErrorCode;
+use billing_domain::kernel::ids::PlanId;
+
+use super::{invalid, CatalogService};
+use crate::kernel::{AppError, Caller};
+
+/// What the price calculator prices.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PriceSource {
+    Inline(ChargeModel),
+    /// A plan's charge in the version in effect now: the usage charge on `metric`, or the
+    /// recurring fee when `metric` is `None`.
+    Plan {
+        plan_id: PlanId,
+        metric: Option<String>,
+    },
+}
+
+impl CatalogService {
+    /// The price calculator: prices `usage` in `currency` with an inline charge or a plan's
+    /// charge, returning the amount with its derivation. Writes nothing.
+    pub async fn preview_price(
+        &self,
+        caller: &Caller,
+        source: PriceSource,
+        currency: Currency,
+        usage: Usage,
+        commitment: Option<Commitment>,
+    ) -> Result<Priced, AppError> {
+        caller.require(Permission::Read)?;
+        let (model, commitment) = match source {
+            PriceSource::Inline(model) => {
+                model.validate().map_err(|e| e.within("charge"))?;
+                if let Some(c) = &commitment {
+                    c.validate().map_err(|e| e.within("commitment"))?;
+                }
+                (model, commitment)
+            }
+            PriceSource::Plan { plan_id, metric } => {
+                let prices = self
+                    .get_plan(caller, plan_id)
+                    .await?
+                    .prices
+                    .ok_or_else(|| {
+                        invalid(
+                            ErrorCode::PlanNotInEffect,
+                            "plan_id",
+                            "the plan has no prices in effect yet",
+                        )
+                    })?;
+                prices.require_currency(currency).map_err(|e| {
+                    invalid(ErrorCode::CurrencyNotOffered, "currency", e.to_string())
+                })?;
+                match metric {
+                    None => {
+                        let model =
+                            prices.recurring_fee_in(currency).cloned().ok_or_else(|| {
+                                invalid(
+                                    ErrorCode::NoRecurringFee,
+                                    "metric",
+                                    "the plan has no recurring fee; name a metric",
+                                )
+                            })?;
+                        (model, commitment)
+                    }
+                    Some(code) => {
+                        let charge = prices.usage_charge(&code).ok_or_else(|| {
+                            invalid(
+                                ErrorCode::UnknownMetric,
+                                "metric",
+                                format!("the plan has no usage charge on `{code}`"),
+                            )
+                        })?;
+                        let model = charge.prices.get(&currency).cloned().ok_or_else(|| {
+                            invalid(
+                                ErrorCode::CurrencyNotOffered,
+                                "currency",
+                                "the charge has no price in this currency",
+                            )
+                        })?;
+                        (model, commitment.or(charge.commitment))
+                    }
+                }
+            }
+        };
+        let priced = model.price(&usage, currency).map_err(|e| match e {
+            PricingError::Invalid(v) => AppError::Invalid(v.within("charge")),
+            PricingError::Overflow => invalid(
+                ErrorCode::AmountTooLarge,
+                "usage",
+                "the amount does not fit in 64-bit minor units",
+            ),
+            other => invalid(ErrorCode::InvalidUsage, "usage", other.to_string()),
+        })?;
+        Ok(match commitment {
+            Some(c) => priced.with_commitment(&c),
+            None => priced,
+        })
+    }
+}

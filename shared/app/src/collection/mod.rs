@@ -1,0 +1,94 @@
+//! Collection: getting invoices paid. Payment attempts and their retries, paying now,
+//! refunds and credit notes, the settings that decide retries, inbound gateway events,
+//! and dunning for accounts whose invoices could not be collected.
+
+mod dunning;
+mod gateway_events;
+mod paying;
+mod payments;
+mod refunds;
+
+use std::sync::Arc;
+
+use billing_domain::billing::invoice::Invoice;
+use billing_domain::customers::access::Permission;
+use billing_domain::kernel::ids::InvoiceId;
+
+pub use dunning::NOTICE_CLAIM;
+pub use gateway_events::AppliedEvent;
+pub use payments::{collection_change, first_attempt, Collected};
+
+use crate::customers::CustomersService;
+use crate::kernel::{AppError, Caller, Clocks};
+use crate::ports::{
+    AccountStore, DunningStore, InvoiceStore, Notifier, PaymentGateway, PaymentQueue, PaymentStore,
+    SubscriptionStore, TenantStore, TestClockStore,
+};
+
+/// What the collection service reads and writes.
+pub trait CollectionPorts:
+    PaymentStore
+    + DunningStore
+    + InvoiceStore
+    + SubscriptionStore
+    + AccountStore
+    + TenantStore
+    + TestClockStore
+{
+}
+
+impl<T> CollectionPorts for T where
+    T: PaymentStore
+        + DunningStore
+        + InvoiceStore
+        + SubscriptionStore
+        + AccountStore
+        + TenantStore
+        + TestClockStore
+{
+}
+
+/// The collection use cases. Depends on customers (a card the gateway reports detached).
+#[derive(Clone)]
+pub struct CollectionService {
+    store: Arc<dyn CollectionPorts>,
+    clocks: Clocks,
+    /// Where cards are charged and refunded.
+    gateway: Arc<dyn PaymentGateway>,
+    /// Tells customers about dunning steps. Without one, notices wait in the due index
+    /// for a process that has one (the payment worker).
+    notifier: Option<Arc<dyn Notifier>>,
+    /// Where payment work due now is handed right after its commit; without one it waits
+    /// for the due-index sweep.
+    payment_queue: Option<Arc<dyn PaymentQueue>>,
+    customers: CustomersService,
+}
+
+impl CollectionService {
+    pub(crate) fn new(
+        store: Arc<dyn CollectionPorts>,
+        clocks: Clocks,
+        gateway: Arc<dyn PaymentGateway>,
+        notifier: Option<Arc<dyn Notifier>>,
+        payment_queue: Option<Arc<dyn PaymentQueue>>,
+        customers: CustomersService,
+    ) -> Self {
+        Self {
+            store,
+            clocks,
+            gateway,
+            notifier,
+            payment_queue,
+            customers,
+        }
+    }
+
+    /// An invoice of the caller's tenant.
+    async fn invoice(&self, caller: &Caller, id: InvoiceId) -> Result<Invoice, AppError> {
+        caller.require(Permission::Read)?;
+        self.store
+            .get_invoice(caller.tenant_id, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("invoice", id))
+    }
+}

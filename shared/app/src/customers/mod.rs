@@ -1,0 +1,67 @@
+//! Customers: tenants and their API keys, customer accounts, and the accounts' payment
+//! methods (kept at the gateway; only brand, last four digits, expiry and country here).
+
+mod accounts;
+mod api_keys;
+mod payment_methods;
+mod tenants;
+
+use std::sync::Arc;
+
+use billing_domain::customers::account::{Account, AccountStatus};
+use billing_domain::kernel::error::ErrorCode;
+
+pub use api_keys::{issue_key, IssuedKey};
+
+use crate::kernel::{AppError, Clocks};
+use crate::ports::{
+    AccountStore, ApiKeyStore, PaymentGateway, PaymentStore, TenantStore, TestClockStore,
+};
+
+/// What the customers service reads and writes.
+pub trait CustomersPorts:
+    TenantStore + ApiKeyStore + AccountStore + PaymentStore + TestClockStore
+{
+}
+
+impl<T> CustomersPorts for T where
+    T: TenantStore + ApiKeyStore + AccountStore + PaymentStore + TestClockStore
+{
+}
+
+/// The customers use cases. Depends on the kernel only.
+#[derive(Clone)]
+pub struct CustomersService {
+    store: Arc<dyn CustomersPorts>,
+    clocks: Clocks,
+    gateway: Arc<dyn PaymentGateway>,
+}
+
+impl CustomersService {
+    pub(crate) fn new(
+        store: Arc<dyn CustomersPorts>,
+        clocks: Clocks,
+        gateway: Arc<dyn PaymentGateway>,
+    ) -> Self {
+        Self {
+            store,
+            clocks,
+            gateway,
+        }
+    }
+}
+
+/// Blocked accounts take no new subscriptions and no plan changes until they have paid.
+pub fn refuse_blocked(account: &Account) -> Result<(), AppError> {
+    if account.status != AccountStatus::Blocked {
+        return Ok(());
+    }
+    Err(AppError::Conflict {
+        code: ErrorCode::AccountBlocked,
+        message: format!(
+            "account {} is blocked by dunning: pay its overdue invoices to unblock it",
+            account.id
+        ),
+        param: Some("account"),
+    })
+}

@@ -1,0 +1,64 @@
+use billing_domain::customers::access::{ApiKey, Permission, Role};
+use billing_domain::events::record::Actor;
+use billing_domain::kernel::ids::{ApiKeyId, TenantId};
+
+use super::AppError;
+
+/// The authenticated caller of a use case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub tenant_id: TenantId,
+    pub livemode: bool,
+    pub key_id: Option<ApiKeyId>,
+    pub role: Role,
+    pub request_id: Option<String>,
+}
+
+impl Caller {
+    /// Who presents `key`.
+    pub fn of_key(key: &ApiKey, request_id: Option<String>) -> Self {
+        Self {
+            tenant_id: key.tenant_id,
+            livemode: key.livemode,
+            key_id: Some(key.id),
+            role: key.role,
+            request_id,
+        }
+    }
+
+    pub fn require(&self, permission: Permission) -> Result<(), AppError> {
+        if self.role.allows(permission) {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(format!(
+                "the {} role may not do this",
+                self.role.as_str()
+            )))
+        }
+    }
+
+    pub(crate) fn actor(&self) -> Actor {
+        Actor {
+            key_id: self.key_id,
+            role: Some(self.role),
+            via: if self.key_id.is_some() {
+                "api"
+            } else {
+                "billing-admin"
+            }
+            .to_owned(),
+        }
+    }
+}
+
+/// The caller for changes the platform makes by itself (a lifecycle step, a payment
+/// attempt, disabling a failing endpoint).
+pub fn system_caller(tenant_id: TenantId, livemode: bool) -> Caller {
+    Caller {
+        tenant_id,
+        livemode,
+        key_id: None,
+        role: Role::Admin,
+        request_id: None,
+    }
+}

@@ -1,0 +1,526 @@
+//! Ingest: events (one or a batch) into rollups exactly once.
+//!
+//! Ingest plans every write from what it read and conditions each rollup write on the
+//! version it read; events are created only if their transaction id is new. Each event is
+//! one unit with everything it moves (its rollup, a new distinct value, the quota snapshot,
+//! a threshold it crosses), so an event is never half applied; the store packs units into
+//! as few transactions as its limits allow. Units that lose a race (a duplicate delivered
+//! concurrently, a rollup moved) are re-planned from fresh reads; what committed is found
+//! committed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
+use billing_domain::catalog::metric::Metric;
+use billing_domain::customers::access::Permission;
+use billing_domain::events::record::AuditAction;
+use billing_domain::events::types::EventType;
+use billing_domain::kernel::error::ErrorCode;
+use billing_domain::kernel::error::ValidationError;
+use billing_domain::kernel::ids::{AccountId, SubscriptionId, TenantId, TestClockId};
+use billing_domain::usage::entitlements::{Entitlement, UsageThreshold};
+use billing_domain::usage::meter::{
+    self, Placement, UsageEvent, UsageEventInput, UsageOutcome, DEFAULT_GRACE, LATE_USAGE_DEBOUNCE,
+    MAX_BATCH,
+};
+use jiff::Timestamp;
+
+use super::{invalid, UsageService};
+use crate::kernel::{event, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS};
+use crate::ports::*;
+
+/// Each event's transaction id and outcome, by position in the batch, once decided.
+type Outcomes = Vec<Option<(String, Result<UsageOutcome, ValidationError>)>>;
+
+/// An event ready to be written: validated, placed, with what it belongs to.
+struct Candidate {
+    index: usize,
+    sub: Arc<Subscription>,
+    metric: Arc<Metric>,
+    event: UsageEvent,
+    placement: Placement,
+    now: Timestamp,
+}
+
+impl Candidate {
+    fn rollup_key(&self) -> Option<RollupKey> {
+        self.placement.period().map(|p| RollupKey {
+            subscription: self.sub.id,
+            period_start: p.start,
+            metric: self.metric.code.clone(),
+        })
+    }
+}
+
+/// What a batch looked up, so each subscription, metric and clock is read once.
+#[derive(Default)]
+struct Lookups {
+    subscriptions: HashMap<(bool, String), Result<Arc<Subscription>, ValidationError>>,
+    metrics: HashMap<String, Option<Arc<Metric>>>,
+    clocks: HashMap<Option<TestClockId>, Timestamp>,
+}
+
+fn entitlement<'a>(sub: Option<&'a Arc<Subscription>>, metric: &str) -> Option<&'a Entitlement> {
+    sub?.terms.entitlements.iter().find(|e| e.metric == metric)
+}
+
+impl UsageService {
+    /// Records a batch (at most [`MAX_BATCH`]); answers per event, in order.
+    pub async fn record_usage(
+        &self,
+        caller: &Caller,
+        inputs: Vec<UsageEventInput>,
+    ) -> Result<Vec<UsageOutcome>, AppError> {
+        Ok(self
+            .ingest(caller, inputs)
+            .await?
+            .into_iter()
+            .map(|(id, outcome)| outcome.unwrap_or_else(|e| UsageOutcome::rejected(id, e)))
+            .collect())
+    }
+
+    /// Records one event; a refusal is an error.
+    pub async fn record_usage_event(
+        &self,
+        caller: &Caller,
+        input: UsageEventInput,
+    ) -> Result<UsageOutcome, AppError> {
+        let (_, outcome) = self
+            .ingest(caller, vec![input])
+            .await?
+            .pop()
+            .ok_or_else(|| AppError::Internal("an event without an outcome".into()))?;
+        Ok(outcome?)
+    }
+
+    /// Each event's outcome (or why it was refused), by transaction id, in order.
+    async fn ingest(
+        &self,
+        caller: &Caller,
+        inputs: Vec<UsageEventInput>,
+    ) -> Result<Vec<(String, Result<UsageOutcome, ValidationError>)>, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        if inputs.is_empty() || inputs.len() > MAX_BATCH {
+            return Err(invalid(
+                ErrorCode::InvalidBatch,
+                "events",
+                format!("a batch holds 1 to {MAX_BATCH} events"),
+            )
+            .into());
+        }
+        let mut outcomes: Outcomes = vec![None; inputs.len()];
+        let mut lookups = Lookups::default();
+        let mut candidates = Vec::with_capacity(inputs.len());
+        let mut in_batch = BTreeSet::new();
+        for (index, input) in inputs.into_iter().enumerate() {
+            let transaction_id = input.transaction_id.clone();
+            match self.prepare(caller, &mut lookups, index, input).await {
+                Ok(c) if !in_batch.insert(c.event.transaction_id.clone()) => {
+                    outcomes[index] = Some((
+                        transaction_id.clone(),
+                        Ok(UsageOutcome::duplicate(transaction_id)),
+                    ));
+                }
+                Ok(c) => candidates.push(c),
+                Err(AppError::Invalid(e)) => {
+                    outcomes[index] = Some((transaction_id, Err(e)));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        for _ in 0..WRITE_ATTEMPTS {
+            if candidates.is_empty() {
+                break;
+            }
+            self.write_candidates(caller, &mut candidates, &mut outcomes)
+                .await?;
+        }
+        if !candidates.is_empty() {
+            return Err(AppError::Unavailable(
+                "usage of these subscriptions kept changing under this request; retry it (accepted events come back as duplicates)".into(),
+            ));
+        }
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// Validates one event and decides where it counts.
+    async fn prepare(
+        &self,
+        caller: &Caller,
+        lookups: &mut Lookups,
+        index: usize,
+        input: UsageEventInput,
+    ) -> Result<Candidate, AppError> {
+        meter::validate_transaction_id(&input.transaction_id)?;
+        let sub = self.usage_subscription(caller, lookups, &input).await?;
+        let metric = match lookups.metrics.get(&input.metric) {
+            Some(m) => m.clone(),
+            None => {
+                let m = self
+                    .store
+                    .get_metric_by_code(caller.tenant_id, &input.metric)
+                    .await?
+                    .map(Arc::new);
+                lookups.metrics.insert(input.metric.clone(), m.clone());
+                m
+            }
+        }
+        .ok_or_else(|| {
+            invalid(
+                ErrorCode::UnknownMetric,
+                "metric",
+                format!(
+                    "no billable metric has the code `{}`; create it with POST /v1/metrics",
+                    input.metric
+                ),
+            )
+        })?;
+        let now = match lookups.clocks.get(&sub.test_clock) {
+            Some(now) => *now,
+            None => {
+                let now = self
+                    .clocks
+                    .now_for(caller.tenant_id, sub.test_clock)
+                    .await?;
+                lookups.clocks.insert(sub.test_clock, now);
+                now
+            }
+        };
+        let event = UsageEvent::validate(
+            input.transaction_id,
+            &metric,
+            input.value.as_ref(),
+            input.properties,
+            input.timestamp.unwrap_or(now),
+            now,
+        )?;
+        let placement = meter::place(&sub, event.timestamp, now, DEFAULT_GRACE)?;
+        Ok(Candidate {
+            index,
+            sub,
+            metric,
+            event,
+            placement,
+            now,
+        })
+    }
+
+    /// The subscription an event names, by id or by its account's external_id.
+    async fn usage_subscription(
+        &self,
+        caller: &Caller,
+        lookups: &mut Lookups,
+        input: &UsageEventInput,
+    ) -> Result<Arc<Subscription>, AppError> {
+        let key =
+            match (&input.subscription, &input.external_account_id) {
+                (Some(id), None) => (true, id.clone()),
+                (None, Some(external)) => (false, external.clone()),
+                _ => return Err(invalid(
+                    ErrorCode::MissingSubscription,
+                    "subscription",
+                    "name the subscription, or the account by external_account_id (one of the two)",
+                )
+                .into()),
+            };
+        if let Some(found) = lookups.subscriptions.get(&key) {
+            return Ok(found.clone()?);
+        }
+        let found = self.find_usage_subscription(caller, &key).await?;
+        lookups.subscriptions.insert(key, found.clone());
+        Ok(found?)
+    }
+
+    async fn find_usage_subscription(
+        &self,
+        caller: &Caller,
+        (by_id, value): &(bool, String),
+    ) -> Result<Result<Arc<Subscription>, ValidationError>, AppError> {
+        let tenant = caller.tenant_id;
+        if *by_id {
+            let id = SubscriptionId::parse(value, "subscription")?;
+            return Ok(self
+                .store
+                .get_subscription(tenant, id)
+                .await?
+                .map(Arc::new)
+                .ok_or_else(|| {
+                    invalid(
+                        ErrorCode::UnknownSubscription,
+                        "subscription",
+                        format!("no such subscription: {id}"),
+                    )
+                }));
+        }
+        let Some(account) = self.account_by_external_id(tenant, value).await? else {
+            return Ok(Err(invalid(
+                ErrorCode::UnknownAccount,
+                "external_account_id",
+                format!("no account has the external_id `{value}`"),
+            )));
+        };
+        let live = self.live_subscriptions(tenant, account).await?;
+        Ok(match live.as_slice() {
+            [one] => Ok(Arc::new(one.clone())),
+            [] => Err(invalid(
+                ErrorCode::NoSubscription,
+                "external_account_id",
+                format!("the account `{value}` has no live subscription"),
+            )),
+            _ => Err(invalid(
+                ErrorCode::AmbiguousSubscription,
+                "external_account_id",
+                format!("the account `{value}` has several live subscriptions; name one with `subscription`"),
+            )),
+        })
+    }
+
+    pub(super) async fn account_by_external_id(
+        &self,
+        tenant: TenantId,
+        external_id: &str,
+    ) -> Result<Option<AccountId>, AppError> {
+        let page = self
+            .store
+            .list_accounts(
+                tenant,
+                &AccountFilter {
+                    external_id: Some(external_id.to_owned()),
+                    ..AccountFilter::default()
+                },
+                &PageRequest::first(1),
+            )
+            .await?;
+        Ok(page.items.first().map(|a| a.id))
+    }
+
+    pub(super) async fn live_subscriptions(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+    ) -> Result<Vec<Subscription>, AppError> {
+        let page = self
+            .store
+            .list_subscriptions(
+                tenant,
+                &SubscriptionFilter {
+                    account: Some(account),
+                    ..SubscriptionFilter::default()
+                },
+                &PageRequest::first(100),
+            )
+            .await?;
+        Ok(page
+            .items
+            .into_iter()
+            .filter(|s| s.status != SubscriptionStatus::Cancelled)
+            .collect())
+    }
+
+    /// One attempt at writing the candidates: finds duplicates, plans their units from
+    /// fresh reads, and writes them in order. Written and duplicate candidates leave the
+    /// list.
+    async fn write_candidates(
+        &self,
+        caller: &Caller,
+        candidates: &mut Vec<Candidate>,
+        outcomes: &mut Outcomes,
+    ) -> Result<(), AppError> {
+        let tenant = caller.tenant_id;
+        let ids: Vec<String> = candidates
+            .iter()
+            .map(|c| c.event.transaction_id.clone())
+            .collect();
+        let stored = self.store.stored_usage_events(tenant, &ids).await?;
+        candidates.retain(|c| {
+            let duplicate = stored.contains(&c.event.transaction_id);
+            if duplicate {
+                let id = c.event.transaction_id.clone();
+                outcomes[c.index] = Some((id.clone(), Ok(UsageOutcome::duplicate(id))));
+            }
+            !duplicate
+        });
+        let (units, late) = self.plan_units(caller, candidates).await?;
+        let (written, result) = match self.store.record_usage(tenant, &units).await {
+            Ok(()) => (units.len(), Ok(())),
+            // Lost a race: re-plan what is left from fresh reads.
+            Err(StepsFailed {
+                written,
+                error: StoreError::AlreadyExists { .. } | StoreError::VersionConflict { .. },
+            }) => (written, Ok(())),
+            Err(StepsFailed { written, error }) => (written, Err(error.into())),
+        };
+        for (c, late) in candidates.iter().zip(late).take(written) {
+            let id = c.event.transaction_id.clone();
+            outcomes[c.index] = Some((
+                id.clone(),
+                Ok(UsageOutcome::accepted(id, c.placement, late)),
+            ));
+        }
+        candidates.drain(..written);
+        result
+    }
+
+    /// Reads the rollups and distinct values the candidates touch and plans one unit per
+    /// candidate, in order, each moving its rollup on from the state the one before left;
+    /// with each, whether its event is late.
+    async fn plan_units(
+        &self,
+        caller: &Caller,
+        candidates: &[Candidate],
+    ) -> Result<(Vec<UsageWrite>, Vec<bool>), AppError> {
+        let tenant = caller.tenant_id;
+        let keys: BTreeSet<RollupKey> = candidates
+            .iter()
+            .filter_map(Candidate::rollup_key)
+            .collect();
+        let keys: Vec<RollupKey> = keys.into_iter().collect();
+        let mut state: BTreeMap<RollupKey, Rollup> = self
+            .store
+            .get_rollups(tenant, &keys)
+            .await?
+            .into_iter()
+            .map(|r| (r.key(), r))
+            .collect();
+        let mut seen: BTreeMap<RollupKey, BTreeSet<String>> = BTreeMap::new();
+        for key in &keys {
+            let values: BTreeSet<String> = candidates
+                .iter()
+                .filter(|c| c.rollup_key().as_ref() == Some(key))
+                .filter_map(|c| match &c.event.value {
+                    meter::Measured::Distinct { value } => Some(value.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !values.is_empty() {
+                let values: Vec<String> = values.into_iter().collect();
+                let known = self
+                    .store
+                    .seen_distinct_values(tenant, key, &values)
+                    .await?;
+                seen.insert(key.clone(), known);
+            }
+        }
+        let mut units = Vec::with_capacity(candidates.len());
+        let mut late = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            let mut unit = UsageWrite {
+                events: vec![StoredUsageEvent {
+                    event: c.event.clone(),
+                    subscription_id: c.sub.id,
+                    period_start: c.placement.period().map(|p| p.start),
+                    received_at: c.now,
+                }],
+                ..UsageWrite::default()
+            };
+            let mut is_late = false;
+            if let Some(key) = c.rollup_key() {
+                let period = c.placement.period().unwrap_or(c.sub.current_period);
+                let mut rollup = state.get(&key).cloned().unwrap_or_else(|| {
+                    Rollup::empty(&c.sub, &c.metric.code, c.metric.aggregation, period)
+                });
+                let read = rollup.version;
+                let new_value = match &c.event.value {
+                    meter::Measured::Distinct { value } => {
+                        seen.entry(key.clone()).or_default().insert(value.clone())
+                    }
+                    _ => false,
+                };
+                rollup.aggregation = c.metric.aggregation;
+                rollup
+                    .aggregate
+                    .apply(&c.event, new_value)
+                    .map_err(|e| invalid(ErrorCode::InvalidValue, "value", e.to_string()))?;
+                if rollup.billed.is_some() {
+                    is_late = true;
+                    rollup
+                        .late_due_at
+                        .get_or_insert(c.now + LATE_USAGE_DEBOUNCE);
+                }
+                if new_value {
+                    if let meter::Measured::Distinct { value } = &c.event.value {
+                        unit.distinct_values.push((key.clone(), value.clone()));
+                    }
+                }
+                rollup.version = read + 1;
+                if let (Some(limit), None) =
+                    (entitlement(Some(&c.sub), &key.metric), &rollup.billed)
+                {
+                    self.limited(caller, c, limit, &mut rollup, &mut unit)?;
+                }
+                state.insert(key, rollup.clone());
+                unit.rollups.push(RollupWrite {
+                    expected_version: read,
+                    next: rollup,
+                });
+            }
+            units.push(unit);
+            late.push(is_late);
+        }
+        Ok((units, late))
+    }
+
+    /// What an event on a limited rollup adds to its unit: the quota snapshot, and the
+    /// events of the thresholds it crosses.
+    fn limited(
+        &self,
+        caller: &Caller,
+        c: &Candidate,
+        limit: &Entitlement,
+        rollup: &mut Rollup,
+        unit: &mut UsageWrite,
+    ) -> Result<(), AppError> {
+        let sub = &c.sub;
+        let used = rollup.quantity();
+        unit.quotas.push(QuotaSnapshot {
+            account_id: sub.account_id,
+            subscription_id: sub.id,
+            metric: rollup.metric.clone(),
+            period: rollup.period,
+            used,
+            test_clock: sub.test_clock,
+            entitlement: limit.clone(),
+        });
+        let mut change: Option<Change> = None;
+        for threshold in limit.reached(rollup.announced, used) {
+            rollup.announced = threshold;
+            let data = to_json(&UsageThreshold {
+                subscription_id: sub.id,
+                account_id: sub.account_id,
+                metric: rollup.metric.clone(),
+                period: rollup.period,
+                threshold,
+                limit: limit.limit,
+                used,
+                enforcement: limit.enforcement,
+            })?;
+            match &mut change {
+                None => {
+                    change = Some(crate::kernel::change(
+                        caller,
+                        c.now,
+                        ChangeSpec {
+                            entity_type: "usage",
+                            entity_id: sub.id.to_string(),
+                            action: AuditAction::Update,
+                            event_type: Some(EventType::UsageThresholdReached),
+                            before: None,
+                            after: &data,
+                        },
+                    ))
+                }
+                Some(change) => change.events.push(event(
+                    caller,
+                    c.now,
+                    EventType::UsageThresholdReached,
+                    sub.id.to_string(),
+                    data,
+                    None,
+                )),
+            }
+        }
+        unit.changes.extend(change);
+        Ok(())
+    }
+}
