@@ -162,10 +162,7 @@ async fn a_crash_after_the_charge_charges_once() {
             idempotency_key: attempt.id.to_string(),
             customer: "cus_sb_x".into(),
             payment_method: profile_card.id.clone(),
-            amount: billing_domain::kernel::money::Money {
-                minor: attempt.amount,
-                currency: attempt.currency,
-            },
+            amount: attempt.amount.of(attempt.currency),
             description: "crashed".into(),
             metadata: Vec::new(),
         })

@@ -9,6 +9,7 @@ use billing_domain::catalog::charges::Priced;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::ids::{SubscriptionId, TenantId};
+use billing_domain::kernel::money::MinorUnits;
 use billing_domain::usage::meter::{self};
 use jiff::{SignedDuration, Timestamp};
 
@@ -160,7 +161,12 @@ impl BillingService {
                     };
                     let usage = rollup.aggregate.usage(rollup.aggregation, &term.model);
                     let priced = price(&term, &usage, &sub)?;
-                    let delta = priced.amount.minor - was.amount;
+                    let delta = MinorUnits::new(priced.amount.minor)
+                        .checked_sub(was.amount)
+                        .ok_or_else(|| {
+                            AppError::Internal("late usage: the difference overflows".into())
+                        })?
+                        .get();
                     if delta != 0 {
                         lines.push(LineInput {
                             id: Some(format!("late_usage:{}", rollup.metric)),
@@ -275,7 +281,7 @@ fn billed(
     let read = rollup.version;
     rollup.billed = Some(BilledUsage {
         quantity: rollup.quantity(),
-        amount: priced.amount.minor,
+        amount: priced.amount.minor.into(),
         model: term.model.clone(),
         commitment: term.commitment,
         invoice_id,

@@ -490,7 +490,10 @@ impl CollectionService {
             }
         }
         for invoice in invoices.iter().filter(|i| owed(i)) {
-            let left = Money::new(invoice.amount_due - invoice.amount_paid, invoice.currency);
+            let left = invoice
+                .amount_due
+                .saturating_sub(invoice.amount_paid)
+                .of(invoice.currency);
             let sum = owed_by_currency
                 .entry(invoice.currency.api_code())
                 .or_insert(Money::zero(invoice.currency));

@@ -105,28 +105,30 @@ impl CollectionService {
             }
             GatewayEventKind::ChargeRefunded {
                 amount_refunded, ..
-            } => payment.refunded_total(*amount_refunded, now).map(|next| {
-                let note = CreditNote {
-                    id: CreditNoteId::from_ulid(new_ulid()),
-                    invoice_id: payment.invoice_id,
-                    account_id: payment.account_id,
-                    payment_id: Some(payment.id),
-                    amount: next.amount_refunded - payment.amount_refunded,
-                    currency: payment.currency,
-                    reason: CreditNoteReason::Refund,
-                    refund: None,
-                    memo: Some("refunded at the gateway".into()),
-                    created_at: now,
-                };
-                (
-                    CollectionWrite {
-                        payments: vec![(Some(payment.version), next)],
-                        credit_note: Some(note),
-                        ..Default::default()
-                    },
-                    vec![EventType::PaymentRefunded, EventType::CreditNoteCreated],
-                )
-            }),
+            } => payment
+                .refunded_total((*amount_refunded).into(), now)
+                .map(|next| {
+                    let note = CreditNote {
+                        id: CreditNoteId::from_ulid(new_ulid()),
+                        invoice_id: payment.invoice_id,
+                        account_id: payment.account_id,
+                        payment_id: Some(payment.id),
+                        amount: next.amount_refunded.saturating_sub(payment.amount_refunded),
+                        currency: payment.currency,
+                        reason: CreditNoteReason::Refund,
+                        refund: None,
+                        memo: Some("refunded at the gateway".into()),
+                        created_at: now,
+                    };
+                    (
+                        CollectionWrite {
+                            payments: vec![(Some(payment.version), next)],
+                            credit_note: Some(note),
+                            ..Default::default()
+                        },
+                        vec![EventType::PaymentRefunded, EventType::CreditNoteCreated],
+                    )
+                }),
             GatewayEventKind::DisputeCreated { dispute, .. } => {
                 payment.disputed(dispute.clone(), now).map(|next| {
                     (

@@ -19,7 +19,6 @@ use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{InvoiceId, PaymentId, TenantId};
-use billing_domain::kernel::money::Money;
 use jiff::Timestamp;
 
 use super::CollectionService;
@@ -369,10 +368,7 @@ impl CollectionService {
                 idempotency_key: payment.id.to_string(),
                 customer,
                 payment_method: method.clone(),
-                amount: Money {
-                    minor: payment.amount,
-                    currency: payment.currency,
-                },
+                amount: payment.amount.of(payment.currency),
                 description: format!("Invoice {}", invoice.number.as_deref().unwrap_or("(draft)")),
                 metadata: vec![
                     ("tenant_id".into(), tenant.to_string()),
@@ -563,10 +559,7 @@ impl CollectionService {
             body: format!(
                 "We could not charge your card for an invoice of {}, and we will not try it \
                  again. Please add another payment method.",
-                billing_domain::kernel::format::format_human(Money {
-                    minor: payment.amount,
-                    currency: payment.currency,
-                }),
+                billing_domain::kernel::format::format_human(payment.amount.of(payment.currency)),
             ),
             key: format!("{}:hard_decline", payment.id),
         };
@@ -605,8 +598,8 @@ pub fn first_attempt(invoice: &Invoice, livemode: bool, now: Timestamp) -> Optio
     (invoice.collection_method
         == billing_domain::billing::subscription::CollectionMethod::ChargeAutomatically
         && invoice.status == billing_domain::billing::invoice::InvoiceStatus::Open
-        && invoice.amount_remaining() > 0)
-        .then(|| Payment::first(invoice, livemode, now))
+        && invoice.amount_remaining().is_positive())
+    .then(|| Payment::first(invoice, livemode, now))
 }
 
 /// When to try again after `failed`, unless the decline was hard or the schedule is spent.

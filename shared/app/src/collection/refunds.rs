@@ -6,7 +6,7 @@ use billing_domain::customers::access::Permission;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{CreditNoteId, PaymentId};
-use billing_domain::kernel::money::Money;
+use billing_domain::kernel::money::MinorUnits;
 
 use super::paying::nothing;
 use super::payments::collection_change;
@@ -32,7 +32,7 @@ impl CollectionService {
             .clocks
             .now_for(caller.tenant_id, payment.test_clock)
             .await?;
-        let (next, refunded) = payment.refund(amount, now)?;
+        let (next, refunded) = payment.refund(amount.map(MinorUnits::new), now)?;
         let Some(intent) = payment.payment_intent.clone() else {
             return Err(AppError::Conflict {
                 code: ErrorCode::NotRefundable,
@@ -46,10 +46,7 @@ impl CollectionService {
             .refund(&RefundRequest {
                 idempotency_key: note_id.to_string(),
                 payment_intent: intent,
-                amount: Some(Money {
-                    minor: refunded,
-                    currency: payment.currency,
-                }),
+                amount: Some(refunded.of(payment.currency)),
             })
             .await
             .map_err(|err| match err {
@@ -124,7 +121,7 @@ impl CollectionService {
 
 /// The id of refunding `amount` of `payment` as it stands: the same request on the same
 /// state gives the same id, a later refund (after this one was recorded) another.
-fn refund_id(payment: &Payment, amount: i64) -> CreditNoteId {
+fn refund_id(payment: &Payment, amount: MinorUnits) -> CreditNoteId {
     use sha2::{Digest, Sha256};
     let digest =
         Sha256::digest(format!("{}:{}:{}", payment.id, payment.amount_refunded, amount).as_bytes());

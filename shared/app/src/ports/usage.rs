@@ -13,6 +13,7 @@ use billing_domain::billing::subscription::Subscription;
 use billing_domain::catalog::charges::{ChargeModel, Commitment};
 use billing_domain::catalog::metric::Aggregation;
 use billing_domain::kernel::ids::{AccountId, InvoiceId, SubscriptionId, TenantId, TestClockId};
+use billing_domain::kernel::money::MinorUnits;
 use billing_domain::usage::entitlements::Entitlement;
 use billing_domain::usage::meter::{Aggregate, UsageEvent};
 use jiff::Timestamp;
@@ -90,8 +91,8 @@ impl Rollup {
 pub struct BilledUsage {
     #[serde(with = "billing_domain::kernel::decimal::serde_decimal")]
     pub quantity: Decimal,
-    /// Minor units, after the charge's commitment.
-    pub amount: i64,
+    /// After the charge's commitment.
+    pub amount: MinorUnits,
     pub model: ChargeModel,
     pub commitment: Option<Commitment>,
     /// The last invoice that billed it (the period's, or a supplemental one).

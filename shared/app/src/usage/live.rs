@@ -10,7 +10,7 @@ use billing_domain::catalog::charges::{Derivation, Priced};
 use billing_domain::customers::access::Permission;
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{AccountId, SubscriptionId};
-use billing_domain::kernel::money::Money;
+use billing_domain::kernel::money::{MinorUnits, Money};
 use billing_domain::usage::entitlements::Check;
 use billing_domain::usage::meter;
 use jiff::{SignedDuration, Timestamp};
@@ -38,8 +38,9 @@ pub struct MetricUsage {
     /// How the amount was computed (the engine's derivation: tiers, rounding, commitment).
     #[schema(value_type = Option<Object>)]
     pub derivation: Option<Derivation>,
-    /// What invoices billed for it so far (once the period is invoiced).
-    pub billed_amount: Option<i64>,
+    /// What invoices billed for it so far (once the period is invoiced), minor units.
+    #[schema(value_type = Option<i64>)]
+    pub billed_amount: Option<MinorUnits>,
     /// The plan's limit on it, and what is left.
     pub entitlement: Option<Check>,
 }

@@ -11,6 +11,8 @@ use sha2::{Digest, Sha256};
 use ulid::Ulid;
 use utoipa::ToSchema;
 
+use crate::kernel::money::MinorUnits;
+
 use crate::billing::invoice_draft::{InvoiceDraft, InvoiceLine};
 use crate::billing::periods::Period;
 use crate::billing::subscription::{BillingReason, CollectionMethod};
@@ -60,13 +62,20 @@ pub struct Invoice {
     pub period: Option<Period>,
     #[schema(value_type = Vec<Object>)]
     pub lines: Vec<InvoiceLine>,
-    pub subtotal: i64,
-    pub discount_total: i64,
-    pub tax_total: i64,
-    pub total: i64,
-    pub credit_total: i64,
-    pub amount_due: i64,
-    pub amount_paid: i64,
+    #[schema(value_type = i64)]
+    pub subtotal: MinorUnits,
+    #[schema(value_type = i64)]
+    pub discount_total: MinorUnits,
+    #[schema(value_type = i64)]
+    pub tax_total: MinorUnits,
+    #[schema(value_type = i64)]
+    pub total: MinorUnits,
+    #[schema(value_type = i64)]
+    pub credit_total: MinorUnits,
+    #[schema(value_type = i64)]
+    pub amount_due: MinorUnits,
+    #[schema(value_type = i64)]
+    pub amount_paid: MinorUnits,
     pub collection_method: CollectionMethod,
     #[schema(value_type = Option<String>, format = DateTime)]
     pub due_date: Option<Timestamp>,
@@ -152,13 +161,13 @@ impl Invoice {
             currency: built.currency,
             period: facts.period,
             lines: built.lines,
-            subtotal: built.subtotal,
-            discount_total: built.discount_total,
-            tax_total: built.tax_total,
-            total: built.total,
-            credit_total: built.credit_total,
-            amount_due: built.amount_due,
-            amount_paid: 0,
+            subtotal: built.subtotal.into(),
+            discount_total: built.discount_total.into(),
+            tax_total: built.tax_total.into(),
+            total: built.total.into(),
+            credit_total: built.credit_total.into(),
+            amount_due: built.amount_due.into(),
+            amount_paid: MinorUnits::ZERO,
             collection_method: facts.collection_method,
             due_date: None,
             created_at: now,
@@ -203,7 +212,7 @@ impl Invoice {
                 .unwrap_or(now),
         );
         next.version += 1;
-        if next.amount_due == 0 {
+        if !next.amount_due.is_positive() {
             next.status = InvoiceStatus::Paid;
             next.paid_at = Some(now);
         } else {
@@ -225,13 +234,15 @@ impl Invoice {
     }
 
     /// What a void gives back: payments and credits applied.
-    pub fn refundable_on_void(&self) -> i64 {
+    pub fn refundable_on_void(&self) -> MinorUnits {
         self.amount_paid.saturating_add(self.credit_total)
     }
 
     /// What is still to be paid.
-    pub fn amount_remaining(&self) -> i64 {
-        (self.amount_due - self.amount_paid).max(0)
+    pub fn amount_remaining(&self) -> MinorUnits {
+        self.amount_due
+            .saturating_sub(self.amount_paid)
+            .max(MinorUnits::ZERO)
     }
 
     /// Whether a payment can still settle it: open, or written off but payable later.
@@ -239,7 +250,7 @@ impl Invoice {
         matches!(
             self.status,
             InvoiceStatus::Open | InvoiceStatus::Uncollectible
-        ) && self.amount_remaining() > 0
+        ) && self.amount_remaining().is_positive()
     }
 
     /// Settles what remains: by a payment, or out of band with a `reference`. A paid
@@ -289,9 +300,9 @@ impl Invoice {
         (self.status == InvoiceStatus::Open
             && self.collection_method == CollectionMethod::SendInvoice
             && !self.overdue
-            && self.amount_remaining() > 0)
-            .then_some(self.due_date)
-            .flatten()
+            && self.amount_remaining().is_positive())
+        .then_some(self.due_date)
+        .flatten()
     }
 
     /// Marks it overdue when its due date has passed by `now`; `None` when there is
@@ -396,7 +407,10 @@ mod tests {
         assert_eq!(written_off.next_payment_attempt, None);
         // Written off, it can still be paid.
         let paid = written_off.pay(None, now).unwrap();
-        assert_eq!((paid.status, paid.amount_paid), (InvoiceStatus::Paid, 1000));
+        assert_eq!(
+            (paid.status, paid.amount_paid),
+            (InvoiceStatus::Paid, MinorUnits::new(1000))
+        );
         assert!(paid.pay(None, now).is_err());
         assert!(paid.attempted(PaymentStatus::Failed, None).is_err());
         assert!(paid.mark_uncollectible().is_err());

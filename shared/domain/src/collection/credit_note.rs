@@ -11,6 +11,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::kernel::money::MinorUnits;
+
 use crate::billing::invoice::Invoice;
 use crate::kernel::currency::Currency;
 use crate::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PaymentId};
@@ -35,8 +37,9 @@ pub struct CreditNote {
     /// The payment refunded, for a refund.
     #[schema(value_type = Option<String>)]
     pub payment_id: Option<PaymentId>,
-    /// Minor units, positive.
-    pub amount: i64,
+    /// Positive.
+    #[schema(value_type = i64)]
+    pub amount: MinorUnits,
     #[schema(value_type = String)]
     pub currency: Currency,
     pub reason: CreditNoteReason,
@@ -51,7 +54,7 @@ impl CreditNote {
     /// The credit note of voiding `invoice`, when anything was paid or credited on it.
     pub fn for_void(id: CreditNoteId, invoice: &Invoice, now: Timestamp) -> Option<CreditNote> {
         let amount = invoice.refundable_on_void();
-        (amount > 0).then(|| CreditNote {
+        amount.is_positive().then(|| CreditNote {
             id,
             invoice_id: invoice.id,
             account_id: invoice.account_id,
@@ -67,10 +70,13 @@ impl CreditNote {
 }
 
 /// Whether credit notes of `amounts` fit within what was paid and credited on an invoice.
-pub fn check_within(paid_and_credited: i64, amounts: impl IntoIterator<Item = i64>) -> bool {
-    let mut total: i64 = 0;
+pub fn check_within(
+    paid_and_credited: MinorUnits,
+    amounts: impl IntoIterator<Item = MinorUnits>,
+) -> bool {
+    let mut total = MinorUnits::ZERO;
     for amount in amounts {
-        if amount <= 0 {
+        if !amount.is_positive() {
             return false;
         }
         total = match total.checked_add(amount) {
@@ -100,7 +106,7 @@ mod tests {
             subscription_id: None,
             test_clock: None,
             livemode: false,
-            amount,
+            amount: amount.into(),
             currency: Currency::from_code("USD").unwrap(),
             attempt: 1,
             manual: false,
@@ -112,7 +118,7 @@ mod tests {
             payment_intent: None,
             charge: None,
             failure: None,
-            amount_refunded: 0,
+            amount_refunded: MinorUnits::ZERO,
             dispute: None,
             created_at: now,
             updated_at: now,
@@ -135,20 +141,20 @@ mod tests {
     #[test]
     fn a_full_refund_takes_what_is_left_and_then_nothing_more() {
         let now = Timestamp::from_second(1_800_000_100).unwrap();
-        let (after_part, part) = paid(1000).refund(Some(300), now).unwrap();
+        let (after_part, part) = paid(1000).refund(Some(300.into()), now).unwrap();
         assert_eq!(part, 300);
         let (after_rest, rest) = after_part.refund(None, now).unwrap();
         assert_eq!(rest, 700);
         assert_eq!(after_rest.refundable(), 0);
         assert_eq!(
-            after_rest.refund(Some(1), now).unwrap_err(),
+            after_rest.refund(Some(1.into()), now).unwrap_err(),
             PaymentError::RefundTooLarge {
-                requested: 1,
-                refundable: 0
+                requested: 1.into(),
+                refundable: MinorUnits::ZERO
             }
         );
         assert_eq!(
-            paid(10).refund(Some(0), now).unwrap_err(),
+            paid(10).refund(Some(MinorUnits::ZERO), now).unwrap_err(),
             PaymentError::RefundNotPositive
         );
     }
@@ -163,21 +169,21 @@ mod tests {
             let mut payment = paid(amount);
             let mut notes = Vec::new();
             for ask in asks {
-                match payment.refund(ask, now) {
+                match payment.refund(ask.map(MinorUnits::new), now) {
                     Ok((next, refunded)) => {
-                        prop_assert_eq!(next.amount_refunded, payment.amount_refunded + refunded);
+                        prop_assert_eq!(Some(next.amount_refunded), payment.amount_refunded.checked_add(refunded));
                         notes.push(refunded);
                         payment = next;
                     }
                     Err(_) => {
                         let left = payment.refundable();
-                        prop_assert!(left == 0 || ask.is_some_and(|a| a <= 0 || a > left));
+                        prop_assert!(left == 0 || ask.is_some_and(|a| a <= 0 || MinorUnits::new(a) > left));
                     }
                 }
             }
-            prop_assert!(payment.amount_refunded <= amount);
-            prop_assert_eq!(notes.iter().sum::<i64>(), payment.amount_refunded);
-            prop_assert!(check_within(amount, notes.iter().copied()));
+            prop_assert!(payment.amount_refunded <= MinorUnits::new(amount));
+            prop_assert_eq!(notes.iter().map(|n| n.get()).sum::<i64>(), payment.amount_refunded.get());
+            prop_assert!(check_within(amount.into(), notes.iter().copied()));
         }
 
         /// A gateway's running total only moves the refunded amount forward, never past
@@ -188,11 +194,11 @@ mod tests {
             let mut payment = paid(amount);
             for total in totals {
                 let before = payment.amount_refunded;
-                if let Some(next) = payment.refunded_total(total, now) {
+                if let Some(next) = payment.refunded_total(total.into(), now) {
                     prop_assert!(next.amount_refunded > before);
                     payment = next;
                 }
-                prop_assert!(payment.amount_refunded <= amount);
+                prop_assert!(payment.amount_refunded <= MinorUnits::new(amount));
             }
         }
     }

@@ -22,6 +22,8 @@ use sha2::{Digest, Sha256};
 use ulid::Ulid;
 use utoipa::ToSchema;
 
+use crate::kernel::money::MinorUnits;
+
 use crate::billing::invoice::Invoice;
 use crate::kernel::currency::Currency;
 use crate::kernel::ids::{AccountId, InvoiceId, PaymentId, SubscriptionId, TestClockId};
@@ -142,8 +144,8 @@ pub struct Payment {
     #[schema(value_type = Option<String>)]
     pub test_clock: Option<TestClockId>,
     pub livemode: bool,
-    /// Minor units.
-    pub amount: i64,
+    #[schema(value_type = i64)]
+    pub amount: MinorUnits,
     #[schema(value_type = String)]
     pub currency: Currency,
     /// 1 for the first attempt on the invoice, then 2, 3, …
@@ -166,8 +168,9 @@ pub struct Payment {
     pub payment_intent: Option<String>,
     pub charge: Option<String>,
     pub failure: Option<PaymentFailure>,
-    /// Refunded so far, minor units; never more than `amount`.
-    pub amount_refunded: i64,
+    /// Refunded so far; never more than `amount`.
+    #[schema(value_type = i64)]
+    pub amount_refunded: MinorUnits,
     /// The gateway's dispute, when the customer disputed the charge.
     pub dispute: Option<String>,
     #[schema(value_type = String, format = DateTime)]
@@ -185,7 +188,10 @@ pub enum PaymentError {
         action: &'static str,
     },
     #[error("a refund of {requested} exceeds the {refundable} left to refund")]
-    RefundTooLarge { requested: i64, refundable: i64 },
+    RefundTooLarge {
+        requested: MinorUnits,
+        refundable: MinorUnits,
+    },
     #[error("a refund must be a positive amount")]
     RefundNotPositive,
 }
@@ -249,7 +255,7 @@ impl Payment {
             payment_intent: None,
             charge: None,
             failure: None,
-            amount_refunded: 0,
+            amount_refunded: MinorUnits::ZERO,
             dispute: None,
             created_at: now,
             updated_at: now,
@@ -388,26 +394,26 @@ impl Payment {
     }
 
     /// What may still be refunded.
-    pub fn refundable(&self) -> i64 {
+    pub fn refundable(&self) -> MinorUnits {
         if self.status == PaymentStatus::Succeeded {
-            self.amount - self.amount_refunded
+            self.amount.saturating_sub(self.amount_refunded)
         } else {
-            0
+            MinorUnits::ZERO
         }
     }
 
     /// Refunds `amount` (all that is left when `None`): never more than was paid.
     pub fn refund(
         &self,
-        amount: Option<i64>,
+        amount: Option<MinorUnits>,
         now: Timestamp,
-    ) -> Result<(Payment, i64), PaymentError> {
+    ) -> Result<(Payment, MinorUnits), PaymentError> {
         if self.status != PaymentStatus::Succeeded {
             return Err(self.refuse("be refunded"));
         }
         let refundable = self.refundable();
         let amount = amount.unwrap_or(refundable);
-        if amount <= 0 {
+        if !amount.is_positive() {
             return Err(PaymentError::RefundNotPositive);
         }
         if amount > refundable {
@@ -417,7 +423,13 @@ impl Payment {
             });
         }
         let mut next = self.clone();
-        next.amount_refunded += amount;
+        next.amount_refunded =
+            self.amount_refunded
+                .checked_add(amount)
+                .ok_or(PaymentError::RefundTooLarge {
+                    requested: amount,
+                    refundable,
+                })?;
         next.updated_at = now;
         next.version += 1;
         Ok((next, amount))
@@ -425,7 +437,7 @@ impl Payment {
 
     /// The gateway's total refunded on the charge (an inbound `charge.refunded`): moves
     /// forward only, and never beyond the amount.
-    pub fn refunded_total(&self, total: i64, now: Timestamp) -> Option<Payment> {
+    pub fn refunded_total(&self, total: MinorUnits, now: Timestamp) -> Option<Payment> {
         let total = total.min(self.amount);
         if total <= self.amount_refunded || self.status != PaymentStatus::Succeeded {
             return None;

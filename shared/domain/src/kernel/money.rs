@@ -279,6 +279,70 @@ pub(crate) fn allocate_minor(total: i64, ratios: &[u64]) -> Result<Vec<i64>, Mon
         .collect()
 }
 
+/// An amount on a document (invoice, credit note, payment) in the minor units of the
+/// currency the document names once. It serialises as the bare integer the API speaks, and
+/// has no `+` or `-`: every sum or difference is checked or saturating by name. Document
+/// schemas show it as `#[schema(value_type = i64)]`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct MinorUnits(i64);
+
+impl MinorUnits {
+    pub const ZERO: Self = Self(0);
+
+    pub const fn new(minor: i64) -> Self {
+        Self(minor)
+    }
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    pub fn checked_add(self, other: Self) -> Option<Self> {
+        self.0.checked_add(other.0).map(Self)
+    }
+
+    pub fn checked_sub(self, other: Self) -> Option<Self> {
+        self.0.checked_sub(other.0).map(Self)
+    }
+
+    pub fn saturating_add(self, other: Self) -> Self {
+        Self(self.0.saturating_add(other.0))
+    }
+
+    pub fn saturating_sub(self, other: Self) -> Self {
+        Self(self.0.saturating_sub(other.0))
+    }
+
+    pub fn is_positive(self) -> bool {
+        self.0 > 0
+    }
+
+    pub fn of(self, currency: Currency) -> Money {
+        Money::new(self.0, currency)
+    }
+}
+
+impl PartialEq<i64> for MinorUnits {
+    fn eq(&self, other: &i64) -> bool {
+        self.0 == *other
+    }
+}
+
+impl From<i64> for MinorUnits {
+    fn from(minor: i64) -> Self {
+        Self(minor)
+    }
+}
+
+impl fmt::Display for MinorUnits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl fmt::Debug for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.to_machine_string(), self.currency.code())
