@@ -48,11 +48,70 @@ pub enum ProrationConvention {
     #[default]
     ExactSeconds,
     /// Local calendar days touched, first and last included, over the period's days (Lago).
+    /// A termination's day counts as used: a cancellation credits from the next local day.
     CalendarDaysInclusive,
     /// Local date difference, end date excluded, over the period's (Kill Bill).
     DaySpanExclusive,
-    /// Every month counts 30 days (Kill Bill's 30/360-like option).
+    /// Every month counts 30 days (Kill Bill's `org.killbill.invoice.proration.fixed.days=30`).
+    /// JSON `"thirty_day_months"`; the same as `{"fixed_day_months": {"days": 30}}`.
     ThirtyDayMonths,
+    /// Every month counts `days` days (Kill Bill's `org.killbill.invoice.proration.fixed.days`,
+    /// e.g. 28). JSON `{"fixed_day_months": {"days": 28}}`; `days` is 28 to 31.
+    FixedDayMonths {
+        #[schema(value_type = u8, minimum = 28, maximum = 31)]
+        days: FixedMonthDays,
+    },
+}
+
+/// Days counted per month by [`ProrationConvention::FixedDayMonths`]: 28 to 31 (JSON: a number;
+/// anything else is refused when the plan is parsed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct FixedMonthDays(u8);
+
+impl FixedMonthDays {
+    pub const THIRTY: FixedMonthDays = FixedMonthDays(30);
+
+    pub fn new(days: u8) -> Option<Self> {
+        (28..=31).contains(&days).then_some(FixedMonthDays(days))
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl TryFrom<u8> for FixedMonthDays {
+    type Error = String;
+    fn try_from(days: u8) -> Result<Self, Self::Error> {
+        FixedMonthDays::new(days)
+            .ok_or_else(|| format!("fixed_day_months.days must be 28 to 31 (got {days})"))
+    }
+}
+
+impl From<FixedMonthDays> for u8 {
+    fn from(d: FixedMonthDays) -> u8 {
+        d.0
+    }
+}
+
+impl ProrationConvention {
+    /// Every convention with its own numbers (for tests and documentation).
+    pub const NAMED: [ProrationConvention; 4] = [
+        ProrationConvention::ExactSeconds,
+        ProrationConvention::CalendarDaysInclusive,
+        ProrationConvention::DaySpanExclusive,
+        ProrationConvention::ThirtyDayMonths,
+    ];
+
+    /// Kill Bill's fixed days in a month, for the fixed-month conventions.
+    fn fixed_month_days(self) -> Option<i64> {
+        match self {
+            ProrationConvention::ThirtyDayMonths => Some(30),
+            ProrationConvention::FixedDayMonths { days } => Some(i64::from(days.get())),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,28 +156,14 @@ fn day_number(t: Timestamp, tz: &TimeZone) -> i64 {
         .unwrap_or(0)
 }
 
-/// 30-day-month position of `t` within `period` (see the module docs).
-fn thirty_position(t: Timestamp, period: &Period, months: i64, tz: &TimeZone) -> i64 {
-    let s = local_date(period.start, tz);
+/// Kill Bill's fixed-month day number of `t`'s local date: `F × months since year 0 + day`,
+/// the day capped at `F + 1` (a no-op for `F` = 30 and 31). Differences of two such numbers are
+/// Kill Bill's `daysBetweenWithFixedDaysInMonth`: the actual days within a month, `(F − d₁) + d₂`
+/// across one month boundary.
+fn fixed_day_number(t: Timestamp, tz: &TimeZone, f: i64) -> i64 {
     let x = local_date(t, tz);
-    let mut n = (i64::from(x.year()) - i64::from(s.year())) * 12 + i64::from(x.month())
-        - i64::from(s.month());
-    let add = |n: i64| {
-        jiff::Span::new()
-            .try_months(n)
-            .ok()
-            .and_then(|sp| s.checked_add(sp).ok())
-    };
-    while n > 0 && add(n).is_none_or(|d| d > x) {
-        n -= 1;
-    }
-    let base = add(n).unwrap_or(s);
-    let into = x
-        .since(base)
-        .map(|sp| i64::from(sp.get_days()))
-        .unwrap_or(0)
-        .clamp(0, 30);
-    (30 * n + into).clamp(0, 30 * months)
+    let months = i64::from(x.year()) * 12 + i64::from(x.month()) - 1;
+    f * months + i64::from(x.day()).min(f + 1)
 }
 
 /// Whole months in `period` (0 when it is not at least one month).
@@ -174,21 +219,37 @@ pub fn fraction(
             (inclusive(slice), inclusive(period))
         }
         ProrationConvention::DaySpanExclusive => day_span(slice, period, tz),
-        ProrationConvention::ThirtyDayMonths => {
+        ProrationConvention::ThirtyDayMonths | ProrationConvention::FixedDayMonths { .. } => {
+            let f = convention.fixed_month_days().unwrap_or(30);
             let months = whole_months(period, tz);
             if months == 0 {
                 day_span(slice, period, tz)
+            } else if slice == period {
+                (f * months, f * months)
             } else {
-                (
-                    thirty_position(slice.end, period, months, tz)
-                        - thirty_position(slice.start, period, months, tz),
-                    30 * months,
-                )
+                // Positions from the period start, so slices of a partition add up; a trailing
+                // stub [start, d₂) is Kill Bill's calculateProRationAfterLastBillingCycleDate.
+                let whole = f * months;
+                let origin = fixed_day_number(period.start, tz, f);
+                let position = |t: Timestamp| {
+                    if t >= period.end {
+                        whole
+                    } else {
+                        (fixed_day_number(t, tz, f) - origin).clamp(0, whole)
+                    }
+                };
+                (position(slice.end) - position(slice.start), whole)
             }
         }
     };
     if denominator <= 0 {
-        return Err(ProrationError::EmptyPeriod);
+        // A period shorter than the convention's unit (a stub of seconds inside one day
+        // under a day convention): the whole of it is the whole, any part of it nothing.
+        let whole = slice == period;
+        return Ok(Fraction {
+            numerator: i64::from(whole),
+            denominator: 1,
+        });
     }
     Ok(Fraction {
         numerator: numerator.clamp(0, denominator),
@@ -237,6 +298,9 @@ pub enum ProrationKind {
     Charge,
     /// Credit for time paid but not used (negative amount).
     Credit,
+    /// Charge for time already used, billed in arrears (a partial period, the old plan's days
+    /// before a change, the days before a cancellation or a pause).
+    Used,
 }
 
 /// A pending proration line, ready for the next invoice.
@@ -256,6 +320,9 @@ pub struct ProrationItem {
     pub unrounded: Decimal,
     /// Rounded amount: positive for charges, negative for credits.
     pub amount: Money,
+    /// The amount before a [`CreditCap`] lowered it (minor units), if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capped_from: Option<i64>,
 }
 
 /// Charges `full` for `slice` of `period` (partial first/last periods, trials, new plan).
@@ -277,7 +344,25 @@ pub fn charge_for(
         fraction: f,
         unrounded,
         amount,
+        capped_from: None,
     })
+}
+
+/// Charges `full` in arrears for `slice` of `period`, the time used (a [`ProrationKind::Used`]
+/// item); `None` for an empty slice.
+pub fn charge_used(
+    full: Money,
+    slice: Option<Period>,
+    period: &Period,
+    convention: ProrationConvention,
+    tz: &TimeZone,
+) -> Result<Option<ProrationItem>, ProrationError> {
+    let Some(slice) = slice else {
+        return Ok(None);
+    };
+    let mut item = charge_for(full, &slice, period, convention, tz)?;
+    item.kind = ProrationKind::Used;
+    Ok(Some(item))
 }
 
 /// Credits the unused part `[from, period.end)` of a period paid `paid`; `None` when nothing
@@ -298,7 +383,58 @@ pub fn credit_unused(
     Ok(Some(item))
 }
 
-/// Cancellation at `cancel_at` of a period paid in advance: the credit for unused time.
+/// The first instant of the local day after `t`'s.
+fn next_local_midnight(t: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+    local_date(t, tz)
+        .tomorrow()
+        .ok()
+        .and_then(|d| d.to_zoned(tz.clone()).ok())
+        .map(|z| z.timestamp())
+}
+
+/// What a termination at `at` leaves unused of `period`: `[at, end)`, except under
+/// `calendar_days_inclusive`, where the day of termination counts as used (Lago's
+/// `CreditNotes::CreateFromTermination#remaining_duration` starts the day after) and the unused
+/// part starts at the next local midnight. `None` when nothing is left.
+pub fn unused_after_termination(
+    period: &Period,
+    at: Timestamp,
+    convention: ProrationConvention,
+    tz: &TimeZone,
+) -> Option<Period> {
+    let from = match convention {
+        ProrationConvention::CalendarDaysInclusive if at > period.start => {
+            next_local_midnight(at, tz).unwrap_or(period.end)
+        }
+        _ => at,
+    };
+    period.from(from)
+}
+
+/// What a termination (or a change) at `at` has used of `period`: `[start, at)`; under
+/// `calendar_days_inclusive` through the end of the termination's local day (it counts as used,
+/// as Lago bills it). `None` for an empty stub (`at` at or before the start): nothing is billed.
+pub fn used_until(
+    period: &Period,
+    at: Timestamp,
+    convention: ProrationConvention,
+    tz: &TimeZone,
+) -> Option<Period> {
+    if at <= period.start {
+        return None;
+    }
+    let until = match convention {
+        ProrationConvention::CalendarDaysInclusive => {
+            next_local_midnight(at, tz).unwrap_or(period.end)
+        }
+        _ => at,
+    };
+    period.until(until)
+}
+
+/// Cancellation at `cancel_at` of a period paid in advance: the credit for unused time (from
+/// the day after under `calendar_days_inclusive`, see [`unused_after_termination`]). `None`
+/// when nothing is left, e.g. a cancellation at the period end.
 pub fn cancellation_credit(
     paid: Money,
     period: &Period,
@@ -306,7 +442,59 @@ pub fn cancellation_credit(
     convention: ProrationConvention,
     tz: &TimeZone,
 ) -> Result<Option<ProrationItem>, ProrationError> {
-    credit_unused(paid, period, cancel_at, convention, tz)
+    let Some(slice) = unused_after_termination(period, cancel_at, convention, tz) else {
+        return Ok(None);
+    };
+    credit_unused(paid, period, slice.start, convention, tz)
+}
+
+/// What was actually paid for a period and what has already been credited against it: a
+/// credit for unused time never exceeds `paid − credited` (Flexprice's `capCreditAmount` in
+/// `internal/domain/proration/calculator.go`; Lago's `CreditNotes::CreateFromTermination`
+/// likewise caps at the last fee minus its credit notes). `paid` comes from the invoice that
+/// charged the period, or from the caller when that invoice is not ours (a migration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditCap {
+    pub paid: Money,
+    pub already_credited: Money,
+}
+
+impl CreditCap {
+    /// The most that may still be credited (never negative).
+    pub fn available(&self) -> Result<Money, MoneyError> {
+        let left = self.paid.checked_sub(self.already_credited)?;
+        Ok(if left.minor < 0 {
+            Money::zero(self.paid.currency)
+        } else {
+            left
+        })
+    }
+
+    /// Caps a credit item (negative amount) to what is available; `None` when nothing may be
+    /// credited. A capped item records the cap in `capped_from`.
+    pub fn apply(&self, credit: ProrationItem) -> Result<Option<ProrationItem>, ProrationError> {
+        if self.paid.currency != credit.amount.currency
+            || self.already_credited.currency != credit.amount.currency
+        {
+            return Err(MoneyError::CurrencyMismatch {
+                left: self.paid.currency,
+                right: credit.amount.currency,
+            }
+            .into());
+        }
+        let available = self.available()?.minor;
+        let wanted = credit.amount.minor.checked_neg().unwrap_or(i64::MAX).max(0);
+        let granted = wanted.min(available);
+        if granted <= 0 {
+            return Ok(None);
+        }
+        let mut item = credit;
+        if granted != wanted {
+            item.capped_from = Some(item.amount.minor);
+            item.amount.minor = -granted;
+        }
+        Ok(Some(item))
+    }
 }
 
 /// A mid-period change: credit the unused part of the old price, charge the remaining part of
@@ -351,6 +539,24 @@ pub fn plan_change(
         None => None,
     };
     Ok(PlanChange { credit, charge })
+}
+
+/// [`plan_change`] with the credit capped by what was paid for the period (Flexprice).
+pub fn plan_change_capped(
+    old_paid: Money,
+    new_price: Money,
+    period: &Period,
+    at: Timestamp,
+    convention: ProrationConvention,
+    tz: &TimeZone,
+    cap: &CreditCap,
+) -> Result<PlanChange, ProrationError> {
+    let mut change = plan_change(old_paid, new_price, period, at, convention, tz)?;
+    change.credit = match change.credit {
+        Some(c) => cap.apply(c)?,
+        None => None,
+    };
+    Ok(change)
 }
 
 /// A quantity change on a priced charge (seats 5 → 8): the full-period price at each quantity
