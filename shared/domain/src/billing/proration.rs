@@ -835,6 +835,227 @@ mod tests {
         assert_eq!((f.numerator, f.denominator), (0, 30));
     }
 
+    fn period(a: &str, b: &str) -> Period {
+        Period::new(ts(&format!("{a}T00:00:00Z")), ts(&format!("{b}T00:00:00Z"))).unwrap()
+    }
+
+    /// killbill/killbill `invoice/src/test/java/org/killbill/billing/invoice/generator/
+    /// TestInvoiceDateUtilsWithFixedProration.java` (`org.killbill.invoice.proration.fixed.days`
+    /// = 30): `testProRationAfterLastBillingCycleDate` — a trailing stub from the 23rd to the
+    /// 15th of the next month is (30 − 23) + 15 = 22 days, 0.733333333, in May, June, February
+    /// and leap February; `testProRationBeforeFirstBillingPeriod1` — the same as a leading stub;
+    /// `testProRationBeforeFirstBillingPeriod2` — the 15th → 23rd within a month is 8 days,
+    /// 0.266666667; `testDaysBetweenWithFixedDaysInMonth28` — with 28-day months, 20 days.
+    #[test]
+    fn fixed_day_months_reproduce_kill_bill() {
+        let tz = TimeZone::UTC;
+        let thirty = ProrationConvention::ThirtyDayMonths;
+        let trailing = [
+            ("2023-05-23", "2023-06-15", "2023-06-23"),
+            ("2023-06-23", "2023-07-15", "2023-07-23"),
+            ("2023-02-23", "2023-03-15", "2023-03-23"),
+            ("2024-02-23", "2024-03-15", "2024-03-23"),
+        ];
+        for (start, cancel, end) in trailing {
+            // A cancellation (or end date) on `cancel` inside [start, end): the used stub.
+            let p = period(start, end);
+            let used = p.until(ts(&format!("{cancel}T00:00:00Z"))).unwrap();
+            let f = fraction(thirty, &used, &p, &tz).unwrap();
+            assert_eq!(
+                (f.numerator, f.denominator),
+                (22, 30),
+                "trailing {start} → {cancel}"
+            );
+            // $300.00 × 22/30 = $220.00
+            assert_eq!(
+                charge_for(usd(30_000), &used, &p, thirty, &tz)
+                    .unwrap()
+                    .amount
+                    .minor,
+                22_000
+            );
+            // The leading stub [start, next billing date on the 15th).
+            let full = period(
+                &format!("{}-15", &start[..7]),
+                &format!("{}-15", &cancel[..7]),
+            );
+            let lead = full.from(ts(&format!("{start}T00:00:00Z"))).unwrap();
+            let f = fraction(thirty, &lead, &full, &tz).unwrap();
+            assert_eq!((f.numerator, f.denominator), (22, 30), "leading {start}");
+        }
+        // Within one month: the 15th → the 23rd is 8 days (0.266666667).
+        let p = period("2023-05-15", "2023-06-15");
+        let f = fraction(
+            thirty,
+            &p.until(ts("2023-05-23T00:00:00Z")).unwrap(),
+            &p,
+            &tz,
+        )
+        .unwrap();
+        assert_eq!((f.numerator, f.denominator), (8, 30));
+        // 28-day months: May 23 → Jun 15 is (28 − 23) + 15 = 20 days of 28.
+        let twenty_eight = ProrationConvention::FixedDayMonths {
+            days: FixedMonthDays::new(28).unwrap(),
+        };
+        for (start, cancel, end) in trailing {
+            let p = period(start, end);
+            let used = p.until(ts(&format!("{cancel}T00:00:00Z"))).unwrap();
+            let f = fraction(twenty_eight, &used, &p, &tz).unwrap();
+            assert_eq!((f.numerator, f.denominator), (20, 28), "{start}");
+        }
+    }
+
+    #[test]
+    fn fixed_day_months_json_keeps_the_old_names() {
+        let old: ProrationConvention = serde_json::from_str(r#""thirty_day_months""#).unwrap();
+        assert_eq!(old, ProrationConvention::ThirtyDayMonths);
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#""thirty_day_months""#
+        );
+        let f: ProrationConvention =
+            serde_json::from_str(r#"{"fixed_day_months":{"days":28}}"#).unwrap();
+        assert_eq!(
+            f,
+            ProrationConvention::FixedDayMonths {
+                days: FixedMonthDays::new(28).unwrap()
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"fixed_day_months":{"days":28}}"#
+        );
+        for bad in [
+            r#"{"fixed_day_months":{"days":27}}"#,
+            r#"{"fixed_day_months":{"days":32}}"#,
+            r#"{"fixed_day_months":{}}"#,
+            r#""fixed_day_months""#,
+        ] {
+            assert!(
+                serde_json::from_str::<ProrationConvention>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        for name in [
+            "exact_seconds",
+            "calendar_days_inclusive",
+            "day_span_exclusive",
+        ] {
+            let c: ProrationConvention = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{name}\""));
+        }
+    }
+
+    /// getlago/lago-api `spec/services/credit_notes/create_from_termination_spec.rb` ("creates
+    /// a credit note"): €31 for October 2022, terminated Oct 15 10:00 → 16 unused days, €16.00
+    /// (the termination day is used: `CreditNotes::CreateFromTermination#remaining_duration`).
+    /// An upgrade on the same day still credits 17 days (Lago's `billed_from -= 1.day if
+    /// upgrade`), as `credit_unused` does.
+    #[test]
+    fn calendar_days_inclusive_uses_the_termination_day_like_lago() {
+        let tz = TimeZone::UTC;
+        let oct = period("2022-10-01", "2022-11-01");
+        let conv = ProrationConvention::CalendarDaysInclusive;
+        let at = ts("2022-10-15T10:00:00Z");
+        let c = cancellation_credit(usd(3100), &oct, at, conv, &tz)
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.fraction.numerator, c.fraction.denominator), (16, 31));
+        assert_eq!(c.amount.minor, -1600);
+        assert_eq!(c.period.start, ts("2022-10-16T00:00:00Z"));
+        // The used part counts Oct 1 … Oct 15: 15 days; together exactly the month.
+        let used = used_until(&oct, at, conv, &tz).unwrap();
+        assert_eq!(fraction(conv, &used, &oct, &tz).unwrap().numerator, 15);
+        // Even at midnight the termination day is used.
+        let midnight = ts("2022-10-15T00:00:00Z");
+        let c = cancellation_credit(usd(3100), &oct, midnight, conv, &tz)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.amount.minor, -1600);
+        // Upgrade: 17 days credited.
+        let u = credit_unused(usd(3100), &oct, at, conv, &tz)
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.amount.minor, -1700);
+        // Other conventions credit from the instant itself (exclusive days: Oct 15 → Nov 1).
+        let c = cancellation_credit(
+            usd(3100),
+            &oct,
+            at,
+            ProrationConvention::DaySpanExclusive,
+            &tz,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.amount.minor, -1700);
+        // At the period end nothing is left; at its start the used stub is empty.
+        assert!(cancellation_credit(usd(3100), &oct, oct.end, conv, &tz)
+            .unwrap()
+            .is_none());
+        assert!(used_until(&oct, oct.start, conv, &tz).is_none());
+    }
+
+    /// flexprice/flexprice `internal/domain/proration/calculator_test.go`,
+    /// `TestCalculator_CapCreditAmount`: (credit, paid, previously credited) → capped credit.
+    #[test]
+    fn credit_cap_like_flexprice() {
+        let tz = TimeZone::UTC;
+        let cases = [
+            (100, 200, 50, 100), // normal_credit
+            (300, 200, 50, 150), // credit_exceeds_original
+            (100, 200, 180, 20), // previous_credits_limit
+            (100, 200, 200, 0),  // no_credit_available
+            (100, 200, 250, 0),  // previous_credits_exceed_original
+            (100, 0, 0, 0),      // zero_original_amount
+        ];
+        for (credit, paid, credited, expected) in cases {
+            // A credit of exactly `credit`: the whole period of a fee of `credit`.
+            let item = credit_unused(
+                usd(credit),
+                &jan(),
+                jan().start,
+                ProrationConvention::ExactSeconds,
+                &tz,
+            )
+            .unwrap()
+            .unwrap();
+            let cap = CreditCap {
+                paid: usd(paid),
+                already_credited: usd(credited),
+            };
+            let capped = cap.apply(item).unwrap();
+            assert_eq!(
+                capped.as_ref().map_or(0, |c| -c.amount.minor),
+                expected,
+                "{credit} {paid} {credited}"
+            );
+            if let Some(c) = capped.filter(|_| expected != credit) {
+                assert_eq!(c.capped_from, Some(-credit));
+            }
+        }
+        // `TestCalculator_Calculate` "downgrade_with_credit_cap": 2 × $50 → 1 × $30 on Mar 15
+        // 2024, day-based (Mar 15 … Mar 31 is 17 of 31 days, both ends counted: our
+        // calendar_days_inclusive), $100 paid: credit −$54.84, charge $16.45, net −$38.39; the
+        // cap does not bind.
+        let mar = period("2024-03-01", "2024-04-01");
+        let pc = plan_change_capped(
+            usd(10_000),
+            usd(3000),
+            &mar,
+            ts("2024-03-15T00:00:00Z"),
+            ProrationConvention::CalendarDaysInclusive,
+            &tz,
+            &CreditCap {
+                paid: usd(10_000),
+                already_credited: usd(0),
+            },
+        )
+        .unwrap();
+        assert_eq!(pc.credit.as_ref().unwrap().amount.minor, -5484);
+        assert_eq!(pc.charge.as_ref().unwrap().amount.minor, 1645);
+        assert_eq!(pc.net(usd(0).currency).unwrap().minor, -3839);
+    }
+
     #[test]
     fn full_period_is_full_price_and_time_zone_matters() {
         for conv in [
