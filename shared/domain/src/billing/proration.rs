@@ -12,7 +12,8 @@
 //! | `exact_seconds` (Stripe) | seconds | 1,425,600 / 2,678,400 | $16.50 |
 //! | `calendar_days_inclusive` (Lago) | local days touched, both ends included | 17 / 31 | $17.00 |
 //! | `day_span_exclusive` (Kill Bill) | local date difference, end date excluded | 17 / 31 (Jan 15 → Feb 1) | $17.00 |
-//! | `thirty_day_months` (Kill Bill option) | 30 per month, day-of-month capped at 30 | 16 / 30 | $16.53 |
+//! | `thirty_day_months` (Kill Bill fixed days 30) | 30 per month, `(30 − d₁) + d₂` across a month end | 16 / 30 | $16.53 |
+//! | `{"fixed_day_months":{"days":28}}` (Kill Bill fixed days) | 28 per month | 14 / 28 | $15.50 |
 //!
 //! Where the day conventions differ: a change at `Jan 15 12:00` under `calendar_days_inclusive`
 //! makes Jan 15 count in both slices (`[Jan 1, Jan 15 12:00)` is 15 days and the rest 17 days:
@@ -21,10 +22,16 @@
 //! `calendar_days_inclusive` therefore sums to the whole only over partitions at local midnight;
 //! the other three sum exactly (before rounding) over any partition.
 //!
-//! `thirty_day_months`: every month of the period counts 30 days; a date's position in the period
-//! is `30 × whole months since the period start + min(30, days into the current month)`,
-//! capped at the period's `30 × months`. Periods that are not whole months (day and week
-//! intervals) fall back to `day_span_exclusive`.
+//! Fixed-day months (`thirty_day_months`, `fixed_day_months`): Kill Bill's
+//! `daysBetweenWithFixedDaysInMonth` with `F` days a month: the actual days within a month,
+//! `(F − d₁) + d₂` across a month end, over `F × months` of the period. A date's position is
+//! `F × (months since the period start's month) + day − start day` (day capped at `F + 1`),
+//! clamped to the period, so the slices of any partition add up. Periods that are not whole
+//! months (day and week intervals) fall back to `day_span_exclusive`.
+//!
+//! Terminations: [`unused_after_termination`] and [`used_until`] split a period at a
+//! cancellation; under `calendar_days_inclusive` the termination's day is used (Lago), so the
+//! credit starts the next local day. An empty stub (at the very start of a period) is nothing.
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -787,6 +794,13 @@ mod tests {
             (ProrationConvention::CalendarDaysInclusive, (17, 31), 1700),
             (ProrationConvention::DaySpanExclusive, (17, 31), 1700),
             (ProrationConvention::ThirtyDayMonths, (16, 30), 1653),
+            (
+                ProrationConvention::FixedDayMonths {
+                    days: FixedMonthDays::new(28).unwrap(),
+                },
+                (14, 28),
+                1550,
+            ),
         ];
         for (conv, (n, d), amount) in cases {
             let item = charge_for(usd(3100), &slice, &jan(), conv, &tz).unwrap();

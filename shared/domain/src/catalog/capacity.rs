@@ -113,11 +113,10 @@ impl Capacity {
         usage: &BTreeMap<String, Decimal>,
         currency: Currency,
     ) -> Result<CapacityPriced, PricingError> {
-        if let Some((unit, amount)) = usage
-            .iter()
-            .find(|(_, a)| a.is_sign_negative() && !a.is_zero())
+        if let Some(amount) = usage
+            .values()
+            .find(|a| a.is_sign_negative() && !a.is_zero())
         {
-            let _ = unit;
             return Err(PricingError::NegativeQuantity(*amount));
         }
         if let Some(first) = self.tiers.first() {

@@ -935,7 +935,7 @@ fn top_tier_blocks(
         .iter()
         .enumerate()
         .find(|(_, t)| t.up_to.is_none_or(|u| q <= u))
-        .or_else(|| tiers.iter().enumerate().last())
+        .or_else(|| tiers.iter().enumerate().next_back())
     else {
         return Err(PricingError::Invalid(ValidationError::new(
             "invalid_charge",
