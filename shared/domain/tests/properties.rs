@@ -445,4 +445,41 @@ proptest! {
             }
         }
     }
+
+    /// OpenMeter's order: a percentage discount comes before a charge's maximum commitment:
+    /// the line's net is `min(maximum, amount − round(amount × percent))`, never above the
+    /// maximum, and the invoice invariants still hold.
+    #[test]
+    fn percentage_discount_then_maximum_commitment(
+        units in 0i64..1_000_000,
+        maximum in 0i64..10_000_000,
+        percent in 0i64..=10_000,
+    ) {
+        let usd = Currency::from_code("usd").expect("usd");
+        let input = InvoiceInput {
+            currency: usd,
+            lines: vec![LineInput {
+                id: Some("u".into()),
+                description: "usage".into(),
+                period: None,
+                source: LineSource::Charge {
+                    model: ChargeModel::PerUnit(billing_domain::catalog::charges::PerUnit { unit_price: Decimal::new(25, 2) }),
+                    usage: Usage::quantity(Decimal::from(units)),
+                    commitment: Some(billing_domain::catalog::charges::Commitment { minimum: None, maximum: Some(maximum) }),
+                },
+                tax_rates: vec![],
+                discountable: true,
+            }],
+            discounts: vec![Discount::PercentOff { id: "p".into(), percent: Decimal::new(percent, 2), applies_to: None }],
+            credits: vec![],
+            minimum_commitment: None,
+        };
+        let inv = build_invoice(&input).expect("invoice");
+        let amount = units * 25;
+        let discount = round_minor(Decimal::from(amount) * Decimal::new(percent, 4)).expect("fits");
+        prop_assert_eq!(inv.total, (amount - discount).min(maximum));
+        prop_assert!(inv.total <= maximum);
+        prop_assert_eq!(inv.total, inv.subtotal - inv.discount_total);
+        prop_assert_eq!(inv.discount_total, inv.discounts.iter().map(|d| d.amount).sum::<i64>());
+    }
 }
