@@ -1018,37 +1018,36 @@ impl Subscription {
             });
         }
         let tz = self.cycle()?.time_zone().clone();
-        let (change, used) = if self.terms.billing_timing == BillingTiming::InAdvance {
-            let change = match cap {
-                Some(cap) => proration::plan_change_capped(
-                    self.current_period_fee,
-                    new_fee,
-                    &self.current_period,
-                    now,
-                    terms.proration,
-                    &tz,
-                    cap,
-                ),
-                None => proration::plan_change(
-                    self.current_period_fee,
-                    new_fee,
-                    &self.current_period,
-                    now,
-                    terms.proration,
-                    &tz,
-                ),
-            }
+        let old_in_advance = self.terms.billing_timing == BillingTiming::InAdvance;
+        let new_in_advance = terms.billing_timing == BillingTiming::InAdvance;
+        // In advance, the old fee was paid: its unused part is credited (capped by what was
+        // paid, when the caller says). In arrears nothing was paid: the old terms are billed
+        // for the time they were in force (from the period's start, its trial end or the
+        // previous change).
+        let credit = if old_in_advance {
+            let credit = proration::credit_unused(
+                self.current_period_fee,
+                &self.current_period,
+                now,
+                terms.proration,
+                &tz,
+            )
             .map_err(calendar)?;
-            (change, None)
+            match (credit, cap) {
+                (Some(c), Some(cap)) => cap.apply(c).map_err(calendar)?,
+                (c, _) => c,
+            }
         } else {
-            // In arrears nothing was paid: the old terms are billed for the time they were in
-            // force (from the period's start, its trial end or the previous change), and the new
-            // terms' fee covers the period from now (`fee_from`) when it ends.
+            None
+        };
+        let used = if old_in_advance {
+            None
+        } else {
             let from = self
                 .fee_from
                 .unwrap_or(self.current_period.start)
                 .max(self.current_period.start);
-            let used = match self.current_period.from(from) {
+            match self.current_period.from(from) {
                 Some(billable) => {
                     let slice = billable.until(now);
                     let full = self.full_period_of(&self.current_period)?;
@@ -1056,33 +1055,46 @@ impl Subscription {
                         .map_err(calendar)?
                 }
                 None => None,
-            };
-            (
-                proration::PlanChange {
-                    credit: None,
-                    charge: None,
-                },
-                used,
-            )
+            }
         };
-        let arrears = self.terms.billing_timing == BillingTiming::InArrears;
+        // New terms in advance: the rest of the period is charged now; in arrears their fee
+        // covers the period from now (`fee_from`) when it ends.
+        let charge = if new_in_advance {
+            match self.current_period.from(now) {
+                Some(slice) => Some(
+                    proration::charge_for(
+                        new_fee,
+                        &slice,
+                        &self.current_period,
+                        terms.proration,
+                        &tz,
+                    )
+                    .map_err(calendar)?,
+                ),
+                None => None,
+            }
+        } else {
+            None
+        };
         next.terms = terms;
         next.quantity = quantity;
         next.scheduled_change = None;
-        if arrears && next.terms.billing_timing == BillingTiming::InArrears {
-            next.fee_from = Some(now.max(self.current_period.start));
-        }
-        let items: Vec<ProrationItem> = used
-            .into_iter()
-            .chain(change.credit)
-            .chain(change.charge)
-            .collect();
-        if self.terms.billing_timing == BillingTiming::InAdvance {
-            next.current_period_fee = items
+        next.fee_from = (!new_in_advance).then_some(now.max(self.current_period.start));
+        let paid_before = if old_in_advance {
+            self.current_period_fee
+        } else {
+            Money::zero(self.currency)
+        };
+        next.current_period_fee = if new_in_advance {
+            credit
                 .iter()
-                .try_fold(self.current_period_fee, |acc, i| acc.checked_add(i.amount))
-                .map_err(|e| SubscriptionError::Pricing(e.to_string()))?;
-        }
+                .chain(charge.iter())
+                .try_fold(paid_before, |acc, i| acc.checked_add(i.amount))
+                .map_err(|e| SubscriptionError::Pricing(e.to_string()))?
+        } else {
+            Money::zero(self.currency)
+        };
+        let items: Vec<ProrationItem> = used.into_iter().chain(credit).chain(charge).collect();
         let events = vec![match decision.direction {
             ChangeDirection::Upgrade => "subscription.upgraded",
             ChangeDirection::Downgrade => "subscription.downgraded",
@@ -1412,6 +1424,30 @@ mod tests {
         let renewal = t.next.advance(ts("2024-02-01T00:00:00Z")).unwrap().unwrap();
         // 2100 + 6200 × 5/31 (1000) + 3100 × 5/31 (500)
         assert_eq!(total(renewal.billing.as_ref().unwrap()), 3600);
+    }
+
+    /// Changing between in-advance and in-arrears terms bills each leg once: $31 in advance →
+    /// $62 in arrears on Jan 22 credits 10 days (−$10.00) now and bills the new terms' 10 days
+    /// ($20.00) at the period end, not the whole month; $31 in arrears → $62 in advance bills
+    /// the old 21 days ($21.00) and charges the new 10 days ($20.00) now.
+    #[test]
+    fn changes_between_timings_bill_each_leg_once() {
+        let conv = ProrationConvention::DaySpanExclusive;
+        let at = ts("2024-01-22T00:00:00Z");
+        let policy = ChangePolicy::default();
+        let adv = active(3100, BillingTiming::InAdvance, conv, "2024-01-01T00:00:00Z");
+        let to_arrears = terms(6200, Interval::monthly(), BillingTiming::InArrears, conv);
+        let t = adv.change(to_arrears, 1, &policy, true, at).unwrap();
+        assert_eq!(total(t.billing.as_ref().unwrap()), -1000);
+        let renewal = t.next.advance(ts("2024-02-01T00:00:00Z")).unwrap().unwrap();
+        assert_eq!(total(renewal.billing.as_ref().unwrap()), 2000);
+        let arr = active(3100, BillingTiming::InArrears, conv, "2024-01-01T00:00:00Z");
+        let to_advance = terms(6200, Interval::monthly(), BillingTiming::InAdvance, conv);
+        let t = arr.change(to_advance, 1, &policy, true, at).unwrap();
+        assert_eq!(total(t.billing.as_ref().unwrap()), 4100);
+        assert_eq!(t.next.current_period_fee.minor, 2000);
+        let renewal = t.next.advance(ts("2024-02-01T00:00:00Z")).unwrap().unwrap();
+        assert_eq!(total(renewal.billing.as_ref().unwrap()), 6200);
     }
 
     /// A change during a trial inherits the trial: the new plan's first in-arrears fee covers
