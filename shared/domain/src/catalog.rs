@@ -1,5 +1,6 @@
 //! What is sold: billable metrics, plans with their versions, and charge models.
 
+pub mod capacity;
 pub mod charges;
 pub mod metric;
 pub mod plan;

@@ -5,8 +5,12 @@ use billing_domain::billing::invoice_draft::{
     build_invoice, CreditInput, Discount, InvoiceInput, LineInput, LineSource, TaxRate,
 };
 use billing_domain::billing::periods::{BillingCycle, Interval, IntervalUnit, Period};
-use billing_domain::billing::proration::{charge_for, fraction, plan_change, ProrationConvention};
-use billing_domain::catalog::charges::{ChargeModel, Step, Tier, Tiers, Usage};
+use billing_domain::billing::proration::{
+    cancellation_credit, charge_for, credit_unused, fraction, plan_change, used_until, CreditCap,
+    FixedMonthDays, ProrationConvention,
+};
+use billing_domain::catalog::capacity::{Capacity, CapacityTier, Limit};
+use billing_domain::catalog::charges::{ChargeModel, Percentage, Step, Tier, Tiers, Usage};
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::decimal::{parse_decimal, round_minor};
 use billing_domain::kernel::money::Money;
@@ -44,12 +48,24 @@ fn graduated() -> impl Strategy<Value = ChargeModel> {
     })
 }
 
+fn fixed(days: u8) -> ProrationConvention {
+    ProrationConvention::FixedDayMonths {
+        days: FixedMonthDays::new(days).expect("28 to 31"),
+    }
+}
+
 const CONVENTIONS: [ProrationConvention; 4] = [
     ProrationConvention::ExactSeconds,
     ProrationConvention::CalendarDaysInclusive,
     ProrationConvention::DaySpanExclusive,
     ProrationConvention::ThirtyDayMonths,
 ];
+
+fn all_conventions() -> Vec<ProrationConvention> {
+    let mut v = CONVENTIONS.to_vec();
+    v.extend([fixed(28), fixed(29), fixed(31)]);
+    v
+}
 const ZONES: [&str; 5] = [
     "UTC",
     "Europe/Paris",
@@ -165,6 +181,10 @@ proptest! {
             let item = charge_for(full, &period, &period, conv, cyc.time_zone()).expect("prorated");
             prop_assert_eq!(item.amount, full, "{:?}", conv);
         }
+        for conv in all_conventions() {
+            let item = charge_for(full, &period, &period, conv, cyc.time_zone()).expect("prorated");
+            prop_assert_eq!(item.amount, full, "{:?}", conv);
+        }
     }
 
     #[test]
@@ -182,7 +202,7 @@ proptest! {
         points.push(period.end.as_second());
         points.sort();
         points.dedup();
-        for conv in CONVENTIONS {
+        for conv in all_conventions() {
             // Day-based inclusive counting sums to the whole only when cuts fall at local midnight.
             let pts: Vec<Timestamp> = if conv == ProrationConvention::CalendarDaysInclusive {
                 let mut v: Vec<Timestamp> = points.iter().map(|&s| {
@@ -293,5 +313,173 @@ proptest! {
         prop_assert_eq!(inv.amount_due, inv.total.max(0) - inv.credit_total);
         let credit_in: i64 = credits.iter().sum();
         prop_assert_eq!(inv.ending_credit_balance, credit_in - inv.credit_total + (-inv.total).max(0));
+    }
+
+    /// A termination splits the period into what was used and what is credited: the two
+    /// fractions make the whole under every convention (Lago's termination day is on the used
+    /// side), and a credit is never more than was paid.
+    #[test]
+    fn termination_used_plus_unused_is_the_whole(
+        (cyc, k) in cycle(),
+        at in 0u32..=1000,
+        paid in 0i64..10_000_000,
+    ) {
+        let period = cyc.period(k).expect("period");
+        let tz = cyc.time_zone();
+        let len = period.end.as_second() - period.start.as_second();
+        let at = Timestamp::from_second(period.start.as_second() + len * i64::from(at) / 1000).expect("ts");
+        let usd = Currency::from_code("usd").expect("usd");
+        for conv in all_conventions() {
+            let whole = fraction(conv, &period, &period, tz).expect("whole").denominator;
+            let used = used_until(&period, at, conv, tz).map_or(0, |s| fraction(conv, &s, &period, tz).expect("used").numerator);
+            let credit = cancellation_credit(Money::new(paid, usd), &period, at, conv, tz).expect("credit");
+            let unused = credit.as_ref().map_or(0, |c| c.fraction.numerator);
+            if at > period.start {
+                prop_assert_eq!(used + unused, whole, "{:?} at {}", conv, at);
+            } else {
+                // An empty used stub: the whole period is unused (the termination day is
+                // still kept under calendar_days_inclusive only once it has begun).
+                prop_assert_eq!(used, 0);
+            }
+            if let Some(c) = credit {
+                prop_assert!(-c.amount.minor <= paid && c.amount.minor <= 0);
+            }
+        }
+    }
+
+    /// Flexprice's cap: a capped credit never exceeds what was paid minus what was already
+    /// credited, never exceeds the uncapped credit and is never a charge.
+    #[test]
+    fn capped_credit_never_exceeds_what_is_left(
+        fee in 0i64..10_000_000,
+        paid in 0i64..10_000_000,
+        credited in 0i64..10_000_000,
+        at in 0u32..=1000,
+    ) {
+        let usd = Currency::from_code("usd").expect("usd");
+        let period = Period::new(Timestamp::from_second(1_704_067_200).expect("ts"), Timestamp::from_second(1_706_745_600).expect("ts")).expect("jan");
+        let at = Timestamp::from_second(period.start.as_second() + 2_678_400 * i64::from(at) / 1000).expect("ts");
+        let tz = jiff::tz::TimeZone::UTC;
+        if let Some(item) = credit_unused(Money::new(fee, usd), &period, at, ProrationConvention::ExactSeconds, &tz).expect("credit") {
+            let uncapped = -item.amount.minor;
+            let cap = CreditCap { paid: Money::new(paid, usd), already_credited: Money::new(credited, usd) };
+            let granted = cap.apply(item).expect("cap").map_or(0, |c| -c.amount.minor);
+            prop_assert!(granted >= 0);
+            prop_assert!(granted <= uncapped);
+            prop_assert!(granted <= (paid - credited).max(0));
+            prop_assert_eq!(granted, uncapped.min((paid - credited).max(0)));
+        }
+    }
+
+    /// Lago's free allowance: what it covers never exceeds the free amount, free transactions
+    /// are never more than allowed, and one more transaction never lowers the charge.
+    #[test]
+    fn percentage_free_allowance_is_bounded_and_monotone(
+        amounts in prop::collection::vec(0i64..100_000, 0..12),
+        extra in 0i64..100_000,
+        free_transactions in 0u64..5,
+        free_amount in 0i64..200_000,
+        fixed_fee in 0i64..100,
+    ) {
+        let usd = Currency::from_code("usd").expect("usd");
+        let model = ChargeModel::Percentage(Percentage {
+            rate: Decimal::new(29, 1),
+            fixed_fee,
+            free_transactions,
+            free_amount,
+            min_per_transaction: None,
+            max_per_transaction: None,
+        });
+        let dec = |v: &[i64]| Usage::Transactions { amounts: v.iter().map(|&a| Decimal::new(a, 2)).collect() };
+        let priced = model.price(&dec(&amounts), usd).expect("priced");
+        match &priced.derivation.steps[0] {
+            Step::Percentage { free_transactions: f, free_amount_used, transactions, charged_transactions, .. } => {
+                prop_assert!(*free_amount_used <= Decimal::new(free_amount, 2));
+                if free_transactions > 0 {
+                    prop_assert!(*f <= free_transactions);
+                }
+                prop_assert_eq!(*f + *charged_transactions, *transactions);
+            }
+            other => prop_assert!(false, "{:?}", other),
+        }
+        let mut more = amounts.clone();
+        more.push(extra);
+        prop_assert!(model.price(&dec(&more), usd).expect("priced").amount.minor >= priced.amount.minor);
+    }
+
+    /// Kill Bill's capacity: more usage of any unit never chooses an earlier (cheaper-listed)
+    /// tier, and the tier chosen holds every limit.
+    #[test]
+    fn capacity_tier_is_monotone_in_usage(
+        limits in prop::collection::vec((1i64..1000, 1i64..1000), 1..5),
+        a in 0i64..5000,
+        b in 0i64..5000,
+        more in 0i64..5000,
+    ) {
+        let usd = Currency::from_code("usd").expect("usd");
+        let mut ua = 0i64;
+        let mut ub = 0i64;
+        let mut tiers: Vec<CapacityTier> = limits.iter().enumerate().map(|(i, &(da, db))| {
+            ua += da;
+            ub += db;
+            CapacityTier {
+                limits: [("a".to_owned(), Limit(Some(Decimal::from(ua)))), ("b".to_owned(), Limit(Some(Decimal::from(ub))))].into_iter().collect(),
+                price: 100 * (i as i64 + 1),
+            }
+        }).collect();
+        tiers.push(CapacityTier {
+            limits: [("a".to_owned(), Limit(None)), ("b".to_owned(), Limit(None))].into_iter().collect(),
+            price: 100_000,
+        });
+        let c = Capacity { tiers };
+        prop_assert!(c.validate().is_ok());
+        let usage = |x: i64, y: i64| [("a".to_owned(), Decimal::from(x)), ("b".to_owned(), Decimal::from(y))].into_iter().collect();
+        let p = c.price(&usage(a, b), usd).expect("priced");
+        let q = c.price(&usage(a + more, b), usd).expect("priced");
+        if let (Some(i), Some(j)) = (p.tier, q.tier) {
+            prop_assert!(j >= i);
+            for (unit, v) in [("a", a), ("b", b)] {
+                if let Some(max) = c.tiers[i].limits[unit].0 {
+                    prop_assert!(Decimal::from(v) <= max);
+                }
+            }
+        }
+    }
+
+    /// OpenMeter's order: a percentage discount comes before a charge's maximum commitment:
+    /// the line's net is `min(maximum, amount − round(amount × percent))`, never above the
+    /// maximum, and the invoice invariants still hold.
+    #[test]
+    fn percentage_discount_then_maximum_commitment(
+        units in 0i64..1_000_000,
+        maximum in 0i64..10_000_000,
+        percent in 0i64..=10_000,
+    ) {
+        let usd = Currency::from_code("usd").expect("usd");
+        let input = InvoiceInput {
+            currency: usd,
+            lines: vec![LineInput {
+                id: Some("u".into()),
+                description: "usage".into(),
+                period: None,
+                source: LineSource::Charge {
+                    model: ChargeModel::PerUnit(billing_domain::catalog::charges::PerUnit { unit_price: Decimal::new(25, 2) }),
+                    usage: Usage::quantity(Decimal::from(units)),
+                    commitment: Some(billing_domain::catalog::charges::Commitment { minimum: None, maximum: Some(maximum) }),
+                },
+                tax_rates: vec![],
+                discountable: true,
+            }],
+            discounts: vec![Discount::PercentOff { id: "p".into(), percent: Decimal::new(percent, 2), applies_to: None }],
+            credits: vec![],
+            minimum_commitment: None,
+        };
+        let inv = build_invoice(&input).expect("invoice");
+        let amount = units * 25;
+        let discount = round_minor(Decimal::from(amount) * Decimal::new(percent, 4)).expect("fits");
+        prop_assert_eq!(inv.total, (amount - discount).min(maximum));
+        prop_assert!(inv.total <= maximum);
+        prop_assert_eq!(inv.total, inv.subtotal - inv.discount_total);
+        prop_assert_eq!(inv.discount_total, inv.discounts.iter().map(|d| d.amount).sum::<i64>());
     }
 }

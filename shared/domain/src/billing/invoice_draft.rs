@@ -8,7 +8,11 @@
 //! 2. **Minimum commitment.** If the invoice has one and the sum of its charge and fixed lines is
 //!    below it, a true-up line for the difference is added.
 //! 3. **Subtotal** = sum of line amounts.
-//! 4. **Discounts**, in the order given. Each computes one rounded amount on the current net of
+//! 4. **Discounts**, in the order given. A charge whose commitment has a `maximum` and that a
+//!    percent-off discount applies to is discounted first and capped after (OpenMeter's
+//!    `DiscountPercentage` then `MaxAmountCommitment`): its line keeps the uncapped amount and
+//!    the excess over the maximum is a discount `commitment_maximum` of its own. Without a
+//!    percent-off discount the maximum caps the line amount in step 1. Each computes one rounded amount on the current net of
 //!    the lines it applies to (percent: `net × percent`, half away from zero; amount off: at most
 //!    the net), never more than those lines' positive nets, and is split over them in proportion
 //!    to their positive nets (largest remainder), so per-line discounts sum exactly to it.
@@ -334,11 +338,37 @@ fn check_taxes(prefix: impl Fn() -> String, rates: &[TaxRate]) -> Result<(), Inv
     Ok(())
 }
 
+/// The discount id under which a charge's maximum commitment shows when it caps a line after
+/// its percentage discounts (OpenMeter's "maximum spend discount").
+pub const MAXIMUM_COMMITMENT_DISCOUNT: &str = "commitment_maximum";
+
 /// Builds the draft. Pure and deterministic; see the module docs for the order of operations.
 pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError> {
     let currency = input.currency;
     let mut lines: Vec<InvoiceLine> = Vec::with_capacity(input.lines.len() + 1);
     let mut charges_subtotal: i64 = 0;
+    // Maximum commitments applied after the percentage discounts (OpenMeter's order), by line.
+    let mut deferred_maximum: Vec<Option<i64>> = vec![None; input.lines.len()];
+    let percent_off_applies = |l: &LineInput| {
+        l.discountable
+            && input.discounts.iter().any(|d| match d {
+                Discount::PercentOff {
+                    applies_to,
+                    percent,
+                    ..
+                } => {
+                    *percent > Decimal::ZERO
+                        && match applies_to {
+                            None => true,
+                            Some(ids) => {
+                                l.id.as_deref()
+                                    .is_some_and(|id| ids.iter().any(|x| x == id))
+                            }
+                        }
+                }
+                Discount::AmountOff { .. } => false,
+            })
+    };
 
     // 1. Lines.
     for (i, l) in input.lines.iter().enumerate() {
@@ -356,7 +386,18 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
                     c.validate().map_err(|e| {
                         InvoiceError::Invalid(e.within(&format!("lines[{i}].source.commitment")))
                     })?;
-                    priced = priced.with_commitment(c);
+                    if c.maximum.is_some() && percent_off_applies(l) {
+                        // A percentage discount comes before the maximum caps the line
+                        // (OpenMeter): the line keeps its uncapped amount (the minimum
+                        // applied), and the cap follows the discounts.
+                        deferred_maximum[i] = c.maximum;
+                        priced = priced.with_commitment(&Commitment {
+                            minimum: c.minimum,
+                            maximum: None,
+                        });
+                    } else {
+                        priced = priced.with_commitment(c);
+                    }
                 }
                 let quantity = match usage {
                     Usage::Quantity { quantity } => Some(*quantity),
@@ -513,6 +554,30 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
         discount_summaries.push(DiscountSummary {
             discount_id: d.id().to_owned(),
             amount: total_discount,
+        });
+    }
+
+    // 4b. Maximum commitments deferred past the percentage discounts: what the discounted net
+    // still exceeds the maximum by is taken off as a discount of its own.
+    let mut capped_total: i64 = 0;
+    for (idx, max) in deferred_maximum.iter().enumerate() {
+        let Some(max) = *max else { continue };
+        let over = sub(net[idx], max)?;
+        if over > 0 {
+            net[idx] = max;
+            let line = &mut lines[idx];
+            line.discount_amount = add(line.discount_amount, over)?;
+            line.discounts.push(LineDiscount {
+                discount_id: MAXIMUM_COMMITMENT_DISCOUNT.to_owned(),
+                amount: over,
+            });
+            capped_total = add(capped_total, over)?;
+        }
+    }
+    if capped_total > 0 {
+        discount_summaries.push(DiscountSummary {
+            discount_id: MAXIMUM_COMMITMENT_DISCOUNT.to_owned(),
+            amount: capped_total,
         });
     }
 
@@ -682,6 +747,68 @@ mod tests {
             amount,
             quantity: None,
         }
+    }
+
+    /// openmeterio/openmeter `openmeter/billing/rating/service/rate/unit_test.go`, "usage
+    /// present, 50% discount +max spend set and hit" (and `pricer.go`: `DiscountPercentage`
+    /// before `MaxAmountCommitment`): 20 units × $10 = $200, 50 % off → $100, then the $100
+    /// maximum (not hit within one period). Capping first would give $50. With a $80 maximum
+    /// the discounted $100 is capped to $80: $100 + $20 of discounts.
+    #[test]
+    fn percentage_discount_comes_before_the_maximum_commitment_like_openmeter() {
+        let usd = Currency::from_code("usd").unwrap();
+        let invoice = |maximum: i64, percent: i64| {
+            build_invoice(&InvoiceInput {
+                currency: usd,
+                lines: vec![line(
+                    "usage",
+                    LineSource::Charge {
+                        model: serde_json::from_str(r#"{"model":"per_unit","unit_price":"10"}"#)
+                            .unwrap(),
+                        usage: Usage::quantity(dec!(20)),
+                        commitment: Some(Commitment {
+                            minimum: None,
+                            maximum: Some(maximum),
+                        }),
+                    },
+                    vec![],
+                )],
+                discounts: vec![Discount::PercentOff {
+                    id: "discount-50pct".into(),
+                    percent: Decimal::from(percent),
+                    applies_to: None,
+                }],
+                credits: vec![],
+                minimum_commitment: None,
+            })
+            .unwrap()
+        };
+        let inv = invoice(10_000, 50);
+        assert_eq!(
+            (inv.subtotal, inv.discount_total, inv.total),
+            (20_000, 10_000, 10_000)
+        );
+        let inv = invoice(8000, 50);
+        assert_eq!(
+            (inv.subtotal, inv.discount_total, inv.total),
+            (20_000, 12_000, 8000)
+        );
+        assert_eq!(
+            inv.lines[0].discounts,
+            vec![
+                LineDiscount {
+                    discount_id: "discount-50pct".into(),
+                    amount: 10_000
+                },
+                LineDiscount {
+                    discount_id: MAXIMUM_COMMITMENT_DISCOUNT.into(),
+                    amount: 2000
+                },
+            ]
+        );
+        // Without a percentage discount the maximum caps the line itself, as before.
+        let inv = invoice(8000, 0);
+        assert_eq!((inv.subtotal, inv.total), (8000, 8000));
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! | `exact_seconds` (Stripe) | seconds | 1,425,600 / 2,678,400 | $16.50 |
 //! | `calendar_days_inclusive` (Lago) | local days touched, both ends included | 17 / 31 | $17.00 |
 //! | `day_span_exclusive` (Kill Bill) | local date difference, end date excluded | 17 / 31 (Jan 15 → Feb 1) | $17.00 |
-//! | `thirty_day_months` (Kill Bill option) | 30 per month, day-of-month capped at 30 | 16 / 30 | $16.53 |
+//! | `thirty_day_months` (Kill Bill fixed days 30) | 30 per month, `(30 − d₁) + d₂` across a month end | 16 / 30 | $16.53 |
+//! | `{"fixed_day_months":{"days":28}}` (Kill Bill fixed days) | 28 per month | 14 / 28 | $15.50 |
 //!
 //! Where the day conventions differ: a change at `Jan 15 12:00` under `calendar_days_inclusive`
 //! makes Jan 15 count in both slices (`[Jan 1, Jan 15 12:00)` is 15 days and the rest 17 days:
@@ -21,10 +22,16 @@
 //! `calendar_days_inclusive` therefore sums to the whole only over partitions at local midnight;
 //! the other three sum exactly (before rounding) over any partition.
 //!
-//! `thirty_day_months`: every month of the period counts 30 days; a date's position in the period
-//! is `30 × whole months since the period start + min(30, days into the current month)`,
-//! capped at the period's `30 × months`. Periods that are not whole months (day and week
-//! intervals) fall back to `day_span_exclusive`.
+//! Fixed-day months (`thirty_day_months`, `fixed_day_months`): Kill Bill's
+//! `daysBetweenWithFixedDaysInMonth` with `F` days a month: the actual days within a month,
+//! `(F − d₁) + d₂` across a month end, over `F × months` of the period. A date's position is
+//! `F × (months since the period start's month) + day − start day` (day capped at `F + 1`),
+//! clamped to the period, so the slices of any partition add up. Periods that are not whole
+//! months (day and week intervals) fall back to `day_span_exclusive`.
+//!
+//! Terminations: [`unused_after_termination`] and [`used_until`] split a period at a
+//! cancellation; under `calendar_days_inclusive` the termination's day is used (Lago), so the
+//! credit starts the next local day. An empty stub (at the very start of a period) is nothing.
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -48,11 +55,70 @@ pub enum ProrationConvention {
     #[default]
     ExactSeconds,
     /// Local calendar days touched, first and last included, over the period's days (Lago).
+    /// A termination's day counts as used: a cancellation credits from the next local day.
     CalendarDaysInclusive,
     /// Local date difference, end date excluded, over the period's (Kill Bill).
     DaySpanExclusive,
-    /// Every month counts 30 days (Kill Bill's 30/360-like option).
+    /// Every month counts 30 days (Kill Bill's `org.killbill.invoice.proration.fixed.days=30`).
+    /// JSON `"thirty_day_months"`; the same as `{"fixed_day_months": {"days": 30}}`.
     ThirtyDayMonths,
+    /// Every month counts `days` days (Kill Bill's `org.killbill.invoice.proration.fixed.days`,
+    /// e.g. 28). JSON `{"fixed_day_months": {"days": 28}}`; `days` is 28 to 31.
+    FixedDayMonths {
+        #[schema(value_type = u8, minimum = 28, maximum = 31)]
+        days: FixedMonthDays,
+    },
+}
+
+/// Days counted per month by [`ProrationConvention::FixedDayMonths`]: 28 to 31 (JSON: a number;
+/// anything else is refused when the plan is parsed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct FixedMonthDays(u8);
+
+impl FixedMonthDays {
+    pub const THIRTY: FixedMonthDays = FixedMonthDays(30);
+
+    pub fn new(days: u8) -> Option<Self> {
+        (28..=31).contains(&days).then_some(FixedMonthDays(days))
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl TryFrom<u8> for FixedMonthDays {
+    type Error = String;
+    fn try_from(days: u8) -> Result<Self, Self::Error> {
+        FixedMonthDays::new(days)
+            .ok_or_else(|| format!("fixed_day_months.days must be 28 to 31 (got {days})"))
+    }
+}
+
+impl From<FixedMonthDays> for u8 {
+    fn from(d: FixedMonthDays) -> u8 {
+        d.0
+    }
+}
+
+impl ProrationConvention {
+    /// Every convention with its own numbers (for tests and documentation).
+    pub const NAMED: [ProrationConvention; 4] = [
+        ProrationConvention::ExactSeconds,
+        ProrationConvention::CalendarDaysInclusive,
+        ProrationConvention::DaySpanExclusive,
+        ProrationConvention::ThirtyDayMonths,
+    ];
+
+    /// Kill Bill's fixed days in a month, for the fixed-month conventions.
+    fn fixed_month_days(self) -> Option<i64> {
+        match self {
+            ProrationConvention::ThirtyDayMonths => Some(30),
+            ProrationConvention::FixedDayMonths { days } => Some(i64::from(days.get())),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,28 +163,14 @@ fn day_number(t: Timestamp, tz: &TimeZone) -> i64 {
         .unwrap_or(0)
 }
 
-/// 30-day-month position of `t` within `period` (see the module docs).
-fn thirty_position(t: Timestamp, period: &Period, months: i64, tz: &TimeZone) -> i64 {
-    let s = local_date(period.start, tz);
+/// Kill Bill's fixed-month day number of `t`'s local date: `F × months since year 0 + day`,
+/// the day capped at `F + 1` (a no-op for `F` = 30 and 31). Differences of two such numbers are
+/// Kill Bill's `daysBetweenWithFixedDaysInMonth`: the actual days within a month, `(F − d₁) + d₂`
+/// across one month boundary.
+fn fixed_day_number(t: Timestamp, tz: &TimeZone, f: i64) -> i64 {
     let x = local_date(t, tz);
-    let mut n = (i64::from(x.year()) - i64::from(s.year())) * 12 + i64::from(x.month())
-        - i64::from(s.month());
-    let add = |n: i64| {
-        jiff::Span::new()
-            .try_months(n)
-            .ok()
-            .and_then(|sp| s.checked_add(sp).ok())
-    };
-    while n > 0 && add(n).is_none_or(|d| d > x) {
-        n -= 1;
-    }
-    let base = add(n).unwrap_or(s);
-    let into = x
-        .since(base)
-        .map(|sp| i64::from(sp.get_days()))
-        .unwrap_or(0)
-        .clamp(0, 30);
-    (30 * n + into).clamp(0, 30 * months)
+    let months = i64::from(x.year()) * 12 + i64::from(x.month()) - 1;
+    f * months + i64::from(x.day()).min(f + 1)
 }
 
 /// Whole months in `period` (0 when it is not at least one month).
@@ -174,21 +226,37 @@ pub fn fraction(
             (inclusive(slice), inclusive(period))
         }
         ProrationConvention::DaySpanExclusive => day_span(slice, period, tz),
-        ProrationConvention::ThirtyDayMonths => {
+        ProrationConvention::ThirtyDayMonths | ProrationConvention::FixedDayMonths { .. } => {
+            let f = convention.fixed_month_days().unwrap_or(30);
             let months = whole_months(period, tz);
             if months == 0 {
                 day_span(slice, period, tz)
+            } else if slice == period {
+                (f * months, f * months)
             } else {
-                (
-                    thirty_position(slice.end, period, months, tz)
-                        - thirty_position(slice.start, period, months, tz),
-                    30 * months,
-                )
+                // Positions from the period start, so slices of a partition add up; a trailing
+                // stub [start, d₂) is Kill Bill's calculateProRationAfterLastBillingCycleDate.
+                let whole = f * months;
+                let origin = fixed_day_number(period.start, tz, f);
+                let position = |t: Timestamp| {
+                    if t >= period.end {
+                        whole
+                    } else {
+                        (fixed_day_number(t, tz, f) - origin).clamp(0, whole)
+                    }
+                };
+                (position(slice.end) - position(slice.start), whole)
             }
         }
     };
     if denominator <= 0 {
-        return Err(ProrationError::EmptyPeriod);
+        // A period shorter than the convention's unit (a stub of seconds inside one day
+        // under a day convention): the whole of it is the whole, any part of it nothing.
+        let whole = slice == period;
+        return Ok(Fraction {
+            numerator: i64::from(whole),
+            denominator: 1,
+        });
     }
     Ok(Fraction {
         numerator: numerator.clamp(0, denominator),
@@ -237,6 +305,9 @@ pub enum ProrationKind {
     Charge,
     /// Credit for time paid but not used (negative amount).
     Credit,
+    /// Charge for time already used, billed in arrears (a partial period, the old plan's days
+    /// before a change, the days before a cancellation or a pause).
+    Used,
 }
 
 /// A pending proration line, ready for the next invoice.
@@ -256,6 +327,9 @@ pub struct ProrationItem {
     pub unrounded: Decimal,
     /// Rounded amount: positive for charges, negative for credits.
     pub amount: Money,
+    /// The amount before a [`CreditCap`] lowered it (minor units), if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capped_from: Option<i64>,
 }
 
 /// Charges `full` for `slice` of `period` (partial first/last periods, trials, new plan).
@@ -277,7 +351,25 @@ pub fn charge_for(
         fraction: f,
         unrounded,
         amount,
+        capped_from: None,
     })
+}
+
+/// Charges `full` in arrears for `slice` of `period`, the time used (a [`ProrationKind::Used`]
+/// item); `None` for an empty slice.
+pub fn charge_used(
+    full: Money,
+    slice: Option<Period>,
+    period: &Period,
+    convention: ProrationConvention,
+    tz: &TimeZone,
+) -> Result<Option<ProrationItem>, ProrationError> {
+    let Some(slice) = slice else {
+        return Ok(None);
+    };
+    let mut item = charge_for(full, &slice, period, convention, tz)?;
+    item.kind = ProrationKind::Used;
+    Ok(Some(item))
 }
 
 /// Credits the unused part `[from, period.end)` of a period paid `paid`; `None` when nothing
@@ -298,7 +390,58 @@ pub fn credit_unused(
     Ok(Some(item))
 }
 
-/// Cancellation at `cancel_at` of a period paid in advance: the credit for unused time.
+/// The first instant of the local day after `t`'s.
+fn next_local_midnight(t: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+    local_date(t, tz)
+        .tomorrow()
+        .ok()
+        .and_then(|d| d.to_zoned(tz.clone()).ok())
+        .map(|z| z.timestamp())
+}
+
+/// What a termination at `at` leaves unused of `period`: `[at, end)`, except under
+/// `calendar_days_inclusive`, where the day of termination counts as used (Lago's
+/// `CreditNotes::CreateFromTermination#remaining_duration` starts the day after) and the unused
+/// part starts at the next local midnight. `None` when nothing is left.
+pub fn unused_after_termination(
+    period: &Period,
+    at: Timestamp,
+    convention: ProrationConvention,
+    tz: &TimeZone,
+) -> Option<Period> {
+    let from = match convention {
+        ProrationConvention::CalendarDaysInclusive if at > period.start => {
+            next_local_midnight(at, tz).unwrap_or(period.end)
+        }
+        _ => at,
+    };
+    period.from(from)
+}
+
+/// What a termination (or a change) at `at` has used of `period`: `[start, at)`; under
+/// `calendar_days_inclusive` through the end of the termination's local day (it counts as used,
+/// as Lago bills it). `None` for an empty stub (`at` at or before the start): nothing is billed.
+pub fn used_until(
+    period: &Period,
+    at: Timestamp,
+    convention: ProrationConvention,
+    tz: &TimeZone,
+) -> Option<Period> {
+    if at <= period.start {
+        return None;
+    }
+    let until = match convention {
+        ProrationConvention::CalendarDaysInclusive => {
+            next_local_midnight(at, tz).unwrap_or(period.end)
+        }
+        _ => at,
+    };
+    period.until(until)
+}
+
+/// Cancellation at `cancel_at` of a period paid in advance: the credit for unused time (from
+/// the day after under `calendar_days_inclusive`, see [`unused_after_termination`]). `None`
+/// when nothing is left, e.g. a cancellation at the period end.
 pub fn cancellation_credit(
     paid: Money,
     period: &Period,
@@ -306,7 +449,59 @@ pub fn cancellation_credit(
     convention: ProrationConvention,
     tz: &TimeZone,
 ) -> Result<Option<ProrationItem>, ProrationError> {
-    credit_unused(paid, period, cancel_at, convention, tz)
+    let Some(slice) = unused_after_termination(period, cancel_at, convention, tz) else {
+        return Ok(None);
+    };
+    credit_unused(paid, period, slice.start, convention, tz)
+}
+
+/// What was actually paid for a period and what has already been credited against it: a
+/// credit for unused time never exceeds `paid − credited` (Flexprice's `capCreditAmount` in
+/// `internal/domain/proration/calculator.go`; Lago's `CreditNotes::CreateFromTermination`
+/// likewise caps at the last fee minus its credit notes). `paid` comes from the invoice that
+/// charged the period, or from the caller when that invoice is not ours (a migration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditCap {
+    pub paid: Money,
+    pub already_credited: Money,
+}
+
+impl CreditCap {
+    /// The most that may still be credited (never negative).
+    pub fn available(&self) -> Result<Money, MoneyError> {
+        let left = self.paid.checked_sub(self.already_credited)?;
+        Ok(if left.minor < 0 {
+            Money::zero(self.paid.currency)
+        } else {
+            left
+        })
+    }
+
+    /// Caps a credit item (negative amount) to what is available; `None` when nothing may be
+    /// credited. A capped item records the cap in `capped_from`.
+    pub fn apply(&self, credit: ProrationItem) -> Result<Option<ProrationItem>, ProrationError> {
+        if self.paid.currency != credit.amount.currency
+            || self.already_credited.currency != credit.amount.currency
+        {
+            return Err(MoneyError::CurrencyMismatch {
+                left: self.paid.currency,
+                right: credit.amount.currency,
+            }
+            .into());
+        }
+        let available = self.available()?.minor;
+        let wanted = credit.amount.minor.checked_neg().unwrap_or(i64::MAX).max(0);
+        let granted = wanted.min(available);
+        if granted <= 0 {
+            return Ok(None);
+        }
+        let mut item = credit;
+        if granted != wanted {
+            item.capped_from = Some(item.amount.minor);
+            item.amount.minor = -granted;
+        }
+        Ok(Some(item))
+    }
 }
 
 /// A mid-period change: credit the unused part of the old price, charge the remaining part of
@@ -351,6 +546,24 @@ pub fn plan_change(
         None => None,
     };
     Ok(PlanChange { credit, charge })
+}
+
+/// [`plan_change`] with the credit capped by what was paid for the period (Flexprice).
+pub fn plan_change_capped(
+    old_paid: Money,
+    new_price: Money,
+    period: &Period,
+    at: Timestamp,
+    convention: ProrationConvention,
+    tz: &TimeZone,
+    cap: &CreditCap,
+) -> Result<PlanChange, ProrationError> {
+    let mut change = plan_change(old_paid, new_price, period, at, convention, tz)?;
+    change.credit = match change.credit {
+        Some(c) => cap.apply(c)?,
+        None => None,
+    };
+    Ok(change)
 }
 
 /// A quantity change on a priced charge (seats 5 → 8): the full-period price at each quantity
@@ -581,6 +794,13 @@ mod tests {
             (ProrationConvention::CalendarDaysInclusive, (17, 31), 1700),
             (ProrationConvention::DaySpanExclusive, (17, 31), 1700),
             (ProrationConvention::ThirtyDayMonths, (16, 30), 1653),
+            (
+                ProrationConvention::FixedDayMonths {
+                    days: FixedMonthDays::new(28).unwrap(),
+                },
+                (14, 28),
+                1550,
+            ),
         ];
         for (conv, (n, d), amount) in cases {
             let item = charge_for(usd(3100), &slice, &jan(), conv, &tz).unwrap();
@@ -627,6 +847,227 @@ mod tests {
         )
         .unwrap();
         assert_eq!((f.numerator, f.denominator), (0, 30));
+    }
+
+    fn period(a: &str, b: &str) -> Period {
+        Period::new(ts(&format!("{a}T00:00:00Z")), ts(&format!("{b}T00:00:00Z"))).unwrap()
+    }
+
+    /// killbill/killbill `invoice/src/test/java/org/killbill/billing/invoice/generator/
+    /// TestInvoiceDateUtilsWithFixedProration.java` (`org.killbill.invoice.proration.fixed.days`
+    /// = 30): `testProRationAfterLastBillingCycleDate` — a trailing stub from the 23rd to the
+    /// 15th of the next month is (30 − 23) + 15 = 22 days, 0.733333333, in May, June, February
+    /// and leap February; `testProRationBeforeFirstBillingPeriod1` — the same as a leading stub;
+    /// `testProRationBeforeFirstBillingPeriod2` — the 15th → 23rd within a month is 8 days,
+    /// 0.266666667; `testDaysBetweenWithFixedDaysInMonth28` — with 28-day months, 20 days.
+    #[test]
+    fn fixed_day_months_reproduce_kill_bill() {
+        let tz = TimeZone::UTC;
+        let thirty = ProrationConvention::ThirtyDayMonths;
+        let trailing = [
+            ("2023-05-23", "2023-06-15", "2023-06-23"),
+            ("2023-06-23", "2023-07-15", "2023-07-23"),
+            ("2023-02-23", "2023-03-15", "2023-03-23"),
+            ("2024-02-23", "2024-03-15", "2024-03-23"),
+        ];
+        for (start, cancel, end) in trailing {
+            // A cancellation (or end date) on `cancel` inside [start, end): the used stub.
+            let p = period(start, end);
+            let used = p.until(ts(&format!("{cancel}T00:00:00Z"))).unwrap();
+            let f = fraction(thirty, &used, &p, &tz).unwrap();
+            assert_eq!(
+                (f.numerator, f.denominator),
+                (22, 30),
+                "trailing {start} → {cancel}"
+            );
+            // $300.00 × 22/30 = $220.00
+            assert_eq!(
+                charge_for(usd(30_000), &used, &p, thirty, &tz)
+                    .unwrap()
+                    .amount
+                    .minor,
+                22_000
+            );
+            // The leading stub [start, next billing date on the 15th).
+            let full = period(
+                &format!("{}-15", &start[..7]),
+                &format!("{}-15", &cancel[..7]),
+            );
+            let lead = full.from(ts(&format!("{start}T00:00:00Z"))).unwrap();
+            let f = fraction(thirty, &lead, &full, &tz).unwrap();
+            assert_eq!((f.numerator, f.denominator), (22, 30), "leading {start}");
+        }
+        // Within one month: the 15th → the 23rd is 8 days (0.266666667).
+        let p = period("2023-05-15", "2023-06-15");
+        let f = fraction(
+            thirty,
+            &p.until(ts("2023-05-23T00:00:00Z")).unwrap(),
+            &p,
+            &tz,
+        )
+        .unwrap();
+        assert_eq!((f.numerator, f.denominator), (8, 30));
+        // 28-day months: May 23 → Jun 15 is (28 − 23) + 15 = 20 days of 28.
+        let twenty_eight = ProrationConvention::FixedDayMonths {
+            days: FixedMonthDays::new(28).unwrap(),
+        };
+        for (start, cancel, end) in trailing {
+            let p = period(start, end);
+            let used = p.until(ts(&format!("{cancel}T00:00:00Z"))).unwrap();
+            let f = fraction(twenty_eight, &used, &p, &tz).unwrap();
+            assert_eq!((f.numerator, f.denominator), (20, 28), "{start}");
+        }
+    }
+
+    #[test]
+    fn fixed_day_months_json_keeps_the_old_names() {
+        let old: ProrationConvention = serde_json::from_str(r#""thirty_day_months""#).unwrap();
+        assert_eq!(old, ProrationConvention::ThirtyDayMonths);
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#""thirty_day_months""#
+        );
+        let f: ProrationConvention =
+            serde_json::from_str(r#"{"fixed_day_months":{"days":28}}"#).unwrap();
+        assert_eq!(
+            f,
+            ProrationConvention::FixedDayMonths {
+                days: FixedMonthDays::new(28).unwrap()
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"fixed_day_months":{"days":28}}"#
+        );
+        for bad in [
+            r#"{"fixed_day_months":{"days":27}}"#,
+            r#"{"fixed_day_months":{"days":32}}"#,
+            r#"{"fixed_day_months":{}}"#,
+            r#""fixed_day_months""#,
+        ] {
+            assert!(
+                serde_json::from_str::<ProrationConvention>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        for name in [
+            "exact_seconds",
+            "calendar_days_inclusive",
+            "day_span_exclusive",
+        ] {
+            let c: ProrationConvention = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{name}\""));
+        }
+    }
+
+    /// getlago/lago-api `spec/services/credit_notes/create_from_termination_spec.rb` ("creates
+    /// a credit note"): €31 for October 2022, terminated Oct 15 10:00 → 16 unused days, €16.00
+    /// (the termination day is used: `CreditNotes::CreateFromTermination#remaining_duration`).
+    /// An upgrade on the same day still credits 17 days (Lago's `billed_from -= 1.day if
+    /// upgrade`), as `credit_unused` does.
+    #[test]
+    fn calendar_days_inclusive_uses_the_termination_day_like_lago() {
+        let tz = TimeZone::UTC;
+        let oct = period("2022-10-01", "2022-11-01");
+        let conv = ProrationConvention::CalendarDaysInclusive;
+        let at = ts("2022-10-15T10:00:00Z");
+        let c = cancellation_credit(usd(3100), &oct, at, conv, &tz)
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.fraction.numerator, c.fraction.denominator), (16, 31));
+        assert_eq!(c.amount.minor, -1600);
+        assert_eq!(c.period.start, ts("2022-10-16T00:00:00Z"));
+        // The used part counts Oct 1 … Oct 15: 15 days; together exactly the month.
+        let used = used_until(&oct, at, conv, &tz).unwrap();
+        assert_eq!(fraction(conv, &used, &oct, &tz).unwrap().numerator, 15);
+        // Even at midnight the termination day is used.
+        let midnight = ts("2022-10-15T00:00:00Z");
+        let c = cancellation_credit(usd(3100), &oct, midnight, conv, &tz)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.amount.minor, -1600);
+        // Upgrade: 17 days credited.
+        let u = credit_unused(usd(3100), &oct, at, conv, &tz)
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.amount.minor, -1700);
+        // Other conventions credit from the instant itself (exclusive days: Oct 15 → Nov 1).
+        let c = cancellation_credit(
+            usd(3100),
+            &oct,
+            at,
+            ProrationConvention::DaySpanExclusive,
+            &tz,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.amount.minor, -1700);
+        // At the period end nothing is left; at its start the used stub is empty.
+        assert!(cancellation_credit(usd(3100), &oct, oct.end, conv, &tz)
+            .unwrap()
+            .is_none());
+        assert!(used_until(&oct, oct.start, conv, &tz).is_none());
+    }
+
+    /// flexprice/flexprice `internal/domain/proration/calculator_test.go`,
+    /// `TestCalculator_CapCreditAmount`: (credit, paid, previously credited) → capped credit.
+    #[test]
+    fn credit_cap_like_flexprice() {
+        let tz = TimeZone::UTC;
+        let cases = [
+            (100, 200, 50, 100), // normal_credit
+            (300, 200, 50, 150), // credit_exceeds_original
+            (100, 200, 180, 20), // previous_credits_limit
+            (100, 200, 200, 0),  // no_credit_available
+            (100, 200, 250, 0),  // previous_credits_exceed_original
+            (100, 0, 0, 0),      // zero_original_amount
+        ];
+        for (credit, paid, credited, expected) in cases {
+            // A credit of exactly `credit`: the whole period of a fee of `credit`.
+            let item = credit_unused(
+                usd(credit),
+                &jan(),
+                jan().start,
+                ProrationConvention::ExactSeconds,
+                &tz,
+            )
+            .unwrap()
+            .unwrap();
+            let cap = CreditCap {
+                paid: usd(paid),
+                already_credited: usd(credited),
+            };
+            let capped = cap.apply(item).unwrap();
+            assert_eq!(
+                capped.as_ref().map_or(0, |c| -c.amount.minor),
+                expected,
+                "{credit} {paid} {credited}"
+            );
+            if let Some(c) = capped.filter(|_| expected != credit) {
+                assert_eq!(c.capped_from, Some(-credit));
+            }
+        }
+        // `TestCalculator_Calculate` "downgrade_with_credit_cap": 2 × $50 → 1 × $30 on Mar 15
+        // 2024, day-based (Mar 15 … Mar 31 is 17 of 31 days, both ends counted: our
+        // calendar_days_inclusive), $100 paid: credit −$54.84, charge $16.45, net −$38.39; the
+        // cap does not bind.
+        let mar = period("2024-03-01", "2024-04-01");
+        let pc = plan_change_capped(
+            usd(10_000),
+            usd(3000),
+            &mar,
+            ts("2024-03-15T00:00:00Z"),
+            ProrationConvention::CalendarDaysInclusive,
+            &tz,
+            &CreditCap {
+                paid: usd(10_000),
+                already_credited: usd(0),
+            },
+        )
+        .unwrap();
+        assert_eq!(pc.credit.as_ref().unwrap().amount.minor, -5484);
+        assert_eq!(pc.charge.as_ref().unwrap().amount.minor, 1645);
+        assert_eq!(pc.net(usd(0).currency).unwrap().minor, -3839);
     }
 
     #[test]

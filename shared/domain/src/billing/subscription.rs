@@ -211,6 +211,11 @@ pub struct Subscription {
     /// Paused longer than this many days, the subscription is cancelled.
     pub max_pause_days: u32,
     pub scheduled_change: Option<ScheduledChange>,
+    /// In arrears, after an immediate change: the current terms' fee covers the current period
+    /// from this instant (the time before was billed on the old terms). `None`: from its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub fee_from: Option<Timestamp>,
     /// Proration items waiting for the next invoice.
     #[schema(value_type = Vec<Object>)]
     pub pending_items: Vec<ProrationItem>,
@@ -461,6 +466,7 @@ impl Subscription {
             resumes_at: None,
             max_pause_days: input.max_pause_days.unwrap_or(90),
             scheduled_change: None,
+            fee_from: None,
             pending_items: Vec::new(),
             invoice_count: 0,
             last_usage_period: None,
@@ -500,6 +506,7 @@ impl Subscription {
         let mut next = self.clone();
         next.status = SubscriptionStatus::Active;
         next.current_period = first.period;
+        next.fee_from = None;
         let full_fee = self.terms.fee(self.quantity, self.currency)?;
         let mut lines = std::mem::take(&mut next.pending_items)
             .into_iter()
@@ -575,6 +582,64 @@ impl Subscription {
             tax_rates: Vec::new(),
             discountable: true,
         })
+    }
+
+    /// The cycle period (full length) that `slice` lies in, the whole a prorated fee is part of.
+    fn full_period_of(&self, slice: &Period) -> Result<Period, SubscriptionError> {
+        let cycle = self.cycle()?;
+        cycle
+            .index_at(slice.start)
+            .and_then(|k| cycle.period(k))
+            .map_err(calendar)
+    }
+
+    /// The in-arrears recurring fee for the current terms over `period` (from `fee_from` after
+    /// an immediate change): the full fee for a full cycle period, else prorated by the plan's
+    /// convention over the cycle period (a start off the anchor, a trial ending mid-period, a
+    /// change).
+    fn arrears_fee_line(&self, period: &Period) -> Result<Option<LineInput>, SubscriptionError> {
+        if self.terms.recurring_fee.is_none() {
+            return Ok(None);
+        }
+        let billable = match self.fee_from {
+            Some(from) => period.from(from),
+            None => Some(*period),
+        };
+        let Some(billable) = billable else {
+            return Ok(None);
+        };
+        let full = self.full_period_of(period)?;
+        if billable == full {
+            return Ok(self.fee_line(&billable, None));
+        }
+        let tz = self.cycle()?.time_zone().clone();
+        let fee = self.terms.fee(self.quantity, self.currency)?;
+        let item = proration::charge_for(fee, &billable, &full, self.terms.proration, &tz)
+            .map_err(calendar)?;
+        Ok(self.fee_line(&billable, Some((&full, item.amount))))
+    }
+
+    /// In arrears: the fee of the current terms for the time used of the current period up to
+    /// `at` (a cancellation, a pause), prorated; `None` for an empty stub.
+    fn used_fee_item(&self, at: Timestamp) -> Result<Option<ProrationItem>, SubscriptionError> {
+        if self.terms.billing_timing != BillingTiming::InArrears
+            || self.terms.recurring_fee.is_none()
+            || self.status == SubscriptionStatus::Trialing
+        {
+            return Ok(None);
+        }
+        let tz = self.cycle()?.time_zone().clone();
+        let from = self
+            .fee_from
+            .unwrap_or(self.current_period.start)
+            .max(self.current_period.start);
+        let Some(billable) = self.current_period.from(from) else {
+            return Ok(None);
+        };
+        let used = proration::used_until(&billable, at, self.terms.proration, &tz);
+        let full = self.full_period_of(&self.current_period)?;
+        let fee = self.terms.fee(self.quantity, self.currency)?;
+        proration::charge_used(fee, used, &full, self.terms.proration, &tz).map_err(calendar)
     }
 
     /// When the next transition falls due, if any.
@@ -671,8 +736,9 @@ impl Subscription {
         let ended = self.current_period;
         let mut arrears = Vec::new();
         if self.terms.billing_timing == BillingTiming::InArrears {
-            arrears.extend(self.fee_line(&ended, None));
+            arrears.extend(self.arrears_fee_line(&ended)?);
         }
+        self.fee_from = None;
         if self.cancel_at_period_end {
             self.end(at);
             let mut lines = std::mem::take(&mut self.pending_items)
@@ -721,6 +787,8 @@ impl Subscription {
         at: Timestamp,
     ) -> Result<(Subscription, Option<Billing>), SubscriptionError> {
         if let Some(paused_at) = self.paused_at {
+            let used = self.used_fee_item(paused_at)?;
+            self.pending_items.extend(used);
             let tz = self.cycle()?.time_zone().clone();
             let credit = proration::credit_unused(
                 self.current_period_fee,
@@ -771,23 +839,52 @@ impl Subscription {
             });
         }
         let mut lines = Vec::new();
-        if prorate && self.status != SubscriptionStatus::Trialing {
+        let billing_active = matches!(
+            self.status,
+            SubscriptionStatus::Active | SubscriptionStatus::PastDue | SubscriptionStatus::Paused
+        );
+        // A paused subscription stopped using the period when it was paused.
+        let stop = match self.status {
+            SubscriptionStatus::Paused => self.paused_at.unwrap_or(now).min(now),
+            _ => now,
+        };
+        if prorate && billing_active && self.terms.billing_timing == BillingTiming::InAdvance {
             let tz = self.cycle()?.time_zone().clone();
             let credit = proration::cancellation_credit(
                 self.current_period_fee,
                 &self.current_period,
-                now,
+                stop,
                 self.terms.proration,
                 &tz,
             )
             .map_err(calendar)?;
             lines.extend(credit.into_iter().map(proration_line));
         }
-        let period = Period::new(
-            self.current_period.start,
-            now.max(self.current_period.start),
-        )
-        .map_err(calendar)?;
+        if billing_active && self.terms.billing_timing == BillingTiming::InArrears {
+            // In arrears the time used is owed: prorated with `prorate`, else the period's
+            // full fee (as in advance without `prorate` the customer keeps the paid period).
+            // An empty stub (cancelled exactly at the period start) bills nothing.
+            let used = self.used_fee_item(stop)?;
+            if prorate {
+                lines.extend(used.into_iter().map(proration_line));
+            } else if used.is_some() {
+                lines.extend(self.arrears_fee_line(&self.current_period)?);
+            }
+        }
+        if billing_active {
+            // Items a previous change left for the next invoice go on this last one.
+            lines.extend(
+                std::mem::take(&mut next.pending_items)
+                    .into_iter()
+                    .map(proration_line),
+            );
+        }
+        // The invoice covers the stub used; at the very start of a period (an empty stub),
+        // the period itself.
+        let period = self
+            .current_period
+            .until(now)
+            .unwrap_or(self.current_period);
         next.end(now);
         let billing = next.billing(BillingReason::SubscriptionEnd, period, lines);
         Ok(Transition {
@@ -857,6 +954,21 @@ impl Subscription {
         invoice_now: bool,
         now: Timestamp,
     ) -> Result<Transition, SubscriptionError> {
+        self.change_capped(terms, quantity, policy, invoice_now, None, now)
+    }
+
+    /// [`Subscription::change`] with the credit for unused time capped by what was actually
+    /// paid for the current period minus what was already credited for it
+    /// ([`proration::CreditCap`], Flexprice). `None`: no cap beyond the prorated fee.
+    pub fn change_capped(
+        &self,
+        terms: SubscriptionTerms,
+        quantity: u64,
+        policy: &ChangePolicy,
+        invoice_now: bool,
+        cap: Option<&proration::CreditCap>,
+        now: Timestamp,
+    ) -> Result<Transition, SubscriptionError> {
         if !matches!(
             self.status,
             SubscriptionStatus::Active | SubscriptionStatus::PastDue | SubscriptionStatus::Trialing
@@ -911,39 +1023,91 @@ impl Subscription {
             });
         }
         let tz = self.cycle()?.time_zone().clone();
-        let change = if self.terms.billing_timing == BillingTiming::InAdvance {
-            proration::plan_change(
+        let old_in_advance = self.terms.billing_timing == BillingTiming::InAdvance;
+        let new_in_advance = terms.billing_timing == BillingTiming::InAdvance;
+        // In advance, the old fee was paid: its unused part is credited (capped by what was
+        // paid, when the caller says). In arrears nothing was paid: the old terms are billed
+        // for the time they were in force (from the period's start, its trial end or the
+        // previous change).
+        let credit = if old_in_advance {
+            let credit = proration::credit_unused(
                 self.current_period_fee,
-                new_fee,
                 &self.current_period,
                 now,
                 terms.proration,
                 &tz,
             )
-            .map_err(calendar)?
-        } else {
-            proration::PlanChange {
-                credit: None,
-                charge: None,
+            .map_err(calendar)?;
+            match (credit, cap) {
+                (Some(c), Some(cap)) => cap.apply(c).map_err(calendar)?,
+                (c, _) => c,
             }
+        } else {
+            None
+        };
+        let used = if old_in_advance {
+            None
+        } else {
+            let from = self
+                .fee_from
+                .unwrap_or(self.current_period.start)
+                .max(self.current_period.start);
+            match self.current_period.from(from) {
+                Some(billable) => {
+                    let slice = billable.until(now);
+                    let full = self.full_period_of(&self.current_period)?;
+                    proration::charge_used(old_fee, slice, &full, self.terms.proration, &tz)
+                        .map_err(calendar)?
+                }
+                None => None,
+            }
+        };
+        // New terms in advance: the rest of the period is charged now; in arrears their fee
+        // covers the period from now (`fee_from`) when it ends.
+        let charge = if new_in_advance {
+            match self.current_period.from(now) {
+                Some(slice) => Some(
+                    proration::charge_for(
+                        new_fee,
+                        &slice,
+                        &self.current_period,
+                        terms.proration,
+                        &tz,
+                    )
+                    .map_err(calendar)?,
+                ),
+                None => None,
+            }
+        } else {
+            None
         };
         next.terms = terms;
         next.quantity = quantity;
         next.scheduled_change = None;
-        let items: Vec<ProrationItem> = change.credit.into_iter().chain(change.charge).collect();
-        if self.terms.billing_timing == BillingTiming::InAdvance {
-            next.current_period_fee = items
+        next.fee_from = (!new_in_advance).then_some(now.max(self.current_period.start));
+        let paid_before = if old_in_advance {
+            self.current_period_fee
+        } else {
+            Money::zero(self.currency)
+        };
+        next.current_period_fee = if new_in_advance {
+            credit
                 .iter()
-                .try_fold(self.current_period_fee, |acc, i| acc.checked_add(i.amount))
-                .map_err(|e| SubscriptionError::Pricing(e.to_string()))?;
-        }
+                .chain(charge.iter())
+                .try_fold(paid_before, |acc, i| acc.checked_add(i.amount))
+                .map_err(|e| SubscriptionError::Pricing(e.to_string()))?
+        } else {
+            Money::zero(self.currency)
+        };
+        let items: Vec<ProrationItem> = used.into_iter().chain(credit).chain(charge).collect();
         let events = vec![match decision.direction {
             ChangeDirection::Upgrade => EventType::SubscriptionUpgraded,
             ChangeDirection::Downgrade => EventType::SubscriptionDowngraded,
             ChangeDirection::Lateral => EventType::SubscriptionPlanChanged,
         }];
         if invoice_now {
-            let period = Period::new(now, self.current_period.end.max(now)).map_err(calendar)?;
+            // The rest of the period; at its very end (a boundary), the period itself.
+            let period = self.current_period.from(now).unwrap_or(self.current_period);
             let lines = items.into_iter().map(proration_line).collect();
             let billing = next.billing(BillingReason::SubscriptionUpdate, period, lines);
             return Ok(Transition {
@@ -1007,6 +1171,7 @@ fn proration_line(item: ProrationItem) -> LineInput {
     let description = match item.kind {
         proration::ProrationKind::Charge => "Remaining time (prorated)",
         proration::ProrationKind::Credit => "Unused time (prorated credit)",
+        proration::ProrationKind::Used => "Time used (prorated)",
     };
     LineInput {
         id: None,
@@ -1015,5 +1180,472 @@ fn proration_line(item: ProrationItem) -> LineInput {
         source: LineSource::Proration { item },
         tax_rates: Vec::new(),
         discountable: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::invoice_draft::{build_invoice, InvoiceInput};
+    use crate::billing::periods::IntervalUnit;
+    use crate::kernel::ids::{AccountId, PlanId, SubscriptionId};
+    use proptest::prelude::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn eur() -> Currency {
+        Currency::from_code("eur").unwrap()
+    }
+
+    fn terms(
+        fee_minor: i64,
+        interval: Interval,
+        timing: BillingTiming,
+        proration: ProrationConvention,
+    ) -> SubscriptionTerms {
+        SubscriptionTerms {
+            plan_id: PlanId::from_ulid(ulid::Ulid::from(7u128)),
+            plan_version: 1,
+            plan_name: "Plan".into(),
+            interval,
+            billing_timing: timing,
+            proration,
+            recurring_fee: Some(
+                serde_json::from_value(
+                    serde_json::json!({"model": "per_unit", "unit_price": Decimal::new(fee_minor, 2).to_string()}),
+                )
+                .unwrap(),
+            ),
+            usage_charges: Vec::new(),
+            entitlements: Vec::new(),
+        }
+    }
+
+    fn new_sub(
+        terms: SubscriptionTerms,
+        start: &str,
+        anchor: Option<&str>,
+        trial_days: u32,
+    ) -> NewSubscription {
+        NewSubscription {
+            id: SubscriptionId::from_ulid(ulid::Ulid::from(1u128)),
+            account_id: AccountId::from_ulid(ulid::Ulid::from(2u128)),
+            test_clock: None,
+            livemode: false,
+            currency: eur(),
+            time_zone: "UTC".into(),
+            terms,
+            quantity: 1,
+            trial_days,
+            start: ts(start),
+            billing_anchor: anchor.map(ts),
+            collection_method: CollectionMethod::ChargeAutomatically,
+            days_until_due: None,
+            max_pause_days: None,
+            metadata: Metadata::new(),
+        }
+    }
+
+    /// The invoice total of a billing (no tax, no discount).
+    fn total(b: &Billing) -> i64 {
+        build_invoice(&InvoiceInput {
+            currency: eur(),
+            lines: b.lines.clone(),
+            discounts: Vec::new(),
+            credits: Vec::new(),
+            minimum_commitment: None,
+        })
+        .unwrap()
+        .total
+    }
+
+    /// Runs the lifecycle until the first invoice that bills the recurring fee.
+    fn first_fee_invoice(input: NewSubscription) -> Billing {
+        let start = input.start;
+        let mut t = Subscription::start(input, start).unwrap();
+        for _ in 0..6 {
+            if let Some(b) = t.billing.take() {
+                return b;
+            }
+            let due = t.next.due_at().unwrap();
+            t = t.next.advance(due).unwrap().unwrap();
+        }
+        panic!("no invoice");
+    }
+
+    fn weekly() -> Interval {
+        Interval::new(IntervalUnit::Week, 1).unwrap()
+    }
+
+    /// getlago/lago-api `spec/services/fees/subscription_service_spec.rb`, "when plan is
+    /// weekly": a €1.00 weekly plan paid in arrears (Lago's default), calendar weeks (Monday):
+    /// started on Wednesday 2022-06-22 → 5/7 = 71.43 → 71 cents ("when subscription start is on
+    /// any other day"); with a 3-day trial → 2/7 → 29 ("when trial end during the period");
+    /// started Monday 00:01 with a 3-day trial → 4/7 → 57 ("when subscription start is on
+    /// Monday" / "when trial end during period"). The same plan in advance bills the same.
+    #[test]
+    fn in_arrears_weekly_fee_is_prorated_like_lago() {
+        for timing in [BillingTiming::InArrears, BillingTiming::InAdvance] {
+            let t = || {
+                terms(
+                    100,
+                    weekly(),
+                    timing,
+                    ProrationConvention::CalendarDaysInclusive,
+                )
+            };
+            let cases = [
+                ("2022-06-22T00:00:00Z", 0, 71),
+                ("2022-06-22T00:00:00Z", 3, 29),
+                ("2022-06-20T00:01:00Z", 3, 57),
+            ];
+            for (start, trial, cents) in cases {
+                let b = first_fee_invoice(new_sub(t(), start, Some("2022-06-27T00:00:00Z"), trial));
+                assert_eq!(total(&b), cents, "{timing:?} {start} trial {trial}");
+                let line_period = b.lines[0].period.unwrap();
+                assert_eq!(line_period.end, ts("2022-06-27T00:00:00Z"));
+            }
+        }
+        // Started on the anchor (Monday 00:00) without a trial: the full week.
+        let b = first_fee_invoice(new_sub(
+            terms(
+                100,
+                weekly(),
+                BillingTiming::InArrears,
+                ProrationConvention::CalendarDaysInclusive,
+            ),
+            "2022-06-20T00:00:00Z",
+            None,
+            0,
+        ));
+        assert_eq!(total(&b), 100);
+    }
+
+    /// getlago/lago-api `spec/services/fees/subscription_service_spec.rb`, "when plan has a
+    /// trial period" / "when trial end in period": €1.00 monthly in arrears, March 2022, a
+    /// 3-day trial from Mar 1 → 28/31 = 90.32 → 90 cents.
+    #[test]
+    fn in_arrears_trial_ending_mid_period_like_lago() {
+        for conv in [
+            ProrationConvention::CalendarDaysInclusive,
+            ProrationConvention::DaySpanExclusive,
+            ProrationConvention::ExactSeconds,
+        ] {
+            let b = first_fee_invoice(new_sub(
+                terms(100, Interval::monthly(), BillingTiming::InArrears, conv),
+                "2022-03-01T00:00:00Z",
+                Some("2022-04-01T00:00:00Z"),
+                3,
+            ));
+            assert_eq!(total(&b), 90, "{conv:?}");
+        }
+    }
+
+    fn active(
+        fee: i64,
+        timing: BillingTiming,
+        conv: ProrationConvention,
+        start: &str,
+    ) -> Subscription {
+        let input = new_sub(
+            terms(fee, Interval::monthly(), timing, conv),
+            start,
+            None,
+            0,
+        );
+        Subscription::start(input, ts(start)).unwrap().next
+    }
+
+    /// getlago/lago-api `spec/services/credit_notes/create_from_termination_spec.rb` ("creates
+    /// a credit note": €31 plan, calendar, terminated 2022-10-15 10:00 → "Unused subscription
+    /// (16 days) €16.00"): the day of termination is used. In arrears the same termination
+    /// bills the 15 days used, €15.00 (Lago's `remaining_duration` complement).
+    #[test]
+    fn cancel_now_credits_in_advance_and_bills_in_arrears_like_lago() {
+        let conv = ProrationConvention::CalendarDaysInclusive;
+        let at = ts("2022-10-15T10:00:00Z");
+        let adv = active(3100, BillingTiming::InAdvance, conv, "2022-10-01T00:00:00Z");
+        let b = adv.cancel(false, true, at).unwrap().billing.unwrap();
+        assert_eq!(total(&b), -1600);
+        let arr = active(3100, BillingTiming::InArrears, conv, "2022-10-01T00:00:00Z");
+        let b = arr.cancel(false, true, at).unwrap().billing.unwrap();
+        assert_eq!(total(&b), 1500);
+        assert_eq!(b.reason, BillingReason::SubscriptionEnd);
+        // Without prorate, in arrears: the period's full fee.
+        let b = arr.cancel(false, false, at).unwrap().billing.unwrap();
+        assert_eq!(total(&b), 3100);
+        // Exclusive days: Oct 1 → Oct 15 is 14 of 31 days → €14.00.
+        let arr = active(
+            3100,
+            BillingTiming::InArrears,
+            ProrationConvention::DaySpanExclusive,
+            "2022-10-01T00:00:00Z",
+        );
+        let b = arr.cancel(false, true, at).unwrap().billing.unwrap();
+        assert_eq!(total(&b), 1400);
+    }
+
+    /// A $31 → $62 upgrade on Jan 22 (the README's plan-change example, exclusive days): in
+    /// advance −$10.00 + $20.00 on top of the $31 paid; in arrears the old plan's 21 days
+    /// ($21.00) and the new plan's 10 days ($20.00) are each billed for their own time, the
+    /// same $41.00 for January.
+    #[test]
+    fn in_arrears_plan_change_bills_both_legs() {
+        let conv = ProrationConvention::DaySpanExclusive;
+        let at = ts("2024-01-22T00:00:00Z");
+        let sub = active(3100, BillingTiming::InArrears, conv, "2024-01-01T00:00:00Z");
+        let up = terms(6200, Interval::monthly(), BillingTiming::InArrears, conv);
+        let policy = ChangePolicy::default();
+        // At once: the old leg is invoiced now.
+        let t = sub.change(up.clone(), 1, &policy, true, at).unwrap();
+        assert_eq!(total(t.billing.as_ref().unwrap()), 2100);
+        let renewal = t.next.advance(ts("2024-02-01T00:00:00Z")).unwrap().unwrap();
+        assert_eq!(total(renewal.billing.as_ref().unwrap()), 2000);
+        // The next period is the full new fee.
+        let next = renewal
+            .next
+            .advance(ts("2024-03-01T00:00:00Z"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(total(next.billing.as_ref().unwrap()), 6200);
+        // At period end: both legs on the renewal invoice.
+        let t = sub.change(up.clone(), 1, &policy, false, at).unwrap();
+        assert!(t.billing.is_none());
+        let renewal = t.next.advance(ts("2024-02-01T00:00:00Z")).unwrap().unwrap();
+        assert_eq!(total(renewal.billing.as_ref().unwrap()), 4100);
+        // Two changes in one period: each leg its own days (21 + 5 + 5 = 31 days).
+        let t = sub.change(up, 1, &policy, false, at).unwrap();
+        let back = terms(3100, Interval::monthly(), BillingTiming::InArrears, conv);
+        let immediate_down = ChangePolicy {
+            downgrade: proration::ChangeTiming::Immediate,
+            ..policy
+        };
+        let t = t
+            .next
+            .change(back, 1, &immediate_down, false, ts("2024-01-27T00:00:00Z"))
+            .unwrap();
+        let renewal = t.next.advance(ts("2024-02-01T00:00:00Z")).unwrap().unwrap();
+        // 2100 + 6200 × 5/31 (1000) + 3100 × 5/31 (500)
+        assert_eq!(total(renewal.billing.as_ref().unwrap()), 3600);
+    }
+
+    /// Changing between in-advance and in-arrears terms bills each leg once: $31 in advance →
+    /// $62 in arrears on Jan 22 credits 10 days (−$10.00) now and bills the new terms' 10 days
+    /// ($20.00) at the period end, not the whole month; $31 in arrears → $62 in advance bills
+    /// the old 21 days ($21.00) and charges the new 10 days ($20.00) now.
+    #[test]
+    fn changes_between_timings_bill_each_leg_once() {
+        let conv = ProrationConvention::DaySpanExclusive;
+        let at = ts("2024-01-22T00:00:00Z");
+        let policy = ChangePolicy::default();
+        let adv = active(3100, BillingTiming::InAdvance, conv, "2024-01-01T00:00:00Z");
+        let to_arrears = terms(6200, Interval::monthly(), BillingTiming::InArrears, conv);
+        let t = adv.change(to_arrears, 1, &policy, true, at).unwrap();
+        assert_eq!(total(t.billing.as_ref().unwrap()), -1000);
+        let renewal = t.next.advance(ts("2024-02-01T00:00:00Z")).unwrap().unwrap();
+        assert_eq!(total(renewal.billing.as_ref().unwrap()), 2000);
+        let arr = active(3100, BillingTiming::InArrears, conv, "2024-01-01T00:00:00Z");
+        let to_advance = terms(6200, Interval::monthly(), BillingTiming::InAdvance, conv);
+        let t = arr.change(to_advance, 1, &policy, true, at).unwrap();
+        assert_eq!(total(t.billing.as_ref().unwrap()), 4100);
+        assert_eq!(t.next.current_period_fee.minor, 2000);
+        let renewal = t.next.advance(ts("2024-02-01T00:00:00Z")).unwrap().unwrap();
+        assert_eq!(total(renewal.billing.as_ref().unwrap()), 6200);
+    }
+
+    /// A change during a trial inherits the trial: the new plan's first in-arrears fee covers
+    /// the time after the trial only (Jan 11 → Feb 1 of January: 21/31 × $62 = $42.00).
+    #[test]
+    fn in_arrears_change_during_trial_respects_the_inherited_trial() {
+        let conv = ProrationConvention::DaySpanExclusive;
+        let input = new_sub(
+            terms(3100, Interval::monthly(), BillingTiming::InArrears, conv),
+            "2024-01-01T00:00:00Z",
+            Some("2024-02-01T00:00:00Z"),
+            10,
+        );
+        let sub = Subscription::start(input, ts("2024-01-01T00:00:00Z"))
+            .unwrap()
+            .next;
+        let up = terms(6200, Interval::monthly(), BillingTiming::InArrears, conv);
+        let t = sub
+            .change(
+                up,
+                1,
+                &ChangePolicy::default(),
+                true,
+                ts("2024-01-05T00:00:00Z"),
+            )
+            .unwrap();
+        assert!(t.billing.is_none());
+        let mut s = t.next;
+        let mut billed = Vec::new();
+        while let Some(due) = s.due_at().filter(|d| *d <= ts("2024-02-01T00:00:00Z")) {
+            let t = s.advance(due).unwrap().unwrap();
+            billed.extend(t.billing.as_ref().map(total));
+            s = t.next;
+        }
+        assert_eq!(billed, vec![4200]);
+    }
+
+    /// Immediate downgrades are a change-policy option (JSON `"downgrade": "immediate"`):
+    /// in advance they credit the unused old fee and charge the new one now.
+    #[test]
+    fn immediate_downgrade_is_a_policy_option() {
+        let conv = ProrationConvention::DaySpanExclusive;
+        let sub = active(6200, BillingTiming::InAdvance, conv, "2024-01-01T00:00:00Z");
+        let down = terms(3100, Interval::monthly(), BillingTiming::InAdvance, conv);
+        let at = ts("2024-01-22T00:00:00Z");
+        let default = sub
+            .change(down.clone(), 1, &ChangePolicy::default(), true, at)
+            .unwrap();
+        assert_eq!(default.events, vec!["subscription.change_scheduled"]);
+        let policy: ChangePolicy = serde_json::from_str(r#"{"downgrade":"immediate"}"#).unwrap();
+        let t = sub.change(down, 1, &policy, true, at).unwrap();
+        assert_eq!(t.events, vec!["subscription.downgraded"]);
+        // −$20.00 + $10.00
+        assert_eq!(total(t.billing.as_ref().unwrap()), -1000);
+    }
+
+    /// flexprice/flexprice `internal/domain/proration/calculator_test.go`
+    /// (`TestCalculator_CapCreditAmount`, "previous_credits_limit"): a credit of 100 against
+    /// 200 paid with 180 already credited is capped at 20.
+    #[test]
+    fn plan_change_credit_is_capped_by_what_was_paid() {
+        let conv = ProrationConvention::DaySpanExclusive;
+        let sub = active(3100, BillingTiming::InAdvance, conv, "2024-01-01T00:00:00Z");
+        let up = terms(6200, Interval::monthly(), BillingTiming::InAdvance, conv);
+        let cap = proration::CreditCap {
+            paid: Money::new(3100, eur()),
+            already_credited: Money::new(2900, eur()),
+        };
+        let t = sub
+            .change_capped(
+                up,
+                1,
+                &ChangePolicy::default(),
+                true,
+                Some(&cap),
+                ts("2024-01-22T00:00:00Z"),
+            )
+            .unwrap();
+        // Credit −$10.00 capped to −$2.00; charge $20.00.
+        assert_eq!(total(t.billing.as_ref().unwrap()), 1800);
+    }
+
+    /// The 500 of issue 14: cancelling exactly at a period boundary (right after the renewal)
+    /// bills and credits nothing for the empty stub, with or without prorate.
+    #[test]
+    fn cancel_at_a_boundary_is_not_an_error() {
+        for timing in [BillingTiming::InAdvance, BillingTiming::InArrears] {
+            let sub = active(
+                3100,
+                timing,
+                ProrationConvention::ExactSeconds,
+                "2024-01-01T00:00:00Z",
+            );
+            let boundary = ts("2024-02-01T00:00:00Z");
+            let renewed = sub.advance(boundary).unwrap().unwrap().next;
+            for prorate in [true, false] {
+                let t = renewed.cancel(false, prorate, boundary).unwrap();
+                assert_eq!(t.next.status, SubscriptionStatus::Cancelled);
+                match (timing, prorate) {
+                    // In advance with prorate: the whole new period is unused.
+                    (BillingTiming::InAdvance, true) => {
+                        assert_eq!(total(t.billing.as_ref().unwrap()), -3100)
+                    }
+                    _ => assert!(t.billing.is_none(), "{timing:?} {prorate}"),
+                }
+                // And before the renewal ran (the clock is on the boundary, the job not yet).
+                let t = sub.cancel(false, prorate, boundary).unwrap();
+                if timing == BillingTiming::InArrears {
+                    assert_eq!(total(t.billing.as_ref().unwrap()), 3100);
+                }
+            }
+        }
+    }
+
+    fn conventions() -> impl Strategy<Value = ProrationConvention> {
+        prop_oneof![
+            Just(ProrationConvention::ExactSeconds),
+            Just(ProrationConvention::CalendarDaysInclusive),
+            Just(ProrationConvention::DaySpanExclusive),
+            Just(ProrationConvention::ThirtyDayMonths),
+            Just(ProrationConvention::FixedDayMonths {
+                days: proration::FixedMonthDays::new(28).unwrap()
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// Every lifecycle action applied exactly at a period boundary (after the renewal ran,
+        /// and on the boundary before it ran) returns Ok: no error, no panic.
+        #[test]
+        fn every_action_at_a_period_boundary_is_ok(
+            unit in 0usize..4,
+            count in 1u32..3,
+            start in 1_600_000_000i64..1_800_000_000,
+            anchor_offset in 0i64..3_000_000,
+            trial_days in prop_oneof![Just(0u32), 1u32..20],
+            in_arrears in any::<bool>(),
+            conv in conventions(),
+            zone in prop_oneof![Just("UTC"), Just("Europe/Paris"), Just("America/New_York"), Just("Australia/Lord_Howe")],
+            renewals in 0usize..3,
+            fee in 1i64..100_000,
+        ) {
+            let unit = [IntervalUnit::Day, IntervalUnit::Week, IntervalUnit::Month, IntervalUnit::Year][unit];
+            let interval = Interval::new(unit, count).unwrap();
+            let timing = if in_arrears { BillingTiming::InArrears } else { BillingTiming::InAdvance };
+            let start = Timestamp::from_second(start).unwrap();
+            let paid_from = start.checked_add(SignedDuration::from_hours(24 * i64::from(trial_days))).unwrap();
+            let anchor = Timestamp::from_second(paid_from.as_second() + anchor_offset).unwrap();
+            let mut input = new_sub(terms(fee, interval, timing, conv), "2024-01-01T00:00:00Z", None, trial_days);
+            input.start = start;
+            input.billing_anchor = Some(anchor);
+            input.time_zone = zone.into();
+            let mut sub = Subscription::start(input, start).unwrap().next;
+            // Move onto a boundary: through the trial, then `renewals` renewals.
+            let mut steps = 0;
+            while sub.status == SubscriptionStatus::Trialing || steps < renewals {
+                let due = sub.due_at().unwrap();
+                if sub.status != SubscriptionStatus::Trialing { steps += 1; }
+                sub = sub.advance(due).unwrap().unwrap().next;
+            }
+            let up = terms(fee * 2, interval, timing, conv);
+            let down = terms(fee / 2 + 1, interval, timing, conv);
+            let immediate = ChangePolicy { downgrade: proration::ChangeTiming::Immediate, ..ChangePolicy::default() };
+            // On the boundary after the renewal (the period's start) and at its end before the
+            // renewal ran.
+            for (s, at) in [(sub.clone(), sub.current_period.start), (sub.clone(), sub.current_period.end)] {
+                for prorate in [true, false] {
+                    let r = s.cancel(false, prorate, at);
+                    prop_assert!(r.is_ok(), "{:?}", r);
+                }
+                prop_assert!(s.cancel(true, true, at).is_ok());
+                let paused = s.pause(None, at);
+                prop_assert!(paused.is_ok());
+                let paused = paused.unwrap();
+                prop_assert!(paused.resume(at).is_ok());
+                prop_assert!(paused.cancel(false, true, at).is_ok());
+                for policy in [ChangePolicy::default(), immediate] {
+                    for invoice_now in [true, false] {
+                        for (t, q) in [(&up, 1), (&down, 1), (&s.terms, 3)] {
+                            let r = s.change(t.clone(), q, &policy, invoice_now, at);
+                            prop_assert!(r.is_ok(), "{:?}", r);
+                            // And the renewal after it.
+                            let next = r.unwrap().next;
+                            if let Some(due) = next.due_at() {
+                                prop_assert!(next.advance(due.max(at)).is_ok());
+                            }
+                        }
+                    }
+                }
+                prop_assert!(s.advance(at).is_ok());
+            }
+        }
     }
 }

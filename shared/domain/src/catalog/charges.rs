@@ -135,6 +135,29 @@ pub struct Percentage {
 #[serde(deny_unknown_fields)]
 pub struct TieredBlocks {
     pub tiers: Vec<BlockTier>,
+    /// How the tiers price a quantity (Kill Bill's `TierBlockPolicy`); `all_tiers` by default.
+    #[serde(default, skip_serializing_if = "TierBlockPolicy::is_default")]
+    pub tier_block_policy: TierBlockPolicy,
+}
+
+/// Kill Bill's tier-block policies.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TierBlockPolicy {
+    /// Each tier's slice of the quantity in that tier's blocks (graduated).
+    #[default]
+    AllTiers,
+    /// The tier the whole quantity reaches prices every unit, in that tier's blocks: 101,001
+    /// units past a tier ending at 101,000 are ⌈101001 / 1000⌉ = 102 blocks of the next tier.
+    TopTier,
+}
+
+impl TierBlockPolicy {
+    fn is_default(&self) -> bool {
+        *self == TierBlockPolicy::AllTiers
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -202,6 +225,14 @@ pub enum Usage {
         total_amount: Decimal,
         count: u64,
     },
+    /// A prorated quantity and the full-period quantity it was prorated from (Lago's prorated
+    /// charges): a volume price chooses its tier by `full_quantity` and prices `quantity`.
+    Prorated {
+        #[serde(with = "serde_decimal")]
+        quantity: Decimal,
+        #[serde(with = "serde_decimal")]
+        full_quantity: Decimal,
+    },
 }
 
 impl Usage {
@@ -214,6 +245,7 @@ impl Usage {
             Usage::Quantity { .. } => "a quantity",
             Usage::Transactions { .. } => "transaction amounts",
             Usage::Aggregate { .. } => "an aggregate of transactions",
+            Usage::Prorated { .. } => "a prorated quantity",
         }
     }
 }
@@ -289,6 +321,13 @@ pub enum Step {
         tier: usize,
         #[serde(with = "serde_decimal")]
         units: Decimal,
+        /// For a prorated volume charge: the full-period quantity that chose the tier.
+        #[serde(
+            with = "serde_decimal::option",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        full_units: Option<Decimal>,
         #[serde(with = "serde_decimal")]
         unit_price: Decimal,
         #[serde(with = "serde_decimal")]
@@ -656,8 +695,18 @@ impl ChargeModel {
                 (q, total, None)
             }
             ChargeModel::Volume(t) => {
-                let q = quantity_of(usage)?;
-                let (total, price) = volume(&t.tiers, q, currency, &mut steps)?;
+                let (q, full) = match usage {
+                    Usage::Prorated {
+                        quantity,
+                        full_quantity,
+                    } => {
+                        let q = quantity_of(&Usage::quantity(*quantity))?;
+                        let full = quantity_of(&Usage::quantity(*full_quantity))?;
+                        (q, Some(full))
+                    }
+                    other => (quantity_of(other)?, None),
+                };
+                let (total, price) = volume(&t.tiers, q, full, currency, &mut steps)?;
                 (q, total, price)
             }
             ChargeModel::Package(p) => {
@@ -666,7 +715,11 @@ impl ChargeModel {
             }
             ChargeModel::TieredBlocks(t) => {
                 let q = quantity_of(usage)?;
-                (q, tiered_blocks(&t.tiers, q, &mut steps)?, None)
+                let total = match t.tier_block_policy {
+                    TierBlockPolicy::AllTiers => tiered_blocks(&t.tiers, q, &mut steps)?,
+                    TierBlockPolicy::TopTier => top_tier_blocks(&t.tiers, q, &mut steps)?,
+                };
+                (q, total, None)
             }
             ChargeModel::Percentage(p) => {
                 let (count, total) = percentage(p, usage, currency, &mut steps)?;
@@ -696,6 +749,22 @@ fn graduated(
 ) -> Result<Decimal, PricingError> {
     let mut total = Decimal::ZERO;
     let mut from = Decimal::ZERO;
+    if q.is_zero() {
+        // The first tier's flat fee is due at zero usage (Lago, OpenMeter, Stripe).
+        if let Some(tier) = tiers.first() {
+            let flat_fee = minor_dec(tier.flat_fee, currency);
+            steps.push(Step::TierSlice {
+                tier: 0,
+                from,
+                to: tier.up_to,
+                units: Decimal::ZERO,
+                unit_price: tier.unit_price,
+                flat_fee,
+                amount: flat_fee,
+            });
+            return Ok(flat_fee);
+        }
+    }
     for (i, tier) in tiers.iter().enumerate() {
         if q <= from {
             break;
@@ -737,19 +806,21 @@ fn graduated(
     Ok(total)
 }
 
+/// Volume: the tier reached by `full` (the full-period quantity of a prorated charge) or by
+/// `q` prices the `q` units, plus that tier's flat fee (not prorated: Lago's VolumeService).
+/// Zero usage is in the first tier and pays its flat fee (Lago, OpenMeter, Stripe).
 fn volume(
     tiers: &[Tier],
     q: Decimal,
+    full: Option<Decimal>,
     currency: Currency,
     steps: &mut Vec<Step>,
 ) -> Result<(Decimal, Option<Decimal>), PricingError> {
-    if q.is_zero() {
-        return Ok((Decimal::ZERO, None));
-    }
+    let chooser = full.unwrap_or(q);
     let Some((i, tier)) = tiers
         .iter()
         .enumerate()
-        .find(|(_, t)| t.up_to.is_none_or(|u| q <= u))
+        .find(|(_, t)| t.up_to.is_none_or(|u| chooser <= u))
     else {
         return Err(PricingError::Invalid(ValidationError::new(
             ErrorCode::InvalidCharge,
@@ -765,6 +836,7 @@ fn volume(
     steps.push(Step::VolumeTier {
         tier: i,
         units: q,
+        full_units: full,
         unit_price: tier.unit_price,
         flat_fee,
         amount,
@@ -853,6 +925,38 @@ fn tiered_blocks(
     Ok(total)
 }
 
+/// Kill Bill's TOP_TIER: the first tier whose bound the whole quantity does not pass (the last
+/// one past every bound) prices all units in its own blocks.
+fn top_tier_blocks(
+    tiers: &[BlockTier],
+    q: Decimal,
+    steps: &mut Vec<Step>,
+) -> Result<Decimal, PricingError> {
+    let Some((i, tier)) = tiers
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.up_to.is_none_or(|u| q <= u))
+        .or_else(|| tiers.iter().enumerate().next_back())
+    else {
+        return Err(PricingError::Invalid(ValidationError::new(
+            "invalid_charge",
+            "tiers",
+            "at least one tier is required",
+        )));
+    };
+    let blocks = blocks_for(q, tier.block_size)?;
+    let amount = overflow(Decimal::from(blocks).checked_mul(tier.block_price))?;
+    steps.push(Step::Blocks {
+        tier: Some(i),
+        units: q,
+        block_size: tier.block_size,
+        blocks,
+        block_price: tier.block_price,
+        amount,
+    });
+    Ok(amount)
+}
+
 fn percentage(
     p: &Percentage,
     usage: &Usage,
@@ -866,7 +970,7 @@ fn percentage(
     let mut free_left = minor_dec(p.free_amount.max(0), currency);
     let mut s = PctSums::default();
     match usage {
-        Usage::Quantity { .. } => {
+        Usage::Quantity { .. } | Usage::Prorated { .. } => {
             return Err(PricingError::WrongUsage {
                 expected: "transaction amounts (or an aggregate)",
                 given: usage.name(),
@@ -900,6 +1004,15 @@ fn percentage(
             s.amount = overflow(s.rate_amount.checked_add(s.fixed_fees))?;
         }
         Usage::Transactions { amounts } => {
+            // The free allowance (Lago's free_units_per_events and
+            // free_units_per_total_aggregation) covers transactions in order and stops when
+            // either limit is reached: after `free_transactions` transactions, or once the
+            // running total reaches `free_amount`. A transaction is free (no fee at all) while
+            // the running total stays below the free amount; the one that reaches it pays the
+            // rate on its uncovered part and the fixed fee.
+            let events_limit = (p.free_transactions > 0).then_some(p.free_transactions);
+            let amount_limit = (p.free_amount > 0).then_some(free_left);
+            let mut running = Decimal::ZERO;
             for (i, &a) in amounts.iter().enumerate() {
                 if a.is_sign_negative() && !a.is_zero() {
                     return Err(PricingError::NegativeTransaction {
@@ -909,18 +1022,29 @@ fn percentage(
                 }
                 s.transactions += 1;
                 s.total_amount = overflow(s.total_amount.checked_add(a))?;
-                if (i as u64) < p.free_transactions {
-                    s.free_transactions += 1;
-                    continue;
-                }
-                let covered = free_left.min(a);
-                free_left -= covered;
-                s.free_used = overflow(s.free_used.checked_add(covered))?;
-                let rated = a - covered;
-                if rated.is_zero() && !covered.is_zero() {
-                    // Entirely paid for by the free amount: a free transaction.
-                    s.free_transactions += 1;
-                    continue;
+                let before = running;
+                running = overflow(running.checked_add(a))?;
+                let in_allowance = events_limit.is_none_or(|n| (i as u64) < n)
+                    && amount_limit.is_none_or(|limit| before < limit)
+                    && (events_limit.is_some() || amount_limit.is_some());
+                let mut rated = a;
+                if in_allowance {
+                    match amount_limit {
+                        None => {
+                            s.free_transactions += 1;
+                            continue;
+                        }
+                        Some(limit) => {
+                            let covered = (limit - before).min(a);
+                            free_left -= covered;
+                            s.free_used = overflow(s.free_used.checked_add(covered))?;
+                            if running < limit {
+                                s.free_transactions += 1;
+                                continue;
+                            }
+                            rated = a - covered;
+                        }
+                    }
                 }
                 s.charged += 1;
                 s.rated = overflow(s.rated.checked_add(rated))?;
@@ -1157,21 +1281,24 @@ mod tests {
         let usage = Usage::Transactions {
             amounts: vec![dec!(100), dec!(5), dec!(20), dec!(1000), dec!(1)],
         };
-        // t0 free (first transaction); t1 $5 covered by the $10 free amount; t2 $20 − $5 free
-        // = 15 × 2.9 % + 0.30 = 0.735; t3 1000 × 2.9 % + 0.30 = 29.30 capped at 5.00;
-        // t4 0.029 + 0.30 = 0.329 raised to 0.50. Total 6.235 → $6.24.
+        // The free allowance stops at whichever limit comes first (Lago): t0 $100 uses the
+        // whole $10 free amount: (100 − 10) × 2.9 % + 0.30 = 2.91; the allowance is spent, so
+        // t1 $5: 0.445 raised to 0.50; t2 $20: 0.88; t3 1000 × 2.9 % + 0.30 = 29.30 capped at
+        // 5.00; t4 $1: 0.329 raised to 0.50. Total 9.79 → $9.79.
         let p = m.price(&usage, usd()).unwrap();
-        assert_eq!(p.amount.minor, 624);
+        assert_eq!(p.amount.minor, 979);
         match &p.derivation.steps[0] {
             Step::Percentage {
                 free_transactions,
                 charged_transactions,
+                free_amount_used,
                 minimum_top_up,
                 maximum_reduction,
                 ..
             } => {
-                assert_eq!((*free_transactions, *charged_transactions), (2, 3));
-                assert_eq!(*minimum_top_up, dec!(0.171));
+                assert_eq!((*free_transactions, *charged_transactions), (0, 5));
+                assert_eq!(*free_amount_used, dec!(10));
+                assert_eq!(*minimum_top_up, dec!(0.226));
                 assert_eq!(*maximum_reduction, dec!(24.30));
             }
             other => panic!("{other:?}"),
@@ -1188,6 +1315,238 @@ mod tests {
         };
         assert_eq!(simple.price(&agg, usd()).unwrap().amount.minor, 1892);
         assert!(m.price(&agg, usd()).is_err());
+    }
+
+    /// getlago/lago-api `spec/services/charge_models/percentage_service_spec.rb` ("when fixed
+    /// amount value is 0" context, whose numbers are the default let-block): rate 1.3 %, fixed
+    /// €2.00, 3 free events and €250 free; events 50, 100, 250, 400 (running total 50, 150,
+    /// 400). The allowance stops when either limit is reached: 2 events free, 250 of the third
+    /// free; (800 − 250) × 1.3 % + (4 − 2) × 2.00 = 7.15 + 4 = €11.15.
+    #[test]
+    fn percentage_free_allowance_stops_at_the_first_limit_like_lago() {
+        let m = model(
+            r#"{"model":"percentage","rate":"1.3","fixed_fee":200,"free_transactions":3,
+                "free_amount":25000}"#,
+        );
+        let usage = Usage::Transactions {
+            amounts: vec![dec!(50), dec!(100), dec!(250), dec!(400)],
+        };
+        let p = m.price(&usage, usd()).unwrap();
+        assert_eq!(p.amount.minor, 1115);
+        match &p.derivation.steps[0] {
+            Step::Percentage {
+                free_transactions,
+                rated_amount,
+                free_amount_used,
+                ..
+            } => {
+                assert_eq!(*free_transactions, 2);
+                assert_eq!(*rated_amount, dec!(550));
+                assert_eq!(*free_amount_used, dec!(250));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The free-events limit first: 1 free event, then everything is rated
+        // (100 × 1.3 % + 2 = 3.30).
+        let m = model(
+            r#"{"model":"percentage","rate":"1.3","fixed_fee":200,"free_transactions":1,
+                "free_amount":25000}"#,
+        );
+        let usage = Usage::Transactions {
+            amounts: vec![dec!(50), dec!(100)],
+        };
+        assert_eq!(m.price(&usage, usd()).unwrap().amount.minor, 330);
+        // Free events alone: the first N are free whatever their amounts.
+        let m = model(r#"{"model":"percentage","rate":"1","fixed_fee":100,"free_transactions":2}"#);
+        let usage = Usage::Transactions {
+            amounts: vec![dec!(1000), dec!(1000), dec!(100)],
+        };
+        assert_eq!(m.price(&usage, usd()).unwrap().amount.minor, 200);
+    }
+
+    /// getlago/lago-api `spec/services/charge_models/graduated_service_spec.rb` and
+    /// `volume_service_spec.rb`, "when aggregation is 0" / "applies the flat amount from the
+    /// first tier": graduated [0–10: 10/unit + 2 flat, …] → 2; volume [0–100: 2/unit + 10 flat,
+    /// …] → 10. A first tier without a flat fee still costs 0 ("when first tier flat amount
+    /// is zero").
+    #[test]
+    fn first_tier_flat_fee_is_charged_at_zero_usage_like_lago() {
+        let graduated = model(
+            r#"{"model":"graduated","tiers":[
+                {"up_to":"10","unit_price":"10","flat_fee":200},
+                {"up_to":"20","unit_price":"5","flat_fee":300},
+                {"up_to":null,"unit_price":"5","flat_fee":300}]}"#,
+        );
+        assert_eq!(
+            graduated
+                .price_quantity(dec!(0), usd())
+                .unwrap()
+                .amount
+                .minor,
+            200
+        );
+        assert_eq!(
+            graduated
+                .price_quantity(dec!(1), usd())
+                .unwrap()
+                .amount
+                .minor,
+            1200
+        );
+        let volume = model(
+            r#"{"model":"volume","tiers":[
+                {"up_to":"100","unit_price":"2","flat_fee":1000},
+                {"up_to":"200","unit_price":"1","flat_fee":0},
+                {"up_to":null,"unit_price":"0.5","flat_fee":5000}]}"#,
+        );
+        assert_eq!(
+            volume.price_quantity(dec!(0), usd()).unwrap().amount.minor,
+            1000
+        );
+        assert_eq!(
+            volume.price_quantity(dec!(1), usd()).unwrap().amount.minor,
+            1200
+        );
+        assert_eq!(
+            volume
+                .price_quantity(dec!(100.5), usd())
+                .unwrap()
+                .amount
+                .minor,
+            10050
+        );
+        assert_eq!(
+            volume
+                .price_quantity(dec!(300), usd())
+                .unwrap()
+                .amount
+                .minor,
+            20000
+        );
+        let free_first = model(
+            r#"{"model":"volume","tiers":[
+                {"up_to":"1","unit_price":"0","flat_fee":0},
+                {"up_to":null,"unit_price":"2","flat_fee":1000}]}"#,
+        );
+        assert_eq!(
+            free_first
+                .price_quantity(dec!(0), usd())
+                .unwrap()
+                .amount
+                .minor,
+            0
+        );
+    }
+
+    /// getlago/lago-api `spec/services/charge_models/volume_service_spec.rb`, "when charge is
+    /// prorated": 198.6 prorated units of a full-period 300 → the third tier (0.5/unit + 50
+    /// flat): 198.6 × 0.5 + 50 = 149.30.
+    #[test]
+    fn prorated_volume_chooses_the_tier_by_the_full_quantity_like_lago() {
+        let volume = model(
+            r#"{"model":"volume","tiers":[
+                {"up_to":"100","unit_price":"2","flat_fee":1000},
+                {"up_to":"200","unit_price":"1","flat_fee":0},
+                {"up_to":null,"unit_price":"0.5","flat_fee":5000}]}"#,
+        );
+        let usage = Usage::Prorated {
+            quantity: dec!(198.6),
+            full_quantity: dec!(300),
+        };
+        let p = volume.price(&usage, usd()).unwrap();
+        assert_eq!(p.amount.minor, 14930);
+        assert!(matches!(
+            p.derivation.steps[0],
+            Step::VolumeTier {
+                tier: 2,
+                full_units: Some(_),
+                ..
+            }
+        ));
+        // Unprorated, 198.6 units would be the second tier: $198.60.
+        assert_eq!(
+            volume
+                .price_quantity(dec!(198.6), usd())
+                .unwrap()
+                .amount
+                .minor,
+            19860
+        );
+        let graduated = model(&tiers_json("graduated"));
+        assert!(matches!(
+            graduated.price(&usage, usd()),
+            Err(PricingError::WrongUsage { .. })
+        ));
+    }
+
+    /// killbill/killbill `invoice/src/test/java/org/killbill/billing/invoice/usage/
+    /// TestContiguousIntervalConsumableInArrear.java`: `testComputeBilledUsageWith_TOP_TIER`
+    /// (blocks of 100 × 10 at $1, 1000 × 100 at $1, 1000 at $0.5: 1000 → $10, 101000 → $101,
+    /// 101001 → $51, 300000 → $150), `testComputeBilledUsageWithUnlimitedMaxWith_TOP_TIER`
+    /// (2000 → $20) and `testComputeBilledUsageSizeOneWith_TOP_TIER` (111 → $55.50). The last
+    /// Kill Bill tier's maximum is unbounded here (our last tier always is; Kill Bill prices past
+    /// its last maximum at the last tier anyway).
+    #[test]
+    fn top_tier_block_policy_like_kill_bill() {
+        let m = model(
+            r#"{"model":"tiered_blocks","tier_block_policy":"top_tier","tiers":[
+                {"up_to":"1000","block_size":"100","block_price":"1"},
+                {"up_to":"101000","block_size":"1000","block_price":"1"},
+                {"up_to":null,"block_size":"1000","block_price":"0.5"}]}"#,
+        );
+        for (q, minor) in [
+            (1000, 1000),
+            (101_000, 10_100),
+            (101_001, 5100),
+            (300_000, 15_000),
+        ] {
+            assert_eq!(
+                m.price_quantity(Decimal::from(q), usd())
+                    .unwrap()
+                    .amount
+                    .minor,
+                minor,
+                "{q}"
+            );
+        }
+        let unlimited = model(
+            r#"{"model":"tiered_blocks","tier_block_policy":"top_tier","tiers":[
+                {"up_to":"1000","block_size":"100","block_price":"10"},
+                {"up_to":null,"block_size":"100","block_price":"1"}]}"#,
+        );
+        assert_eq!(
+            unlimited
+                .price_quantity(dec!(2000), usd())
+                .unwrap()
+                .amount
+                .minor,
+            2000
+        );
+        let size_one = model(
+            r#"{"model":"tiered_blocks","tier_block_policy":"top_tier","tiers":[
+                {"up_to":"10","block_size":"1","block_price":"1.5"},
+                {"up_to":"110","block_size":"1","block_price":"1.0"},
+                {"up_to":null,"block_size":"1","block_price":"0.5"}]}"#,
+        );
+        assert_eq!(
+            size_one
+                .price_quantity(dec!(111), usd())
+                .unwrap()
+                .amount
+                .minor,
+            5550
+        );
+        // ALL_TIERS stays the default and is not written out.
+        let all: ChargeModel = serde_json::from_str(
+            r#"{"model":"tiered_blocks","tiers":[{"up_to":null,"block_size":"1","block_price":"1"}]}"#,
+        )
+        .unwrap();
+        assert!(!serde_json::to_string(&all)
+            .unwrap()
+            .contains("tier_block_policy"));
+        assert!(serde_json::to_string(&m)
+            .unwrap()
+            .contains(r#""tier_block_policy":"top_tier""#));
     }
 
     #[test]
