@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::charges::{PricingError, MAX_TIERS};
 use crate::kernel::currency::Currency;
 use crate::kernel::decimal::serde_decimal;
-use crate::kernel::error::ValidationError;
+use crate::kernel::error::{ErrorCode, ValidationError};
 use crate::kernel::money::Money;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -54,7 +54,7 @@ pub struct CapacityPriced {
 }
 
 fn invalid(param: impl Into<String>, message: impl Into<String>) -> ValidationError {
-    ValidationError::new("invalid_charge", param, message)
+    ValidationError::new(ErrorCode::InvalidCharge, param, message)
 }
 
 impl Capacity {

@@ -939,7 +939,7 @@ fn top_tier_blocks(
         .or_else(|| tiers.iter().enumerate().next_back())
     else {
         return Err(PricingError::Invalid(ValidationError::new(
-            "invalid_charge",
+            ErrorCode::InvalidCharge,
             "tiers",
             "at least one tier is required",
         )));
