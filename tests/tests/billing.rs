@@ -765,3 +765,129 @@ async fn two_runs_of_one_test_clock_advance_both_answer_with_the_finished_clock(
 }
 
 billing_tests::on_both_stores!(bills_a_tenants_subscriptions_together_exactly_once,);
+
+/// Issue 14: `change_policy` reaches the lifecycle. An immediate downgrade on day 10 of a
+/// 30-day April credits 20/30 of $60 and charges 20/30 of $30 now (Kill Bill's and Stripe's
+/// immediate change, the mirror of the upgrade above).
+#[tokio::test]
+async fn an_immediate_downgrade_credits_the_unused_time_now() {
+    let api = start().await;
+    let basic = new_plan(&api, "basic", 3000, 0).await;
+    let pro = new_plan(&api, "pro", 6000, 0).await;
+    let (clock, account) = clock_account(&api, "2027-04-01T00:00:00Z").await;
+    let sub = api
+        .post(
+            "/v1/subscriptions",
+            json!({"account": account, "plan": pro}),
+        )
+        .await;
+    let id = sub["id"].as_str().unwrap().to_owned();
+    api.post(
+        &format!("/v1/test-clocks/{clock}/advance"),
+        json!({"frozen_time": "2027-04-11T00:00:00Z"}),
+    )
+    .await;
+    let downgraded = api
+        .post(
+            &format!("/v1/subscriptions/{id}/change-plan"),
+            json!({"plan": basic, "proration_behavior": "always_invoice",
+                   "change_policy": {"downgrade": "immediate"}}),
+        )
+        .await;
+    assert_eq!(downgraded["terms"]["plan_id"], basic.as_str());
+    assert!(downgraded["scheduled_change"].is_null());
+    let invoices = api.invoices(&id).await;
+    assert_eq!(invoices.len(), 2);
+    let amounts: Vec<i64> = invoices[1]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["amount"].as_i64().unwrap())
+        .collect();
+    assert_eq!(amounts, [-4000, 2000]);
+    assert_eq!(invoices[1]["total"], -2000);
+
+    // Without a policy, the same request waits for the period end.
+    let (_, other_account) = clock_account(&api, "2027-04-01T00:00:00Z").await;
+    let other = api
+        .post(
+            "/v1/subscriptions",
+            json!({"account": other_account, "plan": pro}),
+        )
+        .await;
+    let other_id = other["id"].as_str().unwrap();
+    let scheduled = api
+        .post(
+            &format!("/v1/subscriptions/{other_id}/change-plan"),
+            json!({"plan": basic}),
+        )
+        .await;
+    assert_eq!(scheduled["terms"]["plan_id"], pro.as_str());
+    assert_eq!(
+        scheduled["scheduled_change"]["effective_at"],
+        "2027-05-01T00:00:00Z"
+    );
+
+    // A policy with an unknown timing is refused with the field named.
+    let refused = api
+        .send(
+            Method::POST,
+            &format!("/v1/subscriptions/{other_id}/change-plan"),
+            Some(&json!({"plan": basic, "change_policy": {"downgrade": "someday"}})),
+        )
+        .await;
+    let problem = billing_tests::api::problem_of(refused, StatusCode::BAD_REQUEST).await;
+    assert!(
+        problem["param"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("change_policy")),
+        "{problem}"
+    );
+}
+
+/// Issue 14, defect 6: cancelling now exactly at the start of a period (right after a test
+/// clock moved onto the renewal) answers 200 instead of 500: without `prorate` nothing more
+/// is billed, with it the whole new (unused) period is credited.
+#[tokio::test]
+async fn cancelling_now_at_a_period_boundary_answers_200_and_credits_only_with_prorate() {
+    let api = start().await;
+    let plan = new_plan(&api, "boundary", 3000, 0).await;
+    for prorate in [true, false] {
+        let (clock, account) = clock_account(&api, "2027-04-01T00:00:00Z").await;
+        let sub = api
+            .post(
+                "/v1/subscriptions",
+                json!({"account": account, "plan": plan}),
+            )
+            .await;
+        let id = sub["id"].as_str().unwrap().to_owned();
+        api.post(
+            &format!("/v1/test-clocks/{clock}/advance"),
+            json!({"frozen_time": "2027-05-01T00:00:00Z"}),
+        )
+        .await;
+        let before = api.invoices(&id).await;
+        assert_eq!(before.len(), 2, "April and May");
+        let cancelled = api
+            .post(
+                &format!("/v1/subscriptions/{id}/cancel"),
+                json!({"at_period_end": false, "prorate": prorate}),
+            )
+            .await;
+        assert_eq!(cancelled["status"], "cancelled", "prorate: {prorate}");
+        let after = api.invoices(&id).await;
+        // Invoice ids derive from the subscription and period, so a list is not in the
+        // order the invoices were made: compare by id.
+        let billed_after: i64 = after
+            .iter()
+            .filter(|i| !before.iter().any(|b| b["id"] == i["id"]))
+            .map(|i| i["total"].as_i64().unwrap())
+            .sum();
+        if prorate {
+            // In advance, the whole new period is unused: May's $30 comes back.
+            assert_eq!(billed_after, -3000, "prorate: {prorate}");
+        } else {
+            assert_eq!(billed_after, 0, "prorate: {prorate}");
+        }
+    }
+}

@@ -456,6 +456,7 @@ impl BillingService {
         plan_id: Option<PlanId>,
         quantity: Option<u64>,
         behavior: ProrationBehavior,
+        policy: ChangePolicy,
     ) -> Result<Subscription, AppError> {
         caller.require(Permission::WriteBilling)?;
         let current = self.get_subscription(caller, id).await?;
@@ -481,7 +482,6 @@ impl BillingService {
             }
             _ => None,
         };
-        let policy = ChangePolicy::default();
         self.mutate_subscription(caller, id, AuditAction::Update, |s, now| {
             let terms = terms.clone().unwrap_or_else(|| s.terms.clone());
             let quantity = quantity.unwrap_or(s.quantity);

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use billing_app::billing::{ProrationBehavior, StartSubscription};
 use billing_app::ports::SubscriptionFilter;
 use billing_app::App;
+use billing_domain::billing::proration::ChangePolicy;
 use billing_domain::billing::subscription::{CollectionMethod, Subscription, SubscriptionStatus};
 use billing_domain::events::record::AuditRecord;
 use billing_domain::kernel::ids::{AccountId, PlanId, SubscriptionId};
@@ -207,6 +208,7 @@ pub async fn update_subscription(
                 None,
                 Some(quantity),
                 patch.proration_behavior.into(),
+                ChangePolicy::default(),
             )
             .await?;
     }
@@ -326,10 +328,18 @@ pub struct ChangePlanRequest {
     pub quantity: Option<u64>,
     #[serde(default)]
     pub proration_behavior: ProrationBehaviorParam,
+    /// When an upgrade, a downgrade and a lateral move take effect (`immediate` or
+    /// `end_of_period`) and how plans are compared (`annualised_amount`,
+    /// `amount_per_period`, `longer_interval_first`). Default: upgrades and lateral moves
+    /// now, downgrades at the period end; `{"downgrade": "immediate"}` downgrades now with
+    /// the unused time credited.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>, example = json!({"downgrade": "immediate"}))]
+    pub change_policy: ChangePolicy,
 }
 
 /// Upgrades apply now with prorations (invoiced now or on the next invoice); downgrades are
-/// scheduled for the period end.
+/// scheduled for the period end unless the change policy says `immediate`.
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/change-plan", tag = "subscriptions", security(("api_key" = ["write_billing"])), request_body = ChangePlanRequest,
     params(("id" = String, Path, description = "`sub_…`")),
     responses((status = 200, body = Subscription), (status = 400, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
@@ -348,6 +358,7 @@ pub async fn change_plan(
             Some(plan),
             req.quantity,
             req.proration_behavior.into(),
+            req.change_policy,
         )
         .await?;
     Ok(Reply(StatusCode::OK, sub))
