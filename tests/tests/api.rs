@@ -462,3 +462,33 @@ async fn health_openapi_and_docs_need_no_key() {
     }
     assert!(spec["components"]["schemas"]["NewAccount"]["example"].is_object());
 }
+
+/// Issue 13, item 10: a body with a second JSON value after the first is refused as
+/// malformed, and nothing is created (before, the first value was taken and the rest
+/// ignored).
+#[tokio::test]
+async fn a_body_with_trailing_json_is_refused_and_writes_nothing() {
+    let (api, _) = start().await;
+    let response = api
+        .request(Method::POST, "/v1/accounts")
+        .header("content-type", "application/json")
+        .body(r#"{"email":"trail@example.com","currency":"usd"}{"is_admin":true}"#)
+        .send()
+        .await
+        .unwrap();
+    let refused = problem(response, StatusCode::BAD_REQUEST, "malformed_json").await;
+    assert_eq!(refused["param"], "body");
+    assert!(api
+        .list("/v1/accounts?email=trail@example.com")
+        .await
+        .is_empty());
+    // White space after the value is still fine.
+    let created = api
+        .request(Method::POST, "/v1/accounts")
+        .header("content-type", "application/json")
+        .body("{\"email\":\"trail@example.com\",\"currency\":\"usd\"}\n  ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+}

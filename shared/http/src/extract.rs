@@ -60,7 +60,7 @@ pub fn too_large() -> Problem {
 /// Deserializes JSON, turning serde's error into a problem with the failing field's path.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|err| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         let message = inner.to_string();
@@ -84,7 +84,17 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             ),
         };
         Problem::invalid(code, param, first_sentence(&message))
-    })
+    })?;
+    // A second value after the first (`{…}{"is_admin":true}`) is refused, not ignored.
+    de.end().map_err(|err| {
+        Problem::invalid(
+            ErrorCode::MalformedJson,
+            "body",
+            format!("the body is not valid JSON: {err}"),
+        )
+        .hint("Send exactly one JSON value; nothing may follow it but white space.")
+    })?;
+    Ok(value)
 }
 
 fn unknown_field(message: &str) -> Option<&str> {
