@@ -43,7 +43,7 @@ pub fn router(app: App, metrics: EmitMetrics) -> Router {
     documented
         .route_layer(from_fn_with_state(app.clone(), idempotency::idempotent))
         .route_layer(from_fn_with_state(
-            auth::Guard::new(app.clone(), &document),
+            auth::Guard::new(app.clone(), document),
             auth::authenticate,
         ))
         .route(OPENAPI_PATH, get(openapi::serve))

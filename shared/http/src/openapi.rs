@@ -59,18 +59,25 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Built with the router and kept for the process: the document's pages serve it without
+/// building the routes again.
+static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+
 /// The documented routes and the whole document describing them.
-pub fn split() -> (axum::Router<App>, utoipa::openapi::OpenApi) {
+pub fn split() -> (axum::Router<App>, &'static utoipa::openapi::OpenApi) {
     let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::all())
         .split_for_parts();
     // The catalog points at the schemas the routes bring, so it comes after them.
     EventCatalog.modify(&mut document);
-    (router, document)
+    (router, DOCUMENT.get_or_init(|| document))
 }
 
-pub fn document() -> utoipa::openapi::OpenApi {
-    split().1
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    match DOCUMENT.get() {
+        Some(document) => document,
+        None => split().1,
+    }
 }
 
 /// `GET /v1/openapi.json`, rendered once per process.

@@ -63,7 +63,7 @@ async fn call(router: &Router, method: &Method, path: &str) -> StatusCode {
 fn every_operation_declares_a_permission_or_that_it_is_open() {
     let document = openapi::document();
     let mut count = 0;
-    for (method, path, operation) in operations(&document) {
+    for (method, path, operation) in operations(document) {
         count += 1;
         let access = Access::of(operation);
         let expected_open = path.starts_with("/health");
@@ -111,7 +111,7 @@ fn a_malformed_declaration_declares_nothing() {
 #[tokio::test]
 async fn the_router_serves_exactly_the_documented_operations_and_the_listed_open_routes() {
     let document = openapi::document();
-    let operations: BTreeSet<Route> = operations(&document)
+    let operations: BTreeSet<Route> = operations(document)
         .map(|(method, path, _)| (method, path.to_owned()))
         .collect();
     let undocumented: BTreeSet<Route> = UNDOCUMENTED
@@ -147,7 +147,7 @@ async fn the_router_serves_exactly_the_documented_operations_and_the_listed_open
 async fn each_route_asks_for_what_its_operation_declares() {
     let document = openapi::document();
     let router = served();
-    for (method, path, operation) in operations(&document) {
+    for (method, path, operation) in operations(document) {
         let status = call(&router, &method, path).await;
         match Access::of(operation) {
             Some(Access::Key(_)) => {
