@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::problem::Problem;
-use billing_domain::kernel::error::ErrorCode;
+use billing_domain::kernel::error::{check_key_text, ErrorCode};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -22,7 +22,7 @@ pub struct ApiJson<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = Problem;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+    async fn from_request(req: Request, _: &S) -> Result<Self, Problem> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -39,20 +39,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             .param("Content-Type")
             .hint("Send `Content-Type: application/json`."));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|_| too_large())?;
-        if bytes.len() > MAX_BODY_BYTES {
-            return Err(too_large());
-        }
+        let bytes = body_bytes(req, MAX_BODY_BYTES).await?;
         parse_json(&bytes).map(ApiJson)
     }
 }
 
-pub fn too_large() -> Problem {
+/// The whole body, refused as too large past `limit` bytes (axum's own limit answers in
+/// plain text).
+pub async fn body_bytes(req: Request, limit: usize) -> Result<Bytes, Problem> {
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| too_large(limit))
+}
+
+pub fn too_large(limit: usize) -> Problem {
     Problem::new(
         ErrorCode::BodyTooLarge,
-        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        format!("the request body is larger than {limit} bytes"),
     )
     .hint("Send a smaller body; lists are paginated and batches have their own limits.")
 }
@@ -123,14 +126,36 @@ fn first_sentence(message: &str) -> String {
 }
 
 /// An optional JSON body (`POST …/resend`, `POST …/rotate-secret`): empty means defaults.
-pub fn optional_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Problem> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Problem> {
+        let bytes = body_bytes(req, MAX_BODY_BYTES).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        parse_json(&bytes).map(OptionalJson)
     }
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(too_large());
+}
+
+/// Path parameters. axum refuses a segment that is not UTF-8 once percent-decoded
+/// (`/v1/accounts/%ff%fe`) in plain text; this answers a problem.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ApiPath(value))
+            .map_err(|rejection| {
+                Problem::invalid(ErrorCode::InvalidPath, "path", rejection.body_text())
+                    .hint("Percent-encode the path's ids as UTF-8; ids are ASCII.")
+            })
     }
-    parse_json(bytes)
 }
 
 /// Query parameters, deserialized strictly.
@@ -151,6 +176,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
                 Problem::invalid(ErrorCode::InvalidQuery, param, message)
             })
     }
+}
+
+/// A query parameter that is looked up by key (a filter, a cursor): bounded in bytes, so a
+/// long one is refused instead of failing in the store.
+pub fn key_text(value: Option<String>, param: &str) -> Result<Option<String>, Problem> {
+    if let Some(v) = &value {
+        check_key_text(v, param)?;
+    }
+    Ok(value)
 }
 
 /// The authenticated caller, put in place by the authentication layer.

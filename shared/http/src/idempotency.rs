@@ -43,7 +43,7 @@ pub async fn idempotent(State(app): State<App>, req: Request, next: Next) -> Res
     };
     let (parts, body) = req.into_parts();
     let Ok(bytes) = to_bytes(body, MAX_BODY_BYTES).await else {
-        return too_large().into_response();
+        return too_large(MAX_BODY_BYTES).into_response();
     };
     let fingerprint = {
         let mut hash = Sha256::new();

@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod observe;
 pub mod openapi;
 pub mod pagination;
+pub mod params;
 pub mod problem;
 pub mod routes;
 pub mod stripe_webhook;
@@ -41,6 +42,10 @@ pub const UNDOCUMENTED: [(Method, &str); 3] = [
 pub fn router(app: App, metrics: EmitMetrics) -> Router {
     let (documented, document) = openapi::split();
     documented
+        .route_layer(from_fn_with_state(
+            params::Declared::new(document),
+            params::refuse_undeclared,
+        ))
         .route_layer(from_fn_with_state(app.clone(), idempotency::idempotent))
         .route_layer(from_fn_with_state(
             auth::Guard::new(app.clone(), document),

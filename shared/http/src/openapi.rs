@@ -2,11 +2,16 @@
 //! paths come from the routes the router serves ([`routes::all`]), so they cannot differ.
 
 use billing_app::App;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::auth::Access;
 use crate::event_catalog::EventCatalog;
+use crate::problem::CONTENT_TYPE as PROBLEM_CONTENT_TYPE;
 use crate::routes;
 
 #[derive(OpenApi)]
@@ -59,6 +64,93 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Every error response is a problem document, documented as `application/problem+json`;
+/// the errors the shared layers answer (authentication, idempotency, body and parameter
+/// parsing, an unavailable store) are added to each operation they can happen on, so the
+/// handlers declare only their own.
+struct ErrorResponses;
+
+impl ErrorResponses {
+    /// The statuses the shared layers can answer for `operation`, with what they mean.
+    fn standard(method: &str, operation: &Operation) -> Vec<(&'static str, &'static str)> {
+        let parameters = operation.parameters.as_deref().unwrap_or_default();
+        let has = |place: ParameterIn| parameters.iter().any(|p| p.parameter_in == place);
+        let writes = matches!(method, "post" | "put" | "patch");
+        let keyed = matches!(Access::of(operation), Some(Access::Key(_)));
+        let mut statuses = Vec::new();
+        if writes || !parameters.is_empty() || operation.request_body.is_some() {
+            statuses.push(("400", "The request is invalid: `code` says why and `param` names the field, parameter or header at fault."));
+        }
+        if keyed {
+            statuses.push((
+                "401",
+                "No API key, or one that is unknown, revoked or expired.",
+            ));
+            statuses.push((
+                "403",
+                "The key's role does not have the permission this operation needs.",
+            ));
+        }
+        if has(ParameterIn::Path) {
+            statuses.push(("404", "No such object, or one of another tenant."));
+        }
+        if method == "post" {
+            statuses.push(("409", "The `Idempotency-Key` is in use by a request still running, or was used with another body; or the object's state does not allow the change."));
+        }
+        if writes {
+            statuses.push(("413", "The body is larger than 64 KiB."));
+        }
+        if operation.request_body.is_some() {
+            statuses.push(("415", "The body is not `application/json`."));
+        }
+        statuses.push((
+            "503",
+            "The store is briefly unavailable: retry with backoff.",
+        ));
+        statuses
+    }
+}
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let problem = || {
+            ContentBuilder::new()
+                .schema(Some(RefOr::Ref(Ref::from_schema_name("ProblemDocument"))))
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for (method, operation) in [
+                ("get", &mut item.get),
+                ("put", &mut item.put),
+                ("post", &mut item.post),
+                ("delete", &mut item.delete),
+                ("patch", &mut item.patch),
+            ] {
+                let Some(operation) = operation else { continue };
+                for (status, description) in Self::standard(method, operation) {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| {
+                            RefOr::T(ResponseBuilder::new().description(description).build())
+                        });
+                }
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    if let (false, RefOr::T(response)) =
+                        (status.starts_with(['1', '2', '3']), response)
+                    {
+                        response.content.clear();
+                        response
+                            .content
+                            .insert(PROBLEM_CONTENT_TYPE.to_owned(), problem());
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Built with the router and kept for the process: the document's pages serve it without
 /// building the routes again.
 static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
@@ -70,6 +162,7 @@ pub fn split() -> (axum::Router<App>, &'static utoipa::openapi::OpenApi) {
         .split_for_parts();
     // The catalog points at the schemas the routes bring, so it comes after them.
     EventCatalog.modify(&mut document);
+    ErrorResponses.modify(&mut document);
     (router, DOCUMENT.get_or_init(|| document))
 }
 

@@ -5,6 +5,7 @@ use billing_app::ports::{Page, PageRequest};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::extract::key_text;
 use crate::problem::Problem;
 use billing_domain::kernel::error::ErrorCode;
 
@@ -25,7 +26,7 @@ pub fn page_request(
     }
     Ok(PageRequest {
         limit: limit as usize,
-        starting_after: starting_after.filter(|s| !s.is_empty()),
+        starting_after: key_text(starting_after, "starting_after")?.filter(|s| !s.is_empty()),
     })
 }
 

@@ -148,7 +148,18 @@ impl CustomersService {
         account_id: AccountId,
     ) -> Result<PaymentProfile, AppError> {
         caller.require(Permission::Read)?;
-        self.payment_profile(caller, account_id).await
+        match self
+            .store
+            .get_payment_profile(caller.tenant_id, account_id)
+            .await?
+        {
+            Some(profile) => Ok(profile),
+            // No cards yet, or no such account: only the account can tell.
+            None => {
+                self.get_account(caller, account_id).await?;
+                Ok(PaymentProfile::new(account_id, self.gateway.name()))
+            }
+        }
     }
 
     pub async fn set_default_payment_method(

@@ -16,8 +16,7 @@ use billing_domain::catalog::metric::Metric;
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
-use billing_domain::kernel::error::ErrorCode;
-use billing_domain::kernel::error::ValidationError;
+use billing_domain::kernel::error::{check_key_text, ErrorCode, ValidationError};
 use billing_domain::kernel::ids::{AccountId, SubscriptionId, TenantId, TestClockId};
 use billing_domain::usage::entitlements::{Entitlement, UsageThreshold};
 use billing_domain::usage::meter::{
@@ -153,6 +152,11 @@ impl UsageService {
         input: UsageEventInput,
     ) -> Result<Candidate, AppError> {
         meter::validate_transaction_id(&input.transaction_id)?;
+        // Both are looked up by key.
+        check_key_text(&input.metric, "metric")?;
+        if let Some(external) = &input.external_account_id {
+            check_key_text(external, "external_account_id")?;
+        }
         let sub = self.usage_subscription(caller, lookups, &input).await?;
         let metric = match lookups.metrics.get(&input.metric) {
             Some(m) => m.clone(),

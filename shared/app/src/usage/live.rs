@@ -8,7 +8,7 @@ use billing_domain::billing::periods::Period;
 use billing_domain::billing::subscription::Subscription;
 use billing_domain::catalog::charges::{Derivation, Priced};
 use billing_domain::customers::access::Permission;
-use billing_domain::kernel::error::ErrorCode;
+use billing_domain::kernel::error::{check_key_text, ErrorCode};
 use billing_domain::kernel::ids::{AccountId, SubscriptionId};
 use billing_domain::kernel::money::{MinorUnits, Money};
 use billing_domain::usage::entitlements::Check;
@@ -151,6 +151,17 @@ impl UsageService {
         quantity: Decimal,
     ) -> Result<EntitlementCheck, AppError> {
         caller.require(Permission::Read)?;
+        if quantity.is_sign_negative() {
+            return Err(invalid(
+                ErrorCode::InvalidQuantity,
+                "quantity",
+                format!("quantity must not be negative, got {quantity}"),
+            )
+            .into());
+        }
+        // Both are looked up by key.
+        check_key_text(account, "account")?;
+        check_key_text(metric, "metric")?;
         let tenant = caller.tenant_id;
         let account_id = match AccountId::parse(account, "account") {
             Ok(id) => id,

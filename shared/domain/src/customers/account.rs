@@ -6,7 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use crate::kernel::currency::Currency;
-use crate::kernel::error::ValidationError;
+use crate::kernel::error::{check_key_text, ValidationError, MAX_KEY_TEXT_BYTES};
 use crate::kernel::ids::{AccountId, TestClockId};
 use crate::kernel::metadata::{self, Metadata};
 
@@ -269,7 +269,11 @@ pub fn validate_timezone(name: &str) -> Result<String, ValidationError> {
 }
 
 fn validate_external_id(external_id: Option<String>) -> Result<Option<String>, ValidationError> {
-    let value = optional_text(external_id, "external_id", 255)?;
+    // Bounded in bytes: it is part of the key that keeps it unique.
+    let value = optional_text(external_id, "external_id", MAX_KEY_TEXT_BYTES)?;
+    if let Some(v) = &value {
+        check_key_text(v, "external_id")?;
+    }
     if value
         .as_deref()
         .is_some_and(|v| v.chars().any(char::is_control))

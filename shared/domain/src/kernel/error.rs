@@ -47,6 +47,8 @@ error_codes! {
         "A field has the wrong type or an unknown enum value, or a usage value does not fit its \
          metric.";
     InvalidQuery => "invalid_query", 400, "A query parameter could not be read (`param` names it).";
+    InvalidPath => "invalid_path", 400,
+        "A path segment is not valid UTF-8 once percent-decoded.";
     InvalidId => "invalid_id", 400, "An id is not of the form `prefix_` followed by 26 characters.";
     InvalidLimit => "invalid_limit", 400, "A list's `limit` is outside 1–100.";
     InvalidTimestamp => "invalid_timestamp", 400,
@@ -298,6 +300,23 @@ pub fn markdown_table() -> String {
         ));
     }
     table
+}
+
+/// The longest client text that becomes part of a DynamoDB key (an external id, a lookup
+/// filter, a cursor), in bytes: a key is limited in bytes (1,024 for a sort key, 2,048 for
+/// a partition key, prefixes included), and 255 emoji are 1,020 bytes.
+pub const MAX_KEY_TEXT_BYTES: usize = 255;
+
+/// Refuses client text longer than [`MAX_KEY_TEXT_BYTES`] in UTF-8, naming `param`.
+pub fn check_key_text(value: &str, param: &str) -> Result<(), ValidationError> {
+    if value.len() > MAX_KEY_TEXT_BYTES {
+        return Err(ValidationError::new(
+            ErrorCode::TooLong,
+            param,
+            format!("{param} must be at most {MAX_KEY_TEXT_BYTES} bytes in UTF-8"),
+        ));
+    }
+    Ok(())
 }
 
 /// Input that breaks a rule. `param` names the field at fault (`billing_address.country`,

@@ -191,7 +191,9 @@ pub fn validate_transaction_id(id: &str) -> Result<(), ValidationError> {
         return Err(invalid(
             ErrorCode::InvalidTransactionId,
             "transaction_id",
-            format!("a transaction_id is 1 to {MAX_TEXT} characters without control characters"),
+            format!(
+                "a transaction_id is 1 to {MAX_TEXT} bytes in UTF-8, without control characters"
+            ),
         ));
     }
     Ok(())
@@ -305,7 +307,7 @@ fn distinct(raw: Option<&Value>, param: &str, metric: &Metric) -> Result<String,
         return Err(invalid(
             ErrorCode::InvalidValue,
             param,
-            format!("a distinct value is at most {MAX_TEXT} characters"),
+            format!("a distinct value is at most {MAX_TEXT} bytes in UTF-8"),
         ));
     }
     Ok(text)

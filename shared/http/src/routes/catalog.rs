@@ -1,6 +1,6 @@
 //! The catalog: billable metrics, plans with price versions, and the price calculator.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::catalog::{PlanWithPrices, PriceSource};
 use billing_app::ports::{Page, PlanFilter};
@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
+use crate::extract::{path_id, ApiJson, ApiPath, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
@@ -77,7 +77,7 @@ pub async fn list_metrics(
 pub async fn get_metric(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<Metric>> {
     let id = path_id(&id, "metric", MetricId::parse)?;
     Ok(Reply(
@@ -93,7 +93,7 @@ pub async fn get_metric(
 pub async fn update_metric(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<MetricPatch>,
 ) -> ApiResult<Reply<Metric>> {
     let id = path_id(&id, "metric", MetricId::parse)?;
@@ -167,7 +167,7 @@ pub async fn list_plans(
 pub async fn get_plan(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<PlanView>> {
     let id = path_id(&id, "plan", PlanId::parse)?;
     Ok(Reply(
@@ -184,7 +184,7 @@ pub async fn get_plan(
 pub async fn update_plan(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<PlanPatch>,
 ) -> ApiResult<Reply<Plan>> {
     let id = path_id(&id, "plan", PlanId::parse)?;
@@ -200,7 +200,7 @@ pub async fn update_plan(
 pub async fn deactivate_plan(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<Plan>> {
     let id = path_id(&id, "plan", PlanId::parse)?;
     Ok(Reply(
@@ -215,7 +215,7 @@ pub async fn deactivate_plan(
 pub async fn list_versions(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<List<PlanVersion>>> {
     let id = path_id(&id, "plan", PlanId::parse)?;
     let versions = app.catalog.list_plan_versions(&caller, id).await?;
@@ -237,7 +237,7 @@ pub async fn list_versions(
 pub async fn create_version(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<NewPlanVersion>,
 ) -> ApiResult<Reply<PlanVersion>> {
     let id = path_id(&id, "plan", PlanId::parse)?;
@@ -267,7 +267,7 @@ pub struct SubscriptionCountView {
 pub async fn subscription_count(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<SubscriptionCountView>> {
     let plan_id = path_id(&id, "plan", PlanId::parse)?;
     let counts = app

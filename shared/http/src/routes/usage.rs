@@ -1,6 +1,6 @@
 //! Usage: ingest events, read a subscription's usage, check entitlements.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::usage::{EntitlementCheck, SubscriptionUsage};
 use billing_app::App;
@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{path_id, timestamp, ApiJson, ApiQuery, Auth, Reply};
+use crate::extract::{path_id, timestamp, ApiJson, ApiPath, ApiQuery, Auth, Reply};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
 pub fn routes() -> OpenApiRouter<App> {
@@ -96,7 +96,7 @@ pub struct UsageQuery {
 pub async fn subscription_usage(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> ApiResult<Reply<SubscriptionUsage>> {
     let id = path_id(&id, "subscription", SubscriptionId::parse)?;

@@ -13,8 +13,7 @@ pub mod event;
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
@@ -26,10 +25,14 @@ use billing_domain::collection::stripe_signature::{self, SignatureError, Webhook
 use billing_domain::kernel::error::ErrorCode;
 use serde_json::json;
 
+use crate::extract::body_bytes;
 use crate::observe::{self, EmitMetrics};
 use crate::problem::Problem;
 
 pub const PATH: &str = "/webhooks/stripe";
+
+/// Stripe's events (an invoice with many lines) can outgrow the API's 64 KiB bodies.
+pub const MAX_EVENT_BYTES: usize = 2 * 1024 * 1024;
 
 struct Receiver {
     app: App,
@@ -54,8 +57,9 @@ pub fn router(app: App, secrets: WebhookSecrets, metrics: EmitMetrics) -> Router
 async fn receive(
     State(receiver): State<Arc<Receiver>>,
     headers: HeaderMap,
-    body: Bytes,
+    req: Request,
 ) -> Result<Response, Problem> {
+    let body = body_bytes(req, MAX_EVENT_BYTES).await?;
     let header = headers
         .get(stripe_signature::HEADER)
         .ok_or_else(|| {

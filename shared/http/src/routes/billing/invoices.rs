@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::billing::{HypotheticalPlan, HypotheticalSubscription, PreviewSource};
 use billing_app::ports::InvoiceFilter;
@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::{path_id, timestamp, ApiJson, ApiQuery, Auth, Reply};
+use crate::extract::{path_id, timestamp, ApiJson, ApiPath, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
@@ -92,7 +92,7 @@ fn invoice_id(raw: &str) -> Result<InvoiceId, Problem> {
 pub async fn get_invoice(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<Invoice>> {
     Ok(Reply(
         StatusCode::OK,
@@ -170,7 +170,7 @@ pub struct FinalizeRequest {
 pub async fn finalize_invoice(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<FinalizeRequest>,
 ) -> ApiResult<Reply<Invoice>> {
     Ok(Reply(
@@ -187,7 +187,7 @@ pub async fn finalize_invoice(
 pub async fn void_invoice(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<Invoice>> {
     Ok(Reply(
         StatusCode::OK,

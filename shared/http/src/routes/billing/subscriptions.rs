@@ -3,7 +3,7 @@
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::billing::{ProrationBehavior, StartSubscription};
 use billing_app::ports::SubscriptionFilter;
@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
+use crate::extract::{path_id, ApiJson, ApiPath, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
@@ -106,7 +106,7 @@ pub async fn create_subscription(
 pub async fn get_subscription(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
@@ -194,7 +194,7 @@ pub struct SubscriptionPatch {
 pub async fn update_subscription(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<SubscriptionPatch>,
 ) -> ApiResult<Reply<Subscription>> {
     let id = sub_id(&id)?;
@@ -251,7 +251,7 @@ pub struct CancelRequest {
 pub async fn cancel_subscription(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<CancelRequest>,
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
@@ -268,7 +268,7 @@ pub async fn cancel_subscription(
 pub async fn reactivate_subscription(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
@@ -294,7 +294,7 @@ pub struct PauseRequest {
 pub async fn pause_subscription(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<PauseRequest>,
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
@@ -310,7 +310,7 @@ pub async fn pause_subscription(
 pub async fn resume_subscription(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
@@ -346,7 +346,7 @@ pub struct ChangePlanRequest {
 pub async fn change_plan(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<ChangePlanRequest>,
 ) -> ApiResult<Reply<Subscription>> {
     let plan = PlanId::parse(&req.plan, "plan")?;
@@ -370,7 +370,7 @@ pub async fn change_plan(
 pub async fn cancel_scheduled_change(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
@@ -394,7 +394,7 @@ pub struct HistoryQuery {
 pub async fn history(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Reply<List<AuditRecord>>> {
     let id = sub_id(&id)?;

@@ -3,7 +3,7 @@
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::App;
 use billing_domain::billing::test_clock::TestClock;
@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::extract::{path_id, ApiJson, Auth, Reply};
+use crate::extract::{path_id, ApiJson, ApiPath, Auth, Reply};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
 pub fn routes() -> OpenApiRouter<App> {
@@ -56,7 +56,7 @@ fn clock_id(raw: &str) -> Result<TestClockId, Problem> {
 pub async fn get_test_clock(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<TestClock>> {
     Ok(Reply(
         StatusCode::OK,
@@ -80,7 +80,7 @@ pub struct AdvanceRequest {
 pub async fn advance_test_clock(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<AdvanceRequest>,
 ) -> ApiResult<Reply<TestClock>> {
     let id = clock_id(&id)?;

@@ -1,6 +1,6 @@
 //! Refunds and the credit notes they (and voids of paid invoices) leave.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::ports::CreditNoteFilter;
 use billing_app::App;
@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
+use crate::extract::{path_id, ApiJson, ApiPath, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
 
@@ -39,7 +39,7 @@ pub struct RefundRequestBody {
 pub async fn refund(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<RefundRequestBody>,
 ) -> ApiResult<Reply<CreditNote>> {
     let id = path_id(&id, "payment", PaymentId::parse)?;

@@ -1,6 +1,6 @@
 //! Dunning: the tenant's policy and an account's case.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::App;
 use billing_domain::collection::dunning::{DunningCase, DunningPolicy, DunningStep};
@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{path_id, ApiJson, Auth, Reply};
+use crate::extract::{path_id, ApiJson, ApiPath, Auth, Reply};
 use crate::problem::{ApiResult, ProblemDocument};
 
 pub fn routes() -> OpenApiRouter<App> {
@@ -34,7 +34,7 @@ pub struct DunningSettingsRequest {
 
 /// The tenant's dunning policy: by default a reminder on day 3, a warning on day 7
 /// (account `warning`) and a block on day 14 (account `blocked`).
-#[utoipa::path(get, path = "/v1/settings/dunning", tag = "dunning", security(("api_key" = ["read"])), responses((status = 200, body = DunningPolicy)))]
+#[utoipa::path(get, path = "/v1/settings/dunning", operation_id = "get_dunning_settings", tag = "dunning", security(("api_key" = ["read"])), responses((status = 200, body = DunningPolicy)))]
 pub async fn get_settings(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -47,7 +47,7 @@ pub async fn get_settings(
 
 /// Replaces the tenant's dunning policy. Cases already running keep the policy they opened
 /// with; the new one applies to cases opened from now on.
-#[utoipa::path(patch, path = "/v1/settings/dunning", tag = "dunning", security(("api_key" = ["write_billing"])), request_body = DunningSettingsRequest,
+#[utoipa::path(patch, path = "/v1/settings/dunning", operation_id = "update_dunning_settings", tag = "dunning", security(("api_key" = ["write_billing"])), request_body = DunningSettingsRequest,
     responses((status = 200, body = DunningPolicy), (status = 400, body = ProblemDocument)))]
 pub async fn update_settings(
     State(app): State<App>,
@@ -69,7 +69,7 @@ pub async fn update_settings(
 pub async fn get_case(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<DunningCase>> {
     let id = path_id(&id, "account", AccountId::parse)?;
     Ok(Reply(

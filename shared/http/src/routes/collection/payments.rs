@@ -1,6 +1,6 @@
 //! Payment attempts, paying invoices, retries and the retry settings.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::ports::PaymentFilter;
 use billing_app::App;
@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
+use crate::extract::{path_id, ApiJson, ApiPath, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
@@ -68,7 +68,7 @@ pub async fn list_payments(
 pub async fn get_payment(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<Payment>> {
     let id = path_id(&id, "payment", PaymentId::parse)?;
     Ok(Reply(
@@ -92,7 +92,7 @@ pub struct PayRequest {
 pub async fn pay_invoice(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<PayRequest>,
 ) -> ApiResult<Reply<Payment>> {
     let id = path_id(&id, "invoice", InvoiceId::parse)?;
@@ -141,7 +141,7 @@ pub struct MarkPaidRequest {
 pub async fn mark_paid(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<MarkPaidRequest>,
 ) -> ApiResult<Reply<Invoice>> {
     let id = path_id(&id, "invoice", InvoiceId::parse)?;
@@ -154,7 +154,7 @@ pub async fn mark_paid(
 }
 
 /// The tenant's retry schedule and what happens after the last failed attempt.
-#[utoipa::path(get, path = "/v1/settings/payments", tag = "payments", security(("api_key" = ["read"])), responses((status = 200, body = PaymentSettings)))]
+#[utoipa::path(get, path = "/v1/settings/payments", operation_id = "get_payment_settings", tag = "payments", security(("api_key" = ["read"])), responses((status = 200, body = PaymentSettings)))]
 pub async fn get_settings(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -176,7 +176,7 @@ pub struct PaymentSettingsRequest {
     pub final_action: Option<FinalAction>,
 }
 
-#[utoipa::path(patch, path = "/v1/settings/payments", tag = "payments", security(("api_key" = ["write_billing"])), request_body = PaymentSettingsRequest,
+#[utoipa::path(patch, path = "/v1/settings/payments", operation_id = "update_payment_settings", tag = "payments", security(("api_key" = ["write_billing"])), request_body = PaymentSettingsRequest,
     responses((status = 200, body = PaymentSettings), (status = 400, body = ProblemDocument)))]
 pub async fn update_settings(
     State(app): State<App>,

@@ -1,4 +1,4 @@
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::ports::AccountFilter;
 use billing_app::App;
@@ -9,7 +9,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
+use crate::extract::{key_text, path_id, ApiJson, ApiPath, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
 
@@ -20,7 +20,7 @@ pub fn routes() -> OpenApiRouter<App> {
 }
 
 /// Creates a customer account.
-#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", security(("api_key" = ["write_accounts"])), request_body = NewAccount,
+#[utoipa::path(post, path = "/v1/accounts", operation_id = "create_account", tag = "accounts", security(("api_key" = ["write_accounts"])), request_body = NewAccount,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body replay the first response for 24 hours.")),
     responses((status = 201, body = Account), (status = 400, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn create(
@@ -33,13 +33,13 @@ pub async fn create(
 }
 
 /// Retrieves an account, including a soft-deleted one.
-#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", security(("api_key" = ["read"])),
+#[utoipa::path(get, path = "/v1/accounts/{id}", operation_id = "get_account", tag = "accounts", security(("api_key" = ["read"])),
     params(("id" = String, Path, description = "Account id, `acct_…`")),
     responses((status = 200, body = Account), (status = 404, body = ProblemDocument)))]
 pub async fn get(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<Account>> {
     let id = path_id(&id, "account", AccountId::parse)?;
     Ok(Reply(
@@ -63,7 +63,7 @@ pub struct ListAccountsQuery {
 }
 
 /// Lists accounts, oldest first; deleted accounts are left out.
-#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", security(("api_key" = ["read"])), params(ListAccountsQuery),
+#[utoipa::path(get, path = "/v1/accounts", operation_id = "list_accounts", tag = "accounts", security(("api_key" = ["read"])), params(ListAccountsQuery),
     responses((status = 200, body = inline(List<Account>)), (status = 400, body = ProblemDocument)))]
 pub async fn list(
     State(app): State<App>,
@@ -76,8 +76,8 @@ pub async fn list(
     let page = page_request(query.limit, query.starting_after)?;
     let filter = AccountFilter {
         status: query.status,
-        email: query.email,
-        external_id: query.external_id,
+        email: key_text(query.email, "email")?,
+        external_id: key_text(query.external_id, "external_id")?,
     };
     let accounts = app.customers.list_accounts(&caller, &filter, &page).await?;
     Ok(Reply(
@@ -87,13 +87,13 @@ pub async fn list(
 }
 
 /// Updates an account. Absent fields stay; `null` clears; metadata merges (empty value removes).
-#[utoipa::path(patch, path = "/v1/accounts/{id}", tag = "accounts", security(("api_key" = ["write_accounts"])), request_body = AccountPatch,
+#[utoipa::path(patch, path = "/v1/accounts/{id}", operation_id = "update_account", tag = "accounts", security(("api_key" = ["write_accounts"])), request_body = AccountPatch,
     params(("id" = String, Path, description = "Account id, `acct_…`")),
     responses((status = 200, body = Account), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn update(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<AccountPatch>,
 ) -> ApiResult<Reply<Account>> {
     let id = path_id(&id, "account", AccountId::parse)?;
@@ -104,13 +104,13 @@ pub async fn update(
 }
 
 /// Soft-deletes an account: it stays readable but no longer changes or lists.
-#[utoipa::path(delete, path = "/v1/accounts/{id}", tag = "accounts", security(("api_key" = ["write_accounts"])),
+#[utoipa::path(delete, path = "/v1/accounts/{id}", operation_id = "delete_account", tag = "accounts", security(("api_key" = ["write_accounts"])),
     params(("id" = String, Path, description = "Account id, `acct_…`")),
     responses((status = 200, body = Account), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn delete(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<Account>> {
     let id = path_id(&id, "account", AccountId::parse)?;
     Ok(Reply(

@@ -1,4 +1,4 @@
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::App;
 use billing_domain::customers::access::{ApiKey, Role};
@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{path_id, ApiJson, ApiQuery, Auth, Reply};
+use crate::extract::{path_id, ApiJson, ApiPath, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
 
@@ -67,7 +67,7 @@ pub struct NewApiKey {
 }
 
 /// Creates an API key (admin only). The response is the only time the secret is shown.
-#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", security(("api_key" = ["manage_api_keys"])), request_body = NewApiKey,
+#[utoipa::path(post, path = "/v1/api-keys", operation_id = "create_api_key", tag = "api-keys", security(("api_key" = ["manage_api_keys"])), request_body = NewApiKey,
     responses((status = 201, body = IssuedKeyView), (status = 400, body = ProblemDocument), (status = 403, body = ProblemDocument)))]
 pub async fn create(
     State(app): State<App>,
@@ -96,7 +96,7 @@ pub struct ListQuery {
 }
 
 /// Lists the tenant's API keys, masked.
-#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", security(("api_key" = ["manage_api_keys"])), params(ListQuery),
+#[utoipa::path(get, path = "/v1/api-keys", operation_id = "list_api_keys", tag = "api-keys", security(("api_key" = ["manage_api_keys"])), params(ListQuery),
     responses((status = 200, body = inline(List<ApiKeyView>)), (status = 403, body = ProblemDocument)))]
 pub async fn list(
     State(app): State<App>,
@@ -118,7 +118,7 @@ pub async fn list(
 pub async fn revoke(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<ApiKeyView>> {
     let id = path_id(&id, "api key", ApiKeyId::parse)?;
     Ok(Reply(

@@ -1,6 +1,6 @@
 //! A customer's cards: attach, list, make default, detach.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::App;
 use billing_domain::customers::payment_method::{PaymentMethod, PaymentProfile};
@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{path_id, ApiJson, Auth, Reply};
+use crate::extract::{path_id, ApiJson, ApiPath, Auth, Reply};
 use crate::problem::{ApiResult, ProblemDocument};
 
 pub fn routes() -> OpenApiRouter<App> {
@@ -83,7 +83,7 @@ pub struct AttachRequest {
 pub async fn attach(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<AttachRequest>,
 ) -> ApiResult<Reply<PaymentMethodView>> {
     let (method, default) = app
@@ -106,7 +106,7 @@ pub async fn attach(
 pub async fn list_methods(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<PaymentMethodList>> {
     let profile = app
         .customers
@@ -129,7 +129,7 @@ pub struct UpdateMethodRequest {
 pub async fn update_method(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path((id, pm)): Path<(String, String)>,
+    ApiPath((id, pm)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<UpdateMethodRequest>,
 ) -> ApiResult<Reply<PaymentMethodView>> {
     let account = account_id(&id)?;
@@ -162,7 +162,7 @@ pub async fn update_method(
 pub async fn detach(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path((id, pm)): Path<(String, String)>,
+    ApiPath((id, pm)): ApiPath<(String, String)>,
 ) -> ApiResult<Reply<PaymentMethodList>> {
     let profile = app
         .customers

@@ -7,7 +7,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{ApiQuery, Auth, Reply};
+use crate::extract::{key_text, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
 
@@ -26,7 +26,7 @@ pub struct AuditQuery {
 }
 
 /// The audit log, newest first: who changed what, when, and the before/after of each field.
-#[utoipa::path(get, path = "/v1/audit-log", tag = "audit", security(("api_key" = ["read"])), params(AuditQuery),
+#[utoipa::path(get, path = "/v1/audit-log", operation_id = "list_audit_log", tag = "audit", security(("api_key" = ["read"])), params(AuditQuery),
     responses((status = 200, body = inline(List<AuditRecord>)), (status = 400, body = ProblemDocument)))]
 pub async fn list(
     State(app): State<App>,
@@ -34,9 +34,10 @@ pub async fn list(
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> ApiResult<Reply<List<AuditRecord>>> {
     let page = page_request(query.limit, query.starting_after)?;
+    let entity_id = key_text(query.entity_id, "entity_id")?;
     let records = app
         .events
-        .list_audit_log(&caller, query.entity_id.as_deref(), &page)
+        .list_audit_log(&caller, entity_id.as_deref(), &page)
         .await?;
     Ok(Reply(
         StatusCode::OK,

@@ -1,5 +1,4 @@
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::ports::EventFilter;
 use billing_app::App;
@@ -11,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{optional_json, path_id, ApiQuery, Auth, Reply};
+use crate::extract::{key_text, path_id, ApiPath, ApiQuery, Auth, OptionalJson, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
 
@@ -39,7 +38,7 @@ pub struct ListEventsQuery {
 }
 
 /// Lists the events of the last 30 days, newest first.
-#[utoipa::path(get, path = "/v1/events", tag = "events", security(("api_key" = ["read"])), params(ListEventsQuery),
+#[utoipa::path(get, path = "/v1/events", operation_id = "list_events", tag = "events", security(("api_key" = ["read"])), params(ListEventsQuery),
     responses((status = 200, body = inline(List<EventEnvelope>)), (status = 400, body = ProblemDocument)))]
 pub async fn list(
     State(app): State<App>,
@@ -52,7 +51,7 @@ pub async fn list(
     let page = page_request(query.limit, query.starting_after)?;
     let filter = EventFilter {
         event_type: query.event_type.filter(|t| !t.is_empty()),
-        resource_id: query.resource.filter(|r| !r.is_empty()),
+        resource_id: key_text(query.resource, "resource")?.filter(|r| !r.is_empty()),
     };
     let events = app.events.list_events(&caller, &filter, &page).await?;
     Ok(Reply(
@@ -62,13 +61,13 @@ pub async fn list(
 }
 
 /// Retrieves one event (kept for 30 days).
-#[utoipa::path(get, path = "/v1/events/{id}", tag = "events", security(("api_key" = ["read"])),
+#[utoipa::path(get, path = "/v1/events/{id}", operation_id = "get_event", tag = "events", security(("api_key" = ["read"])),
     params(("id" = String, Path, description = "Event id, `evt_…`")),
     responses((status = 200, body = EventEnvelope), (status = 404, body = ProblemDocument)))]
 pub async fn get(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<EventEnvelope>> {
     let id = path_id(&id, "event", EventId::parse)?;
     Ok(Reply(
@@ -92,11 +91,10 @@ pub struct ResendRequest {
 pub async fn resend(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
-    body: Bytes,
+    ApiPath(id): ApiPath<String>,
+    OptionalJson(request): OptionalJson<ResendRequest>,
 ) -> ApiResult<Reply<List<WebhookDelivery>>> {
     let id = path_id(&id, "event", EventId::parse)?;
-    let request: ResendRequest = optional_json(&body)?;
     let endpoint = request
         .endpoint
         .map(|e| WebhookEndpointId::parse(&e, "endpoint"))

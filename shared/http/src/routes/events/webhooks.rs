@@ -1,8 +1,7 @@
 //! Webhook endpoints. They hold signing secrets, so changing one (or resending an event to
 //! them) needs `manage_api_keys`, like API keys; reading them needs `read`.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::events::EndpointWithSecret;
 use billing_app::App;
@@ -16,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{optional_json, path_id, ApiJson, ApiQuery, Auth, Reply};
+use crate::extract::{path_id, ApiJson, ApiPath, ApiQuery, Auth, OptionalJson, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
 
@@ -51,7 +50,7 @@ fn endpoint_id(raw: &str) -> Result<WebhookEndpointId, crate::problem::Problem> 
 }
 
 /// Adds a webhook endpoint; the answer holds its signing secret, once.
-#[utoipa::path(post, path = "/v1/webhook-endpoints", tag = "webhooks", security(("api_key" = ["manage_api_keys"])), request_body = NewWebhookEndpoint,
+#[utoipa::path(post, path = "/v1/webhook-endpoints", operation_id = "create_webhook_endpoint", tag = "webhooks", security(("api_key" = ["manage_api_keys"])), request_body = NewWebhookEndpoint,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key and body replay the first response for 24 hours.")),
     responses((status = 201, body = WebhookEndpointWithSecret), (status = 400, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn create(
@@ -74,7 +73,7 @@ pub struct ListQuery {
 }
 
 /// Lists webhook endpoints, oldest first.
-#[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "webhooks", security(("api_key" = ["read"])), params(ListQuery),
+#[utoipa::path(get, path = "/v1/webhook-endpoints", operation_id = "list_webhook_endpoints", tag = "webhooks", security(("api_key" = ["read"])), params(ListQuery),
     responses((status = 200, body = inline(List<WebhookEndpointView>)), (status = 400, body = ProblemDocument)))]
 pub async fn list(
     State(app): State<App>,
@@ -93,13 +92,13 @@ pub async fn list(
 }
 
 /// Retrieves a webhook endpoint (without its secret).
-#[utoipa::path(get, path = "/v1/webhook-endpoints/{id}", tag = "webhooks", security(("api_key" = ["read"])),
+#[utoipa::path(get, path = "/v1/webhook-endpoints/{id}", operation_id = "get_webhook_endpoint", tag = "webhooks", security(("api_key" = ["read"])),
     params(("id" = String, Path, description = "Webhook endpoint id, `we_…`")),
     responses((status = 200, body = WebhookEndpointView), (status = 404, body = ProblemDocument)))]
 pub async fn get(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<WebhookEndpointView>> {
     let id = endpoint_id(&id)?;
     Ok(Reply(
@@ -109,13 +108,13 @@ pub async fn get(
 }
 
 /// Changes the URL, events or description, or enables/disables the endpoint.
-#[utoipa::path(patch, path = "/v1/webhook-endpoints/{id}", tag = "webhooks", security(("api_key" = ["manage_api_keys"])), request_body = WebhookEndpointPatch,
+#[utoipa::path(patch, path = "/v1/webhook-endpoints/{id}", operation_id = "update_webhook_endpoint", tag = "webhooks", security(("api_key" = ["manage_api_keys"])), request_body = WebhookEndpointPatch,
     params(("id" = String, Path, description = "Webhook endpoint id, `we_…`")),
     responses((status = 200, body = WebhookEndpointView), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn update(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<WebhookEndpointPatch>,
 ) -> ApiResult<Reply<WebhookEndpointView>> {
     let id = endpoint_id(&id)?;
@@ -128,13 +127,13 @@ pub async fn update(
 }
 
 /// Deletes a webhook endpoint; its pending deliveries are given up.
-#[utoipa::path(delete, path = "/v1/webhook-endpoints/{id}", tag = "webhooks", security(("api_key" = ["manage_api_keys"])),
+#[utoipa::path(delete, path = "/v1/webhook-endpoints/{id}", operation_id = "delete_webhook_endpoint", tag = "webhooks", security(("api_key" = ["manage_api_keys"])),
     params(("id" = String, Path, description = "Webhook endpoint id, `we_…`")),
     responses((status = 200, body = WebhookEndpointView), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn delete(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<WebhookEndpointView>> {
     let id = endpoint_id(&id)?;
     Ok(Reply(
@@ -158,11 +157,10 @@ pub struct RotateSecret {
 pub async fn rotate_secret(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
-    body: Bytes,
+    ApiPath(id): ApiPath<String>,
+    OptionalJson(request): OptionalJson<RotateSecret>,
 ) -> ApiResult<Reply<WebhookEndpointWithSecret>> {
     let id = endpoint_id(&id)?;
-    let request: RotateSecret = optional_json(&body)?;
     let overlap = request.expires_in_seconds.map(SignedDuration::from_secs);
     let rotated = app
         .events
@@ -178,7 +176,7 @@ pub async fn rotate_secret(
 pub async fn deliveries(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Reply<List<WebhookDelivery>>> {
     let id = endpoint_id(&id)?;
