@@ -34,6 +34,11 @@ impl Api {
         (Self::new(crate::serve(app).await, issued.secret), tenant)
     }
 
+    /// The server's base URL, `http://127.0.0.1:…`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The same server, called with another key.
     pub fn with_key(&self, key: &str) -> Self {
         Self {
