@@ -492,3 +492,153 @@ async fn a_body_with_trailing_json_is_refused_and_writes_nothing() {
         .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
 }
+
+/// Issue 13, item 9: errors axum or the body limit used to answer in plain text or with an
+/// empty body are problems: a method the route does not have, a path that is not UTF-8,
+/// and bodies over the limit on every kind of body (JSON, optional JSON), whose answer
+/// also says the connection closes (the rest of the body is left unread).
+#[tokio::test]
+async fn errors_outside_the_handlers_are_problems() {
+    let (api, _) = start().await;
+    let response = api.send(Method::PUT, "/v1/accounts", None).await;
+    problem(
+        response,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+
+    let response = api.send(Method::GET, "/v1/accounts/%ff%fe", None).await;
+    let refused = problem(response, StatusCode::BAD_REQUEST, "invalid_path").await;
+    assert_eq!(refused["param"], "path");
+
+    // Over axum's own 2 MiB limit, which used to answer `text/plain`.
+    let huge = vec![b' '; 3 * 1024 * 1024];
+    for path in [
+        "/v1/accounts",
+        "/v1/events/evt_01JD0000000000000000000000/resend",
+        "/v1/webhook-endpoints/we_01JD0000000000000000000000/rotate-secret",
+    ] {
+        let response = api
+            .request(Method::POST, path)
+            .header("content-type", "application/json")
+            .body(huge.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["connection"], "close", "{path}");
+        problem(response, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large").await;
+    }
+}
+
+/// Issue 13, item 11: text that becomes part of a DynamoDB key is bounded in bytes, on
+/// writes and on lookups; 255 emoji (1,020 bytes) used to overflow the external id's
+/// uniqueness key, and 3,000-character filters the lookups' keys.
+#[tokio::test]
+async fn text_in_keys_is_bounded_in_bytes() {
+    let (api, _) = start().await;
+    let emoji = |n: usize| "😀".repeat(n);
+    let mut account = acme();
+    account["external_id"] = json!(emoji(255));
+    let response = api.send(Method::POST, "/v1/accounts", Some(&account)).await;
+    let refused = problem(response, StatusCode::BAD_REQUEST, "too_long").await;
+    assert_eq!(refused["param"], "external_id");
+    assert!(api.list("/v1/accounts").await.is_empty(), "nothing written");
+    // 63 emoji are 252 bytes: fine, and found again by it.
+    account["external_id"] = json!(emoji(63));
+    let created = api.created("/v1/accounts", &account).await;
+    let encoded = emoji(63)
+        .bytes()
+        .map(|b| format!("%{b:02X}"))
+        .collect::<String>();
+    let found = api
+        .list(&format!("/v1/accounts?external_id={encoded}"))
+        .await;
+    assert_eq!(found[0]["id"], created["id"]);
+
+    let long = "a".repeat(3000);
+    for (path, param) in [
+        (format!("/v1/accounts?external_id={long}"), "external_id"),
+        (format!("/v1/accounts?email={long}@acme.test"), "email"),
+        (format!("/v1/audit-log?entity_id={long}"), "entity_id"),
+        (
+            format!("/v1/audit-log?starting_after={long}"),
+            "starting_after",
+        ),
+        (format!("/v1/events?resource={long}"), "resource"),
+        (
+            format!("/v1/entitlements/check?account={long}&metric=api_calls"),
+            "account",
+        ),
+        (
+            format!("/v1/entitlements/check?account=user-1&metric={long}"),
+            "metric",
+        ),
+    ] {
+        let response = api.send(Method::GET, &path, None).await;
+        let refused = problem(response, StatusCode::BAD_REQUEST, "too_long").await;
+        assert_eq!(refused["param"], param);
+    }
+}
+
+/// Issue 13, item 12: every query parameter of every operation is read or refused: `limit`
+/// on the lists that are not paginated used to be ignored (every item, 200); the cards of
+/// an account that does not exist used to be an empty list; a negative quantity used to be
+/// `allowed`.
+#[tokio::test]
+async fn list_parameters_are_validated() {
+    let (api, _) = start().await;
+    let plan = api
+        .created(
+            "/v1/plans",
+            json!({"code": "basic", "name": "Basic", "interval": {"unit": "month"},
+                "charges": {"recurring_fee": {"prices": {"usd": {"model": "per_unit", "unit_price": "10"}}}}}),
+        )
+        .await;
+    let account = api.created("/v1/accounts", acme()).await;
+    for path in [
+        format!(
+            "/v1/plans/{}/versions?limit=abc",
+            plan["id"].as_str().unwrap()
+        ),
+        format!(
+            "/v1/accounts/{}/payment-methods?limit=abc",
+            account["id"].as_str().unwrap()
+        ),
+        "/v1/accounts?limit=abc".to_owned(),
+    ] {
+        let response = api.send(Method::GET, &path, None).await;
+        let refused = problem(response, StatusCode::BAD_REQUEST, "invalid_query").await;
+        assert_eq!(refused["param"], "limit", "{path}");
+    }
+    // A parameter no operation declares is not silently ignored either.
+    let response = api.send(Method::GET, "/v1/plans?colour=red", None).await;
+    let refused = problem(response, StatusCode::BAD_REQUEST, "invalid_query").await;
+    assert_eq!(refused["param"], "colour");
+
+    let response = api
+        .send(
+            Method::GET,
+            "/v1/accounts/acct_01JD0000000000000000000000/payment-methods",
+            None,
+        )
+        .await;
+    problem(response, StatusCode::NOT_FOUND, "resource_missing").await;
+    let cards = api
+        .get(&format!(
+            "/v1/accounts/{}/payment-methods",
+            account["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(cards["data"], json!([]));
+
+    let response = api
+        .send(
+            Method::GET,
+            "/v1/entitlements/check?account=user-1&metric=api_calls&quantity=-1",
+            None,
+        )
+        .await;
+    let refused = problem(response, StatusCode::BAD_REQUEST, "invalid_quantity").await;
+    assert_eq!(refused["param"], "quantity");
+}
