@@ -547,3 +547,25 @@ async fn the_sample_request_event_goes_through_the_handler() {
 }
 
 billing_tests::on_both_stores!(verified_events_apply_once);
+
+/// Issue 13, item 9: a body over the webhook's limit is a problem that closes the
+/// connection, not axum's plain-text 413.
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_problem() {
+    let url = serve(billing_tests::memory_app()).await;
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("Stripe-Signature", "t=1,v1=00")
+        .body(vec![b' '; stripe_webhook::MAX_EVENT_BYTES + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["connection"], "close");
+    billing_tests::api::problem(
+        response,
+        reqwest::StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+    )
+    .await;
+}

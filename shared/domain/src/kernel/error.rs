@@ -57,7 +57,8 @@ error_codes! {
     InvalidIdempotencyKey => "invalid_idempotency_key", 400,
         "The `Idempotency-Key` is empty, too long or not printable ASCII.";
     UnsupportedMediaType => "unsupported_media_type", 415, "The body is not `application/json`.";
-    BodyTooLarge => "body_too_large", 413, "The body is larger than 64 KiB.";
+    BodyTooLarge => "body_too_large", 413,
+        "The body is larger than 64 KiB (2 MiB for Stripe's webhook); the connection closes.";
     Unauthenticated => "unauthenticated", 401,
         "No API key, or one that is unknown, revoked or expired.";
     Forbidden => "forbidden", 403,
