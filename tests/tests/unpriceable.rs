@@ -18,7 +18,7 @@ async fn catalog(api: &Api) -> (String, String) {
     for code in ["gpu", "cpu"] {
         api.post(
             "/v1/metrics",
-            json!({"code": code, "name": code, "aggregation": "sum"}),
+            json!({"code": code, "name": code, "aggregation": "sum", "field": "units"}),
         )
         .await;
     }
@@ -163,6 +163,16 @@ async fn an_unpriceable_period_is_parked_and_the_tenants_others_are_billed(store
         .await;
     }
 
+    // Its usage answers problem+json, not 500: the period's projected invoice overflows.
+    let usage = api
+        .send(
+            Method::GET,
+            &format!("/v1/subscriptions/{poisoned}/usage"),
+            None,
+        )
+        .await;
+    problem(usage, StatusCode::CONFLICT, "usage_unpriceable").await;
+
     clock.set("2027-04-01T00:01:00Z".parse().unwrap());
     let (jobs, failed) = billing_tests::sweep_and_bill(&app).await;
     assert_eq!(
@@ -218,15 +228,16 @@ async fn an_unpriceable_period_is_parked_and_the_tenants_others_are_billed(store
     assert_eq!(again, [Ok(0)]);
     assert_eq!(failures().await.len(), 1);
 
-    // Its usage and a cancellation answer problem+json, not 500, and change nothing.
+    // Parked, its usage shows each metric priced and no projected invoice; a
+    // cancellation, which would bill the period, answers problem+json and changes nothing.
     let usage = api
-        .send(
-            Method::GET,
-            &format!("/v1/subscriptions/{poisoned}/usage"),
-            None,
-        )
+        .get(&format!("/v1/subscriptions/{poisoned}/usage"))
         .await;
-    problem(usage, StatusCode::CONFLICT, "usage_unpriceable").await;
+    assert_eq!(quantity(&usage, "cpu"), "50000000000");
+    assert!(
+        usage["periods"][0]["projected_invoice"].is_null(),
+        "{usage}"
+    );
     let cancel = api
         .send(
             Method::POST,

@@ -41,6 +41,8 @@ struct Candidate {
     event: UsageEvent,
     placement: Placement,
     now: Timestamp,
+    /// Where the event's value was read: `value`, or its metric's field in `properties`.
+    value_param: &'static str,
 }
 
 impl Candidate {
@@ -75,18 +77,13 @@ fn billable_after(
         .iter()
         .find(|t| t.metric == c.metric.code)
         .map(|t| &t.model);
-    let param = if c.metric.field.is_some() {
-        "properties"
-    } else {
-        "value"
-    };
     rollup.aggregate = rollup.aggregate.admit(
         &c.event,
         new_value,
         rollup.aggregation,
         charge,
         c.sub.currency,
-        param,
+        c.value_param,
     )?;
     Ok(())
 }
@@ -217,6 +214,11 @@ impl UsageService {
                 now
             }
         };
+        let value_param = if input.value.is_some() {
+            "value"
+        } else {
+            "properties"
+        };
         let event = UsageEvent::validate(
             input.transaction_id,
             &metric,
@@ -233,6 +235,7 @@ impl UsageService {
             event,
             placement,
             now,
+            value_param,
         })
     }
 
