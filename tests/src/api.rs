@@ -13,6 +13,9 @@ pub struct Api {
     /// `None` calls without credentials.
     key: Option<String>,
     http: Client,
+    /// The served app and the tenant [`Api::start`] made: what the sweep's billing worker
+    /// would run to finish a test clock's advance ([`Api::advance_clock`]).
+    worker: Option<(App, billing_domain::kernel::ids::TenantId)>,
 }
 
 impl Api {
@@ -21,6 +24,7 @@ impl Api {
             base: base.into(),
             key: Some(key.into()),
             http: Client::new(),
+            worker: None,
         }
     }
 
@@ -31,7 +35,38 @@ impl Api {
             .create_tenant(name, TenantMode::Sandbox)
             .await
             .expect("create the tenant");
-        (Self::new(crate::serve(app).await, issued.secret), tenant)
+        let api = Self {
+            worker: Some((app.clone(), tenant.id)),
+            ..Self::new(crate::serve(app).await, issued.secret)
+        };
+        (api, tenant)
+    }
+
+    /// Advances test clock `clock` to `to` as a client and the deployment do together: the
+    /// request runs what it may, then the billing worker runs the rest, as the sweep would
+    /// have it do, until the clock is `ready`. Answers the request's own answer and the
+    /// finished clock.
+    pub async fn advance_clock(&self, clock: &str, to: &str) -> (Value, Value) {
+        let answered = self
+            .post(
+                &format!("/v1/test-clocks/{clock}/advance"),
+                serde_json::json!({ "frozen_time": to }),
+            )
+            .await;
+        let (app, tenant) = self
+            .worker
+            .as_ref()
+            .expect("advance_clock needs an Api made by Api::start");
+        let id = billing_domain::kernel::ids::TestClockId::parse(clock, "clock").unwrap();
+        let mut runs = 0;
+        while self.get(&format!("/v1/test-clocks/{clock}")).await["status"] == "advancing" {
+            runs += 1;
+            assert!(runs <= 1000, "the advance of {clock} never finished");
+            app.billing.run_test_clock(*tenant, id).await.unwrap();
+        }
+        let finished = self.get(&format!("/v1/test-clocks/{clock}")).await;
+        assert_eq!(finished["frozen_time"], to);
+        (answered, finished)
     }
 
     /// The server's base URL, `http://127.0.0.1:…`.

@@ -187,3 +187,53 @@ pub async fn subscribe(
         .await
         .expect("create the subscription")
 }
+
+/// A dispatch that publishes nothing: for sweeps whose tests look at billing jobs only.
+pub struct NoDispatch;
+
+#[async_trait::async_trait]
+impl billing_app::ports::Dispatch for NoDispatch {
+    async fn publish(
+        &self,
+        _: billing_domain::kernel::ids::TenantId,
+        _: &[billing_domain::events::record::DomainEvent],
+    ) -> Result<(), billing_app::ports::StoreError> {
+        Ok(())
+    }
+
+    async fn schedule_delivery(
+        &self,
+        _: &billing_app::ports::DeliveryJob,
+        _: jiff::SignedDuration,
+    ) -> Result<(), billing_app::ports::StoreError> {
+        Ok(())
+    }
+}
+
+/// What the deployment does every minute: a sweep of what is due (at the app's now), its
+/// billing jobs delivered to the billing worker. Answers the jobs and the items the worker
+/// reported failed.
+pub async fn sweep_and_bill(app: &App) -> (Vec<billing_app::ports::BillingJob>, usize) {
+    use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+    let queue = Arc::new(billing_memory::MemoryBillingQueue::default());
+    let sweeper = billing_app::jobs::Sweeper::new(app.clone(), Arc::new(NoDispatch), queue.clone());
+    let report = sweeper.sweep(1000).await.expect("sweep");
+    assert!(report.errors.is_empty(), "{report:?}");
+    let jobs = queue.take();
+    let mut event = SqsEvent::default();
+    event.records = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| {
+            let mut message = SqsMessage::default();
+            message.message_id = Some(format!("sweep-{i}"));
+            message.body = Some(serde_json::to_string(job).expect("job"));
+            message
+        })
+        .collect();
+    let failed = billing_worker::handle(app, event)
+        .await
+        .batch_item_failures
+        .len();
+    (jobs, failed)
+}

@@ -86,12 +86,7 @@ async fn a_year_on_a_test_clock_bills_every_period_once_with_gapless_numbers() {
         anchored["id"].as_str().unwrap(),
     );
 
-    let advanced = api
-        .post(
-            &format!("/v1/test-clocks/{clock}/advance"),
-            json!({"frozen_time": "2028-01-31T00:00:00Z"}),
-        )
-        .await;
+    let advanced = api.advance_clock(&clock, "2028-01-31T00:00:00Z").await.1;
     assert_eq!(advanced["status"], "ready");
     assert_eq!(advanced["frozen_time"], "2028-01-31T00:00:00Z");
 
@@ -162,12 +157,7 @@ async fn a_year_on_a_test_clock_bills_every_period_once_with_gapless_numbers() {
     }
 
     // Advancing again bills nothing twice.
-    let again = api
-        .post(
-            &format!("/v1/test-clocks/{clock}/advance"),
-            json!({"frozen_time": "2028-01-31T00:00:01Z"}),
-        )
-        .await;
+    let again = api.advance_clock(&clock, "2028-01-31T00:00:01Z").await.1;
     assert_eq!(again["status"], "ready");
     assert_eq!(api.invoices(trial_id).await.len(), 12);
     assert_eq!(api.invoices(anchored_id).await.len(), 13);
@@ -193,11 +183,7 @@ async fn upgrades_prorate_now_and_downgrades_wait_for_the_period_end() {
     let id = sub["id"].as_str().unwrap().to_owned();
 
     // Day 10 (20 days left of 30): credit 20/30 × $30 = $20, charge 20/30 × $60 = $40.
-    api.post(
-        &format!("/v1/test-clocks/{clock}/advance"),
-        json!({"frozen_time": "2027-04-11T00:00:00Z"}),
-    )
-    .await;
+    api.advance_clock(&clock, "2027-04-11T00:00:00Z").await;
     let upgraded = api
         .post(
             &format!("/v1/subscriptions/{id}/change-plan"),
@@ -219,11 +205,7 @@ async fn upgrades_prorate_now_and_downgrades_wait_for_the_period_end() {
     assert_eq!(proration["billing_reason"], "subscription_update");
 
     // Day 20: a downgrade is scheduled for May 1, nothing billed now.
-    api.post(
-        &format!("/v1/test-clocks/{clock}/advance"),
-        json!({"frozen_time": "2027-04-21T00:00:00Z"}),
-    )
-    .await;
+    api.advance_clock(&clock, "2027-04-21T00:00:00Z").await;
     let scheduled = api
         .post(
             &format!("/v1/subscriptions/{id}/change-plan"),
@@ -237,11 +219,7 @@ async fn upgrades_prorate_now_and_downgrades_wait_for_the_period_end() {
     );
     assert_eq!(api.invoices(&id).await.len(), 2);
 
-    api.post(
-        &format!("/v1/test-clocks/{clock}/advance"),
-        json!({"frozen_time": "2027-05-01T00:00:00Z"}),
-    )
-    .await;
+    api.advance_clock(&clock, "2027-05-01T00:00:00Z").await;
     let after = api.get(&format!("/v1/subscriptions/{id}")).await;
     assert_eq!(after["terms"]["plan_id"], basic.as_str());
     let invoices = api.invoices(&id).await;
@@ -262,11 +240,7 @@ async fn a_pause_bills_nothing_and_resuming_credits_the_unused_time() {
         .await;
     let id = sub["id"].as_str().unwrap().to_owned();
 
-    api.post(
-        &format!("/v1/test-clocks/{clock}/advance"),
-        json!({"frozen_time": "2027-04-16T00:00:00Z"}),
-    )
-    .await;
+    api.advance_clock(&clock, "2027-04-16T00:00:00Z").await;
     let paused = api
         .post(
             &format!("/v1/subscriptions/{id}/pause"),
@@ -275,18 +249,10 @@ async fn a_pause_bills_nothing_and_resuming_credits_the_unused_time() {
         .await;
     assert_eq!(paused["status"], "paused");
     // Through May 1 (a renewal date) and up to the resume: no invoice.
-    api.post(
-        &format!("/v1/test-clocks/{clock}/advance"),
-        json!({"frozen_time": "2027-05-15T00:00:00Z"}),
-    )
-    .await;
+    api.advance_clock(&clock, "2027-05-15T00:00:00Z").await;
     assert_eq!(api.invoices(&id).await.len(), 1);
 
-    api.post(
-        &format!("/v1/test-clocks/{clock}/advance"),
-        json!({"frozen_time": "2027-05-16T00:00:00Z"}),
-    )
-    .await;
+    api.advance_clock(&clock, "2027-05-16T00:00:00Z").await;
     let resumed = api.get(&format!("/v1/subscriptions/{id}")).await;
     assert_eq!(resumed["status"], "active");
     assert_eq!(resumed["current_period"]["start"], "2027-05-16T00:00:00Z");
@@ -317,20 +283,12 @@ async fn a_pause_bills_nothing_and_resuming_credits_the_unused_time() {
     // Paused with no resume date, it is cancelled after 90 days, billing nothing meanwhile.
     api.post(&format!("/v1/subscriptions/{id}/pause"), json!({}))
         .await;
-    api.post(
-        &format!("/v1/test-clocks/{clock}/advance"),
-        json!({"frozen_time": "2027-08-13T00:00:00Z"}),
-    )
-    .await;
+    api.advance_clock(&clock, "2027-08-13T00:00:00Z").await;
     assert_eq!(
         api.get(&format!("/v1/subscriptions/{id}")).await["status"],
         "paused"
     );
-    api.post(
-        &format!("/v1/test-clocks/{clock}/advance"),
-        json!({"frozen_time": "2027-08-15T00:00:00Z"}),
-    )
-    .await;
+    api.advance_clock(&clock, "2027-08-15T00:00:00Z").await;
     let ended = api.get(&format!("/v1/subscriptions/{id}")).await;
     assert_eq!(ended["status"], "cancelled");
     assert_eq!(
@@ -552,11 +510,7 @@ async fn previews_price_the_next_invoice_a_change_and_a_hypothetical_subscriptio
         "a flat fee whatever the quantity"
     );
     assert_eq!(api.invoices(id).await.len(), 1, "previews write nothing");
-    api.post(
-        &format!("/v1/test-clocks/{clock}/advance"),
-        json!({"frozen_time": "2027-02-28T00:00:00Z"}),
-    )
-    .await;
+    api.advance_clock(&clock, "2027-02-28T00:00:00Z").await;
     let invoices = api.invoices(id).await;
     assert_eq!(invoices.len(), 2);
     assert_eq!(invoices[1]["total"], next["invoice"]["total"]);
@@ -739,6 +693,121 @@ async fn bills_a_tenants_subscriptions_together_exactly_once(app: billing_app::A
     assert_eq!(numbers, numbered(48), "gapless across the tenant");
 }
 
+/// A test clock with three monthly subscriptions (quantities 1 to 3) on a paying account.
+async fn three_on_a_clock(api: &Api) -> (String, Vec<String>) {
+    let plan = new_plan(api, "monthly", 1000, 0).await;
+    let (clock, account) = clock_account(api, "2027-01-01T00:00:00Z").await;
+    let mut subs = Vec::new();
+    for quantity in 1..=3 {
+        let sub = api
+            .post(
+                "/v1/subscriptions",
+                json!({"account": account, "plan": plan, "quantity": quantity}),
+            )
+            .await;
+        subs.push(sub["id"].as_str().unwrap().to_owned());
+    }
+    (clock, subs)
+}
+
+/// Each subscription's invoices: number (without the tenant's prefix), period, total.
+async fn billed(api: &Api, subs: &[String]) -> Vec<Vec<(String, Value, Value)>> {
+    let mut all = Vec::new();
+    for sub in subs {
+        let invoices = api.invoices(sub).await;
+        all.push(
+            invoices
+                .iter()
+                .map(|i| {
+                    let number = i["number"].as_str().unwrap();
+                    let sequence = number.rsplit('-').next().unwrap().to_owned();
+                    (sequence, i["period"].clone(), i["total"].clone())
+                })
+                .collect(),
+        );
+    }
+    all
+}
+
+/// Issue 13, item 7: advancing a clock two years over three subscriptions runs a bounded
+/// number of items in the request, which answers `advancing`; the sweep's billing worker
+/// finishes it, with exactly the invoices one unbounded run (how advances ran before) makes.
+async fn a_long_advance_is_bounded_and_the_sweep_finishes_it_exactly(app: billing_app::App) {
+    use billing_app::billing::INLINE_CLOCK_ITEMS;
+    let to = "2029-01-01T00:00:00Z";
+    let advance = |clock: &str| format!("/v1/test-clocks/{clock}/advance");
+    let clock_id =
+        |clock: &str| billing_domain::kernel::ids::TestClockId::parse(clock, "id").unwrap();
+
+    let (unbounded, reference) = Api::start(app.clone(), "Unbounded Co").await;
+    let (clock, subs) = three_on_a_clock(&unbounded).await;
+    unbounded
+        .post(&advance(&clock), json!({"frozen_time": to}))
+        .await;
+    let done = app
+        .billing
+        .run_test_clock_for(reference.id, clock_id(&clock), usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(done.frozen_time.to_string(), to);
+    let expected = billed(&unbounded, &subs).await;
+    assert_eq!(
+        expected.iter().map(Vec::len).collect::<Vec<_>>(),
+        [25, 25, 25],
+        "the first month and 24 renewals each"
+    );
+
+    let (api, tenant) = Api::start(app.clone(), "Bounded Co").await;
+    let (clock, subs) = three_on_a_clock(&api).await;
+    let started = std::time::Instant::now();
+    let answered = api.post(&advance(&clock), json!({"frozen_time": to})).await;
+    eprintln!(
+        "one advance request, {INLINE_CLOCK_ITEMS} items at most: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(answered["status"], "advancing");
+    assert_eq!(answered["advancing_to"], to);
+    let made: usize = billed(&api, &subs).await.iter().map(Vec::len).sum();
+    assert!(
+        made > 3 && made - 3 <= INLINE_CLOCK_ITEMS,
+        "the request made {} invoices",
+        made - 3
+    );
+    // A second advance waits for this one.
+    let busy = api
+        .send(
+            Method::POST,
+            &advance(&clock),
+            Some(&json!({"frozen_time": "2030-01-01T00:00:00Z"})),
+        )
+        .await;
+    billing_tests::api::problem(busy, StatusCode::CONFLICT, "test_clock_advancing").await;
+
+    let mut sweeps = 0;
+    while api.get(&format!("/v1/test-clocks/{clock}")).await["status"] == "advancing" {
+        sweeps += 1;
+        assert!(sweeps <= 10, "the sweep never finished the advance");
+        let (jobs, failed) = billing_tests::sweep_and_bill(&app).await;
+        assert_eq!(failed, 0);
+        assert!(jobs.contains(&billing_app::ports::BillingJob::TestClock {
+            tenant: tenant.id,
+            id: clock_id(&clock)
+        }));
+    }
+    eprintln!("sweeps to finish: {sweeps}");
+    let finished = api.get(&format!("/v1/test-clocks/{clock}")).await;
+    assert_eq!(
+        (
+            finished["status"].as_str(),
+            finished["frozen_time"].as_str()
+        ),
+        (Some("ready"), Some(to))
+    );
+    assert_eq!(billed(&api, &subs).await, expected);
+    // Finished: nothing of the clock is handed over again.
+    assert_eq!(billing_tests::sweep_and_bill(&app).await, (vec![], 0));
+}
+
 #[tokio::test]
 async fn two_runs_of_one_test_clock_advance_both_answer_with_the_finished_clock() {
     // On the stand-in both runs read the clock before either saves it.
@@ -764,7 +833,10 @@ async fn two_runs_of_one_test_clock_advance_both_answer_with_the_finished_clock(
     assert_eq!((numbers, periods.len()), (numbered(6), 6));
 }
 
-billing_tests::on_both_stores!(bills_a_tenants_subscriptions_together_exactly_once,);
+billing_tests::on_both_stores!(
+    bills_a_tenants_subscriptions_together_exactly_once,
+    a_long_advance_is_bounded_and_the_sweep_finishes_it_exactly,
+);
 
 /// Issue 14: `change_policy` reaches the lifecycle. An immediate downgrade on day 10 of a
 /// 30-day April credits 20/30 of $60 and charges 20/30 of $30 now (Kill Bill's and Stripe's
@@ -782,11 +854,7 @@ async fn an_immediate_downgrade_credits_the_unused_time_now() {
         )
         .await;
     let id = sub["id"].as_str().unwrap().to_owned();
-    api.post(
-        &format!("/v1/test-clocks/{clock}/advance"),
-        json!({"frozen_time": "2027-04-11T00:00:00Z"}),
-    )
-    .await;
+    api.advance_clock(&clock, "2027-04-11T00:00:00Z").await;
     let downgraded = api
         .post(
             &format!("/v1/subscriptions/{id}/change-plan"),
@@ -861,11 +929,7 @@ async fn cancelling_now_at_a_period_boundary_answers_200_and_credits_only_with_p
             )
             .await;
         let id = sub["id"].as_str().unwrap().to_owned();
-        api.post(
-            &format!("/v1/test-clocks/{clock}/advance"),
-            json!({"frozen_time": "2027-05-01T00:00:00Z"}),
-        )
-        .await;
+        api.advance_clock(&clock, "2027-05-01T00:00:00Z").await;
         let before = api.invoices(&id).await;
         assert_eq!(before.len(), 2, "April and May");
         let cancelled = api

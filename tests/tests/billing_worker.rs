@@ -91,28 +91,6 @@ async fn a_delivered_job_bills_what_is_due_once() {
     );
 }
 
-/// A dispatch that publishes nothing: the sweep test looks at billing jobs only.
-struct NoDispatch;
-
-#[async_trait::async_trait]
-impl billing_app::ports::Dispatch for NoDispatch {
-    async fn publish(
-        &self,
-        _: billing_domain::kernel::ids::TenantId,
-        _: &[billing_domain::events::record::DomainEvent],
-    ) -> Result<(), billing_app::ports::StoreError> {
-        Ok(())
-    }
-
-    async fn schedule_delivery(
-        &self,
-        _: &billing_app::ports::DeliveryJob,
-        _: jiff::SignedDuration,
-    ) -> Result<(), billing_app::ports::StoreError> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() {
     let store: std::sync::Arc<dyn billing_app::ports::Store> =
@@ -150,7 +128,7 @@ async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() 
     let queue = std::sync::Arc::new(billing_memory::MemoryBillingQueue::default());
     let sweeper = billing_app::jobs::Sweeper::new(
         now_app.clone(),
-        std::sync::Arc::new(NoDispatch),
+        std::sync::Arc::new(billing_tests::NoDispatch),
         queue.clone(),
     );
     let report = sweeper.sweep(100).await.unwrap();

@@ -10,12 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 async fn advance(api: &Api, clock: &str, to: &str) {
-    let advanced = api
-        .post(
-            &format!("/v1/test-clocks/{clock}/advance"),
-            json!({"frozen_time": to}),
-        )
-        .await;
+    let advanced = api.advance_clock(&clock, &to).await.1;
     assert_eq!(advanced["status"], "ready");
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 pub use invoices::{HypotheticalPlan, HypotheticalSubscription, PreviewSource};
 pub use subscriptions::{ProrationBehavior, StartSubscription};
+pub use test_clocks::{INLINE_CLOCK_ITEMS, WORKER_CLOCK_ITEMS};
 
 use crate::catalog::CatalogService;
 use crate::collection::CollectionService;

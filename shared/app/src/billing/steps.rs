@@ -9,12 +9,15 @@ use std::collections::HashMap;
 
 use billing_domain::billing::subscription::Subscription;
 use billing_domain::events::record::AuditAction;
+use billing_domain::events::types::EventType;
 use billing_domain::kernel::ids::{SubscriptionId, TenantId};
 use jiff::Timestamp;
 
+use super::subscriptions::plain;
 use super::BillingService;
 use crate::kernel::{system_caller, AppError, WRITE_ATTEMPTS};
 use crate::ports::{BillingJob, NextInvoiceNumber, StoreError, SubscriptionStep};
+use crate::usage::pricing::is_unpriceable;
 
 /// Most lifecycle steps one call performs (a year of daily renewals, with room).
 const MAX_STEPS: usize = 1000;
@@ -167,10 +170,21 @@ impl BillingService {
                 // usage has been billed.
                 Ok(Step::Nothing(current)) => {
                     let late = match current {
-                        Some(sub) if sub.last_usage_period.is_none() => false,
-                        _ => self.bill_late_usage(tenant, id, until).await?,
+                        Some(sub)
+                            if sub.last_usage_period.is_none() || sub.billing_failure.is_some() =>
+                        {
+                            Ok(false)
+                        }
+                        _ => self.bill_late_usage(tenant, id, until).await,
                     };
-                    return Ok(steps + usize::from(late));
+                    return match late {
+                        Ok(late) => Ok(steps + usize::from(late)),
+                        Err(err) if is_unpriceable(&err) => {
+                            self.park_billing(tenant, id, until, &err).await?;
+                            Ok(steps)
+                        }
+                        Err(err) => Err(err),
+                    };
                 }
                 // Someone else made this step (a duplicate delivery, a concurrent run):
                 // read again and carry on from where they left it.
@@ -187,10 +201,71 @@ impl BillingService {
                     ))
                     .await;
                 }
+                // No retry can price it: parked, so the job is answered (and not failed on
+                // every delivery, holding up the tenant's queue) and others go on.
+                Err(err) if is_unpriceable(&err) => {
+                    self.park_billing(tenant, id, until, &err).await?;
+                    return Ok(steps);
+                }
                 Err(other) => return Err(other),
             }
         }
         Ok(steps)
+    }
+
+    /// Parks `id`'s billing on `cause`: the subscription shows it in `billing_failure`,
+    /// `subscription.billing_failed` announces it, and nothing of it falls due (so no
+    /// worker or sweep retries it) until an operator calls [`BillingService::retry_billing`].
+    async fn park_billing(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        until: Timestamp,
+        cause: &AppError,
+    ) -> Result<(), AppError> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some(current) = self.store.get_subscription(tenant, id).await? else {
+                return Ok(());
+            };
+            if current.billing_failure.is_some() {
+                return Ok(());
+            }
+            let due = current.due_at().filter(|d| *d <= until).unwrap_or(until);
+            let now = self.clocks.now_for(tenant, current.test_clock).await?;
+            let transition = plain(
+                current.park_billing(cause.to_string(), due, now),
+                EventType::SubscriptionBillingFailed,
+            );
+            let caller = system_caller(tenant, current.livemode);
+            let (_, change) = self
+                .step_records(
+                    &caller,
+                    Some(&current),
+                    &transition,
+                    AuditAction::Update,
+                    now,
+                    None,
+                )
+                .await?;
+            let step = SubscriptionStep {
+                previous: current,
+                next: transition.next,
+                invoice: None,
+                rollups: Vec::new(),
+                change,
+            };
+            match self.save_step(tenant, &step).await {
+                Ok(()) => {
+                    tracing::warn!(%tenant, subscription = %id, %cause, "billing parked");
+                    return Ok(());
+                }
+                Err(StoreError::VersionConflict { .. }) => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(AppError::Unavailable(format!(
+            "subscription {id} kept changing while its billing was being parked"
+        )))
     }
 
     /// The step of `current` due by `until`, ready to write, and when it fell due. Its

@@ -304,7 +304,7 @@ impl BillingService {
             credits: Vec::new(),
             minimum_commitment: None,
         })
-        .map_err(|e| AppError::Internal(format!("building the invoice of {}: {e}", sub.id)))?;
+        .map_err(|e| crate::usage::pricing::unpriceable(sub, e))?;
         let draft = Invoice::draft(
             DraftFacts {
                 id,
@@ -419,6 +419,30 @@ impl BillingService {
         .await
     }
 
+    /// Clears a parked billing and runs what is due now: billed when the cause was fixed,
+    /// parked again (announced again) when not. Answers the subscription as it then is.
+    pub async fn retry_billing(
+        &self,
+        caller: &Caller,
+        id: SubscriptionId,
+    ) -> Result<Subscription, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let cleared = self
+            .mutate_subscription(caller, id, AuditAction::Update, |s, now| {
+                Ok(Some(plain(
+                    s.retry_billing(now)?,
+                    EventType::SubscriptionUpdated,
+                )))
+            })
+            .await?;
+        let now = self
+            .clocks
+            .now_for(caller.tenant_id, cleared.test_clock)
+            .await?;
+        self.run_due_subscription(caller.tenant_id, id, now).await?;
+        self.get_subscription(caller, id).await
+    }
+
     pub async fn pause_subscription(
         &self,
         caller: &Caller,
@@ -529,7 +553,7 @@ impl BillingService {
 }
 
 /// A change that bills nothing, announced by one event.
-fn plain(next: Subscription, event: EventType) -> Transition {
+pub(super) fn plain(next: Subscription, event: EventType) -> Transition {
     Transition {
         next,
         billing: None,

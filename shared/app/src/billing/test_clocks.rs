@@ -14,9 +14,14 @@ use super::BillingService;
 use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec};
 use crate::ports::{BillingJob, DueItem, DueKind, StoreError};
 
-/// Most items one advance runs (years of renewals, payment retries and the rest for a few
-/// hundred subscriptions); the rest waits for the next advance.
-const MAX_CLOCK_ITEMS: usize = 20_000;
+/// Most items (a subscription step, a payment attempt, a dunning step…) the advance request
+/// runs itself before answering `advancing`: each is a few store requests and perhaps a
+/// gateway call (~0.1 s on DynamoDB, up to ~0.5 s with a Stripe test charge), so 20 stay
+/// well inside the API function's 10 s timeout. The sweep's worker runs the rest.
+pub const INLINE_CLOCK_ITEMS: usize = 20;
+/// Most items one billing-worker run of an advance takes on (its function times out after
+/// 50 s); an unfinished clock stays due and the next sweep hands it over again.
+pub const WORKER_CLOCK_ITEMS: usize = 100;
 
 impl From<TestClockError> for AppError {
     fn from(err: TestClockError) -> Self {
@@ -77,6 +82,20 @@ impl BillingService {
             .ok_or_else(|| AppError::not_found("test clock", id))
     }
 
+    /// Advances the clock to `to`: runs up to [`INLINE_CLOCK_ITEMS`] of what falls due on
+    /// the way, and answers the clock, `ready` when that was all, else `advancing` (the
+    /// sweep's billing worker runs the rest, [`WORKER_CLOCK_ITEMS`] at a time).
+    pub async fn advance_test_clock(
+        &self,
+        caller: &Caller,
+        id: TestClockId,
+        to: Timestamp,
+    ) -> Result<TestClock, AppError> {
+        self.begin_test_clock_advance(caller, id, to).await?;
+        self.run_test_clock_for(caller.tenant_id, id, INLINE_CLOCK_ITEMS)
+            .await
+    }
+
     /// Marks the clock advancing towards `to`. The work itself is [`BillingService::run_test_clock`],
     /// which the billing worker runs from a queue message (or the caller runs inline).
     pub async fn begin_test_clock_advance(
@@ -94,12 +113,25 @@ impl BillingService {
         Ok(next)
     }
 
-    /// Runs everything due on the clock up to its target, then lets time stand there.
-    /// Safe to run twice: steps already made are found made.
+    /// A billing worker's turn at an advance: [`BillingService::run_test_clock_for`] with
+    /// [`WORKER_CLOCK_ITEMS`].
     pub async fn run_test_clock(
         &self,
         tenant: TenantId,
         id: TestClockId,
+    ) -> Result<TestClock, AppError> {
+        self.run_test_clock_for(tenant, id, WORKER_CLOCK_ITEMS)
+            .await
+    }
+
+    /// Runs up to `budget` items due on the clock up to its target, earliest first; when
+    /// none is left, lets time stand there (`ready`), else leaves it `advancing` and due, for
+    /// the next run. Safe to run twice: steps already made are found made.
+    pub async fn run_test_clock_for(
+        &self,
+        tenant: TenantId,
+        id: TestClockId,
+        budget: usize,
     ) -> Result<TestClock, AppError> {
         let clock = self
             .store
@@ -112,12 +144,17 @@ impl BillingService {
         // One item at a time, always the earliest, each run at the moment it fell due: a
         // step may put new work on the clock (a renewal's payment attempt, a retry), which
         // must run in time order with what was already there.
-        for _ in 0..MAX_CLOCK_ITEMS {
+        let mut ran = 0;
+        loop {
             let due = self.store.clock_due_items(tenant, id, target, 1).await?;
             let Some(item) = due.into_iter().next() else {
                 break;
             };
+            if ran == budget {
+                return Ok(clock);
+            }
             self.run_clock_item(&item).await?;
+            ran += 1;
         }
         let done = clock.finish_advance();
         match self.store.save_test_clock(tenant, &clock, &done).await {

@@ -40,6 +40,8 @@ struct Candidate {
     event: UsageEvent,
     placement: Placement,
     now: Timestamp,
+    /// Where the event's value was read: `value`, or its metric's field in `properties`.
+    value_param: &'static str,
 }
 
 impl Candidate {
@@ -58,6 +60,31 @@ struct Lookups {
     subscriptions: HashMap<(bool, String), Result<Arc<Subscription>, ValidationError>>,
     metrics: HashMap<String, Option<Arc<Metric>>>,
     clocks: HashMap<Option<TestClockId>, Timestamp>,
+}
+
+/// Adds `c`'s event to `rollup` if the period stays billable by the subscription's charge
+/// for the metric ([`meter::Aggregate::admit`]); otherwise `rollup` is left as it was.
+fn billable_after(
+    c: &Candidate,
+    rollup: &mut Rollup,
+    new_value: bool,
+) -> Result<(), ValidationError> {
+    let charge = c
+        .sub
+        .terms
+        .usage_charges
+        .iter()
+        .find(|t| t.metric == c.metric.code)
+        .map(|t| &t.model);
+    rollup.aggregate = rollup.aggregate.admit(
+        &c.event,
+        new_value,
+        rollup.aggregation,
+        charge,
+        c.sub.currency,
+        c.value_param,
+    )?;
+    Ok(())
 }
 
 fn entitlement<'a>(sub: Option<&'a Arc<Subscription>>, metric: &str) -> Option<&'a Entitlement> {
@@ -191,6 +218,11 @@ impl UsageService {
                 now
             }
         };
+        let value_param = if input.value.is_some() {
+            "value"
+        } else {
+            "properties"
+        };
         let event = UsageEvent::validate(
             input.transaction_id,
             &metric,
@@ -207,6 +239,7 @@ impl UsageService {
             event,
             placement,
             now,
+            value_param,
         })
     }
 
@@ -345,7 +378,16 @@ impl UsageService {
             }
             !duplicate
         });
-        let (units, late) = self.plan_units(caller, candidates).await?;
+        let (units, late, refusals) = self.plan_units(caller, candidates).await?;
+        let mut refusals = refusals.into_iter();
+        candidates.retain(|c| match refusals.next().flatten() {
+            Some(refused) => {
+                let id = c.event.transaction_id.clone();
+                outcomes[c.index] = Some((id, Err(refused)));
+                false
+            }
+            None => true,
+        });
         let (written, result) = match self.store.record_usage(tenant, &units).await {
             Ok(()) => (units.len(), Ok(())),
             // Lost a race: re-plan what is left from fresh reads.
@@ -368,12 +410,14 @@ impl UsageService {
 
     /// Reads the rollups and distinct values the candidates touch and plans one unit per
     /// candidate, in order, each moving its rollup on from the state the one before left;
-    /// with each, whether its event is late.
+    /// with each, whether its event is late. A candidate whose event would take its period
+    /// beyond what can be billed gets no unit: its refusal is at its position in the third
+    /// list (one entry per candidate).
     async fn plan_units(
         &self,
         caller: &Caller,
         candidates: &[Candidate],
-    ) -> Result<(Vec<UsageWrite>, Vec<bool>), AppError> {
+    ) -> Result<(Vec<UsageWrite>, Vec<bool>, Vec<Option<ValidationError>>), AppError> {
         let tenant = caller.tenant_id;
         let keys: BTreeSet<RollupKey> = candidates
             .iter()
@@ -408,6 +452,7 @@ impl UsageService {
         }
         let mut units = Vec::with_capacity(candidates.len());
         let mut late = Vec::with_capacity(candidates.len());
+        let mut refusals = Vec::with_capacity(candidates.len());
         for c in candidates {
             let mut unit = UsageWrite {
                 events: vec![StoredUsageEvent {
@@ -427,15 +472,18 @@ impl UsageService {
                 let read = rollup.version;
                 let new_value = match &c.event.value {
                     meter::Measured::Distinct { value } => {
-                        seen.entry(key.clone()).or_default().insert(value.clone())
+                        !seen.get(&key).is_some_and(|known| known.contains(value))
                     }
                     _ => false,
                 };
                 rollup.aggregation = c.metric.aggregation;
-                rollup
-                    .aggregate
-                    .apply(&c.event, new_value)
-                    .map_err(|e| invalid(ErrorCode::InvalidValue, "value", e.to_string()))?;
+                if let Err(refused) = billable_after(c, &mut rollup, new_value) {
+                    refusals.push(Some(refused));
+                    continue;
+                }
+                if let meter::Measured::Distinct { value } = &c.event.value {
+                    seen.entry(key.clone()).or_default().insert(value.clone());
+                }
                 if rollup.billed.is_some() {
                     is_late = true;
                     rollup
@@ -461,8 +509,9 @@ impl UsageService {
             }
             units.push(unit);
             late.push(is_late);
+            refusals.push(None);
         }
-        Ok((units, late))
+        Ok((units, late, refusals))
     }
 
     /// What an event on a limited rollup adds to its unit: the quota snapshot, and the

@@ -323,5 +323,5 @@ fn projected_invoice(
         minimum_commitment: None,
     })
     .map(Some)
-    .map_err(|e| AppError::Internal(format!("projecting the invoice of {}: {e}", sub.id)))
+    .map_err(|e| super::pricing::unpriceable(sub, e))
 }

@@ -226,12 +226,37 @@ pub struct Subscription {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub last_usage_period: Option<Period>,
+    /// Set when billing stopped on a step that cannot be priced: the subscription is
+    /// parked (nothing falls due, no worker retries it) until an operator retries billing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_failure: Option<BillingFailure>,
     pub metadata: Metadata,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
     pub version: u64,
+}
+
+/// Why and when a subscription's billing was parked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BillingFailure {
+    /// Always `failed` while parked.
+    pub status: BillingFailureStatus,
+    /// What could not be computed.
+    pub reason: String,
+    /// When the step that failed fell due (the subscription's time).
+    #[schema(value_type = String, format = DateTime)]
+    pub due_at: Timestamp,
+    /// When billing was parked.
+    #[schema(value_type = String, format = DateTime)]
+    pub failed_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BillingFailureStatus {
+    Failed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -470,6 +495,7 @@ impl Subscription {
             pending_items: Vec::new(),
             invoice_count: 0,
             last_usage_period: None,
+            billing_failure: None,
             metadata: input.metadata,
             created_at: now,
             updated_at: now,
@@ -644,6 +670,9 @@ impl Subscription {
 
     /// When the next transition falls due, if any.
     pub fn due_at(&self) -> Option<Timestamp> {
+        if self.billing_failure.is_some() {
+            return None;
+        }
         match self.status {
             SubscriptionStatus::Cancelled => None,
             SubscriptionStatus::Paused => {
@@ -941,6 +970,29 @@ impl Subscription {
             billing,
             events: vec![EventType::SubscriptionResumed],
         })
+    }
+
+    /// Parks billing on the step due at `due_at`, which cannot be priced: nothing falls
+    /// due until [`Subscription::retry_billing`].
+    pub fn park_billing(&self, reason: String, due_at: Timestamp, now: Timestamp) -> Subscription {
+        let mut next = self.changed(now);
+        next.billing_failure = Some(BillingFailure {
+            status: BillingFailureStatus::Failed,
+            reason,
+            due_at,
+            failed_at: now,
+        });
+        next
+    }
+
+    /// Clears a parked billing, so its step falls due again.
+    pub fn retry_billing(&self, now: Timestamp) -> Result<Subscription, SubscriptionError> {
+        if self.billing_failure.is_none() {
+            return Err(self.invalid("retry billing (its billing has not failed)"));
+        }
+        let mut next = self.changed(now);
+        next.billing_failure = None;
+        Ok(next)
     }
 
     /// Moves to other terms (plan and/or quantity). The policy decides: an upgrade applies

@@ -157,6 +157,10 @@ event_types! {
         "A paused subscription was resumed.";
     SubscriptionPastDue => "subscription.past_due", "Subscription",
         "The last payment attempt on one of the subscription's invoices failed.";
+    SubscriptionBillingFailed => "subscription.billing_failed", "Subscription",
+        "A period of the subscription could not be priced (an amount does not fit in 64-bit \
+         minor units): its billing is parked, shown in `billing_failure`, until an operator \
+         retries it (`POST /v1/subscriptions/{id}/retry-billing`).";
     PlanCreated => "plan.created", "Plan", "A plan was created, with its first version.";
     PlanUpdated => "plan.updated", "Plan", "A plan's name, description or metadata changed.";
     PlanDeactivated => "plan.deactivated", "Plan",

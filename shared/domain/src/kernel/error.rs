@@ -128,6 +128,13 @@ error_codes! {
     TooManyCharges => "too_many_charges", 400, "A plan has more usage charges than allowed.";
     DuplicateMetric => "duplicate_metric", 400, "A plan charges the same metric twice.";
     UnknownMetric => "unknown_metric", 400, "No metric has this code.";
+    UsageValueTooLarge => "usage_value_too_large", 400,
+        "A usage value is beyond what can be billed: larger in magnitude than 10^15, or it \
+         would make the period's charge for its metric too large to price in 64-bit minor \
+         units. Nothing was recorded for the event.";
+    UsageUnpriceable => "usage_unpriceable", 409,
+        "The subscription's usage cannot be priced (an amount does not fit in 64-bit minor \
+         units); its billing is parked until an operator retries it.";
     PerTransactionRulesUnsupported => "per_transaction_rules_unsupported", 400,
         "Per-transaction rules are not supported for this charge model.";
     EffectiveFromInPast => "effective_from_in_past", 400,

@@ -32,6 +32,7 @@ use crate::billing::periods::{BillingCycle, Period};
 use crate::billing::subscription::{Subscription, SubscriptionStatus};
 use crate::catalog::charges::{ChargeModel, Usage};
 use crate::catalog::metric::{Aggregation, Metric};
+use crate::kernel::currency::Currency;
 use crate::kernel::decimal::{parse_decimal, MAX_PRICE_SCALE};
 use crate::kernel::error::ValidationError;
 use crate::kernel::ids::{InvoiceId, SubscriptionId};
@@ -48,6 +49,10 @@ pub const MAX_BATCH: usize = 100;
 pub const MAX_PROPERTIES: usize = 20;
 /// Longest transaction id, property key, or unique value.
 pub const MAX_TEXT: usize = 200;
+/// Largest magnitude of one event's number (sum, max, latest): the catalog's bound on any
+/// quantity, so that one event is never beyond what a price can be applied to. What a
+/// period adds up to is bounded where it is recorded: by what its charge can price.
+pub const MAX_VALUE: Decimal = Decimal::from_parts(0xA4C6_8000, 0x0003_8D7E, 0, false, 0);
 
 /// One usage event as sent to `POST /v1/usage` (or inside a batch).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
@@ -278,13 +283,21 @@ fn number(raw: Option<&Value>, param: &str, metric: &Metric) -> Result<Decimal, 
             ),
         )
     };
-    match raw {
-        Some(Value::String(s)) => parse_decimal(s, MAX_PRICE_SCALE).map_err(|_| refuse()),
+    let value = match raw {
+        Some(Value::String(s)) => parse_decimal(s, MAX_PRICE_SCALE).map_err(|_| refuse())?,
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
-            parse_decimal(&n.to_string(), MAX_PRICE_SCALE).map_err(|_| refuse())
+            parse_decimal(&n.to_string(), MAX_PRICE_SCALE).map_err(|_| refuse())?
         }
-        _ => Err(refuse()),
+        _ => return Err(refuse()),
+    };
+    if value.abs() > MAX_VALUE {
+        return Err(invalid(
+            ErrorCode::UsageValueTooLarge,
+            param,
+            format!("a usage value is at most {MAX_VALUE} in magnitude; send large usage as several events"),
+        ));
     }
+    Ok(value)
 }
 
 fn distinct(raw: Option<&Value>, param: &str, metric: &Metric) -> Result<String, ValidationError> {
@@ -454,6 +467,40 @@ pub struct Aggregate {
 pub struct Overflow;
 
 impl Aggregate {
+    /// This aggregate with `event` added, if the period stays billable: the aggregate
+    /// computable, and `charge` (the subscription's charge for the metric, if it has one)
+    /// able to price it in 64-bit minor units of `currency`. Otherwise refused with
+    /// `usage_value_too_large` on `param`, so that no accepted usage makes a period
+    /// unpriceable.
+    pub fn admit(
+        &self,
+        event: &UsageEvent,
+        new_value: bool,
+        aggregation: Aggregation,
+        charge: Option<&ChargeModel>,
+        currency: Currency,
+        param: &str,
+    ) -> Result<Aggregate, ValidationError> {
+        let too_large = |why: String| {
+            invalid(
+                ErrorCode::UsageValueTooLarge,
+                param,
+                format!(
+                    "this event would take the period's usage beyond what can be billed ({why}); nothing was recorded"
+                ),
+            )
+        };
+        let mut next = self.clone();
+        next.apply(event, new_value)
+            .map_err(|e| too_large(e.to_string()))?;
+        if let Some(model) = charge {
+            model
+                .price(&next.usage(aggregation, model), currency)
+                .map_err(|e| too_large(e.to_string()))?;
+        }
+        Ok(next)
+    }
+
     /// Adds one event. `new_value` says whether a distinct value was not seen before in
     /// this aggregate (the store knows, from its marker items).
     pub fn apply(&mut self, event: &UsageEvent, new_value: bool) -> Result<(), Overflow> {
@@ -635,6 +682,35 @@ mod tests {
     }
 
     #[test]
+    fn values_beyond_ten_to_the_fifteen_are_refused_in_both_directions() {
+        assert_eq!(MAX_VALUE, Decimal::from(1_000_000_000_000_000i64));
+        let m = metric(Aggregation::Sum, None);
+        for fits in [
+            "1000000000000000",
+            "-1000000000000000",
+            "999999999999999.999999999999",
+        ] {
+            assert!(
+                event(&m, "t", Some(serde_json::json!(fits)), at(0)).is_ok(),
+                "{fits}"
+            );
+        }
+        for beyond in [
+            serde_json::json!(10_000_000_000_000_000_000u64),
+            serde_json::json!("1000000000000000.000000000001"),
+            serde_json::json!("-1000000000000001"),
+            serde_json::json!("79228162514264337593543950335"),
+        ] {
+            let err = event(&m, "t", Some(beyond.clone()), at(0)).unwrap_err();
+            assert_eq!(
+                (err.code.as_str(), err.param.as_str()),
+                ("usage_value_too_large", "value"),
+                "{beyond}"
+            );
+        }
+    }
+
+    #[test]
     fn timestamps_more_than_five_minutes_ahead_are_refused() {
         let m = metric(Aggregation::Count, None);
         assert!(event(&m, "t", None, at(300)).is_ok());
@@ -713,6 +789,42 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever the price and the events, everything admitted can be priced, and an
+        /// event is refused exactly when the period with it could not be (the aggregate then
+        /// stays as it was).
+        #[test]
+        fn admitted_usage_can_always_be_priced_and_refusals_are_exact(
+            price in (1i64..1_000_000_000_000_000_000, 0u32..=12),
+            values in prop::collection::vec((-1_000_000i64..=1_000_000_000_000_000, 0u32..=12), 1..40),
+            aggregation in prop::sample::select(vec![Aggregation::Sum, Aggregation::Max, Aggregation::Latest]),
+        ) {
+            let unit_price = Decimal::new(price.0, price.1);
+            let model = ChargeModel::PerUnit(crate::catalog::charges::PerUnit { unit_price });
+            let m = metric(aggregation, None);
+            let usd = Currency::from_code("usd").unwrap();
+            let mut aggregate = Aggregate::default();
+            for (i, (units, scale)) in values.into_iter().enumerate() {
+                let value = Decimal::new(units, scale).round_dp(12);
+                let e = event(&m, &format!("t{i}"), Some(serde_json::json!(value.to_string())), at(i as i64)).unwrap();
+                let mut with = aggregate.clone();
+                let computable = with.apply(&e, false).is_ok();
+                let priceable = computable
+                    && model.price(&with.usage(aggregation, &model), usd).is_ok();
+                match aggregate.admit(&e, false, aggregation, Some(&model), usd, "value") {
+                    Ok(next) => {
+                        prop_assert!(priceable);
+                        prop_assert_eq!(&next, &with);
+                        prop_assert!(model.price(&next.usage(aggregation, &model), usd).is_ok());
+                        aggregate = next;
+                    }
+                    Err(refused) => {
+                        prop_assert!(!priceable);
+                        prop_assert_eq!(refused.code, ErrorCode::UsageValueTooLarge);
+                    }
+                }
+            }
+        }
+
         #[test]
         fn aggregation_is_order_independent_and_duplicate_free(
             (table, order) in deliveries(),

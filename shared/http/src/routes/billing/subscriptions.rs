@@ -29,6 +29,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(reactivate_subscription))
         .routes(routes!(pause_subscription))
         .routes(routes!(resume_subscription))
+        .routes(routes!(retry_billing))
         .routes(routes!(change_plan))
         .routes(routes!(cancel_scheduled_change))
         .routes(routes!(history))
@@ -317,6 +318,24 @@ pub async fn resume_subscription(
         app.billing
             .resume_subscription(&caller, sub_id(&id)?)
             .await?,
+    ))
+}
+
+/// Retries a parked billing (`billing_failure` set, after `subscription.billing_failed`):
+/// clears it and runs what is due now. Fix the cause first (move the subscription to a plan
+/// that can price its usage, say); if the step still cannot be priced, billing is parked
+/// again and the answer shows `billing_failure` anew. 409 `invalid_transition` when billing
+/// has not failed.
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/retry-billing", tag = "subscriptions", security(("api_key" = ["write_billing"])), params(("id" = String, Path, description = "`sub_…`")),
+    responses((status = 200, body = Subscription), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn retry_billing(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Reply<Subscription>> {
+    Ok(Reply(
+        StatusCode::OK,
+        app.billing.retry_billing(&caller, sub_id(&id)?).await?,
     ))
 }
 

@@ -71,9 +71,11 @@ pub struct AdvanceRequest {
     pub frozen_time: Timestamp,
 }
 
-/// Moves the clock forward, running everything that falls due up to the new time through
-/// the normal billing path. The answer is the clock: `ready` when done; `advancing` while
-/// work remains (the billing sweep finishes it).
+/// Moves the clock forward, running what falls due up to the new time through the normal
+/// billing path, earliest first. One request runs at most 20 items (subscription steps,
+/// payment attempts, dunning steps); the answer is the clock: `ready` when that was all,
+/// else `advancing`, and the billing sweep finishes the rest (100 items per worker run):
+/// poll `GET /v1/test-clocks/{id}` until it is `ready`.
 #[utoipa::path(post, path = "/v1/test-clocks/{id}/advance", tag = "test-clocks", security(("api_key" = ["write_billing"])), request_body = AdvanceRequest,
     params(("id" = String, Path, description = "`clock_…`")),
     responses((status = 200, body = TestClock), (status = 400, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
@@ -83,12 +85,10 @@ pub async fn advance_test_clock(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<AdvanceRequest>,
 ) -> ApiResult<Reply<TestClock>> {
-    let id = clock_id(&id)?;
-    app.billing
-        .begin_test_clock_advance(&caller, id, req.frozen_time)
-        .await?;
     Ok(Reply(
         StatusCode::OK,
-        app.billing.run_test_clock(caller.tenant_id, id).await?,
+        app.billing
+            .advance_test_clock(&caller, clock_id(&id)?, req.frozen_time)
+            .await?,
     ))
 }
