@@ -416,17 +416,29 @@ async fn idempotency_keys_are_claimed_once_per_tenant_until_released_or_expired(
     let store = &*c.store;
     let now = Timestamp::now();
     let later = now + SignedDuration::from_hours(24);
+    let terms = |fingerprint, owner, now: Timestamp, expires_at| ClaimTerms {
+        fingerprint,
+        owner,
+        now,
+        lease_until: now + SignedDuration::from_secs(10),
+        expires_at,
+    };
     let t = c.caller.tenant_id;
+    let claim = |tenant, key, fingerprint, owner| async move {
+        store
+            .claim_idempotency_key(tenant, key, &terms(fingerprint, owner, now, later))
+            .await
+    };
     assert_eq!(
-        store.claim_idempotency_key(t, "k1", "f1", now, later).await,
+        claim(t, "k1", "f1", "o1").await,
         Ok(IdempotencyClaim::Claimed)
     );
     assert_eq!(
-        store.claim_idempotency_key(t, "k1", "f1", now, later).await,
+        claim(t, "k1", "f1", "o2").await,
         Ok(IdempotencyClaim::InProgress)
     );
     assert_eq!(
-        store.claim_idempotency_key(t, "k1", "f2", now, later).await,
+        claim(t, "k1", "f2", "o2").await,
         Ok(IdempotencyClaim::Mismatch)
     );
     let response = StoredResponse {
@@ -434,27 +446,22 @@ async fn idempotency_keys_are_claimed_once_per_tenant_until_released_or_expired(
         body: "{\"id\":1}".into(),
     };
     store
-        .complete_idempotency_key(t, "k1", &response)
+        .complete_idempotency_key(t, "k1", "o1", &response)
         .await
         .unwrap();
     assert_eq!(
-        store.claim_idempotency_key(t, "k1", "f1", now, later).await,
+        claim(t, "k1", "f1", "o3").await,
         Ok(IdempotencyClaim::Replay(response))
     );
     assert_eq!(
-        store
-            .claim_idempotency_key(c.other.tenant_id, "k1", "f2", now, later)
-            .await,
+        claim(c.other.tenant_id, "k1", "f2", "o4").await,
         Ok(IdempotencyClaim::Claimed),
         "keys are per tenant"
     );
-    store
-        .claim_idempotency_key(t, "k2", "f1", now, later)
-        .await
-        .unwrap();
-    store.release_idempotency_key(t, "k2").await.unwrap();
+    claim(t, "k2", "f1", "o5").await.unwrap();
+    store.release_idempotency_key(t, "k2", "o5").await.unwrap();
     assert_eq!(
-        store.claim_idempotency_key(t, "k2", "f9", now, later).await,
+        claim(t, "k2", "f9", "o6").await,
         Ok(IdempotencyClaim::Claimed)
     );
     let after_expiry = later + SignedDuration::from_secs(1);
@@ -463,12 +470,92 @@ async fn idempotency_keys_are_claimed_once_per_tenant_until_released_or_expired(
             .claim_idempotency_key(
                 t,
                 "k1",
-                "f3",
-                after_expiry,
-                after_expiry + SignedDuration::from_hours(24)
+                &terms(
+                    "f3",
+                    "o7",
+                    after_expiry,
+                    after_expiry + SignedDuration::from_hours(24)
+                )
             )
             .await,
         Ok(IdempotencyClaim::Claimed)
+    );
+}
+
+/// A claim left unanswered past its lease (its holder timed out or crashed) is taken over
+/// by the same request, by one retry only; the old holder can then neither record its
+/// answer nor give the key away. A different request is still refused, a live lease still
+/// answers in progress, and an answered key is replayed however late.
+async fn an_idempotency_claim_whose_lease_ran_out_is_taken_over_once(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let store = &*c.store;
+    let t = c.caller.tenant_id;
+    let t0 = Timestamp::now();
+    let lease = SignedDuration::from_secs(10);
+    let at = |now: Timestamp, fingerprint, owner| ClaimTerms {
+        fingerprint,
+        owner,
+        now,
+        lease_until: now + lease,
+        expires_at: t0 + SignedDuration::from_hours(24),
+    };
+    let claim = |terms: ClaimTerms<'static>| async move {
+        store.claim_idempotency_key(t, "k", &terms).await
+    };
+    assert_eq!(
+        claim(at(t0, "f", "dead")).await,
+        Ok(IdempotencyClaim::Claimed)
+    );
+    let almost = t0 + lease - SignedDuration::from_millis(1);
+    assert_eq!(
+        claim(at(almost, "f", "early")).await,
+        Ok(IdempotencyClaim::InProgress),
+        "a live lease is its holder's"
+    );
+    let after = t0 + lease + SignedDuration::from_secs(1);
+    assert_eq!(
+        claim(at(after, "other", "stranger")).await,
+        Ok(IdempotencyClaim::Mismatch),
+        "only the same request takes over"
+    );
+    let (a, b) = tokio::join!(claim(at(after, "f", "a")), claim(at(after, "f", "b")));
+    let won: Vec<_> = [(&a, "a"), (&b, "b")]
+        .into_iter()
+        .filter(|(r, _)| **r == Ok(IdempotencyClaim::Claimed))
+        .map(|(_, owner)| owner)
+        .collect();
+    assert_eq!(won.len(), 1, "one of two retries takes over: {a:?} {b:?}");
+    assert!([&a, &b].contains(&&Ok(IdempotencyClaim::InProgress)));
+    let winner = won[0];
+
+    // The dead holder wakes up: it may not overwrite or free the winner's claim.
+    let stale = StoredResponse {
+        status: 201,
+        body: "stale".into(),
+    };
+    store
+        .complete_idempotency_key(t, "k", "dead", &stale)
+        .await
+        .unwrap();
+    store.release_idempotency_key(t, "k", "dead").await.unwrap();
+    assert_eq!(
+        claim(at(after, "f", "c")).await,
+        Ok(IdempotencyClaim::InProgress)
+    );
+
+    let answer = StoredResponse {
+        status: 201,
+        body: "fresh".into(),
+    };
+    store
+        .complete_idempotency_key(t, "k", winner, &answer)
+        .await
+        .unwrap();
+    let much_later = after + SignedDuration::from_hours(1);
+    assert_eq!(
+        claim(at(much_later, "f", "d")).await,
+        Ok(IdempotencyClaim::Replay(answer)),
+        "an answered key is replayed, not taken over"
     );
 }
 
@@ -1910,6 +1997,7 @@ billing_tests::on_both_stores!(
     the_audit_trail_of_an_entity_pages_newest_first,
     revoking_an_api_key_twice_is_a_conflict,
     idempotency_keys_are_claimed_once_per_tenant_until_released_or_expired,
+    an_idempotency_claim_whose_lease_ran_out_is_taken_over_once,
     a_reachable_store_is_ready,
     metric_codes_are_unique_and_found_by_code,
     plan_codes_are_unique,

@@ -262,3 +262,19 @@ fn stripe_webhook_is_routed_without_a_key_and_every_collector_reads_the_stripe_s
         );
     }
 }
+
+/// An `Idempotency-Key`'s lease must outlast the `api` function: a retry may take a key over
+/// only once Lambda has stopped the request that claimed it.
+#[test]
+fn the_idempotency_lease_outlasts_the_api_function() {
+    let template = template();
+    let timeout = template["Resources"]["ApiFunction"]["Properties"]["Timeout"]
+        .as_u64()
+        .or_else(|| template["Globals"]["Function"]["Timeout"].as_u64())
+        .unwrap();
+    let lease = billing_app::kernel::idempotency::DEFAULT_LEASE.as_secs();
+    assert!(
+        u64::try_from(lease).unwrap() >= timeout,
+        "lease {lease} s, timeout {timeout} s"
+    );
+}

@@ -20,7 +20,15 @@ async fn main() -> Result<(), Error> {
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
     // Stripe when its secret holds a key, else the sandbox: read once per cold start.
     let gateway = payment_gateway(&sdk).await?.gateway;
-    let app =
+    let mut app =
         App::new(Arc::new(store), Arc::new(SystemClock), gateway).with_payment_queue(payments);
+    // Keep it at least the function's Timeout: a claim's holder must be stopped before a
+    // retry may take its Idempotency-Key over.
+    if let Ok(secs) = std::env::var("IDEMPOTENCY_LEASE_SECONDS") {
+        let secs: u32 = secs
+            .parse()
+            .map_err(|e| format!("IDEMPOTENCY_LEASE_SECONDS={secs}: {e}"))?;
+        app = app.with_idempotency_lease(jiff::SignedDuration::from_secs(secs.into()));
+    }
     run(api::handler(app)).await
 }

@@ -122,6 +122,14 @@ impl App {
         )
     }
 
+    /// Lets a retry take over an `Idempotency-Key` whose holder has not answered within
+    /// `lease` (default [`kernel::idempotency::DEFAULT_LEASE`]); keep it at least the
+    /// function's timeout, so that the holder has stopped by then.
+    pub fn with_idempotency_lease(mut self, lease: jiff::SignedDuration) -> Self {
+        self.idempotency = IdempotencyService::new(self.store.clone(), self.clock.clone(), lease);
+        self
+    }
+
     fn wire(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -149,7 +157,11 @@ impl App {
         );
         let events = EventsService::new(store.clone(), clocks);
         Self {
-            idempotency: IdempotencyService::new(store.clone(), clock.clone()),
+            idempotency: IdempotencyService::new(
+                store.clone(),
+                clock.clone(),
+                kernel::idempotency::DEFAULT_LEASE,
+            ),
             store,
             clock,
             gateway,

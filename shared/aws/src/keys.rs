@@ -51,7 +51,7 @@
 //! | webhook endpoints of a tenant | Query `T#{tenant}`, `begins_with(sk, "WEBHOOK#")` (at most 16) |
 //! | deliveries of an endpoint | Query `T#{tenant}`, `begins_with(sk, "WHDELIVERY#{endpoint id}#")`, descending |
 //! | everything due up to now (outbox, webhook retries) | Query GSI `due`, one per shard `DUE#00`…`DUE#15`, `due_sk <= {now ms}~` |
-//! | idempotency key | conditional PutItem `IDEMPOTENCY#{key}`, expires by TTL (`expires_at`) after 24 h |
+//! | idempotency key | conditional PutItem `IDEMPOTENCY#{key}` (taken over when its `lease_until` has passed unanswered), expires by TTL (`expires_at`) after 24 h |
 //! | metric / plan by id | GetItem `METRIC#{id}` / `PLAN#{id}` |
 //! | metric / plan by code | GetItem of the claim `UNIQUE#METRIC_CODE#{code}` / `UNIQUE#PLAN_CODE#{code}`, then the item |
 //! | list metrics / plans | Query `begins_with(sk, "METRIC#")` / `"PLAN#"` (plans filtered by `active`) |

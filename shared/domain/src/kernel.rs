@@ -1,5 +1,5 @@
 //! What every capability shares: money and currencies, decimals and the one rounding rule,
-//! typed ids, the validation error, metadata and money formatting.
+//! typed ids, the validation error, metadata and money formatting, the supported time range.
 
 pub mod currency;
 pub mod decimal;
@@ -8,3 +8,4 @@ pub mod format;
 pub mod ids;
 pub mod metadata;
 pub mod money;
+pub mod time;

@@ -1,7 +1,11 @@
 //! `Idempotency-Key` on every POST: the first request under a key runs; a retry with the
 //! same body gets the first response again (marked `Idempotent-Replayed: true`); the same
 //! key with another body is refused; a concurrent duplicate waits its turn (409) instead
-//! of creating a second object.
+//! of creating a second object, until the first one's lease runs out unanswered.
+//!
+//! The claimed request runs in a task of its own: a client that hangs up drops this
+//! middleware's future (hyper does so on disconnect), not the work, so the work finishes
+//! and its answer is recorded for the client's retry.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
@@ -45,18 +49,11 @@ pub async fn idempotent(State(app): State<App>, req: Request, next: Next) -> Res
     let Ok(bytes) = to_bytes(body, MAX_BODY_BYTES).await else {
         return too_large(MAX_BODY_BYTES).into_response();
     };
-    let fingerprint = {
-        let mut hash = Sha256::new();
-        hash.update(parts.method.as_str());
-        hash.update(b" ");
-        hash.update(parts.uri.path());
-        hash.update(b"\n");
-        hash.update(&bytes);
-        hex::encode(hash.finalize())
-    };
+    let fingerprint = fingerprint(&parts.method, parts.uri.path(), &bytes);
+    let owner = billing_app::new_ulid().to_string();
     match app
         .idempotency
-        .claim_idempotency_key(caller.tenant_id, &key, &fingerprint)
+        .claim_idempotency_key(caller.tenant_id, &key, &fingerprint, &owner)
         .await
     {
         Err(err) => Problem::from(err).into_response(),
@@ -76,24 +73,63 @@ pub async fn idempotent(State(app): State<App>, req: Request, next: Next) -> Res
         .hint("Retry the same request shortly to receive its result.")
         .into_response(),
         Ok(IdempotencyClaim::Claimed) => {
-            let response = next
-                .run(Request::from_parts(parts, Body::from(bytes)))
-                .await;
-            let (parts, body) = response.into_parts();
-            let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
-            let stored = StoredResponse {
-                status: parts.status.as_u16(),
-                body: String::from_utf8_lossy(&body).into_owned(),
-            };
-            if let Err(err) = app
-                .idempotency
-                .finish_idempotent_request(caller.tenant_id, &key, stored)
-                .await
-            {
-                tracing::error!(error = %err, "could not record the idempotent response");
+            let request = Request::from_parts(parts, Body::from(bytes));
+            let tenant = caller.tenant_id;
+            let work = tokio::spawn({
+                let (app, key, owner) = (app.clone(), key.clone(), owner.clone());
+                async move {
+                    let response = next.run(request).await;
+                    let (parts, body) = response.into_parts();
+                    let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
+                    let stored = StoredResponse {
+                        status: parts.status.as_u16(),
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    };
+                    if let Err(err) = app
+                        .idempotency
+                        .finish_idempotent_request(tenant, &key, &owner, stored)
+                        .await
+                    {
+                        tracing::error!(error = %err, "could not record the idempotent response");
+                    }
+                    Response::from_parts(parts, Body::from(body))
+                }
+            });
+            match work.await {
+                Ok(response) => response,
+                // The handler's panics are answered inside (see `catch_panic`); this is one
+                // in recording the answer. The key is given back so that a retry can run.
+                Err(err) => {
+                    tracing::error!(error = %err, "an idempotent request failed");
+                    if let Err(err) = app
+                        .idempotency
+                        .finish_idempotent_request(tenant, &key, &owner, internal_error())
+                        .await
+                    {
+                        tracing::error!(error = %err, "could not release the idempotency key");
+                    }
+                    Problem::internal().into_response()
+                }
             }
-            Response::from_parts(parts, Body::from(body))
         }
+    }
+}
+
+/// What identifies a request under a key: its method, path and body.
+pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(method.as_str());
+    hash.update(b" ");
+    hash.update(path);
+    hash.update(b"\n");
+    hash.update(body);
+    hex::encode(hash.finalize())
+}
+
+fn internal_error() -> StoredResponse {
+    StoredResponse {
+        status: StatusCode::INTERNAL_SERVER_ERROR.as_u16(),
+        body: String::new(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! map the result.
 
 pub mod auth;
+pub mod catch_panic;
 pub mod docs;
 pub mod event_catalog;
 pub mod extract;
@@ -41,12 +42,13 @@ pub const UNDOCUMENTED: [(Method, &str); 3] = [
 /// the access its operation declares (see [`auth`]) and, for POSTs, idempotency.
 pub fn router(app: App, metrics: EmitMetrics) -> Router {
     let (documented, document) = openapi::split();
-    documented
-        .route_layer(from_fn_with_state(
+    handling(
+        documented.route_layer(from_fn_with_state(
             params::Declared::new(document),
             params::refuse_undeclared,
-        ))
-        .route_layer(from_fn_with_state(app.clone(), idempotency::idempotent))
+        )),
+        &app,
+    )
         .route_layer(from_fn_with_state(
             auth::Guard::new(app.clone(), document),
             auth::authenticate,
@@ -64,4 +66,12 @@ pub fn router(app: App, metrics: EmitMetrics) -> Router {
             observe::observe(metrics, req, next)
         }))
         .with_state(app)
+}
+
+/// What every authenticated route runs inside: idempotency for POSTs, around the panic
+/// guard (so that a panic's 500 gives its key back).
+pub fn handling(routes: Router<App>, app: &App) -> Router<App> {
+    routes
+        .route_layer(from_fn(catch_panic::catch_panic))
+        .route_layer(from_fn_with_state(app.clone(), idempotency::idempotent))
 }

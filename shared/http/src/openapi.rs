@@ -20,7 +20,10 @@ use crate::routes;
         title = "Billing API",
         description = "Subscription billing on AWS Lambda. Amounts are integers in the currency's minor unit; \
                        errors are RFC 9457 problem+json with a stable `code` and the `param` at fault; \
-                       every POST accepts an `Idempotency-Key`; lists use cursor pagination.",
+                       every POST accepts an `Idempotency-Key`; lists use cursor pagination. \
+                       Times a client sends must lie in 1970-01-01T00:00:00Z..=2999-12-31T23:59:59Z \
+                       (else 400 `timestamp_out_of_range`), counts of days in 0..=3650 \
+                       (else 400 `duration_out_of_range`).",
         version = "1.0.0"
     ),
     components(schemas(

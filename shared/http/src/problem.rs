@@ -69,6 +69,11 @@ impl Problem {
         Problem::new(code, detail).param(param)
     }
 
+    /// A fault of ours; its cause goes to the log, never to the client.
+    pub fn internal() -> Self {
+        Problem::new(ErrorCode::InternalError, "something went wrong on our side")
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Self {
         Problem::new(ErrorCode::ResourceMissing, detail)
     }
@@ -153,7 +158,7 @@ impl From<AppError> for Problem {
             }
             AppError::Internal(m) => {
                 tracing::error!(cause = %m, "internal error");
-                Problem::new(ErrorCode::InternalError, "something went wrong on our side")
+                Problem::internal()
             }
         }
     }

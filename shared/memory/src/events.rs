@@ -1,6 +1,7 @@
 //! The event log, outbox and webhooks in memory. The due index is derived: an unpublished
 //! event is due [`OUTBOX_GRACE`] after it was created, a delivery at the time it was given.
 
+use billing_domain::kernel::time::later;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -58,7 +59,7 @@ impl EventStore for MemoryStore {
     async fn due_items(&self, now: Timestamp, limit: usize) -> Result<Vec<DueItem>, StoreError> {
         let s = self.state();
         let events = s.events.iter().filter_map(|((tenant, _), e)| {
-            let due_at = e.created + OUTBOX_GRACE;
+            let due_at = later(e.created, OUTBOX_GRACE);
             (!e.published && due_at <= now).then_some(DueItem {
                 tenant_id: *tenant,
                 due_at,

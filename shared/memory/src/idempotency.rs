@@ -1,6 +1,5 @@
 use async_trait::async_trait;
 use billing_domain::kernel::ids::TenantId;
-use jiff::Timestamp;
 
 use crate::{Idempotency, MemoryStore};
 use billing_app::ports::*;
@@ -11,27 +10,33 @@ impl IdempotencyStore for MemoryStore {
         &self,
         tenant: TenantId,
         key: &str,
-        fingerprint: &str,
-        now: Timestamp,
-        expires_at: Timestamp,
+        terms: &ClaimTerms<'_>,
     ) -> Result<IdempotencyClaim, StoreError> {
         let mut s = self.state();
         let slot = (tenant, key.to_owned());
-        if let Some(existing) = s.idempotency.get(&slot).filter(|e| e.expires_at > now) {
-            return Ok(if existing.fingerprint != fingerprint {
-                IdempotencyClaim::Mismatch
-            } else if let Some(response) = &existing.response {
-                IdempotencyClaim::Replay(response.clone())
-            } else {
-                IdempotencyClaim::InProgress
-            });
+        if let Some(existing) = s
+            .idempotency
+            .get(&slot)
+            .filter(|e| e.expires_at > terms.now)
+        {
+            if existing.fingerprint != terms.fingerprint {
+                return Ok(IdempotencyClaim::Mismatch);
+            }
+            if let Some(response) = &existing.response {
+                return Ok(IdempotencyClaim::Replay(response.clone()));
+            }
+            if existing.lease_until > terms.now {
+                return Ok(IdempotencyClaim::InProgress);
+            }
         }
         s.idempotency.insert(
             slot,
             Idempotency {
-                fingerprint: fingerprint.to_owned(),
+                fingerprint: terms.fingerprint.to_owned(),
+                owner: terms.owner.to_owned(),
+                lease_until: terms.lease_until,
                 response: None,
-                expires_at,
+                expires_at: terms.expires_at,
             },
         );
         Ok(IdempotencyClaim::Claimed)
@@ -41,16 +46,31 @@ impl IdempotencyStore for MemoryStore {
         &self,
         tenant: TenantId,
         key: &str,
+        owner: &str,
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
-        if let Some(entry) = self.state().idempotency.get_mut(&(tenant, key.to_owned())) {
+        if let Some(entry) = self
+            .state()
+            .idempotency
+            .get_mut(&(tenant, key.to_owned()))
+            .filter(|e| e.owner == owner)
+        {
             entry.response = Some(response.clone());
         }
         Ok(())
     }
 
-    async fn release_idempotency_key(&self, tenant: TenantId, key: &str) -> Result<(), StoreError> {
-        self.state().idempotency.remove(&(tenant, key.to_owned()));
+    async fn release_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        let slot = (tenant, key.to_owned());
+        if s.idempotency.get(&slot).is_some_and(|e| e.owner == owner) {
+            s.idempotency.remove(&slot);
+        }
         Ok(())
     }
 }

@@ -48,6 +48,8 @@ pub(crate) struct State {
 
 pub(crate) struct Idempotency {
     pub(crate) fingerprint: String,
+    pub(crate) owner: String,
+    pub(crate) lease_until: Timestamp,
     pub(crate) response: Option<StoredResponse>,
     pub(crate) expires_at: Timestamp,
 }

@@ -216,6 +216,9 @@ impl BillingService {
         days_until_due: Option<u32>,
     ) -> Result<Invoice, AppError> {
         caller.require(Permission::WriteBilling)?;
+        if let Some(days) = days_until_due {
+            billing_domain::kernel::time::days(days, "days_until_due")?;
+        }
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.get_invoice(caller, id).await?;
             let now = self
@@ -441,7 +444,7 @@ impl BillingService {
         input: HypotheticalSubscription,
     ) -> Result<InvoiceDraft, AppError> {
         let now = self.clocks.now();
-        let start = input.start.unwrap_or(now);
+        let start = billing_domain::kernel::time::supported(input.start.unwrap_or(now), "start")?;
         let (terms, plan_trial) = match input.plan {
             HypotheticalPlan::Saved(id) => {
                 self.catalog

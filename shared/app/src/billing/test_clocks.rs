@@ -50,7 +50,7 @@ impl BillingService {
             ));
         }
         let now = self.clocks.now();
-        let clock = TestClock::new(TestClockId::from_ulid(new_ulid()), name, frozen_time, now);
+        let clock = TestClock::new(TestClockId::from_ulid(new_ulid()), name, frozen_time, now)?;
         let after = to_json(&clock)?;
         let change = change(
             caller,

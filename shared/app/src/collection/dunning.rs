@@ -20,6 +20,7 @@
 //! at once for the worker. A step's notice still pending when its case is resolved is
 //! dropped: the customer gets the good news, not a stale warning.
 
+use billing_domain::kernel::time::later;
 use std::collections::BTreeMap;
 
 use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
@@ -312,7 +313,7 @@ impl CollectionService {
             kind: notice.kind,
             made_at: at,
             retry_at: match self.notifier {
-                Some(_) => self.clocks.now() + NOTICE_CLAIM,
+                Some(_) => later(self.clocks.now(), NOTICE_CLAIM),
                 None => self.clocks.now(),
             },
             version: 1,
@@ -406,7 +407,7 @@ impl CollectionService {
             return Ok(());
         };
         let now = self.clocks.now();
-        let Some(claimed) = stored.reclaim(now, now + NOTICE_CLAIM) else {
+        let Some(claimed) = stored.reclaim(now, later(now, NOTICE_CLAIM)) else {
             return Ok(());
         };
         match self

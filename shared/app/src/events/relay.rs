@@ -16,6 +16,7 @@
 //!   path); the due entry then sits [`DELIVERY_GRACE`] later as a safety net. Longer waits
 //!   are only in the due index, which the sweep turns into queue messages.
 
+use billing_domain::kernel::time::later;
 use std::sync::Arc;
 
 use billing_domain::events::record::{AuditAction, DomainEvent};
@@ -97,7 +98,7 @@ impl Fanout {
             if !self
                 .events
                 .store
-                .insert_delivery(tenant, &delivery, now + DELIVERY_GRACE)
+                .insert_delivery(tenant, &delivery, later(now, DELIVERY_GRACE))
                 .await?
             {
                 report.skipped += 1;
@@ -200,7 +201,7 @@ impl Fanout {
         let next = delivery.record(attempt);
         let wait = next.next_attempt_at.map(|at| at.duration_since(now));
         let due_at = match (next.next_attempt_at, wait) {
-            (Some(at), Some(wait)) if wait <= MAX_QUEUE_DELAY => Some(at + DELIVERY_GRACE),
+            (Some(at), Some(wait)) if wait <= MAX_QUEUE_DELAY => Some(later(at, DELIVERY_GRACE)),
             (at, _) => at,
         };
         match self

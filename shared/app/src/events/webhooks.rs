@@ -11,6 +11,7 @@ use billing_domain::events::webhook::{
 };
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{DeliveryId, EventId, TenantId, WebhookEndpointId};
+use billing_domain::kernel::time::later;
 use jiff::SignedDuration;
 use rand::RngCore;
 use serde::Serialize;
@@ -289,7 +290,7 @@ impl EventsService {
             })
             .collect();
         self.store
-            .insert_due_deliveries(caller.tenant_id, &deliveries, now + DELIVERY_GRACE)
+            .insert_due_deliveries(caller.tenant_id, &deliveries, later(now, DELIVERY_GRACE))
             .await?;
         Ok(deliveries)
     }

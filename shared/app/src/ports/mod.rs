@@ -190,34 +190,53 @@ pub struct StoredResponse {
 /// What claiming an idempotency key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyClaim {
-    /// The key is ours: run the request, then complete or release it.
+    /// The key is ours (new, expired, or left by a holder whose lease ran out): run the
+    /// request, then complete or release it.
     Claimed,
     /// The key was used before with the same request: answer with this response.
     Replay(StoredResponse),
     /// The key was used before with a different request.
     Mismatch,
-    /// The same request is running right now under this key.
+    /// The same request is running right now under this key, within its lease.
     InProgress,
+}
+
+/// What a claim asks for: the request it is for, its holder, until when the holder may
+/// run it alone, and until when the key is remembered.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimTerms<'a> {
+    pub fingerprint: &'a str,
+    pub owner: &'a str,
+    pub now: Timestamp,
+    pub lease_until: Timestamp,
+    pub expires_at: Timestamp,
 }
 
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
+    /// Claims `key`, atomically: of two requests taking over one expired lease, one wins.
     async fn claim_idempotency_key(
         &self,
         tenant: TenantId,
         key: &str,
-        fingerprint: &str,
-        now: Timestamp,
-        expires_at: Timestamp,
+        terms: &ClaimTerms<'_>,
     ) -> Result<IdempotencyClaim, StoreError>;
+    /// Records the response, if `owner` still holds the key.
     async fn complete_idempotency_key(
         &self,
         tenant: TenantId,
         key: &str,
+        owner: &str,
         response: &StoredResponse,
     ) -> Result<(), StoreError>;
-    /// Gives the key back after a failure that the caller may retry (a 5xx).
-    async fn release_idempotency_key(&self, tenant: TenantId, key: &str) -> Result<(), StoreError>;
+    /// Gives the key back after a failure that the caller may retry (a 5xx), if `owner`
+    /// still holds it.
+    async fn release_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        owner: &str,
+    ) -> Result<(), StoreError>;
 }
 
 #[async_trait]

@@ -8,6 +8,7 @@
 //! concurrently, a rollup moved) are re-planned from fresh reads; what committed is found
 //! committed.
 
+use billing_domain::kernel::time::later;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -488,7 +489,7 @@ impl UsageService {
                     is_late = true;
                     rollup
                         .late_due_at
-                        .get_or_insert(c.now + LATE_USAGE_DEBOUNCE);
+                        .get_or_insert(later(c.now, LATE_USAGE_DEBOUNCE));
                 }
                 if new_value {
                     if let meter::Measured::Distinct { value } = &c.event.value {

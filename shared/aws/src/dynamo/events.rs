@@ -6,6 +6,7 @@
 //! ([`EventStore::mark_published`]); an entry still there when due means the publish never
 //! happened, and the sweep does it.
 
+use billing_domain::kernel::time::later;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -34,10 +35,10 @@ pub(super) struct AfterCommit {
 pub(super) fn event_item(tenant: TenantId, event: &DomainEvent) -> Result<Item, StoreError> {
     let key = keys::event_of_resource(tenant, &event.id.to_string(), &event.resource_id);
     let mut item = to_item("event", event, &key)?;
-    item.extend(keys::due(&key, event.created + OUTBOX_GRACE));
+    item.extend(keys::due(&key, later(event.created, OUTBOX_GRACE)));
     item.insert(
         TTL.to_owned(),
-        epoch_seconds(event.created + EVENT_RETENTION),
+        epoch_seconds(later(event.created, EVENT_RETENTION)),
     );
     Ok(item)
 }
@@ -54,7 +55,7 @@ fn delivery_item(
     }
     item.insert(
         TTL.to_owned(),
-        epoch_seconds(delivery.created_at + EVENT_RETENTION),
+        epoch_seconds(later(delivery.created_at, EVENT_RETENTION)),
     );
     Ok(item)
 }

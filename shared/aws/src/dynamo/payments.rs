@@ -4,6 +4,7 @@
 //! A pending payment carries a due-index entry at its `due_at` (under its test clock when it
 //! has one); recording its result rewrites the item without it.
 
+use billing_domain::kernel::time::later;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -91,7 +92,10 @@ impl Transaction<'_> {
         now: Timestamp,
     ) -> Result<&mut Self, StoreError> {
         let mut item = keys::gateway_event(tenant, event_id).all();
-        item.insert(TTL.to_owned(), epoch_seconds(now + GATEWAY_EVENT_RETENTION));
+        item.insert(
+            TTL.to_owned(),
+            epoch_seconds(later(now, GATEWAY_EVENT_RETENTION)),
+        );
         item.insert(
             super::ENTITY_ATTRIBUTE.to_owned(),
             AttributeValue::S("gateway_event".into()),

@@ -21,6 +21,7 @@
 //! Invoice time reads one Query over the period's rollups (one item per metric), whatever
 //! the number of events.
 
+use billing_domain::kernel::time::later;
 use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
@@ -274,7 +275,7 @@ impl DynamoStore {
             )?;
             item.insert(
                 keys::TTL.to_owned(),
-                super::epoch_seconds(stored.received_at + EVENT_RETENTION),
+                super::epoch_seconds(later(stored.received_at, EVENT_RETENTION)),
             );
             tx.create(
                 item,

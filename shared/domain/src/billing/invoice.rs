@@ -203,14 +203,9 @@ impl Invoice {
         let mut next = self.clone();
         next.number = Some(number);
         next.finalized_at = Some(now);
-        next.due_date = Some(
-            days_until_due
-                .and_then(|d| {
-                    now.checked_add(SignedDuration::from_hours(24 * i64::from(d)))
-                        .ok()
-                })
-                .unwrap_or(now),
-        );
+        next.due_date = Some(days_until_due.map_or(now, |d| {
+            crate::kernel::time::later(now, SignedDuration::from_hours(24 * i64::from(d)))
+        }));
         next.version += 1;
         if !next.amount_due.is_positive() {
             next.status = InvoiceStatus::Paid;

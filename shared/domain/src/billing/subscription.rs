@@ -32,12 +32,13 @@ use crate::billing::proration::{
     self, ChangeDirection, ChangePolicy, PlanPrice, ProrationConvention, ProrationItem,
 };
 use crate::catalog::charges::{ChargeModel, Commitment, Usage};
-use crate::catalog::plan::{NotPricedIn, Plan, PlanVersion};
+use crate::catalog::plan::{validate_trial, NotPricedIn, Plan, PlanVersion};
 use crate::kernel::currency::Currency;
 use crate::kernel::error::ValidationError;
 use crate::kernel::ids::{AccountId, PlanId, SubscriptionId, TestClockId};
 use crate::kernel::metadata::{self, Metadata};
 use crate::kernel::money::Money;
+use crate::kernel::time;
 
 /// `subscription.trial_will_end` fires this long before a trial ends.
 pub const TRIAL_WARNING: SignedDuration = SignedDuration::from_hours(72);
@@ -421,6 +422,18 @@ impl Subscription {
     /// Starts a subscription: trialing with a trial, else active with its first period billed.
     pub fn start(input: NewSubscription, now: Timestamp) -> Result<Transition, SubscriptionError> {
         metadata::validate(&input.metadata)?;
+        // Bounded first, so that the calendar arithmetic below cannot overflow.
+        time::supported(input.start, "start_date")?;
+        if let Some(anchor) = input.billing_anchor {
+            time::supported(anchor, "billing_anchor")?;
+        }
+        validate_trial(input.trial_days)?;
+        if let Some(days) = input.days_until_due {
+            time::days(days, "days_until_due")?;
+        }
+        if let Some(days) = input.max_pause_days {
+            time::days(days, "max_pause_days")?;
+        }
         if input.quantity == 0 || input.quantity > 1_000_000 {
             return Err(ValidationError::new(
                 ErrorCode::InvalidQuantity,
@@ -944,6 +957,9 @@ impl Subscription {
             SubscriptionStatus::Active | SubscriptionStatus::PastDue
         ) {
             return Err(self.invalid("be paused"));
+        }
+        if let Some(at) = resumes_at {
+            time::supported(at, "resumes_at")?;
         }
         if resumes_at.is_some_and(|r| r <= now) {
             return Err(ValidationError::new(

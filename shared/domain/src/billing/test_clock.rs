@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::kernel::error::ValidationError;
 use crate::kernel::ids::TestClockId;
+use crate::kernel::time;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -46,22 +47,23 @@ pub enum TestClockError {
 }
 
 impl TestClock {
+    /// A clock standing at `frozen_time`, which must be in the supported time range.
     pub fn new(
         id: TestClockId,
         name: Option<String>,
         frozen_time: Timestamp,
         now: Timestamp,
-    ) -> Self {
-        TestClock {
+    ) -> Result<Self, ValidationError> {
+        Ok(TestClock {
             id,
             name,
-            frozen_time,
+            frozen_time: time::supported(frozen_time, "frozen_time")?,
             status: TestClockStatus::Ready,
             advancing_to: None,
             advance_requested_at: None,
             created_at: now,
             version: 1,
-        }
+        })
     }
 
     /// Starts moving time forward to `to`; time never goes back.
@@ -73,6 +75,7 @@ impl TestClock {
         if self.status == TestClockStatus::Advancing {
             return Err(TestClockError::Busy);
         }
+        let to = time::supported(to, "frozen_time")?;
         if to <= self.frozen_time {
             return Err(ValidationError::new(
                 ErrorCode::InvalidFrozenTime,
@@ -112,9 +115,28 @@ mod tests {
     use ulid::Ulid;
 
     #[test]
+    fn a_clock_stands_and_moves_only_inside_the_supported_range() {
+        let id = TestClockId::from_ulid(Ulid::from_parts(1, 1));
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let far: Timestamp = "9999-12-30T00:00:00Z".parse().unwrap();
+        let refused = TestClock::new(id, None, far, t0).unwrap_err();
+        assert_eq!(
+            (refused.code, refused.param.as_str()),
+            (ErrorCode::TimestampOutOfRange, "frozen_time")
+        );
+        let clock = TestClock::new(id, None, t0, t0).unwrap();
+        assert!(matches!(
+            clock.begin_advance(far, t0),
+            Err(TestClockError::Invalid(e)) if e.code == ErrorCode::TimestampOutOfRange && e.param == "frozen_time"
+        ));
+        assert!(clock.begin_advance(time::SUPPORTED_UNTIL, t0).is_ok());
+    }
+
+    #[test]
     fn a_clock_moves_forward_once_at_a_time() {
         let t0 = Timestamp::from_second(1_800_000_000).unwrap();
-        let clock = TestClock::new(TestClockId::from_ulid(Ulid::from_parts(1, 1)), None, t0, t0);
+        let clock =
+            TestClock::new(TestClockId::from_ulid(Ulid::from_parts(1, 1)), None, t0, t0).unwrap();
         assert!(clock.begin_advance(t0, t0).is_err());
         let moving = clock
             .begin_advance(t0 + jiff::SignedDuration::from_hours(1), t0)

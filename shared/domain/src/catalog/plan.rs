@@ -486,7 +486,7 @@ pub enum PlanChangeError {
     Inactive,
 }
 
-fn validate_trial(days: u32) -> Result<u32, ValidationError> {
+pub(crate) fn validate_trial(days: u32) -> Result<u32, ValidationError> {
     if days > MAX_TRIAL_DAYS {
         return Err(ValidationError::new(
             ErrorCode::InvalidTrial,
@@ -578,7 +578,8 @@ impl Plan {
         if !self.active {
             return Err(PlanChangeError::Inactive);
         }
-        let effective_from = effective_from.unwrap_or(now);
+        let effective_from =
+            crate::kernel::time::supported(effective_from.unwrap_or(now), "effective_from")?;
         if effective_from < now {
             return Err(ValidationError::new(
                 ErrorCode::EffectiveFromInPast,

@@ -4,6 +4,7 @@
 
 use crate::events::types::EventType;
 use crate::kernel::error::ErrorCode;
+use crate::kernel::time::later;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hmac::{Hmac, Mac};
@@ -219,7 +220,7 @@ impl WebhookEndpoint {
             if overlap.is_positive() {
                 secrets.push(SigningSecret {
                     secret: current.secret.clone(),
-                    expires_at: Some(now + overlap),
+                    expires_at: Some(later(now, overlap)),
                 });
             }
         }

@@ -53,6 +53,10 @@ error_codes! {
     InvalidLimit => "invalid_limit", 400, "A list's `limit` is outside 1–100.";
     InvalidTimestamp => "invalid_timestamp", 400,
         "A time is not RFC 3339 (`2026-11-22T10:00:00Z`).";
+    TimestampOutOfRange => "timestamp_out_of_range", 400,
+        "A time is outside the supported range, 1970-01-01T00:00:00Z to 2999-12-31T23:59:59Z.";
+    DurationOutOfRange => "duration_out_of_range", 400,
+        "A number of days is above its limit (`detail` says which).";
     InvalidRange => "invalid_range", 400, "A time range is incomplete or ends before it starts.";
     InvalidIdempotencyKey => "invalid_idempotency_key", 400,
         "The `Idempotency-Key` is empty, too long or not printable ASCII.";

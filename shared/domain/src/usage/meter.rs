@@ -19,6 +19,7 @@
 //! rollup update), and a unique value counts once (a marker item per value).
 
 use crate::kernel::error::ErrorCode;
+use crate::kernel::time::later;
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
@@ -225,7 +226,7 @@ impl UsageEvent {
                 ),
             ));
         }
-        if timestamp > now + FUTURE_TOLERANCE {
+        if timestamp > later(now, FUTURE_TOLERANCE) {
             return Err(invalid(
                 ErrorCode::TimestampInFuture,
                 "timestamp",
@@ -389,7 +390,7 @@ pub fn place(
     }
     match sub.last_usage_period {
         Some(last) if last.contains(at) => {
-            let closes = last.end + grace;
+            let closes = later(last.end, grace);
             if now > closes {
                 Err(period_closed(at, Some(closes)))
             } else {
