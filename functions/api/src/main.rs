@@ -19,8 +19,9 @@ async fn main() -> Result<(), Error> {
     // First payment attempts of finalized invoices go to the payment worker after commit.
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
     // Stripe when its secret holds a key, else the sandbox: read once per cold start.
-    let gateway = payment_gateway(&sdk).await?.gateway;
-    let app =
-        App::new(Arc::new(store), Arc::new(SystemClock), gateway).with_payment_queue(payments);
+    let gateways = payment_gateway(&sdk, config.deployment).await?.gateways;
+    let app = App::by_mode(Arc::new(store), Arc::new(SystemClock), gateways)
+        .with_payment_queue(payments)
+        .with_deployment(config.deployment);
     run(api::handler(app)).await
 }
