@@ -16,6 +16,7 @@ use billing_app::ports::Clock;
 use billing_app::App;
 use billing_app::{events::Fanout, jobs::Sweeper};
 use billing_aws::{AwsDispatch, DynamoStore, HttpSender, SqsQueue};
+use billing_domain::kernel::deployment::Deployment;
 use tokio::task::JoinSet;
 
 use crate::stack;
@@ -56,7 +57,9 @@ impl Local {
                 clock,
                 std::sync::Arc::new(billing_aws::SandboxGateway::new()),
             )
-            .with_payment_queue(payments.clone()),
+            .with_payment_queue(payments.clone())
+            // The local runner and its tests: webhooks may reach the developer's machine.
+            .with_deployment(Deployment::Local),
             dispatch,
             billing: Arc::new(SqsQueue::by_name(sdk, stack::BILLING_QUEUE).await?),
             payments,
@@ -70,7 +73,7 @@ impl Local {
         let fanout = Fanout::new(
             self.app.events.clone(),
             self.dispatch.clone(),
-            Arc::new(HttpSender::new()),
+            Arc::new(HttpSender::new(Deployment::Local)),
         );
         for _ in 0..consumers {
             let (sqs, url, fanout) = (

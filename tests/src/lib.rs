@@ -11,6 +11,7 @@ use std::sync::{mpsc, Arc, OnceLock};
 use billing_app::ports::{Clock, Store, SystemClock};
 use billing_app::App;
 use billing_aws::{Config, DynamoStore, SandboxGateway};
+use billing_domain::kernel::deployment::Deployment;
 use billing_http::{router, EmitMetrics};
 use billing_infra::moto;
 use billing_memory::MemoryStore;
@@ -67,9 +68,10 @@ pub fn app(store: Arc<dyn Store>) -> App {
     app_with_clock(store, Arc::new(SystemClock))
 }
 
-/// An app whose time is `clock`'s, collecting through the sandbox gateway.
+/// An app whose time is `clock`'s, collecting through the sandbox gateway, running as a
+/// local deployment (webhooks may reach receivers on 127.0.0.1).
 pub fn app_with_clock(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> App {
-    App::new(store, clock, Arc::new(SandboxGateway::new()))
+    App::new(store, clock, Arc::new(SandboxGateway::new())).with_deployment(Deployment::Local)
 }
 
 pub fn memory_app() -> App {

@@ -248,8 +248,8 @@ async fn lists_page_by_cursor_filter_and_leave_deleted_items_out(store: Arc<dyn 
                 &c.caller,
                 &AccountFilter::default(),
                 &PageRequest {
-                    limit: 2,
                     starting_after: cursor.clone(),
+                    ..PageRequest::first(2)
                 },
             )
             .await
@@ -313,6 +313,126 @@ async fn lists_page_by_cursor_filter_and_leave_deleted_items_out(store: Arc<dyn 
         .is_some());
 }
 
+/// Issue 13, item 6: a filter no key serves examines at most the page's scan budget, ends
+/// the page where it stopped (`has_more` with a cursor there), and following the cursors
+/// finds exactly the matches.
+async fn a_filtered_list_examines_at_most_its_budget_and_its_cursors_find_every_match(
+    store: Arc<dyn Store>,
+) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let ada = c.account("ada@example.com", None).await;
+    c.app
+        .customers
+        .update_account(
+            &c.caller,
+            ada.id,
+            AccountPatch {
+                name: Some(Some("Ada".into())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    for n in 0..9 {
+        c.account(&format!("later-{n}@example.com"), None).await;
+    }
+    const BUDGET: usize = 4;
+    let request = |starting_after: Option<String>| PageRequest {
+        limit: 1,
+        starting_after,
+        scan_budget: BUDGET,
+    };
+    // Each page's cursor lies at most BUDGET items past the previous one in list order.
+    let advance = |order: &[String], from: usize, cursor: &str| {
+        let at = order.iter().position(|id| id == cursor).unwrap() + 1;
+        assert!(at > from && at - from <= BUDGET, "{from} -> {at}");
+        at
+    };
+
+    let everything = c
+        .store
+        .list_events(tenant, &EventFilter::default(), &PageRequest::first(100))
+        .await
+        .unwrap();
+    let order: Vec<String> = everything.items.iter().map(|e| e.id.to_string()).collect();
+    let updated = EventFilter {
+        event_type: Some("account.updated".into()),
+        ..Default::default()
+    };
+    let expected: Vec<String> = everything
+        .items
+        .iter()
+        .filter(|e| updated.admits(e))
+        .map(|e| e.id.to_string())
+        .collect();
+    assert_eq!(expected.len(), 1);
+    let first = c
+        .store
+        .list_events(tenant, &updated, &request(None))
+        .await
+        .unwrap();
+    assert!(first.items.is_empty() && first.has_more, "{first:?}");
+    assert_eq!(
+        first.scanned_to.as_deref(),
+        Some(order[BUDGET - 1].as_str())
+    );
+    let (mut found, mut cursor, mut at) = (Vec::new(), None, 0);
+    loop {
+        let page = c
+            .store
+            .list_events(tenant, &updated, &request(cursor.clone()))
+            .await
+            .unwrap();
+        found.extend(page.items.iter().map(|e| e.id.to_string()));
+        if !page.has_more {
+            break;
+        }
+        let next = page
+            .scanned_to
+            .or_else(|| page.items.last().map(|e| e.id.to_string()))
+            .unwrap();
+        at = advance(&order, at, &next);
+        cursor = Some(next);
+    }
+    assert_eq!(found, expected);
+
+    // The same over accounts (oldest first): none is in warning, so every page is empty.
+    let accounts: Vec<String> = c
+        .store
+        .list_accounts(tenant, &AccountFilter::default(), &PageRequest::first(100))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|a| a.id.to_string())
+        .collect();
+    assert_eq!(accounts.len(), 10);
+    let warning = AccountFilter {
+        status: Some(AccountStatus::Warning),
+        ..Default::default()
+    };
+    let (mut pages, mut cursor, mut at) = (0, None, 0);
+    loop {
+        let page = c
+            .store
+            .list_accounts(tenant, &warning, &request(cursor.clone()))
+            .await
+            .unwrap();
+        assert!(page.items.is_empty());
+        pages += 1;
+        if !page.has_more {
+            break;
+        }
+        let next = page
+            .scanned_to
+            .expect("an empty page resumes where it stopped");
+        at = advance(&accounts, at, &next);
+        cursor = Some(next);
+    }
+    assert_eq!(pages, 3, "10 accounts at 4 a request");
+}
+
 async fn the_audit_trail_of_an_entity_pages_newest_first(store: Arc<dyn Store>) {
     let c = Contract::on(store).await;
     let ada = c.account("ada@example.com", Some("u-1")).await;
@@ -362,8 +482,8 @@ async fn the_audit_trail_of_an_entity_pages_newest_first(store: Arc<dyn Store>) 
             &c.caller,
             Some(&ada.id.to_string()),
             &PageRequest {
-                limit: 2,
                 starting_after: Some(trail.items[1].id.to_string()),
+                ..PageRequest::first(2)
             },
         )
         .await
@@ -1994,6 +2114,7 @@ billing_tests::on_both_stores!(
     a_stale_version_is_a_conflict_and_writes_nothing,
     moving_a_unique_value_frees_the_old_one,
     lists_page_by_cursor_filter_and_leave_deleted_items_out,
+    a_filtered_list_examines_at_most_its_budget_and_its_cursors_find_every_match,
     the_audit_trail_of_an_entity_pages_newest_first,
     revoking_an_api_key_twice_is_a_conflict,
     idempotency_keys_are_claimed_once_per_tenant_until_released_or_expired,

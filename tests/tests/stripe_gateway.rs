@@ -5,7 +5,9 @@ use billing_app::ports::{
     ChargeOutcome, ChargeRequest, GatewayError, NewGatewayCustomer, PaymentGateway, RefundRequest,
 };
 use billing_aws::StripeGateway;
+use billing_domain::customers::tenant::TenantMode;
 use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::deployment::Deployment;
 use billing_domain::kernel::money::Money;
 use billing_tests::fake_stripe::FakeStripe;
 
@@ -404,21 +406,42 @@ async fn the_stripe_secret_selects_the_gateway_and_its_webhook_secrets() {
         }
     };
 
-    let none = load(&sdk, None, None).await.unwrap();
-    assert_eq!(none.gateway.name(), "sandbox");
+    let deployed = Deployment::Deployed;
+    let none = load(&sdk, None, None, deployed).await.unwrap();
+    assert_eq!(none.gateways.name(false), "sandbox");
+    assert_eq!(
+        none.gateways.name(true),
+        "none",
+        "live tenants never the sandbox"
+    );
     assert!(none.webhook_secrets.is_empty());
-    let empty = load(&sdk, Some(&put("{}").await), None).await.unwrap();
-    assert_eq!(empty.gateway.name(), "sandbox");
+    let empty = load(&sdk, Some(&put("{}").await), None, deployed)
+        .await
+        .unwrap();
+    assert_eq!(empty.gateways.name(false), "sandbox");
+    let local = load(&sdk, None, None, Deployment::Local).await.unwrap();
+    assert_eq!(
+        local.gateways.name(true),
+        "sandbox",
+        "make dev without keys"
+    );
 
     let fake = FakeStripe::start().await;
     let configured =
         put(r#"{"secret_key": "sk_test_fake", "webhook_secrets": ["whsec_a", "whsec_b"]}"#).await;
-    let setup = load(&sdk, Some(&configured), Some(&fake.url))
+    let setup = load(&sdk, Some(&configured), Some(&fake.url), deployed)
         .await
         .unwrap();
-    assert_eq!(setup.gateway.name(), "stripe");
+    assert_eq!(setup.gateways.name(false), "stripe");
+    assert_eq!(
+        setup.gateways.name(true),
+        "none",
+        "a test key is never live"
+    );
     let customer = setup
-        .gateway
+        .gateways
+        .for_mode(false)
+        .unwrap()
         .create_customer(&NewGatewayCustomer {
             idempotency_key: "from-the-secret".into(),
             account_id: "acct_9".into(),
@@ -442,13 +465,13 @@ async fn the_stripe_secret_selects_the_gateway_and_its_webhook_secrets() {
         r#"{"secret_key": "sk_test_x", "webhook_secret": "whsec_typo"}"#,
         "not json",
     ] {
-        let result = load(&sdk, Some(&put(refused).await), None).await;
+        let result = load(&sdk, Some(&put(refused).await), None, deployed).await;
         assert!(
             matches!(result, Err(PaymentConfigError::Malformed { .. })),
             "{refused}: {result:?}"
         );
     }
-    let missing = load(&sdk, Some("no-such-secret"), None).await;
+    let missing = load(&sdk, Some("no-such-secret"), None, deployed).await;
     assert!(
         matches!(missing, Err(PaymentConfigError::Unreadable { .. })),
         "{missing:?}"
@@ -551,4 +574,162 @@ async fn collection_through_stripe_charges_once_after_a_lost_answer_and_duplicat
     let collection: Vec<String> = fake.requests().split_off(before);
     assert!(collection.iter().all(|r| r == "POST /v1/payment_intents"));
     assert!((2..=3).contains(&collection.len()), "{collection:?}");
+}
+
+/// Issue 13, item 2: a key configured for one mode but of the other stops the start.
+#[test]
+fn a_stripe_key_of_the_wrong_mode_refuses_to_start() {
+    use billing_aws::payment_gateway::{from_json, PaymentConfigError};
+    for deployment in [Deployment::Deployed, Deployment::Local] {
+        for refused in [
+            r#"{"live_secret_key": "sk_test_a"}"#,
+            r#"{"live_secret_key": "rk_test_a"}"#,
+            r#"{"test_secret_key": "sk_live_a"}"#,
+            r#"{"test_secret_key": "rk_live_a"}"#,
+            r#"{"live_secret_key": "pk_live_a"}"#,
+            r#"{"secret_key": "sk_a"}"#,
+            r#"{"secret_key": "sk_live_a", "live_secret_key": "sk_live_b"}"#,
+        ] {
+            let result = from_json(refused, None, "stripe", deployment);
+            assert!(
+                matches!(result, Err(PaymentConfigError::Malformed { .. })),
+                "{refused}: {result:?}"
+            );
+        }
+    }
+    let both = from_json(
+        r#"{"live_secret_key": "rk_live_a", "test_secret_key": "sk_test_b"}"#,
+        None,
+        "stripe",
+        Deployment::Deployed,
+    )
+    .unwrap();
+    assert_eq!(
+        (both.gateways.name(false), both.gateways.name(true)),
+        ("stripe", "stripe")
+    );
+}
+
+/// The first payment attempt of `caller`'s new subscription, after a card is attached.
+async fn attempt_with_card(
+    app: &billing_app::App,
+    caller: &billing_app::Caller,
+    card: &str,
+) -> billing_domain::collection::payment::Payment {
+    use billing_app::ports::{PageRequest, PaymentFilter};
+    let sub = billing_tests::subscribe(
+        app,
+        caller,
+        serde_json::json!({"email": "pay@acme.test", "currency": "usd"}),
+        "month",
+        1999,
+    )
+    .await;
+    app.customers
+        .add_payment_method(caller, sub.account_id, card, true)
+        .await
+        .unwrap();
+    app.collection
+        .list_payments(
+            caller,
+            &PaymentFilter {
+                account: Some(sub.account_id),
+                ..Default::default()
+            },
+            &PageRequest::first(10),
+        )
+        .await
+        .unwrap()
+        .items
+        .remove(0)
+}
+
+async fn tenant(app: &billing_app::App, mode: TenantMode) -> billing_app::Caller {
+    let (_, issued) = app.customers.create_tenant("Modes", mode).await.unwrap();
+    billing_app::Caller::of_key(&issued.key, None)
+}
+
+async fn collect(
+    app: &billing_app::App,
+    caller: &billing_app::Caller,
+    attempt: &billing_domain::collection::payment::Payment,
+) -> billing_domain::collection::payment::Payment {
+    let job = billing_app::ports::PaymentJob::Attempt {
+        tenant: caller.tenant_id,
+        id: attempt.id,
+    };
+    app.collection.handle_payment_job(&job).await.unwrap();
+    app.collection
+        .get_payment(caller, attempt.id)
+        .await
+        .unwrap()
+}
+
+/// Issue 13, item 2: with a live key configured, a sandbox tenant (cards, charges) never
+/// reaches the live Stripe account; a live tenant of the same deployment does.
+#[tokio::test]
+async fn a_sandbox_tenant_never_reaches_the_live_key() {
+    use billing_domain::collection::payment::PaymentStatus;
+    let fake = FakeStripe::start().await;
+    let setup = billing_aws::payment_gateway::from_json(
+        r#"{"live_secret_key": "sk_live_fake"}"#,
+        Some(&fake.url),
+        "stripe",
+        Deployment::Deployed,
+    )
+    .unwrap();
+    let app = billing_tests::memory_app().with_gateways(setup.gateways);
+
+    let sandbox = tenant(&app, TenantMode::Sandbox).await;
+    let attempt = attempt_with_card(&app, &sandbox, "tok_visa").await;
+    let paid = collect(&app, &sandbox, &attempt).await;
+    assert_eq!(paid.status, PaymentStatus::Succeeded);
+    assert_eq!(paid.gateway.as_deref(), Some("sandbox"));
+    assert_eq!(
+        fake.requests(),
+        Vec::<String>::new(),
+        "nothing reached Stripe"
+    );
+
+    let live = tenant(&app, TenantMode::Live).await;
+    let attempt = attempt_with_card(&app, &live, "pm_card_visa").await;
+    let paid = collect(&app, &live, &attempt).await;
+    assert_eq!(paid.status, PaymentStatus::Succeeded);
+    assert_eq!(paid.gateway.as_deref(), Some("stripe"));
+    assert_eq!(fake.charges().len(), 1, "the live tenant's charge, only");
+}
+
+/// Issue 13, item 2: a live tenant whose deployment has only a test key (the live one
+/// removed, or never set) is refused at charge time: the attempt fails with the reason
+/// recorded and nothing reaches Stripe.
+#[tokio::test]
+async fn a_live_tenant_with_only_a_test_key_is_refused_at_charge_time() {
+    use billing_domain::collection::payment::PaymentStatus;
+    let fake = FakeStripe::start().await;
+    let setup = |secret: &str| {
+        billing_aws::payment_gateway::from_json(
+            secret,
+            Some(&fake.url),
+            "stripe",
+            Deployment::Deployed,
+        )
+        .unwrap()
+        .gateways
+    };
+    // The card is attached while a live key is configured.
+    let with_live =
+        billing_tests::memory_app().with_gateways(setup(r#"{"live_secret_key": "sk_live_fake"}"#));
+    let live = tenant(&with_live, TenantMode::Live).await;
+    let attempt = attempt_with_card(&with_live, &live, "pm_card_visa").await;
+    let before = fake.requests().len();
+
+    let test_only = with_live.with_gateways(setup(r#"{"test_secret_key": "sk_test_fake"}"#));
+    let refused = collect(&test_only, &live, &attempt).await;
+    assert_eq!(refused.status, PaymentStatus::Failed);
+    let failure = refused.failure.expect("the reason is recorded");
+    assert_eq!(failure.code, billing_app::ports::LIVE_GATEWAY_MISSING);
+    assert!(failure.message.contains("sk_live_"), "{}", failure.message);
+    assert_eq!(refused.gateway.as_deref(), Some("none"));
+    assert_eq!(fake.requests().len(), before, "nothing reached Stripe");
+    assert!(fake.charges().is_empty());
 }

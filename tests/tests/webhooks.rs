@@ -13,6 +13,7 @@ use billing_domain::customers::access::Role;
 use billing_domain::customers::account::NewAccount;
 use billing_domain::customers::tenant::TenantMode;
 use billing_domain::events::webhook::{self, DeliveryStatus, NewWebhookEndpoint};
+use billing_domain::kernel::deployment::Deployment;
 use billing_memory::MemoryStore;
 use billing_tests::api::Api;
 use billing_tests::clock::ManualClock;
@@ -238,7 +239,7 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
     let fanout = Fanout::new(
         app.events.clone(),
         dispatch.clone(),
-        Arc::new(HttpSender::new()),
+        Arc::new(HttpSender::new(Deployment::Local)),
     );
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
     let (receiver, url) = Receiver::start(vec![500, 503]).await;
@@ -354,7 +355,7 @@ async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disab
     let fanout = Fanout::new(
         app.events.clone(),
         dispatch.clone(),
-        Arc::new(HttpSender::new()),
+        Arc::new(HttpSender::new(Deployment::Local)),
     );
     let sweeper = Sweeper::new(
         app.clone(),
@@ -507,7 +508,11 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
         Arc::new(DynamoStore::new(crashed.client().clone(), &table)),
         Arc::new(SystemClock),
     );
-    let fanout = Fanout::new(worker_app.events, dispatch, Arc::new(HttpSender::new()));
+    let fanout = Fanout::new(
+        worker_app.events,
+        dispatch,
+        Arc::new(HttpSender::new(Deployment::Local)),
+    );
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let url = sqs
         .get_queue_url()
@@ -528,7 +533,12 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
 
 #[tokio::test]
 async fn live_tenants_cannot_point_webhooks_at_internal_addresses() {
-    let app = billing_tests::memory_app();
+    // As deployed: the platform's own loopback is internal too.
+    let app = App::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+        Arc::new(billing_aws::SandboxGateway::new()),
+    );
     let (_, live_key) = caller(&app, TenantMode::Live).await;
     let (_, sandbox_key) = caller(&app, TenantMode::Sandbox).await;
     let live = Api::new(billing_tests::serve(app.clone()).await, live_key);
@@ -566,13 +576,7 @@ async fn live_tenants_cannot_point_webhooks_at_internal_addresses() {
             .status(),
         201
     );
-    // A sandbox may deliver to the developer's machine, but no further inside.
-    assert_eq!(
-        create(&sandbox, "http://127.0.0.1:8080/hook")
-            .await
-            .status(),
-        201
-    );
+    // A sandbox gets no further inside (the loopback: a_deployed_platform_…).
     assert_eq!(
         create(&sandbox, "https://10.0.0.7/hook").await.status(),
         400
@@ -589,7 +593,7 @@ async fn live_tenants_cannot_point_webhooks_at_internal_addresses() {
     assert_eq!(problem["param"], "enabled_events[1]");
 
     // The sender re-checks at delivery time, so a stored URL cannot reach inside either.
-    let outcome = HttpSender::new()
+    let outcome = HttpSender::new(Deployment::Deployed)
         .send(&WebhookRequest {
             url: "https://169.254.169.254/latest".into(),
             body: "{}".into(),
@@ -601,6 +605,76 @@ async fn live_tenants_cannot_point_webhooks_at_internal_addresses() {
         .await;
     assert_eq!(outcome.status, None);
     assert!(outcome.error.unwrap().contains("not reachable"));
+}
+
+/// Issue 13, item 3: the loopback is the deployment's to allow, never the tenant mode's.
+#[tokio::test]
+async fn a_deployed_platform_never_registers_or_sends_to_the_loopback_a_local_one_does() {
+    let (receiver, url) = Receiver::start(vec![200]).await;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let register = |deployment: Deployment| {
+        let url = url.clone();
+        async move {
+            let app = App::new(
+                Arc::new(MemoryStore::new()),
+                Arc::new(SystemClock),
+                Arc::new(billing_aws::SandboxGateway::new()),
+            )
+            .with_deployment(deployment);
+            let (_, key) = caller(&app, TenantMode::Sandbox).await;
+            let api = Api::new(billing_tests::serve(app).await, key);
+            let mut codes = Vec::new();
+            for url in [
+                url.as_str(),
+                "https://127.0.0.1/hook",
+                "http://localhost:9/hook",
+                "https://[::1]/hook",
+            ] {
+                let body = json!({"url": url, "enabled_events": ["*"]});
+                let response = api
+                    .send(Method::POST, "/v1/webhook-endpoints", Some(&body))
+                    .await;
+                let status = response.status().as_u16();
+                let problem: Value = response.json().await.unwrap();
+                codes.push((status, problem["code"].as_str().map(str::to_owned)));
+            }
+            codes
+        }
+    };
+    let deployed = register(Deployment::Deployed).await;
+    assert_eq!(
+        deployed,
+        [
+            (400, Some("insecure_url".into())),
+            (400, Some("forbidden_url".into())),
+            (400, Some("insecure_url".into())),
+            (400, Some("forbidden_url".into())),
+        ],
+        "a sandbox tenant of a deployed platform"
+    );
+    let local = register(Deployment::Local).await;
+    assert!(local.iter().all(|(status, _)| *status == 201), "{local:?}");
+
+    // At send time too: a URL stored before the rules tightened does not reach it.
+    let request = |url: &str| WebhookRequest {
+        url: url.into(),
+        body: "{}".into(),
+        signature: "t=0".into(),
+        livemode: false,
+        event_id: billing_domain::kernel::ids::EventId::from_ulid(ulid::Ulid::new()),
+        delivery_id: billing_domain::kernel::ids::DeliveryId::from_ulid(ulid::Ulid::new()),
+    };
+    let refused = HttpSender::new(Deployment::Deployed)
+        .send(&request(&url))
+        .await;
+    assert_eq!(refused.status, None);
+    assert!(refused.error.unwrap().contains("https"));
+    assert!(receiver.bodies().is_empty(), "nothing reached the receiver");
+    let sent = HttpSender::new(Deployment::Local)
+        .send(&request(&url))
+        .await;
+    assert_eq!(sent.status, Some(200), "{:?}", sent.error);
+    assert_eq!(receiver.bodies().len(), 1);
 }
 
 #[tokio::test]
@@ -663,12 +737,13 @@ async fn an_endpoint_subscribed_to_invoice_created_is_accepted_and_receives_it()
         Arc::new(MemoryStore::new()),
         clock.clone(),
         Arc::new(billing_aws::SandboxGateway::new()),
-    );
+    )
+    .with_deployment(Deployment::Local);
     let dispatch = Arc::new(RecordingDispatch::default());
     let fanout = Fanout::new(
         app.events.clone(),
         dispatch.clone(),
-        Arc::new(HttpSender::new()),
+        Arc::new(HttpSender::new(Deployment::Local)),
     );
     let base = billing_tests::serve(app.clone()).await;
     let (_, key) = caller(&app, TenantMode::Sandbox).await;

@@ -12,6 +12,7 @@ use billing_app::{events::Fanout, jobs::Sweeper};
 use billing_aws::HttpSender;
 use billing_domain::customers::account::NewAccount;
 use billing_domain::events::webhook::NewWebhookEndpoint;
+use billing_domain::kernel::deployment::Deployment;
 use billing_tests::clock::ManualClock;
 use billing_tests::webhooks::{Receiver, RecordingDispatch};
 use jiff::Timestamp;
@@ -54,7 +55,7 @@ async fn the_sqs_sample_is_delivered_and_its_poison_record_reported_alone() {
     let fanout = Fanout::new(
         app.events.clone(),
         Arc::new(RecordingDispatch::default()),
-        Arc::new(HttpSender::new()),
+        Arc::new(HttpSender::new(Deployment::Local)),
     );
     let event: SqsEvent = sample("webhook-fanout-sqs.json");
     let response = webhook_fanout::handle(&fanout, event.clone()).await;

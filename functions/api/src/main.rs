@@ -19,9 +19,10 @@ async fn main() -> Result<(), Error> {
     // First payment attempts of finalized invoices go to the payment worker after commit.
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
     // Stripe when its secret holds a key, else the sandbox: read once per cold start.
-    let gateway = payment_gateway(&sdk).await?.gateway;
-    let mut app =
-        App::new(Arc::new(store), Arc::new(SystemClock), gateway).with_payment_queue(payments);
+    let gateways = payment_gateway(&sdk, config.deployment).await?.gateways;
+    let mut app = App::by_mode(Arc::new(store), Arc::new(SystemClock), gateways)
+        .with_payment_queue(payments)
+        .with_deployment(config.deployment);
     // Keep it at least the function's Timeout: a claim's holder must be stopped before a
     // retry may take its Idempotency-Key over.
     if let Ok(secs) = std::env::var("IDEMPOTENCY_LEASE_SECONDS") {

@@ -19,9 +19,9 @@ async fn main() -> Result<(), Error> {
     // New invoices' first payment attempts are handed to the payment worker after commit.
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
     // Test-clock advances collect the payments that fall due on the way.
-    let gateway = payment_gateway(&sdk).await?.gateway;
+    let gateways = payment_gateway(&sdk, config.deployment).await?.gateways;
     let app =
-        App::new(Arc::new(store), Arc::new(SystemClock), gateway).with_payment_queue(payments);
+        App::by_mode(Arc::new(store), Arc::new(SystemClock), gateways).with_payment_queue(payments);
     let app = &app;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(billing_worker::handle(app, event.payload).await)

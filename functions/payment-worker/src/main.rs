@@ -20,8 +20,8 @@ async fn main() -> Result<(), Error> {
     // Dunning notices to customers go out by email from here.
     let notifier = Arc::new(SesNotifier::from_env(&sdk)?);
     // Stripe when its secret holds a key, else the sandbox: read once per cold start.
-    let gateway = payment_gateway(&sdk).await?.gateway;
-    let app = App::new(Arc::new(store), Arc::new(SystemClock), gateway)
+    let gateways = payment_gateway(&sdk, config.deployment).await?.gateways;
+    let app = App::by_mode(Arc::new(store), Arc::new(SystemClock), gateways)
         .with_payment_queue(payments)
         .with_notifier(notifier);
     let app = &app;

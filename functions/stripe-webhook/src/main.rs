@@ -13,11 +13,11 @@ async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let config = Config::from_env()?;
     let sdk = config.sdk_config().await;
-    let payments = payment_gateway(&sdk).await?;
+    let payments = payment_gateway(&sdk, config.deployment).await?;
     // Events of the changes applied are published right after each commit.
     let dispatch = AwsDispatch::from_env(&sdk)?;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name)
         .with_dispatch(Arc::new(dispatch));
-    let app = App::new(Arc::new(store), Arc::new(SystemClock), payments.gateway);
+    let app = App::by_mode(Arc::new(store), Arc::new(SystemClock), payments.gateways);
     run(stripe_webhook::handler(app, payments.webhook_secrets)).await
 }

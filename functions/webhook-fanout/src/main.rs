@@ -22,7 +22,11 @@ async fn main() -> Result<(), Error> {
         Arc::new(SystemClock),
         std::sync::Arc::new(billing_aws::SandboxGateway::new()),
     );
-    let fanout = Fanout::new(app.events, dispatch, Arc::new(HttpSender::new()));
+    let fanout = Fanout::new(
+        app.events,
+        dispatch,
+        Arc::new(HttpSender::new(config.deployment)),
+    );
     let fanout = &fanout;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(webhook_fanout::handle(fanout, event.payload).await)

@@ -78,8 +78,8 @@ async fn main() -> anyhow::Result<()> {
     // Customer notices (dunning) are written as files a developer can read.
     let mailbox = mailbox::Mailbox::new(args.state_dir.join("mail"));
     local.app = local.app.clone().with_notifier(Arc::new(mailbox));
-    // Payments go through the sandbox unless STRIPE_SECRET gives the local secret a Stripe
-    // key: then through Stripe (test mode), read the way the Lambdas read it.
+    // Payments go through the sandbox unless STRIPE_SECRET gives the local secret Stripe
+    // keys: then each mode through its own key, read the way the Lambdas read it.
     if let Ok(value) = std::env::var("STRIPE_SECRET") {
         aws_sdk_secretsmanager::Client::new(&sdk)
             .put_secret_value()
@@ -90,10 +90,14 @@ async fn main() -> anyhow::Result<()> {
             .context("storing STRIPE_SECRET in the local secret")?;
     }
     let api_base = std::env::var(billing_aws::payment_gateway::API_BASE_VAR).ok();
-    let payments =
-        billing_aws::payment_gateway::load(&sdk, Some(stack::STRIPE_SECRET), api_base.as_deref())
-            .await?;
-    local.app = local.app.clone().with_gateway(payments.gateway.clone());
+    let payments = billing_aws::payment_gateway::load(
+        &sdk,
+        Some(stack::STRIPE_SECRET),
+        api_base.as_deref(),
+        config.deployment,
+    )
+    .await?;
+    local.app = local.app.clone().with_gateways(payments.gateways.clone());
     let app = local.app.clone();
     let _workers = local.spawn(2, std::time::Duration::from_secs(2));
     let key = seed_tenant(&app, &args.state_dir).await?;
@@ -105,8 +109,9 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("  Billing API   http://{addr}   (docs: http://{addr}/docs)");
     println!(
-        "  Payments      {} gateway; Stripe webhooks at http://{addr}{}",
-        payments.gateway.name(),
+        "  Payments      sandbox tenants: {}, live tenants: {}; Stripe webhooks at http://{addr}{}",
+        payments.gateways.name(false),
+        payments.gateways.name(true),
         stripe_webhook::PATH
     );
     println!("  Local AWS     {endpoint}   table {}", config.table_name);

@@ -49,12 +49,23 @@ use std::sync::Arc;
 pub use kernel::{new_ulid, AppError, Caller};
 
 use billing::BillingService;
+use billing_domain::kernel::deployment::Deployment;
 use catalog::CatalogService;
 use collection::CollectionService;
 use customers::CustomersService;
 use events::EventsService;
 use kernel::{Clocks, IdempotencyService};
-use ports::{Clock, Notifier, PaymentGateway, PaymentQueue, Store};
+use ports::{Clock, Gateways, Notifier, PaymentGateway, PaymentQueue, Store};
+
+struct Adapters {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    gateways: Gateways,
+    notifier: Option<Arc<dyn Notifier>>,
+    payment_queue: Option<Arc<dyn PaymentQueue>>,
+    deployment: Deployment,
+    idempotency_lease: jiff::SignedDuration,
+}
 
 /// The services, wired to the adapters. Built once per process; cheap to clone.
 #[derive(Clone)]
@@ -65,9 +76,11 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     // The adapters the services were built with; private, so that changing one goes
     // through a `with_…` that builds the services again.
-    gateway: Arc<dyn PaymentGateway>,
+    gateways: Gateways,
     notifier: Option<Arc<dyn Notifier>>,
     payment_queue: Option<Arc<dyn PaymentQueue>>,
+    deployment: Deployment,
+    idempotency_lease: jiff::SignedDuration,
     pub idempotency: IdempotencyService,
     pub customers: CustomersService,
     pub catalog: CatalogService,
@@ -78,73 +91,110 @@ pub struct App {
 }
 
 impl App {
-    /// The gateway is chosen at wiring time: the sandbox for sandbox tenants and tests,
-    /// Stripe when a secret is configured.
+    /// Collects through `gateway` for tenants of both modes (tests, tools); a deployment
+    /// separates the modes with [`App::with_gateways`].
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         gateway: Arc<dyn PaymentGateway>,
     ) -> Self {
-        Self::wire(store, clock, gateway, None, None)
+        Self::by_mode(store, clock, Gateways::same(gateway))
     }
 
-    /// Collects payments through `gateway` instead (a test's own sandbox, Stripe once its
-    /// secret is loaded).
+    /// Collects through `gateways`, each tenant through its mode's: a deployment's wiring.
+    pub fn by_mode(store: Arc<dyn Store>, clock: Arc<dyn Clock>, gateways: Gateways) -> Self {
+        Self::wire(Adapters {
+            store,
+            clock,
+            gateways,
+            notifier: None,
+            payment_queue: None,
+            deployment: Deployment::Deployed,
+            idempotency_lease: kernel::idempotency::DEFAULT_LEASE,
+        })
+    }
+
+    /// What the services are built from, to build them again with one adapter changed.
+    fn adapters(self) -> Adapters {
+        Adapters {
+            store: self.store,
+            clock: self.clock,
+            gateways: self.gateways,
+            notifier: self.notifier,
+            payment_queue: self.payment_queue,
+            deployment: self.deployment,
+            idempotency_lease: self.idempotency_lease,
+        }
+    }
+
+    /// Runs as `deployment`: only [`Deployment::Local`] (the local runner, tests) allows
+    /// what exists on a developer's machine only, such as loopback webhook targets.
+    pub fn with_deployment(self, deployment: Deployment) -> Self {
+        Self::wire(Adapters {
+            deployment,
+            ..self.adapters()
+        })
+    }
+
+    /// Collects payments of both modes through `gateway` instead (a test's own sandbox or
+    /// Stripe gateway).
     pub fn with_gateway(self, gateway: Arc<dyn PaymentGateway>) -> Self {
-        Self::wire(
-            self.store,
-            self.clock,
-            gateway,
-            self.notifier,
-            self.payment_queue,
-        )
+        self.with_gateways(Gateways::same(gateway))
+    }
+
+    /// Collects through `gateways`, each tenant through its mode's (the Stripe secret's
+    /// keys, see `billing_aws::payment_gateway`).
+    pub fn with_gateways(self, gateways: Gateways) -> Self {
+        Self::wire(Adapters {
+            gateways,
+            ..self.adapters()
+        })
     }
 
     /// Hands payment work due now to `queue` right after its commit.
     pub fn with_payment_queue(self, queue: Arc<dyn PaymentQueue>) -> Self {
-        Self::wire(
-            self.store,
-            self.clock,
-            self.gateway,
-            self.notifier,
-            Some(queue),
-        )
+        Self::wire(Adapters {
+            payment_queue: Some(queue),
+            ..self.adapters()
+        })
     }
 
     /// Sends customer notices through `notifier` right after the commits that leave them.
     pub fn with_notifier(self, notifier: Arc<dyn Notifier>) -> Self {
-        Self::wire(
-            self.store,
-            self.clock,
-            self.gateway,
-            Some(notifier),
-            self.payment_queue,
-        )
+        Self::wire(Adapters {
+            notifier: Some(notifier),
+            ..self.adapters()
+        })
     }
 
     /// Lets a retry take over an `Idempotency-Key` whose holder has not answered within
     /// `lease` (default [`kernel::idempotency::DEFAULT_LEASE`]); keep it at least the
     /// function's timeout, so that the holder has stopped by then.
-    pub fn with_idempotency_lease(mut self, lease: jiff::SignedDuration) -> Self {
-        self.idempotency = IdempotencyService::new(self.store.clone(), self.clock.clone(), lease);
-        self
+    pub fn with_idempotency_lease(self, idempotency_lease: jiff::SignedDuration) -> Self {
+        Self::wire(Adapters {
+            idempotency_lease,
+            ..self.adapters()
+        })
     }
 
-    fn wire(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        gateway: Arc<dyn PaymentGateway>,
-        notifier: Option<Arc<dyn Notifier>>,
-        payment_queue: Option<Arc<dyn PaymentQueue>>,
-    ) -> Self {
+    fn wire(adapters: Adapters) -> Self {
+        let Adapters {
+            store,
+            clock,
+            gateways,
+            notifier,
+            payment_queue,
+            deployment,
+            idempotency_lease,
+        } = adapters;
         let clocks = Clocks::new(clock.clone(), store.clone());
-        let customers = CustomersService::new(store.clone(), clocks.clone(), gateway.clone());
+        let customers = CustomersService::new(store.clone(), clocks.clone(), gateways.clone());
         let catalog = CatalogService::new(store.clone(), clocks.clone());
         let usage = usage::UsageService::new(store.clone(), clocks.clone());
         let collection = CollectionService::new(
             store.clone(),
             clocks.clone(),
-            gateway.clone(),
+            gateways.clone(),
             notifier.clone(),
             payment_queue.clone(),
             customers.clone(),
@@ -155,18 +205,16 @@ impl App {
             catalog.clone(),
             collection.clone(),
         );
-        let events = EventsService::new(store.clone(), clocks);
+        let events = EventsService::new(store.clone(), clocks, deployment);
         Self {
-            idempotency: IdempotencyService::new(
-                store.clone(),
-                clock.clone(),
-                kernel::idempotency::DEFAULT_LEASE,
-            ),
+            idempotency: IdempotencyService::new(store.clone(), clock.clone(), idempotency_lease),
             store,
             clock,
-            gateway,
+            gateways,
             notifier,
             payment_queue,
+            deployment,
+            idempotency_lease,
             customers,
             catalog,
             usage,

@@ -5,10 +5,15 @@
 //! | `TABLE_NAME`        | the DynamoDB table                                         | required     |
 //! | `AWS_ENDPOINT_URL`  | send every AWS call here (the local stand-in)              | AWS itself   |
 //! | `AWS_REGION`        | region                                                     | `us-east-1`  |
+//!
+//! The environment always describes a deployed platform; only [`Config::local`] (the local
+//! runner and the tests) gives [`Deployment::Local`], so no variable can turn a deployed
+//! function into a local one.
 
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 use aws_smithy_http_client::tls;
+use billing_domain::kernel::deployment::Deployment;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -16,6 +21,7 @@ pub struct Config {
     pub region: String,
     /// Set for the local stack; in AWS the SDK finds the endpoints itself.
     pub endpoint_url: Option<String>,
+    pub deployment: Deployment,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +37,7 @@ impl Config {
                 .or_else(|| var("AWS_DEFAULT_REGION"))
                 .unwrap_or_else(|| "us-east-1".into()),
             endpoint_url: var("AWS_ENDPOINT_URL"),
+            deployment: Deployment::Deployed,
         })
     }
 
@@ -40,6 +47,7 @@ impl Config {
             table_name: table_name.into(),
             region: "us-east-1".into(),
             endpoint_url: Some(endpoint_url.into()),
+            deployment: Deployment::Local,
         }
     }
 
@@ -60,5 +68,108 @@ impl Config {
                 .credentials_provider(Credentials::from_keys("local", "local", None));
         }
         loader.load().await
+    }
+}
+
+/// The Stripe mode a key belongs to, as its prefix says: `sk_test_`/`rk_test_` are test
+/// mode, `sk_live_`/`rk_live_` live mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripeMode {
+    Test,
+    Live,
+}
+
+impl StripeMode {
+    pub fn of_key(key: &str) -> Option<Self> {
+        let mode = ["sk_", "rk_"]
+            .iter()
+            .find_map(|kind| key.strip_prefix(kind))?;
+        if mode.starts_with("test_") {
+            Some(Self::Test)
+        } else if mode.starts_with("live_") {
+            Some(Self::Live)
+        } else {
+            None
+        }
+    }
+
+    fn prefixes(self) -> &'static str {
+        match self {
+            Self::Test => "sk_test_… or rk_test_…",
+            Self::Live => "sk_live_… or rk_live_…",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StripeKeyError {
+    /// A publishable key (`pk_…`) or anything else would fail on every call.
+    #[error("{field} must be a Stripe secret or restricted key of test or live mode (sk_test_…, sk_live_…, rk_test_…, rk_live_…)")]
+    NotASecretKey { field: &'static str },
+    /// A live key where test mode is configured would charge real cards for sandbox
+    /// tenants; a test key where live is configured would collect nothing for live ones.
+    #[error("{field} must be a {expected:?}-mode key ({}), not a {found:?}-mode one", expected.prefixes())]
+    WrongMode {
+        field: &'static str,
+        expected: StripeMode,
+        found: StripeMode,
+    },
+}
+
+/// The mode of the key configured as `field`, which must be `expected` when given.
+pub fn check_stripe_key(
+    field: &'static str,
+    key: &str,
+    expected: Option<StripeMode>,
+) -> Result<StripeMode, StripeKeyError> {
+    let found = StripeMode::of_key(key).ok_or(StripeKeyError::NotASecretKey { field })?;
+    match expected {
+        Some(expected) if expected != found => Err(StripeKeyError::WrongMode {
+            field,
+            expected,
+            found,
+        }),
+        _ => Ok(found),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_configured_for_one_mode_must_be_of_that_mode() {
+        use StripeMode::*;
+        assert_eq!(check_stripe_key("k", "sk_test_1", Some(Test)), Ok(Test));
+        assert_eq!(check_stripe_key("k", "rk_live_1", Some(Live)), Ok(Live));
+        assert_eq!(check_stripe_key("k", "sk_live_1", None), Ok(Live));
+        for (key, expected) in [
+            ("sk_live_1", Test),
+            ("rk_live_1", Test),
+            ("sk_test_1", Live),
+            ("rk_test_1", Live),
+        ] {
+            assert!(
+                matches!(
+                    check_stripe_key("k", key, Some(expected)),
+                    Err(StripeKeyError::WrongMode { .. })
+                ),
+                "{key} as {expected:?}"
+            );
+        }
+        for key in [
+            "pk_test_1",
+            "pk_live_1",
+            "sk_1",
+            "sk_other_1",
+            "whsec_1",
+            "",
+        ] {
+            assert_eq!(
+                check_stripe_key("k", key, None),
+                Err(StripeKeyError::NotASecretKey { field: "k" }),
+                "{key}"
+            );
+        }
     }
 }

@@ -1,25 +1,41 @@
-//! Which payment gateway a process uses, decided once per cold start from the Stripe secret
-//! in Secrets Manager. Every function's `main` (and the local runner) calls
+//! Which payment gateways a process uses, decided once per cold start from the Stripe
+//! secret in Secrets Manager. Every function's `main` (and the local runner) calls
 //! [`payment_gateway`] once and keeps the result for the life of the process, so the secret
-//! is read once per cold start; rotating the Stripe key takes effect as functions recycle.
+//! is read once per cold start; rotating a Stripe key takes effect as functions recycle.
 //!
 //! The secret (`STRIPE_SECRET_ID`, the template's `StripeSecret`) is a JSON object:
 //!
 //! ```json
-//! {"secret_key": "sk_live_…", "webhook_secrets": ["whsec_…", "whsec_…"]}
+//! {"live_secret_key": "sk_live_…", "test_secret_key": "sk_test_…", "webhook_secrets": ["whsec_…"]}
 //! ```
 //!
-//! `secret_key` selects Stripe; without it (the template's `{}`, and `make dev`) payments
-//! go through the sandbox gateway. `webhook_secrets` are the signing secrets of the Stripe
-//! webhook endpoints pointed at `POST /webhooks/stripe`: list two while rolling one.
-//! `STRIPE_API_BASE` (optional) sends Stripe calls elsewhere, e.g. a local fake.
+//! **Modes never meet.** Sandbox tenants (test clocks included) collect through
+//! `test_secret_key` when set, else through the sandbox gateway; they never reach a live
+//! key. Live tenants collect only through `live_secret_key`: without one their attempts fail
+//! with `live_gateway_not_configured` recorded, and nothing is sent anywhere. Each key must
+//! be of the mode it is configured for (`sk_live_`/`rk_live_`, `sk_test_`/`rk_test_`), or
+//! the process refuses to start. `secret_key`, the older single field, counts as the key of
+//! the mode its prefix names. A local deployment (`make dev`) without any key lets live
+//! tenants use the sandbox as well, since nothing there is real.
+//!
+//! **Several tenants, one Stripe account.** The keys are the platform's: every tenant of
+//! the deployment collects into the same Stripe account (per mode), and each charge carries
+//! `tenant_id`, `invoice_id` and `attempt_id` in its metadata so Stripe's events find their
+//! tenant. A deployment whose tenants need their own Stripe accounts runs one stack per
+//! account (each with its own secret).
+//!
+//! `webhook_secrets` are the signing secrets of the Stripe webhook endpoints pointed at
+//! `POST /webhooks/stripe`: list two while rolling one. `STRIPE_API_BASE` (optional) sends
+//! Stripe calls elsewhere, e.g. a local fake.
 
 use std::sync::Arc;
 
+use crate::config::{check_stripe_key, StripeKeyError, StripeMode};
 use crate::sandbox_gateway::SandboxGateway;
 use aws_config::SdkConfig;
-use billing_app::ports::PaymentGateway;
+use billing_app::ports::{Gateways, PaymentGateway};
 use billing_domain::collection::stripe_signature::WebhookSecrets;
+use billing_domain::kernel::deployment::Deployment;
 use serde::Deserialize;
 
 use crate::stripe_gateway::StripeGateway;
@@ -27,17 +43,19 @@ use crate::stripe_gateway::StripeGateway;
 pub const SECRET_ID_VAR: &str = "STRIPE_SECRET_ID";
 pub const API_BASE_VAR: &str = "STRIPE_API_BASE";
 
-/// The gateway to collect through and the secrets inbound Stripe events are signed with.
+/// The gateways to collect through, by tenant mode, and the secrets inbound Stripe events
+/// are signed with.
 #[derive(Clone)]
 pub struct PaymentSetup {
-    pub gateway: Arc<dyn PaymentGateway>,
+    pub gateways: Gateways,
     pub webhook_secrets: WebhookSecrets,
 }
 
 impl std::fmt::Debug for PaymentSetup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PaymentSetup")
-            .field("gateway", &self.gateway.name())
+            .field("sandbox", &self.gateways.name(false))
+            .field("live", &self.gateways.name(true))
             .field("webhook_secrets", &self.webhook_secrets)
             .finish()
     }
@@ -57,18 +75,27 @@ pub enum PaymentConfigError {
 #[serde(deny_unknown_fields)]
 struct StripeSecret {
     #[serde(default)]
+    live_secret_key: Option<String>,
+    #[serde(default)]
+    test_secret_key: Option<String>,
+    /// The older single key: the mode its prefix names.
+    #[serde(default)]
     secret_key: Option<String>,
     #[serde(default)]
     webhook_secrets: Vec<String>,
 }
 
 /// The setup named by the environment (`STRIPE_SECRET_ID`, `STRIPE_API_BASE`).
-pub async fn payment_gateway(sdk: &SdkConfig) -> Result<PaymentSetup, PaymentConfigError> {
+pub async fn payment_gateway(
+    sdk: &SdkConfig,
+    deployment: Deployment,
+) -> Result<PaymentSetup, PaymentConfigError> {
     let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
     load(
         sdk,
         var(SECRET_ID_VAR).as_deref(),
         var(API_BASE_VAR).as_deref(),
+        deployment,
     )
     .await
 }
@@ -78,9 +105,10 @@ pub async fn load(
     sdk: &SdkConfig,
     secret_id: Option<&str>,
     api_base: Option<&str>,
+    deployment: Deployment,
 ) -> Result<PaymentSetup, PaymentConfigError> {
     let Some(secret_id) = secret_id else {
-        return from_secret(StripeSecret::default(), api_base, "");
+        return from_secret(StripeSecret::default(), api_base, "", deployment);
     };
     let value = aws_sdk_secretsmanager::Client::new(sdk)
         .get_secret_value()
@@ -98,34 +126,71 @@ pub async fn load(
     let text = value
         .secret_string()
         .ok_or_else(|| malformed("it has no string value".into()))?;
-    let secret: StripeSecret = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
-    from_secret(secret, api_base, secret_id)
+    from_json(text, api_base, secret_id, deployment)
+}
+
+/// The setup from the secret's JSON `text`, as read from the secret `secret_id`.
+pub fn from_json(
+    text: &str,
+    api_base: Option<&str>,
+    secret_id: &str,
+    deployment: Deployment,
+) -> Result<PaymentSetup, PaymentConfigError> {
+    let secret: StripeSecret =
+        serde_json::from_str(text).map_err(|e| PaymentConfigError::Malformed {
+            secret_id: secret_id.to_owned(),
+            message: e.to_string(),
+        })?;
+    from_secret(secret, api_base, secret_id, deployment)
 }
 
 fn from_secret(
     secret: StripeSecret,
     api_base: Option<&str>,
     secret_id: &str,
+    deployment: Deployment,
 ) -> Result<PaymentSetup, PaymentConfigError> {
-    let webhook_secrets = WebhookSecrets::new(secret.webhook_secrets);
-    let gateway: Arc<dyn PaymentGateway> = match secret.secret_key.filter(|k| !k.is_empty()) {
-        // A publishable key (`pk_…`) would fail on every call: refuse it at start.
-        Some(key) if !(key.starts_with("sk_") || key.starts_with("rk_")) => {
-            return Err(PaymentConfigError::Malformed {
-                secret_id: secret_id.to_owned(),
-                message: "secret_key must be a secret (sk_…) or restricted (rk_…) key".into(),
-            })
+    let malformed = |message: String| PaymentConfigError::Malformed {
+        secret_id: secret_id.to_owned(),
+        message,
+    };
+    let wrong = |e: StripeKeyError| malformed(e.to_string());
+    let present = |key: Option<String>| key.filter(|k| !k.is_empty());
+    let (mut live, mut test) = (None, None);
+    for (field, key, expected) in [
+        (
+            "live_secret_key",
+            present(secret.live_secret_key),
+            Some(StripeMode::Live),
+        ),
+        (
+            "test_secret_key",
+            present(secret.test_secret_key),
+            Some(StripeMode::Test),
+        ),
+        ("secret_key", present(secret.secret_key), None),
+    ] {
+        let Some(key) = key else { continue };
+        let slot = match check_stripe_key(field, &key, expected).map_err(wrong)? {
+            StripeMode::Live => &mut live,
+            StripeMode::Test => &mut test,
+        };
+        if slot.is_some() {
+            return Err(malformed(format!(
+                "{field} names a mode another field already has a key for"
+            )));
         }
-        Some(key) => Arc::new(StripeGateway::new(&key, api_base).map_err(|e| {
-            PaymentConfigError::Malformed {
-                secret_id: secret_id.to_owned(),
-                message: e.to_string(),
-            }
-        })?),
-        None => Arc::new(SandboxGateway::new()),
+        let gateway = StripeGateway::new(&key, api_base).map_err(|e| malformed(e.to_string()))?;
+        *slot = Some(Arc::new(gateway) as Arc<dyn PaymentGateway>);
+    }
+    let sandbox: Arc<dyn PaymentGateway> = Arc::new(SandboxGateway::new());
+    let gateways = match (test, live) {
+        // Nothing real is configured: a local deployment's live tenants use the sandbox too.
+        (None, None) if deployment == Deployment::Local => Gateways::same(sandbox),
+        (test, live) => Gateways::by_mode(test.unwrap_or(sandbox), live),
     };
     Ok(PaymentSetup {
-        gateway,
-        webhook_secrets,
+        gateways,
+        webhook_secrets: WebhookSecrets::new(secret.webhook_secrets),
     })
 }

@@ -9,12 +9,13 @@ use std::time::Instant;
 use async_trait::async_trait;
 use billing_app::ports::{SendOutcome, WebhookRequest, WebhookSender};
 use billing_domain::events::webhook::{self, ATTEMPT_TIMEOUT, SIGNATURE_HEADER};
+use billing_domain::kernel::deployment::Deployment;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// Resolves with the system resolver, then drops forbidden addresses; a name left with
 /// none fails to resolve, and the attempt fails with that reason.
 struct GuardedResolver {
-    /// Sandbox endpoints may reach the loopback host (a receiver on the developer's
+    /// A local deployment may reach the loopback host (a receiver on the developer's
     /// machine); nothing else forbidden.
     allow_loopback: bool,
 }
@@ -45,8 +46,8 @@ impl Resolve for GuardedResolver {
 
 #[derive(Clone)]
 pub struct HttpSender {
-    live: reqwest::Client,
-    sandbox: reqwest::Client,
+    client: reqwest::Client,
+    deployment: Deployment,
 }
 
 fn client(allow_loopback: bool) -> reqwest::Client {
@@ -61,17 +62,13 @@ fn client(allow_loopback: bool) -> reqwest::Client {
 }
 
 impl HttpSender {
-    pub fn new() -> Self {
+    /// A sender for `deployment`: the loopback host is reachable only from a local one,
+    /// whatever the tenant's mode (a deployed function's loopback is its own runtime).
+    pub fn new(deployment: Deployment) -> Self {
         Self {
-            live: client(false),
-            sandbox: client(true),
+            client: client(deployment.allows_loopback()),
+            deployment,
         }
-    }
-}
-
-impl Default for HttpSender {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -82,19 +79,15 @@ impl WebhookSender for HttpSender {
         let elapsed = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         // The URL was checked when it was saved; check again in case the rules tightened
         // since, and because IP literals never reach the resolver.
-        if let Err(err) = webhook::validate_url(&request.url, request.livemode) {
+        if let Err(err) = webhook::validate_url(&request.url, self.deployment) {
             return SendOutcome {
                 status: None,
                 error: Some(err.message),
                 latency_ms: 0,
             };
         }
-        let client = if request.livemode {
-            &self.live
-        } else {
-            &self.sandbox
-        };
-        let result = client
+        let result = self
+            .client
             .post(&request.url)
             .header("content-type", "application/json")
             .header(SIGNATURE_HEADER, &request.signature)

@@ -3,6 +3,7 @@
 
 pub mod currency;
 pub mod decimal;
+pub mod deployment;
 pub mod error;
 pub mod format;
 pub mod ids;

@@ -25,8 +25,8 @@ pub fn page_request(
         ));
     }
     Ok(PageRequest {
-        limit: limit as usize,
         starting_after: key_text(starting_after, "starting_after")?.filter(|s| !s.is_empty()),
+        ..PageRequest::first(limit as usize)
     })
 }
 
@@ -34,16 +34,22 @@ pub fn page_request(
 pub struct List<T> {
     pub object: &'static str,
     pub data: Vec<T>,
+    /// More may follow. A filter served by no key or index examines at most 1,000 items
+    /// per request, so a filtered page can be short, even empty, and still have more.
     pub has_more: bool,
-    /// Pass as `starting_after` to get the next page; null on the last page.
+    /// Pass as `starting_after` to get the next page; null on the last page. After a
+    /// bounded scan it names the last item examined, which need not be in `data`.
     pub next_cursor: Option<String>,
 }
 
 impl<T> List<T> {
-    /// Wraps a page, mapping each item to its API form; `id` gives the cursor.
+    /// Wraps a page, mapping each item to its API form; `id` gives the cursor, unless the
+    /// scan spent its budget past the last item: then it resumes where it stopped.
     pub fn from_page<U>(page: Page<U>, id: impl Fn(&U) -> String, view: impl Fn(U) -> T) -> Self {
         let next_cursor = if page.has_more {
-            page.items.last().map(&id)
+            page.scanned_to
+                .clone()
+                .or_else(|| page.items.last().map(&id))
         } else {
             None
         };

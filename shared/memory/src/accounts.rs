@@ -80,10 +80,18 @@ impl AccountStore for MemoryStore {
             .accounts
             .range((tenant, AccountId::from_ulid(ulid::Ulid::nil()))..)
             .take_while(|((t, _), _)| *t == tenant)
-            .map(|((_, id), a)| (id.to_string(), a))
-            // The cursor item itself must stay visible so the page can start after it.
-            .filter(|(id, a)| filter.admits(a) || page.starting_after.as_deref() == Some(id))
-            .map(|(id, a)| (id, a.clone()));
-        Ok(paginate(items, page))
+            // Email and external id are served by an index and a claim; the rest is examined.
+            .filter(|(_, a)| {
+                filter
+                    .email
+                    .as_deref()
+                    .is_none_or(|e| a.email.eq_ignore_ascii_case(e))
+                    && filter
+                        .external_id
+                        .as_deref()
+                        .is_none_or(|x| a.external_id.as_deref() == Some(x))
+            })
+            .map(|((_, id), a)| (id.to_string(), a.clone()));
+        Ok(paginate(items, page, |a| filter.admits(a)))
     }
 }

@@ -20,6 +20,6 @@ impl AuditStore for MemoryStore {
             .rev()
             .filter(|((t, _), r)| *t == tenant && entity_id.is_none_or(|e| r.entity_id == e))
             .map(|((_, id), r)| (id.clone(), r.clone()));
-        Ok(paginate(items, page))
+        Ok(paginate(items, page, |_| true))
     }
 }

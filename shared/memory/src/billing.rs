@@ -327,13 +327,12 @@ impl SubscriptionStore for MemoryStore {
             .billing
             .subscriptions
             .iter()
-            .filter(|((t, id), sub)| {
-                *t == tenant
-                    && (filter.admits(sub)
-                        || page.starting_after.as_deref() == Some(&id.to_string()))
+            // The account filter is served by an index; the rest is examined.
+            .filter(|((t, _), sub)| {
+                *t == tenant && filter.account.is_none_or(|a| sub.account_id == a)
             })
             .map(|((_, id), sub)| (id.to_string(), sub.clone()));
-        Ok(paginate(items, page))
+        Ok(paginate(items, page, |sub| filter.admits(sub)))
     }
 
     async fn clock_due_items(
@@ -430,12 +429,9 @@ impl InvoiceStore for MemoryStore {
             .invoices
             .iter()
             .rev()
-            .filter(|((t, id), i)| {
-                *t == tenant
-                    && (filter.admits(i) || page.starting_after.as_deref() == Some(&id.to_string()))
-            })
+            .filter(|((t, _), i)| *t == tenant && filter.account.is_none_or(|a| i.account_id == a))
             .map(|((_, id), i)| (id.to_string(), i.clone()));
-        Ok(paginate(items, page))
+        Ok(paginate(items, page, |i| filter.admits(i)))
     }
 }
 

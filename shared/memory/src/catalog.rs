@@ -93,7 +93,7 @@ impl MetricStore for MemoryStore {
             .iter()
             .filter(|((t, _), _)| *t == tenant)
             .map(|((_, id), m)| (id.to_string(), m.clone()));
-        Ok(paginate(items, page))
+        Ok(paginate(items, page, |_| true))
     }
 }
 
@@ -166,13 +166,11 @@ impl PlanStore for MemoryStore {
             .catalog
             .plans
             .iter()
-            .filter(|((t, id), p)| {
-                *t == tenant
-                    && (filter.active.is_none_or(|a| p.active == a)
-                        || page.starting_after.as_deref() == Some(&id.to_string()))
-            })
+            .filter(|((t, _), _)| *t == tenant)
             .map(|((_, id), p)| (id.to_string(), p.clone()));
-        Ok(paginate(items, page))
+        Ok(paginate(items, page, |p| {
+            filter.active.is_none_or(|a| p.active == a)
+        }))
     }
 
     async fn list_plan_versions(

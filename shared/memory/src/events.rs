@@ -34,11 +34,16 @@ impl EventStore for MemoryStore {
             .events
             .iter()
             .rev()
-            .filter(|((t, id), e)| {
-                *t == tenant && (filter.admits(e) || page.starting_after.as_deref() == Some(id))
+            // The resource filter is served by an index; the rest is examined.
+            .filter(|((t, _), e)| {
+                *t == tenant
+                    && filter
+                        .resource_id
+                        .as_deref()
+                        .is_none_or(|r| e.resource_id == r)
             })
             .map(|((_, id), e)| (id.clone(), e.clone()));
-        Ok(paginate(items, page))
+        Ok(paginate(items, page, |e| filter.admits(e)))
     }
 
     async fn get_event(
@@ -181,7 +186,7 @@ impl WebhookStore for MemoryStore {
             .iter()
             .filter(|((t, _), _)| *t == tenant)
             .map(|((_, id), e)| (id.to_string(), e.clone()));
-        Ok(paginate(items, page))
+        Ok(paginate(items, page, |_| true))
     }
 
     async fn insert_delivery(
@@ -274,6 +279,6 @@ impl WebhookStore for MemoryStore {
             .rev()
             .filter(|((t, e, _), _)| *t == tenant && *e == endpoint)
             .map(|((_, _, id), (d, _))| (id.to_string(), d.clone()));
-        Ok(paginate(items, page))
+        Ok(paginate(items, page, |_| true))
     }
 }

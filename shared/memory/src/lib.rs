@@ -81,29 +81,40 @@ impl State {
     }
 }
 
-/// One page of `items` (already in order) after the `starting_after` id.
+/// One page of `items` (already in order) after the `starting_after` id, keeping those
+/// `admit` accepts and examining at most the page's scan budget of items, as the DynamoDB
+/// store does: `items` are what its key or index reads, `admit` the rest of the filter.
 pub(crate) fn paginate<T: Clone>(
     items: impl Iterator<Item = (String, T)>,
     page: &PageRequest,
+    admit: impl Fn(&T) -> bool,
 ) -> Page<T> {
     let mut after = page.starting_after.is_none();
     let mut taken: Vec<T> = Vec::with_capacity(page.limit + 1);
+    let mut examined = 0;
     for (id, item) in items {
         if !after {
             after = page.starting_after.as_deref() == Some(id.as_str());
             continue;
         }
-        taken.push(item);
+        examined += 1;
+        if admit(&item) {
+            taken.push(item);
+        }
         if taken.len() > page.limit {
             break;
+        }
+        if examined >= page.scan_budget.max(1) {
+            return Page {
+                items: taken,
+                has_more: true,
+                scanned_to: Some(id),
+            };
         }
     }
     let has_more = taken.len() > page.limit;
     taken.truncate(page.limit);
-    Page {
-        items: taken,
-        has_more,
-    }
+    Page::new(taken, has_more)
 }
 
 #[async_trait]

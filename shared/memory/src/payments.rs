@@ -216,12 +216,10 @@ impl PaymentStore for MemoryStore {
             .payments
             .iter()
             .rev()
-            .filter(|((t, id), p)| {
-                *t == tenant
-                    && (filter.admits(p) || page.starting_after.as_deref() == Some(&id.to_string()))
-            })
+            // The account filter is served by an index; the rest is examined.
+            .filter(|((t, _), p)| *t == tenant && filter.account.is_none_or(|a| p.account_id == a))
             .map(|((_, id), p)| (id.to_string(), p.clone()));
-        Ok(paginate(items, page))
+        Ok(paginate(items, page, |p| filter.admits(p)))
     }
 
     async fn save_collection(
@@ -281,12 +279,9 @@ impl PaymentStore for MemoryStore {
             .credit_notes
             .iter()
             .rev()
-            .filter(|((t, id), c)| {
-                *t == tenant
-                    && (filter.admits(c) || page.starting_after.as_deref() == Some(&id.to_string()))
-            })
+            .filter(|((t, _), c)| *t == tenant && filter.account.is_none_or(|a| c.account_id == a))
             .map(|((_, id), c)| (id.to_string(), c.clone()));
-        Ok(paginate(items, page))
+        Ok(paginate(items, page, |c| filter.admits(c)))
     }
 
     async fn payment_settings(&self, tenant: TenantId) -> Result<PaymentSettings, StoreError> {

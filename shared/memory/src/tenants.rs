@@ -66,6 +66,6 @@ impl ApiKeyStore for MemoryStore {
             .range((tenant, ApiKeyId::from_ulid(ulid::Ulid::nil()))..)
             .take_while(|((t, _), _)| *t == tenant)
             .map(|((_, id), k)| (id.to_string(), k.clone()));
-        Ok(paginate(items, page))
+        Ok(paginate(items, page, |_| true))
     }
 }

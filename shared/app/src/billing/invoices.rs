@@ -117,10 +117,7 @@ impl BillingService {
                 .await?
                 .map(|s| s.account_id);
             if filter.account.is_none() {
-                return Ok(Page {
-                    items: Vec::new(),
-                    has_more: false,
-                });
+                return Ok(Page::new(Vec::new(), false));
             }
         }
         Ok(self

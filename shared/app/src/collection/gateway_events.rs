@@ -220,7 +220,7 @@ impl CollectionService {
                     caller,
                     payment,
                     &invoice,
-                    self.gateway.name(),
+                    self.gateways.name(payment.livemode),
                     payment.payment_method.clone(),
                     result,
                     now,

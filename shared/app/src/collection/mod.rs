@@ -21,7 +21,7 @@ pub use payments::{collection_change, first_attempt, Collected};
 use crate::customers::CustomersService;
 use crate::kernel::{AppError, Caller, Clocks};
 use crate::ports::{
-    AccountStore, DunningStore, InvoiceStore, Notifier, PaymentGateway, PaymentQueue, PaymentStore,
+    AccountStore, DunningStore, Gateways, InvoiceStore, Notifier, PaymentQueue, PaymentStore,
     SubscriptionStore, TenantStore, TestClockStore,
 };
 
@@ -53,8 +53,8 @@ impl<T> CollectionPorts for T where
 pub struct CollectionService {
     store: Arc<dyn CollectionPorts>,
     clocks: Clocks,
-    /// Where cards are charged and refunded.
-    gateway: Arc<dyn PaymentGateway>,
+    /// Where cards are charged and refunded, by tenant mode.
+    gateways: Gateways,
     /// Tells customers about dunning steps. Without one, notices wait in the due index
     /// for a process that has one (the payment worker).
     notifier: Option<Arc<dyn Notifier>>,
@@ -68,7 +68,7 @@ impl CollectionService {
     pub(crate) fn new(
         store: Arc<dyn CollectionPorts>,
         clocks: Clocks,
-        gateway: Arc<dyn PaymentGateway>,
+        gateways: Gateways,
         notifier: Option<Arc<dyn Notifier>>,
         payment_queue: Option<Arc<dyn PaymentQueue>>,
         customers: CustomersService,
@@ -76,7 +76,7 @@ impl CollectionService {
         Self {
             store,
             clocks,
-            gateway,
+            gateways,
             notifier,
             payment_queue,
             customers,

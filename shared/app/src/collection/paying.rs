@@ -237,8 +237,5 @@ impl CollectionService {
 }
 
 pub(super) fn nothing<T>() -> Page<T> {
-    Page {
-        items: Vec::new(),
-        has_more: false,
-    }
+    Page::new(Vec::new(), false)
 }

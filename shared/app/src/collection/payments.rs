@@ -342,7 +342,16 @@ impl CollectionService {
         payment: &Payment,
         invoice: &Invoice,
     ) -> Result<(String, Option<String>, ChargeResult), AppError> {
-        let gateway = self.gateway.name().to_owned();
+        let gateway = self.gateways.name(payment.livemode).to_owned();
+        // A mode without its gateway (a live tenant with only a test key) fails the attempt
+        // with the reason recorded, as the gateway refusing it would: nothing is sent.
+        let gateway_of_mode = match self.gateways.for_mode(payment.livemode) {
+            Ok(g) => g,
+            Err(refused) => {
+                let method = payment.payment_method.clone();
+                return Ok((gateway, method, charge_result(Err(refused))?));
+            }
+        };
         let profile = self
             .store
             .get_payment_profile(tenant, payment.account_id)
@@ -362,8 +371,7 @@ impl CollectionService {
                 },
             ));
         };
-        let outcome = self
-            .gateway
+        let outcome = gateway_of_mode
             .charge(&ChargeRequest {
                 idempotency_key: payment.id.to_string(),
                 customer,

@@ -41,22 +41,25 @@ impl CollectionService {
             });
         };
         let note_id = refund_id(&payment, refunded);
+        let refused = |err| match err {
+            GatewayError::Rejected { code, message } => AppError::Conflict {
+                code: ErrorCode::RefundRefused,
+                message: format!("the gateway refused the refund ({code}): {message}"),
+                param: None,
+            },
+            other => gateway_unavailable(other),
+        };
         let outcome = self
-            .gateway
+            .gateways
+            .for_mode(payment.livemode)
+            .map_err(refused)?
             .refund(&RefundRequest {
                 idempotency_key: note_id.to_string(),
                 payment_intent: intent,
                 amount: Some(refunded.of(payment.currency)),
             })
             .await
-            .map_err(|err| match err {
-                GatewayError::Rejected { code, message } => AppError::Conflict {
-                    code: ErrorCode::RefundRefused,
-                    message: format!("the gateway refused the refund ({code}): {message}"),
-                    param: None,
-                },
-                other => gateway_unavailable(other),
-            })?;
+            .map_err(refused)?;
         let note = CreditNote {
             id: note_id,
             invoice_id: payment.invoice_id,

@@ -15,7 +15,7 @@ pub use api_keys::{issue_key, IssuedKey};
 
 use crate::kernel::{AppError, Clocks};
 use crate::ports::{
-    AccountStore, ApiKeyStore, PaymentGateway, PaymentStore, TenantStore, TestClockStore,
+    AccountStore, ApiKeyStore, Gateways, PaymentStore, TenantStore, TestClockStore,
 };
 
 /// What the customers service reads and writes.
@@ -34,19 +34,16 @@ impl<T> CustomersPorts for T where
 pub struct CustomersService {
     store: Arc<dyn CustomersPorts>,
     clocks: Clocks,
-    gateway: Arc<dyn PaymentGateway>,
+    /// Where cards are kept, by tenant mode.
+    gateways: Gateways,
 }
 
 impl CustomersService {
-    pub(crate) fn new(
-        store: Arc<dyn CustomersPorts>,
-        clocks: Clocks,
-        gateway: Arc<dyn PaymentGateway>,
-    ) -> Self {
+    pub(crate) fn new(store: Arc<dyn CustomersPorts>, clocks: Clocks, gateways: Gateways) -> Self {
         Self {
             store,
             clocks,
-            gateway,
+            gateways,
         }
     }
 }

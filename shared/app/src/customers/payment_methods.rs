@@ -43,7 +43,7 @@ impl CustomersService {
             .store
             .get_payment_profile(caller.tenant_id, account)
             .await?
-            .unwrap_or_else(|| PaymentProfile::new(account, self.gateway.name())))
+            .unwrap_or_else(|| PaymentProfile::new(account, self.gateways.name(caller.livemode))))
     }
 
     /// Attaches a card (a Stripe `pm_…` id or a sandbox test token) to the account; the
@@ -63,12 +63,12 @@ impl CustomersService {
             .await?
             .filter(|a| a.deleted_at.is_none())
             .ok_or_else(|| AppError::not_found("account", account_id))?;
+        let gateway = self.gateways.for_mode(caller.livemode).map_err(refused)?;
         let mut profile = self.payment_profile(caller, account_id).await?;
         let customer = match &profile.customer {
             Some(customer) => customer.clone(),
             None => {
-                let customer = self
-                    .gateway
+                let customer = gateway
                     .create_customer(&NewGatewayCustomer {
                         idempotency_key: format!("{}:{}", caller.tenant_id, account.id),
                         account_id: account.id.to_string(),
@@ -81,8 +81,7 @@ impl CustomersService {
                 customer
             }
         };
-        let card = self
-            .gateway
+        let card = gateway
             .attach_payment_method(&customer, token)
             .await
             .map_err(refused)?;
@@ -191,7 +190,8 @@ impl CustomersService {
         profile
             .get(method_id)
             .ok_or_else(|| unknown_method(method_id))?;
-        match self.gateway.detach_payment_method(method_id).await {
+        let gateway = self.gateways.for_mode(caller.livemode).map_err(refused)?;
+        match gateway.detach_payment_method(method_id).await {
             // Already gone at the gateway (detached there): forget it here too.
             Ok(()) | Err(GatewayError::Rejected { .. }) => {}
             Err(unavailable) => return Err(gateway_unavailable(unavailable)),

@@ -14,6 +14,7 @@ pub use webhooks::{delivery_id, EndpointWithSecret};
 
 use crate::kernel::Clocks;
 use crate::ports::{AuditStore, EventStore};
+use billing_domain::kernel::deployment::Deployment;
 
 /// What the events service reads and writes.
 pub trait EventsPorts: EventStore + AuditStore {}
@@ -25,10 +26,16 @@ impl<T> EventsPorts for T where T: EventStore + AuditStore {}
 pub struct EventsService {
     store: Arc<dyn EventsPorts>,
     clocks: Clocks,
+    /// Decides whether webhook endpoints may target the loopback host.
+    deployment: Deployment,
 }
 
 impl EventsService {
-    pub(crate) fn new(store: Arc<dyn EventsPorts>, clocks: Clocks) -> Self {
-        Self { store, clocks }
+    pub(crate) fn new(store: Arc<dyn EventsPorts>, clocks: Clocks, deployment: Deployment) -> Self {
+        Self {
+            store,
+            clocks,
+            deployment,
+        }
     }
 }

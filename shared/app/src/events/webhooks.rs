@@ -85,6 +85,7 @@ impl EventsService {
             WebhookEndpointId::from_ulid(new_ulid()),
             input,
             caller.livemode,
+            self.deployment,
             &new_secret_bytes(),
             now,
         )?;
@@ -111,10 +112,7 @@ impl EventsService {
             .store
             .list_webhook_endpoints(caller.tenant_id, page)
             .await?;
-        Ok(Page {
-            items: page.items.iter().map(WebhookEndpoint::view).collect(),
-            has_more: page.has_more,
-        })
+        Ok(page.map(|e| e.view()))
     }
 
     pub async fn get_webhook_endpoint(
@@ -134,7 +132,7 @@ impl EventsService {
     ) -> Result<WebhookEndpointView, AppError> {
         caller.require(Permission::ManageApiKeys)?;
         let current = self.load_endpoint(caller.tenant_id, id).await?;
-        let next = current.apply(patch, self.clocks.now())?;
+        let next = current.apply(patch, self.deployment, self.clocks.now())?;
         self.save_endpoint(caller, &current, &next).await?;
         Ok(next.view())
     }
@@ -202,10 +200,7 @@ impl EventsService {
             .store
             .list_events(caller.tenant_id, filter, page)
             .await?;
-        Ok(Page {
-            items: page.items.iter().map(EventEnvelope::from).collect(),
-            has_more: page.has_more,
-        })
+        Ok(page.map(|e| EventEnvelope::from(&e)))
     }
 
     pub async fn get_event(&self, caller: &Caller, id: EventId) -> Result<EventEnvelope, AppError> {

@@ -6,6 +6,8 @@
 //! retried call (a redelivered SQS message, a worker that crashed after the gateway accepted
 //! the charge) returns the first outcome instead of charging again.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use billing_domain::kernel::money::Money;
 
@@ -170,3 +172,54 @@ pub enum GatewayEventKind {
         event_type: String,
     },
 }
+
+/// What a payment records as its gateway when its mode has none to collect through.
+pub const NO_GATEWAY: &str = "none";
+
+/// The gateways a deployment collects through, one per tenant mode, so that modes never
+/// meet: a sandbox tenant reaches only the sandbox or a Stripe test-mode key, a live tenant
+/// only a live-mode key. A mode without one is refused at each call, before any request.
+#[derive(Clone)]
+pub struct Gateways {
+    sandbox: Arc<dyn PaymentGateway>,
+    live: Option<Arc<dyn PaymentGateway>>,
+}
+
+impl Gateways {
+    /// One gateway for both modes: tests, and the local runner without Stripe keys.
+    pub fn same(gateway: Arc<dyn PaymentGateway>) -> Self {
+        Self {
+            sandbox: gateway.clone(),
+            live: Some(gateway),
+        }
+    }
+
+    /// `sandbox` for sandbox tenants, `live` (if any) for live ones.
+    pub fn by_mode(
+        sandbox: Arc<dyn PaymentGateway>,
+        live: Option<Arc<dyn PaymentGateway>>,
+    ) -> Self {
+        Self { sandbox, live }
+    }
+
+    /// The gateway of a tenant in `livemode`, or the refusal a payment records.
+    pub fn for_mode(&self, livemode: bool) -> Result<&Arc<dyn PaymentGateway>, GatewayError> {
+        if !livemode {
+            return Ok(&self.sandbox);
+        }
+        self.live.as_ref().ok_or_else(|| GatewayError::Rejected {
+            code: LIVE_GATEWAY_MISSING.into(),
+            message: "live tenants collect only through a live-mode Stripe key (sk_live_… or \
+                      rk_live_…) and none is configured; nothing was charged"
+                .into(),
+        })
+    }
+
+    /// The name payments of `livemode` record: [`NO_GATEWAY`] when the mode has none.
+    pub fn name(&self, livemode: bool) -> &'static str {
+        self.for_mode(livemode).map_or(NO_GATEWAY, |g| g.name())
+    }
+}
+
+/// The gateway code of a live payment refused because no live-mode key is configured.
+pub const LIVE_GATEWAY_MISSING: &str = "live_gateway_not_configured";

@@ -68,11 +68,18 @@ pub struct Change {
     pub events: Vec<DomainEvent>,
 }
 
-/// Cursor pagination: `limit` items after the item whose id is `starting_after`.
+/// How many items one list request may examine (read and test against its filter) before
+/// it answers with what it found and a cursor to resume from. A filter no key or index
+/// serves is a scan of the tenant's items; this bounds each request's share of it.
+pub const SCAN_BUDGET: usize = 1000;
+
+/// Cursor pagination: `limit` items after the item whose id is `starting_after`, examining
+/// at most `scan_budget` items.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {
     pub limit: usize,
     pub starting_after: Option<String>,
+    pub scan_budget: usize,
 }
 
 impl PageRequest {
@@ -81,6 +88,7 @@ impl PageRequest {
         Self {
             limit,
             starting_after: None,
+            scan_budget: SCAN_BUDGET,
         }
     }
 }
@@ -89,6 +97,29 @@ impl PageRequest {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub has_more: bool,
+    /// Set when the scan spent its budget before the page filled: the id of the last item
+    /// examined, where the next page resumes (past the last item returned, if any).
+    pub scanned_to: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// A page that ends at its last item.
+    pub fn new(items: Vec<T>, has_more: bool) -> Self {
+        Self {
+            items,
+            has_more,
+            scanned_to: None,
+        }
+    }
+
+    /// The same page with each item mapped, keeping where it ends.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            has_more: self.has_more,
+            scanned_to: self.scanned_to,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

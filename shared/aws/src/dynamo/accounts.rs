@@ -106,12 +106,13 @@ impl AccountStore for DynamoStore {
                 Some(owner) if cursor.is_none() => self.get_account(tenant, owner).await?,
                 _ => None,
             };
-            return Ok(Page {
-                items: account.into_iter().filter(|a| filter.admits(a)).collect(),
-                has_more: false,
-            });
+            return Ok(Page::new(
+                account.into_iter().filter(|a| filter.admits(a)).collect(),
+                false,
+            ));
         }
         let admit = |a: &Account| filter.admits(a);
+        let id_of = |a: &Account| a.id.to_string();
         match &filter.email {
             Some(email) => {
                 let gsi1pk = keys::account_email_index(tenant, email);
@@ -120,14 +121,14 @@ impl AccountStore for DynamoStore {
                     start.insert(GSI1_PK.to_owned(), AttributeValue::S(gsi1pk.clone()));
                     start
                 });
-                self.query_page(self.query_gsi1(gsi1pk.clone()), start, page.limit, admit)
+                self.scan_page(self.query_gsi1(gsi1pk.clone()), start, page, admit, id_of)
                     .await
             }
             None => {
                 let start = cursor.map(|id| keys::account(tenant, id, "").primary());
                 let query =
                     self.query_partition(keys::tenant_partition(tenant), keys::ACCOUNT_PREFIX);
-                self.query_page(query, start, page.limit, admit).await
+                self.scan_page(query, start, page, admit, id_of).await
             }
         }
     }

@@ -23,8 +23,7 @@ impl AuditStore for DynamoStore {
                 let query = self
                     .query_gsi1(keys::audit_entity_index(tenant, entity_id))
                     .scan_index_forward(false);
-                self.query_page(query, start, page.limit, |_: &AuditRecord| true)
-                    .await
+                self.query_page(query, start, page.limit).await
             }
             None => {
                 let start = page
@@ -34,8 +33,7 @@ impl AuditStore for DynamoStore {
                 let query = self
                     .query_partition(keys::tenant_partition(tenant), keys::AUDIT_PREFIX)
                     .scan_index_forward(false);
-                self.query_page(query, start, page.limit, |_: &AuditRecord| true)
-                    .await
+                self.query_page(query, start, page.limit).await
             }
         }
     }

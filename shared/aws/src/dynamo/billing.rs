@@ -307,11 +307,12 @@ impl SubscriptionStore for DynamoStore {
             .as_deref()
             .and_then(|id| SubscriptionId::parse(id, "starting_after").ok());
         let admit = |s: &Subscription| filter.admits(s);
+        let id_of = |s: &Subscription| s.id.to_string();
         match filter.account {
             Some(account) => {
                 let start = cursor.map(|id| keys::subscription(tenant, id, account).all());
                 let query = self.query_gsi1(keys::account_subscriptions_index(tenant, account));
-                self.query_page(query, start, page.limit, admit).await
+                self.scan_page(query, start, page, admit, id_of).await
             }
             None => {
                 let start = cursor.map(|id| {
@@ -324,7 +325,7 @@ impl SubscriptionStore for DynamoStore {
                 });
                 let query =
                     self.query_partition(keys::tenant_partition(tenant), keys::SUBSCRIPTION_PREFIX);
-                self.query_page(query, start, page.limit, admit).await
+                self.scan_page(query, start, page, admit, id_of).await
             }
         }
     }
@@ -446,13 +447,14 @@ impl InvoiceStore for DynamoStore {
             .as_deref()
             .and_then(|id| InvoiceId::parse(id, "starting_after").ok());
         let admit = |i: &Invoice| filter.admits(i);
+        let id_of = |i: &Invoice| i.id.to_string();
         match filter.account {
             Some(account) => {
                 let start = cursor.map(|id| keys::invoice(tenant, id, account).all());
                 let query = self
                     .query_gsi1(keys::account_invoices_index(tenant, account))
                     .scan_index_forward(false);
-                self.query_page(query, start, page.limit, admit).await
+                self.scan_page(query, start, page, admit, id_of).await
             }
             None => {
                 let start = cursor.map(|id| {
@@ -466,7 +468,7 @@ impl InvoiceStore for DynamoStore {
                 let query = self
                     .query_partition(keys::tenant_partition(tenant), keys::INVOICE_PREFIX)
                     .scan_index_forward(false);
-                self.query_page(query, start, page.limit, admit).await
+                self.scan_page(query, start, page, admit, id_of).await
             }
         }
     }

@@ -85,8 +85,7 @@ impl MetricStore for DynamoStore {
             .and_then(|id| MetricId::parse(id, "starting_after").ok())
             .map(|id| keys::metric(tenant, id).primary());
         let query = self.query_partition(keys::tenant_partition(tenant), keys::METRIC_PREFIX);
-        self.query_page(query, start, page.limit, |_: &Metric| true)
-            .await
+        self.query_page(query, start, page.limit).await
     }
 }
 
@@ -171,9 +170,13 @@ impl PlanStore for DynamoStore {
             .and_then(|id| PlanId::parse(id, "starting_after").ok())
             .map(|id| keys::plan(tenant, id).primary());
         let query = self.query_partition(keys::tenant_partition(tenant), keys::PLAN_PREFIX);
-        self.query_page(query, start, page.limit, |p: &Plan| {
-            filter.active.is_none_or(|a| p.active == a)
-        })
+        self.scan_page(
+            query,
+            start,
+            page,
+            |p: &Plan| filter.active.is_none_or(|a| p.active == a),
+            |p: &Plan| p.id.to_string(),
+        )
         .await
     }
 

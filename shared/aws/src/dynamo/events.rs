@@ -254,6 +254,7 @@ impl EventStore for DynamoStore {
         page: &PageRequest,
     ) -> Result<Page<DomainEvent>, StoreError> {
         let admit = |e: &DomainEvent| filter.admits(e);
+        let id_of = |e: &DomainEvent| e.id.to_string();
         match &filter.resource_id {
             Some(resource) => {
                 let index = keys::event_resource_index(tenant, resource);
@@ -263,7 +264,7 @@ impl EventStore for DynamoStore {
                     start
                 });
                 let query = self.query_gsi1(index.clone()).scan_index_forward(false);
-                self.query_page(query, start, page.limit, admit).await
+                self.scan_page(query, start, page, admit, id_of).await
             }
             None => {
                 let start = page
@@ -273,7 +274,7 @@ impl EventStore for DynamoStore {
                 let query = self
                     .query_partition(keys::tenant_partition(tenant), keys::EVENT_PREFIX)
                     .scan_index_forward(false);
-                self.query_page(query, start, page.limit, admit).await
+                self.scan_page(query, start, page, admit, id_of).await
             }
         }
     }
@@ -410,8 +411,7 @@ impl WebhookStore for DynamoStore {
             keys::tenant_partition(tenant),
             keys::WEBHOOK_ENDPOINT_PREFIX,
         );
-        self.query_page(query, start, page.limit, |_: &WebhookEndpoint| true)
-            .await
+        self.query_page(query, start, page.limit).await
     }
 
     async fn insert_delivery(
@@ -500,7 +500,6 @@ impl WebhookStore for DynamoStore {
                 &keys::webhook_deliveries_of(endpoint),
             )
             .scan_index_forward(false);
-        self.query_page(query, start, page.limit, |_: &WebhookDelivery| true)
-            .await
+        self.query_page(query, start, page.limit).await
     }
 }

@@ -83,26 +83,53 @@ impl DynamoStore {
         output.item.map(from_item).transpose()
     }
 
-    /// Runs `query` page by page from `start`, keeping items `admit` accepts, until one
-    /// more than the page's limit is found or the query is exhausted.
+    /// One page of everything `query` returns from `start`.
     pub(super) async fn query_page<T: DeserializeOwned>(
         &self,
         query: QueryFluentBuilder,
-        mut start: Option<Item>,
+        start: Option<Item>,
         limit: usize,
-        admit: impl Fn(&T) -> bool,
     ) -> Result<Page<T>, StoreError> {
+        // Every item is admitted, so the page fills (or the query ends) first.
+        let page = PageRequest {
+            scan_budget: usize::MAX,
+            ..PageRequest::first(limit)
+        };
+        self.scan_page(query, start, &page, |_: &T| true, |_: &T| String::new())
+            .await
+    }
+
+    /// Runs `query` page by page from `start`, keeping items `admit` accepts, until one
+    /// more than the page's limit is found, the query is exhausted, or the page's scan
+    /// budget of examined items is spent: then the page ends at the last item examined
+    /// (`cursor` gives its id), so a filter no key serves costs each request a bounded read.
+    pub(super) async fn scan_page<T: DeserializeOwned>(
+        &self,
+        query: QueryFluentBuilder,
+        mut start: Option<Item>,
+        page: &PageRequest,
+        admit: impl Fn(&T) -> bool,
+        cursor: impl Fn(&T) -> String,
+    ) -> Result<Page<T>, StoreError> {
+        let limit = page.limit;
+        let budget = page.scan_budget.max(1);
         let mut items = Vec::with_capacity(limit + 1);
+        let mut examined = 0;
+        let mut last = None;
         loop {
+            // No server-side filter: DynamoDB's Limit counts exactly the items examined.
+            let room = (limit + 1).min(budget - examined);
             let output = query
                 .clone()
                 .set_exclusive_start_key(start.take())
-                .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
+                .limit(i32::try_from(room).unwrap_or(i32::MAX))
                 .send()
                 .await
                 .map_err(sdk_error)?;
             for raw in output.items.unwrap_or_default() {
                 let item: T = from_item(raw)?;
+                examined += 1;
+                last = Some(cursor(&item));
                 if admit(&item) {
                     items.push(item);
                 }
@@ -111,10 +138,17 @@ impl DynamoStore {
             if items.len() > limit || start.is_none() {
                 break;
             }
+            if examined >= budget {
+                return Ok(Page {
+                    items,
+                    has_more: true,
+                    scanned_to: last,
+                });
+            }
         }
         let has_more = items.len() > limit;
         items.truncate(limit);
-        Ok(Page { items, has_more })
+        Ok(Page::new(items, has_more))
     }
 
     /// Every item a query returns, following its pages. For small, bounded collections

@@ -171,13 +171,14 @@ impl PaymentStore for DynamoStore {
             .as_deref()
             .and_then(|id| PaymentId::parse(id, "starting_after").ok());
         let admit = |p: &Payment| filter.admits(p);
+        let id_of = |p: &Payment| p.id.to_string();
         match filter.account {
             Some(account) => {
                 let start = cursor.map(|id| keys::payment(tenant, id, account).all());
                 let query = self
                     .query_gsi1(keys::account_payments_index(tenant, account))
                     .scan_index_forward(false);
-                self.query_page(query, start, page.limit, admit).await
+                self.scan_page(query, start, page, admit, id_of).await
             }
             None => {
                 let start = cursor.map(|id| {
@@ -186,7 +187,7 @@ impl PaymentStore for DynamoStore {
                 let query = self
                     .query_partition(keys::tenant_partition(tenant), keys::PAYMENT_PREFIX)
                     .scan_index_forward(false);
-                self.query_page(query, start, page.limit, admit).await
+                self.scan_page(query, start, page, admit, id_of).await
             }
         }
     }
@@ -249,13 +250,14 @@ impl PaymentStore for DynamoStore {
             .as_deref()
             .and_then(|id| CreditNoteId::parse(id, "starting_after").ok());
         let admit = |c: &CreditNote| filter.admits(c);
+        let id_of = |c: &CreditNote| c.id.to_string();
         match filter.account {
             Some(account) => {
                 let start = cursor.map(|id| keys::credit_note(tenant, id, account).all());
                 let query = self
                     .query_gsi1(keys::account_credit_notes_index(tenant, account))
                     .scan_index_forward(false);
-                self.query_page(query, start, page.limit, admit).await
+                self.scan_page(query, start, page, admit, id_of).await
             }
             None => {
                 let start = cursor.map(|id| {
@@ -264,7 +266,7 @@ impl PaymentStore for DynamoStore {
                 let query = self
                     .query_partition(keys::tenant_partition(tenant), keys::CREDIT_NOTE_PREFIX)
                     .scan_index_forward(false);
-                self.query_page(query, start, page.limit, admit).await
+                self.scan_page(query, start, page, admit, id_of).await
             }
         }
     }

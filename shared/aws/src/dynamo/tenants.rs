@@ -77,7 +77,6 @@ impl ApiKeyStore for DynamoStore {
             .and_then(|id| ApiKeyId::parse(id, "starting_after").ok())
             .map(|id| keys::api_key(tenant, id).primary());
         let query = self.query_partition(keys::tenant_partition(tenant), keys::API_KEY_PREFIX);
-        self.query_page(query, start, page.limit, |_: &ApiKey| true)
-            .await
+        self.query_page(query, start, page.limit).await
     }
 }

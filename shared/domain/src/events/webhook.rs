@@ -3,6 +3,7 @@
 //! Everything here is a plain function of its inputs; sending and storing live elsewhere.
 
 use crate::events::types::EventType;
+use crate::kernel::deployment::Deployment;
 use crate::kernel::error::ErrorCode;
 use crate::kernel::time::later;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -143,12 +144,13 @@ impl WebhookEndpoint {
         id: WebhookEndpointId,
         input: NewWebhookEndpoint,
         livemode: bool,
+        deployment: Deployment,
         secret_bytes: &[u8; 24],
         now: Timestamp,
     ) -> Result<Self, ValidationError> {
         Ok(Self {
             id,
-            url: validate_url(&input.url, livemode)?,
+            url: validate_url(&input.url, deployment)?,
             enabled_events: validate_events(input.enabled_events)?,
             description: validate_description(input.description)?,
             status: EndpointStatus::Enabled,
@@ -168,11 +170,12 @@ impl WebhookEndpoint {
     pub fn apply(
         &self,
         patch: WebhookEndpointPatch,
+        deployment: Deployment,
         now: Timestamp,
     ) -> Result<Self, ValidationError> {
         let mut next = self.clone();
         if let Some(url) = patch.url {
-            next.url = validate_url(&url, self.livemode)?;
+            next.url = validate_url(&url, deployment)?;
         }
         if let Some(events) = patch.enabled_events {
             next.enabled_events = validate_events(events)?;
@@ -364,13 +367,13 @@ const FORBIDDEN_HOSTS: &[&str] = &[
 
 /// Checks a webhook URL against the SSRF rules and returns it normalised.
 ///
-/// Live tenants: `https` only, no credentials in the URL, and the host must not be a
-/// loopback, private, link-local, shared, multicast or metadata address or a name for one.
-/// Sandbox tenants additionally may use `http` or `https` to the loopback host, for a
-/// receiver on the developer's machine. Host names are checked again after DNS
+/// `https` only, no credentials in the URL, and the host must not be a loopback, private,
+/// link-local, shared, multicast or metadata address or a name for one, whatever the
+/// tenant's mode. A local deployment (`make dev`, tests) additionally allows `http` or
+/// `https` to the loopback host, for a receiver on the developer's machine. Host names are checked again after DNS
 /// resolution at delivery time ([`is_forbidden_address`]), so a name that resolves to a
 /// private address is refused there.
-pub fn validate_url(raw: &str, livemode: bool) -> Result<String, ValidationError> {
+pub fn validate_url(raw: &str, deployment: Deployment) -> Result<String, ValidationError> {
     let invalid = |code: ErrorCode, message: String| ValidationError::new(code, "url", message);
     if raw.chars().count() > MAX_URL_CHARS {
         return Err(invalid(
@@ -402,18 +405,14 @@ pub fn validate_url(raw: &str, livemode: bool) -> Result<String, ValidationError
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         None => false,
     };
-    let sandbox_loopback = !livemode && loopback;
+    let local_loopback = deployment.allows_loopback() && loopback;
     match url.scheme() {
         "https" => {}
-        "http" if sandbox_loopback => {}
+        "http" if local_loopback => {}
         "http" => {
             return Err(invalid(
                 ErrorCode::InsecureUrl,
-                if livemode {
-                    "live webhook endpoints must use https".into()
-                } else {
-                    "sandbox endpoints use https, or http only to 127.0.0.1 or localhost".into()
-                },
+                "webhook endpoints must use https".into(),
             ))
         }
         other => {
@@ -423,7 +422,7 @@ pub fn validate_url(raw: &str, livemode: bool) -> Result<String, ValidationError
             ))
         }
     }
-    if sandbox_loopback {
+    if local_loopback {
         return Ok(url.to_string());
     }
     let refused = |what: String| {
@@ -716,6 +715,7 @@ mod tests {
                 description: None,
             },
             livemode,
+            Deployment::Deployed,
             &[7; 24],
             now(),
         )
@@ -724,7 +724,7 @@ mod tests {
 
     #[test]
     fn live_tenants_get_https_to_public_hosts_only() {
-        let ok = |u: &str| validate_url(u, true).is_ok();
+        let ok = |u: &str| validate_url(u, Deployment::Deployed).is_ok();
         assert!(ok("https://hooks.example.com/x"));
         assert!(ok("https://93.184.216.34:8443/x"));
         for bad in [
@@ -751,24 +751,40 @@ mod tests {
             assert!(!ok(bad), "{bad} must be refused");
         }
         assert_eq!(
-            validate_url("http://hooks.example.com", true)
+            validate_url("http://hooks.example.com", Deployment::Deployed)
                 .unwrap_err()
                 .code,
             "insecure_url"
         );
         assert_eq!(
-            validate_url("https://10.0.0.1", true).unwrap_err().code,
+            validate_url("https://10.0.0.1", Deployment::Deployed)
+                .unwrap_err()
+                .code,
             "forbidden_url"
         );
     }
 
     #[test]
-    fn sandbox_tenants_may_use_the_loopback_host_for_development() {
-        assert!(validate_url("http://127.0.0.1:8080/hook", false).is_ok());
-        assert!(validate_url("http://localhost:8080/hook", false).is_ok());
-        assert!(validate_url("http://hooks.example.com", false).is_err());
-        assert!(validate_url("https://10.0.0.1", false).is_err());
-        assert!(validate_url("https://169.254.169.254", false).is_err());
+    fn only_a_local_deployment_may_use_the_loopback_host() {
+        let local = |u: &str| validate_url(u, Deployment::Local);
+        assert!(local("http://127.0.0.1:8080/hook").is_ok());
+        assert!(local("http://localhost:8080/hook").is_ok());
+        assert!(local("http://[::1]:8080/hook").is_ok());
+        assert!(local("http://hooks.example.com").is_err());
+        assert!(local("https://10.0.0.1").is_err());
+        assert!(local("https://169.254.169.254").is_err());
+        for loopback in [
+            "http://127.0.0.1:8080/hook",
+            "https://127.0.0.1:8080/hook",
+            "http://127.9.9.9/hook",
+            "http://localhost:8080/hook",
+            "https://[::1]/hook",
+        ] {
+            assert!(
+                validate_url(loopback, Deployment::Deployed).is_err(),
+                "{loopback} must be refused by a deployed platform"
+            );
+        }
     }
 
     #[test]
@@ -893,6 +909,7 @@ mod tests {
                     status: Some(EndpointStatus::Enabled),
                     ..Default::default()
                 },
+                Deployment::Deployed,
                 now(),
             )
             .unwrap();

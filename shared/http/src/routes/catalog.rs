@@ -219,10 +219,7 @@ pub async fn list_versions(
 ) -> ApiResult<Reply<List<PlanVersion>>> {
     let id = path_id(&id, "plan", PlanId::parse)?;
     let versions = app.catalog.list_plan_versions(&caller, id).await?;
-    let page = Page {
-        items: versions,
-        has_more: false,
-    };
+    let page = Page::new(versions, false);
     Ok(Reply(
         StatusCode::OK,
         List::from_page(page, |v| v.number.to_string(), |v| v),

@@ -103,10 +103,7 @@ pub async fn resend(
     Ok(Reply(
         StatusCode::ACCEPTED,
         List::from_page(
-            billing_app::ports::Page {
-                items: deliveries,
-                has_more: false,
-            },
+            billing_app::ports::Page::new(deliveries, false),
             |d| d.id.to_string(),
             |d| d,
         ),
