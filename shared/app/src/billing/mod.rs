@@ -11,7 +11,7 @@ mod usage_billing;
 use std::sync::Arc;
 
 pub use invoices::{HypotheticalPlan, HypotheticalSubscription, PreviewSource};
-pub use subscriptions::{ProrationBehavior, StartSubscription};
+pub use subscriptions::{CreditCapInput, ProrationBehavior, StartSubscription};
 pub use test_clocks::{INLINE_CLOCK_ITEMS, WORKER_CLOCK_ITEMS};
 
 use crate::catalog::CatalogService;

@@ -2,9 +2,10 @@
 //! (its audit record, events and finalized invoice). The steps that fall due are in
 //! `steps.rs`.
 
+use billing_domain::billing::invoice::InvoiceStatus;
 use billing_domain::billing::invoice::{self, DraftFacts, Invoice};
 use billing_domain::billing::invoice_draft::{build_invoice, InvoiceInput};
-use billing_domain::billing::proration::ChangePolicy;
+use billing_domain::billing::proration::{ChangePolicy, CreditCap};
 use billing_domain::billing::subscription::{
     Billing, CollectionMethod, NewSubscription, Subscription, SubscriptionError, Transition,
 };
@@ -12,9 +13,12 @@ use billing_domain::customers::access::Permission;
 use billing_domain::customers::account::Account;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
+use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::error::ErrorCode;
+use billing_domain::kernel::error::ValidationError;
 use billing_domain::kernel::ids::{AccountId, PlanId, SubscriptionId};
 use billing_domain::kernel::metadata::Metadata;
+use billing_domain::kernel::money::Money;
 use jiff::Timestamp;
 
 use super::BillingService;
@@ -24,8 +28,8 @@ use crate::kernel::{
     change, event, new_ulid, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
 };
 use crate::ports::{
-    InvoiceWrite, NextInvoiceNumber, Page, PageRequest, StoreError, SubscriptionFilter,
-    SubscriptionStep,
+    CreditNoteFilter, InvoiceFilter, InvoiceWrite, NextInvoiceNumber, Page, PageRequest,
+    StoreError, SubscriptionFilter, SubscriptionStep,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -472,7 +476,10 @@ impl BillingService {
     }
 
     /// Moves to another plan and/or quantity: upgrades now with prorations, downgrades at
-    /// the period end (the domain's change policy decides which is which).
+    /// the period end (the domain's change policy decides which is which). The credit for
+    /// unused time is capped by what the period was paid minus what was credited for it
+    /// (Flexprice): `paid_elsewhere` when its fee was not on our invoice, else our invoices.
+    #[allow(clippy::too_many_arguments)]
     pub async fn change_subscription(
         &self,
         caller: &Caller,
@@ -481,9 +488,14 @@ impl BillingService {
         quantity: Option<u64>,
         behavior: ProrationBehavior,
         policy: ChangePolicy,
+        paid_elsewhere: Option<CreditCapInput>,
     ) -> Result<Subscription, AppError> {
         caller.require(Permission::WriteBilling)?;
         let current = self.get_subscription(caller, id).await?;
+        let cap = match paid_elsewhere {
+            Some(given) => Some(given.validate(current.currency)?),
+            None => self.credit_cap_from_invoices(caller, &current).await?,
+        };
         let terms = match plan_id {
             Some(plan_id) if plan_id != current.terms.plan_id => {
                 let account = self.load_account(caller, current.account_id).await?;
@@ -509,15 +521,88 @@ impl BillingService {
         self.mutate_subscription(caller, id, AuditAction::Update, |s, now| {
             let terms = terms.clone().unwrap_or_else(|| s.terms.clone());
             let quantity = quantity.unwrap_or(s.quantity);
-            Ok(Some(s.change(
+            // Another change may have landed since `current` was read: its period's
+            // invoices are then not the ones the cap was read from.
+            let cap = cap.filter(|_| s.current_period == current.current_period);
+            Ok(Some(s.change_capped(
                 terms,
                 quantity,
                 &policy,
                 behavior == ProrationBehavior::AlwaysInvoice,
+                cap.as_ref(),
                 now,
             )?))
         })
         .await
+    }
+
+    /// What our invoices of the subscription's current period were charged (positive
+    /// totals) and credited (negative totals and credit notes such as refunds); `None` when
+    /// no invoice of ours charged the period (nothing to cap by).
+    async fn credit_cap_from_invoices(
+        &self,
+        caller: &Caller,
+        sub: &Subscription,
+    ) -> Result<Option<CreditCap>, AppError> {
+        let period = sub.current_period;
+        let filter = InvoiceFilter {
+            account: Some(sub.account_id),
+            subscription: Some(sub.id),
+            ..InvoiceFilter::default()
+        };
+        let (mut paid, mut credited) = (0i64, 0i64);
+        let mut found = false;
+        let mut page = PageRequest::first(100);
+        loop {
+            let invoices = self
+                .store
+                .list_invoices(caller.tenant_id, &filter, &page)
+                .await?;
+            for invoice in &invoices.items {
+                let in_period = invoice
+                    .period
+                    .is_some_and(|p| p.start >= period.start && p.start < period.end);
+                if !in_period || invoice.status == InvoiceStatus::Void {
+                    continue;
+                }
+                found = true;
+                let total = invoice.total.get();
+                paid = paid.saturating_add(total.max(0));
+                credited = credited.saturating_add((-total).max(0));
+                let notes = self
+                    .collection
+                    .list_credit_notes(
+                        caller,
+                        &CreditNoteFilter {
+                            account: Some(sub.account_id),
+                            invoice: Some(invoice.id),
+                        },
+                        &PageRequest::first(100),
+                    )
+                    .await?;
+                for note in notes.items {
+                    credited = credited.saturating_add(note.amount.get());
+                }
+            }
+            // Newest first: once a page reaches back before the period, the rest is older.
+            let older = invoices
+                .items
+                .iter()
+                .any(|i| i.period.is_some_and(|p| p.end <= period.start));
+            match invoices.items.last() {
+                Some(last) if invoices.has_more && !older => {
+                    page = PageRequest {
+                        limit: 100,
+                        starting_after: Some(last.id.to_string()),
+                    }
+                }
+                _ => break,
+            }
+        }
+        Ok(found.then(|| CreditCap {
+            paid: Money::new(paid, sub.currency),
+            already_credited: Money::new(credited, sub.currency),
+        }))
     }
 
     pub async fn cancel_scheduled_change(
@@ -551,6 +636,42 @@ impl BillingService {
         .await
     }
 }
+
+/// What the period's fee was paid and credited when that was not on our invoice (a
+/// subscription migrated mid-period), in minor units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditCapInput {
+    /// What the customer paid for the current period.
+    pub paid: i64,
+    /// What was already credited or refunded for it.
+    #[serde(default)]
+    pub already_credited: i64,
+}
+
+impl CreditCapInput {
+    fn validate(self, currency: Currency) -> Result<CreditCap, AppError> {
+        for (value, param) in [
+            (self.paid, "credit_cap.paid"),
+            (self.already_credited, "credit_cap.already_credited"),
+        ] {
+            if !(0..=MAX_MINOR).contains(&value) {
+                return Err(AppError::Invalid(ValidationError::new(
+                    ErrorCode::InvalidCreditCap,
+                    param,
+                    "must be 0 to 10^18 minor units",
+                )));
+            }
+        }
+        Ok(CreditCap {
+            paid: Money::new(self.paid, currency),
+            already_credited: Money::new(self.already_credited, currency),
+        })
+    }
+}
+
+/// The largest amount a caller may state, in minor units.
+const MAX_MINOR: i64 = 1_000_000_000_000_000_000;
 
 /// A change that bills nothing, announced by one event.
 pub(super) fn plain(next: Subscription, event: EventType) -> Transition {

@@ -2,6 +2,7 @@
 //! supplemental invoices for late usage.
 
 use billing_domain::billing::invoice_draft::{LineInput, LineSource};
+use billing_domain::billing::proration::Fraction;
 use billing_domain::billing::subscription::{
     Billing, BillingReason, Subscription, Transition, UsageTerm,
 };
@@ -16,7 +17,7 @@ use jiff::{SignedDuration, Timestamp};
 use super::BillingService;
 use crate::kernel::{change, event, system_caller, to_json, AppError, ChangeSpec, WRITE_ATTEMPTS};
 use crate::ports::*;
-use crate::usage::pricing::{price, usage_lines};
+use crate::usage::pricing::{capacity_lines, price, usage_lines};
 
 impl BillingService {
     /// Adds the usage of the period a lifecycle step closes to the step's invoice, and
@@ -31,7 +32,7 @@ impl BillingService {
             return Ok(Vec::new());
         };
         let terms = &previous.terms.usage_charges;
-        if terms.is_empty() {
+        if terms.is_empty() && previous.terms.capacity_charges.is_empty() {
             // Nothing to price, and no usage billed that could arrive late: no read, and
             // the last period that did bill usage stays the one late usage lands on.
             return Ok(Vec::new());
@@ -60,10 +61,19 @@ impl BillingService {
                         period,
                     )
                 });
-            let usage = rollup.aggregate.usage(rollup.aggregation, &term.model);
+            let fraction = previous.usage_fraction(term, &period)?;
+            let usage = term.prorate(
+                rollup.aggregate.usage(rollup.aggregation, &term.model),
+                fraction,
+            );
             let priced = price(term, &usage, previous)?;
             lines.push(term.line(usage, period));
-            rollups.push((rollup, priced));
+            rollups.push((rollup, priced, fraction));
+        }
+        // Capacity charges price the same rollups; those stay unbilled unless a usage charge
+        // bills them, so late usage of a metric only a capacity charge reads is not re-priced.
+        for line in capacity_lines(previous, &stored, period) {
+            lines.push(line?);
         }
         transition.bill_usage(period, lines);
         let Some(billing) = &transition.billing else {
@@ -77,7 +87,9 @@ impl BillingService {
         Ok(rollups
             .into_iter()
             .zip(terms)
-            .map(|((rollup, priced), term)| billed(rollup, term, priced, invoice_id))
+            .map(|((rollup, priced, fraction), term)| {
+                billed(rollup, term, priced, fraction, invoice_id)
+            })
             .collect())
     }
 
@@ -92,7 +104,9 @@ impl BillingService {
         let Some(period) = meter::closed_by(previous, &step.next) else {
             return Ok(());
         };
-        let rollups = if previous.terms.usage_charges.is_empty() {
+        let rollups = if previous.terms.usage_charges.is_empty()
+            && previous.terms.capacity_charges.is_empty()
+        {
             Vec::new()
         } else {
             self.store
@@ -104,7 +118,7 @@ impl BillingService {
                 )
                 .await?
         };
-        step.bill_usage(period, usage_lines(previous, &rollups, period));
+        step.bill_usage(period, usage_lines(previous, &rollups, period)?);
         Ok(())
     }
 
@@ -158,8 +172,12 @@ impl BillingService {
                         metric: rollup.metric.clone(),
                         model: was.model.clone(),
                         commitment: was.commitment,
+                        prorated: was.prorated.is_some(),
                     };
-                    let usage = rollup.aggregate.usage(rollup.aggregation, &term.model);
+                    let usage = term.prorate(
+                        rollup.aggregate.usage(rollup.aggregation, &term.model),
+                        was.prorated,
+                    );
                     let priced = price(&term, &usage, &sub)?;
                     let delta = MinorUnits::new(priced.amount.minor)
                         .checked_sub(was.amount)
@@ -180,7 +198,7 @@ impl BillingService {
                             discountable: true,
                         });
                     }
-                    rollup = billed(rollup, &term, priced, invoice_id).next;
+                    rollup = billed(rollup, &term, priced, was.prorated, invoice_id).next;
                     rollup.version = read + 1;
                 }
                 writes.push(RollupWrite {
@@ -276,6 +294,7 @@ fn billed(
     mut rollup: Rollup,
     term: &UsageTerm,
     priced: Priced,
+    prorated: Option<Fraction>,
     invoice_id: billing_domain::kernel::ids::InvoiceId,
 ) -> RollupWrite {
     let read = rollup.version;
@@ -284,6 +303,7 @@ fn billed(
         amount: priced.amount.minor.into(),
         model: term.model.clone(),
         commitment: term.commitment,
+        prorated,
         invoice_id,
     });
     rollup.late_due_at = None;

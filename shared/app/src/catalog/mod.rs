@@ -8,7 +8,7 @@ mod prices;
 use std::sync::Arc;
 
 pub use plans::{PlanWithPrices, SubscriptionCounts};
-pub use prices::PriceSource;
+pub use prices::{CapacitySource, PriceSource};
 
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::error::ValidationError;

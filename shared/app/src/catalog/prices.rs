@@ -1,10 +1,14 @@
 //! The price calculator: an amount and its derivation for some usage, writing nothing.
 
+use std::collections::BTreeMap;
+
+use billing_domain::catalog::capacity::{Capacity, CapacityPriced};
 use billing_domain::catalog::charges::{ChargeModel, Commitment, Priced, PricingError, Usage};
 use billing_domain::customers::access::Permission;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::PlanId;
+use rust_decimal::Decimal;
 
 use super::{invalid, CatalogService};
 use crate::kernel::{AppError, Caller};
@@ -21,7 +25,80 @@ pub enum PriceSource {
     },
 }
 
+/// What the price calculator prices for capacity (Kill Bill's `CAPACITY` usage).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CapacitySource {
+    Inline(Capacity),
+    /// A plan's capacity charge `code` in the version in effect now.
+    Plan {
+        plan_id: PlanId,
+        code: String,
+    },
+}
+
 impl CatalogService {
+    /// The price calculator for capacity: the price of the first tier whose every limit
+    /// holds for `units` (usage per unit type or metric). Writes nothing.
+    pub async fn preview_capacity(
+        &self,
+        caller: &Caller,
+        source: CapacitySource,
+        currency: Currency,
+        units: BTreeMap<String, Decimal>,
+    ) -> Result<CapacityPriced, AppError> {
+        caller.require(Permission::Read)?;
+        let capacity = match source {
+            CapacitySource::Inline(capacity) => {
+                capacity.validate().map_err(|e| e.within("capacity"))?;
+                capacity
+            }
+            CapacitySource::Plan { plan_id, code } => {
+                let prices = self
+                    .get_plan(caller, plan_id)
+                    .await?
+                    .prices
+                    .ok_or_else(|| {
+                        invalid(
+                            ErrorCode::PlanNotInEffect,
+                            "plan_id",
+                            "the plan has no prices in effect yet",
+                        )
+                    })?;
+                prices.require_currency(currency).map_err(|e| {
+                    invalid(ErrorCode::CurrencyNotOffered, "currency", e.to_string())
+                })?;
+                let charge = prices.capacity_charge(&code).ok_or_else(|| {
+                    invalid(
+                        ErrorCode::UnknownCapacityCharge,
+                        "capacity_charge",
+                        format!("the plan has no capacity charge `{code}`"),
+                    )
+                })?;
+                charge.prices.get(&currency).cloned().ok_or_else(|| {
+                    invalid(
+                        ErrorCode::CurrencyNotOffered,
+                        "currency",
+                        "the charge has no price in this currency",
+                    )
+                })?
+            }
+        };
+        let limited = &capacity.tiers[0].limits;
+        if let Some(unit) = units.keys().find(|u| !limited.contains_key(*u)) {
+            return Err(AppError::Invalid(
+                billing_domain::kernel::error::ValidationError::new(
+                    ErrorCode::InvalidUsage,
+                    format!("units.{unit}"),
+                    "the capacity charge has no limit on this unit type",
+                ),
+            ));
+        }
+        capacity.price(&units, currency).map_err(|e| match e {
+            PricingError::Invalid(v) => AppError::Invalid(v.within("capacity")),
+            other => invalid(ErrorCode::InvalidUsage, "units", other.to_string()),
+        })
+    }
+
     /// The price calculator: prices `usage` in `currency` with an inline charge or a plan's
     /// charge, returning the amount with its derivation. Writes nothing.
     pub async fn preview_price(

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use billing_domain::billing::periods::Period;
+use billing_domain::billing::proration::Fraction;
 use billing_domain::billing::subscription::Subscription;
 use billing_domain::catalog::charges::{ChargeModel, Commitment};
 use billing_domain::catalog::metric::Aggregation;
@@ -95,6 +96,10 @@ pub struct BilledUsage {
     pub amount: MinorUnits,
     pub model: ChargeModel,
     pub commitment: Option<Commitment>,
+    /// The fraction of the cycle period a prorated charge billed (a partial period), so
+    /// late usage is prorated alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prorated: Option<Fraction>,
     /// The last invoice that billed it (the period's, or a supplemental one).
     pub invoice_id: InvoiceId,
 }

@@ -310,7 +310,7 @@ fn projected_invoice(
         return Ok(None);
     };
     if let Some(period) = meter::closed_by(sub, &transition.next) {
-        transition.bill_usage(period, usage_lines(sub, rollups, period));
+        transition.bill_usage(period, usage_lines(sub, rollups, period)?);
     }
     let Some(billing) = transition.billing else {
         return Ok(None);

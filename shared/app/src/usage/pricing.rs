@@ -47,8 +47,13 @@ pub fn price(
     })
 }
 
-/// One line per usage charge of `sub`, priced from the period's `rollups`.
-pub fn usage_lines(sub: &Subscription, rollups: &[Rollup], period: Period) -> Vec<LineInput> {
+/// One line per usage charge of `sub`, priced from the period's `rollups` (prorated
+/// charges prorated to the period).
+pub fn usage_lines(
+    sub: &Subscription,
+    rollups: &[Rollup],
+    period: Period,
+) -> Result<Vec<LineInput>, AppError> {
     sub.terms
         .usage_charges
         .iter()
@@ -60,7 +65,32 @@ pub fn usage_lines(sub: &Subscription, rollups: &[Rollup], period: Period) -> Ve
                     &term.model,
                 ),
             };
-            term.line(usage, period)
+            let usage = term.prorate(usage, sub.usage_fraction(term, &period)?);
+            Ok(term.line(usage, period))
         })
+        .chain(capacity_lines(sub, rollups, period))
         .collect()
+}
+
+/// One line per capacity charge of `sub`: the price of the first tier whose every limit
+/// holds for the period's usage of its metrics (each aggregated as its metric says).
+pub fn capacity_lines<'a>(
+    sub: &'a Subscription,
+    rollups: &'a [Rollup],
+    period: Period,
+) -> impl Iterator<Item = Result<LineInput, AppError>> + 'a {
+    sub.terms.capacity_charges.iter().map(move |term| {
+        let usage = term
+            .metrics()
+            .filter_map(|m| {
+                rollups
+                    .iter()
+                    .find(|r| &r.metric == m)
+                    .map(|r| (m.clone(), r.quantity()))
+            })
+            .collect();
+        term.line(&usage, period, sub.currency).map_err(|e| {
+            AppError::Internal(format!("pricing capacity {} of {}: {e}", term.code, sub.id))
+        })
+    })
 }

@@ -29,9 +29,10 @@ use utoipa::ToSchema;
 use crate::billing::invoice_draft::{LineInput, LineSource};
 use crate::billing::periods::{BillingCycle, BillingTiming, Interval, Period};
 use crate::billing::proration::{
-    self, ChangeDirection, ChangePolicy, PlanPrice, ProrationConvention, ProrationItem,
+    self, ChangeDirection, ChangePolicy, Fraction, PlanPrice, ProrationConvention, ProrationItem,
 };
-use crate::catalog::charges::{ChargeModel, Commitment, Usage};
+use crate::catalog::capacity::Capacity;
+use crate::catalog::charges::{ChargeModel, Commitment, PricingError, Usage};
 use crate::catalog::plan::{validate_trial, NotPricedIn, Plan, PlanVersion};
 use crate::kernel::currency::Currency;
 use crate::kernel::error::ValidationError;
@@ -87,6 +88,9 @@ pub struct SubscriptionTerms {
     pub proration: ProrationConvention,
     pub recurring_fee: Option<ChargeModel>,
     pub usage_charges: Vec<UsageTerm>,
+    /// Kill Bill capacity charges, billed in arrears with the usage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capacity_charges: Vec<CapacityTerm>,
     /// Limits per period on metrics (quotas).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entitlements: Vec<crate::usage::entitlements::Entitlement>,
@@ -97,9 +101,33 @@ pub struct UsageTerm {
     pub metric: String,
     pub model: ChargeModel,
     pub commitment: Option<Commitment>,
+    /// Prorate the quantity in a partial period (Lago's prorated charges).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prorated: bool,
 }
 
 impl UsageTerm {
+    /// The usage to price for a period that is `fraction` of its cycle period: a prorated
+    /// charge prices the quantity times the fraction (rounded to 12 decimals), and a volume
+    /// price still chooses its tier by the whole quantity (`Usage::Prorated`).
+    pub fn prorate(&self, usage: Usage, fraction: Option<Fraction>) -> Usage {
+        match (fraction, usage) {
+            (Some(f), Usage::Quantity { quantity }) if self.prorated && f.denominator > 0 => {
+                let prorated = (quantity * Decimal::from(f.numerator)
+                    / Decimal::from(f.denominator))
+                .round_dp(12);
+                match self.model {
+                    ChargeModel::Volume(_) => Usage::Prorated {
+                        quantity: prorated,
+                        full_quantity: quantity,
+                    },
+                    _ => Usage::quantity(prorated),
+                }
+            }
+            (_, usage) => usage,
+        }
+    }
+
     /// This charge's line for `period` at `usage` (usage is billed in arrears).
     pub fn line(&self, usage: Usage, period: Period) -> LineInput {
         LineInput {
@@ -114,6 +142,48 @@ impl UsageTerm {
             tax_rates: Vec::new(),
             discountable: true,
         }
+    }
+}
+
+/// A capacity charge in the subscription's currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CapacityTerm {
+    pub code: String,
+    pub capacity: Capacity,
+}
+
+impl CapacityTerm {
+    /// The metrics whose usage chooses the tier.
+    pub fn metrics(&self) -> impl Iterator<Item = &String> {
+        self.capacity
+            .tiers
+            .first()
+            .into_iter()
+            .flat_map(|t| t.limits.keys())
+    }
+
+    /// This charge's line for `period` at the period's usage per metric (absent: none).
+    pub fn line(
+        &self,
+        usage: &BTreeMap<String, Decimal>,
+        period: Period,
+        currency: Currency,
+    ) -> Result<LineInput, PricingError> {
+        let priced = self.capacity.price(usage, currency)?;
+        let tier = priced
+            .tier
+            .map_or_else(|| "no usage".to_owned(), |t| format!("tier {}", t + 1));
+        Ok(LineInput {
+            id: Some(format!("capacity:{}", self.code)),
+            description: format!("Capacity: {} ({tier})", self.code),
+            period: Some(period),
+            source: LineSource::Fixed {
+                amount: priced.amount.minor,
+                quantity: None,
+            },
+            tax_rates: Vec::new(),
+            discountable: true,
+        })
     }
 }
 
@@ -136,6 +206,17 @@ impl SubscriptionTerms {
                         metric: c.metric.clone(),
                         model: c.prices.get(&currency)?.clone(),
                         commitment: c.commitment,
+                        prorated: c.prorated,
+                    })
+                })
+                .collect(),
+            capacity_charges: version
+                .capacity_charges
+                .iter()
+                .filter_map(|c| {
+                    Some(CapacityTerm {
+                        code: c.code.clone(),
+                        capacity: c.prices.get(&currency)?.clone(),
                     })
                 })
                 .collect(),
@@ -360,10 +441,14 @@ pub fn first_paid_period(
     usage: &BTreeMap<String, Usage>,
 ) -> Result<Billing, SubscriptionError> {
     let terms = input.terms.clone();
-    if let Some(metric) = usage
-        .keys()
-        .find(|m| !terms.usage_charges.iter().any(|c| &c.metric == *m))
-    {
+    let charged = |m: &String| {
+        terms.usage_charges.iter().any(|c| &c.metric == m)
+            || terms
+                .capacity_charges
+                .iter()
+                .any(|c| c.metrics().any(|u| u == m))
+    };
+    if let Some(metric) = usage.keys().find(|m| !charged(m)) {
         return Err(ValidationError::new(
             ErrorCode::UnknownUsageCharge,
             format!("usage.{metric}"),
@@ -388,10 +473,34 @@ pub fn first_paid_period(
         if let Some(mut billing) = billing {
             for charge in &terms.usage_charges {
                 if let Some(quantity) = usage.get(&charge.metric) {
-                    billing
-                        .lines
-                        .push(charge.line(quantity.clone(), billing.period));
+                    let fraction = step.next.usage_fraction(charge, &billing.period)?;
+                    billing.lines.push(
+                        charge.line(charge.prorate(quantity.clone(), fraction), billing.period),
+                    );
                 }
+            }
+            for charge in &terms.capacity_charges {
+                let mut units = BTreeMap::new();
+                for metric in charge.metrics() {
+                    match usage.get(metric) {
+                        Some(Usage::Quantity { quantity }) => {
+                            units.insert(metric.clone(), *quantity);
+                        }
+                        Some(_) => {
+                            return Err(ValidationError::new(
+                                ErrorCode::InvalidUsage,
+                                format!("usage.{metric}"),
+                                "a capacity charge takes a quantity per metric",
+                            )
+                            .into())
+                        }
+                        None => {}
+                    }
+                }
+                let line = charge
+                    .line(&units, billing.period, step.next.currency)
+                    .map_err(|e| SubscriptionError::Pricing(e.to_string()))?;
+                billing.lines.push(line);
             }
             return Ok(billing);
         }
@@ -629,6 +738,26 @@ impl Subscription {
         cycle
             .index_at(slice.start)
             .and_then(|k| cycle.period(k))
+            .map_err(calendar)
+    }
+
+    /// The fraction of its cycle period that `period` (a usage period a step closes) is, when
+    /// `term` is prorated and the period is partial; `None` otherwise.
+    pub fn usage_fraction(
+        &self,
+        term: &UsageTerm,
+        period: &Period,
+    ) -> Result<Option<Fraction>, SubscriptionError> {
+        if !term.prorated {
+            return Ok(None);
+        }
+        let full = self.full_period_of(period)?;
+        if full == *period || !full.covers(period) {
+            return Ok(None);
+        }
+        let tz = self.cycle()?.time_zone().clone();
+        proration::fraction(self.terms.proration, period, &full, &tz)
+            .map(Some)
             .map_err(calendar)
     }
 
@@ -1287,6 +1416,7 @@ mod tests {
                 .unwrap(),
             ),
             usage_charges: Vec::new(),
+            capacity_charges: Vec::new(),
             entitlements: Vec::new(),
         }
     }

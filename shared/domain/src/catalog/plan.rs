@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 
 use crate::billing::periods::{BillingTiming, Interval};
 use crate::billing::proration::ProrationConvention;
+use crate::catalog::capacity::Capacity;
 use crate::catalog::charges::{ChargeModel, Commitment};
 use crate::catalog::metric::{validate_code, validate_description, validate_name};
 use crate::kernel::currency::Currency;
@@ -81,6 +82,33 @@ pub struct UsageCharge {
     /// Minimum and maximum spend per period on this charge, in minor units.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commitment: Option<Commitment>,
+    /// Lago's prorated charge: in a partial period (a start off the anchor, a cancellation)
+    /// the quantity is prorated by the plan's convention; a volume price still chooses its
+    /// tier by the whole quantity.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prorated: bool,
+}
+
+/// Kill Bill's capacity usage on a plan: one price per period, that of the first tier whose
+/// every limit holds for the period's usage of several metrics at once (the limits' keys are
+/// metric codes; [`Capacity`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityCharge {
+    /// Names the charge (its invoice line is `capacity:<code>`).
+    pub code: String,
+    #[schema(value_type = BTreeMap<String, Capacity>)]
+    pub prices: BTreeMap<Currency, Capacity>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"code": "bundle", "prices": {"usd": {"tiers": [
+    {"limits": {"api_calls": "1000", "storage_gb": "100"}, "price": 1000},
+    {"limits": {"api_calls": null, "storage_gb": null}, "price": 3000}]}}}))]
+pub struct CapacityChargeInput {
+    pub code: String,
+    pub prices: BTreeMap<String, Capacity>,
 }
 
 /// Prices as written by a caller: currency codes as text, checked by [`PlanCharges::validate`].
@@ -100,6 +128,9 @@ pub struct PlanCharges {
     pub recurring_fee: Option<PricesInput>,
     #[serde(default)]
     pub usage_charges: Vec<UsageChargeInput>,
+    /// Kill Bill capacity charges: a price per period chosen by limits on several metrics.
+    #[serde(default)]
+    pub capacity_charges: Vec<CapacityChargeInput>,
     /// Limits per period on metrics (quotas), hard or soft.
     #[serde(default)]
     pub entitlements: Vec<Entitlement>,
@@ -117,6 +148,9 @@ pub struct UsageChargeInput {
     pub metric: String,
     pub prices: BTreeMap<String, ChargeModel>,
     pub commitment: Option<Commitment>,
+    /// Prorate the quantity in partial periods (per-unit, graduated and volume prices).
+    #[serde(default)]
+    pub prorated: bool,
 }
 
 /// Validated prices of one version.
@@ -124,6 +158,7 @@ pub struct UsageChargeInput {
 pub struct PlanTerms {
     pub recurring_fee: Option<RecurringFee>,
     pub usage_charges: Vec<UsageCharge>,
+    pub capacity_charges: Vec<CapacityCharge>,
     pub entitlements: Vec<Entitlement>,
 }
 
@@ -134,6 +169,12 @@ impl PlanCharges {
             .iter()
             .map(|c| c.metric.as_str())
             .chain(self.entitlements.iter().map(|e| e.metric.as_str()))
+            .chain(self.capacity_charges.iter().flat_map(|c| {
+                c.prices
+                    .values()
+                    .flat_map(|p| p.tiers.iter().flat_map(|t| t.limits.keys()))
+                    .map(String::as_str)
+            }))
             .collect()
     }
 
@@ -141,14 +182,17 @@ impl PlanCharges {
     /// `known_metrics`, and that all charges are priced in the same currencies.
     pub fn validate(self, known_metrics: &BTreeSet<String>) -> Result<PlanTerms, ValidationError> {
         let within = |e: ValidationError| e.within("charges");
-        if self.recurring_fee.is_none() && self.usage_charges.is_empty() {
+        if self.recurring_fee.is_none()
+            && self.usage_charges.is_empty()
+            && self.capacity_charges.is_empty()
+        {
             return Err(within(ValidationError::new(
                 ErrorCode::NoCharges,
                 "",
-                "a plan needs a recurring fee, at least one usage charge, or both",
+                "a plan needs a recurring fee, at least one usage or capacity charge, or both",
             )));
         }
-        if self.usage_charges.len() > MAX_USAGE_CHARGES {
+        if self.usage_charges.len() + self.capacity_charges.len() > MAX_USAGE_CHARGES {
             return Err(within(ValidationError::new(
                 ErrorCode::TooManyCharges,
                 "usage_charges",
@@ -211,21 +255,100 @@ impl PlanCharges {
                     .validate()
                     .map_err(|e| within(e.within(&at("commitment"))))?;
             }
+            if charge.prorated {
+                if let Some((currency, _)) = prices.iter().find(|(_, m)| {
+                    !matches!(
+                        m,
+                        ChargeModel::PerUnit(_)
+                            | ChargeModel::Graduated(_)
+                            | ChargeModel::Volume(_)
+                    )
+                }) {
+                    return Err(within(ValidationError::new(
+                        ErrorCode::ProrationUnsupported,
+                        at("prorated"),
+                        format!(
+                            "only per_unit, graduated and volume prices can be prorated (as in \
+                             Lago); the {} price is not",
+                            currency.api_code()
+                        ),
+                    )));
+                }
+            }
             usage_charges.push(UsageCharge {
                 metric,
                 prices,
                 commitment: charge.commitment,
+                prorated: charge.prorated,
             });
         }
+        let capacity_charges = validate_capacity_charges(self.capacity_charges, known_metrics)?;
         let entitlements = validate_entitlements(self.entitlements, known_metrics)?;
         let terms = PlanTerms {
             recurring_fee,
             usage_charges,
+            capacity_charges,
             entitlements,
         };
         terms.check_same_currencies()?;
         Ok(terms)
     }
+}
+
+fn validate_capacity_charges(
+    charges: Vec<CapacityChargeInput>,
+    known_metrics: &BTreeSet<String>,
+) -> Result<Vec<CapacityCharge>, ValidationError> {
+    let mut seen = BTreeSet::new();
+    let mut validated = Vec::with_capacity(charges.len());
+    for (i, charge) in charges.into_iter().enumerate() {
+        let at = format!("charges.capacity_charges[{i}]");
+        let code = validate_code(&charge.code, "code").map_err(|e| e.within(&at))?;
+        if !seen.insert(code.clone()) {
+            return Err(ValidationError::new(
+                ErrorCode::InvalidCharge,
+                format!("{at}.code"),
+                format!("two capacity charges are named `{code}`"),
+            ));
+        }
+        if charge.prices.is_empty() {
+            return Err(ValidationError::new(
+                ErrorCode::MissingPrices,
+                format!("{at}.prices"),
+                "give a price in at least one currency",
+            ));
+        }
+        let mut prices = BTreeMap::new();
+        for (currency_code, capacity) in charge.prices {
+            let param = format!("{at}.prices.{currency_code}");
+            let currency = Currency::from_code(&currency_code).map_err(|e| {
+                ValidationError::new(ErrorCode::InvalidCurrency, param.clone(), e.to_string())
+            })?;
+            capacity.validate().map_err(|e| e.within(&param))?;
+            if let Some(unit) = capacity.tiers[0]
+                .limits
+                .keys()
+                .find(|u| !known_metrics.contains(*u))
+            {
+                return Err(ValidationError::new(
+                    ErrorCode::UnknownMetric,
+                    format!("{param}.tiers[0].limits.{unit}"),
+                    format!(
+                        "a capacity limit names a metric: no billable metric has the code `{unit}`"
+                    ),
+                ));
+            }
+            if prices.insert(currency, capacity).is_some() {
+                return Err(ValidationError::new(
+                    ErrorCode::DuplicateCurrency,
+                    param,
+                    "this currency is priced twice",
+                ));
+            }
+        }
+        validated.push(CapacityCharge { code, prices });
+    }
+    Ok(validated)
 }
 
 fn validate_entitlements(
@@ -288,26 +411,33 @@ impl PlanTerms {
     pub fn currencies(&self) -> Vec<Currency> {
         self.charges()
             .next()
-            .map(|(_, p)| p.keys().copied().collect())
+            .map(|(_, p)| p.into_iter().collect())
             .unwrap_or_default()
     }
 
-    fn charges(&self) -> impl Iterator<Item = (String, &BTreeMap<Currency, ChargeModel>)> {
+    /// Each charge's parameter and the currencies it is priced in.
+    fn charges(&self) -> impl Iterator<Item = (String, BTreeSet<Currency>)> + '_ {
+        let keys = |p: &BTreeMap<Currency, ChargeModel>| p.keys().copied().collect();
         self.recurring_fee
             .iter()
-            .map(|f| ("recurring_fee.prices".to_owned(), &f.prices))
+            .map(move |f| ("recurring_fee.prices".to_owned(), keys(&f.prices)))
             .chain(
                 self.usage_charges
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| (format!("usage_charges[{i}].prices"), &c.prices)),
+                    .map(move |(i, c)| (format!("usage_charges[{i}].prices"), keys(&c.prices))),
             )
+            .chain(self.capacity_charges.iter().enumerate().map(|(i, c)| {
+                (
+                    format!("capacity_charges[{i}].prices"),
+                    c.prices.keys().copied().collect(),
+                )
+            }))
     }
 
     fn check_same_currencies(&self) -> Result<(), ValidationError> {
         let expected: BTreeSet<Currency> = self.currencies().into_iter().collect();
-        for (param, prices) in self.charges() {
-            let got: BTreeSet<Currency> = prices.keys().copied().collect();
+        for (param, got) in self.charges() {
             if got != expected {
                 let codes = |s: &BTreeSet<Currency>| {
                     s.iter()
@@ -346,6 +476,8 @@ pub struct PlanVersion {
     pub recurring_fee: Option<RecurringFee>,
     pub usage_charges: Vec<UsageCharge>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capacity_charges: Vec<CapacityCharge>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entitlements: Vec<Entitlement>,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
@@ -377,6 +509,7 @@ impl PlanVersion {
             currencies: terms.currencies(),
             recurring_fee: terms.recurring_fee,
             usage_charges: terms.usage_charges,
+            capacity_charges: terms.capacity_charges,
             entitlements: terms.entitlements,
             created_at: now,
         }
@@ -409,6 +542,11 @@ impl PlanVersion {
     /// A usage charge by metric code.
     pub fn usage_charge(&self, metric: &str) -> Option<&UsageCharge> {
         self.usage_charges.iter().find(|c| c.metric == metric)
+    }
+
+    /// A capacity charge by code.
+    pub fn capacity_charge(&self, code: &str) -> Option<&CapacityCharge> {
+        self.capacity_charges.iter().find(|c| c.code == code)
     }
 }
 

@@ -2,9 +2,12 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use billing_app::catalog::{PlanWithPrices, PriceSource};
+use std::collections::BTreeMap;
+
+use billing_app::catalog::{CapacitySource, PlanWithPrices, PriceSource};
 use billing_app::ports::{Page, PlanFilter};
 use billing_app::App;
+use billing_domain::catalog::capacity::Capacity;
 use billing_domain::catalog::charges::{ChargeModel, Commitment, Priced, Usage};
 use billing_domain::catalog::metric::{Metric, MetricPatch, NewMetric};
 use billing_domain::catalog::plan::{NewPlan, NewPlanVersion, Plan, PlanPatch, PlanVersion};
@@ -307,6 +310,30 @@ pub struct PricePreviewRequest {
     pub quantity: Option<Decimal>,
     pub usage: Option<Usage>,
     pub commitment: Option<Commitment>,
+    /// Kill Bill capacity instead of a charge: an inline `capacity` (or a plan's
+    /// `capacity_charge` by code, with `plan_id`) priced at `units`, the usage per unit type
+    /// (decimal strings): the price of the first tier whose every limit holds.
+    #[schema(value_type = Option<Object>, example = json!({"tiers": [
+        {"limits": {"api_calls": "1000", "storage_gb": "100"}, "price": 1000},
+        {"limits": {"api_calls": null, "storage_gb": null}, "price": 3000}]}))]
+    pub capacity: Option<Capacity>,
+    pub capacity_charge: Option<String>,
+    #[schema(value_type = Option<BTreeMap<String, String>>, example = json!({"api_calls": "1000", "storage_gb": "101"}))]
+    pub units: Option<BTreeMap<String, String>>,
+}
+
+/// How a price was reached: a charge model's derivation, or the capacity tier chosen.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum PriceDerivation {
+    Charge(billing_domain::catalog::charges::Derivation),
+    Capacity {
+        model: &'static str,
+        /// 0-based index of the tier chosen; `null` without any usage.
+        tier: Option<usize>,
+        /// The usage priced per unit type, as decimal strings.
+        units: BTreeMap<String, String>,
+    },
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -318,9 +345,10 @@ pub struct PricePreview {
     pub formatted: String,
     #[schema(value_type = Option<String>)]
     pub unit_price: Option<Decimal>,
-    /// Tier slices, blocks, rates and the single rounding that produced the amount.
+    /// Tier slices, blocks, rates and the single rounding that produced the amount; for
+    /// capacity, the tier chosen and the units.
     #[schema(value_type = Object)]
-    pub derivation: billing_domain::catalog::charges::Derivation,
+    pub derivation: PriceDerivation,
 }
 
 impl From<Priced> for PricePreview {
@@ -329,7 +357,7 @@ impl From<Priced> for PricePreview {
             formatted: format_human(p.amount),
             amount: p.amount,
             unit_price: p.unit_price,
-            derivation: p.derivation,
+            derivation: PriceDerivation::Charge(p.derivation),
         }
     }
 }
@@ -349,6 +377,9 @@ pub async fn preview_price(
 ) -> ApiResult<Reply<PricePreview>> {
     let currency = Currency::from_code(&req.currency)
         .map_err(|e| invalid(ErrorCode::InvalidCurrency, "currency", &e.to_string()))?;
+    if req.capacity.is_some() || req.capacity_charge.is_some() || req.units.is_some() {
+        return preview_capacity(app, caller, req, currency).await;
+    }
     let source = match (req.charge, req.plan_id) {
         (Some(charge), None) => {
             if req.metric.is_some() {
@@ -388,4 +419,82 @@ pub async fn preview_price(
         .preview_price(&caller, source, currency, usage, req.commitment)
         .await?;
     Ok(Reply(StatusCode::OK, priced.into()))
+}
+
+/// The price calculator's capacity form: `capacity` or `plan_id` + `capacity_charge`, with
+/// `units`.
+async fn preview_capacity(
+    app: App,
+    caller: billing_app::Caller,
+    req: PricePreviewRequest,
+    currency: Currency,
+) -> ApiResult<Reply<PricePreview>> {
+    if req.charge.is_some() || req.metric.is_some() {
+        return Err(invalid(
+            ErrorCode::InvalidSource,
+            "capacity",
+            "capacity is priced instead of a charge: give `capacity` (or `plan_id` with \
+             `capacity_charge`) without `charge` or `metric`",
+        ));
+    }
+    if req.quantity.is_some() || req.usage.is_some() || req.commitment.is_some() {
+        return Err(invalid(
+            ErrorCode::InvalidUsage,
+            "units",
+            "capacity is priced at `units` (usage per unit type), not `quantity` or `usage`",
+        ));
+    }
+    let source = match (req.capacity, req.plan_id, req.capacity_charge) {
+        (Some(capacity), None, None) => CapacitySource::Inline(capacity),
+        (None, Some(plan_id), Some(code)) => CapacitySource::Plan {
+            plan_id: PlanId::parse(&plan_id, "plan_id")?,
+            code,
+        },
+        _ => {
+            return Err(invalid(
+                ErrorCode::InvalidSource,
+                "capacity",
+                "give `capacity`, or `plan_id` with `capacity_charge`",
+            ))
+        }
+    };
+    let Some(given) = req.units else {
+        return Err(invalid(
+            ErrorCode::InvalidUsage,
+            "units",
+            "give `units`: the usage per unit type, such as {\"api_calls\": \"1000\"}",
+        ));
+    };
+    let mut units = BTreeMap::new();
+    for (unit, value) in given {
+        let amount = billing_domain::kernel::decimal::parse_decimal(&value, 12).map_err(|e| {
+            Problem::from(ValidationError::new(
+                ErrorCode::InvalidUsage,
+                format!("units.{unit}"),
+                e.to_string(),
+            ))
+        })?;
+        units.insert(unit, amount);
+    }
+    let shown = units
+        .iter()
+        .map(|(u, a)| (u.clone(), a.to_string()))
+        .collect();
+    let priced = app
+        .catalog
+        .preview_capacity(&caller, source, currency, units)
+        .await?;
+    Ok(Reply(
+        StatusCode::OK,
+        PricePreview {
+            formatted: format_human(priced.amount),
+            amount: priced.amount,
+            unit_price: None,
+            derivation: PriceDerivation::Capacity {
+                model: "capacity",
+                tier: priced.tier,
+                units: shown,
+            },
+        },
+    ))
 }

@@ -5,7 +5,7 @@ use utoipa_axum::routes;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use billing_app::billing::{ProrationBehavior, StartSubscription};
+use billing_app::billing::{CreditCapInput, ProrationBehavior, StartSubscription};
 use billing_app::ports::SubscriptionFilter;
 use billing_app::App;
 use billing_domain::billing::proration::ChangePolicy;
@@ -210,6 +210,7 @@ pub async fn update_subscription(
                 Some(quantity),
                 patch.proration_behavior.into(),
                 ChangePolicy::default(),
+                None,
             )
             .await?;
     }
@@ -355,6 +356,13 @@ pub struct ChangePlanRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>, example = json!({"downgrade": "immediate"}))]
     pub change_policy: ChangePolicy,
+    /// Caps the credit for unused time at `paid − already_credited` (minor units, Flexprice)
+    /// when the current period was paid outside this platform (a subscription migrated
+    /// mid-period). Without it the cap is read from the period's invoices here: their
+    /// charges minus their credits and credit notes (refunds), so a refunded period is not
+    /// credited again.
+    #[schema(example = json!({"paid": 20000, "already_credited": 18000}))]
+    pub credit_cap: Option<CreditCapInput>,
 }
 
 /// Upgrades apply now with prorations (invoiced now or on the next invoice); downgrades are
@@ -378,6 +386,7 @@ pub async fn change_plan(
             req.quantity,
             req.proration_behavior.into(),
             req.change_policy,
+            req.credit_cap,
         )
         .await?;
     Ok(Reply(StatusCode::OK, sub))
