@@ -49,23 +49,23 @@ pub fn router(app: App, metrics: EmitMetrics) -> Router {
         )),
         &app,
     )
-        .route_layer(from_fn_with_state(
-            auth::Guard::new(app.clone(), document),
-            auth::authenticate,
-        ))
-        .route(OPENAPI_PATH, get(openapi::serve))
-        .route(DOCS_PATH, get(docs::page))
-        .fallback(|| async { Problem::not_found("no such route") })
-        .method_not_allowed_fallback(|| async {
-            Problem::new(
-                ErrorCode::MethodNotAllowed,
-                "this route does not accept that method",
-            )
-        })
-        .layer(from_fn(move |req, next| {
-            observe::observe(metrics, req, next)
-        }))
-        .with_state(app)
+    .route_layer(from_fn_with_state(
+        auth::Guard::new(app.clone(), document),
+        auth::authenticate,
+    ))
+    .route(OPENAPI_PATH, get(openapi::serve))
+    .route(DOCS_PATH, get(docs::page))
+    .fallback(|| async { Problem::not_found("no such route") })
+    .method_not_allowed_fallback(|| async {
+        Problem::new(
+            ErrorCode::MethodNotAllowed,
+            "this route does not accept that method",
+        )
+    })
+    .layer(from_fn(move |req, next| {
+        observe::observe(metrics, req, next)
+    }))
+    .with_state(app)
 }
 
 /// What every authenticated route runs inside: idempotency for POSTs, around the panic

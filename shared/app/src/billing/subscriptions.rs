@@ -592,8 +592,8 @@ impl BillingService {
             match invoices.items.last() {
                 Some(last) if invoices.has_more && !older => {
                     page = PageRequest {
-                        limit: 100,
                         starting_after: Some(last.id.to_string()),
+                        ..PageRequest::first(100)
                     }
                 }
                 _ => break,

@@ -156,7 +156,10 @@ impl CustomersService {
             // No cards yet, or no such account: only the account can tell.
             None => {
                 self.get_account(caller, account_id).await?;
-                Ok(PaymentProfile::new(account_id, self.gateway.name()))
+                Ok(PaymentProfile::new(
+                    account_id,
+                    self.gateways.name(caller.livemode),
+                ))
             }
         }
     }
