@@ -111,13 +111,19 @@ async fn every_operation_survives_a_bounded_fuzz() {
     let (api, _) = Api::start(billing_tests::memory_app(), "Fuzz").await;
     let key = api.key_with_role("admin").await;
     let schema = format!("{}/v1/openapi.json", api.base());
+    // Run elsewhere: schemathesis keeps a cache of past failures in its working directory.
+    let scratch = std::env::temp_dir().join(format!("schemathesis-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&scratch).unwrap();
     let mut fuzz = Command::new(venv_tool("schemathesis"));
+    fuzz.current_dir(&scratch);
     fuzz.args([
         "run",
         &schema,
         "--no-color",
+        // One worker: hypothesis describing strategies from two threads trips CPython
+        // 3.11's AST constructor ("recursion depth mismatch"), a runtime error of the tool.
         "--workers",
-        "2",
+        "1",
         "--seed",
         "13",
     ])
@@ -132,6 +138,7 @@ async fn every_operation_survives_a_bounded_fuzz() {
         .await
         .unwrap()
         .expect("schemathesis from .venv: run `make venv`");
+    let _ = std::fs::remove_dir_all(&scratch);
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
