@@ -1,6 +1,8 @@
 //! Issue 14 over HTTP: each defect and difference with the numbers of the anchor that
 //! defines it (Lago, Kill Bill, OpenMeter, Flexprice), through the API on test clocks, the
 //! price calculator and the invoice preview. Each test names the anchor's file and case.
+//! The anchors' dates are moved to 2027 with the same weekdays and month lengths (plans take
+//! effect from now, so a test clock cannot start before it).
 
 use billing_tests::api::{problem, Api};
 use reqwest::{Method, StatusCode};
@@ -115,9 +117,9 @@ async fn in_arrears_weekly_fee_started_mid_week_is_prorated_like_lago() {
     .await;
     let advance_plan = fee_plan(&api, "weekly_advance", "week", 100, "in_advance", inclusive).await;
     for (at, trial, cents) in [
-        ("2022-06-22T00:00:00Z", 0, 71),
-        ("2022-06-22T00:00:00Z", 3, 29),
-        ("2022-06-20T00:01:00Z", 3, 57),
+        ("2027-06-16T00:00:00Z", 0, 71),
+        ("2027-06-16T00:00:00Z", 3, 29),
+        ("2027-06-14T00:01:00Z", 3, 57),
     ] {
         let (clock, account) = clock_account(&api, at).await;
         let mut subs = Vec::new();
@@ -126,14 +128,14 @@ async fn in_arrears_weekly_fee_started_mid_week_is_prorated_like_lago() {
                 subscribe(
                     &api,
                     json!({"account": account, "plan": plan, "trial_days": trial,
-                           "billing_anchor": "2022-06-27T00:00:00Z"}),
+                           "billing_anchor": "2027-06-21T00:00:00Z"}),
                 )
                 .await,
             );
         }
         // The Monday that ends the first week: the in-arrears fee falls due, and in advance
         // the second week is billed in full.
-        advance(&api, &clock, "2022-06-27T00:00:00Z").await;
+        advance(&api, &clock, "2027-06-21T00:00:00Z").await;
         assert_eq!(
             billed(&api, &subs[0]).await,
             [cents],
@@ -167,14 +169,14 @@ async fn in_arrears_trial_ending_mid_period_bills_the_time_after_it_like_lago() 
             json!(convention),
         )
         .await;
-        let (clock, account) = clock_account(&api, "2022-03-01T00:00:00Z").await;
+        let (clock, account) = clock_account(&api, "2027-03-01T00:00:00Z").await;
         let sub = subscribe(
             &api,
             json!({"account": account, "plan": plan, "trial_days": 3,
-                   "billing_anchor": "2022-04-01T00:00:00Z"}),
+                   "billing_anchor": "2027-04-01T00:00:00Z"}),
         )
         .await;
-        advance(&api, &clock, "2022-04-01T00:00:00Z").await;
+        advance(&api, &clock, "2027-04-01T00:00:00Z").await;
         assert_eq!(billed(&api, &sub).await, [90], "{convention}");
     }
 }
@@ -207,7 +209,7 @@ async fn cancelling_now_credits_in_advance_and_bills_the_used_days_in_arrears_li
         json!("day_span_exclusive"),
     )
     .await;
-    let (clock, account) = clock_account(&api, "2022-10-01T00:00:00Z").await;
+    let (clock, account) = clock_account(&api, "2027-10-01T00:00:00Z").await;
     let cases = [
         (&advance_plan, true, -1600),
         (&arrears, true, 1500),
@@ -218,7 +220,7 @@ async fn cancelling_now_credits_in_advance_and_bills_the_used_days_in_arrears_li
     for (plan, _, _) in &cases {
         subs.push(subscribe(&api, json!({"account": account, "plan": plan})).await);
     }
-    advance(&api, &clock, "2022-10-15T10:00:00Z").await;
+    advance(&api, &clock, "2027-10-15T10:00:00Z").await;
     for (sub, (_, prorate, expected)) in subs.iter().zip(cases) {
         let before = api.invoices(sub).await;
         let cancelled = api
@@ -252,15 +254,15 @@ async fn an_in_arrears_plan_change_bills_each_plan_for_its_own_days() {
     )
     .await;
     let pro = fee_plan(&api, "pro", "month", 6200, "in_arrears", exclusive).await;
-    let (clock, account) = clock_account(&api, "2024-01-01T00:00:00Z").await;
+    let (clock, account) = clock_account(&api, "2027-01-01T00:00:00Z").await;
     let sub = subscribe(&api, json!({"account": account, "plan": basic})).await;
     let trialing = subscribe(
         &api,
         json!({"account": account, "plan": basic, "trial_days": 10,
-               "billing_anchor": "2024-02-01T00:00:00Z"}),
+               "billing_anchor": "2027-02-01T00:00:00Z"}),
     )
     .await;
-    advance(&api, &clock, "2024-01-05T00:00:00Z").await;
+    advance(&api, &clock, "2027-01-05T00:00:00Z").await;
     let changed = api
         .post(
             &format!("/v1/subscriptions/{trialing}/change-plan"),
@@ -268,17 +270,17 @@ async fn an_in_arrears_plan_change_bills_each_plan_for_its_own_days() {
         )
         .await;
     assert_eq!(changed["status"], "trialing");
-    advance(&api, &clock, "2024-01-22T00:00:00Z").await;
+    advance(&api, &clock, "2027-01-22T00:00:00Z").await;
     api.post(
         &format!("/v1/subscriptions/{sub}/change-plan"),
         json!({"plan": pro, "proration_behavior": "always_invoice"}),
     )
     .await;
     assert_eq!(billed(&api, &sub).await, [2100]);
-    advance(&api, &clock, "2024-02-01T00:00:00Z").await;
+    advance(&api, &clock, "2027-02-01T00:00:00Z").await;
     assert_eq!(billed(&api, &sub).await, [2000, 2100]);
     assert_eq!(billed(&api, &trialing).await, [4200]);
-    advance(&api, &clock, "2024-03-01T00:00:00Z").await;
+    advance(&api, &clock, "2027-03-01T00:00:00Z").await;
     assert_eq!(billed(&api, &sub).await, [2000, 2100, 6200]);
 }
 
@@ -553,6 +555,8 @@ async fn the_credit_for_unused_time_is_capped_by_what_was_paid_like_flexprice() 
     let elsewhere = subscribe(&api, json!({"account": account, "plan": small})).await;
     let ours = subscribe(&api, json!({"account": account, "plan": small})).await;
     let refunded = subscribe(&api, json!({"account": account, "plan": small})).await;
+    // The first invoices' payments run on the clock.
+    advance(&api, &clock, "2027-04-01T01:00:00Z").await;
     let invoice = api.invoices(&refunded).await[0]["id"]
         .as_str()
         .unwrap()

@@ -199,11 +199,11 @@ error_codes! {
         "A usage event is timestamped before its subscription started.";
     InvalidAmount => "invalid_amount", 400, "An amount is not positive.";
     ProrationUnsupported => "proration_unsupported", 400,
-        "A usage charge is prorated but its price model cannot be (only per_unit, graduated and volume).";
+        "A usage charge is `prorated` but its price model cannot be (only `per_unit`, `graduated` and `volume`).";
     UnknownCapacityCharge => "unknown_capacity_charge", 400,
         "The plan has no capacity charge with this code.";
     InvalidCreditCap => "invalid_credit_cap", 400,
-        "A plan change's credit_cap (paid, already_credited) is not 0 to 10^18 minor units.";
+        "A plan change's `credit_cap` (`paid`, `already_credited`) is not 0 to 10^18 minor units.";
     RefundTooLarge => "refund_too_large", 400,
         "The refund is larger than what is left of the payment.";
     InvalidReference => "invalid_reference", 400, "A payment reference is empty or too long.";
