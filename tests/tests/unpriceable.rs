@@ -215,7 +215,7 @@ async fn an_unpriceable_period_is_parked_and_the_tenants_others_are_billed(store
             .map(|e| e["data"]["id"].as_str().unwrap().to_owned())
             .collect::<Vec<_>>()
     };
-    assert_eq!(failures().await, [poisoned.clone()]);
+    assert_eq!(failures().await, std::slice::from_ref(&poisoned));
 
     // Not retried forever: nothing of it is due, so the next sweep hands over nothing, and
     // a redelivered job is answered without a second failure.
