@@ -10,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 async fn advance(api: &Api, clock: &str, to: &str) {
-    let advanced = api.advance_clock(&clock, &to).await.1;
+    let advanced = api.advance_clock(clock, to).await.1;
     assert_eq!(advanced["status"], "ready");
 }
 
