@@ -332,7 +332,7 @@ pub async fn resume_subscription(
 pub async fn retry_billing(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Reply<Subscription>> {
     Ok(Reply(
         StatusCode::OK,
