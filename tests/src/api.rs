@@ -69,6 +69,30 @@ impl Api {
         (answered, finished)
     }
 
+    /// A test clock frozen at `at` and an account on it whose card pays, so that a
+    /// scenario about billing does not turn into one about dunning: `(clock, account)`.
+    pub async fn clock_account(&self, at: &str) -> (String, String) {
+        let clock = self
+            .post("/v1/test-clocks", serde_json::json!({ "frozen_time": at }))
+            .await;
+        let clock = clock["id"].as_str().unwrap().to_owned();
+        let account = self
+            .post(
+                "/v1/accounts",
+                serde_json::json!({"email": "clock@acme.test", "currency": "usd", "test_clock": clock}),
+            )
+            .await;
+        let account = account["id"].as_str().unwrap().to_owned();
+        let card = self
+            .post(
+                &format!("/v1/accounts/{account}/payment-methods"),
+                serde_json::json!({"payment_method": "tok_visa"}),
+            )
+            .await;
+        assert_eq!(card["default"], true);
+        (clock, account)
+    }
+
     /// The server's base URL, `http://127.0.0.1:…`.
     pub fn base(&self) -> &str {
         &self.base

@@ -34,27 +34,6 @@ async fn fee_plan(
     plan["id"].as_str().unwrap().to_owned()
 }
 
-/// A test clock at `at` and an account on it with a card that pays.
-async fn clock_account(api: &Api, at: &str) -> (String, String) {
-    let clock = api
-        .post("/v1/test-clocks", json!({"frozen_time": at}))
-        .await;
-    let clock = clock["id"].as_str().unwrap().to_owned();
-    let account = api
-        .post(
-            "/v1/accounts",
-            json!({"email": "anchor@acme.test", "currency": "usd", "test_clock": clock}),
-        )
-        .await;
-    let account = account["id"].as_str().unwrap().to_owned();
-    api.post(
-        &format!("/v1/accounts/{account}/payment-methods"),
-        json!({"payment_method": "tok_visa"}),
-    )
-    .await;
-    (clock, account)
-}
-
 async fn advance(api: &Api, clock: &str, to: &str) {
     let advanced = api
         .post(
@@ -121,7 +100,7 @@ async fn in_arrears_weekly_fee_started_mid_week_is_prorated_like_lago() {
         ("2027-06-16T00:00:00Z", 3, 29),
         ("2027-06-14T00:01:00Z", 3, 57),
     ] {
-        let (clock, account) = clock_account(&api, at).await;
+        let (clock, account) = api.clock_account(at).await;
         let mut subs = Vec::new();
         for plan in [&arrears, &advance_plan] {
             subs.push(
@@ -169,7 +148,7 @@ async fn in_arrears_trial_ending_mid_period_bills_the_time_after_it_like_lago() 
             json!(convention),
         )
         .await;
-        let (clock, account) = clock_account(&api, "2027-03-01T00:00:00Z").await;
+        let (clock, account) = api.clock_account("2027-03-01T00:00:00Z").await;
         let sub = subscribe(
             &api,
             json!({"account": account, "plan": plan, "trial_days": 3,
@@ -209,7 +188,7 @@ async fn cancelling_now_credits_in_advance_and_bills_the_used_days_in_arrears_li
         json!("day_span_exclusive"),
     )
     .await;
-    let (clock, account) = clock_account(&api, "2027-10-01T00:00:00Z").await;
+    let (clock, account) = api.clock_account("2027-10-01T00:00:00Z").await;
     let cases = [
         (&advance_plan, true, -1600),
         (&arrears, true, 1500),
@@ -254,7 +233,7 @@ async fn an_in_arrears_plan_change_bills_each_plan_for_its_own_days() {
     )
     .await;
     let pro = fee_plan(&api, "pro", "month", 6200, "in_arrears", exclusive).await;
-    let (clock, account) = clock_account(&api, "2027-01-01T00:00:00Z").await;
+    let (clock, account) = api.clock_account("2027-01-01T00:00:00Z").await;
     let sub = subscribe(&api, json!({"account": account, "plan": basic})).await;
     let trialing = subscribe(
         &api,
@@ -309,7 +288,7 @@ async fn fixed_day_months_count_a_trailing_stub_like_kill_bill() {
             -800,
         ),
     ];
-    let (clock, account) = clock_account(&api, "2027-05-23T00:00:00Z").await;
+    let (clock, account) = api.clock_account("2027-05-23T00:00:00Z").await;
     let mut subs = Vec::new();
     for (i, (proration, fee, timing, _)) in cases.iter().enumerate() {
         let plan = fee_plan(
@@ -460,7 +439,7 @@ async fn a_period_without_usage_bills_the_first_tiers_flat_fee() {
                        {"up_to": null, "unit_price": "5", "flat_fee": 300}]}}}]}}),
         )
         .await;
-    let (clock, account) = clock_account(&api, "2027-04-01T00:00:00Z").await;
+    let (clock, account) = api.clock_account("2027-04-01T00:00:00Z").await;
     let sub = subscribe(&api, json!({"account": account, "plan": plan["id"]})).await;
     advance(&api, &clock, "2027-05-01T00:00:00Z").await;
     assert_eq!(billed(&api, &sub).await, [200]);
@@ -509,7 +488,7 @@ async fn a_prorated_volume_charge_prices_the_prorated_quantity_at_the_full_tier_
     }
 
     // A subscription on a test clock: usage reported, the period closes on the anchor.
-    let (clock, account) = clock_account(&api, "2027-04-11T03:21:36Z").await;
+    let (clock, account) = api.clock_account("2027-04-11T03:21:36Z").await;
     let sub = subscribe(
         &api,
         json!({"account": account, "plan": prorated["id"], "billing_anchor": "2027-05-01T00:00:00Z"}),
@@ -551,7 +530,7 @@ async fn the_credit_for_unused_time_is_capped_by_what_was_paid_like_flexprice() 
     let exact = json!("exact_seconds");
     let small = fee_plan(&api, "small", "month", 150, "in_advance", exact.clone()).await;
     let large = fee_plan(&api, "large", "month", 600, "in_advance", exact).await;
-    let (clock, account) = clock_account(&api, "2027-04-01T00:00:00Z").await;
+    let (clock, account) = api.clock_account("2027-04-01T00:00:00Z").await;
     let elsewhere = subscribe(&api, json!({"account": account, "plan": small})).await;
     let ours = subscribe(&api, json!({"account": account, "plan": small})).await;
     let refunded = subscribe(&api, json!({"account": account, "plan": small})).await;
@@ -656,7 +635,7 @@ async fn a_capacity_charge_prices_the_first_tier_whose_every_limit_holds_like_ki
     }
 
     // On a subscription: the period's sums (100, 1001, 0) are the second tier.
-    let (clock, account) = clock_account(&api, "2027-04-01T00:00:00Z").await;
+    let (clock, account) = api.clock_account("2027-04-01T00:00:00Z").await;
     let sub = subscribe(&api, json!({"account": account, "plan": plan_id})).await;
     let events: Vec<Value> = [("unit1", 60, "a"), ("unit1", 40, "b"), ("unit2", 1001, "c")]
         .iter()

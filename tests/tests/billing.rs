@@ -22,30 +22,6 @@ async fn new_plan(api: &Api, code: &str, monthly_fee: i64, trial_days: u32) -> S
     plan["id"].as_str().unwrap().to_owned()
 }
 
-async fn clock_account(api: &Api, at: &str) -> (String, String) {
-    let clock = api
-        .post("/v1/test-clocks", json!({"frozen_time": at}))
-        .await;
-    let clock_id = clock["id"].as_str().unwrap().to_owned();
-    let account = api
-        .post(
-            "/v1/accounts",
-            json!({"email": "year@acme.test", "currency": "usd", "test_clock": clock_id}),
-        )
-        .await;
-    let account_id = account["id"].as_str().unwrap().to_owned();
-    // A card that pays: these scenarios are about billing, not about failed payments
-    // (which would put the account into dunning).
-    let card = api
-        .post(
-            &format!("/v1/accounts/{account_id}/payment-methods"),
-            json!({"payment_method": "tok_visa"}),
-        )
-        .await;
-    assert_eq!(card["default"], true);
-    (clock_id, account_id)
-}
-
 fn numbers(invoices: &[Value]) -> Vec<String> {
     invoices
         .iter()
@@ -64,7 +40,7 @@ fn period_starts(invoices: &[Value]) -> Vec<String> {
 async fn a_year_on_a_test_clock_bills_every_period_once_with_gapless_numbers() {
     let api = start().await;
     let plan = new_plan(&api, "monthly", 4900, 14).await;
-    let (clock, account) = clock_account(&api, "2027-01-31T00:00:00Z").await;
+    let (clock, account) = api.clock_account("2027-01-31T00:00:00Z").await;
 
     let trial = api
         .post(
@@ -173,7 +149,7 @@ async fn upgrades_prorate_now_and_downgrades_wait_for_the_period_end() {
     let basic = new_plan(&api, "basic", 3000, 0).await;
     let pro = new_plan(&api, "pro", 6000, 0).await;
     // A 30-day period: April 2027.
-    let (clock, account) = clock_account(&api, "2027-04-01T00:00:00Z").await;
+    let (clock, account) = api.clock_account("2027-04-01T00:00:00Z").await;
     let sub = api
         .post(
             "/v1/subscriptions",
@@ -231,7 +207,7 @@ async fn upgrades_prorate_now_and_downgrades_wait_for_the_period_end() {
 async fn a_pause_bills_nothing_and_resuming_credits_the_unused_time() {
     let api = start().await;
     let plan = new_plan(&api, "monthly", 3000, 0).await;
-    let (clock, account) = clock_account(&api, "2027-04-01T00:00:00Z").await;
+    let (clock, account) = api.clock_account("2027-04-01T00:00:00Z").await;
     let sub = api
         .post(
             "/v1/subscriptions",
@@ -454,7 +430,7 @@ async fn the_invoice_prefix_is_the_tenants_and_the_sequence_runs_on_across_a_cha
     assert_eq!(set["invoice_prefix"], "ACME");
 
     let plan = new_plan(&api, "monthly", 1000, 0).await;
-    let (_, account) = clock_account(&api, "2027-03-01T00:00:00Z").await;
+    let (_, account) = api.clock_account("2027-03-01T00:00:00Z").await;
     let first = api
         .post(
             "/v1/subscriptions",
@@ -484,7 +460,7 @@ async fn previews_price_the_next_invoice_a_change_and_a_hypothetical_subscriptio
 {
     let api = start().await;
     let plan = new_plan(&api, "preview", 2000, 0).await;
-    let (clock, account) = clock_account(&api, "2027-01-31T00:00:00Z").await;
+    let (clock, account) = api.clock_account("2027-01-31T00:00:00Z").await;
     let sub = api
         .post(
             "/v1/subscriptions",
@@ -696,7 +672,7 @@ async fn bills_a_tenants_subscriptions_together_exactly_once(app: billing_app::A
 /// A test clock with three monthly subscriptions (quantities 1 to 3) on a paying account.
 async fn three_on_a_clock(api: &Api) -> (String, Vec<String>) {
     let plan = new_plan(api, "monthly", 1000, 0).await;
-    let (clock, account) = clock_account(api, "2027-01-01T00:00:00Z").await;
+    let (clock, account) = api.clock_account("2027-01-01T00:00:00Z").await;
     let mut subs = Vec::new();
     for quantity in 1..=3 {
         let sub = api
@@ -846,7 +822,7 @@ async fn an_immediate_downgrade_credits_the_unused_time_now() {
     let api = start().await;
     let basic = new_plan(&api, "basic", 3000, 0).await;
     let pro = new_plan(&api, "pro", 6000, 0).await;
-    let (clock, account) = clock_account(&api, "2027-04-01T00:00:00Z").await;
+    let (clock, account) = api.clock_account("2027-04-01T00:00:00Z").await;
     let sub = api
         .post(
             "/v1/subscriptions",
@@ -876,7 +852,7 @@ async fn an_immediate_downgrade_credits_the_unused_time_now() {
     assert_eq!(invoices[1]["total"], -2000);
 
     // Without a policy, the same request waits for the period end.
-    let (_, other_account) = clock_account(&api, "2027-04-01T00:00:00Z").await;
+    let (_, other_account) = api.clock_account("2027-04-01T00:00:00Z").await;
     let other = api
         .post(
             "/v1/subscriptions",
@@ -921,7 +897,7 @@ async fn cancelling_now_at_a_period_boundary_answers_200_and_credits_only_with_p
     let api = start().await;
     let plan = new_plan(&api, "boundary", 3000, 0).await;
     for prorate in [true, false] {
-        let (clock, account) = clock_account(&api, "2027-04-01T00:00:00Z").await;
+        let (clock, account) = api.clock_account("2027-04-01T00:00:00Z").await;
         let sub = api
             .post(
                 "/v1/subscriptions",

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use billing_domain::catalog::capacity::{Capacity, CapacityPriced};
 use billing_domain::catalog::charges::{ChargeModel, Commitment, Priced, PricingError, Usage};
+use billing_domain::catalog::plan::PlanVersion;
 use billing_domain::customers::access::Permission;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::error::ErrorCode;
@@ -53,20 +54,7 @@ impl CatalogService {
                 capacity
             }
             CapacitySource::Plan { plan_id, code } => {
-                let prices = self
-                    .get_plan(caller, plan_id)
-                    .await?
-                    .prices
-                    .ok_or_else(|| {
-                        invalid(
-                            ErrorCode::PlanNotInEffect,
-                            "plan_id",
-                            "the plan has no prices in effect yet",
-                        )
-                    })?;
-                prices.require_currency(currency).map_err(|e| {
-                    invalid(ErrorCode::CurrencyNotOffered, "currency", e.to_string())
-                })?;
+                let prices = self.prices_in_effect(caller, plan_id, currency).await?;
                 let charge = prices.capacity_charge(&code).ok_or_else(|| {
                     invalid(
                         ErrorCode::UnknownCapacityCharge,
@@ -119,20 +107,7 @@ impl CatalogService {
                 (model, commitment)
             }
             PriceSource::Plan { plan_id, metric } => {
-                let prices = self
-                    .get_plan(caller, plan_id)
-                    .await?
-                    .prices
-                    .ok_or_else(|| {
-                        invalid(
-                            ErrorCode::PlanNotInEffect,
-                            "plan_id",
-                            "the plan has no prices in effect yet",
-                        )
-                    })?;
-                prices.require_currency(currency).map_err(|e| {
-                    invalid(ErrorCode::CurrencyNotOffered, "currency", e.to_string())
-                })?;
+                let prices = self.prices_in_effect(caller, plan_id, currency).await?;
                 match metric {
                     None => {
                         let model =
@@ -178,5 +153,29 @@ impl CatalogService {
             Some(c) => priced.with_commitment(&c),
             None => priced,
         })
+    }
+
+    /// The version of `plan_id` in effect now, which must price in `currency`.
+    async fn prices_in_effect(
+        &self,
+        caller: &Caller,
+        plan_id: PlanId,
+        currency: Currency,
+    ) -> Result<PlanVersion, AppError> {
+        let prices = self
+            .get_plan(caller, plan_id)
+            .await?
+            .prices
+            .ok_or_else(|| {
+                invalid(
+                    ErrorCode::PlanNotInEffect,
+                    "plan_id",
+                    "the plan has no prices in effect yet",
+                )
+            })?;
+        prices
+            .require_currency(currency)
+            .map_err(|e| invalid(ErrorCode::CurrencyNotOffered, "currency", e.to_string()))?;
+        Ok(prices)
     }
 }
