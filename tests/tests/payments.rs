@@ -287,7 +287,7 @@ async fn a_hard_decline_is_final() {
     let (app, gateway) = with_sandbox(billing_tests::memory_app().with_notifier(notifier.clone()));
     let caller = billing_tests::admin(&app, "Hard").await;
     app.collection
-        .set_payment_settings(&caller, None, Some(FinalAction::MarkUncollectible))
+        .set_payment_settings(&caller, None, Some(FinalAction::MarkUncollectible), None)
         .await
         .unwrap();
     let sub = billing_tests::subscribe(
@@ -399,6 +399,7 @@ async fn authentication_then_gateway_events(app: App) {
         id: "evt_succeeded_1".into(),
         created: Timestamp::now(),
         livemode: false,
+        account: None,
         kind: GatewayEventKind::PaymentSucceeded {
             payment_intent: intent.clone(),
             charge: Some("ch_1".into()),
@@ -425,6 +426,7 @@ async fn authentication_then_gateway_events(app: App) {
         id: "evt_failed_1".into(),
         created: Timestamp::now(),
         livemode: false,
+        account: None,
         kind: GatewayEventKind::PaymentFailed {
             payment_intent: intent.clone(),
             code: "card_declined".into(),
@@ -455,6 +457,7 @@ async fn authentication_then_gateway_events(app: App) {
         id: "evt_refunded_1".into(),
         created: Timestamp::now(),
         livemode: false,
+        account: None,
         kind: GatewayEventKind::ChargeRefunded {
             charge: "ch_1".into(),
             payment_intent: Some(intent.clone()),
@@ -492,6 +495,7 @@ async fn authentication_then_gateway_events(app: App) {
         id: "evt_other".into(),
         created: Timestamp::now(),
         livemode: false,
+        account: None,
         kind: GatewayEventKind::Other {
             event_type: "customer.created".into(),
         },
@@ -605,6 +609,7 @@ async fn payment_methods_default_and_detach() {
         id: "evt_detached".into(),
         created: Timestamp::now(),
         livemode: false,
+        account: None,
         kind: GatewayEventKind::PaymentMethodDetached {
             payment_method: a.id.clone(),
         },
@@ -975,6 +980,7 @@ async fn failed_authentication_is_a_failed_attempt_with_a_retry() {
         id: "evt_auth_failed".into(),
         created: now,
         livemode: false,
+        account: None,
         kind: GatewayEventKind::PaymentFailed {
             payment_intent: waiting.payment_intent.clone().unwrap(),
             code: "payment_intent_authentication_failure".into(),
