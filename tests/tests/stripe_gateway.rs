@@ -738,7 +738,10 @@ async fn a_live_tenant_with_only_a_test_key_is_refused_at_charge_time() {
 /// and one without (the platform's own account).
 async fn connected_tenants(
     fake: &FakeStripe,
-) -> (billing_app::App, Vec<(billing_app::Caller, Option<&'static str>)>) {
+) -> (
+    billing_app::App,
+    Vec<(billing_app::Caller, Option<&'static str>)>,
+) {
     use billing_domain::collection::connect::StripeAccount;
     let setup = billing_aws::payment_gateway::from_json(
         r#"{"test_secret_key": "sk_test_fake"}"#,
@@ -825,14 +828,24 @@ async fn the_connected_account_is_a_validated_payment_setting() {
     assert_eq!(settings.get("stripe_account"), None, "{settings}");
 
     let too_long = format!("acct_{}", "a".repeat(60));
-    for bad in ["cus_123", "acct_", "acct_12-3", "acct_ünï", too_long.as_str(), "acct_1 "] {
+    for bad in [
+        "cus_123",
+        "acct_",
+        "acct_12-3",
+        "acct_ünï",
+        too_long.as_str(),
+        "acct_1 ",
+    ] {
         let body = serde_json::json!({ "stripe_account": bad });
         let response = api
             .send(reqwest::Method::PATCH, "/v1/settings/payments", Some(&body))
             .await;
-        let problem =
-            billing_tests::api::problem(response, StatusCode::BAD_REQUEST, "invalid_stripe_account")
-                .await;
+        let problem = billing_tests::api::problem(
+            response,
+            StatusCode::BAD_REQUEST,
+            "invalid_stripe_account",
+        )
+        .await;
         assert_eq!(problem["param"], "stripe_account", "{bad}: {problem}");
     }
     assert_eq!(api.get("/v1/settings/payments").await, settings);
@@ -844,12 +857,14 @@ async fn the_connected_account_is_a_validated_payment_setting() {
         )
         .await;
     assert_eq!(set["stripe_account"], "acct_1Nv0FGQ9RKHgCVdK");
-    assert_eq!(set["retry_days"], settings["retry_days"], "the rest is kept");
+    assert_eq!(
+        set["retry_days"], settings["retry_days"],
+        "the rest is kept"
+    );
     assert_eq!(api.get("/v1/settings/payments").await, set);
     let events = api.get("/v1/events?type=payment_settings.updated").await;
     assert_eq!(
-        events["data"][0]["data"]["stripe_account"],
-        "acct_1Nv0FGQ9RKHgCVdK",
+        events["data"][0]["data"]["stripe_account"], "acct_1Nv0FGQ9RKHgCVdK",
         "{events}"
     );
 

@@ -20,7 +20,8 @@
 //!
 //! **What it sends.** One request per call: a customer, an attach, a detach, a PaymentIntent
 //! created and confirmed off-session in one request (so a successful payment costs one Stripe
-//! request), a refund. Every call that creates something carries the caller's idempotency key
+//! request), a refund. A gateway made for a tenant's connected account
+//! ([`PaymentGateway::connected`]) sends each of them with `Stripe-Account`. Every call that creates something carries the caller's idempotency key
 //! as Stripe's `Idempotency-Key` (the payment attempt id for a charge), so a retry after a
 //! crash or a timeout gets Stripe's first answer instead of a second charge. The client never
 //! retries by itself: retrying is the payment worker's decision, with the same key.
@@ -33,15 +34,15 @@ use billing_app::ports::{
     CardDetails, ChargeOutcome, ChargeRequest, GatewayError, NewGatewayCustomer, PaymentGateway,
     RefundOutcome, RefundRequest,
 };
+use billing_domain::collection::connect::StripeAccount;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::money::Money;
-use billing_domain::collection::connect::StripeAccount;
 use std::sync::Arc;
 use stripe::{
     AccountId, ApiErrors, ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy,
 };
-use stripe_client_core::CustomizableStripeRequest;
 use stripe::{StripeError, StripeRequest};
+use stripe_client_core::CustomizableStripeRequest;
 use stripe_core::customer::CreateCustomer;
 use stripe_core::payment_intent::{
     CreatePaymentIntent, CreatePaymentIntentAutomaticPaymentMethods,
@@ -191,11 +192,7 @@ impl PaymentGateway for StripeGateway {
 
     async fn detach_payment_method(&self, gateway_id: &str) -> Result<(), GatewayError> {
         let detach = DetachPaymentMethod::new(gateway_id);
-        match self
-            .on_account(detach.customize())
-            .send(&self.client)
-            .await
-        {
+        match self.on_account(detach.customize()).send(&self.client).await {
             Ok(_) => Ok(()),
             // Detached already (a retry, or the customer removed it in Stripe): done.
             Err(StripeError::Stripe(e, _)) if not_attached(&e) => Ok(()),
@@ -205,20 +202,21 @@ impl PaymentGateway for StripeGateway {
 
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, GatewayError> {
         let metadata: HashMap<String, String> = request.metadata.iter().cloned().collect();
-        let create = CreatePaymentIntent::new(request.amount.minor, stripe_currency(request.amount))
-            .customer(request.customer.clone())
-            .payment_method(request.payment_method.clone())
-            .description(request.description.clone())
-            .metadata(metadata)
-            .confirm(true)
-            .off_session(CreatePaymentIntentOffSession::Bool(true))
-            // Cards only in practice: nothing that would need a redirect (and a return URL).
-            .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods {
-                enabled: true,
-                allow_redirects: Some(
-                    CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never,
-                ),
-            });
+        let create =
+            CreatePaymentIntent::new(request.amount.minor, stripe_currency(request.amount))
+                .customer(request.customer.clone())
+                .payment_method(request.payment_method.clone())
+                .description(request.description.clone())
+                .metadata(metadata)
+                .confirm(true)
+                .off_session(CreatePaymentIntentOffSession::Bool(true))
+                // Cards only in practice: nothing that would need a redirect (and a return URL).
+                .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods {
+                    enabled: true,
+                    allow_redirects: Some(
+                        CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never,
+                    ),
+                });
         let sent = self
             .on_account(create.customize())
             .request_strategy(idempotent(&request.idempotency_key)?)

@@ -2,8 +2,8 @@
 //! failed one), marking one paid out of band, and the settings that decide retries.
 
 use billing_domain::billing::invoice::Invoice;
-use billing_domain::collection::payment::{Payment, PaymentStatus};
 use billing_domain::collection::connect::StripeAccount;
+use billing_domain::collection::payment::{Payment, PaymentStatus};
 use billing_domain::collection::retry::{FinalAction, PaymentSettings};
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
