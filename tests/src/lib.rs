@@ -142,7 +142,12 @@ pub async fn serve(app: App) -> String {
         .expect("bind");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router(app, EmitMetrics(false))).await;
+        let _ = billing_http::serve::serve(
+            listener,
+            router(app, EmitMetrics(false)),
+            std::future::pending(),
+        )
+        .await;
     });
     format!("http://{addr}")
 }

@@ -531,6 +531,33 @@ async fn errors_outside_the_handlers_are_problems() {
     }
 }
 
+/// Issue 13, item 9: too many or too large headers used to get hyper's empty 431.
+#[tokio::test]
+async fn oversized_headers_are_problems_that_close_the_connection() {
+    let (api, _) = start().await;
+    let many = (0..150).fold(api.request(Method::GET, "/v1/accounts"), |request, i| {
+        request.header(format!("x-extra-{i}"), "1")
+    });
+    let huge = api
+        .request(Method::GET, "/v1/accounts")
+        .header("x-large", "a".repeat(40 * 1024));
+    for request in [many, huge] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.headers()["connection"], "close");
+        problem(
+            response,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+        )
+        .await;
+    }
+    // Up to the limit is served as usual.
+    let within = (0..90).fold(api.request(Method::GET, "/v1/accounts"), |request, i| {
+        request.header(format!("x-extra-{i}"), "1")
+    });
+    assert_eq!(within.send().await.unwrap().status(), StatusCode::OK);
+}
+
 /// Issue 13, item 11: text that becomes part of a DynamoDB key is bounded in bytes, on
 /// writes and on lookups; 255 emoji (1,020 bytes) used to overflow the external id's
 /// uniqueness key, and 3,000-character filters the lookups' keys.

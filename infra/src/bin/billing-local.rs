@@ -129,11 +129,10 @@ async fn main() -> anyhow::Result<()> {
         payments.webhook_secrets,
         EmitMetrics(true),
     ));
-    axum::serve(listener, routes)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    billing_http::serve::serve(listener, routes, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
 
     let saved = snapshot::save(&dynamodb, &config.table_name, &snapshot_path)
         .await

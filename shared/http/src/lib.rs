@@ -14,6 +14,7 @@ pub mod pagination;
 pub mod params;
 pub mod problem;
 pub mod routes;
+pub mod serve;
 pub mod stripe_webhook;
 
 use axum::http::Method;

@@ -107,6 +107,10 @@ impl ErrorResponses {
             statuses.push(("415", "The body is not `application/json`."));
         }
         statuses.push((
+            "431",
+            "More than 100 request headers, or more than 16 KiB of them.",
+        ));
+        statuses.push((
             "503",
             "The store is briefly unavailable: retry with backoff.",
         ));

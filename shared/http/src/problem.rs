@@ -118,8 +118,11 @@ impl IntoResponse for Problem {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-        if self.0.code == ErrorCode::BodyTooLarge {
-            // The rest of the body is left unread, so the server cannot keep the connection:
+        if matches!(
+            self.0.code,
+            ErrorCode::BodyTooLarge | ErrorCode::HeadersTooLarge
+        ) {
+            // The rest of the request is left unread, so the server cannot keep the connection:
             // say so, or the client's next request on it fails.
             response
                 .headers_mut()

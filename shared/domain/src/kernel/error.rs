@@ -63,6 +63,8 @@ error_codes! {
     UnsupportedMediaType => "unsupported_media_type", 415, "The body is not `application/json`.";
     BodyTooLarge => "body_too_large", 413,
         "The body is larger than 64 KiB (2 MiB for Stripe's webhook); the connection closes.";
+    HeadersTooLarge => "headers_too_large", 431,
+        "More than 100 request headers, or more than 16 KiB of them; the connection closes.";
     Unauthenticated => "unauthenticated", 401,
         "No API key, or one that is unknown, revoked or expired.";
     Forbidden => "forbidden", 403,
