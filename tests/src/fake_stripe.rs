@@ -15,6 +15,9 @@
 //! - Errors in Stripe's envelope (`{"error": {"type", "code", "decline_code", "message", …}}`)
 //!   and statuses (402 card errors, 404 missing resources, 400 bad requests, 401 no key).
 //!
+//! - `Stripe-Account` (Connect): each request's is recorded ([`FakeStripe::accounts`]), and
+//!   idempotency keys are kept per account, as Stripe keeps them.
+//!
 //! Tests read [`FakeStripe::charges`] (every card charge Stripe would have made, declined or
 //! not) and [`FakeStripe::requests`], make the next requests fail before they reach
 //! "Stripe" with [`FakeStripe::fail_next`], or lose Stripe's answer after it acted with
@@ -164,6 +167,8 @@ pub struct Charge {
     pub paid: bool,
     pub idempotency_key: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    /// The connected account it was made on (`Stripe-Account`), `None` for the platform's.
+    pub account: Option<String>,
 }
 
 #[derive(Clone)]
@@ -183,6 +188,8 @@ struct Stripe {
     /// Idempotency key → (the request it answered, status, body).
     answered: HashMap<String, (String, StatusCode, Bytes)>,
     requests: Vec<String>,
+    /// Each request's `Stripe-Account`, in the order of `requests`.
+    accounts: Vec<Option<String>>,
     outage: u32,
     lost_answers: u32,
 }
@@ -215,6 +222,18 @@ impl FakeStripe {
         self.stripe().requests.clone()
     }
 
+    /// Every request received with the connected account it was sent on (`Stripe-Account`,
+    /// `None` without the header), in order.
+    pub fn accounts(&self) -> Vec<(String, Option<String>)> {
+        let stripe = self.stripe();
+        stripe
+            .requests
+            .iter()
+            .cloned()
+            .zip(stripe.accounts.iter().cloned())
+            .collect()
+    }
+
     /// The next `n` requests get a 503 before reaching Stripe (nothing is done or kept).
     pub fn fail_next(&self, n: u32) {
         self.stripe().outage = n;
@@ -242,6 +261,11 @@ async fn handle(
     let mut stripe = state.lock().unwrap_or_else(|e| e.into_inner());
     let route = format!("{method} {}", uri.path());
     stripe.requests.push(route.clone());
+    let account = headers
+        .get("stripe-account")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    stripe.accounts.push(account.clone());
     if stripe.outage > 0 {
         stripe.outage -= 1;
         let mut response = error(
@@ -267,13 +291,17 @@ async fn handle(
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // Stripe keeps idempotency keys per account.
+    let scoped = key
+        .as_ref()
+        .map(|k| format!("{}/{k}", account.as_deref().unwrap_or("platform")));
     // Stripe compares the parameters, not their order (metadata is sent from a hash map).
     let form = Form::parse(&body);
     let mut params = form.0.clone();
     params.sort();
     let request = format!("{route}?{params:?}");
-    if let Some(key) = &key {
-        if let Some((first, status, body)) = stripe.answered.get(key) {
+    if let (Some(key), Some(scoped)) = (&key, &scoped) {
+        if let Some((first, status, body)) = stripe.answered.get(scoped) {
             if *first != request {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -294,7 +322,7 @@ async fn handle(
         (&Method::POST, ["v1", "payment_methods", id, "attach"]) => stripe.attach(id, &form),
         (&Method::POST, ["v1", "payment_methods", id, "detach"]) => stripe.detach(id),
         (&Method::POST, ["v1", "payment_intents"]) => {
-            stripe.create_payment_intent(&form, key.clone())
+            stripe.create_payment_intent(&form, key.clone(), account.clone())
         }
         (&Method::POST, ["v1", "refunds"]) => stripe.create_refund(&form),
         _ => (
@@ -304,8 +332,10 @@ async fn handle(
         ),
     };
     let body = Bytes::from(serde_json::to_vec(&answer).expect("JSON"));
-    if let Some(key) = key {
-        stripe.answered.insert(key, (request, status, body.clone()));
+    if let Some(scoped) = scoped {
+        stripe
+            .answered
+            .insert(scoped, (request, status, body.clone()));
     }
     if stripe.lost_answers > 0 {
         stripe.lost_answers -= 1;
@@ -464,7 +494,12 @@ impl Stripe {
         (StatusCode::OK, method.clone())
     }
 
-    fn create_payment_intent(&mut self, form: &Form, key: Option<String>) -> Answer {
+    fn create_payment_intent(
+        &mut self,
+        form: &Form,
+        key: Option<String>,
+        account: Option<String>,
+    ) -> Answer {
         let amount = match form.get("amount").map(str::parse::<i64>) {
             Some(Ok(amount)) if amount > 0 => amount,
             Some(_) => {
@@ -551,6 +586,7 @@ impl Stripe {
             currency: currency.to_owned(),
             paid: matches!(result, CardResult::Paid),
             idempotency_key: key,
+            account,
             metadata,
         });
         match result {

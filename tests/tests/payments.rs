@@ -287,7 +287,7 @@ async fn a_hard_decline_is_final() {
     let (app, gateway) = with_sandbox(billing_tests::memory_app().with_notifier(notifier.clone()));
     let caller = billing_tests::admin(&app, "Hard").await;
     app.collection
-        .set_payment_settings(&caller, None, Some(FinalAction::MarkUncollectible))
+        .set_payment_settings(&caller, None, Some(FinalAction::MarkUncollectible), None)
         .await
         .unwrap();
     let sub = billing_tests::subscribe(
@@ -399,6 +399,7 @@ async fn authentication_then_gateway_events(app: App) {
         id: "evt_succeeded_1".into(),
         created: Timestamp::now(),
         livemode: false,
+        account: None,
         kind: GatewayEventKind::PaymentSucceeded {
             payment_intent: intent.clone(),
             charge: Some("ch_1".into()),
@@ -425,6 +426,7 @@ async fn authentication_then_gateway_events(app: App) {
         id: "evt_failed_1".into(),
         created: Timestamp::now(),
         livemode: false,
+        account: None,
         kind: GatewayEventKind::PaymentFailed {
             payment_intent: intent.clone(),
             code: "card_declined".into(),
@@ -455,6 +457,7 @@ async fn authentication_then_gateway_events(app: App) {
         id: "evt_refunded_1".into(),
         created: Timestamp::now(),
         livemode: false,
+        account: None,
         kind: GatewayEventKind::ChargeRefunded {
             charge: "ch_1".into(),
             payment_intent: Some(intent.clone()),
@@ -492,6 +495,7 @@ async fn authentication_then_gateway_events(app: App) {
         id: "evt_other".into(),
         created: Timestamp::now(),
         livemode: false,
+        account: None,
         kind: GatewayEventKind::Other {
             event_type: "customer.created".into(),
         },
@@ -605,6 +609,7 @@ async fn payment_methods_default_and_detach() {
         id: "evt_detached".into(),
         created: Timestamp::now(),
         livemode: false,
+        account: None,
         kind: GatewayEventKind::PaymentMethodDetached {
             payment_method: a.id.clone(),
         },
@@ -975,6 +980,7 @@ async fn failed_authentication_is_a_failed_attempt_with_a_retry() {
         id: "evt_auth_failed".into(),
         created: now,
         livemode: false,
+        account: None,
         kind: GatewayEventKind::PaymentFailed {
             payment_intent: waiting.payment_intent.clone().unwrap(),
             code: "payment_intent_authentication_failure".into(),
@@ -1085,8 +1091,129 @@ async fn a_sent_invoice_goes_overdue_on_its_due_date(app: App) {
     assert_eq!(case.overdue_invoices, vec![invoice.id]);
 }
 
+/// Issue 13, item 2 (Connect): an inbound Stripe event is applied to the tenant its metadata
+/// names only when it comes from that tenant's Stripe account (its connected account, or
+/// the platform's when it has none) and mode; another tenant's account, the platform's, or
+/// the other mode is ignored and changes nothing.
+async fn gateway_events_apply_only_from_the_tenants_account_and_mode(app: App) {
+    use billing_domain::collection::connect::StripeAccount;
+    let (app, _) = with_sandbox(app);
+    let caller = billing_tests::admin(&app, "Connected").await;
+    let other = billing_tests::admin(&app, "Other connected").await;
+    for (who, account) in [(&caller, "acct_1Mine"), (&other, "acct_1Theirs")] {
+        let account = StripeAccount::parse(account, "stripe_account").unwrap();
+        app.collection
+            .set_payment_settings(who, None, None, Some(Some(account)))
+            .await
+            .unwrap();
+    }
+    let sub = billing_tests::subscribe(
+        &app,
+        &caller,
+        json!({"email": "connect@acme.test", "currency": "eur"}),
+        "month",
+        3000,
+    )
+    .await;
+    let (card, _) = app
+        .customers
+        .add_payment_method(&caller, sub.account_id, "4000002500003155", false)
+        .await
+        .unwrap();
+    let attempt = payments_of(&app, &caller, &sub).await.remove(0);
+    app.collection
+        .collect_payment(caller.tenant_id, attempt.id, Timestamp::now())
+        .await
+        .unwrap();
+    let waiting = app
+        .collection
+        .get_payment(&caller, attempt.id)
+        .await
+        .unwrap();
+    let intent = waiting.payment_intent.clone().unwrap();
+    let metadata = GatewayMetadata::from([
+        ("tenant_id".to_owned(), caller.tenant_id.to_string()),
+        ("attempt_id".to_owned(), attempt.id.to_string()),
+    ]);
+    let succeeded = |id: &str, livemode: bool, account: Option<&str>| GatewayEvent {
+        id: id.into(),
+        created: Timestamp::now(),
+        livemode,
+        account: account.map(str::to_owned),
+        kind: GatewayEventKind::PaymentSucceeded {
+            payment_intent: intent.clone(),
+            charge: Some("ch_connect".into()),
+            amount: 3000,
+            currency: "eur".into(),
+            metadata: metadata.clone(),
+        },
+    };
+    for (event, why) in [
+        (
+            succeeded("evt_theirs", false, Some("acct_1Theirs")),
+            "the event's Stripe account is not the tenant's",
+        ),
+        (
+            succeeded("evt_platform", false, None),
+            "the event's Stripe account is not the tenant's",
+        ),
+        (
+            succeeded("evt_live", true, Some("acct_1Mine")),
+            "the event's mode is not the tenant's",
+        ),
+    ] {
+        assert_eq!(
+            app.collection.apply_gateway_event(&event).await.unwrap(),
+            AppliedEvent::Ignored(why),
+            "{}",
+            event.id
+        );
+    }
+    let detached = |account: &str| GatewayEvent {
+        id: format!("evt_detached_{account}"),
+        created: Timestamp::now(),
+        livemode: false,
+        account: Some(account.to_owned()),
+        kind: GatewayEventKind::PaymentMethodDetached {
+            payment_method: card.id.clone(),
+        },
+    };
+    assert_eq!(
+        app.collection
+            .apply_gateway_event(&detached("acct_1Theirs"))
+            .await
+            .unwrap(),
+        AppliedEvent::Ignored("the event's Stripe account is not the tenant's")
+    );
+    assert_eq!(
+        app.customers
+            .list_payment_methods(&caller, sub.account_id)
+            .await
+            .unwrap()
+            .methods
+            .len(),
+        1,
+        "the card is still there"
+    );
+    let unchanged = first_invoice(&app, &caller, &sub).await;
+    assert_eq!(unchanged.status, InvoiceStatus::Open);
+
+    assert_eq!(
+        app.collection
+            .apply_gateway_event(&succeeded("evt_mine", false, Some("acct_1Mine")))
+            .await
+            .unwrap(),
+        AppliedEvent::Applied
+    );
+    assert_eq!(
+        first_invoice(&app, &caller, &sub).await.status,
+        InvoiceStatus::Paid
+    );
+}
+
 billing_tests::on_both_stores!(
     collects_the_first_invoice_once,
+    gateway_events_apply_only_from_the_tenants_account_and_mode,
     retries_on_the_schedule_until_paid,
     authentication_then_gateway_events,
     a_sent_invoice_goes_overdue_on_its_due_date,

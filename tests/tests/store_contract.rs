@@ -1272,6 +1272,10 @@ async fn payment_settings_are_the_defaults_until_set_per_tenant(store: Arc<dyn S
     let settings = PaymentSettings {
         retry_days: vec![1, 2],
         final_action: FinalAction::MarkUncollectible,
+        stripe_account: Some(
+            billing_domain::collection::connect::StripeAccount::parse("acct_1Contract", "p")
+                .unwrap(),
+        ),
     };
     c.store
         .set_payment_settings(tenant, &settings, &c.change().await)

@@ -733,3 +733,147 @@ async fn a_live_tenant_with_only_a_test_key_is_refused_at_charge_time() {
     assert_eq!(fake.requests().len(), before, "nothing reached Stripe");
     assert!(fake.charges().is_empty());
 }
+
+/// A deployment with a Stripe test key and three sandbox tenants: two connected accounts
+/// and one without (the platform's own account).
+async fn connected_tenants(
+    fake: &FakeStripe,
+) -> (
+    billing_app::App,
+    Vec<(billing_app::Caller, Option<&'static str>)>,
+) {
+    use billing_domain::collection::connect::StripeAccount;
+    let setup = billing_aws::payment_gateway::from_json(
+        r#"{"test_secret_key": "sk_test_fake"}"#,
+        Some(&fake.url),
+        "stripe",
+        Deployment::Deployed,
+    )
+    .unwrap();
+    let app = billing_tests::memory_app().with_gateways(setup.gateways);
+    let mut tenants = Vec::new();
+    for account in [Some("acct_1TenantA"), Some("acct_1TenantB"), None] {
+        let caller = tenant(&app, TenantMode::Sandbox).await;
+        if let Some(account) = account {
+            let account = StripeAccount::parse(account, "stripe_account").unwrap();
+            app.collection
+                .set_payment_settings(&caller, None, None, Some(Some(account)))
+                .await
+                .unwrap();
+        }
+        tenants.push((caller, account));
+    }
+    (app, tenants)
+}
+
+/// Issue 13, item 2 (Connect): every Stripe request made for a tenant with a connected
+/// account (customer, card, charge, refund, detach) carries its `Stripe-Account`, two
+/// tenants' accounts never cross, and a tenant without one sends no header at all.
+#[tokio::test]
+async fn each_tenants_stripe_requests_carry_its_connected_account_only() {
+    use billing_domain::collection::payment::PaymentStatus;
+    let fake = FakeStripe::start().await;
+    let (app, tenants) = connected_tenants(&fake).await;
+    for (caller, account) in &tenants {
+        let before = fake.accounts().len();
+        let attempt = attempt_with_card(&app, caller, "pm_card_visa").await;
+        let paid = collect(&app, caller, &attempt).await;
+        assert_eq!(paid.status, PaymentStatus::Succeeded);
+        app.collection
+            .refund_payment(caller, attempt.id, Some(500), None)
+            .await
+            .unwrap();
+        let method = paid.payment_method.expect("the charged card");
+        app.customers
+            .remove_payment_method(caller, attempt.account_id, &method)
+            .await
+            .unwrap();
+
+        let made = fake.accounts().split_off(before);
+        let routes: Vec<&str> = made.iter().map(|(route, _)| route.as_str()).collect();
+        assert_eq!(
+            routes,
+            [
+                "POST /v1/customers",
+                "POST /v1/payment_methods/pm_card_visa/attach",
+                "POST /v1/payment_intents",
+                "POST /v1/refunds",
+                &format!("POST /v1/payment_methods/{method}/detach"),
+            ]
+        );
+        assert!(
+            made.iter().all(|(_, sent)| sent.as_deref() == *account),
+            "{account:?}: {made:?}"
+        );
+    }
+    let charged_on: Vec<Option<String>> = fake.charges().into_iter().map(|c| c.account).collect();
+    assert_eq!(
+        charged_on,
+        [
+            Some("acct_1TenantA".to_owned()),
+            Some("acct_1TenantB".to_owned()),
+            None
+        ]
+    );
+}
+
+/// Issue 13, item 2 (Connect), over HTTP: `stripe_account` is set, read back, evented and
+/// removed through `/v1/settings/payments`; malformed ids are refused with a problem naming
+/// the field, and nothing is changed by them.
+#[tokio::test]
+async fn the_connected_account_is_a_validated_payment_setting() {
+    use reqwest::StatusCode;
+    let (api, _) = billing_tests::api::Api::start(billing_tests::memory_app(), "Connect").await;
+    let settings = api.get("/v1/settings/payments").await;
+    assert_eq!(settings.get("stripe_account"), None, "{settings}");
+
+    let too_long = format!("acct_{}", "a".repeat(60));
+    for bad in [
+        "cus_123",
+        "acct_",
+        "acct_12-3",
+        "acct_ünï",
+        too_long.as_str(),
+        "acct_1 ",
+    ] {
+        let body = serde_json::json!({ "stripe_account": bad });
+        let response = api
+            .send(reqwest::Method::PATCH, "/v1/settings/payments", Some(&body))
+            .await;
+        let problem = billing_tests::api::problem(
+            response,
+            StatusCode::BAD_REQUEST,
+            "invalid_stripe_account",
+        )
+        .await;
+        assert_eq!(problem["param"], "stripe_account", "{bad}: {problem}");
+    }
+    assert_eq!(api.get("/v1/settings/payments").await, settings);
+
+    let set = api
+        .patch(
+            "/v1/settings/payments",
+            serde_json::json!({"stripe_account": "acct_1Nv0FGQ9RKHgCVdK"}),
+        )
+        .await;
+    assert_eq!(set["stripe_account"], "acct_1Nv0FGQ9RKHgCVdK");
+    assert_eq!(
+        set["retry_days"], settings["retry_days"],
+        "the rest is kept"
+    );
+    assert_eq!(api.get("/v1/settings/payments").await, set);
+    let events = api.get("/v1/events?type=payment_settings.updated").await;
+    assert_eq!(
+        events["data"][0]["data"]["stripe_account"], "acct_1Nv0FGQ9RKHgCVdK",
+        "{events}"
+    );
+
+    let removed = api
+        .patch(
+            "/v1/settings/payments",
+            serde_json::json!({"stripe_account": ""}),
+        )
+        .await;
+    assert_eq!(removed.get("stripe_account"), None, "{removed}");
+    assert_eq!(api.get("/v1/settings/payments").await, settings);
+}

@@ -41,6 +41,14 @@ fn stripes_payment_intent_events_read_into_our_terms() {
         succeeded["created"].as_i64().unwrap()
     );
     assert!(!parsed.livemode);
+    assert_eq!(parsed.account, None, "the platform account's own event");
+    // An event of a connected account (Connect) names it.
+    let mut connected = succeeded.clone();
+    connected["account"] = json!("acct_1Connected");
+    assert_eq!(
+        parse(&bytes_of(&connected)).unwrap().account.as_deref(),
+        Some("acct_1Connected")
+    );
     assert_eq!(
         parsed.kind,
         GatewayEventKind::PaymentSucceeded {

@@ -18,11 +18,13 @@
 //! the mode its prefix names. A local deployment (`make dev`) without any key lets live
 //! tenants use the sandbox as well, since nothing there is real.
 //!
-//! **Several tenants, one Stripe account.** The keys are the platform's: every tenant of
-//! the deployment collects into the same Stripe account (per mode), and each charge carries
-//! `tenant_id`, `invoice_id` and `attempt_id` in its metadata so Stripe's events find their
-//! tenant. A deployment whose tenants need their own Stripe accounts runs one stack per
-//! account (each with its own secret).
+//! **Several tenants: Stripe Connect.** The keys are the platform's, the only Stripe
+//! credentials a deployment holds. A tenant whose payment settings name a connected account
+//! (`stripe_account`, `acct_…`) has every request made on that account with the platform key
+//! of its mode and `Stripe-Account` ([`Gateways::for_tenant`]); a tenant without one collects
+//! into the platform account. Each charge still carries `tenant_id`, `invoice_id` and
+//! `attempt_id` in its metadata so Stripe's events find their tenant, and an event is applied
+//! only when its `account` is that tenant's.
 //!
 //! `webhook_secrets` are the signing secrets of the Stripe webhook endpoints pointed at
 //! `POST /webhooks/stripe`: list two while rolling one. `STRIPE_API_BASE` (optional) sends

@@ -20,7 +20,8 @@
 //!
 //! **What it sends.** One request per call: a customer, an attach, a detach, a PaymentIntent
 //! created and confirmed off-session in one request (so a successful payment costs one Stripe
-//! request), a refund. Every call that creates something carries the caller's idempotency key
+//! request), a refund. A gateway made for a tenant's connected account
+//! ([`PaymentGateway::connected`]) sends each of them with `Stripe-Account`. Every call that creates something carries the caller's idempotency key
 //! as Stripe's `Idempotency-Key` (the payment attempt id for a charge), so a retry after a
 //! crash or a timeout gets Stripe's first answer instead of a second charge. The client never
 //! retries by itself: retrying is the payment worker's decision, with the same key.
@@ -33,10 +34,15 @@ use billing_app::ports::{
     CardDetails, ChargeOutcome, ChargeRequest, GatewayError, NewGatewayCustomer, PaymentGateway,
     RefundOutcome, RefundRequest,
 };
+use billing_domain::collection::connect::StripeAccount;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::money::Money;
-use stripe::{ApiErrors, ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy};
+use std::sync::Arc;
+use stripe::{
+    AccountId, ApiErrors, ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy,
+};
 use stripe::{StripeError, StripeRequest};
+use stripe_client_core::CustomizableStripeRequest;
 use stripe_core::customer::CreateCustomer;
 use stripe_core::payment_intent::{
     CreatePaymentIntent, CreatePaymentIntentAutomaticPaymentMethods,
@@ -56,6 +62,9 @@ const AUTHENTICATION_REQUIRED: &str = "authentication_required";
 #[derive(Clone)]
 pub struct StripeGateway {
     client: Client,
+    /// The connected account every request is made on (`Stripe-Account`); `None`: the
+    /// platform account of the key.
+    account: Option<AccountId>,
 }
 
 impl std::fmt::Debug for StripeGateway {
@@ -92,7 +101,18 @@ impl StripeGateway {
         let client = builder
             .build()
             .map_err(|e| StripeConfigError(e.to_string()))?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            account: None,
+        })
+    }
+
+    /// Sends a request on this gateway's connected account, if it has one.
+    fn on_account<T>(&self, request: CustomizableStripeRequest<T>) -> CustomizableStripeRequest<T> {
+        match &self.account {
+            Some(account) => request.account_id(account.clone()),
+            None => request,
+        }
     }
 }
 
@@ -120,15 +140,23 @@ impl PaymentGateway for StripeGateway {
         "stripe"
     }
 
+    fn connected(&self, account: &StripeAccount) -> Option<Arc<dyn PaymentGateway>> {
+        Some(Arc::new(Self {
+            client: self.client.clone(),
+            account: Some(AccountId::from(account.as_str())),
+        }))
+    }
+
     async fn create_customer(&self, customer: &NewGatewayCustomer) -> Result<String, GatewayError> {
-        let created = CreateCustomer::new()
+        let create = CreateCustomer::new()
             .email(customer.email.clone())
             .name(customer.name.clone())
             .metadata(HashMap::from([(
                 "account_id".to_owned(),
                 customer.account_id.clone(),
-            )]))
-            .customize()
+            )]));
+        let created = self
+            .on_account(create.customize())
             .request_strategy(idempotent(&customer.idempotency_key)?)
             .send(&self.client)
             .await
@@ -142,8 +170,9 @@ impl PaymentGateway for StripeGateway {
         token: &str,
     ) -> Result<CardDetails, GatewayError> {
         // Attaching twice is harmless (Stripe answers with the attached method), so no key.
-        let method = AttachPaymentMethod::new(token)
-            .customer(customer)
+        let attach = AttachPaymentMethod::new(token).customer(customer);
+        let method = self
+            .on_account(attach.customize())
             .send(&self.client)
             .await
             .map_err(gateway_error)?;
@@ -162,10 +191,8 @@ impl PaymentGateway for StripeGateway {
     }
 
     async fn detach_payment_method(&self, gateway_id: &str) -> Result<(), GatewayError> {
-        match DetachPaymentMethod::new(gateway_id)
-            .send(&self.client)
-            .await
-        {
+        let detach = DetachPaymentMethod::new(gateway_id);
+        match self.on_account(detach.customize()).send(&self.client).await {
             Ok(_) => Ok(()),
             // Detached already (a retry, or the customer removed it in Stripe): done.
             Err(StripeError::Stripe(e, _)) if not_attached(&e) => Ok(()),
@@ -175,21 +202,23 @@ impl PaymentGateway for StripeGateway {
 
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, GatewayError> {
         let metadata: HashMap<String, String> = request.metadata.iter().cloned().collect();
-        let sent = CreatePaymentIntent::new(request.amount.minor, stripe_currency(request.amount))
-            .customer(request.customer.clone())
-            .payment_method(request.payment_method.clone())
-            .description(request.description.clone())
-            .metadata(metadata)
-            .confirm(true)
-            .off_session(CreatePaymentIntentOffSession::Bool(true))
-            // Cards only in practice: nothing that would need a redirect (and a return URL).
-            .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods {
-                enabled: true,
-                allow_redirects: Some(
-                    CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never,
-                ),
-            })
-            .customize()
+        let create =
+            CreatePaymentIntent::new(request.amount.minor, stripe_currency(request.amount))
+                .customer(request.customer.clone())
+                .payment_method(request.payment_method.clone())
+                .description(request.description.clone())
+                .metadata(metadata)
+                .confirm(true)
+                .off_session(CreatePaymentIntentOffSession::Bool(true))
+                // Cards only in practice: nothing that would need a redirect (and a return URL).
+                .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods {
+                    enabled: true,
+                    allow_redirects: Some(
+                        CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never,
+                    ),
+                });
+        let sent = self
+            .on_account(create.customize())
             .request_strategy(idempotent(&request.idempotency_key)?)
             .send(&self.client)
             .await;
@@ -205,8 +234,8 @@ impl PaymentGateway for StripeGateway {
         if let Some(amount) = request.amount {
             refund = refund.amount(amount.minor);
         }
-        let refunded = refund
-            .customize()
+        let refunded = self
+            .on_account(refund.customize())
             .request_strategy(idempotent(&request.idempotency_key)?)
             .send(&self.client)
             .await

@@ -1,6 +1,7 @@
 //! Getting paid: payment attempts and declines, retries, credit notes, dunning, and
 //! verifying the payment gateway's webhooks.
 
+pub mod connect;
 pub mod credit_note;
 pub mod dunning;
 pub mod payment;

@@ -67,6 +67,9 @@ impl CollectionService {
         let Some(payment) = self.store.get_payment(tenant, payment_id).await? else {
             return Ok(AppliedEvent::Ignored("not a payment of ours"));
         };
+        if let Some(why) = self.not_of_tenant(event, tenant).await? {
+            return Ok(AppliedEvent::Ignored(why));
+        }
         let now = self.clocks.now_for(tenant, payment.test_clock).await?;
         let write = match &event.kind {
             GatewayEventKind::PaymentSucceeded {
@@ -269,6 +272,9 @@ impl CollectionService {
         let Some(owner) = self.store.resolve_gateway_ref(payment_method).await? else {
             return Ok(AppliedEvent::Ignored("not a payment method of ours"));
         };
+        if let Some(why) = self.not_of_tenant(event, owner.tenant_id).await? {
+            return Ok(AppliedEvent::Ignored(why));
+        }
         let caller = &system_caller(owner.tenant_id, event.livemode);
         let known = self
             .store
@@ -285,6 +291,33 @@ impl CollectionService {
             _ if known => Ok(AppliedEvent::Applied),
             other => Ok(other),
         }
+    }
+
+    /// Why an event cannot be applied to `tenant`, which its metadata or ids name: it comes
+    /// from the other mode, or from a Stripe account other than the tenant's (its connected
+    /// account, or the platform's when it has none). Judged against the settings of now, so
+    /// after a tenant moves to another account the old one's events are not applied.
+    async fn not_of_tenant(
+        &self,
+        event: &GatewayEvent,
+        tenant: TenantId,
+    ) -> Result<Option<&'static str>, AppError> {
+        let Some(record) = self.store.get_tenant(tenant).await? else {
+            return Ok(Some("no such tenant"));
+        };
+        if event.livemode != record.mode.is_live() {
+            tracing::warn!(event = %event.id, %tenant, livemode = event.livemode,
+                "a gateway event of the other mode names this tenant; ignored");
+            return Ok(Some("the event's mode is not the tenant's"));
+        }
+        let settings = self.store.payment_settings(tenant).await?;
+        let expected = settings.stripe_account.as_ref().map(|a| a.as_str());
+        if event.account.as_deref() != expected {
+            tracing::warn!(event = %event.id, %tenant, account = ?event.account, ?expected,
+                "a gateway event from another Stripe account names this tenant; ignored");
+            return Ok(Some("the event's Stripe account is not the tenant's"));
+        }
+        Ok(None)
     }
 
     async fn record_unchanged(

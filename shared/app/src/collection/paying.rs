@@ -2,6 +2,7 @@
 //! failed one), marking one paid out of band, and the settings that decide retries.
 
 use billing_domain::billing::invoice::Invoice;
+use billing_domain::collection::connect::StripeAccount;
 use billing_domain::collection::payment::{Payment, PaymentStatus};
 use billing_domain::collection::retry::{FinalAction, PaymentSettings};
 use billing_domain::customers::access::Permission;
@@ -208,12 +209,14 @@ impl CollectionService {
         caller: &Caller,
         retry_days: Option<Vec<u32>>,
         final_action: Option<FinalAction>,
+        stripe_account: Option<Option<StripeAccount>>,
     ) -> Result<PaymentSettings, AppError> {
         caller.require(Permission::WriteBilling)?;
         let current = self.store.payment_settings(caller.tenant_id).await?;
         let next = PaymentSettings {
             retry_days: retry_days.unwrap_or_else(|| current.retry_days.clone()),
             final_action: final_action.unwrap_or(current.final_action),
+            stripe_account: stripe_account.unwrap_or_else(|| current.stripe_account.clone()),
         };
         next.validate()?;
         let (before, after) = (to_json(&current)?, to_json(&next)?);

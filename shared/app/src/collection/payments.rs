@@ -345,7 +345,11 @@ impl CollectionService {
         let gateway = self.gateways.name(payment.livemode).to_owned();
         // A mode without its gateway (a live tenant with only a test key) fails the attempt
         // with the reason recorded, as the gateway refusing it would: nothing is sent.
-        let gateway_of_mode = match self.gateways.for_mode(payment.livemode) {
+        let gateway_of_mode = match self
+            .gateways
+            .of_tenant(&*self.store, tenant, payment.livemode)
+            .await?
+        {
             Ok(g) => g,
             Err(refused) => {
                 let method = payment.payment_method.clone();

@@ -51,7 +51,8 @@ impl CollectionService {
         };
         let outcome = self
             .gateways
-            .for_mode(payment.livemode)
+            .of_tenant(&*self.store, caller.tenant_id, payment.livemode)
+            .await?
             .map_err(refused)?
             .refund(&RefundRequest {
                 idempotency_key: note_id.to_string(),

@@ -63,7 +63,11 @@ impl CustomersService {
             .await?
             .filter(|a| a.deleted_at.is_none())
             .ok_or_else(|| AppError::not_found("account", account_id))?;
-        let gateway = self.gateways.for_mode(caller.livemode).map_err(refused)?;
+        let gateway = self
+            .gateways
+            .of_tenant(&*self.store, caller.tenant_id, caller.livemode)
+            .await?
+            .map_err(refused)?;
         let mut profile = self.payment_profile(caller, account_id).await?;
         let customer = match &profile.customer {
             Some(customer) => customer.clone(),
@@ -193,7 +197,11 @@ impl CustomersService {
         profile
             .get(method_id)
             .ok_or_else(|| unknown_method(method_id))?;
-        let gateway = self.gateways.for_mode(caller.livemode).map_err(refused)?;
+        let gateway = self
+            .gateways
+            .of_tenant(&*self.store, caller.tenant_id, caller.livemode)
+            .await?
+            .map_err(refused)?;
         match gateway.detach_payment_method(method_id).await {
             // Already gone at the gateway (detached there): forget it here too.
             Ok(()) | Err(GatewayError::Rejected { .. }) => {}

@@ -9,7 +9,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use billing_domain::collection::connect::StripeAccount;
+use billing_domain::kernel::ids::TenantId;
 use billing_domain::kernel::money::Money;
+
+use super::{PaymentStore, StoreError};
 
 /// A gateway customer to create for an account on first need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +102,12 @@ pub enum GatewayError {
 pub trait PaymentGateway: Send + Sync {
     /// Which adapter this is (`stripe` or `sandbox`), recorded on payments.
     fn name(&self) -> &'static str;
+    /// The same gateway acting for a tenant's Stripe connected account: every request it
+    /// makes carries `Stripe-Account`. `None` (the default, the sandbox) when the gateway
+    /// has no accounts, so the tenant uses this one as it is.
+    fn connected(&self, _account: &StripeAccount) -> Option<Arc<dyn PaymentGateway>> {
+        None
+    }
     /// Creates the gateway customer an account's payment methods are attached to.
     async fn create_customer(&self, customer: &NewGatewayCustomer) -> Result<String, GatewayError>;
     /// Attaches a payment method (a Stripe `pm_…` id or a sandbox test token) to a customer.
@@ -121,6 +131,9 @@ pub struct GatewayEvent {
     pub id: String,
     pub created: jiff::Timestamp,
     pub livemode: bool,
+    /// The connected account the event happened on (Stripe's `account`); `None` for the
+    /// platform account. Applied only to a tenant whose settings name the same account.
+    pub account: Option<String>,
     pub kind: GatewayEventKind,
 }
 
@@ -213,6 +226,32 @@ impl Gateways {
                       rk_live_…) and none is configured; nothing was charged"
                 .into(),
         })
+    }
+
+    /// The gateway of a tenant in `livemode` with its payment settings' connected account
+    /// (if any): what every gateway call made for that tenant goes through.
+    pub fn for_tenant(
+        &self,
+        livemode: bool,
+        account: Option<&StripeAccount>,
+    ) -> Result<Arc<dyn PaymentGateway>, GatewayError> {
+        let gateway = self.for_mode(livemode)?;
+        Ok(account
+            .and_then(|a| gateway.connected(a))
+            .unwrap_or_else(|| gateway.clone()))
+    }
+
+    /// [`Gateways::for_tenant`] with the connected account read from the tenant's payment
+    /// settings: the outer error is the store's, the inner one the refusal of a mode
+    /// without a gateway.
+    pub async fn of_tenant<S: PaymentStore + ?Sized>(
+        &self,
+        store: &S,
+        tenant: TenantId,
+        livemode: bool,
+    ) -> Result<Result<Arc<dyn PaymentGateway>, GatewayError>, StoreError> {
+        let settings = store.payment_settings(tenant).await?;
+        Ok(self.for_tenant(livemode, settings.stripe_account.as_ref()))
     }
 
     /// The name payments of `livemode` record: [`NO_GATEWAY`] when the mode has none.

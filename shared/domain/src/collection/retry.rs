@@ -9,6 +9,7 @@
 //! stays `open` (dunning goes on, a later payment still settles it) or becomes
 //! `uncollectible`, as the tenant chose.
 
+use crate::collection::connect::StripeAccount;
 use crate::kernel::error::ErrorCode;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,11 @@ pub struct PaymentSettings {
     /// Days after the first failure on which the payment is retried, increasing.
     pub retry_days: Vec<u32>,
     pub final_action: FinalAction,
+    /// The Stripe connected account (`acct_…`) this tenant's payments are made on, through
+    /// the platform's keys with `Stripe-Account`; absent: the platform account itself.
+    /// Settings stored before it existed read as absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_account: Option<StripeAccount>,
 }
 
 impl Default for PaymentSettings {
@@ -47,6 +53,7 @@ impl Default for PaymentSettings {
         Self {
             retry_days: DEFAULT_RETRY_DAYS.to_vec(),
             final_action: FinalAction::default(),
+            stripe_account: None,
         }
     }
 }
@@ -131,10 +138,25 @@ mod tests {
     }
 
     #[test]
+    fn settings_stored_before_connect_read_without_an_account() {
+        let old: PaymentSettings =
+            serde_json::from_str(r#"{"retry_days": [1], "final_action": "leave_open"}"#).unwrap();
+        assert_eq!(old.stripe_account, None);
+        let with: PaymentSettings = serde_json::from_str(
+            r#"{"retry_days": [], "final_action": "leave_open", "stripe_account": "acct_1A"}"#,
+        )
+        .unwrap();
+        assert_eq!(with.stripe_account.unwrap().as_str(), "acct_1A");
+        let bad = r#"{"retry_days": [], "final_action": "leave_open", "stripe_account": "cus_1"}"#;
+        assert!(serde_json::from_str::<PaymentSettings>(bad).is_err());
+    }
+
+    #[test]
     fn schedules_must_increase_within_bounds() {
         let with = |days: Vec<u32>| PaymentSettings {
             retry_days: days,
             final_action: FinalAction::LeaveOpen,
+            stripe_account: None,
         };
         assert!(with(vec![]).validate().is_ok());
         assert!(with(vec![1, 2, 60]).validate().is_ok());
@@ -151,7 +173,7 @@ mod tests {
         #[test]
         fn retries_follow_the_schedule_and_stop(mut days in proptest::collection::btree_set(1u32..=MAX_RETRY_DAY, 0..=MAX_RETRIES)) {
             let retry_days: Vec<u32> = std::mem::take(&mut days).into_iter().collect();
-            let settings = PaymentSettings { retry_days: retry_days.clone(), final_action: FinalAction::MarkUncollectible };
+            let settings = PaymentSettings { retry_days: retry_days.clone(), final_action: FinalAction::MarkUncollectible, stripe_account: None };
             prop_assert!(settings.validate().is_ok());
             let mut previous = t0();
             let mut attempts = 1;

@@ -222,6 +222,8 @@ error_codes! {
     RefundRefused => "refund_refused", 409, "The payment gateway refused the refund.";
     InvalidRetrySchedule => "invalid_retry_schedule", 400,
         "The payment retry days are not increasing or are out of range.";
+    InvalidStripeAccount => "invalid_stripe_account", 400,
+        "A Stripe connected account id is `acct_` and letters and digits, at most 64 bytes.";
     InvalidDunningDay => "invalid_dunning_day", 400, "A dunning step's day is out of range.";
     DunningStepsOutOfOrder => "dunning_steps_out_of_order", 400,
         "Dunning steps must be in increasing order of days.";

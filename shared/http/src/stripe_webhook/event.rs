@@ -22,6 +22,9 @@ struct Envelope {
     created: i64,
     #[serde(default)]
     livemode: bool,
+    /// Set on events of a connected account (Connect); absent for the platform's own.
+    #[serde(default)]
+    account: Option<String>,
     data: Data,
 }
 
@@ -173,6 +176,7 @@ pub fn parse(body: &[u8]) -> Result<GatewayEvent, EventError> {
         id: envelope.id,
         created,
         livemode: envelope.livemode,
+        account: envelope.account,
         kind,
     })
 }

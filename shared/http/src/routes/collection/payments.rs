@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use billing_app::ports::PaymentFilter;
 use billing_app::App;
 use billing_domain::billing::invoice::Invoice;
+use billing_domain::collection::connect::StripeAccount;
 use billing_domain::collection::payment::{Payment, PaymentStatus};
 use billing_domain::collection::retry::{FinalAction, PaymentSettings};
 use billing_domain::kernel::ids::{AccountId, InvoiceId, PaymentId};
@@ -174,6 +175,13 @@ pub struct PaymentSettingsRequest {
     pub retry_days: Option<Vec<u32>>,
     /// `leave_open` (default) or `mark_uncollectible`.
     pub final_action: Option<FinalAction>,
+    /// The tenant's Stripe connected account (`acct_…`, at most 64 bytes): every Stripe
+    /// request made for the tenant (customers, cards, charges, refunds) is sent on it with
+    /// the platform's key and `Stripe-Account` (Connect direct charges), and only Stripe
+    /// events of that account are applied to the tenant. `""` removes it: the tenant then
+    /// collects into the platform's own Stripe account. Sandbox tenants name a test-mode
+    /// connected account, live tenants a live one.
+    pub stripe_account: Option<String>,
 }
 
 #[utoipa::path(patch, path = "/v1/settings/payments", operation_id = "update_payment_settings", tag = "payments", security(("api_key" = ["write_billing"])), request_body = PaymentSettingsRequest,
@@ -186,9 +194,23 @@ pub async fn update_settings(
     Ok(Reply(
         StatusCode::OK,
         app.collection
-            .set_payment_settings(&caller, req.retry_days, req.final_action)
+            .set_payment_settings(
+                &caller,
+                req.retry_days,
+                req.final_action,
+                connected_account(req.stripe_account)?,
+            )
             .await?,
     ))
+}
+
+/// `stripe_account` of a settings change: absent leaves it, `""` removes it.
+fn connected_account(raw: Option<String>) -> Result<Option<Option<StripeAccount>>, Problem> {
+    Ok(match raw.as_deref() {
+        None => None,
+        Some("") => Some(None),
+        Some(raw) => Some(Some(StripeAccount::parse(raw, "stripe_account")?)),
+    })
 }
 
 /// The `account` and `invoice` filters of a list query.
