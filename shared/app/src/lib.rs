@@ -189,8 +189,10 @@ impl App {
         } = adapters;
         let clocks = Clocks::new(clock.clone(), store.clone());
         let customers = CustomersService::new(store.clone(), clocks.clone(), gateways.clone());
-        let catalog = CatalogService::new(store.clone(), clocks.clone());
-        let usage = usage::UsageService::new(store.clone(), clocks.clone());
+        let metrics: kernel::MetricCache =
+            Arc::new(kernel::TtlCache::new(kernel::cache::METRIC_TTL));
+        let catalog = CatalogService::new(store.clone(), clocks.clone(), metrics.clone());
+        let usage = usage::UsageService::new(store.clone(), clocks.clone(), metrics);
         let collection = CollectionService::new(
             store.clone(),
             clocks.clone(),

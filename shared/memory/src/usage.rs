@@ -28,6 +28,9 @@ impl State {
                 });
             }
         }
+        for (id, version) in &write.subscriptions {
+            s.check_subscription_version(tenant, *id, *version)?;
+        }
         s.check_rollups(tenant, &write.rollups)?;
         for (key, value) in &write.distinct_values {
             if s.usage

@@ -80,6 +80,8 @@ impl CatalogService {
         self.store
             .update_metric(caller.tenant_id, &current, &next, &change)
             .await?;
+        self.metrics
+            .forget(&(caller.tenant_id, caller.livemode, next.code.clone()));
         Ok(next)
     }
 }

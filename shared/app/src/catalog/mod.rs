@@ -13,7 +13,7 @@ pub use prices::{CapacitySource, PriceSource};
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::error::ValidationError;
 
-use crate::kernel::{AppError, Clocks};
+use crate::kernel::{AppError, Clocks, MetricCache};
 use crate::ports::{MetricStore, PlanStore};
 
 /// What the catalog service reads and writes.
@@ -26,11 +26,17 @@ impl<T> CatalogPorts for T where T: MetricStore + PlanStore {}
 pub struct CatalogService {
     store: Arc<dyn CatalogPorts>,
     clocks: Clocks,
+    /// Shared with usage, which reads metrics through it; a metric updated here is forgotten.
+    metrics: MetricCache,
 }
 
 impl CatalogService {
-    pub(crate) fn new(store: Arc<dyn CatalogPorts>, clocks: Clocks) -> Self {
-        Self { store, clocks }
+    pub(crate) fn new(store: Arc<dyn CatalogPorts>, clocks: Clocks, metrics: MetricCache) -> Self {
+        Self {
+            store,
+            clocks,
+            metrics,
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{ApiKeyId, TenantId};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use rand::RngCore;
 use serde::Serialize;
 
@@ -16,6 +16,11 @@ use crate::kernel::{change, to_json, AppError, Caller, ChangeSpec};
 use crate::ports::{Page, PageRequest};
 
 const ENTITY: &str = "api_key";
+
+/// How long an instance trusts a key it has read: the bound on when a revocation made
+/// elsewhere (another instance, `billing-admin`) takes effect here. A revocation through
+/// this instance takes effect at once. Every request would otherwise read its key.
+pub const KEY_TTL: SignedDuration = SignedDuration::from_secs(60);
 
 /// A newly created key: the only moment its secret is visible.
 #[derive(Debug, Clone, Serialize)]
@@ -63,10 +68,23 @@ impl CustomersService {
     ) -> Result<Caller, AppError> {
         let unknown = || AppError::Unauthenticated("the API key is not valid".into());
         let presented = access::parse_key(bearer).ok_or_else(unknown)?;
-        let key = self
-            .store
-            .get_api_key(presented.tenant_id, presented.key_id)
-            .await?
+        let id = (presented.tenant_id, presented.key_id);
+        let now = self.clocks.now();
+        let key = match self.keys.get(&id, now) {
+            Some(key) => Some(key),
+            None => {
+                let key = self
+                    .store
+                    .get_api_key(presented.tenant_id, presented.key_id)
+                    .await?;
+                if let Some(key) = &key {
+                    self.keys.put(id, key.clone(), now);
+                }
+                key
+            }
+        };
+        // Checked on every request, cached or not: a wrong secret under a cached id is refused.
+        let key = key
             .filter(|k| k.matches(&presented) && k.livemode == presented.livemode)
             .ok_or_else(unknown)?;
         if key.is_revoked() {
@@ -158,6 +176,7 @@ impl CustomersService {
             },
         );
         self.store.revoke_api_key(&revoked, &change).await?;
+        self.keys.forget(&(caller.tenant_id, id));
         Ok(revoked)
     }
 }

@@ -8,12 +8,14 @@ mod tenants;
 
 use std::sync::Arc;
 
+use billing_domain::customers::access::ApiKey;
 use billing_domain::customers::account::{Account, AccountStatus};
 use billing_domain::kernel::error::ErrorCode;
+use billing_domain::kernel::ids::{ApiKeyId, TenantId};
 
-pub use api_keys::{issue_key, IssuedKey};
+pub use api_keys::{issue_key, IssuedKey, KEY_TTL};
 
-use crate::kernel::{AppError, Clocks};
+use crate::kernel::{AppError, Clocks, TtlCache};
 use crate::ports::{
     AccountStore, ApiKeyStore, Gateways, PaymentStore, TenantStore, TestClockStore,
 };
@@ -36,6 +38,8 @@ pub struct CustomersService {
     clocks: Clocks,
     /// Where cards are kept, by tenant mode.
     gateways: Gateways,
+    /// Keys as last read, by tenant and id ([`KEY_TTL`]).
+    keys: Arc<TtlCache<(TenantId, ApiKeyId), ApiKey>>,
 }
 
 impl CustomersService {
@@ -44,6 +48,7 @@ impl CustomersService {
             store,
             clocks,
             gateways,
+            keys: Arc::new(TtlCache::new(KEY_TTL)),
         }
     }
 }

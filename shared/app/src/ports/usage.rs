@@ -148,6 +148,9 @@ pub struct UsageWrite {
     pub quotas: Vec<QuotaSnapshot>,
     /// Threshold events (and their audit records).
     pub changes: Vec<Change>,
+    /// The subscriptions the events were placed by, each at the version it was read at:
+    /// the write fails with `VersionConflict { entity: "subscription" }` if one has moved.
+    pub subscriptions: Vec<(SubscriptionId, u64)>,
 }
 
 impl UsageWrite {
@@ -162,6 +165,7 @@ impl UsageWrite {
                 .iter()
                 .map(|c| 1 + c.events.len())
                 .sum::<usize>()
+            + self.subscriptions.len()
     }
 
     /// Adds `unit` after what this write holds: a rollup or quota both move is written
@@ -191,6 +195,11 @@ impl UsageWrite {
             }
         }
         self.changes.extend(unit.changes.iter().cloned());
+        for checked in &unit.subscriptions {
+            if !self.subscriptions.contains(checked) {
+                self.subscriptions.push(*checked);
+            }
+        }
     }
 }
 
@@ -241,7 +250,8 @@ pub trait UsageStore: Send + Sync {
     /// A unit fails with `AlreadyExists { entity: "usage event" }` when its event is stored
     /// and `VersionConflict { entity: "usage rollup" }` when its rollup moved (or its
     /// distinct value was seen); the units before it may be written: the error says how
-    /// many.
+    /// many. A unit whose subscription moved fails with `VersionConflict { entity:
+    /// "subscription" }`.
     async fn record_usage(&self, tenant: TenantId, units: &[UsageWrite])
         -> Result<(), StepsFailed>;
     /// A subscription's rollups of the periods starting in `[from, to)`.

@@ -33,6 +33,11 @@ use crate::ports::*;
 /// Each event's transaction id and outcome, by position in the batch, once decided.
 type Outcomes = Vec<Option<(String, Result<UsageOutcome, ValidationError>)>>;
 
+fn duplicate(c: &Candidate, outcomes: &mut Outcomes) {
+    let id = c.event.transaction_id.clone();
+    outcomes[c.index] = Some((id.clone(), Ok(UsageOutcome::duplicate(id))));
+}
+
 /// An event ready to be written: validated, placed, with what it belongs to.
 struct Candidate {
     index: usize,
@@ -137,10 +142,49 @@ impl UsageService {
             .into());
         }
         let mut outcomes: Outcomes = vec![None; inputs.len()];
+        let mut candidates = self
+            .prepare_all(caller, inputs.iter().cloned().enumerate(), &mut outcomes)
+            .await?;
+        for _ in 0..WRITE_ATTEMPTS {
+            if candidates.is_empty() {
+                break;
+            }
+            let moved = self
+                .write_candidates(caller, &mut candidates, &mut outcomes)
+                .await?;
+            if moved {
+                // Planned from a subscription that changed since it was read (or cached):
+                // forget it and decide again, so a cancelled subscription refuses at once.
+                for c in &candidates {
+                    self.forget_subscription(caller, c.sub.id);
+                }
+                let again: Vec<_> = candidates
+                    .drain(..)
+                    .map(|c| (c.index, inputs[c.index].clone()))
+                    .collect();
+                candidates = self.prepare_all(caller, again, &mut outcomes).await?;
+            }
+        }
+        if !candidates.is_empty() {
+            return Err(AppError::Unavailable(
+                "usage of these subscriptions kept changing under this request; retry it (accepted events come back as duplicates)".into(),
+            ));
+        }
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// Validates the events and decides where each counts; a refused event, or one
+    /// repeated in the batch, gets its outcome at once.
+    async fn prepare_all(
+        &self,
+        caller: &Caller,
+        inputs: impl IntoIterator<Item = (usize, UsageEventInput)>,
+        outcomes: &mut Outcomes,
+    ) -> Result<Vec<Candidate>, AppError> {
         let mut lookups = Lookups::default();
-        let mut candidates = Vec::with_capacity(inputs.len());
+        let mut candidates = Vec::new();
         let mut in_batch = BTreeSet::new();
-        for (index, input) in inputs.into_iter().enumerate() {
+        for (index, input) in inputs {
             let transaction_id = input.transaction_id.clone();
             match self.prepare(caller, &mut lookups, index, input).await {
                 Ok(c) if !in_batch.insert(c.event.transaction_id.clone()) => {
@@ -156,19 +200,7 @@ impl UsageService {
                 Err(other) => return Err(other),
             }
         }
-        for _ in 0..WRITE_ATTEMPTS {
-            if candidates.is_empty() {
-                break;
-            }
-            self.write_candidates(caller, &mut candidates, &mut outcomes)
-                .await?;
-        }
-        if !candidates.is_empty() {
-            return Err(AppError::Unavailable(
-                "usage of these subscriptions kept changing under this request; retry it (accepted events come back as duplicates)".into(),
-            ));
-        }
-        Ok(outcomes.into_iter().flatten().collect())
+        Ok(candidates)
     }
 
     /// Validates one event and decides where it counts.
@@ -189,11 +221,7 @@ impl UsageService {
         let metric = match lookups.metrics.get(&input.metric) {
             Some(m) => m.clone(),
             None => {
-                let m = self
-                    .store
-                    .get_metric_by_code(caller.tenant_id, &input.metric)
-                    .await?
-                    .map(Arc::new);
+                let m = self.metric(caller, &input.metric).await?;
                 lookups.metrics.insert(input.metric.clone(), m.clone());
                 m
             }
@@ -270,6 +298,54 @@ impl UsageService {
         Ok(found?)
     }
 
+    /// A metric by code, cached (an unknown code is not: see [`crate::kernel::MetricCache`]).
+    async fn metric(&self, caller: &Caller, code: &str) -> Result<Option<Arc<Metric>>, AppError> {
+        let key = (caller.tenant_id, caller.livemode, code.to_owned());
+        let now = self.clocks.now();
+        if let Some(metric) = self.metrics.get(&key, now) {
+            return Ok(Some(metric));
+        }
+        let metric = self
+            .store
+            .get_metric_by_code(caller.tenant_id, code)
+            .await?
+            .map(Arc::new);
+        if let Some(metric) = &metric {
+            self.metrics.put(key, metric.clone(), now);
+        }
+        Ok(metric)
+    }
+
+    /// A subscription as cached or read; the usage write it plans is conditioned on its
+    /// version, so a stale one is never written from.
+    async fn subscription(
+        &self,
+        caller: &Caller,
+        id: SubscriptionId,
+    ) -> Result<Option<Arc<Subscription>>, AppError> {
+        let key = (caller.tenant_id, caller.livemode, id);
+        let now = self.clocks.now();
+        if let Some(sub) = self.subscriptions.get(&key, now) {
+            return Ok(Some(sub));
+        }
+        let sub = self
+            .store
+            .get_subscription(caller.tenant_id, id)
+            .await?
+            .map(Arc::new);
+        if let Some(sub) = &sub {
+            self.subscriptions.put(key, sub.clone(), now);
+        }
+        Ok(sub)
+    }
+
+    /// Forgets a subscription found moved, and any external id that led to it.
+    fn forget_subscription(&self, caller: &Caller, id: SubscriptionId) {
+        self.subscriptions
+            .forget(&(caller.tenant_id, caller.livemode, id));
+        self.external_ids.forget_where(|_, named| *named == id);
+    }
+
     async fn find_usage_subscription(
         &self,
         caller: &Caller,
@@ -278,18 +354,20 @@ impl UsageService {
         let tenant = caller.tenant_id;
         if *by_id {
             let id = SubscriptionId::parse(value, "subscription")?;
-            return Ok(self
-                .store
-                .get_subscription(tenant, id)
-                .await?
-                .map(Arc::new)
-                .ok_or_else(|| {
+            return Ok(self.subscription(caller, id).await?.ok_or_else(|| {
                     invalid(
                         ErrorCode::UnknownSubscription,
                         "subscription",
                         format!("no such subscription: {id}"),
-                    )
-                }));
+                )
+            }));
+        }
+        let external = (tenant, caller.livemode, value.clone());
+        if let Some(id) = self.external_ids.get(&external, self.clocks.now()) {
+            match self.subscription(caller, id).await? {
+                Some(sub) if sub.status != SubscriptionStatus::Cancelled => return Ok(Ok(sub)),
+                _ => self.external_ids.forget(&external),
+            }
         }
         let Some(account) = self.account_by_external_id(tenant, value).await? else {
             return Ok(Err(invalid(
@@ -300,7 +378,14 @@ impl UsageService {
         };
         let live = self.live_subscriptions(tenant, account).await?;
         Ok(match live.as_slice() {
-            [one] => Ok(Arc::new(one.clone())),
+            [one] => {
+                let now = self.clocks.now();
+                let sub = Arc::new(one.clone());
+                self.external_ids.put(external, one.id, now);
+                self.subscriptions
+                    .put((tenant, caller.livemode, one.id), sub.clone(), now);
+                Ok(sub)
+            }
             [] => Err(invalid(
                 ErrorCode::NoSubscription,
                 "external_account_id",
@@ -358,28 +443,30 @@ impl UsageService {
 
     /// One attempt at writing the candidates: finds duplicates, plans their units from
     /// fresh reads, and writes them in order. Written and duplicate candidates leave the
-    /// list.
+    /// list. Answers whether a subscription moved since the candidates were prepared (then
+    /// they must be prepared again).
     async fn write_candidates(
         &self,
         caller: &Caller,
         candidates: &mut Vec<Candidate>,
         outcomes: &mut Outcomes,
-    ) -> Result<(), AppError> {
+    ) -> Result<bool, AppError> {
         let tenant = caller.tenant_id;
-        let ids: Vec<String> = candidates
-            .iter()
-            .map(|c| c.event.transaction_id.clone())
-            .collect();
-        let stored = self.store.stored_usage_events(tenant, &ids).await?;
-        candidates.retain(|c| {
-            let duplicate = stored.contains(&c.event.transaction_id);
-            if duplicate {
-                let id = c.event.transaction_id.clone();
-                outcomes[c.index] = Some((id.clone(), Ok(UsageOutcome::duplicate(id))));
-            }
-            !duplicate
-        });
+        // A lone event needs no read to be found a duplicate: its put is conditional on its
+        // transaction id being new, and it fails alone. A batch reads, so that a redelivered
+        // one costs no failing transaction per 100 items.
+        let read = candidates.len() > 1;
+        if read {
+            self.drop_stored(tenant, candidates, outcomes).await?;
+        }
         let (units, late, refusals) = self.plan_units(caller, candidates).await?;
+        if !read && refusals.iter().any(Option::is_some) {
+            // A retry is a duplicate, even of an event the rollup could no longer take.
+            self.drop_stored(tenant, candidates, outcomes).await?;
+            if candidates.is_empty() {
+                return Ok(false);
+            }
+        }
         let mut refusals = refusals.into_iter();
         candidates.retain(|c| match refusals.next().flatten() {
             Some(refused) => {
@@ -389,14 +476,9 @@ impl UsageService {
             }
             None => true,
         });
-        let (written, result) = match self.store.record_usage(tenant, &units).await {
-            Ok(()) => (units.len(), Ok(())),
-            // Lost a race: re-plan what is left from fresh reads.
-            Err(StepsFailed {
-                written,
-                error: StoreError::AlreadyExists { .. } | StoreError::VersionConflict { .. },
-            }) => (written, Ok(())),
-            Err(StepsFailed { written, error }) => (written, Err(error.into())),
+        let (written, failure) = match self.store.record_usage(tenant, &units).await {
+            Ok(()) => (units.len(), None),
+            Err(StepsFailed { written, error }) => (written, Some(error)),
         };
         for (c, late) in candidates.iter().zip(late).take(written) {
             let id = c.event.transaction_id.clone();
@@ -406,7 +488,47 @@ impl UsageService {
             ));
         }
         candidates.drain(..written);
-        result
+        match failure {
+            None => Ok(false),
+            // The one unit left was the write that failed: its event is stored.
+            Some(StoreError::AlreadyExists {
+                entity: "usage event",
+            }) if candidates.len() == 1 => {
+                duplicate(&candidates[0], outcomes);
+                candidates.clear();
+                Ok(false)
+            }
+            Some(StoreError::VersionConflict {
+                entity: "subscription",
+            }) => Ok(true),
+            // Lost a race: re-plan what is left from fresh reads.
+            Some(StoreError::AlreadyExists { .. } | StoreError::VersionConflict { .. }) => {
+                Ok(false)
+            }
+            Some(error) => Err(error.into()),
+        }
+    }
+
+    /// Answers the candidates whose event is stored as duplicates, and drops them.
+    async fn drop_stored(
+        &self,
+        tenant: TenantId,
+        candidates: &mut Vec<Candidate>,
+        outcomes: &mut Outcomes,
+    ) -> Result<(), AppError> {
+        let ids: Vec<String> = candidates
+            .iter()
+            .map(|c| c.event.transaction_id.clone())
+            .collect();
+        let stored = self.store.stored_usage_events(tenant, &ids).await?;
+        candidates.retain(|c| {
+            let stored = stored.contains(&c.event.transaction_id);
+            if stored {
+                duplicate(c, outcomes);
+            }
+            !stored
+        });
+        Ok(())
     }
 
     /// Reads the rollups and distinct values the candidates touch and plans one unit per
@@ -462,6 +584,7 @@ impl UsageService {
                     period_start: c.placement.period().map(|p| p.start),
                     received_at: c.now,
                 }],
+                subscriptions: vec![(c.sub.id, c.sub.version)],
                 ..UsageWrite::default()
             };
             let mut is_late = false;

@@ -13,7 +13,11 @@ use billing_domain::kernel::error::ValidationError;
 
 pub use live::{EntitlementCheck, MetricUsage, PeriodUsage, SubscriptionUsage};
 
-use crate::kernel::Clocks;
+use billing_domain::billing::subscription::Subscription;
+use billing_domain::kernel::ids::{SubscriptionId, TenantId};
+use jiff::SignedDuration;
+
+use crate::kernel::{Clocks, MetricCache, TtlCache};
 use crate::ports::{AccountStore, MetricStore, SubscriptionStore, UsageStore};
 
 /// What the usage service reads and writes.
@@ -21,16 +25,35 @@ pub trait UsagePorts: UsageStore + SubscriptionStore + AccountStore + MetricStor
 
 impl<T> UsagePorts for T where T: UsageStore + SubscriptionStore + AccountStore + MetricStore {}
 
+/// How long ingest keeps a subscription it read. Only a bound on memory: every usage write
+/// is conditioned on the version of the subscription it was planned from, and a write that
+/// finds it moved forgets it and plans again from a fresh read.
+pub const SUBSCRIPTION_TTL: SignedDuration = SignedDuration::from_secs(600);
+
+/// How long ingest keeps which live subscription an `external_account_id` names: the bound
+/// on when an account's second live subscription (then the name is ambiguous) or a changed
+/// external id is seen. Cancelling the subscription is seen at once (its version moves).
+pub const EXTERNAL_ID_TTL: SignedDuration = SignedDuration::from_secs(60);
+
 /// The usage use cases. Depends on the kernel only.
 #[derive(Clone)]
 pub struct UsageService {
     store: Arc<dyn UsagePorts>,
     clocks: Clocks,
+    metrics: MetricCache,
+    subscriptions: Arc<TtlCache<(TenantId, bool, SubscriptionId), Arc<Subscription>>>,
+    external_ids: Arc<TtlCache<(TenantId, bool, String), SubscriptionId>>,
 }
 
 impl UsageService {
-    pub(crate) fn new(store: Arc<dyn UsagePorts>, clocks: Clocks) -> Self {
-        Self { store, clocks }
+    pub(crate) fn new(store: Arc<dyn UsagePorts>, clocks: Clocks, metrics: MetricCache) -> Self {
+        Self {
+            store,
+            clocks,
+            metrics,
+            subscriptions: Arc::new(TtlCache::new(SUBSCRIPTION_TTL)),
+            external_ids: Arc::new(TtlCache::new(EXTERNAL_ID_TTL)),
+        }
     }
 }
 

@@ -32,7 +32,7 @@ pub(super) fn subscription_item(tenant: TenantId, sub: &Subscription) -> Result<
 }
 
 /// A subscription's primary key, for reading it by id (its index key needs the account).
-fn subscription_key(tenant: TenantId, id: SubscriptionId) -> keys::Key {
+pub(super) fn subscription_key(tenant: TenantId, id: SubscriptionId) -> keys::Key {
     keys::Key {
         pk: keys::tenant_partition(tenant),
         sk: format!("{}{id}", keys::SUBSCRIPTION_PREFIX),

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use billing_app::ports::*;
 use billing_domain::kernel::ids::TenantId;
@@ -375,6 +375,27 @@ impl Transaction<'_> {
             )])),
             StoreError::VersionConflict { entity },
         )
+    }
+
+    /// Writes nothing, but commits only while the item's `version` is still `expected`.
+    pub(super) fn check_version(
+        &mut self,
+        key: &Key,
+        expected: u64,
+        entity: &'static str,
+    ) -> Result<&mut Self, StoreError> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.store.table)
+            .set_key(Some(key.primary()))
+            .condition_expression("version = :expected")
+            .expression_attribute_values(":expected", AttributeValue::N(expected.to_string()))
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.writes
+            .push(TransactWriteItem::builder().condition_check(check).build());
+        self.on_condition_failure
+            .push(StoreError::VersionConflict { entity });
+        Ok(self)
     }
 
     pub(super) fn delete(

@@ -284,6 +284,13 @@ impl DynamoStore {
                 },
             )?;
         }
+        for (id, version) in &write.subscriptions {
+            tx.check_version(
+                &super::billing::subscription_key(tenant, *id),
+                *version,
+                "subscription",
+            )?;
+        }
         tx.rollups(tenant, &write.rollups)?;
         for (key, value) in &write.distinct_values {
             let marker = keys::distinct_value(
