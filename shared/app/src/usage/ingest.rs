@@ -60,10 +60,23 @@ impl Candidate {
     }
 }
 
+/// How an event names its subscription: `(true, id)` or `(false, external account id)`.
+type SubscriptionKey = (bool, String);
+
+fn subscription_key(input: &UsageEventInput) -> Option<SubscriptionKey> {
+    match (&input.subscription, &input.external_account_id) {
+        (Some(id), None) => Some((true, id.clone())),
+        (None, Some(external)) => Some((false, external.clone())),
+        _ => None,
+    }
+}
+
 /// What a batch looked up, so each subscription, metric and clock is read once.
 #[derive(Default)]
 struct Lookups {
-    subscriptions: HashMap<(bool, String), Result<Arc<Subscription>, ValidationError>>,
+    subscriptions: HashMap<SubscriptionKey, Result<Arc<Subscription>, ValidationError>>,
+    /// Subscriptions read again after a refusal (not to be read a third time).
+    fresh: BTreeSet<SubscriptionKey>,
     metrics: HashMap<String, Option<Arc<Metric>>>,
     clocks: HashMap<Option<TestClockId>, Timestamp>,
 }
@@ -186,7 +199,17 @@ impl UsageService {
         let mut in_batch = BTreeSet::new();
         for (index, input) in inputs {
             let transaction_id = input.transaction_id.clone();
-            match self.prepare(caller, &mut lookups, index, input).await {
+            let mut prepared = self
+                .prepare(caller, &mut lookups, index, input.clone())
+                .await;
+            // Only a write is conditioned on the subscription's version: a refusal decided
+            // from a cached one is decided again from a fresh read (once per subscription).
+            if matches!(prepared, Err(AppError::Invalid(_)))
+                && self.forget_named(caller, &mut lookups, &input)
+            {
+                prepared = self.prepare(caller, &mut lookups, index, input).await;
+            }
+            match prepared {
                 Ok(c) if !in_batch.insert(c.event.transaction_id.clone()) => {
                     outcomes[index] = Some((
                         transaction_id.clone(),
@@ -279,17 +302,13 @@ impl UsageService {
         lookups: &mut Lookups,
         input: &UsageEventInput,
     ) -> Result<Arc<Subscription>, AppError> {
-        let key =
-            match (&input.subscription, &input.external_account_id) {
-                (Some(id), None) => (true, id.clone()),
-                (None, Some(external)) => (false, external.clone()),
-                _ => return Err(invalid(
-                    ErrorCode::MissingSubscription,
-                    "subscription",
-                    "name the subscription, or the account by external_account_id (one of the two)",
-                )
-                .into()),
-            };
+        let key = subscription_key(input).ok_or_else(|| {
+            invalid(
+                ErrorCode::MissingSubscription,
+                "subscription",
+                "name the subscription, or the account by external_account_id (one of the two)",
+            )
+        })?;
         if let Some(found) = lookups.subscriptions.get(&key) {
             return Ok(found.clone()?);
         }
@@ -337,6 +356,30 @@ impl UsageService {
             self.subscriptions.put(key, sub.clone(), now);
         }
         Ok(sub)
+    }
+
+    /// Forgets the subscription `input` names, unless this batch already read it fresh;
+    /// whether it did forget.
+    fn forget_named(
+        &self,
+        caller: &Caller,
+        lookups: &mut Lookups,
+        input: &UsageEventInput,
+    ) -> bool {
+        let Some(key) = subscription_key(input) else {
+            return false;
+        };
+        if !lookups.fresh.insert(key.clone()) {
+            return false;
+        }
+        if let Some(Ok(sub)) = lookups.subscriptions.remove(&key) {
+            self.forget_subscription(caller, sub.id);
+        }
+        if !key.0 {
+            self.external_ids
+                .forget(&(caller.tenant_id, caller.livemode, key.1));
+        }
+        true
     }
 
     /// Forgets a subscription found moved, and any external id that led to it.

@@ -9,15 +9,21 @@
 //! rollups billed under the same version condition in the transaction that writes the
 //! invoice, so usage that lands after it is seen as late, never lost or billed twice.
 //!
-//! Request cost, per batch of N events for one subscription and metric: reads — the
-//! subscription (GetItem), the metric by code (2 GetItem), which transaction ids exist
-//! (BatchGetItem, ⌈N/100⌉), the rollup (BatchGetItem), for unique_count the markers
-//! (BatchGetItem); writes — the app states one unit per event and [`pack_usage`] packs them
-//! into ⌈N/99⌉ TransactWriteItems (99 events and the rollup each; a quota snapshot and any
-//! threshold events take room too when the metric has an entitlement). A full batch of 100
-//! events is 2 write requests.
+//! Each transaction also holds a ConditionCheck on the `version` of every subscription its
+//! events were placed by, so a write planned from a cached subscription that has since
+//! moved (cancelled, renewed) fails as `VersionConflict { entity: "subscription" }` and is
+//! planned again from a fresh read.
+//!
+//! Request cost, per batch of N events for one subscription and metric (the subscription and
+//! the metric cached by the app): which transaction ids exist (BatchGetItem, ⌈N/100⌉), the
+//! rollup (BatchGetItem), for unique_count the markers (BatchGetItem); writes — the app
+//! states one unit per event and [`pack_usage`] packs them into TransactWriteItems of at most
+//! 100 items (events, the rollup, the subscription check; a quota snapshot and any threshold
+//! events take room too when the metric has an entitlement). A full batch of 100 events is 2
+//! write requests. A single event (`POST /v1/usage`) is the rollup read and 1 write request:
+//! it reads no transaction id, its conditional put finds a duplicate.
 //! DynamoDB bills transactional writes at 2 WCU per item (≤ 1 KB), so an event costs about
-//! 2 WCU plus its share of the rollup. A single event (`POST /v1/usage`) is 1 write request.
+//! 2 WCU plus its share of the rollup and the check.
 //! Invoice time reads one Query over the period's rollups (one item per metric), whatever
 //! the number of events.
 

@@ -111,7 +111,8 @@ pub async fn list(
     ))
 }
 
-/// Revokes an API key at once; requests with it get 401 from then on.
+/// Revokes an API key: requests with it get 401 at once from the instance that revoked it,
+/// and from every instance within 60 seconds (how long an instance trusts a key it has read).
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys", security(("api_key" = ["manage_api_keys"])),
     params(("id" = String, Path, description = "API key id, `key_…`")),
     responses((status = 200, body = ApiKeyView), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
