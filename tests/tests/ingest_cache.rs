@@ -76,8 +76,11 @@ async fn revoked_keys_are_refused_within_the_bound(store: Arc<dyn Store>) {
     // Revoked through this instance: refused by it at once.
     let viewer = a.with_key(&a.key_with_role("finance_viewer").await);
     assert_eq!(status_of(&viewer, "/v1/accounts").await, StatusCode::OK);
-    a.delete(&format!("/v1/api-keys/{}", key_id(&a, "finance_viewer").await))
-        .await;
+    a.delete(&format!(
+        "/v1/api-keys/{}",
+        key_id(&a, "finance_viewer").await
+    ))
+    .await;
     assert_eq!(
         status_of(&viewer, "/v1/accounts").await,
         StatusCode::UNAUTHORIZED
@@ -165,7 +168,10 @@ async fn changes_elsewhere_are_seen_by_the_next_event(store: Arc<dyn Store>) {
     accepted(event(&a, "e2", by_external.clone(), "api_calls").await);
 
     // An unknown code is not cached: a metric created (elsewhere) after is found.
-    refused(event(&a, "e3", by_id.clone(), "seats").await, "unknown_metric");
+    refused(
+        event(&a, "e3", by_id.clone(), "seats").await,
+        "unknown_metric",
+    );
     b.post(
         "/v1/metrics",
         json!({"code": "seats", "name": "Seats", "aggregation": "count"}),
@@ -283,11 +289,17 @@ async fn a_single_event_costs_two_dynamodb_requests_on_a_warm_instance() {
     for (id, by) in [("warm1", by_id.clone()), ("warm2", by_external)] {
         let (requests, answer) = counted(&counter, &api, id, by).await;
         accepted(answer);
-        assert_eq!(requests, two, "the rollup read and the transaction, for {id}");
+        assert_eq!(
+            requests, two,
+            "the rollup read and the transaction, for {id}"
+        );
     }
     // A retry: its put fails, which is how it is known a duplicate (no read before).
     let (requests, (status, answer)) = counted(&counter, &api, "warm1", by_id).await;
-    assert_eq!((status, answer["status"].as_str()), (StatusCode::OK, Some("duplicate")));
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (StatusCode::OK, Some("duplicate"))
+    );
     assert_eq!(requests, two, "a duplicate costs the same");
     assert_eq!(quantity(&api, &sub).await, "3");
 }

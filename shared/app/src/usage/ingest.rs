@@ -398,10 +398,10 @@ impl UsageService {
         if *by_id {
             let id = SubscriptionId::parse(value, "subscription")?;
             return Ok(self.subscription(caller, id).await?.ok_or_else(|| {
-                    invalid(
-                        ErrorCode::UnknownSubscription,
-                        "subscription",
-                        format!("no such subscription: {id}"),
+                invalid(
+                    ErrorCode::UnknownSubscription,
+                    "subscription",
+                    format!("no such subscription: {id}"),
                 )
             }));
         }
