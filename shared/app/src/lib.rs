@@ -6,7 +6,8 @@
 //!
 //! - [`kernel`]: the caller and its permission check, [`AppError`], the audit record and
 //!   events a change commits with, the time of a tenant or of its test clock, the retry
-//!   over lost races, and `Idempotency-Key` claims.
+//!   over lost races, `Idempotency-Key` claims, and the per-process TTL cache (API keys,
+//!   metrics and subscriptions a warm instance keeps, see the README's caches table).
 //! - [`customers`]: tenants, API keys, accounts, payment methods.
 //! - [`catalog`]: metrics, plans and price versions, the price calculator.
 //! - [`usage`]: ingest, live usage, entitlement checks, usage pricing.

@@ -27,6 +27,8 @@ pub fn routes() -> OpenApiRouter<App> {
 
 /// Records one usage event. Accepted: 202; a transaction id seen before: 200 with
 /// `status: duplicate` (nothing counted again); refused: problem+json naming the field.
+/// A cancelled subscription refuses the next event at once; an `external_account_id` whose
+/// account gained a second live subscription is found ambiguous within 60 seconds.
 #[utoipa::path(post, path = "/v1/usage", tag = "usage", security(("api_key" = ["write_billing"])), request_body = UsageEventInput,
     responses((status = 202, body = UsageOutcome), (status = 200, body = UsageOutcome), (status = 400, body = ProblemDocument)))]
 pub async fn record(
