@@ -454,7 +454,6 @@ impl InvoiceStore for MemoryStore {
     async fn pending_invoices(
         &self,
         tenant: TenantId,
-        stage: PendingStage,
         limit: usize,
     ) -> Result<Vec<PendingInvoice>, StoreError> {
         let s = self.state();
@@ -462,15 +461,22 @@ impl InvoiceStore for MemoryStore {
             .billing
             .pending
             .iter()
-            .filter(|((t, _), (at, _))| *t == tenant && *at == stage)
-            .filter_map(|((_, id), (_, finalization))| {
+            .filter(|((t, _), _)| *t == tenant)
+            .filter_map(|((_, id), (stage, finalization))| {
                 Some(PendingInvoice {
+                    stage: *stage,
                     invoice: s.billing.invoices.get(&(tenant, *id))?.clone(),
                     finalization: *finalization,
                 })
             })
             .collect();
-        pending.sort_by_key(|p| (p.invoice.created_at, p.invoice.id));
+        pending.sort_by_key(|p| {
+            (
+                p.stage != PendingStage::FollowUps,
+                p.invoice.created_at,
+                p.invoice.id,
+            )
+        });
         pending.truncate(limit);
         Ok(pending)
     }

@@ -32,74 +32,101 @@ pub struct FinalizeReport {
 
 impl BillingService {
     /// Numbers the tenant's drafts waiting for their numbers, oldest first, until none is
-    /// left, and writes the follow-ups of every invoice that owes them. A billing worker's
-    /// finalize job (one at a time per tenant: its FIFO message group), and the end of the
-    /// in-process paths that draft.
+    /// left, and writes the follow-ups of every invoice that owes them (first those an
+    /// earlier finalizer left owed). A billing worker's finalize job (one at a time per
+    /// tenant: its FIFO message group), and the end of the in-process paths that draft.
     pub async fn finalize_pending_invoices(
         &self,
         tenant: TenantId,
     ) -> Result<FinalizeReport, AppError> {
         let mut report = FinalizeReport::default();
-        // What a finalizer that stopped after numbering left owed.
-        self.follow_up_owed(tenant, &mut report).await?;
         let mut conflicts = 0;
         loop {
-            let drafts = self
+            let page = self
                 .store
-                .pending_invoices(tenant, PendingStage::Number, MAX_NUMBERED_PER_WRITE)
+                .pending_invoices(tenant, MAX_NUMBERED_PER_WRITE)
                 .await?;
-            if drafts.is_empty() {
-                return Ok(report);
+            let full = page.len() == MAX_NUMBERED_PER_WRITE;
+            let before = report;
+            let (owed, drafts): (Vec<_>, Vec<_>) = page
+                .into_iter()
+                .partition(|p| p.stage == PendingStage::FollowUps);
+            if !owed.is_empty() {
+                report.followed_up += self.follow_up(tenant, owed).await?;
             }
-            let sequence = self.store.next_invoice_number(tenant).await?;
-            let numbered = drafts
-                .iter()
-                .zip(sequence.number..)
-                .map(|(draft, number)| {
-                    let terms = draft.finalization;
-                    // Dated when it was drafted (the step's moment): the number comes
-                    // seconds later, the dates do not depend on it.
-                    let (invoice, _) = open_draft(
-                        &draft.invoice,
-                        &sequence.prefix,
-                        number,
-                        terms.days_until_due,
-                        terms.livemode,
-                        draft.invoice.created_at,
-                    )?;
-                    Ok(NumberedInvoice {
-                        previous_version: draft.invoice.version,
-                        invoice,
-                        number,
-                        finalization: terms,
-                    })
-                })
-                .collect::<Result<Vec<_>, AppError>>()?;
-            match self.store.number_invoices(tenant, &numbered).await {
-                Ok(()) => {
-                    conflicts = 0;
-                    report.numbered += numbered.len();
-                    report.transactions += 1;
-                    let owed = numbered
-                        .into_iter()
-                        .map(|numbered| PendingInvoice {
-                            invoice: numbered.invoice,
-                            finalization: numbered.finalization,
-                        })
-                        .collect();
-                    report.followed_up += self.follow_up(tenant, owed).await?;
-                }
-                // Another finalizer numbered first, or a draft changed: read again.
-                Err(StoreError::VersionConflict { .. }) => {
-                    conflicts += 1;
-                    if conflicts > WRITE_ATTEMPTS {
-                        return Err(AppError::Unavailable(
-                            "the invoice sequence is busy; the finalize job comes back".into(),
-                        ));
+            if !drafts.is_empty() {
+                match self.number(tenant, drafts).await? {
+                    Some(numbered) => {
+                        conflicts = 0;
+                        report.numbered += numbered.len();
+                        report.transactions += 1;
+                        report.followed_up += self.follow_up(tenant, numbered).await?;
+                    }
+                    // Another finalizer numbered first, or a draft changed: read again.
+                    None => {
+                        conflicts += 1;
+                        if conflicts > WRITE_ATTEMPTS {
+                            return Err(AppError::Unavailable(
+                                "the invoice sequence is busy; the finalize job comes back".into(),
+                            ));
+                        }
+                        continue;
                     }
                 }
-                Err(other) => return Err(other.into()),
             }
+            // A page not full was all there was; a full one that moved nothing is another
+            // finalizer's (or the index lagging), which will finish it.
+            if !full || report == before {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Numbers `drafts` (in order) in one write from the tenant's next number; `None` when
+    /// the sequence or a draft moved meanwhile (nothing written). Returns the numbered
+    /// invoices, owing their follow-ups.
+    async fn number(
+        &self,
+        tenant: TenantId,
+        drafts: Vec<PendingInvoice>,
+    ) -> Result<Option<Vec<PendingInvoice>>, AppError> {
+        let sequence = self.store.next_invoice_number(tenant).await?;
+        let numbered = drafts
+            .iter()
+            .zip(sequence.number..)
+            .map(|(draft, number)| {
+                let terms = draft.finalization;
+                // Dated when it was drafted (the step's moment): the number comes seconds
+                // later, the dates do not depend on it.
+                let (invoice, _) = open_draft(
+                    &draft.invoice,
+                    &sequence.prefix,
+                    number,
+                    terms.days_until_due,
+                    terms.livemode,
+                    draft.invoice.created_at,
+                )?;
+                Ok(NumberedInvoice {
+                    previous_version: draft.invoice.version,
+                    invoice,
+                    number,
+                    finalization: terms,
+                })
+            })
+            .collect::<Result<Vec<_>, AppError>>()?;
+        match self.store.number_invoices(tenant, &numbered).await {
+            Ok(()) => Ok(Some(
+                numbered
+                    .into_iter()
+                    .map(|n| PendingInvoice {
+                        stage: PendingStage::FollowUps,
+                        invoice: n.invoice,
+                        finalization: n.finalization,
+                    })
+                    .collect(),
+            )),
+            Err(StoreError::VersionConflict { .. }) => Ok(None),
+            Err(other) => Err(other.into()),
         }
     }
 
@@ -116,29 +143,6 @@ impl BillingService {
         };
         if let Err(err) = result {
             tracing::warn!(%err, %tenant, "finalization not started; the sweep hands the drafts over");
-        }
-    }
-
-    /// Follow-ups left owed, page by page, until none is left or a page makes no progress
-    /// (another finalizer is writing them).
-    async fn follow_up_owed(
-        &self,
-        tenant: TenantId,
-        report: &mut FinalizeReport,
-    ) -> Result<(), AppError> {
-        loop {
-            let owed = self
-                .store
-                .pending_invoices(tenant, PendingStage::FollowUps, MAX_NUMBERED_PER_WRITE)
-                .await?;
-            if owed.is_empty() {
-                return Ok(());
-            }
-            let done = self.follow_up(tenant, owed).await?;
-            if done == 0 {
-                return Ok(());
-            }
-            report.followed_up += done;
         }
     }
 

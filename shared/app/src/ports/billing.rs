@@ -51,6 +51,7 @@ pub enum PendingStage {
 /// An invoice waiting in one of the finalizer's stages, as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingInvoice {
+    pub stage: PendingStage,
     pub invoice: Invoice,
     pub finalization: Finalization,
 }
@@ -223,12 +224,12 @@ pub trait InvoiceStore: Send + Sync {
         tenant: TenantId,
         id: InvoiceId,
     ) -> Result<Option<Invoice>, StoreError>;
-    /// Up to `limit` of the tenant's invoices waiting at `stage`, oldest first (by
-    /// `created_at`, then id), as stored now.
+    /// Up to `limit` of the tenant's pending invoices as stored now: those owing their
+    /// follow-ups first, then drafts waiting for their numbers, each stage oldest first (by
+    /// `created_at`, then id).
     async fn pending_invoices(
         &self,
         tenant: TenantId,
-        stage: PendingStage,
         limit: usize,
     ) -> Result<Vec<PendingInvoice>, StoreError>;
     /// Numbers drafts in one all-or-nothing write (at most [`MAX_NUMBERED_PER_WRITE`]):

@@ -486,15 +486,15 @@ impl InvoiceStore for DynamoStore {
     async fn pending_invoices(
         &self,
         tenant: TenantId,
-        stage: PendingStage,
         limit: usize,
     ) -> Result<Vec<PendingInvoice>, StoreError> {
-        // The oldest `limit` of each shard, all at once, merged; then the invoices as stored
-        // now (the index lags its table), keeping those still at `stage`.
+        // The first `limit` of each shard, all at once, merged (`F#` sorts before `N#`, then
+        // by time); then the invoices as stored now (the index lags its table), keeping
+        // those still pending, at the stage they are at now.
         let mut queries = tokio::task::JoinSet::new();
         for shard in 0..keys::PENDING_SHARDS {
             let store = self.clone();
-            queries.spawn(async move { store.pending_in_shard(tenant, shard, stage, limit).await });
+            queries.spawn(async move { store.pending_in_shard(tenant, shard, limit).await });
         }
         let mut entries = Vec::new();
         while let Some(joined) = queries.join_next().await {
@@ -502,6 +502,9 @@ impl InvoiceStore for DynamoStore {
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         entries.truncate(limit);
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
         let wanted: Vec<Item> = entries.iter().map(|(_, key)| key.clone()).collect();
         let mut found: HashMap<String, Item> = self
             .batch_get(wanted, None)
@@ -509,30 +512,37 @@ impl InvoiceStore for DynamoStore {
             .into_iter()
             .filter_map(|item| Some((item.get(keys::SK)?.as_s().ok()?.clone(), item)))
             .collect();
-        let prefix = keys::pending_stage(stage);
         let mut pending = Vec::with_capacity(entries.len());
         for (_, key) in entries {
-            let Some(sk) = key.get(keys::SK).and_then(|v| v.as_s().ok()) else {
+            let Some(mut item) = key
+                .get(keys::SK)
+                .and_then(|v| v.as_s().ok())
+                .and_then(|sk| found.remove(sk))
+            else {
                 continue;
             };
-            let Some(mut item) = found.remove(sk) else {
-                continue;
-            };
-            let at_stage = item
+            let stage = item
                 .get(keys::PENDING_SK)
                 .and_then(|v| v.as_s().ok())
-                .is_some_and(|s| s.starts_with(prefix));
+                .and_then(|sk| {
+                    [PendingStage::FollowUps, PendingStage::Number]
+                        .into_iter()
+                        .find(|stage| sk.starts_with(keys::pending_stage(*stage)))
+                });
             let finalization = item
                 .remove(FINALIZATION)
                 .and_then(|v| v.as_s().ok().cloned())
                 .and_then(|json| serde_json::from_str(&json).ok());
-            if let (true, Some(finalization)) = (at_stage, finalization) {
+            if let (Some(stage), Some(finalization)) = (stage, finalization) {
                 pending.push(PendingInvoice {
+                    stage,
                     invoice: from_item(item)?,
                     finalization,
                 });
             }
         }
+        // An invoice that moved on to its follow-ups since the index was read comes first.
+        pending.sort_by_key(|p| p.stage != PendingStage::FollowUps);
         Ok(pending)
     }
 
@@ -659,13 +669,12 @@ impl InvoiceStore for DynamoStore {
 }
 
 impl DynamoStore {
-    /// Up to `limit` of one shard's entries at `stage`, oldest first: each its `pending_sk`
-    /// (time, then id) and its invoice's primary key.
+    /// The first `limit` of one shard's entries: each its `pending_sk` (stage, time, id)
+    /// and its invoice's primary key.
     async fn pending_in_shard(
         &self,
         tenant: TenantId,
         shard: u32,
-        stage: PendingStage,
         limit: usize,
     ) -> Result<Vec<(String, Item)>, StoreError> {
         let output = self
@@ -673,18 +682,16 @@ impl DynamoStore {
             .query()
             .table_name(&self.table)
             .index_name(keys::PENDING_INDEX)
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :stage)")
+            .key_condition_expression("#pk = :pk")
             .expression_attribute_names("#pk", keys::PENDING_PK)
             .expression_attribute_names("#sk", keys::PENDING_SK)
             .expression_attribute_values(
                 ":pk",
                 AttributeValue::S(keys::pending_shard(tenant, shard)),
             )
-            .expression_attribute_values(
-                ":stage",
-                AttributeValue::S(keys::pending_stage(stage).to_owned()),
-            )
-            .projection_expression("pk, sk, #sk")
+            .expression_attribute_names("#table_pk", keys::PK)
+            .expression_attribute_names("#table_sk", keys::SK)
+            .projection_expression("#table_pk, #table_sk, #sk")
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .send()
             .await
