@@ -238,7 +238,7 @@ async fn duplicate_and_concurrent_finalizers_number_each_draft_once(store: Arc<d
             })
         })
         .chain((0..2).map(|_| {
-            let app = app.clone();
+            let (app, job) = (app.clone(), job.clone());
             tokio::spawn(async move {
                 app.billing
                     .run_billing_jobs(tenant, &job)
