@@ -179,7 +179,9 @@ async fn the_sweep_hands_due_subscriptions_and_advancing_clocks_to_the_worker() 
 }
 
 #[tokio::test]
-async fn the_billing_queue_groups_each_tenants_jobs() {
+/// Drafting runs in parallel across a tenant's subscriptions (a group each); its finalize
+/// jobs share one group per tenant, so one finalizer at a time numbers its drafts.
+async fn the_billing_queue_groups_subscriptions_apart_and_a_tenants_finalize_jobs_together() {
     let config = billing_aws::Config::local("queue-groups", billing_tests::aws_endpoint());
     let sdk = config.sdk_config().await;
     billing_infra::stack::ensure(&sdk, &config.table_name)
@@ -206,6 +208,7 @@ async fn the_billing_queue_groups_each_tenants_jobs() {
             tenant: a,
             id: sub(),
         },
+        BillingJob::Finalize { tenant: b },
     ];
     queue.enqueue(&jobs).await.unwrap();
     // Enqueuing the same jobs again is not swallowed as a duplicate: each send is new work.
@@ -213,7 +216,7 @@ async fn the_billing_queue_groups_each_tenants_jobs() {
 
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let mut received = Vec::new();
-    while received.len() < 4 {
+    while received.len() < 5 {
         let output = sqs
             .receive_message()
             .queue_url(queue.url())
@@ -234,7 +237,7 @@ async fn the_billing_queue_groups_each_tenants_jobs() {
                     a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
                 })
                 .cloned();
-            received.push((job.tenant(), group));
+            received.push((job, group));
             sqs.delete_message()
                 .queue_url(queue.url())
                 .receipt_handle(message.receipt_handle().unwrap())
@@ -243,8 +246,14 @@ async fn the_billing_queue_groups_each_tenants_jobs() {
                 .unwrap();
         }
     }
-    assert!(received
-        .iter()
-        .all(|(tenant, group)| group.as_deref() == Some(tenant.to_string().as_str())));
-    assert_eq!(received.iter().filter(|(t, _)| *t == a).count(), 3);
+    for (job, group) in &received {
+        let expected = match job {
+            BillingJob::Subscription { id, .. } => id.to_string(),
+            BillingJob::Finalize { tenant } => format!("finalize-{tenant}"),
+            BillingJob::TestClock { id, .. } => id.to_string(),
+        };
+        assert_eq!(group.as_deref(), Some(expected.as_str()), "{job:?}");
+    }
+    assert_eq!(received.iter().filter(|(j, _)| j.tenant() == a).count(), 3);
+    assert_eq!(received.iter().filter(|(j, _)| *j == jobs[3]).count(), 1);
 }

@@ -4,11 +4,13 @@
 //! 1. measures the stand-in's raw conditional-put rate (the ceiling for anything here);
 //! 2. creates `--subscriptions` daily subscriptions over `--tenants` tenants on a clock one
 //!    day back, so one renewal of each is due now;
-//! 3. bills them all through the `billing-worker` handler as the FIFO billing queue delivers
-//!    them (a tenant's jobs in batches of ten, one batch of a tenant at a time, `--workers`
-//!    tenants at once), counting every DynamoDB request by operation.
+//! 3. drafts them all through the `billing-worker` handler as the FIFO billing queue
+//!    delivers them (batches of ten of a tenant, `--workers` batches at once), counting
+//!    every DynamoDB request by operation;
+//! 4. finalizes each tenant's drafts as its finalize job would (tenants at once, each
+//!    tenant's one finalizer), counting again.
 //!
-//! `cargo run --release -p billing-infra --bin billing-load -- --subscriptions 10000 --tenants 100`
+//! `cargo run --release -p billing-infra --bin billing-load -- --subscriptions 2000 --tenants 2`
 
 // Rates and ratios of a measurement, never money.
 #![allow(clippy::float_arithmetic)]
@@ -146,8 +148,8 @@ async fn main() -> anyhow::Result<()> {
     let setup = created.elapsed();
     let billed: usize = groups.iter().map(Vec::len).sum();
 
-    // 3. Bill through the worker's handler, counting requests. SQS FIFO hands a tenant's
-    //    messages (its message group) to one worker at a time, ten at most per batch.
+    // 3. Draft through the worker's handler, counting requests. Each subscription is its
+    //    own FIFO message group, so any worker takes any batch (of ten of a tenant).
     // The worker as deployed: events published to the bus and webhook queue after each commit.
     let dispatch = Arc::new(
         billing_aws::AwsDispatch::by_queue_name(&sdk, stack::WEBHOOK_QUEUE, stack::EVENT_BUS)
@@ -155,17 +157,19 @@ async fn main() -> anyhow::Result<()> {
     );
     let worker_store =
         DynamoStore::new(dynamodb.clone(), &config.table_name).with_dispatch(dispatch);
+    let finalize_jobs = Arc::new(FinalizeJobs::default());
     let worker = App::new(
         Arc::new(worker_store),
         Arc::new(SystemClock),
         std::sync::Arc::new(billing_aws::SandboxGateway::new()),
-    );
+    )
+    .with_finalize_queue(finalize_jobs.clone());
     drop(store);
-    let groups: Vec<Vec<SqsEvent>> = groups
-        .into_iter()
-        .map(|jobs| jobs.chunks(10).map(sqs_batch).collect())
+    let batches: Vec<SqsEvent> = groups
+        .iter()
+        .flat_map(|jobs| jobs.chunks(10).map(sqs_batch))
         .collect();
-    let queue = Arc::new(Mutex::new(groups));
+    let queue = Arc::new(Mutex::new(batches));
     counter.start();
     let started = Instant::now();
     let failures = Arc::new(AtomicU64::new(0));
@@ -174,13 +178,10 @@ async fn main() -> anyhow::Result<()> {
         let (worker, queue, failures) = (worker.clone(), queue.clone(), failures.clone());
         billing.spawn(async move {
             loop {
-                let group = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                let Some(group) = group else { return };
-                for batch in group {
-                    let response = billing_worker::handle(&worker, batch).await;
-                    failures
-                        .fetch_add(response.batch_item_failures.len() as u64, Ordering::Relaxed);
-                }
+                let batch = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some(batch) = batch else { return };
+                let response = billing_worker::handle(&worker, batch).await;
+                failures.fetch_add(response.batch_item_failures.len() as u64, Ordering::Relaxed);
             }
         });
     }
@@ -189,6 +190,29 @@ async fn main() -> anyhow::Result<()> {
     let counts = counter.stop();
     let invoices = billed as f64;
     let rate = invoices / elapsed.as_secs_f64();
+
+    // 4. The finalize jobs drafting sent, one per tenant (as their deduplication makes a
+    //    burst of them), each tenant's finalizer at once.
+    counter.start();
+    let finalizing = Instant::now();
+    let tenants_to_finalize: Vec<_> =
+        std::mem::take(&mut *finalize_jobs.0.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_iter()
+            .collect();
+    let mut finalizers = tokio::task::JoinSet::new();
+    for tenant in tenants_to_finalize {
+        let worker = worker.clone();
+        finalizers.spawn(async move { worker.billing.finalize_pending_invoices(tenant).await });
+    }
+    let mut numbered = 0;
+    let mut transactions = 0;
+    while let Some(report) = finalizers.join_next().await {
+        let report = report??;
+        numbered += report.numbered;
+        transactions += report.transactions;
+    }
+    let finalize_elapsed = finalizing.elapsed();
+    let finalize_counts = counter.stop();
 
     println!(
         "stand-in conditional PutItem: {put_rate:.0}/s ({} puts, {} at once)",
@@ -204,13 +228,36 @@ async fn main() -> anyhow::Result<()> {
         failures.load(Ordering::Relaxed),
         rate / put_rate
     );
-    println!("DynamoDB requests per invoice:");
+    println!("DynamoDB requests per invoice, drafting:");
     for (operation, n) in &counts {
+        println!("  {operation:<20} {:.2}", *n as f64 / invoices);
+    }
+    println!(
+        "finalized {numbered} drafts in {transactions} numbering transactions in {:.1} s",
+        finalize_elapsed.as_secs_f64()
+    );
+    println!("DynamoDB requests per invoice, finalizing:");
+    for (operation, n) in &finalize_counts {
         println!("  {operation:<20} {:.2}", *n as f64 / invoices);
     }
     draining.abort();
     let _ = child.kill();
     Ok(())
+}
+
+/// The finalize queue: the tenants drafting asked to finalize.
+#[derive(Default)]
+struct FinalizeJobs(Mutex<std::collections::BTreeSet<billing_domain::kernel::ids::TenantId>>);
+
+#[async_trait::async_trait]
+impl billing_app::ports::BillingQueue for FinalizeJobs {
+    async fn enqueue(&self, jobs: &[BillingJob]) -> Result<(), billing_app::ports::StoreError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(jobs.iter().map(BillingJob::tenant));
+        Ok(())
+    }
 }
 
 /// Receives and deletes the queue's messages, ten at a time, until aborted.

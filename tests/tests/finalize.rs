@@ -1,0 +1,473 @@
+//! Drafting renewals in parallel and numbering them in bulk (issue 20): the finalizer
+//! numbers a tenant's drafts gaplessly, several writes at a time, exactly once under
+//! duplicate jobs, concurrent finalizers and crashes, and each numbered invoice gets its
+//! `invoice.finalized` event and first payment attempt once. On both stores.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use billing_app::ports::{
+    BillingJob, Clock, EventFilter, InvoiceFilter, NumberedInvoice, PageRequest, PaymentFilter,
+    PendingStage, Store, StoreError,
+};
+use billing_app::{App, Caller};
+use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
+use billing_domain::kernel::ids::SubscriptionId;
+use billing_tests::clock::ManualClock;
+use jiff::{SignedDuration, Timestamp};
+
+/// More than one numbering write holds (99).
+const SUBSCRIPTIONS: usize = 110;
+
+/// A tenant with `count` daily subscriptions started on `clock` `days` days and a minute
+/// ago: each has its first invoice (numbered at the start) and `days` renewals due now.
+async fn tenant_with_renewals(
+    app: &App,
+    clock: &ManualClock,
+    count: usize,
+    days: i64,
+) -> (Caller, Vec<SubscriptionId>) {
+    let now = clock.now();
+    clock.set(now - SignedDuration::from_hours(24 * days) - SignedDuration::from_mins(1));
+    let caller = billing_tests::admin(app, "Big").await;
+    let first = billing_tests::subscribe(
+        app,
+        &caller,
+        serde_json::json!({"email": "big@acme.test", "currency": "usd"}),
+        "day",
+        500,
+    )
+    .await;
+    let mut ids = vec![first.id];
+    for _ in 1..count {
+        let start =
+            billing_app::billing::StartSubscription::new(first.account_id, first.terms.plan_id);
+        ids.push(
+            app.billing
+                .create_subscription(&caller, start)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    clock.set(now);
+    (caller, ids)
+}
+
+fn app_on(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> App {
+    billing_tests::app_with_clock(store.clone(), clock.clone())
+}
+
+async fn all_invoices(app: &App, caller: &Caller) -> Vec<Invoice> {
+    let mut all = Vec::new();
+    let mut page = PageRequest::first(100);
+    loop {
+        let got = app
+            .billing
+            .list_invoices(caller, &InvoiceFilter::default(), &page)
+            .await
+            .unwrap();
+        let last = got.items.last().map(|i| i.id.to_string());
+        all.extend(got.items);
+        if !got.has_more {
+            return all;
+        }
+        page.starting_after = last;
+    }
+}
+
+/// How many stored events of `event_type` each resource has.
+async fn events_per_resource(
+    store: &dyn Store,
+    caller: &Caller,
+    event_type: &str,
+) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    let filter = EventFilter {
+        event_type: Some(event_type.to_owned()),
+        resource_id: None,
+    };
+    let mut page = PageRequest::first(100);
+    loop {
+        let got = store
+            .list_events(caller.tenant_id, &filter, &page)
+            .await
+            .unwrap();
+        let last = got.items.last().map(|e| e.id.to_string());
+        for event in &got.items {
+            *counts.entry(event.resource_id.clone()).or_insert(0) += 1;
+        }
+        if !got.has_more {
+            return counts;
+        }
+        page.starting_after = last;
+    }
+}
+
+/// How many payment attempts each invoice has.
+async fn payments_per_invoice(store: &dyn Store, caller: &Caller) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    let mut page = PageRequest::first(100);
+    loop {
+        let got = store
+            .list_payments(caller.tenant_id, &PaymentFilter::default(), &page)
+            .await
+            .unwrap();
+        let last = got.items.last().map(|p| p.id.to_string());
+        for payment in &got.items {
+            *counts.entry(payment.invoice_id.to_string()).or_insert(0) += 1;
+        }
+        if !got.has_more {
+            return counts;
+        }
+        page.starting_after = last;
+    }
+}
+
+/// Every invoice open under one of the numbers 1..=n, each number once, and each with one
+/// `invoice.finalized` event and one payment attempt.
+async fn assert_numbered_once(app: &App, caller: &Caller, n: usize) {
+    let invoices = all_invoices(app, caller).await;
+    assert_eq!(invoices.len(), n);
+    let mut numbers: Vec<String> = invoices.iter().filter_map(|i| i.number.clone()).collect();
+    numbers.sort();
+    let expected: Vec<String> = (1..=n).map(|k| format!("INV-{k:06}")).collect();
+    assert_eq!(numbers, expected, "gapless, each number once");
+    assert!(invoices.iter().all(|i| i.status == InvoiceStatus::Open));
+    let finalized = events_per_resource(app.store.as_ref(), caller, "invoice.finalized").await;
+    let payments = payments_per_invoice(app.store.as_ref(), caller).await;
+    for invoice in &invoices {
+        let id = invoice.id.to_string();
+        assert_eq!(
+            finalized.get(&id),
+            Some(&1),
+            "one invoice.finalized for {id}"
+        );
+        assert_eq!(payments.get(&id), Some(&1), "one first attempt for {id}");
+    }
+    let pending = app
+        .store
+        .pending_invoices(caller.tenant_id, 10)
+        .await
+        .unwrap();
+    assert!(pending.is_empty(), "{pending:?}");
+}
+
+/// The tenant's pending invoices at `stage`.
+async fn at_stage(
+    store: &dyn Store,
+    tenant: billing_domain::kernel::ids::TenantId,
+    stage: PendingStage,
+) -> Vec<billing_app::ports::PendingInvoice> {
+    let mut pending = store.pending_invoices(tenant, 99).await.unwrap();
+    pending.retain(|p| p.stage == stage);
+    pending
+}
+
+async fn drafts_are_numbered_gaplessly_in_several_writes(store: Arc<dyn Store>) {
+    let clock = ManualClock::at(Timestamp::now());
+    let app = app_on(&store, &clock);
+    let (caller, ids) = tenant_with_renewals(&app, &clock, SUBSCRIPTIONS, 1).await;
+    let tenant = caller.tenant_id;
+
+    let drafted = app
+        .billing
+        .draft_due_subscriptions(tenant, &ids, clock.now())
+        .await;
+    assert!(drafted.iter().all(|d| matches!(d, Ok(1))), "{drafted:?}");
+    // Drafts hold no number and took none: the sequence is where the starts left it.
+    let drafts = all_invoices(&app, &caller).await;
+    assert_eq!(
+        drafts
+            .iter()
+            .filter(|i| i.status == InvoiceStatus::Draft && i.number.is_none())
+            .count(),
+        SUBSCRIPTIONS
+    );
+    assert_eq!(
+        store.next_invoice_number(tenant).await.unwrap().number,
+        SUBSCRIPTIONS as u64 + 1
+    );
+    let created = events_per_resource(store.as_ref(), &caller, "invoice.created").await;
+    assert_eq!(
+        created.len(),
+        2 * SUBSCRIPTIONS,
+        "each draft announced once"
+    );
+
+    let report = app.billing.finalize_pending_invoices(tenant).await.unwrap();
+    assert_eq!(report.numbered, SUBSCRIPTIONS);
+    assert_eq!(report.transactions, 2, "99 and 11");
+    assert_eq!(report.followed_up, SUBSCRIPTIONS);
+    assert_numbered_once(&app, &caller, 2 * SUBSCRIPTIONS).await;
+    // Oldest first: the drafts all fell due at the same moment, so by id.
+    let mut renewals: Vec<Invoice> = all_invoices(&app, &caller)
+        .await
+        .into_iter()
+        .filter(|i| i.number.as_deref() > Some("INV-000110"))
+        .collect();
+    renewals.sort_by_key(|i| i.number.clone());
+    assert!(renewals
+        .windows(2)
+        .all(|w| (w[0].created_at, w[0].id) < (w[1].created_at, w[1].id)));
+    assert_eq!(
+        app.billing.finalize_pending_invoices(tenant).await.unwrap(),
+        Default::default()
+    );
+}
+
+async fn duplicate_and_concurrent_finalizers_number_each_draft_once(store: Arc<dyn Store>) {
+    let clock = ManualClock::at(Timestamp::now());
+    let app = app_on(&store, &clock);
+    let (caller, ids) = tenant_with_renewals(&app, &clock, SUBSCRIPTIONS, 1).await;
+    let tenant = caller.tenant_id;
+    app.billing
+        .draft_due_subscriptions(tenant, &ids, clock.now())
+        .await;
+
+    // Two finalizers at once, and the same finalize job delivered twice on top.
+    let job = [BillingJob::Finalize { tenant }];
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.billing
+                    .finalize_pending_invoices(tenant)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .chain((0..2).map(|_| {
+            let (app, job) = (app.clone(), job.clone());
+            tokio::spawn(async move {
+                app.billing
+                    .run_billing_jobs(tenant, &job)
+                    .await
+                    .remove(0)
+                    .map(|()| ())
+            })
+        }))
+        .collect();
+    for run in runs {
+        // A finalizer that kept losing the race may give up (its job comes back).
+        let _ = run.await.unwrap();
+    }
+    app.billing.finalize_pending_invoices(tenant).await.unwrap();
+    assert_numbered_once(&app, &caller, 2 * SUBSCRIPTIONS).await;
+}
+
+async fn a_failed_numbering_write_consumes_no_number(store: Arc<dyn Store>) {
+    let clock = ManualClock::at(Timestamp::now());
+    let app = app_on(&store, &clock);
+    let (caller, ids) = tenant_with_renewals(&app, &clock, 3, 1).await;
+    let tenant = caller.tenant_id;
+    app.billing
+        .draft_due_subscriptions(tenant, &ids, clock.now())
+        .await;
+    let drafts = at_stage(store.as_ref(), tenant, PendingStage::Number).await;
+    assert_eq!(drafts.len(), 3);
+    let numbered = |stale: usize| -> Vec<NumberedInvoice> {
+        drafts
+            .iter()
+            .zip(4..)
+            .enumerate()
+            .map(|(i, (d, number))| {
+                let mut invoice = d.invoice.clone();
+                invoice.number = Some(format!("INV-{number:06}"));
+                invoice.status = InvoiceStatus::Open;
+                invoice.version += 1;
+                NumberedInvoice {
+                    previous_version: d.invoice.version + u64::from(i == stale),
+                    invoice,
+                    number,
+                    finalization: d.finalization,
+                }
+            })
+            .collect()
+    };
+    // One draft changed meanwhile: the whole write fails, the sequence stays.
+    assert!(matches!(
+        store.number_invoices(tenant, &numbered(2)).await,
+        Err(StoreError::VersionConflict { .. })
+    ));
+    assert_eq!(store.next_invoice_number(tenant).await.unwrap().number, 4);
+    assert_eq!(
+        at_stage(store.as_ref(), tenant, PendingStage::Number)
+            .await
+            .len(),
+        3
+    );
+    // A sequence another finalizer moved: nothing either.
+    let mut late = numbered(usize::MAX);
+    for (n, number) in late.iter_mut().zip(5..) {
+        n.number = number;
+    }
+    assert!(matches!(
+        store.number_invoices(tenant, &late).await,
+        Err(StoreError::VersionConflict { .. })
+    ));
+    assert_eq!(
+        at_stage(store.as_ref(), tenant, PendingStage::FollowUps)
+            .await
+            .len(),
+        0
+    );
+    // The finalizer then numbers them from 4, and a second write of the same fails.
+    store
+        .number_invoices(tenant, &numbered(usize::MAX))
+        .await
+        .unwrap();
+    assert!(store
+        .number_invoices(tenant, &numbered(usize::MAX))
+        .await
+        .is_err());
+    assert_eq!(store.next_invoice_number(tenant).await.unwrap().number, 7);
+    let owed = at_stage(store.as_ref(), tenant, PendingStage::FollowUps).await;
+    assert_eq!(owed.len(), 3, "numbered, owing their follow-ups");
+    // A finalizer that stopped here: the next one writes the follow-ups, once.
+    app.billing.finalize_pending_invoices(tenant).await.unwrap();
+    assert_numbered_once(&app, &caller, 6).await;
+}
+
+async fn drafts_a_lost_finalize_job_left_are_handed_over_by_the_sweep(store: Arc<dyn Store>) {
+    let clock = ManualClock::at(Timestamp::now());
+    let queue = Arc::new(billing_memory::MemoryBillingQueue::default());
+    let app = app_on(&store, &clock).with_finalize_queue(queue.clone());
+    let (caller, ids) = tenant_with_renewals(&app, &clock, 5, 1).await;
+    let tenant = caller.tenant_id;
+    let jobs: Vec<BillingJob> = ids
+        .iter()
+        .map(|id| BillingJob::Subscription { tenant, id: *id })
+        .collect();
+    assert!(app
+        .billing
+        .run_billing_jobs(tenant, &jobs)
+        .await
+        .iter()
+        .all(Result::is_ok));
+    // Drafting asked for a finalize job; the message is lost.
+    assert_eq!(queue.take(), [BillingJob::Finalize { tenant }]);
+    // A redelivery of the drafting jobs drafts nothing twice.
+    assert!(app
+        .billing
+        .run_billing_jobs(tenant, &jobs)
+        .await
+        .iter()
+        .all(Result::is_ok));
+    queue.take();
+    assert_eq!(
+        at_stage(store.as_ref(), tenant, PendingStage::Number)
+            .await
+            .len(),
+        5
+    );
+    assert_eq!(
+        events_per_resource(store.as_ref(), &caller, "invoice.created")
+            .await
+            .len(),
+        10
+    );
+
+    let sweeper = billing_app::jobs::Sweeper::new(
+        app.clone(),
+        Arc::new(billing_tests::NoDispatch),
+        queue.clone(),
+    );
+    sweeper.sweep(1000).await.unwrap();
+    assert!(
+        !queue.take().contains(&BillingJob::Finalize { tenant }),
+        "not before a minute"
+    );
+    clock.advance(SignedDuration::from_secs(61));
+    sweeper.sweep(1000).await.unwrap();
+    let handed = queue.take();
+    assert_eq!(
+        handed
+            .iter()
+            .filter(|j| **j == BillingJob::Finalize { tenant })
+            .count(),
+        1,
+        "one finalize job for the tenant's five drafts: {handed:?}"
+    );
+    let finalize = [BillingJob::Finalize { tenant }];
+    assert!(app.billing.run_billing_jobs(tenant, &finalize).await[0].is_ok());
+    assert_numbered_once(&app, &caller, 10).await;
+    sweeper.sweep(1000).await.unwrap();
+    assert!(
+        !queue.take().contains(&BillingJob::Finalize { tenant }),
+        "nothing left to hand over"
+    );
+}
+
+billing_tests::on_both_stores!(
+    drafts_are_numbered_gaplessly_in_several_writes,
+    duplicate_and_concurrent_finalizers_number_each_draft_once,
+    a_failed_numbering_write_consumes_no_number,
+    drafts_a_lost_finalize_job_left_are_handed_over_by_the_sweep,
+);
+
+mod interleavings {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Drafts what is due of one subscription, up to `days` days from the start.
+        Draft {
+            subscription: usize,
+            days: i64,
+        },
+        Finalize,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..6usize, 1..4i64).prop_map(|(subscription, days)| Op::Draft { subscription, days }),
+            Just(Op::Finalize),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// However drafting and finalizing interleave (each op its own task, all at
+        /// once), the tenant's invoices end numbered exactly 1..=N, each once.
+        #[test]
+        fn numbers_are_exactly_one_to_n(ops in proptest::collection::vec(op(), 1..16)) {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let store = billing_tests::memory_store();
+                let clock = ManualClock::at(Timestamp::now() + SignedDuration::from_hours(24 * 3));
+                let app = app_on(&store, &clock);
+                let (caller, ids) = tenant_with_renewals(&app, &clock, 6, 3).await;
+                let tenant = caller.tenant_id;
+                let tasks: Vec<_> = ops
+                    .into_iter()
+                    .map(|op| {
+                        let (app, ids) = (app.clone(), ids.clone());
+                        let until = clock.now();
+                        tokio::spawn(async move {
+                            match op {
+                                Op::Draft { subscription, days } => {
+                                    let until = until - SignedDuration::from_hours(24 * (3 - days));
+                                    app.billing.draft_due_subscriptions(tenant, &[ids[subscription]], until).await;
+                                }
+                                Op::Finalize => {
+                                    let _ = app.billing.finalize_pending_invoices(tenant).await;
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                app.billing.finalize_pending_invoices(tenant).await.unwrap();
+                let invoices = all_invoices(&app, &caller).await;
+                let mut numbers: Vec<String> = invoices.iter().map(|i| i.number.clone().expect("numbered")).collect();
+                numbers.sort();
+                let expected: Vec<String> = (1..=invoices.len()).map(|k| format!("INV-{k:06}")).collect();
+                assert_eq!(numbers, expected);
+            });
+        }
+    }
+}
