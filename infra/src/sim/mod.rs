@@ -35,7 +35,7 @@ use queues::{BillingQueueSim, DispatchSim, Messaging, MessagingCounts, PaymentQu
 use store::SimStore;
 
 /// The 1st the renewals fall due on; the subscriptions start a month earlier.
-const RENEWAL_DAY: &str = "2026-12-01T00:00:00Z";
+pub const RENEWAL_DAY: &str = "2026-12-01T00:00:00Z";
 const START_DAY: &str = "2026-11-01T00:00:00Z";
 /// `billing-run`'s schedule (template.yaml's `BillingRunSchedule`).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -244,7 +244,8 @@ impl LambdaTotals {
     }
 }
 
-fn sqs_event(jobs: &[BillingJob]) -> SqsEvent {
+/// A billing queue batch as Lambda hands it to `billing-worker`.
+pub fn sqs_event(jobs: &[BillingJob]) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = jobs
         .iter()
@@ -262,8 +263,8 @@ fn sqs_event(jobs: &[BillingJob]) -> SqsEvent {
 /// One tenant with a monthly plan and `count` subscribers (an account with a card and a
 /// subscription each), started on the 1st of the month before, their first invoices
 /// paid and their events published: what is due on the 1st is exactly the renewals.
-async fn setup(
-    memory: Arc<MemoryStore>,
+pub async fn setup(
+    memory: Arc<dyn Store>,
     count: usize,
 ) -> anyhow::Result<(TenantId, Vec<SubscriptionId>)> {
     let past = App::new(

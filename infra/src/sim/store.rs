@@ -40,8 +40,9 @@ use super::queues::DispatchSim;
 
 /// Most writes one TransactWriteItems takes (the DynamoDB store's `MAX_TRANSACTION_ITEMS`).
 const MAX_TRANSACTION_ITEMS: u32 = 100;
-/// The due index's shards, each a partition of the `due` GSI.
-const DUE_SHARDS: u32 = 16;
+/// A due-index entry as read (the index projects whole items: a subscription or a
+/// payment attempt).
+const DUE_ITEM_BYTES: usize = 2048;
 
 /// How far invoicing got: drafts written and numbers used, and when the last was.
 #[derive(Debug, Clone, Copy, Default)]
@@ -318,12 +319,23 @@ impl SubscriptionStore for SimStore {
         Ok(())
     }
     async fn get_subscription(&self, tenant: TenantId, id: SubscriptionId) -> Result<Option<Subscription>, StoreError> {
-        self.unmodelled("get_subscription");
-        self.inner.get_subscription(tenant, id).await
+        let found = self.inner.get_subscription(tenant, id).await?;
+        let bytes = found.as_ref().map_or(0, size);
+        self.send(Request::new(Op::GetItem).read(&tenant_pk(tenant), bytes))
+            .await?;
+        Ok(found)
     }
     async fn get_subscriptions(&self, tenant: TenantId, ids: &[SubscriptionId]) -> Result<Vec<Subscription>, StoreError> {
-        self.unmodelled("get_subscriptions");
-        self.inner.get_subscriptions(tenant, ids).await
+        // BatchGetItem, a hundred keys per request, strongly consistent.
+        let found = self.inner.get_subscriptions(tenant, ids).await?;
+        for chunk in found.chunks(100) {
+            let bytes = chunk.iter().map(size).sum();
+            let request = Request::new(Op::BatchGetItem)
+                .items(chunk.len() as u32)
+                .read(&tenant_pk(tenant), bytes);
+            self.send(request).await?;
+        }
+        Ok(found)
     }
     async fn list_subscriptions(&self, tenant: TenantId, filter: &SubscriptionFilter, page: &PageRequest) -> Result<Page<Subscription>, StoreError> {
         self.unmodelled("list_subscriptions");
@@ -338,7 +350,8 @@ impl SubscriptionStore for SimStore {
 #[async_trait]
 impl InvoiceStore for SimStore {
     async fn next_invoice_number(&self, tenant: TenantId) -> Result<NextInvoiceNumber, StoreError> {
-        self.unmodelled("next_invoice_number");
+        self.send(Request::new(Op::GetItem).read(&tenant_pk(tenant), 100))
+            .await?;
         self.inner.next_invoice_number(tenant).await
     }
     async fn set_invoice_prefix(&self, tenant: TenantId, prefix: &str, change: &Change) -> Result<(), StoreError> {
@@ -498,8 +511,20 @@ impl EventStore for SimStore {
         self.inner.mark_published(tenant, id).await
     }
     async fn due_items(&self, now: Timestamp, limit: usize) -> Result<Vec<DueItem>, StoreError> {
-        self.unmodelled("due_items");
-        self.inner.due_items(now, limit).await
+        // One Query per shard, all at once, on the (eventually consistent) index.
+        let due = self.inner.due_items(now, limit).await?;
+        let per_shard = due.len().div_ceil(keys::DUE_SHARDS as usize);
+        let mut queries = tokio::task::JoinSet::new();
+        for shard in 0..keys::DUE_SHARDS {
+            let dynamo = self.dynamo.clone();
+            let request = Request::new(Op::Query)
+                .read_eventually(&keys::due_shard(shard), per_shard * DUE_ITEM_BYTES);
+            queries.spawn(async move { dynamo.send(&request).await });
+        }
+        while let Some(sent) = queries.join_next().await {
+            sent.map_err(|e| StoreError::Internal(e.to_string()))??;
+        }
+        Ok(due)
     }
 }
 
