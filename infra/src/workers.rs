@@ -51,6 +51,7 @@ impl Local {
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table)
             .with_dispatch(dispatch.clone());
         let payments = Arc::new(SqsQueue::by_name(sdk, stack::PAYMENT_QUEUE).await?);
+        let billing = Arc::new(SqsQueue::by_name(sdk, stack::BILLING_QUEUE).await?);
         Ok(Self {
             app: App::new(
                 Arc::new(store),
@@ -58,10 +59,11 @@ impl Local {
                 std::sync::Arc::new(billing_aws::SandboxGateway::new()),
             )
             .with_payment_queue(payments.clone())
+            .with_finalize_queue(billing.clone())
             // The local runner and its tests: webhooks may reach the developer's machine.
             .with_deployment(Deployment::Local),
             dispatch,
-            billing: Arc::new(SqsQueue::by_name(sdk, stack::BILLING_QUEUE).await?),
+            billing,
             payments,
             sqs: aws_sdk_sqs::Client::new(sdk),
         })

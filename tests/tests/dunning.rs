@@ -383,6 +383,7 @@ async fn void_without_word(w: &World, id: InvoiceId) {
         invoice: current.void(now).unwrap(),
         number: None,
         payment: None,
+        pending: None,
     };
     w.app
         .store

@@ -1,10 +1,11 @@
 //! The `billing-worker` Lambda's handler: each SQS record is one [`BillingJob`]. A batch's
-//! jobs are grouped by tenant (the FIFO queue's message groups hand a tenant's jobs to one
-//! worker at a time); each tenant's subscriptions are billed together, their first steps
-//! in one write with consecutive invoice numbers, and a test-clock job finishes that
-//! clock's advance. Every step's invoice id is derived from its subscription and period,
-//! so a duplicate delivery or a concurrent worker bills nothing twice. Failed records are
-//! reported as batch item failures and come back.
+//! jobs are grouped by tenant; each tenant's subscriptions are drafted together (their
+//! first steps in a few writes), then a finalize job numbers the tenant's drafts; a
+//! test-clock job finishes that clock's advance. The FIFO queue's message groups (one per
+//! subscription, one per tenant's finalizer) let many workers draft one tenant at once
+//! while its numbering stays serial. Every step's invoice id is derived from its
+//! subscription and period, so a duplicate delivery or a concurrent worker bills nothing
+//! twice. Failed records are reported as batch item failures and come back.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use billing_app::ports::BillingJob;

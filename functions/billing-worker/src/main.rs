@@ -20,8 +20,11 @@ async fn main() -> Result<(), Error> {
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
     // Test-clock advances collect the payments that fall due on the way.
     let gateways = payment_gateway(&sdk, config.deployment).await?.gateways;
-    let app =
-        App::by_mode(Arc::new(store), Arc::new(SystemClock), gateways).with_payment_queue(payments);
+    // Drafting hands the tenant's numbering to a finalize job on the same queue.
+    let billing = Arc::new(SqsQueue::from_env(&sdk, "BILLING_QUEUE_URL")?);
+    let app = App::by_mode(Arc::new(store), Arc::new(SystemClock), gateways)
+        .with_payment_queue(payments)
+        .with_finalize_queue(billing);
     let app = &app;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(billing_worker::handle(app, event.payload).await)

@@ -55,7 +55,7 @@ use collection::CollectionService;
 use customers::CustomersService;
 use events::EventsService;
 use kernel::{Clocks, IdempotencyService};
-use ports::{Clock, Gateways, Notifier, PaymentGateway, PaymentQueue, Store};
+use ports::{BillingQueue, Clock, Gateways, Notifier, PaymentGateway, PaymentQueue, Store};
 
 struct Adapters {
     store: Arc<dyn Store>,
@@ -63,6 +63,7 @@ struct Adapters {
     gateways: Gateways,
     notifier: Option<Arc<dyn Notifier>>,
     payment_queue: Option<Arc<dyn PaymentQueue>>,
+    finalize_queue: Option<Arc<dyn BillingQueue>>,
     deployment: Deployment,
     idempotency_lease: jiff::SignedDuration,
 }
@@ -79,6 +80,7 @@ pub struct App {
     gateways: Gateways,
     notifier: Option<Arc<dyn Notifier>>,
     payment_queue: Option<Arc<dyn PaymentQueue>>,
+    finalize_queue: Option<Arc<dyn BillingQueue>>,
     deployment: Deployment,
     idempotency_lease: jiff::SignedDuration,
     pub idempotency: IdempotencyService,
@@ -109,6 +111,7 @@ impl App {
             gateways,
             notifier: None,
             payment_queue: None,
+            finalize_queue: None,
             deployment: Deployment::Deployed,
             idempotency_lease: kernel::idempotency::DEFAULT_LEASE,
         })
@@ -122,6 +125,7 @@ impl App {
             gateways: self.gateways,
             notifier: self.notifier,
             payment_queue: self.payment_queue,
+            finalize_queue: self.finalize_queue,
             deployment: self.deployment,
             idempotency_lease: self.idempotency_lease,
         }
@@ -159,6 +163,15 @@ impl App {
         })
     }
 
+    /// Hands the finalizing of drafts to `queue` (a finalize job per tenant, on the billing
+    /// queue) instead of finalizing in the process that drafted.
+    pub fn with_finalize_queue(self, queue: Arc<dyn BillingQueue>) -> Self {
+        Self::wire(Adapters {
+            finalize_queue: Some(queue),
+            ..self.adapters()
+        })
+    }
+
     /// Sends customer notices through `notifier` right after the commits that leave them.
     pub fn with_notifier(self, notifier: Arc<dyn Notifier>) -> Self {
         Self::wire(Adapters {
@@ -184,6 +197,7 @@ impl App {
             gateways,
             notifier,
             payment_queue,
+            finalize_queue,
             deployment,
             idempotency_lease,
         } = adapters;
@@ -204,6 +218,7 @@ impl App {
             clocks.clone(),
             catalog.clone(),
             collection.clone(),
+            finalize_queue.clone(),
         );
         let events = EventsService::new(store.clone(), clocks, deployment);
         Self {
@@ -213,6 +228,7 @@ impl App {
             gateways,
             notifier,
             payment_queue,
+            finalize_queue,
             deployment,
             idempotency_lease,
             customers,

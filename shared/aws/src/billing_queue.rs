@@ -2,11 +2,13 @@
 //! `billing-worker`, and the payments queue (`PAYMENT_QUEUE_URL`), consumed by
 //! `payment-worker`. One adapter serves both: a job is a JSON message body.
 //!
-//! It is a FIFO queue with one message group per tenant: a tenant's jobs share its
-//! gapless invoice sequence, so running two of them at once only makes one retry. With
-//! groups, SQS hands a tenant's jobs to one worker at a time while other tenants' run in
-//! parallel. Every send gets its own deduplication id: the jobs are idempotent, and a
-//! content-based id would swallow a second test-clock advance within five minutes.
+//! The billing queue is FIFO with the groups of [`BillingJob::group`]: a subscription's
+//! (or test clock's) jobs run one at a time, all subscriptions of a tenant in parallel, as
+//! drafting touches only its subscription; a tenant's finalize jobs share one group, so one
+//! finalizer at a time moves its gapless sequence. Every send gets its own deduplication
+//! id (the jobs are idempotent, and a content-based id would swallow a second test-clock
+//! advance within five minutes), except finalize jobs: one per tenant per second is
+//! enough, as a finalizer runs until no draft is left.
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
@@ -57,20 +59,36 @@ impl SqsQueue {
     }
 }
 
-/// A job's message group on a FIFO queue: its tenant.
+/// A job's message group and deduplication id on a FIFO queue.
 trait Job: Serialize {
-    fn tenant(&self) -> billing_domain::kernel::ids::TenantId;
+    fn group(&self) -> String;
+    fn deduplication_id(&self) -> String {
+        ulid::Ulid::new().to_string()
+    }
 }
 
 impl Job for BillingJob {
-    fn tenant(&self) -> billing_domain::kernel::ids::TenantId {
-        BillingJob::tenant(self)
+    fn group(&self) -> String {
+        BillingJob::group(self)
+    }
+
+    fn deduplication_id(&self) -> String {
+        match self {
+            BillingJob::Finalize { tenant } => {
+                let second = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
+                format!("finalize-{tenant}-{second}")
+            }
+            _ => ulid::Ulid::new().to_string(),
+        }
     }
 }
 
 impl Job for PaymentJob {
-    fn tenant(&self) -> billing_domain::kernel::ids::TenantId {
-        PaymentJob::tenant(self)
+    fn group(&self) -> String {
+        PaymentJob::tenant(self).to_string()
     }
 }
 
@@ -90,8 +108,8 @@ impl SqsQueue {
                         .message_body(body);
                     if fifo {
                         entry
-                            .message_group_id(job.tenant().to_string())
-                            .message_deduplication_id(ulid::Ulid::new().to_string())
+                            .message_group_id(job.group())
+                            .message_deduplication_id(job.deduplication_id())
                     } else {
                         entry
                     }

@@ -20,6 +20,7 @@
 //! | subscription      | `T#{tenant}`  | `SUB#{subscription_id}` (due)   | `T#{tenant}#ACCOUNT#{a}#SUBS`  | `{id}`            |
 //! | invoice           | `T#{tenant}`  | `INVOICE#{invoice_id}`          | `T#{tenant}#ACCOUNT#{a}#INVOICES` | `{id}`         |
 //! | invoice sequence  | `T#{tenant}`  | `SEQUENCE#INVOICE`              |                                |                   |
+//! | (pending invoice) | the invoice's item carries `pending_pk` `T#{tenant}#PENDING#{shard:02}`, `pending_sk` `{N or F}#{created ms}#{invoice_id}` (index `pending`) | | | |
 //! | test clock        | `T#{tenant}`  | `CLOCK#{clock_id}`              |                                |                   |
 //! | usage event       | `T#{tenant}#USAGE#{transaction_id}` | `USAGE_EVENT`             |                                |                   |
 //! | usage rollup      | `T#{tenant}`  | `ROLLUP#{sub}#{period ms}#{metric}` (due) |                      |                   |
@@ -66,6 +67,9 @@
 //! | a subscription's usage of a period | Query `ROLLUP#{sub}#{period start ms}#` (one item per metric); ranges by `BETWEEN` |
 //! | an entitlement check | GetItem `QUOTA#{account}#{metric}` (the current period's usage and limit) |
 //! | late usage waiting for its supplemental invoice | the `due` index on the rollup (under its test clock when it has one) |
+//! | a tenant's drafts waiting for their numbers, oldest first | Query GSI `pending`, one per shard `T#{tenant}#PENDING#00`…`15`, `begins_with(pending_sk, "N#")`, merged by time; then BatchGetItem (consistent) of the invoices |
+//! | numbered invoices owing their follow-ups | the same with `F#` |
+//! | drafts a lost finalize job left waiting | the `due` index: a pending invoice carries a due entry pointing at `FINALIZE#{invoice id}` (not its own key) at its hand-over time |
 //! | the tenant's dunning policy | GetItem `SETTINGS#DUNNING` |
 //! | an account's dunning case | GetItem `DUNNING#{account}` (one item per account, reused by its next case); in the `due` index at its next step (under its test clock when it has one) |
 //! | a customer notice not yet sent | GetItem `DUNNINGNOTICE#{account}#{key}`; in the `due` index at the end of its sender's claim |
@@ -81,6 +85,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use billing_app::ports::PendingStage;
 use billing_domain::kernel::ids::{
     AccountId, ApiKeyId, CreditNoteId, InvoiceId, MetricId, PaymentId, PlanId, SubscriptionId,
     TenantId, TestClockId,
@@ -98,6 +103,15 @@ pub const DUE_PK: &str = "due_pk";
 pub const DUE_SK: &str = "due_sk";
 /// How many partitions the due index spreads over.
 pub const DUE_SHARDS: u32 = 16;
+/// The finalizer's index of a tenant's pending invoices (sparse, like `due`).
+pub const PENDING_INDEX: &str = "pending";
+pub const PENDING_PK: &str = "pending_pk";
+pub const PENDING_SK: &str = "pending_sk";
+/// How many partitions one tenant's pending invoices spread over: a big tenant drafts
+/// thousands a second, past one partition's ~1000 writes a second.
+pub const PENDING_SHARDS: u32 = 16;
+/// What the due index points at for a tenant's drafts waiting for a finalizer.
+pub const FINALIZE_PREFIX: &str = "FINALIZE#";
 
 /// A primary key, plus the index keys an item carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,6 +333,58 @@ pub fn invoice_sequence(tenant: TenantId) -> Key {
     Key::new(tenant_partition(tenant), "SEQUENCE#INVOICE".into())
 }
 
+/// One shard of a tenant's pending invoices.
+pub fn pending_shard(tenant: TenantId, shard: u32) -> String {
+    format!("T#{tenant}#PENDING#{shard:02}")
+}
+
+/// Where a pending invoice's `pending_sk` starts for `stage`: drafts (`N#`) and numbered
+/// invoices owing their follow-ups (`F#`) are two ranges of each shard.
+pub fn pending_stage(stage: PendingStage) -> &'static str {
+    match stage {
+        PendingStage::Number => "N#",
+        PendingStage::FollowUps => "F#",
+    }
+}
+
+/// The pending-index attributes of invoice `id`, drafted at `created_at`, at `stage`: its
+/// shard comes from its id, its order within the shard from its time.
+pub fn pending(
+    tenant: TenantId,
+    id: InvoiceId,
+    created_at: jiff::Timestamp,
+    stage: PendingStage,
+) -> HashMap<String, AttributeValue> {
+    let id = id.to_string();
+    let shard = fnv(id.bytes()) % PENDING_SHARDS;
+    HashMap::from([
+        (
+            PENDING_PK.to_owned(),
+            AttributeValue::S(pending_shard(tenant, shard)),
+        ),
+        (
+            PENDING_SK.to_owned(),
+            AttributeValue::S(format!(
+                "{}{}#{id}",
+                pending_stage(stage),
+                due_time(created_at)
+            )),
+        ),
+    ])
+}
+
+/// The due entry of a pending invoice: at `at` the sweep hands its tenant to a finalizer.
+pub fn finalize_due(
+    tenant: TenantId,
+    id: InvoiceId,
+    at: jiff::Timestamp,
+) -> HashMap<String, AttributeValue> {
+    due(
+        &Key::new(tenant_partition(tenant), format!("{FINALIZE_PREFIX}{id}")),
+        at,
+    )
+}
+
 pub const TEST_CLOCK_PREFIX: &str = "CLOCK#";
 
 pub fn test_clock(tenant: TenantId, id: TestClockId) -> Key {
@@ -420,14 +486,7 @@ pub fn clock_due_partition(clock: TestClockId) -> String {
 
 /// The due-index attributes for an item with primary key `key`, due at `at`.
 pub fn due(key: &Key, at: jiff::Timestamp) -> HashMap<String, AttributeValue> {
-    let shard = key
-        .pk
-        .bytes()
-        .chain(key.sk.bytes())
-        .fold(2_166_136_261u32, |hash, byte| {
-            (hash ^ u32::from(byte)).wrapping_mul(16_777_619)
-        })
-        % DUE_SHARDS;
+    let shard = fnv(key.pk.bytes().chain(key.sk.bytes())) % DUE_SHARDS;
     HashMap::from([
         (DUE_PK.to_owned(), AttributeValue::S(due_shard(shard))),
         (
@@ -435,6 +494,13 @@ pub fn due(key: &Key, at: jiff::Timestamp) -> HashMap<String, AttributeValue> {
             AttributeValue::S(format!("{}#{}#{}", due_time(at), key.pk, key.sk)),
         ),
     ])
+}
+
+/// FNV-1a: a stable hash for spreading keys over shards.
+fn fnv(bytes: impl Iterator<Item = u8>) -> u32 {
+    bytes.fold(2_166_136_261u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(16_777_619)
+    })
 }
 
 pub fn due_shard(shard: u32) -> String {

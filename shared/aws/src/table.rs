@@ -7,14 +7,22 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use crate::keys::{DUE_INDEX, DUE_PK, DUE_SK, GSI1, GSI1_PK, GSI1_SK, PK, SK, TTL};
+use crate::keys::{
+    DUE_INDEX, DUE_PK, DUE_SK, GSI1, GSI1_PK, GSI1_SK, PENDING_INDEX, PENDING_PK, PENDING_SK, PK,
+    SK, TTL,
+};
 
 /// Key attributes (all strings) and the indexes over them.
-pub const KEY_ATTRIBUTES: &[&str] = &[PK, SK, GSI1_PK, GSI1_SK, DUE_PK, DUE_SK];
+pub const KEY_ATTRIBUTES: &[&str] = &[
+    PK, SK, GSI1_PK, GSI1_SK, DUE_PK, DUE_SK, PENDING_PK, PENDING_SK,
+];
 pub const PRIMARY_KEY: (&str, &str) = (PK, SK);
 /// Global secondary indexes: name, partition key, sort key. All project every attribute.
-pub const GLOBAL_INDEXES: &[(&str, &str, &str)] =
-    &[(GSI1, GSI1_PK, GSI1_SK), (DUE_INDEX, DUE_PK, DUE_SK)];
+pub const GLOBAL_INDEXES: &[(&str, &str, &str)] = &[
+    (GSI1, GSI1_PK, GSI1_SK),
+    (DUE_INDEX, DUE_PK, DUE_SK),
+    (PENDING_INDEX, PENDING_PK, PENDING_SK),
+];
 pub const TTL_ATTRIBUTE: &str = TTL;
 
 fn key_schema(hash: &str, range: &str) -> Vec<KeySchemaElement> {

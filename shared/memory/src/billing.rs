@@ -16,6 +16,8 @@ pub(crate) struct BillingState {
     invoices: BTreeMap<(TenantId, InvoiceId), Invoice>,
     invoice_sequence: BTreeMap<TenantId, u64>,
     invoice_prefix: BTreeMap<TenantId, String>,
+    /// Invoices waiting in a stage of the finalizer (the DynamoDB store's pending index).
+    pending: BTreeMap<(TenantId, InvoiceId), (PendingStage, Finalization)>,
     clocks: BTreeMap<(TenantId, TestClockId), TestClock>,
 }
 
@@ -54,8 +56,19 @@ impl State {
                     }),
                 })
         });
+        let finalize = self
+            .billing
+            .pending
+            .iter()
+            .filter(|(_, (_, f))| f.hand_over_at <= now)
+            .map(|((tenant, _), (_, f))| DueItem {
+                tenant_id: *tenant,
+                due_at: f.hand_over_at,
+                kind: DueKind::Billing(BillingJob::Finalize { tenant: *tenant }),
+            });
         subscriptions
             .chain(clocks)
+            .chain(finalize)
             .chain(self.late_usage_due(now, |_, c| c.is_none()))
             .collect()
     }
@@ -160,6 +173,12 @@ impl State {
             self.write_payment(tenant, payment);
         }
         self.put_invoice(tenant, &write.invoice);
+        if let Some(finalization) = write.pending {
+            self.billing.pending.insert(
+                (tenant, write.invoice.id),
+                (PendingStage::Number, finalization),
+            );
+        }
     }
 
     /// Every stored invoice with its tenant.
@@ -167,10 +186,25 @@ impl State {
         self.billing.invoices.iter().map(|((t, _), i)| (*t, i))
     }
 
+    /// Stores the invoice as it is now; like a DynamoDB Put of the whole item, this takes
+    /// it off the finalizer's list.
     pub(crate) fn put_invoice(&mut self, tenant: TenantId, invoice: &Invoice) {
+        self.billing.pending.remove(&(tenant, invoice.id));
         self.billing
             .invoices
             .insert((tenant, invoice.id), invoice.clone());
+    }
+
+    fn check_pending(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        stage: PendingStage,
+    ) -> Result<(), StoreError> {
+        match self.billing.pending.get(&(tenant, id)) {
+            Some((at, _)) if *at == stage => Ok(()),
+            _ => Err(StoreError::VersionConflict { entity: "invoice" }),
+        }
     }
 
     pub(crate) fn check_invoice_version(
@@ -415,6 +449,94 @@ impl InvoiceStore for MemoryStore {
         id: InvoiceId,
     ) -> Result<Option<Invoice>, StoreError> {
         Ok(self.state().billing.invoices.get(&(tenant, id)).cloned())
+    }
+
+    async fn pending_invoices(
+        &self,
+        tenant: TenantId,
+        stage: PendingStage,
+        limit: usize,
+    ) -> Result<Vec<PendingInvoice>, StoreError> {
+        let s = self.state();
+        let mut pending: Vec<PendingInvoice> = s
+            .billing
+            .pending
+            .iter()
+            .filter(|((t, _), (at, _))| *t == tenant && *at == stage)
+            .filter_map(|((_, id), (_, finalization))| {
+                Some(PendingInvoice {
+                    invoice: s.billing.invoices.get(&(tenant, *id))?.clone(),
+                    finalization: *finalization,
+                })
+            })
+            .collect();
+        pending.sort_by_key(|p| (p.invoice.created_at, p.invoice.id));
+        pending.truncate(limit);
+        Ok(pending)
+    }
+
+    async fn number_invoices(
+        &self,
+        tenant: TenantId,
+        numbered: &[NumberedInvoice],
+    ) -> Result<(), StoreError> {
+        let Some(first) = numbered.first() else {
+            return Ok(());
+        };
+        if numbered.len() > MAX_NUMBERED_PER_WRITE
+            || numbered
+                .iter()
+                .zip(first.number..)
+                .any(|(n, expected)| n.number != expected)
+        {
+            return Err(StoreError::Internal(
+                "invoice numbers of one write must be consecutive, at most 99".into(),
+            ));
+        }
+        let mut s = self.state();
+        if s.billing
+            .invoice_sequence
+            .get(&tenant)
+            .copied()
+            .unwrap_or(0)
+            + 1
+            != first.number
+        {
+            return Err(StoreError::VersionConflict {
+                entity: "invoice sequence",
+            });
+        }
+        for n in numbered {
+            s.check_invoice_version(tenant, n.invoice.id, n.previous_version)?;
+            s.check_pending(tenant, n.invoice.id, PendingStage::Number)?;
+        }
+        for n in numbered {
+            s.put_invoice(tenant, &n.invoice);
+            s.billing.pending.insert(
+                (tenant, n.invoice.id),
+                (PendingStage::FollowUps, n.finalization),
+            );
+            s.billing.invoice_sequence.insert(tenant, n.number);
+        }
+        Ok(())
+    }
+
+    async fn finish_invoice(
+        &self,
+        tenant: TenantId,
+        invoice: &Invoice,
+        payment: Option<&billing_domain::collection::payment::Payment>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        s.check_pending(tenant, invoice.id, PendingStage::FollowUps)?;
+        if let Some(payment) = payment {
+            s.check_new_payment(tenant, payment)?;
+            s.write_payment(tenant, payment);
+        }
+        s.billing.pending.remove(&(tenant, invoice.id));
+        s.record(tenant, change);
+        Ok(())
     }
 
     async fn list_invoices(

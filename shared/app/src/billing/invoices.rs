@@ -25,7 +25,7 @@ use billing_domain::kernel::metadata::Metadata;
 use jiff::Timestamp;
 
 use super::BillingService;
-use crate::collection::{collection_change, first_attempt};
+use crate::collection::collection_change;
 use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS};
 use crate::ports::{CollectionWrite, InvoiceFilter, InvoiceWrite, Page, PageRequest, StoreError};
 
@@ -197,6 +197,7 @@ impl BillingService {
             invoice,
             number: None,
             payment: None,
+            pending: None,
         };
         self.store
             .insert_invoice(caller.tenant_id, &write, &change)
@@ -224,16 +225,19 @@ impl BillingService {
                 .await?;
             let sequence = self.store.next_invoice_number(caller.tenant_id).await?;
             let number = sequence.number;
-            let next = current.finalize(
-                billing_domain::billing::invoice::format_number(&sequence.prefix, number),
+            let (next, payment) = super::subscriptions::open_draft(
+                &current,
+                &sequence.prefix,
+                number,
                 days_until_due,
+                caller.livemode,
                 now,
             )?;
-            let payment = first_attempt(&next, caller.livemode, now);
             let write = InvoiceWrite {
                 invoice: next,
                 number: Some(number),
                 payment,
+                pending: None,
             };
             let event =
                 if write.invoice.status == billing_domain::billing::invoice::InvoiceStatus::Paid {
@@ -276,6 +280,7 @@ impl BillingService {
                     invoice: next.clone(),
                     number: None,
                     payment: None,
+                    pending: None,
                 };
                 self.save_invoice(caller, &current, &write, EventType::InvoiceVoided, now)
                     .await?;

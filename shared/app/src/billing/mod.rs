@@ -2,6 +2,7 @@
 //! voiding, previews), test clocks, and billing the usage of the periods steps close
 //! (late usage on supplemental invoices). The billing worker's jobs run here.
 
+mod finalize;
 mod invoices;
 mod steps;
 mod subscriptions;
@@ -10,6 +11,7 @@ mod usage_billing;
 
 use std::sync::Arc;
 
+pub use finalize::FinalizeReport;
 pub use invoices::{HypotheticalPlan, HypotheticalSubscription, PreviewSource};
 pub use subscriptions::{CreditCapInput, ProrationBehavior, StartSubscription};
 pub use test_clocks::{INLINE_CLOCK_ITEMS, WORKER_CLOCK_ITEMS};
@@ -18,7 +20,8 @@ use crate::catalog::CatalogService;
 use crate::collection::CollectionService;
 use crate::kernel::Clocks;
 use crate::ports::{
-    AccountStore, InvoiceStore, PaymentStore, SubscriptionStore, TestClockStore, UsageStore,
+    AccountStore, BillingQueue, InvoiceStore, PaymentStore, SubscriptionStore, TestClockStore,
+    UsageStore,
 };
 
 /// What the billing service reads and writes.
@@ -41,6 +44,8 @@ pub struct BillingService {
     clocks: Clocks,
     catalog: CatalogService,
     collection: CollectionService,
+    /// Where finalize jobs go after drafting; without one, the drafting process finalizes.
+    finalize_queue: Option<Arc<dyn BillingQueue>>,
 }
 
 impl BillingService {
@@ -49,12 +54,14 @@ impl BillingService {
         clocks: Clocks,
         catalog: CatalogService,
         collection: CollectionService,
+        finalize_queue: Option<Arc<dyn BillingQueue>>,
     ) -> Self {
         Self {
             store,
             clocks,
             catalog,
             collection,
+            finalize_queue,
         }
     }
 }

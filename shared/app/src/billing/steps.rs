@@ -1,9 +1,10 @@
 //! The lifecycle steps that the billing worker (and a test clock's advance) runs when
 //! something falls due: each step is one store write of the subscription (version-checked,
-//! with its new place in the due index), the invoice the step made (its id derived from the
-//! subscription and the billing's sequence, so it can only be written once), the tenant's
-//! invoice number, the audit record and the events. Running a step twice, or two workers at
-//! once, bills once.
+//! with its new place in the due index), the draft invoice the step made (its id derived
+//! from the subscription and the billing's sequence, so it can only be written once), the
+//! audit record and the events. Running a step twice, or two workers at once, bills once.
+//! The draft takes no number here: the tenant's finalizer (`finalize.rs`) numbers drafts
+//! in bulk, so that many workers draft one tenant's renewals in parallel.
 
 use std::collections::HashMap;
 
@@ -13,10 +14,10 @@ use billing_domain::events::types::EventType;
 use billing_domain::kernel::ids::{SubscriptionId, TenantId};
 use jiff::Timestamp;
 
-use super::subscriptions::plain;
+use super::subscriptions::{plain, Numbering};
 use super::BillingService;
 use crate::kernel::{system_caller, AppError, WRITE_ATTEMPTS};
-use crate::ports::{BillingJob, NextInvoiceNumber, StoreError, SubscriptionStep};
+use crate::ports::{BillingJob, StoreError, SubscriptionStep};
 use crate::usage::pricing::is_unpriceable;
 
 /// Most lifecycle steps one call performs (a year of daily renewals, with room).
@@ -24,20 +25,26 @@ const MAX_STEPS: usize = 1000;
 
 impl BillingService {
     /// Runs every lifecycle step of the subscription due at or before `until` (for a
-    /// test clock, its target time), each as its own write, each at the moment it fell due.
-    /// Returns how many steps ran; zero for a duplicate or early delivery.
+    /// test clock, its target time), each as its own write, each at the moment it fell due,
+    /// then finalizes the tenant's drafts (in-process callers: a test clock's advance,
+    /// tools, tests). Returns how many steps ran; zero for a duplicate or early delivery.
     pub async fn run_due_subscription(
         &self,
         tenant: TenantId,
         id: SubscriptionId,
         until: Timestamp,
     ) -> Result<usize, AppError> {
-        self.run_due_subscription_from(tenant, id, until, None)
-            .await
+        let steps = self
+            .run_due_subscription_from(tenant, id, until, None)
+            .await?;
+        self.finalize_pending_invoices(tenant).await?;
+        Ok(steps)
     }
 
-    /// A billing worker's jobs of one tenant, answered in order: the subscriptions'
-    /// together ([`BillingService::run_due_subscriptions`]), test clocks one at a time.
+    /// A billing worker's jobs of one tenant, answered in order: the subscriptions' drafted
+    /// together ([`BillingService::draft_due_subscriptions`]) and then handed to the
+    /// finalizer ([`BillingService::request_finalization`]), test clocks one at a time,
+    /// finalize jobs by [`BillingService::finalize_pending_invoices`].
     pub async fn run_billing_jobs(
         &self,
         tenant: TenantId,
@@ -47,34 +54,59 @@ impl BillingService {
             .iter()
             .filter_map(|job| match job {
                 BillingJob::Subscription { id, .. } => Some(*id),
-                BillingJob::TestClock { .. } => None,
+                BillingJob::TestClock { .. } | BillingJob::Finalize { .. } => None,
             })
             .collect();
-        let mut billed = self
-            .run_due_subscriptions(tenant, &ids, self.clocks.now())
-            .await
-            .into_iter();
+        let drafted = self
+            .draft_due_subscriptions(tenant, &ids, self.clocks.now())
+            .await;
+        if drafted
+            .iter()
+            .any(|steps| steps.as_ref().is_ok_and(|n| *n > 0))
+        {
+            self.request_finalization(tenant).await;
+        }
+        let mut drafted = drafted.into_iter();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
             results.push(match job {
-                BillingJob::Subscription { .. } => billed
+                BillingJob::Subscription { .. } => drafted
                     .next()
                     .unwrap_or_else(|| Err(AppError::Internal("a job went unanswered".into())))
                     .map(|_| ()),
                 BillingJob::TestClock { id, .. } => {
                     self.run_test_clock(tenant, *id).await.map(|_| ())
                 }
+                BillingJob::Finalize { .. } => {
+                    self.finalize_pending_invoices(tenant).await.map(|_| ())
+                }
             });
         }
         results
     }
 
-    /// Runs what is due of several of a tenant's subscriptions (a billing worker's batch,
-    /// which the FIFO queue keeps to one tenant at a time): the first step of each is
-    /// written together, in a few requests for all of them. Anything more that is due,
-    /// and any step the shared write could not take (another writer got there first), runs
-    /// one subscription at a time. One result per id, in order.
+    /// [`BillingService::draft_due_subscriptions`], then the tenant's drafts finalized, for
+    /// in-process callers. A failed finalization is only logged: the drafts wait for the
+    /// next finalizer (at the latest the sweep's).
     pub async fn run_due_subscriptions(
+        &self,
+        tenant: TenantId,
+        ids: &[SubscriptionId],
+        until: Timestamp,
+    ) -> Vec<Result<usize, AppError>> {
+        let drafted = self.draft_due_subscriptions(tenant, ids, until).await;
+        if let Err(err) = self.finalize_pending_invoices(tenant).await {
+            tracing::warn!(%err, %tenant, "finalizing drafts failed; the sweep hands them over again");
+        }
+        drafted
+    }
+
+    /// Drafts what is due of several of a tenant's subscriptions (a billing worker's
+    /// batch): the first step of each is written together, in a few requests for all of
+    /// them. Anything more that is due, and any step the shared write could not take
+    /// (another writer got there first), runs one subscription at a time. One result per
+    /// id, in order. The drafts wait for the finalizer.
+    pub async fn draft_due_subscriptions(
         &self,
         tenant: TenantId,
         ids: &[SubscriptionId],
@@ -101,8 +133,8 @@ impl BillingService {
         results
     }
 
-    /// Writes the first due step of each of `ids` with [`SubscriptionStore::save_subscription_steps`]
-    /// under consecutive invoice numbers read once; returns the subscriptions it wrote.
+    /// Writes the first due step of each of `ids` with [`SubscriptionStore::save_subscription_steps`];
+    /// returns the subscriptions it wrote.
     async fn first_steps_together(
         &self,
         tenant: TenantId,
@@ -119,16 +151,10 @@ impl BillingService {
         {
             return Ok(HashMap::new());
         }
-        let mut numbers = self.store.next_invoice_number(tenant).await?;
         let mut steps = Vec::new();
-        let mut due_times = Vec::new();
         for current in &subscriptions {
-            if let Some((step, due)) = self
-                .prepare_step(tenant, current, until, Some(&mut numbers))
-                .await?
-            {
+            if let Some(step) = self.prepare_step(tenant, current, until).await? {
                 steps.push(step);
-                due_times.push(due);
             }
         }
         let written = match self.store.save_subscription_steps(tenant, &steps).await {
@@ -138,14 +164,11 @@ impl BillingService {
                 failed.written
             }
         };
-        let mut made = HashMap::new();
-        for (step, due) in steps.into_iter().zip(due_times).take(written) {
-            self.collection
-                .release_invoice_payment(tenant, step.invoice.as_ref(), due)
-                .await;
-            made.insert(step.next.id, step.next);
-        }
-        Ok(made)
+        Ok(steps
+            .into_iter()
+            .take(written)
+            .map(|step| (step.next.id, step.next))
+            .collect())
     }
 
     /// [`BillingService::run_due_subscription`], from `known` (the subscription as stored) when given.
@@ -244,7 +267,7 @@ impl BillingService {
                     &transition,
                     AuditAction::Update,
                     now,
-                    None,
+                    Numbering::Deferred,
                 )
                 .await?;
             let step = SubscriptionStep {
@@ -268,16 +291,14 @@ impl BillingService {
         )))
     }
 
-    /// The step of `current` due by `until`, ready to write, and when it fell due. Its
-    /// invoice takes the number in `reserved` (which then moves on), or the tenant's next
-    /// one when there is none.
+    /// The step of `current` due by `until`, ready to write, its invoice a draft waiting
+    /// for the finalizer.
     async fn prepare_step(
         &self,
         tenant: TenantId,
         current: &Subscription,
         until: Timestamp,
-        reserved: Option<&mut NextInvoiceNumber>,
-    ) -> Result<Option<(SubscriptionStep, Timestamp)>, AppError> {
+    ) -> Result<Option<SubscriptionStep>, AppError> {
         let Some(due) = current.due_at().filter(|d| *d <= until) else {
             return Ok(None);
         };
@@ -287,14 +308,6 @@ impl BillingService {
         let rollups = self
             .bill_closed_usage(tenant, current, &mut transition)
             .await?;
-        let number = match reserved {
-            Some(next) if transition.billing.is_some() => {
-                let this = next.clone();
-                next.number += 1;
-                Some(this)
-            }
-            _ => None,
-        };
         let caller = &system_caller(tenant, current.livemode);
         let (invoice, change) = self
             .step_records(
@@ -303,19 +316,16 @@ impl BillingService {
                 &transition,
                 AuditAction::Update,
                 due,
-                number,
+                Numbering::Deferred,
             )
             .await?;
-        Ok(Some((
-            SubscriptionStep {
-                previous: current.clone(),
-                next: transition.next,
-                invoice,
-                rollups,
-                change,
-            },
-            due,
-        )))
+        Ok(Some(SubscriptionStep {
+            previous: current.clone(),
+            next: transition.next,
+            invoice,
+            rollups,
+            change,
+        }))
     }
 
     async fn run_one_step(
@@ -332,16 +342,11 @@ impl BillingService {
                 None => return Ok(Step::Nothing(None)),
             },
         };
-        let Some((step, due)) = self.prepare_step(tenant, &current, until, None).await? else {
+        let Some(step) = self.prepare_step(tenant, &current, until).await? else {
             return Ok(Step::Nothing(Some(Box::new(current))));
         };
         match self.save_step(tenant, &step).await {
-            Ok(()) => {
-                self.collection
-                    .release_invoice_payment(tenant, step.invoice.as_ref(), due)
-                    .await;
-                Ok(Step::Made(Box::new(step.next)))
-            }
+            Ok(()) => Ok(Step::Made(Box::new(step.next))),
             Err(StoreError::VersionConflict { .. } | StoreError::AlreadyExists { .. }) => {
                 Ok(Step::Lost)
             }

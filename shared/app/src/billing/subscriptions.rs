@@ -19,6 +19,7 @@ use billing_domain::kernel::error::ValidationError;
 use billing_domain::kernel::ids::{AccountId, PlanId, SubscriptionId};
 use billing_domain::kernel::metadata::Metadata;
 use billing_domain::kernel::money::Money;
+use billing_domain::kernel::time::later;
 use jiff::Timestamp;
 
 use super::BillingService;
@@ -28,8 +29,8 @@ use crate::kernel::{
     change, event, new_ulid, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
 };
 use crate::ports::{
-    CreditNoteFilter, InvoiceFilter, InvoiceWrite, NextInvoiceNumber, Page, PageRequest,
-    StoreError, SubscriptionFilter, SubscriptionStep,
+    CreditNoteFilter, Finalization, InvoiceFilter, InvoiceWrite, Page, PageRequest, StoreError,
+    SubscriptionFilter, SubscriptionStep,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +164,14 @@ impl BillingService {
         )?;
         for _ in 0..WRITE_ATTEMPTS {
             let (invoice, change) = self
-                .step_records(caller, None, &transition, AuditAction::Create, now, None)
+                .step_records(
+                    caller,
+                    None,
+                    &transition,
+                    AuditAction::Create,
+                    now,
+                    Numbering::Now,
+                )
                 .await?;
             match self
                 .store
@@ -215,8 +223,8 @@ impl BillingService {
             .await?)
     }
 
-    /// The audit record, events and (finalized) invoice of one lifecycle step. The invoice
-    /// takes `number`, or the tenant's next one when it is `None`.
+    /// The audit record, events and invoice of one lifecycle step: opened under the
+    /// tenant's next number, or a draft waiting for the finalizer (see [`Numbering`]).
     pub(super) async fn step_records(
         &self,
         caller: &Caller,
@@ -224,7 +232,7 @@ impl BillingService {
         transition: &Transition,
         action: AuditAction,
         now: Timestamp,
-        number: Option<NextInvoiceNumber>,
+        numbering: Numbering,
     ) -> Result<(Option<InvoiceWrite>, crate::ports::Change), AppError> {
         let sub = &transition.next;
         let before = previous.map(to_json).transpose()?;
@@ -263,82 +271,64 @@ impl BillingService {
             return Ok((None, change));
         };
         let id = invoice::subscription_invoice_id(sub.id, sub.invoice_count, billing.period.start);
-        let invoice = self
-            .finalized_invoice(caller, sub, billing, id, number, now)
-            .await?;
+        let invoice = match numbering {
+            Numbering::Now => {
+                self.finalized_invoice(caller, sub, billing, id, now)
+                    .await?
+            }
+            Numbering::Deferred => InvoiceWrite {
+                invoice: draft_invoice(sub, billing, id, now)?,
+                number: None,
+                payment: None,
+                pending: Some(Finalization {
+                    days_until_due: sub.days_until_due,
+                    livemode: sub.livemode,
+                    hand_over_at: later(self.clocks.now(), FINALIZE_HAND_OVER),
+                }),
+            },
+        };
         let data = to_json(&invoice.invoice)?;
-        for event_type in [EventType::InvoiceCreated, EventType::InvoiceFinalized] {
-            change.events.push(event(
-                caller,
-                now,
-                event_type,
-                invoice.invoice.id.to_string(),
-                data.clone(),
-                None,
-            ));
-        }
-        if invoice.invoice.status == billing_domain::billing::invoice::InvoiceStatus::Paid {
-            change.events.push(event(
-                caller,
-                now,
-                EventType::InvoicePaid,
-                invoice.invoice.id.to_string(),
-                data,
-                None,
-            ));
+        change.events.push(event(
+            caller,
+            now,
+            EventType::InvoiceCreated,
+            invoice.invoice.id.to_string(),
+            data.clone(),
+            None,
+        ));
+        if invoice.number.is_some() {
+            change
+                .events
+                .extend(opened_events(caller, now, &invoice.invoice, &data));
         }
         Ok((Some(invoice), change))
     }
 
-    /// Builds the invoice `id` of `sub` from `billing` and finalizes it under `number`, or
-    /// the tenant's next invoice number when it is `None`.
+    /// Builds the invoice `id` of `sub` from `billing` and opens it under the tenant's
+    /// next invoice number.
     pub(super) async fn finalized_invoice(
         &self,
         caller: &Caller,
         sub: &Subscription,
         billing: &Billing,
         id: billing_domain::kernel::ids::InvoiceId,
-        number: Option<NextInvoiceNumber>,
         now: Timestamp,
     ) -> Result<InvoiceWrite, AppError> {
-        let built = build_invoice(&InvoiceInput {
-            currency: sub.currency,
-            lines: billing.lines.clone(),
-            discounts: Vec::new(),
-            credits: Vec::new(),
-            minimum_commitment: None,
-        })
-        .map_err(|e| crate::usage::pricing::unpriceable(sub, e))?;
-        let draft = Invoice::draft(
-            DraftFacts {
-                id,
-                account_id: sub.account_id,
-                subscription_id: Some(sub.id),
-                test_clock: sub.test_clock,
-                billing_reason: billing.reason,
-                period: Some(billing.period),
-                collection_method: sub.collection_method,
-            },
-            built,
+        let draft = draft_invoice(sub, billing, id, now)?;
+        let next = self.store.next_invoice_number(caller.tenant_id).await?;
+        let (invoice, payment) = open_draft(
+            &draft,
+            &next.prefix,
+            next.number,
+            sub.days_until_due,
+            sub.livemode,
             now,
-        );
-        let next = match number {
-            Some(reserved) => reserved,
-            None => self.store.next_invoice_number(caller.tenant_id).await?,
-        };
-        let number = next.number;
-        let invoice = draft
-            .finalize(
-                invoice::format_number(&next.prefix, number),
-                sub.days_until_due,
-                now,
-            )
-            .map_err(|e| AppError::Internal(e.to_string()))?;
-        let payment = first_attempt(&invoice, sub.livemode, now);
+        )?;
         Ok(InvoiceWrite {
             invoice,
-            number: Some(number),
+            number: Some(next.number),
             payment,
+            pending: None,
         })
     }
 
@@ -367,7 +357,14 @@ impl BillingService {
                 .bill_closed_usage(caller.tenant_id, &current, &mut transition)
                 .await?;
             let (invoice, change) = self
-                .step_records(caller, Some(&current), &transition, action, now, None)
+                .step_records(
+                    caller,
+                    Some(&current),
+                    &transition,
+                    action,
+                    now,
+                    Numbering::Now,
+                )
                 .await?;
             let step = SubscriptionStep {
                 previous: current,
@@ -680,4 +677,88 @@ pub(super) fn plain(next: Subscription, event: EventType) -> Transition {
         billing: None,
         events: vec![event],
     }
+}
+
+/// How a lifecycle step's invoice gets its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Numbering {
+    /// In the step's own write: changes a caller makes and waits for (start, cancel,
+    /// change), who sees the open invoice in the answer.
+    Now,
+    /// Later, by the tenant's finalizer: steps that fall due, which many workers draft in
+    /// parallel while the numbers stay serial.
+    Deferred,
+}
+
+/// How long a draft waits for a finalize job before the sweep hands it over again.
+pub(crate) const FINALIZE_HAND_OVER: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// The draft invoice `id` of `sub` from `billing`.
+fn draft_invoice(
+    sub: &Subscription,
+    billing: &Billing,
+    id: billing_domain::kernel::ids::InvoiceId,
+    now: Timestamp,
+) -> Result<Invoice, AppError> {
+    let built = build_invoice(&InvoiceInput {
+        currency: sub.currency,
+        lines: billing.lines.clone(),
+        discounts: Vec::new(),
+        credits: Vec::new(),
+        minimum_commitment: None,
+    })
+    .map_err(|e| crate::usage::pricing::unpriceable(sub, e))?;
+    Ok(Invoice::draft(
+        DraftFacts {
+            id,
+            account_id: sub.account_id,
+            subscription_id: Some(sub.id),
+            test_clock: sub.test_clock,
+            billing_reason: billing.reason,
+            period: Some(billing.period),
+            collection_method: sub.collection_method,
+        },
+        built,
+        now,
+    ))
+}
+
+/// Opens `draft` under `number` (printed with `prefix`), with its first payment attempt
+/// when it is charged automatically: the one numbering rule of every path that finalizes
+/// (a step's own write, the bulk finalizer, `POST /v1/invoices/{id}/finalize`).
+pub(super) fn open_draft(
+    draft: &Invoice,
+    prefix: &str,
+    number: u64,
+    days_until_due: Option<u32>,
+    livemode: bool,
+    now: Timestamp,
+) -> Result<
+    (
+        Invoice,
+        Option<billing_domain::collection::payment::Payment>,
+    ),
+    AppError,
+> {
+    let invoice = draft.finalize(invoice::format_number(prefix, number), days_until_due, now)?;
+    let payment = first_attempt(&invoice, livemode, now);
+    Ok((invoice, payment))
+}
+
+/// The events of an invoice just opened: `invoice.finalized`, and `invoice.paid` when
+/// there was nothing to pay.
+pub(super) fn opened_events(
+    caller: &Caller,
+    now: Timestamp,
+    invoice: &Invoice,
+    data: &serde_json::Value,
+) -> Vec<billing_domain::events::record::DomainEvent> {
+    let mut types = vec![EventType::InvoiceFinalized];
+    if invoice.status == InvoiceStatus::Paid {
+        types.push(EventType::InvoicePaid);
+    }
+    types
+        .into_iter()
+        .map(|t| event(caller, now, t, invoice.id.to_string(), data.clone(), None))
+        .collect()
 }

@@ -181,7 +181,7 @@ impl BillingService {
             DueKind::Payment(job) => self.collection.run_payment_job(job, item.due_at).await?,
             // Clocks hold only subscription steps and payment work; anything else is not
             // time on the clock.
-            DueKind::Billing(BillingJob::TestClock { .. })
+            DueKind::Billing(BillingJob::TestClock { .. } | BillingJob::Finalize { .. })
             | DueKind::Outbox { .. }
             | DueKind::WebhookRetry(_) => {
                 return Err(AppError::Internal(format!(

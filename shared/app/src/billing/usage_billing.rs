@@ -216,7 +216,7 @@ impl BillingService {
                     lines,
                 };
                 let invoice = self
-                    .finalized_invoice(caller, &sub, &billing, invoice_id, None, at)
+                    .finalized_invoice(caller, &sub, &billing, invoice_id, at)
                     .await?;
                 let data = to_json(&invoice.invoice)?;
                 let mut change = change(

@@ -130,7 +130,12 @@ impl CollectionService {
 
     /// Right after a commit that created attempts due now: the fast path. A failure is
     /// only logged, the due index brings the attempts back to the sweep.
-    async fn release_after_commit(&self, tenant: TenantId, payments: &[&Payment], now: Timestamp) {
+    pub(crate) async fn release_due_payments(
+        &self,
+        tenant: TenantId,
+        payments: &[&Payment],
+        now: Timestamp,
+    ) {
         let jobs: Vec<PaymentJob> = payments
             .iter()
             .filter(|p| p.due_at <= now)
@@ -154,7 +159,7 @@ impl CollectionService {
         now: Timestamp,
     ) {
         if let Some(payment) = invoice.and_then(|i| i.payment.as_ref()) {
-            self.release_after_commit(tenant, &[payment], now).await;
+            self.release_due_payments(tenant, &[payment], now).await;
         }
     }
 
@@ -538,7 +543,7 @@ impl CollectionService {
             .filter(|(v, _)| v.is_none())
             .map(|(_, p)| p)
             .collect();
-        self.release_after_commit(caller.tenant_id, &created, now)
+        self.release_due_payments(caller.tenant_id, &created, now)
             .await;
         Ok(())
     }

@@ -53,8 +53,11 @@ impl Sweeper {
         let mut payments = Vec::new();
         for item in due {
             let result = match &item.kind {
+                // Many of a tenant's drafts waiting for a finalizer make one finalize job.
                 DueKind::Billing(job) => {
-                    billing.push(job.clone());
+                    if !billing.contains(job) {
+                        billing.push(job.clone());
+                    }
                     Ok(())
                 }
                 DueKind::Payment(job) => {

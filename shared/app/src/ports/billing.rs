@@ -21,7 +21,53 @@ pub struct InvoiceWrite {
     /// The first payment attempt of an invoice finalized in this write (outbox style: the
     /// attempt waits in the due index until the payment worker has made it).
     pub payment: Option<billing_domain::collection::payment::Payment>,
+    /// For a draft a lifecycle step wrote: it waits for the finalizer to number it (it is
+    /// listed by [`InvoiceStore::pending_invoices`]). Any later write of the invoice that
+    /// does not name it again takes the invoice off that list.
+    pub pending: Option<Finalization>,
 }
+
+/// What the finalizer needs to open a draft besides the draft itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Finalization {
+    /// The subscription's payment terms, for the due date.
+    pub days_until_due: Option<u32>,
+    /// The subscription's mode, for the first payment attempt.
+    pub livemode: bool,
+    /// When the sweep hands the invoice to a finalizer if it is still waiting then (the
+    /// backstop for a lost finalize job).
+    pub hand_over_at: Timestamp,
+}
+
+/// Where an invoice waits in the finalizer's two stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PendingStage {
+    /// A draft waiting for its number.
+    Number,
+    /// Numbered, waiting for its follow-ups (event, first payment attempt).
+    FollowUps,
+}
+
+/// An invoice waiting in one of the finalizer's stages, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingInvoice {
+    pub invoice: Invoice,
+    pub finalization: Finalization,
+}
+
+/// A draft opened under `number`, replacing the draft at `previous_version`; it keeps
+/// its `finalization` while it waits for its follow-ups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumberedInvoice {
+    pub previous_version: u64,
+    pub invoice: Invoice,
+    pub number: u64,
+    pub finalization: Finalization,
+}
+
+/// Most drafts one [`InvoiceStore::number_invoices`] numbers: with the sequence, a
+/// DynamoDB transaction's 100 items.
+pub const MAX_NUMBERED_PER_WRITE: usize = 99;
 
 /// The default prefix of invoice numbers (`INV-000123`).
 pub const DEFAULT_INVOICE_PREFIX: &str = "INV";
@@ -177,6 +223,34 @@ pub trait InvoiceStore: Send + Sync {
         tenant: TenantId,
         id: InvoiceId,
     ) -> Result<Option<Invoice>, StoreError>;
+    /// Up to `limit` of the tenant's invoices waiting at `stage`, oldest first (by
+    /// `created_at`, then id), as stored now.
+    async fn pending_invoices(
+        &self,
+        tenant: TenantId,
+        stage: PendingStage,
+        limit: usize,
+    ) -> Result<Vec<PendingInvoice>, StoreError>;
+    /// Numbers drafts in one all-or-nothing write (at most [`MAX_NUMBERED_PER_WRITE`]):
+    /// the sequence moves from the first number less one to the last (consecutive numbers,
+    /// in order), and each draft, still waiting for its number at `previous_version`, is
+    /// replaced by its numbered invoice, which then waits for its follow-ups. A moved
+    /// sequence or a changed draft is a `VersionConflict` and writes nothing.
+    async fn number_invoices(
+        &self,
+        tenant: TenantId,
+        numbered: &[NumberedInvoice],
+    ) -> Result<(), StoreError>;
+    /// The follow-ups of a numbered invoice, once: its first payment attempt, audit record
+    /// and events, written with the invoice taken off the pending list, on the condition
+    /// that it still waits for them (else `VersionConflict`, nothing written).
+    async fn finish_invoice(
+        &self,
+        tenant: TenantId,
+        invoice: &Invoice,
+        payment: Option<&billing_domain::collection::payment::Payment>,
+        change: &Change,
+    ) -> Result<(), StoreError>;
     /// Newest first.
     async fn list_invoices(
         &self,
@@ -218,15 +292,27 @@ pub enum BillingJob {
     },
     /// Finish advancing a test clock.
     TestClock { tenant: TenantId, id: TestClockId },
+    /// Number the tenant's drafts waiting for their numbers, and make their follow-ups.
+    Finalize { tenant: TenantId },
 }
 
 impl BillingJob {
-    /// A tenant's jobs run one at a time: they share the tenant's invoice sequence.
     pub fn tenant(&self) -> TenantId {
         match self {
-            BillingJob::Subscription { tenant, .. } | BillingJob::TestClock { tenant, .. } => {
-                *tenant
-            }
+            BillingJob::Subscription { tenant, .. }
+            | BillingJob::TestClock { tenant, .. }
+            | BillingJob::Finalize { tenant } => *tenant,
+        }
+    }
+
+    /// The FIFO message group: jobs of one group run one at a time, groups in parallel.
+    /// Drafting touches only its subscription, so each subscription (and test clock) is a
+    /// group of its own; the tenant's finalizer is one group, as its sequence is serial.
+    pub fn group(&self) -> String {
+        match self {
+            BillingJob::Subscription { id, .. } => id.to_string(),
+            BillingJob::TestClock { id, .. } => id.to_string(),
+            BillingJob::Finalize { tenant } => format!("finalize-{tenant}"),
         }
     }
 }

@@ -52,13 +52,55 @@ pub(super) struct InvoiceNumbers {
 pub(super) fn invoice_item(tenant: TenantId, invoice: &Invoice) -> Result<Item, StoreError> {
     let key = keys::invoice(tenant, invoice.id, invoice.account_id);
     let mut item = to_item("invoice", invoice, &key)?;
-    if let Some(at) = invoice.overdue_at() {
-        item.extend(match invoice.test_clock {
-            Some(clock) => keys::due_on_clock(clock, &key, at),
-            None => keys::due(&key, at),
-        });
-    }
+    item.extend(overdue_entry(&key, invoice).unwrap_or_default());
     Ok(item)
+}
+
+fn overdue_entry(key: &keys::Key, invoice: &Invoice) -> Option<Item> {
+    let at = invoice.overdue_at()?;
+    Some(match invoice.test_clock {
+        Some(clock) => keys::due_on_clock(clock, key, at),
+        None => keys::due(key, at),
+    })
+}
+
+/// The invoice's finalization terms, kept on its item while it is pending.
+const FINALIZATION: &str = "finalization";
+
+/// An invoice waiting at `stage` of the finalizer: in the pending index, and in the due
+/// index at its hand-over time (the sweep's backstop for a lost finalize job).
+fn pending_invoice_item(
+    tenant: TenantId,
+    invoice: &Invoice,
+    stage: PendingStage,
+    finalization: &Finalization,
+) -> Result<Item, StoreError> {
+    let key = keys::invoice(tenant, invoice.id, invoice.account_id);
+    let mut item = to_item("invoice", invoice, &key)?;
+    item.extend(keys::pending(tenant, invoice.id, invoice.created_at, stage));
+    item.extend(keys::finalize_due(
+        tenant,
+        invoice.id,
+        finalization.hand_over_at,
+    ));
+    item.insert(
+        FINALIZATION.to_owned(),
+        AttributeValue::S(
+            serde_json::to_string(finalization).map_err(|e| StoreError::Internal(e.to_string()))?,
+        ),
+    );
+    Ok(item)
+}
+
+/// The condition that an invoice is still pending at `stage`.
+fn still_pending(stage: PendingStage) -> (&'static str, Item) {
+    (
+        "begins_with(pending_sk, :stage)",
+        HashMap::from([(
+            ":stage".to_owned(),
+            AttributeValue::S(keys::pending_stage(stage).to_owned()),
+        )]),
+    )
 }
 
 /// The plan version a subscription counts towards, while it is not cancelled.
@@ -98,7 +140,12 @@ impl Transaction<'_> {
         previous_version: u64,
     ) -> Result<&mut Self, StoreError> {
         let invoice = &write.invoice;
-        let item = invoice_item(tenant, invoice)?;
+        let item = match &write.pending {
+            Some(finalization) => {
+                pending_invoice_item(tenant, invoice, PendingStage::Number, finalization)?
+            }
+            None => invoice_item(tenant, invoice)?,
+        };
         if create {
             self.create(item, StoreError::AlreadyExists { entity: "invoice" })?;
         } else {
@@ -436,6 +483,143 @@ impl InvoiceStore for DynamoStore {
         self.get(&key).await
     }
 
+    async fn pending_invoices(
+        &self,
+        tenant: TenantId,
+        stage: PendingStage,
+        limit: usize,
+    ) -> Result<Vec<PendingInvoice>, StoreError> {
+        // The oldest `limit` of each shard, all at once, merged; then the invoices as stored
+        // now (the index lags its table), keeping those still at `stage`.
+        let mut queries = tokio::task::JoinSet::new();
+        for shard in 0..keys::PENDING_SHARDS {
+            let store = self.clone();
+            queries.spawn(async move { store.pending_in_shard(tenant, shard, stage, limit).await });
+        }
+        let mut entries = Vec::new();
+        while let Some(joined) = queries.join_next().await {
+            entries.extend(joined.map_err(|e| StoreError::Internal(e.to_string()))??);
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.truncate(limit);
+        let wanted: Vec<Item> = entries.iter().map(|(_, key)| key.clone()).collect();
+        let mut found: HashMap<String, Item> = self
+            .batch_get(wanted, None)
+            .await?
+            .into_iter()
+            .filter_map(|item| Some((item.get(keys::SK)?.as_s().ok()?.clone(), item)))
+            .collect();
+        let prefix = keys::pending_stage(stage);
+        let mut pending = Vec::with_capacity(entries.len());
+        for (_, key) in entries {
+            let Some(sk) = key.get(keys::SK).and_then(|v| v.as_s().ok()) else {
+                continue;
+            };
+            let Some(mut item) = found.remove(sk) else {
+                continue;
+            };
+            let at_stage = item
+                .get(keys::PENDING_SK)
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|s| s.starts_with(prefix));
+            let finalization = item
+                .remove(FINALIZATION)
+                .and_then(|v| v.as_s().ok().cloned())
+                .and_then(|json| serde_json::from_str(&json).ok());
+            if let (true, Some(finalization)) = (at_stage, finalization) {
+                pending.push(PendingInvoice {
+                    invoice: from_item(item)?,
+                    finalization,
+                });
+            }
+        }
+        Ok(pending)
+    }
+
+    async fn number_invoices(
+        &self,
+        tenant: TenantId,
+        numbered: &[NumberedInvoice],
+    ) -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (numbered.first(), numbered.last()) else {
+            return Ok(());
+        };
+        if numbered.len() > MAX_NUMBERED_PER_WRITE {
+            return Err(StoreError::Internal(format!(
+                "at most {MAX_NUMBERED_PER_WRITE} invoices are numbered per write"
+            )));
+        }
+        let mut tx = self.transaction();
+        let (condition, mut values) = still_pending(PendingStage::Number);
+        let condition = format!("version = :expected AND {condition}");
+        for (n, expected) in numbered.iter().zip(first.number..) {
+            if n.number != expected {
+                return Err(StoreError::Internal(
+                    "invoice numbers of one write must be consecutive".into(),
+                ));
+            }
+            values.insert(
+                ":expected".to_owned(),
+                AttributeValue::N(n.previous_version.to_string()),
+            );
+            tx.put(
+                pending_invoice_item(tenant, &n.invoice, PendingStage::FollowUps, &n.finalization)?,
+                &condition,
+                Some(values.clone()),
+                StoreError::VersionConflict { entity: "invoice" },
+            )?;
+        }
+        tx.use_invoice_numbers(InvoiceNumbers {
+            tenant,
+            first: first.number,
+            last: last.number,
+        })?;
+        tx.commit().await
+    }
+
+    async fn finish_invoice(
+        &self,
+        tenant: TenantId,
+        invoice: &Invoice,
+        payment: Option<&billing_domain::collection::payment::Payment>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let key = keys::invoice(tenant, invoice.id, invoice.account_id);
+        let (condition, mut values) = still_pending(PendingStage::FollowUps);
+        // Off the pending index; in the due index only for its due date, if it has one.
+        let expression = match overdue_entry(&key, invoice) {
+            Some(due) => {
+                values.extend(
+                    due.into_iter()
+                        .map(|(name, value)| (format!(":{name}"), value)),
+                );
+                format!(
+                    "SET {DUE_PK} = :{DUE_PK}, {DUE_SK} = :{DUE_SK} REMOVE {}, {}, {FINALIZATION}",
+                    keys::PENDING_PK,
+                    keys::PENDING_SK
+                )
+            }
+            None => format!(
+                "REMOVE {}, {}, {FINALIZATION}, {DUE_PK}, {DUE_SK}",
+                keys::PENDING_PK,
+                keys::PENDING_SK
+            ),
+        };
+        let mut tx = self.transaction();
+        tx.update(
+            &key,
+            &expression,
+            Some(condition),
+            values,
+            StoreError::VersionConflict { entity: "invoice" },
+        )?;
+        if let Some(payment) = payment {
+            tx.payment(tenant, None, payment)?;
+        }
+        tx.record(tenant, change)?;
+        tx.commit().await
+    }
+
     async fn list_invoices(
         &self,
         tenant: TenantId,
@@ -471,6 +655,49 @@ impl InvoiceStore for DynamoStore {
                 self.scan_page(query, start, page, admit, id_of).await
             }
         }
+    }
+}
+
+impl DynamoStore {
+    /// Up to `limit` of one shard's entries at `stage`, oldest first: each its `pending_sk`
+    /// (time, then id) and its invoice's primary key.
+    async fn pending_in_shard(
+        &self,
+        tenant: TenantId,
+        shard: u32,
+        stage: PendingStage,
+        limit: usize,
+    ) -> Result<Vec<(String, Item)>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(keys::PENDING_INDEX)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :stage)")
+            .expression_attribute_names("#pk", keys::PENDING_PK)
+            .expression_attribute_names("#sk", keys::PENDING_SK)
+            .expression_attribute_values(
+                ":pk",
+                AttributeValue::S(keys::pending_shard(tenant, shard)),
+            )
+            .expression_attribute_values(
+                ":stage",
+                AttributeValue::S(keys::pending_stage(stage).to_owned()),
+            )
+            .projection_expression("pk, sk, #sk")
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|mut item| {
+                let order = item.remove(keys::PENDING_SK)?.as_s().ok()?.clone();
+                Some((order, item))
+            })
+            .collect())
     }
 }
 

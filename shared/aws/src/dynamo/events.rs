@@ -63,6 +63,9 @@ fn delivery_item(
 /// The work a due-index entry stands for, from the key it points at; `None` for kinds
 /// this build does not know (a newer deployment's), which it leaves alone.
 fn due_kind(tenant: TenantId, sk: &str) -> Option<DueKind> {
+    if sk.starts_with(keys::FINALIZE_PREFIX) {
+        return Some(DueKind::Billing(BillingJob::Finalize { tenant }));
+    }
     if let Some(id) = sk.strip_prefix(keys::SUBSCRIPTION_PREFIX) {
         let id = billing_domain::kernel::ids::SubscriptionId::parse(id, "due_sk").ok()?;
         return Some(DueKind::Billing(BillingJob::Subscription { tenant, id }));

@@ -1,0 +1,218 @@
+//! The finalizer: the one serial stage of billing a tenant. Lifecycle steps write their
+//! invoices as drafts waiting for a number, on many workers at once; the finalizer takes
+//! the tenant's drafts oldest first and numbers up to [`MAX_NUMBERED_PER_WRITE`] per
+//! write, which moves the tenant's sequence once (so a failed write consumes no number).
+//! Each numbered invoice then owes its follow-ups (`invoice.finalized`, its first payment
+//! attempt): they are written once, each in a write of its own conditioned on the invoice
+//! still owing them, in parallel. Running it twice, or two at once, numbers nothing twice
+//! and leaves no gap: the loser of a race finds the sequence moved and reads again.
+
+use billing_domain::collection::payment::Payment;
+use billing_domain::events::record::AuditAction;
+use billing_domain::kernel::ids::TenantId;
+
+use super::subscriptions::{open_draft, opened_events};
+use super::BillingService;
+use crate::collection::first_attempt;
+use crate::kernel::{change, system_caller, to_json, AppError, ChangeSpec, WRITE_ATTEMPTS};
+use crate::ports::{
+    BillingJob, NumberedInvoice, PendingInvoice, PendingStage, StoreError, MAX_NUMBERED_PER_WRITE,
+};
+
+/// What one run of the finalizer did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FinalizeReport {
+    /// Drafts this run numbered.
+    pub numbered: usize,
+    /// Numbering writes it made (one transaction each).
+    pub transactions: usize,
+    /// Numbered invoices whose follow-ups it wrote (its own and ones left owed before).
+    pub followed_up: usize,
+}
+
+impl BillingService {
+    /// Numbers the tenant's drafts waiting for their numbers, oldest first, until none is
+    /// left, and writes the follow-ups of every invoice that owes them. A billing worker's
+    /// finalize job (one at a time per tenant: its FIFO message group), and the end of the
+    /// in-process paths that draft.
+    pub async fn finalize_pending_invoices(
+        &self,
+        tenant: TenantId,
+    ) -> Result<FinalizeReport, AppError> {
+        let mut report = FinalizeReport::default();
+        // What a finalizer that stopped after numbering left owed.
+        self.follow_up_owed(tenant, &mut report).await?;
+        let mut conflicts = 0;
+        loop {
+            let drafts = self
+                .store
+                .pending_invoices(tenant, PendingStage::Number, MAX_NUMBERED_PER_WRITE)
+                .await?;
+            if drafts.is_empty() {
+                return Ok(report);
+            }
+            let sequence = self.store.next_invoice_number(tenant).await?;
+            let numbered = drafts
+                .iter()
+                .zip(sequence.number..)
+                .map(|(draft, number)| {
+                    let terms = draft.finalization;
+                    // Dated when it was drafted (the step's moment): the number comes
+                    // seconds later, the dates do not depend on it.
+                    let (invoice, _) = open_draft(
+                        &draft.invoice,
+                        &sequence.prefix,
+                        number,
+                        terms.days_until_due,
+                        terms.livemode,
+                        draft.invoice.created_at,
+                    )?;
+                    Ok(NumberedInvoice {
+                        previous_version: draft.invoice.version,
+                        invoice,
+                        number,
+                        finalization: terms,
+                    })
+                })
+                .collect::<Result<Vec<_>, AppError>>()?;
+            match self.store.number_invoices(tenant, &numbered).await {
+                Ok(()) => {
+                    conflicts = 0;
+                    report.numbered += numbered.len();
+                    report.transactions += 1;
+                    let owed = numbered
+                        .into_iter()
+                        .map(|numbered| PendingInvoice {
+                            invoice: numbered.invoice,
+                            finalization: numbered.finalization,
+                        })
+                        .collect();
+                    report.followed_up += self.follow_up(tenant, owed).await?;
+                }
+                // Another finalizer numbered first, or a draft changed: read again.
+                Err(StoreError::VersionConflict { .. }) => {
+                    conflicts += 1;
+                    if conflicts > WRITE_ATTEMPTS {
+                        return Err(AppError::Unavailable(
+                            "the invoice sequence is busy; the finalize job comes back".into(),
+                        ));
+                    }
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+
+    /// After drafting: a finalize job for the tenant on the billing queue, or, in a process
+    /// without one (tests, tools), the finalizer itself. A failure is only logged: the
+    /// sweep hands drafts still waiting a minute later to a finalizer.
+    pub async fn request_finalization(&self, tenant: TenantId) {
+        let result = match &self.finalize_queue {
+            Some(queue) => queue
+                .enqueue(&[BillingJob::Finalize { tenant }])
+                .await
+                .map_err(AppError::from),
+            None => self.finalize_pending_invoices(tenant).await.map(|_| ()),
+        };
+        if let Err(err) = result {
+            tracing::warn!(%err, %tenant, "finalization not started; the sweep hands the drafts over");
+        }
+    }
+
+    /// Follow-ups left owed, page by page, until none is left or a page makes no progress
+    /// (another finalizer is writing them).
+    async fn follow_up_owed(
+        &self,
+        tenant: TenantId,
+        report: &mut FinalizeReport,
+    ) -> Result<(), AppError> {
+        loop {
+            let owed = self
+                .store
+                .pending_invoices(tenant, PendingStage::FollowUps, MAX_NUMBERED_PER_WRITE)
+                .await?;
+            if owed.is_empty() {
+                return Ok(());
+            }
+            let done = self.follow_up(tenant, owed).await?;
+            if done == 0 {
+                return Ok(());
+            }
+            report.followed_up += done;
+        }
+    }
+
+    /// Writes the follow-ups of `owed`, all at once, then hands their first payment
+    /// attempts to the payment queue together. Returns how many this call wrote (one
+    /// another finalizer wrote first is not counted, nor an error).
+    async fn follow_up(
+        &self,
+        tenant: TenantId,
+        owed: Vec<PendingInvoice>,
+    ) -> Result<usize, AppError> {
+        let mut writes = tokio::task::JoinSet::new();
+        for pending in owed {
+            let service = self.clone();
+            writes.spawn(async move { service.follow_up_one(tenant, pending).await });
+        }
+        let mut written = 0;
+        let mut payments = Vec::new();
+        let mut failure = None;
+        while let Some(joined) = writes.join_next().await {
+            match joined.map_err(|e| AppError::Internal(e.to_string()))? {
+                Ok(Some(payment)) => {
+                    written += 1;
+                    payments.extend(payment);
+                }
+                Ok(None) => {}
+                Err(err) => failure = Some(err),
+            }
+        }
+        if let Some(latest) = payments.iter().map(|p| p.due_at).max() {
+            let payments: Vec<&Payment> = payments.iter().collect();
+            self.collection
+                .release_due_payments(tenant, &payments, latest)
+                .await;
+        }
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(written),
+        }
+    }
+
+    /// One invoice's follow-ups; `None` when another finalizer wrote them first, else the
+    /// first payment attempt written, if any.
+    async fn follow_up_one(
+        &self,
+        tenant: TenantId,
+        pending: PendingInvoice,
+    ) -> Result<Option<Option<Payment>>, AppError> {
+        let invoice = &pending.invoice;
+        let at = invoice.finalized_at.unwrap_or(invoice.created_at);
+        let caller = system_caller(tenant, pending.finalization.livemode);
+        let payment = first_attempt(invoice, pending.finalization.livemode, at);
+        let data = to_json(invoice)?;
+        let mut change = change(
+            &caller,
+            at,
+            ChangeSpec {
+                entity_type: "invoice",
+                entity_id: invoice.id.to_string(),
+                action: AuditAction::Update,
+                event_type: None,
+                before: None,
+                after: &data,
+            },
+        );
+        change.events = opened_events(&caller, at, invoice, &data);
+        match self
+            .store
+            .finish_invoice(tenant, invoice, payment.as_ref(), &change)
+            .await
+        {
+            Ok(()) => Ok(Some(payment)),
+            Err(StoreError::VersionConflict { .. } | StoreError::AlreadyExists { .. }) => Ok(None),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
