@@ -140,7 +140,9 @@ async fn simulate(scenario: Scenario) -> anyhow::Result<Outcome> {
     let swept_payments = Arc::new(PaymentQueueSim::new(messaging.clone()));
     let billing_queue = Arc::new(BillingQueueSim::new(scenario.fifo, messaging.clone()));
     let gateway = Arc::new(billing_aws::SandboxGateway::new());
-    let app = App::new(store.clone(), clock, gateway).with_payment_queue(payments.clone());
+    let app = App::new(store.clone(), clock, gateway)
+        .with_payment_queue(payments.clone())
+        .with_finalize_queue(billing_queue.clone());
     let sweeper = Sweeper::new(
         app.clone().with_payment_queue(swept_payments.clone()),
         dispatch,

@@ -51,6 +51,9 @@ impl Messaging {
 /// `VisibilityTimeout` of the billing queue).
 const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// SQS FIFO's deduplication interval.
+const DEDUPLICATION_WINDOW: Duration = Duration::from_secs(300);
+
 /// A FIFO group stays locked while its batch is in flight; a consumer always finishes.
 const IN_FLIGHT: Duration = Duration::from_secs(86_400);
 
@@ -62,15 +65,18 @@ struct Message {
 #[derive(Default)]
 struct QueueState {
     /// FIFO: one queue per message group (tenant); standard: everything under one key.
-    groups: BTreeMap<Option<TenantId>, VecDeque<Message>>,
+    groups: BTreeMap<Option<String>, VecDeque<Message>>,
     /// Groups with messages in flight (FIFO hands a group to one consumer at a time).
-    busy: BTreeMap<Option<TenantId>, Instant>,
+    busy: BTreeMap<Option<String>, Instant>,
+    /// FIFO deduplication ids seen in the last five minutes.
+    deduplicated: std::collections::HashMap<String, Instant>,
     distinct: std::collections::HashSet<String>,
 }
 
 /// The billing queue.
 pub struct BillingQueueSim {
     fifo: bool,
+    start: Instant,
     state: Mutex<QueueState>,
     arrived: Notify,
     messaging: Messaging,
@@ -80,6 +86,7 @@ impl BillingQueueSim {
     pub fn new(fifo: bool, messaging: Messaging) -> Self {
         Self {
             fifo,
+            start: Instant::now(),
             state: Mutex::default(),
             arrived: Notify::new(),
             messaging,
@@ -130,7 +137,7 @@ impl BillingQueueSim {
                     next = Some(next.map_or(until, |n| n.min(until)));
                     continue;
                 }
-                state.busy.remove(group);
+                state.busy.remove(&group.clone());
             }
             let mut batch = Vec::new();
             while batch.len() < 10 {
@@ -146,9 +153,14 @@ impl BillingQueueSim {
                 }
             }
             if !batch.is_empty() {
+                let group = group.clone();
+                // Empty groups go, so that a receive looks at groups with messages only.
+                if messages.is_empty() {
+                    state.groups.remove(&group);
+                }
                 if self.fifo {
                     // Until the consumer finishes the batch.
-                    state.busy.insert(*group, now + IN_FLIGHT);
+                    state.busy.insert(group, now + IN_FLIGHT);
                 }
                 return (batch, next);
             }
@@ -160,10 +172,12 @@ impl BillingQueueSim {
     /// on FIFO keeps its group waiting until then).
     pub async fn finish(&self, jobs: Vec<BillingJob>, failed: &[usize]) {
         let now = Instant::now();
-        let group = self.group(&jobs[0]);
+        let Some(group) = jobs.first().map(|j| self.group(j)) else {
+            return;
+        };
         {
             let mut state = self.state();
-            let queue = state.groups.entry(group).or_default();
+            let queue = state.groups.entry(group.clone()).or_default();
             for (i, job) in jobs.into_iter().enumerate().rev() {
                 if failed.contains(&i) {
                     queue.push_front(Message {
@@ -183,8 +197,8 @@ impl BillingQueueSim {
         self.arrived.notify_waiters();
     }
 
-    fn group(&self, job: &BillingJob) -> Option<TenantId> {
-        self.fifo.then(|| job.tenant())
+    fn group(&self, job: &BillingJob) -> Option<String> {
+        self.fifo.then(|| job.group())
     }
 }
 
@@ -197,6 +211,15 @@ impl BillingQueue for BillingQueueSim {
             let now = Instant::now();
             let mut state = self.state();
             for job in chunk {
+                // A tenant's finalize jobs share a deduplication id per second (as
+                // `SqsQueue` sends them): FIFO drops a repeat within five minutes.
+                if let (true, BillingJob::Finalize { tenant }) = (self.fifo, job) {
+                    let id = format!("{tenant}-{}", (now - self.start).as_secs());
+                    if state.deduplicated.get(&id).is_some_and(|at| now - *at < DEDUPLICATION_WINDOW) {
+                        continue;
+                    }
+                    state.deduplicated.insert(id, now);
+                }
                 state.distinct.insert(format!("{job:?}"));
                 let group = self.group(job);
                 state.groups.entry(group).or_default().push_back(Message {

@@ -43,6 +43,8 @@ const MAX_TRANSACTION_ITEMS: u32 = 100;
 /// A due-index entry as read (the index projects whole items: a subscription or a
 /// payment attempt).
 const DUE_ITEM_BYTES: usize = 2048;
+/// A pending-index entry as read (the index projects whole invoices).
+const PENDING_ENTRY_BYTES: usize = 2048;
 
 /// How far invoicing got: drafts written and numbers used, and when the last was.
 #[derive(Debug, Clone, Copy, Default)]
@@ -71,6 +73,12 @@ impl SimStore {
         }
     }
 
+    fn numbered(&self, count: usize) {
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        marks.numbered += count as u64;
+        marks.last_number = Some(Instant::now());
+    }
+
     pub fn marks(&self) -> Marks {
         *self.marks.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -84,17 +92,12 @@ impl SimStore {
         let now = Instant::now();
         let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
         for write in invoices {
+            // A step that numbers its invoice drafts it in the same write.
+            marks.drafted += 1;
+            marks.last_draft = Some(now);
             if write.number.is_some() {
                 marks.numbered += 1;
                 marks.last_number = Some(now);
-            } else {
-                marks.drafted += 1;
-                marks.last_draft = Some(now);
-            }
-            // A step that numbers its invoice drafts it in the same write.
-            if write.number.is_some() && write.invoice.number.is_some() {
-                marks.drafted += 1;
-                marks.last_draft = Some(now);
             }
         }
     }
@@ -150,6 +153,25 @@ fn due_shard(key: &Key) -> String {
         .remove(keys::DUE_PK)
         .and_then(|v| v.as_s().ok().cloned())
         .unwrap_or_default()
+}
+
+/// The index partitions a pending invoice's item is in: its pending shard and the due
+/// shard of its hand-over entry.
+fn pending_indexes(
+    tenant: TenantId,
+    invoice: &Invoice,
+    stage: PendingStage,
+    finalization: &Finalization,
+) -> Vec<String> {
+    let pending = keys::pending(tenant, invoice.id, invoice.created_at, stage)
+        .remove(keys::PENDING_PK)
+        .and_then(|v| v.as_s().ok().cloned())
+        .unwrap_or_default();
+    let due = keys::finalize_due(tenant, invoice.id, finalization.hand_over_at)
+        .remove(keys::DUE_PK)
+        .and_then(|v| v.as_s().ok().cloned())
+        .unwrap_or_default();
+    vec![pending, due]
 }
 
 fn tenant_pk(tenant: TenantId) -> String {
@@ -226,8 +248,12 @@ impl Tx {
     fn invoice(&mut self, tenant: TenantId, write: &InvoiceWrite) -> &mut Self {
         let invoice = &write.invoice;
         let key = keys::invoice(tenant, invoice.id, invoice.account_id);
-        let due = invoice.overdue_at().map(|_| due_shard(&key));
-        self.item(&key, size(invoice), due.as_slice());
+        let indexes = match &write.pending {
+            // A draft waits in its pending shard, and in the due index for its hand-over.
+            Some(finalization) => pending_indexes(tenant, invoice, PendingStage::Number, finalization),
+            None => invoice.overdue_at().map(|_| due_shard(&key)).into_iter().collect(),
+        };
+        self.item(&key, size(invoice), &indexes);
         if let Some(payment) = &write.payment {
             let key = keys::payment(tenant, payment.id, payment.account_id);
             let due = [due_shard(&key)];
@@ -375,6 +401,72 @@ impl InvoiceStore for SimStore {
     async fn get_invoice(&self, tenant: TenantId, id: InvoiceId) -> Result<Option<Invoice>, StoreError> {
         self.unmodelled("get_invoice");
         self.inner.get_invoice(tenant, id).await
+    }
+    async fn pending_invoices(&self, tenant: TenantId, stage: PendingStage, limit: usize) -> Result<Vec<PendingInvoice>, StoreError> {
+        // One Query per pending shard, all at once, then the invoices as stored now
+        // (BatchGetItem, strongly consistent, a hundred per request).
+        let pending = self.inner.pending_invoices(tenant, stage, limit).await?;
+        let mut queries = tokio::task::JoinSet::new();
+        for shard in 0..keys::PENDING_SHARDS {
+            let dynamo = self.dynamo.clone();
+            let entries = pending.len().div_ceil(keys::PENDING_SHARDS as usize);
+            let request = Request::new(Op::Query)
+                .read_eventually(&keys::pending_shard(tenant, shard), entries * PENDING_ENTRY_BYTES);
+            queries.spawn(async move { dynamo.send(&request).await });
+        }
+        while let Some(sent) = queries.join_next().await {
+            sent.map_err(|e| StoreError::Internal(e.to_string()))??;
+        }
+        for chunk in pending.chunks(100) {
+            let bytes = chunk.iter().map(|p| size(&p.invoice)).sum();
+            let request = Request::new(Op::BatchGetItem)
+                .items(chunk.len() as u32)
+                .read(&tenant_pk(tenant), bytes);
+            self.send(request).await?;
+        }
+        Ok(pending)
+    }
+    async fn number_invoices(&self, tenant: TenantId, numbered: &[NumberedInvoice]) -> Result<(), StoreError> {
+        // One transaction: each draft replaced by its numbered invoice (now pending its
+        // follow-ups), and the sequence.
+        if numbered.is_empty() {
+            return self.inner.number_invoices(tenant, numbered).await;
+        }
+        let mut tx = Tx::default();
+        for n in numbered {
+            let key = keys::invoice(tenant, n.invoice.id, n.invoice.account_id);
+            let mut indexes = pending_indexes(tenant, &n.invoice, PendingStage::Number, &n.finalization);
+            indexes.extend(pending_indexes(tenant, &n.invoice, PendingStage::FollowUps, &n.finalization));
+            tx.item(&key, size(&n.invoice), &indexes);
+        }
+        tx.sequence(tenant);
+        self.send(tx.request()).await?;
+        self.inner.number_invoices(tenant, numbered).await?;
+        self.numbered(numbered.len());
+        Ok(())
+    }
+    async fn finish_invoice(&self, tenant: TenantId, invoice: &Invoice, payment: Option<&billing_domain::collection::payment::Payment>, change: &Change) -> Result<(), StoreError> {
+        // One transaction: the invoice off the pending index (and its hand-over entry off
+        // the due index), its first payment attempt, its audit record and events.
+        let mut tx = Tx::default();
+        let key = keys::invoice(tenant, invoice.id, invoice.account_id);
+        let pending = keys::pending(tenant, invoice.id, invoice.created_at, PendingStage::FollowUps)
+            .remove(keys::PENDING_PK)
+            .and_then(|v| v.as_s().ok().cloned())
+            .unwrap_or_default();
+        let mut indexes = vec![pending, due_shard(&key)];
+        indexes.extend(invoice.overdue_at().map(|_| due_shard(&key)));
+        tx.item(&key, size(invoice), &indexes);
+        if let Some(payment) = payment {
+            let key = keys::payment(tenant, payment.id, payment.account_id);
+            let due = [due_shard(&key)];
+            tx.item(&key, size(payment), &due);
+        }
+        tx.change(tenant, change);
+        self.send(tx.request()).await?;
+        let done = self.inner.finish_invoice(tenant, invoice, payment, change).await;
+        self.committed(&done, tenant, change).await;
+        done
     }
     async fn list_invoices(&self, tenant: TenantId, filter: &InvoiceFilter, page: &PageRequest) -> Result<Page<Invoice>, StoreError> {
         self.unmodelled("list_invoices");
