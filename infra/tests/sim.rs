@@ -50,12 +50,12 @@ fn bills_every_renewal_once_through_todays_fifo_queue() {
     })
     .unwrap();
     assert_billed_exactly_once(&outcome);
-    // One message group: never two transactions on the sequence at once.
+    // One finalizer at a time (its message group): never two transactions on the sequence.
     assert_eq!(outcome.dynamo.conflicts, 0);
 }
 
 #[test]
-fn bills_every_renewal_once_when_workers_race_for_the_sequence() {
+fn bills_every_renewal_once_when_any_worker_takes_any_job() {
     let outcome = run(Scenario {
         subscriptions: 1_000,
         concurrency: 20,
@@ -63,8 +63,4 @@ fn bills_every_renewal_once_when_workers_race_for_the_sequence() {
     })
     .unwrap();
     assert_billed_exactly_once(&outcome);
-    assert!(
-        outcome.dynamo.conflicts > 0,
-        "parallel batches meet on the invoice sequence"
-    );
 }

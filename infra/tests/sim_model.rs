@@ -64,11 +64,16 @@ async fn the_simulated_requests_are_the_dynamodb_stores() {
     let real = counter.stop();
     let _ = child.kill();
 
-    let simulated = sim::run(Scenario {
-        subscriptions: RENEWALS,
-        concurrency: 1,
-        fifo: true,
+    // The simulation runs on a paused-clock runtime of its own.
+    let simulated = tokio::task::spawn_blocking(|| {
+        sim::run(Scenario {
+            subscriptions: RENEWALS,
+            concurrency: 1,
+            fifo: true,
+        })
     })
+    .await
+    .unwrap()
     .unwrap();
     assert!(simulated.dynamo.unmodelled.is_empty());
     let modelled: std::collections::BTreeMap<String, u64> = simulated

@@ -213,7 +213,29 @@ impl Tx {
     /// The writes of one subscription step, as `Transaction::subscription_step` (and
     /// `rollups`) builds them.
     fn step(&mut self, tenant: TenantId, step: &SubscriptionStep) -> &mut Self {
-        let (previous, next) = (&step.previous, &step.next);
+        self.subscription_step(
+            tenant,
+            &step.previous,
+            &step.next,
+            step.invoice.as_ref(),
+            &step.change,
+        );
+        for rollup in &step.rollups {
+            let k = rollup.next.key();
+            let key = keys::rollup(tenant, k.subscription, k.period_start, &k.metric);
+            self.item(&key, size(&rollup.next), &[]);
+        }
+        self
+    }
+
+    fn subscription_step(
+        &mut self,
+        tenant: TenantId,
+        previous: &Subscription,
+        next: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> &mut Self {
         let key = keys::subscription(tenant, next.id, next.account_id);
         // Moving its due time deletes the old index entry and puts the new one.
         let mut due = Vec::new();
@@ -224,7 +246,7 @@ impl Tx {
             due.push(due_shard(&key));
         }
         self.item(&key, size(next), &due);
-        if let Some(invoice) = &step.invoice {
+        if let Some(invoice) = invoice {
             self.invoice(tenant, invoice);
         }
         let counted = |s: &Subscription| {
@@ -237,12 +259,7 @@ impl Tx {
                 self.item(&keys::plan_version(tenant, plan, number), 200, &[]);
             }
         }
-        for rollup in &step.rollups {
-            let k = rollup.next.key();
-            let key = keys::rollup(tenant, k.subscription, k.period_start, &k.metric);
-            self.item(&key, size(&rollup.next), &[]);
-        }
-        self.change(tenant, &step.change)
+        self.change(tenant, change)
     }
 
     fn invoice(&mut self, tenant: TenantId, write: &InvoiceWrite) -> &mut Self {
@@ -290,8 +307,16 @@ impl SubscriptionStore for SimStore {
         done
     }
     async fn save_subscription(&self, tenant: TenantId, previous: &Subscription, next: &Subscription, invoice: Option<&InvoiceWrite>, change: &Change) -> Result<(), StoreError> {
-        self.unmodelled("save_subscription");
+        let mut tx = Tx::default();
+        tx.subscription_step(tenant, previous, next, invoice, change);
+        if invoice.is_some_and(|w| w.number.is_some()) {
+            tx.sequence(tenant);
+        }
+        self.send(tx.request()).await?;
         let done = self.inner.save_subscription(tenant, previous, next, invoice, change).await;
+        if done.is_ok() {
+            self.invoiced(invoice.into_iter());
+        }
         self.committed(&done, tenant, change).await;
         done
     }
