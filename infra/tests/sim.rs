@@ -9,7 +9,11 @@ use billing_infra::sim::{run, Outcome, Scenario};
 fn assert_billed_exactly_once(outcome: &Outcome) {
     let n = outcome.scenario.subscriptions;
     assert!(outcome.stages.payment.is_some(), "the run finished");
-    assert_eq!(outcome.renewals.len(), n, "one renewal invoice per subscription");
+    assert_eq!(
+        outcome.renewals.len(),
+        n,
+        "one renewal invoice per subscription"
+    );
     let billed: BTreeSet<_> = outcome
         .renewals
         .iter()
@@ -28,8 +32,15 @@ fn assert_billed_exactly_once(outcome: &Outcome) {
     numbers.sort_unstable();
     let expected: Vec<u64> =
         (outcome.numbers_before + 1..=outcome.numbers_before + n as u64).collect();
-    assert_eq!(numbers, expected, "gapless numbers after the first invoices'");
-    assert_eq!(outcome.released.len(), n, "every invoice's first attempt enqueued");
+    assert_eq!(
+        numbers, expected,
+        "gapless numbers after the first invoices'"
+    );
+    assert_eq!(
+        outcome.released.len(),
+        n,
+        "every invoice's first attempt enqueued"
+    );
     assert!(
         outcome.released.values().all(|times| *times == 1),
         "no attempt handed over twice right after its commit"

@@ -82,5 +82,8 @@ async fn the_simulated_requests_are_the_dynamodb_stores() {
         .iter()
         .map(|(op, totals)| (op.target().to_owned(), totals.requests))
         .collect();
-    assert_eq!(modelled, real, "requests by operation: simulated vs DynamoDB store");
+    assert_eq!(
+        modelled, real,
+        "requests by operation: simulated vs DynamoDB store"
+    );
 }

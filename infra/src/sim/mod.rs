@@ -130,7 +130,11 @@ async fn simulate(scenario: Scenario) -> anyhow::Result<Outcome> {
     let dispatch = Arc::new(DispatchSim {
         messaging: messaging.clone(),
     });
-    let store = Arc::new(SimStore::new(memory.clone(), dynamo.clone(), dispatch.clone()));
+    let store = Arc::new(SimStore::new(
+        memory.clone(),
+        dynamo.clone(),
+        dispatch.clone(),
+    ));
     let start = Instant::now();
     let clock = Arc::new(SimClock {
         base: RENEWAL_DAY.parse()?,
@@ -215,7 +219,12 @@ async fn simulate(scenario: Scenario) -> anyhow::Result<Outcome> {
         lambda: lambda.counts(),
         renewals,
         released: payments.seen().enqueued,
-        released_by_sweep: swept_payments.seen().enqueued.values().map(|n| u64::from(*n)).sum(),
+        released_by_sweep: swept_payments
+            .seen()
+            .enqueued
+            .values()
+            .map(|n| u64::from(*n))
+            .sum(),
         subscription_ids,
         numbers_before,
     })
@@ -305,7 +314,10 @@ pub async fn setup(
     }
     // Settle the month before: first payments made, events published.
     let due = memory
-        .due_items(RENEWAL_DAY.parse::<Timestamp>()? - jiff::SignedDuration::from_secs(1), usize::MAX)
+        .due_items(
+            RENEWAL_DAY.parse::<Timestamp>()? - jiff::SignedDuration::from_secs(1),
+            usize::MAX,
+        )
         .await?;
     for item in due {
         match item.kind {
@@ -316,7 +328,10 @@ pub async fn setup(
     }
     // Events of the payments just made.
     let due = memory
-        .due_items(RENEWAL_DAY.parse::<Timestamp>()? - jiff::SignedDuration::from_secs(1), usize::MAX)
+        .due_items(
+            RENEWAL_DAY.parse::<Timestamp>()? - jiff::SignedDuration::from_secs(1),
+            usize::MAX,
+        )
         .await?;
     for item in due {
         if let DueKind::Outbox { event_id } = item.kind {

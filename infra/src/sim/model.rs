@@ -226,8 +226,11 @@ impl Dynamo {
             })
         };
         let read_rate = 2 * aws::PARTITION_RCU_PER_SECOND;
-        if !fits(&state.writes, &request.writes, aws::PARTITION_WCU_PER_SECOND)
-            || !fits(&state.reads, &request.reads, read_rate)
+        if !fits(
+            &state.writes,
+            &request.writes,
+            aws::PARTITION_WCU_PER_SECOND,
+        ) || !fits(&state.reads, &request.reads, read_rate)
         {
             state.counts.throttled += 1;
             // xorshift: deterministic jitter, so that a run is repeatable.
@@ -276,8 +279,5 @@ fn count(counts: &mut Counts, request: &Request) {
 /// How long a run of requests takes when sent one after another, without capacity
 /// limits: for reports.
 pub fn unloaded(requests: &[Request]) -> Duration {
-    requests
-        .iter()
-        .map(|r| aws::latency(r.op, r.items))
-        .sum()
+    requests.iter().map(|r| aws::latency(r.op, r.items)).sum()
 }

@@ -215,7 +215,11 @@ impl BillingQueue for BillingQueueSim {
                 // `SqsQueue` sends them): FIFO drops a repeat within five minutes.
                 if let (true, BillingJob::Finalize { tenant }) = (self.fifo, job) {
                     let id = format!("{tenant}-{}", (now - self.start).as_secs());
-                    if state.deduplicated.get(&id).is_some_and(|at| now - *at < DEDUPLICATION_WINDOW) {
+                    if state
+                        .deduplicated
+                        .get(&id)
+                        .is_some_and(|at| now - *at < DEDUPLICATION_WINDOW)
+                    {
                         continue;
                     }
                     state.deduplicated.insert(id, now);

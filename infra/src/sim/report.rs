@@ -52,10 +52,17 @@ pub fn table(sizes: &[usize], concurrency: &[usize], fifo: bool) -> anyhow::Resu
             ratio(MILLION, n)
         )?;
         writeln!(out)?;
-        writeln!(out, "| renewals | workers | sweep | draft | finalize/number | payment attempt enqueued |")?;
+        writeln!(
+            out,
+            "| renewals | workers | sweep | draft | finalize/number | payment attempt enqueued |"
+        )?;
         writeln!(out, "|---:|---:|---:|---:|---:|---:|")?;
-        for o in outcomes.iter().filter(|o| o.scenario.subscriptions as u64 == n) {
-            let scale = |d: Option<Duration>| d.map(|d| d * u32::try_from(MILLION / n).unwrap_or(1));
+        for o in outcomes
+            .iter()
+            .filter(|o| o.scenario.subscriptions as u64 == n)
+        {
+            let scale =
+                |d: Option<Duration>| d.map(|d| d * u32::try_from(MILLION / n).unwrap_or(1));
             let s = &o.stages;
             writeln!(
                 out,
@@ -75,7 +82,10 @@ pub fn table(sizes: &[usize], concurrency: &[usize], fifo: bool) -> anyhow::Resu
         largest.scenario.concurrency
     )?;
     writeln!(out)?;
-    writeln!(out, "| operation | requests per invoice | items per request |")?;
+    writeln!(
+        out,
+        "| operation | requests per invoice | items per request |"
+    )?;
     writeln!(out, "|---|---:|---:|")?;
     let invoices = largest.renewals.len().max(1) as u64;
     for (op, totals) in &largest.dynamo.by_op {
@@ -89,12 +99,22 @@ pub fn table(sizes: &[usize], concurrency: &[usize], fifo: bool) -> anyhow::Resu
     }
     if !largest.dynamo.unmodelled.is_empty() {
         writeln!(out)?;
-        writeln!(out, "Store calls without a request model (not in the counts): {:?}", largest.dynamo.unmodelled)?;
+        writeln!(
+            out,
+            "Store calls without a request model (not in the counts): {:?}",
+            largest.dynamo.unmodelled
+        )?;
     }
     writeln!(out)?;
-    writeln!(out, "AWS cost per million invoices (us-east-1 list prices):")?;
+    writeln!(
+        out,
+        "AWS cost per million invoices (us-east-1 list prices):"
+    )?;
     writeln!(out)?;
-    writeln!(out, "| renewals | Lambda | DynamoDB | SQS | EventBridge | API Gateway | total |")?;
+    writeln!(
+        out,
+        "| renewals | Lambda | DynamoDB | SQS | EventBridge | API Gateway | total |"
+    )?;
     writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|")?;
     for o in outcomes
         .iter()
@@ -116,7 +136,12 @@ pub fn table(sizes: &[usize], concurrency: &[usize], fifo: bool) -> anyhow::Resu
     let best = outcomes
         .iter()
         .filter(|o| o.scenario.subscriptions as u64 == n)
-        .filter_map(|o| Some((o.stages.payment? * u32::try_from(MILLION / n).unwrap_or(1), o)))
+        .filter_map(|o| {
+            Some((
+                o.stages.payment? * u32::try_from(MILLION / n).unwrap_or(1),
+                o,
+            ))
+        })
         .min_by_key(|(t, _)| *t);
     writeln!(out)?;
     match best {
@@ -140,7 +165,9 @@ pub fn cost_per_million(outcome: &Outcome) -> Cost {
 }
 
 fn clock(d: Option<Duration>) -> String {
-    let Some(d) = d else { return "unfinished".into() };
+    let Some(d) = d else {
+        return "unfinished".into();
+    };
     let s = d.as_secs();
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }

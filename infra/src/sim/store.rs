@@ -25,8 +25,8 @@ use billing_domain::customers::tenant::Tenant;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::ids::{
-    AccountId, ApiKeyId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId, PaymentId,
-    PlanId, SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
+    AccountId, ApiKeyId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId, PaymentId, PlanId,
+    SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
 };
 use billing_memory::MemoryStore;
 
@@ -267,8 +267,14 @@ impl Tx {
         let key = keys::invoice(tenant, invoice.id, invoice.account_id);
         let indexes = match &write.pending {
             // A draft waits in its pending shard, and in the due index for its hand-over.
-            Some(finalization) => pending_indexes(tenant, invoice, PendingStage::Number, finalization),
-            None => invoice.overdue_at().map(|_| due_shard(&key)).into_iter().collect(),
+            Some(finalization) => {
+                pending_indexes(tenant, invoice, PendingStage::Number, finalization)
+            }
+            None => invoice
+                .overdue_at()
+                .map(|_| due_shard(&key))
+                .into_iter()
+                .collect(),
         };
         self.item(&key, size(invoice), &indexes);
         if let Some(payment) = &write.payment {
@@ -300,27 +306,50 @@ impl Tx {
 
 #[async_trait]
 impl SubscriptionStore for SimStore {
-    async fn insert_subscription(&self, tenant: TenantId, subscription: &Subscription, invoice: Option<&InvoiceWrite>, change: &Change) -> Result<(), StoreError> {
+    async fn insert_subscription(
+        &self,
+        tenant: TenantId,
+        subscription: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("insert_subscription");
-        let done = self.inner.insert_subscription(tenant, subscription, invoice, change).await;
+        let done = self
+            .inner
+            .insert_subscription(tenant, subscription, invoice, change)
+            .await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn save_subscription(&self, tenant: TenantId, previous: &Subscription, next: &Subscription, invoice: Option<&InvoiceWrite>, change: &Change) -> Result<(), StoreError> {
+    async fn save_subscription(
+        &self,
+        tenant: TenantId,
+        previous: &Subscription,
+        next: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         let mut tx = Tx::default();
         tx.subscription_step(tenant, previous, next, invoice, change);
         if invoice.is_some_and(|w| w.number.is_some()) {
             tx.sequence(tenant);
         }
         self.send(tx.request()).await?;
-        let done = self.inner.save_subscription(tenant, previous, next, invoice, change).await;
+        let done = self
+            .inner
+            .save_subscription(tenant, previous, next, invoice, change)
+            .await;
         if done.is_ok() {
             self.invoiced(invoice.into_iter());
         }
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn save_subscription_steps(&self, tenant: TenantId, steps: &[SubscriptionStep]) -> Result<(), StepsFailed> {
+    async fn save_subscription_steps(
+        &self,
+        tenant: TenantId,
+        steps: &[SubscriptionStep],
+    ) -> Result<(), StepsFailed> {
         // Whole steps per transaction, at most a hundred items with the sequence update,
         // as the DynamoDB store chunks them; each transaction moves the sequence over its
         // own numbers and publishes its own events once committed.
@@ -369,14 +398,22 @@ impl SubscriptionStore for SimStore {
         }
         Ok(())
     }
-    async fn get_subscription(&self, tenant: TenantId, id: SubscriptionId) -> Result<Option<Subscription>, StoreError> {
+    async fn get_subscription(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError> {
         let found = self.inner.get_subscription(tenant, id).await?;
         let bytes = found.as_ref().map_or(0, size);
         self.send(Request::new(Op::GetItem).read(&tenant_pk(tenant), bytes))
             .await?;
         Ok(found)
     }
-    async fn get_subscriptions(&self, tenant: TenantId, ids: &[SubscriptionId]) -> Result<Vec<Subscription>, StoreError> {
+    async fn get_subscriptions(
+        &self,
+        tenant: TenantId,
+        ids: &[SubscriptionId],
+    ) -> Result<Vec<Subscription>, StoreError> {
         // BatchGetItem, a hundred keys per request, strongly consistent.
         let found = self.inner.get_subscriptions(tenant, ids).await?;
         for chunk in found.chunks(100) {
@@ -388,13 +425,26 @@ impl SubscriptionStore for SimStore {
         }
         Ok(found)
     }
-    async fn list_subscriptions(&self, tenant: TenantId, filter: &SubscriptionFilter, page: &PageRequest) -> Result<Page<Subscription>, StoreError> {
+    async fn list_subscriptions(
+        &self,
+        tenant: TenantId,
+        filter: &SubscriptionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, StoreError> {
         self.unmodelled("list_subscriptions");
         self.inner.list_subscriptions(tenant, filter, page).await
     }
-    async fn clock_due_items(&self, tenant: TenantId, clock: TestClockId, up_to: Timestamp, limit: usize) -> Result<Vec<DueItem>, StoreError> {
+    async fn clock_due_items(
+        &self,
+        tenant: TenantId,
+        clock: TestClockId,
+        up_to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<DueItem>, StoreError> {
         self.unmodelled("clock_due_items");
-        self.inner.clock_due_items(tenant, clock, up_to, limit).await
+        self.inner
+            .clock_due_items(tenant, clock, up_to, limit)
+            .await
     }
 }
 
@@ -405,29 +455,57 @@ impl InvoiceStore for SimStore {
             .await?;
         self.inner.next_invoice_number(tenant).await
     }
-    async fn set_invoice_prefix(&self, tenant: TenantId, prefix: &str, change: &Change) -> Result<(), StoreError> {
+    async fn set_invoice_prefix(
+        &self,
+        tenant: TenantId,
+        prefix: &str,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("set_invoice_prefix");
         let done = self.inner.set_invoice_prefix(tenant, prefix, change).await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn insert_invoice(&self, tenant: TenantId, invoice: &InvoiceWrite, change: &Change) -> Result<(), StoreError> {
+    async fn insert_invoice(
+        &self,
+        tenant: TenantId,
+        invoice: &InvoiceWrite,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("insert_invoice");
         let done = self.inner.insert_invoice(tenant, invoice, change).await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn save_invoice(&self, tenant: TenantId, previous: &Invoice, next: &InvoiceWrite, change: &Change) -> Result<(), StoreError> {
+    async fn save_invoice(
+        &self,
+        tenant: TenantId,
+        previous: &Invoice,
+        next: &InvoiceWrite,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("save_invoice");
-        let done = self.inner.save_invoice(tenant, previous, next, change).await;
+        let done = self
+            .inner
+            .save_invoice(tenant, previous, next, change)
+            .await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn get_invoice(&self, tenant: TenantId, id: InvoiceId) -> Result<Option<Invoice>, StoreError> {
+    async fn get_invoice(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+    ) -> Result<Option<Invoice>, StoreError> {
         self.unmodelled("get_invoice");
         self.inner.get_invoice(tenant, id).await
     }
-    async fn pending_invoices(&self, tenant: TenantId, stage: PendingStage, limit: usize) -> Result<Vec<PendingInvoice>, StoreError> {
+    async fn pending_invoices(
+        &self,
+        tenant: TenantId,
+        stage: PendingStage,
+        limit: usize,
+    ) -> Result<Vec<PendingInvoice>, StoreError> {
         // One Query per pending shard, all at once, then the invoices as stored now
         // (BatchGetItem, strongly consistent, a hundred per request).
         let pending = self.inner.pending_invoices(tenant, stage, limit).await?;
@@ -435,8 +513,10 @@ impl InvoiceStore for SimStore {
         for shard in 0..keys::PENDING_SHARDS {
             let dynamo = self.dynamo.clone();
             let entries = pending.len().div_ceil(keys::PENDING_SHARDS as usize);
-            let request = Request::new(Op::Query)
-                .read_eventually(&keys::pending_shard(tenant, shard), entries * PENDING_ENTRY_BYTES);
+            let request = Request::new(Op::Query).read_eventually(
+                &keys::pending_shard(tenant, shard),
+                entries * PENDING_ENTRY_BYTES,
+            );
             queries.spawn(async move { dynamo.send(&request).await });
         }
         while let Some(sent) = queries.join_next().await {
@@ -451,7 +531,11 @@ impl InvoiceStore for SimStore {
         }
         Ok(pending)
     }
-    async fn number_invoices(&self, tenant: TenantId, numbered: &[NumberedInvoice]) -> Result<(), StoreError> {
+    async fn number_invoices(
+        &self,
+        tenant: TenantId,
+        numbered: &[NumberedInvoice],
+    ) -> Result<(), StoreError> {
         // One transaction: each draft replaced by its numbered invoice (now pending its
         // follow-ups), and the sequence.
         if numbered.is_empty() {
@@ -460,8 +544,14 @@ impl InvoiceStore for SimStore {
         let mut tx = Tx::default();
         for n in numbered {
             let key = keys::invoice(tenant, n.invoice.id, n.invoice.account_id);
-            let mut indexes = pending_indexes(tenant, &n.invoice, PendingStage::Number, &n.finalization);
-            indexes.extend(pending_indexes(tenant, &n.invoice, PendingStage::FollowUps, &n.finalization));
+            let mut indexes =
+                pending_indexes(tenant, &n.invoice, PendingStage::Number, &n.finalization);
+            indexes.extend(pending_indexes(
+                tenant,
+                &n.invoice,
+                PendingStage::FollowUps,
+                &n.finalization,
+            ));
             tx.item(&key, size(&n.invoice), &indexes);
         }
         tx.sequence(tenant);
@@ -470,15 +560,26 @@ impl InvoiceStore for SimStore {
         self.numbered(numbered.len());
         Ok(())
     }
-    async fn finish_invoice(&self, tenant: TenantId, invoice: &Invoice, payment: Option<&billing_domain::collection::payment::Payment>, change: &Change) -> Result<(), StoreError> {
+    async fn finish_invoice(
+        &self,
+        tenant: TenantId,
+        invoice: &Invoice,
+        payment: Option<&billing_domain::collection::payment::Payment>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         // One transaction: the invoice off the pending index (and its hand-over entry off
         // the due index), its first payment attempt, its audit record and events.
         let mut tx = Tx::default();
         let key = keys::invoice(tenant, invoice.id, invoice.account_id);
-        let pending = keys::pending(tenant, invoice.id, invoice.created_at, PendingStage::FollowUps)
-            .remove(keys::PENDING_PK)
-            .and_then(|v| v.as_s().ok().cloned())
-            .unwrap_or_default();
+        let pending = keys::pending(
+            tenant,
+            invoice.id,
+            invoice.created_at,
+            PendingStage::FollowUps,
+        )
+        .remove(keys::PENDING_PK)
+        .and_then(|v| v.as_s().ok().cloned())
+        .unwrap_or_default();
         let mut indexes = vec![pending, due_shard(&key)];
         indexes.extend(invoice.overdue_at().map(|_| due_shard(&key)));
         tx.item(&key, size(invoice), &indexes);
@@ -489,11 +590,19 @@ impl InvoiceStore for SimStore {
         }
         tx.change(tenant, change);
         self.send(tx.request()).await?;
-        let done = self.inner.finish_invoice(tenant, invoice, payment, change).await;
+        let done = self
+            .inner
+            .finish_invoice(tenant, invoice, payment, change)
+            .await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn list_invoices(&self, tenant: TenantId, filter: &InvoiceFilter, page: &PageRequest) -> Result<Page<Invoice>, StoreError> {
+    async fn list_invoices(
+        &self,
+        tenant: TenantId,
+        filter: &InvoiceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Invoice>, StoreError> {
         self.unmodelled("list_invoices");
         self.inner.list_invoices(tenant, filter, page).await
     }
@@ -501,17 +610,31 @@ impl InvoiceStore for SimStore {
 
 #[async_trait]
 impl TestClockStore for SimStore {
-    async fn insert_test_clock(&self, tenant: TenantId, clock: &TestClock, change: &Change) -> Result<(), StoreError> {
+    async fn insert_test_clock(
+        &self,
+        tenant: TenantId,
+        clock: &TestClock,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("insert_test_clock");
         let done = self.inner.insert_test_clock(tenant, clock, change).await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn save_test_clock(&self, tenant: TenantId, previous: &TestClock, next: &TestClock) -> Result<(), StoreError> {
+    async fn save_test_clock(
+        &self,
+        tenant: TenantId,
+        previous: &TestClock,
+        next: &TestClock,
+    ) -> Result<(), StoreError> {
         self.unmodelled("save_test_clock");
         self.inner.save_test_clock(tenant, previous, next).await
     }
-    async fn get_test_clock(&self, tenant: TenantId, id: TestClockId) -> Result<Option<TestClock>, StoreError> {
+    async fn get_test_clock(
+        &self,
+        tenant: TenantId,
+        id: TestClockId,
+    ) -> Result<Option<TestClock>, StoreError> {
         self.unmodelled("get_test_clock");
         self.inner.get_test_clock(tenant, id).await
     }
@@ -519,27 +642,53 @@ impl TestClockStore for SimStore {
 
 #[async_trait]
 impl MetricStore for SimStore {
-    async fn insert_metric(&self, tenant: TenantId, metric: &Metric, change: &Change) -> Result<(), StoreError> {
+    async fn insert_metric(
+        &self,
+        tenant: TenantId,
+        metric: &Metric,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("insert_metric");
         let done = self.inner.insert_metric(tenant, metric, change).await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn update_metric(&self, tenant: TenantId, previous: &Metric, next: &Metric, change: &Change) -> Result<(), StoreError> {
+    async fn update_metric(
+        &self,
+        tenant: TenantId,
+        previous: &Metric,
+        next: &Metric,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("update_metric");
-        let done = self.inner.update_metric(tenant, previous, next, change).await;
+        let done = self
+            .inner
+            .update_metric(tenant, previous, next, change)
+            .await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn get_metric(&self, tenant: TenantId, id: MetricId) -> Result<Option<Metric>, StoreError> {
+    async fn get_metric(
+        &self,
+        tenant: TenantId,
+        id: MetricId,
+    ) -> Result<Option<Metric>, StoreError> {
         self.unmodelled("get_metric");
         self.inner.get_metric(tenant, id).await
     }
-    async fn get_metric_by_code(&self, tenant: TenantId, code: &str) -> Result<Option<Metric>, StoreError> {
+    async fn get_metric_by_code(
+        &self,
+        tenant: TenantId,
+        code: &str,
+    ) -> Result<Option<Metric>, StoreError> {
         self.unmodelled("get_metric_by_code");
         self.inner.get_metric_by_code(tenant, code).await
     }
-    async fn list_metrics(&self, tenant: TenantId, page: &PageRequest) -> Result<Page<Metric>, StoreError> {
+    async fn list_metrics(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Metric>, StoreError> {
         self.unmodelled("list_metrics");
         self.inner.list_metrics(tenant, page).await
     }
@@ -547,15 +696,31 @@ impl MetricStore for SimStore {
 
 #[async_trait]
 impl PlanStore for SimStore {
-    async fn insert_plan(&self, tenant: TenantId, plan: &Plan, first: &PlanVersion, change: &Change) -> Result<(), StoreError> {
+    async fn insert_plan(
+        &self,
+        tenant: TenantId,
+        plan: &Plan,
+        first: &PlanVersion,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("insert_plan");
         let done = self.inner.insert_plan(tenant, plan, first, change).await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn update_plan(&self, tenant: TenantId, previous: &Plan, next: &Plan, new_version: Option<&PlanVersion>, change: &Change) -> Result<(), StoreError> {
+    async fn update_plan(
+        &self,
+        tenant: TenantId,
+        previous: &Plan,
+        next: &Plan,
+        new_version: Option<&PlanVersion>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("update_plan");
-        let done = self.inner.update_plan(tenant, previous, next, new_version, change).await;
+        let done = self
+            .inner
+            .update_plan(tenant, previous, next, new_version, change)
+            .await;
         self.committed(&done, tenant, change).await;
         done
     }
@@ -563,15 +728,28 @@ impl PlanStore for SimStore {
         self.unmodelled("get_plan");
         self.inner.get_plan(tenant, id).await
     }
-    async fn list_plans(&self, tenant: TenantId, filter: PlanFilter, page: &PageRequest) -> Result<Page<Plan>, StoreError> {
+    async fn list_plans(
+        &self,
+        tenant: TenantId,
+        filter: PlanFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Plan>, StoreError> {
         self.unmodelled("list_plans");
         self.inner.list_plans(tenant, filter, page).await
     }
-    async fn list_plan_versions(&self, tenant: TenantId, plan: PlanId) -> Result<Vec<PlanVersion>, StoreError> {
+    async fn list_plan_versions(
+        &self,
+        tenant: TenantId,
+        plan: PlanId,
+    ) -> Result<Vec<PlanVersion>, StoreError> {
         self.unmodelled("list_plan_versions");
         self.inner.list_plan_versions(tenant, plan).await
     }
-    async fn plan_subscription_counts(&self, tenant: TenantId, plan: PlanId) -> Result<Vec<(u32, u64)>, StoreError> {
+    async fn plan_subscription_counts(
+        &self,
+        tenant: TenantId,
+        plan: PlanId,
+    ) -> Result<Vec<(u32, u64)>, StoreError> {
         self.unmodelled("plan_subscription_counts");
         self.inner.plan_subscription_counts(tenant, plan).await
     }
@@ -579,35 +757,75 @@ impl PlanStore for SimStore {
 
 #[async_trait]
 impl DunningStore for SimStore {
-    async fn get_dunning_policy(&self, tenant: TenantId) -> Result<Option<DunningPolicy>, StoreError> {
+    async fn get_dunning_policy(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<DunningPolicy>, StoreError> {
         self.unmodelled("get_dunning_policy");
         self.inner.get_dunning_policy(tenant).await
     }
-    async fn set_dunning_policy(&self, tenant: TenantId, policy: &DunningPolicy, change: &Change) -> Result<(), StoreError> {
+    async fn set_dunning_policy(
+        &self,
+        tenant: TenantId,
+        policy: &DunningPolicy,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("set_dunning_policy");
         let done = self.inner.set_dunning_policy(tenant, policy, change).await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn get_dunning_case(&self, tenant: TenantId, account: AccountId) -> Result<Option<DunningCase>, StoreError> {
+    async fn get_dunning_case(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+    ) -> Result<Option<DunningCase>, StoreError> {
         self.unmodelled("get_dunning_case");
         self.inner.get_dunning_case(tenant, account).await
     }
-    async fn save_dunning_case(&self, tenant: TenantId, previous: Option<&DunningCase>, next: &DunningCase, account: Option<AccountStatusWrite<'_>>, notice: Option<&PendingNotice>, change: &Change) -> Result<(), StoreError> {
+    async fn save_dunning_case(
+        &self,
+        tenant: TenantId,
+        previous: Option<&DunningCase>,
+        next: &DunningCase,
+        account: Option<AccountStatusWrite<'_>>,
+        notice: Option<&PendingNotice>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("save_dunning_case");
-        let done = self.inner.save_dunning_case(tenant, previous, next, account, notice, change).await;
+        let done = self
+            .inner
+            .save_dunning_case(tenant, previous, next, account, notice, change)
+            .await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn get_dunning_notice(&self, tenant: TenantId, account: AccountId, key: &str) -> Result<Option<PendingNotice>, StoreError> {
+    async fn get_dunning_notice(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        key: &str,
+    ) -> Result<Option<PendingNotice>, StoreError> {
         self.unmodelled("get_dunning_notice");
         self.inner.get_dunning_notice(tenant, account, key).await
     }
-    async fn claim_dunning_notice(&self, tenant: TenantId, previous: &PendingNotice, next: &PendingNotice) -> Result<(), StoreError> {
+    async fn claim_dunning_notice(
+        &self,
+        tenant: TenantId,
+        previous: &PendingNotice,
+        next: &PendingNotice,
+    ) -> Result<(), StoreError> {
         self.unmodelled("claim_dunning_notice");
-        self.inner.claim_dunning_notice(tenant, previous, next).await
+        self.inner
+            .claim_dunning_notice(tenant, previous, next)
+            .await
     }
-    async fn delete_dunning_notice(&self, tenant: TenantId, account: AccountId, key: &str) -> Result<(), StoreError> {
+    async fn delete_dunning_notice(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        key: &str,
+    ) -> Result<(), StoreError> {
         self.unmodelled("delete_dunning_notice");
         self.inner.delete_dunning_notice(tenant, account, key).await
     }
@@ -615,11 +833,20 @@ impl DunningStore for SimStore {
 
 #[async_trait]
 impl EventStore for SimStore {
-    async fn list_events(&self, tenant: TenantId, filter: &EventFilter, page: &PageRequest) -> Result<Page<DomainEvent>, StoreError> {
+    async fn list_events(
+        &self,
+        tenant: TenantId,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> Result<Page<DomainEvent>, StoreError> {
         self.unmodelled("list_events");
         self.inner.list_events(tenant, filter, page).await
     }
-    async fn get_event(&self, tenant: TenantId, id: EventId) -> Result<Option<DomainEvent>, StoreError> {
+    async fn get_event(
+        &self,
+        tenant: TenantId,
+        id: EventId,
+    ) -> Result<Option<DomainEvent>, StoreError> {
         self.unmodelled("get_event");
         self.inner.get_event(tenant, id).await
     }
@@ -647,49 +874,112 @@ impl EventStore for SimStore {
 
 #[async_trait]
 impl WebhookStore for SimStore {
-    async fn insert_webhook_endpoint(&self, tenant: TenantId, endpoint: &WebhookEndpoint, change: &Change) -> Result<(), StoreError> {
+    async fn insert_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        endpoint: &WebhookEndpoint,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("insert_webhook_endpoint");
-        let done = self.inner.insert_webhook_endpoint(tenant, endpoint, change).await;
+        let done = self
+            .inner
+            .insert_webhook_endpoint(tenant, endpoint, change)
+            .await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn update_webhook_endpoint(&self, tenant: TenantId, previous: &WebhookEndpoint, next: &WebhookEndpoint, change: Option<&Change>) -> Result<(), StoreError> {
+    async fn update_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        previous: &WebhookEndpoint,
+        next: &WebhookEndpoint,
+        change: Option<&Change>,
+    ) -> Result<(), StoreError> {
         self.unmodelled("update_webhook_endpoint");
-        let done = self.inner.update_webhook_endpoint(tenant, previous, next, change).await;
+        let done = self
+            .inner
+            .update_webhook_endpoint(tenant, previous, next, change)
+            .await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn delete_webhook_endpoint(&self, tenant: TenantId, endpoint: &WebhookEndpoint, change: &Change) -> Result<(), StoreError> {
+    async fn delete_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        endpoint: &WebhookEndpoint,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("delete_webhook_endpoint");
-        let done = self.inner.delete_webhook_endpoint(tenant, endpoint, change).await;
+        let done = self
+            .inner
+            .delete_webhook_endpoint(tenant, endpoint, change)
+            .await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn get_webhook_endpoint(&self, tenant: TenantId, id: WebhookEndpointId) -> Result<Option<WebhookEndpoint>, StoreError> {
+    async fn get_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        id: WebhookEndpointId,
+    ) -> Result<Option<WebhookEndpoint>, StoreError> {
         self.unmodelled("get_webhook_endpoint");
         self.inner.get_webhook_endpoint(tenant, id).await
     }
-    async fn list_webhook_endpoints(&self, tenant: TenantId, page: &PageRequest) -> Result<Page<WebhookEndpoint>, StoreError> {
+    async fn list_webhook_endpoints(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<WebhookEndpoint>, StoreError> {
         self.unmodelled("list_webhook_endpoints");
         self.inner.list_webhook_endpoints(tenant, page).await
     }
-    async fn insert_delivery(&self, tenant: TenantId, delivery: &WebhookDelivery, due_at: Timestamp) -> Result<bool, StoreError> {
+    async fn insert_delivery(
+        &self,
+        tenant: TenantId,
+        delivery: &WebhookDelivery,
+        due_at: Timestamp,
+    ) -> Result<bool, StoreError> {
         self.unmodelled("insert_delivery");
         self.inner.insert_delivery(tenant, delivery, due_at).await
     }
-    async fn insert_due_deliveries(&self, tenant: TenantId, deliveries: &[WebhookDelivery], due_at: Timestamp) -> Result<(), StoreError> {
+    async fn insert_due_deliveries(
+        &self,
+        tenant: TenantId,
+        deliveries: &[WebhookDelivery],
+        due_at: Timestamp,
+    ) -> Result<(), StoreError> {
         self.unmodelled("insert_due_deliveries");
-        self.inner.insert_due_deliveries(tenant, deliveries, due_at).await
+        self.inner
+            .insert_due_deliveries(tenant, deliveries, due_at)
+            .await
     }
-    async fn update_delivery(&self, tenant: TenantId, expected_version: u64, next: &WebhookDelivery, due_at: Option<Timestamp>) -> Result<(), StoreError> {
+    async fn update_delivery(
+        &self,
+        tenant: TenantId,
+        expected_version: u64,
+        next: &WebhookDelivery,
+        due_at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
         self.unmodelled("update_delivery");
-        self.inner.update_delivery(tenant, expected_version, next, due_at).await
+        self.inner
+            .update_delivery(tenant, expected_version, next, due_at)
+            .await
     }
-    async fn get_delivery(&self, tenant: TenantId, endpoint: WebhookEndpointId, id: DeliveryId) -> Result<Option<WebhookDelivery>, StoreError> {
+    async fn get_delivery(
+        &self,
+        tenant: TenantId,
+        endpoint: WebhookEndpointId,
+        id: DeliveryId,
+    ) -> Result<Option<WebhookDelivery>, StoreError> {
         self.unmodelled("get_delivery");
         self.inner.get_delivery(tenant, endpoint, id).await
     }
-    async fn list_deliveries(&self, tenant: TenantId, endpoint: WebhookEndpointId, page: &PageRequest) -> Result<Page<WebhookDelivery>, StoreError> {
+    async fn list_deliveries(
+        &self,
+        tenant: TenantId,
+        endpoint: WebhookEndpointId,
+        page: &PageRequest,
+    ) -> Result<Page<WebhookDelivery>, StoreError> {
         self.unmodelled("list_deliveries");
         self.inner.list_deliveries(tenant, endpoint, page).await
     }
@@ -709,7 +999,11 @@ impl TenantStore for SimStore {
 
 #[async_trait]
 impl ApiKeyStore for SimStore {
-    async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError> {
+    async fn get_api_key(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+    ) -> Result<Option<ApiKey>, StoreError> {
         self.unmodelled("get_api_key");
         self.inner.get_api_key(tenant, id).await
     }
@@ -721,7 +1015,11 @@ impl ApiKeyStore for SimStore {
         self.unmodelled("revoke_api_key");
         self.inner.revoke_api_key(key, change).await
     }
-    async fn list_api_keys(&self, tenant: TenantId, page: &PageRequest) -> Result<Page<ApiKey>, StoreError> {
+    async fn list_api_keys(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<ApiKey>, StoreError> {
         self.unmodelled("list_api_keys");
         self.inner.list_api_keys(tenant, page).await
     }
@@ -729,23 +1027,46 @@ impl ApiKeyStore for SimStore {
 
 #[async_trait]
 impl AccountStore for SimStore {
-    async fn insert_account(&self, tenant: TenantId, account: &Account, change: &Change) -> Result<(), StoreError> {
+    async fn insert_account(
+        &self,
+        tenant: TenantId,
+        account: &Account,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("insert_account");
         let done = self.inner.insert_account(tenant, account, change).await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn update_account(&self, tenant: TenantId, previous: &Account, next: &Account, change: &Change) -> Result<(), StoreError> {
+    async fn update_account(
+        &self,
+        tenant: TenantId,
+        previous: &Account,
+        next: &Account,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("update_account");
-        let done = self.inner.update_account(tenant, previous, next, change).await;
+        let done = self
+            .inner
+            .update_account(tenant, previous, next, change)
+            .await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn get_account(&self, tenant: TenantId, id: AccountId) -> Result<Option<Account>, StoreError> {
+    async fn get_account(
+        &self,
+        tenant: TenantId,
+        id: AccountId,
+    ) -> Result<Option<Account>, StoreError> {
         self.unmodelled("get_account");
         self.inner.get_account(tenant, id).await
     }
-    async fn list_accounts(&self, tenant: TenantId, filter: &AccountFilter, page: &PageRequest) -> Result<Page<Account>, StoreError> {
+    async fn list_accounts(
+        &self,
+        tenant: TenantId,
+        filter: &AccountFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Account>, StoreError> {
         self.unmodelled("list_accounts");
         self.inner.list_accounts(tenant, filter, page).await
     }
@@ -753,7 +1074,12 @@ impl AccountStore for SimStore {
 
 #[async_trait]
 impl AuditStore for SimStore {
-    async fn list_audit(&self, tenant: TenantId, entity_id: Option<&str>, page: &PageRequest) -> Result<Page<AuditRecord>, StoreError> {
+    async fn list_audit(
+        &self,
+        tenant: TenantId,
+        entity_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<AuditRecord>, StoreError> {
         self.unmodelled("list_audit");
         self.inner.list_audit(tenant, entity_id, page).await
     }
@@ -761,15 +1087,33 @@ impl AuditStore for SimStore {
 
 #[async_trait]
 impl IdempotencyStore for SimStore {
-    async fn claim_idempotency_key(&self, tenant: TenantId, key: &str, terms: &ClaimTerms<'_>) -> Result<IdempotencyClaim, StoreError> {
+    async fn claim_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        terms: &ClaimTerms<'_>,
+    ) -> Result<IdempotencyClaim, StoreError> {
         self.unmodelled("claim_idempotency_key");
         self.inner.claim_idempotency_key(tenant, key, terms).await
     }
-    async fn complete_idempotency_key(&self, tenant: TenantId, key: &str, owner: &str, response: &StoredResponse) -> Result<(), StoreError> {
+    async fn complete_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        owner: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
         self.unmodelled("complete_idempotency_key");
-        self.inner.complete_idempotency_key(tenant, key, owner, response).await
+        self.inner
+            .complete_idempotency_key(tenant, key, owner, response)
+            .await
     }
-    async fn release_idempotency_key(&self, tenant: TenantId, key: &str, owner: &str) -> Result<(), StoreError> {
+    async fn release_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
         self.unmodelled("release_idempotency_key");
         self.inner.release_idempotency_key(tenant, key, owner).await
     }
@@ -785,35 +1129,71 @@ impl HealthProbe for SimStore {
 
 #[async_trait]
 impl PaymentStore for SimStore {
-    async fn get_payment_profile(&self, tenant: TenantId, account: AccountId) -> Result<Option<PaymentProfile>, StoreError> {
+    async fn get_payment_profile(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+    ) -> Result<Option<PaymentProfile>, StoreError> {
         self.unmodelled("get_payment_profile");
         self.inner.get_payment_profile(tenant, account).await
     }
-    async fn save_payment_profile(&self, tenant: TenantId, next: &PaymentProfile, refs: &[(String, GatewayRef)], change: Option<&Change>) -> Result<(), StoreError> {
+    async fn save_payment_profile(
+        &self,
+        tenant: TenantId,
+        next: &PaymentProfile,
+        refs: &[(String, GatewayRef)],
+        change: Option<&Change>,
+    ) -> Result<(), StoreError> {
         self.unmodelled("save_payment_profile");
-        let done = self.inner.save_payment_profile(tenant, next, refs, change).await;
+        let done = self
+            .inner
+            .save_payment_profile(tenant, next, refs, change)
+            .await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn get_payment(&self, tenant: TenantId, id: PaymentId) -> Result<Option<Payment>, StoreError> {
+    async fn get_payment(
+        &self,
+        tenant: TenantId,
+        id: PaymentId,
+    ) -> Result<Option<Payment>, StoreError> {
         self.unmodelled("get_payment");
         self.inner.get_payment(tenant, id).await
     }
-    async fn list_payments(&self, tenant: TenantId, filter: &PaymentFilter, page: &PageRequest) -> Result<Page<Payment>, StoreError> {
+    async fn list_payments(
+        &self,
+        tenant: TenantId,
+        filter: &PaymentFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Payment>, StoreError> {
         self.unmodelled("list_payments");
         self.inner.list_payments(tenant, filter, page).await
     }
-    async fn save_collection(&self, tenant: TenantId, write: &CollectionWrite, change: &Change) -> Result<(), StoreError> {
+    async fn save_collection(
+        &self,
+        tenant: TenantId,
+        write: &CollectionWrite,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("save_collection");
         let done = self.inner.save_collection(tenant, write, change).await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn get_credit_note(&self, tenant: TenantId, id: CreditNoteId) -> Result<Option<CreditNote>, StoreError> {
+    async fn get_credit_note(
+        &self,
+        tenant: TenantId,
+        id: CreditNoteId,
+    ) -> Result<Option<CreditNote>, StoreError> {
         self.unmodelled("get_credit_note");
         self.inner.get_credit_note(tenant, id).await
     }
-    async fn list_credit_notes(&self, tenant: TenantId, filter: &CreditNoteFilter, page: &PageRequest) -> Result<Page<CreditNote>, StoreError> {
+    async fn list_credit_notes(
+        &self,
+        tenant: TenantId,
+        filter: &CreditNoteFilter,
+        page: &PageRequest,
+    ) -> Result<Page<CreditNote>, StoreError> {
         self.unmodelled("list_credit_notes");
         self.inner.list_credit_notes(tenant, filter, page).await
     }
@@ -821,17 +1201,32 @@ impl PaymentStore for SimStore {
         self.unmodelled("payment_settings");
         self.inner.payment_settings(tenant).await
     }
-    async fn set_payment_settings(&self, tenant: TenantId, settings: &PaymentSettings, change: &Change) -> Result<(), StoreError> {
+    async fn set_payment_settings(
+        &self,
+        tenant: TenantId,
+        settings: &PaymentSettings,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.unmodelled("set_payment_settings");
-        let done = self.inner.set_payment_settings(tenant, settings, change).await;
+        let done = self
+            .inner
+            .set_payment_settings(tenant, settings, change)
+            .await;
         self.committed(&done, tenant, change).await;
         done
     }
-    async fn resolve_gateway_ref(&self, gateway_id: &str) -> Result<Option<GatewayRef>, StoreError> {
+    async fn resolve_gateway_ref(
+        &self,
+        gateway_id: &str,
+    ) -> Result<Option<GatewayRef>, StoreError> {
         self.unmodelled("resolve_gateway_ref");
         self.inner.resolve_gateway_ref(gateway_id).await
     }
-    async fn record_gateway_event(&self, tenant: TenantId, event_id: &str) -> Result<(), StoreError> {
+    async fn record_gateway_event(
+        &self,
+        tenant: TenantId,
+        event_id: &str,
+    ) -> Result<(), StoreError> {
         self.unmodelled("record_gateway_event");
         self.inner.record_gateway_event(tenant, event_id).await
     }
@@ -839,35 +1234,75 @@ impl PaymentStore for SimStore {
 
 #[async_trait]
 impl UsageStore for SimStore {
-    async fn stored_usage_events(&self, tenant: TenantId, transaction_ids: &[String]) -> Result<BTreeSet<String>, StoreError> {
+    async fn stored_usage_events(
+        &self,
+        tenant: TenantId,
+        transaction_ids: &[String],
+    ) -> Result<BTreeSet<String>, StoreError> {
         self.unmodelled("stored_usage_events");
-        self.inner.stored_usage_events(tenant, transaction_ids).await
+        self.inner
+            .stored_usage_events(tenant, transaction_ids)
+            .await
     }
-    async fn get_rollups(&self, tenant: TenantId, keys: &[RollupKey]) -> Result<Vec<Rollup>, StoreError> {
+    async fn get_rollups(
+        &self,
+        tenant: TenantId,
+        keys: &[RollupKey],
+    ) -> Result<Vec<Rollup>, StoreError> {
         self.unmodelled("get_rollups");
         self.inner.get_rollups(tenant, keys).await
     }
-    async fn seen_distinct_values(&self, tenant: TenantId, key: &RollupKey, values: &[String]) -> Result<BTreeSet<String>, StoreError> {
+    async fn seen_distinct_values(
+        &self,
+        tenant: TenantId,
+        key: &RollupKey,
+        values: &[String],
+    ) -> Result<BTreeSet<String>, StoreError> {
         self.unmodelled("seen_distinct_values");
         self.inner.seen_distinct_values(tenant, key, values).await
     }
-    async fn record_usage(&self, tenant: TenantId, units: &[UsageWrite]) -> Result<(), StepsFailed> {
+    async fn record_usage(
+        &self,
+        tenant: TenantId,
+        units: &[UsageWrite],
+    ) -> Result<(), StepsFailed> {
         self.unmodelled("record_usage");
         self.inner.record_usage(tenant, units).await
     }
-    async fn list_rollups(&self, tenant: TenantId, subscription: SubscriptionId, from: Timestamp, to: Timestamp) -> Result<Vec<Rollup>, StoreError> {
+    async fn list_rollups(
+        &self,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Rollup>, StoreError> {
         self.unmodelled("list_rollups");
-        self.inner.list_rollups(tenant, subscription, from, to).await
+        self.inner
+            .list_rollups(tenant, subscription, from, to)
+            .await
     }
-    async fn get_quota(&self, tenant: TenantId, account: AccountId, metric: &str) -> Result<Option<QuotaSnapshot>, StoreError> {
+    async fn get_quota(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        metric: &str,
+    ) -> Result<Option<QuotaSnapshot>, StoreError> {
         self.unmodelled("get_quota");
         self.inner.get_quota(tenant, account, metric).await
     }
-    async fn bill_late_usage(&self, tenant: TenantId, invoice: Option<&InvoiceWrite>, rollups: &[RollupWrite], change: Option<&Change>) -> Result<(), StoreError> {
+    async fn bill_late_usage(
+        &self,
+        tenant: TenantId,
+        invoice: Option<&InvoiceWrite>,
+        rollups: &[RollupWrite],
+        change: Option<&Change>,
+    ) -> Result<(), StoreError> {
         self.unmodelled("bill_late_usage");
-        let done = self.inner.bill_late_usage(tenant, invoice, rollups, change).await;
+        let done = self
+            .inner
+            .bill_late_usage(tenant, invoice, rollups, change)
+            .await;
         self.committed(&done, tenant, change).await;
         done
     }
 }
-
