@@ -1,5 +1,6 @@
 # make dev   — run the whole platform locally (API on 127.0.0.1:3000, AWS stand-in on 4599)
 # make test  — every check CI runs: format, lint, template lint, all tests
+# make sim   — simulate one tenant's renewals on AWS: time per stage and cost per million
 # make docs  — regenerate the README's event-type and error-code tables from the code
 SHELL := /bin/bash
 VENV := .venv
@@ -7,7 +8,7 @@ VENV_STAMP := $(VENV)/.installed
 PYTHON ?= python3
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: dev dev-reset docs test fmt-check lint template-lint unit bench release venv clean-local
+.PHONY: sim dev dev-reset docs test fmt-check lint template-lint unit bench release venv clean-local
 
 $(VENV_STAMP): infra/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,11 @@ test: fmt-check lint template-lint unit
 bench:
 	cargo bench -p billing-domain
 	cargo bench -p billing-http --bench get_account
+
+SIM_SUBSCRIPTIONS ?= 25000,50000,100000
+SIM_CONCURRENCY ?= 10,50,100,200
+sim:
+	cargo run --release -p billing-infra --bin billing-sim -- --subscriptions $(SIM_SUBSCRIPTIONS) --concurrency $(SIM_CONCURRENCY)
 
 release:
 	cargo build --release -p api

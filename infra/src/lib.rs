@@ -5,6 +5,7 @@ pub mod mailbox;
 pub mod moto;
 pub mod readme;
 pub mod request_count;
+pub mod sim;
 pub mod snapshot;
 pub mod stack;
 pub mod workers;

@@ -1,0 +1,1308 @@
+//! The store as the simulation sees it: the in-memory store (held to the DynamoDB store's
+//! contract) behind a decorator that, for every call, sends the DynamoDB requests the
+//! DynamoDB store issues for it through the simulated DynamoDB ([`super::model`]) before
+//! the in-memory store applies it; and after a write, does what the DynamoDB store does
+//! after a commit (publish its events, mark them published).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use billing_app::ports::*;
+use billing_domain::billing::invoice::Invoice;
+use billing_domain::billing::subscription::Subscription;
+use billing_domain::billing::test_clock::TestClock;
+use billing_domain::catalog::metric::Metric;
+use billing_domain::catalog::plan::{Plan, PlanVersion};
+use billing_domain::collection::credit_note::CreditNote;
+use billing_domain::collection::dunning::{DunningCase, DunningPolicy};
+use billing_domain::collection::payment::Payment;
+use billing_domain::collection::retry::PaymentSettings;
+use billing_domain::customers::access::ApiKey;
+use billing_domain::customers::account::Account;
+use billing_domain::customers::payment_method::PaymentProfile;
+use billing_domain::customers::tenant::Tenant;
+use billing_domain::events::record::{AuditRecord, DomainEvent};
+use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
+use billing_domain::kernel::ids::{
+    AccountId, ApiKeyId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId, PaymentId, PlanId,
+    SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
+};
+use billing_memory::MemoryStore;
+
+use billing_aws::keys::{self, Key};
+use jiff::Timestamp;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::model::{write_units, Dynamo, Op, Request};
+use super::queues::DispatchSim;
+
+/// Most writes one TransactWriteItems takes (the DynamoDB store's `MAX_TRANSACTION_ITEMS`).
+const MAX_TRANSACTION_ITEMS: u32 = 100;
+/// A due-index entry as read (the index projects whole items: a subscription or a
+/// payment attempt).
+const DUE_ITEM_BYTES: usize = 2048;
+/// A pending-index entry as read (the index projects whole invoices).
+const PENDING_ENTRY_BYTES: usize = 2048;
+
+/// How far invoicing got: drafts written and numbers used, and when the last was.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Marks {
+    pub drafted: u64,
+    pub last_draft: Option<Instant>,
+    pub numbered: u64,
+    pub last_number: Option<Instant>,
+}
+
+/// The in-memory store behind the simulated DynamoDB.
+pub struct SimStore {
+    inner: Arc<MemoryStore>,
+    dynamo: Dynamo,
+    dispatch: Arc<DispatchSim>,
+    marks: std::sync::Mutex<Marks>,
+}
+
+impl SimStore {
+    pub fn new(inner: Arc<MemoryStore>, dynamo: Dynamo, dispatch: Arc<DispatchSim>) -> Self {
+        Self {
+            inner,
+            dynamo,
+            dispatch,
+            marks: std::sync::Mutex::default(),
+        }
+    }
+
+    fn numbered(&self, count: usize) {
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        marks.numbered += count as u64;
+        marks.last_number = Some(Instant::now());
+    }
+
+    pub fn marks(&self) -> Marks {
+        *self.marks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn unmodelled(&self, method: &'static str) {
+        self.dynamo.unmodelled(method);
+    }
+
+    /// Notes the invoices a committed write made: drafts, and numbers used.
+    fn invoiced<'a>(&self, invoices: impl Iterator<Item = &'a InvoiceWrite>) {
+        let now = Instant::now();
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        for write in invoices {
+            // A step that numbers its invoice drafts it in the same write.
+            marks.drafted += 1;
+            marks.last_draft = Some(now);
+            if write.number.is_some() {
+                marks.numbered += 1;
+                marks.last_number = Some(now);
+            }
+        }
+    }
+
+    /// What the DynamoDB store does after a commit with events: publish them (bus and
+    /// webhook queue), then mark them published with one transaction per hundred.
+    async fn committed<T, E>(
+        &self,
+        done: &Result<T, E>,
+        tenant: TenantId,
+        change: impl Into<Option<&Change>>,
+    ) {
+        let Some(change) = change.into() else { return };
+        if done.is_err() || change.events.is_empty() {
+            return;
+        }
+        self.after_commit(tenant, &change.events).await;
+    }
+
+    async fn after_commit(&self, tenant: TenantId, events: &[DomainEvent]) {
+        use billing_app::ports::Dispatch;
+        if self.dispatch.publish(tenant, events).await.is_err() {
+            return;
+        }
+        for chunk in events.chunks(MAX_TRANSACTION_ITEMS as usize) {
+            let mut tx = Tx::default();
+            for event in chunk {
+                let key = keys::event(tenant, &event.id.to_string());
+                // The update rewrites the event and takes it out of the due index.
+                tx.item(&key, size(event), &[due_shard(&key)]);
+            }
+            if self.dynamo.send(&tx.request()).await.is_ok() {
+                for event in chunk {
+                    let _ = self.inner.mark_published(tenant, event.id).await;
+                }
+            }
+        }
+    }
+
+    async fn send(&self, request: Request) -> Result<(), StoreError> {
+        self.dynamo.send(&request).await
+    }
+}
+
+/// An item's size as DynamoDB counts it, near enough: its JSON plus its keys.
+fn size<T: Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(1024, |v| v.len()) + 120
+}
+
+/// The due-index shard an item's due entry lives in.
+fn due_shard(key: &Key) -> String {
+    keys::due(key, jiff::Timestamp::UNIX_EPOCH)
+        .remove(keys::DUE_PK)
+        .and_then(|v| v.as_s().ok().cloned())
+        .unwrap_or_default()
+}
+
+/// The index partitions a pending invoice's item is in: its pending shard and the due
+/// shard of its hand-over entry.
+fn pending_indexes(
+    tenant: TenantId,
+    invoice: &Invoice,
+    stage: PendingStage,
+    finalization: &Finalization,
+) -> Vec<String> {
+    let pending = keys::pending(tenant, invoice.id, invoice.created_at, stage)
+        .remove(keys::PENDING_PK)
+        .and_then(|v| v.as_s().ok().cloned())
+        .unwrap_or_default();
+    let due = keys::finalize_due(tenant, invoice.id, finalization.hand_over_at)
+        .remove(keys::DUE_PK)
+        .and_then(|v| v.as_s().ok().cloned())
+        .unwrap_or_default();
+    vec![pending, due]
+}
+
+fn tenant_pk(tenant: TenantId) -> String {
+    keys::tenant_partition(tenant)
+}
+
+/// One TransactWriteItems being modelled: its items, the write units each partition key
+/// (table or index) takes, and the items it holds while in flight.
+#[derive(Default)]
+struct Tx {
+    items: u32,
+    writes: Vec<(String, u64)>,
+    touched: Vec<String>,
+}
+
+impl Tx {
+    /// A transactional write of an item of `bytes`: 2 WCU per KB on its partition, and a
+    /// standard write on each index partition its index keys put it in.
+    fn item(&mut self, key: &Key, bytes: usize, indexes: &[String]) -> &mut Self {
+        self.items += 1;
+        self.writes.push((key.pk.clone(), 2 * write_units(bytes)));
+        if let Some((gsi_pk, _)) = &key.gsi1 {
+            self.writes.push((gsi_pk.clone(), write_units(bytes)));
+        }
+        for index in indexes {
+            self.writes.push((index.clone(), write_units(bytes)));
+        }
+        self.touched.push(format!("{}|{}", key.pk, key.sk));
+        self
+    }
+
+    fn request(self) -> Request {
+        let mut request = Request::new(Op::TransactWriteItems).items(self.items);
+        request.writes = self.writes;
+        request.touched = self.touched;
+        request
+    }
+
+    /// The writes of one subscription step, as `Transaction::subscription_step` (and
+    /// `rollups`) builds them.
+    fn step(&mut self, tenant: TenantId, step: &SubscriptionStep) -> &mut Self {
+        self.subscription_step(
+            tenant,
+            &step.previous,
+            &step.next,
+            step.invoice.as_ref(),
+            &step.change,
+        );
+        for rollup in &step.rollups {
+            let k = rollup.next.key();
+            let key = keys::rollup(tenant, k.subscription, k.period_start, &k.metric);
+            self.item(&key, size(&rollup.next), &[]);
+        }
+        self
+    }
+
+    fn subscription_step(
+        &mut self,
+        tenant: TenantId,
+        previous: &Subscription,
+        next: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> &mut Self {
+        let key = keys::subscription(tenant, next.id, next.account_id);
+        // Moving its due time deletes the old index entry and puts the new one.
+        let mut due = Vec::new();
+        if previous.due_at().is_some() {
+            due.push(due_shard(&key));
+        }
+        if next.due_at().is_some() {
+            due.push(due_shard(&key));
+        }
+        self.item(&key, size(next), &due);
+        if let Some(invoice) = invoice {
+            self.invoice(tenant, invoice);
+        }
+        let counted = |s: &Subscription| {
+            (s.status != billing_domain::billing::subscription::SubscriptionStatus::Cancelled)
+                .then_some((s.terms.plan_id, s.terms.plan_version))
+        };
+        let (old, new) = (counted(previous), counted(next));
+        if old != new {
+            for (plan, number) in [old, new].into_iter().flatten() {
+                self.item(&keys::plan_version(tenant, plan, number), 200, &[]);
+            }
+        }
+        self.change(tenant, change)
+    }
+
+    fn invoice(&mut self, tenant: TenantId, write: &InvoiceWrite) -> &mut Self {
+        let invoice = &write.invoice;
+        let key = keys::invoice(tenant, invoice.id, invoice.account_id);
+        let indexes = match &write.pending {
+            // A draft waits in its pending shard, and in the due index for its hand-over.
+            Some(finalization) => {
+                pending_indexes(tenant, invoice, PendingStage::Number, finalization)
+            }
+            None => invoice
+                .overdue_at()
+                .map(|_| due_shard(&key))
+                .into_iter()
+                .collect(),
+        };
+        self.item(&key, size(invoice), &indexes);
+        if let Some(payment) = &write.payment {
+            let key = keys::payment(tenant, payment.id, payment.account_id);
+            let due = [due_shard(&key)];
+            self.item(&key, size(payment), &due);
+        }
+        self
+    }
+
+    /// The audit record and the events (each also in the due index until published).
+    fn change(&mut self, tenant: TenantId, change: &Change) -> &mut Self {
+        let audit = &change.audit;
+        let key = keys::audit(tenant, &audit.id.to_string(), &audit.entity_id);
+        self.item(&key, size(audit), &[]);
+        for event in &change.events {
+            let key = keys::event_of_resource(tenant, &event.id.to_string(), "resource");
+            let due = [due_shard(&key)];
+            self.item(&key, size(event), &due);
+        }
+        self
+    }
+
+    /// The update that moves the tenant's invoice sequence.
+    fn sequence(&mut self, tenant: TenantId) -> &mut Self {
+        self.item(&keys::invoice_sequence(tenant), 100, &[])
+    }
+}
+
+#[async_trait]
+impl SubscriptionStore for SimStore {
+    async fn insert_subscription(
+        &self,
+        tenant: TenantId,
+        subscription: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("insert_subscription");
+        let done = self
+            .inner
+            .insert_subscription(tenant, subscription, invoice, change)
+            .await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn save_subscription(
+        &self,
+        tenant: TenantId,
+        previous: &Subscription,
+        next: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut tx = Tx::default();
+        tx.subscription_step(tenant, previous, next, invoice, change);
+        if invoice.is_some_and(|w| w.number.is_some()) {
+            tx.sequence(tenant);
+        }
+        self.send(tx.request()).await?;
+        let done = self
+            .inner
+            .save_subscription(tenant, previous, next, invoice, change)
+            .await;
+        if done.is_ok() {
+            self.invoiced(invoice.into_iter());
+        }
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn save_subscription_steps(
+        &self,
+        tenant: TenantId,
+        steps: &[SubscriptionStep],
+    ) -> Result<(), StepsFailed> {
+        // Whole steps per transaction, at most a hundred items with the sequence update,
+        // as the DynamoDB store chunks them; each transaction moves the sequence over its
+        // own numbers and publishes its own events once committed.
+        let mut chunks: Vec<(std::ops::Range<usize>, Tx, bool)> = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            let mut one = Tx::default();
+            one.step(tenant, step);
+            let numbered = step.invoice.as_ref().is_some_and(|w| w.number.is_some());
+            match chunks.last_mut() {
+                Some((range, tx, numbers))
+                    if tx.items + one.items + u32::from(*numbers || numbered)
+                        <= MAX_TRANSACTION_ITEMS =>
+                {
+                    range.end = i + 1;
+                    tx.items += one.items;
+                    tx.writes.extend(one.writes);
+                    tx.touched.extend(one.touched);
+                    *numbers |= numbered;
+                }
+                _ => chunks.push((i..i + 1, one, numbered)),
+            }
+        }
+        for (range, mut tx, numbered) in chunks {
+            if numbered {
+                tx.sequence(tenant);
+            }
+            let written = range.start;
+            let failed = |error| StepsFailed { written, error };
+            self.send(tx.request()).await.map_err(failed)?;
+            let chunk = &steps[range];
+            self.inner
+                .save_subscription_steps(tenant, chunk)
+                .await
+                .map_err(|e| StepsFailed {
+                    written: written + e.written,
+                    error: e.error,
+                })?;
+            self.invoiced(chunk.iter().filter_map(|s| s.invoice.as_ref()));
+            let events: Vec<DomainEvent> = chunk
+                .iter()
+                .flat_map(|s| s.change.events.iter().cloned())
+                .collect();
+            if !events.is_empty() {
+                self.after_commit(tenant, &events).await;
+            }
+        }
+        Ok(())
+    }
+    async fn get_subscription(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let found = self.inner.get_subscription(tenant, id).await?;
+        let bytes = found.as_ref().map_or(0, size);
+        self.send(Request::new(Op::GetItem).read(&tenant_pk(tenant), bytes))
+            .await?;
+        Ok(found)
+    }
+    async fn get_subscriptions(
+        &self,
+        tenant: TenantId,
+        ids: &[SubscriptionId],
+    ) -> Result<Vec<Subscription>, StoreError> {
+        // BatchGetItem, a hundred keys per request, strongly consistent.
+        let found = self.inner.get_subscriptions(tenant, ids).await?;
+        for chunk in found.chunks(100) {
+            let bytes = chunk.iter().map(size).sum();
+            let request = Request::new(Op::BatchGetItem)
+                .items(chunk.len() as u32)
+                .read(&tenant_pk(tenant), bytes);
+            self.send(request).await?;
+        }
+        Ok(found)
+    }
+    async fn list_subscriptions(
+        &self,
+        tenant: TenantId,
+        filter: &SubscriptionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, StoreError> {
+        self.unmodelled("list_subscriptions");
+        self.inner.list_subscriptions(tenant, filter, page).await
+    }
+    async fn clock_due_items(
+        &self,
+        tenant: TenantId,
+        clock: TestClockId,
+        up_to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<DueItem>, StoreError> {
+        self.unmodelled("clock_due_items");
+        self.inner
+            .clock_due_items(tenant, clock, up_to, limit)
+            .await
+    }
+}
+
+#[async_trait]
+impl InvoiceStore for SimStore {
+    async fn next_invoice_number(&self, tenant: TenantId) -> Result<NextInvoiceNumber, StoreError> {
+        self.send(Request::new(Op::GetItem).read(&tenant_pk(tenant), 100))
+            .await?;
+        self.inner.next_invoice_number(tenant).await
+    }
+    async fn set_invoice_prefix(
+        &self,
+        tenant: TenantId,
+        prefix: &str,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("set_invoice_prefix");
+        let done = self.inner.set_invoice_prefix(tenant, prefix, change).await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn insert_invoice(
+        &self,
+        tenant: TenantId,
+        invoice: &InvoiceWrite,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("insert_invoice");
+        let done = self.inner.insert_invoice(tenant, invoice, change).await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn save_invoice(
+        &self,
+        tenant: TenantId,
+        previous: &Invoice,
+        next: &InvoiceWrite,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("save_invoice");
+        let done = self
+            .inner
+            .save_invoice(tenant, previous, next, change)
+            .await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn get_invoice(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+    ) -> Result<Option<Invoice>, StoreError> {
+        self.unmodelled("get_invoice");
+        self.inner.get_invoice(tenant, id).await
+    }
+    async fn pending_invoices(
+        &self,
+        tenant: TenantId,
+        stage: PendingStage,
+        limit: usize,
+    ) -> Result<Vec<PendingInvoice>, StoreError> {
+        // One Query per pending shard, all at once, then the invoices as stored now
+        // (BatchGetItem, strongly consistent, a hundred per request).
+        let pending = self.inner.pending_invoices(tenant, stage, limit).await?;
+        let mut queries = tokio::task::JoinSet::new();
+        for shard in 0..keys::PENDING_SHARDS {
+            let dynamo = self.dynamo.clone();
+            let entries = pending.len().div_ceil(keys::PENDING_SHARDS as usize);
+            let request = Request::new(Op::Query).read_eventually(
+                &keys::pending_shard(tenant, shard),
+                entries * PENDING_ENTRY_BYTES,
+            );
+            queries.spawn(async move { dynamo.send(&request).await });
+        }
+        while let Some(sent) = queries.join_next().await {
+            sent.map_err(|e| StoreError::Internal(e.to_string()))??;
+        }
+        for chunk in pending.chunks(100) {
+            let bytes = chunk.iter().map(|p| size(&p.invoice)).sum();
+            let request = Request::new(Op::BatchGetItem)
+                .items(chunk.len() as u32)
+                .read(&tenant_pk(tenant), bytes);
+            self.send(request).await?;
+        }
+        Ok(pending)
+    }
+    async fn number_invoices(
+        &self,
+        tenant: TenantId,
+        numbered: &[NumberedInvoice],
+    ) -> Result<(), StoreError> {
+        // One transaction: each draft replaced by its numbered invoice (now pending its
+        // follow-ups), and the sequence.
+        if numbered.is_empty() {
+            return self.inner.number_invoices(tenant, numbered).await;
+        }
+        let mut tx = Tx::default();
+        for n in numbered {
+            let key = keys::invoice(tenant, n.invoice.id, n.invoice.account_id);
+            let mut indexes =
+                pending_indexes(tenant, &n.invoice, PendingStage::Number, &n.finalization);
+            indexes.extend(pending_indexes(
+                tenant,
+                &n.invoice,
+                PendingStage::FollowUps,
+                &n.finalization,
+            ));
+            tx.item(&key, size(&n.invoice), &indexes);
+        }
+        tx.sequence(tenant);
+        self.send(tx.request()).await?;
+        self.inner.number_invoices(tenant, numbered).await?;
+        self.numbered(numbered.len());
+        Ok(())
+    }
+    async fn finish_invoice(
+        &self,
+        tenant: TenantId,
+        invoice: &Invoice,
+        payment: Option<&billing_domain::collection::payment::Payment>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        // One transaction: the invoice off the pending index (and its hand-over entry off
+        // the due index), its first payment attempt, its audit record and events.
+        let mut tx = Tx::default();
+        let key = keys::invoice(tenant, invoice.id, invoice.account_id);
+        let pending = keys::pending(
+            tenant,
+            invoice.id,
+            invoice.created_at,
+            PendingStage::FollowUps,
+        )
+        .remove(keys::PENDING_PK)
+        .and_then(|v| v.as_s().ok().cloned())
+        .unwrap_or_default();
+        let mut indexes = vec![pending, due_shard(&key)];
+        indexes.extend(invoice.overdue_at().map(|_| due_shard(&key)));
+        tx.item(&key, size(invoice), &indexes);
+        if let Some(payment) = payment {
+            let key = keys::payment(tenant, payment.id, payment.account_id);
+            let due = [due_shard(&key)];
+            tx.item(&key, size(payment), &due);
+        }
+        tx.change(tenant, change);
+        self.send(tx.request()).await?;
+        let done = self
+            .inner
+            .finish_invoice(tenant, invoice, payment, change)
+            .await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn list_invoices(
+        &self,
+        tenant: TenantId,
+        filter: &InvoiceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Invoice>, StoreError> {
+        self.unmodelled("list_invoices");
+        self.inner.list_invoices(tenant, filter, page).await
+    }
+}
+
+#[async_trait]
+impl TestClockStore for SimStore {
+    async fn insert_test_clock(
+        &self,
+        tenant: TenantId,
+        clock: &TestClock,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("insert_test_clock");
+        let done = self.inner.insert_test_clock(tenant, clock, change).await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn save_test_clock(
+        &self,
+        tenant: TenantId,
+        previous: &TestClock,
+        next: &TestClock,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("save_test_clock");
+        self.inner.save_test_clock(tenant, previous, next).await
+    }
+    async fn get_test_clock(
+        &self,
+        tenant: TenantId,
+        id: TestClockId,
+    ) -> Result<Option<TestClock>, StoreError> {
+        self.unmodelled("get_test_clock");
+        self.inner.get_test_clock(tenant, id).await
+    }
+}
+
+#[async_trait]
+impl MetricStore for SimStore {
+    async fn insert_metric(
+        &self,
+        tenant: TenantId,
+        metric: &Metric,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("insert_metric");
+        let done = self.inner.insert_metric(tenant, metric, change).await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn update_metric(
+        &self,
+        tenant: TenantId,
+        previous: &Metric,
+        next: &Metric,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("update_metric");
+        let done = self
+            .inner
+            .update_metric(tenant, previous, next, change)
+            .await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn get_metric(
+        &self,
+        tenant: TenantId,
+        id: MetricId,
+    ) -> Result<Option<Metric>, StoreError> {
+        self.unmodelled("get_metric");
+        self.inner.get_metric(tenant, id).await
+    }
+    async fn get_metric_by_code(
+        &self,
+        tenant: TenantId,
+        code: &str,
+    ) -> Result<Option<Metric>, StoreError> {
+        self.unmodelled("get_metric_by_code");
+        self.inner.get_metric_by_code(tenant, code).await
+    }
+    async fn list_metrics(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Metric>, StoreError> {
+        self.unmodelled("list_metrics");
+        self.inner.list_metrics(tenant, page).await
+    }
+}
+
+#[async_trait]
+impl PlanStore for SimStore {
+    async fn insert_plan(
+        &self,
+        tenant: TenantId,
+        plan: &Plan,
+        first: &PlanVersion,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("insert_plan");
+        let done = self.inner.insert_plan(tenant, plan, first, change).await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn update_plan(
+        &self,
+        tenant: TenantId,
+        previous: &Plan,
+        next: &Plan,
+        new_version: Option<&PlanVersion>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("update_plan");
+        let done = self
+            .inner
+            .update_plan(tenant, previous, next, new_version, change)
+            .await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn get_plan(&self, tenant: TenantId, id: PlanId) -> Result<Option<Plan>, StoreError> {
+        self.unmodelled("get_plan");
+        self.inner.get_plan(tenant, id).await
+    }
+    async fn list_plans(
+        &self,
+        tenant: TenantId,
+        filter: PlanFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Plan>, StoreError> {
+        self.unmodelled("list_plans");
+        self.inner.list_plans(tenant, filter, page).await
+    }
+    async fn list_plan_versions(
+        &self,
+        tenant: TenantId,
+        plan: PlanId,
+    ) -> Result<Vec<PlanVersion>, StoreError> {
+        self.unmodelled("list_plan_versions");
+        self.inner.list_plan_versions(tenant, plan).await
+    }
+    async fn plan_subscription_counts(
+        &self,
+        tenant: TenantId,
+        plan: PlanId,
+    ) -> Result<Vec<(u32, u64)>, StoreError> {
+        self.unmodelled("plan_subscription_counts");
+        self.inner.plan_subscription_counts(tenant, plan).await
+    }
+}
+
+#[async_trait]
+impl DunningStore for SimStore {
+    async fn get_dunning_policy(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<DunningPolicy>, StoreError> {
+        self.unmodelled("get_dunning_policy");
+        self.inner.get_dunning_policy(tenant).await
+    }
+    async fn set_dunning_policy(
+        &self,
+        tenant: TenantId,
+        policy: &DunningPolicy,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("set_dunning_policy");
+        let done = self.inner.set_dunning_policy(tenant, policy, change).await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn get_dunning_case(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+    ) -> Result<Option<DunningCase>, StoreError> {
+        self.unmodelled("get_dunning_case");
+        self.inner.get_dunning_case(tenant, account).await
+    }
+    async fn save_dunning_case(
+        &self,
+        tenant: TenantId,
+        previous: Option<&DunningCase>,
+        next: &DunningCase,
+        account: Option<AccountStatusWrite<'_>>,
+        notice: Option<&PendingNotice>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("save_dunning_case");
+        let done = self
+            .inner
+            .save_dunning_case(tenant, previous, next, account, notice, change)
+            .await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn get_dunning_notice(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        key: &str,
+    ) -> Result<Option<PendingNotice>, StoreError> {
+        self.unmodelled("get_dunning_notice");
+        self.inner.get_dunning_notice(tenant, account, key).await
+    }
+    async fn claim_dunning_notice(
+        &self,
+        tenant: TenantId,
+        previous: &PendingNotice,
+        next: &PendingNotice,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("claim_dunning_notice");
+        self.inner
+            .claim_dunning_notice(tenant, previous, next)
+            .await
+    }
+    async fn delete_dunning_notice(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("delete_dunning_notice");
+        self.inner.delete_dunning_notice(tenant, account, key).await
+    }
+}
+
+#[async_trait]
+impl EventStore for SimStore {
+    async fn list_events(
+        &self,
+        tenant: TenantId,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> Result<Page<DomainEvent>, StoreError> {
+        self.unmodelled("list_events");
+        self.inner.list_events(tenant, filter, page).await
+    }
+    async fn get_event(
+        &self,
+        tenant: TenantId,
+        id: EventId,
+    ) -> Result<Option<DomainEvent>, StoreError> {
+        self.unmodelled("get_event");
+        self.inner.get_event(tenant, id).await
+    }
+    async fn mark_published(&self, tenant: TenantId, id: EventId) -> Result<(), StoreError> {
+        self.unmodelled("mark_published");
+        self.inner.mark_published(tenant, id).await
+    }
+    async fn due_items(&self, now: Timestamp, limit: usize) -> Result<Vec<DueItem>, StoreError> {
+        // One Query per shard, all at once, on the (eventually consistent) index.
+        let due = self.inner.due_items(now, limit).await?;
+        let per_shard = due.len().div_ceil(keys::DUE_SHARDS as usize);
+        let mut queries = tokio::task::JoinSet::new();
+        for shard in 0..keys::DUE_SHARDS {
+            let dynamo = self.dynamo.clone();
+            let request = Request::new(Op::Query)
+                .read_eventually(&keys::due_shard(shard), per_shard * DUE_ITEM_BYTES);
+            queries.spawn(async move { dynamo.send(&request).await });
+        }
+        while let Some(sent) = queries.join_next().await {
+            sent.map_err(|e| StoreError::Internal(e.to_string()))??;
+        }
+        Ok(due)
+    }
+}
+
+#[async_trait]
+impl WebhookStore for SimStore {
+    async fn insert_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        endpoint: &WebhookEndpoint,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("insert_webhook_endpoint");
+        let done = self
+            .inner
+            .insert_webhook_endpoint(tenant, endpoint, change)
+            .await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn update_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        previous: &WebhookEndpoint,
+        next: &WebhookEndpoint,
+        change: Option<&Change>,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("update_webhook_endpoint");
+        let done = self
+            .inner
+            .update_webhook_endpoint(tenant, previous, next, change)
+            .await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn delete_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        endpoint: &WebhookEndpoint,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("delete_webhook_endpoint");
+        let done = self
+            .inner
+            .delete_webhook_endpoint(tenant, endpoint, change)
+            .await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn get_webhook_endpoint(
+        &self,
+        tenant: TenantId,
+        id: WebhookEndpointId,
+    ) -> Result<Option<WebhookEndpoint>, StoreError> {
+        self.unmodelled("get_webhook_endpoint");
+        self.inner.get_webhook_endpoint(tenant, id).await
+    }
+    async fn list_webhook_endpoints(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<WebhookEndpoint>, StoreError> {
+        self.unmodelled("list_webhook_endpoints");
+        self.inner.list_webhook_endpoints(tenant, page).await
+    }
+    async fn insert_delivery(
+        &self,
+        tenant: TenantId,
+        delivery: &WebhookDelivery,
+        due_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.unmodelled("insert_delivery");
+        self.inner.insert_delivery(tenant, delivery, due_at).await
+    }
+    async fn insert_due_deliveries(
+        &self,
+        tenant: TenantId,
+        deliveries: &[WebhookDelivery],
+        due_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("insert_due_deliveries");
+        self.inner
+            .insert_due_deliveries(tenant, deliveries, due_at)
+            .await
+    }
+    async fn update_delivery(
+        &self,
+        tenant: TenantId,
+        expected_version: u64,
+        next: &WebhookDelivery,
+        due_at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("update_delivery");
+        self.inner
+            .update_delivery(tenant, expected_version, next, due_at)
+            .await
+    }
+    async fn get_delivery(
+        &self,
+        tenant: TenantId,
+        endpoint: WebhookEndpointId,
+        id: DeliveryId,
+    ) -> Result<Option<WebhookDelivery>, StoreError> {
+        self.unmodelled("get_delivery");
+        self.inner.get_delivery(tenant, endpoint, id).await
+    }
+    async fn list_deliveries(
+        &self,
+        tenant: TenantId,
+        endpoint: WebhookEndpointId,
+        page: &PageRequest,
+    ) -> Result<Page<WebhookDelivery>, StoreError> {
+        self.unmodelled("list_deliveries");
+        self.inner.list_deliveries(tenant, endpoint, page).await
+    }
+}
+
+#[async_trait]
+impl TenantStore for SimStore {
+    async fn create_tenant(&self, tenant: &Tenant, first_key: &ApiKey) -> Result<(), StoreError> {
+        self.unmodelled("create_tenant");
+        self.inner.create_tenant(tenant, first_key).await
+    }
+    async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>, StoreError> {
+        self.unmodelled("get_tenant");
+        self.inner.get_tenant(id).await
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for SimStore {
+    async fn get_api_key(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+    ) -> Result<Option<ApiKey>, StoreError> {
+        self.unmodelled("get_api_key");
+        self.inner.get_api_key(tenant, id).await
+    }
+    async fn insert_api_key(&self, key: &ApiKey, change: &Change) -> Result<(), StoreError> {
+        self.unmodelled("insert_api_key");
+        self.inner.insert_api_key(key, change).await
+    }
+    async fn revoke_api_key(&self, key: &ApiKey, change: &Change) -> Result<(), StoreError> {
+        self.unmodelled("revoke_api_key");
+        self.inner.revoke_api_key(key, change).await
+    }
+    async fn list_api_keys(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<ApiKey>, StoreError> {
+        self.unmodelled("list_api_keys");
+        self.inner.list_api_keys(tenant, page).await
+    }
+}
+
+#[async_trait]
+impl AccountStore for SimStore {
+    async fn insert_account(
+        &self,
+        tenant: TenantId,
+        account: &Account,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("insert_account");
+        let done = self.inner.insert_account(tenant, account, change).await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn update_account(
+        &self,
+        tenant: TenantId,
+        previous: &Account,
+        next: &Account,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("update_account");
+        let done = self
+            .inner
+            .update_account(tenant, previous, next, change)
+            .await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn get_account(
+        &self,
+        tenant: TenantId,
+        id: AccountId,
+    ) -> Result<Option<Account>, StoreError> {
+        self.unmodelled("get_account");
+        self.inner.get_account(tenant, id).await
+    }
+    async fn list_accounts(
+        &self,
+        tenant: TenantId,
+        filter: &AccountFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Account>, StoreError> {
+        self.unmodelled("list_accounts");
+        self.inner.list_accounts(tenant, filter, page).await
+    }
+}
+
+#[async_trait]
+impl AuditStore for SimStore {
+    async fn list_audit(
+        &self,
+        tenant: TenantId,
+        entity_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<AuditRecord>, StoreError> {
+        self.unmodelled("list_audit");
+        self.inner.list_audit(tenant, entity_id, page).await
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for SimStore {
+    async fn claim_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        terms: &ClaimTerms<'_>,
+    ) -> Result<IdempotencyClaim, StoreError> {
+        self.unmodelled("claim_idempotency_key");
+        self.inner.claim_idempotency_key(tenant, key, terms).await
+    }
+    async fn complete_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        owner: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("complete_idempotency_key");
+        self.inner
+            .complete_idempotency_key(tenant, key, owner, response)
+            .await
+    }
+    async fn release_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("release_idempotency_key");
+        self.inner.release_idempotency_key(tenant, key, owner).await
+    }
+}
+
+#[async_trait]
+impl HealthProbe for SimStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.unmodelled("ready");
+        self.inner.ready().await
+    }
+}
+
+#[async_trait]
+impl PaymentStore for SimStore {
+    async fn get_payment_profile(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+    ) -> Result<Option<PaymentProfile>, StoreError> {
+        self.unmodelled("get_payment_profile");
+        self.inner.get_payment_profile(tenant, account).await
+    }
+    async fn save_payment_profile(
+        &self,
+        tenant: TenantId,
+        next: &PaymentProfile,
+        refs: &[(String, GatewayRef)],
+        change: Option<&Change>,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("save_payment_profile");
+        let done = self
+            .inner
+            .save_payment_profile(tenant, next, refs, change)
+            .await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn get_payment(
+        &self,
+        tenant: TenantId,
+        id: PaymentId,
+    ) -> Result<Option<Payment>, StoreError> {
+        self.unmodelled("get_payment");
+        self.inner.get_payment(tenant, id).await
+    }
+    async fn list_payments(
+        &self,
+        tenant: TenantId,
+        filter: &PaymentFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Payment>, StoreError> {
+        self.unmodelled("list_payments");
+        self.inner.list_payments(tenant, filter, page).await
+    }
+    async fn save_collection(
+        &self,
+        tenant: TenantId,
+        write: &CollectionWrite,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("save_collection");
+        let done = self.inner.save_collection(tenant, write, change).await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn get_credit_note(
+        &self,
+        tenant: TenantId,
+        id: CreditNoteId,
+    ) -> Result<Option<CreditNote>, StoreError> {
+        self.unmodelled("get_credit_note");
+        self.inner.get_credit_note(tenant, id).await
+    }
+    async fn list_credit_notes(
+        &self,
+        tenant: TenantId,
+        filter: &CreditNoteFilter,
+        page: &PageRequest,
+    ) -> Result<Page<CreditNote>, StoreError> {
+        self.unmodelled("list_credit_notes");
+        self.inner.list_credit_notes(tenant, filter, page).await
+    }
+    async fn payment_settings(&self, tenant: TenantId) -> Result<PaymentSettings, StoreError> {
+        self.unmodelled("payment_settings");
+        self.inner.payment_settings(tenant).await
+    }
+    async fn set_payment_settings(
+        &self,
+        tenant: TenantId,
+        settings: &PaymentSettings,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("set_payment_settings");
+        let done = self
+            .inner
+            .set_payment_settings(tenant, settings, change)
+            .await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn resolve_gateway_ref(
+        &self,
+        gateway_id: &str,
+    ) -> Result<Option<GatewayRef>, StoreError> {
+        self.unmodelled("resolve_gateway_ref");
+        self.inner.resolve_gateway_ref(gateway_id).await
+    }
+    async fn record_gateway_event(
+        &self,
+        tenant: TenantId,
+        event_id: &str,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("record_gateway_event");
+        self.inner.record_gateway_event(tenant, event_id).await
+    }
+}
+
+#[async_trait]
+impl UsageStore for SimStore {
+    async fn stored_usage_events(
+        &self,
+        tenant: TenantId,
+        transaction_ids: &[String],
+    ) -> Result<BTreeSet<String>, StoreError> {
+        self.unmodelled("stored_usage_events");
+        self.inner
+            .stored_usage_events(tenant, transaction_ids)
+            .await
+    }
+    async fn get_rollups(
+        &self,
+        tenant: TenantId,
+        keys: &[RollupKey],
+    ) -> Result<Vec<Rollup>, StoreError> {
+        self.unmodelled("get_rollups");
+        self.inner.get_rollups(tenant, keys).await
+    }
+    async fn seen_distinct_values(
+        &self,
+        tenant: TenantId,
+        key: &RollupKey,
+        values: &[String],
+    ) -> Result<BTreeSet<String>, StoreError> {
+        self.unmodelled("seen_distinct_values");
+        self.inner.seen_distinct_values(tenant, key, values).await
+    }
+    async fn record_usage(
+        &self,
+        tenant: TenantId,
+        units: &[UsageWrite],
+    ) -> Result<(), StepsFailed> {
+        self.unmodelled("record_usage");
+        self.inner.record_usage(tenant, units).await
+    }
+    async fn list_rollups(
+        &self,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        self.unmodelled("list_rollups");
+        self.inner
+            .list_rollups(tenant, subscription, from, to)
+            .await
+    }
+    async fn get_quota(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        metric: &str,
+    ) -> Result<Option<QuotaSnapshot>, StoreError> {
+        self.unmodelled("get_quota");
+        self.inner.get_quota(tenant, account, metric).await
+    }
+    async fn bill_late_usage(
+        &self,
+        tenant: TenantId,
+        invoice: Option<&InvoiceWrite>,
+        rollups: &[RollupWrite],
+        change: Option<&Change>,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("bill_late_usage");
+        let done = self
+            .inner
+            .bill_late_usage(tenant, invoice, rollups, change)
+            .await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+}
