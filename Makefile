@@ -1,13 +1,15 @@
 # make dev   — run the whole platform locally (API on 127.0.0.1:3000, AWS stand-in on 4599)
 # make test  — every check CI runs: format, lint, template lint, all tests
 # make docs  — regenerate the README's event-type and error-code tables from the code
+# make size  — build every function's release bootstrap; fail when one is over its budget
 SHELL := /bin/bash
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
+FUNCTION_PACKAGES := -p api -p billing-worker -p billing-run -p payment-worker -p stripe-webhook -p webhook-fanout
 PYTHON ?= python3
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: dev dev-reset docs test fmt-check lint template-lint unit bench release venv clean-local
+.PHONY: dev dev-reset docs test fmt-check lint template-lint unit bench release size venv clean-local
 
 $(VENV_STAMP): infra/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +33,7 @@ fmt-check:
 lint:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	@if [ -n "$$(cargo tree --workspace -i openssl-sys 2>/dev/null)" ]; then echo "openssl-sys is in the dependency tree: use rustls"; exit 1; fi
+	@if [ -n "$$(cargo tree $(FUNCTION_PACKAGES) -e normal,no-proc-macro -i regex-automata 2>/dev/null)" ]; then echo "regex-automata is linked into a function (tracing-subscriber's env-filter?): see shared/aws/src/logging.rs"; exit 1; fi
 
 template-lint: $(VENV_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml
@@ -47,6 +50,10 @@ bench:
 
 release:
 	cargo build --release -p api
+
+# Not part of `make test`: see the README's "Bootstrap size" for the time it takes.
+size:
+	infra/bootstrap-size.sh $(CARGO_ARGS)
 
 clean-local:
 	rm -rf .local
