@@ -43,8 +43,11 @@ pub fn filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> Targets {
     if let Some(level) = lambda_level.and_then(lambda_level_filter) {
         return Targets::new().with_default(level);
     }
+    // An empty value would parse as "everything from every target".
     let targets = rust_log
-        .and_then(|directives| Targets::from_str(directives.trim()).ok())
+        .map(str::trim)
+        .filter(|directives| !directives.is_empty())
+        .and_then(|directives| Targets::from_str(directives).ok())
         .unwrap_or_default();
     // `billing_app=debug` alone still logs everything else at `info`, as before.
     match targets.default_level() {
