@@ -882,6 +882,7 @@ fn payment_on(
         failure: None,
         amount_refunded: 0.into(),
         dispute: None,
+        sent_to: None,
         created_at: due_at,
         updated_at: due_at,
         version: 1,

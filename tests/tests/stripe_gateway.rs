@@ -817,6 +817,72 @@ async fn each_tenants_stripe_requests_carry_its_connected_account_only() {
     );
 }
 
+/// A retry after a lost answer goes to the Stripe account the attempt was first sent to,
+/// even when the tenant has switched its connected account in between: Stripe keeps
+/// idempotency keys per account, so the new account would take the same key as a new
+/// charge and the customer would pay twice. A refund follows the charge too.
+#[tokio::test]
+async fn a_retry_after_a_lost_answer_goes_to_the_account_first_charged() {
+    use billing_domain::collection::connect::StripeAccount;
+    use billing_domain::collection::payment::PaymentStatus;
+    let fake = FakeStripe::start().await;
+    let (app, tenants) = connected_tenants(&fake).await;
+    let (caller, _) = &tenants[0];
+    let attempt = attempt_with_card(&app, caller, "pm_card_visa").await;
+    let job = billing_app::ports::PaymentJob::Attempt {
+        tenant: caller.tenant_id,
+        id: attempt.id,
+    };
+    fake.lose_next_answers(1);
+    let lost = app.collection.handle_payment_job(&job).await;
+    assert!(lost.is_err(), "the answer was lost: {lost:?}");
+    let pending = app
+        .collection
+        .get_payment(caller, attempt.id)
+        .await
+        .unwrap();
+    assert_eq!(pending.status, PaymentStatus::Pending);
+    let bound = pending.sent_to.expect("bound before the charge was sent");
+    assert_eq!(
+        bound.stripe_account.as_ref().map(|a| a.as_str()),
+        Some("acct_1TenantA")
+    );
+
+    let moved = StripeAccount::parse("acct_1TenantMoved", "stripe_account").unwrap();
+    app.collection
+        .set_payment_settings(caller, None, None, Some(Some(moved)))
+        .await
+        .unwrap();
+    let paid = collect(&app, caller, &attempt).await;
+    assert_eq!(paid.status, PaymentStatus::Succeeded);
+    let charges = fake.charges();
+    assert_eq!(charges.len(), 1, "charged once: {charges:?}");
+    assert_eq!(charges[0].account.as_deref(), Some("acct_1TenantA"));
+    let intents: Vec<String> = fake
+        .accounts()
+        .into_iter()
+        .filter(|(route, _)| route == "POST /v1/payment_intents")
+        .map(|(_, account)| account.unwrap_or_default())
+        .collect();
+    assert_eq!(
+        intents,
+        ["acct_1TenantA", "acct_1TenantA"],
+        "both sends on the first account"
+    );
+
+    app.collection
+        .refund_payment(caller, attempt.id, Some(500), None)
+        .await
+        .unwrap();
+    let refunds: Vec<Option<String>> = fake
+        .accounts()
+        .into_iter()
+        .filter(|(route, _)| route == "POST /v1/refunds")
+        .map(|(_, account)| account)
+        .collect();
+    assert_eq!(refunds, [Some("acct_1TenantA".to_owned())]);
+}
+
 /// Issue 13, item 2 (Connect), over HTTP: `stripe_account` is set, read back, evented and
 /// removed through `/v1/settings/payments`; malformed ids are refused with a problem naming
 /// the field, and nothing is changed by them.

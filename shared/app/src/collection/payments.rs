@@ -303,9 +303,15 @@ impl CollectionService {
             if !invoice.is_payable() {
                 return self.cancel_attempt(caller, &payment, now).await;
             }
-            let (gateway, method, charged) = match result.take() {
-                Some(done) => done,
-                None => self.charge(tenant, &payment, &invoice).await?,
+            let (payment, (gateway, method, charged)) = match result.take() {
+                Some(done) => (payment, done),
+                None => {
+                    let Some(bound) = self.bind_to_account(caller, &payment, now).await? else {
+                        continue;
+                    };
+                    let charged = self.charge(tenant, &bound, &invoice).await?;
+                    (bound, charged)
+                }
             };
             let recorded = self
                 .record_result(
@@ -335,7 +341,34 @@ impl CollectionService {
         Err(busy())
     }
 
-    /// Charges an attempt at the gateway under its id as the idempotency key.
+    /// The pending attempt as bound to the Stripe account it is sent to: the tenant's
+    /// connected account now, written before the first gateway call; as stored when bound
+    /// already. `None` when another run bound it first (read it again).
+    async fn bind_to_account(
+        &self,
+        caller: &Caller,
+        payment: &Payment,
+        now: Timestamp,
+    ) -> Result<Option<Payment>, AppError> {
+        let tenant = caller.tenant_id;
+        let settings = self.store.payment_settings(tenant).await?;
+        let Some(bound) = payment.send_to(settings.stripe_account, now) else {
+            return Ok(Some(payment.clone()));
+        };
+        let write = CollectionWrite {
+            payments: vec![(Some(payment.version), bound.clone())],
+            ..Default::default()
+        };
+        let change = collection_change(caller, &write, &[], true, now)?;
+        match self.store.save_collection(tenant, &write, &change).await {
+            Ok(()) => Ok(Some(bound)),
+            Err(StoreError::VersionConflict { .. }) => Ok(None),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Charges an attempt at the gateway under its id as the idempotency key, on the
+    /// account it is bound to.
     async fn charge(
         &self,
         tenant: TenantId,
@@ -345,11 +378,11 @@ impl CollectionService {
         let gateway = self.gateways.name(payment.livemode).to_owned();
         // A mode without its gateway (a live tenant with only a test key) fails the attempt
         // with the reason recorded, as the gateway refusing it would: nothing is sent.
-        let gateway_of_mode = match self
-            .gateways
-            .of_tenant(&*self.store, tenant, payment.livemode)
-            .await?
-        {
+        let sent_to = payment
+            .sent_to
+            .as_ref()
+            .and_then(|s| s.stripe_account.as_ref());
+        let gateway_of_mode = match self.gateways.for_tenant(payment.livemode, sent_to) {
             Ok(g) => g,
             Err(refused) => {
                 let method = payment.payment_method.clone();

@@ -51,7 +51,7 @@ impl CollectionService {
         };
         let outcome = self
             .gateways
-            .of_tenant(&*self.store, caller.tenant_id, payment.livemode)
+            .of_payment(&*self.store, caller.tenant_id, &payment)
             .await?
             .map_err(refused)?
             .refund(&RefundRequest {

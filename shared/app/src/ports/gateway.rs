@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use billing_domain::collection::connect::StripeAccount;
+use billing_domain::collection::payment::Payment;
 use billing_domain::kernel::ids::TenantId;
 use billing_domain::kernel::money::Money;
 
@@ -252,6 +253,20 @@ impl Gateways {
     ) -> Result<Result<Arc<dyn PaymentGateway>, GatewayError>, StoreError> {
         let settings = store.payment_settings(tenant).await?;
         Ok(self.for_tenant(livemode, settings.stripe_account.as_ref()))
+    }
+
+    /// The gateway that calls about `payment` (a refund) go through: the Stripe account
+    /// it was sent to, or, for one never sent, the tenant's as [`Gateways::of_tenant`].
+    pub async fn of_payment<S: PaymentStore + ?Sized>(
+        &self,
+        store: &S,
+        tenant: TenantId,
+        payment: &Payment,
+    ) -> Result<Result<Arc<dyn PaymentGateway>, GatewayError>, StoreError> {
+        match &payment.sent_to {
+            Some(sent) => Ok(self.for_tenant(payment.livemode, sent.stripe_account.as_ref())),
+            None => self.of_tenant(store, tenant, payment.livemode).await,
+        }
     }
 
     /// The name payments of `livemode` record: [`NO_GATEWAY`] when the mode has none.

@@ -120,6 +120,7 @@ mod tests {
             failure: None,
             amount_refunded: MinorUnits::ZERO,
             dispute: None,
+            sent_to: None,
             created_at: now,
             updated_at: now,
             version: 1,

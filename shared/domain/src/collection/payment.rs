@@ -25,6 +25,7 @@ use utoipa::ToSchema;
 use crate::kernel::money::MinorUnits;
 
 use crate::billing::invoice::Invoice;
+use crate::collection::connect::StripeAccount;
 use crate::kernel::currency::Currency;
 use crate::kernel::ids::{AccountId, InvoiceId, PaymentId, SubscriptionId, TestClockId};
 
@@ -173,11 +174,26 @@ pub struct Payment {
     pub amount_refunded: MinorUnits,
     /// The gateway's dispute, when the customer disputed the charge.
     pub dispute: Option<String>,
+    /// Where the attempt was sent, recorded before its first gateway call.
+    #[serde(default)]
+    pub sent_to: Option<SentTo>,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
     pub version: u64,
+}
+
+/// The Stripe account an attempt went to. The attempt's id is its idempotency key and
+/// Stripe keeps keys per account, so a retry after a lost answer must go to the same
+/// account even if the tenant has changed its connected account since: elsewhere the key
+/// would be new and the card charged again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SentTo {
+    /// The tenant's connected account; absent for the platform's own account.
+    pub stripe_account: Option<StripeAccount>,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -257,6 +273,7 @@ impl Payment {
             failure: None,
             amount_refunded: MinorUnits::ZERO,
             dispute: None,
+            sent_to: None,
             created_at: now,
             updated_at: now,
             version: 1,
@@ -295,6 +312,26 @@ impl Payment {
     /// Whether the worker should charge it at `now`.
     pub fn is_due(&self, now: Timestamp) -> bool {
         self.status == PaymentStatus::Pending && self.due_at <= now
+    }
+
+    /// The pending attempt bound to `stripe_account` before it is first sent; `None` when
+    /// it is bound already (then [`Payment::sent_to`] says where every call goes).
+    pub fn send_to(
+        &self,
+        stripe_account: Option<StripeAccount>,
+        now: Timestamp,
+    ) -> Option<Payment> {
+        if self.sent_to.is_some() || self.status != PaymentStatus::Pending {
+            return None;
+        }
+        let mut next = self.clone();
+        next.sent_to = Some(SentTo {
+            stripe_account,
+            at: now,
+        });
+        next.updated_at = now;
+        next.version += 1;
+        Some(next)
     }
 
     fn refuse(&self, action: &'static str) -> PaymentError {
