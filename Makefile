@@ -2,13 +2,15 @@
 # make test  — every check CI runs: format, lint, template lint, all tests
 # make sim   — simulate one tenant's renewals on AWS: time per stage and cost per million
 # make docs  — regenerate the README's event-type and error-code tables from the code
+# make size  — build every function's release bootstrap; fail when one is over its budget
 SHELL := /bin/bash
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
+FUNCTION_PACKAGES := -p api -p billing-worker -p billing-run -p payment-worker -p stripe-webhook -p webhook-fanout
 PYTHON ?= python3
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: sim dev dev-reset docs test fmt-check lint template-lint unit bench release venv clean-local
+.PHONY: sim dev dev-reset docs test fmt-check lint template-lint unit bench release size venv clean-local
 
 $(VENV_STAMP): infra/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +34,7 @@ fmt-check:
 lint:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	@if [ -n "$$(cargo tree --workspace -i openssl-sys 2>/dev/null)" ]; then echo "openssl-sys is in the dependency tree: use rustls"; exit 1; fi
+	@if [ -n "$$(cargo tree $(FUNCTION_PACKAGES) -e normal,no-proc-macro -i regex-automata 2>/dev/null)" ]; then echo "regex-automata is linked into a function (tracing-subscriber's env-filter?): see shared/aws/src/logging.rs"; exit 1; fi
 
 template-lint: $(VENV_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml
@@ -53,6 +56,10 @@ sim:
 
 release:
 	cargo build --release -p api
+
+# Not part of `make test`: see the README's "Bootstrap size" for the time it takes.
+size:
+	infra/bootstrap-size.sh $(CARGO_ARGS)
 
 clean-local:
 	rm -rf .local

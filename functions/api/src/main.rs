@@ -5,11 +5,11 @@ use std::sync::Arc;
 use billing_app::ports::SystemClock;
 use billing_app::App;
 use billing_aws::{payment_gateway, AwsDispatch, Config, DynamoStore, SqsQueue};
-use lambda_http::{run, tracing, Error};
+use lambda_http::{run, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    billing_aws::logging::init();
     let config = Config::from_env()?;
     let sdk = config.sdk_config().await;
     // Events are published right after each commit; the billing-run sweep covers a crash.

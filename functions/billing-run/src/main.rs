@@ -7,11 +7,11 @@ use billing_app::jobs::Sweeper;
 use billing_app::ports::SystemClock;
 use billing_app::App;
 use billing_aws::{AwsDispatch, Config, DynamoStore, SqsQueue};
-use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    billing_aws::logging::init();
     let config = Config::from_env()?;
     let sdk = config.sdk_config().await;
     let dispatch = Arc::new(AwsDispatch::from_env(&sdk)?);

@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| format!("http://127.0.0.1:{}", moto::DEFAULT_PORT)),
         ),
     };
-    let sdk = config.sdk_config().await;
+    let sdk = config.workstation_sdk_config().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table_name);
     let app = App::new(
         Arc::new(store),

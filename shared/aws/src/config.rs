@@ -10,9 +10,19 @@
 //! runner and the tests) gives [`Deployment::Local`], so no variable can turn a deployed
 //! function into a local one.
 
-use aws_config::{BehaviorVersion, Region};
+use std::time::Duration;
+
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
+use aws_config::identity::IdentityCache;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
+use aws_smithy_async::rt::sleep::{SharedAsyncSleep, TokioSleep};
+use aws_smithy_async::time::SharedTimeSource;
 use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use billing_domain::kernel::deployment::Deployment;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,24 +61,63 @@ impl Config {
         }
     }
 
-    /// The SDK configuration every client is built from, once per process. A local
-    /// endpoint gets static dummy credentials so nothing searches for real ones.
-    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        let https = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(https)
-            .region(Region::new(self.region.clone()));
-        if let Some(endpoint) = &self.endpoint_url {
-            loader = loader
-                .endpoint_url(endpoint)
-                .credentials_provider(Credentials::from_keys("local", "local", None));
-        }
-        loader.load().await
+    /// The SDK configuration every client is built from, once per process, assembled here
+    /// rather than by `aws_config::defaults`. In Lambda the credentials are always the
+    /// execution role's, in the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`); the default chain's profile files, SSO, STS web identity, ECS
+    /// and IMDS providers would only add to every bootstrap (see the README's bootstrap
+    /// sizes). A local endpoint gets static dummy credentials so nothing searches for real
+    /// ones. Retries and timeouts are the SDK's defaults, as `aws_config::defaults` gives.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        let credentials = match &self.endpoint_url {
+            Some(_) => {
+                SharedCredentialsProvider::new(Credentials::from_keys("local", "local", None))
+            }
+            None => SharedCredentialsProvider::new(EnvironmentVariableCredentialsProvider::new()),
+        };
+        let mut builder = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
+            .credentials_provider(credentials)
+            .identity_cache(IdentityCache::lazy().build())
+            .http_client(https_client())
+            .sleep_impl(SharedAsyncSleep::new(TokioSleep::new()))
+            .time_source(SharedTimeSource::default())
+            .retry_config(RetryConfig::standard())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .build(),
+            );
+        builder.set_endpoint_url(self.endpoint_url.clone());
+        builder.build()
     }
+
+    /// For an operator's tools at a workstation (`billing-admin` against a deployed table):
+    /// the SDK's whole default chain (profiles, SSO, environment, …), never linked into a
+    /// function.
+    pub async fn workstation_sdk_config(&self) -> SdkConfig {
+        if self.endpoint_url.is_some() {
+            return self.sdk_config().await;
+        }
+        aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https_client())
+            .region(Region::new(self.region.clone()))
+            .load()
+            .await
+    }
+}
+
+/// `aws_config::defaults`' connect timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+
+/// The one HTTPS client of every SDK client: rustls on ring.
+fn https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 /// The Stripe mode a key belongs to, as its prefix says: `sk_test_`/`rk_test_` are test

@@ -6,6 +6,7 @@ pub mod config;
 pub mod dispatch;
 pub mod dynamo;
 pub mod keys;
+pub mod logging;
 pub mod payment_gateway;
 pub mod sandbox_gateway;
 pub mod ses_notifier;
