@@ -222,6 +222,17 @@ impl FakeStripe {
         self.stripe().requests.clone()
     }
 
+    /// Requests to charge a card (`POST /v1/payment_intents`) received, replays of a known
+    /// key and failures included: how often Stripe was asked, where [`FakeStripe::charges`]
+    /// says how often a card was charged.
+    pub fn charge_requests(&self) -> usize {
+        self.stripe()
+            .requests
+            .iter()
+            .filter(|r| *r == "POST /v1/payment_intents")
+            .count()
+    }
+
     /// Every request received with the connected account it was sent on (`Stripe-Account`,
     /// `None` without the header), in order.
     pub fn accounts(&self) -> Vec<(String, Option<String>)> {

@@ -111,10 +111,12 @@ async fn collects_the_first_invoice_once(app: App) {
         tenant: caller.tenant_id,
         id: pending[0].id,
     };
-    // Delivered twice (SQS at least once): charged once, recorded once.
+    // Delivered twice (SQS at least once): charged once, recorded once, and the second
+    // delivery finds the payment recorded and never asks the gateway again.
     app.collection.handle_payment_job(&job).await.unwrap();
     app.collection.handle_payment_job(&job).await.unwrap();
-    assert_eq!(gateway.charge_count(), 1);
+    assert_eq!(gateway.charge_calls(), 1, "the gateway was asked once");
+    assert_eq!(gateway.charge_count(), 1, "the card was charged once");
 
     let paid = payments_of(&app, &caller, &sub).await;
     assert_eq!(paid.len(), 1);
@@ -179,8 +181,12 @@ async fn a_crash_after_the_charge_charges_once() {
     );
     a.unwrap();
     b.unwrap();
-    assert_eq!(gateway.charge_count(), 1);
+    assert_eq!(gateway.charge_count(), 1, "the card was charged once");
     assert_eq!(gateway.succeeded_count(), 1);
+    // The crashed call, then one replay of its key to learn the outcome: `join!` runs the
+    // two deliveries one after the other here (neither the memory store nor the sandbox
+    // yields), so the second finds the payment recorded and asks nothing.
+    assert_eq!(gateway.charge_calls(), 2, "one replay after the crash");
     let invoice = first_invoice(&app, &caller, &sub).await;
     assert_eq!(invoice.status, InvoiceStatus::Paid);
 }
@@ -188,7 +194,7 @@ async fn a_crash_after_the_charge_charges_once() {
 /// A card that declines twice (insufficient funds), then the default is changed between
 /// retries: paid on the third attempt, on the schedule's days, all on a test clock.
 async fn retries_on_the_schedule_until_paid(app: App) {
-    let (app, _) = with_sandbox(app);
+    let (app, gateway) = with_sandbox(app);
     let caller = billing_tests::admin(&app, "Retry").await;
     let start: Timestamp = "2027-03-01T09:00:00Z".parse().unwrap();
     let clock = app
@@ -248,6 +254,7 @@ async fn retries_on_the_schedule_until_paid(app: App) {
     assert_eq!(invoice.status, InvoiceStatus::Open);
     assert_eq!(invoice.attempt_count, 2);
     assert_eq!(invoice.next_payment_attempt, Some(attempts[2].due_at));
+    assert_eq!(gateway.charge_calls(), 2, "one call per attempt made");
 
     let (visa, _) = app
         .customers
@@ -258,6 +265,13 @@ async fn retries_on_the_schedule_until_paid(app: App) {
     let attempts = payments_of(&app, &caller, &sub).await;
     assert_eq!(attempts.len(), 3);
     assert_eq!(attempts[2].status, PaymentStatus::Succeeded);
+    assert_eq!(
+        gateway.charge_calls(),
+        3,
+        "one call per attempt, each on its day"
+    );
+    assert_eq!(gateway.charge_count(), 3, "each attempt its own key");
+    assert_eq!(gateway.succeeded_count(), 1);
     assert_eq!(
         attempts[2].payment_method.as_deref(),
         Some(visa.id.as_str())
@@ -338,6 +352,8 @@ async fn a_hard_decline_is_final() {
             .status,
         SubscriptionStatus::PastDue
     );
+    // A hard decline is never tried again, not even as a replay on redelivery.
+    assert_eq!(gateway.charge_calls(), 1, "the gateway was asked once");
     assert_eq!(gateway.charge_count(), 1);
 
     let paid = app
@@ -689,7 +705,10 @@ async fn the_handler_charges_a_duplicated_job_once() {
         .await
         .batch_item_failures
         .is_empty());
-    assert_eq!(gateway.charge_count(), 1);
+    // Only the first delivery reaches the gateway: the others find the payment recorded
+    // (they never overlap here, as neither the memory store nor the sandbox yields).
+    assert_eq!(gateway.charge_calls(), 1, "the gateway was asked once");
+    assert_eq!(gateway.charge_count(), 1, "the card was charged once");
     let all = payments_of(&app, &caller, &sub).await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].status, PaymentStatus::Succeeded);

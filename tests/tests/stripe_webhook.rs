@@ -259,6 +259,7 @@ async fn waiting_for_authentication(store: Arc<dyn Store>) -> Scenario {
         .clone()
         .expect("Stripe's PaymentIntent");
     assert_eq!(fake.charges().len(), 1);
+    assert_eq!(fake.charge_requests(), 1, "Stripe was asked once");
     Scenario {
         invoice: payment.invoice_id,
         app,
@@ -393,6 +394,11 @@ async fn verified_events_apply_once(store: Arc<dyn Store>) {
         scenario.fake.charges().len(),
         1,
         "the webhook never charges"
+    );
+    assert_eq!(
+        scenario.fake.charge_requests(),
+        1,
+        "nor asks Stripe to charge, not even as a replay"
     );
 
     // A failure reported afterwards (events come in any order) does not unpay it.

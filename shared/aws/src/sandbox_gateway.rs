@@ -20,9 +20,12 @@
 //! Every id it hands out is derived from its inputs (the payment method id carries the
 //! test card), so separate processes (the API and the payment worker) agree without shared
 //! state, and the same idempotency key always gives the same outcome. Within a process it
-//! also remembers each key's first outcome, as Stripe does, and counts the charges made.
+//! also remembers each key's first outcome, as Stripe does, and counts both the charges made
+//! (distinct keys: what a card would show) and the charge calls (every request, replays
+//! included: what Stripe would have been asked).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -146,6 +149,8 @@ pub struct SandboxGateway {
     /// The first outcome of each charge idempotency key, and the amount charged.
     charges: Mutex<HashMap<String, (ChargeOutcome, Money)>>,
     refunds: Mutex<HashMap<String, RefundOutcome>>,
+    /// Every call to `charge`, a replay of a known key included.
+    charge_calls: AtomicUsize,
 }
 
 impl SandboxGateway {
@@ -153,9 +158,16 @@ impl SandboxGateway {
         Self::default()
     }
 
-    /// Charges made by this process (one per idempotency key, whatever the outcome).
+    /// Charges made by this process (one per idempotency key, whatever the outcome): what
+    /// the cards were charged. A replay of a known key is not counted; see [`Self::charge_calls`].
     pub fn charge_count(&self) -> usize {
         self.charges.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Charge requests this process received, replays of a known key and rejected ones
+    /// included: how often the gateway was asked.
+    pub fn charge_calls(&self) -> usize {
+        self.charge_calls.load(Ordering::SeqCst)
     }
 
     /// Successful charges made by this process.
@@ -226,6 +238,7 @@ impl PaymentGateway for SandboxGateway {
     }
 
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, GatewayError> {
+        self.charge_calls.fetch_add(1, Ordering::SeqCst);
         if let Some((first, _)) = self
             .charges
             .lock()
@@ -360,7 +373,8 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(action, ChargeOutcome::RequiresAction { .. }));
-        assert_eq!(gateway.charge_count(), 3);
+        assert_eq!(gateway.charge_count(), 3, "three keys: three charges");
+        assert_eq!(gateway.charge_calls(), 4, "the replay of pay_1 was a call");
         assert_eq!(gateway.succeeded_count(), 1);
 
         // Another process (no shared memory) gives the same outcome for the same key.

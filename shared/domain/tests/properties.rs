@@ -16,6 +16,7 @@ use billing_domain::kernel::decimal::{parse_decimal, round_minor};
 use billing_domain::kernel::money::Money;
 use jiff::Timestamp;
 use proptest::prelude::*;
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
 fn currency() -> impl Strategy<Value = Currency> {
@@ -46,6 +47,133 @@ fn graduated() -> impl Strategy<Value = ChargeModel> {
             .collect();
         ChargeModel::Graduated(Tiers { tiers })
     })
+}
+
+/// A quantity (3 decimals) placed by `place` relative to the tiers of `model`: exactly on a
+/// tier's upper bound, strictly inside a tier, beyond the last bound, or zero, so that every
+/// tier and every boundary is reached (uniform quantities would mostly exceed every tier).
+fn quantity_in(model: &ChargeModel, place: u8, which: prop::sample::Index, step: u64) -> Decimal {
+    let ChargeModel::Graduated(Tiers { tiers }) = model else {
+        unreachable!("graduated models only")
+    };
+    let bounds: Vec<Decimal> = tiers.iter().filter_map(|t| t.up_to).collect();
+    let lower = |i: usize| if i == 0 { Decimal::ZERO } else { bounds[i - 1] };
+    match place {
+        0 if !bounds.is_empty() => bounds[which.index(bounds.len())],
+        0 | 1 => {
+            let i = which.index(tiers.len());
+            // Bounds have 2 decimals, so a tier is at least 10 thousandths wide.
+            let width = bounds.get(i).map_or(100_000, |u| {
+                ((*u - lower(i)) * Decimal::from(1000))
+                    .to_u64()
+                    .expect("a positive width")
+            });
+            lower(i) + Decimal::new((1 + step % (width - 1)) as i64, 3)
+        }
+        2 => lower(tiers.len() - 1) + Decimal::new((1 + step % 10_000_000) as i64, 3),
+        _ => Decimal::ZERO,
+    }
+}
+
+/// The reference graduated model, from the definition alone (Stripe's `tiers_mode=graduated`,
+/// Lago's graduated charge): tier `i` holds the units in `(up_to[i-1], up_to[i]]` (its upper
+/// bound inclusive), a tier's flat fee is due once the quantity enters it, and the first
+/// tier's flat fee at zero (Lago, OpenMeter, Stripe). Returns the units in each tier and the
+/// unrounded total in major units.
+fn graduated_reference(tiers: &[Tier], q: Decimal, exponent: u8) -> (Vec<Decimal>, Decimal) {
+    let major = |minor: i64| Decimal::new(minor, u32::from(exponent));
+    let mut units = vec![Decimal::ZERO; tiers.len()];
+    let mut total = Decimal::ZERO;
+    let mut lower = Decimal::ZERO;
+    for (i, tier) in tiers.iter().enumerate() {
+        let entered = q > lower || (i == 0 && q.is_zero());
+        if entered {
+            let upper = tier.up_to.map_or(q, |u| u.min(q));
+            units[i] = (upper - lower).max(Decimal::ZERO);
+            total += units[i] * tier.unit_price + major(tier.flat_fee);
+        }
+        lower = tier.up_to.unwrap_or(lower);
+    }
+    (units, total)
+}
+
+/// `minor × num / den` rounded half away from zero (the crate's one documented rule), in
+/// exact integer arithmetic.
+fn prorate_reference(minor: i64, num: i64, den: i64) -> i64 {
+    let n = i128::from(minor) * i128::from(num);
+    let d = i128::from(den);
+    let rounded = (2 * n.abs() + d) / (2 * d);
+    i64::try_from(if n < 0 { -rounded } else { rounded }).expect("fits")
+}
+
+/// The fraction of `period` left from `at` (`[at, end)`), counted from each convention's
+/// definition in the proration module docs and not through its helpers: seconds (Stripe),
+/// local days touched with both ends included (Lago), local dates with the end excluded
+/// (Kill Bill), and Kill Bill's fixed-day months walked day by day.
+fn remaining_reference(
+    conv: ProrationConvention,
+    period: &Period,
+    at: Timestamp,
+    tz: &jiff::tz::TimeZone,
+) -> (i64, i64) {
+    let date = |t: Timestamp| t.to_zoned(tz.clone()).date();
+    let days = |a: jiff::civil::Date, b: jiff::civil::Date| i64::from((b - a).get_days());
+    let last_day = || date(period.end - jiff::SignedDuration::from_nanos(1));
+    let span = || {
+        (
+            days(date(at), date(period.end)),
+            days(date(period.start), date(period.end)),
+        )
+    };
+    let (num, den) = match conv {
+        ProrationConvention::ExactSeconds => (
+            period.end.as_second() - at.as_second(),
+            period.end.as_second() - period.start.as_second(),
+        ),
+        ProrationConvention::CalendarDaysInclusive => (
+            days(date(at), last_day()) + 1,
+            days(date(period.start), last_day()) + 1,
+        ),
+        ProrationConvention::DaySpanExclusive => span(),
+        ProrationConvention::ThirtyDayMonths | ProrationConvention::FixedDayMonths { .. } => {
+            let f = match conv {
+                ProrationConvention::FixedDayMonths { days } => i64::from(days.get()),
+                _ => 30,
+            };
+            let (start, end) = (date(period.start), date(period.end));
+            let months = (1..=48)
+                .take_while(|&m| {
+                    start
+                        .checked_add(jiff::Span::new().months(m))
+                        .is_ok_and(|d| d <= end)
+                })
+                .count() as i64;
+            if months == 0 {
+                span()
+            } else if at == period.start {
+                (f * months, f * months)
+            } else {
+                // Every month counts F: a day counts 1 up to the month's F-th, and a month
+                // shorter than F makes up the difference on its last day.
+                let mut used = 0;
+                let mut d = start;
+                while d < date(at) {
+                    let next = d.tomorrow().expect("date");
+                    used += if next.day() == 1 {
+                        (f + 1 - i64::from(d.day())).max(0)
+                    } else {
+                        i64::from(i64::from(d.day()) <= f)
+                    };
+                    d = next;
+                }
+                (f * months - used.clamp(0, f * months), f * months)
+            }
+        }
+    };
+    if den <= 0 {
+        return (i64::from(at == period.start), 1);
+    }
+    (num.clamp(0, den), den)
 }
 
 fn fixed(days: u8) -> ProrationConvention {
@@ -99,20 +227,99 @@ fn cycle() -> impl Strategy<Value = (BillingCycle, i64)> {
         })
 }
 
+/// The plan-change reference reproduces the proration docs' worked table ($31.00 for January
+/// 2024, a change at Jan 15 12:00): Stripe's seconds, Lago's inclusive days, Kill Bill's day
+/// span and fixed-day months; so the property below rests on those anchors, not on the code.
+#[test]
+fn the_remaining_reference_matches_the_documented_worked_table() {
+    let ts = |s: &str| s.parse::<Timestamp>().expect("ts");
+    let period = Period::new(ts("2024-01-01T00:00:00Z"), ts("2024-02-01T00:00:00Z")).expect("jan");
+    let at = ts("2024-01-15T12:00:00Z");
+    let table = [
+        (
+            ProrationConvention::ExactSeconds,
+            (1_425_600, 2_678_400),
+            1650,
+        ),
+        (ProrationConvention::CalendarDaysInclusive, (17, 31), 1700),
+        (ProrationConvention::DaySpanExclusive, (17, 31), 1700),
+        (ProrationConvention::ThirtyDayMonths, (16, 30), 1653),
+        (fixed(28), (14, 28), 1550),
+    ];
+    for (conv, fraction, cents) in table {
+        let (num, den) = remaining_reference(conv, &period, at, &jiff::tz::TimeZone::UTC);
+        assert_eq!(
+            ((num, den), prorate_reference(3100, num, den)),
+            (fraction, cents),
+            "{conv:?}"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
-    fn money_arithmetic_never_panics(a in money(), b in money(), k in any::<i64>(), ratios in prop::collection::vec(any::<u64>(), 0..6), n in 0usize..20) {
-        let _ = a.checked_add(b);
-        let _ = a.checked_sub(b);
+    fn money_arithmetic_never_panics(
+        a in money(),
+        b_minor in prop_oneof![any::<i64>(), -1_000_000i64..1_000_000],
+        other in prop::option::weighted(0.1, currency()),
+        k in any::<i64>(),
+        ratios in prop_oneof![
+            prop::collection::vec(any::<u64>(), 0..6),
+            prop::collection::vec(0u64..10, 1..8),
+        ],
+        n in 0usize..20,
+    ) {
+        // b is in a's currency nine times in ten, so the same-currency branch runs.
+        let b = Money::new(b_minor, other.unwrap_or(a.currency));
+        let same = a.currency == b.currency;
+        let exact_sum = i128::from(a.minor) + i128::from(b.minor);
+        let exact_diff = i128::from(a.minor) - i128::from(b.minor);
+        match a.checked_add(b) {
+            Ok(s) => prop_assert!(same && i128::from(s.minor) == exact_sum && s.currency == a.currency),
+            Err(_) => prop_assert!(!same || i64::try_from(exact_sum).is_err()),
+        }
+        match a.checked_sub(b) {
+            Ok(d) => prop_assert!(same && i128::from(d.minor) == exact_diff),
+            Err(_) => prop_assert!(!same || i64::try_from(exact_diff).is_err()),
+        }
+        match a.min(b) {
+            Ok(m) => prop_assert!(same && m.minor == a.minor.min(b.minor)),
+            Err(_) => prop_assert!(!same),
+        }
         let _ = a.checked_neg();
         let _ = a.checked_abs();
         let _ = a.checked_mul(k);
-        let _ = a.min(b);
         let _ = a.to_string();
-        if let Ok(parts) = a.allocate(&ratios) {
-            prop_assert_eq!(parts.iter().map(|m| i128::from(m.minor)).sum::<i128>(), i128::from(a.minor));
+        let ratio_sum: u128 = ratios.iter().map(|&r| u128::from(r)).sum();
+        match a.allocate(&ratios) {
+            Ok(parts) => {
+                prop_assert_eq!(parts.len(), ratios.len());
+                prop_assert_eq!(parts.iter().map(|m| i128::from(m.minor)).sum::<i128>(), i128::from(a.minor));
+                // Each share is its exact proportion `|a| × r / Σr` rounded down or up (within
+                // one minor unit); the negative amount is split as its absolute value.
+                let abs = u128::from(a.minor.unsigned_abs());
+                let sign = if a.minor < 0 { -1 } else { 1 };
+                let mut extra = Vec::new();
+                for (i, (part, &r)) in parts.iter().zip(&ratios).enumerate() {
+                    prop_assert_eq!(part.currency, a.currency);
+                    let exact = abs * u128::from(r);
+                    let floor = i128::try_from(exact / ratio_sum).expect("fits");
+                    let share = sign * i128::from(part.minor);
+                    prop_assert!(share == floor || share == floor + 1, "share {} of {}: {} vs floor {}", i, a.minor, share, floor);
+                    extra.push((share > floor, exact % ratio_sum, i));
+                }
+                // Leftover units go to the largest remainders, earlier parts first on ties.
+                for &(up, rem, i) in &extra {
+                    for &(other_up, other_rem, j) in &extra {
+                        if up && !other_up {
+                            prop_assert!(rem > other_rem || (rem == other_rem && i < j), "part {} got a unit before part {}", i, j);
+                        }
+                    }
+                }
+            }
+            Err(_) => prop_assert!(ratio_sum == 0),
         }
         if let Ok(parts) = a.split(n) {
             prop_assert_eq!(parts.len(), n);
@@ -148,26 +355,41 @@ proptest! {
     }
 
     #[test]
-    fn graduated_total_is_the_sum_of_its_slices(model in graduated(), q in 0i64..100_000_000, c in currency()) {
+    fn graduated_total_is_the_sum_of_its_slices(
+        model in graduated(),
+        place in 0u8..4,
+        which in any::<prop::sample::Index>(),
+        step in any::<u64>(),
+        c in currency(),
+    ) {
         prop_assume!(model.validate().is_ok());
-        let quantity = Decimal::new(q, 3);
+        let ChargeModel::Graduated(Tiers { tiers }) = &model else { unreachable!() };
+        let quantity = quantity_in(&model, place, which, step);
+        let (expected_units, expected_total) = graduated_reference(tiers, quantity, c.exponent());
+        prop_assert_eq!(expected_units.iter().sum::<Decimal>(), quantity, "the reference puts every unit in one tier");
         let priced = model.price(&Usage::quantity(quantity), c).expect("priced");
         let mut sum = Decimal::ZERO;
-        let mut units = Decimal::ZERO;
+        let mut units = vec![Decimal::ZERO; tiers.len()];
         for s in &priced.derivation.steps {
             match s {
-                Step::TierSlice { amount, units: u, unit_price, flat_fee, .. } => {
+                Step::TierSlice { tier, amount, units: u, unit_price, flat_fee, .. } => {
                     prop_assert_eq!(*amount, *u * *unit_price + *flat_fee);
+                    prop_assert_eq!(*unit_price, tiers[*tier].unit_price);
                     sum += *amount;
-                    units += *u;
+                    units[*tier] += *u;
                 }
                 other => prop_assert!(false, "unexpected step {:?}", other),
             }
         }
-        prop_assert_eq!(units, quantity);
-        prop_assert_eq!(priced.derivation.rounding.unrounded, sum.normalize());
-        let exp = u32::from(c.exponent());
-        prop_assert_eq!(priced.amount.minor, round_minor(sum * Decimal::from(10i64.pow(exp))).expect("fits"));
+        // Which tier each unit falls in: per tier, the implementation's units are the
+        // reference's (a boundary quantity stays in the lower tier), and they add up.
+        prop_assert_eq!(&units, &expected_units, "units per tier at {}", quantity);
+        prop_assert_eq!(units.iter().sum::<Decimal>(), quantity);
+        prop_assert_eq!(sum, expected_total, "no flat fee of a tier not entered");
+        prop_assert_eq!(priced.derivation.rounding.unrounded, expected_total.normalize());
+        let scaled = expected_total * Decimal::from(10i64.pow(u32::from(c.exponent())));
+        let rounded = scaled.round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+        prop_assert_eq!(Decimal::from(priced.amount.minor), rounded, "rounded once, half away from zero");
         // More units never cost less.
         let more = model.price(&Usage::quantity(quantity + Decimal::ONE), c).expect("priced");
         prop_assert!(more.amount.minor >= priced.amount.minor);
@@ -239,20 +461,33 @@ proptest! {
         old in 0i64..10_000_000,
         new in 0i64..10_000_000,
         at in 0u32..=1000,
-        conv_i in 0usize..4,
+        conv_i in 0usize..7,
     ) {
         let period = cyc.period(k).expect("period");
         let tz = cyc.time_zone();
-        let conv = CONVENTIONS[conv_i];
+        let conv = all_conventions()[conv_i];
         let usd = Currency::from_code("usd").expect("usd");
         let len = period.end.as_second() - period.start.as_second();
         let at = Timestamp::from_second(period.start.as_second() + len * i64::from(at) / 1000).expect("ts");
         let change = plan_change(Money::new(old, usd), Money::new(new, usd), &period, at, conv, tz).expect("change");
-        let remaining = |m: i64| period.from(at).map_or(0, |s| charge_for(Money::new(m, usd), &s, &period, conv, tz).expect("r").amount.minor);
+        if at >= period.end {
+            prop_assert_eq!(change, billing_domain::billing::proration::PlanChange { credit: None, charge: None });
+            return Ok(());
+        }
+        // The reference: the remaining fraction counted from the convention's definition,
+        // each amount rounded once, half away from zero.
+        let (num, den) = remaining_reference(conv, &period, at, tz);
+        let credit = change.credit.as_ref().expect("a credit");
+        let charge = change.charge.as_ref().expect("a charge");
+        for item in [credit, charge] {
+            prop_assert_eq!((item.fraction.numerator, item.fraction.denominator), (num, den), "{:?} at {}", conv, at);
+        }
+        prop_assert_eq!(credit.amount.minor, -prorate_reference(old, num, den));
+        prop_assert_eq!(charge.amount.minor, prorate_reference(new, num, den));
         let net = change.net(usd).expect("net").minor;
-        prop_assert_eq!(net, remaining(new) - remaining(old));
+        prop_assert_eq!(net, prorate_reference(new, num, den) - prorate_reference(old, num, den));
         // And within one minor unit of prorating the difference directly.
-        prop_assert!((net - remaining(new - old)).abs() <= 1);
+        prop_assert!((net - prorate_reference(new - old, num, den)).abs() <= 1);
     }
 
     #[test]

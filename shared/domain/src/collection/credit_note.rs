@@ -187,20 +187,42 @@ mod tests {
             prop_assert!(check_within(amount.into(), notes.iter().copied()));
         }
 
-        /// A gateway's running total only moves the refunded amount forward, never past
-        /// the payment.
+        /// A gateway's running total (`charge.refunded`, delivered late, out of order or
+        /// twice) only moves the refunded amount forward: after each one it is the largest
+        /// total seen, capped at the payment, never less than before. The totals are built
+        /// to rise (so refunds happen in every case) with stale ones replayed in between.
         #[test]
-        fn gateway_refund_totals_only_move_forward(amount in 1i64..100_000, totals in proptest::collection::vec(0i64..200_000, 0..8)) {
+        fn gateway_refund_totals_only_move_forward(
+            amount in 1i64..100_000,
+            rises in proptest::collection::vec(1i64..40_000, 1..8),
+            replays in proptest::collection::vec((any::<proptest::sample::Index>(), 0usize..8), 0..6),
+        ) {
             let now = Timestamp::from_second(1_800_000_100).unwrap();
+            let mut totals: Vec<i64> = rises.iter().scan(0, |t, r| { *t += r; Some(*t) }).collect();
+            for (which, at) in replays {
+                let stale = totals[which.index(totals.len())];
+                totals.insert(at.min(totals.len()), stale);
+            }
             let mut payment = paid(amount);
+            let mut seen = 0i64;
+            let mut moved = 0;
             for total in totals {
                 let before = payment.amount_refunded;
-                if let Some(next) = payment.refunded_total(total.into(), now) {
-                    prop_assert!(next.amount_refunded > before);
-                    payment = next;
+                seen = seen.max(total);
+                let expected = MinorUnits::new(seen.min(amount));
+                match payment.refunded_total(total.into(), now) {
+                    Some(next) => {
+                        prop_assert!(next.amount_refunded > before);
+                        prop_assert_eq!(next.version, payment.version + 1);
+                        moved += 1;
+                        payment = next;
+                    }
+                    None => prop_assert!(MinorUnits::new(total.min(amount)) <= before, "{} ignored at {:?}", total, before),
                 }
+                prop_assert_eq!(payment.amount_refunded, expected);
                 prop_assert!(payment.amount_refunded <= MinorUnits::new(amount));
             }
+            prop_assert!(moved >= 1, "a rising total refunds");
         }
     }
 }

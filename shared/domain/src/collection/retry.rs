@@ -168,23 +168,29 @@ mod tests {
     }
 
     proptest! {
-        /// Every valid schedule gives exactly one attempt per day listed, strictly later
-        /// each time, never beyond the last day, and then stops.
+        /// Every valid schedule gives exactly one attempt per day listed: retry `n` (attempt
+        /// `n + 1`) lands exactly `retry_days[n - 1]` whole days after the first failure,
+        /// whenever that was (Stripe's smart retries count from the first failure too), and
+        /// none follows the last.
         #[test]
-        fn retries_follow_the_schedule_and_stop(mut days in proptest::collection::btree_set(1u32..=MAX_RETRY_DAY, 0..=MAX_RETRIES)) {
-            let retry_days: Vec<u32> = std::mem::take(&mut days).into_iter().collect();
+        fn retries_follow_the_schedule_and_stop(
+            days in proptest::collection::btree_set(1u32..=MAX_RETRY_DAY, 0..=MAX_RETRIES),
+            first_failure in 1_600_000_000i64..1_900_000_000,
+        ) {
+            let retry_days: Vec<u32> = days.into_iter().collect();
             let settings = PaymentSettings { retry_days: retry_days.clone(), final_action: FinalAction::MarkUncollectible, stripe_account: None };
             prop_assert!(settings.validate().is_ok());
-            let mut previous = t0();
-            let mut attempts = 1;
-            while let Some(next) = settings.next_attempt_at(t0(), attempts) {
-                prop_assert!(next > previous);
-                prop_assert!(next.duration_since(t0()) <= SignedDuration::from_hours(24 * i64::from(MAX_RETRY_DAY)));
-                previous = next;
-                attempts += 1;
+            let first = Timestamp::from_second(first_failure).unwrap();
+            prop_assert_eq!(settings.next_attempt_at(first, 0), None, "no failure, no retry");
+            for (n, day) in (1u32..).zip(&retry_days) {
+                let expected = Timestamp::from_second(first_failure + 86_400 * i64::from(*day)).unwrap();
+                prop_assert_eq!(settings.next_attempt_at(first, n), Some(expected), "retry {} is on day {}", n, day);
             }
-            prop_assert_eq!(attempts, settings.total_attempts());
-            prop_assert_eq!(attempts as usize, retry_days.len() + 1);
+            let spent = u32::try_from(retry_days.len()).unwrap() + 1;
+            for after in [spent, spent + 1, spent + 7, u32::MAX] {
+                prop_assert_eq!(settings.next_attempt_at(first, after), None, "nothing after the last");
+            }
+            prop_assert_eq!(settings.total_attempts(), spent);
         }
     }
 }
