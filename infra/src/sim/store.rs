@@ -503,12 +503,11 @@ impl InvoiceStore for SimStore {
     async fn pending_invoices(
         &self,
         tenant: TenantId,
-        stage: PendingStage,
         limit: usize,
     ) -> Result<Vec<PendingInvoice>, StoreError> {
         // One Query per pending shard, all at once, then the invoices as stored now
         // (BatchGetItem, strongly consistent, a hundred per request).
-        let pending = self.inner.pending_invoices(tenant, stage, limit).await?;
+        let pending = self.inner.pending_invoices(tenant, limit).await?;
         let mut queries = tokio::task::JoinSet::new();
         for shard in 0..keys::PENDING_SHARDS {
             let dynamo = self.dynamo.clone();
