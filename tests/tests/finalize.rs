@@ -244,7 +244,6 @@ async fn duplicate_and_concurrent_finalizers_number_each_draft_once(store: Arc<d
                     .run_billing_jobs(tenant, &job)
                     .await
                     .remove(0)
-                    .map(|()| ())
             })
         }))
         .collect();
