@@ -239,12 +239,7 @@ async fn duplicate_and_concurrent_finalizers_number_each_draft_once(store: Arc<d
         })
         .chain((0..2).map(|_| {
             let (app, job) = (app.clone(), job.clone());
-            tokio::spawn(async move {
-                app.billing
-                    .run_billing_jobs(tenant, &job)
-                    .await
-                    .remove(0)
-            })
+            tokio::spawn(async move { app.billing.run_billing_jobs(tenant, &job).await.remove(0) })
         }))
         .collect();
     for run in runs {
