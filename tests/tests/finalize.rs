@@ -318,9 +318,21 @@ async fn a_failed_numbering_write_consumes_no_number(store: Arc<dyn Store>) {
     assert_eq!(store.next_invoice_number(tenant).await.unwrap().number, 7);
     let owed = at_stage(store.as_ref(), tenant, PendingStage::FollowUps).await;
     assert_eq!(owed.len(), 3, "numbered, owing their follow-ups");
+    // Meanwhile nobody replaces one whole (that would drop the follow-ups it owes).
+    let first = owed[0].invoice.id;
+    let early = app.billing.void_invoice(&caller, first).await;
+    assert!(early.is_err(), "{early:?}");
+    assert_eq!(
+        at_stage(store.as_ref(), tenant, PendingStage::FollowUps)
+            .await
+            .len(),
+        3
+    );
     // A finalizer that stopped here: the next one writes the follow-ups, once.
     app.billing.finalize_pending_invoices(tenant).await.unwrap();
     assert_numbered_once(&app, &caller, 6).await;
+    let voided = app.billing.void_invoice(&caller, first).await.unwrap();
+    assert_eq!(voided.status, InvoiceStatus::Void);
 }
 
 async fn drafts_a_lost_finalize_job_left_are_handed_over_by_the_sweep(store: Arc<dyn Store>) {

@@ -140,8 +140,8 @@ impl State {
         let stored = self.billing.invoices.get(&(tenant, write.invoice.id));
         match (create, stored) {
             (true, Some(_)) => return Err(StoreError::AlreadyExists { entity: "invoice" }),
-            (false, Some(i)) if i.version != previous_version => {
-                return Err(StoreError::VersionConflict { entity: "invoice" })
+            (false, Some(_)) => {
+                self.check_invoice_version(tenant, write.invoice.id, previous_version)?
             }
             (false, None) => return Err(StoreError::VersionConflict { entity: "invoice" }),
             _ => {}
@@ -213,8 +213,13 @@ impl State {
         id: InvoiceId,
         version: u64,
     ) -> Result<(), StoreError> {
+        // Like the DynamoDB store: an invoice owing its follow-ups is not replaced whole.
+        let owing = matches!(
+            self.billing.pending.get(&(tenant, id)),
+            Some((PendingStage::FollowUps, _))
+        );
         match self.billing.invoices.get(&(tenant, id)) {
-            Some(i) if i.version == version => Ok(()),
+            Some(i) if i.version == version && !owing => Ok(()),
             _ => Err(StoreError::VersionConflict { entity: "invoice" }),
         }
     }

@@ -92,6 +92,38 @@ fn pending_invoice_item(
     Ok(item)
 }
 
+impl Transaction<'_> {
+    /// Replaces an invoice over its stored `expected` version, unless it is numbered and
+    /// still owes its follow-ups: a whole-item write would take it off the pending index
+    /// and its `invoice.finalized` and first payment attempt would never be written. The
+    /// writer gets a version conflict and reads again; the finalizer writes the follow-ups
+    /// within moments (or the sweep's backstop hands them over).
+    pub(super) fn replace_invoice(
+        &mut self,
+        item: Item,
+        expected: u64,
+    ) -> Result<&mut Self, StoreError> {
+        self.put(
+            item,
+            &format!(
+                "version = :expected AND NOT begins_with({}, :owing)",
+                keys::PENDING_SK
+            ),
+            Some(HashMap::from([
+                (
+                    ":expected".to_owned(),
+                    AttributeValue::N(expected.to_string()),
+                ),
+                (
+                    ":owing".to_owned(),
+                    AttributeValue::S(keys::pending_stage(PendingStage::FollowUps).to_owned()),
+                ),
+            ])),
+            StoreError::VersionConflict { entity: "invoice" },
+        )
+    }
+}
+
 /// The condition that an invoice is still pending at `stage`.
 fn still_pending(stage: PendingStage) -> (&'static str, Item) {
     (
@@ -149,7 +181,7 @@ impl Transaction<'_> {
         if create {
             self.create(item, StoreError::AlreadyExists { entity: "invoice" })?;
         } else {
-            self.replace_version(item, previous_version, "invoice")?;
+            self.replace_invoice(item, previous_version)?;
         }
         if let Some(payment) = &write.payment {
             self.payment(tenant, None, payment)?;

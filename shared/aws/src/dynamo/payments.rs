@@ -203,7 +203,7 @@ impl PaymentStore for DynamoStore {
             tx.payment(tenant, *expected, payment)?;
         }
         if let Some((version, invoice)) = &write.invoice {
-            tx.replace_version(invoice_item(tenant, invoice)?, *version, "invoice")?;
+            tx.replace_invoice(invoice_item(tenant, invoice)?, *version)?;
         }
         if let Some((version, sub)) = &write.subscription {
             tx.replace_version(subscription_item(tenant, sub)?, *version, "subscription")?;
