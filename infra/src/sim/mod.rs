@@ -35,7 +35,7 @@ use queues::{BillingQueueSim, DispatchSim, Messaging, MessagingCounts, PaymentQu
 use store::SimStore;
 
 /// The 1st the renewals fall due on; the subscriptions start a month earlier.
-pub const RENEWAL_DAY: &str = "2026-12-01T00:00:00Z";
+const RENEWAL_DAY: &str = "2026-12-01T00:00:00Z";
 const START_DAY: &str = "2026-11-01T00:00:00Z";
 /// `billing-run`'s schedule (template.yaml's `BillingRunSchedule`).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -256,7 +256,7 @@ impl LambdaTotals {
 }
 
 /// A billing queue batch as Lambda hands it to `billing-worker`.
-pub fn sqs_event(jobs: &[BillingJob]) -> SqsEvent {
+fn sqs_event(jobs: &[BillingJob]) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = jobs
         .iter()
@@ -274,7 +274,7 @@ pub fn sqs_event(jobs: &[BillingJob]) -> SqsEvent {
 /// One tenant with a monthly plan and `count` subscribers (an account with a card and a
 /// subscription each), started on the 1st of the month before, their first invoices
 /// paid and their events published: what is due on the 1st is exactly the renewals.
-pub async fn setup(
+async fn setup(
     memory: Arc<dyn Store>,
     count: usize,
 ) -> anyhow::Result<(TenantId, Vec<SubscriptionId>)> {
@@ -312,30 +312,18 @@ pub async fn setup(
         let start = StartSubscription::new(account.id, plan.plan.id);
         ids.push(past.billing.create_subscription(&caller, start).await?.id);
     }
-    // Settle the month before: first payments made, events published.
-    let due = memory
-        .due_items(
-            RENEWAL_DAY.parse::<Timestamp>()? - jiff::SignedDuration::from_secs(1),
-            usize::MAX,
-        )
-        .await?;
-    for item in due {
-        match item.kind {
-            DueKind::Payment(job) => past.collection.handle_payment_job(&job).await?,
-            DueKind::Outbox { event_id } => memory.mark_published(item.tenant_id, event_id).await?,
-            _ => {}
-        }
-    }
-    // Events of the payments just made.
-    let due = memory
-        .due_items(
-            RENEWAL_DAY.parse::<Timestamp>()? - jiff::SignedDuration::from_secs(1),
-            usize::MAX,
-        )
-        .await?;
-    for item in due {
-        if let DueKind::Outbox { event_id } = item.kind {
-            memory.mark_published(item.tenant_id, event_id).await?;
+    // Settle the month before: first payments made, then every event published (the
+    // second round finds those the payments wrote).
+    let before_renewals = RENEWAL_DAY.parse::<Timestamp>()? - jiff::SignedDuration::from_secs(1);
+    for _ in 0..2 {
+        for item in memory.due_items(before_renewals, usize::MAX).await? {
+            match item.kind {
+                DueKind::Payment(job) => past.collection.handle_payment_job(&job).await?,
+                DueKind::Outbox { event_id } => {
+                    memory.mark_published(item.tenant_id, event_id).await?
+                }
+                _ => {}
+            }
         }
     }
     Ok((tenant.id, ids))
