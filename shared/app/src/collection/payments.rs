@@ -355,6 +355,9 @@ impl CollectionService {
         payment: &Payment,
         now: Timestamp,
     ) -> Result<Option<Payment>, AppError> {
+        if payment.sent_to.is_some() {
+            return Ok(Some(payment.clone()));
+        }
         let tenant = caller.tenant_id;
         let settings = self.store.payment_settings(tenant).await?;
         let Some(bound) = payment.send_to(settings.stripe_account, now) else {
