@@ -1,7 +1,7 @@
 //! A fake Stripe: exactly the endpoints the gateway adapter calls, on 127.0.0.1, answering
 //! with Stripe's own example objects (`tests/fixtures/stripe/fixtures3.json`, read at test
-//! time) with ids, amounts and statuses set per request, so async-stripe parses what it would
-//! parse from the real API.
+//! time) with ids, amounts and statuses set per request, so the gateway reads what it would
+//! read from the real API.
 //!
 //! It behaves as Stripe's test mode does where the adapter can tell:
 //! - `Idempotency-Key`: the first answer to a key is kept and replayed byte for byte (with

@@ -1,32 +1,24 @@
-//! The Stripe payment gateway, on async-stripe.
+//! The Stripe payment gateway: five form-encoded requests over the workspace's `reqwest`
+//! (rustls on ring), answers read into the few fields the gateway uses.
 //!
-//! **Which async-stripe.** 1.0.0-rc.10, pinned exactly, over 0.41 (the latest stable):
-//!
-//! - 0.41 brings its own HTTP stack: hyper 0.14, http 0.2, hyper-rustls 0.24 and rustls 0.21,
-//!   next to the hyper 1 / rustls 0.23 that reqwest and the AWS SDK already link. Two TLS
-//!   stacks in every bootstrap, and two to build cold on two cores.
-//! - 1.0 runs on hyper 1 + hyper-rustls 0.27 + rustls 0.23 with the `ring` provider: exactly
-//!   the crates already in the tree (`cargo tree -i hyper` shows one hyper, `-i openssl-sys`
-//!   nothing, `-i aws-lc-rs` nothing). It is split into crates per API area with a feature per
-//!   resource, so only `customer`, `payment_intent`, `refund` (async-stripe-core) and
-//!   `payment_method` (async-stripe-payment) are compiled. Responses are parsed with
-//!   miniserde, which keeps the generated code smaller than serde's.
-//! - The price: it builds no faster. Measured cold in debug on this two-core machine (busy),
-//!   both versions add ~140 s of compile time to the workspace: 0.41 as one 74 s crate plus
-//!   53 crates of its second stack, 1.0 as 16 crates, 93 s of them the shared types crate
-//!   (`async-stripe-shared`, every object any resource can return), one long unit on the
-//!   critical path. And the API is a release candidate: pinned with `=` so an upgrade is a
-//!   decision, and everything it touches is in this file, behind the [`PaymentGateway`] port.
+//! **Why not a Stripe crate.** async-stripe 1.0 (the one on hyper 1 + rustls 0.23) was used
+//! until issue 20: its generated types and their readers of every object a PaymentIntent can
+//! expand to cost about 3.5 MB of every bootstrap that collects (see the README's "Bootstrap
+//! size"), for five endpoints. Here each answer is a struct of the fields read below; serde
+//! skips the rest, so Stripe adding fields changes nothing.
 //!
 //! **What it sends.** One request per call: a customer, an attach, a detach, a PaymentIntent
 //! created and confirmed off-session in one request (so a successful payment costs one Stripe
-//! request), a refund. A gateway made for a tenant's connected account
-//! ([`PaymentGateway::connected`]) sends each of them with `Stripe-Account`. Every call that creates something carries the caller's idempotency key
-//! as Stripe's `Idempotency-Key` (the payment attempt id for a charge), so a retry after a
-//! crash or a timeout gets Stripe's first answer instead of a second charge. The client never
-//! retries by itself: retrying is the payment worker's decision, with the same key.
+//! request), a refund. Each names the API version it was written against
+//! ([`STRIPE_VERSION`]), so an account's default version cannot change the answers' shape. A
+//! gateway made for a tenant's connected account ([`PaymentGateway::connected`]) sends each
+//! of them with `Stripe-Account`. Every call that creates something carries the caller's
+//! idempotency key as Stripe's `Idempotency-Key` (the payment attempt id for a charge), so a
+//! retry after a crash or a timeout gets Stripe's first answer instead of a second charge.
+//! The client never retries by itself: retrying is the payment worker's decision, with the
+//! same key.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,34 +29,36 @@ use billing_app::ports::{
 use billing_domain::collection::connect::StripeAccount;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::money::Money;
-use std::sync::Arc;
-use stripe::{
-    AccountId, ApiErrors, ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy,
-};
-use stripe::{StripeError, StripeRequest};
-use stripe_client_core::CustomizableStripeRequest;
-use stripe_core::customer::CreateCustomer;
-use stripe_core::payment_intent::{
-    CreatePaymentIntent, CreatePaymentIntentAutomaticPaymentMethods,
-    CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects, CreatePaymentIntentOffSession,
-};
-use stripe_core::refund::CreateRefund;
-use stripe_core::{PaymentIntent, PaymentIntentStatus};
-use stripe_payment::payment_method::{AttachPaymentMethod, DetachPaymentMethod};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::webhook_sender::describe;
 
 /// Each HTTP attempt gets this long: less than the API function's 10 s, so a slow Stripe
 /// becomes a 503 the caller can retry rather than a killed Lambda.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 
+/// The API version every request names (`Stripe-Version`): the one the fields read here
+/// were checked against.
+pub const STRIPE_VERSION: &str = "2026-09-30.endive";
+
+const STRIPE_API: &str = "https://api.stripe.com";
+
 /// The Stripe error `code` of an off-session charge that needs the customer to authenticate.
 const AUTHENTICATION_REQUIRED: &str = "authentication_required";
 
+/// Stripe refuses longer idempotency keys.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
 #[derive(Clone)]
 pub struct StripeGateway {
-    client: Client,
+    http: reqwest::Client,
+    /// Where `v1/…` is appended: Stripe, or a local fake in tests.
+    base: Arc<str>,
+    secret_key: Arc<str>,
     /// The connected account every request is made on (`Stripe-Account`); `None`: the
     /// platform account of the key.
-    account: Option<AccountId>,
+    account: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for StripeGateway {
@@ -79,59 +73,171 @@ pub struct StripeConfigError(String);
 
 impl StripeGateway {
     /// A gateway for the account of `secret_key`; `api_base` replaces
-    /// `https://api.stripe.com/` (a local fake in tests).
+    /// `https://api.stripe.com` (a local fake in tests).
     pub fn new(secret_key: &str, api_base: Option<&str>) -> Result<Self, StripeConfigError> {
-        let mut builder = ClientBuilder::new(secret_key)
-            .app_info(
-                "serverless-billing",
-                Some(env!("CARGO_PKG_VERSION").into()),
-                None,
-            )
-            .request_strategy(RequestStrategy::Once)
-            .timeout(REQUEST_TIMEOUT);
-        if let Some(base) = api_base {
-            // The client appends `v1/…` to the base as it is.
-            let base = if base.ends_with('/') {
-                base.to_owned()
-            } else {
-                format!("{base}/")
-            };
-            builder = builder.url(base);
-        }
-        let client = builder
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            // Stripe never redirects an API call; a redirect would resend the key elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("serverless-billing/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| StripeConfigError(e.to_string()))?;
+        let base = api_base.unwrap_or(STRIPE_API).trim_end_matches('/');
         Ok(Self {
-            client,
+            http,
+            base: base.into(),
+            secret_key: secret_key.into(),
             account: None,
         })
     }
 
-    /// Sends a request on this gateway's connected account, if it has one.
-    fn on_account<T>(&self, request: CustomizableStripeRequest<T>) -> CustomizableStripeRequest<T> {
-        match &self.account {
-            Some(account) => request.account_id(account.clone()),
-            None => request,
+    /// POSTs `form` to `path` (after `v1/`) and reads the answer as `T`, or Stripe's error.
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        idempotency_key: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> Result<T, StripeFailure> {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/{path}", self.base))
+            .bearer_auth(&self.secret_key)
+            .header("Stripe-Version", STRIPE_VERSION)
+            .form(form);
+        if let Some(account) = &self.account {
+            request = request.header("Stripe-Account", account.as_ref());
+        }
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| StripeFailure::Unreachable(describe(&e, REQUEST_TIMEOUT)))?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| StripeFailure::Unreachable(describe(&e, REQUEST_TIMEOUT)))?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&body).map_err(|e| StripeFailure::Unreadable(e.to_string()));
+        }
+        match serde_json::from_slice::<ErrorEnvelope>(&body) {
+            Ok(envelope) => Err(StripeFailure::Api {
+                error: envelope.error,
+                status,
+            }),
+            Err(e) => Err(StripeFailure::Unreadable(format!("{status}: {e}"))),
         }
     }
 }
 
-fn idempotent(key: &str) -> Result<RequestStrategy, GatewayError> {
-    IdempotencyKey::new(key)
-        .map(RequestStrategy::Idempotent)
-        .map_err(|e| GatewayError::Rejected {
-            code: "invalid_idempotency_key".into(),
-            message: e.to_string(),
-        })
+/// Why a Stripe request has no answer to read.
+#[derive(Debug)]
+enum StripeFailure {
+    /// Stripe answered with its error object.
+    Api { error: ApiError, status: u16 },
+    /// A success or an error body we cannot read: the request may have done its work.
+    Unreadable(String),
+    /// No answer: a network fault or the timeout.
+    Unreachable(String),
 }
 
-fn stripe_currency(money: Money) -> stripe_types::Currency {
-    // Infallible: an unknown code becomes `Currency::Unknown`, which Stripe then refuses.
-    money
-        .currency
-        .api_code()
-        .parse()
-        .unwrap_or_else(|e| match e {})
+#[derive(Debug, Deserialize)]
+struct ErrorEnvelope {
+    error: ApiError,
+}
+
+/// Stripe's error object, the fields the gateway classifies by.
+#[derive(Debug, Deserialize)]
+struct ApiError {
+    #[serde(rename = "type")]
+    kind: String,
+    code: Option<String>,
+    decline_code: Option<String>,
+    message: Option<String>,
+    /// On a card error of a charge: the PaymentIntent it left behind.
+    payment_intent: Option<Object>,
+}
+
+/// Any object that is only needed for its id.
+#[derive(Debug, Deserialize)]
+struct Object {
+    id: String,
+}
+
+/// An object Stripe sends as its id, or expanded.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Expandable {
+    Id(String),
+    Object(Object),
+}
+
+impl Expandable {
+    fn id(&self) -> &str {
+        match self {
+            Self::Id(id) => id,
+            Self::Object(object) => &object.id,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PaymentMethod {
+    id: String,
+    card: Option<Card>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Card {
+    brand: String,
+    last4: String,
+    exp_month: i64,
+    exp_year: i64,
+    country: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PaymentIntent {
+    id: String,
+    status: String,
+    latest_charge: Option<Expandable>,
+    last_payment_error: Option<LastPaymentError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LastPaymentError {
+    code: Option<String>,
+    decline_code: Option<String>,
+    message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Refund {
+    id: String,
+    amount: i64,
+    currency: String,
+    status: Option<String>,
+    failure_reason: Option<String>,
+}
+
+/// An id as one path segment: a caller's token never reaches another endpoint.
+fn segment(id: &str) -> String {
+    url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
+}
+
+fn idempotency_key(key: &str) -> Result<&str, GatewayError> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(GatewayError::Rejected {
+            code: "invalid_idempotency_key".into(),
+            message: format!(
+                "an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY} characters, not {}",
+                key.len()
+            ),
+        });
+    }
+    Ok(key)
 }
 
 #[async_trait]
@@ -142,26 +248,23 @@ impl PaymentGateway for StripeGateway {
 
     fn connected(&self, account: &StripeAccount) -> Option<Arc<dyn PaymentGateway>> {
         Some(Arc::new(Self {
-            client: self.client.clone(),
-            account: Some(AccountId::from(account.as_str())),
+            account: Some(account.as_str().into()),
+            ..self.clone()
         }))
     }
 
     async fn create_customer(&self, customer: &NewGatewayCustomer) -> Result<String, GatewayError> {
-        let create = CreateCustomer::new()
-            .email(customer.email.clone())
-            .name(customer.name.clone())
-            .metadata(HashMap::from([(
-                "account_id".to_owned(),
-                customer.account_id.clone(),
-            )]));
-        let created = self
-            .on_account(create.customize())
-            .request_strategy(idempotent(&customer.idempotency_key)?)
-            .send(&self.client)
+        let form = [
+            ("email", customer.email.as_str()),
+            ("name", customer.name.as_str()),
+            ("metadata[account_id]", customer.account_id.as_str()),
+        ];
+        let key = idempotency_key(&customer.idempotency_key)?;
+        let created: Object = self
+            .post("customers", Some(key), &form)
             .await
             .map_err(gateway_error)?;
-        Ok(created.id.to_string())
+        Ok(created.id)
     }
 
     async fn attach_payment_method(
@@ -170,10 +273,12 @@ impl PaymentGateway for StripeGateway {
         token: &str,
     ) -> Result<CardDetails, GatewayError> {
         // Attaching twice is harmless (Stripe answers with the attached method), so no key.
-        let attach = AttachPaymentMethod::new(token).customer(customer);
-        let method = self
-            .on_account(attach.customize())
-            .send(&self.client)
+        let method: PaymentMethod = self
+            .post(
+                &format!("payment_methods/{}/attach", segment(token)),
+                None,
+                &[("customer", customer)],
+            )
             .await
             .map_err(gateway_error)?;
         let card = method.card.ok_or_else(|| GatewayError::Rejected {
@@ -181,7 +286,7 @@ impl PaymentGateway for StripeGateway {
             message: format!("{} is not a card", method.id),
         })?;
         Ok(CardDetails {
-            gateway_id: method.id.to_string(),
+            gateway_id: method.id,
             brand: card.brand,
             last4: card.last4,
             exp_month: u8::try_from(card.exp_month).unwrap_or_default(),
@@ -191,53 +296,53 @@ impl PaymentGateway for StripeGateway {
     }
 
     async fn detach_payment_method(&self, gateway_id: &str) -> Result<(), GatewayError> {
-        let detach = DetachPaymentMethod::new(gateway_id);
-        match self.on_account(detach.customize()).send(&self.client).await {
+        let path = format!("payment_methods/{}/detach", segment(gateway_id));
+        match self.post::<Object>(&path, None, &[]).await {
             Ok(_) => Ok(()),
             // Detached already (a retry, or the customer removed it in Stripe): done.
-            Err(StripeError::Stripe(e, _)) if not_attached(&e) => Ok(()),
+            Err(StripeFailure::Api { error, .. }) if not_attached(&error) => Ok(()),
             Err(e) => Err(gateway_error(e)),
         }
     }
 
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, GatewayError> {
-        let metadata: HashMap<String, String> = request.metadata.iter().cloned().collect();
-        let create =
-            CreatePaymentIntent::new(request.amount.minor, stripe_currency(request.amount))
-                .customer(request.customer.clone())
-                .payment_method(request.payment_method.clone())
-                .description(request.description.clone())
-                .metadata(metadata)
-                .confirm(true)
-                .off_session(CreatePaymentIntentOffSession::Bool(true))
-                // Cards only in practice: nothing that would need a redirect (and a return URL).
-                .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods {
-                    enabled: true,
-                    allow_redirects: Some(
-                        CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never,
-                    ),
-                });
-        let sent = self
-            .on_account(create.customize())
-            .request_strategy(idempotent(&request.idempotency_key)?)
-            .send(&self.client)
-            .await;
-        match sent {
-            Ok(intent) => charge_outcome(&intent),
-            Err(StripeError::Stripe(error, status)) => charge_failure(*error, status),
+        let key = idempotency_key(&request.idempotency_key)?;
+        let amount = request.amount.minor.to_string();
+        let currency = request.amount.currency.api_code();
+        let metadata: Vec<(String, &str)> = request
+            .metadata
+            .iter()
+            .map(|(name, value)| (format!("metadata[{name}]"), value.as_str()))
+            .collect();
+        let mut form = vec![
+            ("amount", amount.as_str()),
+            ("currency", currency.as_str()),
+            ("customer", request.customer.as_str()),
+            ("payment_method", request.payment_method.as_str()),
+            ("description", request.description.as_str()),
+            ("confirm", "true"),
+            ("off_session", "true"),
+            // Cards only in practice: nothing that would need a redirect (and a return URL).
+            ("automatic_payment_methods[enabled]", "true"),
+            ("automatic_payment_methods[allow_redirects]", "never"),
+        ];
+        form.extend(metadata.iter().map(|(name, value)| (name.as_str(), *value)));
+        match self.post("payment_intents", Some(key), &form).await {
+            Ok(intent) => charge_outcome(intent),
+            Err(StripeFailure::Api { error, status }) => charge_failure(error, status),
             Err(other) => Err(gateway_error(other)),
         }
     }
 
     async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, GatewayError> {
-        let mut refund = CreateRefund::new().payment_intent(request.payment_intent.clone());
-        if let Some(amount) = request.amount {
-            refund = refund.amount(amount.minor);
+        let key = idempotency_key(&request.idempotency_key)?;
+        let amount = request.amount.map(|a| a.minor.to_string());
+        let mut form = vec![("payment_intent", request.payment_intent.as_str())];
+        if let Some(amount) = &amount {
+            form.push(("amount", amount));
         }
-        let refunded = self
-            .on_account(refund.customize())
-            .request_strategy(idempotent(&request.idempotency_key)?)
-            .send(&self.client)
+        let refunded: Refund = self
+            .post("refunds", Some(key), &form)
             .await
             .map_err(gateway_error)?;
         if matches!(refunded.status.as_deref(), Some("failed" | "canceled")) {
@@ -248,67 +353,61 @@ impl PaymentGateway for StripeGateway {
                     .unwrap_or_else(|| "Stripe could not refund this payment".into()),
             });
         }
-        let currency = Currency::from_code(&refunded.currency.to_string()).map_err(|e| {
-            GatewayError::Rejected {
+        let currency =
+            Currency::from_code(&refunded.currency).map_err(|e| GatewayError::Rejected {
                 code: "unknown_currency".into(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(RefundOutcome {
-            gateway_id: refunded.id.to_string(),
+            gateway_id: refunded.id,
             amount: Money::new(refunded.amount, currency),
         })
     }
 }
 
 /// What a confirmed PaymentIntent says about the charge.
-fn charge_outcome(intent: &PaymentIntent) -> Result<ChargeOutcome, GatewayError> {
-    let payment_intent = intent.id.to_string();
-    match &intent.status {
-        PaymentIntentStatus::Succeeded => Ok(ChargeOutcome::Succeeded {
+fn charge_outcome(intent: PaymentIntent) -> Result<ChargeOutcome, GatewayError> {
+    let payment_intent = intent.id;
+    match intent.status.as_str() {
+        "succeeded" => Ok(ChargeOutcome::Succeeded {
             payment_intent,
-            charge: intent.latest_charge.as_ref().map(|c| c.id().to_string()),
+            charge: intent.latest_charge.as_ref().map(|c| c.id().to_owned()),
         }),
-        PaymentIntentStatus::RequiresAction => Ok(ChargeOutcome::RequiresAction { payment_intent }),
+        "requires_action" => Ok(ChargeOutcome::RequiresAction { payment_intent }),
         // Confirmation failed without an error answer: the last error says why.
-        PaymentIntentStatus::RequiresPaymentMethod | PaymentIntentStatus::Canceled => {
-            let error = intent.last_payment_error.as_deref();
+        "requires_payment_method" | "canceled" => {
+            let error = intent.last_payment_error;
+            let (code, decline_code, message) = match error {
+                Some(e) => (e.code, e.decline_code, e.message),
+                None => (None, None, None),
+            };
             Ok(ChargeOutcome::Declined {
                 payment_intent: Some(payment_intent),
-                code: error
-                    .and_then(|e| e.code.as_ref())
-                    .map_or("payment_failed", |c| c.as_str())
-                    .to_owned(),
-                decline_code: error.and_then(|e| e.decline_code.clone()),
-                message: error
-                    .and_then(|e| e.message.clone())
-                    .unwrap_or_else(|| format!("the payment is {}", intent.status.as_str())),
+                code: code.unwrap_or_else(|| "payment_failed".into()),
+                decline_code,
+                message: message.unwrap_or_else(|| format!("the payment is {}", intent.status)),
             })
         }
         // Not final yet (bank debits; cards do not get here): the payment_intent events
         // settle it, and the same key keeps this from becoming a second charge meanwhile.
-        PaymentIntentStatus::Processing => Err(GatewayError::Unavailable(format!(
+        "processing" => Err(GatewayError::Unavailable(format!(
             "payment {payment_intent} is still processing"
         ))),
         other => Err(GatewayError::Rejected {
             code: "unexpected_status".into(),
-            message: format!("payment {payment_intent} is {}", other.as_str()),
+            message: format!("payment {payment_intent} is {other}"),
         }),
     }
 }
 
 /// A charge Stripe answered with an error: card errors are declines (or, off-session, a
 /// request to authenticate); anything else is a gateway error.
-fn charge_failure(error: ApiErrors, status: u16) -> Result<ChargeOutcome, GatewayError> {
-    if error.type_ != ApiErrorsType::CardError {
-        return Err(status_error(&error, status));
+fn charge_failure(error: ApiError, status: u16) -> Result<ChargeOutcome, GatewayError> {
+    if error.kind != "card_error" {
+        return Err(status_error(error, status));
     }
-    let payment_intent = error.payment_intent.as_ref().map(|p| p.id.to_string());
-    let code = error
-        .code
-        .as_ref()
-        .map_or("card_declined", |c| c.as_str())
-        .to_owned();
+    let payment_intent = error.payment_intent.map(|p| p.id);
+    let code = error.code.unwrap_or_else(|| "card_declined".into());
     if let (AUTHENTICATION_REQUIRED, Some(payment_intent)) = (code.as_str(), &payment_intent) {
         return Ok(ChargeOutcome::RequiresAction {
             payment_intent: payment_intent.clone(),
@@ -325,43 +424,35 @@ fn charge_failure(error: ApiErrors, status: u16) -> Result<ChargeOutcome, Gatewa
 }
 
 /// Stripe's answer to detaching a method that is not (or no longer) attached anywhere.
-fn not_attached(error: &ApiErrors) -> bool {
+fn not_attached(error: &ApiError) -> bool {
     matches!(
-        error.code.as_ref().map(|c| c.as_str()),
+        error.code.as_deref(),
         Some("payment_method_unexpected_state" | "resource_missing")
     )
 }
 
-fn gateway_error(error: StripeError) -> GatewayError {
-    match error {
-        StripeError::Stripe(error, status) => status_error(&error, status),
-        // A success or an error body we cannot read: the request may have done its work, so
-        // only a retry with the same key may find out; never report it as refused.
-        StripeError::JSONDeserialize(message) => {
+fn gateway_error(failure: StripeFailure) -> GatewayError {
+    match failure {
+        StripeFailure::Api { error, status } => status_error(error, status),
+        // Only a retry with the same key may find out what happened: never report it as
+        // refused.
+        StripeFailure::Unreadable(message) => {
             GatewayError::Unavailable(format!("unreadable answer from Stripe: {message}"))
         }
-        StripeError::ClientError(message) => GatewayError::Unavailable(message),
-        StripeError::Timeout => GatewayError::Unavailable("Stripe did not answer in time".into()),
-        StripeError::ConfigError(message) => GatewayError::Rejected {
-            code: "gateway_configuration".into(),
-            message,
-        },
+        StripeFailure::Unreachable(message) => {
+            GatewayError::Unavailable(format!("Stripe did not answer: {message}"))
+        }
     }
 }
 
 /// 429 (rate limit), 409 (the same key still in flight) and 5xx pass; other 4xx do not.
-fn status_error(error: &ApiErrors, status: u16) -> GatewayError {
+fn status_error(error: ApiError, status: u16) -> GatewayError {
     let message = error
         .message
-        .clone()
         .unwrap_or_else(|| format!("Stripe answered {status}"));
     if status == 429 || status == 409 || status >= 500 {
         return GatewayError::Unavailable(message);
     }
-    let code = error
-        .decline_code
-        .clone()
-        .or_else(|| error.code.as_ref().map(|c| c.as_str().to_owned()))
-        .unwrap_or_else(|| error.type_.as_str().to_owned());
+    let code = error.decline_code.or(error.code).unwrap_or(error.kind);
     GatewayError::Rejected { code, message }
 }

@@ -104,17 +104,18 @@ impl WebhookSender for HttpSender {
             },
             Err(err) => SendOutcome {
                 status: None,
-                error: Some(describe(&err)),
+                error: Some(describe(&err, ATTEMPT_TIMEOUT.unsigned_abs())),
                 latency_ms: elapsed(),
             },
         }
     }
 }
 
-/// The reason, with its causes: reqwest's top-level message alone says little.
-fn describe(err: &reqwest::Error) -> String {
+/// The reason, with its causes: reqwest's top-level message alone says little. `timeout`
+/// is the client's, named when it was the reason.
+pub(crate) fn describe(err: &reqwest::Error, timeout: std::time::Duration) -> String {
     let mut text = if err.is_timeout() {
-        format!("timed out after {} s", ATTEMPT_TIMEOUT.as_secs())
+        format!("timed out after {} s", timeout.as_secs())
     } else {
         err.to_string()
     };
