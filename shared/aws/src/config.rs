@@ -21,8 +21,6 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
 use aws_smithy_async::rt::sleep::{SharedAsyncSleep, TokioSleep};
 use aws_smithy_async::time::SharedTimeSource;
-use aws_smithy_http_client::tls;
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use billing_domain::kernel::deployment::Deployment;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +78,7 @@ impl Config {
             .region(Region::new(self.region.clone()))
             .credentials_provider(credentials)
             .identity_cache(IdentityCache::lazy().build())
-            .http_client(https_client())
+            .http_client(crate::sdk_http::client(CONNECT_TIMEOUT))
             .sleep_impl(SharedAsyncSleep::new(TokioSleep::new()))
             .time_source(SharedTimeSource::default())
             .retry_config(RetryConfig::standard())
@@ -101,7 +99,7 @@ impl Config {
             return self.sdk_config().await;
         }
         aws_config::defaults(BehaviorVersion::latest())
-            .http_client(https_client())
+            .http_client(crate::sdk_http::client(CONNECT_TIMEOUT))
             .region(Region::new(self.region.clone()))
             .load()
             .await
@@ -110,15 +108,6 @@ impl Config {
 
 /// `aws_config::defaults`' connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
-
-/// The one HTTPS client of every SDK client: rustls on ring.
-fn https_client() -> SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https()
-}
 
 /// The Stripe mode a key belongs to, as its prefix says: `sk_test_`/`rk_test_` are test
 /// mode, `sk_live_`/`rk_live_` live mode.

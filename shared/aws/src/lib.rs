@@ -9,6 +9,7 @@ pub mod keys;
 pub mod logging;
 pub mod payment_gateway;
 pub mod sandbox_gateway;
+pub mod sdk_http;
 pub mod ses_notifier;
 pub mod sqs_batch;
 pub mod stripe_gateway;
