@@ -68,7 +68,10 @@ impl HttpConnector for ReqwestConnector {
     }
 }
 
-async fn send(http: &reqwest::Client, request: HttpRequest) -> Result<HttpResponse, ConnectorError> {
+async fn send(
+    http: &reqwest::Client,
+    request: HttpRequest,
+) -> Result<HttpResponse, ConnectorError> {
     let request = request
         .try_into_http1x()
         .map_err(|e| ConnectorError::user(e.into()))?;

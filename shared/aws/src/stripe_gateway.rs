@@ -120,7 +120,8 @@ impl StripeGateway {
             .await
             .map_err(|e| StripeFailure::Unreachable(describe(&e, REQUEST_TIMEOUT)))?;
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&body).map_err(|e| StripeFailure::Unreadable(e.to_string()));
+            return serde_json::from_slice(&body)
+                .map_err(|e| StripeFailure::Unreadable(e.to_string()));
         }
         match serde_json::from_slice::<ErrorEnvelope>(&body) {
             Ok(envelope) => Err(StripeFailure::Api {
