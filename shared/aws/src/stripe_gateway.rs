@@ -3,7 +3,7 @@
 //!
 //! **Why not a Stripe crate.** async-stripe 1.0 (the one on hyper 1 + rustls 0.23) was used
 //! until issue 20: its generated types and their readers of every object a PaymentIntent can
-//! expand to cost about 3.5 MB of every bootstrap that collects (see the README's "Bootstrap
+//! expand to cost about 5 MB of every bootstrap that collects (see the README's "Bootstrap
 //! size"), for five endpoints. Here each answer is a struct of the fields read below; serde
 //! skips the rest, so Stripe adding fields changes nothing.
 //!
