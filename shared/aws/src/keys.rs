@@ -171,11 +171,11 @@ pub fn tenant_partition(tenant: TenantId) -> String {
 }
 
 /// How many partitions a tenant's high-volume items spread over. Each partition takes
-/// about 1,000 write units a second; a renewal writes ~100, so one partition bills ~10
-/// invoices a second and 32 bill ~320 (the due and pending indexes, 16 shards each, bound
-/// the same renewals at about the same rate). Every tenant-wide list of these items
-/// queries all of them, so the count trades list reads for write capacity. Changing it
-/// moves every sharded item: a migration, not a setting.
+/// about 1,000 write units a second and a renewal writes about 100 to the table, so 32
+/// shards carry about 320 renewals a second where one partition carried 10 (fewer writes
+/// per renewal raise both). A tenant-wide list queries every shard, so the count trades
+/// list reads for write capacity. Changing it moves every sharded item: a migration, not
+/// a setting.
 pub const TENANT_SHARDS: u32 = 32;
 
 /// One of a tenant's shard partitions, `T#{tenant}#07`.

@@ -167,7 +167,6 @@ impl DynamoStore {
         let budget = page.scan_budget.max(1);
         let mut items = Vec::with_capacity(limit + 1);
         let mut examined = 0;
-        let mut last = None;
         loop {
             // No server-side filter: DynamoDB's Limit counts exactly the items examined.
             let room = (limit + 1).min(budget - examined);
@@ -177,7 +176,7 @@ impl DynamoStore {
             };
             let item: T = from_item(next)?;
             examined += 1;
-            last = Some(cursor(&item));
+            let scanned = cursor(&item);
             if admit(&item) {
                 items.push(item);
             }
@@ -188,7 +187,7 @@ impl DynamoStore {
                 return Ok(Page {
                     items,
                     has_more: true,
-                    scanned_to: last,
+                    scanned_to: Some(scanned),
                 });
             }
         }
