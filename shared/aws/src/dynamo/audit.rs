@@ -31,12 +31,7 @@ impl AuditStore for DynamoStore {
                     .as_deref()
                     .map(|id| keys::audit(tenant, id, "").sk);
                 self.query_shards_page(
-                    ShardRange {
-                        partitions: keys::tenant_shards(tenant),
-                        sk_prefix: keys::AUDIT_PREFIX,
-                        after: after.as_deref(),
-                        descending: true,
-                    },
+                    ShardRange::newest_first(tenant, keys::AUDIT_PREFIX, after.as_deref()),
                     page.limit,
                 )
                 .await

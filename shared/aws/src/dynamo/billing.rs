@@ -390,12 +390,7 @@ impl SubscriptionStore for DynamoStore {
             None => {
                 let after = cursor.map(|id| keys::subscription_primary(tenant, id).sk);
                 self.scan_shards(
-                    ShardRange {
-                        partitions: keys::tenant_shards(tenant),
-                        sk_prefix: keys::SUBSCRIPTION_PREFIX,
-                        after: after.as_deref(),
-                        descending: false,
-                    },
+                    ShardRange::oldest_first(tenant, keys::SUBSCRIPTION_PREFIX, after.as_deref()),
                     page,
                     admit,
                     id_of,
@@ -676,12 +671,7 @@ impl InvoiceStore for DynamoStore {
             None => {
                 let after = cursor.map(|id| keys::invoice_primary(tenant, id).sk);
                 self.scan_shards(
-                    ShardRange {
-                        partitions: keys::tenant_shards(tenant),
-                        sk_prefix: keys::INVOICE_PREFIX,
-                        after: after.as_deref(),
-                        descending: true,
-                    },
+                    ShardRange::newest_first(tenant, keys::INVOICE_PREFIX, after.as_deref()),
                     page,
                     admit,
                     id_of,

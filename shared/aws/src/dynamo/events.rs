@@ -275,12 +275,7 @@ impl EventStore for DynamoStore {
                     .as_deref()
                     .map(|id| keys::event(tenant, id).sk);
                 self.scan_shards(
-                    ShardRange {
-                        partitions: keys::tenant_shards(tenant),
-                        sk_prefix: keys::EVENT_PREFIX,
-                        after: after.as_deref(),
-                        descending: true,
-                    },
+                    ShardRange::newest_first(tenant, keys::EVENT_PREFIX, after.as_deref()),
                     page,
                     admit,
                     id_of,
@@ -506,12 +501,11 @@ impl WebhookStore for DynamoStore {
             .and_then(|id| DeliveryId::parse(id, "starting_after").ok())
             .map(|id| keys::webhook_delivery(tenant, endpoint, id).sk);
         self.query_shards_page(
-            ShardRange {
-                partitions: keys::tenant_shards(tenant),
-                sk_prefix: &keys::webhook_deliveries_of(endpoint),
-                after: after.as_deref(),
-                descending: true,
-            },
+            ShardRange::newest_first(
+                tenant,
+                &keys::webhook_deliveries_of(endpoint),
+                after.as_deref(),
+            ),
             page.limit,
         )
         .await

@@ -257,15 +257,43 @@ impl DynamoStore {
     }
 }
 
-/// The same sort-key range of several partitions (a tenant's shards, from
-/// [`keys::tenant_shards`]), listed as one.
+/// The same sort-key range of every shard partition of a tenant ([`keys::tenant_shards`]),
+/// listed as one.
 pub(super) struct ShardRange<'a> {
-    pub partitions: Vec<String>,
-    pub sk_prefix: &'a str,
+    partitions: Vec<String>,
+    sk_prefix: &'a str,
     /// The sort key of the last item of the previous page.
-    pub after: Option<&'a str>,
-    /// Newest (greatest sort key) first.
-    pub descending: bool,
+    after: Option<&'a str>,
+    /// Greatest sort key (newest id) first.
+    descending: bool,
+}
+
+impl<'a> ShardRange<'a> {
+    /// The tenant's items whose sort keys start with `sk_prefix`, smallest first, after `after`.
+    pub(super) fn oldest_first(
+        tenant: TenantId,
+        sk_prefix: &'a str,
+        after: Option<&'a str>,
+    ) -> Self {
+        Self {
+            partitions: keys::tenant_shards(tenant),
+            sk_prefix,
+            after,
+            descending: false,
+        }
+    }
+
+    /// The same, greatest first.
+    pub(super) fn newest_first(
+        tenant: TenantId,
+        sk_prefix: &'a str,
+        after: Option<&'a str>,
+    ) -> Self {
+        Self {
+            descending: true,
+            ..Self::oldest_first(tenant, sk_prefix, after)
+        }
+    }
 }
 
 /// A page that admits every item, so it fills (or the query ends) first.

@@ -183,12 +183,7 @@ impl PaymentStore for DynamoStore {
             None => {
                 let after = cursor.map(|id| keys::payment_primary(tenant, id).sk);
                 self.scan_shards(
-                    ShardRange {
-                        partitions: keys::tenant_shards(tenant),
-                        sk_prefix: keys::PAYMENT_PREFIX,
-                        after: after.as_deref(),
-                        descending: true,
-                    },
+                    ShardRange::newest_first(tenant, keys::PAYMENT_PREFIX, after.as_deref()),
                     page,
                     admit,
                     id_of,
