@@ -313,6 +313,74 @@ async fn lists_page_by_cursor_filter_and_leave_deleted_items_out(store: Arc<dyn 
         .is_some());
 }
 
+/// Issue 20: a tenant's events and audit records are spread over partitions by id (on
+/// DynamoDB); its lists still come newest first, and following the cursors, a page at a
+/// time, gives exactly the one long page.
+async fn tenant_wide_lists_keep_their_order_and_cursors_across_partitions(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    for n in 0..12 {
+        c.account(&format!("spread-{n}@example.com"), None).await;
+    }
+    let events = |starting_after: Option<String>, limit: usize| {
+        let c = &c;
+        async move {
+            let request = PageRequest {
+                starting_after,
+                ..PageRequest::first(limit)
+            };
+            let page = c
+                .store
+                .list_events(tenant, &EventFilter::default(), &request)
+                .await
+                .unwrap();
+            let ids: Vec<String> = page.items.iter().map(|e| e.id.to_string()).collect();
+            (ids, page.has_more)
+        }
+    };
+    let audit = |starting_after: Option<String>, limit: usize| {
+        let c = &c;
+        async move {
+            let request = PageRequest {
+                starting_after,
+                ..PageRequest::first(limit)
+            };
+            let page = c.store.list_audit(tenant, None, &request).await.unwrap();
+            let ids: Vec<String> = page.items.iter().map(|r| r.id.to_string()).collect();
+            (ids, page.has_more)
+        }
+    };
+    let (all_events, more) = events(None, 100).await;
+    assert!(!more && all_events.len() >= 12, "{all_events:?}");
+    let (all_audit, more) = audit(None, 100).await;
+    assert!(!more && all_audit.len() >= 12, "{all_audit:?}");
+    for all in [&all_events, &all_audit] {
+        assert!(all.windows(2).all(|w| w[0] > w[1]), "newest first: {all:?}");
+    }
+
+    let (mut paged_events, mut cursor) = (Vec::new(), None);
+    loop {
+        let (ids, more) = events(cursor, 5).await;
+        assert!(ids.len() <= 5);
+        cursor = ids.last().cloned();
+        paged_events.extend(ids);
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(paged_events, all_events);
+    let (mut paged_audit, mut cursor) = (Vec::new(), None);
+    loop {
+        let (ids, more) = audit(cursor, 5).await;
+        cursor = ids.last().cloned();
+        paged_audit.extend(ids);
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(paged_audit, all_audit);
+}
+
 /// Issue 13, item 6: a filter no key serves examines at most the page's scan budget, ends
 /// the page where it stopped (`has_more` with a cursor there), and following the cursors
 /// finds exactly the matches.
@@ -2120,6 +2188,7 @@ billing_tests::on_both_stores!(
     moving_a_unique_value_frees_the_old_one,
     lists_page_by_cursor_filter_and_leave_deleted_items_out,
     a_filtered_list_examines_at_most_its_budget_and_its_cursors_find_every_match,
+    tenant_wide_lists_keep_their_order_and_cursors_across_partitions,
     the_audit_trail_of_an_entity_pages_newest_first,
     revoking_an_api_key_twice_is_a_conflict,
     idempotency_keys_are_claimed_once_per_tenant_until_released_or_expired,

@@ -291,7 +291,7 @@ impl Tx {
         let key = keys::audit(tenant, &audit.id.to_string(), &audit.entity_id);
         self.item(&key, size(audit), &[]);
         for event in &change.events {
-            let key = keys::event_of_resource(tenant, &event.id.to_string(), "resource");
+            let key = keys::event_of_resource(tenant, &event.id.to_string(), &event.resource_id);
             let due = [due_shard(&key)];
             self.item(&key, size(event), &due);
         }
@@ -405,7 +405,8 @@ impl SubscriptionStore for SimStore {
     ) -> Result<Option<Subscription>, StoreError> {
         let found = self.inner.get_subscription(tenant, id).await?;
         let bytes = found.as_ref().map_or(0, size);
-        self.send(Request::new(Op::GetItem).read(&tenant_pk(tenant), bytes))
+        let partition = keys::subscription_partition(tenant, id);
+        self.send(Request::new(Op::GetItem).read(&partition, bytes))
             .await?;
         Ok(found)
     }
@@ -417,10 +418,10 @@ impl SubscriptionStore for SimStore {
         // BatchGetItem, a hundred keys per request, strongly consistent.
         let found = self.inner.get_subscriptions(tenant, ids).await?;
         for chunk in found.chunks(100) {
-            let bytes = chunk.iter().map(size).sum();
-            let request = Request::new(Op::BatchGetItem)
-                .items(chunk.len() as u32)
-                .read(&tenant_pk(tenant), bytes);
+            let request = chunk.iter().fold(
+                Request::new(Op::BatchGetItem).items(chunk.len() as u32),
+                |request, s| request.read(&keys::subscription_partition(tenant, s.id), size(s)),
+            );
             self.send(request).await?;
         }
         Ok(found)
@@ -522,10 +523,13 @@ impl InvoiceStore for SimStore {
             sent.map_err(|e| StoreError::Internal(e.to_string()))??;
         }
         for chunk in pending.chunks(100) {
-            let bytes = chunk.iter().map(|p| size(&p.invoice)).sum();
-            let request = Request::new(Op::BatchGetItem)
-                .items(chunk.len() as u32)
-                .read(&tenant_pk(tenant), bytes);
+            let request = chunk.iter().fold(
+                Request::new(Op::BatchGetItem).items(chunk.len() as u32),
+                |request, p| {
+                    let key = keys::invoice_primary(tenant, p.invoice.id);
+                    request.read(&key.pk, size(&p.invoice))
+                },
+            );
             self.send(request).await?;
         }
         Ok(pending)

@@ -1,40 +1,53 @@
 //! The key layout of the single table: one function per entity. Nothing outside this
 //! module spells a `pk`, `sk` or index key. Every partition key starts with the tenant.
 //!
+//! A tenant's items live in two kinds of partition. What is small and rarely written (the
+//! tenant, its keys, accounts, catalog, settings, claims, the invoice sequence) shares
+//! `T#{tenant}`. What a renewal, a payment or a burst of usage writes per subscription is
+//! spread over [`TENANT_SHARDS`] shard partitions `T#{tenant}#{shard:02}` ("`T#{tenant}#S(x)`"
+//! below: the shard is the FNV hash of the id `x` modulo the shard count), so a tenant's
+//! write capacity is that many partitions' (~1,000 WCU/s each) instead of one's, without
+//! waiting for DynamoDB's split for heat. The shard comes from the id, so a GetItem by id
+//! needs no lookup; a subscription's rollups share its shard (one Query reads a period's);
+//! an account's dunning case, notices, quota snapshots and payment profile share the
+//! account's. A tenant-wide list queries the same sort-key range on every shard and merges
+//! the pages by sort key (`DynamoStore::scan_shards`), so its order and cursor (the last
+//! id) are what one partition gave; per-account lists stay on `gsi1`.
+//!
 //! | entity            | pk            | sk                              | gsi1pk                         | gsi1sk            |
 //! |-------------------|---------------|---------------------------------|--------------------------------|-------------------|
 //! | tenant            | `T#{tenant}`  | `TENANT`                        |                                |                   |
 //! | API key           | `T#{tenant}`  | `APIKEY#{key_id}`               |                                |                   |
 //! | account           | `T#{tenant}`  | `ACCOUNT#{account_id}`          | `T#{tenant}#EMAIL#{email}`     | `ACCOUNT#{id}`    |
 //! | external_id claim | `T#{tenant}`  | `UNIQUE#ACCOUNT_EXTERNAL_ID#{x}`|                                |                   |
-//! | audit record      | `T#{tenant}`  | `AUDIT#{audit_id}`              | `T#{tenant}#AUDIT#{entity_id}` | `{audit_id}`      |
-//! | domain event      | `T#{tenant}`  | `EVENT#{event_id}` (TTL, due)   | `T#{tenant}#EVENTS#{resource}` | `{event_id}`      |
+//! | audit record      | `T#{tenant}#S(audit_id)` | `AUDIT#{audit_id}`   | `T#{tenant}#AUDIT#{entity_id}` | `{audit_id}`      |
+//! | domain event      | `T#{tenant}#S(event_id)` | `EVENT#{event_id}` (TTL, due) | `T#{tenant}#EVENTS#{resource}` | `{event_id}` |
 //! | webhook endpoint  | `T#{tenant}`  | `WEBHOOK#{endpoint_id}`         |                                |                   |
-//! | webhook delivery  | `T#{tenant}`  | `WHDELIVERY#{endpoint}#{id}` (TTL, due) |                        |                   |
-//! | idempotency key   | `T#{tenant}`  | `IDEMPOTENCY#{key}` (TTL)       |                                |                   |
+//! | webhook delivery  | `T#{tenant}#S(delivery_id)` | `WHDELIVERY#{endpoint}#{id}` (TTL, due) |   |                   |
+//! | idempotency key   | `T#{tenant}#S(key)` | `IDEMPOTENCY#{key}` (TTL) |                                |                   |
 //! | metric            | `T#{tenant}`  | `METRIC#{metric_id}`            |                                |                   |
 //! | metric code claim | `T#{tenant}`  | `UNIQUE#METRIC_CODE#{code}`     |                                |                   |
 //! | plan              | `T#{tenant}`  | `PLAN#{plan_id}`                |                                |                   |
 //! | plan code claim   | `T#{tenant}`  | `UNIQUE#PLAN_CODE#{code}`       |                                |                   |
 //! | plan version      | `T#{tenant}`  | `PLANVERSION#{plan_id}#{n:06}`  |                                |                   |
-//! | subscription      | `T#{tenant}`  | `SUB#{subscription_id}` (due)   | `T#{tenant}#ACCOUNT#{a}#SUBS`  | `{id}`            |
-//! | invoice           | `T#{tenant}`  | `INVOICE#{invoice_id}`          | `T#{tenant}#ACCOUNT#{a}#INVOICES` | `{id}`         |
+//! | subscription      | `T#{tenant}#S(subscription_id)` | `SUB#{subscription_id}` (due) | `T#{tenant}#ACCOUNT#{a}#SUBS` | `{id}` |
+//! | invoice           | `T#{tenant}#S(invoice_id)` | `INVOICE#{invoice_id}` | `T#{tenant}#ACCOUNT#{a}#INVOICES` | `{id}`       |
 //! | invoice sequence  | `T#{tenant}`  | `SEQUENCE#INVOICE`              |                                |                   |
 //! | (pending invoice) | the invoice's item carries `pending_pk` `T#{tenant}#PENDING#{shard:02}`, `pending_sk` `{N or F}#{created ms}#{invoice_id}` (index `pending`) | | | |
 //! | test clock        | `T#{tenant}`  | `CLOCK#{clock_id}`              |                                |                   |
 //! | usage event       | `T#{tenant}#USAGE#{transaction_id}` | `USAGE_EVENT`             |                                |                   |
-//! | usage rollup      | `T#{tenant}`  | `ROLLUP#{sub}#{period ms}#{metric}` (due) |                      |                   |
+//! | usage rollup      | `T#{tenant}#S(subscription_id)` | `ROLLUP#{sub}#{period ms}#{metric}` (due) |      |                   |
 //! | distinct value    | `T#{tenant}#VALUES#{sub}` | `{period ms}#{metric}#{value}` |                       |                   |
-//! | quota snapshot    | `T#{tenant}`  | `QUOTA#{account}#{metric}`      |                                |                   |
-//! | payment (attempt) | `T#{tenant}`  | `PAYMENT#{payment_id}` (due while pending) | `T#{tenant}#ACCOUNT#{a}#PAYMENTS` | `{id}` |
-//! | payment profile   | `T#{tenant}`  | `PAYPROFILE#{account_id}`       |                                |                   |
+//! | quota snapshot    | `T#{tenant}#S(account_id)` | `QUOTA#{account}#{metric}` |                              |                   |
+//! | payment (attempt) | `T#{tenant}#S(payment_id)` | `PAYMENT#{payment_id}` (due while pending) | `T#{tenant}#ACCOUNT#{a}#PAYMENTS` | `{id}` |
+//! | payment profile   | `T#{tenant}#S(account_id)` | `PAYPROFILE#{account_id}` |                               |                   |
 //! | credit note       | `T#{tenant}`  | `CREDITNOTE#{id}`               | `T#{tenant}#ACCOUNT#{a}#CREDITNOTES` | `{id}`      |
 //! | payment settings  | `T#{tenant}`  | `SETTINGS#PAYMENTS`             |                                |                   |
-//! | gateway event     | `T#{tenant}`  | `GWEVENT#{gateway event id}` (TTL) |                             |                   |
+//! | gateway event     | `T#{tenant}#S(gateway event id)` | `GWEVENT#{gateway event id}` (TTL) |         |                   |
 //! | gateway ref       | `GATEWAY#{gateway object id}` | `REF`           |                                |                   |
 //! | dunning policy    | `T#{tenant}`  | `SETTINGS#DUNNING`              |                                |                   |
-//! | dunning case      | `T#{tenant}`  | `DUNNING#{account_id}` (due)    |                                |                   |
-//! | dunning notice    | `T#{tenant}`  | `DUNNINGNOTICE#{account_id}#{key}` (due) |                       |                   |
+//! | dunning case      | `T#{tenant}#S(account_id)` | `DUNNING#{account_id}` (due) |                           |                   |
+//! | dunning notice    | `T#{tenant}#S(account_id)` | `DUNNINGNOTICE#{account_id}#{key}` (due) |               |                   |
 //!
 //! Access patterns: how each read is served.
 //!
@@ -43,14 +56,17 @@
 //! | authenticate an API key | GetItem `T#{tenant}` / `APIKEY#{key id}` (tenant and id come from the key itself) |
 //! | get an account | GetItem `T#{tenant}` / `ACCOUNT#{id}` (consistent read) |
 //! | list accounts, oldest first | Query `T#{tenant}`, `begins_with(sk, "ACCOUNT#")`, cursor = last id |
+//! | get a subscription, invoice, payment attempt, event by id | GetItem `T#{tenant}#S(id)` / `SUB#{id}` … (consistent read) |
+//! | a tenant's subscriptions, oldest first | Query every shard, `begins_with(sk, "SUB#")`, merged by sort key; cursor = last id (each shard resumes after it) |
+//! | a tenant's invoices / payment attempts, newest first | the same with `INVOICE#` / `PAYMENT#`, descending |
 //! | find accounts by email | Query GSI `gsi1` on `T#{tenant}#EMAIL#{lower-cased email}` |
 //! | find the account with an external_id | GetItem of the uniqueness claim `UNIQUE#ACCOUNT_EXTERNAL_ID#{x}` |
-//! | audit log, newest first | Query `T#{tenant}`, `begins_with(sk, "AUDIT#")`, descending |
+//! | audit log, newest first | Query every shard, `begins_with(sk, "AUDIT#")`, descending, merged |
 //! | audit log of one entity | Query GSI `gsi1` on `T#{tenant}#AUDIT#{entity id}`, descending |
-//! | event log, newest first | Query `T#{tenant}`, `begins_with(sk, "EVENT#")`, descending; `type` filters the pages |
+//! | event log, newest first | Query every shard, `begins_with(sk, "EVENT#")`, descending, merged; `type` filters the pages |
 //! | events of one resource | Query GSI `gsi1` on `T#{tenant}#EVENTS#{resource id}`, descending |
 //! | webhook endpoints of a tenant | Query `T#{tenant}`, `begins_with(sk, "WEBHOOK#")` (at most 16) |
-//! | deliveries of an endpoint | Query `T#{tenant}`, `begins_with(sk, "WHDELIVERY#{endpoint id}#")`, descending |
+//! | deliveries of an endpoint | Query every shard, `begins_with(sk, "WHDELIVERY#{endpoint id}#")`, descending, merged |
 //! | everything due up to now (outbox, webhook retries) | Query GSI `due`, one per shard `DUE#00`…`DUE#15`, `due_sk <= {now ms}~` |
 //! | idempotency key | conditional PutItem `IDEMPOTENCY#{key}` (taken over when its `lease_until` has passed unanswered), expires by TTL (`expires_at`) after 24 h |
 //! | metric / plan by id | GetItem `METRIC#{id}` / `PLAN#{id}` |
@@ -64,7 +80,7 @@
 //! | a Stripe event applied once | conditional PutItem `GWEVENT#{evt_…}` in the same transaction as its effect (TTL 30 days) |
 //! | a usage event counted once | conditional put of `T#{tenant}#USAGE#{transaction_id}` in the transaction that moves its rollup |
 //! | which transaction ids of a batch are known | BatchGetItem of the event keys (projection `pk`) |
-//! | a subscription's usage of a period | Query `ROLLUP#{sub}#{period start ms}#` (one item per metric); ranges by `BETWEEN` |
+//! | a subscription's usage of a period | Query the subscription's shard, `ROLLUP#{sub}#{period start ms}#` (one item per metric); ranges by `BETWEEN` |
 //! | an entitlement check | GetItem `QUOTA#{account}#{metric}` (the current period's usage and limit) |
 //! | late usage waiting for its supplemental invoice | the `due` index on the rollup (under its test clock when it has one) |
 //! | a tenant's drafts waiting for their numbers, oldest first | Query GSI `pending`, one per shard `T#{tenant}#PENDING#00`…`15`, `begins_with(pending_sk, "N#")`, merged by time; then BatchGetItem (consistent) of the invoices |
@@ -154,6 +170,33 @@ pub fn tenant_partition(tenant: TenantId) -> String {
     format!("T#{tenant}")
 }
 
+/// How many partitions a tenant's high-volume items spread over. Each partition takes
+/// about 1,000 write units a second and a renewal writes about 100 to the table, so 32
+/// shards carry about 320 renewals a second where one partition carried 10 (fewer writes
+/// per renewal raise both). A tenant-wide list queries every shard, so the count trades
+/// list reads for write capacity. Changing it moves every sharded item: a migration, not
+/// a setting.
+pub const TENANT_SHARDS: u32 = 32;
+
+/// One of a tenant's shard partitions, `T#{tenant}#07`.
+pub fn tenant_shard(tenant: TenantId, shard: u32) -> String {
+    format!("T#{tenant}#{shard:02}")
+}
+
+/// Every shard partition of a tenant: a tenant-wide list queries each and merges them by
+/// sort key.
+pub fn tenant_shards(tenant: TenantId) -> Vec<String> {
+    (0..TENANT_SHARDS)
+        .map(|shard| tenant_shard(tenant, shard))
+        .collect()
+}
+
+/// The shard partition of the items filed under `owner` (an id): picked by the id's hash,
+/// so reading an item by its id needs no lookup.
+fn shard_of(tenant: TenantId, owner: &str) -> String {
+    tenant_shard(tenant, fnv(owner.bytes()) % TENANT_SHARDS)
+}
+
 pub fn tenant(tenant: TenantId) -> Key {
     Key::new(tenant_partition(tenant), "TENANT".into())
 }
@@ -189,7 +232,7 @@ pub const AUDIT_PREFIX: &str = "AUDIT#";
 
 pub fn audit(tenant: TenantId, audit_id: &str, entity_id: &str) -> Key {
     Key::new(
-        tenant_partition(tenant),
+        shard_of(tenant, audit_id),
         format!("{AUDIT_PREFIX}{audit_id}"),
     )
     .with_gsi1(audit_entity_index(tenant, entity_id), audit_id.to_owned())
@@ -203,7 +246,7 @@ pub const EVENT_PREFIX: &str = "EVENT#";
 
 pub fn event(tenant: TenantId, event_id: &str) -> Key {
     Key::new(
-        tenant_partition(tenant),
+        shard_of(tenant, event_id),
         format!("{EVENT_PREFIX}{event_id}"),
     )
 }
@@ -233,10 +276,10 @@ pub fn webhook_endpoint(tenant: TenantId, id: WebhookEndpointId) -> Key {
 
 pub const WEBHOOK_DELIVERY_PREFIX: &str = "WHDELIVERY#";
 
-/// Deliveries sort under their endpoint, so one endpoint's log is one range of its tenant.
+/// Deliveries sort under their endpoint, so one endpoint's log is one range of each shard.
 pub fn webhook_delivery(tenant: TenantId, endpoint: WebhookEndpointId, id: DeliveryId) -> Key {
     Key::new(
-        tenant_partition(tenant),
+        shard_of(tenant, &id.to_string()),
         format!("{}{id}", webhook_deliveries_of(endpoint)),
     )
 }
@@ -250,22 +293,26 @@ pub fn webhook_deliveries_of(endpoint: WebhookEndpointId) -> String {
 pub fn parse_due(due_sk: &str) -> Option<(jiff::Timestamp, String, String)> {
     let (millis, rest) = due_sk.split_once('#')?;
     let at = jiff::Timestamp::from_millisecond(millis.parse().ok()?).ok()?;
-    // pk is `T#{tenant}`: the item's sk starts after the second `#`.
-    let tenant_end = rest.match_indices('#').nth(1)?.0;
-    Some((
-        at,
-        rest[..tenant_end].to_owned(),
-        rest[tenant_end + 1..].to_owned(),
-    ))
+    // pk is `T#{tenant}` or a shard `T#{tenant}#07`: the item's sk starts after the
+    // second `#`, or after the shard's digits (no sort key starts with a digit).
+    let mut pk_end = rest.match_indices('#').nth(1)?.0;
+    if let Some((segment, _)) = rest[pk_end + 1..].split_once('#') {
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            pk_end += 1 + segment.len();
+        }
+    }
+    Some((at, rest[..pk_end].to_owned(), rest[pk_end + 1..].to_owned()))
 }
 
-/// The tenant of a partition key `T#{tenant}`.
+/// The tenant of a partition key `T#{tenant}` or `T#{tenant}#…`.
 pub fn tenant_of(pk: &str) -> Option<TenantId> {
-    TenantId::parse(pk.strip_prefix("T#")?, "pk").ok()
+    let rest = pk.strip_prefix("T#")?;
+    let tenant = rest.split_once('#').map_or(rest, |(tenant, _)| tenant);
+    TenantId::parse(tenant, "pk").ok()
 }
 
 pub fn idempotency(tenant: TenantId, key: &str) -> Key {
-    Key::new(tenant_partition(tenant), format!("IDEMPOTENCY#{key}"))
+    Key::new(shard_of(tenant, key), format!("IDEMPOTENCY#{key}"))
 }
 
 pub const METRIC_PREFIX: &str = "METRIC#";
@@ -306,11 +353,21 @@ pub fn plan_version(tenant: TenantId, plan: PlanId, number: u32) -> Key {
 pub const SUBSCRIPTION_PREFIX: &str = "SUB#";
 
 pub fn subscription(tenant: TenantId, id: SubscriptionId, account: AccountId) -> Key {
+    subscription_primary(tenant, id)
+        .with_gsi1(account_subscriptions_index(tenant, account), id.to_string())
+}
+
+/// A subscription's primary key, for reading it by id (its index key needs the account).
+pub fn subscription_primary(tenant: TenantId, id: SubscriptionId) -> Key {
     Key::new(
-        tenant_partition(tenant),
+        subscription_partition(tenant, id),
         format!("{SUBSCRIPTION_PREFIX}{id}"),
     )
-    .with_gsi1(account_subscriptions_index(tenant, account), id.to_string())
+}
+
+/// The shard holding a subscription and its usage rollups.
+pub fn subscription_partition(tenant: TenantId, id: SubscriptionId) -> String {
+    shard_of(tenant, &id.to_string())
 }
 
 pub fn account_subscriptions_index(tenant: TenantId, account: AccountId) -> String {
@@ -320,8 +377,13 @@ pub fn account_subscriptions_index(tenant: TenantId, account: AccountId) -> Stri
 pub const INVOICE_PREFIX: &str = "INVOICE#";
 
 pub fn invoice(tenant: TenantId, id: InvoiceId, account: AccountId) -> Key {
-    Key::new(tenant_partition(tenant), format!("{INVOICE_PREFIX}{id}"))
-        .with_gsi1(account_invoices_index(tenant, account), id.to_string())
+    invoice_primary(tenant, id).with_gsi1(account_invoices_index(tenant, account), id.to_string())
+}
+
+/// An invoice's primary key, for reading it by id.
+pub fn invoice_primary(tenant: TenantId, id: InvoiceId) -> Key {
+    let id = id.to_string();
+    Key::new(shard_of(tenant, &id), format!("{INVOICE_PREFIX}{id}"))
 }
 
 pub fn account_invoices_index(tenant: TenantId, account: AccountId) -> String {
@@ -400,7 +462,7 @@ pub const DUNNING_PREFIX: &str = "DUNNING#";
 /// An account's latest dunning case; one item per account, reused by its next case.
 pub fn dunning_case(tenant: TenantId, account: AccountId) -> Key {
     Key::new(
-        tenant_partition(tenant),
+        shard_of(tenant, &account.to_string()),
         format!("{DUNNING_PREFIX}{account}"),
     )
 }
@@ -410,7 +472,7 @@ pub const DUNNING_NOTICE_PREFIX: &str = "DUNNINGNOTICE#";
 /// A customer notice not yet confirmed sent; `key` is unique within the account.
 pub fn dunning_notice(tenant: TenantId, account: AccountId, key: &str) -> Key {
     Key::new(
-        tenant_partition(tenant),
+        shard_of(tenant, &account.to_string()),
         format!("{DUNNING_NOTICE_PREFIX}{account}#{key}"),
     )
 }
@@ -418,8 +480,13 @@ pub fn dunning_notice(tenant: TenantId, account: AccountId, key: &str) -> Key {
 pub const PAYMENT_PREFIX: &str = "PAYMENT#";
 
 pub fn payment(tenant: TenantId, id: PaymentId, account: AccountId) -> Key {
-    Key::new(tenant_partition(tenant), format!("{PAYMENT_PREFIX}{id}"))
-        .with_gsi1(account_payments_index(tenant, account), id.to_string())
+    payment_primary(tenant, id).with_gsi1(account_payments_index(tenant, account), id.to_string())
+}
+
+/// A payment attempt's primary key, for reading it by id.
+pub fn payment_primary(tenant: TenantId, id: PaymentId) -> Key {
+    let id = id.to_string();
+    Key::new(shard_of(tenant, &id), format!("{PAYMENT_PREFIX}{id}"))
 }
 
 pub fn account_payments_index(tenant: TenantId, account: AccountId) -> String {
@@ -428,7 +495,10 @@ pub fn account_payments_index(tenant: TenantId, account: AccountId) -> String {
 
 /// An account's gateway customer and cards.
 pub fn payment_profile(tenant: TenantId, account: AccountId) -> Key {
-    Key::new(tenant_partition(tenant), format!("PAYPROFILE#{account}"))
+    Key::new(
+        shard_of(tenant, &account.to_string()),
+        format!("PAYPROFILE#{account}"),
+    )
 }
 
 pub const CREDIT_NOTE_PREFIX: &str = "CREDITNOTE#";
@@ -451,7 +521,7 @@ pub fn payment_settings(tenant: TenantId) -> Key {
 
 /// An inbound gateway event applied (kept for the gateway's retry window, by TTL).
 pub fn gateway_event(tenant: TenantId, event_id: &str) -> Key {
-    Key::new(tenant_partition(tenant), format!("GWEVENT#{event_id}"))
+    Key::new(shard_of(tenant, event_id), format!("GWEVENT#{event_id}"))
 }
 
 /// Which tenant a gateway object (a payment method, a payment intent) belongs to. The
@@ -539,7 +609,7 @@ pub fn rollup(
     metric: &str,
 ) -> Key {
     Key::new(
-        tenant_partition(tenant),
+        subscription_partition(tenant, subscription),
         format!(
             "{}{}#{metric}",
             rollups_of(subscription),
@@ -572,7 +642,7 @@ pub fn distinct_value(
 /// An account's usage and limit of a metric in its current period.
 pub fn quota(tenant: TenantId, account: AccountId, metric: &str) -> Key {
     Key::new(
-        tenant_partition(tenant),
+        shard_of(tenant, &account.to_string()),
         format!("QUOTA#{account}#{metric}"),
     )
 }
@@ -580,4 +650,65 @@ pub fn quota(tenant: TenantId, account: AccountId, metric: &str) -> Key {
 /// A fixed item the readiness probe reads; it never exists.
 pub fn health_probe() -> Key {
     Key::new("HEALTH".into(), "HEALTH".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ulid::Ulid;
+
+    fn tenant() -> TenantId {
+        TenantId::from_ulid(Ulid::from_parts(1, 7))
+    }
+
+    fn subscription_ids(count: u128) -> impl Iterator<Item = SubscriptionId> {
+        (0..count).map(|n| SubscriptionId::from_ulid(Ulid::from_parts(1_700_000_000_000, n)))
+    }
+
+    #[test]
+    fn a_due_entry_names_its_tenant_and_item_whether_sharded_or_not() {
+        let at = jiff::Timestamp::from_millisecond(1_767_225_600_000).unwrap();
+        let id = subscription_ids(1).next().unwrap();
+        let sharded = subscription_primary(tenant(), id);
+        let invoice = InvoiceId::from_ulid(Ulid::from_parts(9, 9));
+        let unsharded = Key::new(
+            tenant_partition(tenant()),
+            format!("{FINALIZE_PREFIX}{invoice}"),
+        );
+        for key in [sharded, unsharded] {
+            let due_sk = due(&key, at)[DUE_SK].as_s().unwrap().clone();
+            let (due_at, pk, sk) = parse_due(&due_sk).unwrap();
+            assert_eq!((due_at, &pk, &sk), (at, &key.pk, &key.sk));
+            assert_eq!(tenant_of(&pk), Some(tenant()));
+        }
+    }
+
+    #[test]
+    fn a_subscription_its_rollups_and_its_reads_by_id_share_one_of_the_tenants_shards() {
+        let shards = tenant_shards(tenant());
+        for id in subscription_ids(50) {
+            let key = subscription(tenant(), id, AccountId::from_ulid(Ulid::nil()));
+            let start = jiff::Timestamp::UNIX_EPOCH;
+            assert_eq!(key.pk, subscription_primary(tenant(), id).pk);
+            assert_eq!(key.pk, rollup(tenant(), id, start, "calls").pk);
+            assert!(shards.contains(&key.pk), "{} is not a shard", key.pk);
+        }
+    }
+
+    #[test]
+    fn ten_thousand_subscriptions_spread_over_every_shard_near_evenly() {
+        let mut per_shard: HashMap<String, u32> = HashMap::new();
+        for id in subscription_ids(10_000) {
+            *per_shard
+                .entry(subscription_primary(tenant(), id).pk)
+                .or_default() += 1;
+        }
+        let mean = 10_000 / TENANT_SHARDS;
+        assert_eq!(per_shard.len(), TENANT_SHARDS as usize);
+        let busiest = per_shard.values().max().copied().unwrap_or_default();
+        assert!(
+            busiest < mean + mean / 4,
+            "busiest shard holds {busiest}, mean {mean}"
+        );
+    }
 }

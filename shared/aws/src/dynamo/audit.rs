@@ -3,7 +3,7 @@ use billing_app::ports::*;
 use billing_domain::events::record::AuditRecord;
 use billing_domain::kernel::ids::TenantId;
 
-use super::DynamoStore;
+use super::{DynamoStore, ShardRange};
 use crate::keys;
 
 #[async_trait]
@@ -26,14 +26,15 @@ impl AuditStore for DynamoStore {
                 self.query_page(query, start, page.limit).await
             }
             None => {
-                let start = page
+                let after = page
                     .starting_after
                     .as_deref()
-                    .map(|id| keys::audit(tenant, id, "").primary());
-                let query = self
-                    .query_partition(keys::tenant_partition(tenant), keys::AUDIT_PREFIX)
-                    .scan_index_forward(false);
-                self.query_page(query, start, page.limit).await
+                    .map(|id| keys::audit(tenant, id, "").sk);
+                self.query_shards_page(
+                    ShardRange::newest_first(tenant, keys::AUDIT_PREFIX, after.as_deref()),
+                    page.limit,
+                )
+                .await
             }
         }
     }

@@ -12,7 +12,10 @@ use billing_domain::kernel::ids::{InvoiceId, SubscriptionId, TenantId, TestClock
 use jiff::Timestamp;
 
 use super::catalog::SUBSCRIPTION_COUNT;
-use super::{from_item, sdk_error, to_item, DynamoStore, Item, Transaction, MAX_TRANSACTION_ITEMS};
+use super::{
+    from_item, sdk_error, to_item, DynamoStore, Item, ShardRange, Transaction,
+    MAX_TRANSACTION_ITEMS,
+};
 use crate::keys::{self, DUE_INDEX, DUE_PK, DUE_SK};
 
 /// The last number used (not `last`, which DynamoDB reserves).
@@ -29,15 +32,6 @@ pub(super) fn subscription_item(tenant: TenantId, sub: &Subscription) -> Result<
         });
     }
     Ok(item)
-}
-
-/// A subscription's primary key, for reading it by id (its index key needs the account).
-pub(super) fn subscription_key(tenant: TenantId, id: SubscriptionId) -> keys::Key {
-    keys::Key {
-        pk: keys::tenant_partition(tenant),
-        sk: format!("{}{id}", keys::SUBSCRIPTION_PREFIX),
-        gsi1: None,
-    }
 }
 
 /// A run of a tenant's invoice numbers that one transaction uses.
@@ -358,7 +352,7 @@ impl SubscriptionStore for DynamoStore {
     ) -> Result<Vec<Subscription>, StoreError> {
         let keys = ids
             .iter()
-            .map(|id| subscription_key(tenant, *id).primary())
+            .map(|id| keys::subscription_primary(tenant, *id).primary())
             .collect();
         self.batch_get(keys, None)
             .await?
@@ -372,7 +366,7 @@ impl SubscriptionStore for DynamoStore {
         tenant: TenantId,
         id: SubscriptionId,
     ) -> Result<Option<Subscription>, StoreError> {
-        self.get(&subscription_key(tenant, id)).await
+        self.get(&keys::subscription_primary(tenant, id)).await
     }
 
     async fn list_subscriptions(
@@ -394,17 +388,14 @@ impl SubscriptionStore for DynamoStore {
                 self.scan_page(query, start, page, admit, id_of).await
             }
             None => {
-                let start = cursor.map(|id| {
-                    keys::subscription(
-                        tenant,
-                        id,
-                        billing_domain::kernel::ids::AccountId::from_ulid(ulid::Ulid::nil()),
-                    )
-                    .primary()
-                });
-                let query =
-                    self.query_partition(keys::tenant_partition(tenant), keys::SUBSCRIPTION_PREFIX);
-                self.scan_page(query, start, page, admit, id_of).await
+                let after = cursor.map(|id| keys::subscription_primary(tenant, id).sk);
+                self.scan_shards(
+                    ShardRange::oldest_first(tenant, keys::SUBSCRIPTION_PREFIX, after.as_deref()),
+                    page,
+                    admit,
+                    id_of,
+                )
+                .await
             }
         }
     }
@@ -507,12 +498,7 @@ impl InvoiceStore for DynamoStore {
         tenant: TenantId,
         id: InvoiceId,
     ) -> Result<Option<Invoice>, StoreError> {
-        let key = keys::Key {
-            pk: keys::tenant_partition(tenant),
-            sk: format!("{}{id}", keys::INVOICE_PREFIX),
-            gsi1: None,
-        };
-        self.get(&key).await
+        self.get(&keys::invoice_primary(tenant, id)).await
     }
 
     async fn pending_invoices(
@@ -683,18 +669,14 @@ impl InvoiceStore for DynamoStore {
                 self.scan_page(query, start, page, admit, id_of).await
             }
             None => {
-                let start = cursor.map(|id| {
-                    keys::invoice(
-                        tenant,
-                        id,
-                        billing_domain::kernel::ids::AccountId::from_ulid(ulid::Ulid::nil()),
-                    )
-                    .primary()
-                });
-                let query = self
-                    .query_partition(keys::tenant_partition(tenant), keys::INVOICE_PREFIX)
-                    .scan_index_forward(false);
-                self.scan_page(query, start, page, admit, id_of).await
+                let after = cursor.map(|id| keys::invoice_primary(tenant, id).sk);
+                self.scan_shards(
+                    ShardRange::newest_first(tenant, keys::INVOICE_PREFIX, after.as_deref()),
+                    page,
+                    admit,
+                    id_of,
+                )
+                .await
             }
         }
     }

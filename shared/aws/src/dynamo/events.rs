@@ -17,7 +17,7 @@ use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::ids::{DeliveryId, EventId, TenantId, WebhookEndpointId};
 use jiff::{SignedDuration, Timestamp};
 
-use super::{epoch_seconds, sdk_error, to_item, DynamoStore, Item};
+use super::{epoch_seconds, sdk_error, to_item, DynamoStore, Item, ShardRange};
 use crate::keys::{self, DUE_INDEX, DUE_PK, DUE_SHARDS, DUE_SK, GSI1_PK, TTL};
 
 const ENDPOINT: &str = "webhook endpoint";
@@ -270,14 +270,17 @@ impl EventStore for DynamoStore {
                 self.scan_page(query, start, page, admit, id_of).await
             }
             None => {
-                let start = page
+                let after = page
                     .starting_after
                     .as_deref()
-                    .map(|id| keys::event(tenant, id).primary());
-                let query = self
-                    .query_partition(keys::tenant_partition(tenant), keys::EVENT_PREFIX)
-                    .scan_index_forward(false);
-                self.scan_page(query, start, page, admit, id_of).await
+                    .map(|id| keys::event(tenant, id).sk);
+                self.scan_shards(
+                    ShardRange::newest_first(tenant, keys::EVENT_PREFIX, after.as_deref()),
+                    page,
+                    admit,
+                    id_of,
+                )
+                .await
             }
         }
     }
@@ -492,17 +495,19 @@ impl WebhookStore for DynamoStore {
         endpoint: WebhookEndpointId,
         page: &PageRequest,
     ) -> Result<Page<WebhookDelivery>, StoreError> {
-        let start = page
+        let after = page
             .starting_after
             .as_deref()
             .and_then(|id| DeliveryId::parse(id, "starting_after").ok())
-            .map(|id| keys::webhook_delivery(tenant, endpoint, id).primary());
-        let query = self
-            .query_partition(
-                keys::tenant_partition(tenant),
+            .map(|id| keys::webhook_delivery(tenant, endpoint, id).sk);
+        self.query_shards_page(
+            ShardRange::newest_first(
+                tenant,
                 &keys::webhook_deliveries_of(endpoint),
-            )
-            .scan_index_forward(false);
-        self.query_page(query, start, page.limit).await
+                after.as_deref(),
+            ),
+            page.limit,
+        )
+        .await
     }
 }

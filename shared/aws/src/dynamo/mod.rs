@@ -90,12 +90,19 @@ impl DynamoStore {
         start: Option<Item>,
         limit: usize,
     ) -> Result<Page<T>, StoreError> {
-        // Every item is admitted, so the page fills (or the query ends) first.
-        let page = PageRequest {
-            scan_budget: usize::MAX,
-            ..PageRequest::first(limit)
-        };
+        let page = unfiltered(limit);
         self.scan_page(query, start, &page, |_: &T| true, |_: &T| String::new())
+            .await
+    }
+
+    /// One page of everything `range` holds (see [`Self::scan_shards`]).
+    pub(super) async fn query_shards_page<T: DeserializeOwned>(
+        &self,
+        range: ShardRange<'_>,
+        limit: usize,
+    ) -> Result<Page<T>, StoreError> {
+        let page = unfiltered(limit);
+        self.scan_shards(range, &page, |_: &T| true, |_: &T| String::new())
             .await
     }
 
@@ -106,7 +113,52 @@ impl DynamoStore {
     pub(super) async fn scan_page<T: DeserializeOwned>(
         &self,
         query: QueryFluentBuilder,
-        mut start: Option<Item>,
+        start: Option<Item>,
+        page: &PageRequest,
+        admit: impl Fn(&T) -> bool,
+        cursor: impl Fn(&T) -> String,
+    ) -> Result<Page<T>, StoreError> {
+        self.scan_merged(vec![Source::new(query, start)], false, page, admit, cursor)
+            .await
+    }
+
+    /// [`Self::scan_page`] over the same range of every shard partition of a tenant: each
+    /// shard resumes after the range's `after`, and the items are examined in sort-key
+    /// order across shards, so the page, its order and its cursor are those of one
+    /// partition holding them all.
+    pub(super) async fn scan_shards<T: DeserializeOwned>(
+        &self,
+        range: ShardRange<'_>,
+        page: &PageRequest,
+        admit: impl Fn(&T) -> bool,
+        cursor: impl Fn(&T) -> String,
+    ) -> Result<Page<T>, StoreError> {
+        let sources = range
+            .partitions
+            .into_iter()
+            .map(|pk| {
+                let start = range.after.map(|sk| {
+                    HashMap::from([
+                        (PK.to_owned(), AttributeValue::S(pk.clone())),
+                        (SK.to_owned(), AttributeValue::S(sk.to_owned())),
+                    ])
+                });
+                let query = self
+                    .query_partition(pk, range.sk_prefix)
+                    .scan_index_forward(!range.descending);
+                Source::new(query, start)
+            })
+            .collect();
+        self.scan_merged(sources, range.descending, page, admit, cursor)
+            .await
+    }
+
+    /// Examines the items of `sources` one at a time in sort-key order (the smallest, or
+    /// the largest when `descending`, of every source's next item), as `scan_page` says.
+    async fn scan_merged<T: DeserializeOwned>(
+        &self,
+        mut sources: Vec<Source>,
+        descending: bool,
         page: &PageRequest,
         admit: impl Fn(&T) -> bool,
         cursor: impl Fn(&T) -> String,
@@ -115,34 +167,27 @@ impl DynamoStore {
         let budget = page.scan_budget.max(1);
         let mut items = Vec::with_capacity(limit + 1);
         let mut examined = 0;
-        let mut last = None;
         loop {
             // No server-side filter: DynamoDB's Limit counts exactly the items examined.
             let room = (limit + 1).min(budget - examined);
-            let output = query
-                .clone()
-                .set_exclusive_start_key(start.take())
-                .limit(i32::try_from(room).unwrap_or(i32::MAX))
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            for raw in output.items.unwrap_or_default() {
-                let item: T = from_item(raw)?;
-                examined += 1;
-                last = Some(cursor(&item));
-                if admit(&item) {
-                    items.push(item);
-                }
+            refill(&mut sources, room).await?;
+            let Some(next) = next_in_order(&mut sources, descending) else {
+                break;
+            };
+            let item: T = from_item(next)?;
+            examined += 1;
+            let scanned = cursor(&item);
+            if admit(&item) {
+                items.push(item);
             }
-            start = output.last_evaluated_key;
-            if items.len() > limit || start.is_none() {
+            if items.len() > limit {
                 break;
             }
-            if examined >= budget {
+            if examined >= budget && sources.iter().any(Source::has_more) {
                 return Ok(Page {
                     items,
                     has_more: true,
-                    scanned_to: last,
+                    scanned_to: Some(scanned),
                 });
             }
         }
@@ -210,6 +255,142 @@ impl DynamoStore {
             invoice_numbers: None,
         }
     }
+}
+
+/// The same sort-key range of every shard partition of a tenant ([`keys::tenant_shards`]),
+/// listed as one.
+pub(super) struct ShardRange<'a> {
+    partitions: Vec<String>,
+    sk_prefix: &'a str,
+    /// The sort key of the last item of the previous page.
+    after: Option<&'a str>,
+    /// Greatest sort key (newest id) first.
+    descending: bool,
+}
+
+impl<'a> ShardRange<'a> {
+    /// The tenant's items whose sort keys start with `sk_prefix`, smallest first, after `after`.
+    pub(super) fn oldest_first(
+        tenant: TenantId,
+        sk_prefix: &'a str,
+        after: Option<&'a str>,
+    ) -> Self {
+        Self {
+            partitions: keys::tenant_shards(tenant),
+            sk_prefix,
+            after,
+            descending: false,
+        }
+    }
+
+    /// The same, greatest first.
+    pub(super) fn newest_first(
+        tenant: TenantId,
+        sk_prefix: &'a str,
+        after: Option<&'a str>,
+    ) -> Self {
+        Self {
+            descending: true,
+            ..Self::oldest_first(tenant, sk_prefix, after)
+        }
+    }
+}
+
+/// A page that admits every item, so it fills (or the query ends) first.
+fn unfiltered(limit: usize) -> PageRequest {
+    PageRequest {
+        scan_budget: usize::MAX,
+        ..PageRequest::first(limit)
+    }
+}
+
+/// One query of a merged list: where it resumes, and what it returned but was not
+/// examined yet.
+pub(super) struct Source {
+    query: QueryFluentBuilder,
+    start: Option<Item>,
+    buffered: std::collections::VecDeque<Item>,
+    exhausted: bool,
+}
+
+impl Source {
+    fn new(query: QueryFluentBuilder, start: Option<Item>) -> Self {
+        Self {
+            query,
+            start,
+            buffered: std::collections::VecDeque::new(),
+            exhausted: false,
+        }
+    }
+
+    fn has_more(&self) -> bool {
+        !self.buffered.is_empty() || !self.exhausted
+    }
+}
+
+/// Reads the next page (of at most `room` items) of every source that has nothing
+/// buffered and is not exhausted, concurrently, until each has an item or is exhausted:
+/// only then is the smallest buffered item the next one in order.
+async fn refill(sources: &mut [Source], room: usize) -> Result<(), StoreError> {
+    let room = i32::try_from(room.max(1)).unwrap_or(i32::MAX);
+    loop {
+        let mut reads = tokio::task::JoinSet::new();
+        for (index, source) in sources.iter_mut().enumerate() {
+            if source.buffered.is_empty() && !source.exhausted {
+                let query = source
+                    .query
+                    .clone()
+                    .set_exclusive_start_key(source.start.take())
+                    .limit(room);
+                reads.spawn(async move { (index, query.send().await) });
+            }
+        }
+        if reads.is_empty() {
+            return Ok(());
+        }
+        while let Some(joined) = reads.join_next().await {
+            let (index, output) = joined.map_err(|e| StoreError::Internal(e.to_string()))?;
+            let output = output.map_err(sdk_error)?;
+            let source = &mut sources[index];
+            source.buffered.extend(output.items.unwrap_or_default());
+            source.start = output.last_evaluated_key;
+            source.exhausted = source.start.is_none();
+        }
+    }
+}
+
+/// Takes the next item in sort-key order from the sources' buffers.
+fn next_in_order(sources: &mut [Source], descending: bool) -> Option<Item> {
+    let sort_key = |source: &Source| {
+        source
+            .buffered
+            .front()
+            .and_then(|item| item.get(SK))
+            .and_then(|sk| sk.as_s().ok())
+            .cloned()
+    };
+    let mut best: Option<(usize, String)> = None;
+    for (index, source) in sources.iter().enumerate() {
+        let Some(sk) = sort_key(source) else {
+            continue;
+        };
+        let better = best.as_ref().is_none_or(|(_, best_sk)| {
+            if descending {
+                sk > *best_sk
+            } else {
+                sk < *best_sk
+            }
+        });
+        if better {
+            best = Some((index, sk));
+        }
+    }
+    // A single source (an index query) needs no order: its next item is the next.
+    let index = match best {
+        Some((index, _)) => index,
+        None => sources.iter().position(|s| !s.buffered.is_empty())?,
+    };
+    sources[index].buffered.pop_front()
 }
 
 /// A uniqueness claim: the item that makes a value (an external_id, a code) taken, naming

@@ -18,7 +18,7 @@ use billing_domain::kernel::ids::{AccountId, CreditNoteId, PaymentId, TenantId};
 use jiff::Timestamp;
 
 use super::billing::{invoice_item, subscription_item};
-use super::{epoch_seconds, to_item, DynamoStore, Item, Transaction};
+use super::{epoch_seconds, to_item, DynamoStore, Item, ShardRange, Transaction};
 use crate::keys::{self, TTL};
 
 /// How long an applied gateway event is remembered: longer than Stripe retries (3 days).
@@ -156,7 +156,7 @@ impl PaymentStore for DynamoStore {
         tenant: TenantId,
         id: PaymentId,
     ) -> Result<Option<Payment>, StoreError> {
-        let key = keys::payment(tenant, id, AccountId::from_ulid(ulid::Ulid::nil()));
+        let key = keys::payment_primary(tenant, id);
         self.get(&key).await
     }
 
@@ -181,13 +181,14 @@ impl PaymentStore for DynamoStore {
                 self.scan_page(query, start, page, admit, id_of).await
             }
             None => {
-                let start = cursor.map(|id| {
-                    keys::payment(tenant, id, AccountId::from_ulid(ulid::Ulid::nil())).primary()
-                });
-                let query = self
-                    .query_partition(keys::tenant_partition(tenant), keys::PAYMENT_PREFIX)
-                    .scan_index_forward(false);
-                self.scan_page(query, start, page, admit, id_of).await
+                let after = cursor.map(|id| keys::payment_primary(tenant, id).sk);
+                self.scan_shards(
+                    ShardRange::newest_first(tenant, keys::PAYMENT_PREFIX, after.as_deref()),
+                    page,
+                    admit,
+                    id_of,
+                )
+                .await
             }
         }
     }

@@ -220,7 +220,10 @@ impl UsageStore for DynamoStore {
             .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#sk", SK)
-            .expression_attribute_values(":pk", AttributeValue::S(keys::tenant_partition(tenant)))
+            .expression_attribute_values(
+                ":pk",
+                AttributeValue::S(keys::subscription_partition(tenant, subscription)),
+            )
             .expression_attribute_values(
                 ":from",
                 AttributeValue::S(format!("{prefix}{}#", keys::due_time(from))),
@@ -292,7 +295,7 @@ impl DynamoStore {
         }
         for (id, version) in &write.subscriptions {
             tx.check_version(
-                &super::billing::subscription_key(tenant, *id),
+                &keys::subscription_primary(tenant, *id),
                 *version,
                 "subscription",
             )?;
