@@ -62,7 +62,11 @@ impl SlowQueue {
 }
 
 /// Bills the queued subscriptions through the worker, as the billing queue would.
-async fn bill(app: &App, tenant: billing_domain::kernel::ids::TenantId, ids: &[SubscriptionId]) {
+async fn bill(
+    app: &App,
+    tenants: &BTreeMap<SubscriptionId, billing_domain::kernel::ids::TenantId>,
+    ids: &[SubscriptionId],
+) {
     let mut event = SqsEvent::default();
     event.records = ids
         .iter()
@@ -91,15 +95,17 @@ async fn a_run_stopped_by_its_deadline_or_killed_mid_page_queues_every_renewal_o
     let yesterday =
         Timestamp::now() - SignedDuration::from_hours(24) - SignedDuration::from_mins(1);
     let past = billing_tests::app_with_clock(store.clone(), ManualClock::at(yesterday));
-    let caller = billing_tests::admin(&past, "Sweep").await;
+    // A tenant each (the test kit's plan code is one per tenant).
+    let mut tenants = BTreeMap::new();
     let mut subscriptions = Vec::new();
     for i in 0..SUBSCRIPTIONS {
+        let caller = billing_tests::admin(&past, "Sweep").await;
         let account = json!({"email": format!("s{i}@acme.test"), "currency": "usd"});
-        subscriptions.push(
-            billing_tests::subscribe(&past, &caller, account, "day", 100)
-                .await
-                .id,
-        );
+        let id = billing_tests::subscribe(&past, &caller, account, "day", 100)
+            .await
+            .id;
+        tenants.insert(id, caller.tenant_id);
+        subscriptions.push(id);
     }
     let clock = ManualClock::at(Timestamp::now());
     let app = billing_tests::app_with_clock(store, clock.clone());
@@ -154,7 +160,7 @@ async fn a_run_stopped_by_its_deadline_or_killed_mid_page_queues_every_renewal_o
 
     // The workers bill what was queued; the next pass reads only what fell due since.
     let billed: Vec<SubscriptionId> = queued.keys().copied().collect();
-    bill(&app, caller.tenant_id, &billed).await;
+    bill(&app, &tenants, &billed).await;
     let deadline = clock.now() + SignedDuration::from_secs(60);
     sweeper.run(deadline, MARGIN, 1000).await.unwrap();
     assert!(queue.take().is_empty(), "nothing new fell due");
