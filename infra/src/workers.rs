@@ -129,7 +129,9 @@ impl Local {
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 timer.tick().await;
-                if let Err(err) = billing_run::handle(&sweeper, EventBridgeEvent::default()).await {
+                let deadline = sweeper.app.clock.now() + billing_run::TIMEOUT;
+                let run = billing_run::handle(&sweeper, EventBridgeEvent::default(), deadline);
+                if let Err(err) = run.await {
                     tracing::warn!(%err, "local billing run failed");
                 }
             }

@@ -75,3 +75,57 @@ fn bills_every_renewal_once_when_any_worker_takes_any_job() {
     .unwrap();
     assert_billed_exactly_once(&outcome);
 }
+
+/// The request model cannot drift from the DynamoDB store: the same pipeline in turn
+/// (`sim::in_turn`: the sweep's run, the worker's batches, the finalize jobs drafting
+/// queued) over the same 25 renewals runs on the stand-in through `DynamoStore`, its
+/// requests counted by operation, and through the simulation's model; the counts agree
+/// exactly.
+#[tokio::test]
+async fn the_request_model_counts_what_the_dynamodb_store_sends() {
+    use std::sync::Arc;
+
+    use billing_aws::DynamoStore;
+    use billing_infra::request_count::{counted_client, Counter};
+    use billing_infra::{sim, stack};
+
+    const RENEWALS: usize = 25;
+    let stack::OwnStack {
+        stand_in: mut child,
+        config,
+        sdk,
+    } = stack::own_stack("sim-model").await.unwrap();
+    let counter = Arc::new(Counter::default());
+    let dispatch = Arc::new(
+        billing_aws::AwsDispatch::by_queue_name(&sdk, stack::WEBHOOK_QUEUE, stack::EVENT_BUS)
+            .await
+            .unwrap(),
+    );
+    let store = Arc::new(
+        DynamoStore::new(counted_client(&sdk, counter.clone()), &config.table_name)
+            .with_dispatch(dispatch.clone()),
+    );
+    sim::setup(store.clone(), RENEWALS).await.unwrap();
+    counter.start();
+    let ran = sim::in_turn(store, dispatch).await;
+    let real = counter.stop();
+    let _ = child.kill();
+    ran.unwrap();
+
+    // The model runs on a paused-clock runtime of its own.
+    let modelled = tokio::task::spawn_blocking(|| sim::modelled_in_turn(RENEWALS))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        modelled.unmodelled.is_empty(),
+        "store calls without a model: {:?}",
+        modelled.unmodelled
+    );
+    let modelled: std::collections::BTreeMap<String, u64> = modelled
+        .by_op
+        .iter()
+        .map(|(op, totals)| (op.target().to_owned(), totals.requests))
+        .collect();
+    assert_eq!(modelled, real, "requests by operation: modelled vs sent");
+}

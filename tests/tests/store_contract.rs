@@ -2154,6 +2154,97 @@ async fn a_step_and_the_rollups_it_bills_commit_together_or_not_at_all(store: Ar
     );
 }
 
+async fn a_due_pass_reads_each_item_once_page_by_page_and_saves_where_it_stands(
+    store: Arc<dyn Store>,
+) {
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    for i in 0..5 {
+        c.account(&format!("due{i}@example.com"), None).await;
+    }
+    let later = c.app.clock.now() + SignedDuration::from_hours(1);
+    let mine = |items: Vec<DueItem>| -> Vec<DueItem> {
+        items
+            .into_iter()
+            .filter(|i| i.tenant_id == tenant)
+            .collect()
+    };
+    let mut expected = mine(c.store.due_items(later, 1000).await.unwrap());
+    assert!(
+        expected.len() >= 5,
+        "each account's event waits in the outbox"
+    );
+
+    // One item of each shard per page: every item comes once, then the pass is done.
+    let mut cursor = DueCursor::default();
+    let mut read = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = c.store.due_page(later, &cursor, 1).await.unwrap();
+        read.extend(mine(page.items));
+        cursor = page.cursor;
+        pages += 1;
+        assert!(pages <= 1000, "the pass ends");
+        if page.done {
+            break;
+        }
+    }
+    let again = c.store.due_page(later, &cursor, 1).await.unwrap();
+    assert!(
+        again.done && mine(again.items).is_empty(),
+        "a done pass reads nothing"
+    );
+    let key = |i: &DueItem| format!("{:?}", i.kind);
+    read.sort_by_key(key);
+    expected.sort_by_key(key);
+    assert_eq!(read, expected, "each due item once");
+
+    // A pass from a time reads only what fell due after it.
+    let first_due = expected.iter().map(|i| i.due_at).min().unwrap();
+    let after_all = c
+        .store
+        .due_page(later, &DueCursor::from(Some(later)), 1000)
+        .await
+        .unwrap();
+    assert!(mine(after_all.items).is_empty() && after_all.done);
+    let from_before = c
+        .store
+        .due_page(
+            later,
+            &DueCursor::from(Some(first_due - SignedDuration::from_millis(1))),
+            1000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(mine(from_before.items).len(), expected.len());
+
+    // The checkpoint moves one version at a time: a stale save is a conflict.
+    let version = c
+        .store
+        .sweep_checkpoint()
+        .await
+        .unwrap()
+        .map_or(0, |s| s.version);
+    let next = SweepCheckpoint {
+        version: version + 1,
+        upper: later,
+        cursor,
+        done: true,
+        full_pass_at: later,
+    };
+    c.store.save_sweep_checkpoint(&next).await.unwrap();
+    assert_eq!(
+        c.store.sweep_checkpoint().await.unwrap(),
+        Some(next.clone())
+    );
+    assert_eq!(
+        c.store.save_sweep_checkpoint(&next).await,
+        Err(StoreError::VersionConflict {
+            entity: "sweep checkpoint"
+        })
+    );
+}
+
 /// Any valid change record, for calling the store directly.
 async fn events_change(app: &App, caller: &Caller) -> Change {
     let scratch = billing_tests::memory_store();
@@ -2219,4 +2310,5 @@ billing_tests::on_both_stores!(
     late_usage_waits_in_the_due_index_until_it_is_billed,
     usage_units_span_transactions_and_a_failure_reports_what_was_written,
     a_step_and_the_rollups_it_bills_commit_together_or_not_at_all,
+    a_due_pass_reads_each_item_once_page_by_page_and_saves_where_it_stands,
 );

@@ -49,19 +49,34 @@ fn the_cloud_table_matches_the_code() {
         key_schema(&table["KeySchema"]),
         (PRIMARY_KEY.0.to_owned(), PRIMARY_KEY.1.to_owned())
     );
-    let indexes: BTreeSet<(String, String, String)> = table["GlobalSecondaryIndexes"]
+    let indexes: BTreeSet<(String, String, String, String)> = table["GlobalSecondaryIndexes"]
         .as_sequence()
         .unwrap()
         .iter()
         .map(|i| {
-            assert_eq!(i["Projection"]["ProjectionType"], "ALL");
             let (hash, range) = key_schema(&i["KeySchema"]);
-            (i["IndexName"].as_str().unwrap().to_owned(), hash, range)
+            let projected = i["Projection"]["ProjectionType"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            (
+                i["IndexName"].as_str().unwrap().to_owned(),
+                hash,
+                range,
+                projected,
+            )
         })
         .collect();
-    let expected: BTreeSet<(String, String, String)> = GLOBAL_INDEXES
+    let expected: BTreeSet<(String, String, String, String)> = GLOBAL_INDEXES
         .iter()
-        .map(|(n, h, r)| (n.to_string(), h.to_string(), r.to_string()))
+        .map(|(n, h, r, p)| {
+            (
+                n.to_string(),
+                h.to_string(),
+                r.to_string(),
+                p.as_str().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(indexes, expected);
     assert_eq!(

@@ -106,20 +106,30 @@ async fn the_scheduled_sample_sweeps_what_is_due() {
     );
     let schedule: EventBridgeEvent<serde_json::Value> = sample("billing-run-schedule.json");
     // Within the grace the post-commit publish is still expected: nothing is due.
-    let early = billing_run::handle(&sweeper, schedule.clone())
-        .await
-        .unwrap();
+    let early = billing_run::handle(
+        &sweeper,
+        schedule.clone(),
+        clock.now() + billing_run::TIMEOUT,
+    )
+    .await
+    .unwrap();
     assert_eq!(early.republished, 0);
     clock.advance(OUTBOX_GRACE);
-    let summary = billing_run::handle(&sweeper, schedule.clone())
-        .await
-        .unwrap();
+    let summary = billing_run::handle(
+        &sweeper,
+        schedule.clone(),
+        clock.now() + billing_run::TIMEOUT,
+    )
+    .await
+    .unwrap();
     assert_eq!((summary.republished, summary.errors), (1, 0));
     assert_eq!(
         dispatch.published.lock().unwrap()[0].1.event_type,
         "account.created"
     );
     assert!(clock.now() > Timestamp::now());
-    let again = billing_run::handle(&sweeper, schedule).await.unwrap();
+    let again = billing_run::handle(&sweeper, schedule, clock.now() + billing_run::TIMEOUT)
+        .await
+        .unwrap();
     assert_eq!(again.republished, 0, "published events leave the due index");
 }

@@ -28,7 +28,11 @@ async fn main() -> Result<(), Error> {
     let sweeper = &sweeper;
     run(service_fn(
         move |event: LambdaEvent<EventBridgeEvent<serde_json::Value>>| async move {
-            billing_run::handle(sweeper, event.payload)
+            let deadline = i64::try_from(event.context.deadline)
+                .ok()
+                .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+                .ok_or("the invocation's deadline is not a time")?;
+            billing_run::handle(sweeper, event.payload, deadline)
                 .await
                 .map_err(Error::from)
         },

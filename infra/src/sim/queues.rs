@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::aws;
+use billing_aws::billing_queue::SENDS_IN_FLIGHT;
 
 /// Requests to SQS and EventBridge, for the cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -205,12 +206,13 @@ impl BillingQueueSim {
 #[async_trait]
 impl BillingQueue for BillingQueueSim {
     async fn enqueue(&self, jobs: &[BillingJob]) -> Result<(), StoreError> {
-        for chunk in jobs.chunks(10) {
-            self.messaging.sqs(self.fifo, 1);
+        for wave in jobs.chunks(10 * SENDS_IN_FLIGHT) {
+            self.messaging
+                .sqs(self.fifo, wave.len().div_ceil(10) as u64);
             tokio::time::sleep(aws::SQS_SEND).await;
             let now = Instant::now();
             let mut state = self.state();
-            for job in chunk {
+            for job in wave {
                 // A tenant's finalize jobs share a deduplication id per second (as
                 // `SqsQueue` sends them): FIFO drops a repeat within five minutes.
                 if let (true, BillingJob::Finalize { tenant }) = (self.fifo, job) {
@@ -266,11 +268,11 @@ impl PaymentQueueSim {
 #[async_trait]
 impl PaymentQueue for PaymentQueueSim {
     async fn enqueue(&self, jobs: &[PaymentJob]) -> Result<(), StoreError> {
-        for chunk in jobs.chunks(10) {
-            self.messaging.sqs(false, 1);
+        for wave in jobs.chunks(10 * SENDS_IN_FLIGHT) {
+            self.messaging.sqs(false, wave.len().div_ceil(10) as u64);
             tokio::time::sleep(aws::SQS_SEND).await;
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            for job in chunk {
+            for job in wave {
                 if let PaymentJob::Attempt { id, .. } = job {
                     *state.enqueued.entry(*id).or_default() += 1;
                 }

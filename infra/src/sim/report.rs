@@ -97,6 +97,13 @@ pub fn table(sizes: &[usize], concurrency: &[usize], fifo: bool) -> anyhow::Resu
             hundredths(totals.items, totals.requests.max(1))
         )?;
     }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Write request units per invoice: {}; read request units per invoice: {}.",
+        hundredths(largest.dynamo.write_units, invoices),
+        hundredths(largest.dynamo.read_half_units, 2 * invoices)
+    )?;
     if !largest.dynamo.unmodelled.is_empty() {
         writeln!(out)?;
         writeln!(

@@ -40,11 +40,9 @@ use super::queues::DispatchSim;
 
 /// Most writes one TransactWriteItems takes (the DynamoDB store's `MAX_TRANSACTION_ITEMS`).
 const MAX_TRANSACTION_ITEMS: u32 = 100;
-/// A due-index entry as read (the index projects whole items: a subscription or a
-/// payment attempt).
-const DUE_ITEM_BYTES: usize = 2048;
-/// A pending-index entry as read (the index projects whole invoices).
-const PENDING_ENTRY_BYTES: usize = 2048;
+/// An entry of the `due` or `pending` index, which project keys only: its index keys and
+/// the item's (`due_sk` repeats the item's key after the due time).
+const INDEX_ENTRY_BYTES: usize = 300;
 
 /// How far invoicing got: drafts written and numbers used, and when the last was.
 #[derive(Debug, Clone, Copy, Default)]
@@ -125,8 +123,10 @@ impl SimStore {
         for chunk in events.chunks(MAX_TRANSACTION_ITEMS as usize) {
             let mut tx = Tx::default();
             for event in chunk {
-                let key = keys::event(tenant, &event.id.to_string());
-                // The update rewrites the event and takes it out of the due index.
+                let key =
+                    keys::event_of_resource(tenant, &event.id.to_string(), &event.resource_id);
+                // The update rewrites the event (and its `gsi1` entry, which projects the
+                // whole item) and takes it out of the due index.
                 tx.item(&key, size(event), &[due_shard(&key)]);
             }
             if self.dynamo.send(&tx.request()).await.is_ok() {
@@ -140,6 +140,32 @@ impl SimStore {
     async fn send(&self, request: Request) -> Result<(), StoreError> {
         self.dynamo.send(&request).await
     }
+
+    /// One Query per index shard, all at once, reading `entries` entries of
+    /// `entry_bytes` spread evenly over them (eventually consistent, as index reads are).
+    async fn shard_queries(
+        &self,
+        shards: Vec<String>,
+        entries: usize,
+        entry_bytes: usize,
+    ) -> Result<(), StoreError> {
+        let per_shard = entries.div_ceil(shards.len().max(1));
+        let mut queries = tokio::task::JoinSet::new();
+        for shard in shards {
+            let dynamo = self.dynamo.clone();
+            let request = Request::new(Op::Query).read_eventually(&shard, per_shard * entry_bytes);
+            queries.spawn(async move { dynamo.send(&request).await });
+        }
+        while let Some(sent) = queries.join_next().await {
+            sent.map_err(|e| StoreError::Internal(e.to_string()))??;
+        }
+        Ok(())
+    }
+}
+
+/// The due index's shards.
+fn due_shards() -> Vec<String> {
+    (0..keys::DUE_SHARDS).map(keys::due_shard).collect()
 }
 
 /// An item's size as DynamoDB counts it, near enough: its JSON plus its keys.
@@ -188,8 +214,9 @@ struct Tx {
 }
 
 impl Tx {
-    /// A transactional write of an item of `bytes`: 2 WCU per KB on its partition, and a
-    /// standard write on each index partition its index keys put it in.
+    /// A transactional write of an item of `bytes`: 2 WCU per KB on its partition, a
+    /// standard write of the whole item on `gsi1` (which projects every attribute), and of
+    /// a key-only entry on each `due` or `pending` partition its index keys put it in.
     fn item(&mut self, key: &Key, bytes: usize, indexes: &[String]) -> &mut Self {
         self.items += 1;
         self.writes.push((key.pk.clone(), 2 * write_units(bytes)));
@@ -197,7 +224,8 @@ impl Tx {
             self.writes.push((gsi_pk.clone(), write_units(bytes)));
         }
         for index in indexes {
-            self.writes.push((index.clone(), write_units(bytes)));
+            self.writes
+                .push((index.clone(), write_units(INDEX_ENTRY_BYTES)));
         }
         self.touched.push(format!("{}|{}", key.pk, key.sk));
         self
@@ -509,19 +537,9 @@ impl InvoiceStore for SimStore {
         // One Query per pending shard, all at once, then the invoices as stored now
         // (BatchGetItem, strongly consistent, a hundred per request).
         let pending = self.inner.pending_invoices(tenant, limit).await?;
-        let mut queries = tokio::task::JoinSet::new();
-        for shard in 0..keys::PENDING_SHARDS {
-            let dynamo = self.dynamo.clone();
-            let entries = pending.len().div_ceil(keys::PENDING_SHARDS as usize);
-            let request = Request::new(Op::Query).read_eventually(
-                &keys::pending_shard(tenant, shard),
-                entries * PENDING_ENTRY_BYTES,
-            );
-            queries.spawn(async move { dynamo.send(&request).await });
-        }
-        while let Some(sent) = queries.join_next().await {
-            sent.map_err(|e| StoreError::Internal(e.to_string()))??;
-        }
+        let shards = (0..keys::PENDING_SHARDS).map(|shard| keys::pending_shard(tenant, shard));
+        self.shard_queries(shards.collect(), pending.len(), INDEX_ENTRY_BYTES)
+            .await?;
         for chunk in pending.chunks(100) {
             let request = chunk.iter().fold(
                 Request::new(Op::BatchGetItem).items(chunk.len() as u32),
@@ -858,20 +876,46 @@ impl EventStore for SimStore {
         self.inner.mark_published(tenant, id).await
     }
     async fn due_items(&self, now: Timestamp, limit: usize) -> Result<Vec<DueItem>, StoreError> {
-        // One Query per shard, all at once, on the (eventually consistent) index.
         let due = self.inner.due_items(now, limit).await?;
-        let per_shard = due.len().div_ceil(keys::DUE_SHARDS as usize);
-        let mut queries = tokio::task::JoinSet::new();
-        for shard in 0..keys::DUE_SHARDS {
-            let dynamo = self.dynamo.clone();
-            let request = Request::new(Op::Query)
-                .read_eventually(&keys::due_shard(shard), per_shard * DUE_ITEM_BYTES);
-            queries.spawn(async move { dynamo.send(&request).await });
-        }
-        while let Some(sent) = queries.join_next().await {
-            sent.map_err(|e| StoreError::Internal(e.to_string()))??;
-        }
+        self.shard_queries(due_shards(), due.len(), INDEX_ENTRY_BYTES)
+            .await?;
         Ok(due)
+    }
+    async fn due_page(
+        &self,
+        now: Timestamp,
+        cursor: &DueCursor,
+        per_shard: usize,
+    ) -> Result<DuePage, StoreError> {
+        // The in-memory index is one shard: a page of the sixteen is sixteen times as
+        // long, read by one Query per shard, all at once (the items spread evenly, so the
+        // shards run dry on the same page).
+        let shards = keys::DUE_SHARDS as usize;
+        let page = self.inner.due_page(now, cursor, per_shard * shards).await?;
+        // A pass from now on reads nothing and asks nothing.
+        let empty_range = cursor
+            .from
+            .is_some_and(|from| from.as_millisecond() >= now.as_millisecond());
+        if !empty_range {
+            self.shard_queries(due_shards(), page.items.len(), INDEX_ENTRY_BYTES)
+                .await?;
+        }
+        Ok(page)
+    }
+    async fn sweep_checkpoint(&self) -> Result<Option<SweepCheckpoint>, StoreError> {
+        let found = self.inner.sweep_checkpoint().await?;
+        let bytes = found.as_ref().map_or(0, size);
+        self.send(Request::new(Op::GetItem).read(&keys::sweep_checkpoint().pk, bytes))
+            .await?;
+        Ok(found)
+    }
+    async fn save_sweep_checkpoint(&self, next: &SweepCheckpoint) -> Result<(), StoreError> {
+        let mut request = Request::new(Op::PutItem);
+        request
+            .writes
+            .push((keys::sweep_checkpoint().pk, write_units(size(next))));
+        self.send(request).await?;
+        self.inner.save_sweep_checkpoint(next).await
     }
 }
 

@@ -92,10 +92,16 @@ impl Job for PaymentJob {
     }
 }
 
+/// SendMessageBatch requests a send keeps in flight at once: a sweep hands thousands of
+/// jobs on per page.
+pub const SENDS_IN_FLIGHT: usize = 32;
+
 impl SqsQueue {
-    /// Sends jobs as JSON messages, ten per batch request.
+    /// Sends jobs as JSON messages, ten per batch request, [`SENDS_IN_FLIGHT`] requests
+    /// at once.
     async fn send<J: Job>(&self, jobs: &[J]) -> Result<(), StoreError> {
         let fifo = self.url.ends_with(".fifo");
+        let mut batches = Vec::new();
         for chunk in jobs.chunks(10) {
             let entries = chunk
                 .iter()
@@ -117,22 +123,44 @@ impl SqsQueue {
                     .map_err(|e| StoreError::Internal(e.to_string()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let output = self
-                .sqs
-                .send_message_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("queue: {e:?}")))?;
-            if !output.failed().is_empty() {
-                return Err(StoreError::Unavailable(format!(
-                    "{} jobs were not queued",
-                    output.failed().len()
-                )));
+            batches.push(entries);
+        }
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut failed = 0;
+        for entries in batches {
+            if in_flight.len() >= SENDS_IN_FLIGHT {
+                failed += sent(in_flight.join_next().await)?;
             }
+            let (sqs, url) = (self.sqs.clone(), self.url.clone());
+            in_flight.spawn(async move {
+                sqs.send_message_batch()
+                    .queue_url(url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map(|output| output.failed().len())
+                    .map_err(|e| StoreError::Unavailable(format!("queue: {e:?}")))
+            });
+        }
+        while let Some(joined) = in_flight.join_next().await {
+            failed += sent(Some(joined))?;
+        }
+        if failed > 0 {
+            return Err(StoreError::Unavailable(format!(
+                "{failed} jobs were not queued"
+            )));
         }
         Ok(())
+    }
+}
+
+/// How many entries of a finished SendMessageBatch failed.
+fn sent(
+    joined: Option<Result<Result<usize, StoreError>, tokio::task::JoinError>>,
+) -> Result<usize, StoreError> {
+    match joined {
+        Some(joined) => joined.map_err(|e| StoreError::Internal(e.to_string()))?,
+        None => Ok(0),
     }
 }
 

@@ -48,6 +48,7 @@
 //! | dunning policy    | `T#{tenant}`  | `SETTINGS#DUNNING`              |                                |                   |
 //! | dunning case      | `T#{tenant}#S(account_id)` | `DUNNING#{account_id}` (due) |                           |                   |
 //! | dunning notice    | `T#{tenant}#S(account_id)` | `DUNNINGNOTICE#{account_id}#{key}` (due) |               |                   |
+//! | sweep checkpoint  | `SWEEP`       | `CHECKPOINT` (one, versioned)   |                                |                   |
 //!
 //! Access patterns: how each read is served.
 //!
@@ -67,7 +68,7 @@
 //! | events of one resource | Query GSI `gsi1` on `T#{tenant}#EVENTS#{resource id}`, descending |
 //! | webhook endpoints of a tenant | Query `T#{tenant}`, `begins_with(sk, "WEBHOOK#")` (at most 16) |
 //! | deliveries of an endpoint | Query every shard, `begins_with(sk, "WHDELIVERY#{endpoint id}#")`, descending, merged |
-//! | everything due up to now (outbox, webhook retries) | Query GSI `due`, one per shard `DUE#00`…`DUE#15`, `due_sk <= {now ms}~` |
+//! | everything due up to now (outbox, webhook retries) | Query GSI `due`, one per shard `DUE#00`…`DUE#15` at once, `due_sk <= {now ms}~` (or `BETWEEN {from ms}~ AND {now ms}~` for a pass over what fell due since the last), paged per shard by `ExclusiveStartKey` from the last `due_sk` read (it holds the item's key); the sweep's position is GetItem / conditional PutItem of `SWEEP` / `CHECKPOINT` |
 //! | idempotency key | conditional PutItem `IDEMPOTENCY#{key}` (taken over when its `lease_until` has passed unanswered), expires by TTL (`expires_at`) after 24 h |
 //! | metric / plan by id | GetItem `METRIC#{id}` / `PLAN#{id}` |
 //! | metric / plan by code | GetItem of the claim `UNIQUE#METRIC_CODE#{code}` / `UNIQUE#PLAN_CODE#{code}`, then the item |
@@ -94,7 +95,8 @@
 //! carry it. `due_pk` is one of [`DUE_SHARDS`] shards (`DUE#07`), so a burst of items due
 //! at the same second spreads over partitions; `due_sk` is the zero-padded due time in
 //! epoch milliseconds followed by the item's own key, so a sweep reads "everything due up to
-//! now" with one range query per shard and never scans the table. It is the only key that
+//! now" with one range query per shard and never scans the table. The index projects keys
+//! only (`due_sk` names the item). It is the only key that
 //! does not start with a tenant: the sweep serves every tenant, then handles each item
 //! within its own tenant.
 
@@ -650,6 +652,12 @@ pub fn quota(tenant: TenantId, account: AccountId, metric: &str) -> Key {
 /// A fixed item the readiness probe reads; it never exists.
 pub fn health_probe() -> Key {
     Key::new("HEALTH".into(), "HEALTH".into())
+}
+
+/// Where the due-index sweep left its pass (one item for the whole table, as the index's
+/// shards are).
+pub fn sweep_checkpoint() -> Key {
+    Key::new("SWEEP".into(), "CHECKPOINT".into())
 }
 
 #[cfg(test)]

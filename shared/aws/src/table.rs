@@ -17,11 +17,20 @@ pub const KEY_ATTRIBUTES: &[&str] = &[
     PK, SK, GSI1_PK, GSI1_SK, DUE_PK, DUE_SK, PENDING_PK, PENDING_SK,
 ];
 pub const PRIMARY_KEY: (&str, &str) = (PK, SK);
-/// Global secondary indexes: name, partition key, sort key. All project every attribute.
-pub const GLOBAL_INDEXES: &[(&str, &str, &str)] = &[
-    (GSI1, GSI1_PK, GSI1_SK),
-    (DUE_INDEX, DUE_PK, DUE_SK),
-    (PENDING_INDEX, PENDING_PK, PENDING_SK),
+/// Global secondary indexes: name, partition key, sort key, what they project. `gsi1`
+/// serves lists, so it holds whole items; `due` and `pending` are read for their keys
+/// alone (the sort key names the item), so they hold only keys: an index entry costs a
+/// write unit, not one per KB of the item, and the item's every update that leaves its
+/// keys alone costs the index nothing.
+pub const GLOBAL_INDEXES: &[(&str, &str, &str, ProjectionType)] = &[
+    (GSI1, GSI1_PK, GSI1_SK, ProjectionType::All),
+    (DUE_INDEX, DUE_PK, DUE_SK, ProjectionType::KeysOnly),
+    (
+        PENDING_INDEX,
+        PENDING_PK,
+        PENDING_SK,
+        ProjectionType::KeysOnly,
+    ),
 ];
 pub const TTL_ATTRIBUTE: &str = TTL;
 
@@ -63,14 +72,14 @@ pub async fn ensure_table(client: &Client, name: &str) -> Result<(), aws_sdk_dyn
                 .expect("name and type are set"),
         );
     }
-    for (index, hash, range) in GLOBAL_INDEXES {
+    for (index, hash, range, projected) in GLOBAL_INDEXES {
         request = request.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name(*index)
                 .set_key_schema(Some(key_schema(hash, range)))
                 .projection(
                     Projection::builder()
-                        .projection_type(ProjectionType::All)
+                        .projection_type(projected.clone())
                         .build(),
                 )
                 .build()

@@ -62,8 +62,87 @@ impl EventStore for MemoryStore {
     }
 
     async fn due_items(&self, now: Timestamp, limit: usize) -> Result<Vec<DueItem>, StoreError> {
-        let s = self.state();
-        let events = s.events.iter().filter_map(|((tenant, _), e)| {
+        let mut due = self.state().due(now);
+        due.sort_by_key(|d| d.due_at);
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn due_page(
+        &self,
+        now: Timestamp,
+        cursor: &DueCursor,
+        per_shard: usize,
+    ) -> Result<DuePage, StoreError> {
+        // One shard, its items in the order of a position that sorts by due time first.
+        let mut next = cursor.clone();
+        if cursor.drained.contains(ONE_SHARD) {
+            return Ok(DuePage {
+                items: Vec::new(),
+                cursor: next,
+                done: true,
+            });
+        }
+        let after = cursor.after.get(ONE_SHARD);
+        let mut due: Vec<(String, DueItem)> = self
+            .state()
+            .due(now)
+            .into_iter()
+            .filter(|d| cursor.from.is_none_or(|from| d.due_at > from))
+            .map(|d| (position(&d), d))
+            .filter(|(at, _)| after.is_none_or(|after| at > after))
+            .collect();
+        due.sort_by(|a, b| a.0.cmp(&b.0));
+        // Like a query with a limit: a full page does not yet know it was the last.
+        if due.len() < per_shard {
+            next.drained.insert(ONE_SHARD.to_owned());
+        }
+        due.truncate(per_shard);
+        if let Some((last, _)) = due.last() {
+            next.after.insert(ONE_SHARD.to_owned(), last.clone());
+        }
+        let done = next.drained.contains(ONE_SHARD);
+        Ok(DuePage {
+            items: due.into_iter().map(|(_, d)| d).collect(),
+            cursor: next,
+            done,
+        })
+    }
+
+    async fn sweep_checkpoint(&self) -> Result<Option<SweepCheckpoint>, StoreError> {
+        Ok(self.state().sweep.clone())
+    }
+
+    async fn save_sweep_checkpoint(&self, next: &SweepCheckpoint) -> Result<(), StoreError> {
+        let mut s = self.state();
+        if s.sweep.as_ref().map_or(0, |c| c.version) + 1 != next.version {
+            return Err(StoreError::VersionConflict {
+                entity: "sweep checkpoint",
+            });
+        }
+        s.sweep = Some(next.clone());
+        Ok(())
+    }
+}
+
+/// The memory store's due index is one shard.
+const ONE_SHARD: &str = "all";
+
+/// An item's place in the due index: its due time (zero-padded epoch milliseconds, so
+/// that text order is time order), then what it is.
+fn position(item: &DueItem) -> String {
+    format!(
+        "{:020}#{}#{:?}",
+        item.due_at.as_millisecond(),
+        item.tenant_id,
+        item.kind
+    )
+}
+
+impl crate::State {
+    /// Everything due at or before `now`, in no order.
+    fn due(&self, now: Timestamp) -> Vec<DueItem> {
+        let events = self.events.iter().filter_map(|((tenant, _), e)| {
             let due_at = later(e.created, OUTBOX_GRACE);
             (!e.published && due_at <= now).then_some(DueItem {
                 tenant_id: *tenant,
@@ -72,7 +151,7 @@ impl EventStore for MemoryStore {
             })
         });
         let deliveries =
-            s.webhooks
+            self.webhooks
                 .deliveries
                 .iter()
                 .filter_map(|((tenant, endpoint, id), (_, due))| {
@@ -86,15 +165,12 @@ impl EventStore for MemoryStore {
                         }),
                     })
                 });
-        let mut due: Vec<DueItem> = events
+        events
             .chain(deliveries)
-            .chain(s.due_billing(now))
-            .chain(s.due_payments(now))
-            .chain(s.due_dunning(now))
-            .collect();
-        due.sort_by_key(|d| d.due_at);
-        due.truncate(limit);
-        Ok(due)
+            .chain(self.due_billing(now))
+            .chain(self.due_payments(now))
+            .chain(self.due_dunning(now))
+            .collect()
     }
 }
 

@@ -44,6 +44,7 @@ pub(crate) struct State {
     pub(crate) dunning: dunning::DunningState,
     pub(crate) webhooks: events::WebhookState,
     pub(crate) usage: usage::UsageState,
+    pub(crate) sweep: Option<SweepCheckpoint>,
 }
 
 pub(crate) struct Idempotency {

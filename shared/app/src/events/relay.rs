@@ -289,4 +289,46 @@ impl EventsService {
     pub async fn due_now(&self, limit: usize) -> Result<Vec<DueItem>, AppError> {
         Ok(self.store.due_items(self.clocks.now(), limit).await?)
     }
+
+    /// The sweep's pass to go on with: the one the last run left unfinished, or the next
+    /// (over what fell due since the last pass began, or every [`FULL_PASS_EVERY`] over
+    /// the whole index).
+    pub async fn sweep_pass(&self) -> Result<SweepCheckpoint, AppError> {
+        let now = self.clocks.now();
+        Ok(match self.store.sweep_checkpoint().await? {
+            Some(last) if !last.done => last,
+            Some(last) if now < last.full_pass_at + FULL_PASS_EVERY => SweepCheckpoint {
+                version: last.version,
+                upper: now,
+                cursor: DueCursor::from(Some(last.upper)),
+                done: false,
+                full_pass_at: last.full_pass_at,
+            },
+            last => SweepCheckpoint {
+                version: last.map_or(0, |c| c.version),
+                upper: now,
+                cursor: DueCursor::default(),
+                done: false,
+                full_pass_at: now,
+            },
+        })
+    }
+
+    /// The next page of `pass` (`per_shard` items of every shard at once), and the pass
+    /// moved past it, saved: a conflict means another run moved the pass meanwhile.
+    pub async fn next_due_page(
+        &self,
+        pass: &mut SweepCheckpoint,
+        per_shard: usize,
+    ) -> Result<Vec<DueItem>, AppError> {
+        let page = self
+            .store
+            .due_page(pass.upper, &pass.cursor, per_shard)
+            .await?;
+        pass.cursor = page.cursor;
+        pass.done = page.done;
+        pass.version += 1;
+        self.store.save_sweep_checkpoint(pass).await?;
+        Ok(page.items)
+    }
 }

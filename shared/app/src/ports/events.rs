@@ -81,7 +81,72 @@ pub trait EventStore: WebhookStore + Send + Sync {
     /// Everything in the due index due at or before `now`, across shards and tenants,
     /// at most `limit` items, earliest first.
     async fn due_items(&self, now: Timestamp, limit: usize) -> Result<Vec<DueItem>, StoreError>;
+    /// The next page of a pass over the due index: up to `per_shard` items of each shard
+    /// not yet drained, due after `cursor.from` and at or before `now`, past the cursor's
+    /// position in that shard; and the cursor after them. A sweep reads all shards at once
+    /// this way and never reads an item twice in one pass.
+    async fn due_page(
+        &self,
+        now: Timestamp,
+        cursor: &DueCursor,
+        per_shard: usize,
+    ) -> Result<DuePage, StoreError>;
+    /// Where the last run of the sweep left its pass, and the version to save over.
+    async fn sweep_checkpoint(&self) -> Result<Option<SweepCheckpoint>, StoreError>;
+    /// Saves `next` if the stored checkpoint is still at `next.version - 1` (none stored
+    /// for version 1); a `VersionConflict` means another run moved it meanwhile.
+    async fn save_sweep_checkpoint(&self, next: &SweepCheckpoint) -> Result<(), StoreError>;
 }
+
+/// Where a pass over the due index stands. A pass reads items due after `from` (all of
+/// them when `None`); each shard's position is the index sort key of the last item read
+/// from it, and a shard in `drained` has nothing more due. The keys are the store's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DueCursor {
+    pub from: Option<Timestamp>,
+    pub after: std::collections::BTreeMap<String, String>,
+    pub drained: std::collections::BTreeSet<String>,
+}
+
+impl DueCursor {
+    /// A pass over what fell due after `from`.
+    pub fn from(from: Option<Timestamp>) -> Self {
+        Self {
+            from,
+            ..Self::default()
+        }
+    }
+}
+
+/// One page of a pass: its items, earliest first within each shard, and the cursor after
+/// them; `done` when every shard is drained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuePage {
+    pub items: Vec<DueItem>,
+    pub cursor: DueCursor,
+    pub done: bool,
+}
+
+/// The sweep's progress, kept between runs so that a run stopped by its deadline is
+/// continued by the next one, and so that a finished pass is not read again: the next
+/// pass reads only what fell due after `upper`, except every [`FULL_PASS_EVERY`] one reads
+/// the whole index again (work whose queue message was lost, items written already due).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepCheckpoint {
+    pub version: u64,
+    /// The pass reads what was due at or before this time.
+    pub upper: Timestamp,
+    pub cursor: DueCursor,
+    /// Every shard drained: the pass is over.
+    pub done: bool,
+    /// When the last pass over the whole index began.
+    pub full_pass_at: Timestamp,
+}
+
+/// How often a pass reads the whole due index rather than only what fell due since the
+/// last pass. Also how long a billing job queued but not yet handled is left to its
+/// queue before the sweep queues it again.
+pub const FULL_PASS_EVERY: SignedDuration = SignedDuration::from_secs(15 * 60);
 
 #[async_trait]
 pub trait WebhookStore: Send + Sync {

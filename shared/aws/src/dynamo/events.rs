@@ -194,38 +194,72 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// One page of one shard of a pass: up to `limit` items after the shard's position
+    /// (or after the pass's `from`), due at or before `now`; and whether the shard is
+    /// drained (DynamoDB returned no `LastEvaluatedKey`).
     async fn due_in_shard(
         &self,
-        shard: u32,
+        shard: String,
+        cursor: &DueCursor,
         now: Timestamp,
         limit: usize,
-    ) -> Result<Vec<DueItem>, StoreError> {
+    ) -> Result<(Vec<DueItem>, Option<String>, bool), StoreError> {
         // `~` sorts after every character of a key, so this is "due up to and including now".
         let upper = format!("{}~", keys::due_time(now));
-        let output = self
+        let mut query = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(DUE_INDEX)
-            .key_condition_expression("#pk = :shard AND #sk <= :upper")
             .expression_attribute_names("#pk", DUE_PK)
             .expression_attribute_names("#sk", DUE_SK)
-            .expression_attribute_values(":shard", AttributeValue::S(keys::due_shard(shard)))
-            .expression_attribute_values(":upper", AttributeValue::S(upper))
+            .expression_attribute_values(":shard", AttributeValue::S(shard.clone()))
+            .expression_attribute_values(":upper", AttributeValue::S(upper.clone()))
             .projection_expression("#sk")
-            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        Ok(output
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX));
+        match cursor.from {
+            Some(from) => {
+                let lower = format!("{}~", keys::due_time(from));
+                if lower >= upper {
+                    return Ok((Vec::new(), None, true));
+                }
+                query = query
+                    .key_condition_expression("#pk = :shard AND #sk BETWEEN :lower AND :upper")
+                    .expression_attribute_values(":lower", AttributeValue::S(lower));
+            }
+            None => query = query.key_condition_expression("#pk = :shard AND #sk <= :upper"),
+        }
+        // Resuming after the last item read: the index keys and the item's own, all of
+        // which its `due_sk` holds.
+        if let Some(after) = cursor.after.get(&shard) {
+            let (_, pk, sk) = keys::parse_due(after).ok_or_else(|| {
+                StoreError::Internal(format!("unreadable sweep position {after}"))
+            })?;
+            query = query.set_exclusive_start_key(Some(HashMap::from([
+                (DUE_PK.to_owned(), AttributeValue::S(shard.clone())),
+                (DUE_SK.to_owned(), AttributeValue::S(after.clone())),
+                (keys::PK.to_owned(), AttributeValue::S(pk)),
+                (keys::SK.to_owned(), AttributeValue::S(sk)),
+            ])));
+        }
+        let output = query.send().await.map_err(sdk_error)?;
+        let sort_keys: Vec<String> = output
             .items
             .unwrap_or_default()
             .iter()
-            .filter_map(|item| due_item(item.get(DUE_SK)?.as_s().ok()?))
-            .collect())
+            .filter_map(|item| item.get(DUE_SK)?.as_s().ok().cloned())
+            .collect();
+        let drained = output.last_evaluated_key.is_none();
+        let last = sort_keys.last().cloned();
+        Ok((
+            sort_keys.iter().filter_map(|sk| due_item(sk)).collect(),
+            last,
+            drained,
+        ))
     }
 
-    async fn put_delivery(
+    /// Puts `item` if `condition` holds; `false` when it did not.
+    async fn put_if(
         &self,
         item: Item,
         condition: &str,
@@ -315,19 +349,79 @@ impl EventStore for DynamoStore {
     }
 
     async fn due_items(&self, now: Timestamp, limit: usize) -> Result<Vec<DueItem>, StoreError> {
-        // One range query per shard, all at once; each shard is already in time order.
-        let mut queries = tokio::task::JoinSet::new();
-        for shard in 0..DUE_SHARDS {
-            let store = self.clone();
-            queries.spawn(async move { store.due_in_shard(shard, now, limit).await });
-        }
-        let mut due = Vec::new();
-        while let Some(joined) = queries.join_next().await {
-            due.extend(joined.map_err(|e| StoreError::Internal(e.to_string()))??);
-        }
+        let page = self.due_page(now, &DueCursor::default(), limit).await?;
+        let mut due = page.items;
         due.sort_by_key(|d| d.due_at);
         due.truncate(limit);
         Ok(due)
+    }
+
+    async fn due_page(
+        &self,
+        now: Timestamp,
+        cursor: &DueCursor,
+        per_shard: usize,
+    ) -> Result<DuePage, StoreError> {
+        // One range query per shard not yet drained, all at once.
+        let mut queries = tokio::task::JoinSet::new();
+        for shard in (0..DUE_SHARDS).map(keys::due_shard) {
+            if cursor.drained.contains(&shard) {
+                continue;
+            }
+            let (store, cursor) = (self.clone(), cursor.clone());
+            queries.spawn(async move {
+                let read = store
+                    .due_in_shard(shard.clone(), &cursor, now, per_shard)
+                    .await;
+                read.map(|read| (shard, read))
+            });
+        }
+        let mut next = cursor.clone();
+        let mut items = Vec::new();
+        while let Some(joined) = queries.join_next().await {
+            let (shard, (due, last, drained)) =
+                joined.map_err(|e| StoreError::Internal(e.to_string()))??;
+            items.extend(due);
+            if let Some(last) = last {
+                next.after.insert(shard.clone(), last);
+            }
+            if drained {
+                next.drained.insert(shard);
+            }
+        }
+        let done = next.drained.len() == DUE_SHARDS as usize;
+        Ok(DuePage {
+            items,
+            cursor: next,
+            done,
+        })
+    }
+
+    async fn sweep_checkpoint(&self) -> Result<Option<SweepCheckpoint>, StoreError> {
+        self.get(&keys::sweep_checkpoint()).await
+    }
+
+    async fn save_sweep_checkpoint(&self, next: &SweepCheckpoint) -> Result<(), StoreError> {
+        let item = to_item("sweep_checkpoint", next, &keys::sweep_checkpoint())?;
+        let (condition, values) = if next.version <= 1 {
+            ("attribute_not_exists(pk)", None)
+        } else {
+            (
+                "version = :previous",
+                Some(HashMap::from([(
+                    ":previous".to_owned(),
+                    AttributeValue::N((next.version - 1).to_string()),
+                )])),
+            )
+        };
+        let saved = self.put_if(item, condition, values).await?;
+        if saved {
+            Ok(())
+        } else {
+            Err(StoreError::VersionConflict {
+                entity: "sweep checkpoint",
+            })
+        }
     }
 }
 
@@ -426,7 +520,7 @@ impl WebhookStore for DynamoStore {
         delivery: &WebhookDelivery,
         due_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.put_delivery(
+        self.put_if(
             delivery_item(tenant, delivery, Some(due_at))?,
             "attribute_not_exists(pk)",
             None,
@@ -463,7 +557,7 @@ impl WebhookStore for DynamoStore {
         due_at: Option<Timestamp>,
     ) -> Result<(), StoreError> {
         let replaced = self
-            .put_delivery(
+            .put_if(
                 delivery_item(tenant, next, due_at)?,
                 "version = :expected",
                 Some(HashMap::from([(
