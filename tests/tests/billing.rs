@@ -322,16 +322,18 @@ fn numbered(n: u64) -> Vec<String> {
     (1..=n).map(|n| format!("INV-{n:06}")).collect()
 }
 
-/// Eight workers handle the same message at once: five renewals (Feb..Jun), each made by
-/// exactly one of them, one invoice per period, numbers without a gap.
-async fn concurrent_runs_bill_each_period_exactly_once(app: billing_app::App, races: Races) {
-    let (caller, id) = monthly_subscription(&app).await;
-    let until: jiff::Timestamp = "2027-06-01T00:00:00Z".parse().unwrap();
-    races.begin();
-    let runs: Vec<_> = (0..8)
+/// `deliveries` spawned runs of the subscription's steps due by `until`, all at once: the
+/// steps they made together.
+async fn runs_at_once(
+    app: &billing_app::App,
+    tenant: billing_domain::kernel::ids::TenantId,
+    id: billing_domain::kernel::ids::SubscriptionId,
+    until: jiff::Timestamp,
+    deliveries: usize,
+) -> usize {
+    let runs: Vec<_> = (0..deliveries)
         .map(|_| {
             let app = app.clone();
-            let tenant = caller.tenant_id;
             tokio::spawn(async move { app.billing.run_due_subscription(tenant, id, until).await })
         })
         .collect();
@@ -339,6 +341,16 @@ async fn concurrent_runs_bill_each_period_exactly_once(app: billing_app::App, ra
     for run in runs {
         steps += run.await.unwrap().unwrap();
     }
+    steps
+}
+
+/// Eight workers handle the same message at once: five renewals (Feb..Jun), each made by
+/// exactly one of them, one invoice per period, numbers without a gap.
+async fn concurrent_runs_bill_each_period_exactly_once(app: billing_app::App, races: Races) {
+    let (caller, id) = monthly_subscription(&app).await;
+    let until: jiff::Timestamp = "2027-06-01T00:00:00Z".parse().unwrap();
+    races.begin();
+    let steps = runs_at_once(&app, caller.tenant_id, id, until, 8).await;
     assert_eq!(
         steps, 5,
         "Feb..Jun: five renewals, each made by exactly one worker"
@@ -397,17 +409,7 @@ async fn duplicate_deliveries_and_a_crashed_worker_bill_each_period_exactly_once
 
     // Four more deliveries at once, reaching later: the sequence runs on.
     let later: jiff::Timestamp = "2027-09-01T00:00:00Z".parse().unwrap();
-    let runs: Vec<_> = (0..4)
-        .map(|_| {
-            let app = app.clone();
-            let tenant = caller.tenant_id;
-            tokio::spawn(async move { app.billing.run_due_subscription(tenant, id, later).await })
-        })
-        .collect();
-    let mut steps = 0;
-    for run in runs {
-        steps += run.await.unwrap().unwrap();
-    }
+    let steps = runs_at_once(&app, caller.tenant_id, id, later, 4).await;
     assert_eq!(steps, 3, "Jul..Sep, each made by one delivery");
     let (numbers, periods) = invoice_numbers_and_periods(&app, &caller, id).await;
     assert_eq!(periods.len(), 9);

@@ -137,30 +137,40 @@ async fn collects_the_first_invoice_once(app: App) {
     );
 }
 
-/// The same attempt delivered eight times at once (SQS at least once, several workers):
-/// the card is charged once, the payment and the invoice recorded once. Each delivery that
-/// read the attempt still pending asks the gateway under the attempt's id, so the gateway
-/// answers every one of them with the same charge; the others find the payment recorded.
-async fn eight_deliveries_of_an_attempt_charge_once(app: App, races: Races) {
-    let (app, gateway) = with_sandbox(app);
-    let caller = billing_tests::admin(&app, "Eight").await;
+/// A subscription of `amount` a month with a Visa card: its first attempt's job.
+async fn first_attempt_with_a_card(
+    app: &App,
+    name: &str,
+    amount: i64,
+) -> (Caller, Subscription, PaymentJob) {
+    let caller = billing_tests::admin(app, name).await;
     let sub = billing_tests::subscribe(
-        &app,
+        app,
         &caller,
-        json!({"email": "eight@acme.test", "currency": "usd"}),
+        json!({"email": "card@acme.test", "currency": "usd"}),
         "month",
-        3100,
+        amount,
     )
     .await;
     app.customers
         .add_payment_method(&caller, sub.account_id, "tok_visa", false)
         .await
         .unwrap();
-    let attempt = payments_of(&app, &caller, &sub).await.remove(0);
+    let attempt = payments_of(app, &caller, &sub).await.remove(0);
     let job = PaymentJob::Attempt {
         tenant: caller.tenant_id,
         id: attempt.id,
     };
+    (caller, sub, job)
+}
+
+/// The same attempt delivered eight times at once (SQS at least once, several workers):
+/// the card is charged once, the payment and the invoice recorded once. Each delivery that
+/// read the attempt still pending asks the gateway under the attempt's id, so the gateway
+/// answers every one of them with the same charge; the others find the payment recorded.
+async fn eight_deliveries_of_an_attempt_charge_once(app: App, races: Races) {
+    let (app, gateway) = with_sandbox(app);
+    let (caller, sub, job) = first_attempt_with_a_card(&app, "Eight", 3100).await;
     races.begin();
     let deliveries: Vec<_> = (0..8)
         .map(|_| {
@@ -729,24 +739,7 @@ async fn the_sample_event_reports_only_its_unreadable_record() {
 /// payment, and the gateway asked once.
 async fn the_handler_charges_a_duplicated_job_once(app: App) {
     let (app, gateway) = with_sandbox(app);
-    let caller = billing_tests::admin(&app, "Handler").await;
-    let sub = billing_tests::subscribe(
-        &app,
-        &caller,
-        json!({"email": "handler@acme.test", "currency": "usd"}),
-        "month",
-        2500,
-    )
-    .await;
-    app.customers
-        .add_payment_method(&caller, sub.account_id, "tok_visa", false)
-        .await
-        .unwrap();
-    let attempt = payments_of(&app, &caller, &sub).await.remove(0);
-    let job = PaymentJob::Attempt {
-        tenant: caller.tenant_id,
-        id: attempt.id,
-    };
+    let (caller, sub, job) = first_attempt_with_a_card(&app, "Handler", 2500).await;
     let message = |id: &str| {
         let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
         m.message_id = Some(id.to_owned());
