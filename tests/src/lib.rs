@@ -14,6 +14,7 @@ use billing_aws::{Config, DynamoStore, SandboxGateway};
 use billing_domain::kernel::deployment::Deployment;
 use billing_http::{router, EmitMetrics};
 use billing_infra::moto;
+use billing_infra::request_count::{counted_client, Counter};
 use billing_memory::MemoryStore;
 
 /// An admin key of the tenant the files in `events/` authenticate as.
@@ -55,9 +56,21 @@ pub fn aws_endpoint() -> String {
 
 /// A DynamoDB store on a table of its own, so tests never see each other's data.
 pub async fn dynamo_store() -> DynamoStore {
+    dynamo_store_with(aws_sdk_dynamodb::Client::new).await
+}
+
+/// A DynamoDB store on a table of its own whose requests (and writes refused on their
+/// condition) `counter` counts once started.
+pub async fn counted_dynamo_store(counter: Arc<Counter>) -> DynamoStore {
+    dynamo_store_with(|sdk| counted_client(sdk, counter)).await
+}
+
+async fn dynamo_store_with(
+    client: impl FnOnce(&aws_config::SdkConfig) -> aws_sdk_dynamodb::Client,
+) -> DynamoStore {
     let table = format!("test-{}", ulid::Ulid::new().to_string().to_lowercase());
     let config = Config::local(&table, aws_endpoint());
-    let client = aws_sdk_dynamodb::Client::new(&config.sdk_config().await);
+    let client = client(&config.sdk_config().await);
     billing_aws::table::ensure_table(&client, &table)
         .await
         .expect("create the test table");
@@ -120,6 +133,60 @@ macro_rules! on_both_stores {
                 async fn $scenario() {
                     let store = std::sync::Arc::new($crate::dynamo_store().await);
                     super::$scenario($crate::OnStore::on(store)).await;
+                }
+            )+
+        }
+    };
+}
+
+/// What a racing scenario is handed with its store: it calls [`Races::begin`] where its
+/// concurrent deliveries start (after its set-up), and the runner counts from there the
+/// writes the store refused on their condition: each is a delivery that lost a race.
+#[derive(Clone, Default)]
+pub struct Races(Option<Arc<Counter>>);
+
+impl Races {
+    /// Counting the refused writes of a store made with [`counted_dynamo_store`].
+    pub fn counted(counter: Arc<Counter>) -> Self {
+        Self(Some(counter))
+    }
+
+    pub fn begin(&self) {
+        if let Some(counter) = &self.0 {
+            counter.start();
+        }
+    }
+
+    /// Writes refused on their condition since [`Races::begin`] (none where uncounted).
+    pub fn lost(&self) -> u64 {
+        self.0.as_ref().map_or(0, |counter| counter.refused())
+    }
+}
+
+/// Runs each scenario, an `async fn` taking an [`App`] or an `Arc<dyn Store>` and a
+/// [`Races`], that makes the same delivery several times at once (spawned tasks), as a
+/// test `stand_in_races::<scenario>` on the stand-in, on a multi-thread runtime so the
+/// deliveries really overlap. After the scenario's own assertions of what is stored, the
+/// test asserts that DynamoDB refused at least one of the deliveries' writes on its
+/// condition: some delivery lost a race and took that path, so a scenario that stops
+/// racing fails. Use once per test file.
+#[macro_export]
+macro_rules! racing_on_the_stand_in {
+    ($($scenario:ident),+ $(,)?) => {
+        mod stand_in_races {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    let counter = std::sync::Arc::new(Default::default());
+                    let store = std::sync::Arc::new(
+                        $crate::counted_dynamo_store(std::sync::Arc::clone(&counter)).await,
+                    );
+                    let races = $crate::Races::counted(counter);
+                    super::$scenario($crate::OnStore::on(store), races.clone()).await;
+                    assert!(
+                        races.lost() > 0,
+                        "no write was refused on its condition: the deliveries did not race"
+                    );
                 }
             )+
         }

@@ -2,6 +2,7 @@
 //! once under duplicate and concurrent runs.
 
 use billing_tests::api::Api;
+use billing_tests::Races;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -321,18 +322,18 @@ fn numbered(n: u64) -> Vec<String> {
     (1..=n).map(|n| format!("INV-{n:06}")).collect()
 }
 
-#[tokio::test]
-async fn concurrent_runs_bill_each_period_exactly_once() {
-    // Eight workers handle the same message at once. The in-memory store holds the
-    // DynamoDB store's conditions (the contract suite checks it) and, unlike the local
-    // stand-in, commits concurrent transactions one at a time as DynamoDB does.
-    let app = billing_tests::memory_app();
-    let (caller, id) = monthly_subscription(&app).await;
-    let until: jiff::Timestamp = "2027-06-01T00:00:00Z".parse().unwrap();
-    let runs: Vec<_> = (0..8)
+/// `deliveries` spawned runs of the subscription's steps due by `until`, all at once: the
+/// steps they made together.
+async fn runs_at_once(
+    app: &billing_app::App,
+    tenant: billing_domain::kernel::ids::TenantId,
+    id: billing_domain::kernel::ids::SubscriptionId,
+    until: jiff::Timestamp,
+    deliveries: usize,
+) -> usize {
+    let runs: Vec<_> = (0..deliveries)
         .map(|_| {
             let app = app.clone();
-            let tenant = caller.tenant_id;
             tokio::spawn(async move { app.billing.run_due_subscription(tenant, id, until).await })
         })
         .collect();
@@ -340,6 +341,16 @@ async fn concurrent_runs_bill_each_period_exactly_once() {
     for run in runs {
         steps += run.await.unwrap().unwrap();
     }
+    steps
+}
+
+/// Eight workers handle the same message at once: five renewals (Feb..Jun), each made by
+/// exactly one of them, one invoice per period, numbers without a gap.
+async fn concurrent_runs_bill_each_period_exactly_once(app: billing_app::App, races: Races) {
+    let (caller, id) = monthly_subscription(&app).await;
+    let until: jiff::Timestamp = "2027-06-01T00:00:00Z".parse().unwrap();
+    races.begin();
+    let steps = runs_at_once(&app, caller.tenant_id, id, until, 8).await;
     assert_eq!(
         steps, 5,
         "Feb..Jun: five renewals, each made by exactly one worker"
@@ -347,6 +358,12 @@ async fn concurrent_runs_bill_each_period_exactly_once() {
     let (numbers, periods) = invoice_numbers_and_periods(&app, &caller, id).await;
     assert_eq!(numbers, numbered(6));
     assert_eq!(periods.len(), 6, "one invoice per period");
+}
+
+#[tokio::test]
+async fn concurrent_runs_bill_each_period_exactly_once_in_memory() {
+    concurrent_runs_bill_each_period_exactly_once(billing_tests::memory_app(), Races::default())
+        .await;
 }
 
 #[tokio::test]
@@ -390,16 +407,10 @@ async fn duplicate_deliveries_and_a_crashed_worker_bill_each_period_exactly_once
     assert_eq!(numbers, numbered(6));
     assert_eq!(periods.len(), 6);
 
-    // Four more deliveries, one after another, reaching later: the sequence runs on.
-    // (Overlapping runs are asserted on the memory store above: the local stand-in does
-    // not isolate concurrent transactions, and can lose a concurrent commit on rollback.)
+    // Four more deliveries at once, reaching later: the sequence runs on.
     let later: jiff::Timestamp = "2027-09-01T00:00:00Z".parse().unwrap();
-    for _ in 0..4 {
-        app.billing
-            .run_due_subscription(caller.tenant_id, id, later)
-            .await
-            .unwrap();
-    }
+    let steps = runs_at_once(&app, caller.tenant_id, id, later, 4).await;
+    assert_eq!(steps, 3, "Jul..Sep, each made by one delivery");
     let (numbers, periods) = invoice_numbers_and_periods(&app, &caller, id).await;
     assert_eq!(periods.len(), 9);
     assert_eq!(numbers, numbered(9));
@@ -813,6 +824,8 @@ billing_tests::on_both_stores!(
     bills_a_tenants_subscriptions_together_exactly_once,
     a_long_advance_is_bounded_and_the_sweep_finishes_it_exactly,
 );
+
+billing_tests::racing_on_the_stand_in!(concurrent_runs_bill_each_period_exactly_once);
 
 /// Issue 14: `change_policy` reaches the lifecycle. An immediate downgrade on day 10 of a
 /// 30-day April credits 20/30 of $60 and charges 20/30 of $30 now (Kill Bill's and Stripe's

@@ -1,6 +1,7 @@
-//! Dunning through the use cases on the memory store: steps on their days, each once under
-//! duplicate and concurrent runs; blocked accounts refused; unblocking on settlement;
-//! notices sent once, and again after a crash or an outage; test clocks.
+//! Dunning through the use cases, on the memory store and on DynamoDB (the local
+//! stand-in): steps on their days, each once under duplicate and concurrent runs; blocked
+//! accounts refused; unblocking on settlement; notices sent once, and again after a crash
+//! or an outage; test clocks.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use billing_domain::kernel::ids::{AuditId, InvoiceId};
 use billing_memory::MemoryNotifier;
 use billing_tests::api::Api;
 use billing_tests::clock::ManualClock;
+use billing_tests::Races;
 use jiff::{SignedDuration, Timestamp};
 use reqwest::Method;
 use serde_json::json;
@@ -38,10 +40,6 @@ struct World {
 }
 
 impl World {
-    async fn new() -> Self {
-        Self::on(billing_tests::memory_store()).await
-    }
-
     async fn on(store: Arc<dyn Store>) -> Self {
         let clock = ManualClock::at(t0());
         let notifier = Arc::new(MemoryNotifier::default());
@@ -139,9 +137,10 @@ impl World {
     }
 }
 
-#[tokio::test]
-async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled() {
-    let w = World::new().await;
+async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled(
+    store: Arc<dyn Store>,
+) {
+    let w = World::on(store).await;
     let invoice = w.open_invoice(4900).await;
     w.app
         .collection
@@ -258,9 +257,10 @@ async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled
     assert!(subscribed.is_ok(), "{subscribed:?}");
 }
 
-#[tokio::test]
-async fn duplicate_and_concurrent_runs_take_each_step_once() {
-    let w = World::new().await;
+/// An invoice reported past due three times opens one case; eight workers run its steps
+/// at once on day 15: reminder, warning and block, each taken and noticed once.
+async fn duplicate_and_concurrent_runs_take_each_step_once(store: Arc<dyn Store>, races: Races) {
+    let w = World::on(store).await;
     let invoice = w.open_invoice(1000).await;
     for _ in 0..3 {
         w.app
@@ -270,15 +270,18 @@ async fn duplicate_and_concurrent_runs_take_each_step_once() {
             .unwrap();
     }
     w.clock.set(day(15));
-    let runs = (0..8).map(|_| {
-        let app = w.app.clone();
-        let (tenant, account) = (w.caller.tenant_id, w.account.id);
-        tokio::spawn(async move {
-            app.collection
-                .run_due_dunning(tenant, account, day(15))
-                .await
+    races.begin();
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let app = w.app.clone();
+            let (tenant, account) = (w.caller.tenant_id, w.account.id);
+            tokio::spawn(async move {
+                app.collection
+                    .run_due_dunning(tenant, account, day(15))
+                    .await
+            })
         })
-    });
+        .collect();
     let mut moves = 0;
     for run in runs {
         moves += run.await.unwrap().unwrap();
@@ -305,8 +308,18 @@ async fn duplicate_and_concurrent_runs_take_each_step_once() {
 }
 
 #[tokio::test]
-async fn a_second_overdue_invoice_keeps_the_first_ones_days_and_both_must_be_settled() {
-    let w = World::new().await;
+async fn duplicate_and_concurrent_runs_take_each_step_once_in_memory() {
+    duplicate_and_concurrent_runs_take_each_step_once(
+        billing_tests::memory_store(),
+        Races::default(),
+    )
+    .await;
+}
+
+async fn a_second_overdue_invoice_keeps_the_first_ones_days_and_both_must_be_settled(
+    store: Arc<dyn Store>,
+) {
+    let w = World::on(store).await;
     let (first, second) = (w.open_invoice(1000).await, w.open_invoice(2000).await);
     w.app
         .collection
@@ -392,9 +405,8 @@ async fn void_without_word(w: &World, id: InvoiceId) {
         .unwrap();
 }
 
-#[tokio::test]
-async fn an_invoice_settled_without_word_resolves_the_case_at_its_next_step() {
-    let w = World::new().await;
+async fn an_invoice_settled_without_word_resolves_the_case_at_its_next_step(store: Arc<dyn Store>) {
+    let w = World::on(store).await;
     let invoice = w.open_invoice(1000).await;
     w.app
         .collection
@@ -432,9 +444,10 @@ async fn an_invoice_settled_without_word_resolves_the_case_at_its_next_step() {
     assert_eq!(again, case);
 }
 
-#[tokio::test]
-async fn a_notice_left_by_a_process_without_a_notifier_is_sent_by_the_worker_once() {
-    let w = World::new().await;
+async fn a_notice_left_by_a_process_without_a_notifier_is_sent_by_the_worker_once(
+    store: Arc<dyn Store>,
+) {
+    let w = World::on(store).await;
     let invoice = w.open_invoice(1000).await;
     w.app
         .collection
@@ -473,9 +486,8 @@ async fn a_notice_left_by_a_process_without_a_notifier_is_sent_by_the_worker_onc
     );
 }
 
-#[tokio::test]
-async fn a_notifier_outage_is_retried_after_the_claim_runs_out() {
-    let w = World::new().await;
+async fn a_notifier_outage_is_retried_after_the_claim_runs_out(store: Arc<dyn Store>) {
+    let w = World::on(store).await;
     let invoice = w.open_invoice(1000).await;
     w.app
         .collection
@@ -501,9 +513,8 @@ async fn a_notifier_outage_is_retried_after_the_claim_runs_out() {
     assert_eq!(w.notices().len(), 1);
 }
 
-#[tokio::test]
-async fn steps_of_an_account_on_a_test_clock_run_when_the_clock_advances() {
-    let w = World::new().await;
+async fn steps_of_an_account_on_a_test_clock_run_when_the_clock_advances(store: Arc<dyn Store>) {
+    let w = World::on(store).await;
     let clock = w
         .app
         .billing
@@ -573,9 +584,8 @@ async fn steps_of_an_account_on_a_test_clock_run_when_the_clock_advances() {
     );
 }
 
-#[tokio::test]
-async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases() {
-    let w = World::new().await;
+async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases(store: Arc<dyn Store>) {
+    let w = World::on(store).await;
     let default = w.app.collection.dunning_policy(&w.caller).await.unwrap();
     assert_eq!(default.steps.len(), 3);
     let bad = w
@@ -622,7 +632,7 @@ async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases() {
         .await
         .unwrap();
     assert_eq!(w.run(day(2)).await, 0, "the running case keeps its policy");
-    let other = World::new().await;
+    let other = World::on(w.app.store.clone()).await;
     assert_eq!(
         other
             .app
@@ -846,9 +856,8 @@ async fn sandbox_end_to_end_declines_twice_then_pays_and_unblocks() {
 
 /// The policy API validates like the rest (problem+json, the offending step named), and a
 /// blocked account is refused new subscriptions and plan changes with `account_blocked`.
-#[tokio::test]
-async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
-    let w = World::new().await;
+async fn over_http_policies_are_validated_and_blocked_accounts_refused(store: Arc<dyn Store>) {
+    let w = World::on(store).await;
     let (tenant, issued) = w
         .app
         .customers
@@ -997,10 +1006,9 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused() {
 
 /// `billing-run`'s sweep releases a due step (and a notice whose claim ran out) to the
 /// payments queue, and `payment-worker`'s use case takes it; after that nothing is due.
-#[tokio::test]
-async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
+async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker(store: Arc<dyn Store>) {
     let queue = Arc::new(billing_memory::MemoryPaymentQueue::default());
-    let mut w = World::new().await;
+    let mut w = World::on(store).await;
     w.app = w.app.clone().with_payment_queue(queue.clone());
     let invoice = w.open_invoice(1000).await;
     w.app
@@ -1061,15 +1069,11 @@ async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker() {
 /// case opening, a step with its notice sent at once, and the resolution that unblocks.
 #[tokio::test]
 async fn dunning_costs_a_handful_of_dynamodb_requests() {
-    use billing_infra::request_count::{counted_client, Counter};
-    let counter = Arc::new(Counter::default());
-    let table = format!("test-{}", ulid::Ulid::new().to_string().to_lowercase());
-    let config = billing_aws::Config::local(&table, billing_tests::aws_endpoint());
-    let client = counted_client(&config.sdk_config().await, counter.clone());
-    billing_aws::table::ensure_table(&client, &table)
-        .await
-        .unwrap();
-    let w = World::on(Arc::new(billing_aws::DynamoStore::new(client, table))).await;
+    let counter = Arc::new(billing_infra::request_count::Counter::default());
+    let w = World::on(Arc::new(
+        billing_tests::counted_dynamo_store(counter.clone()).await,
+    ))
+    .await;
     let invoice = w.open_invoice(4900).await;
     let counts = |pairs: &[(&str, u64)]| {
         pairs
@@ -1121,9 +1125,8 @@ async fn dunning_costs_a_handful_of_dynamodb_requests() {
 
 /// Dunning jobs as `payment-worker` receives them (SQS messages, JSON bodies), duplicates
 /// in one batch included: each step once, its notice once.
-#[tokio::test]
-async fn the_payment_worker_handler_runs_dunning_messages_once() {
-    let w = World::new().await;
+async fn the_payment_worker_handler_runs_dunning_messages_once(store: Arc<dyn Store>) {
+    let w = World::on(store).await;
     let invoice = w.open_invoice(1000).await;
     w.app
         .collection
@@ -1184,3 +1187,18 @@ async fn the_ses_notifier_sends_from_a_verified_sender() {
         .unwrap();
     notifier.send(&notification).await.unwrap();
 }
+
+billing_tests::racing_on_the_stand_in!(duplicate_and_concurrent_runs_take_each_step_once);
+
+billing_tests::on_both_stores!(
+    an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled,
+    a_second_overdue_invoice_keeps_the_first_ones_days_and_both_must_be_settled,
+    an_invoice_settled_without_word_resolves_the_case_at_its_next_step,
+    a_notice_left_by_a_process_without_a_notifier_is_sent_by_the_worker_once,
+    a_notifier_outage_is_retried_after_the_claim_runs_out,
+    steps_of_an_account_on_a_test_clock_run_when_the_clock_advances,
+    the_policy_is_per_tenant_validated_and_applies_to_new_cases,
+    over_http_policies_are_validated_and_blocked_accounts_refused,
+    the_sweep_releases_due_steps_and_notices_to_the_payment_worker,
+    the_payment_worker_handler_runs_dunning_messages_once,
+);

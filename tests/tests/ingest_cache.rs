@@ -10,9 +10,8 @@ use std::sync::Arc;
 use billing_app::customers::KEY_TTL;
 use billing_app::ports::{Store, SystemClock};
 use billing_app::App;
-use billing_aws::{Config, DynamoStore};
 use billing_domain::customers::tenant::TenantMode;
-use billing_infra::request_count::{counted_client, Counter};
+use billing_infra::request_count::Counter;
 use billing_tests::api::Api;
 use billing_tests::clock::ManualClock;
 use jiff::SignedDuration;
@@ -245,17 +244,6 @@ billing_tests::on_both_stores!(
     changes_elsewhere_are_seen_by_the_next_event,
 );
 
-/// A DynamoDB store on a new table whose requests `counter` counts.
-async fn counted_store(counter: Arc<Counter>) -> DynamoStore {
-    let table = format!("test-{}", ulid::Ulid::new().to_string().to_lowercase());
-    let config = Config::local(&table, billing_tests::aws_endpoint());
-    let sdk = config.sdk_config().await;
-    billing_aws::table::ensure_table(&aws_sdk_dynamodb::Client::new(&sdk), &table)
-        .await
-        .expect("create the test table");
-    DynamoStore::new(counted_client(&sdk, counter), table)
-}
-
 /// The DynamoDB requests of one `POST /v1/usage`, by operation, and its answer.
 async fn counted(
     counter: &Counter,
@@ -271,7 +259,7 @@ async fn counted(
 #[tokio::test]
 async fn a_single_event_costs_two_dynamodb_requests_on_a_warm_instance() {
     let counter = Arc::new(Counter::default());
-    let store = counted_store(counter.clone()).await;
+    let store = billing_tests::counted_dynamo_store(counter.clone()).await;
     let app = billing_tests::app_with_clock(Arc::new(store), Arc::new(SystemClock));
     let (api, _) = Api::start(app, "Counted").await;
     let sub = metered(&api).await;

@@ -14,6 +14,7 @@ use billing_domain::billing::invoice::InvoiceStatus;
 use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
 use billing_domain::collection::payment::{Payment, PaymentStatus};
 use billing_domain::collection::retry::FinalAction;
+use billing_tests::Races;
 use jiff::{SignedDuration, Timestamp};
 use reqwest::Method;
 use serde_json::json;
@@ -134,6 +135,78 @@ async fn collects_the_first_invoice_once(app: App) {
         invoice_events,
         vec!["invoice.created", "invoice.finalized", "invoice.paid"]
     );
+}
+
+/// A subscription of `amount` a month with a Visa card: its first attempt's job.
+async fn first_attempt_with_a_card(
+    app: &App,
+    name: &str,
+    amount: i64,
+) -> (Caller, Subscription, PaymentJob) {
+    let caller = billing_tests::admin(app, name).await;
+    let sub = billing_tests::subscribe(
+        app,
+        &caller,
+        json!({"email": "card@acme.test", "currency": "usd"}),
+        "month",
+        amount,
+    )
+    .await;
+    app.customers
+        .add_payment_method(&caller, sub.account_id, "tok_visa", false)
+        .await
+        .unwrap();
+    let attempt = payments_of(app, &caller, &sub).await.remove(0);
+    let job = PaymentJob::Attempt {
+        tenant: caller.tenant_id,
+        id: attempt.id,
+    };
+    (caller, sub, job)
+}
+
+/// The same attempt delivered eight times at once (SQS at least once, several workers):
+/// the card is charged once, the payment and the invoice recorded once. Each delivery that
+/// read the attempt still pending asks the gateway under the attempt's id, so the gateway
+/// answers every one of them with the same charge; the others find the payment recorded.
+async fn eight_deliveries_of_an_attempt_charge_once(app: App, races: Races) {
+    let (app, gateway) = with_sandbox(app);
+    let (caller, sub, job) = first_attempt_with_a_card(&app, "Eight", 3100).await;
+    races.begin();
+    let deliveries: Vec<_> = (0..8)
+        .map(|_| {
+            let (app, job) = (app.clone(), job.clone());
+            tokio::spawn(async move { app.collection.handle_payment_job(&job).await })
+        })
+        .collect();
+    for delivery in deliveries {
+        delivery.await.unwrap().unwrap();
+    }
+    assert_eq!(gateway.charge_count(), 1, "the card was charged once");
+    assert_eq!(gateway.succeeded_count(), 1);
+    let calls = gateway.charge_calls();
+    assert!(
+        (1..=8).contains(&calls),
+        "at most one gateway call per delivery, all under one key: {calls}"
+    );
+    let paid = payments_of(&app, &caller, &sub).await;
+    assert_eq!(paid.len(), 1);
+    assert_eq!(paid[0].status, PaymentStatus::Succeeded);
+    assert_eq!(
+        event_types(&app, &caller, &paid[0].id.to_string()).await,
+        vec!["payment.succeeded"]
+    );
+    let invoice = first_invoice(&app, &caller, &sub).await;
+    assert_eq!(invoice.status, InvoiceStatus::Paid);
+    assert_eq!(invoice.amount_paid, 3100);
+    assert_eq!(
+        event_types(&app, &caller, &invoice.id.to_string()).await,
+        vec!["invoice.created", "invoice.finalized", "invoice.paid"]
+    );
+}
+
+#[tokio::test]
+async fn eight_deliveries_of_an_attempt_charge_once_in_memory() {
+    eight_deliveries_of_an_attempt_charge_once(billing_tests::memory_app(), Races::default()).await;
 }
 
 /// A worker that crashed after the gateway accepted the charge (the result was never
@@ -295,10 +368,9 @@ async fn retries_on_the_schedule_until_paid(app: App) {
 /// A hard decline (a stolen card) is not retried: the subscription goes past_due, and the
 /// invoice is written off when the tenant chose that. Paying it later out of band settles
 /// it and makes the subscription active again.
-#[tokio::test]
-async fn a_hard_decline_is_final() {
+async fn a_hard_decline_is_final(app: App) {
     let notifier = Arc::new(billing_memory::MemoryNotifier::default());
-    let (app, gateway) = with_sandbox(billing_tests::memory_app().with_notifier(notifier.clone()));
+    let (app, gateway) = with_sandbox(app.with_notifier(notifier.clone()));
     let caller = billing_tests::admin(&app, "Hard").await;
     app.collection
         .set_payment_settings(&caller, None, Some(FinalAction::MarkUncollectible), None)
@@ -523,9 +595,8 @@ async fn authentication_then_gateway_events(app: App) {
 }
 
 /// Refunds: partial then the rest, each a credit note; never more than was paid.
-#[tokio::test]
-async fn refunds_make_credit_notes_and_never_exceed_the_payment() {
-    let (app, _) = with_sandbox(billing_tests::memory_app());
+async fn refunds_make_credit_notes_and_never_exceed_the_payment(app: App) {
+    let (app, _) = with_sandbox(app);
     let caller = billing_tests::admin(&app, "Refund").await;
     let sub = billing_tests::subscribe(
         &app,
@@ -578,9 +649,8 @@ async fn refunds_make_credit_notes_and_never_exceed_the_payment() {
 
 /// Payment methods: set the default, detach; detaching the default falls back to the
 /// newest remaining card; a gateway `payment_method.detached` forgets it too.
-#[tokio::test]
-async fn payment_methods_default_and_detach() {
-    let (app, _) = with_sandbox(billing_tests::memory_app());
+async fn payment_methods_default_and_detach(app: App) {
+    let (app, _) = with_sandbox(app);
     let caller = billing_tests::admin(&app, "Cards").await;
     let account = app
         .customers
@@ -664,29 +734,12 @@ async fn the_sample_event_reports_only_its_unreadable_record() {
     assert_eq!(failed, ["e7a3c5f1-9d2b-4c6e-8a0f-1b3d5e7f9a24"]);
 }
 
-/// A real attempt delivered three times through the handler (two in one batch, running
-/// at once): one charge, one recorded payment.
-#[tokio::test]
-async fn the_handler_charges_a_duplicated_job_once() {
-    let (app, gateway) = with_sandbox(billing_tests::memory_app());
-    let caller = billing_tests::admin(&app, "Handler").await;
-    let sub = billing_tests::subscribe(
-        &app,
-        &caller,
-        json!({"email": "handler@acme.test", "currency": "usd"}),
-        "month",
-        2500,
-    )
-    .await;
-    app.customers
-        .add_payment_method(&caller, sub.account_id, "tok_visa", false)
-        .await
-        .unwrap();
-    let attempt = payments_of(&app, &caller, &sub).await.remove(0);
-    let job = PaymentJob::Attempt {
-        tenant: caller.tenant_id,
-        id: attempt.id,
-    };
+/// A real attempt delivered three times through the handler (two in one batch, which run
+/// one after the other as they share the attempt's batch key): one charge, one recorded
+/// payment, and the gateway asked once.
+async fn the_handler_charges_a_duplicated_job_once(app: App) {
+    let (app, gateway) = with_sandbox(app);
+    let (caller, sub, job) = first_attempt_with_a_card(&app, "Handler", 2500).await;
     let message = |id: &str| {
         let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
         m.message_id = Some(id.to_owned());
@@ -705,8 +758,7 @@ async fn the_handler_charges_a_duplicated_job_once() {
         .await
         .batch_item_failures
         .is_empty());
-    // Only the first delivery reaches the gateway: the others find the payment recorded
-    // (they never overlap here, as neither the memory store nor the sandbox yields).
+    // Only the first delivery reaches the gateway: the others find the payment recorded.
     assert_eq!(gateway.charge_calls(), 1, "the gateway was asked once");
     assert_eq!(gateway.charge_count(), 1, "the card was charged once");
     let all = payments_of(&app, &caller, &sub).await;
@@ -717,12 +769,11 @@ async fn the_handler_charges_a_duplicated_job_once() {
 /// The first attempt is handed to the payments queue right after the commit that made it;
 /// until it is recorded the sweep releases it again (a lost message is only a delay), and
 /// once recorded it is no longer due.
-#[tokio::test]
-async fn attempts_are_released_after_commit_and_swept_until_recorded() {
+async fn attempts_are_released_after_commit_and_swept_until_recorded(app: App) {
     use billing_app::jobs::Sweeper;
     use billing_memory::{MemoryBillingQueue, MemoryPaymentQueue};
     let queue = Arc::new(MemoryPaymentQueue::default());
-    let (app, _) = with_sandbox(billing_tests::memory_app().with_payment_queue(queue.clone()));
+    let (app, _) = with_sandbox(app.with_payment_queue(queue.clone()));
     let caller = billing_tests::admin(&app, "Release").await;
     let sub = billing_tests::subscribe(
         &app,
@@ -761,9 +812,7 @@ async fn attempts_are_released_after_commit_and_swept_until_recorded() {
 /// The payment routes over HTTP: cards, paying an invoice now (with the default and with a
 /// chosen card), payments listed by invoice, a refund as a credit note, settings, and
 /// problem+json answers for bad input.
-#[tokio::test]
-async fn the_payment_routes_over_http() {
-    let app = billing_tests::memory_app();
+async fn the_payment_routes_over_http(app: App) {
     let (api, _) = billing_tests::api::Api::start(app, "Http Payments").await;
     let (_, account) = api
         .call(
@@ -963,9 +1012,8 @@ async fn the_payment_routes_over_http() {
 
 /// A customer who fails authentication: the gateway's `payment_intent.payment_failed` for
 /// an attempt waiting on 3-D Secure records the failure and schedules the retry.
-#[tokio::test]
-async fn failed_authentication_is_a_failed_attempt_with_a_retry() {
-    let (app, _) = with_sandbox(billing_tests::memory_app());
+async fn failed_authentication_is_a_failed_attempt_with_a_retry(app: App) {
+    let (app, _) = with_sandbox(app);
     let caller = billing_tests::admin(&app, "ScaFail").await;
     let sub = billing_tests::subscribe(
         &app,
@@ -1232,8 +1280,17 @@ async fn gateway_events_apply_only_from_the_tenants_account_and_mode(app: App) {
 
 billing_tests::on_both_stores!(
     collects_the_first_invoice_once,
+    the_handler_charges_a_duplicated_job_once,
+    a_hard_decline_is_final,
+    refunds_make_credit_notes_and_never_exceed_the_payment,
+    payment_methods_default_and_detach,
+    attempts_are_released_after_commit_and_swept_until_recorded,
+    the_payment_routes_over_http,
+    failed_authentication_is_a_failed_attempt_with_a_retry,
     gateway_events_apply_only_from_the_tenants_account_and_mode,
     retries_on_the_schedule_until_paid,
     authentication_then_gateway_events,
     a_sent_invoice_goes_overdue_on_its_due_date,
 );
+
+billing_tests::racing_on_the_stand_in!(eight_deliveries_of_an_attempt_charge_once);

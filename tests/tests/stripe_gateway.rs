@@ -84,6 +84,7 @@ async fn a_card_is_attached_and_charged_once_with_our_metadata_in_three_requests
     };
     let charges = fake.charges();
     assert_eq!(charges.len(), 1);
+    assert_eq!(fake.charge_requests(), 1, "Stripe was asked once");
     assert_eq!(
         (
             charges[0].payment_intent.as_str(),
@@ -255,6 +256,11 @@ async fn an_outage_is_unavailable_and_the_retry_with_the_same_key_charges_once()
     let retried = gateway.charge(&request).await.unwrap();
     assert!(matches!(retried, ChargeOutcome::Succeeded { .. }));
     assert_eq!(fake.charges().len(), 1);
+    assert_eq!(
+        fake.charge_requests(),
+        2,
+        "the failed request and its retry, nothing more"
+    );
 
     fake.fail_next(1);
     let unavailable = gateway
@@ -715,6 +721,7 @@ async fn a_sandbox_tenant_never_reaches_the_live_key() {
     assert_eq!(paid.status, PaymentStatus::Succeeded);
     assert_eq!(paid.gateway.as_deref(), Some("stripe"));
     assert_eq!(fake.charges().len(), 1, "the live tenant's charge, only");
+    assert_eq!(fake.charge_requests(), 1, "Stripe was asked once");
 }
 
 /// Issue 13, item 2: a live tenant whose deployment has only a test key (the live one

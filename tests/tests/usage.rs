@@ -6,6 +6,7 @@ use billing_app::ports::Clock;
 use billing_app::App;
 use billing_domain::usage::meter::{UsageEventInput, UsageStatus};
 use billing_tests::api::Api;
+use billing_tests::Races;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -297,11 +298,9 @@ async fn metering_story(app: App) {
     );
 }
 
-#[tokio::test]
-async fn concurrent_ingestion_of_the_same_events_counts_each_once() {
-    // Eight tasks deliver the same 150 events (in different batches) at once. The memory
-    // store commits one transaction at a time, as DynamoDB does.
-    let app = billing_tests::memory_app();
+/// Eight tasks deliver the same 150 events (in different batches) at once: each event is
+/// accepted by exactly one delivery and counted once.
+async fn concurrent_ingestion_of_the_same_events_counts_each_once(app: App, races: Races) {
     let caller = billing_tests::admin(&app, "Concurrent").await;
     app.catalog
         .create_metric(
@@ -331,6 +330,7 @@ async fn concurrent_ingestion_of_the_same_events_counts_each_once() {
         })
         .collect();
     let expected_sum: u64 = (0..150).map(|i| i % 7 + 1).sum();
+    races.begin();
     let tasks: Vec<_> = (0..8)
         .map(|task| {
             let (app, caller, events) = (app.clone(), caller.clone(), events.clone());
@@ -368,6 +368,15 @@ async fn concurrent_ingestion_of_the_same_events_counts_each_once() {
     assert_eq!(bytes.metric, "bytes");
     assert_eq!(bytes.events, 150);
     assert_eq!(bytes.quantity.to_string(), expected_sum.to_string());
+}
+
+#[tokio::test]
+async fn concurrent_ingestion_of_the_same_events_counts_each_once_in_memory() {
+    concurrent_ingestion_of_the_same_events_counts_each_once(
+        billing_tests::memory_app(),
+        Races::default(),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -461,10 +470,10 @@ async fn usage_routes_are_documented_and_need_their_permission() {
     );
 }
 
-#[tokio::test]
-async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency() {
-    // The memory store commits one transaction at a time, as DynamoDB does.
-    let app = billing_tests::memory_app();
+/// Eight clients deliver the same batch at once, then eight workers pick up one late-usage
+/// job at once: each call counted once, each threshold event once, one supplemental
+/// invoice.
+async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency(app: App, races: Races) {
     let (api, tenant) = Api::start(app.clone(), "Metered Co").await;
     let m = metered_subscription(&api).await;
     let sub = m.subscription.clone();
@@ -479,6 +488,7 @@ async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency() {
         .collect()
     };
     // Eight clients deliver the same five calls at once: five counted, 80 % and 100 % once.
+    races.begin();
     let deliveries: Vec<_> = (0..8)
         .map(|_| {
             let (api, events) = (api.clone(), calls(0..5, None));
@@ -530,6 +540,15 @@ async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency() {
         late[0]["total"], 50,
         "the sixth call: 4 × $0.50 − 3 × $0.50"
     );
+}
+
+#[tokio::test]
+async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency_in_memory() {
+    thresholds_and_late_usage_stay_exactly_once_under_concurrency(
+        billing_tests::memory_app(),
+        Races::default(),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -695,3 +714,8 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
 }
 
 billing_tests::on_both_stores!(metering_story,);
+
+billing_tests::racing_on_the_stand_in!(
+    concurrent_ingestion_of_the_same_events_counts_each_once,
+    thresholds_and_late_usage_stay_exactly_once_under_concurrency,
+);

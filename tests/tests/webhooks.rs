@@ -229,11 +229,11 @@ async fn signed_events_reach_each_subscribed_endpoint_once_through_the_local_sta
     }
 }
 
-#[tokio::test]
-async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() {
+async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule(
+    store: Arc<dyn Store>,
+) {
     let start: Timestamp = "2026-05-04T10:00:00Z".parse().unwrap();
     let clock = ManualClock::at(start);
-    let store = Arc::new(MemoryStore::new());
     let app = billing_tests::app_with_clock(store.clone(), clock.clone());
     let dispatch = Arc::new(RecordingDispatch::default());
     let fanout = Fanout::new(
@@ -253,7 +253,8 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
         .await
         .unwrap();
 
-    // The memory store has no post-commit publish: the sweep publishes once the grace is over.
+    // The store publishes nothing after its commits here: the sweep publishes once the
+    // grace is over.
     clock.advance(OUTBOX_GRACE);
     let report = Sweeper::new(
         app.clone(),
@@ -345,11 +346,11 @@ async fn a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule() 
     assert!(store.due_items(clock.now(), 10).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disabled() {
+async fn long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disabled(
+    store: Arc<dyn Store>,
+) {
     let start: Timestamp = "2026-05-04T10:00:00Z".parse().unwrap();
     let clock = ManualClock::at(start);
-    let store = Arc::new(MemoryStore::new());
     let app = billing_tests::app_with_clock(store.clone(), clock.clone());
     let dispatch = Arc::new(RecordingDispatch::default());
     let fanout = Fanout::new(
@@ -805,3 +806,8 @@ async fn an_endpoint_subscribed_to_invoice_created_is_accepted_and_receives_it()
     assert_eq!(bodies[0]["type"], "invoice.created");
     assert_eq!(bodies[0]["data"]["id"], invoice["id"]);
 }
+
+billing_tests::on_both_stores!(
+    a_receiver_failing_twice_gets_three_attempts_on_the_backoff_schedule,
+    long_waits_come_back_through_the_due_index_and_a_dead_endpoint_is_disabled,
+);

@@ -361,6 +361,19 @@ impl PaymentJob {
             | PaymentJob::DunningNotice { tenant, .. } => *tenant,
         }
     }
+
+    /// What the job writes: jobs of one key in a worker's batch run one after the other
+    /// (an attempt delivered twice, an account's dunning step and its notice), others at
+    /// once.
+    pub fn batch_key(&self) -> String {
+        match self {
+            PaymentJob::Attempt { id, .. } => id.to_string(),
+            PaymentJob::Overdue { invoice, .. } => invoice.to_string(),
+            PaymentJob::Dunning { account, .. } | PaymentJob::DunningNotice { account, .. } => {
+                account.to_string()
+            }
+        }
+    }
 }
 
 /// The payments queue (`billing-payments`), consumed by `payment-worker`.

@@ -243,6 +243,17 @@ pub enum WebhookMessage {
     Deliver(DeliveryJob),
 }
 
+impl WebhookMessage {
+    /// What the message writes: messages of one key in a batch (an event queued twice, a
+    /// delivery retried twice) run one after the other, others at once.
+    pub fn batch_key(&self) -> String {
+        match self {
+            WebhookMessage::Event { event, .. } => event.id.to_string(),
+            WebhookMessage::Deliver(job) => job.delivery_id.to_string(),
+        }
+    }
+}
+
 /// Hands work to the queues and the bus. Failures are retried by the due-index sweep,
 /// so a caller that already committed logs them rather than failing the request.
 #[async_trait]
