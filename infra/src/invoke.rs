@@ -111,8 +111,23 @@ pub fn prepare(event: &str, webhook_secret: Option<&str>, now: i64) -> Result<St
     Ok(serde_json::to_string_pretty(&event)?)
 }
 
-/// Builds the functions' debug binaries with `cargo build`, in one run so their
-/// dependencies' features are unified once; the binary of each, by name.
+/// The binaries of every function of the template: built together, always, so their
+/// dependencies are compiled with one set of features whichever function is invoked.
+pub fn template_functions() -> Vec<&'static str> {
+    static BINARIES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    BINARIES
+        .get_or_init(|| {
+            crate::function_env::functions(crate::function_env::TEMPLATE)
+                .map(|functions| functions.into_iter().map(|f| f.binary).collect())
+                .unwrap_or_default()
+        })
+        .iter()
+        .map(String::as_str)
+        .collect()
+}
+
+/// Builds the functions' debug binaries with `cargo build`, in one run; the binary of
+/// each, by name.
 pub fn build(functions: &[&str]) -> Result<BTreeMap<String, PathBuf>, InvokeError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);

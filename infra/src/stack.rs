@@ -143,21 +143,15 @@ pub async fn references(
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value.to_owned()))
     .collect();
-    let sqs = aws_sdk_sqs::Client::new(sdk);
     for (name, queue) in [
         ("BillingRunsQueue", BILLING_QUEUE),
         ("PaymentsQueue", PAYMENT_QUEUE),
         ("WebhooksQueue", WEBHOOK_QUEUE),
     ] {
-        let url = sqs
-            .get_queue_url()
-            .queue_name(queue)
-            .send()
+        let queue = billing_aws::SqsQueue::by_name(sdk, queue)
             .await
-            .map_err(failed("queue url"))?
-            .queue_url
-            .unwrap_or_default();
-        references.insert(name.to_owned(), url);
+            .map_err(failed("queue url"))?;
+        references.insert(name.to_owned(), queue.url().to_owned());
     }
     Ok(references)
 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use billing_infra::function_env::{self, ENV_FILE, SAM_ENV_FILE};
@@ -141,6 +142,12 @@ fn every_variable_the_functions_read_is_declared_in_the_template() {
     }
 }
 
+/// Every function's debug binary, built once for the tests of this file.
+fn built() -> &'static BTreeMap<String, PathBuf> {
+    static BUILT: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
+    BUILT.get_or_init(|| invoke::build(&invoke::template_functions()).unwrap())
+}
+
 /// `billing-local` on free ports with a state directory of its own.
 struct Stack {
     runner: Child,
@@ -262,8 +269,7 @@ fn every_function_answers_every_sample_event_through_cargo_lambda() {
     }
     let webhook_secret = billing_infra::stack::LOCAL_WEBHOOK_SECRET;
 
-    let names: Vec<&str> = by_function.keys().copied().collect();
-    let built = invoke::build(&names).unwrap();
+    let built = built();
     let emulator = Emulator::start(&stack.state.join("logs")).unwrap();
     let sent = stack.state.join("events");
     std::fs::create_dir_all(&sent).unwrap();
@@ -290,7 +296,7 @@ fn every_function_answers_every_sample_event_through_cargo_lambda() {
 /// of leaving `cargo lambda invoke` waiting for it.
 #[test]
 fn a_function_that_cannot_start_fails_with_its_own_error() {
-    let built = invoke::build(&["billing-run"]).unwrap();
+    let built = built();
     let logs = std::env::temp_dir().join(format!("billing-invoke-fail-{}", std::process::id()));
     let emulator = Emulator::start(&logs).unwrap();
     let mut running = emulator

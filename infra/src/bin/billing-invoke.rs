@@ -30,11 +30,8 @@ const STACK_READY: Duration = Duration::from_secs(120);
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let binaries: Vec<String> = function_env::functions(function_env::TEMPLATE)?
-        .into_iter()
-        .map(|f| f.binary)
-        .collect();
-    if !binaries.contains(&args.function) {
+    let binaries = invoke::template_functions();
+    if !binaries.contains(&args.function.as_str()) {
         bail!(
             "{} is not a function of template.yaml; these are: {}",
             args.function,
@@ -72,7 +69,7 @@ fn invoke_once(args: &Args, event: &str, env_file: &Path) -> anyhow::Result<serd
     let sent = events.join(args.event.file_name().context("the event is not a file")?);
     std::fs::write(&sent, prepared)?;
 
-    let binary = invoke::build(&[args.function.as_str()])?
+    let binary = invoke::build(&invoke::template_functions())?
         .remove(&args.function)
         .context("no binary")?;
     let emulator = invoke::Emulator::start(&args.state_dir.join("logs"))?;
