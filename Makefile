@@ -1,4 +1,5 @@
 # make dev   — run the whole platform locally (API on 127.0.0.1:3000, AWS stand-in on 4599)
+# make invoke FN=api EVENT=events/api-health.json — one function, one event, through cargo lambda
 # make test  — every check CI runs: format, lint, template lint, all tests
 # make sim   — simulate one tenant's renewals on AWS: time per stage and cost per million
 # make docs  — regenerate the README's event-type and error-code tables from the code
@@ -10,7 +11,7 @@ FUNCTION_PACKAGES := -p api -p billing-worker -p billing-run -p payment-worker -
 PYTHON ?= python3
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: sim dev dev-reset docs test fmt-check lint template-lint unit bench release size venv clean-local
+.PHONY: sim dev dev-reset invoke docs test fmt-check lint template-lint unit bench release size venv clean-local
 
 $(VENV_STAMP): infra/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,12 @@ dev: $(VENV_STAMP)
 
 dev-reset: $(VENV_STAMP)
 	cargo run --quiet -p billing-infra --bin billing-local -- --reset $(ARGS)
+
+# Against the running `make dev` stack, or one started for the invocation.
+invoke: $(VENV_STAMP)
+	@if [ -z "$(FN)" ] || [ -z "$(EVENT)" ]; then echo "usage: make invoke FN=<function> EVENT=<file>"; exit 2; fi
+	cargo build --quiet -p billing-infra --bin billing-local --bin billing-invoke
+	cargo run --quiet -p billing-infra --bin billing-invoke -- $(FN) $(EVENT) $(ARGS)
 
 docs:
 	cargo run --quiet -p billing-infra --bin billing-admin -- docs

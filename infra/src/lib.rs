@@ -1,6 +1,9 @@
 //! The local stack: the AWS stand-in (moto in server mode), the resources the functions
-//! expect on it, and a table snapshot so `make dev` keeps its data between runs.
+//! expect on it, the functions' environment on it, one function invoked through `cargo
+//! lambda` (`make invoke`), and a table snapshot so `make dev` keeps its data between runs.
 
+pub mod function_env;
+pub mod invoke;
 pub mod mailbox;
 pub mod moto;
 pub mod readme;

@@ -1,6 +1,8 @@
 //! The resources the functions expect, created on the local stand-in. Their cloud twins
 //! are in `template.yaml`; the table's definition comes from `billing_aws::table`.
 
+use std::collections::BTreeMap;
+
 use aws_config::SdkConfig;
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -16,8 +18,14 @@ pub const BILLING_QUEUE: &str = "billing-runs.fifo";
 pub const PAYMENT_QUEUE: &str = "billing-payments";
 /// The queue `webhook-fanout` consumes (one of [`QUEUES`]).
 pub const WEBHOOK_QUEUE: &str = "billing-webhooks";
-/// Stripe credentials; `{}` means "use the sandbox gateway".
+/// Stripe credentials: none means "use the sandbox gateway". Created holding only
+/// [`LOCAL_WEBHOOK_SECRET`].
 pub const STRIPE_SECRET: &str = "billing/stripe";
+/// The signing secret of Stripe webhooks on the local stack, where nothing but a developer
+/// sends them (`make invoke` signs the sample Stripe event with it). Never Stripe's.
+pub const LOCAL_WEBHOOK_SECRET: &str = "whsec_localStackOnlyNotFromStripe";
+/// The sender of customer notices on the local stack (the template's `NoticeFromAddress`).
+pub const NOTICE_FROM_ADDRESS: &str = "billing@localhost.test";
 
 #[derive(Debug, thiserror::Error)]
 #[error("creating the local stack failed at {step}: {message}")]
@@ -109,12 +117,43 @@ pub async fn ensure(sdk: &SdkConfig, table: &str) -> Result<(), StackError> {
         secrets
             .create_secret()
             .name(STRIPE_SECRET)
-            .secret_string("{}")
+            .secret_string(
+                serde_json::json!({"webhook_secrets": [LOCAL_WEBHOOK_SECRET]}).to_string(),
+            )
             .send()
             .await
             .map_err(failed("secret"))?;
     }
     Ok(())
+}
+
+/// What each name the template's `Environment` blocks `!Ref` is on the local stack (its
+/// resources' logical ids and its parameters), for [`crate::function_env`]. The stack must
+/// exist ([`ensure`]).
+pub async fn references(
+    sdk: &SdkConfig,
+    table: &str,
+) -> Result<BTreeMap<String, String>, StackError> {
+    let mut references: BTreeMap<String, String> = [
+        ("Table", table),
+        ("EventBus", EVENT_BUS),
+        ("StripeSecret", STRIPE_SECRET),
+        ("NoticeFromAddress", NOTICE_FROM_ADDRESS),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .collect();
+    for (name, queue) in [
+        ("BillingRunsQueue", BILLING_QUEUE),
+        ("PaymentsQueue", PAYMENT_QUEUE),
+        ("WebhooksQueue", WEBHOOK_QUEUE),
+    ] {
+        let queue = billing_aws::SqsQueue::by_name(sdk, queue)
+            .await
+            .map_err(failed("queue url"))?;
+        references.insert(name.to_owned(), queue.url().to_owned());
+    }
+    Ok(references)
 }
 
 /// A stand-in of one's own, on a free port, with the stack on it (for the load tools).

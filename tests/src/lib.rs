@@ -18,8 +18,7 @@ use billing_infra::request_count::{counted_client, Counter};
 use billing_memory::MemoryStore;
 
 /// An admin key of the tenant the files in `events/` authenticate as.
-pub const EVENTS_KEY: &str =
-    "sk_test_01JD0000000000000000000000_eventsFixtureKeyForSamLocalInvoke0123456789";
+pub const EVENTS_KEY: &str = billing_infra::invoke::SAMPLE_EVENTS_KEY;
 
 /// The stand-in's endpoint: `BILLING_TEST_AWS_ENDPOINT` when set, else a moto server
 /// this process starts once and that dies with it.

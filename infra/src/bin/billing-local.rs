@@ -1,6 +1,7 @@
 //! The local runner: starts the AWS stand-in, creates the stack, seeds a sandbox tenant
-//! and serves the very router the `api` Lambda serves, on 127.0.0.1. Ctrl-C saves the
-//! table and stops everything it started.
+//! (and the tenant the sample events act as), writes the functions' environment for
+//! `cargo lambda` and `sam local invoke`, and serves the very router the `api` Lambda
+//! serves, on 127.0.0.1. Ctrl-C saves the table and stops everything it started.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use billing_app::App;
 use billing_aws::Config;
 use billing_domain::customers::tenant::TenantMode;
 use billing_http::{router, stripe_webhook, EmitMetrics};
-use billing_infra::{mailbox, moto, snapshot, stack, workers};
+use billing_infra::{function_env, invoke, mailbox, moto, snapshot, stack, workers};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -32,7 +33,8 @@ struct Args {
     /// Start from an empty table instead of the previous run's data.
     #[arg(long)]
     reset: bool,
-    /// Where the table snapshot and the generated dev key are kept.
+    /// Where the table snapshot, the generated dev key and the functions' environment
+    /// files are kept.
     #[arg(long, default_value = ".local")]
     state_dir: PathBuf,
 }
@@ -101,11 +103,18 @@ async fn main() -> anyhow::Result<()> {
     let app = local.app.clone();
     let _workers = local.spawn(2, std::time::Duration::from_secs(2));
     let key = seed_tenant(&app, &args.state_dir).await?;
+    app.customers
+        .ensure_tenant_with_key(invoke::SAMPLE_EVENTS_TENANT, invoke::SAMPLE_EVENTS_KEY)
+        .await?;
 
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("port {} is taken; pass --port", args.port))?;
+    // Last, once all is up: `make invoke` takes these files as the sign that the stack is ready.
+    let references = stack::references(&sdk, &config.table_name).await?;
+    let functions = function_env::local(function_env::TEMPLATE, &references, &endpoint)?;
+    function_env::write(&args.state_dir, &functions)?;
     println!();
     println!("  Billing API   http://{addr}   (docs: http://{addr}/docs)");
     println!(
@@ -116,6 +125,10 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("  Local AWS     {endpoint}   table {}", config.table_name);
     println!("  Sandbox key   {key}");
+    println!(
+        "  Functions     make invoke FN=api EVENT=events/api-health.json   (environment: {})",
+        args.state_dir.join(function_env::ENV_FILE).display()
+    );
     println!(
         "  Customer mail {}   (dunning notices, one file each)",
         args.state_dir.join("mail").display()

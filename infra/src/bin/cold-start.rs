@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use billing_aws::DynamoStore;
-use billing_infra::stack;
+use billing_infra::{function_env, stack};
 use clap::Parser;
 use serde_json::Value;
 use tokio::sync::{mpsc, Mutex};
@@ -119,17 +119,14 @@ async fn main() -> anyhow::Result<()> {
             .ensure_tenant_with_key("Cold start", key)
             .await?;
     }
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let mut queue_urls = Vec::new();
-    for queue in [
-        stack::WEBHOOK_QUEUE,
-        stack::PAYMENT_QUEUE,
-        stack::BILLING_QUEUE,
-    ] {
-        let url = sqs.get_queue_url().queue_name(queue).send().await?;
-        queue_urls.push(url.queue_url().unwrap_or_default().to_owned());
-    }
     let endpoint = config.endpoint_url.clone().unwrap_or_default();
+    // The api function's environment as the template declares it, on this stack.
+    let references = stack::references(&sdk, &config.table_name).await?;
+    let env = function_env::local(function_env::TEMPLATE, &references, &endpoint)?
+        .into_iter()
+        .find(|(function, _)| function.binary == "api")
+        .context("template.yaml has no api function")?
+        .1;
 
     let (answers, mut answered) = mpsc::unbounded_channel();
     let runtime = Arc::new(Runtime {
@@ -161,15 +158,7 @@ async fn main() -> anyhow::Result<()> {
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-            .env("RUST_LOG", "info")
-            .env("TABLE_NAME", &config.table_name)
-            .env("AWS_REGION", &config.region)
-            .env("AWS_ENDPOINT_URL", &endpoint)
-            .env("EVENT_BUS_NAME", stack::EVENT_BUS)
-            .env("WEBHOOK_QUEUE_URL", &queue_urls[0])
-            .env("PAYMENT_QUEUE_URL", &queue_urls[1])
-            .env("BILLING_QUEUE_URL", &queue_urls[2])
-            .env("STRIPE_SECRET_ID", stack::STRIPE_SECRET)
+            .envs(&env)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
