@@ -147,12 +147,15 @@ pub fn resolve(
     Ok(resolved)
 }
 
+/// One function's variables, by name.
+pub type Environment = BTreeMap<String, String>;
+
 /// The local environments of every function, by binary name.
 pub fn local(
     template: &str,
     references: &BTreeMap<String, String>,
     endpoint: &str,
-) -> Result<Vec<(Function, BTreeMap<String, String>)>, EnvError> {
+) -> Result<Vec<(Function, Environment)>, EnvError> {
     functions(template)?
         .into_iter()
         .map(|f| {
@@ -164,7 +167,7 @@ pub fn local(
 
 /// `cargo lambda watch` gives every function the same environment: the union of theirs,
 /// which must agree where they overlap.
-pub fn env_file(functions: &[(Function, BTreeMap<String, String>)]) -> Result<String, EnvError> {
+pub fn env_file(functions: &[(Function, Environment)]) -> Result<String, EnvError> {
     let mut union: BTreeMap<&str, &str> = BTreeMap::new();
     for (_, env) in functions {
         for (variable, value) in env {
@@ -187,7 +190,7 @@ pub fn env_file(functions: &[(Function, BTreeMap<String, String>)]) -> Result<St
 }
 
 /// `sam local invoke --env-vars`: one object per function's logical id.
-pub fn sam_env_file(functions: &[(Function, BTreeMap<String, String>)]) -> String {
+pub fn sam_env_file(functions: &[(Function, Environment)]) -> String {
     let by_id: BTreeMap<&str, &BTreeMap<String, String>> = functions
         .iter()
         .map(|(f, env)| (f.logical_id.as_str(), env))
@@ -198,7 +201,7 @@ pub fn sam_env_file(functions: &[(Function, BTreeMap<String, String>)]) -> Strin
 /// Writes both files into `state_dir`, each whole or not at all (a reader never sees half).
 pub fn write(
     state_dir: &Path,
-    functions: &[(Function, BTreeMap<String, String>)],
+    functions: &[(Function, Environment)],
 ) -> Result<(), EnvError> {
     let env = env_file(functions)?;
     for (name, text) in [(SAM_ENV_FILE, sam_env_file(functions)), (ENV_FILE, env)] {
