@@ -199,10 +199,7 @@ pub fn sam_env_file(functions: &[(Function, Environment)]) -> String {
 }
 
 /// Writes both files into `state_dir`, each whole or not at all (a reader never sees half).
-pub fn write(
-    state_dir: &Path,
-    functions: &[(Function, Environment)],
-) -> Result<(), EnvError> {
+pub fn write(state_dir: &Path, functions: &[(Function, Environment)]) -> Result<(), EnvError> {
     let env = env_file(functions)?;
     for (name, text) in [(SAM_ENV_FILE, sam_env_file(functions)), (ENV_FILE, env)] {
         let path = state_dir.join(name);
