@@ -14,6 +14,8 @@ mod payments;
 mod tenants;
 mod usage;
 
+pub mod hooked;
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
