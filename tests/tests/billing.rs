@@ -321,32 +321,44 @@ fn numbered(n: u64) -> Vec<String> {
     (1..=n).map(|n| format!("INV-{n:06}")).collect()
 }
 
-#[tokio::test]
+/// Eight workers handle the same message at once, interleaving at every store operation
+/// (seeded random delays on tokio's paused clock, so each seed is one reproducible
+/// interleaving). The memory store holds the DynamoDB store's conditions (the contract
+/// suite checks it) and commits one transaction at a time, as DynamoDB does.
+#[tokio::test(start_paused = true)]
 async fn concurrent_runs_bill_each_period_exactly_once() {
-    // Eight workers handle the same message at once. The in-memory store holds the
-    // DynamoDB store's conditions (the contract suite checks it) and, unlike the local
-    // stand-in, commits concurrent transactions one at a time as DynamoDB does.
-    let app = billing_tests::memory_app();
-    let (caller, id) = monthly_subscription(&app).await;
-    let until: jiff::Timestamp = "2027-06-01T00:00:00Z".parse().unwrap();
-    let runs: Vec<_> = (0..8)
-        .map(|_| {
-            let app = app.clone();
-            let tenant = caller.tenant_id;
-            tokio::spawn(async move { app.billing.run_due_subscription(tenant, id, until).await })
-        })
-        .collect();
-    let mut steps = 0;
-    for run in runs {
-        steps += run.await.unwrap().unwrap();
+    let (mut steps_lost, mut numbers_lost) = (0, 0);
+    for seed in 0..4 {
+        let (app, racing) = billing_tests::racing_app(seed, true);
+        let (caller, id) = monthly_subscription(&app).await;
+        let until: jiff::Timestamp = "2027-06-01T00:00:00Z".parse().unwrap();
+        let runs: Vec<_> = (0..8)
+            .map(|_| {
+                let app = app.clone();
+                let tenant = caller.tenant_id;
+                tokio::spawn(
+                    async move { app.billing.run_due_subscription(tenant, id, until).await },
+                )
+            })
+            .collect();
+        let mut steps = 0;
+        for run in runs {
+            steps += run.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            steps, 5,
+            "seed {seed}: Feb..Jun, five renewals, each made by exactly one worker"
+        );
+        let (numbers, periods) = invoice_numbers_and_periods(&app, &caller, id).await;
+        assert_eq!(numbers, numbered(6), "seed {seed}");
+        assert_eq!(periods.len(), 6, "seed {seed}: one invoice per period");
+        steps_lost += racing.refused_on("SubscriptionStore");
+        numbers_lost += racing.refused_of("InvoiceStore", "number_invoices")
+            + racing.refused_of("InvoiceStore", "finish_invoice");
     }
-    assert_eq!(
-        steps, 5,
-        "Feb..Jun: five renewals, each made by exactly one worker"
-    );
-    let (numbers, periods) = invoice_numbers_and_periods(&app, &caller, id).await;
-    assert_eq!(numbers, numbered(6));
-    assert_eq!(periods.len(), 6, "one invoice per period");
+    // The runs raced: workers lost the write of a renewal, and of a number, to another.
+    assert!(steps_lost > 0, "no renewal was lost to another worker");
+    assert!(numbers_lost > 0, "no numbering was lost to another worker");
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use billing_app::ports::{
-    Change, Clock, EventFilter, InvoiceWrite, NotifyError, PageRequest, PaymentJob, Store,
+    Change, Clock, EventFilter, InvoiceWrite, Notifier, NotifyError, PageRequest, PaymentJob, Store,
 };
 use billing_app::{App, AppError, Caller};
 use billing_domain::billing::subscription::CollectionMethod;
@@ -14,6 +14,7 @@ use billing_domain::customers::account::{Account, AccountStatus};
 use billing_domain::events::record::{Actor, AuditAction, AuditRecord};
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{AuditId, InvoiceId};
+use billing_memory::hooked::{Hooked, Racing};
 use billing_memory::MemoryNotifier;
 use billing_tests::api::Api;
 use billing_tests::clock::ManualClock;
@@ -43,10 +44,23 @@ impl World {
     }
 
     async fn on(store: Arc<dyn Store>) -> Self {
+        Self::with_hook(store, None).await
+    }
+
+    /// On the racing memory store, its notices racing too.
+    async fn racing(seed: u64) -> (Self, Arc<Racing>) {
+        let (store, racing) = billing_tests::racing_store(seed, true);
+        (Self::with_hook(store, Some(racing.clone())).await, racing)
+    }
+
+    async fn with_hook(store: Arc<dyn Store>, hook: Option<Arc<Racing>>) -> Self {
         let clock = ManualClock::at(t0());
         let notifier = Arc::new(MemoryNotifier::default());
-        let app =
-            billing_tests::app_with_clock(store, clock.clone()).with_notifier(notifier.clone());
+        let sender: Arc<dyn Notifier> = match hook {
+            Some(hook) => Arc::new(Hooked::new(notifier.clone(), hook)),
+            None => notifier.clone(),
+        };
+        let app = billing_tests::app_with_clock(store, clock.clone()).with_notifier(sender);
         let caller = billing_tests::admin(&app, "Dunning Co").await;
         let account = app
             .customers
@@ -258,50 +272,63 @@ async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled
     assert!(subscribed.is_ok(), "{subscribed:?}");
 }
 
-#[tokio::test]
+/// Three duplicate reports of the invoice, then eight workers run the account's due steps at
+/// once, interleaving at every store operation (seeded delays on the paused clock).
+#[tokio::test(start_paused = true)]
 async fn duplicate_and_concurrent_runs_take_each_step_once() {
-    let w = World::new().await;
-    let invoice = w.open_invoice(1000).await;
-    for _ in 0..3 {
-        w.app
+    let mut lost = 0;
+    for seed in 0..4 {
+        let (w, racing) = World::racing(seed).await;
+        let invoice = w.open_invoice(1000).await;
+        for _ in 0..3 {
+            w.app
+                .collection
+                .invoice_past_due(&w.caller, w.account.id, invoice, t0())
+                .await
+                .unwrap();
+        }
+        w.clock.set(day(15));
+        let runs: Vec<_> = (0..8)
+            .map(|_| {
+                let app = w.app.clone();
+                let (tenant, account) = (w.caller.tenant_id, w.account.id);
+                tokio::spawn(async move {
+                    app.collection
+                        .run_due_dunning(tenant, account, day(15))
+                        .await
+                })
+            })
+            .collect();
+        let mut moves = 0;
+        for run in runs {
+            moves += run.await.unwrap().unwrap();
+        }
+        assert_eq!(moves, 3, "seed {seed}: reminder, warning, block: once each");
+        assert_eq!(w.run(day(15)).await, 0);
+        let case = w
+            .app
             .collection
-            .invoice_past_due(&w.caller, w.account.id, invoice, t0())
+            .get_dunning_case(&w.caller, w.account.id)
             .await
             .unwrap();
+        assert_eq!(case.number, 1);
+        let taken: Vec<_> = case.steps_taken.iter().map(|s| (s.action, s.at)).collect();
+        assert_eq!(
+            taken,
+            [
+                (DunningAction::Reminder, day(3)),
+                (DunningAction::Warning, day(7)),
+                (DunningAction::Block, day(14))
+            ],
+            "seed {seed}"
+        );
+        assert_eq!(w.notices().len(), 3, "seed {seed}: one notice per step");
+        lost += racing.refused_of("DunningStore", "save_dunning_case");
     }
-    w.clock.set(day(15));
-    let runs = (0..8).map(|_| {
-        let app = w.app.clone();
-        let (tenant, account) = (w.caller.tenant_id, w.account.id);
-        tokio::spawn(async move {
-            app.collection
-                .run_due_dunning(tenant, account, day(15))
-                .await
-        })
-    });
-    let mut moves = 0;
-    for run in runs {
-        moves += run.await.unwrap().unwrap();
-    }
-    assert_eq!(moves, 3, "reminder, warning, block: once each");
-    assert_eq!(w.run(day(15)).await, 0);
-    let case = w
-        .app
-        .collection
-        .get_dunning_case(&w.caller, w.account.id)
-        .await
-        .unwrap();
-    assert_eq!(case.number, 1);
-    let taken: Vec<_> = case.steps_taken.iter().map(|s| (s.action, s.at)).collect();
-    assert_eq!(
-        taken,
-        [
-            (DunningAction::Reminder, day(3)),
-            (DunningAction::Warning, day(7)),
-            (DunningAction::Block, day(14))
-        ]
+    assert!(
+        lost > 0,
+        "no step was lost to another worker: the runs did not race"
     );
-    assert_eq!(w.notices().len(), 3, "one notice per step");
 }
 
 #[tokio::test]

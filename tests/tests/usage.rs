@@ -297,77 +297,86 @@ async fn metering_story(app: App) {
     );
 }
 
-#[tokio::test]
+/// Eight tasks deliver the same 150 events (in different batches) at once, interleaving at
+/// every store operation (seeded delays on the paused clock). The memory store commits one
+/// transaction at a time, as DynamoDB does.
+#[tokio::test(start_paused = true)]
 async fn concurrent_ingestion_of_the_same_events_counts_each_once() {
-    // Eight tasks deliver the same 150 events (in different batches) at once. The memory
-    // store commits one transaction at a time, as DynamoDB does.
-    let app = billing_tests::memory_app();
-    let caller = billing_tests::admin(&app, "Concurrent").await;
-    app.catalog
-        .create_metric(
-            &caller,
-            serde_json::from_value(
-                json!({"code": "bytes", "name": "Bytes", "aggregation": "sum", "field": "bytes"}),
+    let mut lost = 0;
+    for seed in 0..3 {
+        let (app, racing) = billing_tests::racing_app(seed, true);
+        let caller = billing_tests::admin(&app, "Concurrent").await;
+        app.catalog
+            .create_metric(
+                &caller,
+                serde_json::from_value(
+                    json!({"code": "bytes", "name": "Bytes", "aggregation": "sum", "field": "bytes"}),
+                )
+                .unwrap(),
             )
-            .unwrap(),
+            .await
+            .unwrap();
+        let sub = billing_tests::subscribe(
+            &app,
+            &caller,
+            json!({"email": "c@acme.test", "currency": "usd"}),
+            "month",
+            1000,
         )
-        .await
-        .unwrap();
-    let sub = billing_tests::subscribe(
-        &app,
-        &caller,
-        json!({"email": "c@acme.test", "currency": "usd"}),
-        "month",
-        1000,
-    )
-    .await;
-    let events: Vec<UsageEventInput> = (0..150)
-        .map(|i| {
-            serde_json::from_value(json!({
-                "transaction_id": format!("e{i}"), "subscription": sub.id, "metric": "bytes",
-                "value": (i % 7 + 1).to_string()
-            }))
-            .unwrap()
-        })
-        .collect();
-    let expected_sum: u64 = (0..150).map(|i| i % 7 + 1).sum();
-    let tasks: Vec<_> = (0..8)
-        .map(|task| {
-            let (app, caller, events) = (app.clone(), caller.clone(), events.clone());
-            tokio::spawn(async move {
-                let mut accepted = 0;
-                // Each task sends the events in its own order and batch sizes.
-                let mut order = events;
-                order.rotate_left(task * 17);
-                for batch in order.chunks(40 + task * 7) {
-                    let results = app
-                        .usage
-                        .record_usage(&caller, batch.to_vec())
-                        .await
-                        .unwrap();
-                    accepted += results
-                        .iter()
-                        .filter(|r| r.status == UsageStatus::Accepted)
-                        .count();
-                }
-                accepted
+        .await;
+        let events: Vec<UsageEventInput> = (0..150)
+            .map(|i| {
+                serde_json::from_value(json!({
+                    "transaction_id": format!("e{i}"), "subscription": sub.id, "metric": "bytes",
+                    "value": (i % 7 + 1).to_string()
+                }))
+                .unwrap()
             })
-        })
-        .collect();
-    let mut accepted = 0;
-    for task in tasks {
-        accepted += task.await.unwrap();
+            .collect();
+        let expected_sum: u64 = (0..150).map(|i| i % 7 + 1).sum();
+        let tasks: Vec<_> = (0..8)
+            .map(|task| {
+                let (app, caller, events) = (app.clone(), caller.clone(), events.clone());
+                tokio::spawn(async move {
+                    let mut accepted = 0;
+                    // Each task sends the events in its own order and batch sizes.
+                    let mut order = events;
+                    order.rotate_left(task * 17);
+                    for batch in order.chunks(40 + task * 7) {
+                        let results = app
+                            .usage
+                            .record_usage(&caller, batch.to_vec())
+                            .await
+                            .unwrap();
+                        accepted += results
+                            .iter()
+                            .filter(|r| r.status == UsageStatus::Accepted)
+                            .count();
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        let mut accepted = 0;
+        for task in tasks {
+            accepted += task.await.unwrap();
+        }
+        assert_eq!(accepted, 150, "each event accepted by exactly one delivery");
+        let usage = app
+            .usage
+            .subscription_usage(&caller, sub.id, None)
+            .await
+            .unwrap();
+        let bytes = &usage.periods[0].metrics[0];
+        assert_eq!(bytes.metric, "bytes");
+        assert_eq!(bytes.events, 150);
+        assert_eq!(bytes.quantity.to_string(), expected_sum.to_string());
+        lost += racing.refused_of("UsageStore", "record_usage");
     }
-    assert_eq!(accepted, 150, "each event accepted by exactly one delivery");
-    let usage = app
-        .usage
-        .subscription_usage(&caller, sub.id, None)
-        .await
-        .unwrap();
-    let bytes = &usage.periods[0].metrics[0];
-    assert_eq!(bytes.metric, "bytes");
-    assert_eq!(bytes.events, 150);
-    assert_eq!(bytes.quantity.to_string(), expected_sum.to_string());
+    assert!(
+        lost > 0,
+        "no event's write was lost to another delivery: they did not race"
+    );
 }
 
 #[tokio::test]
@@ -461,10 +470,12 @@ async fn usage_routes_are_documented_and_need_their_permission() {
     );
 }
 
+/// Over HTTP, so on the real clock: the racing store yields a seeded-random number of times
+/// before every operation, which interleaves the deliveries and the workers. The memory
+/// store commits one transaction at a time, as DynamoDB does.
 #[tokio::test]
 async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency() {
-    // The memory store commits one transaction at a time, as DynamoDB does.
-    let app = billing_tests::memory_app();
+    let (app, racing) = billing_tests::racing_app(21, false);
     let (api, tenant) = Api::start(app.clone(), "Metered Co").await;
     let m = metered_subscription(&api).await;
     let sub = m.subscription.clone();
@@ -497,6 +508,10 @@ async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency() {
     assert_eq!(accepted, 5);
     let thresholds = api.get("/v1/events?type=usage.threshold_reached").await;
     assert_eq!(thresholds["data"].as_array().unwrap().len(), 2);
+    assert!(
+        racing.refused_of("UsageStore", "record_usage") > 0,
+        "no delivery lost a write to another: they did not race"
+    );
 
     // January is billed; one late call arrives; eight workers pick up its job at once.
     advance(&api, &m.clock, "2027-02-01T00:00:00Z").await;
@@ -519,6 +534,10 @@ async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency() {
         billed += usize::from(w.await.unwrap());
     }
     assert_eq!(billed, 1, "one worker wrote the supplemental invoice");
+    assert!(
+        racing.refused_of("UsageStore", "bill_late_usage") > 0,
+        "no worker lost the late usage to another: they did not race"
+    );
     let late: Vec<Value> = api
         .invoices(&sub)
         .await
