@@ -1,6 +1,8 @@
 //! The local stack: the AWS stand-in (moto in server mode), the resources the functions
-//! expect on it, and a table snapshot so `make dev` keeps its data between runs.
+//! expect on it, and a table snapshot so `make dev` keeps its data between runs; the
+//! simulation of AWS ([`sim`]) and the fault campaign over the billing flows ([`campaign`]).
 
+pub mod campaign;
 pub mod mailbox;
 pub mod moto;
 pub mod readme;
