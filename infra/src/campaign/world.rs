@@ -315,6 +315,10 @@ impl World {
                     .map_or(n.key.clone(), |(_, k)| k.to_owned())
             })
             .collect();
+        // Notices go out at least once: a worker that dies between the send and its
+        // confirmation sends the notice again. Each must go out; a repeat is allowed.
+        outcome.notices.sort();
+        outcome.notices.dedup();
         outcome.delivered = self
             .receiver
             .0
