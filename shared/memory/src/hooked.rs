@@ -138,13 +138,18 @@ impl Answer for Result<(), StepsFailed> {
     }
 }
 
+/// Done or failed: ports without conditional writes.
+fn done_or_failed<T, E>(answer: &Result<T, E>) -> Seen {
+    if answer.is_ok() {
+        Seen::Done
+    } else {
+        Seen::Failed
+    }
+}
+
 impl<T> Answer for Result<T, GatewayError> {
     fn seen(&self) -> Seen {
-        if self.is_ok() {
-            Seen::Done
-        } else {
-            Seen::Failed
-        }
+        done_or_failed(self)
     }
     fn failed(fault: Fault) -> Self {
         Err(GatewayError::Unavailable(fault.0))
@@ -153,11 +158,7 @@ impl<T> Answer for Result<T, GatewayError> {
 
 impl Answer for Result<(), NotifyError> {
     fn seen(&self) -> Seen {
-        if self.is_ok() {
-            Seen::Done
-        } else {
-            Seen::Failed
-        }
+        done_or_failed(self)
     }
     fn failed(fault: Fault) -> Self {
         Err(NotifyError::Unavailable(fault.0))
