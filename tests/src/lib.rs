@@ -15,6 +15,7 @@ use billing_domain::kernel::deployment::Deployment;
 use billing_http::{router, EmitMetrics};
 use billing_infra::moto;
 use billing_infra::request_count::{counted_client, Counter};
+use billing_memory::hooked::{Hooked, Racing};
 use billing_memory::MemoryStore;
 
 /// An admin key of the tenant the files in `events/` authenticate as.
@@ -92,6 +93,27 @@ pub fn memory_app() -> App {
 
 pub fn memory_store() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new())
+}
+
+/// The memory store behind [`Racing`] seeded with `seed`: concurrent tasks interleave at
+/// every store operation, and the racing hook counts the conditional writes they lose.
+/// With `delays` (for tests on tokio's paused clock) each operation also waits up to 5 ms.
+pub fn racing_store(seed: u64, delays: bool) -> (Arc<dyn Store>, Arc<Racing>) {
+    let mut racing = Racing::new(seed);
+    if delays {
+        racing = racing.with_delays(std::time::Duration::from_millis(5));
+    }
+    let racing = Arc::new(racing);
+    (
+        Arc::new(Hooked::new(memory_store(), racing.clone())),
+        racing,
+    )
+}
+
+/// An app over [`racing_store`].
+pub fn racing_app(seed: u64, delays: bool) -> (App, Arc<Racing>) {
+    let (store, racing) = racing_store(seed, delays);
+    (app(store), racing)
 }
 
 /// What a scenario of [`on_both_stores!`] takes: the store itself, or an app over it.

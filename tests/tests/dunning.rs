@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use billing_app::ports::{
-    Change, Clock, EventFilter, InvoiceWrite, NotifyError, PageRequest, PaymentJob, Store,
+    Change, Clock, EventFilter, InvoiceWrite, Notifier, NotifyError, PageRequest, PaymentJob, Store,
 };
 use billing_app::{App, AppError, Caller};
 use billing_domain::billing::subscription::CollectionMethod;
@@ -15,6 +15,7 @@ use billing_domain::customers::account::{Account, AccountStatus};
 use billing_domain::events::record::{Actor, AuditAction, AuditRecord};
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{AuditId, InvoiceId};
+use billing_memory::hooked::{Hooked, Racing};
 use billing_memory::MemoryNotifier;
 use billing_tests::api::Api;
 use billing_tests::clock::ManualClock;
@@ -41,10 +42,23 @@ struct World {
 
 impl World {
     async fn on(store: Arc<dyn Store>) -> Self {
+        Self::with_hook(store, None).await
+    }
+
+    /// On the racing memory store, its notices racing too.
+    async fn racing(seed: u64) -> (Self, Arc<Racing>) {
+        let (store, racing) = billing_tests::racing_store(seed, true);
+        (Self::with_hook(store, Some(racing.clone())).await, racing)
+    }
+
+    async fn with_hook(store: Arc<dyn Store>, hook: Option<Arc<Racing>>) -> Self {
         let clock = ManualClock::at(t0());
         let notifier = Arc::new(MemoryNotifier::default());
-        let app =
-            billing_tests::app_with_clock(store, clock.clone()).with_notifier(notifier.clone());
+        let sender: Arc<dyn Notifier> = match hook {
+            Some(hook) => Arc::new(Hooked::new(notifier.clone(), hook)),
+            None => notifier.clone(),
+        };
+        let app = billing_tests::app_with_clock(store, clock.clone()).with_notifier(sender);
         let caller = billing_tests::admin(&app, "Dunning Co").await;
         let account = app
             .customers
@@ -260,7 +274,10 @@ async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled
 /// An invoice reported past due three times opens one case; eight workers run its steps
 /// at once on day 15: reminder, warning and block, each taken and noticed once.
 async fn duplicate_and_concurrent_runs_take_each_step_once(store: Arc<dyn Store>, races: Races) {
-    let w = World::on(store).await;
+    eight_workers_take_each_step_once(&World::on(store).await, &races).await;
+}
+
+async fn eight_workers_take_each_step_once(w: &World, races: &Races) {
     let invoice = w.open_invoice(1000).await;
     for _ in 0..3 {
         w.app
@@ -307,13 +324,20 @@ async fn duplicate_and_concurrent_runs_take_each_step_once(store: Arc<dyn Store>
     assert_eq!(w.notices().len(), 3, "one notice per step");
 }
 
-#[tokio::test]
+/// The same on the memory store, interleaving at every store operation and notice (seeded
+/// delays on the paused clock, so each seed is one reproducible interleaving).
+#[tokio::test(start_paused = true)]
 async fn duplicate_and_concurrent_runs_take_each_step_once_in_memory() {
-    duplicate_and_concurrent_runs_take_each_step_once(
-        billing_tests::memory_store(),
-        Races::default(),
-    )
-    .await;
+    let mut lost = 0;
+    for seed in 0..4 {
+        let (w, racing) = World::racing(seed).await;
+        eight_workers_take_each_step_once(&w, &Races::default()).await;
+        lost += racing.refused_of("DunningStore", "save_dunning_case");
+    }
+    assert!(
+        lost > 0,
+        "no step was lost to another worker: the runs did not race"
+    );
 }
 
 async fn a_second_overdue_invoice_keeps_the_first_ones_days_and_both_must_be_settled(

@@ -14,6 +14,7 @@ use billing_domain::billing::invoice::InvoiceStatus;
 use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
 use billing_domain::collection::payment::{Payment, PaymentStatus};
 use billing_domain::collection::retry::FinalAction;
+use billing_memory::hooked::Hooked;
 use billing_tests::Races;
 use jiff::{SignedDuration, Timestamp};
 use reqwest::Method;
@@ -210,58 +211,75 @@ async fn eight_deliveries_of_an_attempt_charge_once_in_memory() {
 }
 
 /// A worker that crashed after the gateway accepted the charge (the result was never
-/// written) is redelivered: the gateway answers the same key with the first outcome, so
-/// the customer is charged once.
-#[tokio::test]
+/// written) is redelivered, twice at once, the deliveries interleaving at every store and
+/// gateway operation (seeded delays on the paused clock): the gateway answers the same key
+/// with the first outcome, so the customer is charged once.
+#[tokio::test(start_paused = true)]
 async fn a_crash_after_the_charge_charges_once() {
-    let (app, gateway) = with_sandbox(billing_tests::memory_app());
-    let caller = billing_tests::admin(&app, "Crash").await;
-    let sub = billing_tests::subscribe(
-        &app,
-        &caller,
-        json!({"email": "crash@acme.test", "currency": "usd"}),
-        "month",
-        500,
-    )
-    .await;
-    let profile_card = app
-        .customers
-        .add_payment_method(&caller, sub.account_id, "4242424242424242", false)
-        .await
-        .unwrap()
-        .0;
-    let attempt = payments_of(&app, &caller, &sub).await.remove(0);
-    // The crashed run: the gateway charged under the attempt id, nothing was written.
-    gateway
-        .charge(&ChargeRequest {
-            idempotency_key: attempt.id.to_string(),
-            customer: "cus_sb_x".into(),
-            payment_method: profile_card.id.clone(),
-            amount: attempt.amount.of(attempt.currency),
-            description: "crashed".into(),
-            metadata: Vec::new(),
-        })
-        .await
-        .unwrap();
-    // Redelivered, twice at once.
-    let job = PaymentJob::Attempt {
-        tenant: caller.tenant_id,
-        id: attempt.id,
-    };
-    let (a, b) = tokio::join!(
-        app.collection.handle_payment_job(&job),
-        app.collection.handle_payment_job(&job)
+    let mut lost = 0;
+    for seed in 0..4 {
+        let (app, racing) = billing_tests::racing_app(seed, true);
+        let gateway = Arc::new(SandboxGateway::new());
+        let app = app.with_gateway(Arc::new(Hooked::new(gateway.clone(), racing.clone())));
+        let caller = billing_tests::admin(&app, "Crash").await;
+        let sub = billing_tests::subscribe(
+            &app,
+            &caller,
+            json!({"email": "crash@acme.test", "currency": "usd"}),
+            "month",
+            500,
+        )
+        .await;
+        let profile_card = app
+            .customers
+            .add_payment_method(&caller, sub.account_id, "4242424242424242", false)
+            .await
+            .unwrap()
+            .0;
+        let attempt = payments_of(&app, &caller, &sub).await.remove(0);
+        // The crashed run: the gateway charged under the attempt id, nothing was written.
+        gateway
+            .charge(&ChargeRequest {
+                idempotency_key: attempt.id.to_string(),
+                customer: "cus_sb_x".into(),
+                payment_method: profile_card.id.clone(),
+                amount: attempt.amount.of(attempt.currency),
+                description: "crashed".into(),
+                metadata: Vec::new(),
+            })
+            .await
+            .unwrap();
+        let job = PaymentJob::Attempt {
+            tenant: caller.tenant_id,
+            id: attempt.id,
+        };
+        let refused_before = racing.refused_of("PaymentStore", "save_collection");
+        let deliveries: Vec<_> = (0..2)
+            .map(|_| {
+                let (app, job) = (app.clone(), job.clone());
+                tokio::spawn(async move { app.collection.handle_payment_job(&job).await })
+            })
+            .collect();
+        for delivery in deliveries {
+            delivery.await.unwrap().unwrap();
+        }
+        assert_eq!(gateway.charge_count(), 1, "seed {seed}: the card was charged once");
+        assert_eq!(gateway.succeeded_count(), 1, "seed {seed}");
+        // The crashed call, then one replay of its key by each delivery that read the
+        // attempt still pending: one, or both when they overlapped.
+        assert!(
+            (2..=3).contains(&gateway.charge_calls()),
+            "seed {seed}: {} gateway calls",
+            gateway.charge_calls()
+        );
+        lost += racing.refused_of("PaymentStore", "save_collection") - refused_before;
+        let invoice = first_invoice(&app, &caller, &sub).await;
+        assert_eq!(invoice.status, InvoiceStatus::Paid, "seed {seed}");
+    }
+    assert!(
+        lost > 0,
+        "no delivery lost its write to the other: they did not race"
     );
-    a.unwrap();
-    b.unwrap();
-    assert_eq!(gateway.charge_count(), 1, "the card was charged once");
-    assert_eq!(gateway.succeeded_count(), 1);
-    // The crashed call, then one replay of its key to learn the outcome: `join!` runs the
-    // two deliveries one after the other here (neither the memory store nor the sandbox
-    // yields), so the second finds the payment recorded and asks nothing.
-    assert_eq!(gateway.charge_calls(), 2, "one replay after the crash");
-    let invoice = first_invoice(&app, &caller, &sub).await;
-    assert_eq!(invoice.status, InvoiceStatus::Paid);
 }
 
 /// A card that declines twice (insufficient funds), then the default is changed between

@@ -370,13 +370,20 @@ async fn concurrent_ingestion_of_the_same_events_counts_each_once(app: App, race
     assert_eq!(bytes.quantity.to_string(), expected_sum.to_string());
 }
 
-#[tokio::test]
+/// The same on the memory store, interleaving at every store operation (seeded delays on the
+/// paused clock, so each seed is one reproducible interleaving).
+#[tokio::test(start_paused = true)]
 async fn concurrent_ingestion_of_the_same_events_counts_each_once_in_memory() {
-    concurrent_ingestion_of_the_same_events_counts_each_once(
-        billing_tests::memory_app(),
-        Races::default(),
-    )
-    .await;
+    let mut lost = 0;
+    for seed in 0..3 {
+        let (app, racing) = billing_tests::racing_app(seed, true);
+        concurrent_ingestion_of_the_same_events_counts_each_once(app, Races::default()).await;
+        lost += racing.refused_of("UsageStore", "record_usage");
+    }
+    assert!(
+        lost > 0,
+        "no event's write was lost to another delivery: they did not race"
+    );
 }
 
 #[tokio::test]
@@ -542,13 +549,21 @@ async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency(app: App,
     );
 }
 
+/// The same on the memory store. Over HTTP, so on the real clock: the racing store yields a
+/// seeded-random number of times before every operation, which interleaves the deliveries
+/// and the workers.
 #[tokio::test]
 async fn thresholds_and_late_usage_stay_exactly_once_under_concurrency_in_memory() {
-    thresholds_and_late_usage_stay_exactly_once_under_concurrency(
-        billing_tests::memory_app(),
-        Races::default(),
-    )
-    .await;
+    let (app, racing) = billing_tests::racing_app(21, false);
+    thresholds_and_late_usage_stay_exactly_once_under_concurrency(app, Races::default()).await;
+    assert!(
+        racing.refused_of("UsageStore", "record_usage") > 0,
+        "no delivery lost a write to another: they did not race"
+    );
+    assert!(
+        racing.refused_of("UsageStore", "bill_late_usage") > 0,
+        "no worker lost the late usage to another: they did not race"
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! An in-memory store with the same conditional semantics as the DynamoDB adapter, for
 //! fast use-case tests, in-process benchmarks and load tools. The store contract suite runs against
-//! both, so it cannot drift from the real one.
+//! both, so it cannot drift from the real one. [`hooked`] wraps any port (this store, or a
+//! gateway, notifier, queue) in a hook that makes tests race and the fault campaign fail.
 
 mod accounts;
 mod audit;
@@ -13,6 +14,8 @@ mod notifier;
 mod payments;
 mod tenants;
 mod usage;
+
+pub mod hooked;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
