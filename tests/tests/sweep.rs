@@ -73,8 +73,11 @@ async fn bill(
         .map(|id| {
             let mut message = SqsMessage::default();
             message.message_id = Some(id.to_string());
-            message.body =
-                serde_json::to_string(&BillingJob::Subscription { tenant, id: *id }).ok();
+            message.body = serde_json::to_string(&BillingJob::Subscription {
+                tenant: tenants[id],
+                id: *id,
+            })
+            .ok();
             message
         })
         .collect();
