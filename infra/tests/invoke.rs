@@ -74,7 +74,10 @@ fn variables_read() -> BTreeSet<String> {
     let mut files = Vec::new();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("functions"))
         .unwrap()
-        .map(|e| e.unwrap().path().join("src"))
+        .map(|e| e.unwrap().path())
+        // `functions/` also holds the functions' shared build script.
+        .filter(|path| path.is_dir())
+        .map(|path| path.join("src"))
         .collect();
     dirs.push(root.join("shared/aws/src"));
     while let Some(dir) = dirs.pop() {
