@@ -263,7 +263,11 @@ async fn a_crash_after_the_charge_charges_once() {
         for delivery in deliveries {
             delivery.await.unwrap().unwrap();
         }
-        assert_eq!(gateway.charge_count(), 1, "seed {seed}: the card was charged once");
+        assert_eq!(
+            gateway.charge_count(),
+            1,
+            "seed {seed}: the card was charged once"
+        );
         assert_eq!(gateway.succeeded_count(), 1, "seed {seed}");
         // The crashed call, then one replay of its key by each delivery that read the
         // attempt still pending: one, or both when they overlapped.
