@@ -281,6 +281,9 @@ hooked! {
         fn get_event(tenant: TenantId, id: EventId) -> Result<Option<DomainEvent>, StoreError>;
         fn mark_published(tenant: TenantId, id: EventId) -> Result<(), StoreError>;
         fn due_items(now: Timestamp, limit: usize) -> Result<Vec<DueItem>, StoreError>;
+        fn due_page(now: Timestamp, cursor: &DueCursor, per_shard: usize) -> Result<DuePage, StoreError>;
+        fn sweep_checkpoint() -> Result<Option<SweepCheckpoint>, StoreError>;
+        fn save_sweep_checkpoint(next: &SweepCheckpoint) -> Result<(), StoreError>;
     }
     WebhookStore {
         fn insert_webhook_endpoint(tenant: TenantId, endpoint: &WebhookEndpoint, change: &Change) -> Result<(), StoreError>;
