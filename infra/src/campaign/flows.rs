@@ -50,8 +50,8 @@ pub enum Job {
         payment: PaymentId,
     },
     GatewayEvent {
-        event: GatewayEvent,
-        stale: GatewayEvent,
+        event: Box<GatewayEvent>,
+        stale: Box<GatewayEvent>,
     },
     Usage {
         subscription: SubscriptionId,
@@ -191,7 +191,10 @@ impl Flow {
                         metadata,
                     },
                 };
-                return Ok(Job::GatewayEvent { event, stale });
+                return Ok(Job::GatewayEvent {
+                    event: Box::new(event),
+                    stale: Box::new(stale),
+                });
             }
             Flow::UsageBatch => {
                 let sub = metered(w, "sum").await?;
