@@ -727,6 +727,20 @@ async fn billed(api: &Api, subs: &[String]) -> Vec<Vec<(String, Value, Value)>> 
     all
 }
 
+/// Each subscription's (period, total) in order, and every number used, sorted.
+#[allow(clippy::type_complexity)]
+fn periods_and_numbers(
+    billed: Vec<Vec<(String, Value, Value)>>,
+) -> (Vec<Vec<(Value, Value)>>, Vec<String>) {
+    let mut numbers: Vec<String> = billed.iter().flatten().map(|i| i.0.clone()).collect();
+    numbers.sort();
+    let periods = billed
+        .into_iter()
+        .map(|invoices| invoices.into_iter().map(|(_, p, t)| (p, t)).collect())
+        .collect();
+    (periods, numbers)
+}
+
 /// Issue 13, item 7: advancing a clock two years over three subscriptions runs a bounded
 /// number of items in the request, which answers `advancing`; the sweep's billing worker
 /// finishes it, with exactly the invoices one unbounded run (how advances ran before) makes.
@@ -801,7 +815,13 @@ async fn a_long_advance_is_bounded_and_the_sweep_finishes_it_exactly(app: billin
         ),
         (Some("ready"), Some(to))
     );
-    assert_eq!(billed(&api, &subs).await, expected);
+    // The same periods and totals per subscription and the same gapless numbers; which of
+    // three renewals due at one instant is numbered first is the finalizer's order, which
+    // the tenant's shards make independent of the subscriptions' ids.
+    assert_eq!(
+        periods_and_numbers(billed(&api, &subs).await),
+        periods_and_numbers(expected)
+    );
     // Finished: nothing of the clock is handed over again.
     assert_eq!(billing_tests::sweep_and_bill(&app).await, (vec![], 0));
 }
