@@ -82,6 +82,11 @@ impl Config {
             .sleep_impl(SharedAsyncSleep::new(TokioSleep::new()))
             .time_source(SharedTimeSource::default())
             .retry_config(RetryConfig::standard())
+            // DynamoDB's answers are small and come whole; a transaction the service takes
+            // over a second to commit is not a stalled download.
+            .stalled_stream_protection(
+                aws_smithy_runtime_api::client::stalled_stream_protection::StalledStreamProtectionConfig::disabled(),
+            )
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)
