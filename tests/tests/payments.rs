@@ -165,6 +165,19 @@ async fn first_attempt_with_a_card(
     (caller, sub, job)
 }
 
+/// `deliveries` spawned deliveries of one payment job, all at once; each must succeed.
+async fn deliver_at_once(app: &App, job: &PaymentJob, deliveries: usize) {
+    let spawned: Vec<_> = (0..deliveries)
+        .map(|_| {
+            let (app, job) = (app.clone(), job.clone());
+            tokio::spawn(async move { app.collection.handle_payment_job(&job).await })
+        })
+        .collect();
+    for delivery in spawned {
+        delivery.await.unwrap().unwrap();
+    }
+}
+
 /// The same attempt delivered eight times at once (SQS at least once, several workers):
 /// the card is charged once, the payment and the invoice recorded once. Each delivery that
 /// read the attempt still pending asks the gateway under the attempt's id, so the gateway
@@ -173,15 +186,7 @@ async fn eight_deliveries_of_an_attempt_charge_once(app: App, races: Races) {
     let (app, gateway) = with_sandbox(app);
     let (caller, sub, job) = first_attempt_with_a_card(&app, "Eight", 3100).await;
     races.begin();
-    let deliveries: Vec<_> = (0..8)
-        .map(|_| {
-            let (app, job) = (app.clone(), job.clone());
-            tokio::spawn(async move { app.collection.handle_payment_job(&job).await })
-        })
-        .collect();
-    for delivery in deliveries {
-        delivery.await.unwrap().unwrap();
-    }
+    deliver_at_once(&app, &job, 8).await;
     assert_eq!(gateway.charge_count(), 1, "the card was charged once");
     assert_eq!(gateway.succeeded_count(), 1);
     let calls = gateway.charge_calls();
@@ -254,15 +259,7 @@ async fn a_crash_after_the_charge_charges_once() {
             id: attempt.id,
         };
         let refused_before = racing.refused_of("PaymentStore", "save_collection");
-        let deliveries: Vec<_> = (0..2)
-            .map(|_| {
-                let (app, job) = (app.clone(), job.clone());
-                tokio::spawn(async move { app.collection.handle_payment_job(&job).await })
-            })
-            .collect();
-        for delivery in deliveries {
-            delivery.await.unwrap().unwrap();
-        }
+        deliver_at_once(&app, &job, 2).await;
         assert_eq!(
             gateway.charge_count(),
             1,
