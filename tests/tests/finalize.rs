@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use billing_app::billing::StartSubscription;
 use billing_app::ports::{
     BillingJob, Clock, EventFilter, InvoiceFilter, NumberedInvoice, PageRequest, PaymentFilter,
     PendingStage, Store, StoreError,
@@ -14,6 +15,7 @@ use billing_app::{App, Caller};
 use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
 use billing_domain::kernel::ids::SubscriptionId;
 use billing_tests::clock::ManualClock;
+use billing_tests::Races;
 use jiff::{SignedDuration, Timestamp};
 
 /// More than one numbering write holds (99).
@@ -40,8 +42,7 @@ async fn tenant_with_renewals(
     .await;
     let mut ids = vec![first.id];
     for _ in 1..count {
-        let start =
-            billing_app::billing::StartSubscription::new(first.account_id, first.terms.plan_id);
+        let start = StartSubscription::new(first.account_id, first.terms.plan_id);
         ids.push(
             app.billing
                 .create_subscription(&caller, start)
@@ -404,6 +405,62 @@ async fn drafts_a_lost_finalize_job_left_are_handed_over_by_the_sweep(store: Arc
         "nothing left to hand over"
     );
 }
+
+/// Subscriptions started at once on one tenant each open their first invoice under the
+/// next number, and nothing but the sequence's condition keeps two of them from taking the
+/// same one (they are different invoices): the numbers are 1..=n, each once.
+async fn concurrent_starts_number_their_first_invoices_once(app: App, races: Races) {
+    const STARTS: usize = 6;
+    let caller = billing_tests::admin(&app, "Starts").await;
+    let first = billing_tests::subscribe(
+        &app,
+        &caller,
+        serde_json::json!({"email": "starts@acme.test", "currency": "usd"}),
+        "month",
+        500,
+    )
+    .await;
+    races.begin();
+    let starts: Vec<_> = (0..STARTS)
+        .map(|_| {
+            let (app, caller) = (app.clone(), caller.clone());
+            let start = StartSubscription::new(first.account_id, first.terms.plan_id);
+            tokio::spawn(async move { app.billing.create_subscription(&caller, start).await })
+        })
+        .collect();
+    for start in starts {
+        start
+            .await
+            .unwrap()
+            .expect("each start succeeds, retrying a lost number");
+    }
+    let mut numbers: Vec<String> = all_invoices(&app, &caller)
+        .await
+        .into_iter()
+        .filter_map(|i| i.number)
+        .collect();
+    numbers.sort();
+    let expected: Vec<String> = (1..=STARTS + 1).map(|k| format!("INV-{k:06}")).collect();
+    assert_eq!(numbers, expected, "gapless, each number once");
+}
+
+/// The same on the memory store, interleaving at every store operation (seeded delays on
+/// the paused clock): a start lost its number to another at least once.
+#[tokio::test(start_paused = true)]
+async fn concurrent_starts_number_their_first_invoices_once_in_memory() {
+    let mut lost = 0;
+    for seed in 0..4 {
+        let (app, racing) = billing_tests::racing_app(seed, true);
+        concurrent_starts_number_their_first_invoices_once(app, Races::default()).await;
+        lost += racing.refused_of("SubscriptionStore", "insert_subscription");
+    }
+    assert!(
+        lost > 0,
+        "no start lost its number to another: they did not race"
+    );
+}
+
+billing_tests::racing_on_the_stand_in!(concurrent_starts_number_their_first_invoices_once);
 
 billing_tests::on_both_stores!(
     drafts_are_numbered_gaplessly_in_several_writes,
