@@ -2,7 +2,7 @@
 # make invoke FN=api EVENT=events/api-health.json — one function, one event, through cargo lambda
 # make test  — every check CI runs: format, lint, template lint, all tests
 # make sim   — simulate one tenant's renewals on AWS: time per stage and cost per million
-# make docs  — regenerate the README's event-type and error-code tables from the code
+# make docs  — regenerate the README's event-type and error-code tables and the OpenAPI document from the code
 # make size  — build every function's release bootstrap; fail when one is over its budget
 SHELL := /bin/bash
 VENV := .venv
