@@ -56,7 +56,7 @@ bench:
 	cargo bench -p billing-domain
 	cargo bench -p billing-http --bench get_account
 
-SIM_SUBSCRIPTIONS ?= 25000,50000,100000
+SIM_SUBSCRIPTIONS ?= 5000,10000
 SIM_CONCURRENCY ?= 10,50,100,200
 sim:
 	cargo run --release -p billing-infra --bin billing-sim -- --subscriptions $(SIM_SUBSCRIPTIONS) --concurrency $(SIM_CONCURRENCY)
