@@ -2,7 +2,8 @@
 //! `billing_app`. A route is declared once: its handler's `#[utoipa::path]` names the
 //! method, path, OpenAPI operation and permission (the `api_key` security scope, or
 //! `security(())` for an open route), and its module lists the handler once, in
-//! [`handlers!`]. The router, the OpenAPI document and the permission check all read that.
+//! `handlers!` (below). The router, the OpenAPI document and the permission check all read
+//! that.
 //!
 //! Each module has two views of the same list: `router()`, which the API serves, built from
 //! each handler's method and path alone; and `documented()`, which adds each handler's
