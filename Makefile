@@ -2,7 +2,7 @@
 # make invoke FN=api EVENT=events/api-health.json — one function, one event, through cargo lambda
 # make test  — every check CI runs: format, lint, template lint, all tests
 # make sim   — simulate one tenant's renewals on AWS: time per stage and cost per million
-# make docs  — regenerate the README's event-type and error-code tables from the code
+# make docs  — regenerate the README's event-type and error-code tables and the OpenAPI document from the code
 # make size  — build every function's release bootstrap; fail when one is over its budget
 SHELL := /bin/bash
 VENV := .venv
@@ -56,7 +56,7 @@ bench:
 	cargo bench -p billing-domain
 	cargo bench -p billing-http --bench get_account
 
-SIM_SUBSCRIPTIONS ?= 25000,50000,100000
+SIM_SUBSCRIPTIONS ?= 5000,10000
 SIM_CONCURRENCY ?= 10,50,100,200
 sim:
 	cargo run --release -p billing-infra --bin billing-sim -- --subscriptions $(SIM_SUBSCRIPTIONS) --concurrency $(SIM_CONCURRENCY)

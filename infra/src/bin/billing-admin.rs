@@ -1,6 +1,7 @@
 //! Operator tool. Creates tenants against the configured table: the local stack by
 //! default, a deployed table when `TABLE_NAME` (and AWS credentials) point at AWS; and
-//! regenerates the README's catalog tables (`docs`, what `make docs` runs).
+//! regenerates the README's catalog tables and the API's OpenAPI document (`docs`, what
+//! `make docs` runs).
 
 use std::sync::Arc;
 
@@ -25,10 +26,13 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
-    /// Rewrite the README's event-type and error-code tables from the catalogs.
+    /// Rewrite the README's event-type and error-code tables from the catalogs, and the
+    /// OpenAPI document the API serves from its handlers.
     Docs {
         #[arg(long, default_value = "README.md")]
         readme: std::path::PathBuf,
+        #[arg(long, default_value = "shared/http/openapi.json")]
+        openapi: std::path::PathBuf,
     },
 }
 
@@ -48,10 +52,11 @@ enum TenantCommand {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let command = match cli.command {
-        Command::Docs { readme } => {
+        Command::Docs { readme, openapi } => {
             let text = std::fs::read_to_string(&readme)?;
             std::fs::write(&readme, billing_infra::readme::render(&text)?)?;
-            println!("{} regenerated", readme.display());
+            std::fs::write(&openapi, billing_http::openapi::live_json())?;
+            println!("{} and {} regenerated", readme.display(), openapi.display());
             return Ok(());
         }
         Command::Tenant { command } => command,

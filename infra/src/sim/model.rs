@@ -52,6 +52,9 @@ pub struct Request {
     /// is one half unit).
     pub reads: Vec<(String, u64)>,
     pub touched: Vec<String>,
+    /// Write units by what they write (an item kind, with its index entries), for the
+    /// report's breakdown.
+    pub written: Vec<(String, u64)>,
 }
 
 impl Request {
@@ -62,6 +65,7 @@ impl Request {
             writes: Vec::new(),
             reads: Vec::new(),
             touched: Vec::new(),
+            written: Vec::new(),
         }
     }
 
@@ -107,6 +111,8 @@ pub struct OpTotals {
 pub struct Counts {
     pub by_op: BTreeMap<Op, OpTotals>,
     pub write_units: u64,
+    /// The write units of [`Request::written`], by what they write.
+    pub written: BTreeMap<String, u64>,
     pub read_half_units: u64,
     pub throttled: u64,
     pub conflicts: u64,
@@ -246,6 +252,9 @@ impl Dynamo {
             });
             bucket.take(*units, aws::PARTITION_WCU_PER_SECOND, now);
             state.counts.write_units += units;
+        }
+        for (what, units) in &request.written {
+            *state.counts.written.entry(what.clone()).or_default() += units;
         }
         for (key, units) in &request.reads {
             let bucket = state.reads.entry(key.clone()).or_insert(Bucket {

@@ -104,6 +104,29 @@ pub fn table(sizes: &[usize], concurrency: &[usize], fifo: bool) -> anyhow::Resu
         hundredths(largest.dynamo.write_units, invoices),
         hundredths(largest.dynamo.read_half_units, 2 * invoices)
     )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Write request units per invoice by what they write (the item and its index entries; \
+         transactional writes count twice):"
+    )?;
+    writeln!(out)?;
+    writeln!(out, "| written | write units per invoice |")?;
+    writeln!(out, "|---|---:|")?;
+    let mut written: Vec<_> = largest.dynamo.written.iter().collect();
+    written.sort_by_key(|(_, units)| std::cmp::Reverse(**units));
+    let labelled: u64 = written.iter().map(|(_, units)| **units).sum();
+    for (what, units) in written {
+        writeln!(out, "| {what} | {} |", hundredths(*units, invoices))?;
+    }
+    writeln!(
+        out,
+        "| other (single-item writes) | {} |",
+        hundredths(
+            largest.dynamo.write_units.saturating_sub(labelled),
+            invoices
+        )
+    )?;
     if !largest.dynamo.unmodelled.is_empty() {
         writeln!(out)?;
         writeln!(

@@ -127,7 +127,12 @@ impl SimStore {
                     keys::event_of_resource(tenant, &event.id.to_string(), &event.resource_id);
                 // The update rewrites the event (and its `gsi1` entry, which projects the
                 // whole item) and takes it out of the due index.
-                tx.item(&key, size(event), &[due_shard(&key)]);
+                tx.item_as(
+                    "EVENT (marked published)",
+                    &key,
+                    size(event),
+                    &[due_shard(&key)],
+                );
             }
             if self.dynamo.send(&tx.request()).await.is_ok() {
                 for event in chunk {
@@ -211,6 +216,7 @@ struct Tx {
     items: u32,
     writes: Vec<(String, u64)>,
     touched: Vec<String>,
+    written: Vec<(String, u64)>,
 }
 
 impl Tx {
@@ -218,7 +224,15 @@ impl Tx {
     /// standard write of the whole item on `gsi1` (which projects every attribute), and of
     /// a key-only entry on each `due` or `pending` partition its index keys put it in.
     fn item(&mut self, key: &Key, bytes: usize, indexes: &[String]) -> &mut Self {
+        // An item's kind is its sort key's prefix (`INVOICE`, `EVENT`, …).
+        let kind = key.sk.split('#').next().unwrap_or_default().to_owned();
+        self.item_as(&kind, key, bytes, indexes)
+    }
+
+    /// [`Tx::item`], its write units reported under `what`.
+    fn item_as(&mut self, what: &str, key: &Key, bytes: usize, indexes: &[String]) -> &mut Self {
         self.items += 1;
+        let before = self.writes.len();
         self.writes.push((key.pk.clone(), 2 * write_units(bytes)));
         if let Some((gsi_pk, _)) = &key.gsi1 {
             self.writes.push((gsi_pk.clone(), write_units(bytes)));
@@ -227,6 +241,8 @@ impl Tx {
             self.writes
                 .push((index.clone(), write_units(INDEX_ENTRY_BYTES)));
         }
+        let units: u64 = self.writes[before..].iter().map(|(_, units)| units).sum();
+        self.written.push((what.to_owned(), units));
         self.touched.push(format!("{}|{}", key.pk, key.sk));
         self
     }
@@ -235,6 +251,7 @@ impl Tx {
         let mut request = Request::new(Op::TransactWriteItems).items(self.items);
         request.writes = self.writes;
         request.touched = self.touched;
+        request.written = self.written;
         request
     }
 

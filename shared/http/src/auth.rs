@@ -1,8 +1,9 @@
 //! Authentication (`Authorization: Bearer <key>`) and authorization. Every route declares
 //! who may call it in its handler's `#[utoipa::path]`: `security(("api_key" = ["read"]))`
 //! names the one permission a key needs (the role matrix in the domain decides), and
-//! `security(())` marks an open route. The table is read from the OpenAPI document once, when
-//! the router is built; a route that declares neither is refused, so none ships unguarded.
+//! `security(())` marks an open route. The table is read from the OpenAPI document
+//! ([`crate::openapi::document`]) once, when the router is built; a route that declares
+//! neither is refused, so none ships unguarded.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,8 +15,7 @@ use axum::response::{IntoResponse, Response};
 use billing_app::App;
 use billing_domain::customers::access::Permission;
 use billing_domain::kernel::error::ErrorCode;
-use utoipa::openapi::path::Operation;
-use utoipa::openapi::OpenApi;
+use serde_json::Value;
 
 use crate::observe::RequestId;
 use crate::problem::Problem;
@@ -33,14 +33,13 @@ pub enum Access {
 }
 
 impl Access {
-    /// What an operation declares, or `None` unless it declares exactly one of the two
-    /// forms above.
-    pub fn of(operation: &Operation) -> Option<Access> {
-        let [requirement] = operation.security.as_deref()? else {
+    /// What an operation (its JSON in the document) declares, or `None` unless it declares
+    /// exactly one of the two forms above.
+    pub fn of(operation: &Value) -> Option<Access> {
+        let [requirement] = operation.get("security")?.as_array()?.as_slice() else {
             return None;
         };
-        // A requirement's scopes are private to utoipa; its JSON is `{"api_key": ["read"]}`.
-        let requirement = serde_json::to_value(requirement).ok()?;
+        // A requirement is `{}` (open) or `{"api_key": ["read"]}`.
         let requirement = requirement.as_object()?;
         if requirement.is_empty() {
             return Some(Access::Open);
@@ -56,21 +55,27 @@ impl Access {
 }
 
 /// Every (method, route template, operation) of an OpenAPI document.
-pub fn operations(document: &OpenApi) -> impl Iterator<Item = (Method, &str, &Operation)> {
-    document.paths.paths.iter().flat_map(|(path, item)| {
-        [
-            (Method::GET, &item.get),
-            (Method::PUT, &item.put),
-            (Method::POST, &item.post),
-            (Method::DELETE, &item.delete),
-            (Method::OPTIONS, &item.options),
-            (Method::HEAD, &item.head),
-            (Method::PATCH, &item.patch),
-            (Method::TRACE, &item.trace),
-        ]
+pub fn operations(document: &Value) -> impl Iterator<Item = (Method, &str, &Value)> {
+    const METHODS: [(&str, Method); 8] = [
+        ("get", Method::GET),
+        ("put", Method::PUT),
+        ("post", Method::POST),
+        ("delete", Method::DELETE),
+        ("options", Method::OPTIONS),
+        ("head", Method::HEAD),
+        ("patch", Method::PATCH),
+        ("trace", Method::TRACE),
+    ];
+    document
+        .get("paths")
+        .and_then(Value::as_object)
         .into_iter()
-        .filter_map(move |(method, operation)| Some((method, path.as_str(), operation.as_ref()?)))
-    })
+        .flatten()
+        .flat_map(|(path, item)| {
+            METHODS
+                .into_iter()
+                .filter_map(move |(name, method)| Some((method, path.as_str(), item.get(name)?)))
+        })
 }
 
 /// The authentication layer's state: the app and, per (method, route template), the access
@@ -82,7 +87,7 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new(app: App, document: &OpenApi) -> Self {
+    pub fn new(app: App, document: &Value) -> Self {
         let access = operations(document)
             .filter_map(|(method, path, operation)| {
                 Some(((method, path.to_owned()), Access::of(operation)?))

@@ -39,12 +39,12 @@ pub const UNDOCUMENTED: [(Method, &str); 3] = [
     (Method::POST, stripe_webhook::PATH),
 ];
 
-/// The whole API: the routes of [`routes::all`] and the document's pages. Each route passes
-/// the access its operation declares (see [`auth`]) and, for POSTs, idempotency.
+/// The whole API: the routes of [`routes::router`] and the document's pages. Each route
+/// passes the access its operation declares (see [`auth`]) and, for POSTs, idempotency.
 pub fn router(app: App, metrics: EmitMetrics) -> Router {
-    let (documented, document) = openapi::split();
+    let document = openapi::document();
     handling(
-        documented.route_layer(from_fn_with_state(
+        routes::router().route_layer(from_fn_with_state(
             params::Declared::new(document),
             params::refuse_undeclared,
         )),

@@ -11,8 +11,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use billing_domain::kernel::error::ErrorCode;
-use utoipa::openapi::path::ParameterIn;
-use utoipa::openapi::OpenApi;
+use serde_json::Value;
 
 use crate::auth::operations;
 use crate::problem::Problem;
@@ -22,15 +21,16 @@ use crate::problem::Problem;
 pub struct Declared(Arc<HashMap<(Method, String), HashSet<String>>>);
 
 impl Declared {
-    pub fn new(document: &OpenApi) -> Self {
+    pub fn new(document: &Value) -> Self {
         let declared = operations(document)
             .map(|(method, path, operation)| {
                 let names = operation
-                    .parameters
-                    .iter()
+                    .get("parameters")
+                    .and_then(Value::as_array)
+                    .into_iter()
                     .flatten()
-                    .filter(|p| p.parameter_in == ParameterIn::Query)
-                    .map(|p| p.name.clone())
+                    .filter(|p| p.get("in").and_then(Value::as_str) == Some("query"))
+                    .filter_map(|p| Some(p.get("name")?.as_str()?.to_owned()))
                     .collect();
                 ((method, path.to_owned()), names)
             })

@@ -1,7 +1,8 @@
 //! Every route is declared once and completely: the router serves exactly the operations of
 //! the OpenAPI document (plus the listed undocumented open routes), and every operation says
-//! who may call it. The router takes its routes from nowhere else ([`routes::all`] and
+//! who may call it. The router takes its routes from nowhere else ([`routes::router`] and
 //! [`UNDOCUMENTED`]), so walking the document's paths with every method walks the router.
+//! The document is the checked-in one the API serves, and it is the one the handlers declare.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -60,6 +61,22 @@ async fn call(router: &Router, method: &Method, path: &str) -> StatusCode {
 }
 
 #[test]
+fn the_checked_in_document_is_the_one_the_handlers_declare() {
+    let checked_in = include_str!("../openapi.json");
+    assert!(
+        checked_in == openapi::live_json(),
+        "shared/http/openapi.json is stale: run `make docs`"
+    );
+    // What the API serves and its guards read is that document.
+    let parsed: serde_json::Value = serde_json::from_str(checked_in).unwrap();
+    assert_eq!(openapi::document(), &parsed);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(openapi::JSON).unwrap(),
+        parsed
+    );
+}
+
+#[test]
 fn every_operation_declares_a_permission_or_that_it_is_open() {
     let document = openapi::document();
     let mut count = 0;
@@ -82,7 +99,8 @@ fn every_operation_declares_a_permission_or_that_it_is_open() {
 #[test]
 fn a_malformed_declaration_declares_nothing() {
     let of = |security: Option<Vec<SecurityRequirement>>| {
-        Access::of(&OperationBuilder::new().securities(security).build())
+        let operation = OperationBuilder::new().securities(security).build();
+        Access::of(&serde_json::to_value(operation).unwrap())
     };
     let key = |scopes: &[&str]| SecurityRequirement::new(SCHEME, scopes.iter().copied());
     assert_eq!(

@@ -20,23 +20,26 @@ use billing_domain::kernel::ids::{MetricId, PlanId};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::extract::{path_id, ApiJson, ApiPath, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(create_metric, list_metrics))
-        .routes(routes!(get_metric, update_metric))
-        .routes(routes!(create_plan, list_plans))
-        .routes(routes!(get_plan, update_plan, deactivate_plan))
-        .routes(routes!(list_versions, create_version))
-        .routes(routes!(subscription_count))
-        .routes(routes!(preview_price))
-}
+crate::routes::handlers!(
+    create_metric,
+    list_metrics,
+    get_metric,
+    update_metric,
+    create_plan,
+    list_plans,
+    get_plan,
+    update_plan,
+    deactivate_plan,
+    list_versions,
+    create_version,
+    subscription_count,
+    preview_price
+);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -2,17 +2,11 @@ use axum::extract::State;
 use axum::Json;
 use billing_app::App;
 use serde_json::{json, Value};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 use billing_domain::kernel::error::ErrorCode;
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(live))
-        .routes(routes!(ready))
-}
+crate::routes::handlers!(live, ready);
 
 /// Liveness: answers without touching any dependency.
 #[utoipa::path(get, path = "/health", tag = "health", security(()), responses((status = 200, description = "The process is up")))]

@@ -11,19 +11,11 @@ use billing_domain::usage::meter::{UsageEventInput, UsageOutcome, UsageStatus};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::extract::{path_id, timestamp, ApiJson, ApiPath, ApiQuery, Auth, Reply};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(record))
-        .routes(routes!(record_batch))
-        .routes(routes!(subscription_usage))
-        .routes(routes!(check))
-}
+crate::routes::handlers!(record, record_batch, subscription_usage, check);
 
 /// Records one usage event. Accepted: 202; a transaction id seen before: 200 with
 /// `status: duplicate` (nothing counted again); refused: problem+json naming the field.

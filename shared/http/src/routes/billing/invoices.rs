@@ -1,8 +1,6 @@
 //! Invoices: one-off drafts, finalize, void, previews and the number prefix.
 
 use std::collections::BTreeMap;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -27,15 +25,16 @@ use crate::problem::{ApiResult, Problem, ProblemDocument};
 
 use super::subscriptions::charge_automatically;
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(list_invoices, create_invoice))
-        .routes(routes!(get_invoice))
-        .routes(routes!(finalize_invoice))
-        .routes(routes!(void_invoice))
-        .routes(routes!(preview_invoice))
-        .routes(routes!(get_invoice_settings, update_invoice_settings))
-}
+crate::routes::handlers!(
+    list_invoices,
+    create_invoice,
+    get_invoice,
+    finalize_invoice,
+    void_invoice,
+    preview_invoice,
+    get_invoice_settings,
+    update_invoice_settings
+);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -1,8 +1,5 @@
 //! Subscriptions: start, change, pause, cancel, and their history.
 
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::billing::{CreditCapInput, ProrationBehavior, StartSubscription};
@@ -21,19 +18,20 @@ use crate::extract::{path_id, ApiJson, ApiPath, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(create_subscription, list_subscriptions))
-        .routes(routes!(get_subscription, update_subscription))
-        .routes(routes!(cancel_subscription))
-        .routes(routes!(reactivate_subscription))
-        .routes(routes!(pause_subscription))
-        .routes(routes!(resume_subscription))
-        .routes(routes!(retry_billing))
-        .routes(routes!(change_plan))
-        .routes(routes!(cancel_scheduled_change))
-        .routes(routes!(history))
-}
+crate::routes::handlers!(
+    create_subscription,
+    list_subscriptions,
+    get_subscription,
+    update_subscription,
+    cancel_subscription,
+    reactivate_subscription,
+    pause_subscription,
+    resume_subscription,
+    retry_billing,
+    change_plan,
+    cancel_scheduled_change,
+    history
+);
 
 fn sub_id(raw: &str) -> Result<SubscriptionId, Problem> {
     path_id(raw, "subscription", SubscriptionId::parse)

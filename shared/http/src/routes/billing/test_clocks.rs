@@ -1,8 +1,5 @@
 //! Sandbox test clocks: move time and watch billing happen.
 
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::App;
@@ -15,12 +12,7 @@ use utoipa::ToSchema;
 use crate::extract::{path_id, ApiJson, ApiPath, Auth, Reply};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(create_test_clock))
-        .routes(routes!(get_test_clock))
-        .routes(routes!(advance_test_clock))
-}
+crate::routes::handlers!(create_test_clock, get_test_clock, advance_test_clock);
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -8,8 +8,6 @@ use billing_domain::collection::credit_note::CreditNote;
 use billing_domain::kernel::ids::PaymentId;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::extract::{path_id, ApiJson, ApiPath, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
@@ -17,11 +15,7 @@ use crate::problem::{ApiResult, ProblemDocument};
 
 use super::payments::account_and_invoice;
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(refund))
-        .routes(routes!(list_credit_notes))
-}
+crate::routes::handlers!(refund, list_credit_notes);
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -7,17 +7,11 @@ use billing_domain::collection::dunning::{DunningCase, DunningPolicy, DunningSte
 use billing_domain::kernel::ids::AccountId;
 use serde::Deserialize;
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::extract::{path_id, ApiJson, ApiPath, Auth, Reply};
 use crate::problem::{ApiResult, ProblemDocument};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(get_settings, update_settings))
-        .routes(routes!(get_case))
-}
+crate::routes::handlers!(get_settings, update_settings, get_case);
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

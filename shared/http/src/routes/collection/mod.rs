@@ -4,12 +4,4 @@ pub mod credit_notes;
 pub mod dunning;
 pub mod payments;
 
-use billing_app::App;
-use utoipa_axum::router::OpenApiRouter;
-
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .merge(payments::routes())
-        .merge(credit_notes::routes())
-        .merge(dunning::routes())
-}
+crate::routes::modules!(payments, credit_notes, dunning);

@@ -11,22 +11,20 @@ use billing_domain::collection::retry::{FinalAction, PaymentSettings};
 use billing_domain::kernel::ids::{AccountId, InvoiceId, PaymentId};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::extract::{path_id, ApiJson, ApiPath, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(list_payments))
-        .routes(routes!(get_payment))
-        .routes(routes!(pay_invoice))
-        .routes(routes!(retry))
-        .routes(routes!(mark_paid))
-        .routes(routes!(get_settings, update_settings))
-}
+crate::routes::handlers!(
+    list_payments,
+    get_payment,
+    pay_invoice,
+    retry,
+    mark_paid,
+    get_settings,
+    update_settings
+);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -6,18 +6,12 @@ use billing_domain::customers::account::{Account, AccountPatch, AccountStatus, N
 use billing_domain::kernel::ids::AccountId;
 use serde::Deserialize;
 use utoipa::IntoParams;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::extract::{key_text, path_id, ApiJson, ApiPath, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(create, list))
-        .routes(routes!(get, update, delete))
-}
+crate::routes::handlers!(create, list, get, update, delete);
 
 /// Creates a customer account.
 #[utoipa::path(post, path = "/v1/accounts", operation_id = "create_account", tag = "accounts", security(("api_key" = ["write_accounts"])), request_body = NewAccount,

@@ -5,18 +5,12 @@ use billing_domain::customers::access::{ApiKey, Role};
 use billing_domain::kernel::ids::ApiKeyId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::extract::{path_id, ApiJson, ApiPath, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(create, list))
-        .routes(routes!(revoke))
-}
+crate::routes::handlers!(create, list, revoke);
 
 /// An API key as the API shows it: never the secret, never its hash.
 #[derive(Debug, Serialize, ToSchema)]

@@ -4,12 +4,4 @@ pub mod accounts;
 pub mod api_keys;
 pub mod payment_methods;
 
-use billing_app::App;
-use utoipa_axum::router::OpenApiRouter;
-
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .merge(accounts::routes())
-        .merge(payment_methods::routes())
-        .merge(api_keys::routes())
-}
+crate::routes::modules!(accounts, payment_methods, api_keys);

@@ -8,17 +8,11 @@ use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::AccountId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::extract::{path_id, ApiJson, ApiPath, Auth, Reply};
 use crate::problem::{ApiResult, ProblemDocument};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(attach, list_methods))
-        .routes(routes!(update_method, detach))
-}
+crate::routes::handlers!(attach, list_methods, update_method, detach);
 
 fn account_id(raw: &str) -> Result<AccountId, crate::problem::Problem> {
     path_id(raw, "account", AccountId::parse)

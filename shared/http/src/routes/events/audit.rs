@@ -4,16 +4,12 @@ use billing_app::App;
 use billing_domain::events::record::AuditRecord;
 use serde::Deserialize;
 use utoipa::IntoParams;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::extract::{key_text, ApiQuery, Auth, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new().routes(routes!(list))
-}
+crate::routes::handlers!(list);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -7,19 +7,12 @@ use billing_domain::events::webhook::WebhookDelivery;
 use billing_domain::kernel::ids::{EventId, WebhookEndpointId};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::extract::{key_text, path_id, ApiPath, ApiQuery, Auth, OptionalJson, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(get))
-        .routes(routes!(resend))
-}
+crate::routes::handlers!(list, get, resend);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -4,12 +4,4 @@ pub mod audit;
 pub mod log;
 pub mod webhooks;
 
-use billing_app::App;
-use utoipa_axum::router::OpenApiRouter;
-
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .merge(log::routes())
-        .merge(webhooks::routes())
-        .merge(audit::routes())
-}
+crate::routes::modules!(log, webhooks, audit);

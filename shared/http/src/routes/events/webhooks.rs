@@ -12,20 +12,12 @@ use billing_domain::kernel::ids::{DeliveryId, WebhookEndpointId};
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::extract::{path_id, ApiJson, ApiPath, ApiQuery, Auth, OptionalJson, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, ProblemDocument};
 
-pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(create, list))
-        .routes(routes!(get, update, delete))
-        .routes(routes!(rotate_secret))
-        .routes(routes!(deliveries))
-}
+crate::routes::handlers!(create, list, get, update, delete, rotate_secret, deliveries);
 
 /// An endpoint with its signing secret: only in the answers to create and rotate.
 #[derive(Debug, Serialize, ToSchema)]
