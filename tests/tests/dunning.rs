@@ -384,6 +384,7 @@ async fn void_without_word(w: &World, id: InvoiceId) {
         number: None,
         payment: None,
         pending: None,
+        balance: None,
     };
     w.app
         .store

@@ -15,6 +15,7 @@ use billing_domain::billing::test_clock::TestClock;
 use billing_domain::catalog::metric::Metric;
 use billing_domain::catalog::plan::{Plan, PlanVersion};
 use billing_domain::collection::credit_note::CreditNote;
+use billing_domain::credits::balance::{Balance, BalanceChange, BalanceTransaction, CreditGrant};
 use billing_domain::collection::dunning::{DunningCase, DunningPolicy};
 use billing_domain::collection::payment::Payment;
 use billing_domain::collection::retry::PaymentSettings;
@@ -24,8 +25,9 @@ use billing_domain::customers::payment_method::PaymentProfile;
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
+use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
-    AccountId, ApiKeyId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId, PaymentId, PlanId,
+    AccountId, ApiKeyId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId, PaymentId, PlanId,
     SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
 };
 use billing_memory::MemoryStore;
@@ -1302,6 +1304,89 @@ impl UsageStore for SimStore {
             .bill_late_usage(tenant, invoice, rollups, change)
             .await;
         self.committed(&done, tenant, change).await;
+        done
+    }
+}
+
+#[async_trait]
+impl CreditStore for SimStore {
+    async fn get_balance(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        currency: Currency,
+    ) -> Result<Option<Balance>, StoreError> {
+        self.unmodelled("get_balance");
+        self.inner.get_balance(tenant, account, currency).await
+    }
+    async fn get_balances(
+        &self,
+        tenant: TenantId,
+        wanted: &[(AccountId, Currency)],
+    ) -> Result<Vec<Balance>, StoreError> {
+        // BatchGetItem of the distinct keys, a hundred per request, whether found or not
+        // (the finalizer asks for the balances of every page of drafts that owe something).
+        let found = self.inner.get_balances(tenant, wanted).await?;
+        let mut keys: Vec<(AccountId, &str)> = wanted.iter().map(|(a, c)| (*a, c.code())).collect();
+        keys.sort();
+        keys.dedup();
+        let bytes: usize = found.iter().map(size).sum();
+        for (i, chunk) in keys.chunks(100).enumerate() {
+            let read = if i == 0 { bytes } else { 0 };
+            let request = Request::new(Op::BatchGetItem)
+                .items(chunk.len() as u32)
+                .read(&tenant_pk(tenant), read);
+            self.send(request).await?;
+        }
+        Ok(found)
+    }
+    async fn list_balances(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+    ) -> Result<Vec<Balance>, StoreError> {
+        self.unmodelled("list_balances");
+        self.inner.list_balances(tenant, account).await
+    }
+    async fn get_grants(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        ids: &[CreditGrantId],
+    ) -> Result<Vec<CreditGrant>, StoreError> {
+        self.unmodelled("get_grants");
+        self.inner.get_grants(tenant, account, ids).await
+    }
+    async fn list_grants(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<CreditGrant>, StoreError> {
+        self.unmodelled("list_grants");
+        self.inner.list_grants(tenant, account, page).await
+    }
+    async fn list_balance_transactions(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        currency: Option<Currency>,
+        page: &PageRequest,
+    ) -> Result<Page<BalanceTransaction>, StoreError> {
+        self.unmodelled("list_balance_transactions");
+        self.inner
+            .list_balance_transactions(tenant, account, currency, page)
+            .await
+    }
+    async fn save_balance(
+        &self,
+        tenant: TenantId,
+        change: &BalanceChange,
+        record: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("save_balance");
+        let done = self.inner.save_balance(tenant, change, record).await;
+        self.committed(&done, tenant, record).await;
         done
     }
 }

@@ -35,6 +35,9 @@
 //! | dunning policy    | `T#{tenant}`  | `SETTINGS#DUNNING`              |                                |                   |
 //! | dunning case      | `T#{tenant}`  | `DUNNING#{account_id}` (due)    |                                |                   |
 //! | dunning notice    | `T#{tenant}`  | `DUNNINGNOTICE#{account_id}#{key}` (due) |                       |                   |
+//! | balance           | `T#{tenant}`  | `BALANCE#{account_id}#{currency}` |                              |                   |
+//! | credit grant      | `T#{tenant}`  | `CREDIT#{account_id}#{grant_id}` |                               |                   |
+//! | ledger entry      | `T#{tenant}`  | `LEDGER#{account_id}#{entry_id}` |                               |                   |
 //!
 //! Access patterns: how each read is served.
 //!
@@ -73,6 +76,10 @@
 //! | the tenant's dunning policy | GetItem `SETTINGS#DUNNING` |
 //! | an account's dunning case | GetItem `DUNNING#{account}` (one item per account, reused by its next case); in the `due` index at its next step (under its test clock when it has one) |
 //! | a customer notice not yet sent | GetItem `DUNNINGNOTICE#{account}#{key}`; in the `due` index at the end of its sender's claim |
+//! | an account's balance in a currency, and its open grants | GetItem `BALANCE#{account}#{currency}` (it names its open grants), then BatchGetItem of those `CREDIT#{account}#{id}` |
+//! | the balances of a finalizer's page of drafts | BatchGetItem of their `BALANCE#{account}#{currency}` |
+//! | an account's balances | Query `begins_with(sk, "BALANCE#{account}#")` (one item per currency) |
+//! | an account's grants / ledger, newest first | Query `begins_with(sk, "CREDIT#{account}#")` / `"LEDGER#{account}#"`, descending |
 //!
 //! The due index (`due`, keys `due_pk`/`due_sk`) is sparse: only items waiting for a time
 //! carry it. `due_pk` is one of [`DUE_SHARDS`] shards (`DUE#07`), so a burst of items due
@@ -87,8 +94,8 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use billing_app::ports::PendingStage;
 use billing_domain::kernel::ids::{
-    AccountId, ApiKeyId, CreditNoteId, InvoiceId, MetricId, PaymentId, PlanId, SubscriptionId,
-    TenantId, TestClockId,
+    AccountId, ApiKeyId, BalanceTransactionId, CreditGrantId, CreditNoteId, InvoiceId, MetricId,
+    PaymentId, PlanId, SubscriptionId, TenantId, TestClockId,
 };
 
 pub const PK: &str = "pk";
@@ -580,4 +587,43 @@ pub fn quota(tenant: TenantId, account: AccountId, metric: &str) -> Key {
 /// A fixed item the readiness probe reads; it never exists.
 pub fn health_probe() -> Key {
     Key::new("HEALTH".into(), "HEALTH".into())
+}
+
+pub const BALANCE_PREFIX: &str = "BALANCE#";
+
+/// An account's balance in one currency (`currency` is the lower-case ISO code).
+pub fn balance(tenant: TenantId, account: AccountId, currency: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{currency}", balances_of(account)),
+    )
+}
+
+/// The sort-key prefix of one account's balances.
+pub fn balances_of(account: AccountId) -> String {
+    format!("{BALANCE_PREFIX}{account}#")
+}
+
+/// A credit grant; an account's grants sort by id (time) under their account.
+pub fn credit_grant(tenant: TenantId, account: AccountId, id: CreditGrantId) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{id}", credit_grants_of(account)),
+    )
+}
+
+pub fn credit_grants_of(account: AccountId) -> String {
+    format!("CREDIT#{account}#")
+}
+
+/// A ledger entry of an account's balances; they sort by id (time) under their account.
+pub fn balance_transaction(tenant: TenantId, account: AccountId, id: BalanceTransactionId) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{id}", balance_transactions_of(account)),
+    )
+}
+
+pub fn balance_transactions_of(account: AccountId) -> String {
+    format!("LEDGER#{account}#")
 }

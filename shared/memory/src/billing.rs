@@ -149,6 +149,9 @@ impl State {
         if let Some(payment) = &write.payment {
             self.check_new_payment(tenant, payment)?;
         }
+        if let Some(settlement) = &write.balance {
+            self.check_balance(tenant, &settlement.change)?;
+        }
         if let Some(number) = write.number {
             let last = self
                 .billing
@@ -171,6 +174,10 @@ impl State {
         }
         if let Some(payment) = &write.payment {
             self.write_payment(tenant, payment);
+        }
+        if let Some(settlement) = &write.balance {
+            self.write_balance(tenant, &settlement.change);
+            self.record(tenant, &settlement.record);
         }
         self.put_invoice(tenant, &write.invoice);
         if let Some(finalization) = write.pending {

@@ -6,6 +6,7 @@ mod accounts;
 mod audit;
 mod billing;
 mod catalog;
+mod credits;
 mod dunning;
 mod events;
 mod idempotency;
@@ -42,6 +43,7 @@ pub(crate) struct State {
     pub(crate) billing: billing::BillingState,
     pub(crate) payments: payments::PaymentState,
     pub(crate) dunning: dunning::DunningState,
+    pub(crate) credits: credits::CreditState,
     pub(crate) webhooks: events::WebhookState,
     pub(crate) usage: usage::UsageState,
 }

@@ -198,6 +198,7 @@ impl BillingService {
             number: None,
             payment: None,
             pending: None,
+            balance: None,
         };
         self.store
             .insert_invoice(caller.tenant_id, &write, &change)
@@ -223,10 +224,18 @@ impl BillingService {
                 .clocks
                 .now_for(caller.tenant_id, current.test_clock)
                 .await?;
+            let (settled, balance) = match self
+                .credits
+                .settle(caller.tenant_id, &current, caller.livemode)
+                .await?
+            {
+                Some(settled) => (settled.invoice, Some(Box::new(settled.settlement))),
+                None => (current.clone(), None),
+            };
             let sequence = self.store.next_invoice_number(caller.tenant_id).await?;
             let number = sequence.number;
             let (next, payment) = super::subscriptions::open_draft(
-                &current,
+                &settled,
                 &sequence.prefix,
                 number,
                 days_until_due,
@@ -238,6 +247,7 @@ impl BillingService {
                 number: Some(number),
                 payment,
                 pending: None,
+                balance,
             };
             let event =
                 if write.invoice.status == billing_domain::billing::invoice::InvoiceStatus::Paid {
@@ -273,14 +283,21 @@ impl BillingService {
             .now_for(caller.tenant_id, current.test_clock)
             .await?;
         let next = current.void(now)?;
-        // What was paid or credited on it comes back as a credit note, in the same write.
+        // What was paid or credited on it comes back as a credit note, in the same write;
+        // credit it spent of the account's balance goes back to the balance.
         match CreditNote::for_void(CreditNoteId::from_ulid(new_ulid()), &current, now) {
             None => {
+                let balance = self
+                    .credits
+                    .restoration(caller.tenant_id, &current, caller.livemode)
+                    .await?
+                    .map(Box::new);
                 let write = InvoiceWrite {
                     invoice: next.clone(),
                     number: None,
                     payment: None,
                     pending: None,
+                    balance,
                 };
                 self.save_invoice(caller, &current, &write, EventType::InvoiceVoided, now)
                     .await?;

@@ -25,6 +25,9 @@ pub struct InvoiceWrite {
     /// listed by [`InvoiceStore::pending_invoices`]). Any later write of the invoice that
     /// does not name it again takes the invoice off that list.
     pub pending: Option<Finalization>,
+    /// The account's balance settling this invoice (credit applied, a negative total moved
+    /// in), committed in the same transaction on the balance's version.
+    pub balance: Option<Box<super::BalanceSettlement>>,
 }
 
 /// What the finalizer needs to open a draft besides the draft itself.

@@ -72,6 +72,14 @@ pub struct Invoice {
     pub total: MinorUnits,
     #[schema(value_type = i64)]
     pub credit_total: MinorUnits,
+    /// The balance's grants this invoice spent (its `credit_total` beyond what its own
+    /// lines credited), soonest-expiring first.
+    #[serde(default)]
+    pub credits_applied: Vec<crate::credits::balance::GrantAmount>,
+    /// A negative total moved into the account's balance (an `invoice_excess` grant).
+    #[serde(default)]
+    #[schema(value_type = i64)]
+    pub credited_to_balance: MinorUnits,
     #[schema(value_type = i64)]
     pub amount_due: MinorUnits,
     #[schema(value_type = i64)]
@@ -166,6 +174,8 @@ impl Invoice {
             tax_total: built.tax_total.into(),
             total: built.total.into(),
             credit_total: built.credit_total.into(),
+            credits_applied: Vec::new(),
+            credited_to_balance: MinorUnits::ZERO,
             amount_due: built.amount_due.into(),
             amount_paid: MinorUnits::ZERO,
             collection_method: facts.collection_method,
@@ -228,9 +238,15 @@ impl Invoice {
         Ok(next)
     }
 
-    /// What a void gives back: payments and credits applied.
+    /// What a void gives back as a credit note: payments, and credits applied other than
+    /// the balance's (those go back to the balance's grants).
     pub fn refundable_on_void(&self) -> MinorUnits {
-        self.amount_paid.saturating_add(self.credit_total)
+        let from_balance = self
+            .credits_applied
+            .iter()
+            .fold(MinorUnits::ZERO, |sum, c| sum.saturating_add(c.amount));
+        self.amount_paid
+            .saturating_add(self.credit_total.saturating_sub(from_balance))
     }
 
     /// What is still to be paid.
