@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use billing_app::credits::GrantRequest;
+use billing_app::ports::{PageRequest, Store};
 use billing_app::App;
 use billing_domain::billing::invoice::InvoiceStatus;
 use billing_domain::billing::subscription::CollectionMethod;
 use billing_domain::credits::balance::TransactionKind;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::InvoiceId;
-use billing_app::ports::{PageRequest, Store};
 use billing_tests::api::{problem, Api};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -138,7 +138,10 @@ mod dynamo {
 async fn credit_is_granted_applied_and_given_back_on_void_over_http() {
     let (api, _) = Api::start(billing_tests::memory_app(), "Credits HTTP").await;
     let account = api
-        .post("/v1/accounts", json!({"email": "h@acme.test", "currency": "usd"}))
+        .post(
+            "/v1/accounts",
+            json!({"email": "h@acme.test", "currency": "usd"}),
+        )
         .await;
     let account = account["id"].as_str().unwrap().to_owned();
     let grant = api
@@ -147,11 +150,14 @@ async fn credit_is_granted_applied_and_given_back_on_void_over_http() {
             json!({"account": account, "amount": 1500, "currency": "usd", "reason": "goodwill"}),
         )
         .await;
-    assert_eq!((grant["remaining"].as_i64(), grant["source"].as_str()), (Some(1500), Some("grant")));
+    assert_eq!(
+        (grant["remaining"].as_i64(), grant["source"].as_str()),
+        (Some(1500), Some("grant"))
+    );
     let draft = api
         .created(
             "/v1/invoices",
-            json!({"account": account, "lines": [{"description": "Setup", "source": {"type": "fixed", "amount": 5000}}]}),
+            json!({"account": account, "lines": [{"description": "Setup", "amount": 5000}]}),
         )
         .await;
     let id = draft["id"].as_str().unwrap();
@@ -159,7 +165,11 @@ async fn credit_is_granted_applied_and_given_back_on_void_over_http() {
         .post(&format!("/v1/invoices/{id}/finalize"), json!({}))
         .await;
     assert_eq!(
-        (open["total"].as_i64(), open["credit_total"].as_i64(), open["amount_due"].as_i64()),
+        (
+            open["total"].as_i64(),
+            open["credit_total"].as_i64(),
+            open["amount_due"].as_i64()
+        ),
         (Some(5000), Some(1500), Some(3500))
     );
     assert_eq!(open["credits_applied"][0]["grant_id"], grant["id"]);
@@ -174,9 +184,13 @@ async fn credit_is_granted_applied_and_given_back_on_void_over_http() {
     assert_eq!(kinds, vec!["applied", "granted"]);
 
     // Voided, the invoice gives its credit back to the grant it came from.
-    let voided = api.post(&format!("/v1/invoices/{id}/void"), json!({})).await;
+    let voided = api
+        .post(&format!("/v1/invoices/{id}/void"), json!({}))
+        .await;
     assert_eq!(voided["status"], "void");
-    let balance = api.get(&format!("/v1/accounts/{account}/balance?currency=usd")).await;
+    let balance = api
+        .get(&format!("/v1/accounts/{account}/balance?currency=usd"))
+        .await;
     assert_eq!(balance["balances"][0]["available"], 1500);
     assert_eq!(balance["transactions"]["data"][0]["kind"], "restored");
     let credits = api.list(&format!("/v1/accounts/{account}/credits")).await;
@@ -208,12 +222,30 @@ async fn credit_is_granted_applied_and_given_back_on_void_over_http() {
 
     // Bad input is a problem naming the field; nothing is written.
     for (body, code, param) in [
-        (json!({"account": account, "amount": 0, "currency": "usd", "reason": "x"}), "invalid_amount", "amount"),
-        (json!({"account": account, "amount": 5, "currency": "usd", "reason": "x", "expires_at": "2000-01-01T00:00:00Z"}), "invalid_expiry", "expires_at"),
-        (json!({"account": account, "amount": 5, "currency": "zzz", "reason": "x"}), "invalid_currency", "currency"),
-        (json!({"account": "acct_01JD0000000000000000000000", "amount": 5, "currency": "usd", "reason": "x"}), "unknown_account", "account"),
+        (
+            json!({"account": account, "amount": 0, "currency": "usd", "reason": "x"}),
+            "invalid_amount",
+            "amount",
+        ),
+        (
+            json!({"account": account, "amount": 5, "currency": "usd", "reason": "x", "expires_at": "2000-01-01T00:00:00Z"}),
+            "invalid_expiry",
+            "expires_at",
+        ),
+        (
+            json!({"account": account, "amount": 5, "currency": "zzz", "reason": "x"}),
+            "invalid_currency",
+            "currency",
+        ),
+        (
+            json!({"account": "acct_01JD0000000000000000000000", "amount": 5, "currency": "usd", "reason": "x"}),
+            "unknown_account",
+            "account",
+        ),
     ] {
-        let response = api.send(reqwest::Method::POST, "/v1/credits", Some(&body)).await;
+        let response = api
+            .send(reqwest::Method::POST, "/v1/credits", Some(&body))
+            .await;
         let p = problem(response, StatusCode::BAD_REQUEST, code).await;
         assert_eq!(p["param"], param);
     }
@@ -258,14 +290,21 @@ async fn a_renewal_spends_the_credit_and_a_cancellation_credit_lands_in_the_bala
         .find(|i| i["period"]["start"] == "2027-02-01T00:00:00Z")
         .expect("the second invoice");
     assert_eq!(
-        (renewal["total"].as_i64(), renewal["credit_total"].as_i64(), renewal["amount_due"].as_i64()),
+        (
+            renewal["total"].as_i64(),
+            renewal["credit_total"].as_i64(),
+            renewal["amount_due"].as_i64()
+        ),
         (Some(5000), Some(1500), Some(3500))
     );
     assert_eq!(renewal["status"], "paid", "the card paid the rest");
     let balance = api.get(&format!("/v1/accounts/{account}/balance")).await;
     assert_eq!(balance["balances"][0]["available"], 0);
     assert_eq!(balance["transactions"]["data"][0]["kind"], "applied");
-    assert_eq!(balance["transactions"]["data"][0]["invoice_id"], renewal["id"]);
+    assert_eq!(
+        balance["transactions"]["data"][0]["invoice_id"],
+        renewal["id"]
+    );
 
     // Half-way through February (14 of 28 days), cancelled now with a prorated credit.
     api.advance_clock(&clock, "2027-02-15T00:00:00Z").await;
@@ -287,7 +326,9 @@ async fn a_renewal_spends_the_credit_and_a_cancellation_credit_lands_in_the_bala
     let balance = api.get(&format!("/v1/accounts/{account}/balance")).await;
     assert_eq!(balance["balances"][0]["available"], 2500);
     assert_eq!(balance["transactions"]["data"][0]["kind"], "invoice_excess");
+    // Oldest first: the apology, then the cancellation's excess.
     let credits = api.list(&format!("/v1/accounts/{account}/credits")).await;
-    assert_eq!(credits[0]["source"], "invoice_excess");
-    assert_eq!(credits[0]["invoice_id"], last["id"]);
+    assert_eq!(credits[1]["source"], "invoice_excess");
+    assert_eq!(credits[1]["invoice_id"], last["id"]);
+    assert_eq!(credits[1]["remaining"], 2500);
 }

@@ -2132,7 +2132,12 @@ async fn a_balance_change_commits_over_its_version_or_writes_nothing(store: Arc<
         expires_at,
     };
     let later = c.app.clock.now() + SignedDuration::from_hours(24);
-    let first = c.app.credits.grant_credit(&c.caller, grant(1500, None)).await.unwrap();
+    let first = c
+        .app
+        .credits
+        .grant_credit(&c.caller, grant(1500, None))
+        .await
+        .unwrap();
     let second = c
         .app
         .credits
@@ -2140,12 +2145,21 @@ async fn a_balance_change_commits_over_its_version_or_writes_nothing(store: Arc<
         .await
         .unwrap();
     let tenant = c.caller.tenant_id;
-    let balance = c.store.get_balance(tenant, account.id, usd).await.unwrap().unwrap();
+    let balance = c
+        .store
+        .get_balance(tenant, account.id, usd)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((balance.available.get(), balance.version), (2200, 2));
     assert_eq!(balance.next_expiry, Some(later));
     assert_eq!(balance.open_grants.len(), 2);
     let page = PageRequest::first(10);
-    let grants = c.store.list_grants(tenant, account.id, &page).await.unwrap();
+    let grants = c
+        .store
+        .list_grants(tenant, account.id, &page)
+        .await
+        .unwrap();
     assert_eq!(
         grants.items.iter().map(|g| g.id).collect::<Vec<_>>(),
         vec![second.id, first.id]
@@ -2156,8 +2170,15 @@ async fn a_balance_change_commits_over_its_version_or_writes_nothing(store: Arc<
         .await
         .unwrap();
     assert_eq!(
-        ledger.items.iter().map(|e| (e.kind, e.amount.get(), e.ending_balance.get())).collect::<Vec<_>>(),
-        vec![(TransactionKind::Granted, 700, 2200), (TransactionKind::Granted, 1500, 1500)]
+        ledger
+            .items
+            .iter()
+            .map(|e| (e.kind, e.amount.get(), e.ending_balance.get()))
+            .collect::<Vec<_>>(),
+        vec![
+            (TransactionKind::Granted, 700, 2200),
+            (TransactionKind::Granted, 1500, 1500)
+        ]
     );
     let none = c
         .store
@@ -2172,47 +2193,99 @@ async fn a_balance_change_commits_over_its_version_or_writes_nothing(store: Arc<
             version: 1,
             ..balance.clone()
         },
-        grants: c.store.get_grants(tenant, account.id, &[first.id]).await.unwrap(),
+        grants: c
+            .store
+            .get_grants(tenant, account.id, &[first.id])
+            .await
+            .unwrap(),
     };
     let stale = ledger_v1
-        .debit(100, "stale".into(), c.app.clock.now(), &mut billing_app::new_ulid)
+        .debit(
+            100,
+            "stale".into(),
+            c.app.clock.now(),
+            &mut billing_app::new_ulid,
+        )
         .unwrap();
     let before = c.counts().await;
     assert_eq!(
-        c.store.save_balance(tenant, &stale, &c.change().await).await,
+        c.store
+            .save_balance(tenant, &stale, &c.change().await)
+            .await,
         Err(StoreError::VersionConflict { entity: "balance" })
     );
     assert_eq!(c.counts().await, before);
     assert_eq!(
-        c.store.list_balance_transactions(tenant, account.id, None, &page).await.unwrap().items.len(),
+        c.store
+            .list_balance_transactions(tenant, account.id, None, &page)
+            .await
+            .unwrap()
+            .items
+            .len(),
         2
     );
     // The same change from the current version commits whole.
     let current = billing_domain::credits::balance::Ledger {
         balance: balance.clone(),
-        grants: c.store.get_grants(tenant, account.id, &balance.open_grants).await.unwrap(),
+        grants: c
+            .store
+            .get_grants(tenant, account.id, &balance.open_grants)
+            .await
+            .unwrap(),
     };
     let fresh = current
-        .debit(100, "fix".into(), c.app.clock.now(), &mut billing_app::new_ulid)
+        .debit(
+            100,
+            "fix".into(),
+            c.app.clock.now(),
+            &mut billing_app::new_ulid,
+        )
         .unwrap();
-    c.store.save_balance(tenant, &fresh, &c.change().await).await.unwrap();
-    let after = c.store.get_balance(tenant, account.id, usd).await.unwrap().unwrap();
+    c.store
+        .save_balance(tenant, &fresh, &c.change().await)
+        .await
+        .unwrap();
+    let after = c
+        .store
+        .get_balance(tenant, account.id, usd)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((after.available.get(), after.version), (2100, 3));
     // The soonest-expiring grant gave the 100.
-    let spent = c.store.get_grants(tenant, account.id, &[second.id]).await.unwrap();
+    let spent = c
+        .store
+        .get_grants(tenant, account.id, &[second.id])
+        .await
+        .unwrap();
     assert_eq!(spent[0].remaining.get(), 600);
 
     let found = c
         .store
-        .get_balances(tenant, &[(account.id, usd), (account.id, eur), (account.id, usd)])
+        .get_balances(
+            tenant,
+            &[(account.id, usd), (account.id, eur), (account.id, usd)],
+        )
         .await
         .unwrap();
     assert_eq!(found, vec![after.clone()]);
-    assert_eq!(c.store.list_balances(tenant, account.id).await.unwrap(), vec![after]);
+    assert_eq!(
+        c.store.list_balances(tenant, account.id).await.unwrap(),
+        vec![after]
+    );
     // Another tenant sees none of it.
     let theirs = c.other.tenant_id;
-    assert_eq!(c.store.get_balance(theirs, account.id, usd).await.unwrap(), None);
-    assert!(c.store.list_grants(theirs, account.id, &page).await.unwrap().items.is_empty());
+    assert_eq!(
+        c.store.get_balance(theirs, account.id, usd).await.unwrap(),
+        None
+    );
+    assert!(c
+        .store
+        .list_grants(theirs, account.id, &page)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
 }
 
 billing_tests::on_both_stores!(

@@ -15,10 +15,10 @@ use billing_domain::billing::test_clock::TestClock;
 use billing_domain::catalog::metric::Metric;
 use billing_domain::catalog::plan::{Plan, PlanVersion};
 use billing_domain::collection::credit_note::CreditNote;
-use billing_domain::credits::balance::{Balance, BalanceChange, BalanceTransaction, CreditGrant};
 use billing_domain::collection::dunning::{DunningCase, DunningPolicy};
 use billing_domain::collection::payment::Payment;
 use billing_domain::collection::retry::PaymentSettings;
+use billing_domain::credits::balance::{Balance, BalanceChange, BalanceTransaction, CreditGrant};
 use billing_domain::customers::access::ApiKey;
 use billing_domain::customers::account::Account;
 use billing_domain::customers::payment_method::PaymentProfile;
@@ -27,8 +27,8 @@ use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
-    AccountId, ApiKeyId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId, PaymentId, PlanId,
-    SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
+    AccountId, ApiKeyId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId,
+    PaymentId, PlanId, SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
 };
 use billing_memory::MemoryStore;
 

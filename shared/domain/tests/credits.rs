@@ -18,20 +18,25 @@ use ulid::Ulid;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Grant { amount: i64, expires_in: Option<i64> },
+    Grant {
+        amount: i64,
+        expires_in: Option<i64>,
+    },
     Debit(i64),
     /// An invoice with this total (negative: a credit larger than its charges) and this
     /// discount, settled against the balance; voided afterwards when the flag says so.
-    Invoice { total: i64, discount: i64, void: bool },
+    Invoice {
+        total: i64,
+        discount: i64,
+        void: bool,
+    },
     Wait(i64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (1i64..5_000, prop::option::of(1i64..100)).prop_map(|(amount, expires_in)| Op::Grant {
-            amount,
-            expires_in
-        }),
+        (1i64..5_000, prop::option::of(1i64..100))
+            .prop_map(|(amount, expires_in)| Op::Grant { amount, expires_in }),
         (1i64..3_000).prop_map(Op::Debit),
         (-3_000i64..8_000, 0i64..1_000, any::<bool>()).prop_map(|(total, discount, void)| {
             Op::Invoice {
@@ -88,7 +93,11 @@ impl Stored {
         let mut running = self.ledger.balance.available.get();
         for entry in &change.entries {
             running += entry.amount.get();
-            assert_eq!(entry.ending_balance.get(), running, "each entry ends where the next starts");
+            assert_eq!(
+                entry.ending_balance.get(),
+                running,
+                "each entry ends where the next starts"
+            );
             self.entries_sum += entry.amount.get();
         }
         for grant in change.grants {

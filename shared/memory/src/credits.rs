@@ -124,8 +124,10 @@ impl CreditStore for MemoryStore {
         let items = s
             .credits
             .grants
-            .range((tenant, account, CreditGrantId::from_ulid(Ulid::nil()))
-                    ..=(tenant, account, CreditGrantId::from_ulid(Ulid(u128::MAX))))
+            .range(
+                (tenant, account, CreditGrantId::from_ulid(Ulid::nil()))
+                    ..=(tenant, account, CreditGrantId::from_ulid(Ulid(u128::MAX))),
+            )
             .rev()
             .map(|((_, _, id), g)| (id.to_string(), g.clone()));
         Ok(paginate(items, page, |_| true))
@@ -143,7 +145,11 @@ impl CreditStore for MemoryStore {
             .credits
             .ledger
             .range(
-                (tenant, account, BalanceTransactionId::from_ulid(Ulid::nil()))
+                (
+                    tenant,
+                    account,
+                    BalanceTransactionId::from_ulid(Ulid::nil()),
+                )
                     ..=(
                         tenant,
                         account,

@@ -12,8 +12,8 @@ mod settle;
 use std::sync::Arc;
 
 use billing_domain::credits::balance::{
-    Balance, BalanceChange, BalanceError, BalanceTransaction, CreditGrant, CreditSource,
-    Ledger, NewGrant, TransactionKind,
+    Balance, BalanceChange, BalanceError, BalanceTransaction, CreditGrant, CreditSource, Ledger,
+    NewGrant, TransactionKind,
 };
 use billing_domain::customers::access::Permission;
 use billing_domain::customers::account::Account;
@@ -28,8 +28,7 @@ use crate::kernel::{
     change, event, new_ulid, to_json, until_committed, AppError, Caller, ChangeSpec, Clocks,
 };
 use crate::ports::{
-    AccountStore, Change, CreditStore, InvoiceStore, Page, PageRequest, StoreError,
-    TestClockStore,
+    AccountStore, Change, CreditStore, InvoiceStore, Page, PageRequest, StoreError, TestClockStore,
 };
 
 pub use settle::Settled;
@@ -273,7 +272,9 @@ impl CreditsService {
                 let ledger = self
                     .ledger(tenant, account.id, currency, None)
                     .await?
-                    .unwrap_or_else(|| Ledger::empty(account.id, currency, account.test_clock, now));
+                    .unwrap_or_else(|| {
+                        Ledger::empty(account.id, currency, account.test_clock, now)
+                    });
                 let change = make(&ledger, now).map_err(balance_error)?;
                 let record = balance_record(caller, &change, now)?;
                 match self.store.save_balance(tenant, &change, &record).await {
@@ -371,7 +372,11 @@ pub(crate) fn balance_record(
                 else {
                     continue;
                 };
-                (EventType::CreditGranted, grant.id.to_string(), to_json(grant)?)
+                (
+                    EventType::CreditGranted,
+                    grant.id.to_string(),
+                    to_json(grant)?,
+                )
             }
             TransactionKind::Applied => (
                 EventType::CreditApplied,
@@ -380,7 +385,9 @@ pub(crate) fn balance_record(
                     .map_or_else(|| account.clone(), |i| i.to_string()),
                 to_json(entry)?,
             ),
-            TransactionKind::Expired => (EventType::CreditExpired, account.clone(), to_json(entry)?),
+            TransactionKind::Expired => {
+                (EventType::CreditExpired, account.clone(), to_json(entry)?)
+            }
             _ => continue,
         };
         record
@@ -390,12 +397,7 @@ pub(crate) fn balance_record(
     Ok(record)
 }
 
-fn change_of(
-    caller: &Caller,
-    now: Timestamp,
-    account: &str,
-    after: &serde_json::Value,
-) -> Change {
+fn change_of(caller: &Caller, now: Timestamp, account: &str, after: &serde_json::Value) -> Change {
     change(
         caller,
         now,

@@ -13,7 +13,9 @@ use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{AccountId, TenantId};
 
 use super::{balance_record, CreditsService};
-use crate::kernel::{change, new_ulid, system_caller, to_json, AppError, ChangeSpec, WRITE_ATTEMPTS};
+use crate::kernel::{
+    change, new_ulid, system_caller, to_json, AppError, ChangeSpec, WRITE_ATTEMPTS,
+};
 use crate::ports::{BalanceSettlement, InvoiceWrite, PendingInvoice, StoreError};
 
 /// A draft settled against its account's balance, ready to be written.

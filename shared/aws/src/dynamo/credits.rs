@@ -136,8 +136,14 @@ impl CreditStore for DynamoStore {
                 &keys::credit_grants_of(account),
             )
             .scan_index_forward(false);
-        self.scan_page(query, start, page, |_: &CreditGrant| true, |g| g.id.to_string())
-            .await
+        self.scan_page(
+            query,
+            start,
+            page,
+            |_: &CreditGrant| true,
+            |g| g.id.to_string(),
+        )
+        .await
     }
 
     async fn list_balance_transactions(

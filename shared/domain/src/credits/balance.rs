@@ -27,9 +27,7 @@ use utoipa::ToSchema;
 use crate::billing::invoice::{Invoice, InvoiceStatus};
 use crate::kernel::currency::Currency;
 use crate::kernel::error::{ErrorCode, ValidationError};
-use crate::kernel::ids::{
-    AccountId, BalanceTransactionId, CreditGrantId, InvoiceId, TestClockId,
-};
+use crate::kernel::ids::{AccountId, BalanceTransactionId, CreditGrantId, InvoiceId, TestClockId};
 use crate::kernel::money::MinorUnits;
 
 /// The longest `reason` of a grant or adjustment, in characters.
@@ -506,8 +504,7 @@ impl<'a> Working<'a> {
         reason: Option<String>,
     ) -> Vec<GrantAmount> {
         let now = self.now;
-        let mut order: Vec<&CreditGrant> =
-            self.grants.values().filter(|g| g.usable(now)).collect();
+        let mut order: Vec<&CreditGrant> = self.grants.values().filter(|g| g.usable(now)).collect();
         order.sort_by_key(|g| g.priority());
         let order: Vec<CreditGrantId> = order.into_iter().map(|g| g.id).collect();
         let mut left = amount;
@@ -715,7 +712,9 @@ mod tests {
         );
         assert_eq!(l.balance.available, 1000);
         assert_eq!(l.balance.next_expiry, Some(at(500)));
-        let (invoice, change) = l.settle_invoice(&draft_invoice(400), at(3), &mut ids).unwrap();
+        let (invoice, change) = l
+            .settle_invoice(&draft_invoice(400), at(3), &mut ids)
+            .unwrap();
         assert_eq!(
             invoice
                 .credits_applied
@@ -728,7 +727,10 @@ mod tests {
             invoice.credits_applied[0].grant_id,
             CreditGrantId::from_ulid(Ulid::from_parts(3, 3))
         );
-        assert_eq!((invoice.amount_due, invoice.credit_total), (0.into(), 400.into()));
+        assert_eq!(
+            (invoice.amount_due, invoice.credit_total),
+            (0.into(), 400.into())
+        );
         assert_eq!(change.balance.available, 600);
         assert_eq!(change.balance.version, 4);
         assert_eq!(change.entries.len(), 1);
@@ -749,7 +751,9 @@ mod tests {
         assert!(l.expire(at(99), &mut ids).is_none());
         assert_eq!(l.spendable(at(100)), MinorUnits::ZERO);
         // Settling after the expiry spends nothing, and nothing is written for it.
-        assert!(l.settle_invoice(&draft_invoice(5000), at(100), &mut ids).is_none());
+        assert!(l
+            .settle_invoice(&draft_invoice(5000), at(100), &mut ids)
+            .is_none());
         let change = l.expire(at(100), &mut ids).unwrap();
         assert_eq!(change.entries[0].kind, TransactionKind::Expired);
         assert_eq!(change.entries[0].amount, -1500);
@@ -782,7 +786,9 @@ mod tests {
                 .grant(grant(1000, Some(at(50)), 1), at(0), &mut ids)
                 .unwrap(),
         );
-        let (invoice, change) = l.settle_invoice(&draft_invoice(700), at(1), &mut ids).unwrap();
+        let (invoice, change) = l
+            .settle_invoice(&draft_invoice(700), at(1), &mut ids)
+            .unwrap();
         let mut all = change.grants.clone();
         let l = commit(&l, change);
         assert_eq!(l.balance.available, 300);
