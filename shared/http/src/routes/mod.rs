@@ -7,6 +7,7 @@
 pub mod billing;
 pub mod catalog;
 pub mod collection;
+pub mod credits;
 pub mod customers;
 pub mod events;
 pub mod health;
@@ -23,6 +24,7 @@ pub fn all() -> OpenApiRouter<App> {
         .merge(billing::routes())
         .merge(usage::routes())
         .merge(collection::routes())
+        .merge(credits::routes())
         .merge(events::routes())
         .merge(health::routes())
 }
