@@ -16,7 +16,7 @@ use billing_domain::kernel::ids::InvoiceId;
 use billing_tests::api::{problem, Api};
 use billing_tests::clock::ManualClock;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn usd() -> Currency {
     Currency::from_code("usd").unwrap()
@@ -166,14 +166,7 @@ async fn credit_is_granted_applied_and_given_back_on_void_over_http() {
     let open = api
         .post(&format!("/v1/invoices/{id}/finalize"), json!({}))
         .await;
-    assert_eq!(
-        (
-            open["total"].as_i64(),
-            open["credit_total"].as_i64(),
-            open["amount_due"].as_i64()
-        ),
-        (Some(5000), Some(1500), Some(3500))
-    );
+    assert_eq!(totals(&open), (Some(5000), Some(1500), Some(3500)));
     assert_eq!(open["credits_applied"][0]["grant_id"], grant["id"]);
     let balance = api.get(&format!("/v1/accounts/{account}/balance")).await;
     assert_eq!(balance["balances"][0]["available"], 0);
@@ -264,20 +257,8 @@ async fn a_renewal_spends_the_credit_and_a_cancellation_credit_lands_in_the_bala
     let app: App = billing_tests::memory_app();
     let (api, _) = Api::start(app, "Credits clock").await;
     let (clock, account) = api.clock_account("2027-01-01T00:00:00Z").await;
-    let plan = api
-        .post(
-            "/v1/plans",
-            json!({"code": "pro50", "name": "Pro", "interval": {"unit": "month"},
-                   "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 5000}}}}}),
-        )
-        .await;
-    let sub = api
-        .post(
-            "/v1/subscriptions",
-            json!({"account": account, "plan": plan["id"]}),
-        )
-        .await;
-    let sub = sub["id"].as_str().unwrap().to_owned();
+    let plan = api.post("/v1/plans", monthly_plan("pro50", 5000)).await;
+    let sub = subscribe(&api, &account, &plan).await;
     let first = api.invoices(&sub).await;
     assert_eq!(first[0]["amount_due"], 5000);
     api.created(
@@ -291,14 +272,7 @@ async fn a_renewal_spends_the_credit_and_a_cancellation_credit_lands_in_the_bala
         .iter()
         .find(|i| i["period"]["start"] == "2027-02-01T00:00:00Z")
         .expect("the second invoice");
-    assert_eq!(
-        (
-            renewal["total"].as_i64(),
-            renewal["credit_total"].as_i64(),
-            renewal["amount_due"].as_i64()
-        ),
-        (Some(5000), Some(1500), Some(3500))
-    );
+    assert_eq!(totals(&renewal), (Some(5000), Some(1500), Some(3500)));
     assert_eq!(renewal["status"], "paid", "the card paid the rest");
     let balance = api.get(&format!("/v1/accounts/{account}/balance")).await;
     assert_eq!(balance["balances"][0]["available"], 0);
@@ -434,20 +408,14 @@ async fn an_expired_grant_leaves_the_balance_through_the_sweep_once() {
 async fn voiding_a_paid_invoice_with_credit_to_balance_keeps_the_money_as_balance() {
     let (api, _) = Api::start(billing_tests::memory_app(), "Credits void").await;
     let (clock, account) = api.clock_account("2027-01-01T00:00:00Z").await;
-    let plan = api.post("/v1/plans", fifty_dollar_plan("void50")).await;
+    let plan = api.post("/v1/plans", monthly_plan("void50", 5000)).await;
     let grant = api
         .created(
             "/v1/credits",
             json!({"account": account, "amount": 1500, "currency": "usd", "reason": "apology"}),
         )
         .await;
-    let sub = api
-        .post(
-            "/v1/subscriptions",
-            json!({"account": account, "plan": plan["id"]}),
-        )
-        .await;
-    let sub = sub["id"].as_str().unwrap().to_owned();
+    let sub = subscribe(&api, &account, &plan).await;
     api.advance_clock(&clock, "2027-01-01T01:00:00Z").await;
     let invoice = api.invoices(&sub).await.remove(0);
     assert_eq!(
@@ -523,21 +491,9 @@ async fn voiding_a_paid_invoice_with_credit_to_balance_keeps_the_money_as_balanc
 async fn a_downgrade_whose_credit_exceeds_the_new_charge_lands_the_excess_in_the_balance() {
     let (api, _) = Api::start(billing_tests::memory_app(), "Credits downgrade").await;
     let (clock, account) = api.clock_account("2027-02-01T00:00:00Z").await;
-    let pro = api.post("/v1/plans", fifty_dollar_plan("pro50d")).await;
-    let basic = api
-        .post(
-            "/v1/plans",
-            json!({"code": "basic10", "name": "Basic", "interval": {"unit": "month"},
-                   "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 1000}}}}}),
-        )
-        .await;
-    let sub = api
-        .post(
-            "/v1/subscriptions",
-            json!({"account": account, "plan": pro["id"]}),
-        )
-        .await;
-    let sub = sub["id"].as_str().unwrap().to_owned();
+    let pro = api.post("/v1/plans", monthly_plan("pro50d", 5000)).await;
+    let basic = api.post("/v1/plans", monthly_plan("basic10", 1000)).await;
+    let sub = subscribe(&api, &account, &pro).await;
     api.advance_clock(&clock, "2027-02-15T00:00:00Z").await;
     api.post(
         &format!("/v1/subscriptions/{sub}/change-plan"),
@@ -595,7 +551,28 @@ async fn a_downgrade_whose_credit_exceeds_the_new_charge_lands_the_excess_in_the
     assert_eq!(balance["balances"][0]["available"], 1000);
 }
 
-fn fifty_dollar_plan(code: &str) -> serde_json::Value {
-    json!({"code": code, "name": "Pro", "interval": {"unit": "month"},
-           "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 5000}}}}})
+/// A monthly plan of one flat fee in USD.
+fn monthly_plan(code: &str, amount: i64) -> Value {
+    json!({"code": code, "name": code, "interval": {"unit": "month"},
+           "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": amount}}}}})
+}
+
+/// Subscribes the account to the plan; answers the subscription's id.
+async fn subscribe(api: &Api, account: &str, plan: &Value) -> String {
+    let sub = api
+        .post(
+            "/v1/subscriptions",
+            json!({"account": account, "plan": plan["id"]}),
+        )
+        .await;
+    sub["id"].as_str().unwrap().to_owned()
+}
+
+/// An invoice's total, credit and amount due.
+fn totals(invoice: &Value) -> (Option<i64>, Option<i64>, Option<i64>) {
+    (
+        invoice["total"].as_i64(),
+        invoice["credit_total"].as_i64(),
+        invoice["amount_due"].as_i64(),
+    )
 }

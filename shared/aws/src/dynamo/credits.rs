@@ -8,7 +8,9 @@ use billing_domain::credits::balance::{Balance, BalanceChange, BalanceTransactio
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{AccountId, BalanceTransactionId, CreditGrantId, TenantId};
 
-use super::{from_item, to_item, DynamoStore, Transaction};
+use serde::de::DeserializeOwned;
+
+use super::{from_item, to_item, DynamoStore, Item, Transaction};
 use crate::keys;
 
 const BALANCE: &str = "balance";
@@ -54,6 +56,25 @@ impl Transaction<'_> {
             )?;
         }
         Ok(self)
+    }
+}
+
+impl DynamoStore {
+    /// One page of an account's items under a sort-key prefix (in its shard partition),
+    /// newest first, resuming after the `range`'s start key.
+    async fn newest_first<T: DeserializeOwned>(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        (prefix, start): (String, Option<Item>),
+        page: &PageRequest,
+        admit: impl Fn(&T) -> bool,
+        cursor: impl Fn(&T) -> String,
+    ) -> Result<Page<T>, StoreError> {
+        let query = self
+            .query_partition(keys::account_partition(tenant, account), &prefix)
+            .scan_index_forward(false);
+        self.scan_page(query, start, page, admit, cursor).await
     }
 }
 
@@ -136,15 +157,11 @@ impl CreditStore for DynamoStore {
             .as_deref()
             .and_then(|id| CreditGrantId::parse(id, "starting_after").ok())
             .map(|id| keys::credit_grant(tenant, account, id).primary());
-        let query = self
-            .query_partition(
-                keys::account_partition(tenant, account),
-                &keys::credit_grants_of(account),
-            )
-            .scan_index_forward(false);
-        self.scan_page(
-            query,
-            start,
+        let range = (keys::credit_grants_of(account), start);
+        self.newest_first(
+            tenant,
+            account,
+            range,
             page,
             |_: &CreditGrant| true,
             |g| g.id.to_string(),
@@ -164,15 +181,11 @@ impl CreditStore for DynamoStore {
             .as_deref()
             .and_then(|id| BalanceTransactionId::parse(id, "starting_after").ok())
             .map(|id| keys::balance_transaction(tenant, account, id).primary());
-        let query = self
-            .query_partition(
-                keys::account_partition(tenant, account),
-                &keys::balance_transactions_of(account),
-            )
-            .scan_index_forward(false);
-        self.scan_page(
-            query,
-            start,
+        let range = (keys::balance_transactions_of(account), start);
+        self.newest_first(
+            tenant,
+            account,
+            range,
             page,
             |e: &BalanceTransaction| currency.is_none_or(|c| e.currency == c),
             |e| e.id.to_string(),
