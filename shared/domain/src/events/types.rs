@@ -104,8 +104,8 @@ event_types! {
     CreditNoteCreated => "credit_note.created", "CreditNote",
         "Money was given back on an invoice: a refund, or the void of a paid or credited invoice.";
     CreditGranted => "credit.granted", "CreditGrant",
-        "Credit was added to an account's balance: a grant, an upward adjustment, or an \
-         invoice's negative total (`source`).";
+        "Credit was added to an account's balance: a grant, an upward adjustment, an \
+         invoice's negative total, or a voided invoice's credit note (`source`).";
     CreditApplied => "credit.applied", "BalanceTransaction",
         "Balance credit was spent on an invoice when it was finalized (resource: the invoice).";
     CreditExpired => "credit.expired", "BalanceTransaction",
