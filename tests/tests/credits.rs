@@ -272,7 +272,7 @@ async fn a_renewal_spends_the_credit_and_a_cancellation_credit_lands_in_the_bala
         .iter()
         .find(|i| i["period"]["start"] == "2027-02-01T00:00:00Z")
         .expect("the second invoice");
-    assert_eq!(totals(&renewal), (Some(5000), Some(1500), Some(3500)));
+    assert_eq!(totals(renewal), (Some(5000), Some(1500), Some(3500)));
     assert_eq!(renewal["status"], "paid", "the card paid the rest");
     let balance = api.get(&format!("/v1/accounts/{account}/balance")).await;
     assert_eq!(balance["balances"][0]["available"], 0);
