@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use billing_app::credits::GrantRequest;
 use billing_app::ports::{BillingJob, Clock, EventFilter, PageRequest, Store};
-use billing_app::App;
+use billing_app::{App, Caller};
 use billing_domain::billing::invoice::InvoiceStatus;
 use billing_domain::billing::subscription::CollectionMethod;
 use billing_domain::credits::balance::TransactionKind;
+use billing_domain::customers::account::Account;
 use billing_domain::kernel::currency::Currency;
-use billing_domain::kernel::ids::InvoiceId;
+use billing_domain::kernel::ids::{AccountId, InvoiceId};
 use billing_tests::api::{problem, Api};
 use billing_tests::clock::ManualClock;
 use reqwest::StatusCode;
@@ -28,30 +29,10 @@ fn usd() -> Currency {
 async fn eight_concurrent_finalizations_spend_each_credit_once(store: Arc<dyn Store>) {
     let app = billing_tests::app(store);
     let caller = billing_tests::admin(&app, "Credits Co").await;
-    let account = app
-        .customers
-        .create_account(
-            &caller,
-            serde_json::from_value(json!({"email": "c@acme.test", "currency": "usd"})).unwrap(),
-        )
-        .await
-        .unwrap();
+    let account = usd_account(&app, &caller, "c@acme.test").await;
     for (amount, hours) in [(1000, None), (500, Some(48)), (1000, Some(24))] {
-        app.credits
-            .grant_credit(
-                &caller,
-                GrantRequest {
-                    account: account.id,
-                    amount,
-                    currency: usd(),
-                    reason: "goodwill".into(),
-                    note: None,
-                    expires_at: hours
-                        .map(|h| app.clock.now() + jiff::SignedDuration::from_hours(h)),
-                },
-            )
-            .await
-            .unwrap();
+        let expires_at = hours.map(|h| app.clock.now() + jiff::SignedDuration::from_hours(h));
+        grant(&app, &caller, account.id, amount, expires_at).await;
     }
     let mut drafts: Vec<InvoiceId> = Vec::new();
     for _ in 0..8 {
@@ -319,25 +300,10 @@ async fn an_expired_grant_leaves_the_balance_through_the_sweep_once() {
     let clock = ManualClock::at(start);
     let app = billing_tests::app_with_clock(billing_tests::memory_store(), clock.clone());
     let caller = billing_tests::admin(&app, "Expiry Co").await;
-    let account = app
-        .customers
-        .create_account(
-            &caller,
-            serde_json::from_value(json!({"email": "x@acme.test", "currency": "usd"})).unwrap(),
-        )
-        .await
-        .unwrap();
+    let account = usd_account(&app, &caller, "x@acme.test").await;
     let expires = start + jiff::SignedDuration::from_hours(1);
     for (amount, expires_at) in [(1000, Some(expires)), (500, None)] {
-        let grant = GrantRequest {
-            account: account.id,
-            amount,
-            currency: usd(),
-            reason: "trial credit".into(),
-            note: None,
-            expires_at,
-        };
-        app.credits.grant_credit(&caller, grant).await.unwrap();
+        grant(&app, &caller, account.id, amount, expires_at).await;
     }
     let tenant = caller.tenant_id;
     let job = BillingJob::CreditExpiry {
@@ -549,6 +515,30 @@ async fn a_downgrade_whose_credit_exceeds_the_new_charge_lands_the_excess_in_the
     );
     let balance = api.get(&format!("/v1/accounts/{account}/balance")).await;
     assert_eq!(balance["balances"][0]["available"], 1000);
+}
+
+async fn usd_account(app: &App, caller: &Caller, email: &str) -> Account {
+    let new = serde_json::from_value(json!({"email": email, "currency": "usd"})).unwrap();
+    app.customers.create_account(caller, new).await.unwrap()
+}
+
+/// Grants `amount` cents of USD credit through the use case.
+async fn grant(
+    app: &App,
+    caller: &Caller,
+    account: AccountId,
+    amount: i64,
+    expires_at: Option<jiff::Timestamp>,
+) {
+    let request = GrantRequest {
+        account,
+        amount,
+        currency: usd(),
+        reason: "goodwill".into(),
+        note: None,
+        expires_at,
+    };
+    app.credits.grant_credit(caller, request).await.unwrap();
 }
 
 /// A monthly plan of one flat fee in USD.
