@@ -251,6 +251,7 @@ async fn the_billing_queue_groups_subscriptions_apart_and_a_tenants_finalize_job
             BillingJob::Subscription { id, .. } => id.to_string(),
             BillingJob::Finalize { tenant } => format!("finalize-{tenant}"),
             BillingJob::TestClock { id, .. } => id.to_string(),
+            BillingJob::CreditExpiry { account, .. } => format!("balance-{account}"),
         };
         assert_eq!(group.as_deref(), Some(expected.as_str()), "{job:?}");
     }

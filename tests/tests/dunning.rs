@@ -232,7 +232,7 @@ async fn an_unpaid_invoice_is_reminded_warned_blocked_and_unblocked_when_settled
     w.clock.set(day(31));
     w.app
         .billing
-        .void_invoice(&w.caller, invoice)
+        .void_invoice(&w.caller, invoice, false)
         .await
         .unwrap();
     w.app
@@ -361,7 +361,11 @@ async fn a_second_overdue_invoice_keeps_the_first_ones_days_and_both_must_be_set
         w.notifier.sent()[1].body.contains("$30.00"),
         "both invoices are owed"
     );
-    w.app.billing.void_invoice(&w.caller, first).await.unwrap();
+    w.app
+        .billing
+        .void_invoice(&w.caller, first, false)
+        .await
+        .unwrap();
     w.app
         .collection
         .invoice_settled(&w.caller, w.account.id, first, day(8))
@@ -372,7 +376,11 @@ async fn a_second_overdue_invoice_keeps_the_first_ones_days_and_both_must_be_set
         AccountStatus::Warning,
         "one is still owed"
     );
-    w.app.billing.void_invoice(&w.caller, second).await.unwrap();
+    w.app
+        .billing
+        .void_invoice(&w.caller, second, false)
+        .await
+        .unwrap();
     w.app
         .collection
         .invoice_settled(&w.caller, w.account.id, second, day(9))
@@ -417,10 +425,11 @@ async fn void_without_word(w: &World, id: InvoiceId) {
         events: Vec::new(),
     };
     let write = InvoiceWrite {
-        invoice: current.void(now).unwrap(),
+        invoice: current.void(now, false).unwrap(),
         number: None,
         payment: None,
         pending: None,
+        balance: None,
     };
     w.app
         .store

@@ -321,7 +321,7 @@ async fn a_failed_numbering_write_consumes_no_number(store: Arc<dyn Store>) {
     assert_eq!(owed.len(), 3, "numbered, owing their follow-ups");
     // Meanwhile nobody replaces one whole (that would drop the follow-ups it owes).
     let first = owed[0].invoice.id;
-    let early = app.billing.void_invoice(&caller, first).await;
+    let early = app.billing.void_invoice(&caller, first, false).await;
     assert!(early.is_err(), "{early:?}");
     assert_eq!(
         at_stage(store.as_ref(), tenant, PendingStage::FollowUps)
@@ -332,7 +332,11 @@ async fn a_failed_numbering_write_consumes_no_number(store: Arc<dyn Store>) {
     // A finalizer that stopped here: the next one writes the follow-ups, once.
     app.billing.finalize_pending_invoices(tenant).await.unwrap();
     assert_numbered_once(&app, &caller, 6).await;
-    let voided = app.billing.void_invoice(&caller, first).await.unwrap();
+    let voided = app
+        .billing
+        .void_invoice(&caller, first, false)
+        .await
+        .unwrap();
     assert_eq!(voided.status, InvoiceStatus::Void);
 }
 

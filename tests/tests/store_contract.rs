@@ -1013,6 +1013,7 @@ impl Pending {
             currency: payment.currency,
             reason: CreditNoteReason::Refund,
             refund: None,
+            credited_to_balance: false,
             memo: None,
             created_at: now,
         };
@@ -2270,6 +2271,286 @@ async fn events_change(app: &App, caller: &Caller) -> Change {
     }
 }
 
+/// Balances: a change commits over the balance's version (grants, ledger entries and its
+/// record together) or not at all; grants and ledger list newest first, per account and
+/// tenant; several balances are read in one call.
+async fn a_balance_change_commits_over_its_version_or_writes_nothing(store: Arc<dyn Store>) {
+    use billing_app::credits::GrantRequest;
+    use billing_domain::credits::balance::TransactionKind;
+    use billing_domain::kernel::currency::Currency;
+
+    let c = Contract::on(store).await;
+    let account = c.account("balance@example.com", None).await;
+    let usd = Currency::from_code("usd").unwrap();
+    let eur = Currency::from_code("eur").unwrap();
+    let grant = |amount: i64, expires_at: Option<Timestamp>| GrantRequest {
+        account: account.id,
+        amount,
+        currency: usd,
+        reason: "goodwill".into(),
+        note: None,
+        expires_at,
+    };
+    let later = c.app.clock.now() + SignedDuration::from_hours(24);
+    let first = c
+        .app
+        .credits
+        .grant_credit(&c.caller, grant(1500, None))
+        .await
+        .unwrap();
+    let second = c
+        .app
+        .credits
+        .grant_credit(&c.caller, grant(700, Some(later)))
+        .await
+        .unwrap();
+    let tenant = c.caller.tenant_id;
+    let balance = c
+        .store
+        .get_balance(tenant, account.id, usd)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((balance.available.get(), balance.version), (2200, 2));
+    assert_eq!(balance.next_expiry, Some(later));
+    assert_eq!(balance.open_grants.len(), 2);
+    let page = PageRequest::first(10);
+    let grants = c
+        .store
+        .list_grants(tenant, account.id, &page)
+        .await
+        .unwrap();
+    assert_eq!(
+        grants.items.iter().map(|g| g.id).collect::<Vec<_>>(),
+        vec![second.id, first.id]
+    );
+    let ledger = c
+        .store
+        .list_balance_transactions(tenant, account.id, Some(usd), &page)
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger
+            .items
+            .iter()
+            .map(|e| (e.kind, e.amount.get(), e.ending_balance.get()))
+            .collect::<Vec<_>>(),
+        vec![
+            (TransactionKind::Granted, 700, 2200),
+            (TransactionKind::Granted, 1500, 1500)
+        ]
+    );
+    let none = c
+        .store
+        .list_balance_transactions(tenant, account.id, Some(eur), &page)
+        .await
+        .unwrap();
+    assert!(none.items.is_empty());
+
+    // A change made from the first version's read: refused, and nothing of it written.
+    let ledger_v1 = billing_domain::credits::balance::Ledger {
+        balance: billing_domain::credits::balance::Balance {
+            version: 1,
+            ..balance.clone()
+        },
+        grants: c
+            .store
+            .get_grants(tenant, account.id, &[first.id])
+            .await
+            .unwrap(),
+    };
+    let stale = ledger_v1
+        .debit(
+            100,
+            "stale".into(),
+            c.app.clock.now(),
+            &mut billing_app::new_ulid,
+        )
+        .unwrap();
+    let before = c.counts().await;
+    assert_eq!(
+        c.store
+            .save_balance(tenant, &stale, &c.change().await)
+            .await,
+        Err(StoreError::VersionConflict { entity: "balance" })
+    );
+    assert_eq!(c.counts().await, before);
+    assert_eq!(
+        c.store
+            .list_balance_transactions(tenant, account.id, None, &page)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    // The same change from the current version commits whole.
+    let current = billing_domain::credits::balance::Ledger {
+        balance: balance.clone(),
+        grants: c
+            .store
+            .get_grants(tenant, account.id, &balance.open_grants)
+            .await
+            .unwrap(),
+    };
+    let fresh = current
+        .debit(
+            100,
+            "fix".into(),
+            c.app.clock.now(),
+            &mut billing_app::new_ulid,
+        )
+        .unwrap();
+    c.store
+        .save_balance(tenant, &fresh, &c.change().await)
+        .await
+        .unwrap();
+    let after = c
+        .store
+        .get_balance(tenant, account.id, usd)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((after.available.get(), after.version), (2100, 3));
+    // The soonest-expiring grant gave the 100.
+    let spent = c
+        .store
+        .get_grants(tenant, account.id, &[second.id])
+        .await
+        .unwrap();
+    assert_eq!(spent[0].remaining.get(), 600);
+
+    let found = c
+        .store
+        .get_balances(
+            tenant,
+            &[(account.id, usd), (account.id, eur), (account.id, usd)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found, vec![after.clone()]);
+    assert_eq!(
+        c.store.list_balances(tenant, account.id).await.unwrap(),
+        vec![after]
+    );
+    // Another tenant sees none of it.
+    let theirs = c.other.tenant_id;
+    assert_eq!(
+        c.store.get_balance(theirs, account.id, usd).await.unwrap(),
+        None
+    );
+    assert!(c
+        .store
+        .list_grants(theirs, account.id, &page)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+/// A balance on a test clock waits on the clock's due index at its next expiry (never in
+/// the real-time index); once the expiry is written it is no longer due, and expiring
+/// again finds nothing.
+async fn a_balance_waits_on_its_clock_at_its_next_expiry_until_it_expires(store: Arc<dyn Store>) {
+    use billing_app::credits::GrantRequest;
+    use billing_domain::kernel::currency::Currency;
+
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
+    let clock = c
+        .app
+        .billing
+        .create_test_clock(&c.caller, None, now)
+        .await
+        .unwrap();
+    let account = c
+        .app
+        .customers
+        .create_account(
+            &c.caller,
+            serde_json::from_value(serde_json::json!({
+                "email": "expiry@example.com", "currency": "usd", "test_clock": clock.id
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let usd = Currency::from_code("usd").unwrap();
+    let expires = now + SignedDuration::from_hours(1);
+    for (amount, expires_at) in [(800, Some(expires)), (200, None)] {
+        let grant = GrantRequest {
+            account: account.id,
+            amount,
+            currency: usd,
+            reason: "trial credit".into(),
+            note: None,
+            expires_at,
+        };
+        c.app.credits.grant_credit(&c.caller, grant).await.unwrap();
+    }
+    let job = DueKind::Billing(BillingJob::CreditExpiry {
+        tenant,
+        account: account.id,
+        currency: usd,
+    });
+    let due = c
+        .store
+        .clock_due_items(tenant, clock.id, expires, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter()
+            .map(|d| (d.kind.clone(), d.due_at))
+            .collect::<Vec<_>>(),
+        vec![(job.clone(), expires)]
+    );
+    let early = c
+        .store
+        .clock_due_items(
+            tenant,
+            clock.id,
+            expires - SignedDuration::from_millis(1),
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "{early:?}");
+    let real_time = c
+        .store
+        .due_items(expires + SignedDuration::from_hours(1), 1000)
+        .await
+        .unwrap();
+    assert!(!real_time.iter().any(|d| d.kind == job));
+
+    assert!(c
+        .app
+        .credits
+        .expire_credits(tenant, account.id, usd, expires)
+        .await
+        .unwrap());
+    let balance = c
+        .store
+        .get_balance(tenant, account.id, usd)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((balance.available.get(), balance.next_expiry), (200, None));
+    let far = expires + SignedDuration::from_hours(24 * 365);
+    let due = c
+        .store
+        .clock_due_items(tenant, clock.id, far, 10)
+        .await
+        .unwrap();
+    assert!(due.is_empty(), "{due:?}");
+    assert!(!c
+        .app
+        .credits
+        .expire_credits(tenant, account.id, usd, far)
+        .await
+        .unwrap());
+}
+
 billing_tests::on_both_stores!(
     a_create_writes_the_item_its_audit_record_and_its_event_together,
     creating_the_same_item_twice_is_a_conflict,
@@ -2311,4 +2592,6 @@ billing_tests::on_both_stores!(
     usage_units_span_transactions_and_a_failure_reports_what_was_written,
     a_step_and_the_rollups_it_bills_commit_together_or_not_at_all,
     a_due_pass_reads_each_item_once_page_by_page_and_saves_where_it_stands,
+    a_balance_change_commits_over_its_version_or_writes_nothing,
+    a_balance_waits_on_its_clock_at_its_next_expiry_until_it_expires,
 );

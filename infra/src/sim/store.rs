@@ -18,15 +18,17 @@ use billing_domain::collection::credit_note::CreditNote;
 use billing_domain::collection::dunning::{DunningCase, DunningPolicy};
 use billing_domain::collection::payment::Payment;
 use billing_domain::collection::retry::PaymentSettings;
+use billing_domain::credits::balance::{Balance, BalanceChange, BalanceTransaction, CreditGrant};
 use billing_domain::customers::access::ApiKey;
 use billing_domain::customers::account::Account;
 use billing_domain::customers::payment_method::PaymentProfile;
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
+use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
-    AccountId, ApiKeyId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId, PaymentId, PlanId,
-    SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
+    AccountId, ApiKeyId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId,
+    PaymentId, PlanId, SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
 };
 use billing_memory::MemoryStore;
 
@@ -113,6 +115,19 @@ impl SimStore {
             return;
         }
         self.after_commit(tenant, &change.events).await;
+    }
+
+    /// The events of the balance settlement a committed write carried: the DynamoDB store
+    /// publishes every record its transaction holds.
+    async fn settled(
+        &self,
+        done: &Result<(), StoreError>,
+        tenant: TenantId,
+        settlement: Option<&BalanceSettlement>,
+    ) {
+        if let Some(settlement) = settlement {
+            self.committed(done, tenant, &settlement.record).await;
+        }
     }
 
     async fn after_commit(&self, tenant: TenantId, events: &[DomainEvent]) {
@@ -327,6 +342,28 @@ impl Tx {
             let due = [due_shard(&key)];
             self.item(&key, size(payment), &due);
         }
+        if let Some(settlement) = &write.balance {
+            self.balance(tenant, &settlement.change)
+                .change(tenant, &settlement.record);
+        }
+        self
+    }
+
+    /// A balance change, as `Transaction::balance` writes it: the balance (in the due
+    /// index while something of it expires), its grants moved, its ledger entries.
+    fn balance(&mut self, tenant: TenantId, change: &BalanceChange) -> &mut Self {
+        let b = &change.balance;
+        let key = keys::balance(tenant, b.account_id, b.currency.code());
+        let due: Vec<String> = b.next_expiry.map(|_| due_shard(&key)).into_iter().collect();
+        self.item(&key, size(b), &due);
+        for grant in &change.grants {
+            let key = keys::credit_grant(tenant, grant.account_id, grant.id);
+            self.item(&key, size(grant), &[]);
+        }
+        for entry in &change.entries {
+            let key = keys::balance_transaction(tenant, entry.account_id, entry.id);
+            self.item(&key, size(entry), &[]);
+        }
         self
     }
 
@@ -364,6 +401,8 @@ impl SubscriptionStore for SimStore {
             .insert_subscription(tenant, subscription, invoice, change)
             .await;
         self.committed(&done, tenant, change).await;
+        self.settled(&done, tenant, invoice.and_then(|w| w.balance.as_deref()))
+            .await;
         done
     }
     async fn save_subscription(
@@ -388,6 +427,8 @@ impl SubscriptionStore for SimStore {
             self.invoiced(invoice.into_iter());
         }
         self.committed(&done, tenant, change).await;
+        self.settled(&done, tenant, invoice.and_then(|w| w.balance.as_deref()))
+            .await;
         done
     }
     async fn save_subscription_steps(
@@ -521,6 +562,8 @@ impl InvoiceStore for SimStore {
         self.unmodelled("insert_invoice");
         let done = self.inner.insert_invoice(tenant, invoice, change).await;
         self.committed(&done, tenant, change).await;
+        self.settled(&done, tenant, invoice.balance.as_deref())
+            .await;
         done
     }
     async fn save_invoice(
@@ -536,6 +579,7 @@ impl InvoiceStore for SimStore {
             .save_invoice(tenant, previous, next, change)
             .await;
         self.committed(&done, tenant, change).await;
+        self.settled(&done, tenant, next.balance.as_deref()).await;
         done
     }
     async fn get_invoice(
@@ -1242,6 +1286,7 @@ impl PaymentStore for SimStore {
         self.unmodelled("save_collection");
         let done = self.inner.save_collection(tenant, write, change).await;
         self.committed(&done, tenant, change).await;
+        self.settled(&done, tenant, write.balance.as_deref()).await;
         done
     }
     async fn get_credit_note(
@@ -1367,6 +1412,101 @@ impl UsageStore for SimStore {
             .bill_late_usage(tenant, invoice, rollups, change)
             .await;
         self.committed(&done, tenant, change).await;
+        done
+    }
+}
+
+#[async_trait]
+impl CreditStore for SimStore {
+    async fn get_balance(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        currency: Currency,
+    ) -> Result<Option<Balance>, StoreError> {
+        let found = self.inner.get_balance(tenant, account, currency).await?;
+        let partition = keys::account_partition(tenant, account);
+        self.send(Request::new(Op::GetItem).read(&partition, found.as_ref().map_or(0, size)))
+            .await?;
+        Ok(found)
+    }
+    async fn get_balances(
+        &self,
+        tenant: TenantId,
+        wanted: &[(AccountId, Currency)],
+    ) -> Result<Vec<Balance>, StoreError> {
+        // BatchGetItem of the distinct keys, a hundred per request, whether found or not
+        // (the finalizer asks for the balances of every page of drafts that owe something).
+        let found = self.inner.get_balances(tenant, wanted).await?;
+        let mut keys: Vec<(AccountId, &str)> = wanted.iter().map(|(a, c)| (*a, c.code())).collect();
+        keys.sort();
+        keys.dedup();
+        for chunk in keys.chunks(100) {
+            // Each key reads its account's shard: what was found by its size, the rest
+            // as the smallest read.
+            let request = chunk.iter().fold(
+                Request::new(Op::BatchGetItem).items(chunk.len() as u32),
+                |request, (account, code)| {
+                    let bytes = found
+                        .iter()
+                        .find(|b| b.account_id == *account && b.currency.code() == *code)
+                        .map_or(0, size);
+                    request.read(&keys::account_partition(tenant, *account), bytes)
+                },
+            );
+            self.send(request).await?;
+        }
+        Ok(found)
+    }
+    async fn list_balances(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+    ) -> Result<Vec<Balance>, StoreError> {
+        self.unmodelled("list_balances");
+        self.inner.list_balances(tenant, account).await
+    }
+    async fn get_grants(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        ids: &[CreditGrantId],
+    ) -> Result<Vec<CreditGrant>, StoreError> {
+        self.unmodelled("get_grants");
+        self.inner.get_grants(tenant, account, ids).await
+    }
+    async fn list_grants(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<CreditGrant>, StoreError> {
+        self.unmodelled("list_grants");
+        self.inner.list_grants(tenant, account, page).await
+    }
+    async fn list_balance_transactions(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        currency: Option<Currency>,
+        page: &PageRequest,
+    ) -> Result<Page<BalanceTransaction>, StoreError> {
+        self.unmodelled("list_balance_transactions");
+        self.inner
+            .list_balance_transactions(tenant, account, currency, page)
+            .await
+    }
+    async fn save_balance(
+        &self,
+        tenant: TenantId,
+        change: &BalanceChange,
+        record: &Change,
+    ) -> Result<(), StoreError> {
+        let mut tx = Tx::default();
+        tx.balance(tenant, change).change(tenant, record);
+        self.send(tx.request()).await?;
+        let done = self.inner.save_balance(tenant, change, record).await;
+        self.committed(&done, tenant, record).await;
         done
     }
 }

@@ -13,6 +13,8 @@
 //! - [`usage`]: ingest, live usage, entitlement checks, usage pricing.
 //! - [`collection`]: payment attempts and retries, paying now, refunds and credit notes,
 //!   payment settings, inbound gateway events, dunning.
+//! - [`credits`]: account balances per currency, credit grants and adjustments, the
+//!   ledger; settling invoices against the balance, giving credit back on a void.
 //! - [`billing`]: subscriptions and their steps, invoices, previews, test clocks, billing
 //!   of (late) usage.
 //! - [`events`]: the event and audit logs, webhook endpoints, fan-out and delivery.
@@ -28,8 +30,9 @@
 //!                         first_attempt, collection_change)
 //!         ──▶ usage::pricing (price, usage_lines)
 //!         ──▶ customers (refuse_blocked)
+//!         ──▶ credits (settle, settle_drafts, restoration)
 //! collection ──▶ customers (forget_payment_method)
-//! customers, catalog, usage, events ──▶ kernel only
+//! customers, catalog, usage, events, credits ──▶ kernel only
 //! ```
 //!
 //! [`App`] is only the wiring: it builds each service from the adapters once per process,
@@ -38,6 +41,7 @@
 pub mod billing;
 pub mod catalog;
 pub mod collection;
+pub mod credits;
 pub mod customers;
 pub mod events;
 pub mod jobs;
@@ -53,6 +57,7 @@ use billing::BillingService;
 use billing_domain::kernel::deployment::Deployment;
 use catalog::CatalogService;
 use collection::CollectionService;
+use credits::CreditsService;
 use customers::CustomersService;
 use events::EventsService;
 use kernel::{Clocks, IdempotencyService};
@@ -89,6 +94,7 @@ pub struct App {
     pub catalog: CatalogService,
     pub usage: usage::UsageService,
     pub collection: CollectionService,
+    pub credits: CreditsService,
     pub billing: BillingService,
     pub events: EventsService,
 }
@@ -216,11 +222,13 @@ impl App {
             payment_queue.clone(),
             customers.clone(),
         );
+        let credits = CreditsService::new(store.clone(), clocks.clone());
         let billing = BillingService::new(
             store.clone(),
             clocks.clone(),
             catalog.clone(),
             collection.clone(),
+            credits.clone(),
             finalize_queue.clone(),
         );
         let events = EventsService::new(store.clone(), clocks, deployment);
@@ -238,6 +246,7 @@ impl App {
             catalog,
             usage,
             collection,
+            credits,
             billing,
             events,
         }

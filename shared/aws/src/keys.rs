@@ -9,8 +9,8 @@
 //! write capacity is that many partitions' (~1,000 WCU/s each) instead of one's, without
 //! waiting for DynamoDB's split for heat. The shard comes from the id, so a GetItem by id
 //! needs no lookup; a subscription's rollups share its shard (one Query reads a period's);
-//! an account's dunning case, notices, quota snapshots and payment profile share the
-//! account's. A tenant-wide list queries the same sort-key range on every shard and merges
+//! an account's dunning case, notices, quota snapshots, payment profile, balances, credit
+//! grants and ledger share the account's. A tenant-wide list queries the same sort-key range on every shard and merges
 //! the pages by sort key (`DynamoStore::scan_shards`), so its order and cursor (the last
 //! id) are what one partition gave; per-account lists stay on `gsi1`.
 //!
@@ -49,6 +49,9 @@
 //! | dunning case      | `T#{tenant}#S(account_id)` | `DUNNING#{account_id}` (due) |                           |                   |
 //! | dunning notice    | `T#{tenant}#S(account_id)` | `DUNNINGNOTICE#{account_id}#{key}` (due) |               |                   |
 //! | sweep checkpoint  | `SWEEP`       | `CHECKPOINT` (one, versioned)   |                                |                   |
+//! | balance           | `T#{tenant}#S(account_id)` | `BALANCE#{account_id}#{currency}` |                   |                   |
+//! | credit grant      | `T#{tenant}#S(account_id)` | `CREDIT#{account_id}#{grant_id}` |                    |                   |
+//! | ledger entry      | `T#{tenant}#S(account_id)` | `LEDGER#{account_id}#{entry_id}` |                    |                   |
 //!
 //! Access patterns: how each read is served.
 //!
@@ -90,6 +93,10 @@
 //! | the tenant's dunning policy | GetItem `SETTINGS#DUNNING` |
 //! | an account's dunning case | GetItem `DUNNING#{account}` (one item per account, reused by its next case); in the `due` index at its next step (under its test clock when it has one) |
 //! | a customer notice not yet sent | GetItem `DUNNINGNOTICE#{account}#{key}`; in the `due` index at the end of its sender's claim |
+//! | an account's balance in a currency, and its open grants | GetItem `BALANCE#{account}#{currency}` (it names its open grants), then BatchGetItem of those `CREDIT#{account}#{id}` |
+//! | the balances of a finalizer's page of drafts | BatchGetItem of their `BALANCE#{account}#{currency}` |
+//! | an account's balances | Query `begins_with(sk, "BALANCE#{account}#")` (one item per currency) |
+//! | an account's grants / ledger, newest first | Query `begins_with(sk, "CREDIT#{account}#")` / `"LEDGER#{account}#"`, descending |
 //!
 //! The due index (`due`, keys `due_pk`/`due_sk`) is sparse: only items waiting for a time
 //! carry it. `due_pk` is one of [`DUE_SHARDS`] shards (`DUE#07`), so a burst of items due
@@ -104,9 +111,10 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use billing_app::ports::PendingStage;
+use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
-    AccountId, ApiKeyId, CreditNoteId, InvoiceId, MetricId, PaymentId, PlanId, SubscriptionId,
-    TenantId, TestClockId,
+    AccountId, ApiKeyId, BalanceTransactionId, CreditGrantId, CreditNoteId, InvoiceId, MetricId,
+    PaymentId, PlanId, SubscriptionId, TenantId, TestClockId,
 };
 
 pub const PK: &str = "pk";
@@ -464,7 +472,7 @@ pub const DUNNING_PREFIX: &str = "DUNNING#";
 /// An account's latest dunning case; one item per account, reused by its next case.
 pub fn dunning_case(tenant: TenantId, account: AccountId) -> Key {
     Key::new(
-        shard_of(tenant, &account.to_string()),
+        account_partition(tenant, account),
         format!("{DUNNING_PREFIX}{account}"),
     )
 }
@@ -474,7 +482,7 @@ pub const DUNNING_NOTICE_PREFIX: &str = "DUNNINGNOTICE#";
 /// A customer notice not yet confirmed sent; `key` is unique within the account.
 pub fn dunning_notice(tenant: TenantId, account: AccountId, key: &str) -> Key {
     Key::new(
-        shard_of(tenant, &account.to_string()),
+        account_partition(tenant, account),
         format!("{DUNNING_NOTICE_PREFIX}{account}#{key}"),
     )
 }
@@ -498,7 +506,7 @@ pub fn account_payments_index(tenant: TenantId, account: AccountId) -> String {
 /// An account's gateway customer and cards.
 pub fn payment_profile(tenant: TenantId, account: AccountId) -> Key {
     Key::new(
-        shard_of(tenant, &account.to_string()),
+        account_partition(tenant, account),
         format!("PAYPROFILE#{account}"),
     )
 }
@@ -644,7 +652,7 @@ pub fn distinct_value(
 /// An account's usage and limit of a metric in its current period.
 pub fn quota(tenant: TenantId, account: AccountId, metric: &str) -> Key {
     Key::new(
-        shard_of(tenant, &account.to_string()),
+        account_partition(tenant, account),
         format!("QUOTA#{account}#{metric}"),
     )
 }
@@ -658,6 +666,60 @@ pub fn health_probe() -> Key {
 /// shards are).
 pub fn sweep_checkpoint() -> Key {
     Key::new("SWEEP".into(), "CHECKPOINT".into())
+}
+
+/// The shard holding an account's dunning case, quota snapshots, payment profile, balances,
+/// credit grants and ledger: one Query reads each of its lists.
+pub fn account_partition(tenant: TenantId, account: AccountId) -> String {
+    shard_of(tenant, &account.to_string())
+}
+
+pub const BALANCE_PREFIX: &str = "BALANCE#";
+
+/// An account's balance in one currency (`currency` is the lower-case ISO code).
+pub fn balance(tenant: TenantId, account: AccountId, currency: &str) -> Key {
+    Key::new(
+        account_partition(tenant, account),
+        format!("{}{currency}", balances_of(account)),
+    )
+}
+
+/// The account and currency a balance's sort key names (the inverse of [`balance`]).
+pub fn balance_of(sk: &str) -> Option<(AccountId, Currency)> {
+    let (account, currency) = sk.strip_prefix(BALANCE_PREFIX)?.split_once('#')?;
+    Some((
+        AccountId::parse(account, "sk").ok()?,
+        Currency::from_code(currency).ok()?,
+    ))
+}
+
+/// The sort-key prefix of one account's balances.
+pub fn balances_of(account: AccountId) -> String {
+    format!("{BALANCE_PREFIX}{account}#")
+}
+
+/// A credit grant; an account's grants sort by id (time) under their account.
+pub fn credit_grant(tenant: TenantId, account: AccountId, id: CreditGrantId) -> Key {
+    Key::new(
+        account_partition(tenant, account),
+        format!("{}{id}", credit_grants_of(account)),
+    )
+}
+
+pub fn credit_grants_of(account: AccountId) -> String {
+    format!("CREDIT#{account}#")
+}
+
+/// A ledger entry of an account's balances; they sort by id (time) under their account.
+pub fn balance_transaction(tenant: TenantId, account: AccountId, id: BalanceTransactionId) -> Key {
+    Key::new(
+        account_partition(tenant, account),
+        format!("{}{id}", balance_transactions_of(account)),
+    )
+}
+
+pub fn balance_transactions_of(account: AccountId) -> String {
+    format!("LEDGER#{account}#")
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ use crate::routes;
         (name = "subscriptions", description = "Subscriptions and their lifecycle"),
         (name = "invoices", description = "Invoices: gapless numbers, finalize, void, previews"),
         (name = "payments", description = "Payment methods, payment attempts and retries, paying invoices, refunds and credit notes, retry settings"),
+        (name = "credits", description = "Account balances per currency: credit grants, manual adjustments, the ledger; applied to invoices when they are finalized"),
         (name = "dunning", description = "Dunning: reminders, warnings and blocks for accounts with overdue invoices, per-tenant policy"),
         (name = "usage", description = "Usage metering: idempotent events, live usage with its price, entitlement checks"),
         (name = "test-clocks", description = "Sandbox test clocks: move time and watch billing happen"),

@@ -70,6 +70,7 @@ impl State {
             .chain(clocks)
             .chain(finalize)
             .chain(self.late_usage_due(now, |_, c| c.is_none()))
+            .chain(self.due_expiries(now, |_, c| c.is_none()))
             .collect()
     }
 
@@ -94,6 +95,7 @@ impl State {
             .chain(self.clock_due_payments(tenant, clock, up_to))
             .chain(self.clock_due_dunning(tenant, clock, up_to))
             .chain(self.late_usage_due(up_to, |t, c| t == tenant && c == Some(clock)))
+            .chain(self.due_expiries(up_to, |t, c| t == tenant && c == Some(clock)))
             .collect()
     }
 
@@ -149,6 +151,9 @@ impl State {
         if let Some(payment) = &write.payment {
             self.check_new_payment(tenant, payment)?;
         }
+        if let Some(settlement) = &write.balance {
+            self.check_balance(tenant, &settlement.change)?;
+        }
         if let Some(number) = write.number {
             let last = self
                 .billing
@@ -171,6 +176,10 @@ impl State {
         }
         if let Some(payment) = &write.payment {
             self.write_payment(tenant, payment);
+        }
+        if let Some(settlement) = &write.balance {
+            self.write_balance(tenant, &settlement.change);
+            self.record(tenant, &settlement.record);
         }
         self.put_invoice(tenant, &write.invoice);
         if let Some(finalization) = write.pending {

@@ -23,15 +23,17 @@ use billing_domain::collection::credit_note::CreditNote;
 use billing_domain::collection::dunning::{DunningCase, DunningPolicy};
 use billing_domain::collection::payment::Payment;
 use billing_domain::collection::retry::PaymentSettings;
+use billing_domain::credits::balance::{Balance, BalanceChange, BalanceTransaction, CreditGrant};
 use billing_domain::customers::access::ApiKey;
 use billing_domain::customers::account::Account;
 use billing_domain::customers::payment_method::PaymentProfile;
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
+use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
-    AccountId, ApiKeyId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId, PaymentId, PlanId,
-    SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
+    AccountId, ApiKeyId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId,
+    PaymentId, PlanId, SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
 };
 use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;
@@ -318,6 +320,15 @@ hooked! {
         fn list_rollups(tenant: TenantId, subscription: SubscriptionId, from: Timestamp, to: Timestamp) -> Result<Vec<Rollup>, StoreError>;
         fn get_quota(tenant: TenantId, account: AccountId, metric: &str) -> Result<Option<QuotaSnapshot>, StoreError>;
         fn bill_late_usage(tenant: TenantId, invoice: Option<&InvoiceWrite>, rollups: &[RollupWrite], change: Option<&Change>) -> Result<(), StoreError>;
+    }
+    CreditStore {
+        fn get_balance(tenant: TenantId, account: AccountId, currency: Currency) -> Result<Option<Balance>, StoreError>;
+        fn get_balances(tenant: TenantId, wanted: &[(AccountId, Currency)]) -> Result<Vec<Balance>, StoreError>;
+        fn list_balances(tenant: TenantId, account: AccountId) -> Result<Vec<Balance>, StoreError>;
+        fn get_grants(tenant: TenantId, account: AccountId, ids: &[CreditGrantId]) -> Result<Vec<CreditGrant>, StoreError>;
+        fn list_grants(tenant: TenantId, account: AccountId, page: &PageRequest) -> Result<Page<CreditGrant>, StoreError>;
+        fn list_balance_transactions(tenant: TenantId, account: AccountId, currency: Option<Currency>, page: &PageRequest) -> Result<Page<BalanceTransaction>, StoreError>;
+        fn save_balance(tenant: TenantId, change: &BalanceChange, record: &Change) -> Result<(), StoreError>;
     }
     BillingQueue {
         fn enqueue(jobs: &[BillingJob]) -> Result<(), StoreError>;

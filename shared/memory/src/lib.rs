@@ -7,6 +7,7 @@ mod accounts;
 mod audit;
 mod billing;
 mod catalog;
+mod credits;
 mod dunning;
 mod events;
 mod idempotency;
@@ -45,6 +46,7 @@ pub(crate) struct State {
     pub(crate) billing: billing::BillingState,
     pub(crate) payments: payments::PaymentState,
     pub(crate) dunning: dunning::DunningState,
+    pub(crate) credits: credits::CreditState,
     pub(crate) webhooks: events::WebhookState,
     pub(crate) usage: usage::UsageState,
     pub(crate) sweep: Option<SweepCheckpoint>,

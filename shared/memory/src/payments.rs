@@ -128,6 +128,9 @@ impl State {
         if let Some((version, sub)) = &write.subscription {
             self.check_subscription_version(tenant, sub.id, *version)?;
         }
+        if let Some(settlement) = &write.balance {
+            self.check_balance(tenant, &settlement.change)?;
+        }
         if let Some(note) = &write.credit_note {
             if self.payments.credit_notes.contains_key(&(tenant, note.id)) {
                 return Err(StoreError::AlreadyExists {
@@ -249,6 +252,10 @@ impl PaymentStore for MemoryStore {
         }
         if let Some(event) = &write.gateway_event {
             s.payments.gateway_events.insert((tenant, event.clone()));
+        }
+        if let Some(settlement) = &write.balance {
+            s.write_balance(tenant, &settlement.change);
+            s.record(tenant, &settlement.record);
         }
         s.record(tenant, change);
         Ok(())

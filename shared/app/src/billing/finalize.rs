@@ -54,6 +54,13 @@ impl BillingService {
             if !owed.is_empty() {
                 report.followed_up += self.follow_up(tenant, owed).await?;
             }
+            // Credit is applied (and negative totals moved into the balance) before the
+            // numbering write, which must not touch a balance: see `credits::settle`.
+            let drafts = if drafts.is_empty() {
+                drafts
+            } else {
+                self.credits.settle_drafts(tenant, drafts).await?
+            };
             if !drafts.is_empty() {
                 match self.number(tenant, drafts).await? {
                     Some(numbered) => {

@@ -22,6 +22,7 @@ use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::error::ValidationError;
 use billing_domain::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PlanId, SubscriptionId};
 use billing_domain::kernel::metadata::Metadata;
+use billing_domain::kernel::money::MinorUnits;
 use jiff::Timestamp;
 
 use super::BillingService;
@@ -198,6 +199,7 @@ impl BillingService {
             number: None,
             payment: None,
             pending: None,
+            balance: None,
         };
         self.store
             .insert_invoice(caller.tenant_id, &write, &change)
@@ -223,10 +225,18 @@ impl BillingService {
                 .clocks
                 .now_for(caller.tenant_id, current.test_clock)
                 .await?;
+            let (settled, balance) = match self
+                .credits
+                .settle(caller.tenant_id, &current, caller.livemode)
+                .await?
+            {
+                Some(settled) => (settled.invoice, Some(Box::new(settled.settlement))),
+                None => (current.clone(), None),
+            };
             let sequence = self.store.next_invoice_number(caller.tenant_id).await?;
             let number = sequence.number;
             let (next, payment) = super::subscriptions::open_draft(
-                &current,
+                &settled,
                 &sequence.prefix,
                 number,
                 days_until_due,
@@ -238,6 +248,7 @@ impl BillingService {
                 number: Some(number),
                 payment,
                 pending: None,
+                balance,
             };
             let event =
                 if write.invoice.status == billing_domain::billing::invoice::InvoiceStatus::Paid {
@@ -265,22 +276,46 @@ impl BillingService {
         ))
     }
 
-    pub async fn void_invoice(&self, caller: &Caller, id: InvoiceId) -> Result<Invoice, AppError> {
+    /// Voids an open invoice, or a paid one with `credit_to_balance`: what was paid comes
+    /// back as a credit note, refunded by hand or, with `credit_to_balance`, added to the
+    /// account's balance; credit it spent of the balance goes back to the balance. All in
+    /// one write.
+    pub async fn void_invoice(
+        &self,
+        caller: &Caller,
+        id: InvoiceId,
+        credit_to_balance: bool,
+    ) -> Result<Invoice, AppError> {
         caller.require(Permission::WriteBilling)?;
         let current = self.get_invoice(caller, id).await?;
         let now = self
             .clocks
             .now_for(caller.tenant_id, current.test_clock)
             .await?;
-        let next = current.void(now)?;
-        // What was paid or credited on it comes back as a credit note, in the same write.
-        match CreditNote::for_void(CreditNoteId::from_ulid(new_ulid()), &current, now) {
+        let next = current.void(now, credit_to_balance)?;
+        let note = CreditNote::for_void(
+            CreditNoteId::from_ulid(new_ulid()),
+            &current,
+            credit_to_balance,
+            now,
+        );
+        let to_balance = note
+            .as_ref()
+            .filter(|n| n.credited_to_balance)
+            .map_or(MinorUnits::ZERO, |n| n.amount);
+        let balance = self
+            .credits
+            .void_settlement(caller.tenant_id, &current, to_balance, caller.livemode)
+            .await?
+            .map(Box::new);
+        match note {
             None => {
                 let write = InvoiceWrite {
                     invoice: next.clone(),
                     number: None,
                     payment: None,
                     pending: None,
+                    balance,
                 };
                 self.save_invoice(caller, &current, &write, EventType::InvoiceVoided, now)
                     .await?;
@@ -289,6 +324,7 @@ impl BillingService {
                 let write = CollectionWrite {
                     invoice: Some((current.version, next.clone())),
                     credit_note: Some(note),
+                    balance,
                     ..Default::default()
                 };
                 let change = collection_change(
@@ -418,11 +454,22 @@ impl BillingService {
                     self.preview_usage(caller.tenant_id, &current, &mut step)
                         .await?;
                     if let Some(billing) = step.billing {
+                        // The balance's credit as it would be spent when the invoice is
+                        // made (grants expired by then left out).
+                        let credits = self
+                            .credits
+                            .preview_credits(
+                                caller.tenant_id,
+                                sub.account_id,
+                                sub.currency,
+                                at.max(due),
+                            )
+                            .await?;
                         let draft = build(&InvoiceInput {
                             currency: sub.currency,
                             lines: billing.lines,
                             discounts: Vec::new(),
-                            credits: Vec::new(),
+                            credits,
                             minimum_commitment: None,
                         })?;
                         return Ok((Some(sub), draft));

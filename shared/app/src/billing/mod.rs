@@ -18,6 +18,7 @@ pub use test_clocks::{INLINE_CLOCK_ITEMS, WORKER_CLOCK_ITEMS};
 
 use crate::catalog::CatalogService;
 use crate::collection::CollectionService;
+use crate::credits::CreditsService;
 use crate::kernel::Clocks;
 use crate::ports::{
     AccountStore, BillingQueue, InvoiceStore, PaymentStore, SubscriptionStore, TestClockStore,
@@ -37,13 +38,14 @@ impl<T> BillingPorts for T where
 
 /// The billing use cases. Depends on the catalog (a plan's terms), collection (an
 /// invoice's first payment attempt, dunning hearing of a voided invoice, payment work on a
-/// test clock) and usage's pricing.
+/// test clock), credits (an invoice settled against the balance) and usage's pricing.
 #[derive(Clone)]
 pub struct BillingService {
     store: Arc<dyn BillingPorts>,
     clocks: Clocks,
     catalog: CatalogService,
     collection: CollectionService,
+    credits: CreditsService,
     /// Where finalize jobs go after drafting; without one, the drafting process finalizes.
     finalize_queue: Option<Arc<dyn BillingQueue>>,
 }
@@ -54,6 +56,7 @@ impl BillingService {
         clocks: Clocks,
         catalog: CatalogService,
         collection: CollectionService,
+        credits: CreditsService,
         finalize_queue: Option<Arc<dyn BillingQueue>>,
     ) -> Self {
         Self {
@@ -61,6 +64,7 @@ impl BillingService {
             clocks,
             catalog,
             collection,
+            credits,
             finalize_queue,
         }
     }

@@ -44,7 +44,8 @@ impl BillingService {
     /// A billing worker's jobs of one tenant, answered in order: the subscriptions' drafted
     /// together ([`BillingService::draft_due_subscriptions`]) and then handed to the
     /// finalizer ([`BillingService::request_finalization`]), test clocks one at a time,
-    /// finalize jobs by [`BillingService::finalize_pending_invoices`].
+    /// finalize jobs by [`BillingService::finalize_pending_invoices`], credit expiries by
+    /// [`crate::credits::CreditsService::expire_credits`].
     pub async fn run_billing_jobs(
         &self,
         tenant: TenantId,
@@ -54,7 +55,9 @@ impl BillingService {
             .iter()
             .filter_map(|job| match job {
                 BillingJob::Subscription { id, .. } => Some(*id),
-                BillingJob::TestClock { .. } | BillingJob::Finalize { .. } => None,
+                BillingJob::TestClock { .. }
+                | BillingJob::Finalize { .. }
+                | BillingJob::CreditExpiry { .. } => None,
             })
             .collect();
         let drafted = self
@@ -80,6 +83,13 @@ impl BillingService {
                 BillingJob::Finalize { .. } => {
                     self.finalize_pending_invoices(tenant).await.map(|_| ())
                 }
+                BillingJob::CreditExpiry {
+                    account, currency, ..
+                } => self
+                    .credits
+                    .expire_credits(tenant, *account, *currency, self.clocks.now())
+                    .await
+                    .map(|_| ()),
             });
         }
         results

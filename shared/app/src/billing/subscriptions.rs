@@ -285,6 +285,7 @@ impl BillingService {
                     livemode: sub.livemode,
                     hand_over_at: later(self.clocks.now(), FINALIZE_HAND_OVER),
                 }),
+                balance: None,
             },
         };
         let data = to_json(&invoice.invoice)?;
@@ -315,6 +316,14 @@ impl BillingService {
         now: Timestamp,
     ) -> Result<InvoiceWrite, AppError> {
         let draft = draft_invoice(sub, billing, id, now)?;
+        let (draft, balance) = match self
+            .credits
+            .settle(caller.tenant_id, &draft, sub.livemode)
+            .await?
+        {
+            Some(settled) => (settled.invoice, Some(Box::new(settled.settlement))),
+            None => (draft, None),
+        };
         let next = self.store.next_invoice_number(caller.tenant_id).await?;
         let (invoice, payment) = open_draft(
             &draft,
@@ -329,6 +338,7 @@ impl BillingService {
             number: Some(next.number),
             payment,
             pending: None,
+            balance,
         })
     }
 

@@ -179,8 +179,17 @@ impl BillingService {
                 self.run_due_subscription(*tenant, *id, item.due_at).await?;
             }
             DueKind::Payment(job) => self.collection.run_payment_job(job, item.due_at).await?,
-            // Clocks hold only subscription steps and payment work; anything else is not
-            // time on the clock.
+            DueKind::Billing(BillingJob::CreditExpiry {
+                tenant,
+                account,
+                currency,
+            }) => {
+                self.credits
+                    .expire_credits(*tenant, *account, *currency, item.due_at)
+                    .await?;
+            }
+            // Clocks hold only subscription steps, payment work and credit expiries;
+            // anything else is not time on the clock.
             DueKind::Billing(BillingJob::TestClock { .. } | BillingJob::Finalize { .. })
             | DueKind::Outbox { .. }
             | DueKind::WebhookRetry(_) => {

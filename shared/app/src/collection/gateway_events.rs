@@ -120,6 +120,7 @@ impl CollectionService {
                         currency: payment.currency,
                         reason: CreditNoteReason::Refund,
                         refund: None,
+                        credited_to_balance: false,
                         memo: Some("refunded at the gateway".into()),
                         created_at: now,
                     };

@@ -70,6 +70,7 @@ impl CollectionService {
             currency: payment.currency,
             reason: CreditNoteReason::Refund,
             refund: Some(outcome.gateway_id),
+            credited_to_balance: false,
             memo,
             created_at: now,
         };

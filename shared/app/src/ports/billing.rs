@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
 use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
 use billing_domain::billing::test_clock::TestClock;
+use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
     AccountId, InvoiceId, PlanId, SubscriptionId, TenantId, TestClockId,
 };
@@ -25,6 +26,9 @@ pub struct InvoiceWrite {
     /// listed by [`InvoiceStore::pending_invoices`]). Any later write of the invoice that
     /// does not name it again takes the invoice off that list.
     pub pending: Option<Finalization>,
+    /// The account's balance settling this invoice (credit applied, a negative total moved
+    /// in), committed in the same transaction on the balance's version.
+    pub balance: Option<Box<super::BalanceSettlement>>,
 }
 
 /// What the finalizer needs to open a draft besides the draft itself.
@@ -295,6 +299,12 @@ pub enum BillingJob {
     TestClock { tenant: TenantId, id: TestClockId },
     /// Number the tenant's drafts waiting for their numbers, and make their follow-ups.
     Finalize { tenant: TenantId },
+    /// Move the credit that expired out of an account's balance in one currency.
+    CreditExpiry {
+        tenant: TenantId,
+        account: AccountId,
+        currency: Currency,
+    },
 }
 
 impl BillingJob {
@@ -302,7 +312,8 @@ impl BillingJob {
         match self {
             BillingJob::Subscription { tenant, .. }
             | BillingJob::TestClock { tenant, .. }
-            | BillingJob::Finalize { tenant } => *tenant,
+            | BillingJob::Finalize { tenant }
+            | BillingJob::CreditExpiry { tenant, .. } => *tenant,
         }
     }
 
@@ -314,6 +325,9 @@ impl BillingJob {
             BillingJob::Subscription { id, .. } => id.to_string(),
             BillingJob::TestClock { id, .. } => id.to_string(),
             BillingJob::Finalize { tenant } => format!("finalize-{tenant}"),
+            // A balance has one writer at a time anyway (its version); one group per
+            // account keeps its expiries from queueing behind other work.
+            BillingJob::CreditExpiry { account, .. } => format!("balance-{account}"),
         }
     }
 }

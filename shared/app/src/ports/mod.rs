@@ -4,6 +4,7 @@
 
 mod billing;
 mod catalog;
+mod credits;
 mod dunning;
 mod events;
 mod gateway;
@@ -12,6 +13,7 @@ mod usage;
 
 pub use billing::*;
 pub use catalog::*;
+pub use credits::*;
 pub use dunning::*;
 pub use events::*;
 pub use gateway::*;
@@ -284,6 +286,7 @@ pub trait Store:
     + crate::usage::UsagePorts
     + crate::billing::BillingPorts
     + crate::collection::CollectionPorts
+    + crate::credits::CreditsPorts
     + crate::events::EventsPorts
     + IdempotencyStore
     + HealthProbe
@@ -296,6 +299,7 @@ impl<T> Store for T where
         + crate::usage::UsagePorts
         + crate::billing::BillingPorts
         + crate::collection::CollectionPorts
+        + crate::credits::CreditsPorts
         + crate::events::EventsPorts
         + IdempotencyStore
         + HealthProbe

@@ -69,6 +69,9 @@ pub struct CollectionWrite {
     /// The inbound gateway event this write applies: recorded so it applies once (the
     /// write fails with `AlreadyExists` if it was).
     pub gateway_event: Option<String>,
+    /// The account's balance taking back what a voided invoice spent or credited, on the
+    /// balance's version.
+    pub balance: Option<Box<super::BalanceSettlement>>,
 }
 
 #[async_trait]

@@ -180,6 +180,10 @@ impl Transaction<'_> {
         if let Some(payment) = &write.payment {
             self.payment(tenant, None, payment)?;
         }
+        if let Some(settlement) = &write.balance {
+            self.balance(tenant, &settlement.change)?
+                .record(tenant, &settlement.record)?;
+        }
         if let Some(number) = write.number {
             self.use_invoice_numbers(InvoiceNumbers {
                 tenant,

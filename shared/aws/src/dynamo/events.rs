@@ -98,6 +98,13 @@ fn due_kind(tenant: TenantId, sk: &str) -> Option<DueKind> {
             key: key.to_owned(),
         }));
     }
+    if let Some((account, currency)) = keys::balance_of(sk) {
+        return Some(DueKind::Billing(BillingJob::CreditExpiry {
+            tenant,
+            account,
+            currency,
+        }));
+    }
     if let Some(id) = sk.strip_prefix(keys::EVENT_PREFIX) {
         return Some(DueKind::Outbox {
             event_id: EventId::parse(id, "due_sk").ok()?,

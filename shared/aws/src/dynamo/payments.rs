@@ -227,6 +227,10 @@ impl PaymentStore for DynamoStore {
         if let Some(event) = &write.gateway_event {
             tx.gateway_event(tenant, event, change.audit.at)?;
         }
+        if let Some(settlement) = &write.balance {
+            tx.balance(tenant, &settlement.change)?
+                .record(tenant, &settlement.record)?;
+        }
         tx.record(tenant, change)?;
         tx.commit().await
     }

@@ -72,6 +72,14 @@ pub struct Invoice {
     pub total: MinorUnits,
     #[schema(value_type = i64)]
     pub credit_total: MinorUnits,
+    /// The balance's grants this invoice spent (its `credit_total` beyond what its own
+    /// lines credited), soonest-expiring first.
+    #[serde(default)]
+    pub credits_applied: Vec<crate::credits::balance::GrantAmount>,
+    /// A negative total moved into the account's balance (an `invoice_excess` grant).
+    #[serde(default)]
+    #[schema(value_type = i64)]
+    pub credited_to_balance: MinorUnits,
     #[schema(value_type = i64)]
     pub amount_due: MinorUnits,
     #[schema(value_type = i64)]
@@ -166,6 +174,8 @@ impl Invoice {
             tax_total: built.tax_total.into(),
             total: built.total.into(),
             credit_total: built.credit_total.into(),
+            credits_applied: Vec::new(),
+            credited_to_balance: MinorUnits::ZERO,
             amount_due: built.amount_due.into(),
             amount_paid: MinorUnits::ZERO,
             collection_method: facts.collection_method,
@@ -216,9 +226,17 @@ impl Invoice {
         Ok(next)
     }
 
-    /// Voids an open invoice. What was already paid comes back as a credit note.
-    pub fn void(&self, now: Timestamp) -> Result<Invoice, InvoiceTransitionError> {
-        if self.status != InvoiceStatus::Open {
+    /// Voids an open invoice, or a paid one when what was paid goes to the account's
+    /// balance (`to_balance`; a paid invoice's money otherwise comes back by refunding its
+    /// payment). What was paid comes back as a credit note.
+    pub fn void(
+        &self,
+        now: Timestamp,
+        to_balance: bool,
+    ) -> Result<Invoice, InvoiceTransitionError> {
+        let voidable = self.status == InvoiceStatus::Open
+            || (to_balance && self.status == InvoiceStatus::Paid);
+        if !voidable {
             return Err(self.refuse("be voided"));
         }
         let mut next = self.clone();
@@ -228,9 +246,15 @@ impl Invoice {
         Ok(next)
     }
 
-    /// What a void gives back: payments and credits applied.
+    /// What a void gives back as a credit note: payments, and credits applied other than
+    /// the balance's (those go back to the balance's grants).
     pub fn refundable_on_void(&self) -> MinorUnits {
-        self.amount_paid.saturating_add(self.credit_total)
+        let from_balance = self
+            .credits_applied
+            .iter()
+            .fold(MinorUnits::ZERO, |sum, c| sum.saturating_add(c.amount));
+        self.amount_paid
+            .saturating_add(self.credit_total.saturating_sub(from_balance))
     }
 
     /// What is still to be paid.
@@ -409,7 +433,8 @@ mod tests {
         assert!(paid.pay(None, now).is_err());
         assert!(paid.attempted(PaymentStatus::Failed, None).is_err());
         assert!(paid.mark_uncollectible().is_err());
-        assert!(paid.void(now).is_err());
+        assert!(paid.void(now, false).is_err());
+        assert_eq!(paid.void(now, true).unwrap().status, InvoiceStatus::Void);
         let out_of_band = open.pay(Some("wire 42".into()), now).unwrap();
         assert_eq!(out_of_band.paid_out_of_band.as_deref(), Some("wire 42"));
         assert_eq!(out_of_band.payment_status, None);
@@ -443,13 +468,15 @@ mod tests {
         let note = crate::collection::credit_note::CreditNote::for_void(
             crate::kernel::ids::CreditNoteId::from_ulid(Ulid::from_parts(1, 3)),
             &credited,
+            true,
             now,
         )
         .unwrap();
-        assert_eq!(note.amount, 300);
+        assert_eq!((note.amount.get(), note.credited_to_balance), (300, true));
         assert!(crate::collection::credit_note::CreditNote::for_void(
             crate::kernel::ids::CreditNoteId::from_ulid(Ulid::from_parts(1, 4)),
             &open_invoice(700, 0),
+            false,
             now
         )
         .is_none());

@@ -45,14 +45,24 @@ pub struct CreditNote {
     pub reason: CreditNoteReason,
     /// The gateway's refund id.
     pub refund: Option<String>,
+    /// The amount went into the account's balance (a void with `credit_to_balance`)
+    /// instead of being owed back.
+    #[serde(default)]
+    pub credited_to_balance: bool,
     pub memo: Option<String>,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 
 impl CreditNote {
-    /// The credit note of voiding `invoice`, when anything was paid or credited on it.
-    pub fn for_void(id: CreditNoteId, invoice: &Invoice, now: Timestamp) -> Option<CreditNote> {
+    /// The credit note of voiding `invoice`, when anything was paid or credited on it;
+    /// `to_balance` when its amount goes to the account's balance.
+    pub fn for_void(
+        id: CreditNoteId,
+        invoice: &Invoice,
+        to_balance: bool,
+        now: Timestamp,
+    ) -> Option<CreditNote> {
         let amount = invoice.refundable_on_void();
         amount.is_positive().then(|| CreditNote {
             id,
@@ -63,6 +73,7 @@ impl CreditNote {
             currency: invoice.currency,
             reason: CreditNoteReason::Void,
             refund: None,
+            credited_to_balance: to_balance,
             memo: Some("invoice voided".into()),
             created_at: now,
         })

@@ -103,6 +103,15 @@ event_types! {
         "The tenant's retry schedule or final action changed.";
     CreditNoteCreated => "credit_note.created", "CreditNote",
         "Money was given back on an invoice: a refund, or the void of a paid or credited invoice.";
+    CreditGranted => "credit.granted", "CreditGrant",
+        "Credit was added to an account's balance: a grant, an upward adjustment, an \
+         invoice's negative total, or a voided invoice's credit note (`source`).";
+    CreditApplied => "credit.applied", "BalanceTransaction",
+        "Balance credit was spent on an invoice when it was finalized (resource: the invoice).";
+    CreditExpired => "credit.expired", "BalanceTransaction",
+        "What remained of a credit grant left the balance at its `expires_at`.";
+    BalanceUpdated => "balance.updated", "Balance",
+        "An account's balance in one currency changed; the ledger entry says why.";
     InvoiceCreated => "invoice.created", "Invoice",
         "An invoice was issued (by a subscription's period, a usage bill or by hand).";
     InvoiceFinalized => "invoice.finalized", "Invoice",

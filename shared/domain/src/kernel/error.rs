@@ -200,6 +200,9 @@ error_codes! {
     TimestampBeforeSubscription => "timestamp_before_subscription", 400,
         "A usage event is timestamped before its subscription started.";
     InvalidAmount => "invalid_amount", 400, "An amount is not positive.";
+    InvalidExpiry => "invalid_expiry", 400, "A credit's `expires_at` is not in the future.";
+    InsufficientBalance => "insufficient_balance", 409,
+        "The account's balance in this currency is smaller than the adjustment takes out.";
     ProrationUnsupported => "proration_unsupported", 400,
         "A usage charge is `prorated` but its price model cannot be (only `per_unit`, `graduated` and `volume`).";
     UnknownCapacityCharge => "unknown_capacity_charge", 400,

@@ -139,6 +139,17 @@ typed_id!(
     CreditNoteId,
     "cn"
 );
+typed_id!(
+    /// A lot of credit in an account's balance: granted, adjusted in, or left over from an
+    /// invoice.
+    CreditGrantId,
+    "cg"
+);
+typed_id!(
+    /// One entry of an account's balance ledger.
+    BalanceTransactionId,
+    "btx"
+);
 
 #[cfg(test)]
 mod tests {

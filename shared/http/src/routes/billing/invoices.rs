@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::{path_id, timestamp, ApiJson, ApiPath, ApiQuery, Auth, Reply};
+use crate::extract::{path_id, timestamp, ApiJson, ApiPath, ApiQuery, Auth, OptionalJson, Reply};
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
@@ -180,17 +180,31 @@ pub async fn finalize_invoice(
     ))
 }
 
-/// Voids an open invoice.
-#[utoipa::path(post, path = "/v1/invoices/{id}/void", tag = "invoices", security(("api_key" = ["write_billing"])), params(("id" = String, Path, description = "`in_…`")),
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoidRequest {
+    /// Keep what was paid on the invoice as account balance (its credit note says so)
+    /// instead of refunding it; required to void a paid invoice. Default false.
+    #[serde(default)]
+    pub credit_to_balance: bool,
+}
+
+/// Voids an open invoice, or a paid one with `credit_to_balance`. What was paid comes back
+/// as a credit note (into the account's balance with `credit_to_balance`); credit the
+/// invoice spent of the balance goes back to the balance. The body is optional.
+#[utoipa::path(post, path = "/v1/invoices/{id}/void", tag = "invoices", security(("api_key" = ["write_billing"])), request_body = VoidRequest, params(("id" = String, Path, description = "`in_…`")),
     responses((status = 200, body = Invoice), (status = 409, body = ProblemDocument)))]
 pub async fn void_invoice(
     State(app): State<App>,
     Auth(caller): Auth,
     ApiPath(id): ApiPath<String>,
+    OptionalJson(req): OptionalJson<VoidRequest>,
 ) -> ApiResult<Reply<Invoice>> {
     Ok(Reply(
         StatusCode::OK,
-        app.billing.void_invoice(&caller, invoice_id(&id)?).await?,
+        app.billing
+            .void_invoice(&caller, invoice_id(&id)?, req.credit_to_balance)
+            .await?,
     ))
 }
 
