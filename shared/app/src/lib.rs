@@ -13,6 +13,7 @@
 //! - [`usage`]: ingest, live usage, entitlement checks, usage pricing.
 //! - [`collection`]: payment attempts and retries, paying now, refunds and credit notes,
 //!   payment settings, inbound gateway events, dunning.
+//! - [`coupons`]: coupons, and redeeming them onto subscriptions (one counted slot each).
 //! - [`billing`]: subscriptions and their steps, invoices, previews, test clocks, billing
 //!   of (late) usage.
 //! - [`events`]: the event and audit logs, webhook endpoints, fan-out and delivery.
@@ -28,8 +29,9 @@
 //!                         first_attempt, collection_change)
 //!         ──▶ usage::pricing (price, usage_lines)
 //!         ──▶ customers (refuse_blocked)
+//!         ──▶ coupons (redeemable)
 //! collection ──▶ customers (forget_payment_method)
-//! customers, catalog, usage, events ──▶ kernel only
+//! customers, catalog, usage, coupons, events ──▶ kernel only
 //! ```
 //!
 //! [`App`] is only the wiring: it builds each service from the adapters once per process,
@@ -38,6 +40,7 @@
 pub mod billing;
 pub mod catalog;
 pub mod collection;
+pub mod coupons;
 pub mod customers;
 pub mod events;
 pub mod jobs;
@@ -53,6 +56,7 @@ use billing::BillingService;
 use billing_domain::kernel::deployment::Deployment;
 use catalog::CatalogService;
 use collection::CollectionService;
+use coupons::CouponsService;
 use customers::CustomersService;
 use events::EventsService;
 use kernel::{Clocks, IdempotencyService};
@@ -89,6 +93,7 @@ pub struct App {
     pub catalog: CatalogService,
     pub usage: usage::UsageService,
     pub collection: CollectionService,
+    pub coupons: CouponsService,
     pub billing: BillingService,
     pub events: EventsService,
 }
@@ -216,11 +221,13 @@ impl App {
             payment_queue.clone(),
             customers.clone(),
         );
+        let coupons = CouponsService::new(store.clone(), clocks.clone());
         let billing = BillingService::new(
             store.clone(),
             clocks.clone(),
             catalog.clone(),
             collection.clone(),
+            coupons.clone(),
             finalize_queue.clone(),
         );
         let events = EventsService::new(store.clone(), clocks, deployment);
@@ -238,6 +245,7 @@ impl App {
             catalog,
             usage,
             collection,
+            coupons,
             billing,
             events,
         }

@@ -98,6 +98,34 @@ impl State {
     }
 
     /// A lifecycle step: checks every condition, then writes (or writes nothing).
+    pub(crate) fn insert_subscription(
+        &mut self,
+        tenant: TenantId,
+        subscription: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        if self
+            .billing
+            .subscriptions
+            .contains_key(&(tenant, subscription.id))
+        {
+            return Err(StoreError::AlreadyExists {
+                entity: "subscription",
+            });
+        }
+        if let Some(invoice) = invoice {
+            self.check_invoice(tenant, invoice, true, 0)?;
+            self.write_invoice(tenant, invoice);
+        }
+        self.move_plan_counts(tenant, None, subscription);
+        self.billing
+            .subscriptions
+            .insert((tenant, subscription.id), subscription.clone());
+        self.record(tenant, change);
+        Ok(())
+    }
+
     pub(crate) fn save_subscription(
         &mut self,
         tenant: TenantId,
@@ -275,25 +303,8 @@ impl SubscriptionStore for MemoryStore {
         invoice: Option<&InvoiceWrite>,
         change: &Change,
     ) -> Result<(), StoreError> {
-        let mut s = self.state();
-        if s.billing
-            .subscriptions
-            .contains_key(&(tenant, subscription.id))
-        {
-            return Err(StoreError::AlreadyExists {
-                entity: "subscription",
-            });
-        }
-        if let Some(invoice) = invoice {
-            s.check_invoice(tenant, invoice, true, 0)?;
-            s.write_invoice(tenant, invoice);
-        }
-        s.move_plan_counts(tenant, None, subscription);
-        s.billing
-            .subscriptions
-            .insert((tenant, subscription.id), subscription.clone());
-        s.record(tenant, change);
-        Ok(())
+        self.state()
+            .insert_subscription(tenant, subscription, invoice, change)
     }
 
     async fn save_subscription(

@@ -19,31 +19,45 @@ pub use test_clocks::{INLINE_CLOCK_ITEMS, WORKER_CLOCK_ITEMS};
 use crate::catalog::CatalogService;
 use crate::collection::CollectionService;
 use crate::kernel::Clocks;
+use crate::coupons::CouponsService;
 use crate::ports::{
-    AccountStore, BillingQueue, InvoiceStore, PaymentStore, SubscriptionStore, TestClockStore,
-    UsageStore,
+    AccountStore, BillingQueue, InvoiceStore, PaymentStore, RedemptionStore, SubscriptionStore,
+    TestClockStore, UsageStore,
 };
 
 /// What the billing service reads and writes.
 pub trait BillingPorts:
-    SubscriptionStore + InvoiceStore + TestClockStore + UsageStore + AccountStore + PaymentStore
+    SubscriptionStore
+    + InvoiceStore
+    + TestClockStore
+    + UsageStore
+    + AccountStore
+    + PaymentStore
+    + RedemptionStore
 {
 }
 
 impl<T> BillingPorts for T where
-    T: SubscriptionStore + InvoiceStore + TestClockStore + UsageStore + AccountStore + PaymentStore
+    T: SubscriptionStore
+        + InvoiceStore
+        + TestClockStore
+        + UsageStore
+        + AccountStore
+        + PaymentStore
+        + RedemptionStore
 {
 }
 
 /// The billing use cases. Depends on the catalog (a plan's terms), collection (an
 /// invoice's first payment attempt, dunning hearing of a voided invoice, payment work on a
-/// test clock) and usage's pricing.
+/// test clock), coupons (a coupon redeemed as a subscription starts) and usage's pricing.
 #[derive(Clone)]
 pub struct BillingService {
     store: Arc<dyn BillingPorts>,
     clocks: Clocks,
     catalog: CatalogService,
     collection: CollectionService,
+    coupons: CouponsService,
     /// Where finalize jobs go after drafting; without one, the drafting process finalizes.
     finalize_queue: Option<Arc<dyn BillingQueue>>,
 }
@@ -54,6 +68,7 @@ impl BillingService {
         clocks: Clocks,
         catalog: CatalogService,
         collection: CollectionService,
+        coupons: CouponsService,
         finalize_queue: Option<Arc<dyn BillingQueue>>,
     ) -> Self {
         Self {
@@ -61,6 +76,7 @@ impl BillingService {
             clocks,
             catalog,
             collection,
+            coupons,
             finalize_queue,
         }
     }

@@ -4,6 +4,7 @@
 
 mod billing;
 mod catalog;
+mod coupons;
 mod dunning;
 mod events;
 mod gateway;
@@ -12,6 +13,7 @@ mod usage;
 
 pub use billing::*;
 pub use catalog::*;
+pub use coupons::*;
 pub use dunning::*;
 pub use events::*;
 pub use gateway::*;
@@ -284,6 +286,7 @@ pub trait Store:
     + crate::usage::UsagePorts
     + crate::billing::BillingPorts
     + crate::collection::CollectionPorts
+    + crate::coupons::CouponsPorts
     + crate::events::EventsPorts
     + IdempotencyStore
     + HealthProbe
@@ -296,6 +299,7 @@ impl<T> Store for T where
         + crate::usage::UsagePorts
         + crate::billing::BillingPorts
         + crate::collection::CollectionPorts
+        + crate::coupons::CouponsPorts
         + crate::events::EventsPorts
         + IdempotencyStore
         + HealthProbe

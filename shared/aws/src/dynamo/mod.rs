@@ -6,6 +6,7 @@ mod accounts;
 mod audit;
 mod billing;
 mod catalog;
+mod coupons;
 mod dunning;
 mod events;
 mod idempotency;

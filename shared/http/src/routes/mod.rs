@@ -7,6 +7,7 @@
 pub mod billing;
 pub mod catalog;
 pub mod collection;
+pub mod coupons;
 pub mod customers;
 pub mod events;
 pub mod health;
@@ -21,6 +22,7 @@ pub fn all() -> OpenApiRouter<App> {
         .merge(customers::routes())
         .merge(catalog::routes())
         .merge(billing::routes())
+        .merge(coupons::routes())
         .merge(usage::routes())
         .merge(collection::routes())
         .merge(events::routes())
