@@ -126,7 +126,7 @@ mod tests {
                 applied_times += applied.iter().filter(|d| match d {
                     Discount::PercentOff { id, .. } | Discount::AmountOff { id, .. } => *id == repeating,
                 }).count();
-                prop_assert!(applied.len() >= 1);
+                prop_assert!(!applied.is_empty());
             }
             prop_assert_eq!(applied_times, n as usize);
             prop_assert_eq!(discounts.len(), 1);
