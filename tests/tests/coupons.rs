@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use billing_app::coupons::CouponRef;
 use billing_app::ports::{PageRequest, Store};
-use billing_app::{AppError, App};
+use billing_app::{App, AppError};
 use billing_domain::kernel::error::ErrorCode;
 use billing_tests::api::Api;
 use reqwest::{Method, StatusCode};
@@ -79,7 +79,9 @@ async fn a_twenty_percent_coupon_for_two_periods_bills_40_40_then_50(app: App) {
     assert_eq!(line["discounts"][0]["amount"], 1000, "{line}");
     let sub = api.get(&format!("/v1/subscriptions/{sub_id}")).await;
     assert_eq!(sub["discounts"], json!([]));
-    let coupon = api.get(&format!("/v1/coupons/{}", coupon["id"].as_str().unwrap())).await;
+    let coupon = api
+        .get(&format!("/v1/coupons/{}", coupon["id"].as_str().unwrap()))
+        .await;
     assert_eq!(coupon["times_redeemed"], 1);
     let ended = api.get("/v1/events?type=discount.ended").await;
     assert_eq!(ended["data"].as_array().unwrap().len(), 1, "{ended}");
@@ -131,7 +133,10 @@ async fn amount_off_stops_at_zero_and_deleting_stops_new_redemptions_only(app: A
             json!({"coupon": coupon_id}),
         )
         .await;
-    let discount = discounted["discounts"][0]["id"].as_str().unwrap().to_owned();
+    let discount = discounted["discounts"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(discounted["discounts"][0]["amount_off"], 9000);
     let again = api
         .send(
@@ -149,7 +154,9 @@ async fn amount_off_stops_at_zero_and_deleting_stops_new_redemptions_only(app: A
         .send(
             Method::POST,
             "/v1/subscriptions",
-            Some(&json!({"account": account, "plan": plan["id"], "trial_days": 3, "coupon": "BIG"})),
+            Some(
+                &json!({"account": account, "plan": plan["id"], "trial_days": 3, "coupon": "BIG"}),
+            ),
         )
         .await;
     let problem = billing_tests::api::problem_of(second, StatusCode::CONFLICT).await;
@@ -161,7 +168,11 @@ async fn amount_off_stops_at_zero_and_deleting_stops_new_redemptions_only(app: A
     let first = api.invoices(&sub_id).await;
     assert_eq!(first.len(), 1, "{first:?}");
     assert_eq!(
-        (first[0]["subtotal"].as_i64(), first[0]["discount_total"].as_i64(), first[0]["total"].as_i64()),
+        (
+            first[0]["subtotal"].as_i64(),
+            first[0]["discount_total"].as_i64(),
+            first[0]["total"].as_i64()
+        ),
         (Some(5000), Some(5000), Some(0))
     );
     assert_eq!(first[0]["status"], "paid");

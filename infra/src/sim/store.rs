@@ -26,8 +26,8 @@ use billing_domain::customers::tenant::Tenant;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::ids::{
-    AccountId, ApiKeyId, CouponId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId, PaymentId, PlanId,
-    SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
+    AccountId, ApiKeyId, CouponId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId,
+    PaymentId, PlanId, SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
 };
 use billing_memory::MemoryStore;
 
@@ -777,7 +777,10 @@ impl RedemptionStore for SimStore {
         change: &Change,
     ) -> Result<(), StoreError> {
         self.unmodelled("redeem_coupon");
-        let done = self.inner.redeem_coupon(tenant, coupon, target, change).await;
+        let done = self
+            .inner
+            .redeem_coupon(tenant, coupon, target, change)
+            .await;
         self.committed(&done, tenant, change).await;
         done
     }

@@ -110,8 +110,8 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use billing_app::ports::PendingStage;
 use billing_domain::kernel::ids::{
-    AccountId, ApiKeyId, CouponId, CreditNoteId, InvoiceId, MetricId, PaymentId, PlanId, SubscriptionId,
-    TenantId, TestClockId,
+    AccountId, ApiKeyId, CouponId, CreditNoteId, InvoiceId, MetricId, PaymentId, PlanId,
+    SubscriptionId, TenantId, TestClockId,
 };
 
 pub const PK: &str = "pk";

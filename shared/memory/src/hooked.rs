@@ -31,8 +31,8 @@ use billing_domain::customers::tenant::Tenant;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::ids::{
-    AccountId, ApiKeyId, CouponId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId, PaymentId, PlanId,
-    SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
+    AccountId, ApiKeyId, CouponId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId,
+    PaymentId, PlanId, SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
 };
 use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;

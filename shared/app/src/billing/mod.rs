@@ -18,8 +18,8 @@ pub use test_clocks::{INLINE_CLOCK_ITEMS, WORKER_CLOCK_ITEMS};
 
 use crate::catalog::CatalogService;
 use crate::collection::CollectionService;
-use crate::kernel::Clocks;
 use crate::coupons::CouponsService;
+use crate::kernel::Clocks;
 use crate::ports::{
     AccountStore, BillingQueue, InvoiceStore, PaymentStore, RedemptionStore, SubscriptionStore,
     TestClockStore, UsageStore,

@@ -24,11 +24,11 @@ use jiff::Timestamp;
 
 use super::BillingService;
 use crate::collection::first_attempt;
+use crate::coupons::CouponRef;
 use crate::customers::refuse_blocked;
 use crate::kernel::{
     change, event, new_ulid, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
 };
-use crate::coupons::CouponRef;
 use crate::ports::{
     CreditNoteFilter, Finalization, InvoiceFilter, InvoiceWrite, Page, PageRequest,
     RedemptionTarget, StoreError, SubscriptionFilter, SubscriptionStep,
@@ -148,22 +148,22 @@ impl BillingService {
             .await?;
         let id = SubscriptionId::from_ulid(new_ulid());
         let new_subscription = |discounts| NewSubscription {
-                id,
-                account_id: account.id,
-                test_clock: account.test_clock,
-                livemode: caller.livemode,
-                currency: account.currency,
-                time_zone: account.timezone.clone(),
-                terms: terms.clone(),
-                quantity: input.quantity,
-                trial_days: input.trial_days.unwrap_or(plan_trial),
-                start,
-                billing_anchor: input.billing_anchor,
-                collection_method: input.collection_method,
-                days_until_due: input.days_until_due,
-                max_pause_days: input.max_pause_days,
-                metadata: input.metadata.clone(),
-                discounts,
+            id,
+            account_id: account.id,
+            test_clock: account.test_clock,
+            livemode: caller.livemode,
+            currency: account.currency,
+            time_zone: account.timezone.clone(),
+            terms: terms.clone(),
+            quantity: input.quantity,
+            trial_days: input.trial_days.unwrap_or(plan_trial),
+            start,
+            billing_anchor: input.billing_anchor,
+            collection_method: input.collection_method,
+            days_until_due: input.days_until_due,
+            max_pause_days: input.max_pause_days,
+            metadata: input.metadata.clone(),
+            discounts,
         };
         for _ in 0..WRITE_ATTEMPTS {
             // Started without the discount first: the coupon is checked against the

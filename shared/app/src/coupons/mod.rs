@@ -15,12 +15,12 @@ use billing_domain::kernel::error::{ErrorCode, ValidationError};
 use billing_domain::kernel::ids::{CouponId, DiscountId, SubscriptionId};
 use jiff::Timestamp;
 
+use crate::kernel::WRITE_ATTEMPTS;
 use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec, Clocks};
 use crate::ports::{
     CouponStore, Page, PageRequest, RedemptionStore, RedemptionTarget, StoreError,
     SubscriptionStore,
 };
-use crate::kernel::WRITE_ATTEMPTS;
 
 /// What the coupons service reads and writes.
 pub trait CouponsPorts: CouponStore + RedemptionStore + SubscriptionStore {}
@@ -57,7 +57,11 @@ impl CouponsService {
         Self { store, clocks }
     }
 
-    pub async fn create_coupon(&self, caller: &Caller, input: NewCoupon) -> Result<Coupon, AppError> {
+    pub async fn create_coupon(
+        &self,
+        caller: &Caller,
+        input: NewCoupon,
+    ) -> Result<Coupon, AppError> {
         caller.require(Permission::WriteBilling)?;
         let now = self.clocks.now();
         let coupon = Coupon::create(CouponId::from_ulid(new_ulid()), input, now)?;
@@ -122,8 +126,10 @@ impl CouponsService {
     /// Deleting a deleted coupon changes nothing.
     pub async fn delete_coupon(&self, caller: &Caller, id: CouponId) -> Result<Coupon, AppError> {
         caller.require(Permission::WriteBilling)?;
-        self.change_coupon(caller, id, EventType::CouponDeleted, |c, now| Ok(c.delete(now)))
-            .await
+        self.change_coupon(caller, id, EventType::CouponDeleted, |c, now| {
+            Ok(c.delete(now))
+        })
+        .await
     }
 
     async fn change_coupon(
@@ -173,7 +179,12 @@ impl CouponsService {
         })
     }
 
-    async fn find(&self, caller: &Caller, coupon: &CouponRef, param: &'static str) -> Result<Coupon, AppError> {
+    async fn find(
+        &self,
+        caller: &Caller,
+        coupon: &CouponRef,
+        param: &'static str,
+    ) -> Result<Coupon, AppError> {
         let found = match coupon {
             CouponRef::Id(id) => self.store.get_coupon(caller.tenant_id, *id).await?,
             CouponRef::Code(code) => {
@@ -203,7 +214,11 @@ impl CouponsService {
         param: &'static str,
     ) -> Result<(Coupon, AppliedDiscount), AppError> {
         let coupon = self.find(caller, coupon, param).await?;
-        if subscription.discounts.iter().any(|d| d.coupon_id == coupon.id) {
+        if subscription
+            .discounts
+            .iter()
+            .any(|d| d.coupon_id == coupon.id)
+        {
             return Err(AppError::Invalid(ValidationError::new(
                 ErrorCode::AlreadyDiscounted,
                 param,
@@ -246,13 +261,19 @@ impl CouponsService {
                     "the subscription has ended",
                 )));
             }
-            let now = self.clocks.now_for(caller.tenant_id, current.test_clock).await?;
-            let (found, discount) = self.redeemable(caller, coupon, &current, now, "coupon").await?;
+            let now = self
+                .clocks
+                .now_for(caller.tenant_id, current.test_clock)
+                .await?;
+            let (found, discount) = self
+                .redeemable(caller, coupon, &current, now, "coupon")
+                .await?;
             let mut next = current.clone();
             next.discounts.push(discount);
             next.updated_at = now;
             next.version += 1;
-            let change = self.subscription_change(caller, &current, &next, now, EventType::CouponRedeemed)?;
+            let change =
+                self.subscription_change(caller, &current, &next, now, EventType::CouponRedeemed)?;
             match self
                 .store
                 .redeem_coupon(
@@ -291,12 +312,16 @@ impl CouponsService {
             if !current.discounts.iter().any(|d| d.id == discount) {
                 return Err(AppError::not_found("discount", discount));
             }
-            let now = self.clocks.now_for(caller.tenant_id, current.test_clock).await?;
+            let now = self
+                .clocks
+                .now_for(caller.tenant_id, current.test_clock)
+                .await?;
             let mut next = current.clone();
             next.discounts.retain(|d| d.id != discount);
             next.updated_at = now;
             next.version += 1;
-            let change = self.subscription_change(caller, &current, &next, now, EventType::DiscountDeleted)?;
+            let change =
+                self.subscription_change(caller, &current, &next, now, EventType::DiscountDeleted)?;
             match self
                 .store
                 .save_subscription(caller.tenant_id, &current, &next, None, &change)
@@ -314,7 +339,11 @@ impl CouponsService {
         })
     }
 
-    async fn subscription(&self, caller: &Caller, id: SubscriptionId) -> Result<Subscription, AppError> {
+    async fn subscription(
+        &self,
+        caller: &Caller,
+        id: SubscriptionId,
+    ) -> Result<Subscription, AppError> {
         self.store
             .get_subscription(caller.tenant_id, id)
             .await?

@@ -27,7 +27,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::billing::invoice_draft::{Discount, LineInput, LineSource};
-use crate::coupons::discount::{bill_period, AppliedDiscount};
 use crate::billing::periods::{BillingCycle, BillingTiming, Interval, Period};
 use crate::billing::proration::{
     self, ChangeDirection, ChangePolicy, Fraction, PlanPrice, ProrationConvention, ProrationItem,
@@ -35,6 +34,7 @@ use crate::billing::proration::{
 use crate::catalog::capacity::Capacity;
 use crate::catalog::charges::{ChargeModel, Commitment, PricingError, Usage};
 use crate::catalog::plan::{validate_trial, NotPricedIn, Plan, PlanVersion};
+use crate::coupons::discount::{bill_period, AppliedDiscount};
 use crate::kernel::currency::Currency;
 use crate::kernel::error::ValidationError;
 use crate::kernel::ids::{AccountId, PlanId, SubscriptionId, TestClockId};
@@ -714,10 +714,12 @@ impl Subscription {
             BillingReason::SubscriptionCreate
             | BillingReason::SubscriptionCycle
             | BillingReason::SubscriptionResume
-            | BillingReason::SubscriptionEnd => bill_period(&mut self.discounts, self.terms.plan_id),
-            BillingReason::SubscriptionUpdate | BillingReason::Manual | BillingReason::LateUsage => {
-                Vec::new()
+            | BillingReason::SubscriptionEnd => {
+                bill_period(&mut self.discounts, self.terms.plan_id)
             }
+            BillingReason::SubscriptionUpdate
+            | BillingReason::Manual
+            | BillingReason::LateUsage => Vec::new(),
         };
         Some(Billing {
             reason,

@@ -236,7 +236,11 @@ impl RedeemError {
 }
 
 impl Coupon {
-    pub fn create(id: CouponId, input: NewCoupon, now: Timestamp) -> Result<Coupon, ValidationError> {
+    pub fn create(
+        id: CouponId,
+        input: NewCoupon,
+        now: Timestamp,
+    ) -> Result<Coupon, ValidationError> {
         let code = validate_code(&input.code, "code")?;
         let name = validate_name(input.name)?;
         metadata::validate(&input.metadata)?;
@@ -252,12 +256,12 @@ impl Coupon {
         };
         match (input.duration, input.duration_in_periods) {
             (CouponDuration::Repeating, Some(n)) if (1..=MAX_DURATION_PERIODS).contains(&n) => {}
-            (CouponDuration::Repeating, _) => {
-                return Err(invalid(
-                    "duration_in_periods",
-                    format!("a repeating coupon needs duration_in_periods from 1 to {MAX_DURATION_PERIODS}"),
-                ))
-            }
+            (CouponDuration::Repeating, _) => return Err(invalid(
+                "duration_in_periods",
+                format!(
+                    "a repeating coupon needs duration_in_periods from 1 to {MAX_DURATION_PERIODS}"
+                ),
+            )),
             (_, Some(_)) => {
                 return Err(invalid(
                     "duration_in_periods",
@@ -267,7 +271,10 @@ impl Coupon {
             (_, None) => {}
         }
         if input.max_redemptions == Some(0) {
-            return Err(invalid("max_redemptions", "max_redemptions must be at least 1"));
+            return Err(invalid(
+                "max_redemptions",
+                "max_redemptions must be at least 1",
+            ));
         }
         if let Some(by) = input.redeem_by {
             crate::kernel::time::supported(by, "redeem_by")?;
@@ -355,7 +362,10 @@ impl Coupon {
         if let Some(by) = self.redeem_by.filter(|by| now > *by) {
             return Err(RedeemError::Expired(by));
         }
-        if let Some(max) = self.max_redemptions.filter(|max| self.times_redeemed >= *max) {
+        if let Some(max) = self
+            .max_redemptions
+            .filter(|max| self.times_redeemed >= *max)
+        {
             return Err(RedeemError::MaxedOut(max));
         }
         if !self.covers(plan) {
@@ -423,7 +433,9 @@ mod tests {
             (ErrorCode::InvalidCoupon, "percent_off".into())
         );
         assert_eq!(
-            code_of(json!({"code": "X", "percent_off": "20", "amount_off": {"usd": 5}, "duration": "once"})),
+            code_of(
+                json!({"code": "X", "percent_off": "20", "amount_off": {"usd": 5}, "duration": "once"})
+            ),
             (ErrorCode::InvalidCoupon, "percent_off".into())
         );
         assert_eq!(
@@ -447,11 +459,15 @@ mod tests {
             (ErrorCode::InvalidCoupon, "duration_in_periods".into())
         );
         assert_eq!(
-            code_of(json!({"code": "X", "percent_off": "5", "duration": "forever", "duration_in_periods": 3})),
+            code_of(
+                json!({"code": "X", "percent_off": "5", "duration": "forever", "duration_in_periods": 3})
+            ),
             (ErrorCode::InvalidCoupon, "duration_in_periods".into())
         );
         assert_eq!(
-            code_of(json!({"code": "X", "percent_off": "5", "duration": "once", "max_redemptions": 0})),
+            code_of(
+                json!({"code": "X", "percent_off": "5", "duration": "once", "max_redemptions": 0})
+            ),
             (ErrorCode::InvalidCoupon, "max_redemptions".into())
         );
         assert_eq!(
@@ -459,7 +475,9 @@ mod tests {
             (ErrorCode::InvalidCouponCode, "code".into())
         );
         assert_eq!(
-            code_of(json!({"code": "X", "percent_off": "5", "duration": "once", "redeem_by": "2026-10-01T00:00:00Z"})),
+            code_of(
+                json!({"code": "X", "percent_off": "5", "duration": "once", "redeem_by": "2026-10-01T00:00:00Z"})
+            ),
             (ErrorCode::InvalidCoupon, "redeem_by".into())
         );
         assert_eq!(
