@@ -114,16 +114,7 @@ impl State {
                 entity: "subscription",
             });
         }
-        if let Some(invoice) = invoice {
-            self.check_invoice(tenant, invoice, true, 0)?;
-            self.write_invoice(tenant, invoice);
-        }
-        self.move_plan_counts(tenant, None, subscription);
-        self.billing
-            .subscriptions
-            .insert((tenant, subscription.id), subscription.clone());
-        self.record(tenant, change);
-        Ok(())
+        self.write_subscription(tenant, None, subscription, invoice, change)
     }
 
     pub(crate) fn save_subscription(
@@ -145,11 +136,24 @@ impl State {
                 entity: "subscription",
             });
         }
+        self.write_subscription(tenant, Some(previous), next, invoice, change)
+    }
+
+    /// Writes `next` (over `previous`, checked by the caller) with the invoice it made, its
+    /// plan counts and its change; the invoice is checked before anything is written.
+    fn write_subscription(
+        &mut self,
+        tenant: TenantId,
+        previous: Option<&Subscription>,
+        next: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         if let Some(invoice) = invoice {
             self.check_invoice(tenant, invoice, true, 0)?;
             self.write_invoice(tenant, invoice);
         }
-        self.move_plan_counts(tenant, Some(previous), next);
+        self.move_plan_counts(tenant, previous, next);
         self.billing
             .subscriptions
             .insert((tenant, next.id), next.clone());

@@ -172,11 +172,7 @@ impl CouponsService {
             }
             return Ok(next);
         }
-        Err(AppError::Conflict {
-            code: ErrorCode::ConcurrentModification,
-            message: "the coupon kept changing under this request; retry".into(),
-            param: None,
-        })
+        Err(kept_changing("coupon"))
     }
 
     async fn find(
@@ -292,11 +288,7 @@ impl CouponsService {
             }
             return Ok(next);
         }
-        Err(AppError::Conflict {
-            code: ErrorCode::ConcurrentModification,
-            message: "the subscription or coupon kept changing under this request; retry".into(),
-            param: None,
-        })
+        Err(kept_changing("subscription or coupon"))
     }
 
     /// Takes a discount off a subscription before it ends; its redemption stays counted.
@@ -332,11 +324,7 @@ impl CouponsService {
             }
             return Ok(next);
         }
-        Err(AppError::Conflict {
-            code: ErrorCode::ConcurrentModification,
-            message: "the subscription kept changing under this request; retry".into(),
-            param: None,
-        })
+        Err(kept_changing("subscription"))
     }
 
     async fn subscription(
@@ -371,5 +359,14 @@ impl CouponsService {
                 after: &after,
             },
         ))
+    }
+}
+
+/// What a write that lost every race answers.
+fn kept_changing(what: &str) -> AppError {
+    AppError::Conflict {
+        code: ErrorCode::ConcurrentModification,
+        message: format!("the {what} kept changing under this request; retry"),
+        param: None,
     }
 }

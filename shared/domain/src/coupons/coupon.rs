@@ -256,12 +256,14 @@ impl Coupon {
         };
         match (input.duration, input.duration_in_periods) {
             (CouponDuration::Repeating, Some(n)) if (1..=MAX_DURATION_PERIODS).contains(&n) => {}
-            (CouponDuration::Repeating, _) => return Err(invalid(
-                "duration_in_periods",
-                format!(
+            (CouponDuration::Repeating, _) => {
+                return Err(invalid(
+                    "duration_in_periods",
+                    format!(
                     "a repeating coupon needs duration_in_periods from 1 to {MAX_DURATION_PERIODS}"
                 ),
-            )),
+                ))
+            }
             (_, Some(_)) => {
                 return Err(invalid(
                     "duration_in_periods",

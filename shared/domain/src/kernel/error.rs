@@ -196,7 +196,8 @@ error_codes! {
         "The coupon does not apply to the subscription's plan, or has no `amount_off` in its \
          currency.";
     AlreadyDiscounted => "already_discounted", 409,
-        "The subscription already carries a discount from this coupon.";
+        "The subscription already carries a discount from this coupon, or its most discounts \
+         (20).";
     InvalidInvoice => "invalid_invoice", 400,
         "The invoice is not valid (its lines, amounts or subscription).";
     MissingLines => "missing_lines", 400, "An invoice needs at least one line.";
