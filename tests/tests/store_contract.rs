@@ -2285,8 +2285,10 @@ async fn a_redemption_over_a_stale_read_of_the_last_slot_writes_nothing(store: A
         .coupons
         .create_coupon(
             &caller,
-            serde_json::from_value(json!({"code": "LAST", "amount_off": {"usd": 100},
-                "duration": "once", "max_redemptions": 1}))
+            serde_json::from_value(
+                serde_json::json!({"code": "LAST", "amount_off": {"usd": 100},
+                "duration": "once", "max_redemptions": 1}),
+            )
             .unwrap(),
         )
         .await
@@ -2354,7 +2356,7 @@ async fn a_redemption_over_a_stale_read_of_the_last_slot_writes_nothing(store: A
         .update_coupon(
             &caller,
             coupon.id,
-            serde_json::from_value(json!({"name": "Last one"})).unwrap(),
+            serde_json::from_value(serde_json::json!({"name": "Last one"})).unwrap(),
         )
         .await
         .unwrap();
