@@ -2551,6 +2551,99 @@ async fn a_balance_waits_on_its_clock_at_its_next_expiry_until_it_expires(store:
         .unwrap());
 }
 
+/// The store's own condition, whatever the caller read: two redemptions over one read of
+/// a coupon with one slot left, the second is refused and writes nothing (its
+/// subscription keeps its version and has no discount).
+async fn a_redemption_over_a_stale_read_of_the_last_slot_writes_nothing(store: Arc<dyn Store>) {
+    use billing_app::kernel::{change, to_json, ChangeSpec};
+    use billing_app::ports::{RedemptionTarget, StoreError};
+    use billing_domain::events::record::AuditAction;
+    use billing_domain::kernel::ids::DiscountId;
+
+    let app = billing_tests::app(store.clone());
+    let caller = billing_tests::admin(&app, "Stale Co").await;
+    let coupon = app
+        .coupons
+        .create_coupon(
+            &caller,
+            serde_json::from_value(
+                serde_json::json!({"code": "LAST", "amount_off": {"usd": 100},
+                "duration": "once", "max_redemptions": 1}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let now = jiff::Timestamp::now();
+    let mut outcomes = Vec::new();
+    for i in 0..2 {
+        let sub = billing_tests::subscribe(
+            &app,
+            &caller,
+            serde_json::json!({"email": format!("s{i}@stale.test"), "currency": "usd"}),
+            "month",
+            2000 + i,
+        )
+        .await;
+        let mut next = sub.clone();
+        next.discounts.push(
+            coupon
+                .redeem(
+                    DiscountId::from_ulid(billing_app::new_ulid()),
+                    sub.terms.plan_id,
+                    sub.currency,
+                    now,
+                )
+                .unwrap(),
+        );
+        next.version += 1;
+        let after = to_json(&next).unwrap();
+        let record = change(
+            &caller,
+            now,
+            ChangeSpec {
+                entity_type: "subscription",
+                entity_id: sub.id.to_string(),
+                action: AuditAction::Update,
+                event_type: None,
+                before: None,
+                after: &after,
+            },
+        );
+        let outcome = store
+            .redeem_coupon(
+                caller.tenant_id,
+                &coupon,
+                RedemptionTarget::Subscription {
+                    previous: &sub,
+                    next: &next,
+                },
+                &record,
+            )
+            .await;
+        let stored = app.billing.get_subscription(&caller, sub.id).await.unwrap();
+        outcomes.push((outcome, stored.version, stored.discounts.len()));
+    }
+    assert_eq!(outcomes[0], (Ok(()), 2, 1));
+    assert_eq!(
+        outcomes[1],
+        (Err(StoreError::VersionConflict { entity: "coupon" }), 1, 0)
+    );
+    let stored = app.coupons.get_coupon(&caller, coupon.id).await.unwrap();
+    assert_eq!(stored.times_redeemed, 1);
+    // A patch over a count that moved since it was read is refused too.
+    let renamed = app
+        .coupons
+        .update_coupon(
+            &caller,
+            coupon.id,
+            serde_json::from_value(serde_json::json!({"name": "Last one"})).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((renamed.times_redeemed, renamed.version), (1, 2));
+}
+
 billing_tests::on_both_stores!(
     a_create_writes_the_item_its_audit_record_and_its_event_together,
     creating_the_same_item_twice_is_a_conflict,
@@ -2594,4 +2687,5 @@ billing_tests::on_both_stores!(
     a_due_pass_reads_each_item_once_page_by_page_and_saves_where_it_stands,
     a_balance_change_commits_over_its_version_or_writes_nothing,
     a_balance_waits_on_its_clock_at_its_next_expiry_until_it_expires,
+    a_redemption_over_a_stale_read_of_the_last_slot_writes_nothing,
 );

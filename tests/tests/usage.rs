@@ -625,6 +625,7 @@ async fn the_billing_worker_bills_usage_and_late_usage_of_a_tenants_batch() {
                     days_until_due: None,
                     max_pause_days: None,
                     metadata: Default::default(),
+                    coupon: None,
                 },
             )
             .await

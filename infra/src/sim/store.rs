@@ -18,6 +18,7 @@ use billing_domain::collection::credit_note::CreditNote;
 use billing_domain::collection::dunning::{DunningCase, DunningPolicy};
 use billing_domain::collection::payment::Payment;
 use billing_domain::collection::retry::PaymentSettings;
+use billing_domain::coupons::coupon::Coupon;
 use billing_domain::credits::balance::{Balance, BalanceChange, BalanceTransaction, CreditGrant};
 use billing_domain::customers::access::ApiKey;
 use billing_domain::customers::account::Account;
@@ -27,8 +28,8 @@ use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
-    AccountId, ApiKeyId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId,
-    PaymentId, PlanId, SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
+    AccountId, ApiKeyId, CouponId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId,
+    MetricId, PaymentId, PlanId, SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
 };
 use billing_memory::MemoryStore;
 
@@ -773,6 +774,76 @@ impl MetricStore for SimStore {
     ) -> Result<Page<Metric>, StoreError> {
         self.unmodelled("list_metrics");
         self.inner.list_metrics(tenant, page).await
+    }
+}
+
+#[async_trait]
+impl CouponStore for SimStore {
+    async fn insert_coupon(
+        &self,
+        tenant: TenantId,
+        coupon: &Coupon,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("insert_coupon");
+        let done = self.inner.insert_coupon(tenant, coupon, change).await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn save_coupon(
+        &self,
+        tenant: TenantId,
+        previous: &Coupon,
+        next: &Coupon,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("save_coupon");
+        let done = self.inner.save_coupon(tenant, previous, next, change).await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+    async fn get_coupon(
+        &self,
+        tenant: TenantId,
+        id: CouponId,
+    ) -> Result<Option<Coupon>, StoreError> {
+        self.unmodelled("get_coupon");
+        self.inner.get_coupon(tenant, id).await
+    }
+    async fn get_coupon_by_code(
+        &self,
+        tenant: TenantId,
+        code: &str,
+    ) -> Result<Option<Coupon>, StoreError> {
+        self.unmodelled("get_coupon_by_code");
+        self.inner.get_coupon_by_code(tenant, code).await
+    }
+    async fn list_coupons(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Coupon>, StoreError> {
+        self.unmodelled("list_coupons");
+        self.inner.list_coupons(tenant, page).await
+    }
+}
+
+#[async_trait]
+impl RedemptionStore for SimStore {
+    async fn redeem_coupon(
+        &self,
+        tenant: TenantId,
+        coupon: &Coupon,
+        target: RedemptionTarget<'_>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("redeem_coupon");
+        let done = self
+            .inner
+            .redeem_coupon(tenant, coupon, target, change)
+            .await;
+        self.committed(&done, tenant, change).await;
+        done
     }
 }
 

@@ -15,6 +15,7 @@
 //!   payment settings, inbound gateway events, dunning.
 //! - [`credits`]: account balances per currency, credit grants and adjustments, the
 //!   ledger; settling invoices against the balance, giving credit back on a void.
+//! - [`coupons`]: coupons, and redeeming them onto subscriptions (one counted slot each).
 //! - [`billing`]: subscriptions and their steps, invoices, previews, test clocks, billing
 //!   of (late) usage.
 //! - [`events`]: the event and audit logs, webhook endpoints, fan-out and delivery.
@@ -31,8 +32,9 @@
 //!         ──▶ usage::pricing (price, usage_lines)
 //!         ──▶ customers (refuse_blocked)
 //!         ──▶ credits (settle, settle_drafts, restoration)
+//!         ──▶ coupons (redeemable)
 //! collection ──▶ customers (forget_payment_method)
-//! customers, catalog, usage, events, credits ──▶ kernel only
+//! customers, catalog, usage, coupons, events, credits ──▶ kernel only
 //! ```
 //!
 //! [`App`] is only the wiring: it builds each service from the adapters once per process,
@@ -41,6 +43,7 @@
 pub mod billing;
 pub mod catalog;
 pub mod collection;
+pub mod coupons;
 pub mod credits;
 pub mod customers;
 pub mod events;
@@ -57,6 +60,7 @@ use billing::BillingService;
 use billing_domain::kernel::deployment::Deployment;
 use catalog::CatalogService;
 use collection::CollectionService;
+use coupons::CouponsService;
 use credits::CreditsService;
 use customers::CustomersService;
 use events::EventsService;
@@ -95,6 +99,7 @@ pub struct App {
     pub usage: usage::UsageService,
     pub collection: CollectionService,
     pub credits: CreditsService,
+    pub coupons: CouponsService,
     pub billing: BillingService,
     pub events: EventsService,
 }
@@ -223,12 +228,14 @@ impl App {
             customers.clone(),
         );
         let credits = CreditsService::new(store.clone(), clocks.clone());
+        let coupons = CouponsService::new(store.clone(), clocks.clone());
         let billing = BillingService::new(
             store.clone(),
             clocks.clone(),
             catalog.clone(),
             collection.clone(),
             credits.clone(),
+            coupons.clone(),
             finalize_queue.clone(),
         );
         let events = EventsService::new(store.clone(), clocks, deployment);
@@ -247,6 +254,7 @@ impl App {
             usage,
             collection,
             credits,
+            coupons,
             billing,
             events,
         }

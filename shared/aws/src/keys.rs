@@ -29,6 +29,8 @@
 //! | metric code claim | `T#{tenant}`  | `UNIQUE#METRIC_CODE#{code}`     |                                |                   |
 //! | plan              | `T#{tenant}`  | `PLAN#{plan_id}`                |                                |                   |
 //! | plan code claim   | `T#{tenant}`  | `UNIQUE#PLAN_CODE#{code}`       |                                |                   |
+//! | coupon            | `T#{tenant}`  | `COUPON#{coupon_id}`            |                                |                   |
+//! | coupon code claim | `T#{tenant}`  | `UNIQUE#COUPON_CODE#{code}`     |                                |                   |
 //! | plan version      | `T#{tenant}`  | `PLANVERSION#{plan_id}#{n:06}`  |                                |                   |
 //! | subscription      | `T#{tenant}#S(subscription_id)` | `SUB#{subscription_id}` (due) | `T#{tenant}#ACCOUNT#{a}#SUBS` | `{id}` |
 //! | invoice           | `T#{tenant}#S(invoice_id)` | `INVOICE#{invoice_id}` | `T#{tenant}#ACCOUNT#{a}#INVOICES` | `{id}`       |
@@ -75,6 +77,9 @@
 //! | idempotency key | conditional PutItem `IDEMPOTENCY#{key}` (taken over when its `lease_until` has passed unanswered), expires by TTL (`expires_at`) after 24 h |
 //! | metric / plan by id | GetItem `METRIC#{id}` / `PLAN#{id}` |
 //! | metric / plan by code | GetItem of the claim `UNIQUE#METRIC_CODE#{code}` / `UNIQUE#PLAN_CODE#{code}`, then the item |
+//! | coupon by id / by code | GetItem `COUPON#{id}`; by code the claim `UNIQUE#COUPON_CODE#{code}`, then the item |
+//! | list coupons | Query `begins_with(sk, "COUPON#")` |
+//! | redeem a coupon | in the redemption's transaction: UpdateItem `COUPON#{id}` `SET times_redeemed = times_redeemed + 1` if not `deleted` and below `max_redemptions` |
 //! | list metrics / plans | Query `begins_with(sk, "METRIC#")` / `"PLAN#"` (plans filtered by `active`) |
 //! | a plan's price versions, in order | Query `begins_with(sk, "PLANVERSION#{plan}#")` (zero-padded numbers) |
 //! | an account's payment attempts, newest first | Query GSI `gsi1` on `T#{tenant}#ACCOUNT#{a}#PAYMENTS`, descending (`invoice` filters by the invoice's account) |
@@ -113,8 +118,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use billing_app::ports::PendingStage;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
-    AccountId, ApiKeyId, BalanceTransactionId, CreditGrantId, CreditNoteId, InvoiceId, MetricId,
-    PaymentId, PlanId, SubscriptionId, TenantId, TestClockId,
+    AccountId, ApiKeyId, BalanceTransactionId, CouponId, CreditGrantId, CreditNoteId, InvoiceId,
+    MetricId, PaymentId, PlanId, SubscriptionId, TenantId, TestClockId,
 };
 
 pub const PK: &str = "pk";
@@ -335,6 +340,19 @@ pub fn metric_code(tenant: TenantId, code: &str) -> Key {
     Key::new(
         tenant_partition(tenant),
         format!("UNIQUE#METRIC_CODE#{code}"),
+    )
+}
+
+pub const COUPON_PREFIX: &str = "COUPON#";
+
+pub fn coupon(tenant: TenantId, id: CouponId) -> Key {
+    Key::new(tenant_partition(tenant), format!("{COUPON_PREFIX}{id}"))
+}
+
+pub fn coupon_code(tenant: TenantId, code: &str) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("UNIQUE#COUPON_CODE#{code}"),
     )
 }
 

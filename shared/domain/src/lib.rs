@@ -8,6 +8,7 @@
 pub mod billing;
 pub mod catalog;
 pub mod collection;
+pub mod coupons;
 pub mod credits;
 pub mod customers;
 pub mod events;

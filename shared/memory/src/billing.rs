@@ -100,6 +100,25 @@ impl State {
     }
 
     /// A lifecycle step: checks every condition, then writes (or writes nothing).
+    pub(crate) fn insert_subscription(
+        &mut self,
+        tenant: TenantId,
+        subscription: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        if self
+            .billing
+            .subscriptions
+            .contains_key(&(tenant, subscription.id))
+        {
+            return Err(StoreError::AlreadyExists {
+                entity: "subscription",
+            });
+        }
+        self.write_subscription(tenant, None, subscription, invoice, change)
+    }
+
     pub(crate) fn save_subscription(
         &mut self,
         tenant: TenantId,
@@ -119,11 +138,24 @@ impl State {
                 entity: "subscription",
             });
         }
+        self.write_subscription(tenant, Some(previous), next, invoice, change)
+    }
+
+    /// Writes `next` (over `previous`, checked by the caller) with the invoice it made, its
+    /// plan counts and its change; the invoice is checked before anything is written.
+    fn write_subscription(
+        &mut self,
+        tenant: TenantId,
+        previous: Option<&Subscription>,
+        next: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         if let Some(invoice) = invoice {
             self.check_invoice(tenant, invoice, true, 0)?;
             self.write_invoice(tenant, invoice);
         }
-        self.move_plan_counts(tenant, Some(previous), next);
+        self.move_plan_counts(tenant, previous, next);
         self.billing
             .subscriptions
             .insert((tenant, next.id), next.clone());
@@ -284,25 +316,8 @@ impl SubscriptionStore for MemoryStore {
         invoice: Option<&InvoiceWrite>,
         change: &Change,
     ) -> Result<(), StoreError> {
-        let mut s = self.state();
-        if s.billing
-            .subscriptions
-            .contains_key(&(tenant, subscription.id))
-        {
-            return Err(StoreError::AlreadyExists {
-                entity: "subscription",
-            });
-        }
-        if let Some(invoice) = invoice {
-            s.check_invoice(tenant, invoice, true, 0)?;
-            s.write_invoice(tenant, invoice);
-        }
-        s.move_plan_counts(tenant, None, subscription);
-        s.billing
-            .subscriptions
-            .insert((tenant, subscription.id), subscription.clone());
-        s.record(tenant, change);
-        Ok(())
+        self.state()
+            .insert_subscription(tenant, subscription, invoice, change)
     }
 
     async fn save_subscription(

@@ -23,6 +23,7 @@ use billing_domain::collection::credit_note::CreditNote;
 use billing_domain::collection::dunning::{DunningCase, DunningPolicy};
 use billing_domain::collection::payment::Payment;
 use billing_domain::collection::retry::PaymentSettings;
+use billing_domain::coupons::coupon::Coupon;
 use billing_domain::credits::balance::{Balance, BalanceChange, BalanceTransaction, CreditGrant};
 use billing_domain::customers::access::ApiKey;
 use billing_domain::customers::account::Account;
@@ -32,8 +33,8 @@ use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
-    AccountId, ApiKeyId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId, MetricId,
-    PaymentId, PlanId, SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
+    AccountId, ApiKeyId, CouponId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId,
+    MetricId, PaymentId, PlanId, SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
 };
 use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;
@@ -248,6 +249,16 @@ hooked! {
         fn number_invoices(tenant: TenantId, numbered: &[NumberedInvoice]) -> Result<(), StoreError>;
         fn finish_invoice(tenant: TenantId, invoice: &Invoice, payment: Option<&billing_domain::collection::payment::Payment>, change: &Change) -> Result<(), StoreError>;
         fn list_invoices(tenant: TenantId, filter: &InvoiceFilter, page: &PageRequest) -> Result<Page<Invoice>, StoreError>;
+    }
+    CouponStore {
+        fn insert_coupon(tenant: TenantId, coupon: &Coupon, change: &Change) -> Result<(), StoreError>;
+        fn save_coupon(tenant: TenantId, previous: &Coupon, next: &Coupon, change: &Change) -> Result<(), StoreError>;
+        fn get_coupon(tenant: TenantId, id: CouponId) -> Result<Option<Coupon>, StoreError>;
+        fn get_coupon_by_code(tenant: TenantId, code: &str) -> Result<Option<Coupon>, StoreError>;
+        fn list_coupons(tenant: TenantId, page: &PageRequest) -> Result<Page<Coupon>, StoreError>;
+    }
+    RedemptionStore {
+        fn redeem_coupon(tenant: TenantId, coupon: &Coupon, target: RedemptionTarget<'_>, change: &Change) -> Result<(), StoreError>;
     }
     TestClockStore {
         fn insert_test_clock(tenant: TenantId, clock: &TestClock, change: &Change) -> Result<(), StoreError>;

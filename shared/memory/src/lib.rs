@@ -7,6 +7,7 @@ mod accounts;
 mod audit;
 mod billing;
 mod catalog;
+mod coupons;
 mod credits;
 mod dunning;
 mod events;
@@ -43,6 +44,7 @@ pub(crate) struct State {
     pub(crate) events: BTreeMap<(TenantId, String), DomainEvent>,
     pub(crate) idempotency: BTreeMap<(TenantId, String), Idempotency>,
     pub(crate) catalog: catalog::CatalogState,
+    pub(crate) coupons: coupons::CouponState,
     pub(crate) billing: billing::BillingState,
     pub(crate) payments: payments::PaymentState,
     pub(crate) dunning: dunning::DunningState,

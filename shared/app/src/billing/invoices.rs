@@ -468,7 +468,7 @@ impl BillingService {
                         let draft = build(&InvoiceInput {
                             currency: sub.currency,
                             lines: billing.lines,
-                            discounts: Vec::new(),
+                            discounts: billing.discounts,
                             credits,
                             minimum_commitment: None,
                         })?;
@@ -540,13 +540,14 @@ impl BillingService {
                 days_until_due: None,
                 max_pause_days: None,
                 metadata: Metadata::default(),
+                discounts: Vec::new(),
             },
             &input.usage,
         )?;
         build(&InvoiceInput {
             currency: input.currency,
             lines: billing.lines,
-            discounts: Vec::new(),
+            discounts: billing.discounts,
             credits: Vec::new(),
             minimum_commitment: None,
         })

@@ -18,27 +18,41 @@ pub use test_clocks::{INLINE_CLOCK_ITEMS, WORKER_CLOCK_ITEMS};
 
 use crate::catalog::CatalogService;
 use crate::collection::CollectionService;
+use crate::coupons::CouponsService;
 use crate::credits::CreditsService;
 use crate::kernel::Clocks;
 use crate::ports::{
-    AccountStore, BillingQueue, InvoiceStore, PaymentStore, SubscriptionStore, TestClockStore,
-    UsageStore,
+    AccountStore, BillingQueue, InvoiceStore, PaymentStore, RedemptionStore, SubscriptionStore,
+    TestClockStore, UsageStore,
 };
 
 /// What the billing service reads and writes.
 pub trait BillingPorts:
-    SubscriptionStore + InvoiceStore + TestClockStore + UsageStore + AccountStore + PaymentStore
+    SubscriptionStore
+    + InvoiceStore
+    + TestClockStore
+    + UsageStore
+    + AccountStore
+    + PaymentStore
+    + RedemptionStore
 {
 }
 
 impl<T> BillingPorts for T where
-    T: SubscriptionStore + InvoiceStore + TestClockStore + UsageStore + AccountStore + PaymentStore
+    T: SubscriptionStore
+        + InvoiceStore
+        + TestClockStore
+        + UsageStore
+        + AccountStore
+        + PaymentStore
+        + RedemptionStore
 {
 }
 
 /// The billing use cases. Depends on the catalog (a plan's terms), collection (an
 /// invoice's first payment attempt, dunning hearing of a voided invoice, payment work on a
-/// test clock), credits (an invoice settled against the balance) and usage's pricing.
+/// test clock), credits (an invoice settled against the balance), coupons (a coupon redeemed
+/// as a subscription starts) and usage's pricing.
 #[derive(Clone)]
 pub struct BillingService {
     store: Arc<dyn BillingPorts>,
@@ -46,6 +60,7 @@ pub struct BillingService {
     catalog: CatalogService,
     collection: CollectionService,
     credits: CreditsService,
+    coupons: CouponsService,
     /// Where finalize jobs go after drafting; without one, the drafting process finalizes.
     finalize_queue: Option<Arc<dyn BillingQueue>>,
 }
@@ -57,6 +72,7 @@ impl BillingService {
         catalog: CatalogService,
         collection: CollectionService,
         credits: CreditsService,
+        coupons: CouponsService,
         finalize_queue: Option<Arc<dyn BillingQueue>>,
     ) -> Self {
         Self {
@@ -65,6 +81,7 @@ impl BillingService {
             catalog,
             collection,
             credits,
+            coupons,
             finalize_queue,
         }
     }

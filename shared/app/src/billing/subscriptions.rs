@@ -24,13 +24,14 @@ use jiff::Timestamp;
 
 use super::BillingService;
 use crate::collection::first_attempt;
+use crate::coupons::CouponRef;
 use crate::customers::refuse_blocked;
 use crate::kernel::{
     change, event, new_ulid, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
 };
 use crate::ports::{
-    CreditNoteFilter, Finalization, InvoiceFilter, InvoiceWrite, Page, PageRequest, StoreError,
-    SubscriptionFilter, SubscriptionStep,
+    CreditNoteFilter, Finalization, InvoiceFilter, InvoiceWrite, Page, PageRequest,
+    RedemptionTarget, StoreError, SubscriptionFilter, SubscriptionStep,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,8 @@ pub struct StartSubscription {
     pub days_until_due: Option<u32>,
     pub max_pause_days: Option<u32>,
     pub metadata: Metadata,
+    /// A coupon (its code or id) to redeem onto the subscription as it starts.
+    pub coupon: Option<CouponRef>,
 }
 
 impl StartSubscription {
@@ -62,6 +65,7 @@ impl StartSubscription {
             days_until_due: None,
             max_pause_days: None,
             metadata: Metadata::default(),
+            coupon: None,
         }
     }
 }
@@ -142,27 +146,42 @@ impl BillingService {
             .catalog
             .subscription_terms(caller, account.currency, input.plan_id, start)
             .await?;
-        let transition = Subscription::start(
-            NewSubscription {
-                id: SubscriptionId::from_ulid(new_ulid()),
-                account_id: account.id,
-                test_clock: account.test_clock,
-                livemode: caller.livemode,
-                currency: account.currency,
-                time_zone: account.timezone.clone(),
-                terms,
-                quantity: input.quantity,
-                trial_days: input.trial_days.unwrap_or(plan_trial),
-                start,
-                billing_anchor: input.billing_anchor,
-                collection_method: input.collection_method,
-                days_until_due: input.days_until_due,
-                max_pause_days: input.max_pause_days,
-                metadata: input.metadata,
-            },
-            now,
-        )?;
+        let id = SubscriptionId::from_ulid(new_ulid());
+        let new_subscription = |discounts| NewSubscription {
+            id,
+            account_id: account.id,
+            test_clock: account.test_clock,
+            livemode: caller.livemode,
+            currency: account.currency,
+            time_zone: account.timezone.clone(),
+            terms: terms.clone(),
+            quantity: input.quantity,
+            trial_days: input.trial_days.unwrap_or(plan_trial),
+            start,
+            billing_anchor: input.billing_anchor,
+            collection_method: input.collection_method,
+            days_until_due: input.days_until_due,
+            max_pause_days: input.max_pause_days,
+            metadata: input.metadata.clone(),
+            discounts,
+        };
         for _ in 0..WRITE_ATTEMPTS {
+            // Started without the discount first: the coupon is checked against the
+            // subscription as it will be (its plan, currency), then it starts with it, so
+            // that its first invoice takes it.
+            let mut transition = Subscription::start(new_subscription(Vec::new()), now)?;
+            let coupon = match &input.coupon {
+                None => None,
+                Some(named) => {
+                    let (coupon, discount) = self
+                        .coupons
+                        .redeemable(caller, named, &transition.next, now, "coupon")
+                        .await?;
+                    transition = Subscription::start(new_subscription(vec![discount]), now)?;
+                    transition.events.push(EventType::CouponRedeemed);
+                    Some(coupon)
+                }
+            };
             let (invoice, change) = self
                 .step_records(
                     caller,
@@ -173,18 +192,36 @@ impl BillingService {
                     Numbering::Now,
                 )
                 .await?;
-            match self
-                .store
-                .insert_subscription(
-                    caller.tenant_id,
-                    &transition.next,
-                    invoice.as_ref(),
-                    &change,
-                )
-                .await
-            {
+            let written = match &coupon {
+                None => {
+                    self.store
+                        .insert_subscription(
+                            caller.tenant_id,
+                            &transition.next,
+                            invoice.as_ref(),
+                            &change,
+                        )
+                        .await
+                }
+                Some(coupon) => {
+                    self.store
+                        .redeem_coupon(
+                            caller.tenant_id,
+                            coupon,
+                            RedemptionTarget::NewSubscription {
+                                subscription: &transition.next,
+                                invoice: invoice.as_ref(),
+                            },
+                            &change,
+                        )
+                        .await
+                }
+            };
+            match written {
+                // Another invoice took the number, or another redemption the coupon's
+                // counter: read again and decide again.
                 Err(StoreError::VersionConflict {
-                    entity: "invoice sequence",
+                    entity: "invoice sequence" | "coupon",
                 }) => continue,
                 other => other?,
             }
@@ -266,6 +303,24 @@ impl BillingService {
                 previous_attributes.clone(),
             );
             change.events.push(event);
+        }
+        // A discount that left with this step's invoice ran its course (taking one off
+        // is not a lifecycle step).
+        if let Some(previous) = previous {
+            if previous
+                .discounts
+                .iter()
+                .any(|d| !sub.discounts.iter().any(|n| n.id == d.id))
+            {
+                change.events.push(event(
+                    caller,
+                    now,
+                    EventType::DiscountEnded,
+                    sub.id.to_string(),
+                    after.clone(),
+                    previous_attributes.clone(),
+                ));
+            }
         }
         let Some(billing) = &transition.billing else {
             return Ok((None, change));
@@ -713,7 +768,7 @@ fn draft_invoice(
     let built = build_invoice(&InvoiceInput {
         currency: sub.currency,
         lines: billing.lines.clone(),
-        discounts: Vec::new(),
+        discounts: billing.discounts.clone(),
         credits: Vec::new(),
         minimum_commitment: None,
     })

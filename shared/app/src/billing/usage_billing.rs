@@ -214,6 +214,7 @@ impl BillingService {
                     reason: BillingReason::LateUsage,
                     period,
                     lines,
+                    discounts: Vec::new(),
                 };
                 let invoice = self
                     .finalized_invoice(caller, &sub, &billing, invoice_id, at)

@@ -4,6 +4,7 @@
 
 mod billing;
 mod catalog;
+mod coupons;
 mod credits;
 mod dunning;
 mod events;
@@ -13,6 +14,7 @@ mod usage;
 
 pub use billing::*;
 pub use catalog::*;
+pub use coupons::*;
 pub use credits::*;
 pub use dunning::*;
 pub use events::*;
@@ -287,6 +289,7 @@ pub trait Store:
     + crate::billing::BillingPorts
     + crate::collection::CollectionPorts
     + crate::credits::CreditsPorts
+    + crate::coupons::CouponsPorts
     + crate::events::EventsPorts
     + IdempotencyStore
     + HealthProbe
@@ -300,6 +303,7 @@ impl<T> Store for T where
         + crate::billing::BillingPorts
         + crate::collection::CollectionPorts
         + crate::credits::CreditsPorts
+        + crate::coupons::CouponsPorts
         + crate::events::EventsPorts
         + IdempotencyStore
         + HealthProbe

@@ -158,6 +158,28 @@ impl Transaction<'_> {
             .record(tenant, change)
     }
 
+    /// A subscription created with its first invoice, the plan count it adds to, and its
+    /// audit record and events.
+    pub(super) fn new_subscription(
+        &mut self,
+        tenant: TenantId,
+        subscription: &Subscription,
+        invoice: Option<&InvoiceWrite>,
+        change: &Change,
+    ) -> Result<&mut Self, StoreError> {
+        self.create(
+            subscription_item(tenant, subscription)?,
+            StoreError::AlreadyExists {
+                entity: "subscription",
+            },
+        )?;
+        if let Some(invoice) = invoice {
+            self.invoice(tenant, invoice, true, 0)?;
+        }
+        self.plan_counts(tenant, None, subscription)?
+            .record(tenant, change)
+    }
+
     pub(super) fn invoice(
         &mut self,
         tenant: TenantId,
@@ -277,17 +299,7 @@ impl SubscriptionStore for DynamoStore {
         change: &Change,
     ) -> Result<(), StoreError> {
         let mut tx = self.transaction();
-        tx.create(
-            subscription_item(tenant, subscription)?,
-            StoreError::AlreadyExists {
-                entity: "subscription",
-            },
-        )?;
-        if let Some(invoice) = invoice {
-            tx.invoice(tenant, invoice, true, 0)?;
-        }
-        tx.plan_counts(tenant, None, subscription)?
-            .record(tenant, change)?;
+        tx.new_subscription(tenant, subscription, invoice, change)?;
         tx.commit().await
     }
 

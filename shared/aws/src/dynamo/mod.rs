@@ -6,6 +6,7 @@ mod accounts;
 mod audit;
 mod billing;
 mod catalog;
+mod coupons;
 mod credits;
 mod dunning;
 mod events;

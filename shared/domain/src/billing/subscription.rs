@@ -26,7 +26,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::billing::invoice_draft::{LineInput, LineSource};
+use crate::billing::invoice_draft::{Discount, LineInput, LineSource};
 use crate::billing::periods::{BillingCycle, BillingTiming, Interval, Period};
 use crate::billing::proration::{
     self, ChangeDirection, ChangePolicy, Fraction, PlanPrice, ProrationConvention, ProrationItem,
@@ -34,6 +34,7 @@ use crate::billing::proration::{
 use crate::catalog::capacity::Capacity;
 use crate::catalog::charges::{ChargeModel, Commitment, PricingError, Usage};
 use crate::catalog::plan::{validate_trial, NotPricedIn, Plan, PlanVersion};
+use crate::coupons::discount::{bill_period, AppliedDiscount};
 use crate::kernel::currency::Currency;
 use crate::kernel::error::ValidationError;
 use crate::kernel::ids::{AccountId, PlanId, SubscriptionId, TestClockId};
@@ -312,6 +313,10 @@ pub struct Subscription {
     /// parked (nothing falls due, no worker retries it) until an operator retries billing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_failure: Option<BillingFailure>,
+    /// Coupons redeemed on it and still running, applied to each period invoice in this
+    /// order (see [`crate::coupons::discount::bill_period`]).
+    #[serde(default)]
+    pub discounts: Vec<AppliedDiscount>,
     pub metadata: Metadata,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
@@ -382,6 +387,8 @@ pub struct Billing {
     /// The subscription period the invoice is for.
     pub period: Period,
     pub lines: Vec<LineInput>,
+    /// The subscription's discounts this invoice takes (counted down already).
+    pub discounts: Vec<Discount>,
 }
 
 /// The outcome of one step of the lifecycle.
@@ -430,6 +437,8 @@ pub struct NewSubscription {
     pub days_until_due: Option<u32>,
     pub max_pause_days: Option<u32>,
     pub metadata: Metadata,
+    /// Discounts it starts with (a coupon redeemed at creation).
+    pub discounts: Vec<AppliedDiscount>,
 }
 
 /// What the first paid period of a subscription that does not exist would be billed: its
@@ -467,6 +476,7 @@ pub fn first_paid_period(
                 reason: BillingReason::SubscriptionCreate,
                 period: step.next.current_period,
                 lines: Vec::new(),
+                discounts: Vec::new(),
             }),
             _ => None,
         };
@@ -618,6 +628,7 @@ impl Subscription {
             invoice_count: 0,
             last_usage_period: None,
             billing_failure: None,
+            discounts: input.discounts,
             metadata: input.metadata,
             created_at: now,
             updated_at: now,
@@ -697,10 +708,24 @@ impl Subscription {
             return None;
         }
         self.invoice_count += 1;
+        // Period invoices take the discounts and count them down; a mid-period change's
+        // prorations do not (Stripe's repeating discounts run in billing periods too).
+        let discounts = match reason {
+            BillingReason::SubscriptionCreate
+            | BillingReason::SubscriptionCycle
+            | BillingReason::SubscriptionResume
+            | BillingReason::SubscriptionEnd => {
+                bill_period(&mut self.discounts, self.terms.plan_id)
+            }
+            BillingReason::SubscriptionUpdate
+            | BillingReason::Manual
+            | BillingReason::LateUsage => Vec::new(),
+        };
         Some(Billing {
             reason,
             period,
             lines,
+            discounts,
         })
     }
 
@@ -1443,6 +1468,7 @@ mod tests {
             days_until_due: None,
             max_pause_days: None,
             metadata: Metadata::new(),
+            discounts: Vec::new(),
         }
     }
 

@@ -112,6 +112,20 @@ event_types! {
         "What remained of a credit grant left the balance at its `expires_at`.";
     BalanceUpdated => "balance.updated", "Balance",
         "An account's balance in one currency changed; the ledger entry says why.";
+    CouponCreated => "coupon.created", "Coupon", "A coupon was created.";
+    CouponUpdated => "coupon.updated", "Coupon",
+        "A coupon's name or metadata changed; `previous_attributes` holds the old values.";
+    CouponDeleted => "coupon.deleted", "Coupon",
+        "A coupon was deleted: it takes no new redemptions; discounts already made run their \
+         course.";
+    CouponRedeemed => "coupon.redeemed", "Subscription",
+        "A coupon was redeemed onto a subscription (resource: the subscription, its new \
+         discount in `discounts`); the coupon's `times_redeemed` went up by one.";
+    DiscountDeleted => "discount.deleted", "Subscription",
+        "A discount was taken off a subscription before it ended (resource: the subscription).";
+    DiscountEnded => "discount.ended", "Subscription",
+        "A `once` or `repeating` discount was applied to its last invoice and left the \
+         subscription (resource: the subscription).";
     InvoiceCreated => "invoice.created", "Invoice",
         "An invoice was issued (by a subscription's period, a usage bill or by hand).";
     InvoiceFinalized => "invoice.finalized", "Invoice",

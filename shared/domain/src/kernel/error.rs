@@ -181,6 +181,23 @@ error_codes! {
         "More than one subscription of the account bills this metric: name one.";
     SubscriptionCancelled => "subscription_cancelled", 400, "The subscription is cancelled.";
     NoUpcomingInvoice => "no_upcoming_invoice", 409, "The subscription has nothing more to bill.";
+    InvalidCoupon => "invalid_coupon", 400,
+        "A coupon's terms are not valid: exactly one of `percent_off` (above 0, at most 100, \
+         at most 4 decimals) and `amount_off` (positive minor units per currency); \
+         `duration_in_periods` (1–120) with `repeating` only; `max_redemptions` at least 1.";
+    InvalidCouponCode => "invalid_coupon_code", 400,
+        "A coupon code is not 1–64 letters, digits, `_` or `-`.";
+    UnknownCoupon => "unknown_coupon", 400, "No coupon has this code (or id).";
+    CouponDeleted => "coupon_deleted", 409, "The coupon is deleted and takes no new redemptions.";
+    CouponExpired => "coupon_expired", 409, "The coupon's `redeem_by` has passed.";
+    CouponMaxedOut => "coupon_maxed_out", 409,
+        "The coupon has been redeemed `max_redemptions` times.";
+    CouponNotApplicable => "coupon_not_applicable", 409,
+        "The coupon does not apply to the subscription's plan, or has no `amount_off` in its \
+         currency.";
+    AlreadyDiscounted => "already_discounted", 409,
+        "The subscription already carries a discount from this coupon, or its most discounts \
+         (20).";
     InvalidInvoice => "invalid_invoice", 400,
         "The invoice is not valid (its lines, amounts or subscription).";
     MissingLines => "missing_lines", 400, "An invoice needs at least one line.";

@@ -150,6 +150,16 @@ typed_id!(
     BalanceTransactionId,
     "btx"
 );
+typed_id!(
+    /// A coupon: the terms of a discount, redeemed onto subscriptions by its code.
+    CouponId,
+    "coupon"
+);
+typed_id!(
+    /// A discount: one redemption of a coupon on a subscription, running its course.
+    DiscountId,
+    "di"
+);
 
 #[cfg(test)]
 mod tests {

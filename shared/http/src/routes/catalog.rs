@@ -45,8 +45,8 @@ crate::routes::handlers!(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    limit: Option<i64>,
-    starting_after: Option<String>,
+    pub(crate) limit: Option<i64>,
+    pub(crate) starting_after: Option<String>,
 }
 
 /// Creates a billable metric.

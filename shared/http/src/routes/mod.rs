@@ -14,6 +14,7 @@
 pub mod billing;
 pub mod catalog;
 pub mod collection;
+pub mod coupons;
 pub mod credits;
 pub mod customers;
 pub mod events;
@@ -75,4 +76,4 @@ macro_rules! modules {
 pub(crate) use modules;
 
 // Every documented route of the API.
-modules!(customers, catalog, billing, usage, collection, credits, events, health);
+modules!(customers, catalog, billing, coupons, usage, collection, credits, events, health);

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::billing::{CreditCapInput, ProrationBehavior, StartSubscription};
+use billing_app::coupons::CouponRef;
 use billing_app::ports::SubscriptionFilter;
 use billing_app::App;
 use billing_domain::billing::proration::ChangePolicy;
@@ -63,6 +64,9 @@ pub struct NewSubscriptionRequest {
     pub max_pause_days: Option<u32>,
     #[serde(default)]
     pub metadata: Metadata,
+    /// A coupon (its code or `coupon_…` id) to redeem as the subscription starts: the
+    /// first invoice already takes the discount.
+    pub coupon: Option<String>,
 }
 
 fn one() -> u64 {
@@ -93,6 +97,7 @@ pub async fn create_subscription(
         days_until_due: req.days_until_due,
         max_pause_days: req.max_pause_days,
         metadata: req.metadata,
+        coupon: req.coupon.as_deref().map(CouponRef::parse),
     };
     Ok(Reply(
         StatusCode::CREATED,

@@ -1,0 +1,7 @@
+//! Coupons and the discounts they make: a coupon holds the terms (percent or amount off, for
+//! how many billing periods, how often it may be redeemed, until when, on which plans); each
+//! redemption puts a [`discount::AppliedDiscount`] on a subscription, where it feeds the
+//! invoice builder's discounts and counts down one billing period per period invoice.
+
+pub mod coupon;
+pub mod discount;
