@@ -4,12 +4,17 @@
 
 use anyhow::Context as _;
 use billing_app::billing::StartSubscription;
+use billing_app::coupons::CouponRef;
+use billing_app::credits::GrantRequest;
 use billing_app::ports::*;
+use billing_app::AppError;
 use billing_domain::billing::subscription::{CollectionMethod, Subscription};
 use billing_domain::collection::payment::PaymentStatus;
 use billing_domain::customers::account::Account;
 use billing_domain::events::record::DomainEvent;
-use billing_domain::kernel::ids::{AccountId, PaymentId, SubscriptionId};
+use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::error::ErrorCode;
+use billing_domain::kernel::ids::{AccountId, CouponId, PaymentId, PlanId, SubscriptionId};
 use billing_domain::usage::meter::{UsageEventInput, UsageStatus};
 use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;
@@ -36,6 +41,10 @@ pub enum Flow {
     DunningStep,
     /// An event is fanned out and delivered to a webhook endpoint.
     WebhookDelivery,
+    /// The finalizer numbers drafts of one account that spend its credit balance.
+    CreditApplication,
+    /// A coupon's last redemption slot is taken by a subscription.
+    CouponRedemption,
 }
 
 /// A flow's job, as set up for one run.
@@ -68,10 +77,17 @@ pub enum Job {
     Webhook {
         event: Box<DomainEvent>,
     },
+    SpendCredit {
+        account: AccountId,
+    },
+    Redeem {
+        subscription: SubscriptionId,
+        coupon: CouponId,
+    },
 }
 
 impl Flow {
-    pub const ALL: [Flow; 8] = [
+    pub const ALL: [Flow; 10] = [
         Flow::BillPeriod,
         Flow::Finalize,
         Flow::CollectPayment,
@@ -80,6 +96,8 @@ impl Flow {
         Flow::LateUsage,
         Flow::DunningStep,
         Flow::WebhookDelivery,
+        Flow::CreditApplication,
+        Flow::CouponRedemption,
     ];
 
     pub fn name(self) -> &'static str {
@@ -92,6 +110,8 @@ impl Flow {
             Flow::LateUsage => "late usage",
             Flow::DunningStep => "a dunning step",
             Flow::WebhookDelivery => "a webhook delivery",
+            Flow::CreditApplication => "applying account credit",
+            Flow::CouponRedemption => "redeeming a coupon",
         }
     }
 
@@ -99,7 +119,7 @@ impl Flow {
     pub fn charges(self) -> bool {
         matches!(
             self,
-            Flow::BillPeriod | Flow::Finalize | Flow::CollectPayment
+            Flow::BillPeriod | Flow::Finalize | Flow::CollectPayment | Flow::CreditApplication
         )
     }
 
@@ -143,6 +163,60 @@ impl Flow {
                     drafted?;
                 }
                 return Ok(Job::Finalize);
+            }
+            Flow::CreditApplication => {
+                let account = account(w, Some("4242424242424242")).await?;
+                let plan = plan(w, flat_plan(amount)).await?;
+                let mut ids = Vec::new();
+                for _ in 0..3 {
+                    let start = StartSubscription::new(account.id, plan);
+                    ids.push(
+                        w.app
+                            .billing
+                            .create_subscription(&w.caller, start)
+                            .await?
+                            .id,
+                    );
+                }
+                w.settle().await;
+                // Enough for one renewal and a half: the drafts spend it in turn, the last
+                // one not at all.
+                let grant = GrantRequest {
+                    account: account.id,
+                    amount: i64::try_from(amount * 3 / 2)?,
+                    currency: Currency::from_code("usd")?,
+                    reason: "campaign".into(),
+                    note: None,
+                    expires_at: None,
+                };
+                w.app.credits.grant_credit(&w.caller, grant).await?;
+                let until = t0 + SignedDuration::from_hours(24 * 32);
+                w.clock.set(until);
+                for drafted in w
+                    .app
+                    .billing
+                    .draft_due_subscriptions(w.tenant(), &ids, until)
+                    .await
+                {
+                    drafted?;
+                }
+                return Ok(Job::SpendCredit {
+                    account: account.id,
+                });
+            }
+            Flow::CouponRedemption => {
+                let sub = subscribe(w, None, flat_plan(amount)).await?;
+                let coupon = json!({"code": format!("LAST{seed}"), "percent_off": "20",
+                    "duration": "repeating", "duration_in_periods": 2, "max_redemptions": 1});
+                let coupon = w
+                    .app
+                    .coupons
+                    .create_coupon(&w.caller, serde_json::from_value(coupon)?)
+                    .await?;
+                Job::Redeem {
+                    subscription: sub.id,
+                    coupon: coupon.id,
+                }
             }
             Flow::CollectPayment => {
                 let sub = subscribe(w, Some("4000000000009995"), flat_plan(amount)).await?;
@@ -306,8 +380,26 @@ impl Flow {
                     .run_due_subscription(tenant, *subscription, *until)
                     .await?;
             }
-            Job::Finalize => {
+            Job::Finalize | Job::SpendCredit { .. } => {
                 w.app.billing.finalize_pending_invoices(tenant).await?;
+            }
+            Job::Redeem {
+                subscription,
+                coupon,
+            } => {
+                let redeemed = w
+                    .app
+                    .coupons
+                    .redeem_on_subscription(&w.caller, *subscription, &CouponRef::Id(*coupon))
+                    .await;
+                match redeemed {
+                    // A repeated request whose first delivery took the slot is answered
+                    // that the subscription has the discount: the client is done.
+                    Err(AppError::Invalid(e)) if e.code == ErrorCode::AlreadyDiscounted => {}
+                    other => {
+                        other?;
+                    }
+                }
             }
             Job::Collect { payment } => {
                 let job = PaymentJob::Attempt {
@@ -397,6 +489,55 @@ impl Job {
                     case.status, case.steps_taken, status
                 )]
             }
+            Job::SpendCredit { account } => {
+                let page = PageRequest::first(100);
+                let view = w
+                    .app
+                    .credits
+                    .balance(&w.caller, *account, None, &page)
+                    .await?;
+                let mut seen: Vec<String> = view
+                    .balances
+                    .iter()
+                    .map(|b| format!("balance {} {}", b.currency.api_code(), b.available.get()))
+                    .collect();
+                let mut settled: Vec<String> = view
+                    .transactions
+                    .items
+                    .iter()
+                    .map(|t| format!("ledger {:?} {}", t.kind, t.amount.get()))
+                    .collect();
+                let invoices = w
+                    .memory
+                    .list_invoices(w.tenant(), &InvoiceFilter::default(), &page)
+                    .await?
+                    .items;
+                settled.extend(invoices.iter().map(|i| {
+                    format!("credit {} due {}", i.credit_total.get(), i.amount_due.get())
+                }));
+                // Which draft spends first is the finalizer's order; what is spent is not.
+                settled.sort();
+                seen.extend(settled);
+                seen
+            }
+            Job::Redeem {
+                subscription,
+                coupon,
+            } => {
+                let coupon = w.app.coupons.get_coupon(&w.caller, *coupon).await?;
+                let sub = w
+                    .app
+                    .billing
+                    .get_subscription(&w.caller, *subscription)
+                    .await?;
+                let mut seen = vec![format!("redeemed {}", coupon.times_redeemed)];
+                seen.extend(
+                    sub.discounts
+                        .iter()
+                        .map(|d| format!("{} {:?}", d.coupon_code, d.periods_remaining)),
+                );
+                seen
+            }
             _ => Vec::new(),
         })
     }
@@ -425,16 +566,21 @@ async fn account(w: &World, card: Option<&str>) -> anyhow::Result<Account> {
     Ok(account)
 }
 
-async fn subscribe(w: &World, card: Option<&str>, plan: Value) -> anyhow::Result<Subscription> {
-    let account = account(w, card).await?;
+async fn plan(w: &World, plan: Value) -> anyhow::Result<PlanId> {
     let plan = w
         .app
         .catalog
         .create_plan(&w.caller, serde_json::from_value(plan)?)
         .await?;
+    Ok(plan.plan.id)
+}
+
+async fn subscribe(w: &World, card: Option<&str>, plan: Value) -> anyhow::Result<Subscription> {
+    let account = account(w, card).await?;
+    let plan = self::plan(w, plan).await?;
     Ok(w.app
         .billing
-        .create_subscription(&w.caller, StartSubscription::new(account.id, plan.plan.id))
+        .create_subscription(&w.caller, StartSubscription::new(account.id, plan))
         .await?)
 }
 
