@@ -1,7 +1,8 @@
-//! Customers: accounts, their payment methods, and API keys.
+//! Customers: accounts, their payment methods, API keys and rate limits.
 
 pub mod accounts;
 pub mod api_keys;
+pub mod limits;
 pub mod payment_methods;
 
 use billing_app::App;
@@ -12,4 +13,5 @@ pub fn routes() -> OpenApiRouter<App> {
         .merge(accounts::routes())
         .merge(payment_methods::routes())
         .merge(api_keys::routes())
+        .merge(limits::routes())
 }
