@@ -196,7 +196,7 @@ impl RateLimitStore for DynamoStore {
                 .await;
             let err = match result {
                 Ok(output) => {
-                    let used = output.attributes.as_ref().and_then(|item| used_of(item));
+                    let used = output.attributes.as_ref().and_then(used_of);
                     return Ok(RateClaim {
                         granted: want,
                         used: used.unwrap_or(limit),
