@@ -93,6 +93,11 @@ impl Api {
         (clock, account)
     }
 
+    /// The key it calls with.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
     /// The server's base URL, `http://127.0.0.1:…`.
     pub fn base(&self) -> &str {
         &self.base

@@ -363,7 +363,7 @@ async fn roles_decide_what_a_key_may_do() {
             .send(Method::GET, "/v1/accounts", None)
             .await,
         StatusCode::UNAUTHORIZED,
-        "unauthenticated",
+        "api_key_revoked",
     )
     .await;
     assert_eq!(Role::Support.as_str(), "support");

@@ -995,6 +995,7 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused(store: Ar
         livemode: false,
         key_id: Some(issued.key.id),
         role: billing_domain::customers::access::Role::Admin,
+        rate_limit_per_hour: None,
         request_id: None,
     };
     let account: billing_domain::kernel::ids::AccountId =

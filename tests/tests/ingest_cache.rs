@@ -70,7 +70,7 @@ async fn revoked_keys_are_refused_within_the_bound(store: Arc<dyn Store>) {
     assert_eq!(status_of(&support, "/v1/accounts").await, StatusCode::OK);
     clock.advance(SignedDuration::from_secs(1));
     let refused = support.send(Method::GET, "/v1/accounts", None).await;
-    billing_tests::api::problem(refused, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    billing_tests::api::problem(refused, StatusCode::UNAUTHORIZED, "api_key_revoked").await;
 
     // Revoked through this instance: refused by it at once.
     let viewer = a.with_key(&a.key_with_role("finance_viewer").await);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use billing_app::ports::*;
 use billing_app::{App, Caller};
-use billing_domain::customers::access::Role;
+use billing_domain::customers::access::{NewApiKey, Role};
 use billing_domain::customers::account::{Account, AccountPatch, AccountStatus, NewAccount};
 use billing_domain::customers::tenant::TenantMode;
 use billing_domain::kernel::error::ErrorCode;
@@ -62,6 +62,7 @@ async fn tenant(app: &App) -> Caller {
         livemode: false,
         key_id: Some(issued.key.id),
         role: Role::Admin,
+        rate_limit_per_hour: None,
         request_id: Some("req_contract".into()),
     }
 }
@@ -567,7 +568,7 @@ async fn revoking_an_api_key_twice_is_a_conflict(store: Arc<dyn Store>) {
     let issued = c
         .app
         .customers
-        .create_api_key(&c.caller, Role::Support, Some("helpdesk"))
+        .create_api_key(&c.caller, &NewApiKey::new(Role::Support, Some("helpdesk")))
         .await
         .unwrap();
     c.app
@@ -593,6 +594,156 @@ async fn revoking_an_api_key_twice_is_a_conflict(store: Arc<dyn Store>) {
         .authenticate(&issued.secret, None)
         .await
         .is_err());
+}
+
+/// A rate count grants whole shares while they last, then the remainder, then nothing;
+/// counts are apart per subject, window and tenant.
+async fn rate_counts_never_pass_their_limit(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let t = c.caller.tenant_id;
+    let start: Timestamp = "2027-03-01T10:00:00Z".parse().unwrap();
+    let hour = (start, start + SignedDuration::from_hours(1));
+    let next = (hour.1, hour.1 + SignedDuration::from_hours(1));
+    let claim = |tenant, subject, window, want| {
+        let store = c.store.clone();
+        async move {
+            store
+                .claim_rate(tenant, subject, window, want, 10)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        claim(t, "key_a", hour, 4).await,
+        RateClaim {
+            granted: 4,
+            used: 4
+        }
+    );
+    assert_eq!(
+        claim(t, "key_a", hour, 4).await,
+        RateClaim {
+            granted: 4,
+            used: 8
+        }
+    );
+    assert_eq!(
+        claim(t, "key_a", hour, 4).await,
+        RateClaim {
+            granted: 2,
+            used: 10
+        }
+    );
+    assert_eq!(
+        claim(t, "key_a", hour, 4).await,
+        RateClaim {
+            granted: 0,
+            used: 10
+        }
+    );
+    assert_eq!(claim(t, "key_b", hour, 4).await.granted, 4);
+    assert_eq!(claim(t, "key_a", next, 4).await.granted, 4);
+    assert_eq!(claim(c.other.tenant_id, "key_a", hour, 4).await.granted, 4);
+}
+
+/// Concurrent claims on one count share it without passing the limit.
+async fn concurrent_rate_claims_share_the_limit(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let start: Timestamp = "2027-03-01T10:00:00Z".parse().unwrap();
+    let window = (start, start + SignedDuration::from_hours(1));
+    let mut claims = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let (store, tenant) = (c.store.clone(), c.caller.tenant_id);
+        claims.spawn(async move { store.claim_rate(tenant, "key", window, 3, 25).await });
+    }
+    let mut granted = 0;
+    while let Some(claim) = claims.join_next().await {
+        granted += claim.unwrap().unwrap().granted;
+    }
+    assert_eq!(granted, 25, "12 claims of 3 share 25 exactly");
+}
+
+/// A key's use is written when none is, or the one written is at least `stale_since` old.
+async fn a_key_use_is_written_only_over_a_stale_one(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let (t, key) = (c.caller.tenant_id, c.caller.key_id.unwrap());
+    let used = |at: &str| at.parse::<Timestamp>().unwrap();
+    let last_used = || async {
+        c.store
+            .get_api_key(t, key)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at
+    };
+    let write = |at, stale_since| c.store.record_key_use(t, key, used(at), used(stale_since));
+    write("2027-03-01T10:00:00Z", "2027-03-01T09:59:00Z")
+        .await
+        .unwrap();
+    assert_eq!(last_used().await, Some(used("2027-03-01T10:00:00Z")));
+    write("2027-03-01T10:00:30Z", "2027-03-01T09:59:30Z")
+        .await
+        .unwrap();
+    assert_eq!(
+        last_used().await,
+        Some(used("2027-03-01T10:00:00Z")),
+        "fresh: kept"
+    );
+    write("2027-03-01T10:01:00Z", "2027-03-01T10:00:00Z")
+        .await
+        .unwrap();
+    assert_eq!(last_used().await, Some(used("2027-03-01T10:01:00Z")));
+}
+
+/// Rolling writes the retired key and its successor together, and never over a revoked key.
+async fn rolling_a_revoked_key_writes_nothing(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    let issued = c
+        .app
+        .customers
+        .create_api_key(&c.caller, &NewApiKey::new(Role::Support, None))
+        .await
+        .unwrap();
+    let successor = billing_app::customers::issue_key(
+        c.caller.tenant_id,
+        TenantMode::Sandbox,
+        billing_domain::customers::access::KeyTerms {
+            role: Role::Support,
+            name: None,
+            rate_limit_per_hour: None,
+            expires_at: None,
+        },
+        Timestamp::now(),
+    );
+    c.app
+        .customers
+        .revoke_api_key(&c.caller, issued.key.id)
+        .await
+        .unwrap();
+    let before = c.counts().await;
+    let retired = billing_domain::customers::access::ApiKey {
+        expires_at: Some(Timestamp::now()),
+        ..issued.key.clone()
+    };
+    assert_eq!(
+        c.store
+            .roll_api_key(
+                &retired,
+                &successor.key,
+                &c.change().await,
+                &c.change().await
+            )
+            .await,
+        Err(StoreError::VersionConflict { entity: "api_key" })
+    );
+    assert_eq!(c.counts().await, before);
+    assert_eq!(
+        c.store
+            .get_api_key(c.caller.tenant_id, successor.key.id)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 /// Claimed once; the same request in flight, replayed once done; a different request
@@ -2656,6 +2807,10 @@ billing_tests::on_both_stores!(
     tenant_wide_lists_keep_their_order_and_cursors_across_partitions,
     the_audit_trail_of_an_entity_pages_newest_first,
     revoking_an_api_key_twice_is_a_conflict,
+    rate_counts_never_pass_their_limit,
+    concurrent_rate_claims_share_the_limit,
+    a_key_use_is_written_only_over_a_stale_one,
+    rolling_a_revoked_key_writes_nothing,
     idempotency_keys_are_claimed_once_per_tenant_until_released_or_expired,
     an_idempotency_claim_whose_lease_ran_out_is_taken_over_once,
     a_reachable_store_is_ready,

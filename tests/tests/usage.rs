@@ -435,8 +435,10 @@ async fn usage_routes_are_documented_and_need_their_permission() {
         .customers
         .create_api_key(
             &caller,
-            billing_domain::customers::access::Role::FinanceViewer,
-            Some("viewer"),
+            &billing_domain::customers::access::NewApiKey::new(
+                billing_domain::customers::access::Role::FinanceViewer,
+                Some("viewer"),
+            ),
         )
         .await
         .unwrap();

@@ -9,7 +9,7 @@ use billing_app::ports::*;
 use billing_app::{events::Fanout, jobs::Sweeper};
 use billing_app::{App, Caller};
 use billing_aws::{AwsDispatch, Config, DynamoStore, HttpSender};
-use billing_domain::customers::access::Role;
+use billing_domain::customers::access::{NewApiKey, Role};
 use billing_domain::customers::account::NewAccount;
 use billing_domain::customers::tenant::TenantMode;
 use billing_domain::events::webhook::{self, DeliveryStatus, NewWebhookEndpoint};
@@ -706,7 +706,7 @@ async fn the_catalog_is_in_the_openapi_document_and_events_carry_no_secrets() {
 
     let (caller, _) = caller(&app, TenantMode::Sandbox).await;
     app.customers
-        .create_api_key(&caller, Role::Support, Some("ci"))
+        .create_api_key(&caller, &NewApiKey::new(Role::Support, Some("ci")))
         .await
         .unwrap();
     let created = app

@@ -22,6 +22,7 @@ use billing_domain::coupons::coupon::Coupon;
 use billing_domain::credits::balance::{Balance, BalanceChange, BalanceTransaction, CreditGrant};
 use billing_domain::customers::access::ApiKey;
 use billing_domain::customers::account::Account;
+use billing_domain::customers::limits::LimitSettings;
 use billing_domain::customers::payment_method::PaymentProfile;
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
@@ -1194,6 +1195,28 @@ impl ApiKeyStore for SimStore {
         self.unmodelled("revoke_api_key");
         self.inner.revoke_api_key(key, change).await
     }
+    async fn roll_api_key(
+        &self,
+        retired: &ApiKey,
+        successor: &ApiKey,
+        retirement: &Change,
+        creation: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("roll_api_key");
+        self.inner
+            .roll_api_key(retired, successor, retirement, creation)
+            .await
+    }
+    async fn record_key_use(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        at: Timestamp,
+        stale_since: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("record_key_use");
+        self.inner.record_key_use(tenant, id, at, stale_since).await
+    }
     async fn list_api_keys(
         &self,
         tenant: TenantId,
@@ -1201,6 +1224,38 @@ impl ApiKeyStore for SimStore {
     ) -> Result<Page<ApiKey>, StoreError> {
         self.unmodelled("list_api_keys");
         self.inner.list_api_keys(tenant, page).await
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for SimStore {
+    async fn claim_rate(
+        &self,
+        tenant: TenantId,
+        subject: &str,
+        window: (Timestamp, Timestamp),
+        want: u32,
+        limit: u32,
+    ) -> Result<RateClaim, StoreError> {
+        self.unmodelled("claim_rate");
+        self.inner
+            .claim_rate(tenant, subject, window, want, limit)
+            .await
+    }
+    async fn limit_settings(&self, tenant: TenantId) -> Result<LimitSettings, StoreError> {
+        self.unmodelled("limit_settings");
+        self.inner.limit_settings(tenant).await
+    }
+    async fn set_limit_settings(
+        &self,
+        tenant: TenantId,
+        settings: &LimitSettings,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("set_limit_settings");
+        self.inner
+            .set_limit_settings(tenant, settings, change)
+            .await
     }
 }
 

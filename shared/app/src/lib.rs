@@ -8,7 +8,8 @@
 //!   events a change commits with, the time of a tenant or of its test clock, the retry
 //!   over lost races, `Idempotency-Key` claims, and the per-process TTL cache (API keys,
 //!   metrics and subscriptions a warm instance keeps, see the README's caches table).
-//! - [`customers`]: tenants, API keys, accounts, payment methods.
+//! - [`customers`]: tenants, API keys (expiry, roll, last use), rate limits, accounts,
+//!   payment methods.
 //! - [`catalog`]: metrics, plans and price versions, the price calculator.
 //! - [`usage`]: ingest, live usage, entitlement checks, usage pricing.
 //! - [`collection`]: payment attempts and retries, paying now, refunds and credit notes,

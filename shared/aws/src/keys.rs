@@ -45,6 +45,8 @@
 //! | payment profile   | `T#{tenant}#S(account_id)` | `PAYPROFILE#{account_id}` |                               |                   |
 //! | credit note       | `T#{tenant}`  | `CREDITNOTE#{id}`               | `T#{tenant}#ACCOUNT#{a}#CREDITNOTES` | `{id}`      |
 //! | payment settings  | `T#{tenant}`  | `SETTINGS#PAYMENTS`             |                                |                   |
+//! | limit settings    | `T#{tenant}`  | `SETTINGS#LIMITS`               |                                |                   |
+//! | rate count        | `T#{tenant}#S(subject)` | `RATE#{key id or tenant}#{window start s}` (TTL) |      |                   |
 //! | gateway event     | `T#{tenant}#S(gateway event id)` | `GWEVENT#{gateway event id}` (TTL) |         |                   |
 //! | gateway ref       | `GATEWAY#{gateway object id}` | `REF`           |                                |                   |
 //! | dunning policy    | `T#{tenant}`  | `SETTINGS#DUNNING`              |                                |                   |
@@ -96,6 +98,8 @@
 //! | numbered invoices owing their follow-ups | the same with `F#` |
 //! | drafts a lost finalize job left waiting | the `due` index: a pending invoice carries a due entry pointing at `FINALIZE#{invoice id}` (not its own key) at its hand-over time |
 //! | the tenant's dunning policy | GetItem `SETTINGS#DUNNING` |
+//! | the tenant's rate limits | GetItem `SETTINGS#LIMITS` (once a minute per instance) |
+//! | a share of an hourly rate count | UpdateItem `RATE#{subject}#{window}`: `ADD used :want` if `used <= limit - want`; on failure (old item returned) the remainder, if `used` is unchanged; expires by TTL an hour after the window |
 //! | an account's dunning case | GetItem `DUNNING#{account}` (one item per account, reused by its next case); in the `due` index at its next step (under its test clock when it has one) |
 //! | a customer notice not yet sent | GetItem `DUNNINGNOTICE#{account}#{key}`; in the `due` index at the end of its sender's claim |
 //! | an account's balance in a currency, and its open grants | GetItem `BALANCE#{account}#{currency}` (it names its open grants), then BatchGetItem of those `CREDIT#{account}#{id}` |
@@ -541,6 +545,19 @@ pub fn credit_note(tenant: TenantId, id: CreditNoteId, account: AccountId) -> Ke
 
 pub fn account_credit_notes_index(tenant: TenantId, account: AccountId) -> String {
     format!("T#{tenant}#ACCOUNT#{account}#CREDITNOTES")
+}
+
+pub fn limit_settings(tenant: TenantId) -> Key {
+    Key::new(tenant_partition(tenant), "SETTINGS#LIMITS".into())
+}
+
+/// The shared count of a rate limit's window: in the shard of its subject (a key id, or
+/// `tenant`), so the counts of a tenant's busy keys spread over partitions.
+pub fn rate_count(tenant: TenantId, subject: &str, window_start_seconds: i64) -> Key {
+    Key::new(
+        shard_of(tenant, subject),
+        format!("RATE#{subject}#{window_start_seconds}"),
+    )
 }
 
 pub fn payment_settings(tenant: TenantId) -> Key {

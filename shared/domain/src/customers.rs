@@ -2,5 +2,6 @@
 
 pub mod access;
 pub mod account;
+pub mod limits;
 pub mod payment_method;
 pub mod tenant;

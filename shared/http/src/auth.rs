@@ -1,4 +1,5 @@
-//! Authentication (`Authorization: Bearer <key>`) and authorization. Every route declares
+//! Authentication (`Authorization: Bearer <key>`), authorization and rate limits (429 with
+//! `Retry-After`; `RateLimit-Limit`, `-Remaining` and `-Reset` on every authenticated answer). Every route declares
 //! who may call it in its handler's `#[utoipa::path]`: `security(("api_key" = ["read"]))`
 //! names the one permission a key needs (the role matrix in the domain decides), and
 //! `security(())` marks an open route. The table is read from the OpenAPI document
@@ -9,9 +10,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, Method};
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use billing_app::customers::Admission;
 use billing_app::App;
 use billing_domain::customers::access::Permission;
 use billing_domain::kernel::error::ErrorCode;
@@ -142,8 +144,38 @@ pub async fn authenticate(State(guard): State<Guard>, mut req: Request, next: Ne
         response.extensions_mut().insert(tenant);
         return response;
     }
-    req.extensions_mut().insert(caller);
-    let mut response = next.run(req).await;
+    let (status, retry_after) = match guard.app.customers.admit(&caller).await {
+        Ok(Admission::Admitted(status)) => (status, None),
+        Ok(Admission::Limited {
+            status,
+            retry_after,
+        }) => (status, Some(retry_after)),
+        Err(err) => return Problem::from(err).into_response(),
+    };
+    let mut response = match retry_after {
+        Some(seconds) => {
+            let mut response = Problem::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} requests in the limit's window; retry in {seconds} s",
+                    status.limit
+                ),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+        }
+        None => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-limit", HeaderValue::from(status.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(status.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(status.reset_seconds));
     response.extensions_mut().insert(tenant);
     response
 }

@@ -95,11 +95,15 @@ impl ErrorResponses {
         if keyed {
             statuses.push((
                 "401",
-                "No API key, or one that is unknown, revoked or expired.",
+                "No API key, or one that is unknown (`unauthenticated`), revoked (`api_key_revoked`) or expired (`api_key_expired`).",
             ));
             statuses.push((
                 "403",
                 "The key's role does not have the permission this operation needs.",
+            ));
+            statuses.push((
+                "429",
+                "Over the key's or the tenant's rate limit (`rate_limited`): `Retry-After` says in how many seconds to try again. Every answer to a key carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.",
             ));
         }
         if has(ParameterIn::Path) {

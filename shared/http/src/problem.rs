@@ -105,6 +105,10 @@ fn hint(status: StatusCode) -> &'static str {
         StatusCode::SERVICE_UNAVAILABLE => {
             "Retry with the same Idempotency-Key after a short wait."
         }
+        StatusCode::TOO_MANY_REQUESTS => {
+            "Wait the `Retry-After` seconds, or ask an admin to raise the limit \
+             (`/v1/settings/limits`, or the key's `rate_limit_per_hour`)."
+        }
         _ => "If this persists, contact support with the Request-Id header of the response.",
     }
 }
@@ -150,7 +154,7 @@ impl From<AppError> for Problem {
                     None => problem,
                 }
             }
-            AppError::Unauthenticated(m) => Problem::new(ErrorCode::Unauthenticated, m),
+            AppError::Unauthenticated { code, message } => Problem::new(code, message),
             AppError::Forbidden(m) => Problem::new(ErrorCode::Forbidden, m),
             AppError::Unavailable(m) => {
                 tracing::warn!(cause = %m, "store unavailable");

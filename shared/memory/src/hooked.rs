@@ -27,6 +27,7 @@ use billing_domain::coupons::coupon::Coupon;
 use billing_domain::credits::balance::{Balance, BalanceChange, BalanceTransaction, CreditGrant};
 use billing_domain::customers::access::ApiKey;
 use billing_domain::customers::account::Account;
+use billing_domain::customers::limits::LimitSettings;
 use billing_domain::customers::payment_method::PaymentProfile;
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
@@ -211,7 +212,14 @@ hooked! {
         fn get_api_key(tenant: TenantId, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError>;
         fn insert_api_key(key: &ApiKey, change: &Change) -> Result<(), StoreError>;
         fn revoke_api_key(key: &ApiKey, change: &Change) -> Result<(), StoreError>;
+        fn roll_api_key(retired: &ApiKey, successor: &ApiKey, retirement: &Change, creation: &Change) -> Result<(), StoreError>;
+        fn record_key_use(tenant: TenantId, id: ApiKeyId, at: Timestamp, stale_since: Timestamp) -> Result<(), StoreError>;
         fn list_api_keys(tenant: TenantId, page: &PageRequest) -> Result<Page<ApiKey>, StoreError>;
+    }
+    RateLimitStore {
+        fn claim_rate(tenant: TenantId, subject: &str, window: (Timestamp, Timestamp), want: u32, limit: u32) -> Result<RateClaim, StoreError>;
+        fn limit_settings(tenant: TenantId) -> Result<LimitSettings, StoreError>;
+        fn set_limit_settings(tenant: TenantId, settings: &LimitSettings, change: &Change) -> Result<(), StoreError>;
     }
     AccountStore {
         fn insert_account(tenant: TenantId, account: &Account, change: &Change) -> Result<(), StoreError>;

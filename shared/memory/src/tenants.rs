@@ -1,9 +1,22 @@
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use billing_domain::customers::access::ApiKey;
+use billing_domain::customers::limits::{self, LimitSettings};
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::kernel::ids::{ApiKeyId, TenantId};
 
+use jiff::Timestamp;
+
 use crate::{paginate, MemoryStore};
+
+#[derive(Default)]
+pub(crate) struct LimitState {
+    settings: BTreeMap<TenantId, LimitSettings>,
+    /// Shared rate counts by tenant, subject and window start (never expired here: a test
+    /// store lives shorter than the table's TTL would keep them).
+    counts: BTreeMap<(TenantId, String, Timestamp), u32>,
+}
 use billing_app::ports::*;
 
 #[async_trait]
@@ -55,6 +68,47 @@ impl ApiKeyStore for MemoryStore {
         Ok(())
     }
 
+    async fn roll_api_key(
+        &self,
+        retired: &ApiKey,
+        successor: &ApiKey,
+        retirement: &Change,
+        creation: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        match s.api_keys.get(&(retired.tenant_id, retired.id)) {
+            Some(stored) if stored.revoked_at.is_none() => {}
+            _ => return Err(StoreError::VersionConflict { entity: "api_key" }),
+        }
+        if s.api_keys
+            .contains_key(&(successor.tenant_id, successor.id))
+        {
+            return Err(StoreError::AlreadyExists { entity: "api_key" });
+        }
+        s.api_keys
+            .insert((retired.tenant_id, retired.id), retired.clone());
+        s.api_keys
+            .insert((successor.tenant_id, successor.id), successor.clone());
+        s.record(retired.tenant_id, retirement);
+        s.record(successor.tenant_id, creation);
+        Ok(())
+    }
+
+    async fn record_key_use(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        at: Timestamp,
+        stale_since: Timestamp,
+    ) -> Result<(), StoreError> {
+        if let Some(key) = self.state().api_keys.get_mut(&(tenant, id)) {
+            if key.last_used_at.is_none_or(|last| last <= stale_since) {
+                key.last_used_at = Some(at);
+            }
+        }
+        Ok(())
+    }
+
     async fn list_api_keys(
         &self,
         tenant: TenantId,
@@ -67,5 +121,52 @@ impl ApiKeyStore for MemoryStore {
             .take_while(|((t, _), _)| *t == tenant)
             .map(|((_, id), k)| (id.to_string(), k.clone()));
         Ok(paginate(items, page, |_| true))
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for MemoryStore {
+    async fn claim_rate(
+        &self,
+        tenant: TenantId,
+        subject: &str,
+        window: (Timestamp, Timestamp),
+        want: u32,
+        limit: u32,
+    ) -> Result<RateClaim, StoreError> {
+        let mut s = self.state();
+        let used = s
+            .limits
+            .counts
+            .entry((tenant, subject.to_owned(), window.0))
+            .or_insert(0);
+        let granted = limits::grant(*used, want, limit);
+        *used += granted;
+        Ok(RateClaim {
+            granted,
+            used: *used,
+        })
+    }
+
+    async fn limit_settings(&self, tenant: TenantId) -> Result<LimitSettings, StoreError> {
+        Ok(self
+            .state()
+            .limits
+            .settings
+            .get(&tenant)
+            .copied()
+            .unwrap_or_default())
+    }
+
+    async fn set_limit_settings(
+        &self,
+        tenant: TenantId,
+        settings: &LimitSettings,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        s.limits.settings.insert(tenant, *settings);
+        s.record(tenant, change);
+        Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod api_keys;
+mod limits;
 mod payment_methods;
 mod tenants;
 
@@ -14,20 +15,21 @@ use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{ApiKeyId, TenantId};
 
 pub use api_keys::{issue_key, IssuedKey, KEY_TTL};
+pub use limits::{Admission, RateLimitStatus, LIMITS_TTL};
 
 use crate::kernel::{AppError, Clocks, TtlCache};
 use crate::ports::{
-    AccountStore, ApiKeyStore, Gateways, PaymentStore, TenantStore, TestClockStore,
+    AccountStore, ApiKeyStore, Gateways, PaymentStore, RateLimitStore, TenantStore, TestClockStore,
 };
 
 /// What the customers service reads and writes.
 pub trait CustomersPorts:
-    TenantStore + ApiKeyStore + AccountStore + PaymentStore + TestClockStore
+    TenantStore + ApiKeyStore + RateLimitStore + AccountStore + PaymentStore + TestClockStore
 {
 }
 
 impl<T> CustomersPorts for T where
-    T: TenantStore + ApiKeyStore + AccountStore + PaymentStore + TestClockStore
+    T: TenantStore + ApiKeyStore + RateLimitStore + AccountStore + PaymentStore + TestClockStore
 {
 }
 
@@ -40,6 +42,9 @@ pub struct CustomersService {
     gateways: Gateways,
     /// Keys as last read, by tenant and id ([`KEY_TTL`]).
     keys: Arc<TtlCache<(TenantId, ApiKeyId), ApiKey>>,
+    /// This instance's shares of the hourly counts, its burst counts, and the tenants'
+    /// limits as last read.
+    limiter: Arc<limits::RateLimiter>,
 }
 
 impl CustomersService {
@@ -49,6 +54,7 @@ impl CustomersService {
             clocks,
             gateways,
             keys: Arc::new(TtlCache::new(KEY_TTL)),
+            limiter: Arc::new(limits::RateLimiter::default()),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Tenants are created by the operator (the `billing-admin` tool), never over the API.
 
-use billing_domain::customers::access::Role;
+use billing_domain::customers::access::{KeyTerms, Role};
 use billing_domain::customers::tenant::{self, Tenant, TenantMode};
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::TenantId;
@@ -23,13 +23,13 @@ impl CustomersService {
             mode,
             created_at: now,
         };
-        let issued = issue_key(
-            tenant.id,
-            mode,
-            Role::Admin,
-            Some("first admin key".into()),
-            now,
-        );
+        let terms = KeyTerms {
+            role: Role::Admin,
+            name: Some("first admin key".into()),
+            rate_limit_per_hour: None,
+            expires_at: None,
+        };
+        let issued = issue_key(tenant.id, mode, terms, now);
         self.store.create_tenant(&tenant, &issued.key).await?;
         Ok((tenant, issued))
     }
@@ -75,6 +75,9 @@ impl CustomersService {
             last4: key_text[key_text.len() - 4..].to_owned(),
             created_at: now,
             revoked_at: None,
+            rate_limit_per_hour: None,
+            expires_at: None,
+            last_used_at: None,
         };
         self.store.create_tenant(&tenant, &key).await?;
         Ok(tenant)

@@ -11,6 +11,8 @@ pub struct Caller {
     pub livemode: bool,
     pub key_id: Option<ApiKeyId>,
     pub role: Role,
+    /// The key's own hourly limit, when it has one (else the tenant's per-key limit).
+    pub rate_limit_per_hour: Option<u32>,
     pub request_id: Option<String>,
 }
 
@@ -22,7 +24,16 @@ impl Caller {
             livemode: key.livemode,
             key_id: Some(key.id),
             role: key.role,
+            rate_limit_per_hour: key.rate_limit_per_hour,
             request_id,
+        }
+    }
+
+    /// Whose count a request of this caller is counted in: its key's.
+    pub fn rate_subject(&self) -> String {
+        match self.key_id {
+            Some(key) => key.to_string(),
+            None => "platform".to_owned(),
         }
     }
 
@@ -59,6 +70,7 @@ pub fn system_caller(tenant_id: TenantId, livemode: bool) -> Caller {
         livemode,
         key_id: None,
         role: Role::Admin,
+        rate_limit_per_hour: None,
         request_id: None,
     }
 }

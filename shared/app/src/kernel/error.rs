@@ -19,8 +19,9 @@ pub enum AppError {
         message: String,
         param: Option<&'static str>,
     },
-    #[error("{0}")]
-    Unauthenticated(String),
+    /// No valid credential: `code` says why (`unauthenticated`, `api_key_expired`, …).
+    #[error("{message}")]
+    Unauthenticated { code: ErrorCode, message: String },
     #[error("{0}")]
     Forbidden(String),
     /// A transient failure; the caller may retry.

@@ -25,6 +25,7 @@ pub use usage::*;
 use async_trait::async_trait;
 use billing_domain::customers::access::ApiKey;
 use billing_domain::customers::account::{Account, AccountStatus};
+use billing_domain::customers::limits::LimitSettings;
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::kernel::ids::{AccountId, ApiKeyId, TenantId};
@@ -166,11 +167,63 @@ pub trait ApiKeyStore: Send + Sync {
     async fn insert_api_key(&self, key: &ApiKey, change: &Change) -> Result<(), StoreError>;
     /// Marks a key revoked; fails with `VersionConflict` if it already was.
     async fn revoke_api_key(&self, key: &ApiKey, change: &Change) -> Result<(), StoreError>;
+    /// Replaces `retired` (the rolled key with its new `expires_at`) unless it was revoked
+    /// meanwhile (`VersionConflict`) and creates its `successor`, with both changes,
+    /// atomically.
+    async fn roll_api_key(
+        &self,
+        retired: &ApiKey,
+        successor: &ApiKey,
+        retirement: &Change,
+        creation: &Change,
+    ) -> Result<(), StoreError>;
+    /// Sets the key's `last_used_at` to `at` if it is unset or not after `stale_since`;
+    /// leaves it alone otherwise (another instance wrote it lately). No audit record: a use
+    /// is not a change.
+    async fn record_key_use(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        at: Timestamp,
+        stale_since: Timestamp,
+    ) -> Result<(), StoreError>;
     async fn list_api_keys(
         &self,
         tenant: TenantId,
         page: &PageRequest,
     ) -> Result<Page<ApiKey>, StoreError>;
+}
+
+/// What a claim on a shared rate count got: how much of what it asked for, and the count
+/// after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateClaim {
+    pub granted: u32,
+    pub used: u32,
+}
+
+/// The shared counts behind the hourly rate limits, and the tenant's limits.
+#[async_trait]
+pub trait RateLimitStore: Send + Sync {
+    /// Adds up to `want` to the count of `subject` (a key, or the tenant) in the window
+    /// `[start, end)`, atomically and never past `limit`: two instances claiming the last
+    /// requests of a window share them. The count is forgotten some time after `end`.
+    async fn claim_rate(
+        &self,
+        tenant: TenantId,
+        subject: &str,
+        window: (Timestamp, Timestamp),
+        want: u32,
+        limit: u32,
+    ) -> Result<RateClaim, StoreError>;
+    /// The tenant's limits, or the defaults.
+    async fn limit_settings(&self, tenant: TenantId) -> Result<LimitSettings, StoreError>;
+    async fn set_limit_settings(
+        &self,
+        tenant: TenantId,
+        settings: &LimitSettings,
+        change: &Change,
+    ) -> Result<(), StoreError>;
 }
 
 #[async_trait]

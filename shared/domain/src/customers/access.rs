@@ -6,14 +6,16 @@
 //! stored; the secret is shown once, at creation.
 
 use crate::kernel::error::ErrorCode;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ulid::Ulid;
 
+use crate::customers::limits;
 use crate::customers::tenant::TenantMode;
 use crate::kernel::error::ValidationError;
 use crate::kernel::ids::{ApiKeyId, TenantId};
+use crate::kernel::time::supported;
 
 /// The seeds' Super Admin, Billing Admin, Support Rep and Finance Viewer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -83,6 +85,76 @@ pub struct ApiKey {
     pub last4: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// Requests an hour this key may make, instead of the tenant's per-key limit.
+    #[serde(default)]
+    pub rate_limit_per_hour: Option<u32>,
+    /// When the key stops working: set at creation, or by a roll (the overlap's end).
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
+    /// When the key was last used, to the minute ([`LAST_USED_PRECISION`]).
+    #[serde(default)]
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// How stale a key's `last_used_at` may be: it is written at most once in this time, so
+/// most requests cost no write.
+pub const LAST_USED_PRECISION: SignedDuration = SignedDuration::from_secs(60);
+
+/// What a new key is made with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"role": "finance_viewer", "name": "month-end reporting", "expires_at": "2027-12-31T00:00:00Z"}))]
+pub struct NewApiKey {
+    pub role: Role,
+    /// At most 100 characters.
+    pub name: Option<String>,
+    /// Requests an hour for this key, instead of the tenant's per-key limit.
+    pub rate_limit_per_hour: Option<u64>,
+    /// When the key stops working (then 401 `api_key_expired`); in the future. Never, if absent.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A [`NewApiKey`] that passed its checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTerms {
+    pub role: Role,
+    pub name: Option<String>,
+    pub rate_limit_per_hour: Option<u32>,
+    pub expires_at: Option<Timestamp>,
+}
+
+impl NewApiKey {
+    pub fn new(role: Role, name: Option<&str>) -> Self {
+        Self {
+            role,
+            name: name.map(str::to_owned),
+            rate_limit_per_hour: None,
+            expires_at: None,
+        }
+    }
+
+    pub fn validate(&self, now: Timestamp) -> Result<KeyTerms, ValidationError> {
+        let expires_at = match self.expires_at {
+            Some(at) if supported(at, "expires_at")? <= now => {
+                return Err(ValidationError::new(
+                    ErrorCode::InvalidExpiresAt,
+                    "expires_at",
+                    "a key's expires_at must be in the future",
+                ))
+            }
+            other => other,
+        };
+        Ok(KeyTerms {
+            role: self.role,
+            name: validate_key_name(self.name.as_deref())?,
+            rate_limit_per_hour: self
+                .rate_limit_per_hour
+                .map(|n| limits::limit(n, "rate_limit_per_hour"))
+                .transpose()?,
+            expires_at,
+        })
+    }
 }
 
 impl ApiKey {
@@ -94,6 +166,24 @@ impl ApiKey {
 
     pub fn is_revoked(&self) -> bool {
         self.revoked_at.is_some()
+    }
+
+    /// Why the key no longer works at `now`, if it does not: revoked, or past `expires_at`.
+    pub fn refusal(&self, now: Timestamp) -> Option<ErrorCode> {
+        if self.is_revoked() {
+            Some(ErrorCode::ApiKeyRevoked)
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            Some(ErrorCode::ApiKeyExpired)
+        } else {
+            None
+        }
+    }
+
+    /// Whether a use at `now` should be written: none yet, or the last one written is
+    /// [`LAST_USED_PRECISION`] old.
+    pub fn use_is_news(&self, now: Timestamp) -> bool {
+        self.last_used_at
+            .is_none_or(|last| now.duration_since(last) >= LAST_USED_PRECISION)
     }
 
     /// Constant-time comparison of a presented key's hash with the stored one.

@@ -123,7 +123,7 @@ pub struct AccountPatch {
 }
 
 /// Distinguishes `"field": null` (`Some(None)`) from an absent field (`None`).
-fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+pub(crate) fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

@@ -59,6 +59,9 @@ event_types! {
     ApiKeyCreated => "api_key.created", "ApiKey",
         "An API key was created (without its secret or hash).";
     ApiKeyRevoked => "api_key.revoked", "ApiKey", "An API key was revoked.";
+    ApiKeyRolled => "api_key.rolled", "ApiKey",
+        "An API key was rolled: `expires_at` is when it stops working; its successor comes \
+         with `api_key.created`.";
     WebhookEndpointCreated => "webhook_endpoint.created", "WebhookEndpointView",
         "A webhook endpoint was added.";
     WebhookEndpointUpdated => "webhook_endpoint.updated", "WebhookEndpointView",
@@ -97,6 +100,8 @@ event_types! {
         "A card was attached to an account.";
     PaymentMethodUpdated => "payment_method.updated", "PaymentMethodView",
         "A card became the account's default.";
+    LimitSettingsUpdated => "limit_settings.updated", "LimitSettings",
+        "The tenant's rate limits changed.";
     PaymentMethodDetached => "payment_method.detached", "PaymentMethodView",
         "A card was detached (through the API or at the gateway).";
     PaymentSettingsUpdated => "payment_settings.updated", "PaymentSettings",

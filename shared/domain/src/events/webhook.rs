@@ -5,7 +5,7 @@
 use crate::events::types::EventType;
 use crate::kernel::deployment::Deployment;
 use crate::kernel::error::ErrorCode;
-use crate::kernel::time::later;
+use crate::kernel::time::{later, rotation_overlap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hmac::{Hmac, Mac};
@@ -41,9 +41,7 @@ const _: () = assert!(
 /// An endpoint whose deliveries have failed without a single success for this long is
 /// disabled, so a dead receiver stops costing the tenant (and us) retries.
 pub const DISABLE_AFTER: SignedDuration = SignedDuration::from_secs(3 * 24 * 60 * 60);
-/// How long the previous secret keeps signing after a rotation, unless the caller says.
-pub const DEFAULT_ROTATION_OVERLAP: SignedDuration = SignedDuration::from_secs(24 * 60 * 60);
-pub const MAX_ROTATION_OVERLAP: SignedDuration = SignedDuration::from_secs(7 * 24 * 60 * 60);
+pub use crate::kernel::time::DEFAULT_ROTATION_OVERLAP;
 pub const MAX_ENDPOINTS: usize = 16;
 pub const MAX_URL_CHARS: usize = 2048;
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
@@ -204,16 +202,7 @@ impl WebhookEndpoint {
         overlap: SignedDuration,
         now: Timestamp,
     ) -> Result<Self, ValidationError> {
-        if overlap.is_negative() || overlap > MAX_ROTATION_OVERLAP {
-            return Err(ValidationError::new(
-                ErrorCode::InvalidOverlap,
-                "expires_in_seconds",
-                format!(
-                    "the previous secret may keep signing for 0 to {} seconds",
-                    MAX_ROTATION_OVERLAP.as_secs()
-                ),
-            ));
-        }
+        let overlap = rotation_overlap(overlap)?;
         let mut next = self.clone();
         let mut secrets = vec![SigningSecret {
             secret: format_secret(secret_bytes),

@@ -66,7 +66,13 @@ error_codes! {
     HeadersTooLarge => "headers_too_large", 431,
         "More than 100 request headers, or more than 16 KiB of them; the connection closes.";
     Unauthenticated => "unauthenticated", 401,
-        "No API key, or one that is unknown, revoked or expired.";
+        "No API key, or one that is unknown.";
+    ApiKeyExpired => "api_key_expired", 401,
+        "The API key passed its `expires_at` (a rolled key's overlap ended); use its successor.";
+    ApiKeyRevoked => "api_key_revoked", 401, "The API key was revoked.";
+    RateLimited => "rate_limited", 429,
+        "The key or the tenant made more requests than its limit allows; `Retry-After` says \
+         when to try again.";
     Forbidden => "forbidden", 403,
         "The key's role does not allow this operation, or the route is not open to API keys.";
     ResourceMissing => "resource_missing", 404,
@@ -108,6 +114,8 @@ error_codes! {
     UnknownAccount => "unknown_account", 400, "The account named in the request does not exist.";
     InvalidApiKey => "invalid_api_key", 400,
         "Not an API key of the form `sk_test_<tenant id>_<secret>`.";
+    InvalidExpiresAt => "invalid_expires_at", 400, "A key's `expires_at` is not in the future.";
+    InvalidRateLimit => "invalid_rate_limit", 400, "A rate limit is not 1 to 100,000,000 requests.";
     AlreadyRevoked => "already_revoked", 409, "The API key is already revoked.";
     CannotRevokeOwnKey => "cannot_revoke_own_key", 409,
         "A key cannot revoke itself; use another admin key.";

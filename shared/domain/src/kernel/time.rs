@@ -51,6 +51,27 @@ pub fn later(at: Timestamp, d: SignedDuration) -> Timestamp {
     })
 }
 
+/// How long a rotated secret (a webhook signing secret, an API key) keeps working beside
+/// its successor, unless the caller says.
+pub const DEFAULT_ROTATION_OVERLAP: SignedDuration = SignedDuration::from_hours(24);
+pub const MAX_ROTATION_OVERLAP: SignedDuration = SignedDuration::from_hours(7 * 24);
+
+/// A rotation's overlap (`expires_in_seconds`), when 0 to [`MAX_ROTATION_OVERLAP`]; else
+/// `invalid_overlap`.
+pub fn rotation_overlap(overlap: SignedDuration) -> Result<SignedDuration, ValidationError> {
+    if overlap.is_negative() || overlap > MAX_ROTATION_OVERLAP {
+        return Err(ValidationError::new(
+            ErrorCode::InvalidOverlap,
+            "expires_in_seconds",
+            format!(
+                "the previous secret may keep working for 0 to {} seconds",
+                MAX_ROTATION_OVERLAP.as_secs()
+            ),
+        ));
+    }
+    Ok(overlap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

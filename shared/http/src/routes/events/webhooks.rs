@@ -137,8 +137,8 @@ pub async fn delete(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
-    /// How long the previous secret keeps signing too: 0 to 604800 seconds, default 86400.
-    expires_in_seconds: Option<i64>,
+    /// How long the previous secret keeps working too: 0 to 604800 seconds, default 86400.
+    pub expires_in_seconds: Option<i64>,
 }
 
 /// Replaces the signing secret; deliveries carry a signature with each secret until the
