@@ -152,16 +152,7 @@ impl Flow {
                     ids.push(sub.id);
                 }
                 w.settle().await;
-                let until = t0 + SignedDuration::from_hours(24 * 32);
-                w.clock.set(until);
-                for drafted in w
-                    .app
-                    .billing
-                    .draft_due_subscriptions(w.tenant(), &ids, until)
-                    .await
-                {
-                    drafted?;
-                }
+                draft_renewals(w, &ids, t0).await?;
                 return Ok(Job::Finalize);
             }
             Flow::CreditApplication => {
@@ -190,16 +181,7 @@ impl Flow {
                     expires_at: None,
                 };
                 w.app.credits.grant_credit(&w.caller, grant).await?;
-                let until = t0 + SignedDuration::from_hours(24 * 32);
-                w.clock.set(until);
-                for drafted in w
-                    .app
-                    .billing
-                    .draft_due_subscriptions(w.tenant(), &ids, until)
-                    .await
-                {
-                    drafted?;
-                }
+                draft_renewals(w, &ids, t0).await?;
                 return Ok(Job::SpendCredit {
                     account: account.id,
                 });
@@ -582,6 +564,21 @@ async fn subscribe(w: &World, card: Option<&str>, plan: Value) -> anyhow::Result
         .billing
         .create_subscription(&w.caller, StartSubscription::new(account.id, plan))
         .await?)
+}
+
+/// Moves the clock past the first renewal of `ids` (started at `t0`) and drafts them.
+async fn draft_renewals(w: &World, ids: &[SubscriptionId], t0: Timestamp) -> anyhow::Result<()> {
+    let until = t0 + SignedDuration::from_hours(24 * 32);
+    w.clock.set(until);
+    for drafted in w
+        .app
+        .billing
+        .draft_due_subscriptions(w.tenant(), ids, until)
+        .await
+    {
+        drafted?;
+    }
+    Ok(())
 }
 
 /// A subscription to a plan charging `aggregation` of a metric by the unit.
