@@ -293,3 +293,154 @@ fn the_idempotency_lease_outlasts_the_api_function() {
         "lease {lease} s, timeout {timeout} s"
     );
 }
+
+/// The logical id a `!GetAtt X.Attr` or `!Ref X` names.
+fn referenced(value: &Value) -> Option<&str> {
+    match value {
+        Value::Tagged(tagged) => tagged
+            .value
+            .as_str()
+            .map(|target| target.split('.').next().unwrap_or(target)),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_dead_letter_queue_has_an_alarm_and_every_alarm_notifies_the_topic() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let dead_letter_queues: BTreeSet<&str> = resources
+        .values()
+        .filter(|r| r["Type"] == "AWS::SQS::Queue")
+        .filter_map(|r| referenced(&r["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]))
+        .collect();
+    assert_eq!(dead_letter_queues.len(), billing_infra::stack::QUEUES.len());
+    let alarms: Vec<(&str, &Value)> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|(name, r)| (name.as_str().unwrap(), &r["Properties"]))
+        .collect();
+    for dlq in &dead_letter_queues {
+        let watching: Vec<&str> = alarms
+            .iter()
+            .filter(|(_, alarm)| {
+                alarm["Namespace"] == "AWS/SQS"
+                    && alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+                    && alarm["Threshold"].as_u64() == Some(1)
+                    && referenced(&alarm["Dimensions"][0]["Value"]) == Some(*dlq)
+            })
+            .map(|(name, _)| *name)
+            .collect();
+        assert_eq!(watching.len(), 1, "{dlq} is watched by {watching:?}");
+    }
+    assert_eq!(
+        resources[&Value::from("AlarmTopic")]["Type"],
+        "AWS::SNS::Topic"
+    );
+    for (name, alarm) in &alarms {
+        for actions in ["AlarmActions", "OKActions"] {
+            assert_eq!(
+                alarm[actions]
+                    .as_sequence()
+                    .map(|a| a.iter().filter_map(referenced).collect::<Vec<_>>()),
+                Some(vec!["AlarmTopic"]),
+                "{name} {actions}"
+            );
+        }
+    }
+    let subscription = &resources[&Value::from("AlarmEmailSubscription")]["Properties"];
+    assert_eq!(subscription["Protocol"], "email");
+    assert_eq!(referenced(&subscription["Endpoint"]), Some("AlarmEmail"));
+}
+
+#[test]
+fn the_alarms_watch_rates_and_percentiles_not_counts_of_crashes() {
+    let template = template();
+    let resources = &template["Resources"];
+    let expression = |alarm: &str| {
+        resources[alarm]["Properties"]["Metrics"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["ReturnData"] == true)
+            .map(|m| m["Expression"].clone())
+            .unwrap()
+    };
+    let api = &resources["ApiErrorRateAlarm"]["Properties"];
+    assert_eq!(
+        expression("ApiErrorRateAlarm"),
+        "IF(requests > 0, 100 * errors / requests, 0)"
+    );
+    assert_eq!(api["Threshold"].as_u64(), Some(1));
+    assert_eq!(api["ComparisonOperator"], "GreaterThanThreshold");
+    let latency = &resources["ApiLatencyAlarm"]["Properties"];
+    assert_eq!(latency["ExtendedStatistic"], "p95");
+    assert_eq!(latency["Threshold"].as_u64(), Some(500));
+    assert_eq!(latency["Unit"], "Milliseconds");
+    let gateway = &resources["PaymentGatewayFailureAlarm"]["Properties"];
+    assert_eq!(
+        expression("PaymentGatewayFailureAlarm"),
+        "IF(requests > 0, 100 * failures / requests, 0)"
+    );
+    assert_eq!(gateway["Threshold"].as_u64(), Some(5));
+    // The metrics the gateway alarm divides are the ones the Stripe adapter emits.
+    let names: Vec<&str> = gateway["Metrics"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["MetricStat"]["Metric"]["MetricName"].as_str())
+        .collect();
+    assert_eq!(names, ["GatewayRequests", "GatewayFailures"]);
+    for metric in gateway["Metrics"].as_sequence().unwrap().iter().take(2) {
+        assert_eq!(
+            metric["MetricStat"]["Metric"]["Namespace"],
+            billing_aws::metrics::NAMESPACE
+        );
+    }
+    for alarm in ["DynamoDbErrorsAlarm", "DynamoDbThrottlesAlarm"] {
+        assert!(!resources[alarm].is_null(), "{alarm}");
+    }
+}
+
+#[test]
+fn a_missed_billing_run_alarms_after_twice_its_interval() {
+    let template = template();
+    let intervals = template["Mappings"]["BillingRunInterval"]
+        .as_mapping()
+        .unwrap();
+    let allowed = template["Parameters"]["BillingRunIntervalMinutes"]["AllowedValues"]
+        .as_sequence()
+        .unwrap();
+    assert_eq!(intervals.len(), allowed.len());
+    for minutes in allowed {
+        let row = &intervals[minutes];
+        let minutes: u64 = minutes.as_str().unwrap().parse().unwrap();
+        assert_eq!(row["AlarmPeriodSeconds"].as_u64(), Some(2 * 60 * minutes));
+        let unit = if minutes == 1 { "minute" } else { "minutes" };
+        assert_eq!(row["Schedule"], format!("rate({minutes} {unit})").as_str());
+    }
+    let alarm = &template["Resources"]["BillingRunMissedAlarm"]["Properties"];
+    assert_eq!(alarm["TreatMissingData"], "breaching");
+    assert_eq!(alarm["ComparisonOperator"], "LessThanThreshold");
+    let watched: Vec<&str> = alarm["Metrics"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|m| referenced(&m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]))
+        .collect();
+    assert_eq!(watched, ["BillingRunFunction", "BillingRunFunction"]);
+}
+
+#[test]
+fn every_function_is_traced() {
+    let template = template();
+    assert_eq!(template["Globals"]["Function"]["Tracing"], "Active");
+    for (name, resource) in template["Resources"].as_mapping().unwrap() {
+        if resource["Type"] == "AWS::Serverless::Function" {
+            assert!(
+                resource["Properties"]["Tracing"].is_null(),
+                "{name:?} overrides the global tracing"
+            );
+        }
+    }
+}

@@ -124,6 +124,7 @@ impl AwsDispatch {
                 )));
             }
         }
+        crate::metrics::events_published(events.iter().map(|e| e.event_type.as_str()));
         Ok(())
     }
 

@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod dynamo;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod payment_gateway;
 pub mod sandbox_gateway;
 pub mod sdk_http;
@@ -15,6 +16,7 @@ pub mod sqs_batch;
 pub mod stripe_gateway;
 pub mod table;
 pub mod webhook_sender;
+pub mod xray;
 
 pub use billing_queue::SqsQueue;
 pub use config::Config;

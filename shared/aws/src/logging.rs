@@ -11,11 +11,15 @@
 //! - Else `info`.
 //! - `AWS_LAMBDA_LOG_FORMAT=JSON` (the template's `LogFormat: JSON`) writes JSON lines,
 //!   anything else plain text; without timestamps either way, since CloudWatch adds them.
+//!
+//! Every line carries the spans it was written in, among them `lambda_runtime`'s invocation
+//! span with `requestId` and, under the template's active tracing, `xrayTraceId`; and with
+//! tracing active the [`crate::xray`] layer sends the request's and calls' subsegments.
 
 use std::str::FromStr;
 
 use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Installs the global subscriber from the environment. Call once, first thing.
@@ -26,15 +30,28 @@ pub fn init() {
         var("RUST_LOG").as_deref(),
     );
     let json = var("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(crate::xray::XrayLayer::from_env())
+        .with(lines(json, std::io::stdout))
+        .init();
+}
+
+/// The log lines' layer: JSON or plain text, each with the spans it was written in.
+fn lines<S, W>(json: bool, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let lines = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(false)
-        .without_time();
-    let registry = tracing_subscriber::registry().with(filter);
+        .without_time()
+        .with_writer(writer);
     if json {
-        registry.with(lines.json()).init();
+        lines.json().boxed()
     } else {
-        registry.with(lines).init();
+        lines.boxed()
     }
 }
 
@@ -68,6 +85,64 @@ fn lambda_level_filter(level: &str) -> Option<LevelFilter> {
 mod tests {
     use super::*;
     use tracing_subscriber::filter::LevelFilter;
+
+    /// Everything written through it, for reading back.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_line_names_the_invocation_and_its_trace() {
+        for json in [true, false] {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber =
+                tracing_subscriber::registry().with(lines(json, move || writer.clone()));
+            tracing::subscriber::with_default(subscriber, || {
+                // The span lambda_runtime opens around each invocation under active tracing.
+                let invocation = tracing::info_span!(
+                    "Lambda runtime invoke",
+                    requestId = "8476a536-e9f4-11e8-9739-2dfe598c3fcd",
+                    xrayTraceId = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
+                );
+                let _entered = invocation.enter();
+                tracing::info_span!("request", request_id = "req_1").in_scope(|| {
+                    tracing::info!(status = 200, "request");
+                    tracing::warn!("retrying");
+                });
+            });
+            let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 2, "{text}");
+            for line in lines {
+                assert!(
+                    line.contains("1-5759e988-bd862e3fe1be46a994272793"),
+                    "{line}"
+                );
+                assert!(
+                    line.contains("8476a536-e9f4-11e8-9739-2dfe598c3fcd"),
+                    "{line}"
+                );
+                assert!(line.contains("req_1"), "{line}");
+                if json {
+                    let parsed: serde_json::Value = serde_json::from_str(line).unwrap();
+                    assert_eq!(
+                        parsed["spans"][0]["requestId"],
+                        "8476a536-e9f4-11e8-9739-2dfe598c3fcd"
+                    );
+                }
+            }
+        }
+    }
 
     fn enabled(filter: &Targets, target: &str, level: tracing::Level) -> bool {
         filter.would_enable(target, &level)

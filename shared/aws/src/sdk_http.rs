@@ -22,6 +22,9 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
+use tracing::Instrument;
+
+use crate::xray;
 
 /// The SDK client for every AWS service client of the process.
 pub fn client(connect_timeout: Duration) -> SharedHttpClient {
@@ -81,16 +84,23 @@ async fn send(
             "a streaming request body: no AWS call of this platform sends one".into(),
         ));
     };
-    let response = http
-        .request(parts.method, parts.uri.to_string())
-        .headers(parts.headers)
-        .body(body)
-        .send()
-        .await
-        .map_err(transport_error)?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(transport_error)?;
+    let (service, operation) = xray::aws_operation(&parts.headers, &parts.method, &parts.uri);
+    let call = xray::aws_call(&service, &operation);
+    let answered = async {
+        let response = http
+            .request(parts.method, parts.uri.to_string())
+            .headers(parts.headers)
+            .body(body)
+            .send()
+            .await?;
+        tracing::Span::current().record("status", response.status().as_u16());
+        let status = response.status();
+        let headers = response.headers().clone();
+        Ok((status, headers, response.bytes().await?))
+    }
+    .instrument(call)
+    .await;
+    let (status, headers, body) = answered.map_err(transport_error)?;
     let mut answer = http::Response::new(SdkBody::from(body));
     *answer.status_mut() = status;
     *answer.headers_mut() = headers;

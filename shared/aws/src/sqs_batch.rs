@@ -72,22 +72,26 @@ where
     let mut tasks = tokio::task::JoinSet::new();
     for (key, (ids, messages)) in groups {
         let work = handle(key, messages);
-        tasks.spawn(async move {
-            let results = work.await;
-            let answered = results.len();
-            let mut failures: Vec<(String, String)> = ids
-                .iter()
-                .zip(results)
-                .filter_map(|(id, result)| result.err().map(|err| (id.clone(), err)))
-                .collect();
-            // A message the handler gave no answer for was not handled.
-            failures.extend(
-                ids.into_iter()
-                    .skip(answered)
-                    .map(|id| (id, "not handled".to_owned())),
-            );
-            failures
-        });
+        let span = crate::xray::work(message_kind::<M>());
+        tasks.spawn(tracing::Instrument::instrument(
+            async move {
+                let results = work.await;
+                let answered = results.len();
+                let mut failures: Vec<(String, String)> = ids
+                    .iter()
+                    .zip(results)
+                    .filter_map(|(id, result)| result.err().map(|err| (id.clone(), err)))
+                    .collect();
+                // A message the handler gave no answer for was not handled.
+                failures.extend(
+                    ids.into_iter()
+                        .skip(answered)
+                        .map(|id| (id, "not handled".to_owned())),
+                );
+                failures
+            },
+            span,
+        ));
     }
     while let Some(joined) = tasks.join_next().await {
         match joined {
@@ -104,6 +108,12 @@ where
         response.batch_item_failures.push(failure);
     }
     response
+}
+
+/// A message type's own name (`BillingJob`), naming the work in traces.
+fn message_kind<M>() -> &'static str {
+    let name = std::any::type_name::<M>();
+    name.rsplit("::").next().unwrap_or(name)
 }
 
 #[cfg(test)]

@@ -31,8 +31,10 @@ use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::money::Money;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use tracing::Instrument;
 
 use crate::webhook_sender::describe;
+use crate::{metrics, xray};
 
 /// Each HTTP attempt gets this long: less than the API function's 10 s, so a slow Stripe
 /// becomes a 503 the caller can retry rather than a killed Lambda.
@@ -110,15 +112,23 @@ impl StripeGateway {
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| StripeFailure::Unreachable(describe(&e, REQUEST_TIMEOUT)))?;
-        let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| StripeFailure::Unreachable(describe(&e, REQUEST_TIMEOUT)))?;
+        let answered = async {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            tracing::Span::current().record("status", status);
+            Ok((status, response.bytes().await?))
+        }
+        .instrument(xray::remote_call("Stripe", &format!("POST /v1/{path}")))
+        .await;
+        metrics::gateway_request(
+            "stripe",
+            answered
+                .as_ref()
+                .map_or(true, |(status, _)| *status == 429 || *status >= 500),
+        );
+        let (status, body) = answered.map_err(|e: reqwest::Error| {
+            StripeFailure::Unreachable(describe(&e, REQUEST_TIMEOUT))
+        })?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body)
                 .map_err(|e| StripeFailure::Unreadable(e.to_string()));

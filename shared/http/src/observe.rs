@@ -1,15 +1,16 @@
 //! One request id per request (API Gateway's when there is one), echoed in `Request-Id`;
 //! one JSON log line per request; and one CloudWatch Embedded Metric Format line per
 //! request (count, latency, errors by route), which CloudWatch turns into metrics
-//! without any API call.
+//! without any API call. Under active tracing the request is an X-Ray subsegment named by
+//! its route (`billing_aws::xray`).
 
-use std::io::Write;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
+use billing_aws::metrics::{self, Metric};
 use serde_json::json;
 use tracing::Instrument;
 
@@ -20,7 +21,6 @@ use crate::auth::TenantTag;
 pub struct RequestId(pub String);
 
 pub const HEADER: &str = "request-id";
-pub const METRICS_NAMESPACE: &str = "Billing";
 
 /// Whether to write EMF metric lines (on in Lambda and the local runner, off in tests).
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +41,8 @@ pub async fn observe(emit: EmitMetrics, mut req: Request, next: Next) -> Respons
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
     let span = tracing::info_span!("request", request_id = %request_id.0);
-    let mut response = next.run(req).instrument(span).await;
+    let traced = billing_aws::xray::work(&format!("{method} {route}"));
+    let mut response = next.run(req).instrument(traced).instrument(span).await;
     let duration = started.elapsed();
     if let Ok(value) = HeaderValue::from_str(&request_id.0) {
         response.headers_mut().insert(HEADER, value);
@@ -59,30 +60,20 @@ pub async fn observe(emit: EmitMetrics, mut req: Request, next: Next) -> Respons
         tracing::info!(request_id = %request_id.0, tenant, method, route, status, duration_ms, "request");
     }
     if emit.0 {
-        let line = json!({
-            "_aws": {
-                "Timestamp": jiff::Timestamp::now().as_millisecond(),
-                "CloudWatchMetrics": [{
-                    "Namespace": METRICS_NAMESPACE,
-                    "Dimensions": [["Route", "Method"]],
-                    "Metrics": [
-                        {"Name": "Requests", "Unit": "Count"},
-                        {"Name": "Latency", "Unit": "Microseconds"},
-                        {"Name": "Errors", "Unit": "Count"},
-                        {"Name": "ClientErrors", "Unit": "Count"}
-                    ]
-                }]
-            },
-            "Route": route,
-            "Method": method,
-            "Requests": 1,
-            "Latency": duration.as_micros() as u64,
-            "Errors": u8::from(status >= 500),
-            "ClientErrors": u8::from((400..500).contains(&status)),
-            "request_id": request_id.0,
-        });
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
+        metrics::emit(&metrics::document(
+            &[("Route", &route), ("Method", &method)],
+            &[
+                Metric::count("Requests", 1),
+                Metric {
+                    name: "Latency",
+                    unit: "Microseconds",
+                    value: duration.as_micros() as u64,
+                },
+                Metric::count("Errors", u64::from(status >= 500)),
+                Metric::count("ClientErrors", u64::from((400..500).contains(&status))),
+            ],
+            json!({"request_id": request_id.0}),
+        ));
     }
     response
 }
