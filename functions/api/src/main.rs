@@ -15,6 +15,7 @@ async fn main() -> Result<(), Error> {
     // Events are published right after each commit; the billing-run sweep covers a crash.
     let dispatch = AwsDispatch::from_env(&sdk)?;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name)
+        .with_audit_retention(config.audit_retention_days)
         .with_dispatch(Arc::new(dispatch));
     // First payment attempts of finalized invoices go to the payment worker after commit.
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);

@@ -15,7 +15,8 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let sdk = config.sdk_config().await;
     let dispatch = Arc::new(AwsDispatch::from_env(&sdk)?);
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name);
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name)
+        .with_audit_retention(config.audit_retention_days);
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
     let app = App::new(
         Arc::new(store),

@@ -15,6 +15,7 @@ async fn main() -> Result<(), Error> {
     let sdk = config.sdk_config().await;
     let dispatch = Arc::new(AwsDispatch::from_env(&sdk)?);
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name)
+        .with_audit_retention(config.audit_retention_days)
         .with_dispatch(dispatch);
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
     // Dunning notices to customers go out by email from here.

@@ -17,6 +17,7 @@ async fn main() -> Result<(), Error> {
     // Events of the changes applied are published right after each commit.
     let dispatch = AwsDispatch::from_env(&sdk)?;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name)
+        .with_audit_retention(config.audit_retention_days)
         .with_dispatch(Arc::new(dispatch));
     let app = App::by_mode(Arc::new(store), Arc::new(SystemClock), payments.gateways);
     run(stripe_webhook::handler(app, payments.webhook_secrets)).await

@@ -1304,6 +1304,41 @@ impl AccountStore for SimStore {
         self.unmodelled("list_accounts");
         self.inner.list_accounts(tenant, filter, page).await
     }
+    async fn get_accounts(
+        &self,
+        tenant: TenantId,
+        ids: &[AccountId],
+    ) -> Result<Vec<Account>, StoreError> {
+        // BatchGetItem, a hundred keys per request, all in the tenant's partition (the
+        // finalizer reads the accounts of each page of drafts it numbers).
+        let found = self.inner.get_accounts(tenant, ids).await?;
+        for chunk in ids.chunks(100) {
+            let request = chunk.iter().fold(
+                Request::new(Op::BatchGetItem).items(chunk.len() as u32),
+                |request, id| {
+                    let bytes = found.iter().find(|a| a.id == *id).map_or(0, size);
+                    request.read(&keys::tenant_partition(tenant), bytes)
+                },
+            );
+            self.send(request).await?;
+        }
+        Ok(found)
+    }
+}
+
+#[async_trait]
+impl ErasureStore for SimStore {
+    async fn erase_account_records(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        entities: &[String],
+    ) -> Result<(), StoreError> {
+        self.unmodelled("erase_account_records");
+        self.inner
+            .erase_account_records(tenant, account, entities)
+            .await
+    }
 }
 
 #[async_trait]

@@ -20,6 +20,7 @@
 //! - [`billing`]: subscriptions and their steps, invoices, previews, test clocks, billing
 //!   of (late) usage.
 //! - [`events`]: the event and audit logs, webhook endpoints, fan-out and delivery.
+//! - [`retention`]: the purge of deleted accounts, the export of a customer's data.
 //! - [`jobs`]: the due-index sweep that hands work to each worker.
 //!
 //! Services call each other only through small named methods, and only down this order
@@ -34,8 +35,9 @@
 //!         ──▶ customers (refuse_blocked)
 //!         ──▶ credits (settle, settle_drafts, restoration)
 //!         ──▶ coupons (redeemable)
+//!         ──▶ retention (purge_account)
 //! collection ──▶ customers (forget_payment_method)
-//! customers, catalog, usage, coupons, events, credits ──▶ kernel only
+//! customers, catalog, usage, coupons, events, credits, retention ──▶ kernel only
 //! ```
 //!
 //! [`App`] is only the wiring: it builds each service from the adapters once per process,
@@ -51,6 +53,7 @@ pub mod events;
 pub mod jobs;
 pub mod kernel;
 pub mod ports;
+pub mod retention;
 pub mod usage;
 
 use std::sync::Arc;
@@ -67,6 +70,7 @@ use customers::CustomersService;
 use events::EventsService;
 use kernel::{Clocks, IdempotencyService};
 use ports::{BillingQueue, Clock, Gateways, Notifier, PaymentGateway, PaymentQueue, Store};
+use retention::RetentionService;
 
 struct Adapters {
     store: Arc<dyn Store>,
@@ -103,6 +107,7 @@ pub struct App {
     pub coupons: CouponsService,
     pub billing: BillingService,
     pub events: EventsService,
+    pub retention: RetentionService,
 }
 
 impl App {
@@ -230,6 +235,7 @@ impl App {
         );
         let credits = CreditsService::new(store.clone(), clocks.clone());
         let coupons = CouponsService::new(store.clone(), clocks.clone());
+        let retention = RetentionService::new(store.clone(), clocks.clone());
         let billing = BillingService::new(
             store.clone(),
             clocks.clone(),
@@ -237,6 +243,7 @@ impl App {
             collection.clone(),
             credits.clone(),
             coupons.clone(),
+            retention.clone(),
             finalize_queue.clone(),
         );
         let events = EventsService::new(store.clone(), clocks, deployment);
@@ -258,6 +265,7 @@ impl App {
             coupons,
             billing,
             events,
+            retention,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! | `TABLE_NAME`        | the DynamoDB table                                         | required     |
 //! | `AWS_ENDPOINT_URL`  | send every AWS call here (the local stand-in)              | AWS itself   |
 //! | `AWS_REGION`        | region                                                     | `us-east-1`  |
+//! | `AUDIT_RETENTION_DAYS` | days an audit record is kept (its TTL)                  | 1096 (3 years) |
 //!
 //! The environment always describes a deployed platform; only [`Config::local`] (the local
 //! runner and the tests) gives [`Deployment::Local`], so no variable can turn a deployed
@@ -21,6 +22,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
 use aws_smithy_async::rt::sleep::{SharedAsyncSleep, TokioSleep};
 use aws_smithy_async::time::SharedTimeSource;
+use billing_domain::customers::erasure::DEFAULT_AUDIT_RETENTION_DAYS;
 use billing_domain::kernel::deployment::Deployment;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,8 @@ pub struct Config {
     /// Set for the local stack; in AWS the SDK finds the endpoints itself.
     pub endpoint_url: Option<String>,
     pub deployment: Deployment,
+    /// Days an audit record is kept before the table's TTL deletes it.
+    pub audit_retention_days: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,12 @@ impl Config {
                 .unwrap_or_else(|| "us-east-1".into()),
             endpoint_url: var("AWS_ENDPOINT_URL"),
             deployment: Deployment::Deployed,
+            audit_retention_days: match var("AUDIT_RETENTION_DAYS") {
+                Some(days) => days.parse().ok().filter(|d| *d > 0).ok_or(MissingVar(
+                    "AUDIT_RETENTION_DAYS (a positive number of days)",
+                ))?,
+                None => DEFAULT_AUDIT_RETENTION_DAYS,
+            },
         })
     }
 
@@ -56,6 +66,7 @@ impl Config {
             region: "us-east-1".into(),
             endpoint_url: Some(endpoint_url.into()),
             deployment: Deployment::Local,
+            audit_retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
         }
     }
 

@@ -185,6 +185,12 @@ impl Key {
     }
 }
 
+/// The primary key of a stored item, read back from it.
+pub fn item_key(item: &HashMap<String, AttributeValue>) -> Option<Key> {
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    Some(Key::new(text(PK)?, text(SK)?))
+}
+
 pub fn tenant_partition(tenant: TenantId) -> String {
     format!("T#{tenant}")
 }
@@ -228,8 +234,13 @@ pub fn api_key(tenant: TenantId, id: ApiKeyId) -> Key {
 
 pub const ACCOUNT_PREFIX: &str = "ACCOUNT#";
 
+/// An account; found by its email unless it has none (a purged account's tombstone).
 pub fn account(tenant: TenantId, id: AccountId, email: &str) -> Key {
-    Key::new(tenant_partition(tenant), format!("{ACCOUNT_PREFIX}{id}")).with_gsi1(
+    let key = Key::new(tenant_partition(tenant), format!("{ACCOUNT_PREFIX}{id}"));
+    if email.is_empty() {
+        return key;
+    }
+    key.with_gsi1(
         account_email_index(tenant, email),
         format!("{ACCOUNT_PREFIX}{id}"),
     )
@@ -505,8 +516,13 @@ pub const DUNNING_NOTICE_PREFIX: &str = "DUNNINGNOTICE#";
 pub fn dunning_notice(tenant: TenantId, account: AccountId, key: &str) -> Key {
     Key::new(
         account_partition(tenant, account),
-        format!("{DUNNING_NOTICE_PREFIX}{account}#{key}"),
+        format!("{}{key}", dunning_notices_of(account)),
     )
+}
+
+/// The sort-key prefix of an account's notices.
+pub fn dunning_notices_of(account: AccountId) -> String {
+    format!("{DUNNING_NOTICE_PREFIX}{account}#")
 }
 
 pub const PAYMENT_PREFIX: &str = "PAYMENT#";

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod account;
+pub mod erasure;
 pub mod limits;
 pub mod payment_method;
 pub mod tenant;

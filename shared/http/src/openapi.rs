@@ -33,7 +33,8 @@ use crate::routes;
     ),
     components(schemas(
         crate::problem::ProblemDocument,
-        billing_domain::usage::entitlements::UsageThreshold
+        billing_domain::usage::entitlements::UsageThreshold,
+        billing_domain::customers::erasure::AccountPurgePostponed
     )),
     modifiers(&BearerAuth),
     security(("api_key" = [])),

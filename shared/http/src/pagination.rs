@@ -46,13 +46,7 @@ impl<T> List<T> {
     /// Wraps a page, mapping each item to its API form; `id` gives the cursor, unless the
     /// scan spent its budget past the last item: then it resumes where it stopped.
     pub fn from_page<U>(page: Page<U>, id: impl Fn(&U) -> String, view: impl Fn(U) -> T) -> Self {
-        let next_cursor = if page.has_more {
-            page.scanned_to
-                .clone()
-                .or_else(|| page.items.last().map(&id))
-        } else {
-            None
-        };
+        let next_cursor = page.next_cursor(id);
         Self {
             object: "list",
             has_more: page.has_more,

@@ -69,6 +69,18 @@ impl AccountStore for MemoryStore {
         Ok(self.state().accounts.get(&(tenant, id)).cloned())
     }
 
+    async fn get_accounts(
+        &self,
+        tenant: TenantId,
+        ids: &[AccountId],
+    ) -> Result<Vec<Account>, StoreError> {
+        let s = self.state();
+        Ok(ids
+            .iter()
+            .filter_map(|id| s.accounts.get(&(tenant, *id)).cloned())
+            .collect())
+    }
+
     async fn list_accounts(
         &self,
         tenant: TenantId,

@@ -96,6 +96,7 @@ impl State {
             .chain(self.clock_due_dunning(tenant, clock, up_to))
             .chain(self.late_usage_due(up_to, |t, c| t == tenant && c == Some(clock)))
             .chain(self.due_expiries(up_to, |t, c| t == tenant && c == Some(clock)))
+            .chain(self.due_purges(up_to, |t, c| t == tenant && c == Some(clock)))
             .collect()
     }
 

@@ -15,6 +15,13 @@ pub(crate) struct DunningState {
     notices: BTreeMap<(TenantId, AccountId, String), PendingNotice>,
 }
 
+impl DunningState {
+    pub(crate) fn forget_notices(&mut self, tenant: TenantId, account: AccountId) {
+        self.notices
+            .retain(|(t, a, _), _| (*t, *a) != (tenant, account));
+    }
+}
+
 impl State {
     /// Real-time cases whose next step is due, and notices whose claim ran out, at `now`.
     pub(crate) fn due_dunning(&self, now: Timestamp) -> Vec<DueItem> {

@@ -170,6 +170,7 @@ impl crate::State {
             .chain(self.due_billing(now))
             .chain(self.due_payments(now))
             .chain(self.due_dunning(now))
+            .chain(self.due_purges(now, |_, clock| clock.is_none()))
             .collect()
     }
 }

@@ -226,6 +226,10 @@ hooked! {
         fn update_account(tenant: TenantId, previous: &Account, next: &Account, change: &Change) -> Result<(), StoreError>;
         fn get_account(tenant: TenantId, id: AccountId) -> Result<Option<Account>, StoreError>;
         fn list_accounts(tenant: TenantId, filter: &AccountFilter, page: &PageRequest) -> Result<Page<Account>, StoreError>;
+        fn get_accounts(tenant: TenantId, ids: &[AccountId]) -> Result<Vec<Account>, StoreError>;
+    }
+    ErasureStore {
+        fn erase_account_records(tenant: TenantId, account: AccountId, entities: &[String]) -> Result<(), StoreError>;
     }
     AuditStore {
         fn list_audit(tenant: TenantId, entity_id: Option<&str>, page: &PageRequest) -> Result<Page<AuditRecord>, StoreError>;

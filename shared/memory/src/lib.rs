@@ -10,6 +10,7 @@ mod catalog;
 mod coupons;
 mod credits;
 mod dunning;
+mod erasure;
 mod events;
 mod idempotency;
 mod notifier;

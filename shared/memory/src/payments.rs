@@ -21,6 +21,12 @@ pub(crate) struct PaymentState {
     gateway_events: BTreeSet<(TenantId, String)>,
 }
 
+impl PaymentState {
+    pub(crate) fn forget_profile(&mut self, tenant: TenantId, account: AccountId) {
+        self.profiles.remove(&(tenant, account));
+    }
+}
+
 fn due_item(tenant: TenantId, p: &Payment) -> DueItem {
     DueItem {
         tenant_id: tenant,

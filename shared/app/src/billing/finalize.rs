@@ -98,6 +98,17 @@ impl BillingService {
         drafts: Vec<PendingInvoice>,
     ) -> Result<Option<Vec<PendingInvoice>>, AppError> {
         let sequence = self.store.next_invoice_number(tenant).await?;
+        // Each invoice is issued to its account as it reads now (one batch read).
+        let mut ids: Vec<_> = drafts.iter().map(|d| d.invoice.account_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let accounts: std::collections::HashMap<_, _> = self
+            .store
+            .get_accounts(tenant, &ids)
+            .await?
+            .into_iter()
+            .map(|a| (a.id, a))
+            .collect();
         let numbered = drafts
             .iter()
             .zip(sequence.number..)
@@ -107,6 +118,7 @@ impl BillingService {
                 // later, the dates do not depend on it.
                 let (invoice, _) = open_draft(
                     &draft.invoice,
+                    accounts.get(&draft.invoice.account_id),
                     &sequence.prefix,
                     number,
                     terms.days_until_due,

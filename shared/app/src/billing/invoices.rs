@@ -235,8 +235,13 @@ impl BillingService {
             };
             let sequence = self.store.next_invoice_number(caller.tenant_id).await?;
             let number = sequence.number;
+            let account = self
+                .store
+                .get_account(caller.tenant_id, current.account_id)
+                .await?;
             let (next, payment) = super::subscriptions::open_draft(
                 &settled,
+                account.as_ref(),
                 &sequence.prefix,
                 number,
                 days_until_due,

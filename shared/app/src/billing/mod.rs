@@ -25,6 +25,7 @@ use crate::ports::{
     AccountStore, BillingQueue, InvoiceStore, PaymentStore, RedemptionStore, SubscriptionStore,
     TestClockStore, UsageStore,
 };
+use crate::retention::RetentionService;
 
 /// What the billing service reads and writes.
 pub trait BillingPorts:
@@ -52,7 +53,8 @@ impl<T> BillingPorts for T where
 /// The billing use cases. Depends on the catalog (a plan's terms), collection (an
 /// invoice's first payment attempt, dunning hearing of a voided invoice, payment work on a
 /// test clock), credits (an invoice settled against the balance), coupons (a coupon redeemed
-/// as a subscription starts) and usage's pricing.
+/// as a subscription starts), usage's pricing, and retention (a purge that fell due,
+/// by a worker or on a test clock).
 #[derive(Clone)]
 pub struct BillingService {
     store: Arc<dyn BillingPorts>,
@@ -61,11 +63,13 @@ pub struct BillingService {
     collection: CollectionService,
     credits: CreditsService,
     coupons: CouponsService,
+    retention: RetentionService,
     /// Where finalize jobs go after drafting; without one, the drafting process finalizes.
     finalize_queue: Option<Arc<dyn BillingQueue>>,
 }
 
 impl BillingService {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: Arc<dyn BillingPorts>,
         clocks: Clocks,
@@ -73,6 +77,7 @@ impl BillingService {
         collection: CollectionService,
         credits: CreditsService,
         coupons: CouponsService,
+        retention: RetentionService,
         finalize_queue: Option<Arc<dyn BillingQueue>>,
     ) -> Self {
         Self {
@@ -82,6 +87,7 @@ impl BillingService {
             collection,
             credits,
             coupons,
+            retention,
             finalize_queue,
         }
     }

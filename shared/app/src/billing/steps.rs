@@ -45,7 +45,8 @@ impl BillingService {
     /// together ([`BillingService::draft_due_subscriptions`]) and then handed to the
     /// finalizer ([`BillingService::request_finalization`]), test clocks one at a time,
     /// finalize jobs by [`BillingService::finalize_pending_invoices`], credit expiries by
-    /// [`crate::credits::CreditsService::expire_credits`].
+    /// [`crate::credits::CreditsService::expire_credits`], purges by
+    /// [`crate::retention::RetentionService::purge_account`].
     pub async fn run_billing_jobs(
         &self,
         tenant: TenantId,
@@ -57,7 +58,8 @@ impl BillingService {
                 BillingJob::Subscription { id, .. } => Some(*id),
                 BillingJob::TestClock { .. }
                 | BillingJob::Finalize { .. }
-                | BillingJob::CreditExpiry { .. } => None,
+                | BillingJob::CreditExpiry { .. }
+                | BillingJob::AccountPurge { .. } => None,
             })
             .collect();
         let drafted = self
@@ -88,6 +90,11 @@ impl BillingService {
                 } => self
                     .credits
                     .expire_credits(tenant, *account, *currency, self.clocks.now())
+                    .await
+                    .map(|_| ()),
+                BillingJob::AccountPurge { account, .. } => self
+                    .retention
+                    .purge_account(tenant, *account, self.clocks.now())
                     .await
                     .map(|_| ()),
             });

@@ -11,6 +11,7 @@ use billing_domain::billing::subscription::{
 };
 use billing_domain::customers::access::Permission;
 use billing_domain::customers::account::Account;
+use billing_domain::customers::erasure::BillingDetails;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::currency::Currency;
@@ -380,8 +381,13 @@ impl BillingService {
             None => (draft, None),
         };
         let next = self.store.next_invoice_number(caller.tenant_id).await?;
+        let account = self
+            .store
+            .get_account(caller.tenant_id, sub.account_id)
+            .await?;
         let (invoice, payment) = open_draft(
             &draft,
+            account.as_ref(),
             &next.prefix,
             next.number,
             sub.days_until_due,
@@ -788,11 +794,13 @@ fn draft_invoice(
     ))
 }
 
-/// Opens `draft` under `number` (printed with `prefix`), with its first payment attempt
-/// when it is charged automatically: the one numbering rule of every path that finalizes
-/// (a step's own write, the bulk finalizer, `POST /v1/invoices/{id}/finalize`).
+/// Opens `draft` under `number` (printed with `prefix`), issued to `account` as it reads
+/// now, with its first payment attempt when it is charged automatically: the one
+/// numbering rule of every path that finalizes (a step's own write, the bulk finalizer,
+/// `POST /v1/invoices/{id}/finalize`).
 pub(super) fn open_draft(
     draft: &Invoice,
+    account: Option<&billing_domain::customers::account::Account>,
     prefix: &str,
     number: u64,
     days_until_due: Option<u32>,
@@ -805,7 +813,9 @@ pub(super) fn open_draft(
     ),
     AppError,
 > {
-    let invoice = draft.finalize(invoice::format_number(prefix, number), days_until_due, now)?;
+    let mut invoice =
+        draft.finalize(invoice::format_number(prefix, number), days_until_due, now)?;
+    invoice.billing_details = account.map(BillingDetails::of);
     let payment = first_attempt(&invoice, livemode, now);
     Ok((invoice, payment))
 }

@@ -188,7 +188,12 @@ impl BillingService {
                     .expire_credits(*tenant, *account, *currency, item.due_at)
                     .await?;
             }
-            // Clocks hold only subscription steps, payment work and credit expiries;
+            DueKind::Billing(BillingJob::AccountPurge { tenant, account }) => {
+                self.retention
+                    .purge_account(*tenant, *account, item.due_at)
+                    .await?;
+            }
+            // Clocks hold only subscription steps, payment work, credit expiries and purges;
             // anything else is not time on the clock.
             DueKind::Billing(BillingJob::TestClock { .. } | BillingJob::Finalize { .. })
             | DueKind::Outbox { .. }

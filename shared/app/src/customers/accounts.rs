@@ -114,7 +114,12 @@ impl CustomersService {
     ) -> Result<Account, AppError> {
         caller.require(Permission::WriteAccounts)?;
         let current = self.get_account(caller, id).await?;
-        let next = current.delete(self.clocks.now())?;
+        // On the account's time, which its purge 30 days later counts from.
+        let now = self
+            .clocks
+            .now_for(caller.tenant_id, current.test_clock)
+            .await?;
+        let next = current.delete(now)?;
         self.save_account(
             caller,
             &current,

@@ -305,6 +305,11 @@ pub enum BillingJob {
         account: AccountId,
         currency: Currency,
     },
+    /// Purge a deleted account whose purge fell due (erase or postpone it).
+    AccountPurge {
+        tenant: TenantId,
+        account: AccountId,
+    },
 }
 
 impl BillingJob {
@@ -313,7 +318,8 @@ impl BillingJob {
             BillingJob::Subscription { tenant, .. }
             | BillingJob::TestClock { tenant, .. }
             | BillingJob::Finalize { tenant }
-            | BillingJob::CreditExpiry { tenant, .. } => *tenant,
+            | BillingJob::CreditExpiry { tenant, .. }
+            | BillingJob::AccountPurge { tenant, .. } => *tenant,
         }
     }
 
@@ -328,6 +334,7 @@ impl BillingJob {
             // A balance has one writer at a time anyway (its version); one group per
             // account keeps its expiries from queueing behind other work.
             BillingJob::CreditExpiry { account, .. } => format!("balance-{account}"),
+            BillingJob::AccountPurge { account, .. } => account.to_string(),
         }
     }
 }

@@ -117,6 +117,17 @@ impl<T> Page<T> {
         }
     }
 
+    /// Where the next page starts (`starting_after`), when there is one: past the last
+    /// item (`id` names it), or where a bounded scan stopped.
+    pub fn next_cursor(&self, id: impl Fn(&T) -> String) -> Option<String> {
+        if !self.has_more {
+            return None;
+        }
+        self.scanned_to
+            .clone()
+            .or_else(|| self.items.last().map(id))
+    }
+
     /// The same page with each item mapped, keeping where it ends.
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
         Page {
@@ -255,6 +266,27 @@ pub trait AccountStore: Send + Sync {
         filter: &AccountFilter,
         page: &PageRequest,
     ) -> Result<Page<Account>, StoreError>;
+    /// The accounts with these ids (those that exist), in no particular order.
+    async fn get_accounts(
+        &self,
+        tenant: TenantId,
+        ids: &[AccountId],
+    ) -> Result<Vec<Account>, StoreError>;
+}
+
+/// What a purge erases besides the account itself.
+#[async_trait]
+pub trait ErasureStore: Send + Sync {
+    /// Erases what is held about `account` outside its own item, and may run any number of
+    /// times: deletes its payment profile and its pending notices, and erases every value
+    /// that may be personal ([`billing_domain::customers::erasure::erase_values`]) in the
+    /// audit records and events about `entities` (the account and its payment methods).
+    async fn erase_account_records(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        entities: &[String],
+    ) -> Result<(), StoreError>;
 }
 
 #[async_trait]
@@ -344,6 +376,7 @@ pub trait Store:
     + crate::credits::CreditsPorts
     + crate::coupons::CouponsPorts
     + crate::events::EventsPorts
+    + crate::retention::RetentionPorts
     + IdempotencyStore
     + HealthProbe
 {
@@ -358,6 +391,7 @@ impl<T> Store for T where
         + crate::credits::CreditsPorts
         + crate::coupons::CouponsPorts
         + crate::events::EventsPorts
+        + crate::retention::RetentionPorts
         + IdempotencyStore
         + HealthProbe
 {

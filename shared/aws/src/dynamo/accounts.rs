@@ -4,7 +4,7 @@ use billing_app::ports::*;
 use billing_domain::customers::account::Account;
 use billing_domain::kernel::ids::{AccountId, TenantId};
 
-use super::{claim_held_by, claim_item, to_item, DynamoStore};
+use super::{claim_held_by, claim_item, from_item, to_item, DynamoStore, Item};
 use crate::keys::{self, GSI1_PK};
 
 #[async_trait]
@@ -17,11 +17,7 @@ impl AccountStore for DynamoStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.transaction();
         tx.create(
-            to_item(
-                "account",
-                account,
-                &keys::account(tenant, account.id, &account.email),
-            )?,
+            account_item(tenant, account)?,
             StoreError::AlreadyExists { entity: "account" },
         )?;
         if let Some(external_id) = &account.external_id {
@@ -45,15 +41,7 @@ impl AccountStore for DynamoStore {
         change: &Change,
     ) -> Result<(), StoreError> {
         let mut tx = self.transaction();
-        tx.replace_version(
-            to_item(
-                "account",
-                next,
-                &keys::account(tenant, next.id, &next.email),
-            )?,
-            previous.version,
-            "account",
-        )?;
+        tx.replace_version(account_item(tenant, next)?, previous.version, "account")?;
         if previous.external_id != next.external_id {
             if let Some(new) = &next.external_id {
                 tx.create(
@@ -84,6 +72,22 @@ impl AccountStore for DynamoStore {
         id: AccountId,
     ) -> Result<Option<Account>, StoreError> {
         self.get(&keys::account(tenant, id, "")).await
+    }
+
+    async fn get_accounts(
+        &self,
+        tenant: TenantId,
+        ids: &[AccountId],
+    ) -> Result<Vec<Account>, StoreError> {
+        let keys = ids
+            .iter()
+            .map(|id| keys::account(tenant, *id, "").primary())
+            .collect();
+        self.batch_get(keys, None)
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
     }
 
     async fn list_accounts(
@@ -132,6 +136,20 @@ impl AccountStore for DynamoStore {
             }
         }
     }
+}
+
+/// An account as stored (by every write of one): in the due index (on its test clock, if
+/// any) while its purge is pending.
+pub(super) fn account_item(tenant: TenantId, account: &Account) -> Result<Item, StoreError> {
+    let key = keys::account(tenant, account.id, &account.email);
+    let mut item = to_item("account", account, &key)?;
+    if let Some(at) = account.purge_due() {
+        item.extend(match account.test_clock {
+            Some(clock) => keys::due_on_clock(clock, &key, at),
+            None => keys::due(&key, at),
+        });
+    }
+    Ok(item)
 }
 
 fn duplicate_external_id() -> StoreError {

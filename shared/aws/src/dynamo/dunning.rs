@@ -87,9 +87,8 @@ impl DunningStore for DynamoStore {
             Some(previous) => tx.replace_version(item, previous.version, CASE)?,
         };
         if let Some(write) = account {
-            let key = keys::account(tenant, write.next.id, &write.next.email);
             tx.replace_version(
-                to_item("account", write.next, &key)?,
+                super::accounts::account_item(tenant, write.next)?,
                 write.previous.version,
                 "account",
             )?;

@@ -105,6 +105,13 @@ fn due_kind(tenant: TenantId, sk: &str) -> Option<DueKind> {
             currency,
         }));
     }
+    if let Some(id) = sk.strip_prefix(keys::ACCOUNT_PREFIX) {
+        let account = billing_domain::kernel::ids::AccountId::parse(id, "due_sk").ok()?;
+        return Some(DueKind::Billing(BillingJob::AccountPurge {
+            tenant,
+            account,
+        }));
+    }
     if let Some(id) = sk.strip_prefix(keys::EVENT_PREFIX) {
         return Some(DueKind::Outbox {
             event_id: EventId::parse(id, "due_sk").ok()?,

@@ -9,6 +9,7 @@ mod catalog;
 mod coupons;
 mod credits;
 mod dunning;
+mod erasure;
 mod events;
 mod idempotency;
 mod payments;
@@ -44,6 +45,8 @@ pub struct DynamoStore {
     /// Publishes events (and queues resends) right after their transaction commits; without
     /// it they wait for the due-index sweep.
     dispatch: Option<std::sync::Arc<dyn Dispatch>>,
+    /// How long audit records are kept: their TTL is this long after they were made.
+    audit_retention: jiff::SignedDuration,
 }
 
 impl DynamoStore {
@@ -52,7 +55,16 @@ impl DynamoStore {
             client,
             table: table.into(),
             dispatch: None,
+            audit_retention: audit_retention(
+                billing_domain::customers::erasure::DEFAULT_AUDIT_RETENTION_DAYS,
+            ),
         }
+    }
+
+    /// Keeps audit records `days` days (see [`crate::Config`]'s `AUDIT_RETENTION_DAYS`).
+    pub fn with_audit_retention(mut self, days: u32) -> Self {
+        self.audit_retention = audit_retention(days);
+        self
     }
 
     /// Publishes every committed event through `dispatch` right after its commit.
@@ -443,6 +455,10 @@ pub(super) fn to_item<T: Serialize>(
     Ok(item)
 }
 
+fn audit_retention(days: u32) -> jiff::SignedDuration {
+    jiff::SignedDuration::from_hours(24 * i64::from(days))
+}
+
 pub(super) fn epoch_seconds(t: Timestamp) -> AttributeValue {
     AttributeValue::N(t.as_second().to_string())
 }
@@ -632,14 +648,19 @@ impl Transaction<'_> {
     ) -> Result<&mut Self, StoreError> {
         let audit = &change.audit;
         let audit_id = audit.id.to_string();
-        self.create(
-            to_item(
-                "audit",
-                audit,
-                &keys::audit(tenant, &audit_id, &audit.entity_id),
-            )?,
-            StoreError::Internal("audit record id reused".into()),
+        let mut item = to_item(
+            "audit",
+            audit,
+            &keys::audit(tenant, &audit_id, &audit.entity_id),
         )?;
+        item.insert(
+            keys::TTL.to_owned(),
+            epoch_seconds(billing_domain::kernel::time::later(
+                audit.at,
+                self.store.audit_retention,
+            )),
+        );
+        self.create(item, StoreError::Internal("audit record id reused".into()))?;
         for event in &change.events {
             self.create(
                 events::event_item(tenant, event)?,

@@ -112,6 +112,10 @@ pub struct Invoice {
     /// A `send_invoice` invoice still unpaid after its due date (dunning was told).
     #[serde(default)]
     pub overdue: bool,
+    /// Who it was issued to, as the account read when it was finalized: it outlives
+    /// changes to the account and the erasure of a deleted one.
+    #[serde(default)]
+    pub billing_details: Option<crate::customers::erasure::BillingDetails>,
     pub version: u64,
 }
 
@@ -189,6 +193,7 @@ impl Invoice {
             next_payment_attempt: None,
             paid_out_of_band: None,
             overdue: false,
+            billing_details: None,
             version: 1,
         }
     }

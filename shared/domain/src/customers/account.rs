@@ -38,7 +38,8 @@ pub struct Address {
     "currency": "eur", "timezone": "Europe/Berlin", "external_id": "user-4711",
     "billing_address": {"line1": "Unter den Linden 1", "city": "Berlin", "postal_code": "10117", "country": "DE"},
     "tax_exempt": false, "vat_id": "DE123456789", "metadata": {"plan_hint": "pro"}, "status": "active",
-    "created_at": "2026-11-22T10:00:00Z", "updated_at": "2026-11-22T10:00:00Z", "deleted_at": null, "version": 1
+    "created_at": "2026-11-22T10:00:00Z", "updated_at": "2026-11-22T10:00:00Z", "deleted_at": null,
+    "purge_at": null, "purged_at": null, "version": 1
 }))]
 pub struct Account {
     #[schema(value_type = String)]
@@ -66,6 +67,15 @@ pub struct Account {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub test_clock: Option<TestClockId>,
+    /// When a deleted account's personal data is due to be erased (see
+    /// [`super::erasure`]); `null` once purged.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub purge_at: Option<Timestamp>,
+    /// When its personal data was erased: the account is a tombstone since.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub purged_at: Option<Timestamp>,
     /// Incremented by every change; optimistic concurrency control.
     pub version: u64,
 }
@@ -155,6 +165,8 @@ impl Account {
             updated_at: now,
             deleted_at: None,
             test_clock: input.test_clock,
+            purge_at: None,
+            purged_at: None,
             version: 1,
         };
         Ok(account)
@@ -200,13 +212,14 @@ impl Account {
     }
 
     /// Soft delete: the account stays readable (for invoices that name it) but is closed
-    /// to changes. Purging is a retention job.
+    /// to changes; its personal data is purged [`super::erasure::PURGE_AFTER`] later.
     pub fn delete(&self, now: Timestamp) -> Result<Self, AccountChangeError> {
         if self.deleted_at.is_some() {
             return Err(AccountChangeError::Deleted);
         }
         let mut next = self.clone();
         next.deleted_at = Some(now);
+        next.purge_at = Some(crate::kernel::time::later(now, super::erasure::PURGE_AFTER));
         next.updated_at = now;
         next.version = self.version + 1;
         Ok(next)

@@ -48,6 +48,8 @@ pub enum AuditAction {
     Update,
     Delete,
     Revoke,
+    /// A deleted account's personal data erased (retention).
+    Purge,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

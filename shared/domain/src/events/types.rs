@@ -56,6 +56,10 @@ event_types! {
     AccountUpdated => "account.updated", "Account",
         "A customer account changed; `previous_attributes` holds the old values.";
     AccountDeleted => "account.deleted", "Account", "A customer account was soft-deleted.";
+    AccountPurged => "account.purged", "Account",
+        "A deleted account's personal data was erased 30 days after deletion; `data` is the tombstone.";
+    AccountPurgePostponed => "account.purge_postponed", "AccountPurgePostponed",
+        "A due purge was postponed a week: the account still has an open invoice or a live subscription (`blockers`).";
     ApiKeyCreated => "api_key.created", "ApiKey",
         "An API key was created (without its secret or hash).";
     ApiKeyRevoked => "api_key.revoked", "ApiKey", "An API key was revoked.";
