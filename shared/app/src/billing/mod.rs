@@ -20,11 +20,13 @@ use crate::catalog::CatalogService;
 use crate::collection::CollectionService;
 use crate::coupons::CouponsService;
 use crate::credits::CreditsService;
-use crate::kernel::Clocks;
+use crate::kernel::{Clocks, TtlCache};
 use crate::ports::{
     AccountStore, BillingQueue, InvoiceStore, PaymentStore, RedemptionStore, SubscriptionStore,
     TestClockStore, UsageStore,
 };
+use billing_domain::collection::dunning::BlockEffects;
+use billing_domain::kernel::ids::TenantId;
 
 /// What the billing service reads and writes.
 pub trait BillingPorts:
@@ -63,6 +65,8 @@ pub struct BillingService {
     coupons: CouponsService,
     /// Where finalize jobs go after drafting; without one, the drafting process finalizes.
     finalize_queue: Option<Arc<dyn BillingQueue>>,
+    /// What a block does, per tenant, as renewals ask (README, caches: 60 s).
+    block_effects: Arc<TtlCache<TenantId, BlockEffects>>,
 }
 
 impl BillingService {
@@ -83,6 +87,7 @@ impl BillingService {
             credits,
             coupons,
             finalize_queue,
+            block_effects: Arc::new(TtlCache::new(jiff::SignedDuration::from_secs(60))),
         }
     }
 }

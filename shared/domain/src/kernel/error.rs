@@ -171,8 +171,6 @@ error_codes! {
     StartInPast => "start_in_past", 400, "A subscription cannot start in the past.";
     InvalidBillingAnchor => "invalid_billing_anchor", 400,
         "The billing anchor is not within the first period.";
-    IntervalChangeUnsupported => "interval_change_unsupported", 400,
-        "A plan change cannot change the billing interval.";
     InvalidResumesAt => "invalid_resumes_at", 400,
         "`resumes_at` is not in the future or is past the longest pause.";
     MissingDaysUntilDue => "missing_days_until_due", 400,
