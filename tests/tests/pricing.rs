@@ -332,8 +332,180 @@ async fn a_migrating_version_moves_subscribers_at_their_next_renewal(app: App) {
     }
 }
 
+/// Issue 18, the simulation's promise: what `POST /v1/plans/{id}/versions/simulate` shows is
+/// what is billed. Twenty subscriptions on a $49/€45 a seat plan, in dollars and euros, one to
+/// four seats, every third with a 20 % coupon (forever); a version at $59/€52 from 15 Jan that
+/// moves existing subscribers. The simulation writes nothing; then the same body is published,
+/// the clock passes the renewals, and every renewal invoice equals its simulated `after`, to
+/// the cent; per currency the sums, MRR and the threshold list are checked by hand.
+async fn a_simulated_catalog_change_is_what_is_billed_to_the_cent(app: App) {
+    let (api, _) = Api::start(app, "Simulated Co").await;
+    // Twenty customers set up in a second: lift the key's burst limit.
+    api.patch(
+        "/v1/settings/limits",
+        json!({"per_key_per_hour": 1_000_000, "burst_per_second": 1_000_000}),
+    )
+    .await;
+    let plan = api
+        .created(
+            "/v1/plans",
+            json!({"code": "seats", "name": "Seats", "interval": {"unit": "month"},
+                   "charges": {"recurring_fee": {"prices": {
+                       "usd": {"model": "per_unit", "unit_price": "49"},
+                       "eur": {"model": "per_unit", "unit_price": "45"}}}}}),
+        )
+        .await;
+    let plan = plan["id"].as_str().unwrap().to_owned();
+    api.created(
+        "/v1/coupons",
+        json!({"code": "TWENTY", "percent_off": "20", "duration": "forever"}),
+    )
+    .await;
+    let clock = api
+        .post(
+            "/v1/test-clocks",
+            json!({"frozen_time": "2027-01-01T00:00:00Z"}),
+        )
+        .await;
+    let clock = clock["id"].as_str().unwrap().to_owned();
+    let mut subs: Vec<(String, &str, i64, bool)> = Vec::new();
+    for n in 0..20 {
+        let currency = if n % 2 == 0 { "usd" } else { "eur" };
+        let account = api
+            .post(
+                "/v1/accounts",
+                json!({"email": format!("c{n}@acme.test"), "currency": currency, "test_clock": clock}),
+            )
+            .await;
+        let account = account["id"].as_str().unwrap().to_owned();
+        api.post(
+            &format!("/v1/accounts/{account}/payment-methods"),
+            json!({"payment_method": "tok_visa"}),
+        )
+        .await;
+        let quantity = 1 + n % 4;
+        let coupon = n % 3 == 0;
+        let mut body = json!({"account": account, "plan": plan, "quantity": quantity});
+        if coupon {
+            body["coupon"] = json!("TWENTY");
+        }
+        let sub = api.created("/v1/subscriptions", body).await;
+        subs.push((
+            sub["id"].as_str().unwrap().to_owned(),
+            currency,
+            quantity,
+            coupon,
+        ));
+    }
+    let version = json!({"effective_from": "2027-01-15T00:00:00Z", "migrate_existing": true,
+        "charges": {"recurring_fee": {"prices": {
+            "usd": {"model": "per_unit", "unit_price": "59"},
+            "eur": {"model": "per_unit", "unit_price": "52"}}}}});
+    let simulated = api
+        .post(
+            &format!("/v1/plans/{plan}/versions/simulate?threshold_percent=20"),
+            version.clone(),
+        )
+        .await;
+    assert_eq!(simulated["version"]["number"], 2, "{simulated}");
+    assert_eq!(
+        api.get(&format!("/v1/plans/{plan}/versions")).await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "a simulation writes nothing"
+    );
+    let per_sub: Vec<&Value> = simulated["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(per_sub.len(), 20);
+    // By hand: a seat is $49 → $59 and €45 → €52, 20 % off with the coupon.
+    let price = |currency: &str, new: bool| match (currency, new) {
+        ("usd", false) => 4900,
+        ("usd", true) => 5900,
+        (_, false) => 4500,
+        (_, true) => 5200,
+    };
+    let billed = |currency: &str, quantity: i64, coupon: bool, new: bool| {
+        let gross = price(currency, new) * quantity;
+        if coupon {
+            gross - gross / 5
+        } else {
+            gross
+        }
+    };
+    for (id, currency, quantity, coupon) in &subs {
+        let row = per_sub
+            .iter()
+            .find(|r| r["subscription_id"] == id.as_str())
+            .unwrap();
+        assert_eq!(
+            row["before"],
+            billed(currency, *quantity, *coupon, false),
+            "{row}"
+        );
+        assert_eq!(
+            row["after"],
+            billed(currency, *quantity, *coupon, true),
+            "{row}"
+        );
+        assert_eq!(row["migrates"], true);
+        assert_eq!(row["invoice_at"], "2027-02-01T00:00:00Z");
+    }
+    for currency in ["eur", "usd"] {
+        let of: Vec<&(String, &str, i64, bool)> = subs.iter().filter(|s| s.1 == currency).collect();
+        let summary = simulated["currencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["currency"] == currency)
+            .unwrap();
+        let seats: i64 = of.iter().map(|s| s.2).sum();
+        assert_eq!(summary["subscriptions"], 10);
+        assert_eq!(summary["affected"], 10);
+        assert_eq!(summary["mrr_before"], seats * price(currency, false));
+        assert_eq!(summary["mrr_after"], seats * price(currency, true));
+        let before: i64 = of.iter().map(|s| billed(currency, s.2, s.3, false)).sum();
+        let after: i64 = of.iter().map(|s| billed(currency, s.2, s.3, true)).sum();
+        assert_eq!(summary["next_invoices_before"], before);
+        assert_eq!(summary["next_invoices_after"], after);
+        assert_eq!(summary["change"], after - before);
+        // +20.41 % in dollars is over 20 %; +15.56 % in euros is not.
+        let over = summary["over_threshold"].as_array().unwrap().len();
+        assert_eq!(over, if currency == "usd" { 10 } else { 0 }, "{summary}");
+        let largest = &summary["largest_increases"][0];
+        let top = of
+            .iter()
+            .map(|s| billed(currency, s.2, s.3, true) - billed(currency, s.2, s.3, false))
+            .max()
+            .unwrap();
+        assert_eq!(largest["change"], top);
+    }
+
+    // Published with the same body and billed: each renewal is what was simulated.
+    api.created(&format!("/v1/plans/{plan}/versions"), version)
+        .await;
+    api.advance_clock(&clock, "2027-02-01T01:00:00Z").await;
+    for (id, _, _, _) in &subs {
+        let invoices = api.invoices(id).await;
+        let renewal = invoices
+            .iter()
+            .find(|i| i["period"]["start"] == "2027-02-01T00:00:00Z")
+            .unwrap_or_else(|| panic!("{invoices:?}"));
+        let row = per_sub
+            .iter()
+            .find(|r| r["subscription_id"] == id.as_str())
+            .unwrap();
+        assert_eq!(renewal["total"], row["after"], "{id}: {renewal}");
+    }
+}
+
 billing_tests::on_both_stores!(
     a_blocked_account_is_denied_and_its_renewals_wait_until_it_pays,
     by_default_a_block_denies_entitlements_and_renewals_go_on,
     a_migrating_version_moves_subscribers_at_their_next_renewal,
+    a_simulated_catalog_change_is_what_is_billed_to_the_cent,
 );

@@ -4,6 +4,7 @@
 
 mod finalize;
 mod invoices;
+mod simulation;
 mod steps;
 mod subscriptions;
 mod test_clocks;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 pub use finalize::FinalizeReport;
 pub use invoices::{HypotheticalPlan, HypotheticalSubscription, PreviewSource};
+pub use simulation::{Simulation, MAX_SIMULATED};
 pub use subscriptions::{CreditCapInput, ProrationBehavior, StartSubscription};
 pub use test_clocks::{INLINE_CLOCK_ITEMS, WORKER_CLOCK_ITEMS};
 
