@@ -636,6 +636,7 @@ async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases(store: Arc<
                     action: DunningAction::Reminder,
                 },
             ],
+            None,
         )
         .await;
     match bad {
@@ -661,6 +662,7 @@ async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases(store: Arc<
                 after_days: 1,
                 action: DunningAction::Block,
             }],
+            None,
         )
         .await
         .unwrap();
@@ -680,7 +682,7 @@ async fn the_policy_is_per_tenant_validated_and_applies_to_new_cases(store: Arc<
     other
         .app
         .collection
-        .set_dunning_policy(&other.caller, vec![])
+        .set_dunning_policy(&other.caller, vec![], None)
         .await
         .unwrap();
     let invoice = other.open_invoice(1000).await;
@@ -918,7 +920,7 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused(store: Ar
             {"after_days": 3, "action": "reminder"},
             {"after_days": 7, "action": "warning"},
             {"after_days": 14, "action": "block"}
-        ]})
+        ], "on_block": {"deny_entitlements": true, "suspend_subscriptions": false}})
     );
     let (status, problem) = api
         .call(

@@ -1509,9 +1509,12 @@ async fn payment_settings_are_the_defaults_until_set_per_tenant(store: Arc<dyn S
     );
 }
 
+/// Not the default in any part, so that a store keeping only some of it fails.
 fn dunning_policy() -> billing_domain::collection::dunning::DunningPolicy {
-    use billing_domain::collection::dunning::{DunningAction, DunningPolicy, DunningStep};
-    DunningPolicy::new(vec![
+    use billing_domain::collection::dunning::{
+        BlockEffects, DunningAction, DunningPolicy, DunningStep,
+    };
+    let mut policy = DunningPolicy::new(vec![
         DunningStep {
             after_days: 2,
             action: DunningAction::Warning,
@@ -1521,7 +1524,12 @@ fn dunning_policy() -> billing_domain::collection::dunning::DunningPolicy {
             action: DunningAction::Block,
         },
     ])
-    .unwrap()
+    .unwrap();
+    policy.on_block = BlockEffects {
+        deny_entitlements: false,
+        suspend_subscriptions: true,
+    };
+    policy
 }
 
 /// A dunning case (warning on day 2, block on day 9) opened and saved for an account.

@@ -5,5 +5,6 @@ pub mod invoice;
 pub mod invoice_draft;
 pub mod periods;
 pub mod proration;
+pub mod simulation;
 pub mod subscription;
 pub mod test_clock;

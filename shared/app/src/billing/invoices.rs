@@ -12,7 +12,7 @@ use billing_domain::billing::subscription::{
     SubscriptionTerms,
 };
 use billing_domain::catalog::charges::Usage;
-use billing_domain::catalog::plan::{NewPlan, Plan};
+use billing_domain::catalog::plan::{NewPlan, Plan, PlanVersion};
 use billing_domain::collection::credit_note::CreditNote;
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
@@ -20,7 +20,9 @@ use billing_domain::events::types::EventType;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::error::ValidationError;
-use billing_domain::kernel::ids::{AccountId, CreditNoteId, InvoiceId, PlanId, SubscriptionId};
+use billing_domain::kernel::ids::{
+    AccountId, CreditNoteId, InvoiceId, PlanId, SubscriptionId, TenantId,
+};
 use billing_domain::kernel::metadata::Metadata;
 use billing_domain::kernel::money::MinorUnits;
 use jiff::Timestamp;
@@ -442,52 +444,65 @@ impl BillingService {
                         )?
                         .next;
                 }
-                let Some(due) = sub.due_at() else {
-                    return Err(AppError::Conflict {
-                        code: ErrorCode::NoUpcomingInvoice,
-                        message: "the subscription has nothing more to bill".into(),
-                        param: None,
-                    });
-                };
-                // Walk forward to the next step that bills (a trial warning bills nothing).
-                let mut current = sub.clone();
-                for _ in 0..4 {
-                    let Some(at) = current.due_at() else { break };
-                    let Some(mut step) = current.advance(at.max(due))? else {
-                        break;
-                    };
-                    self.preview_usage(caller.tenant_id, &current, &mut step)
-                        .await?;
-                    if let Some(billing) = step.billing {
-                        // The balance's credit as it would be spent when the invoice is
-                        // made (grants expired by then left out).
-                        let credits = self
-                            .credits
-                            .preview_credits(
-                                caller.tenant_id,
-                                sub.account_id,
-                                sub.currency,
-                                at.max(due),
-                            )
-                            .await?;
-                        let draft = build(&InvoiceInput {
-                            currency: sub.currency,
-                            lines: billing.lines,
-                            discounts: billing.discounts,
-                            credits,
-                            minimum_commitment: None,
-                        })?;
-                        return Ok((Some(sub), draft));
-                    }
-                    current = step.next;
-                }
-                Err(AppError::Conflict {
-                    code: ErrorCode::NoUpcomingInvoice,
-                    message: "the subscription has nothing more to bill".into(),
-                    param: None,
-                })
+                let (_, draft) = self.next_invoice(caller.tenant_id, &sub, None).await?;
+                Ok((Some(sub), draft))
             }
         }
+    }
+
+    /// The next invoice `sub` gets and when, walking its lifecycle forward to the first step
+    /// that bills (a trial warning bills nothing), with its usage so far and the credit its
+    /// balance would give then. A renewal migrates as billing would, by the catalog as stored,
+    /// or as `catalog` has it (a plan with versions not published yet: a simulation).
+    pub(super) async fn next_invoice(
+        &self,
+        tenant: TenantId,
+        sub: &Subscription,
+        catalog: Option<&(Plan, Vec<PlanVersion>)>,
+    ) -> Result<(Timestamp, InvoiceDraft), AppError> {
+        let nothing = || AppError::Conflict {
+            code: ErrorCode::NoUpcomingInvoice,
+            message: "the subscription has nothing more to bill".into(),
+            param: None,
+        };
+        let due = sub.due_at().ok_or_else(nothing)?;
+        let mut current = sub.clone();
+        for _ in 0..4 {
+            let Some(at) = current.due_at() else { break };
+            let at = at.max(due);
+            let migration = match catalog {
+                None => self.migration(tenant, &current, at).await?,
+                Some((plan, versions))
+                    if current.renews_at(at) && current.scheduled_change.is_none() =>
+                {
+                    self.catalog
+                        .terms_after(tenant, &current, plan, versions, at)?
+                }
+                Some(_) => None,
+            };
+            let Some(mut step) = current.advance_migrating(at, migration)? else {
+                break;
+            };
+            self.preview_usage(tenant, &current, &mut step).await?;
+            if let Some(billing) = step.billing {
+                // The balance's credit as it would be spent when the invoice is made
+                // (grants expired by then left out).
+                let credits = self
+                    .credits
+                    .preview_credits(tenant, sub.account_id, sub.currency, at)
+                    .await?;
+                let draft = build(&InvoiceInput {
+                    currency: sub.currency,
+                    lines: billing.lines,
+                    discounts: billing.discounts,
+                    credits,
+                    minimum_commitment: None,
+                })?;
+                return Ok((at, draft));
+            }
+            current = step.next;
+        }
+        Err(nothing())
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod finalize;
 mod invoices;
+mod simulation;
 mod steps;
 mod subscriptions;
 mod test_clocks;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 pub use finalize::FinalizeReport;
 pub use invoices::{HypotheticalPlan, HypotheticalSubscription, PreviewSource};
+pub use simulation::{Simulation, MAX_SIMULATED};
 pub use subscriptions::{CreditCapInput, ProrationBehavior, StartSubscription};
 pub use test_clocks::{INLINE_CLOCK_ITEMS, WORKER_CLOCK_ITEMS};
 
@@ -20,12 +22,14 @@ use crate::catalog::CatalogService;
 use crate::collection::CollectionService;
 use crate::coupons::CouponsService;
 use crate::credits::CreditsService;
-use crate::kernel::Clocks;
+use crate::kernel::{Clocks, TtlCache};
 use crate::ports::{
     AccountStore, BillingQueue, InvoiceStore, PaymentStore, RedemptionStore, SubscriptionStore,
     TestClockStore, UsageStore,
 };
 use crate::retention::RetentionService;
+use billing_domain::collection::dunning::BlockEffects;
+use billing_domain::kernel::ids::TenantId;
 
 /// What the billing service reads and writes.
 pub trait BillingPorts:
@@ -66,6 +70,8 @@ pub struct BillingService {
     retention: RetentionService,
     /// Where finalize jobs go after drafting; without one, the drafting process finalizes.
     finalize_queue: Option<Arc<dyn BillingQueue>>,
+    /// What a block does, per tenant, as renewals ask (README, caches: 60 s).
+    block_effects: Arc<TtlCache<TenantId, BlockEffects>>,
 }
 
 impl BillingService {
@@ -89,6 +95,7 @@ impl BillingService {
             coupons,
             retention,
             finalize_queue,
+            block_effects: Arc::new(TtlCache::new(jiff::SignedDuration::from_secs(60))),
         }
     }
 }

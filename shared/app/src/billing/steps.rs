@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 
-use billing_domain::billing::subscription::Subscription;
+use billing_domain::billing::subscription::{Subscription, SubscriptionTerms};
+use billing_domain::customers::account::AccountStatus;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::ids::{SubscriptionId, TenantId};
@@ -319,9 +320,16 @@ impl BillingService {
         let Some(due) = current.due_at().filter(|d| *d <= until) else {
             return Ok(None);
         };
-        let Some(mut transition) = current.advance(due)? else {
-            return Ok(None);
-        };
+        let mut transition =
+            if current.suspension_due(due) && self.held_by_block(tenant, current).await? {
+                current.hold_for_block(due)
+            } else {
+                let migration = self.migration(tenant, current, due).await?;
+                let Some(transition) = current.advance_migrating(due, migration)? else {
+                    return Ok(None);
+                };
+                transition
+            };
         let rollups = self
             .bill_closed_usage(tenant, current, &mut transition)
             .await?;
@@ -343,6 +351,45 @@ impl BillingService {
             rollups,
             change,
         }))
+    }
+
+    /// The terms `sub` moves to if its step due at `due` renews it (see
+    /// [`crate::catalog::CatalogService::migration_terms`]); the catalog is read only for a
+    /// renewal without a scheduled change. Billing and previews both ask here.
+    pub(super) async fn migration(
+        &self,
+        tenant: TenantId,
+        sub: &Subscription,
+        due: Timestamp,
+    ) -> Result<Option<SubscriptionTerms>, AppError> {
+        if !sub.renews_at(due) || sub.scheduled_change.is_some() {
+            return Ok(None);
+        }
+        self.catalog.migration_terms(tenant, sub, due).await
+    }
+
+    /// Does the tenant suspend renewals of blocked accounts, and is `sub`'s account blocked?
+    /// The account is read only when the policy suspends; the policy once a minute per
+    /// tenant and process (a change applies within 60 s; on a test clock, at once).
+    async fn held_by_block(&self, tenant: TenantId, sub: &Subscription) -> Result<bool, AppError> {
+        let now = self.clocks.now();
+        let cached = self
+            .block_effects
+            .get(&tenant, now)
+            .filter(|_| sub.test_clock.is_none());
+        let effects = match cached {
+            Some(effects) => effects,
+            None => {
+                let effects = self.collection.block_effects(tenant).await?;
+                self.block_effects.put(tenant, effects, now);
+                effects
+            }
+        };
+        if !effects.suspend_subscriptions {
+            return Ok(false);
+        }
+        let account = self.store.get_account(tenant, sub.account_id).await?;
+        Ok(account.is_some_and(|a| a.status == AccountStatus::Blocked))
     }
 
     async fn run_one_step(

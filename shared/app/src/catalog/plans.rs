@@ -10,9 +10,10 @@ use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::error::ErrorCode;
-use billing_domain::kernel::ids::PlanId;
+use billing_domain::kernel::ids::{PlanId, TenantId};
+use std::sync::Arc;
 
-use billing_domain::billing::subscription::SubscriptionTerms;
+use billing_domain::billing::subscription::{Subscription, SubscriptionTerms};
 use jiff::Timestamp;
 
 use super::{invalid, CatalogService};
@@ -24,6 +25,16 @@ use crate::ports::{Page, PageRequest, PlanFilter};
 pub struct PlanWithPrices {
     pub plan: Plan,
     pub prices: Option<PlanVersion>,
+}
+
+/// A price version as it would be published: the plan before and after, the version, and
+/// the versions there are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DraftVersion {
+    pub current: Plan,
+    pub next: Plan,
+    pub version: PlanVersion,
+    pub versions: Vec<PlanVersion>,
 }
 
 /// How many subscriptions use a plan, per price version.
@@ -115,6 +126,75 @@ impl CatalogService {
             )
         })?;
         Ok((terms, plan.trial_days))
+    }
+
+    /// The terms `sub` moves to if it renews at `at`: those of the latest version of its
+    /// plan published with `migrate_existing` and in effect by then, newer than its own, in
+    /// its currency. `None` without one (grandfathered), also for a version not priced in
+    /// its currency (it keeps its terms). Billing's way into the catalog at a renewal.
+    ///
+    /// The plan and its versions are read once a minute per plan and process: a version
+    /// takes effect no earlier than it is published, so what was read at a moment is the
+    /// whole truth for a renewal due by then, and an entry answers only those (a renewal
+    /// due later, or on a test clock, reads again).
+    pub async fn migration_terms(
+        &self,
+        tenant: TenantId,
+        sub: &Subscription,
+        at: Timestamp,
+    ) -> Result<Option<SubscriptionTerms>, AppError> {
+        let Some(catalog) = self.plan_for_renewal(tenant, sub, at).await? else {
+            return Ok(None);
+        };
+        let (plan, versions) = catalog.as_ref();
+        self.terms_after(tenant, sub, plan, versions, at)
+    }
+
+    /// [`CatalogService::migration_terms`] over the given plan and versions (a catalog as
+    /// it is, or as it would be with a version not yet published).
+    pub fn terms_after(
+        &self,
+        tenant: TenantId,
+        sub: &Subscription,
+        plan: &Plan,
+        versions: &[PlanVersion],
+        at: Timestamp,
+    ) -> Result<Option<SubscriptionTerms>, AppError> {
+        let Some(version) = plan::migration_target(versions, sub.terms.plan_version, at) else {
+            return Ok(None);
+        };
+        match SubscriptionTerms::of(plan, version, sub.currency) {
+            Ok(terms) => Ok(Some(terms)),
+            Err(not_priced) => {
+                tracing::warn!(%tenant, subscription = %sub.id, %not_priced, "kept its terms: the migrating version has no prices in its currency");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The plan of `sub` with its versions, cached as [`CatalogService::migration_terms`] says.
+    async fn plan_for_renewal(
+        &self,
+        tenant: TenantId,
+        sub: &Subscription,
+        at: Timestamp,
+    ) -> Result<Option<super::PlanCatalog>, AppError> {
+        let key = (tenant, sub.terms.plan_id);
+        let now = self.clocks.now();
+        if sub.test_clock.is_none() {
+            if let Some((catalog, read_at)) = self.plans.get(&key, now) {
+                if at <= read_at {
+                    return Ok(Some(catalog));
+                }
+            }
+        }
+        let Some(plan) = self.store.get_plan(tenant, key.1).await? else {
+            return Ok(None);
+        };
+        let versions = self.store.list_plan_versions(tenant, key.1).await?;
+        let catalog = Arc::new((plan, versions));
+        self.plans.put(key, (catalog.clone(), now), now);
+        Ok(Some(catalog))
     }
 
     pub async fn create_plan(
@@ -231,6 +311,28 @@ impl CatalogService {
         input: NewPlanVersion,
     ) -> Result<PlanVersion, AppError> {
         caller.require(Permission::WriteBilling)?;
+        let draft = self.draft_plan_version(caller, id, input).await?;
+        self.save_plan(
+            caller,
+            &draft.current,
+            &draft.next,
+            Some(&draft.version),
+            AuditAction::Update,
+            EventType::PlanVersionCreated,
+        )
+        .await?;
+        Ok(draft.version)
+    }
+
+    /// The version `input` would add to the plan, validated exactly as publishing it would
+    /// be, with the plan and its versions as they are; writes nothing (what a catalog
+    /// change simulation prices).
+    pub async fn draft_plan_version(
+        &self,
+        caller: &Caller,
+        id: PlanId,
+        input: NewPlanVersion,
+    ) -> Result<DraftVersion, AppError> {
         let current = self.load_plan(caller, id).await?;
         let versions = self.store.list_plan_versions(caller.tenant_id, id).await?;
         let latest = versions
@@ -245,16 +347,12 @@ impl CatalogService {
             terms,
             self.clocks.now(),
         )?;
-        self.save_plan(
-            caller,
-            &current,
-            &next,
-            Some(&version),
-            AuditAction::Update,
-            EventType::PlanVersionCreated,
-        )
-        .await?;
-        Ok(version)
+        Ok(DraftVersion {
+            current,
+            next,
+            version,
+            versions,
+        })
     }
 
     async fn save_plan(
@@ -286,6 +384,7 @@ impl CatalogService {
         self.store
             .update_plan(caller.tenant_id, current, next, new_version, &change)
             .await?;
+        self.plans.forget(&(caller.tenant_id, next.id));
         Ok(())
     }
 

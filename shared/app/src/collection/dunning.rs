@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 
 use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
 use billing_domain::collection::dunning::{
-    self, notice_text, CaseFacts, DunningCase, DunningPolicy, DunningStatus, DunningStep,
-    DunningTransition, NoticeKind,
+    self, notice_text, BlockEffects, CaseFacts, DunningCase, DunningPolicy, DunningStatus,
+    DunningStep, DunningTransition, NoticeKind,
 };
 use billing_domain::customers::access::Permission;
 use billing_domain::customers::account::Account;
@@ -87,15 +87,19 @@ impl CollectionService {
             .unwrap_or_default())
     }
 
-    /// Replaces the tenant's policy. Cases already running keep the policy they opened with.
+    /// Replaces the tenant's policy. Cases already running keep the steps they opened with;
+    /// `on_block` (kept when `None`) applies at once.
     pub async fn set_dunning_policy(
         &self,
         caller: &Caller,
         steps: Vec<DunningStep>,
+        on_block: Option<BlockEffects>,
     ) -> Result<DunningPolicy, AppError> {
         caller.require(Permission::WriteBilling)?;
-        let policy = DunningPolicy::new(steps)?;
-        let before = to_json(&self.dunning_policy(caller).await?)?;
+        let mut policy = DunningPolicy::new(steps)?;
+        let current = self.dunning_policy(caller).await?;
+        policy.on_block = on_block.unwrap_or(current.on_block);
+        let before = to_json(&current)?;
         let after = to_json(&policy)?;
         let change = change(
             caller,
@@ -113,6 +117,17 @@ impl CollectionService {
             .set_dunning_policy(caller.tenant_id, &policy, &change)
             .await?;
         Ok(policy)
+    }
+
+    /// What a block of the tenant's accounts does besides refusing changes (billing asks
+    /// before a renewal).
+    pub async fn block_effects(&self, tenant: TenantId) -> Result<BlockEffects, AppError> {
+        Ok(self
+            .store
+            .get_dunning_policy(tenant)
+            .await?
+            .unwrap_or_default()
+            .on_block)
     }
 
     /// The account's latest dunning case.

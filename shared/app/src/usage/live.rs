@@ -8,8 +8,9 @@ use billing_domain::billing::periods::Period;
 use billing_domain::billing::subscription::Subscription;
 use billing_domain::catalog::charges::{Derivation, Priced};
 use billing_domain::customers::access::Permission;
+use billing_domain::customers::account::AccountStatus;
 use billing_domain::kernel::error::{check_key_text, ErrorCode};
-use billing_domain::kernel::ids::{AccountId, SubscriptionId};
+use billing_domain::kernel::ids::{AccountId, SubscriptionId, TenantId};
 use billing_domain::kernel::money::{MinorUnits, Money};
 use billing_domain::usage::entitlements::Check;
 use billing_domain::usage::meter;
@@ -176,7 +177,13 @@ impl UsageService {
                     )
                 })?,
         };
-        if let Some(quota) = self.store.get_quota(tenant, account_id, metric).await? {
+        // The quota snapshot and the account (is it blocked?) are read together.
+        let (quota, blocked) = tokio::try_join!(
+            async { Ok::<_, AppError>(self.store.get_quota(tenant, account_id, metric).await?) },
+            self.denied_by_block(tenant, account_id),
+        )?;
+        let answer = |check: Check| if blocked { check.blocked() } else { check };
+        if let Some(quota) = quota {
             let now = self
                 .clocks
                 .now_for(caller.tenant_id, quota.test_clock)
@@ -192,7 +199,7 @@ impl UsageService {
                 metric: metric.to_owned(),
                 subscription_id: Some(quota.subscription_id),
                 period: Some(quota.period),
-                check: quota.entitlement.check(used, quantity),
+                check: answer(quota.entitlement.check(used, quantity)),
             });
         }
         // Nothing reported yet with a limit: the plan decides, with nothing used.
@@ -223,16 +230,37 @@ impl UsageService {
                 metric: metric.to_owned(),
                 subscription_id: Some(sub.id),
                 period: Some(sub.current_period),
-                check: e.check(Decimal::ZERO, quantity),
+                check: answer(e.check(Decimal::ZERO, quantity)),
             },
             None => EntitlementCheck {
                 account_id,
                 metric: metric.to_owned(),
                 subscription_id: live.first().map(|s| s.id),
                 period: live.first().map(|s| s.current_period),
-                check: Check::unlimited(Decimal::ZERO),
+                check: answer(Check::unlimited(Decimal::ZERO)),
             },
         })
+    }
+}
+
+impl UsageService {
+    /// Is the account blocked by dunning, with a policy that denies its entitlements? The
+    /// policy is read only for a blocked account.
+    async fn denied_by_block(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+    ) -> Result<bool, AppError> {
+        let blocked = self
+            .store
+            .get_account(tenant, account)
+            .await?
+            .is_some_and(|a| a.status == AccountStatus::Blocked);
+        if !blocked {
+            return Ok(false);
+        }
+        let policy = self.store.get_dunning_policy(tenant).await?;
+        Ok(policy.unwrap_or_default().on_block.deny_entitlements)
     }
 }
 

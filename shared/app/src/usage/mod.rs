@@ -18,12 +18,19 @@ use billing_domain::kernel::ids::{SubscriptionId, TenantId};
 use jiff::SignedDuration;
 
 use crate::kernel::{Clocks, MetricCache, TtlCache};
-use crate::ports::{AccountStore, MetricStore, SubscriptionStore, UsageStore};
+use crate::ports::{AccountStore, DunningStore, MetricStore, SubscriptionStore, UsageStore};
 
-/// What the usage service reads and writes.
-pub trait UsagePorts: UsageStore + SubscriptionStore + AccountStore + MetricStore {}
+/// What the usage service reads and writes (the dunning policy only read: what a block
+/// does to entitlement checks).
+pub trait UsagePorts:
+    UsageStore + SubscriptionStore + AccountStore + MetricStore + DunningStore
+{
+}
 
-impl<T> UsagePorts for T where T: UsageStore + SubscriptionStore + AccountStore + MetricStore {}
+impl<T> UsagePorts for T where
+    T: UsageStore + SubscriptionStore + AccountStore + MetricStore + DunningStore
+{
+}
 
 /// How long ingest keeps a subscription it read. Only a bound on memory: every usage write
 /// is conditioned on the version of the subscription it was planned from, and a write that

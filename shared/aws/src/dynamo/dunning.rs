@@ -49,14 +49,19 @@ impl DunningStore for DynamoStore {
         policy: &DunningPolicy,
         change: &Change,
     ) -> Result<(), StoreError> {
-        let steps = serde_dynamo::to_attribute_value(&policy.steps)
-            .map_err(|e| StoreError::Internal(format!("unstorable policy: {e}")))?;
+        let unstorable =
+            |e: serde_dynamo::Error| StoreError::Internal(format!("unstorable policy: {e}"));
+        let steps = serde_dynamo::to_attribute_value(&policy.steps).map_err(unstorable)?;
+        let on_block = serde_dynamo::to_attribute_value(policy.on_block).map_err(unstorable)?;
         let mut tx = self.transaction();
         tx.update(
             &keys::dunning_policy(tenant),
-            "SET steps = :steps",
+            "SET steps = :steps, on_block = :on_block",
             None,
-            HashMap::from([(":steps".to_owned(), steps)]),
+            HashMap::from([
+                (":steps".to_owned(), steps),
+                (":on_block".to_owned(), on_block),
+            ]),
             StoreError::Internal("an unconditional update failed its condition".into()),
         )?
         .record(tenant, change)?;

@@ -46,6 +46,9 @@ use crate::kernel::time;
 pub const TRIAL_WARNING: SignedDuration = SignedDuration::from_hours(72);
 /// A subscription paused longer than this is cancelled (configurable per call).
 pub const DEFAULT_MAX_PAUSE: SignedDuration = SignedDuration::from_hours(90 * 24);
+/// How often a subscription suspended by its account's block looks whether the account
+/// was unblocked (a suspension is a pause, so `max_pause_days` still ends it).
+pub const SUSPENSION_CHECK: SignedDuration = SignedDuration::from_hours(24);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -293,6 +296,10 @@ pub struct Subscription {
     pub resumes_at: Option<Timestamp>,
     /// Paused longer than this many days, the subscription is cancelled.
     pub max_pause_days: u32,
+    /// Paused by its account's block (the tenant's dunning policy suspends renewals), not
+    /// by a caller: checked again every day and resumed once the account is unblocked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
     pub scheduled_change: Option<ScheduledChange>,
     /// In arrears, after an immediate change: the current terms' fee covers the current period
     /// from this instant (the time before was billed on the old terms). `None`: from its start.
@@ -628,6 +635,7 @@ impl Subscription {
             invoice_count: 0,
             last_usage_period: None,
             billing_failure: None,
+            suspended: false,
             discounts: input.discounts,
             metadata: input.metadata,
             created_at: now,
@@ -869,6 +877,19 @@ impl Subscription {
     /// Performs the transition due at or before `now`, or `None` when nothing is due (a
     /// duplicate or early delivery: safe to ignore).
     pub fn advance(&self, now: Timestamp) -> Result<Option<Transition>, SubscriptionError> {
+        self.advance_migrating(now, None)
+    }
+
+    /// [`Subscription::advance`], moving to `migration` (a later version of its plan that
+    /// moves existing subscriptions, priced in its currency) if the step renews it into a
+    /// new period: the new period is billed at the new prices, and
+    /// `subscription.price_migrated` comes before `subscription.renewed`. A scheduled
+    /// change taking effect at the same renewal wins (its terms are the newer choice).
+    pub fn advance_migrating(
+        &self,
+        now: Timestamp,
+        migration: Option<SubscriptionTerms>,
+    ) -> Result<Option<Transition>, SubscriptionError> {
         let Some(due) = self.due_at().filter(|d| *d <= now) else {
             return Ok(None);
         };
@@ -914,7 +935,9 @@ impl Subscription {
                     }
                 }
             }
-            SubscriptionStatus::Active | SubscriptionStatus::PastDue => next.renew(due)?,
+            SubscriptionStatus::Active | SubscriptionStatus::PastDue => {
+                next.renew(due, migration)?
+            }
         };
         Ok(Some(transition))
     }
@@ -928,7 +951,11 @@ impl Subscription {
 
     /// The current period ended at `at`: bill in arrears what was used, then either end the
     /// subscription or start the next period (applying a scheduled change first).
-    fn renew(mut self, at: Timestamp) -> Result<Transition, SubscriptionError> {
+    fn renew(
+        mut self,
+        at: Timestamp,
+        migration: Option<SubscriptionTerms>,
+    ) -> Result<Transition, SubscriptionError> {
         let ended = self.current_period;
         let mut arrears = Vec::new();
         if self.terms.billing_timing == BillingTiming::InArrears {
@@ -951,9 +978,18 @@ impl Subscription {
         }
         let mut events = Vec::new();
         if let Some(change) = self.scheduled_change.take() {
+            // Another interval starts a cycle of its own here.
+            if change.terms.interval != self.terms.interval {
+                self.billing_anchor = at;
+            }
             self.terms = change.terms;
             self.quantity = change.quantity;
             events.push(EventType::SubscriptionPlanChanged);
+        } else if let Some(terms) = migration
+            .filter(|t| t.plan_id == self.terms.plan_id && t.plan_version > self.terms.plan_version)
+        {
+            self.terms = terms;
+            events.push(EventType::SubscriptionPriceMigrated);
         }
         let cycle = self.cycle()?;
         let k = cycle.index_at(at).map_err(calendar)?;
@@ -998,6 +1034,7 @@ impl Subscription {
         }
         self.paused_at = None;
         self.resumes_at = None;
+        self.suspended = false;
         self.billing_anchor = at;
         self.begin_paid_period(at, BillingReason::SubscriptionResume)
     }
@@ -1142,6 +1179,43 @@ impl Subscription {
         })
     }
 
+    /// Is this step, due at `due`, one a blocked account's suspension holds: a renewal
+    /// (the period ends and the subscription goes on), or the daily check of a suspension?
+    pub fn suspension_due(&self, due: Timestamp) -> bool {
+        self.renews_at(due) || (self.suspended && self.resumes_at == Some(due))
+    }
+
+    /// Is the step due at `due` a renewal into a next period (not an end)?
+    pub fn renews_at(&self, due: Timestamp) -> bool {
+        matches!(
+            self.status,
+            SubscriptionStatus::Active | SubscriptionStatus::PastDue
+        ) && due == self.current_period.end
+            && !self.cancel_at_period_end
+    }
+
+    /// The step due at `due` while the account is blocked and renewals are suspended: a
+    /// renewal pauses the subscription at the period's end instead (no invoice: the period
+    /// that ended is billed when it resumes, the time paused never); a suspension already
+    /// in place is checked again a day later. Call only when [`Subscription::suspension_due`].
+    pub fn hold_for_block(&self, due: Timestamp) -> Transition {
+        let mut next = self.changed(due);
+        next.resumes_at = Some(time::later(due, SUSPENSION_CHECK));
+        let events = if self.status == SubscriptionStatus::Paused {
+            Vec::new()
+        } else {
+            next.status = SubscriptionStatus::Paused;
+            next.paused_at = Some(due);
+            next.suspended = true;
+            vec![EventType::SubscriptionPaused]
+        };
+        Transition {
+            next,
+            billing: None,
+            events,
+        }
+    }
+
     /// Parks billing on the step due at `due_at`, which cannot be priced: nothing falls
     /// due until [`Subscription::retry_billing`].
     pub fn park_billing(&self, reason: String, due_at: Timestamp, now: Timestamp) -> Subscription {
@@ -1205,14 +1279,6 @@ impl Subscription {
             )
             .into());
         }
-        if terms.interval != self.terms.interval {
-            return Err(ValidationError::new(
-                ErrorCode::IntervalChangeUnsupported,
-                "plan",
-                "moving between billing intervals is done by cancelling at period end and subscribing anew",
-            )
-            .into());
-        }
         let old_fee = self.terms.fee(self.quantity, self.currency)?;
         let new_fee = terms.fee(quantity, self.currency)?;
         let mut next = self.changed(now);
@@ -1243,6 +1309,14 @@ impl Subscription {
                 billing: None,
                 events: vec![EventType::SubscriptionChangeScheduled],
             });
+        }
+        let events = vec![match decision.direction {
+            ChangeDirection::Upgrade => EventType::SubscriptionUpgraded,
+            ChangeDirection::Downgrade => EventType::SubscriptionDowngraded,
+            ChangeDirection::Lateral => EventType::SubscriptionPlanChanged,
+        }];
+        if terms.interval != self.terms.interval {
+            return self.change_interval_now(next, terms, quantity, new_fee, cap, events, now);
         }
         let tz = self.cycle()?.time_zone().clone();
         let old_in_advance = self.terms.billing_timing == BillingTiming::InAdvance;
@@ -1322,11 +1396,6 @@ impl Subscription {
             Money::zero(self.currency)
         };
         let items: Vec<ProrationItem> = used.into_iter().chain(credit).chain(charge).collect();
-        let events = vec![match decision.direction {
-            ChangeDirection::Upgrade => EventType::SubscriptionUpgraded,
-            ChangeDirection::Downgrade => EventType::SubscriptionDowngraded,
-            ChangeDirection::Lateral => EventType::SubscriptionPlanChanged,
-        }];
         if invoice_now {
             // The rest of the period; at its very end (a boundary), the period itself.
             let period = self.current_period.from(now).unwrap_or(self.current_period);
@@ -1342,6 +1411,74 @@ impl Subscription {
         Ok(Transition {
             next,
             billing: None,
+            events,
+        })
+    }
+
+    /// A change of billing interval now (monthly ↔ annual), Stripe's way: the cycle is
+    /// anchored at the change and its first period begins, billed at once in advance (in
+    /// arrears: billed at its end); what was paid in advance for the rest of the old period
+    /// is credited ([`proration::interval_change`], capped like any change's credit), and in
+    /// arrears the old fee for the time used is billed. One invoice now; a negative total
+    /// (a credit larger than the new period's fee) goes to the account's balance when it is
+    /// finalized. The closed period's usage is billed on it by the caller, like a renewal's.
+    #[allow(clippy::too_many_arguments)]
+    fn change_interval_now(
+        &self,
+        mut next: Subscription,
+        terms: SubscriptionTerms,
+        quantity: u64,
+        new_fee: Money,
+        cap: Option<&proration::CreditCap>,
+        events: Vec<EventType>,
+        now: Timestamp,
+    ) -> Result<Transition, SubscriptionError> {
+        let paid = if self.terms.billing_timing == BillingTiming::InAdvance {
+            self.current_period_fee
+        } else {
+            Money::zero(self.currency)
+        };
+        let change = proration::interval_change(
+            paid,
+            &self.current_period,
+            now,
+            terms.interval,
+            new_fee,
+            &self.time_zone,
+            terms.proration,
+        )
+        .map_err(calendar)?;
+        let credit = match (change.credit, cap) {
+            (Some(c), Some(cap)) => cap.apply(c).map_err(calendar)?,
+            (c, _) => c,
+        };
+        let used = self.used_fee_item(now)?;
+        next.terms = terms;
+        next.quantity = quantity;
+        next.scheduled_change = None;
+        next.fee_from = None;
+        next.billing_anchor = now;
+        next.current_period = change.first_period;
+        let mut lines: Vec<LineInput> = std::mem::take(&mut next.pending_items)
+            .into_iter()
+            .chain(used)
+            .chain(credit)
+            .map(proration_line)
+            .collect();
+        if next.terms.billing_timing == BillingTiming::InAdvance {
+            next.current_period_fee = change.charge;
+            lines.extend(next.fee_line(&change.first_period, None));
+        } else {
+            next.current_period_fee = Money::zero(self.currency);
+        }
+        let billing = next.billing(
+            BillingReason::SubscriptionUpdate,
+            change.first_period,
+            lines,
+        );
+        Ok(Transition {
+            next,
+            billing,
             events,
         })
     }
@@ -1609,6 +1746,169 @@ mod tests {
         );
         let b = arr.cancel(false, true, at).unwrap().billing.unwrap();
         assert_eq!(total(&b), 1400);
+    }
+
+    fn yearly_sub(fee: i64, start: &str) -> Subscription {
+        let conv = ProrationConvention::DaySpanExclusive;
+        let input = new_sub(
+            terms(fee, Interval::yearly(), BillingTiming::InAdvance, conv),
+            start,
+            None,
+            0,
+        );
+        Subscription::start(input, ts(start)).unwrap().next
+    }
+
+    /// Annual → monthly now, Stripe's way (a change of interval resets the billing cycle
+    /// anchor to the change and invoices at once, crediting the unused time: docs.stripe.com
+    /// /billing/subscriptions/billing-cycle, "Changing the billing cycle"): $1,200 paid for
+    /// 2024 (366 days), $120/month from Jul 1 (184 days left, `proration::interval_change`'s
+    /// own example): −$603.28 + $120.00 = −$483.28 on one invoice now (the balance takes
+    /// it), a monthly cycle from Jul 1, and $120.00 on Aug 1.
+    #[test]
+    fn an_interval_change_now_credits_the_unused_time_and_starts_a_cycle() {
+        let conv = ProrationConvention::DaySpanExclusive;
+        let sub = yearly_sub(120_000, "2024-01-01T00:00:00Z");
+        let monthly = terms(12_000, Interval::monthly(), BillingTiming::InAdvance, conv);
+        let at = ts("2024-07-01T00:00:00Z");
+        let t = sub
+            .change(monthly, 1, &ChangePolicy::default(), false, at)
+            .unwrap();
+        let billing = t.billing.as_ref().unwrap();
+        assert_eq!(billing.reason, BillingReason::SubscriptionUpdate);
+        let draft = build_invoice(&InvoiceInput {
+            currency: eur(),
+            lines: billing.lines.clone(),
+            discounts: Vec::new(),
+            credits: Vec::new(),
+            minimum_commitment: None,
+        })
+        .unwrap();
+        let amounts: Vec<i64> = draft.lines.iter().map(|l| l.amount).collect();
+        assert_eq!(amounts, [-60_328, 12_000]);
+        assert_eq!(total(billing), -48_328);
+        assert_eq!(t.next.billing_anchor, at);
+        assert_eq!(t.next.current_period.start, at);
+        assert_eq!(t.next.current_period.end, ts("2024-08-01T00:00:00Z"));
+        assert_eq!(t.next.terms.interval, Interval::monthly());
+        let renewal = t.next.advance(ts("2024-08-01T00:00:00Z")).unwrap().unwrap();
+        assert_eq!(total(renewal.billing.as_ref().unwrap()), 12_000);
+        assert_eq!(renewal.next.current_period.end, ts("2024-09-01T00:00:00Z"));
+    }
+
+    /// Monthly → annual at the period's end (a downgrade by annualised amount: $120/month is
+    /// $1,440 a year, more than $1,000): nothing now; at the renewal a yearly cycle starts
+    /// there and bills $1,000.00 for the year.
+    #[test]
+    fn an_interval_change_at_period_end_starts_the_new_cycle_there() {
+        let conv = ProrationConvention::DaySpanExclusive;
+        let sub = active(
+            12_000,
+            BillingTiming::InAdvance,
+            conv,
+            "2024-01-15T00:00:00Z",
+        );
+        let yearly = terms(100_000, Interval::yearly(), BillingTiming::InAdvance, conv);
+        let t = sub
+            .change(
+                yearly,
+                1,
+                &ChangePolicy::default(),
+                false,
+                ts("2024-01-20T00:00:00Z"),
+            )
+            .unwrap();
+        assert!(t.billing.is_none());
+        assert_eq!(t.events, [EventType::SubscriptionChangeScheduled]);
+        let renewal = t.next.advance(ts("2024-02-15T00:00:00Z")).unwrap().unwrap();
+        assert_eq!(total(renewal.billing.as_ref().unwrap()), 100_000);
+        assert_eq!(
+            renewal.next.current_period,
+            Period::new(ts("2024-02-15T00:00:00Z"), ts("2025-02-15T00:00:00Z")).unwrap()
+        );
+    }
+
+    /// A migrating version at the renewal: the new period bills the new terms, and
+    /// `subscription.price_migrated` comes before `subscription.renewed`; an older version
+    /// (or another plan's) is no migration, and a scheduled change wins.
+    #[test]
+    fn a_migration_applies_at_the_renewal_only() {
+        let conv = ProrationConvention::DaySpanExclusive;
+        let sub = active(
+            4_900,
+            BillingTiming::InAdvance,
+            conv,
+            "2024-01-01T00:00:00Z",
+        );
+        let mut v2 = terms(5_900, Interval::monthly(), BillingTiming::InAdvance, conv);
+        v2.plan_version = 2;
+        let renewal = ts("2024-02-01T00:00:00Z");
+        assert!(sub.renews_at(renewal));
+        assert!(!sub.renews_at(ts("2024-01-15T00:00:00Z")));
+        let t = sub
+            .advance_migrating(renewal, Some(v2.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(total(t.billing.as_ref().unwrap()), 5_900);
+        assert_eq!(
+            t.events,
+            [
+                EventType::SubscriptionPriceMigrated,
+                EventType::SubscriptionRenewed
+            ]
+        );
+        assert_eq!(t.next.terms.plan_version, 2);
+        let same = sub
+            .advance_migrating(renewal, Some(sub.terms.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(total(same.billing.as_ref().unwrap()), 4_900);
+        assert_eq!(same.events, [EventType::SubscriptionRenewed]);
+    }
+
+    /// A blocked account's renewal is held: paused at the period's end without an invoice,
+    /// checked daily, and resumed (when the account is no longer blocked) with a new period
+    /// from then; the days held are never billed.
+    #[test]
+    fn a_held_renewal_pauses_then_resumes_without_billing_the_gap() {
+        let conv = ProrationConvention::DaySpanExclusive;
+        let sub = active(
+            3_100,
+            BillingTiming::InAdvance,
+            conv,
+            "2024-01-01T00:00:00Z",
+        );
+        let end = ts("2024-02-01T00:00:00Z");
+        assert!(sub.suspension_due(end));
+        let held = sub.hold_for_block(end);
+        assert!(held.billing.is_none());
+        assert_eq!(held.events, [EventType::SubscriptionPaused]);
+        let held = held.next;
+        assert_eq!(held.status, SubscriptionStatus::Paused);
+        assert!(held.suspended);
+        assert_eq!(held.due_at(), Some(ts("2024-02-02T00:00:00Z")));
+        // Still blocked at the daily check: another day, nothing else.
+        assert!(held.suspension_due(ts("2024-02-02T00:00:00Z")));
+        let again = held.hold_for_block(ts("2024-02-02T00:00:00Z"));
+        assert!(again.events.is_empty() && again.billing.is_none());
+        assert_eq!(again.next.paused_at, Some(end));
+        assert_eq!(again.next.due_at(), Some(ts("2024-02-03T00:00:00Z")));
+        // Unblocked: the next check resumes it with a new period from then.
+        let resumed = again
+            .next
+            .advance(ts("2024-02-03T00:00:00Z"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(resumed.events, [EventType::SubscriptionResumed]);
+        assert!(!resumed.next.suspended);
+        assert_eq!(
+            resumed.next.current_period.start,
+            ts("2024-02-03T00:00:00Z")
+        );
+        let billing = resumed.billing.unwrap();
+        assert_eq!(billing.reason, BillingReason::SubscriptionResume);
+        // $31.00 a month from Feb 3: the full fee, nothing for Feb 1–3.
+        assert_eq!(total(&billing), 3_100);
     }
 
     /// A $31 → $62 upgrade on Jan 22 (the README's plan-change example, exclusive days): in

@@ -559,6 +559,16 @@ pub fn version_in_effect(versions: &[PlanVersion], at: Timestamp) -> Option<&Pla
         .max_by_key(|v| v.number)
 }
 
+/// The version a subscription on version `own` moves to when it renews at `at`: the
+/// latest one published with `migrate_existing`, newer than `own` and in effect by `at`.
+/// Versions without it leave their subscriptions where they are (grandfathered).
+pub fn migration_target(versions: &[PlanVersion], own: u32, at: Timestamp) -> Option<&PlanVersion> {
+    versions
+        .iter()
+        .filter(|v| v.migrate_existing && v.number > own && v.effective_from <= at)
+        .max_by_key(|v| v.number)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({
@@ -759,6 +769,47 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The version a renewal moves to: the newest that migrates, is in effect and is newer
+    /// than the subscription's; a newer version that does not migrate changes nothing.
+    #[test]
+    fn the_migration_target_is_the_newest_migrating_version_in_effect() {
+        let id = PlanId::from_ulid(ulid::Ulid::from_parts(1, 1));
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let version = |number, from: &str, migrate| PlanVersion {
+            plan_id: id,
+            number,
+            effective_from: at(from),
+            migrate_existing: migrate,
+            currencies: Vec::new(),
+            recurring_fee: None,
+            usage_charges: Vec::new(),
+            capacity_charges: Vec::new(),
+            entitlements: Vec::new(),
+            created_at: at("2027-01-01T00:00:00Z"),
+        };
+        let versions = [
+            version(1, "2027-01-01T00:00:00Z", false),
+            version(2, "2027-02-01T00:00:00Z", true),
+            version(3, "2027-03-01T00:00:00Z", false),
+            version(4, "2027-04-01T00:00:00Z", true),
+        ];
+        let target = |own, when| migration_target(&versions, own, at(when)).map(|v| v.number);
+        assert_eq!(target(1, "2027-01-31T00:00:00Z"), None, "not in effect yet");
+        assert_eq!(target(1, "2027-02-01T00:00:00Z"), Some(2));
+        assert_eq!(
+            target(1, "2027-03-15T00:00:00Z"),
+            Some(2),
+            "3 does not migrate"
+        );
+        assert_eq!(
+            target(2, "2027-03-15T00:00:00Z"),
+            None,
+            "grandfathered on 2"
+        );
+        assert_eq!(target(1, "2027-04-01T00:00:00Z"), Some(4));
+        assert_eq!(target(4, "2027-05-01T00:00:00Z"), None);
+    }
     use serde_json::json;
     use ulid::Ulid;
 

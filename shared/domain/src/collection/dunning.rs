@@ -88,6 +88,10 @@ pub struct DunningStep {
 ]}))]
 pub struct DunningPolicy {
     pub steps: Vec<DunningStep>,
+    /// What a block does beyond refusing new subscriptions and plan changes. Read when it
+    /// matters (a check, a renewal), so a change applies at once, also to running cases.
+    #[serde(default)]
+    pub on_block: BlockEffects,
 }
 
 impl Default for DunningPolicy {
@@ -99,6 +103,35 @@ impl Default for DunningPolicy {
                 step(7, DunningAction::Warning),
                 step(14, DunningAction::Block),
             ],
+            on_block: BlockEffects::default(),
+        }
+    }
+}
+
+/// What a blocked account loses besides new subscriptions and plan changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlockEffects {
+    /// Entitlement checks answer `allowed: false` with `reason: account_blocked` (default).
+    #[serde(default = "deny_by_default")]
+    pub deny_entitlements: bool,
+    /// Renewals are not billed: a subscription whose period ends while its account is
+    /// blocked is paused at that end (`subscription.paused`), checked again daily, and
+    /// resumed at the first check after the account is unblocked, with a new period from
+    /// then (the blocked gap is never billed). Off by default.
+    #[serde(default)]
+    pub suspend_subscriptions: bool,
+}
+
+fn deny_by_default() -> bool {
+    true
+}
+
+impl Default for BlockEffects {
+    fn default() -> Self {
+        Self {
+            deny_entitlements: true,
+            suspend_subscriptions: false,
         }
     }
 }
@@ -137,7 +170,10 @@ impl DunningPolicy {
                 ));
             }
         }
-        Ok(Self { steps })
+        Ok(Self {
+            steps,
+            on_block: BlockEffects::default(),
+        })
     }
 
     /// When step `index` of a case overdue since `since` falls due.

@@ -165,6 +165,9 @@ event_types! {
         "A subscription's trial ended.";
     SubscriptionRenewed => "subscription.renewed", "Subscription",
         "A subscription entered its next period; the period's invoice is created with it.";
+    SubscriptionPriceMigrated => "subscription.price_migrated", "Subscription",
+        "A subscription moved to a newer price version of its plan (one published with \
+         `migrate_existing`) at its renewal; the renewal's invoice bills the new prices.";
     SubscriptionUpdated => "subscription.updated", "Subscription",
         "A subscription changed (quantity, metadata, a payment's effect on its status).";
     SubscriptionPlanChanged => "subscription.plan_changed", "Subscription",

@@ -140,6 +140,8 @@ error_codes! {
         "A charge is priced in a currency the plan does not offer.";
     NoCharges => "no_charges", 400, "A plan has neither a recurring fee nor a usage charge.";
     TooManyCharges => "too_many_charges", 400, "A plan has more usage charges than allowed.";
+    TooManySubscriptions => "too_many_subscriptions", 409,
+        "The plan has more live subscriptions than one simulation prices.";
     DuplicateMetric => "duplicate_metric", 400, "A plan charges the same metric twice.";
     UnknownMetric => "unknown_metric", 400, "No metric has this code.";
     UsageValueTooLarge => "usage_value_too_large", 400,
@@ -171,8 +173,6 @@ error_codes! {
     StartInPast => "start_in_past", 400, "A subscription cannot start in the past.";
     InvalidBillingAnchor => "invalid_billing_anchor", 400,
         "The billing anchor is not within the first period.";
-    IntervalChangeUnsupported => "interval_change_unsupported", 400,
-        "A plan change cannot change the billing interval.";
     InvalidResumesAt => "invalid_resumes_at", 400,
         "`resumes_at` is not in the future or is past the longest pause.";
     MissingDaysUntilDue => "missing_days_until_due", 400,

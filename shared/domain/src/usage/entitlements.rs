@@ -52,8 +52,10 @@ impl Entitlement {
     /// May `requested` more units be used when `used` are used this period?
     pub fn check(&self, used: Decimal, requested: Decimal) -> Check {
         let remaining = (self.limit - used).max(Decimal::ZERO);
+        let allowed = self.enforcement == Enforcement::Soft || used + requested <= self.limit;
         Check {
-            allowed: self.enforcement == Enforcement::Soft || used + requested <= self.limit,
+            allowed,
+            reason: (!allowed).then_some(Denial::LimitReached),
             limit: Some(self.limit),
             used,
             remaining: Some(remaining),
@@ -98,6 +100,9 @@ pub struct UsageThreshold {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Check {
     pub allowed: bool,
+    /// Why not, when not allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Denial>,
     /// `null`: the plan sets no limit on the metric.
     #[serde(with = "serde_decimal::option")]
     #[schema(value_type = Option<String>)]
@@ -116,12 +121,33 @@ impl Check {
     pub fn unlimited(used: Decimal) -> Check {
         Check {
             allowed: true,
+            reason: None,
             limit: None,
             used,
             remaining: None,
             enforcement: None,
         }
     }
+
+    /// The same check of an account blocked by dunning: nothing is allowed, whatever is
+    /// left of the limit.
+    pub fn blocked(self) -> Check {
+        Check {
+            allowed: false,
+            reason: Some(Denial::AccountBlocked),
+            ..self
+        }
+    }
+}
+
+/// Why a check answers `allowed: false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Denial {
+    /// A hard limit would be passed.
+    LimitReached,
+    /// The account is blocked by dunning and the tenant's policy denies entitlements.
+    AccountBlocked,
 }
 
 #[cfg(test)]
@@ -145,6 +171,11 @@ mod tests {
         assert_eq!(c.remaining, Some(Decimal::ONE));
         let c = e.check(Decimal::from(100), Decimal::ONE);
         assert!(!c.allowed);
+        assert_eq!(c.reason, Some(Denial::LimitReached));
+        let blocked = e.check(Decimal::ZERO, Decimal::ONE).blocked();
+        assert!(!blocked.allowed);
+        assert_eq!(blocked.reason, Some(Denial::AccountBlocked));
+        assert_eq!(blocked.remaining, Some(Decimal::from(100)));
         assert_eq!(c.remaining, Some(Decimal::ZERO));
         let soft = Entitlement {
             enforcement: Enforcement::Soft,

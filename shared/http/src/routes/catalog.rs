@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use std::collections::BTreeMap;
 
+use billing_app::billing::Simulation;
 use billing_app::catalog::{CapacitySource, PlanWithPrices, PriceSource};
 use billing_app::ports::{Page, PlanFilter};
 use billing_app::App;
@@ -12,7 +13,7 @@ use billing_domain::catalog::charges::{ChargeModel, Commitment, Priced, Usage};
 use billing_domain::catalog::metric::{Metric, MetricPatch, NewMetric};
 use billing_domain::catalog::plan::{NewPlan, NewPlanVersion, Plan, PlanPatch, PlanVersion};
 use billing_domain::kernel::currency::Currency;
-use billing_domain::kernel::decimal::serde_decimal;
+use billing_domain::kernel::decimal::{parse_decimal, serde_decimal};
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::error::ValidationError;
 use billing_domain::kernel::format::format_human;
@@ -37,6 +38,7 @@ crate::routes::handlers!(
     deactivate_plan,
     list_versions,
     create_version,
+    simulate_version,
     subscription_count,
     preview_price
 );
@@ -247,6 +249,46 @@ pub async fn create_version(
     Ok(Reply(
         StatusCode::CREATED,
         app.catalog.create_plan_version(&caller, id, input).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SimulateQuery {
+    /// List the subscriptions whose next invoice changes by more than this many percent
+    /// (a decimal, default 10).
+    threshold_percent: Option<String>,
+}
+
+/// What publishing this version (the body of `POST /v1/plans/{id}/versions`) would do, before
+/// it is published: per currency the subscriptions moved on their next invoice, MRR before and
+/// after, the next invoices' totals and change, the largest increases and the subscriptions
+/// changed by more than `threshold_percent`; per subscription its next invoice before and
+/// after, priced by the same preview billing uses. Writes nothing. A plan with more than 500
+/// live subscriptions answers 409 `too_many_subscriptions`.
+#[utoipa::path(post, path = "/v1/plans/{id}/versions/simulate", tag = "catalog", security(("api_key" = ["read"])), request_body = NewPlanVersion,
+    params(("id" = String, Path, description = "`plan_…`"), SimulateQuery),
+    responses((status = 200, body = Simulation), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn simulate_version(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<SimulateQuery>,
+    ApiJson(input): ApiJson<NewPlanVersion>,
+) -> ApiResult<Reply<Simulation>> {
+    let id = path_id(&id, "plan", PlanId::parse)?;
+    let threshold = match q.threshold_percent.as_deref() {
+        None => Decimal::TEN,
+        Some(raw) => parse_decimal(raw, 6).map_err(|e| {
+            Problem::invalid(ErrorCode::InvalidValue, "threshold_percent", e.to_string())
+        })?,
+    };
+    Ok(Reply(
+        StatusCode::OK,
+        app.billing
+            .simulate_plan_version(&caller, id, input, threshold)
+            .await?,
     ))
 }
 

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use billing_app::App;
-use billing_domain::collection::dunning::{DunningCase, DunningPolicy, DunningStep};
+use billing_domain::collection::dunning::{BlockEffects, DunningCase, DunningPolicy, DunningStep};
 use billing_domain::kernel::ids::AccountId;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -24,6 +24,11 @@ pub struct DunningSettingsRequest {
     /// Days after the oldest unpaid invoice's first failed payment, strictly increasing;
     /// a `block` only last; at most 10. `[]` turns dunning off for new cases.
     pub steps: Vec<DunningStep>,
+    /// What a block does besides refusing new subscriptions and plan changes: entitlement
+    /// checks denied (`deny_entitlements`, default true), renewals suspended until the
+    /// account is unblocked (`suspend_subscriptions`, default false). Omitted: unchanged.
+    #[serde(default)]
+    pub on_block: Option<BlockEffects>,
 }
 
 /// The tenant's dunning policy: by default a reminder on day 3, a warning on day 7
@@ -51,7 +56,7 @@ pub async fn update_settings(
     Ok(Reply(
         StatusCode::OK,
         app.collection
-            .set_dunning_policy(&caller, req.steps)
+            .set_dunning_policy(&caller, req.steps, req.on_block)
             .await?,
     ))
 }
