@@ -1166,6 +1166,7 @@ impl Pending {
             refund: None,
             credited_to_balance: false,
             memo: None,
+            tax_amount: MinorUnits::ZERO,
             created_at: now,
         };
         Self {

@@ -14,6 +14,7 @@ mod events;
 mod idempotency;
 mod notifier;
 mod payments;
+mod tax;
 mod tenants;
 mod usage;
 
@@ -46,6 +47,7 @@ pub(crate) struct State {
     pub(crate) idempotency: BTreeMap<(TenantId, String), Idempotency>,
     pub(crate) catalog: catalog::CatalogState,
     pub(crate) coupons: coupons::CouponState,
+    pub(crate) tax: tax::TaxState,
     pub(crate) billing: billing::BillingState,
     pub(crate) payments: payments::PaymentState,
     pub(crate) dunning: dunning::DunningState,

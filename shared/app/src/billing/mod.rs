@@ -25,6 +25,7 @@ use crate::ports::{
     AccountStore, BillingQueue, InvoiceStore, PaymentStore, RedemptionStore, SubscriptionStore,
     TestClockStore, UsageStore,
 };
+use crate::tax::TaxService;
 
 /// What the billing service reads and writes.
 pub trait BillingPorts:
@@ -61,6 +62,7 @@ pub struct BillingService {
     collection: CollectionService,
     credits: CreditsService,
     coupons: CouponsService,
+    tax: TaxService,
     /// Where finalize jobs go after drafting; without one, the drafting process finalizes.
     finalize_queue: Option<Arc<dyn BillingQueue>>,
 }
@@ -73,6 +75,7 @@ impl BillingService {
         collection: CollectionService,
         credits: CreditsService,
         coupons: CouponsService,
+        tax: TaxService,
         finalize_queue: Option<Arc<dyn BillingQueue>>,
     ) -> Self {
         Self {
@@ -82,6 +85,7 @@ impl BillingService {
             collection,
             credits,
             coupons,
+            tax,
             finalize_queue,
         }
     }

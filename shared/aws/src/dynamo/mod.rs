@@ -12,6 +12,7 @@ mod dunning;
 mod events;
 mod idempotency;
 mod payments;
+mod tax;
 mod tenants;
 mod usage;
 

@@ -19,6 +19,7 @@ pub mod credits;
 pub mod customers;
 pub mod events;
 pub mod health;
+pub mod tax;
 pub mod usage;
 
 use axum::handler::Handler;
@@ -76,4 +77,4 @@ macro_rules! modules {
 pub(crate) use modules;
 
 // Every documented route of the API.
-modules!(customers, catalog, billing, coupons, usage, collection, credits, events, health);
+modules!(customers, catalog, billing, coupons, tax, usage, collection, credits, events, health);
