@@ -1166,6 +1166,7 @@ impl Pending {
             refund: None,
             credited_to_balance: false,
             memo: None,
+            tax_amount: 0.into(),
             created_at: now,
         };
         Self {

@@ -30,8 +30,10 @@ use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
     AccountId, ApiKeyId, CouponId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId,
-    MetricId, PaymentId, PlanId, SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
+    MetricId, PaymentId, PlanId, SubscriptionId, TaxRateId, TenantId, TestClockId,
+    WebhookEndpointId,
 };
+use billing_domain::tax::rates::{TaxRate, TaxSettings};
 use billing_memory::MemoryStore;
 
 use billing_aws::keys::{self, Key};
@@ -826,6 +828,64 @@ impl CouponStore for SimStore {
     ) -> Result<Page<Coupon>, StoreError> {
         self.unmodelled("list_coupons");
         self.inner.list_coupons(tenant, page).await
+    }
+}
+
+#[async_trait]
+impl TaxStore for SimStore {
+    async fn tax_settings(&self, tenant: TenantId) -> Result<Option<TaxSettings>, StoreError> {
+        // Every drafted invoice asks: a GetItem in the tenant's partition.
+        let found = self.inner.tax_settings(tenant).await?;
+        let partition = keys::tenant_partition(tenant);
+        self.send(Request::new(Op::GetItem).read(&partition, found.as_ref().map_or(0, size)))
+            .await?;
+        Ok(found)
+    }
+    async fn set_tax_settings(
+        &self,
+        tenant: TenantId,
+        settings: &TaxSettings,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("set_tax_settings");
+        self.inner.set_tax_settings(tenant, settings, change).await
+    }
+    async fn insert_tax_rates(
+        &self,
+        tenant: TenantId,
+        rates: &[TaxRate],
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("insert_tax_rates");
+        self.inner.insert_tax_rates(tenant, rates, change).await
+    }
+    async fn replace_tax_rate(
+        &self,
+        tenant: TenantId,
+        ended: &TaxRate,
+        next: &TaxRate,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("replace_tax_rate");
+        self.inner
+            .replace_tax_rate(tenant, ended, next, change)
+            .await
+    }
+    async fn get_tax_rate(
+        &self,
+        tenant: TenantId,
+        id: TaxRateId,
+    ) -> Result<Option<TaxRate>, StoreError> {
+        self.unmodelled("get_tax_rate");
+        self.inner.get_tax_rate(tenant, id).await
+    }
+    async fn list_tax_rates(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<TaxRate>, StoreError> {
+        self.unmodelled("list_tax_rates");
+        self.inner.list_tax_rates(tenant, page).await
     }
 }
 

@@ -17,6 +17,8 @@
 //! - [`credits`]: account balances per currency, credit grants and adjustments, the
 //!   ledger; settling invoices against the balance, giving credit back on a void.
 //! - [`coupons`]: coupons, and redeeming them onto subscriptions (one counted slot each).
+//! - [`tax`]: tax settings, tax rates (effective-dated, the EU standard VAT rates), and
+//!   the tax of an invoice through the tax-provider port (the built-in resolver by default).
 //! - [`billing`]: subscriptions and their steps, invoices, previews, test clocks, billing
 //!   of (late) usage.
 //! - [`events`]: the event and audit logs, webhook endpoints, fan-out and delivery.
@@ -36,8 +38,9 @@
 //!         ──▶ credits (settle, settle_drafts, restoration)
 //!         ──▶ coupons (redeemable)
 //!         ──▶ retention (purge_account)
+//!         ──▶ tax (invoice_tax)
 //! collection ──▶ customers (forget_payment_method)
-//! customers, catalog, usage, coupons, events, credits, retention ──▶ kernel only
+//! customers, catalog, usage, coupons, tax, events, credits, retention ──▶ kernel only
 //! ```
 //!
 //! [`App`] is only the wiring: it builds each service from the adapters once per process,
@@ -54,6 +57,7 @@ pub mod jobs;
 pub mod kernel;
 pub mod ports;
 pub mod retention;
+pub mod tax;
 pub mod usage;
 
 use std::sync::Arc;
@@ -71,6 +75,7 @@ use events::EventsService;
 use kernel::{Clocks, IdempotencyService};
 use ports::{BillingQueue, Clock, Gateways, Notifier, PaymentGateway, PaymentQueue, Store};
 use retention::RetentionService;
+use tax::{BuiltInTax, TaxService};
 
 struct Adapters {
     store: Arc<dyn Store>,
@@ -105,6 +110,7 @@ pub struct App {
     pub collection: CollectionService,
     pub credits: CreditsService,
     pub coupons: CouponsService,
+    pub tax: TaxService,
     pub billing: BillingService,
     pub events: EventsService,
     pub retention: RetentionService,
@@ -236,6 +242,7 @@ impl App {
         let credits = CreditsService::new(store.clone(), clocks.clone());
         let coupons = CouponsService::new(store.clone(), clocks.clone());
         let retention = RetentionService::new(store.clone(), clocks.clone());
+        let tax = TaxService::new(store.clone(), clocks.clone(), Arc::new(BuiltInTax));
         let billing = BillingService::new(
             store.clone(),
             clocks.clone(),
@@ -244,6 +251,7 @@ impl App {
             credits.clone(),
             coupons.clone(),
             retention.clone(),
+            tax.clone(),
             finalize_queue.clone(),
         );
         let events = EventsService::new(store.clone(), clocks, deployment);
@@ -263,6 +271,7 @@ impl App {
             collection,
             credits,
             coupons,
+            tax,
             billing,
             events,
             retention,

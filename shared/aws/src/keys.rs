@@ -46,6 +46,8 @@
 //! | credit note       | `T#{tenant}`  | `CREDITNOTE#{id}`               | `T#{tenant}#ACCOUNT#{a}#CREDITNOTES` | `{id}`      |
 //! | payment settings  | `T#{tenant}`  | `SETTINGS#PAYMENTS`             |                                |                   |
 //! | limit settings    | `T#{tenant}`  | `SETTINGS#LIMITS`               |                                |                   |
+//! | tax settings      | `T#{tenant}`  | `SETTINGS#TAX`                  |                                |                   |
+//! | tax rate          | `T#{tenant}`  | `TAXRATE#{tax_rate_id}`         |                                |                   |
 //! | rate count        | `T#{tenant}#S(subject)` | `RATE#{key id or tenant}#{window start s}` (TTL) |      |                   |
 //! | gateway event     | `T#{tenant}#S(gateway event id)` | `GWEVENT#{gateway event id}` (TTL) |         |                   |
 //! | gateway ref       | `GATEWAY#{gateway object id}` | `REF`           |                                |                   |
@@ -99,6 +101,8 @@
 //! | drafts a lost finalize job left waiting | the `due` index: a pending invoice carries a due entry pointing at `FINALIZE#{invoice id}` (not its own key) at its hand-over time |
 //! | the tenant's dunning policy | GetItem `SETTINGS#DUNNING` |
 //! | the tenant's rate limits | GetItem `SETTINGS#LIMITS` (once a minute per instance) |
+//! | the tenant's tax settings | GetItem `SETTINGS#TAX` (each invoice drafted or previewed) |
+//! | a tenant's tax rates, oldest first | Query `begins_with(sk, "TAXRATE#")` (only for tenants with tax settings) |
 //! | a share of an hourly rate count | UpdateItem `RATE#{subject}#{window}`: `ADD used :want` if `used <= limit - want`; on failure (old item returned) the remainder, if `used` is unchanged; expires by TTL an hour after the window |
 //! | an account's dunning case | GetItem `DUNNING#{account}` (one item per account, reused by its next case); in the `due` index at its next step (under its test clock when it has one) |
 //! | a customer notice not yet sent | GetItem `DUNNINGNOTICE#{account}#{key}`; in the `due` index at the end of its sender's claim |
@@ -123,7 +127,7 @@ use billing_app::ports::PendingStage;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
     AccountId, ApiKeyId, BalanceTransactionId, CouponId, CreditGrantId, CreditNoteId, InvoiceId,
-    MetricId, PaymentId, PlanId, SubscriptionId, TenantId, TestClockId,
+    MetricId, PaymentId, PlanId, SubscriptionId, TaxRateId, TenantId, TestClockId,
 };
 
 pub const PK: &str = "pk";
@@ -565,6 +569,16 @@ pub fn account_credit_notes_index(tenant: TenantId, account: AccountId) -> Strin
 
 pub fn limit_settings(tenant: TenantId) -> Key {
     Key::new(tenant_partition(tenant), "SETTINGS#LIMITS".into())
+}
+
+pub fn tax_settings(tenant: TenantId) -> Key {
+    Key::new(tenant_partition(tenant), "SETTINGS#TAX".into())
+}
+
+pub const TAX_RATE_PREFIX: &str = "TAXRATE#";
+
+pub fn tax_rate(tenant: TenantId, id: TaxRateId) -> Key {
+    Key::new(tenant_partition(tenant), format!("{TAX_RATE_PREFIX}{id}"))
 }
 
 /// The shared count of a rate limit's window: in the shard of its subject (a key id, or

@@ -35,6 +35,8 @@ fn five_line_invoice() -> InvoiceInput {
         id: "vat".into(),
         percentage: Decimal::new(20, 0),
         inclusive: false,
+        display_name: None,
+        jurisdiction: None,
     }];
     let line = |id: &str, source: LineSource| LineInput {
         id: Some(id.into()),

@@ -13,4 +13,5 @@ pub mod credits;
 pub mod customers;
 pub mod events;
 pub mod kernel;
+pub mod tax;
 pub mod usage;

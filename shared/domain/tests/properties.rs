@@ -499,9 +499,9 @@ proptest! {
     ) {
         let rates = |kind: u32| match kind {
             0 => vec![],
-            1 => vec![TaxRate { id: "vat".into(), percentage: Decimal::new(2000, 2), inclusive: false },
-                      TaxRate { id: "city".into(), percentage: Decimal::new(875, 3), inclusive: false }],
-            _ => vec![TaxRate { id: "gst".into(), percentage: Decimal::new(15, 0), inclusive: true }],
+            1 => vec![TaxRate { id: "vat".into(), percentage: Decimal::new(2000, 2), inclusive: false, display_name: None, jurisdiction: None },
+                      TaxRate { id: "city".into(), percentage: Decimal::new(875, 3), inclusive: false, display_name: None, jurisdiction: None }],
+            _ => vec![TaxRate { id: "gst".into(), percentage: Decimal::new(15, 0), inclusive: true, display_name: None, jurisdiction: None }],
         };
         let input = InvoiceInput {
             currency: Currency::from_code("usd").expect("usd"),

@@ -35,8 +35,10 @@ use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
     AccountId, ApiKeyId, CouponId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId,
-    MetricId, PaymentId, PlanId, SubscriptionId, TenantId, TestClockId, WebhookEndpointId,
+    MetricId, PaymentId, PlanId, SubscriptionId, TaxRateId, TenantId, TestClockId,
+    WebhookEndpointId,
 };
+use billing_domain::tax::rates::{TaxRate, TaxSettings};
 use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -268,6 +270,14 @@ hooked! {
         fn get_coupon(tenant: TenantId, id: CouponId) -> Result<Option<Coupon>, StoreError>;
         fn get_coupon_by_code(tenant: TenantId, code: &str) -> Result<Option<Coupon>, StoreError>;
         fn list_coupons(tenant: TenantId, page: &PageRequest) -> Result<Page<Coupon>, StoreError>;
+    }
+    TaxStore {
+        fn tax_settings(tenant: TenantId) -> Result<Option<TaxSettings>, StoreError>;
+        fn set_tax_settings(tenant: TenantId, settings: &TaxSettings, change: &Change) -> Result<(), StoreError>;
+        fn insert_tax_rates(tenant: TenantId, rates: &[TaxRate], change: &Change) -> Result<(), StoreError>;
+        fn replace_tax_rate(tenant: TenantId, ended: &TaxRate, next: &TaxRate, change: &Change) -> Result<(), StoreError>;
+        fn get_tax_rate(tenant: TenantId, id: TaxRateId) -> Result<Option<TaxRate>, StoreError>;
+        fn list_tax_rates(tenant: TenantId, page: &PageRequest) -> Result<Page<TaxRate>, StoreError>;
     }
     RedemptionStore {
         fn redeem_coupon(tenant: TenantId, coupon: &Coupon, target: RedemptionTarget<'_>, change: &Change) -> Result<(), StoreError>;

@@ -15,6 +15,7 @@ mod events;
 mod idempotency;
 mod notifier;
 mod payments;
+mod tax;
 mod tenants;
 mod usage;
 
@@ -47,6 +48,7 @@ pub(crate) struct State {
     pub(crate) idempotency: BTreeMap<(TenantId, String), Idempotency>,
     pub(crate) catalog: catalog::CatalogState,
     pub(crate) coupons: coupons::CouponState,
+    pub(crate) tax: tax::TaxState,
     pub(crate) billing: billing::BillingState,
     pub(crate) payments: payments::PaymentState,
     pub(crate) dunning: dunning::DunningState,

@@ -159,6 +159,16 @@ impl BillingService {
                 ),
             ));
         }
+        let now = self
+            .clocks
+            .now_for(caller.tenant_id, account.test_clock)
+            .await?;
+        let tax = self
+            .tax
+            .invoice_tax(caller.tenant_id, account_id, now)
+            .await?;
+        let mut lines = lines;
+        tax.apply(&mut lines);
         let built = build(&InvoiceInput {
             currency: account.currency,
             lines,
@@ -166,10 +176,6 @@ impl BillingService {
             credits: Vec::new(),
             minimum_commitment: None,
         })?;
-        let now = self
-            .clocks
-            .now_for(caller.tenant_id, account.test_clock)
-            .await?;
         let invoice = Invoice::draft(
             DraftFacts {
                 id: InvoiceId::from_ulid(new_ulid()),
@@ -182,7 +188,8 @@ impl BillingService {
             },
             built,
             now,
-        );
+        )
+        .with_tax(&tax);
         let after = to_json(&invoice)?;
         let change = change(
             caller,
@@ -491,13 +498,18 @@ impl BillingService {
                     .credits
                     .preview_credits(tenant, sub.account_id, sub.currency, at)
                     .await?;
-                let draft = build(&InvoiceInput {
+                // Taxed as it would be when drafted.
+                let tax = self.tax.invoice_tax(tenant, sub.account_id, at).await?;
+                let mut lines = billing.lines;
+                tax.apply(&mut lines);
+                let mut draft = build(&InvoiceInput {
                     currency: sub.currency,
-                    lines: billing.lines,
+                    lines,
                     discounts: billing.discounts,
                     credits,
                     minimum_commitment: None,
                 })?;
+                tax.mark(&mut draft.lines);
                 return Ok((at, draft));
             }
             current = step.next;

@@ -30,6 +30,7 @@ use crate::ports::{
 use crate::retention::RetentionService;
 use billing_domain::collection::dunning::BlockEffects;
 use billing_domain::kernel::ids::TenantId;
+use crate::tax::TaxService;
 
 /// What the billing service reads and writes.
 pub trait BillingPorts:
@@ -68,6 +69,7 @@ pub struct BillingService {
     credits: CreditsService,
     coupons: CouponsService,
     retention: RetentionService,
+    tax: TaxService,
     /// Where finalize jobs go after drafting; without one, the drafting process finalizes.
     finalize_queue: Option<Arc<dyn BillingQueue>>,
     /// What a block does, per tenant, as renewals ask (README, caches: 60 s).
@@ -75,6 +77,7 @@ pub struct BillingService {
 }
 
 impl BillingService {
+    // One argument per service billing calls (the DAG in the crate docs), wired once.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: Arc<dyn BillingPorts>,
@@ -84,6 +87,7 @@ impl BillingService {
         credits: CreditsService,
         coupons: CouponsService,
         retention: RetentionService,
+        tax: TaxService,
         finalize_queue: Option<Arc<dyn BillingQueue>>,
     ) -> Self {
         Self {
@@ -94,6 +98,7 @@ impl BillingService {
             credits,
             coupons,
             retention,
+            tax,
             finalize_queue,
             block_effects: Arc::new(TtlCache::new(jiff::SignedDuration::from_secs(60))),
         }

@@ -333,7 +333,7 @@ impl BillingService {
                     .await?
             }
             Numbering::Deferred => InvoiceWrite {
-                invoice: draft_invoice(sub, billing, id, now)?,
+                invoice: self.draft_invoice(caller, sub, billing, id, now).await?,
                 number: None,
                 payment: None,
                 pending: Some(Finalization {
@@ -371,7 +371,7 @@ impl BillingService {
         id: billing_domain::kernel::ids::InvoiceId,
         now: Timestamp,
     ) -> Result<InvoiceWrite, AppError> {
-        let draft = draft_invoice(sub, billing, id, now)?;
+        let draft = self.draft_invoice(caller, sub, billing, id, now).await?;
         let (draft, balance) = match self
             .credits
             .settle(caller.tenant_id, &draft, sub.livemode)
@@ -764,34 +764,46 @@ pub(super) enum Numbering {
 /// How long a draft waits for a finalize job before the sweep hands it over again.
 pub(crate) const FINALIZE_HAND_OVER: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
 
-/// The draft invoice `id` of `sub` from `billing`.
-fn draft_invoice(
-    sub: &Subscription,
-    billing: &Billing,
-    id: billing_domain::kernel::ids::InvoiceId,
-    now: Timestamp,
-) -> Result<Invoice, AppError> {
-    let built = build_invoice(&InvoiceInput {
-        currency: sub.currency,
-        lines: billing.lines.clone(),
-        discounts: billing.discounts.clone(),
-        credits: Vec::new(),
-        minimum_commitment: None,
-    })
-    .map_err(|e| crate::usage::pricing::unpriceable(sub, e))?;
-    Ok(Invoice::draft(
-        DraftFacts {
-            id,
-            account_id: sub.account_id,
-            subscription_id: Some(sub.id),
-            test_clock: sub.test_clock,
-            billing_reason: billing.reason,
-            period: Some(billing.period),
-            collection_method: sub.collection_method,
-        },
-        built,
-        now,
-    ))
+impl BillingService {
+    /// The draft invoice `id` of `sub` from `billing`, taxed as of `now` (the tax
+    /// provider's rates on every line that has none of its own).
+    async fn draft_invoice(
+        &self,
+        caller: &Caller,
+        sub: &Subscription,
+        billing: &Billing,
+        id: billing_domain::kernel::ids::InvoiceId,
+        now: Timestamp,
+    ) -> Result<Invoice, AppError> {
+        let tax = self
+            .tax
+            .invoice_tax(caller.tenant_id, sub.account_id, now)
+            .await?;
+        let mut lines = billing.lines.clone();
+        tax.apply(&mut lines);
+        let built = build_invoice(&InvoiceInput {
+            currency: sub.currency,
+            lines,
+            discounts: billing.discounts.clone(),
+            credits: Vec::new(),
+            minimum_commitment: None,
+        })
+        .map_err(|e| crate::usage::pricing::unpriceable(sub, e))?;
+        Ok(Invoice::draft(
+            DraftFacts {
+                id,
+                account_id: sub.account_id,
+                subscription_id: Some(sub.id),
+                test_clock: sub.test_clock,
+                billing_reason: billing.reason,
+                period: Some(billing.period),
+                collection_method: sub.collection_method,
+            },
+            built,
+            now,
+        )
+        .with_tax(&tax))
+    }
 }
 
 /// Opens `draft` under `number` (printed with `prefix`), issued to `account` as it reads

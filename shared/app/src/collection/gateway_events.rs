@@ -4,10 +4,11 @@
 //! is recognised either way. Events may come in any order; none moves an invoice backwards
 //! (a paid invoice stays paid, a failure reported after a success is ignored).
 
-use billing_domain::collection::credit_note::{CreditNote, CreditNoteReason};
+use billing_domain::collection::credit_note::{tax_reversed, CreditNote, CreditNoteReason};
 use billing_domain::collection::payment::{ChargeResult, Payment, PaymentFailure, PaymentStatus};
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::ids::{CreditNoteId, PaymentId, TenantId};
+use billing_domain::kernel::money::MinorUnits;
 use jiff::Timestamp;
 
 use super::payments::{collection_change, recovered};
@@ -108,31 +109,38 @@ impl CollectionService {
             }
             GatewayEventKind::ChargeRefunded {
                 amount_refunded, ..
-            } => payment
-                .refunded_total((*amount_refunded).into(), now)
-                .map(|next| {
-                    let note = CreditNote {
-                        id: CreditNoteId::from_ulid(new_ulid()),
-                        invoice_id: payment.invoice_id,
-                        account_id: payment.account_id,
-                        payment_id: Some(payment.id),
-                        amount: next.amount_refunded.saturating_sub(payment.amount_refunded),
-                        currency: payment.currency,
-                        reason: CreditNoteReason::Refund,
-                        refund: None,
-                        credited_to_balance: false,
-                        memo: Some("refunded at the gateway".into()),
-                        created_at: now,
-                    };
-                    (
-                        CollectionWrite {
-                            payments: vec![(Some(payment.version), next)],
-                            credit_note: Some(note),
-                            ..Default::default()
-                        },
-                        vec![EventType::PaymentRefunded, EventType::CreditNoteCreated],
-                    )
-                }),
+            } => {
+                let invoice = self.store.get_invoice(tenant, payment.invoice_id).await?;
+                payment
+                    .refunded_total((*amount_refunded).into(), now)
+                    .map(|next| {
+                        let amount = next.amount_refunded.saturating_sub(payment.amount_refunded);
+                        let note = CreditNote {
+                            id: CreditNoteId::from_ulid(new_ulid()),
+                            invoice_id: payment.invoice_id,
+                            account_id: payment.account_id,
+                            payment_id: Some(payment.id),
+                            amount,
+                            currency: payment.currency,
+                            reason: CreditNoteReason::Refund,
+                            refund: None,
+                            credited_to_balance: false,
+                            memo: Some("refunded at the gateway".into()),
+                            tax_amount: invoice
+                                .as_ref()
+                                .map_or(MinorUnits::ZERO, |i| tax_reversed(i, amount)),
+                            created_at: now,
+                        };
+                        (
+                            CollectionWrite {
+                                payments: vec![(Some(payment.version), next)],
+                                credit_note: Some(note),
+                                ..Default::default()
+                            },
+                            vec![EventType::PaymentRefunded, EventType::CreditNoteCreated],
+                        )
+                    })
+            }
             GatewayEventKind::DisputeCreated { dispute, .. } => {
                 payment.disputed(dispute.clone(), now).map(|next| {
                     (

@@ -1,6 +1,6 @@
 //! Refunds of succeeded payments, recorded as credit notes, and the credit notes.
 
-use billing_domain::collection::credit_note::{CreditNote, CreditNoteReason};
+use billing_domain::collection::credit_note::{tax_reversed, CreditNote, CreditNoteReason};
 use billing_domain::collection::payment::Payment;
 use billing_domain::customers::access::Permission;
 use billing_domain::events::types::EventType;
@@ -61,6 +61,12 @@ impl CollectionService {
             })
             .await
             .map_err(refused)?;
+        // The invoice's tax comes back in proportion to the amount.
+        let tax_amount = self
+            .store
+            .get_invoice(caller.tenant_id, payment.invoice_id)
+            .await?
+            .map_or(MinorUnits::ZERO, |invoice| tax_reversed(&invoice, refunded));
         let note = CreditNote {
             id: note_id,
             invoice_id: payment.invoice_id,
@@ -72,6 +78,7 @@ impl CollectionService {
             refund: Some(outcome.gateway_id),
             credited_to_balance: false,
             memo,
+            tax_amount,
             created_at: now,
         };
         let write = CollectionWrite {

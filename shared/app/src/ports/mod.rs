@@ -10,6 +10,7 @@ mod dunning;
 mod events;
 mod gateway;
 mod payments;
+mod tax;
 mod usage;
 
 pub use billing::*;
@@ -20,6 +21,7 @@ pub use dunning::*;
 pub use events::*;
 pub use gateway::*;
 pub use payments::*;
+pub use tax::*;
 pub use usage::*;
 
 use async_trait::async_trait;
@@ -375,6 +377,7 @@ pub trait Store:
     + crate::collection::CollectionPorts
     + crate::credits::CreditsPorts
     + crate::coupons::CouponsPorts
+    + crate::tax::TaxPorts
     + crate::events::EventsPorts
     + crate::retention::RetentionPorts
     + IdempotencyStore
@@ -390,6 +393,7 @@ impl<T> Store for T where
         + crate::collection::CollectionPorts
         + crate::credits::CreditsPorts
         + crate::coupons::CouponsPorts
+        + crate::tax::TaxPorts
         + crate::events::EventsPorts
         + crate::retention::RetentionPorts
         + IdempotencyStore

@@ -20,12 +20,14 @@ pub fn unpriceable(sub: &Subscription, cause: impl std::fmt::Display) -> AppErro
     }
 }
 
-/// Whether `err` is [`unpriceable`]: the step that met it is parked, not retried.
+/// Whether `err` is [`unpriceable`], or its invoice's tax cannot be decided (no rate for
+/// a taxable sale): the step that met it is parked with the reason, not retried, until an
+/// operator fixes the cause and retries it.
 pub fn is_unpriceable(err: &AppError) -> bool {
     matches!(
         err,
         AppError::Conflict {
-            code: ErrorCode::UsageUnpriceable,
+            code: ErrorCode::UsageUnpriceable | ErrorCode::TaxRateMissing,
             ..
         }
     )

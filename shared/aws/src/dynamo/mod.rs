@@ -13,6 +13,7 @@ mod erasure;
 mod events;
 mod idempotency;
 mod payments;
+mod tax;
 mod tenants;
 mod usage;
 

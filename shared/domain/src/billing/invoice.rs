@@ -13,12 +13,13 @@ use utoipa::ToSchema;
 
 use crate::kernel::money::MinorUnits;
 
-use crate::billing::invoice_draft::{InvoiceDraft, InvoiceLine};
+use crate::billing::invoice_draft::{InvoiceDraft, InvoiceLine, TaxSummary};
 use crate::billing::periods::Period;
 use crate::billing::subscription::{BillingReason, CollectionMethod};
 use crate::kernel::currency::Currency;
 use crate::kernel::error::ValidationError;
 use crate::kernel::ids::{AccountId, InvoiceId, SubscriptionId, TestClockId};
+use crate::tax::resolve::{InvoiceTax, TaxReason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -116,6 +117,22 @@ pub struct Invoice {
     /// changes to the account and the erasure of a deleted one.
     #[serde(default)]
     pub billing_details: Option<crate::customers::erasure::BillingDetails>,
+    /// The tax per rate and jurisdiction: sums of the lines' taxes.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub tax_summary: Vec<TaxSummary>,
+    /// Why the invoice is taxed as it is (see the README's tax section).
+    #[serde(default)]
+    pub tax_reason: Option<TaxReason>,
+    /// The legal note printed on the invoice (reverse charge, exemption), if any.
+    #[serde(default)]
+    pub tax_note: Option<String>,
+    /// The seller's tax ids, from the tenant's tax settings.
+    #[serde(default)]
+    pub seller_tax_ids: Vec<String>,
+    /// The customer's VAT id, when it has one.
+    #[serde(default)]
+    pub buyer_tax_ids: Vec<String>,
     pub version: u64,
 }
 
@@ -194,8 +211,24 @@ impl Invoice {
             paid_out_of_band: None,
             overdue: false,
             billing_details: None,
+            tax_summary: built.taxes,
+            tax_reason: None,
+            tax_note: None,
+            seller_tax_ids: Vec::new(),
+            buyer_tax_ids: Vec::new(),
             version: 1,
         }
+    }
+
+    /// Records how the invoice was taxed (its lines already carry `tax`'s rates): the
+    /// reason on every line and the invoice, the note, both parties' tax ids.
+    pub fn with_tax(mut self, tax: &InvoiceTax) -> Invoice {
+        tax.mark(&mut self.lines);
+        self.tax_reason = Some(tax.reason);
+        self.tax_note = tax.reason.note().map(str::to_owned);
+        self.seller_tax_ids.clone_from(&tax.seller_tax_ids);
+        self.buyer_tax_ids.clone_from(&tax.buyer_tax_ids);
+        self
     }
 
     fn refuse(&self, action: &'static str) -> InvoiceTransitionError {

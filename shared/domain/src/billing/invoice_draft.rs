@@ -104,6 +104,12 @@ pub struct TaxRate {
     pub percentage: Decimal,
     #[serde(default)]
     pub inclusive: bool,
+    /// How documents name the rate (`USt 19 %`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Where it applies (`DE`, `US-CA`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jurisdiction: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +214,9 @@ pub struct InvoiceLine {
     pub discount_amount: i64,
     pub taxes: Vec<LineTax>,
     pub tax_amount: i64,
+    /// Why the line carries the taxes it does (set when tax was resolved for the invoice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_reason: Option<crate::tax::resolve::TaxReason>,
     /// `amount − discount − inclusive tax`.
     pub total_excluding_tax: i64,
     /// `amount − discount + exclusive tax`.
@@ -233,6 +242,10 @@ pub struct LineDiscount {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineTax {
     pub tax_rate_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jurisdiction: Option<String>,
     #[serde(with = "serde_decimal")]
     pub percentage: Decimal,
     pub inclusive: bool,
@@ -250,6 +263,10 @@ pub struct DiscountSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaxSummary {
     pub tax_rate_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jurisdiction: Option<String>,
     #[serde(with = "serde_decimal")]
     pub percentage: Decimal,
     pub inclusive: bool,
@@ -445,6 +462,7 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
             discount_amount: 0,
             taxes: Vec::new(),
             tax_amount: 0,
+            tax_reason: None,
             total_excluding_tax: amount,
             total: amount,
             derivation,
@@ -477,6 +495,7 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
                 discount_amount: 0,
                 taxes: Vec::new(),
                 tax_amount: 0,
+                tax_reason: None,
                 total_excluding_tax: amount,
                 total: amount,
                 derivation: Some(LineDerivation::MinimumCommitment {
@@ -611,6 +630,8 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
                 for (r, share) in rates.iter().zip(shares) {
                     line.taxes.push(LineTax {
                         tax_rate_id: r.id.clone(),
+                        display_name: r.display_name.clone(),
+                        jurisdiction: r.jurisdiction.clone(),
                         percentage: r.percentage,
                         inclusive: true,
                         taxable_amount: taxable,
@@ -624,6 +645,8 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
                 exclusive_tax = add(exclusive_tax, t)?;
                 line.taxes.push(LineTax {
                     tax_rate_id: r.id.clone(),
+                    display_name: r.display_name.clone(),
+                    jurisdiction: r.jurisdiction.clone(),
                     percentage: r.percentage,
                     inclusive: false,
                     taxable_amount: n,
@@ -642,6 +665,8 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
                 }
                 None => tax_summaries.push(TaxSummary {
                     tax_rate_id: t.tax_rate_id.clone(),
+                    display_name: t.display_name.clone(),
+                    jurisdiction: t.jurisdiction.clone(),
                     percentage: t.percentage,
                     inclusive: t.inclusive,
                     taxable_amount: t.taxable_amount,
@@ -728,6 +753,8 @@ mod tests {
             id: "vat".into(),
             percentage: p,
             inclusive,
+            display_name: None,
+            jurisdiction: None,
         }]
     }
 
@@ -964,11 +991,15 @@ mod tests {
                         id: "x".into(),
                         percentage: dec!(5),
                         inclusive: true,
+                        display_name: None,
+                        jurisdiction: None,
                     },
                     TaxRate {
                         id: "y".into(),
                         percentage: dec!(5),
                         inclusive: false,
+                        display_name: None,
+                        jurisdiction: None,
                     },
                 ],
             )],

@@ -50,8 +50,26 @@ pub struct CreditNote {
     #[serde(default)]
     pub credited_to_balance: bool,
     pub memo: Option<String>,
+    /// The invoice's tax this note gives back: its share of the invoice's tax in proportion
+    /// to the amount ([`tax_reversed`]); included in `amount`.
+    #[serde(default)]
+    #[schema(value_type = i64)]
+    pub tax_amount: MinorUnits,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+}
+
+/// The tax given back with `amount` of `invoice`'s total: `tax_total × amount / total`,
+/// rounded once (half away from zero), never more than the invoice's tax.
+pub fn tax_reversed(invoice: &Invoice, amount: MinorUnits) -> MinorUnits {
+    let (tax, total) = (invoice.tax_total.get(), invoice.total.get());
+    if tax == 0 || total <= 0 {
+        return MinorUnits::ZERO;
+    }
+    let exact = rust_decimal::Decimal::from(tax) * rust_decimal::Decimal::from(amount.get())
+        / rust_decimal::Decimal::from(total);
+    let share = crate::kernel::decimal::round_minor(exact).unwrap_or(tax);
+    MinorUnits::new(share.clamp(0, tax))
 }
 
 impl CreditNote {
@@ -75,6 +93,7 @@ impl CreditNote {
             refund: None,
             credited_to_balance: to_balance,
             memo: Some("invoice voided".into()),
+            tax_amount: tax_reversed(invoice, amount),
             created_at: now,
         })
     }
@@ -96,6 +115,43 @@ pub fn check_within(
         };
     }
     total <= paid_and_credited
+}
+
+#[cfg(test)]
+mod tax_tests {
+    use super::*;
+
+    #[test]
+    fn half_of_an_inclusive_119_gives_back_half_of_its_19_tax() {
+        let mut invoice: Invoice = serde_json::from_value(serde_json::json!({
+            "id": "in_01JD3X7M2Q8Z5V6W9Y0A1B2C3D", "number": null,
+            "account_id": "acct_01JD3X7M2Q8Z5V6W9Y0A1B2C3D", "subscription_id": null,
+            "test_clock": null, "status": "paid", "billing_reason": "manual", "currency": "eur",
+            "period": null, "lines": [], "subtotal": 11900, "discount_total": 0,
+            "tax_total": 1900, "total": 11900, "credit_total": 0, "amount_due": 11900,
+            "amount_paid": 11900, "collection_method": "charge_automatically",
+            "due_date": null, "created_at": "2026-01-01T00:00:00Z", "finalized_at": null,
+            "paid_at": null, "voided_at": null, "version": 1
+        }))
+        .unwrap();
+        assert_eq!(
+            tax_reversed(&invoice, MinorUnits::new(5950)),
+            MinorUnits::new(950)
+        );
+        assert_eq!(
+            tax_reversed(&invoice, MinorUnits::new(11900)),
+            MinorUnits::new(1900)
+        );
+        assert_eq!(
+            tax_reversed(&invoice, MinorUnits::new(1)),
+            MinorUnits::new(0)
+        );
+        invoice.tax_total = MinorUnits::ZERO;
+        assert_eq!(
+            tax_reversed(&invoice, MinorUnits::new(5950)),
+            MinorUnits::ZERO
+        );
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ use crate::kernel::currency::Currency;
 use crate::kernel::error::{check_key_text, ValidationError, MAX_KEY_TEXT_BYTES};
 use crate::kernel::ids::{AccountId, TestClockId};
 use crate::kernel::metadata::{self, Metadata};
+use crate::tax::rates::{invalid_vat_id, TaxExempt};
+use crate::tax::vat_id;
 
 /// `warning` and `blocked` are set by dunning, never by the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -37,7 +39,7 @@ pub struct Address {
     "id": "acct_01JD3X7M2Q8Z5V6W9Y0A1B2C3D", "email": "billing@acme.test", "name": "Acme GmbH",
     "currency": "eur", "timezone": "Europe/Berlin", "external_id": "user-4711",
     "billing_address": {"line1": "Unter den Linden 1", "city": "Berlin", "postal_code": "10117", "country": "DE"},
-    "tax_exempt": false, "vat_id": "DE123456789", "metadata": {"plan_hint": "pro"}, "status": "active",
+    "tax_exempt": "none", "vat_id": "DE136695976", "metadata": {"plan_hint": "pro"}, "status": "active",
     "created_at": "2026-11-22T10:00:00Z", "updated_at": "2026-11-22T10:00:00Z", "deleted_at": null,
     "purge_at": null, "purged_at": null, "version": 1
 }))]
@@ -53,7 +55,10 @@ pub struct Account {
     /// The tenant's own id for this customer; unique per tenant.
     pub external_id: Option<String>,
     pub billing_address: Option<Address>,
-    pub tax_exempt: bool,
+    /// `none`, `exempt` (pays no tax) or `reverse` (accounts for the tax itself); accounts
+    /// stored with the old boolean read `true` as `exempt`.
+    pub tax_exempt: TaxExempt,
+    /// A VAT id that passed its country's format and check digits, in compact form.
     pub vat_id: Option<String>,
     pub metadata: Metadata,
     pub status: AccountStatus,
@@ -85,7 +90,7 @@ pub struct Account {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({
     "email": "billing@acme.test", "name": "Acme GmbH", "currency": "eur", "timezone": "Europe/Berlin",
-    "external_id": "user-4711", "vat_id": "DE123456789", "metadata": {"plan_hint": "pro"}
+    "external_id": "user-4711", "vat_id": "DE136695976", "metadata": {"plan_hint": "pro"}
 }))]
 pub struct NewAccount {
     pub email: String,
@@ -96,8 +101,10 @@ pub struct NewAccount {
     pub timezone: Option<String>,
     pub external_id: Option<String>,
     pub billing_address: Option<Address>,
+    /// `none` (default), `exempt` or `reverse`; `true`/`false` are read as `exempt`/`none`.
     #[serde(default)]
-    pub tax_exempt: bool,
+    pub tax_exempt: TaxExempt,
+    /// Checked for its country's format and check digits (`invalid_vat_id`).
     pub vat_id: Option<String>,
     #[serde(default)]
     pub metadata: Metadata,
@@ -124,7 +131,7 @@ pub struct AccountPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Address>)]
     pub billing_address: Option<Option<Address>>,
-    pub tax_exempt: Option<bool>,
+    pub tax_exempt: Option<TaxExempt>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub vat_id: Option<Option<String>>,
@@ -301,20 +308,13 @@ fn validate_external_id(external_id: Option<String>) -> Result<Option<String>, V
 }
 
 fn validate_vat_id(vat_id: Option<String>) -> Result<Option<String>, ValidationError> {
-    let value = optional_text(vat_id, "vat_id", 32)?;
-    if let Some(v) = &value {
-        if !v
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ' ' || c == '.')
-        {
-            return Err(ValidationError::new(
-                ErrorCode::InvalidVatId,
-                "vat_id",
-                "vat_id may contain only letters, digits, spaces, dots and dashes",
-            ));
-        }
-    }
-    Ok(value)
+    optional_text(vat_id, "vat_id", 32)?
+        .map(|v| {
+            vat_id::parse(&v)
+                .map(|id| id.compact)
+                .map_err(|e| invalid_vat_id("vat_id", e))
+        })
+        .transpose()
 }
 
 fn validate_address(address: Address) -> Result<Address, ValidationError> {
@@ -434,6 +434,24 @@ mod tests {
             let err = Account::create(id(), input, Timestamp::UNIX_EPOCH).unwrap_err();
             assert_eq!(err.param, param);
         }
+    }
+
+    #[test]
+    fn vat_ids_are_checked_and_kept_compact() {
+        let with = |vat: &str| NewAccount {
+            vat_id: Some(vat.into()),
+            ..new("a@example.com")
+        };
+        let a = Account::create(id(), with("fr 23 334 175 221"), Timestamp::UNIX_EPOCH).unwrap();
+        assert_eq!(a.vat_id.as_deref(), Some("FR23334175221"));
+        let err = Account::create(id(), with("FR24334175221"), Timestamp::UNIX_EPOCH).unwrap_err();
+        assert_eq!(
+            (err.code, err.param.as_str()),
+            (ErrorCode::InvalidVatId, "vat_id")
+        );
+        let patch: AccountPatch = serde_json::from_str(r#"{"vat_id": "DE136695978"}"#).unwrap();
+        let err = a.apply(patch, Timestamp::UNIX_EPOCH).unwrap_err();
+        assert!(matches!(err, AccountChangeError::Invalid(e) if e.code == ErrorCode::InvalidVatId));
     }
 
     #[test]

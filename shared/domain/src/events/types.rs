@@ -121,6 +121,10 @@ event_types! {
         "What remained of a credit grant left the balance at its `expires_at`.";
     BalanceUpdated => "balance.updated", "Balance",
         "An account's balance in one currency changed; the ledger entry says why.";
+    TaxSettingsUpdated => "tax_settings.updated", "TaxSettings",
+        "The tenant's tax settings were set or changed.";
+    TaxRateCreated => "tax_rate.created", "TaxRate",
+        "A tax rate was created, loaded, or replaced another from a date.";
     CouponCreated => "coupon.created", "Coupon", "A coupon was created.";
     CouponUpdated => "coupon.updated", "Coupon",
         "A coupon's name or metadata changed; `previous_attributes` holds the old values.";

@@ -281,6 +281,15 @@ error_codes! {
         "A Stripe signature that matches none of the endpoint secrets.";
     InvalidStripeEvent => "invalid_stripe_event", 400,
         "A signed Stripe event this version cannot read.";
+    InvalidPercentage => "invalid_percentage", 400,
+        "A tax percentage is not 0 to 100 with at most 4 decimals.";
+    InvalidEffectiveDate => "invalid_effective_date", 400,
+        "A tax rate change must take effect after the rate it replaces started.";
+    TaxRateEnded => "tax_rate_ended", 409,
+        "The tax rate was already replaced; change the rate that replaced it.";
+    TaxRateMissing => "tax_rate_missing", 409,
+        "A taxable sale has no tax rate for the customer's jurisdiction on the invoice date; \
+         create one (or load the EU rates) or change the tax registrations.";
 }
 
 impl ErrorCode {

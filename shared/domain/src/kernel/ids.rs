@@ -160,6 +160,11 @@ typed_id!(
     DiscountId,
     "di"
 );
+typed_id!(
+    /// A tax rate of a jurisdiction, effective over a span of dates.
+    TaxRateId,
+    "txr"
+);
 
 #[cfg(test)]
 mod tests {

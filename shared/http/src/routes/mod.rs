@@ -20,6 +20,7 @@ pub mod customers;
 pub mod events;
 pub mod health;
 pub mod retention;
+pub mod tax;
 pub mod usage;
 
 use axum::handler::Handler;
@@ -78,5 +79,5 @@ pub(crate) use modules;
 
 // Every documented route of the API.
 modules!(
-    customers, catalog, billing, coupons, usage, collection, credits, events, retention, health
+    customers, catalog, billing, coupons, tax, usage, collection, credits, events, retention, health
 );

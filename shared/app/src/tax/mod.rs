@@ -1,0 +1,319 @@
+//! Tax: the tenant's tax settings, its tax rates (created, changed from a date, the EU
+//! standard VAT rates loaded with one call), and the tax of an invoice, which billing asks
+//! for when it drafts or previews one ([`TaxService::invoice_tax`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use billing_domain::customers::access::Permission;
+use billing_domain::events::record::AuditAction;
+use billing_domain::events::types::EventType;
+use billing_domain::kernel::error::ErrorCode;
+use billing_domain::kernel::ids::{AccountId, TaxRateId, TenantId};
+use billing_domain::tax::rates::{
+    eu_standard_vat, NewTaxRate, TaxRate, TaxRateChange, TaxSettings,
+};
+use billing_domain::tax::resolve::{self, Customer, InvoiceTax, TaxError};
+use jiff::Timestamp;
+
+use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec, Clocks};
+use crate::ports::{AccountStore, Page, PageRequest, StoreError, TaxProvider, TaxQuery, TaxStore};
+
+/// What the tax service reads and writes.
+pub trait TaxPorts: TaxStore + AccountStore {}
+
+impl<T> TaxPorts for T where T: TaxStore + AccountStore {}
+
+/// The built-in provider: the domain's resolution rules, no network.
+pub struct BuiltInTax;
+
+#[async_trait]
+impl TaxProvider for BuiltInTax {
+    async fn invoice_tax(&self, query: &TaxQuery<'_>) -> Result<InvoiceTax, TaxError> {
+        resolve::resolve(query.settings, query.rates, &query.customer, query.at)
+    }
+}
+
+/// The tax use cases. Depends on the kernel only; billing calls
+/// [`TaxService::invoice_tax`].
+#[derive(Clone)]
+pub struct TaxService {
+    store: Arc<dyn TaxPorts>,
+    clocks: Clocks,
+    provider: Arc<dyn TaxProvider>,
+}
+
+/// Most rates one tenant's invoices are resolved against (a page of the store).
+const MAX_RATES: usize = 1000;
+
+impl TaxService {
+    pub(crate) fn new(
+        store: Arc<dyn TaxPorts>,
+        clocks: Clocks,
+        provider: Arc<dyn TaxProvider>,
+    ) -> Self {
+        Self {
+            store,
+            clocks,
+            provider,
+        }
+    }
+
+    pub async fn tax_settings(&self, caller: &Caller) -> Result<TaxSettings, AppError> {
+        caller.require(Permission::Read)?;
+        self.store
+            .tax_settings(caller.tenant_id)
+            .await?
+            .ok_or_else(|| AppError::not_found("tax settings", caller.tenant_id))
+    }
+
+    /// Replaces the tenant's tax settings; invoices drafted from now on use them.
+    pub async fn set_tax_settings(
+        &self,
+        caller: &Caller,
+        input: TaxSettings,
+    ) -> Result<TaxSettings, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let settings = input.validate()?;
+        let before = self
+            .store
+            .tax_settings(caller.tenant_id)
+            .await?
+            .map(|s| to_json(&s))
+            .transpose()?;
+        let after = to_json(&settings)?;
+        let change = change(
+            caller,
+            self.clocks.now(),
+            ChangeSpec {
+                entity_type: "tax_settings",
+                entity_id: caller.tenant_id.to_string(),
+                action: if before.is_some() {
+                    AuditAction::Update
+                } else {
+                    AuditAction::Create
+                },
+                event_type: Some(EventType::TaxSettingsUpdated),
+                before: before.as_ref(),
+                after: &after,
+            },
+        );
+        self.store
+            .set_tax_settings(caller.tenant_id, &settings, &change)
+            .await?;
+        Ok(settings)
+    }
+
+    pub async fn create_tax_rate(
+        &self,
+        caller: &Caller,
+        input: NewTaxRate,
+    ) -> Result<TaxRate, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let now = self.clocks.now();
+        let rate = TaxRate::create(TaxRateId::from_ulid(new_ulid()), input, None, now)?;
+        self.insert(caller, std::slice::from_ref(&rate), now)
+            .await?;
+        Ok(rate)
+    }
+
+    /// A rate's change from a date: a new rate, and the old one ended there. The old rate
+    /// itself never changes otherwise, so invoices that used it keep meaning what they said.
+    pub async fn change_tax_rate(
+        &self,
+        caller: &Caller,
+        id: TaxRateId,
+        input: TaxRateChange,
+    ) -> Result<TaxRate, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let current = self.get_tax_rate(caller, id).await?;
+        let now = self.clocks.now();
+        let (next, ended) = current.change(TaxRateId::from_ulid(new_ulid()), input, now)?;
+        let after = to_json(&next)?;
+        let change = change(
+            caller,
+            now,
+            ChangeSpec {
+                entity_type: "tax_rate",
+                entity_id: next.id.to_string(),
+                action: AuditAction::Create,
+                event_type: Some(EventType::TaxRateCreated),
+                before: None,
+                after: &after,
+            },
+        );
+        match self
+            .store
+            .replace_tax_rate(caller.tenant_id, &ended, &next, &change)
+            .await
+        {
+            Err(StoreError::VersionConflict { .. }) => Err(AppError::Conflict {
+                code: ErrorCode::TaxRateEnded,
+                message: format!("{id} was replaced meanwhile; change the rate that replaced it"),
+                param: Some("id"),
+            }),
+            other => Ok(other?),
+        }?;
+        Ok(next)
+    }
+
+    pub async fn get_tax_rate(&self, caller: &Caller, id: TaxRateId) -> Result<TaxRate, AppError> {
+        caller.require(Permission::Read)?;
+        self.store
+            .get_tax_rate(caller.tenant_id, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("tax rate", id))
+    }
+
+    pub async fn list_tax_rates(
+        &self,
+        caller: &Caller,
+        page: &PageRequest,
+    ) -> Result<Page<TaxRate>, AppError> {
+        caller.require(Permission::Read)?;
+        Ok(self.store.list_tax_rates(caller.tenant_id, page).await?)
+    }
+
+    /// Loads the EU member states' standard VAT rates; rates loaded before are kept as they
+    /// are (their ids are fixed), so loading twice, or twice at once, loads them once.
+    pub async fn load_eu_standard_vat(&self, caller: &Caller) -> Result<Vec<TaxRate>, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        for _ in 0..crate::kernel::WRITE_ATTEMPTS {
+            let now = self.clocks.now();
+            let existing = self.all_rates(caller.tenant_id).await?;
+            let seed = eu_standard_vat(now);
+            let missing: Vec<TaxRate> = seed
+                .iter()
+                .filter(|r| !existing.iter().any(|e| e.id == r.id))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                match self.insert(caller, &missing, now).await {
+                    Err(AppError::Conflict {
+                        code: ErrorCode::ConcurrentModification,
+                        ..
+                    }) => continue,
+                    other => other?,
+                }
+            }
+            let loaded = self.all_rates(caller.tenant_id).await?;
+            return Ok(loaded
+                .into_iter()
+                .filter(|r| seed.iter().any(|s| s.id == r.id))
+                .collect());
+        }
+        Err(AppError::Unavailable(
+            "the tax rates are busy; retry".into(),
+        ))
+    }
+
+    async fn insert(
+        &self,
+        caller: &Caller,
+        rates: &[TaxRate],
+        now: Timestamp,
+    ) -> Result<(), AppError> {
+        let after = to_json(&rates)?;
+        let mut change = change(
+            caller,
+            now,
+            ChangeSpec {
+                entity_type: "tax_rate",
+                entity_id: rates.first().map(|r| r.id.to_string()).unwrap_or_default(),
+                action: AuditAction::Create,
+                event_type: None,
+                before: None,
+                after: &after,
+            },
+        );
+        for rate in rates {
+            change.events.push(crate::kernel::event(
+                caller,
+                now,
+                EventType::TaxRateCreated,
+                rate.id.to_string(),
+                to_json(rate)?,
+                None,
+            ));
+        }
+        match self
+            .store
+            .insert_tax_rates(caller.tenant_id, rates, &change)
+            .await
+        {
+            Err(StoreError::AlreadyExists { .. }) => Err(AppError::Conflict {
+                code: ErrorCode::ConcurrentModification,
+                message: "a tax rate was created meanwhile; retry".into(),
+                param: None,
+            }),
+            other => Ok(other?),
+        }
+    }
+
+    async fn all_rates(&self, tenant: TenantId) -> Result<Vec<TaxRate>, AppError> {
+        let mut page = PageRequest::first(MAX_RATES);
+        let mut rates = Vec::new();
+        loop {
+            let found = self.store.list_tax_rates(tenant, &page).await?;
+            let last = found
+                .scanned_to
+                .clone()
+                .or_else(|| found.items.last().map(|r| r.id.to_string()));
+            let more = found.has_more;
+            rates.extend(found.items);
+            match last {
+                Some(last) if more => page.starting_after = Some(last),
+                _ => return Ok(rates),
+            }
+        }
+    }
+
+    /// The tax of an invoice of `account` dated `at`: one read of the settings, and of the
+    /// rates and the account only when the tenant has settings. A taxable sale without a
+    /// rate is refused (`tax_rate_missing`), never drafted untaxed.
+    pub async fn invoice_tax(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        at: Timestamp,
+    ) -> Result<InvoiceTax, AppError> {
+        let settings = self.store.tax_settings(tenant).await?;
+        let (rates, account) = match &settings {
+            Some(_) => (
+                self.all_rates(tenant).await?,
+                Some(
+                    self.store
+                        .get_account(tenant, account)
+                        .await?
+                        .ok_or_else(|| AppError::not_found("account", account))?,
+                ),
+            ),
+            None => (Vec::new(), None),
+        };
+        let address = account.as_ref().and_then(|a| a.billing_address.as_ref());
+        // Regions and postal codes are matched in upper case, as rates store them.
+        let upper = |v: Option<&String>| v.map(|v| v.to_ascii_uppercase());
+        let region = upper(address.and_then(|a| a.state.as_ref()));
+        let postal_code = upper(address.and_then(|a| a.postal_code.as_ref()));
+        let query = TaxQuery {
+            settings: settings.as_ref(),
+            rates: &rates,
+            customer: Customer {
+                country: address.and_then(|a| a.country.as_deref()),
+                region: region.as_deref(),
+                postal_code: postal_code.as_deref(),
+                exempt: account.as_ref().map(|a| a.tax_exempt).unwrap_or_default(),
+                vat_id: account.as_ref().and_then(|a| a.vat_id.as_deref()),
+            },
+            at,
+        };
+        self.provider
+            .invoice_tax(&query)
+            .await
+            .map_err(|e| AppError::Conflict {
+                code: ErrorCode::TaxRateMissing,
+                message: e.to_string(),
+                param: None,
+            })
+    }
+}

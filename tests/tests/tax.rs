@@ -1,0 +1,371 @@
+//! Tax over HTTP on both stores (user story 12, seed tests T121–T126): a US seller's state
+//! registration, EU VAT (domestic, One-Stop-Shop consumer rate, reverse charge for a
+//! business with a valid VAT id), an exempt account, a rate changed from a date across a
+//! test clock, a tax-inclusive price and half of it refunded, and a VAT id with a wrong
+//! check digit refused.
+//!
+//! Amounts are checked to the cent. Stripe's tax rates behave the same way for the
+//! inclusive case (`inclusive: true` rates take `amount × p / (100 + p)` out of the price:
+//! €119.00 at 19 % is €100.00 net and €19.00 tax).
+
+use billing_app::App;
+use billing_tests::api::{problem, Api};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+async fn account(api: &Api, body: Value) -> String {
+    api.created("/v1/accounts", body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A draft one-off invoice of one €/$100.00 line for `account`.
+async fn invoice_of_100(api: &Api, account: &str) -> Value {
+    api.created(
+        "/v1/invoices",
+        json!({"account": account, "lines": [{"description": "Services", "amount": 10000}],
+               "collection_method": "send_invoice"}),
+    )
+    .await
+}
+
+fn line_tax(invoice: &Value) -> (i64, i64, i64) {
+    (
+        invoice["lines"][0]["tax_amount"].as_i64().unwrap(),
+        invoice["tax_total"].as_i64().unwrap(),
+        invoice["total"].as_i64().unwrap(),
+    )
+}
+
+/// T121: a US seller registered in California charges a Californian customer the state
+/// rate and an Oregonian none (outside its registrations, said on the invoice).
+async fn test_calculate_tax_for_jurisdiction(app: App) {
+    let (api, _) = Api::start(app, "Tax US").await;
+    api.ok(
+        Method::PUT,
+        "/v1/settings/tax",
+        Some(&json!({"country": "US", "region": "CA", "tax_ids": ["12-3456789"]})),
+    )
+    .await;
+    api.created(
+        "/v1/tax-rates",
+        json!({"display_name": "California sales tax", "percentage": "7.25", "country": "US",
+               "region": "CA", "tax_type": "sales_tax"}),
+    )
+    .await;
+    let ca = account(
+        &api,
+        json!({"email": "ca@acme.test", "currency": "usd",
+               "billing_address": {"country": "US", "state": "CA", "postal_code": "94105"}}),
+    )
+    .await;
+    let or = account(
+        &api,
+        json!({"email": "or@acme.test", "currency": "usd",
+               "billing_address": {"country": "US", "state": "OR", "postal_code": "97201"}}),
+    )
+    .await;
+    let taxed = invoice_of_100(&api, &ca).await;
+    assert_eq!(line_tax(&taxed), (725, 725, 10725), "{taxed}");
+    assert_eq!(taxed["tax_summary"][0]["jurisdiction"], "US-CA");
+    assert_eq!(taxed["tax_summary"][0]["amount"], 725);
+    assert_eq!(taxed["lines"][0]["taxes"][0]["percentage"], "7.25");
+    assert_eq!(taxed["seller_tax_ids"], json!(["12-3456789"]));
+    let untaxed = invoice_of_100(&api, &or).await;
+    assert_eq!(line_tax(&untaxed), (0, 0, 10000), "{untaxed}");
+    assert_eq!(untaxed["tax_reason"], "not_registered");
+    assert_eq!(untaxed["lines"][0]["tax_reason"], "not_registered");
+    assert!(untaxed["tax_note"]
+        .as_str()
+        .unwrap()
+        .contains("registrations"));
+}
+
+/// T123: a German seller with the EU rates loaded: a French business with a valid VAT id
+/// is reverse-charged (0 %, the note, both VAT ids), a French consumer pays the French
+/// rate, a German consumer the German one.
+async fn test_eu_vat_reverse_charge(app: App) {
+    let (api, _) = Api::start(app, "Tax DE").await;
+    api.ok(
+        Method::PUT,
+        "/v1/settings/tax",
+        Some(&json!({"country": "DE", "tax_ids": ["DE 136 695 976"]})),
+    )
+    .await;
+    let loaded = api.post("/v1/tax-rates/eu-standard-vat", json!({})).await;
+    assert_eq!(
+        loaded.as_array().unwrap().len(),
+        29,
+        "27 states, EE and RO changed in 2025"
+    );
+    let again = api.post("/v1/tax-rates/eu-standard-vat", json!({})).await;
+    assert_eq!(again, loaded, "loading twice loads once");
+    assert_eq!(api.list("/v1/tax-rates").await.len(), 29);
+
+    let business = account(
+        &api,
+        json!({"email": "fr-b@acme.test", "currency": "eur", "vat_id": "FR 23 334 175 221",
+               "billing_address": {"country": "FR"}}),
+    )
+    .await;
+    let consumer_fr = account(
+        &api,
+        json!({"email": "fr-c@acme.test", "currency": "eur", "billing_address": {"country": "FR"}}),
+    )
+    .await;
+    let consumer_de = account(
+        &api,
+        json!({"email": "de-c@acme.test", "currency": "eur", "billing_address": {"country": "DE"}}),
+    )
+    .await;
+    let reverse = invoice_of_100(&api, &business).await;
+    assert_eq!(line_tax(&reverse), (0, 0, 10000), "{reverse}");
+    assert_eq!(reverse["tax_reason"], "eu_reverse_charge");
+    assert!(reverse["tax_note"]
+        .as_str()
+        .unwrap()
+        .contains("Reverse charge"));
+    assert_eq!(reverse["seller_tax_ids"], json!(["DE136695976"]));
+    assert_eq!(reverse["buyer_tax_ids"], json!(["FR23334175221"]));
+    // Finalizing keeps what the draft said.
+    let id = reverse["id"].as_str().unwrap();
+    let open = api
+        .post(&format!("/v1/invoices/{id}/finalize"), json!({}))
+        .await;
+    assert_eq!(open["tax_note"], reverse["tax_note"]);
+
+    let fr = invoice_of_100(&api, &consumer_fr).await;
+    assert_eq!(line_tax(&fr), (2000, 2000, 12000), "{fr}");
+    assert_eq!(fr["tax_reason"], "eu_one_stop_shop");
+    assert_eq!(fr["tax_summary"][0]["jurisdiction"], "FR");
+    let de = invoice_of_100(&api, &consumer_de).await;
+    assert_eq!(line_tax(&de), (1900, 1900, 11900), "{de}");
+    assert_eq!(de["tax_reason"], "domestic");
+}
+
+/// T122: an exempt account pays no tax, and its invoice says why.
+async fn test_tax_exempt_account(app: App) {
+    let (api, _) = Api::start(app, "Tax exempt").await;
+    api.ok(
+        Method::PUT,
+        "/v1/settings/tax",
+        Some(&json!({"country": "DE"})),
+    )
+    .await;
+    api.post("/v1/tax-rates/eu-standard-vat", json!({})).await;
+    let exempt = account(
+        &api,
+        json!({"email": "ngo@acme.test", "currency": "eur", "tax_exempt": "exempt",
+               "billing_address": {"country": "DE"}}),
+    )
+    .await;
+    let invoice = invoice_of_100(&api, &exempt).await;
+    assert_eq!(line_tax(&invoice), (0, 0, 10000), "{invoice}");
+    assert_eq!(invoice["tax_reason"], "customer_exempt");
+    assert!(invoice["tax_note"].as_str().unwrap().contains("exempt"));
+    assert_eq!(invoice["tax_summary"], json!([]));
+}
+
+/// A test clock, and an account on it in Germany with a card that pays.
+async fn german_clock_account(api: &Api, at: &str) -> (String, String) {
+    let clock = api
+        .post("/v1/test-clocks", json!({ "frozen_time": at }))
+        .await;
+    let clock = clock["id"].as_str().unwrap().to_owned();
+    let account = account(
+        api,
+        json!({"email": "de@acme.test", "currency": "eur", "test_clock": clock,
+               "billing_address": {"country": "DE"}}),
+    )
+    .await;
+    api.post(
+        &format!("/v1/accounts/{account}/payment-methods"),
+        json!({"payment_method": "tok_visa"}),
+    )
+    .await;
+    (clock, account)
+}
+
+async fn monthly_plan(api: &Api, amount: i64) -> String {
+    api.created(
+        "/v1/plans",
+        json!({"code": "monthly", "name": "Monthly", "interval": {"unit": "month"},
+               "charges": {"recurring_fee": {"prices": {"eur": {"model": "flat_fee", "amount": amount}}}}}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// T124/T125: 19 % changed to 16 % from 2027-02-01: the January invoice keeps 19 %, the
+/// February one takes 16 %; the old rate is ended, not edited.
+async fn test_auto_update_on_rate_change(app: App) {
+    let (api, _) = Api::start(app, "Tax change").await;
+    api.ok(
+        Method::PUT,
+        "/v1/settings/tax",
+        Some(&json!({"country": "DE"})),
+    )
+    .await;
+    let old = api
+        .created(
+            "/v1/tax-rates",
+            json!({"display_name": "USt", "percentage": "19", "country": "DE", "tax_type": "vat",
+                   "effective_from": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
+    let old_id = old["id"].as_str().unwrap();
+    let new = api
+        .created(
+            &format!("/v1/tax-rates/{old_id}/change"),
+            json!({"percentage": "16", "effective_from": "2027-02-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(new["replaces"], old["id"]);
+    let ended = api.get(&format!("/v1/tax-rates/{old_id}")).await;
+    assert_eq!(
+        (ended["percentage"].as_str(), ended["effective_to"].as_str()),
+        (Some("19"), Some("2027-02-01T00:00:00Z"))
+    );
+    let twice = api
+        .send(
+            Method::POST,
+            &format!("/v1/tax-rates/{old_id}/change"),
+            Some(&json!({"percentage": "15", "effective_from": "2027-03-01T00:00:00Z"})),
+        )
+        .await;
+    problem(twice, StatusCode::CONFLICT, "tax_rate_ended").await;
+
+    let plan = monthly_plan(&api, 10000).await;
+    let (clock, account) = german_clock_account(&api, "2027-01-01T00:00:00Z").await;
+    let sub = api
+        .created(
+            "/v1/subscriptions",
+            json!({"account": account, "plan": plan}),
+        )
+        .await;
+    let sub = sub["id"].as_str().unwrap().to_owned();
+    api.advance_clock(&clock, "2027-02-01T00:00:00Z").await;
+    let mut invoices = api.invoices(&sub).await;
+    invoices.sort_by_key(|i| i["period"]["start"].as_str().unwrap().to_owned());
+    let taxes: Vec<(i64, i64)> = invoices
+        .iter()
+        .map(|i| {
+            (
+                i["tax_total"].as_i64().unwrap(),
+                i["total"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(taxes, [(1900, 11900), (1600, 11600)], "{invoices:?}");
+    assert_eq!(invoices[1]["tax_summary"][0]["tax_rate_id"], new["id"]);
+}
+
+/// T126: a tax-inclusive price of €119.00 at 19 % is €100.00 net and €19.00 tax; refunding
+/// half of the payment gives back half of the tax on the credit note.
+async fn an_inclusive_price_and_half_refunded_reverses_half_the_tax(app: App) {
+    let (api, _) = Api::start(app, "Tax inclusive").await;
+    api.ok(
+        Method::PUT,
+        "/v1/settings/tax",
+        Some(&json!({"country": "DE", "prices_include_tax": true})),
+    )
+    .await;
+    api.post("/v1/tax-rates/eu-standard-vat", json!({})).await;
+    let plan = monthly_plan(&api, 11900).await;
+    let (clock, account) = german_clock_account(&api, "2027-01-01T00:00:00Z").await;
+    let sub = api
+        .created(
+            "/v1/subscriptions",
+            json!({"account": account, "plan": plan}),
+        )
+        .await;
+    let sub = sub["id"].as_str().unwrap().to_owned();
+    // The first invoice's payment runs on the clock.
+    api.advance_clock(&clock, "2027-01-01T01:00:00Z").await;
+    let invoice = api.invoices(&sub).await.remove(0);
+    let line = &invoice["lines"][0];
+    assert_eq!(
+        (
+            line["amount"].as_i64(),
+            line["total_excluding_tax"].as_i64(),
+            line["tax_amount"].as_i64()
+        ),
+        (Some(11900), Some(10000), Some(1900)),
+        "{invoice}"
+    );
+    assert_eq!(
+        (invoice["total"].as_i64(), invoice["tax_total"].as_i64()),
+        (Some(11900), Some(1900))
+    );
+    assert_eq!(invoice["status"], "paid", "{invoice}");
+    let id = invoice["id"].as_str().unwrap();
+    let payments = api.list(&format!("/v1/payments?invoice={id}")).await;
+    let payment = payments[0]["id"].as_str().unwrap();
+    let note = api
+        .created(
+            &format!("/v1/payments/{payment}/refunds"),
+            json!({"amount": 5950}),
+        )
+        .await;
+    assert_eq!(
+        (note["amount"].as_i64(), note["tax_amount"].as_i64()),
+        (Some(5950), Some(950)),
+        "{note}"
+    );
+}
+
+/// A VAT id with a wrong check digit is refused on create and on update, naming the field;
+/// so is a seller's.
+async fn a_vat_id_with_a_bad_check_digit_is_refused(app: App) {
+    let (api, _) = Api::start(app, "Tax ids").await;
+    let refused = api
+        .send(
+            Method::POST,
+            "/v1/accounts",
+            Some(&json!({"email": "x@acme.test", "currency": "eur", "vat_id": "DE136695978"})),
+        )
+        .await;
+    let body = problem(refused, StatusCode::BAD_REQUEST, "invalid_vat_id").await;
+    assert_eq!(body["param"], "vat_id");
+    let ok = account(
+        &api,
+        json!({"email": "y@acme.test", "currency": "eur", "vat_id": "DE136695976"}),
+    )
+    .await;
+    let patch = api
+        .send(
+            Method::PATCH,
+            &format!("/v1/accounts/{ok}"),
+            Some(&json!({"vat_id": "FR24334175221"})),
+        )
+        .await;
+    assert_eq!(
+        problem(patch, StatusCode::BAD_REQUEST, "invalid_vat_id").await["param"],
+        "vat_id"
+    );
+    let settings = api
+        .send(
+            Method::PUT,
+            "/v1/settings/tax",
+            Some(&json!({"country": "DE", "tax_ids": ["DE136695978"]})),
+        )
+        .await;
+    assert_eq!(
+        problem(settings, StatusCode::BAD_REQUEST, "invalid_vat_id").await["param"],
+        "tax_ids[0]"
+    );
+    let none = api.send(Method::GET, "/v1/settings/tax", None).await;
+    assert_eq!(none.status(), StatusCode::NOT_FOUND);
+}
+
+billing_tests::on_both_stores!(
+    test_calculate_tax_for_jurisdiction,
+    test_eu_vat_reverse_charge,
+    test_tax_exempt_account,
+    test_auto_update_on_rate_change,
+    an_inclusive_price_and_half_refunded_reverses_half_the_tax,
+    a_vat_id_with_a_bad_check_digit_is_refused,
+);
