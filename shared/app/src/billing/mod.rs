@@ -28,9 +28,9 @@ use crate::ports::{
     TestClockStore, UsageStore,
 };
 use crate::retention::RetentionService;
+use crate::tax::TaxService;
 use billing_domain::collection::dunning::BlockEffects;
 use billing_domain::kernel::ids::TenantId;
-use crate::tax::TaxService;
 
 /// What the billing service reads and writes.
 pub trait BillingPorts:

@@ -79,5 +79,6 @@ pub(crate) use modules;
 
 // Every documented route of the API.
 modules!(
-    customers, catalog, billing, coupons, tax, usage, collection, credits, events, retention, health
+    customers, catalog, billing, coupons, tax, usage, collection, credits, events, retention,
+    health
 );
