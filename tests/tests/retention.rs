@@ -75,7 +75,7 @@ async fn customer(api: &Api) -> (String, String) {
             "/v1/accounts",
             json!({
                 "email": EMAIL, "name": "Ada Lovelace", "currency": "usd", "test_clock": clock,
-                "vat_id": "GB123456789", "external_id": "user-1815", "metadata": {"nickname": "enchantress"},
+                "vat_id": "GB980780684", "external_id": "user-1815", "metadata": {"nickname": "enchantress"},
                 "billing_address": {"line1": "12 St James's Square", "city": "London", "postal_code": "SW1Y 4JH", "country": "GB"}
             }),
         )
@@ -154,7 +154,7 @@ async fn erased_on_day_thirty((app, table): (App, Table)) {
     let invoice = api.get(&format!("/v1/invoices/{id}")).await;
     assert_eq!(
         invoice["billing_details"],
-        json!({"name": "Ada Lovelace", "vat_id": "GB123456789",
+        json!({"name": "Ada Lovelace", "vat_id": "GB980780684",
                "address": {"line1": "12 St James's Square", "line2": null, "city": "London",
                            "state": null, "postal_code": "SW1Y 4JH", "country": "GB"}})
     );

@@ -188,7 +188,7 @@ mod tests {
 
     fn deleted_account() -> Account {
         let input: NewAccount = serde_json::from_value(json!({
-            "email": "ada@example.com", "name": "Ada", "currency": "eur", "vat_id": "DE1",
+            "email": "ada@example.com", "name": "Ada", "currency": "eur", "vat_id": "DE136695976",
             "external_id": "u-1", "metadata": {"k": "v"},
             "billing_address": {"line1": "Main St 1", "city": "Berlin", "country": "DE"}
         }))
