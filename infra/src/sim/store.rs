@@ -939,8 +939,12 @@ impl PlanStore for SimStore {
         done
     }
     async fn get_plan(&self, tenant: TenantId, id: PlanId) -> Result<Option<Plan>, StoreError> {
-        self.unmodelled("get_plan");
-        self.inner.get_plan(tenant, id).await
+        // A renewal's migration check (cached per worker for 60 s).
+        let found = self.inner.get_plan(tenant, id).await?;
+        let partition = keys::tenant_partition(tenant);
+        self.send(Request::new(Op::GetItem).read(&partition, found.as_ref().map_or(0, size)))
+            .await?;
+        Ok(found)
     }
     async fn list_plans(
         &self,
@@ -956,8 +960,12 @@ impl PlanStore for SimStore {
         tenant: TenantId,
         plan: PlanId,
     ) -> Result<Vec<PlanVersion>, StoreError> {
-        self.unmodelled("list_plan_versions");
-        self.inner.list_plan_versions(tenant, plan).await
+        let found = self.inner.list_plan_versions(tenant, plan).await?;
+        let partition = keys::tenant_partition(tenant);
+        let bytes: usize = found.iter().map(size).sum();
+        self.send(Request::new(Op::Query).read(&partition, bytes))
+            .await?;
+        Ok(found)
     }
     async fn plan_subscription_counts(
         &self,
@@ -975,8 +983,12 @@ impl DunningStore for SimStore {
         &self,
         tenant: TenantId,
     ) -> Result<Option<DunningPolicy>, StoreError> {
-        self.unmodelled("get_dunning_policy");
-        self.inner.get_dunning_policy(tenant).await
+        // A renewal asks what a block does (cached per worker for 60 s).
+        let found = self.inner.get_dunning_policy(tenant).await?;
+        let partition = keys::tenant_partition(tenant);
+        self.send(Request::new(Op::GetItem).read(&partition, found.as_ref().map_or(0, size)))
+            .await?;
+        Ok(found)
     }
     async fn set_dunning_policy(
         &self,
