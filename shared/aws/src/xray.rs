@@ -291,16 +291,21 @@ mod tests {
         socket
     }
 
+    /// Runs `spans` under a subscriber whose X-Ray layer sends to `daemon`, with `header` as
+    /// the invocation's trace header.
+    fn traced(daemon: &UdpSocket, header: Option<&'static str>, spans: impl FnOnce()) {
+        let layer = XrayLayer::new(
+            daemon.local_addr().unwrap(),
+            Box::new(move || header.map(str::to_owned)),
+        )
+        .unwrap();
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), spans);
+    }
+
     #[test]
     fn nested_spans_become_nested_subsegments_of_the_invocation() {
         let socket = daemon();
-        let layer = XrayLayer::new(
-            socket.local_addr().unwrap(),
-            Box::new(|| Some(HEADER.to_owned())),
-        )
-        .unwrap();
-        let subscriber = tracing_subscriber::registry().with(layer);
-        tracing::subscriber::with_default(subscriber, || {
+        traced(&socket, Some(HEADER), || {
             let request = work("POST /v1/subscriptions");
             let _entered = request.enter();
             let call = aws_call("DynamoDB", "TransactWriteItems");
@@ -345,26 +350,14 @@ mod tests {
             socket
                 .set_read_timeout(Some(Duration::from_millis(50)))
                 .unwrap();
-            let layer = XrayLayer::new(
-                socket.local_addr().unwrap(),
-                Box::new(move || header.map(str::to_owned)),
-            )
-            .unwrap();
-            let subscriber = tracing_subscriber::registry().with(layer);
-            tracing::subscriber::with_default(subscriber, || {
+            traced(&socket, header, || {
                 work("billing job").in_scope(|| {});
             });
             let mut buffer = [0u8; 1024];
             assert!(socket.recv_from(&mut buffer).is_err(), "{header:?}");
         }
         let socket = daemon();
-        let layer = XrayLayer::new(
-            socket.local_addr().unwrap(),
-            Box::new(|| Some(HEADER.to_owned())),
-        )
-        .unwrap();
-        let subscriber = tracing_subscriber::registry().with(layer);
-        tracing::subscriber::with_default(subscriber, || {
+        traced(&socket, Some(HEADER), || {
             tracing::info_span!("not traced").in_scope(|| {});
             work("traced").in_scope(|| {});
         });
