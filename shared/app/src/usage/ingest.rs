@@ -99,6 +99,7 @@ fn billable_after(
         &c.event,
         new_value,
         rollup.aggregation,
+        rollup.period,
         charge,
         c.sub.currency,
         c.value_param,
@@ -644,6 +645,7 @@ impl UsageService {
                     _ => false,
                 };
                 rollup.aggregation = c.metric.aggregation;
+                rollup.recurring = c.metric.recurring;
                 if let Err(refused) = billable_after(c, &mut rollup, new_value) {
                     refusals.push(Some(refused));
                     continue;

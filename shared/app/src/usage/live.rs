@@ -19,7 +19,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::pricing::{price, usage_lines};
+use super::pricing::{price, usage_lines, with_levels};
 use super::{invalid, UsageService};
 use crate::kernel::{AppError, Caller};
 use crate::ports::*;
@@ -102,25 +102,22 @@ impl UsageService {
         if from >= to {
             return Err(invalid(ErrorCode::InvalidRange, "to", "`to` must be after `from`").into());
         }
-        let rollups = self
+        // Levels carry from the first period on, so the history is read from there.
+        let history = self
             .store
-            .list_rollups(caller.tenant_id, sub.id, from, to)
+            .list_rollups(caller.tenant_id, sub.id, sub.started_at.min(from), to)
             .await?;
-        let mut by_period: BTreeMap<Timestamp, (Period, Vec<Rollup>)> = BTreeMap::new();
-        for r in rollups {
-            by_period
-                .entry(r.period.start)
-                .or_insert_with(|| (r.period, Vec::new()))
-                .1
-                .push(r);
-        }
+        let mut by_period: BTreeMap<Timestamp, Period> = history
+            .iter()
+            .filter(|r| r.period.start >= from)
+            .map(|r| (r.period.start, r.period))
+            .collect();
         if (from..to).contains(&current.start) {
-            by_period
-                .entry(current.start)
-                .or_insert_with(|| (current, Vec::new()));
+            by_period.entry(current.start).or_insert(current);
         }
         let mut periods = Vec::with_capacity(by_period.len());
-        for (start, (period, rollups)) in by_period {
+        for (start, period) in by_period {
+            let rollups = with_levels(&sub, &history, period);
             let is_current = start == current.start;
             let metrics = period_metrics(&sub, &rollups, is_current)?;
             let projected_invoice = if is_current {
@@ -275,12 +272,12 @@ fn period_metrics(
     for term in &sub.terms.usage_charges {
         named.insert(&term.metric);
         let rollup = rollups.iter().find(|r| r.metric == term.metric);
-        let aggregate = rollup.map(|r| (r.aggregation, &r.aggregate));
-        let usage = match aggregate {
-            Some((aggregation, a)) => a.usage(aggregation, &term.model),
+        let usage = match rollup {
+            Some(r) => r.usage(&term.model),
             None => billing_domain::usage::meter::Aggregate::default().usage(
                 billing_domain::catalog::metric::Aggregation::Count,
                 &term.model,
+                sub.current_period,
             ),
         };
         let priced = price(term, &usage, sub)?;
