@@ -66,8 +66,9 @@ pub fn usage_lines(
         .map(|term| {
             let usage = match rollups.iter().find(|r| r.metric == term.metric) {
                 Some(r) => r.usage(&term.model),
-                None => Rollup::empty(sub, &term.metric, Aggregation::Count, period)
-                    .usage(&term.model),
+                None => {
+                    Rollup::empty(sub, &term.metric, Aggregation::Count, period).usage(&term.model)
+                }
             };
             let usage = term.prorate(usage, sub.usage_fraction(term, &period)?);
             Ok(term.line(usage, period))

@@ -610,7 +610,9 @@ impl Aggregate {
     pub fn closing(&self, aggregation: Aggregation, period: Period) -> Decimal {
         let opening = self.opening.unwrap_or_default();
         match aggregation {
-            Aggregation::Sum | Aggregation::WeightedSum => beyond_bounds(opening.checked_add(self.sum)),
+            Aggregation::Sum | Aggregation::WeightedSum => {
+                beyond_bounds(opening.checked_add(self.sum))
+            }
             Aggregation::Max | Aggregation::Latest => {
                 self.latest.as_ref().map_or(opening, |l| l.value)
             }
@@ -901,7 +903,10 @@ mod tests {
             &[("2023-08-01T00:00:00Z", 2), ("2023-08-01T02:00:00Z", -1)],
         );
         let us = weighted(august_2023(), None, &[("2023-08-01T01:00:00Z", 3)]);
-        assert_eq!((round(&eu), round(&us)), ("1.00269".into(), "2.99597".into()));
+        assert_eq!(
+            (round(&eu), round(&us)),
+            ("1.00269".into(), "2.99597".into())
+        );
         // "with a single event": 1000; "with events with the same timestamp": 6; none: 0.
         let single = weighted(august_2023(), None, &[("2023-08-01T00:00:00Z", 1000)]);
         assert_eq!(round(&single), "1000");
@@ -926,16 +931,28 @@ mod tests {
                 a.apply(&e, false, origin).unwrap();
             }
             let a = a.carried(Decimal::from(opening));
-            (a.quantity(aggregation, period), a.closing(aggregation, period))
+            (
+                a.quantity(aggregation, period),
+                a.closing(aggregation, period),
+            )
         };
         let d = Decimal::from;
         // Levels reported (5 carried in, then 8, then 3): latest bills 3, max 8; both carry 3.
-        assert_eq!(level(Aggregation::Latest, &[(-50, 8), (-10, 3)], 5), (d(3), d(3)));
-        assert_eq!(level(Aggregation::Max, &[(-50, 8), (-10, 3)], 5), (d(8), d(3)));
+        assert_eq!(
+            level(Aggregation::Latest, &[(-50, 8), (-10, 3)], 5),
+            (d(3), d(3))
+        );
+        assert_eq!(
+            level(Aggregation::Max, &[(-50, 8), (-10, 3)], 5),
+            (d(8), d(3))
+        );
         // A max below the carried level: the carried level was held, so it is the max.
         assert_eq!(level(Aggregation::Max, &[(-10, 3)], 5), (d(5), d(3)));
         // Changes (+3, -1 from 5): sum bills and carries 7.
-        assert_eq!(level(Aggregation::Sum, &[(-50, 3), (-10, -1)], 5), (d(7), d(7)));
+        assert_eq!(
+            level(Aggregation::Sum, &[(-50, 3), (-10, -1)], 5),
+            (d(7), d(7))
+        );
         // Nothing reported: every aggregation bills and carries the carried level.
         for aggregation in [
             Aggregation::Sum,
@@ -949,7 +966,11 @@ mod tests {
 
     /// A time-ordered step function of levels, integrated per millisecond: the reference
     /// weighted_sum is checked against.
-    fn integrate(period: Period, opening: i64, mut changes: Vec<(i64, i64)>) -> (Decimal, i64, i64) {
+    fn integrate(
+        period: Period,
+        opening: i64,
+        mut changes: Vec<(i64, i64)>,
+    ) -> (Decimal, i64, i64) {
         changes.sort();
         let (mut level, mut lowest, mut highest) = (opening, opening, opening);
         let mut at_ms = period.start.as_millisecond();
@@ -1009,7 +1030,9 @@ mod tests {
                 let Measured::Distinct { value } = &u.value else {
                     unreachable!()
                 };
-                aggs.1.apply(u, seen_values.insert(value.clone()), None).unwrap();
+                aggs.1
+                    .apply(u, seen_values.insert(value.clone()), None)
+                    .unwrap();
             }
         }
     }
