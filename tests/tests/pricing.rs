@@ -520,7 +520,8 @@ async fn report(api: &Api, sub: &str, id: &str, metric: &str, value: i64, at: &s
 /// on 25 Jan in the grace window (seats 6, storage −31 GB on the 30th) moves January
 /// (latest 6: +$10; max stays 10; storage 53 − 31 × 2/31 = 51: −$2, one supplemental
 /// invoice of $8) and every level after it. February has no events: it bills the carried
-/// levels (seats 6 → $30, max 6 → $6, storage 62 → $62), and live usage shows them.
+/// levels (seats 6 → $30, max 6 → $6, storage 62 → $62), and live usage and the seats'
+/// entitlement check show them.
 async fn recurring_levels_carry_into_the_next_period(app: App) {
     let (api, _) = Api::start(app, "Levels Co").await;
     for (code, aggregation, field) in [
@@ -560,7 +561,8 @@ async fn recurring_levels_carry_into_the_next_period(app: App) {
                     {"metric": "seats", "prices": per_unit("5")},
                     {"metric": "peak_seats", "prices": per_unit("1")},
                     {"metric": "storage", "prices": per_unit("1")},
-                ]
+                ],
+                "entitlements": [{"metric": "seats", "limit": "20", "enforcement": "hard"}]
             }}),
         )
         .await;
@@ -634,6 +636,17 @@ async fn recurring_levels_carry_into_the_next_period(app: App) {
         period["projected_invoice"]["total"],
         1000 + 3000 + 600 + 6200,
         "{usage}"
+    );
+    // The entitlement check counts the carried level too (6 seats: January's late level).
+    let check = api
+        .get(&format!(
+            "/v1/entitlements/check?account={account}&metric=seats&quantity=15"
+        ))
+        .await;
+    assert_eq!(
+        (&check["used"], &check["allowed"], &check["reason"]),
+        (&json!("6"), &json!(false), &json!("limit_reached")),
+        "{check}"
     );
     api.advance_clock(&clock, "2027-03-01T01:00:00Z").await;
     let invoices = api.invoices(&sub).await;

@@ -143,6 +143,9 @@ pub struct QuotaSnapshot {
     /// The account's test clock, whose time decides whether the period is still current.
     pub test_clock: Option<TestClockId>,
     pub entitlement: Entitlement,
+    /// The metric is a level: a later period starts from the level carried, not from zero.
+    #[serde(default)]
+    pub recurring: bool,
 }
 
 /// What must commit together: one event with everything it moves (its rollup, a distinct

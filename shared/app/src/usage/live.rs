@@ -19,7 +19,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::pricing::{price, usage_lines, with_levels};
+use super::pricing::{period_rollups, price, usage_lines, with_levels};
 use super::{invalid, UsageService};
 use crate::kernel::{AppError, Caller};
 use crate::ports::*;
@@ -187,8 +187,10 @@ impl UsageService {
                 .await?;
             let used = if quota.period.contains(now) || now < quota.period.start {
                 quota.used
+            } else if quota.recurring {
+                // A new period began and nothing was reported in it yet: the level carries.
+                self.carried_level(tenant, &quota).await?
             } else {
-                // A new period began and nothing was reported in it yet.
                 Decimal::ZERO
             };
             return Ok(EntitlementCheck {
@@ -241,6 +243,29 @@ impl UsageService {
 }
 
 impl UsageService {
+    /// A level's quantity in its subscription's current period, read with its history
+    /// (late usage in the period before may have moved it since the snapshot).
+    async fn carried_level(
+        &self,
+        tenant: TenantId,
+        quota: &QuotaSnapshot,
+    ) -> Result<Decimal, AppError> {
+        let Some(sub) = self
+            .store
+            .get_subscription(tenant, quota.subscription_id)
+            .await?
+        else {
+            return Ok(Decimal::ZERO);
+        };
+        Ok(
+            period_rollups(&*self.store, tenant, &sub, sub.current_period)
+                .await?
+                .iter()
+                .find(|r| r.metric == quota.metric)
+                .map_or(Decimal::ZERO, Rollup::quantity),
+        )
+    }
+
     /// Is the account blocked by dunning, with a policy that denies its entitlements? The
     /// policy is read only for a blocked account.
     async fn denied_by_block(
