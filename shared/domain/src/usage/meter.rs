@@ -1111,6 +1111,55 @@ mod tests {
             }
         }
 
+        /// Carrying a level through periods (each period's closing level is the next one's
+        /// opening, as billing reads them): whatever the periods the events fall in, and
+        /// periods without events between, a change-level (sum, weighted_sum) ends at the
+        /// sum of every change, and a reported level (max, latest) at the last report.
+        #[test]
+        fn a_level_carried_through_periods_ends_where_its_events_put_it(
+            events in prop::collection::vec((0usize..6, -100i64..100), 0..30),
+            aggregation in prop::sample::select(vec![
+                Aggregation::Sum, Aggregation::WeightedSum, Aggregation::Max, Aggregation::Latest,
+            ]),
+        ) {
+            let m = metric(aggregation, Some("v"));
+            let period = |k: usize| {
+                let start = at(k as i64 * 1_000 - 10_000);
+                Period::new(start, start + SignedDuration::from_secs(1_000)).unwrap()
+            };
+            let mut aggregates = vec![Aggregate::default(); 6];
+            for (i, (k, v)) in events.iter().enumerate() {
+                // Event i sits i seconds into its period, so later events are later in time.
+                let e = UsageEvent::validate(
+                    format!("t{i}"), &m, Some(&serde_json::json!(v)), BTreeMap::new(),
+                    period(*k).start + SignedDuration::from_secs(i as i64), at(0),
+                ).unwrap();
+                let origin = (aggregation == Aggregation::WeightedSum).then_some(period(*k).start);
+                aggregates[*k].apply(&e, false, origin).unwrap();
+            }
+            let mut level = Decimal::ZERO;
+            for (k, a) in aggregates.iter().enumerate() {
+                let carried = a.clone().carried(level);
+                if a.events == 0 {
+                    // A period without events bills the level it carries in.
+                    prop_assert_eq!(carried.quantity(aggregation, period(k)), level);
+                }
+                level = carried.closing(aggregation, period(k));
+            }
+            let expected = match aggregation {
+                Aggregation::Sum | Aggregation::WeightedSum => {
+                    Decimal::from(events.iter().map(|e| e.1).sum::<i64>())
+                }
+                // The last report in time: the greatest period, then the latest in it.
+                _ => events
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(i, (k, _))| (*k, *i))
+                    .map_or(Decimal::ZERO, |(_, (_, v))| Decimal::from(*v)),
+            };
+            prop_assert_eq!(level, expected);
+        }
+
         #[test]
         fn aggregation_is_order_independent_and_duplicate_free(
             (table, order) in deliveries(),
