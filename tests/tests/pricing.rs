@@ -503,9 +503,285 @@ async fn a_simulated_catalog_change_is_what_is_billed_to_the_cent(app: App) {
     }
 }
 
+/// Posts one usage event of `metric` with `value` at `at`.
+async fn report(api: &Api, sub: &str, id: &str, metric: &str, value: i64, at: &str) -> Value {
+    api.post(
+        "/v1/usage",
+        json!({"transaction_id": id, "subscription": sub, "metric": metric,
+               "value": value, "timestamp": at}),
+    )
+    .await
+}
+
+/// Issue 18, "recurring metrics carry over": three levels billed three ways, each $1 a unit
+/// (seats latest at $5) on a $10 a month plan. January: seats 10 on the 1st, 4 on the 11th
+/// (latest 4 → $20, max 10 → $10); storage +31 GB on the 1st and +62 GB on the 21st,
+/// time-weighted (31 GB × 20 days + 93 GB × 11 days) / 31 days = 53 GB → $53. A late event
+/// on 25 Jan in the grace window (seats 6, storage −31 GB on the 30th) moves January
+/// (latest 6: +$10; max stays 10; storage 53 − 31 × 2/31 = 51: −$2, one supplemental
+/// invoice of $8) and every level after it. February has no events: it bills the carried
+/// levels (seats 6 → $30, max 6 → $6, storage 62 → $62), and live usage and the seats'
+/// entitlement check show them.
+async fn recurring_levels_carry_into_the_next_period(app: App) {
+    let (api, _) = Api::start(app, "Levels Co").await;
+    for (code, aggregation, field) in [
+        ("seats", "latest", "seats"),
+        ("peak_seats", "max", "seats"),
+        ("storage", "weighted_sum", "gb"),
+    ] {
+        api.created(
+            "/v1/metrics",
+            json!({"code": code, "name": code, "aggregation": aggregation,
+                   "field": field, "recurring": true}),
+        )
+        .await;
+    }
+    let refused = api
+        .send(
+            Method::POST,
+            "/v1/metrics",
+            Some(&json!({"code": "calls", "name": "Calls", "aggregation": "count", "recurring": true})),
+        )
+        .await;
+    let problem = billing_tests::api::problem(
+        refused,
+        reqwest::StatusCode::BAD_REQUEST,
+        "recurring_unsupported",
+    )
+    .await;
+    assert_eq!(problem["param"], "recurring");
+    let per_unit = |price: &str| json!({"usd": {"model": "per_unit", "unit_price": price}});
+    let plan = api
+        .created(
+            "/v1/plans",
+            json!({"code": "levels", "name": "Levels", "interval": {"unit": "month"},
+            "charges": {
+                "recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 1000}}},
+                "usage_charges": [
+                    {"metric": "seats", "prices": per_unit("5")},
+                    {"metric": "peak_seats", "prices": per_unit("1")},
+                    {"metric": "storage", "prices": per_unit("1")},
+                ],
+                "entitlements": [{"metric": "seats", "limit": "20", "enforcement": "hard"}]
+            }}),
+        )
+        .await;
+    let (clock, account) = api.clock_account("2027-01-01T00:00:00Z").await;
+    let sub = api
+        .created(
+            "/v1/subscriptions",
+            json!({"account": account, "plan": plan["id"]}),
+        )
+        .await;
+    let sub = sub["id"].as_str().unwrap().to_owned();
+    for (id, metric, value, at) in [
+        ("s1", "seats", 10, "2027-01-01T00:00:00Z"),
+        ("p1", "peak_seats", 10, "2027-01-01T00:00:00Z"),
+        ("g1", "storage", 31, "2027-01-01T00:00:00Z"),
+    ] {
+        report(&api, &sub, id, metric, value, at).await;
+    }
+    api.advance_clock(&clock, "2027-01-11T00:00:00Z").await;
+    report(&api, &sub, "s2", "seats", 4, "2027-01-11T00:00:00Z").await;
+    report(&api, &sub, "p2", "peak_seats", 4, "2027-01-11T00:00:00Z").await;
+    api.advance_clock(&clock, "2027-01-21T00:00:00Z").await;
+    report(&api, &sub, "g2", "storage", 62, "2027-01-21T00:00:00Z").await;
+
+    api.advance_clock(&clock, "2027-02-01T01:00:00Z").await;
+    let invoices = api.invoices(&sub).await;
+    let totals: Vec<Value> = invoices.iter().map(|i| i["total"].clone()).collect();
+    assert_eq!(
+        totals,
+        [json!(1000), json!(1000 + 2000 + 1000 + 5300)],
+        "{invoices:?}"
+    );
+
+    // Late January events in the grace window.
+    let late = report(&api, &sub, "s3", "seats", 6, "2027-01-25T00:00:00Z").await;
+    assert_eq!(late["late"], true, "{late}");
+    report(&api, &sub, "p3", "peak_seats", 6, "2027-01-25T00:00:00Z").await;
+    report(&api, &sub, "g3", "storage", -31, "2027-01-30T00:00:00Z").await;
+    api.advance_clock(&clock, "2027-02-02T00:00:00Z").await;
+    let invoices = api.invoices(&sub).await;
+    let supplemental: Vec<&Value> = invoices
+        .iter()
+        .filter(|i| i["billing_reason"] == "late_usage")
+        .collect();
+    assert_eq!(supplemental.len(), 1, "{invoices:?}");
+    assert_eq!(supplemental[0]["total"], 1000 - 200, "{}", supplemental[0]);
+
+    // February: no events, the carried levels.
+    let usage = api.get(&format!("/v1/subscriptions/{sub}/usage")).await;
+    let period = &usage["periods"][0];
+    assert_eq!(period["period"]["start"], "2027-02-01T00:00:00Z", "{usage}");
+    let quantity = |metric: &str| {
+        period["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["metric"] == metric)
+            .map(|m| m["quantity"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(
+        [
+            quantity("seats"),
+            quantity("peak_seats"),
+            quantity("storage")
+        ],
+        ["6", "6", "62"],
+        "{usage}"
+    );
+    assert_eq!(
+        period["projected_invoice"]["total"],
+        1000 + 3000 + 600 + 6200,
+        "{usage}"
+    );
+    // The entitlement check counts the carried level too (6 seats: January's late level).
+    let check = api
+        .get(&format!(
+            "/v1/entitlements/check?account={account}&metric=seats&quantity=15"
+        ))
+        .await;
+    assert_eq!(
+        (&check["used"], &check["allowed"], &check["reason"]),
+        (&json!("6"), &json!(false), &json!("limit_reached")),
+        "{check}"
+    );
+    api.advance_clock(&clock, "2027-03-01T01:00:00Z").await;
+    let invoices = api.invoices(&sub).await;
+    let march = invoices.last().unwrap();
+    assert_eq!(march["total"], 1000 + 3000 + 600 + 6200, "{march}");
+    // January read again: the late events moved its quantities.
+    let january = api
+        .get(&format!(
+            "/v1/subscriptions/{sub}/usage?from=2027-01-01T00:00:00Z&to=2027-01-02T00:00:00Z"
+        ))
+        .await;
+    let metrics = january["periods"][0]["metrics"].as_array().unwrap().clone();
+    let billed: Vec<(Value, Value)> = metrics
+        .iter()
+        .map(|m| (m["metric"].clone(), m["billed_amount"].clone()))
+        .collect();
+    assert_eq!(
+        billed,
+        [
+            (json!("seats"), json!(3000)),
+            (json!("peak_seats"), json!(1000)),
+            (json!("storage"), json!(5100)),
+        ],
+        "{january}"
+    );
+}
+
+/// The periods of a subscription's invoices, as `(start, end, total)`.
+async fn billed_periods(api: &Api, sub: &str) -> Vec<(String, String, i64)> {
+    api.invoices(sub)
+        .await
+        .iter()
+        .map(|i| {
+            (
+                i["period"]["start"].as_str().unwrap().to_owned(),
+                i["period"]["end"].as_str().unwrap().to_owned(),
+                i["total"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Issue 18, "monthly ↔ annual changes": a $100.00 a month plan and a $1,000.00 a year plan.
+/// Monthly → annual now (10 Jan): January's unused 21 of 31 days are credited,
+/// −$100.00 × 21/31 = −$67.74, and the year from 11 Jan is billed, $1,000.00: one invoice of
+/// $932.26, a yearly cycle anchored on 11 Jan, renewed on 11 Jan 2028 for $1,000.00.
+/// Annual → monthly at the period's end (asked on 1 Mar): nothing now; on 1 Jan 2028 a
+/// monthly cycle starts there, $100.00, and renews on 1 Feb for $100.00.
+async fn interval_changes_credit_unused_time_and_re_anchor(app: App) {
+    let (api, _) = Api::start(app, "Intervals Co").await;
+    let mut plans = Vec::new();
+    for (code, unit, amount) in [("monthly", "month", 10_000), ("annual", "year", 100_000)] {
+        let plan = api
+            .created(
+                "/v1/plans",
+                json!({"code": code, "name": code, "interval": {"unit": unit},
+                   "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": amount}}}}}),
+            )
+            .await;
+        plans.push(plan["id"].as_str().unwrap().to_owned());
+    }
+    let (clock, account) = api.clock_account("2027-01-01T00:00:00Z").await;
+    let mut subs = Vec::new();
+    for plan in &plans {
+        let sub = api
+            .created(
+                "/v1/subscriptions",
+                json!({"account": account, "plan": plan}),
+            )
+            .await;
+        subs.push(sub["id"].as_str().unwrap().to_owned());
+    }
+    let (monthly, annual) = (&subs[0], &subs[1]);
+
+    api.advance_clock(&clock, "2027-01-11T00:00:00Z").await;
+    let changed = api
+        .post(
+            &format!("/v1/subscriptions/{monthly}/change-plan"),
+            json!({"plan": plans[1], "change_policy": {"upgrade": "immediate", "downgrade": "immediate"}}),
+        )
+        .await;
+    assert_eq!(
+        changed["current_period"]["start"], "2027-01-11T00:00:00Z",
+        "{changed}"
+    );
+    assert_eq!(
+        changed["current_period"]["end"], "2028-01-11T00:00:00Z",
+        "{changed}"
+    );
+    let invoices = api.invoices(monthly).await;
+    let change = invoices.last().unwrap();
+    let amounts: Vec<i64> = change["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["amount"].as_i64().unwrap())
+        .collect();
+    assert_eq!(amounts, [-6_774, 100_000], "{change}");
+    assert_eq!(change["total"], 93_226, "{change}");
+
+    api.advance_clock(&clock, "2027-03-01T00:00:00Z").await;
+    let scheduled = api
+        .post(
+            &format!("/v1/subscriptions/{annual}/change-plan"),
+            json!({"plan": plans[0], "change_policy": {"upgrade": "end_of_period", "downgrade": "end_of_period"}}),
+        )
+        .await;
+    assert!(!scheduled["scheduled_change"].is_null(), "{scheduled}");
+    assert_eq!(api.invoices(annual).await.len(), 1, "nothing billed now");
+
+    api.advance_clock(&clock, "2028-02-01T01:00:00Z").await;
+    let day = |d: &str| format!("{d}T00:00:00Z");
+    assert_eq!(
+        billed_periods(&api, monthly).await,
+        [
+            (day("2027-01-01"), day("2027-02-01"), 10_000),
+            (day("2027-01-11"), day("2028-01-11"), 93_226),
+            (day("2028-01-11"), day("2029-01-11"), 100_000),
+        ]
+    );
+    assert_eq!(
+        billed_periods(&api, annual).await,
+        [
+            (day("2027-01-01"), day("2028-01-01"), 100_000),
+            (day("2028-01-01"), day("2028-02-01"), 10_000),
+            (day("2028-02-01"), day("2028-03-01"), 10_000),
+        ]
+    );
+}
+
 billing_tests::on_both_stores!(
     a_blocked_account_is_denied_and_its_renewals_wait_until_it_pays,
     by_default_a_block_denies_entitlements_and_renewals_go_on,
     a_migrating_version_moves_subscribers_at_their_next_renewal,
     a_simulated_catalog_change_is_what_is_billed_to_the_cent,
+    recurring_levels_carry_into_the_next_period,
+    interval_changes_credit_unused_time_and_re_anchor,
 );

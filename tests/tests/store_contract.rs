@@ -2144,6 +2144,7 @@ async fn a_quota_snapshot_and_its_events_commit_with_the_usage(store: Arc<dyn St
             serde_json::json!({"metric": "calls", "limit": "4", "enforcement": "hard"}),
         )
         .unwrap(),
+        recurring: false,
     };
     let (_, _, events_before) = c.counts().await;
     let mut third = m.write(vec![m.occurrence("c")], 1, m.rollup(3, 2));

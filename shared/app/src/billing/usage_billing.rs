@@ -12,12 +12,12 @@ use billing_domain::events::types::EventType;
 use billing_domain::kernel::ids::{SubscriptionId, TenantId};
 use billing_domain::kernel::money::MinorUnits;
 use billing_domain::usage::meter::{self};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use super::BillingService;
 use crate::kernel::{change, event, system_caller, to_json, AppError, ChangeSpec, WRITE_ATTEMPTS};
 use crate::ports::*;
-use crate::usage::pricing::{capacity_lines, price, usage_lines};
+use crate::usage::pricing::{capacity_lines, period_rollups, price, usage_lines};
 
 impl BillingService {
     /// Adds the usage of the period a lifecycle step closes to the step's invoice, and
@@ -37,15 +37,7 @@ impl BillingService {
             // the last period that did bill usage stays the one late usage lands on.
             return Ok(Vec::new());
         }
-        let stored = self
-            .store
-            .list_rollups(
-                tenant,
-                previous.id,
-                period.start,
-                period.start + SignedDuration::from_millis(1),
-            )
-            .await?;
+        let stored = period_rollups(&*self.store, tenant, previous, period).await?;
         let mut rollups = Vec::with_capacity(terms.len());
         let mut lines = Vec::with_capacity(terms.len());
         for term in terms {
@@ -62,10 +54,7 @@ impl BillingService {
                     )
                 });
             let fraction = previous.usage_fraction(term, &period)?;
-            let usage = term.prorate(
-                rollup.aggregate.usage(rollup.aggregation, &term.model),
-                fraction,
-            );
+            let usage = term.prorate(rollup.usage(&term.model), fraction);
             let priced = price(term, &usage, previous)?;
             lines.push(term.line(usage, period));
             rollups.push((rollup, priced, fraction));
@@ -109,14 +98,7 @@ impl BillingService {
         {
             Vec::new()
         } else {
-            self.store
-                .list_rollups(
-                    tenant,
-                    previous.id,
-                    period.start,
-                    period.start + SignedDuration::from_millis(1),
-                )
-                .await?
+            period_rollups(&*self.store, tenant, previous, period).await?
         };
         step.bill_usage(period, usage_lines(previous, &rollups, period)?);
         Ok(())
@@ -138,15 +120,7 @@ impl BillingService {
             let Some(period) = sub.last_usage_period else {
                 return Ok(false);
             };
-            let rollups = self
-                .store
-                .list_rollups(
-                    tenant,
-                    id,
-                    period.start,
-                    period.start + SignedDuration::from_millis(1),
-                )
-                .await?;
+            let rollups = period_rollups(&*self.store, tenant, &sub, period).await?;
             let due: Vec<Rollup> = rollups
                 .into_iter()
                 .filter(|r| r.late_due_at.is_some_and(|d| d <= until))
@@ -174,10 +148,7 @@ impl BillingService {
                         commitment: was.commitment,
                         prorated: was.prorated.is_some(),
                     };
-                    let usage = term.prorate(
-                        rollup.aggregate.usage(rollup.aggregation, &term.model),
-                        was.prorated,
-                    );
+                    let usage = term.prorate(rollup.usage(&term.model), was.prorated);
                     let priced = price(&term, &usage, &sub)?;
                     let delta = MinorUnits::new(priced.amount.minor)
                         .checked_sub(was.amount)

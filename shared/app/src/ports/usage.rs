@@ -39,6 +39,9 @@ pub struct Rollup {
     pub test_clock: Option<TestClockId>,
     pub metric: String,
     pub aggregation: Aggregation,
+    /// The metric is a level that carries over ([`crate::usage::pricing::with_levels`]).
+    #[serde(default)]
+    pub recurring: bool,
     pub period: Period,
     pub aggregate: Aggregate,
     /// The highest usage threshold announced this period (0, 80 or 100).
@@ -72,6 +75,7 @@ impl Rollup {
             test_clock: sub.test_clock,
             metric: metric.to_owned(),
             aggregation,
+            recurring: false,
             period,
             aggregate: Aggregate::default(),
             announced: 0,
@@ -82,7 +86,12 @@ impl Rollup {
     }
 
     pub fn quantity(&self) -> Decimal {
-        self.aggregate.quantity(self.aggregation)
+        self.aggregate.quantity(self.aggregation, self.period)
+    }
+
+    /// What `model` prices of this rollup.
+    pub fn usage(&self, model: &ChargeModel) -> billing_domain::catalog::charges::Usage {
+        self.aggregate.usage(self.aggregation, model, self.period)
     }
 }
 
@@ -134,6 +143,9 @@ pub struct QuotaSnapshot {
     /// The account's test clock, whose time decides whether the period is still current.
     pub test_clock: Option<TestClockId>,
     pub entitlement: Entitlement,
+    /// The metric is a level: a later period starts from the level carried, not from zero.
+    #[serde(default)]
+    pub recurring: bool,
 }
 
 /// What must commit together: one event with everything it moves (its rollup, a distinct

@@ -26,6 +26,7 @@ use billing_domain::usage::meter::{
 };
 use jiff::Timestamp;
 
+use super::pricing::with_levels;
 use super::{invalid, UsageService};
 use crate::kernel::{event, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS};
 use crate::ports::*;
@@ -99,6 +100,7 @@ fn billable_after(
         &c.event,
         new_value,
         rollup.aggregation,
+        rollup.period,
         charge,
         c.sub.currency,
         c.value_param,
@@ -597,6 +599,34 @@ impl UsageService {
             .into_iter()
             .map(|r| (r.key(), r))
             .collect();
+        // A level's rollup is planned with the level carried in, so that the priceability
+        // check and the quota see the level, not only this period's changes.
+        for key in &keys {
+            let Some(c) = candidates
+                .iter()
+                .find(|c| c.metric.recurring && c.rollup_key().as_ref() == Some(key))
+            else {
+                continue;
+            };
+            let period = c.placement.period().unwrap_or(c.sub.current_period);
+            let earlier = self
+                .store
+                .list_rollups(
+                    tenant,
+                    c.sub.id,
+                    c.sub.started_at.min(period.start),
+                    period.start,
+                )
+                .await?;
+            let opening = with_levels(&c.sub, &earlier, period)
+                .into_iter()
+                .find(|r| r.metric == key.metric)
+                .and_then(|r| r.aggregate.opening);
+            let rollup = state.entry(key.clone()).or_insert_with(|| {
+                Rollup::empty(&c.sub, &c.metric.code, c.metric.aggregation, period)
+            });
+            rollup.aggregate.opening = opening;
+        }
         let mut seen: BTreeMap<RollupKey, BTreeSet<String>> = BTreeMap::new();
         for key in &keys {
             let values: BTreeSet<String> = candidates
@@ -644,6 +674,7 @@ impl UsageService {
                     _ => false,
                 };
                 rollup.aggregation = c.metric.aggregation;
+                rollup.recurring = c.metric.recurring;
                 if let Err(refused) = billable_after(c, &mut rollup, new_value) {
                     refusals.push(Some(refused));
                     continue;
@@ -701,6 +732,7 @@ impl UsageService {
             used,
             test_clock: sub.test_clock,
             entitlement: limit.clone(),
+            recurring: rollup.recurring,
         });
         let mut change: Option<Change> = None;
         for threshold in limit.reached(rollup.announced, used) {

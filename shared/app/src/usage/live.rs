@@ -19,7 +19,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::pricing::{price, usage_lines};
+use super::pricing::{period_rollups, price, usage_lines, with_levels};
 use super::{invalid, UsageService};
 use crate::kernel::{AppError, Caller};
 use crate::ports::*;
@@ -102,25 +102,22 @@ impl UsageService {
         if from >= to {
             return Err(invalid(ErrorCode::InvalidRange, "to", "`to` must be after `from`").into());
         }
-        let rollups = self
+        // Levels carry from the first period on, so the history is read from there.
+        let history = self
             .store
-            .list_rollups(caller.tenant_id, sub.id, from, to)
+            .list_rollups(caller.tenant_id, sub.id, sub.started_at.min(from), to)
             .await?;
-        let mut by_period: BTreeMap<Timestamp, (Period, Vec<Rollup>)> = BTreeMap::new();
-        for r in rollups {
-            by_period
-                .entry(r.period.start)
-                .or_insert_with(|| (r.period, Vec::new()))
-                .1
-                .push(r);
-        }
+        let mut by_period: BTreeMap<Timestamp, Period> = history
+            .iter()
+            .filter(|r| r.period.start >= from)
+            .map(|r| (r.period.start, r.period))
+            .collect();
         if (from..to).contains(&current.start) {
-            by_period
-                .entry(current.start)
-                .or_insert_with(|| (current, Vec::new()));
+            by_period.entry(current.start).or_insert(current);
         }
         let mut periods = Vec::with_capacity(by_period.len());
-        for (start, (period, rollups)) in by_period {
+        for (start, period) in by_period {
+            let rollups = with_levels(&sub, &history, period);
             let is_current = start == current.start;
             let metrics = period_metrics(&sub, &rollups, is_current)?;
             let projected_invoice = if is_current {
@@ -190,8 +187,10 @@ impl UsageService {
                 .await?;
             let used = if quota.period.contains(now) || now < quota.period.start {
                 quota.used
+            } else if quota.recurring {
+                // A new period began and nothing was reported in it yet: the level carries.
+                self.carried_level(tenant, &quota).await?
             } else {
-                // A new period began and nothing was reported in it yet.
                 Decimal::ZERO
             };
             return Ok(EntitlementCheck {
@@ -244,6 +243,29 @@ impl UsageService {
 }
 
 impl UsageService {
+    /// A level's quantity in its subscription's current period, read with its history
+    /// (late usage in the period before may have moved it since the snapshot).
+    async fn carried_level(
+        &self,
+        tenant: TenantId,
+        quota: &QuotaSnapshot,
+    ) -> Result<Decimal, AppError> {
+        let Some(sub) = self
+            .store
+            .get_subscription(tenant, quota.subscription_id)
+            .await?
+        else {
+            return Ok(Decimal::ZERO);
+        };
+        Ok(
+            period_rollups(&*self.store, tenant, &sub, sub.current_period)
+                .await?
+                .iter()
+                .find(|r| r.metric == quota.metric)
+                .map_or(Decimal::ZERO, Rollup::quantity),
+        )
+    }
+
     /// Is the account blocked by dunning, with a policy that denies its entitlements? The
     /// policy is read only for a blocked account.
     async fn denied_by_block(
@@ -275,12 +297,12 @@ fn period_metrics(
     for term in &sub.terms.usage_charges {
         named.insert(&term.metric);
         let rollup = rollups.iter().find(|r| r.metric == term.metric);
-        let aggregate = rollup.map(|r| (r.aggregation, &r.aggregate));
-        let usage = match aggregate {
-            Some((aggregation, a)) => a.usage(aggregation, &term.model),
+        let usage = match rollup {
+            Some(r) => r.usage(&term.model),
             None => billing_domain::usage::meter::Aggregate::default().usage(
                 billing_domain::catalog::metric::Aggregation::Count,
                 &term.model,
+                sub.current_period,
             ),
         };
         let priced = price(term, &usage, sub)?;

@@ -4,8 +4,12 @@ use billing_domain::billing::invoice_draft::LineInput;
 use billing_domain::billing::periods::Period;
 use billing_domain::billing::subscription::{Subscription, UsageTerm};
 use billing_domain::catalog::charges::Priced;
+use billing_domain::catalog::metric::Aggregation;
+use jiff::SignedDuration;
+use std::collections::BTreeMap;
 
 use billing_domain::kernel::error::ErrorCode;
+use rust_decimal::Decimal;
 
 use crate::kernel::AppError;
 use crate::ports::*;
@@ -61,11 +65,10 @@ pub fn usage_lines(
         .iter()
         .map(|term| {
             let usage = match rollups.iter().find(|r| r.metric == term.metric) {
-                Some(r) => r.aggregate.usage(r.aggregation, &term.model),
-                None => billing_domain::usage::meter::Aggregate::default().usage(
-                    billing_domain::catalog::metric::Aggregation::Count,
-                    &term.model,
-                ),
+                Some(r) => r.usage(&term.model),
+                None => {
+                    Rollup::empty(sub, &term.metric, Aggregation::Count, period).usage(&term.model)
+                }
             };
             let usage = term.prorate(usage, sub.usage_fraction(term, &period)?);
             Ok(term.line(usage, period))
@@ -95,4 +98,60 @@ pub fn capacity_lines<'a>(
             AppError::Internal(format!("pricing capacity {} of {}: {e}", term.code, sub.id))
         })
     })
+}
+
+/// The rollups of `period` read with the subscription's earlier ones (`history`: its
+/// rollups of the periods up to and including `period`, in any order): the aggregate of
+/// each recurring metric carries in the level its previous period closed at, and a
+/// recurring metric without events in `period` gets a rollup of the carried level alone.
+/// Late usage in an earlier period therefore moves every level after it.
+pub fn with_levels(sub: &Subscription, history: &[Rollup], period: Period) -> Vec<Rollup> {
+    let mut ordered: Vec<&Rollup> = history
+        .iter()
+        .filter(|r| r.period.start <= period.start)
+        .collect();
+    ordered.sort_by_key(|r| r.period.start);
+    // Each recurring metric's closing level so far, with its aggregation.
+    let mut levels: BTreeMap<String, (Decimal, Aggregation)> = BTreeMap::new();
+    let mut rollups = Vec::new();
+    for r in ordered {
+        let mut r = r.clone();
+        if r.recurring {
+            let opening = levels.get(r.metric.as_str()).map_or(Decimal::ZERO, |l| l.0);
+            r.aggregate = r.aggregate.carried(opening);
+        }
+        if r.period.start == period.start {
+            levels.remove(r.metric.as_str());
+            rollups.push(r);
+        } else if r.recurring {
+            let closing = r.aggregate.closing(r.aggregation, r.period);
+            levels.insert(r.metric.clone(), (closing, r.aggregation));
+        }
+    }
+    for (metric, (level, aggregation)) in levels {
+        let mut carried = Rollup::empty(sub, &metric, aggregation, period);
+        carried.recurring = true;
+        carried.aggregate = carried.aggregate.carried(level);
+        rollups.push(carried);
+    }
+    rollups
+}
+
+/// The rollups of `sub`'s period starting at `period`'s start, with levels carried in:
+/// one Query over the subscription's rollups up to that period.
+pub async fn period_rollups(
+    store: &(impl UsageStore + ?Sized),
+    tenant: billing_domain::kernel::ids::TenantId,
+    sub: &Subscription,
+    period: Period,
+) -> Result<Vec<Rollup>, AppError> {
+    let history = store
+        .list_rollups(
+            tenant,
+            sub.id,
+            sub.started_at.min(period.start),
+            period.start + SignedDuration::from_millis(1),
+        )
+        .await?;
+    Ok(with_levels(sub, &history, period))
 }

@@ -1,6 +1,13 @@
 //! Billable metrics: what usage is measured, which event property is aggregated, and how
-//! (count, sum, max, unique_count, latest). Usage charges of plans price a metric's
-//! aggregate for the period.
+//! (count, sum, max, unique_count, latest, weighted_sum). Usage charges of plans price a
+//! metric's aggregate for the period.
+//!
+//! A `recurring` metric is a level (seats, storage) rather than a count: its level carries
+//! into the next period until an event changes it. How a level that changes mid-period is
+//! billed is its aggregation: `latest` (the level at the period's end), `max` (the highest
+//! level held) or `weighted_sum` (the level weighted by how long it was held). For `sum`
+//! and `weighted_sum` an event is a change of the level (+3, -1); for `max` and `latest`
+//! it is the level itself.
 
 use crate::kernel::error::ErrorCode;
 use jiff::Timestamp;
@@ -23,12 +30,20 @@ pub enum Aggregation {
     UniqueCount,
     /// The last value reported in the period.
     Latest,
+    /// The level (the running sum of the events' values) weighted by the time it was held,
+    /// over the period's length (Lago's `weighted_sum`).
+    WeightedSum,
 }
 
 impl Aggregation {
     /// Every aggregation but `count` reads a property of the event.
     pub fn needs_field(self) -> bool {
         self != Aggregation::Count
+    }
+
+    /// Whether a metric of this aggregation can be a level that carries over.
+    pub fn can_recur(self) -> bool {
+        !matches!(self, Aggregation::Count | Aggregation::UniqueCount)
     }
 }
 
@@ -48,8 +63,9 @@ pub struct Metric {
     pub aggregation: Aggregation,
     /// The event property aggregated (`null` for `count`).
     pub field: Option<String>,
-    /// `false`: the aggregate starts from zero every period. `true`: it carries over
-    /// (e.g. seats or storage held).
+    /// `false`: the aggregate starts from zero every period. `true`: a level (seats,
+    /// storage held) that carries into the next period until an event changes it; for
+    /// sum, max, latest and weighted_sum.
     pub recurring: bool,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
@@ -104,6 +120,14 @@ impl Metric {
             }
             (_, field) => field.map(|f| validate_code(&f, "field")).transpose()?,
         };
+        if input.recurring && !input.aggregation.can_recur() {
+            return Err(ValidationError::new(
+                ErrorCode::RecurringUnsupported,
+                "recurring",
+                "a count or unique_count metric counts what happened in a period; only sum, \
+                 max, latest and weighted_sum metrics are levels that carry over",
+            ));
+        }
         Ok(Metric {
             id,
             code: validate_code(&input.code, "code")?,
@@ -211,6 +235,7 @@ mod tests {
             Aggregation::Max,
             Aggregation::UniqueCount,
             Aggregation::Latest,
+            Aggregation::WeightedSum,
         ] {
             let err =
                 Metric::create(id(), new(aggregation, None), Timestamp::UNIX_EPOCH).unwrap_err();
@@ -218,6 +243,36 @@ mod tests {
             assert!(
                 Metric::create(id(), new(aggregation, Some("bytes")), Timestamp::UNIX_EPOCH)
                     .is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn only_levels_recur() {
+        for aggregation in [
+            Aggregation::Sum,
+            Aggregation::Max,
+            Aggregation::Latest,
+            Aggregation::WeightedSum,
+        ] {
+            let input = NewMetric {
+                recurring: true,
+                ..new(aggregation, Some("seats"))
+            };
+            assert!(Metric::create(id(), input, Timestamp::UNIX_EPOCH).is_ok());
+        }
+        for (aggregation, field) in [
+            (Aggregation::Count, None),
+            (Aggregation::UniqueCount, Some("user")),
+        ] {
+            let input = NewMetric {
+                recurring: true,
+                ..new(aggregation, field)
+            };
+            let err = Metric::create(id(), input, Timestamp::UNIX_EPOCH).unwrap_err();
+            assert_eq!(
+                (err.code.as_str(), err.param.as_str()),
+                ("recurring_unsupported", "recurring")
             );
         }
     }

@@ -130,6 +130,8 @@ error_codes! {
         "A plan or metric code is not 1–64 lower-case letters, digits, `_`, `-` or `.`.";
     InvalidField => "invalid_field", 400,
         "A metric's aggregation `field` is not a valid property name.";
+    RecurringUnsupported => "recurring_unsupported", 400,
+        "Only levels carry over: `recurring` is for sum, max, latest and weighted_sum metrics.";
     InvalidInterval => "invalid_interval", 400, "A plan's billing interval is not valid.";
     InvalidTrial => "invalid_trial", 400, "A plan's `trial_days` is out of range.";
     InvalidCharge => "invalid_charge", 400,

@@ -1,6 +1,6 @@
 //! Usage events: what one event says, when it is accepted, which period it counts in, and
-//! how events aggregate (count, sum, max, unique_count, latest) per subscription × metric ×
-//! period.
+//! how events aggregate (count, sum, max, unique_count, latest, weighted_sum) per
+//! subscription × metric × period.
 //!
 //! Rules:
 //! - A timestamp more than [`FUTURE_TOLERANCE`] ahead of `now` is refused.
@@ -17,6 +17,13 @@
 //! so the order events arrive in never matters; a transaction id is applied at most once
 //! (the store refuses a second event item with the same id in the same transaction as the
 //! rollup update), and a unique value counts once (a marker item per value).
+//!
+//! Levels (recurring metrics) carry over: a period's aggregate is read with the level the
+//! period before closed at as its [`Aggregate::opening`], so a period without events bills
+//! the carried level, and a late event in the period before moves every level after it.
+//! weighted_sum is exact and order-free too: with `moment` = Σ value × (time from the
+//! period's start to the event), the level held over a period of length D averages
+//! `opening + sum − moment / D`.
 
 use crate::kernel::error::ErrorCode;
 use crate::kernel::time::later;
@@ -243,7 +250,10 @@ impl UsageEvent {
         };
         let value = match metric.aggregation {
             Aggregation::Count => Measured::Occurrence,
-            Aggregation::Sum | Aggregation::Max | Aggregation::Latest => Measured::Number {
+            Aggregation::Sum
+            | Aggregation::Max
+            | Aggregation::Latest
+            | Aggregation::WeightedSum => Measured::Number {
                 value: number(raw, param, metric)?,
             },
             Aggregation::UniqueCount => Measured::Distinct {
@@ -267,6 +277,7 @@ fn aggregation_name(a: Aggregation) -> &'static str {
         Aggregation::Max => "max",
         Aggregation::UniqueCount => "unique_count",
         Aggregation::Latest => "latest",
+        Aggregation::WeightedSum => "weighted_sum",
     }
 }
 
@@ -461,6 +472,17 @@ pub struct Aggregate {
     pub latest: Option<Latest>,
     /// Distinct values seen (unique_count).
     pub unique: u64,
+    /// weighted_sum: Σ value × milliseconds from the period's start to the event.
+    #[serde(with = "crate::kernel::decimal::serde_decimal", default)]
+    pub moment: Decimal,
+    /// Recurring metrics: the level the period before closed at, carried in. Set when the
+    /// rollup is read with its history ([`Aggregate::carried`]), never trusted as stored.
+    #[serde(
+        with = "crate::kernel::decimal::serde_decimal::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub opening: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -473,11 +495,13 @@ impl Aggregate {
     /// able to price it in 64-bit minor units of `currency`. Otherwise refused with
     /// `usage_value_too_large` on `param`, so that no accepted usage makes a period
     /// unpriceable.
+    #[allow(clippy::too_many_arguments)]
     pub fn admit(
         &self,
         event: &UsageEvent,
         new_value: bool,
         aggregation: Aggregation,
+        period: Period,
         charge: Option<&ChargeModel>,
         currency: Currency,
         param: &str,
@@ -492,24 +516,38 @@ impl Aggregate {
             )
         };
         let mut next = self.clone();
-        next.apply(event, new_value)
+        let origin = (aggregation == Aggregation::WeightedSum).then_some(period.start);
+        next.apply(event, new_value, origin)
             .map_err(|e| too_large(e.to_string()))?;
         if let Some(model) = charge {
             model
-                .price(&next.usage(aggregation, model), currency)
+                .price(&next.usage(aggregation, model, period), currency)
                 .map_err(|e| too_large(e.to_string()))?;
         }
         Ok(next)
     }
 
     /// Adds one event. `new_value` says whether a distinct value was not seen before in
-    /// this aggregate (the store knows, from its marker items).
-    pub fn apply(&mut self, event: &UsageEvent, new_value: bool) -> Result<(), Overflow> {
+    /// this aggregate (the store knows, from its marker items). `weighted_from`: the start
+    /// of the period of a weighted_sum metric, from which the event's moment is measured.
+    pub fn apply(
+        &mut self,
+        event: &UsageEvent,
+        new_value: bool,
+        weighted_from: Option<Timestamp>,
+    ) -> Result<(), Overflow> {
         self.events = self.events.checked_add(1).ok_or(Overflow)?;
         match &event.value {
             Measured::Occurrence => {}
             Measured::Number { value } => {
                 self.sum = self.sum.checked_add(*value).ok_or(Overflow)?;
+                if let Some(start) = weighted_from {
+                    let held = event.timestamp.duration_since(start).as_millis().max(0);
+                    let moment = value
+                        .checked_mul(Decimal::from_i128_with_scale(held, 0))
+                        .ok_or(Overflow)?;
+                    self.moment = self.moment.checked_add(moment).ok_or(Overflow)?;
+                }
                 self.max = Some(self.max.map_or(*value, |m| m.max(*value)));
                 let newer = self.latest.as_ref().is_none_or(|l| {
                     (event.timestamp, event.transaction_id.as_str())
@@ -555,32 +593,81 @@ impl Aggregate {
             unique: (self.unique + other.unique)
                 .checked_sub(shared_values)
                 .ok_or(Overflow)?,
+            moment: self.moment.checked_add(other.moment).ok_or(Overflow)?,
+            opening: self.opening.or(other.opening),
         })
     }
 
-    /// The quantity a metric with `aggregation` bills.
-    pub fn quantity(&self, aggregation: Aggregation) -> Decimal {
+    /// This aggregate with `opening` carried in.
+    pub fn carried(mut self, opening: Decimal) -> Aggregate {
+        self.opening = Some(opening);
+        self
+    }
+
+    /// The level at the period's end, which a recurring metric carries into the next:
+    /// the opening level moved by the changes (sum, weighted_sum), or the last level
+    /// reported (max, latest), else the opening one.
+    pub fn closing(&self, aggregation: Aggregation, period: Period) -> Decimal {
+        let opening = self.opening.unwrap_or_default();
+        match aggregation {
+            Aggregation::Sum | Aggregation::WeightedSum => {
+                beyond_bounds(opening.checked_add(self.sum))
+            }
+            Aggregation::Max | Aggregation::Latest => {
+                self.latest.as_ref().map_or(opening, |l| l.value)
+            }
+            Aggregation::Count | Aggregation::UniqueCount => self.quantity(aggregation, period),
+        }
+    }
+
+    /// The quantity a metric with `aggregation` bills for `period` (the aggregate's), from
+    /// the level carried in when there is one: the level at the end (sum, latest), the
+    /// highest level held (max), or the level weighted by the time it was held over the
+    /// period's length (weighted_sum).
+    pub fn quantity(&self, aggregation: Aggregation, period: Period) -> Decimal {
+        let opening = self.opening.unwrap_or_default();
         match aggregation {
             Aggregation::Count => Decimal::from(self.events),
-            Aggregation::Sum => self.sum,
-            Aggregation::Max => self.max.unwrap_or_default(),
+            Aggregation::Sum => beyond_bounds(opening.checked_add(self.sum)),
+            Aggregation::Max => match (self.opening, self.max) {
+                (Some(a), Some(b)) => a.max(b),
+                (a, b) => a.or(b).unwrap_or_default(),
+            },
             Aggregation::UniqueCount => Decimal::from(self.unique),
-            Aggregation::Latest => self.latest.as_ref().map(|l| l.value).unwrap_or_default(),
+            Aggregation::Latest => self.latest.as_ref().map_or(opening, |l| l.value),
+            Aggregation::WeightedSum => {
+                let length = period.end.duration_since(period.start).as_millis();
+                let average_moment = self
+                    .moment
+                    .checked_div(Decimal::from_i128_with_scale(length.max(1), 0));
+                beyond_bounds(
+                    opening
+                        .checked_add(self.sum)
+                        .zip(average_moment)
+                        .and_then(|(level, m)| level.checked_sub(m)),
+                )
+            }
         }
     }
 
     /// What the engine prices for `model`: percentage charges take the period's total and
     /// count of transactions (the sum of the values and the number of events); every other
     /// model takes the quantity.
-    pub fn usage(&self, aggregation: Aggregation, model: &ChargeModel) -> Usage {
+    pub fn usage(&self, aggregation: Aggregation, model: &ChargeModel, period: Period) -> Usage {
         match model {
             ChargeModel::Percentage(_) => Usage::Aggregate {
                 total_amount: self.sum,
                 count: self.events,
             },
-            _ => Usage::quantity(self.quantity(aggregation)),
+            _ => Usage::quantity(self.quantity(aggregation, period)),
         }
     }
+}
+
+/// A level beyond what a decimal holds: the largest decimal, which no price can bill, so
+/// the period is parked as unpriceable rather than billed wrong.
+fn beyond_bounds(level: Option<Decimal>) -> Decimal {
+    level.unwrap_or(Decimal::MAX)
 }
 
 /// The id of the supplemental invoice for late usage of a subscription's period, made from
@@ -630,6 +717,11 @@ mod tests {
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    /// A period holding every event of these tests.
+    fn wide() -> Period {
+        Period::new(at(-100_000), at(100_000)).unwrap()
     }
 
     fn event(
@@ -732,12 +824,166 @@ mod tests {
         let old = event(&m, "a", Some(serde_json::json!(9)), at(-10)).unwrap();
         let new = event(&m, "b", Some(serde_json::json!(4)), at(-5)).unwrap();
         let mut one = Aggregate::default();
-        one.apply(&new, false).unwrap();
-        one.apply(&old, false).unwrap();
-        assert_eq!(one.quantity(Aggregation::Latest), Decimal::from(4));
-        assert_eq!(one.quantity(Aggregation::Max), Decimal::from(9));
-        assert_eq!(one.quantity(Aggregation::Sum), Decimal::from(13));
-        assert_eq!(one.quantity(Aggregation::Count), Decimal::from(2));
+        one.apply(&new, false, None).unwrap();
+        one.apply(&old, false, None).unwrap();
+        assert_eq!(one.quantity(Aggregation::Latest, wide()), Decimal::from(4));
+        assert_eq!(one.quantity(Aggregation::Max, wide()), Decimal::from(9));
+        assert_eq!(one.quantity(Aggregation::Sum, wide()), Decimal::from(13));
+        assert_eq!(one.quantity(Aggregation::Count, wide()), Decimal::from(2));
+    }
+
+    fn utc(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    /// The weighted_sum aggregate of `(timestamp, change)` events in `period`, from `opening`.
+    fn weighted(period: Period, opening: Option<i64>, events: &[(&str, i64)]) -> Aggregate {
+        let m = metric(Aggregation::WeightedSum, Some("value"));
+        let mut aggregate = Aggregate::default();
+        for (i, (t, v)) in events.iter().enumerate() {
+            let e = UsageEvent::validate(
+                format!("t{i}"),
+                &m,
+                Some(&serde_json::json!(v)),
+                BTreeMap::new(),
+                utc(t),
+                period.end,
+            )
+            .unwrap();
+            aggregate.apply(&e, false, Some(period.start)).unwrap();
+        }
+        match opening {
+            Some(level) => aggregate.carried(Decimal::from(level)),
+            None => aggregate,
+        }
+    }
+
+    fn august_2023() -> Period {
+        Period::new(utc("2023-08-01T00:00:00Z"), utc("2023-09-01T00:00:00Z")).unwrap()
+    }
+
+    /// Lago's weighted_sum spec (lago-api, spec/services/billable_metrics/aggregations/
+    /// weighted_sum_service_spec.rb): the same events in August 2023 give their numbers,
+    /// rounded to 5 places as the spec rounds them. Their period ends at 23:59:59.999;
+    /// ours is the half-open month, which is the same length to the millisecond they count.
+    #[test]
+    fn weighted_sum_reproduces_lagos_cases() {
+        let round = |a: &Aggregate| {
+            a.quantity(Aggregation::WeightedSum, august_2023())
+                .round_dp(5)
+                .normalize()
+                .to_string()
+        };
+        let seven = [
+            ("2023-08-01T00:00:00Z", 2),
+            ("2023-08-01T01:00:00Z", 3),
+            ("2023-08-01T01:30:00Z", 1),
+            ("2023-08-01T02:00:00Z", -4),
+            ("2023-08-01T04:00:00Z", -2),
+            ("2023-08-01T05:00:00Z", 10),
+            ("2023-08-01T05:30:00Z", -10),
+        ];
+        // "aggregates the events": 0.02218, from 7 events.
+        let a = weighted(august_2023(), None, &seven);
+        assert_eq!((round(&a), a.events), ("0.02218".into(), 7));
+        // "when billable metric is recurring … with events": 1000 carried in, 1000.02218,
+        // and the level carried on is still 1000.
+        let recurring = weighted(august_2023(), Some(1000), &seven);
+        assert_eq!(round(&recurring), "1000.02218");
+        assert_eq!(
+            recurring.closing(Aggregation::WeightedSum, august_2023()),
+            Decimal::from(1000)
+        );
+        // "uses the persisted recurring value as initial value": no events, 1000.
+        assert_eq!(round(&weighted(august_2023(), Some(1000), &[])), "1000");
+        // "with presentation_by": eu 2 then -1 at 02:00 is 1.00269; us 3 at 01:00 is 2.99597.
+        let eu = weighted(
+            august_2023(),
+            None,
+            &[("2023-08-01T00:00:00Z", 2), ("2023-08-01T02:00:00Z", -1)],
+        );
+        let us = weighted(august_2023(), None, &[("2023-08-01T01:00:00Z", 3)]);
+        assert_eq!(
+            (round(&eu), round(&us)),
+            ("1.00269".into(), "2.99597".into())
+        );
+        // "with a single event": 1000; "with events with the same timestamp": 6; none: 0.
+        let single = weighted(august_2023(), None, &[("2023-08-01T00:00:00Z", 1000)]);
+        assert_eq!(round(&single), "1000");
+        let same = weighted(
+            august_2023(),
+            None,
+            &[("2023-08-01T00:00:00Z", 3), ("2023-08-01T00:00:00Z", 3)],
+        );
+        assert_eq!(round(&same), "6");
+        assert_eq!(round(&weighted(august_2023(), None, &[])), "0");
+    }
+
+    #[test]
+    fn a_level_carries_by_its_aggregation() {
+        let period = wide();
+        let level = |aggregation: Aggregation, values: &[(i64, i64)], opening: i64| {
+            let m = metric(aggregation, Some("v"));
+            let mut a = Aggregate::default();
+            for (i, (t, v)) in values.iter().enumerate() {
+                let e = event(&m, &format!("t{i}"), Some(serde_json::json!(v)), at(*t)).unwrap();
+                let origin = (aggregation == Aggregation::WeightedSum).then_some(period.start);
+                a.apply(&e, false, origin).unwrap();
+            }
+            let a = a.carried(Decimal::from(opening));
+            (
+                a.quantity(aggregation, period),
+                a.closing(aggregation, period),
+            )
+        };
+        let d = Decimal::from;
+        // Levels reported (5 carried in, then 8, then 3): latest bills 3, max 8; both carry 3.
+        assert_eq!(
+            level(Aggregation::Latest, &[(-50, 8), (-10, 3)], 5),
+            (d(3), d(3))
+        );
+        assert_eq!(
+            level(Aggregation::Max, &[(-50, 8), (-10, 3)], 5),
+            (d(8), d(3))
+        );
+        // A max below the carried level: the carried level was held, so it is the max.
+        assert_eq!(level(Aggregation::Max, &[(-10, 3)], 5), (d(5), d(3)));
+        // Changes (+3, -1 from 5): sum bills and carries 7.
+        assert_eq!(
+            level(Aggregation::Sum, &[(-50, 3), (-10, -1)], 5),
+            (d(7), d(7))
+        );
+        // Nothing reported: every aggregation bills and carries the carried level.
+        for aggregation in [
+            Aggregation::Sum,
+            Aggregation::Max,
+            Aggregation::Latest,
+            Aggregation::WeightedSum,
+        ] {
+            assert_eq!(level(aggregation, &[], 5), (d(5), d(5)), "{aggregation:?}");
+        }
+    }
+
+    /// A time-ordered step function of levels, integrated per millisecond: the reference
+    /// weighted_sum is checked against.
+    fn integrate(
+        period: Period,
+        opening: i64,
+        mut changes: Vec<(i64, i64)>,
+    ) -> (Decimal, i64, i64) {
+        changes.sort();
+        let (mut level, mut lowest, mut highest) = (opening, opening, opening);
+        let mut at_ms = period.start.as_millisecond();
+        let mut area = Decimal::ZERO;
+        for (t, v) in changes {
+            area += Decimal::from(level) * Decimal::from(t - at_ms);
+            at_ms = t;
+            level += v;
+            lowest = lowest.min(level);
+            highest = highest.max(level);
+        }
+        area += Decimal::from(level) * Decimal::from(period.end.as_millisecond() - at_ms);
+        (area, lowest, highest)
     }
 
     /// A table of 30 events (timestamp offset, number, distinct value) and a delivery
@@ -780,11 +1026,13 @@ mod tests {
     ) {
         for (n, u) in events {
             if seen_ids.insert(n.transaction_id.clone()) {
-                aggs.0.apply(n, false).unwrap();
+                aggs.0.apply(n, false, Some(at(-3000))).unwrap();
                 let Measured::Distinct { value } = &u.value else {
                     unreachable!()
                 };
-                aggs.1.apply(u, seen_values.insert(value.clone())).unwrap();
+                aggs.1
+                    .apply(u, seen_values.insert(value.clone()), None)
+                    .unwrap();
             }
         }
     }
@@ -808,14 +1056,14 @@ mod tests {
                 let value = Decimal::new(units, scale).round_dp(12);
                 let e = event(&m, &format!("t{i}"), Some(serde_json::json!(value.to_string())), at(i as i64)).unwrap();
                 let mut with = aggregate.clone();
-                let computable = with.apply(&e, false).is_ok();
+                let computable = with.apply(&e, false, None).is_ok();
                 let priceable = computable
-                    && model.price(&with.usage(aggregation, &model), usd).is_ok();
-                match aggregate.admit(&e, false, aggregation, Some(&model), usd, "value") {
+                    && model.price(&with.usage(aggregation, &model, wide()), usd).is_ok();
+                match aggregate.admit(&e, false, aggregation, wide(), Some(&model), usd, "value") {
                     Ok(next) => {
                         prop_assert!(priceable);
                         prop_assert_eq!(&next, &with);
-                        prop_assert!(model.price(&next.usage(aggregation, &model), usd).is_ok());
+                        prop_assert!(model.price(&next.usage(aggregation, &model, wide()), usd).is_ok());
                         aggregate = next;
                     }
                     Err(refused) => {
@@ -824,6 +1072,92 @@ mod tests {
                     }
                 }
             }
+        }
+
+        /// weighted_sum is the level integrated over the period divided by its length (to
+        /// the decimal's precision), so it lies between the lowest and highest level held;
+        /// a constant level gives exactly that level.
+        #[test]
+        fn weighted_sum_is_the_time_average_of_the_level(
+            opening in -1_000i64..1_000,
+            length_ms in 1i64..40 * 86_400_000,
+            changes in prop::collection::vec((0u32..1_000_000, -500i64..500), 0..25),
+        ) {
+            let start = at(0);
+            let period = Period::new(start, start + SignedDuration::from_millis(length_ms)).unwrap();
+            let changes: Vec<(i64, i64)> = changes
+                .into_iter()
+                .map(|(f, v)| (start.as_millisecond() + length_ms * i64::from(f) / 1_000_000, v))
+                .collect();
+            let m = metric(Aggregation::WeightedSum, Some("v"));
+            let mut a = Aggregate::default();
+            for (i, (t, v)) in changes.iter().enumerate() {
+                let e = UsageEvent::validate(
+                    format!("t{i}"), &m, Some(&serde_json::json!(v)), BTreeMap::new(),
+                    Timestamp::from_millisecond(*t).unwrap(), period.end,
+                ).unwrap();
+                a.apply(&e, false, Some(period.start)).unwrap();
+            }
+            let a = a.carried(Decimal::from(opening));
+            let got = a.quantity(Aggregation::WeightedSum, period);
+            let (area, lowest, highest) = integrate(period, opening, changes.clone());
+            let expected = area / Decimal::from(length_ms);
+            prop_assert!((got - expected).abs() < Decimal::new(1, 18), "{} vs {}", got, expected);
+            prop_assert!(got >= Decimal::from(lowest) && got <= Decimal::from(highest));
+            let net: i64 = changes.iter().map(|c| c.1).sum();
+            prop_assert_eq!(a.closing(Aggregation::WeightedSum, period), Decimal::from(opening + net));
+            if changes.is_empty() {
+                prop_assert_eq!(got, Decimal::from(opening));
+            }
+        }
+
+        /// Carrying a level through periods (each period's closing level is the next one's
+        /// opening, as billing reads them): whatever the periods the events fall in, and
+        /// periods without events between, a change-level (sum, weighted_sum) ends at the
+        /// sum of every change, and a reported level (max, latest) at the last report.
+        #[test]
+        fn a_level_carried_through_periods_ends_where_its_events_put_it(
+            events in prop::collection::vec((0usize..6, -100i64..100), 0..30),
+            aggregation in prop::sample::select(vec![
+                Aggregation::Sum, Aggregation::WeightedSum, Aggregation::Max, Aggregation::Latest,
+            ]),
+        ) {
+            let m = metric(aggregation, Some("v"));
+            let period = |k: usize| {
+                let start = at(k as i64 * 1_000 - 10_000);
+                Period::new(start, start + SignedDuration::from_secs(1_000)).unwrap()
+            };
+            let mut aggregates = vec![Aggregate::default(); 6];
+            for (i, (k, v)) in events.iter().enumerate() {
+                // Event i sits i seconds into its period, so later events are later in time.
+                let e = UsageEvent::validate(
+                    format!("t{i}"), &m, Some(&serde_json::json!(v)), BTreeMap::new(),
+                    period(*k).start + SignedDuration::from_secs(i as i64), at(0),
+                ).unwrap();
+                let origin = (aggregation == Aggregation::WeightedSum).then_some(period(*k).start);
+                aggregates[*k].apply(&e, false, origin).unwrap();
+            }
+            let mut level = Decimal::ZERO;
+            for (k, a) in aggregates.iter().enumerate() {
+                let carried = a.clone().carried(level);
+                if a.events == 0 {
+                    // A period without events bills the level it carries in.
+                    prop_assert_eq!(carried.quantity(aggregation, period(k)), level);
+                }
+                level = carried.closing(aggregation, period(k));
+            }
+            let expected = match aggregation {
+                Aggregation::Sum | Aggregation::WeightedSum => {
+                    Decimal::from(events.iter().map(|e| e.1).sum::<i64>())
+                }
+                // The last report in time: the greatest period, then the latest in it.
+                _ => events
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(i, (k, _))| (*k, *i))
+                    .map_or(Decimal::ZERO, |(_, (_, v))| Decimal::from(*v)),
+            };
+            prop_assert_eq!(level, expected);
         }
 
         #[test]
