@@ -64,6 +64,7 @@ async fn tenant(app: &App) -> Caller {
         role: Role::Admin,
         rate_limit_per_hour: None,
         request_id: Some("req_contract".into()),
+        user: None,
     }
 }
 
