@@ -26,6 +26,9 @@ use crate::problem::Problem;
 
 /// The security scheme every key route names.
 pub const SCHEME: &str = "api_key";
+/// The scheme of staff JWTs, accepted wherever [`SCHEME`] is (documented, never named by a
+/// route: the permission is the same).
+pub const STAFF_SCHEME: &str = "staff_jwt";
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
