@@ -239,7 +239,10 @@ async fn staff_tokens_act_with_their_role_and_the_audit_names_the_user(store: Ar
         .await;
     let account_id = account["id"].as_str().unwrap();
     let (status, body) = billing_admin.call(Method::GET, "/v1/api-keys", None).await;
-    assert_eq!((status, &body["code"]), (StatusCode::FORBIDDEN, &json!("forbidden")));
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::FORBIDDEN, &json!("forbidden"))
+    );
 
     let viewer = w.caller(&mint(Sign::Es256("ec-1"), &w.claims("finance_viewer")));
     assert_eq!(viewer.list("/v1/accounts").await.len(), 1);
@@ -250,7 +253,10 @@ async fn staff_tokens_act_with_their_role_and_the_audit_names_the_user(store: Ar
             Some(&json!({"email": "x@example.com", "currency": "usd"})),
         )
         .await;
-    assert_eq!((status, &body["code"]), (StatusCode::FORBIDDEN, &json!("forbidden")));
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::FORBIDDEN, &json!("forbidden"))
+    );
 
     let audit = w
         .admin
@@ -275,7 +281,10 @@ async fn staff_tokens_act_with_their_role_and_the_audit_names_the_user(store: Ar
         .expect("the setting's audit record");
     assert!(setting["actor"]["key_id"].as_str().is_some(), "{setting}");
     assert_eq!(setting["actor"].get("subject"), None);
-    let events = w.admin.get("/v1/events?type=identity_provider.updated").await;
+    let events = w
+        .admin
+        .get("/v1/events?type=identity_provider.updated")
+        .await;
     assert_eq!(events["data"][0]["data"]["audience"], AUDIENCE, "{events}");
     // One fetch of the JWKS served both keys.
     assert_eq!(w.issuer.fetches(), 1);
@@ -285,7 +294,8 @@ async fn staff_tokens_act_with_their_role_and_the_audit_names_the_user(store: Ar
 /// may also use the loopback host, as this test does).
 async fn the_setting_is_for_admins_and_wants_https(store: Arc<dyn Store>) {
     let w = World::start(store).await;
-    let body = json!({"issuer": ISSUER, "audience": AUDIENCE, "jwks_url": "http://idp.example/jwks.json"});
+    let body =
+        json!({"issuer": ISSUER, "audience": AUDIENCE, "jwks_url": "http://idp.example/jwks.json"});
     let response = w
         .admin
         .send(Method::PUT, "/v1/settings/identity-provider", Some(&body))
@@ -318,7 +328,10 @@ async fn hs256_signed_with_the_public_key_is_refused(store: Arc<dyn Store>) {
 
 async fn a_token_of_another_issuer_is_refused(store: Arc<dyn Store>) {
     let w = World::start(store).await;
-    let claims = with(w.claims("admin"), json!({"iss": "https://evil.example/pool"}));
+    let claims = with(
+        w.claims("admin"),
+        json!({"iss": "https://evil.example/pool"}),
+    );
     w.refused(&mint(Sign::Rs256("rsa-1"), &claims), "jwt_issuer_untrusted")
         .await;
 }
@@ -399,7 +412,10 @@ async fn a_tenant_that_does_not_trust_the_issuer_is_refused(store: Arc<dyn Store
     let w = World::start(store.clone()).await;
     let other = billing_tests::app(store)
         .customers
-        .create_tenant("Other", billing_domain::customers::tenant::TenantMode::Sandbox)
+        .create_tenant(
+            "Other",
+            billing_domain::customers::tenant::TenantMode::Sandbox,
+        )
         .await
         .unwrap()
         .0;

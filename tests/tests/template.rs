@@ -464,7 +464,10 @@ fn the_staff_user_pool_has_the_four_roles_as_groups_and_outputs_its_issuer() {
     let [pool] = of_type("AWS::Cognito::UserPool")[..] else {
         panic!("one staff user pool");
     };
-    assert_eq!(pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"], true);
+    assert_eq!(
+        pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"],
+        true
+    );
     let pool_ref = |props: &Value| referenced(&props["UserPoolId"]) == Some("StaffUserPool");
 
     let groups: BTreeSet<String> = of_type("AWS::Cognito::UserPoolGroup")
@@ -512,6 +515,12 @@ fn the_staff_user_pool_has_the_four_roles_as_groups_and_outputs_its_issuer() {
     };
     let issuer = sub("StaffIssuer");
     assert!(issuer.starts_with("https://cognito-idp.") && issuer.ends_with("/${StaffUserPool}"));
-    assert_eq!(sub("StaffJwksUrl"), format!("{issuer}/.well-known/jwks.json"));
-    assert_eq!(referenced(&outputs["StaffAudience"]["Value"]), Some("StaffAppClient"));
+    assert_eq!(
+        sub("StaffJwksUrl"),
+        format!("{issuer}/.well-known/jwks.json")
+    );
+    assert_eq!(
+        referenced(&outputs["StaffAudience"]["Value"]),
+        Some("StaffAppClient")
+    );
 }

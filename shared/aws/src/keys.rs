@@ -581,7 +581,10 @@ pub fn identity_provider(tenant: TenantId) -> Key {
 /// The partition of the tenants that trust `issuer` (hashed: an issuer is any URL).
 pub fn issuer_trusts(issuer: &str) -> String {
     use sha2::Digest;
-    format!("ISSUER#{}", hex_of(&sha2::Sha256::digest(issuer.as_bytes())))
+    format!(
+        "ISSUER#{}",
+        hex_of(&sha2::Sha256::digest(issuer.as_bytes()))
+    )
 }
 
 pub fn issuer_trust(issuer: &str, tenant: TenantId) -> Key {

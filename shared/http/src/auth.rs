@@ -139,7 +139,7 @@ pub async fn authenticate(State(guard): State<Guard>, mut req: Request, next: Ne
             ErrorCode::Unauthenticated,
             "no API key or staff token was presented",
         )
-            .into_response();
+        .into_response();
     };
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
     let customers = &guard.app.customers;

@@ -88,8 +88,7 @@ impl KeySets {
                 )));
             }
         };
-        self.fetched()
-            .insert(url.to_owned(), (keys.clone(), now));
+        self.fetched().insert(url.to_owned(), (keys.clone(), now));
         Ok(keys.key(kid).cloned())
     }
 }
@@ -294,9 +293,17 @@ mod tests {
         assert!(sets.key(url, "made-up", at(120)).await.unwrap().is_none());
         assert_eq!(fetches(), 3);
         // Known keys are fetched again once the set is an hour old.
-        assert!(sets.key(url, "new", at(120 + 3599)).await.unwrap().is_some());
+        assert!(sets
+            .key(url, "new", at(120 + 3599))
+            .await
+            .unwrap()
+            .is_some());
         assert_eq!(fetches(), 3);
-        assert!(sets.key(url, "new", at(120 + 3600)).await.unwrap().is_some());
+        assert!(sets
+            .key(url, "new", at(120 + 3600))
+            .await
+            .unwrap()
+            .is_some());
         assert_eq!(fetches(), 4);
     }
 }

@@ -308,9 +308,10 @@ impl IdentityProviderStore for DynamoStore {
         let mut start = None;
         loop {
             let page: Page<IssuerTrust> = self.query_page(query.clone(), start, 100).await?;
-            let last = page.items.last().map(|t| {
-                keys::issuer_trust(issuer, t.tenant_id).all()
-            });
+            let last = page
+                .items
+                .last()
+                .map(|t| keys::issuer_trust(issuer, t.tenant_id).all());
             let more = page.has_more;
             trusts.extend(page.items);
             match last {

@@ -204,9 +204,8 @@ impl Unverified {
         else {
             return Err(malformed("is not three base64url parts"));
         };
-        let json = |part: &str| -> Option<Map<String, Value>> {
-            serde_json::from_slice(&b64(part)?).ok()
-        };
+        let json =
+            |part: &str| -> Option<Map<String, Value>> { serde_json::from_slice(&b64(part)?).ok() };
         let head = json(header).ok_or_else(|| malformed("header is not a JSON object"))?;
         let claims = json(payload).ok_or_else(|| malformed("payload is not a JSON object"))?;
         let algorithm = match head.get("alg").and_then(Value::as_str) {
@@ -345,8 +344,8 @@ impl Unverified {
                     }),
             }
         };
-        let expires = time("exp")?
-            .ok_or_else(|| refuse(ErrorCode::JwtMalformed, "the token has no exp"))?;
+        let expires =
+            time("exp")?.ok_or_else(|| refuse(ErrorCode::JwtMalformed, "the token has no exp"))?;
         if now >= later(expires, CLOCK_SKEW) {
             return Err(refuse(
                 ErrorCode::JwtExpired,
@@ -387,7 +386,12 @@ impl Unverified {
                     format!(
                         "the token's {} names none of the roles this tenant maps ({})",
                         provider.role_claim,
-                        provider.roles.keys().cloned().collect::<Vec<_>>().join(", ")
+                        provider
+                            .roles
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )
             })
@@ -468,9 +472,8 @@ mod tests {
     fn es256(claims: Value) -> (String, Jwk) {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-                .unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
         let point = pair.public_key().as_ref();
         let jwk = Jwk {
             kty: "EC".into(),

@@ -7,4 +7,10 @@ pub mod identity_provider;
 pub mod limits;
 pub mod payment_methods;
 
-crate::routes::modules!(accounts, payment_methods, api_keys, limits, identity_provider);
+crate::routes::modules!(
+    accounts,
+    payment_methods,
+    api_keys,
+    limits,
+    identity_provider
+);
