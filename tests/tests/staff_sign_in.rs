@@ -214,7 +214,14 @@ impl World {
             .caller(token)
             .send(Method::GET, "/v1/accounts", None)
             .await;
-        problem(response, StatusCode::UNAUTHORIZED, code).await;
+        let problem = problem(response, StatusCode::UNAUTHORIZED, code).await;
+        assert!(
+            problem["hint"]
+                .as_str()
+                .unwrap()
+                .contains("identity provider"),
+            "{problem}"
+        );
     }
 }
 
