@@ -15,7 +15,7 @@ use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use billing_app::ports::Clock;
 use billing_app::App;
 use billing_app::{events::Fanout, jobs::Sweeper};
-use billing_aws::{AwsDispatch, DynamoStore, HttpSender, SqsQueue};
+use billing_aws::{AwsDispatch, DynamoStore, HttpKeySets, HttpSender, SqsQueue};
 use billing_domain::kernel::deployment::Deployment;
 use tokio::task::JoinSet;
 
@@ -61,7 +61,8 @@ impl Local {
             .with_payment_queue(payments.clone())
             .with_finalize_queue(billing.clone())
             // The local runner and its tests: webhooks may reach the developer's machine.
-            .with_deployment(Deployment::Local),
+            .with_deployment(Deployment::Local)
+            .with_key_sets(Arc::new(HttpKeySets::new(Deployment::Local))),
             dispatch,
             billing,
             payments,

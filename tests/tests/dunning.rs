@@ -416,6 +416,8 @@ async fn void_without_word(w: &World, id: InvoiceId) {
             actor: Actor {
                 key_id: None,
                 role: None,
+                subject: None,
+                email: None,
                 via: "test".into(),
             },
             request_id: None,
@@ -999,6 +1001,7 @@ async fn over_http_policies_are_validated_and_blocked_accounts_refused(store: Ar
         role: billing_domain::customers::access::Role::Admin,
         rate_limit_per_hour: None,
         request_id: None,
+        user: None,
     };
     let account: billing_domain::kernel::ids::AccountId =
         serde_json::from_value(json!(account_id)).unwrap();

@@ -64,6 +64,7 @@ async fn tenant(app: &App) -> Caller {
         role: Role::Admin,
         rate_limit_per_hour: None,
         request_id: Some("req_contract".into()),
+        user: None,
     }
 }
 
@@ -1510,6 +1511,95 @@ async fn payment_settings_are_the_defaults_until_set_per_tenant(store: Arc<dyn S
     );
 }
 
+/// A tenant's identity provider and who trusts an issuer move together: the old issuer
+/// stops naming the tenant when the provider changes, two tenants may trust one issuer, and
+/// a write based on a stale issuer is refused and writes nothing.
+async fn an_identity_provider_moves_its_issuer_trust_with_it(store: Arc<dyn Store>) {
+    use billing_domain::customers::staff::{IdentityProviderInput, IssuerTrust};
+    use billing_domain::kernel::deployment::Deployment;
+
+    let c = Contract::on(store).await;
+    let provider = |issuer: &str| {
+        IdentityProviderInput {
+            issuer: issuer.into(),
+            audience: "billing".into(),
+            jwks_url: format!("{issuer}/jwks.json"),
+            tenant_claim: None,
+            role_claim: None,
+            roles: None,
+        }
+        .validate(Deployment::Deployed)
+        .unwrap()
+    };
+    let trust = |caller: &Caller, issuer: &str| IssuerTrust {
+        tenant_id: caller.tenant_id,
+        livemode: caller.livemode,
+        provider: provider(issuer),
+    };
+    let tenants = |issuer: &'static str| {
+        let store = c.store.clone();
+        async move {
+            let mut tenants: Vec<_> = store
+                .issuer_trusts(issuer)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.tenant_id)
+                .collect();
+            tenants.sort();
+            tenants
+        }
+    };
+    let (a, b) = ("https://a.example", "https://b.example");
+    assert_eq!(
+        c.store.identity_provider(c.caller.tenant_id).await.unwrap(),
+        None
+    );
+    c.store
+        .set_identity_provider(&trust(&c.caller, a), None, &c.change().await)
+        .await
+        .unwrap();
+    c.store
+        .set_identity_provider(&trust(&c.other, a), None, &c.change().await)
+        .await
+        .unwrap();
+    let mut both = vec![c.caller.tenant_id, c.other.tenant_id];
+    both.sort();
+    assert_eq!(tenants(a).await, both);
+    // Based on no provider, while one is stored: refused.
+    let stale = c
+        .store
+        .set_identity_provider(&trust(&c.caller, b), None, &c.change().await)
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::VersionConflict { .. })),
+        "{stale:?}"
+    );
+    let audit_before = c.counts().await.1;
+    c.store
+        .set_identity_provider(&trust(&c.caller, b), Some(&provider(a)), &c.change().await)
+        .await
+        .unwrap();
+    assert_eq!(c.counts().await.1, audit_before + 1);
+    assert_eq!(tenants(a).await, vec![c.other.tenant_id]);
+    assert_eq!(tenants(b).await, vec![c.caller.tenant_id]);
+    assert_eq!(
+        c.store.identity_provider(c.caller.tenant_id).await.unwrap(),
+        Some(provider(b))
+    );
+    // Based on the issuer it had before: refused, and nothing moved.
+    let stale = c
+        .store
+        .set_identity_provider(&trust(&c.caller, a), Some(&provider(a)), &c.change().await)
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::VersionConflict { .. })),
+        "{stale:?}"
+    );
+    assert_eq!(tenants(b).await, vec![c.caller.tenant_id]);
+    assert_eq!(c.counts().await.1, audit_before + 1);
+}
+
 /// Not the default in any part, so that a store keeping only some of it fails.
 fn dunning_policy() -> billing_domain::collection::dunning::DunningPolicy {
     use billing_domain::collection::dunning::{
@@ -2807,6 +2897,7 @@ async fn a_redemption_over_a_stale_read_of_the_last_slot_writes_nothing(store: A
 
 billing_tests::on_both_stores!(
     a_create_writes_the_item_its_audit_record_and_its_event_together,
+    an_identity_provider_moves_its_issuer_trust_with_it,
     creating_the_same_item_twice_is_a_conflict,
     a_transaction_with_one_failing_condition_writes_nothing,
     unique_values_and_items_belong_to_their_tenant,

@@ -444,3 +444,83 @@ fn every_function_is_traced() {
         }
     }
 }
+
+/// The default identity provider for staff sign-in: a Cognito user pool whose groups are
+/// the four roles, whose users carry their tenant in the attribute the default tenant claim
+/// names and cannot change it, and whose issuer, JWKS URL and audience are outputs.
+#[test]
+fn the_staff_user_pool_has_the_four_roles_as_groups_and_outputs_its_issuer() {
+    use billing_domain::customers::access::Role;
+    use billing_domain::customers::staff::{DEFAULT_ROLE_CLAIM, DEFAULT_TENANT_CLAIM};
+    let template = template();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let of_type = |kind: &str| -> Vec<&Value> {
+        resources
+            .values()
+            .filter(|r| r["Type"] == kind)
+            .map(|r| &r["Properties"])
+            .collect()
+    };
+    let [pool] = of_type("AWS::Cognito::UserPool")[..] else {
+        panic!("one staff user pool");
+    };
+    assert_eq!(
+        pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"],
+        true
+    );
+    let pool_ref = |props: &Value| referenced(&props["UserPoolId"]) == Some("StaffUserPool");
+
+    let groups: BTreeSet<String> = of_type("AWS::Cognito::UserPoolGroup")
+        .into_iter()
+        .inspect(|g| assert!(pool_ref(g), "{g:?}"))
+        .map(|g| g["GroupName"].as_str().unwrap().to_owned())
+        .collect();
+    let roles: BTreeSet<String> = [
+        Role::Admin,
+        Role::BillingAdmin,
+        Role::Support,
+        Role::FinanceViewer,
+    ]
+    .iter()
+    .map(|r| r.as_str().to_owned())
+    .collect();
+    assert_eq!(groups, roles);
+    // Cognito puts the groups in `cognito:groups`, custom attributes under `custom:`.
+    assert_eq!(DEFAULT_ROLE_CLAIM, "cognito:groups");
+    let tenant_attribute = DEFAULT_TENANT_CLAIM.strip_prefix("custom:").unwrap();
+    let attribute = pool["Schema"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|a| a["Name"] == tenant_attribute)
+        .expect("the tenant attribute");
+    assert_eq!(attribute["Mutable"], false);
+
+    let [client] = of_type("AWS::Cognito::UserPoolClient")[..] else {
+        panic!("one app client");
+    };
+    assert!(pool_ref(client));
+    let writable: Vec<&str> = client["WriteAttributes"]
+        .as_sequence()
+        .expect("the attributes users may write, listed")
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(!writable.contains(&DEFAULT_TENANT_CLAIM), "{writable:?}");
+
+    let outputs = &template["Outputs"];
+    let sub = |name: &str| match &outputs[name]["Value"] {
+        Value::Tagged(t) if t.tag == "Sub" => t.value.as_str().unwrap().to_owned(),
+        other => panic!("{name} is not a !Sub: {other:?}"),
+    };
+    let issuer = sub("StaffIssuer");
+    assert!(issuer.starts_with("https://cognito-idp.") && issuer.ends_with("/${StaffUserPool}"));
+    assert_eq!(
+        sub("StaffJwksUrl"),
+        format!("{issuer}/.well-known/jwks.json")
+    );
+    assert_eq!(
+        referenced(&outputs["StaffAudience"]["Value"]),
+        Some("StaffAppClient")
+    );
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use billing_app::ports::SystemClock;
 use billing_app::App;
-use billing_aws::{payment_gateway, AwsDispatch, Config, DynamoStore, SqsQueue};
+use billing_aws::{payment_gateway, AwsDispatch, Config, DynamoStore, HttpKeySets, SqsQueue};
 use lambda_http::{run, Error};
 
 #[tokio::main]
@@ -23,7 +23,9 @@ async fn main() -> Result<(), Error> {
     let gateways = payment_gateway(&sdk, config.deployment).await?.gateways;
     let mut app = App::by_mode(Arc::new(store), Arc::new(SystemClock), gateways)
         .with_payment_queue(payments)
-        .with_deployment(config.deployment);
+        .with_deployment(config.deployment)
+        // Staff sign-in: identity providers' JWKS, fetched when a token first needs them.
+        .with_key_sets(Arc::new(HttpKeySets::new(config.deployment)));
     // Keep it at least the function's Timeout: a claim's holder must be stopped before a
     // retry may take its Idempotency-Key over.
     if let Ok(secs) = std::env::var("IDEMPOTENCY_LEASE_SECONDS") {

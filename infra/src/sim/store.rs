@@ -24,6 +24,7 @@ use billing_domain::customers::access::ApiKey;
 use billing_domain::customers::account::Account;
 use billing_domain::customers::limits::LimitSettings;
 use billing_domain::customers::payment_method::PaymentProfile;
+use billing_domain::customers::staff::{IdentityProvider, IssuerTrust};
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
@@ -1296,6 +1297,32 @@ impl ApiKeyStore for SimStore {
     ) -> Result<Page<ApiKey>, StoreError> {
         self.unmodelled("list_api_keys");
         self.inner.list_api_keys(tenant, page).await
+    }
+}
+
+#[async_trait]
+impl IdentityProviderStore for SimStore {
+    async fn identity_provider(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<IdentityProvider>, StoreError> {
+        self.unmodelled("identity_provider");
+        self.inner.identity_provider(tenant).await
+    }
+    async fn set_identity_provider(
+        &self,
+        trust: &IssuerTrust,
+        previous: Option<&IdentityProvider>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("set_identity_provider");
+        self.inner
+            .set_identity_provider(trust, previous, change)
+            .await
+    }
+    async fn issuer_trusts(&self, issuer: &str) -> Result<Vec<IssuerTrust>, StoreError> {
+        self.unmodelled("issuer_trusts");
+        self.inner.issuer_trusts(issuer).await
     }
 }
 

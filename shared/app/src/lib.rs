@@ -8,8 +8,8 @@
 //!   events a change commits with, the time of a tenant or of its test clock, the retry
 //!   over lost races, `Idempotency-Key` claims, and the per-process TTL cache (API keys,
 //!   metrics and subscriptions a warm instance keeps, see the README's caches table).
-//! - [`customers`]: tenants, API keys (expiry, roll, last use), rate limits, accounts,
-//!   payment methods.
+//! - [`customers`]: tenants, API keys (expiry, roll, last use), staff sign-in (JWT from the
+//!   tenant's identity provider), rate limits, accounts, payment methods.
 //! - [`catalog`]: metrics, plans and price versions, the price calculator.
 //! - [`usage`]: ingest, live usage, entitlement checks, usage pricing.
 //! - [`collection`]: payment attempts and retries, paying now, refunds and credit notes,
@@ -73,7 +73,9 @@ use credits::CreditsService;
 use customers::CustomersService;
 use events::EventsService;
 use kernel::{Clocks, IdempotencyService};
-use ports::{BillingQueue, Clock, Gateways, Notifier, PaymentGateway, PaymentQueue, Store};
+use ports::{
+    BillingQueue, Clock, Gateways, KeySetFetcher, Notifier, PaymentGateway, PaymentQueue, Store,
+};
 use retention::RetentionService;
 use tax::{BuiltInTax, TaxService};
 
@@ -86,6 +88,7 @@ struct Adapters {
     finalize_queue: Option<Arc<dyn BillingQueue>>,
     deployment: Deployment,
     idempotency_lease: jiff::SignedDuration,
+    key_sets: Option<Arc<dyn KeySetFetcher>>,
 }
 
 /// The services, wired to the adapters. Built once per process; cheap to clone.
@@ -103,6 +106,7 @@ pub struct App {
     finalize_queue: Option<Arc<dyn BillingQueue>>,
     deployment: Deployment,
     idempotency_lease: jiff::SignedDuration,
+    key_sets: Option<Arc<dyn KeySetFetcher>>,
     pub idempotency: IdempotencyService,
     pub customers: CustomersService,
     pub catalog: CatalogService,
@@ -138,6 +142,7 @@ impl App {
             finalize_queue: None,
             deployment: Deployment::Deployed,
             idempotency_lease: kernel::idempotency::DEFAULT_LEASE,
+            key_sets: None,
         })
     }
 
@@ -152,6 +157,7 @@ impl App {
             finalize_queue: self.finalize_queue,
             deployment: self.deployment,
             idempotency_lease: self.idempotency_lease,
+            key_sets: self.key_sets,
         }
     }
 
@@ -214,6 +220,15 @@ impl App {
         })
     }
 
+    /// Fetches identity providers' signing keys (JWKS) with `fetcher`, for staff sign-in;
+    /// without one, a staff token is answered 503.
+    pub fn with_key_sets(self, fetcher: Arc<dyn KeySetFetcher>) -> Self {
+        Self::wire(Adapters {
+            key_sets: Some(fetcher),
+            ..self.adapters()
+        })
+    }
+
     fn wire(adapters: Adapters) -> Self {
         let Adapters {
             store,
@@ -224,9 +239,16 @@ impl App {
             finalize_queue,
             deployment,
             idempotency_lease,
+            key_sets,
         } = adapters;
         let clocks = Clocks::new(clock.clone(), store.clone());
-        let customers = CustomersService::new(store.clone(), clocks.clone(), gateways.clone());
+        let customers = CustomersService::new(
+            store.clone(),
+            clocks.clone(),
+            gateways.clone(),
+            key_sets.clone(),
+            deployment,
+        );
         let metrics: kernel::MetricCache =
             Arc::new(kernel::TtlCache::new(kernel::cache::METRIC_TTL));
         let catalog = CatalogService::new(store.clone(), clocks.clone(), metrics.clone());
@@ -265,6 +287,7 @@ impl App {
             finalize_queue,
             deployment,
             idempotency_lease,
+            key_sets,
             customers,
             catalog,
             usage,

@@ -46,6 +46,8 @@
 //! | credit note       | `T#{tenant}`  | `CREDITNOTE#{id}`               | `T#{tenant}#ACCOUNT#{a}#CREDITNOTES` | `{id}`      |
 //! | payment settings  | `T#{tenant}`  | `SETTINGS#PAYMENTS`             |                                |                   |
 //! | limit settings    | `T#{tenant}`  | `SETTINGS#LIMITS`               |                                |                   |
+//! | identity provider | `T#{tenant}`  | `SETTINGS#IDENTITY`             |                                |                   |
+//! | issuer trust      | `ISSUER#{sha256 of issuer}` | `T#{tenant}`      |                                |                   |
 //! | tax settings      | `T#{tenant}`  | `SETTINGS#TAX`                  |                                |                   |
 //! | tax rate          | `T#{tenant}`  | `TAXRATE#{tax_rate_id}`         |                                |                   |
 //! | rate count        | `T#{tenant}#S(subject)` | `RATE#{key id or tenant}#{window start s}` (TTL) |      |                   |
@@ -89,6 +91,7 @@
 //! | an account's payment attempts, newest first | Query GSI `gsi1` on `T#{tenant}#ACCOUNT#{a}#PAYMENTS`, descending (`invoice` filters by the invoice's account) |
 //! | an account's cards and gateway customer | GetItem `PAYPROFILE#{account}` (one versioned item) |
 //! | attempts and retries due | the `due` index: a pending `PAYMENT#{id}` carries its due time (under its test clock when it has one) |
+//! | which tenants trust a JWT's issuer | Query `ISSUER#{sha256 of iss}`, `begins_with(sk, "T#")` (a token names only its issuer until its tenant claim is read) |
 //! | which tenant a Stripe object belongs to | GetItem `GATEWAY#{pm_… or pi_…}` / `REF` (inbound webhooks name only Stripe's ids) |
 //! | a Stripe event applied once | conditional PutItem `GWEVENT#{evt_…}` in the same transaction as its effect (TTL 30 days) |
 //! | a usage event counted once | conditional put of `T#{tenant}#USAGE#{transaction_id}` in the transaction that moves its rollup |
@@ -569,6 +572,27 @@ pub fn account_credit_notes_index(tenant: TenantId, account: AccountId) -> Strin
 
 pub fn limit_settings(tenant: TenantId) -> Key {
     Key::new(tenant_partition(tenant), "SETTINGS#LIMITS".into())
+}
+
+pub fn identity_provider(tenant: TenantId) -> Key {
+    Key::new(tenant_partition(tenant), "SETTINGS#IDENTITY".into())
+}
+
+/// The partition of the tenants that trust `issuer` (hashed: an issuer is any URL).
+pub fn issuer_trusts(issuer: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "ISSUER#{}",
+        hex_of(&sha2::Sha256::digest(issuer.as_bytes()))
+    )
+}
+
+pub fn issuer_trust(issuer: &str, tenant: TenantId) -> Key {
+    Key::new(issuer_trusts(issuer), tenant_partition(tenant))
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn tax_settings(tenant: TenantId) -> Key {

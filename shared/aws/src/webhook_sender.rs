@@ -14,10 +14,10 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// Resolves with the system resolver, then drops forbidden addresses; a name left with
 /// none fails to resolve, and the attempt fails with that reason.
-struct GuardedResolver {
+pub(crate) struct GuardedResolver {
     /// A local deployment may reach the loopback host (a receiver on the developer's
     /// machine); nothing else forbidden.
-    allow_loopback: bool,
+    pub(crate) allow_loopback: bool,
 }
 
 impl Resolve for GuardedResolver {

@@ -1,4 +1,5 @@
-//! Authentication (`Authorization: Bearer <key>`), authorization and rate limits (429 with
+//! Authentication (`Authorization: Bearer <key>`, or a staff user's JWT from the tenant's
+//! identity provider, which is told apart by its shape), authorization and rate limits (429 with
 //! `Retry-After`; `RateLimit-Limit`, `-Remaining` and `-Reset` on every authenticated answer). Every route declares
 //! who may call it in its handler's `#[utoipa::path]`: `security(("api_key" = ["read"]))`
 //! names the one permission a key needs (the role matrix in the domain decides), and
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use billing_app::customers::Admission;
 use billing_app::App;
 use billing_domain::customers::access::Permission;
+use billing_domain::customers::staff::looks_like_jwt;
 use billing_domain::kernel::error::ErrorCode;
 use serde_json::Value;
 
@@ -24,6 +26,9 @@ use crate::problem::Problem;
 
 /// The security scheme every key route names.
 pub const SCHEME: &str = "api_key";
+/// The scheme of staff JWTs, accepted wherever [`SCHEME`] is (documented, never named by a
+/// route: the permission is the same).
+pub const STAFF_SCHEME: &str = "staff_jwt";
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,11 +135,20 @@ pub async fn authenticate(State(guard): State<Guard>, mut req: Request, next: Ne
         })
         .map(str::trim);
     let Some(bearer) = bearer else {
-        return Problem::new(ErrorCode::Unauthenticated, "no API key was presented")
-            .into_response();
+        return Problem::new(
+            ErrorCode::Unauthenticated,
+            "no API key or staff token was presented",
+        )
+        .into_response();
     };
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-    let caller = match guard.app.customers.authenticate(bearer, request_id).await {
+    let customers = &guard.app.customers;
+    let caller = if looks_like_jwt(bearer) {
+        customers.authenticate_staff(bearer, request_id).await
+    } else {
+        customers.authenticate(bearer, request_id).await
+    };
+    let caller = match caller {
         Ok(caller) => caller,
         Err(err) => return Problem::from(err).into_response(),
     };

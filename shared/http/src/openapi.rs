@@ -73,6 +73,23 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+        // Accepted wherever an API key is, for the same permission (the role comes from the
+        // token's role claim); the guard tells the two apart by their shape.
+        components.add_security_scheme(
+            crate::auth::STAFF_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A staff user's RS256 or ES256 token from the tenant's identity provider \
+                         (`/v1/settings/identity-provider`; Cognito by default), accepted on every \
+                         route that takes an API key, with the permission of the role its role \
+                         claim names. Refusals are 401 with a `jwt_*` code.",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -97,7 +114,7 @@ impl ErrorResponses {
         if keyed {
             statuses.push((
                 "401",
-                "No API key, or one that is unknown (`unauthenticated`), revoked (`api_key_revoked`) or expired (`api_key_expired`).",
+                "No API key, or one that is unknown (`unauthenticated`), revoked (`api_key_revoked`) or expired (`api_key_expired`); or a staff JWT refused with a `jwt_*` code.",
             ));
             statuses.push((
                 "403",

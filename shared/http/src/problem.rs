@@ -154,6 +154,12 @@ impl From<AppError> for Problem {
                     None => problem,
                 }
             }
+            AppError::Unauthenticated { code, message } if code.as_str().starts_with("jwt_") => {
+                Problem::new(code, message).hint(
+                    "Sign in again with your identity provider and send its ID token; an admin \
+                     can check the tenant's /v1/settings/identity-provider.",
+                )
+            }
             AppError::Unauthenticated { code, message } => Problem::new(code, message),
             AppError::Forbidden(m) => Problem::new(ErrorCode::Forbidden, m),
             AppError::Unavailable(m) => {

@@ -29,6 +29,7 @@ use billing_domain::customers::access::ApiKey;
 use billing_domain::customers::account::Account;
 use billing_domain::customers::limits::LimitSettings;
 use billing_domain::customers::payment_method::PaymentProfile;
+use billing_domain::customers::staff::{IdentityProvider, IssuerTrust};
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
@@ -222,6 +223,11 @@ hooked! {
         fn claim_rate(tenant: TenantId, subject: &str, window: (Timestamp, Timestamp), want: u32, limit: u32) -> Result<RateClaim, StoreError>;
         fn limit_settings(tenant: TenantId) -> Result<LimitSettings, StoreError>;
         fn set_limit_settings(tenant: TenantId, settings: &LimitSettings, change: &Change) -> Result<(), StoreError>;
+    }
+    IdentityProviderStore {
+        fn identity_provider(tenant: TenantId) -> Result<Option<IdentityProvider>, StoreError>;
+        fn set_identity_provider(trust: &IssuerTrust, previous: Option<&IdentityProvider>, change: &Change) -> Result<(), StoreError>;
+        fn issuer_trusts(issuer: &str) -> Result<Vec<IssuerTrust>, StoreError>;
     }
     AccountStore {
         fn insert_account(tenant: TenantId, account: &Account, change: &Change) -> Result<(), StoreError>;

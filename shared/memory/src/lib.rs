@@ -41,6 +41,7 @@ pub(crate) struct State {
     pub(crate) tenants: BTreeMap<TenantId, Tenant>,
     pub(crate) api_keys: BTreeMap<(TenantId, ApiKeyId), ApiKey>,
     pub(crate) limits: tenants::LimitState,
+    pub(crate) identity: tenants::IdentityState,
     pub(crate) accounts: BTreeMap<(TenantId, AccountId), Account>,
     pub(crate) external_ids: BTreeMap<(TenantId, String), AccountId>,
     pub(crate) audit: BTreeMap<(TenantId, String), AuditRecord>,

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use billing_domain::customers::access::ApiKey;
 use billing_domain::customers::limits::{self, LimitSettings};
+use billing_domain::customers::staff::{IdentityProvider, IssuerTrust};
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::kernel::ids::{ApiKeyId, TenantId};
 
@@ -16,6 +17,12 @@ pub(crate) struct LimitState {
     /// Shared rate counts by tenant, subject and window start (never expired here: a test
     /// store lives shorter than the table's TTL would keep them).
     counts: BTreeMap<(TenantId, String, Timestamp), u32>,
+}
+
+/// Each tenant's identity provider; who trusts an issuer is found by scanning them.
+#[derive(Default)]
+pub(crate) struct IdentityState {
+    trusts: BTreeMap<TenantId, IssuerTrust>,
 }
 use billing_app::ports::*;
 
@@ -168,5 +175,49 @@ impl RateLimitStore for MemoryStore {
         s.limits.settings.insert(tenant, *settings);
         s.record(tenant, change);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl IdentityProviderStore for MemoryStore {
+    async fn identity_provider(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<IdentityProvider>, StoreError> {
+        Ok(self
+            .state()
+            .identity
+            .trusts
+            .get(&tenant)
+            .map(|t| t.provider.clone()))
+    }
+
+    async fn set_identity_provider(
+        &self,
+        trust: &IssuerTrust,
+        previous: Option<&IdentityProvider>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        let stored = s.identity.trusts.get(&trust.tenant_id);
+        if stored.map(|t| &t.provider.issuer) != previous.map(|p| &p.issuer) {
+            return Err(StoreError::VersionConflict {
+                entity: "identity_provider",
+            });
+        }
+        s.identity.trusts.insert(trust.tenant_id, trust.clone());
+        s.record(trust.tenant_id, change);
+        Ok(())
+    }
+
+    async fn issuer_trusts(&self, issuer: &str) -> Result<Vec<IssuerTrust>, StoreError> {
+        Ok(self
+            .state()
+            .identity
+            .trusts
+            .values()
+            .filter(|t| t.provider.issuer == issuer)
+            .cloned()
+            .collect())
     }
 }

@@ -387,7 +387,7 @@ impl CollectionService {
                 after: &after,
             },
         );
-        if caller.key_id.is_none() {
+        if caller.is_system() {
             change.audit.actor.via = "system".into();
         }
         if let Some((before, after)) = account {

@@ -1,4 +1,5 @@
 use billing_domain::customers::access::{ApiKey, Permission, Role};
+use billing_domain::customers::staff::StaffUser;
 use billing_domain::events::record::Actor;
 use billing_domain::kernel::ids::{ApiKeyId, TenantId};
 
@@ -14,6 +15,8 @@ pub struct Caller {
     /// The key's own hourly limit, when it has one (else the tenant's per-key limit).
     pub rate_limit_per_hour: Option<u32>,
     pub request_id: Option<String>,
+    /// A staff user signed in with their identity provider's token (no key then).
+    pub user: Option<StaffUser>,
 }
 
 impl Caller {
@@ -26,15 +29,42 @@ impl Caller {
             role: key.role,
             rate_limit_per_hour: key.rate_limit_per_hour,
             request_id,
+            user: None,
         }
     }
 
-    /// Whose count a request of this caller is counted in: its key's.
-    pub fn rate_subject(&self) -> String {
-        match self.key_id {
-            Some(key) => key.to_string(),
-            None => "platform".to_owned(),
+    /// A staff `user` of `tenant` signed in with `role`.
+    pub fn of_staff(
+        tenant_id: TenantId,
+        livemode: bool,
+        user: StaffUser,
+        role: Role,
+        request_id: Option<String>,
+    ) -> Self {
+        Self {
+            tenant_id,
+            livemode,
+            key_id: None,
+            role,
+            rate_limit_per_hour: None,
+            request_id,
+            user: Some(user),
         }
+    }
+
+    /// Whose count a request of this caller is counted in: its key's, or its user's
+    /// (under the tenant's per-key limit).
+    pub fn rate_subject(&self) -> String {
+        match (self.key_id, &self.user) {
+            (Some(key), _) => key.to_string(),
+            (None, Some(user)) => format!("user:{}", user.subject),
+            (None, None) => "platform".to_owned(),
+        }
+    }
+
+    /// Neither a key nor a signed-in user: the platform acting by itself or an operator tool.
+    pub fn is_system(&self) -> bool {
+        self.key_id.is_none() && self.user.is_none()
     }
 
     pub fn require(&self, permission: Permission) -> Result<(), AppError> {
@@ -52,10 +82,12 @@ impl Caller {
         Actor {
             key_id: self.key_id,
             role: Some(self.role),
-            via: if self.key_id.is_some() {
-                "api"
-            } else {
+            subject: self.user.as_ref().map(|u| u.subject.clone()),
+            email: self.user.as_ref().and_then(|u| u.email.clone()),
+            via: if self.is_system() {
                 "billing-admin"
+            } else {
+                "api"
             }
             .to_owned(),
         }
@@ -72,5 +104,6 @@ pub fn system_caller(tenant_id: TenantId, livemode: bool) -> Caller {
         role: Role::Admin,
         rate_limit_per_hour: None,
         request_id: None,
+        user: None,
     }
 }

@@ -28,6 +28,7 @@ use async_trait::async_trait;
 use billing_domain::customers::access::ApiKey;
 use billing_domain::customers::account::{Account, AccountStatus};
 use billing_domain::customers::limits::LimitSettings;
+use billing_domain::customers::staff::{IdentityProvider, IssuerTrust, KeySet};
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::kernel::ids::{AccountId, ApiKeyId, TenantId};
@@ -237,6 +238,32 @@ pub trait RateLimitStore: Send + Sync {
         settings: &LimitSettings,
         change: &Change,
     ) -> Result<(), StoreError>;
+}
+
+/// The identity provider each tenant trusts for staff sign-in, and who trusts an issuer.
+#[async_trait]
+pub trait IdentityProviderStore: Send + Sync {
+    async fn identity_provider(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<IdentityProvider>, StoreError>;
+    /// Makes `trust.provider` the tenant's provider and moves the tenant's trust record to
+    /// its issuer, with `change`, atomically; `VersionConflict` unless the stored provider
+    /// still has `previous`'s issuer (or there is none, for `None`).
+    async fn set_identity_provider(
+        &self,
+        trust: &IssuerTrust,
+        previous: Option<&IdentityProvider>,
+        change: &Change,
+    ) -> Result<(), StoreError>;
+    /// Every tenant whose provider has this issuer.
+    async fn issuer_trusts(&self, issuer: &str) -> Result<Vec<IssuerTrust>, StoreError>;
+}
+
+/// Fetches an issuer's published signing keys (JWKS); the error says why it could not.
+#[async_trait]
+pub trait KeySetFetcher: Send + Sync {
+    async fn fetch(&self, url: &str) -> Result<KeySet, String>;
 }
 
 #[async_trait]

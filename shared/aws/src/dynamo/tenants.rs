@@ -6,6 +6,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use billing_app::ports::*;
 use billing_domain::customers::access::ApiKey;
 use billing_domain::customers::limits::{self, LimitSettings};
+use billing_domain::customers::staff::{IdentityProvider, IssuerTrust};
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::kernel::ids::{ApiKeyId, TenantId};
 use billing_domain::kernel::time::later;
@@ -242,6 +243,82 @@ impl RateLimitStore for DynamoStore {
         )?)?
         .record(tenant, change)?;
         tx.commit().await
+    }
+}
+
+#[async_trait]
+impl IdentityProviderStore for DynamoStore {
+    async fn identity_provider(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<IdentityProvider>, StoreError> {
+        self.get(&keys::identity_provider(tenant)).await
+    }
+
+    async fn set_identity_provider(
+        &self,
+        trust: &IssuerTrust,
+        previous: Option<&IdentityProvider>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let tenant = trust.tenant_id;
+        let conflict = StoreError::VersionConflict {
+            entity: "identity_provider",
+        };
+        let settings = to_item(
+            "identity_provider",
+            &trust.provider,
+            &keys::identity_provider(tenant),
+        )?;
+        let trust_item = to_item(
+            "issuer_trust",
+            trust,
+            &keys::issuer_trust(&trust.provider.issuer, tenant),
+        )?;
+        let mut tx = self.transaction();
+        match previous {
+            None => tx.put(settings, "attribute_not_exists(pk)", None, conflict)?,
+            Some(previous) => {
+                let issuer = HashMap::from([(
+                    ":issuer".to_owned(),
+                    AttributeValue::S(previous.issuer.clone()),
+                )]);
+                if previous.issuer != trust.provider.issuer {
+                    tx.delete(
+                        &keys::issuer_trust(&previous.issuer, tenant),
+                        "entity = :trust",
+                        HashMap::from([(
+                            ":trust".to_owned(),
+                            AttributeValue::S("issuer_trust".into()),
+                        )]),
+                        conflict.clone(),
+                    )?;
+                }
+                tx.put(settings, "issuer = :issuer", Some(issuer), conflict)?
+            }
+        }
+        .upsert(trust_item)?
+        .record(tenant, change)?;
+        tx.commit().await
+    }
+
+    async fn issuer_trusts(&self, issuer: &str) -> Result<Vec<IssuerTrust>, StoreError> {
+        let query = self.query_partition(keys::issuer_trusts(issuer), "T#");
+        let mut trusts = Vec::new();
+        let mut start = None;
+        loop {
+            let page: Page<IssuerTrust> = self.query_page(query.clone(), start, 100).await?;
+            let last = page
+                .items
+                .last()
+                .map(|t| keys::issuer_trust(issuer, t.tenant_id).all());
+            let more = page.has_more;
+            trusts.extend(page.items);
+            match last {
+                Some(last) if more => start = Some(last),
+                _ => return Ok(trusts),
+            }
+        }
     }
 }
 

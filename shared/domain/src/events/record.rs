@@ -31,12 +31,19 @@ pub struct DomainEvent {
     pub published: bool,
 }
 
-/// Who made a change: the API key and its role, or an operator tool.
+/// Who made a change: the API key and its role, a signed-in staff user (subject and
+/// email from their token) and their role, or an operator tool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Actor {
     #[schema(value_type = Option<String>)]
     pub key_id: Option<ApiKeyId>,
     pub role: Option<Role>,
+    /// A staff user's `sub` at their identity provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// A staff user's email, when their token has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     /// `api`, `billing-admin`, `system`.
     pub via: String,
 }

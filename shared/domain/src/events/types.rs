@@ -106,6 +106,8 @@ event_types! {
         "A card became the account's default.";
     LimitSettingsUpdated => "limit_settings.updated", "LimitSettings",
         "The tenant's rate limits changed.";
+    IdentityProviderUpdated => "identity_provider.updated", "IdentityProvider",
+        "The identity provider the tenant trusts for staff sign-in was set or changed.";
     PaymentMethodDetached => "payment_method.detached", "PaymentMethodView",
         "A card was detached (through the API or at the gateway).";
     PaymentSettingsUpdated => "payment_settings.updated", "PaymentSettings",

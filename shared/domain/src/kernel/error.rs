@@ -70,6 +70,26 @@ error_codes! {
     ApiKeyExpired => "api_key_expired", 401,
         "The API key passed its `expires_at` (a rolled key's overlap ended); use its successor.";
     ApiKeyRevoked => "api_key_revoked", 401, "The API key was revoked.";
+    JwtMalformed => "jwt_malformed", 401,
+        "A bearer JWT that cannot be read, or lacks `kid`, `iss`, `sub` or `exp`.";
+    JwtAlgorithmRefused => "jwt_algorithm_refused", 401,
+        "A bearer JWT whose `alg` is not RS256 or ES256 (`none` and HS256 included), or does not \
+         fit its key.";
+    JwtIssuerUntrusted => "jwt_issuer_untrusted", 401,
+        "A bearer JWT from an issuer no tenant trusts (`/v1/settings/identity-provider`).";
+    JwtAudienceMismatch => "jwt_audience_mismatch", 401,
+        "A bearer JWT whose `aud` does not name the audience the tenant configured.";
+    JwtExpired => "jwt_expired", 401, "A bearer JWT past its `exp` (60 s of clock skew allowed).";
+    JwtNotYetValid => "jwt_not_yet_valid", 401,
+        "A bearer JWT before its `nbf` (60 s of clock skew allowed).";
+    JwtKeyUnknown => "jwt_key_unknown", 401,
+        "A bearer JWT whose `kid` is not in the issuer's JWKS, even after refetching it.";
+    JwtSignatureInvalid => "jwt_signature_invalid", 401,
+        "A bearer JWT whose signature does not verify with the issuer's key.";
+    JwtRoleInvalid => "jwt_role_invalid", 401,
+        "A bearer JWT whose role claim names none of the four roles as the tenant maps them.";
+    JwtTenantUntrusted => "jwt_tenant_untrusted", 401,
+        "A bearer JWT whose tenant claim names a tenant that does not trust its issuer.";
     RateLimited => "rate_limited", 429,
         "The key or the tenant made more requests than its limit allows; `Retry-After` says \
          when to try again.";
