@@ -34,6 +34,7 @@ use billing_domain::kernel::ids::{
     WebhookEndpointId,
 };
 use billing_domain::tax::rates::{TaxRate, TaxSettings};
+use billing_domain::documents::branding::Branding;
 use billing_memory::MemoryStore;
 
 use billing_aws::keys::{self, Key};
@@ -828,6 +829,23 @@ impl CouponStore for SimStore {
     ) -> Result<Page<Coupon>, StoreError> {
         self.unmodelled("list_coupons");
         self.inner.list_coupons(tenant, page).await
+    }
+}
+
+#[async_trait]
+impl BrandingStore for SimStore {
+    async fn branding(&self, tenant: TenantId) -> Result<Option<Branding>, StoreError> {
+        self.unmodelled("branding");
+        self.inner.branding(tenant).await
+    }
+    async fn save_branding(
+        &self,
+        tenant: TenantId,
+        branding: &Branding,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("save_branding");
+        self.inner.save_branding(tenant, branding, change).await
     }
 }
 

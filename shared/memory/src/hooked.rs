@@ -39,6 +39,7 @@ use billing_domain::kernel::ids::{
     WebhookEndpointId,
 };
 use billing_domain::tax::rates::{TaxRate, TaxSettings};
+use billing_domain::documents::branding::Branding;
 use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -278,6 +279,10 @@ hooked! {
         fn replace_tax_rate(tenant: TenantId, ended: &TaxRate, next: &TaxRate, change: &Change) -> Result<(), StoreError>;
         fn get_tax_rate(tenant: TenantId, id: TaxRateId) -> Result<Option<TaxRate>, StoreError>;
         fn list_tax_rates(tenant: TenantId, page: &PageRequest) -> Result<Page<TaxRate>, StoreError>;
+    }
+    BrandingStore {
+        fn branding(tenant: TenantId) -> Result<Option<Branding>, StoreError>;
+        fn save_branding(tenant: TenantId, branding: &Branding, change: &Change) -> Result<(), StoreError>;
     }
     RedemptionStore {
         fn redeem_coupon(tenant: TenantId, coupon: &Coupon, target: RedemptionTarget<'_>, change: &Change) -> Result<(), StoreError>;

@@ -11,6 +11,7 @@ mod events;
 mod gateway;
 mod payments;
 mod tax;
+mod documents;
 mod usage;
 
 pub use billing::*;
@@ -22,6 +23,7 @@ pub use events::*;
 pub use gateway::*;
 pub use payments::*;
 pub use tax::*;
+pub use documents::*;
 pub use usage::*;
 
 use async_trait::async_trait;
@@ -378,6 +380,7 @@ pub trait Store:
     + crate::credits::CreditsPorts
     + crate::coupons::CouponsPorts
     + crate::tax::TaxPorts
+    + crate::documents::DocumentsPorts
     + crate::events::EventsPorts
     + crate::retention::RetentionPorts
     + IdempotencyStore
@@ -394,6 +397,7 @@ impl<T> Store for T where
         + crate::credits::CreditsPorts
         + crate::coupons::CouponsPorts
         + crate::tax::TaxPorts
+        + crate::documents::DocumentsPorts
         + crate::events::EventsPorts
         + crate::retention::RetentionPorts
         + IdempotencyStore
