@@ -28,7 +28,10 @@ async fn branding_is_patched_field_by_field(app: App) {
     assert_eq!(set["version"], 1);
     assert_eq!(set["accent_color"], "#0e7490");
     assert_eq!(set["address"]["country"], "DE");
-    assert_eq!(set, api.ok(Method::GET, "/v1/settings/branding", None).await);
+    assert_eq!(
+        set,
+        api.ok(Method::GET, "/v1/settings/branding", None).await
+    );
 
     let cleared = api
         .ok(
@@ -46,14 +49,38 @@ async fn branding_is_patched_field_by_field(app: App) {
 async fn bad_branding_is_refused_with_the_field_named(app: App) {
     let (api, _) = Api::start(app, "Branding errors").await;
     for (body, code, param) in [
-        (json!({"primary_color": "red"}), "invalid_color", "primary_color"),
-        (json!({"accent_color": "#12345g"}), "invalid_color", "accent_color"),
-        (json!({"support_email": "no-at-sign"}), "invalid_email", "support_email"),
-        (json!({"address": {"country": "Deutschland"}}), "invalid_country", "address.country"),
-        (json!({"tax_ids": ["A", "B", "C", "D", "E", "F"]}), "too_long", "tax_ids"),
+        (
+            json!({"primary_color": "red"}),
+            "invalid_color",
+            "primary_color",
+        ),
+        (
+            json!({"accent_color": "#12345g"}),
+            "invalid_color",
+            "accent_color",
+        ),
+        (
+            json!({"support_email": "no-at-sign"}),
+            "invalid_email",
+            "support_email",
+        ),
+        (
+            json!({"address": {"country": "Deutschland"}}),
+            "invalid_country",
+            "address.country",
+        ),
+        (
+            json!({"tax_ids": ["A", "B", "C", "D", "E", "F"]}),
+            "too_long",
+            "tax_ids",
+        ),
         (json!({"footer": "x".repeat(501)}), "too_long", "footer"),
         (json!({"locale": "xx-XX"}), "invalid_value", "locale"),
-        (json!({"logo_colour": "#000000"}), "unknown_field", "logo_colour"),
+        (
+            json!({"logo_colour": "#000000"}),
+            "unknown_field",
+            "logo_colour",
+        ),
     ] {
         let answer = api
             .send(Method::PATCH, "/v1/settings/branding", Some(&body))
@@ -79,7 +106,11 @@ async fn concurrent_updates_both_land(app: App) {
     assert_eq!(versions, [Some(1), Some(2)]);
     let after = api.ok(Method::GET, "/v1/settings/branding", None).await;
     assert_eq!(
-        (&after["legal_name"], &after["accent_color"], &after["version"]),
+        (
+            &after["legal_name"],
+            &after["accent_color"],
+            &after["version"]
+        ),
         (&json!("Racing Ltd"), &json!("#abcdef"), &json!(2))
     );
 }

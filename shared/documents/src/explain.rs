@@ -23,9 +23,7 @@ pub struct Explanation {
 pub fn explains(line: &InvoiceLine) -> bool {
     match &line.derivation {
         Some(LineDerivation::Charge(d)) => d.model != ModelKind::FlatFee || d.commitment.is_some(),
-        Some(LineDerivation::Proration(_)) | Some(LineDerivation::MinimumCommitment { .. }) => {
-            true
-        }
+        Some(LineDerivation::Proration(_)) | Some(LineDerivation::MinimumCommitment { .. }) => true,
         None => false,
     }
 }
@@ -269,8 +267,8 @@ fn proration(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use billing_domain::billing::proration::charge_for;
     use billing_domain::billing::invoice_draft::LineKind;
+    use billing_domain::billing::proration::charge_for;
     use billing_domain::catalog::charges::ChargeModel;
     use jiff::tz::TimeZone;
     use jiff::Timestamp;
@@ -345,21 +343,32 @@ mod tests {
             e.steps[0],
             "Charge for 11 Jan 2026 – 1 Feb 2026 of the period 1 Jan 2026 – 1 Feb 2026 priced $31.00"
         );
-        assert_eq!(e.steps[1], "Fraction 21/31 (calendar days, first and last included)");
+        assert_eq!(
+            e.steps[1],
+            "Fraction 21/31 (calendar days, first and last included)"
+        );
         assert_eq!(
             e.steps[2],
             "$31.00 × 21/31 = 21 USD, rounded once half away from zero to $21.00"
         );
-        assert_eq!(exact_amount(Decimal::new(6717857142857, 11), usd), "67.178571… USD");
+        assert_eq!(
+            exact_amount(Decimal::new(6717857142857, 11), usd),
+            "67.178571… USD"
+        );
     }
 
     #[test]
     fn a_flat_fee_needs_no_explanation() {
         let usd = Currency::from_code("usd").unwrap();
         let model: ChargeModel =
-            serde_json::from_value(serde_json::json!({"model": "flat_fee", "amount": 1000})).unwrap();
+            serde_json::from_value(serde_json::json!({"model": "flat_fee", "amount": 1000}))
+                .unwrap();
         let priced = model.price_quantity(Decimal::ONE, usd).unwrap();
-        let l = line(LineKind::Fixed, 1000, LineDerivation::Charge(priced.derivation));
+        let l = line(
+            LineKind::Fixed,
+            1000,
+            LineDerivation::Charge(priced.derivation),
+        );
         assert_eq!(explain(&l, usd, Locale::EnUs), None);
     }
 }

@@ -9,7 +9,7 @@ use billing_domain::customers::account::Address;
 use billing_domain::documents::branding::{Branding, Color};
 use billing_domain::documents::locale::Locale;
 use billing_domain::kernel::currency::Currency;
-use billing_domain::kernel::money::{Money, MinorUnits};
+use billing_domain::kernel::money::{MinorUnits, Money};
 use jiff::Timestamp;
 use krilla::metadata::{DateTime, Metadata};
 use rust_decimal::Decimal;
@@ -115,7 +115,12 @@ fn buyer_lines(invoice: &Invoice) -> Vec<String> {
         .and_then(|d| d.name.clone())
         .unwrap_or_else(|| invoice.account_id.to_string())];
     lines.extend(address_lines(details.and_then(|d| d.address.as_ref())));
-    lines.extend(invoice.buyer_tax_ids.iter().map(|id| format!("Tax id: {id}")));
+    lines.extend(
+        invoice
+            .buyer_tax_ids
+            .iter()
+            .map(|id| format!("Tax id: {id}")),
+    );
     lines
 }
 
@@ -127,18 +132,36 @@ fn header(layout: &mut Layout, branding: &Branding, kind: &str, number: &str) ->
         MARGIN,
         top,
         Align::Left,
-        Style::body().bold().sized(16.0).colored(branding.primary_color),
+        Style::body()
+            .bold()
+            .sized(16.0)
+            .colored(branding.primary_color),
         name,
     );
     layout.text_at(
         RIGHT,
         top,
         Align::Right,
-        Style::body().bold().sized(20.0).colored(branding.accent_color),
+        Style::body()
+            .bold()
+            .sized(20.0)
+            .colored(branding.accent_color),
         kind,
     );
-    layout.text_at(RIGHT, top + 26.0, Align::Right, Style::body().bold(), number);
-    layout.rect(MARGIN, top + 42.0, CONTENT_WIDTH, 2.0, branding.primary_color);
+    layout.text_at(
+        RIGHT,
+        top + 26.0,
+        Align::Right,
+        Style::body().bold(),
+        number,
+    );
+    layout.rect(
+        MARGIN,
+        top + 42.0,
+        CONTENT_WIDTH,
+        2.0,
+        branding.primary_color,
+    );
     top + 56.0
 }
 
@@ -297,7 +320,13 @@ pub fn render_invoice(invoice: &Invoice, branding: &Branding) -> Result<Vec<u8>,
     let top = header(&mut layout, branding, "INVOICE", number);
 
     let tax_ids = seller_tax_ids(branding, &invoice.seller_tax_ids);
-    let seller_bottom = block(&mut layout, MARGIN, top, "FROM", &seller_lines(branding, tax_ids));
+    let seller_bottom = block(
+        &mut layout,
+        MARGIN,
+        top,
+        "FROM",
+        &seller_lines(branding, tax_ids),
+    );
     let mut details = vec![
         ("Invoice number".to_owned(), number.to_owned()),
         ("Issue date".to_owned(), f.date(issued)),
@@ -347,29 +376,58 @@ pub fn render_invoice(invoice: &Invoice, branding: &Branding) -> Result<Vec<u8>,
     // Totals.
     let mut totals = vec![("Subtotal".to_owned(), f.units(invoice.subtotal))];
     if invoice.discount_total.get() != 0 {
-        totals.push(("Discounts".to_owned(), f.money(-invoice.discount_total.get())));
+        totals.push((
+            "Discounts".to_owned(),
+            f.money(-invoice.discount_total.get()),
+        ));
     }
     totals.push(("Tax".to_owned(), f.units(invoice.tax_total)));
     totals.push(("Total".to_owned(), f.units(invoice.total)));
     if invoice.credit_total.get() != 0 {
-        totals.push(("Credits applied".to_owned(), f.money(-invoice.credit_total.get())));
+        totals.push((
+            "Credits applied".to_owned(),
+            f.money(-invoice.credit_total.get()),
+        ));
     }
     if invoice.amount_paid.get() != 0 {
-        totals.push(("Amount paid".to_owned(), f.money(-invoice.amount_paid.get())));
+        totals.push((
+            "Amount paid".to_owned(),
+            f.money(-invoice.amount_paid.get()),
+        ));
     }
     layout.need(totals.len() as f32 * Style::body().leading() + 40.0);
     layout.y += 6.0;
     let label_x = HALF + 20.0;
     let y = layout.y;
     let bottom = pairs(&mut layout, label_x, y, &totals);
-    let due_style = Style::body().bold().sized(12.0).colored(branding.accent_color);
-    layout.rect(label_x, bottom + 2.0, RIGHT - label_x, 1.0, branding.primary_color);
+    let due_style = Style::body()
+        .bold()
+        .sized(12.0)
+        .colored(branding.accent_color);
+    layout.rect(
+        label_x,
+        bottom + 2.0,
+        RIGHT - label_x,
+        1.0,
+        branding.primary_color,
+    );
     layout.text_at(label_x, bottom + 7.0, Align::Left, due_style, "Amount due");
-    layout.text_at(RIGHT, bottom + 7.0, Align::Right, due_style, &f.units(invoice.amount_due));
+    layout.text_at(
+        RIGHT,
+        bottom + 7.0,
+        Align::Right,
+        due_style,
+        &f.units(invoice.amount_due),
+    );
     layout.y = bottom + 7.0 + due_style.leading() + 10.0;
 
     section(&mut layout, branding, "Payment");
-    layout.paragraph(MARGIN, CONTENT_WIDTH, Style::body(), &status_text(invoice, &f));
+    layout.paragraph(
+        MARGIN,
+        CONTENT_WIDTH,
+        Style::body(),
+        &status_text(invoice, &f),
+    );
     if invoice.credited_to_balance.get() != 0 {
         let text = format!(
             "{} was credited to the account's balance.",
@@ -378,7 +436,11 @@ pub fn render_invoice(invoice: &Invoice, branding: &Branding) -> Result<Vec<u8>,
         layout.paragraph(MARGIN, CONTENT_WIDTH, Style::body(), &text);
     }
     for grant in &invoice.credits_applied {
-        let text = format!("Credit {} applied: {}", grant.grant_id, f.units(grant.amount));
+        let text = format!(
+            "Credit {} applied: {}",
+            grant.grant_id,
+            f.units(grant.amount)
+        );
         layout.paragraph(MARGIN, CONTENT_WIDTH, Style::small(), &text);
     }
 
@@ -451,7 +513,10 @@ pub fn render_invoice(invoice: &Invoice, branding: &Branding) -> Result<Vec<u8>,
 }
 
 fn section(layout: &mut Layout, branding: &Branding, title: &str) {
-    let style = Style::body().bold().sized(11.0).colored(branding.primary_color);
+    let style = Style::body()
+        .bold()
+        .sized(11.0)
+        .colored(branding.primary_color);
     layout.need(style.leading() * 3.0);
     layout.y += 8.0;
     let y = layout.y;
@@ -477,7 +542,13 @@ pub fn render_credit_note(
     let mut layout = Layout::new();
     let top = header(&mut layout, branding, "CREDIT NOTE", &number);
     let tax_ids = seller_tax_ids(branding, &invoice.seller_tax_ids);
-    let seller_bottom = block(&mut layout, MARGIN, top, "FROM", &seller_lines(branding, tax_ids));
+    let seller_bottom = block(
+        &mut layout,
+        MARGIN,
+        top,
+        "FROM",
+        &seller_lines(branding, tax_ids),
+    );
     let reason = match note.reason {
         CreditNoteReason::Refund => "Refund",
         CreditNoteReason::Void => "Invoice voided",
@@ -491,12 +562,21 @@ pub fn render_credit_note(
     ];
     let details_bottom = pairs(&mut layout, HALF + 20.0, top, &details);
     let top = seller_bottom.max(details_bottom) + 12.0;
-    layout.y = block(&mut layout, MARGIN, top, "CREDITED TO", &buyer_lines(invoice)) + 16.0;
+    layout.y = block(
+        &mut layout,
+        MARGIN,
+        top,
+        "CREDITED TO",
+        &buyer_lines(invoice),
+    ) + 16.0;
 
     table_header(
         &mut layout,
         branding,
-        &[("Description", MARGIN, Align::Left), ("Amount", RIGHT, Align::Right)],
+        &[
+            ("Description", MARGIN, Align::Left),
+            ("Amount", RIGHT, Align::Right),
+        ],
     );
     let description = match (&note.memo, note.reason) {
         (Some(memo), _) => format!("{reason} of invoice {invoice_number}: {memo}"),
@@ -504,7 +584,13 @@ pub fn render_credit_note(
     };
     let top = layout.y;
     layout.paragraph(MARGIN + 4.0, 380.0, Style::body(), &description);
-    layout.text_at(RIGHT - 4.0, top, Align::Right, Style::body(), &f.units(note.amount));
+    layout.text_at(
+        RIGHT - 4.0,
+        top,
+        Align::Right,
+        Style::body(),
+        &f.units(note.amount),
+    );
     layout.y += 4.0;
     layout.rule(RULE);
     layout.y += 8.0;
@@ -516,9 +602,24 @@ pub fn render_credit_note(
         y,
         &[("Of which tax".to_owned(), f.units(note.tax_amount))],
     );
-    let total_style = Style::body().bold().sized(12.0).colored(branding.accent_color);
-    layout.text_at(label_x, bottom + 4.0, Align::Left, total_style, "Total credited");
-    layout.text_at(RIGHT, bottom + 4.0, Align::Right, total_style, &f.units(note.amount));
+    let total_style = Style::body()
+        .bold()
+        .sized(12.0)
+        .colored(branding.accent_color);
+    layout.text_at(
+        label_x,
+        bottom + 4.0,
+        Align::Left,
+        total_style,
+        "Total credited",
+    );
+    layout.text_at(
+        RIGHT,
+        bottom + 4.0,
+        Align::Right,
+        total_style,
+        &f.units(note.amount),
+    );
     layout.y = bottom + 4.0 + total_style.leading() + 10.0;
     let how = if note.credited_to_balance {
         "The amount was credited to the account's balance and will be applied to future invoices."

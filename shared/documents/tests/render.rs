@@ -36,7 +36,11 @@ fn the_invoice_shows_its_number_customer_lines_and_amount_due() {
     let pdf = render_invoice(&invoice, &branding).unwrap();
     assert!(pdf.starts_with(b"%PDF-"));
     let text = pdftotext(&pdf, "invoice");
-    let money = |minor: i64| branding.locale.format_money(Money::new(minor, invoice.currency));
+    let money = |minor: i64| {
+        branding
+            .locale
+            .format_money(Money::new(minor, invoice.currency))
+    };
 
     for expected in [
         "NIM-000042",
@@ -49,13 +53,19 @@ fn the_invoice_shows_its_number_customer_lines_and_amount_due() {
         "15 Mar 2026",
         "1 Feb 2026 – 1 Mar 2026",
     ] {
-        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
     }
     assert_eq!(invoice.lines.len(), 4);
     for line in &invoice.lines {
         for amount in [line.amount, line.total, line.tax_amount] {
             let written = money(amount);
-            assert!(text.contains(&written), "line amount {written} missing:\n{text}");
+            assert!(
+                text.contains(&written),
+                "line amount {written} missing:\n{text}"
+            );
         }
         if line.discount_amount != 0 {
             assert!(text.contains(&money(-line.discount_amount)));
@@ -67,9 +77,15 @@ fn the_invoice_shows_its_number_customer_lines_and_amount_due() {
         .find(|l| l.contains("Amount due"))
         .unwrap_or_else(|| panic!("no amount due in:\n{text}"));
     assert!(due_line.contains(&due), "{due_line:?} should show {due}");
-    assert!(text.contains(&money(-invoice.credit_total.get())), "credits applied");
+    assert!(
+        text.contains(&money(-invoice.credit_total.get())),
+        "credits applied"
+    );
     assert!(text.contains("USt (DE) 19 %"), "tax summary:\n{text}");
-    assert!(text.contains("Open, due 15 Mar 2026"), "payment status:\n{text}");
+    assert!(
+        text.contains("Open, due 15 Mar 2026"),
+        "payment status:\n{text}"
+    );
 }
 
 #[test]
@@ -85,7 +101,10 @@ fn the_appendix_explains_usage_and_proration_lines() {
         "€99.00 × 19/28 = 67.178571… EUR, rounded once half away from zero to €67.18",
         "Fraction 19/28 (calendar days, first and last included)",
     ] {
-        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
     }
     // The flat fee and the fixed line explain themselves.
     assert!(!text.contains("[3]"));
@@ -118,7 +137,11 @@ fn the_credit_note_shows_what_it_credits() {
         &render_credit_note(&note, &invoice, &branding).unwrap(),
         "credit-note",
     );
-    let money = |minor: i64| branding.locale.format_money(Money::new(minor, invoice.currency));
+    let money = |minor: i64| {
+        branding
+            .locale
+            .format_money(Money::new(minor, invoice.currency))
+    };
     for expected in [
         "CREDIT NOTE".to_owned(),
         note.id.to_string(),
@@ -128,7 +151,10 @@ fn the_credit_note_shows_what_it_credits() {
         money(note.tax_amount.get()),
         "credited to the account's balance".to_owned(),
     ] {
-        assert!(text.contains(&expected), "{expected:?} missing from:\n{text}");
+        assert!(
+            text.contains(&expected),
+            "{expected:?} missing from:\n{text}"
+        );
     }
 }
 

@@ -30,6 +30,7 @@ use billing_domain::customers::account::Account;
 use billing_domain::customers::limits::LimitSettings;
 use billing_domain::customers::payment_method::PaymentProfile;
 use billing_domain::customers::tenant::Tenant;
+use billing_domain::documents::branding::Branding;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::currency::Currency;
@@ -39,7 +40,6 @@ use billing_domain::kernel::ids::{
     WebhookEndpointId,
 };
 use billing_domain::tax::rates::{TaxRate, TaxSettings};
-use billing_domain::documents::branding::Branding;
 use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

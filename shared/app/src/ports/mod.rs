@@ -6,24 +6,24 @@ mod billing;
 mod catalog;
 mod coupons;
 mod credits;
+mod documents;
 mod dunning;
 mod events;
 mod gateway;
 mod payments;
 mod tax;
-mod documents;
 mod usage;
 
 pub use billing::*;
 pub use catalog::*;
 pub use coupons::*;
 pub use credits::*;
+pub use documents::*;
 pub use dunning::*;
 pub use events::*;
 pub use gateway::*;
 pub use payments::*;
 pub use tax::*;
-pub use documents::*;
 pub use usage::*;
 
 use async_trait::async_trait;

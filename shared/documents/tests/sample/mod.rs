@@ -34,7 +34,9 @@ pub fn branding() -> Branding {
         "locale": "en-GB"
     }))
     .unwrap();
-    Branding::default().patched(patch, ts("2026-01-01T00:00:00Z")).unwrap()
+    Branding::default()
+        .patched(patch, ts("2026-01-01T00:00:00Z"))
+        .unwrap()
 }
 
 pub fn invoice() -> Invoice {
@@ -48,7 +50,8 @@ pub fn invoice() -> Invoice {
         &TimeZone::UTC,
     )
     .unwrap();
-    let vat = json!([{"id": "txr_de", "percentage": "19", "display_name": "USt", "jurisdiction": "DE"}]);
+    let vat =
+        json!([{"id": "txr_de", "percentage": "19", "display_name": "USt", "jurisdiction": "DE"}]);
     let input: InvoiceInput = serde_json::from_value(json!({
         "currency": "eur",
         "lines": [

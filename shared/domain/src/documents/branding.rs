@@ -5,7 +5,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::customers::account::{optional_text, present, validate_address_in, validate_email, Address};
+use crate::customers::account::{
+    optional_text, present, validate_address_in, validate_email, Address,
+};
 use crate::documents::locale::Locale;
 use crate::kernel::error::{ErrorCode, ValidationError};
 
@@ -184,7 +186,9 @@ fn validate_tax_ids(ids: Vec<String>) -> Result<Vec<String>, ValidationError> {
     for (i, id) in ids.into_iter().enumerate() {
         let param = format!("tax_ids[{i}]");
         let id = id.trim().to_owned();
-        if id.is_empty() || id.chars().count() > MAX_TAX_ID_CHARS || id.chars().any(char::is_control)
+        if id.is_empty()
+            || id.chars().count() > MAX_TAX_ID_CHARS
+            || id.chars().any(char::is_control)
         {
             return Err(ValidationError::new(
                 ErrorCode::InvalidValue,
@@ -225,9 +229,15 @@ mod tests {
         assert_eq!(b.address.as_ref().unwrap().country.as_deref(), Some("DE"));
         assert_eq!((b.locale, b.version), (Locale::DeDe, 1));
         let cleared = b
-            .patched(patch(serde_json::json!({"footer": null, "legal_name": null})), now)
+            .patched(
+                patch(serde_json::json!({"footer": null, "legal_name": null})),
+                now,
+            )
             .unwrap();
-        assert_eq!((cleared.footer, cleared.legal_name, cleared.version), (None, None, 2));
+        assert_eq!(
+            (cleared.footer, cleared.legal_name, cleared.version),
+            (None, None, 2)
+        );
         assert_eq!(cleared.support_email.as_deref(), Some("help@acme.test"));
     }
 
@@ -235,12 +245,36 @@ mod tests {
     fn bad_values_name_their_field() {
         let now = Timestamp::UNIX_EPOCH;
         let cases = [
-            (serde_json::json!({"accent_color": "blue"}), ErrorCode::InvalidColor, "accent_color"),
-            (serde_json::json!({"primary_color": "#12345"}), ErrorCode::InvalidColor, "primary_color"),
-            (serde_json::json!({"support_email": "nope"}), ErrorCode::InvalidEmail, "support_email"),
-            (serde_json::json!({"address": {"country": "Germany"}}), ErrorCode::InvalidCountry, "address.country"),
-            (serde_json::json!({"tax_ids": ["ok", ""]}), ErrorCode::InvalidValue, "tax_ids[1]"),
-            (serde_json::json!({"footer": "x".repeat(501)}), ErrorCode::TooLong, "footer"),
+            (
+                serde_json::json!({"accent_color": "blue"}),
+                ErrorCode::InvalidColor,
+                "accent_color",
+            ),
+            (
+                serde_json::json!({"primary_color": "#12345"}),
+                ErrorCode::InvalidColor,
+                "primary_color",
+            ),
+            (
+                serde_json::json!({"support_email": "nope"}),
+                ErrorCode::InvalidEmail,
+                "support_email",
+            ),
+            (
+                serde_json::json!({"address": {"country": "Germany"}}),
+                ErrorCode::InvalidCountry,
+                "address.country",
+            ),
+            (
+                serde_json::json!({"tax_ids": ["ok", ""]}),
+                ErrorCode::InvalidValue,
+                "tax_ids[1]",
+            ),
+            (
+                serde_json::json!({"footer": "x".repeat(501)}),
+                ErrorCode::TooLong,
+                "footer",
+            ),
         ];
         for (json, code, param) in cases {
             let err = Branding::default().patched(patch(json), now).unwrap_err();

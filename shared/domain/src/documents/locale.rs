@@ -95,7 +95,13 @@ mod tests {
         .collect();
         assert_eq!(
             written,
-            ["Jan 5, 2026", "5 Jan 2026", "05.01.2026", "05/01/2026", "05-01-2026"]
+            [
+                "Jan 5, 2026",
+                "5 Jan 2026",
+                "05.01.2026",
+                "05/01/2026",
+                "05-01-2026"
+            ]
         );
     }
 
@@ -111,6 +117,9 @@ mod tests {
             Locale::FrFr.format_money(money(-123456, "eur")),
             "-1\u{a0}234,56\u{a0}€"
         );
-        assert_eq!(Locale::DeDe.format_money(money(1235, "jpy")), "1.235\u{a0}¥");
+        assert_eq!(
+            Locale::DeDe.format_money(money(1235, "jpy")),
+            "1.235\u{a0}¥"
+        );
     }
 }

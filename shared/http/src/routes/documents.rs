@@ -18,7 +18,10 @@ pub async fn get_branding(
     State(app): State<App>,
     Auth(caller): Auth,
 ) -> ApiResult<Reply<Branding>> {
-    Ok(Reply(StatusCode::OK, app.documents.branding(&caller).await?))
+    Ok(Reply(
+        StatusCode::OK,
+        app.documents.branding(&caller).await?,
+    ))
 }
 
 /// Changes the fields given (`null` clears a clearable one). Colours are `#rrggbb`
