@@ -11,7 +11,7 @@ FUNCTION_PACKAGES := -p api -p billing-worker -p billing-run -p payment-worker -
 PYTHON ?= python3
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: sim dev dev-reset invoke docs test fmt-check lint template-lint unit bench release size venv clean-local
+.PHONY: sim dev dev-reset invoke docs test fmt-check lint template-lint unit bench release size venv clean-local poppler
 
 $(VENV_STAMP): infra/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,13 +47,19 @@ template-lint: $(VENV_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/sam validate --lint --region us-east-1 --template-file template.yaml
 
-unit: $(VENV_STAMP)
+# pdftotext and pdftoppm (Debian's poppler-utils) read the rendered invoice PDFs back in tests.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+poppler:
+	@command -v pdftotext >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq poppler-utils; }
+
+unit: $(VENV_STAMP) poppler
 	cargo test --workspace --locked
 
 test: fmt-check lint template-lint unit
 
 bench:
 	cargo bench -p billing-domain
+	cargo bench -p billing-documents --bench render
 	cargo bench -p billing-http --bench get_account
 
 SIM_SUBSCRIPTIONS ?= 5000,10000

@@ -26,6 +26,7 @@ use billing_domain::customers::limits::LimitSettings;
 use billing_domain::customers::payment_method::PaymentProfile;
 use billing_domain::customers::staff::{IdentityProvider, IssuerTrust};
 use billing_domain::customers::tenant::Tenant;
+use billing_domain::documents::branding::Branding;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::currency::Currency;
@@ -829,6 +830,23 @@ impl CouponStore for SimStore {
     ) -> Result<Page<Coupon>, StoreError> {
         self.unmodelled("list_coupons");
         self.inner.list_coupons(tenant, page).await
+    }
+}
+
+#[async_trait]
+impl BrandingStore for SimStore {
+    async fn branding(&self, tenant: TenantId) -> Result<Option<Branding>, StoreError> {
+        self.unmodelled("branding");
+        self.inner.branding(tenant).await
+    }
+    async fn save_branding(
+        &self,
+        tenant: TenantId,
+        branding: &Branding,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("save_branding");
+        self.inner.save_branding(tenant, branding, change).await
     }
 }
 

@@ -19,6 +19,7 @@
 //! - [`coupons`]: coupons, and redeeming them onto subscriptions (one counted slot each).
 //! - [`tax`]: tax settings, tax rates (effective-dated, the EU standard VAT rates), and
 //!   the tax of an invoice through the tax-provider port (the built-in resolver by default).
+//! - [`documents`]: the tenant's branding for invoice and credit note PDFs.
 //! - [`billing`]: subscriptions and their steps, invoices, previews, test clocks, billing
 //!   of (late) usage.
 //! - [`events`]: the event and audit logs, webhook endpoints, fan-out and delivery.
@@ -52,6 +53,7 @@ pub mod collection;
 pub mod coupons;
 pub mod credits;
 pub mod customers;
+pub mod documents;
 pub mod events;
 pub mod jobs;
 pub mod kernel;
@@ -71,6 +73,7 @@ use collection::CollectionService;
 use coupons::CouponsService;
 use credits::CreditsService;
 use customers::CustomersService;
+use documents::DocumentsService;
 use events::EventsService;
 use kernel::{Clocks, IdempotencyService};
 use ports::{
@@ -115,6 +118,7 @@ pub struct App {
     pub credits: CreditsService,
     pub coupons: CouponsService,
     pub tax: TaxService,
+    pub documents: DocumentsService,
     pub billing: BillingService,
     pub events: EventsService,
     pub retention: RetentionService,
@@ -265,6 +269,7 @@ impl App {
         let coupons = CouponsService::new(store.clone(), clocks.clone());
         let retention = RetentionService::new(store.clone(), clocks.clone());
         let tax = TaxService::new(store.clone(), clocks.clone(), Arc::new(BuiltInTax));
+        let documents = DocumentsService::new(store.clone(), clocks.clone());
         let billing = BillingService::new(
             store.clone(),
             clocks.clone(),
@@ -295,6 +300,7 @@ impl App {
             credits,
             coupons,
             tax,
+            documents,
             billing,
             events,
             retention,

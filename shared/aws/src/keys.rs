@@ -599,6 +599,11 @@ pub fn tax_settings(tenant: TenantId) -> Key {
     Key::new(tenant_partition(tenant), "SETTINGS#TAX".into())
 }
 
+/// The tenant's branding for documents.
+pub fn branding(tenant: TenantId) -> Key {
+    Key::new(tenant_partition(tenant), "SETTINGS#BRANDING".into())
+}
+
 pub const TAX_RATE_PREFIX: &str = "TAXRATE#";
 
 pub fn tax_rate(tenant: TenantId, id: TaxRateId) -> Key {

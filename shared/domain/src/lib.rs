@@ -11,6 +11,7 @@ pub mod collection;
 pub mod coupons;
 pub mod credits;
 pub mod customers;
+pub mod documents;
 pub mod events;
 pub mod kernel;
 pub mod tax;

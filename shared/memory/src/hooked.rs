@@ -31,6 +31,7 @@ use billing_domain::customers::limits::LimitSettings;
 use billing_domain::customers::payment_method::PaymentProfile;
 use billing_domain::customers::staff::{IdentityProvider, IssuerTrust};
 use billing_domain::customers::tenant::Tenant;
+use billing_domain::documents::branding::Branding;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::currency::Currency;
@@ -284,6 +285,10 @@ hooked! {
         fn replace_tax_rate(tenant: TenantId, ended: &TaxRate, next: &TaxRate, change: &Change) -> Result<(), StoreError>;
         fn get_tax_rate(tenant: TenantId, id: TaxRateId) -> Result<Option<TaxRate>, StoreError>;
         fn list_tax_rates(tenant: TenantId, page: &PageRequest) -> Result<Page<TaxRate>, StoreError>;
+    }
+    BrandingStore {
+        fn branding(tenant: TenantId) -> Result<Option<Branding>, StoreError>;
+        fn save_branding(tenant: TenantId, branding: &Branding, change: &Change) -> Result<(), StoreError>;
     }
     RedemptionStore {
         fn redeem_coupon(tenant: TenantId, coupon: &Coupon, target: RedemptionTarget<'_>, change: &Change) -> Result<(), StoreError>;

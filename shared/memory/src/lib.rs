@@ -9,6 +9,7 @@ mod billing;
 mod catalog;
 mod coupons;
 mod credits;
+mod documents;
 mod dunning;
 mod erasure;
 mod events;
@@ -50,6 +51,7 @@ pub(crate) struct State {
     pub(crate) catalog: catalog::CatalogState,
     pub(crate) coupons: coupons::CouponState,
     pub(crate) tax: tax::TaxState,
+    pub(crate) documents: documents::DocumentState,
     pub(crate) billing: billing::BillingState,
     pub(crate) payments: payments::PaymentState,
     pub(crate) dunning: dunning::DunningState,

@@ -6,6 +6,7 @@ mod billing;
 mod catalog;
 mod coupons;
 mod credits;
+mod documents;
 mod dunning;
 mod events;
 mod gateway;
@@ -17,6 +18,7 @@ pub use billing::*;
 pub use catalog::*;
 pub use coupons::*;
 pub use credits::*;
+pub use documents::*;
 pub use dunning::*;
 pub use events::*;
 pub use gateway::*;
@@ -405,6 +407,7 @@ pub trait Store:
     + crate::credits::CreditsPorts
     + crate::coupons::CouponsPorts
     + crate::tax::TaxPorts
+    + crate::documents::DocumentsPorts
     + crate::events::EventsPorts
     + crate::retention::RetentionPorts
     + IdempotencyStore
@@ -421,6 +424,7 @@ impl<T> Store for T where
         + crate::credits::CreditsPorts
         + crate::coupons::CouponsPorts
         + crate::tax::TaxPorts
+        + crate::documents::DocumentsPorts
         + crate::events::EventsPorts
         + crate::retention::RetentionPorts
         + IdempotencyStore

@@ -8,6 +8,7 @@ mod billing;
 mod catalog;
 mod coupons;
 mod credits;
+mod documents;
 mod dunning;
 mod erasure;
 mod events;

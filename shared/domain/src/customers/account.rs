@@ -318,8 +318,16 @@ fn validate_vat_id(vat_id: Option<String>) -> Result<Option<String>, ValidationE
 }
 
 fn validate_address(address: Address) -> Result<Address, ValidationError> {
+    validate_address_in(address, "billing_address")
+}
+
+/// Trims and bounds each field, upper-cases the country; errors name `parent.field`.
+pub(crate) fn validate_address_in(
+    address: Address,
+    parent: &str,
+) -> Result<Address, ValidationError> {
     let field = |value: Option<String>, name: &'static str| {
-        optional_text(value, name, 200).map_err(|e| e.within("billing_address"))
+        optional_text(value, name, 200).map_err(|e| e.within(parent))
     };
     let country = match address.country {
         None => None,
@@ -328,7 +336,7 @@ fn validate_address(address: Address) -> Result<Address, ValidationError> {
             if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
                 return Err(ValidationError::new(
                     ErrorCode::InvalidCountry,
-                    "billing_address.country",
+                    format!("{parent}.country"),
                     "country must be a two-letter ISO 3166-1 code such as `DE`",
                 ));
             }
@@ -346,7 +354,7 @@ fn validate_address(address: Address) -> Result<Address, ValidationError> {
 }
 
 /// Trims; empty means absent; longer than `max` characters is an error naming `param`.
-fn optional_text(
+pub(crate) fn optional_text(
     value: Option<String>,
     param: &'static str,
     max: usize,

@@ -120,6 +120,7 @@ error_codes! {
         "A `metadata` value is longer than 500 characters.";
     TooLong => "too_long", 400, "A text field is longer than its limit.";
     InvalidEmail => "invalid_email", 400, "Not a valid email address.";
+    InvalidColor => "invalid_color", 400, "A colour is not of the form `#rrggbb`.";
     InvalidCountry => "invalid_country", 400, "Not an ISO 3166-1 alpha-2 country code.";
     InvalidCurrency => "invalid_currency", 400, "Not a supported ISO 4217 currency.";
     InvalidTimezone => "invalid_timezone", 400, "Not an IANA time zone.";

@@ -69,8 +69,13 @@ fn group_digits(digits: &str, style: NumberStyle, out: &mut String) {
 
 /// Formats for people: `-$1,234.56`, `1 234,56 kr`, `¥1,235`, `KD 1.235`.
 pub fn format_human(m: Money) -> String {
+    format_styled(m, number_style(m.currency), m.currency.info().symbol_first)
+}
+
+/// [`format_human`] with the grouping and symbol placement of a locale instead of the
+/// currency's own.
+pub fn format_styled(m: Money, style: NumberStyle, symbol_first: bool) -> String {
     let info = m.currency.info();
-    let style = number_style(m.currency);
     let exp = u32::from(info.exponent);
     let abs = m.minor.unsigned_abs();
     let (int_part, frac_part) = if exp == 0 {
@@ -85,7 +90,7 @@ pub fn format_human(m: Money) -> String {
         number.push_str(&format!("{:0width$}", frac_part, width = exp as usize));
     }
     let sign = if m.minor < 0 { "-" } else { "" };
-    if info.symbol_first {
+    if symbol_first {
         format!("{sign}{}{number}", info.symbol)
     } else {
         let symbol = info.symbol.trim_start();

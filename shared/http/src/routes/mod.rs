@@ -17,6 +17,7 @@ pub mod collection;
 pub mod coupons;
 pub mod credits;
 pub mod customers;
+pub mod documents;
 pub mod events;
 pub mod health;
 pub mod retention;
@@ -79,6 +80,6 @@ pub(crate) use modules;
 
 // Every documented route of the API.
 modules!(
-    customers, catalog, billing, coupons, tax, usage, collection, credits, events, retention,
-    health
+    customers, catalog, billing, coupons, tax, documents, usage, collection, credits, events,
+    retention, health
 );

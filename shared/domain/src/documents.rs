@@ -1,0 +1,5 @@
+//! Documents: the tenant's branding printed on invoices and credit notes, and the locale
+//! their dates and amounts are written in.
+
+pub mod branding;
+pub mod locale;
