@@ -173,6 +173,7 @@ impl BillingService {
                         model: was.model.clone(),
                         commitment: was.commitment,
                         prorated: was.prorated.is_some(),
+                        tax_behavior: sub.terms.usage_charge_tax_behavior(&rollup.metric),
                     };
                     let usage = term.prorate(
                         rollup.aggregate.usage(rollup.aggregation, &term.model),
@@ -195,6 +196,7 @@ impl BillingService {
                                 quantity: Some(rollup.quantity() - was.quantity),
                             },
                             tax_rates: Vec::new(),
+                            tax_behavior: term.tax_behavior,
                             discountable: true,
                         });
                     }

@@ -279,6 +279,22 @@ fn code(value: Option<String>, param: &str) -> Result<Option<String>, Validation
     }
 }
 
+/// Whether a price contains its tax (`inclusive`) or has it added (`exclusive`): set on a
+/// plan's charge, it overrides the tenant's `prices_include_tax` for that charge's lines
+/// (Stripe's `tax_behavior` on a price).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaxBehavior {
+    Inclusive,
+    Exclusive,
+}
+
+impl TaxBehavior {
+    pub fn inclusive(self) -> bool {
+        self == TaxBehavior::Inclusive
+    }
+}
+
 /// Whether a customer owes tax, pays none, or accounts for it themselves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -130,6 +130,7 @@ fn manual_lines(lines: Vec<ManualLine>) -> Vec<LineInput> {
                 quantity: l.quantity.map(rust_decimal::Decimal::from),
             },
             tax_rates: Vec::new(),
+            tax_behavior: None,
             discountable: true,
         })
         .collect()
