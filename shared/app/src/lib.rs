@@ -39,8 +39,9 @@
 //!         ──▶ coupons (redeemable)
 //!         ──▶ retention (purge_account)
 //!         ──▶ tax (invoice_tax)
+//! usage ──▶ tax (invoice_tax: the projected invoice)
 //! collection ──▶ customers (forget_payment_method)
-//! customers, catalog, usage, coupons, tax, events, credits, retention ──▶ kernel only
+//! customers, catalog, coupons, tax, events, credits, retention ──▶ kernel only
 //! ```
 //!
 //! [`App`] is only the wiring: it builds each service from the adapters once per process,
@@ -230,7 +231,8 @@ impl App {
         let metrics: kernel::MetricCache =
             Arc::new(kernel::TtlCache::new(kernel::cache::METRIC_TTL));
         let catalog = CatalogService::new(store.clone(), clocks.clone(), metrics.clone());
-        let usage = usage::UsageService::new(store.clone(), clocks.clone(), metrics);
+        let tax = TaxService::new(store.clone(), clocks.clone(), Arc::new(BuiltInTax));
+        let usage = usage::UsageService::new(store.clone(), clocks.clone(), metrics, tax.clone());
         let collection = CollectionService::new(
             store.clone(),
             clocks.clone(),
@@ -242,7 +244,6 @@ impl App {
         let credits = CreditsService::new(store.clone(), clocks.clone());
         let coupons = CouponsService::new(store.clone(), clocks.clone());
         let retention = RetentionService::new(store.clone(), clocks.clone());
-        let tax = TaxService::new(store.clone(), clocks.clone(), Arc::new(BuiltInTax));
         let billing = BillingService::new(
             store.clone(),
             clocks.clone(),

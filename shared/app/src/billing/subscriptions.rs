@@ -26,6 +26,7 @@ use jiff::Timestamp;
 use super::BillingService;
 use crate::collection::first_attempt;
 use crate::coupons::CouponRef;
+use crate::tax::TaxCustomer;
 use crate::customers::refuse_blocked;
 use crate::kernel::{
     change, event, new_ulid, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
@@ -777,7 +778,12 @@ impl BillingService {
     ) -> Result<Invoice, AppError> {
         let tax = self
             .tax
-            .invoice_tax(caller.tenant_id, sub.account_id, now)
+            .invoice_tax(
+                caller.tenant_id,
+                TaxCustomer::Account(sub.account_id),
+                now,
+                sub.test_clock,
+            )
             .await?;
         let mut lines = billing.lines.clone();
         tax.apply(&mut lines);

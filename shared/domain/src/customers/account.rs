@@ -113,6 +113,32 @@ pub struct NewAccount {
     pub test_clock: Option<TestClockId>,
 }
 
+/// Who a hypothetical invoice (a preview without an account) is for, as far as its tax
+/// depends on it: the same fields, checked the same way, as an account's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"billing_address": {"country": "FR"}, "vat_id": "FR23334175221"}))]
+pub struct CustomerDetails {
+    pub billing_address: Option<Address>,
+    #[serde(default)]
+    pub tax_exempt: TaxExempt,
+    pub vat_id: Option<String>,
+}
+
+impl CustomerDetails {
+    /// Checked like an account's fields; errors name them under `param`.
+    pub fn validate(self, param: &str) -> Result<CustomerDetails, ValidationError> {
+        let checked = || {
+            Ok(CustomerDetails {
+                billing_address: self.billing_address.map(validate_address).transpose()?,
+                tax_exempt: self.tax_exempt,
+                vat_id: validate_vat_id(self.vat_id)?,
+            })
+        };
+        checked().map_err(|e: ValidationError| e.within(param))
+    }
+}
+
 /// A partial update. For clearable fields, `Some(None)` (JSON `null`) clears and an absent
 /// field leaves the value alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
