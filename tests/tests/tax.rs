@@ -9,8 +9,12 @@
 //! inclusive case (`inclusive: true` rates take `amount × p / (100 + p)` out of the price:
 //! €119.00 at 19 % is €100.00 net and €19.00 tax).
 
+use std::sync::Arc;
+
 use billing_app::App;
+use billing_aws::vies::ViesRegistry;
 use billing_tests::api::{problem, Api};
+use billing_tests::fake_vies::{FakeVies, Vies};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -18,7 +22,8 @@ use serde_json::{json, Value};
 /// `eu_rates`.
 async fn seller(app: App, name: &str, settings: Value, eu_rates: bool) -> Api {
     let (api, _) = Api::start(app, name).await;
-    api.ok(Method::PUT, "/v1/settings/tax", Some(&settings)).await;
+    api.ok(Method::PUT, "/v1/settings/tax", Some(&settings))
+        .await;
     if eu_rates {
         api.post("/v1/tax-rates/eu-standard-vat", json!({})).await;
     }
@@ -548,7 +553,11 @@ async fn every_preview_taxes_as_the_invoice_will(app: App) {
     assert_eq!(finalized["status"], "open");
     // 333.33 × 20 % = 66.666 → 66.67; 0.01 × 20 % = 0.002 → 0.00: each line rounded once.
     assert_eq!(tax_figures(&preview).2, 6667, "{preview}");
-    assert_eq!(tax_figures(&preview), tax_figures(&finalized), "{finalized}");
+    assert_eq!(
+        tax_figures(&preview),
+        tax_figures(&finalized),
+        "{finalized}"
+    );
 
     // The subscription's next invoice, and the live usage projection of its period end.
     let next = api
@@ -592,7 +601,10 @@ async fn every_preview_taxes_as_the_invoice_will(app: App) {
         .await["invoice"]
         .clone();
     assert_eq!(
-        (business["tax_total"].as_i64(), business["lines"][0]["tax_reason"].as_str()),
+        (
+            business["tax_total"].as_i64(),
+            business["lines"][0]["tax_reason"].as_str()
+        ),
         (Some(0), Some("eu_reverse_charge"))
     );
     let refused = api
@@ -609,6 +621,122 @@ async fn every_preview_taxes_as_the_invoice_will(app: App) {
     );
 }
 
+/// With `verify_vat_ids_online`, VAT ids are asked of VIES (here a fake on 127.0.0.1) when
+/// they are set: a registered one is `verified` and reverse-charged; one VIES says is not
+/// registered is refused with `invalid_vat_id`; one VIES cannot answer for is accepted
+/// `unverified` and taxed as a consumer's until an invoice finds it confirmed. Answers are
+/// cached (an hour), "cannot answer" never; a tenant without the setting never asks.
+async fn vies_checks_vat_ids_when_the_tenant_asks(app: App) {
+    let vies = FakeVies::start().await;
+    vies.answer("FR23334175221", Vies::Registered);
+    vies.answer("BE428759497", Vies::NotRegistered);
+    vies.answer("ATU13585627", Vies::Down);
+    let app = app.with_vat_registry(Arc::new(ViesRegistry::new(Some(&vies.url)).unwrap()));
+    let offline = seller(app.clone(), "Tax offline", json!({"country": "DE"}), true).await;
+    let api = seller(
+        app,
+        "Tax VIES",
+        json!({"country": "DE", "verify_vat_ids_online": true}),
+        true,
+    )
+    .await;
+    let business = |email: &str, vat_id: &str, country: &str| {
+        json!({"email": email, "currency": "eur", "vat_id": vat_id,
+               "billing_address": {"country": country}})
+    };
+
+    let fr = api
+        .created(
+            "/v1/accounts",
+            business("fr@acme.test", "FR 23 334 175 221", "FR"),
+        )
+        .await;
+    assert_eq!(fr["vat_id_status"], "verified", "{fr}");
+    assert_eq!(
+        vies.requests(),
+        [json!({"countryCode": "FR", "vatNumber": "23334175221"})]
+    );
+    let twin = api
+        .created(
+            "/v1/accounts",
+            business("fr2@acme.test", "FR23334175221", "FR"),
+        )
+        .await;
+    assert_eq!(twin["vat_id_status"], "verified");
+    assert_eq!(vies.requests().len(), 1, "the answer is cached");
+    let reverse = invoice_of_100(&api, fr["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (
+            reverse["tax_total"].as_i64(),
+            reverse["tax_reason"].as_str()
+        ),
+        (Some(0), Some("eu_reverse_charge"))
+    );
+
+    let refused = api
+        .send(
+            Method::POST,
+            "/v1/accounts",
+            Some(&business("be@acme.test", "BE428759497", "BE")),
+        )
+        .await;
+    let body = problem(refused, StatusCode::BAD_REQUEST, "invalid_vat_id").await;
+    assert_eq!(body["param"], "vat_id");
+    let patch = api
+        .send(
+            Method::PATCH,
+            &format!("/v1/accounts/{}", twin["id"].as_str().unwrap()),
+            Some(&json!({"vat_id": "BE428759497"})),
+        )
+        .await;
+    problem(patch, StatusCode::BAD_REQUEST, "invalid_vat_id").await;
+    assert_eq!(vies.requests().len(), 2, "not registered is cached too");
+
+    let at = api
+        .created(
+            "/v1/accounts",
+            business("at@acme.test", "ATU13585627", "AT"),
+        )
+        .await;
+    assert_eq!(at["vat_id_status"], "unverified", "{at}");
+    let at_id = at["id"].as_str().unwrap();
+    // VIES still cannot answer (another way): taxed as a consumer, Austria's 20 %.
+    vies.answer("ATU13585627", Vies::MemberStateUnavailable);
+    let consumer = invoice_of_100(&api, at_id).await;
+    assert_eq!(
+        (
+            consumer["tax_total"].as_i64(),
+            consumer["tax_reason"].as_str()
+        ),
+        (Some(2000), Some("eu_one_stop_shop")),
+        "{consumer}"
+    );
+    assert_eq!(vies.requests().len(), 4, "cannot answer is asked again");
+    vies.answer("ATU13585627", Vies::Registered);
+    let confirmed = invoice_of_100(&api, at_id).await;
+    assert_eq!(
+        (
+            confirmed["tax_total"].as_i64(),
+            confirmed["tax_reason"].as_str()
+        ),
+        (Some(0), Some("eu_reverse_charge"))
+    );
+    invoice_of_100(&api, at_id).await;
+    assert_eq!(vies.requests().len(), 5);
+
+    // Off by default: only the offline checks.
+    let unchecked = offline
+        .created(
+            "/v1/accounts",
+            business("be@acme.test", "BE428759497", "BE"),
+        )
+        .await;
+    assert_eq!(unchecked.get("vat_id_status"), None, "{unchecked}");
+    let reverse = invoice_of_100(&offline, unchecked["id"].as_str().unwrap()).await;
+    assert_eq!(reverse["tax_reason"], "eu_reverse_charge");
+    assert_eq!(vies.requests().len(), 5);
+}
+
 billing_tests::on_both_stores!(
     test_calculate_tax_for_jurisdiction,
     test_eu_vat_reverse_charge,
@@ -618,4 +746,5 @@ billing_tests::on_both_stores!(
     a_vat_id_with_a_bad_check_digit_is_refused,
     a_plan_price_overrides_the_tenant_tax_default,
     every_preview_taxes_as_the_invoice_will,
+    vies_checks_vat_ids_when_the_tenant_asks,
 );

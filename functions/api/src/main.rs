@@ -23,7 +23,9 @@ async fn main() -> Result<(), Error> {
     let gateways = payment_gateway(&sdk, config.deployment).await?.gateways;
     let mut app = App::by_mode(Arc::new(store), Arc::new(SystemClock), gateways)
         .with_payment_queue(payments)
-        .with_deployment(config.deployment);
+        .with_deployment(config.deployment)
+        // Accounts' VAT ids, for tenants that check them online.
+        .with_vat_registry(Arc::new(billing_aws::vies::ViesRegistry::new(None)?));
     // Keep it at least the function's Timeout: a claim's holder must be stopped before a
     // retry may take its Idempotency-Key over.
     if let Ok(secs) = std::env::var("IDEMPOTENCY_LEASE_SECONDS") {

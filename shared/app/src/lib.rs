@@ -41,7 +41,8 @@
 //!         ──▶ tax (invoice_tax)
 //! usage ──▶ tax (invoice_tax: the projected invoice)
 //! collection ──▶ customers (forget_payment_method)
-//! customers, catalog, coupons, tax, events, credits, retention ──▶ kernel only
+//! customers ──▶ tax (vat_id_status: the online VAT id check)
+//! catalog, coupons, tax, events, credits, retention ──▶ kernel only
 //! ```
 //!
 //! [`App`] is only the wiring: it builds each service from the adapters once per process,
@@ -74,7 +75,9 @@ use credits::CreditsService;
 use customers::CustomersService;
 use events::EventsService;
 use kernel::{Clocks, IdempotencyService};
-use ports::{BillingQueue, Clock, Gateways, Notifier, PaymentGateway, PaymentQueue, Store};
+use ports::{
+    BillingQueue, Clock, Gateways, Notifier, PaymentGateway, PaymentQueue, Store, VatRegistry,
+};
 use retention::RetentionService;
 use tax::{BuiltInTax, TaxService};
 
@@ -87,6 +90,7 @@ struct Adapters {
     finalize_queue: Option<Arc<dyn BillingQueue>>,
     deployment: Deployment,
     idempotency_lease: jiff::SignedDuration,
+    vat_registry: Option<Arc<dyn VatRegistry>>,
 }
 
 /// The services, wired to the adapters. Built once per process; cheap to clone.
@@ -104,6 +108,7 @@ pub struct App {
     finalize_queue: Option<Arc<dyn BillingQueue>>,
     deployment: Deployment,
     idempotency_lease: jiff::SignedDuration,
+    vat_registry: Option<Arc<dyn VatRegistry>>,
     pub idempotency: IdempotencyService,
     pub customers: CustomersService,
     pub catalog: CatalogService,
@@ -139,6 +144,7 @@ impl App {
             finalize_queue: None,
             deployment: Deployment::Deployed,
             idempotency_lease: kernel::idempotency::DEFAULT_LEASE,
+            vat_registry: None,
         })
     }
 
@@ -153,6 +159,7 @@ impl App {
             finalize_queue: self.finalize_queue,
             deployment: self.deployment,
             idempotency_lease: self.idempotency_lease,
+            vat_registry: self.vat_registry,
         }
     }
 
@@ -215,6 +222,14 @@ impl App {
         })
     }
 
+    /// Checks VAT ids with `registry` (VIES) for tenants that ask for it.
+    pub fn with_vat_registry(self, registry: Arc<dyn VatRegistry>) -> Self {
+        Self::wire(Adapters {
+            vat_registry: Some(registry),
+            ..self.adapters()
+        })
+    }
+
     fn wire(adapters: Adapters) -> Self {
         let Adapters {
             store,
@@ -225,13 +240,20 @@ impl App {
             finalize_queue,
             deployment,
             idempotency_lease,
+            vat_registry,
         } = adapters;
         let clocks = Clocks::new(clock.clone(), store.clone());
-        let customers = CustomersService::new(store.clone(), clocks.clone(), gateways.clone());
+        let tax = TaxService::new(
+            store.clone(),
+            clocks.clone(),
+            Arc::new(BuiltInTax),
+            vat_registry.clone(),
+        );
+        let customers =
+            CustomersService::new(store.clone(), clocks.clone(), gateways.clone(), tax.clone());
         let metrics: kernel::MetricCache =
             Arc::new(kernel::TtlCache::new(kernel::cache::METRIC_TTL));
         let catalog = CatalogService::new(store.clone(), clocks.clone(), metrics.clone());
-        let tax = TaxService::new(store.clone(), clocks.clone(), Arc::new(BuiltInTax));
         let usage = usage::UsageService::new(store.clone(), clocks.clone(), metrics, tax.clone());
         let collection = CollectionService::new(
             store.clone(),
@@ -266,6 +288,7 @@ impl App {
             finalize_queue,
             deployment,
             idempotency_lease,
+            vat_registry,
             customers,
             catalog,
             usage,

@@ -12,12 +12,11 @@ use billing_domain::billing::subscription::{
     first_paid_period, BillingReason, CollectionMethod, NewSubscription, Subscription,
     SubscriptionTerms,
 };
-use billing_domain::customers::account::CustomerDetails;
-use billing_domain::tax::resolve::InvoiceTax;
 use billing_domain::catalog::charges::Usage;
 use billing_domain::catalog::plan::{NewPlan, Plan, PlanVersion};
 use billing_domain::collection::credit_note::CreditNote;
 use billing_domain::customers::access::Permission;
+use billing_domain::customers::account::CustomerDetails;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::currency::Currency;
@@ -28,13 +27,14 @@ use billing_domain::kernel::ids::{
 };
 use billing_domain::kernel::metadata::Metadata;
 use billing_domain::kernel::money::MinorUnits;
+use billing_domain::tax::resolve::InvoiceTax;
 use jiff::Timestamp;
 
 use super::BillingService;
 use crate::collection::collection_change;
 use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS};
-use crate::tax::TaxCustomer;
 use crate::ports::{CollectionWrite, InvoiceFilter, InvoiceWrite, Page, PageRequest, StoreError};
+use crate::tax::TaxCustomer;
 
 impl From<InvoiceTransitionError> for AppError {
     fn from(err: InvoiceTransitionError) -> Self {

@@ -26,7 +26,6 @@ use jiff::Timestamp;
 use super::BillingService;
 use crate::collection::first_attempt;
 use crate::coupons::CouponRef;
-use crate::tax::TaxCustomer;
 use crate::customers::refuse_blocked;
 use crate::kernel::{
     change, event, new_ulid, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
@@ -35,6 +34,7 @@ use crate::ports::{
     CreditNoteFilter, Finalization, InvoiceFilter, InvoiceWrite, Page, PageRequest,
     RedemptionTarget, StoreError, SubscriptionFilter, SubscriptionStep,
 };
+use crate::tax::TaxCustomer;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartSubscription {

@@ -21,6 +21,7 @@ use crate::kernel::{AppError, Clocks, TtlCache};
 use crate::ports::{
     AccountStore, ApiKeyStore, Gateways, PaymentStore, RateLimitStore, TenantStore, TestClockStore,
 };
+use crate::tax::TaxService;
 
 /// What the customers service reads and writes.
 pub trait CustomersPorts:
@@ -45,16 +46,24 @@ pub struct CustomersService {
     /// This instance's shares of the hourly counts, its burst counts, and the tenants'
     /// limits as last read.
     limiter: Arc<limits::RateLimiter>,
+    /// Checks a VAT id with the registry when the tenant asks for it.
+    tax: TaxService,
 }
 
 impl CustomersService {
-    pub(crate) fn new(store: Arc<dyn CustomersPorts>, clocks: Clocks, gateways: Gateways) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn CustomersPorts>,
+        clocks: Clocks,
+        gateways: Gateways,
+        tax: TaxService,
+    ) -> Self {
         Self {
             store,
             clocks,
             gateways,
             keys: Arc::new(TtlCache::new(KEY_TTL)),
             limiter: Arc::new(limits::RateLimiter::default()),
+            tax,
         }
     }
 }

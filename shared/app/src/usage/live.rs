@@ -22,9 +22,9 @@ use utoipa::ToSchema;
 use super::pricing::{price, usage_lines};
 use super::{invalid, UsageService};
 use crate::kernel::{AppError, Caller};
+use crate::ports::*;
 use crate::tax::TaxCustomer;
 use billing_domain::tax::resolve::InvoiceTax;
-use crate::ports::*;
 
 /// One metric of a period: the aggregate, and what it costs so far.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]

@@ -18,8 +18,8 @@ use billing_domain::kernel::ids::{SubscriptionId, TenantId};
 use jiff::SignedDuration;
 
 use crate::kernel::{Clocks, MetricCache, TtlCache};
-use crate::tax::TaxService;
 use crate::ports::{AccountStore, DunningStore, MetricStore, SubscriptionStore, UsageStore};
+use crate::tax::TaxService;
 
 /// What the usage service reads and writes (the dunning policy only read: what a block
 /// does to entitlement checks).

@@ -363,6 +363,11 @@ pub struct TaxSettings {
     /// The seller's tax ids printed on invoices; VAT ids are checked like accounts' ones.
     #[serde(default)]
     pub tax_ids: Vec<String>,
+    /// Also check customers' EU VAT ids with the registry (VIES) when they are set: one it
+    /// says is not registered is refused (`invalid_vat_id`); one it cannot answer for is
+    /// accepted `unverified` and is not reverse-charged until VIES confirms it.
+    #[serde(default)]
+    pub verify_vat_ids_online: bool,
 }
 
 impl TaxSettings {
@@ -401,6 +406,7 @@ impl TaxSettings {
             registrations,
             prices_include_tax: self.prices_include_tax,
             tax_ids,
+            verify_vat_ids_online: self.verify_vat_ids_online,
         })
     }
 
@@ -527,6 +533,7 @@ mod tests {
             registrations: vec![],
             prices_include_tax: false,
             tax_ids: vec!["DE 136 695 976".into(), "12-3456789".into()],
+            verify_vat_ids_online: false,
         };
         let ok = settings.clone().validate().unwrap();
         assert_eq!(ok.tax_ids, ["DE136695976", "12-3456789"]);

@@ -274,6 +274,7 @@ mod tests {
             registrations: vec![],
             prices_include_tax: false,
             tax_ids: vec!["DE136695976".into()],
+            verify_vat_ids_online: false,
         }
     }
 
@@ -347,6 +348,7 @@ mod tests {
             }],
             prices_include_tax: false,
             tax_ids: vec![],
+            verify_vat_ids_online: false,
         };
         let rates = rates();
         let resolve = |c: &Customer<'_>| resolve(Some(&seller), &rates, c, at(DAY));
@@ -503,11 +505,19 @@ mod tests {
         };
         assert_eq!(
             on(&exclusive_seller),
-            [(10_000, 1_900, 11_900), (10_000, 1_900, 11_900), (10_000, 1_900, 11_900)]
+            [
+                (10_000, 1_900, 11_900),
+                (10_000, 1_900, 11_900),
+                (10_000, 1_900, 11_900)
+            ]
         );
         assert_eq!(
             on(&inclusive_seller),
-            [(10_000, 1_900, 11_900), (10_000, 1_900, 11_900), (8_403, 1_597, 10_000)]
+            [
+                (10_000, 1_900, 11_900),
+                (10_000, 1_900, 11_900),
+                (8_403, 1_597, 10_000)
+            ]
         );
     }
 

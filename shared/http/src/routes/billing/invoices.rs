@@ -7,7 +7,6 @@ use axum::http::StatusCode;
 use billing_app::billing::{
     HypotheticalPlan, HypotheticalSubscription, PreviewCustomer, PreviewSource,
 };
-use billing_domain::customers::account::CustomerDetails;
 use billing_app::ports::InvoiceFilter;
 use billing_app::App;
 use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
@@ -15,6 +14,7 @@ use billing_domain::billing::invoice_draft::{InvoiceDraft, InvoiceInput, LineInp
 use billing_domain::billing::subscription::CollectionMethod;
 use billing_domain::catalog::charges::Usage;
 use billing_domain::catalog::plan::NewPlan;
+use billing_domain::customers::account::CustomerDetails;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{AccountId, InvoiceId, PlanId, SubscriptionId};
@@ -302,9 +302,11 @@ pub async fn preview_invoice(
             ))
         }
         (Some(id), None) => PreviewCustomer::Account(AccountId::parse(id, "account")?),
-        (None, Some(details)) => {
-            PreviewCustomer::Details(details.validate("customer_details").map_err(Problem::from)?)
-        }
+        (None, Some(details)) => PreviewCustomer::Details(
+            details
+                .validate("customer_details")
+                .map_err(Problem::from)?,
+        ),
         (None, None) => PreviewCustomer::default(),
     };
     let source = match (req.subscription, req.lines) {
