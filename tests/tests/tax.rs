@@ -11,10 +11,15 @@
 
 use std::sync::Arc;
 
-use billing_app::App;
+use billing_app::ports::{EventFilter, PageRequest};
+use billing_app::{App, Caller};
 use billing_aws::vies::ViesRegistry;
+use billing_domain::customers::access::Role;
+use billing_domain::customers::tenant::TenantMode;
+use billing_domain::events::types::EventType;
 use billing_tests::api::{problem, Api};
 use billing_tests::fake_vies::{FakeVies, Vies};
+use billing_tests::Races;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -748,3 +753,67 @@ billing_tests::on_both_stores!(
     every_preview_taxes_as_the_invoice_will,
     vies_checks_vat_ids_when_the_tenant_asks,
 );
+
+/// Four deliveries of "load the EU rates" at once load them once: 29 rates, each created
+/// once (one `tax_rate.created` event each), and every caller gets the same 29.
+async fn loading_the_eu_rates_at_once_loads_them_once(app: App, races: Races) {
+    let (tenant, issued) = app
+        .customers
+        .create_tenant("Tax race", TenantMode::Sandbox)
+        .await
+        .unwrap();
+    let caller = Caller {
+        tenant_id: tenant.id,
+        livemode: false,
+        key_id: Some(issued.key.id),
+        role: Role::Admin,
+        rate_limit_per_hour: None,
+        request_id: None,
+    };
+    races.begin();
+    let loads: Vec<_> = (0..4)
+        .map(|_| {
+            let (app, caller) = (app.clone(), caller.clone());
+            tokio::spawn(async move { app.tax.load_eu_standard_vat(&caller).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for load in loads {
+        answers.push(load.await.unwrap().unwrap());
+    }
+    assert_eq!(answers[0].len(), 29);
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    let page = PageRequest::first(100);
+    let stored = app
+        .store
+        .list_tax_rates(tenant.id, &page)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(stored, answers[0]);
+    let created = app
+        .store
+        .list_events(tenant.id, &EventFilter::default(), &page)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.event_type == EventType::TaxRateCreated)
+        .count();
+    assert_eq!(created, 29, "each rate created once");
+}
+
+/// The same on the memory store, interleaving at every store operation (seeded delays on
+/// tokio's paused clock): some load lost its insert to another and read the winner's rates.
+#[tokio::test(start_paused = true)]
+async fn loading_the_eu_rates_at_once_loads_them_once_in_memory() {
+    let mut lost = 0;
+    for seed in 0..4 {
+        let (app, racing) = billing_tests::racing_app(seed, true);
+        loading_the_eu_rates_at_once_loads_them_once(app, Races::default()).await;
+        lost += racing.refused_of("TaxStore", "insert_tax_rates");
+    }
+    assert!(lost > 0, "no load lost its insert to another");
+}
+
+billing_tests::racing_on_the_stand_in!(loading_the_eu_rates_at_once_loads_them_once);
