@@ -112,6 +112,7 @@ pub struct UsageTerm {
     /// Prorate the quantity in a partial period (Lago's prorated charges).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prorated: bool,
+    /// The charge's `tax_behavior` (absent: the tenant's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tax_behavior: Option<TaxBehavior>,
 }
@@ -161,6 +162,7 @@ impl UsageTerm {
 pub struct CapacityTerm {
     pub code: String,
     pub capacity: Capacity,
+    /// The charge's `tax_behavior` (absent: the tenant's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tax_behavior: Option<TaxBehavior>,
 }
