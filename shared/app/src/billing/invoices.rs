@@ -103,12 +103,12 @@ pub struct HypotheticalSubscription {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PreviewCustomer {
     Account(AccountId),
-    Details(CustomerDetails),
+    Details(Box<CustomerDetails>),
 }
 
 impl Default for PreviewCustomer {
     fn default() -> Self {
-        PreviewCustomer::Details(CustomerDetails::default())
+        PreviewCustomer::Details(Box::default())
     }
 }
 

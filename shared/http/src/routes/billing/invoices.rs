@@ -302,11 +302,11 @@ pub async fn preview_invoice(
             ))
         }
         (Some(id), None) => PreviewCustomer::Account(AccountId::parse(id, "account")?),
-        (None, Some(details)) => PreviewCustomer::Details(
+        (None, Some(details)) => PreviewCustomer::Details(Box::new(
             details
                 .validate("customer_details")
                 .map_err(Problem::from)?,
-        ),
+        )),
         (None, None) => PreviewCustomer::default(),
     };
     let source = match (req.subscription, req.lines) {
