@@ -11,15 +11,17 @@
 
 use std::sync::Arc;
 
-use billing_app::ports::{EventFilter, PageRequest};
+use billing_app::ports::{EventFilter, PageRequest, Store};
 use billing_app::{App, Caller};
 use billing_aws::vies::ViesRegistry;
 use billing_domain::customers::access::Role;
 use billing_domain::customers::tenant::TenantMode;
 use billing_domain::events::types::EventType;
 use billing_tests::api::{problem, Api};
+use billing_tests::clock::ManualClock;
 use billing_tests::fake_vies::{FakeVies, Vies};
 use billing_tests::Races;
+use jiff::SignedDuration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -742,6 +744,61 @@ async fn vies_checks_vat_ids_when_the_tenant_asks(app: App) {
     assert_eq!(vies.requests().len(), 5);
 }
 
+/// The tax settings a warm instance drafts invoices by are at most 60 s old: a change made
+/// through another instance taxes that instance's invoices from 60 s after it read them
+/// (just before, still the old way); the instance that made the change applies it at once.
+async fn a_settings_change_elsewhere_applies_within_60_seconds(store: Arc<dyn Store>) {
+    let clock = ManualClock::at("2027-03-01T00:00:00Z".parse().unwrap());
+    let a = billing_tests::app_with_clock(store.clone(), clock.clone());
+    let b = billing_tests::app_with_clock(store, clock.clone());
+    let (_, issued) = a
+        .customers
+        .create_tenant("Tax cache", TenantMode::Sandbox)
+        .await
+        .unwrap();
+    let api_a = Api::new(billing_tests::serve(a).await, &issued.secret);
+    let api_b = Api::new(billing_tests::serve(b).await, &issued.secret);
+    api_a
+        .ok(
+            Method::PUT,
+            "/v1/settings/tax",
+            Some(&json!({"country": "DE"})),
+        )
+        .await;
+    api_a.post("/v1/tax-rates/eu-standard-vat", json!({})).await;
+    let de = account(
+        &api_a,
+        json!({"email": "de@acme.test", "currency": "eur", "billing_address": {"country": "DE"}}),
+    )
+    .await;
+    let total = |invoice: Value| invoice["total"].as_i64().unwrap();
+    assert_eq!(total(invoice_of_100(&api_b, &de).await), 11900);
+    api_a
+        .ok(
+            Method::PUT,
+            "/v1/settings/tax",
+            Some(&json!({"country": "DE", "prices_include_tax": true})),
+        )
+        .await;
+    assert_eq!(
+        total(invoice_of_100(&api_a, &de).await),
+        10000,
+        "at once here"
+    );
+    clock.advance(SignedDuration::from_secs(59));
+    assert_eq!(
+        total(invoice_of_100(&api_b, &de).await),
+        11900,
+        "stale there"
+    );
+    clock.advance(SignedDuration::from_secs(1));
+    assert_eq!(
+        total(invoice_of_100(&api_b, &de).await),
+        10000,
+        "at the bound"
+    );
+}
+
 billing_tests::on_both_stores!(
     test_calculate_tax_for_jurisdiction,
     test_eu_vat_reverse_charge,
@@ -752,6 +809,7 @@ billing_tests::on_both_stores!(
     a_plan_price_overrides_the_tenant_tax_default,
     every_preview_taxes_as_the_invoice_will,
     vies_checks_vat_ids_when_the_tenant_asks,
+    a_settings_change_elsewhere_applies_within_60_seconds,
 );
 
 /// Four deliveries of "load the EU rates" at once load them once: 29 rates, each created
