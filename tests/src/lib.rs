@@ -4,6 +4,7 @@
 pub mod api;
 pub mod clock;
 pub mod fake_stripe;
+pub mod fake_vies;
 pub mod webhooks;
 
 use std::sync::{mpsc, Arc, OnceLock};

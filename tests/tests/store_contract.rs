@@ -2895,6 +2895,119 @@ async fn a_redemption_over_a_stale_read_of_the_last_slot_writes_nothing(store: A
     assert_eq!((renamed.times_redeemed, renamed.version), (1, 2));
 }
 
+/// Tax settings and rates belong to their tenant; a batch of rates is created whole or not
+/// at all (one already there refuses all of them); a rate is ended over the version it was
+/// read at, together with its successor, or nothing is written.
+async fn tax_settings_and_rates_are_the_tenants_and_written_whole_or_not_at_all(
+    store: Arc<dyn Store>,
+) {
+    use billing_domain::kernel::ids::TaxRateId;
+    use billing_domain::tax::rates::{eu_standard_vat, TaxRateChange, TaxSettings};
+
+    let c = Contract::on(store).await;
+    let (tenant, other) = (c.caller.tenant_id, c.other.tenant_id);
+    assert_eq!(c.store.tax_settings(tenant).await.unwrap(), None);
+    let settings = TaxSettings {
+        country: "DE".into(),
+        region: None,
+        registrations: vec![],
+        prices_include_tax: true,
+        tax_ids: vec!["DE136695976".into()],
+        verify_vat_ids_online: true,
+    };
+    c.store
+        .set_tax_settings(tenant, &settings, &c.change().await)
+        .await
+        .unwrap();
+    assert_eq!(c.store.tax_settings(tenant).await.unwrap(), Some(settings));
+    assert_eq!(c.store.tax_settings(other).await.unwrap(), None);
+
+    let now: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+    let rates = eu_standard_vat(now);
+    let all = PageRequest::first(100);
+    c.store
+        .insert_tax_rates(tenant, &rates[..2], &c.change().await)
+        .await
+        .unwrap();
+    let before = c.counts().await;
+    let refused = c
+        .store
+        .insert_tax_rates(tenant, &rates[1..4], &c.change().await)
+        .await;
+    assert_eq!(
+        refused,
+        Err(StoreError::AlreadyExists { entity: "tax rate" })
+    );
+    assert_eq!(c.counts().await, before, "no audit record, no event");
+    let listed = c.store.list_tax_rates(tenant, &all).await.unwrap().items;
+    let mut first_two = rates[..2].to_vec();
+    first_two.sort_by_key(|r| r.id.to_string());
+    assert_eq!(
+        listed, first_two,
+        "oldest first, nothing of the refused batch"
+    );
+    assert!(c
+        .store
+        .list_tax_rates(other, &all)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(
+        c.store.get_tax_rate(other, rates[0].id).await.unwrap(),
+        None
+    );
+    // The rates of another tenant may have the same (fixed) ids.
+    c.store
+        .insert_tax_rates(other, &rates[..2], &c.change().await)
+        .await
+        .unwrap();
+
+    let current = listed.iter().find(|r| r.effective_to.is_none()).unwrap();
+    let stored = c
+        .store
+        .get_tax_rate(tenant, current.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let change: TaxRateChange = serde_json::from_value(
+        serde_json::json!({"percentage": "16", "effective_from": "2027-01-01T00:00:00Z"}),
+    )
+    .unwrap();
+    let (next, ended) = stored
+        .change(
+            TaxRateId::from_ulid(billing_app::new_ulid()),
+            change.clone(),
+            now,
+        )
+        .unwrap();
+    c.store
+        .replace_tax_rate(tenant, &ended, &next, &c.change().await)
+        .await
+        .unwrap();
+    // A second change read before the first was written: refused, its successor not written.
+    let (late, stale) = stored
+        .change(TaxRateId::from_ulid(billing_app::new_ulid()), change, now)
+        .unwrap();
+    let before = c.counts().await;
+    assert_eq!(
+        c.store
+            .replace_tax_rate(tenant, &stale, &late, &c.change().await)
+            .await,
+        Err(StoreError::VersionConflict { entity: "tax rate" })
+    );
+    assert_eq!(c.counts().await, before);
+    assert_eq!(c.store.get_tax_rate(tenant, late.id).await.unwrap(), None);
+    assert_eq!(
+        c.store.get_tax_rate(tenant, stored.id).await.unwrap(),
+        Some(ended)
+    );
+    assert_eq!(
+        c.store.get_tax_rate(tenant, next.id).await.unwrap(),
+        Some(next)
+    );
+}
+
 billing_tests::on_both_stores!(
     a_create_writes_the_item_its_audit_record_and_its_event_together,
     an_identity_provider_moves_its_issuer_trust_with_it,
@@ -2944,4 +3057,5 @@ billing_tests::on_both_stores!(
     a_balance_change_commits_over_its_version_or_writes_nothing,
     a_balance_waits_on_its_clock_at_its_next_expiry_until_it_expires,
     a_redemption_over_a_stale_read_of_the_last_slot_writes_nothing,
+    tax_settings_and_rates_are_the_tenants_and_written_whole_or_not_at_all,
 );

@@ -25,7 +25,9 @@ async fn main() -> Result<(), Error> {
         .with_payment_queue(payments)
         .with_deployment(config.deployment)
         // Staff sign-in: identity providers' JWKS, fetched when a token first needs them.
-        .with_key_sets(Arc::new(HttpKeySets::new(config.deployment)));
+        .with_key_sets(Arc::new(HttpKeySets::new(config.deployment)))
+        // Accounts' VAT ids, for tenants that check them online.
+        .with_vat_registry(Arc::new(billing_aws::vies::ViesRegistry::new(None)?));
     // Keep it at least the function's Timeout: a claim's holder must be stopped before a
     // retry may take its Idempotency-Key over.
     if let Ok(secs) = std::env::var("IDEMPOTENCY_LEASE_SECONDS") {

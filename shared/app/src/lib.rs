@@ -40,8 +40,10 @@
 //!         ──▶ coupons (redeemable)
 //!         ──▶ retention (purge_account)
 //!         ──▶ tax (invoice_tax)
+//! usage ──▶ tax (invoice_tax: the projected invoice)
 //! collection ──▶ customers (forget_payment_method)
-//! customers, catalog, usage, coupons, tax, events, credits, retention ──▶ kernel only
+//! customers ──▶ tax (vat_id_status: the online VAT id check)
+//! catalog, coupons, tax, events, credits, retention ──▶ kernel only
 //! ```
 //!
 //! [`App`] is only the wiring: it builds each service from the adapters once per process,
@@ -78,6 +80,7 @@ use events::EventsService;
 use kernel::{Clocks, IdempotencyService};
 use ports::{
     BillingQueue, Clock, Gateways, KeySetFetcher, Notifier, PaymentGateway, PaymentQueue, Store,
+    VatRegistry,
 };
 use retention::RetentionService;
 use tax::{BuiltInTax, TaxService};
@@ -92,6 +95,7 @@ struct Adapters {
     deployment: Deployment,
     idempotency_lease: jiff::SignedDuration,
     key_sets: Option<Arc<dyn KeySetFetcher>>,
+    vat_registry: Option<Arc<dyn VatRegistry>>,
 }
 
 /// The services, wired to the adapters. Built once per process; cheap to clone.
@@ -110,6 +114,7 @@ pub struct App {
     deployment: Deployment,
     idempotency_lease: jiff::SignedDuration,
     key_sets: Option<Arc<dyn KeySetFetcher>>,
+    vat_registry: Option<Arc<dyn VatRegistry>>,
     pub idempotency: IdempotencyService,
     pub customers: CustomersService,
     pub catalog: CatalogService,
@@ -147,6 +152,7 @@ impl App {
             deployment: Deployment::Deployed,
             idempotency_lease: kernel::idempotency::DEFAULT_LEASE,
             key_sets: None,
+            vat_registry: None,
         })
     }
 
@@ -162,6 +168,7 @@ impl App {
             deployment: self.deployment,
             idempotency_lease: self.idempotency_lease,
             key_sets: self.key_sets,
+            vat_registry: self.vat_registry,
         }
     }
 
@@ -233,6 +240,14 @@ impl App {
         })
     }
 
+    /// Checks VAT ids with `registry` (VIES) for tenants that ask for it.
+    pub fn with_vat_registry(self, registry: Arc<dyn VatRegistry>) -> Self {
+        Self::wire(Adapters {
+            vat_registry: Some(registry),
+            ..self.adapters()
+        })
+    }
+
     fn wire(adapters: Adapters) -> Self {
         let Adapters {
             store,
@@ -244,19 +259,27 @@ impl App {
             deployment,
             idempotency_lease,
             key_sets,
+            vat_registry,
         } = adapters;
         let clocks = Clocks::new(clock.clone(), store.clone());
+        let tax = TaxService::new(
+            store.clone(),
+            clocks.clone(),
+            Arc::new(BuiltInTax),
+            vat_registry.clone(),
+        );
         let customers = CustomersService::new(
             store.clone(),
             clocks.clone(),
             gateways.clone(),
             key_sets.clone(),
             deployment,
+            tax.clone(),
         );
         let metrics: kernel::MetricCache =
             Arc::new(kernel::TtlCache::new(kernel::cache::METRIC_TTL));
         let catalog = CatalogService::new(store.clone(), clocks.clone(), metrics.clone());
-        let usage = usage::UsageService::new(store.clone(), clocks.clone(), metrics);
+        let usage = usage::UsageService::new(store.clone(), clocks.clone(), metrics, tax.clone());
         let collection = CollectionService::new(
             store.clone(),
             clocks.clone(),
@@ -268,7 +291,6 @@ impl App {
         let credits = CreditsService::new(store.clone(), clocks.clone());
         let coupons = CouponsService::new(store.clone(), clocks.clone());
         let retention = RetentionService::new(store.clone(), clocks.clone());
-        let tax = TaxService::new(store.clone(), clocks.clone(), Arc::new(BuiltInTax));
         let documents = DocumentsService::new(store.clone(), clocks.clone());
         let billing = BillingService::new(
             store.clone(),
@@ -293,6 +315,7 @@ impl App {
             deployment,
             idempotency_lease,
             key_sets,
+            vat_registry,
             customers,
             catalog,
             usage,

@@ -16,6 +16,7 @@ pub mod ses_notifier;
 pub mod sqs_batch;
 pub mod stripe_gateway;
 pub mod table;
+pub mod vies;
 pub mod webhook_sender;
 pub mod xray;
 

@@ -44,6 +44,7 @@ fn five_line_invoice() -> InvoiceInput {
         period: None,
         source,
         tax_rates: vat.clone(),
+        tax_behavior: None,
         discountable: true,
     };
     InvoiceInput {

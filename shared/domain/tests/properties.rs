@@ -519,6 +519,7 @@ proptest! {
                     }
                 },
                 tax_rates: rates(t),
+                tax_behavior: None,
                 discountable: disc,
             }).collect(),
             discounts: vec![
@@ -703,6 +704,7 @@ proptest! {
                     commitment: Some(billing_domain::catalog::charges::Commitment { minimum: None, maximum: Some(maximum) }),
                 },
                 tax_rates: vec![],
+                tax_behavior: None,
                 discountable: true,
             }],
             discounts: vec![Discount::PercentOff { id: "p".into(), percent: Decimal::new(percent, 2), applies_to: None }],

@@ -7,6 +7,7 @@ use billing_domain::billing::invoice::{DraftFacts, Invoice, InvoiceTransitionErr
 use billing_domain::billing::invoice_draft::{
     build_invoice, InvoiceDraft, InvoiceInput, LineInput,
 };
+use billing_domain::billing::periods::BillingTiming;
 use billing_domain::billing::subscription::{
     first_paid_period, BillingReason, CollectionMethod, NewSubscription, Subscription,
     SubscriptionTerms,
@@ -15,6 +16,7 @@ use billing_domain::catalog::charges::Usage;
 use billing_domain::catalog::plan::{NewPlan, Plan, PlanVersion};
 use billing_domain::collection::credit_note::CreditNote;
 use billing_domain::customers::access::Permission;
+use billing_domain::customers::account::CustomerDetails;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::currency::Currency;
@@ -25,12 +27,14 @@ use billing_domain::kernel::ids::{
 };
 use billing_domain::kernel::metadata::Metadata;
 use billing_domain::kernel::money::MinorUnits;
+use billing_domain::tax::resolve::InvoiceTax;
 use jiff::Timestamp;
 
 use super::BillingService;
 use crate::collection::collection_change;
 use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS};
 use crate::ports::{CollectionWrite, InvoiceFilter, InvoiceWrite, Page, PageRequest, StoreError};
+use crate::tax::TaxCustomer;
 
 impl From<InvoiceTransitionError> for AppError {
     fn from(err: InvoiceTransitionError) -> Self {
@@ -66,7 +70,11 @@ pub enum PreviewSource {
         id: SubscriptionId,
         terms: Option<(Option<billing_domain::kernel::ids::PlanId>, Option<u64>)>,
     },
-    Lines(InvoiceInput),
+    /// Lines taxed as `customer`'s invoice would be.
+    Lines {
+        input: InvoiceInput,
+        customer: PreviewCustomer,
+    },
     /// The first paid period of a subscription that does not exist.
     Hypothetical(Box<HypotheticalSubscription>),
 }
@@ -86,6 +94,31 @@ pub struct HypotheticalSubscription {
     pub time_zone: Option<String>,
     /// Usage totals of the period, per metric code.
     pub usage: BTreeMap<String, Usage>,
+    /// Whom it is taxed for.
+    pub customer: PreviewCustomer,
+}
+
+/// Whom a preview without a subscription is taxed for: an account, or a customer's details
+/// (nothing known: the seller's own jurisdiction, as for an account without an address).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PreviewCustomer {
+    Account(AccountId),
+    Details(Box<CustomerDetails>),
+}
+
+impl Default for PreviewCustomer {
+    fn default() -> Self {
+        PreviewCustomer::Details(Box::default())
+    }
+}
+
+impl PreviewCustomer {
+    fn taxed(&self) -> TaxCustomer<'_> {
+        match self {
+            PreviewCustomer::Account(id) => TaxCustomer::Account(*id),
+            PreviewCustomer::Details(details) => TaxCustomer::Details(details),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -143,13 +176,7 @@ impl BillingService {
             .get_account(caller.tenant_id, account_id)
             .await?
             .filter(|a| a.deleted_at.is_none())
-            .ok_or_else(|| {
-                AppError::Invalid(billing_domain::kernel::error::ValidationError::new(
-                    ErrorCode::UnknownAccount,
-                    "account",
-                    format!("no such account: {account_id}"),
-                ))
-            })?;
+            .ok_or_else(|| unknown_account(account_id))?;
         if lines.is_empty() {
             return Err(AppError::Invalid(
                 billing_domain::kernel::error::ValidationError::new(
@@ -165,7 +192,12 @@ impl BillingService {
             .await?;
         let tax = self
             .tax
-            .invoice_tax(caller.tenant_id, account_id, now)
+            .invoice_tax(
+                caller.tenant_id,
+                TaxCustomer::Account(account_id),
+                now,
+                account.test_clock,
+            )
             .await?;
         let mut lines = lines;
         tax.apply(&mut lines);
@@ -415,7 +447,29 @@ impl BillingService {
     ) -> Result<(Option<Subscription>, InvoiceDraft), AppError> {
         caller.require(Permission::Read)?;
         match source {
-            PreviewSource::Lines(input) => Ok((None, build(&input)?)),
+            PreviewSource::Lines { input, customer } => {
+                let (at, test_clock) = match &customer {
+                    PreviewCustomer::Account(id) => {
+                        let account = self
+                            .store
+                            .get_account(caller.tenant_id, *id)
+                            .await?
+                            .filter(|a| a.deleted_at.is_none())
+                            .ok_or_else(|| unknown_account(*id))?;
+                        let now = self
+                            .clocks
+                            .now_for(caller.tenant_id, account.test_clock)
+                            .await?;
+                        (now, account.test_clock)
+                    }
+                    PreviewCustomer::Details(_) => (self.clocks.now(), None),
+                };
+                let tax = self
+                    .tax
+                    .invoice_tax(caller.tenant_id, customer.taxed(), at, test_clock)
+                    .await?;
+                Ok((None, taxed(&tax, input)?))
+            }
             PreviewSource::Hypothetical(input) => {
                 Ok((None, self.preview_hypothetical(caller, *input).await?))
             }
@@ -499,17 +553,25 @@ impl BillingService {
                     .preview_credits(tenant, sub.account_id, sub.currency, at)
                     .await?;
                 // Taxed as it would be when drafted.
-                let tax = self.tax.invoice_tax(tenant, sub.account_id, at).await?;
-                let mut lines = billing.lines;
-                tax.apply(&mut lines);
-                let mut draft = build(&InvoiceInput {
-                    currency: sub.currency,
-                    lines,
-                    discounts: billing.discounts,
-                    credits,
-                    minimum_commitment: None,
-                })?;
-                tax.mark(&mut draft.lines);
+                let tax = self
+                    .tax
+                    .invoice_tax(
+                        tenant,
+                        TaxCustomer::Account(sub.account_id),
+                        at,
+                        sub.test_clock,
+                    )
+                    .await?;
+                let draft = taxed(
+                    &tax,
+                    InvoiceInput {
+                        currency: sub.currency,
+                        lines: billing.lines,
+                        discounts: billing.discounts,
+                        credits,
+                        minimum_commitment: None,
+                    },
+                )?;
                 return Ok((at, draft));
             }
             current = step.next;
@@ -555,6 +617,7 @@ impl BillingService {
                 (terms, plan.trial_days)
             }
         };
+        let timing = terms.billing_timing;
         let billing = first_paid_period(
             NewSubscription {
                 id: SubscriptionId::from_ulid(new_ulid()),
@@ -576,14 +639,42 @@ impl BillingService {
             },
             &input.usage,
         )?;
-        build(&InvoiceInput {
-            currency: input.currency,
-            lines: billing.lines,
-            discounts: billing.discounts,
-            credits: Vec::new(),
-            minimum_commitment: None,
-        })
+        // Taxed as of when the period is invoiced: its start in advance, its end in arrears.
+        let at = match timing {
+            BillingTiming::InAdvance => billing.period.start,
+            BillingTiming::InArrears => billing.period.end,
+        };
+        let tax = self
+            .tax
+            .invoice_tax(caller.tenant_id, input.customer.taxed(), at, None)
+            .await?;
+        taxed(
+            &tax,
+            InvoiceInput {
+                currency: input.currency,
+                lines: billing.lines,
+                discounts: billing.discounts,
+                credits: Vec::new(),
+                minimum_commitment: None,
+            },
+        )
     }
+}
+
+/// `input` built with `tax`'s rates on every line without its own, each line saying why.
+fn taxed(tax: &InvoiceTax, mut input: InvoiceInput) -> Result<InvoiceDraft, AppError> {
+    tax.apply(&mut input.lines);
+    let mut draft = build(&input)?;
+    tax.mark(&mut draft.lines);
+    Ok(draft)
+}
+
+fn unknown_account(id: AccountId) -> AppError {
+    AppError::Invalid(ValidationError::new(
+        ErrorCode::UnknownAccount,
+        "account",
+        format!("no such account: {id}"),
+    ))
 }
 
 impl BillingService {

@@ -13,7 +13,7 @@ mod usage_billing;
 use std::sync::Arc;
 
 pub use finalize::FinalizeReport;
-pub use invoices::{HypotheticalPlan, HypotheticalSubscription, PreviewSource};
+pub use invoices::{HypotheticalPlan, HypotheticalSubscription, PreviewCustomer, PreviewSource};
 pub use simulation::{Simulation, MAX_SIMULATED};
 pub use subscriptions::{CreditCapInput, ProrationBehavior, StartSubscription};
 pub use test_clocks::{INLINE_CLOCK_ITEMS, WORKER_CLOCK_ITEMS};

@@ -34,6 +34,7 @@ use crate::ports::{
     CreditNoteFilter, Finalization, InvoiceFilter, InvoiceWrite, Page, PageRequest,
     RedemptionTarget, StoreError, SubscriptionFilter, SubscriptionStep,
 };
+use crate::tax::TaxCustomer;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartSubscription {
@@ -777,7 +778,12 @@ impl BillingService {
     ) -> Result<Invoice, AppError> {
         let tax = self
             .tax
-            .invoice_tax(caller.tenant_id, sub.account_id, now)
+            .invoice_tax(
+                caller.tenant_id,
+                TaxCustomer::Account(sub.account_id),
+                now,
+                sub.test_clock,
+            )
             .await?;
         let mut lines = billing.lines.clone();
         tax.apply(&mut lines);

@@ -147,6 +147,7 @@ impl BillingService {
                         model: was.model.clone(),
                         commitment: was.commitment,
                         prorated: was.prorated.is_some(),
+                        tax_behavior: sub.terms.usage_charge_tax_behavior(&rollup.metric),
                     };
                     let usage = term.prorate(rollup.usage(&term.model), was.prorated);
                     let priced = price(&term, &usage, &sub)?;
@@ -166,6 +167,7 @@ impl BillingService {
                                 quantity: Some(rollup.quantity() - was.quantity),
                             },
                             tax_rates: Vec::new(),
+                            tax_behavior: term.tax_behavior,
                             discountable: true,
                         });
                     }

@@ -6,6 +6,7 @@ use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::AccountId;
+use billing_domain::tax::vat_id::VatIdStatus;
 
 use super::CustomersService;
 use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec};
@@ -46,7 +47,8 @@ impl CustomersService {
             }
         }
         let now = self.clocks.now();
-        let account = Account::create(AccountId::from_ulid(new_ulid()), input, now)?;
+        let mut account = Account::create(AccountId::from_ulid(new_ulid()), input, now)?;
+        account.vat_id_status = self.vat_id_status(caller, &account).await?;
         let after = to_json(&account)?;
         let change = change(
             caller,
@@ -95,7 +97,10 @@ impl CustomersService {
     ) -> Result<Account, AppError> {
         caller.require(Permission::WriteAccounts)?;
         let current = self.get_account(caller, id).await?;
-        let next = current.apply(patch, self.clocks.now())?;
+        let mut next = current.apply(patch, self.clocks.now())?;
+        if next.vat_id != current.vat_id {
+            next.vat_id_status = self.vat_id_status(caller, &next).await?;
+        }
         self.save_account(
             caller,
             &current,
@@ -129,6 +134,22 @@ impl CustomersService {
         )
         .await?;
         Ok(next)
+    }
+
+    /// What the registry says of the account's VAT id, when its tenant asks (tax).
+    async fn vat_id_status(
+        &self,
+        caller: &Caller,
+        account: &Account,
+    ) -> Result<Option<VatIdStatus>, AppError> {
+        match &account.vat_id {
+            Some(vat_id) => {
+                self.tax
+                    .vat_id_status(caller.tenant_id, vat_id, "vat_id")
+                    .await
+            }
+            None => Ok(None),
+        }
     }
 
     async fn save_account(

@@ -25,6 +25,7 @@ use crate::ports::{
     AccountStore, ApiKeyStore, Gateways, IdentityProviderStore, KeySetFetcher, PaymentStore,
     RateLimitStore, TenantStore, TestClockStore,
 };
+use crate::tax::TaxService;
 
 /// What the customers service reads and writes.
 pub trait CustomersPorts:
@@ -65,6 +66,8 @@ pub struct CustomersService {
     staff: Arc<staff::StaffSignIn>,
     /// Where a JWKS URL may point (the loopback host only in a local deployment).
     deployment: Deployment,
+    /// Checks a VAT id with the registry when the tenant asks for it.
+    tax: TaxService,
 }
 
 impl CustomersService {
@@ -74,6 +77,7 @@ impl CustomersService {
         gateways: Gateways,
         key_sets: Option<Arc<dyn KeySetFetcher>>,
         deployment: Deployment,
+        tax: TaxService,
     ) -> Self {
         Self {
             store,
@@ -83,6 +87,7 @@ impl CustomersService {
             limiter: Arc::new(limits::RateLimiter::default()),
             staff: Arc::new(staff::StaffSignIn::new(key_sets)),
             deployment,
+            tax,
         }
     }
 }

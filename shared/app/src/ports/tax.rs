@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use billing_domain::kernel::ids::{TaxRateId, TenantId};
 use billing_domain::tax::rates::{TaxRate, TaxSettings};
 use billing_domain::tax::resolve::{Customer, InvoiceTax, TaxError};
+use billing_domain::tax::vat_id::VatId;
 use jiff::Timestamp;
 
 use super::{Change, Page, PageRequest, StoreError};
@@ -62,4 +63,24 @@ pub struct TaxQuery<'a> {
 #[async_trait]
 pub trait TaxProvider: Send + Sync {
     async fn invoice_tax(&self, query: &TaxQuery<'_>) -> Result<InvoiceTax, TaxError>;
+}
+
+/// What the VAT registry (VIES) answers of a VAT id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryAnswer {
+    Registered,
+    NotRegistered,
+}
+
+/// The registry could not answer now (network, timeout, a member state's service down or
+/// busy): worth asking again later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the VAT registry could not answer: {0}")]
+pub struct RegistryUnavailable(pub String);
+
+/// The online VAT registry: VIES in a deployment, a local fake in tests.
+#[async_trait]
+pub trait VatRegistry: Send + Sync {
+    /// Asks whether `vat_id` (one [`VatId::in_vies`]) is registered.
+    async fn check(&self, vat_id: &VatId) -> Result<RegistryAnswer, RegistryUnavailable>;
 }

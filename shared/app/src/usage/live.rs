@@ -23,6 +23,8 @@ use super::pricing::{period_rollups, price, usage_lines, with_levels};
 use super::{invalid, UsageService};
 use crate::kernel::{AppError, Caller};
 use crate::ports::*;
+use crate::tax::TaxCustomer;
+use billing_domain::tax::resolve::InvoiceTax;
 
 /// One metric of a period: the aggregate, and what it costs so far.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -121,7 +123,17 @@ impl UsageService {
             let is_current = start == current.start;
             let metrics = period_metrics(&sub, &rollups, is_current)?;
             let projected_invoice = if is_current {
-                projected_invoice(&sub, &rollups)?
+                // Taxed as the period's end will tax it.
+                let tax = self
+                    .tax
+                    .invoice_tax(
+                        caller.tenant_id,
+                        TaxCustomer::Account(sub.account_id),
+                        current.end,
+                        sub.test_clock,
+                    )
+                    .await?;
+                projected_invoice(&sub, &rollups, &tax)?
             } else {
                 None
             };
@@ -355,6 +367,7 @@ fn metric_usage(
 fn projected_invoice(
     sub: &Subscription,
     rollups: &[Rollup],
+    tax: &InvoiceTax,
 ) -> Result<Option<InvoiceDraft>, AppError> {
     let Some(mut transition) = sub.advance(sub.current_period.end)? else {
         return Ok(None);
@@ -362,16 +375,18 @@ fn projected_invoice(
     if let Some(period) = meter::closed_by(sub, &transition.next) {
         transition.bill_usage(period, usage_lines(sub, rollups, period)?);
     }
-    let Some(billing) = transition.billing else {
+    let Some(mut billing) = transition.billing else {
         return Ok(None);
     };
-    build_invoice(&InvoiceInput {
+    tax.apply(&mut billing.lines);
+    let mut draft = build_invoice(&InvoiceInput {
         currency: sub.currency,
         lines: billing.lines,
         discounts: Vec::new(),
         credits: Vec::new(),
         minimum_commitment: None,
     })
-    .map(Some)
-    .map_err(|e| super::pricing::unpriceable(sub, e))
+    .map_err(|e| super::pricing::unpriceable(sub, e))?;
+    tax.mark(&mut draft.lines);
+    Ok(Some(draft))
 }

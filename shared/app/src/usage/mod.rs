@@ -19,6 +19,7 @@ use jiff::SignedDuration;
 
 use crate::kernel::{Clocks, MetricCache, TtlCache};
 use crate::ports::{AccountStore, DunningStore, MetricStore, SubscriptionStore, UsageStore};
+use crate::tax::TaxService;
 
 /// What the usage service reads and writes (the dunning policy only read: what a block
 /// does to entitlement checks).
@@ -50,14 +51,22 @@ pub struct UsageService {
     metrics: MetricCache,
     subscriptions: Arc<TtlCache<(TenantId, bool, SubscriptionId), Arc<Subscription>>>,
     external_ids: Arc<TtlCache<(TenantId, bool, String), SubscriptionId>>,
+    /// The projected invoice's tax.
+    tax: TaxService,
 }
 
 impl UsageService {
-    pub(crate) fn new(store: Arc<dyn UsagePorts>, clocks: Clocks, metrics: MetricCache) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn UsagePorts>,
+        clocks: Clocks,
+        metrics: MetricCache,
+        tax: TaxService,
+    ) -> Self {
         Self {
             store,
             clocks,
             metrics,
+            tax,
             subscriptions: Arc::new(TtlCache::new(SUBSCRIPTION_TTL)),
             external_ids: Arc::new(TtlCache::new(EXTERNAL_ID_TTL)),
         }

@@ -66,6 +66,10 @@ pub struct LineInput {
     pub source: LineSource,
     #[serde(default)]
     pub tax_rates: Vec<TaxRate>,
+    /// Whether the amount contains the tax the resolved rates add, overriding the tenant's
+    /// default (the line's price's `tax_behavior`); rates given in `tax_rates` keep theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_behavior: Option<crate::tax::rates::TaxBehavior>,
     #[serde(default = "yes")]
     pub discountable: bool,
 }
@@ -765,6 +769,7 @@ mod tests {
             period: None,
             source,
             tax_rates: taxes,
+            tax_behavior: None,
             discountable: true,
         }
     }

@@ -41,6 +41,7 @@ use crate::kernel::ids::{AccountId, PlanId, SubscriptionId, TestClockId};
 use crate::kernel::metadata::{self, Metadata};
 use crate::kernel::money::Money;
 use crate::kernel::time;
+use crate::tax::rates::TaxBehavior;
 
 /// `subscription.trial_will_end` fires this long before a trial ends.
 pub const TRIAL_WARNING: SignedDuration = SignedDuration::from_hours(72);
@@ -91,6 +92,9 @@ pub struct SubscriptionTerms {
     pub billing_timing: BillingTiming,
     pub proration: ProrationConvention,
     pub recurring_fee: Option<ChargeModel>,
+    /// The recurring fee's `tax_behavior` (absent: the tenant's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurring_fee_tax_behavior: Option<TaxBehavior>,
     pub usage_charges: Vec<UsageTerm>,
     /// Kill Bill capacity charges, billed in arrears with the usage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -108,6 +112,9 @@ pub struct UsageTerm {
     /// Prorate the quantity in a partial period (Lago's prorated charges).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prorated: bool,
+    /// The charge's `tax_behavior` (absent: the tenant's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_behavior: Option<TaxBehavior>,
 }
 
 impl UsageTerm {
@@ -144,6 +151,7 @@ impl UsageTerm {
                 commitment: self.commitment,
             },
             tax_rates: Vec::new(),
+            tax_behavior: self.tax_behavior,
             discountable: true,
         }
     }
@@ -154,6 +162,9 @@ impl UsageTerm {
 pub struct CapacityTerm {
     pub code: String,
     pub capacity: Capacity,
+    /// The charge's `tax_behavior` (absent: the tenant's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_behavior: Option<TaxBehavior>,
 }
 
 impl CapacityTerm {
@@ -186,6 +197,7 @@ impl CapacityTerm {
                 quantity: None,
             },
             tax_rates: Vec::new(),
+            tax_behavior: self.tax_behavior,
             discountable: true,
         })
     }
@@ -202,6 +214,7 @@ impl SubscriptionTerms {
             billing_timing: plan.billing_timing,
             proration: plan.proration,
             recurring_fee: version.recurring_fee_in(currency).cloned(),
+            recurring_fee_tax_behavior: version.recurring_fee.as_ref().and_then(|f| f.tax_behavior),
             usage_charges: version
                 .usage_charges
                 .iter()
@@ -211,6 +224,7 @@ impl SubscriptionTerms {
                         model: c.prices.get(&currency)?.clone(),
                         commitment: c.commitment,
                         prorated: c.prorated,
+                        tax_behavior: c.tax_behavior,
                     })
                 })
                 .collect(),
@@ -221,11 +235,20 @@ impl SubscriptionTerms {
                     Some(CapacityTerm {
                         code: c.code.clone(),
                         capacity: c.prices.get(&currency)?.clone(),
+                        tax_behavior: c.tax_behavior,
                     })
                 })
                 .collect(),
             entitlements: version.entitlements.clone(),
         })
+    }
+
+    /// The `tax_behavior` of the usage charge on `metric`.
+    pub fn usage_charge_tax_behavior(&self, metric: &str) -> Option<TaxBehavior> {
+        self.usage_charges
+            .iter()
+            .find(|c| c.metric == metric)
+            .and_then(|c| c.tax_behavior)
     }
 
     /// The full-period recurring fee at `quantity` (zero without a fee).
@@ -761,6 +784,7 @@ impl Subscription {
             period: Some(*period),
             source,
             tax_rates: Vec::new(),
+            tax_behavior: self.terms.recurring_fee_tax_behavior,
             discountable: true,
         })
     }
@@ -1538,6 +1562,7 @@ fn proration_line(item: ProrationItem) -> LineInput {
         period: Some(item.period),
         source: LineSource::Proration { item },
         tax_rates: Vec::new(),
+        tax_behavior: None,
         discountable: false,
     }
 }
@@ -1577,6 +1602,7 @@ mod tests {
                 )
                 .unwrap(),
             ),
+            recurring_fee_tax_behavior: None,
             usage_charges: Vec::new(),
             capacity_charges: Vec::new(),
             entitlements: Vec::new(),

@@ -23,6 +23,7 @@ use crate::kernel::currency::Currency;
 use crate::kernel::error::ValidationError;
 use crate::kernel::ids::PlanId;
 use crate::kernel::metadata::{self, Metadata};
+use crate::tax::rates::TaxBehavior;
 use crate::usage::entitlements::Entitlement;
 
 /// Longest trial a plan may give.
@@ -69,6 +70,9 @@ pub struct RecurringFee {
     /// Currency code → charge model.
     #[schema(value_type = BTreeMap<String, ChargeModel>)]
     pub prices: BTreeMap<Currency, ChargeModel>,
+    /// Overrides the tenant's `prices_include_tax` for this charge's lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_behavior: Option<TaxBehavior>,
 }
 
 /// A charge on a metric's aggregate for the period.
@@ -87,6 +91,9 @@ pub struct UsageCharge {
     /// tier by the whole quantity.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prorated: bool,
+    /// Overrides the tenant's `prices_include_tax` for this charge's lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_behavior: Option<TaxBehavior>,
 }
 
 /// Kill Bill's capacity usage on a plan: one price per period, that of the first tier whose
@@ -99,6 +106,9 @@ pub struct CapacityCharge {
     pub code: String,
     #[schema(value_type = BTreeMap<String, Capacity>)]
     pub prices: BTreeMap<Currency, Capacity>,
+    /// Overrides the tenant's `prices_include_tax` for this charge's lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_behavior: Option<TaxBehavior>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
@@ -109,6 +119,10 @@ pub struct CapacityCharge {
 pub struct CapacityChargeInput {
     pub code: String,
     pub prices: BTreeMap<String, Capacity>,
+    /// `inclusive` or `exclusive`: whether these prices contain tax, overriding the
+    /// tenant's `prices_include_tax`; absent follows it.
+    #[serde(default)]
+    pub tax_behavior: Option<TaxBehavior>,
 }
 
 /// Prices as written by a caller: currency codes as text, checked by [`PlanCharges::validate`].
@@ -140,6 +154,10 @@ pub struct PlanCharges {
 #[serde(deny_unknown_fields)]
 pub struct PricesInput {
     pub prices: BTreeMap<String, ChargeModel>,
+    /// `inclusive` or `exclusive`: whether these prices contain tax, overriding the
+    /// tenant's `prices_include_tax`; absent follows it.
+    #[serde(default)]
+    pub tax_behavior: Option<TaxBehavior>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
@@ -151,6 +169,10 @@ pub struct UsageChargeInput {
     /// Prorate the quantity in partial periods (per-unit, graduated and volume prices).
     #[serde(default)]
     pub prorated: bool,
+    /// `inclusive` or `exclusive`: whether these prices contain tax, overriding the
+    /// tenant's `prices_include_tax`; absent follows it.
+    #[serde(default)]
+    pub tax_behavior: Option<TaxBehavior>,
 }
 
 /// Validated prices of one version.
@@ -213,7 +235,10 @@ impl PlanCharges {
                         "a recurring fee is priced by quantity; percentage prices transactions",
                     ));
                 }
-                Ok(RecurringFee { prices })
+                Ok(RecurringFee {
+                    prices,
+                    tax_behavior: fee.tax_behavior,
+                })
             })
             .transpose()
             .map_err(within)?;
@@ -280,6 +305,7 @@ impl PlanCharges {
                 prices,
                 commitment: charge.commitment,
                 prorated: charge.prorated,
+                tax_behavior: charge.tax_behavior,
             });
         }
         let capacity_charges = validate_capacity_charges(self.capacity_charges, known_metrics)?;
@@ -346,7 +372,11 @@ fn validate_capacity_charges(
                 ));
             }
         }
-        validated.push(CapacityCharge { code, prices });
+        validated.push(CapacityCharge {
+            code,
+            prices,
+            tax_behavior: charge.tax_behavior,
+        });
     }
     Ok(validated)
 }

@@ -161,6 +161,7 @@ mod tests {
                         period: None,
                         source: LineSource::Fixed { amount: *fee, quantity: None },
                         tax_rates: Vec::new(),
+                        tax_behavior: None,
                         discountable: true,
                     })
                     .collect(),

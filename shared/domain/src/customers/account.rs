@@ -10,7 +10,7 @@ use crate::kernel::error::{check_key_text, ValidationError, MAX_KEY_TEXT_BYTES};
 use crate::kernel::ids::{AccountId, TestClockId};
 use crate::kernel::metadata::{self, Metadata};
 use crate::tax::rates::{invalid_vat_id, TaxExempt};
-use crate::tax::vat_id;
+use crate::tax::vat_id::{self, VatIdStatus};
 
 /// `warning` and `blocked` are set by dunning, never by the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -60,6 +60,9 @@ pub struct Account {
     pub tax_exempt: TaxExempt,
     /// A VAT id that passed its country's format and check digits, in compact form.
     pub vat_id: Option<String>,
+    /// What VIES said of `vat_id` when it was set, if the tenant checks VAT ids online.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vat_id_status: Option<VatIdStatus>,
     pub metadata: Metadata,
     pub status: AccountStatus,
     #[schema(value_type = String, format = DateTime)]
@@ -113,6 +116,32 @@ pub struct NewAccount {
     pub test_clock: Option<TestClockId>,
 }
 
+/// Who a hypothetical invoice (a preview without an account) is for, as far as its tax
+/// depends on it: the same fields, checked the same way, as an account's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"billing_address": {"country": "FR"}, "vat_id": "FR23334175221"}))]
+pub struct CustomerDetails {
+    pub billing_address: Option<Address>,
+    #[serde(default)]
+    pub tax_exempt: TaxExempt,
+    pub vat_id: Option<String>,
+}
+
+impl CustomerDetails {
+    /// Checked like an account's fields; errors name them under `param`.
+    pub fn validate(self, param: &str) -> Result<CustomerDetails, ValidationError> {
+        let checked = || {
+            Ok(CustomerDetails {
+                billing_address: self.billing_address.map(validate_address).transpose()?,
+                tax_exempt: self.tax_exempt,
+                vat_id: validate_vat_id(self.vat_id)?,
+            })
+        };
+        checked().map_err(|e: ValidationError| e.within(param))
+    }
+}
+
 /// A partial update. For clearable fields, `Some(None)` (JSON `null`) clears and an absent
 /// field leaves the value alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
@@ -163,6 +192,7 @@ impl Account {
             billing_address: input.billing_address.map(validate_address).transpose()?,
             tax_exempt: input.tax_exempt,
             vat_id: validate_vat_id(input.vat_id)?,
+            vat_id_status: None,
             metadata: {
                 metadata::validate(&input.metadata)?;
                 input.metadata
@@ -209,6 +239,9 @@ impl Account {
         }
         if let Some(vat_id) = patch.vat_id {
             next.vat_id = validate_vat_id(vat_id)?;
+            if next.vat_id != self.vat_id {
+                next.vat_id_status = None;
+            }
         }
         if let Some(changes) = patch.metadata {
             next.metadata = metadata::merge(&self.metadata, &changes)?;

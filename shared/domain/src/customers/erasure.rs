@@ -126,6 +126,7 @@ impl Account {
             external_id: None,
             billing_address: None,
             vat_id: None,
+            vat_id_status: None,
             metadata: Metadata::default(),
             purge_at: None,
             purged_at: Some(now),

@@ -279,6 +279,22 @@ fn code(value: Option<String>, param: &str) -> Result<Option<String>, Validation
     }
 }
 
+/// Whether a price contains its tax (`inclusive`) or has it added (`exclusive`): set on a
+/// plan's charge, it overrides the tenant's `prices_include_tax` for that charge's lines
+/// (Stripe's `tax_behavior` on a price).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaxBehavior {
+    Inclusive,
+    Exclusive,
+}
+
+impl TaxBehavior {
+    pub fn inclusive(self) -> bool {
+        self == TaxBehavior::Inclusive
+    }
+}
+
 /// Whether a customer owes tax, pays none, or accounts for it themselves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -347,6 +363,11 @@ pub struct TaxSettings {
     /// The seller's tax ids printed on invoices; VAT ids are checked like accounts' ones.
     #[serde(default)]
     pub tax_ids: Vec<String>,
+    /// Also check customers' EU VAT ids with the registry (VIES) when they are set: one it
+    /// says is not registered is refused (`invalid_vat_id`); one it cannot answer for is
+    /// accepted `unverified` and is not reverse-charged until VIES confirms it.
+    #[serde(default)]
+    pub verify_vat_ids_online: bool,
 }
 
 impl TaxSettings {
@@ -385,6 +406,7 @@ impl TaxSettings {
             registrations,
             prices_include_tax: self.prices_include_tax,
             tax_ids,
+            verify_vat_ids_online: self.verify_vat_ids_online,
         })
     }
 
@@ -511,6 +533,7 @@ mod tests {
             registrations: vec![],
             prices_include_tax: false,
             tax_ids: vec!["DE 136 695 976".into(), "12-3456789".into()],
+            verify_vat_ids_online: false,
         };
         let ok = settings.clone().validate().unwrap();
         assert_eq!(ok.tax_ids, ["DE136695976", "12-3456789"]);

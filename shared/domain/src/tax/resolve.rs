@@ -104,10 +104,16 @@ pub struct InvoiceTax {
 }
 
 impl InvoiceTax {
-    /// Gives every line without rates of its own the resolved ones.
+    /// Gives every line without rates of its own the resolved ones, inclusive or
+    /// exclusive as its price's `tax_behavior` says when it says.
     pub fn apply(&self, lines: &mut [LineInput]) {
         for line in lines.iter_mut().filter(|l| l.tax_rates.is_empty()) {
             line.tax_rates.clone_from(&self.rates);
+            if let Some(behavior) = line.tax_behavior {
+                for rate in &mut line.tax_rates {
+                    rate.inclusive = behavior.inclusive();
+                }
+            }
         }
     }
 
@@ -215,7 +221,7 @@ mod tests {
     use crate::billing::invoice_draft::{build_invoice, InvoiceInput, LineSource};
     use crate::kernel::currency::Currency;
     use crate::kernel::ids::TaxRateId;
-    use crate::tax::rates::{NewTaxRate, Registration};
+    use crate::tax::rates::{NewTaxRate, Registration, TaxBehavior};
     use proptest::prelude::*;
     use rust_decimal::Decimal;
 
@@ -268,6 +274,7 @@ mod tests {
             registrations: vec![],
             prices_include_tax: false,
             tax_ids: vec!["DE136695976".into()],
+            verify_vat_ids_online: false,
         }
     }
 
@@ -341,6 +348,7 @@ mod tests {
             }],
             prices_include_tax: false,
             tax_ids: vec![],
+            verify_vat_ids_online: false,
         };
         let rates = rates();
         let resolve = |c: &Customer<'_>| resolve(Some(&seller), &rates, c, at(DAY));
@@ -424,9 +432,17 @@ mod tests {
     }
 
     fn invoice(amounts: &[i64], tax: &InvoiceTax) -> invoice_draft::InvoiceDraft {
-        let mut lines: Vec<LineInput> = amounts
+        invoice_of_prices(&amounts.iter().map(|&a| (a, None)).collect::<Vec<_>>(), tax)
+    }
+
+    /// An invoice of one line per price: its amount and its `tax_behavior`.
+    fn invoice_of_prices(
+        prices: &[(i64, Option<TaxBehavior>)],
+        tax: &InvoiceTax,
+    ) -> invoice_draft::InvoiceDraft {
+        let mut lines: Vec<LineInput> = prices
             .iter()
-            .map(|&amount| LineInput {
+            .map(|&(amount, tax_behavior)| LineInput {
                 id: None,
                 description: "fee".into(),
                 period: None,
@@ -435,6 +451,7 @@ mod tests {
                     quantity: None,
                 },
                 tax_rates: Vec::new(),
+                tax_behavior,
                 discountable: true,
             })
             .collect();
@@ -464,24 +481,70 @@ mod tests {
         assert_eq!(inv.taxes[0].jurisdiction.as_deref(), Some("DE"));
     }
 
+    #[test]
+    fn a_price_overrides_the_tenant_default_either_way() {
+        let exclusive_seller = german_seller();
+        let inclusive_seller = TaxSettings {
+            prices_include_tax: true,
+            ..german_seller()
+        };
+        let on = |seller: &TaxSettings| {
+            let tax = resolve(Some(seller), &rates(), &customer("DE"), at(DAY)).unwrap();
+            let inv = invoice_of_prices(
+                &[
+                    (11_900, Some(TaxBehavior::Inclusive)),
+                    (10_000, Some(TaxBehavior::Exclusive)),
+                    (10_000, None),
+                ],
+                &tax,
+            );
+            inv.lines
+                .iter()
+                .map(|l| (l.total_excluding_tax, l.tax_amount, l.total))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            on(&exclusive_seller),
+            [
+                (10_000, 1_900, 11_900),
+                (10_000, 1_900, 11_900),
+                (10_000, 1_900, 11_900)
+            ]
+        );
+        assert_eq!(
+            on(&inclusive_seller),
+            [
+                (10_000, 1_900, 11_900),
+                (10_000, 1_900, 11_900),
+                (8_403, 1_597, 10_000)
+            ]
+        );
+    }
+
     proptest! {
         /// Resolved rates on any invoice: each line's tax is its net times its rate,
-        /// rounded once (half away from zero); the invoice's tax is the sum of its lines';
-        /// and with inclusive prices the gross is what the prices said.
+        /// rounded once (half away from zero), inclusive or exclusive as its price says or
+        /// else as the tenant does; the invoice's tax is the sum of its lines'; and
+        /// inclusive prices never change the gross.
         #[test]
         fn resolved_tax_rounds_per_line_and_sums(
-            amounts in proptest::collection::vec(0i64..10_000_000, 1..8),
+            prices in proptest::collection::vec(
+                (0i64..10_000_000, prop::option::of(prop::sample::select(vec![TaxBehavior::Inclusive, TaxBehavior::Exclusive]))),
+                1..8,
+            ),
             percent in 0u32..=2_500u32,
-            inclusive in any::<bool>(),
+            tenant_inclusive in any::<bool>(),
             customer_country in prop::sample::select(vec!["DE", "FR", "US"]),
         ) {
             let percent = Decimal::new(i64::from(percent), 2);
-            let seller = TaxSettings { prices_include_tax: inclusive, ..german_seller() };
+            let seller = TaxSettings { prices_include_tax: tenant_inclusive, ..german_seller() };
             let rates = [vat(1, "DE", &percent.to_string()), vat(2, "FR", &percent.to_string())];
             let tax = resolve(Some(&seller), &rates, &customer(customer_country), at(DAY)).unwrap();
-            let inv = invoice(&amounts, &tax);
+            let inv = invoice_of_prices(&prices, &tax);
             let mut sum = 0;
-            for (line, &amount) in inv.lines.iter().zip(&amounts) {
+            let mut gross = 0;
+            for (line, &(amount, behavior)) in inv.lines.iter().zip(&prices) {
+                let inclusive = behavior.map_or(tenant_inclusive, TaxBehavior::inclusive);
                 let exact = if tax.rates.is_empty() {
                     Decimal::ZERO
                 } else if inclusive {
@@ -491,17 +554,15 @@ mod tests {
                 };
                 let once = exact.round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
                 prop_assert_eq!(Decimal::from(line.tax_amount), once);
+                // An inclusive price is the line's gross; an exclusive one its net.
+                prop_assert_eq!(if inclusive { line.total } else { line.total_excluding_tax }, amount);
                 sum += line.tax_amount;
+                gross += line.total;
             }
             prop_assert_eq!(inv.tax_total, sum);
             prop_assert_eq!(inv.taxes.iter().map(|t| t.amount).sum::<i64>(), sum);
-            let gross: i64 = amounts.iter().sum();
-            if inclusive {
-                prop_assert_eq!(inv.total, gross);
-                prop_assert_eq!(inv.total_excluding_tax + inv.tax_total, gross);
-            } else {
-                prop_assert_eq!(inv.total, gross + inv.tax_total);
-            }
+            prop_assert_eq!(inv.total, gross);
+            prop_assert_eq!(inv.total_excluding_tax + inv.tax_total, gross);
         }
     }
 }

@@ -12,7 +12,7 @@
 //! format only.
 //!
 //! A valid check digit does not prove the number is registered: that is the online registry
-//! check (VIES), which this platform does not call.
+//! check (VIES), a port the tax service calls when the tenant asks for it.
 
 use std::fmt;
 
@@ -79,6 +79,32 @@ pub const EU_MEMBER_STATES: [&str; 27] = [
 
 pub fn in_eu(country: &str) -> bool {
     EU_MEMBER_STATES.contains(&country)
+}
+
+/// What the online registry (VIES) said of an account's VAT id, when the tenant asks for
+/// the check.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum VatIdStatus {
+    /// Registered, as VIES answered.
+    Verified,
+    /// VIES could not answer (a member state's service down, busy): accepted, not
+    /// reverse-charged until VIES confirms it, which each invoice asks again.
+    Unverified,
+}
+
+impl VatId {
+    /// Whether VIES knows ids of this prefix: the member states and Northern Ireland (`XI`).
+    pub fn in_vies(&self) -> bool {
+        in_eu(self.country) || self.compact.starts_with("XI")
+    }
+
+    /// The prefix VIES names the member state by (`EL` for Greece), and the number after it.
+    pub fn vies_parts(&self) -> (&str, &str) {
+        self.compact.split_at(2)
+    }
 }
 
 impl fmt::Display for VatId {

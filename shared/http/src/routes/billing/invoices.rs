@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use billing_app::billing::{HypotheticalPlan, HypotheticalSubscription, PreviewSource};
+use billing_app::billing::{
+    HypotheticalPlan, HypotheticalSubscription, PreviewCustomer, PreviewSource,
+};
 use billing_app::ports::InvoiceFilter;
 use billing_app::App;
 use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
@@ -12,6 +14,7 @@ use billing_domain::billing::invoice_draft::{InvoiceDraft, InvoiceInput, LineInp
 use billing_domain::billing::subscription::CollectionMethod;
 use billing_domain::catalog::charges::Usage;
 use billing_domain::catalog::plan::NewPlan;
+use billing_domain::customers::account::CustomerDetails;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{AccountId, InvoiceId, PlanId, SubscriptionId};
@@ -106,6 +109,9 @@ pub struct ManualLine {
     /// Minor units.
     pub amount: i64,
     pub quantity: Option<u64>,
+    /// `inclusive` if `amount` contains the tax, `exclusive` if tax is added to it;
+    /// absent follows the tenant's `prices_include_tax`.
+    pub tax_behavior: Option<billing_domain::tax::rates::TaxBehavior>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -130,6 +136,7 @@ fn manual_lines(lines: Vec<ManualLine>) -> Vec<LineInput> {
                 quantity: l.quantity.map(rust_decimal::Decimal::from),
             },
             tax_rates: Vec::new(),
+            tax_behavior: l.tax_behavior,
             discountable: true,
         })
         .collect()
@@ -239,6 +246,12 @@ pub struct InvoicePreviewRequest {
     pub discounts: Option<Vec<billing_domain::billing::invoice_draft::Discount>>,
     #[schema(value_type = Option<Vec<Object>>)]
     pub credits: Option<Vec<billing_domain::billing::invoice_draft::CreditInput>>,
+    /// A hypothetical invoice or subscription is taxed as this account's invoice would be
+    /// (`acct_…`)…
+    pub account: Option<String>,
+    /// …or as a customer with these details' would be. Without either, as the invoice of
+    /// a customer without an address: the seller's own rate (`address_missing`).
+    pub customer_details: Option<CustomerDetails>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -268,6 +281,34 @@ pub async fn preview_invoice(
             .map_err(|e| Problem::invalid(ErrorCode::InvalidCurrency, "currency", e.to_string()))
     };
     let hypothetical = req.inline_plan.is_some() || req.usage.is_some();
+    let for_subscription = req.subscription.is_some();
+    let customer = match (req.account.as_deref(), req.customer_details) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::invalid(
+                ErrorCode::InvalidSource,
+                "customer_details",
+                "give `account` or `customer_details`, not both",
+            ))
+        }
+        (account, details) if for_subscription && (account.is_some() || details.is_some()) => {
+            return Err(Problem::invalid(
+                ErrorCode::InvalidSource,
+                if account.is_some() {
+                    "account"
+                } else {
+                    "customer_details"
+                },
+                "a subscription's preview is taxed for its own account",
+            ))
+        }
+        (Some(id), None) => PreviewCustomer::Account(AccountId::parse(id, "account")?),
+        (None, Some(details)) => PreviewCustomer::Details(Box::new(
+            details
+                .validate("customer_details")
+                .map_err(Problem::from)?,
+        )),
+        (None, None) => PreviewCustomer::default(),
+    };
     let source = match (req.subscription, req.lines) {
         (None, None) if req.plan.is_some() || hypothetical => {
             let plan = match (req.plan.as_deref(), req.inline_plan) {
@@ -290,6 +331,7 @@ pub async fn preview_invoice(
                 billing_anchor: req.billing_anchor,
                 time_zone: req.time_zone,
                 usage: req.usage.unwrap_or_default(),
+                customer,
             }))
         }
         (Some(_), _) | (_, Some(_)) if hypothetical => {
@@ -314,13 +356,16 @@ pub async fn preview_invoice(
                 .transpose()?,
         },
         (None, Some(lines)) => {
-            PreviewSource::Lines(InvoiceInput {
-                currency: currency()?,
-                lines,
-                discounts: req.discounts.unwrap_or_default(),
-                credits: req.credits.unwrap_or_default(),
-                minimum_commitment: None,
-            })
+            PreviewSource::Lines {
+                input: InvoiceInput {
+                    currency: currency()?,
+                    lines,
+                    discounts: req.discounts.unwrap_or_default(),
+                    credits: req.credits.unwrap_or_default(),
+                    minimum_commitment: None,
+                },
+                customer,
+            }
         }
         _ => {
             return Err(Problem::invalid(
