@@ -1735,6 +1735,47 @@ async fn the_dunning_policy_is_the_tenants(store: Arc<dyn Store>) {
     );
 }
 
+async fn branding_is_written_over_the_version_it_was_read_at(store: Arc<dyn Store>) {
+    use billing_domain::documents::branding::{Branding, BrandingPatch};
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    assert_eq!(c.store.branding(tenant).await, Ok(None));
+    let patch = |name: &str| BrandingPatch {
+        legal_name: Some(Some(name.to_owned())),
+        ..BrandingPatch::default()
+    };
+    let now = Timestamp::UNIX_EPOCH;
+    let first = Branding::default().patched(patch("First"), now).unwrap();
+    let conflict = Err(StoreError::VersionConflict { entity: "branding" });
+    c.store
+        .save_branding(tenant, &first, &c.change().await)
+        .await
+        .unwrap();
+    // A second writer that also read "no branding" loses.
+    let rival = Branding::default().patched(patch("Rival"), now).unwrap();
+    assert_eq!(
+        c.store
+            .save_branding(tenant, &rival, &c.change().await)
+            .await,
+        conflict
+    );
+    let second = first.patched(patch("Second"), now).unwrap();
+    c.store
+        .save_branding(tenant, &second, &c.change().await)
+        .await
+        .unwrap();
+    // So does one that read version 1.
+    let stale = first.patched(patch("Stale"), now).unwrap();
+    assert_eq!(
+        c.store
+            .save_branding(tenant, &stale, &c.change().await)
+            .await,
+        conflict
+    );
+    assert_eq!(c.store.branding(tenant).await, Ok(Some(second)));
+    assert_eq!(c.store.branding(c.other.tenant_id).await, Ok(None));
+}
+
 async fn a_dunning_case_is_created_once_and_belongs_to_its_tenant(store: Arc<dyn Store>) {
     let c = Contract::on(store).await;
     let tenant = c.caller.tenant_id;
@@ -3058,4 +3099,5 @@ billing_tests::on_both_stores!(
     a_balance_waits_on_its_clock_at_its_next_expiry_until_it_expires,
     a_redemption_over_a_stale_read_of_the_last_slot_writes_nothing,
     tax_settings_and_rates_are_the_tenants_and_written_whole_or_not_at_all,
+    branding_is_written_over_the_version_it_was_read_at,
 );

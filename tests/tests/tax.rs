@@ -14,7 +14,6 @@ use std::sync::Arc;
 use billing_app::ports::{EventFilter, PageRequest, Store};
 use billing_app::{App, Caller};
 use billing_aws::vies::ViesRegistry;
-use billing_domain::customers::access::Role;
 use billing_domain::customers::tenant::TenantMode;
 use billing_domain::events::types::EventType;
 use billing_tests::api::{problem, Api};
@@ -820,14 +819,7 @@ async fn loading_the_eu_rates_at_once_loads_them_once(app: App, races: Races) {
         .create_tenant("Tax race", TenantMode::Sandbox)
         .await
         .unwrap();
-    let caller = Caller {
-        tenant_id: tenant.id,
-        livemode: false,
-        key_id: Some(issued.key.id),
-        role: Role::Admin,
-        rate_limit_per_hour: None,
-        request_id: None,
-    };
+    let caller = Caller::of_key(&issued.key, None);
     races.begin();
     let loads: Vec<_> = (0..4)
         .map(|_| {
