@@ -18,6 +18,7 @@ mod payments;
 mod tax;
 mod tenants;
 mod usage;
+mod wallets;
 
 pub mod hooked;
 
@@ -55,6 +56,7 @@ pub(crate) struct State {
     pub(crate) credits: credits::CreditState,
     pub(crate) webhooks: events::WebhookState,
     pub(crate) usage: usage::UsageState,
+    pub(crate) wallets: wallets::WalletState,
     pub(crate) sweep: Option<SweepCheckpoint>,
 }
 

@@ -12,6 +12,7 @@ mod gateway;
 mod payments;
 mod tax;
 mod usage;
+mod wallets;
 
 pub use billing::*;
 pub use catalog::*;
@@ -23,6 +24,7 @@ pub use gateway::*;
 pub use payments::*;
 pub use tax::*;
 pub use usage::*;
+pub use wallets::*;
 
 use async_trait::async_trait;
 use billing_domain::customers::access::ApiKey;
@@ -380,6 +382,7 @@ pub trait Store:
     + crate::tax::TaxPorts
     + crate::events::EventsPorts
     + crate::retention::RetentionPorts
+    + crate::wallets::WalletsPorts
     + IdempotencyStore
     + HealthProbe
 {
@@ -396,6 +399,7 @@ impl<T> Store for T where
         + crate::tax::TaxPorts
         + crate::events::EventsPorts
         + crate::retention::RetentionPorts
+        + crate::wallets::WalletsPorts
         + IdempotencyStore
         + HealthProbe
 {

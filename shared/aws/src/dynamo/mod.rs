@@ -16,6 +16,7 @@ mod payments;
 mod tax;
 mod tenants;
 mod usage;
+mod wallets;
 
 use std::collections::HashMap;
 use std::fmt::Debug;

@@ -136,6 +136,11 @@ pub struct Wallet {
     pub expires_at: Option<Timestamp>,
     #[schema(value_type = Option<String>, format = DateTime)]
     pub terminated_at: Option<Timestamp>,
+    /// Set when an invoice consumed it and it has threshold rules: the rules are checked
+    /// against the ongoing balance then (through the due index, so no path misses it).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub rules_due_at: Option<Timestamp>,
     /// The account's test clock: its expiry and scheduled top-ups fall due on its time.
     #[schema(value_type = Option<String>)]
     pub test_clock: Option<TestClockId>,
@@ -383,6 +388,7 @@ impl Wallet {
             rules,
             expires_at: new.expires_at,
             terminated_at: None,
+            rules_due_at: None,
             test_clock: new.test_clock,
             created_at: now,
             updated_at: now,
@@ -483,6 +489,9 @@ impl Wallet {
             Some(invoice.id),
         );
         work.wallet.consumed = work.wallet.consumed.saturating_add(MinorUnits::new(take));
+        if self.has_threshold_rules() {
+            work.wallet.rules_due_at = Some(now);
+        }
         let mut next = invoice.clone();
         next.wallet_total = next.wallet_total.saturating_add(MinorUnits::new(take));
         next.amount_due = next.amount_due.saturating_sub(MinorUnits::new(take));
@@ -555,7 +564,7 @@ impl Wallet {
             return None;
         }
         let mut work = Working::start(self, now, ids);
-        let mut changed = false;
+        let mut changed = work.wallet.rules_due_at.take().is_some();
         let mut fire = None;
         for (i, rule) in work.wallet.rules.iter_mut().enumerate() {
             match &mut rule.trigger {
@@ -626,6 +635,7 @@ impl Wallet {
                 TopUpTrigger::Threshold { .. } => None,
             })
             .chain(self.expires_at)
+            .chain(self.rules_due_at)
             .min()
     }
 
