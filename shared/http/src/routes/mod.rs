@@ -22,6 +22,7 @@ pub mod health;
 pub mod retention;
 pub mod tax;
 pub mod usage;
+pub mod wallets;
 
 use axum::handler::Handler;
 use axum::routing::MethodRouter;
@@ -79,6 +80,6 @@ pub(crate) use modules;
 
 // Every documented route of the API.
 modules!(
-    customers, catalog, billing, coupons, tax, usage, collection, credits, events, retention,
-    health
+    customers, catalog, billing, coupons, tax, usage, collection, credits, wallets, events,
+    retention, health
 );
