@@ -14,12 +14,12 @@ use billing_app::ports::{BillingJob, PageRequest, PaymentJob};
 use billing_app::wallets::CreateWallet;
 use billing_app::App;
 use billing_domain::billing::subscription::CollectionMethod;
+use billing_domain::kernel::decimal::parse_decimal;
 use billing_domain::kernel::ids::{InvoiceId, PaymentId};
 use billing_domain::wallets::wallet::{WalletTransactionKind, WalletTransactionStatus};
 use billing_tests::api::{problem, Api};
 use billing_tests::Races;
 use reqwest::{Method, StatusCode};
-use billing_domain::kernel::decimal::parse_decimal;
 use serde_json::{json, Value};
 
 /// A one-line invoice for `amount` minor units, finalized: the wallet pays what it can.
@@ -36,8 +36,7 @@ async fn invoice(api: &Api, account: &str, amount: i64) -> Value {
 }
 
 async fn events_of(api: &Api, event_type: &str) -> Vec<Value> {
-    api.list(&format!("/v1/events?type={event_type}"))
-        .await
+    api.list(&format!("/v1/events?type={event_type}")).await
 }
 
 /// The wallet part, over HTTP on a test clock.
@@ -88,21 +87,34 @@ async fn a_wallet_pays_invoices_and_paid_credits_arrive_once(app: App) {
         .await;
     let id = wallet["id"].as_str().unwrap().to_owned();
     assert_eq!(
-        (&wallet["balance"], &wallet["credits_balance"], &wallet["currency"]),
+        (
+            &wallet["balance"],
+            &wallet["credits_balance"],
+            &wallet["currency"]
+        ),
         (&json!(10_000), &json!("100"), &json!("usd"))
     );
 
     // A $30 invoice is paid by the wallet: 70 credits left.
     let paid = invoice(&api, &account, 3_000).await;
     assert_eq!(
-        (&paid["total"], &paid["wallet_total"], &paid["amount_due"], &paid["status"]),
+        (
+            &paid["total"],
+            &paid["wallet_total"],
+            &paid["amount_due"],
+            &paid["status"]
+        ),
         (&json!(3_000), &json!(3_000), &json!(0), &json!("paid")),
         "{paid}"
     );
     assert_eq!(paid["wallets_applied"][0]["wallet_id"], id.as_str());
     let seen = api.get(&format!("/v1/wallets/{id}")).await;
     assert_eq!(
-        (&seen["balance"], &seen["credits_balance"], &seen["consumed"]),
+        (
+            &seen["balance"],
+            &seen["credits_balance"],
+            &seen["consumed"]
+        ),
         (&json!(7_000), &json!("70"), &json!(3_000))
     );
     // No usage waits to be invoiced: the ongoing balance is the balance.
@@ -134,8 +146,18 @@ async fn a_wallet_pays_invoices_and_paid_credits_arrive_once(app: App) {
         .to_owned();
     let sold = api.get(&format!("/v1/invoices/{top_up_invoice}")).await;
     assert_eq!(
-        (&sold["billing_reason"], &sold["status"], &sold["amount_due"], &sold["wallet_total"]),
-        (&json!("wallet_top_up"), &json!("open"), &json!(5_000), &json!(0)),
+        (
+            &sold["billing_reason"],
+            &sold["status"],
+            &sold["amount_due"],
+            &sold["wallet_total"]
+        ),
+        (
+            &json!("wallet_top_up"),
+            &json!("open"),
+            &json!(5_000),
+            &json!(0)
+        ),
         "the top-up invoice is not paid by the wallet it fills: {sold}"
     );
     let pending = api.get(&format!("/v1/wallets/{id}")).await;
@@ -190,7 +212,10 @@ async fn a_wallet_pays_invoices_and_paid_credits_arrive_once(app: App) {
     let under = invoice(&api, &account, 7_500).await;
     assert_eq!(under["wallet_total"], 7_500);
     let after_rule = api.get(&format!("/v1/wallets/{id}")).await;
-    assert_eq!(after_rule["balance"], 6_500, "45 + 20 granted: {after_rule}");
+    assert_eq!(
+        after_rule["balance"], 6_500,
+        "45 + 20 granted: {after_rule}"
+    );
     assert_eq!(events_of(&api, "wallet.low_balance").await.len(), 1);
     // The wallet's job run again, and the clock moving on, fire nothing more.
     let wallet_id = billing_domain::kernel::ids::WalletId::parse(&id, "id").unwrap();
@@ -226,9 +251,7 @@ async fn a_wallet_pays_invoices_and_paid_credits_arrive_once(app: App) {
     assert_eq!(restored["transactions"]["data"][0]["kind"], "restored");
 
     // The ledger of the wallet adds up to its balance.
-    let all = api
-        .get(&format!("/v1/wallets/{id}?limit=100"))
-        .await;
+    let all = api.get(&format!("/v1/wallets/{id}?limit=100")).await;
     let settled: i64 = all["transactions"]["data"]
         .as_array()
         .unwrap()
@@ -362,6 +385,8 @@ async fn eight_concurrent_finalizations_spend_each_wallet_credit_once_in_memory(
     assert!(lost > 0, "no finalization lost a race: they did not race");
 }
 
-billing_tests::racing_on_the_stand_in!(eight_concurrent_finalizations_spend_each_wallet_credit_once);
+billing_tests::racing_on_the_stand_in!(
+    eight_concurrent_finalizations_spend_each_wallet_credit_once
+);
 
 billing_tests::on_both_stores!(a_wallet_pays_invoices_and_paid_credits_arrive_once);

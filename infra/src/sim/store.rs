@@ -30,8 +30,8 @@ use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
     AccountId, ApiKeyId, CouponId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId,
-    MetricId, PaymentId, PlanId, SubscriptionId, TaxRateId, TenantId, TestClockId,
-    WalletId, WebhookEndpointId,
+    MetricId, PaymentId, PlanId, SubscriptionId, TaxRateId, TenantId, TestClockId, WalletId,
+    WebhookEndpointId,
 };
 use billing_domain::tax::rates::{TaxRate, TaxSettings};
 use billing_domain::wallets::wallet::{Wallet, WalletChange, WalletTransaction};
@@ -1747,7 +1747,11 @@ impl CreditStore for SimStore {
 
 #[async_trait]
 impl WalletStore for SimStore {
-    async fn get_wallet(&self, tenant: TenantId, id: WalletId) -> Result<Option<Wallet>, StoreError> {
+    async fn get_wallet(
+        &self,
+        tenant: TenantId,
+        id: WalletId,
+    ) -> Result<Option<Wallet>, StoreError> {
         self.unmodelled("get_wallet");
         self.inner.get_wallet(tenant, id).await
     }
@@ -1783,6 +1787,25 @@ impl WalletStore for SimStore {
         }
         Ok(found)
     }
+    async fn wallet_holders(
+        &self,
+        tenant: TenantId,
+        wanted: &[(AccountId, Currency)],
+    ) -> Result<Vec<(AccountId, Currency)>, StoreError> {
+        // BatchGetItem of the distinct keys, a hundred per request, like the balances.
+        let found = self.inner.wallet_holders(tenant, wanted).await?;
+        let mut keys: Vec<(AccountId, &str)> = wanted.iter().map(|(a, c)| (*a, c.code())).collect();
+        keys.sort();
+        keys.dedup();
+        for chunk in keys.chunks(100) {
+            let request = chunk.iter().fold(
+                Request::new(Op::BatchGetItem).items(chunk.len() as u32),
+                |request, (account, _)| request.read(&keys::account_partition(tenant, *account), 0),
+            );
+            self.send(request).await?;
+        }
+        Ok(found)
+    }
     async fn list_wallet_transactions(
         &self,
         tenant: TenantId,
@@ -1790,7 +1813,9 @@ impl WalletStore for SimStore {
         page: &PageRequest,
     ) -> Result<Page<WalletTransaction>, StoreError> {
         self.unmodelled("list_wallet_transactions");
-        self.inner.list_wallet_transactions(tenant, wallet, page).await
+        self.inner
+            .list_wallet_transactions(tenant, wallet, page)
+            .await
     }
     async fn save_wallet(
         &self,

@@ -58,6 +58,7 @@
 //! | balance           | `T#{tenant}#S(account_id)` | `BALANCE#{account_id}#{currency}` |                   |                   |
 //! | credit grant      | `T#{tenant}#S(account_id)` | `CREDIT#{account_id}#{grant_id}` |                    |                   |
 //! | wallet            | `T#{tenant}`  | `WALLET#{id}`                   | `T#{tenant}#ACCOUNT#{a}#WALLETS` | `{id}`          |
+//! | wallet holder     | `T#{tenant}#S(account_id)` | `WALLETS#{account_id}#{currency}` |               |                   |
 //! | wallet transaction | `T#{tenant}#S(wallet_id)` | `WTX#{wallet_id}#{id}`  |                   |                   |
 //! | ledger entry      | `T#{tenant}#S(account_id)` | `LEDGER#{account_id}#{entry_id}` |                    |                   |
 //!
@@ -862,6 +863,15 @@ pub fn wallet(tenant: TenantId, id: WalletId, account: AccountId) -> Key {
 
 pub fn account_wallets_index(tenant: TenantId, account: AccountId) -> String {
     format!("T#{tenant}#ACCOUNT#{account}#WALLETS")
+}
+
+/// Marks that an account has (or had) a wallet in `currency` (the lower-case ISO code),
+/// beside its balances: the finalizer batch-reads these for its page of drafts.
+pub fn wallet_holder(tenant: TenantId, account: AccountId, currency: &str) -> Key {
+    Key::new(
+        account_partition(tenant, account),
+        format!("WALLETS#{account}#{currency}"),
+    )
 }
 
 /// A wallet transaction; a wallet's transactions sort by id (time) in its shard.

@@ -1,7 +1,10 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use billing_domain::kernel::ids::{AccountId, TenantId, TestClockId, WalletId, WalletTransactionId};
+use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::ids::{
+    AccountId, TenantId, TestClockId, WalletId, WalletTransactionId,
+};
 use billing_domain::wallets::wallet::{Wallet, WalletChange, WalletStatus, WalletTransaction};
 use jiff::Timestamp;
 use ulid::Ulid;
@@ -35,7 +38,11 @@ impl State {
         Ok(())
     }
 
-    pub(crate) fn write_wallets(&mut self, tenant: TenantId, settlement: Option<&WalletSettlement>) {
+    pub(crate) fn write_wallets(
+        &mut self,
+        tenant: TenantId,
+        settlement: Option<&WalletSettlement>,
+    ) {
         if let Some(settlement) = settlement {
             for change in &settlement.changes {
                 self.write_wallet(tenant, change);
@@ -66,14 +73,16 @@ impl State {
             .iter()
             .filter(|((tenant, _), w)| on(*tenant, w.test_clock))
             .filter_map(|((tenant, id), w)| {
-                w.next_due().filter(|at| *at <= up_to).map(|due_at| DueItem {
-                    tenant_id: *tenant,
-                    due_at,
-                    kind: DueKind::Billing(BillingJob::Wallet {
-                        tenant: *tenant,
-                        wallet: *id,
-                    }),
-                })
+                w.next_due()
+                    .filter(|at| *at <= up_to)
+                    .map(|due_at| DueItem {
+                        tenant_id: *tenant,
+                        due_at,
+                        kind: DueKind::Billing(BillingJob::Wallet {
+                            tenant: *tenant,
+                            wallet: *id,
+                        }),
+                    })
             })
             .collect()
     }
@@ -99,7 +108,10 @@ impl WalletStore for MemoryStore {
         let items = s
             .wallets
             .wallets
-            .range((tenant, WalletId::from_ulid(Ulid::nil()))..=(tenant, WalletId::from_ulid(Ulid(u128::MAX))))
+            .range(
+                (tenant, WalletId::from_ulid(Ulid::nil()))
+                    ..=(tenant, WalletId::from_ulid(Ulid(u128::MAX))),
+            )
             .rev()
             .map(|((_, id), w)| (id.to_string(), w.clone()));
         Ok(paginate(items, page, |w| w.account_id == account))
@@ -113,11 +125,36 @@ impl WalletStore for MemoryStore {
         let s = self.state();
         Ok(s.wallets
             .wallets
-            .range((tenant, WalletId::from_ulid(Ulid::nil()))..=(tenant, WalletId::from_ulid(Ulid(u128::MAX))))
+            .range(
+                (tenant, WalletId::from_ulid(Ulid::nil()))
+                    ..=(tenant, WalletId::from_ulid(Ulid(u128::MAX))),
+            )
             .map(|(_, w)| w)
             .filter(|w| w.account_id == account && w.status == WalletStatus::Active)
             .cloned()
             .collect())
+    }
+
+    async fn wallet_holders(
+        &self,
+        tenant: TenantId,
+        wanted: &[(AccountId, Currency)],
+    ) -> Result<Vec<(AccountId, Currency)>, StoreError> {
+        let s = self.state();
+        let mut found: Vec<(AccountId, Currency)> = Vec::new();
+        for w in s
+            .wallets
+            .wallets
+            .iter()
+            .filter(|((t, _), _)| *t == tenant)
+            .map(|(_, w)| w)
+        {
+            let pair = (w.account_id, w.currency);
+            if wanted.contains(&pair) && !found.contains(&pair) {
+                found.push(pair);
+            }
+        }
+        Ok(found)
     }
 
     async fn list_wallet_transactions(
@@ -132,7 +169,11 @@ impl WalletStore for MemoryStore {
             .transactions
             .range(
                 (tenant, wallet, WalletTransactionId::from_ulid(Ulid::nil()))
-                    ..=(tenant, wallet, WalletTransactionId::from_ulid(Ulid(u128::MAX))),
+                    ..=(
+                        tenant,
+                        wallet,
+                        WalletTransactionId::from_ulid(Ulid(u128::MAX)),
+                    ),
             )
             .rev()
             .map(|((_, _, id), t)| (id.to_string(), t.clone()));

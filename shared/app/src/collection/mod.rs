@@ -22,8 +22,8 @@ pub use payments::{collection_change, first_attempt, Collected};
 use crate::customers::CustomersService;
 use crate::kernel::{AppError, Caller, Clocks};
 use crate::ports::{
-    AccountStore, DunningStore, Gateways, InvoiceStore, Notifier, PaymentQueue, PaymentStore,
-    CollectionWrite, SubscriptionStore, TenantStore, TestClockStore, WalletStore,
+    AccountStore, CollectionWrite, DunningStore, Gateways, InvoiceStore, Notifier, PaymentQueue,
+    PaymentStore, SubscriptionStore, TenantStore, TestClockStore, WalletStore,
 };
 
 /// What the collection service reads and writes.

@@ -27,10 +27,10 @@ use jiff::Timestamp;
 use crate::kernel::{
     change, event, new_ulid, to_json, until_committed, AppError, Caller, ChangeSpec, Clocks,
 };
-use crate::wallets::WalletsService;
 use crate::ports::{
     AccountStore, Change, CreditStore, InvoiceStore, Page, PageRequest, StoreError, TestClockStore,
 };
+use crate::wallets::WalletsService;
 
 pub use settle::Settled;
 
@@ -76,7 +76,11 @@ pub struct BalanceView {
 }
 
 impl CreditsService {
-    pub(crate) fn new(store: Arc<dyn CreditsPorts>, clocks: Clocks, wallets: WalletsService) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn CreditsPorts>,
+        clocks: Clocks,
+        wallets: WalletsService,
+    ) -> Self {
         Self {
             store,
             clocks,

@@ -7,8 +7,8 @@
 //! account, in one: so the balance is never part of the numbering write.
 
 use billing_domain::billing::invoice::Invoice;
-use billing_domain::billing::subscription::BillingReason;
 use billing_domain::billing::invoice_draft::CreditInput;
+use billing_domain::billing::subscription::BillingReason;
 use billing_domain::credits::balance::Ledger;
 use billing_domain::events::record::AuditAction;
 use billing_domain::kernel::currency::Currency;
@@ -162,13 +162,13 @@ impl CreditsService {
                 .map(|b| (b.account_id, b.currency))
                 .collect()
         };
+        let with_wallets = self.wallets.holders(tenant, &wanted).await?;
         let mut settled = Vec::with_capacity(drafts.len());
         for draft in drafts {
             let invoice = &draft.invoice;
-            // Wallets are looked up for every draft that still owes something.
             let worth_a_look = invoice.total.get() < 0
                 || with_balance.contains(&(invoice.account_id, invoice.currency))
-                || invoice.amount_due.is_positive();
+                || with_wallets.contains(&(invoice.account_id, invoice.currency));
             if !worth_a_look {
                 settled.push(draft);
                 continue;
@@ -195,7 +195,10 @@ impl CreditsService {
             let caller = system_caller(tenant, livemode);
             let before = to_json(&draft.invoice)?;
             let after = to_json(&settled.invoice)?;
-            let now = self.clocks.now_for(tenant, draft.invoice.test_clock).await?;
+            let now = self
+                .clocks
+                .now_for(tenant, draft.invoice.test_clock)
+                .await?;
             let record = change(
                 &caller,
                 now,

@@ -2,6 +2,7 @@
 //! scheduled top-up) and its transactions.
 
 use async_trait::async_trait;
+use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{AccountId, TenantId, WalletId};
 use billing_domain::wallets::wallet::{Wallet, WalletChange, WalletTransaction};
 
@@ -18,8 +19,11 @@ pub struct WalletSettlement {
 
 #[async_trait]
 pub trait WalletStore: Send + Sync {
-    async fn get_wallet(&self, tenant: TenantId, id: WalletId)
-        -> Result<Option<Wallet>, StoreError>;
+    async fn get_wallet(
+        &self,
+        tenant: TenantId,
+        id: WalletId,
+    ) -> Result<Option<Wallet>, StoreError>;
     /// The account's wallets, newest first.
     async fn list_wallets(
         &self,
@@ -34,6 +38,13 @@ pub trait WalletStore: Send + Sync {
         tenant: TenantId,
         account: AccountId,
     ) -> Result<Vec<Wallet>, StoreError>;
+    /// Which of `wanted` have (or had) a wallet: one batched read for a finalizer's page
+    /// of drafts, so that drafts of accounts without wallets cost nothing more.
+    async fn wallet_holders(
+        &self,
+        tenant: TenantId,
+        wanted: &[(AccountId, Currency)],
+    ) -> Result<Vec<(AccountId, Currency)>, StoreError>;
     /// The wallet's transactions, newest first.
     async fn list_wallet_transactions(
         &self,

@@ -30,8 +30,8 @@ use rust_decimal::Decimal;
 
 use crate::collection::{first_attempt, CollectionService};
 use crate::kernel::{
-    change, event, new_ulid, system_caller, to_json, until_committed, AppError, Caller,
-    ChangeSpec, Clocks,
+    change, event, new_ulid, system_caller, to_json, until_committed, AppError, Caller, ChangeSpec,
+    Clocks,
 };
 use crate::ports::{
     AccountStore, Change, InvoiceStore, InvoiceWrite, Page, PageRequest, StoreError,
@@ -235,7 +235,10 @@ impl WalletsService {
         {
             return Ok(None);
         }
-        let wallets = self.store.active_wallets(tenant, invoice.account_id).await?;
+        let wallets = self
+            .store
+            .active_wallets(tenant, invoice.account_id)
+            .await?;
         let now = self.clocks.now_for(tenant, invoice.test_clock).await?;
         let mut current = invoice.clone();
         let mut changes = Vec::new();
@@ -252,6 +255,19 @@ impl WalletsService {
         current.version = invoice.version + 1;
         let record = settlement_record(&system_caller(tenant, livemode), &changes, now)?;
         Ok(Some((current, WalletSettlement { changes, record })))
+    }
+
+    /// Which of `wanted` (accounts and currencies of a finalizer's page of drafts that owe
+    /// something) have wallets: one batched read; the others are not looked at further.
+    pub async fn holders(
+        &self,
+        tenant: TenantId,
+        wanted: &[(AccountId, Currency)],
+    ) -> Result<Vec<(AccountId, Currency)>, AppError> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.store.wallet_holders(tenant, wanted).await?)
     }
 
     /// What voiding `invoice` gives back to the wallets it consumed, written with the void.
@@ -296,8 +312,7 @@ impl WalletsService {
                 let Some(wallet) = self.store.get_wallet(tenant, id).await? else {
                     return Ok(Some(()));
                 };
-                let Some(account) = self.store.get_account(tenant, wallet.account_id).await?
-                else {
+                let Some(account) = self.store.get_account(tenant, wallet.account_id).await? else {
                     return Ok(Some(()));
                 };
                 let caller = system_caller(tenant, true);
@@ -440,9 +455,9 @@ impl WalletsService {
             None,
             now,
         )?;
-        invoice.billing_details = Some(
-            billing_domain::customers::erasure::BillingDetails::of(account),
-        );
+        invoice.billing_details = Some(billing_domain::customers::erasure::BillingDetails::of(
+            account,
+        ));
         let payment = first_attempt(&invoice, caller.livemode, now);
         Ok(InvoiceWrite {
             invoice,
@@ -504,7 +519,11 @@ pub(crate) async fn purchase_paid(
     let Some(change) = wallet.settle_purchase(paid.id, now, &mut new_ulid) else {
         return Ok(None);
     };
-    let record = settlement_record(&system_caller(tenant, livemode), std::slice::from_ref(&change), now)?;
+    let record = settlement_record(
+        &system_caller(tenant, livemode),
+        std::slice::from_ref(&change),
+        now,
+    )?;
     Ok(Some(WalletSettlement {
         changes: vec![change],
         record,

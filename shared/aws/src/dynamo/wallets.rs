@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use billing_app::ports::*;
+use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{AccountId, TenantId, WalletId, WalletTransactionId};
 use billing_domain::wallets::wallet::{Wallet, WalletChange, WalletStatus, WalletTransaction};
 
@@ -31,6 +32,15 @@ impl Transaction<'_> {
         }
         if change.previous_version == 0 {
             self.create(item, StoreError::VersionConflict { entity: WALLET })?;
+            let holder = keys::wallet_holder(tenant, w.account_id, w.currency.code());
+            self.upsert(to_item(
+                "wallet_holder",
+                &Holder {
+                    account_id: w.account_id,
+                    currency: w.currency,
+                },
+                &holder,
+            )?)?;
         } else {
             self.replace_version(item, change.previous_version, WALLET)?;
         }
@@ -58,6 +68,13 @@ impl Transaction<'_> {
         }
         Ok(self)
     }
+}
+
+/// The item saying an account has a wallet in a currency.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Holder {
+    account_id: AccountId,
+    currency: Currency,
 }
 
 fn nil_account() -> AccountId {
@@ -123,6 +140,29 @@ impl WalletStore for DynamoStore {
         Ok(wallets)
     }
 
+    async fn wallet_holders(
+        &self,
+        tenant: TenantId,
+        wanted: &[(AccountId, Currency)],
+    ) -> Result<Vec<(AccountId, Currency)>, StoreError> {
+        let mut pairs: Vec<(AccountId, &'static str)> =
+            wanted.iter().map(|(a, c)| (*a, c.code())).collect();
+        pairs.sort();
+        pairs.dedup();
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = pairs
+            .into_iter()
+            .map(|(a, c)| keys::wallet_holder(tenant, a, c).primary())
+            .collect();
+        self.batch_get(keys, None)
+            .await?
+            .into_iter()
+            .map(|item| from_item::<Holder>(item).map(|h| (h.account_id, h.currency)))
+            .collect()
+    }
+
     async fn list_wallet_transactions(
         &self,
         tenant: TenantId,
@@ -134,7 +174,11 @@ impl WalletStore for DynamoStore {
             .as_deref()
             .and_then(|id| WalletTransactionId::parse(id, "starting_after").ok())
             .map(|id| keys::wallet_transaction(tenant, wallet, id).primary());
-        let key = keys::wallet_transaction(tenant, wallet, WalletTransactionId::from_ulid(ulid::Ulid::nil()));
+        let key = keys::wallet_transaction(
+            tenant,
+            wallet,
+            WalletTransactionId::from_ulid(ulid::Ulid::nil()),
+        );
         let query = self
             .query_partition(key.pk, &keys::wallet_transactions_of(wallet))
             .scan_index_forward(false);

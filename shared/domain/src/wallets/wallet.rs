@@ -477,7 +477,10 @@ impl Wallet {
             && invoice.account_id == self.account_id
             && invoice.currency == self.currency
             && self.usable(now)
-            && !invoice.wallets_applied.iter().any(|w| w.wallet_id == self.id);
+            && !invoice
+                .wallets_applied
+                .iter()
+                .any(|w| w.wallet_id == self.id);
         let take = invoice.amount_due.get().min(self.balance.get());
         if !applies || take <= 0 {
             return None;
@@ -784,9 +787,7 @@ impl<'a> Working<'a> {
         let (rate, currency) = (self.wallet.rate_amount, self.wallet.currency);
         let (granted_amount, _) = credits_to_amount(rate, currency, granted, "granted_credits")?;
         let purchase = paid
-            .map(|p| {
-                credits_to_amount(rate, currency, p.credits, "paid_credits").map(|c| (p, c))
-            })
+            .map(|p| credits_to_amount(rate, currency, p.credits, "paid_credits").map(|c| (p, c)))
             .transpose()?;
         if granted_amount.is_positive() {
             self.entry(WalletTransactionKind::Granted, granted_amount, None);
@@ -977,7 +978,10 @@ mod tests {
         assert_eq!(w.pending_top_ups.len(), 1);
         let paid = w.settle_purchase(top_up_invoice, at(5), &mut ids).unwrap();
         assert_eq!(paid.wallet.balance.get(), 15_000);
-        assert_eq!(paid.transactions[0].status, WalletTransactionStatus::Settled);
+        assert_eq!(
+            paid.transactions[0].status,
+            WalletTransactionStatus::Settled
+        );
         assert_eq!(paid.transactions[0].id, change.purchase().unwrap().id);
         // Delivered twice: the second finds nothing pending.
         assert!(paid
@@ -1002,7 +1006,10 @@ mod tests {
         assert_eq!(back.wallet.balance.get(), 10_000);
         // A $150 invoice takes all of it and depletes it.
         let (inv, change) = w.consume(&invoice(2, 15_000, 0), at(1), &mut ids).unwrap();
-        assert_eq!((inv.amount_due.get(), change.wallet.balance.get()), (5_000, 0));
+        assert_eq!(
+            (inv.amount_due.get(), change.wallet.balance.get()),
+            (5_000, 0)
+        );
         assert!(change.signals.contains(&WalletSignal::Depleted));
     }
 

@@ -9,7 +9,9 @@ use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::decimal::{parse_decimal, to_canonical_string};
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{AccountId, WalletId};
-use billing_domain::wallets::wallet::{NewRule, TopUpInterval, Wallet, WalletTransaction, MAX_SCALE};
+use billing_domain::wallets::wallet::{
+    NewRule, TopUpInterval, Wallet, WalletTransaction, MAX_SCALE,
+};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -18,13 +20,19 @@ use crate::extract::{path_id, timestamp, ApiJson, ApiPath, ApiQuery, Auth, Reply
 use crate::pagination::{page_request, List};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 
-crate::routes::handlers!(create_wallet, top_up_wallet, get_wallet, list_account_wallets);
+crate::routes::handlers!(
+    create_wallet,
+    top_up_wallet,
+    get_wallet,
+    list_account_wallets
+);
 
 fn decimal(raw: Option<&str>, param: &'static str, code: ErrorCode) -> Result<Decimal, Problem> {
     match raw {
         None => Ok(Decimal::ZERO),
-        Some(raw) => parse_decimal(raw, MAX_SCALE)
-            .map_err(|e| Problem::invalid(code, param, e.to_string())),
+        Some(raw) => {
+            parse_decimal(raw, MAX_SCALE).map_err(|e| Problem::invalid(code, param, e.to_string()))
+        }
     }
 }
 
@@ -146,7 +154,10 @@ pub async fn create_wallet(
                 .as_deref()
                 .map(|raw| credits(Some(raw), "recurring_rules.threshold_credits"))
                 .transpose()?,
-            granted_credits: credits(rule.granted_credits.as_deref(), "recurring_rules.granted_credits")?,
+            granted_credits: credits(
+                rule.granted_credits.as_deref(),
+                "recurring_rules.granted_credits",
+            )?,
             paid_credits: credits(rule.paid_credits.as_deref(), "recurring_rules.paid_credits")?,
         });
     }
@@ -162,7 +173,11 @@ pub async fn create_wallet(
             })
             .transpose()?,
         name: req.name,
-        rate_amount: decimal(Some(&req.rate_amount), "rate_amount", ErrorCode::InvalidRateAmount)?,
+        rate_amount: decimal(
+            Some(&req.rate_amount),
+            "rate_amount",
+            ErrorCode::InvalidRateAmount,
+        )?,
         granted_credits: credits(req.granted_credits.as_deref(), "granted_credits")?,
         paid_credits: credits(req.paid_credits.as_deref(), "paid_credits")?,
         expires_at: timestamp(req.expires_at.as_deref(), "expires_at")?,
