@@ -253,6 +253,7 @@ async fn the_billing_queue_groups_subscriptions_apart_and_a_tenants_finalize_job
             BillingJob::TestClock { id, .. } => id.to_string(),
             BillingJob::CreditExpiry { account, .. } => format!("balance-{account}"),
             BillingJob::AccountPurge { account, .. } => account.to_string(),
+            BillingJob::Wallet { wallet, .. } => wallet.to_string(),
         };
         assert_eq!(group.as_deref(), Some(expected.as_str()), "{job:?}");
     }

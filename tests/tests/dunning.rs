@@ -432,6 +432,7 @@ async fn void_without_word(w: &World, id: InvoiceId) {
         payment: None,
         pending: None,
         balance: None,
+        wallets: None,
     };
     w.app
         .store

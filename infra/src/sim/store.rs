@@ -32,10 +32,11 @@ use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
     AccountId, ApiKeyId, CouponId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId,
-    MetricId, PaymentId, PlanId, SubscriptionId, TaxRateId, TenantId, TestClockId,
+    MetricId, PaymentId, PlanId, SubscriptionId, TaxRateId, TenantId, TestClockId, WalletId,
     WebhookEndpointId,
 };
 use billing_domain::tax::rates::{TaxRate, TaxSettings};
+use billing_domain::wallets::wallet::{Wallet, WalletChange, WalletTransaction};
 use billing_memory::MemoryStore;
 
 use billing_aws::keys::{self, Key};
@@ -1784,6 +1785,91 @@ impl CreditStore for SimStore {
         tx.balance(tenant, change).change(tenant, record);
         self.send(tx.request()).await?;
         let done = self.inner.save_balance(tenant, change, record).await;
+        self.committed(&done, tenant, record).await;
+        done
+    }
+}
+
+#[async_trait]
+impl WalletStore for SimStore {
+    async fn get_wallet(
+        &self,
+        tenant: TenantId,
+        id: WalletId,
+    ) -> Result<Option<Wallet>, StoreError> {
+        self.unmodelled("get_wallet");
+        self.inner.get_wallet(tenant, id).await
+    }
+    async fn list_wallets(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<Wallet>, StoreError> {
+        self.unmodelled("list_wallets");
+        self.inner.list_wallets(tenant, account, page).await
+    }
+    async fn active_wallets(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+    ) -> Result<Vec<Wallet>, StoreError> {
+        // A Query of the account's wallet index (eventually consistent), then a
+        // BatchGetItem of the active ones when there are any.
+        let found = self.inner.active_wallets(tenant, account).await?;
+        let index = keys::account_wallets_index(tenant, account);
+        let bytes: usize = found.iter().map(size).sum();
+        self.send(Request::new(Op::Query).read_eventually(&index, bytes))
+            .await?;
+        if !found.is_empty() {
+            let partition = keys::tenant_partition(tenant);
+            self.send(
+                Request::new(Op::BatchGetItem)
+                    .items(found.len() as u32)
+                    .read(&partition, bytes),
+            )
+            .await?;
+        }
+        Ok(found)
+    }
+    async fn wallet_holders(
+        &self,
+        tenant: TenantId,
+        wanted: &[(AccountId, Currency)],
+    ) -> Result<Vec<(AccountId, Currency)>, StoreError> {
+        // BatchGetItem of the distinct keys, a hundred per request, like the balances.
+        let found = self.inner.wallet_holders(tenant, wanted).await?;
+        let mut keys: Vec<(AccountId, &str)> = wanted.iter().map(|(a, c)| (*a, c.code())).collect();
+        keys.sort();
+        keys.dedup();
+        for chunk in keys.chunks(100) {
+            let request = chunk.iter().fold(
+                Request::new(Op::BatchGetItem).items(chunk.len() as u32),
+                |request, (account, _)| request.read(&keys::account_partition(tenant, *account), 0),
+            );
+            self.send(request).await?;
+        }
+        Ok(found)
+    }
+    async fn list_wallet_transactions(
+        &self,
+        tenant: TenantId,
+        wallet: WalletId,
+        page: &PageRequest,
+    ) -> Result<Page<WalletTransaction>, StoreError> {
+        self.unmodelled("list_wallet_transactions");
+        self.inner
+            .list_wallet_transactions(tenant, wallet, page)
+            .await
+    }
+    async fn save_wallet(
+        &self,
+        tenant: TenantId,
+        change: &WalletChange,
+        record: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("save_wallet");
+        let done = self.inner.save_wallet(tenant, change, record).await;
         self.committed(&done, tenant, record).await;
         done
     }

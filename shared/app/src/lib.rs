@@ -16,6 +16,8 @@
 //!   payment settings, inbound gateway events, dunning.
 //! - [`credits`]: account balances per currency, credit grants and adjustments, the
 //!   ledger; settling invoices against the balance, giving credit back on a void.
+//! - [`wallets`]: prepaid wallets (Lago's): granted and paid credits, top-up invoices,
+//!   consumption by invoices after the balance's credit, expiry and recurring top-ups.
 //! - [`coupons`]: coupons, and redeeming them onto subscriptions (one counted slot each).
 //! - [`tax`]: tax settings, tax rates (effective-dated, the EU standard VAT rates), and
 //!   the tax of an invoice through the tax-provider port (the built-in resolver by default).
@@ -41,9 +43,12 @@
 //!         ──▶ retention (purge_account)
 //!         ──▶ tax (invoice_tax)
 //! usage ──▶ tax (invoice_tax: the projected invoice)
-//! collection ──▶ customers (forget_payment_method)
+//! credits ──▶ wallets (consume, after_consumption)
+//! wallets ──▶ collection (release_invoice_payment), usage (unbilled_usage)
+//! collection ──▶ customers (forget_payment_method), wallets::purchase_paid (a function
+//!                over the wallet store)
 //! customers ──▶ tax (vat_id_status: the online VAT id check)
-//! catalog, coupons, tax, events, credits, retention ──▶ kernel only
+//! catalog, coupons, tax, documents, events, retention ──▶ kernel only
 //! ```
 //!
 //! [`App`] is only the wiring: it builds each service from the adapters once per process,
@@ -63,6 +68,7 @@ pub mod ports;
 pub mod retention;
 pub mod tax;
 pub mod usage;
+pub mod wallets;
 
 use std::sync::Arc;
 
@@ -84,6 +90,7 @@ use ports::{
 };
 use retention::RetentionService;
 use tax::{BuiltInTax, TaxService};
+use wallets::WalletsService;
 
 struct Adapters {
     store: Arc<dyn Store>,
@@ -121,6 +128,7 @@ pub struct App {
     pub usage: usage::UsageService,
     pub collection: CollectionService,
     pub credits: CreditsService,
+    pub wallets: WalletsService,
     pub coupons: CouponsService,
     pub tax: TaxService,
     pub documents: DocumentsService,
@@ -288,7 +296,13 @@ impl App {
             payment_queue.clone(),
             customers.clone(),
         );
-        let credits = CreditsService::new(store.clone(), clocks.clone());
+        let wallets = WalletsService::new(
+            store.clone(),
+            clocks.clone(),
+            collection.clone(),
+            usage.clone(),
+        );
+        let credits = CreditsService::new(store.clone(), clocks.clone(), wallets.clone());
         let coupons = CouponsService::new(store.clone(), clocks.clone());
         let retention = RetentionService::new(store.clone(), clocks.clone());
         let documents = DocumentsService::new(store.clone(), clocks.clone());
@@ -321,6 +335,7 @@ impl App {
             usage,
             collection,
             credits,
+            wallets,
             coupons,
             tax,
             documents,

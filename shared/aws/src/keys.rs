@@ -59,6 +59,9 @@
 //! | sweep checkpoint  | `SWEEP`       | `CHECKPOINT` (one, versioned)   |                                |                   |
 //! | balance           | `T#{tenant}#S(account_id)` | `BALANCE#{account_id}#{currency}` |                   |                   |
 //! | credit grant      | `T#{tenant}#S(account_id)` | `CREDIT#{account_id}#{grant_id}` |                    |                   |
+//! | wallet            | `T#{tenant}`  | `WALLET#{id}`                   | `T#{tenant}#ACCOUNT#{a}#WALLETS` | `{id}`          |
+//! | wallet holder     | `T#{tenant}#S(account_id)` | `WALLETS#{account_id}#{currency}` |               |                   |
+//! | wallet transaction | `T#{tenant}#S(wallet_id)` | `WTX#{wallet_id}#{id}`  |                   |                   |
 //! | ledger entry      | `T#{tenant}#S(account_id)` | `LEDGER#{account_id}#{entry_id}` |                    |                   |
 //!
 //! Access patterns: how each read is served.
@@ -130,7 +133,8 @@ use billing_app::ports::PendingStage;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
     AccountId, ApiKeyId, BalanceTransactionId, CouponId, CreditGrantId, CreditNoteId, InvoiceId,
-    MetricId, PaymentId, PlanId, SubscriptionId, TaxRateId, TenantId, TestClockId,
+    MetricId, PaymentId, PlanId, SubscriptionId, TaxRateId, TenantId, TestClockId, WalletId,
+    WalletTransactionId,
 };
 
 pub const PK: &str = "pk";
@@ -814,6 +818,40 @@ pub fn balance_transaction(tenant: TenantId, account: AccountId, id: BalanceTran
 
 pub fn balance_transactions_of(account: AccountId) -> String {
     format!("LEDGER#{account}#")
+}
+
+pub const WALLET_PREFIX: &str = "WALLET#";
+
+/// A prepaid wallet: read by id in the tenant's partition, listed under its account. It
+/// waits in the due index for its next job (expiry, scheduled top-up, threshold rules).
+pub fn wallet(tenant: TenantId, id: WalletId, account: AccountId) -> Key {
+    Key::new(tenant_partition(tenant), format!("{WALLET_PREFIX}{id}"))
+        .with_gsi1(account_wallets_index(tenant, account), id.to_string())
+}
+
+pub fn account_wallets_index(tenant: TenantId, account: AccountId) -> String {
+    format!("T#{tenant}#ACCOUNT#{account}#WALLETS")
+}
+
+/// Marks that an account has (or had) a wallet in `currency` (the lower-case ISO code),
+/// beside its balances: the finalizer batch-reads these for its page of drafts.
+pub fn wallet_holder(tenant: TenantId, account: AccountId, currency: &str) -> Key {
+    Key::new(
+        account_partition(tenant, account),
+        format!("WALLETS#{account}#{currency}"),
+    )
+}
+
+/// A wallet transaction; a wallet's transactions sort by id (time) in its shard.
+pub fn wallet_transaction(tenant: TenantId, wallet: WalletId, id: WalletTransactionId) -> Key {
+    Key::new(
+        shard_of(tenant, &wallet.to_string()),
+        format!("{}{id}", wallet_transactions_of(wallet)),
+    )
+}
+
+pub fn wallet_transactions_of(wallet: WalletId) -> String {
+    format!("WTX#{wallet}#")
 }
 
 #[cfg(test)]

@@ -16,3 +16,4 @@ pub mod events;
 pub mod kernel;
 pub mod tax;
 pub mod usage;
+pub mod wallets;

@@ -49,6 +49,7 @@ use crate::routes;
         (name = "invoices", description = "Invoices: gapless numbers, finalize, void, previews"),
         (name = "payments", description = "Payment methods, payment attempts and retries, paying invoices, refunds and credit notes, retry settings"),
         (name = "credits", description = "Account balances per currency: credit grants, manual adjustments, the ledger; applied to invoices when they are finalized"),
+        (name = "wallets", description = "Prepaid wallets (Lago's): granted and paid credits at a rate, top-up invoices, consumption by invoices after discounts, tax and balance credit, expiry, recurring top-ups"),
         (name = "dunning", description = "Dunning: reminders, warnings and blocks for accounts with overdue invoices, per-tenant policy"),
         (name = "usage", description = "Usage metering: idempotent events, live usage with its price, entitlement checks"),
         (name = "test-clocks", description = "Sandbox test clocks: move time and watch billing happen"),

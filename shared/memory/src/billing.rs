@@ -71,6 +71,7 @@ impl State {
             .chain(finalize)
             .chain(self.late_usage_due(now, |_, c| c.is_none()))
             .chain(self.due_expiries(now, |_, c| c.is_none()))
+            .chain(self.due_wallets(now, |_, c| c.is_none()))
             .collect()
     }
 
@@ -97,6 +98,7 @@ impl State {
             .chain(self.late_usage_due(up_to, |t, c| t == tenant && c == Some(clock)))
             .chain(self.due_expiries(up_to, |t, c| t == tenant && c == Some(clock)))
             .chain(self.due_purges(up_to, |t, c| t == tenant && c == Some(clock)))
+            .chain(self.due_wallets(up_to, |t, c| t == tenant && c == Some(clock)))
             .collect()
     }
 
@@ -187,6 +189,7 @@ impl State {
         if let Some(settlement) = &write.balance {
             self.check_balance(tenant, &settlement.change)?;
         }
+        self.check_wallets(tenant, write.wallets.as_deref())?;
         if let Some(number) = write.number {
             let last = self
                 .billing
@@ -214,6 +217,7 @@ impl State {
             self.write_balance(tenant, &settlement.change);
             self.record(tenant, &settlement.record);
         }
+        self.write_wallets(tenant, write.wallets.as_deref());
         self.put_invoice(tenant, &write.invoice);
         if let Some(finalization) = write.pending {
             self.billing.pending.insert(

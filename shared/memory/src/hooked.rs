@@ -37,10 +37,11 @@ use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
     AccountId, ApiKeyId, CouponId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId,
-    MetricId, PaymentId, PlanId, SubscriptionId, TaxRateId, TenantId, TestClockId,
+    MetricId, PaymentId, PlanId, SubscriptionId, TaxRateId, TenantId, TestClockId, WalletId,
     WebhookEndpointId,
 };
 use billing_domain::tax::rates::{TaxRate, TaxSettings};
+use billing_domain::wallets::wallet::{Wallet, WalletChange, WalletTransaction};
 use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -373,6 +374,14 @@ hooked! {
         fn list_grants(tenant: TenantId, account: AccountId, page: &PageRequest) -> Result<Page<CreditGrant>, StoreError>;
         fn list_balance_transactions(tenant: TenantId, account: AccountId, currency: Option<Currency>, page: &PageRequest) -> Result<Page<BalanceTransaction>, StoreError>;
         fn save_balance(tenant: TenantId, change: &BalanceChange, record: &Change) -> Result<(), StoreError>;
+    }
+    WalletStore {
+        fn get_wallet(tenant: TenantId, id: WalletId) -> Result<Option<Wallet>, StoreError>;
+        fn list_wallets(tenant: TenantId, account: AccountId, page: &PageRequest) -> Result<Page<Wallet>, StoreError>;
+        fn active_wallets(tenant: TenantId, account: AccountId) -> Result<Vec<Wallet>, StoreError>;
+        fn wallet_holders(tenant: TenantId, wanted: &[(AccountId, Currency)]) -> Result<Vec<(AccountId, Currency)>, StoreError>;
+        fn list_wallet_transactions(tenant: TenantId, wallet: WalletId, page: &PageRequest) -> Result<Page<WalletTransaction>, StoreError>;
+        fn save_wallet(tenant: TenantId, change: &WalletChange, record: &Change) -> Result<(), StoreError>;
     }
     BillingQueue {
         fn enqueue(jobs: &[BillingJob]) -> Result<(), StoreError>;

@@ -19,6 +19,7 @@ mod payments;
 mod tax;
 mod tenants;
 mod usage;
+mod wallets;
 
 pub mod hooked;
 
@@ -58,6 +59,7 @@ pub(crate) struct State {
     pub(crate) credits: credits::CreditState,
     pub(crate) webhooks: events::WebhookState,
     pub(crate) usage: usage::UsageState,
+    pub(crate) wallets: wallets::WalletState,
     pub(crate) sweep: Option<SweepCheckpoint>,
 }
 

@@ -137,6 +137,7 @@ impl State {
         if let Some(settlement) = &write.balance {
             self.check_balance(tenant, &settlement.change)?;
         }
+        self.check_wallets(tenant, write.wallets.as_deref())?;
         if let Some(note) = &write.credit_note {
             if self.payments.credit_notes.contains_key(&(tenant, note.id)) {
                 return Err(StoreError::AlreadyExists {
@@ -263,6 +264,7 @@ impl PaymentStore for MemoryStore {
             s.write_balance(tenant, &settlement.change);
             s.record(tenant, &settlement.record);
         }
+        s.write_wallets(tenant, write.wallets.as_deref());
         s.record(tenant, change);
         Ok(())
     }

@@ -241,6 +241,7 @@ impl BillingService {
             payment: None,
             pending: None,
             balance: None,
+            wallets: None,
         };
         self.store
             .insert_invoice(caller.tenant_id, &write, &change)
@@ -266,13 +267,13 @@ impl BillingService {
                 .clocks
                 .now_for(caller.tenant_id, current.test_clock)
                 .await?;
-            let (settled, balance) = match self
+            let (settled, balance, wallets) = match self
                 .credits
                 .settle(caller.tenant_id, &current, caller.livemode)
                 .await?
             {
-                Some(settled) => (settled.invoice, Some(Box::new(settled.settlement))),
-                None => (current.clone(), None),
+                Some(settled) => (settled.invoice, settled.balance, settled.wallets),
+                None => (current.clone(), None, None),
             };
             let sequence = self.store.next_invoice_number(caller.tenant_id).await?;
             let number = sequence.number;
@@ -295,6 +296,7 @@ impl BillingService {
                 payment,
                 pending: None,
                 balance,
+                wallets,
             };
             let event =
                 if write.invoice.status == billing_domain::billing::invoice::InvoiceStatus::Paid {
@@ -314,6 +316,9 @@ impl BillingService {
             }
             self.collection
                 .release_invoice_payment(caller.tenant_id, Some(&write), now)
+                .await;
+            self.credits
+                .after_consumption(caller.tenant_id, &write.invoice)
                 .await;
             return Ok(write.invoice);
         }
@@ -354,6 +359,11 @@ impl BillingService {
             .void_settlement(caller.tenant_id, &current, to_balance, caller.livemode)
             .await?
             .map(Box::new);
+        let wallets = self
+            .credits
+            .wallet_restoration(caller.tenant_id, &current, caller.livemode)
+            .await?
+            .map(Box::new);
         match note {
             None => {
                 let write = InvoiceWrite {
@@ -362,6 +372,7 @@ impl BillingService {
                     payment: None,
                     pending: None,
                     balance,
+                    wallets,
                 };
                 self.save_invoice(caller, &current, &write, EventType::InvoiceVoided, now)
                     .await?;
@@ -371,6 +382,7 @@ impl BillingService {
                     invoice: Some((current.version, next.clone())),
                     credit_note: Some(note),
                     balance,
+                    wallets,
                     ..Default::default()
                 };
                 let change = collection_change(

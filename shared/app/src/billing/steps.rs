@@ -47,7 +47,8 @@ impl BillingService {
     /// finalizer ([`BillingService::request_finalization`]), test clocks one at a time,
     /// finalize jobs by [`BillingService::finalize_pending_invoices`], credit expiries by
     /// [`crate::credits::CreditsService::expire_credits`], purges by
-    /// [`crate::retention::RetentionService::purge_account`].
+    /// [`crate::retention::RetentionService::purge_account`], wallet jobs by
+    /// [`crate::wallets::WalletsService::run_wallet_job`].
     pub async fn run_billing_jobs(
         &self,
         tenant: TenantId,
@@ -60,7 +61,8 @@ impl BillingService {
                 BillingJob::TestClock { .. }
                 | BillingJob::Finalize { .. }
                 | BillingJob::CreditExpiry { .. }
-                | BillingJob::AccountPurge { .. } => None,
+                | BillingJob::AccountPurge { .. }
+                | BillingJob::Wallet { .. } => None,
             })
             .collect();
         let drafted = self
@@ -98,6 +100,11 @@ impl BillingService {
                     .purge_account(tenant, *account, self.clocks.now())
                     .await
                     .map(|_| ()),
+                BillingJob::Wallet { wallet, .. } => {
+                    self.credits
+                        .run_wallet_job(tenant, *wallet, self.clocks.now())
+                        .await
+                }
             });
         }
         results

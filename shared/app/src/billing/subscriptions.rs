@@ -343,6 +343,7 @@ impl BillingService {
                     hand_over_at: later(self.clocks.now(), FINALIZE_HAND_OVER),
                 }),
                 balance: None,
+                wallets: None,
             },
         };
         let data = to_json(&invoice.invoice)?;
@@ -373,13 +374,13 @@ impl BillingService {
         now: Timestamp,
     ) -> Result<InvoiceWrite, AppError> {
         let draft = self.draft_invoice(caller, sub, billing, id, now).await?;
-        let (draft, balance) = match self
+        let (draft, balance, wallets) = match self
             .credits
             .settle(caller.tenant_id, &draft, sub.livemode)
             .await?
         {
-            Some(settled) => (settled.invoice, Some(Box::new(settled.settlement))),
-            None => (draft, None),
+            Some(settled) => (settled.invoice, settled.balance, settled.wallets),
+            None => (draft, None, None),
         };
         let next = self.store.next_invoice_number(caller.tenant_id).await?;
         let account = self
@@ -401,6 +402,7 @@ impl BillingService {
             payment,
             pending: None,
             balance,
+            wallets,
         })
     }
 

@@ -193,7 +193,12 @@ impl BillingService {
                     .purge_account(*tenant, *account, item.due_at)
                     .await?;
             }
-            // Clocks hold only subscription steps, payment work, credit expiries and purges;
+            DueKind::Billing(BillingJob::Wallet { tenant, wallet }) => {
+                self.credits
+                    .run_wallet_job(*tenant, *wallet, item.due_at)
+                    .await?;
+            }
+            // Clocks hold only subscription steps, payment work, credit expiries, purges and wallets;
             // anything else is not time on the clock.
             DueKind::Billing(BillingJob::TestClock { .. } | BillingJob::Finalize { .. })
             | DueKind::Outbox { .. }

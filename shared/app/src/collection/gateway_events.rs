@@ -269,6 +269,8 @@ impl CollectionService {
             if write.subscription.is_some() {
                 events.push(EventType::SubscriptionUpdated);
             }
+            self.with_purchase(tenant, &mut write, payment.livemode, now)
+                .await?;
         }
         Ok(Some((write, events)))
     }

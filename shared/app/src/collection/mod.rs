@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use billing_domain::billing::invoice::Invoice;
 use billing_domain::customers::access::Permission;
-use billing_domain::kernel::ids::InvoiceId;
+use billing_domain::kernel::ids::{InvoiceId, TenantId};
+use jiff::Timestamp;
 
 pub use dunning::NOTICE_CLAIM;
 pub use gateway_events::AppliedEvent;
@@ -21,8 +22,8 @@ pub use payments::{collection_change, first_attempt, Collected};
 use crate::customers::CustomersService;
 use crate::kernel::{AppError, Caller, Clocks};
 use crate::ports::{
-    AccountStore, DunningStore, Gateways, InvoiceStore, Notifier, PaymentQueue, PaymentStore,
-    SubscriptionStore, TenantStore, TestClockStore,
+    AccountStore, CollectionWrite, DunningStore, Gateways, InvoiceStore, Notifier, PaymentQueue,
+    PaymentStore, SubscriptionStore, TenantStore, TestClockStore, WalletStore,
 };
 
 /// What the collection service reads and writes.
@@ -34,11 +35,13 @@ pub trait CollectionPorts:
     + AccountStore
     + TenantStore
     + TestClockStore
+    + WalletStore
 {
 }
 
 impl<T> CollectionPorts for T where
-    T: PaymentStore
+    T: WalletStore
+        + PaymentStore
         + DunningStore
         + InvoiceStore
         + SubscriptionStore
@@ -81,6 +84,28 @@ impl CollectionService {
             payment_queue,
             customers,
         }
+    }
+
+    /// When `write` marks a top-up invoice paid, its wallet's purchase arrives in the same
+    /// write (so once: a second delivery of the payment finds the invoice paid already).
+    pub(super) async fn with_purchase(
+        &self,
+        tenant: TenantId,
+        write: &mut CollectionWrite,
+        livemode: bool,
+        now: Timestamp,
+    ) -> Result<(), AppError> {
+        let Some((_, invoice)) = &write.invoice else {
+            return Ok(());
+        };
+        if invoice.status != billing_domain::billing::invoice::InvoiceStatus::Paid {
+            return Ok(());
+        }
+        let store: &dyn WalletStore = &*self.store;
+        write.wallets = crate::wallets::purchase_paid(store, tenant, invoice, livemode, now)
+            .await?
+            .map(Box::new);
+        Ok(())
     }
 
     /// An invoice of the caller's tenant.

@@ -155,11 +155,13 @@ impl CollectionService {
                     Some(s) => self.store.get_subscription(caller.tenant_id, s).await?,
                     None => None,
                 };
-                let write = CollectionWrite {
+                let mut write = CollectionWrite {
                     invoice: Some((invoice.version, paid.clone())),
                     subscription: recovered(subscription.as_ref(), now),
                     ..Default::default()
                 };
+                self.with_purchase(caller.tenant_id, &mut write, caller.livemode, now)
+                    .await?;
                 let mut events = vec![EventType::InvoicePaid];
                 if write.subscription.is_some() {
                     events.push(EventType::SubscriptionUpdated);

@@ -553,6 +553,8 @@ impl CollectionService {
         write
             .payments
             .insert(0, (Some(payment.version), next.clone()));
+        self.with_purchase(tenant, &mut write, payment.livemode, now)
+            .await?;
         Ok(Recorded {
             write,
             outcome,

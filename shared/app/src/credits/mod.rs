@@ -30,6 +30,7 @@ use crate::kernel::{
 use crate::ports::{
     AccountStore, Change, CreditStore, InvoiceStore, Page, PageRequest, StoreError, TestClockStore,
 };
+use crate::wallets::WalletsService;
 
 pub use settle::Settled;
 
@@ -38,12 +39,14 @@ pub trait CreditsPorts: CreditStore + AccountStore + InvoiceStore + TestClockSto
 
 impl<T> CreditsPorts for T where T: CreditStore + AccountStore + InvoiceStore + TestClockStore {}
 
-/// The credits use cases. Depends on nothing but the kernel; billing calls it to settle
-/// drafts and voids.
+/// The credits use cases. Calls wallets (consumption after credit); billing calls it to
+/// settle drafts and voids.
 #[derive(Clone)]
 pub struct CreditsService {
     store: Arc<dyn CreditsPorts>,
     clocks: Clocks,
+    /// Settling a draft also consumes the account's prepaid wallets, after its credit.
+    wallets: WalletsService,
 }
 
 /// A grant as asked for through the API.
@@ -73,8 +76,16 @@ pub struct BalanceView {
 }
 
 impl CreditsService {
-    pub(crate) fn new(store: Arc<dyn CreditsPorts>, clocks: Clocks) -> Self {
-        Self { store, clocks }
+    pub(crate) fn new(
+        store: Arc<dyn CreditsPorts>,
+        clocks: Clocks,
+        wallets: WalletsService,
+    ) -> Self {
+        Self {
+            store,
+            clocks,
+            wallets,
+        }
     }
 
     /// Grants credit to an account; it is spent by the account's next invoices in its

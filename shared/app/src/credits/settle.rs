@@ -8,6 +8,7 @@
 
 use billing_domain::billing::invoice::Invoice;
 use billing_domain::billing::invoice_draft::CreditInput;
+use billing_domain::billing::subscription::BillingReason;
 use billing_domain::credits::balance::Ledger;
 use billing_domain::events::record::AuditAction;
 use billing_domain::kernel::currency::Currency;
@@ -19,26 +20,55 @@ use super::{balance_record, CreditsService};
 use crate::kernel::{
     change, new_ulid, system_caller, to_json, AppError, ChangeSpec, WRITE_ATTEMPTS,
 };
-use crate::ports::{BalanceSettlement, InvoiceWrite, PendingInvoice, StoreError};
+use crate::ports::{BalanceSettlement, InvoiceWrite, PendingInvoice, StoreError, WalletSettlement};
 
-/// A draft settled against its account's balance, ready to be written.
+/// A draft settled against its account's balance and then its prepaid wallets, ready to
+/// be written.
 pub struct Settled {
     pub invoice: Invoice,
-    pub settlement: BalanceSettlement,
+    pub balance: Option<Box<BalanceSettlement>>,
+    pub wallets: Option<Box<WalletSettlement>>,
 }
 
 impl CreditsService {
-    /// Settles `draft` against its account's balance as stored now: available credit
-    /// applied (at most what it owes), a negative total moved into the balance. `None`
-    /// when there is nothing to settle. The caller writes both together.
+    /// Settles `draft` against its account's balance as stored now (available credit
+    /// applied, at most what it owes; a negative total moved into the balance), then lets
+    /// the account's prepaid wallets consume what it still owes: wallets come after
+    /// discounts, tax and credit, as Lago applies prepaid credits. `None` when there is
+    /// nothing to settle. The caller writes all of it together.
     pub async fn settle(
         &self,
         tenant: TenantId,
         draft: &Invoice,
         livemode: bool,
     ) -> Result<Option<Settled>, AppError> {
+        let balance = self.settle_balance(tenant, draft, livemode).await?;
+        let invoice = balance.as_ref().map_or(draft, |(i, _)| i);
+        let wallets = self.wallets.consume(tenant, invoice, livemode).await?;
+        Ok(match (balance, wallets) {
+            (None, None) => None,
+            (balance, Some((invoice, wallets))) => Some(Settled {
+                invoice,
+                balance: balance.map(|(_, b)| Box::new(b)),
+                wallets: Some(Box::new(wallets)),
+            }),
+            (Some((invoice, balance)), None) => Some(Settled {
+                invoice,
+                balance: Some(Box::new(balance)),
+                wallets: None,
+            }),
+        })
+    }
+
+    /// The balance's part of [`CreditsService::settle`].
+    async fn settle_balance(
+        &self,
+        tenant: TenantId,
+        draft: &Invoice,
+        livemode: bool,
+    ) -> Result<Option<(Invoice, BalanceSettlement)>, AppError> {
         let needs = draft.total.get() < 0 || draft.amount_due.is_positive();
-        if !needs {
+        if !needs || draft.billing_reason == BillingReason::WalletTopUp {
             return Ok(None);
         }
         let balance = self
@@ -57,10 +87,34 @@ impl CreditsService {
             return Ok(None);
         };
         let record = balance_record(&system_caller(tenant, livemode), &change, now)?;
-        Ok(Some(Settled {
-            invoice,
-            settlement: BalanceSettlement { change, record },
-        }))
+        Ok(Some((invoice, BalanceSettlement { change, record })))
+    }
+
+    /// What voiding `invoice` gives back to the prepaid wallets it consumed; the caller
+    /// writes it with the void.
+    pub async fn wallet_restoration(
+        &self,
+        tenant: TenantId,
+        invoice: &Invoice,
+        livemode: bool,
+    ) -> Result<Option<WalletSettlement>, AppError> {
+        self.wallets.restoration(tenant, invoice, livemode).await
+    }
+
+    /// A wallet's job of the due index (see
+    /// [`crate::wallets::WalletsService::run_wallet_job`]).
+    pub async fn run_wallet_job(
+        &self,
+        tenant: TenantId,
+        wallet: billing_domain::kernel::ids::WalletId,
+        at: Timestamp,
+    ) -> Result<(), AppError> {
+        self.wallets.run_wallet_job(tenant, wallet, at).await
+    }
+
+    /// Runs the wallet rules an invoice's consumption made due, after its write.
+    pub async fn after_consumption(&self, tenant: TenantId, invoice: &Invoice) {
+        self.wallets.after_consumption(tenant, invoice).await;
     }
 
     /// The account's credit an invoice in `currency` made at `at` would spend, in the
@@ -108,11 +162,13 @@ impl CreditsService {
                 .map(|b| (b.account_id, b.currency))
                 .collect()
         };
+        let with_wallets = self.wallets.holders(tenant, &wanted).await?;
         let mut settled = Vec::with_capacity(drafts.len());
         for draft in drafts {
             let invoice = &draft.invoice;
             let worth_a_look = invoice.total.get() < 0
-                || with_balance.contains(&(invoice.account_id, invoice.currency));
+                || with_balance.contains(&(invoice.account_id, invoice.currency))
+                || with_wallets.contains(&(invoice.account_id, invoice.currency));
             if !worth_a_look {
                 settled.push(draft);
                 continue;
@@ -139,7 +195,10 @@ impl CreditsService {
             let caller = system_caller(tenant, livemode);
             let before = to_json(&draft.invoice)?;
             let after = to_json(&settled.invoice)?;
-            let now = settled.settlement.change.balance.updated_at;
+            let now = self
+                .clocks
+                .now_for(tenant, draft.invoice.test_clock)
+                .await?;
             let record = change(
                 &caller,
                 now,
@@ -157,7 +216,8 @@ impl CreditsService {
                 number: None,
                 payment: None,
                 pending: Some(draft.finalization),
-                balance: Some(Box::new(settled.settlement)),
+                balance: settled.balance,
+                wallets: settled.wallets,
             };
             match self
                 .store
@@ -165,6 +225,7 @@ impl CreditsService {
                 .await
             {
                 Ok(()) => {
+                    self.after_consumption(tenant, &write.invoice).await;
                     draft.invoice = write.invoice;
                     return Ok(Some(draft));
                 }

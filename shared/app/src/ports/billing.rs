@@ -29,6 +29,9 @@ pub struct InvoiceWrite {
     /// The account's balance settling this invoice (credit applied, a negative total moved
     /// in), committed in the same transaction on the balance's version.
     pub balance: Option<Box<super::BalanceSettlement>>,
+    /// Prepaid wallets this invoice consumes (or, for a top-up invoice being created, the
+    /// purchase waiting on it), each on its wallet's version, in the same transaction.
+    pub wallets: Option<Box<super::WalletSettlement>>,
 }
 
 /// What the finalizer needs to open a draft besides the draft itself.
@@ -310,6 +313,11 @@ pub enum BillingJob {
         tenant: TenantId,
         account: AccountId,
     },
+    /// A prepaid wallet's expiry, scheduled top-up or threshold rules fell due.
+    Wallet {
+        tenant: TenantId,
+        wallet: billing_domain::kernel::ids::WalletId,
+    },
 }
 
 impl BillingJob {
@@ -319,7 +327,8 @@ impl BillingJob {
             | BillingJob::TestClock { tenant, .. }
             | BillingJob::Finalize { tenant }
             | BillingJob::CreditExpiry { tenant, .. }
-            | BillingJob::AccountPurge { tenant, .. } => *tenant,
+            | BillingJob::AccountPurge { tenant, .. }
+            | BillingJob::Wallet { tenant, .. } => *tenant,
         }
     }
 
@@ -335,6 +344,7 @@ impl BillingJob {
             // account keeps its expiries from queueing behind other work.
             BillingJob::CreditExpiry { account, .. } => format!("balance-{account}"),
             BillingJob::AccountPurge { account, .. } => account.to_string(),
+            BillingJob::Wallet { wallet, .. } => wallet.to_string(),
         }
     }
 }

@@ -13,6 +13,7 @@ mod gateway;
 mod payments;
 mod tax;
 mod usage;
+mod wallets;
 
 pub use billing::*;
 pub use catalog::*;
@@ -25,6 +26,7 @@ pub use gateway::*;
 pub use payments::*;
 pub use tax::*;
 pub use usage::*;
+pub use wallets::*;
 
 use async_trait::async_trait;
 use billing_domain::customers::access::ApiKey;
@@ -410,6 +412,7 @@ pub trait Store:
     + crate::documents::DocumentsPorts
     + crate::events::EventsPorts
     + crate::retention::RetentionPorts
+    + crate::wallets::WalletsPorts
     + IdempotencyStore
     + HealthProbe
 {
@@ -427,6 +430,7 @@ impl<T> Store for T where
         + crate::documents::DocumentsPorts
         + crate::events::EventsPorts
         + crate::retention::RetentionPorts
+        + crate::wallets::WalletsPorts
         + IdempotencyStore
         + HealthProbe
 {

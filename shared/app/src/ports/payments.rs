@@ -72,6 +72,9 @@ pub struct CollectionWrite {
     /// The account's balance taking back what a voided invoice spent or credited, on the
     /// balance's version.
     pub balance: Option<Box<super::BalanceSettlement>>,
+    /// Wallets credited by a paid top-up invoice, or given back what a voided invoice
+    /// consumed, each on its wallet's version.
+    pub wallets: Option<Box<super::WalletSettlement>>,
 }
 
 #[async_trait]

@@ -390,3 +390,42 @@ fn projected_invoice(
     tax.mark(&mut draft.lines);
     Ok(Some(draft))
 }
+
+impl UsageService {
+    /// What the usage of the account's live subscriptions in `currency` costs so far in
+    /// their current periods, not invoiced yet (untaxed, before discounts): what a wallet's
+    /// ongoing balance takes off its balance.
+    pub async fn unbilled_usage(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        currency: billing_domain::kernel::currency::Currency,
+    ) -> Result<MinorUnits, AppError> {
+        let mut total = 0i64;
+        for sub in self.live_subscriptions(tenant, account).await? {
+            if sub.currency != currency || sub.terms.usage_charges.is_empty() {
+                continue;
+            }
+            let period = sub.current_period;
+            let rollups = self
+                .store
+                .list_rollups(
+                    tenant,
+                    sub.id,
+                    period.start,
+                    period.start + SignedDuration::from_millis(1),
+                )
+                .await?;
+            let draft = build_invoice(&InvoiceInput {
+                currency,
+                lines: usage_lines(&sub, &rollups, period)?,
+                discounts: Vec::new(),
+                credits: Vec::new(),
+                minimum_commitment: None,
+            })
+            .map_err(|e| super::pricing::unpriceable(&sub, e))?;
+            total = total.saturating_add(draft.subtotal);
+        }
+        Ok(MinorUnits::new(total))
+    }
+}

@@ -206,6 +206,7 @@ impl Transaction<'_> {
             self.balance(tenant, &settlement.change)?
                 .record(tenant, &settlement.record)?;
         }
+        self.wallets(tenant, write.wallets.as_deref())?;
         if let Some(number) = write.number {
             self.use_invoice_numbers(InvoiceNumbers {
                 tenant,

@@ -105,6 +105,10 @@ fn due_kind(tenant: TenantId, sk: &str) -> Option<DueKind> {
             currency,
         }));
     }
+    if let Some(id) = sk.strip_prefix(keys::WALLET_PREFIX) {
+        let wallet = billing_domain::kernel::ids::WalletId::parse(id, "due_sk").ok()?;
+        return Some(DueKind::Billing(BillingJob::Wallet { tenant, wallet }));
+    }
     if let Some(id) = sk.strip_prefix(keys::ACCOUNT_PREFIX) {
         let account = billing_domain::kernel::ids::AccountId::parse(id, "due_sk").ok()?;
         return Some(DueKind::Billing(BillingJob::AccountPurge {

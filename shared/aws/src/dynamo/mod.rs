@@ -17,6 +17,7 @@ mod payments;
 mod tax;
 mod tenants;
 mod usage;
+mod wallets;
 
 use std::collections::HashMap;
 use std::fmt::Debug;

@@ -231,6 +231,7 @@ impl PaymentStore for DynamoStore {
             tx.balance(tenant, &settlement.change)?
                 .record(tenant, &settlement.record)?;
         }
+        tx.wallets(tenant, write.wallets.as_deref())?;
         tx.record(tenant, change)?;
         tx.commit().await
     }

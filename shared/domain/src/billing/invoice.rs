@@ -81,6 +81,14 @@ pub struct Invoice {
     #[serde(default)]
     #[schema(value_type = i64)]
     pub credited_to_balance: MinorUnits,
+    /// Prepaid wallet credit this invoice consumed (after discounts, tax and the
+    /// account's balance), in minor units; not part of `credit_total`.
+    #[serde(default)]
+    #[schema(value_type = i64)]
+    pub wallet_total: MinorUnits,
+    /// The wallets it consumed, and how much of each.
+    #[serde(default)]
+    pub wallets_applied: Vec<crate::wallets::wallet::WalletAmount>,
     #[schema(value_type = i64)]
     pub amount_due: MinorUnits,
     #[schema(value_type = i64)]
@@ -197,6 +205,8 @@ impl Invoice {
             credit_total: built.credit_total.into(),
             credits_applied: Vec::new(),
             credited_to_balance: MinorUnits::ZERO,
+            wallet_total: MinorUnits::ZERO,
+            wallets_applied: Vec::new(),
             amount_due: built.amount_due.into(),
             amount_paid: MinorUnits::ZERO,
             collection_method: facts.collection_method,

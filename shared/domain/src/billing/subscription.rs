@@ -408,6 +408,8 @@ pub enum BillingReason {
     Manual,
     /// A supplemental invoice for usage that arrived after its period was invoiced.
     LateUsage,
+    /// The purchase of prepaid wallet credits: its credits arrive when it is paid.
+    WalletTopUp,
 }
 
 /// What a transition bills: lines for one invoice of the subscription.
@@ -750,7 +752,8 @@ impl Subscription {
             }
             BillingReason::SubscriptionUpdate
             | BillingReason::Manual
-            | BillingReason::LateUsage => Vec::new(),
+            | BillingReason::LateUsage
+            | BillingReason::WalletTopUp => Vec::new(),
         };
         Some(Billing {
             reason,

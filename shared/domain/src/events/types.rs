@@ -123,6 +123,14 @@ event_types! {
         "What remained of a credit grant left the balance at its `expires_at`.";
     BalanceUpdated => "balance.updated", "Balance",
         "An account's balance in one currency changed; the ledger entry says why.";
+    WalletCreated => "wallet.created", "Wallet",
+        "A prepaid wallet was created for an account and currency.";
+    WalletToppedUp => "wallet.topped_up", "WalletTransaction",
+        "Credits arrived in a wallet: granted, or bought and paid for (resource: the wallet).";
+    WalletLowBalance => "wallet.low_balance", "Wallet",
+        "A wallet's ongoing balance fell under a threshold rule's level (once per crossing).";
+    WalletDepleted => "wallet.depleted", "Wallet",
+        "A wallet's balance reached zero.";
     TaxSettingsUpdated => "tax_settings.updated", "TaxSettings",
         "The tenant's tax settings were set or changed.";
     TaxRateCreated => "tax_rate.created", "TaxRate",

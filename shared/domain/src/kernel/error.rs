@@ -251,6 +251,14 @@ error_codes! {
     InvalidExpiry => "invalid_expiry", 400, "A credit's `expires_at` is not in the future.";
     InsufficientBalance => "insufficient_balance", 409,
         "The account's balance in this currency is smaller than the adjustment takes out.";
+    InvalidRateAmount => "invalid_rate_amount", 400,
+        "A wallet's `rate_amount` (currency units per credit) is not a positive decimal.";
+    InvalidCredits => "invalid_credits", 400,
+        "Wallet credits are not a non-negative decimal, or none were asked for.";
+    WalletTerminated => "wallet_terminated", 409,
+        "The wallet expired or was terminated: it takes no more top-ups.";
+    InvalidTopUpRule => "invalid_top_up_rule", 400,
+        "A recurring top-up rule needs `interval` or `threshold_credits`, and credits to add.";
     ProrationUnsupported => "proration_unsupported", 400,
         "A usage charge is `prorated` but its price model cannot be (only `per_unit`, `graduated` and `volume`).";
     UnknownCapacityCharge => "unknown_capacity_charge", 400,

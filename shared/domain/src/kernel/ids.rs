@@ -165,6 +165,16 @@ typed_id!(
     TaxRateId,
     "txr"
 );
+typed_id!(
+    /// A prepaid wallet: credits an account buys or is granted, spent by its invoices.
+    WalletId,
+    "wal"
+);
+typed_id!(
+    /// One movement of a wallet's credits (a grant, a purchase, a consumption, …).
+    WalletTransactionId,
+    "wtx"
+);
 
 #[cfg(test)]
 mod tests {

@@ -23,6 +23,7 @@ pub mod health;
 pub mod retention;
 pub mod tax;
 pub mod usage;
+pub mod wallets;
 
 use axum::handler::Handler;
 use axum::routing::MethodRouter;
@@ -80,6 +81,7 @@ pub(crate) use modules;
 
 // Every documented route of the API.
 modules!(
-    customers, catalog, billing, coupons, tax, documents, usage, collection, credits, events,
+    customers, catalog, billing, coupons, tax, documents, usage, collection, credits, wallets,
+    events,
     retention, health
 );
