@@ -23,6 +23,8 @@
 //!   of (late) usage.
 //! - [`events`]: the event and audit logs, webhook endpoints, fan-out and delivery.
 //! - [`retention`]: the purge of deleted accounts, the export of a customer's data.
+//! - [`hosted`]: hosted invoice pages: their links (minted, revoked), the page's view,
+//!   paying from the page through collection.
 //! - [`jobs`]: the due-index sweep that hands work to each worker.
 //!
 //! Services call each other only through small named methods, and only down this order
@@ -40,6 +42,8 @@
 //!         ──▶ retention (purge_account)
 //!         ──▶ tax (invoice_tax)
 //! collection ──▶ customers (forget_payment_method)
+//! hosted ──▶ collection (charge_now, awaiting_action, complete_action, card_form, last_failure)
+//!        ──▶ customers (add_payment_method)
 //! customers, catalog, usage, coupons, tax, events, credits, retention ──▶ kernel only
 //! ```
 //!
@@ -53,6 +57,7 @@ pub mod coupons;
 pub mod credits;
 pub mod customers;
 pub mod events;
+pub mod hosted;
 pub mod jobs;
 pub mod kernel;
 pub mod ports;
@@ -114,6 +119,7 @@ pub struct App {
     pub billing: BillingService,
     pub events: EventsService,
     pub retention: RetentionService,
+    pub hosted: hosted::HostedService,
 }
 
 impl App {
@@ -254,6 +260,12 @@ impl App {
             tax.clone(),
             finalize_queue.clone(),
         );
+        let hosted = hosted::HostedService::new(
+            store.clone(),
+            clocks.clone(),
+            collection.clone(),
+            customers.clone(),
+        );
         let events = EventsService::new(store.clone(), clocks, deployment);
         Self {
             idempotency: IdempotencyService::new(store.clone(), clock.clone(), idempotency_lease),
@@ -275,6 +287,7 @@ impl App {
             billing,
             events,
             retention,
+            hosted,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod coupons;
 pub mod credits;
 pub mod customers;
 pub mod events;
+pub mod hosted;
 pub mod kernel;
 pub mod tax;
 pub mod usage;

@@ -12,6 +12,7 @@ mod credits;
 mod dunning;
 mod erasure;
 mod events;
+mod hosted;
 mod idempotency;
 mod notifier;
 mod payments;
@@ -49,6 +50,7 @@ pub(crate) struct State {
     pub(crate) catalog: catalog::CatalogState,
     pub(crate) coupons: coupons::CouponState,
     pub(crate) tax: tax::TaxState,
+    pub(crate) hosted: hosted::HostedState,
     pub(crate) billing: billing::BillingState,
     pub(crate) payments: payments::PaymentState,
     pub(crate) dunning: dunning::DunningState,

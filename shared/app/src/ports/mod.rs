@@ -9,6 +9,7 @@ mod credits;
 mod dunning;
 mod events;
 mod gateway;
+mod hosted;
 mod payments;
 mod tax;
 mod usage;
@@ -20,6 +21,7 @@ pub use credits::*;
 pub use dunning::*;
 pub use events::*;
 pub use gateway::*;
+pub use hosted::*;
 pub use payments::*;
 pub use tax::*;
 pub use usage::*;
@@ -380,6 +382,7 @@ pub trait Store:
     + crate::tax::TaxPorts
     + crate::events::EventsPorts
     + crate::retention::RetentionPorts
+    + crate::hosted::HostedPorts
     + IdempotencyStore
     + HealthProbe
 {
@@ -396,6 +399,7 @@ impl<T> Store for T where
         + crate::tax::TaxPorts
         + crate::events::EventsPorts
         + crate::retention::RetentionPorts
+        + crate::hosted::HostedPorts
         + IdempotencyStore
         + HealthProbe
 {

@@ -11,6 +11,7 @@ mod credits;
 mod dunning;
 mod erasure;
 mod events;
+mod hosted;
 mod idempotency;
 mod payments;
 mod tax;
