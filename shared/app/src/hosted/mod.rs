@@ -231,6 +231,11 @@ impl HostedService {
         Ok((claim.used >= GUESSES_PER_WINDOW).then(|| self.window_left()))
     }
 
+    /// Counts a request for something that is not a token at all against `source`.
+    pub async fn record_miss(&self, source: &str) -> Result<(), AppError> {
+        self.count_guess(source, 1).await.map(|_| ())
+    }
+
     async fn count_guess(
         &self,
         source: &str,

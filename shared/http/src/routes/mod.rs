@@ -19,6 +19,7 @@ pub mod credits;
 pub mod customers;
 pub mod events;
 pub mod health;
+pub mod hosted;
 pub mod retention;
 pub mod tax;
 pub mod usage;
@@ -80,5 +81,5 @@ pub(crate) use modules;
 // Every documented route of the API.
 modules!(
     customers, catalog, billing, coupons, tax, usage, collection, credits, events, retention,
-    health
+    health, hosted
 );
