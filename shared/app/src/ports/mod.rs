@@ -223,6 +223,7 @@ pub trait RateLimitStore: Send + Sync {
     /// Adds up to `want` to the count of `subject` (a key, or the tenant) in the window
     /// `[start, end)`, atomically and never past `limit`: two instances claiming the last
     /// requests of a window share them. The count is forgotten some time after `end`.
+    /// `want` 0 only reads the count.
     async fn claim_rate(
         &self,
         tenant: TenantId,

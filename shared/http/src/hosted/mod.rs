@@ -252,11 +252,9 @@ async fn pay(
     if let Err(refused) = check_form(&headers, &token, "pay", &form.form_token) {
         return refused;
     }
-    match app
-        .hosted
-        .pay(&token, &source, form.version, form.card.trim())
-        .await
-    {
+    // A card number as people type it: with spaces.
+    let card: String = form.card.chars().filter(|c| !c.is_whitespace()).collect();
+    match app.hosted.pay(&token, &source, form.version, &card).await {
         Ok(_) => back_to(&token),
         // A card the gateway refuses: the page again, with why.
         Err(AppError::Invalid(invalid)) => match app.hosted.page(&token, &source).await {
