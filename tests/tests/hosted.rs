@@ -350,3 +350,57 @@ billing_tests::on_both_stores!(
     revoked_links_open_nothing,
     guesses_are_limited_per_source,
 );
+
+/// What the request log writes, kept for the test to read.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn tokens_never_reach_the_request_log() {
+    use tower::ServiceExt;
+    let app = billing_tests::memory_app();
+    let (api, _) = Api::start(app.clone(), "Hosted Co").await;
+    let invoice = open_invoice(&api, 1_000).await;
+    let url = link(&api, &invoice, false).await;
+    let path = url.trim_start_matches(api.base()).to_owned();
+    let token = path.trim_start_matches("/i/").to_owned();
+
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing_subscriber::util::SubscriberInitExt::set_default(subscriber);
+    let router = billing_http::router(app, billing_http::EmitMetrics(false));
+    for (method, uri) in [
+        ("GET", path.clone()),
+        ("POST", format!("{path}/pay")),
+        ("POST", format!("{path}/authenticate")),
+    ] {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(axum::body::Body::from("form_token=00"))
+            .unwrap();
+        let answered = router.clone().oneshot(request).await.unwrap();
+        assert_ne!(answered.status(), StatusCode::NOT_FOUND, "{method} {uri}");
+    }
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("/i/{token}"), "each request is logged by its route: {log}");
+    assert_eq!(log.matches("\"request\"").count(), 3, "{log}");
+    assert!(!log.contains(&token), "the token is in the log: {log}");
+    assert!(!log.contains(&billing_domain::hosted::link::hash_token(&token)));
+}
