@@ -11,7 +11,7 @@ FUNCTION_PACKAGES := -p api -p billing-worker -p billing-run -p payment-worker -
 PYTHON ?= python3
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: sim dev dev-reset invoke docs test fmt-check lint template-lint unit bench release size venv clean-local
+.PHONY: sim dev dev-reset invoke docs test fmt-check lint template-lint unit bench release size venv clean-local browser
 
 $(VENV_STAMP): infra/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,12 @@ template-lint: $(VENV_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/sam validate --lint --region us-east-1 --template-file template.yaml
 
-unit: $(VENV_STAMP)
+# Debian's Chromium and its WebDriver, for the hosted page's browser test (tests/tests/browser.rs).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
+unit: $(VENV_STAMP) browser
 	cargo test --workspace --locked
 
 test: fmt-check lint template-lint unit

@@ -46,7 +46,10 @@ async fn open_invoice(api: &Api, amount: i64) -> Value {
 async fn link(api: &Api, invoice: &Value, rotate: bool) -> String {
     let minted = api
         .created(
-            &format!("/v1/invoices/{}/hosted-link", invoice["id"].as_str().unwrap()),
+            &format!(
+                "/v1/invoices/{}/hosted-link",
+                invoice["id"].as_str().unwrap()
+            ),
             json!({ "rotate": rotate }),
         )
         .await;
@@ -64,7 +67,10 @@ async fn page(url: &str) -> (StatusCode, HeaderMap, String) {
 /// The value of the hidden input `name` in `html`.
 fn field(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} in {html}")) + marker.len();
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
     html[start..start + html[start..].find('"').unwrap()].to_owned()
 }
 
@@ -102,7 +108,10 @@ async fn the_page_shows_the_invoice_and_its_form_pays_once(app: App) {
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
     let policy = headers["content-security-policy"].to_str().unwrap();
     assert!(policy.contains("script-src 'self';"), "{policy}");
-    assert!(!policy.contains("unsafe-inline") && !policy.contains("stripe"), "{policy}");
+    assert!(
+        !policy.contains("unsafe-inline") && !policy.contains("stripe"),
+        "{policy}"
+    );
     assert_eq!(headers["referrer-policy"], "no-referrer");
     assert_eq!(headers["cache-control"], "no-store");
     assert!(html.contains(invoice["number"].as_str().unwrap()));
@@ -112,10 +121,20 @@ async fn the_page_shows_the_invoice_and_its_form_pays_once(app: App) {
         html.contains("&lt;script&gt;alert(&#x27;owned&#x27;)&lt;/script&gt; Ltd"),
         "the customer's name, escaped: {html}"
     );
-    assert!(!html.contains("<script>alert"), "no markup from the customer runs");
+    assert!(
+        !html.contains("<script>alert"),
+        "no markup from the customer runs"
+    );
     assert!(html.contains("Widgets &amp; &lt;b&gt;gadgets&lt;/b&gt;"));
-    assert!(!html.contains("<script>") || !html.contains("<script>\""), "no inline script");
-    assert_eq!(html.matches("<script").count(), 1, "only the page's own script file");
+    assert!(
+        !html.contains("<script>") || !html.contains("<script>\""),
+        "no inline script"
+    );
+    assert_eq!(
+        html.matches("<script").count(),
+        1,
+        "only the page's own script file"
+    );
     assert!(html.contains("<script src=\"/i/assets/hosted.js\" defer></script>"));
     let script = browser()
         .get(format!("{}/i/assets/hosted.js", api.base()))
@@ -134,7 +153,11 @@ async fn the_page_shows_the_invoice_and_its_form_pays_once(app: App) {
     let pay = format!("{url}/pay");
     let forged = post_form(
         &pay,
-        &[("form_token", &"0".repeat(64)), ("version", &version), ("card", "4242424242424242")],
+        &[
+            ("form_token", &"0".repeat(64)),
+            ("version", &version),
+            ("card", "4242424242424242"),
+        ],
         HeaderMap::new(),
     )
     .await;
@@ -143,7 +166,11 @@ async fn the_page_shows_the_invoice_and_its_form_pays_once(app: App) {
     cross_site.insert("origin", HeaderValue::from_static("https://evil.test"));
     let from_elsewhere = post_form(
         &pay,
-        &[("form_token", &form_token), ("version", &version), ("card", "4242424242424242")],
+        &[
+            ("form_token", &form_token),
+            ("version", &version),
+            ("card", "4242424242424242"),
+        ],
         cross_site,
     )
     .await;
@@ -230,7 +257,10 @@ async fn three_d_secure_is_completed_from_the_page(app: App) {
     let (_, _, html) = page(&url).await;
     assert!(html.contains("Action required"), "{html}");
     assert!(html.contains("authenticate-form"));
-    assert!(!html.contains("pay-form"), "the waiting payment is completed, not repeated");
+    assert!(
+        !html.contains("pay-form"),
+        "the waiting payment is completed, not repeated"
+    );
     let authenticate = [("form_token", field(&html, "form_token"))];
     assert_ne!(authenticate[0].1, form[0].1, "each form has its own token");
     let wrong = browser()
@@ -239,7 +269,11 @@ async fn three_d_secure_is_completed_from_the_page(app: App) {
         .send()
         .await
         .unwrap();
-    assert_eq!(wrong.status(), StatusCode::FORBIDDEN, "the pay form's token is not this form's");
+    assert_eq!(
+        wrong.status(),
+        StatusCode::FORBIDDEN,
+        "the pay form's token is not this form's"
+    );
 
     let sends = (0..2).map(|_| {
         browser()
@@ -278,7 +312,11 @@ async fn revoked_links_open_nothing(app: App) {
     let third = link(&api, &invoice, false).await;
     assert_eq!(page(&third).await.0, StatusCode::OK);
     let rotated = link(&api, &invoice, true).await;
-    assert_eq!(page(&third).await.0, StatusCode::NOT_FOUND, "rotating revokes");
+    assert_eq!(
+        page(&third).await.0,
+        StatusCode::NOT_FOUND,
+        "rotating revokes"
+    );
     assert_eq!(page(&rotated).await.0, StatusCode::OK);
 
     // A draft has no page.
@@ -399,7 +437,10 @@ async fn tokens_never_reach_the_request_log() {
         assert_ne!(answered.status(), StatusCode::NOT_FOUND, "{method} {uri}");
     }
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(log.contains("/i/{token}"), "each request is logged by its route: {log}");
+    assert!(
+        log.contains("/i/{token}"),
+        "each request is logged by its route: {log}"
+    );
     assert_eq!(log.matches("\"request\"").count(), 3, "{log}");
     assert!(!log.contains(&token), "the token is in the log: {log}");
     assert!(!log.contains(&billing_domain::hosted::link::hash_token(&token)));

@@ -27,13 +27,13 @@ use billing_domain::customers::payment_method::PaymentProfile;
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
+use billing_domain::hosted::link::HostedLink;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
     AccountId, ApiKeyId, CouponId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId,
     MetricId, PaymentId, PlanId, SubscriptionId, TaxRateId, TenantId, TestClockId,
     WebhookEndpointId,
 };
-use billing_domain::hosted::link::HostedLink;
 use billing_domain::tax::rates::{TaxRate, TaxSettings};
 use billing_memory::MemoryStore;
 

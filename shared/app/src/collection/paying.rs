@@ -14,8 +14,8 @@ use billing_domain::kernel::ids::{AccountId, InvoiceId, PaymentId, TenantId};
 use super::payments::{busy, charge_result, collection_change, recovered};
 use super::{CardForm, CollectionService};
 use crate::kernel::{
-    change, gateway_unavailable, new_ulid, to_json, until_committed, AppError, Caller,
-    ChangeSpec, WRITE_ATTEMPTS,
+    change, gateway_unavailable, new_ulid, to_json, until_committed, AppError, Caller, ChangeSpec,
+    WRITE_ATTEMPTS,
 };
 use crate::ports::*;
 
@@ -109,13 +109,8 @@ impl CollectionService {
             .clocks
             .now_for(caller.tenant_id, invoice.test_clock)
             .await?;
-        let mut payment = Payment::manual(
-            id,
-            invoice,
-            caller.livemode,
-            invoice.attempt_count + 1,
-            now,
-        );
+        let mut payment =
+            Payment::manual(id, invoice, caller.livemode, invoice.attempt_count + 1, now);
         payment.payment_method = payment_method;
         let write = CollectionWrite {
             payments: vec![(None, payment.clone())],
@@ -226,10 +221,9 @@ impl CollectionService {
                 param: None,
             });
         };
-        let intent = waiting
-            .payment_intent
-            .clone()
-            .ok_or_else(|| AppError::Internal("a payment awaits action without an intent".into()))?;
+        let intent = waiting.payment_intent.clone().ok_or_else(|| {
+            AppError::Internal("a payment awaits action without an intent".into())
+        })?;
         let gateway = self.gateway_of(caller.tenant_id, &waiting).await?;
         let result = charge_result(gateway.action_outcome(&intent).await)?;
         for _ in 0..WRITE_ATTEMPTS {

@@ -72,7 +72,9 @@ impl From<billing_domain::collection::payment::PaymentError> for AppError {
 
 /// The gateway's answer in the terms a payment records; a refused request (an unusable
 /// payment method) is a failed attempt like a decline.
-pub(super) fn charge_result(outcome: Result<ChargeOutcome, GatewayError>) -> Result<ChargeResult, AppError> {
+pub(super) fn charge_result(
+    outcome: Result<ChargeOutcome, GatewayError>,
+) -> Result<ChargeResult, AppError> {
     Ok(match outcome {
         Ok(ChargeOutcome::Succeeded {
             payment_intent,

@@ -187,7 +187,12 @@ struct AuthenticateForm {
 }
 
 /// Refuses a form sent from another site, or without the token of its page.
-fn check_form(headers: &HeaderMap, token: &str, purpose: &str, given: &str) -> Result<(), Response> {
+fn check_form(
+    headers: &HeaderMap,
+    token: &str,
+    purpose: &str,
+    given: &str,
+) -> Result<(), Response> {
     let cross_site = headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
@@ -212,9 +217,13 @@ fn check_form(headers: &HeaderMap, token: &str, purpose: &str, given: &str) -> R
 }
 
 async fn read_form<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, Response> {
-    let body = body_bytes(req, MAX_FORM_BYTES)
-        .await
-        .map_err(|_| message(StatusCode::PAYLOAD_TOO_LARGE, "Form too large", "The form is too large."))?;
+    let body = body_bytes(req, MAX_FORM_BYTES).await.map_err(|_| {
+        message(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Form too large",
+            "The form is too large.",
+        )
+    })?;
     serde_urlencoded::from_bytes(&body).map_err(|_| {
         message(
             StatusCode::BAD_REQUEST,

@@ -146,7 +146,12 @@ pub fn invoice_page(token: &str, view: &HostedInvoice, error: Option<&str>) -> S
     let number = invoice.number.as_deref().unwrap_or("Invoice");
     let mut body = String::new();
     header(&mut body, view);
-    parties(&mut body, &view.seller.name, &view.seller.tax_ids, &view.buyer);
+    parties(
+        &mut body,
+        &view.seller.name,
+        &view.seller.tax_ids,
+        &view.buyer,
+    );
     lines(&mut body, invoice);
     pay(&mut body, token, view, error);
     let title = format!("{number} from {}", view.seller.name);
@@ -228,7 +233,11 @@ fn parties(out: &mut String, seller: &str, seller_tax_ids: &[String], buyer: &Bu
         ];
         let text: Vec<&str> = parts.iter().filter_map(|p| p.as_deref()).collect();
         if !text.is_empty() {
-            let _ = write!(out, "<div class=\"muted\">{}</div>", escape(&text.join(", ")));
+            let _ = write!(
+                out,
+                "<div class=\"muted\">{}</div>",
+                escape(&text.join(", "))
+            );
         }
     }
     for id in &buyer.tax_ids {
