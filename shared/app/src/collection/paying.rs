@@ -236,6 +236,11 @@ impl CollectionService {
                 return Ok(payment);
             }
             let invoice = self.invoice(caller, payment.invoice_id).await?;
+            if !invoice.is_payable() {
+                // Settled meanwhile (this payment recorded by a concurrent request, whose
+                // commit fell between the two reads): nothing left to record.
+                return Ok(payment);
+            }
             let now = self
                 .clocks
                 .now_for(caller.tenant_id, invoice.test_clock)

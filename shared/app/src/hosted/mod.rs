@@ -411,9 +411,14 @@ impl HostedService {
         if !invoice.is_payable() {
             return Ok(None);
         }
-        self.collection
-            .complete_action(&caller, &invoice)
-            .await
-            .map(Some)
+        // A second send of the form (or Stripe's webhook) may have recorded it already:
+        // the page then shows what it came to.
+        match self.collection.complete_action(&caller, &invoice).await {
+            Err(AppError::Conflict {
+                code: ErrorCode::NoActionRequired,
+                ..
+            }) => Ok(None),
+            other => other.map(Some),
+        }
     }
 }

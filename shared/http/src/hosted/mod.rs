@@ -129,7 +129,7 @@ fn not_found() -> Response {
 }
 
 /// Refuses a source past its guesses, and a token of the wrong shape (counted too).
-async fn admit(app: &App, token: &str, source: &str) -> Result<(), Response> {
+async fn admit(app: &App, token: &str, source: &str) -> Result<(), Box<Response>> {
     match app.hosted.refused_source(source).await {
         Ok(None) => {}
         Ok(Some(retry_after)) => {
@@ -141,20 +141,20 @@ async fn admit(app: &App, token: &str, source: &str) -> Result<(), Response> {
             if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
-            return Err(response);
+            return Err(Box::new(response));
         }
-        Err(err) => return Err(failure(err)),
+        Err(err) => return Err(Box::new(failure(err))),
     }
     if !link::looks_like_token(token) {
         // Counted as a guess like any other miss; shaped wrong, so answered 400.
         if let Err(err) = app.hosted.record_miss(source).await {
-            return Err(failure(err));
+            return Err(Box::new(failure(err)));
         }
-        return Err(message(
+        return Err(Box::new(message(
             StatusCode::BAD_REQUEST,
             "Not an invoice link",
             "This address is not a link to an invoice.",
-        ));
+        )));
     }
     Ok(())
 }
@@ -162,7 +162,7 @@ async fn admit(app: &App, token: &str, source: &str) -> Result<(), Response> {
 async fn show(State(app): State<App>, Path(token): Path<String>, headers: HeaderMap) -> Response {
     let source = source(&headers);
     if let Err(refused) = admit(&app, &token, &source).await {
-        return refused;
+        return *refused;
     }
     match app.hosted.page(&token, &source).await {
         Ok(view) => html(
@@ -192,7 +192,7 @@ fn check_form(
     token: &str,
     purpose: &str,
     given: &str,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     let cross_site = headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
@@ -207,29 +207,29 @@ fn check_form(
             Some(authority) != host
         });
     if cross_site || foreign_origin || !link::form_token_matches(token, purpose, given) {
-        return Err(message(
+        return Err(Box::new(message(
             StatusCode::FORBIDDEN,
             "Form refused",
             ErrorCode::InvalidFormToken.description(),
-        ));
+        )));
     }
     Ok(())
 }
 
-async fn read_form<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, Response> {
+async fn read_form<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, Box<Response>> {
     let body = body_bytes(req, MAX_FORM_BYTES).await.map_err(|_| {
-        message(
+        Box::new(message(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Form too large",
             "The form is too large.",
-        )
+        ))
     })?;
     serde_urlencoded::from_bytes(&body).map_err(|_| {
-        message(
+        Box::new(message(
             StatusCode::BAD_REQUEST,
             "Form incomplete",
             "The form was not filled in; go back and try again.",
-        )
+        ))
     })
 }
 
@@ -252,14 +252,14 @@ async fn pay(
 ) -> Response {
     let source = source(&headers);
     if let Err(refused) = admit(&app, &token, &source).await {
-        return refused;
+        return *refused;
     }
     let form: PayForm = match read_form(req).await {
         Ok(form) => form,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     if let Err(refused) = check_form(&headers, &token, "pay", &form.form_token) {
-        return refused;
+        return *refused;
     }
     // A card number as people type it: with spaces.
     let card: String = form.card.chars().filter(|c| !c.is_whitespace()).collect();
@@ -286,14 +286,14 @@ async fn authenticate(
 ) -> Response {
     let source = source(&headers);
     if let Err(refused) = admit(&app, &token, &source).await {
-        return refused;
+        return *refused;
     }
     let form: AuthenticateForm = match read_form(req).await {
         Ok(form) => form,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     if let Err(refused) = check_form(&headers, &token, "authenticate", &form.form_token) {
-        return refused;
+        return *refused;
     }
     match app.hosted.complete_action(&token, &source).await {
         Ok(_) => back_to(&token),
