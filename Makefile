@@ -11,7 +11,7 @@ FUNCTION_PACKAGES := -p api -p billing-worker -p billing-run -p payment-worker -
 PYTHON ?= python3
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: sim dev dev-reset invoke docs test fmt-check lint template-lint unit bench release size venv clean-local poppler
+.PHONY: sim dev dev-reset invoke docs test fmt-check lint template-lint unit bench release size venv clean-local poppler browser
 
 $(VENV_STAMP): infra/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,7 +52,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 poppler:
 	@command -v pdftotext >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq poppler-utils; }
 
-unit: $(VENV_STAMP) poppler
+# Debian's Chromium and its WebDriver, for the hosted page's browser test (tests/tests/browser.rs).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver)
+
+unit: $(VENV_STAMP) poppler browser
 	cargo test --workspace --locked
 
 test: fmt-check lint template-lint unit

@@ -89,6 +89,16 @@ impl PaymentGateway for CountingGateway {
         self.count("refund");
         self.inner.refund(request).await
     }
+
+    async fn action_outcome(&self, payment_intent: &str) -> Result<ChargeOutcome, GatewayError> {
+        self.count("action_outcome");
+        self.inner.action_outcome(payment_intent).await
+    }
+
+    async fn action_secret(&self, payment_intent: &str) -> Result<Option<String>, GatewayError> {
+        self.count("action_secret");
+        self.inner.action_secret(payment_intent).await
+    }
 }
 
 #[tokio::main]

@@ -29,6 +29,7 @@ use billing_domain::customers::tenant::Tenant;
 use billing_domain::documents::branding::Branding;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
+use billing_domain::hosted::link::HostedLink;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
     AccountId, ApiKeyId, CouponId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId,
@@ -906,6 +907,38 @@ impl TaxStore for SimStore {
     ) -> Result<Page<TaxRate>, StoreError> {
         self.unmodelled("list_tax_rates");
         self.inner.list_tax_rates(tenant, page).await
+    }
+}
+
+#[async_trait]
+impl HostedLinkStore for SimStore {
+    async fn insert_hosted_link(&self, link: &HostedLink) -> Result<(), StoreError> {
+        self.unmodelled("insert_hosted_link");
+        self.inner.insert_hosted_link(link).await
+    }
+    async fn get_hosted_link(&self, token_hash: &str) -> Result<Option<HostedLink>, StoreError> {
+        self.unmodelled("get_hosted_link");
+        self.inner.get_hosted_link(token_hash).await
+    }
+    async fn hosted_link_epoch(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+    ) -> Result<u32, StoreError> {
+        self.unmodelled("hosted_link_epoch");
+        self.inner.hosted_link_epoch(tenant, invoice).await
+    }
+    async fn revoke_hosted_links(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+        current: u32,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("revoke_hosted_links");
+        self.inner
+            .revoke_hosted_links(tenant, invoice, current, change)
+            .await
     }
 }
 

@@ -26,6 +26,8 @@
 //!   of (late) usage.
 //! - [`events`]: the event and audit logs, webhook endpoints, fan-out and delivery.
 //! - [`retention`]: the purge of deleted accounts, the export of a customer's data.
+//! - [`hosted`]: hosted invoice pages: their links (minted, revoked), the page's view,
+//!   paying from the page through collection.
 //! - [`jobs`]: the due-index sweep that hands work to each worker.
 //!
 //! Services call each other only through small named methods, and only down this order
@@ -48,6 +50,8 @@
 //! collection ──▶ customers (forget_payment_method), wallets::purchase_paid (a function
 //!                over the wallet store)
 //! customers ──▶ tax (vat_id_status: the online VAT id check)
+//! hosted ──▶ collection (charge_now, awaiting_action, complete_action, card_form, last_failure)
+//!        ──▶ customers (add_payment_method)
 //! catalog, coupons, tax, documents, events, retention ──▶ kernel only
 //! ```
 //!
@@ -62,6 +66,7 @@ pub mod credits;
 pub mod customers;
 pub mod documents;
 pub mod events;
+pub mod hosted;
 pub mod jobs;
 pub mod kernel;
 pub mod ports;
@@ -135,6 +140,7 @@ pub struct App {
     pub billing: BillingService,
     pub events: EventsService,
     pub retention: RetentionService,
+    pub hosted: hosted::HostedService,
 }
 
 impl App {
@@ -317,6 +323,12 @@ impl App {
             tax.clone(),
             finalize_queue.clone(),
         );
+        let hosted = hosted::HostedService::new(
+            store.clone(),
+            clocks.clone(),
+            collection.clone(),
+            customers.clone(),
+        );
         let events = EventsService::new(store.clone(), clocks, deployment);
         Self {
             idempotency: IdempotencyService::new(store.clone(), clock.clone(), idempotency_lease),
@@ -342,6 +354,7 @@ impl App {
             billing,
             events,
             retention,
+            hosted,
         }
     }
 }

@@ -53,6 +53,8 @@
 //! | rate count        | `T#{tenant}#S(subject)` | `RATE#{key id or tenant}#{window start s}` (TTL) |      |                   |
 //! | gateway event     | `T#{tenant}#S(gateway event id)` | `GWEVENT#{gateway event id}` (TTL) |         |                   |
 //! | gateway ref       | `GATEWAY#{gateway object id}` | `REF`           |                                |                   |
+//! | hosted link       | `HOSTED#{sha256 of token}` | `LINK`             |                                |                   |
+//! | hosted link epoch | `T#{tenant}#S(invoice_id)` | `HOSTEDEPOCH#{invoice_id}` |                       |                   |
 //! | dunning policy    | `T#{tenant}`  | `SETTINGS#DUNNING`              |                                |                   |
 //! | dunning case      | `T#{tenant}#S(account_id)` | `DUNNING#{account_id}` (due) |                           |                   |
 //! | dunning notice    | `T#{tenant}#S(account_id)` | `DUNNINGNOTICE#{account_id}#{key}` (due) |               |                   |
@@ -637,6 +639,18 @@ pub fn gateway_event(tenant: TenantId, event_id: &str) -> Key {
 /// gateway's ids, and this is how they find their tenant. Gateway ids are unique.
 pub fn gateway_ref(gateway_id: &str) -> Key {
     Key::new(format!("GATEWAY#{gateway_id}"), "REF".into())
+}
+
+/// A hosted invoice link, by the hash of its token: the third key that does not start
+/// with a tenant, since the page's URL names only the token.
+pub fn hosted_link(token_hash: &str) -> Key {
+    Key::new(format!("HOSTED#{token_hash}"), "LINK".into())
+}
+
+/// An invoice's hosted link epoch, beside the invoice in its shard.
+pub fn hosted_link_epoch(tenant: TenantId, invoice: InvoiceId) -> Key {
+    let id = invoice.to_string();
+    Key::new(shard_of(tenant, &id), format!("HOSTEDEPOCH#{id}"))
 }
 
 /// Items on a test clock wait in the due index under the clock, not under a shard: the

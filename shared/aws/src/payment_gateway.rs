@@ -6,7 +6,8 @@
 //! The secret (`STRIPE_SECRET_ID`, the template's `StripeSecret`) is a JSON object:
 //!
 //! ```json
-//! {"live_secret_key": "sk_live_…", "test_secret_key": "sk_test_…", "webhook_secrets": ["whsec_…"]}
+//! {"live_secret_key": "sk_live_…", "test_secret_key": "sk_test_…", "webhook_secrets": ["whsec_…"],
+//!  "live_publishable_key": "pk_live_…", "test_publishable_key": "pk_test_…"}
 //! ```
 //!
 //! **Modes never meet.** Sandbox tenants (test clocks included) collect through
@@ -25,6 +26,9 @@
 //! into the platform account. Each charge still carries `tenant_id`, `invoice_id` and
 //! `attempt_id` in its metadata so Stripe's events find their tenant, and an event is applied
 //! only when its `account` is that tenant's.
+//!
+//! The publishable keys (optional) let hosted invoice pages take cards with Stripe.js;
+//! without one a Stripe-collected invoice's page shows no card form.
 //!
 //! `webhook_secrets` are the signing secrets of the Stripe webhook endpoints pointed at
 //! `POST /webhooks/stripe`: list two while rolling one. `STRIPE_API_BASE` (optional) sends
@@ -85,6 +89,11 @@ struct StripeSecret {
     secret_key: Option<String>,
     #[serde(default)]
     webhook_secrets: Vec<String>,
+    /// Stripe.js keys of the hosted invoice pages (`pk_live_…`, `pk_test_…`), by mode.
+    #[serde(default)]
+    live_publishable_key: Option<String>,
+    #[serde(default)]
+    test_publishable_key: Option<String>,
 }
 
 /// The setup named by the environment (`STRIPE_SECRET_ID`, `STRIPE_API_BASE`).
@@ -173,7 +182,8 @@ fn from_secret(
         ("secret_key", present(secret.secret_key), None),
     ] {
         let Some(key) = key else { continue };
-        let slot = match check_stripe_key(field, &key, expected).map_err(wrong)? {
+        let slot_mode = check_stripe_key(field, &key, expected).map_err(wrong)?;
+        let slot = match slot_mode {
             StripeMode::Live => &mut live,
             StripeMode::Test => &mut test,
         };
@@ -182,7 +192,15 @@ fn from_secret(
                 "{field} names a mode another field already has a key for"
             )));
         }
-        let gateway = StripeGateway::new(&key, api_base).map_err(|e| malformed(e.to_string()))?;
+        let mut gateway =
+            StripeGateway::new(&key, api_base).map_err(|e| malformed(e.to_string()))?;
+        let publishable = match slot_mode {
+            StripeMode::Live => &secret.live_publishable_key,
+            StripeMode::Test => &secret.test_publishable_key,
+        };
+        if let Some(publishable) = publishable.as_deref().filter(|k| !k.is_empty()) {
+            gateway = gateway.with_publishable_key(publishable);
+        }
         *slot = Some(Arc::new(gateway) as Arc<dyn PaymentGateway>);
     }
     let sandbox: Arc<dyn PaymentGateway> = Arc::new(SandboxGateway::new());

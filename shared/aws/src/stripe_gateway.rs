@@ -61,6 +61,8 @@ pub struct StripeGateway {
     /// The connected account every request is made on (`Stripe-Account`); `None`: the
     /// platform account of the key.
     account: Option<Arc<str>>,
+    /// The publishable key of the same account and mode, for Stripe.js on hosted pages.
+    publishable_key: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for StripeGateway {
@@ -90,7 +92,14 @@ impl StripeGateway {
             base: base.into(),
             secret_key: secret_key.into(),
             account: None,
+            publishable_key: None,
         })
+    }
+
+    /// Hosted pages load Stripe.js with `key` (`pk_test_…` or `pk_live_…`).
+    pub fn with_publishable_key(mut self, key: &str) -> Self {
+        self.publishable_key = Some(key.into());
+        self
     }
 
     /// POSTs `form` to `path` (after `v1/`) and reads the answer as `T`, or Stripe's error.
@@ -100,12 +109,32 @@ impl StripeGateway {
         idempotency_key: Option<&str>,
         form: &[(&str, &str)],
     ) -> Result<T, StripeFailure> {
+        self.call(reqwest::Method::POST, path, idempotency_key, form)
+            .await
+    }
+
+    /// GETs `path` (after `v1/`): a read, never retried by itself either.
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, StripeFailure> {
+        self.call(reqwest::Method::GET, path, None, &[]).await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        idempotency_key: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> Result<T, StripeFailure> {
+        let is_post = method == reqwest::Method::POST;
+        let verb = method.to_string();
         let mut request = self
             .http
-            .post(format!("{}/v1/{path}", self.base))
+            .request(method, format!("{}/v1/{path}", self.base))
             .bearer_auth(&self.secret_key)
-            .header("Stripe-Version", STRIPE_VERSION)
-            .form(form);
+            .header("Stripe-Version", STRIPE_VERSION);
+        if is_post {
+            request = request.form(form);
+        }
         if let Some(account) = &self.account {
             request = request.header("Stripe-Account", account.as_ref());
         }
@@ -118,7 +147,7 @@ impl StripeGateway {
             tracing::Span::current().record("status", status);
             Ok((status, response.bytes().await?))
         }
-        .instrument(xray::remote_call("Stripe", &format!("POST /v1/{path}")))
+        .instrument(xray::remote_call("Stripe", &format!("{verb} /v1/{path}")))
         .await;
         metrics::gateway_request(
             "stripe",
@@ -213,6 +242,9 @@ struct Card {
 struct PaymentIntent {
     id: String,
     status: String,
+    /// What Stripe.js confirms or authenticates the intent with, in the customer's browser.
+    #[serde(default)]
+    client_secret: Option<String>,
     latest_charge: Option<Expandable>,
     last_payment_error: Option<LastPaymentError>,
 }
@@ -343,6 +375,26 @@ impl PaymentGateway for StripeGateway {
             Err(StripeFailure::Api { error, status }) => charge_failure(error, status),
             Err(other) => Err(gateway_error(other)),
         }
+    }
+
+    async fn action_outcome(&self, payment_intent: &str) -> Result<ChargeOutcome, GatewayError> {
+        let intent: PaymentIntent = self
+            .get(&format!("payment_intents/{}", segment(payment_intent)))
+            .await
+            .map_err(gateway_error)?;
+        charge_outcome(intent)
+    }
+
+    async fn action_secret(&self, payment_intent: &str) -> Result<Option<String>, GatewayError> {
+        let intent: PaymentIntent = self
+            .get(&format!("payment_intents/{}", segment(payment_intent)))
+            .await
+            .map_err(gateway_error)?;
+        Ok(intent.client_secret)
+    }
+
+    fn publishable_key(&self) -> Option<&str> {
+        self.publishable_key.as_deref()
     }
 
     async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, GatewayError> {

@@ -13,6 +13,7 @@ pub mod credits;
 pub mod customers;
 pub mod documents;
 pub mod events;
+pub mod hosted;
 pub mod kernel;
 pub mod tax;
 pub mod usage;

@@ -7,6 +7,7 @@ pub mod catch_panic;
 pub mod docs;
 pub mod event_catalog;
 pub mod extract;
+pub mod hosted;
 pub mod idempotency;
 pub mod observe;
 pub mod openapi;
@@ -30,13 +31,18 @@ use problem::Problem;
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
 pub const DOCS_PATH: &str = "/docs";
 
-/// The open routes outside the OpenAPI document: the document, its page, and Stripe's
-/// webhook (its own router, [`stripe_webhook::router`], guarded by Stripe's signature).
-/// Every other route is an operation of the document.
-pub const UNDOCUMENTED: [(Method, &str); 3] = [
+/// The open routes outside the OpenAPI document: the document, its page, Stripe's webhook
+/// (its own router, [`stripe_webhook::router`], guarded by Stripe's signature) and the
+/// hosted invoice pages ([`hosted`], guarded by their tokens). Every other route is an
+/// operation of the document.
+pub const UNDOCUMENTED: [(Method, &str); 7] = [
     (Method::GET, OPENAPI_PATH),
     (Method::GET, DOCS_PATH),
     (Method::POST, stripe_webhook::PATH),
+    (Method::GET, hosted::PAGE_PATH),
+    (Method::POST, hosted::PAY_PATH),
+    (Method::POST, hosted::AUTHENTICATE_PATH),
+    (Method::GET, hosted::page::SCRIPT_PATH),
 ];
 
 /// The whole API: the routes of [`routes::router`] and the document's pages. Each route
@@ -56,6 +62,7 @@ pub fn router(app: App, metrics: EmitMetrics) -> Router {
     ))
     .route(OPENAPI_PATH, get(openapi::serve))
     .route(DOCS_PATH, get(docs::page))
+    .merge(hosted::router())
     .fallback(|| async { Problem::not_found("no such route") })
     .method_not_allowed_fallback(|| async {
         Problem::new(

@@ -34,6 +34,7 @@ use billing_domain::customers::tenant::Tenant;
 use billing_domain::documents::branding::Branding;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
+use billing_domain::hosted::link::HostedLink;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
     AccountId, ApiKeyId, CouponId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId,
@@ -291,6 +292,12 @@ hooked! {
         fn branding(tenant: TenantId) -> Result<Option<Branding>, StoreError>;
         fn save_branding(tenant: TenantId, branding: &Branding, change: &Change) -> Result<(), StoreError>;
     }
+    HostedLinkStore {
+        fn insert_hosted_link(link: &HostedLink) -> Result<(), StoreError>;
+        fn get_hosted_link(token_hash: &str) -> Result<Option<HostedLink>, StoreError>;
+        fn hosted_link_epoch(tenant: TenantId, invoice: InvoiceId) -> Result<u32, StoreError>;
+        fn revoke_hosted_links(tenant: TenantId, invoice: InvoiceId, current: u32, change: &Change) -> Result<(), StoreError>;
+    }
     RedemptionStore {
         fn redeem_coupon(tenant: TenantId, coupon: &Coupon, target: RedemptionTarget<'_>, change: &Change) -> Result<(), StoreError>;
     }
@@ -453,6 +460,25 @@ impl<T: PaymentGateway + ?Sized + 'static> PaymentGateway for Hooked<T> {
             method: "refund",
         };
         self.around(op, self.inner.refund(request)).await
+    }
+    async fn action_outcome(&self, payment_intent: &str) -> Result<ChargeOutcome, GatewayError> {
+        let op = Op {
+            port: "PaymentGateway",
+            method: "action_outcome",
+        };
+        self.around(op, self.inner.action_outcome(payment_intent))
+            .await
+    }
+    async fn action_secret(&self, payment_intent: &str) -> Result<Option<String>, GatewayError> {
+        let op = Op {
+            port: "PaymentGateway",
+            method: "action_secret",
+        };
+        self.around(op, self.inner.action_secret(payment_intent))
+            .await
+    }
+    fn publishable_key(&self) -> Option<&str> {
+        self.inner.publishable_key()
     }
 }
 

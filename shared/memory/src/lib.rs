@@ -13,6 +13,7 @@ mod documents;
 mod dunning;
 mod erasure;
 mod events;
+mod hosted;
 mod idempotency;
 mod notifier;
 mod payments;
@@ -53,6 +54,7 @@ pub(crate) struct State {
     pub(crate) coupons: coupons::CouponState,
     pub(crate) tax: tax::TaxState,
     pub(crate) documents: documents::DocumentState,
+    pub(crate) hosted: hosted::HostedState,
     pub(crate) billing: billing::BillingState,
     pub(crate) payments: payments::PaymentState,
     pub(crate) dunning: dunning::DunningState,

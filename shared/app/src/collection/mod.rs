@@ -26,6 +26,18 @@ use crate::ports::{
     PaymentStore, SubscriptionStore, TenantStore, TestClockStore, WalletStore,
 };
 
+/// The card form a hosted page shows for a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardForm {
+    /// The sandbox gateway's own form: a test card number, no JavaScript needed.
+    Sandbox,
+    /// Stripe.js's card element, loaded with the mode's publishable key.
+    Stripe { publishable_key: String },
+    /// No way to take a card here (Stripe without a publishable key, or a mode without a
+    /// gateway).
+    Unavailable,
+}
+
 /// What the collection service reads and writes.
 pub trait CollectionPorts:
     PaymentStore

@@ -11,9 +11,12 @@ use billing_domain::events::types::EventType;
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{AccountId, InvoiceId, PaymentId, TenantId};
 
-use super::payments::{busy, collection_change, recovered};
-use super::CollectionService;
-use crate::kernel::{change, new_ulid, to_json, until_committed, AppError, Caller, ChangeSpec};
+use super::payments::{busy, charge_result, collection_change, recovered};
+use super::{CardForm, CollectionService};
+use crate::kernel::{
+    change, gateway_unavailable, new_ulid, to_json, until_committed, AppError, Caller, ChangeSpec,
+    WRITE_ATTEMPTS,
+};
 use crate::ports::*;
 
 impl CollectionService {
@@ -57,6 +60,28 @@ impl CollectionService {
     ) -> Result<Payment, AppError> {
         caller.require(Permission::WriteBilling)?;
         let invoice = self.invoice(caller, id).await?;
+        self.charge_now(
+            caller,
+            &invoice,
+            PaymentId::from_ulid(new_ulid()),
+            payment_method,
+        )
+        .await
+    }
+
+    /// Makes attempt `id` on `invoice` now, charged in the request: what
+    /// [`CollectionService::pay_invoice`] does with a new id, and the hosted page with one
+    /// derived from the invoice as the page showed it, so that the same form sent twice
+    /// (or twice at once) is one attempt, one charge: the second finds the attempt made
+    /// and collecting it again changes nothing.
+    pub async fn charge_now(
+        &self,
+        caller: &Caller,
+        invoice: &Invoice,
+        id: PaymentId,
+        payment_method: Option<String>,
+    ) -> Result<Payment, AppError> {
+        caller.require(Permission::WriteBilling)?;
         if !invoice.is_payable() {
             return Err(AppError::Conflict {
                 code: ErrorCode::InvoiceNotPayable,
@@ -84,25 +109,193 @@ impl CollectionService {
             .clocks
             .now_for(caller.tenant_id, invoice.test_clock)
             .await?;
-        let mut payment = Payment::manual(
-            PaymentId::from_ulid(new_ulid()),
-            &invoice,
-            caller.livemode,
-            invoice.attempt_count + 1,
-            now,
-        );
+        let mut payment =
+            Payment::manual(id, invoice, caller.livemode, invoice.attempt_count + 1, now);
         payment.payment_method = payment_method;
         let write = CollectionWrite {
             payments: vec![(None, payment.clone())],
             ..Default::default()
         };
         let change = collection_change(caller, &write, &[EventType::PaymentCreated], false, now)?;
-        self.store
+        match self
+            .store
             .save_collection(caller.tenant_id, &write, &change)
-            .await?;
+            .await
+        {
+            // The same attempt was made by an earlier (or a concurrent) request.
+            Err(StoreError::AlreadyExists { entity: "payment" }) => {}
+            other => other?,
+        }
         self.collect_payment(caller.tenant_id, payment.id, now)
             .await?;
         self.get_payment(caller, payment.id).await
+    }
+
+    /// The card form a page of the caller's tenant shows: the sandbox's own, Stripe.js's
+    /// with the mode's publishable key, or none (Stripe without a publishable key, or a
+    /// live tenant without a live gateway).
+    pub async fn card_form(&self, caller: &Caller) -> Result<CardForm, AppError> {
+        let Ok(gateway) = self
+            .gateways
+            .of_tenant(&*self.store, caller.tenant_id, caller.livemode)
+            .await?
+        else {
+            return Ok(CardForm::Unavailable);
+        };
+        Ok(match (gateway.name(), gateway.publishable_key()) {
+            ("sandbox", _) => CardForm::Sandbox,
+            (_, Some(key)) => CardForm::Stripe {
+                publishable_key: key.to_owned(),
+            },
+            _ => CardForm::Unavailable,
+        })
+    }
+
+    /// Why the invoice's latest attempt failed, in the gateway's words.
+    pub async fn last_failure(
+        &self,
+        caller: &Caller,
+        invoice: &Invoice,
+    ) -> Result<Option<String>, AppError> {
+        if invoice.payment_status != Some(PaymentStatus::Failed) {
+            return Ok(None);
+        }
+        let filter = PaymentFilter {
+            account: Some(invoice.account_id),
+            invoice: Some(invoice.id),
+            status: Some(PaymentStatus::Failed),
+        };
+        let page = self
+            .store
+            .list_payments(caller.tenant_id, &filter, &PageRequest::first(100))
+            .await?;
+        Ok(page
+            .items
+            .into_iter()
+            .max_by_key(|p| p.updated_at)
+            .and_then(|p| p.failure)
+            .map(|f| f.message))
+    }
+
+    /// The invoice's attempt that waits for the customer to authenticate (3-D Secure), with
+    /// what their browser needs for it (Stripe.js's client secret; `None` with the sandbox,
+    /// whose challenge is our own page).
+    pub async fn awaiting_action(
+        &self,
+        caller: &Caller,
+        invoice: &Invoice,
+    ) -> Result<Option<(Payment, Option<String>)>, AppError> {
+        if invoice.payment_status != Some(PaymentStatus::RequiresAction) {
+            return Ok(None);
+        }
+        let Some(payment) = self.waiting_payment(caller, invoice).await? else {
+            return Ok(None);
+        };
+        let secret = match &payment.payment_intent {
+            Some(intent) => self
+                .gateway_of(caller.tenant_id, &payment)
+                .await?
+                .action_secret(intent)
+                .await
+                .map_err(gateway_unavailable)?,
+            None => None,
+        };
+        Ok(Some((payment, secret)))
+    }
+
+    /// Records what became of the invoice's attempt that waited for the customer to
+    /// authenticate, once their page says they did: the gateway is asked (Stripe reads the
+    /// PaymentIntent; the sandbox's challenge passes) and the answer is recorded as the
+    /// worker records a charge, over the attempt's version, so a second request (or
+    /// Stripe's webhook with the same news) records nothing more.
+    pub async fn complete_action(
+        &self,
+        caller: &Caller,
+        invoice: &Invoice,
+    ) -> Result<Payment, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let Some(waiting) = self.waiting_payment(caller, invoice).await? else {
+            return Err(AppError::Conflict {
+                code: ErrorCode::NoActionRequired,
+                message: "no payment of this invoice waits for authentication".into(),
+                param: None,
+            });
+        };
+        let intent = waiting.payment_intent.clone().ok_or_else(|| {
+            AppError::Internal("a payment awaits action without an intent".into())
+        })?;
+        let gateway = self.gateway_of(caller.tenant_id, &waiting).await?;
+        let result = charge_result(gateway.action_outcome(&intent).await)?;
+        for _ in 0..WRITE_ATTEMPTS {
+            let payment = self
+                .store
+                .get_payment(caller.tenant_id, waiting.id)
+                .await?
+                .ok_or_else(|| AppError::not_found("payment", waiting.id))?;
+            if !payment.awaits(&result) {
+                return Ok(payment);
+            }
+            let invoice = self.invoice(caller, payment.invoice_id).await?;
+            if !invoice.is_payable() {
+                // Settled meanwhile (this payment recorded by a concurrent request, whose
+                // commit fell between the two reads): nothing left to record.
+                return Ok(payment);
+            }
+            let now = self
+                .clocks
+                .now_for(caller.tenant_id, invoice.test_clock)
+                .await?;
+            let recorded = self
+                .record_result(
+                    caller,
+                    &payment,
+                    &invoice,
+                    gateway.name(),
+                    payment.payment_method.clone(),
+                    result.clone(),
+                    now,
+                )
+                .await?;
+            match self.commit_recorded(caller, &recorded, now).await {
+                Ok(()) => {
+                    self.after_recorded(caller, &recorded.payment, now).await?;
+                    return Ok(recorded.payment);
+                }
+                Err(StoreError::VersionConflict { .. } | StoreError::AlreadyExists { .. }) => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(busy())
+    }
+
+    /// The invoice's newest attempt waiting for authentication.
+    async fn waiting_payment(
+        &self,
+        caller: &Caller,
+        invoice: &Invoice,
+    ) -> Result<Option<Payment>, AppError> {
+        let filter = PaymentFilter {
+            account: Some(invoice.account_id),
+            invoice: Some(invoice.id),
+            status: Some(PaymentStatus::RequiresAction),
+        };
+        let page = self
+            .store
+            .list_payments(caller.tenant_id, &filter, &PageRequest::first(100))
+            .await?;
+        Ok(page.items.into_iter().max_by_key(|p| p.id))
+    }
+
+    /// The gateway calls about `payment` go through, or the refusal of a mode without one.
+    async fn gateway_of(
+        &self,
+        tenant: TenantId,
+        payment: &Payment,
+    ) -> Result<std::sync::Arc<dyn PaymentGateway>, AppError> {
+        self.gateways
+            .of_payment(&*self.store, tenant, payment)
+            .await?
+            .map_err(gateway_unavailable)
     }
 
     /// Retries the failed payment of an invoice now (`POST /v1/payments/retry`).

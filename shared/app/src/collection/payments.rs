@@ -72,7 +72,9 @@ impl From<billing_domain::collection::payment::PaymentError> for AppError {
 
 /// The gateway's answer in the terms a payment records; a refused request (an unusable
 /// payment method) is a failed attempt like a decline.
-fn charge_result(outcome: Result<ChargeOutcome, GatewayError>) -> Result<ChargeResult, AppError> {
+pub(super) fn charge_result(
+    outcome: Result<ChargeOutcome, GatewayError>,
+) -> Result<ChargeResult, AppError> {
     Ok(match outcome {
         Ok(ChargeOutcome::Succeeded {
             payment_intent,
@@ -114,7 +116,7 @@ pub(super) struct Recorded {
     pub(super) write: CollectionWrite,
     outcome: Collected,
     pub(super) events: Vec<EventType>,
-    payment: Payment,
+    pub(super) payment: Payment,
 }
 
 impl CollectionService {
@@ -563,7 +565,7 @@ impl CollectionService {
         })
     }
 
-    async fn commit_recorded(
+    pub(super) async fn commit_recorded(
         &self,
         caller: &Caller,
         recorded: &Recorded,

@@ -121,6 +121,19 @@ pub trait PaymentGateway: Send + Sync {
     /// Creates and confirms an off-session charge.
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, GatewayError>;
     async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, GatewayError>;
+    /// What became of a charge that waited for the customer to authenticate (3-D Secure),
+    /// asked after the customer's page says they did: Stripe reads the PaymentIntent; the
+    /// sandbox's challenge (our own page) passes. Still `RequiresAction` while they have not.
+    async fn action_outcome(&self, payment_intent: &str) -> Result<ChargeOutcome, GatewayError>;
+    /// What the customer's browser needs to authenticate or re-confirm a charge with
+    /// Stripe.js: the PaymentIntent's client secret. `None` where the challenge is our own
+    /// page (the sandbox).
+    async fn action_secret(&self, payment_intent: &str) -> Result<Option<String>, GatewayError>;
+    /// The publishable key a page loads Stripe.js with, when this gateway is Stripe and one
+    /// is configured; `None` for the sandbox (the page shows its own card form).
+    fn publishable_key(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A gateway event whose signature has been verified, in our terms. The inbound webhook

@@ -10,6 +10,7 @@ mod documents;
 mod dunning;
 mod events;
 mod gateway;
+mod hosted;
 mod payments;
 mod tax;
 mod usage;
@@ -23,6 +24,7 @@ pub use documents::*;
 pub use dunning::*;
 pub use events::*;
 pub use gateway::*;
+pub use hosted::*;
 pub use payments::*;
 pub use tax::*;
 pub use usage::*;
@@ -226,6 +228,7 @@ pub trait RateLimitStore: Send + Sync {
     /// Adds up to `want` to the count of `subject` (a key, or the tenant) in the window
     /// `[start, end)`, atomically and never past `limit`: two instances claiming the last
     /// requests of a window share them. The count is forgotten some time after `end`.
+    /// `want` 0 only reads the count.
     async fn claim_rate(
         &self,
         tenant: TenantId,
@@ -413,6 +416,7 @@ pub trait Store:
     + crate::events::EventsPorts
     + crate::retention::RetentionPorts
     + crate::wallets::WalletsPorts
+    + crate::hosted::HostedPorts
     + IdempotencyStore
     + HealthProbe
 {
@@ -431,6 +435,7 @@ impl<T> Store for T where
         + crate::events::EventsPorts
         + crate::retention::RetentionPorts
         + crate::wallets::WalletsPorts
+        + crate::hosted::HostedPorts
         + IdempotencyStore
         + HealthProbe
 {

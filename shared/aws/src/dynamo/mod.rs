@@ -12,6 +12,7 @@ mod documents;
 mod dunning;
 mod erasure;
 mod events;
+mod hosted;
 mod idempotency;
 mod payments;
 mod tax;

@@ -169,6 +169,20 @@ impl RateLimitStore for DynamoStore {
         limit: u32,
     ) -> Result<RateClaim, StoreError> {
         let key = keys::rate_count(tenant, subject, window.0.as_second());
+        if want == 0 {
+            // Only a look at the count: a read, nothing written.
+            let found = self
+                .client()
+                .get_item()
+                .table_name(self.table())
+                .set_key(Some(key.primary()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            let used = found.item.as_ref().and_then(used_of).unwrap_or(0);
+            return Ok(RateClaim { granted: 0, used });
+        }
         let expires = later(window.1, RATE_COUNT_KEPT);
         // First a whole share while one is left; when not, the old item tells what is
         // left, and the remainder is claimed if nobody moved the count meanwhile.

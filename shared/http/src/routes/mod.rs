@@ -20,6 +20,7 @@ pub mod customers;
 pub mod documents;
 pub mod events;
 pub mod health;
+pub mod hosted;
 pub mod retention;
 pub mod tax;
 pub mod usage;
@@ -82,6 +83,5 @@ pub(crate) use modules;
 // Every documented route of the API.
 modules!(
     customers, catalog, billing, coupons, tax, documents, usage, collection, credits, wallets,
-    events,
-    retention, health
+    events, retention, health, hosted
 );

@@ -1,0 +1,447 @@
+//! Hosted invoice pages over HTTP, on both stores: the page shows the invoice (markup in a
+//! customer's name escaped), pays it once however often its form is sent, completes a
+//! 3-D Secure payment, refuses forged and cross-site forms, dies when revoked, and limits
+//! guessing per source. Tokens never reach the request log.
+
+use std::sync::Arc;
+
+use billing_app::App;
+use billing_aws::SandboxGateway;
+use billing_tests::api::Api;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{redirect, Client, StatusCode};
+use serde_json::{json, Value};
+
+const NAME: &str = "<script>alert('owned')</script> Ltd";
+
+/// A client that shows redirects instead of following them.
+fn browser() -> Client {
+    Client::builder()
+        .redirect(redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn open_invoice(api: &Api, amount: i64) -> Value {
+    let account = api
+        .created(
+            "/v1/accounts",
+            json!({"email": "payer@acme.test", "name": NAME, "currency": "usd"}),
+        )
+        .await;
+    let draft = api
+        .created(
+            "/v1/invoices",
+            json!({"account": account["id"], "collection_method": "send_invoice",
+                   "lines": [{"description": "Widgets & <b>gadgets</b>", "amount": amount}]}),
+        )
+        .await;
+    api.post(
+        &format!("/v1/invoices/{}/finalize", draft["id"].as_str().unwrap()),
+        json!({"days_until_due": 14}),
+    )
+    .await
+}
+
+async fn link(api: &Api, invoice: &Value, rotate: bool) -> String {
+    let minted = api
+        .created(
+            &format!(
+                "/v1/invoices/{}/hosted-link",
+                invoice["id"].as_str().unwrap()
+            ),
+            json!({ "rotate": rotate }),
+        )
+        .await;
+    let url = minted["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(api.base()), "{url}");
+    url
+}
+
+async fn page(url: &str) -> (StatusCode, HeaderMap, String) {
+    let response = browser().get(url).send().await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    (status, headers, response.text().await.unwrap())
+}
+
+/// The value of the hidden input `name` in `html`.
+fn field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_owned()
+}
+
+async fn post_form(url: &str, form: &[(&str, &str)], headers: HeaderMap) -> reqwest::Response {
+    browser()
+        .post(url)
+        .headers(headers)
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn invoice_of(api: &Api, invoice: &Value) -> Value {
+    api.get(&format!("/v1/invoices/{}", invoice["id"].as_str().unwrap()))
+        .await
+}
+
+async fn payments_of(api: &Api, invoice: &Value) -> Vec<Value> {
+    api.list(&format!(
+        "/v1/payments?invoice={}",
+        invoice["id"].as_str().unwrap()
+    ))
+    .await
+}
+
+async fn the_page_shows_the_invoice_and_its_form_pays_once(app: App) {
+    let gateway = Arc::new(SandboxGateway::new());
+    let (api, _) = Api::start(app.with_gateway(gateway.clone()), "Hosted Co").await;
+    let invoice = open_invoice(&api, 12_345).await;
+    let url = link(&api, &invoice, false).await;
+
+    let (status, headers, html) = page(&url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("script-src 'self';"), "{policy}");
+    assert!(
+        !policy.contains("unsafe-inline") && !policy.contains("stripe"),
+        "{policy}"
+    );
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(html.contains(invoice["number"].as_str().unwrap()));
+    assert!(html.contains("$123.45"), "the amount due: {html}");
+    assert!(html.contains("Hosted Co"), "the seller");
+    assert!(
+        html.contains("&lt;script&gt;alert(&#x27;owned&#x27;)&lt;/script&gt; Ltd"),
+        "the customer's name, escaped: {html}"
+    );
+    assert!(
+        !html.contains("<script>alert"),
+        "no markup from the customer runs"
+    );
+    assert!(html.contains("Widgets &amp; &lt;b&gt;gadgets&lt;/b&gt;"));
+    assert!(
+        !html.contains("<script>") || !html.contains("<script>\""),
+        "no inline script"
+    );
+    assert_eq!(
+        html.matches("<script").count(),
+        1,
+        "only the page's own script file"
+    );
+    assert!(html.contains("<script src=\"/i/assets/hosted.js\" defer></script>"));
+    let script = browser()
+        .get(format!("{}/i/assets/hosted.js", api.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(script.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+
+    // A form without its page's token, or from another site, is refused.
+    let form_token = field(&html, "form_token");
+    let version = field(&html, "version");
+    let pay = format!("{url}/pay");
+    let forged = post_form(
+        &pay,
+        &[
+            ("form_token", &"0".repeat(64)),
+            ("version", &version),
+            ("card", "4242424242424242"),
+        ],
+        HeaderMap::new(),
+    )
+    .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let mut cross_site = HeaderMap::new();
+    cross_site.insert("origin", HeaderValue::from_static("https://evil.test"));
+    let from_elsewhere = post_form(
+        &pay,
+        &[
+            ("form_token", &form_token),
+            ("version", &version),
+            ("card", "4242424242424242"),
+        ],
+        cross_site,
+    )
+    .await;
+    assert_eq!(from_elsewhere.status(), StatusCode::FORBIDDEN);
+    assert_eq!(invoice_of(&api, &invoice).await["status"], "open");
+    assert_eq!(gateway.charge_calls(), 0);
+
+    // The same form sent three times at once: one attempt, one charge, the invoice paid.
+    let form = [
+        ("form_token", form_token.as_str()),
+        ("version", version.as_str()),
+        ("card", "4242 4242 4242 4242"),
+    ];
+    let owned: Vec<(String, String)> = form
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let sends = (0..3).map(|_| browser().post(&pay).form(&owned).send());
+    for sent in futures_join(sends).await {
+        let sent = sent.unwrap();
+        assert_eq!(sent.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            sent.headers()["location"].to_str().unwrap(),
+            url.trim_start_matches(api.base())
+        );
+    }
+    let paid = invoice_of(&api, &invoice).await;
+    assert_eq!(paid["status"], "paid");
+    assert_eq!(paid["amount_paid"], 12_345);
+    let payments = payments_of(&api, &invoice).await;
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    assert_eq!(payments[0]["status"], "succeeded");
+    assert_eq!(gateway.charge_count(), 1, "one idempotency key charged");
+    assert_eq!(gateway.succeeded_count(), 1);
+
+    // Sent once more later (a reload of the form): nothing more.
+    let again = post_form(&pay, &form, HeaderMap::new()).await;
+    assert_eq!(again.status(), StatusCode::SEE_OTHER);
+    assert_eq!(payments_of(&api, &invoice).await.len(), 1);
+    assert_eq!(gateway.charge_count(), 1);
+
+    let (_, _, html) = page(&url).await;
+    assert!(html.contains(">Paid</span>"), "{html}");
+    assert!(!html.contains("pay-form"), "a paid invoice has no form");
+    assert!(html.contains("$0.00"), "nothing due");
+}
+
+/// Joins the futures, each on its own task so the requests overlap.
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
+
+async fn three_d_secure_is_completed_from_the_page(app: App) {
+    let gateway = Arc::new(SandboxGateway::new());
+    let (api, _) = Api::start(app.with_gateway(gateway.clone()), "Hosted Co").await;
+    let invoice = open_invoice(&api, 5_000).await;
+    let url = link(&api, &invoice, false).await;
+    let (_, _, html) = page(&url).await;
+    let form = [
+        ("form_token", field(&html, "form_token")),
+        ("version", field(&html, "version")),
+        ("card", "4000002500003155".to_owned()),
+    ];
+    let sent = browser()
+        .post(format!("{url}/pay"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), StatusCode::SEE_OTHER);
+    let waiting = invoice_of(&api, &invoice).await;
+    assert_eq!(waiting["status"], "open");
+    assert_eq!(waiting["payment_status"], "requires_action");
+
+    let (_, _, html) = page(&url).await;
+    assert!(html.contains("Action required"), "{html}");
+    assert!(html.contains("authenticate-form"));
+    assert!(
+        !html.contains("pay-form"),
+        "the waiting payment is completed, not repeated"
+    );
+    let authenticate = [("form_token", field(&html, "form_token"))];
+    assert_ne!(authenticate[0].1, form[0].1, "each form has its own token");
+    let wrong = browser()
+        .post(format!("{url}/authenticate"))
+        .form(&[("form_token", form[0].1.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        wrong.status(),
+        StatusCode::FORBIDDEN,
+        "the pay form's token is not this form's"
+    );
+
+    let sends = (0..2).map(|_| {
+        browser()
+            .post(format!("{url}/authenticate"))
+            .form(&authenticate)
+            .send()
+    });
+    for sent in futures_join(sends).await {
+        assert_eq!(sent.unwrap().status(), StatusCode::SEE_OTHER);
+    }
+    let paid = invoice_of(&api, &invoice).await;
+    assert_eq!(paid["status"], "paid");
+    let payments = payments_of(&api, &invoice).await;
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0]["status"], "succeeded");
+    assert_eq!(gateway.charge_count(), 1);
+    let (_, _, html) = page(&url).await;
+    assert!(html.contains(">Paid</span>"));
+}
+
+async fn revoked_links_open_nothing(app: App) {
+    let (api, _) = Api::start(app, "Hosted Co").await;
+    let invoice = open_invoice(&api, 1_000).await;
+    let first = link(&api, &invoice, false).await;
+    let second = link(&api, &invoice, false).await;
+    assert_ne!(first, second);
+    assert_eq!(page(&first).await.0, StatusCode::OK);
+    assert_eq!(page(&second).await.0, StatusCode::OK);
+
+    let id = invoice["id"].as_str().unwrap();
+    let revoked = api.delete(&format!("/v1/invoices/{id}/hosted-link")).await;
+    assert_eq!(revoked["revoked"], true);
+    assert_eq!(page(&first).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(page(&second).await.0, StatusCode::NOT_FOUND);
+
+    let third = link(&api, &invoice, false).await;
+    assert_eq!(page(&third).await.0, StatusCode::OK);
+    let rotated = link(&api, &invoice, true).await;
+    assert_eq!(
+        page(&third).await.0,
+        StatusCode::NOT_FOUND,
+        "rotating revokes"
+    );
+    assert_eq!(page(&rotated).await.0, StatusCode::OK);
+
+    // A draft has no page.
+    let account = invoice["account_id"].as_str().unwrap();
+    let draft = api
+        .created(
+            "/v1/invoices",
+            json!({"account": account, "lines": [{"description": "x", "amount": 100}]}),
+        )
+        .await;
+    let refused = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/invoices/{}/hosted-link", draft["id"].as_str().unwrap()),
+            Some(&json!({})),
+        )
+        .await;
+    billing_tests::api::problem(refused, StatusCode::CONFLICT, "invoice_not_finalized").await;
+}
+
+async fn guesses_are_limited_per_source(app: App) {
+    let (api, _) = Api::start(app, "Hosted Co").await;
+    let invoice = open_invoice(&api, 1_000).await;
+    let url = link(&api, &invoice, false).await;
+    let from = |source: &'static str| {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static(source));
+        headers
+    };
+    let guesser = from("203.0.113.9, 198.51.100.7");
+    for n in 0..billing_app::hosted::GUESSES_PER_WINDOW {
+        let guess = format!("{}/i/{:0>43}", api.base(), n);
+        let answer = browser()
+            .get(guess)
+            .headers(guesser.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND, "guess {n}");
+    }
+    let refused = browser()
+        .get(&url)
+        .headers(guesser.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    // The count is the last hop's (the one API Gateway adds), not what the client wrote.
+    let other_client = browser()
+        .get(&url)
+        .headers(from("198.51.100.8"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_client.status(), StatusCode::OK);
+    let spoofing = browser()
+        .get(&url)
+        .headers(from("198.51.100.7, 198.51.100.9"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofing.status(), StatusCode::OK);
+}
+
+billing_tests::on_both_stores!(
+    the_page_shows_the_invoice_and_its_form_pays_once,
+    three_d_secure_is_completed_from_the_page,
+    revoked_links_open_nothing,
+    guesses_are_limited_per_source,
+);
+
+/// What the request log writes, kept for the test to read.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn tokens_never_reach_the_request_log() {
+    use tower::ServiceExt;
+    let app = billing_tests::memory_app();
+    let (api, _) = Api::start(app.clone(), "Hosted Co").await;
+    let invoice = open_invoice(&api, 1_000).await;
+    let url = link(&api, &invoice, false).await;
+    let path = url.trim_start_matches(api.base()).to_owned();
+    let token = path.trim_start_matches("/i/").to_owned();
+
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing_subscriber::util::SubscriberInitExt::set_default(subscriber);
+    let router = billing_http::router(app, billing_http::EmitMetrics(false));
+    for (method, uri) in [
+        ("GET", path.clone()),
+        ("POST", format!("{path}/pay")),
+        ("POST", format!("{path}/authenticate")),
+    ] {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(axum::body::Body::from("form_token=00"))
+            .unwrap();
+        let answered = router.clone().oneshot(request).await.unwrap();
+        assert_ne!(answered.status(), StatusCode::NOT_FOUND, "{method} {uri}");
+    }
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains("/i/{token}"),
+        "each request is logged by its route: {log}"
+    );
+    assert_eq!(log.matches("\"request\"").count(), 3, "{log}");
+    assert!(!log.contains(&token), "the token is in the log: {log}");
+    assert!(!log.contains(&billing_domain::hosted::link::hash_token(&token)));
+}
