@@ -426,6 +426,7 @@ impl WalletsService {
                     quantity: None,
                 },
                 tax_rates: Vec::new(),
+                tax_behavior: None,
                 discountable: false,
             }],
             discounts: Vec::new(),
