@@ -45,6 +45,7 @@ use crate::catalog::charges::{ChargeModel, PricingError};
 use crate::kernel::currency::Currency;
 use crate::kernel::decimal::{self, serde_decimal};
 use crate::kernel::money::{Money, MoneyError};
+use crate::tax::rates::TaxBehavior;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
@@ -330,6 +331,18 @@ pub struct ProrationItem {
     /// The amount before a [`CreditCap`] lowered it (minor units), if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capped_from: Option<i64>,
+    /// The prorated price's `tax_behavior` (absent: the tenant's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_behavior: Option<TaxBehavior>,
+}
+
+impl ProrationItem {
+    /// The item of a price whose `tax_behavior` is `behavior`: its line is taxed as that
+    /// price's own lines are.
+    pub fn priced(mut self, behavior: Option<TaxBehavior>) -> Self {
+        self.tax_behavior = behavior;
+        self
+    }
 }
 
 /// Charges `full` for `slice` of `period` (partial first/last periods, trials, new plan).
@@ -352,6 +365,7 @@ pub fn charge_for(
         unrounded,
         amount,
         capped_from: None,
+        tax_behavior: None,
     })
 }
 

@@ -867,7 +867,9 @@ impl Subscription {
         let used = proration::used_until(&billable, at, self.terms.proration, &tz);
         let full = self.full_period_of(&self.current_period)?;
         let fee = self.terms.fee(self.quantity, self.currency)?;
-        proration::charge_used(fee, used, &full, self.terms.proration, &tz).map_err(calendar)
+        let item = proration::charge_used(fee, used, &full, self.terms.proration, &tz)
+            .map_err(calendar)?;
+        Ok(item.map(|i| i.priced(self.terms.recurring_fee_tax_behavior)))
     }
 
     /// When the next transition falls due, if any.
@@ -1056,7 +1058,8 @@ impl Subscription {
                 self.terms.proration,
                 &tz,
             )
-            .map_err(calendar)?;
+            .map_err(calendar)?
+            .map(|c| c.priced(self.terms.recurring_fee_tax_behavior));
             self.pending_items.extend(credit);
         }
         self.paused_at = None;
@@ -1117,7 +1120,8 @@ impl Subscription {
                 self.terms.proration,
                 &tz,
             )
-            .map_err(calendar)?;
+            .map_err(calendar)?
+            .map(|c| c.priced(self.terms.recurring_fee_tax_behavior));
             lines.extend(credit.into_iter().map(proration_line));
         }
         if billing_active && self.terms.billing_timing == BillingTiming::InArrears {
@@ -1360,7 +1364,8 @@ impl Subscription {
                 terms.proration,
                 &tz,
             )
-            .map_err(calendar)?;
+            .map_err(calendar)?
+            .map(|c| c.priced(self.terms.recurring_fee_tax_behavior));
             match (credit, cap) {
                 (Some(c), Some(cap)) => cap.apply(c).map_err(calendar)?,
                 (c, _) => c,
@@ -1381,6 +1386,7 @@ impl Subscription {
                     let full = self.full_period_of(&self.current_period)?;
                     proration::charge_used(old_fee, slice, &full, self.terms.proration, &tz)
                         .map_err(calendar)?
+                        .map(|u| u.priced(self.terms.recurring_fee_tax_behavior))
                 }
                 None => None,
             }
@@ -1397,7 +1403,8 @@ impl Subscription {
                         terms.proration,
                         &tz,
                     )
-                    .map_err(calendar)?,
+                    .map_err(calendar)?
+                    .priced(terms.recurring_fee_tax_behavior),
                 ),
                 None => None,
             }
@@ -1475,7 +1482,10 @@ impl Subscription {
             terms.proration,
         )
         .map_err(calendar)?;
-        let credit = match (change.credit, cap) {
+        let credit = change
+            .credit
+            .map(|c| c.priced(self.terms.recurring_fee_tax_behavior));
+        let credit = match (credit, cap) {
             (Some(c), Some(cap)) => cap.apply(c).map_err(calendar)?,
             (c, _) => c,
         };
@@ -1563,9 +1573,9 @@ fn proration_line(item: ProrationItem) -> LineInput {
         id: None,
         description: description.into(),
         period: Some(item.period),
+        tax_behavior: item.tax_behavior,
         source: LineSource::Proration { item },
         tax_rates: Vec::new(),
-        tax_behavior: None,
         discountable: false,
     }
 }
@@ -1775,6 +1785,82 @@ mod tests {
         );
         let b = arr.cancel(false, true, at).unwrap().billing.unwrap();
         assert_eq!(total(&b), 1400);
+    }
+
+    /// Each proration line is taxed as the price it prorates (issue 16's per-price
+    /// `tax_behavior`): the unused time of an inclusive old price is credited inclusive, the
+    /// rest of the period at an exclusive new price is charged exclusive, and a cancellation
+    /// or an interval change credits at the old price's behaviour.
+    #[test]
+    fn proration_lines_carry_the_tax_behavior_of_the_price_they_prorate() {
+        use crate::billing::proration::ProrationKind;
+        use crate::tax::rates::TaxBehavior::{Exclusive, Inclusive};
+        let conv = ProrationConvention::DaySpanExclusive;
+        let mut sub = active(
+            3_000,
+            BillingTiming::InAdvance,
+            conv,
+            "2024-01-01T00:00:00Z",
+        );
+        sub.terms.recurring_fee_tax_behavior = Some(Inclusive);
+        let at = ts("2024-01-16T00:00:00Z");
+        let behaviors = |lines: &[LineInput]| -> Vec<(ProrationKind, Option<TaxBehavior>)> {
+            lines
+                .iter()
+                .map(|l| match &l.source {
+                    LineSource::Proration { item } => (item.kind, l.tax_behavior),
+                    other => panic!("not a proration line: {other:?}"),
+                })
+                .collect()
+        };
+
+        let mut upgrade = terms(6_000, Interval::monthly(), BillingTiming::InAdvance, conv);
+        upgrade.recurring_fee_tax_behavior = Some(Exclusive);
+        let t = sub
+            .change(upgrade, 1, &ChangePolicy::default(), false, at)
+            .unwrap();
+        let lines = match &t.billing {
+            Some(b) => b.lines.clone(),
+            None => t
+                .next
+                .pending_items
+                .iter()
+                .cloned()
+                .map(proration_line)
+                .collect(),
+        };
+        assert_eq!(
+            behaviors(&lines),
+            [
+                (ProrationKind::Credit, Some(Inclusive)),
+                (ProrationKind::Charge, Some(Exclusive))
+            ]
+        );
+
+        let cancelled = sub.cancel(false, true, at).unwrap().billing.unwrap();
+        assert_eq!(
+            behaviors(&cancelled.lines),
+            [(ProrationKind::Credit, Some(Inclusive))]
+        );
+
+        let mut yearly = terms(50_000, Interval::yearly(), BillingTiming::InAdvance, conv);
+        yearly.recurring_fee_tax_behavior = Some(Exclusive);
+        let t = sub
+            .change(yearly, 1, &ChangePolicy::default(), false, at)
+            .unwrap();
+        let billing = t.billing.unwrap();
+        let credit = billing
+            .lines
+            .iter()
+            .find(|l| matches!(&l.source, LineSource::Proration { item } if item.kind == ProrationKind::Credit))
+            .expect("the unused month is credited");
+        assert_eq!(credit.tax_behavior, Some(Inclusive));
+        let fee = billing
+            .lines
+            .iter()
+            .find(|l| l.id.as_deref() == Some("recurring_fee"))
+            .expect("the new year is charged");
+        assert_eq!(fee.tax_behavior, Some(Exclusive));
     }
 
     fn yearly_sub(fee: i64, start: &str) -> Subscription {
