@@ -186,6 +186,41 @@ struct AuthenticateForm {
     form_token: String,
 }
 
+/// A form posted from a page: what proves it came from that page.
+trait PageForm: serde::de::DeserializeOwned {
+    const PURPOSE: &'static str;
+    fn form_token(&self) -> &str;
+}
+
+impl PageForm for PayForm {
+    const PURPOSE: &'static str = "pay";
+    fn form_token(&self) -> &str {
+        &self.form_token
+    }
+}
+
+impl PageForm for AuthenticateForm {
+    const PURPOSE: &'static str = "authenticate";
+    fn form_token(&self) -> &str {
+        &self.form_token
+    }
+}
+
+/// The form `req` carries for the page of `token`, and where it came from: refused when the
+/// source is over its guesses, the form unreadable, or sent from another site.
+async fn accept_form<F: PageForm>(
+    app: &App,
+    token: &str,
+    headers: &HeaderMap,
+    req: Request,
+) -> Result<(F, String), Box<Response>> {
+    let source = source(headers);
+    admit(app, token, &source).await?;
+    let form: F = read_form(req).await?;
+    check_form(headers, token, F::PURPOSE, form.form_token())?;
+    Ok((form, source))
+}
+
 /// Refuses a form sent from another site, or without the token of its page.
 fn check_form(
     headers: &HeaderMap,
@@ -250,17 +285,10 @@ async fn pay(
     headers: HeaderMap,
     req: Request,
 ) -> Response {
-    let source = source(&headers);
-    if let Err(refused) = admit(&app, &token, &source).await {
-        return *refused;
-    }
-    let form: PayForm = match read_form(req).await {
-        Ok(form) => form,
+    let (form, source) = match accept_form::<PayForm>(&app, &token, &headers, req).await {
+        Ok(accepted) => accepted,
         Err(refused) => return *refused,
     };
-    if let Err(refused) = check_form(&headers, &token, "pay", &form.form_token) {
-        return *refused;
-    }
     // A card number as people type it: with spaces.
     let card: String = form.card.chars().filter(|c| !c.is_whitespace()).collect();
     match app.hosted.pay(&token, &source, form.version, &card).await {
@@ -284,17 +312,10 @@ async fn authenticate(
     headers: HeaderMap,
     req: Request,
 ) -> Response {
-    let source = source(&headers);
-    if let Err(refused) = admit(&app, &token, &source).await {
-        return *refused;
-    }
-    let form: AuthenticateForm = match read_form(req).await {
-        Ok(form) => form,
+    let (_, source) = match accept_form::<AuthenticateForm>(&app, &token, &headers, req).await {
+        Ok(accepted) => accepted,
         Err(refused) => return *refused,
     };
-    if let Err(refused) = check_form(&headers, &token, "authenticate", &form.form_token) {
-        return *refused;
-    }
     match app.hosted.complete_action(&token, &source).await {
         Ok(_) => back_to(&token),
         Err(err) => failure(err),
