@@ -333,3 +333,50 @@ pub async fn sweep_and_bill(app: &App) -> (Vec<billing_app::ports::BillingJob>, 
         .len();
     (jobs, failed)
 }
+
+/// `count` send-invoice drafts of `account`, each one fixed line of `amount` minor units.
+pub async fn manual_drafts(
+    app: &App,
+    caller: &billing_app::Caller,
+    account: billing_domain::kernel::ids::AccountId,
+    count: usize,
+    amount: i64,
+) -> Vec<billing_domain::kernel::ids::InvoiceId> {
+    let mut drafts = Vec::new();
+    for _ in 0..count {
+        let lines = serde_json::from_value(serde_json::json!([
+            {"description": "Services", "source": {"type": "fixed", "amount": amount}}
+        ]))
+        .unwrap();
+        let draft = app
+            .billing
+            .create_manual_invoice(
+                caller,
+                account,
+                lines,
+                billing_domain::billing::subscription::CollectionMethod::SendInvoice,
+            )
+            .await
+            .unwrap();
+        drafts.push(draft.id);
+    }
+    drafts
+}
+
+/// Finalizes `drafts` all at once, a task each (due in 30 days); every one must succeed.
+pub async fn finalize_at_once(
+    app: &App,
+    caller: &billing_app::Caller,
+    drafts: Vec<billing_domain::kernel::ids::InvoiceId>,
+) -> Vec<billing_domain::billing::invoice::Invoice> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in drafts {
+        let (app, caller) = (app.clone(), caller.clone());
+        tasks.spawn(async move { app.billing.finalize_invoice(&caller, id, Some(30)).await });
+    }
+    let mut invoices = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        invoices.push(done.unwrap().unwrap());
+    }
+    invoices
+}

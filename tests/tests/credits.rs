@@ -9,11 +9,10 @@ use billing_app::credits::GrantRequest;
 use billing_app::ports::{BillingJob, Clock, EventFilter, PageRequest, Store};
 use billing_app::{App, Caller};
 use billing_domain::billing::invoice::InvoiceStatus;
-use billing_domain::billing::subscription::CollectionMethod;
 use billing_domain::credits::balance::TransactionKind;
 use billing_domain::customers::account::Account;
 use billing_domain::kernel::currency::Currency;
-use billing_domain::kernel::ids::{AccountId, InvoiceId};
+use billing_domain::kernel::ids::AccountId;
 use billing_tests::api::{problem, Api};
 use billing_tests::clock::ManualClock;
 use reqwest::StatusCode;
@@ -34,29 +33,8 @@ async fn eight_concurrent_finalizations_spend_each_credit_once(store: Arc<dyn St
         let expires_at = hours.map(|h| app.clock.now() + jiff::SignedDuration::from_hours(h));
         grant(&app, &caller, account.id, amount, expires_at).await;
     }
-    let mut drafts: Vec<InvoiceId> = Vec::new();
-    for _ in 0..8 {
-        let lines = serde_json::from_value(json!([
-            {"description": "Services", "source": {"type": "fixed", "amount": 1000}}
-        ]))
-        .unwrap();
-        drafts.push(
-            app.billing
-                .create_manual_invoice(&caller, account.id, lines, CollectionMethod::SendInvoice)
-                .await
-                .unwrap()
-                .id,
-        );
-    }
-    let mut tasks = tokio::task::JoinSet::new();
-    for id in drafts {
-        let (app, caller) = (app.clone(), caller.clone());
-        tasks.spawn(async move { app.billing.finalize_invoice(&caller, id, Some(30)).await });
-    }
-    let mut invoices = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        invoices.push(done.unwrap().unwrap());
-    }
+    let drafts = billing_tests::manual_drafts(&app, &caller, account.id, 8, 1000).await;
+    let invoices = billing_tests::finalize_at_once(&app, &caller, drafts).await;
     let credited: i64 = invoices.iter().map(|i| i.credit_total.get()).sum();
     let due: i64 = invoices.iter().map(|i| i.amount_due.get()).sum();
     assert_eq!((credited, due), (2500, 5500));

@@ -13,9 +13,8 @@
 use billing_app::ports::{BillingJob, PageRequest, PaymentJob};
 use billing_app::wallets::CreateWallet;
 use billing_app::App;
-use billing_domain::billing::subscription::CollectionMethod;
 use billing_domain::kernel::decimal::parse_decimal;
-use billing_domain::kernel::ids::{InvoiceId, PaymentId};
+use billing_domain::kernel::ids::PaymentId;
 use billing_domain::wallets::wallet::{WalletTransactionKind, WalletTransactionStatus};
 use billing_tests::api::{problem, Api};
 use billing_tests::Races;
@@ -304,30 +303,9 @@ async fn eight_concurrent_finalizations_spend_each_wallet_credit_once(app: App, 
         )
         .await
         .unwrap();
-    let mut drafts: Vec<InvoiceId> = Vec::new();
-    for _ in 0..8 {
-        let lines = serde_json::from_value(json!([
-            {"description": "Services", "source": {"type": "fixed", "amount": 1000}}
-        ]))
-        .unwrap();
-        drafts.push(
-            app.billing
-                .create_manual_invoice(&caller, account.id, lines, CollectionMethod::SendInvoice)
-                .await
-                .unwrap()
-                .id,
-        );
-    }
+    let drafts = billing_tests::manual_drafts(&app, &caller, account.id, 8, 1000).await;
     races.begin();
-    let mut tasks = tokio::task::JoinSet::new();
-    for id in drafts {
-        let (app, caller) = (app.clone(), caller.clone());
-        tasks.spawn(async move { app.billing.finalize_invoice(&caller, id, Some(30)).await });
-    }
-    let mut invoices = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        invoices.push(done.unwrap().unwrap());
-    }
+    let invoices = billing_tests::finalize_at_once(&app, &caller, drafts).await;
     let consumed: i64 = invoices.iter().map(|i| i.wallet_total.get()).sum();
     let due: i64 = invoices.iter().map(|i| i.amount_due.get()).sum();
     assert_eq!((consumed, due), (2_500, 5_500));
