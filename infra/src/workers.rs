@@ -60,6 +60,10 @@ impl Local {
             )
             .with_payment_queue(payments.clone())
             .with_finalize_queue(billing.clone())
+            .with_simulation_jobs(billing_app::billing::SimulationJobs {
+                queue: Some(billing.clone()),
+                ..Default::default()
+            })
             // The local runner and its tests: webhooks may reach the developer's machine.
             .with_deployment(Deployment::Local)
             .with_key_sets(Arc::new(HttpKeySets::new(Deployment::Local))),

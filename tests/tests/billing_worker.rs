@@ -254,6 +254,7 @@ async fn the_billing_queue_groups_subscriptions_apart_and_a_tenants_finalize_job
             BillingJob::CreditExpiry { account, .. } => format!("balance-{account}"),
             BillingJob::AccountPurge { account, .. } => account.to_string(),
             BillingJob::Wallet { wallet, .. } => wallet.to_string(),
+            BillingJob::Simulation { simulation, .. } => simulation.to_string(),
         };
         assert_eq!(group.as_deref(), Some(expected.as_str()), "{job:?}");
     }

@@ -19,10 +19,16 @@ async fn main() -> Result<(), Error> {
         .with_dispatch(Arc::new(dispatch));
     // First payment attempts of finalized invoices go to the payment worker after commit.
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
+    // Simulations of plans with many subscriptions run as jobs on the billing queue.
+    let simulations = billing_app::billing::SimulationJobs {
+        queue: Some(Arc::new(SqsQueue::from_env(&sdk, "BILLING_QUEUE_URL")?)),
+        per_request: config.simulation_per_request,
+    };
     // Stripe when its secret holds a key, else the sandbox: read once per cold start.
     let gateways = payment_gateway(&sdk, config.deployment).await?.gateways;
     let mut app = App::by_mode(Arc::new(store), Arc::new(SystemClock), gateways)
         .with_payment_queue(payments)
+        .with_simulation_jobs(simulations)
         .with_deployment(config.deployment)
         // Staff sign-in: identity providers' JWKS, fetched when a token first needs them.
         .with_key_sets(Arc::new(HttpKeySets::new(config.deployment)))

@@ -2,7 +2,8 @@
 //! jobs are grouped by tenant; each tenant's subscriptions are drafted together (their
 //! first steps in a few writes), then a finalize job numbers the tenant's drafts; a
 //! test-clock job finishes that clock's advance; a credit-expiry job moves what expired out
-//! of an account's balance. The FIFO queue's message groups (one per
+//! of an account's balance; a simulation job prices the next chunk of a catalog change
+//! simulation and queues the one after. The FIFO queue's message groups (one per
 //! subscription, one per tenant's finalizer) let many workers draft one tenant at once
 //! while its numbering stays serial. Every step's invoice id is derived from its
 //! subscription and period, so a duplicate delivery or a concurrent worker bills nothing

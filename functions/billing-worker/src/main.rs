@@ -25,7 +25,12 @@ async fn main() -> Result<(), Error> {
     let billing = Arc::new(SqsQueue::from_env(&sdk, "BILLING_QUEUE_URL")?);
     let app = App::by_mode(Arc::new(store), Arc::new(SystemClock), gateways)
         .with_payment_queue(payments)
-        .with_finalize_queue(billing)
+        .with_finalize_queue(billing.clone())
+        // A simulation job queues its next chunk.
+        .with_simulation_jobs(billing_app::billing::SimulationJobs {
+            queue: Some(billing),
+            per_request: config.simulation_per_request,
+        })
         // Invoices of tenants that check VAT ids online ask VIES of unverified ones.
         .with_vat_registry(Arc::new(billing_aws::vies::ViesRegistry::new(None)?));
     let app = &app;

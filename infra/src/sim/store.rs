@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use billing_app::ports::*;
 use billing_domain::billing::invoice::Invoice;
 use billing_domain::billing::subscription::Subscription;
+use billing_domain::billing::simulation::{SimulationChunk, SimulationRun};
 use billing_domain::billing::test_clock::TestClock;
 use billing_domain::catalog::metric::Metric;
 use billing_domain::catalog::plan::{Plan, PlanVersion};
@@ -727,6 +728,47 @@ impl TestClockStore for SimStore {
     ) -> Result<Option<TestClock>, StoreError> {
         self.unmodelled("get_test_clock");
         self.inner.get_test_clock(tenant, id).await
+    }
+}
+
+// Catalog change simulations are not part of the renewal load this models.
+#[async_trait]
+impl SimulationStore for SimStore {
+    async fn insert_simulation(
+        &self,
+        tenant: TenantId,
+        run: &SimulationRun,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("insert_simulation");
+        self.inner.insert_simulation(tenant, run).await
+    }
+    async fn save_simulation(
+        &self,
+        tenant: TenantId,
+        previous: &SimulationRun,
+        next: &SimulationRun,
+        chunk: Option<&SimulationChunk>,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("save_simulation");
+        self.inner
+            .save_simulation(tenant, previous, next, chunk)
+            .await
+    }
+    async fn get_simulation(
+        &self,
+        tenant: TenantId,
+        id: billing_domain::kernel::ids::SimulationId,
+    ) -> Result<Option<SimulationRun>, StoreError> {
+        self.unmodelled("get_simulation");
+        self.inner.get_simulation(tenant, id).await
+    }
+    async fn simulation_chunks(
+        &self,
+        tenant: TenantId,
+        id: billing_domain::kernel::ids::SimulationId,
+    ) -> Result<Vec<SimulationChunk>, StoreError> {
+        self.unmodelled("simulation_chunks");
+        self.inner.simulation_chunks(tenant, id).await
     }
 }
 

@@ -104,6 +104,7 @@ struct Adapters {
     notifier: Option<Arc<dyn Notifier>>,
     payment_queue: Option<Arc<dyn PaymentQueue>>,
     finalize_queue: Option<Arc<dyn BillingQueue>>,
+    simulation_jobs: billing::SimulationJobs,
     deployment: Deployment,
     idempotency_lease: jiff::SignedDuration,
     key_sets: Option<Arc<dyn KeySetFetcher>>,
@@ -123,6 +124,7 @@ pub struct App {
     notifier: Option<Arc<dyn Notifier>>,
     payment_queue: Option<Arc<dyn PaymentQueue>>,
     finalize_queue: Option<Arc<dyn BillingQueue>>,
+    simulation_jobs: billing::SimulationJobs,
     deployment: Deployment,
     idempotency_lease: jiff::SignedDuration,
     key_sets: Option<Arc<dyn KeySetFetcher>>,
@@ -163,6 +165,7 @@ impl App {
             notifier: None,
             payment_queue: None,
             finalize_queue: None,
+            simulation_jobs: billing::SimulationJobs::default(),
             deployment: Deployment::Deployed,
             idempotency_lease: kernel::idempotency::DEFAULT_LEASE,
             key_sets: None,
@@ -179,6 +182,7 @@ impl App {
             notifier: self.notifier,
             payment_queue: self.payment_queue,
             finalize_queue: self.finalize_queue,
+            simulation_jobs: self.simulation_jobs,
             deployment: self.deployment,
             idempotency_lease: self.idempotency_lease,
             key_sets: self.key_sets,
@@ -227,6 +231,15 @@ impl App {
         })
     }
 
+    /// Runs catalog change simulations of plans with more subscriptions than
+    /// `jobs.per_request` as jobs on `jobs.queue` (see [`billing::SimulationJobs`]).
+    pub fn with_simulation_jobs(self, simulation_jobs: billing::SimulationJobs) -> Self {
+        Self::wire(Adapters {
+            simulation_jobs,
+            ..self.adapters()
+        })
+    }
+
     /// Sends customer notices through `notifier` right after the commits that leave them.
     pub fn with_notifier(self, notifier: Arc<dyn Notifier>) -> Self {
         Self::wire(Adapters {
@@ -270,6 +283,7 @@ impl App {
             notifier,
             payment_queue,
             finalize_queue,
+            simulation_jobs,
             deployment,
             idempotency_lease,
             key_sets,
@@ -322,6 +336,7 @@ impl App {
             retention.clone(),
             tax.clone(),
             finalize_queue.clone(),
+            simulation_jobs.clone(),
         );
         let hosted = hosted::HostedService::new(
             store.clone(),
@@ -338,6 +353,7 @@ impl App {
             notifier,
             payment_queue,
             finalize_queue,
+            simulation_jobs,
             deployment,
             idempotency_lease,
             key_sets,

@@ -6,6 +6,7 @@
 //! | `AWS_ENDPOINT_URL`  | send every AWS call here (the local stand-in)              | AWS itself   |
 //! | `AWS_REGION`        | region                                                     | `us-east-1`  |
 //! | `AUDIT_RETENTION_DAYS` | days an audit record is kept (its TTL)                  | 1096 (3 years) |
+//! | `SIMULATION_PER_REQUEST` | live subscriptions a catalog change simulation prices in its request (more: a job), and per job chunk | 500 |
 //!
 //! The environment always describes a deployed platform; only [`Config::local`] (the local
 //! runner and the tests) gives [`Deployment::Local`], so no variable can turn a deployed
@@ -34,6 +35,9 @@ pub struct Config {
     pub deployment: Deployment,
     /// Days an audit record is kept before the table's TTL deletes it.
     pub audit_retention_days: u32,
+    /// Live subscriptions a simulation prices in its request, and a job per chunk: the api
+    /// and billing-worker read the same value.
+    pub simulation_per_request: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,12 @@ impl Config {
                 ))?,
                 None => DEFAULT_AUDIT_RETENTION_DAYS,
             },
+            simulation_per_request: match var("SIMULATION_PER_REQUEST") {
+                Some(n) => n.parse().ok().filter(|n| *n > 0).ok_or(MissingVar(
+                    "SIMULATION_PER_REQUEST (a positive number of subscriptions)",
+                ))?,
+                None => billing_app::billing::PER_REQUEST,
+            },
         })
     }
 
@@ -67,6 +77,7 @@ impl Config {
             endpoint_url: Some(endpoint_url.into()),
             deployment: Deployment::Local,
             audit_retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
+            simulation_per_request: billing_app::billing::PER_REQUEST,
         }
     }
 

@@ -37,6 +37,8 @@
 //! | invoice sequence  | `T#{tenant}`  | `SEQUENCE#INVOICE`              |                                |                   |
 //! | (pending invoice) | the invoice's item carries `pending_pk` `T#{tenant}#PENDING#{shard:02}`, `pending_sk` `{N or F}#{created ms}#{invoice_id}` (index `pending`) | | | |
 //! | test clock        | `T#{tenant}`  | `CLOCK#{clock_id}`              |                                |                   |
+//! | simulation job    | `T#{tenant}`  | `SIMULATION#{simulation_id}` (TTL) |                             |                   |
+//! | simulation chunk  | `T#{tenant}`  | `SIMCHUNK#{simulation_id}#{n:06}` (TTL) |                        |                   |
 //! | usage event       | `T#{tenant}#USAGE#{transaction_id}` | `USAGE_EVENT`             |                                |                   |
 //! | usage rollup      | `T#{tenant}#S(subscription_id)` | `ROLLUP#{sub}#{period ms}#{metric}` (due) |      |                   |
 //! | distinct value    | `T#{tenant}#VALUES#{sub}` | `{period ms}#{metric}#{value}` |                       |                   |
@@ -104,6 +106,8 @@
 //! | a subscription's usage of a period | Query the subscription's shard, `ROLLUP#{sub}#{period start ms}#` (one item per metric); ranges by `BETWEEN` |
 //! | an entitlement check | GetItem `QUOTA#{account}#{metric}` (the current period's usage and limit) |
 //! | late usage waiting for its supplemental invoice | the `due` index on the rollup (under its test clock when it has one) |
+//! | a simulation job and its progress | GetItem `SIMULATION#{id}`; a chunk saved with a conditional PutItem `SIMCHUNK#{id}#{n}` and the job's PutItem on its `version`, in one transaction |
+//! | a simulation's result | Query `begins_with(sk, "SIMCHUNK#{id}#")` (zero-padded chunk numbers, in order) |
 //! | a tenant's drafts waiting for their numbers, oldest first | Query GSI `pending`, one per shard `T#{tenant}#PENDING#00`…`15`, `begins_with(pending_sk, "N#")`, merged by time; then BatchGetItem (consistent) of the invoices |
 //! | numbered invoices owing their follow-ups | the same with `F#` |
 //! | drafts a lost finalize job left waiting | the `due` index: a pending invoice carries a due entry pointing at `FINALIZE#{invoice id}` (not its own key) at its hand-over time |
@@ -135,8 +139,8 @@ use billing_app::ports::PendingStage;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
     AccountId, ApiKeyId, BalanceTransactionId, CouponId, CreditGrantId, CreditNoteId, InvoiceId,
-    MetricId, PaymentId, PlanId, SubscriptionId, TaxRateId, TenantId, TestClockId, WalletId,
-    WalletTransactionId,
+    MetricId, PaymentId, PlanId, SimulationId, SubscriptionId, TaxRateId, TenantId, TestClockId,
+    WalletId, WalletTransactionId,
 };
 
 pub const PK: &str = "pk";
@@ -507,6 +511,21 @@ pub const TEST_CLOCK_PREFIX: &str = "CLOCK#";
 
 pub fn test_clock(tenant: TenantId, id: TestClockId) -> Key {
     Key::new(tenant_partition(tenant), format!("{TEST_CLOCK_PREFIX}{id}"))
+}
+
+pub fn simulation(tenant: TenantId, id: SimulationId) -> Key {
+    Key::new(tenant_partition(tenant), format!("SIMULATION#{id}"))
+}
+
+pub fn simulation_chunks_prefix(id: SimulationId) -> String {
+    format!("SIMCHUNK#{id}#")
+}
+
+pub fn simulation_chunk(tenant: TenantId, id: SimulationId, number: u32) -> Key {
+    Key::new(
+        tenant_partition(tenant),
+        format!("{}{number:06}", simulation_chunks_prefix(id)),
+    )
 }
 
 pub fn dunning_policy(tenant: TenantId) -> Key {

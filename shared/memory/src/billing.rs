@@ -3,8 +3,11 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use billing_domain::billing::invoice::Invoice;
 use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
+use billing_domain::billing::simulation::{SimulationChunk, SimulationRun};
 use billing_domain::billing::test_clock::TestClock;
-use billing_domain::kernel::ids::{InvoiceId, PlanId, SubscriptionId, TenantId, TestClockId};
+use billing_domain::kernel::ids::{
+    InvoiceId, PlanId, SimulationId, SubscriptionId, TenantId, TestClockId,
+};
 use jiff::Timestamp;
 
 use crate::{paginate, MemoryStore, State};
@@ -19,6 +22,8 @@ pub(crate) struct BillingState {
     /// Invoices waiting in a stage of the finalizer (the DynamoDB store's pending index).
     pending: BTreeMap<(TenantId, InvoiceId), (PendingStage, Finalization)>,
     clocks: BTreeMap<(TenantId, TestClockId), TestClock>,
+    simulations: BTreeMap<(TenantId, SimulationId), SimulationRun>,
+    simulation_chunks: BTreeMap<(TenantId, SimulationId, u32), SimulationChunk>,
 }
 
 fn counted(sub: &Subscription) -> Option<(PlanId, u32)> {
@@ -638,5 +643,72 @@ impl TestClockStore for MemoryStore {
         id: TestClockId,
     ) -> Result<Option<TestClock>, StoreError> {
         Ok(self.state().billing.clocks.get(&(tenant, id)).cloned())
+    }
+}
+
+#[async_trait]
+impl SimulationStore for MemoryStore {
+    async fn insert_simulation(
+        &self,
+        tenant: TenantId,
+        run: &SimulationRun,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        if s.billing.simulations.contains_key(&(tenant, run.id)) {
+            return Err(StoreError::AlreadyExists {
+                entity: "simulation",
+            });
+        }
+        s.billing.simulations.insert((tenant, run.id), run.clone());
+        Ok(())
+    }
+
+    async fn save_simulation(
+        &self,
+        tenant: TenantId,
+        previous: &SimulationRun,
+        next: &SimulationRun,
+        chunk: Option<&SimulationChunk>,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        let conflict = StoreError::VersionConflict {
+            entity: "simulation",
+        };
+        if s.billing.simulations.get(&(tenant, next.id)).map(|r| r.version)
+            != Some(previous.version)
+        {
+            return Err(conflict);
+        }
+        if let Some(chunk) = chunk {
+            let key = (tenant, next.id, chunk.number);
+            if s.billing.simulation_chunks.contains_key(&key) {
+                return Err(conflict);
+            }
+            s.billing.simulation_chunks.insert(key, chunk.clone());
+        }
+        s.billing.simulations.insert((tenant, next.id), next.clone());
+        Ok(())
+    }
+
+    async fn get_simulation(
+        &self,
+        tenant: TenantId,
+        id: SimulationId,
+    ) -> Result<Option<SimulationRun>, StoreError> {
+        Ok(self.state().billing.simulations.get(&(tenant, id)).cloned())
+    }
+
+    async fn simulation_chunks(
+        &self,
+        tenant: TenantId,
+        id: SimulationId,
+    ) -> Result<Vec<SimulationChunk>, StoreError> {
+        Ok(self
+            .state()
+            .billing
+            .simulation_chunks
+            .range((tenant, id, 0)..=(tenant, id, u32::MAX))
+            .map(|(_, chunk)| chunk.clone())
+            .collect())
     }
 }

@@ -38,9 +38,10 @@ use billing_domain::hosted::link::HostedLink;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
     AccountId, ApiKeyId, CouponId, CreditGrantId, CreditNoteId, DeliveryId, EventId, InvoiceId,
-    MetricId, PaymentId, PlanId, SubscriptionId, TaxRateId, TenantId, TestClockId, WalletId,
-    WebhookEndpointId,
+    MetricId, PaymentId, PlanId, SimulationId, SubscriptionId, TaxRateId, TenantId, TestClockId,
+    WalletId, WebhookEndpointId,
 };
+use billing_domain::billing::simulation::{SimulationChunk, SimulationRun};
 use billing_domain::tax::rates::{TaxRate, TaxSettings};
 use billing_domain::wallets::wallet::{Wallet, WalletChange, WalletTransaction};
 use jiff::{SignedDuration, Timestamp};
@@ -300,6 +301,12 @@ hooked! {
     }
     RedemptionStore {
         fn redeem_coupon(tenant: TenantId, coupon: &Coupon, target: RedemptionTarget<'_>, change: &Change) -> Result<(), StoreError>;
+    }
+    SimulationStore {
+        fn insert_simulation(tenant: TenantId, run: &SimulationRun) -> Result<(), StoreError>;
+        fn save_simulation(tenant: TenantId, previous: &SimulationRun, next: &SimulationRun, chunk: Option<&SimulationChunk>) -> Result<(), StoreError>;
+        fn get_simulation(tenant: TenantId, id: SimulationId) -> Result<Option<SimulationRun>, StoreError>;
+        fn simulation_chunks(tenant: TenantId, id: SimulationId) -> Result<Vec<SimulationChunk>, StoreError>;
     }
     TestClockStore {
         fn insert_test_clock(tenant: TenantId, clock: &TestClock, change: &Change) -> Result<(), StoreError>;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 pub use finalize::FinalizeReport;
 pub use invoices::{HypotheticalPlan, HypotheticalSubscription, PreviewCustomer, PreviewSource};
-pub use simulation::{Simulation, MAX_SIMULATED};
+pub use simulation::{Simulated, Simulation, SimulationJobs, SimulationView, PER_REQUEST};
 pub use subscriptions::{CreditCapInput, ProrationBehavior, StartSubscription};
 pub use test_clocks::{INLINE_CLOCK_ITEMS, WORKER_CLOCK_ITEMS};
 
@@ -24,8 +24,8 @@ use crate::coupons::CouponsService;
 use crate::credits::CreditsService;
 use crate::kernel::{Clocks, TtlCache};
 use crate::ports::{
-    AccountStore, BillingQueue, InvoiceStore, PaymentStore, RedemptionStore, SubscriptionStore,
-    TestClockStore, UsageStore,
+    AccountStore, BillingQueue, InvoiceStore, PaymentStore, RedemptionStore, SimulationStore,
+    SubscriptionStore, TestClockStore, UsageStore,
 };
 use crate::retention::RetentionService;
 use crate::tax::TaxService;
@@ -41,6 +41,7 @@ pub trait BillingPorts:
     + AccountStore
     + PaymentStore
     + RedemptionStore
+    + SimulationStore
 {
 }
 
@@ -52,6 +53,7 @@ impl<T> BillingPorts for T where
         + AccountStore
         + PaymentStore
         + RedemptionStore
+    + SimulationStore
 {
 }
 
@@ -72,6 +74,9 @@ pub struct BillingService {
     tax: TaxService,
     /// Where finalize jobs go after drafting; without one, the drafting process finalizes.
     finalize_queue: Option<Arc<dyn BillingQueue>>,
+    /// How many subscriptions a simulation prices in its request, and where the jobs of
+    /// those with more go.
+    simulation_jobs: SimulationJobs,
     /// What a block does, per tenant, as renewals ask (README, caches: 60 s).
     block_effects: Arc<TtlCache<TenantId, BlockEffects>>,
 }
@@ -89,6 +94,7 @@ impl BillingService {
         retention: RetentionService,
         tax: TaxService,
         finalize_queue: Option<Arc<dyn BillingQueue>>,
+        simulation_jobs: SimulationJobs,
     ) -> Self {
         Self {
             store,
@@ -100,6 +106,7 @@ impl BillingService {
             retention,
             tax,
             finalize_queue,
+            simulation_jobs,
             block_effects: Arc::new(TtlCache::new(jiff::SignedDuration::from_secs(60))),
         }
     }

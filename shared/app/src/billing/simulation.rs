@@ -1,25 +1,58 @@
 //! Catalog change simulation: what publishing a price version would do to the plan's
 //! subscriptions, priced by the preview billing itself uses (the next invoice of each, with
 //! its usage so far, discounts and credit), once with the catalog as it is and once with the
-//! version added. Writes nothing.
+//! version added. Writes nothing of billing's.
+//!
+//! A plan with at most [`SimulationJobs::per_request`] live subscriptions is priced in the
+//! request. One with more runs as a job on the billing queue: the request saves a
+//! [`SimulationRun`] (the catalog as it is then) and answers where to read it; each job
+//! prices the next chunk of as many subscriptions and saves it over the run's version,
+//! then queues the next; the last completes the run. A chunk delivered twice, or redone
+//! after a crash, is priced again but saved once: the second save finds the run's version
+//! moved and stops, and the delivery that saved it queued the next.
 
-use billing_domain::billing::simulation::{self, CurrencyImpact, SubscriptionImpact};
+use std::sync::Arc;
+
+use billing_domain::billing::simulation::{
+    self, CurrencyImpact, PricedImpact, SimulationRun, SimulationStatus, SubscriptionImpact,
+};
 use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
 use billing_domain::catalog::plan::{NewPlanVersion, Plan, PlanVersion};
 use billing_domain::customers::access::Permission;
 use billing_domain::kernel::error::{ErrorCode, ValidationError};
-use billing_domain::kernel::ids::PlanId;
+use billing_domain::kernel::ids::{PlanId, SimulationId, TenantId};
 use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::BillingService;
-use crate::kernel::{AppError, Caller};
-use crate::ports::{PageRequest, SubscriptionFilter};
+use crate::kernel::{new_ulid, AppError, Caller};
+use crate::ports::{BillingJob, BillingQueue, PageRequest, StoreError, SubscriptionFilter};
 
-/// Most subscriptions one simulation prices in a request.
-pub const MAX_SIMULATED: usize = 500;
+/// How many subscriptions a simulation prices in its request by default, and a job in one
+/// chunk: the bound the synchronous answer was built to (two previews each within the API
+/// function's 10 s); a billing worker has 50 s for the same.
+pub const PER_REQUEST: usize = 500;
+
+/// Where simulations too big for a request go.
+#[derive(Clone)]
+pub struct SimulationJobs {
+    /// The billing queue; without one (tests, the local runner) the request runs the job
+    /// itself, chunk after chunk, before it answers.
+    pub queue: Option<Arc<dyn BillingQueue>>,
+    /// Live subscriptions priced in the request (more: a job) and per chunk of a job.
+    pub per_request: usize,
+}
+
+impl Default for SimulationJobs {
+    fn default() -> Self {
+        Self {
+            queue: None,
+            per_request: PER_REQUEST,
+        }
+    }
+}
 
 /// What publishing a version would do.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -39,18 +72,54 @@ pub struct Simulation {
     pub subscriptions: Vec<SubscriptionImpact>,
 }
 
+/// A simulation run as a job, as `GET /v1/simulations/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(example = json!({"object": "simulation", "id": "sim_01JD3X7M2Q8Z5V6W9Y0A1B2C3D",
+    "status": "running", "plan_id": "plan_01JD3X7M2Q8Z5V6W9Y0A1B2C3D",
+    "url": "/v1/simulations/sim_01JD3X7M2Q8Z5V6W9Y0A1B2C3D", "subscriptions_priced": 1500,
+    "failure_reason": null, "created_at": "2026-11-22T10:00:00Z",
+    "expires_at": "2026-11-29T10:00:00Z", "result": null}))]
+pub struct SimulationView {
+    pub object: &'static str,
+    #[schema(value_type = String)]
+    pub id: SimulationId,
+    pub status: SimulationStatus,
+    #[schema(value_type = String)]
+    pub plan_id: PlanId,
+    /// Where to read it.
+    pub url: String,
+    /// Subscriptions priced so far.
+    pub subscriptions_priced: u64,
+    /// Why it failed (`status: failed`).
+    pub failure_reason: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    /// When the run and its result are deleted (a week after it was asked).
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: Timestamp,
+    /// Once `completed`: the same answer as a simulation priced in its request.
+    pub result: Option<Simulation>,
+}
+
+/// A simulation's answer: priced in the request, or started as a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Simulated {
+    Priced(Simulation),
+    Started(SimulationView),
+}
+
 impl BillingService {
     /// Prices `input` as the plan's next version against each of its live subscriptions:
-    /// the same validation as publishing it, the same preview as billing, nothing written.
-    /// A plan with more than [`MAX_SIMULATED`] live subscriptions is refused
-    /// (`too_many_subscriptions`).
+    /// the same validation as publishing it, the same preview as billing, nothing of
+    /// billing's written. A plan with more live subscriptions than
+    /// [`SimulationJobs::per_request`] starts a job instead.
     pub async fn simulate_plan_version(
         &self,
         caller: &Caller,
         plan_id: PlanId,
         input: NewPlanVersion,
         threshold_percent: Decimal,
-    ) -> Result<Simulation, AppError> {
+    ) -> Result<Simulated, AppError> {
         caller.require(Permission::Read)?;
         if threshold_percent.is_sign_negative() {
             return Err(ValidationError::new(
@@ -60,36 +129,171 @@ impl BillingService {
             )
             .into());
         }
+        let tenant = caller.tenant_id;
         let draft = self
             .catalog
             .draft_plan_version(caller, plan_id, input)
             .await?;
-        let as_is = (draft.current.clone(), draft.versions.clone());
-        let mut versions = draft.versions;
-        versions.push(draft.version.clone());
-        let would_be = (draft.next, versions);
-        let subs = self.live_subscriptions_of(caller, plan_id).await?;
-        let mut impacts = Vec::with_capacity(subs.len());
-        for sub in &subs {
-            impacts.push(self.impact(caller, sub, &as_is, &would_be).await?);
-        }
-        Ok(Simulation {
-            plan_id,
-            currencies: simulation::summarize(&impacts, threshold_percent),
-            version: draft.version,
+        let run = SimulationRun::start(
+            SimulationId::from_ulid(new_ulid()),
+            (draft.current, draft.versions),
+            draft.next,
+            draft.version,
             threshold_percent,
-            subscriptions: impacts,
+            self.clocks.now(),
+        );
+        let per_request = self.simulation_jobs.per_request;
+        let (subs, more) = self
+            .live_subscriptions_of(tenant, plan_id, None, per_request + 1)
+            .await?;
+        if more.is_none() && subs.len() <= per_request {
+            let (as_is, would_be) = run.catalogs();
+            let mut impacts = Vec::with_capacity(subs.len());
+            for sub in &subs {
+                impacts.push(self.impact(tenant, sub, &as_is, &would_be).await?);
+            }
+            return Ok(Simulated::Priced(result(&run, impacts)));
+        }
+        self.store.insert_simulation(tenant, &run).await?;
+        let job = BillingJob::Simulation {
+            tenant,
+            simulation: run.id,
+        };
+        match &self.simulation_jobs.queue {
+            Some(queue) => queue.enqueue(&[job]).await?,
+            None => self.run_simulation_job(tenant, run.id).await?,
+        }
+        self.simulation(caller, run.id).await.map(Simulated::Started)
+    }
+
+    /// A simulation job as it stands; its result once completed. An expired one is gone.
+    pub async fn simulation(
+        &self,
+        caller: &Caller,
+        id: SimulationId,
+    ) -> Result<SimulationView, AppError> {
+        caller.require(Permission::Read)?;
+        let run = self
+            .store
+            .get_simulation(caller.tenant_id, id)
+            .await?
+            .filter(|run| !run.expired(self.clocks.now()))
+            .ok_or_else(|| AppError::not_found("simulation", id))?;
+        let result = match run.status {
+            SimulationStatus::Completed => {
+                let chunks = self.store.simulation_chunks(caller.tenant_id, id).await?;
+                let impacts = chunks
+                    .into_iter()
+                    .flat_map(|c| c.impacts)
+                    .map(SubscriptionImpact::from)
+                    .collect();
+                Some(result(&run, impacts))
+            }
+            SimulationStatus::Running | SimulationStatus::Failed => None,
+        };
+        Ok(SimulationView {
+            object: "simulation",
+            id: run.id,
+            status: run.status,
+            plan_id: run.plan_id,
+            url: format!("/v1/simulations/{}", run.id),
+            subscriptions_priced: run.priced,
+            failure_reason: run.failure,
+            created_at: run.created_at,
+            expires_at: run.retained_until,
+            result,
         })
+    }
+
+    /// The billing worker's job: prices the run's next chunk and queues the one after it
+    /// (without a queue, prices them all). A run that is finished, expired or gone is left
+    /// alone; a chunk another delivery saved first ends this one (that delivery queued the
+    /// next).
+    pub(super) async fn run_simulation_job(
+        &self,
+        tenant: TenantId,
+        id: SimulationId,
+    ) -> Result<(), AppError> {
+        loop {
+            let now = self.clocks.now();
+            let Some(run) = self.store.get_simulation(tenant, id).await? else {
+                return Ok(());
+            };
+            if run.status != SimulationStatus::Running || run.expired(now) {
+                return Ok(());
+            }
+            let Some(saved) = self.price_next_chunk(tenant, &run, now).await? else {
+                return Ok(());
+            };
+            if saved.status != SimulationStatus::Running {
+                return Ok(());
+            }
+            if let Some(queue) = &self.simulation_jobs.queue {
+                let next = BillingJob::Simulation {
+                    tenant,
+                    simulation: id,
+                };
+                // Failing here, the job comes back and prices the chunk after the saved.
+                return Ok(queue.enqueue(&[next]).await?);
+            }
+        }
+    }
+
+    /// Prices the chunk after `run`'s progress and saves it: the run as saved, or `None`
+    /// when another delivery saved first. A subscription that cannot be priced fails the
+    /// run with its reason; a store that is unavailable fails only this delivery.
+    async fn price_next_chunk(
+        &self,
+        tenant: TenantId,
+        run: &SimulationRun,
+        now: Timestamp,
+    ) -> Result<Option<SimulationRun>, AppError> {
+        let (as_is, would_be) = run.catalogs();
+        let (subs, resume) = self
+            .live_subscriptions_of(
+                tenant,
+                run.plan_id,
+                run.resume_after.clone(),
+                self.simulation_jobs.per_request,
+            )
+            .await?;
+        let mut impacts = Vec::with_capacity(subs.len());
+        let mut failure = None;
+        for sub in &subs {
+            match self.impact(tenant, sub, &as_is, &would_be).await {
+                Ok(impact) => impacts.push(PricedImpact::from(&impact)),
+                Err(err @ AppError::Unavailable(_)) => return Err(err),
+                Err(err) => {
+                    failure = Some(format!("subscription {} could not be priced: {err}", sub.id));
+                    break;
+                }
+            }
+        }
+        let (chunk, next) = match failure {
+            Some(reason) => (None, run.fail(reason, now)),
+            None => {
+                let (chunk, next) = run.advance(impacts, resume, now);
+                (Some(chunk), next)
+            }
+        };
+        match self
+            .store
+            .save_simulation(tenant, run, &next, chunk.as_ref())
+            .await
+        {
+            Ok(()) => Ok(Some(next)),
+            Err(StoreError::VersionConflict { .. }) => Ok(None),
+            Err(other) => Err(other.into()),
+        }
     }
 
     async fn impact(
         &self,
-        caller: &Caller,
+        tenant: TenantId,
         sub: &Subscription,
         as_is: &(Plan, Vec<PlanVersion>),
         would_be: &(Plan, Vec<PlanVersion>),
     ) -> Result<SubscriptionImpact, AppError> {
-        let tenant = caller.tenant_id;
         let (at, before) = self.next_invoice(tenant, sub, Some(as_is)).await?;
         let (_, after) = self.next_invoice(tenant, sub, Some(would_be)).await?;
         let new_number = would_be.1.last().map(|v| v.number);
@@ -122,42 +326,43 @@ impl BillingService {
         ))
     }
 
-    /// The plan's subscriptions that will bill again (not cancelled), all of them.
+    /// Up to `want` of the plan's subscriptions that will bill again (not cancelled), from
+    /// after `after`, and where the next chunk resumes (`None`: there are no more).
     async fn live_subscriptions_of(
         &self,
-        caller: &Caller,
+        tenant: TenantId,
         plan: PlanId,
-    ) -> Result<Vec<Subscription>, AppError> {
+        after: Option<String>,
+        want: usize,
+    ) -> Result<(Vec<Subscription>, Option<String>), AppError> {
         let filter = SubscriptionFilter {
             plan: Some(plan),
             ..SubscriptionFilter::default()
         };
         let mut live = Vec::new();
-        let mut page = PageRequest::first(100);
+        let mut page = PageRequest {
+            starting_after: after,
+            ..PageRequest::first(100)
+        };
         loop {
             let found = self
                 .store
-                .list_subscriptions(caller.tenant_id, &filter, &page)
+                .list_subscriptions(tenant, &filter, &page)
                 .await?;
             let resume = found
                 .scanned_to
                 .clone()
                 .or_else(|| found.items.last().map(|s| s.id.to_string()))
                 .filter(|_| found.has_more || found.scanned_to.is_some());
-            live.extend(
-                found
-                    .items
-                    .into_iter()
-                    .filter(|s| s.status != SubscriptionStatus::Cancelled && s.due_at().is_some()),
-            );
-            if live.len() > MAX_SIMULATED {
-                return Err(AppError::Conflict {
-                    code: ErrorCode::TooManySubscriptions,
-                    message: format!(
-                        "the plan has more than {MAX_SIMULATED} live subscriptions: too many to simulate in one request"
-                    ),
-                    param: None,
-                });
+            for sub in found.items {
+                if live.len() == want {
+                    // The chunk is full before this one: the next resumes after the last taken.
+                    let last = live.last().map(|s: &Subscription| s.id.to_string());
+                    return Ok((live, last));
+                }
+                if sub.status != SubscriptionStatus::Cancelled && sub.due_at().is_some() {
+                    live.push(sub);
+                }
             }
             match resume {
                 Some(after) => {
@@ -166,9 +371,20 @@ impl BillingService {
                         ..PageRequest::first(100)
                     }
                 }
-                None => return Ok(live),
+                None => return Ok((live, None)),
             }
         }
+    }
+}
+
+/// The simulation of `run`'s version over `impacts`.
+fn result(run: &SimulationRun, impacts: Vec<SubscriptionImpact>) -> Simulation {
+    Simulation {
+        plan_id: run.plan_id,
+        version: run.simulated.clone(),
+        threshold_percent: run.threshold_percent,
+        currencies: simulation::summarize(&impacts, run.threshold_percent),
+        subscriptions: impacts,
     }
 }
 

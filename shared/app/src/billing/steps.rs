@@ -62,7 +62,8 @@ impl BillingService {
                 | BillingJob::Finalize { .. }
                 | BillingJob::CreditExpiry { .. }
                 | BillingJob::AccountPurge { .. }
-                | BillingJob::Wallet { .. } => None,
+                | BillingJob::Wallet { .. }
+                | BillingJob::Simulation { .. } => None,
             })
             .collect();
         let drafted = self
@@ -104,6 +105,9 @@ impl BillingService {
                     self.credits
                         .run_wallet_job(tenant, *wallet, self.clocks.now())
                         .await
+                }
+                BillingJob::Simulation { simulation, .. } => {
+                    self.run_simulation_job(tenant, *simulation).await
                 }
             });
         }

@@ -200,7 +200,11 @@ impl BillingService {
             }
             // Clocks hold only subscription steps, payment work, credit expiries, purges and wallets;
             // anything else is not time on the clock.
-            DueKind::Billing(BillingJob::TestClock { .. } | BillingJob::Finalize { .. })
+            DueKind::Billing(
+                BillingJob::TestClock { .. }
+                | BillingJob::Finalize { .. }
+                | BillingJob::Simulation { .. },
+            )
             | DueKind::Outbox { .. }
             | DueKind::WebhookRetry(_) => {
                 return Err(AppError::Internal(format!(

@@ -1,12 +1,13 @@
-//! Persistence of subscriptions, invoices and test clocks.
+//! Persistence of subscriptions, invoices, test clocks and simulation jobs.
 
 use async_trait::async_trait;
 use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
+use billing_domain::billing::simulation::{SimulationChunk, SimulationRun};
 use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
 use billing_domain::billing::test_clock::TestClock;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
-    AccountId, InvoiceId, PlanId, SubscriptionId, TenantId, TestClockId,
+    AccountId, InvoiceId, PlanId, SimulationId, SubscriptionId, TenantId, TestClockId,
 };
 use jiff::Timestamp;
 
@@ -289,6 +290,35 @@ pub trait TestClockStore: Send + Sync {
     ) -> Result<Option<TestClock>, StoreError>;
 }
 
+/// Catalog change simulations run as jobs: the run, and the impacts of each chunk it saved.
+/// Both expire with the run (its `expires_at`).
+#[async_trait]
+pub trait SimulationStore: Send + Sync {
+    async fn insert_simulation(&self, tenant: TenantId, run: &SimulationRun)
+        -> Result<(), StoreError>;
+    /// Replaces the run over `previous`'s version (a conflict when another delivery got
+    /// there first), with `chunk` written in the same transaction; a chunk of that number
+    /// already written is a conflict too.
+    async fn save_simulation(
+        &self,
+        tenant: TenantId,
+        previous: &SimulationRun,
+        next: &SimulationRun,
+        chunk: Option<&SimulationChunk>,
+    ) -> Result<(), StoreError>;
+    async fn get_simulation(
+        &self,
+        tenant: TenantId,
+        id: SimulationId,
+    ) -> Result<Option<SimulationRun>, StoreError>;
+    /// The run's chunks in order.
+    async fn simulation_chunks(
+        &self,
+        tenant: TenantId,
+        id: SimulationId,
+    ) -> Result<Vec<SimulationChunk>, StoreError>;
+}
+
 /// Work for the billing worker, one SQS message each.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -318,6 +348,11 @@ pub enum BillingJob {
         tenant: TenantId,
         wallet: billing_domain::kernel::ids::WalletId,
     },
+    /// Price the next chunk of a catalog change simulation's subscriptions.
+    Simulation {
+        tenant: TenantId,
+        simulation: SimulationId,
+    },
 }
 
 impl BillingJob {
@@ -328,7 +363,8 @@ impl BillingJob {
             | BillingJob::Finalize { tenant }
             | BillingJob::CreditExpiry { tenant, .. }
             | BillingJob::AccountPurge { tenant, .. }
-            | BillingJob::Wallet { tenant, .. } => *tenant,
+            | BillingJob::Wallet { tenant, .. }
+            | BillingJob::Simulation { tenant, .. } => *tenant,
         }
     }
 
@@ -345,6 +381,8 @@ impl BillingJob {
             BillingJob::CreditExpiry { account, .. } => format!("balance-{account}"),
             BillingJob::AccountPurge { account, .. } => account.to_string(),
             BillingJob::Wallet { wallet, .. } => wallet.to_string(),
+            // One chunk at a time: each resumes where the last saved.
+            BillingJob::Simulation { simulation, .. } => simulation.to_string(),
         }
     }
 }

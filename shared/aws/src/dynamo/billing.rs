@@ -7,13 +7,16 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use billing_app::ports::*;
 use billing_domain::billing::invoice::Invoice;
 use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
+use billing_domain::billing::simulation::{SimulationChunk, SimulationRun};
 use billing_domain::billing::test_clock::TestClock;
-use billing_domain::kernel::ids::{InvoiceId, SubscriptionId, TenantId, TestClockId};
+use billing_domain::kernel::ids::{
+    InvoiceId, SimulationId, SubscriptionId, TenantId, TestClockId,
+};
 use jiff::Timestamp;
 
 use super::catalog::SUBSCRIPTION_COUNT;
 use super::{
-    from_item, sdk_error, to_item, DynamoStore, Item, ShardRange, Transaction,
+    epoch_seconds, from_item, sdk_error, to_item, DynamoStore, Item, ShardRange, Transaction,
     MAX_TRANSACTION_ITEMS,
 };
 use crate::keys::{self, DUE_INDEX, DUE_PK, DUE_SK};
@@ -781,5 +784,86 @@ impl TestClockStore for DynamoStore {
         id: TestClockId,
     ) -> Result<Option<TestClock>, StoreError> {
         self.get(&keys::test_clock(tenant, id)).await
+    }
+}
+
+/// A simulation job's item (or one of its chunks'), deleted by TTL when the job expires.
+fn expiring_item<T: serde::Serialize>(
+    entity: &str,
+    value: &T,
+    key: &keys::Key,
+    run: &SimulationRun,
+) -> Result<Item, StoreError> {
+    let mut item = to_item(entity, value, key)?;
+    item.insert(keys::TTL.to_owned(), epoch_seconds(run.retained_until));
+    Ok(item)
+}
+
+#[async_trait]
+impl SimulationStore for DynamoStore {
+    async fn insert_simulation(
+        &self,
+        tenant: TenantId,
+        run: &SimulationRun,
+    ) -> Result<(), StoreError> {
+        let key = keys::simulation(tenant, run.id);
+        let mut tx = self.transaction();
+        tx.create(
+            expiring_item("simulation", run, &key, run)?,
+            StoreError::AlreadyExists {
+                entity: "simulation",
+            },
+        )?;
+        tx.commit().await
+    }
+
+    async fn save_simulation(
+        &self,
+        tenant: TenantId,
+        previous: &SimulationRun,
+        next: &SimulationRun,
+        chunk: Option<&SimulationChunk>,
+    ) -> Result<(), StoreError> {
+        let key = keys::simulation(tenant, next.id);
+        let mut tx = self.transaction();
+        tx.replace_version(
+            expiring_item("simulation", next, &key, next)?,
+            previous.version,
+            "simulation",
+        )?;
+        if let Some(chunk) = chunk {
+            let key = keys::simulation_chunk(tenant, next.id, chunk.number);
+            tx.create(
+                expiring_item("simulation_chunk", chunk, &key, next)?,
+                StoreError::VersionConflict {
+                    entity: "simulation",
+                },
+            )?;
+        }
+        tx.commit().await
+    }
+
+    async fn get_simulation(
+        &self,
+        tenant: TenantId,
+        id: SimulationId,
+    ) -> Result<Option<SimulationRun>, StoreError> {
+        self.get(&keys::simulation(tenant, id)).await
+    }
+
+    async fn simulation_chunks(
+        &self,
+        tenant: TenantId,
+        id: SimulationId,
+    ) -> Result<Vec<SimulationChunk>, StoreError> {
+        let query = self.query_partition(
+            keys::tenant_partition(tenant),
+            &keys::simulation_chunks_prefix(id),
+        );
+        self.query_all(query)
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
     }
 }

@@ -7,15 +7,22 @@
 //! (a year is 12 months, a week 52/12 of a month, a day 365/12), summed per currency and
 //! rounded once, half away from zero, to the minor unit. Discounts and usage are not
 //! recurring revenue and are left out; the next invoices include both.
+//!
+//! A plan with more subscriptions than a request prices runs as a [`SimulationRun`]: a job
+//! that prices them a chunk at a time against a snapshot of the catalog taken when it was
+//! asked, each chunk saved over the run's version, so a chunk delivered twice is priced
+//! again but saved once.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::billing::periods::{Interval, IntervalUnit};
+use crate::catalog::plan::{Plan, PlanVersion};
 use crate::kernel::decimal::{round_minor, serde_decimal};
-use crate::kernel::ids::SubscriptionId;
+use crate::kernel::ids::{PlanId, SimulationId, SubscriptionId};
+use crate::kernel::time::later;
 
 /// How many of the largest increases a currency's summary lists.
 pub const LARGEST: usize = 5;
@@ -83,6 +90,187 @@ impl SubscriptionImpact {
             Some(p) => p.abs() > threshold,
             None => self.change != 0,
         }
+    }
+}
+
+/// A [`SubscriptionImpact`] as a simulation job keeps it between its chunks: with the
+/// unrounded MRR the answer leaves out, which the summary adds up at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricedImpact {
+    pub subscription_id: SubscriptionId,
+    pub currency: String,
+    pub invoice_at: Timestamp,
+    pub before: i64,
+    pub after: i64,
+    pub migrates: bool,
+    #[serde(with = "serde_decimal")]
+    pub mrr_before: Decimal,
+    #[serde(with = "serde_decimal")]
+    pub mrr_after: Decimal,
+}
+
+impl From<&SubscriptionImpact> for PricedImpact {
+    fn from(i: &SubscriptionImpact) -> Self {
+        Self {
+            subscription_id: i.subscription_id,
+            currency: i.currency.clone(),
+            invoice_at: i.invoice_at,
+            before: i.before,
+            after: i.after,
+            migrates: i.migrates,
+            mrr_before: i.mrr_before,
+            mrr_after: i.mrr_after,
+        }
+    }
+}
+
+impl From<PricedImpact> for SubscriptionImpact {
+    fn from(p: PricedImpact) -> Self {
+        SubscriptionImpact::new(
+            p.subscription_id,
+            p.currency,
+            p.invoice_at,
+            p.before,
+            p.after,
+            p.migrates,
+            p.mrr_before,
+            p.mrr_after,
+        )
+    }
+}
+
+/// How long a simulation job's result is kept (then it is gone: 404, and DynamoDB's TTL
+/// deletes it): a week to read it, and publish or not.
+pub const RESULT_RETENTION: SignedDuration = SignedDuration::from_hours(7 * 24);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SimulationStatus {
+    Running,
+    Completed,
+    Failed,
+}
+
+/// A simulation run as a job: the catalog as it was when asked (the plan and its versions,
+/// and the plan with the simulated version added), how far through the plan's subscriptions
+/// it has got, and its outcome. The impacts themselves are kept per chunk beside it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimulationRun {
+    pub id: SimulationId,
+    pub plan_id: PlanId,
+    pub plan: Plan,
+    pub versions: Vec<PlanVersion>,
+    /// The plan as publishing the version would leave it.
+    pub next_plan: Plan,
+    /// The version as it would be published.
+    pub simulated: PlanVersion,
+    #[serde(with = "serde_decimal")]
+    pub threshold_percent: Decimal,
+    pub status: SimulationStatus,
+    /// Why it failed (`status: failed`).
+    pub failure: Option<String>,
+    /// Where the next chunk resumes listing the plan's subscriptions (`None`: at the first).
+    pub resume_after: Option<String>,
+    /// Chunks saved so far: the next chunk's number.
+    pub chunks: u32,
+    /// Subscriptions priced so far.
+    pub priced: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// When the run and its chunks are deleted (not `expires_at`: the table's TTL
+    /// attribute, epoch seconds, has that name).
+    pub retained_until: Timestamp,
+    pub version: u64,
+}
+
+/// One chunk's impacts, saved with the run's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimulationChunk {
+    pub number: u32,
+    pub impacts: Vec<PricedImpact>,
+}
+
+impl SimulationRun {
+    /// A run not started yet, of `simulated` added to `plan` (making `next_plan`).
+    pub fn start(
+        id: SimulationId,
+        (plan, versions): (Plan, Vec<PlanVersion>),
+        next_plan: Plan,
+        simulated: PlanVersion,
+        threshold_percent: Decimal,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            plan_id: plan.id,
+            plan,
+            versions,
+            next_plan,
+            simulated,
+            threshold_percent,
+            status: SimulationStatus::Running,
+            failure: None,
+            resume_after: None,
+            chunks: 0,
+            priced: 0,
+            created_at: now,
+            updated_at: now,
+            retained_until: later(now, RESULT_RETENTION),
+            version: 1,
+        }
+    }
+
+    /// The catalog as it is, and as it would be with the version published.
+    pub fn catalogs(&self) -> ((Plan, Vec<PlanVersion>), (Plan, Vec<PlanVersion>)) {
+        let mut versions = self.versions.clone();
+        versions.push(self.simulated.clone());
+        (
+            (self.plan.clone(), self.versions.clone()),
+            (self.next_plan.clone(), versions),
+        )
+    }
+
+    /// The chunk that comes next, priced as `impacts`, and the run after it: it resumes
+    /// after `resume_after`, or, when that is `None` (the last chunk), is completed.
+    pub fn advance(
+        &self,
+        impacts: Vec<PricedImpact>,
+        resume_after: Option<String>,
+        now: Timestamp,
+    ) -> (SimulationChunk, Self) {
+        let next = Self {
+            status: if resume_after.is_some() {
+                SimulationStatus::Running
+            } else {
+                SimulationStatus::Completed
+            },
+            resume_after,
+            chunks: self.chunks + 1,
+            priced: self.priced + impacts.len() as u64,
+            updated_at: now,
+            version: self.version + 1,
+            ..self.clone()
+        };
+        let chunk = SimulationChunk {
+            number: self.chunks,
+            impacts,
+        };
+        (chunk, next)
+    }
+
+    /// The run failed for `reason`: nothing more is priced.
+    pub fn fail(&self, reason: String, now: Timestamp) -> Self {
+        Self {
+            status: SimulationStatus::Failed,
+            failure: Some(reason),
+            updated_at: now,
+            version: self.version + 1,
+            ..self.clone()
+        }
+    }
+
+    pub fn expired(&self, now: Timestamp) -> bool {
+        self.retained_until <= now
     }
 }
 
@@ -237,6 +425,16 @@ mod tests {
             [id(1), id(2), id(4)],
             "20.41 % and from zero"
         );
+    }
+
+    #[test]
+    fn a_kept_impact_comes_back_the_same_with_its_mrr() {
+        let mut i = impact(7, "usd", 4_900, 5_900);
+        i.mrr_before = Decimal::from(12) / Decimal::from(52);
+        let kept: PricedImpact =
+            serde_json::from_str(&serde_json::to_string(&PricedImpact::from(&i)).unwrap())
+                .unwrap();
+        assert_eq!(SubscriptionImpact::from(kept), i);
     }
 
     proptest! {

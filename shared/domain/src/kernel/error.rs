@@ -163,8 +163,6 @@ error_codes! {
         "A charge is priced in a currency the plan does not offer.";
     NoCharges => "no_charges", 400, "A plan has neither a recurring fee nor a usage charge.";
     TooManyCharges => "too_many_charges", 400, "A plan has more usage charges than allowed.";
-    TooManySubscriptions => "too_many_subscriptions", 409,
-        "The plan has more live subscriptions than one simulation prices.";
     DuplicateMetric => "duplicate_metric", 400, "A plan charges the same metric twice.";
     UnknownMetric => "unknown_metric", 400, "No metric has this code.";
     UsageValueTooLarge => "usage_value_too_large", 400,

@@ -171,6 +171,11 @@ typed_id!(
     "wal"
 );
 typed_id!(
+    /// A catalog change simulation run as a job (a plan with many subscriptions).
+    SimulationId,
+    "sim"
+);
+typed_id!(
     /// One movement of a wallet's credits (a grant, a purchase, a consumption, …).
     WalletTransactionId,
     "wtx"

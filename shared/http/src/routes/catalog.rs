@@ -1,10 +1,11 @@
 //! The catalog: billable metrics, plans with price versions, and the price calculator.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
 
-use billing_app::billing::Simulation;
+use billing_app::billing::{Simulated, Simulation, SimulationView};
 use billing_app::catalog::{CapacitySource, PlanWithPrices, PriceSource};
 use billing_app::ports::{Page, PlanFilter};
 use billing_app::App;
@@ -17,7 +18,7 @@ use billing_domain::kernel::decimal::{parse_decimal, serde_decimal};
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::error::ValidationError;
 use billing_domain::kernel::format::format_human;
-use billing_domain::kernel::ids::{MetricId, PlanId};
+use billing_domain::kernel::ids::{MetricId, PlanId, SimulationId};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -39,6 +40,7 @@ crate::routes::handlers!(
     list_versions,
     create_version,
     simulate_version,
+    get_simulation,
     subscription_count,
     preview_price
 );
@@ -265,18 +267,20 @@ pub struct SimulateQuery {
 /// it is published: per currency the subscriptions moved on their next invoice, MRR before and
 /// after, the next invoices' totals and change, the largest increases and the subscriptions
 /// changed by more than `threshold_percent`; per subscription its next invoice before and
-/// after, priced by the same preview billing uses. Writes nothing. A plan with more than 500
-/// live subscriptions answers 409 `too_many_subscriptions`.
+/// after, priced by the same preview billing uses. Writes nothing of billing's. A plan with
+/// more than 500 live subscriptions (the deployment's `SIMULATION_PER_REQUEST`) is
+/// simulated by a job: 202 with the job (`status: running`) and its `Location`,
+/// `GET /v1/simulations/{id}`, which has the same answer as its `result` once `completed`.
 #[utoipa::path(post, path = "/v1/plans/{id}/versions/simulate", tag = "catalog", security(("api_key" = ["read"])), request_body = NewPlanVersion,
     params(("id" = String, Path, description = "`plan_…`"), SimulateQuery),
-    responses((status = 200, body = Simulation), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+    responses((status = 200, body = Simulation), (status = 202, body = SimulationView, headers(("Location" = String, description = "`/v1/simulations/{id}`"))), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument)))]
 pub async fn simulate_version(
     State(app): State<App>,
     Auth(caller): Auth,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<SimulateQuery>,
     ApiJson(input): ApiJson<NewPlanVersion>,
-) -> ApiResult<Reply<Simulation>> {
+) -> ApiResult<Response> {
     let id = path_id(&id, "plan", PlanId::parse)?;
     let threshold = match q.threshold_percent.as_deref() {
         None => Decimal::TEN,
@@ -284,11 +288,37 @@ pub async fn simulate_version(
             Problem::invalid(ErrorCode::InvalidValue, "threshold_percent", e.to_string())
         })?,
     };
+    Ok(
+        match app
+            .billing
+            .simulate_plan_version(&caller, id, input, threshold)
+            .await?
+        {
+            Simulated::Priced(simulation) => Reply(StatusCode::OK, simulation).into_response(),
+            Simulated::Started(job) => (
+                [(header::LOCATION, job.url.clone())],
+                Reply(StatusCode::ACCEPTED, job),
+            )
+                .into_response(),
+        },
+    )
+}
+
+/// A catalog change simulation run as a job: `running` with the subscriptions priced so
+/// far, `completed` with its `result` (the answer of `POST /v1/plans/{id}/versions/simulate`),
+/// or `failed` with its `failure_reason`. Kept a week, then 404.
+#[utoipa::path(get, path = "/v1/simulations/{id}", tag = "catalog", security(("api_key" = ["read"])),
+    params(("id" = String, Path, description = "`sim_…`")),
+    responses((status = 200, body = SimulationView), (status = 404, body = ProblemDocument)))]
+pub async fn get_simulation(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Reply<SimulationView>> {
+    let id = path_id(&id, "simulation", SimulationId::parse)?;
     Ok(Reply(
         StatusCode::OK,
-        app.billing
-            .simulate_plan_version(&caller, id, input, threshold)
-            .await?,
+        app.billing.simulation(&caller, id).await?,
     ))
 }
 
