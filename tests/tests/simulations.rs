@@ -177,7 +177,10 @@ async fn chunks_delivered_at_once_count_each_subscription_once(app: App, races: 
     races.begin();
     work_off(&worker, tenant.id, &queue, 3).await;
     let done = api
-        .get(&format!("/v1/simulations/{}", started["id"].as_str().unwrap()))
+        .get(&format!(
+            "/v1/simulations/{}",
+            started["id"].as_str().unwrap()
+        ))
         .await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["subscriptions_priced"], 7, "{done}");
@@ -236,7 +239,10 @@ async fn a_chunk_saved_whose_next_was_not_queued_is_not_priced_again(app: App) {
     };
     // The request's job, delivered: it prices and saves chunk 0, then cannot queue chunk 1.
     assert_eq!(queue.inner.take(), [job.clone()]);
-    let first = worker.billing.run_billing_jobs(tenant.id, &[job.clone()]).await;
+    let first = worker
+        .billing
+        .run_billing_jobs(tenant.id, &[job.clone()])
+        .await;
     assert!(first[0].is_err(), "{first:?}");
     let after_first = api.get(&format!("/v1/simulations/{id}")).await;
     assert_eq!(after_first["subscriptions_priced"], PER_REQUEST);

@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use billing_domain::billing::invoice::Invoice;
-use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
 use billing_domain::billing::simulation::{SimulationChunk, SimulationRun};
+use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
 use billing_domain::billing::test_clock::TestClock;
 use billing_domain::kernel::ids::{
     InvoiceId, PlanId, SimulationId, SubscriptionId, TenantId, TestClockId,
@@ -674,7 +674,10 @@ impl SimulationStore for MemoryStore {
         let conflict = StoreError::VersionConflict {
             entity: "simulation",
         };
-        if s.billing.simulations.get(&(tenant, next.id)).map(|r| r.version)
+        if s.billing
+            .simulations
+            .get(&(tenant, next.id))
+            .map(|r| r.version)
             != Some(previous.version)
         {
             return Err(conflict);
@@ -686,7 +689,9 @@ impl SimulationStore for MemoryStore {
             }
             s.billing.simulation_chunks.insert(key, chunk.clone());
         }
-        s.billing.simulations.insert((tenant, next.id), next.clone());
+        s.billing
+            .simulations
+            .insert((tenant, next.id), next.clone());
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use billing_app::ports::*;
 use billing_domain::billing::invoice::Invoice;
+use billing_domain::billing::simulation::{SimulationChunk, SimulationRun};
 use billing_domain::billing::subscription::Subscription;
 use billing_domain::billing::test_clock::TestClock;
 use billing_domain::catalog::metric::Metric;
@@ -41,7 +42,6 @@ use billing_domain::kernel::ids::{
     MetricId, PaymentId, PlanId, SimulationId, SubscriptionId, TaxRateId, TenantId, TestClockId,
     WalletId, WebhookEndpointId,
 };
-use billing_domain::billing::simulation::{SimulationChunk, SimulationRun};
 use billing_domain::tax::rates::{TaxRate, TaxSettings};
 use billing_domain::wallets::wallet::{Wallet, WalletChange, WalletTransaction};
 use jiff::{SignedDuration, Timestamp};

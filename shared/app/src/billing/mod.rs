@@ -53,7 +53,7 @@ impl<T> BillingPorts for T where
         + AccountStore
         + PaymentStore
         + RedemptionStore
-    + SimulationStore
+        + SimulationStore
 {
 }
 

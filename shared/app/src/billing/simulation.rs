@@ -163,7 +163,9 @@ impl BillingService {
             Some(queue) => queue.enqueue(&[job]).await?,
             None => self.run_simulation_job(tenant, run.id).await?,
         }
-        self.simulation(caller, run.id).await.map(Simulated::Started)
+        self.simulation(caller, run.id)
+            .await
+            .map(Simulated::Started)
     }
 
     /// A simulation job as it stands; its result once completed. An expired one is gone.
@@ -264,7 +266,10 @@ impl BillingService {
                 Ok(impact) => impacts.push(PricedImpact::from(&impact)),
                 Err(err @ AppError::Unavailable(_)) => return Err(err),
                 Err(err) => {
-                    failure = Some(format!("subscription {} could not be priced: {err}", sub.id));
+                    failure = Some(format!(
+                        "subscription {} could not be priced: {err}",
+                        sub.id
+                    ));
                     break;
                 }
             }

@@ -294,8 +294,11 @@ pub trait TestClockStore: Send + Sync {
 /// Both expire with the run (its `expires_at`).
 #[async_trait]
 pub trait SimulationStore: Send + Sync {
-    async fn insert_simulation(&self, tenant: TenantId, run: &SimulationRun)
-        -> Result<(), StoreError>;
+    async fn insert_simulation(
+        &self,
+        tenant: TenantId,
+        run: &SimulationRun,
+    ) -> Result<(), StoreError>;
     /// Replaces the run over `previous`'s version (a conflict when another delivery got
     /// there first), with `chunk` written in the same transaction; a chunk of that number
     /// already written is a conflict too.

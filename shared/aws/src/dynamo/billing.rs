@@ -6,12 +6,10 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use billing_app::ports::*;
 use billing_domain::billing::invoice::Invoice;
-use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
 use billing_domain::billing::simulation::{SimulationChunk, SimulationRun};
+use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
 use billing_domain::billing::test_clock::TestClock;
-use billing_domain::kernel::ids::{
-    InvoiceId, SimulationId, SubscriptionId, TenantId, TestClockId,
-};
+use billing_domain::kernel::ids::{InvoiceId, SimulationId, SubscriptionId, TenantId, TestClockId};
 use jiff::Timestamp;
 
 use super::catalog::SUBSCRIPTION_COUNT;

@@ -432,8 +432,7 @@ mod tests {
         let mut i = impact(7, "usd", 4_900, 5_900);
         i.mrr_before = Decimal::from(12) / Decimal::from(52);
         let kept: PricedImpact =
-            serde_json::from_str(&serde_json::to_string(&PricedImpact::from(&i)).unwrap())
-                .unwrap();
+            serde_json::from_str(&serde_json::to_string(&PricedImpact::from(&i)).unwrap()).unwrap();
         assert_eq!(SubscriptionImpact::from(kept), i);
     }
 
