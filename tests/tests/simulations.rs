@@ -238,16 +238,14 @@ async fn a_chunk_saved_whose_next_was_not_queued_is_not_priced_again(app: App) {
         simulation: billing_domain::kernel::ids::SimulationId::parse(&id, "id").unwrap(),
     };
     // The request's job, delivered: it prices and saves chunk 0, then cannot queue chunk 1.
-    assert_eq!(queue.inner.take(), [job.clone()]);
-    let first = worker
-        .billing
-        .run_billing_jobs(tenant.id, &[job.clone()])
-        .await;
+    let delivery = std::slice::from_ref(&job);
+    assert_eq!(queue.inner.take(), delivery);
+    let first = worker.billing.run_billing_jobs(tenant.id, delivery).await;
     assert!(first[0].is_err(), "{first:?}");
     let after_first = api.get(&format!("/v1/simulations/{id}")).await;
     assert_eq!(after_first["subscriptions_priced"], PER_REQUEST);
     // Redelivered, it goes on from chunk 1 and queues the rest.
-    let again = worker.billing.run_billing_jobs(tenant.id, &[job]).await;
+    let again = worker.billing.run_billing_jobs(tenant.id, delivery).await;
     assert!(again[0].is_ok(), "{again:?}");
     work_off(&worker, tenant.id, &queue.inner, 1).await;
     let done = api.get(&format!("/v1/simulations/{id}")).await;
