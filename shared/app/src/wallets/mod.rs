@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use billing_domain::billing::invoice::{DraftFacts, Invoice};
-use billing_domain::billing::invoice_draft::{build_invoice, InvoiceInput, LineInput, LineSource};
+use billing_domain::billing::invoice_draft::{
+    build_invoice, CreditInput, InvoiceInput, LineInput, LineSource,
+};
 use billing_domain::billing::subscription::{BillingReason, CollectionMethod};
 use billing_domain::customers::access::Permission;
 use billing_domain::customers::account::Account;
@@ -255,6 +257,28 @@ impl WalletsService {
         current.version = invoice.version + 1;
         let record = settlement_record(&system_caller(tenant, livemode), &changes, now)?;
         Ok(Some((current, WalletSettlement { changes, record })))
+    }
+
+    /// The account's wallets in `currency` still usable at `at`, in the order an invoice
+    /// consumes them, with their balances (what a preview shows them paying).
+    pub async fn preview_wallets(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        currency: Currency,
+        at: Timestamp,
+    ) -> Result<Vec<CreditInput>, AppError> {
+        Ok(self
+            .store
+            .active_wallets(tenant, account)
+            .await?
+            .into_iter()
+            .filter(|w| w.currency == currency && w.usable(at))
+            .map(|w| CreditInput {
+                id: w.id.to_string(),
+                amount: w.balance.get(),
+            })
+            .collect())
     }
 
     /// Which of `wanted` (accounts and currencies of a finalizer's page of drafts that owe
