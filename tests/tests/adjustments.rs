@@ -99,12 +99,20 @@ async fn coupon_credit_downgrade_and_cancellation(api: &Api) {
     )
     .await;
     let upcoming = preview(api, &sub).await;
-    assert_eq!(amounts(&upcoming), [5000, 1000, 4000, 1500, 0, 2500], "{upcoming}");
+    assert_eq!(
+        amounts(&upcoming),
+        [5000, 1000, 4000, 1500, 0, 2500],
+        "{upcoming}"
+    );
     assert_eq!(upcoming["ending_credit_balance"], 0);
 
     api.advance_clock(&clock, "2027-02-01T00:00:00Z").await;
     let second = invoice_from(api, &sub, "2027-02-01T00:00:00Z").await;
-    assert_eq!(amounts(&second), [5000, 1000, 4000, 1500, 0, 2500], "{second}");
+    assert_eq!(
+        amounts(&second),
+        [5000, 1000, 4000, 1500, 0, 2500],
+        "{second}"
+    );
     assert_eq!(second["status"], "paid", "the card paid the $25");
     let balance = api.get(&format!("/v1/accounts/{account}/balance")).await;
     assert_eq!(balance["balances"][0]["available"], 0);
@@ -135,13 +143,21 @@ async fn coupon_credit_downgrade_and_cancellation(api: &Api) {
         .find(|i| i["billing_reason"] == "subscription_update")
         .expect("the downgrade's invoice");
     assert_eq!(
-        (&change["total"], &change["amount_due"], &change["credited_to_balance"]),
+        (
+            &change["total"],
+            &change["amount_due"],
+            &change["credited_to_balance"]
+        ),
         (&json!(-2000), &json!(0), &json!(2000)),
         "{change}"
     );
     assert_eq!(available(api, &account).await, 2000);
     let upcoming = preview(api, &sub).await;
-    assert_eq!(amounts(&upcoming), [1000, 0, 1000, 1000, 0, 0], "{upcoming}");
+    assert_eq!(
+        amounts(&upcoming),
+        [1000, 0, 1000, 1000, 0, 0],
+        "{upcoming}"
+    );
     assert_eq!(upcoming["ending_credit_balance"], 1000);
 
     // May and June are paid by the balance.
@@ -223,14 +239,14 @@ async fn a_wallet_pays_usage_and_usage_fires_its_rule_once(api: &Api) {
     let sub = sub["id"].as_str().unwrap().to_owned();
     let report = |id: &'static str, calls: usize, at: &'static str| {
         let events: Vec<Value> = (0..calls)
-            .map(|n| json!({"transaction_id": format!("{id}-{n}"), "subscription": sub,
-                            "metric": "calls", "timestamp": at}))
+            .map(|n| {
+                json!({"transaction_id": format!("{id}-{n}"), "subscription": sub,
+                            "metric": "calls", "timestamp": at})
+            })
             .collect();
         async move {
             for batch in events.chunks(100) {
-                let answer = api
-                    .post("/v1/usage/batch", json!({"events": batch}))
-                    .await;
+                let answer = api.post("/v1/usage/batch", json!({"events": batch})).await;
                 assert_eq!(answer["accepted"], batch.len(), "{answer}");
             }
         }
@@ -244,7 +260,11 @@ async fn a_wallet_pays_usage_and_usage_fires_its_rule_once(api: &Api) {
         (&json!(10_000), &json!(7_000))
     );
     let upcoming = preview(api, &sub).await;
-    assert_eq!(amounts(&upcoming), [3000, 0, 3000, 0, 3000, 0], "{upcoming}");
+    assert_eq!(
+        amounts(&upcoming),
+        [3000, 0, 3000, 0, 3000, 0],
+        "{upcoming}"
+    );
     assert_eq!(upcoming["wallets_applied"][0]["wallet_id"], wallet.as_str());
 
     api.advance_clock(&clock, "2027-02-01T00:00:00Z").await;
@@ -307,7 +327,11 @@ async fn a_wallet_pays_usage_and_usage_fires_its_rule_once(api: &Api) {
     // The previews: the next invoice is paid by the wallet; a one-off invoice of $200 for
     // the account would take the rest of the wallet and leave $60 due.
     let upcoming = preview(api, &sub).await;
-    assert_eq!(amounts(&upcoming), [8000, 0, 8000, 0, 8000, 0], "{upcoming}");
+    assert_eq!(
+        amounts(&upcoming),
+        [8000, 0, 8000, 0, 8000, 0],
+        "{upcoming}"
+    );
     let one_off = api
         .post(
             "/v1/invoices/preview",

@@ -459,7 +459,10 @@ impl BillingService {
     ) -> Result<(Option<Subscription>, InvoiceDraft), AppError> {
         caller.require(Permission::Read)?;
         match source {
-            PreviewSource::Lines { mut input, customer } => {
+            PreviewSource::Lines {
+                mut input,
+                customer,
+            } => {
                 let tenant = caller.tenant_id;
                 let (at, test_clock, wallets) = match &customer {
                     PreviewCustomer::Account(id) => {
