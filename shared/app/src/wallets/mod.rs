@@ -1,7 +1,8 @@
 //! Prepaid wallets: creating them, topping them up (granted credits at once, paid credits
 //! through a top-up invoice collected like any other), consuming them when invoices are
 //! finalized (after the balance's credit), giving back on a void, and the wallet job of
-//! the due index (expiry, scheduled top-ups, threshold rules).
+//! the due index (expiry, scheduled top-ups, threshold rules checked after a consumption
+//! and periodically against usage not invoiced yet).
 //!
 //! Every write is one [`WalletChange`] made from the wallet as stored and committed on
 //! its version; an invoice's consumption commits inside the invoice's own write and a
@@ -323,8 +324,9 @@ impl WalletsService {
     }
 
     /// The wallet job of the due index at `at`: the expiry, a scheduled top-up, or the
-    /// threshold rules after a consumption. Safe to run twice: each writes on the wallet's
-    /// version and a second run finds nothing due.
+    /// threshold rules (after a consumption, or the periodic check that sees usage not
+    /// invoiced yet). Safe to run twice: each writes on the wallet's version and a second
+    /// run finds nothing due.
     pub async fn run_wallet_job(
         &self,
         tenant: TenantId,

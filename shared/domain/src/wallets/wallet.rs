@@ -15,7 +15,9 @@
 //! - the balance is the sum of the settled transactions' amounts and is never negative;
 //! - paid credits wait as a pending top-up until their invoice is paid, and arrive once;
 //! - an invoice consumes at most what it still owes after discounts, tax and the
-//!   account's balance credit, and never from a wallet that expired.
+//!   account's balance credit, and never from a wallet that expired;
+//! - a threshold rule fires once per crossing of the ongoing balance, which a periodic
+//!   check looks at (sooner while it moves), so usage needs no wallet read as it arrives.
 
 use jiff::{Timestamp, ToSpan};
 use rust_decimal::Decimal;
