@@ -2843,6 +2843,478 @@ async fn a_balance_waits_on_its_clock_at_its_next_expiry_until_it_expires(store:
         .unwrap());
 }
 
+/// A one-line draft of `amount` for `account`: what a wallet consumes.
+fn wallet_draft(
+    account: billing_domain::kernel::ids::AccountId,
+    amount: i64,
+    now: Timestamp,
+) -> billing_domain::billing::invoice::Invoice {
+    use billing_domain::billing::invoice::{DraftFacts, Invoice};
+    use billing_domain::billing::invoice_draft::{
+        build_invoice, InvoiceInput, LineInput, LineSource,
+    };
+    use billing_domain::billing::subscription::{BillingReason, CollectionMethod};
+    let built = build_invoice(&InvoiceInput {
+        currency: billing_domain::kernel::currency::Currency::from_code("usd").unwrap(),
+        lines: vec![LineInput {
+            id: None,
+            description: "usage".into(),
+            period: None,
+            source: LineSource::Fixed {
+                amount,
+                quantity: None,
+            },
+            tax_rates: Vec::new(),
+            tax_behavior: None,
+            discountable: true,
+        }],
+        discounts: Vec::new(),
+        credits: Vec::new(),
+        minimum_commitment: None,
+    })
+    .unwrap();
+    Invoice::draft(
+        DraftFacts {
+            id: billing_domain::kernel::ids::InvoiceId::from_ulid(billing_app::new_ulid()),
+            account_id: account,
+            subscription_id: None,
+            test_clock: None,
+            billing_reason: BillingReason::Manual,
+            period: None,
+            collection_method: CollectionMethod::ChargeAutomatically,
+        },
+        built,
+        now,
+    )
+}
+
+/// A wallet of `credits` USD credits for `account` (expiring at `expires_at`), created
+/// through the use case.
+async fn wallet_of(
+    c: &Contract,
+    account: &Account,
+    credits: &str,
+    expires_at: Option<Timestamp>,
+) -> billing_domain::wallets::wallet::Wallet {
+    let dec = |s: &str| billing_domain::kernel::decimal::parse_decimal(s, 0).unwrap();
+    c.app
+        .wallets
+        .create_wallet(
+            &c.caller,
+            billing_app::wallets::CreateWallet {
+                account: account.id,
+                currency: None,
+                name: None,
+                rate_amount: dec("1"),
+                granted_credits: dec(credits),
+                paid_credits: dec("0"),
+                expires_at,
+                rules: Vec::new(),
+            },
+        )
+        .await
+        .unwrap()
+}
+
+/// Wallets: an invoice's consumption commits with the invoice, over the wallet's version;
+/// a second invoice consuming from the same read is refused whole (neither it nor its
+/// consumption is written), and from a fresh read it takes only what is left: the balance
+/// never goes below zero. Wallets, their holders and transactions are the tenant's.
+async fn a_wallet_is_consumed_over_its_version_with_its_invoice_never_below_zero(
+    store: Arc<dyn Store>,
+) {
+    use billing_domain::wallets::wallet::WalletTransactionKind;
+
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let account = c.account("wallet@example.com", None).await;
+    let wallet = wallet_of(&c, &account, "25", None).await;
+    let now = c.app.clock.now();
+    let read = c
+        .store
+        .get_wallet(tenant, wallet.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let with_wallet = |(invoice, change), record| InvoiceWrite {
+        invoice,
+        number: None,
+        payment: None,
+        pending: None,
+        balance: None,
+        wallets: Some(Box::new(WalletSettlement {
+            changes: vec![change],
+            record,
+        })),
+    };
+    let first = read
+        .consume(
+            &wallet_draft(account.id, 2000, now),
+            now,
+            &mut billing_app::new_ulid,
+        )
+        .unwrap();
+    let first = with_wallet(first, c.change().await);
+    c.store
+        .insert_invoice(tenant, &first, &c.change().await)
+        .await
+        .unwrap();
+
+    // The same read consumed again by another invoice: refused, nothing of it written.
+    let second = wallet_draft(account.id, 2000, now);
+    let stale = read
+        .consume(&second, now, &mut billing_app::new_ulid)
+        .unwrap();
+    assert_eq!(
+        stale.0.wallet_total.get(),
+        2000,
+        "the stale read saw 25 credits"
+    );
+    let before = c.counts().await;
+    assert_eq!(
+        c.store
+            .insert_invoice(
+                tenant,
+                &with_wallet(stale, c.change().await),
+                &c.change().await
+            )
+            .await,
+        Err(StoreError::VersionConflict { entity: "wallet" })
+    );
+    assert_eq!(c.counts().await, before);
+    assert_eq!(c.store.get_invoice(tenant, second.id).await.unwrap(), None);
+
+    // From a fresh read it takes the $5 left; a third invoice finds nothing to take.
+    let fresh = c
+        .store
+        .get_wallet(tenant, wallet.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((fresh.balance.get(), fresh.version), (500, 2));
+    let taken = fresh
+        .consume(&second, now, &mut billing_app::new_ulid)
+        .unwrap();
+    assert_eq!(
+        (taken.0.wallet_total.get(), taken.0.amount_due.get()),
+        (500, 1500)
+    );
+    c.store
+        .insert_invoice(
+            tenant,
+            &with_wallet(taken, c.change().await),
+            &c.change().await,
+        )
+        .await
+        .unwrap();
+    let empty = c
+        .store
+        .get_wallet(tenant, wallet.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (empty.balance.get(), empty.consumed.get(), empty.version),
+        (0, 2500, 3)
+    );
+    assert!(empty
+        .consume(
+            &wallet_draft(account.id, 100, now),
+            now,
+            &mut billing_app::new_ulid
+        )
+        .is_none());
+    let txs = c
+        .store
+        .list_wallet_transactions(tenant, wallet.id, &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        txs.iter()
+            .map(|t| (t.kind, t.amount.get()))
+            .collect::<Vec<_>>(),
+        vec![
+            (WalletTransactionKind::Consumed, -500),
+            (WalletTransactionKind::Consumed, -2000),
+            (WalletTransactionKind::Granted, 2500),
+        ]
+    );
+    assert_eq!(
+        c.store
+            .get_invoice(tenant, second.id)
+            .await
+            .unwrap()
+            .map(|i| i.wallet_total.get()),
+        Some(500)
+    );
+
+    // Listed for its account and tenant only.
+    let usd = billing_domain::kernel::currency::Currency::from_code("usd").unwrap();
+    let eur = billing_domain::kernel::currency::Currency::from_code("eur").unwrap();
+    let active = c.store.active_wallets(tenant, account.id).await.unwrap();
+    assert_eq!(
+        active.iter().map(|w| w.id).collect::<Vec<_>>(),
+        vec![wallet.id]
+    );
+    assert_eq!(
+        c.store
+            .wallet_holders(tenant, &[(account.id, usd), (account.id, eur)])
+            .await
+            .unwrap(),
+        vec![(account.id, usd)]
+    );
+    let theirs = c.other.tenant_id;
+    assert_eq!(c.store.get_wallet(theirs, wallet.id).await.unwrap(), None);
+    assert!(c
+        .store
+        .wallet_holders(theirs, &[(account.id, usd)])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(c
+        .store
+        .list_wallet_transactions(theirs, wallet.id, &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+/// A paid top-up settles once: two settlements of its purchase over one read, the second
+/// is refused and writes nothing; the purchase is one transaction, settled, and a fresh
+/// read has nothing left to settle.
+async fn a_top_up_purchase_settles_once(store: Arc<dyn Store>) {
+    use billing_domain::kernel::ids::{InvoiceId, WalletId};
+    use billing_domain::wallets::wallet::{
+        NewWallet, Purchase, Wallet, WalletTransactionKind, WalletTransactionStatus,
+    };
+
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let account = c.account("top-up@example.com", None).await;
+    let now = c.app.clock.now();
+    let sold = InvoiceId::from_ulid(billing_app::new_ulid());
+    let dec = |s: &str| billing_domain::kernel::decimal::parse_decimal(s, 0).unwrap();
+    let opened = Wallet::open(
+        NewWallet {
+            id: WalletId::from_ulid(billing_app::new_ulid()),
+            account_id: account.id,
+            currency: account.currency,
+            name: None,
+            rate_amount: dec("1"),
+            granted_credits: dec("0"),
+            paid: Some(Purchase {
+                invoice_id: sold,
+                credits: dec("50"),
+            }),
+            expires_at: None,
+            rules: Vec::new(),
+            test_clock: None,
+        },
+        now,
+        &mut billing_app::new_ulid,
+    )
+    .unwrap();
+    let id = opened.wallet.id;
+    c.store
+        .save_wallet(tenant, &opened, &c.change().await)
+        .await
+        .unwrap();
+    // Created once: the same creation again is refused.
+    assert_eq!(
+        c.store
+            .save_wallet(tenant, &opened, &c.change().await)
+            .await,
+        Err(StoreError::VersionConflict { entity: "wallet" })
+    );
+    let read = c.store.get_wallet(tenant, id).await.unwrap().unwrap();
+    assert_eq!((read.balance.get(), read.pending_top_ups.len()), (0, 1));
+    let settle = || {
+        read.settle_purchase(sold, now, &mut billing_app::new_ulid)
+            .unwrap()
+    };
+    let (once, twice) = (settle(), settle());
+    c.store
+        .save_wallet(tenant, &once, &c.change().await)
+        .await
+        .unwrap();
+    let before = c.counts().await;
+    assert_eq!(
+        c.store.save_wallet(tenant, &twice, &c.change().await).await,
+        Err(StoreError::VersionConflict { entity: "wallet" })
+    );
+    assert_eq!(c.counts().await, before);
+    let arrived = c.store.get_wallet(tenant, id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            arrived.balance.get(),
+            arrived.pending_top_ups.len(),
+            arrived.version
+        ),
+        (5000, 0, 2)
+    );
+    assert!(arrived
+        .settle_purchase(sold, now, &mut billing_app::new_ulid)
+        .is_none());
+    let txs = c
+        .store
+        .list_wallet_transactions(tenant, id, &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(txs.len(), 1, "{txs:?}");
+    assert_eq!(
+        (
+            txs[0].kind,
+            txs[0].status,
+            txs[0].amount.get(),
+            txs[0].ending_balance.map(|b| b.get())
+        ),
+        (
+            WalletTransactionKind::Purchased,
+            WalletTransactionStatus::Settled,
+            5000,
+            Some(5000)
+        )
+    );
+    assert_eq!(txs[0].invoice_id, Some(sold));
+}
+
+/// A wallet on a test clock waits on the clock's due index at its expiry (never in the
+/// real-time index); it expires once: a second expiry over the same read is refused and
+/// writes nothing, the terminated wallet leaves the due index, and its job run again
+/// changes nothing.
+async fn a_wallet_waits_on_its_clock_until_it_expires_once(store: Arc<dyn Store>) {
+    use billing_domain::wallets::wallet::{WalletStatus, WalletTransactionKind};
+
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
+    let clock = c
+        .app
+        .billing
+        .create_test_clock(&c.caller, None, now)
+        .await
+        .unwrap();
+    let account = c
+        .app
+        .customers
+        .create_account(
+            &c.caller,
+            serde_json::from_value(serde_json::json!({
+                "email": "expiring-wallet@example.com", "currency": "usd", "test_clock": clock.id
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let expires = now + SignedDuration::from_hours(1);
+    let wallet = wallet_of(&c, &account, "10", Some(expires)).await;
+    let job = DueKind::Billing(BillingJob::Wallet {
+        tenant,
+        wallet: wallet.id,
+    });
+    let due = c
+        .store
+        .clock_due_items(tenant, clock.id, expires, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter()
+            .map(|d| (d.kind.clone(), d.due_at))
+            .collect::<Vec<_>>(),
+        vec![(job.clone(), expires)]
+    );
+    let early = c
+        .store
+        .clock_due_items(
+            tenant,
+            clock.id,
+            expires - SignedDuration::from_millis(1),
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "{early:?}");
+    let real_time = c
+        .store
+        .due_items(expires + SignedDuration::from_hours(1), 1000)
+        .await
+        .unwrap();
+    assert!(!real_time.iter().any(|d| d.kind == job));
+
+    let read = c
+        .store
+        .get_wallet(tenant, wallet.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        read.expire(now, &mut billing_app::new_ulid).is_none(),
+        "not yet"
+    );
+    let expire = || read.expire(expires, &mut billing_app::new_ulid).unwrap();
+    let (once, twice) = (expire(), expire());
+    c.store
+        .save_wallet(tenant, &once, &c.change().await)
+        .await
+        .unwrap();
+    let before = c.counts().await;
+    assert_eq!(
+        c.store.save_wallet(tenant, &twice, &c.change().await).await,
+        Err(StoreError::VersionConflict { entity: "wallet" })
+    );
+    assert_eq!(c.counts().await, before);
+    let ended = c
+        .store
+        .get_wallet(tenant, wallet.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ended.status, ended.balance.get(), ended.version),
+        (WalletStatus::Terminated, 0, 2)
+    );
+    let far = expires + SignedDuration::from_hours(24 * 365);
+    let due = c
+        .store
+        .clock_due_items(tenant, clock.id, far, 10)
+        .await
+        .unwrap();
+    assert!(due.is_empty(), "{due:?}");
+    assert!(c
+        .store
+        .active_wallets(tenant, account.id)
+        .await
+        .unwrap()
+        .is_empty());
+    // The job run late (a redelivery) finds nothing to do.
+    c.app
+        .credits
+        .run_wallet_job(tenant, wallet.id, far)
+        .await
+        .unwrap();
+    let still = c
+        .store
+        .get_wallet(tenant, wallet.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(still.version, 2);
+    let expired: Vec<_> = c
+        .store
+        .list_wallet_transactions(tenant, wallet.id, &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|t| t.kind == WalletTransactionKind::Expired)
+        .collect();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].amount.get(), -1000);
+}
+
 /// The store's own condition, whatever the caller read: two redemptions over one read of
 /// a coupon with one slot left, the second is refused and writes nothing (its
 /// subscription keeps its version and has no discount).
@@ -3098,6 +3570,9 @@ billing_tests::on_both_stores!(
     a_balance_change_commits_over_its_version_or_writes_nothing,
     a_balance_waits_on_its_clock_at_its_next_expiry_until_it_expires,
     a_redemption_over_a_stale_read_of_the_last_slot_writes_nothing,
+    a_wallet_is_consumed_over_its_version_with_its_invoice_never_below_zero,
+    a_top_up_purchase_settles_once,
+    a_wallet_waits_on_its_clock_until_it_expires_once,
     tax_settings_and_rates_are_the_tenants_and_written_whole_or_not_at_all,
     branding_is_written_over_the_version_it_was_read_at,
 );

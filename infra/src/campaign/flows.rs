@@ -7,15 +7,20 @@ use billing_app::billing::StartSubscription;
 use billing_app::coupons::CouponRef;
 use billing_app::credits::GrantRequest;
 use billing_app::ports::*;
+use billing_app::wallets::CreateWallet;
 use billing_app::AppError;
 use billing_domain::billing::subscription::{CollectionMethod, Subscription};
 use billing_domain::collection::payment::PaymentStatus;
 use billing_domain::customers::account::Account;
 use billing_domain::events::record::DomainEvent;
 use billing_domain::kernel::currency::Currency;
+use billing_domain::kernel::decimal::parse_decimal;
 use billing_domain::kernel::error::ErrorCode;
-use billing_domain::kernel::ids::{AccountId, CouponId, PaymentId, PlanId, SubscriptionId};
+use billing_domain::kernel::ids::{
+    AccountId, CouponId, PaymentId, PlanId, SubscriptionId, WalletId,
+};
 use billing_domain::usage::meter::{UsageEventInput, UsageStatus};
+use billing_domain::wallets::wallet::Wallet;
 use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -45,6 +50,10 @@ pub enum Flow {
     CreditApplication,
     /// A coupon's last redemption slot is taken by a subscription.
     CouponRedemption,
+    /// The finalizer numbers drafts of one account that consume its prepaid wallet.
+    WalletConsumption,
+    /// The payment worker collects a wallet's top-up invoice: its credits arrive.
+    TopUpSettlement,
 }
 
 /// A flow's job, as set up for one run.
@@ -84,10 +93,17 @@ pub enum Job {
         subscription: SubscriptionId,
         coupon: CouponId,
     },
+    ConsumeWallet {
+        wallet: WalletId,
+    },
+    SettleTopUp {
+        payment: PaymentId,
+        wallet: WalletId,
+    },
 }
 
 impl Flow {
-    pub const ALL: [Flow; 10] = [
+    pub const ALL: [Flow; 12] = [
         Flow::BillPeriod,
         Flow::Finalize,
         Flow::CollectPayment,
@@ -98,6 +114,8 @@ impl Flow {
         Flow::WebhookDelivery,
         Flow::CreditApplication,
         Flow::CouponRedemption,
+        Flow::WalletConsumption,
+        Flow::TopUpSettlement,
     ];
 
     pub fn name(self) -> &'static str {
@@ -112,6 +130,8 @@ impl Flow {
             Flow::WebhookDelivery => "a webhook delivery",
             Flow::CreditApplication => "applying account credit",
             Flow::CouponRedemption => "redeeming a coupon",
+            Flow::WalletConsumption => "consuming a prepaid wallet",
+            Flow::TopUpSettlement => "settling a wallet top-up",
         }
     }
 
@@ -119,7 +139,12 @@ impl Flow {
     pub fn charges(self) -> bool {
         matches!(
             self,
-            Flow::BillPeriod | Flow::Finalize | Flow::CollectPayment | Flow::CreditApplication
+            Flow::BillPeriod
+                | Flow::Finalize
+                | Flow::CollectPayment
+                | Flow::CreditApplication
+                | Flow::WalletConsumption
+                | Flow::TopUpSettlement
         )
     }
 
@@ -184,6 +209,39 @@ impl Flow {
                 draft_renewals(w, &ids, t0).await?;
                 return Ok(Job::SpendCredit {
                     account: account.id,
+                });
+            }
+            Flow::WalletConsumption => {
+                let account = account(w, Some("4242424242424242")).await?;
+                let plan = plan(w, flat_plan(amount)).await?;
+                let mut ids = Vec::new();
+                for _ in 0..3 {
+                    let start = StartSubscription::new(account.id, plan);
+                    ids.push(
+                        w.app
+                            .billing
+                            .create_subscription(&w.caller, start)
+                            .await?
+                            .id,
+                    );
+                }
+                w.settle().await;
+                // A wallet worth one renewal and a half (credits of $1): the drafts consume
+                // it in turn, the last one not at all.
+                let wallet = wallet(w, &account, i64::try_from(amount * 3 / 2)?, 0).await?;
+                draft_renewals(w, &ids, t0).await?;
+                return Ok(Job::ConsumeWallet { wallet: wallet.id });
+            }
+            Flow::TopUpSettlement => {
+                let account = account(w, Some("4242424242424242")).await?;
+                // Paid credits: the top-up invoice is finalized with its first attempt
+                // waiting; the worker's attempt is the job.
+                let wallet = wallet(w, &account, 0, i64::try_from(amount)?).await?;
+                let attempt = pending_payment(w, |p| p.status == PaymentStatus::Pending).await?;
+                w.clock.set(attempt.due_at);
+                return Ok(Job::SettleTopUp {
+                    payment: attempt.id,
+                    wallet: wallet.id,
                 });
             }
             Flow::CouponRedemption => {
@@ -362,7 +420,7 @@ impl Flow {
                     .run_due_subscription(tenant, *subscription, *until)
                     .await?;
             }
-            Job::Finalize | Job::SpendCredit { .. } => {
+            Job::Finalize | Job::SpendCredit { .. } | Job::ConsumeWallet { .. } => {
                 w.app.billing.finalize_pending_invoices(tenant).await?;
             }
             Job::Redeem {
@@ -383,7 +441,7 @@ impl Flow {
                     }
                 }
             }
-            Job::Collect { payment } => {
+            Job::Collect { payment } | Job::SettleTopUp { payment, .. } => {
                 let job = PaymentJob::Attempt {
                     tenant,
                     id: *payment,
@@ -520,6 +578,39 @@ impl Job {
                 );
                 seen
             }
+            Job::ConsumeWallet { wallet } | Job::SettleTopUp { wallet, .. } => {
+                let page = PageRequest::first(100);
+                let view = w.app.wallets.get_wallet(&w.caller, *wallet, &page).await?;
+                let mut seen = vec![format!(
+                    "wallet {} consumed {} pending {}",
+                    view.wallet.balance.get(),
+                    view.wallet.consumed.get(),
+                    view.wallet.pending_top_ups.len()
+                )];
+                let mut settled: Vec<String> = view
+                    .transactions
+                    .items
+                    .iter()
+                    .map(|t| format!("{:?} {:?} {}", t.kind, t.status, t.amount.get()))
+                    .collect();
+                let invoices = w
+                    .memory
+                    .list_invoices(w.tenant(), &InvoiceFilter::default(), &page)
+                    .await?
+                    .items;
+                settled.extend(invoices.iter().map(|i| {
+                    format!(
+                        "{:?} wallet {} due {}",
+                        i.billing_reason,
+                        i.wallet_total.get(),
+                        i.amount_due.get()
+                    )
+                }));
+                // Which draft consumes first is the finalizer's order; what is spent is not.
+                settled.sort();
+                seen.extend(settled);
+                seen
+            }
             _ => Vec::new(),
         })
     }
@@ -563,6 +654,33 @@ async fn subscribe(w: &World, card: Option<&str>, plan: Value) -> anyhow::Result
     Ok(w.app
         .billing
         .create_subscription(&w.caller, StartSubscription::new(account.id, plan))
+        .await?)
+}
+
+/// A wallet of `granted_cents` free and `paid_cents` bought credits ($1 each) for
+/// `account`.
+async fn wallet(
+    w: &World,
+    account: &Account,
+    granted_cents: i64,
+    paid_cents: i64,
+) -> anyhow::Result<Wallet> {
+    let credits = |cents: i64| parse_decimal(&format!("{}.{:02}", cents / 100, cents % 100), 2);
+    Ok(w.app
+        .wallets
+        .create_wallet(
+            &w.caller,
+            CreateWallet {
+                account: account.id,
+                currency: None,
+                name: None,
+                rate_amount: parse_decimal("1", 0)?,
+                granted_credits: credits(granted_cents)?,
+                paid_credits: credits(paid_cents)?,
+                expires_at: None,
+                rules: Vec::new(),
+            },
+        )
         .await?)
 }
 

@@ -76,6 +76,8 @@ fn invoice(n: u128, total: i64, discount: i64) -> Invoice {
             taxes: Vec::new(),
             credits_applied: Vec::new(),
             credit_total: 0,
+            wallet_total: 0,
+            wallets_applied: Vec::new(),
             amount_due: total.max(0),
             ending_credit_balance: (-total).max(0),
         },

@@ -496,6 +496,7 @@ proptest! {
         percent in 0i64..=10_000,
         amount_off in 0i64..5_000_000,
         credits in prop::collection::vec(0i64..5_000_000, 0..3),
+        wallets in prop::collection::vec(0i64..5_000_000, 0..3),
     ) {
         let rates = |kind: u32| match kind {
             0 => vec![],
@@ -549,6 +550,22 @@ proptest! {
         prop_assert_eq!(inv.amount_due, inv.total.max(0) - inv.credit_total);
         let credit_in: i64 = credits.iter().sum();
         prop_assert_eq!(inv.ending_credit_balance, credit_in - inv.credit_total + (-inv.total).max(0));
+        // Prepaid wallets then pay what is still due, each at most its balance: discount +
+        // credit + wallet + amount due is what the lines came to (with tax), never below zero.
+        let balances: Vec<CreditInput> = wallets.iter().enumerate().map(|(i, &w)| CreditInput { id: format!("w{i}"), amount: w }).collect();
+        let paid = inv.clone().with_wallets(&balances);
+        prop_assert!(paid.amount_due >= 0);
+        prop_assert!(paid.wallet_total <= inv.amount_due);
+        prop_assert_eq!(paid.wallet_total, paid.wallets_applied.iter().map(|w| w.amount).sum::<i64>());
+        for w in &paid.wallets_applied {
+            let balance = balances.iter().find(|b| b.id == w.wallet_id).map(|b| b.amount);
+            prop_assert!(w.amount > 0 && Some(w.amount) <= balance);
+        }
+        prop_assert_eq!(paid.wallet_total, inv.amount_due.min(wallets.iter().sum()));
+        prop_assert_eq!(
+            paid.discount_total + paid.credit_total + paid.wallet_total + paid.amount_due,
+            paid.subtotal + exclusive_tax + (-paid.total).max(0)
+        );
     }
 
     /// A termination splits the period into what was used and what is credited: the two

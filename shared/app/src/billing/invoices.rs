@@ -459,28 +459,40 @@ impl BillingService {
     ) -> Result<(Option<Subscription>, InvoiceDraft), AppError> {
         caller.require(Permission::Read)?;
         match source {
-            PreviewSource::Lines { input, customer } => {
-                let (at, test_clock) = match &customer {
+            PreviewSource::Lines {
+                mut input,
+                customer,
+            } => {
+                let tenant = caller.tenant_id;
+                let (at, test_clock, wallets) = match &customer {
                     PreviewCustomer::Account(id) => {
                         let account = self
                             .store
-                            .get_account(caller.tenant_id, *id)
+                            .get_account(tenant, *id)
                             .await?
                             .filter(|a| a.deleted_at.is_none())
                             .ok_or_else(|| unknown_account(*id))?;
-                        let now = self
-                            .clocks
-                            .now_for(caller.tenant_id, account.test_clock)
+                        let now = self.clocks.now_for(tenant, account.test_clock).await?;
+                        // An invoice of these lines made for the account now would spend
+                        // its balance (after any credits asked for) and then its wallets.
+                        let credits = self
+                            .credits
+                            .preview_credits(tenant, *id, input.currency, now)
                             .await?;
-                        (now, account.test_clock)
+                        input.credits.extend(credits);
+                        let wallets = self
+                            .credits
+                            .preview_wallets(tenant, *id, input.currency, now)
+                            .await?;
+                        (now, account.test_clock, wallets)
                     }
-                    PreviewCustomer::Details(_) => (self.clocks.now(), None),
+                    PreviewCustomer::Details(_) => (self.clocks.now(), None, Vec::new()),
                 };
                 let tax = self
                     .tax
-                    .invoice_tax(caller.tenant_id, customer.taxed(), at, test_clock)
+                    .invoice_tax(tenant, customer.taxed(), at, test_clock)
                     .await?;
-                Ok((None, taxed(&tax, input)?))
+                Ok((None, taxed(&tax, input)?.with_wallets(&wallets)))
             }
             PreviewSource::Hypothetical(input) => {
                 Ok((None, self.preview_hypothetical(caller, *input).await?))
@@ -574,6 +586,11 @@ impl BillingService {
                         sub.test_clock,
                     )
                     .await?;
+                // Then the wallets, as they stand, that would pay what is still due.
+                let wallets = self
+                    .credits
+                    .preview_wallets(tenant, sub.account_id, sub.currency, at)
+                    .await?;
                 let draft = taxed(
                     &tax,
                     InvoiceInput {
@@ -583,7 +600,8 @@ impl BillingService {
                         credits,
                         minimum_commitment: None,
                     },
-                )?;
+                )?
+                .with_wallets(&wallets);
                 return Ok((at, draft));
             }
             current = step.next;

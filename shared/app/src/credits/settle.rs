@@ -139,6 +139,20 @@ impl CreditsService {
             .collect())
     }
 
+    /// The account's wallets an invoice in `currency` made at `at` would consume, in that
+    /// order, with their balances: the wallets of a preview.
+    pub async fn preview_wallets(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        currency: Currency,
+        at: Timestamp,
+    ) -> Result<Vec<CreditInput>, AppError> {
+        self.wallets
+            .preview_wallets(tenant, account, currency, at)
+            .await
+    }
+
     /// Settles the drafts of a finalizer's page before they are numbered, one write each;
     /// returns them as now stored, leaving out any that another writer took off the page.
     pub async fn settle_drafts(

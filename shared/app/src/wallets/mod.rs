@@ -1,7 +1,8 @@
 //! Prepaid wallets: creating them, topping them up (granted credits at once, paid credits
 //! through a top-up invoice collected like any other), consuming them when invoices are
 //! finalized (after the balance's credit), giving back on a void, and the wallet job of
-//! the due index (expiry, scheduled top-ups, threshold rules).
+//! the due index (expiry, scheduled top-ups, threshold rules checked after a consumption
+//! and periodically against usage not invoiced yet).
 //!
 //! Every write is one [`WalletChange`] made from the wallet as stored and committed on
 //! its version; an invoice's consumption commits inside the invoice's own write and a
@@ -11,7 +12,9 @@
 use std::sync::Arc;
 
 use billing_domain::billing::invoice::{DraftFacts, Invoice};
-use billing_domain::billing::invoice_draft::{build_invoice, InvoiceInput, LineInput, LineSource};
+use billing_domain::billing::invoice_draft::{
+    build_invoice, CreditInput, InvoiceInput, LineInput, LineSource,
+};
 use billing_domain::billing::subscription::{BillingReason, CollectionMethod};
 use billing_domain::customers::access::Permission;
 use billing_domain::customers::account::Account;
@@ -257,6 +260,28 @@ impl WalletsService {
         Ok(Some((current, WalletSettlement { changes, record })))
     }
 
+    /// The account's wallets in `currency` still usable at `at`, in the order an invoice
+    /// consumes them, with their balances (what a preview shows them paying).
+    pub async fn preview_wallets(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+        currency: Currency,
+        at: Timestamp,
+    ) -> Result<Vec<CreditInput>, AppError> {
+        Ok(self
+            .store
+            .active_wallets(tenant, account)
+            .await?
+            .into_iter()
+            .filter(|w| w.currency == currency && w.usable(at))
+            .map(|w| CreditInput {
+                id: w.id.to_string(),
+                amount: w.balance.get(),
+            })
+            .collect())
+    }
+
     /// Which of `wanted` (accounts and currencies of a finalizer's page of drafts that owe
     /// something) have wallets: one batched read; the others are not looked at further.
     pub async fn holders(
@@ -299,8 +324,9 @@ impl WalletsService {
     }
 
     /// The wallet job of the due index at `at`: the expiry, a scheduled top-up, or the
-    /// threshold rules after a consumption. Safe to run twice: each writes on the wallet's
-    /// version and a second run finds nothing due.
+    /// threshold rules (after a consumption, or the periodic check that sees usage not
+    /// invoiced yet). Safe to run twice: each writes on the wallet's version and a second
+    /// run finds nothing due.
     pub async fn run_wallet_job(
         &self,
         tenant: TenantId,

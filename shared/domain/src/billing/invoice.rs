@@ -437,6 +437,8 @@ mod tests {
             taxes: Vec::new(),
             credits_applied: Vec::new(),
             credit_total,
+            wallet_total: 0,
+            wallets_applied: Vec::new(),
             amount_due,
             ending_credit_balance: 0,
         };

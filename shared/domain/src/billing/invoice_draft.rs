@@ -187,6 +187,13 @@ pub struct InvoiceDraft {
     pub taxes: Vec<TaxSummary>,
     pub credits_applied: Vec<AppliedCredit>,
     pub credit_total: i64,
+    /// What prepaid wallets pay, after the credits (a preview's: see
+    /// [`InvoiceDraft::with_wallets`]; a stored invoice's wallets are consumed when it is
+    /// finalized).
+    #[serde(default)]
+    pub wallet_total: i64,
+    #[serde(default)]
+    pub wallets_applied: Vec<AppliedWallet>,
     pub amount_due: i64,
     /// Credit left to the customer after this invoice: unapplied credits plus any negative total.
     pub ending_credit_balance: i64,
@@ -281,6 +288,13 @@ pub struct TaxSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedCredit {
     pub credit_id: String,
+    pub amount: i64,
+}
+
+/// What one prepaid wallet pays of an invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedWallet {
+    pub wallet_id: String,
     pub amount: i64,
 }
 
@@ -733,12 +747,34 @@ pub fn build_invoice(input: &InvoiceInput) -> Result<InvoiceDraft, InvoiceError>
         taxes: tax_summaries,
         credits_applied,
         credit_total,
+        wallet_total: 0,
+        wallets_applied: Vec::new(),
         amount_due,
         ending_credit_balance,
     })
 }
 
 impl InvoiceDraft {
+    /// The draft with prepaid wallets (`id`, balance in minor units, in the order they
+    /// are consumed) paying what is still due after discounts, tax and credits: each at
+    /// most its balance, all together at most the amount due, so the amount due never
+    /// goes below zero.
+    pub fn with_wallets(mut self, wallets: &[CreditInput]) -> InvoiceDraft {
+        for wallet in wallets {
+            let take = wallet.amount.min(self.amount_due);
+            if take <= 0 {
+                continue;
+            }
+            self.amount_due -= take;
+            self.wallet_total += take;
+            self.wallets_applied.push(AppliedWallet {
+                wallet_id: wallet.id.clone(),
+                amount: take,
+            });
+        }
+        self
+    }
+
     pub fn total_money(&self) -> Money {
         Money::new(self.total, self.currency)
     }

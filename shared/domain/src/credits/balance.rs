@@ -725,6 +725,8 @@ mod tests {
                 taxes: Vec::new(),
                 credits_applied: Vec::new(),
                 credit_total: 0,
+                wallet_total: 0,
+                wallets_applied: Vec::new(),
                 amount_due: total.max(0),
                 ending_credit_balance: (-total).max(0),
             },

@@ -15,7 +15,9 @@
 //! - the balance is the sum of the settled transactions' amounts and is never negative;
 //! - paid credits wait as a pending top-up until their invoice is paid, and arrive once;
 //! - an invoice consumes at most what it still owes after discounts, tax and the
-//!   account's balance credit, and never from a wallet that expired.
+//!   account's balance credit, and never from a wallet that expired;
+//! - a threshold rule fires once per crossing of the ongoing balance, which a periodic
+//!   check looks at (sooner while it moves), so usage needs no wallet read as it arrives.
 
 use jiff::{Timestamp, ToSpan};
 use rust_decimal::Decimal;
@@ -37,6 +39,14 @@ pub const MAX_SCALE: u32 = 8;
 pub const MAX_RULES: usize = 5;
 /// The longest wallet name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
+/// How soon after a check a wallet with threshold rules is checked again while its ongoing
+/// balance moves: usage arriving makes a threshold fire within this (plus the sweep's
+/// interval), without a single request more on the usage path.
+pub const THRESHOLD_CHECK_MINUTES: u32 = 15;
+/// The longest wait between two checks: the wait doubles from
+/// [`THRESHOLD_CHECK_MINUTES`] while the ongoing balance stands still (a quiet account is
+/// looked at about once a day, not 96 times).
+pub const THRESHOLD_CHECK_MAX_MINUTES: u32 = 24 * 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -104,6 +114,14 @@ pub struct TopUpRule {
     pub paid_credits: Decimal,
 }
 
+/// The last periodic threshold check: the ongoing balance it saw and how long it waits
+/// until the next (doubling while the ongoing balance stays where it was).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ThresholdWatch {
+    pub seen_ongoing: i64,
+    pub every_minutes: u32,
+}
+
 /// A prepaid wallet. Its money is `balance` (minor units); its credits are derived from it
 /// through `rate_amount`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -137,10 +155,14 @@ pub struct Wallet {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub terminated_at: Option<Timestamp>,
     /// Set when an invoice consumed it and it has threshold rules: the rules are checked
-    /// against the ongoing balance then (through the due index, so no path misses it).
+    /// against the ongoing balance then (through the due index, so no path misses it);
+    /// and, with threshold rules, the next periodic check of the usage not invoiced yet.
     #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub rules_due_at: Option<Timestamp>,
+    /// What the last threshold check saw, so that the next waits longer while nothing moves.
+    #[serde(default)]
+    pub threshold_watch: Option<ThresholdWatch>,
     /// The account's test clock: its expiry and scheduled top-ups fall due on its time.
     #[schema(value_type = Option<String>)]
     pub test_clock: Option<TestClockId>,
@@ -389,12 +411,16 @@ impl Wallet {
             expires_at: new.expires_at,
             terminated_at: None,
             rules_due_at: None,
+            threshold_watch: None,
             test_clock: new.test_clock,
             created_at: now,
             updated_at: now,
             version: 0,
         };
         let mut work = Working::start(&wallet, now, ids);
+        if work.wallet.has_threshold_rules() {
+            work.wallet.rules_due_at = Some(now + minutes(THRESHOLD_CHECK_MINUTES));
+        }
         work.signals.push(WalletSignal::Created);
         work.top_up(new.granted_credits, new.paid)?;
         Ok(work.finish())
@@ -554,8 +580,10 @@ impl Wallet {
     /// Runs the first recurring rule due with the wallet's `ongoing` balance at `now`: an
     /// interval rule whose time came (it moves to its next time), or an armed threshold
     /// rule the ongoing balance fell under (it disarms: once per crossing). Threshold rules
-    /// the ongoing balance is back above re-arm. `buy` names the invoice of paid credits.
-    /// `None` when nothing changes.
+    /// the ongoing balance is back above re-arm. When the threshold check was due, the
+    /// next one is scheduled ([`THRESHOLD_CHECK_MINUTES`], doubling while the ongoing
+    /// balance stands still). `buy` names the invoice of paid credits. `None` when nothing
+    /// changes (so a job run twice at one moment writes once).
     pub fn run_rules(
         &self,
         ongoing: i64,
@@ -567,7 +595,11 @@ impl Wallet {
             return None;
         }
         let mut work = Working::start(self, now, ids);
-        let mut changed = work.wallet.rules_due_at.take().is_some();
+        let due = self.rules_due_at.is_some_and(|at| at <= now);
+        let mut changed = due;
+        if due {
+            work.wallet.rules_due_at = None;
+        }
         let mut fire = None;
         for (i, rule) in work.wallet.rules.iter_mut().enumerate() {
             match &mut rule.trigger {
@@ -601,6 +633,23 @@ impl Wallet {
                 }
                 TopUpTrigger::Interval { .. } => {}
             }
+        }
+        if due && self.has_threshold_rules() {
+            // Usage is not seen as it arrives (that would cost the usage path a request per
+            // event): the ongoing balance is looked at again soon while it moves, later
+            // while it stands still.
+            let every = match self.threshold_watch {
+                Some(w) if w.seen_ongoing == ongoing => w
+                    .every_minutes
+                    .saturating_mul(2)
+                    .min(THRESHOLD_CHECK_MAX_MINUTES),
+                _ => THRESHOLD_CHECK_MINUTES,
+            };
+            work.wallet.rules_due_at = Some(now + minutes(every));
+            work.wallet.threshold_watch = Some(ThresholdWatch {
+                seen_ongoing: ongoing,
+                every_minutes: every,
+            });
         }
         if let Some(i) = fire {
             let rule = work.wallet.rules[i].clone();
@@ -651,6 +700,10 @@ impl Wallet {
     pub fn credits(&self, amount: MinorUnits) -> Decimal {
         amount_to_credits(self.rate_amount, self.currency, amount)
     }
+}
+
+fn minutes(n: u32) -> jiff::SignedDuration {
+    jiff::SignedDuration::from_mins(i64::from(n))
 }
 
 fn rule_error(hint: String) -> ValidationError {
@@ -918,6 +971,8 @@ mod tests {
                 taxes: Vec::new(),
                 credits_applied: Vec::new(),
                 credit_total: credit,
+                wallet_total: 0,
+                wallets_applied: Vec::new(),
                 amount_due: (total - credit).max(0),
                 ending_credit_balance: 0,
             },
@@ -1065,6 +1120,50 @@ mod tests {
             .wallet
             .run_rules(100, at(4), &mut buy, &mut ids)
             .is_some_and(|c| c.signals.contains(&WalletSignal::LowBalance)));
+    }
+
+    /// Usage that is not invoiced yet is seen by the periodic check: a quarter of an hour
+    /// after the last while the ongoing balance moves, twice as long each time it stood
+    /// still (up to a day); it fires once per crossing.
+    #[test]
+    fn the_threshold_check_comes_back_sooner_while_usage_moves() {
+        let mut ids = counter();
+        let mut new = new_wallet("1", "100", None);
+        new.rules = vec![NewRule {
+            interval: None,
+            threshold_credits: Some(dec("50")),
+            granted_credits: dec("20"),
+            paid_credits: dec("0"),
+        }];
+        let mut w = Wallet::open(new, at(0), &mut ids).unwrap().wallet;
+        let mut buy = || InvoiceId::from_ulid(Ulid::from_parts(8, 1));
+        assert_eq!(w.next_due(), Some(at(15 * 60)));
+        // Not due yet: nothing, whatever the ongoing balance.
+        assert!(w.run_rules(10_000, at(60), &mut buy, &mut ids).is_none());
+        let mut t = 15 * 60;
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            let change = w.run_rules(10_000, at(t), &mut buy, &mut ids).unwrap();
+            assert!(change.signals.is_empty() && change.transactions.is_empty());
+            w = change.wallet;
+            // Run again at the same moment: nothing more to write.
+            assert!(w.run_rules(10_000, at(t), &mut buy, &mut ids).is_none());
+            let next = w.next_due().unwrap();
+            waits.push(next.duration_since(at(t)).as_mins());
+            t = next.as_second() - 1_800_000_000;
+        }
+        assert_eq!(waits, vec![15, 30, 60, 120, 240, 480, 960, 1440, 1440]);
+        // Usage arrived: 60 credits not invoiced yet, the ongoing balance is 40 credits.
+        let fired = w.run_rules(4_000, at(t), &mut buy, &mut ids).unwrap();
+        assert_eq!(fired.signals[0], WalletSignal::LowBalance);
+        assert_eq!(fired.wallet.balance.get(), 12_000);
+        assert_eq!(fired.wallet.next_due(), Some(at(t + 15 * 60)));
+        // Still under at the next check (more usage came): it does not fire again.
+        let w = fired.wallet;
+        let t = t + 15 * 60;
+        let later = w.run_rules(4_500, at(t), &mut buy, &mut ids).unwrap();
+        assert!(later.signals.is_empty() && later.transactions.is_empty());
+        assert_eq!(later.wallet.balance.get(), 12_000);
     }
 
     #[test]

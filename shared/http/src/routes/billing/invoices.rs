@@ -247,7 +247,8 @@ pub struct InvoicePreviewRequest {
     #[schema(value_type = Option<Vec<Object>>)]
     pub credits: Option<Vec<billing_domain::billing::invoice_draft::CreditInput>>,
     /// A hypothetical invoice or subscription is taxed as this account's invoice would be
-    /// (`acct_…`)…
+    /// (`acct_…`); a hypothetical invoice then also spends the account's balance (after
+    /// `credits`) and its prepaid wallets, as finalizing it now would…
     pub account: Option<String>,
     /// …or as a customer with these details' would be. Without either, as the invoice of
     /// a customer without an address: the seller's own rate (`address_missing`).
@@ -257,6 +258,9 @@ pub struct InvoicePreviewRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InvoicePreview {
     pub subscription: Option<String>,
+    /// The invoice's lines and totals: `discount_total`, `tax_total`, `total`, then what
+    /// the balance's credit (`credit_total`, `credits_applied`) and prepaid wallets
+    /// (`wallet_total`, `wallets_applied`) would pay, and the `amount_due` left.
     #[schema(value_type = Object)]
     pub invoice: InvoiceDraft,
 }
