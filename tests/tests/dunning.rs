@@ -1214,6 +1214,8 @@ async fn the_ses_notifier_sends_from_a_verified_sender() {
         to: "owner@customer.test".into(),
         subject: "Acme: your payment is overdue".into(),
         body: "We could not collect $49.00.\n".into(),
+        html: "<p>We could not collect $49.00.</p>".into(),
+        reply_to: Some("billing@acme.test".into()),
         key: "acct_x/dunning/1-1-reminder".into(),
     };
     match notifier.send(&notification).await {
