@@ -334,6 +334,32 @@ pub async fn sweep_and_bill(app: &App) -> (Vec<billing_app::ports::BillingJob>, 
     (jobs, failed)
 }
 
+/// What the sweep hands the payment worker and it does with each: every customer notice
+/// due now (dunning's, and the emails events left) sent through `app`'s notifier. Answers
+/// the jobs run, for a test to deliver again.
+pub async fn send_due_notices(app: &App) -> Vec<billing_app::ports::PaymentJob> {
+    use billing_app::ports::{DueKind, PaymentJob};
+    let due = app
+        .store
+        .due_items(jiff::Timestamp::now(), 1000)
+        .await
+        .expect("due items");
+    let jobs: Vec<PaymentJob> = due
+        .into_iter()
+        .filter_map(|item| match item.kind {
+            DueKind::Payment(job @ PaymentJob::DunningNotice { .. }) => Some(job),
+            _ => None,
+        })
+        .collect();
+    for job in &jobs {
+        app.collection
+            .handle_payment_job(job)
+            .await
+            .expect("send a notice");
+    }
+    jobs
+}
+
 /// `count` send-invoice drafts of `account`, each one fixed line of `amount` minor units.
 pub async fn manual_drafts(
     app: &App,

@@ -10,12 +10,12 @@
 
 use std::sync::Arc;
 
-use billing_app::ports::{DueKind, Notification, PaymentJob};
+use billing_app::ports::Notification;
 use billing_app::App;
 use billing_aws::SandboxGateway;
 use billing_memory::MemoryNotifier;
 use billing_tests::api::Api;
-use jiff::Timestamp;
+use billing_tests::send_due_notices;
 use reqwest::{redirect, Client, StatusCode};
 use serde_json::{json, Value};
 
@@ -26,22 +26,6 @@ async fn start(app: App, notifier: Arc<MemoryNotifier>) -> (Api, App, Arc<Sandbo
     let (api, _) = Api::start(app.clone(), "Mail Co").await;
     let worker = app.with_notifier(notifier).with_public_url(api.base());
     (api, worker, gateway)
-}
-
-/// What the sweep hands the payment worker: every notice due now. Answers the jobs run.
-async fn send_due(worker: &App) -> Vec<PaymentJob> {
-    let due = worker.store.due_items(Timestamp::now(), 1000).await.unwrap();
-    let jobs: Vec<PaymentJob> = due
-        .into_iter()
-        .filter_map(|item| match item.kind {
-            DueKind::Payment(job @ PaymentJob::DunningNotice { .. }) => Some(job),
-            _ => None,
-        })
-        .collect();
-    for job in &jobs {
-        worker.collection.handle_payment_job(job).await.unwrap();
-    }
-    jobs
 }
 
 fn of_kind(notifier: &MemoryNotifier, kind: &str) -> Vec<Notification> {
@@ -95,7 +79,7 @@ async fn pay(page: &str, card: &str) {
 
 async fn clock_account(api: &Api, email: &str) -> (String, String) {
     let clock = api
-        .post("/v1/test-clocks", json!({"frozen_time": "2026-01-01T00:00:00Z"}))
+        .post("/v1/test-clocks", json!({"frozen_time": "2027-01-01T00:00:00Z"}))
         .await;
     let clock = clock["id"].as_str().unwrap().to_owned();
     let account = api
@@ -111,7 +95,7 @@ async fn subscribe(api: &Api, account: &str, trial_days: u32) -> Value {
     let plan = api
         .post(
             "/v1/plans",
-            json!({"code": format!("pro-{}", ulid::Ulid::new()), "name": "Pro", "interval": {"unit": "month"},
+            json!({"code": format!("pro-{}", ulid::Ulid::new().to_string().to_lowercase()), "name": "Pro", "interval": {"unit": "month"},
                    "trial_days": trial_days,
                    "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 4900}}}}}),
         )
@@ -135,14 +119,14 @@ async fn a_send_invoice_subscription_gets_one_email_per_invoice_and_a_receipt(ap
     .await;
     let (clock, account) = clock_account(&api, "ada@customer.test").await;
     subscribe(&api, &account, 0).await;
-    api.advance_clock(&clock, "2026-02-01T00:00:00Z").await;
-    api.advance_clock(&clock, "2026-03-01T00:00:00Z").await;
+    api.advance_clock(&clock, "2027-02-01T00:00:00Z").await;
+    api.advance_clock(&clock, "2027-03-01T00:00:00Z").await;
     let invoices = api
         .list(&format!("/v1/invoices?account={account}"))
         .await;
     assert_eq!(invoices.len(), 3, "the first period and two renewals");
 
-    let jobs = send_due(&worker).await;
+    let jobs = send_due_notices(&worker).await;
     let issued = of_kind(&notifier, "invoice_issued");
     assert_eq!(issued.len(), 3, "{:#?}", notifier.sent());
     for invoice in &invoices {
@@ -175,7 +159,7 @@ async fn a_send_invoice_subscription_gets_one_email_per_invoice_and_a_receipt(ap
         worker.collection.handle_payment_job(job).await.unwrap();
     }
     billing_tests::sweep_and_bill(&worker).await;
-    assert!(send_due(&worker).await.is_empty(), "nothing left to send");
+    assert!(send_due_notices(&worker).await.is_empty(), "nothing left to send");
     assert_eq!(of_kind(&notifier, "invoice_issued").len(), 3);
 
     // The customer pays the latest from its email: a receipt, once.
@@ -184,11 +168,11 @@ async fn a_send_invoice_subscription_gets_one_email_per_invoice_and_a_receipt(ap
         .find(|n| n.subject.contains(invoices[0]["number"].as_str().unwrap()))
         .unwrap();
     pay(&link(&latest.body, "Pay this invoice"), "4242424242424242").await;
-    let jobs = send_due(&worker).await;
+    let jobs = send_due_notices(&worker).await;
     for job in &jobs {
         worker.collection.handle_payment_job(job).await.unwrap();
     }
-    send_due(&worker).await;
+    send_due_notices(&worker).await;
     let receipts = of_kind(&notifier, "receipt");
     assert_eq!(receipts.len(), 1, "{:#?}", notifier.sent());
     assert!(receipts[0].subject.contains("receipt for your payment of $49.00"));
@@ -225,21 +209,21 @@ async fn the_other_kinds_follow_the_switches_and_reply_to(app: App) {
     // A trial of 7 days: told 3 days before it ends.
     let (clock, account) = clock_account(&api, "ada@customer.test").await;
     subscribe(&api, &account, 7).await;
-    api.advance_clock(&clock, "2026-01-05T00:00:00Z").await;
-    send_due(&worker).await;
+    api.advance_clock(&clock, "2027-01-05T00:00:00Z").await;
+    send_due_notices(&worker).await;
     let trial = of_kind(&notifier, "trial_ending");
     assert_eq!(trial.len(), 1, "{:#?}", notifier.sent());
-    assert!(trial[0].subject.contains("ends on Jan 8, 2026"), "{}", trial[0].subject);
+    assert!(trial[0].subject.contains("ends on Jan 8, 2027"), "{}", trial[0].subject);
     assert_eq!(trial[0].reply_to.as_deref(), Some("billing@mail.test"));
 
     // The trial ends: an invoice; a card that needs 3-D Secure, then one that fails.
-    api.advance_clock(&clock, "2026-01-09T00:00:00Z").await;
-    send_due(&worker).await;
+    api.advance_clock(&clock, "2027-01-09T00:00:00Z").await;
+    send_due_notices(&worker).await;
     let issued = of_kind(&notifier, "invoice_issued");
     assert_eq!(issued.len(), 1);
     let page = link(&issued[0].body, "Pay this invoice");
     pay(&page, "4000002500003155").await;
-    send_due(&worker).await;
+    send_due_notices(&worker).await;
     let action = of_kind(&notifier, "action_required");
     assert_eq!(action.len(), 1, "{:#?}", notifier.sent());
     let confirm = link(&action[0].body, "Complete the payment");
@@ -248,11 +232,11 @@ async fn the_other_kinds_follow_the_switches_and_reply_to(app: App) {
 
     let (_, other) = clock_account(&api, "grace@customer.test").await;
     subscribe(&api, &other, 0).await;
-    send_due(&worker).await;
+    send_due_notices(&worker).await;
     let issued = of_kind(&notifier, "invoice_issued");
     let theirs = issued.iter().find(|n| n.to == "grace@customer.test").unwrap();
     pay(&link(&theirs.body, "Pay this invoice"), "4000000000000002").await;
-    send_due(&worker).await;
+    send_due_notices(&worker).await;
     let failed = of_kind(&notifier, "payment_failed");
     assert_eq!(failed.len(), 1, "{:#?}", notifier.sent());
     assert!(failed[0].body.contains("Pay or update your card: "));
@@ -264,19 +248,19 @@ async fn the_other_kinds_follow_the_switches_and_reply_to(app: App) {
     let paid = payments.iter().find(|p| p["status"] == "succeeded").unwrap();
     let refunds = format!("/v1/payments/{}/refunds", paid["id"].as_str().unwrap());
     api.post(&refunds, json!({"amount": 900})).await;
-    send_due(&worker).await;
+    send_due_notices(&worker).await;
     assert!(of_kind(&notifier, "credit_note_issued").is_empty());
     assert_eq!(of_kind(&notifier, "receipt").len(), 1);
     api.patch("/v1/settings/emails", json!({"credit_note_issued": true}))
         .await;
     api.post(&refunds, json!({"amount": 1000})).await;
-    send_due(&worker).await;
+    send_due_notices(&worker).await;
     let notes = of_kind(&notifier, "credit_note_issued");
     assert_eq!(notes.len(), 1);
     assert!(notes[0].subject.contains("credit note for $10.00"), "{}", notes[0].subject);
 
     // Nothing is left waiting.
-    assert!(send_due(&worker).await.is_empty());
+    assert!(send_due_notices(&worker).await.is_empty());
 }
 
 billing_tests::on_both_stores!(
