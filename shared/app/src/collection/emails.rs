@@ -305,7 +305,12 @@ impl CollectionService {
         let amount = letterhead.money(payment.amount, &invoice);
         let number = invoice.number.clone().unwrap_or_default();
         let seller = &letterhead.seller;
-        if kind != NoticeKind::Receipt && invoice.status != InvoiceStatus::Open {
+        // Asking to pay is moot once nothing is owed (an uncollectible invoice still is).
+        let owed = matches!(
+            invoice.status,
+            InvoiceStatus::Open | InvoiceStatus::Uncollectible
+        );
+        if kind != NoticeKind::Receipt && !owed {
             return Ok(None);
         }
         Ok(Some(match kind {
