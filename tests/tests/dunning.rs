@@ -499,16 +499,16 @@ async fn a_notice_left_by_a_process_without_a_notifier_is_sent_by_the_worker_onc
         .unwrap();
     assert!(w.notices().is_empty());
     let due = w.app.store.due_items(day(3), 100).await.unwrap();
-    let job = due
-        .iter()
-        .find_map(|item| match &item.kind {
-            // Dunning's own, not the email the invoice's event left (`{kind}-evt_…`).
-            billing_app::ports::DueKind::Payment(
-                job @ PaymentJob::DunningNotice { key, .. },
-            ) if !key.contains("-evt_") => Some(job.clone()),
-            _ => None,
-        })
-        .expect("the notice waits in the due index");
+    let job =
+        due.iter()
+            .find_map(|item| match &item.kind {
+                // Dunning's own, not the email the invoice's event left (`{kind}-evt_…`).
+                billing_app::ports::DueKind::Payment(
+                    job @ PaymentJob::DunningNotice { key, .. },
+                ) if !key.contains("-evt_") => Some(job.clone()),
+                _ => None,
+            })
+            .expect("the notice waits in the due index");
     w.app.collection.handle_payment_job(&job).await.unwrap();
     w.app.collection.handle_payment_job(&job).await.unwrap();
     assert_eq!(w.notices().len(), 1, "sent once, under its key");

@@ -62,7 +62,14 @@ fn field(html: &str, name: &str) -> String {
 
 /// Pays the invoice behind a hosted page link with `card`, as the customer would.
 async fn pay(page: &str, card: &str) {
-    let html = browser().get(page).send().await.unwrap().text().await.unwrap();
+    let html = browser()
+        .get(page)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let form = [
         ("form_token", field(&html, "form_token")),
         ("version", field(&html, "version")),
@@ -79,7 +86,10 @@ async fn pay(page: &str, card: &str) {
 
 async fn clock_account(api: &Api, email: &str) -> (String, String) {
     let clock = api
-        .post("/v1/test-clocks", json!({"frozen_time": "2027-01-01T00:00:00Z"}))
+        .post(
+            "/v1/test-clocks",
+            json!({"frozen_time": "2027-01-01T00:00:00Z"}),
+        )
         .await;
     let clock = clock["id"].as_str().unwrap().to_owned();
     let account = api
@@ -121,9 +131,7 @@ async fn a_send_invoice_subscription_gets_one_email_per_invoice_and_a_receipt(ap
     subscribe(&api, &account, 0).await;
     api.advance_clock(&clock, "2027-02-01T00:00:00Z").await;
     api.advance_clock(&clock, "2027-03-01T00:00:00Z").await;
-    let invoices = api
-        .list(&format!("/v1/invoices?account={account}"))
-        .await;
+    let invoices = api.list(&format!("/v1/invoices?account={account}")).await;
     assert_eq!(invoices.len(), 3, "the first period and two renewals");
 
     let jobs = send_due_notices(&worker).await;
@@ -159,7 +167,10 @@ async fn a_send_invoice_subscription_gets_one_email_per_invoice_and_a_receipt(ap
         worker.collection.handle_payment_job(job).await.unwrap();
     }
     billing_tests::sweep_and_bill(&worker).await;
-    assert!(send_due_notices(&worker).await.is_empty(), "nothing left to send");
+    assert!(
+        send_due_notices(&worker).await.is_empty(),
+        "nothing left to send"
+    );
     assert_eq!(of_kind(&notifier, "invoice_issued").len(), 3);
 
     // The customer pays the latest from its email: a receipt, once.
@@ -175,7 +186,9 @@ async fn a_send_invoice_subscription_gets_one_email_per_invoice_and_a_receipt(ap
     send_due_notices(&worker).await;
     let receipts = of_kind(&notifier, "receipt");
     assert_eq!(receipts.len(), 1, "{:#?}", notifier.sent());
-    assert!(receipts[0].subject.contains("receipt for your payment of $49.00"));
+    assert!(receipts[0]
+        .subject
+        .contains("receipt for your payment of $49.00"));
     assert!(receipts[0]
         .body
         .contains(invoices[0]["number"].as_str().unwrap()));
@@ -213,7 +226,11 @@ async fn the_other_kinds_follow_the_switches_and_reply_to(app: App) {
     send_due_notices(&worker).await;
     let trial = of_kind(&notifier, "trial_ending");
     assert_eq!(trial.len(), 1, "{:#?}", notifier.sent());
-    assert!(trial[0].subject.contains("ends on Jan 8, 2027"), "{}", trial[0].subject);
+    assert!(
+        trial[0].subject.contains("ends on Jan 8, 2027"),
+        "{}",
+        trial[0].subject
+    );
     assert_eq!(trial[0].reply_to.as_deref(), Some("billing@mail.test"));
 
     // The trial ends: an invoice; a card that needs 3-D Secure, then one that fails.
@@ -227,14 +244,24 @@ async fn the_other_kinds_follow_the_switches_and_reply_to(app: App) {
     let action = of_kind(&notifier, "action_required");
     assert_eq!(action.len(), 1, "{:#?}", notifier.sent());
     let confirm = link(&action[0].body, "Complete the payment");
-    let shown = browser().get(&confirm).send().await.unwrap().text().await.unwrap();
+    let shown = browser()
+        .get(&confirm)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(shown.contains("Action required"), "{shown}");
 
     let (_, other) = clock_account(&api, "grace@customer.test").await;
     subscribe(&api, &other, 0).await;
     send_due_notices(&worker).await;
     let issued = of_kind(&notifier, "invoice_issued");
-    let theirs = issued.iter().find(|n| n.to == "grace@customer.test").unwrap();
+    let theirs = issued
+        .iter()
+        .find(|n| n.to == "grace@customer.test")
+        .unwrap();
     pay(&link(&theirs.body, "Pay this invoice"), "4000000000000002").await;
     send_due_notices(&worker).await;
     let failed = of_kind(&notifier, "payment_failed");
@@ -245,7 +272,10 @@ async fn the_other_kinds_follow_the_switches_and_reply_to(app: App) {
     // one goes out.
     pay(&link(&theirs.body, "Pay this invoice"), "4242424242424242").await;
     let payments = api.list(&format!("/v1/payments?account={other}")).await;
-    let paid = payments.iter().find(|p| p["status"] == "succeeded").unwrap();
+    let paid = payments
+        .iter()
+        .find(|p| p["status"] == "succeeded")
+        .unwrap();
     let refunds = format!("/v1/payments/{}/refunds", paid["id"].as_str().unwrap());
     api.post(&refunds, json!({"amount": 900})).await;
     send_due_notices(&worker).await;
@@ -257,7 +287,11 @@ async fn the_other_kinds_follow_the_switches_and_reply_to(app: App) {
     send_due_notices(&worker).await;
     let notes = of_kind(&notifier, "credit_note_issued");
     assert_eq!(notes.len(), 1);
-    assert!(notes[0].subject.contains("credit note for $10.00"), "{}", notes[0].subject);
+    assert!(
+        notes[0].subject.contains("credit note for $10.00"),
+        "{}",
+        notes[0].subject
+    );
 
     // Nothing is left waiting.
     assert!(send_due_notices(&worker).await.is_empty());

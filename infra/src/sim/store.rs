@@ -866,7 +866,9 @@ impl EmailSettingsStore for SimStore {
         change: &Change,
     ) -> Result<(), StoreError> {
         self.unmodelled("save_email_settings");
-        self.inner.save_email_settings(tenant, settings, change).await
+        self.inner
+            .save_email_settings(tenant, settings, change)
+            .await
     }
 }
 

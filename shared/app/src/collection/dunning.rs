@@ -41,9 +41,7 @@ use super::CollectionService;
 use crate::kernel::{
     change, system_caller, to_json, until_committed, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
 };
-use crate::ports::{
-    AccountStatusWrite, Change, Notification, PendingNotice, StoreError,
-};
+use crate::ports::{AccountStatusWrite, Change, Notification, PendingNotice, StoreError};
 
 /// How long the process that committed a notice has to send it before the worker does.
 pub const NOTICE_CLAIM: SignedDuration = SignedDuration::from_secs(120);

@@ -157,16 +157,19 @@ impl CollectionService {
             NoticeKind::InvoiceIssued => {
                 let invoice = self.stored_invoice(tenant, about(pending, InvoiceId::parse)?);
                 match invoice.await?.filter(|i| i.status == InvoiceStatus::Open) {
-                    Some(invoice) => Some(self.invoice_issued(tenant, &letterhead, &invoice).await?),
+                    Some(invoice) => {
+                        Some(self.invoice_issued(tenant, &letterhead, &invoice).await?)
+                    }
                     None => None,
                 }
             }
-            NoticeKind::Receipt
-            | NoticeKind::PaymentFailed
-            | NoticeKind::ActionRequired => {
+            NoticeKind::Receipt | NoticeKind::PaymentFailed | NoticeKind::ActionRequired => {
                 let id = about(pending, PaymentId::parse)?;
                 match self.store.get_payment(tenant, id).await? {
-                    Some(payment) => self.payment_email(tenant, &letterhead, pending.kind, &payment).await?,
+                    Some(payment) => {
+                        self.payment_email(tenant, &letterhead, pending.kind, &payment)
+                            .await?
+                    }
                     None => None,
                 }
             }
@@ -215,10 +218,7 @@ impl CollectionService {
                                 ),
                             };
                             Some(Message {
-                                subject: format!(
-                                    "{}: credit note for {amount}",
-                                    letterhead.seller
-                                ),
+                                subject: format!("{}: credit note for {amount}", letterhead.seller),
                                 heading: "A credit note was issued".into(),
                                 paragraphs: vec![why],
                                 facts: vec![
@@ -226,7 +226,9 @@ impl CollectionService {
                                     ("Invoice".into(), number),
                                     ("Amount".into(), amount),
                                 ],
-                                actions: self.invoice_actions(tenant, &invoice, "View the invoice", false).await?,
+                                actions: self
+                                    .invoice_actions(tenant, &invoice, "View the invoice", false)
+                                    .await?,
                             })
                         }
                         None => None,
@@ -267,7 +269,10 @@ impl CollectionService {
         invoice: &Invoice,
     ) -> Result<Message, AppError> {
         let number = invoice.number.clone().unwrap_or_default();
-        let due = letterhead.money(invoice.amount_due.saturating_sub(invoice.amount_paid), invoice);
+        let due = letterhead.money(
+            invoice.amount_due.saturating_sub(invoice.amount_paid),
+            invoice,
+        );
         let mut facts = vec![
             ("Invoice".into(), number.clone()),
             ("Amount due".into(), due.clone()),
@@ -283,7 +288,9 @@ impl CollectionService {
                 letterhead.seller
             )],
             facts,
-            actions: self.invoice_actions(tenant, invoice, "Pay this invoice", true).await?,
+            actions: self
+                .invoice_actions(tenant, invoice, "Pay this invoice", true)
+                .await?,
         })
     }
 
@@ -296,10 +303,7 @@ impl CollectionService {
         kind: NoticeKind,
         payment: &Payment,
     ) -> Result<Option<Message>, AppError> {
-        let Some(invoice) = self
-            .stored_invoice(tenant, payment.invoice_id)
-            .await?
-        else {
+        let Some(invoice) = self.stored_invoice(tenant, payment.invoice_id).await? else {
             return Ok(None);
         };
         let amount = letterhead.money(payment.amount, &invoice);

@@ -10,9 +10,9 @@ use billing_domain::documents::branding::{Branding, BrandingPatch};
 use billing_domain::documents::email::{EmailSettings, EmailSettingsPatch};
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
+use billing_domain::kernel::error::ErrorCode;
 use jiff::Timestamp;
 use serde_json::Value;
-use billing_domain::kernel::error::ErrorCode;
 
 use crate::kernel::{change, to_json, until_committed, AppError, Caller, ChangeSpec, Clocks};
 use crate::ports::{BrandingStore, Change, EmailSettingsStore, StoreError};

@@ -4,9 +4,9 @@
 
 use async_trait::async_trait;
 use billing_domain::collection::dunning::{DunningCase, DunningPolicy, NoticeKind};
+use billing_domain::customers::account::Account;
 use billing_domain::documents::email;
 use billing_domain::events::record::DomainEvent;
-use billing_domain::customers::account::Account;
 use billing_domain::kernel::ids::{AccountId, TenantId};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

@@ -26,9 +26,9 @@ use crate::customers::account::{Account, AccountStatus};
 use crate::kernel::error::ValidationError;
 use crate::kernel::ids::{AccountId, InvoiceId, TestClockId};
 
+use crate::documents::email::Message;
 /// Dunning's notices are emails like the others (their kinds are among them).
 pub use crate::documents::email::NoticeKind;
-use crate::documents::email::Message;
 
 /// Most steps a policy may have.
 pub const MAX_STEPS: usize = 10;

@@ -365,8 +365,15 @@ mod tests {
         let issued = notice_for(&invoice("send_invoice", "open", 100)).unwrap();
         assert_eq!(issued.kind, NoticeKind::InvoiceIssued);
         assert_eq!(issued.account_id.to_string(), account());
-        assert!(issued.key.starts_with("invoice_issued-evt_"), "{}", issued.key);
-        assert_eq!(notice_for(&invoice("charge_automatically", "open", 100)), None);
+        assert!(
+            issued.key.starts_with("invoice_issued-evt_"),
+            "{}",
+            issued.key
+        );
+        assert_eq!(
+            notice_for(&invoice("charge_automatically", "open", 100)),
+            None
+        );
         assert_eq!(notice_for(&invoice("send_invoice", "paid", 100)), None);
         assert_eq!(notice_for(&invoice("send_invoice", "open", 0)), None);
     }
@@ -411,13 +418,25 @@ mod tests {
         let s = EmailSettings::default().patched(patch, now).unwrap();
         assert!(!s.sends(NoticeKind::Receipt) && s.sends(NoticeKind::InvoiceIssued));
         assert!(s.sends(NoticeKind::Reminder), "dunning follows its policy");
-        assert_eq!((s.reply_to.as_deref(), s.version), (Some("billing@acme.test"), 1));
+        assert_eq!(
+            (s.reply_to.as_deref(), s.version),
+            (Some("billing@acme.test"), 1)
+        );
         let cleared = s
-            .patched(serde_json::from_value(serde_json::json!({"reply_to": null})).unwrap(), now)
+            .patched(
+                serde_json::from_value(serde_json::json!({"reply_to": null})).unwrap(),
+                now,
+            )
             .unwrap();
-        assert_eq!((cleared.reply_to, cleared.receipt, cleared.version), (None, false, 2));
+        assert_eq!(
+            (cleared.reply_to, cleared.receipt, cleared.version),
+            (None, false, 2)
+        );
         let err = s
-            .patched(serde_json::from_value(serde_json::json!({"reply_to": "nope"})).unwrap(), now)
+            .patched(
+                serde_json::from_value(serde_json::json!({"reply_to": "nope"})).unwrap(),
+                now,
+            )
             .unwrap_err();
         assert_eq!(err.param, "reply_to");
     }
