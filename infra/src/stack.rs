@@ -26,6 +26,9 @@ pub const STRIPE_SECRET: &str = "billing/stripe";
 pub const LOCAL_WEBHOOK_SECRET: &str = "whsec_localStackOnlyNotFromStripe";
 /// The sender of customer notices on the local stack (the template's `NoticeFromAddress`).
 pub const NOTICE_FROM_ADDRESS: &str = "billing@localhost.test";
+/// The origin customer emails link to on the local stack (the template's `PublicUrl`):
+/// `make dev`'s default port.
+pub const PUBLIC_URL: &str = "http://127.0.0.1:3000";
 
 #[derive(Debug, thiserror::Error)]
 #[error("creating the local stack failed at {step}: {message}")]
@@ -139,6 +142,7 @@ pub async fn references(
         ("EventBus", EVENT_BUS),
         ("StripeSecret", STRIPE_SECRET),
         ("NoticeFromAddress", NOTICE_FROM_ADDRESS),
+        ("PublicUrl", PUBLIC_URL),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value.to_owned()))

@@ -312,7 +312,12 @@ impl billing_app::ports::Dispatch for NoDispatch {
 pub async fn sweep_and_bill(app: &App) -> (Vec<billing_app::ports::BillingJob>, usize) {
     use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
     let queue = Arc::new(billing_memory::MemoryBillingQueue::default());
-    let sweeper = billing_app::jobs::Sweeper::new(app.clone(), Arc::new(NoDispatch), queue.clone());
+    // Payment work due meanwhile (the customer emails billing's events left) goes to a
+    // queue of its own, which these tests leave unread.
+    let sweeping = app
+        .clone()
+        .with_payment_queue(Arc::new(billing_memory::MemoryPaymentQueue::default()));
+    let sweeper = billing_app::jobs::Sweeper::new(sweeping, Arc::new(NoDispatch), queue.clone());
     let report = sweeper.sweep(1000).await.expect("sweep");
     assert!(report.errors.is_empty(), "{report:?}");
     let jobs = queue.take();
@@ -332,6 +337,32 @@ pub async fn sweep_and_bill(app: &App) -> (Vec<billing_app::ports::BillingJob>, 
         .batch_item_failures
         .len();
     (jobs, failed)
+}
+
+/// What the sweep hands the payment worker and it does with each: every customer notice
+/// due now (dunning's, and the emails events left) sent through `app`'s notifier. Answers
+/// the jobs run, for a test to deliver again.
+pub async fn send_due_notices(app: &App) -> Vec<billing_app::ports::PaymentJob> {
+    use billing_app::ports::{DueKind, PaymentJob};
+    let due = app
+        .store
+        .due_items(jiff::Timestamp::now(), 1000)
+        .await
+        .expect("due items");
+    let jobs: Vec<PaymentJob> = due
+        .into_iter()
+        .filter_map(|item| match item.kind {
+            DueKind::Payment(job @ PaymentJob::DunningNotice { .. }) => Some(job),
+            _ => None,
+        })
+        .collect();
+    for job in &jobs {
+        app.collection
+            .handle_payment_job(job)
+            .await
+            .expect("send a notice");
+    }
+    jobs
 }
 
 /// `count` send-invoice drafts of `account`, each one fixed line of `amount` minor units.

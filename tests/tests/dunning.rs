@@ -499,24 +499,26 @@ async fn a_notice_left_by_a_process_without_a_notifier_is_sent_by_the_worker_onc
         .unwrap();
     assert!(w.notices().is_empty());
     let due = w.app.store.due_items(day(3), 100).await.unwrap();
-    let job = due
-        .iter()
-        .find_map(|item| match &item.kind {
-            billing_app::ports::DueKind::Payment(job @ PaymentJob::DunningNotice { .. }) => {
-                Some(job.clone())
-            }
-            _ => None,
-        })
-        .expect("the notice waits in the due index");
+    let job =
+        due.iter()
+            .find_map(|item| match &item.kind {
+                // Dunning's own, not the email the invoice's event left (`{kind}-evt_…`).
+                billing_app::ports::DueKind::Payment(
+                    job @ PaymentJob::DunningNotice { key, .. },
+                ) if !key.contains("-evt_") => Some(job.clone()),
+                _ => None,
+            })
+            .expect("the notice waits in the due index");
     w.app.collection.handle_payment_job(&job).await.unwrap();
     w.app.collection.handle_payment_job(&job).await.unwrap();
     assert_eq!(w.notices().len(), 1, "sent once, under its key");
     assert!(w.notices()[0].ends_with("/dunning/1-1-reminder"));
+    let job_sent = job;
     let left = w.app.store.due_items(day(3), 100).await.unwrap();
     assert!(
         !left.iter().any(|i| matches!(
-            i.kind,
-            billing_app::ports::DueKind::Payment(PaymentJob::DunningNotice { .. })
+            &i.kind,
+            billing_app::ports::DueKind::Payment(job) if *job == job_sent
         )),
         "and gone from the due index"
     );
@@ -1061,13 +1063,13 @@ async fn the_sweep_releases_due_steps_and_notices_to_the_payment_worker(store: A
         Arc::new(billing_tests::webhooks::RecordingDispatch::default()),
         Arc::new(billing_memory::MemoryBillingQueue::default()),
     );
+    // Dunning's jobs, not the emails events leave (`{kind}-evt_…`: the open invoice's).
     let dunning_jobs = |jobs: Vec<PaymentJob>| -> Vec<PaymentJob> {
         jobs.into_iter()
-            .filter(|j| {
-                matches!(
-                    j,
-                    PaymentJob::Dunning { .. } | PaymentJob::DunningNotice { .. }
-                )
+            .filter(|j| match j {
+                PaymentJob::Dunning { .. } => true,
+                PaymentJob::DunningNotice { key, .. } => !key.contains("-evt_"),
+                _ => false,
             })
             .collect()
     };
@@ -1139,10 +1141,11 @@ async fn dunning_costs_a_handful_of_dynamodb_requests() {
     assert_eq!(w.run(day(3)).await, 1);
     let step = counter.stop();
     // The case, its invoice (still owed?) and the account; the step's transaction; then the
-    // notice: the tenant's name and the amount owed, sent, and its pending item deleted.
+    // notice: the tenant's branding, email settings and name and the amount owed, sent, and
+    // its pending item deleted.
     assert_eq!(
         step,
-        counts(&[("DeleteItem", 1), ("GetItem", 5), ("TransactWriteItems", 1)])
+        counts(&[("DeleteItem", 1), ("GetItem", 7), ("TransactWriteItems", 1)])
     );
 
     w.clock.set(day(8));
@@ -1154,10 +1157,11 @@ async fn dunning_costs_a_handful_of_dynamodb_requests() {
         .await
         .unwrap();
     let resolution = counter.stop();
-    // The invoice, the case, the account; the transaction; the tenant for the notice.
+    // The invoice, the case, the account; the transaction; the tenant's branding, email
+    // settings and name for the notice.
     assert_eq!(
         resolution,
-        counts(&[("DeleteItem", 1), ("GetItem", 4), ("TransactWriteItems", 1)])
+        counts(&[("DeleteItem", 1), ("GetItem", 6), ("TransactWriteItems", 1)])
     );
     assert_eq!(w.status().await, AccountStatus::Active);
     println!("DynamoDB requests: opening {opening:?}, step {step:?}, resolution {resolution:?}");
@@ -1214,6 +1218,8 @@ async fn the_ses_notifier_sends_from_a_verified_sender() {
         to: "owner@customer.test".into(),
         subject: "Acme: your payment is overdue".into(),
         body: "We could not collect $49.00.\n".into(),
+        html: "<p>We could not collect $49.00.</p>".into(),
+        reply_to: Some("billing@acme.test".into()),
         key: "acct_x/dunning/1-1-reminder".into(),
     };
     match notifier.send(&notification).await {

@@ -431,19 +431,28 @@ async fn a_hard_decline_is_final(app: App) {
         .unwrap();
     assert_eq!(outcome, Collected::Failed { retry_at: None });
     assert_eq!(payments_of(&app, &caller, &sub).await.len(), 1, "no retry");
-    // The customer is told to add another card, once (a redelivery sends nothing more).
+    // The customer is told to pay with another card, once (a redelivery sends nothing more).
     app.collection
         .collect_payment(caller.tenant_id, attempt.id, Timestamp::now())
         .await
         .unwrap();
+    let jobs = billing_tests::send_due_notices(&app).await;
+    for job in &jobs {
+        app.collection.handle_payment_job(job).await.unwrap();
+    }
     let notices: Vec<_> = notifier
         .sent()
         .into_iter()
-        .filter(|n| n.key == format!("{}:hard_decline", attempt.id))
+        .filter(|n| n.key.contains("/email/payment_failed-"))
         .collect();
     assert_eq!(notices.len(), 1);
     assert_eq!(notices[0].to, "hard@acme.test");
     assert!(notices[0].body.contains("$9.00"), "{}", notices[0].body);
+    assert!(
+        notices[0].body.contains("We will not try this card again"),
+        "{}",
+        notices[0].body
+    );
     let invoice = first_invoice(&app, &caller, &sub).await;
     assert_eq!(invoice.status, InvoiceStatus::Uncollectible);
     assert_eq!(
@@ -835,8 +844,15 @@ async fn attempts_are_released_after_commit_and_swept_until_recorded(app: App) {
         .unwrap();
     app.collection.handle_payment_job(&job).await.unwrap();
     let report = sweeper.sweep(100).await.unwrap();
-    assert_eq!(report.payment_jobs_queued, 0, "{report:?}");
-    assert!(queue.take().is_empty());
+    // What is due now is the receipt the payment's event left, not the attempt.
+    let jobs = queue.take();
+    assert_eq!(report.payment_jobs_queued, jobs.len(), "{report:?}");
+    assert!(
+        jobs.iter().all(
+            |j| matches!(j, PaymentJob::DunningNotice { key, .. } if key.starts_with("receipt-"))
+        ),
+        "{jobs:?}"
+    );
 }
 
 /// The payment routes over HTTP: cards, paying an invoice now (with the default and with a

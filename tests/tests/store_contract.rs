@@ -1704,6 +1704,7 @@ impl Dunning {
             made_at: at,
             retry_at: at + SignedDuration::from_mins(2),
             version: 1,
+            about: None,
         };
         (step, notice)
     }

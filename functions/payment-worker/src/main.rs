@@ -18,13 +18,17 @@ async fn main() -> Result<(), Error> {
         .with_audit_retention(config.audit_retention_days)
         .with_dispatch(dispatch);
     let payments = Arc::new(SqsQueue::from_env(&sdk, "PAYMENT_QUEUE_URL")?);
-    // Dunning notices to customers go out by email from here.
+    // Customer emails (dunning notices, invoices, receipts, ...) go out from here.
     let notifier = Arc::new(SesNotifier::from_env(&sdk)?);
     // Stripe when its secret holds a key, else the sandbox: read once per cold start.
     let gateways = payment_gateway(&sdk, config.deployment).await?.gateways;
-    let app = App::by_mode(Arc::new(store), Arc::new(SystemClock), gateways)
+    let mut app = App::by_mode(Arc::new(store), Arc::new(SystemClock), gateways)
         .with_payment_queue(payments)
         .with_notifier(notifier);
+    // Where the links in emails point (the hosted invoice pages); unset: no links.
+    if let Some(url) = std::env::var("PUBLIC_URL").ok().filter(|u| !u.is_empty()) {
+        app = app.with_public_url(url);
+    }
     let app = &app;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(payment_worker::handle(app, event.payload).await)

@@ -77,9 +77,14 @@ async fn main() -> anyhow::Result<()> {
     // Events publish after each commit to the local bus and webhook queue; the queue is
     // consumed and the due index swept in this process, as the Lambdas do in AWS.
     let mut local = workers::Local::new(&sdk, &config.table_name, Arc::new(SystemClock)).await?;
-    // Customer notices (dunning) are written as files a developer can read.
+    // Customer emails are written as files a developer can read (text and HTML), their
+    // links pointing at this API.
     let mailbox = mailbox::Mailbox::new(args.state_dir.join("mail"));
-    local.app = local.app.clone().with_notifier(Arc::new(mailbox));
+    local.app = local
+        .app
+        .clone()
+        .with_notifier(Arc::new(mailbox))
+        .with_public_url(format!("http://127.0.0.1:{}", args.port));
     // Payments go through the sandbox unless STRIPE_SECRET gives the local secret Stripe
     // keys: then each mode through its own key, read the way the Lambdas read it.
     if let Ok(value) = std::env::var("STRIPE_SECRET") {
@@ -130,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
         args.state_dir.join(function_env::ENV_FILE).display()
     );
     println!(
-        "  Customer mail {}   (dunning notices, one file each)",
+        "  Customer mail {}   (every email: {{key}}.txt and {{key}}.html)",
         args.state_dir.join("mail").display()
     );
     println!();

@@ -28,6 +28,7 @@ use billing_domain::customers::payment_method::PaymentProfile;
 use billing_domain::customers::staff::{IdentityProvider, IssuerTrust};
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::documents::branding::Branding;
+use billing_domain::documents::email::EmailSettings;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::hosted::link::HostedLink;
@@ -891,6 +892,25 @@ impl BrandingStore for SimStore {
     ) -> Result<(), StoreError> {
         self.unmodelled("save_branding");
         self.inner.save_branding(tenant, branding, change).await
+    }
+}
+
+#[async_trait]
+impl EmailSettingsStore for SimStore {
+    async fn email_settings(&self, tenant: TenantId) -> Result<Option<EmailSettings>, StoreError> {
+        self.unmodelled("email_settings");
+        self.inner.email_settings(tenant).await
+    }
+    async fn save_email_settings(
+        &self,
+        tenant: TenantId,
+        settings: &EmailSettings,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("save_email_settings");
+        self.inner
+            .save_email_settings(tenant, settings, change)
+            .await
     }
 }
 

@@ -48,7 +48,8 @@
 //! credits ──▶ wallets (consume, after_consumption)
 //! wallets ──▶ collection (release_invoice_payment), usage (unbilled_usage)
 //! collection ──▶ customers (forget_payment_method), wallets::purchase_paid (a function
-//!                over the wallet store)
+//!                over the wallet store), hosted::mint_link (a function over the link
+//!                store: the links in customer emails)
 //! customers ──▶ tax (vat_id_status: the online VAT id check)
 //! hosted ──▶ collection (charge_now, awaiting_action, complete_action, card_form, last_failure)
 //!        ──▶ customers (add_payment_method)
@@ -102,6 +103,7 @@ struct Adapters {
     clock: Arc<dyn Clock>,
     gateways: Gateways,
     notifier: Option<Arc<dyn Notifier>>,
+    public_url: Option<String>,
     payment_queue: Option<Arc<dyn PaymentQueue>>,
     finalize_queue: Option<Arc<dyn BillingQueue>>,
     simulation_jobs: billing::SimulationJobs,
@@ -122,6 +124,7 @@ pub struct App {
     // through a `with_…` that builds the services again.
     gateways: Gateways,
     notifier: Option<Arc<dyn Notifier>>,
+    public_url: Option<String>,
     payment_queue: Option<Arc<dyn PaymentQueue>>,
     finalize_queue: Option<Arc<dyn BillingQueue>>,
     simulation_jobs: billing::SimulationJobs,
@@ -163,6 +166,7 @@ impl App {
             clock,
             gateways,
             notifier: None,
+            public_url: None,
             payment_queue: None,
             finalize_queue: None,
             simulation_jobs: billing::SimulationJobs::default(),
@@ -180,6 +184,7 @@ impl App {
             clock: self.clock,
             gateways: self.gateways,
             notifier: self.notifier,
+            public_url: self.public_url,
             payment_queue: self.payment_queue,
             finalize_queue: self.finalize_queue,
             simulation_jobs: self.simulation_jobs,
@@ -248,6 +253,15 @@ impl App {
         })
     }
 
+    /// Links in customer emails point at `url` (the API's public origin, where the hosted
+    /// invoice pages are served, without a trailing `/`); without it, emails carry none.
+    pub fn with_public_url(self, url: impl Into<String>) -> Self {
+        Self::wire(Adapters {
+            public_url: Some(url.into().trim_end_matches('/').to_owned()),
+            ..self.adapters()
+        })
+    }
+
     /// Lets a retry take over an `Idempotency-Key` whose holder has not answered within
     /// `lease` (default [`kernel::idempotency::DEFAULT_LEASE`]); keep it at least the
     /// function's timeout, so that the holder has stopped by then.
@@ -281,6 +295,7 @@ impl App {
             clock,
             gateways,
             notifier,
+            public_url,
             payment_queue,
             finalize_queue,
             simulation_jobs,
@@ -313,6 +328,7 @@ impl App {
             clocks.clone(),
             gateways.clone(),
             notifier.clone(),
+            public_url.clone(),
             payment_queue.clone(),
             customers.clone(),
         );
@@ -351,6 +367,7 @@ impl App {
             clock,
             gateways,
             notifier,
+            public_url,
             payment_queue,
             finalize_queue,
             simulation_jobs,

@@ -544,7 +544,8 @@ pub fn dunning_case(tenant: TenantId, account: AccountId) -> Key {
 
 pub const DUNNING_NOTICE_PREFIX: &str = "DUNNINGNOTICE#";
 
-/// A customer notice not yet confirmed sent; `key` is unique within the account.
+/// A customer notice (a dunning step's, or the email an event asks for) not yet confirmed
+/// sent; `key` is unique within the account.
 pub fn dunning_notice(tenant: TenantId, account: AccountId, key: &str) -> Key {
     Key::new(
         account_partition(tenant, account),
@@ -627,6 +628,11 @@ pub fn tax_settings(tenant: TenantId) -> Key {
 /// The tenant's branding for documents.
 pub fn branding(tenant: TenantId) -> Key {
     Key::new(tenant_partition(tenant), "SETTINGS#BRANDING".into())
+}
+
+/// The tenant's customer email switches and reply-to address.
+pub fn email_settings(tenant: TenantId) -> Key {
+    Key::new(tenant_partition(tenant), "SETTINGS#EMAILS".into())
 }
 
 pub const TAX_RATE_PREFIX: &str = "TAXRATE#";

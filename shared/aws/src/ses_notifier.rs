@@ -1,6 +1,7 @@
 //! Customer notifications by email through SES (API v2 `SendEmail`), from the deployment's
-//! verified sender address. Each message carries its notice key in an
-//! `X-Billing-Notice-Key` header, so a repeat after a crash can be recognised downstream.
+//! verified sender address, as HTML with a plain-text part and the tenant's reply-to
+//! address. Each message carries its notice key in an `X-Billing-Notice-Key` header, so a
+//! repeat after a crash can be recognised downstream.
 
 use async_trait::async_trait;
 use aws_sdk_sesv2::error::SdkError;
@@ -83,13 +84,19 @@ impl Notifier for SesNotifier {
             .map_err(|e| NotifyError::Rejected(e.to_string()))?;
         let message = Message::builder()
             .subject(text(&n.subject)?)
-            .body(Body::builder().text(text(&n.body)?).build())
+            .body(
+                Body::builder()
+                    .text(text(&n.body)?)
+                    .html(text(&n.html)?)
+                    .build(),
+            )
             .headers(header)
             .build();
         self.client
             .send_email()
             .from_email_address(&self.from)
             .destination(Destination::builder().to_addresses(&n.to).build())
+            .set_reply_to_addresses(n.reply_to.clone().map(|r| vec![r]))
             .content(EmailContent::builder().simple(message).build())
             .send()
             .await

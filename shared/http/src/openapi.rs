@@ -45,7 +45,7 @@ use crate::routes;
         (name = "subscriptions", description = "Subscriptions and their lifecycle"),
         (name = "coupons", description = "Coupons (percent or amount off, once, repeating or forever) and the discounts they put on subscriptions"),
         (name = "tax", description = "Tax settings, tax rates by jurisdiction and effective dates, the EU standard VAT rates"),
-        (name = "documents", description = "Branding of invoice and credit note PDFs: seller block, colours, footer, locale"),
+        (name = "documents", description = "Branding of invoice and credit note PDFs and customer emails: seller block, colours, footer, locale; which emails go out and their reply-to"),
         (name = "invoices", description = "Invoices: gapless numbers, finalize, void, previews"),
         (name = "payments", description = "Payment methods, payment attempts and retries, paying invoices, refunds and credit notes, retry settings"),
         (name = "credits", description = "Account balances per currency: credit grants, manual adjustments, the ledger; applied to invoices when they are finalized"),

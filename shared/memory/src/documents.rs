@@ -1,9 +1,10 @@
-//! Branding.
+//! Branding and email settings.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use billing_domain::documents::branding::Branding;
+use billing_domain::documents::email::EmailSettings;
 use billing_domain::kernel::ids::TenantId;
 
 use crate::MemoryStore;
@@ -12,6 +13,7 @@ use billing_app::ports::*;
 #[derive(Default)]
 pub(crate) struct DocumentState {
     branding: BTreeMap<TenantId, Branding>,
+    emails: BTreeMap<TenantId, EmailSettings>,
 }
 
 #[async_trait]
@@ -32,6 +34,31 @@ impl BrandingStore for MemoryStore {
             return Err(StoreError::VersionConflict { entity: "branding" });
         }
         s.documents.branding.insert(tenant, branding.clone());
+        s.record(tenant, change);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EmailSettingsStore for MemoryStore {
+    async fn email_settings(&self, tenant: TenantId) -> Result<Option<EmailSettings>, StoreError> {
+        Ok(self.state().documents.emails.get(&tenant).cloned())
+    }
+
+    async fn save_email_settings(
+        &self,
+        tenant: TenantId,
+        settings: &EmailSettings,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        let stored = s.documents.emails.get(&tenant).map_or(0, |e| e.version);
+        if stored + 1 != settings.version {
+            return Err(StoreError::VersionConflict {
+                entity: "email settings",
+            });
+        }
+        s.documents.emails.insert(tenant, settings.clone());
         s.record(tenant, change);
         Ok(())
     }

@@ -16,6 +16,11 @@ pub(crate) struct DunningState {
 }
 
 impl DunningState {
+    pub(crate) fn add_notice(&mut self, tenant: TenantId, notice: PendingNotice) {
+        self.notices
+            .insert((tenant, notice.account_id, notice.key.clone()), notice);
+    }
+
     pub(crate) fn forget_notices(&mut self, tenant: TenantId, account: AccountId) {
         self.notices
             .retain(|(t, a, _), _| (*t, *a) != (tenant, account));

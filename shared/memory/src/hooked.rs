@@ -33,6 +33,7 @@ use billing_domain::customers::payment_method::PaymentProfile;
 use billing_domain::customers::staff::{IdentityProvider, IssuerTrust};
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::documents::branding::Branding;
+use billing_domain::documents::email::EmailSettings;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::hosted::link::HostedLink;
@@ -292,6 +293,10 @@ hooked! {
     BrandingStore {
         fn branding(tenant: TenantId) -> Result<Option<Branding>, StoreError>;
         fn save_branding(tenant: TenantId, branding: &Branding, change: &Change) -> Result<(), StoreError>;
+    }
+    EmailSettingsStore {
+        fn email_settings(tenant: TenantId) -> Result<Option<EmailSettings>, StoreError>;
+        fn save_email_settings(tenant: TenantId, settings: &EmailSettings, change: &Change) -> Result<(), StoreError>;
     }
     HostedLinkStore {
         fn insert_hosted_link(link: &HostedLink) -> Result<(), StoreError>;

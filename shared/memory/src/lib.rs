@@ -96,6 +96,10 @@ impl State {
         for event in &change.events {
             self.events
                 .insert((tenant, event.id.to_string()), event.clone());
+            // The customer email the event asks for, written with it.
+            if let Some(notice) = billing_app::ports::PendingNotice::for_event(event) {
+                self.dunning.add_notice(tenant, notice);
+            }
         }
     }
 }

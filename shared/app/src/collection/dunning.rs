@@ -41,9 +41,7 @@ use super::CollectionService;
 use crate::kernel::{
     change, system_caller, to_json, until_committed, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS,
 };
-use crate::ports::{
-    AccountStatusWrite, Change, Notification, NotifyError, PendingNotice, StoreError,
-};
+use crate::ports::{AccountStatusWrite, Change, Notification, PendingNotice, StoreError};
 
 /// How long the process that committed a notice has to send it before the worker does.
 pub const NOTICE_CLAIM: SignedDuration = SignedDuration::from_secs(120);
@@ -332,6 +330,7 @@ impl CollectionService {
                 None => self.clocks.now(),
             },
             version: 1,
+            about: None,
         });
         match self
             .store
@@ -404,9 +403,9 @@ impl CollectionService {
         Ok(change)
     }
 
-    /// Sends a notice whose claim ran out (its sender died or its notifier was down):
-    /// what the payment worker does with a dunning notice job. Claims it anew first, so
-    /// two workers do not both send it.
+    /// Sends a notice whose claim ran out (its sender died or its notifier was down), or
+    /// an event's email (due at once): what the payment worker does with a notice job.
+    /// Claims it anew first, so two workers do not both send it.
     pub async fn send_due_notice(
         &self,
         tenant: TenantId,
@@ -434,6 +433,10 @@ impl CollectionService {
             Err(StoreError::VersionConflict { .. }) => return Ok(()),
             Err(err) => return Err(err.into()),
         }
+        if !claimed.kind.is_dunning() {
+            let notification = self.event_email(tenant, &claimed).await?;
+            return self.deliver(tenant, &claimed, notification).await;
+        }
         let case = self.store.get_dunning_case(tenant, account).await?;
         let owner = self.store.get_account(tenant, account).await?;
         match (case, owner) {
@@ -452,9 +455,7 @@ impl CollectionService {
         }
     }
 
-    /// Sends a pending notice this process holds the claim on, and deletes it. A notifier
-    /// that is unavailable leaves it pending (the worker tries again when the claim runs
-    /// out); a rejected notice is logged and deleted, since it would be rejected again.
+    /// Sends a dunning notice this process holds the claim on, and deletes it.
     async fn send_notice(
         &self,
         tenant: TenantId,
@@ -462,24 +463,8 @@ impl CollectionService {
         case: &DunningCase,
         to: &str,
     ) -> Result<(), AppError> {
-        let Some(notifier) = &self.notifier else {
-            return Ok(());
-        };
         let notification = self.notification(tenant, case, pending, to).await?;
-        match notifier.send(&notification).await {
-            Ok(()) => {}
-            Err(NotifyError::Unavailable(cause)) => {
-                tracing::warn!(%cause, key = %pending.key, "notice not sent; the worker retries it");
-                return Ok(());
-            }
-            Err(NotifyError::Rejected(cause)) => {
-                tracing::warn!(%cause, key = %pending.key, "notice rejected; not retried");
-            }
-        }
-        self.store
-            .delete_dunning_notice(tenant, pending.account_id, &pending.key)
-            .await?;
-        Ok(())
+        self.deliver(tenant, pending, notification).await
     }
 
     /// The words of a notice to `to`, with what the account owes now.
@@ -489,13 +474,8 @@ impl CollectionService {
         case: &DunningCase,
         pending: &PendingNotice,
         to: &str,
-    ) -> Result<Notification, AppError> {
-        let company = self
-            .store
-            .get_tenant(tenant)
-            .await?
-            .map(|t| t.name)
-            .unwrap_or_default();
+    ) -> Result<Option<Notification>, AppError> {
+        let letterhead = self.letterhead(tenant).await?;
         let mut owed_by_currency: BTreeMap<String, Money> = BTreeMap::new();
         let mut invoices = Vec::new();
         // The good news names no amount: nothing is owed any more.
@@ -519,22 +499,24 @@ impl CollectionService {
         }
         let owed: Vec<String> = owed_by_currency
             .into_values()
-            .map(billing_domain::kernel::format::format_human)
+            .map(|m| letterhead.branding.locale.format_money(m))
             .collect();
         let days = pending
             .made_at
             .duration_since(case.overdue_since)
             .as_hours()
             / 24;
-        let text = notice_text(pending.kind, &company, &owed, days);
-        Ok(Notification {
-            tenant_id: tenant,
-            account_id: case.account_id,
-            to: to.to_owned(),
-            subject: text.subject,
-            body: text.body,
-            key: format!("{}/dunning/{}", case.account_id, pending.key),
-        })
+        Ok(
+            notice_text(pending.kind, &letterhead.seller, &owed, days).map(|message| {
+                letterhead.notification(
+                    tenant,
+                    case.account_id,
+                    to,
+                    &message,
+                    format!("{}/dunning/{}", case.account_id, pending.key),
+                )
+            }),
+        )
     }
 
     /// The invoices of a case that were paid or voided (or are gone) meanwhile.

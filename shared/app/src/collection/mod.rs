@@ -1,8 +1,10 @@
 //! Collection: getting invoices paid. Payment attempts and their retries, paying now,
 //! refunds and credit notes, the settings that decide retries, inbound gateway events,
-//! and dunning for accounts whose invoices could not be collected.
+//! dunning for accounts whose invoices could not be collected, and the customer emails
+//! (dunning's notices and those events leave, through one notice machinery).
 
 mod dunning;
+mod emails;
 mod gateway_events;
 mod paying;
 mod payments;
@@ -22,8 +24,9 @@ pub use payments::{collection_change, first_attempt, Collected};
 use crate::customers::CustomersService;
 use crate::kernel::{AppError, Caller, Clocks};
 use crate::ports::{
-    AccountStore, CollectionWrite, DunningStore, Gateways, InvoiceStore, Notifier, PaymentQueue,
-    PaymentStore, SubscriptionStore, TenantStore, TestClockStore, WalletStore,
+    AccountStore, BrandingStore, CollectionWrite, DunningStore, EmailSettingsStore, Gateways,
+    HostedLinkStore, InvoiceStore, Notifier, PaymentQueue, PaymentStore, SubscriptionStore,
+    TenantStore, TestClockStore, WalletStore,
 };
 
 /// The card form a hosted page shows for a tenant.
@@ -48,11 +51,17 @@ pub trait CollectionPorts:
     + TenantStore
     + TestClockStore
     + WalletStore
+    + BrandingStore
+    + EmailSettingsStore
+    + HostedLinkStore
 {
 }
 
 impl<T> CollectionPorts for T where
     T: WalletStore
+        + BrandingStore
+        + EmailSettingsStore
+        + HostedLinkStore
         + PaymentStore
         + DunningStore
         + InvoiceStore
@@ -70,9 +79,11 @@ pub struct CollectionService {
     clocks: Clocks,
     /// Where cards are charged and refunded, by tenant mode.
     gateways: Gateways,
-    /// Tells customers about dunning steps. Without one, notices wait in the due index
-    /// for a process that has one (the payment worker).
+    /// Tells customers about dunning steps and sends the emails events leave. Without
+    /// one, notices wait in the due index for a process that has one (the payment worker).
     notifier: Option<Arc<dyn Notifier>>,
+    /// The origin the links in emails point at (hosted invoice pages).
+    public_url: Option<String>,
     /// Where payment work due now is handed right after its commit; without one it waits
     /// for the due-index sweep.
     payment_queue: Option<Arc<dyn PaymentQueue>>,
@@ -85,6 +96,7 @@ impl CollectionService {
         clocks: Clocks,
         gateways: Gateways,
         notifier: Option<Arc<dyn Notifier>>,
+        public_url: Option<String>,
         payment_queue: Option<Arc<dyn PaymentQueue>>,
         customers: CustomersService,
     ) -> Self {
@@ -93,6 +105,7 @@ impl CollectionService {
             clocks,
             gateways,
             notifier,
+            public_url,
             payment_queue,
             customers,
         }

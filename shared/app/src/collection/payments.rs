@@ -333,7 +333,6 @@ impl CollectionService {
                 .await?;
             match self.commit_recorded(caller, &recorded, now).await {
                 Ok(()) => {
-                    self.notify_hard_decline(tenant, &recorded.payment).await;
                     self.after_recorded(caller, &recorded.payment, now).await?;
                     return Ok(recorded.outcome);
                 }
@@ -586,43 +585,6 @@ impl CollectionService {
         self.release_due_payments(caller.tenant_id, &created, now)
             .await;
         Ok(())
-    }
-
-    /// Tells the customer that their card was refused for good (stolen, lost, closed, …)
-    /// and will not be tried again, so they add another. Sent once, by the run that
-    /// recorded the failure; a failed send is logged (the `payment.failed` event, in the
-    /// outbox, is the record that cannot be lost).
-    async fn notify_hard_decline(&self, tenant: TenantId, payment: &Payment) {
-        let hard = payment
-            .failure
-            .as_ref()
-            .is_some_and(|f| f.kind == billing_domain::collection::payment::DeclineKind::Hard);
-        let (true, Some(notifier)) = (hard, &self.notifier) else {
-            return;
-        };
-        let account = match self.store.get_account(tenant, payment.account_id).await {
-            Ok(Some(account)) => account,
-            Ok(None) => return,
-            Err(err) => {
-                tracing::warn!(%err, payment = %payment.id, "no hard-decline notice: the account could not be read");
-                return;
-            }
-        };
-        let notification = Notification {
-            tenant_id: tenant,
-            account_id: account.id,
-            to: account.email.clone(),
-            subject: "Your card was declined".into(),
-            body: format!(
-                "We could not charge your card for an invoice of {}, and we will not try it \
-                 again. Please add another payment method.",
-                billing_domain::kernel::format::format_human(payment.amount.of(payment.currency)),
-            ),
-            key: format!("{}:hard_decline", payment.id),
-        };
-        if let Err(err) = notifier.send(&notification).await {
-            tracing::warn!(%err, payment = %payment.id, "the hard-decline notice was not sent");
-        }
     }
 
     /// What follows a recorded result, each idempotent so a redelivery can repeat it:

@@ -106,6 +106,34 @@ struct Opened {
     caller: Caller,
 }
 
+/// Mints a link to `invoice`'s page at `now`: for the tenant's API call, and for the
+/// emails that carry one (collection calls it over its own store).
+pub(crate) async fn mint_link(
+    store: &dyn HostedLinkStore,
+    tenant: TenantId,
+    invoice: &Invoice,
+    now: Timestamp,
+) -> Result<IssuedLink, AppError> {
+    let epoch = store.hosted_link_epoch(tenant, invoice.id).await?;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    store
+        .insert_hosted_link(&HostedLink {
+            token_hash: link::hash_token(&token),
+            tenant_id: tenant,
+            invoice_id: invoice.id,
+            epoch,
+            created_at: now,
+        })
+        .await?;
+    Ok(IssuedLink {
+        token,
+        invoice_id: invoice.id,
+        created_at: now,
+    })
+}
+
 #[derive(Clone)]
 pub struct HostedService {
     store: Arc<dyn HostedPorts>,
@@ -145,27 +173,8 @@ impl HostedService {
         self.mint(caller.tenant_id, &invoice).await
     }
 
-    /// Mints a link for a message to the customer (the system's own use: emails).
-    pub async fn mint(&self, tenant: TenantId, invoice: &Invoice) -> Result<IssuedLink, AppError> {
-        let epoch = self.store.hosted_link_epoch(tenant, invoice.id).await?;
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        let created_at = self.clocks.now();
-        self.store
-            .insert_hosted_link(&HostedLink {
-                token_hash: link::hash_token(&token),
-                tenant_id: tenant,
-                invoice_id: invoice.id,
-                epoch,
-                created_at,
-            })
-            .await?;
-        Ok(IssuedLink {
-            token,
-            invoice_id: invoice.id,
-            created_at,
-        })
+    async fn mint(&self, tenant: TenantId, invoice: &Invoice) -> Result<IssuedLink, AppError> {
+        mint_link(&*self.store, tenant, invoice, self.clocks.now()).await
     }
 
     /// Revokes every link to the invoice's page (`DELETE /v1/invoices/{id}/hosted-link`).

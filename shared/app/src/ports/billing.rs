@@ -416,7 +416,8 @@ pub enum PaymentJob {
         tenant: TenantId,
         invoice: billing_domain::kernel::ids::InvoiceId,
     },
-    /// Send a dunning notice whose sender did not confirm it.
+    /// Send a customer notice: a dunning notice whose sender did not confirm it, or the
+    /// email an event left (due at once). The name is dunning's, from before emails.
     DunningNotice {
         tenant: TenantId,
         account: AccountId,

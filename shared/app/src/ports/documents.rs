@@ -1,7 +1,8 @@
-//! Persistence of the tenant's branding.
+//! Persistence of the tenant's branding and email settings.
 
 use async_trait::async_trait;
 use billing_domain::documents::branding::Branding;
+use billing_domain::documents::email::EmailSettings;
 use billing_domain::kernel::ids::TenantId;
 
 use super::{Change, StoreError};
@@ -16,6 +17,20 @@ pub trait BrandingStore: Send + Sync {
         &self,
         tenant: TenantId,
         branding: &Branding,
+        change: &Change,
+    ) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait EmailSettingsStore: Send + Sync {
+    /// `None` until the tenant first sets them.
+    async fn email_settings(&self, tenant: TenantId) -> Result<Option<EmailSettings>, StoreError>;
+    /// Writes `settings` if the stored ones are still at `settings.version - 1` (absent for
+    /// version 1), with the change; `VersionConflict` otherwise.
+    async fn save_email_settings(
+        &self,
+        tenant: TenantId,
+        settings: &EmailSettings,
         change: &Change,
     ) -> Result<(), StoreError>;
 }

@@ -1,9 +1,12 @@
-//! Ports for dunning: the per-tenant policy, each account's case and its pending notices,
-//! and the notifier that tells customers.
+//! Ports for dunning and customer notices: the per-tenant policy, each account's case, the
+//! pending notices (dunning's, and the emails events leave), and the notifier that tells
+//! customers.
 
 use async_trait::async_trait;
 use billing_domain::collection::dunning::{DunningCase, DunningPolicy, NoticeKind};
 use billing_domain::customers::account::Account;
+use billing_domain::documents::email;
+use billing_domain::events::record::DomainEvent;
 use billing_domain::kernel::ids::{AccountId, TenantId};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -73,9 +76,11 @@ pub trait DunningStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
-/// A notice committed with a move and not yet sent. It waits in the due index (in real
-/// time: a crash is a real-time matter) until `retry_at`, when its sender is presumed dead
-/// and the payment worker sends it; sending deletes it.
+/// A notice committed with a change and not yet sent: a dunning move's, or the email an
+/// event asks for ([`PendingNotice::for_event`], which every store writes in the event's
+/// own transaction). It waits in the due index (in real time: a crash is a real-time
+/// matter) until `retry_at`, when its sender is presumed dead (or, for an event's email,
+/// at once) and the payment worker sends it; sending deletes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingNotice {
     pub account_id: AccountId,
@@ -86,9 +91,28 @@ pub struct PendingNotice {
     pub made_at: Timestamp,
     pub retry_at: Timestamp,
     pub version: u64,
+    /// The id of what an event's email is about (its invoice, payment, credit note or
+    /// subscription); `None` for dunning's, which are about the account's case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub about: Option<String>,
 }
 
 impl PendingNotice {
+    /// The email `event` asks for ([`email::notice_for`]), due at once: no process holds
+    /// a claim on it, the payment worker sends it when the sweep hands it over.
+    pub fn for_event(event: &DomainEvent) -> Option<PendingNotice> {
+        let notice = email::notice_for(event)?;
+        Some(PendingNotice {
+            account_id: notice.account_id,
+            key: notice.key,
+            kind: notice.kind,
+            made_at: event.created,
+            retry_at: Timestamp::UNIX_EPOCH,
+            version: 1,
+            about: Some(event.resource_id.clone()),
+        })
+    }
+
     /// The same notice claimed by a new sender until `retry_at`, when the last claim has
     /// run out at `now`.
     pub fn reclaim(&self, now: Timestamp, retry_at: Timestamp) -> Option<PendingNotice> {
@@ -108,7 +132,12 @@ pub struct Notification {
     /// The account's email address.
     pub to: String,
     pub subject: String,
+    /// The plain-text part.
     pub body: String,
+    /// The HTML part: the same words, in the tenant's branding, self-contained.
+    pub html: String,
+    /// Where replies go (the tenant's `reply_to`, else its support address).
+    pub reply_to: Option<String>,
     /// Names the message for good: a send repeated after a crash carries the same key.
     pub key: String,
 }

@@ -1,12 +1,35 @@
-//! Branding: one item per tenant, version-checked.
+//! Branding and email settings: one item each per tenant, version-checked.
 
 use async_trait::async_trait;
 use billing_app::ports::*;
 use billing_domain::documents::branding::Branding;
+use billing_domain::documents::email::EmailSettings;
 use billing_domain::kernel::ids::TenantId;
 
-use super::{to_item, DynamoStore};
+use super::{to_item, DynamoStore, Item};
 use crate::keys;
+
+impl DynamoStore {
+    /// Writes a settings item over version `version - 1` (creates it at version 1), with
+    /// the change.
+    async fn save_settings(
+        &self,
+        tenant: TenantId,
+        item: Item,
+        version: u64,
+        entity: &'static str,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.transaction();
+        if version <= 1 {
+            tx.create(item, StoreError::VersionConflict { entity })?;
+        } else {
+            tx.replace_version(item, version - 1, entity)?;
+        }
+        tx.record(tenant, change)?;
+        tx.commit().await
+    }
+}
 
 #[async_trait]
 impl BrandingStore for DynamoStore {
@@ -21,13 +44,25 @@ impl BrandingStore for DynamoStore {
         change: &Change,
     ) -> Result<(), StoreError> {
         let item = to_item("branding", branding, &keys::branding(tenant))?;
-        let mut tx = self.transaction();
-        if branding.version <= 1 {
-            tx.create(item, StoreError::VersionConflict { entity: "branding" })?;
-        } else {
-            tx.replace_version(item, branding.version - 1, "branding")?;
-        }
-        tx.record(tenant, change)?;
-        tx.commit().await
+        self.save_settings(tenant, item, branding.version, "branding", change)
+            .await
+    }
+}
+
+#[async_trait]
+impl EmailSettingsStore for DynamoStore {
+    async fn email_settings(&self, tenant: TenantId) -> Result<Option<EmailSettings>, StoreError> {
+        self.get(&keys::email_settings(tenant)).await
+    }
+
+    async fn save_email_settings(
+        &self,
+        tenant: TenantId,
+        settings: &EmailSettings,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let item = to_item("email_settings", settings, &keys::email_settings(tenant))?;
+        self.save_settings(tenant, item, settings.version, "email settings", change)
+            .await
     }
 }

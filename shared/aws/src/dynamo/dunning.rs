@@ -1,6 +1,6 @@
 //! Dunning: the tenant's policy, each account's case (in the due index at its next step,
 //! on the account's test clock if it has one) and the notices waiting to be confirmed sent
-//! (in the due index at the end of their sender's claim).
+//! (in the due index at the end of their sender's claim; an event's email at once).
 
 use std::collections::HashMap;
 
@@ -27,7 +27,7 @@ fn case_item(tenant: TenantId, case: &DunningCase) -> Result<Item, StoreError> {
     Ok(item)
 }
 
-fn notice_item(tenant: TenantId, notice: &PendingNotice) -> Result<Item, StoreError> {
+pub(super) fn notice_item(tenant: TenantId, notice: &PendingNotice) -> Result<Item, StoreError> {
     let key = keys::dunning_notice(tenant, notice.account_id, &notice.key);
     let mut item = to_item("dunning_notice", notice, &key)?;
     item.extend(keys::due(&key, notice.retry_at));

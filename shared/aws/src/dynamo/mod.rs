@@ -644,7 +644,8 @@ impl Transaction<'_> {
         Ok(self)
     }
 
-    /// Adds the change's audit record and domain events (the outbox).
+    /// Adds the change's audit record, its domain events (the outbox) and the customer
+    /// email each event asks for (a pending notice, due at once).
     pub(super) fn record(
         &mut self,
         tenant: TenantId,
@@ -670,6 +671,12 @@ impl Transaction<'_> {
                 events::event_item(tenant, event)?,
                 StoreError::Internal("event id reused".into()),
             )?;
+            if let Some(notice) = PendingNotice::for_event(event) {
+                self.create(
+                    dunning::notice_item(tenant, &notice)?,
+                    StoreError::Internal("event id reused".into()),
+                )?;
+            }
             self.committed.events.push((tenant, event.clone()));
         }
         Ok(self)

@@ -26,6 +26,10 @@ use crate::customers::account::{Account, AccountStatus};
 use crate::kernel::error::ValidationError;
 use crate::kernel::ids::{AccountId, InvoiceId, TestClockId};
 
+use crate::documents::email::Message;
+/// Dunning's notices are emails like the others (their kinds are among them).
+pub use crate::documents::email::NoticeKind;
+
 /// Most steps a policy may have.
 pub const MAX_STEPS: usize = 10;
 /// The latest day a step may fall on.
@@ -192,28 +196,6 @@ pub enum DunningStatus {
     Active,
     /// Every overdue invoice was paid or voided.
     Resolved,
-}
-
-/// What a customer is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum NoticeKind {
-    Reminder,
-    Warning,
-    Blocked,
-    /// The overdue invoices are settled; the account is in good standing again.
-    Unblocked,
-}
-
-impl NoticeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Reminder => "reminder",
-            Self::Warning => "warning",
-            Self::Blocked => "blocked",
-            Self::Unblocked => "unblocked",
-        }
-    }
 }
 
 /// What a move tells the customer.
@@ -433,49 +415,55 @@ pub fn account_after(account: &Account, case: &DunningCase, at: Timestamp) -> Op
     Some(next)
 }
 
-/// What a customer reads: a subject and a plain-text body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NoticeText {
-    pub subject: String,
-    pub body: String,
-}
-
-/// The words of a notice. `company` is the tenant's name, `owed` the overdue amounts
-/// already formatted (one per currency), `days` how long the oldest has been overdue.
-pub fn notice_text(kind: NoticeKind, company: &str, owed: &[String], days: i64) -> NoticeText {
+/// The words of a dunning notice (`None` for the kinds events trigger). `company` is the
+/// seller's name, `owed` the overdue amounts already formatted (one per currency), `days`
+/// how long the oldest has been overdue.
+pub fn notice_text(kind: NoticeKind, company: &str, owed: &[String], days: i64) -> Option<Message> {
     let owed = if owed.is_empty() {
         "your overdue invoices".to_owned()
     } else {
         owed.join(" and ")
     };
-    let (subject, lead) = match kind {
+    let (subject, heading, lead) = match kind {
         NoticeKind::Reminder => (
             format!("{company}: your payment is overdue"),
+            "Your payment is overdue",
             format!(
                 "We could not collect {owed}, overdue for {days} days. Please check your payment method or pay the open invoices."
             ),
         ),
         NoticeKind::Warning => (
             format!("{company}: please pay to keep your account"),
+            "Please pay to keep your account",
             format!(
                 "{owed} has been overdue for {days} days. If it stays unpaid your account will be blocked: no new subscriptions or plan changes."
             ),
         ),
         NoticeKind::Blocked => (
             format!("{company}: your account is blocked"),
+            "Your account is blocked",
             format!(
                 "{owed} has been overdue for {days} days, so your account is blocked. It is unblocked as soon as the overdue invoices are paid."
             ),
         ),
         NoticeKind::Unblocked => (
             format!("{company}: thank you, your account is in good standing"),
+            "Your account is in good standing",
             "Your overdue invoices are settled and your account is fully active again.".to_owned(),
         ),
+        NoticeKind::InvoiceIssued
+        | NoticeKind::Receipt
+        | NoticeKind::PaymentFailed
+        | NoticeKind::ActionRequired
+        | NoticeKind::TrialEnding
+        | NoticeKind::CreditNoteIssued => return None,
     };
-    NoticeText {
+    Some(Message {
         subject,
-        body: format!("{lead}\n\n{company}\n"),
-    }
+        heading: heading.to_owned(),
+        paragraphs: vec![lead],
+        ..Message::default()
+    })
 }
 
 #[cfg(test)]
@@ -627,9 +615,10 @@ mod tests {
 
     #[test]
     fn notices_say_what_is_owed() {
-        let text = notice_text(NoticeKind::Warning, "Acme", &["$49.00".into()], 7);
+        let text = notice_text(NoticeKind::Warning, "Acme", &["$49.00".into()], 7).unwrap();
         assert_eq!(text.subject, "Acme: please pay to keep your account");
-        assert!(text.body.contains("$49.00 has been overdue for 7 days"));
+        assert!(text.paragraphs[0].contains("$49.00 has been overdue for 7 days"));
+        assert_eq!(notice_text(NoticeKind::Receipt, "Acme", &[], 0), None);
     }
 
     fn action() -> impl Strategy<Value = DunningAction> {

@@ -112,6 +112,8 @@ event_types! {
         "A card was detached (through the API or at the gateway).";
     PaymentSettingsUpdated => "payment_settings.updated", "PaymentSettings",
         "The tenant's retry schedule or final action changed.";
+    EmailSettingsUpdated => "email_settings.updated", "EmailSettings",
+        "The tenant's customer email switches or reply-to address changed.";
     CreditNoteCreated => "credit_note.created", "CreditNote",
         "Money was given back on an invoice: a refund, or the void of a paid or credited invoice.";
     CreditGranted => "credit.granted", "CreditGrant",
