@@ -32,6 +32,7 @@ use billing_domain::customers::payment_method::PaymentProfile;
 use billing_domain::customers::staff::{IdentityProvider, IssuerTrust};
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::documents::branding::Branding;
+use billing_domain::documents::stored::StoredDocument;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::hosted::link::HostedLink;
@@ -291,6 +292,10 @@ hooked! {
     BrandingStore {
         fn branding(tenant: TenantId) -> Result<Option<Branding>, StoreError>;
         fn save_branding(tenant: TenantId, branding: &Branding, change: &Change) -> Result<(), StoreError>;
+    }
+    DocumentStore {
+        fn document(tenant: TenantId, of: &str) -> Result<Option<StoredDocument>, StoreError>;
+        fn record_document(tenant: TenantId, document: &StoredDocument) -> Result<(), StoreError>;
     }
     HostedLinkStore {
         fn insert_hosted_link(link: &HostedLink) -> Result<(), StoreError>;
