@@ -27,6 +27,7 @@ use billing_domain::customers::payment_method::PaymentProfile;
 use billing_domain::customers::staff::{IdentityProvider, IssuerTrust};
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::documents::branding::Branding;
+use billing_domain::documents::stored::StoredDocument;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::hosted::link::HostedLink;
@@ -849,6 +850,26 @@ impl BrandingStore for SimStore {
     ) -> Result<(), StoreError> {
         self.unmodelled("save_branding");
         self.inner.save_branding(tenant, branding, change).await
+    }
+}
+
+#[async_trait]
+impl DocumentStore for SimStore {
+    async fn document(
+        &self,
+        tenant: TenantId,
+        of: &str,
+    ) -> Result<Option<StoredDocument>, StoreError> {
+        self.unmodelled("document");
+        self.inner.document(tenant, of).await
+    }
+    async fn record_document(
+        &self,
+        tenant: TenantId,
+        document: &StoredDocument,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("record_document");
+        self.inner.record_document(tenant, document).await
     }
 }
 
