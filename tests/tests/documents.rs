@@ -96,14 +96,25 @@ async fn pdfs_are_rendered_once_and_downloaded(app: App) {
         "/v1/invoices/{}/pdf",
         InvoiceId::from_ulid(ulid::Ulid::new())
     );
-    assert_eq!(get_pdf(&api, &unknown).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        get_pdf(&api, &unknown).await.status(),
+        StatusCode::NOT_FOUND
+    );
 
     let (_, invoice) = two_line_invoice(&api).await;
     let id = invoice["id"].as_str().unwrap();
     let number = invoice["number"].as_str().unwrap();
     let path = format!("/v1/invoices/{id}/pdf");
-    let not_ready = problem(get_pdf(&api, &path).await, StatusCode::CONFLICT, "document_not_ready").await;
-    assert!(not_ready["hint"].as_str().unwrap().contains("shortly"), "{not_ready}");
+    let not_ready = problem(
+        get_pdf(&api, &path).await,
+        StatusCode::CONFLICT,
+        "document_not_ready",
+    )
+    .await;
+    assert!(
+        not_ready["hint"].as_str().unwrap().contains("shortly"),
+        "{not_ready}"
+    );
 
     let event = job(tenant.id, "invoice.finalized", id);
     let Rendered::New(document) = pipeline.handle(&event).await.unwrap() else {
@@ -115,12 +126,17 @@ async fn pdfs_are_rendered_once_and_downloaded(app: App) {
         Rendered::Existing(document.clone())
     );
     assert_eq!(objects.keys(), vec![document.key.clone()]);
-    assert!(document.key.starts_with(&format!("{}/test/invoices/{id}/", tenant.id)));
+    assert!(document
+        .key
+        .starts_with(&format!("{}/test/invoices/{id}/", tenant.id)));
 
     let response = get_pdf(&api, &path).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/pdf");
-    let disposition = response.headers()["content-disposition"].to_str().unwrap().to_owned();
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(disposition.contains(".pdf"), "{disposition}");
     let pdf = response.bytes().await.unwrap().to_vec();
     assert_eq!(hex::encode(Sha256::digest(&pdf)), document.sha256);
@@ -134,9 +150,17 @@ async fn pdfs_are_rendered_once_and_downloaded(app: App) {
         .await
         .unwrap()
         .unwrap();
-    let branding = app.store.branding(tenant.id).await.unwrap().unwrap_or_default();
+    let branding = app
+        .store
+        .branding(tenant.id)
+        .await
+        .unwrap()
+        .unwrap_or_default();
     use billing_app::ports::DocumentRenderer;
-    assert_eq!(document_renderer::Pdfs.invoice(&stored, &branding).unwrap(), pdf);
+    assert_eq!(
+        document_renderer::Pdfs.invoice(&stored, &branding).unwrap(),
+        pdf
+    );
 
     // The customer's page serves the same file under its token.
     let url = api
@@ -166,7 +190,12 @@ async fn pdfs_are_rendered_once_and_downloaded(app: App) {
     let notes = api.list(&format!("/v1/credit-notes?invoice={id}")).await;
     let note = notes[0]["id"].as_str().unwrap();
     let note_path = format!("/v1/credit-notes/{note}/pdf");
-    problem(get_pdf(&api, &note_path).await, StatusCode::CONFLICT, "document_not_ready").await;
+    problem(
+        get_pdf(&api, &note_path).await,
+        StatusCode::CONFLICT,
+        "document_not_ready",
+    )
+    .await;
     let rendered = pipeline
         .handle(&job(tenant.id, "credit_note.created", note))
         .await
@@ -175,7 +204,10 @@ async fn pdfs_are_rendered_once_and_downloaded(app: App) {
     let response = get_pdf(&api, &note_path).await;
     assert_eq!(response.status(), StatusCode::OK);
     let text = billing_tests::pdf_text(&response.bytes().await.unwrap());
-    assert!(text.contains("CREDIT NOTE") && text.contains(number) && text.contains("$154.50"), "{text}");
+    assert!(
+        text.contains("CREDIT NOTE") && text.contains(number) && text.contains("$154.50"),
+        "{text}"
+    );
     assert_eq!(objects.keys().len(), 2);
 }
 
@@ -301,7 +333,10 @@ async fn wait_for_pdf(api: &Api, path: &str) -> Vec<u8> {
         }
         let body = response.text().await.unwrap();
         assert!(body.contains("document_not_ready"), "{body}");
-        assert!(Instant::now() < deadline, "no PDF at {path} within a minute");
+        assert!(
+            Instant::now() < deadline,
+            "no PDF at {path} within a minute"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -389,8 +424,17 @@ async fn a_finalized_invoice_gets_its_pdf_through_the_local_stack() {
         .await
         .unwrap()
         .unwrap();
-    let branding = local.app.store.branding(tenant.id).await.unwrap().unwrap_or_default();
-    assert_eq!(document_renderer::Pdfs.invoice(&stored, &branding).unwrap(), pdf);
+    let branding = local
+        .app
+        .store
+        .branding(tenant.id)
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert_eq!(
+        document_renderer::Pdfs.invoice(&stored, &branding).unwrap(),
+        pdf
+    );
 
     // A credit note takes the same way.
     api.post(
@@ -407,7 +451,10 @@ async fn a_finalized_invoice_gets_its_pdf_through_the_local_stack() {
     let note = notes[0]["id"].as_str().unwrap();
     let note_pdf = wait_for_pdf(&api, &format!("/v1/credit-notes/{note}/pdf")).await;
     let text = billing_tests::pdf_text(&note_pdf);
-    assert!(text.contains("CREDIT NOTE") && text.contains(number), "{text}");
+    assert!(
+        text.contains("CREDIT NOTE") && text.contains(number),
+        "{text}"
+    );
     assert_eq!(
         keys_under(&format!("{}/test/credit-notes/{note}/", tenant.id)).await,
         1

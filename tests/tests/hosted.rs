@@ -116,10 +116,7 @@ async fn the_page_shows_the_invoice_and_its_form_pays_once(app: App) {
     assert_eq!(headers["cache-control"], "no-store");
     assert!(html.contains(invoice["number"].as_str().unwrap()));
     assert!(html.contains("$123.45"), "the amount due: {html}");
-    assert!(
-        html.contains("id=\"amount-due\">$123.45 due</p>"),
-        "{html}"
-    );
+    assert!(html.contains("id=\"amount-due\">$123.45 due</p>"), "{html}");
     // A flat line is one of its amount: the Qty and Unit price cells are filled.
     assert!(
         html.contains("<td class=\"n hide\">1</td><td class=\"n hide\">$123.45</td>"),

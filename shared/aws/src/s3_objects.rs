@@ -254,7 +254,11 @@ impl ObjectStore for S3Objects {
         match response.status() {
             reqwest::StatusCode::NOT_FOUND => Ok(None),
             status if status.is_success() => Ok(Some(
-                response.bytes().await.map_err(unavailable("body"))?.to_vec(),
+                response
+                    .bytes()
+                    .await
+                    .map_err(unavailable("body"))?
+                    .to_vec(),
             )),
             status => Err(StoreError::Unavailable(format!(
                 "S3 GetObject answered {status}"
@@ -278,9 +282,7 @@ impl ObjectStore for S3Objects {
             self.url(key),
             encode_key(&disposition)
         );
-        let (_, query) = self
-            .signed("GET", &url, &[], &[], Some(ttl))
-            .await?;
+        let (_, query) = self.signed("GET", &url, &[], &[], Some(ttl)).await?;
         let mut link = url;
         for (name, value) in query {
             link.push('&');

@@ -115,7 +115,8 @@ impl DocumentsService {
             message: format!("the PDF of {of} is not rendered yet"),
             param: None,
         };
-        let (Some(objects), Some(document)) = (&self.objects, self.store.document(tenant, of).await?)
+        let (Some(objects), Some(document)) =
+            (&self.objects, self.store.document(tenant, of).await?)
         else {
             return Err(not_ready());
         };

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::collection::{CardForm, CollectionService};
 use crate::customers::CustomersService;
-use crate::documents::{Download, DocumentsService};
+use crate::documents::{DocumentsService, Download};
 use crate::kernel::{change, system_caller, AppError, Caller, ChangeSpec, Clocks};
 use crate::ports::{AccountStore, HostedLinkStore, InvoiceStore, RateLimitStore, TenantStore};
 

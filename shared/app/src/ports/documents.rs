@@ -28,8 +28,11 @@ pub trait BrandingStore: Send + Sync {
 #[async_trait]
 pub trait DocumentStore: Send + Sync {
     /// The record of the document of `of` (an invoice's or credit note's id).
-    async fn document(&self, tenant: TenantId, of: &str)
-        -> Result<Option<StoredDocument>, StoreError>;
+    async fn document(
+        &self,
+        tenant: TenantId,
+        of: &str,
+    ) -> Result<Option<StoredDocument>, StoreError>;
     /// Writes the record unless `of` has one: `AlreadyExists` then, and nothing changes.
     async fn record_document(
         &self,

@@ -100,7 +100,8 @@ mod tests {
         let again =
             StoredDocument::of_bytes(tenant, false, DocumentKind::Invoice, "in_1", b"%PDF", at);
         assert_eq!(doc, again);
-        let live = StoredDocument::of_bytes(tenant, true, DocumentKind::CreditNote, "cn_1", b"x", at);
+        let live =
+            StoredDocument::of_bytes(tenant, true, DocumentKind::CreditNote, "cn_1", b"x", at);
         assert!(live.key.contains("/live/credit-notes/cn_1/"));
         assert_eq!(doc.file_name("INV 2026/0001"), "INV-2026-0001.pdf");
     }

@@ -522,7 +522,8 @@ mod tests {
         let digest = base64::engine::general_purpose::STANDARD
             .encode(Sha256::digest(format!("{STYLE}{brand}")));
         assert!(policy.contains(&format!("style-src 'sha256-{digest}'")));
-        assert!(content_security_policy(true, "")
-            .contains("script-src 'self' https://js.stripe.com;"));
+        assert!(
+            content_security_policy(true, "").contains("script-src 'self' https://js.stripe.com;")
+        );
     }
 }
