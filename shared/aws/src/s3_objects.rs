@@ -84,9 +84,9 @@ impl S3Objects {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("a client with static settings builds"),
-            credentials: sdk
-                .credentials_provider()
-                .ok_or(MissingVar("AWS_ACCESS_KEY_ID"))?,
+            credentials: sdk.credentials_provider().ok_or(MissingVar(
+                "a credentials provider in the SDK configuration",
+            ))?,
             region,
             bucket_url,
             link_ttl,
