@@ -7,7 +7,7 @@
 SHELL := /bin/bash
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
-FUNCTION_PACKAGES := -p api -p billing-worker -p billing-run -p payment-worker -p stripe-webhook -p webhook-fanout
+FUNCTION_PACKAGES := -p api -p billing-worker -p billing-run -p payment-worker -p stripe-webhook -p webhook-fanout -p document-renderer
 PYTHON ?= python3
 export SAM_CLI_TELEMETRY := 0
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make size`: builds every function's bootstrap with the release profile (one cargo
 # invocation, so two fat-LTO links run at once on two cores; dependency features are unified
-# across the six, and LTO drops what a function does not call),
+# across the seven, and LTO drops what a function does not call),
 # prints name / size / budget and fails when one is over its budget.
 # Extra arguments go to cargo (e.g. `--config …`). Sizes are x86_64 here; sam builds arm64.
 set -euo pipefail
@@ -15,8 +15,9 @@ declare -A BUDGET=(
     [payment-worker]=10000000
     [stripe-webhook]=10000000
     [webhook-fanout]=10000000
+    [document-renderer]=10000000
 )
-FUNCTIONS=(api billing-worker billing-run payment-worker stripe-webhook webhook-fanout)
+FUNCTIONS=(api billing-worker billing-run payment-worker stripe-webhook webhook-fanout document-renderer)
 
 target_dir=$(cargo metadata --format-version 1 --no-deps "$@" |
     grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)

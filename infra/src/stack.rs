@@ -8,7 +8,12 @@ use aws_sdk_sqs::types::QueueAttributeName;
 
 /// Work queues; each gets a dead-letter queue `<name>-dlq` after five failed receives.
 /// Names ending in `.fifo` are FIFO queues (their dead-letter queue too).
-pub const QUEUES: &[&str] = &["billing-runs.fifo", "billing-payments", "billing-webhooks"];
+pub const QUEUES: &[&str] = &[
+    "billing-runs.fifo",
+    "billing-payments",
+    "billing-webhooks",
+    "billing-documents",
+];
 pub const MAX_RECEIVES: u32 = 5;
 pub const EVENT_BUS: &str = "billing-events";
 /// The queue `billing-worker` consumes (one of [`QUEUES`]): FIFO, a message group per
@@ -18,6 +23,13 @@ pub const BILLING_QUEUE: &str = "billing-runs.fifo";
 pub const PAYMENT_QUEUE: &str = "billing-payments";
 /// The queue `webhook-fanout` consumes (one of [`QUEUES`]).
 pub const WEBHOOK_QUEUE: &str = "billing-webhooks";
+/// The queue `document-renderer` consumes (one of [`QUEUES`]), fed by [`DOCUMENTS_RULE`].
+pub const DOCUMENTS_QUEUE: &str = "billing-documents";
+/// The bus rule that puts the events a document is drawn for on [`DOCUMENTS_QUEUE`] (the
+/// template's `DocumentsRule`, same pattern).
+pub const DOCUMENTS_RULE: &str = "billing-documents";
+/// The bucket PDFs are kept in (the template's `DocumentsBucket`).
+pub const DOCUMENTS_BUCKET: &str = "billing-documents";
 /// Stripe credentials: none means "use the sandbox gateway". Created holding only
 /// [`LOCAL_WEBHOOK_SECRET`].
 pub const STRIPE_SECRET: &str = "billing/stripe";
@@ -44,8 +56,8 @@ fn failed<E: std::fmt::Debug>(step: &'static str) -> impl FnOnce(E) -> StackErro
     }
 }
 
-/// Creates the table, queues with their dead-letter queues, the event bus and the
-/// secret, skipping whatever exists already.
+/// Creates the table, queues with their dead-letter queues, the event bus with the
+/// documents rule, the documents bucket and the secret, skipping whatever exists already.
 pub async fn ensure(sdk: &SdkConfig, table: &str) -> Result<(), StackError> {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     billing_aws::table::ensure_table(&dynamodb, table)
@@ -109,6 +121,13 @@ pub async fn ensure(sdk: &SdkConfig, table: &str) -> Result<(), StackError> {
             .map_err(failed("event bus"))?;
     }
 
+    documents_rule(&sqs, &events).await?;
+    billing_aws::S3Objects::new(sdk, DOCUMENTS_BUCKET, None)
+        .map_err(failed("documents bucket"))?
+        .create_bucket()
+        .await
+        .map_err(failed("documents bucket"))?;
+
     let secrets = aws_sdk_secretsmanager::Client::new(sdk);
     if secrets
         .describe_secret()
@@ -130,6 +149,62 @@ pub async fn ensure(sdk: &SdkConfig, table: &str) -> Result<(), StackError> {
     Ok(())
 }
 
+/// The rule on [`EVENT_BUS`] that sends `invoice.finalized` and `credit_note.created` to
+/// [`DOCUMENTS_QUEUE`] (put again each time: the same rule and target).
+async fn documents_rule(
+    sqs: &aws_sdk_sqs::Client,
+    events: &aws_sdk_eventbridge::Client,
+) -> Result<(), StackError> {
+    let url = sqs
+        .get_queue_url()
+        .queue_name(DOCUMENTS_QUEUE)
+        .send()
+        .await
+        .map_err(failed("documents queue"))?
+        .queue_url
+        .unwrap_or_default();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(failed("documents queue arn"))?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default();
+    let pattern = serde_json::json!({
+        "source": [billing_aws::dispatch::EVENT_SOURCE],
+        "detail-type": [
+            billing_domain::events::types::EventType::InvoiceFinalized.as_str(),
+            billing_domain::events::types::EventType::CreditNoteCreated.as_str(),
+        ],
+    });
+    events
+        .put_rule()
+        .name(DOCUMENTS_RULE)
+        .event_bus_name(EVENT_BUS)
+        .event_pattern(pattern.to_string())
+        .send()
+        .await
+        .map_err(failed("documents rule"))?;
+    events
+        .put_targets()
+        .rule(DOCUMENTS_RULE)
+        .event_bus_name(EVENT_BUS)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("documents")
+                .arn(arn)
+                .build()
+                .map_err(failed("documents rule target"))?,
+        )
+        .send()
+        .await
+        .map_err(failed("documents rule target"))?;
+    Ok(())
+}
+
 /// What each name the template's `Environment` blocks `!Ref` is on the local stack (its
 /// resources' logical ids and its parameters), for [`crate::function_env`]. The stack must
 /// exist ([`ensure`]).
@@ -143,6 +218,9 @@ pub async fn references(
         ("StripeSecret", STRIPE_SECRET),
         ("NoticeFromAddress", NOTICE_FROM_ADDRESS),
         ("PublicUrl", PUBLIC_URL),
+        ("DocumentsBucket", DOCUMENTS_BUCKET),
+        // Downloads answer the file locally (no presigned links to a stand-in).
+        ("DocumentLinkSeconds", ""),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value.to_owned()))
@@ -151,6 +229,7 @@ pub async fn references(
         ("BillingRunsQueue", BILLING_QUEUE),
         ("PaymentsQueue", PAYMENT_QUEUE),
         ("WebhooksQueue", WEBHOOK_QUEUE),
+        ("DocumentsQueue", DOCUMENTS_QUEUE),
     ] {
         let queue = billing_aws::SqsQueue::by_name(sdk, queue)
             .await

@@ -1,6 +1,6 @@
 //! The Lambdas that are not HTTP, run in-process for the local stack: queue consumers
-//! (feeding SQS batches to `webhook-fanout`'s, `billing-worker`'s and `payment-worker`'s
-//! handlers, deleting
+//! (feeding SQS batches to `webhook-fanout`'s, `billing-worker`'s, `payment-worker`'s and
+//! `document-renderer`'s handlers, the last fed by the bus's documents rule; deleting
 //! what they handled, leaving failures for redelivery and the dead-letter queue, as the
 //! Lambda event source does) and `billing-run` on a timer instead of an EventBridge
 //! schedule.
@@ -15,7 +15,7 @@ use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use billing_app::ports::Clock;
 use billing_app::App;
 use billing_app::{events::Fanout, jobs::Sweeper};
-use billing_aws::{AwsDispatch, DynamoStore, HttpKeySets, HttpSender, SqsQueue};
+use billing_aws::{AwsDispatch, DynamoStore, HttpKeySets, HttpSender, S3Objects, SqsQueue};
 use billing_domain::kernel::deployment::Deployment;
 use tokio::task::JoinSet;
 
@@ -27,6 +27,10 @@ pub struct Local {
     pub dispatch: Arc<AwsDispatch>,
     pub billing: Arc<SqsQueue>,
     pub payments: Arc<SqsQueue>,
+    /// Where the bus's documents rule puts the events a PDF is drawn for.
+    pub documents: Arc<SqsQueue>,
+    /// The documents bucket, which the app's downloads read too.
+    pub objects: Arc<S3Objects>,
     pub sqs: aws_sdk_sqs::Client,
 }
 
@@ -52,6 +56,11 @@ impl Local {
             .with_dispatch(dispatch.clone());
         let payments = Arc::new(SqsQueue::by_name(sdk, stack::PAYMENT_QUEUE).await?);
         let billing = Arc::new(SqsQueue::by_name(sdk, stack::BILLING_QUEUE).await?);
+        let documents = Arc::new(SqsQueue::by_name(sdk, stack::DOCUMENTS_QUEUE).await?);
+        let objects = Arc::new(
+            S3Objects::new(sdk, stack::DOCUMENTS_BUCKET, None)
+                .map_err(|e| billing_app::ports::StoreError::Internal(e.to_string()))?,
+        );
         Ok(Self {
             app: App::new(
                 Arc::new(store),
@@ -64,12 +73,15 @@ impl Local {
                 queue: Some(billing.clone()),
                 ..Default::default()
             })
+            .with_objects(objects.clone())
             // The local runner and its tests: webhooks may reach the developer's machine.
             .with_deployment(Deployment::Local)
             .with_key_sets(Arc::new(HttpKeySets::new(Deployment::Local))),
             dispatch,
             billing,
             payments,
+            documents,
+            objects,
             sqs: aws_sdk_sqs::Client::new(sdk),
         })
     }
@@ -120,6 +132,24 @@ impl Local {
                 consume(sqs, url, |event| {
                     let app = app.clone();
                     async move { payment_worker::handle(&app, event).await }
+                })
+                .await
+            });
+        }
+        let pipeline = self
+            .app
+            .documents
+            .pipeline(self.objects.clone(), Arc::new(document_renderer::Pdfs));
+        for _ in 0..consumers {
+            let (sqs, url, pipeline) = (
+                self.sqs.clone(),
+                self.documents.url().to_owned(),
+                pipeline.clone(),
+            );
+            tasks.spawn(async move {
+                consume(sqs, url, |event| {
+                    let pipeline = pipeline.clone();
+                    async move { document_renderer::handle(&pipeline, event).await }
                 })
                 .await
             });

@@ -50,6 +50,11 @@ const EXPECTED: &[(&str, Expect)] = &[
         "webhook-fanout-sqs.json",
         BatchItemFailures(&["5d21f0c4-2b7a-4c9e-8f63-91a0e4d6b222"]),
     ),
+    // An invoice this table does not hold is acknowledged; the unreadable record is not.
+    (
+        "document-renderer-sqs.json",
+        BatchItemFailures(&["9b1d3f5a-7c9e-4b0d-8f2a-4c6e8a0b2d46"]),
+    ),
     ("billing-run-schedule.json", CompletedRun),
 ];
 

@@ -411,3 +411,21 @@ pub async fn finalize_at_once(
     }
     invoices
 }
+
+/// The text of a PDF as `pdftotext -layout` reads it (Debian `poppler-utils`; `make poppler`
+/// installs it).
+pub fn pdf_text(pdf: &[u8]) -> String {
+    let path = std::env::temp_dir().join(format!("billing-{}.pdf", ulid::Ulid::new()));
+    std::fs::write(&path, pdf).expect("write the PDF to a temporary file");
+    let out = std::process::Command::new("pdftotext")
+        .args(["-layout", "-enc", "UTF-8"])
+        .arg(&path)
+        .arg("-")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("pdftotext is needed to read the PDF back ({e}): `make poppler` installs it")
+        });
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "pdftotext failed: {out:?}");
+    String::from_utf8(out.stdout).expect("pdftotext writes UTF-8")
+}

@@ -116,6 +116,12 @@ async fn the_page_shows_the_invoice_and_its_form_pays_once(app: App) {
     assert_eq!(headers["cache-control"], "no-store");
     assert!(html.contains(invoice["number"].as_str().unwrap()));
     assert!(html.contains("$123.45"), "the amount due: {html}");
+    assert!(html.contains("id=\"amount-due\">$123.45 due</p>"), "{html}");
+    // A flat line is one of its amount: the Qty and Unit price cells are filled.
+    assert!(
+        html.contains("<td class=\"n hide\">1</td><td class=\"n hide\">$123.45</td>"),
+        "{html}"
+    );
     assert!(html.contains("Hosted Co"), "the seller");
     assert!(
         html.contains("&lt;script&gt;alert(&#x27;owned&#x27;)&lt;/script&gt; Ltd"),
@@ -216,6 +222,11 @@ async fn the_page_shows_the_invoice_and_its_form_pays_once(app: App) {
     assert!(html.contains(">Paid</span>"), "{html}");
     assert!(!html.contains("pay-form"), "a paid invoice has no form");
     assert!(html.contains("$0.00"), "nothing due");
+    // The headline says what was paid, not the $0.00 left.
+    assert!(
+        html.contains("id=\"amount-due\">$123.45 paid</p>"),
+        "{html}"
+    );
 }
 
 /// Joins the futures, each on its own task so the requests overlap.

@@ -1,6 +1,7 @@
 //! Feeds the sample events of the non-HTTP functions through their handlers, as
 //! `cargo lambda invoke --data-file` would: an SQS batch to `webhook-fanout` (one good
-//! record, one poison record reported back alone) and a scheduled event to `billing-run`.
+//! record, one poison record reported back alone), a scheduled event to `billing-run`, and
+//! an SQS batch of bus events to `document-renderer`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -132,4 +133,25 @@ async fn the_scheduled_sample_sweeps_what_is_due() {
         .await
         .unwrap();
     assert_eq!(again.republished, 0, "published events leave the due index");
+}
+
+/// `document-renderer`'s sample: an `invoice.finalized` of an invoice this store does not
+/// hold (skipped, so acknowledged: redelivering it could never help) and an unreadable record,
+/// reported back alone.
+#[tokio::test]
+async fn the_documents_sample_skips_an_unknown_invoice_and_reports_its_poison_record() {
+    let app = billing_tests::memory_app();
+    let objects = Arc::new(billing_memory::MemoryObjects::default());
+    let pipeline = app
+        .documents
+        .pipeline(objects.clone(), Arc::new(document_renderer::Pdfs));
+    let event: SqsEvent = sample("document-renderer-sqs.json");
+    let response = document_renderer::handle(&pipeline, event).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["9b1d3f5a-7c9e-4b0d-8f2a-4c6e8a0b2d46"]);
+    assert!(objects.keys().is_empty());
 }

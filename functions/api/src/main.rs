@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use billing_app::ports::SystemClock;
 use billing_app::App;
-use billing_aws::{payment_gateway, AwsDispatch, Config, DynamoStore, HttpKeySets, SqsQueue};
+use billing_aws::{
+    payment_gateway, AwsDispatch, Config, DynamoStore, HttpKeySets, S3Objects, SqsQueue,
+};
 use lambda_http::{run, Error};
 
 #[tokio::main]
@@ -33,7 +35,9 @@ async fn main() -> Result<(), Error> {
         // Staff sign-in: identity providers' JWKS, fetched when a token first needs them.
         .with_key_sets(Arc::new(HttpKeySets::new(config.deployment)))
         // Accounts' VAT ids, for tenants that check them online.
-        .with_vat_registry(Arc::new(billing_aws::vies::ViesRegistry::new(None)?));
+        .with_vat_registry(Arc::new(billing_aws::vies::ViesRegistry::new(None)?))
+        // PDF downloads: the documents bucket (the renderer is another function).
+        .with_objects(Arc::new(S3Objects::from_env(&sdk)?));
     // Keep it at least the function's Timeout: a claim's holder must be stopped before a
     // retry may take its Idempotency-Key over.
     if let Ok(secs) = std::env::var("IDEMPOTENCY_LEASE_SECONDS") {

@@ -29,6 +29,7 @@ use billing_domain::customers::staff::{IdentityProvider, IssuerTrust};
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::documents::branding::Branding;
 use billing_domain::documents::email::EmailSettings;
+use billing_domain::documents::stored::StoredDocument;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::hosted::link::HostedLink;
@@ -911,6 +912,26 @@ impl EmailSettingsStore for SimStore {
         self.inner
             .save_email_settings(tenant, settings, change)
             .await
+    }
+}
+
+#[async_trait]
+impl DocumentStore for SimStore {
+    async fn document(
+        &self,
+        tenant: TenantId,
+        of: &str,
+    ) -> Result<Option<StoredDocument>, StoreError> {
+        self.unmodelled("document");
+        self.inner.document(tenant, of).await
+    }
+    async fn record_document(
+        &self,
+        tenant: TenantId,
+        document: &StoredDocument,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("record_document");
+        self.inner.record_document(tenant, document).await
     }
 }
 

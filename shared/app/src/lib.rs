@@ -21,7 +21,8 @@
 //! - [`coupons`]: coupons, and redeeming them onto subscriptions (one counted slot each).
 //! - [`tax`]: tax settings, tax rates (effective-dated, the EU standard VAT rates), and
 //!   the tax of an invoice through the tax-provider port (the built-in resolver by default).
-//! - [`documents`]: the tenant's branding for invoice and credit note PDFs.
+//! - [`documents`]: the tenant's branding for invoice and credit note PDFs, their downloads,
+//!   and the pipeline that renders them into the object store off the request path.
 //! - [`billing`]: subscriptions and their steps, invoices, previews, test clocks, billing
 //!   of (late) usage.
 //! - [`events`]: the event and audit logs, webhook endpoints, fan-out and delivery.
@@ -53,6 +54,7 @@
 //! customers ──▶ tax (vat_id_status: the online VAT id check)
 //! hosted ──▶ collection (charge_now, awaiting_action, complete_action, card_form, last_failure)
 //!        ──▶ customers (add_payment_method)
+//!        ──▶ documents (branding, invoice_download)
 //! catalog, coupons, tax, documents, events, retention ──▶ kernel only
 //! ```
 //!
@@ -91,8 +93,8 @@ use documents::DocumentsService;
 use events::EventsService;
 use kernel::{Clocks, IdempotencyService};
 use ports::{
-    BillingQueue, Clock, Gateways, KeySetFetcher, Notifier, PaymentGateway, PaymentQueue, Store,
-    VatRegistry,
+    BillingQueue, Clock, Gateways, KeySetFetcher, Notifier, ObjectStore, PaymentGateway,
+    PaymentQueue, Store, VatRegistry,
 };
 use retention::RetentionService;
 use tax::{BuiltInTax, TaxService};
@@ -111,6 +113,7 @@ struct Adapters {
     idempotency_lease: jiff::SignedDuration,
     key_sets: Option<Arc<dyn KeySetFetcher>>,
     vat_registry: Option<Arc<dyn VatRegistry>>,
+    objects: Option<Arc<dyn ObjectStore>>,
 }
 
 /// The services, wired to the adapters. Built once per process; cheap to clone.
@@ -132,6 +135,7 @@ pub struct App {
     idempotency_lease: jiff::SignedDuration,
     key_sets: Option<Arc<dyn KeySetFetcher>>,
     vat_registry: Option<Arc<dyn VatRegistry>>,
+    objects: Option<Arc<dyn ObjectStore>>,
     pub idempotency: IdempotencyService,
     pub customers: CustomersService,
     pub catalog: CatalogService,
@@ -174,6 +178,7 @@ impl App {
             idempotency_lease: kernel::idempotency::DEFAULT_LEASE,
             key_sets: None,
             vat_registry: None,
+            objects: None,
         })
     }
 
@@ -192,6 +197,7 @@ impl App {
             idempotency_lease: self.idempotency_lease,
             key_sets: self.key_sets,
             vat_registry: self.vat_registry,
+            objects: self.objects,
         }
     }
 
@@ -289,6 +295,14 @@ impl App {
         })
     }
 
+    /// Keeps and serves rendered documents in `objects` (the documents bucket).
+    pub fn with_objects(self, objects: Arc<dyn ObjectStore>) -> Self {
+        Self::wire(Adapters {
+            objects: Some(objects),
+            ..self.adapters()
+        })
+    }
+
     fn wire(adapters: Adapters) -> Self {
         let Adapters {
             store,
@@ -303,6 +317,7 @@ impl App {
             idempotency_lease,
             key_sets,
             vat_registry,
+            objects,
         } = adapters;
         let clocks = Clocks::new(clock.clone(), store.clone());
         let tax = TaxService::new(
@@ -341,7 +356,7 @@ impl App {
         let credits = CreditsService::new(store.clone(), clocks.clone(), wallets.clone());
         let coupons = CouponsService::new(store.clone(), clocks.clone());
         let retention = RetentionService::new(store.clone(), clocks.clone());
-        let documents = DocumentsService::new(store.clone(), clocks.clone());
+        let documents = DocumentsService::new(store.clone(), clocks.clone(), objects.clone());
         let billing = BillingService::new(
             store.clone(),
             clocks.clone(),
@@ -359,6 +374,7 @@ impl App {
             clocks.clone(),
             collection.clone(),
             customers.clone(),
+            documents.clone(),
         );
         let events = EventsService::new(store.clone(), clocks, deployment);
         Self {
@@ -375,6 +391,7 @@ impl App {
             idempotency_lease,
             key_sets,
             vat_registry,
+            objects,
             customers,
             catalog,
             usage,

@@ -134,7 +134,7 @@ impl Config {
 }
 
 /// `aws_config::defaults`' connect timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 
 /// The Stripe mode a key belongs to, as its prefix says: `sk_test_`/`rk_test_` are test
 /// mode, `sk_live_`/`rk_live_` live mode.

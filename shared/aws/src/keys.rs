@@ -57,6 +57,7 @@
 //! | gateway ref       | `GATEWAY#{gateway object id}` | `REF`           |                                |                   |
 //! | hosted link       | `HOSTED#{sha256 of token}` | `LINK`             |                                |                   |
 //! | hosted link epoch | `T#{tenant}#S(invoice_id)` | `HOSTEDEPOCH#{invoice_id}` |                       |                   |
+//! | document record   | `T#{tenant}#S(of)`         | `DOCUMENT#{of}` (`of`: `in_…`, `cn_…`) |          |                   |
 //! | dunning policy    | `T#{tenant}`  | `SETTINGS#DUNNING`              |                                |                   |
 //! | dunning case      | `T#{tenant}#S(account_id)` | `DUNNING#{account_id}` (due) |                           |                   |
 //! | dunning notice    | `T#{tenant}#S(account_id)` | `DUNNINGNOTICE#{account_id}#{key}` (due) |               |                   |
@@ -118,6 +119,7 @@
 //! | a share of an hourly rate count | UpdateItem `RATE#{subject}#{window}`: `ADD used :want` if `used <= limit - want`; on failure (old item returned) the remainder, if `used` is unchanged; expires by TTL an hour after the window |
 //! | an account's dunning case | GetItem `DUNNING#{account}` (one item per account, reused by its next case); in the `due` index at its next step (under its test clock when it has one) |
 //! | a customer notice not yet sent | GetItem `DUNNINGNOTICE#{account}#{key}`; in the `due` index at the end of its sender's claim |
+//! | a document's record (download, render once) | GetItem `DOCUMENT#{in_… or cn_…}` (consistent); created with `attribute_not_exists(pk)`, so a second render writes nothing |
 //! | an account's balance in a currency, and its open grants | GetItem `BALANCE#{account}#{currency}` (it names its open grants), then BatchGetItem of those `CREDIT#{account}#{id}` |
 //! | the balances of a finalizer's page of drafts | BatchGetItem of their `BALANCE#{account}#{currency}` |
 //! | an account's balances | Query `begins_with(sk, "BALANCE#{account}#")` (one item per currency) |
@@ -676,6 +678,12 @@ pub fn hosted_link(token_hash: &str) -> Key {
 pub fn hosted_link_epoch(tenant: TenantId, invoice: InvoiceId) -> Key {
     let id = invoice.to_string();
     Key::new(shard_of(tenant, &id), format!("HOSTEDEPOCH#{id}"))
+}
+
+/// The record of an invoice's or credit note's rendered PDF, in the shard of the record's
+/// id (`of`: `in_…` or `cn_…`), so its read is one GetItem beside the invoice's.
+pub fn document(tenant: TenantId, of: &str) -> Key {
+    Key::new(shard_of(tenant, of), format!("DOCUMENT#{of}"))
 }
 
 /// Items on a test clock wait in the due index under the clock, not under a shard: the

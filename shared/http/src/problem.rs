@@ -148,7 +148,14 @@ impl From<AppError> for Problem {
                 message,
                 param,
             } => {
-                let problem = Problem::new(code, message);
+                let mut problem = Problem::new(code, message);
+                if code == ErrorCode::DocumentNotReady {
+                    problem = problem.hint(
+                        "The PDF is rendered off the request path within seconds of the \
+                         invoice's finalization (or the credit note's creation): ask again \
+                         shortly.",
+                    );
+                }
                 match param {
                     Some(p) => problem.param(p),
                     None => problem,

@@ -34,6 +34,7 @@ use billing_domain::customers::staff::{IdentityProvider, IssuerTrust};
 use billing_domain::customers::tenant::Tenant;
 use billing_domain::documents::branding::Branding;
 use billing_domain::documents::email::EmailSettings;
+use billing_domain::documents::stored::StoredDocument;
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::events::webhook::{WebhookDelivery, WebhookEndpoint};
 use billing_domain::hosted::link::HostedLink;
@@ -297,6 +298,10 @@ hooked! {
     EmailSettingsStore {
         fn email_settings(tenant: TenantId) -> Result<Option<EmailSettings>, StoreError>;
         fn save_email_settings(tenant: TenantId, settings: &EmailSettings, change: &Change) -> Result<(), StoreError>;
+    }
+    DocumentStore {
+        fn document(tenant: TenantId, of: &str) -> Result<Option<StoredDocument>, StoreError>;
+        fn record_document(tenant: TenantId, document: &StoredDocument) -> Result<(), StoreError>;
     }
     HostedLinkStore {
         fn insert_hosted_link(link: &HostedLink) -> Result<(), StoreError>;

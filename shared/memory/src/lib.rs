@@ -37,6 +37,7 @@ use jiff::Timestamp;
 
 use billing_app::ports::*;
 
+pub use documents::MemoryObjects;
 pub use notifier::MemoryNotifier;
 
 #[derive(Default)]

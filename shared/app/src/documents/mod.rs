@@ -1,26 +1,40 @@
 //! Documents: the tenant's branding, which the invoice and credit note PDFs and the
-//! customer emails are rendered with, and the tenant's email settings (which emails go
-//! out, and where replies go). Depends on the kernel only; the emails themselves are
+//! customer emails are rendered with; the tenant's email settings (which emails go out, and
+//! where replies go); the PDFs' downloads; and the pipeline that renders them off the
+//! request path ([`render`]). Depends on the kernel only; the emails themselves are
 //! collection's notices.
+
+pub mod render;
 
 use std::sync::Arc;
 
+use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
 use billing_domain::customers::access::Permission;
 use billing_domain::documents::branding::{Branding, BrandingPatch};
 use billing_domain::documents::email::{EmailSettings, EmailSettingsPatch};
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::error::ErrorCode;
+use billing_domain::kernel::ids::{CreditNoteId, InvoiceId, TenantId};
 use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::kernel::{change, to_json, until_committed, AppError, Caller, ChangeSpec, Clocks};
-use crate::ports::{BrandingStore, Change, EmailSettingsStore, StoreError};
+use crate::ports::{
+    BrandingStore, Change, DocumentRenderer, DocumentStore, EmailSettingsStore, InvoiceStore,
+    ObjectStore, PaymentStore, StoreError,
+};
 
 /// What the documents service reads and writes.
-pub trait DocumentsPorts: BrandingStore + EmailSettingsStore {}
+pub trait DocumentsPorts:
+    BrandingStore + EmailSettingsStore + DocumentStore + InvoiceStore + PaymentStore
+{
+}
 
-impl<T> DocumentsPorts for T where T: BrandingStore + EmailSettingsStore {}
+impl<T> DocumentsPorts for T where
+    T: BrandingStore + EmailSettingsStore + DocumentStore + InvoiceStore + PaymentStore
+{
+}
 
 /// The change that writes one of the tenant's settings documents (created by its first
 /// write).
@@ -58,25 +72,121 @@ fn busy(what: &str) -> AppError {
     }
 }
 
+/// How a PDF download is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Download {
+    /// The file itself.
+    File { bytes: Vec<u8>, file_name: String },
+    /// A short-lived link to the object (S3 presigned GET), when the store is set so.
+    Link(String),
+}
+
 #[derive(Clone)]
 pub struct DocumentsService {
     store: Arc<dyn DocumentsPorts>,
     clocks: Clocks,
+    /// Where rendered PDFs are kept; `None` where nothing renders them (tools), so every
+    /// download answers `document_not_ready`.
+    objects: Option<Arc<dyn ObjectStore>>,
 }
 
 impl DocumentsService {
-    pub(crate) fn new(store: Arc<dyn DocumentsPorts>, clocks: Clocks) -> Self {
-        Self { store, clocks }
+    pub(crate) fn new(
+        store: Arc<dyn DocumentsPorts>,
+        clocks: Clocks,
+        objects: Option<Arc<dyn ObjectStore>>,
+    ) -> Self {
+        Self {
+            store,
+            clocks,
+            objects,
+        }
+    }
+
+    /// The pipeline that renders with `renderer` into `objects` (built only where the
+    /// renderer is linked: the `document-renderer` function, the local runner, tests).
+    pub fn pipeline(
+        &self,
+        objects: Arc<dyn ObjectStore>,
+        renderer: Arc<dyn DocumentRenderer>,
+    ) -> render::DocumentPipeline {
+        render::DocumentPipeline::new(self.store.clone(), self.clocks.clone(), objects, renderer)
+    }
+
+    /// `GET /v1/invoices/{id}/pdf`.
+    pub async fn invoice_pdf(&self, caller: &Caller, id: InvoiceId) -> Result<Download, AppError> {
+        caller.require(Permission::Read)?;
+        let invoice = self
+            .store
+            .get_invoice(caller.tenant_id, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("invoice", id))?;
+        self.invoice_download(caller.tenant_id, &invoice).await
+    }
+
+    /// The PDF of an invoice already read (also the hosted page's download).
+    pub(crate) async fn invoice_download(
+        &self,
+        tenant: TenantId,
+        invoice: &Invoice,
+    ) -> Result<Download, AppError> {
+        if invoice.status == InvoiceStatus::Draft {
+            return Err(AppError::Conflict {
+                code: ErrorCode::InvoiceNotFinalized,
+                message: "a draft invoice has no PDF; finalize it first".into(),
+                param: None,
+            });
+        }
+        let id = invoice.id.to_string();
+        self.download(tenant, &id, invoice.number.as_deref().unwrap_or(&id))
+            .await
+    }
+
+    /// `GET /v1/credit-notes/{id}/pdf`.
+    pub async fn credit_note_pdf(
+        &self,
+        caller: &Caller,
+        id: CreditNoteId,
+    ) -> Result<Download, AppError> {
+        caller.require(Permission::Read)?;
+        self.store
+            .get_credit_note(caller.tenant_id, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("credit note", id))?;
+        let id = id.to_string();
+        self.download(caller.tenant_id, &id, &id).await
+    }
+
+    async fn download(&self, tenant: TenantId, of: &str, name: &str) -> Result<Download, AppError> {
+        let not_ready = || AppError::Conflict {
+            code: ErrorCode::DocumentNotReady,
+            message: format!("the PDF of {of} is not rendered yet"),
+            param: None,
+        };
+        let (Some(objects), Some(document)) =
+            (&self.objects, self.store.document(tenant, of).await?)
+        else {
+            return Err(not_ready());
+        };
+        let file_name = document.file_name(name);
+        if let Some(link) = objects.download_link(&document.key, &file_name).await? {
+            return Ok(Download::Link(link));
+        }
+        let bytes = objects.get(&document.key).await?.ok_or_else(|| {
+            AppError::Internal(format!("the recorded PDF {} is missing", document.key))
+        })?;
+        Ok(Download::File { bytes, file_name })
     }
 
     /// The tenant's branding; the defaults (version 0) until it sets any.
     pub async fn branding(&self, caller: &Caller) -> Result<Branding, AppError> {
         caller.require(Permission::Read)?;
-        Ok(self
-            .store
-            .branding(caller.tenant_id)
-            .await?
-            .unwrap_or_default())
+        self.tenant_branding(caller.tenant_id).await
+    }
+
+    /// The same without a caller: what the hosted page shows.
+    pub(crate) async fn tenant_branding(&self, tenant: TenantId) -> Result<Branding, AppError> {
+        Ok(self.store.branding(tenant).await?.unwrap_or_default())
     }
 
     /// Applies `patch` to the current branding; a concurrent write makes it apply again to

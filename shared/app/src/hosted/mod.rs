@@ -14,6 +14,7 @@ use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
 use billing_domain::collection::payment::Payment;
 use billing_domain::customers::access::Permission;
 use billing_domain::customers::account::Address;
+use billing_domain::documents::branding::Branding;
 use billing_domain::events::record::AuditAction;
 use billing_domain::hosted::link::{self, HostedLink};
 use billing_domain::kernel::error::ErrorCode;
@@ -24,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::collection::{CardForm, CollectionService};
 use crate::customers::CustomersService;
+use crate::documents::{DocumentsService, Download};
 use crate::kernel::{change, system_caller, AppError, Caller, ChangeSpec, Clocks};
 use crate::ports::{AccountStore, HostedLinkStore, InvoiceStore, RateLimitStore, TenantStore};
 
@@ -93,6 +95,8 @@ pub enum PayState {
 #[derive(Debug, Clone)]
 pub struct HostedInvoice {
     pub invoice: Invoice,
+    /// The seller's branding: colours, address, support email, footer.
+    pub branding: Branding,
     pub seller: Seller,
     pub buyer: Buyer,
     pub pay: PayState,
@@ -140,6 +144,7 @@ pub struct HostedService {
     clocks: Clocks,
     collection: CollectionService,
     customers: CustomersService,
+    documents: DocumentsService,
 }
 
 impl HostedService {
@@ -148,12 +153,14 @@ impl HostedService {
         clocks: Clocks,
         collection: CollectionService,
         customers: CustomersService,
+        documents: DocumentsService,
     ) -> Self {
         Self {
             store,
             clocks,
             collection,
             customers,
+            documents,
         }
     }
 
@@ -341,9 +348,18 @@ impl HostedService {
             address: details.address,
             tax_ids: invoice.buyer_tax_ids.clone(),
         };
+        let branding = self.documents.tenant_branding(caller.tenant_id).await?;
         let seller = Seller {
-            name: tenant.map(|t| t.name).unwrap_or_default(),
-            tax_ids: invoice.seller_tax_ids.clone(),
+            name: branding
+                .legal_name
+                .clone()
+                .or_else(|| tenant.map(|t| t.name))
+                .unwrap_or_default(),
+            tax_ids: if invoice.seller_tax_ids.is_empty() {
+                branding.tax_ids.clone()
+            } else {
+                invoice.seller_tax_ids.clone()
+            },
         };
         let pay = if !invoice.is_payable() {
             PayState::Closed
@@ -368,6 +384,7 @@ impl HostedService {
             .filter(|_| invoice.is_payable());
         Ok(HostedInvoice {
             invoice,
+            branding,
             seller,
             buyer,
             pay,
@@ -429,5 +446,14 @@ impl HostedService {
             }) => Ok(None),
             other => other.map(Some),
         }
+    }
+
+    /// The PDF of the page's invoice (`GET /i/{token}/pdf`), under the same token checks
+    /// and guess counting as the page.
+    pub async fn pdf(&self, token: &str, source: &str) -> Result<Download, AppError> {
+        let Opened { invoice, caller } = self.open(token, source).await?;
+        self.documents
+            .invoice_download(caller.tenant_id, &invoice)
+            .await
     }
 }

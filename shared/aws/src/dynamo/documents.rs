@@ -1,9 +1,11 @@
-//! Branding and email settings: one item each per tenant, version-checked.
+//! Branding and email settings (one item each per tenant, version-checked) and the records
+//! of rendered documents (one item per invoice or credit note, created once).
 
 use async_trait::async_trait;
 use billing_app::ports::*;
 use billing_domain::documents::branding::Branding;
 use billing_domain::documents::email::EmailSettings;
+use billing_domain::documents::stored::StoredDocument;
 use billing_domain::kernel::ids::TenantId;
 
 use super::{to_item, DynamoStore, Item};
@@ -64,5 +66,27 @@ impl EmailSettingsStore for DynamoStore {
         let item = to_item("email_settings", settings, &keys::email_settings(tenant))?;
         self.save_settings(tenant, item, settings.version, "email settings", change)
             .await
+    }
+}
+
+#[async_trait]
+impl DocumentStore for DynamoStore {
+    async fn document(
+        &self,
+        tenant: TenantId,
+        of: &str,
+    ) -> Result<Option<StoredDocument>, StoreError> {
+        self.get(&keys::document(tenant, of)).await
+    }
+
+    async fn record_document(
+        &self,
+        tenant: TenantId,
+        document: &StoredDocument,
+    ) -> Result<(), StoreError> {
+        let item = to_item("document", document, &keys::document(tenant, &document.of))?;
+        let mut tx = self.transaction();
+        tx.create(item, StoreError::AlreadyExists { entity: "document" })?;
+        tx.commit().await
     }
 }

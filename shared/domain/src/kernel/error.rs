@@ -320,9 +320,11 @@ error_codes! {
         "A taxable sale has no tax rate for the customer's jurisdiction on the invoice date; \
          create one (or load the EU rates) or change the tax registrations.";
     InvoiceNotFinalized => "invoice_not_finalized", 409,
-        "A draft invoice has no hosted page; finalize it first.";
+        "A draft invoice has no hosted page and no PDF; finalize it first.";
     InvalidFormToken => "invalid_form_token", 403,
         "A hosted page's form was not sent from the page it was served with (or from another site).";
+    DocumentNotReady => "document_not_ready", 409,
+        "The PDF is still being rendered (moments after finalizing); try again shortly.";
     NoActionRequired => "no_action_required", 409,
         "The invoice has no payment waiting for the customer to authenticate.";
 }

@@ -6,6 +6,8 @@
 //!   the `pm_…` Stripe.js made), then redirects back to the page (post/redirect/get).
 //! - `POST /i/{token}/authenticate`: records the 3-D Secure authentication the customer
 //!   just completed, then redirects back.
+//! - `GET /i/{token}/pdf`: the invoice's PDF (the file, or a 302 to a presigned link), under
+//!   the same admission and guess counting as the page.
 //! - `GET /i/assets/hosted.js`: the page's only script.
 //!
 //! **Security.** The CSP allows no inline script and no other origin than Stripe's (only
@@ -36,6 +38,7 @@ use crate::extract::body_bytes;
 pub const PAGE_PATH: &str = "/i/{token}";
 pub const PAY_PATH: &str = "/i/{token}/pay";
 pub const AUTHENTICATE_PATH: &str = "/i/{token}/authenticate";
+pub const PDF_PATH: &str = "/i/{token}/pdf";
 
 /// A form is a few short fields.
 const MAX_FORM_BYTES: usize = 4 * 1024;
@@ -45,6 +48,7 @@ pub fn router() -> Router<App> {
         .route(PAGE_PATH, get(show))
         .route(PAY_PATH, post(pay))
         .route(AUTHENTICATE_PATH, post(authenticate))
+        .route(PDF_PATH, get(pdf))
         .route(page::SCRIPT_PATH, get(script))
 }
 
@@ -60,14 +64,14 @@ fn source(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| "direct".into())
 }
 
-fn html(status: StatusCode, body: String, stripe: bool) -> Response {
+fn html(status: StatusCode, body: String, stripe: bool, brand: &str) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    if let Ok(policy) = HeaderValue::from_str(&page::content_security_policy(stripe)) {
+    if let Ok(policy) = HeaderValue::from_str(&page::content_security_policy(stripe, brand)) {
         headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     }
     secure(headers);
@@ -88,7 +92,22 @@ fn secure(headers: &mut HeaderMap) {
 }
 
 fn message(status: StatusCode, title: &str, text: &str) -> Response {
-    html(status, page::message(title, text), false)
+    html(status, page::message(title, text), false, "")
+}
+
+/// The invoice's page, with `error` above the pay form.
+fn invoice_html(
+    status: StatusCode,
+    token: &str,
+    view: &billing_app::hosted::HostedInvoice,
+    error: Option<&str>,
+) -> Response {
+    html(
+        status,
+        page::invoice_page(token, view, error),
+        page::uses_stripe(view),
+        &page::brand_style(view),
+    )
 }
 
 /// An error of the app as a page: never the internals.
@@ -99,6 +118,14 @@ fn failure(err: AppError) -> Response {
             StatusCode::BAD_REQUEST,
             "Payment not accepted",
             &invalid.message,
+        ),
+        AppError::Conflict {
+            code: ErrorCode::DocumentNotReady,
+            ..
+        } => message(
+            StatusCode::CONFLICT,
+            "PDF not ready yet",
+            "The PDF of this invoice is being prepared; please try again in a moment.",
         ),
         AppError::Conflict { message: text, .. } => {
             message(StatusCode::CONFLICT, "Not possible now", &text)
@@ -165,11 +192,22 @@ async fn show(State(app): State<App>, Path(token): Path<String>, headers: Header
         return *refused;
     }
     match app.hosted.page(&token, &source).await {
-        Ok(view) => html(
-            StatusCode::OK,
-            page::invoice_page(&token, &view, None),
-            page::uses_stripe(&view),
-        ),
+        Ok(view) => invoice_html(StatusCode::OK, &token, &view, None),
+        Err(err) => failure(err),
+    }
+}
+
+async fn pdf(State(app): State<App>, Path(token): Path<String>, headers: HeaderMap) -> Response {
+    let source = source(&headers);
+    if let Err(refused) = admit(&app, &token, &source).await {
+        return *refused;
+    }
+    match app.hosted.pdf(&token, &source).await {
+        Ok(download) => {
+            let mut response = crate::routes::documents::download_response(download);
+            secure(response.headers_mut());
+            response
+        }
         Err(err) => failure(err),
     }
 }
@@ -295,10 +333,11 @@ async fn pay(
         Ok(_) => back_to(&token),
         // A card the gateway refuses: the page again, with why.
         Err(AppError::Invalid(invalid)) => match app.hosted.page(&token, &source).await {
-            Ok(view) => html(
+            Ok(view) => invoice_html(
                 StatusCode::BAD_REQUEST,
-                page::invoice_page(&token, &view, Some(&invalid.message)),
-                page::uses_stripe(&view),
+                &token,
+                &view,
+                Some(&invalid.message),
             ),
             Err(err) => failure(err),
         },

@@ -3,17 +3,19 @@
 //! Every value that comes from a tenant or a customer goes through [`escape`].
 
 use std::fmt::Write;
-use std::sync::LazyLock;
 
 use base64::Engine;
 use billing_app::collection::CardForm;
-use billing_app::hosted::{Buyer, HostedInvoice, PayState};
+use billing_app::hosted::{HostedInvoice, PayState};
 use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
+use billing_domain::billing::invoice_draft::InvoiceLine;
 use billing_domain::collection::payment::PaymentStatus;
+use billing_domain::customers::account::Address;
 use billing_domain::hosted::link;
 use billing_domain::kernel::format::format_human;
 use billing_domain::kernel::money::Money;
 use jiff::Timestamp;
+use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
 /// Where the page's script is served (same origin: `script-src 'self'`).
@@ -40,20 +42,37 @@ td.n,th.n{text-align:right;white-space:nowrap}\
 .due-amount{font-size:28px;font-weight:700}\
 label{display:block;font-size:14px;margin:12px 0 4px}\
 input[type=text]{width:100%;padding:10px;font-size:16px;border:1px solid #c1c9d2;border-radius:6px}\
-button{margin-top:16px;width:100%;padding:12px;font-size:16px;font-weight:600;color:#fff;background:#635bff;border:0;border-radius:6px;cursor:pointer}\
+button{margin-top:16px;width:100%;padding:12px;font-size:16px;font-weight:600;color:#fff;background:var(--primary,#635bff);border:0;border-radius:6px;cursor:pointer}\
+.download{display:inline-block;margin-top:8px;color:var(--accent,#635bff);font-weight:600}\
+.brand{border-top:4px solid var(--primary,#635bff)}\
+footer{font-size:13px;color:#697386;text-align:center;padding:8px 0 24px}\
 button[disabled]{opacity:.6}\
 .error{background:#fdecef;color:#a41c4e;border-radius:6px;padding:10px;margin-bottom:12px}\
 .note{font-size:14px;color:#4f566b;margin-top:12px}\
 #card-element{padding:12px;border:1px solid #c1c9d2;border-radius:6px}\
 @media (max-width:520px){main{padding:8px}.card{padding:16px}th.hide,td.hide{display:none}}";
 
-/// `'sha256-…'` of [`STYLE`], the only inline content the CSP allows.
-static STYLE_HASH: LazyLock<String> = LazyLock::new(|| {
+/// The tenant's colours as CSS variables, appended to [`STYLE`] (the page's one `<style>`,
+/// allowed by its hash). Colours are `#rrggbb` by construction, so nothing else can get in.
+pub fn brand_style(view: &HostedInvoice) -> String {
+    let b = &view.branding;
+    format!(
+        ":root{{--primary:{};--accent:{}}}",
+        String::from(b.primary_color),
+        String::from(b.accent_color)
+    )
+}
+
+/// `'sha256-…'` of the page's style: [`STYLE`] and the brand's colours.
+fn style_hash(brand: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(STYLE.as_bytes());
+    digest.update(brand.as_bytes());
     format!(
         "'sha256-{}'",
-        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE.as_bytes()))
+        base64::engine::general_purpose::STANDARD.encode(digest.finalize())
     )
-});
+}
 
 /// HTML-escapes text for element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
@@ -72,8 +91,8 @@ pub fn escape(text: &str) -> String {
 }
 
 /// The page's Content-Security-Policy: no inline script anywhere; Stripe's origins only
-/// when Stripe.js takes the card.
-pub fn content_security_policy(stripe: bool) -> String {
+/// when Stripe.js takes the card; the style (with `brand`'s colours) by its hash.
+pub fn content_security_policy(stripe: bool, brand: &str) -> String {
     let (script, frame, connect) = if stripe {
         (
             " https://js.stripe.com",
@@ -87,7 +106,7 @@ pub fn content_security_policy(stripe: bool) -> String {
         "default-src 'none'; style-src {style}; script-src 'self'{script}; frame-src {frame}; \
          connect-src {connect}; img-src 'self' data:; form-action 'self'; base-uri 'none'; \
          frame-ancestors 'none'",
-        style = *STYLE_HASH
+        style = style_hash(brand)
     )
 }
 
@@ -120,10 +139,11 @@ pub fn message(title: &str, text: &str) -> String {
             escape(text)
         ),
         false,
+        "",
     )
 }
 
-fn shell(title: &str, body: &str, stripe: bool) -> String {
+fn shell(title: &str, body: &str, stripe: bool, brand: &str) -> String {
     let stripe_js = if stripe {
         format!("<script src=\"{STRIPE_JS}\"></script>")
     } else {
@@ -133,7 +153,7 @@ fn shell(title: &str, body: &str, stripe: bool) -> String {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <meta name=\"referrer\" content=\"no-referrer\">\
-         <title>{title}</title><style>{STYLE}</style>{stripe_js}\
+         <title>{title}</title><style>{STYLE}{brand}</style>{stripe_js}\
          <script src=\"{SCRIPT_PATH}\" defer></script></head>\
          <body><main>{body}</main></body></html>",
         title = escape(title)
@@ -146,16 +166,19 @@ pub fn invoice_page(token: &str, view: &HostedInvoice, error: Option<&str>) -> S
     let number = invoice.number.as_deref().unwrap_or("Invoice");
     let mut body = String::new();
     header(&mut body, view);
-    parties(
-        &mut body,
-        &view.seller.name,
-        &view.seller.tax_ids,
-        &view.buyer,
-    );
+    parties(&mut body, view);
     lines(&mut body, invoice);
     pay(&mut body, token, view, error);
+    let _ = write!(
+        body,
+        "<div class=\"card\"><a class=\"download\" id=\"download-pdf\" href=\"/i/{}/pdf\">Download PDF</a></div>",
+        escape(token)
+    );
+    if let Some(footer) = &view.branding.footer {
+        let _ = write!(body, "<footer>{}</footer>", escape(footer));
+    }
     let title = format!("{number} from {}", view.seller.name);
-    shell(&title, &body, uses_stripe(view))
+    shell(&title, &body, uses_stripe(view), &brand_style(view))
 }
 
 fn status_badge(view: &HostedInvoice) -> (&'static str, &'static str) {
@@ -178,12 +201,12 @@ fn header(out: &mut String, view: &HostedInvoice) {
     let (class, label) = status_badge(view);
     let _ = write!(
         out,
-        "<div class=\"card\"><p class=\"muted\">{seller}</p>\
+        "<div class=\"card brand\"><p class=\"muted\">{seller}</p>\
          <h1>Invoice {number} <span class=\"status status-{class}\" id=\"status\">{label}</span></h1>\
-         <p class=\"due-amount\" id=\"amount-due\">{due}</p><p class=\"muted\">",
+         <p class=\"due-amount\" id=\"amount-due\">{headline}</p><p class=\"muted\">",
         seller = escape(&view.seller.name),
         number = escape(invoice.number.as_deref().unwrap_or("")),
-        due = money(remaining(invoice), invoice),
+        headline = headline(invoice),
     );
     if let Some(at) = invoice.finalized_at {
         let _ = write!(out, "Issued {}", date(at));
@@ -205,14 +228,44 @@ fn header(out: &mut String, view: &HostedInvoice) {
     out.push_str("</p></div>");
 }
 
+/// The big figure: what is due while the invoice is open; once paid, what was paid (the
+/// total when credits covered it all); void or uncollectible, the total, struck by the
+/// badge next to it.
+fn headline(invoice: &Invoice) -> String {
+    match invoice.status {
+        InvoiceStatus::Paid => {
+            let paid = match invoice.amount_paid.get() {
+                0 => invoice.total.get(),
+                paid => paid,
+            };
+            format!("{} paid", money(paid, invoice))
+        }
+        InvoiceStatus::Void | InvoiceStatus::Uncollectible => money(invoice.total.get(), invoice),
+        InvoiceStatus::Open | InvoiceStatus::Draft => {
+            format!("{} due", money(remaining(invoice), invoice))
+        }
+    }
+}
+
 fn remaining(invoice: &Invoice) -> i64 {
     invoice.amount_remaining().get()
 }
 
-fn parties(out: &mut String, seller: &str, seller_tax_ids: &[String], buyer: &Buyer) {
+fn parties(out: &mut String, view: &HostedInvoice) {
+    let buyer = &view.buyer;
     out.push_str("<div class=\"card parties\"><div><h2>From</h2>");
-    let _ = write!(out, "<div>{}</div>", escape(seller));
-    for id in seller_tax_ids {
+    let _ = write!(
+        out,
+        "<div id=\"seller-name\">{}</div>",
+        escape(&view.seller.name)
+    );
+    if let Some(address) = &view.branding.address {
+        address_line(out, address);
+    }
+    if let Some(email) = &view.branding.support_email {
+        let _ = write!(out, "<div class=\"muted\">{}</div>", escape(email));
+    }
+    for id in &view.seller.tax_ids {
         let _ = write!(out, "<div class=\"muted\">Tax id {}</div>", escape(id));
     }
     out.push_str("</div><div><h2>Bill to</h2>");
@@ -223,22 +276,7 @@ fn parties(out: &mut String, seller: &str, seller_tax_ids: &[String], buyer: &Bu
         let _ = write!(out, "<div class=\"muted\">{}</div>", escape(email));
     }
     if let Some(address) = &buyer.address {
-        let parts = [
-            &address.line1,
-            &address.line2,
-            &address.postal_code,
-            &address.city,
-            &address.state,
-            &address.country,
-        ];
-        let text: Vec<&str> = parts.iter().filter_map(|p| p.as_deref()).collect();
-        if !text.is_empty() {
-            let _ = write!(
-                out,
-                "<div class=\"muted\">{}</div>",
-                escape(&text.join(", "))
-            );
-        }
+        address_line(out, address);
     }
     for id in &buyer.tax_ids {
         let _ = write!(out, "<div class=\"muted\">Tax id {}</div>", escape(id));
@@ -246,12 +284,30 @@ fn parties(out: &mut String, seller: &str, seller_tax_ids: &[String], buyer: &Bu
     out.push_str("</div></div>");
 }
 
+fn address_line(out: &mut String, address: &Address) {
+    let parts = [
+        &address.line1,
+        &address.line2,
+        &address.postal_code,
+        &address.city,
+        &address.state,
+        &address.country,
+    ];
+    let text: Vec<&str> = parts.iter().filter_map(|p| p.as_deref()).collect();
+    if !text.is_empty() {
+        let _ = write!(
+            out,
+            "<div class=\"muted\">{}</div>",
+            escape(&text.join(", "))
+        );
+    }
+}
+
 fn lines(out: &mut String, invoice: &Invoice) {
     out.push_str(
         "<div class=\"card\"><table><thead><tr><th>Description</th><th class=\"n hide\">Qty</th>\
          <th class=\"n hide\">Unit price</th><th class=\"n\">Amount</th></tr></thead><tbody>",
     );
-    let code = invoice.currency.api_code().to_uppercase();
     for line in &invoice.lines {
         let mut description = escape(&line.description);
         if let Some(period) = &line.period {
@@ -276,16 +332,13 @@ fn lines(out: &mut String, invoice: &Invoice) {
                 money(tax.amount, invoice)
             );
         }
-        let quantity = line.quantity.map(|q| q.normalize().to_string());
-        let unit = line
-            .unit_price
-            .map(|p| format!("{} {}", p.normalize(), escape(&code)));
+        let (quantity, unit) = quantity_and_unit(line, invoice);
         let _ = write!(
             out,
             "<tr><td>{description}</td><td class=\"n hide\">{}</td><td class=\"n hide\">{}</td>\
              <td class=\"n\">{}</td></tr>",
-            escape(quantity.as_deref().unwrap_or("")),
-            unit.unwrap_or_default(),
+            escape(&quantity),
+            unit,
             money(line.amount, invoice),
         );
     }
@@ -336,6 +389,32 @@ fn lines(out: &mut String, invoice: &Invoice) {
         let _ = write!(out, "<p class=\"note\">{}</p>", escape(note));
     }
     out.push_str("</div>");
+}
+
+/// A line's Qty and Unit price cells: the engine's quantity and unit price where it priced
+/// per unit; a flat line (a plan's fee, a one-off charge, a proration) is one of its amount,
+/// or its amount over its quantity when that is exact in the currency.
+fn quantity_and_unit(line: &InvoiceLine, invoice: &Invoice) -> (String, String) {
+    let quantity = line.quantity.unwrap_or(Decimal::ONE);
+    let unit = line.unit_price.or_else(|| {
+        let amount = Decimal::new(line.amount, u32::from(invoice.currency.exponent()));
+        amount.checked_div(quantity).filter(|u| {
+            u.checked_mul(quantity) == Some(amount)
+                && u.normalize().scale() <= u32::from(invoice.currency.exponent())
+        })
+    });
+    let unit = match unit {
+        Some(p) => match Money::from_decimal_exact(p, invoice.currency) {
+            Ok(m) => escape(&format_human(m)),
+            Err(_) => format!(
+                "{} {}",
+                p.normalize(),
+                escape(&invoice.currency.api_code().to_uppercase())
+            ),
+        },
+        None => String::new(),
+    };
+    (quantity.normalize().to_string(), unit)
 }
 
 fn pay(out: &mut String, token: &str, view: &HostedInvoice, error: Option<&str>) {
@@ -435,12 +514,16 @@ mod tests {
 
     #[test]
     fn the_policy_allows_the_style_by_hash_and_no_inline_script() {
-        let policy = content_security_policy(false);
+        let brand = ":root{--primary:#112233;--accent:#445566}";
+        let policy = content_security_policy(false, brand);
         assert!(policy.contains("script-src 'self';"), "{policy}");
         assert!(!policy.contains("unsafe-inline"));
         assert!(!policy.contains("stripe"));
-        let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE));
+        let digest = base64::engine::general_purpose::STANDARD
+            .encode(Sha256::digest(format!("{STYLE}{brand}")));
         assert!(policy.contains(&format!("style-src 'sha256-{digest}'")));
-        assert!(content_security_policy(true).contains("script-src 'self' https://js.stripe.com;"));
+        assert!(
+            content_security_policy(true, "").contains("script-src 'self' https://js.stripe.com;")
+        );
     }
 }

@@ -1,21 +1,93 @@
 //! Documents: the tenant's branding for invoice and credit note PDFs and customer emails,
-//! and which emails go out.
+//! which emails go out, and the PDFs' downloads.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use billing_app::documents::Download;
 use billing_app::App;
 use billing_domain::documents::branding::{Branding, BrandingPatch};
 use billing_domain::documents::email::{EmailSettings, EmailSettingsPatch};
+use billing_domain::kernel::ids::{CreditNoteId, InvoiceId};
 
-use crate::extract::{ApiJson, Auth, Reply};
+use crate::extract::{path_id, ApiJson, ApiPath, Auth, Reply};
 use crate::problem::{ApiResult, ProblemDocument};
 
 crate::routes::handlers!(
     get_branding,
     update_branding,
     get_email_settings,
-    update_email_settings
+    update_email_settings,
+    invoice_pdf,
+    credit_note_pdf
 );
+
+/// A download as HTTP: the file (`application/pdf`, saved under its number), or a 302 to
+/// the short-lived link the object store made.
+pub(crate) fn download_response(download: Download) -> Response {
+    match download {
+        Download::File { bytes, file_name } => {
+            let mut response = (StatusCode::OK, bytes).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/pdf"),
+            );
+            // The name is the number with anything but `[A-Za-z0-9._-]` replaced, so it
+            // is always a valid header value.
+            if let Ok(value) =
+                HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\""))
+            {
+                headers.insert(header::CONTENT_DISPOSITION, value);
+            }
+            response
+        }
+        Download::Link(url) => match HeaderValue::from_str(&url) {
+            Ok(location) => {
+                let mut response = StatusCode::FOUND.into_response();
+                response.headers_mut().insert(header::LOCATION, location);
+                response
+            }
+            Err(_) => crate::problem::Problem::internal().into_response(),
+        },
+    }
+}
+
+/// The invoice's PDF, rendered moments after it was finalized: the file, or (when the
+/// deployment is set so) a 302 to a presigned link valid a few minutes. `document_not_ready`
+/// (409) until it is rendered; `invoice_not_finalized` (409) for a draft.
+#[utoipa::path(get, path = "/v1/invoices/{id}/pdf", operation_id = "get_invoice_pdf", tag = "invoices", security(("api_key" = ["read"])),
+    params(("id" = String, Path, description = "`in_…`")),
+    responses((status = 200, description = "The PDF", content_type = "application/pdf", body = Vec<u8>),
+        (status = 302, description = "A presigned link to the PDF (`Location`)"),
+        (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn invoice_pdf(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let id = path_id(&id, "invoice", InvoiceId::parse)?;
+    Ok(download_response(
+        app.documents.invoice_pdf(&caller, id).await?,
+    ))
+}
+
+/// The credit note's PDF, as for invoices: `document_not_ready` (409) until rendered.
+#[utoipa::path(get, path = "/v1/credit-notes/{id}/pdf", operation_id = "get_credit_note_pdf", tag = "payments", security(("api_key" = ["read"])),
+    params(("id" = String, Path, description = "`cn_…`")),
+    responses((status = 200, description = "The PDF", content_type = "application/pdf", body = Vec<u8>),
+        (status = 302, description = "A presigned link to the PDF (`Location`)"),
+        (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn credit_note_pdf(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let id = path_id(&id, "credit note", CreditNoteId::parse)?;
+    Ok(download_response(
+        app.documents.credit_note_pdf(&caller, id).await?,
+    ))
+}
 
 /// The tenant's branding: seller block, colours, footer and locale of its documents. The
 /// defaults (`version` 0) until it sets any.
