@@ -5,7 +5,7 @@ use billing_http::{router, EmitMetrics, RequestId};
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
 
-/// What `lambda_http::run` serves.
+/// What [`billing_http::lambda::run`] serves.
 pub fn handler(app: App) -> axum::Router {
     router(app, EmitMetrics(true)).layer(axum::middleware::map_request(with_gateway_request_id))
 }

@@ -7,7 +7,7 @@ use billing_app::App;
 use billing_aws::{
     payment_gateway, AwsDispatch, Config, DynamoStore, HttpKeySets, S3Objects, SqsQueue,
 };
-use lambda_http::{run, Error};
+use billing_http::lambda::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -46,5 +46,5 @@ async fn main() -> Result<(), Error> {
             .map_err(|e| format!("IDEMPOTENCY_LEASE_SECONDS={secs}: {e}"))?;
         app = app.with_idempotency_lease(jiff::SignedDuration::from_secs(secs.into()));
     }
-    run(api::handler(app)).await
+    billing_http::lambda::run(api::handler(app)).await
 }

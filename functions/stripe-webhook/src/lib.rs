@@ -5,7 +5,7 @@ use billing_app::App;
 use billing_domain::collection::stripe_signature::WebhookSecrets;
 use billing_http::{stripe_webhook, EmitMetrics};
 
-/// What `lambda_http::run` serves.
+/// What [`billing_http::lambda::run`] serves.
 pub fn handler(app: App, secrets: WebhookSecrets) -> axum::Router {
     stripe_webhook::router(app, secrets, EmitMetrics(true))
 }

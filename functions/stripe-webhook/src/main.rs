@@ -6,7 +6,7 @@ use std::sync::Arc;
 use billing_app::ports::SystemClock;
 use billing_app::App;
 use billing_aws::{payment_gateway, AwsDispatch, Config, DynamoStore};
-use lambda_http::{run, Error};
+use billing_http::lambda::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -20,5 +20,5 @@ async fn main() -> Result<(), Error> {
         .with_audit_retention(config.audit_retention_days)
         .with_dispatch(Arc::new(dispatch));
     let app = App::by_mode(Arc::new(store), Arc::new(SystemClock), payments.gateways);
-    run(stripe_webhook::handler(app, payments.webhook_secrets)).await
+    billing_http::lambda::run(stripe_webhook::handler(app, payments.webhook_secrets)).await
 }

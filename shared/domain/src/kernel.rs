@@ -10,3 +10,4 @@ pub mod ids;
 pub mod metadata;
 pub mod money;
 pub mod time;
+pub mod time_zones;

@@ -23,25 +23,30 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, Problem> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                let essence = ct.split(';').next().unwrap_or("").trim();
-                essence.eq_ignore_ascii_case("application/json")
-            });
-        if !is_json {
-            return Err(Problem::new(
-                ErrorCode::UnsupportedMediaType,
-                "the request body must be JSON",
-            )
-            .param("Content-Type")
-            .hint("Send `Content-Type: application/json`."));
-        }
-        let bytes = body_bytes(req, MAX_BODY_BYTES).await?;
-        parse_json(&bytes).map(ApiJson)
+        parse_json(&json_body(req).await?).map(ApiJson)
     }
+}
+
+/// The body of a request that says it is JSON. Apart from `T` (as is all that the generic
+/// extractors call), so that the 50-odd body types share one copy of it.
+async fn json_body(req: Request) -> Result<Bytes, Problem> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let essence = ct.split(';').next().unwrap_or("").trim();
+            essence.eq_ignore_ascii_case("application/json")
+        });
+    if !is_json {
+        return Err(Problem::new(
+            ErrorCode::UnsupportedMediaType,
+            "the request body must be JSON",
+        )
+        .param("Content-Type")
+        .hint("Send `Content-Type: application/json`."));
+    }
+    body_bytes(req, MAX_BODY_BYTES).await
 }
 
 /// The whole body, refused as too large past `limit` bytes (axum's own limit answers in
@@ -63,41 +68,45 @@ pub fn too_large(limit: usize) -> Problem {
 /// Deserializes JSON, turning serde's error into a problem with the failing field's path.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut *de).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        let message = inner.to_string();
-        if inner.is_syntax() || inner.is_eof() {
-            return Problem::invalid(
-                ErrorCode::MalformedJson,
-                "body",
-                format!("the body is not valid JSON: {message}"),
-            )
-            .hint("Send a well-formed JSON object.");
-        }
-        let (code, param) = match unknown_field(&message) {
-            Some(field) => (ErrorCode::UnknownField, join_path(&path, field)),
-            None if message.starts_with("missing field") => (
-                ErrorCode::MissingField,
-                join_path(&path, message.split('`').nth(1).unwrap_or("")),
-            ),
-            None => (
-                ErrorCode::InvalidValue,
-                if path == "." { "body".into() } else { path },
-            ),
-        };
-        Problem::invalid(code, param, first_sentence(&message))
-    })?;
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(body_problem)?;
     // A second value after the first (`{…}{"is_admin":true}`) is refused, not ignored.
-    de.end().map_err(|err| {
-        Problem::invalid(
+    de.end().map_err(trailing_problem)?;
+    Ok(value)
+}
+
+fn body_problem(err: serde_path_to_error::Error<serde_json::Error>) -> Problem {
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    let message = inner.to_string();
+    if inner.is_syntax() || inner.is_eof() {
+        return Problem::invalid(
             ErrorCode::MalformedJson,
             "body",
-            format!("the body is not valid JSON: {err}"),
+            format!("the body is not valid JSON: {message}"),
         )
-        .hint("Send exactly one JSON value; nothing may follow it but white space.")
-    })?;
-    Ok(value)
+        .hint("Send a well-formed JSON object.");
+    }
+    let (code, param) = match unknown_field(&message) {
+        Some(field) => (ErrorCode::UnknownField, join_path(&path, field)),
+        None if message.starts_with("missing field") => (
+            ErrorCode::MissingField,
+            join_path(&path, message.split('`').nth(1).unwrap_or("")),
+        ),
+        None => (
+            ErrorCode::InvalidValue,
+            if path == "." { "body".into() } else { path },
+        ),
+    };
+    Problem::invalid(code, param, first_sentence(&message))
+}
+
+fn trailing_problem(err: serde_json::Error) -> Problem {
+    Problem::invalid(
+        ErrorCode::MalformedJson,
+        "body",
+        format!("the body is not valid JSON: {err}"),
+    )
+    .hint("Send exactly one JSON value; nothing may follow it but white space.")
 }
 
 fn unknown_field(message: &str) -> Option<&str> {
@@ -151,11 +160,13 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| ApiPath(value))
-            .map_err(|rejection| {
-                Problem::invalid(ErrorCode::InvalidPath, "path", rejection.body_text())
-                    .hint("Percent-encode the path's ids as UTF-8; ids are ASCII.")
-            })
+            .map_err(path_problem)
     }
+}
+
+fn path_problem(rejection: axum::extract::rejection::PathRejection) -> Problem {
+    Problem::invalid(ErrorCode::InvalidPath, "path", rejection.body_text())
+        .hint("Percent-encode the path's ids as UTF-8; ids are ASCII.")
 }
 
 /// Query parameters, deserialized strictly.
@@ -169,13 +180,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(ApiQuery)
-            .map_err(|err| {
-                let path = err.path().to_string();
-                let message = err.into_inner().to_string();
-                let param = unknown_field(&message).map(str::to_owned).unwrap_or(path);
-                Problem::invalid(ErrorCode::InvalidQuery, param, message)
-            })
+            .map_err(query_problem)
     }
+}
+
+fn query_problem(err: serde_path_to_error::Error<serde_urlencoded::de::Error>) -> Problem {
+    let path = err.path().to_string();
+    let message = err.into_inner().to_string();
+    let param = unknown_field(&message).map(str::to_owned).unwrap_or(path);
+    Problem::invalid(ErrorCode::InvalidQuery, param, message)
 }
 
 /// A query parameter that is looked up by key (a filter, a cursor): bounded in bytes, so a

@@ -1,4 +1,4 @@
-//! The HTTP API as one axum router, served by the `api` Lambda through `lambda_http::run`
+//! The HTTP API as one axum router, served by the `api` Lambda through [`lambda::run`]
 //! and by the local runner on a TCP port. Handlers are thin: extract, call one use case,
 //! map the result.
 
@@ -9,6 +9,7 @@ pub mod event_catalog;
 pub mod extract;
 pub mod hosted;
 pub mod idempotency;
+pub mod lambda;
 pub mod observe;
 pub mod openapi;
 pub mod pagination;

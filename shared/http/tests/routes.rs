@@ -71,7 +71,7 @@ fn the_checked_in_document_is_the_one_the_handlers_declare() {
     let parsed: serde_json::Value = serde_json::from_str(checked_in).unwrap();
     assert_eq!(openapi::document(), &parsed);
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(openapi::JSON).unwrap(),
+        serde_json::from_str::<serde_json::Value>(openapi::json()).unwrap(),
         parsed
     );
 }

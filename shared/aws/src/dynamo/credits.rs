@@ -62,14 +62,14 @@ impl Transaction<'_> {
 impl DynamoStore {
     /// One page of an account's items under a sort-key prefix (in its shard partition),
     /// newest first, resuming after the `range`'s start key.
-    async fn newest_first<T: DeserializeOwned>(
+    async fn newest_first<T: DeserializeOwned + Send>(
         &self,
         tenant: TenantId,
         account: AccountId,
         (prefix, start): (String, Option<Item>),
         page: &PageRequest,
-        admit: impl Fn(&T) -> bool,
-        cursor: impl Fn(&T) -> String,
+        admit: impl Fn(&T) -> bool + Sync,
+        cursor: impl Fn(&T) -> String + Sync,
     ) -> Result<Page<T>, StoreError> {
         let query = self
             .query_partition(keys::account_partition(tenant, account), &prefix)

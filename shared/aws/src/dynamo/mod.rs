@@ -89,6 +89,11 @@ impl DynamoStore {
         &self,
         key: &Key,
     ) -> Result<Option<T>, StoreError> {
+        self.get_item(key).await?.map(from_item).transpose()
+    }
+
+    /// [`Self::get`]'s read, apart from its type: one copy for the 30-odd types read.
+    async fn get_item(&self, key: &Key) -> Result<Option<Item>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -98,11 +103,11 @@ impl DynamoStore {
             .send()
             .await
             .map_err(sdk_error)?;
-        output.item.map(from_item).transpose()
+        Ok(output.item)
     }
 
     /// One page of everything `query` returns from `start`.
-    pub(super) async fn query_page<T: DeserializeOwned>(
+    pub(super) async fn query_page<T: DeserializeOwned + Send>(
         &self,
         query: QueryFluentBuilder,
         start: Option<Item>,
@@ -114,7 +119,7 @@ impl DynamoStore {
     }
 
     /// One page of everything `range` holds (see [`Self::scan_shards`]).
-    pub(super) async fn query_shards_page<T: DeserializeOwned>(
+    pub(super) async fn query_shards_page<T: DeserializeOwned + Send>(
         &self,
         range: ShardRange<'_>,
         limit: usize,
@@ -128,13 +133,13 @@ impl DynamoStore {
     /// more than the page's limit is found, the query is exhausted, or the page's scan
     /// budget of examined items is spent: then the page ends at the last item examined
     /// (`cursor` gives its id), so a filter no key serves costs each request a bounded read.
-    pub(super) async fn scan_page<T: DeserializeOwned>(
+    pub(super) async fn scan_page<T: DeserializeOwned + Send>(
         &self,
         query: QueryFluentBuilder,
         start: Option<Item>,
         page: &PageRequest,
-        admit: impl Fn(&T) -> bool,
-        cursor: impl Fn(&T) -> String,
+        admit: impl Fn(&T) -> bool + Sync,
+        cursor: impl Fn(&T) -> String + Sync,
     ) -> Result<Page<T>, StoreError> {
         self.scan_merged(vec![Source::new(query, start)], false, page, admit, cursor)
             .await
@@ -144,12 +149,12 @@ impl DynamoStore {
     /// shard resumes after the range's `after`, and the items are examined in sort-key
     /// order across shards, so the page, its order and its cursor are those of one
     /// partition holding them all.
-    pub(super) async fn scan_shards<T: DeserializeOwned>(
+    pub(super) async fn scan_shards<T: DeserializeOwned + Send>(
         &self,
         range: ShardRange<'_>,
         page: &PageRequest,
-        admit: impl Fn(&T) -> bool,
-        cursor: impl Fn(&T) -> String,
+        admit: impl Fn(&T) -> bool + Sync,
+        cursor: impl Fn(&T) -> String + Sync,
     ) -> Result<Page<T>, StoreError> {
         let sources = range
             .partitions
@@ -173,41 +178,31 @@ impl DynamoStore {
 
     /// Examines the items of `sources` one at a time in sort-key order (the smallest, or
     /// the largest when `descending`, of every source's next item), as `scan_page` says.
-    async fn scan_merged<T: DeserializeOwned>(
+    async fn scan_merged<T: DeserializeOwned + Send>(
         &self,
-        mut sources: Vec<Source>,
+        sources: Vec<Source>,
         descending: bool,
         page: &PageRequest,
-        admit: impl Fn(&T) -> bool,
-        cursor: impl Fn(&T) -> String,
+        admit: impl Fn(&T) -> bool + Sync,
+        cursor: impl Fn(&T) -> String + Sync,
     ) -> Result<Page<T>, StoreError> {
         let limit = page.limit;
-        let budget = page.scan_budget.max(1);
         let mut items = Vec::with_capacity(limit + 1);
-        let mut examined = 0;
-        loop {
-            // No server-side filter: DynamoDB's Limit counts exactly the items examined.
-            let room = (limit + 1).min(budget - examined);
-            refill(&mut sources, room).await?;
-            let Some(next) = next_in_order(&mut sources, descending) else {
-                break;
-            };
-            let item: T = from_item(next)?;
-            examined += 1;
+        let budget_spent_at = examine_merged(sources, descending, page, &mut |item| {
+            let item: T = from_item(item)?;
             let scanned = cursor(&item);
             if admit(&item) {
                 items.push(item);
             }
-            if items.len() > limit {
-                break;
-            }
-            if examined >= budget && sources.iter().any(Source::has_more) {
-                return Ok(Page {
-                    items,
-                    has_more: true,
-                    scanned_to: Some(scanned),
-                });
-            }
+            Ok((items.len(), scanned))
+        })
+        .await?;
+        if let Some(scanned) = budget_spent_at {
+            return Ok(Page {
+                items,
+                has_more: true,
+                scanned_to: Some(scanned),
+            });
         }
         let has_more = items.len() > limit;
         items.truncate(limit);
@@ -437,6 +432,37 @@ pub(super) fn claim_held_by(owner_id: &str) -> (&'static str, Item) {
         "owner_id = :owner",
         HashMap::from([(":owner".to_owned(), AttributeValue::S(owner_id.to_owned()))]),
     )
+}
+
+/// [`DynamoStore::scan_merged`]'s loop, apart from the item type (one copy for every list
+/// read): hands each item to `examine`, which answers how many items the page holds now
+/// and the examined item's cursor. Ends when the page is full or the sources are exhausted
+/// (`None`), or when the scan budget is spent with items left (the last cursor examined).
+async fn examine_merged(
+    mut sources: Vec<Source>,
+    descending: bool,
+    page: &PageRequest,
+    examine: &mut (dyn FnMut(Item) -> Result<(usize, String), StoreError> + Send),
+) -> Result<Option<String>, StoreError> {
+    let limit = page.limit;
+    let budget = page.scan_budget.max(1);
+    let mut examined = 0;
+    loop {
+        // No server-side filter: DynamoDB's Limit counts exactly the items examined.
+        let room = (limit + 1).min(budget - examined);
+        refill(&mut sources, room).await?;
+        let Some(next) = next_in_order(&mut sources, descending) else {
+            return Ok(None);
+        };
+        examined += 1;
+        let (kept, scanned) = examine(next)?;
+        if kept > limit {
+            return Ok(None);
+        }
+        if examined >= budget && sources.iter().any(Source::has_more) {
+            return Ok(Some(scanned));
+        }
+    }
 }
 
 pub(super) fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {

@@ -207,9 +207,10 @@ pub struct BillingCycle {
     tz_name: String,
 }
 
-/// Looks an IANA zone up in the bundled database.
+/// Looks an IANA zone up in the embedded database ([`crate::kernel::time_zones`]).
 pub fn time_zone(name: &str) -> Result<TimeZone, PeriodError> {
-    TimeZone::get(name).map_err(|_| PeriodError::UnknownTimeZone(name.to_owned()))
+    crate::kernel::time_zones::get(name)
+        .ok_or_else(|| PeriodError::UnknownTimeZone(name.to_owned()))
 }
 
 /// The local calendar date of an instant in a zone.

@@ -1097,7 +1097,7 @@ mod tests {
         }
         // In Tokyo (+09:00) Jan 15 12:00Z is already Jan 15 21:00 local, and the UTC month
         // boundaries fall at 09:00 local: the day counts follow the local dates.
-        let tokyo = TimeZone::get("Asia/Tokyo").unwrap();
+        let tokyo = crate::kernel::time_zones::get("Asia/Tokyo").unwrap();
         let slice = jan().from(ts("2024-01-15T16:00:00Z")).unwrap(); // Jan 16 01:00 local
         let f = fraction(
             ProrationConvention::DaySpanExclusive,

@@ -310,9 +310,9 @@ pub fn validate_currency(code: &str) -> Result<Currency, ValidationError> {
 }
 
 pub fn validate_timezone(name: &str) -> Result<String, ValidationError> {
-    jiff::tz::TimeZone::get(name)
+    crate::kernel::time_zones::get(name)
         .map(|_| name.to_owned())
-        .map_err(|_| {
+        .ok_or_else(|| {
             ValidationError::new(
                 ErrorCode::InvalidTimezone,
                 "timezone",
