@@ -302,6 +302,18 @@ pub fn event_of_resource(tenant: TenantId, event_id: &str, resource_id: &str) ->
     )
 }
 
+pub const OUTBOX_PREFIX: &str = "OUTBOX#";
+
+/// An event's outbox item, beside it in its partition: keys, its due entry and its expiry
+/// only. Deleting it marks the event published, which costs a few write units instead of
+/// rewriting the event and its `gsi1` copy.
+pub fn outbox(tenant: TenantId, event_id: &str) -> Key {
+    Key::new(
+        shard_of(tenant, event_id),
+        format!("{OUTBOX_PREFIX}{event_id}"),
+    )
+}
+
 pub fn event_resource_index(tenant: TenantId, resource_id: &str) -> String {
     format!("T#{tenant}#EVENTS#{resource_id}")
 }

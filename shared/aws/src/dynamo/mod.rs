@@ -644,7 +644,7 @@ impl Transaction<'_> {
         Ok(self)
     }
 
-    /// Adds the change's audit record and domain events (the outbox).
+    /// Adds the change's audit record and domain events, each with its outbox item.
     pub(super) fn record(
         &mut self,
         tenant: TenantId,
@@ -668,6 +668,10 @@ impl Transaction<'_> {
         for event in &change.events {
             self.create(
                 events::event_item(tenant, event)?,
+                StoreError::Internal("event id reused".into()),
+            )?;
+            self.create(
+                events::outbox_item(tenant, event),
                 StoreError::Internal("event id reused".into()),
             )?;
             self.committed.events.push((tenant, event.clone()));
