@@ -21,7 +21,8 @@
 //! | account           | `T#{tenant}`  | `ACCOUNT#{account_id}`          | `T#{tenant}#EMAIL#{email}`     | `ACCOUNT#{id}`    |
 //! | external_id claim | `T#{tenant}`  | `UNIQUE#ACCOUNT_EXTERNAL_ID#{x}`|                                |                   |
 //! | audit record      | `T#{tenant}#S(audit_id)` | `AUDIT#{audit_id}`   | `T#{tenant}#AUDIT#{entity_id}` | `{audit_id}`      |
-//! | domain event      | `T#{tenant}#S(event_id)` | `EVENT#{event_id}` (TTL, due) | `T#{tenant}#EVENTS#{resource}` | `{event_id}` |
+//! | domain event      | `T#{tenant}#S(event_id)` | `EVENT#{event_id}` (TTL) | `T#{tenant}#EVENTS#{resource}` | `{event_id}` |
+//! | its outbox item (until published) | `T#{tenant}#S(event_id)` | `OUTBOX#{event_id}` (TTL, due; keys only) |         |                   |
 //! | webhook endpoint  | `T#{tenant}`  | `WEBHOOK#{endpoint_id}`         |                                |                   |
 //! | webhook delivery  | `T#{tenant}#S(delivery_id)` | `WHDELIVERY#{endpoint}#{id}` (TTL, due) |   |                   |
 //! | idempotency key   | `T#{tenant}#S(key)` | `IDEMPOTENCY#{key}` (TTL) |                                |                   |
