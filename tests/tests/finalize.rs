@@ -410,6 +410,174 @@ async fn drafts_a_lost_finalize_job_left_are_handed_over_by_the_sweep(store: Arc
     );
 }
 
+/// A billing queue that drops a tenant's repeat finalize requests within a second, as the
+/// deployed FIFO queue does (their deduplication id is the tenant and the second).
+#[derive(Default)]
+struct CoalescingQueue(billing_memory::MemoryBillingQueue);
+
+#[async_trait::async_trait]
+impl billing_app::ports::BillingQueue for CoalescingQueue {
+    async fn enqueue(&self, jobs: &[BillingJob]) -> Result<(), StoreError> {
+        self.0.enqueue(jobs).await
+    }
+
+    fn coalesces_finalize_jobs_per_second(&self) -> bool {
+        true
+    }
+}
+
+/// A draft committed after a running finalize job's last read, in the second of the job's
+/// request, sends a request the FIFO queue drops: the job reads once more after that second
+/// and numbers it then, instead of leaving it to its hand-over a minute later. On a queue
+/// that drops nothing the job ends at once (a later request of its own comes).
+#[tokio::test(start_paused = true)]
+async fn a_finalize_job_reads_once_more_after_its_deduplication_second() {
+    for coalescing in [true, false] {
+        let store = billing_tests::memory_store();
+        let clock = ManualClock::at(Timestamp::now());
+        let queue: Arc<dyn billing_app::ports::BillingQueue> = if coalescing {
+            Arc::new(CoalescingQueue::default())
+        } else {
+            Arc::new(billing_memory::MemoryBillingQueue::default())
+        };
+        let app = app_on(&store, &clock).with_finalize_queue(queue);
+        let (caller, ids) = tenant_with_renewals(&app, &clock, 2, 1).await;
+        let tenant = caller.tenant_id;
+        app.billing
+            .draft_due_subscriptions(tenant, &ids[..1], clock.now())
+            .await;
+        let job = {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.billing
+                    .run_billing_jobs(tenant, &[BillingJob::Finalize { tenant }])
+                    .await
+                    .remove(0)
+            })
+        };
+        // The job has numbered the first draft and waits for its second to pass (the
+        // clock stands still: within the same second); the second draft comes now.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!job.is_finished() || !coalescing);
+        app.billing
+            .draft_due_subscriptions(tenant, &ids[1..], clock.now())
+            .await;
+        job.await.unwrap().unwrap();
+        let left = at_stage(store.as_ref(), tenant, PendingStage::Number).await;
+        if coalescing {
+            assert!(left.is_empty(), "the last read numbered it: {left:?}");
+            assert_numbered_once(&app, &caller, 4).await;
+        } else {
+            assert_eq!(left.len(), 1, "no second read without deduplication");
+        }
+    }
+}
+
+/// Fails the operations whose positions (counted from 1, over every port) it holds, or
+/// with `crash_after`, every operation past that one: a process that died there.
+struct FailAt {
+    positions: Vec<u64>,
+    crash_after: Option<u64>,
+    seen: std::sync::atomic::AtomicU64,
+}
+
+impl FailAt {
+    fn new(positions: Vec<u64>, crash_after: Option<u64>) -> Arc<Self> {
+        Arc::new(Self {
+            positions,
+            crash_after,
+            seen: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl billing_memory::hooked::Hook for FailAt {
+    async fn before(
+        &self,
+        _op: billing_memory::hooked::Op,
+    ) -> Option<billing_memory::hooked::Fault> {
+        let n = self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let failed = self.positions.contains(&n) || self.crash_after.is_some_and(|k| n > k);
+        failed.then(|| billing_memory::hooked::Fault("ThrottlingException".into()))
+    }
+}
+
+/// 110 drafts (two rounds, the second numbered while the first's follow-ups are written)
+/// finalized by a job whose `k`-th operation fails, for `k` spread over the whole run: the
+/// finalizer retries from a fresh read after a pause, and the job succeeds with every
+/// draft numbered once, gaplessly, each with one `invoice.finalized` and one payment
+/// attempt. Then the same with the process dying after the `k`-th operation (every later
+/// one fails): the job fails, its redelivery finishes, and nothing is numbered, announced
+/// or charged twice.
+#[tokio::test(start_paused = true)]
+async fn a_pipelined_finalizer_retries_a_failed_write_and_survives_a_crash_at_any_step() {
+    let counted = {
+        let store = billing_tests::memory_store();
+        let clock = ManualClock::at(Timestamp::now());
+        let app = app_on(&store, &clock);
+        let (caller, ids) = tenant_with_renewals(&app, &clock, SUBSCRIPTIONS, 1).await;
+        app.billing
+            .draft_due_subscriptions(caller.tenant_id, &ids, clock.now())
+            .await;
+        let hook = FailAt::new(Vec::new(), None);
+        let hooked: Arc<dyn Store> = Arc::new(billing_memory::hooked::Hooked::new(
+            store.clone(),
+            hook.clone(),
+        ));
+        let job = [BillingJob::Finalize {
+            tenant: caller.tenant_id,
+        }];
+        let done = app_on(&hooked, &clock)
+            .billing
+            .run_billing_jobs(caller.tenant_id, &job)
+            .await;
+        assert!(done[0].is_ok());
+        hook.seen.load(std::sync::atomic::Ordering::SeqCst)
+    };
+    assert!(counted > SUBSCRIPTIONS as u64, "{counted} operations");
+    for k in (1..=counted).step_by(usize::try_from(counted / 12).unwrap_or(1).max(1)) {
+        for crash in [false, true] {
+            let store = billing_tests::memory_store();
+            let clock = ManualClock::at(Timestamp::now());
+            let app = app_on(&store, &clock);
+            let (caller, ids) = tenant_with_renewals(&app, &clock, SUBSCRIPTIONS, 1).await;
+            let tenant = caller.tenant_id;
+            app.billing
+                .draft_due_subscriptions(tenant, &ids, clock.now())
+                .await;
+            let hook = if crash {
+                FailAt::new(Vec::new(), Some(k))
+            } else {
+                FailAt::new(vec![k], None)
+            };
+            let hooked: Arc<dyn Store> =
+                Arc::new(billing_memory::hooked::Hooked::new(store.clone(), hook));
+            let job = [BillingJob::Finalize { tenant }];
+            let done = app_on(&hooked, &clock)
+                .billing
+                .run_billing_jobs(tenant, &job)
+                .await
+                .remove(0);
+            if crash && k < counted {
+                assert!(done.is_err(), "k = {k}: a dead process finishes nothing");
+                // The message comes back to a healthy worker.
+                app.billing
+                    .run_billing_jobs(tenant, &job)
+                    .await
+                    .remove(0)
+                    .unwrap();
+            } else {
+                assert!(
+                    done.is_ok(),
+                    "k = {k}: the failed write was retried: {done:?}"
+                );
+            }
+            assert_numbered_once(&app, &caller, 2 * SUBSCRIPTIONS).await;
+        }
+    }
+}
+
 /// Subscriptions started at once on one tenant each open their first invoice under the
 /// next number, and nothing but the sequence's condition keeps two of them from taking the
 /// same one (they are different invoices): the numbers are 1..=n, each once.

@@ -127,6 +127,68 @@ async fn a_create_writes_the_item_its_audit_record_and_its_event_together(store:
     assert_eq!(events.items[0].data["id"], ada.id.to_string());
 }
 
+/// An event is in the outbox (due for the sweep [`OUTBOX_GRACE`] after its creation, read
+/// unpublished) until it is marked published; then it is due no more and reads published,
+/// and marking it again changes nothing. The DynamoDB store keeps the outbox as a small item
+/// beside each event and marks by deleting it; the event itself is not rewritten.
+async fn an_event_stays_in_the_outbox_until_it_is_marked_published(store: Arc<dyn Store>) {
+    let c = Contract::on(store).await;
+    c.account("ada@example.com", Some("u-1")).await;
+    let tenant = c.caller.tenant_id;
+    let filter = EventFilter {
+        event_type: Some("account.created".into()),
+        resource_id: None,
+    };
+    let event = c
+        .store
+        .list_events(tenant, &filter, &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let outboxed = || async {
+        let later = Timestamp::now() + OUTBOX_GRACE + SignedDuration::from_secs(1);
+        c.store
+            .due_items(later, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .any(|d| {
+                d.tenant_id == tenant
+                    && matches!(d.kind, DueKind::Outbox { event_id } if event_id == event.id)
+            })
+    };
+    let stored = c.store.get_event(tenant, event.id).await.unwrap().unwrap();
+    assert!(!stored.published);
+    assert!(outboxed().await, "due for the sweep after the grace");
+    let early = Timestamp::now() - SignedDuration::from_secs(1);
+    assert!(
+        !c.store
+            .due_items(early, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| matches!(d.kind, DueKind::Outbox { event_id } if event_id == event.id)),
+        "not before its grace"
+    );
+
+    c.store.mark_published(tenant, event.id).await.unwrap();
+    assert!(!outboxed().await, "out of the outbox once published");
+    let stored = c.store.get_event(tenant, event.id).await.unwrap().unwrap();
+    assert!(stored.published);
+    assert_eq!(stored.data, event.data, "the event itself unchanged");
+    c.store.mark_published(tenant, event.id).await.unwrap();
+    assert!(!outboxed().await);
+    assert!(
+        c.store
+            .get_event(tenant, event.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .published
+    );
+}
+
 async fn creating_the_same_item_twice_is_a_conflict(store: Arc<dyn Store>) {
     let c = Contract::on(store).await;
     let ada = c.account("ada@example.com", Some("u-1")).await;
@@ -3524,6 +3586,7 @@ async fn tax_settings_and_rates_are_the_tenants_and_written_whole_or_not_at_all(
 
 billing_tests::on_both_stores!(
     a_create_writes_the_item_its_audit_record_and_its_event_together,
+    an_event_stays_in_the_outbox_until_it_is_marked_published,
     an_identity_provider_moves_its_issuer_trust_with_it,
     creating_the_same_item_twice_is_a_conflict,
     a_transaction_with_one_failing_condition_writes_nothing,

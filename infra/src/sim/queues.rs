@@ -237,6 +237,10 @@ impl BillingQueue for BillingQueueSim {
         self.arrived.notify_waiters();
         Ok(())
     }
+
+    fn coalesces_finalize_jobs_per_second(&self) -> bool {
+        self.fifo
+    }
 }
 
 /// The payments queue (standard): records each attempt's enqueues and when the last came.

@@ -57,6 +57,9 @@ const MAX_TRANSACTION_ITEMS: u32 = 100;
 /// the item's (`due_sk` repeats the item's key after the due time).
 const INDEX_ENTRY_BYTES: usize = 300;
 
+/// An outbox item: its keys, its due-index keys and its expiry.
+const OUTBOX_BYTES: usize = 250;
+
 /// How far invoicing got: drafts written and numbers used, and when the last was.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Marks {
@@ -149,14 +152,12 @@ impl SimStore {
         for chunk in events.chunks(MAX_TRANSACTION_ITEMS as usize) {
             let mut tx = Tx::default();
             for event in chunk {
-                let key =
-                    keys::event_of_resource(tenant, &event.id.to_string(), &event.resource_id);
-                // The update rewrites the event (and its `gsi1` entry, which projects the
-                // whole item) and takes it out of the due index.
+                // Deleting the event's outbox item takes it out of the due index.
+                let key = keys::outbox(tenant, &event.id.to_string());
                 tx.item_as(
-                    "EVENT (marked published)",
+                    "OUTBOX (deleted: marked published)",
                     &key,
-                    size(event),
+                    OUTBOX_BYTES,
                     &[due_shard(&key)],
                 );
             }
@@ -378,15 +379,22 @@ impl Tx {
         self
     }
 
-    /// The audit record and the events (each also in the due index until published).
+    /// The audit record and the events, each with its outbox item (in the due index until
+    /// the event is published).
     fn change(&mut self, tenant: TenantId, change: &Change) -> &mut Self {
         let audit = &change.audit;
         let key = keys::audit(tenant, &audit.id.to_string(), &audit.entity_id);
         self.item(&key, size(audit), &[]);
         for event in &change.events {
-            let key = keys::event_of_resource(tenant, &event.id.to_string(), &event.resource_id);
-            let due = [due_shard(&key)];
-            self.item(&key, size(event), &due);
+            let id = event.id.to_string();
+            self.item(
+                &keys::event_of_resource(tenant, &id, &event.resource_id),
+                size(event),
+                &[],
+            );
+            let outbox = keys::outbox(tenant, &id);
+            let due = [due_shard(&outbox)];
+            self.item(&outbox, OUTBOX_BYTES, &due);
         }
         self
     }

@@ -169,6 +169,10 @@ impl BillingQueue for SqsQueue {
     async fn enqueue(&self, jobs: &[BillingJob]) -> Result<(), StoreError> {
         self.send(jobs).await
     }
+
+    fn coalesces_finalize_jobs_per_second(&self) -> bool {
+        self.url.ends_with(".fifo")
+    }
 }
 
 #[async_trait]

@@ -21,7 +21,8 @@
 //! | account           | `T#{tenant}`  | `ACCOUNT#{account_id}`          | `T#{tenant}#EMAIL#{email}`     | `ACCOUNT#{id}`    |
 //! | external_id claim | `T#{tenant}`  | `UNIQUE#ACCOUNT_EXTERNAL_ID#{x}`|                                |                   |
 //! | audit record      | `T#{tenant}#S(audit_id)` | `AUDIT#{audit_id}`   | `T#{tenant}#AUDIT#{entity_id}` | `{audit_id}`      |
-//! | domain event      | `T#{tenant}#S(event_id)` | `EVENT#{event_id}` (TTL, due) | `T#{tenant}#EVENTS#{resource}` | `{event_id}` |
+//! | domain event      | `T#{tenant}#S(event_id)` | `EVENT#{event_id}` (TTL) | `T#{tenant}#EVENTS#{resource}` | `{event_id}` |
+//! | its outbox item (until published) | `T#{tenant}#S(event_id)` | `OUTBOX#{event_id}` (TTL, due; keys only) |         |                   |
 //! | webhook endpoint  | `T#{tenant}`  | `WEBHOOK#{endpoint_id}`         |                                |                   |
 //! | webhook delivery  | `T#{tenant}#S(delivery_id)` | `WHDELIVERY#{endpoint}#{id}` (TTL, due) |   |                   |
 //! | idempotency key   | `T#{tenant}#S(key)` | `IDEMPOTENCY#{key}` (TTL) |                                |                   |
@@ -305,6 +306,18 @@ pub fn event_of_resource(tenant: TenantId, event_id: &str, resource_id: &str) ->
     event(tenant, event_id).with_gsi1(
         event_resource_index(tenant, resource_id),
         event_id.to_owned(),
+    )
+}
+
+pub const OUTBOX_PREFIX: &str = "OUTBOX#";
+
+/// An event's outbox item, beside it in its partition: keys, its due entry and its expiry
+/// only. Deleting it marks the event published, which costs a few write units instead of
+/// rewriting the event and its `gsi1` copy.
+pub fn outbox(tenant: TenantId, event_id: &str) -> Key {
+    Key::new(
+        shard_of(tenant, event_id),
+        format!("{OUTBOX_PREFIX}{event_id}"),
     )
 }
 

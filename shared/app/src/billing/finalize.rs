@@ -4,12 +4,20 @@
 //! write, which moves the tenant's sequence once (so a failed write consumes no number).
 //! Each numbered invoice then owes its follow-ups (`invoice.finalized`, its first payment
 //! attempt): they are written once, each in a write of its own conditioned on the invoice
-//! still owing them, in parallel. Running it twice, or two at once, numbers nothing twice
-//! and leaves no gap: the loser of a race finds the sequence moved and reads again.
+//! still owing them, in parallel, while the next round is numbered (only the sequence is
+//! serial; one round's follow-ups in flight at a time). Running it twice, or two at once,
+//! numbers nothing twice and leaves no gap: the loser of a race finds the sequence moved
+//! and reads again. A transient failure (a throttled write, a cancelled transaction) is
+//! retried from a fresh read after a pause, a few times, before the job is failed back to
+//! its queue.
+
+use std::collections::HashSet;
+use std::time::Duration;
 
 use billing_domain::collection::payment::Payment;
 use billing_domain::events::record::AuditAction;
-use billing_domain::kernel::ids::TenantId;
+use billing_domain::kernel::ids::{InvoiceId, TenantId};
+use jiff::Timestamp;
 
 use super::subscriptions::{open_draft, opened_events};
 use super::BillingService;
@@ -30,63 +38,194 @@ pub struct FinalizeReport {
     pub followed_up: usize,
 }
 
+/// How long after the second of its request a finalize job reads once more: the second
+/// itself, then a margin for the `pending` index, which lags its table (normally by a
+/// fraction of a second).
+const SETTLE_AFTER_SECOND: Duration = Duration::from_secs(2);
+
+/// The first pause after a transient failure; each further one doubles, up to
+/// [`RETRY_PAUSE_MAX`]. The SDK has already retried a throttled request three times: this
+/// waits for the partition's capacity to come back rather than failing the job, which
+/// would come back only after the queue's 60 s visibility timeout.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(3);
+
+/// One round: the drafts read and numbered, and the invoices left owed by an earlier
+/// finalizer followed up.
+struct Round {
+    /// The read returned all it was asked for: there may be more.
+    full: bool,
+    /// `None`: another finalizer numbered first, or a draft changed (nothing written).
+    numbered: Option<Vec<PendingInvoice>>,
+}
+
+/// A round's follow-ups, written while the next round numbers.
+struct FollowingUp {
+    invoices: HashSet<InvoiceId>,
+    task: tokio::task::JoinHandle<Result<usize, AppError>>,
+}
+
+impl FollowingUp {
+    async fn finished(self) -> Result<usize, AppError> {
+        self.task
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?
+    }
+}
+
 impl BillingService {
     /// Numbers the tenant's drafts waiting for their numbers, oldest first, until none is
     /// left, and writes the follow-ups of every invoice that owes them (first those an
-    /// earlier finalizer left owed). A billing worker's finalize job (one at a time per
-    /// tenant: its FIFO message group), and the end of the in-process paths that draft.
+    /// earlier finalizer left owed). The end of the in-process paths that draft; a billing
+    /// worker's finalize job runs [`BillingService::run_finalize_job`].
     pub async fn finalize_pending_invoices(
         &self,
         tenant: TenantId,
     ) -> Result<FinalizeReport, AppError> {
+        self.finalize(tenant, None).await
+    }
+
+    /// A billing worker's finalize job (one at a time per tenant: its FIFO message group):
+    /// [`BillingService::finalize_pending_invoices`], and on a queue that drops repeat
+    /// requests within a second, a last read after this job's second has passed. A draft
+    /// committed in that second whose request was dropped would otherwise wait for its
+    /// hand-over and the sweep (60 to 120 s). The job's request was sent no later than the
+    /// job started, so the second the job started in bounds it.
+    pub async fn run_finalize_job(&self, tenant: TenantId) -> Result<FinalizeReport, AppError> {
+        let coalesced = self
+            .finalize_queue
+            .as_ref()
+            .is_some_and(|queue| queue.coalesces_finalize_jobs_per_second());
+        let settle_at = coalesced
+            .then(|| {
+                let started = self.clocks.now();
+                Timestamp::from_second(started.as_second())
+                    .ok()
+                    .and_then(|second| second.checked_add(SETTLE_AFTER_SECOND).ok())
+            })
+            .flatten();
+        self.finalize(tenant, settle_at).await
+    }
+
+    /// The finalizer's rounds; when `settle_at` is given, the last read starts no earlier.
+    async fn finalize(
+        &self,
+        tenant: TenantId,
+        mut settle_at: Option<Timestamp>,
+    ) -> Result<FinalizeReport, AppError> {
         let mut report = FinalizeReport::default();
         let mut conflicts = 0;
+        let mut transient = 0;
+        let mut following: Option<FollowingUp> = None;
         loop {
-            let page = self
-                .store
-                .pending_invoices(tenant, MAX_NUMBERED_PER_WRITE)
-                .await?;
-            let full = page.len() == MAX_NUMBERED_PER_WRITE;
+            let read_at = self.clocks.now();
             let before = report;
-            let (owed, drafts): (Vec<_>, Vec<_>) = page
-                .into_iter()
-                .partition(|p| p.stage == PendingStage::FollowUps);
-            if !owed.is_empty() {
-                report.followed_up += self.follow_up(tenant, owed).await?;
-            }
-            // Credit is applied (and negative totals moved into the balance) before the
-            // numbering write, which must not touch a balance: see `credits::settle`.
-            let drafts = if drafts.is_empty() {
-                drafts
-            } else {
-                self.credits.settle_drafts(tenant, drafts).await?
-            };
-            if !drafts.is_empty() {
-                match self.number(tenant, drafts).await? {
-                    Some(numbered) => {
-                        conflicts = 0;
-                        report.numbered += numbered.len();
-                        report.transactions += 1;
-                        report.followed_up += self.follow_up(tenant, numbered).await?;
+            let in_flight = following
+                .as_ref()
+                .map(|f| f.invoices.clone())
+                .unwrap_or_default();
+            let round = self.round(tenant, &in_flight, &mut report).await;
+            // The previous round's follow-ups end before this round's start.
+            let round = match following.take() {
+                Some(previous) => match previous.finished().await {
+                    Ok(written) => {
+                        report.followed_up += written;
+                        round
                     }
-                    // Another finalizer numbered first, or a draft changed: read again.
-                    None => {
-                        conflicts += 1;
-                        if conflicts > WRITE_ATTEMPTS {
-                            return Err(AppError::Unavailable(
-                                "the invoice sequence is busy; the finalize job comes back".into(),
-                            ));
+                    Err(err) => round.and(Err(err)),
+                },
+                None => round,
+            };
+            match round {
+                Ok(Round { numbered: None, .. }) => {
+                    conflicts += 1;
+                    if conflicts > WRITE_ATTEMPTS {
+                        return Err(AppError::Unavailable(
+                            "the invoice sequence is busy; the finalize job comes back".into(),
+                        ));
+                    }
+                }
+                Ok(Round {
+                    numbered: Some(numbered),
+                    full,
+                }) => {
+                    conflicts = 0;
+                    transient = 0;
+                    if !numbered.is_empty() {
+                        let service = self.clone();
+                        following = Some(FollowingUp {
+                            invoices: numbered.iter().map(|p| p.invoice.id).collect(),
+                            task: tokio::spawn(
+                                async move { service.follow_up(tenant, numbered).await },
+                            ),
+                        });
+                        continue;
+                    }
+                    // A page not full was all there was; a full one that moved nothing
+                    // is another finalizer's (or the index lagging), which will finish it.
+                    if full && report != before {
+                        continue;
+                    }
+                    if let Some(at) = settle_at.take().filter(|at| read_at < *at) {
+                        if let Ok(wait) = Duration::try_from(self.clocks.now().duration_until(at)) {
+                            tokio::time::sleep(wait).await;
                         }
                         continue;
                     }
+                    return Ok(report);
                 }
-            }
-            // A page not full was all there was; a full one that moved nothing is another
-            // finalizer's (or the index lagging), which will finish it.
-            if !full || report == before {
-                return Ok(report);
+                Err(AppError::Unavailable(cause)) => {
+                    transient += 1;
+                    if transient > WRITE_ATTEMPTS {
+                        return Err(AppError::Unavailable(cause));
+                    }
+                    let doublings = u32::try_from(transient - 1).unwrap_or(u32::MAX).min(8);
+                    tokio::time::sleep((RETRY_PAUSE * (1 << doublings)).min(RETRY_PAUSE_MAX)).await;
+                }
+                Err(other) => return Err(other),
             }
         }
+    }
+
+    /// Reads the oldest pending invoices (past those in `in_flight`, whose follow-ups are
+    /// being written), follows up the ones an earlier finalizer left owed, and numbers the
+    /// drafts; counts what it did in `report`. The numbered invoices owe their follow-ups.
+    async fn round(
+        &self,
+        tenant: TenantId,
+        in_flight: &HashSet<InvoiceId>,
+        report: &mut FinalizeReport,
+    ) -> Result<Round, AppError> {
+        let limit = MAX_NUMBERED_PER_WRITE + in_flight.len();
+        let mut page = self.store.pending_invoices(tenant, limit).await?;
+        let full = page.len() == limit;
+        page.retain(|p| !in_flight.contains(&p.invoice.id));
+        page.truncate(MAX_NUMBERED_PER_WRITE);
+        let (owed, drafts): (Vec<_>, Vec<_>) = page
+            .into_iter()
+            .partition(|p| p.stage == PendingStage::FollowUps);
+        if !owed.is_empty() {
+            report.followed_up += self.follow_up(tenant, owed).await?;
+        }
+        // Credit is applied (and negative totals moved into the balance) before the
+        // numbering write, which must not touch a balance: see `credits::settle`.
+        let drafts = if drafts.is_empty() {
+            drafts
+        } else {
+            self.credits.settle_drafts(tenant, drafts).await?
+        };
+        if drafts.is_empty() {
+            return Ok(Round {
+                full,
+                numbered: Some(Vec::new()),
+            });
+        }
+        let numbered = self.number(tenant, drafts).await?;
+        if let Some(numbered) = &numbered {
+            report.numbered += numbered.len();
+            report.transactions += 1;
+        }
+        Ok(Round { full, numbered })
     }
 
     /// Numbers `drafts` (in order) in one write from the tenant's next number; `None` when

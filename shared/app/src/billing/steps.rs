@@ -45,7 +45,7 @@ impl BillingService {
     /// A billing worker's jobs of one tenant, answered in order: the subscriptions' drafted
     /// together ([`BillingService::draft_due_subscriptions`]) and then handed to the
     /// finalizer ([`BillingService::request_finalization`]), test clocks one at a time,
-    /// finalize jobs by [`BillingService::finalize_pending_invoices`], credit expiries by
+    /// finalize jobs by [`BillingService::run_finalize_job`], credit expiries by
     /// [`crate::credits::CreditsService::expire_credits`], purges by
     /// [`crate::retention::RetentionService::purge_account`], wallet jobs by
     /// [`crate::wallets::WalletsService::run_wallet_job`].
@@ -86,9 +86,7 @@ impl BillingService {
                 BillingJob::TestClock { id, .. } => {
                     self.run_test_clock(tenant, *id).await.map(|_| ())
                 }
-                BillingJob::Finalize { .. } => {
-                    self.finalize_pending_invoices(tenant).await.map(|_| ())
-                }
+                BillingJob::Finalize { .. } => self.run_finalize_job(tenant).await.map(|_| ()),
                 BillingJob::CreditExpiry {
                     account, currency, ..
                 } => self

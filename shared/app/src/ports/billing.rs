@@ -394,6 +394,14 @@ impl BillingJob {
 #[async_trait]
 pub trait BillingQueue: Send + Sync {
     async fn enqueue(&self, jobs: &[BillingJob]) -> Result<(), StoreError>;
+
+    /// Whether the queue drops a tenant's finalize request as a repeat of one sent in the
+    /// same wall-clock second (SQS FIFO: their deduplication id is the tenant and the
+    /// second). A finalize job from such a queue then reads the drafts once more after
+    /// its second has passed: a draft whose own request was dropped is in that read.
+    fn coalesces_finalize_jobs_per_second(&self) -> bool {
+        false
+    }
 }
 
 /// Work for the payment worker, one SQS message each. New kinds of payment work (dunning

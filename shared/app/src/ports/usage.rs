@@ -166,7 +166,8 @@ pub struct UsageWrite {
 }
 
 impl UsageWrite {
-    /// How many items the write touches.
+    /// How many items the write touches (a domain event counts twice: the DynamoDB store
+    /// writes an outbox item beside each).
     pub fn items(&self) -> usize {
         self.events.len()
             + self.rollups.len()
@@ -175,7 +176,7 @@ impl UsageWrite {
             + self
                 .changes
                 .iter()
-                .map(|c| 1 + c.events.len())
+                .map(|c| 1 + 2 * c.events.len())
                 .sum::<usize>()
             + self.subscriptions.len()
     }

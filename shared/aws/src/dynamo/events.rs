@@ -1,10 +1,13 @@
 //! The event log and outbox, the due index sweep, webhook endpoints and deliveries.
 //!
-//! An event is written (by [`super::Transaction::record`]) with a due-index entry
-//! [`OUTBOX_GRACE`] after its creation and a TTL of [`EVENT_RETENTION`]. Right after the
-//! commit the store hands it to its dispatcher and, once that succeeded, removes the entry
-//! ([`EventStore::mark_published`]); an entry still there when due means the publish never
-//! happened, and the sweep does it.
+//! An event is written (by [`super::Transaction::record`]) with a TTL of
+//! [`EVENT_RETENTION`], and beside it a small outbox item ([`keys::outbox`]) with a
+//! due-index entry [`OUTBOX_GRACE`] after the event's creation. Right after the commit
+//! the store hands the events to its dispatcher and, once that succeeded, deletes their
+//! outbox items ([`EventStore::mark_published`]); an outbox item still there when due
+//! means the publish never happened, and the sweep does it. (Events written before the
+//! outbox items carry their due entry themselves; the sweep still reads those, and marking
+//! one published removes it.)
 
 use billing_domain::kernel::time::later;
 use std::collections::HashMap;
@@ -30,17 +33,27 @@ pub(super) struct AfterCommit {
     pub(super) jobs: Vec<DeliveryJob>,
 }
 
-/// An event item: its keys (with the per-resource index), its outbox entry in the due
-/// index and its expiry.
+/// An event item: its keys (with the per-resource index) and its expiry.
 pub(super) fn event_item(tenant: TenantId, event: &DomainEvent) -> Result<Item, StoreError> {
     let key = keys::event_of_resource(tenant, &event.id.to_string(), &event.resource_id);
     let mut item = to_item("event", event, &key)?;
-    item.extend(keys::due(&key, later(event.created, OUTBOX_GRACE)));
     item.insert(
         TTL.to_owned(),
         epoch_seconds(later(event.created, EVENT_RETENTION)),
     );
     Ok(item)
+}
+
+/// An event's outbox item: its keys, its entry in the due index and the event's expiry.
+pub(super) fn outbox_item(tenant: TenantId, event: &DomainEvent) -> Item {
+    let key = keys::outbox(tenant, &event.id.to_string());
+    let mut item = key.all();
+    item.extend(keys::due(&key, later(event.created, OUTBOX_GRACE)));
+    item.insert(
+        TTL.to_owned(),
+        epoch_seconds(later(event.created, EVENT_RETENTION)),
+    );
+    item
 }
 
 fn delivery_item(
@@ -116,7 +129,11 @@ fn due_kind(tenant: TenantId, sk: &str) -> Option<DueKind> {
             account,
         }));
     }
-    if let Some(id) = sk.strip_prefix(keys::EVENT_PREFIX) {
+    // An outbox item, or an event written before them that carries its own due entry.
+    if let Some(id) = sk
+        .strip_prefix(keys::OUTBOX_PREFIX)
+        .or_else(|| sk.strip_prefix(keys::EVENT_PREFIX))
+    {
         return Some(DueKind::Outbox {
             event_id: EventId::parse(id, "due_sk").ok()?,
         });
@@ -175,28 +192,24 @@ impl DynamoStore {
         }
     }
 
-    /// Marks a commit's events published with one request: they were written together,
-    /// so they exist together (up to 100 per transaction).
+    /// Marks a commit's events published with one request: deletes their outbox items
+    /// (up to 100 per transaction). A delete of an item already gone is no error.
     async fn mark_all_published(
         &self,
         tenant: TenantId,
         events: &[DomainEvent],
     ) -> Result<(), StoreError> {
         for chunk in events.chunks(100) {
-            let updates = chunk
+            let deletes = chunk
                 .iter()
                 .map(|event| {
-                    aws_sdk_dynamodb::types::Update::builder()
+                    aws_sdk_dynamodb::types::Delete::builder()
                         .table_name(&self.table)
-                        .set_key(Some(keys::event(tenant, &event.id.to_string()).primary()))
-                        .update_expression("SET published = :yes REMOVE #due_pk, #due_sk")
-                        .expression_attribute_names("#due_pk", DUE_PK)
-                        .expression_attribute_names("#due_sk", DUE_SK)
-                        .expression_attribute_values(":yes", AttributeValue::Bool(true))
+                        .set_key(Some(keys::outbox(tenant, &event.id.to_string()).primary()))
                         .build()
-                        .map(|u| {
+                        .map(|d| {
                             aws_sdk_dynamodb::types::TransactWriteItem::builder()
-                                .update(u)
+                                .delete(d)
                                 .build()
                         })
                         .map_err(|e| StoreError::Internal(e.to_string()))
@@ -204,7 +217,7 @@ impl DynamoStore {
                 .collect::<Result<Vec<_>, _>>()?;
             self.client
                 .transact_write_items()
-                .set_transact_items(Some(updates))
+                .set_transact_items(Some(deletes))
                 .send()
                 .await
                 .map_err(sdk_error)?;
@@ -342,10 +355,40 @@ impl EventStore for DynamoStore {
         tenant: TenantId,
         id: EventId,
     ) -> Result<Option<DomainEvent>, StoreError> {
-        self.get(&keys::event(tenant, &id.to_string())).await
+        // The event and its outbox item in one read: published unless the outbox item is
+        // still there (or, for an event written before outbox items, its own due entry).
+        let id = id.to_string();
+        let wanted = vec![
+            keys::event(tenant, &id).primary(),
+            keys::outbox(tenant, &id).primary(),
+        ];
+        let mut event = None;
+        let mut outboxed = false;
+        for item in self.batch_get(wanted, None).await? {
+            let sk = item.get(keys::SK).and_then(|v| v.as_s().ok());
+            if sk.is_some_and(|sk| sk.starts_with(keys::OUTBOX_PREFIX)) {
+                outboxed = true;
+            } else {
+                outboxed |= item.contains_key(DUE_PK);
+                event = Some(super::from_item::<DomainEvent>(item)?);
+            }
+        }
+        Ok(event.map(|mut event| {
+            event.published |= !outboxed;
+            event
+        }))
     }
 
     async fn mark_published(&self, tenant: TenantId, id: EventId) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::outbox(tenant, &id.to_string()).primary()))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        // The sweep's path (rare): the event itself is marked too, which also takes an
+        // event written before outbox items out of the due index.
         let result = self
             .client
             .update_item()

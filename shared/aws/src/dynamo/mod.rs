@@ -670,8 +670,8 @@ impl Transaction<'_> {
         Ok(self)
     }
 
-    /// Adds the change's audit record, its domain events (the outbox) and the customer
-    /// email each event asks for (a pending notice, due at once).
+    /// Adds the change's audit record, its domain events, each with its outbox item, and the
+    /// customer email each event asks for (a pending notice, due at once).
     pub(super) fn record(
         &mut self,
         tenant: TenantId,
@@ -703,6 +703,10 @@ impl Transaction<'_> {
                     StoreError::Internal("event id reused".into()),
                 )?;
             }
+            self.create(
+                events::outbox_item(tenant, event),
+                StoreError::Internal("event id reused".into()),
+            )?;
             self.committed.events.push((tenant, event.clone()));
         }
         Ok(self)
