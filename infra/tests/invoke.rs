@@ -75,6 +75,8 @@ const UNDECLARED: &[&str] = &[
     "_X_AMZN_TRACE_ID",
     // Three years unless set (shared/aws/src/config.rs).
     "AUDIT_RETENTION_DAYS",
+    // 500 unless set (shared/aws/src/config.rs): a tuning knob, not a resource.
+    "SIMULATION_PER_REQUEST",
 ];
 
 /// The names of the environment variables the functions' code reads: string literals
