@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use billing_app::App;
 use billing_aws::SandboxGateway;
+use billing_memory::MemoryObjects;
 use billing_tests::api::Api;
 use reqwest::header::{HeaderMap, HeaderValue};
-use reqwest::{redirect, Client, StatusCode};
+use reqwest::{redirect, Client, Method, StatusCode};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 const NAME: &str = "<script>alert('owned')</script> Ltd";
 
@@ -393,11 +395,139 @@ async fn guesses_are_limited_per_source(app: App) {
     assert_eq!(spoofing.status(), StatusCode::OK);
 }
 
+/// A PNG of `width` × `height`: the signature and IHDR the upload checks, nothing drawn.
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    bytes.extend(width.to_be_bytes());
+    bytes.extend(height.to_be_bytes());
+    bytes.extend([8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    bytes
+}
+
+async fn put_logo(api: &Api, content_type: &str, bytes: Vec<u8>) -> reqwest::Response {
+    api.request(Method::PUT, "/v1/settings/branding/logo")
+        .header("content-type", content_type)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn the_logo_is_uploaded_checked_shown_and_removed(app: App) {
+    let (api, tenant) = Api::start(
+        app.with_objects(Arc::new(MemoryObjects::default())),
+        "Logo Co",
+    )
+    .await;
+    let invoice = open_invoice(&api, 1_000).await;
+    let url = link(&api, &invoice, false).await;
+    let (_, _, html) = page(&url).await;
+    assert!(!html.contains("id=\"logo\""), "no logo yet");
+
+    let file = png(320, 80);
+    let answered = put_logo(&api, "image/png", file.clone()).await;
+    assert_eq!(answered.status(), StatusCode::OK);
+    let branding: Value = answered.json().await.unwrap();
+    let sha = hex::encode(Sha256::digest(&file));
+    assert_eq!(
+        branding["logo"],
+        json!({"key": format!("{}/branding/logo/{sha}.png", tenant.id), "sha256": sha,
+               "content_type": "image/png", "width": 320, "height": 80})
+    );
+    assert_eq!(branding["version"], 1);
+    assert_eq!(api.get("/v1/settings/branding").await["logo"]["width"], 320);
+
+    let (_, headers, html) = page(&url).await;
+    let path = url.trim_start_matches(api.base());
+    assert!(
+        html.contains(&format!(
+            "<img class=\"logo\" id=\"logo\" src=\"{path}/logo\""
+        )),
+        "{html}"
+    );
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("img-src 'self'"), "{policy}");
+    let served = browser().get(format!("{url}/logo")).send().await.unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(served.headers()["content-type"], "image/png");
+    assert_eq!(served.bytes().await.unwrap().to_vec(), file);
+
+    let svg = r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 200 50"><rect width="200" height="50" fill="navy"/></svg>"#;
+    let branding: Value = put_logo(&api, "image/svg+xml", svg.into())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&branding["logo"]["width"], &branding["version"]),
+        (&json!(200), &json!(2))
+    );
+    let served = browser().get(format!("{url}/logo")).send().await.unwrap();
+    let headers = served.headers().clone();
+    assert_eq!(headers["content-type"], "image/svg+xml");
+    assert_eq!(
+        headers["content-security-policy"],
+        "default-src 'none'; style-src 'unsafe-inline'"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(served.text().await.unwrap(), svg);
+
+    let mut big = png(10, 10);
+    big.resize(256 * 1024 + 1, 0);
+    let refusals = [
+        ("image/png", big, "logo_too_large"),
+        ("image/png", png(2001, 10), "invalid_logo"),
+        (
+            "image/svg+xml",
+            br#"<svg viewBox="0 0 9 9"><script>alert(1)</script></svg>"#.to_vec(),
+            "invalid_logo",
+        ),
+        (
+            "image/svg+xml",
+            br#"<svg viewBox="0 0 9 9"><image href="https://x.test/a.png"/></svg>"#.to_vec(),
+            "invalid_logo",
+        ),
+        ("image/gif", b"GIF89a".to_vec(), "invalid_logo"),
+    ];
+    for (content_type, bytes, code) in refusals {
+        let answered = put_logo(&api, content_type, bytes).await;
+        let status = answered.status();
+        let problem: Value = answered.json().await.unwrap();
+        assert_eq!(
+            (problem["code"].as_str(), problem["param"].as_str()),
+            (Some(code), Some("logo")),
+            "{problem}"
+        );
+        assert!(status.is_client_error() && !problem["hint"].as_str().unwrap().is_empty());
+    }
+    let reader = api.with_key(&api.key_with_role("finance_viewer").await);
+    assert_eq!(
+        put_logo(&reader, "image/png", png(1, 1)).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.get("/v1/settings/branding").await["version"],
+        2,
+        "refusals change nothing"
+    );
+
+    let branding = api.delete("/v1/settings/branding/logo").await;
+    assert_eq!(
+        (&branding["logo"], &branding["version"]),
+        (&Value::Null, &json!(3))
+    );
+    let (_, _, html) = page(&url).await;
+    assert!(!html.contains("id=\"logo\""));
+    let gone = browser().get(format!("{url}/logo")).send().await.unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+}
+
 billing_tests::on_both_stores!(
     the_page_shows_the_invoice_and_its_form_pays_once,
     three_d_secure_is_completed_from_the_page,
     revoked_links_open_nothing,
     guesses_are_limited_per_source,
+    the_logo_is_uploaded_checked_shown_and_removed,
 );
 
 /// What the request log writes, kept for the test to read.

@@ -4,4 +4,5 @@
 pub mod branding;
 pub mod email;
 pub mod locale;
+pub mod logo;
 pub mod stored;

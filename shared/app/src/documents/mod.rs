@@ -12,6 +12,7 @@ use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
 use billing_domain::customers::access::Permission;
 use billing_domain::documents::branding::{Branding, BrandingPatch};
 use billing_domain::documents::email::{EmailSettings, EmailSettingsPatch};
+use billing_domain::documents::logo::Logo;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::error::ErrorCode;
@@ -196,25 +197,83 @@ impl DocumentsService {
         caller: &Caller,
         patch: BrandingPatch,
     ) -> Result<Branding, AppError> {
+        self.write_branding(caller, |current, now| {
+            Ok(current.patched(patch.clone(), now)?)
+        })
+        .await
+    }
+
+    /// `PUT /v1/settings/branding/logo`: checks the file, stores it under its hash (a
+    /// second upload of the same file writes the same object), then names it in the
+    /// branding.
+    pub async fn set_logo(
+        &self,
+        caller: &Caller,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Branding, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        let logo = Logo::of_upload(caller.tenant_id, content_type, &bytes)?;
+        self.objects()?
+            .put(&logo.key, bytes, &logo.content_type)
+            .await?;
+        self.write_branding(caller, |current, now| {
+            Ok(current.with_logo(Some(logo.clone()), now))
+        })
+        .await
+    }
+
+    /// `DELETE /v1/settings/branding/logo`: the branding names no logo any more (the object
+    /// stays: it is content-addressed and a re-upload reuses it).
+    pub async fn delete_logo(&self, caller: &Caller) -> Result<Branding, AppError> {
+        self.write_branding(caller, |current, now| Ok(current.with_logo(None, now)))
+            .await
+    }
+
+    /// The tenant's logo file and its content type, if it has one (the hosted page's).
+    pub(crate) async fn logo_file(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<(Vec<u8>, String)>, AppError> {
+        let Some(logo) = self.tenant_branding(tenant).await?.logo else {
+            return Ok(None);
+        };
+        let bytes = self.objects()?.get(&logo.key).await?.ok_or_else(|| {
+            AppError::Internal(format!("the recorded logo {} is missing", logo.key))
+        })?;
+        Ok(Some((bytes, logo.content_type)))
+    }
+
+    fn objects(&self) -> Result<&Arc<dyn ObjectStore>, AppError> {
+        self.objects
+            .as_ref()
+            .ok_or_else(|| AppError::Unavailable("this deployment keeps no objects".into()))
+    }
+
+    /// Writes the branding `next` makes of the current one (audited, version-checked); a
+    /// concurrent write makes it apply again to the newer one.
+    async fn write_branding(
+        &self,
+        caller: &Caller,
+        next: impl Fn(&Branding, Timestamp) -> Result<Branding, AppError>,
+    ) -> Result<Branding, AppError> {
         caller.require(Permission::WriteBilling)?;
         let tenant = caller.tenant_id;
+        let next = &next;
         until_committed(
-            || {
-                let patch = patch.clone();
-                async move {
-                    let stored = self.store.branding(tenant).await?;
-                    let current = stored.clone().unwrap_or_default();
-                    let now = self.clocks.now();
-                    let next = current.patched(patch, now)?;
-                    let before = stored.as_ref().map(to_json).transpose()?;
-                    let after = to_json(&next)?;
-                    let change =
-                        settings_change(caller, now, "branding", None, before.as_ref(), &after);
-                    match self.store.save_branding(tenant, &next, &change).await {
-                        Ok(()) => Ok(Some(next)),
-                        Err(StoreError::VersionConflict { .. }) => Ok(None),
-                        Err(e) => Err(e.into()),
-                    }
+            || async move {
+                let stored = self.store.branding(tenant).await?;
+                let current = stored.clone().unwrap_or_default();
+                let now = self.clocks.now();
+                let next = next(&current, now)?;
+                let before = stored.as_ref().map(to_json).transpose()?;
+                let after = to_json(&next)?;
+                let change =
+                    settings_change(caller, now, "branding", None, before.as_ref(), &after);
+                match self.store.save_branding(tenant, &next, &change).await {
+                    Ok(()) => Ok(Some(next)),
+                    Err(StoreError::VersionConflict { .. }) => Ok(None),
+                    Err(e) => Err(e.into()),
                 }
             },
             || busy("branding"),

@@ -456,4 +456,15 @@ impl HostedService {
             .invoice_download(caller.tenant_id, &invoice)
             .await
     }
+
+    /// The seller's logo for the page (`GET /i/{token}/logo`): its bytes and content type,
+    /// under the same token checks and guess counting as the page.
+    pub async fn logo(
+        &self,
+        token: &str,
+        source: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, AppError> {
+        let Opened { caller, .. } = self.open(token, source).await?;
+        self.documents.logo_file(caller.tenant_id).await
+    }
 }

@@ -9,6 +9,7 @@ use crate::customers::account::{
     optional_text, present, validate_address_in, validate_email, Address,
 };
 use crate::documents::locale::Locale;
+use crate::documents::logo::Logo;
 use crate::kernel::error::{ErrorCode, ValidationError};
 
 /// An sRGB colour written `#rrggbb` (stored lower case).
@@ -84,6 +85,9 @@ pub struct Branding {
     pub footer: Option<String>,
     /// How dates and amounts are written.
     pub locale: Locale,
+    /// Set by `PUT /v1/settings/branding/logo`; shown on the hosted invoice page.
+    #[serde(default)]
+    pub logo: Option<Logo>,
     /// 0 until the first write.
     pub version: u64,
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -101,6 +105,7 @@ impl Default for Branding {
             accent_color: Color::rgb(0x25, 0x63, 0xeb),
             footer: None,
             locale: Locale::EnUs,
+            logo: None,
             version: 0,
             updated_at: None,
         }
@@ -168,9 +173,22 @@ impl Branding {
         if let Some(locale) = patch.locale {
             next.locale = locale;
         }
-        next.version = self.version + 1;
-        next.updated_at = Some(now);
-        Ok(next)
+        Ok(next.versioned(now))
+    }
+
+    /// The branding with `logo` (or none), one version on.
+    pub fn with_logo(&self, logo: Option<Logo>, now: Timestamp) -> Self {
+        Self {
+            logo,
+            ..self.clone()
+        }
+        .versioned(now)
+    }
+
+    fn versioned(mut self, now: Timestamp) -> Self {
+        self.version += 1;
+        self.updated_at = Some(now);
+        self
     }
 }
 

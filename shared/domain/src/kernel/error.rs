@@ -121,6 +121,9 @@ error_codes! {
     TooLong => "too_long", 400, "A text field is longer than its limit.";
     InvalidEmail => "invalid_email", 400, "Not a valid email address.";
     InvalidColor => "invalid_color", 400, "A colour is not of the form `#rrggbb`.";
+    InvalidLogo => "invalid_logo", 400,
+        "The logo is not a PNG or SVG within 1 to 2000 px a side, or the SVG has script or external references.";
+    LogoTooLarge => "logo_too_large", 413, "The logo is larger than 256 KB.";
     InvalidCountry => "invalid_country", 400, "Not an ISO 3166-1 alpha-2 country code.";
     InvalidCurrency => "invalid_currency", 400, "Not a supported ISO 4217 currency.";
     InvalidTimezone => "invalid_timezone", 400, "Not an IANA time zone.";

@@ -8,6 +8,8 @@
 //!   just completed, then redirects back.
 //! - `GET /i/{token}/pdf`: the invoice's PDF (the file, or a 302 to a presigned link), under
 //!   the same admission and guess counting as the page.
+//! - `GET /i/{token}/logo`: the seller's logo, same checks; an SVG under its own CSP
+//!   (`default-src 'none'`), so even a file that slipped past the upload checks runs nothing.
 //! - `GET /i/assets/hosted.js`: the page's only script.
 //!
 //! **Security.** The CSP allows no inline script and no other origin than Stripe's (only
@@ -39,6 +41,7 @@ pub const PAGE_PATH: &str = "/i/{token}";
 pub const PAY_PATH: &str = "/i/{token}/pay";
 pub const AUTHENTICATE_PATH: &str = "/i/{token}/authenticate";
 pub const PDF_PATH: &str = "/i/{token}/pdf";
+pub const LOGO_PATH: &str = "/i/{token}/logo";
 
 /// A form is a few short fields.
 const MAX_FORM_BYTES: usize = 4 * 1024;
@@ -49,6 +52,7 @@ pub fn router() -> Router<App> {
         .route(PAY_PATH, post(pay))
         .route(AUTHENTICATE_PATH, post(authenticate))
         .route(PDF_PATH, get(pdf))
+        .route(LOGO_PATH, get(logo))
         .route(page::SCRIPT_PATH, get(script))
 }
 
@@ -208,6 +212,30 @@ async fn pdf(State(app): State<App>, Path(token): Path<String>, headers: HeaderM
             secure(response.headers_mut());
             response
         }
+        Err(err) => failure(err),
+    }
+}
+
+async fn logo(State(app): State<App>, Path(token): Path<String>, headers: HeaderMap) -> Response {
+    let source = source(&headers);
+    if let Err(refused) = admit(&app, &token, &source).await {
+        return *refused;
+    }
+    match app.hosted.logo(&token, &source).await {
+        Ok(Some((bytes, content_type))) => {
+            let mut response = (StatusCode::OK, bytes).into_response();
+            let headers = response.headers_mut();
+            if let Ok(value) = HeaderValue::from_str(&content_type) {
+                headers.insert(header::CONTENT_TYPE, value);
+            }
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+            );
+            secure(headers);
+            response
+        }
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
         Err(err) => failure(err),
     }
 }

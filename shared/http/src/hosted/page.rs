@@ -45,6 +45,7 @@ input[type=text]{width:100%;padding:10px;font-size:16px;border:1px solid #c1c9d2
 button{margin-top:16px;width:100%;padding:12px;font-size:16px;font-weight:600;color:#fff;background:var(--primary,#635bff);border:0;border-radius:6px;cursor:pointer}\
 .download{display:inline-block;margin-top:8px;color:var(--accent,#635bff);font-weight:600}\
 .brand{border-top:4px solid var(--primary,#635bff)}\
+.logo{display:block;max-width:200px;max-height:64px;margin-bottom:8px}\
 footer{font-size:13px;color:#697386;text-align:center;padding:8px 0 24px}\
 button[disabled]{opacity:.6}\
 .error{background:#fdecef;color:#a41c4e;border-radius:6px;padding:10px;margin-bottom:12px}\
@@ -165,7 +166,7 @@ pub fn invoice_page(token: &str, view: &HostedInvoice, error: Option<&str>) -> S
     let invoice = &view.invoice;
     let number = invoice.number.as_deref().unwrap_or("Invoice");
     let mut body = String::new();
-    header(&mut body, view);
+    header(&mut body, token, view);
     parties(&mut body, view);
     lines(&mut body, invoice);
     pay(&mut body, token, view, error);
@@ -196,12 +197,21 @@ fn status_badge(view: &HostedInvoice) -> (&'static str, &'static str) {
     }
 }
 
-fn header(out: &mut String, view: &HostedInvoice) {
+fn header(out: &mut String, token: &str, view: &HostedInvoice) {
     let invoice = &view.invoice;
     let (class, label) = status_badge(view);
+    let _ = write!(out, "<div class=\"card brand\">");
+    if view.branding.logo.is_some() {
+        let _ = write!(
+            out,
+            "<img class=\"logo\" id=\"logo\" src=\"/i/{}/logo\" alt=\"{}\">",
+            escape(token),
+            escape(&view.seller.name)
+        );
+    }
     let _ = write!(
         out,
-        "<div class=\"card brand\"><p class=\"muted\">{seller}</p>\
+        "<p class=\"muted\">{seller}</p>\
          <h1>Invoice {number} <span class=\"status status-{class}\" id=\"status\">{label}</span></h1>\
          <p class=\"due-amount\" id=\"amount-due\">{headline}</p><p class=\"muted\">",
         seller = escape(&view.seller.name),

@@ -1,21 +1,25 @@
 //! Documents: the tenant's branding for invoice and credit note PDFs and customer emails,
 //! which emails go out, and the PDFs' downloads.
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use billing_app::documents::Download;
 use billing_app::App;
 use billing_domain::documents::branding::{Branding, BrandingPatch};
 use billing_domain::documents::email::{EmailSettings, EmailSettingsPatch};
+use billing_domain::documents::logo::MAX_LOGO_BYTES;
+use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{CreditNoteId, InvoiceId};
 
-use crate::extract::{path_id, ApiJson, ApiPath, Auth, Reply};
-use crate::problem::{ApiResult, ProblemDocument};
+use crate::extract::{body_bytes, path_id, ApiJson, ApiPath, Auth, Reply};
+use crate::problem::{ApiResult, Problem, ProblemDocument};
 
 crate::routes::handlers!(
     get_branding,
     update_branding,
+    set_logo,
+    delete_logo,
     get_email_settings,
     update_email_settings,
     invoice_pdf,
@@ -116,6 +120,51 @@ pub async fn update_branding(
     Ok(Reply(
         StatusCode::OK,
         app.documents.update_branding(&caller, patch).await?,
+    ))
+}
+
+/// Uploads the logo: the body is the file, `Content-Type: image/png` (1 to 2000 px a side)
+/// or `image/svg+xml` (an `<svg` root whose `width`/`height` or `viewBox` is at most 2000,
+/// no script, event handler or reference to another file), at most 256 KB
+/// (`logo_too_large`); anything else is `invalid_logo`. Stored under its SHA-256 and shown
+/// on the hosted invoice page; the PDFs do not draw it.
+#[utoipa::path(put, path = "/v1/settings/branding/logo", operation_id = "set_logo", tag = "documents", security(("api_key" = ["write_billing"])),
+    request_body(content((Vec<u8> = "image/png"), (String = "image/svg+xml"))),
+    responses((status = 200, body = Branding), (status = 400, body = ProblemDocument), (status = 413, body = ProblemDocument)))]
+pub async fn set_logo(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    req: Request,
+) -> ApiResult<Reply<Branding>> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = body_bytes(req, MAX_LOGO_BYTES).await.map_err(|_| {
+        Problem::invalid(
+            ErrorCode::LogoTooLarge,
+            "logo",
+            format!("the logo is larger than {MAX_LOGO_BYTES} bytes"),
+        )
+        .hint("Send a smaller file: scale the PNG down or simplify the SVG.")
+    })?;
+    Ok(Reply(
+        StatusCode::OK,
+        app.documents
+            .set_logo(&caller, &content_type, bytes.to_vec())
+            .await?,
+    ))
+}
+
+/// Removes the logo from the branding.
+#[utoipa::path(delete, path = "/v1/settings/branding/logo", operation_id = "delete_logo", tag = "documents", security(("api_key" = ["write_billing"])),
+    responses((status = 200, body = Branding)))]
+pub async fn delete_logo(State(app): State<App>, Auth(caller): Auth) -> ApiResult<Reply<Branding>> {
+    Ok(Reply(
+        StatusCode::OK,
+        app.documents.delete_logo(&caller).await?,
     ))
 }
 
