@@ -6,6 +6,7 @@ pub mod decimal;
 pub mod deployment;
 pub mod error;
 pub mod format;
+pub mod html;
 pub mod ids;
 pub mod metadata;
 pub mod money;

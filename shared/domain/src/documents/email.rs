@@ -14,6 +14,7 @@ use crate::documents::branding::{Branding, Color};
 use crate::events::record::DomainEvent;
 use crate::events::types::EventType;
 use crate::kernel::error::ValidationError;
+pub use crate::kernel::html::escape;
 use crate::kernel::ids::AccountId;
 
 /// What a customer is told.
@@ -234,22 +235,6 @@ pub struct Email {
     pub subject: String,
     pub text: String,
     pub html: String,
-}
-
-/// HTML-escapes text for element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The seller's name on a message: the branding's legal name, else the tenant's name.

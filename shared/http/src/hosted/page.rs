@@ -13,6 +13,7 @@ use billing_domain::collection::payment::PaymentStatus;
 use billing_domain::customers::account::Address;
 use billing_domain::hosted::link;
 use billing_domain::kernel::format::format_human;
+use billing_domain::kernel::html::escape;
 use billing_domain::kernel::money::Money;
 use jiff::Timestamp;
 use rust_decimal::Decimal;
@@ -73,22 +74,6 @@ fn style_hash(brand: &str) -> String {
         "'sha256-{}'",
         base64::engine::general_purpose::STANDARD.encode(digest.finalize())
     )
-}
-
-/// HTML-escapes text for element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The page's Content-Security-Policy: no inline script anywhere; Stripe's origins only
