@@ -578,6 +578,90 @@ async fn a_pipelined_finalizer_retries_a_failed_write_and_survives_a_crash_at_an
     }
 }
 
+/// A numbering write that takes 45 s of the job's clock: a finalize job is out of its time
+/// budget (the billing worker's Lambda timeout) after one round.
+struct SlowNumbering(Arc<ManualClock>);
+
+#[async_trait::async_trait]
+impl billing_memory::hooked::Hook for SlowNumbering {
+    async fn before(
+        &self,
+        op: billing_memory::hooked::Op,
+    ) -> Option<billing_memory::hooked::Fault> {
+        if op.method == "number_invoices" {
+            self.0.set(self.0.now() + SignedDuration::from_secs(45));
+        }
+        None
+    }
+}
+
+/// A finalize job past its time budget lets its round's follow-ups finish, hands the rest
+/// to a new finalize job and ends. Its own message coming back as well (the worker died
+/// before deleting it), the two jobs running at once, and every job they hand over in
+/// turn: each draft is numbered once, gaplessly, with one `invoice.finalized` and one
+/// payment attempt.
+#[tokio::test(start_paused = true)]
+async fn a_finalize_job_out_of_time_hands_the_rest_to_a_new_job() {
+    let store = billing_tests::memory_store();
+    let clock = ManualClock::at(Timestamp::now());
+    let app = app_on(&store, &clock);
+    let (caller, ids) = tenant_with_renewals(&app, &clock, SUBSCRIPTIONS, 1).await;
+    let tenant = caller.tenant_id;
+    app.billing
+        .draft_due_subscriptions(tenant, &ids, clock.now())
+        .await;
+    let queue = Arc::new(billing_memory::MemoryBillingQueue::default());
+    let slow: Arc<dyn Store> = Arc::new(billing_memory::hooked::Hooked::new(
+        store.clone(),
+        Arc::new(SlowNumbering(clock.clone())),
+    ));
+    let slow = app_on(&slow, &clock).with_finalize_queue(queue.clone());
+    let job = vec![BillingJob::Finalize { tenant }];
+
+    slow.billing
+        .run_billing_jobs(tenant, &job)
+        .await
+        .remove(0)
+        .unwrap();
+    assert_eq!(queue.take(), job, "the rest handed to a new job");
+    assert_eq!(
+        at_stage(store.as_ref(), tenant, PendingStage::Number)
+            .await
+            .len(),
+        SUBSCRIPTIONS - 99,
+        "one round numbered"
+    );
+    assert!(
+        at_stage(store.as_ref(), tenant, PendingStage::FollowUps)
+            .await
+            .is_empty(),
+        "its follow-ups written before the hand-over"
+    );
+
+    // The new job and the redelivered one at once, then whatever they hand over.
+    let mut jobs = vec![job.clone(), job.clone()];
+    while !jobs.is_empty() {
+        let runs: Vec<_> = jobs
+            .drain(..)
+            .map(|job| {
+                let slow = slow.clone();
+                tokio::spawn(async move { slow.billing.run_billing_jobs(tenant, &job).await })
+            })
+            .collect();
+        for run in runs {
+            if run.await.unwrap().remove(0).is_err() {
+                // Lost the sequence too often: its message comes back.
+                jobs.push(job.clone());
+            }
+        }
+        let handed = queue.take();
+        if !handed.is_empty() {
+            jobs.push(handed);
+        }
+    }
+    assert_numbered_once(&app, &caller, 2 * SUBSCRIPTIONS).await;
+}
+
 /// Subscriptions started at once on one tenant each open their first invoice under the
 /// next number, and nothing but the sequence's condition keeps two of them from taking the
 /// same one (they are different invoices): the numbers are 1..=n, each once.

@@ -9,7 +9,8 @@
 //! numbers nothing twice and leaves no gap: the loser of a race finds the sequence moved
 //! and reads again. A transient failure (a throttled write, a cancelled transaction) is
 //! retried from a fresh read after a pause, a few times, before the job is failed back to
-//! its queue.
+//! its queue. A job that runs out of its time budget (the worker's Lambda timeout) hands
+//! the rest to a new finalize job.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -42,6 +43,12 @@ pub struct FinalizeReport {
 /// itself, then a margin for the `pending` index, which lags its table (normally by a
 /// fraction of a second).
 const SETTLE_AFTER_SECOND: Duration = Duration::from_secs(2);
+
+/// How long a finalize job numbers before it hands the rest to a new job (its own finalize
+/// message) and ends: the billing worker's Lambda times out at 50 s, and a job cut off
+/// there would come back only after the queue's 60 s visibility timeout, its round redone.
+/// The margin covers the round in flight (under a second with its follow-ups) and the send.
+const FINALIZE_JOB_BUDGET: Duration = Duration::from_secs(40);
 
 /// The first pause after a transient failure; each further one doubles, up to
 /// [`RETRY_PAUSE_MAX`]. The SDK has already retried a throttled request three times: this
@@ -82,7 +89,7 @@ impl BillingService {
         &self,
         tenant: TenantId,
     ) -> Result<FinalizeReport, AppError> {
-        self.finalize(tenant, None).await
+        self.finalize(tenant, None, None).await
     }
 
     /// A billing worker's finalize job (one at a time per tenant: its FIFO message group):
@@ -91,27 +98,40 @@ impl BillingService {
     /// committed in that second whose request was dropped would otherwise wait for its
     /// hand-over and the sweep (60 to 120 s). The job's request was sent no later than the
     /// job started, so the second the job started in bounds it.
+    ///
+    /// On a queue, a job still numbering after [`FINALIZE_JOB_BUDGET`] lets its round's
+    /// follow-ups finish, sends a new finalize job for the tenant and ends: the new job
+    /// goes on from the store (which holds every draft and owed follow-up), so a job that
+    /// dies before or after that send loses nothing (its message comes back) and numbers
+    /// nothing twice (the sequence's condition).
     pub async fn run_finalize_job(&self, tenant: TenantId) -> Result<FinalizeReport, AppError> {
+        let started = self.clocks.now();
         let coalesced = self
             .finalize_queue
             .as_ref()
             .is_some_and(|queue| queue.coalesces_finalize_jobs_per_second());
         let settle_at = coalesced
             .then(|| {
-                let started = self.clocks.now();
                 Timestamp::from_second(started.as_second())
                     .ok()
                     .and_then(|second| second.checked_add(SETTLE_AFTER_SECOND).ok())
             })
             .flatten();
-        self.finalize(tenant, settle_at).await
+        let hand_over_at = self
+            .finalize_queue
+            .is_some()
+            .then(|| started.checked_add(FINALIZE_JOB_BUDGET).ok())
+            .flatten();
+        self.finalize(tenant, settle_at, hand_over_at).await
     }
 
-    /// The finalizer's rounds; when `settle_at` is given, the last read starts no earlier.
+    /// The finalizer's rounds; when `settle_at` is given, the last read starts no earlier;
+    /// when `hand_over_at` is, no round starts after it: the rest goes to a new job.
     async fn finalize(
         &self,
         tenant: TenantId,
         mut settle_at: Option<Timestamp>,
+        hand_over_at: Option<Timestamp>,
     ) -> Result<FinalizeReport, AppError> {
         let mut report = FinalizeReport::default();
         let mut conflicts = 0;
@@ -119,6 +139,13 @@ impl BillingService {
         let mut following: Option<FollowingUp> = None;
         loop {
             let read_at = self.clocks.now();
+            if hand_over_at.is_some_and(|at| read_at >= at) {
+                if let Some(previous) = following.take() {
+                    report.followed_up += previous.finished().await?;
+                }
+                self.hand_over(tenant).await?;
+                return Ok(report);
+            }
             let before = report;
             let in_flight = following
                 .as_ref()
@@ -286,6 +313,18 @@ impl BillingService {
             Err(StoreError::VersionConflict { .. }) => Ok(None),
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// Sends the rest of a finalize job's work to a new finalize job for the tenant. A send
+    /// that fails fails the job, whose message comes back.
+    async fn hand_over(&self, tenant: TenantId) -> Result<(), AppError> {
+        let queue = self
+            .finalize_queue
+            .as_ref()
+            .ok_or_else(|| AppError::Internal("a hand-over without a queue".into()))?;
+        queue.enqueue(&[BillingJob::Finalize { tenant }]).await?;
+        tracing::info!(%tenant, "finalize job out of time: the rest handed to a new job");
+        Ok(())
     }
 
     /// After drafting: a finalize job for the tenant on the billing queue, or, in a process
