@@ -23,6 +23,9 @@ const QUERY: Duration = Duration::from_millis(8);
 /// (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html,
 /// "Capacity management for transactions": each item is read and written twice), so its
 /// latency grows with the items: a base round trip plus a share per item.
+/// BatchWriteItem writes its items in parallel inside DynamoDB, like BatchGetItem: one
+/// round trip, a little more than a single write.
+const BATCH_WRITE: Duration = Duration::from_millis(9);
 const TRANSACTION_BASE: Duration = Duration::from_millis(15);
 const TRANSACTION_PER_ITEM: Duration = Duration::from_micros(400);
 
@@ -63,6 +66,7 @@ pub fn latency(op: Op, items: u32) -> Duration {
         Op::BatchGetItem => BATCH_GET,
         Op::Query => QUERY,
         Op::PutItem | Op::UpdateItem | Op::DeleteItem => SINGLE_WRITE,
+        Op::BatchWriteItem => BATCH_WRITE,
         Op::TransactWriteItems => TRANSACTION_BASE + TRANSACTION_PER_ITEM * items,
     }
 }

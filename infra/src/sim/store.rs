@@ -57,6 +57,9 @@ const MAX_TRANSACTION_ITEMS: u32 = 100;
 /// the item's (`due_sk` repeats the item's key after the due time).
 const INDEX_ENTRY_BYTES: usize = 300;
 
+/// Outbox deletes per BatchWriteItem (the DynamoDB store's `MARKS_PER_BATCH`).
+const MARKS_PER_BATCH: usize = 25;
+
 /// An outbox item: its keys, its due-index keys and its expiry.
 const OUTBOX_BYTES: usize = 250;
 
@@ -117,7 +120,7 @@ impl SimStore {
     }
 
     /// What the DynamoDB store does after a commit with events: publish them (bus and
-    /// webhook queue), then mark them published with one transaction per hundred.
+    /// webhook queue), then mark them published with one BatchWriteItem per 25.
     async fn committed<T, E>(
         &self,
         done: &Result<T, E>,
@@ -149,19 +152,22 @@ impl SimStore {
         if self.dispatch.publish(tenant, events).await.is_err() {
             return;
         }
-        for chunk in events.chunks(MAX_TRANSACTION_ITEMS as usize) {
-            let mut tx = Tx::default();
+        for chunk in events.chunks(MARKS_PER_BATCH) {
+            // Deleting an event's outbox item (a plain write) takes it out of the due index.
+            let mut request = Request::new(Op::BatchWriteItem).items(chunk.len() as u32);
             for event in chunk {
-                // Deleting the event's outbox item takes it out of the due index.
                 let key = keys::outbox(tenant, &event.id.to_string());
-                tx.item_as(
-                    "OUTBOX (deleted: marked published)",
-                    &key,
-                    OUTBOX_BYTES,
-                    &[due_shard(&key)],
-                );
+                let units = [
+                    (key.pk.clone(), write_units(OUTBOX_BYTES)),
+                    (due_shard(&key), write_units(INDEX_ENTRY_BYTES)),
+                ];
+                request.written.push((
+                    "OUTBOX (deleted: marked published)".to_owned(),
+                    units.iter().map(|(_, u)| u).sum(),
+                ));
+                request.writes.extend(units);
             }
-            if self.dynamo.send(&tx.request()).await.is_ok() {
+            if self.dynamo.send(&request).await.is_ok() {
                 for event in chunk {
                     let _ = self.inner.mark_published(tenant, event.id).await;
                 }

@@ -24,6 +24,12 @@ use super::{epoch_seconds, sdk_error, to_item, DynamoStore, Item, ShardRange};
 use crate::keys::{self, DUE_INDEX, DUE_PK, DUE_SHARDS, DUE_SK, GSI1_PK, TTL};
 
 const ENDPOINT: &str = "webhook endpoint";
+/// BatchWriteItem's limit of requests per call.
+const MARKS_PER_BATCH: usize = 25;
+/// Sends of one batch of outbox deletes while DynamoDB leaves some unprocessed (it does
+/// under throttling), the n-th after n × [`MARK_RETRY_PAUSE`].
+const MARK_ATTEMPTS: u32 = 3;
+const MARK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 const DELIVERY: &str = "webhook delivery";
 
 /// What a committed transaction leaves for the dispatcher.
@@ -192,35 +198,57 @@ impl DynamoStore {
         }
     }
 
-    /// Marks a commit's events published with one request: deletes their outbox items
-    /// (up to 100 per transaction). A delete of an item already gone is no error.
+    /// Marks a commit's events published: deletes their outbox items, 25 per BatchWriteItem
+    /// (a plain delete is 1 write unit, half a transactional one; nothing needs the deletes
+    /// together, as each stands alone). Items DynamoDB leaves unprocessed are sent again,
+    /// [`MARK_ATTEMPTS`] times in all; what is still left stays in the outbox and the
+    /// sweep publishes it again (events are delivered at least once, by id). A delete of
+    /// an item already gone is no error.
     async fn mark_all_published(
         &self,
         tenant: TenantId,
         events: &[DomainEvent],
     ) -> Result<(), StoreError> {
-        for chunk in events.chunks(100) {
-            let deletes = chunk
+        for chunk in events.chunks(MARKS_PER_BATCH) {
+            let mut deletes = chunk
                 .iter()
                 .map(|event| {
-                    aws_sdk_dynamodb::types::Delete::builder()
-                        .table_name(&self.table)
+                    aws_sdk_dynamodb::types::DeleteRequest::builder()
                         .set_key(Some(keys::outbox(tenant, &event.id.to_string()).primary()))
                         .build()
                         .map(|d| {
-                            aws_sdk_dynamodb::types::TransactWriteItem::builder()
-                                .delete(d)
+                            aws_sdk_dynamodb::types::WriteRequest::builder()
+                                .delete_request(d)
                                 .build()
                         })
                         .map_err(|e| StoreError::Internal(e.to_string()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            self.client
-                .transact_write_items()
-                .set_transact_items(Some(deletes))
-                .send()
-                .await
-                .map_err(sdk_error)?;
+            for attempt in 0..MARK_ATTEMPTS {
+                if attempt > 0 {
+                    tokio::time::sleep(MARK_RETRY_PAUSE * attempt).await;
+                }
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, std::mem::take(&mut deletes))
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                deletes = output
+                    .unprocessed_items
+                    .and_then(|mut left| left.remove(&self.table))
+                    .unwrap_or_default();
+                if deletes.is_empty() {
+                    break;
+                }
+            }
+            if !deletes.is_empty() {
+                return Err(StoreError::Unavailable(format!(
+                    "{} outbox deletes left unprocessed",
+                    deletes.len()
+                )));
+            }
         }
         Ok(())
     }
