@@ -201,6 +201,15 @@ impl SimStore {
     }
 }
 
+/// An invoice's item as the DynamoDB store writes it (packed).
+fn invoice_bytes(tenant: TenantId, invoice: &Invoice) -> usize {
+    billing_aws::dynamo::stored_invoice_bytes(tenant, invoice).unwrap_or_else(|_| size(invoice))
+}
+
+/// What a pending invoice's item carries besides the invoice: its `pending` and `due`
+/// index keys and its finalization terms (about 50 + 60 + 100 + 150 bytes).
+const PENDING_ATTRIBUTES_BYTES: usize = 350;
+
 /// The due index's shards.
 fn due_shards() -> Vec<String> {
     (0..keys::DUE_SHARDS).map(keys::due_shard).collect()
@@ -354,7 +363,11 @@ impl Tx {
                 .into_iter()
                 .collect(),
         };
-        self.item(&key, size(invoice), &indexes);
+        let pending = write
+            .pending
+            .as_ref()
+            .map_or(0, |_| PENDING_ATTRIBUTES_BYTES);
+        self.item(&key, invoice_bytes(tenant, invoice) + pending, &indexes);
         if let Some(payment) = &write.payment {
             let key = keys::payment(tenant, payment.id, payment.account_id);
             let due = [due_shard(&key)];
@@ -388,14 +401,22 @@ impl Tx {
     /// The audit record and the events, each with its outbox item (in the due index until
     /// the event is published).
     fn change(&mut self, tenant: TenantId, change: &Change) -> &mut Self {
+        // Sized as the DynamoDB store writes them (their JSON payloads packed).
+        let (audit_bytes, event_bytes) = billing_aws::dynamo::stored_change_bytes(tenant, change)
+            .unwrap_or_else(|_| {
+                (
+                    size(&change.audit),
+                    change.events.iter().map(size).collect(),
+                )
+            });
         let audit = &change.audit;
         let key = keys::audit(tenant, &audit.id.to_string(), &audit.entity_id);
-        self.item(&key, size(audit), &[]);
-        for event in &change.events {
+        self.item(&key, audit_bytes, &[]);
+        for (event, bytes) in change.events.iter().zip(event_bytes) {
             let id = event.id.to_string();
             self.item(
                 &keys::event_of_resource(tenant, &id, &event.resource_id),
-                size(event),
+                bytes,
                 &[],
             );
             let outbox = keys::outbox(tenant, &id);
@@ -631,7 +652,10 @@ impl InvoiceStore for SimStore {
                 Request::new(Op::BatchGetItem).items(chunk.len() as u32),
                 |request, p| {
                     let key = keys::invoice_primary(tenant, p.invoice.id);
-                    request.read(&key.pk, size(&p.invoice))
+                    request.read(
+                        &key.pk,
+                        invoice_bytes(tenant, &p.invoice) + PENDING_ATTRIBUTES_BYTES,
+                    )
                 },
             );
             self.send(request).await?;
@@ -659,7 +683,11 @@ impl InvoiceStore for SimStore {
                 PendingStage::FollowUps,
                 &n.finalization,
             ));
-            tx.item(&key, size(&n.invoice), &indexes);
+            tx.item(
+                &key,
+                invoice_bytes(tenant, &n.invoice) + PENDING_ATTRIBUTES_BYTES,
+                &indexes,
+            );
         }
         tx.sequence(tenant);
         self.send(tx.request()).await?;
@@ -689,7 +717,12 @@ impl InvoiceStore for SimStore {
         .unwrap_or_default();
         let mut indexes = vec![pending, due_shard(&key)];
         indexes.extend(invoice.overdue_at().map(|_| due_shard(&key)));
-        tx.item(&key, size(invoice), &indexes);
+        // An update is charged for the larger item, the pending one it starts from.
+        tx.item(
+            &key,
+            invoice_bytes(tenant, invoice) + PENDING_ATTRIBUTES_BYTES,
+            &indexes,
+        );
         if let Some(payment) = payment {
             let key = keys::payment(tenant, payment.id, payment.account_id);
             let due = [due_shard(&key)];

@@ -20,8 +20,8 @@
 //! | API key           | `T#{tenant}`  | `APIKEY#{key_id}`               |                                |                   |
 //! | account           | `T#{tenant}`  | `ACCOUNT#{account_id}`          | `T#{tenant}#EMAIL#{email}`     | `ACCOUNT#{id}`    |
 //! | external_id claim | `T#{tenant}`  | `UNIQUE#ACCOUNT_EXTERNAL_ID#{x}`|                                |                   |
-//! | audit record      | `T#{tenant}#S(audit_id)` | `AUDIT#{audit_id}`   | `T#{tenant}#AUDIT#{entity_id}` | `{audit_id}`      |
-//! | domain event      | `T#{tenant}#S(event_id)` | `EVENT#{event_id}` (TTL) | `T#{tenant}#EVENTS#{resource}` | `{event_id}` |
+//! | audit record      | `T#{tenant}#S(audit_id)` | `AUDIT#{audit_id}` (fields packed) | `T#{tenant}#AUDIT#{entity_id}` | `{audit_id}`      |
+//! | domain event      | `T#{tenant}#S(event_id)` | `EVENT#{event_id}` (TTL, fields packed) | `T#{tenant}#EVENTS#{resource}` | `{event_id}` |
 //! | its outbox item (until published) | `T#{tenant}#S(event_id)` | `OUTBOX#{event_id}` (TTL, due; keys only) |         |                   |
 //! | webhook endpoint  | `T#{tenant}`  | `WEBHOOK#{endpoint_id}`         |                                |                   |
 //! | webhook delivery  | `T#{tenant}#S(delivery_id)` | `WHDELIVERY#{endpoint}#{id}` (TTL, due) |   |                   |
@@ -69,6 +69,10 @@
 //! | wallet holder     | `T#{tenant}#S(account_id)` | `WALLETS#{account_id}#{currency}` |               |                   |
 //! | wallet transaction | `T#{tenant}#S(wallet_id)` | `WTX#{wallet_id}#{id}`  |                   |                   |
 //! | ledger entry      | `T#{tenant}#S(account_id)` | `LEDGER#{account_id}#{entry_id}` |                    |                   |
+//!
+//! "Fields packed": the item holds its keys, expiry and one deflated `packed` attribute with
+//! the record's fields (`dynamo/packed.rs`), about a third of their JSON; items written before
+//! hold plain attributes, and both read the same.
 //!
 //! Access patterns: how each read is served.
 //!

@@ -46,9 +46,15 @@ pub(super) struct InvoiceNumbers {
 /// An invoice item; a sent invoice waits in the due index for its due date.
 pub(super) fn invoice_item(tenant: TenantId, invoice: &Invoice) -> Result<Item, StoreError> {
     let key = keys::invoice(tenant, invoice.id, invoice.account_id);
-    let mut item = to_item("invoice", invoice, &key)?;
+    let mut item = packed_invoice(invoice, &key)?;
     item.extend(overdue_entry(&key, invoice).unwrap_or_default());
     Ok(item)
+}
+
+/// An invoice's fields packed ([`super::packed`]) but its `version`, which every replace
+/// is conditioned on.
+fn packed_invoice(invoice: &Invoice, key: &keys::Key) -> Result<Item, StoreError> {
+    super::packed::to_packed_item("invoice", invoice, key, &["version"])
 }
 
 fn overdue_entry(key: &keys::Key, invoice: &Invoice) -> Option<Item> {
@@ -71,7 +77,7 @@ fn pending_invoice_item(
     finalization: &Finalization,
 ) -> Result<Item, StoreError> {
     let key = keys::invoice(tenant, invoice.id, invoice.account_id);
-    let mut item = to_item("invoice", invoice, &key)?;
+    let mut item = packed_invoice(invoice, &key)?;
     item.extend(keys::pending(tenant, invoice.id, invoice.created_at, stage));
     item.extend(keys::finalize_due(
         tenant,

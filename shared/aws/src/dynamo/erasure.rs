@@ -8,15 +8,11 @@ use billing_app::ports::*;
 use billing_domain::customers::erasure::{erase_object, erase_values};
 use billing_domain::events::record::{AuditRecord, DomainEvent};
 use billing_domain::kernel::ids::{AccountId, TenantId};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use super::packed::payload;
 use super::{from_item, sdk_error, DynamoStore, Item};
 use crate::keys::{self, Key};
-
-fn attribute(value: &impl serde::Serialize) -> Result<AttributeValue, StoreError> {
-    serde_dynamo::to_attribute_value(value)
-        .map_err(|e| StoreError::Internal(format!("unstorable value: {e}")))
-}
 
 fn item_key(item: &Item) -> Result<Key, StoreError> {
     keys::item_key(item).ok_or_else(|| StoreError::Internal("an item without its key".into()))
@@ -44,7 +40,7 @@ impl DynamoStore {
     async fn set_attributes(
         &self,
         key: &Key,
-        attributes: &[(&str, AttributeValue)],
+        attributes: &[(String, AttributeValue)],
     ) -> Result<(), StoreError> {
         let mut update = self
             .client
@@ -56,7 +52,7 @@ impl DynamoStore {
         for (i, (name, value)) in attributes.iter().enumerate() {
             sets.push(format!("#a{i} = :v{i}"));
             update = update
-                .expression_attribute_names(format!("#a{i}"), *name)
+                .expression_attribute_names(format!("#a{i}"), name)
                 .expression_attribute_values(format!(":v{i}"), value.clone());
         }
         match update
@@ -104,9 +100,12 @@ impl ErasureStore for DynamoStore {
                 .await?;
             for item in audit {
                 let key = item_key(&item)?;
+                let stored = item.clone();
                 let mut record: AuditRecord = from_item(item)?;
                 erase_values(&mut record.changes);
-                self.set_attributes(&key, &[("changes", attribute(&record.changes)?)])
+                let fields =
+                    Map::from_iter([("changes".to_owned(), Value::Object(record.changes))]);
+                self.set_attributes(&key, &payload(&stored, fields)?)
                     .await?;
             }
             let events = self
@@ -114,16 +113,18 @@ impl ErasureStore for DynamoStore {
                 .await?;
             for item in events {
                 let key = item_key(&item)?;
+                let stored = item.clone();
                 let event: DomainEvent = from_item(item)?;
                 let previous = event.previous_attributes.as_ref().map(erased);
-                self.set_attributes(
-                    &key,
-                    &[
-                        ("data", attribute(&erased(&event.data))?),
-                        ("previous_attributes", attribute(&previous)?),
-                    ],
-                )
-                .await?;
+                let fields = Map::from_iter([
+                    ("data".to_owned(), erased(&event.data)),
+                    (
+                        "previous_attributes".to_owned(),
+                        previous.unwrap_or(Value::Null),
+                    ),
+                ]);
+                self.set_attributes(&key, &payload(&stored, fields)?)
+                    .await?;
             }
         }
         Ok(())

@@ -42,7 +42,7 @@ pub(super) struct AfterCommit {
 /// An event item: its keys (with the per-resource index) and its expiry.
 pub(super) fn event_item(tenant: TenantId, event: &DomainEvent) -> Result<Item, StoreError> {
     let key = keys::event_of_resource(tenant, &event.id.to_string(), &event.resource_id);
-    let mut item = to_item("event", event, &key)?;
+    let mut item = super::packed::to_packed_item("event", event, &key, &[])?;
     item.insert(
         TTL.to_owned(),
         epoch_seconds(later(event.created, EVENT_RETENTION)),

@@ -14,6 +14,9 @@ mod erasure;
 mod events;
 mod hosted;
 mod idempotency;
+mod packed;
+
+pub use packed::unpack;
 mod payments;
 mod tax;
 mod tenants;
@@ -465,7 +468,8 @@ async fn examine_merged(
     }
 }
 
-pub(super) fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+pub(super) fn from_item<T: DeserializeOwned>(mut item: Item) -> Result<T, StoreError> {
+    packed::unpack(&mut item)?;
     serde_dynamo::from_item(item).map_err(|e| StoreError::Internal(format!("unreadable item: {e}")))
 }
 
@@ -483,6 +487,45 @@ pub(super) fn to_item<T: Serialize>(
         AttributeValue::S(entity.to_owned()),
     );
     Ok(item)
+}
+
+/// An audit record item (its `changes` packed), kept for `retention`.
+fn audit_item(
+    tenant: TenantId,
+    audit: &billing_domain::events::record::AuditRecord,
+    retention: jiff::SignedDuration,
+) -> Result<Item, StoreError> {
+    let key = keys::audit(tenant, &audit.id.to_string(), &audit.entity_id);
+    let mut item = packed::to_packed_item("audit", audit, &key, &[])?;
+    item.insert(
+        keys::TTL.to_owned(),
+        epoch_seconds(billing_domain::kernel::time::later(audit.at, retention)),
+    );
+    Ok(item)
+}
+
+/// The size DynamoDB counts for an invoice's item as this store writes it (packed, not
+/// pending): what the simulation prices its writes by.
+pub fn stored_invoice_bytes(
+    tenant: TenantId,
+    invoice: &billing_domain::billing::invoice::Invoice,
+) -> Result<usize, StoreError> {
+    billing::invoice_item(tenant, invoice).map(|item| packed::item_bytes(&item))
+}
+
+/// The size DynamoDB counts for an audit record's item and for each event's item as this
+/// store writes them (packed): what the simulation prices their writes by.
+pub fn stored_change_bytes(
+    tenant: TenantId,
+    change: &Change,
+) -> Result<(usize, Vec<usize>), StoreError> {
+    let audit = audit_item(tenant, &change.audit, jiff::SignedDuration::ZERO)?;
+    let events = change
+        .events
+        .iter()
+        .map(|event| events::event_item(tenant, event).map(|item| packed::item_bytes(&item)))
+        .collect::<Result<_, _>>()?;
+    Ok((packed::item_bytes(&audit), events))
 }
 
 fn audit_retention(days: u32) -> jiff::SignedDuration {
@@ -677,20 +720,7 @@ impl Transaction<'_> {
         tenant: TenantId,
         change: &Change,
     ) -> Result<&mut Self, StoreError> {
-        let audit = &change.audit;
-        let audit_id = audit.id.to_string();
-        let mut item = to_item(
-            "audit",
-            audit,
-            &keys::audit(tenant, &audit_id, &audit.entity_id),
-        )?;
-        item.insert(
-            keys::TTL.to_owned(),
-            epoch_seconds(billing_domain::kernel::time::later(
-                audit.at,
-                self.store.audit_retention,
-            )),
-        );
+        let item = audit_item(tenant, &change.audit, self.store.audit_retention)?;
         self.create(item, StoreError::Internal("audit record id reused".into()))?;
         for event in &change.events {
             self.create(
