@@ -43,6 +43,7 @@ use billing_app::ports::{Gateways, PaymentGateway};
 use billing_domain::collection::stripe_signature::WebhookSecrets;
 use billing_domain::kernel::deployment::Deployment;
 use serde::Deserialize;
+use tracing::Instrument;
 
 use crate::sigv4::Signer;
 use crate::stripe_gateway::StripeGateway;
@@ -186,9 +187,16 @@ async fn secret_string(sdk: &SdkConfig, secret_id: &str) -> Result<Option<String
     for (name, value) in signed {
         request = request.header(name, value);
     }
-    let response = request.send().await.map_err(|e| e.to_string())?;
-    let status = response.status();
-    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+    // A subsegment named as `sdk_http` names the SDK's calls (from `x-amz-target`).
+    let (status, bytes) = async {
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        tracing::Span::current().record("status", status.as_u16());
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((status, bytes))
+    }
+    .instrument(crate::xray::aws_call("secretsmanager", "GetSecretValue"))
+    .await?;
     if status.is_success() {
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
         return Ok(value.secret_string);
