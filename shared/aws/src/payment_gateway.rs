@@ -43,8 +43,13 @@ use billing_app::ports::{Gateways, PaymentGateway};
 use billing_domain::collection::stripe_signature::WebhookSecrets;
 use billing_domain::kernel::deployment::Deployment;
 use serde::Deserialize;
+use tracing::Instrument;
 
+use crate::sigv4::Signer;
 use crate::stripe_gateway::StripeGateway;
+
+/// Bounds the one read of the secret per cold start.
+const SECRET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub const SECRET_ID_VAR: &str = "STRIPE_SECRET_ID";
 pub const API_BASE_VAR: &str = "STRIPE_API_BASE";
@@ -121,23 +126,90 @@ pub async fn load(
     let Some(secret_id) = secret_id else {
         return from_secret(StripeSecret::default(), api_base, "", deployment);
     };
-    let value = aws_sdk_secretsmanager::Client::new(sdk)
-        .get_secret_value()
-        .secret_id(secret_id)
-        .send()
-        .await
-        .map_err(|e| PaymentConfigError::Unreadable {
-            secret_id: secret_id.to_owned(),
-            message: format!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)),
-        })?;
-    let malformed = |message: String| PaymentConfigError::Malformed {
+    let unreadable = |message: String| PaymentConfigError::Unreadable {
         secret_id: secret_id.to_owned(),
         message,
     };
-    let text = value
-        .secret_string()
-        .ok_or_else(|| malformed("it has no string value".into()))?;
-    from_json(text, api_base, secret_id, deployment)
+    let text = secret_string(sdk, secret_id).await.map_err(unreadable)?;
+    let text = text.ok_or_else(|| PaymentConfigError::Malformed {
+        secret_id: secret_id.to_owned(),
+        message: "it has no string value".into(),
+    })?;
+    from_json(&text, api_base, secret_id, deployment)
+}
+
+/// Secrets Manager's `GetSecretValue` (JSON 1.1 protocol) as one signed POST: the secret's
+/// string, `None` when it holds only binary. Not retried: a failed read fails the cold
+/// start, and Lambda starts the function again on the next invocation.
+async fn secret_string(sdk: &SdkConfig, secret_id: &str) -> Result<Option<String>, String> {
+    #[derive(Deserialize)]
+    struct Value {
+        #[serde(rename = "SecretString")]
+        secret_string: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Failure {
+        #[serde(rename = "__type", default)]
+        kind: String,
+        #[serde(alias = "Message", default)]
+        message: String,
+    }
+    let signer = Signer::new(sdk).map_err(|e| e.to_string())?;
+    let url = match sdk.endpoint_url() {
+        Some(endpoint) => format!("{}/", endpoint.trim_end_matches('/')),
+        None => format!("https://secretsmanager.{}.amazonaws.com/", signer.region()),
+    };
+    let body = serde_json::json!({ "SecretId": secret_id }).to_string();
+    let headers = [
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", "secretsmanager.GetSecretValue"),
+    ];
+    let (signed, _) = signer
+        .sign(
+            "secretsmanager",
+            "POST",
+            &url,
+            &headers,
+            body.as_bytes(),
+            None,
+        )
+        .await?;
+    let mut request = reqwest::Client::builder()
+        .connect_timeout(crate::config::CONNECT_TIMEOUT)
+        .timeout(SECRET_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())?
+        .post(url)
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    for (name, value) in signed {
+        request = request.header(name, value);
+    }
+    // A subsegment named as `sdk_http` names the SDK's calls (from `x-amz-target`).
+    let (status, bytes) = async {
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        tracing::Span::current().record("status", status.as_u16());
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((status, bytes))
+    }
+    .instrument(crate::xray::aws_call("secretsmanager", "GetSecretValue"))
+    .await?;
+    if status.is_success() {
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        return Ok(value.secret_string);
+    }
+    // `__type` is `[namespace#]ResourceNotFoundException` and the like.
+    Err(match serde_json::from_slice::<Failure>(&bytes) {
+        Ok(f) => format!(
+            "{status}: {}: {}",
+            f.kind.rsplit('#').next().unwrap_or_default(),
+            f.message
+        ),
+        Err(_) => format!("{status}: {}", String::from_utf8_lossy(&bytes)),
+    })
 }
 
 /// The setup from the secret's JSON `text`, as read from the secret `secret_id`.

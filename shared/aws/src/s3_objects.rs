@@ -1,5 +1,5 @@
 //! The [`ObjectStore`] port on S3: PutObject, GetObject and presigned GETs, sent over the
-//! workspace's `reqwest` client and signed with `aws-sigv4` (already linked by the SDK).
+//! workspace's `reqwest` client and signed by [`Signer`] (`aws-sigv4`, already linked by the SDK).
 //!
 //! Why not `aws-sdk-s3`: it would add the S3 client's generated code (the SDK's largest
 //! service crate), its checksum and XML machinery, and its own compile time to every build,
@@ -14,18 +14,13 @@
 //! Addressing: path-style (`{endpoint}/{bucket}/{key}`) against a set endpoint (the local
 //! stand-in), virtual-hosted (`https://{bucket}.s3.{region}.amazonaws.com/{key}`) in AWS.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
-    SignatureLocation, SigningSettings, UriPathNormalizationMode,
-};
-use aws_smithy_runtime_api::client::identity::Identity;
 use billing_app::ports::{ObjectStore, StoreError};
 
 use crate::config::MissingVar;
+use crate::sigv4::{Signed, Signer};
 
 /// How long a connection may take to open; a body is small and its transfer bounded by
 /// the request timeout.
@@ -34,8 +29,7 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Clone)]
 pub struct S3Objects {
     http: reqwest::Client,
-    credentials: SharedCredentialsProvider,
-    region: String,
+    signer: Signer,
     /// The bucket's URL, ending in `/`.
     bucket_url: String,
     link_ttl: Option<Duration>,
@@ -69,13 +63,10 @@ impl S3Objects {
         bucket: &str,
         link_ttl: Option<Duration>,
     ) -> Result<Self, MissingVar> {
-        let region = sdk
-            .region()
-            .map(ToString::to_string)
-            .ok_or(MissingVar("AWS_REGION"))?;
+        let signer = Signer::new(sdk)?;
         let bucket_url = match sdk.endpoint_url() {
             Some(endpoint) => format!("{}/{bucket}/", endpoint.trim_end_matches('/')),
-            None => format!("https://{bucket}.s3.{region}.amazonaws.com/"),
+            None => format!("https://{bucket}.s3.{}.amazonaws.com/", signer.region()),
         };
         Ok(Self {
             http: reqwest::Client::builder()
@@ -84,10 +75,7 @@ impl S3Objects {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("a client with static settings builds"),
-            credentials: sdk.credentials_provider().ok_or(MissingVar(
-                "a credentials provider in the SDK configuration",
-            ))?,
-            region,
+            signer,
             bucket_url,
             link_ttl,
         })
@@ -108,18 +96,6 @@ impl S3Objects {
         Self::new(sdk, &bucket, link_ttl)
     }
 
-    async fn identity(&self) -> Result<Identity, StoreError> {
-        Ok(self
-            .credentials
-            .provide_credentials()
-            .await
-            .map_err(unavailable("credentials"))?
-            .into())
-    }
-
-    /// Signs `method url` with `headers` (and the body's SHA-256 in the headers, or, for a
-    /// presigned link, in the query for `expires`); answers the headers and query
-    /// parameters to add.
     async fn signed(
         &self,
         method: &str,
@@ -127,48 +103,11 @@ impl S3Objects {
         headers: &[(&str, &str)],
         body: &[u8],
         expires: Option<Duration>,
-    ) -> Result<(Vec<(String, String)>, Vec<(String, String)>), StoreError> {
-        let identity = self.identity().await?;
-        let mut settings = SigningSettings::default();
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        let body = match expires {
-            Some(ttl) => {
-                settings.signature_location = SignatureLocation::QueryParams;
-                settings.expires_in = Some(ttl);
-                settings.payload_checksum_kind = PayloadChecksumKind::NoHeader;
-                SignableBody::UnsignedPayload
-            }
-            None => {
-                settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-                SignableBody::Bytes(body)
-            }
-        };
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?
-            .into();
-        let request = SignableRequest::new(method, url, headers.iter().copied(), body)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let (instructions, _) = sign(request, &params)
-            .map_err(|e| StoreError::Internal(e.to_string()))?
-            .into_parts();
-        let (headers, query) = instructions.into_parts();
-        Ok((
-            headers
-                .into_iter()
-                .map(|h| (h.name().to_owned(), h.value().to_owned()))
-                .collect(),
-            query
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.into_owned()))
-                .collect(),
-        ))
+    ) -> Result<Signed, StoreError> {
+        self.signer
+            .sign("s3", method, url, headers, body, expires)
+            .await
+            .map_err(unavailable("signing"))
     }
 
     async fn send(
@@ -193,12 +132,12 @@ impl S3Objects {
 
     /// Creates the bucket (the local stack's; in AWS the template does), if absent.
     pub async fn create_bucket(&self) -> Result<(), StoreError> {
-        let body = if self.region == "us-east-1" {
+        let body = if self.signer.region() == "us-east-1" {
             Vec::new()
         } else {
             format!(
                 "<CreateBucketConfiguration><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
-                self.region
+                self.signer.region()
             )
             .into_bytes()
         };

@@ -3,6 +3,7 @@
 //! decodes every text response by its `charset` with `encoding_rs`, whose label lookup keeps
 //! all of its legacy encodings' tables in the bootstrap (0.15 MB) for bodies that are UTF-8
 //! anyway; any body sent as text bytes for bytes (or base64) reaches the client unchanged.
+//! The loop around it is [`billing_aws::runtime`]'s, not `lambda_runtime`'s.
 
 use std::convert::Infallible;
 
@@ -11,29 +12,29 @@ use aws_lambda_events::encodings::Body as LambdaBody;
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderName, HeaderValue, Response};
 use axum::Router;
+use billing_aws::runtime::Invocation;
 use http_body_util::BodyExt;
 use lambda_http::request::LambdaRequest;
-use lambda_http::RequestExt;
-use lambda_runtime::{service_fn, LambdaEvent};
 use tower::ServiceExt;
 
 /// What the runtime loop ends with; a function's `main` returns it too.
-pub use lambda_runtime::Error;
+pub use billing_aws::runtime::Error;
 
 /// Answers every invocation with `router` until the runtime stops.
 pub async fn run(router: Router) -> Result<(), Error> {
-    lambda_runtime::run(service_fn(move |event| invoke(router.clone(), event))).await
+    billing_aws::runtime::run(Box::new(move |invocation| {
+        Box::pin(invoke(router.clone(), invocation))
+    }))
+    .await
 }
 
-/// One invocation: the event as an HTTP request (with its API Gateway and Lambda contexts
-/// as extensions, as `lambda_http` puts them), answered by `router`.
-pub async fn invoke(
-    router: Router,
-    LambdaEvent { payload, context }: LambdaEvent<LambdaRequest>,
-) -> Result<ApiGatewayV2httpResponse, Error> {
+/// One invocation: the event as an HTTP request (with its API Gateway context as an
+/// extension, as `lambda_http` puts it), answered by `router`, the answer as JSON.
+pub async fn invoke(router: Router, invocation: Invocation) -> Result<Vec<u8>, Error> {
+    let payload: LambdaRequest = serde_json::from_slice(&invocation.event)?;
     let mut request: axum::http::Request<lambda_http::Body> = payload.into();
     // The trace header of the invocation, which the SDK's calls propagate.
-    if let Some(trace) = context
+    if let Some(trace) = invocation
         .xray_trace_id
         .as_deref()
         .and_then(|id| HeaderValue::from_str(id).ok())
@@ -43,10 +44,10 @@ pub async fn invoke(
             .insert(HeaderName::from_static("x-amzn-trace-id"), trace);
     }
     let response = router
-        .oneshot(request.with_lambda_context(context))
+        .oneshot(request)
         .await
         .unwrap_or_else(|never: Infallible| match never {});
-    gateway_response(response).await
+    Ok(serde_json::to_vec(&gateway_response(response).await?)?)
 }
 
 /// `response` as API Gateway expects it: `Set-Cookie` in `cookies`, repeated headers

@@ -1,0 +1,215 @@
+//! The Lambda runtime loop of the HTTP functions (`api`, `stripe-webhook`): the Runtime API's
+//! `next` / `response` / `error` calls over the workspace's `reqwest` client.
+//!
+//! Why not `lambda_runtime::run`: its API client is a second pooled hyper client (another
+//! copy of hyper's client code for its own body type) beside reqwest's, with layers for
+//! streaming, SnapStart and concurrent invocations these functions do not use: about 0.1 MB
+//! of the `api` bootstrap (README, "Bootstrap size"). What it did that matters is kept: each
+//! invocation runs in the span `Lambda runtime invoke` with `requestId` (and `xrayTraceId`
+//! under active tracing), `_X_AMZN_TRACE_ID` holds the invocation's trace header, and a
+//! handler that fails or panics is reported as the invocation's error while the process
+//! goes on to the next one.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::xray::TRACE_HEADER_VAR;
+
+/// What a function's `main` and its handler fail with.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// One invocation as the Runtime API hands it over.
+pub struct Invocation {
+    pub request_id: String,
+    /// The invocation's X-Ray trace header, under active tracing.
+    pub xray_trace_id: Option<String>,
+    /// The event, as JSON.
+    pub event: Vec<u8>,
+}
+
+/// A handler: the invocation's answer as JSON, or the error to report.
+pub type Handler = Box<
+    dyn Fn(Invocation) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, Error>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The Runtime API's error document.
+#[derive(Serialize)]
+struct Diagnostic<'a> {
+    #[serde(rename = "errorType")]
+    error_type: &'a str,
+    #[serde(rename = "errorMessage")]
+    error_message: String,
+}
+
+/// Answers invocations with `handler` until the Runtime API fails (Lambda then starts the
+/// function again). `AWS_LAMBDA_RUNTIME_API` names the API's host and port.
+pub async fn run(handler: Handler) -> Result<(), Error> {
+    let api = std::env::var("AWS_LAMBDA_RUNTIME_API")
+        .map_err(|_| "AWS_LAMBDA_RUNTIME_API is not set: not running in Lambda")?;
+    let base = format!("http://{api}/2018-06-01/runtime/invocation");
+    // No timeout: `next` waits for the next event for as long as it takes.
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    loop {
+        let invocation = next(&http, &base).await?;
+        let id = invocation.request_id.clone();
+        match &invocation.xray_trace_id {
+            Some(trace) => std::env::set_var(TRACE_HEADER_VAR, trace),
+            None => std::env::remove_var(TRACE_HEADER_VAR),
+        }
+        let span = tracing::info_span!(
+            "Lambda runtime invoke",
+            requestId = %id,
+            xrayTraceId = tracing::field::Empty
+        );
+        if let Some(trace) = &invocation.xray_trace_id {
+            span.record("xrayTraceId", trace.as_str());
+        }
+        // On its own task, so that a panic is the invocation's error, not the process's end.
+        let outcome = tokio::spawn(handler(invocation).instrument(span.clone())).await;
+        let (path, body) = match outcome {
+            Ok(Ok(answer)) => ("response", answer),
+            Ok(Err(e)) => ("error", diagnostic("Runtime.HandlerError", e.to_string())?),
+            Err(e) => ("error", diagnostic("Runtime.Panic", e.to_string())?),
+        };
+        if path == "error" {
+            span.in_scope(|| tracing::error!("the invocation failed"));
+        }
+        let mut request = http
+            .post(format!("{base}/{id}/{path}"))
+            .header("content-type", "application/json")
+            .body(body);
+        if path == "error" {
+            request = request.header("lambda-runtime-function-error-type", "Unhandled");
+        }
+        let status = request.send().await?.status();
+        if !status.is_success() {
+            return Err(format!("the Runtime API refused the {path} of {id}: {status}").into());
+        }
+    }
+}
+
+async fn next(http: &reqwest::Client, base: &str) -> Result<Invocation, Error> {
+    let response = http.get(format!("{base}/next")).send().await?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("the Runtime API's next invocation: {status}").into());
+    }
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let request_id =
+        header("lambda-runtime-aws-request-id").ok_or("an invocation without a request id")?;
+    let xray_trace_id = header("lambda-runtime-trace-id");
+    let event = response.bytes().await?.to_vec();
+    Ok(Invocation {
+        request_id,
+        xray_trace_id,
+        event,
+    })
+}
+
+fn diagnostic(error_type: &str, error_message: String) -> Result<Vec<u8>, Error> {
+    Ok(serde_json::to_vec(&Diagnostic {
+        error_type,
+        error_message,
+    })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A Runtime API with three events: one answered, one failing, one panicking; it
+    /// records what the loop posts back, then ends the loop by refusing `next`.
+    #[tokio::test]
+    async fn answers_reports_failures_and_panics_and_goes_on() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let posted = Arc::new(Mutex::new(Vec::new()));
+        let seen = posted.clone();
+        tokio::spawn(async move {
+            let mut served = 0;
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut buffer = vec![0; 65536];
+                let mut read = 0;
+                // One request per connection is enough here: read until the body is in.
+                loop {
+                    let n = socket.read(&mut buffer[read..]).await.unwrap();
+                    read += n;
+                    let text = String::from_utf8_lossy(&buffer[..read]).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if read >= end + 4 + length || n == 0 {
+                            break;
+                        }
+                    }
+                }
+                let text = String::from_utf8_lossy(&buffer[..read]).to_string();
+                let answer = if text.starts_with("GET") {
+                    served += 1;
+                    match served {
+                        1..=3 => {
+                            let event = format!("{{\"n\":{served}}}");
+                            format!("HTTP/1.1 200 OK\r\nlambda-runtime-aws-request-id: req-{served}\r\nlambda-runtime-trace-id: Root=1-{served}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{event}", event.len())
+                        }
+                        _ => "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned(),
+                    }
+                } else {
+                    seen.lock().unwrap().push(text);
+                    "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        .to_owned()
+                };
+                socket.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        std::env::set_var("AWS_LAMBDA_RUNTIME_API", address.to_string());
+        let ended = run(Box::new(|invocation: Invocation| {
+            Box::pin(async move {
+                let trace = std::env::var(TRACE_HEADER_VAR).unwrap();
+                match invocation.event.as_slice() {
+                    b"{\"n\":1}" => Ok(format!("{{\"trace\":\"{trace}\"}}").into_bytes()),
+                    b"{\"n\":2}" => Err("no such account".into()),
+                    _ => panic!("a bug"),
+                }
+            })
+        }))
+        .await;
+        assert!(ended.unwrap_err().to_string().contains("500"));
+        let posted = posted.lock().unwrap();
+        assert_eq!(posted.len(), 3, "{posted:?}");
+        assert!(posted[0].starts_with("POST /2018-06-01/runtime/invocation/req-1/response"));
+        assert!(
+            posted[0].ends_with("{\"trace\":\"Root=1-1\"}"),
+            "{}",
+            posted[0]
+        );
+        assert!(posted[1].starts_with("POST /2018-06-01/runtime/invocation/req-2/error"));
+        assert!(posted[1]
+            .to_ascii_lowercase()
+            .contains("lambda-runtime-function-error-type: unhandled"));
+        assert!(posted[1].ends_with(
+            "{\"errorType\":\"Runtime.HandlerError\",\"errorMessage\":\"no such account\"}"
+        ));
+        assert!(posted[2].starts_with("POST /2018-06-01/runtime/invocation/req-3/error"));
+        assert!(posted[2].contains("Runtime.Panic"), "{}", posted[2]);
+    }
+}
