@@ -412,20 +412,77 @@ pub async fn finalize_at_once(
     invoices
 }
 
-/// The text of a PDF as `pdftotext -layout` reads it (Debian `poppler-utils`; `make poppler`
-/// installs it).
-pub fn pdf_text(pdf: &[u8]) -> String {
+/// What a poppler tool (Debian `poppler-utils`; `make poppler` installs it) prints for the
+/// PDF, given `args`, then the file, then `after`.
+fn poppler(tool: &str, args: &[&str], after: &[&str], pdf: &[u8]) -> String {
     let path = std::env::temp_dir().join(format!("billing-{}.pdf", ulid::Ulid::new()));
     std::fs::write(&path, pdf).expect("write the PDF to a temporary file");
-    let out = std::process::Command::new("pdftotext")
-        .args(["-layout", "-enc", "UTF-8"])
+    let out = std::process::Command::new(tool)
+        .args(args)
         .arg(&path)
-        .arg("-")
+        .args(after)
         .output()
         .unwrap_or_else(|e| {
-            panic!("pdftotext is needed to read the PDF back ({e}): `make poppler` installs it")
+            panic!("{tool} is needed to read the PDF back ({e}): `make poppler` installs it")
         });
     let _ = std::fs::remove_file(&path);
-    assert!(out.status.success(), "pdftotext failed: {out:?}");
-    String::from_utf8(out.stdout).expect("pdftotext writes UTF-8")
+    assert!(out.status.success(), "{tool} failed: {out:?}");
+    String::from_utf8(out.stdout).expect("poppler writes UTF-8")
+}
+
+/// The text of a PDF as `pdftotext -layout` reads it.
+pub fn pdf_text(pdf: &[u8]) -> String {
+    poppler("pdftotext", &["-layout", "-enc", "UTF-8"], &["-"], pdf)
+}
+
+/// The images of a PDF as `pdfimages -list` finds them: (page, width, height) in pixels.
+pub fn pdf_images(pdf: &[u8]) -> Vec<(u32, u32, u32)> {
+    poppler("pdfimages", &["-list"], &[], pdf)
+        .lines()
+        .skip(2) // the header and its rule
+        .map(|row| {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            let n = |i: usize| cols[i].parse::<u32>().expect("pdfimages -list columns");
+            (n(0), n(3), n(4))
+        })
+        .collect()
+}
+
+/// What `tracing` writes while the guard lives (on this thread: a current-thread test
+/// runtime's tasks), as JSON lines, for a test to read.
+#[derive(Clone, Default)]
+pub struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    /// Starts capturing events at `level` and above.
+    pub fn start(
+        level: tracing_subscriber::filter::LevelFilter,
+    ) -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Self::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(level)
+            .with_writer(move || writer.clone())
+            .finish();
+        let guard = tracing_subscriber::util::SubscriberInitExt::set_default(subscriber);
+        (captured, guard)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().expect("the log's lock").clone()).expect("UTF-8 log")
+    }
+}
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .expect("the log's lock")
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -158,7 +158,10 @@ async fn pdfs_are_rendered_once_and_downloaded(app: App) {
         .unwrap_or_default();
     use billing_app::ports::DocumentRenderer;
     assert_eq!(
-        document_renderer::Pdfs.invoice(&stored, &branding).unwrap(),
+        document_renderer::Pdfs
+            .invoice(&stored, &branding, None)
+            .unwrap()
+            .bytes,
         pdf
     );
 
@@ -209,6 +212,98 @@ async fn pdfs_are_rendered_once_and_downloaded(app: App) {
         "{text}"
     );
     assert_eq!(objects.keys().len(), 2);
+}
+
+/// A logo file of `shared/documents/tests/fixtures` (made with poppler's `pdftoppm`).
+fn logo_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/documents/tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+async fn put_logo(api: &Api, content_type: &str, bytes: Vec<u8>) {
+    let answered = api
+        .request(Method::PUT, "/v1/settings/branding/logo")
+        .header("content-type", content_type)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), StatusCode::OK, "{content_type} logo");
+}
+
+/// Renders the finalized invoice's PDF through `pipeline` and reads it from `objects`.
+async fn rendered_pdf(
+    pipeline: &billing_app::documents::render::DocumentPipeline,
+    objects: &MemoryObjects,
+    tenant: TenantId,
+    invoice: &Value,
+) -> Vec<u8> {
+    let id = invoice["id"].as_str().unwrap();
+    let Rendered::New(document) = pipeline
+        .handle(&job(tenant, "invoice.finalized", id))
+        .await
+        .unwrap()
+    else {
+        panic!("the invoice's PDF is rendered");
+    };
+    use billing_app::ports::ObjectStore;
+    objects.get(&document.key).await.unwrap().unwrap()
+}
+
+/// The branding's logo, read by the pipeline through the object store, is drawn on the
+/// PDF; one that does not decode, or that the bucket does not have, leaves a complete
+/// invoice without it and a warning in the log.
+async fn the_logo_is_drawn_or_left_out_with_a_warning(app: App) {
+    use tracing_subscriber::filter::LevelFilter;
+    let objects = Arc::new(MemoryObjects::default());
+    let app = app.with_objects(objects.clone());
+    let pipeline = app
+        .documents
+        .pipeline(objects.clone(), Arc::new(document_renderer::Pdfs));
+    let (api, tenant) = Api::start(app.clone(), "Nimbus Logo").await;
+
+    put_logo(&api, "image/jpeg", logo_fixture("logo.jpg")).await;
+    let (_, invoice) = two_line_invoice(&api).await;
+    let pdf = rendered_pdf(&pipeline, &objects, tenant.id, &invoice).await;
+    assert_eq!(billing_tests::pdf_images(&pdf), vec![(1, 240, 120)]);
+    put_logo(&api, "image/png", logo_fixture("logo.png")).await;
+    let (_, invoice) = two_line_invoice(&api).await;
+    let pdf = rendered_pdf(&pipeline, &objects, tenant.id, &invoice).await;
+    assert_eq!(billing_tests::pdf_images(&pdf), vec![(1, 320, 80)]);
+
+    // Its signature and IHDR chunk pass the upload's checks; its image data is cut.
+    let png = logo_fixture("logo.png");
+    put_logo(&api, "image/png", png[..png.len() - 40].to_vec()).await;
+    let (_, invoice) = two_line_invoice(&api).await;
+    let (log, guard) = billing_tests::CapturedLog::start(LevelFilter::WARN);
+    let pdf = rendered_pdf(&pipeline, &objects, tenant.id, &invoice).await;
+    drop(guard);
+    assert_eq!(billing_tests::pdf_images(&pdf), vec![]);
+    assert_invoice_text(
+        &billing_tests::pdf_text(&pdf),
+        invoice["number"].as_str().unwrap(),
+    );
+    let log = log.text();
+    assert!(
+        log.contains("the logo is not drawn on the document") && log.contains("does not decode"),
+        "{log}"
+    );
+
+    // A bucket without the logo's object (the pipeline's own, empty).
+    let empty = Arc::new(MemoryObjects::default());
+    let without = app
+        .documents
+        .pipeline(empty.clone(), Arc::new(document_renderer::Pdfs));
+    let (_, invoice) = two_line_invoice(&api).await;
+    let (log, guard) = billing_tests::CapturedLog::start(LevelFilter::WARN);
+    let pdf = rendered_pdf(&without, &empty, tenant.id, &invoice).await;
+    drop(guard);
+    assert_eq!(billing_tests::pdf_images(&pdf), vec![]);
+    assert!(log.text().contains("not in the bucket"), "{}", log.text());
 }
 
 async fn branding_is_patched_field_by_field(app: App) {
@@ -383,6 +478,8 @@ async fn a_finalized_invoice_gets_its_pdf_through_the_local_stack() {
             .unwrap();
     let _workers = local.spawn(1, Duration::from_millis(500));
     let (api, tenant) = Api::start(local.app.clone(), "Nimbus Local").await;
+    // The logo goes to S3 with the upload; the renderer reads it back from there.
+    put_logo(&api, "image/png", logo_fixture("logo.png")).await;
 
     let (draft, _) = two_line_invoice(&api).await;
     let id = draft["id"].as_str().unwrap();
@@ -390,6 +487,7 @@ async fn a_finalized_invoice_gets_its_pdf_through_the_local_stack() {
     let invoice = api.get(&format!("/v1/invoices/{id}")).await;
     let number = invoice["number"].as_str().unwrap();
     assert_invoice_text(&billing_tests::pdf_text(&pdf), number);
+    assert_eq!(billing_tests::pdf_images(&pdf), vec![(1, 320, 80)]);
 
     let url = api
         .created(&format!("/v1/invoices/{id}/hosted-link"), json!({}))
@@ -431,8 +529,17 @@ async fn a_finalized_invoice_gets_its_pdf_through_the_local_stack() {
         .await
         .unwrap()
         .unwrap_or_default();
+    use billing_app::ports::ObjectStore;
+    let logo = local
+        .objects
+        .get(&branding.logo.as_ref().unwrap().key)
+        .await
+        .unwrap();
     assert_eq!(
-        document_renderer::Pdfs.invoice(&stored, &branding).unwrap(),
+        document_renderer::Pdfs
+            .invoice(&stored, &branding, logo.as_deref())
+            .unwrap()
+            .bytes,
         pdf
     );
 
@@ -463,6 +570,7 @@ async fn a_finalized_invoice_gets_its_pdf_through_the_local_stack() {
 
 billing_tests::on_both_stores!(
     pdfs_are_rendered_once_and_downloaded,
+    the_logo_is_drawn_or_left_out_with_a_warning,
     branding_is_patched_field_by_field,
     bad_branding_is_refused_with_the_field_named,
     concurrent_updates_both_land,

@@ -530,20 +530,6 @@ billing_tests::on_both_stores!(
     the_logo_is_uploaded_checked_shown_and_removed,
 );
 
-/// What the request log writes, kept for the test to read.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn tokens_never_reach_the_request_log() {
     use tower::ServiceExt;
@@ -554,14 +540,8 @@ async fn tokens_never_reach_the_request_log() {
     let path = url.trim_start_matches(api.base()).to_owned();
     let token = path.trim_start_matches("/i/").to_owned();
 
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing_subscriber::util::SubscriberInitExt::set_default(subscriber);
+    let (captured, _guard) =
+        billing_tests::CapturedLog::start(tracing_subscriber::filter::LevelFilter::INFO);
     let router = billing_http::router(app, billing_http::EmitMetrics(false));
     for (method, uri) in [
         ("GET", path.clone()),
@@ -577,7 +557,7 @@ async fn tokens_never_reach_the_request_log() {
         let answered = router.clone().oneshot(request).await.unwrap();
         assert_ne!(answered.status(), StatusCode::NOT_FOUND, "{method} {uri}");
     }
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     assert!(
         log.contains("/i/{token}"),
         "each request is logged by its route: {log}"

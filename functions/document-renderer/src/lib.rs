@@ -12,13 +12,19 @@ use billing_aws::sqs_batch::handle_batch;
 use billing_domain::billing::invoice::Invoice;
 use billing_domain::collection::credit_note::CreditNote;
 use billing_domain::documents::branding::Branding;
+use billing_domain::documents::stored::RenderedPdf;
 
 /// The renderer port over `billing-documents` (krilla): linked here, never into `api`.
 pub struct Pdfs;
 
 impl DocumentRenderer for Pdfs {
-    fn invoice(&self, invoice: &Invoice, branding: &Branding) -> Result<Vec<u8>, String> {
-        billing_documents::render_invoice(invoice, branding).map_err(|e| e.to_string())
+    fn invoice(
+        &self,
+        invoice: &Invoice,
+        branding: &Branding,
+        logo: Option<&[u8]>,
+    ) -> Result<RenderedPdf, String> {
+        billing_documents::render_invoice(invoice, branding, logo).map_err(|e| e.to_string())
     }
 
     fn credit_note(
@@ -26,8 +32,10 @@ impl DocumentRenderer for Pdfs {
         note: &CreditNote,
         invoice: &Invoice,
         branding: &Branding,
-    ) -> Result<Vec<u8>, String> {
-        billing_documents::render_credit_note(note, invoice, branding).map_err(|e| e.to_string())
+        logo: Option<&[u8]>,
+    ) -> Result<RenderedPdf, String> {
+        billing_documents::render_credit_note(note, invoice, branding, logo)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -5,8 +5,12 @@
 use std::sync::LazyLock;
 
 use billing_domain::documents::branding::Color;
+use billing_domain::documents::logo::{JPEG, PNG};
+use billing_domain::documents::stored::RenderedPdf;
 use krilla::color::rgb;
-use krilla::geom::{PathBuilder, Point, Rect};
+use krilla::error::KrillaError;
+use krilla::geom::{PathBuilder, Point, Rect, Size, Transform};
+use krilla::image::Image;
 use krilla::metadata::Metadata;
 use krilla::num::NormalizedF32;
 use krilla::page::PageSettings;
@@ -23,6 +27,8 @@ pub const MARGIN: f32 = 48.0;
 pub const CONTENT_WIDTH: f32 = PAGE_WIDTH - 2.0 * MARGIN;
 /// Where content stops, above the footer.
 const CONTENT_BOTTOM: f32 = PAGE_HEIGHT - 64.0;
+/// The box a logo is fitted into at the top of the first page (width, height).
+pub const LOGO_BOX: (f32, f32) = (180.0, 48.0);
 
 static REGULAR: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
 static BOLD: &[u8] = include_bytes!("../fonts/DejaVuSans-Bold.ttf");
@@ -161,6 +167,12 @@ enum Op {
         h: f32,
         color: Color,
     },
+    Image {
+        x: f32,
+        y: f32,
+        size: Size,
+        image: Image,
+    },
 }
 
 /// Lays content out top to bottom, breaking pages when a block does not fit.
@@ -168,6 +180,8 @@ pub struct Layout {
     pages: Vec<Vec<Op>>,
     /// The top of the next block on the current page.
     pub y: f32,
+    /// Why the logo given to [`Layout::logo`] is not drawn.
+    logo_skipped: Option<String>,
 }
 
 impl Default for Layout {
@@ -181,6 +195,7 @@ impl Layout {
         Self {
             pages: vec![Vec::new()],
             y: MARGIN,
+            logo_skipped: None,
         }
     }
 
@@ -236,6 +251,37 @@ impl Layout {
         self.ops().push(Op::Rect { x, y, w, h, color });
     }
 
+    /// The logo (`bytes` of `content_type`) at the cursor, fitted into [`LOGO_BOX`] with its
+    /// aspect kept; the cursor moves below it. PNG and JPEG are drawn; an SVG is not (krilla's
+    /// SVG support does not fit the renderer's size budget) and leaves the cursor where it
+    /// is, as does a file that does not decode, which [`Layout::finish`] reports.
+    pub fn logo(&mut self, bytes: &[u8], content_type: &str) {
+        let decoded = match content_type {
+            PNG => Image::from_png(bytes.to_vec().into(), true),
+            JPEG => Image::from_jpeg(bytes.to_vec().into(), true),
+            _ => return,
+        };
+        let image = match decoded {
+            Ok(image) => image,
+            Err(why) => {
+                self.logo_skipped = Some(format!("the {content_type} logo does not decode: {why}"));
+                return;
+            }
+        };
+        let (w, h) = fit(image.size(), LOGO_BOX);
+        let Some(size) = Size::from_wh(w, h) else {
+            return;
+        };
+        let y = self.y;
+        self.ops().push(Op::Image {
+            x: MARGIN,
+            y,
+            size,
+            image,
+        });
+        self.y += h + 12.0;
+    }
+
     /// A horizontal rule across the content at the cursor.
     pub fn rule(&mut self, color: Color) {
         let y = self.y;
@@ -243,15 +289,46 @@ impl Layout {
     }
 
     /// Paints every page with the footer (`footer` lines and "Page i of n") and returns the
-    /// PDF's bytes.
-    pub fn finish(self, metadata: Metadata, footer: &[String]) -> Result<Vec<u8>, RenderError> {
+    /// PDF. krilla decodes an image's pixels only when it writes the document, so a logo whose
+    /// header reads but whose data does not fails here: the pages are painted again without
+    /// it, since a broken logo must not cost the customer their invoice.
+    pub fn finish(
+        mut self,
+        metadata: Metadata,
+        footer: &[String],
+    ) -> Result<RenderedPdf, RenderError> {
+        let settings = PageSettings::from_wh(PAGE_WIDTH, PAGE_HEIGHT)
+            .ok_or(RenderError::Layout("page size"))?;
+        match self.paint(&settings, metadata.clone(), footer) {
+            Ok(bytes) => Ok(RenderedPdf {
+                bytes,
+                logo_skipped: self.logo_skipped,
+            }),
+            Err(KrillaError::Image(_, _, why)) => {
+                for ops in &mut self.pages {
+                    ops.retain(|op| !matches!(op, Op::Image { .. }));
+                }
+                let bytes = self.paint(&settings, metadata, footer).map_err(pdf_error)?;
+                Ok(RenderedPdf {
+                    bytes,
+                    logo_skipped: Some(format!("the logo's image data does not decode: {why}")),
+                })
+            }
+            Err(e) => Err(pdf_error(e)),
+        }
+    }
+
+    fn paint(
+        &self,
+        settings: &PageSettings,
+        metadata: Metadata,
+        footer: &[String],
+    ) -> Result<Vec<u8>, KrillaError> {
         let mut document = Document::new();
         document.set_metadata(metadata);
         let count = self.pages.len();
-        for (i, ops) in self.pages.into_iter().enumerate() {
-            let settings = PageSettings::from_wh(PAGE_WIDTH, PAGE_HEIGHT)
-                .ok_or(RenderError::Layout("page size"))?;
-            let mut page = document.start_page_with(settings);
+        for (i, ops) in self.pages.iter().enumerate() {
+            let mut page = document.start_page_with(settings.clone());
             let mut surface = page.surface();
             let mut paint = |op: &Op| match op {
                 Op::Text {
@@ -286,8 +363,13 @@ impl Layout {
                         surface.draw_path(&path);
                     }
                 }
+                Op::Image { x, y, size, image } => {
+                    surface.push_transform(&Transform::from_translate(*x, *y));
+                    surface.draw_image(image.clone(), *size);
+                    surface.pop();
+                }
             };
-            for op in &ops {
+            for op in ops {
                 paint(op);
             }
             let mut footer_ops = Layout::new();
@@ -309,10 +391,19 @@ impl Layout {
             surface.finish();
             page.finish();
         }
-        document
-            .finish()
-            .map_err(|e| RenderError::Pdf(format!("{e:?}")))
+        document.finish()
     }
+}
+
+fn pdf_error(e: KrillaError) -> RenderError {
+    RenderError::Pdf(format!("{e:?}"))
+}
+
+/// `pixels` scaled to fit `bounds` (points), aspect kept.
+fn fit(pixels: (u32, u32), bounds: (f32, f32)) -> (f32, f32) {
+    let (w, h) = (pixels.0 as f32, pixels.1 as f32);
+    let scale = (bounds.0 / w).min(bounds.1 / h);
+    (w * scale, h * scale)
 }
 
 fn fill(color: Color) -> Fill {
@@ -336,6 +427,21 @@ mod tests {
         assert!(lines.len() > 2);
         assert!(lines.iter().all(|l| width(l, style) <= 120.0), "{lines:?}");
         assert_eq!(lines.concat().replace(' ', ""), text.replace(' ', ""));
+    }
+
+    #[test]
+    fn a_logo_fits_its_box_with_its_aspect_kept() {
+        // Wide: the width binds. Tall: the height does. Small: scaled up to the box.
+        let close = |got: (f32, f32), want: (f32, f32)| {
+            assert!(
+                (got.0 - want.0).abs() < 0.001 && (got.1 - want.1).abs() < 0.001,
+                "{got:?} is not {want:?}"
+            );
+        };
+        close(fit((320, 80), LOGO_BOX), (180.0, 45.0));
+        close(fit((100, 200), LOGO_BOX), (24.0, 48.0));
+        close(fit((30, 8), LOGO_BOX), (180.0, 48.0));
+        close(fit((16, 16), LOGO_BOX), (48.0, 48.0));
     }
 
     #[test]

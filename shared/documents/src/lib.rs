@@ -1,8 +1,10 @@
 //! Invoice and credit note PDFs.
 //!
 //! [`render_invoice`] and [`render_credit_note`] turn a finalized record and the tenant's
-//! [`Branding`] into PDF bytes with [krilla](https://docs.rs/krilla), embedding subsets of
-//! the bundled DejaVu Sans fonts (`fonts/`, with their licence). The output depends on its
+//! [`Branding`] (with its logo's file, PNG or JPEG, drawn at the top of the first page) into
+//! PDF bytes with [krilla](https://docs.rs/krilla), embedding subsets of the bundled DejaVu
+//! Sans fonts (`fonts/`, with their licence). A logo that does not decode is left out and
+//! the reason returned, never the document refused. The output depends on its
 //! inputs only: the creation date is the record's own date and the document id is its id,
 //! so rendering twice gives the same bytes and the same SHA-256.
 //!

@@ -8,6 +8,7 @@ use billing_domain::collection::payment::PaymentStatus;
 use billing_domain::customers::account::Address;
 use billing_domain::documents::branding::{Branding, Color};
 use billing_domain::documents::locale::Locale;
+use billing_domain::documents::stored::RenderedPdf;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::money::{MinorUnits, Money};
 use jiff::Timestamp;
@@ -124,8 +125,18 @@ fn buyer_lines(invoice: &Invoice) -> Vec<String> {
     lines
 }
 
-/// The title band: seller name left, document kind and number right; returns the bottom.
-fn header(layout: &mut Layout, branding: &Branding, kind: &str, number: &str) -> f32 {
+/// The title band: the logo above it when the branding has one (`logo` is its file), then
+/// seller name left, document kind and number right; returns the bottom.
+fn header(
+    layout: &mut Layout,
+    branding: &Branding,
+    logo: Option<&[u8]>,
+    kind: &str,
+    number: &str,
+) -> f32 {
+    if let (Some(meta), Some(bytes)) = (&branding.logo, logo) {
+        layout.logo(bytes, &meta.content_type);
+    }
     let top = layout.y;
     let name = branding.legal_name.as_deref().unwrap_or("");
     layout.text_at(
@@ -303,8 +314,13 @@ fn status_text(invoice: &Invoice, f: &Fmt) -> String {
     text
 }
 
-/// The invoice's PDF. `invoice` must be finalized (it has a number and a finalization date).
-pub fn render_invoice(invoice: &Invoice, branding: &Branding) -> Result<Vec<u8>, RenderError> {
+/// The invoice's PDF. `invoice` must be finalized (it has a number and a finalization date);
+/// `logo` is the file the branding's `logo` names, drawn when it decodes.
+pub fn render_invoice(
+    invoice: &Invoice,
+    branding: &Branding,
+    logo: Option<&[u8]>,
+) -> Result<RenderedPdf, RenderError> {
     let number = invoice
         .number
         .as_deref()
@@ -317,7 +333,7 @@ pub fn render_invoice(invoice: &Invoice, branding: &Branding) -> Result<Vec<u8>,
         locale: branding.locale,
     };
     let mut layout = Layout::new();
-    let top = header(&mut layout, branding, "INVOICE", number);
+    let top = header(&mut layout, branding, logo, "INVOICE", number);
 
     let tax_ids = seller_tax_ids(branding, &invoice.seller_tax_ids);
     let seller_bottom = block(
@@ -524,12 +540,14 @@ fn section(layout: &mut Layout, branding: &Branding, title: &str) {
     layout.y += style.leading() + 2.0;
 }
 
-/// The credit note's PDF; `invoice` is the one it credits (seller, buyer, number).
+/// The credit note's PDF; `invoice` is the one it credits (seller, buyer, number); `logo` as
+/// for [`render_invoice`].
 pub fn render_credit_note(
     note: &CreditNote,
     invoice: &Invoice,
     branding: &Branding,
-) -> Result<Vec<u8>, RenderError> {
+    logo: Option<&[u8]>,
+) -> Result<RenderedPdf, RenderError> {
     let invoice_number = invoice
         .number
         .as_deref()
@@ -540,7 +558,7 @@ pub fn render_credit_note(
     };
     let number = note.id.to_string();
     let mut layout = Layout::new();
-    let top = header(&mut layout, branding, "CREDIT NOTE", &number);
+    let top = header(&mut layout, branding, logo, "CREDIT NOTE", &number);
     let tax_ids = seller_tax_ids(branding, &invoice.seller_tax_ids);
     let seller_bottom = block(
         &mut layout,

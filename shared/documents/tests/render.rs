@@ -1,5 +1,5 @@
 //! Renders the sample invoice and credit note and reads them back with poppler's
-//! `pdftotext` (Debian `poppler-utils`; `make poppler` installs it).
+//! `pdftotext` and `pdfimages` (Debian `poppler-utils`; `make poppler` installs it).
 
 mod sample;
 
@@ -7,33 +7,48 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use billing_documents::{render_credit_note, render_invoice};
+use billing_domain::documents::branding::Branding;
+use billing_domain::documents::logo::Logo;
+use billing_domain::kernel::ids::TenantId;
 use billing_domain::kernel::money::Money;
 
-/// The text of a PDF as `pdftotext -layout` reads it.
-fn pdftotext(pdf: &[u8], name: &str) -> String {
+/// What a poppler tool (`pdftotext`, `pdfimages`) prints for the PDF, given `args` and then
+/// the file and `after`.
+fn poppler(tool: &str, args: &[&str], after: &[&str], pdf: &[u8], name: &str) -> String {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let path = dir.join(format!("{name}.pdf"));
     std::fs::write(&path, pdf).unwrap();
-    let out = Command::new("pdftotext")
-        .args(["-layout", "-enc", "UTF-8"])
+    let out = Command::new(tool)
+        .args(args)
         .arg(&path)
-        .arg("-")
+        .args(after)
         .output()
         .unwrap_or_else(|e| {
             panic!(
-                "pdftotext is needed to read the PDF back ({e}): install Debian's poppler-utils \
+                "{tool} is needed to read the PDF back ({e}): install Debian's poppler-utils \
                  (`make poppler`)"
             )
         });
-    assert!(out.status.success(), "pdftotext failed: {out:?}");
+    assert!(out.status.success(), "{tool} failed: {out:?}");
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// The text of a PDF as `pdftotext -layout` reads it.
+fn pdftotext(pdf: &[u8], name: &str) -> String {
+    poppler(
+        "pdftotext",
+        &["-layout", "-enc", "UTF-8"],
+        &["-"],
+        pdf,
+        name,
+    )
 }
 
 #[test]
 fn the_invoice_shows_its_number_customer_lines_and_amount_due() {
     let invoice = sample::invoice();
     let branding = sample::branding();
-    let pdf = render_invoice(&invoice, &branding).unwrap();
+    let pdf = render_invoice(&invoice, &branding, None).unwrap().bytes;
     assert!(pdf.starts_with(b"%PDF-"));
     let text = pdftotext(&pdf, "invoice");
     let money = |minor: i64| {
@@ -90,7 +105,9 @@ fn the_invoice_shows_its_number_customer_lines_and_amount_due() {
 
 #[test]
 fn the_appendix_explains_usage_and_proration_lines() {
-    let pdf = render_invoice(&sample::invoice(), &sample::branding()).unwrap();
+    let pdf = render_invoice(&sample::invoice(), &sample::branding(), None)
+        .unwrap()
+        .bytes;
     let text = pdftotext(&pdf, "appendix");
     for expected in [
         "How the amounts were computed",
@@ -114,18 +131,22 @@ fn the_appendix_explains_usage_and_proration_lines() {
 fn rendering_twice_gives_identical_bytes() {
     let invoice = sample::invoice();
     let branding = sample::branding();
-    let first = render_invoice(&invoice, &branding).unwrap();
-    let second = render_invoice(&invoice, &branding).unwrap();
+    let first = render_invoice(&invoice, &branding, None).unwrap().bytes;
+    let second = render_invoice(&invoice, &branding, None).unwrap().bytes;
     assert_eq!(first, second);
     let note = sample::credit_note(&invoice);
     assert_eq!(
-        render_credit_note(&note, &invoice, &branding).unwrap(),
-        render_credit_note(&note, &invoice, &branding).unwrap()
+        render_credit_note(&note, &invoice, &branding, None)
+            .unwrap()
+            .bytes,
+        render_credit_note(&note, &invoice, &branding, None)
+            .unwrap()
+            .bytes
     );
     // A changed branding is a different document.
     let mut other = branding.clone();
     other.footer = Some("Another footer".into());
-    assert_ne!(first, render_invoice(&invoice, &other).unwrap());
+    assert_ne!(first, render_invoice(&invoice, &other, None).unwrap().bytes);
 }
 
 #[test]
@@ -134,7 +155,9 @@ fn the_credit_note_shows_what_it_credits() {
     let branding = sample::branding();
     let note = sample::credit_note(&invoice);
     let text = pdftotext(
-        &render_credit_note(&note, &invoice, &branding).unwrap(),
+        &render_credit_note(&note, &invoice, &branding, None)
+            .unwrap()
+            .bytes,
         "credit-note",
     );
     let money = |minor: i64| {
@@ -162,6 +185,107 @@ fn the_credit_note_shows_what_it_credits() {
 fn a_draft_is_refused() {
     let mut draft = sample::invoice();
     draft.number = None;
-    let err = render_invoice(&draft, &sample::branding()).unwrap_err();
+    let err = render_invoice(&draft, &sample::branding(), None).unwrap_err();
     assert!(err.to_string().contains("not finalized"));
+}
+
+/// The images `pdfimages -list` finds: (page, width, height, encoding, x-ppi) of each.
+fn images(pdf: &[u8], name: &str) -> Vec<(u32, u32, u32, String, u32)> {
+    poppler("pdfimages", &["-list"], &[], pdf, name)
+        .lines()
+        .skip(2) // the header and its rule
+        .map(|row| {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            let n = |i: usize| cols[i].parse::<u32>().unwrap();
+            // page num type width height color comp bpc enc interp object ID x-ppi y-ppi ...
+            (n(0), n(3), n(4), cols[8].to_owned(), n(12))
+        })
+        .collect()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// The sample branding with `bytes` uploaded as its logo (the upload's own checks).
+fn with_logo(content_type: &str, bytes: &[u8]) -> Branding {
+    let logo = Logo::of_upload(TenantId::from_ulid(ulid::Ulid::nil()), content_type, bytes)
+        .expect("the fixture passes the upload's checks");
+    let branding = sample::branding();
+    let at = branding.updated_at.unwrap();
+    branding.with_logo(Some(logo), at)
+}
+
+#[test]
+fn png_and_jpeg_logos_are_drawn_at_the_top_of_the_first_page() {
+    let invoice = sample::invoice();
+    // The box is 180 × 48 pt: the 320 × 80 PNG is held by its width (180 × 45 pt, so
+    // 320 px over 2.5 in = 128 ppi), the 240 × 120 JPEG by its height (96 × 48 pt, 180 ppi).
+    for (file, content_type, width, height, encoding, ppi) in [
+        ("logo.png", "image/png", 320, 80, "image", 128),
+        ("logo.jpg", "image/jpeg", 240, 120, "jpeg", 180),
+    ] {
+        let bytes = fixture(file);
+        let branding = with_logo(content_type, &bytes);
+        let pdf = render_invoice(&invoice, &branding, Some(&bytes)).unwrap();
+        assert_eq!(pdf.logo_skipped, None, "{file}");
+        // Once, on page 1 of 2 (the appendix has no logo), at its own pixel size.
+        assert_eq!(
+            images(&pdf.bytes, file),
+            vec![(1, width, height, encoding.to_owned(), ppi)],
+            "{file}"
+        );
+        assert!(pdftotext(&pdf.bytes, file).contains("NIM-000042"));
+        let again = render_invoice(&invoice, &branding, Some(&bytes)).unwrap();
+        assert_eq!(
+            again.bytes, pdf.bytes,
+            "{file}: rendering twice gives the same bytes"
+        );
+
+        let note = sample::credit_note(&invoice);
+        let credit = render_credit_note(&note, &invoice, &branding, Some(&bytes)).unwrap();
+        let name = format!("{file}-credit-note");
+        assert_eq!(images(&credit.bytes, &name).len(), 1, "{name}");
+    }
+}
+
+#[test]
+fn a_logo_that_does_not_decode_is_left_out_of_a_complete_invoice() {
+    let invoice = sample::invoice();
+    let png = fixture("logo.png");
+    // Its chunks cut inside the image data: the header reads (krilla sizes the image), the
+    // pixels do not (krilla fails only when it writes the document).
+    let cut = &png[..png.len() - 40];
+    // Not a PNG past its IHDR chunk: the header does not read.
+    let header_only = &png[..33];
+    for (bytes, why) in [
+        (cut, "image data does not decode"),
+        (header_only, "does not decode"),
+    ] {
+        let branding = with_logo("image/png", bytes);
+        let pdf = render_invoice(&invoice, &branding, Some(bytes)).unwrap();
+        let skipped = pdf.logo_skipped.expect("the reason is given");
+        assert!(skipped.contains(why), "{skipped}");
+        assert_eq!(images(&pdf.bytes, "broken-logo"), vec![]);
+        let text = pdftotext(&pdf.bytes, "broken-logo");
+        assert!(
+            text.contains("NIM-000042") && text.contains("Amount due"),
+            "{text}"
+        );
+    }
+    // An SVG logo is not drawn on PDFs, and that is no failure.
+    let svg = br#"<svg xmlns="http://www.w3.org/2000/svg" width="200" height="50"></svg>"#;
+    let pdf = render_invoice(&invoice, &with_logo("image/svg+xml", svg), Some(svg)).unwrap();
+    assert_eq!(pdf.logo_skipped, None);
+    assert_eq!(
+        pdf.bytes,
+        render_invoice(&invoice, &sample::branding(), None)
+            .unwrap()
+            .bytes
+    );
 }

@@ -6,10 +6,16 @@
 //! gives the same bytes each time, and stored under a key naming its SHA-256 (a second put
 //! rewrites the same object); the record is then created only if absent, so a render that
 //! races another writes no second record, and the loser reports the winner's.
+//!
+//! The branding's logo is read from the object store and drawn at the top of the first
+//! page; a logo missing from the bucket or that does not decode leaves the document without
+//! it and a warning in the log, never an undelivered invoice.
 
 use std::sync::Arc;
 
 use billing_domain::billing::invoice::InvoiceStatus;
+use billing_domain::documents::branding::Branding;
+use billing_domain::documents::stored::RenderedPdf;
 use billing_domain::documents::stored::{DocumentKind, StoredDocument};
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::ids::{CreditNoteId, InvoiceId, TenantId};
@@ -114,11 +120,12 @@ impl DocumentPipeline {
             return Ok(Rendered::Skipped("a draft invoice"));
         }
         let branding = self.store.branding(tenant).await?.unwrap_or_default();
-        let bytes = self
+        let logo = self.logo(tenant, &branding).await?;
+        let pdf = self
             .renderer
-            .invoice(&invoice, &branding)
+            .invoice(&invoice, &branding, logo.as_deref())
             .map_err(AppError::Internal)?;
-        self.keep(tenant, livemode, DocumentKind::Invoice, &of, bytes)
+        self.keep(tenant, livemode, DocumentKind::Invoice, &of, pdf)
             .await
     }
 
@@ -140,12 +147,30 @@ impl DocumentPipeline {
             return Ok(Rendered::Skipped("the credited invoice is gone"));
         };
         let branding = self.store.branding(tenant).await?.unwrap_or_default();
-        let bytes = self
+        let logo = self.logo(tenant, &branding).await?;
+        let pdf = self
             .renderer
-            .credit_note(&note, &invoice, &branding)
+            .credit_note(&note, &invoice, &branding, logo.as_deref())
             .map_err(AppError::Internal)?;
-        self.keep(tenant, livemode, DocumentKind::CreditNote, &of, bytes)
+        self.keep(tenant, livemode, DocumentKind::CreditNote, &of, pdf)
             .await
+    }
+
+    /// The file of the branding's logo. One the bucket does not have is drawn without (and
+    /// warned about); a failing read is an error, so the delivery is retried.
+    async fn logo(
+        &self,
+        tenant: TenantId,
+        branding: &Branding,
+    ) -> Result<Option<Vec<u8>>, AppError> {
+        let Some(logo) = &branding.logo else {
+            return Ok(None);
+        };
+        let bytes = self.objects.get(&logo.key).await?;
+        if bytes.is_none() {
+            tracing::warn!(%tenant, key = %logo.key, "the branding's logo is not in the bucket; the document is drawn without it");
+        }
+        Ok(bytes)
     }
 
     async fn keep(
@@ -154,8 +179,12 @@ impl DocumentPipeline {
         livemode: bool,
         kind: DocumentKind,
         of: &str,
-        bytes: Vec<u8>,
+        pdf: RenderedPdf,
     ) -> Result<Rendered, AppError> {
+        if let Some(why) = &pdf.logo_skipped {
+            tracing::warn!(%tenant, of, why, "the logo is not drawn on the document");
+        }
+        let bytes = pdf.bytes;
         let document =
             StoredDocument::of_bytes(tenant, livemode, kind, of, &bytes, self.clocks.now());
         // The object first: a record never names bytes that are not there.

@@ -6,7 +6,7 @@ use billing_domain::billing::invoice::Invoice;
 use billing_domain::collection::credit_note::CreditNote;
 use billing_domain::documents::branding::Branding;
 use billing_domain::documents::email::EmailSettings;
-use billing_domain::documents::stored::StoredDocument;
+use billing_domain::documents::stored::{RenderedPdf, StoredDocument};
 use billing_domain::kernel::ids::TenantId;
 
 use super::{Change, StoreError};
@@ -70,13 +70,20 @@ pub trait ObjectStore: Send + Sync {
 
 /// Draws PDFs. Implemented where the renderer is linked (the `document-renderer` function,
 /// tests), never in the `api` function, whose size budget the PDF writer and fonts would
-/// break.
+/// break. `logo` is the file `branding.logo` names; one that cannot be drawn is left out and
+/// said why in [`RenderedPdf::logo_skipped`].
 pub trait DocumentRenderer: Send + Sync {
-    fn invoice(&self, invoice: &Invoice, branding: &Branding) -> Result<Vec<u8>, String>;
+    fn invoice(
+        &self,
+        invoice: &Invoice,
+        branding: &Branding,
+        logo: Option<&[u8]>,
+    ) -> Result<RenderedPdf, String>;
     fn credit_note(
         &self,
         note: &CreditNote,
         invoice: &Invoice,
         branding: &Branding,
-    ) -> Result<Vec<u8>, String>;
+        logo: Option<&[u8]>,
+    ) -> Result<RenderedPdf, String>;
 }

@@ -1,4 +1,4 @@
-//! The tenant's logo: a PNG or an SVG, checked before it is stored (size, dimensions, and
+//! The tenant's logo: a PNG, a JPEG or an SVG, checked before it is stored (size, dimensions, and
 //! for SVG nothing that runs or loads from elsewhere), kept under a key naming its SHA-256.
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,7 @@ pub const MAX_LOGO_BYTES: usize = 256 * 1024;
 pub const MAX_LOGO_SIDE: u32 = 2000;
 
 pub const PNG: &str = "image/png";
+pub const JPEG: &str = "image/jpeg";
 pub const SVG: &str = "image/svg+xml";
 
 /// The stored logo, as the branding names it.
@@ -23,7 +24,7 @@ pub struct Logo {
     pub key: String,
     /// Lower-case hex SHA-256 of the file.
     pub sha256: String,
-    /// `image/png` or `image/svg+xml`.
+    /// `image/png`, `image/jpeg` or `image/svg+xml`.
     pub content_type: String,
     pub width: u32,
     pub height: u32,
@@ -31,7 +32,7 @@ pub struct Logo {
 
 impl Logo {
     /// Checks `bytes` sent as `content_type` and names the object they go under:
-    /// `{tenant}/branding/logo/{sha256}.{png|svg}`.
+    /// `{tenant}/branding/logo/{sha256}.{png|jpg|svg}`.
     pub fn of_upload(
         tenant: TenantId,
         content_type: &str,
@@ -55,10 +56,11 @@ impl Logo {
             .to_ascii_lowercase();
         let (content_type, ext, (width, height)) = match media.as_str() {
             PNG => (PNG, "png", png_size(bytes)?),
+            JPEG => (JPEG, "jpg", jpeg_size(bytes)?),
             SVG => (SVG, "svg", svg_size(bytes)?),
             _ => {
                 return Err(invalid(format!(
-                    "`{media}` is not a logo type; send `{PNG}` or `{SVG}`"
+                    "`{media}` is not a logo type; send `{PNG}`, `{JPEG}` or `{SVG}`"
                 )))
             }
         };
@@ -94,6 +96,38 @@ fn png_size(bytes: &[u8]) -> Result<(u32, u32), ValidationError> {
     }
     let be = |at: usize| u32::from_be_bytes([rest[at], rest[at + 1], rest[at + 2], rest[at + 3]]);
     Ok((be(8), be(12)))
+}
+
+/// Width and height from a JPEG's frame header (the first SOF segment after SOI), walking
+/// the segments before it by their lengths.
+fn jpeg_size(bytes: &[u8]) -> Result<(u32, u32), ValidationError> {
+    let not_jpeg = || invalid("the file is not a JPEG (no SOI marker and frame header)".into());
+    let mut rest = bytes.strip_prefix(&[0xFF, 0xD8]).ok_or_else(not_jpeg)?;
+    loop {
+        let [0xFF, marker, len_hi, len_lo, body @ ..] = rest else {
+            return Err(not_jpeg());
+        };
+        // Padding: a marker may be preceded by any number of 0xFF.
+        if *marker == 0xFF {
+            rest = &rest[1..];
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([*len_hi, *len_lo]));
+        // SOF0–SOF15 carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range.
+        let is_frame = (0xC0..=0xCF).contains(marker) && ![0xC4, 0xC8, 0xCC].contains(marker);
+        if is_frame {
+            let [_precision, h_hi, h_lo, w_hi, w_lo, ..] = body else {
+                return Err(not_jpeg());
+            };
+            let side = |hi: u8, lo: u8| u32::from(u16::from_be_bytes([hi, lo]));
+            return Ok((side(*w_hi, *w_lo), side(*h_hi, *h_lo)));
+        }
+        // Scan data or the end before any frame header: not an image we can size.
+        if matches!(marker, 0xDA | 0xD9) || len < 2 {
+            return Err(not_jpeg());
+        }
+        rest = rest.get(2 + len..).ok_or_else(not_jpeg)?;
+    }
 }
 
 /// Width and height of an SVG (from `width`/`height`, else `viewBox`), refusing one that
@@ -236,6 +270,17 @@ mod tests {
         bytes
     }
 
+    /// SOI, an APP0 segment, then a baseline frame header of `width` × `height`.
+    pub fn jpeg(width: u16, height: u16) -> Vec<u8> {
+        let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 16];
+        bytes.extend(b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0");
+        bytes.extend([0xFF, 0xFF, 0xC0, 0, 11, 8]);
+        bytes.extend(height.to_be_bytes());
+        bytes.extend(width.to_be_bytes());
+        bytes.extend([1, 1, 0x11, 0]);
+        bytes
+    }
+
     fn check(content_type: &str, bytes: &[u8]) -> Result<Logo, ValidationError> {
         Logo::of_upload(TenantId::from_ulid(ulid::Ulid::nil()), content_type, bytes)
     }
@@ -258,6 +303,22 @@ mod tests {
         let mut big = png(10, 10);
         big.resize(MAX_LOGO_BYTES + 1, 0);
         assert_eq!(refused(PNG, &big), ErrorCode::LogoTooLarge);
+    }
+
+    #[test]
+    fn a_jpeg_is_measured_from_its_frame_header() {
+        let logo = check("image/jpeg", &jpeg(640, 200)).unwrap();
+        assert_eq!((logo.width, logo.height), (640, 200));
+        assert!(logo.key.ends_with(&format!("/{}.jpg", logo.sha256)));
+        assert_eq!(refused(JPEG, &jpeg(2001, 10)), ErrorCode::InvalidLogo);
+        assert_eq!(refused(JPEG, &jpeg(10, 0)), ErrorCode::InvalidLogo);
+        assert_eq!(refused(JPEG, &png(10, 10)), ErrorCode::InvalidLogo);
+        // Cut inside the APP0 segment, and a scan with no frame header before it.
+        assert_eq!(refused(JPEG, &jpeg(10, 10)[..12]), ErrorCode::InvalidLogo);
+        assert_eq!(
+            refused(JPEG, &[0xFF, 0xD8, 0xFF, 0xDA, 0, 2]),
+            ErrorCode::InvalidLogo
+        );
     }
 
     #[test]

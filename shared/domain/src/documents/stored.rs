@@ -26,6 +26,15 @@ impl DocumentKind {
     }
 }
 
+/// A freshly drawn PDF, before it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedPdf {
+    pub bytes: Vec<u8>,
+    /// Why the branding's logo is missing from it when it could not be drawn (a file that
+    /// does not decode, an object not in the bucket): the document is drawn without it.
+    pub logo_skipped: Option<String>,
+}
+
 /// The record of a document's PDF, kept next to the invoice or credit note it draws.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredDocument {

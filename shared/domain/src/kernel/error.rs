@@ -122,7 +122,7 @@ error_codes! {
     InvalidEmail => "invalid_email", 400, "Not a valid email address.";
     InvalidColor => "invalid_color", 400, "A colour is not of the form `#rrggbb`.";
     InvalidLogo => "invalid_logo", 400,
-        "The logo is not a PNG or SVG within 1 to 2000 px a side, or the SVG has script or external references.";
+        "The logo is not a PNG, JPEG or SVG within 1 to 2000 px a side, or the SVG has script or external references.";
     LogoTooLarge => "logo_too_large", 413, "The logo is larger than 256 KB.";
     InvalidCountry => "invalid_country", 400, "Not an ISO 3166-1 alpha-2 country code.";
     InvalidCurrency => "invalid_currency", 400, "Not a supported ISO 4217 currency.";

@@ -123,13 +123,14 @@ pub async fn update_branding(
     ))
 }
 
-/// Uploads the logo: the body is the file, `Content-Type: image/png` (1 to 2000 px a side)
-/// or `image/svg+xml` (an `<svg` root whose `width`/`height` or `viewBox` is at most 2000,
-/// no script, event handler or reference to another file), at most 256 KB
+/// Uploads the logo: the body is the file, `Content-Type: image/png` or `image/jpeg` (1 to
+/// 2000 px a side) or `image/svg+xml` (an `<svg` root whose `width`/`height` or `viewBox` is
+/// at most 2000, no script, event handler or reference to another file), at most 256 KB
 /// (`logo_too_large`); anything else is `invalid_logo`. Stored under its SHA-256 and shown
-/// on the hosted invoice page; the PDFs do not draw it.
+/// on the hosted invoice page; PDFs rendered afterwards draw a PNG or JPEG logo at the top
+/// of the first page (an SVG is not drawn on PDFs).
 #[utoipa::path(put, path = "/v1/settings/branding/logo", operation_id = "set_logo", tag = "documents", security(("api_key" = ["write_billing"])),
-    request_body(content((Vec<u8> = "image/png"), (String = "image/svg+xml"))),
+    request_body(content((Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (String = "image/svg+xml"))),
     responses((status = 200, body = Branding), (status = 400, body = ProblemDocument), (status = 413, body = ProblemDocument)))]
 pub async fn set_logo(
     State(app): State<App>,
