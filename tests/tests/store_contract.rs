@@ -3009,6 +3009,7 @@ async fn a_wallet_is_consumed_over_its_version_with_its_invoice_never_below_zero
             changes: vec![change],
             record,
         })),
+        account_discounts: None,
     };
     let first = read
         .consume(

@@ -358,6 +358,44 @@ impl Coupon {
         currency: Currency,
         now: Timestamp,
     ) -> Result<AppliedDiscount, RedeemError> {
+        self.check_redeemable(now)?;
+        if !self.covers(plan) {
+            return Err(RedeemError::PlanNotCovered(plan));
+        }
+        let periods_remaining = match self.duration {
+            CouponDuration::Once => Some(1),
+            CouponDuration::Repeating => self.duration_in_periods,
+            CouponDuration::Forever => None,
+        };
+        self.discount(id, currency, now, periods_remaining, None)
+    }
+
+    /// The discount one more redemption makes on an account billed in `currency` whose
+    /// periods run in `time_zone`. Its plans are checked on each invoice, not here (the
+    /// account's subscriptions change). `repeating` runs in time, as Stripe's customer
+    /// discounts do: until `duration_in_periods` months after `now` (its `end`).
+    pub fn redeem_on_account(
+        &self,
+        id: DiscountId,
+        currency: Currency,
+        time_zone: &jiff::tz::TimeZone,
+        now: Timestamp,
+    ) -> Result<AppliedDiscount, RedeemError> {
+        self.check_redeemable(now)?;
+        let end = match (self.duration, self.duration_in_periods) {
+            (CouponDuration::Repeating, Some(months)) => Some(
+                now.to_zoned(time_zone.clone())
+                    .checked_add(jiff::Span::new().months(i64::from(months)))
+                    .map_err(|_| RedeemError::Expired(now))?
+                    .timestamp(),
+            ),
+            _ => None,
+        };
+        let once = (self.duration == CouponDuration::Once).then_some(1);
+        self.discount(id, currency, now, once, end)
+    }
+
+    fn check_redeemable(&self, now: Timestamp) -> Result<(), RedeemError> {
         if self.deleted {
             return Err(RedeemError::Deleted);
         }
@@ -370,9 +408,17 @@ impl Coupon {
         {
             return Err(RedeemError::MaxedOut(max));
         }
-        if !self.covers(plan) {
-            return Err(RedeemError::PlanNotCovered(plan));
-        }
+        Ok(())
+    }
+
+    fn discount(
+        &self,
+        id: DiscountId,
+        currency: Currency,
+        now: Timestamp,
+        periods_remaining: Option<u32>,
+        end: Option<Timestamp>,
+    ) -> Result<AppliedDiscount, RedeemError> {
         let amount_off = match self.percent_off {
             Some(_) => None,
             None => Some(
@@ -389,13 +435,10 @@ impl Coupon {
             percent_off: self.percent_off,
             amount_off,
             duration: self.duration,
-            periods_remaining: match self.duration {
-                CouponDuration::Once => Some(1),
-                CouponDuration::Repeating => self.duration_in_periods,
-                CouponDuration::Forever => None,
-            },
+            periods_remaining,
             applies_to: self.applies_to.clone(),
             start: now,
+            end,
         })
     }
 
