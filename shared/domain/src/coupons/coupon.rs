@@ -583,4 +583,29 @@ mod tests {
             Err(RedeemError::Expired(_))
         ));
     }
+
+    /// Stripe counts a customer discount's `duration_in_months` from its redemption: the
+    /// `end` is that many months later on the account's calendar (a DST change between
+    /// does not move it off midnight), and plans are not checked at redemption.
+    #[test]
+    fn an_account_redemption_ends_in_months_on_the_accounts_calendar() {
+        let usd = Currency::from_code("usd").unwrap();
+        let berlin = crate::kernel::time_zones::get("Europe/Berlin").unwrap();
+        let coupon = new(serde_json::json!({
+            "code": "LOYAL", "percent_off": "20", "duration": "repeating",
+            "duration_in_periods": 2, "applies_to": [PlanId::from_ulid(Ulid::new()).to_string()]
+        }))
+        .unwrap();
+        let id = DiscountId::from_ulid(Ulid::new());
+        let midnight: Timestamp = "2027-01-31T23:00:00Z".parse().unwrap();
+        let discount = coupon.redeem_on_account(id, usd, &berlin, midnight).unwrap();
+        // Feb 1 00:00 in Berlin (winter, +01:00) plus two months: Apr 1 00:00 (+02:00).
+        assert_eq!(discount.end, Some("2027-03-31T22:00:00Z".parse().unwrap()));
+        assert_eq!(discount.periods_remaining, None);
+        let once = new(serde_json::json!({"code": "ONCE", "amount_off": {"usd": 100}, "duration": "once"}))
+            .unwrap()
+            .redeem_on_account(id, usd, &berlin, midnight)
+            .unwrap();
+        assert_eq!((once.end, once.periods_remaining, once.amount_off), (None, Some(1), Some(100)));
+    }
 }
