@@ -303,7 +303,10 @@ async fn an_account_coupon_serves_all_its_subscriptions_and_a_subscription_coupo
     let (clock, account) = api.clock_account("2027-01-01T00:00:00Z").await;
     let discounts = format!("/v1/accounts/{account}/discounts");
     let loyal = api.post(&discounts, json!({"coupon": "LOYAL20"})).await;
-    assert_eq!(loyal["discounts"][0]["end"], "2027-03-01T00:00:00Z", "{loyal}");
+    assert_eq!(
+        loyal["discounts"][0]["end"], "2027-03-01T00:00:00Z",
+        "{loyal}"
+    );
     assert_eq!(loyal["discounts"][0]["duration"], "repeating");
     // The same coupon twice, an amount in another currency, an unknown code: refused.
     for (coupon, status, code) in [
@@ -315,7 +318,11 @@ async fn an_account_coupon_serves_all_its_subscriptions_and_a_subscription_coupo
             .send(Method::POST, &discounts, Some(&json!({ "coupon": coupon })))
             .await;
         let problem = billing_tests::api::problem_of(refused, status).await;
-        assert_eq!((problem["code"].as_str(), problem["param"].as_str()), (Some(code), Some("coupon")), "{problem}");
+        assert_eq!(
+            (problem["code"].as_str(), problem["param"].as_str()),
+            (Some(code), Some("coupon")),
+            "{problem}"
+        );
     }
 
     let mut subs = Vec::new();
@@ -335,7 +342,10 @@ async fn an_account_coupon_serves_all_its_subscriptions_and_a_subscription_coupo
         let preview = api
             .post("/v1/invoices/preview", json!({"subscription": sub}))
             .await;
-        assert_eq!(preview["invoice"]["discount_total"], discount_total, "{preview}");
+        assert_eq!(
+            preview["invoice"]["discount_total"], discount_total,
+            "{preview}"
+        );
     }
 
     advance(&api, &clock, "2027-02-01T00:00:00Z").await;
@@ -345,7 +355,11 @@ async fn an_account_coupon_serves_all_its_subscriptions_and_a_subscription_coupo
     assert_eq!(second[0], (5000, 1000, 4000), "{second:?}");
     let mut february = [first[1].2, second[1].2];
     february.sort();
-    assert_eq!(february, [3000, 4000], "the $10 once: one of the two renewals");
+    assert_eq!(
+        february,
+        [3000, 4000],
+        "the $10 once: one of the two renewals"
+    );
     assert_eq!((first[2], second[2]), ((5000, 0, 5000), (5000, 0, 5000)));
     assert_eq!(
         billed(&api, &subs[2]).await,
@@ -359,10 +373,18 @@ async fn an_account_coupon_serves_all_its_subscriptions_and_a_subscription_coupo
         .iter()
         .map(|d| d["coupon_code"].as_str().unwrap())
         .collect();
-    assert_eq!(codes, ["LOYAL20"], "the once discount left with its invoice: {left}");
+    assert_eq!(
+        codes,
+        ["LOYAL20"],
+        "the once discount left with its invoice: {left}"
+    );
     let ended = api.get("/v1/events?type=account.discount_ended").await;
     assert_eq!(ended["data"].as_array().unwrap().len(), 1, "{ended}");
-    assert_eq!(ended["data"][0]["resource_id"].as_str(), Some(account.as_str()), "{ended}");
+    assert_eq!(
+        ended["data"][0]["resource_id"].as_str(),
+        Some(account.as_str()),
+        "{ended}"
+    );
     let applied = api.get("/v1/events?type=account.discount_applied").await;
     assert_eq!(applied["data"].as_array().unwrap().len(), 2, "{applied}");
     let gone = api
@@ -408,13 +430,21 @@ async fn an_account_once_discount_is_taken_once_by_concurrent_drafts(app: App, r
     let mut subs = Vec::new();
     for _ in 0..6 {
         let start = StartSubscription::new(account.id, plan.plan.id);
-        subs.push(app.billing.create_subscription(&caller, start).await.unwrap().id);
+        subs.push(
+            app.billing
+                .create_subscription(&caller, start)
+                .await
+                .unwrap()
+                .id,
+        );
     }
     app.coupons
         .create_coupon(
             &caller,
-            serde_json::from_value(json!({"code": "TEN", "amount_off": {"usd": 1000}, "duration": "once"}))
-                .unwrap(),
+            serde_json::from_value(
+                json!({"code": "TEN", "amount_off": {"usd": 1000}, "duration": "once"}),
+            )
+            .unwrap(),
         )
         .await
         .unwrap();
@@ -430,7 +460,11 @@ async fn an_account_once_discount_is_taken_once_by_concurrent_drafts(app: App, r
         .into_iter()
         .map(|ids| {
             let (app, tenant) = (app.clone(), caller.tenant_id);
-            tokio::spawn(async move { app.billing.draft_due_subscriptions(tenant, &ids, until).await })
+            tokio::spawn(async move {
+                app.billing
+                    .draft_due_subscriptions(tenant, &ids, until)
+                    .await
+            })
         })
         .collect();
     for draft in drafts {
@@ -458,7 +492,11 @@ async fn an_account_once_discount_is_taken_once_by_concurrent_drafts(app: App, r
         .filter(|d| *d > 0)
         .collect();
     assert_eq!(discounted, [1000], "taken exactly once");
-    let left = app.coupons.account_discounts(&caller, account.id).await.unwrap();
+    let left = app
+        .coupons
+        .account_discounts(&caller, account.id)
+        .await
+        .unwrap();
     assert!(left.discounts.is_empty(), "{left:?}");
 }
 
@@ -471,7 +509,10 @@ async fn an_account_once_discount_is_taken_once_by_concurrent_drafts_in_memory()
         an_account_once_discount_is_taken_once_by_concurrent_drafts(app, Races::default()).await;
         lost += racing.refused_on("SubscriptionStore");
     }
-    assert!(lost > 0, "no draft lost the discount (or its step) to another");
+    assert!(
+        lost > 0,
+        "no draft lost the discount (or its step) to another"
+    );
 }
 
 billing_tests::on_both_stores!(

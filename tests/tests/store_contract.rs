@@ -3416,21 +3416,41 @@ async fn account_discounts_are_written_over_their_version_with_their_invoice(
         .unwrap();
     let first = AccountDiscounts::none(account.id, usd, now).changed(now, |d| d.push(discount));
     c.store
-        .redeem_coupon(tenant, &coupon, RedemptionTarget::Account(&first), &c.change().await)
+        .redeem_coupon(
+            tenant,
+            &coupon,
+            RedemptionTarget::Account(&first),
+            &c.change().await,
+        )
         .await
         .unwrap();
     let before = c.counts().await;
     assert_eq!(
         c.store
-            .redeem_coupon(tenant, &coupon, RedemptionTarget::Account(&first), &c.change().await)
+            .redeem_coupon(
+                tenant,
+                &coupon,
+                RedemptionTarget::Account(&first),
+                &c.change().await
+            )
             .await,
-        Err(StoreError::VersionConflict { entity: ACCOUNT_DISCOUNTS })
+        Err(StoreError::VersionConflict {
+            entity: ACCOUNT_DISCOUNTS
+        })
     );
     assert_eq!(c.counts().await, before);
-    let stored = c.app.coupons.get_coupon(&c.caller, coupon.id).await.unwrap();
+    let stored = c
+        .app
+        .coupons
+        .get_coupon(&c.caller, coupon.id)
+        .await
+        .unwrap();
     assert_eq!(stored.times_redeemed, 1);
     assert_eq!(
-        c.store.get_account_discounts(tenant, account.id).await.unwrap(),
+        c.store
+            .get_account_discounts(tenant, account.id)
+            .await
+            .unwrap(),
         Some(first.clone())
     );
     assert_eq!(
@@ -3463,7 +3483,9 @@ async fn account_discounts_are_written_over_their_version_with_their_invoice(
         c.store
             .insert_invoice(tenant, &with_discounts(lost.clone()), &c.change().await)
             .await,
-        Err(StoreError::VersionConflict { entity: ACCOUNT_DISCOUNTS })
+        Err(StoreError::VersionConflict {
+            entity: ACCOUNT_DISCOUNTS
+        })
     );
     assert_eq!(c.counts().await, before);
     assert_eq!(c.store.get_invoice(tenant, lost.id).await.unwrap(), None);
@@ -3473,7 +3495,9 @@ async fn account_discounts_are_written_over_their_version_with_their_invoice(
         c.store
             .save_account_discounts(tenant, &taken, &c.change().await)
             .await,
-        Err(StoreError::VersionConflict { entity: ACCOUNT_DISCOUNTS })
+        Err(StoreError::VersionConflict {
+            entity: ACCOUNT_DISCOUNTS
+        })
     );
     let stored = c
         .store

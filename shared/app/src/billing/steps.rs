@@ -184,7 +184,10 @@ impl BillingService {
             if let Some(step) = self.prepare_step(tenant, current, until).await? {
                 // Two drafts taking one account's `once` discount cannot share a write: the
                 // later one goes alone afterwards, from a fresh read (and finds it gone).
-                let claim = step.invoice.as_ref().and_then(|i| i.account_discounts.as_ref());
+                let claim = step
+                    .invoice
+                    .as_ref()
+                    .and_then(|i| i.account_discounts.as_ref());
                 if claim.is_some_and(|d| !claimed.insert(d.account_id)) {
                     continue;
                 }

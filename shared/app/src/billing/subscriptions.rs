@@ -390,8 +390,7 @@ impl BillingService {
         id: billing_domain::kernel::ids::InvoiceId,
         now: Timestamp,
     ) -> Result<InvoiceWrite, AppError> {
-        let (draft, account_discounts) =
-            self.draft_invoice(caller, sub, billing, id, now).await?;
+        let (draft, account_discounts) = self.draft_invoice(caller, sub, billing, id, now).await?;
         let (draft, balance, wallets) = match self
             .credits
             .settle(caller.tenant_id, &draft, sub.livemode)

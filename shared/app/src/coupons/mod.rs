@@ -9,9 +9,9 @@ use std::sync::Arc;
 use billing_domain::billing::subscription::Subscription;
 use billing_domain::coupons::account::AccountDiscounts;
 use billing_domain::coupons::coupon::{Coupon, CouponPatch, NewCoupon};
-use billing_domain::customers::account::Account;
 use billing_domain::coupons::discount::{AppliedDiscount, MAX_DISCOUNTS};
 use billing_domain::customers::access::Permission;
+use billing_domain::customers::account::Account;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::error::{ErrorCode, ValidationError};
@@ -359,7 +359,9 @@ impl CouponsService {
                 .clocks
                 .now_for(caller.tenant_id, account.test_clock)
                 .await?;
-            let current = self.stored_discounts(caller.tenant_id, &account, now).await?;
+            let current = self
+                .stored_discounts(caller.tenant_id, &account, now)
+                .await?;
             let found = self.find(caller, coupon, "coupon").await?;
             // Ended discounts make room; the same coupon twice is refused while it runs.
             let running: Vec<_> = current
@@ -446,7 +448,9 @@ impl CouponsService {
                 .clocks
                 .now_for(caller.tenant_id, account.test_clock)
                 .await?;
-            let current = self.stored_discounts(caller.tenant_id, &account, now).await?;
+            let current = self
+                .stored_discounts(caller.tenant_id, &account, now)
+                .await?;
             if !current.discounts.iter().any(|d| d.id == discount) {
                 return Err(AppError::not_found("discount", discount));
             }

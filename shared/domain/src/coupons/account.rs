@@ -142,7 +142,11 @@ mod tests {
         text.parse().unwrap()
     }
 
-    fn discount(duration: CouponDuration, percent: Option<u32>, amount: Option<i64>) -> AppliedDiscount {
+    fn discount(
+        duration: CouponDuration,
+        percent: Option<u32>,
+        amount: Option<i64>,
+    ) -> AppliedDiscount {
         AppliedDiscount {
             id: DiscountId::from_ulid(Ulid::new()),
             coupon_id: CouponId::from_ulid(Ulid::new()),
@@ -279,7 +283,10 @@ mod tests {
         let amount = discount(CouponDuration::Forever, None, Some(300));
         let account = account(vec![repeating.clone(), limited, amount.clone()]);
         let (taken, next) = account.bill_period(plan, usd(), at("2027-02-01T00:00:00Z"));
-        assert_eq!(ids(&taken), [repeating.id.to_string(), amount.id.to_string()]);
+        assert_eq!(
+            ids(&taken),
+            [repeating.id.to_string(), amount.id.to_string()]
+        );
         assert_eq!(next, None);
         let (taken, _) = account.bill_period(plan, usd(), at("2027-03-01T00:00:00Z"));
         assert_eq!(ids(&taken), [amount.id.to_string()]);

@@ -598,14 +598,21 @@ mod tests {
         .unwrap();
         let id = DiscountId::from_ulid(Ulid::new());
         let midnight: Timestamp = "2027-01-31T23:00:00Z".parse().unwrap();
-        let discount = coupon.redeem_on_account(id, usd, &berlin, midnight).unwrap();
+        let discount = coupon
+            .redeem_on_account(id, usd, &berlin, midnight)
+            .unwrap();
         // Feb 1 00:00 in Berlin (winter, +01:00) plus two months: Apr 1 00:00 (+02:00).
         assert_eq!(discount.end, Some("2027-03-31T22:00:00Z".parse().unwrap()));
         assert_eq!(discount.periods_remaining, None);
-        let once = new(serde_json::json!({"code": "ONCE", "amount_off": {"usd": 100}, "duration": "once"}))
-            .unwrap()
-            .redeem_on_account(id, usd, &berlin, midnight)
-            .unwrap();
-        assert_eq!((once.end, once.periods_remaining, once.amount_off), (None, Some(1), Some(100)));
+        let once = new(
+            serde_json::json!({"code": "ONCE", "amount_off": {"usd": 100}, "duration": "once"}),
+        )
+        .unwrap()
+        .redeem_on_account(id, usd, &berlin, midnight)
+        .unwrap();
+        assert_eq!(
+            (once.end, once.periods_remaining, once.amount_off),
+            (None, Some(1), Some(100))
+        );
     }
 }
