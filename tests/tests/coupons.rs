@@ -6,14 +6,23 @@
 //! for 2 months discounts the first two monthly invoices), and getlago/lago-api's applied
 //! coupons (`frequency: recurring`, `frequency_duration_remaining` going down by one per
 //! invoice, `spec/scenarios/coupons_breakdown_spec.rb`).
+//!
+//! Coupons on an account follow Stripe's customer discounts
+//! (docs.stripe.com/billing/subscriptions/coupons, "Apply coupons to customers": a coupon
+//! added to a customer applies to all its subscriptions, including ones added later; the API
+//! reference of `subscription.discount`: "a discount applied to a subscription overrides a
+//! discount applied on a customer-wide basis"; `discount.end`: a `repeating` discount's end,
+//! `duration_in_months` after it was applied).
 
 use std::sync::Arc;
 
+use billing_app::billing::StartSubscription;
 use billing_app::coupons::CouponRef;
-use billing_app::ports::{PageRequest, Store};
+use billing_app::ports::{InvoiceFilter, PageRequest, Store};
 use billing_app::{App, AppError};
 use billing_domain::kernel::error::ErrorCode;
 use billing_tests::api::Api;
+use billing_tests::Races;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -256,8 +265,261 @@ async fn the_last_redemption_slot_is_taken_once_under_concurrency(store: Arc<dyn
     assert_eq!(listed.items.len(), 1);
 }
 
+/// (subtotal, discount_total, total) of each invoice of `sub`, by period start.
+async fn billed(api: &Api, sub: &str) -> Vec<(i64, i64, i64)> {
+    let mut invoices = api.invoices(sub).await;
+    invoices.sort_by_key(|i| i["period"]["start"].as_str().unwrap().to_owned());
+    invoices
+        .iter()
+        .map(|i| {
+            (
+                i["subtotal"].as_i64().unwrap(),
+                i["discount_total"].as_i64().unwrap(),
+                i["total"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Two subscriptions of one account on a test clock, $50/month each, and a third with a
+/// coupon of its own. A 20 % account coupon repeating 2 months, redeemed before they start,
+/// discounts January's and February's invoices of both and ends by March (Stripe's
+/// `duration_in_months` from the redemption); a $10 `once` account coupon redeemed after
+/// they started is taken by exactly one of the two invoices that renew at the same instant;
+/// the third subscription's own $5 discount overrides both account discounts (Stripe).
+async fn an_account_coupon_serves_all_its_subscriptions_and_a_subscription_coupon_overrides(
+    app: App,
+) {
+    let (api, _) = Api::start(app, "Accounts Co").await;
+    let plan = fifty_a_month(&api).await;
+    for coupon in [
+        json!({"code": "LOYAL20", "percent_off": "20", "duration": "repeating", "duration_in_periods": 2}),
+        json!({"code": "TEN", "amount_off": {"usd": 1000}, "duration": "once"}),
+        json!({"code": "FIVE", "amount_off": {"usd": 500}, "duration": "forever"}),
+        json!({"code": "EUROS", "amount_off": {"eur": 500}, "duration": "forever"}),
+    ] {
+        api.created("/v1/coupons", coupon).await;
+    }
+    let (clock, account) = api.clock_account("2027-01-01T00:00:00Z").await;
+    let discounts = format!("/v1/accounts/{account}/discounts");
+    let loyal = api.post(&discounts, json!({"coupon": "LOYAL20"})).await;
+    assert_eq!(
+        loyal["discounts"][0]["end"], "2027-03-01T00:00:00Z",
+        "{loyal}"
+    );
+    assert_eq!(loyal["discounts"][0]["duration"], "repeating");
+    // The same coupon twice, an amount in another currency, an unknown code: refused.
+    for (coupon, status, code) in [
+        ("LOYAL20", StatusCode::CONFLICT, "already_discounted"),
+        ("EUROS", StatusCode::CONFLICT, "coupon_not_applicable"),
+        ("NOPE", StatusCode::BAD_REQUEST, "unknown_coupon"),
+    ] {
+        let refused = api
+            .send(Method::POST, &discounts, Some(&json!({ "coupon": coupon })))
+            .await;
+        let problem = billing_tests::api::problem_of(refused, status).await;
+        assert_eq!(
+            (problem["code"].as_str(), problem["param"].as_str()),
+            (Some(code), Some("coupon")),
+            "{problem}"
+        );
+    }
+
+    let mut subs = Vec::new();
+    for coupon in [None, None, Some("FIVE")] {
+        let mut body = json!({"account": account, "plan": plan["id"]});
+        if let Some(coupon) = coupon {
+            body["coupon"] = json!(coupon);
+        }
+        let sub = api.created("/v1/subscriptions", body).await;
+        subs.push(sub["id"].as_str().unwrap().to_owned());
+    }
+    let once = api.post(&discounts, json!({"coupon": "TEN"})).await;
+    let ten = once["discounts"][1]["id"].as_str().unwrap().to_owned();
+    assert_eq!(once["version"], 2, "{once}");
+    // Previews show what billing will take: both account discounts, or the own one.
+    for (sub, discount_total) in [(&subs[0], 2000), (&subs[1], 2000), (&subs[2], 500)] {
+        let preview = api
+            .post("/v1/invoices/preview", json!({"subscription": sub}))
+            .await;
+        assert_eq!(
+            preview["invoice"]["discount_total"], discount_total,
+            "{preview}"
+        );
+    }
+
+    advance(&api, &clock, "2027-02-01T00:00:00Z").await;
+    advance(&api, &clock, "2027-03-01T00:00:00Z").await;
+    let (first, second) = (billed(&api, &subs[0]).await, billed(&api, &subs[1]).await);
+    assert_eq!(first[0], (5000, 1000, 4000), "{first:?}");
+    assert_eq!(second[0], (5000, 1000, 4000), "{second:?}");
+    let mut february = [first[1].2, second[1].2];
+    february.sort();
+    assert_eq!(
+        february,
+        [3000, 4000],
+        "the $10 once: one of the two renewals"
+    );
+    assert_eq!((first[2], second[2]), ((5000, 0, 5000), (5000, 0, 5000)));
+    assert_eq!(
+        billed(&api, &subs[2]).await,
+        [(5000, 500, 4500), (5000, 500, 4500), (5000, 500, 4500)]
+    );
+
+    let left = api.get(&discounts).await;
+    let codes: Vec<&str> = left["discounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["coupon_code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        ["LOYAL20"],
+        "the once discount left with its invoice: {left}"
+    );
+    let ended = api.get("/v1/events?type=account.discount_ended").await;
+    assert_eq!(ended["data"].as_array().unwrap().len(), 1, "{ended}");
+    assert_eq!(
+        ended["data"][0]["resource_id"].as_str(),
+        Some(account.as_str()),
+        "{ended}"
+    );
+    let applied = api.get("/v1/events?type=account.discount_applied").await;
+    assert_eq!(applied["data"].as_array().unwrap().len(), 2, "{applied}");
+    let gone = api
+        .send(Method::DELETE, &format!("{discounts}/{ten}"), None)
+        .await;
+    billing_tests::api::problem_of(gone, StatusCode::NOT_FOUND).await;
+    let loyal_id = left["discounts"][0]["id"].as_str().unwrap();
+    let off = api.delete(&format!("{discounts}/{loyal_id}")).await;
+    assert_eq!(off["discounts"], json!([]));
+    let coupons = api.get("/v1/coupons").await;
+    for coupon in coupons["data"].as_array().unwrap() {
+        let expected = match coupon["code"].as_str().unwrap() {
+            "LOYAL20" | "TEN" | "FIVE" => 1,
+            _ => 0,
+        };
+        assert_eq!(coupon["times_redeemed"], expected, "{coupon}");
+    }
+}
+
+/// Six subscriptions of one account renew at the same instant, drafted by seven concurrent
+/// runs (one per subscription and one worker's batch of all six): the account's `once`
+/// $10 discount is taken by exactly one invoice, and leaves the account.
+async fn an_account_once_discount_is_taken_once_by_concurrent_drafts(app: App, races: Races) {
+    let caller = billing_tests::admin(&app, "Race Co").await;
+    let account = app
+        .customers
+        .create_account(
+            &caller,
+            serde_json::from_value(json!({"email": "race@acme.test", "currency": "usd"})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let plan = app
+        .catalog
+        .create_plan(
+            &caller,
+            serde_json::from_value(json!({"code": "fifty", "name": "Fifty", "interval": {"unit": "month"},
+                "charges": {"recurring_fee": {"prices": {"usd": {"model": "flat_fee", "amount": 5000}}}}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut subs = Vec::new();
+    for _ in 0..6 {
+        let start = StartSubscription::new(account.id, plan.plan.id);
+        subs.push(
+            app.billing
+                .create_subscription(&caller, start)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    app.coupons
+        .create_coupon(
+            &caller,
+            serde_json::from_value(
+                json!({"code": "TEN", "amount_off": {"usd": 1000}, "duration": "once"}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    app.coupons
+        .redeem_on_account(&caller, account.id, &CouponRef::Code("TEN".into()))
+        .await
+        .unwrap();
+    let until = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 40);
+    races.begin();
+    let mut runs: Vec<Vec<_>> = subs.iter().map(|id| vec![*id]).collect();
+    runs.push(subs.clone());
+    let drafts: Vec<_> = runs
+        .into_iter()
+        .map(|ids| {
+            let (app, tenant) = (app.clone(), caller.tenant_id);
+            tokio::spawn(async move {
+                app.billing
+                    .draft_due_subscriptions(tenant, &ids, until)
+                    .await
+            })
+        })
+        .collect();
+    for draft in drafts {
+        for result in draft.await.unwrap() {
+            result.unwrap();
+        }
+    }
+    let invoices = app
+        .billing
+        .list_invoices(
+            &caller,
+            &InvoiceFilter {
+                account: Some(account.id),
+                ..Default::default()
+            },
+            &PageRequest::first(100),
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(invoices.len(), 12, "a start and a renewal each");
+    let discounted: Vec<i64> = invoices
+        .iter()
+        .map(|i| i.discount_total.get())
+        .filter(|d| *d > 0)
+        .collect();
+    assert_eq!(discounted, [1000], "taken exactly once");
+    let left = app
+        .coupons
+        .account_discounts(&caller, account.id)
+        .await
+        .unwrap();
+    assert!(left.discounts.is_empty(), "{left:?}");
+}
+
+/// The concurrent drafts on the memory store, interleaving at every store operation.
+#[tokio::test(start_paused = true)]
+async fn an_account_once_discount_is_taken_once_by_concurrent_drafts_in_memory() {
+    let mut lost = 0;
+    for seed in 0..4 {
+        let (app, racing) = billing_tests::racing_app(seed, true);
+        an_account_once_discount_is_taken_once_by_concurrent_drafts(app, Races::default()).await;
+        lost += racing.refused_on("SubscriptionStore");
+    }
+    assert!(
+        lost > 0,
+        "no draft lost the discount (or its step) to another"
+    );
+}
+
 billing_tests::on_both_stores!(
     a_twenty_percent_coupon_for_two_periods_bills_40_40_then_50,
     amount_off_stops_at_zero_and_deleting_stops_new_redemptions_only,
     the_last_redemption_slot_is_taken_once_under_concurrency,
+    an_account_coupon_serves_all_its_subscriptions_and_a_subscription_coupon_overrides,
 );
+
+billing_tests::racing_on_the_stand_in!(an_account_once_discount_is_taken_once_by_concurrent_drafts);

@@ -433,6 +433,7 @@ async fn void_without_word(w: &World, id: InvoiceId) {
         pending: None,
         balance: None,
         wallets: None,
+        account_discounts: None,
     };
     w.app
         .store

@@ -3009,6 +3009,7 @@ async fn a_wallet_is_consumed_over_its_version_with_its_invoice_never_below_zero
             changes: vec![change],
             record,
         })),
+        account_discounts: None,
     };
     let first = read
         .consume(
@@ -3378,6 +3379,135 @@ async fn a_wallet_waits_on_its_clock_until_it_expires_once(store: Arc<dyn Store>
     assert_eq!(expired[0].amount.get(), -1000);
 }
 
+/// An account's discounts are written over the version they were read at, whether alone
+/// (a removal), with a redemption's counter, or with the invoice that takes a `once` one:
+/// a second write over the same read is refused and writes nothing, its invoice included.
+async fn account_discounts_are_written_over_their_version_with_their_invoice(
+    store: Arc<dyn Store>,
+) {
+    use billing_domain::coupons::account::AccountDiscounts;
+    use billing_domain::kernel::currency::Currency;
+    use billing_domain::kernel::ids::DiscountId;
+
+    let c = Contract::on(store).await;
+    let tenant = c.caller.tenant_id;
+    let account = c.account("discounts@example.com", None).await;
+    let now = c.app.clock.now();
+    let coupon = c
+        .app
+        .coupons
+        .create_coupon(
+            &c.caller,
+            serde_json::from_value(
+                serde_json::json!({"code": "ONCE", "amount_off": {"usd": 100}, "duration": "once"}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let usd = Currency::from_code("usd").unwrap();
+    let discount = coupon
+        .redeem_on_account(
+            DiscountId::from_ulid(billing_app::new_ulid()),
+            usd,
+            &jiff::tz::TimeZone::UTC,
+            now,
+        )
+        .unwrap();
+    let first = AccountDiscounts::none(account.id, usd, now).changed(now, |d| d.push(discount));
+    c.store
+        .redeem_coupon(
+            tenant,
+            &coupon,
+            RedemptionTarget::Account(&first),
+            &c.change().await,
+        )
+        .await
+        .unwrap();
+    let before = c.counts().await;
+    assert_eq!(
+        c.store
+            .redeem_coupon(
+                tenant,
+                &coupon,
+                RedemptionTarget::Account(&first),
+                &c.change().await
+            )
+            .await,
+        Err(StoreError::VersionConflict {
+            entity: ACCOUNT_DISCOUNTS
+        })
+    );
+    assert_eq!(c.counts().await, before);
+    let stored = c
+        .app
+        .coupons
+        .get_coupon(&c.caller, coupon.id)
+        .await
+        .unwrap();
+    assert_eq!(stored.times_redeemed, 1);
+    assert_eq!(
+        c.store
+            .get_account_discounts(tenant, account.id)
+            .await
+            .unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        c.store
+            .get_account_discounts(c.other.tenant_id, account.id)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Two invoices take the `once` discount over the same read: the second is refused whole.
+    let taken = first.changed(now, Vec::clear);
+    let with_discounts = |invoice| InvoiceWrite {
+        invoice,
+        number: None,
+        payment: None,
+        pending: None,
+        balance: None,
+        wallets: None,
+        account_discounts: Some(Box::new(taken.clone())),
+    };
+    let won = wallet_draft(account.id, 1000, now);
+    c.store
+        .insert_invoice(tenant, &with_discounts(won), &c.change().await)
+        .await
+        .unwrap();
+    let lost = wallet_draft(account.id, 1000, now);
+    let before = c.counts().await;
+    assert_eq!(
+        c.store
+            .insert_invoice(tenant, &with_discounts(lost.clone()), &c.change().await)
+            .await,
+        Err(StoreError::VersionConflict {
+            entity: ACCOUNT_DISCOUNTS
+        })
+    );
+    assert_eq!(c.counts().await, before);
+    assert_eq!(c.store.get_invoice(tenant, lost.id).await.unwrap(), None);
+
+    // A removal over the stale first read is refused too; over the fresh one it is stored.
+    assert_eq!(
+        c.store
+            .save_account_discounts(tenant, &taken, &c.change().await)
+            .await,
+        Err(StoreError::VersionConflict {
+            entity: ACCOUNT_DISCOUNTS
+        })
+    );
+    let stored = c
+        .store
+        .get_account_discounts(tenant, account.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stored.version, stored.discounts.len()), (2, 0));
+}
+
 /// The store's own condition, whatever the caller read: two redemptions over one read of
 /// a coupon with one slot left, the second is refused and writes nothing (its
 /// subscription keeps its version and has no discount).
@@ -3634,6 +3764,7 @@ billing_tests::on_both_stores!(
     a_balance_change_commits_over_its_version_or_writes_nothing,
     a_balance_waits_on_its_clock_at_its_next_expiry_until_it_expires,
     a_redemption_over_a_stale_read_of_the_last_slot_writes_nothing,
+    account_discounts_are_written_over_their_version_with_their_invoice,
     a_wallet_is_consumed_over_its_version_with_its_invoice_never_below_zero,
     a_top_up_purchase_settles_once,
     a_wallet_waits_on_its_clock_until_it_expires_once,

@@ -50,6 +50,9 @@ pub enum Flow {
     CreditApplication,
     /// A coupon's last redemption slot is taken by a subscription.
     CouponRedemption,
+    /// A worker drafts the renewals of one account's subscriptions, which take its `once`
+    /// discount (exactly one of them) and its `forever` one.
+    AccountDiscount,
     /// The finalizer numbers drafts of one account that consume its prepaid wallet.
     WalletConsumption,
     /// The payment worker collects a wallet's top-up invoice: its credits arrive.
@@ -93,6 +96,11 @@ pub enum Job {
         subscription: SubscriptionId,
         coupon: CouponId,
     },
+    DraftDiscounted {
+        account: AccountId,
+        subscriptions: Vec<SubscriptionId>,
+        until: Timestamp,
+    },
     ConsumeWallet {
         wallet: WalletId,
     },
@@ -103,7 +111,7 @@ pub enum Job {
 }
 
 impl Flow {
-    pub const ALL: [Flow; 12] = [
+    pub const ALL: [Flow; 13] = [
         Flow::BillPeriod,
         Flow::Finalize,
         Flow::CollectPayment,
@@ -114,6 +122,7 @@ impl Flow {
         Flow::WebhookDelivery,
         Flow::CreditApplication,
         Flow::CouponRedemption,
+        Flow::AccountDiscount,
         Flow::WalletConsumption,
         Flow::TopUpSettlement,
     ];
@@ -130,6 +139,7 @@ impl Flow {
             Flow::WebhookDelivery => "a webhook delivery",
             Flow::CreditApplication => "applying account credit",
             Flow::CouponRedemption => "redeeming a coupon",
+            Flow::AccountDiscount => "drafting with an account's discounts",
             Flow::WalletConsumption => "consuming a prepaid wallet",
             Flow::TopUpSettlement => "settling a wallet top-up",
         }
@@ -257,6 +267,41 @@ impl Flow {
                     subscription: sub.id,
                     coupon: coupon.id,
                 }
+            }
+            Flow::AccountDiscount => {
+                let account = account(w, None).await?;
+                let plan = plan(w, flat_plan(amount)).await?;
+                let mut subscriptions = Vec::new();
+                for _ in 0..3 {
+                    let start = StartSubscription::new(account.id, plan);
+                    let sub = w.app.billing.create_subscription(&w.caller, start).await?;
+                    subscriptions.push(sub.id);
+                }
+                for coupon in [
+                    json!({"code": format!("ONCE{seed}"), "amount_off": {"usd": amount / 2},
+                        "duration": "once"}),
+                    json!({"code": format!("TENTH{seed}"), "percent_off": "10",
+                        "duration": "forever"}),
+                ] {
+                    let coupon = w
+                        .app
+                        .coupons
+                        .create_coupon(&w.caller, serde_json::from_value(coupon)?)
+                        .await?;
+                    w.app
+                        .coupons
+                        .redeem_on_account(&w.caller, account.id, &CouponRef::Id(coupon.id))
+                        .await?;
+                }
+                w.settle().await;
+                // The worker runs when the renewals fall due.
+                let until = t0 + SignedDuration::from_hours(24 * 32);
+                w.clock.set(until);
+                return Ok(Job::DraftDiscounted {
+                    account: account.id,
+                    subscriptions,
+                    until,
+                });
             }
             Flow::CollectPayment => {
                 let sub = subscribe(w, Some("4000000000009995"), flat_plan(amount)).await?;
@@ -441,6 +486,20 @@ impl Flow {
                     }
                 }
             }
+            Job::DraftDiscounted {
+                subscriptions,
+                until,
+                ..
+            } => {
+                for drafted in w
+                    .app
+                    .billing
+                    .run_due_subscriptions(tenant, subscriptions, *until)
+                    .await
+                {
+                    drafted?;
+                }
+            }
             Job::Collect { payment } | Job::SettleTopUp { payment, .. } => {
                 let job = PaymentJob::Attempt {
                     tenant,
@@ -576,6 +635,35 @@ impl Job {
                         .iter()
                         .map(|d| format!("{} {:?}", d.coupon_code, d.periods_remaining)),
                 );
+                seen
+            }
+            Job::DraftDiscounted { account, .. } => {
+                let left = w.app.coupons.account_discounts(&w.caller, *account).await?;
+                let mut seen: Vec<String> = left
+                    .discounts
+                    .iter()
+                    .map(|d| format!("account discount {}", d.coupon_code))
+                    .collect();
+                let page = PageRequest::first(100);
+                let invoices = w
+                    .memory
+                    .list_invoices(w.tenant(), &InvoiceFilter::default(), &page)
+                    .await?
+                    .items;
+                // Which renewal takes the `once` discount is the drafting order; that one does is not.
+                let mut billed: Vec<String> = invoices
+                    .iter()
+                    .map(|i| {
+                        format!(
+                            "{:?} discount {} total {}",
+                            i.billing_reason,
+                            i.discount_total.get(),
+                            i.total.get()
+                        )
+                    })
+                    .collect();
+                billed.sort();
+                seen.extend(billed);
                 seen
             }
             Job::ConsumeWallet { wallet } | Job::SettleTopUp { wallet, .. } => {

@@ -19,6 +19,7 @@ use billing_domain::collection::credit_note::CreditNote;
 use billing_domain::collection::dunning::{DunningCase, DunningPolicy};
 use billing_domain::collection::payment::Payment;
 use billing_domain::collection::retry::PaymentSettings;
+use billing_domain::coupons::account::AccountDiscounts;
 use billing_domain::coupons::coupon::Coupon;
 use billing_domain::credits::balance::{Balance, BalanceChange, BalanceTransaction, CreditGrant};
 use billing_domain::customers::access::ApiKey;
@@ -376,6 +377,10 @@ impl Tx {
         if let Some(settlement) = &write.balance {
             self.balance(tenant, &settlement.change)
                 .change(tenant, &settlement.record);
+        }
+        if let Some(discounts) = &write.account_discounts {
+            let key = keys::account_discounts(tenant, discounts.account_id);
+            self.item(&key, size(discounts.as_ref()), &[]);
         }
         self
     }
@@ -1085,6 +1090,37 @@ impl RedemptionStore for SimStore {
         let done = self
             .inner
             .redeem_coupon(tenant, coupon, target, change)
+            .await;
+        self.committed(&done, tenant, change).await;
+        done
+    }
+}
+
+#[async_trait]
+impl AccountDiscountStore for SimStore {
+    async fn get_account_discounts(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+    ) -> Result<Option<AccountDiscounts>, StoreError> {
+        // Every period invoice without a discount of its own reads it.
+        let found = self.inner.get_account_discounts(tenant, account).await?;
+        let partition = keys::account_partition(tenant, account);
+        self.send(Request::new(Op::GetItem).read(&partition, found.as_ref().map_or(0, size)))
+            .await?;
+        Ok(found)
+    }
+
+    async fn save_account_discounts(
+        &self,
+        tenant: TenantId,
+        next: &AccountDiscounts,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.unmodelled("save_account_discounts");
+        let done = self
+            .inner
+            .save_account_discounts(tenant, next, change)
             .await;
         self.committed(&done, tenant, change).await;
         done

@@ -9,8 +9,8 @@
 //! write capacity is that many partitions' (~1,000 WCU/s each) instead of one's, without
 //! waiting for DynamoDB's split for heat. The shard comes from the id, so a GetItem by id
 //! needs no lookup; a subscription's rollups share its shard (one Query reads a period's);
-//! an account's dunning case, notices, quota snapshots, payment profile, balances, credit
-//! grants and ledger share the account's. A tenant-wide list queries the same sort-key range on every shard and merges
+//! an account's dunning case, notices, quota snapshots, payment profile, discounts, balances,
+//! credit grants and ledger share the account's. A tenant-wide list queries the same sort-key range on every shard and merges
 //! the pages by sort key (`DynamoStore::scan_shards`), so its order and cursor (the last
 //! id) are what one partition gave; per-account lists stay on `gsi1`.
 //!
@@ -46,6 +46,7 @@
 //! | quota snapshot    | `T#{tenant}#S(account_id)` | `QUOTA#{account}#{metric}` |                              |                   |
 //! | payment (attempt) | `T#{tenant}#S(payment_id)` | `PAYMENT#{payment_id}` (due while pending) | `T#{tenant}#ACCOUNT#{a}#PAYMENTS` | `{id}` |
 //! | payment profile   | `T#{tenant}#S(account_id)` | `PAYPROFILE#{account_id}` |                               |                   |
+//! | account discounts | `T#{tenant}#S(account_id)` | `DISCOUNTS#{account_id}` |                                |                   |
 //! | credit note       | `T#{tenant}`  | `CREDITNOTE#{id}`               | `T#{tenant}#ACCOUNT#{a}#CREDITNOTES` | `{id}`      |
 //! | payment settings  | `T#{tenant}`  | `SETTINGS#PAYMENTS`             |                                |                   |
 //! | limit settings    | `T#{tenant}`  | `SETTINGS#LIMITS`               |                                |                   |
@@ -591,6 +592,14 @@ pub fn payment_primary(tenant: TenantId, id: PaymentId) -> Key {
 
 pub fn account_payments_index(tenant: TenantId, account: AccountId) -> String {
     format!("T#{tenant}#ACCOUNT#{account}#PAYMENTS")
+}
+
+/// An account's discounts (coupons redeemed onto the account), one versioned item.
+pub fn account_discounts(tenant: TenantId, account: AccountId) -> Key {
+    Key::new(
+        account_partition(tenant, account),
+        format!("DISCOUNTS#{account}"),
+    )
 }
 
 /// An account's gateway customer and cards.

@@ -43,7 +43,7 @@ use crate::routes;
         (name = "api-keys", description = "API keys and roles (admin only)"),
         (name = "audit", description = "Who changed what"),
         (name = "subscriptions", description = "Subscriptions and their lifecycle"),
-        (name = "coupons", description = "Coupons (percent or amount off, once, repeating or forever) and the discounts they put on subscriptions"),
+        (name = "coupons", description = "Coupons (percent or amount off, once, repeating or forever) and the discounts they put on subscriptions and accounts"),
         (name = "tax", description = "Tax settings, tax rates by jurisdiction and effective dates, the EU standard VAT rates"),
         (name = "documents", description = "Branding of invoice and credit note PDFs and customer emails: seller block, colours, footer, locale; which emails go out and their reply-to"),
         (name = "invoices", description = "Invoices: gapless numbers, finalize, void, previews"),

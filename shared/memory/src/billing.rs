@@ -195,6 +195,9 @@ impl State {
             self.check_balance(tenant, &settlement.change)?;
         }
         self.check_wallets(tenant, write.wallets.as_deref())?;
+        if let Some(discounts) = &write.account_discounts {
+            self.check_account_discounts(tenant, discounts)?;
+        }
         if let Some(number) = write.number {
             let last = self
                 .billing
@@ -223,6 +226,9 @@ impl State {
             self.record(tenant, &settlement.record);
         }
         self.write_wallets(tenant, write.wallets.as_deref());
+        if let Some(discounts) = &write.account_discounts {
+            self.write_account_discounts(tenant, discounts);
+        }
         self.put_invoice(tenant, &write.invoice);
         if let Some(finalization) = write.pending {
             self.billing.pending.insert(

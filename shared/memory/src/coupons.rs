@@ -3,16 +3,45 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use billing_domain::coupons::account::AccountDiscounts;
 use billing_domain::coupons::coupon::Coupon;
-use billing_domain::kernel::ids::{CouponId, TenantId};
+use billing_domain::kernel::ids::{AccountId, CouponId, TenantId};
 
-use crate::{paginate, MemoryStore};
+use crate::{paginate, MemoryStore, State};
 use billing_app::ports::*;
 
 #[derive(Default)]
 pub(crate) struct CouponState {
     coupons: BTreeMap<(TenantId, CouponId), Coupon>,
     codes: BTreeMap<(TenantId, String), CouponId>,
+    account_discounts: BTreeMap<(TenantId, AccountId), AccountDiscounts>,
+}
+
+impl State {
+    /// Checks that `next` replaces the version stored before it (none for version 1).
+    pub(crate) fn check_account_discounts(
+        &self,
+        tenant: TenantId,
+        next: &AccountDiscounts,
+    ) -> Result<(), StoreError> {
+        let stored = self
+            .coupons
+            .account_discounts
+            .get(&(tenant, next.account_id))
+            .map_or(0, |d| d.version);
+        if stored + 1 != next.version {
+            return Err(StoreError::VersionConflict {
+                entity: ACCOUNT_DISCOUNTS,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn write_account_discounts(&mut self, tenant: TenantId, next: &AccountDiscounts) {
+        self.coupons
+            .account_discounts
+            .insert((tenant, next.account_id), next.clone());
+    }
 }
 
 #[async_trait]
@@ -124,6 +153,11 @@ impl RedemptionStore for MemoryStore {
         }
         // Each write checks all its conditions before it changes anything.
         match target {
+            RedemptionTarget::Account(next) => {
+                s.check_account_discounts(tenant, next)?;
+                s.write_account_discounts(tenant, next);
+                s.record(tenant, change);
+            }
             RedemptionTarget::NewSubscription {
                 subscription,
                 invoice,
@@ -135,6 +169,35 @@ impl RedemptionStore for MemoryStore {
         if let Some(stored) = s.coupons.coupons.get_mut(&(tenant, coupon.id)) {
             stored.times_redeemed += 1;
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AccountDiscountStore for MemoryStore {
+    async fn get_account_discounts(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+    ) -> Result<Option<AccountDiscounts>, StoreError> {
+        Ok(self
+            .state()
+            .coupons
+            .account_discounts
+            .get(&(tenant, account))
+            .cloned())
+    }
+
+    async fn save_account_discounts(
+        &self,
+        tenant: TenantId,
+        next: &AccountDiscounts,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        s.check_account_discounts(tenant, next)?;
+        s.write_account_discounts(tenant, next);
+        s.record(tenant, change);
         Ok(())
     }
 }

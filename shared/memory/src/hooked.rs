@@ -24,6 +24,7 @@ use billing_domain::collection::credit_note::CreditNote;
 use billing_domain::collection::dunning::{DunningCase, DunningPolicy};
 use billing_domain::collection::payment::Payment;
 use billing_domain::collection::retry::PaymentSettings;
+use billing_domain::coupons::account::AccountDiscounts;
 use billing_domain::coupons::coupon::Coupon;
 use billing_domain::credits::balance::{Balance, BalanceChange, BalanceTransaction, CreditGrant};
 use billing_domain::customers::access::ApiKey;
@@ -311,6 +312,10 @@ hooked! {
     }
     RedemptionStore {
         fn redeem_coupon(tenant: TenantId, coupon: &Coupon, target: RedemptionTarget<'_>, change: &Change) -> Result<(), StoreError>;
+    }
+    AccountDiscountStore {
+        fn get_account_discounts(tenant: TenantId, account: AccountId) -> Result<Option<AccountDiscounts>, StoreError>;
+        fn save_account_discounts(tenant: TenantId, next: &AccountDiscounts, change: &Change) -> Result<(), StoreError>;
     }
     SimulationStore {
         fn insert_simulation(tenant: TenantId, run: &SimulationRun) -> Result<(), StoreError>;

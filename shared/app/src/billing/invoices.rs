@@ -242,6 +242,7 @@ impl BillingService {
             pending: None,
             balance: None,
             wallets: None,
+            account_discounts: None,
         };
         self.store
             .insert_invoice(caller.tenant_id, &write, &change)
@@ -297,6 +298,7 @@ impl BillingService {
                 pending: None,
                 balance,
                 wallets,
+                account_discounts: None,
             };
             let event =
                 if write.invoice.status == billing_domain::billing::invoice::InvoiceStatus::Paid {
@@ -373,6 +375,7 @@ impl BillingService {
                     pending: None,
                     balance,
                     wallets,
+                    account_discounts: None,
                 };
                 self.save_invoice(caller, &current, &write, EventType::InvoiceVoided, now)
                     .await?;
@@ -570,6 +573,8 @@ impl BillingService {
             };
             self.preview_usage(tenant, &current, &mut step).await?;
             if let Some(billing) = step.billing {
+                // The subscription's discounts or its account's, as drafting takes them.
+                let (discounts, _) = self.invoice_discounts(tenant, &step.next, &billing).await?;
                 // The balance's credit as it would be spent when the invoice is made
                 // (grants expired by then left out).
                 let credits = self
@@ -596,7 +601,7 @@ impl BillingService {
                     InvoiceInput {
                         currency: sub.currency,
                         lines: billing.lines,
-                        discounts: billing.discounts,
+                        discounts,
                         credits,
                         minimum_commitment: None,
                     },
@@ -648,6 +653,7 @@ impl BillingService {
             }
         };
         let timing = terms.billing_timing;
+        let plan_id = terms.plan_id;
         let billing = first_paid_period(
             NewSubscription {
                 id: SubscriptionId::from_ulid(new_ulid()),
@@ -678,12 +684,27 @@ impl BillingService {
             .tax
             .invoice_tax(caller.tenant_id, input.customer.taxed(), at, None)
             .await?;
+        // For an account, its discounts, as its new subscription's first invoice takes them.
+        let account_discounts = match &input.customer {
+            PreviewCustomer::Account(id) => {
+                self.coupons
+                    .account_discounts_of(caller.tenant_id, *id)
+                    .await?
+            }
+            PreviewCustomer::Details(_) => None,
+        };
+        let (discounts, _) = billing_domain::coupons::account::invoice_discounts(
+            &billing,
+            plan_id,
+            input.currency,
+            account_discounts.as_ref(),
+        );
         taxed(
             &tax,
             InvoiceInput {
                 currency: input.currency,
                 lines: billing.lines,
-                discounts: billing.discounts,
+                discounts,
                 credits: Vec::new(),
                 minimum_commitment: None,
             },

@@ -6,7 +6,7 @@
 //! The draft takes no number here: the tenant's finalizer (`finalize.rs`) numbers drafts
 //! in bulk, so that many workers draft one tenant's renewals in parallel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use billing_domain::billing::subscription::{Subscription, SubscriptionTerms};
 use billing_domain::customers::account::AccountStatus;
@@ -188,8 +188,18 @@ impl BillingService {
             return Ok(HashMap::new());
         }
         let mut steps = Vec::new();
+        let mut claimed = HashSet::new();
         for current in &subscriptions {
             if let Some(step) = self.prepare_step(tenant, current, until).await? {
+                // Two drafts taking one account's `once` discount cannot share a write: the
+                // later one goes alone afterwards, from a fresh read (and finds it gone).
+                let claim = step
+                    .invoice
+                    .as_ref()
+                    .and_then(|i| i.account_discounts.as_ref());
+                if claim.is_some_and(|d| !claimed.insert(d.account_id)) {
+                    continue;
+                }
                 steps.push(step);
             }
         }

@@ -4,11 +4,12 @@
 
 use billing_domain::billing::invoice::InvoiceStatus;
 use billing_domain::billing::invoice::{self, DraftFacts, Invoice};
-use billing_domain::billing::invoice_draft::{build_invoice, InvoiceInput};
+use billing_domain::billing::invoice_draft::{build_invoice, Discount, InvoiceInput};
 use billing_domain::billing::proration::{ChangePolicy, CreditCap};
 use billing_domain::billing::subscription::{
     Billing, CollectionMethod, NewSubscription, Subscription, SubscriptionError, Transition,
 };
+use billing_domain::coupons::account::{self, AccountDiscounts};
 use billing_domain::customers::access::Permission;
 use billing_domain::customers::account::Account;
 use billing_domain::customers::erasure::BillingDetails;
@@ -17,7 +18,7 @@ use billing_domain::events::types::EventType;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::error::ValidationError;
-use billing_domain::kernel::ids::{AccountId, PlanId, SubscriptionId};
+use billing_domain::kernel::ids::{AccountId, PlanId, SubscriptionId, TenantId};
 use billing_domain::kernel::metadata::Metadata;
 use billing_domain::kernel::money::Money;
 use billing_domain::kernel::time::later;
@@ -32,7 +33,7 @@ use crate::kernel::{
 };
 use crate::ports::{
     CreditNoteFilter, Finalization, InvoiceFilter, InvoiceWrite, Page, PageRequest,
-    RedemptionTarget, StoreError, SubscriptionFilter, SubscriptionStep,
+    RedemptionTarget, StoreError, SubscriptionFilter, SubscriptionStep, ACCOUNT_DISCOUNTS,
 };
 use crate::tax::TaxCustomer;
 
@@ -223,7 +224,7 @@ impl BillingService {
                 // Another invoice took the number, or another redemption the coupon's
                 // counter: read again and decide again.
                 Err(StoreError::VersionConflict {
-                    entity: "invoice sequence" | "coupon",
+                    entity: "invoice sequence" | "coupon" | ACCOUNT_DISCOUNTS,
                 }) => continue,
                 other => other?,
             }
@@ -333,20 +334,36 @@ impl BillingService {
                 self.finalized_invoice(caller, sub, billing, id, now)
                     .await?
             }
-            Numbering::Deferred => InvoiceWrite {
-                invoice: self.draft_invoice(caller, sub, billing, id, now).await?,
-                number: None,
-                payment: None,
-                pending: Some(Finalization {
-                    days_until_due: sub.days_until_due,
-                    livemode: sub.livemode,
-                    hand_over_at: later(self.clocks.now(), FINALIZE_HAND_OVER),
-                }),
-                balance: None,
-                wallets: None,
-            },
+            Numbering::Deferred => {
+                let (draft, account_discounts) =
+                    self.draft_invoice(caller, sub, billing, id, now).await?;
+                InvoiceWrite {
+                    invoice: draft,
+                    number: None,
+                    payment: None,
+                    pending: Some(Finalization {
+                        days_until_due: sub.days_until_due,
+                        livemode: sub.livemode,
+                        hand_over_at: later(self.clocks.now(), FINALIZE_HAND_OVER),
+                    }),
+                    balance: None,
+                    wallets: None,
+                    account_discounts,
+                }
+            }
         };
         let data = to_json(&invoice.invoice)?;
+        // The invoice took the account's `once` discount: it leaves the account with it.
+        if let Some(discounts) = &invoice.account_discounts {
+            change.events.push(event(
+                caller,
+                now,
+                EventType::AccountDiscountEnded,
+                discounts.account_id.to_string(),
+                to_json(discounts)?,
+                None,
+            ));
+        }
         change.events.push(event(
             caller,
             now,
@@ -373,7 +390,7 @@ impl BillingService {
         id: billing_domain::kernel::ids::InvoiceId,
         now: Timestamp,
     ) -> Result<InvoiceWrite, AppError> {
-        let draft = self.draft_invoice(caller, sub, billing, id, now).await?;
+        let (draft, account_discounts) = self.draft_invoice(caller, sub, billing, id, now).await?;
         let (draft, balance, wallets) = match self
             .credits
             .settle(caller.tenant_id, &draft, sub.livemode)
@@ -403,6 +420,7 @@ impl BillingService {
             pending: None,
             balance,
             wallets,
+            account_discounts,
         })
     }
 
@@ -769,7 +787,8 @@ pub(crate) const FINALIZE_HAND_OVER: jiff::SignedDuration = jiff::SignedDuration
 
 impl BillingService {
     /// The draft invoice `id` of `sub` from `billing`, taxed as of `now` (the tax
-    /// provider's rates on every line that has none of its own).
+    /// provider's rates on every line that has none of its own), with the account's
+    /// discounts to write beside it when it took a `once` one.
     async fn draft_invoice(
         &self,
         caller: &Caller,
@@ -777,7 +796,10 @@ impl BillingService {
         billing: &Billing,
         id: billing_domain::kernel::ids::InvoiceId,
         now: Timestamp,
-    ) -> Result<Invoice, AppError> {
+    ) -> Result<(Invoice, Option<Box<AccountDiscounts>>), AppError> {
+        let (discounts, account_discounts) = self
+            .invoice_discounts(caller.tenant_id, sub, billing)
+            .await?;
         let tax = self
             .tax
             .invoice_tax(
@@ -792,12 +814,12 @@ impl BillingService {
         let built = build_invoice(&InvoiceInput {
             currency: sub.currency,
             lines,
-            discounts: billing.discounts.clone(),
+            discounts,
             credits: Vec::new(),
             minimum_commitment: None,
         })
         .map_err(|e| crate::usage::pricing::unpriceable(sub, e))?;
-        Ok(Invoice::draft(
+        let invoice = Invoice::draft(
             DraftFacts {
                 id,
                 account_id: sub.account_id,
@@ -810,7 +832,31 @@ impl BillingService {
             built,
             now,
         )
-        .with_tax(&tax))
+        .with_tax(&tax);
+        Ok((invoice, account_discounts.map(Box::new)))
+    }
+
+    /// The discounts the invoice of `billing` takes: the subscription's own, or else, on a
+    /// period invoice, its account's (read only then), as billing and previews apply them.
+    pub(super) async fn invoice_discounts(
+        &self,
+        tenant: TenantId,
+        sub: &Subscription,
+        billing: &Billing,
+    ) -> Result<(Vec<Discount>, Option<AccountDiscounts>), AppError> {
+        let account = if billing.discounts.is_empty() && billing.reason.is_period() {
+            self.coupons
+                .account_discounts_of(tenant, sub.account_id)
+                .await?
+        } else {
+            None
+        };
+        Ok(account::invoice_discounts(
+            billing,
+            sub.terms.plan_id,
+            sub.currency,
+            account.as_ref(),
+        ))
     }
 }
 

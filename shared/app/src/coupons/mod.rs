@@ -1,31 +1,40 @@
 //! Coupons and discounts: creating, changing and deleting coupons, and redeeming them onto
-//! subscriptions (at creation through billing, later through `redeem_on_subscription`).
+//! subscriptions (at creation through billing, later through `redeem_on_subscription`) and
+//! onto accounts (`redeem_on_account`; billing reads them with `account_discounts_of`).
 //! A redemption's slot and its discount are one write (see [`RedemptionStore`]), retried
 //! from a fresh read when another redemption took the counter first.
 
 use std::sync::Arc;
 
 use billing_domain::billing::subscription::Subscription;
+use billing_domain::coupons::account::AccountDiscounts;
 use billing_domain::coupons::coupon::{Coupon, CouponPatch, NewCoupon};
 use billing_domain::coupons::discount::{AppliedDiscount, MAX_DISCOUNTS};
 use billing_domain::customers::access::Permission;
+use billing_domain::customers::account::Account;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
 use billing_domain::kernel::error::{ErrorCode, ValidationError};
-use billing_domain::kernel::ids::{CouponId, DiscountId, SubscriptionId};
+use billing_domain::kernel::ids::{AccountId, CouponId, DiscountId, SubscriptionId, TenantId};
 use jiff::Timestamp;
 
 use crate::kernel::WRITE_ATTEMPTS;
 use crate::kernel::{change, new_ulid, to_json, AppError, Caller, ChangeSpec, Clocks};
 use crate::ports::{
-    CouponStore, Page, PageRequest, RedemptionStore, RedemptionTarget, StoreError,
-    SubscriptionStore,
+    AccountDiscountStore, AccountStore, CouponStore, Page, PageRequest, RedemptionStore,
+    RedemptionTarget, StoreError, SubscriptionStore,
 };
 
 /// What the coupons service reads and writes.
-pub trait CouponsPorts: CouponStore + RedemptionStore + SubscriptionStore {}
+pub trait CouponsPorts:
+    CouponStore + RedemptionStore + SubscriptionStore + AccountStore + AccountDiscountStore
+{
+}
 
-impl<T> CouponsPorts for T where T: CouponStore + RedemptionStore + SubscriptionStore {}
+impl<T> CouponsPorts for T where
+    T: CouponStore + RedemptionStore + SubscriptionStore + AccountStore + AccountDiscountStore
+{
+}
 
 /// The coupon use cases. Depends on the kernel only; billing calls
 /// [`CouponsService::redeemable`] when a subscription starts with a coupon.
@@ -327,6 +336,201 @@ impl CouponsService {
         Err(kept_changing("subscription"))
     }
 
+    /// Redeems `coupon` onto an account: the period invoices of all its subscriptions that
+    /// carry no discount of their own take it (see [`billing_domain::coupons::account`]).
+    /// One redemption slot is taken in the same write.
+    pub async fn redeem_on_account(
+        &self,
+        caller: &Caller,
+        id: AccountId,
+        coupon: &CouponRef,
+    ) -> Result<AccountDiscounts, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        for _ in 0..WRITE_ATTEMPTS {
+            let account = self.account(caller, id).await?;
+            if account.deleted_at.is_some() {
+                return Err(AppError::Conflict {
+                    code: ErrorCode::AccountDeleted,
+                    message: "the account is deleted".into(),
+                    param: None,
+                });
+            }
+            let now = self
+                .clocks
+                .now_for(caller.tenant_id, account.test_clock)
+                .await?;
+            let current = self
+                .stored_discounts(caller.tenant_id, &account, now)
+                .await?;
+            let found = self.find(caller, coupon, "coupon").await?;
+            // Ended discounts make room; the same coupon twice is refused while it runs.
+            let running: Vec<_> = current
+                .discounts
+                .iter()
+                .filter(|d| AccountDiscounts::running(d, now))
+                .collect();
+            if running.iter().any(|d| d.coupon_id == found.id) {
+                return Err(AppError::Invalid(ValidationError::new(
+                    ErrorCode::AlreadyDiscounted,
+                    "coupon",
+                    "the account already carries a discount from this coupon",
+                )));
+            }
+            if running.len() >= MAX_DISCOUNTS {
+                return Err(AppError::Invalid(ValidationError::new(
+                    ErrorCode::AlreadyDiscounted,
+                    "coupon",
+                    format!("an account carries at most {MAX_DISCOUNTS} discounts"),
+                )));
+            }
+            let zone = billing_domain::kernel::time_zones::get(&account.timezone)
+                .unwrap_or(jiff::tz::TimeZone::UTC);
+            let discount = found
+                .redeem_on_account(
+                    DiscountId::from_ulid(new_ulid()),
+                    account.currency,
+                    &zone,
+                    now,
+                )
+                .map_err(|e| AppError::Invalid(e.problem("coupon")))?;
+            let next = current.changed(now, |all| {
+                all.retain(|d| AccountDiscounts::running(d, now));
+                all.push(discount);
+            });
+            let change = self.account_discounts_change(
+                caller,
+                &current,
+                &next,
+                now,
+                EventType::AccountDiscountApplied,
+            )?;
+            match self
+                .store
+                .redeem_coupon(
+                    caller.tenant_id,
+                    &found,
+                    RedemptionTarget::Account(&next),
+                    &change,
+                )
+                .await
+            {
+                Err(StoreError::VersionConflict { .. }) => continue,
+                other => other?,
+            }
+            return Ok(next);
+        }
+        Err(kept_changing("account's discounts or coupon"))
+    }
+
+    /// The discounts on an account (ended `repeating` ones included, with their `end`).
+    pub async fn account_discounts(
+        &self,
+        caller: &Caller,
+        id: AccountId,
+    ) -> Result<AccountDiscounts, AppError> {
+        caller.require(Permission::Read)?;
+        let account = self.account(caller, id).await?;
+        let now = self.clocks.now();
+        self.stored_discounts(caller.tenant_id, &account, now).await
+    }
+
+    /// Takes a discount off an account before it ends; its redemption stays counted.
+    pub async fn remove_account_discount(
+        &self,
+        caller: &Caller,
+        id: AccountId,
+        discount: DiscountId,
+    ) -> Result<AccountDiscounts, AppError> {
+        caller.require(Permission::WriteBilling)?;
+        for _ in 0..WRITE_ATTEMPTS {
+            let account = self.account(caller, id).await?;
+            let now = self
+                .clocks
+                .now_for(caller.tenant_id, account.test_clock)
+                .await?;
+            let current = self
+                .stored_discounts(caller.tenant_id, &account, now)
+                .await?;
+            if !current.discounts.iter().any(|d| d.id == discount) {
+                return Err(AppError::not_found("discount", discount));
+            }
+            let next = current.changed(now, |all| all.retain(|d| d.id != discount));
+            let change = self.account_discounts_change(
+                caller,
+                &current,
+                &next,
+                now,
+                EventType::AccountDiscountRemoved,
+            )?;
+            match self
+                .store
+                .save_account_discounts(caller.tenant_id, &next, &change)
+                .await
+            {
+                Err(StoreError::VersionConflict { .. }) => continue,
+                other => other?,
+            }
+            return Ok(next);
+        }
+        Err(kept_changing("account's discounts"))
+    }
+
+    /// The account's discounts as stored, for billing and previews (`None`: never any).
+    pub async fn account_discounts_of(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+    ) -> Result<Option<AccountDiscounts>, AppError> {
+        Ok(self.store.get_account_discounts(tenant, account).await?)
+    }
+
+    async fn account(&self, caller: &Caller, id: AccountId) -> Result<Account, AppError> {
+        self.store
+            .get_account(caller.tenant_id, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("account", id))
+    }
+
+    async fn stored_discounts(
+        &self,
+        tenant: TenantId,
+        account: &Account,
+        now: Timestamp,
+    ) -> Result<AccountDiscounts, AppError> {
+        Ok(self
+            .store
+            .get_account_discounts(tenant, account.id)
+            .await?
+            .unwrap_or_else(|| AccountDiscounts::none(account.id, account.currency, now)))
+    }
+
+    fn account_discounts_change(
+        &self,
+        caller: &Caller,
+        current: &AccountDiscounts,
+        next: &AccountDiscounts,
+        now: Timestamp,
+        event_type: EventType,
+    ) -> Result<crate::ports::Change, AppError> {
+        let (before, after) = (to_json(current)?, to_json(next)?);
+        Ok(change(
+            caller,
+            now,
+            ChangeSpec {
+                entity_type: ACCOUNT_DISCOUNTS_ENTITY,
+                entity_id: next.account_id.to_string(),
+                action: if current.version == 0 {
+                    AuditAction::Create
+                } else {
+                    AuditAction::Update
+                },
+                event_type: Some(event_type),
+                before: (current.version > 0).then_some(&before),
+                after: &after,
+            },
+        ))
+    }
+
     async fn subscription(
         &self,
         caller: &Caller,
@@ -361,6 +565,9 @@ impl CouponsService {
         ))
     }
 }
+
+/// The audit records' entity type of an account's discounts.
+pub(crate) const ACCOUNT_DISCOUNTS_ENTITY: &str = "account_discounts";
 
 /// What a write that lost every race answers.
 fn kept_changing(what: &str) -> AppError {

@@ -232,6 +232,7 @@ impl CreditsService {
                 pending: Some(draft.finalization),
                 balance: settled.balance,
                 wallets: settled.wallets,
+                account_discounts: None,
             };
             match self
                 .store

@@ -5,6 +5,7 @@ use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
 use billing_domain::billing::simulation::{SimulationChunk, SimulationRun};
 use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
 use billing_domain::billing::test_clock::TestClock;
+use billing_domain::coupons::account::AccountDiscounts;
 use billing_domain::kernel::currency::Currency;
 use billing_domain::kernel::ids::{
     AccountId, InvoiceId, PlanId, SimulationId, SubscriptionId, TenantId, TestClockId,
@@ -33,6 +34,9 @@ pub struct InvoiceWrite {
     /// Prepaid wallets this invoice consumes (or, for a top-up invoice being created, the
     /// purchase waiting on it), each on its wallet's version, in the same transaction.
     pub wallets: Option<Box<super::WalletSettlement>>,
+    /// The account's discounts after this invoice took a `once` one, written in the same
+    /// transaction on their version (see [`super::AccountDiscountStore`]).
+    pub account_discounts: Option<Box<AccountDiscounts>>,
 }
 
 /// What the finalizer needs to open a draft besides the draft itself.

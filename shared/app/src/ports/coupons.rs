@@ -3,8 +3,9 @@
 
 use async_trait::async_trait;
 use billing_domain::billing::subscription::Subscription;
+use billing_domain::coupons::account::AccountDiscounts;
 use billing_domain::coupons::coupon::Coupon;
-use billing_domain::kernel::ids::{CouponId, TenantId};
+use billing_domain::kernel::ids::{AccountId, CouponId, TenantId};
 
 use super::{Change, InvoiceWrite, Page, PageRequest, StoreError};
 
@@ -57,7 +58,30 @@ pub enum RedemptionTarget<'a> {
         previous: &'a Subscription,
         next: &'a Subscription,
     },
+    /// An account's discounts, as [`AccountDiscountStore::save_account_discounts`].
+    Account(&'a AccountDiscounts),
 }
+
+/// An account's discounts: one item per account. Every write of it (a redemption, a
+/// removal, an invoice taking a `once` discount) replaces version `next.version - 1` (none
+/// stored for version 1), else `VersionConflict { entity: "account discounts" }`.
+#[async_trait]
+pub trait AccountDiscountStore: Send + Sync {
+    async fn get_account_discounts(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+    ) -> Result<Option<AccountDiscounts>, StoreError>;
+    async fn save_account_discounts(
+        &self,
+        tenant: TenantId,
+        next: &AccountDiscounts,
+        change: &Change,
+    ) -> Result<(), StoreError>;
+}
+
+/// The entity a failed account-discounts condition names.
+pub const ACCOUNT_DISCOUNTS: &str = "account discounts";
 
 #[async_trait]
 pub trait RedemptionStore: Send + Sync {

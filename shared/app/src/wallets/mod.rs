@@ -493,6 +493,7 @@ impl WalletsService {
             pending: None,
             balance: None,
             wallets: None,
+            account_discounts: None,
         })
     }
 

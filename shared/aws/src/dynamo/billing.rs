@@ -213,7 +213,8 @@ impl Transaction<'_> {
             self.balance(tenant, &settlement.change)?
                 .record(tenant, &settlement.record)?;
         }
-        self.wallets(tenant, write.wallets.as_deref())?;
+        self.wallets(tenant, write.wallets.as_deref())?
+            .account_discounts(tenant, write.account_discounts.as_deref())?;
         if let Some(number) = write.number {
             self.use_invoice_numbers(InvoiceNumbers {
                 tenant,

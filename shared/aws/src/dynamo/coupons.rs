@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use billing_app::ports::*;
+use billing_domain::coupons::account::AccountDiscounts;
 use billing_domain::coupons::coupon::Coupon;
-use billing_domain::kernel::ids::{CouponId, TenantId};
+use billing_domain::kernel::ids::{AccountId, CouponId, TenantId};
 
-use super::{claim_item, to_item, DynamoStore};
+use super::{claim_item, to_item, DynamoStore, Transaction};
 use crate::keys;
 
 fn coupon_item(tenant: TenantId, coupon: &Coupon) -> Result<super::Item, StoreError> {
@@ -124,6 +125,9 @@ impl RedemptionStore for DynamoStore {
             RedemptionTarget::Subscription { previous, next } => {
                 tx.subscription_step(tenant, previous, next, None, change)?
             }
+            RedemptionTarget::Account(next) => tx
+                .account_discounts(tenant, Some(next))?
+                .record(tenant, change)?,
         };
         let mut values = HashMap::from([
             (":one".to_owned(), AttributeValue::N("1".into())),
@@ -144,6 +148,57 @@ impl RedemptionStore for DynamoStore {
             values,
             StoreError::VersionConflict { entity: "coupon" },
         )?;
+        tx.commit().await
+    }
+}
+
+impl Transaction<'_> {
+    /// An account's discounts over the version before `next` (created at version 1).
+    pub(super) fn account_discounts(
+        &mut self,
+        tenant: TenantId,
+        next: Option<&AccountDiscounts>,
+    ) -> Result<&mut Self, StoreError> {
+        let Some(next) = next else {
+            return Ok(self);
+        };
+        let item = to_item(
+            "account_discounts",
+            next,
+            &keys::account_discounts(tenant, next.account_id),
+        )?;
+        if next.version == 1 {
+            self.create(
+                item,
+                StoreError::VersionConflict {
+                    entity: ACCOUNT_DISCOUNTS,
+                },
+            )
+        } else {
+            self.replace_version(item, next.version - 1, ACCOUNT_DISCOUNTS)
+        }
+    }
+}
+
+#[async_trait]
+impl AccountDiscountStore for DynamoStore {
+    async fn get_account_discounts(
+        &self,
+        tenant: TenantId,
+        account: AccountId,
+    ) -> Result<Option<AccountDiscounts>, StoreError> {
+        self.get(&keys::account_discounts(tenant, account)).await
+    }
+
+    async fn save_account_discounts(
+        &self,
+        tenant: TenantId,
+        next: &AccountDiscounts,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.transaction();
+        tx.account_discounts(tenant, Some(next))?
+            .record(tenant, change)?;
         tx.commit().await
     }
 }

@@ -412,6 +412,23 @@ pub enum BillingReason {
     WalletTopUp,
 }
 
+impl BillingReason {
+    /// Whether the invoice is one of the subscription's period invoices (start, renewal,
+    /// resume, the last one): those take discounts.
+    pub fn is_period(self) -> bool {
+        match self {
+            BillingReason::SubscriptionCreate
+            | BillingReason::SubscriptionCycle
+            | BillingReason::SubscriptionResume
+            | BillingReason::SubscriptionEnd => true,
+            BillingReason::SubscriptionUpdate
+            | BillingReason::Manual
+            | BillingReason::LateUsage
+            | BillingReason::WalletTopUp => false,
+        }
+    }
+}
+
 /// What a transition bills: lines for one invoice of the subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Billing {
@@ -743,17 +760,10 @@ impl Subscription {
         self.invoice_count += 1;
         // Period invoices take the discounts and count them down; a mid-period change's
         // prorations do not (Stripe's repeating discounts run in billing periods too).
-        let discounts = match reason {
-            BillingReason::SubscriptionCreate
-            | BillingReason::SubscriptionCycle
-            | BillingReason::SubscriptionResume
-            | BillingReason::SubscriptionEnd => {
-                bill_period(&mut self.discounts, self.terms.plan_id)
-            }
-            BillingReason::SubscriptionUpdate
-            | BillingReason::Manual
-            | BillingReason::LateUsage
-            | BillingReason::WalletTopUp => Vec::new(),
+        let discounts = if reason.is_period() {
+            bill_period(&mut self.discounts, self.terms.plan_id)
+        } else {
+            Vec::new()
         };
         Some(Billing {
             reason,

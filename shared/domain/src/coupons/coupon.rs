@@ -358,6 +358,44 @@ impl Coupon {
         currency: Currency,
         now: Timestamp,
     ) -> Result<AppliedDiscount, RedeemError> {
+        self.check_redeemable(now)?;
+        if !self.covers(plan) {
+            return Err(RedeemError::PlanNotCovered(plan));
+        }
+        let periods_remaining = match self.duration {
+            CouponDuration::Once => Some(1),
+            CouponDuration::Repeating => self.duration_in_periods,
+            CouponDuration::Forever => None,
+        };
+        self.discount(id, currency, now, periods_remaining, None)
+    }
+
+    /// The discount one more redemption makes on an account billed in `currency` whose
+    /// periods run in `time_zone`. Its plans are checked on each invoice, not here (the
+    /// account's subscriptions change). `repeating` runs in time, as Stripe's customer
+    /// discounts do: until `duration_in_periods` months after `now` (its `end`).
+    pub fn redeem_on_account(
+        &self,
+        id: DiscountId,
+        currency: Currency,
+        time_zone: &jiff::tz::TimeZone,
+        now: Timestamp,
+    ) -> Result<AppliedDiscount, RedeemError> {
+        self.check_redeemable(now)?;
+        let end = match (self.duration, self.duration_in_periods) {
+            (CouponDuration::Repeating, Some(months)) => Some(
+                now.to_zoned(time_zone.clone())
+                    .checked_add(jiff::Span::new().months(i64::from(months)))
+                    .map_err(|_| RedeemError::Expired(now))?
+                    .timestamp(),
+            ),
+            _ => None,
+        };
+        let once = (self.duration == CouponDuration::Once).then_some(1);
+        self.discount(id, currency, now, once, end)
+    }
+
+    fn check_redeemable(&self, now: Timestamp) -> Result<(), RedeemError> {
         if self.deleted {
             return Err(RedeemError::Deleted);
         }
@@ -370,9 +408,17 @@ impl Coupon {
         {
             return Err(RedeemError::MaxedOut(max));
         }
-        if !self.covers(plan) {
-            return Err(RedeemError::PlanNotCovered(plan));
-        }
+        Ok(())
+    }
+
+    fn discount(
+        &self,
+        id: DiscountId,
+        currency: Currency,
+        now: Timestamp,
+        periods_remaining: Option<u32>,
+        end: Option<Timestamp>,
+    ) -> Result<AppliedDiscount, RedeemError> {
         let amount_off = match self.percent_off {
             Some(_) => None,
             None => Some(
@@ -389,13 +435,10 @@ impl Coupon {
             percent_off: self.percent_off,
             amount_off,
             duration: self.duration,
-            periods_remaining: match self.duration {
-                CouponDuration::Once => Some(1),
-                CouponDuration::Repeating => self.duration_in_periods,
-                CouponDuration::Forever => None,
-            },
+            periods_remaining,
             applies_to: self.applies_to.clone(),
             start: now,
+            end,
         })
     }
 
@@ -539,5 +582,37 @@ mod tests {
             coupon.redeem(id, plan, usd, late),
             Err(RedeemError::Expired(_))
         ));
+    }
+
+    /// Stripe counts a customer discount's `duration_in_months` from its redemption: the
+    /// `end` is that many months later on the account's calendar (a DST change between
+    /// does not move it off midnight), and plans are not checked at redemption.
+    #[test]
+    fn an_account_redemption_ends_in_months_on_the_accounts_calendar() {
+        let usd = Currency::from_code("usd").unwrap();
+        let berlin = crate::kernel::time_zones::get("Europe/Berlin").unwrap();
+        let coupon = new(serde_json::json!({
+            "code": "LOYAL", "percent_off": "20", "duration": "repeating",
+            "duration_in_periods": 2, "applies_to": [PlanId::from_ulid(Ulid::new()).to_string()]
+        }))
+        .unwrap();
+        let id = DiscountId::from_ulid(Ulid::new());
+        let midnight: Timestamp = "2027-01-31T23:00:00Z".parse().unwrap();
+        let discount = coupon
+            .redeem_on_account(id, usd, &berlin, midnight)
+            .unwrap();
+        // Feb 1 00:00 in Berlin (winter, +01:00) plus two months: Apr 1 00:00 (+02:00).
+        assert_eq!(discount.end, Some("2027-03-31T22:00:00Z".parse().unwrap()));
+        assert_eq!(discount.periods_remaining, None);
+        let once = new(
+            serde_json::json!({"code": "ONCE", "amount_off": {"usd": 100}, "duration": "once"}),
+        )
+        .unwrap()
+        .redeem_on_account(id, usd, &berlin, midnight)
+        .unwrap();
+        assert_eq!(
+            (once.end, once.periods_remaining, once.amount_off),
+            (None, Some(1), Some(100))
+        );
     }
 }

@@ -41,6 +41,11 @@ pub struct AppliedDiscount {
     /// When it was redeemed.
     #[schema(value_type = String, format = DateTime)]
     pub start: Timestamp,
+    /// On an account, when a `repeating` discount stops applying: `duration_in_periods`
+    /// months after `start` (see [`crate::coupons::account`]). Absent on subscriptions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub end: Option<Timestamp>,
 }
 
 impl AppliedDiscount {
@@ -61,7 +66,7 @@ impl AppliedDiscount {
         }
     }
 
-    fn covers(&self, plan: PlanId) -> bool {
+    pub(crate) fn covers(&self, plan: PlanId) -> bool {
         self.applies_to
             .as_ref()
             .is_none_or(|plans| plans.contains(&plan))
@@ -106,6 +111,7 @@ mod tests {
             periods_remaining: periods,
             applies_to: None,
             start: Timestamp::UNIX_EPOCH,
+            end: None,
         }
     }
 

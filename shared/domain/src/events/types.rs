@@ -151,6 +151,15 @@ event_types! {
     DiscountEnded => "discount.ended", "Subscription",
         "A `once` or `repeating` discount was applied to its last invoice and left the \
          subscription (resource: the subscription).";
+    AccountDiscountApplied => "account.discount_applied", "AccountDiscounts",
+        "A coupon was redeemed onto an account (resource: the account, its new discount in \
+         `discounts`): its subscriptions' period invoices take it unless they carry a \
+         discount of their own; the coupon's `times_redeemed` went up by one.";
+    AccountDiscountRemoved => "account.discount_removed", "AccountDiscounts",
+        "A discount was taken off an account before it ended (resource: the account).";
+    AccountDiscountEnded => "account.discount_ended", "AccountDiscounts",
+        "An account's `once` discount was taken by one of its subscriptions' invoices and \
+         left the account (resource: the account).";
     InvoiceCreated => "invoice.created", "Invoice",
         "An invoice was issued (by a subscription's period, a usage bill or by hand).";
     InvoiceFinalized => "invoice.finalized", "Invoice",

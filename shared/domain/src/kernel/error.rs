@@ -225,11 +225,11 @@ error_codes! {
     CouponMaxedOut => "coupon_maxed_out", 409,
         "The coupon has been redeemed `max_redemptions` times.";
     CouponNotApplicable => "coupon_not_applicable", 409,
-        "The coupon does not apply to the subscription's plan, or has no `amount_off` in its \
-         currency.";
+        "The coupon does not apply to the subscription's plan, or has no `amount_off` in the \
+         subscription's (or account's) currency.";
     AlreadyDiscounted => "already_discounted", 409,
-        "The subscription already carries a discount from this coupon, or its most discounts \
-         (20).";
+        "The subscription (or account) already carries a discount from this coupon, or its \
+         most discounts (20).";
     InvalidInvoice => "invalid_invoice", 400,
         "The invoice is not valid (its lines, amounts or subscription).";
     MissingLines => "missing_lines", 400, "An invoice needs at least one line.";

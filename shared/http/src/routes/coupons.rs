@@ -1,4 +1,4 @@
-//! Coupons, and discounts on subscriptions: redeeming a coupon onto a subscription and
+//! Coupons, and discounts on subscriptions and accounts: redeeming a coupon onto either and
 //! taking a discount off.
 
 use axum::extract::State;
@@ -6,8 +6,9 @@ use axum::http::StatusCode;
 use billing_app::coupons::CouponRef;
 use billing_app::App;
 use billing_domain::billing::subscription::Subscription;
+use billing_domain::coupons::account::AccountDiscounts;
 use billing_domain::coupons::coupon::{Coupon, CouponPatch, NewCoupon};
-use billing_domain::kernel::ids::{CouponId, DiscountId, SubscriptionId};
+use billing_domain::kernel::ids::{AccountId, CouponId, DiscountId, SubscriptionId};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -24,6 +25,9 @@ crate::routes::handlers!(
     delete_coupon,
     redeem_coupon,
     delete_discount,
+    redeem_account_coupon,
+    list_account_discounts,
+    delete_account_discount,
 );
 
 fn coupon_id(raw: &str) -> Result<CouponId, crate::problem::Problem> {
@@ -149,5 +153,63 @@ pub async fn delete_discount(
     Ok(Reply(
         StatusCode::OK,
         app.coupons.remove_discount(&caller, id, discount).await?,
+    ))
+}
+
+/// Redeems a coupon onto an account: the period invoices of all its subscriptions take the
+/// discount, except those whose subscription carries a discount of its own (which wins, as
+/// in Stripe). `once` is taken by one invoice; `repeating` runs `duration_in_periods` months
+/// from now (`end`). One of the coupon's `max_redemptions` is used, exactly once.
+#[utoipa::path(post, path = "/v1/accounts/{id}/discounts", tag = "coupons", security(("api_key" = ["write_billing"])), request_body = RedeemRequest,
+    params(("id" = String, Path, description = "`acct_…`")),
+    responses((status = 200, body = AccountDiscounts), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn redeem_account_coupon(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<RedeemRequest>,
+) -> ApiResult<Reply<AccountDiscounts>> {
+    let id = path_id(&id, "account", AccountId::parse)?;
+    Ok(Reply(
+        StatusCode::OK,
+        app.coupons
+            .redeem_on_account(&caller, id, &CouponRef::parse(&req.coupon))
+            .await?,
+    ))
+}
+
+/// The discounts on an account, in redemption order (a `repeating` one whose `end` has
+/// passed no longer applies).
+#[utoipa::path(get, path = "/v1/accounts/{id}/discounts", tag = "coupons", security(("api_key" = ["read"])),
+    params(("id" = String, Path, description = "`acct_…`")),
+    responses((status = 200, body = AccountDiscounts), (status = 404, body = ProblemDocument)))]
+pub async fn list_account_discounts(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Reply<AccountDiscounts>> {
+    let id = path_id(&id, "account", AccountId::parse)?;
+    Ok(Reply(
+        StatusCode::OK,
+        app.coupons.account_discounts(&caller, id).await?,
+    ))
+}
+
+/// Takes a discount off an account before it ends; its redemption stays counted.
+#[utoipa::path(delete, path = "/v1/accounts/{id}/discounts/{discount}", tag = "coupons", security(("api_key" = ["write_billing"])),
+    params(("id" = String, Path, description = "`acct_…`"), ("discount" = String, Path, description = "`di_…`")),
+    responses((status = 200, body = AccountDiscounts), (status = 404, body = ProblemDocument)))]
+pub async fn delete_account_discount(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ApiPath((id, discount)): ApiPath<(String, String)>,
+) -> ApiResult<Reply<AccountDiscounts>> {
+    let id = path_id(&id, "account", AccountId::parse)?;
+    let discount = path_id(&discount, "discount", DiscountId::parse)?;
+    Ok(Reply(
+        StatusCode::OK,
+        app.coupons
+            .remove_account_discount(&caller, id, discount)
+            .await?,
     ))
 }
