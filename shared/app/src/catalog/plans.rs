@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use billing_domain::catalog::plan::{
-    self, NewPlan, NewPlanVersion, Plan, PlanChangeError, PlanCharges, PlanPatch, PlanTerms,
-    PlanVersion,
+    self, Migrating, NewPlan, NewPlanVersion, Plan, PlanChangeError, PlanCharges, PlanPatch,
+    PlanTerms, PlanVersion,
 };
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
@@ -343,7 +343,7 @@ impl CatalogService {
         let (next, version) = current.add_version(
             latest,
             input.effective_from,
-            input.migrate_existing,
+            Migrating::validated(input.migrate_existing, input.migration_notice_days)?,
             terms,
             self.clocks.now(),
         )?;
