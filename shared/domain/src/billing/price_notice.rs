@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::subscription::SubscriptionTerms;
+use crate::catalog::plan::{NotPricedIn, Plan, PlanVersion};
+use crate::kernel::currency::Currency;
 use crate::kernel::money::Money;
 use crate::kernel::time;
 
@@ -28,6 +30,15 @@ pub struct Migration {
 }
 
 impl Migration {
+    /// The move to `version` of `plan` for a subscription in `currency`.
+    pub fn to(plan: &Plan, version: &PlanVersion, currency: Currency) -> Result<Self, NotPricedIn> {
+        Ok(Migration {
+            terms: SubscriptionTerms::of(plan, version, currency)?,
+            notice_days: version.migration_notice_days,
+            effective_from: version.effective_from,
+        })
+    }
+
     /// A version that migrates at the next renewal without a notice (today's behaviour).
     pub fn unannounced(terms: SubscriptionTerms) -> Self {
         Migration {

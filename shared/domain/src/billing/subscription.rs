@@ -349,8 +349,8 @@ pub struct Subscription {
     #[serde(default)]
     pub discounts: Vec<AppliedDiscount>,
     /// The email announcing a price migration with a notice period (see
-    /// [`crate::billing::price_notice`]): waiting to be sent, or sent and awaiting the
-    /// renewal it announced.
+    /// [`crate::billing::price_notice`]): waiting to be sent, or sent (what it said; kept
+    /// until a newer version's notice replaces it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_notice: Option<PriceNotice>,
     pub metadata: Metadata,
@@ -1125,7 +1125,6 @@ impl Subscription {
         }) {
             if migration.allowed(self.price_notice.as_ref(), at) {
                 self.terms = migration.terms;
-                self.price_notice = None;
                 events.push(EventType::SubscriptionPriceMigrated);
             } else {
                 waiting = Some(migration);
@@ -1333,6 +1332,17 @@ impl Subscription {
     /// (the period ends and the subscription goes on), or the daily check of a suspension?
     pub fn suspension_due(&self, due: Timestamp) -> bool {
         self.renews_at(due) || (self.suspended && self.resumes_at == Some(due))
+    }
+
+    /// The plan version whose price notice the step due at `due` sends, if it is that step.
+    pub fn notice_due(&self, due: Timestamp) -> Option<u32> {
+        let notice = self.price_notice.as_ref()?;
+        (matches!(
+            self.status,
+            SubscriptionStatus::Active | SubscriptionStatus::PastDue
+        ) && due < self.current_period.end
+            && notice.pending_at().is_some_and(|at| at <= due))
+        .then_some(notice.plan_version)
     }
 
     /// Is the step due at `due` a renewal into a next period (not an end)?
@@ -2148,7 +2158,11 @@ mod tests {
             .unwrap();
         assert_eq!(total(renewed.billing.as_ref().unwrap()), 6_000);
         assert_eq!(renewed.next.terms.plan_version, 2);
-        assert_eq!(renewed.next.price_notice, None);
+        assert_eq!(
+            renewed.next.price_notice.and_then(|n| n.sent_at),
+            Some(ts("2024-01-25T00:00:00Z")),
+            "kept: what the email said"
+        );
     }
 
     /// Published 3 days before the renewal with 7 days' notice: the notice goes out at
