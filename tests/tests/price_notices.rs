@@ -8,10 +8,11 @@
 
 use std::sync::Arc;
 
+use billing_app::billing::SimulationJobs;
 use billing_app::ports::{BillingJob, Notification};
 use billing_app::App;
 use billing_domain::kernel::ids::SubscriptionId;
-use billing_memory::MemoryNotifier;
+use billing_memory::{MemoryBillingQueue, MemoryNotifier};
 use billing_tests::api::Api;
 use billing_tests::send_due_notices;
 use reqwest::{Method, StatusCode};
@@ -212,7 +213,76 @@ async fn a_version_three_days_before_the_renewal_migrates_a_period_later(app: Ap
     assert_eq!(notices(&api, &sub).await.len(), 1);
 }
 
+/// A plan with more subscriptions than a request arms (two, here): the request arms the
+/// first two and queues a `price_notices` job; the jobs (each delivered twice) arm the
+/// rest, each once; every subscriber is told once, on the same day.
+async fn a_big_plan_is_armed_by_jobs_on_the_billing_queue(app: App) {
+    let (api, tenant) = Api::start(app.clone(), "Many Co").await;
+    let (plan, clock, first) = fifty_a_month(&api).await;
+    let mut subs = vec![first];
+    for n in 0..4 {
+        let account = api
+            .post(
+                "/v1/accounts",
+                json!({"email": format!("c{n}@acme.test"), "currency": "usd", "test_clock": clock}),
+            )
+            .await;
+        let sub = api
+            .created(
+                "/v1/subscriptions",
+                json!({"account": account["id"], "plan": plan}),
+            )
+            .await;
+        subs.push(sub["id"].as_str().unwrap().to_owned());
+    }
+    api.advance_clock(&clock, "2027-01-10T00:00:00Z").await;
+    let queue = Arc::new(MemoryBillingQueue::default());
+    let jobs = app.clone().with_simulation_jobs(SimulationJobs {
+        queue: Some(queue.clone()),
+        per_request: 2,
+    });
+    let served = Api::new(billing_tests::serve(jobs.clone()).await, api.key().unwrap());
+    sixty_with_notice(&served, &plan, 7).await;
+    let armed = |subs: Vec<Value>| {
+        subs.iter()
+            .filter(|s| s["price_notice"]["send_at"] == "2027-01-25T00:00:00Z")
+            .count()
+    };
+    let mut stored = Vec::new();
+    for sub in &subs {
+        stored.push(api.get(&format!("/v1/subscriptions/{sub}")).await);
+    }
+    assert_eq!(armed(stored), 2, "the request arms one chunk");
+    let mut delivered = 0;
+    loop {
+        let queued = queue.take();
+        if queued.is_empty() {
+            break;
+        }
+        for job in queued {
+            assert!(matches!(job, BillingJob::PriceNotices { .. }), "{job:?}");
+            for _ in 0..2 {
+                for result in jobs.billing.run_billing_jobs(tenant.id, &[job.clone()]).await {
+                    result.unwrap();
+                }
+            }
+            delivered += 1;
+        }
+    }
+    assert!(delivered >= 2, "one job a chunk: {delivered}");
+    let mut stored = Vec::new();
+    for sub in &subs {
+        stored.push(api.get(&format!("/v1/subscriptions/{sub}")).await);
+    }
+    assert_eq!(armed(stored), 5);
+    api.advance_clock(&clock, "2027-01-25T01:00:00Z").await;
+    for sub in &subs {
+        assert_eq!(notices(&api, sub).await.len(), 1, "{sub}");
+    }
+}
+
 billing_tests::on_both_stores!(
     the_notice_goes_out_seven_days_before_the_renewal_at_the_new_price,
     a_version_three_days_before_the_renewal_migrates_a_period_later,
+    a_big_plan_is_armed_by_jobs_on_the_billing_queue,
 );
