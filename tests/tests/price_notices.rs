@@ -161,7 +161,10 @@ async fn a_version_three_days_before_the_renewal_migrates_a_period_later(app: Ap
     let (api, _) = Api::start(app, "Late Notice Co").await;
     let (plan, clock, sub) = fifty_a_month(&api).await;
     for (body, hint) in [
-        (json!({"migrate_existing": true, "migration_notice_days": 91}), "0 to 90"),
+        (
+            json!({"migrate_existing": true, "migration_notice_days": 91}),
+            "0 to 90",
+        ),
         (json!({"migration_notice_days": 7}), "migrate_existing"),
     ] {
         let mut body = body;
@@ -262,7 +265,11 @@ async fn a_big_plan_is_armed_by_jobs_on_the_billing_queue(app: App) {
         for job in queued {
             assert!(matches!(job, BillingJob::PriceNotices { .. }), "{job:?}");
             for _ in 0..2 {
-                for result in jobs.billing.run_billing_jobs(tenant.id, &[job.clone()]).await {
+                for result in jobs
+                    .billing
+                    .run_billing_jobs(tenant.id, std::slice::from_ref(&job))
+                    .await
+                {
                     result.unwrap();
                 }
             }

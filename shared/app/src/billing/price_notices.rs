@@ -36,7 +36,10 @@ impl BillingService {
         let version = self.catalog.create_plan_version(caller, id, input).await?;
         if version.migrate_existing && version.migration_notice_days > 0 {
             let tenant = caller.tenant_id;
-            if let Err(err) = self.arm_price_notices(tenant, id, version.number, None).await {
+            if let Err(err) = self
+                .arm_price_notices(tenant, id, version.number, None)
+                .await
+            {
                 tracing::warn!(%err, %tenant, plan = %id, version = version.number, "arming price notices failed; renewals arm the rest");
             }
         }
@@ -62,7 +65,9 @@ impl BillingService {
         };
         let per_request = self.simulation_jobs.per_request;
         loop {
-            let (subs, resume) = self.plan_subscriptions(tenant, plan_id, after, per_request).await?;
+            let (subs, resume) = self
+                .plan_subscriptions(tenant, plan_id, after, per_request)
+                .await?;
             for sub in subs {
                 self.arm_price_notice(tenant, sub, plan, version).await?;
             }

@@ -13,10 +13,10 @@
 
 use std::sync::Arc;
 
+use billing_domain::billing::price_notice::PriceNotice;
 use billing_domain::billing::simulation::{
     self, CurrencyImpact, PricedImpact, SimulationRun, SimulationStatus, SubscriptionImpact,
 };
-use billing_domain::billing::price_notice::PriceNotice;
 use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
 use billing_domain::catalog::plan::{NewPlanVersion, Plan, PlanVersion};
 use billing_domain::customers::access::Permission;

@@ -72,7 +72,8 @@ impl Migration {
     /// May a renewal at `at` move to this version? Without a notice period, yes; with one,
     /// only once its notice was sent at least `notice_days` before `at`.
     pub fn allowed(&self, notice: Option<&PriceNotice>, at: Timestamp) -> bool {
-        self.earliest_with(notice).is_some_and(|earliest| earliest <= at)
+        self.earliest_with(notice)
+            .is_some_and(|earliest| earliest <= at)
     }
 }
 
@@ -158,7 +159,10 @@ mod tests {
         assert!(m.allowed(Some(&notice), at(30)));
         assert!(!m.allowed(Some(&notice), at(29)));
         notice.plan_version = 3;
-        assert!(!m.allowed(Some(&notice), at(30)), "another version's notice");
+        assert!(
+            !m.allowed(Some(&notice), at(30)),
+            "another version's notice"
+        );
         assert!(!m.allowed(None, at(300)));
         let later = migration(7, at(60));
         let sent = PriceNotice {

@@ -2116,7 +2116,12 @@ mod tests {
     #[test]
     fn a_notice_goes_out_n_days_before_the_renewal_that_migrates() {
         let conv = ProrationConvention::DaySpanExclusive;
-        let sub = active(5_000, BillingTiming::InAdvance, conv, "2024-01-01T00:00:00Z");
+        let sub = active(
+            5_000,
+            BillingTiming::InAdvance,
+            conv,
+            "2024-01-01T00:00:00Z",
+        );
         let m = notice_migration(7, ts("2024-01-10T00:00:00Z"));
         let armed = sub
             .arm_price_notice(&m, ts("2024-01-10T00:00:00Z"))
@@ -2170,7 +2175,12 @@ mod tests {
     #[test]
     fn a_notice_too_late_for_the_renewal_delays_the_migration_one_period() {
         let conv = ProrationConvention::DaySpanExclusive;
-        let sub = active(5_000, BillingTiming::InAdvance, conv, "2024-01-01T00:00:00Z");
+        let sub = active(
+            5_000,
+            BillingTiming::InAdvance,
+            conv,
+            "2024-01-01T00:00:00Z",
+        );
         let published = ts("2024-01-29T00:00:00Z");
         let m = notice_migration(7, published);
         let armed = sub.arm_price_notice(&m, published).unwrap().unwrap();
@@ -2204,7 +2214,12 @@ mod tests {
     #[test]
     fn a_renewal_without_the_notice_arms_it() {
         let conv = ProrationConvention::DaySpanExclusive;
-        let sub = active(5_000, BillingTiming::InAdvance, conv, "2024-01-01T00:00:00Z");
+        let sub = active(
+            5_000,
+            BillingTiming::InAdvance,
+            conv,
+            "2024-01-01T00:00:00Z",
+        );
         let m = notice_migration(7, ts("2024-01-10T00:00:00Z"));
         let renewed = sub
             .advance_migrating(ts("2024-02-01T00:00:00Z"), Some(m))

@@ -827,14 +827,7 @@ impl Plan {
             .into());
         }
         let number = self.current_version + 1;
-        let version = PlanVersion::new(
-            self.id,
-            number,
-            effective_from,
-            migration,
-            terms,
-            now,
-        );
+        let version = PlanVersion::new(self.id, number, effective_from, migration, terms, now);
         let plan = Plan {
             current_version: number,
             updated_at: now,
@@ -1002,10 +995,7 @@ mod tests {
             Migrating::validated(true, 90).map(|m| m.notice_days),
             Ok(90)
         );
-        assert_eq!(
-            Migrating::validated(false, 0),
-            Ok(Migrating::default())
-        );
+        assert_eq!(Migrating::validated(false, 0), Ok(Migrating::default()));
         for (existing, days) in [(true, 91), (false, 7)] {
             let err = Migrating::validated(existing, days).unwrap_err();
             assert_eq!(
@@ -1027,7 +1017,13 @@ mod tests {
             matches!(past, Err(PlanChangeError::Invalid(e)) if e.code == "effective_from_in_past")
         );
         let (plan2, v2) = plan
-            .add_version(&v1, Some(t(1000)), Migrating::validated(true, 0).unwrap(), terms(), t(100))
+            .add_version(
+                &v1,
+                Some(t(1000)),
+                Migrating::validated(true, 0).unwrap(),
+                terms(),
+                t(100),
+            )
             .unwrap();
         assert_eq!((plan2.current_version, v2.number, plan2.version), (2, 2, 2));
         let early = plan2.add_version(&v2, Some(t(500)), Migrating::default(), terms(), t(200));

@@ -436,7 +436,10 @@ mod tests {
             "reply_to": null, "version": 3, "updated_at": null
         }))
         .unwrap();
-        assert!(old.sends(NoticeKind::PriceChange), "stored before the switch: on");
+        assert!(
+            old.sends(NoticeKind::PriceChange),
+            "stored before the switch: on"
+        );
     }
 
     #[test]
