@@ -993,7 +993,8 @@ impl Subscription {
 
     /// The step at `at`, before the period ends, that sends the price notice: what it says
     /// is recorded on the notice (the event carries it). A notice whose version no longer
-    /// applies (`migration` is another, or none: the plan changed) is dropped unsent.
+    /// applies (`migration` is another, or none: the plan changed), or to a subscription
+    /// ending at this period's end, is dropped unsent.
     fn send_price_notice(
         mut self,
         at: Timestamp,
@@ -1010,6 +1011,7 @@ impl Subscription {
         };
         if migration.terms.plan_id != self.terms.plan_id
             || migration.terms.plan_version != notice.plan_version
+            || self.cancel_at_period_end
         {
             return Ok(dropped(self));
         }
@@ -2227,6 +2229,22 @@ mod tests {
             .unwrap();
         assert_eq!(total(renewed.billing.as_ref().unwrap()), 5_000);
         assert_eq!(renewed.next.due_at(), Some(ts("2024-02-23T00:00:00Z")));
+        // Cancelled at the period's end meanwhile: nothing to announce.
+        let ending = renewed
+            .next
+            .cancel(true, false, ts("2024-02-10T00:00:00Z"))
+            .unwrap()
+            .next;
+        let step = ending
+            .advance_migrating(
+                ts("2024-02-23T00:00:00Z"),
+                Some(notice_migration(7, ts("2024-01-10T00:00:00Z"))),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(step.events, [EventType::SubscriptionUpdated]);
+        assert_eq!(step.next.price_notice, None);
+        assert_eq!(step.next.due_at(), Some(ts("2024-03-01T00:00:00Z")));
     }
 
     /// Version 2 of the test plan at $60 with `notice_days`, in effect from `from`.
