@@ -255,6 +255,9 @@ async fn the_billing_queue_groups_subscriptions_apart_and_a_tenants_finalize_job
             BillingJob::AccountPurge { account, .. } => account.to_string(),
             BillingJob::Wallet { wallet, .. } => wallet.to_string(),
             BillingJob::Simulation { simulation, .. } => simulation.to_string(),
+            BillingJob::PriceNotices { plan, version, .. } => {
+                format!("price-notices-{plan}-v{version}")
+            }
         };
         assert_eq!(group.as_deref(), Some(expected.as_str()), "{job:?}");
     }

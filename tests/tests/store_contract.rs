@@ -1076,7 +1076,7 @@ async fn a_stale_plan_write_is_refused_without_writing_its_version(store: Arc<dy
 
     // Based on version 1 of the plan: no version 3 may be written.
     let stale_next = pro
-        .add_version(&v2, None, false, app_terms(), Timestamp::now())
+        .add_version(&v2, None, Default::default(), app_terms(), Timestamp::now())
         .unwrap();
     let tenant = c.caller.tenant_id;
     assert_eq!(

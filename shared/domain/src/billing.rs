@@ -4,6 +4,7 @@
 pub mod invoice;
 pub mod invoice_draft;
 pub mod periods;
+pub mod price_notice;
 pub mod proration;
 pub mod simulation;
 pub mod subscription;

@@ -561,7 +561,8 @@ impl BillingService {
             let migration = match catalog {
                 None => self.migration(tenant, &current, at).await?,
                 Some((plan, versions))
-                    if current.renews_at(at) && current.scheduled_change.is_none() =>
+                    if (current.renews_at(at) && current.scheduled_change.is_none())
+                        || current.notice_due(at).is_some() =>
                 {
                     self.catalog
                         .terms_after(tenant, &current, plan, versions, at)?

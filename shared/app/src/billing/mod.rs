@@ -4,6 +4,7 @@
 
 mod finalize;
 mod invoices;
+mod price_notices;
 mod simulation;
 mod steps;
 mod subscriptions;

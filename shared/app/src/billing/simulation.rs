@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use billing_domain::billing::price_notice::PriceNotice;
 use billing_domain::billing::simulation::{
     self, CurrencyImpact, PricedImpact, SimulationRun, SimulationStatus, SubscriptionImpact,
 };
@@ -35,7 +36,7 @@ use crate::ports::{BillingJob, BillingQueue, PageRequest, StoreError, Subscripti
 /// function's 10 s); a billing worker has 50 s for the same.
 pub const PER_REQUEST: usize = 500;
 
-/// Where simulations too big for a request go.
+/// Where simulations and price notice fan-outs too big for a request go.
 #[derive(Clone)]
 pub struct SimulationJobs {
     /// The billing queue; without one (tests, the local runner) the request runs the job
@@ -300,19 +301,35 @@ impl BillingService {
         would_be: &(Plan, Vec<PlanVersion>),
     ) -> Result<SubscriptionImpact, AppError> {
         let (at, before) = self.next_invoice(tenant, sub, Some(as_is)).await?;
-        let (_, after) = self.next_invoice(tenant, sub, Some(would_be)).await?;
+        // Published, a version with a notice period arms the subscription's notice first
+        // (and its renewal migrates only if the notice comes early enough).
+        let armed = match would_be.1.last() {
+            Some(version) => self.armed_for(tenant, sub, &would_be.0, version).await?,
+            None => None,
+        };
+        let priced = armed.as_ref().unwrap_or(sub);
+        let (_, after) = self.next_invoice(tenant, priced, Some(would_be)).await?;
         let new_number = would_be.1.last().map(|v| v.number);
         let moves_to = |catalog: &(Plan, Vec<PlanVersion>), at: Timestamp| {
             self.catalog
                 .terms_after(tenant, sub, &catalog.0, &catalog.1, at)
         };
+        // The notice as it will have been sent by the renewal.
+        let sent = priced.price_notice.clone().map(|n| PriceNotice {
+            sent_at: n.sent_at.or(Some(n.send_at)),
+            ..n
+        });
         let migrates = sub.renews_at(at)
             && sub.scheduled_change.is_none()
-            && moves_to(would_be, at)?.map(|t| t.plan_version) == new_number;
+            && moves_to(would_be, at)?.is_some_and(|m| {
+                Some(m.terms.plan_version) == new_number && m.allowed(sent.as_ref(), at)
+            });
         // MRR with the change: the terms the subscription will be on once it has renewed
-        // past the version's start, else its own.
+        // past the version's start (and its notice), else its own.
         let later = draft_start(would_be).max(sub.current_period.end);
-        let terms_after = moves_to(would_be, later)?.unwrap_or_else(|| sub.terms.clone());
+        let terms_after = moves_to(would_be, later)?
+            .map(|m| m.terms)
+            .unwrap_or_else(|| sub.terms.clone());
         let mrr = |terms: &billing_domain::billing::subscription::SubscriptionTerms| {
             Ok::<_, AppError>(simulation::monthly(
                 terms.fee(sub.quantity, sub.currency)?.minor,

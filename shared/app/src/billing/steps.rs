@@ -8,7 +8,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use billing_domain::billing::subscription::{Subscription, SubscriptionTerms};
+use billing_domain::billing::price_notice::Migration;
+use billing_domain::billing::subscription::Subscription;
 use billing_domain::customers::account::AccountStatus;
 use billing_domain::events::record::AuditAction;
 use billing_domain::events::types::EventType;
@@ -48,7 +49,8 @@ impl BillingService {
     /// finalize jobs by [`BillingService::run_finalize_job`], credit expiries by
     /// [`crate::credits::CreditsService::expire_credits`], purges by
     /// [`crate::retention::RetentionService::purge_account`], wallet jobs by
-    /// [`crate::wallets::WalletsService::run_wallet_job`].
+    /// [`crate::wallets::WalletsService::run_wallet_job`], price notices by
+    /// [`BillingService::arm_price_notices`].
     pub async fn run_billing_jobs(
         &self,
         tenant: TenantId,
@@ -63,7 +65,8 @@ impl BillingService {
                 | BillingJob::CreditExpiry { .. }
                 | BillingJob::AccountPurge { .. }
                 | BillingJob::Wallet { .. }
-                | BillingJob::Simulation { .. } => None,
+                | BillingJob::Simulation { .. }
+                | BillingJob::PriceNotices { .. } => None,
             })
             .collect();
         let drafted = self
@@ -115,6 +118,15 @@ impl BillingService {
                 }
                 BillingJob::Simulation { simulation, .. } => {
                     self.run_simulation_job(tenant, *simulation).await
+                }
+                BillingJob::PriceNotices {
+                    plan,
+                    version,
+                    after,
+                    ..
+                } => {
+                    self.arm_price_notices(tenant, *plan, *version, after.clone())
+                        .await
                 }
             });
         }
@@ -381,16 +393,18 @@ impl BillingService {
         }))
     }
 
-    /// The terms `sub` moves to if its step due at `due` renews it (see
-    /// [`crate::catalog::CatalogService::migration_terms`]); the catalog is read only for a
-    /// renewal without a scheduled change. Billing and previews both ask here.
+    /// The version `sub` moves to if its step due at `due` renews it, or the one its price
+    /// notice due then announces (see [`crate::catalog::CatalogService::migration_terms`]);
+    /// the catalog is read only for a renewal without a scheduled change or a notice.
+    /// Billing and previews both ask here.
     pub(super) async fn migration(
         &self,
         tenant: TenantId,
         sub: &Subscription,
         due: Timestamp,
-    ) -> Result<Option<SubscriptionTerms>, AppError> {
-        if !sub.renews_at(due) || sub.scheduled_change.is_some() {
+    ) -> Result<Option<Migration>, AppError> {
+        let renewal = sub.renews_at(due) && sub.scheduled_change.is_none();
+        if !renewal && sub.notice_due(due).is_none() {
             return Ok(None);
         }
         self.catalog.migration_terms(tenant, sub, due).await

@@ -203,7 +203,8 @@ impl BillingService {
             DueKind::Billing(
                 BillingJob::TestClock { .. }
                 | BillingJob::Finalize { .. }
-                | BillingJob::Simulation { .. },
+                | BillingJob::Simulation { .. }
+                | BillingJob::PriceNotices { .. },
             )
             | DueKind::Outbox { .. }
             | DueKind::WebhookRetry(_) => {

@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use billing_domain::catalog::plan::{
-    self, NewPlan, NewPlanVersion, Plan, PlanChangeError, PlanCharges, PlanPatch, PlanTerms,
-    PlanVersion,
+    self, Migrating, NewPlan, NewPlanVersion, Plan, PlanChangeError, PlanCharges, PlanPatch,
+    PlanTerms, PlanVersion,
 };
 use billing_domain::customers::access::Permission;
 use billing_domain::events::record::AuditAction;
@@ -13,6 +13,7 @@ use billing_domain::kernel::error::ErrorCode;
 use billing_domain::kernel::ids::{PlanId, TenantId};
 use std::sync::Arc;
 
+use billing_domain::billing::price_notice::Migration;
 use billing_domain::billing::subscription::{Subscription, SubscriptionTerms};
 use jiff::Timestamp;
 
@@ -128,10 +129,13 @@ impl CatalogService {
         Ok((terms, plan.trial_days))
     }
 
-    /// The terms `sub` moves to if it renews at `at`: those of the latest version of its
-    /// plan published with `migrate_existing` and in effect by then, newer than its own, in
-    /// its currency. `None` without one (grandfathered), also for a version not priced in
-    /// its currency (it keeps its terms). Billing's way into the catalog at a renewal.
+    /// The version `sub` moves to if it renews at `at`: the latest of its plan published
+    /// with `migrate_existing` and in effect by then, newer than its own, in its currency,
+    /// with its notice period (whether the renewal may take it yet is the subscription's
+    /// rule, [`Migration::allowed`]). For the step at `at` that sends a price notice, the
+    /// version it announces. `None` without one (grandfathered), also for a version not
+    /// priced in its currency (it keeps its terms). Billing's way into the catalog at a
+    /// renewal.
     ///
     /// The plan and its versions are read once a minute per plan and process: a version
     /// takes effect no earlier than it is published, so what was read at a moment is the
@@ -142,7 +146,7 @@ impl CatalogService {
         tenant: TenantId,
         sub: &Subscription,
         at: Timestamp,
-    ) -> Result<Option<SubscriptionTerms>, AppError> {
+    ) -> Result<Option<Migration>, AppError> {
         let Some(catalog) = self.plan_for_renewal(tenant, sub, at).await? else {
             return Ok(None);
         };
@@ -159,12 +163,16 @@ impl CatalogService {
         plan: &Plan,
         versions: &[PlanVersion],
         at: Timestamp,
-    ) -> Result<Option<SubscriptionTerms>, AppError> {
-        let Some(version) = plan::migration_target(versions, sub.terms.plan_version, at) else {
+    ) -> Result<Option<Migration>, AppError> {
+        let version = match sub.notice_due(at) {
+            Some(announced) => versions.iter().find(|v| v.number == announced),
+            None => plan::migration_target(versions, sub.terms.plan_version, at),
+        };
+        let Some(version) = version else {
             return Ok(None);
         };
-        match SubscriptionTerms::of(plan, version, sub.currency) {
-            Ok(terms) => Ok(Some(terms)),
+        match Migration::to(plan, version, sub.currency) {
+            Ok(migration) => Ok(Some(migration)),
             Err(not_priced) => {
                 tracing::warn!(%tenant, subscription = %sub.id, %not_priced, "kept its terms: the migrating version has no prices in its currency");
                 Ok(None)
@@ -188,13 +196,24 @@ impl CatalogService {
                 }
             }
         }
-        let Some(plan) = self.store.get_plan(tenant, key.1).await? else {
+        let Some(catalog) = self.plan_with_versions(tenant, key.1).await? else {
             return Ok(None);
         };
-        let versions = self.store.list_plan_versions(tenant, key.1).await?;
-        let catalog = Arc::new((plan, versions));
         self.plans.put(key, (catalog.clone(), now), now);
         Ok(Some(catalog))
+    }
+
+    /// A plan and its versions as stored now (no cache).
+    pub async fn plan_with_versions(
+        &self,
+        tenant: TenantId,
+        id: PlanId,
+    ) -> Result<Option<super::PlanCatalog>, AppError> {
+        let Some(plan) = self.store.get_plan(tenant, id).await? else {
+            return Ok(None);
+        };
+        let versions = self.store.list_plan_versions(tenant, id).await?;
+        Ok(Some(Arc::new((plan, versions))))
     }
 
     pub async fn create_plan(
@@ -343,7 +362,7 @@ impl CatalogService {
         let (next, version) = current.add_version(
             latest,
             input.effective_from,
-            input.migrate_existing,
+            Migrating::validated(input.migrate_existing, input.migration_notice_days)?,
             terms,
             self.clocks.now(),
         )?;

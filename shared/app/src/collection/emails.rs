@@ -14,7 +14,7 @@
 //! or voided gets no "please pay"), a fresh link to its hosted page.
 
 use billing_domain::billing::invoice::{Invoice, InvoiceStatus};
-use billing_domain::billing::subscription::SubscriptionStatus;
+use billing_domain::billing::subscription::{Subscription, SubscriptionStatus};
 use billing_domain::collection::credit_note::CreditNoteReason;
 use billing_domain::collection::payment::{DeclineKind, Payment};
 use billing_domain::documents::branding::Branding;
@@ -73,6 +73,39 @@ impl Letterhead {
             .locale
             .format_date(at.to_zoned(jiff::tz::TimeZone::UTC).date())
     }
+}
+
+/// The price change email: what the subscription's sent notice said (the notice named
+/// by `key`, so a newer version's notice is not told under an older key).
+fn price_change(letterhead: &Letterhead, sub: &Subscription, key: &str) -> Option<Message> {
+    let notice = sub
+        .price_notice
+        .as_ref()
+        .filter(|n| key.ends_with(&format!("-v{}", n.plan_version)))?;
+    let (old, new, from) = (notice.old_amount?, notice.new_amount?, notice.effective_at?);
+    let money = |m| letterhead.branding.locale.format_money(m);
+    let plan = &sub.terms.plan_name;
+    Some(Message {
+        subject: format!(
+            "{}: the price of {plan} changes on {}",
+            letterhead.seller,
+            letterhead.date(from)
+        ),
+        heading: "Your subscription's price changes".into(),
+        paragraphs: vec![format!(
+            "From your renewal on {}, {plan} costs {} per period instead of {}. \
+             Nothing changes before then.",
+            letterhead.date(from),
+            money(new),
+            money(old)
+        )],
+        facts: vec![
+            ("Current price".into(), money(old)),
+            ("New price".into(), money(new)),
+            ("From".into(), letterhead.date(from)),
+        ],
+        actions: Vec::new(),
+    })
 }
 
 /// Reads the id an event's notice is about.
@@ -199,6 +232,14 @@ impl CollectionService {
                             actions: Vec::new(),
                         })
                     })
+            }
+            NoticeKind::PriceChange => {
+                let id = about(pending, SubscriptionId::parse)?;
+                self.store
+                    .get_subscription(tenant, id)
+                    .await?
+                    .filter(|s| s.status != SubscriptionStatus::Cancelled)
+                    .and_then(|s| price_change(&letterhead, &s, &pending.key))
             }
             NoticeKind::CreditNoteIssued => {
                 let id = about(pending, CreditNoteId::parse)?;

@@ -360,6 +360,14 @@ pub enum BillingJob {
         tenant: TenantId,
         simulation: SimulationId,
     },
+    /// Arm the price notices of a plan version's next chunk of subscriptions, after
+    /// `after` (`None`: from the first).
+    PriceNotices {
+        tenant: TenantId,
+        plan: PlanId,
+        version: u32,
+        after: Option<String>,
+    },
 }
 
 impl BillingJob {
@@ -371,7 +379,8 @@ impl BillingJob {
             | BillingJob::CreditExpiry { tenant, .. }
             | BillingJob::AccountPurge { tenant, .. }
             | BillingJob::Wallet { tenant, .. }
-            | BillingJob::Simulation { tenant, .. } => *tenant,
+            | BillingJob::Simulation { tenant, .. }
+            | BillingJob::PriceNotices { tenant, .. } => *tenant,
         }
     }
 
@@ -390,6 +399,10 @@ impl BillingJob {
             BillingJob::Wallet { wallet, .. } => wallet.to_string(),
             // One chunk at a time: each resumes where the last saved.
             BillingJob::Simulation { simulation, .. } => simulation.to_string(),
+            // One chunk at a time: each resumes where the last stopped.
+            BillingJob::PriceNotices { plan, version, .. } => {
+                format!("price-notices-{plan}-v{version}")
+            }
         }
     }
 }

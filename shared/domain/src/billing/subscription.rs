@@ -28,6 +28,7 @@ use utoipa::ToSchema;
 
 use crate::billing::invoice_draft::{Discount, LineInput, LineSource};
 use crate::billing::periods::{BillingCycle, BillingTiming, Interval, Period};
+use crate::billing::price_notice::{Migration, PriceNotice};
 use crate::billing::proration::{
     self, ChangeDirection, ChangePolicy, Fraction, PlanPrice, ProrationConvention, ProrationItem,
 };
@@ -347,6 +348,11 @@ pub struct Subscription {
     /// order (see [`crate::coupons::discount::bill_period`]).
     #[serde(default)]
     pub discounts: Vec<AppliedDiscount>,
+    /// The email announcing a price migration with a notice period (see
+    /// [`crate::billing::price_notice`]): waiting to be sent, or sent (what it said; kept
+    /// until a newer version's notice replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_notice: Option<PriceNotice>,
     pub metadata: Metadata,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
@@ -679,6 +685,7 @@ impl Subscription {
             billing_failure: None,
             suspended: false,
             discounts: input.discounts,
+            price_notice: None,
             metadata: input.metadata,
             created_at: now,
             updated_at: now,
@@ -907,9 +914,14 @@ impl Subscription {
                     warning
                 })
             }
-            SubscriptionStatus::Active | SubscriptionStatus::PastDue => {
-                Some(self.current_period.end)
-            }
+            SubscriptionStatus::Active | SubscriptionStatus::PastDue => Some(
+                self.price_notice
+                    .as_ref()
+                    .and_then(PriceNotice::pending_at)
+                    .map_or(self.current_period.end, |send_at| {
+                        send_at.min(self.current_period.end)
+                    }),
+            ),
         }
     }
 
@@ -921,13 +933,16 @@ impl Subscription {
 
     /// [`Subscription::advance`], moving to `migration` (a later version of its plan that
     /// moves existing subscriptions, priced in its currency) if the step renews it into a
-    /// new period: the new period is billed at the new prices, and
-    /// `subscription.price_migrated` comes before `subscription.renewed`. A scheduled
-    /// change taking effect at the same renewal wins (its terms are the newer choice).
+    /// new period and the version's notice allows (see [`Migration::allowed`]): the new
+    /// period is billed at the new prices, and `subscription.price_migrated` comes before
+    /// `subscription.renewed`. A renewal the notice does not allow yet keeps the old
+    /// prices and arms the notice if none was. A scheduled change taking effect at the same
+    /// renewal wins (its terms are the newer choice). For the step that sends a price
+    /// notice, `migration` is the version it announces.
     pub fn advance_migrating(
         &self,
         now: Timestamp,
-        migration: Option<SubscriptionTerms>,
+        migration: Option<Migration>,
     ) -> Result<Option<Transition>, SubscriptionError> {
         let Some(due) = self.due_at().filter(|d| *d <= now) else {
             return Ok(None);
@@ -974,11 +989,103 @@ impl Subscription {
                     }
                 }
             }
+            SubscriptionStatus::Active | SubscriptionStatus::PastDue
+                if due < self.current_period.end =>
+            {
+                next.send_price_notice(due, migration)?
+            }
             SubscriptionStatus::Active | SubscriptionStatus::PastDue => {
                 next.renew(due, migration)?
             }
         };
         Ok(Some(transition))
+    }
+
+    /// The step at `at`, before the period ends, that sends the price notice: what it says
+    /// is recorded on the notice (the event carries it). A notice whose version no longer
+    /// applies (`migration` is another, or none: the plan changed), or to a subscription
+    /// ending at this period's end, is dropped unsent.
+    fn send_price_notice(
+        mut self,
+        at: Timestamp,
+        migration: Option<Migration>,
+    ) -> Result<Transition, SubscriptionError> {
+        let dropped = |next| Transition {
+            next,
+            billing: None,
+            events: vec![EventType::SubscriptionUpdated],
+        };
+        let announced = self.price_notice.take();
+        let (Some(mut notice), Some(migration)) = (announced, migration) else {
+            return Ok(dropped(self));
+        };
+        if migration.terms.plan_id != self.terms.plan_id
+            || migration.terms.plan_version != notice.plan_version
+            || self.cancel_at_period_end
+        {
+            return Ok(dropped(self));
+        }
+        notice.sent_at = Some(at);
+        let earliest = migration
+            .earliest_with(Some(&notice))
+            .unwrap_or(self.current_period.end);
+        notice.effective_at = Some(self.first_renewal_from(earliest)?);
+        notice.old_amount = Some(self.terms.fee(self.quantity, self.currency)?);
+        notice.new_amount = Some(migration.terms.fee(self.quantity, self.currency)?);
+        self.price_notice = Some(notice);
+        Ok(Transition {
+            next: self,
+            billing: None,
+            events: vec![EventType::SubscriptionPriceChangeNotice],
+        })
+    }
+
+    /// The first renewal (a period boundary after the current period's start) at or
+    /// after `t`.
+    fn first_renewal_from(&self, t: Timestamp) -> Result<Timestamp, SubscriptionError> {
+        if t <= self.current_period.end {
+            return Ok(self.current_period.end);
+        }
+        let cycle = self.cycle()?;
+        let period = cycle
+            .period(cycle.index_at(t).map_err(calendar)?)
+            .map_err(calendar)?;
+        Ok(if period.start == t { t } else { period.end })
+    }
+
+    /// The subscription with `migration`'s notice armed at `now`, if it needs one: the
+    /// version has a notice period, the subscription is in a paid period (a trial or a
+    /// pause arms it at its first renewal) and has no notice of it or a newer version. It
+    /// is sent `notice_days` before the first renewal the version can take, or at once.
+    pub fn arm_price_notice(
+        &self,
+        migration: &Migration,
+        now: Timestamp,
+    ) -> Result<Option<Subscription>, SubscriptionError> {
+        let armed = self
+            .price_notice
+            .as_ref()
+            .is_some_and(|n| n.plan_version >= migration.terms.plan_version);
+        if migration.notice_days == 0
+            || armed
+            || self.billing_failure.is_some()
+            || self.cancel_at_period_end
+            || migration.terms.plan_id != self.terms.plan_id
+            || migration.terms.plan_version <= self.terms.plan_version
+            || !matches!(
+                self.status,
+                SubscriptionStatus::Active | SubscriptionStatus::PastDue
+            )
+        {
+            return Ok(None);
+        }
+        let renewal = self.first_renewal_from(migration.effective_from)?;
+        let mut next = self.changed(now);
+        next.price_notice = Some(PriceNotice::armed(
+            migration,
+            migration.send_at(renewal, now),
+        ));
+        Ok(Some(next))
     }
 
     fn end(&mut self, at: Timestamp) {
@@ -993,7 +1100,7 @@ impl Subscription {
     fn renew(
         mut self,
         at: Timestamp,
-        migration: Option<SubscriptionTerms>,
+        migration: Option<Migration>,
     ) -> Result<Transition, SubscriptionError> {
         let ended = self.current_period;
         let mut arrears = Vec::new();
@@ -1016,6 +1123,7 @@ impl Subscription {
             });
         }
         let mut events = Vec::new();
+        let mut waiting = None;
         if let Some(change) = self.scheduled_change.take() {
             // Another interval starts a cycle of its own here.
             if change.terms.interval != self.terms.interval {
@@ -1024,11 +1132,15 @@ impl Subscription {
             self.terms = change.terms;
             self.quantity = change.quantity;
             events.push(EventType::SubscriptionPlanChanged);
-        } else if let Some(terms) = migration
-            .filter(|t| t.plan_id == self.terms.plan_id && t.plan_version > self.terms.plan_version)
-        {
-            self.terms = terms;
-            events.push(EventType::SubscriptionPriceMigrated);
+        } else if let Some(migration) = migration.filter(|m| {
+            m.terms.plan_id == self.terms.plan_id && m.terms.plan_version > self.terms.plan_version
+        }) {
+            if migration.allowed(self.price_notice.as_ref(), at) {
+                self.terms = migration.terms;
+                events.push(EventType::SubscriptionPriceMigrated);
+            } else {
+                waiting = Some(migration);
+            }
         }
         let cycle = self.cycle()?;
         let k = cycle.index_at(at).map_err(calendar)?;
@@ -1046,6 +1158,14 @@ impl Subscription {
         }
         let billing = self.billing(BillingReason::SubscriptionCycle, period, lines);
         events.push(EventType::SubscriptionRenewed);
+        // Too soon for the version's notice: armed now, if it was not at publishing.
+        if let Some(armed) = waiting
+            .map(|m| self.arm_price_notice(&m, at))
+            .transpose()?
+            .flatten()
+        {
+            self.price_notice = armed.price_notice;
+        }
         Ok(Transition {
             next: self,
             billing,
@@ -1224,6 +1344,17 @@ impl Subscription {
     /// (the period ends and the subscription goes on), or the daily check of a suspension?
     pub fn suspension_due(&self, due: Timestamp) -> bool {
         self.renews_at(due) || (self.suspended && self.resumes_at == Some(due))
+    }
+
+    /// The plan version whose price notice the step due at `due` sends, if it is that step.
+    pub fn notice_due(&self, due: Timestamp) -> Option<u32> {
+        let notice = self.price_notice.as_ref()?;
+        (matches!(
+            self.status,
+            SubscriptionStatus::Active | SubscriptionStatus::PastDue
+        ) && due < self.current_period.end
+            && notice.pending_at().is_some_and(|at| at <= due))
+        .then_some(notice.plan_version)
     }
 
     /// Is the step due at `due` a renewal into a next period (not an end)?
@@ -1971,7 +2102,7 @@ mod tests {
         assert!(sub.renews_at(renewal));
         assert!(!sub.renews_at(ts("2024-01-15T00:00:00Z")));
         let t = sub
-            .advance_migrating(renewal, Some(v2.clone()))
+            .advance_migrating(renewal, Some(Migration::unannounced(v2.clone())))
             .unwrap()
             .unwrap();
         assert_eq!(total(t.billing.as_ref().unwrap()), 5_900);
@@ -1984,11 +2115,223 @@ mod tests {
         );
         assert_eq!(t.next.terms.plan_version, 2);
         let same = sub
-            .advance_migrating(renewal, Some(sub.terms.clone()))
+            .advance_migrating(renewal, Some(Migration::unannounced(sub.terms.clone())))
             .unwrap()
             .unwrap();
         assert_eq!(total(same.billing.as_ref().unwrap()), 4_900);
         assert_eq!(same.events, [EventType::SubscriptionRenewed]);
+    }
+
+    /// The brief's $50 → $60 version with 7 days' notice, published mid-period: the
+    /// subscription wakes 7 days before its renewal, sends the notice once (what it says
+    /// is on it), and the renewal bills $60.
+    #[test]
+    fn a_notice_goes_out_n_days_before_the_renewal_that_migrates() {
+        let conv = ProrationConvention::DaySpanExclusive;
+        let sub = active(
+            5_000,
+            BillingTiming::InAdvance,
+            conv,
+            "2024-01-01T00:00:00Z",
+        );
+        let m = notice_migration(7, ts("2024-01-10T00:00:00Z"));
+        let armed = sub
+            .arm_price_notice(&m, ts("2024-01-10T00:00:00Z"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(armed.due_at(), Some(ts("2024-01-25T00:00:00Z")));
+        assert_eq!(
+            armed.arm_price_notice(&m, ts("2024-01-11T00:00:00Z")),
+            Ok(None),
+            "armed once per version"
+        );
+        let sent = armed
+            .advance_migrating(ts("2024-01-25T00:00:00Z"), Some(m.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(sent.events, [EventType::SubscriptionPriceChangeNotice]);
+        assert!(sent.billing.is_none());
+        let notice = sent.next.price_notice.clone().unwrap();
+        assert_eq!(
+            (
+                notice.old_amount.map(|a| a.minor),
+                notice.new_amount.map(|a| a.minor),
+                notice.effective_at
+            ),
+            (Some(5_000), Some(6_000), Some(ts("2024-02-01T00:00:00Z")))
+        );
+        assert_eq!(sent.next.due_at(), Some(ts("2024-02-01T00:00:00Z")));
+        assert_eq!(
+            sent.next
+                .advance_migrating(ts("2024-01-26T00:00:00Z"), Some(m.clone()))
+                .unwrap(),
+            None,
+            "sent once"
+        );
+        let renewed = sent
+            .next
+            .advance_migrating(ts("2024-02-01T00:00:00Z"), Some(m))
+            .unwrap()
+            .unwrap();
+        assert_eq!(total(renewed.billing.as_ref().unwrap()), 6_000);
+        assert_eq!(renewed.next.terms.plan_version, 2);
+        assert_eq!(
+            renewed.next.price_notice.and_then(|n| n.sent_at),
+            Some(ts("2024-01-25T00:00:00Z")),
+            "kept: what the email said"
+        );
+    }
+
+    /// Published 3 days before the renewal with 7 days' notice: the notice goes out at
+    /// once, that renewal bills $50 and the next $60 (the customer gets the full 7 days).
+    #[test]
+    fn a_notice_too_late_for_the_renewal_delays_the_migration_one_period() {
+        let conv = ProrationConvention::DaySpanExclusive;
+        let sub = active(
+            5_000,
+            BillingTiming::InAdvance,
+            conv,
+            "2024-01-01T00:00:00Z",
+        );
+        let published = ts("2024-01-29T00:00:00Z");
+        let m = notice_migration(7, published);
+        let armed = sub.arm_price_notice(&m, published).unwrap().unwrap();
+        assert_eq!(armed.due_at(), Some(published));
+        let sent = armed
+            .advance_migrating(published, Some(m.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            sent.next.price_notice.as_ref().and_then(|n| n.effective_at),
+            Some(ts("2024-03-01T00:00:00Z"))
+        );
+        let first = sent
+            .next
+            .advance_migrating(ts("2024-02-01T00:00:00Z"), Some(m.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(total(first.billing.as_ref().unwrap()), 5_000);
+        assert_eq!(first.events, [EventType::SubscriptionRenewed]);
+        let second = first
+            .next
+            .advance_migrating(ts("2024-03-01T00:00:00Z"), Some(m))
+            .unwrap()
+            .unwrap();
+        assert_eq!(total(second.billing.as_ref().unwrap()), 6_000);
+    }
+
+    /// A renewal that finds a version with a notice period and no notice (a subscription
+    /// created before it took effect, not armed at publishing) keeps its prices and arms
+    /// the notice for the next renewal.
+    #[test]
+    fn a_renewal_without_the_notice_arms_it() {
+        let conv = ProrationConvention::DaySpanExclusive;
+        let sub = active(
+            5_000,
+            BillingTiming::InAdvance,
+            conv,
+            "2024-01-01T00:00:00Z",
+        );
+        let m = notice_migration(7, ts("2024-01-10T00:00:00Z"));
+        let renewed = sub
+            .advance_migrating(ts("2024-02-01T00:00:00Z"), Some(m))
+            .unwrap()
+            .unwrap();
+        assert_eq!(total(renewed.billing.as_ref().unwrap()), 5_000);
+        assert_eq!(renewed.next.due_at(), Some(ts("2024-02-23T00:00:00Z")));
+        // Cancelled at the period's end meanwhile: nothing to announce.
+        let ending = renewed
+            .next
+            .cancel(true, false, ts("2024-02-10T00:00:00Z"))
+            .unwrap()
+            .next;
+        let step = ending
+            .advance_migrating(
+                ts("2024-02-23T00:00:00Z"),
+                Some(notice_migration(7, ts("2024-01-10T00:00:00Z"))),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(step.events, [EventType::SubscriptionUpdated]);
+        assert_eq!(step.next.price_notice, None);
+        assert_eq!(step.next.due_at(), Some(ts("2024-03-01T00:00:00Z")));
+    }
+
+    /// Version 2 of the test plan at $60 with `notice_days`, in effect from `from`.
+    fn notice_migration(notice_days: u32, from: Timestamp) -> Migration {
+        let mut v2 = terms(
+            6_000,
+            Interval::monthly(),
+            BillingTiming::InAdvance,
+            ProrationConvention::DaySpanExclusive,
+        );
+        v2.plan_version = 2;
+        Migration {
+            terms: v2,
+            notice_days,
+            effective_from: from,
+        }
+    }
+
+    proptest! {
+        /// Whenever a version with N days' notice is published and takes effect, the
+        /// notice is sent exactly once, the subscription never migrates at a renewal fewer
+        /// than N days after it (or before the version takes effect), and always at the
+        /// first renewal that qualifies, which is the date the notice announced.
+        #[test]
+        fn a_migration_waits_for_its_notice_and_no_longer(
+            notice_days in 1u32..=90,
+            published_h in 0i64..(24 * 120),
+            delay_h in 0i64..(24 * 120),
+        ) {
+            let conv = ProrationConvention::DaySpanExclusive;
+            let mut sub = active(5_000, BillingTiming::InAdvance, conv, "2024-01-01T00:00:00Z");
+            let published = time::later(ts("2024-01-01T00:00:00Z"), SignedDuration::from_hours(published_h));
+            let m = notice_migration(notice_days, time::later(published, SignedDuration::from_hours(delay_h)));
+            // Before publishing, renewals find nothing to migrate to.
+            while let Some(due) = sub.due_at().filter(|d| *d <= published) {
+                sub = sub.advance(due).unwrap().unwrap().next;
+            }
+            if let Some(armed) = sub.arm_price_notice(&m, published).unwrap() {
+                sub = armed;
+            }
+            let (mut notices, mut sent_at, mut promised) = (0, None, None);
+            let mut migrated_at = None;
+            for _ in 0..20 {
+                let due = sub.due_at().unwrap();
+                let renews = sub.renews_at(due);
+                // As billing asks: a renewal gets the version once it is in effect; the
+                // step sending a notice gets the version it announces.
+                let migration = (!renews || m.effective_from <= due).then(|| m.clone());
+                let step = sub.advance_migrating(due, migration).unwrap().unwrap();
+                if step.events.contains(&EventType::SubscriptionPriceChangeNotice) {
+                    notices += 1;
+                    sent_at = Some(due);
+                    promised = step.next.price_notice.as_ref().and_then(|n| n.effective_at);
+                }
+                if renews {
+                    let earliest = sent_at.map(|s| {
+                        time::later(s, SignedDuration::from_hours(24 * i64::from(notice_days)))
+                            .max(m.effective_from)
+                    });
+                    let qualifies = earliest.is_some_and(|e| e <= due);
+                    let migrated = step.events.contains(&EventType::SubscriptionPriceMigrated);
+                    prop_assert_eq!(migrated, qualifies, "renewal at {}", due);
+                    prop_assert_eq!(
+                        total(step.billing.as_ref().unwrap()),
+                        if migrated { 6_000 } else { 5_000 }
+                    );
+                    if migrated {
+                        migrated_at = Some(due);
+                        break;
+                    }
+                }
+                sub = step.next;
+            }
+            prop_assert_eq!(notices, 1);
+            prop_assert!(migrated_at.is_some());
+            prop_assert_eq!(migrated_at, promised);
+        }
     }
 
     /// A blocked account's renewal is held: paused at the period's end without an invoice,

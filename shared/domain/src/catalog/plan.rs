@@ -501,6 +501,10 @@ pub struct PlanVersion {
     pub effective_from: Timestamp,
     /// Existing subscriptions move to this version at their next renewal.
     pub migrate_existing: bool,
+    /// Days between the price change email and the first renewal at this version's
+    /// prices (0: no email; a migration waits for the first renewal this long after it).
+    #[serde(default)]
+    pub migration_notice_days: u32,
     #[schema(value_type = Vec<String>)]
     pub currencies: Vec<Currency>,
     pub recurring_fee: Option<RecurringFee>,
@@ -527,7 +531,7 @@ impl PlanVersion {
         plan_id: PlanId,
         number: u32,
         effective_from: Timestamp,
-        migrate_existing: bool,
+        migration: Migrating,
         terms: PlanTerms,
         now: Timestamp,
     ) -> Self {
@@ -535,7 +539,8 @@ impl PlanVersion {
             plan_id,
             number,
             effective_from,
-            migrate_existing,
+            migrate_existing: migration.existing,
+            migration_notice_days: migration.notice_days,
             currencies: terms.currencies(),
             recurring_fee: terms.recurring_fee,
             usage_charges: terms.usage_charges,
@@ -652,7 +657,51 @@ pub struct NewPlanVersion {
     /// Move existing subscriptions to this version at their next renewal.
     #[serde(default)]
     pub migrate_existing: bool,
+    /// With `migrate_existing`: email each subscriber this many days (at most 90) before
+    /// the first renewal at the new prices; a subscription migrates only at a renewal at
+    /// least this long after its email was sent.
+    #[serde(default)]
+    pub migration_notice_days: u32,
     pub charges: PlanCharges,
+}
+
+/// The longest notice before a price migration.
+pub const MAX_MIGRATION_NOTICE_DAYS: u32 = 90;
+
+/// Whether and how a new version moves existing subscriptions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Migrating {
+    pub existing: bool,
+    pub notice_days: u32,
+}
+
+impl Migrating {
+    /// A version's migration as asked for: a notice only for a version that migrates.
+    pub fn validated(existing: bool, notice_days: u32) -> Result<Self, ValidationError> {
+        let invalid = |hint: String| {
+            ValidationError::new(
+                ErrorCode::InvalidMigrationNotice,
+                "migration_notice_days",
+                hint,
+            )
+        };
+        if notice_days > MAX_MIGRATION_NOTICE_DAYS {
+            return Err(invalid(format!(
+                "a notice is 0 to {MAX_MIGRATION_NOTICE_DAYS} days"
+            )));
+        }
+        if notice_days > 0 && !existing {
+            return Err(invalid(
+                "a notice is only for a version that migrates existing subscriptions: \
+                 set migrate_existing to true"
+                    .into(),
+            ));
+        }
+        Ok(Self {
+            existing,
+            notice_days,
+        })
+    }
 }
 
 /// Why a plan change was refused.
@@ -703,7 +752,7 @@ impl Plan {
             updated_at: now,
             version: 1,
         };
-        let first = PlanVersion::new(id, 1, now, false, terms, now);
+        let first = PlanVersion::new(id, 1, now, Migrating::default(), terms, now);
         Ok((plan, first))
     }
 
@@ -749,7 +798,7 @@ impl Plan {
         &self,
         latest: &PlanVersion,
         effective_from: Option<Timestamp>,
-        migrate_existing: bool,
+        migration: Migrating,
         terms: PlanTerms,
         now: Timestamp,
     ) -> Result<(Plan, PlanVersion), PlanChangeError> {
@@ -778,14 +827,7 @@ impl Plan {
             .into());
         }
         let number = self.current_version + 1;
-        let version = PlanVersion::new(
-            self.id,
-            number,
-            effective_from,
-            migrate_existing,
-            terms,
-            now,
-        );
+        let version = PlanVersion::new(self.id, number, effective_from, migration, terms, now);
         let plan = Plan {
             current_version: number,
             updated_at: now,
@@ -811,6 +853,7 @@ mod tests {
             number,
             effective_from: at(from),
             migrate_existing: migrate,
+            migration_notice_days: 0,
             currencies: Vec::new(),
             recurring_fee: None,
             usage_charges: Vec::new(),
@@ -945,6 +988,23 @@ mod tests {
         }
     }
 
+    /// A notice is 0..=90 days, and only on a version that migrates.
+    #[test]
+    fn a_migration_notice_is_bounded_and_only_for_migrating_versions() {
+        assert_eq!(
+            Migrating::validated(true, 90).map(|m| m.notice_days),
+            Ok(90)
+        );
+        assert_eq!(Migrating::validated(false, 0), Ok(Migrating::default()));
+        for (existing, days) in [(true, 91), (false, 7)] {
+            let err = Migrating::validated(existing, days).unwrap_err();
+            assert_eq!(
+                (err.code.as_str(), err.param.as_str()),
+                ("invalid_migration_notice", "migration_notice_days")
+            );
+        }
+    }
+
     #[test]
     fn versions_take_effect_in_order_and_never_in_the_past() {
         let (plan, v1) = pro();
@@ -952,15 +1012,21 @@ mod tests {
             (plan.current_version, v1.number, v1.effective_from),
             (1, 1, t(0))
         );
-        let past = plan.add_version(&v1, Some(t(-10)), false, terms(), t(100));
+        let past = plan.add_version(&v1, Some(t(-10)), Migrating::default(), terms(), t(100));
         assert!(
             matches!(past, Err(PlanChangeError::Invalid(e)) if e.code == "effective_from_in_past")
         );
         let (plan2, v2) = plan
-            .add_version(&v1, Some(t(1000)), true, terms(), t(100))
+            .add_version(
+                &v1,
+                Some(t(1000)),
+                Migrating::validated(true, 0).unwrap(),
+                terms(),
+                t(100),
+            )
             .unwrap();
         assert_eq!((plan2.current_version, v2.number, plan2.version), (2, 2, 2));
-        let early = plan2.add_version(&v2, Some(t(500)), false, terms(), t(200));
+        let early = plan2.add_version(&v2, Some(t(500)), Migrating::default(), terms(), t(200));
         assert!(
             matches!(early, Err(PlanChangeError::Invalid(e)) if e.code == "effective_from_out_of_order")
         );
@@ -999,7 +1065,7 @@ mod tests {
         assert!(!off.active);
         assert_eq!(off.deactivate(t(2)), Err(PlanChangeError::Inactive));
         assert_eq!(
-            off.add_version(&v1, None, false, terms(), t(2)),
+            off.add_version(&v1, None, Migrating::default(), terms(), t(2)),
             Err(PlanChangeError::Inactive)
         );
     }

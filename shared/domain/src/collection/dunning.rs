@@ -456,7 +456,8 @@ pub fn notice_text(kind: NoticeKind, company: &str, owed: &[String], days: i64) 
         | NoticeKind::PaymentFailed
         | NoticeKind::ActionRequired
         | NoticeKind::TrialEnding
-        | NoticeKind::CreditNoteIssued => return None,
+        | NoticeKind::CreditNoteIssued
+        | NoticeKind::PriceChange => return None,
     };
     Some(Message {
         subject,

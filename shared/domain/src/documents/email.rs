@@ -41,6 +41,8 @@ pub enum NoticeKind {
     TrialEnding,
     /// A credit note was issued.
     CreditNoteIssued,
+    /// A price version with a notice period applies from a coming renewal.
+    PriceChange,
 }
 
 impl NoticeKind {
@@ -56,6 +58,7 @@ impl NoticeKind {
             Self::ActionRequired => "action_required",
             Self::TrialEnding => "trial_ending",
             Self::CreditNoteIssued => "credit_note_issued",
+            Self::PriceChange => "price_change",
         }
     }
 
@@ -70,7 +73,8 @@ impl NoticeKind {
 }
 
 /// The notice an event leaves: its account and kind; its key is `{kind}-{event id}`, one
-/// per occurrence.
+/// per occurrence, except a price change's, `price_change-{subscription}-v{version}`: one
+/// per subscription and plan version, however often it were announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventNotice {
     pub account_id: AccountId,
@@ -94,13 +98,23 @@ pub fn notice_for(event: &DomainEvent) -> Option<EventNotice> {
         EventType::PaymentRequiresAction => NoticeKind::ActionRequired,
         EventType::SubscriptionTrialWillEnd => NoticeKind::TrialEnding,
         EventType::CreditNoteCreated => NoticeKind::CreditNoteIssued,
+        EventType::SubscriptionPriceChangeNotice => NoticeKind::PriceChange,
         _ => return None,
     };
     let account_id = AccountId::parse(data["account_id"].as_str()?, "account_id").ok()?;
+    let key = match kind {
+        NoticeKind::PriceChange => format!(
+            "{}-{}-v{}",
+            kind.as_str(),
+            data["id"].as_str()?,
+            data["price_notice"]["plan_version"].as_u64()?
+        ),
+        _ => format!("{}-{}", kind.as_str(), event.id),
+    };
     Some(EventNotice {
         account_id,
         kind,
-        key: format!("{}-{}", kind.as_str(), event.id),
+        key,
     })
 }
 
@@ -109,7 +123,8 @@ pub fn notice_for(event: &DomainEvent) -> Option<EventNotice> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({
     "invoice_issued": true, "receipt": true, "payment_failed": true, "action_required": true,
-    "trial_ending": true, "credit_note_issued": false, "reply_to": "billing@acme.test",
+    "trial_ending": true, "credit_note_issued": false, "price_change": true,
+    "reply_to": "billing@acme.test",
     "version": 2, "updated_at": "2026-05-01T10:00:00Z"
 }))]
 pub struct EmailSettings {
@@ -119,12 +134,19 @@ pub struct EmailSettings {
     pub action_required: bool,
     pub trial_ending: bool,
     pub credit_note_issued: bool,
+    /// Settings stored before this switch existed read it as on.
+    #[serde(default = "on")]
+    pub price_change: bool,
     /// Where the customer's replies go; without it, the branding's `support_email`.
     pub reply_to: Option<String>,
     /// 0 until the first write.
     pub version: u64,
     #[schema(value_type = Option<String>, format = DateTime)]
     pub updated_at: Option<Timestamp>,
+}
+
+fn on() -> bool {
+    true
 }
 
 impl Default for EmailSettings {
@@ -136,6 +158,7 @@ impl Default for EmailSettings {
             action_required: true,
             trial_ending: true,
             credit_note_issued: true,
+            price_change: true,
             reply_to: None,
             version: 0,
             updated_at: None,
@@ -154,6 +177,7 @@ pub struct EmailSettingsPatch {
     pub action_required: Option<bool>,
     pub trial_ending: Option<bool>,
     pub credit_note_issued: Option<bool>,
+    pub price_change: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub reply_to: Option<Option<String>>,
@@ -169,6 +193,7 @@ impl EmailSettings {
             NoticeKind::ActionRequired => self.action_required,
             NoticeKind::TrialEnding => self.trial_ending,
             NoticeKind::CreditNoteIssued => self.credit_note_issued,
+            NoticeKind::PriceChange => self.price_change,
             NoticeKind::Reminder
             | NoticeKind::Warning
             | NoticeKind::Blocked
@@ -190,6 +215,7 @@ impl EmailSettings {
             (&mut next.action_required, patch.action_required),
             (&mut next.trial_ending, patch.trial_ending),
             (&mut next.credit_note_issued, patch.credit_note_issued),
+            (&mut next.price_change, patch.price_change),
         ];
         for (switch, value) in switches {
             if let Some(on) = value {
@@ -390,6 +416,29 @@ mod tests {
             notice_for(&event(EventType::PaymentSucceeded, serde_json::json!({}))),
             None,
             "no account, no email"
+        );
+    }
+
+    /// One price change email per subscription and plan version: the key is theirs, not
+    /// the event's.
+    #[test]
+    fn a_price_change_notice_is_keyed_by_subscription_and_version() {
+        let data = serde_json::json!({"account_id": account(), "id": "sub_1",
+                                      "price_notice": {"plan_version": 2}});
+        let notice = notice_for(&event(EventType::SubscriptionPriceChangeNotice, data)).unwrap();
+        assert_eq!(
+            (notice.kind, notice.key.as_str()),
+            (NoticeKind::PriceChange, "price_change-sub_1-v2")
+        );
+        let old: EmailSettings = serde_json::from_value(serde_json::json!({
+            "invoice_issued": true, "receipt": true, "payment_failed": true,
+            "action_required": true, "trial_ending": true, "credit_note_issued": true,
+            "reply_to": null, "version": 3, "updated_at": null
+        }))
+        .unwrap();
+        assert!(
+            old.sends(NoticeKind::PriceChange),
+            "stored before the switch: on"
         );
     }
 

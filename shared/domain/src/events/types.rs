@@ -193,6 +193,11 @@ event_types! {
     SubscriptionPriceMigrated => "subscription.price_migrated", "Subscription",
         "A subscription moved to a newer price version of its plan (one published with \
          `migrate_existing`) at its renewal; the renewal's invoice bills the new prices.";
+    SubscriptionPriceChangeNotice => "subscription.price_change_notice", "Subscription",
+        "A subscription's customer is told that a newer price version (one published with \
+         `migrate_existing` and `migration_notice_days`) applies from a coming renewal: \
+         `price_notice` has the old and new recurring fee and `effective_at`, the first \
+         renewal at the new prices. Sent once per subscription and version.";
     SubscriptionUpdated => "subscription.updated", "Subscription",
         "A subscription changed (quantity, metadata, a payment's effect on its status).";
     SubscriptionPlanChanged => "subscription.plan_changed", "Subscription",

@@ -181,6 +181,9 @@ error_codes! {
         "A plan version cannot take effect in the past.";
     EffectiveFromOutOfOrder => "effective_from_out_of_order", 400,
         "A plan version must take effect after the versions before it.";
+    InvalidMigrationNotice => "invalid_migration_notice", 400,
+        "A plan version's `migration_notice_days` is 0 to 90, and more than 0 only with \
+         `migrate_existing: true`.";
     NoRecurringFee => "no_recurring_fee", 400, "The plan has no recurring fee to price.";
     UnexpectedField => "unexpected_field", 400,
         "The field does not apply to this kind of price preview.";

@@ -237,7 +237,9 @@ pub async fn list_versions(
 }
 
 /// Writes new prices as the next version, effective from a time (default now). Existing
-/// subscriptions keep their version unless `migrate_existing` moves them at their next renewal.
+/// subscriptions keep their version unless `migrate_existing` moves them at their next renewal;
+/// with `migration_notice_days` each subscriber is emailed that many days before the first
+/// renewal at the new prices, and migrates only at a renewal at least that long after the email.
 #[utoipa::path(post, path = "/v1/plans/{id}/versions", tag = "catalog", security(("api_key" = ["write_billing"])), request_body = NewPlanVersion,
     params(("id" = String, Path, description = "`plan_…`")),
     responses((status = 201, body = PlanVersion), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
@@ -250,7 +252,7 @@ pub async fn create_version(
     let id = path_id(&id, "plan", PlanId::parse)?;
     Ok(Reply(
         StatusCode::CREATED,
-        app.catalog.create_plan_version(&caller, id, input).await?,
+        app.billing.publish_plan_version(&caller, id, input).await?,
     ))
 }
 
