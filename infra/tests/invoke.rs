@@ -68,9 +68,10 @@ const UNDECLARED: &[&str] = &[
     "AWS_LAMBDA_LOG_FORMAT",
     "IDEMPOTENCY_LEASE_SECONDS",
     "STRIPE_API_BASE",
-    // Set by Lambda itself: the function's name, and under active tracing the X-Ray
-    // daemon's address and each invocation's trace header.
+    // Set by Lambda itself: the function's name, the Runtime API's address, and under
+    // active tracing the X-Ray daemon's address and each invocation's trace header.
     "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_RUNTIME_API",
     "AWS_XRAY_DAEMON_ADDRESS",
     "_X_AMZN_TRACE_ID",
     // Three years unless set (shared/aws/src/config.rs).

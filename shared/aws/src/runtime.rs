@@ -47,11 +47,12 @@ struct Diagnostic<'a> {
 }
 
 /// Answers invocations with `handler` until the Runtime API fails (Lambda then starts the
-/// function again). `AWS_LAMBDA_RUNTIME_API` names the API's host and port.
+/// function again). `AWS_LAMBDA_RUNTIME_API` names the API's host and port (Lambda) or a
+/// whole base address (`cargo lambda`'s emulator: `http://127.0.0.1:9000/.rt`).
 pub async fn run(handler: Handler) -> Result<(), Error> {
     let api = std::env::var("AWS_LAMBDA_RUNTIME_API")
         .map_err(|_| "AWS_LAMBDA_RUNTIME_API is not set: not running in Lambda")?;
-    let base = format!("http://{api}/2018-06-01/runtime/invocation");
+    let base = format!("{}/2018-06-01/runtime/invocation", api_base(&api));
     // No timeout: `next` waits for the next event for as long as it takes.
     let http = reqwest::Client::builder().no_proxy().build()?;
     loop {
@@ -93,6 +94,15 @@ pub async fn run(handler: Handler) -> Result<(), Error> {
     }
 }
 
+fn api_base(api: &str) -> String {
+    let api = api.trim_end_matches('/');
+    if api.starts_with("http://") || api.starts_with("https://") {
+        api.to_owned()
+    } else {
+        format!("http://{api}")
+    }
+}
+
 async fn next(http: &reqwest::Client, base: &str) -> Result<Invocation, Error> {
     let response = http.get(format!("{base}/next")).send().await?;
     let status = response.status();
@@ -126,6 +136,15 @@ fn diagnostic(error_type: &str, error_message: String) -> Result<Vec<u8>, Error>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_api_is_a_host_and_port_or_a_whole_base_address() {
+        assert_eq!(api_base("127.0.0.1:9001"), "http://127.0.0.1:9001");
+        assert_eq!(
+            api_base("http://127.0.0.1:9000/.rt/"),
+            "http://127.0.0.1:9000/.rt"
+        );
+    }
+
     use super::*;
     use std::sync::{Arc, Mutex};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
