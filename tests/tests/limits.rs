@@ -323,7 +323,7 @@ async fn admit(app: &billing_app::App, caller: &billing_app::Caller, n: usize) {
 /// The claim size rule (`limits::claim_size`), read from the shared count: an instance's
 /// first share of a window is a fiftieth of the limit (20 of 1000); a share spent in 10 s is
 /// followed by a minute of that pace (120); one spent at once by the cap, a quarter of the
-/// 860 left (215); one spent over four minutes by a minute of that slower pace (53).
+/// limit (250); one spent over ten minutes by a minute of that slower pace (25).
 async fn each_share_lasts_a_minute_of_the_instance_s_pace(store: Arc<dyn Store>) {
     use billing_app::ports::Clock;
     use billing_domain::customers::limits::{window, WINDOW};
@@ -352,18 +352,14 @@ async fn each_share_lasts_a_minute_of_the_instance_s_pace(store: Arc<dyn Store>)
     admit(&app, &caller, 1).await;
     assert_eq!(counted().await, 20 + 120, "20 spent in 10 s: 120 a minute");
     admit(&app, &caller, 120).await;
-    assert_eq!(
-        counted().await,
-        140 + 215,
-        "120 spent at once: the cap, a quarter of the 860 left"
-    );
-    admit(&app, &caller, 214).await;
-    clock.advance(SignedDuration::from_secs(240));
+    assert_eq!(counted().await, 140 + 250, "120 spent at once: the cap");
+    admit(&app, &caller, 249).await;
+    clock.advance(SignedDuration::from_secs(600));
     admit(&app, &caller, 1).await;
     assert_eq!(
         counted().await,
-        355 + 53,
-        "215 spent in 4 minutes: 53 a minute"
+        390 + 25,
+        "250 spent in 10 minutes: 25 a minute"
     );
 }
 
@@ -444,9 +440,9 @@ async fn twenty_concurrent_clients_over_four_instances_never_pass_the_limit() {
     let left = 1000 - spent_before;
     assert!(admitted <= left, "{admitted} admitted: past the limit");
     // Unspent shares are the only loss. On this stopped clock every claim after an
-    // instance's first is the cap (a quarter of what the count had left): what is left
-    // unspent is what the last claims took beyond their instances' remaining demand (140 to
-    // 180 in the runs measured).
+    // instance's first is the cap (250, a quarter of the limit): each instance's demand (300)
+    // spends its first two shares whole, and what is left unspent is what the window's last
+    // claims took beyond their instances' remaining demand (about 140 in the runs measured).
     assert!(
         admitted >= left - (CLIENTS as u32) * 20,
         "{admitted} admitted: too many shares left unspent"

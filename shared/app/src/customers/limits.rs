@@ -5,7 +5,7 @@
 //! (see `billing_domain::customers::limits`): a request costs a DynamoDB write only when
 //! its instance's share of a count is spent: its first share of a window is a fiftieth of
 //! the limit (20 under the default 1000 an hour), each next one about a minute of the pace
-//! it spent the last at, up to a quarter of what the count had left (`limits::claim_size`); plus a read of
+//! it spent the last at, up to a quarter of the limit (`limits::claim_size`); plus a read of
 //! the tenant's limits once a minute ([`LIMITS_TTL`]).
 
 use std::collections::HashMap;
@@ -147,14 +147,11 @@ impl RateLimiter {
         limit: u32,
         now: Timestamp,
     ) -> u32 {
-        let shares = lock(&self.shares);
-        let share = shares
+        let previous = lock(&self.shares)
             .get(key)
-            .filter(|share| share.window_start == window_start);
-        let previous = share
-            .filter(|share| share.granted > 0)
+            .filter(|share| share.window_start == window_start && share.granted > 0)
             .map(|share| (share.granted, now.duration_since(share.claimed_at)));
-        limits::claim_size(limit, share.map_or(0, |share| share.used), previous)
+        limits::claim_size(limit, previous)
     }
 
     /// Adds what a claim made at `now` got to this instance's share.

@@ -115,12 +115,10 @@ pub const SHARE_HORIZON: SignedDuration = SignedDuration::from_secs(60);
 /// (one per share) and the more an instance can leave unspent when the window ends; sizing
 /// it by the instance's own pace gives a busy instance few claims and an idle one small
 /// shares, and the cap means an instance that reaches it would spend the whole hour's limit
-/// in four minutes. The cap is a quarter of what the shared count had left when this
-/// instance last saw it (`used`), so that near the limit shares shrink back to the floor and
-/// what instances strand when the window's count runs out stays small.
-pub fn claim_size(limit: u32, used: u32, previous: Option<(u32, SignedDuration)>) -> u32 {
+/// in four minutes, so what it can strand is what it was about to spend anyway.
+pub fn claim_size(limit: u32, previous: Option<(u32, SignedDuration)>) -> u32 {
     let floor = (limit / 50).max(1);
-    let cap = (limit.saturating_sub(used) / 4).max(floor);
+    let cap = (limit / 4).max(floor);
     let Some((spent, took)) = previous else {
         return floor;
     };
@@ -160,8 +158,8 @@ mod tests {
 
     #[test]
     fn claims_never_pass_the_limit() {
-        assert_eq!(claim_size(1000, 0, None), 20);
-        assert_eq!(claim_size(10, 0, None), 1);
+        assert_eq!(claim_size(1000, None), 20);
+        assert_eq!(claim_size(10, None), 1);
         assert_eq!(grant(990, 20, 1000), 10);
         assert_eq!(grant(1000, 20, 1000), 0);
         assert_eq!(grant(1200, 20, 1000), 0);
@@ -171,31 +169,19 @@ mod tests {
     fn a_share_lasts_a_minute_of_the_instance_s_pace_within_its_bounds() {
         let secs = SignedDuration::from_secs;
         // 20 spent in 10 s: 2 a second, 120 for the next minute.
-        assert_eq!(claim_size(1000, 0, Some((20, secs(10)))), 120);
+        assert_eq!(claim_size(1000, Some((20, secs(10)))), 120);
         // Slower than the floor's pace (20 in 2 minutes): the floor.
-        assert_eq!(claim_size(1000, 0, Some((20, secs(120)))), 20);
+        assert_eq!(claim_size(1000, Some((20, secs(120)))), 20);
         // 20 in a second, or at once: the cap, a quarter of the limit.
-        assert_eq!(claim_size(1000, 0, Some((20, secs(1)))), 250);
-        assert_eq!(claim_size(1000, 0, Some((20, SignedDuration::ZERO))), 250);
+        assert_eq!(claim_size(1000, Some((20, secs(1)))), 250);
+        assert_eq!(claim_size(1000, Some((20, SignedDuration::ZERO))), 250);
         // A clock that went back is no pace to trust: at once, so the cap.
-        assert_eq!(claim_size(1000, 0, Some((20, secs(-5)))), 250);
-        assert_eq!(claim_size(3, 0, Some((1, secs(1)))), 1);
+        assert_eq!(claim_size(1000, Some((20, secs(-5)))), 250);
+        assert_eq!(claim_size(3, Some((1, secs(1)))), 1);
         assert_eq!(
-            claim_size(MAX_LIMIT, 0, Some((u32::MAX, secs(1)))),
+            claim_size(MAX_LIMIT, Some((u32::MAX, secs(1)))),
             MAX_LIMIT / 4
         );
-    }
-
-    #[test]
-    fn near_the_limit_a_share_shrinks_to_the_floor() {
-        let secs = SignedDuration::from_secs;
-        // At the cap's pace with 1,000 of 1,000 left: 250; with 800 left: 200; with 100: 25.
-        assert_eq!(claim_size(1000, 0, Some((20, secs(1)))), 250);
-        assert_eq!(claim_size(1000, 200, Some((20, secs(1)))), 200);
-        assert_eq!(claim_size(1000, 900, Some((20, secs(1)))), 25);
-        // A quarter of 40 is under the floor: the floor, and past the limit too.
-        assert_eq!(claim_size(1000, 960, Some((20, secs(1)))), 20);
-        assert_eq!(claim_size(1000, 1200, Some((20, secs(1)))), 20);
     }
 
     proptest::proptest! {
@@ -207,17 +193,15 @@ mod tests {
             spent in 1u32..=1_000_000,
             took_ms in -1_000i64..=7_200_000,
             faster_by_ms in 0i64..=3_600_000,
-            used in 0u32..=MAX_LIMIT,
         ) {
             let floor = (limit / 50).max(1);
             let took = SignedDuration::from_millis(took_ms);
-            let size = claim_size(limit, used, Some((spent, took)));
+            let size = claim_size(limit, Some((spent, took)));
             proptest::prop_assert!(size >= floor);
             proptest::prop_assert!(size <= (limit / 4).max(floor));
-            proptest::prop_assert!(size <= (limit.saturating_sub(used) / 4).max(floor));
             let faster = SignedDuration::from_millis(took_ms - faster_by_ms);
-            proptest::prop_assert!(claim_size(limit, used, Some((spent, faster))) >= size);
-            proptest::prop_assert_eq!(claim_size(limit, 0, None), floor);
+            proptest::prop_assert!(claim_size(limit, Some((spent, faster))) >= size);
+            proptest::prop_assert_eq!(claim_size(limit, None), floor);
         }
     }
 
