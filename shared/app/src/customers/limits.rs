@@ -3,10 +3,9 @@
 //!
 //! An instance spends shares of the shared hourly counts that it claimed from the table
 //! (see `billing_domain::customers::limits`): a request costs a DynamoDB write only when
-//! its instance's share of a count is spent: its first share of a window is a fiftieth of
-//! the limit (20 under the default 1000 an hour), each next one about a minute of the pace
-//! it spent the last at, up to a quarter of the limit (`limits::claim_size`); plus a read of
-//! the tenant's limits once a minute ([`LIMITS_TTL`]).
+//! its instance's share of a count is spent, once per `claim_size(limit)` requests (one
+//! per 20 under the default 1000 an hour), plus a read of the tenant's limits once a
+//! minute ([`LIMITS_TTL`]).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -63,9 +62,6 @@ struct Share {
     left: u32,
     /// The shared count as this instance last saw it (its own claims included).
     used: u32,
-    /// This instance's last granted claim and when: the pace the next claim is sized by.
-    granted: u32,
-    claimed_at: Timestamp,
 }
 
 /// What spending from this instance's share found.
@@ -138,51 +134,26 @@ impl RateLimiter {
         }
     }
 
-    /// What to claim next of `window_start`'s count: sized by the pace this instance spent
-    /// its last granted claim of the window at.
-    fn claim_size(
-        &self,
-        key: &(TenantId, String),
-        window_start: Timestamp,
-        limit: u32,
-        now: Timestamp,
-    ) -> u32 {
-        let previous = lock(&self.shares)
-            .get(key)
-            .filter(|share| share.window_start == window_start && share.granted > 0)
-            .map(|share| (share.granted, now.duration_since(share.claimed_at)));
-        limits::claim_size(limit, previous)
-    }
-
-    /// Adds what a claim made at `now` got to this instance's share.
-    fn add(
-        &self,
-        key: &(TenantId, String),
-        window_start: Timestamp,
-        claim: RateClaim,
-        now: Timestamp,
-    ) -> Share {
+    /// Adds what a claim got to this instance's share.
+    fn add(&self, key: &(TenantId, String), window_start: Timestamp, claim: RateClaim) -> Share {
         let mut shares = lock(&self.shares);
         if shares.len() >= MAX_ENTRIES && !shares.contains_key(key) {
             shares.retain(|_, share| share.window_start == window_start);
         }
-        let fresh = Share {
+        let share = shares.entry(key.clone()).or_insert(Share {
             window_start,
             left: 0,
             used: 0,
-            granted: 0,
-            claimed_at: now,
-        };
-        let share = shares.entry(key.clone()).or_insert(fresh);
+        });
         if share.window_start != window_start {
-            *share = fresh;
+            *share = Share {
+                window_start,
+                left: 0,
+                used: 0,
+            };
         }
         share.left += claim.granted;
         share.used = share.used.max(claim.used);
-        if claim.granted > 0 {
-            share.granted = claim.granted;
-            share.claimed_at = now;
-        }
         *share
     }
 
@@ -222,14 +193,13 @@ impl CustomersService {
                 retry_after: 1,
             });
         }
-        let Some(key_status) = self.take(&key, window, key_limit, now).await? else {
+        let Some(key_status) = self.take(&key, window, key_limit).await? else {
             return Ok(limited(key_limit, reset_seconds));
         };
         let mut status = key_status.reported(key_limit, reset_seconds);
         if let Some(tenant_limit) = settings.tenant_per_hour {
             let tenant_key = (caller.tenant_id, TENANT_SUBJECT.to_owned());
-            let Some(tenant_status) = self.take(&tenant_key, window, tenant_limit, now).await?
-            else {
+            let Some(tenant_status) = self.take(&tenant_key, window, tenant_limit).await? else {
                 self.limiter.give_back(&key, window.0);
                 return Ok(limited(tenant_limit, reset_seconds));
             };
@@ -248,7 +218,6 @@ impl CustomersService {
         key: &(TenantId, String),
         window: (Timestamp, Timestamp),
         limit: u32,
-        now: Timestamp,
     ) -> Result<Option<Share>, AppError> {
         loop {
             match self.limiter.spend(key, window.0, limit) {
@@ -258,12 +227,11 @@ impl CustomersService {
                 Spent::Exhausted => return Ok(None),
                 Spent::NoneLeft => {}
             }
-            let want = self.limiter.claim_size(key, window.0, limit, now);
             let claim = self
                 .store
-                .claim_rate(key.0, &key.1, window, want, limit)
+                .claim_rate(key.0, &key.1, window, limits::claim_size(limit), limit)
                 .await?;
-            self.limiter.add(key, window.0, claim, now);
+            self.limiter.add(key, window.0, claim);
             // Every granted claim moves the shared count towards the limit, so this ends;
             // another request of this instance may spend the share first, then claim again.
             if claim.granted == 0 {

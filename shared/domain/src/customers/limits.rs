@@ -3,15 +3,12 @@
 //!
 //! The hourly limits hold across every instance of the API. Each counts in a fixed window
 //! (the clock hour) kept in the table; an instance does not write that count on every
-//! request but claims a share of it at once ([`claim_size`]: a fiftieth of the limit, or,
-//! once the instance has spent a share, about a minute of its own pace, up to a quarter of
-//! the limit) and spends the share locally. A claim never takes more than what is left
-//! ([`grant`]), so the requests admitted in a window never exceed the limit, however many
-//! instances run; what an instance claimed and did not spend before the window ended is
-//! lost, so a window may admit up to one unspent share fewer per instance (at most a quarter
-//! of the limit, and only an instance that spent its previous share at that pace). The
-//! per-second burst is counted by each instance alone: it protects an instance from a spike,
-//! not the tenant's budget.
+//! request but claims a share of it at once ([`claim_size`]) and spends the share locally.
+//! A claim never takes more than what is left ([`grant`]), so the requests admitted in a
+//! window never exceed the limit, however many instances run; what an instance claimed and
+//! did not spend before the window ended is lost, so under many instances a window may
+//! admit up to `claim_size` fewer per other instance. The per-second burst is counted by
+//! each instance alone: it protects an instance from a spike, not the tenant's budget.
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -104,28 +101,11 @@ pub fn window(now: Timestamp, length: SignedDuration) -> (Timestamp, Timestamp) 
     (at(start), at(start + length))
 }
 
-/// How long a share should last the instance that claims it, at the pace it spent its
-/// previous one.
-pub const SHARE_HORIZON: SignedDuration = SignedDuration::from_secs(60);
-
-/// How many requests an instance claims from a shared count at once. Its first claim in a
-/// window: a fiftieth of the limit, at least one. After a share of `spent` requests that
-/// lasted it `took`: what it would spend in [`SHARE_HORIZON`] at that pace, no less than a
-/// fiftieth and no more than a quarter of the limit. The larger the share, the fewer writes
-/// (one per share) and the more an instance can leave unspent when the window ends; sizing
-/// it by the instance's own pace gives a busy instance few claims and an idle one small
-/// shares, and the cap means an instance that reaches it would spend the whole hour's limit
-/// in four minutes, so what it can strand is what it was about to spend anyway.
-pub fn claim_size(limit: u32, previous: Option<(u32, SignedDuration)>) -> u32 {
-    let floor = (limit / 50).max(1);
-    let cap = (limit / 4).max(floor);
-    let Some((spent, took)) = previous else {
-        return floor;
-    };
-    // A share spent within the same millisecond counts as spent in one.
-    let took = took.as_millis().max(1);
-    let paced = i128::from(spent) * SHARE_HORIZON.as_millis() / took;
-    u32::try_from(paced.clamp(i128::from(floor), i128::from(cap))).unwrap_or(cap)
+/// How many requests an instance claims from a shared count at once: a fiftieth of the
+/// limit, at least one. The larger the share, the fewer writes (one per `claim_size`
+/// requests) and the more an instance can leave unspent when the window ends.
+pub fn claim_size(limit: u32) -> u32 {
+    (limit / 50).max(1)
 }
 
 /// What a claim of `want` gets from a count at `used` of `limit`: never past the limit.
@@ -158,51 +138,11 @@ mod tests {
 
     #[test]
     fn claims_never_pass_the_limit() {
-        assert_eq!(claim_size(1000, None), 20);
-        assert_eq!(claim_size(10, None), 1);
+        assert_eq!(claim_size(1000), 20);
+        assert_eq!(claim_size(10), 1);
         assert_eq!(grant(990, 20, 1000), 10);
         assert_eq!(grant(1000, 20, 1000), 0);
         assert_eq!(grant(1200, 20, 1000), 0);
-    }
-
-    #[test]
-    fn a_share_lasts_a_minute_of_the_instance_s_pace_within_its_bounds() {
-        let secs = SignedDuration::from_secs;
-        // 20 spent in 10 s: 2 a second, 120 for the next minute.
-        assert_eq!(claim_size(1000, Some((20, secs(10)))), 120);
-        // Slower than the floor's pace (20 in 2 minutes): the floor.
-        assert_eq!(claim_size(1000, Some((20, secs(120)))), 20);
-        // 20 in a second, or at once: the cap, a quarter of the limit.
-        assert_eq!(claim_size(1000, Some((20, secs(1)))), 250);
-        assert_eq!(claim_size(1000, Some((20, SignedDuration::ZERO))), 250);
-        // A clock that went back is no pace to trust: at once, so the cap.
-        assert_eq!(claim_size(1000, Some((20, secs(-5)))), 250);
-        assert_eq!(claim_size(3, Some((1, secs(1)))), 1);
-        assert_eq!(
-            claim_size(MAX_LIMIT, Some((u32::MAX, secs(1)))),
-            MAX_LIMIT / 4
-        );
-    }
-
-    proptest::proptest! {
-        /// Whatever the pace: between a fiftieth (at least one) and a quarter of the limit
-        /// (at least the fiftieth), and never smaller for a faster instance.
-        #[test]
-        fn a_share_is_bounded_and_grows_with_the_pace(
-            limit in 1u32..=MAX_LIMIT,
-            spent in 1u32..=1_000_000,
-            took_ms in -1_000i64..=7_200_000,
-            faster_by_ms in 0i64..=3_600_000,
-        ) {
-            let floor = (limit / 50).max(1);
-            let took = SignedDuration::from_millis(took_ms);
-            let size = claim_size(limit, Some((spent, took)));
-            proptest::prop_assert!(size >= floor);
-            proptest::prop_assert!(size <= (limit / 4).max(floor));
-            let faster = SignedDuration::from_millis(took_ms - faster_by_ms);
-            proptest::prop_assert!(claim_size(limit, Some((spent, faster))) >= size);
-            proptest::prop_assert_eq!(claim_size(limit, None), floor);
-        }
     }
 
     #[test]
