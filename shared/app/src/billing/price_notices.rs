@@ -178,11 +178,7 @@ impl BillingService {
             .store
             .list_subscriptions(tenant, &filter, &page)
             .await?;
-        let resume = found
-            .scanned_to
-            .clone()
-            .or_else(|| found.items.last().map(|s| s.id.to_string()))
-            .filter(|_| found.has_more || found.scanned_to.is_some());
+        let resume = found.next_cursor(|s| s.id.to_string());
         let paid = found
             .items
             .into_iter()

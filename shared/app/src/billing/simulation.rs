@@ -371,11 +371,7 @@ impl BillingService {
                 .store
                 .list_subscriptions(tenant, &filter, &page)
                 .await?;
-            let resume = found
-                .scanned_to
-                .clone()
-                .or_else(|| found.items.last().map(|s| s.id.to_string()))
-                .filter(|_| found.has_more || found.scanned_to.is_some());
+            let resume = found.next_cursor(|s| s.id.to_string());
             for sub in found.items {
                 if live.len() == want {
                     // The chunk is full before this one: the next resumes after the last taken.
