@@ -1,6 +1,9 @@
 //! The last resort for a bug: a handler that panics answers 500 problem+json (and, under an
 //! `Idempotency-Key`, gives the key back, as any 5xx does) instead of dropping the
 //! connection. Client mistakes never get here; they are refused before any arithmetic.
+//! It catches where panics unwind (tests, `make dev`); the release bootstraps abort on
+//! panic, and the runtime's hook gives the same answer (`billing_aws::runtime`), the key
+//! then taken over after its lease.
 
 use axum::extract::Request;
 use axum::middleware::Next;

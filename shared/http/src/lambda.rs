@@ -11,21 +11,32 @@ use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use aws_lambda_events::encodings::Body as LambdaBody;
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderName, HeaderValue, Response};
+use axum::response::IntoResponse;
 use axum::Router;
 use billing_aws::runtime::Invocation;
 use http_body_util::BodyExt;
 use lambda_http::request::LambdaRequest;
 use tower::ServiceExt;
 
+use crate::problem::Problem;
+
 /// What the runtime loop ends with; a function's `main` returns it too.
 pub use billing_aws::runtime::Error;
 
-/// Answers every invocation with `router` until the runtime stops.
+/// Answers every invocation with `router` until the runtime stops; a panic, where it
+/// aborts the process, with the 500 problem+json `catch_panic` gives where panics unwind.
 pub async fn run(router: Router) -> Result<(), Error> {
-    billing_aws::runtime::run(Box::new(move |invocation| {
-        Box::pin(invoke(router.clone(), invocation))
-    }))
+    billing_aws::runtime::run(
+        Box::new(move |invocation| Box::pin(invoke(router.clone(), invocation))),
+        panic_answer().await?,
+    )
     .await
+}
+
+/// The answer to a handler's panic, as API Gateway reads it.
+async fn panic_answer() -> Result<Vec<u8>, Error> {
+    let problem = Problem::internal().into_response();
+    Ok(serde_json::to_vec(&gateway_response(problem).await?)?)
 }
 
 /// One invocation: the event as an HTTP request (with its API Gateway context as an
@@ -121,5 +132,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(empty.body, None);
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_answered_500_problem_json() {
+        let answer: serde_json::Value =
+            serde_json::from_slice(&panic_answer().await.unwrap()).unwrap();
+        assert_eq!(answer["statusCode"], 500);
+        assert_eq!(
+            answer["headers"]["content-type"],
+            "application/problem+json"
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["code"], "internal_error");
     }
 }
