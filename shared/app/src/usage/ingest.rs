@@ -6,7 +6,9 @@
 //! a threshold it crosses), so an event is never half applied; the store packs units into
 //! as few transactions as its limits allow. Units that lose a race (a duplicate delivered
 //! concurrently, a rollup moved) are re-planned from fresh reads; what committed is found
-//! committed.
+//! committed. A lone event is planned from the rollup its instance last wrote, when it holds
+//! it ([`super::ROLLUP_TTL`]): the version condition makes a stale one fail the write, which
+//! then reads.
 
 use billing_domain::kernel::time::later;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -626,7 +628,7 @@ impl UsageService {
                 .flatten();
             match held {
                 Some(CachedRollup::Written(rollup)) => {
-                    state.insert(key.clone(), rollup);
+                    state.insert(key.clone(), Arc::unwrap_or_clone(rollup));
                 }
                 Some(CachedRollup::Contended) | None => unread.push(key.clone()),
             }
@@ -655,8 +657,11 @@ impl UsageService {
         for write in done.iter().flat_map(|u| &u.rollups) {
             let key = key(&write.next);
             if !matches!(self.rollups.get(&key, now), Some(CachedRollup::Contended)) {
-                self.rollups
-                    .put(key, CachedRollup::Written(write.next.clone()), now);
+                self.rollups.put(
+                    key,
+                    CachedRollup::Written(Arc::new(write.next.clone())),
+                    now,
+                );
             }
         }
         let contended = matches!(

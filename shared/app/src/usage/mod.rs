@@ -57,7 +57,7 @@ pub const ROLLUP_TTL: SignedDuration = SignedDuration::from_secs(60);
 #[derive(Clone)]
 enum CachedRollup {
     /// As this instance last wrote it: the next lone event is planned from it.
-    Written(Rollup),
+    Written(Arc<Rollup>),
     /// Another writer moved it under this instance: read it before every write until the
     /// entry expires.
     Contended,
