@@ -394,11 +394,63 @@ fn start(at: &str) -> Timestamp {
     at.parse().unwrap()
 }
 
+/// A refusal is conditioned on no version: one planned from a cached rollup that another
+/// instance has since moved is decided again from the stored rollup. A sum metric priced at
+/// $1,000,000 a unit holds at most about 9.2 × 10^10 units a period (10^8 cents each).
+async fn a_refusal_planned_from_a_cached_rollup_is_decided_again(store: Arc<dyn Store>) {
+    let clock = ManualClock::at("2027-03-01T00:00:00Z".parse().unwrap());
+    let (a, b, _) = two_instances(store, clock).await;
+    a.post(
+        "/v1/metrics",
+        json!({"code": "gpu", "name": "GPU", "aggregation": "sum", "field": "units"}),
+    )
+    .await;
+    let plan = a
+        .post(
+            "/v1/plans",
+            json!({"code": "heavy", "name": "Heavy", "interval": {"unit": "month"},
+                "charges": {"usage_charges": [{"metric": "gpu",
+                    "prices": {"usd": {"model": "per_unit", "unit_price": "1000000"}}}]}}),
+        )
+        .await;
+    let account = a
+        .post(
+            "/v1/accounts",
+            json!({"email": "g@acme.test", "currency": "usd"}),
+        )
+        .await;
+    let sub = subscribe(&a, &account["id"], &plan["id"]).await;
+    let units = |api: &Api, id: &str, value: i64| {
+        let body =
+            json!({"transaction_id": id, "subscription": sub, "metric": "gpu", "value": value});
+        let api = api.clone();
+        async move { api.call(Method::POST, "/v1/usage", Some(&body)).await }
+    };
+    accepted(units(&a, "g1", 90_000_000_000).await);
+    refused(
+        units(&a, "g2", 5_000_000_000).await,
+        "usage_value_too_large",
+    );
+    // Through the other instance the period comes back down; `a` still holds 9 × 10^10.
+    accepted(units(&b, "g3", -90_000_000_000).await);
+    accepted(units(&a, "g4", 5_000_000_000).await);
+    let usage = a.get(&format!("/v1/subscriptions/{sub}/usage")).await;
+    let gpu = usage["periods"][0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "gpu")
+        .unwrap()["quantity"]
+        .clone();
+    assert_eq!(gpu, "5000000000");
+}
+
 billing_tests::on_both_stores!(
     revoked_keys_are_refused_within_the_bound,
     changes_elsewhere_are_seen_by_the_next_event,
     events_sent_to_two_instances_in_turn_are_each_counted_once,
     a_rollup_billed_after_an_instance_cached_it_is_read_again,
+    a_refusal_planned_from_a_cached_rollup_is_decided_again,
 );
 
 /// The DynamoDB requests of one `POST /v1/usage`, by operation, and its answer. The rate
