@@ -5,8 +5,9 @@
 //! with entitlements) and `--subscriptions` subscriptions, then posts `--batches` batches
 //! of 100 events (`--concurrency` at a time, spread over the subscriptions),
 //! `--singles` single events (then each of them again, as duplicates, and a few with an
-//! `Idempotency-Key`), counting every DynamoDB request. Counts are deterministic, times are
-//! not: nothing here asserts a time.
+//! `Idempotency-Key`), counting every DynamoDB request. The tenant's burst limit is raised
+//! (the single events would pass 50 a second); its hourly limit stays the default. Counts
+//! are deterministic, times are not: nothing here asserts a time.
 //!
 //! `cargo run --release -p billing-infra --bin usage-load -- --batches 40 --singles 200`
 
@@ -21,6 +22,7 @@ use billing_app::billing::StartSubscription;
 use billing_app::ports::SystemClock;
 use billing_app::{App, Caller};
 use billing_aws::DynamoStore;
+use billing_domain::customers::limits::LimitSettingsPatch;
 use billing_domain::customers::tenant::TenantMode;
 use billing_http::{router, EmitMetrics};
 use billing_infra::request_count::{counted_client, Counter};
@@ -102,6 +104,17 @@ async fn main() -> anyhow::Result<()> {
         .create_tenant("Metered", TenantMode::Sandbox)
         .await?;
     let caller = Caller::of_key(&issued.key, None);
+    // Single events one after another pass the default burst of 50 a second now that each is
+    // one round trip; this counts requests, not throttling (the hourly shares stay default).
+    app.customers
+        .update_limit_settings(
+            &caller,
+            LimitSettingsPatch {
+                burst_per_second: Some(10_000),
+                ..LimitSettingsPatch::default()
+            },
+        )
+        .await?;
     app.catalog
         .create_metric(
             &caller,

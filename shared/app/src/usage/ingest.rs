@@ -6,7 +6,9 @@
 //! a threshold it crosses), so an event is never half applied; the store packs units into
 //! as few transactions as its limits allow. Units that lose a race (a duplicate delivered
 //! concurrently, a rollup moved) are re-planned from fresh reads; what committed is found
-//! committed.
+//! committed. A lone event is planned from the rollup its instance last wrote, when it holds
+//! it ([`super::ROLLUP_TTL`]): the version condition makes a stale one fail the write, which
+//! then reads.
 
 use billing_domain::kernel::time::later;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -27,12 +29,16 @@ use billing_domain::usage::meter::{
 use jiff::Timestamp;
 
 use super::pricing::with_levels;
-use super::{invalid, UsageService};
+use super::{invalid, CachedRollup, UsageService};
 use crate::kernel::{event, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS};
 use crate::ports::*;
 
 /// Each event's transaction id and outcome, by position in the batch, once decided.
 type Outcomes = Vec<Option<(String, Result<UsageOutcome, ValidationError>)>>;
+
+/// One unit per planned candidate, with whether its event is late, and each candidate's
+/// refusal (if the rollup could not take its event).
+type Plan = (Vec<UsageWrite>, Vec<bool>, Vec<Option<ValidationError>>);
 
 fn duplicate(c: &Candidate, outcomes: &mut Outcomes) {
     let id = c.event.transaction_id.clone();
@@ -504,7 +510,7 @@ impl UsageService {
         if read {
             self.drop_stored(tenant, candidates, outcomes).await?;
         }
-        let (units, late, refusals) = self.plan_units(caller, candidates).await?;
+        let (units, late, refusals) = self.plan_units(caller, candidates, !read).await?;
         if !read && refusals.iter().any(Option::is_some) {
             // A retry is a duplicate, even of an event the rollup could no longer take.
             self.drop_stored(tenant, candidates, outcomes).await?;
@@ -525,6 +531,7 @@ impl UsageService {
             Ok(()) => (units.len(), None),
             Err(StepsFailed { written, error }) => (written, Some(error)),
         };
+        self.remember_rollups(caller, &units, written, failure.as_ref());
         for (c, late) in candidates.iter().zip(late).take(written) {
             let id = c.event.transaction_id.clone();
             outcomes[c.index] = Some((
@@ -576,32 +583,119 @@ impl UsageService {
         Ok(())
     }
 
-    /// Reads the rollups and distinct values the candidates touch and plans one unit per
-    /// candidate, in order, each moving its rollup on from the state the one before left;
-    /// with each, whether its event is late. A candidate whose event would take its period
-    /// beyond what can be billed gets no unit: its refusal is at its position in the third
-    /// list (one entry per candidate).
+    /// Plans the candidates' units from their rollups: a lone event's from the rollup this
+    /// instance last wrote, if it holds it (the write is conditioned on its version, so a
+    /// stale one is never written from), a batch's from fresh reads (a stale rollup would
+    /// fail a transaction of up to 100 items).
     async fn plan_units(
         &self,
         caller: &Caller,
         candidates: &[Candidate],
-    ) -> Result<(Vec<UsageWrite>, Vec<bool>, Vec<Option<ValidationError>>), AppError> {
-        let tenant = caller.tenant_id;
+        lone: bool,
+    ) -> Result<Plan, AppError> {
         let keys: BTreeSet<RollupKey> = candidates
             .iter()
             .filter_map(Candidate::rollup_key)
             .collect();
         let keys: Vec<RollupKey> = keys.into_iter().collect();
-        let mut state: BTreeMap<RollupKey, Rollup> = self
-            .store
-            .get_rollups(tenant, &keys)
-            .await?
-            .into_iter()
-            .map(|r| (r.key(), r))
-            .collect();
+        let (state, cached) = self.read_rollups(caller, &keys, lone).await?;
+        let plan = self.plan_from(caller, candidates, &keys, state).await?;
+        if !cached || plan.2.iter().all(Option::is_none) {
+            return Ok(plan);
+        }
+        // A refusal is conditioned on no version: decide it again from the stored rollups.
+        let (state, _) = self.read_rollups(caller, &keys, false).await?;
+        self.plan_from(caller, candidates, &keys, state).await
+    }
+
+    /// The stored rollups among `keys`, those this instance holds taken from its cache when
+    /// `cached`; and whether any was.
+    async fn read_rollups(
+        &self,
+        caller: &Caller,
+        keys: &[RollupKey],
+        cached: bool,
+    ) -> Result<(BTreeMap<RollupKey, Rollup>, bool), AppError> {
+        let now = self.clocks.now();
+        let mut state = BTreeMap::new();
+        let mut unread = Vec::new();
+        for key in keys {
+            let held = cached
+                .then(|| {
+                    self.rollups
+                        .get(&(caller.tenant_id, caller.livemode, key.clone()), now)
+                })
+                .flatten();
+            match held {
+                Some(CachedRollup::Written(rollup)) => {
+                    state.insert(key.clone(), Arc::unwrap_or_clone(rollup));
+                }
+                Some(CachedRollup::Contended) | None => unread.push(key.clone()),
+            }
+        }
+        let from_cache = !state.is_empty();
+        if !unread.is_empty() {
+            let read = self.store.get_rollups(caller.tenant_id, &unread).await?;
+            state.extend(read.into_iter().map(|r| (r.key(), r)));
+        }
+        Ok((state, from_cache))
+    }
+
+    /// After a write: keeps the rollups the written units left (unless marked contended),
+    /// marks contended those of units that lost to another writer, and forgets those of
+    /// units that failed otherwise or may not have been written.
+    fn remember_rollups(
+        &self,
+        caller: &Caller,
+        units: &[UsageWrite],
+        written: usize,
+        failure: Option<&StoreError>,
+    ) {
+        let now = self.clocks.now();
+        let key = |r: &Rollup| (caller.tenant_id, caller.livemode, r.key());
+        let (done, failed) = units.split_at(written.min(units.len()));
+        for write in done.iter().flat_map(|u| &u.rollups) {
+            let key = key(&write.next);
+            if !matches!(self.rollups.get(&key, now), Some(CachedRollup::Contended)) {
+                self.rollups.put(
+                    key,
+                    CachedRollup::Written(Arc::new(write.next.clone())),
+                    now,
+                );
+            }
+        }
+        let contended = matches!(
+            failure,
+            Some(StoreError::VersionConflict {
+                entity: "usage rollup"
+            })
+        );
+        for write in failed.iter().flat_map(|u| &u.rollups) {
+            let key = key(&write.next);
+            if contended {
+                self.rollups.put(key, CachedRollup::Contended, now);
+            } else {
+                self.rollups.forget(&key);
+            }
+        }
+    }
+
+    /// Plans one unit per candidate from `state` (the rollups among `keys` that exist) and
+    /// the distinct values read, in order, each moving its rollup on from the state the one
+    /// before left; with each, whether its event is late. A candidate whose event would
+    /// take its period beyond what can be billed gets no unit: its refusal is at its
+    /// position in the third list (one entry per candidate).
+    async fn plan_from(
+        &self,
+        caller: &Caller,
+        candidates: &[Candidate],
+        keys: &[RollupKey],
+        mut state: BTreeMap<RollupKey, Rollup>,
+    ) -> Result<Plan, AppError> {
+        let tenant = caller.tenant_id;
         // A level's rollup is planned with the level carried in, so that the priceability
         // check and the quota see the level, not only this period's changes.
-        for key in &keys {
+        for key in keys {
             let Some(c) = candidates
                 .iter()
                 .find(|c| c.metric.recurring && c.rollup_key().as_ref() == Some(key))
@@ -628,7 +722,7 @@ impl UsageService {
             rollup.aggregate.opening = opening;
         }
         let mut seen: BTreeMap<RollupKey, BTreeSet<String>> = BTreeMap::new();
-        for key in &keys {
+        for key in keys {
             let values: BTreeSet<String> = candidates
                 .iter()
                 .filter(|c| c.rollup_key().as_ref() == Some(key))

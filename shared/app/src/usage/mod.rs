@@ -18,7 +18,9 @@ use billing_domain::kernel::ids::{SubscriptionId, TenantId};
 use jiff::SignedDuration;
 
 use crate::kernel::{Clocks, MetricCache, TtlCache};
-use crate::ports::{AccountStore, DunningStore, MetricStore, SubscriptionStore, UsageStore};
+use crate::ports::{
+    AccountStore, DunningStore, MetricStore, Rollup, RollupKey, SubscriptionStore, UsageStore,
+};
 use crate::tax::TaxService;
 
 /// What the usage service reads and writes (the dunning policy only read: what a block
@@ -43,6 +45,24 @@ pub const SUBSCRIPTION_TTL: SignedDuration = SignedDuration::from_secs(600);
 /// external id is seen. Cancelling the subscription is seen at once (its version moves).
 pub const EXTERNAL_ID_TTL: SignedDuration = SignedDuration::from_secs(60);
 
+/// How long ingest keeps a rollup it wrote, or the mark that another writer moved one under
+/// it. An entry is exact whatever the TTL (the usage write is conditioned on the rollup's
+/// version); the TTL bounds the cost of staleness: a hit is worth one read only if no other
+/// instance wrote the rollup since, a stale hit costs a failed transaction, and after one
+/// the instance reads that rollup for a TTL before it caches it again (README, "Caches of a
+/// warm instance").
+pub const ROLLUP_TTL: SignedDuration = SignedDuration::from_secs(60);
+
+/// What an instance knows of a rollup.
+#[derive(Clone)]
+enum CachedRollup {
+    /// As this instance last wrote it: the next lone event is planned from it.
+    Written(Arc<Rollup>),
+    /// Another writer moved it under this instance: read it before every write until the
+    /// entry expires.
+    Contended,
+}
+
 /// The usage use cases. Depends on the kernel only.
 #[derive(Clone)]
 pub struct UsageService {
@@ -51,6 +71,7 @@ pub struct UsageService {
     metrics: MetricCache,
     subscriptions: Arc<TtlCache<(TenantId, bool, SubscriptionId), Arc<Subscription>>>,
     external_ids: Arc<TtlCache<(TenantId, bool, String), SubscriptionId>>,
+    rollups: Arc<TtlCache<(TenantId, bool, RollupKey), CachedRollup>>,
     /// The projected invoice's tax.
     tax: TaxService,
 }
@@ -69,6 +90,7 @@ impl UsageService {
             tax,
             subscriptions: Arc::new(TtlCache::new(SUBSCRIPTION_TTL)),
             external_ids: Arc::new(TtlCache::new(EXTERNAL_ID_TTL)),
+            rollups: Arc::new(TtlCache::new(ROLLUP_TTL)),
         }
     }
 }

@@ -20,8 +20,9 @@
 //! states one unit per event and [`pack_usage`] packs them into TransactWriteItems of at most
 //! 100 items (events, the rollup, the subscription check; a quota snapshot and any threshold
 //! events take room too when the metric has an entitlement). A full batch of 100 events is 2
-//! write requests. A single event (`POST /v1/usage`) is the rollup read and 1 write request:
-//! it reads no transaction id, its conditional put finds a duplicate.
+//! write requests. A single event (`POST /v1/usage`) is 1 write request when the app's
+//! instance wrote the rollup last (it plans from the rollup it cached), else the rollup read
+//! and 1 write request: it reads no transaction id, its conditional put finds a duplicate.
 //! DynamoDB bills transactional writes at 2 WCU per item (≤ 1 KB), so an event costs about
 //! 2 WCU plus its share of the rollup and the check.
 //! Invoice time reads one Query over the period's rollups (one item per metric), whatever
