@@ -170,6 +170,8 @@ pub struct Counts {
     pub by_partition: BTreeMap<PartitionKind, u64>,
     pub read_half_units: u64,
     pub throttled: u64,
+    /// Throttled requests by the kind of partition that was short.
+    pub throttled_on: BTreeMap<PartitionKind, u64>,
     pub conflicts: u64,
     /// Store calls without a request model, by method: a scenario that meets one is
     /// outside what the simulation can answer for.
@@ -271,29 +273,35 @@ impl Dynamo {
             count(&mut state.counts, request);
             return Admission::Conflict;
         }
-        let fits = |buckets: &HashMap<String, Bucket>, wanted: &[(String, u64)], rate: u64| {
+        // The first partition key short of what the request wants of it, if any.
+        let short = |buckets: &HashMap<String, Bucket>, wanted: &[(String, u64)], rate: u64| {
             let mut by_key: HashMap<&str, u64> = HashMap::new();
             for (key, units) in wanted {
                 *by_key.entry(key).or_default() += units;
             }
-            by_key.into_iter().all(|(key, units)| {
-                buckets.get(key).is_none_or(|b| {
-                    let mut probe = Bucket {
-                        tokens: b.tokens,
-                        at: b.at,
-                    };
-                    probe.take(units, rate, now)
+            by_key
+                .into_iter()
+                .find(|(key, units)| {
+                    buckets.get(*key).is_some_and(|b| {
+                        let mut probe = Bucket {
+                            tokens: b.tokens,
+                            at: b.at,
+                        };
+                        !probe.take(*units, rate, now)
+                    })
                 })
-            })
+                .map(|(key, _)| PartitionKind::of(key))
         };
         let read_rate = 2 * aws::PARTITION_RCU_PER_SECOND;
-        if !fits(
+        let throttled_on = short(
             &state.writes,
             &request.writes,
             aws::PARTITION_WCU_PER_SECOND,
-        ) || !fits(&state.reads, &request.reads, read_rate)
-        {
+        )
+        .or_else(|| short(&state.reads, &request.reads, read_rate));
+        if let Some(kind) = throttled_on {
             state.counts.throttled += 1;
+            *state.counts.throttled_on.entry(kind).or_default() += 1;
             // xorshift: deterministic jitter, so that a run is repeatable.
             state.seed ^= state.seed << 13 | 0x9E37_79B9;
             state.seed ^= state.seed >> 7;
