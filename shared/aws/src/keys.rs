@@ -93,7 +93,7 @@
 //! | events of one resource | Query GSI `gsi1` on `T#{tenant}#EVENTS#{resource id}`, descending |
 //! | webhook endpoints of a tenant | Query `T#{tenant}`, `begins_with(sk, "WEBHOOK#")` (at most 16) |
 //! | deliveries of an endpoint | Query every shard, `begins_with(sk, "WHDELIVERY#{endpoint id}#")`, descending, merged |
-//! | everything due up to now (outbox, webhook retries) | Query GSI `due`, one per shard `DUE#00`…`DUE#15` at once, `due_sk <= {now ms}~` (or `BETWEEN {from ms}~ AND {now ms}~` for a pass over what fell due since the last), paged per shard by `ExclusiveStartKey` from the last `due_sk` read (it holds the item's key); the sweep's position is GetItem / conditional PutItem of `SWEEP` / `CHECKPOINT` |
+//! | everything due up to now (outbox, webhook retries) | Query GSI `due`, one per shard `DUE#00`…`DUE#31` at once, `due_sk <= {now ms}~` (or `BETWEEN {from ms}~ AND {now ms}~` for a pass over what fell due since the last), paged per shard by `ExclusiveStartKey` from the last `due_sk` read (it holds the item's key); the sweep's position is GetItem / conditional PutItem of `SWEEP` / `CHECKPOINT` |
 //! | idempotency key | conditional PutItem `IDEMPOTENCY#{key}` (taken over when its `lease_until` has passed unanswered), expires by TTL (`expires_at`) after 24 h |
 //! | metric / plan by id | GetItem `METRIC#{id}` / `PLAN#{id}` |
 //! | metric / plan by code | GetItem of the claim `UNIQUE#METRIC_CODE#{code}` / `UNIQUE#PLAN_CODE#{code}`, then the item |
