@@ -532,6 +532,99 @@ async fn an_event_left_unpublished_by_a_crash_is_delivered_through_the_sweep() {
     consumer.abort();
 }
 
+/// Outbox items moved from beside their event (`T#{tenant}#NN`) to the tenant's outbox
+/// partitions (`T#{tenant}#OUTBOX#NN`) without a migration: one written under the old
+/// layout (its event's publish failed just before the change) is still found by the sweep,
+/// published once, and deleted, and its event then reads published.
+#[tokio::test]
+async fn an_outbox_item_written_beside_its_event_is_still_swept_published_and_deleted() {
+    use billing_aws::keys;
+    let store = billing_tests::dynamo_store().await;
+    let (client, table) = (store.client().clone(), store.table().to_owned());
+    let app = billing_tests::app_with_clock(Arc::new(store.clone()), Arc::new(SystemClock));
+    let (caller, _) = caller(&app, TenantMode::Sandbox).await;
+    let tenant = caller.tenant_id;
+    app.customers
+        .create_account(&caller, account("ada@example.com"))
+        .await
+        .unwrap();
+    let filter = EventFilter {
+        event_type: Some("account.created".into()),
+        resource_id: None,
+    };
+    let event = app
+        .events
+        .list_events(&caller, &filter, &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let id = event.id.to_string();
+    let (outbox, beside_event) = (
+        keys::outbox(tenant, &id),
+        keys::outbox_beside_event(tenant, &id),
+    );
+    // The item as the store wrote it before: beside the event, due after the grace.
+    client
+        .delete_item()
+        .table_name(&table)
+        .set_key(Some(outbox.primary()))
+        .send()
+        .await
+        .unwrap();
+    let mut old = beside_event.all();
+    old.extend(keys::due(&beside_event, event.created + OUTBOX_GRACE));
+    old.insert(
+        keys::TTL.to_owned(),
+        aws_sdk_dynamodb::types::AttributeValue::N(
+            (event.created + EVENT_RETENTION).as_second().to_string(),
+        ),
+    );
+    client
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(old))
+        .send()
+        .await
+        .unwrap();
+    let stored = store.get_event(tenant, event.id).await.unwrap().unwrap();
+    assert!(!stored.published, "an old outbox item still holds it");
+
+    let dispatch = Arc::new(RecordingDispatch::default());
+    let sweeper = Sweeper::new(
+        billing_tests::app_with_clock(
+            Arc::new(store.clone()),
+            ManualClock::at(Timestamp::now() + OUTBOX_GRACE),
+        ),
+        dispatch.clone(),
+        Arc::new(billing_memory::MemoryBillingQueue::default()),
+    );
+    let report = sweeper.sweep(100).await.unwrap();
+    assert_eq!((report.republished, report.errors.len()), (1, 0));
+    let published = dispatch.published.lock().unwrap().clone();
+    assert_eq!(published.len(), 1);
+    assert_eq!((published[0].0, published[0].1.id), (tenant, event.id));
+    assert_eq!(
+        sweeper.sweep(100).await.unwrap().republished,
+        0,
+        "published once"
+    );
+    for key in [&beside_event, &outbox] {
+        let left = client
+            .get_item()
+            .table_name(&table)
+            .set_key(Some(key.primary()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item;
+        assert_eq!(left, None, "{} / {} deleted", key.pk, key.sk);
+    }
+    let stored = store.get_event(tenant, event.id).await.unwrap().unwrap();
+    assert!(stored.published);
+}
+
 #[tokio::test]
 async fn live_tenants_cannot_point_webhooks_at_internal_addresses() {
     // As deployed: the platform's own loopback is internal too.

@@ -100,6 +100,57 @@ pub fn write_units(bytes: usize) -> u64 {
     (bytes.div_ceil(1024)).max(1) as u64
 }
 
+/// The kinds of partition key a renewal writes to (as `billing_aws::keys` names them), for
+/// the report: how much of each invoice's writes the tenant's shards carry is what bounds
+/// a tenant's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PartitionKind {
+    /// `T#{tenant}#07`.
+    TenantShard,
+    /// `T#{tenant}#OUTBOX#07`.
+    Outbox,
+    /// `T#{tenant}`.
+    Tenant,
+    /// `T#{tenant}#PENDING#07` (the `pending` index).
+    Pending,
+    /// `DUE#07` (the `due` index).
+    Due,
+    /// Every other key: `gsi1`'s (`T#{tenant}#ACCOUNT#…`, `#EVENTS#…`, `#AUDIT#…`).
+    Gsi1,
+}
+
+impl PartitionKind {
+    pub fn of(pk: &str) -> Self {
+        if pk.starts_with("DUE#") {
+            return Self::Due;
+        }
+        let Some(rest) = pk.strip_prefix("T#") else {
+            return Self::Gsi1;
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        match rest.split_once('#').map(|(_, after)| after) {
+            None => Self::Tenant,
+            Some(shard) if digits(shard) => Self::TenantShard,
+            Some(after) => match after.split_once('#') {
+                Some(("OUTBOX", shard)) if digits(shard) => Self::Outbox,
+                Some(("PENDING", shard)) if digits(shard) => Self::Pending,
+                _ => Self::Gsi1,
+            },
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::TenantShard => "the tenant's shards (`T#{tenant}#NN`)",
+            Self::Outbox => "its outbox partitions (`T#{tenant}#OUTBOX#NN`)",
+            Self::Tenant => "its own partition (`T#{tenant}`: the invoice sequence)",
+            Self::Pending => "the `pending` index",
+            Self::Due => "the `due` index",
+            Self::Gsi1 => "`gsi1` (by account, resource, entity)",
+        }
+    }
+}
+
 /// Totals of one operation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OpTotals {
@@ -115,8 +166,12 @@ pub struct Counts {
     pub write_units: u64,
     /// The write units of [`Request::written`], by what they write.
     pub written: BTreeMap<String, u64>,
+    /// Write units by the kind of partition they land on ([`PartitionKind`]).
+    pub by_partition: BTreeMap<PartitionKind, u64>,
     pub read_half_units: u64,
     pub throttled: u64,
+    /// Throttled requests by the kind of partition that was short.
+    pub throttled_on: BTreeMap<PartitionKind, u64>,
     pub conflicts: u64,
     /// Store calls without a request model, by method: a scenario that meets one is
     /// outside what the simulation can answer for.
@@ -218,29 +273,35 @@ impl Dynamo {
             count(&mut state.counts, request);
             return Admission::Conflict;
         }
-        let fits = |buckets: &HashMap<String, Bucket>, wanted: &[(String, u64)], rate: u64| {
+        // The first partition key short of what the request wants of it, if any.
+        let short = |buckets: &HashMap<String, Bucket>, wanted: &[(String, u64)], rate: u64| {
             let mut by_key: HashMap<&str, u64> = HashMap::new();
             for (key, units) in wanted {
                 *by_key.entry(key).or_default() += units;
             }
-            by_key.into_iter().all(|(key, units)| {
-                buckets.get(key).is_none_or(|b| {
-                    let mut probe = Bucket {
-                        tokens: b.tokens,
-                        at: b.at,
-                    };
-                    probe.take(units, rate, now)
+            by_key
+                .into_iter()
+                .find(|(key, units)| {
+                    buckets.get(*key).is_some_and(|b| {
+                        let mut probe = Bucket {
+                            tokens: b.tokens,
+                            at: b.at,
+                        };
+                        !probe.take(*units, rate, now)
+                    })
                 })
-            })
+                .map(|(key, _)| PartitionKind::of(key))
         };
         let read_rate = 2 * aws::PARTITION_RCU_PER_SECOND;
-        if !fits(
+        let throttled_on = short(
             &state.writes,
             &request.writes,
             aws::PARTITION_WCU_PER_SECOND,
-        ) || !fits(&state.reads, &request.reads, read_rate)
-        {
+        )
+        .or_else(|| short(&state.reads, &request.reads, read_rate));
+        if let Some(kind) = throttled_on {
             state.counts.throttled += 1;
+            *state.counts.throttled_on.entry(kind).or_default() += 1;
             // xorshift: deterministic jitter, so that a run is repeatable.
             state.seed ^= state.seed << 13 | 0x9E37_79B9;
             state.seed ^= state.seed >> 7;
@@ -254,6 +315,11 @@ impl Dynamo {
             });
             bucket.take(*units, aws::PARTITION_WCU_PER_SECOND, now);
             state.counts.write_units += units;
+            *state
+                .counts
+                .by_partition
+                .entry(PartitionKind::of(key))
+                .or_default() += units;
         }
         for (what, units) in &request.written {
             *state.counts.written.entry(what.clone()).or_default() += units;
@@ -291,4 +357,45 @@ fn count(counts: &mut Counts, request: &Request) {
 /// limits: for reports.
 pub fn unloaded(requests: &[Request]) -> Duration {
     requests.iter().map(|r| aws::latency(r.op, r.items)).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PartitionKind;
+    use billing_app::new_ulid;
+    use billing_aws::keys;
+    use billing_domain::kernel::ids::{AccountId, InvoiceId, TenantId};
+
+    #[test]
+    fn each_key_the_store_writes_is_told_by_its_partition_kind() {
+        let tenant = TenantId::from_ulid(new_ulid());
+        let invoice = InvoiceId::from_ulid(new_ulid());
+        let account = AccountId::from_ulid(new_ulid());
+        let event = "evt_01KBKQ0000000000000000000";
+        let cases = [
+            (
+                keys::invoice(tenant, invoice, account).pk,
+                PartitionKind::TenantShard,
+            ),
+            (
+                keys::outbox_beside_event(tenant, event).pk,
+                PartitionKind::TenantShard,
+            ),
+            (keys::outbox(tenant, event).pk, PartitionKind::Outbox),
+            (keys::invoice_sequence(tenant).pk, PartitionKind::Tenant),
+            (keys::pending_shard(tenant, 7), PartitionKind::Pending),
+            (keys::due_shard(3), PartitionKind::Due),
+            (
+                keys::account_invoices_index(tenant, account),
+                PartitionKind::Gsi1,
+            ),
+            (
+                keys::event_resource_index(tenant, "in_1"),
+                PartitionKind::Gsi1,
+            ),
+        ];
+        for (pk, kind) in cases {
+            assert_eq!(PartitionKind::of(&pk), kind, "{pk}");
+        }
+    }
 }

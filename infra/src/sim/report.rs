@@ -127,6 +127,27 @@ pub fn table(sizes: &[usize], concurrency: &[usize], fifo: bool) -> anyhow::Resu
             invoices
         )
     )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Write request units per invoice by the partitions they land on (each partition key \
+         takes 1,000 a second):"
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| partitions | write units per invoice | throttled requests (short of capacity there) |"
+    )?;
+    writeln!(out, "|---|---:|---:|")?;
+    for (kind, units) in &largest.dynamo.by_partition {
+        writeln!(
+            out,
+            "| {} | {} | {} |",
+            kind.describe(),
+            hundredths(*units, invoices),
+            largest.dynamo.throttled_on.get(kind).copied().unwrap_or(0)
+        )?;
+    }
     if !largest.dynamo.unmodelled.is_empty() {
         writeln!(out)?;
         writeln!(

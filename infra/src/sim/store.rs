@@ -1311,9 +1311,9 @@ impl EventStore for SimStore {
         cursor: &DueCursor,
         per_shard: usize,
     ) -> Result<DuePage, StoreError> {
-        // The in-memory index is one shard: a page of the sixteen is sixteen times as
-        // long, read by one Query per shard, all at once (the items spread evenly, so the
-        // shards run dry on the same page).
+        // The in-memory index is one shard: a page of the `DUE_SHARDS` is that many times
+        // as long, read by one Query per shard, all at once (the items spread evenly, so
+        // the shards run dry on the same page).
         let shards = keys::DUE_SHARDS as usize;
         let page = self.inner.due_page(now, cursor, per_shard * shards).await?;
         // A pass from now on reads nothing and asks nothing.

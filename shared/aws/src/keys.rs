@@ -22,7 +22,7 @@
 //! | external_id claim | `T#{tenant}`  | `UNIQUE#ACCOUNT_EXTERNAL_ID#{x}`|                                |                   |
 //! | audit record      | `T#{tenant}#S(audit_id)` | `AUDIT#{audit_id}` (fields packed) | `T#{tenant}#AUDIT#{entity_id}` | `{audit_id}`      |
 //! | domain event      | `T#{tenant}#S(event_id)` | `EVENT#{event_id}` (TTL, fields packed) | `T#{tenant}#EVENTS#{resource}` | `{event_id}` |
-//! | its outbox item (until published) | `T#{tenant}#S(event_id)` | `OUTBOX#{event_id}` (TTL, due; keys only) |         |                   |
+//! | its outbox item (until published) | `T#{tenant}#OUTBOX#{fnv(event_id) % 32:02}` (before: `T#{tenant}#S(event_id)`) | `OUTBOX#{event_id}` (TTL, due; keys only) |         |                   |
 //! | webhook endpoint  | `T#{tenant}`  | `WEBHOOK#{endpoint_id}`         |                                |                   |
 //! | webhook delivery  | `T#{tenant}#S(delivery_id)` | `WHDELIVERY#{endpoint}#{id}` (TTL, due) |   |                   |
 //! | idempotency key   | `T#{tenant}#S(key)` | `IDEMPOTENCY#{key}` (TTL) |                                |                   |
@@ -93,7 +93,7 @@
 //! | events of one resource | Query GSI `gsi1` on `T#{tenant}#EVENTS#{resource id}`, descending |
 //! | webhook endpoints of a tenant | Query `T#{tenant}`, `begins_with(sk, "WEBHOOK#")` (at most 16) |
 //! | deliveries of an endpoint | Query every shard, `begins_with(sk, "WHDELIVERY#{endpoint id}#")`, descending, merged |
-//! | everything due up to now (outbox, webhook retries) | Query GSI `due`, one per shard `DUE#00`…`DUE#15` at once, `due_sk <= {now ms}~` (or `BETWEEN {from ms}~ AND {now ms}~` for a pass over what fell due since the last), paged per shard by `ExclusiveStartKey` from the last `due_sk` read (it holds the item's key); the sweep's position is GetItem / conditional PutItem of `SWEEP` / `CHECKPOINT` |
+//! | everything due up to now (outbox, webhook retries) | Query GSI `due`, one per shard `DUE#00`…`DUE#31` at once, `due_sk <= {now ms}~` (or `BETWEEN {from ms}~ AND {now ms}~` for a pass over what fell due since the last), paged per shard by `ExclusiveStartKey` from the last `due_sk` read (it holds the item's key); the sweep's position is GetItem / conditional PutItem of `SWEEP` / `CHECKPOINT` |
 //! | idempotency key | conditional PutItem `IDEMPOTENCY#{key}` (taken over when its `lease_until` has passed unanswered), expires by TTL (`expires_at`) after 24 h |
 //! | metric / plan by id | GetItem `METRIC#{id}` / `PLAN#{id}` |
 //! | metric / plan by code | GetItem of the claim `UNIQUE#METRIC_CODE#{code}` / `UNIQUE#PLAN_CODE#{code}`, then the item |
@@ -161,8 +161,13 @@ pub const TTL: &str = "expires_at";
 pub const DUE_INDEX: &str = "due";
 pub const DUE_PK: &str = "due_pk";
 pub const DUE_SK: &str = "due_sk";
-/// How many partitions the due index spreads over.
-pub const DUE_SHARDS: u32 = 16;
+/// How many partitions the due index spreads over. Every tenant's renewals write about 13
+/// write units of due entries each (their outbox items', the subscription's move, the
+/// invoice's hand-over and due date, the payment attempt's), so 16 shards throttled a
+/// single tenant renewing 1,100 a second (issue 20). Raising the count needs no
+/// migration: an entry stays in the shard it was written to until its item is rewritten
+/// or deleted, and the sweep queries every shard up to the count, the old ones among them.
+pub const DUE_SHARDS: u32 = 32;
 /// The finalizer's index of a tenant's pending invoices (sparse, like `due`).
 pub const PENDING_INDEX: &str = "pending";
 pub const PENDING_PK: &str = "pending_pk";
@@ -316,10 +321,33 @@ pub fn event_of_resource(tenant: TenantId, event_id: &str, resource_id: &str) ->
 
 pub const OUTBOX_PREFIX: &str = "OUTBOX#";
 
-/// An event's outbox item, beside it in its partition: keys, its due entry and its expiry
-/// only. Deleting it marks the event published, which costs a few write units instead of
-/// rewriting the event and its `gsi1` copy.
+/// How many partitions a tenant's outbox items spread over. Nothing lists them (the sweep
+/// finds them through `due`, marking deletes them by key), so the count costs no reads;
+/// a renewal writes and deletes about 9 write units of them, which at 1,500 renewals a
+/// second fill some 14 partitions.
+pub const OUTBOX_SHARDS: u32 = 32;
+
+/// The segment that names a tenant's outbox partitions, `T#{tenant}#OUTBOX#07`.
+const OUTBOX_PARTITION: &str = "OUTBOX";
+
+/// An event's outbox item: keys, its due entry and its expiry only. Deleting it marks the
+/// event published, which costs a few write units instead of rewriting the event and its
+/// `gsi1` copy. It lives in the tenant's outbox partitions, not beside the event: its
+/// write and delete are a quarter of what a renewal writes, and off the shards they leave
+/// the shards' capacity to the entities (issue 20).
 pub fn outbox(tenant: TenantId, event_id: &str) -> Key {
+    let shard = fnv(event_id.bytes()) % OUTBOX_SHARDS;
+    Key::new(
+        format!("T#{tenant}#{OUTBOX_PARTITION}#{shard:02}"),
+        format!("{OUTBOX_PREFIX}{event_id}"),
+    )
+}
+
+/// Where an event's outbox item was written before the outbox partitions: beside the
+/// event, in its shard. Such an item is left only by an event whose publish failed just
+/// before the change, until the sweep publishes it; reading an event and marking it
+/// published look here too, so none is lost and none stays due (no migration).
+pub fn outbox_beside_event(tenant: TenantId, event_id: &str) -> Key {
     Key::new(
         shard_of(tenant, event_id),
         format!("{OUTBOX_PREFIX}{event_id}"),
@@ -360,13 +388,18 @@ pub fn webhook_deliveries_of(endpoint: WebhookEndpointId) -> String {
 pub fn parse_due(due_sk: &str) -> Option<(jiff::Timestamp, String, String)> {
     let (millis, rest) = due_sk.split_once('#')?;
     let at = jiff::Timestamp::from_millisecond(millis.parse().ok()?).ok()?;
-    // pk is `T#{tenant}` or a shard `T#{tenant}#07`: the item's sk starts after the
-    // second `#`, or after the shard's digits (no sort key starts with a digit).
+    // pk is `T#{tenant}`, a shard `T#{tenant}#07` or an outbox partition
+    // `T#{tenant}#OUTBOX#07`: the item's sk starts after the second `#`, or after the
+    // shard's digits (no sort key starts with a digit, nor is one `OUTBOX#{digits}#…`).
     let mut pk_end = rest.match_indices('#').nth(1)?.0;
-    if let Some((segment, _)) = rest[pk_end + 1..].split_once('#') {
-        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
-            pk_end += 1 + segment.len();
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let segments: Vec<&str> = rest[pk_end + 1..].splitn(3, '#').collect();
+    match segments[..] {
+        [shard, _, ..] if digits(shard) => pk_end += 1 + shard.len(),
+        [OUTBOX_PARTITION, shard, _] if digits(shard) => {
+            pk_end += 2 + OUTBOX_PARTITION.len() + shard.len();
         }
+        _ => {}
     }
     Some((at, rest[..pk_end].to_owned(), rest[pk_end + 1..].to_owned()))
 }
@@ -950,7 +983,13 @@ mod tests {
             tenant_partition(tenant()),
             format!("{FINALIZE_PREFIX}{invoice}"),
         );
-        for key in [sharded, unsharded] {
+        let event = "evt_01KBKQ0000000000000000000";
+        let (outbox, beside_event) = (
+            outbox(tenant(), event),
+            outbox_beside_event(tenant(), event),
+        );
+        assert_ne!(outbox.pk, beside_event.pk);
+        for key in [sharded, unsharded, outbox, beside_event] {
             let due_sk = due(&key, at)[DUE_SK].as_s().unwrap().clone();
             let (due_at, pk, sk) = parse_due(&due_sk).unwrap();
             assert_eq!((due_at, &pk, &sk), (at, &key.pk, &key.sk));

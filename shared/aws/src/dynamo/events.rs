@@ -1,13 +1,15 @@
 //! The event log and outbox, the due index sweep, webhook endpoints and deliveries.
 //!
 //! An event is written (by [`super::Transaction::record`]) with a TTL of
-//! [`EVENT_RETENTION`], and beside it a small outbox item ([`keys::outbox`]) with a
-//! due-index entry [`OUTBOX_GRACE`] after the event's creation. Right after the commit
-//! the store hands the events to its dispatcher and, once that succeeded, deletes their
-//! outbox items ([`EventStore::mark_published`]); an outbox item still there when due
-//! means the publish never happened, and the sweep does it. (Events written before the
-//! outbox items carry their due entry themselves; the sweep still reads those, and marking
-//! one published removes it.)
+//! [`EVENT_RETENTION`], and with it a small outbox item ([`keys::outbox`], in the tenant's
+//! outbox partitions) with a due-index entry [`OUTBOX_GRACE`] after the event's creation.
+//! Right after the commit the store hands the events to its dispatcher and, once that
+//! succeeded, deletes their outbox items ([`EventStore::mark_published`]); an outbox item
+//! still there when due means the publish never happened, and the sweep does it. (Events
+//! written before the outbox items carry their due entry themselves, and outbox items
+//! written before the outbox partitions lie beside their event
+//! ([`keys::outbox_beside_event`]); the sweep still reads both, and marking one published
+//! removes it.)
 
 use billing_domain::kernel::time::later;
 use std::collections::HashMap;
@@ -198,23 +200,32 @@ impl DynamoStore {
         }
     }
 
-    /// Marks a commit's events published: deletes their outbox items, 25 per BatchWriteItem
-    /// (a plain delete is 1 write unit, half a transactional one; nothing needs the deletes
-    /// together, as each stands alone). Items DynamoDB leaves unprocessed are sent again,
-    /// [`MARK_ATTEMPTS`] times in all; what is still left stays in the outbox and the
-    /// sweep publishes it again (events are delivered at least once, by id). A delete of
-    /// an item already gone is no error.
+    /// Marks a commit's events published: deletes their outbox items (the commit wrote
+    /// them in the outbox partitions).
     async fn mark_all_published(
         &self,
         tenant: TenantId,
         events: &[DomainEvent],
     ) -> Result<(), StoreError> {
-        for chunk in events.chunks(MARKS_PER_BATCH) {
+        let outboxed: Vec<keys::Key> = events
+            .iter()
+            .map(|event| keys::outbox(tenant, &event.id.to_string()))
+            .collect();
+        self.delete_outbox_items(&outboxed).await
+    }
+
+    /// Deletes outbox items, 25 per BatchWriteItem (a plain delete is 1 write unit, half a
+    /// transactional one; nothing needs the deletes together, as each stands alone). Items
+    /// DynamoDB leaves unprocessed are sent again, [`MARK_ATTEMPTS`] times in all; what is
+    /// still left stays in the outbox and the sweep publishes it again (events are
+    /// delivered at least once, by id). A delete of an item already gone is no error.
+    async fn delete_outbox_items(&self, outboxed: &[keys::Key]) -> Result<(), StoreError> {
+        for chunk in outboxed.chunks(MARKS_PER_BATCH) {
             let mut deletes = chunk
                 .iter()
-                .map(|event| {
+                .map(|key| {
                     aws_sdk_dynamodb::types::DeleteRequest::builder()
-                        .set_key(Some(keys::outbox(tenant, &event.id.to_string()).primary()))
+                        .set_key(Some(key.primary()))
                         .build()
                         .map(|d| {
                             aws_sdk_dynamodb::types::WriteRequest::builder()
@@ -384,11 +395,13 @@ impl EventStore for DynamoStore {
         id: EventId,
     ) -> Result<Option<DomainEvent>, StoreError> {
         // The event and its outbox item in one read: published unless the outbox item is
-        // still there (or, for an event written before outbox items, its own due entry).
+        // still there (in the outbox partitions or, written before them, beside the event;
+        // for an event written before outbox items, its own due entry).
         let id = id.to_string();
         let wanted = vec![
             keys::event(tenant, &id).primary(),
             keys::outbox(tenant, &id).primary(),
+            keys::outbox_beside_event(tenant, &id).primary(),
         ];
         let mut event = None;
         let mut outboxed = false;
@@ -408,20 +421,19 @@ impl EventStore for DynamoStore {
     }
 
     async fn mark_published(&self, tenant: TenantId, id: EventId) -> Result<(), StoreError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::outbox(tenant, &id.to_string()).primary()))
-            .send()
-            .await
-            .map_err(sdk_error)?;
+        let id_text = id.to_string();
+        self.delete_outbox_items(&[
+            keys::outbox(tenant, &id_text),
+            keys::outbox_beside_event(tenant, &id_text),
+        ])
+        .await?;
         // The sweep's path (rare): the event itself is marked too, which also takes an
         // event written before outbox items out of the due index.
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(keys::event(tenant, &id.to_string()).primary()))
+            .set_key(Some(keys::event(tenant, &id_text).primary()))
             .update_expression("SET published = :yes REMOVE #due_pk, #due_sk")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#due_pk", DUE_PK)
