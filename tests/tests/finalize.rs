@@ -282,7 +282,7 @@ async fn a_failed_numbering_write_consumes_no_number(store: Arc<dyn Store>) {
     };
     // One draft changed meanwhile: the whole write fails, the sequence stays.
     assert!(matches!(
-        store.number_invoices(tenant, &numbered(2)).await,
+        store.number_invoices(tenant, "INV", &numbered(2)).await,
         Err(StoreError::VersionConflict { .. })
     ));
     assert_eq!(store.next_invoice_number(tenant).await.unwrap().number, 4);
@@ -298,7 +298,15 @@ async fn a_failed_numbering_write_consumes_no_number(store: Arc<dyn Store>) {
         n.number = number;
     }
     assert!(matches!(
-        store.number_invoices(tenant, &late).await,
+        store.number_invoices(tenant, "INV", &late).await,
+        Err(StoreError::VersionConflict { .. })
+    ));
+    // A prefix changed since the sequence was read (a finalizer numbers from the sequence
+    // it wrote rounds before): nothing either.
+    assert!(matches!(
+        store
+            .number_invoices(tenant, "OLD", &numbered(usize::MAX))
+            .await,
         Err(StoreError::VersionConflict { .. })
     ));
     assert_eq!(
@@ -309,11 +317,11 @@ async fn a_failed_numbering_write_consumes_no_number(store: Arc<dyn Store>) {
     );
     // The finalizer then numbers them from 4, and a second write of the same fails.
     store
-        .number_invoices(tenant, &numbered(usize::MAX))
+        .number_invoices(tenant, "INV", &numbered(usize::MAX))
         .await
         .unwrap();
     assert!(store
-        .number_invoices(tenant, &numbered(usize::MAX))
+        .number_invoices(tenant, "INV", &numbered(usize::MAX))
         .await
         .is_err());
     assert_eq!(store.next_invoice_number(tenant).await.unwrap().number, 7);

@@ -670,12 +670,13 @@ impl InvoiceStore for SimStore {
     async fn number_invoices(
         &self,
         tenant: TenantId,
+        prefix: &str,
         numbered: &[NumberedInvoice],
     ) -> Result<(), StoreError> {
         // One transaction: each draft replaced by its numbered invoice (now pending its
         // follow-ups), and the sequence.
         if numbered.is_empty() {
-            return self.inner.number_invoices(tenant, numbered).await;
+            return self.inner.number_invoices(tenant, prefix, numbered).await;
         }
         let mut tx = Tx::default();
         for n in numbered {
@@ -696,7 +697,7 @@ impl InvoiceStore for SimStore {
         }
         tx.sequence(tenant);
         self.send(tx.request()).await?;
-        self.inner.number_invoices(tenant, numbered).await?;
+        self.inner.number_invoices(tenant, prefix, numbered).await?;
         self.numbered(numbered.len());
         Ok(())
     }

@@ -529,6 +529,7 @@ impl InvoiceStore for MemoryStore {
     async fn number_invoices(
         &self,
         tenant: TenantId,
+        prefix: &str,
         numbered: &[NumberedInvoice],
     ) -> Result<(), StoreError> {
         let Some(first) = numbered.first() else {
@@ -552,6 +553,11 @@ impl InvoiceStore for MemoryStore {
             .unwrap_or(0)
             + 1
             != first.number
+            || s.billing
+                .invoice_prefix
+                .get(&tenant)
+                .map_or(DEFAULT_INVOICE_PREFIX, String::as_str)
+                != prefix
         {
             return Err(StoreError::VersionConflict {
                 entity: "invoice sequence",

@@ -273,7 +273,7 @@ hooked! {
         fn save_invoice(tenant: TenantId, previous: &Invoice, next: &InvoiceWrite, change: &Change) -> Result<(), StoreError>;
         fn get_invoice(tenant: TenantId, id: InvoiceId) -> Result<Option<Invoice>, StoreError>;
         fn pending_invoices(tenant: TenantId, limit: usize) -> Result<Vec<PendingInvoice>, StoreError>;
-        fn number_invoices(tenant: TenantId, numbered: &[NumberedInvoice]) -> Result<(), StoreError>;
+        fn number_invoices(tenant: TenantId, prefix: &str, numbered: &[NumberedInvoice]) -> Result<(), StoreError>;
         fn finish_invoice(tenant: TenantId, invoice: &Invoice, payment: Option<&billing_domain::collection::payment::Payment>, change: &Change) -> Result<(), StoreError>;
         fn list_invoices(tenant: TenantId, filter: &InvoiceFilter, page: &PageRequest) -> Result<Page<Invoice>, StoreError>;
     }

@@ -7,7 +7,10 @@
 //! still owing them, in parallel, while the next round is numbered (only the sequence is
 //! serial; one round's follow-ups in flight at a time). Running it twice, or two at once,
 //! numbers nothing twice and leaves no gap: the loser of a race finds the sequence moved
-//! and reads again. A transient failure (a throttled write, a cancelled transaction) is
+//! and reads again. After its own numbering write the finalizer knows where the sequence
+//! is and numbers the next round from there without reading it: that write is conditioned
+//! on the sequence (and its prefix) as the last one left it, so a sequence another writer
+//! moved meanwhile fails the write and is read afresh. A transient failure (a throttled write, a cancelled transaction) is
 //! retried from a fresh read after a pause, a few times, before the job is failed back to
 //! its queue. A job that runs out of its time budget (the worker's Lambda timeout) hands
 //! the rest to a new finalize job.
@@ -25,7 +28,8 @@ use super::BillingService;
 use crate::collection::first_attempt;
 use crate::kernel::{change, system_caller, to_json, AppError, ChangeSpec, WRITE_ATTEMPTS};
 use crate::ports::{
-    BillingJob, NumberedInvoice, PendingInvoice, PendingStage, StoreError, MAX_NUMBERED_PER_WRITE,
+    BillingJob, NextInvoiceNumber, NumberedInvoice, PendingInvoice, PendingStage, StoreError,
+    MAX_NUMBERED_PER_WRITE,
 };
 
 /// What one run of the finalizer did.
@@ -137,6 +141,8 @@ impl BillingService {
         let mut conflicts = 0;
         let mut transient = 0;
         let mut following: Option<FollowingUp> = None;
+        // The sequence as this finalizer's last numbering write left it, if that succeeded.
+        let mut sequence: Option<NextInvoiceNumber> = None;
         loop {
             let read_at = self.clocks.now();
             if hand_over_at.is_some_and(|at| read_at >= at) {
@@ -151,7 +157,9 @@ impl BillingService {
                 .as_ref()
                 .map(|f| f.invoices.clone())
                 .unwrap_or_default();
-            let round = self.round(tenant, &in_flight, &mut report).await;
+            let round = self
+                .round(tenant, &in_flight, &mut sequence, &mut report)
+                .await;
             // The previous round's follow-ups end before this round's start.
             let round = match following.take() {
                 Some(previous) => match previous.finished().await {
@@ -216,11 +224,13 @@ impl BillingService {
 
     /// Reads the oldest pending invoices (past those in `in_flight`, whose follow-ups are
     /// being written), follows up the ones an earlier finalizer left owed, and numbers the
-    /// drafts; counts what it did in `report`. The numbered invoices owe their follow-ups.
+    /// drafts (from `sequence` when known); counts what it did in `report`. The numbered
+    /// invoices owe their follow-ups.
     async fn round(
         &self,
         tenant: TenantId,
         in_flight: &HashSet<InvoiceId>,
+        sequence: &mut Option<NextInvoiceNumber>,
         report: &mut FinalizeReport,
     ) -> Result<Round, AppError> {
         let limit = MAX_NUMBERED_PER_WRITE + in_flight.len();
@@ -247,7 +257,7 @@ impl BillingService {
                 numbered: Some(Vec::new()),
             });
         }
-        let numbered = self.number(tenant, drafts).await?;
+        let numbered = self.number(tenant, drafts, sequence).await?;
         if let Some(numbered) = &numbered {
             report.numbered += numbered.len();
             report.transactions += 1;
@@ -255,15 +265,20 @@ impl BillingService {
         Ok(Round { full, numbered })
     }
 
-    /// Numbers `drafts` (in order) in one write from the tenant's next number; `None` when
-    /// the sequence or a draft moved meanwhile (nothing written). Returns the numbered
-    /// invoices, owing their follow-ups.
+    /// Numbers `drafts` (in order) in one write from the tenant's next number, `sequence`
+    /// if known (else read); `None` when the sequence, its prefix or a draft moved meanwhile
+    /// (nothing written). Returns the numbered invoices, owing their follow-ups, and leaves
+    /// in `sequence` where the write moved it (nothing when it failed: the next one reads).
     async fn number(
         &self,
         tenant: TenantId,
         drafts: Vec<PendingInvoice>,
+        sequence: &mut Option<NextInvoiceNumber>,
     ) -> Result<Option<Vec<PendingInvoice>>, AppError> {
-        let sequence = self.store.next_invoice_number(tenant).await?;
+        let next = match sequence.take() {
+            Some(known) => known,
+            None => self.store.next_invoice_number(tenant).await?,
+        };
         // Each invoice is issued to its account as it reads now (one batch read).
         let mut ids: Vec<_> = drafts.iter().map(|d| d.invoice.account_id).collect();
         ids.sort_unstable();
@@ -277,7 +292,7 @@ impl BillingService {
             .collect();
         let numbered = drafts
             .iter()
-            .zip(sequence.number..)
+            .zip(next.number..)
             .map(|(draft, number)| {
                 let terms = draft.finalization;
                 // Dated when it was drafted (the step's moment): the number comes seconds
@@ -285,7 +300,7 @@ impl BillingService {
                 let (invoice, _) = open_draft(
                     &draft.invoice,
                     accounts.get(&draft.invoice.account_id),
-                    &sequence.prefix,
+                    &next.prefix,
                     number,
                     terms.days_until_due,
                     terms.livemode,
@@ -299,8 +314,17 @@ impl BillingService {
                 })
             })
             .collect::<Result<Vec<_>, AppError>>()?;
-        match self.store.number_invoices(tenant, &numbered).await {
-            Ok(()) => Ok(Some(
+        match self
+            .store
+            .number_invoices(tenant, &next.prefix, &numbered)
+            .await
+        {
+            Ok(()) => {
+                *sequence = Some(NextInvoiceNumber {
+                    number: next.number + numbered.len() as u64,
+                    prefix: next.prefix,
+                });
+                Ok(Some(
                 numbered
                     .into_iter()
                     .map(|n| PendingInvoice {
@@ -309,7 +333,8 @@ impl BillingService {
                         finalization: n.finalization,
                     })
                     .collect(),
-            )),
+                ))
+            }
             Err(StoreError::VersionConflict { .. }) => Ok(None),
             Err(other) => Err(other.into()),
         }

@@ -247,11 +247,14 @@ pub trait InvoiceStore: Send + Sync {
     /// Numbers drafts in one all-or-nothing write (at most [`MAX_NUMBERED_PER_WRITE`]):
     /// the sequence moves from the first number less one to the last (consecutive numbers,
     /// in order), and each draft, still waiting for its number at `previous_version`, is
-    /// replaced by its numbered invoice, which then waits for its follow-ups. A moved
-    /// sequence or a changed draft is a `VersionConflict` and writes nothing.
+    /// replaced by its numbered invoice, which then waits for its follow-ups. The numbers
+    /// are printed with `prefix`, which must still be the tenant's (a caller may number
+    /// from a sequence it read rounds before). A moved sequence, a changed prefix or a
+    /// changed draft is a `VersionConflict` and writes nothing.
     async fn number_invoices(
         &self,
         tenant: TenantId,
+        prefix: &str,
         numbered: &[NumberedInvoice],
     ) -> Result<(), StoreError>;
     /// The follow-ups of a numbered invoice, once: its first payment attempt, audit record

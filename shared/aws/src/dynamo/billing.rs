@@ -36,11 +36,13 @@ pub(super) fn subscription_item(tenant: TenantId, sub: &Subscription) -> Result<
 }
 
 /// A run of a tenant's invoice numbers that one transaction uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct InvoiceNumbers {
     tenant: TenantId,
     first: u64,
     last: u64,
+    /// The prefix they are printed with, when the write must find it still the tenant's.
+    prefix: Option<String>,
 }
 
 /// An invoice item; a sent invoice waits in the due index for its due date.
@@ -220,6 +222,7 @@ impl Transaction<'_> {
                 tenant,
                 first: number,
                 last: number,
+                prefix: None,
             })?;
         }
         Ok(self)
@@ -231,11 +234,18 @@ impl Transaction<'_> {
         &mut self,
         numbers: InvoiceNumbers,
     ) -> Result<&mut Self, StoreError> {
-        self.invoice_numbers = Some(match self.invoice_numbers {
+        self.invoice_numbers = Some(match self.invoice_numbers.take() {
             None => numbers,
-            Some(so_far) if so_far.tenant == numbers.tenant && so_far.last + 1 == numbers.first => {
+            Some(so_far)
+                if so_far.tenant == numbers.tenant
+                    && so_far.last + 1 == numbers.first
+                    && (so_far.prefix.is_none()
+                        || numbers.prefix.is_none()
+                        || so_far.prefix == numbers.prefix) =>
+            {
                 InvoiceNumbers {
                     last: numbers.last,
+                    prefix: so_far.prefix.or(numbers.prefix),
                     ..so_far
                 }
             }
@@ -255,18 +265,30 @@ impl Transaction<'_> {
         let Some(numbers) = self.invoice_numbers.take() else {
             return Ok(self);
         };
+        let mut condition = "((attribute_not_exists(last_number) AND :previous = :zero) OR last_number = :previous)".to_owned();
+        let mut values = HashMap::from([
+            (":number".to_owned(), AttributeValue::N(numbers.last.to_string())),
+            (
+                ":previous".to_owned(),
+                AttributeValue::N(numbers.first.saturating_sub(1).to_string()),
+            ),
+            (":zero".to_owned(), AttributeValue::N("0".into())),
+        ]);
+        if let Some(prefix) = numbers.prefix {
+            condition.push_str(
+                " AND (prefix = :prefix OR (attribute_not_exists(prefix) AND :prefix = :default_prefix))",
+            );
+            values.insert(":prefix".to_owned(), AttributeValue::S(prefix));
+            values.insert(
+                ":default_prefix".to_owned(),
+                AttributeValue::S(DEFAULT_INVOICE_PREFIX.to_owned()),
+            );
+        }
         self.update(
             &keys::invoice_sequence(numbers.tenant),
             "SET last_number = :number",
-            Some("(attribute_not_exists(last_number) AND :previous = :zero) OR last_number = :previous"),
-            HashMap::from([
-                (":number".to_owned(), AttributeValue::N(numbers.last.to_string())),
-                (
-                    ":previous".to_owned(),
-                    AttributeValue::N(numbers.first.saturating_sub(1).to_string()),
-                ),
-                (":zero".to_owned(), AttributeValue::N("0".into())),
-            ]),
+            Some(&condition),
+            values,
             StoreError::VersionConflict {
                 entity: "invoice sequence",
             },
@@ -592,6 +614,7 @@ impl InvoiceStore for DynamoStore {
     async fn number_invoices(
         &self,
         tenant: TenantId,
+        prefix: &str,
         numbered: &[NumberedInvoice],
     ) -> Result<(), StoreError> {
         let (Some(first), Some(last)) = (numbered.first(), numbered.last()) else {
@@ -626,6 +649,7 @@ impl InvoiceStore for DynamoStore {
             tenant,
             first: first.number,
             last: last.number,
+            prefix: Some(prefix.to_owned()),
         })?;
         tx.commit().await
     }
