@@ -670,6 +670,99 @@ async fn a_finalize_job_out_of_time_hands_the_rest_to_a_new_job() {
     assert_numbered_once(&app, &caller, 2 * SUBSCRIPTIONS).await;
 }
 
+/// Between the finalizer's two rounds a subscription starts and takes the next number
+/// itself: the finalizer, numbering its second round from the sequence its first write
+/// left, finds it moved and reads it afresh. Counted: the sequence is read once per
+/// round when nothing else moves it (once for 110 drafts in two writes), and once more
+/// after the conflict.
+struct StartBetweenRounds {
+    start: std::sync::OnceLock<(App, Caller, StartSubscription)>,
+    reads: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl billing_memory::hooked::Hook for StartBetweenRounds {
+    async fn before(
+        &self,
+        op: billing_memory::hooked::Op,
+    ) -> Option<billing_memory::hooked::Fault> {
+        use std::sync::atomic::Ordering::SeqCst;
+        match op.method {
+            "next_invoice_number" => {
+                self.reads.fetch_add(1, SeqCst);
+            }
+            // Before the second numbering write, on the store without this hook.
+            "number_invoices" if self.writes.fetch_add(1, SeqCst) == 1 => {
+                let (app, caller, start) = self.start.get().expect("set before finalizing");
+                app.billing
+                    .create_subscription(caller, start.clone())
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+        None
+    }
+
+    async fn after(
+        &self,
+        op: billing_memory::hooked::Op,
+        seen: billing_memory::hooked::Seen,
+    ) -> Option<billing_memory::hooked::Fault> {
+        if op.method == "number_invoices" && seen == billing_memory::hooked::Seen::Refused {
+            self.refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        None
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sequence_moved_between_rounds_is_read_afresh() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for moved in [false, true] {
+        let store = billing_tests::memory_store();
+        let clock = ManualClock::at(Timestamp::now());
+        let app = app_on(&store, &clock);
+        let (caller, ids) = tenant_with_renewals(&app, &clock, SUBSCRIPTIONS, 1).await;
+        let tenant = caller.tenant_id;
+        app.billing
+            .draft_due_subscriptions(tenant, &ids, clock.now())
+            .await;
+        let first = store.get_subscription(tenant, ids[0]).await.unwrap().unwrap();
+        let hook = Arc::new(StartBetweenRounds {
+            start: std::sync::OnceLock::new(),
+            reads: Default::default(),
+            writes: Default::default(),
+            refused: Default::default(),
+        });
+        if moved {
+            let start = StartSubscription::new(first.account_id, first.terms.plan_id);
+            let _ = hook.start.set((app.clone(), caller.clone(), start));
+        } else {
+            // Nothing starts: the second write must not need a second read.
+            let _ = hook.writes.fetch_add(2, SeqCst);
+        }
+        let hooked: Arc<dyn Store> =
+            Arc::new(billing_memory::hooked::Hooked::new(store.clone(), hook.clone()));
+        let report = app_on(&hooked, &clock)
+            .billing
+            .finalize_pending_invoices(tenant)
+            .await
+            .unwrap();
+        assert_eq!(report.numbered, SUBSCRIPTIONS);
+        let started = usize::from(moved);
+        assert_numbered_once(&app, &caller, 2 * SUBSCRIPTIONS + started).await;
+        assert_eq!(hook.refused.load(SeqCst), u64::from(moved), "moved: {moved}");
+        assert_eq!(
+            hook.reads.load(SeqCst),
+            1 + u64::from(moved),
+            "moved: {moved}: the sequence read once, and again after the conflict"
+        );
+    }
+}
+
 /// Subscriptions started at once on one tenant each open their first invoice under the
 /// next number, and nothing but the sequence's condition keeps two of them from taking the
 /// same one (they are different invoices): the numbers are 1..=n, each once.
