@@ -712,7 +712,8 @@ impl billing_memory::hooked::Hook for StartBetweenRounds {
         seen: billing_memory::hooked::Seen,
     ) -> Option<billing_memory::hooked::Fault> {
         if op.method == "number_invoices" && seen == billing_memory::hooked::Seen::Refused {
-            self.refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         None
     }
@@ -730,7 +731,11 @@ async fn a_sequence_moved_between_rounds_is_read_afresh() {
         app.billing
             .draft_due_subscriptions(tenant, &ids, clock.now())
             .await;
-        let first = store.get_subscription(tenant, ids[0]).await.unwrap().unwrap();
+        let first = store
+            .get_subscription(tenant, ids[0])
+            .await
+            .unwrap()
+            .unwrap();
         let hook = Arc::new(StartBetweenRounds {
             start: std::sync::OnceLock::new(),
             reads: Default::default(),
@@ -744,8 +749,10 @@ async fn a_sequence_moved_between_rounds_is_read_afresh() {
             // Nothing starts: the second write must not need a second read.
             let _ = hook.writes.fetch_add(2, SeqCst);
         }
-        let hooked: Arc<dyn Store> =
-            Arc::new(billing_memory::hooked::Hooked::new(store.clone(), hook.clone()));
+        let hooked: Arc<dyn Store> = Arc::new(billing_memory::hooked::Hooked::new(
+            store.clone(),
+            hook.clone(),
+        ));
         let report = app_on(&hooked, &clock)
             .billing
             .finalize_pending_invoices(tenant)
@@ -754,7 +761,11 @@ async fn a_sequence_moved_between_rounds_is_read_afresh() {
         assert_eq!(report.numbered, SUBSCRIPTIONS);
         let started = usize::from(moved);
         assert_numbered_once(&app, &caller, 2 * SUBSCRIPTIONS + started).await;
-        assert_eq!(hook.refused.load(SeqCst), u64::from(moved), "moved: {moved}");
+        assert_eq!(
+            hook.refused.load(SeqCst),
+            u64::from(moved),
+            "moved: {moved}"
+        );
         assert_eq!(
             hook.reads.load(SeqCst),
             1 + u64::from(moved),

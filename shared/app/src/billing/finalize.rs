@@ -325,14 +325,14 @@ impl BillingService {
                     prefix: next.prefix,
                 });
                 Ok(Some(
-                numbered
-                    .into_iter()
-                    .map(|n| PendingInvoice {
-                        stage: PendingStage::FollowUps,
-                        invoice: n.invoice,
-                        finalization: n.finalization,
-                    })
-                    .collect(),
+                    numbered
+                        .into_iter()
+                        .map(|n| PendingInvoice {
+                            stage: PendingStage::FollowUps,
+                            invoice: n.invoice,
+                            finalization: n.finalization,
+                        })
+                        .collect(),
                 ))
             }
             Err(StoreError::VersionConflict { .. }) => Ok(None),

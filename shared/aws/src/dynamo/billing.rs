@@ -267,7 +267,10 @@ impl Transaction<'_> {
         };
         let mut condition = "((attribute_not_exists(last_number) AND :previous = :zero) OR last_number = :previous)".to_owned();
         let mut values = HashMap::from([
-            (":number".to_owned(), AttributeValue::N(numbers.last.to_string())),
+            (
+                ":number".to_owned(),
+                AttributeValue::N(numbers.last.to_string()),
+            ),
             (
                 ":previous".to_owned(),
                 AttributeValue::N(numbers.first.saturating_sub(1).to_string()),
