@@ -10,9 +10,12 @@
 //! and reads again. After its own numbering write the finalizer knows where the sequence
 //! is and numbers the next round from there without reading it: that write is conditioned
 //! on the sequence (and its prefix) as the last one left it, so a sequence another writer
-//! moved meanwhile fails the write and is read afresh. A transient failure (a throttled write, a cancelled transaction) is
-//! retried from a fresh read after a pause, a few times, before the job is failed back to
-//! its queue. A job that runs out of its time budget (the worker's Lambda timeout) hands
+//! moved meanwhile fails the write and is read afresh. The next round's page is read while
+//! a numbering write is in flight, and its drafts credited and numbered once that write
+//! commits (each conditioned on its version as read: one another finalizer numbered
+//! meanwhile fails the write, and the round is redone from fresh reads). A transient
+//! failure (a throttled write, a cancelled transaction) is retried from a fresh read after
+//! a pause, a few times, before the job is failed back to its queue. A job that runs out of its time budget (the worker's Lambda timeout) hands
 //! the rest to a new finalize job.
 
 use std::collections::HashSet;
@@ -64,10 +67,23 @@ const RETRY_PAUSE_MAX: Duration = Duration::from_secs(3);
 /// One round: the drafts read and numbered, and the invoices left owed by an earlier
 /// finalizer followed up.
 struct Round {
+    /// When its page was read.
+    read_at: Timestamp,
     /// The read returned all it was asked for: there may be more.
     full: bool,
     /// `None`: another finalizer numbered first, or a draft changed (nothing written).
     numbered: Option<Vec<PendingInvoice>>,
+    /// The next round's page, read while this round's numbering write was in flight (only
+    /// when that write succeeded and the read did too).
+    next: Option<Page>,
+}
+
+/// Up to [`MAX_NUMBERED_PER_WRITE`] of the tenant's oldest pending invoices.
+struct Page {
+    read_at: Timestamp,
+    /// The read returned all it was asked for: there may be more.
+    full: bool,
+    pending: Vec<PendingInvoice>,
 }
 
 /// A round's follow-ups, written while the next round numbers.
@@ -143,9 +159,10 @@ impl BillingService {
         let mut following: Option<FollowingUp> = None;
         // The sequence as this finalizer's last numbering write left it, if that succeeded.
         let mut sequence: Option<NextInvoiceNumber> = None;
+        // The next round's page, read while the last numbering write was in flight.
+        let mut prefetched: Option<Page> = None;
         loop {
-            let read_at = self.clocks.now();
-            if hand_over_at.is_some_and(|at| read_at >= at) {
+            if hand_over_at.is_some_and(|at| self.clocks.now() >= at) {
                 if let Some(previous) = following.take() {
                     report.followed_up += previous.finished().await?;
                 }
@@ -158,7 +175,13 @@ impl BillingService {
                 .map(|f| f.invoices.clone())
                 .unwrap_or_default();
             let round = self
-                .round(tenant, &in_flight, &mut sequence, &mut report)
+                .round(
+                    tenant,
+                    &in_flight,
+                    prefetched.take(),
+                    &mut sequence,
+                    &mut report,
+                )
                 .await;
             // The previous round's follow-ups end before this round's start.
             let round = match following.take() {
@@ -183,9 +206,12 @@ impl BillingService {
                 Ok(Round {
                     numbered: Some(numbered),
                     full,
+                    read_at,
+                    next,
                 }) => {
                     conflicts = 0;
                     transient = 0;
+                    prefetched = next;
                     if !numbered.is_empty() {
                         let service = self.clone();
                         following = Some(FollowingUp {
@@ -230,15 +256,19 @@ impl BillingService {
         &self,
         tenant: TenantId,
         in_flight: &HashSet<InvoiceId>,
+        prefetched: Option<Page>,
         sequence: &mut Option<NextInvoiceNumber>,
         report: &mut FinalizeReport,
     ) -> Result<Round, AppError> {
-        let limit = MAX_NUMBERED_PER_WRITE + in_flight.len();
-        let mut page = self.store.pending_invoices(tenant, limit).await?;
-        let full = page.len() == limit;
-        page.retain(|p| !in_flight.contains(&p.invoice.id));
-        page.truncate(MAX_NUMBERED_PER_WRITE);
-        let (owed, drafts): (Vec<_>, Vec<_>) = page
+        let Page {
+            read_at,
+            full,
+            pending,
+        } = match prefetched {
+            Some(page) => page,
+            None => self.read_page(tenant, in_flight).await?,
+        };
+        let (owed, drafts): (Vec<_>, Vec<_>) = pending
             .into_iter()
             .partition(|p| p.stage == PendingStage::FollowUps);
         if !owed.is_empty() {
@@ -253,28 +283,68 @@ impl BillingService {
         };
         if drafts.is_empty() {
             return Ok(Round {
+                read_at,
                 full,
                 numbered: Some(Vec::new()),
+                next: None,
             });
         }
-        let numbered = self.number(tenant, drafts, sequence).await?;
-        if let Some(numbered) = &numbered {
-            report.numbered += numbered.len();
-            report.transactions += 1;
-        }
-        Ok(Round { full, numbered })
+        // The next round's page is read while this round's write is in flight, past the
+        // invoices this round numbers and those being followed up (all owe follow-ups
+        // this finalizer writes); its drafts are credited and numbered only after this
+        // write commits, each conditioned on its version as read.
+        let mut skip = in_flight.clone();
+        skip.extend(drafts.iter().map(|d| d.invoice.id));
+        let numbered = self.number(tenant, drafts, sequence, &skip).await?;
+        let (numbered, next) = match numbered {
+            Some((numbered, next)) => {
+                report.numbered += numbered.len();
+                report.transactions += 1;
+                (Some(numbered), next)
+            }
+            None => (None, None),
+        };
+        Ok(Round {
+            read_at,
+            full,
+            numbered,
+            next,
+        })
+    }
+
+    /// The oldest pending invoices but those in `skip` (whose follow-ups are this
+    /// finalizer's to write).
+    async fn read_page(
+        &self,
+        tenant: TenantId,
+        skip: &HashSet<InvoiceId>,
+    ) -> Result<Page, AppError> {
+        let read_at = self.clocks.now();
+        let limit = MAX_NUMBERED_PER_WRITE + skip.len();
+        let mut pending = self.store.pending_invoices(tenant, limit).await?;
+        let full = pending.len() == limit;
+        pending.retain(|p| !skip.contains(&p.invoice.id));
+        pending.truncate(MAX_NUMBERED_PER_WRITE);
+        Ok(Page {
+            read_at,
+            full,
+            pending,
+        })
     }
 
     /// Numbers `drafts` (in order) in one write from the tenant's next number, `sequence`
     /// if known (else read); `None` when the sequence, its prefix or a draft moved meanwhile
     /// (nothing written). Returns the numbered invoices, owing their follow-ups, and leaves
     /// in `sequence` where the write moved it (nothing when it failed: the next one reads).
+    /// With them, the next page past `skip`, read while the write is in flight (`None` if
+    /// that read failed: the next round reads again).
     async fn number(
         &self,
         tenant: TenantId,
         drafts: Vec<PendingInvoice>,
         sequence: &mut Option<NextInvoiceNumber>,
-    ) -> Result<Option<Vec<PendingInvoice>>, AppError> {
+        skip: &HashSet<InvoiceId>,
+    ) -> Result<Option<(Vec<PendingInvoice>, Option<Page>)>, AppError> {
         let next = match sequence.take() {
             Some(known) => known,
             None => self.store.next_invoice_number(tenant).await?,
@@ -314,26 +384,25 @@ impl BillingService {
                 })
             })
             .collect::<Result<Vec<_>, AppError>>()?;
-        match self
-            .store
-            .number_invoices(tenant, &next.prefix, &numbered)
-            .await
-        {
+        let (written, page) = tokio::join!(
+            self.store.number_invoices(tenant, &next.prefix, &numbered),
+            self.read_page(tenant, skip)
+        );
+        match written {
             Ok(()) => {
                 *sequence = Some(NextInvoiceNumber {
                     number: next.number + numbered.len() as u64,
                     prefix: next.prefix,
                 });
-                Ok(Some(
-                    numbered
-                        .into_iter()
-                        .map(|n| PendingInvoice {
-                            stage: PendingStage::FollowUps,
-                            invoice: n.invoice,
-                            finalization: n.finalization,
-                        })
-                        .collect(),
-                ))
+                let numbered = numbered
+                    .into_iter()
+                    .map(|n| PendingInvoice {
+                        stage: PendingStage::FollowUps,
+                        invoice: n.invoice,
+                        finalization: n.finalization,
+                    })
+                    .collect();
+                Ok(Some((numbered, page.ok())))
             }
             Err(StoreError::VersionConflict { .. }) => Ok(None),
             Err(other) => Err(other.into()),
