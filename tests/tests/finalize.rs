@@ -670,13 +670,19 @@ async fn a_finalize_job_out_of_time_hands_the_rest_to_a_new_job() {
     assert_numbered_once(&app, &caller, 2 * SUBSCRIPTIONS).await;
 }
 
-/// Between the finalizer's two rounds a subscription starts and takes the next number
-/// itself: the finalizer, numbering its second round from the sequence its first write
-/// left, finds it moved and reads it afresh. Counted: the sequence is read once per
-/// round when nothing else moves it (once for 110 drafts in two writes), and once more
-/// after the conflict.
+/// What happens, on the store without the hook, just before the finalizer's second
+/// numbering write (its drafts read while the first was in flight).
+enum Between {
+    /// A subscription starts and takes the next number itself.
+    Start(App, Caller, StartSubscription),
+    /// Another finalizer numbers what is left.
+    Finalize(App, billing_domain::kernel::ids::TenantId),
+}
+
+/// Counts the finalizer's sequence reads and refused numbering writes, and does what
+/// [`Between`] says before its second numbering write.
 struct StartBetweenRounds {
-    start: std::sync::OnceLock<(App, Caller, StartSubscription)>,
+    start: std::sync::OnceLock<Between>,
     reads: std::sync::atomic::AtomicU64,
     writes: std::sync::atomic::AtomicU64,
     refused: std::sync::atomic::AtomicU64,
@@ -695,11 +701,20 @@ impl billing_memory::hooked::Hook for StartBetweenRounds {
             }
             // Before the second numbering write, on the store without this hook.
             "number_invoices" if self.writes.fetch_add(1, SeqCst) == 1 => {
-                let (app, caller, start) = self.start.get().expect("set before finalizing");
-                app.billing
-                    .create_subscription(caller, start.clone())
-                    .await
-                    .unwrap();
+                match self.start.get().expect("set before finalizing") {
+                    Between::Start(app, caller, start) => {
+                        app.billing
+                            .create_subscription(caller, start.clone())
+                            .await
+                            .unwrap();
+                    }
+                    Between::Finalize(app, tenant) => {
+                        app.billing
+                            .finalize_pending_invoices(*tenant)
+                            .await
+                            .unwrap();
+                    }
+                }
             }
             _ => {}
         }
@@ -719,6 +734,11 @@ impl billing_memory::hooked::Hook for StartBetweenRounds {
     }
 }
 
+/// Between the finalizer's two rounds a subscription starts and takes the next number
+/// itself: the finalizer, numbering its second round from the sequence its first write
+/// left, finds it moved and reads it afresh. Counted: the sequence is read once per
+/// round when nothing else moves it (once for 110 drafts in two writes), and once more
+/// after the conflict.
 #[tokio::test(start_paused = true)]
 async fn a_sequence_moved_between_rounds_is_read_afresh() {
     use std::sync::atomic::Ordering::SeqCst;
@@ -744,7 +764,9 @@ async fn a_sequence_moved_between_rounds_is_read_afresh() {
         });
         if moved {
             let start = StartSubscription::new(first.account_id, first.terms.plan_id);
-            let _ = hook.start.set((app.clone(), caller.clone(), start));
+            let _ = hook
+                .start
+                .set(Between::Start(app.clone(), caller.clone(), start));
         } else {
             // Nothing starts: the second write must not need a second read.
             let _ = hook.writes.fetch_add(2, SeqCst);
@@ -772,6 +794,45 @@ async fn a_sequence_moved_between_rounds_is_read_afresh() {
             "moved: {moved}: the sequence read once, and again after the conflict"
         );
     }
+}
+
+/// The drafts of the finalizer's second round, read while its first write was in flight,
+/// are numbered by another finalizer before its second write: that write fails (the
+/// drafts moved), nothing is numbered twice, and the round redone from fresh reads finds
+/// nothing left.
+#[tokio::test(start_paused = true)]
+async fn drafts_read_ahead_and_numbered_by_another_finalizer_are_not_numbered_again() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let store = billing_tests::memory_store();
+    let clock = ManualClock::at(Timestamp::now());
+    let app = app_on(&store, &clock);
+    let (caller, ids) = tenant_with_renewals(&app, &clock, SUBSCRIPTIONS, 1).await;
+    let tenant = caller.tenant_id;
+    app.billing
+        .draft_due_subscriptions(tenant, &ids, clock.now())
+        .await;
+    let hook = Arc::new(StartBetweenRounds {
+        start: std::sync::OnceLock::new(),
+        reads: Default::default(),
+        writes: Default::default(),
+        refused: Default::default(),
+    });
+    let _ = hook.start.set(Between::Finalize(app.clone(), tenant));
+    let hooked: Arc<dyn Store> = Arc::new(billing_memory::hooked::Hooked::new(
+        store.clone(),
+        hook.clone(),
+    ));
+    let report = app_on(&hooked, &clock)
+        .billing
+        .finalize_pending_invoices(tenant)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.numbered, 99,
+        "the rest numbered by the other finalizer"
+    );
+    assert_eq!(hook.refused.load(SeqCst), 1);
+    assert_numbered_once(&app, &caller, 2 * SUBSCRIPTIONS).await;
 }
 
 /// Subscriptions started at once on one tenant each open their first invoice under the
