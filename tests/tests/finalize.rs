@@ -674,7 +674,7 @@ async fn a_finalize_job_out_of_time_hands_the_rest_to_a_new_job() {
 /// numbering write (its drafts read while the first was in flight).
 enum Between {
     /// A subscription starts and takes the next number itself.
-    Start(App, Caller, StartSubscription),
+    Start(App, Box<(Caller, StartSubscription)>),
     /// Another finalizer numbers what is left.
     Finalize(App, billing_domain::kernel::ids::TenantId),
 }
@@ -702,7 +702,8 @@ impl billing_memory::hooked::Hook for StartBetweenRounds {
             // Before the second numbering write, on the store without this hook.
             "number_invoices" if self.writes.fetch_add(1, SeqCst) == 1 => {
                 match self.start.get().expect("set before finalizing") {
-                    Between::Start(app, caller, start) => {
+                    Between::Start(app, start) => {
+                        let (caller, start) = start.as_ref();
                         app.billing
                             .create_subscription(caller, start.clone())
                             .await
@@ -764,9 +765,10 @@ async fn a_sequence_moved_between_rounds_is_read_afresh() {
         });
         if moved {
             let start = StartSubscription::new(first.account_id, first.terms.plan_id);
-            let _ = hook
-                .start
-                .set(Between::Start(app.clone(), caller.clone(), start));
+            let _ = hook.start.set(Between::Start(
+                app.clone(),
+                Box::new((caller.clone(), start)),
+            ));
         } else {
             // Nothing starts: the second write must not need a second read.
             let _ = hook.writes.fetch_add(2, SeqCst);
