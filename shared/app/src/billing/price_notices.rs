@@ -21,7 +21,7 @@ use billing_domain::kernel::ids::{PlanId, TenantId};
 
 use super::BillingService;
 use crate::kernel::{change, system_caller, to_json, AppError, Caller, ChangeSpec, WRITE_ATTEMPTS};
-use crate::ports::{BillingJob, PageRequest, StoreError, SubscriptionFilter};
+use crate::ports::{BillingJob, StoreError};
 
 impl BillingService {
     /// Publishes the next price version of plan `id` (see
@@ -66,7 +66,7 @@ impl BillingService {
         let per_request = self.simulation_jobs.per_request;
         loop {
             let (subs, resume) = self
-                .plan_subscriptions(tenant, plan_id, after, per_request)
+                .plan_subscriptions(tenant, plan_id, after, per_request, in_paid_period)
                 .await?;
             for sub in subs {
                 self.arm_price_notice(tenant, sub, plan, version).await?;
@@ -156,39 +156,12 @@ impl BillingService {
             current.id
         )))
     }
+}
 
-    /// Up to `want` of the plan's subscriptions in a paid period, from after `after`, and
-    /// where the next chunk resumes (`None`: there are no more).
-    async fn plan_subscriptions(
-        &self,
-        tenant: TenantId,
-        plan: PlanId,
-        after: Option<String>,
-        want: usize,
-    ) -> Result<(Vec<Subscription>, Option<String>), AppError> {
-        let filter = SubscriptionFilter {
-            plan: Some(plan),
-            ..SubscriptionFilter::default()
-        };
-        let page = PageRequest {
-            starting_after: after,
-            ..PageRequest::first(want)
-        };
-        let found = self
-            .store
-            .list_subscriptions(tenant, &filter, &page)
-            .await?;
-        let resume = found.next_cursor(|s| s.id.to_string());
-        let paid = found
-            .items
-            .into_iter()
-            .filter(|s| {
-                matches!(
-                    s.status,
-                    SubscriptionStatus::Active | SubscriptionStatus::PastDue
-                )
-            })
-            .collect();
-        Ok((paid, resume))
-    }
+/// A subscription in a paid period: what a price notice is armed for.
+fn in_paid_period(sub: &Subscription) -> bool {
+    matches!(
+        sub.status,
+        SubscriptionStatus::Active | SubscriptionStatus::PastDue
+    )
 }

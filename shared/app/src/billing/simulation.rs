@@ -145,7 +145,7 @@ impl BillingService {
         );
         let per_request = self.simulation_jobs.per_request;
         let (subs, more) = self
-            .live_subscriptions_of(tenant, plan_id, None, per_request + 1)
+            .plan_subscriptions(tenant, plan_id, None, per_request + 1, bills_again)
             .await?;
         if more.is_none() && subs.len() <= per_request {
             let (as_is, would_be) = run.catalogs();
@@ -253,11 +253,12 @@ impl BillingService {
     ) -> Result<Option<SimulationRun>, AppError> {
         let (as_is, would_be) = run.catalogs();
         let (subs, resume) = self
-            .live_subscriptions_of(
+            .plan_subscriptions(
                 tenant,
                 run.plan_id,
                 run.resume_after.clone(),
                 self.simulation_jobs.per_request,
+                bills_again,
             )
             .await?;
         let mut impacts = Vec::with_capacity(subs.len());
@@ -348,14 +349,15 @@ impl BillingService {
         ))
     }
 
-    /// Up to `want` of the plan's subscriptions that will bill again (not cancelled), from
-    /// after `after`, and where the next chunk resumes (`None`: there are no more).
-    async fn live_subscriptions_of(
+    /// Up to `want` of the plan's subscriptions that `keep` takes, from after `after`, and
+    /// where the next chunk resumes (`None`: there are no more).
+    pub(super) async fn plan_subscriptions(
         &self,
         tenant: TenantId,
         plan: PlanId,
         after: Option<String>,
         want: usize,
+        keep: fn(&Subscription) -> bool,
     ) -> Result<(Vec<Subscription>, Option<String>), AppError> {
         let filter = SubscriptionFilter {
             plan: Some(plan),
@@ -378,7 +380,7 @@ impl BillingService {
                     let last = live.last().map(|s: &Subscription| s.id.to_string());
                     return Ok((live, last));
                 }
-                if sub.status != SubscriptionStatus::Cancelled && sub.due_at().is_some() {
+                if keep(&sub) {
                     live.push(sub);
                 }
             }
@@ -393,6 +395,11 @@ impl BillingService {
             }
         }
     }
+}
+
+/// A subscription that will bill again: what a simulation prices.
+fn bills_again(sub: &Subscription) -> bool {
+    sub.status != SubscriptionStatus::Cancelled && sub.due_at().is_some()
 }
 
 /// The simulation of `run`'s version over `impacts`.
