@@ -965,3 +965,78 @@ mod interleavings {
         }
     }
 }
+
+/// The drafts of the finalizer's second round are credited while its first write is in
+/// flight, and again by another finalizer numbering them before that write lands: the
+/// account's credit is spent once, oldest invoice first, whichever finalizer numbers.
+/// 110 renewals of 500 against a grant of 52,000: the first 99 paid by it (49,500), then
+/// 2,500 over the next five, nothing on the last six.
+#[tokio::test(start_paused = true)]
+async fn drafts_credited_while_a_numbering_write_is_in_flight_spend_the_credit_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for other_finalizer in [false, true] {
+        let store = billing_tests::memory_store();
+        let clock = ManualClock::at(Timestamp::now());
+        let app = app_on(&store, &clock);
+        let (caller, ids) = tenant_with_renewals(&app, &clock, SUBSCRIPTIONS, 1).await;
+        let tenant = caller.tenant_id;
+        let account = store
+            .get_subscription(tenant, ids[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .account_id;
+        app.billing
+            .draft_due_subscriptions(tenant, &ids, clock.now())
+            .await;
+        let grant = billing_app::credits::GrantRequest {
+            account,
+            amount: 52_000,
+            currency: "usd".parse().unwrap(),
+            reason: "goodwill".into(),
+            note: None,
+            expires_at: None,
+        };
+        app.credits.grant_credit(&caller, grant).await.unwrap();
+        let hook = Arc::new(StartBetweenRounds {
+            start: std::sync::OnceLock::new(),
+            reads: Default::default(),
+            writes: Default::default(),
+            refused: Default::default(),
+        });
+        if other_finalizer {
+            let _ = hook.start.set(Between::Finalize(app.clone(), tenant));
+        } else {
+            let _ = hook.writes.fetch_add(2, SeqCst);
+        }
+        let hooked: Arc<dyn Store> = Arc::new(billing_memory::hooked::Hooked::new(
+            store.clone(),
+            hook.clone(),
+        ));
+        app_on(&hooked, &clock)
+            .billing
+            .finalize_pending_invoices(tenant)
+            .await
+            .unwrap();
+        assert_eq!(hook.refused.load(SeqCst), u64::from(other_finalizer));
+
+        let mut renewals: Vec<Invoice> = all_invoices(&app, &caller)
+            .await
+            .into_iter()
+            .filter(|i| i.subscription_id.is_some() && i.number.is_some())
+            .collect();
+        assert_eq!(renewals.len(), 2 * SUBSCRIPTIONS);
+        renewals.sort_by(|a, b| a.number.cmp(&b.number));
+        let renewals = &renewals[SUBSCRIPTIONS..];
+        let credited: Vec<i64> = renewals.iter().map(|i| i.credit_total.get()).collect();
+        let mut expected = vec![500; 99];
+        expected.extend([500, 500, 500, 500, 500, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(credited, expected, "other finalizer: {other_finalizer}");
+        let due: i64 = renewals.iter().map(|i| i.amount_due.get()).sum();
+        assert_eq!(due, 6 * 500);
+        let balances = store.list_balances(tenant, account).await.unwrap();
+        assert_eq!(balances.len(), 1);
+        assert_eq!(balances[0].available.get(), 0);
+        assert!(store.pending_invoices(tenant, 10).await.unwrap().is_empty());
+    }
+}

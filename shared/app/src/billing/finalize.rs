@@ -10,20 +10,22 @@
 //! and reads again. After its own numbering write the finalizer knows where the sequence
 //! is and numbers the next round from there without reading it: that write is conditioned
 //! on the sequence (and its prefix) as the last one left it, so a sequence another writer
-//! moved meanwhile fails the write and is read afresh. The next round's page is read while
-//! a numbering write is in flight, and its drafts credited and numbered once that write
+//! moved meanwhile fails the write and is read afresh. The next round's page is read, its
+//! drafts credited and their accounts read while a numbering write is in flight, so the
+//! serial path is the numbering writes alone; its drafts are numbered once that write
 //! commits (each conditioned on its version as read: one another finalizer numbered
 //! meanwhile fails the write, and the round is redone from fresh reads). A transient
 //! failure (a throttled write, a cancelled transaction) is retried from a fresh read after
 //! a pause, a few times, before the job is failed back to its queue. A job that runs out of its time budget (the worker's Lambda timeout) hands
 //! the rest to a new finalize job.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use billing_domain::customers::account::Account;
 use billing_domain::collection::payment::Payment;
 use billing_domain::events::record::AuditAction;
-use billing_domain::kernel::ids::{InvoiceId, TenantId};
+use billing_domain::kernel::ids::{AccountId, InvoiceId, TenantId};
 use jiff::Timestamp;
 
 use super::subscriptions::{open_draft, opened_events};
@@ -78,12 +80,18 @@ struct Round {
     next: Option<Page>,
 }
 
-/// Up to [`MAX_NUMBERED_PER_WRITE`] of the tenant's oldest pending invoices.
+/// Up to [`MAX_NUMBERED_PER_WRITE`] of the tenant's oldest pending invoices, ready to
+/// number: the drafts credited, their accounts read.
 struct Page {
     read_at: Timestamp,
     /// The read returned all it was asked for: there may be more.
     full: bool,
-    pending: Vec<PendingInvoice>,
+    /// Numbered invoices an earlier finalizer left owing their follow-ups.
+    owed: Vec<PendingInvoice>,
+    /// The drafts, as stored once credited.
+    drafts: Vec<PendingInvoice>,
+    /// The drafts' accounts, each invoice issued to its account as read with the page.
+    accounts: HashMap<AccountId, Account>,
 }
 
 /// A round's follow-ups, written while the next round numbers.
@@ -263,24 +271,16 @@ impl BillingService {
         let Page {
             read_at,
             full,
-            pending,
+            owed,
+            drafts,
+            accounts,
         } = match prefetched {
             Some(page) => page,
             None => self.read_page(tenant, in_flight).await?,
         };
-        let (owed, drafts): (Vec<_>, Vec<_>) = pending
-            .into_iter()
-            .partition(|p| p.stage == PendingStage::FollowUps);
         if !owed.is_empty() {
             report.followed_up += self.follow_up(tenant, owed).await?;
         }
-        // Credit is applied (and negative totals moved into the balance) before the
-        // numbering write, which must not touch a balance: see `credits::settle`.
-        let drafts = if drafts.is_empty() {
-            drafts
-        } else {
-            self.credits.settle_drafts(tenant, drafts).await?
-        };
         if drafts.is_empty() {
             return Ok(Round {
                 read_at,
@@ -289,13 +289,15 @@ impl BillingService {
                 next: None,
             });
         }
-        // The next round's page is read while this round's write is in flight, past the
-        // invoices this round numbers and those being followed up (all owe follow-ups
-        // this finalizer writes); its drafts are credited and numbered only after this
-        // write commits, each conditioned on its version as read.
+        // The next round's page is read, credited and its accounts read while this
+        // round's write is in flight, past the invoices this round numbers and those
+        // being followed up (all owe follow-ups this finalizer writes); its drafts are
+        // numbered only after this write commits, each conditioned on its version as read.
         let mut skip = in_flight.clone();
         skip.extend(drafts.iter().map(|d| d.invoice.id));
-        let numbered = self.number(tenant, drafts, sequence, &skip).await?;
+        let numbered = self
+            .number(tenant, drafts, &accounts, sequence, &skip)
+            .await?;
         let (numbered, next) = match numbered {
             Some((numbered, next)) => {
                 report.numbered += numbered.len();
@@ -313,7 +315,7 @@ impl BillingService {
     }
 
     /// The oldest pending invoices but those in `skip` (whose follow-ups are this
-    /// finalizer's to write).
+    /// finalizer's to write), the drafts among them credited and their accounts read.
     async fn read_page(
         &self,
         tenant: TenantId,
@@ -325,23 +327,48 @@ impl BillingService {
         let full = pending.len() == limit;
         pending.retain(|p| !skip.contains(&p.invoice.id));
         pending.truncate(MAX_NUMBERED_PER_WRITE);
+        let (owed, drafts): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|p| p.stage == PendingStage::FollowUps);
+        if drafts.is_empty() {
+            return Ok(Page {
+                read_at,
+                full,
+                owed,
+                drafts,
+                accounts: HashMap::new(),
+            });
+        }
+        let mut ids: Vec<_> = drafts.iter().map(|d| d.invoice.account_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // Credit is applied (and negative totals moved into the balance) before the
+        // numbering write, which must not touch a balance: see `credits::settle`.
+        let (drafts, accounts) = tokio::join!(
+            self.credits.settle_drafts(tenant, drafts),
+            self.store.get_accounts(tenant, &ids)
+        );
         Ok(Page {
             read_at,
             full,
-            pending,
+            owed,
+            drafts: drafts?,
+            accounts: accounts?.into_iter().map(|a| (a.id, a)).collect(),
         })
     }
 
     /// Numbers `drafts` (in order) in one write from the tenant's next number, `sequence`
-    /// if known (else read); `None` when the sequence, its prefix or a draft moved meanwhile
-    /// (nothing written). Returns the numbered invoices, owing their follow-ups, and leaves
-    /// in `sequence` where the write moved it (nothing when it failed: the next one reads).
-    /// With them, the next page past `skip`, read while the write is in flight (`None` if
-    /// that read failed: the next round reads again).
+    /// if known (else read), each issued to its account in `accounts`; `None` when the
+    /// sequence, its prefix or a draft moved meanwhile (nothing written). Returns the
+    /// numbered invoices, owing their follow-ups, and leaves in `sequence` where the write
+    /// moved it (nothing when it failed: the next one reads). With them, the next page
+    /// past `skip`, read while the write is in flight (`None` if that read failed: the
+    /// next round reads again).
     async fn number(
         &self,
         tenant: TenantId,
         drafts: Vec<PendingInvoice>,
+        accounts: &HashMap<AccountId, Account>,
         sequence: &mut Option<NextInvoiceNumber>,
         skip: &HashSet<InvoiceId>,
     ) -> Result<Option<(Vec<PendingInvoice>, Option<Page>)>, AppError> {
@@ -349,17 +376,6 @@ impl BillingService {
             Some(known) => known,
             None => self.store.next_invoice_number(tenant).await?,
         };
-        // Each invoice is issued to its account as it reads now (one batch read).
-        let mut ids: Vec<_> = drafts.iter().map(|d| d.invoice.account_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let accounts: std::collections::HashMap<_, _> = self
-            .store
-            .get_accounts(tenant, &ids)
-            .await?
-            .into_iter()
-            .map(|a| (a.id, a))
-            .collect();
         let numbered = drafts
             .iter()
             .zip(next.number..)

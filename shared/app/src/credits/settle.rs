@@ -165,18 +165,20 @@ impl CreditsService {
             .filter(|d| d.invoice.amount_due.is_positive())
             .map(|d| (d.invoice.account_id, d.invoice.currency))
             .collect();
-        let with_balance: Vec<(AccountId, Currency)> = if wanted.is_empty() {
-            Vec::new()
-        } else {
-            self.store
-                .get_balances(tenant, &wanted)
-                .await?
-                .into_iter()
-                .filter(|b| b.available.is_positive())
-                .map(|b| (b.account_id, b.currency))
-                .collect()
+        let balances = async {
+            if wanted.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.store.get_balances(tenant, &wanted).await
         };
-        let with_wallets = self.wallets.holders(tenant, &wanted).await?;
+        let (balances, with_wallets) =
+            tokio::join!(balances, self.wallets.holders(tenant, &wanted));
+        let with_balance: Vec<(AccountId, Currency)> = balances?
+            .into_iter()
+            .filter(|b| b.available.is_positive())
+            .map(|b| (b.account_id, b.currency))
+            .collect();
+        let with_wallets = with_wallets?;
         let mut settled = Vec::with_capacity(drafts.len());
         for draft in drafts {
             let invoice = &draft.invoice;
