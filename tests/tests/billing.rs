@@ -975,3 +975,83 @@ async fn cancelling_now_at_a_period_boundary_answers_200_and_credits_only_with_p
         }
     }
 }
+
+/// A renewal rewrites its subscription, transactionally and with its `gsi1` copy, so the
+/// DynamoDB store packs it (issue 20); one stored before, in plain attributes, still reads
+/// as written and renews, and is packed by that renewal.
+#[tokio::test]
+async fn a_subscription_is_stored_packed_and_one_stored_plain_before_still_reads_and_renews() {
+    use std::sync::Arc;
+
+    use billing_app::ports::{Clock, SubscriptionStore};
+    use billing_tests::clock::ManualClock;
+    use jiff::{SignedDuration, Timestamp};
+
+    let store = billing_tests::dynamo_store().await;
+    let (client, table) = (store.client().clone(), store.table().to_owned());
+    let now = Timestamp::now();
+    let clock =
+        ManualClock::at(now - SignedDuration::from_hours(24) - SignedDuration::from_mins(1));
+    let app = billing_tests::app_with_clock(Arc::new(store.clone()), clock.clone());
+    let caller = billing_tests::admin(&app, "Packed").await;
+    let tenant = caller.tenant_id;
+    let sub = billing_tests::subscribe(
+        &app,
+        &caller,
+        json!({"email": "packed@acme.test", "currency": "usd"}),
+        "day",
+        500,
+    )
+    .await;
+    let key = billing_aws::keys::subscription(tenant, sub.id, sub.account_id);
+    let raw = |client: aws_sdk_dynamodb::Client, table: String| {
+        let key = key.primary();
+        async move {
+            client
+                .get_item()
+                .table_name(table)
+                .set_key(Some(key))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap()
+                .item
+                .unwrap()
+        }
+    };
+    let packed = raw(client.clone(), table.clone()).await;
+    assert!(packed.contains_key("packed") && packed.contains_key("version"));
+    assert!(!packed.contains_key("status") && !packed.contains_key("terms"));
+
+    let mut plain = packed.clone();
+    billing_aws::dynamo::unpack(&mut plain).unwrap();
+    assert!(plain.contains_key("status") && !plain.contains_key("packed"));
+    client
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(plain))
+        .send()
+        .await
+        .unwrap();
+    let read = store
+        .get_subscription(tenant, sub.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, sub);
+
+    clock.set(now);
+    app.billing
+        .draft_due_subscriptions(tenant, &[sub.id], clock.now())
+        .await;
+    app.billing.finalize_pending_invoices(tenant).await.unwrap();
+    let renewed = store
+        .get_subscription(tenant, sub.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renewed.current_period.start, sub.current_period.end);
+    assert!(renewed.version > sub.version);
+    let repacked = raw(client, table).await;
+    assert!(repacked.contains_key("packed") && !repacked.contains_key("status"));
+}

@@ -207,6 +207,12 @@ fn invoice_bytes(tenant: TenantId, invoice: &Invoice) -> usize {
     billing_aws::dynamo::stored_invoice_bytes(tenant, invoice).unwrap_or_else(|_| size(invoice))
 }
 
+/// A subscription's item as the DynamoDB store writes it (packed).
+fn subscription_bytes(tenant: TenantId, subscription: &Subscription) -> usize {
+    billing_aws::dynamo::stored_subscription_bytes(tenant, subscription)
+        .unwrap_or_else(|_| size(subscription))
+}
+
 /// What a pending invoice's item carries besides the invoice: its `pending` and `due`
 /// index keys and its finalization terms (about 50 + 60 + 100 + 150 bytes).
 const PENDING_ATTRIBUTES_BYTES: usize = 350;
@@ -333,7 +339,7 @@ impl Tx {
         if next.due_at().is_some() {
             due.push(due_shard(&key));
         }
-        self.item(&key, size(next), &due);
+        self.item(&key, subscription_bytes(tenant, next), &due);
         if let Some(invoice) = invoice {
             self.invoice(tenant, invoice);
         }
@@ -557,7 +563,12 @@ impl SubscriptionStore for SimStore {
         for chunk in found.chunks(100) {
             let request = chunk.iter().fold(
                 Request::new(Op::BatchGetItem).items(chunk.len() as u32),
-                |request, s| request.read(&keys::subscription_partition(tenant, s.id), size(s)),
+                |request, s| {
+                    request.read(
+                        &keys::subscription_partition(tenant, s.id),
+                        subscription_bytes(tenant, s),
+                    )
+                },
             );
             self.send(request).await?;
         }

@@ -22,11 +22,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use billing_domain::customers::account::Account;
 use billing_domain::collection::payment::Payment;
+use billing_domain::customers::account::Account;
 use billing_domain::events::record::AuditAction;
 use billing_domain::kernel::ids::{AccountId, InvoiceId, TenantId};
 use jiff::Timestamp;
+use tokio::time::Instant;
 
 use super::subscriptions::{open_draft, opened_events};
 use super::BillingService;
@@ -53,6 +54,11 @@ pub struct FinalizeReport {
 /// fraction of a second).
 const SETTLE_AFTER_SECOND: Duration = Duration::from_secs(2);
 
+/// How often a finalize job that has caught up with the drafts reads again until its last
+/// read is due: drafts committed meanwhile are numbered within this instead of piling up
+/// until then (their requests, in the job's second, were dropped).
+const CAUGHT_UP_POLL: Duration = Duration::from_millis(100);
+
 /// How long a finalize job numbers before it hands the rest to a new job (its own finalize
 /// message) and ends: the billing worker's Lambda times out at 50 s, and a job cut off
 /// there would come back only after the queue's 60 s visibility timeout, its round redone.
@@ -70,7 +76,7 @@ const RETRY_PAUSE_MAX: Duration = Duration::from_secs(3);
 /// finalizer followed up.
 struct Round {
     /// When its page was read.
-    read_at: Timestamp,
+    read_at: Instant,
     /// The read returned all it was asked for: there may be more.
     full: bool,
     /// `None`: another finalizer numbered first, or a draft changed (nothing written).
@@ -83,7 +89,7 @@ struct Round {
 /// Up to [`MAX_NUMBERED_PER_WRITE`] of the tenant's oldest pending invoices, ready to
 /// number: the drafts credited, their accounts read.
 struct Page {
-    read_at: Timestamp,
+    read_at: Instant,
     /// The read returned all it was asked for: there may be more.
     full: bool,
     /// Numbered invoices an earlier finalizer left owing their follow-ups.
@@ -122,10 +128,11 @@ impl BillingService {
 
     /// A billing worker's finalize job (one at a time per tenant: its FIFO message group):
     /// [`BillingService::finalize_pending_invoices`], and on a queue that drops repeat
-    /// requests within a second, a last read after this job's second has passed. A draft
-    /// committed in that second whose request was dropped would otherwise wait for its
-    /// hand-over and the sweep (60 to 120 s). The job's request was sent no later than the
-    /// job started, so the second the job started in bounds it.
+    /// requests within a second, reads every [`CAUGHT_UP_POLL`] once caught up, until a
+    /// read after this job's second has passed finds nothing. A draft committed in that
+    /// second whose request was dropped would otherwise wait for its hand-over and the
+    /// sweep (60 to 120 s). The job's request was sent no later than the job started, so
+    /// the second the job started in bounds it.
     ///
     /// On a queue, a job still numbering after [`FINALIZE_JOB_BUDGET`] lets its round's
     /// follow-ups finish, sends a new finalize job for the tenant and ends: the new job
@@ -140,9 +147,12 @@ impl BillingService {
             .is_some_and(|queue| queue.coalesces_finalize_jobs_per_second());
         let settle_at = coalesced
             .then(|| {
-                Timestamp::from_second(started.as_second())
-                    .ok()
-                    .and_then(|second| second.checked_add(SETTLE_AFTER_SECOND).ok())
+                let at = Timestamp::from_second(started.as_second())
+                    .ok()?
+                    .checked_add(SETTLE_AFTER_SECOND)
+                    .ok()?;
+                let wait = Duration::try_from(started.duration_until(at)).ok()?;
+                Some(Instant::now() + wait)
             })
             .flatten();
         let hand_over_at = self
@@ -158,7 +168,7 @@ impl BillingService {
     async fn finalize(
         &self,
         tenant: TenantId,
-        mut settle_at: Option<Timestamp>,
+        settle_at: Option<Instant>,
         hand_over_at: Option<Timestamp>,
     ) -> Result<FinalizeReport, AppError> {
         let mut report = FinalizeReport::default();
@@ -235,10 +245,8 @@ impl BillingService {
                     if full && report != before {
                         continue;
                     }
-                    if let Some(at) = settle_at.take().filter(|at| read_at < *at) {
-                        if let Ok(wait) = Duration::try_from(self.clocks.now().duration_until(at)) {
-                            tokio::time::sleep(wait).await;
-                        }
+                    if let Some(at) = settle_at.filter(|at| read_at < *at) {
+                        tokio::time::sleep_until(at.min(Instant::now() + CAUGHT_UP_POLL)).await;
                         continue;
                     }
                     return Ok(report);
@@ -321,7 +329,7 @@ impl BillingService {
         tenant: TenantId,
         skip: &HashSet<InvoiceId>,
     ) -> Result<Page, AppError> {
-        let read_at = self.clocks.now();
+        let read_at = Instant::now();
         let limit = MAX_NUMBERED_PER_WRITE + skip.len();
         let mut pending = self.store.pending_invoices(tenant, limit).await?;
         let full = pending.len() == limit;

@@ -23,9 +23,12 @@ use crate::keys::{self, DUE_INDEX, DUE_PK, DUE_SK};
 const SEQUENCE_LAST: &str = "last_number";
 const SEQUENCE_PREFIX: &str = "prefix";
 
+/// A subscription item, its fields packed ([`super::packed`]) but its `version`, which
+/// every replace is conditioned on: a renewal writes it, transactionally, with its `gsi1`
+/// copy.
 pub(super) fn subscription_item(tenant: TenantId, sub: &Subscription) -> Result<Item, StoreError> {
     let key = keys::subscription(tenant, sub.id, sub.account_id);
-    let mut item = to_item("subscription", sub, &key)?;
+    let mut item = super::packed::to_packed_item("subscription", sub, &key, &["version"])?;
     if let Some(at) = sub.due_at() {
         item.extend(match sub.test_clock {
             Some(clock) => keys::due_on_clock(clock, &key, at),

@@ -513,6 +513,15 @@ pub fn stored_invoice_bytes(
     billing::invoice_item(tenant, invoice).map(|item| packed::item_bytes(&item))
 }
 
+/// The size DynamoDB counts for a subscription's item as this store writes it (packed):
+/// what the simulation prices its writes and reads by.
+pub fn stored_subscription_bytes(
+    tenant: TenantId,
+    subscription: &billing_domain::billing::subscription::Subscription,
+) -> Result<usize, StoreError> {
+    billing::subscription_item(tenant, subscription).map(|item| packed::item_bytes(&item))
+}
+
 /// The size DynamoDB counts for an audit record's item and for each event's item as this
 /// store writes them (packed): what the simulation prices their writes by.
 pub fn stored_change_bytes(
