@@ -32,7 +32,7 @@ use crate::keys::Key;
 
 /// The attribute holding the packed fields: a version byte naming the dictionary, then
 /// the fields' JSON raw-deflated over it (short: DynamoDB counts attribute names too).
-pub(super) const PACKED: &str = "pz";
+const PACKED: &str = "pz";
 /// The attribute items packed before the dictionary hold their fields in: their JSON
 /// raw-deflated alone.
 const PACKED_BEFORE_DICTIONARY: &str = "packed";
