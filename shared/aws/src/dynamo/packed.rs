@@ -157,8 +157,11 @@ pub(super) fn to_packed_item<T: Serialize>(
     Ok(item)
 }
 
+/// An item's packed fields, and how they were packed.
+type Packed = (Form, Map<String, Value>);
+
 /// The packed fields of `item` and their form, if it has any.
-fn packed_fields(item: &Item) -> Result<Option<(Form, Map<String, Value>)>, StoreError> {
+fn packed_fields(item: &Item) -> Result<Option<Packed>, StoreError> {
     let (form, json) = if let Some(AttributeValue::B(blob)) = item.get(PACKED) {
         let Some((&version, deflated)) = blob.as_ref().split_first() else {
             return Err(internal("unreadable packed fields", "empty"));
