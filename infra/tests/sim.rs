@@ -74,6 +74,17 @@ fn bills_every_renewal_once_when_any_worker_takes_any_job() {
     })
     .unwrap();
     assert_billed_exactly_once(&outcome);
+    // Sized by the DynamoDB store's own item builders: each of the renewal invoice's three
+    // writes is of an item under 1 KB, so 2 write units on its shard instead of 4.
+    let items = outcome.invoice_items;
+    for (write, bytes) in [
+        ("drafted", items.drafted),
+        ("numbered", items.numbered),
+        ("followed up", items.followed_up),
+    ] {
+        assert!(bytes > 0, "the {write} invoice was sized");
+        assert!(bytes < 1024, "the {write} invoice item is {bytes} bytes");
+    }
 }
 
 /// The request model cannot drift from the DynamoDB store: the same pipeline in turn

@@ -1040,3 +1040,80 @@ async fn drafts_credited_while_a_numbering_write_is_in_flight_spend_the_credit_o
         assert!(store.pending_invoices(tenant, 10).await.unwrap().is_empty());
     }
 }
+
+/// Drafts written before the preset dictionary and the compact terms (issue 20: the
+/// invoice below 1 KB) are read and numbered as ever, on the DynamoDB store: one stored as
+/// plain attributes with its terms as JSON (as before packing), one packed with its terms
+/// as JSON, one as written now; once followed up, none keeps terms or pending keys.
+#[tokio::test]
+async fn drafts_stored_in_earlier_forms_are_numbered_as_ever() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use billing_aws::keys;
+
+    let dynamo = billing_tests::dynamo_store().await;
+    let (client, table) = (dynamo.client().clone(), dynamo.table().to_owned());
+    let store: Arc<dyn Store> = Arc::new(dynamo);
+    let clock = ManualClock::at(Timestamp::now());
+    let app = app_on(&store, &clock);
+    let (caller, ids) = tenant_with_renewals(&app, &clock, 3, 1).await;
+    let tenant = caller.tenant_id;
+    let drafted = app
+        .billing
+        .draft_due_subscriptions(tenant, &ids, clock.now())
+        .await;
+    assert!(drafted.iter().all(|d| matches!(d, Ok(1))), "{drafted:?}");
+    let mut pending = store.pending_invoices(tenant, 10).await.unwrap();
+    pending.sort_by_key(|p| p.invoice.id);
+    assert_eq!(pending.len(), 3);
+
+    let stored = |id| {
+        let (client, table) = (client.clone(), table.clone());
+        async move {
+            client
+                .get_item()
+                .table_name(&table)
+                .set_key(Some(keys::invoice_primary(tenant, id).primary()))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap()
+                .item
+                .unwrap()
+        }
+    };
+    for (p, plain) in pending.iter().zip([true, false]) {
+        let mut item = stored(p.invoice.id).await;
+        assert!(item.remove("terms").is_some(), "written with compact terms");
+        item.insert(
+            "finalization".into(),
+            AttributeValue::S(serde_json::to_string(&p.finalization).unwrap()),
+        );
+        if plain {
+            billing_aws::dynamo::unpack(&mut item).unwrap();
+            assert!(!item.contains_key("pz") && item.contains_key("lines"));
+        }
+        client
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut read = store.pending_invoices(tenant, 10).await.unwrap();
+    read.sort_by_key(|p| p.invoice.id);
+    assert_eq!(read, pending, "each read as written, with its terms");
+
+    let report = app.billing.finalize_pending_invoices(tenant).await.unwrap();
+    assert_eq!((report.numbered, report.followed_up), (3, 3));
+    assert_numbered_once(&app, &caller, 6).await;
+    for p in &pending {
+        let item = stored(p.invoice.id).await;
+        for gone in ["terms", "finalization", keys::PENDING_PK, keys::PENDING_SK] {
+            assert!(
+                !item.contains_key(gone),
+                "{gone} left on a followed-up invoice"
+            );
+        }
+    }
+}

@@ -89,6 +89,8 @@ pub struct Outcome {
     pub subscription_ids: Vec<SubscriptionId>,
     /// Invoice numbers used before the renewals (the subscriptions' first invoices).
     pub numbers_before: u64,
+    /// The largest invoice item each of the three invoice writes wrote.
+    pub invoice_items: store::InvoiceItemBytes,
 }
 
 /// Runs `scenario` on a paused-clock runtime of its own.
@@ -211,6 +213,7 @@ async fn simulate(scenario: Scenario) -> anyhow::Result<Outcome> {
     workers.abort_all();
 
     let renewals = renewal_invoices(&memory, tenant).await?;
+    let invoice_items = store.marks().largest_invoice_items;
     Ok(Outcome {
         scenario,
         stages,
@@ -227,6 +230,7 @@ async fn simulate(scenario: Scenario) -> anyhow::Result<Outcome> {
             .sum(),
         subscription_ids,
         numbers_before,
+        invoice_items,
     })
 }
 

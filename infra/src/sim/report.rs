@@ -104,6 +104,14 @@ pub fn table(sizes: &[usize], concurrency: &[usize], fifo: bool) -> anyhow::Resu
         hundredths(largest.dynamo.write_units, invoices),
         hundredths(largest.dynamo.read_half_units, 2 * invoices)
     )?;
+    let items = &largest.invoice_items;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "The largest invoice item written (bytes as DynamoDB counts them; 1 write unit per \
+         started KB): drafted {}, numbered {}, followed up {}.",
+        items.drafted, items.numbered, items.followed_up
+    )?;
     writeln!(out)?;
     writeln!(
         out,

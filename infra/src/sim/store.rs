@@ -71,6 +71,20 @@ pub struct Marks {
     pub last_draft: Option<Instant>,
     pub numbered: u64,
     pub last_number: Option<Instant>,
+    pub largest_invoice_items: InvoiceItemBytes,
+}
+
+/// The largest invoice item each of a renewal's three invoice writes wrote, in bytes as
+/// DynamoDB counts them: under 1 KB each is a write unit (two, transactional) instead of
+/// two (four).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InvoiceItemBytes {
+    /// The draft, pending its number.
+    pub drafted: usize,
+    /// Numbered, pending its follow-ups.
+    pub numbered: usize,
+    /// Its follow-ups written: an update, charged for the pending item it starts from.
+    pub followed_up: usize,
 }
 
 /// The in-memory store behind the simulated DynamoDB.
@@ -79,6 +93,9 @@ pub struct SimStore {
     dynamo: Dynamo,
     dispatch: Arc<DispatchSim>,
     marks: std::sync::Mutex<Marks>,
+    /// The finalization terms of numbered invoices until their follow-ups, which
+    /// `finish_invoice` is not handed but the item it updates holds.
+    terms: std::sync::Mutex<std::collections::HashMap<InvoiceId, Finalization>>,
 }
 
 impl SimStore {
@@ -88,6 +105,7 @@ impl SimStore {
             dynamo,
             dispatch,
             marks: std::sync::Mutex::default(),
+            terms: std::sync::Mutex::default(),
         }
     }
 
@@ -95,6 +113,13 @@ impl SimStore {
         let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
         marks.numbered += count as u64;
         marks.last_number = Some(Instant::now());
+    }
+
+    /// Notes the size of an invoice item written at one stage.
+    fn invoice_item(&self, stage: fn(&mut InvoiceItemBytes) -> &mut usize, bytes: usize) {
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        let largest = stage(&mut marks.largest_invoice_items);
+        *largest = (*largest).max(bytes);
     }
 
     pub fn marks(&self) -> Marks {
@@ -105,11 +130,21 @@ impl SimStore {
         self.dynamo.unmodelled(method);
     }
 
-    /// Notes the invoices a committed write made: drafts, and numbers used.
-    fn invoiced<'a>(&self, invoices: impl Iterator<Item = &'a InvoiceWrite>) {
+    /// Notes the invoices a committed write made: drafts (and the size of those written
+    /// pending their number), and numbers used.
+    fn invoiced<'a>(&self, tenant: TenantId, invoices: impl Iterator<Item = &'a InvoiceWrite>) {
         let now = Instant::now();
-        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
         for write in invoices {
+            if let Some(finalization) = &write.pending {
+                let bytes = pending_invoice_bytes(
+                    tenant,
+                    &write.invoice,
+                    PendingStage::Number,
+                    finalization,
+                );
+                self.invoice_item(|largest| &mut largest.drafted, bytes);
+            }
+            let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
             // A step that numbers its invoice drafts it in the same write.
             marks.drafted += 1;
             marks.last_draft = Some(now);
@@ -213,9 +248,17 @@ fn subscription_bytes(tenant: TenantId, subscription: &Subscription) -> usize {
         .unwrap_or_else(|_| size(subscription))
 }
 
-/// What a pending invoice's item carries besides the invoice: its `pending` and `due`
-/// index keys and its finalization terms (about 50 + 60 + 100 + 150 bytes).
-const PENDING_ATTRIBUTES_BYTES: usize = 350;
+/// A pending invoice's item as the DynamoDB store writes it (packed, with its `pending`
+/// and hand-over keys and its finalization terms).
+fn pending_invoice_bytes(
+    tenant: TenantId,
+    invoice: &Invoice,
+    stage: PendingStage,
+    finalization: &Finalization,
+) -> usize {
+    billing_aws::dynamo::stored_pending_invoice_bytes(tenant, invoice, stage, finalization)
+        .unwrap_or_else(|_| size(invoice) + size(finalization) + 2 * INDEX_ENTRY_BYTES)
+}
 
 /// The due index's shards.
 fn due_shards() -> Vec<String> {
@@ -370,11 +413,13 @@ impl Tx {
                 .into_iter()
                 .collect(),
         };
-        let pending = write
-            .pending
-            .as_ref()
-            .map_or(0, |_| PENDING_ATTRIBUTES_BYTES);
-        self.item(&key, invoice_bytes(tenant, invoice) + pending, &indexes);
+        let bytes = match &write.pending {
+            Some(finalization) => {
+                pending_invoice_bytes(tenant, invoice, PendingStage::Number, finalization)
+            }
+            None => invoice_bytes(tenant, invoice),
+        };
+        self.item(&key, bytes, &indexes);
         if let Some(payment) = &write.payment {
             let key = keys::payment(tenant, payment.id, payment.account_id);
             let due = [due_shard(&key)];
@@ -481,7 +526,7 @@ impl SubscriptionStore for SimStore {
             .save_subscription(tenant, previous, next, invoice, change)
             .await;
         if done.is_ok() {
-            self.invoiced(invoice.into_iter());
+            self.invoiced(tenant, invoice.into_iter());
         }
         self.committed(&done, tenant, change).await;
         self.settled(&done, tenant, invoice.and_then(|w| w.balance.as_deref()))
@@ -530,7 +575,7 @@ impl SubscriptionStore for SimStore {
                     written: written + e.written,
                     error: e.error,
                 })?;
-            self.invoiced(chunk.iter().filter_map(|s| s.invoice.as_ref()));
+            self.invoiced(tenant, chunk.iter().filter_map(|s| s.invoice.as_ref()));
             let events: Vec<DomainEvent> = chunk
                 .iter()
                 .flat_map(|s| s.change.events.iter().cloned())
@@ -670,7 +715,7 @@ impl InvoiceStore for SimStore {
                     let key = keys::invoice_primary(tenant, p.invoice.id);
                     request.read(
                         &key.pk,
-                        invoice_bytes(tenant, &p.invoice) + PENDING_ATTRIBUTES_BYTES,
+                        pending_invoice_bytes(tenant, &p.invoice, p.stage, &p.finalization),
                     )
                 },
             );
@@ -700,16 +745,19 @@ impl InvoiceStore for SimStore {
                 PendingStage::FollowUps,
                 &n.finalization,
             ));
-            tx.item(
-                &key,
-                invoice_bytes(tenant, &n.invoice) + PENDING_ATTRIBUTES_BYTES,
-                &indexes,
-            );
+            // A put is charged for the larger of the item it replaces and its own: the
+            // numbered one, which holds more (its number, its finalization time).
+            let bytes =
+                pending_invoice_bytes(tenant, &n.invoice, PendingStage::FollowUps, &n.finalization);
+            self.invoice_item(|largest| &mut largest.numbered, bytes);
+            tx.item(&key, bytes, &indexes);
         }
         tx.sequence(tenant);
         self.send(tx.request()).await?;
         self.inner.number_invoices(tenant, prefix, numbered).await?;
         self.numbered(numbered.len());
+        let mut terms = self.terms.lock().unwrap_or_else(|e| e.into_inner());
+        terms.extend(numbered.iter().map(|n| (n.invoice.id, n.finalization)));
         Ok(())
     }
     async fn finish_invoice(
@@ -735,11 +783,20 @@ impl InvoiceStore for SimStore {
         let mut indexes = vec![pending, due_shard(&key)];
         indexes.extend(invoice.overdue_at().map(|_| due_shard(&key)));
         // An update is charged for the larger item, the pending one it starts from.
-        tx.item(
-            &key,
-            invoice_bytes(tenant, invoice) + PENDING_ATTRIBUTES_BYTES,
-            &indexes,
-        );
+        let terms = self
+            .terms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&invoice.id)
+            .copied();
+        let bytes = match &terms {
+            Some(finalization) => {
+                pending_invoice_bytes(tenant, invoice, PendingStage::FollowUps, finalization)
+            }
+            None => invoice_bytes(tenant, invoice),
+        };
+        self.invoice_item(|largest| &mut largest.followed_up, bytes);
+        tx.item(&key, bytes, &indexes);
         if let Some(payment) = payment {
             let key = keys::payment(tenant, payment.id, payment.account_id);
             let due = [due_shard(&key)];
@@ -751,6 +808,10 @@ impl InvoiceStore for SimStore {
             .inner
             .finish_invoice(tenant, invoice, payment, change)
             .await;
+        if done.is_ok() {
+            let mut terms = self.terms.lock().unwrap_or_else(|e| e.into_inner());
+            terms.remove(&invoice.id);
+        }
         self.committed(&done, tenant, change).await;
         done
     }

@@ -34,7 +34,7 @@
 //! | coupon code claim | `T#{tenant}`  | `UNIQUE#COUPON_CODE#{code}`     |                                |                   |
 //! | plan version      | `T#{tenant}`  | `PLANVERSION#{plan_id}#{n:06}`  |                                |                   |
 //! | subscription      | `T#{tenant}#S(subscription_id)` | `SUB#{subscription_id}` (due) | `T#{tenant}#ACCOUNT#{a}#SUBS` | `{id}` |
-//! | invoice           | `T#{tenant}#S(invoice_id)` | `INVOICE#{invoice_id}` | `T#{tenant}#ACCOUNT#{a}#INVOICES` | `{id}`       |
+//! | invoice           | `T#{tenant}#S(invoice_id)` | `INVOICE#{invoice_id}` (fields packed but `version`) | `T#{tenant}#ACCOUNT#{a}#INVOICES` | `{id}`       |
 //! | invoice sequence  | `T#{tenant}`  | `SEQUENCE#INVOICE`              |                                |                   |
 //! | (pending invoice) | the invoice's item carries `pending_pk` `T#{tenant}#PENDING#{shard:02}`, `pending_sk` `{N or F}#{created ms}#{invoice_id}` (index `pending`) | | | |
 //! | test clock        | `T#{tenant}`  | `CLOCK#{clock_id}`              |                                |                   |
@@ -71,9 +71,10 @@
 //! | wallet transaction | `T#{tenant}#S(wallet_id)` | `WTX#{wallet_id}#{id}`  |                   |                   |
 //! | ledger entry      | `T#{tenant}#S(account_id)` | `LEDGER#{account_id}#{entry_id}` |                    |                   |
 //!
-//! "Fields packed": the item holds its keys, expiry and one deflated `packed` attribute with
-//! the record's fields (`dynamo/packed.rs`), about a third of their JSON; items written before
-//! hold plain attributes, and both read the same.
+//! "Fields packed": the item holds its keys, expiry and one binary `pz` attribute with the
+//! record's fields as JSON deflated over a preset dictionary (`dynamo/packed.rs`), about an
+//! eighth of their JSON; items written before hold them deflated alone in `packed`, or as
+//! plain attributes, and all three read the same.
 //!
 //! Access patterns: how each read is served.
 //!

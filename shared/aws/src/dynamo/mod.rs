@@ -522,6 +522,19 @@ pub fn stored_subscription_bytes(
     billing::subscription_item(tenant, subscription).map(|item| packed::item_bytes(&item))
 }
 
+/// The size DynamoDB counts for an invoice's item while it waits at `stage` of the
+/// finalizer (with its `pending` and hand-over keys and its finalization terms): what the
+/// simulation prices the writes of a draft, its numbering and its follow-ups by.
+pub fn stored_pending_invoice_bytes(
+    tenant: TenantId,
+    invoice: &billing_domain::billing::invoice::Invoice,
+    stage: PendingStage,
+    finalization: &Finalization,
+) -> Result<usize, StoreError> {
+    let item = billing::pending_invoice_item(tenant, invoice, stage, finalization)?;
+    Ok(packed::item_bytes(&item))
+}
+
 /// The size DynamoDB counts for an audit record's item and for each event's item as this
 /// store writes them (packed): what the simulation prices their writes by.
 pub fn stored_change_bytes(
