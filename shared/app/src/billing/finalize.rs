@@ -5,7 +5,7 @@
 //! Each numbered invoice then owes its follow-ups (`invoice.finalized`, its first payment
 //! attempt): they are written once, each in a write of its own conditioned on the invoice
 //! still owing them, in parallel, while the next round is numbered (only the sequence is
-//! serial; one round's follow-ups in flight at a time). Running it twice, or two at once,
+//! serial; a bounded number of rounds' follow-ups in flight). Running it twice, or two at once,
 //! numbers nothing twice and leaves no gap: the loser of a race finds the sequence moved
 //! and reads again. After its own numbering write the finalizer knows where the sequence
 //! is and numbers the next round from there without reading it: that write is conditioned
@@ -19,7 +19,7 @@
 //! a pause, a few times, before the job is failed back to its queue. A job that runs out of its time budget (the worker's Lambda timeout) hands
 //! the rest to a new finalize job.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use billing_domain::collection::payment::Payment;
@@ -71,6 +71,11 @@ const FINALIZE_JOB_BUDGET: Duration = Duration::from_secs(40);
 /// would come back only after the queue's 60 s visibility timeout.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(3);
+
+/// How many rounds' follow-ups may be in flight at once. A round's follow-ups (its
+/// invoices' writes, their events published, the payment attempts sent) take longer than
+/// its numbering write: with one in flight, the next round would wait for them.
+const FOLLOW_UP_ROUNDS: usize = 2;
 
 /// One round: the drafts read and numbered, and the invoices left owed by an earlier
 /// finalizer followed up.
@@ -174,25 +179,26 @@ impl BillingService {
         let mut report = FinalizeReport::default();
         let mut conflicts = 0;
         let mut transient = 0;
-        let mut following: Option<FollowingUp> = None;
+        // The rounds whose follow-ups are being written, oldest first.
+        let mut following: VecDeque<FollowingUp> = VecDeque::new();
         // The sequence as this finalizer's last numbering write left it, if that succeeded.
         let mut sequence: Option<NextInvoiceNumber> = None;
         // The next round's page, read while the last numbering write was in flight.
         let mut prefetched: Option<Page> = None;
         loop {
             if hand_over_at.is_some_and(|at| self.clocks.now() >= at) {
-                if let Some(previous) = following.take() {
-                    report.followed_up += previous.finished().await?;
+                while let Some(oldest) = following.pop_front() {
+                    report.followed_up += oldest.finished().await?;
                 }
                 self.hand_over(tenant).await?;
                 return Ok(report);
             }
             let before = report;
-            let in_flight = following
-                .as_ref()
-                .map(|f| f.invoices.clone())
-                .unwrap_or_default();
-            let round = self
+            let in_flight: HashSet<InvoiceId> = following
+                .iter()
+                .flat_map(|f| f.invoices.iter().copied())
+                .collect();
+            let mut round = self
                 .round(
                     tenant,
                     &in_flight,
@@ -201,17 +207,24 @@ impl BillingService {
                     &mut report,
                 )
                 .await;
-            // The previous round's follow-ups end before this round's start.
-            let round = match following.take() {
-                Some(previous) => match previous.finished().await {
-                    Ok(written) => {
-                        report.followed_up += written;
-                        round
-                    }
-                    Err(err) => round.and(Err(err)),
-                },
-                None => round,
+            // A round that numbered leaves up to `FOLLOW_UP_ROUNDS - 1` earlier rounds'
+            // follow-ups in flight beside its own; any other ends them all first.
+            let keep = |round: &Result<Round, AppError>| match round {
+                Ok(Round {
+                    numbered: Some(numbered),
+                    ..
+                }) if !numbered.is_empty() => FOLLOW_UP_ROUNDS - 1,
+                _ => 0,
             };
+            while following.len() > keep(&round) {
+                let Some(oldest) = following.pop_front() else {
+                    break;
+                };
+                match oldest.finished().await {
+                    Ok(written) => report.followed_up += written,
+                    Err(err) => round = round.and(Err(err)),
+                }
+            }
             match round {
                 Ok(Round { numbered: None, .. }) => {
                     conflicts += 1;
@@ -232,7 +245,7 @@ impl BillingService {
                     prefetched = next;
                     if !numbered.is_empty() {
                         let service = self.clone();
-                        following = Some(FollowingUp {
+                        following.push_back(FollowingUp {
                             invoices: numbered.iter().map(|p| p.invoice.id).collect(),
                             task: tokio::spawn(
                                 async move { service.follow_up(tenant, numbered).await },
