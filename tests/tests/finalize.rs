@@ -1117,3 +1117,73 @@ async fn drafts_stored_in_earlier_forms_are_numbered_as_ever() {
         }
     }
 }
+
+/// Counts the follow-up writes in flight at once, each held a while (slow follow-ups).
+#[derive(Default)]
+struct SlowFollowUps {
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl billing_memory::hooked::Hook for SlowFollowUps {
+    async fn before(
+        &self,
+        op: billing_memory::hooked::Op,
+    ) -> Option<billing_memory::hooked::Fault> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if op.method == "finish_invoice" {
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        None
+    }
+
+    async fn after(
+        &self,
+        op: billing_memory::hooked::Op,
+        _seen: billing_memory::hooked::Seen,
+    ) -> Option<billing_memory::hooked::Fault> {
+        if op.method == "finish_invoice" {
+            self.in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        None
+    }
+}
+
+/// 300 drafts (four rounds) whose follow-ups are slower than a numbering round: the next
+/// round is numbered while two earlier rounds' follow-ups are written, never three, and
+/// still each invoice is numbered once, gaplessly, with one `invoice.finalized` and one
+/// payment attempt.
+#[tokio::test(start_paused = true)]
+async fn two_rounds_of_follow_ups_in_flight_number_and_follow_up_each_invoice_once() {
+    const DRAFTS: usize = 300;
+    let store = billing_tests::memory_store();
+    let clock = ManualClock::at(Timestamp::now());
+    let app = app_on(&store, &clock);
+    let (caller, ids) = tenant_with_renewals(&app, &clock, DRAFTS, 1).await;
+    let tenant = caller.tenant_id;
+    app.billing
+        .draft_due_subscriptions(tenant, &ids, clock.now())
+        .await;
+    let hook = Arc::new(SlowFollowUps::default());
+    let hooked: Arc<dyn Store> = Arc::new(billing_memory::hooked::Hooked::new(
+        store.clone(),
+        hook.clone(),
+    ));
+    let report = app_on(&hooked, &clock)
+        .billing
+        .finalize_pending_invoices(tenant)
+        .await
+        .unwrap();
+    assert_eq!(report.numbered, DRAFTS);
+    assert_eq!(report.followed_up, DRAFTS);
+    let most = hook.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        most > 99 && most <= 2 * 99,
+        "{most} follow-ups in flight at most: two rounds' worth, never three"
+    );
+    assert_numbered_once(&app, &caller, 2 * DRAFTS).await;
+}
