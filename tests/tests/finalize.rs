@@ -681,11 +681,57 @@ enum Between {
 
 /// Counts the finalizer's sequence reads and refused numbering writes, and does what
 /// [`Between`] says before its second numbering write.
+#[derive(Default)]
 struct StartBetweenRounds {
     start: std::sync::OnceLock<Between>,
     reads: std::sync::atomic::AtomicU64,
     writes: std::sync::atomic::AtomicU64,
     refused: std::sync::atomic::AtomicU64,
+}
+
+/// A tenant on a fresh in-memory store with `count` renewals drafted, waiting for their
+/// numbers.
+struct Drafted {
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+    app: App,
+    caller: Caller,
+    ids: Vec<SubscriptionId>,
+}
+
+impl Drafted {
+    async fn new(count: usize) -> Self {
+        let store = billing_tests::memory_store();
+        let clock = ManualClock::at(Timestamp::now());
+        let app = app_on(&store, &clock);
+        let (caller, ids) = tenant_with_renewals(&app, &clock, count, 1).await;
+        app.billing
+            .draft_due_subscriptions(caller.tenant_id, &ids, clock.now())
+            .await;
+        Self {
+            store,
+            clock,
+            app,
+            caller,
+            ids,
+        }
+    }
+
+    /// The finalizer run on the store as `hook` sees it.
+    async fn finalize_hooked(
+        &self,
+        hook: Arc<dyn billing_memory::hooked::Hook>,
+    ) -> billing_app::billing::FinalizeReport {
+        let hooked: Arc<dyn Store> = Arc::new(billing_memory::hooked::Hooked::new(
+            self.store.clone(),
+            hook,
+        ));
+        app_on(&hooked, &self.clock)
+            .billing
+            .finalize_pending_invoices(self.caller.tenant_id)
+            .await
+            .unwrap()
+    }
 }
 
 #[async_trait::async_trait]
@@ -744,25 +790,16 @@ impl billing_memory::hooked::Hook for StartBetweenRounds {
 async fn a_sequence_moved_between_rounds_is_read_afresh() {
     use std::sync::atomic::Ordering::SeqCst;
     for moved in [false, true] {
-        let store = billing_tests::memory_store();
-        let clock = ManualClock::at(Timestamp::now());
-        let app = app_on(&store, &clock);
-        let (caller, ids) = tenant_with_renewals(&app, &clock, SUBSCRIPTIONS, 1).await;
+        let drafted = Drafted::new(SUBSCRIPTIONS).await;
+        let (app, caller) = (&drafted.app, &drafted.caller);
         let tenant = caller.tenant_id;
-        app.billing
-            .draft_due_subscriptions(tenant, &ids, clock.now())
-            .await;
-        let first = store
-            .get_subscription(tenant, ids[0])
+        let first = drafted
+            .store
+            .get_subscription(tenant, drafted.ids[0])
             .await
             .unwrap()
             .unwrap();
-        let hook = Arc::new(StartBetweenRounds {
-            start: std::sync::OnceLock::new(),
-            reads: Default::default(),
-            writes: Default::default(),
-            refused: Default::default(),
-        });
+        let hook = Arc::new(StartBetweenRounds::default());
         if moved {
             let start = StartSubscription::new(first.account_id, first.terms.plan_id);
             let _ = hook.start.set(Between::Start(
@@ -773,18 +810,10 @@ async fn a_sequence_moved_between_rounds_is_read_afresh() {
             // Nothing starts: the second write must not need a second read.
             let _ = hook.writes.fetch_add(2, SeqCst);
         }
-        let hooked: Arc<dyn Store> = Arc::new(billing_memory::hooked::Hooked::new(
-            store.clone(),
-            hook.clone(),
-        ));
-        let report = app_on(&hooked, &clock)
-            .billing
-            .finalize_pending_invoices(tenant)
-            .await
-            .unwrap();
+        let report = drafted.finalize_hooked(hook.clone()).await;
         assert_eq!(report.numbered, SUBSCRIPTIONS);
         let started = usize::from(moved);
-        assert_numbered_once(&app, &caller, 2 * SUBSCRIPTIONS + started).await;
+        assert_numbered_once(app, caller, 2 * SUBSCRIPTIONS + started).await;
         assert_eq!(
             hook.refused.load(SeqCst),
             u64::from(moved),
@@ -805,36 +834,19 @@ async fn a_sequence_moved_between_rounds_is_read_afresh() {
 #[tokio::test(start_paused = true)]
 async fn drafts_read_ahead_and_numbered_by_another_finalizer_are_not_numbered_again() {
     use std::sync::atomic::Ordering::SeqCst;
-    let store = billing_tests::memory_store();
-    let clock = ManualClock::at(Timestamp::now());
-    let app = app_on(&store, &clock);
-    let (caller, ids) = tenant_with_renewals(&app, &clock, SUBSCRIPTIONS, 1).await;
-    let tenant = caller.tenant_id;
-    app.billing
-        .draft_due_subscriptions(tenant, &ids, clock.now())
-        .await;
-    let hook = Arc::new(StartBetweenRounds {
-        start: std::sync::OnceLock::new(),
-        reads: Default::default(),
-        writes: Default::default(),
-        refused: Default::default(),
-    });
-    let _ = hook.start.set(Between::Finalize(app.clone(), tenant));
-    let hooked: Arc<dyn Store> = Arc::new(billing_memory::hooked::Hooked::new(
-        store.clone(),
-        hook.clone(),
-    ));
-    let report = app_on(&hooked, &clock)
-        .billing
-        .finalize_pending_invoices(tenant)
-        .await
-        .unwrap();
+    let drafted = Drafted::new(SUBSCRIPTIONS).await;
+    let (app, caller) = (&drafted.app, &drafted.caller);
+    let hook = Arc::new(StartBetweenRounds::default());
+    let _ = hook
+        .start
+        .set(Between::Finalize(app.clone(), caller.tenant_id));
+    let report = drafted.finalize_hooked(hook.clone()).await;
     assert_eq!(
         report.numbered, 99,
         "the rest numbered by the other finalizer"
     );
     assert_eq!(hook.refused.load(SeqCst), 1);
-    assert_numbered_once(&app, &caller, 2 * SUBSCRIPTIONS).await;
+    assert_numbered_once(app, caller, 2 * SUBSCRIPTIONS).await;
 }
 
 /// Subscriptions started at once on one tenant each open their first invoice under the
@@ -975,20 +987,15 @@ mod interleavings {
 async fn drafts_credited_while_a_numbering_write_is_in_flight_spend_the_credit_once() {
     use std::sync::atomic::Ordering::SeqCst;
     for other_finalizer in [false, true] {
-        let store = billing_tests::memory_store();
-        let clock = ManualClock::at(Timestamp::now());
-        let app = app_on(&store, &clock);
-        let (caller, ids) = tenant_with_renewals(&app, &clock, SUBSCRIPTIONS, 1).await;
+        let drafted = Drafted::new(SUBSCRIPTIONS).await;
+        let (store, app, caller) = (&drafted.store, &drafted.app, &drafted.caller);
         let tenant = caller.tenant_id;
         let account = store
-            .get_subscription(tenant, ids[0])
+            .get_subscription(tenant, drafted.ids[0])
             .await
             .unwrap()
             .unwrap()
             .account_id;
-        app.billing
-            .draft_due_subscriptions(tenant, &ids, clock.now())
-            .await;
         let grant = billing_app::credits::GrantRequest {
             account,
             amount: 52_000,
@@ -997,30 +1004,17 @@ async fn drafts_credited_while_a_numbering_write_is_in_flight_spend_the_credit_o
             note: None,
             expires_at: None,
         };
-        app.credits.grant_credit(&caller, grant).await.unwrap();
-        let hook = Arc::new(StartBetweenRounds {
-            start: std::sync::OnceLock::new(),
-            reads: Default::default(),
-            writes: Default::default(),
-            refused: Default::default(),
-        });
+        app.credits.grant_credit(caller, grant).await.unwrap();
+        let hook = Arc::new(StartBetweenRounds::default());
         if other_finalizer {
             let _ = hook.start.set(Between::Finalize(app.clone(), tenant));
         } else {
             let _ = hook.writes.fetch_add(2, SeqCst);
         }
-        let hooked: Arc<dyn Store> = Arc::new(billing_memory::hooked::Hooked::new(
-            store.clone(),
-            hook.clone(),
-        ));
-        app_on(&hooked, &clock)
-            .billing
-            .finalize_pending_invoices(tenant)
-            .await
-            .unwrap();
+        drafted.finalize_hooked(hook.clone()).await;
         assert_eq!(hook.refused.load(SeqCst), u64::from(other_finalizer));
 
-        let mut renewals: Vec<Invoice> = all_invoices(&app, &caller)
+        let mut renewals: Vec<Invoice> = all_invoices(app, caller)
             .await
             .into_iter()
             .filter(|i| i.subscription_id.is_some() && i.number.is_some())
@@ -1160,24 +1154,9 @@ impl billing_memory::hooked::Hook for SlowFollowUps {
 #[tokio::test(start_paused = true)]
 async fn two_rounds_of_follow_ups_in_flight_number_and_follow_up_each_invoice_once() {
     const DRAFTS: usize = 300;
-    let store = billing_tests::memory_store();
-    let clock = ManualClock::at(Timestamp::now());
-    let app = app_on(&store, &clock);
-    let (caller, ids) = tenant_with_renewals(&app, &clock, DRAFTS, 1).await;
-    let tenant = caller.tenant_id;
-    app.billing
-        .draft_due_subscriptions(tenant, &ids, clock.now())
-        .await;
+    let drafted = Drafted::new(DRAFTS).await;
     let hook = Arc::new(SlowFollowUps::default());
-    let hooked: Arc<dyn Store> = Arc::new(billing_memory::hooked::Hooked::new(
-        store.clone(),
-        hook.clone(),
-    ));
-    let report = app_on(&hooked, &clock)
-        .billing
-        .finalize_pending_invoices(tenant)
-        .await
-        .unwrap();
+    let report = drafted.finalize_hooked(hook.clone()).await;
     assert_eq!(report.numbered, DRAFTS);
     assert_eq!(report.followed_up, DRAFTS);
     let most = hook.most.load(std::sync::atomic::Ordering::SeqCst);
@@ -1185,5 +1164,5 @@ async fn two_rounds_of_follow_ups_in_flight_number_and_follow_up_each_invoice_on
         most > 99 && most <= 2 * 99,
         "{most} follow-ups in flight at most: two rounds' worth, never three"
     );
-    assert_numbered_once(&app, &caller, 2 * DRAFTS).await;
+    assert_numbered_once(&drafted.app, &drafted.caller, 2 * DRAFTS).await;
 }

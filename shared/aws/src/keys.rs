@@ -227,9 +227,9 @@ pub fn tenant_partition(tenant: TenantId) -> String {
 }
 
 /// How many partitions a tenant's high-volume items spread over. Each partition takes
-/// about 1,000 write units a second and a renewal writes about 100 to the table, so 32
-/// shards carry about 320 renewals a second where one partition carried 10 (fewer writes
-/// per renewal raise both). A tenant-wide list queries every shard, so the count trades
+/// about 1,000 write units a second and a renewal puts about 20 on its tenant's shards, so
+/// 32 shards carry about 1,600 renewals a second where one partition carried 50 (fewer
+/// writes per renewal raise both). A tenant-wide list queries every shard, so the count trades
 /// list reads for write capacity. Changing it moves every sharded item: a migration, not
 /// a setting.
 pub const TENANT_SHARDS: u32 = 32;
