@@ -521,24 +521,13 @@ impl billing_memory::hooked::Hook for FailAt {
 #[tokio::test(start_paused = true)]
 async fn a_pipelined_finalizer_retries_a_failed_write_and_survives_a_crash_at_any_step() {
     let counted = {
-        let store = billing_tests::memory_store();
-        let clock = ManualClock::at(Timestamp::now());
-        let app = app_on(&store, &clock);
-        let (caller, ids) = tenant_with_renewals(&app, &clock, SUBSCRIPTIONS, 1).await;
-        app.billing
-            .draft_due_subscriptions(caller.tenant_id, &ids, clock.now())
-            .await;
+        let drafted = Drafted::new(SUBSCRIPTIONS).await;
+        let tenant = drafted.caller.tenant_id;
         let hook = FailAt::new(Vec::new(), None);
-        let hooked: Arc<dyn Store> = Arc::new(billing_memory::hooked::Hooked::new(
-            store.clone(),
-            hook.clone(),
-        ));
-        let job = [BillingJob::Finalize {
-            tenant: caller.tenant_id,
-        }];
-        let done = app_on(&hooked, &clock)
+        let done = drafted
+            .hooked(hook.clone())
             .billing
-            .run_billing_jobs(caller.tenant_id, &job)
+            .run_billing_jobs(tenant, &[BillingJob::Finalize { tenant }])
             .await;
         assert!(done[0].is_ok());
         hook.seen.load(std::sync::atomic::Ordering::SeqCst)
@@ -546,23 +535,17 @@ async fn a_pipelined_finalizer_retries_a_failed_write_and_survives_a_crash_at_an
     assert!(counted > SUBSCRIPTIONS as u64, "{counted} operations");
     for k in (1..=counted).step_by(usize::try_from(counted / 12).unwrap_or(1).max(1)) {
         for crash in [false, true] {
-            let store = billing_tests::memory_store();
-            let clock = ManualClock::at(Timestamp::now());
-            let app = app_on(&store, &clock);
-            let (caller, ids) = tenant_with_renewals(&app, &clock, SUBSCRIPTIONS, 1).await;
+            let drafted = Drafted::new(SUBSCRIPTIONS).await;
+            let (app, caller) = (&drafted.app, &drafted.caller);
             let tenant = caller.tenant_id;
-            app.billing
-                .draft_due_subscriptions(tenant, &ids, clock.now())
-                .await;
             let hook = if crash {
                 FailAt::new(Vec::new(), Some(k))
             } else {
                 FailAt::new(vec![k], None)
             };
-            let hooked: Arc<dyn Store> =
-                Arc::new(billing_memory::hooked::Hooked::new(store.clone(), hook));
             let job = [BillingJob::Finalize { tenant }];
-            let done = app_on(&hooked, &clock)
+            let done = drafted
+                .hooked(hook)
                 .billing
                 .run_billing_jobs(tenant, &job)
                 .await
@@ -581,7 +564,7 @@ async fn a_pipelined_finalizer_retries_a_failed_write_and_survives_a_crash_at_an
                     "k = {k}: the failed write was retried: {done:?}"
                 );
             }
-            assert_numbered_once(&app, &caller, 2 * SUBSCRIPTIONS).await;
+            assert_numbered_once(app, caller, 2 * SUBSCRIPTIONS).await;
         }
     }
 }
@@ -717,16 +700,21 @@ impl Drafted {
         }
     }
 
-    /// The finalizer run on the store as `hook` sees it.
-    async fn finalize_hooked(
-        &self,
-        hook: Arc<dyn billing_memory::hooked::Hook>,
-    ) -> billing_app::billing::FinalizeReport {
+    /// The app on the store as `hook` sees it.
+    fn hooked(&self, hook: Arc<dyn billing_memory::hooked::Hook>) -> App {
         let hooked: Arc<dyn Store> = Arc::new(billing_memory::hooked::Hooked::new(
             self.store.clone(),
             hook,
         ));
         app_on(&hooked, &self.clock)
+    }
+
+    /// The finalizer run on the store as `hook` sees it.
+    async fn finalize_hooked(
+        &self,
+        hook: Arc<dyn billing_memory::hooked::Hook>,
+    ) -> billing_app::billing::FinalizeReport {
+        self.hooked(hook)
             .billing
             .finalize_pending_invoices(self.caller.tenant_id)
             .await
