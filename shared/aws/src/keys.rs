@@ -33,7 +33,7 @@
 //! | coupon            | `T#{tenant}`  | `COUPON#{coupon_id}`            |                                |                   |
 //! | coupon code claim | `T#{tenant}`  | `UNIQUE#COUPON_CODE#{code}`     |                                |                   |
 //! | plan version      | `T#{tenant}`  | `PLANVERSION#{plan_id}#{n:06}`  |                                |                   |
-//! | subscription      | `T#{tenant}#S(subscription_id)` | `SUB#{subscription_id}` (due) | `T#{tenant}#ACCOUNT#{a}#SUBS` | `{id}` |
+//! | subscription      | `T#{tenant}#S(subscription_id)` | `SUB#{subscription_id}` (due; fields packed but `version`) | `T#{tenant}#ACCOUNT#{a}#SUBS` | `{id}` |
 //! | invoice           | `T#{tenant}#S(invoice_id)` | `INVOICE#{invoice_id}` (fields packed but `version`) | `T#{tenant}#ACCOUNT#{a}#INVOICES` | `{id}`       |
 //! | invoice sequence  | `T#{tenant}`  | `SEQUENCE#INVOICE`              |                                |                   |
 //! | (pending invoice) | the invoice's item carries `pending_pk` `T#{tenant}#PENDING#{shard:02}`, `pending_sk` `{N or F}#{created ms}#{invoice_id}` (index `pending`) | | | |

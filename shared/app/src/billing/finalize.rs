@@ -1,23 +1,13 @@
-//! The finalizer: the one serial stage of billing a tenant. Lifecycle steps write their
-//! invoices as drafts waiting for a number, on many workers at once; the finalizer takes
-//! the tenant's drafts oldest first and numbers up to [`MAX_NUMBERED_PER_WRITE`] per
-//! write, which moves the tenant's sequence once (so a failed write consumes no number).
-//! Each numbered invoice then owes its follow-ups (`invoice.finalized`, its first payment
-//! attempt): they are written once, each in a write of its own conditioned on the invoice
-//! still owing them, in parallel, while the next round is numbered (only the sequence is
-//! serial; a bounded number of rounds' follow-ups in flight). Running it twice, or two at once,
-//! numbers nothing twice and leaves no gap: the loser of a race finds the sequence moved
-//! and reads again. After its own numbering write the finalizer knows where the sequence
-//! is and numbers the next round from there without reading it: that write is conditioned
-//! on the sequence (and its prefix) as the last one left it, so a sequence another writer
-//! moved meanwhile fails the write and is read afresh. The next round's page is read, its
-//! drafts credited and their accounts read while a numbering write is in flight, so the
-//! serial path is the numbering writes alone; its drafts are numbered once that write
-//! commits (each conditioned on its version as read: one another finalizer numbered
-//! meanwhile fails the write, and the round is redone from fresh reads). A transient
-//! failure (a throttled write, a cancelled transaction) is retried from a fresh read after
-//! a pause, a few times, before the job is failed back to its queue. A job that runs out of its time budget (the worker's Lambda timeout) hands
-//! the rest to a new finalize job.
+//! The finalizer: the one serial stage of billing a tenant. Lifecycle steps draft
+//! invoices on many workers at once; the finalizer numbers the tenant's drafts oldest
+//! first, up to [`MAX_NUMBERED_PER_WRITE`] per write. Each write moves the tenant's
+//! sequence once and is conditioned on it (and its prefix) and on every draft's version,
+//! so a lost race or a failed write numbers nothing and consumes no number, and two
+//! finalizers at once number nothing twice. Each numbered invoice then owes its follow-ups
+//! (`invoice.finalized`, its first payment attempt), written once each, conditioned on the
+//! invoice still owing them, while later rounds number ([`FOLLOW_UP_ROUNDS`] in flight);
+//! the next round's page is read and credited while a numbering write is in flight, so the
+//! serial path is the numbering writes alone (README, "Scale").
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -217,12 +207,11 @@ impl BillingService {
                 _ => 0,
             };
             while following.len() > keep(&round) {
-                let Some(oldest) = following.pop_front() else {
-                    break;
-                };
-                match oldest.finished().await {
-                    Ok(written) => report.followed_up += written,
-                    Err(err) => round = round.and(Err(err)),
+                if let Some(oldest) = following.pop_front() {
+                    match oldest.finished().await {
+                        Ok(written) => report.followed_up += written,
+                        Err(err) => round = round.and(Err(err)),
+                    }
                 }
             }
             match round {

@@ -1,5 +1,5 @@
-//! Packed items: invoices, domain events and audit records stored as their keys, index
-//! entries, expiry, the fields a condition reads (an invoice's `version`) and one binary
+//! Packed items: subscriptions, invoices, domain events and audit records stored as their
+//! keys, index entries, expiry, the fields a condition reads (a `version`) and one binary
 //! attribute, [`PACKED`], holding the rest as JSON deflated over a preset dictionary. An
 //! invoice is 2 to 3 KB of JSON; each is written transactionally (2 write units per KB)
 //! with its `gsi1` copy (1 per KB), and a renewal writes its invoice three times, three
